@@ -1,0 +1,229 @@
+// Package config loads Paddock's configuration with viper: a paddock.yaml file (searched
+// in ./ and /etc/paddock/, or given with --config), PADDOCK_* environment variables for
+// every key (dots become underscores: hypervisor.uri ↔ PADDOCK_HYPERVISOR_URI), and
+// command-line flags for the common keys. It records where each effective value came
+// from, for `paddock config show`.
+//
+// Every key is declared once in Keys with its default and help. A key in the file that
+// is not declared is an error naming it, so a typo never silently falls back to a default.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+)
+
+// EnvPrefix is the prefix of the environment variables (PADDOCK_HYPERVISOR_URI, …).
+const EnvPrefix = "PADDOCK"
+
+// FileName is the configuration file's base name, searched in SearchPaths.
+const FileName = "paddock.yaml"
+
+// SearchPaths are the directories searched for paddock.yaml, in order.
+var SearchPaths = []string{".", "/etc/paddock"}
+
+// Key is one configuration key.
+type Key struct {
+	// Name is the dotted key, e.g. "hypervisor.uri".
+	Name string
+	// Default is the value when nothing sets it; its Go type is the key's type
+	// (string, int, bool, time.Duration, []string).
+	Default any
+	// Usage says what the key does, for flags and docs.
+	Usage string
+	// Flag is the name of the command-line flag bound to the key, or "" for none.
+	Flag string
+}
+
+// Keys are all the configuration keys Paddock knows, in display order. Packages'
+// commands add theirs with Register before Load is called.
+var keys = []Key{
+	{Name: "log.level", Default: "info", Usage: "log level: debug, info, warn or error", Flag: "log-level"},
+	{Name: "log.format", Default: "auto", Usage: "log format: auto (text on a terminal, JSON otherwise), text or json", Flag: "log-format"},
+	{Name: "data_dir", Default: "/var/lib/paddock", Usage: "directory for the server's database, images and host state", Flag: "data-dir"},
+	{Name: "hypervisor.uri", Default: "qemu:///system", Usage: "libvirt connection URI", Flag: "libvirt-uri"},
+	{Name: "hypervisor.prefix", Default: "paddock-", Usage: "name prefix of the domains Paddock owns; no other domain is touched"},
+	{Name: "hypervisor.accel", Default: "auto", Usage: "guest acceleration: auto (kvm only where hardware virtualization works), kvm or tcg", Flag: "accel"},
+}
+
+// Register adds keys. It panics on a duplicate name: keys are declared at init time.
+func Register(ks ...Key) {
+	for _, k := range ks {
+		for _, old := range keys {
+			if old.Name == k.Name {
+				panic("config: key " + k.Name + " registered twice")
+			}
+		}
+		keys = append(keys, k)
+	}
+}
+
+// Keys returns the declared keys in display order.
+func Keys() []Key { return append([]Key(nil), keys...) }
+
+// AddFlags defines on fs a flag for every key that has one (those fs does not have yet).
+func AddFlags(fs *pflag.FlagSet) {
+	for _, k := range keys {
+		if k.Flag == "" || fs.Lookup(k.Flag) != nil {
+			continue
+		}
+		switch d := k.Default.(type) {
+		case string:
+			fs.String(k.Flag, d, k.Usage)
+		case int:
+			fs.Int(k.Flag, d, k.Usage)
+		case bool:
+			fs.Bool(k.Flag, d, k.Usage)
+		case time.Duration:
+			fs.Duration(k.Flag, d, k.Usage)
+		case []string:
+			fs.StringSlice(k.Flag, d, k.Usage)
+		default:
+			panic(fmt.Sprintf("config: key %s has unsupported default type %T", k.Name, k.Default))
+		}
+	}
+}
+
+// Config is a loaded configuration.
+type Config struct {
+	V *viper.Viper
+	// File is the configuration file read, or "" when none was found.
+	File  string
+	flags *pflag.FlagSet
+}
+
+// Load reads the configuration. file is the --config value ("" to search SearchPaths);
+// fs holds the command's flags (may be nil). A named file that cannot be read, a file
+// that does not parse, or a file with an undeclared key is an error.
+func Load(file string, fs *pflag.FlagSet) (*Config, error) {
+	v := viper.New()
+	for _, k := range keys {
+		v.SetDefault(k.Name, k.Default)
+	}
+	v.SetEnvPrefix(EnvPrefix)
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_", "-", "_"))
+	v.AutomaticEnv()
+	if fs != nil {
+		for _, k := range keys {
+			if f := fs.Lookup(k.Flag); k.Flag != "" && f != nil {
+				if err := v.BindPFlag(k.Name, f); err != nil {
+					return nil, fmt.Errorf("binding flag --%s: %w", k.Flag, err)
+				}
+			}
+		}
+	}
+	c := &Config{V: v, flags: fs}
+	if file != "" {
+		v.SetConfigFile(file)
+		if err := v.ReadInConfig(); err != nil {
+			return nil, fmt.Errorf("reading config file %s (from --config): %w", file, err)
+		}
+		c.File = file
+	} else {
+		v.SetConfigName(strings.TrimSuffix(FileName, ".yaml"))
+		v.SetConfigType("yaml")
+		for _, p := range SearchPaths {
+			v.AddConfigPath(p)
+		}
+		if err := v.ReadInConfig(); err != nil {
+			var nf viper.ConfigFileNotFoundError
+			if !errors.As(err, &nf) {
+				return nil, fmt.Errorf("reading config file %s: %w", v.ConfigFileUsed(), err)
+			}
+		} else {
+			c.File = v.ConfigFileUsed()
+		}
+	}
+	if err := c.checkUnknown(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// checkUnknown refuses keys in the file that no one declared.
+func (c *Config) checkUnknown() error {
+	if c.File == "" {
+		return nil
+	}
+	known := map[string]bool{}
+	prefixes := map[string]bool{}
+	for _, k := range keys {
+		known[k.Name] = true
+		for p := k.Name; strings.Contains(p, "."); {
+			p = p[:strings.LastIndex(p, ".")]
+			prefixes[p] = true
+		}
+	}
+	var unknown []string
+	for _, k := range c.V.AllKeys() {
+		if !known[k] && !prefixes[k] && c.V.InConfig(k) {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		return fmt.Errorf("config file %s: unknown key(s) %s: check the spelling against `paddock config show`", c.File, strings.Join(unknown, ", "))
+	}
+	return nil
+}
+
+// Source says where the effective value of key came from: "flag --x", "env PADDOCK_X",
+// "file <path>" or "default".
+func (c *Config) Source(key string) string {
+	for _, k := range keys {
+		if k.Name != key || k.Flag == "" || c.flags == nil {
+			continue
+		}
+		if f := c.flags.Lookup(k.Flag); f != nil && f.Changed {
+			return "flag --" + k.Flag
+		}
+	}
+	env := EnvVar(key)
+	if _, ok := os.LookupEnv(env); ok {
+		return "env " + env
+	}
+	if c.File != "" && c.V.InConfig(key) {
+		return "file " + c.File
+	}
+	return "default"
+}
+
+// EnvVar returns the environment variable of key: PADDOCK_ + upper case, dots and dashes
+// as underscores.
+func EnvVar(key string) string {
+	return EnvPrefix + "_" + strings.ToUpper(strings.NewReplacer(".", "_", "-", "_").Replace(key))
+}
+
+// Entry is one key's effective value and its source.
+type Entry struct {
+	Key    string `json:"key"`
+	Value  any    `json:"value"`
+	Source string `json:"source"`
+}
+
+// Entries returns every declared key with its effective value and source. Keys whose
+// name ends in "token" or "password" show "(set)" instead of the value.
+func (c *Config) Entries() []Entry {
+	out := make([]Entry, 0, len(keys))
+	for _, k := range keys {
+		val := c.V.Get(k.Name)
+		if secret(k.Name) {
+			if s := fmt.Sprint(val); s != "" {
+				val = "(set)"
+			}
+		}
+		out = append(out, Entry{Key: k.Name, Value: val, Source: c.Source(k.Name)})
+	}
+	return out
+}
+
+func secret(name string) bool {
+	return strings.HasSuffix(name, "token") || strings.HasSuffix(name, "password") || strings.HasSuffix(name, "key_file")
+}
