@@ -1,0 +1,159 @@
+package hypervisor
+
+import (
+	"encoding/xml"
+	"fmt"
+	"runtime"
+
+	"libvirt.org/go/libvirtxml"
+)
+
+// MetadataNamespace is the XML namespace of Paddock's <metadata> element (labels).
+const MetadataNamespace = "https://paddockvm.dev/xmlns/domain/1"
+
+// metadataKey is the namespace prefix libvirt is told to use for MetadataNamespace.
+const metadataKey = "paddock"
+
+// BalloonStatsPeriod is how often (seconds) the guest's balloon driver reports memory
+// statistics.
+const BalloonStatsPeriod = 5
+
+type xmlLabels struct {
+	XMLName xml.Name   `xml:"https://paddockvm.dev/xmlns/domain/1 labels"`
+	Labels  []xmlLabel `xml:"label"`
+}
+
+type xmlLabel struct {
+	Key   string `xml:"key,attr"`
+	Value string `xml:"value,attr"`
+}
+
+// XML renders the spec as libvirt domain XML for the given acceleration (kvm → domain
+// type "kvm", tcg → "qemu"). It does not check files; call Validate first.
+func (s DomainSpec) XML(accel Accel) (string, error) {
+	switch accel {
+	case AccelKVM:
+		return s.domainXML("kvm")
+	case AccelTCG:
+		return s.domainXML("qemu")
+	}
+	return "", fieldErr("accel", "use kvm or tcg (resolve auto with ChooseAccel first)", "%q", accel)
+}
+
+func guestArch() string {
+	switch runtime.GOARCH {
+	case "arm64":
+		return "aarch64"
+	case "386":
+		return "i686"
+	}
+	return "x86_64"
+}
+
+// domainXML builds the libvirtxml document; domType is "kvm", "qemu" or "test".
+func (s DomainSpec) domainXML(domType string) (string, error) {
+	uintp := func(v uint) *uint { return &v }
+	d := &libvirtxml.Domain{
+		Type:          domType,
+		Name:          s.Name,
+		Memory:        &libvirtxml.DomainMemory{Value: uint(s.MemoryMiB), Unit: "MiB"},
+		CurrentMemory: &libvirtxml.DomainCurrentMemory{Value: uint(s.MemoryMiB), Unit: "MiB"},
+		VCPU:          &libvirtxml.DomainVCPU{Placement: "static", Value: uint(s.VCPUs)},
+		OS: &libvirtxml.DomainOS{
+			Type:    &libvirtxml.DomainOSType{Arch: guestArch(), Type: "hvm"},
+			Kernel:  s.Kernel,
+			Initrd:  s.Initrd,
+			Cmdline: s.Cmdline,
+		},
+		// ACPI: without it a guest's poweroff only halts the CPU and the domain stays running.
+		Features:   &libvirtxml.DomainFeatureList{ACPI: &libvirtxml.DomainFeature{}},
+		OnPoweroff: "destroy",
+		OnReboot:   "destroy",
+		OnCrash:    "destroy",
+		Devices:    &libvirtxml.DomainDeviceList{},
+	}
+	if domType == "kvm" {
+		d.CPU = &libvirtxml.DomainCPU{Mode: "host-passthrough"}
+	}
+	if len(s.Labels) > 0 {
+		l := xmlLabels{}
+		for _, k := range sortedKeys(s.Labels) {
+			l.Labels = append(l.Labels, xmlLabel{Key: k, Value: s.Labels[k]})
+		}
+		b, err := xml.Marshal(l)
+		if err != nil {
+			return "", fmt.Errorf("encoding labels of %s: %w", s.Name, err)
+		}
+		d.Metadata = &libvirtxml.DomainMetadata{XML: string(b)}
+	}
+	dev := d.Devices
+	for _, disk := range s.Disks {
+		dd := libvirtxml.DomainDisk{
+			Device: "disk",
+			Driver: &libvirtxml.DomainDiskDriver{Name: "qemu", Type: disk.Format},
+			Source: &libvirtxml.DomainDiskSource{File: &libvirtxml.DomainDiskSourceFile{File: disk.Path}},
+			Target: &libvirtxml.DomainDiskTarget{Dev: disk.Target, Bus: "virtio"},
+		}
+		if disk.ReadOnly {
+			dd.ReadOnly = &libvirtxml.DomainDiskReadOnly{}
+		}
+		dev.Disks = append(dev.Disks, dd)
+	}
+	// No USB controller: nothing uses it and it costs boot time.
+	dev.Controllers = append(dev.Controllers, libvirtxml.DomainController{Type: "usb", Model: "none"})
+	if n := s.Network; n != nil {
+		iface := libvirtxml.DomainInterface{
+			Source: &libvirtxml.DomainInterfaceSource{},
+			Model:  &libvirtxml.DomainInterfaceModel{Type: "virtio"},
+		}
+		if n.Network != "" {
+			iface.Source.Network = &libvirtxml.DomainInterfaceSourceNetwork{Network: n.Network}
+		} else {
+			iface.Source.Bridge = &libvirtxml.DomainInterfaceSourceBridge{Bridge: n.Bridge}
+		}
+		if n.MAC != "" {
+			iface.MAC = &libvirtxml.DomainInterfaceMAC{Address: n.MAC}
+		}
+		dev.Interfaces = append(dev.Interfaces, iface)
+	}
+	serial := libvirtxml.DomainSerial{
+		Source: &libvirtxml.DomainChardevSource{Pty: &libvirtxml.DomainChardevSourcePty{}},
+		Target: &libvirtxml.DomainSerialTarget{Type: "isa-serial", Port: uintp(0)},
+	}
+	if s.ConsoleLog != "" {
+		serial.Log = &libvirtxml.DomainChardevLog{File: s.ConsoleLog, Append: "off"}
+	}
+	dev.Serials = append(dev.Serials, serial)
+	dev.Consoles = append(dev.Consoles, libvirtxml.DomainConsole{
+		Source: &libvirtxml.DomainChardevSource{Pty: &libvirtxml.DomainChardevSourcePty{}},
+		Target: &libvirtxml.DomainConsoleTarget{Type: "serial", Port: uintp(0)},
+	})
+	for _, c := range s.Channels {
+		dev.Channels = append(dev.Channels, libvirtxml.DomainChannel{
+			Source: &libvirtxml.DomainChardevSource{UNIX: &libvirtxml.DomainChardevSourceUNIX{Mode: "bind", Path: c.SocketPath}},
+			Target: &libvirtxml.DomainChannelTarget{VirtIO: &libvirtxml.DomainChannelTargetVirtIO{Name: c.Name}},
+		})
+	}
+	dev.MemBalloon = &libvirtxml.DomainMemBalloon{
+		Model: "virtio",
+		Stats: &libvirtxml.DomainMemBalloonStats{Period: BalloonStatsPeriod},
+	}
+	out, err := d.Marshal()
+	if err != nil {
+		return "", fmt.Errorf("encoding domain XML of %s: %w", s.Name, err)
+	}
+	return out, nil
+}
+
+// parseLabels reads the labels element returned by virDomainGetMetadata.
+func parseLabels(metadata string) (map[string]string, error) {
+	var l xmlLabels
+	if err := xml.Unmarshal([]byte(metadata), &l); err != nil {
+		return nil, err
+	}
+	m := make(map[string]string, len(l.Labels))
+	for _, kv := range l.Labels {
+		m[kv.Key] = kv.Value
+	}
+	return m, nil
+}
