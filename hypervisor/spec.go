@@ -69,12 +69,12 @@ const (
 )
 
 var (
-	nameRE       = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
-	targetRE     = regexp.MustCompile(`^vd[a-z]{1,2}$`)
-	channelRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
-	labelKeyRE   = regexp.MustCompile(`^[a-z0-9]([a-z0-9._/-]{0,62})$`)
-	macRE        = regexp.MustCompile(`^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$`)
-	ifaceNameRE  = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+	nameRE      = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
+	targetRE    = regexp.MustCompile(`^vd[a-z]{1,2}$`)
+	channelRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+	labelKeyRE  = regexp.MustCompile(`^[a-z0-9]([a-z0-9._/-]{0,62})$`)
+	macRE       = regexp.MustCompile(`^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$`)
+	ifaceNameRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 )
 
 // CheckName refuses a name without the prefix (or otherwise unusable) with a *FieldError

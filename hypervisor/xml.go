@@ -147,7 +147,11 @@ func (s DomainSpec) domainXML(domType string) (string, error) {
 
 // parseLabels reads the labels element returned by virDomainGetMetadata.
 func parseLabels(metadata string) (map[string]string, error) {
-	var l xmlLabels
+	// libvirt hands the element back without its namespace: match the local name only.
+	var l struct {
+		XMLName xml.Name   `xml:"labels"`
+		Labels  []xmlLabel `xml:"label"`
+	}
 	if err := xml.Unmarshal([]byte(metadata), &l); err != nil {
 		return nil, err
 	}
