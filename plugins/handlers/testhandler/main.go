@@ -1,0 +1,79 @@
+// Command testhandler is a handler for Paddock's test suites, not for users. Its
+// task types misbehave on purpose:
+//
+//	test.echo   output = payload
+//	test.sleep  sleeps for the duration in the payload ("250ms"), honouring ctx
+//	test.fail   fails; payload "retryable" or "fatal" says how
+//	test.crash  exits the process (status 3) in the middle of the call
+//	test.hang   ignores ctx and never returns
+//	test.big    returns an output of as many bytes as the payload's decimal number
+//	test.panic  panics (the SDK recovers it as a fatal error)
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/paddockvm/paddock/plugins/sdk"
+)
+
+type testHandler struct{}
+
+var _ sdk.Handler = testHandler{}
+
+func (testHandler) Describe() []sdk.TaskType {
+	var out []sdk.TaskType
+	for _, n := range []string{"test.echo", "test.sleep", "test.fail", "test.crash", "test.hang", "test.big", "test.panic"} {
+		out = append(out, sdk.TaskType{Name: n, Version: "1.0.0", Concurrency: 4, Description: "test-only: " + n})
+	}
+	return out
+}
+
+func (testHandler) Handle(ctx context.Context, req sdk.Request) (sdk.Response, error) {
+	switch req.Type {
+	case "test.echo":
+		return sdk.Response{Output: req.Payload}, nil
+	case "test.sleep":
+		d, err := time.ParseDuration(string(req.Payload))
+		if err != nil {
+			return sdk.Response{}, sdk.Fatalf("test.sleep: payload %q is not a duration like \"250ms\"", req.Payload)
+		}
+		select {
+		case <-time.After(d):
+			return sdk.Response{Output: []byte("slept " + d.String())}, nil
+		case <-ctx.Done():
+			return sdk.Response{}, ctx.Err()
+		}
+	case "test.fail":
+		switch string(bytes.TrimSpace(req.Payload)) {
+		case "retryable":
+			return sdk.Response{}, sdk.Retryable(errors.New("test.fail: a transient failure, as asked"))
+		case "fatal":
+			return sdk.Response{}, sdk.Fatal(errors.New("test.fail: a permanent failure, as asked"))
+		default:
+			return sdk.Response{}, sdk.Fatalf("test.fail: payload must be \"retryable\" or \"fatal\", got %q", req.Payload)
+		}
+	case "test.crash":
+		fmt.Fprintln(os.Stderr, "test.crash: exiting mid-call, as asked")
+		time.Sleep(50 * time.Millisecond)
+		os.Exit(3)
+	case "test.hang":
+		select {} // ignores ctx on purpose
+	case "test.big":
+		n, err := strconv.Atoi(string(req.Payload))
+		if err != nil || n < 0 {
+			return sdk.Response{}, sdk.Fatalf("test.big: payload %q is not a byte count", req.Payload)
+		}
+		return sdk.Response{Output: bytes.Repeat([]byte{'x'}, n)}, nil
+	case "test.panic":
+		panic("test.panic: as asked")
+	}
+	return sdk.Response{}, sdk.Fatalf("unknown type %q", req.Type)
+}
+
+func main() { sdk.Serve(testHandler{}) }

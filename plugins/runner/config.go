@@ -1,0 +1,111 @@
+package runner
+
+import (
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"time"
+)
+
+// HandlerSpec names one handler binary and the sha256 it must have.
+type HandlerSpec struct {
+	// Name identifies the handler in logs and results (e.g. "checksum").
+	Name string
+	// Path of the binary.
+	Path string
+	// SHA256 is the expected hex sha256 of the binary, from the image manifest.
+	SHA256 string
+	// Args are extra command-line arguments (optional).
+	Args []string
+	// Env is extra environment ("K=V") for the handler (optional).
+	Env []string
+}
+
+// Config configures a Runner. Zero values take the defaults of DefaultConfig.
+type Config struct {
+	// Handlers to start. At least one.
+	Handlers []HandlerSpec
+	// MaxOutputBytes is the largest result (output plus named outputs) accepted
+	// from a handler. Default 64 MiB.
+	MaxOutputBytes int64
+	// KillGrace is how long a handler may keep running a call after the call was
+	// cancelled (deadline or caller) before the whole handler process is killed
+	// and restarted. Default 5s.
+	KillGrace time.Duration
+	// RestartBackoff is the first delay before restarting a crashed handler; it
+	// doubles on every crash in a row up to RestartBackoffMax. Defaults 100ms, 30s.
+	RestartBackoff, RestartBackoffMax time.Duration
+	// StartTimeout bounds a handler's start (exec to handshake). Default 1 min.
+	StartTimeout time.Duration
+	// Logger receives the runner's and the handlers' logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the defaults (without handlers).
+func DefaultConfig() Config {
+	return Config{
+		MaxOutputBytes:    64 << 20,
+		KillGrace:         5 * time.Second,
+		RestartBackoff:    100 * time.Millisecond,
+		RestartBackoffMax: 30 * time.Second,
+		StartTimeout:      time.Minute,
+	}
+}
+
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.MaxOutputBytes == 0 {
+		c.MaxOutputBytes = d.MaxOutputBytes
+	}
+	if c.KillGrace == 0 {
+		c.KillGrace = d.KillGrace
+	}
+	if c.RestartBackoff == 0 {
+		c.RestartBackoff = d.RestartBackoff
+	}
+	if c.RestartBackoffMax == 0 {
+		c.RestartBackoffMax = d.RestartBackoffMax
+	}
+	if c.StartTimeout == 0 {
+		c.StartTimeout = d.StartTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Validate reports the first invalid field, naming it.
+func (c Config) Validate() error {
+	if len(c.Handlers) == 0 {
+		return errors.New("runner config: Handlers is empty: list at least one handler binary")
+	}
+	names := map[string]bool{}
+	for i, h := range c.Handlers {
+		switch {
+		case h.Name == "":
+			return fmt.Errorf("runner config: Handlers[%d].Name is empty", i)
+		case names[h.Name]:
+			return fmt.Errorf("runner config: Handlers[%d].Name %q is used twice", i, h.Name)
+		case h.Path == "":
+			return fmt.Errorf("runner config: handler %q: Path is empty", h.Name)
+		case !filepath.IsAbs(h.Path):
+			return fmt.Errorf("runner config: handler %q: Path %q is not absolute", h.Name, h.Path)
+		}
+		if b, err := hex.DecodeString(h.SHA256); err != nil || len(b) != 32 {
+			return fmt.Errorf("runner config: handler %q: SHA256 %q is not 64 hex digits (take it from the image manifest, or `sha256sum %s`)", h.Name, h.SHA256, h.Path)
+		}
+		names[h.Name] = true
+	}
+	switch {
+	case c.MaxOutputBytes < 0:
+		return fmt.Errorf("runner config: MaxOutputBytes %d is negative", c.MaxOutputBytes)
+	case c.KillGrace < 0:
+		return fmt.Errorf("runner config: KillGrace %v is negative", c.KillGrace)
+	case c.RestartBackoff < 0 || c.RestartBackoffMax < 0:
+		return errors.New("runner config: RestartBackoff and RestartBackoffMax must not be negative")
+	}
+	return nil
+}

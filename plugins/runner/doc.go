@@ -1,0 +1,15 @@
+// Package runner is the agent's side of task handlers: it starts each handler
+// binary once (after checking its sha256 against the image manifest, with
+// go-plugin's SecureConfig and AutoMTLS), sends it concurrent calls, and keeps it
+// alive — a crashed handler fails its calls in flight as retryable ("handler
+// crashed") and is restarted with backoff; a call past its deadline is
+// cancelled, and a handler that ignores the cancellation for longer than the
+// kill grace is killed and restarted. Outputs larger than the configured limit
+// are refused.
+//
+// The tests build the example handlers (plugins/handlers/...) into a temporary
+// directory and run them as real subprocesses:
+//
+//	CGO_ENABLED=0 go test -count=1 ./plugins/runner
+//	go test -run '^$' -bench . ./plugins/runner   # calls/s and latency through the plugin boundary
+package runner

@@ -1,0 +1,253 @@
+package runner
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+
+	handlerpb "github.com/paddockvm/paddock/plugins/proto"
+	"github.com/paddockvm/paddock/plugins/sdk"
+)
+
+// handler supervises the processes of one handler binary.
+type handler struct {
+	r    *Runner
+	spec HandlerSpec
+	sum  []byte
+	log  *slog.Logger
+
+	// mu guards the fields below.
+	mu       sync.Mutex
+	cur      *proc         // the running process; nil while down
+	up       chan struct{} // closed while cur != nil; replaced when it goes down
+	restarts int
+	lastExit string
+	closed   bool
+}
+
+// proc is one running process of a handler.
+type proc struct {
+	client  *plugin.Client
+	cmd     *exec.Cmd
+	rpc     handlerpb.HandlerClient
+	started time.Time
+	exited  chan struct{} // closed once the process has exited
+
+	// killMu guards killReason.
+	killMu     sync.Mutex
+	killReason string
+}
+
+func (p *proc) pid() int {
+	if p.cmd.Process == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
+func (p *proc) hasExited() bool {
+	select {
+	case <-p.exited:
+		return true
+	default:
+		return false
+	}
+}
+
+func (p *proc) killed() string {
+	p.killMu.Lock()
+	defer p.killMu.Unlock()
+	return p.killReason
+}
+
+// start verifies the binary, launches it and describes it.
+func (h *handler) start(ctx context.Context) (*proc, []TaskType, error) {
+	if err := VerifyFile(h.spec.Path, h.sum); err != nil {
+		return nil, nil, fmt.Errorf("refusing handler %q: %w", h.spec.Name, err)
+	}
+	cmd := osExec(h.spec.Path, h.spec.Args...)
+	cmd.Env = append(os.Environ(), h.spec.Env...)
+	client := plugin.NewClient(&plugin.ClientConfig{
+		HandshakeConfig:  sdk.Handshake,
+		Plugins:          plugin.PluginSet{sdk.PluginName: &sdk.Plugin{}},
+		Cmd:              cmd,
+		SecureConfig:     &plugin.SecureConfig{Checksum: h.sum, Hash: sha256.New()},
+		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
+		AutoMTLS:         true,
+		StartTimeout:     h.r.cfg.StartTimeout,
+		Logger:           newHCLog(h.log),
+		GRPCDialOptions: []grpc.DialOption{
+			grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(sdk.MaxMessageBytes)),
+		},
+	})
+	fail := func(what string, err error) (*proc, []TaskType, error) {
+		client.Kill()
+		if errors.Is(err, plugin.ErrChecksumsDoNotMatch) {
+			err = fmt.Errorf("%w (%v)", ErrChecksum, err)
+		}
+		return nil, nil, fmt.Errorf("%s handler %q (%s): %w", what, h.spec.Name, h.spec.Path, err)
+	}
+	cp, err := client.Client()
+	if err != nil {
+		return fail("starting", err)
+	}
+	raw, err := cp.Dispense(sdk.PluginName)
+	if err != nil {
+		return fail("dispensing", err)
+	}
+	rpc, ok := raw.(handlerpb.HandlerClient)
+	if !ok {
+		return fail("dispensing", fmt.Errorf("plugin returned %T, not a handler client", raw))
+	}
+	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	desc, err := rpc.Describe(dctx, &handlerpb.DescribeRequest{})
+	if err != nil {
+		return fail("describing", err)
+	}
+	if desc.GetProtocolVersion() != sdk.ProtocolVersion {
+		return fail("checking", fmt.Errorf("handler speaks protocol version %d, this agent speaks %d: rebuild it with a matching plugins/sdk", desc.GetProtocolVersion(), sdk.ProtocolVersion))
+	}
+	var types []TaskType
+	var st []sdk.TaskType
+	for _, t := range desc.GetTypes() {
+		types = append(types, TaskType{Name: t.GetName(), Version: t.GetVersion(), Concurrency: int(t.GetConcurrency()), Description: t.GetDescription(), Handler: h.spec.Name})
+		st = append(st, sdk.TaskType{Name: t.GetName(), Version: t.GetVersion(), Concurrency: int(t.GetConcurrency())})
+	}
+	if err := sdk.ValidateTypes(st); err != nil {
+		return fail("checking", err)
+	}
+	p := &proc{client: client, cmd: cmd, rpc: rpc, started: time.Now(), exited: make(chan struct{})}
+	go func() {
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		for range t.C {
+			if client.Exited() {
+				close(p.exited)
+				return
+			}
+		}
+	}()
+	h.log.Info("handler started", "pid", p.pid(), "path", h.spec.Path, "types", len(types))
+	return p, types, nil
+}
+
+func (h *handler) setUp(p *proc) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.cur = p
+	close(h.up)
+}
+
+// get returns the running process, waiting for a restart if it is down.
+func (h *handler) get(ctx context.Context) (*proc, error) {
+	for {
+		h.mu.Lock()
+		p, up, closed := h.cur, h.up, h.closed
+		h.mu.Unlock()
+		if closed {
+			return nil, errors.New("the runner is closed")
+		}
+		if p != nil && !p.hasExited() {
+			return p, nil
+		}
+		if p != nil { // exited, supervisor not yet noticed
+			up = nil
+		}
+		select {
+		case <-up:
+		case <-time.After(20 * time.Millisecond):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// kill ends p at once (SIGKILL); the supervisor restarts the handler.
+func (h *handler) kill(p *proc, reason string) {
+	p.killMu.Lock()
+	if p.killReason == "" {
+		p.killReason = reason
+	}
+	p.killMu.Unlock()
+	h.log.Warn("killing handler", "pid", p.pid(), "reason", reason)
+	if p.cmd.Process != nil {
+		_ = p.cmd.Process.Kill()
+	}
+}
+
+// reap waits up to KillGrace for a cancelled call to end inside the handler,
+// and kills the handler if it does not.
+func (h *handler) reap(p *proc, callID, taskID string) {
+	defer h.r.wg.Done()
+	ctx, cancel := context.WithTimeout(h.r.ctx, h.r.cfg.KillGrace)
+	defer cancel()
+	_, err := p.rpc.WaitCall(ctx, &handlerpb.WaitCallRequest{CallId: callID})
+	if err == nil || p.hasExited() || h.r.ctx.Err() != nil {
+		return
+	}
+	h.kill(p, fmt.Sprintf("task %s was still running %v after it was cancelled", taskID, h.r.cfg.KillGrace))
+}
+
+// supervise restarts the handler whenever its process exits, with backoff.
+func (h *handler) supervise(p *proc) {
+	defer h.r.wg.Done()
+	ctx := h.r.ctx
+	backoff := h.r.cfg.RestartBackoff
+	for {
+		select {
+		case <-p.exited:
+		case <-ctx.Done():
+			return
+		}
+		why := "exited"
+		if k := p.killed(); k != "" {
+			why = "killed: " + k
+		} else if st := p.cmd.ProcessState; st != nil {
+			why = st.String()
+		}
+		h.mu.Lock()
+		h.cur, h.up, h.lastExit = nil, make(chan struct{}), why
+		h.mu.Unlock()
+		p.client.Kill()
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(p.started) > time.Minute {
+			backoff = h.r.cfg.RestartBackoff
+		}
+		h.log.Error("handler process ended; restarting", "pid", p.pid(), "reason", why, "ran", time.Since(p.started).Round(time.Millisecond), "backoff", backoff)
+		for {
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return
+			}
+			backoff = min(backoff*2, h.r.cfg.RestartBackoffMax)
+			np, _, err := h.start(ctx)
+			if err == nil {
+				h.mu.Lock()
+				closed := h.closed
+				h.restarts++
+				h.mu.Unlock()
+				if closed {
+					np.client.Kill()
+					return
+				}
+				h.setUp(np)
+				p = np
+				break
+			}
+			h.log.Error("restarting handler failed", "err", err, "next_backoff", backoff)
+		}
+	}
+}

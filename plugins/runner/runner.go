@@ -1,0 +1,331 @@
+package runner
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	handlerpb "github.com/paddockvm/paddock/plugins/proto"
+)
+
+// ErrChecksum is wrapped by the error for a handler binary whose sha256 does
+// not match its manifest entry.
+var ErrChecksum = errors.New("handler binary does not match its sha256")
+
+// TaskType is a task type served by one of the runner's handlers.
+type TaskType struct {
+	Name        string
+	Version     string
+	Concurrency int // the handler's suggestion; 0: none
+	Description string
+	Handler     string // HandlerSpec.Name of the handler serving it
+}
+
+// Task is one call to run.
+type Task struct {
+	ID       string
+	Type     string
+	Payload  []byte
+	Inputs   map[string][]byte
+	Attempt  int
+	Deadline time.Time // zero: only ctx bounds the call
+}
+
+// Reason classifies a failed Result.
+type Reason string
+
+// Reasons of a failed Result. A successful Result has ReasonNone.
+const (
+	ReasonNone           Reason = ""
+	ReasonHandlerError   Reason = "handler_error"       // the handler's code returned an error
+	ReasonCrashed        Reason = "handler_crashed"     // the process exited (or was killed) during the call
+	ReasonTimeout        Reason = "timeout"             // the task's deadline passed
+	ReasonCancelled      Reason = "cancelled"           // the caller's ctx was cancelled
+	ReasonOutputTooLarge Reason = "output_too_large"    // the result exceeded Config.MaxOutputBytes
+	ReasonUnknownType    Reason = "unknown_type"        // no handler serves the task's type
+	ReasonUnavailable    Reason = "handler_unavailable" // the handler could not be reached
+	ReasonPanic          Reason = "handler_panic"       // the handler panicked (recovered by the SDK)
+)
+
+// Usage is what a call cost.
+type Usage struct {
+	// Wall is the time Execute took, as the agent sees it.
+	Wall time.Duration
+	// HandlerWall is the time the handler function ran, as the handler measured it.
+	HandlerWall time.Duration
+	// CPU is the handler process's CPU time while the call ran (approximate when
+	// calls overlap; 0 when the handler does not report it).
+	CPU time.Duration
+}
+
+// Result is the outcome of Execute. Error is empty on success.
+type Result struct {
+	Output    []byte
+	Outputs   map[string][]byte
+	Error     string
+	Retryable bool
+	Reason    Reason
+	Handler   string
+	Usage     Usage
+}
+
+// OK reports whether the task succeeded.
+func (r Result) OK() bool { return r.Error == "" }
+
+// HandlerStatus is what operators see of one handler.
+type HandlerStatus struct {
+	Name     string
+	Path     string
+	Up       bool
+	PID      int
+	Restarts int
+	LastExit string // why the previous process ended ("" if none did)
+}
+
+// Runner runs tasks through handler plugins. It is safe for concurrent use.
+type Runner struct {
+	cfg      Config
+	log      *slog.Logger
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	handlers []*handler
+	byType   map[string]*handler
+	types    []TaskType
+}
+
+// New checks every handler binary's sha256, starts each one, asks it which
+// task types it serves, and keeps it running until Close. It fails (stopping
+// what it started) if a binary does not match its checksum, does not start, or
+// serves a type another handler serves too. ctx bounds the starting only.
+func New(ctx context.Context, cfg Config) (*Runner, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	rctx, cancel := context.WithCancel(context.Background())
+	r := &Runner{cfg: cfg, log: cfg.Logger, ctx: rctx, cancel: cancel, byType: map[string]*handler{}}
+	for _, spec := range cfg.Handlers {
+		sum, _ := hex.DecodeString(spec.SHA256)
+		h := &handler{r: r, spec: spec, sum: sum, log: r.log.With("handler", spec.Name), up: make(chan struct{})}
+		p, types, err := h.start(ctx)
+		if err != nil {
+			r.Close()
+			return nil, err
+		}
+		r.handlers = append(r.handlers, h)
+		h.setUp(p)
+		for _, t := range types {
+			if other, dup := r.byType[t.Name]; dup {
+				r.Close()
+				return nil, fmt.Errorf("task type %q is served by both handler %q and handler %q: remove it from one", t.Name, other.spec.Name, spec.Name)
+			}
+			r.byType[t.Name] = h
+			r.types = append(r.types, t)
+		}
+		r.wg.Add(1)
+		go h.supervise(p)
+	}
+	sort.Slice(r.types, func(i, j int) bool { return r.types[i].Name < r.types[j].Name })
+	return r, nil
+}
+
+// Types returns the task types served, sorted by name, for registration.
+func (r *Runner) Types() []TaskType { return append([]TaskType(nil), r.types...) }
+
+// Status returns each handler's state.
+func (r *Runner) Status() []HandlerStatus {
+	out := make([]HandlerStatus, 0, len(r.handlers))
+	for _, h := range r.handlers {
+		h.mu.Lock()
+		st := HandlerStatus{Name: h.spec.Name, Path: h.spec.Path, Restarts: h.restarts, LastExit: h.lastExit}
+		if h.cur != nil {
+			st.Up, st.PID = true, h.cur.pid()
+		}
+		h.mu.Unlock()
+		out = append(out, st)
+	}
+	return out
+}
+
+// Close stops every handler (gracefully, then by force) and waits for them.
+// Calls in flight fail.
+func (r *Runner) Close() error {
+	r.cancel()
+	for _, h := range r.handlers {
+		h.mu.Lock()
+		h.closed = true
+		p := h.cur
+		h.mu.Unlock()
+		if p != nil {
+			p.client.Kill()
+		}
+	}
+	r.wg.Wait()
+	return nil
+}
+
+// Execute runs t on the handler serving t.Type and returns the result; it never
+// panics on a handler's behalf and always returns. The call is bounded by ctx
+// and t.Deadline.
+func (r *Runner) Execute(ctx context.Context, t Task) Result {
+	start := time.Now()
+	res := r.execute(ctx, t)
+	res.Usage.Wall = time.Since(start)
+	return res
+}
+
+func (r *Runner) execute(ctx context.Context, t Task) Result {
+	h := r.byType[t.Type]
+	if h == nil {
+		names := make([]string, len(r.types))
+		for i, tt := range r.types {
+			names[i] = tt.Name
+		}
+		return Result{Reason: ReasonUnknownType,
+			Error: fmt.Sprintf("no handler serves task type %q (served: %s)", t.Type, strings.Join(names, ", "))}
+	}
+	if !t.Deadline.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, t.Deadline)
+		defer cancel()
+	}
+	fail := func(reason Reason, retryable bool, format string, args ...any) Result {
+		return Result{Handler: h.spec.Name, Reason: reason, Retryable: retryable, Error: fmt.Sprintf(format, args...)}
+	}
+	p, err := h.get(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctxResult(ctx, h, fmt.Sprintf("while waiting for handler %q to (re)start", h.spec.Name))
+		}
+		return fail(ReasonUnavailable, true, "handler %q: %v", h.spec.Name, err)
+	}
+	callID := newID()
+	req := &handlerpb.HandleRequest{
+		CallId: callID, Type: t.Type, Payload: t.Payload, Inputs: t.Inputs,
+		TaskId: t.ID, Attempt: uint32(t.Attempt), MaxOutputBytes: uint64(r.cfg.MaxOutputBytes),
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		req.DeadlineUnixNanos = dl.UnixNano()
+	}
+	resp, err := p.rpc.Handle(ctx, req, grpc.MaxCallRecvMsgSize(int(r.cfg.MaxOutputBytes)+1<<20))
+	if err != nil {
+		if ctx.Err() != nil {
+			r.wg.Add(1)
+			go h.reap(p, callID, t.ID)
+			return ctxResult(ctx, h, fmt.Sprintf("task %s cancelled in handler %q", t.ID, h.spec.Name))
+		}
+		if status.Code(err) == codes.ResourceExhausted {
+			return fail(ReasonOutputTooLarge, false, "handler %q: result of task type %q is larger than the limit of %d bytes (runner Config.MaxOutputBytes): %v", h.spec.Name, t.Type, r.cfg.MaxOutputBytes, status.Convert(err).Message())
+		}
+		// The call did not complete: find out whether the process died.
+		select {
+		case <-p.exited:
+		case <-time.After(2 * time.Second):
+		}
+		if p.hasExited() {
+			why := "exited"
+			if k := p.killed(); k != "" {
+				why = "was killed (" + k + ")"
+			}
+			return fail(ReasonCrashed, true, "handler crashed: handler %q (pid %d) %s during task %s: %v", h.spec.Name, p.pid(), why, t.ID, status.Convert(err).Message())
+		}
+		if status.Code(err) == codes.Unavailable {
+			h.kill(p, "lost the gRPC connection to it")
+		}
+		return fail(ReasonUnavailable, true, "calling handler %q for task %s: %v", h.spec.Name, t.ID, err)
+	}
+	res := Result{Handler: h.spec.Name}
+	if u := resp.GetUsage(); u != nil {
+		res.Usage.CPU = time.Duration(u.GetCpuNanos())
+		res.Usage.HandlerWall = time.Duration(u.GetWallNanos())
+	}
+	if e := resp.GetError(); e != nil {
+		res.Error, res.Retryable, res.Reason = e.GetMessage(), e.GetRetryable(), ReasonHandlerError
+		switch e.GetKind() {
+		case handlerpb.ErrorKind_ERROR_KIND_OUTPUT_TOO_LARGE:
+			res.Reason = ReasonOutputTooLarge
+			res.Error = fmt.Sprintf("handler %q: result of task type %q refused: %s (runner Config.MaxOutputBytes)", h.spec.Name, t.Type, e.GetMessage())
+		case handlerpb.ErrorKind_ERROR_KIND_UNKNOWN_TYPE:
+			res.Reason = ReasonUnknownType
+		case handlerpb.ErrorKind_ERROR_KIND_PANIC:
+			res.Reason = ReasonPanic
+		}
+		if res.Error == "" {
+			res.Error = "handler returned an error without a message"
+		}
+		return res
+	}
+	size := int64(len(resp.GetOutput()))
+	for _, b := range resp.GetOutputs() {
+		size += int64(len(b))
+	}
+	if size > r.cfg.MaxOutputBytes {
+		return fail(ReasonOutputTooLarge, false, "handler %q: result of task type %q is %d bytes, over the limit of %d bytes (runner Config.MaxOutputBytes)", h.spec.Name, t.Type, size, r.cfg.MaxOutputBytes)
+	}
+	res.Output, res.Outputs = resp.GetOutput(), resp.GetOutputs()
+	return res
+}
+
+func ctxResult(ctx context.Context, h *handler, what string) Result {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return Result{Handler: h.spec.Name, Reason: ReasonTimeout, Retryable: true, Error: "deadline exceeded " + what}
+	}
+	return Result{Handler: h.spec.Name, Reason: ReasonCancelled, Retryable: true, Error: "cancelled " + what}
+}
+
+func newID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// VerifyFile checks that the file at path has the given sha256 (raw bytes),
+// returning an error wrapping ErrChecksum that names both digests.
+func VerifyFile(path string, want []byte) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("opening %s: %w", path, err)
+	}
+	defer f.Close()
+	hs := sha256.New()
+	if _, err := io.Copy(hs, f); err != nil {
+		return fmt.Errorf("reading %s: %w", path, err)
+	}
+	if got := hs.Sum(nil); string(got) != string(want) {
+		return fmt.Errorf("%w: %s has sha256 %x, the manifest says %x", ErrChecksum, path, got, want)
+	}
+	return nil
+}
+
+// SHA256File returns the hex sha256 of a file (for building HandlerSpecs).
+func SHA256File(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("opening %s: %w", path, err)
+	}
+	defer f.Close()
+	hs := sha256.New()
+	if _, err := io.Copy(hs, f); err != nil {
+		return "", fmt.Errorf("reading %s: %w", path, err)
+	}
+	return hex.EncodeToString(hs.Sum(nil)), nil
+}
+
+// osExec is exec.Command, replaceable in tests.
+var osExec = exec.Command

@@ -1,0 +1,15 @@
+// Package sdk is what a Paddock task handler imports: the Handler interface, the
+// error helpers that say whether a retry can help, and Serve, the one call a
+// handler's main makes.
+//
+// A handler is a separate program. The Paddock agent starts it as a
+// hashicorp/go-plugin plugin (gRPC, AutoMTLS, after checking its sha256 against
+// the image manifest) and sends it concurrent Handle calls. The package imports
+// only go-plugin, gRPC, protobuf, hclog and the generated code in plugins/proto,
+// so a handler's build does not pull in the rest of Paddock.
+//
+//	func main() { sdk.Serve(myHandler{}) }
+//
+// See docs/handlers.md for a walk-through. The package's tests run in-process
+// over real gRPC (plugin.TestPluginGRPCConn): go test ./plugins/sdk
+package sdk

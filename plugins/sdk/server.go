@@ -1,0 +1,186 @@
+package sdk
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	handlerpb "github.com/paddockvm/paddock/plugins/proto"
+)
+
+// server implements handlerpb.HandlerServer around a Handler.
+type server struct {
+	handlerpb.UnimplementedHandlerServer
+	h     Handler
+	types []TaskType
+	known map[string]bool
+
+	// mu guards calls: call id → channel closed when that Handle call returns.
+	mu    sync.Mutex
+	calls map[string]chan struct{}
+}
+
+var _ handlerpb.HandlerServer = (*server)(nil)
+
+func newServer(h Handler) (*server, error) {
+	types := h.Describe()
+	if err := ValidateTypes(types); err != nil {
+		return nil, fmt.Errorf("handler's Describe: %w", err)
+	}
+	s := &server{h: h, types: types, known: map[string]bool{}, calls: map[string]chan struct{}{}}
+	for _, t := range types {
+		s.known[t.Name] = true
+	}
+	return s, nil
+}
+
+// ValidateTypes checks what a Describe returned: at least one type, each with a
+// name and a version, names unique, concurrency not negative.
+func ValidateTypes(types []TaskType) error {
+	if len(types) == 0 {
+		return errors.New("no task types: Describe must return at least one TaskType")
+	}
+	seen := map[string]bool{}
+	for i, t := range types {
+		switch {
+		case t.Name == "":
+			return fmt.Errorf("task type #%d: Name is empty", i)
+		case t.Version == "":
+			return fmt.Errorf("task type %q: Version is empty (set e.g. \"1.0.0\")", t.Name)
+		case t.Concurrency < 0:
+			return fmt.Errorf("task type %q: Concurrency %d is negative (use 0 for no suggestion)", t.Name, t.Concurrency)
+		case seen[t.Name]:
+			return fmt.Errorf("task type %q listed twice", t.Name)
+		}
+		seen[t.Name] = true
+	}
+	return nil
+}
+
+func (s *server) Describe(context.Context, *handlerpb.DescribeRequest) (*handlerpb.DescribeResponse, error) {
+	resp := &handlerpb.DescribeResponse{
+		SdkVersion:      Version,
+		ProtocolVersion: ProtocolVersion,
+		Capabilities: &handlerpb.Capabilities{
+			WaitCall:        true,
+			MaxMessageBytes: MaxMessageBytes,
+			CpuUsage:        cpuUsageSupported,
+		},
+	}
+	for _, t := range s.types {
+		resp.Types = append(resp.Types, &handlerpb.TaskType{
+			Name: t.Name, Version: t.Version, Concurrency: uint32(t.Concurrency), Description: t.Description,
+		})
+	}
+	return resp, nil
+}
+
+func (s *server) Handle(ctx context.Context, req *handlerpb.HandleRequest) (*handlerpb.HandleResponse, error) {
+	if !s.known[req.GetType()] {
+		return &handlerpb.HandleResponse{Error: &handlerpb.Error{
+			Message: fmt.Sprintf("this handler does not serve task type %q (it serves %v)", req.GetType(), s.typeNames()),
+			Kind:    handlerpb.ErrorKind_ERROR_KIND_UNKNOWN_TYPE,
+		}}, nil
+	}
+	if ctx.Err() != nil {
+		// Cancelled before it started: do not run it at all.
+		return nil, ctx.Err()
+	}
+	done := make(chan struct{})
+	if id := req.GetCallId(); id != "" {
+		s.mu.Lock()
+		s.calls[id] = done
+		s.mu.Unlock()
+		defer func() {
+			s.mu.Lock()
+			delete(s.calls, id)
+			s.mu.Unlock()
+		}()
+	}
+	defer close(done)
+
+	r := Request{
+		Type:    req.GetType(),
+		Payload: req.GetPayload(),
+		Inputs:  req.GetInputs(),
+		TaskID:  req.GetTaskId(),
+		Attempt: int(req.GetAttempt()),
+	}
+	if r.Inputs == nil {
+		r.Inputs = map[string][]byte{}
+	}
+	if ns := req.GetDeadlineUnixNanos(); ns != 0 {
+		r.Deadline = time.Unix(0, ns)
+	}
+	cpu0 := cpuTime()
+	start := time.Now()
+	out, err := s.call(ctx, r)
+	usage := &handlerpb.Usage{WallNanos: uint64(time.Since(start))}
+	if cpu0 >= 0 {
+		usage.CpuNanos = uint64(cpuTime() - cpu0)
+	}
+	resp := &handlerpb.HandleResponse{Usage: usage}
+	if err != nil {
+		resp.Error = &handlerpb.Error{Message: err.Error(), Retryable: IsRetryable(err)}
+		var pe *panicError
+		if errors.As(err, &pe) {
+			resp.Error.Kind = handlerpb.ErrorKind_ERROR_KIND_PANIC
+		}
+		return resp, nil
+	}
+	size := uint64(len(out.Output))
+	for _, b := range out.Outputs {
+		size += uint64(len(b))
+	}
+	if max := req.GetMaxOutputBytes(); max > 0 && size > max {
+		resp.Error = &handlerpb.Error{
+			Message: fmt.Sprintf("output of %d bytes exceeds the agent's limit of %d bytes", size, max),
+			Kind:    handlerpb.ErrorKind_ERROR_KIND_OUTPUT_TOO_LARGE,
+		}
+		return resp, nil
+	}
+	resp.Output, resp.Outputs = out.Output, out.Outputs
+	return resp, nil
+}
+
+// call runs the handler, turning a panic into a fatal error so one bad task
+// does not take down the other calls in flight.
+func (s *server) call(ctx context.Context, r Request) (resp Response, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = &panicError{msg: fmt.Sprintf("handler panicked on task type %q: %v\n%s", r.Type, p, debug.Stack())}
+		}
+	}()
+	return s.h.Handle(ctx, r)
+}
+
+func (s *server) WaitCall(ctx context.Context, req *handlerpb.WaitCallRequest) (*handlerpb.WaitCallResponse, error) {
+	s.mu.Lock()
+	done, ok := s.calls[req.GetCallId()]
+	s.mu.Unlock()
+	if !ok {
+		return &handlerpb.WaitCallResponse{}, nil
+	}
+	select {
+	case <-done:
+		return &handlerpb.WaitCallResponse{WasRunning: true}, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (s *server) typeNames() []string {
+	names := make([]string, 0, len(s.types))
+	for _, t := range s.types {
+		names = append(names, t.Name)
+	}
+	return names
+}
+
+// panicError is a recovered panic; it is fatal (not retryable).
+type panicError struct{ msg string }
+
+func (e *panicError) Error() string { return e.msg }
