@@ -17,10 +17,10 @@ fi
 
 # Packages Paddock needs. linux-image-amd64 gives guests a kernel with virtio modules;
 # busybox-static builds the plain baseline initramfs of the tests and benchmarks;
-# libvirt-clients carries virsh and virt-xml-validate; protobuf-compiler regenerates
+# libvirt-clients carries virsh and virt-xml-validate (which runs xmllint, from libxml2-utils); protobuf-compiler regenerates
 # the committed protobuf code (make proto); postgresql backs the PostgreSQL store tests.
 PACKAGES=(
-	libvirt-daemon-system libvirt-dev libvirt-clients
+	libvirt-daemon-system libvirt-dev libvirt-clients libxml2-utils
 	qemu-system-x86 qemu-utils
 	linux-image-amd64 busybox-static
 	protobuf-compiler pkg-config gcc make git ca-certificates
