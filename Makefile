@@ -41,10 +41,16 @@ proto:
 	$(GO) install $(PROTOC_GEN_GO)
 	$(GO) install $(PROTOC_GEN_GO_GRPC)
 	$(GO) install $(PROTOC_GEN_CONNECT)
+	# gRPC (grpc-go) for the handler protocol and the agent protocol.
 	PATH="$$PATH:$$($(GO) env GOPATH)/bin" protoc -I . \
 		--go_out=. --go_opt=paths=source_relative \
 		--go-grpc_out=. --go-grpc_opt=paths=source_relative \
-		$$(find plugins api -name '*.proto' | sort)
+		$$(find plugins api/agent -name '*.proto' | sort)
+	# connect-go (gRPC, gRPC-Web and JSON over HTTP) for the client API.
+	PATH="$$PATH:$$($(GO) env GOPATH)/bin" protoc -I . \
+		--go_out=. --go_opt=paths=source_relative \
+		--connect-go_out=. --connect-go_opt=paths=source_relative \
+		$$(find api/paddock -name '*.proto' | sort)
 
 clean:
 	rm -rf $(BIN)

@@ -2,3 +2,13 @@
 // with their generated code. The handler protocol lives in package plugins so that
 // handler authors need nothing from here.
 package api
+
+// The definitions:
+//
+//   - api/agent/v1/agent.proto: the agent protocol (package agentv1, grpc-go), spoken by
+//     agents to the server's agent port over TCP or a relayed virtio-serial stream.
+//   - api/paddock/v1/paddock.proto: the client API (package paddockv1, and
+//     paddockv1connect for connect-go), served as gRPC and JSON over HTTP.
+//
+// Regenerate with `make proto` (protoc plus protoc-gen-go, protoc-gen-go-grpc and
+// protoc-gen-connect-go at the versions pinned in the Makefile).
