@@ -1,0 +1,16 @@
+// Package agent is paddock-agent, the program inside each guest: PID 1 of a micro-VM
+// (the init duties live in agent/pid1) or a service in a full OS image. It owns the
+// agent's configuration format (Config, /etc/paddock/agent.json in an image), reads the
+// image manifest (Manifest) and talks to the host over the virtio-serial port
+// org.paddock.agent.0.
+//
+// State today: Main does the PID-1 setup and supervision; Run opens the port, writes
+// the ready line "PADDOCK-AGENT READY version=<v> boot_ms=<ms>", runs optional
+// self-checks, and waits for its context. The server session (gRPC over
+// agent/transport) plugs in at the end of Run.
+//
+// Unit tests: go test ./agent/... (CGO_ENABLED=0 works). The PID-1 path is tested by
+// booting a built image under libvirt:
+//
+//	PADDOCK_REQUIRE_VM=1 go test -count=1 -run Boot ./images
+package agent
