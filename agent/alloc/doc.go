@@ -1,0 +1,14 @@
+// Package alloc shares the agent's task slots among task types, after the
+// "IO proxy threads fairly shared among request types" idea in DESIGN.md: a
+// total number of slots; each type a guaranteed minimum; every cycle
+// (Rebalance) the extra slots go to the types whose measured queuing delay is
+// furthest above their tolerable delay, in multiples of it. No type is ever limited below its
+// minimum, so none starves.
+//
+// Callers take a slot with Acquire (or Enqueue for a non-blocking ticket) and
+// give it back with Ticket.Release. Snapshot exports the allocation for the
+// scheduler and for operators. The package is pure logic with an injectable
+// Clock; its tests (including a simulated load) need nothing else:
+//
+//	go test -count=1 ./agent/alloc
+package alloc
