@@ -1,0 +1,26 @@
+// Package images builds Paddock's micro-VM images and the guests' scratch disks.
+//
+// An image is a kernel (by default the host's newest /boot/vmlinuz-*) and a gzip
+// compressed cpio (newc) initramfs holding paddock-agent as /init, the kernel modules
+// the guest needs (kmod.DefaultGuestModules plus the spec's, with their dependencies
+// from modules.dep, in load order, decompressed to plain .ko), the handler binaries
+// under /usr/lib/paddock/handlers, the agent's configuration (/etc/paddock/agent.json)
+// and the manifest (/etc/paddock/manifest.json). Store.Build writes it to a
+// content-addressed directory <store>/<sha256>/ with vmlinuz, initramfs.cpio.gz and
+// manifest.json (the SHA-256 of every file, kernel version, modules in load order,
+// handler names, versions and SHA-256).
+//
+// Builds are reproducible (entries sorted, owner root, mtime 0, no gzip name or time:
+// the same inputs give the same bytes and digest) and cached on a hash of the inputs
+// (a cache hit reads no file content). Builds go through a temporary directory that is
+// renamed into place, so concurrent builds never corrupt the store.
+//
+// NewScratch makes per-guest copy-on-write qcow2 overlays with qemu-img.
+//
+// Tests: unit tests use a synthetic kernel and module tree; those marked below need the
+// host's kernel (/boot, /lib/modules), and the boot tests need libvirt with QEMU:
+//
+//	go test -count=1 ./images/...                          # skips what is missing
+//	PADDOCK_REQUIRE_VM=1 go test -count=1 ./images/...     # fails instead (CI)
+//	go test -run '^$' -bench . -benchtime 3x ./images      # build and boot benchmarks
+package images

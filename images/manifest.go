@@ -1,0 +1,82 @@
+package images
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+)
+
+// SchemaVersion is the manifest format version.
+const SchemaVersion = 1
+
+// Manifest describes an image. The store keeps it as <store>/<digest>/manifest.json; the
+// initramfs carries a copy without Kernel, Initramfs and Digest (which depend on the
+// initramfs itself) at /etc/paddock/manifest.json for the agent (agent.Manifest).
+//
+// Digest is the SHA-256 of the manifest's JSON encoding with Digest empty. Since the
+// manifest records the SHA-256 of the kernel and the initramfs (which holds every
+// other file), the digest names the whole image. The manifest holds no time stamps or
+// host paths, so the same inputs give the same digest.
+type Manifest struct {
+	Schema        int    `json:"schema"`
+	Digest        string `json:"digest,omitempty"`
+	KernelVersion string `json:"kernel_version"`
+	// Kernel and Initramfs are the files in the image directory.
+	Kernel    *File `json:"kernel,omitempty"`
+	Initramfs *File `json:"initramfs,omitempty"`
+	// Agent is /init.
+	Agent Binary `json:"agent"`
+	// Modules are in load order: every module after its dependencies.
+	Modules  []Module `json:"modules"`
+	Handlers []Binary `json:"handlers"`
+	// Config is the agent's configuration file in the guest.
+	Config File `json:"config"`
+}
+
+// File is one file's name (in the image directory) or path (in the guest), size and
+// SHA-256 (hex).
+type File struct {
+	Path   string `json:"path"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+// Binary is an executable in the guest.
+type Binary struct {
+	Name    string `json:"name"`
+	Path    string `json:"path"`
+	Version string `json:"version,omitempty"`
+	Size    int64  `json:"size"`
+	SHA256  string `json:"sha256"`
+}
+
+// Module is a kernel module in the guest, stored uncompressed.
+type Module struct {
+	Name   string `json:"name"`
+	Path   string `json:"path"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+// ComputeDigest returns the SHA-256 (hex) of m's JSON encoding with Digest empty.
+func (m Manifest) ComputeDigest() (string, error) {
+	m.Digest = ""
+	b, err := json.Marshal(m)
+	if err != nil {
+		return "", fmt.Errorf("encoding manifest: %w", err)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]), nil
+}
+
+// guest returns the copy of m the initramfs carries.
+func (m Manifest) guest() Manifest {
+	m.Digest, m.Kernel, m.Initramfs = "", nil, nil
+	return m
+}
+
+func sha(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
