@@ -139,7 +139,8 @@ func (m *libvirtMonitor) Events(ctx context.Context) (<-chan qmp.Event, error) {
 		cmu    sync.Mutex
 		closed bool
 	)
-	id, err := m.conn.DomainQemuMonitorEventRegister(m.dom, "", func(_ *libvirt.Connect, _ *libvirt.Domain, e *libvirt.DomainQemuMonitorEvent) {
+	// The Go binding cannot pass NULL ("any event"): match every name by regex instead.
+	id, err := m.conn.DomainQemuMonitorEventRegister(m.dom, ".*", func(_ *libvirt.Connect, _ *libvirt.Domain, e *libvirt.DomainQemuMonitorEvent) {
 		ev := qmp.Event{Event: e.Event}
 		ev.Timestamp.Seconds, ev.Timestamp.Microseconds = e.Seconds, int64(e.Micros)
 		if e.Details != "" {
@@ -154,7 +155,7 @@ func (m *libvirtMonitor) Events(ctx context.Context) (<-chan qmp.Event, error) {
 		case ch <- ev:
 		default: // subscriber behind: drop rather than block libvirt's event loop
 		}
-	}, 0)
+	}, libvirt.CONNECT_DOMAIN_QEMU_MONITOR_EVENT_REGISTER_REGEX)
 	if err != nil {
 		return nil, fmt.Errorf("subscribing to QMP events of domain %s: %w", m.name, classify(err))
 	}
