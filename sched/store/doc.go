@@ -1,0 +1,11 @@
+// Package store owns the scheduler's durable state: the Task and Attempt records, the
+// task state machine (Next, the transition table) and the Store interface every backend
+// implements. Backends: store/sqlite (embedded, the default). A PostgreSQL backend comes
+// later and must pass the same contract suite, store/storetest.Run.
+//
+// The Store interface is deliberately narrow: the scheduler decides every state change
+// with Next and asks the store to apply it as a compare-and-swap on (state, lease id),
+// so that two racing changes can never both apply.
+//
+//	CGO_ENABLED=0 go test -count=1 ./sched/store/...
+package store

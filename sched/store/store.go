@@ -1,0 +1,102 @@
+package store
+
+import (
+	"context"
+	"time"
+)
+
+// Store is the scheduler's durable state. Implementations are safe for concurrent use.
+// Every method that changes a task is atomic and durable when it returns.
+type Store interface {
+	// Create stores t as Queued (t.ID, t.Tenant and the defaults must be filled in).
+	// When t.IdempotencyKey is set and the tenant already has a task with that key, it
+	// returns that task and created=false instead.
+	Create(ctx context.Context, t Task) (stored Task, created bool, err error)
+	// Get returns a task, or an error wrapping ErrNotFound.
+	Get(ctx context.Context, id string) (Task, error)
+	// Attempts returns a task's attempts, oldest first.
+	Attempts(ctx context.Context, id string) ([]Attempt, error)
+	// List returns tasks matching f, newest first, and the token of the next page ("" on
+	// the last). Listed tasks carry no payload, inputs or outputs.
+	List(ctx context.Context, f Filter) ([]Task, string, error)
+	// Ready returns up to limit Queued tasks of type typ whose NotBefore is not after
+	// now: higher priority first, then in submission order.
+	Ready(ctx context.Context, typ string, now time.Time, limit int) ([]Task, error)
+	// Lease moves each granted task from Queued to Leased under a new lease id (one more
+	// than its last), starts its next attempt, and returns the tasks leased. A grant
+	// whose task is no longer Queued is skipped.
+	Lease(ctx context.Context, now time.Time, grants []Grant) ([]Task, error)
+	// Update applies u as a compare-and-swap: only if the task is in one of u.From (and,
+	// when u.LeaseID is not 0, holds that lease). It returns the updated task, or an
+	// error wrapping ErrConflict (with the task as it is) when the swap lost.
+	Update(ctx context.Context, u Update) (Task, error)
+	// Renew sets the lease expiry of each given live lease held by agentID to expires.
+	// It returns how many leases were renewed; stale ones are ignored.
+	Renew(ctx context.Context, agentID string, leases []LeaseRef, expires time.Time) (int, error)
+	// Expired returns up to limit Leased or Running tasks whose lease expired before now.
+	Expired(ctx context.Context, now time.Time, limit int) ([]Task, error)
+	// Live returns every Leased or Running task (payloads omitted): the server reloads
+	// them at start to rebuild its view of the agents' work.
+	Live(ctx context.Context) ([]Task, error)
+	// Counts counts tasks by type and state.
+	Counts(ctx context.Context) ([]Count, error)
+	// Describe names the store for operators ("sqlite:/var/lib/paddock/paddock.db").
+	Describe() string
+	// Close releases the store.
+	Close() error
+}
+
+// Grant leases one task to one agent.
+type Grant struct {
+	TaskID    string
+	AgentID   string
+	ExpiresAt time.Time
+}
+
+// LeaseRef names one lease.
+type LeaseRef struct {
+	TaskID  string
+	LeaseID uint64
+}
+
+// Update is one compare-and-swap change of a task, with the end of its current
+// attempt when EndAttempt is set.
+type Update struct {
+	TaskID  string
+	From    []State // the task must be in one of these states
+	LeaseID uint64  // when not 0, the task must hold this lease
+	To      State
+	Now     time.Time
+
+	// Fields set when not nil / zero.
+	Output          *[]byte
+	Outputs         map[string][]byte
+	OutputSHA256    string
+	Error           *string
+	NotBefore       time.Time
+	CancelRequested bool // set the flag
+	Started         bool // set StartedAt = Now
+	LeaseExpiresAt  time.Time
+
+	// EndAttempt records the current attempt's outcome (State = To, Error, Retryable, Usage, SHA256).
+	EndAttempt bool
+	Retryable  bool
+	Usage      Usage
+}
+
+// Filter selects tasks for List. Zero fields match anything.
+type Filter struct {
+	State     State
+	Type      string
+	Tenant    string
+	Class     Class
+	Limit     int    // 0: 100
+	PageToken string // from the previous page
+}
+
+// Count is the number of tasks of one type in one state.
+type Count struct {
+	Type  string
+	State State
+	N     int64
+}

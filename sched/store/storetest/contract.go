@@ -1,0 +1,306 @@
+// Package storetest is the contract suite every store.Store implementation must pass.
+// A backend's test calls Run with a constructor of empty stores:
+//
+//	func TestContract(t *testing.T) { storetest.Run(t, func(t *testing.T) store.Store { ... }) }
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/paddockvm/paddock/sched/store"
+)
+
+// Run runs the contract suite; open returns a new, empty store (closed by Run).
+func Run(t *testing.T, open func(t *testing.T) store.Store) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, s store.Store)
+	}{
+		{"CreateGet", testCreateGet},
+		{"Idempotency", testIdempotency},
+		{"ReadyOrder", testReadyOrder},
+		{"LeaseFencing", testLeaseFencing},
+		{"UpdateCAS", testUpdateCAS},
+		{"RenewExpire", testRenewExpire},
+		{"ListFilters", testListFilters},
+		{"Counts", testCounts},
+		{"IllegalUpdate", testIllegalUpdate},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := open(t)
+			t.Cleanup(func() { s.Close() })
+			tc.fn(t, s)
+		})
+	}
+}
+
+var t0 = time.UnixMilli(1_800_000_000_000)
+
+// NewTask returns a valid task to create.
+func NewTask(id, typ string) store.Task {
+	return store.Task{ID: id, Type: typ, Payload: []byte("p-" + id), Class: store.Batch, MaxAttempts: 3,
+		Tenant: "default", CreatedAt: t0}
+}
+
+func mustCreate(t *testing.T, s store.Store, tk store.Task) store.Task {
+	t.Helper()
+	got, created, err := s.Create(context.Background(), tk)
+	if err != nil || !created {
+		t.Fatalf("Create(%s) = created %v, %v", tk.ID, created, err)
+	}
+	return got
+}
+
+func testCreateGet(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	in := NewTask("a", "echo")
+	in.Inputs = map[string][]byte{"x": {1, 2, 3}}
+	in.Priority, in.Class, in.Timeout = 7, store.Online, 1500*time.Millisecond
+	in.Requirements = store.Requirements{CPUMillis: 500, MemoryBytes: 1 << 20, Labels: map[string]string{"pool": "gpu"}}
+	mustCreate(t, s, in)
+	got, err := s.Get(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != store.Queued || string(got.Payload) != "p-a" || string(got.Inputs["x"]) != "\x01\x02\x03" ||
+		got.Priority != 7 || got.Class != store.Online || got.Timeout != 1500*time.Millisecond ||
+		got.Requirements.Labels["pool"] != "gpu" || got.Requirements.CPUMillis != 500 || !got.CreatedAt.Equal(t0) {
+		t.Fatalf("Get returned %+v", got)
+	}
+	if _, err := s.Get(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Get(nope) error = %v, want ErrNotFound", err)
+	}
+}
+
+func testIdempotency(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	a := NewTask("a", "echo")
+	a.IdempotencyKey = "k1"
+	mustCreate(t, s, a)
+	b := NewTask("b", "echo")
+	b.IdempotencyKey = "k1"
+	got, created, err := s.Create(ctx, b)
+	if err != nil || created || got.ID != "a" {
+		t.Fatalf("second Create with the same key = %s created %v err %v, want task a, not created", got.ID, created, err)
+	}
+	c := NewTask("c", "echo")
+	c.IdempotencyKey, c.Tenant = "k1", "other"
+	if got := mustCreate(t, s, c); got.ID != "c" {
+		t.Fatalf("same key in another tenant gave %s", got.ID)
+	}
+	// No key: always new.
+	mustCreate(t, s, NewTask("d", "echo"))
+	mustCreate(t, s, NewTask("e", "echo"))
+}
+
+func testReadyOrder(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	for i, p := range []int{0, 5, 0, 5, -1} {
+		tk := NewTask(fmt.Sprintf("t%d", i), "echo")
+		tk.Priority = p
+		mustCreate(t, s, tk)
+	}
+	later := NewTask("later", "echo")
+	later.Priority, later.NotBefore = 100, t0.Add(time.Minute)
+	mustCreate(t, s, later)
+	mustCreate(t, s, NewTask("other", "sleep"))
+	got, err := s.Ready(ctx, "echo", t0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, tk := range got {
+		ids = append(ids, tk.ID)
+	}
+	if fmt.Sprint(ids) != "[t1 t3 t0 t2 t4]" {
+		t.Fatalf("Ready order = %v, want [t1 t3 t0 t2 t4] (priority, then FIFO; not_before respected)", ids)
+	}
+	got, _ = s.Ready(ctx, "echo", t0.Add(2*time.Minute), 1)
+	if len(got) != 1 || got[0].ID != "later" {
+		t.Fatalf("after not_before, Ready = %v, want [later]", got)
+	}
+}
+
+func testLeaseFencing(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	mustCreate(t, s, NewTask("a", "echo"))
+	got, err := s.Lease(ctx, t0, []store.Grant{{TaskID: "a", AgentID: "ag1", ExpiresAt: t0.Add(time.Second)}})
+	if err != nil || len(got) != 1 {
+		t.Fatalf("Lease = %v, %v", got, err)
+	}
+	l1 := got[0]
+	if l1.State != store.Leased || l1.LeaseID == 0 || l1.Attempt != 1 || l1.AgentID != "ag1" || string(l1.Payload) != "p-a" {
+		t.Fatalf("leased task = %+v", l1)
+	}
+	// A second lease of a leased task is skipped.
+	again, err := s.Lease(ctx, t0, []store.Grant{{TaskID: "a", AgentID: "ag2", ExpiresAt: t0.Add(time.Second)}})
+	if err != nil || len(again) != 0 {
+		t.Fatalf("leasing a leased task = %v, %v; want nothing leased", again, err)
+	}
+	// Requeue (lease expired), lease again: the lease id grows.
+	msg := "lease expired"
+	if _, err := s.Update(ctx, store.Update{TaskID: "a", From: []store.State{store.Leased}, LeaseID: l1.LeaseID, To: store.Queued,
+		Now: t0, Error: &msg, EndAttempt: true, Retryable: true}); err != nil {
+		t.Fatal(err)
+	}
+	got, err = s.Lease(ctx, t0, []store.Grant{{TaskID: "a", AgentID: "ag2", ExpiresAt: t0.Add(time.Second)}})
+	if err != nil || len(got) != 1 {
+		t.Fatalf("re-Lease = %v, %v", got, err)
+	}
+	if got[0].LeaseID <= l1.LeaseID || got[0].Attempt != 2 {
+		t.Fatalf("second lease id %d (attempt %d), first %d: the fencing token must grow", got[0].LeaseID, got[0].Attempt, l1.LeaseID)
+	}
+	// The old lease cannot complete the task.
+	_, err = s.Update(ctx, store.Update{TaskID: "a", From: []store.State{store.Leased, store.Running}, LeaseID: l1.LeaseID, To: store.Succeeded, Now: t0})
+	if !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("completing with a superseded lease: err = %v, want ErrConflict", err)
+	}
+	att, err := s.Attempts(ctx, "a")
+	if err != nil || len(att) != 2 {
+		t.Fatalf("Attempts = %v, %v", att, err)
+	}
+	if att[0].State != store.Queued || att[0].Error != msg || !att[0].Retryable || att[0].AgentID != "ag1" || att[1].State != store.Running || att[1].AgentID != "ag2" {
+		t.Fatalf("attempts = %+v", att)
+	}
+}
+
+func testUpdateCAS(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	mustCreate(t, s, NewTask("a", "echo"))
+	l, _ := s.Lease(ctx, t0, []store.Grant{{TaskID: "a", AgentID: "ag", ExpiresAt: t0.Add(time.Second)}})
+	id := l[0].LeaseID
+	r, err := s.Update(ctx, store.Update{TaskID: "a", From: []store.State{store.Leased}, LeaseID: id, To: store.Running, Now: t0, Started: true})
+	if err != nil || r.State != store.Running || r.StartedAt.IsZero() {
+		t.Fatalf("start = %+v, %v", r, err)
+	}
+	out := []byte("result")
+	done, err := s.Update(ctx, store.Update{TaskID: "a", From: []store.State{store.Leased, store.Running}, LeaseID: id,
+		To: store.Succeeded, Now: t0.Add(time.Second), Output: &out, Outputs: map[string][]byte{"extra": []byte("x")},
+		OutputSHA256: "abc", EndAttempt: true, Usage: store.Usage{Wall: 2 * time.Second, CPU: time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if done.State != store.Succeeded || string(done.Output) != "result" || string(done.Outputs["extra"]) != "x" || done.OutputSHA256 != "abc" || done.FinishedAt.IsZero() {
+		t.Fatalf("completed task = %+v", done)
+	}
+	// The same completion again loses the swap and changes nothing.
+	other := []byte("other")
+	cur, err := s.Update(ctx, store.Update{TaskID: "a", From: []store.State{store.Leased, store.Running}, LeaseID: id, To: store.Failed, Now: t0.Add(time.Hour), Output: &other})
+	if !errors.Is(err, store.ErrConflict) || cur.State != store.Succeeded || string(cur.Output) != "result" {
+		t.Fatalf("repeated completion = %+v, %v; want ErrConflict and the task unchanged", cur, err)
+	}
+	att, _ := s.Attempts(ctx, "a")
+	if len(att) != 1 || att[0].State != store.Succeeded || att[0].Usage.Wall != 2*time.Second || att[0].SHA256 != "abc" {
+		t.Fatalf("attempts = %+v", att)
+	}
+	if _, err := s.Update(ctx, store.Update{TaskID: "missing", From: []store.State{store.Queued}, To: store.Cancelled}); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("updating a missing task: %v, want ErrNotFound", err)
+	}
+}
+
+func testRenewExpire(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	mustCreate(t, s, NewTask("a", "echo"))
+	mustCreate(t, s, NewTask("b", "echo"))
+	ls, _ := s.Lease(ctx, t0, []store.Grant{
+		{TaskID: "a", AgentID: "ag", ExpiresAt: t0.Add(time.Second)},
+		{TaskID: "b", AgentID: "ag", ExpiresAt: t0.Add(time.Second)},
+	})
+	if len(ls) != 2 {
+		t.Fatalf("leased %d", len(ls))
+	}
+	n, err := s.Renew(ctx, "ag", []store.LeaseRef{{TaskID: "a", LeaseID: ls[0].LeaseID}, {TaskID: "b", LeaseID: ls[1].LeaseID + 7}}, t0.Add(time.Minute))
+	if err != nil || n != 1 {
+		t.Fatalf("Renew = %d, %v; want 1 (the stale lease of b ignored)", n, err)
+	}
+	if n, _ := s.Renew(ctx, "someone-else", []store.LeaseRef{{TaskID: "b", LeaseID: ls[1].LeaseID}}, t0.Add(time.Minute)); n != 0 {
+		t.Fatalf("another agent renewed b's lease")
+	}
+	exp, err := s.Expired(ctx, t0.Add(2*time.Second), 10)
+	if err != nil || len(exp) != 1 || exp[0].ID != "b" {
+		t.Fatalf("Expired = %v, %v; want [b]", exp, err)
+	}
+	live, err := s.Live(ctx)
+	if err != nil || len(live) != 2 {
+		t.Fatalf("Live = %v, %v", live, err)
+	}
+}
+
+func testListFilters(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	for i := 0; i < 25; i++ {
+		tk := NewTask(fmt.Sprintf("t%02d", i), []string{"echo", "sleep"}[i%2])
+		if i%5 == 0 {
+			tk.Tenant = "acme"
+		}
+		mustCreate(t, s, tk)
+	}
+	var all []string
+	tok := ""
+	for {
+		page, next, err := s.List(ctx, store.Filter{Limit: 10, PageToken: tok})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tk := range page {
+			all = append(all, tk.ID)
+			if tk.Payload != nil {
+				t.Fatalf("List returned a payload")
+			}
+		}
+		if next == "" {
+			break
+		}
+		tok = next
+	}
+	if len(all) != 25 || all[0] != "t24" || all[24] != "t00" {
+		t.Fatalf("paged list = %v", all)
+	}
+	echo, _, _ := s.List(ctx, store.Filter{Type: "echo", Tenant: "acme"})
+	if len(echo) != 3 { // t00, t10, t20
+		t.Fatalf("type+tenant filter gave %d tasks, want 3", len(echo))
+	}
+	q, _, _ := s.List(ctx, store.Filter{State: store.Succeeded})
+	if len(q) != 0 {
+		t.Fatalf("state filter gave %d", len(q))
+	}
+	if _, _, err := s.List(ctx, store.Filter{PageToken: "garbage"}); !errors.Is(err, store.ErrInvalid) {
+		t.Fatalf("bad page token: %v", err)
+	}
+}
+
+func testCounts(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	mustCreate(t, s, NewTask("a", "echo"))
+	mustCreate(t, s, NewTask("b", "echo"))
+	mustCreate(t, s, NewTask("c", "sleep"))
+	s.Lease(ctx, t0, []store.Grant{{TaskID: "a", AgentID: "ag", ExpiresAt: t0}})
+	cs, err := s.Counts(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int64{}
+	for _, c := range cs {
+		got[c.Type+"/"+string(c.State)] = c.N
+	}
+	if got["echo/leased"] != 1 || got["echo/queued"] != 1 || got["sleep/queued"] != 1 || len(got) != 3 {
+		t.Fatalf("Counts = %v", got)
+	}
+}
+
+func testIllegalUpdate(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	mustCreate(t, s, NewTask("a", "echo"))
+	_, err := s.Update(ctx, store.Update{TaskID: "a", From: []store.State{store.Queued}, To: store.Succeeded})
+	if !errors.Is(err, store.ErrInvalid) {
+		t.Fatalf("queued → succeeded: err = %v, want ErrInvalid", err)
+	}
+	if tk, _ := s.Get(ctx, "a"); tk.State != store.Queued {
+		t.Fatalf("illegal update changed the task to %s", tk.State)
+	}
+}

@@ -1,0 +1,124 @@
+package store
+
+import (
+	"errors"
+	"time"
+)
+
+// State is a task's state.
+type State string
+
+// The states. Queued, Leased and Running are live; the others are terminal.
+const (
+	Queued    State = "queued"
+	Leased    State = "leased"
+	Running   State = "running"
+	Succeeded State = "succeeded"
+	Failed    State = "failed"
+	Cancelled State = "cancelled"
+	Dead      State = "dead"
+)
+
+// States lists every state in lifecycle order.
+var States = []State{Queued, Leased, Running, Succeeded, Failed, Cancelled, Dead}
+
+// Terminal reports whether s is final: nothing changes a task in a terminal state.
+func (s State) Terminal() bool {
+	switch s {
+	case Succeeded, Failed, Cancelled, Dead:
+		return true
+	}
+	return false
+}
+
+// Valid reports whether s is one of States.
+func (s State) Valid() bool {
+	for _, v := range States {
+		if s == v {
+			return true
+		}
+	}
+	return false
+}
+
+// Class is a task's service class.
+type Class string
+
+// The classes.
+const (
+	Online Class = "online"
+	Batch  Class = "batch"
+)
+
+// Requirements are matched against what agents offer.
+type Requirements struct {
+	CPUMillis   int64             `json:"cpu_millis,omitempty"`
+	MemoryBytes int64             `json:"memory_bytes,omitempty"`
+	Labels      map[string]string `json:"labels,omitempty"`
+}
+
+// Usage is what an attempt cost.
+type Usage struct {
+	Wall time.Duration
+	CPU  time.Duration
+}
+
+// Task is one task as stored.
+type Task struct {
+	ID             string
+	Seq            int64 // submission order, set by the store
+	Type           string
+	Payload        []byte
+	Inputs         map[string][]byte
+	Priority       int
+	Class          Class
+	Requirements   Requirements
+	Timeout        time.Duration // per attempt; 0: none
+	MaxAttempts    int
+	IdempotencyKey string // "" : none
+	Tenant         string
+
+	State           State
+	Attempt         int    // number of the current or last attempt; 0 before the first
+	LeaseID         uint64 // fencing token of the current or last lease; grows with every lease
+	AgentID         string // agent of the current or last lease
+	LeaseExpiresAt  time.Time
+	NotBefore       time.Time // a queued task is not dispatched before this (retry backoff)
+	CancelRequested bool
+
+	Output       []byte
+	Outputs      map[string][]byte
+	OutputSHA256 string
+	Error        string
+
+	CreatedAt  time.Time
+	UpdatedAt  time.Time
+	LeasedAt   time.Time // start of the current or last lease
+	StartedAt  time.Time // when the agent acknowledged the current or last lease
+	FinishedAt time.Time
+}
+
+// Attempt is one run of a task: one lease.
+type Attempt struct {
+	TaskID     string
+	Number     int
+	LeaseID    uint64
+	AgentID    string
+	State      State // Running while live; then how it ended (Queued: it will be retried)
+	Error      string
+	Retryable  bool
+	Usage      Usage
+	SHA256     string
+	LeasedAt   time.Time
+	FinishedAt time.Time
+}
+
+// Errors of the store; backends wrap them.
+var (
+	// ErrNotFound: no task with that id.
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: the task was not in the expected state or lease (a compare-and-swap lost).
+	ErrConflict = errors.New("conflict")
+	// ErrInvalid: the request is malformed (an illegal transition, a missing field).
+	ErrInvalid = errors.New("invalid")
+)
