@@ -110,7 +110,9 @@ func bootSpec(t *testing.T, g testguest.Guest, name string) DomainSpec {
 // running guest, then destroys it.
 func TestBootReadsVirtioSerial(t *testing.T) {
 	uri := testutil.RequireLibvirt(t)
-	g := testguest.Build(t, testguest.Options{Script: `echo console-marker-$(uname -r)
+	g := testguest.Build(t, testguest.Options{Modules: []string{"virtio_blk", "virtio_balloon"}, Script: `echo console-marker-$(uname -r)
+for i in $(seq 1 100); do [ -b /dev/vda ] && break; sleep 0.05; done
+dd if=/dev/vda of=/dev/null bs=64k 2>/dev/null
 echo hello-from-guest > "$PORT"
 sleep 3600`})
 	cfg := DefaultConfig()
@@ -126,6 +128,11 @@ sleep 3600`})
 	t.Logf("libvirt %s, %s %s, accel %s", v.Libvirt, v.HypervisorType, v.Hypervisor, l.Accel())
 
 	spec := bootSpec(t, g, "paddock-hvboot-"+randHex(t))
+	disk := filepath.Join(g.Dir, "data.raw")
+	if err := os.WriteFile(disk, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	spec.Disks = []Disk{{Path: disk, Format: "raw", Target: "vda", ReadOnly: true}}
 	start := time.Now()
 	createGuest(t, ctx, l, spec)
 	line := readLine(t, spec.Channels[0].SocketPath, 120*time.Second)
@@ -154,6 +161,24 @@ sleep 3600`})
 	if s.Balloon.CurrentKiB != 256*1024 || s.Balloon.RSSKiB == 0 {
 		t.Errorf("balloon stats = %+v, want current 262144 KiB and a resident size", s.Balloon)
 	}
+
+	if len(s.Blocks) != 1 || s.Blocks[0].Name != "vda" || s.Blocks[0].Path != disk || s.Blocks[0].RdBytes < 1<<20 || s.Blocks[0].RdReqs == 0 {
+		t.Errorf("block stats = %+v, want vda with at least 1 MiB read (the guest read the whole disk)", s.Blocks)
+	}
+
+	// With the guest's virtio_balloon driver, guest-side memory figures arrive every
+	// BalloonStatsPeriod seconds.
+	for i := 0; s.Balloon.AvailableKiB == 0 && i < 4*(BalloonStatsPeriod+5); i++ {
+		time.Sleep(250 * time.Millisecond)
+		if stats, err = l.Stats(ctx, spec.Name); err != nil {
+			t.Fatal(err)
+		}
+		s = stats[0]
+	}
+	if s.Balloon.AvailableKiB == 0 || s.Balloon.AvailableKiB > 256*1024 || s.Balloon.UnusedKiB == 0 {
+		t.Errorf("guest balloon stats = %+v, want available (<= 256 MiB) and unused memory", s.Balloon)
+	}
+	t.Logf("balloon: %+v", s.Balloon)
 
 	// The serial console goes to the log file (through virtlogd).
 	var console []byte
