@@ -84,6 +84,7 @@ func initMain(cfgPath, manifestPath string) {
 	if err := pid1.LoadModules(mods); err != nil {
 		pid1.Fatal(err)
 	}
+	fmt.Printf("paddock-agent[%d]: init: mounted /proc /sys /dev /tmp /run, loaded %d kernel modules; starting the agent\n", os.Getpid(), len(mods))
 	self, err := os.Executable()
 	if err != nil {
 		self = "/init"

@@ -170,7 +170,8 @@ func checkStatic(what, path string) error {
 
 // goVersion returns the version a Go binary carries, without running it: the
 // buildinfo.Version set with -ldflags -X, else the module version, else the VCS
-// revision. "" when there is none.
+// revision, else "devel" for a Go binary built from a work tree without VCS
+// stamping. "" for a binary with no Go build info.
 func goVersion(path string) string {
 	bi, err := buildinfo.ReadFile(path)
 	if err != nil {
@@ -203,6 +204,9 @@ func goVersion(path string) string {
 	}
 	if len(rev) >= 12 {
 		return rev[:12] + modified
+	}
+	if bi.Main.Version == "(devel)" {
+		return "devel"
 	}
 	return ""
 }
