@@ -25,7 +25,10 @@ func (l *Libvirt) Events(ctx context.Context) (<-chan Event, error) {
 	l.subs[s] = struct{}{}
 	l.mu.Unlock()
 	go func() {
-		<-ctx.Done()
+		select {
+		case <-ctx.Done():
+		case <-l.done:
+		}
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		if _, ok := l.subs[s]; ok {

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -73,6 +74,14 @@ func createGuest(t *testing.T, ctx context.Context, l *Libvirt, spec DomainSpec)
 // listens on it) and returns the first line the guest writes, waiting up to timeout.
 func readLine(t *testing.T, socket string, timeout time.Duration) string {
 	t.Helper()
+	line, err := readLineErr(socket, timeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return line
+}
+
+func readLineErr(socket string, timeout time.Duration) (string, error) {
 	deadline := time.Now().Add(timeout)
 	var conn net.Conn
 	var err error
@@ -83,19 +92,19 @@ func readLine(t *testing.T, socket string, timeout time.Duration) string {
 		time.Sleep(50 * time.Millisecond)
 	}
 	if conn == nil {
-		t.Fatalf("connecting to %s: %v", socket, err)
+		return "", fmt.Errorf("connecting to %s: %w", socket, err)
 	}
 	defer conn.Close()
 	conn.SetReadDeadline(deadline)
 	line, err := bufio.NewReader(conn).ReadString('\n')
 	if err != nil {
-		t.Fatalf("reading a line from the guest on %s (got %q): %v", socket, line, err)
+		return "", fmt.Errorf("reading a line from the guest on %s (got %q): %w", socket, line, err)
 	}
-	return strings.TrimSpace(line)
+	return strings.TrimSpace(line), nil
 }
 
 // bootSpec is a 1-vCPU, 256 MiB guest with the agent channel and a console log.
-func bootSpec(t *testing.T, g testguest.Guest, name string) DomainSpec {
+func bootSpec(t testing.TB, g testguest.Guest, name string) DomainSpec {
 	return DomainSpec{
 		Name: name, VCPUs: 1, MemoryMiB: 256,
 		Kernel: g.Kernel, Initrd: g.Initrd, Cmdline: "console=ttyS0 quiet panic=-1",
@@ -441,6 +450,32 @@ func TestPrefixIsolation(t *testing.T) {
 			}
 		case <-time.After(200 * time.Millisecond):
 			return
+		}
+	}
+}
+
+// BenchmarkBootToVirtioSerial measures Create → first line on the virtio-serial port →
+// Destroy for a 1-vCPU, 256 MiB busybox guest. Run with:
+//
+//	sudo go test ./hypervisor/ -run '^$' -bench BootToVirtioSerial -benchtime 3x
+func BenchmarkBootToVirtioSerial(b *testing.B) {
+	uri := testutil.RequireLibvirt(b)
+	g := testguest.Build(b, testguest.Options{Script: `echo up > "$PORT"
+sleep 3600`})
+	cfg := DefaultConfig()
+	cfg.URI = uri
+	l := mustConnect(b, cfg)
+	ctx := context.Background()
+	for i := 0; i < b.N; i++ {
+		spec := bootSpec(b, g, "paddock-hvbench-"+randHex(b))
+		spec.Labels = nil
+		if _, err := l.Create(ctx, spec); err != nil {
+			b.Fatal(err)
+		}
+		line, err := readLineErr(spec.Channels[0].SocketPath, 120*time.Second)
+		l.Destroy(ctx, spec.Name)
+		if err != nil || line != "up" {
+			b.Fatalf("guest wrote %q: %v", line, err)
 		}
 	}
 }

@@ -28,6 +28,7 @@ type Libvirt struct {
 	mu     sync.Mutex
 	subs   map[*subscriber]struct{}
 	closed bool
+	done   chan struct{} // closed by Close
 }
 
 var _ Hypervisor = (*Libvirt)(nil)
@@ -124,7 +125,7 @@ func Connect(ctx context.Context, cfg Config, opts ...Opt) (*Libvirt, error) {
 		}
 		conn = r.conn
 	}
-	l := &Libvirt{cfg: cfg, log: o.log, conn: conn, accel: accel, domainType: accel.DomainType, subs: map[*subscriber]struct{}{}}
+	l := &Libvirt{cfg: cfg, log: o.log, conn: conn, accel: accel, domainType: accel.DomainType, subs: map[*subscriber]struct{}{}, done: make(chan struct{})}
 	id, err := conn.DomainEventLifecycleRegister(nil, l.onLifecycle)
 	if err != nil {
 		conn.Close()
@@ -190,6 +191,7 @@ func (l *Libvirt) Close() error {
 		return nil
 	}
 	l.closed = true
+	close(l.done)
 	for s := range l.subs {
 		delete(l.subs, s)
 		close(s.ch)
