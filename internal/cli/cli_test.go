@@ -89,3 +89,14 @@ func TestVersion(t *testing.T) {
 		t.Fatalf("version: exit %d, out %q, err %q", code, out, errOut)
 	}
 }
+
+func TestVersionHypervisorTestDriver(t *testing.T) {
+	out, errOut, code := run(t, "version", "--hypervisor", "--libvirt-uri", "test:///default", "--accel", "tcg")
+	if code != 0 || !strings.Contains(out, "libvirt") || !strings.Contains(out, "accel    tcg") {
+		t.Fatalf("version --hypervisor: exit %d, out %q, err %q", code, out, errOut)
+	}
+	_, errOut, code = run(t, "version", "--hypervisor", "--libvirt-uri", "qemu+tcp://127.0.0.1:1/system")
+	if code != 1 || !strings.Contains(errOut, "hypervisor.uri") {
+		t.Fatalf("unreachable URI: exit %d, err %q; want an error naming hypervisor.uri", code, errOut)
+	}
+}
