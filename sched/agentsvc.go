@@ -1,0 +1,460 @@
+package sched
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	agentv1 "github.com/paddockvm/paddock/api/agent/v1"
+	"github.com/paddockvm/paddock/sched/store"
+)
+
+// ProtocolVersion is the version of the agent protocol this server speaks.
+const ProtocolVersion = 1
+
+// agentService implements agentv1.AgentServiceServer.
+type agentService struct {
+	agentv1.UnimplementedAgentServiceServer
+	s *Server
+}
+
+var _ agentv1.AgentServiceServer = (*agentService)(nil)
+
+// Describe implements agentv1.AgentServiceServer.
+func (as *agentService) Describe(ctx context.Context, _ *agentv1.DescribeRequest) (*agentv1.DescribeResponse, error) {
+	if err := as.s.checkAgentToken(ctx); err != nil {
+		return nil, err
+	}
+	return &agentv1.DescribeResponse{ServerVersion: as.s.cfg.Version, ProtocolVersion: ProtocolVersion,
+		Capabilities: []string{"cancel", "heartbeat-renew", "report-ack", "reconnect-running"}}, nil
+}
+
+func (s *Server) checkAgentToken(ctx context.Context) error {
+	if s.cfg.AgentToken == "" {
+		return nil
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	for _, v := range md.Get("authorization") {
+		if v == "Bearer "+s.cfg.AgentToken {
+			return nil
+		}
+	}
+	return status.Error(codes.Unauthenticated, "agent token missing or wrong: send metadata \"authorization: Bearer <server.agent_token>\"")
+}
+
+// session is one agent's open Session stream.
+type session struct {
+	id     string
+	out    chan *agentv1.ServerMessage
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	once   sync.Once
+}
+
+func (se *session) send(m *agentv1.ServerMessage) {
+	select {
+	case se.out <- m:
+	case <-se.ctx.Done():
+	default:
+		se.close(errors.New("the agent does not read its session fast enough (send buffer full)"))
+	}
+}
+
+func (se *session) close(cause error) { se.once.Do(func() { se.cancel(cause) }) }
+
+func (s *Server) closeSessions() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, a := range s.agents {
+		if a.sess != nil {
+			a.sess.close(errors.New("server shutting down"))
+		}
+	}
+}
+
+// Session implements agentv1.AgentServiceServer.
+func (as *agentService) Session(stream agentv1.AgentService_SessionServer) error {
+	s := as.s
+	if err := s.checkAgentToken(stream.Context()); err != nil {
+		return err
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	reg := first.GetRegister()
+	if err := validateRegister(reg); err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	ctx, cancel := context.WithCancelCause(stream.Context())
+	defer cancel(nil)
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	se := &session{id: hex.EncodeToString(b[:]), out: make(chan *agentv1.ServerMessage, 8192), ctx: ctx, cancel: cancel}
+	log := s.log.With("agent", reg.GetAgentId(), "session", se.id)
+	a := s.register(reg, se)
+	log.Info("agent registered", "host", reg.GetHost(), "types", len(reg.GetTypes()), "running", len(reg.GetRunning()))
+	defer s.lose(a, se, log)
+
+	if err := stream.Send(&agentv1.ServerMessage{Msg: &agentv1.ServerMessage_Registered{Registered: &agentv1.Registered{
+		SessionId: se.id, HeartbeatIntervalMs: s.cfg.HeartbeatInterval.Milliseconds(),
+		LeaseTtlMs: s.cfg.LeaseTTL.Milliseconds(), ServerVersion: s.cfg.Version,
+	}}}); err != nil {
+		return err
+	}
+	// Reconcile the tasks the agent still runs from an earlier session.
+	s.reconcile(ctx, a, se, reg.GetRunning())
+	s.wake()
+
+	sendErr := make(chan error, 1)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				sendErr <- nil
+				return
+			case m := <-se.out:
+				if err := stream.Send(m); err != nil {
+					sendErr <- err
+					cancel(err)
+					return
+				}
+			}
+		}
+	}()
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			m, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				cancel(err)
+				return
+			}
+			if err := s.handleAgentMessage(ctx, a, se, m); err != nil {
+				recvErr <- err
+				cancel(err)
+				return
+			}
+		}
+	}()
+	select {
+	case <-ctx.Done():
+	case err = <-recvErr:
+	}
+	if err == nil {
+		err = context.Cause(ctx)
+	}
+	if errors.Is(err, context.Canceled) || strings.Contains(fmt.Sprint(err), "EOF") {
+		return nil
+	}
+	log.Info("agent session ended", "err", err)
+	return status.Error(codes.Aborted, fmt.Sprint(err))
+}
+
+func validateRegister(r *agentv1.Register) error {
+	switch {
+	case r == nil:
+		return errors.New("the first message of a session must be a register")
+	case r.GetAgentId() == "":
+		return errors.New("register: agent_id is empty")
+	case r.GetProtocolVersion() != ProtocolVersion:
+		return fmt.Errorf("register: protocol_version %d: this server speaks %d", r.GetProtocolVersion(), ProtocolVersion)
+	case len(r.GetTypes()) == 0:
+		return errors.New("register: types is empty: an agent must serve at least one task type")
+	}
+	for i, t := range r.GetTypes() {
+		if t.GetName() == "" {
+			return fmt.Errorf("register: types[%d].name is empty", i)
+		}
+	}
+	return nil
+}
+
+// register records a's new session, replacing an older one.
+func (s *Server) register(r *agentv1.Register, se *session) *agent {
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := s.agents[r.GetAgentId()]
+	if a == nil {
+		a = &agent{id: r.GetAgentId(), running: map[string]*assignment{}, types: map[string]*typeSlot{}}
+		s.agents[a.id] = a
+	}
+	if a.sess != nil {
+		a.sess.close(errors.New("replaced by a new session of the same agent"))
+	}
+	a.host, a.version, a.state, a.sess = r.GetHost(), r.GetAgentVersion(), agentConnected, se
+	a.connectedAt, a.lastHeartbeat, a.load = now, now, r.GetLoad()
+	c := r.GetCapacity()
+	a.capacity = store.Requirements{CPUMillis: c.GetCpuMillis(), MemoryBytes: c.GetMemoryBytes(), Labels: c.GetLabels()}
+	s.setTypes(a, r.GetTypes())
+	return a
+}
+
+// setTypes updates a's types and slots, keeping the running counts. Caller holds s.mu.
+func (s *Server) setTypes(a *agent, types []*agentv1.TaskType) {
+	nt := map[string]*typeSlot{}
+	for _, t := range types {
+		ts := &typeSlot{version: t.GetVersion(), slots: int(t.GetSlots())}
+		if ts.slots == 0 {
+			ts.slots = 1
+		}
+		nt[t.GetName()] = ts
+	}
+	for _, as := range a.running {
+		if ts := nt[as.typ]; ts != nil {
+			ts.running++
+		} else {
+			nt[as.typ] = &typeSlot{running: 1} // no slots: it only drains
+		}
+	}
+	a.types = nt
+}
+
+// lose marks a lost when its session se ends (unless a newer session replaced it).
+// Its leases stay until they expire: the agent may reconnect and report.
+func (s *Server) lose(a *agent, se *session, log *slog.Logger) {
+	se.close(errors.New("session ended"))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if a.sess != se {
+		return
+	}
+	a.sess, a.state, a.lostAt = nil, agentLost, time.Now()
+	log.Warn("agent lost", "running", len(a.running))
+}
+
+// reconcile checks the tasks an agent says it still runs (after a reconnect): current
+// leases are kept and renewed, the others cancelled on the agent.
+func (s *Server) reconcile(ctx context.Context, a *agent, se *session, running []*agentv1.RunningTask) {
+	var keep []store.LeaseRef
+	for _, r := range running {
+		t, err := s.st.Get(ctx, r.GetTaskId())
+		if err != nil || t.LeaseID != r.GetLeaseId() || t.AgentID != a.id || t.State.Terminal() || t.State == store.Queued {
+			se.send(cancelMsg(r.GetTaskId(), r.GetLeaseId(), "lease no longer current"))
+			continue
+		}
+		if t.CancelRequested {
+			se.send(cancelMsg(t.ID, t.LeaseID, "cancelled by client"))
+		}
+		s.mu.Lock()
+		if old := a.running[t.ID]; old == nil || old.leaseID != t.LeaseID {
+			a.release(t.ID, 0)
+			if a.types[t.Type] == nil {
+				a.types[t.Type] = &typeSlot{}
+			}
+			a.reserve(t.ID, t.Type)
+			as := a.running[t.ID]
+			as.leaseID = t.LeaseID
+			if t.Timeout > 0 {
+				as.deadline = t.LeasedAt.Add(t.Timeout)
+			}
+		}
+		s.mu.Unlock()
+		keep = append(keep, store.LeaseRef{TaskID: t.ID, LeaseID: t.LeaseID})
+	}
+	if _, err := s.st.Renew(ctx, a.id, keep, time.Now().Add(s.cfg.LeaseTTL)); err != nil {
+		s.log.Error("renewing leases after reconnect", "agent", a.id, "err", err)
+	}
+}
+
+func (s *Server) handleAgentMessage(ctx context.Context, a *agent, se *session, m *agentv1.AgentMessage) error {
+	switch m := m.GetMsg().(type) {
+	case *agentv1.AgentMessage_Heartbeat:
+		s.heartbeat(ctx, a, m.Heartbeat)
+	case *agentv1.AgentMessage_Ack:
+		s.ack(ctx, a, se, m.Ack)
+	case *agentv1.AgentMessage_Report:
+		ack := s.Report(ctx, a.id, m.Report)
+		se.send(&agentv1.ServerMessage{Msg: &agentv1.ServerMessage_ReportAck{ReportAck: ack}})
+	case *agentv1.AgentMessage_Register:
+		return errors.New("register sent twice in one session")
+	default:
+		return fmt.Errorf("unknown agent message %T", m)
+	}
+	return nil
+}
+
+// heartbeat records load and renews the leases of the tasks the agent runs, except
+// those past their timeout plus grace (they expire).
+func (s *Server) heartbeat(ctx context.Context, a *agent, hb *agentv1.Heartbeat) {
+	now := time.Now()
+	var refs []store.LeaseRef
+	s.mu.Lock()
+	a.lastHeartbeat, a.load = now, hb.GetLoad()
+	if len(hb.GetTypes()) > 0 {
+		s.setTypes(a, hb.GetTypes())
+	}
+	for _, r := range hb.GetRunning() {
+		as := a.running[r.GetTaskId()]
+		if as == nil || as.leaseID != r.GetLeaseId() {
+			continue
+		}
+		if !as.deadline.IsZero() && now.After(as.deadline.Add(s.cfg.TimeoutGrace)) {
+			continue
+		}
+		refs = append(refs, store.LeaseRef{TaskID: r.GetTaskId(), LeaseID: r.GetLeaseId()})
+	}
+	s.mu.Unlock()
+	if _, err := s.st.Renew(ctx, a.id, refs, now.Add(s.cfg.LeaseTTL)); err != nil && ctx.Err() == nil {
+		s.log.Error("renewing leases", "agent", a.id, "err", err)
+	}
+	s.wake()
+}
+
+// ack moves an acknowledged assignment to running, or requeues a refused one.
+func (s *Server) ack(ctx context.Context, a *agent, se *session, ack *agentv1.Ack) {
+	now := time.Now()
+	if ack.GetAccepted() {
+		_, err := s.st.Update(ctx, store.Update{TaskID: ack.GetTaskId(), From: []store.State{store.Leased}, LeaseID: ack.GetLeaseId(),
+			To: store.Running, Now: now, Started: true})
+		if err != nil && !errors.Is(err, store.ErrConflict) && ctx.Err() == nil {
+			s.log.Error("recording ack", "task", ack.GetTaskId(), "err", err)
+		}
+		return
+	}
+	t, err := s.st.Get(ctx, ack.GetTaskId())
+	if err != nil || t.LeaseID != ack.GetLeaseId() {
+		return
+	}
+	to, err := store.Next(t, store.EvRefuse)
+	if err != nil {
+		return
+	}
+	msg := "agent " + a.id + " refused the task: " + ack.GetError()
+	nt, err := s.st.Update(ctx, store.Update{TaskID: t.ID, From: []store.State{store.Leased}, LeaseID: t.LeaseID, To: to, Now: now,
+		Error: &msg, EndAttempt: true, Retryable: true})
+	if err != nil {
+		return
+	}
+	s.releaseLease(a.id, t.ID, t.LeaseID)
+	s.finished(nt)
+	s.wake()
+}
+
+// Report applies one result report from agentID and says what happened to it. It is
+// idempotent: a repeated report is acknowledged as a duplicate and changes nothing; a
+// report under a lease that is no longer current is refused as superseded.
+func (s *Server) Report(ctx context.Context, agentID string, r *agentv1.Report) *agentv1.ReportAck {
+	ack := &agentv1.ReportAck{TaskId: r.GetTaskId(), LeaseId: r.GetLeaseId()}
+	reject := func(outcome agentv1.ReportOutcome, format string, args ...any) *agentv1.ReportAck {
+		ack.Outcome, ack.Error = outcome, fmt.Sprintf(format, args...)
+		s.metrics.reports.WithLabelValues(strings.ToLower(strings.TrimPrefix(outcome.String(), "REPORT_OUTCOME_"))).Inc()
+		return ack
+	}
+	t, err := s.st.Get(ctx, r.GetTaskId())
+	if errors.Is(err, store.ErrNotFound) {
+		return reject(agentv1.ReportOutcome_REPORT_OUTCOME_REJECTED, "no task %s", r.GetTaskId())
+	}
+	if err != nil {
+		return reject(agentv1.ReportOutcome_REPORT_OUTCOME_REJECTED, "reading task %s: %v (report again)", r.GetTaskId(), err)
+	}
+	if c := classify(t, agentID, r.GetLeaseId()); c != nil {
+		return reject(c.outcome, "%s", c.why)
+	}
+	var ev store.Event
+	errText := r.GetError()
+	switch r.GetStatus() {
+	case agentv1.Status_STATUS_SUCCEEDED:
+		ev = store.EvSucceed
+		sum := sha256.Sum256(r.GetOutput())
+		if got := hex.EncodeToString(sum[:]); got != strings.ToLower(r.GetSha256()) {
+			ev, errText = store.EvFailRetryable, fmt.Sprintf("output sha256 mismatch: the agent reported %q, the output received has %s", r.GetSha256(), got)
+		} else if n := outputSize(r); n > s.cfg.MaxInlineBytes {
+			ev, errText = store.EvFailFatal, fmt.Sprintf("output of %d bytes is over the server's inline limit of %d bytes (server.max_inline_bytes)", n, s.cfg.MaxInlineBytes)
+		}
+	case agentv1.Status_STATUS_FAILED:
+		ev = store.EvFailFatal
+		if r.GetRetryable() {
+			ev = store.EvFailRetryable
+		}
+	case agentv1.Status_STATUS_CANCELLED:
+		ev = store.EvFailRetryable // stopped without a client asking (e.g. agent shutdown)
+		if t.CancelRequested {
+			ev = store.EvCancelled
+		}
+	default:
+		return reject(agentv1.ReportOutcome_REPORT_OUTCOME_REJECTED, "report: status %v is not a valid outcome", r.GetStatus())
+	}
+	if ev != store.EvSucceed && errText == "" {
+		errText = "the agent reported " + strings.ToLower(strings.TrimPrefix(r.GetStatus().String(), "STATUS_")) + " without an error message"
+	}
+	to, err := store.Next(t, ev)
+	if err != nil {
+		return reject(agentv1.ReportOutcome_REPORT_OUTCOME_REJECTED, "%v", err)
+	}
+	now := time.Now()
+	u := store.Update{TaskID: t.ID, From: []store.State{store.Leased, store.Running}, LeaseID: t.LeaseID, To: to, Now: now,
+		EndAttempt: true, Retryable: ev == store.EvFailRetryable,
+		Usage: store.Usage{Wall: time.Duration(r.GetUsage().GetWallMs()) * time.Millisecond, CPU: time.Duration(r.GetUsage().GetCpuMs()) * time.Millisecond}}
+	if ev == store.EvSucceed {
+		out := r.GetOutput()
+		if out == nil {
+			out = []byte{}
+		}
+		u.Output, u.Outputs, u.OutputSHA256 = &out, r.GetOutputs(), strings.ToLower(r.GetSha256())
+	} else {
+		u.Error = &errText
+	}
+	if to == store.Queued {
+		u.NotBefore = now.Add(s.backoff(t.Attempt))
+	}
+	nt, err := s.st.Update(ctx, u)
+	if errors.Is(err, store.ErrConflict) {
+		if c := classify(nt, agentID, r.GetLeaseId()); c != nil {
+			return reject(c.outcome, "%s", c.why)
+		}
+		return reject(agentv1.ReportOutcome_REPORT_OUTCOME_REJECTED, "task %s changed while recording the report: %v (report again)", t.ID, err)
+	}
+	if err != nil {
+		return reject(agentv1.ReportOutcome_REPORT_OUTCOME_REJECTED, "recording the result of task %s: %v (report again)", t.ID, err)
+	}
+	s.releaseLease(agentID, t.ID, t.LeaseID)
+	s.finished(nt)
+	s.wake()
+	ack.Outcome = agentv1.ReportOutcome_REPORT_OUTCOME_ACCEPTED
+	s.metrics.reports.WithLabelValues("accepted").Inc()
+	return ack
+}
+
+type verdict struct {
+	outcome agentv1.ReportOutcome
+	why     string
+}
+
+// classify says why a report under leaseID from agentID cannot apply to t, or nil if
+// it can (t holds that lease and is live).
+func classify(t store.Task, agentID string, leaseID uint64) *verdict {
+	switch {
+	case leaseID != t.LeaseID || agentID != t.AgentID:
+		return &verdict{agentv1.ReportOutcome_REPORT_OUTCOME_SUPERSEDED,
+			fmt.Sprintf("lease %d of task %s is superseded: the task is %s under lease %d (agent %s); drop it", leaseID, t.ID, t.State, t.LeaseID, t.AgentID)}
+	case t.State.Terminal():
+		return &verdict{agentv1.ReportOutcome_REPORT_OUTCOME_DUPLICATE,
+			fmt.Sprintf("task %s is already %s under lease %d; nothing changed", t.ID, t.State, leaseID)}
+	case t.State == store.Queued:
+		return &verdict{agentv1.ReportOutcome_REPORT_OUTCOME_SUPERSEDED,
+			fmt.Sprintf("lease %d of task %s expired; the task is queued again; drop it", leaseID, t.ID)}
+	}
+	return nil
+}
+
+func outputSize(r *agentv1.Report) int {
+	n := len(r.GetOutput())
+	for _, b := range r.GetOutputs() {
+		n += len(b)
+	}
+	return n
+}

@@ -1,0 +1,454 @@
+package sched
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"net/http"
+	"regexp"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	paddockv1 "github.com/paddockvm/paddock/api/paddock/v1"
+	"github.com/paddockvm/paddock/api/paddock/v1/paddockv1connect"
+	"github.com/paddockvm/paddock/sched/store"
+)
+
+// Limits of the client API.
+const (
+	MinPriority    = -100
+	MaxPriority    = 100
+	MaxMaxAttempts = 100
+	MaxWait        = 10 * time.Minute
+	DefaultWait    = 30 * time.Second
+	DefaultTenant  = "default"
+)
+
+var (
+	typeRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+	keyRE    = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
+	tenantRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+)
+
+// Handler returns the client port's HTTP handler: the TaskService and ClusterService
+// (connect-go: gRPC, gRPC-Web and JSON over HTTP), /metrics and /healthz. Serve it
+// with h2c for gRPC clients without TLS (Run does).
+func (s *Server) Handler() http.Handler {
+	opts := []connect.HandlerOption{
+		connect.WithCodec(strictJSON{}),
+		connect.WithInterceptors(s.authInterceptor()),
+		connect.WithReadMaxBytes(2*s.cfg.MaxInlineBytes + (1 << 20)),
+	}
+	api := &clientAPI{s: s}
+	mux := http.NewServeMux()
+	mux.Handle(paddockv1connect.NewTaskServiceHandler(api, opts...))
+	mux.Handle(paddockv1connect.NewClusterServiceHandler(api, opts...))
+	mux.Handle("/metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	return mux
+}
+
+// strictJSON is connect's JSON codec, but refusing unknown fields (naming them).
+type strictJSON struct{}
+
+func (strictJSON) Name() string { return "json" }
+
+func (strictJSON) Marshal(v any) ([]byte, error) {
+	m, ok := v.(proto.Message)
+	if !ok {
+		return nil, fmt.Errorf("%T is not a protobuf message", v)
+	}
+	return protojson.Marshal(m)
+}
+
+func (strictJSON) Unmarshal(b []byte, v any) error {
+	m, ok := v.(proto.Message)
+	if !ok {
+		return fmt.Errorf("%T is not a protobuf message", v)
+	}
+	if len(b) == 0 {
+		return nil
+	}
+	return protojson.UnmarshalOptions{DiscardUnknown: false}.Unmarshal(b, m)
+}
+
+func (s *Server) authInterceptor() connect.Interceptor {
+	return connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			if !s.cfg.Dev {
+				got := req.Header().Get("Authorization")
+				want := "Bearer " + s.cfg.Token
+				if got == "" {
+					return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("authorization: missing bearer token: send \"Authorization: Bearer <token>\" (paddock: --token or PADDOCK_CLIENT_TOKEN)"))
+				}
+				if subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
+					return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("authorization: wrong bearer token"))
+				}
+			}
+			return next(ctx, req)
+		}
+	})
+}
+
+type clientAPI struct{ s *Server }
+
+var (
+	_ paddockv1connect.TaskServiceHandler    = (*clientAPI)(nil)
+	_ paddockv1connect.ClusterServiceHandler = (*clientAPI)(nil)
+)
+
+func invalid(format string, args ...any) error {
+	return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf(format, args...))
+}
+
+func storeErr(err error) error {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return connect.NewError(connect.CodeNotFound, err)
+	case errors.Is(err, store.ErrInvalid):
+		return connect.NewError(connect.CodeInvalidArgument, err)
+	case errors.Is(err, store.ErrConflict):
+		return connect.NewError(connect.CodeAborted, err)
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return connect.NewError(connect.CodeDeadlineExceeded, err)
+	}
+	return connect.NewError(connect.CodeInternal, err)
+}
+
+// validateSpec checks a submitted task and fills in its defaults.
+func (s *Server) validateSpec(sp *paddockv1.TaskSpec) (store.Task, error) {
+	if sp == nil {
+		return store.Task{}, invalid("task: missing: send {\"task\": {\"type\": ...}}")
+	}
+	t := store.Task{Type: sp.GetType(), Payload: sp.GetPayload(), Inputs: sp.GetInputs(), Priority: int(sp.GetPriority()),
+		IdempotencyKey: sp.GetIdempotencyKey(), Tenant: sp.GetTenant()}
+	switch {
+	case t.Type == "":
+		return t, invalid("task.type: missing: name the task type, e.g. \"checksum.sha256\"")
+	case !typeRE.MatchString(t.Type):
+		return t, invalid("task.type: %q is not a task type name (letters, digits, '.', '_', '-'; at most 128)", t.Type)
+	}
+	size := len(t.Payload)
+	for _, b := range t.Inputs {
+		size += len(b)
+	}
+	if size > s.cfg.MaxInlineBytes {
+		return t, invalid("task.payload: %d bytes (payload plus inputs) is over the server's inline limit of %d bytes (server.max_inline_bytes)", size, s.cfg.MaxInlineBytes)
+	}
+	if t.Priority < MinPriority || t.Priority > MaxPriority {
+		return t, invalid("task.priority: %d is out of range %d..%d", t.Priority, MinPriority, MaxPriority)
+	}
+	switch sp.GetClass() {
+	case paddockv1.Class_CLASS_UNSPECIFIED, paddockv1.Class_CLASS_BATCH:
+		t.Class = store.Batch
+	case paddockv1.Class_CLASS_ONLINE:
+		t.Class = store.Online
+	default:
+		return t, invalid("task.class: %d is not a class: use CLASS_ONLINE or CLASS_BATCH", sp.GetClass())
+	}
+	switch ms := sp.GetTimeoutMs(); {
+	case ms < 0:
+		return t, invalid("task.timeout_ms: %d is negative: give the timeout in milliseconds, or 0 for the server default", ms)
+	case ms == 0:
+		t.Timeout = s.cfg.DefaultTimeout
+	default:
+		t.Timeout = time.Duration(ms) * time.Millisecond
+	}
+	switch n := sp.GetMaxAttempts(); {
+	case n < 0 || n > MaxMaxAttempts:
+		return t, invalid("task.max_attempts: %d is out of range 0..%d (0: the server default, %d)", n, MaxMaxAttempts, s.cfg.DefaultMaxAttempts)
+	case n == 0:
+		t.MaxAttempts = s.cfg.DefaultMaxAttempts
+	default:
+		t.MaxAttempts = int(n)
+	}
+	if t.IdempotencyKey != "" && !keyRE.MatchString(t.IdempotencyKey) {
+		return t, invalid("task.idempotency_key: %q is malformed: use 1-128 letters, digits, '.', '_', ':' or '-'", t.IdempotencyKey)
+	}
+	if t.Tenant == "" {
+		t.Tenant = DefaultTenant
+	} else if !tenantRE.MatchString(t.Tenant) {
+		return t, invalid("task.tenant: %q is malformed: use 1-64 letters, digits, '.', '_' or '-'", t.Tenant)
+	}
+	if r := sp.GetRequirements(); r != nil {
+		if r.GetCpuMillis() < 0 || r.GetMemoryBytes() < 0 {
+			return t, invalid("task.requirements: cpu_millis and memory_bytes must not be negative")
+		}
+		t.Requirements = store.Requirements{CPUMillis: r.GetCpuMillis(), MemoryBytes: r.GetMemoryBytes(), Labels: r.GetLabels()}
+	}
+	return t, nil
+}
+
+// Submit implements paddockv1connect.TaskServiceHandler.
+func (api *clientAPI) Submit(ctx context.Context, req *connect.Request[paddockv1.SubmitRequest]) (*connect.Response[paddockv1.SubmitResponse], error) {
+	s := api.s
+	t, err := s.validateSpec(req.Msg.GetTask())
+	if err != nil {
+		return nil, err
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInternal, err)
+	}
+	t.ID, t.CreatedAt = id.String(), time.Now()
+	stored, created, err := s.st.Create(ctx, t)
+	if err != nil {
+		return nil, storeErr(err)
+	}
+	if created {
+		s.metrics.submits.WithLabelValues("created").Inc()
+		s.wake()
+	} else {
+		s.metrics.submits.WithLabelValues("existing").Inc()
+	}
+	return connect.NewResponse(&paddockv1.SubmitResponse{Task: toProto(stored, nil), Created: created}), nil
+}
+
+// Get implements paddockv1connect.TaskServiceHandler.
+func (api *clientAPI) Get(ctx context.Context, req *connect.Request[paddockv1.GetRequest]) (*connect.Response[paddockv1.GetResponse], error) {
+	t, err := api.s.getFull(ctx, req.Msg.GetId())
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&paddockv1.GetResponse{Task: t}), nil
+}
+
+func (s *Server) getFull(ctx context.Context, id string) (*paddockv1.Task, error) {
+	if id == "" {
+		return nil, invalid("id: missing: give the task id")
+	}
+	t, err := s.st.Get(ctx, id)
+	if err != nil {
+		return nil, storeErr(err)
+	}
+	att, err := s.st.Attempts(ctx, id)
+	if err != nil {
+		return nil, storeErr(err)
+	}
+	return toProto(t, att), nil
+}
+
+// Wait implements paddockv1connect.TaskServiceHandler.
+func (api *clientAPI) Wait(ctx context.Context, req *connect.Request[paddockv1.WaitRequest]) (*connect.Response[paddockv1.WaitResponse], error) {
+	s := api.s
+	d := time.Duration(req.Msg.GetTimeoutMs()) * time.Millisecond
+	switch {
+	case d < 0:
+		return nil, invalid("timeout_ms: %d is negative: give the longest wait in milliseconds, or 0 for %v", req.Msg.GetTimeoutMs(), DefaultWait)
+	case d == 0:
+		d = DefaultWait
+	case d > MaxWait:
+		return nil, invalid("timeout_ms: %d is over the longest wait, %v", req.Msg.GetTimeoutMs(), MaxWait)
+	}
+	id := req.Msg.GetId()
+	if id == "" {
+		return nil, invalid("id: missing: give the task id")
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		w := s.addWaiter(id)
+		t, err := s.getFull(ctx, id)
+		if err != nil {
+			s.removeWaiter(id, w)
+			return nil, err
+		}
+		if store.State(stateName(t.GetState())).Terminal() {
+			s.removeWaiter(id, w)
+			return connect.NewResponse(&paddockv1.WaitResponse{Task: t, Terminal: true}), nil
+		}
+		select {
+		case <-w:
+			continue
+		case <-timer.C:
+			s.removeWaiter(id, w)
+			return connect.NewResponse(&paddockv1.WaitResponse{Task: t}), nil
+		case <-ctx.Done():
+			s.removeWaiter(id, w)
+			return nil, storeErr(ctx.Err())
+		}
+	}
+}
+
+// Cancel implements paddockv1connect.TaskServiceHandler.
+func (api *clientAPI) Cancel(ctx context.Context, req *connect.Request[paddockv1.CancelRequest]) (*connect.Response[paddockv1.CancelResponse], error) {
+	if req.Msg.GetId() == "" {
+		return nil, invalid("id: missing: give the task id")
+	}
+	t, err := api.s.Cancel(ctx, req.Msg.GetId())
+	if err != nil {
+		return nil, storeErr(err)
+	}
+	return connect.NewResponse(&paddockv1.CancelResponse{Task: toProto(t, nil)}), nil
+}
+
+// Cancel cancels task id: a queued task at once; a leased or running one is flagged and
+// the cancel pushed to its agent, which stops the handler and reports it cancelled.
+func (s *Server) Cancel(ctx context.Context, id string) (store.Task, error) {
+	msg := "cancelled by client"
+	for i := 0; ; i++ {
+		t, err := s.st.Get(ctx, id)
+		if err != nil || t.State.Terminal() {
+			return t, err
+		}
+		to, err := store.Next(t, store.EvCancel)
+		if err != nil {
+			return t, err
+		}
+		u := store.Update{TaskID: id, From: []store.State{t.State}, To: to, Now: time.Now(), CancelRequested: true}
+		if t.State != store.Queued {
+			u.LeaseID = t.LeaseID
+		} else {
+			u.Error = &msg
+		}
+		nt, err := s.st.Update(ctx, u)
+		if errors.Is(err, store.ErrConflict) && i < 5 {
+			continue
+		}
+		if err != nil {
+			return nt, err
+		}
+		if nt.State.Terminal() {
+			s.finished(nt)
+			return nt, nil
+		}
+		s.mu.Lock()
+		var sess *session
+		if a := s.agents[nt.AgentID]; a != nil {
+			sess = a.sess
+		}
+		s.mu.Unlock()
+		if sess != nil {
+			sess.send(cancelMsg(nt.ID, nt.LeaseID, msg))
+		}
+		return nt, nil
+	}
+}
+
+// List implements paddockv1connect.TaskServiceHandler.
+func (api *clientAPI) List(ctx context.Context, req *connect.Request[paddockv1.ListRequest]) (*connect.Response[paddockv1.ListResponse], error) {
+	m := req.Msg
+	if m.GetLimit() < 0 || m.GetLimit() > 1000 {
+		return nil, invalid("limit: %d is out of range 0..1000", m.GetLimit())
+	}
+	f := store.Filter{Type: m.GetType(), Tenant: m.GetTenant(), Limit: int(m.GetLimit()), PageToken: m.GetPageToken()}
+	if m.GetState() != paddockv1.State_STATE_UNSPECIFIED {
+		f.State = store.State(stateName(m.GetState()))
+		if !f.State.Valid() {
+			return nil, invalid("state: %d is not a state", m.GetState())
+		}
+	}
+	switch m.GetClass() {
+	case paddockv1.Class_CLASS_ONLINE:
+		f.Class = store.Online
+	case paddockv1.Class_CLASS_BATCH:
+		f.Class = store.Batch
+	}
+	ts, next, err := api.s.st.List(ctx, f)
+	if err != nil {
+		if errors.Is(err, store.ErrInvalid) {
+			return nil, invalid("page_token: %v", err)
+		}
+		return nil, storeErr(err)
+	}
+	out := &paddockv1.ListResponse{NextPageToken: next}
+	for _, t := range ts {
+		out.Tasks = append(out.Tasks, toProto(t, nil))
+	}
+	return connect.NewResponse(out), nil
+}
+
+// Status implements paddockv1connect.ClusterServiceHandler.
+func (api *clientAPI) Status(ctx context.Context, _ *connect.Request[paddockv1.StatusRequest]) (*connect.Response[paddockv1.StatusResponse], error) {
+	s := api.s
+	counts, err := s.st.Counts(ctx)
+	if err != nil {
+		return nil, storeErr(err)
+	}
+	out := &paddockv1.StatusResponse{Version: s.cfg.Version, StartedAtUnixMs: s.started.UnixMilli(), Store: s.st.Describe()}
+	for _, c := range counts {
+		if c.State.Terminal() {
+			continue
+		}
+		out.Queue = append(out.Queue, &paddockv1.QueueDepth{Type: c.Type, State: stateProto(c.State), Count: c.N})
+	}
+	for _, a := range s.Agents() {
+		if a.State == agentConnected {
+			out.AgentsConnected++
+		} else {
+			out.AgentsLost++
+		}
+	}
+	return connect.NewResponse(out), nil
+}
+
+// ListAgents implements paddockv1connect.ClusterServiceHandler.
+func (api *clientAPI) ListAgents(context.Context, *connect.Request[paddockv1.ListAgentsRequest]) (*connect.Response[paddockv1.ListAgentsResponse], error) {
+	out := &paddockv1.ListAgentsResponse{}
+	for _, a := range api.s.Agents() {
+		pa := &paddockv1.Agent{Id: a.ID, Host: a.Host, State: a.State, Running: int32(a.Running), Labels: a.Labels,
+			ConnectedAtUnixMs: unixMS(a.ConnectedAt), LastHeartbeatUnixMs: unixMS(a.LastHeartbeat), Version: a.Version}
+		for _, t := range a.Types {
+			pa.Types = append(pa.Types, &paddockv1.AgentType{Name: t.Name, Version: t.Version, Slots: uint32(t.Slots), Running: uint32(t.Running)})
+		}
+		out.Agents = append(out.Agents, pa)
+	}
+	return connect.NewResponse(out), nil
+}
+
+func unixMS(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+var stateProtos = map[store.State]paddockv1.State{
+	store.Queued: paddockv1.State_STATE_QUEUED, store.Leased: paddockv1.State_STATE_LEASED,
+	store.Running: paddockv1.State_STATE_RUNNING, store.Succeeded: paddockv1.State_STATE_SUCCEEDED,
+	store.Failed: paddockv1.State_STATE_FAILED, store.Cancelled: paddockv1.State_STATE_CANCELLED,
+	store.Dead: paddockv1.State_STATE_DEAD,
+}
+
+func stateProto(s store.State) paddockv1.State { return stateProtos[s] }
+
+func stateName(p paddockv1.State) string {
+	for s, v := range stateProtos {
+		if v == p {
+			return string(s)
+		}
+	}
+	return ""
+}
+
+func toProto(t store.Task, att []store.Attempt) *paddockv1.Task {
+	cl := paddockv1.Class_CLASS_BATCH
+	if t.Class == store.Online {
+		cl = paddockv1.Class_CLASS_ONLINE
+	}
+	p := &paddockv1.Task{
+		Id: t.ID, State: stateProto(t.State), Attempt: int32(t.Attempt), LeaseId: t.LeaseID, AgentId: t.AgentID,
+		Output: t.Output, Outputs: t.Outputs, OutputSha256: t.OutputSHA256, Error: t.Error, CancelRequested: t.CancelRequested,
+		CreatedAtUnixMs: unixMS(t.CreatedAt), UpdatedAtUnixMs: unixMS(t.UpdatedAt), FinishedAtUnixMs: unixMS(t.FinishedAt),
+		Spec: &paddockv1.TaskSpec{
+			Type: t.Type, Payload: t.Payload, Inputs: t.Inputs, Priority: int32(t.Priority), Class: cl,
+			TimeoutMs: t.Timeout.Milliseconds(), MaxAttempts: int32(t.MaxAttempts), IdempotencyKey: t.IdempotencyKey, Tenant: t.Tenant,
+		},
+	}
+	if r := t.Requirements; r.CPUMillis != 0 || r.MemoryBytes != 0 || len(r.Labels) > 0 {
+		p.Spec.Requirements = &paddockv1.Requirements{CpuMillis: r.CPUMillis, MemoryBytes: r.MemoryBytes, Labels: r.Labels}
+	}
+	for _, a := range att {
+		p.Attempts = append(p.Attempts, &paddockv1.Attempt{Number: int32(a.Number), LeaseId: a.LeaseID, AgentId: a.AgentID,
+			State: stateProto(a.State), Error: a.Error, Retryable: a.Retryable,
+			Usage:          &paddockv1.Usage{WallMs: a.Usage.Wall.Milliseconds(), CpuMs: a.Usage.CPU.Milliseconds()},
+			LeasedAtUnixMs: unixMS(a.LeasedAt), FinishedAtUnixMs: unixMS(a.FinishedAt)})
+	}
+	return p
+}

@@ -1,0 +1,236 @@
+package sched
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	agentv1 "github.com/paddockvm/paddock/api/agent/v1"
+	"github.com/paddockvm/paddock/sched/store"
+)
+
+// dispatchLoop assigns ready tasks to agents whenever something may have changed
+// (a submit, a freed slot, a new agent) and at least every 200ms (retry backoffs).
+func (s *Server) dispatchLoop(ctx context.Context) {
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.kick:
+		case <-t.C:
+		}
+		for ctx.Err() == nil {
+			n, err := s.dispatchOnce(ctx)
+			if err != nil {
+				if ctx.Err() == nil {
+					s.log.Error("dispatching", "err", err)
+				}
+				break
+			}
+			if n == 0 {
+				break
+			}
+		}
+	}
+}
+
+type grantFor struct {
+	agent *agent
+	typ   string
+}
+
+// dispatchOnce leases as many ready tasks as there are free slots, type by type, and
+// pushes the assignments to the agents. It returns the number of tasks leased.
+func (s *Server) dispatchOnce(ctx context.Context) (int, error) {
+	now := time.Now()
+	s.mu.Lock()
+	free := map[string]int{}
+	for _, a := range s.agents {
+		if a.state != agentConnected {
+			continue
+		}
+		for n, ts := range a.types {
+			if f := ts.slots - ts.running; f > 0 {
+				free[n] += f
+			}
+		}
+	}
+	s.mu.Unlock()
+	total := 0
+	for typ, f := range free {
+		tasks, err := s.st.Ready(ctx, typ, now, min(2*f+8, 1000))
+		if err != nil {
+			return total, err
+		}
+		if len(tasks) == 0 {
+			continue
+		}
+		var grants []store.Grant
+		by := map[string]grantFor{}
+		readyAt := map[string]time.Time{}
+		s.mu.Lock()
+		for i := range tasks {
+			t := &tasks[i]
+			a := s.pick(t)
+			if a == nil {
+				continue
+			}
+			a.reserve(t.ID, t.Type)
+			grants = append(grants, store.Grant{TaskID: t.ID, AgentID: a.id, ExpiresAt: now.Add(s.cfg.LeaseTTL)})
+			by[t.ID] = grantFor{a, t.Type}
+			readyAt[t.ID] = t.CreatedAt
+			if t.NotBefore.After(t.CreatedAt) {
+				readyAt[t.ID] = t.NotBefore
+			}
+		}
+		s.mu.Unlock()
+		if len(grants) == 0 {
+			continue
+		}
+		leased, err := s.st.Lease(ctx, now, grants)
+		if err != nil {
+			s.mu.Lock()
+			for id, g := range by {
+				g.agent.release(id, 0)
+			}
+			s.mu.Unlock()
+			return total, fmt.Errorf("leasing %d tasks of type %s: %w", len(grants), typ, err)
+		}
+		type send struct {
+			sess *session
+			msg  *agentv1.ServerMessage
+		}
+		var sends []send
+		s.mu.Lock()
+		got := map[string]bool{}
+		for i := range leased {
+			t := &leased[i]
+			got[t.ID] = true
+			g := by[t.ID]
+			as := g.agent.running[t.ID]
+			if as == nil { // cannot happen: reserved above under the same id
+				continue
+			}
+			as.leaseID = t.LeaseID
+			var deadline int64
+			if t.Timeout > 0 {
+				as.deadline = now.Add(t.Timeout)
+				deadline = as.deadline.UnixMilli()
+			}
+			if g.agent.sess != nil {
+				sends = append(sends, send{g.agent.sess, &agentv1.ServerMessage{Msg: &agentv1.ServerMessage_Assign{Assign: &agentv1.Assign{
+					TaskId: t.ID, LeaseId: t.LeaseID, Type: t.Type, Payload: t.Payload, Inputs: t.Inputs,
+					Attempt: uint32(t.Attempt), DeadlineUnixMs: deadline, LeaseExpiresUnixMs: t.LeaseExpiresAt.UnixMilli(),
+				}}}})
+			}
+		}
+		for id, g := range by {
+			if !got[id] {
+				g.agent.release(id, 0)
+			}
+		}
+		s.mu.Unlock()
+		for _, sd := range sends {
+			sd.sess.send(sd.msg)
+		}
+		for i := range leased {
+			s.metrics.dispatchLatency.WithLabelValues(typ).Observe(now.Sub(readyAt[leased[i].ID]).Seconds())
+		}
+		total += len(leased)
+	}
+	return total, nil
+}
+
+// sweepLoop expires leases and loses silent agents.
+func (s *Server) sweepLoop(ctx context.Context) {
+	every := min(s.cfg.LeaseTTL/4, 250*time.Millisecond)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		s.mu.Lock()
+		for id, a := range s.agents {
+			if a.state == agentConnected && now.Sub(a.lastHeartbeat) > s.cfg.AgentTimeout && a.sess != nil {
+				s.log.Warn("agent missed its heartbeats; closing its session", "agent", id, "silent", now.Sub(a.lastHeartbeat).Round(time.Millisecond))
+				a.sess.close(fmt.Errorf("no heartbeat for %v", now.Sub(a.lastHeartbeat).Round(time.Millisecond)))
+			}
+			if a.state == agentLost && now.Sub(a.lostAt) > 10*time.Minute {
+				delete(s.agents, id)
+			}
+		}
+		s.mu.Unlock()
+		ts, err := s.st.Expired(ctx, now, 1000)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Error("finding expired leases", "err", err)
+			}
+			continue
+		}
+		for i := range ts {
+			s.expire(ctx, ts[i], now)
+		}
+	}
+}
+
+// expire ends the lease of t, which expired: the task is requeued (after a backoff),
+// dead (out of attempts) or cancelled (a cancel was requested).
+func (s *Server) expire(ctx context.Context, t store.Task, now time.Time) {
+	to, err := store.Next(t, store.EvExpire)
+	if err != nil {
+		s.log.Error("expiring lease", "task", t.ID, "err", err)
+		return
+	}
+	msg := fmt.Sprintf("lease %d on agent %s expired (agent lost, or task past its timeout)", t.LeaseID, t.AgentID)
+	u := store.Update{TaskID: t.ID, From: []store.State{t.State}, LeaseID: t.LeaseID, To: to, Now: now,
+		Error: &msg, EndAttempt: true, Retryable: true}
+	if to == store.Queued {
+		u.NotBefore = now.Add(s.backoff(t.Attempt))
+	}
+	nt, err := s.st.Update(ctx, u)
+	if errors.Is(err, store.ErrConflict) {
+		return // a report or a renewal got there first
+	}
+	if err != nil {
+		s.log.Error("expiring lease", "task", t.ID, "err", err)
+		return
+	}
+	s.metrics.leaseExpiries.Inc()
+	s.log.Warn("lease expired", "task", t.ID, "lease", t.LeaseID, "agent", t.AgentID, "now", to)
+	s.mu.Lock()
+	var sess *session
+	if a := s.agents[t.AgentID]; a != nil {
+		a.release(t.ID, t.LeaseID)
+		sess = a.sess
+	}
+	s.mu.Unlock()
+	if sess != nil {
+		sess.send(cancelMsg(t.ID, t.LeaseID, "lease expired"))
+	}
+	s.finished(nt)
+	s.wake()
+}
+
+// finished records metrics and wakes waiters for a task that may have become terminal.
+func (s *Server) finished(t store.Task) {
+	if !t.State.Terminal() {
+		return
+	}
+	start := t.StartedAt
+	if start.IsZero() {
+		start = t.CreatedAt
+	}
+	s.metrics.taskDuration.WithLabelValues(t.Type, string(t.State)).Observe(t.FinishedAt.Sub(start).Seconds())
+	s.notifyTerminal(t.ID)
+}
+
+func cancelMsg(taskID string, leaseID uint64, reason string) *agentv1.ServerMessage {
+	return &agentv1.ServerMessage{Msg: &agentv1.ServerMessage_Cancel{Cancel: &agentv1.Cancel{TaskId: taskID, LeaseId: leaseID, Reason: reason}}}
+}

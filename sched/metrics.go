@@ -1,0 +1,96 @@
+package sched
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are the server's Prometheus metrics, in their own registry.
+type metrics struct {
+	reg             *prometheus.Registry
+	dispatchLatency *prometheus.HistogramVec
+	taskDuration    *prometheus.HistogramVec
+	leaseExpiries   prometheus.Counter
+	reports         *prometheus.CounterVec
+	submits         *prometheus.CounterVec
+}
+
+func newMetrics(s *Server) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		dispatchLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "paddock", Name: "dispatch_latency_seconds",
+			Help:    "Time from a task becoming ready (submitted, or its retry backoff over) to its lease.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 18),
+		}, []string{"type"}),
+		taskDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "paddock", Name: "task_duration_seconds",
+			Help:    "Time from a task's last start (or its submission, if never started) to its terminal state.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 22),
+		}, []string{"type", "state"}),
+		leaseExpiries: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "paddock", Name: "lease_expiries_total", Help: "Leases that expired (agent lost or task hung).",
+		}),
+		reports: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "paddock", Name: "reports_total", Help: "Result reports from agents by outcome (accepted, duplicate, superseded, rejected).",
+		}, []string{"outcome"}),
+		submits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "paddock", Name: "submits_total", Help: "Task submissions by result (created, existing).",
+		}, []string{"result"}),
+	}
+	m.reg.MustRegister(m.dispatchLatency, m.taskDuration, m.leaseExpiries, m.reports, m.submits,
+		&stateCollector{s: s},
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+var (
+	queueDepthDesc = prometheus.NewDesc("paddock_tasks", "Tasks by type and state (queue depth).", []string{"type", "state"}, nil)
+	agentsDesc     = prometheus.NewDesc("paddock_agents", "Agents by state (connected, lost).", []string{"state"}, nil)
+	slotsDesc      = prometheus.NewDesc("paddock_agent_slots", "Slots of connected agents by task type, and how many are busy.", []string{"type", "busy"}, nil)
+)
+
+// stateCollector reads queue depth from the store and agents from the registry at scrape time.
+type stateCollector struct{ s *Server }
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- queueDepthDesc
+	ch <- agentsDesc
+	ch <- slotsDesc
+}
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if counts, err := c.s.st.Counts(ctx); err == nil {
+		for _, n := range counts {
+			ch <- prometheus.MustNewConstMetric(queueDepthDesc, prometheus.GaugeValue, float64(n.N), n.Type, string(n.State))
+		}
+	} else {
+		ch <- prometheus.NewInvalidMetric(queueDepthDesc, err)
+	}
+	c.s.mu.Lock()
+	byState := map[string]int{agentConnected: 0, agentLost: 0}
+	slots, busy := map[string]int{}, map[string]int{}
+	for _, a := range c.s.agents {
+		byState[a.state]++
+		if a.state != agentConnected {
+			continue
+		}
+		for n, ts := range a.types {
+			slots[n] += ts.slots
+			busy[n] += ts.running
+		}
+	}
+	c.s.mu.Unlock()
+	for st, n := range byState {
+		ch <- prometheus.MustNewConstMetric(agentsDesc, prometheus.GaugeValue, float64(n), st)
+	}
+	for t, n := range slots {
+		ch <- prometheus.MustNewConstMetric(slotsDesc, prometheus.GaugeValue, float64(n-busy[t]), t, "false")
+		ch <- prometheus.MustNewConstMetric(slotsDesc, prometheus.GaugeValue, float64(busy[t]), t, "true")
+	}
+}

@@ -1,0 +1,174 @@
+package sched
+
+import (
+	"math/rand/v2"
+	"sort"
+	"time"
+
+	agentv1 "github.com/paddockvm/paddock/api/agent/v1"
+	"github.com/paddockvm/paddock/sched/store"
+)
+
+// Agent states as operators see them.
+const (
+	agentConnected = "connected"
+	agentLost      = "lost"
+)
+
+// agent is the server's view of one agent. Server.mu guards every field.
+type agent struct {
+	id, host, version string
+	state             string
+	types             map[string]*typeSlot
+	capacity          store.Requirements // what it offers (CPU, memory, labels)
+	load              *agentv1.Load
+	connectedAt       time.Time
+	lastHeartbeat     time.Time
+	lostAt            time.Time
+	sess              *session               // nil once lost
+	running           map[string]*assignment // by task id: assigned and not yet reported
+}
+
+type typeSlot struct {
+	version string
+	slots   int
+	running int
+}
+
+// assignment is one lease held by an agent.
+type assignment struct {
+	taskID   string
+	leaseID  uint64
+	typ      string
+	deadline time.Time // past this (plus grace) heartbeats stop renewing the lease; zero: none
+}
+
+func (a *agent) pending() int { return len(a.running) }
+
+// serves reports whether the agent can take a task now.
+func (a *agent) fits(t *store.Task) bool {
+	if a.state != agentConnected {
+		return false
+	}
+	ts := a.types[t.Type]
+	if ts == nil || ts.running >= ts.slots {
+		return false
+	}
+	r := t.Requirements
+	if r.CPUMillis > 0 && r.CPUMillis > a.capacity.CPUMillis {
+		return false
+	}
+	if r.MemoryBytes > 0 && r.MemoryBytes > a.capacity.MemoryBytes {
+		return false
+	}
+	for k, v := range r.Labels {
+		if a.capacity.Labels[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// pick chooses an agent for t among those that fit: least pending first; ties broken
+// by the power of two random choices (two tied agents drawn at random, the one with the
+// lower CPU load wins). Caller holds s.mu.
+func (s *Server) pick(t *store.Task) *agent {
+	var best []*agent
+	least := int(^uint(0) >> 1)
+	for _, a := range s.agents {
+		if !a.fits(t) {
+			continue
+		}
+		switch p := a.pending(); {
+		case p < least:
+			least, best = p, append(best[:0], a)
+		case p == least:
+			best = append(best, a)
+		}
+	}
+	switch len(best) {
+	case 0:
+		return nil
+	case 1:
+		return best[0]
+	}
+	i := rand.IntN(len(best))
+	j := rand.IntN(len(best) - 1)
+	if j >= i {
+		j++
+	}
+	a, b := best[i], best[j]
+	if b.cpu() < a.cpu() {
+		return b
+	}
+	return a
+}
+
+func (a *agent) cpu() float64 {
+	if a.load == nil {
+		return 0
+	}
+	return a.load.GetCpuPercent()
+}
+
+// reserve books a slot of t's type on a for t's next lease. Caller holds s.mu.
+func (a *agent) reserve(taskID, typ string) {
+	a.types[typ].running++
+	a.running[taskID] = &assignment{taskID: taskID, typ: typ}
+}
+
+// release frees the slot of taskID if a holds it under leaseID (0: any). Caller holds s.mu.
+func (a *agent) release(taskID string, leaseID uint64) bool {
+	as := a.running[taskID]
+	if as == nil || (leaseID != 0 && as.leaseID != 0 && as.leaseID != leaseID) {
+		return false
+	}
+	delete(a.running, taskID)
+	if ts := a.types[as.typ]; ts != nil && ts.running > 0 {
+		ts.running--
+	}
+	return true
+}
+
+// releaseLease frees taskID's slot on whichever agent holds it under leaseID.
+func (s *Server) releaseLease(agentID, taskID string, leaseID uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if a := s.agents[agentID]; a != nil {
+		a.release(taskID, leaseID)
+	}
+}
+
+// AgentInfo is what operators see of one agent.
+type AgentInfo struct {
+	ID, Host, Version, State string
+	Types                    []AgentTypeInfo
+	Running                  int
+	Labels                   map[string]string
+	ConnectedAt              time.Time
+	LastHeartbeat            time.Time
+}
+
+// AgentTypeInfo is one type an agent serves.
+type AgentTypeInfo struct {
+	Name, Version  string
+	Slots, Running int
+}
+
+// Agents returns the agents the server knows, sorted by id.
+func (s *Server) Agents() []AgentInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []AgentInfo
+	for _, a := range s.agents {
+		ai := AgentInfo{ID: a.id, Host: a.host, Version: a.version, State: a.state, Running: a.pending(),
+			Labels: a.capacity.Labels, ConnectedAt: a.connectedAt, LastHeartbeat: a.lastHeartbeat}
+		for n, ts := range a.types {
+			ai.Types = append(ai.Types, AgentTypeInfo{Name: n, Version: ts.version, Slots: ts.slots, Running: ts.running})
+		}
+		sort.Slice(ai.Types, func(i, j int) bool { return ai.Types[i].Name < ai.Types[j].Name })
+		out = append(out, ai)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}

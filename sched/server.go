@@ -1,0 +1,176 @@
+package sched
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/h2c"
+	"google.golang.org/grpc"
+
+	agentv1 "github.com/paddockvm/paddock/api/agent/v1"
+	"github.com/paddockvm/paddock/sched/store"
+)
+
+// Server is the scheduler. Create it with New, serve agents with ServeAgents and
+// clients with Handler (or both with Run), and stop it by cancelling Run's context.
+type Server struct {
+	cfg     Config
+	st      store.Store
+	log     *slog.Logger
+	metrics *metrics
+	started time.Time
+
+	kick chan struct{} // wakes the dispatcher
+
+	// mu guards the fields below.
+	mu      sync.Mutex
+	agents  map[string]*agent
+	waiters map[string][]chan struct{}
+}
+
+// New returns a server over st. It does not take ownership of st.
+func New(cfg Config, st store.Store) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	s := &Server{
+		cfg: cfg, st: st, log: cfg.Logger, started: time.Now(),
+		kick:    make(chan struct{}, 1),
+		agents:  map[string]*agent{},
+		waiters: map[string][]chan struct{}{},
+	}
+	s.metrics = newMetrics(s)
+	return s, nil
+}
+
+// Store returns the server's store.
+func (s *Server) Store() store.Store { return s.st }
+
+// Run serves the agent port on agentLis and the client port on clientLis until ctx is
+// done, runs the dispatcher and the lease sweeper, and then stops everything.
+func (s *Server) Run(ctx context.Context, agentLis, clientLis net.Listener) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	gs := s.NewAgentServer()
+	hs := &http.Server{Handler: h2c.NewHandler(s.Handler(), &http2.Server{}), ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 2)
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		if err := gs.Serve(agentLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			errc <- fmt.Errorf("serving agents on %s: %w", agentLis.Addr(), err)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		if err := hs.Serve(clientLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("serving clients on %s: %w", clientLis.Addr(), err)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		s.Loop(ctx)
+	}()
+	s.log.Info("server started", "agents", agentLis.Addr().String(), "clients", clientLis.Addr().String(), "store", s.st.Describe(), "dev", s.cfg.Dev)
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	cancel()
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer scancel()
+	_ = hs.Shutdown(sctx)
+	s.closeSessions()
+	stopped := make(chan struct{})
+	go func() { gs.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-sctx.Done():
+		gs.Stop()
+	}
+	wg.Wait()
+	s.log.Info("server stopped")
+	return err
+}
+
+// NewAgentServer returns a gRPC server serving the agent protocol.
+func (s *Server) NewAgentServer() *grpc.Server {
+	gs := grpc.NewServer(grpc.MaxRecvMsgSize(2*s.cfg.MaxInlineBytes+(1<<20)), grpc.MaxSendMsgSize(2*s.cfg.MaxInlineBytes+(1<<20)))
+	agentv1.RegisterAgentServiceServer(gs, &agentService{s: s})
+	return gs
+}
+
+// Loop runs the dispatcher, the lease sweeper and the agent watchdog until ctx is done.
+func (s *Server) Loop(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); s.dispatchLoop(ctx) }()
+	go func() { defer wg.Done(); s.sweepLoop(ctx) }()
+	wg.Wait()
+}
+
+func (s *Server) wake() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// notifyTerminal wakes the waiters of a task that became terminal.
+func (s *Server) notifyTerminal(id string) {
+	s.mu.Lock()
+	ws := s.waiters[id]
+	delete(s.waiters, id)
+	s.mu.Unlock()
+	for _, w := range ws {
+		close(w)
+	}
+}
+
+func (s *Server) addWaiter(id string) chan struct{} {
+	c := make(chan struct{})
+	s.mu.Lock()
+	s.waiters[id] = append(s.waiters[id], c)
+	s.mu.Unlock()
+	return c
+}
+
+func (s *Server) removeWaiter(id string, c chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ws := s.waiters[id]
+	for i, w := range ws {
+		if w == c {
+			s.waiters[id] = append(ws[:i], ws[i+1:]...)
+			break
+		}
+	}
+	if len(s.waiters[id]) == 0 {
+		delete(s.waiters, id)
+	}
+}
+
+// backoff returns the delay before retry number attempt (1 = after the first
+// attempt): exponential from RetryBase up to RetryMax, with jitter in [d/2, d).
+func (s *Server) backoff(attempt int) time.Duration {
+	d := s.cfg.RetryBase
+	for i := 1; i < attempt && d < s.cfg.RetryMax; i++ {
+		d *= 2
+	}
+	d = min(d, s.cfg.RetryMax)
+	if d <= 0 {
+		return 0
+	}
+	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+}
