@@ -1,0 +1,15 @@
+// Package session is the agent's side of the session with the Paddock server
+// (api/agent/v1): it dials the server (TCP to the agent port, or a relayed
+// virtio-serial stream through agent/transport), registers the task types its
+// Executor serves with their slots, heartbeats (renewing the leases of the tasks it
+// runs), runs assignments through the Executor with a concurrency limit per type,
+// cancels them when the server says so, reports results with their sha256 until the
+// server acknowledges them, and reconnects with backoff whenever the stream breaks,
+// telling the server which tasks it still runs.
+//
+// The Executor interface is narrow so unit tests can use a fake; RunnerExecutor adapts
+// plugins/runner (real handler subprocesses). The end-to-end tests with real agent
+// processes live in package sched:
+//
+//	CGO_ENABLED=0 go test -count=1 ./agent/session ./sched
+package session

@@ -1,0 +1,455 @@
+package session
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"sort"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+
+	agentv1 "github.com/paddockvm/paddock/api/agent/v1"
+)
+
+// ProtocolVersion is the agent protocol version this package speaks.
+const ProtocolVersion = 1
+
+// TaskType is one task type an Executor serves.
+type TaskType struct {
+	Name, Version string
+	// Concurrency is the suggested number of tasks of this type at once (0: none).
+	Concurrency int
+}
+
+// Task is one assignment to run.
+type Task struct {
+	ID       string
+	LeaseID  uint64
+	Type     string
+	Payload  []byte
+	Inputs   map[string][]byte
+	Attempt  int
+	Deadline time.Time // zero: none
+}
+
+// Usage is what a run cost.
+type Usage struct{ Wall, CPU time.Duration }
+
+// Result is the outcome of a run; Error is empty on success.
+type Result struct {
+	Output    []byte
+	Outputs   map[string][]byte
+	Error     string
+	Retryable bool
+	Usage     Usage
+}
+
+// Executor runs tasks. Execute must return once ctx is done (it is cancelled when the
+// server cancels the task) and must be safe for concurrent use.
+type Executor interface {
+	Types() []TaskType
+	Execute(ctx context.Context, t Task) Result
+}
+
+// Capacity is what the agent offers to task requirements.
+type Capacity struct {
+	CPUMillis, MemoryBytes int64
+	Labels                 map[string]string
+}
+
+// Config configures a Session.
+type Config struct {
+	// AgentID is the agent's stable identity. Required.
+	AgentID string
+	// Host is the host the agent runs on.
+	Host string
+	// Version is the agent's Paddock version.
+	Version string
+	// Dial opens a byte stream to the server's agent port. Required.
+	Dial func(ctx context.Context) (net.Conn, error)
+	// Token, when set, is sent as "authorization: Bearer <token>".
+	Token string
+	// Slots overrides the number of slots per type; DefaultSlots applies to types
+	// neither Slots nor the executor's Concurrency sizes. Default 4.
+	Slots        map[string]int
+	DefaultSlots int
+	// Capacity is offered to task requirements.
+	Capacity Capacity
+	// ReconnectMin and ReconnectMax bound the reconnect backoff. Defaults 100ms, 5s.
+	ReconnectMin, ReconnectMax time.Duration
+	// Logger. Default slog.Default().
+	Logger *slog.Logger
+	// OnReport, when set, is called with every report sent and the ack it got (tests
+	// record reports with it to replay them).
+	OnReport func(r *agentv1.Report, ack *agentv1.ReportAck)
+}
+
+// TCPDialer returns a Config.Dial that dials addr over TCP.
+func TCPDialer(addr string) func(ctx context.Context) (net.Conn, error) {
+	return func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", addr)
+	}
+}
+
+// Session is the agent's session with the server. Run it with Run.
+type Session struct {
+	cfg   Config
+	ex    Executor
+	log   *slog.Logger
+	types []*agentv1.TaskType
+	slots map[string]int
+
+	// mu guards the fields below.
+	mu      sync.Mutex
+	runs    map[string]*run            // by task id
+	busy    map[string]int             // running per type
+	unacked map[string]*agentv1.Report // finished, not yet acknowledged; by task id
+	out     chan *agentv1.AgentMessage // the current connection's send queue; nil while disconnected
+	wg      sync.WaitGroup
+}
+
+type run struct {
+	leaseID  uint64
+	typ      string
+	cancel   context.CancelCauseFunc
+	byServer bool // cancelled by the server
+}
+
+// New returns a session for ex.
+func New(cfg Config, ex Executor) (*Session, error) {
+	switch {
+	case cfg.AgentID == "":
+		return nil, errors.New("session config: AgentID is empty")
+	case cfg.Dial == nil:
+		return nil, errors.New("session config: Dial is nil: give a dialer (TCPDialer(addr), or a transport's Dial)")
+	case ex == nil:
+		return nil, errors.New("session: no executor")
+	}
+	if cfg.DefaultSlots <= 0 {
+		cfg.DefaultSlots = 4
+	}
+	if cfg.ReconnectMin <= 0 {
+		cfg.ReconnectMin = 100 * time.Millisecond
+	}
+	if cfg.ReconnectMax < cfg.ReconnectMin {
+		cfg.ReconnectMax = max(5*time.Second, cfg.ReconnectMin)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Session{cfg: cfg, ex: ex, log: cfg.Logger.With("agent", cfg.AgentID), slots: map[string]int{},
+		runs: map[string]*run{}, busy: map[string]int{}, unacked: map[string]*agentv1.Report{}}
+	ts := ex.Types()
+	if len(ts) == 0 {
+		return nil, errors.New("session: the executor serves no task types")
+	}
+	for _, t := range ts {
+		n := cfg.Slots[t.Name]
+		if n <= 0 {
+			n = t.Concurrency
+		}
+		if n <= 0 {
+			n = cfg.DefaultSlots
+		}
+		s.slots[t.Name] = n
+		s.types = append(s.types, &agentv1.TaskType{Name: t.Name, Version: t.Version, Slots: uint32(n)})
+	}
+	sort.Slice(s.types, func(i, j int) bool { return s.types[i].Name < s.types[j].Name })
+	return s, nil
+}
+
+// Run keeps a session with the server open until ctx is done, reconnecting with
+// backoff. Tasks keep running across reconnects. On return every task has ended.
+func (s *Session) Run(ctx context.Context) error {
+	backoff := s.cfg.ReconnectMin
+	for ctx.Err() == nil {
+		start := time.Now()
+		err := s.connect(ctx)
+		if ctx.Err() != nil {
+			break
+		}
+		if time.Since(start) > 10*time.Second {
+			backoff = s.cfg.ReconnectMin
+		}
+		d := backoff/2 + time.Duration(rand.Int64N(int64(backoff/2)+1))
+		s.log.Warn("session with the server ended; reconnecting", "err", err, "in", d.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+		case <-time.After(d):
+		}
+		backoff = min(backoff*2, s.cfg.ReconnectMax)
+	}
+	s.mu.Lock()
+	for _, r := range s.runs {
+		r.cancel(errors.New("agent shutting down"))
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return ctx.Err()
+}
+
+// running lists the leases this agent holds: tasks running and results not yet acked.
+// Caller holds s.mu.
+func (s *Session) running() []*agentv1.RunningTask {
+	var out []*agentv1.RunningTask
+	for id, r := range s.runs {
+		out = append(out, &agentv1.RunningTask{TaskId: id, LeaseId: r.leaseID})
+	}
+	for id, r := range s.unacked {
+		if _, ok := s.runs[id]; !ok {
+			out = append(out, &agentv1.RunningTask{TaskId: id, LeaseId: r.GetLeaseId()})
+		}
+	}
+	return out
+}
+
+// connect runs one connection until it breaks.
+func (s *Session) connect(ctx context.Context) error {
+	cc, err := grpc.NewClient("passthrough:///paddock-server",
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return s.cfg.Dial(ctx) }),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(1<<30), grpc.MaxCallSendMsgSize(1<<30)))
+	if err != nil {
+		return fmt.Errorf("creating the gRPC client: %w", err)
+	}
+	defer cc.Close()
+	cctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	if s.cfg.Token != "" {
+		cctx = metadata.AppendToOutgoingContext(cctx, "authorization", "Bearer "+s.cfg.Token)
+	}
+	stream, err := agentv1.NewAgentServiceClient(cc).Session(cctx)
+	if err != nil {
+		return fmt.Errorf("opening the session: %w", err)
+	}
+	s.mu.Lock()
+	reg := &agentv1.Register{AgentId: s.cfg.AgentID, Host: s.cfg.Host, ProtocolVersion: ProtocolVersion, AgentVersion: s.cfg.Version,
+		Types: s.types, Running: s.running(),
+		Capacity: &agentv1.Capacity{CpuMillis: s.cfg.Capacity.CPUMillis, MemoryBytes: s.cfg.Capacity.MemoryBytes, Labels: s.cfg.Capacity.Labels},
+		Load:     &agentv1.Load{Running: uint32(len(s.runs))}}
+	s.mu.Unlock()
+	if err := stream.Send(&agentv1.AgentMessage{Msg: &agentv1.AgentMessage_Register{Register: reg}}); err != nil {
+		return fmt.Errorf("registering: %w", err)
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		return fmt.Errorf("registering: %w", err)
+	}
+	regd := first.GetRegistered()
+	if regd == nil {
+		return fmt.Errorf("registering: the server answered %T, not registered", first.GetMsg())
+	}
+	hb := time.Duration(regd.GetHeartbeatIntervalMs()) * time.Millisecond
+	if hb <= 0 {
+		hb = time.Second
+	}
+	s.log.Info("registered with the server", "session", regd.GetSessionId(), "server", regd.GetServerVersion(), "heartbeat", hb)
+
+	out := make(chan *agentv1.AgentMessage, 8192)
+	s.mu.Lock()
+	s.out = out
+	for _, r := range s.unacked { // results finished while disconnected
+		out <- &agentv1.AgentMessage{Msg: &agentv1.AgentMessage_Report{Report: r}}
+	}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.out = nil
+		s.mu.Unlock()
+	}()
+
+	go func() { // sender: the only goroutine calling stream.Send from here on
+		t := time.NewTicker(hb)
+		defer t.Stop()
+		for {
+			var m *agentv1.AgentMessage
+			select {
+			case <-cctx.Done():
+				return
+			case m = <-out:
+			case <-t.C:
+				s.mu.Lock()
+				m = &agentv1.AgentMessage{Msg: &agentv1.AgentMessage_Heartbeat{Heartbeat: &agentv1.Heartbeat{
+					Load: &agentv1.Load{Running: uint32(len(s.runs))}, Running: s.running()}}}
+				s.mu.Unlock()
+			}
+			if err := stream.Send(m); err != nil {
+				cancel(fmt.Errorf("sending: %w", err))
+				return
+			}
+		}
+	}()
+	for {
+		m, err := stream.Recv()
+		if err != nil {
+			if c := context.Cause(cctx); c != nil && !errors.Is(c, context.Canceled) {
+				return c
+			}
+			return fmt.Errorf("receiving: %w", err)
+		}
+		switch m := m.GetMsg().(type) {
+		case *agentv1.ServerMessage_Assign:
+			s.assign(ctx, m.Assign)
+		case *agentv1.ServerMessage_Cancel:
+			s.cancelTask(m.Cancel)
+		case *agentv1.ServerMessage_ReportAck:
+			s.acked(m.ReportAck)
+		}
+	}
+}
+
+// sendLocked queues m on the current connection (dropped while disconnected: reports
+// are resent from unacked, heartbeats and acks are not needed). Caller holds s.mu.
+func (s *Session) sendLocked(m *agentv1.AgentMessage) {
+	if s.out == nil {
+		return
+	}
+	select {
+	case s.out <- m:
+	default:
+		s.log.Error("session send queue full; dropping a message")
+	}
+}
+
+func (s *Session) assign(ctx context.Context, a *agentv1.Assign) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ack := func(ok bool, why string) {
+		s.sendLocked(&agentv1.AgentMessage{Msg: &agentv1.AgentMessage_Ack{Ack: &agentv1.Ack{TaskId: a.GetTaskId(), LeaseId: a.GetLeaseId(), Accepted: ok, Error: why}}})
+	}
+	if old := s.runs[a.GetTaskId()]; old != nil {
+		if old.leaseID == a.GetLeaseId() {
+			ack(true, "")
+			return
+		}
+		old.byServer = false
+		old.cancel(errors.New("superseded by a newer lease"))
+	}
+	if _, ok := s.unacked[a.GetTaskId()]; ok && s.unacked[a.GetTaskId()].GetLeaseId() != a.GetLeaseId() {
+		delete(s.unacked, a.GetTaskId())
+	}
+	slots, ok := s.slots[a.GetType()]
+	switch {
+	case !ok:
+		ack(false, fmt.Sprintf("this agent serves no task type %q", a.GetType()))
+		return
+	case s.busy[a.GetType()] >= slots:
+		ack(false, fmt.Sprintf("all %d slots of type %q are busy", slots, a.GetType()))
+		return
+	}
+	rctx, cancel := context.WithCancelCause(ctx)
+	r := &run{leaseID: a.GetLeaseId(), typ: a.GetType(), cancel: cancel}
+	s.runs[a.GetTaskId()] = r
+	s.busy[a.GetType()]++
+	ack(true, "")
+	t := Task{ID: a.GetTaskId(), LeaseID: a.GetLeaseId(), Type: a.GetType(), Payload: a.GetPayload(), Inputs: a.GetInputs(), Attempt: int(a.GetAttempt())}
+	if d := a.GetDeadlineUnixMs(); d > 0 {
+		t.Deadline = time.UnixMilli(d)
+	}
+	s.wg.Add(1)
+	go s.execute(rctx, r, t)
+}
+
+func (s *Session) execute(ctx context.Context, r *run, t Task) {
+	defer s.wg.Done()
+	start := time.Now()
+	res := s.ex.Execute(ctx, t)
+	if res.Usage.Wall == 0 {
+		res.Usage.Wall = time.Since(start)
+	}
+	rep := &agentv1.Report{TaskId: t.ID, LeaseId: t.LeaseID,
+		Usage: &agentv1.Usage{WallMs: res.Usage.Wall.Milliseconds(), CpuMs: res.Usage.CPU.Milliseconds()}}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r.cancel(nil)
+	switch {
+	case res.Error == "":
+		sum := sha256.Sum256(res.Output)
+		rep.Status, rep.Output, rep.Outputs, rep.Sha256 = agentv1.Status_STATUS_SUCCEEDED, res.Output, res.Outputs, hex.EncodeToString(sum[:])
+	case r.byServer:
+		rep.Status, rep.Error = agentv1.Status_STATUS_CANCELLED, res.Error
+	default:
+		rep.Status, rep.Error, rep.Retryable = agentv1.Status_STATUS_FAILED, res.Error, res.Retryable
+	}
+	if cur := s.runs[t.ID]; cur == r {
+		delete(s.runs, t.ID)
+	}
+	s.busy[r.typ]--
+	if cause := context.Cause(ctx); cause != nil && !r.byServer && res.Error != "" && errors.Is(ctx.Err(), context.Canceled) {
+		// Superseded or shutting down: the server has moved on or will expire the lease.
+		s.log.Info("task stopped", "task", t.ID, "lease", t.LeaseID, "why", cause)
+		if errors.Is(cause, errSuperseded) {
+			return
+		}
+	}
+	s.unacked[t.ID] = rep
+	s.sendLocked(&agentv1.AgentMessage{Msg: &agentv1.AgentMessage_Report{Report: rep}})
+}
+
+var errSuperseded = errors.New("lease superseded")
+
+func (s *Session) cancelTask(c *agentv1.Cancel) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.runs[c.GetTaskId()]
+	if r == nil || r.leaseID != c.GetLeaseId() {
+		if u := s.unacked[c.GetTaskId()]; u != nil && u.GetLeaseId() == c.GetLeaseId() && c.GetReason() != "cancelled by client" {
+			delete(s.unacked, c.GetTaskId()) // the server dropped that lease; stop reporting it
+		}
+		return
+	}
+	if c.GetReason() == "cancelled by client" {
+		r.byServer = true
+		r.cancel(errors.New("cancelled by the server: " + c.GetReason()))
+		return
+	}
+	r.cancel(fmt.Errorf("%w: %s", errSuperseded, c.GetReason()))
+}
+
+func (s *Session) acked(a *agentv1.ReportAck) {
+	s.mu.Lock()
+	rep := s.unacked[a.GetTaskId()]
+	if rep != nil && rep.GetLeaseId() == a.GetLeaseId() {
+		delete(s.unacked, a.GetTaskId())
+	}
+	s.mu.Unlock()
+	switch a.GetOutcome() {
+	case agentv1.ReportOutcome_REPORT_OUTCOME_SUPERSEDED, agentv1.ReportOutcome_REPORT_OUTCOME_REJECTED:
+		s.log.Warn("the server refused a report; dropping the task", "task", a.GetTaskId(), "lease", a.GetLeaseId(), "outcome", a.GetOutcome(), "why", a.GetError())
+	}
+	if s.cfg.OnReport != nil && rep != nil {
+		s.cfg.OnReport(rep, a)
+	}
+}
+
+// Stats is a snapshot of the session for operators.
+type Stats struct {
+	Running   map[string]int // tasks running per type
+	Slots     map[string]int
+	Unacked   int
+	Connected bool
+}
+
+// Stats returns a snapshot.
+func (s *Session) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := Stats{Running: map[string]int{}, Slots: map[string]int{}, Unacked: len(s.unacked), Connected: s.out != nil}
+	for k, v := range s.busy {
+		st.Running[k] = v
+	}
+	for k, v := range s.slots {
+		st.Slots[k] = v
+	}
+	return st
+}
