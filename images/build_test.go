@@ -211,6 +211,9 @@ func TestInitramfsContents(t *testing.T) {
 	if got := string(files["/lib/modules/9.9.9-test/kernel/drivers/block/virtio_blk.ko"]); got != "blk-plain" {
 		t.Errorf("virtio_blk.ko (from .ko.zst) = %q, want decompressed", got)
 	}
+	if got := string(files["/lib/modules/9.9.9-test/kernel/fs/extra.ko"]); got != "extra-plain" {
+		t.Errorf("extra.ko (from .ko.xz) = %q, want decompressed", got)
+	}
 	if _, err := agent.ParseConfig(files[agent.ConfigPath]); err != nil {
 		t.Errorf("agent config in the image: %v", err)
 	}

@@ -87,7 +87,7 @@ func fakeKernel(t testing.TB) (kernel, modDir string) {
 		"kernel/drivers/virtio/virtio_pci.ko":            []byte("pci"),
 		"kernel/drivers/char/virtio_console.ko.gz":       gz(t, []byte("console-plain")),
 		"kernel/drivers/block/virtio_blk.ko.zst":         zst(t, []byte("blk-plain")),
-		"kernel/fs/extra.ko":                             []byte("extra"),
+		"kernel/fs/extra.ko.xz":                          xz(t, []byte("extra-plain")),
 	}
 	for rel, data := range files {
 		p := filepath.Join(modDir, rel)
@@ -105,7 +105,7 @@ kernel/drivers/virtio/virtio_pci_legacy_dev.ko:
 kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio_pci_legacy_dev.ko kernel/drivers/virtio/virtio_pci_modern_dev.ko kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
 kernel/drivers/char/virtio_console.ko.gz: kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
 kernel/drivers/block/virtio_blk.ko.zst: kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
-kernel/fs/extra.ko:
+kernel/fs/extra.ko.xz:
 `
 	if err := os.WriteFile(filepath.Join(modDir, "modules.dep"), []byte(dep), 0o644); err != nil {
 		t.Fatal(err)
@@ -129,6 +129,17 @@ func zst(t testing.TB, b []byte) []byte {
 		t.Fatal(err)
 	}
 	return w.EncodeAll(b, nil)
+}
+
+// xz compresses with the xz command (xz-utils), as Debian-style kernels ship modules.
+func xz(t testing.TB, b []byte) []byte {
+	cmd := exec.Command("xz", "-c")
+	cmd.Stdin = bytes.NewReader(b)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("xz (install xz-utils): %v", err)
+	}
+	return out
 }
 
 type cpioEntry struct {
