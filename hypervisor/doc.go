@@ -17,14 +17,22 @@
 // Callers depend on the Hypervisor interface; hypervisortest holds an in-memory fake and
 // the contract suite both implementations pass.
 //
-// Tests come in three tiers: pure logic (XML golden files, validation, acceleration);
-// libvirt's in-process test:///default driver (the contract, no daemon needed); and
-// qemu:///system booting real guests (contract, virtio-serial, events on virsh destroy,
-// QMP). The last tier needs root, libvirtd and virtlogd (`make setup`), a kernel in
-// /boot and busybox-static. Run everything, failing instead of skipping when something
-// is missing:
+// Tests come in three tiers: pure logic (golden XML files under testdata/ checked by
+// virt-xml-validate, spec and config validation, acceleration detection from injected
+// /proc/cpuinfo text); libvirt's in-process test:///default driver (the contract suite
+// and prefix isolation, no daemon needed); and qemu:///system booting real guests built
+// by internal/testguest (the contract suite; TestBootReadsVirtioSerial reads a line from
+// the guest's virtio-serial port and checks console log, stats and QMP;
+// TestVirshDestroyEmitsStopped kills a guest with virsh destroy and expects the stopped
+// event within 2 s). The last tier needs root, libvirtd and virtlogd (`make setup`), a
+// kernel in /boot with its modules, busybox-static and xmllint; without them those
+// tests skip, or fail under PADDOCK_REQUIRE_VM=1. Run everything (about 30 s under TCG):
 //
 //	sudo PADDOCK_REQUIRE_VM=1 go test -count=1 ./hypervisor/...
+//
+// Boot-to-first-byte benchmark:
+//
+//	sudo go test ./hypervisor/ -run '^$' -bench BootToVirtioSerial -benchtime 3x
 //
 // Refresh the golden XML files after an intended change with:
 //
