@@ -271,6 +271,12 @@ func (s *Server) reconcile(ctx context.Context, a *agent, se *session, running [
 }
 
 func (s *Server) handleAgentMessage(ctx context.Context, a *agent, se *session, m *agentv1.AgentMessage) error {
+	// Any message proves the agent alive, not only heartbeats.
+	s.mu.Lock()
+	if a.sess == se {
+		a.lastHeartbeat = time.Now()
+	}
+	s.mu.Unlock()
 	switch m := m.GetMsg().(type) {
 	case *agentv1.AgentMessage_Heartbeat:
 		s.heartbeat(ctx, a, m.Heartbeat)

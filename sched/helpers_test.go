@@ -2,8 +2,10 @@ package sched_test
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -11,26 +13,27 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/paddockvm/paddock/agent/session"
 	paddockv1 "github.com/paddockvm/paddock/api/paddock/v1"
 	"github.com/paddockvm/paddock/api/paddock/v1/paddockv1connect"
-	"github.com/paddockvm/paddock/agent/session"
 	"github.com/paddockvm/paddock/sched"
 	"github.com/paddockvm/paddock/sched/store/sqlite"
 )
 
 // testServer is an in-process server on a real SQLite file and real TCP ports.
 type testServer struct {
-	srv        *sched.Server
-	agentAddr  string
-	url        string
-	tasks      paddockv1connect.TaskServiceClient
-	cluster    paddockv1connect.ClusterServiceClient
-	dbPath     string
+	srv       *sched.Server
+	agentAddr string
+	url       string
+	tasks     paddockv1connect.TaskServiceClient
+	cluster   paddockv1connect.ClusterServiceClient
+	dbPath    string
 }
 
 func fastConfig() sched.Config {
 	return sched.Config{Dev: true, HeartbeatInterval: 100 * time.Millisecond, LeaseTTL: time.Second,
-		RetryBase: 20 * time.Millisecond, RetryMax: 100 * time.Millisecond, TimeoutGrace: 500 * time.Millisecond}
+		RetryBase: 20 * time.Millisecond, RetryMax: 100 * time.Millisecond, TimeoutGrace: 500 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))}
 }
 
 func startServer(t testing.TB, cfg sched.Config) *testServer {
@@ -141,4 +144,17 @@ func wait(t testing.TB, ts *testServer, id string, d time.Duration) *paddockv1.T
 		t.Fatalf("task %s not terminal after %v: %v", id, d, r.Msg.GetTask())
 	}
 	return r.Msg.GetTask()
+}
+
+var httpClient = http.Client{Timeout: time.Minute}
+
+// openStoreRO opens the SQLite file a subprocess server uses (for reading; WAL allows it).
+func openStoreRO(t testing.TB, path string) *sqlite.Store {
+	t.Helper()
+	st, err := sqlite.Open(context.Background(), path, sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
 }
