@@ -1,0 +1,92 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/paddockvm/paddock/internal/buildinfo"
+	"github.com/paddockvm/paddock/internal/config"
+	"github.com/paddockvm/paddock/sched"
+	"github.com/paddockvm/paddock/sched/store/sqlite"
+)
+
+func init() {
+	config.Register(
+		config.Key{Name: "server.listen", Default: "127.0.0.1:7070", Usage: "client API address of `paddock server` (gRPC and JSON over HTTP, /metrics)", Flag: "listen"},
+		config.Key{Name: "server.agent_listen", Default: "127.0.0.1:7071", Usage: "agent (cluster) port of `paddock server`", Flag: "agent-listen"},
+		config.Key{Name: "server.dev", Default: false, Usage: "dev mode: clients need no bearer token", Flag: "dev"},
+		config.Key{Name: "server.token", Default: "", Usage: "bearer token clients must send (required unless server.dev)"},
+		config.Key{Name: "server.agent_token", Default: "", Usage: "bearer token agents must send (empty: none)"},
+		config.Key{Name: "server.heartbeat_interval", Default: time.Second, Usage: "how often agents heartbeat"},
+		config.Key{Name: "server.lease_ttl", Default: 10 * time.Second, Usage: "how long a lease lasts without a renewing heartbeat"},
+		config.Key{Name: "server.max_inline_bytes", Default: 4 << 20, Usage: "largest payload plus inputs (and outputs) stored inline, in bytes"},
+		config.Key{Name: "server.default_task_timeout", Default: 10 * time.Minute, Usage: "a task's timeout when it gives none"},
+		config.Key{Name: "server.default_max_attempts", Default: 3, Usage: "a task's max attempts when it gives none"},
+		config.Key{Name: "server.retry_base", Default: time.Second, Usage: "first retry backoff (doubles per attempt, with jitter)"},
+		config.Key{Name: "server.retry_max", Default: 5 * time.Minute, Usage: "longest retry backoff"},
+		config.Key{Name: "server.sqlite_synchronous", Default: "NORMAL", Usage: "SQLite synchronous pragma: NORMAL (survives a killed server) or FULL (also a power loss)"},
+	)
+	addCommand(10, newServerCmd)
+}
+
+func newServerCmd(app *App) *cobra.Command {
+	return &cobra.Command{
+		Use:   "server",
+		Short: "Run the Paddock server: durable task queue, agent sessions, client API",
+		Long: `Run the Paddock server. It keeps the task queue in data_dir/paddock.db (SQLite, WAL),
+serves agents on server.agent_listen and clients on server.listen (gRPC and JSON over
+HTTP, plus /metrics and /healthz). Outside dev mode (--dev) clients need server.token
+(PADDOCK_SERVER_TOKEN).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			v := app.Cfg.V
+			cfg := sched.Config{
+				Version: buildinfo.String(), Dev: v.GetBool("server.dev"), Token: v.GetString("server.token"),
+				AgentToken: v.GetString("server.agent_token"), HeartbeatInterval: v.GetDuration("server.heartbeat_interval"),
+				LeaseTTL: v.GetDuration("server.lease_ttl"), MaxInlineBytes: v.GetInt("server.max_inline_bytes"),
+				DefaultTimeout: v.GetDuration("server.default_task_timeout"), DefaultMaxAttempts: v.GetInt("server.default_max_attempts"),
+				RetryBase: v.GetDuration("server.retry_base"), RetryMax: v.GetDuration("server.retry_max"), Logger: app.Log,
+			}
+			if err := cfg.Validate(); err != nil {
+				return err
+			}
+			dir := v.GetString("data_dir")
+			if err := os.MkdirAll(dir, 0o750); err != nil {
+				return fmt.Errorf("creating data_dir %s: %w", dir, err)
+			}
+			ctx := cmd.Context()
+			st, err := sqlite.Open(ctx, filepath.Join(dir, "paddock.db"), sqlite.Options{Synchronous: v.GetString("server.sqlite_synchronous")})
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			srv, err := sched.New(cfg, st)
+			if err != nil {
+				return err
+			}
+			al, err := net.Listen("tcp", v.GetString("server.agent_listen"))
+			if err != nil {
+				return fmt.Errorf("listening on server.agent_listen: %w", err)
+			}
+			cl, err := net.Listen("tcp", v.GetString("server.listen"))
+			if err != nil {
+				al.Close()
+				return fmt.Errorf("listening on server.listen: %w", err)
+			}
+			return ignoreCanceled(srv.Run(ctx, al, cl))
+		},
+	}
+}
+
+func ignoreCanceled(err error) error {
+	if err == context.Canceled {
+		return nil
+	}
+	return err
+}

@@ -1,0 +1,333 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	paddockv1 "github.com/paddockvm/paddock/api/paddock/v1"
+	"github.com/paddockvm/paddock/api/paddock/v1/paddockv1connect"
+	"github.com/paddockvm/paddock/internal/config"
+)
+
+func init() {
+	config.Register(
+		config.Key{Name: "client.server", Default: "http://127.0.0.1:7070", Usage: "URL of the Paddock server's client API", Flag: "server"},
+		config.Key{Name: "client.token", Default: "", Usage: "bearer token sent to the server (PADDOCK_CLIENT_TOKEN)", Flag: "token"},
+	)
+	addCommand(20, newTaskCmd)
+}
+
+// clients returns API clients for the configured server.
+func clients(app *App) (paddockv1connect.TaskServiceClient, paddockv1connect.ClusterServiceClient) {
+	url := strings.TrimRight(app.Cfg.V.GetString("client.server"), "/")
+	tok := app.Cfg.V.GetString("client.token")
+	opts := []connect.ClientOption{connect.WithInterceptors(connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			if tok != "" {
+				req.Header().Set("Authorization", "Bearer "+tok)
+			}
+			return next(ctx, req)
+		}
+	}))}
+	hc := &http.Client{Timeout: 15 * time.Minute}
+	return paddockv1connect.NewTaskServiceClient(hc, url, opts...), paddockv1connect.NewClusterServiceClient(hc, url, opts...)
+}
+
+func printProto(app *App, m proto.Message) error {
+	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(m)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(app.Out, string(b))
+	return err
+}
+
+func stateName(s paddockv1.State) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "STATE_"))
+}
+
+func printTask(app *App, t *paddockv1.Task) {
+	fmt.Fprintf(app.Out, "id:        %s\ntype:      %s\nstate:     %s\nattempt:   %d/%d\n", t.GetId(), t.GetSpec().GetType(),
+		stateName(t.GetState()), t.GetAttempt(), t.GetSpec().GetMaxAttempts())
+	if t.GetAgentId() != "" {
+		fmt.Fprintf(app.Out, "agent:     %s (lease %d)\n", t.GetAgentId(), t.GetLeaseId())
+	}
+	if t.GetError() != "" {
+		fmt.Fprintf(app.Out, "error:     %s\n", t.GetError())
+	}
+	if t.GetState() == paddockv1.State_STATE_SUCCEEDED {
+		fmt.Fprintf(app.Out, "sha256:    %s\noutput:    %s\n", t.GetOutputSha256(), preview(t.GetOutput()))
+	}
+	for _, a := range t.GetAttempts() {
+		fmt.Fprintf(app.Out, "attempt %d: agent %s lease %d %s %dms %s\n", a.GetNumber(), a.GetAgentId(), a.GetLeaseId(),
+			stateName(a.GetState()), a.GetUsage().GetWallMs(), a.GetError())
+	}
+}
+
+func preview(b []byte) string {
+	s := string(b)
+	if len(s) > 200 {
+		s = s[:200] + fmt.Sprintf("… (%d bytes)", len(b))
+	}
+	return s
+}
+
+func newTaskCmd(app *App) *cobra.Command {
+	cmd := &cobra.Command{Use: "task", Short: "Submit and follow tasks on a Paddock server"}
+	cmd.AddCommand(newTaskSubmitCmd(app), newTaskGetCmd(app), newTaskWaitCmd(app), newTaskCancelCmd(app), newTaskLsCmd(app))
+	return cmd
+}
+
+func newTaskSubmitCmd(app *App) *cobra.Command {
+	var (
+		typ, payload, payloadFile, class, key, tenant string
+		inputs, labels                                []string
+		priority, maxAttempts                         int32
+		timeout                                       time.Duration
+		cpu, mem                                      int64
+		wait, asJSON                                  bool
+	)
+	cmd := &cobra.Command{
+		Use:   "submit --type TYPE [--payload TEXT | --payload-file FILE] [--input name=FILE]...",
+		Short: "Submit a task (and with --wait, wait for it)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			spec := &paddockv1.TaskSpec{Type: typ, Payload: []byte(payload), Priority: priority, MaxAttempts: maxAttempts,
+				TimeoutMs: timeout.Milliseconds(), IdempotencyKey: key, Tenant: tenant}
+			if payloadFile != "" {
+				if payload != "" {
+					return usageError{errors.New("give --payload or --payload-file, not both")}
+				}
+				b, err := os.ReadFile(payloadFile)
+				if err != nil {
+					return fmt.Errorf("--payload-file: %w", err)
+				}
+				spec.Payload = b
+			}
+			for _, in := range inputs {
+				name, file, ok := strings.Cut(in, "=")
+				if !ok || name == "" {
+					return usageError{fmt.Errorf("--input %q: want name=FILE", in)}
+				}
+				b, err := os.ReadFile(file)
+				if err != nil {
+					return fmt.Errorf("--input %s: %w", name, err)
+				}
+				if spec.Inputs == nil {
+					spec.Inputs = map[string][]byte{}
+				}
+				spec.Inputs[name] = b
+			}
+			switch class {
+			case "", "batch":
+				spec.Class = paddockv1.Class_CLASS_BATCH
+			case "online":
+				spec.Class = paddockv1.Class_CLASS_ONLINE
+			default:
+				return usageError{fmt.Errorf("--class %q: use online or batch", class)}
+			}
+			if cpu != 0 || mem != 0 || len(labels) > 0 {
+				spec.Requirements = &paddockv1.Requirements{CpuMillis: cpu, MemoryBytes: mem}
+				for _, l := range labels {
+					k, v, ok := strings.Cut(l, "=")
+					if !ok {
+						return usageError{fmt.Errorf("--label %q: want key=value", l)}
+					}
+					if spec.Requirements.Labels == nil {
+						spec.Requirements.Labels = map[string]string{}
+					}
+					spec.Requirements.Labels[k] = v
+				}
+			}
+			tc, _ := clients(app)
+			r, err := tc.Submit(cmd.Context(), connect.NewRequest(&paddockv1.SubmitRequest{Task: spec}))
+			if err != nil {
+				return err
+			}
+			t := r.Msg.GetTask()
+			if wait {
+				w, err := waitTask(cmd.Context(), tc, t.GetId(), 10*time.Minute)
+				if err != nil {
+					return err
+				}
+				t = w
+			}
+			if asJSON {
+				return printProto(app, t)
+			}
+			if !wait {
+				if !r.Msg.GetCreated() {
+					fmt.Fprintf(app.Err, "idempotency key %q matched an existing task\n", key)
+				}
+				fmt.Fprintln(app.Out, t.GetId())
+				return nil
+			}
+			printTask(app, t)
+			return taskExit(t)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&typ, "type", "", "task type (required)")
+	f.StringVar(&payload, "payload", "", "payload text")
+	f.StringVar(&payloadFile, "payload-file", "", "read the payload from a file")
+	f.StringArrayVar(&inputs, "input", nil, "named input blob name=FILE (repeatable)")
+	f.Int32Var(&priority, "priority", 0, "priority -100..100 (higher first)")
+	f.StringVar(&class, "class", "batch", "online or batch")
+	f.DurationVar(&timeout, "timeout", 0, "timeout of one attempt (0: server default)")
+	f.Int32Var(&maxAttempts, "max-attempts", 0, "attempts before the task is dead (0: server default)")
+	f.StringVar(&key, "idempotency-key", "", "idempotency key: the same key returns the same task")
+	f.StringVar(&tenant, "tenant", "", "tenant (default \"default\")")
+	f.StringArrayVar(&labels, "label", nil, "required agent label key=value (repeatable)")
+	f.Int64Var(&cpu, "cpu-millis", 0, "required CPU in thousandths of a core")
+	f.Int64Var(&mem, "memory", 0, "required memory in bytes")
+	f.BoolVar(&wait, "wait", false, "wait until the task ends and print it")
+	f.BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+// taskExit makes a failed task a non-zero exit.
+func taskExit(t *paddockv1.Task) error {
+	switch t.GetState() {
+	case paddockv1.State_STATE_SUCCEEDED:
+		return nil
+	case paddockv1.State_STATE_FAILED, paddockv1.State_STATE_DEAD, paddockv1.State_STATE_CANCELLED:
+		return fmt.Errorf("task %s is %s", t.GetId(), stateName(t.GetState()))
+	}
+	return fmt.Errorf("task %s is still %s", t.GetId(), stateName(t.GetState()))
+}
+
+func waitTask(ctx context.Context, tc paddockv1connect.TaskServiceClient, id string, d time.Duration) (*paddockv1.Task, error) {
+	deadline := time.Now().Add(d)
+	for {
+		left := time.Until(deadline)
+		chunk := min(left, 5*time.Minute)
+		r, err := tc.Wait(ctx, connect.NewRequest(&paddockv1.WaitRequest{Id: id, TimeoutMs: max(chunk.Milliseconds(), 1)}))
+		if err != nil {
+			return nil, err
+		}
+		if r.Msg.GetTerminal() || time.Now().After(deadline) {
+			return r.Msg.GetTask(), nil
+		}
+	}
+}
+
+func newTaskGetCmd(app *App) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use: "get ID", Short: "Show a task with its attempts", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			tc, _ := clients(app)
+			r, err := tc.Get(cmd.Context(), connect.NewRequest(&paddockv1.GetRequest{Id: args[0]}))
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printProto(app, r.Msg.GetTask())
+			}
+			printTask(app, r.Msg.GetTask())
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func newTaskWaitCmd(app *App) *cobra.Command {
+	var asJSON bool
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use: "wait ID", Short: "Wait until a task ends (exit 1 unless it succeeded)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			tc, _ := clients(app)
+			t, err := waitTask(cmd.Context(), tc, args[0], timeout)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				if err := printProto(app, t); err != nil {
+					return err
+				}
+			} else {
+				printTask(app, t)
+			}
+			return taskExit(t)
+		},
+	}
+	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Minute, "longest wait")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func newTaskCancelCmd(app *App) *cobra.Command {
+	return &cobra.Command{
+		Use: "cancel ID", Short: "Cancel a task", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			tc, _ := clients(app)
+			r, err := tc.Cancel(cmd.Context(), connect.NewRequest(&paddockv1.CancelRequest{Id: args[0]}))
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(app.Out, "%s %s\n", r.Msg.GetTask().GetId(), stateName(r.Msg.GetTask().GetState()))
+			return nil
+		},
+	}
+}
+
+func newTaskLsCmd(app *App) *cobra.Command {
+	var state, typ, tenant, page string
+	var limit int32
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use: "ls", Short: "List tasks, newest first", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			req := &paddockv1.ListRequest{Type: typ, Tenant: tenant, Limit: limit, PageToken: page}
+			if state != "" {
+				v, ok := paddockv1.State_value["STATE_"+strings.ToUpper(state)]
+				if !ok {
+					return usageError{fmt.Errorf("--state %q: use queued, leased, running, succeeded, failed, cancelled or dead", state)}
+				}
+				req.State = paddockv1.State(v)
+			}
+			tc, _ := clients(app)
+			r, err := tc.List(cmd.Context(), connect.NewRequest(req))
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printProto(app, r.Msg)
+			}
+			tw := tabwriter.NewWriter(app.Out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tTYPE\tSTATE\tATTEMPT\tAGENT\tCREATED\tERROR")
+			for _, t := range r.Msg.GetTasks() {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", t.GetId(), t.GetSpec().GetType(), stateName(t.GetState()), t.GetAttempt(),
+					t.GetAgentId(), time.UnixMilli(t.GetCreatedAtUnixMs()).Format(time.RFC3339), preview([]byte(t.GetError())))
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if r.Msg.GetNextPageToken() != "" {
+				fmt.Fprintf(app.Err, "more: --page %s\n", r.Msg.GetNextPageToken())
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&state, "state", "", "only tasks in this state")
+	f.StringVar(&typ, "type", "", "only tasks of this type")
+	f.StringVar(&tenant, "tenant", "", "only tasks of this tenant")
+	f.Int32Var(&limit, "limit", 50, "page size (at most 1000)")
+	f.StringVar(&page, "page", "", "page token from the previous page")
+	f.BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
