@@ -35,7 +35,7 @@ var transitions = map[State]map[Event]State{
 	},
 	Leased: {
 		EvStart:         Running,
-		EvRefuse:        Queued,
+		EvRefuse:        retry, // a refused lease counts as an attempt, so refusals cannot loop forever
 		EvSucceed:       Succeeded,
 		EvFailFatal:     Failed,
 		EvFailRetryable: retry,
@@ -74,9 +74,6 @@ func Next(t Task, e Event) (State, error) {
 	to, ok := transitions[t.State][e]
 	if !ok {
 		return "", &IllegalError{From: t.State, Event: e}
-	}
-	if e == EvRefuse && t.CancelRequested {
-		return Cancelled, nil
 	}
 	if to != retry {
 		return to, nil
