@@ -81,15 +81,19 @@ type proc struct {
 	done chan struct{}
 }
 
+// kill9 kills the process with SIGKILL, and then what is left of its process group
+// (an agent's handler subprocesses, which outlive a killed agent).
 func (p *proc) kill9() {
 	_ = p.cmd.Process.Signal(syscall.SIGKILL)
 	<-p.done
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 }
 
 // startProc starts a binary and waits for a line starting with ready on its stdout.
 func startProc(t testing.TB, name, ready string, bin string, args ...string) (*proc, string) {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	logf, err := os.Create(filepath.Join(t.TempDir(), name+".log"))
 	if err != nil {
 		t.Fatal(err)
@@ -109,8 +113,8 @@ func startProc(t testing.TB, name, ready string, bin string, args ...string) (*p
 		select {
 		case <-p.done:
 		case <-time.After(10 * time.Second):
-			p.kill9()
 		}
+		p.kill9()
 		if t.Failed() {
 			b, _ := os.ReadFile(logf.Name())
 			if len(b) > 4000 {
