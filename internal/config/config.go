@@ -9,9 +9,9 @@
 package config
 
 import (
-	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -126,25 +126,30 @@ func Load(file string, fs *pflag.FlagSet) (*Config, error) {
 			return nil, fmt.Errorf("reading config file %s (from --config): %w", file, err)
 		}
 		c.File = file
-	} else {
-		v.SetConfigName(strings.TrimSuffix(FileName, ".yaml"))
-		v.SetConfigType("yaml")
-		for _, p := range SearchPaths {
-			v.AddConfigPath(p)
-		}
+	} else if found := search(); found != "" {
+		// Searched by hand: viper's own search also matches a file named just
+		// "paddock" (such as the binary itself in the current directory).
+		v.SetConfigFile(found)
 		if err := v.ReadInConfig(); err != nil {
-			var nf viper.ConfigFileNotFoundError
-			if !errors.As(err, &nf) {
-				return nil, fmt.Errorf("reading config file %s: %w", v.ConfigFileUsed(), err)
-			}
-		} else {
-			c.File = v.ConfigFileUsed()
+			return nil, fmt.Errorf("reading config file %s: %w", found, err)
 		}
+		c.File = found
 	}
 	if err := c.checkUnknown(); err != nil {
 		return nil, err
 	}
 	return c, nil
+}
+
+// search returns the first SearchPaths/paddock.yaml that is a regular file, or "".
+func search() string {
+	for _, dir := range SearchPaths {
+		p := filepath.Join(dir, FileName)
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
+			return p
+		}
+	}
+	return ""
 }
 
 // checkUnknown refuses keys in the file that no one declared.

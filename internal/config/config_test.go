@@ -82,3 +82,22 @@ func TestBadFiles(t *testing.T) {
 		t.Fatalf("missing --config file error = %v", err)
 	}
 }
+
+// TestSearchIgnoresBinary: a file named just "paddock" (the binary, run from its own
+// directory) is not a configuration file.
+func TestSearchIgnoresBinary(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "paddock"), []byte("\x7fELF\x00\x01binary"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	old := SearchPaths
+	SearchPaths = []string{dir}
+	defer func() { SearchPaths = old }()
+	c, err := Load("", nil)
+	if err != nil {
+		t.Fatalf("Load with a binary named paddock in the search path: %v", err)
+	}
+	if c.File != "" {
+		t.Fatalf("Load picked %q as the config file", c.File)
+	}
+}
