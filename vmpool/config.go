@@ -1,0 +1,320 @@
+package vmpool
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/paddockvm/paddock/hypervisor"
+	"github.com/paddockvm/paddock/images"
+	"github.com/paddockvm/paddock/vmpool/hostload"
+)
+
+// Error classes; test with errors.Is.
+var (
+	// ErrInvalid: a configuration value is wrong (a *ConfigError says which).
+	ErrInvalid = errors.New("invalid configuration")
+	// ErrNotFound: no guest with that name in any pool.
+	ErrNotFound = errors.New("guest not found")
+	// ErrState: the guest cannot do that in its current state (e.g. a task started on
+	// a guest that is still booting or already stopping).
+	ErrState = errors.New("guest in the wrong state")
+)
+
+// ConfigError is a bad configuration value: which pool (empty for the host-wide
+// settings), which field, what is wrong and how to fix it. It wraps ErrInvalid, and
+// images.ErrNotFound when the pool's image is not in the store.
+type ConfigError struct {
+	Pool    string
+	Field   string // the configuration key, e.g. "min_idle", "image", "run_dir"
+	Problem string
+	Fix     string
+	Err     error // an underlying cause, if any
+}
+
+func (e *ConfigError) Error() string {
+	s := "invalid " + e.Field + ": " + e.Problem
+	if e.Pool != "" {
+		s = fmt.Sprintf("pool %q: %s", e.Pool, s)
+	}
+	if e.Fix != "" {
+		s += " (fix: " + e.Fix + ")"
+	}
+	return s
+}
+
+// Unwrap makes errors.Is(err, ErrInvalid) true, and exposes the cause.
+func (e *ConfigError) Unwrap() []error {
+	if e.Err != nil {
+		return []error{ErrInvalid, e.Err}
+	}
+	return []error{ErrInvalid}
+}
+
+func cfgErr(pool, field, fix, format string, args ...any) *ConfigError {
+	return &ConfigError{Pool: pool, Field: field, Fix: fix, Problem: fmt.Sprintf(format, args...)}
+}
+
+// PoolConfig is one pool of identical guests.
+type PoolConfig struct {
+	// Name names the pool in guest names, labels, logs and metrics: lower-case letters,
+	// digits and '-', at most 24.
+	Name string `mapstructure:"name" json:"name" yaml:"name"`
+	// Image is an image digest or a unique prefix of one (at least 4 hex digits), as
+	// `paddock image ls` shows. It must exist in the store when the pool starts.
+	Image string `mapstructure:"image" json:"image" yaml:"image"`
+	// VCPUs per guest (default 1).
+	VCPUs int `mapstructure:"vcpus" json:"vcpus" yaml:"vcpus"`
+	// MemoryMiB per guest; at least RequiredMemoryMiB of the image.
+	MemoryMiB int `mapstructure:"memory" json:"memory" yaml:"memory"`
+	// MinIdle guests are kept booted and idle (warm).
+	MinIdle int `mapstructure:"min_idle" json:"min_idle" yaml:"min_idle"`
+	// Max bounds the pool's guests in every state.
+	Max int `mapstructure:"max" json:"max" yaml:"max"`
+	// IdleTimeout: an idle guest above MinIdle is stopped after being idle this long.
+	IdleTimeout time.Duration `mapstructure:"idle_timeout" json:"idle_timeout" yaml:"idle_timeout"`
+	// MaxTasksPerVM recycles a guest after it started this many tasks (1: a fresh guest
+	// for every task; 0: no limit).
+	MaxTasksPerVM int `mapstructure:"max_tasks_per_vm" json:"max_tasks_per_vm" yaml:"max_tasks_per_vm"`
+	// TaskTypes the pool serves; each must be a handler in the image. Empty: every
+	// handler in the image.
+	TaskTypes []string `mapstructure:"task_types" json:"task_types" yaml:"task_types"`
+	// ScratchMiB, when set, gives each guest a copy-on-write scratch disk (vda) of that
+	// size, removed with the guest.
+	ScratchMiB int `mapstructure:"scratch_mib" json:"scratch_mib,omitempty" yaml:"scratch_mib,omitempty"`
+	// BootTimeout bounds create → ready line (default DefaultBootTimeout); a guest that
+	// is not ready by then is destroyed and counts as a failed boot.
+	BootTimeout time.Duration `mapstructure:"boot_timeout" json:"boot_timeout,omitempty" yaml:"boot_timeout,omitempty"`
+	// Cmdline is the guest kernel's command line (default DefaultCmdline).
+	Cmdline string `mapstructure:"cmdline" json:"cmdline,omitempty" yaml:"cmdline,omitempty"`
+}
+
+// Defaults.
+const (
+	DefaultBootTimeout = 3 * time.Minute
+	DefaultCmdline     = "console=ttyS0 quiet panic=-1"
+	// MinMemoryMiB is the least memory any guest gets: a Debian kernel with the agent
+	// as PID 1 boots in less, but leaves no room for handlers.
+	MinMemoryMiB = 128
+	// MaxPoolNameLen bounds pool names (guest names are prefix + pool + "-" + 8 hex
+	// digits, at most hypervisor.MaxNameLen).
+	MaxPoolNameLen = 24
+)
+
+var (
+	poolNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
+	imageRefRE = regexp.MustCompile(`^(sha256:)?[0-9a-f]{4,64}$`)
+	taskTypeRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+)
+
+// withDefaults fills in VCPUs, BootTimeout and Cmdline.
+func (c PoolConfig) withDefaults() PoolConfig {
+	if c.VCPUs == 0 {
+		c.VCPUs = 1
+	}
+	if c.BootTimeout == 0 {
+		c.BootTimeout = DefaultBootTimeout
+	}
+	if c.Cmdline == "" {
+		c.Cmdline = DefaultCmdline
+	}
+	return c
+}
+
+// Validate checks the pool's own fields (nothing that needs the image store or the
+// host: the image's existence and memory needs are checked when the pool starts, by
+// CheckImage). Errors are *ConfigError naming the pool and the field.
+func (c PoolConfig) Validate() error {
+	c = c.withDefaults()
+	p := c.Name
+	switch {
+	case c.Name == "":
+		return cfgErr("", "name", "give every pool a name such as \"default\"", "a pool has an empty name")
+	case len(c.Name) > MaxPoolNameLen || !poolNameRE.MatchString(c.Name):
+		return cfgErr(p, "name", fmt.Sprintf("use at most %d lower-case letters, digits and '-'", MaxPoolNameLen), "%q is not a usable pool name", c.Name)
+	case c.Image == "":
+		return cfgErr(p, "image", "set it to an image digest or a unique prefix of one (see paddock image ls)", "empty")
+	case !imageRefRE.MatchString(strings.ToLower(c.Image)):
+		return cfgErr(p, "image", "give the digest, or at least its first 4 hex digits (see paddock image ls)", "%q is not an image digest", c.Image)
+	case c.VCPUs < 1 || c.VCPUs > hypervisor.MaxVCPUs:
+		return cfgErr(p, "vcpus", fmt.Sprintf("use 1 to %d", hypervisor.MaxVCPUs), "%d is out of range", c.VCPUs)
+	case c.MemoryMiB < MinMemoryMiB:
+		return cfgErr(p, "memory", fmt.Sprintf("give each guest at least %d MiB, e.g. 256", MinMemoryMiB), "%d MiB is below what a guest needs", c.MemoryMiB)
+	case c.MinIdle < 0:
+		return cfgErr(p, "min_idle", "use 0 or more", "%d is negative", c.MinIdle)
+	case c.Max < 1:
+		return cfgErr(p, "max", "allow at least 1 guest", "%d", c.Max)
+	case c.MinIdle > c.Max:
+		return cfgErr(p, "min_idle", "lower min_idle or raise max", "%d is more than max (%d)", c.MinIdle, c.Max)
+	case c.IdleTimeout <= 0:
+		return cfgErr(p, "idle_timeout", "use a positive duration such as 5m", "%v", c.IdleTimeout)
+	case c.MaxTasksPerVM < 0:
+		return cfgErr(p, "max_tasks_per_vm", "use 0 (no limit), 1 (a fresh guest per task) or more", "%d is negative", c.MaxTasksPerVM)
+	case c.ScratchMiB < 0:
+		return cfgErr(p, "scratch_mib", "use 0 (no scratch disk) or a size in MiB", "%d is negative", c.ScratchMiB)
+	case c.BootTimeout < 0:
+		return cfgErr(p, "boot_timeout", "use a positive duration such as 3m", "%v", c.BootTimeout)
+	}
+	seen := map[string]bool{}
+	for i, tt := range c.TaskTypes {
+		f := fmt.Sprintf("task_types[%d]", i)
+		if !taskTypeRE.MatchString(tt) {
+			return cfgErr(p, f, "use a handler name: lower-case letters, digits, '.', '_' or '-'", "%q is not a task type", tt)
+		}
+		if seen[tt] {
+			return cfgErr(p, f, "list each task type once", "%q is listed twice", tt)
+		}
+		seen[tt] = true
+	}
+	return nil
+}
+
+// RequiredMemoryMiB is the memory a guest of img needs, derived from the image: the
+// initramfs is unpacked into RAM (rootfs), so a guest holds the compressed archive
+// while unpacking plus every unpacked file (agent, modules, handlers, as the manifest
+// lists them), on top of a fixed 96 MiB for the kernel, page cache and the agent's
+// heap; never below MinMemoryMiB. For the host-kernel image with the example handlers
+// that is the 128 MiB floor; large handler binaries raise it.
+func RequiredMemoryMiB(img images.Image) int {
+	var unpacked int64
+	m := img.Manifest
+	unpacked += m.Agent.Size + m.Config.Size
+	for _, mod := range m.Modules {
+		unpacked += mod.Size
+	}
+	for _, h := range m.Handlers {
+		unpacked += h.Size
+	}
+	var compressed int64
+	if m.Initramfs != nil {
+		compressed = m.Initramfs.Size
+	}
+	need := 96 + int((unpacked+compressed+(1<<20)-1)>>20)
+	return max(need, MinMemoryMiB)
+}
+
+// CheckImage checks the pool against its resolved image: enough memory, and every task
+// type served by a handler of the image. It returns the task types (the image's
+// handlers when the pool lists none).
+func (c PoolConfig) CheckImage(img images.Image) ([]string, error) {
+	if need := RequiredMemoryMiB(img); c.MemoryMiB < need {
+		return nil, cfgErr(c.Name, "memory", fmt.Sprintf("give the pool at least %d MiB", need),
+			"%d MiB is below what image %.12s needs (%d MiB: its initramfs is unpacked into guest RAM)", c.MemoryMiB, img.Digest, need)
+	}
+	handlers := map[string]bool{}
+	var all []string
+	for _, h := range img.Manifest.Handlers {
+		handlers[h.Name] = true
+		all = append(all, h.Name)
+	}
+	if len(c.TaskTypes) == 0 {
+		return all, nil
+	}
+	for i, tt := range c.TaskTypes {
+		if !handlers[tt] {
+			return nil, cfgErr(c.Name, fmt.Sprintf("task_types[%d]", i), fmt.Sprintf("use a handler the image has (%s), or build an image with it", strings.Join(all, ", ")),
+				"image %.12s has no handler %q", img.Digest, tt)
+		}
+	}
+	return c.TaskTypes, nil
+}
+
+// Config is the host daemon's pool configuration.
+type Config struct {
+	// HostID names this host; every guest carries it as a label (LabelHost), and at
+	// start the Manager destroys the guests a previous run with the same HostID left.
+	HostID string `mapstructure:"host_id" json:"host_id" yaml:"host_id"`
+	// RunDir holds one directory per guest (socket, console log, scratch disk). It is
+	// made 0755: QEMU runs as its own user and must reach it. Keep it short: unix
+	// socket paths are limited to 107 bytes.
+	RunDir string `mapstructure:"run_dir" json:"run_dir" yaml:"run_dir"`
+	Pools  []PoolConfig `mapstructure:"pools" json:"pools" yaml:"pools"`
+	// Tick is the reconcile interval (default 1s); hypervisor events and task
+	// starts/ends also wake the loop at once.
+	Tick time.Duration `mapstructure:"tick" json:"tick,omitempty" yaml:"tick,omitempty"`
+	// StatsInterval is how often per-guest libvirt statistics are read (default 5s).
+	StatsInterval time.Duration `mapstructure:"stats_interval" json:"stats_interval,omitempty" yaml:"stats_interval,omitempty"`
+	// Thresholds stop scale-up while the host is above them.
+	Thresholds hostload.Thresholds `mapstructure:"thresholds" json:"thresholds" yaml:"thresholds"`
+	// BootBackoff is the wait after a failed boot, doubled for every further
+	// consecutive failure up to MaxBootBackoff (defaults 1s and 1m).
+	BootBackoff    time.Duration `mapstructure:"boot_backoff" json:"boot_backoff,omitempty" yaml:"boot_backoff,omitempty"`
+	MaxBootBackoff time.Duration `mapstructure:"max_boot_backoff" json:"max_boot_backoff,omitempty" yaml:"max_boot_backoff,omitempty"`
+	// RetryInterval is how often a pool that could not start (its image missing, …)
+	// tries again (default 30s).
+	RetryInterval time.Duration `mapstructure:"retry_interval" json:"retry_interval,omitempty" yaml:"retry_interval,omitempty"`
+}
+
+func (c Config) withDefaults() Config {
+	if c.Tick == 0 {
+		c.Tick = time.Second
+	}
+	if c.StatsInterval == 0 {
+		c.StatsInterval = 5 * time.Second
+	}
+	if c.BootBackoff == 0 {
+		c.BootBackoff = time.Second
+	}
+	if c.MaxBootBackoff == 0 {
+		c.MaxBootBackoff = time.Minute
+	}
+	if c.RetryInterval == 0 {
+		c.RetryInterval = 30 * time.Second
+	}
+	return c
+}
+
+var hostIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// ValidateHost checks the host-wide settings (not the pools): New refuses a Config
+// that fails it.
+func (c Config) ValidateHost() error {
+	c = c.withDefaults()
+	if !hostIDRE.MatchString(c.HostID) {
+		return cfgErr("", "host_id", "use up to 64 letters, digits, '.', '_' or '-', e.g. the host name", "%q is not a host id", c.HostID)
+	}
+	if c.RunDir == "" || !filepath.IsAbs(c.RunDir) {
+		return cfgErr("", "run_dir", "use an absolute directory such as /run/paddock/vms", "%q is not an absolute path", c.RunDir)
+	}
+	if n := len(c.RunDir) + len("/paddock-x-12345678/") + len(socketName); n > hypervisor.MaxSocketLen {
+		return cfgErr("", "run_dir", "use a shorter directory such as /run/paddock/vms",
+			"%q is too long: guest sockets under it would exceed the %d-byte unix socket limit", c.RunDir, hypervisor.MaxSocketLen)
+	}
+	for _, d := range []struct {
+		f string
+		v time.Duration
+	}{{"tick", c.Tick}, {"stats_interval", c.StatsInterval}, {"boot_backoff", c.BootBackoff}, {"max_boot_backoff", c.MaxBootBackoff}, {"retry_interval", c.RetryInterval}} {
+		if d.v < 0 {
+			return cfgErr("", d.f, "use a positive duration", "%v", d.v)
+		}
+	}
+	if err := c.Thresholds.Validate(); err != nil {
+		return &ConfigError{Field: "thresholds", Problem: err.Error()}
+	}
+	return nil
+}
+
+// Validate checks the host-wide settings and every pool (duplicate names included),
+// returning all the errors joined. The Manager itself runs the good pools and reports
+// the bad ones; Validate is for `--check`-style callers that want every error at once.
+func (c Config) Validate() error {
+	var errs []error
+	if err := c.ValidateHost(); err != nil {
+		errs = append(errs, err)
+	}
+	seen := map[string]bool{}
+	for _, p := range c.Pools {
+		if err := p.Validate(); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if seen[p.Name] {
+			errs = append(errs, cfgErr(p.Name, "name", "give each pool its own name", "two pools are named %q", p.Name))
+		}
+		seen[p.Name] = true
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,358 @@
+package vmpool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/paddockvm/paddock/hypervisor"
+	"github.com/paddockvm/paddock/vmpool/hostload"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Labels every guest carries (hypervisor.DomainSpec.Labels).
+const (
+	LabelPool = "paddock.dev/pool"
+	LabelHost = "paddock.dev/host"
+)
+
+// socketName is the guest's channel socket in its directory.
+const socketName = "agent.sock"
+
+// Manager runs the pools of one host. Create it with New, then Run it.
+type Manager struct {
+	cfg       Config
+	hv        hypervisor.Hypervisor
+	imgs      Images
+	log       *slog.Logger
+	clock     Clock
+	backlog   Backlog
+	load      Load
+	connector Connector
+	relay     Relay
+	met       *metrics
+	reg       prometheus.Registerer
+
+	pools []*pool // in configuration order, bad ones included
+
+	started atomic.Bool
+
+	scratchOnce sync.Once
+	scratchBase string
+	scratchErr  error
+}
+
+// Option configures New.
+type Option func(*Manager)
+
+// WithLogger sets the logger (default slog.Default()).
+func WithLogger(l *slog.Logger) Option { return func(m *Manager) { m.log = l } }
+
+// WithClock sets the clock of the pools' policies (tests).
+func WithClock(c Clock) Option { return func(m *Manager) { m.clock = c } }
+
+// WithBacklog sets where the server's backlog is read (default: none, so pools only
+// keep min_idle).
+func WithBacklog(b Backlog) Option { return func(m *Manager) { m.backlog = b } }
+
+// WithLoad sets the host load source the thresholds are checked against, usually a
+// *hostload.Monitor (which the caller runs). Without one, thresholds that are set block
+// scale-up with reason load_unknown.
+func WithLoad(l Load) Option { return func(m *Manager) { m.load = l } }
+
+// WithConnector replaces SocketConnector (tests).
+func WithConnector(c Connector) Option { return func(m *Manager) { m.connector = c } }
+
+// WithRelay sets what carries a ready guest's stream (default DrainRelay).
+func WithRelay(r Relay) Option { return func(m *Manager) { m.relay = r } }
+
+// WithRegisterer registers the Manager's metrics with reg.
+func WithRegisterer(reg prometheus.Registerer) Option { return func(m *Manager) { m.reg = reg } }
+
+// New checks the host-wide configuration (ValidateHost) and returns a Manager. A bad
+// pool does not make New fail: Run reports it (log, Pools, paddock_vmpool_up 0) and
+// serves the others.
+func New(cfg Config, hv hypervisor.Hypervisor, imgs Images, opts ...Option) (*Manager, error) {
+	if err := cfg.ValidateHost(); err != nil {
+		return nil, err
+	}
+	if hv == nil || imgs == nil {
+		return nil, errors.New("vmpool.New: a hypervisor and an image store are required")
+	}
+	m := &Manager{cfg: cfg.withDefaults(), hv: hv, imgs: imgs, log: slog.Default(), clock: realClock{},
+		backlog: &Counts{}, connector: SocketConnector{}, relay: DrainRelay{}, met: newMetrics()}
+	for _, o := range opts {
+		o(m)
+	}
+	if m.reg != nil {
+		for _, c := range append(m.met.collectors(), newGuestCollector(m)) {
+			if err := m.reg.Register(c); err != nil {
+				return nil, fmt.Errorf("registering vmpool metrics: %w", err)
+			}
+		}
+	}
+	seen := map[string]bool{}
+	for _, pc := range m.cfg.Pools {
+		p := newPool(m, pc.withDefaults())
+		if err := pc.Validate(); err != nil {
+			p.fail(err)
+		} else if seen[pc.Name] {
+			p.fail(cfgErr(pc.Name, "name", "give each pool its own name", "two pools are named %q; only the first runs", pc.Name))
+			p.dup = true
+		} else if n := len(hv.Prefix()) + len(pc.Name) + 9; n > hypervisor.MaxNameLen {
+			p.fail(cfgErr(pc.Name, "name", "use a shorter pool name", "guest names %s%s-xxxxxxxx would be %d characters, more than %d", hv.Prefix(), pc.Name, n, hypervisor.MaxNameLen))
+		} else if s := len(m.cfg.RunDir) + 1 + n + 1 + len(socketName); s > hypervisor.MaxSocketLen {
+			p.fail(cfgErr(pc.Name, "name", "use a shorter pool name or a shorter run_dir", "guest sockets %s/%s%s-xxxxxxxx/%s would be %d bytes, more than the unix socket limit of %d",
+				m.cfg.RunDir, hv.Prefix(), pc.Name, socketName, s, hypervisor.MaxSocketLen))
+		}
+		seen[pc.Name] = true
+		m.pools = append(m.pools, p)
+	}
+	return m, nil
+}
+
+// Run cleans up what a previous run with the same host id left (it destroys every
+// domain labelled with this HostID and empties RunDir: the simplest safe choice, since a
+// guest's session cannot be resumed across host daemon restarts anyway), then runs
+// every good pool until ctx ends, and finally destroys all its guests. It returns an
+// error only when it cannot work at all (RunDir, listing domains, events); a bad pool is
+// logged and reported, never fatal.
+func (m *Manager) Run(ctx context.Context) error {
+	if !m.started.CompareAndSwap(false, true) {
+		return errors.New("vmpool: Manager.Run called twice")
+	}
+	if err := os.MkdirAll(m.cfg.RunDir, 0o755); err != nil {
+		return fmt.Errorf("creating run_dir %s: %w", m.cfg.RunDir, err)
+	}
+	if err := os.Chmod(m.cfg.RunDir, 0o755); err != nil {
+		return fmt.Errorf("making run_dir %s reachable by QEMU: %w", m.cfg.RunDir, err)
+	}
+	if err := m.cleanupLeftovers(ctx); err != nil {
+		return err
+	}
+	events, err := m.hv.Events(ctx)
+	if err != nil {
+		return fmt.Errorf("subscribing to hypervisor events: %w", err)
+	}
+	var wg sync.WaitGroup
+	for _, p := range m.pools {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.run(ctx)
+		}()
+	}
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		for e := range events {
+			for _, p := range m.pools {
+				p.onEvent(e)
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		m.listLoop(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		m.statsLoop(ctx)
+	}()
+	wg.Wait()
+	return nil
+}
+
+// cleanupLeftovers destroys every domain labelled with this host id and removes the
+// guest directories under RunDir.
+func (m *Manager) cleanupLeftovers(ctx context.Context) error {
+	doms, err := m.hv.List(ctx)
+	if err != nil {
+		return fmt.Errorf("listing domains to clean up leftovers: %w", err)
+	}
+	for _, d := range doms {
+		if d.Labels[LabelHost] != m.cfg.HostID {
+			continue
+		}
+		if err := m.hv.Destroy(ctx, d.Name); err != nil && !errors.Is(err, hypervisor.ErrNotFound) {
+			m.log.Error("destroying a guest left by a previous run", "guest", d.Name, "pool", d.Labels[LabelPool], "err", err)
+			continue
+		}
+		m.log.Info("destroyed a guest left by a previous run", "guest", d.Name, "pool", d.Labels[LabelPool])
+	}
+	ents, err := os.ReadDir(m.cfg.RunDir)
+	if err != nil {
+		return fmt.Errorf("reading run_dir %s: %w", m.cfg.RunDir, err)
+	}
+	for _, e := range ents {
+		if err := os.RemoveAll(filepath.Join(m.cfg.RunDir, e.Name())); err != nil {
+			m.log.Warn("removing a leftover guest directory", "path", filepath.Join(m.cfg.RunDir, e.Name()), "err", err)
+		}
+	}
+	return nil
+}
+
+// listLoop compares the hypervisor's domains with the pools' guests every tick:
+// guests that vanished without an event are replaced, unknown guests labelled with
+// this host and a pool are destroyed.
+func (m *Manager) listLoop(ctx context.Context) {
+	t := time.NewTicker(m.cfg.Tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		start := time.Now()
+		doms, err := m.hv.List(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				m.log.Warn("listing domains", "err", err)
+			}
+			continue
+		}
+		for _, p := range m.pools {
+			p.onList(doms, start)
+		}
+	}
+}
+
+// statsLoop reads every guest's libvirt statistics each StatsInterval.
+func (m *Manager) statsLoop(ctx context.Context) {
+	t := time.NewTicker(m.cfg.StatsInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		m.refreshStats(ctx)
+	}
+}
+
+func (m *Manager) refreshStats(ctx context.Context) {
+	sctx, cancel := context.WithTimeout(ctx, m.cfg.StatsInterval)
+	defer cancel()
+	st, err := m.hv.Stats(sctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			m.log.Warn("reading guest statistics", "err", err)
+		}
+		return
+	}
+	by := map[string]hypervisor.DomainStats{}
+	for _, s := range st {
+		by[s.Name] = s
+	}
+	now := time.Now()
+	for _, p := range m.pools {
+		p.updateStats(by, now)
+	}
+}
+
+// scratchBaseFile returns the empty sparse base image scratch overlays sit on.
+func (m *Manager) scratchBaseFile() (string, error) {
+	m.scratchOnce.Do(func() {
+		dir := filepath.Join(m.cfg.RunDir, ".base")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			m.scratchErr = fmt.Errorf("creating scratch base directory: %w", err)
+			return
+		}
+		p := filepath.Join(dir, "empty.raw")
+		f, err := os.OpenFile(p, os.O_CREATE|os.O_RDWR, 0o644)
+		if err == nil {
+			err = f.Truncate(1 << 20)
+			f.Close()
+		}
+		if err != nil {
+			m.scratchErr = fmt.Errorf("creating scratch base image %s: %w", p, err)
+			return
+		}
+		m.scratchBase = p
+	})
+	return m.scratchBase, m.scratchErr
+}
+
+// headroom returns the reasons the host's load forbids scale-up, with a description.
+func (m *Manager) headroom() ([]string, string) {
+	th := m.cfg.Thresholds
+	if !th.Any() {
+		return nil, ""
+	}
+	if m.load == nil {
+		return []string{BlockedLoadUnknown}, "thresholds are set but no host load monitor runs"
+	}
+	s, ok := m.load.Latest()
+	if !ok {
+		return []string{BlockedLoadUnknown}, "no host load sample yet"
+	}
+	if s.Interval > 0 && time.Since(s.Time) > 3*s.Interval+m.cfg.Tick {
+		return []string{BlockedLoadUnknown}, fmt.Sprintf("the latest host load sample is %v old", time.Since(s.Time).Round(time.Second))
+	}
+	bs := th.Exceeded(s)
+	if len(bs) == 0 {
+		return nil, ""
+	}
+	var reasons []string
+	for _, b := range bs {
+		reasons = append(reasons, b.Resource)
+	}
+	return reasons, hostload.DescribeBreaches(bs)
+}
+
+// Snapshot returns every guest of every pool, sorted by pool then name.
+func (m *Manager) Snapshot() []GuestInfo {
+	var out []GuestInfo
+	for _, p := range m.pools {
+		out = append(out, p.snapshot()...)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Pool != out[j].Pool {
+			return out[i].Pool < out[j].Pool
+		}
+		return out[i].Name < out[j].Name
+	})
+	return out
+}
+
+// Pools returns the status of every configured pool, in configuration order.
+func (m *Manager) Pools() []PoolStatus {
+	var out []PoolStatus
+	for _, p := range m.pools {
+		out = append(out, p.status())
+	}
+	return out
+}
+
+// TaskStarted records that a task started in guest name: an idle guest becomes busy,
+// or draining once it has started max_tasks_per_vm tasks (it takes no more). ErrNotFound
+// for an unknown guest, ErrState for one that is booting, draining or stopping.
+func (m *Manager) TaskStarted(name string) error {
+	for _, p := range m.pools {
+		if ok, err := p.taskStarted(name); ok {
+			return err
+		}
+	}
+	return fmt.Errorf("task started in guest %s: %w", name, ErrNotFound)
+}
+
+// TaskFinished records that a task ended in guest name: with no task left, a draining
+// guest is recycled (destroyed; the pool boots a fresh one as needed) and a busy one
+// becomes idle.
+func (m *Manager) TaskFinished(name string) error {
+	for _, p := range m.pools {
+		if ok, err := p.taskFinished(name); ok {
+			return err
+		}
+	}
+	return fmt.Errorf("task finished in guest %s: %w", name, ErrNotFound)
+}

@@ -1,0 +1,602 @@
+package vmpool
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/paddockvm/paddock/hypervisor"
+	"github.com/paddockvm/paddock/images"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+func poolCfg(name string, minIdle, maxN int) PoolConfig {
+	return PoolConfig{Name: name, VCPUs: 1, MemoryMiB: 256, MinIdle: minIdle, Max: maxN, IdleTimeout: time.Minute}
+}
+
+// metricValue gathers reg and returns the value of the series name with labels.
+func metricValue(t *testing.T, reg prometheus.Gatherer, name string, labels map[string]string) (float64, bool) {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("gathering metrics: %v", err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			got := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				got[lp.GetName()] = lp.GetValue()
+			}
+			for k, v := range labels {
+				if got[k] != v {
+					continue next
+				}
+			}
+			switch {
+			case m.Gauge != nil:
+				return m.Gauge.GetValue(), true
+			case m.Counter != nil:
+				return m.Counter.GetValue(), true
+			case m.Histogram != nil:
+				return float64(m.Histogram.GetSampleCount()), true
+			}
+		}
+	}
+	return 0, false
+}
+
+func TestPoolConfigValidate(t *testing.T) {
+	good := PoolConfig{Name: "web", Image: "abcd1234", VCPUs: 1, MemoryMiB: 256, MinIdle: 1, Max: 3, IdleTimeout: time.Minute}
+	tests := []struct {
+		name  string
+		edit  func(*PoolConfig)
+		field string
+	}{
+		{"good", func(*PoolConfig) {}, ""},
+		{"empty name", func(c *PoolConfig) { c.Name = "" }, "name"},
+		{"upper-case name", func(c *PoolConfig) { c.Name = "Web" }, "name"},
+		{"long name", func(c *PoolConfig) { c.Name = strings.Repeat("a", MaxPoolNameLen+1) }, "name"},
+		{"no image", func(c *PoolConfig) { c.Image = "" }, "image"},
+		{"image not a digest", func(c *PoolConfig) { c.Image = "ubuntu:latest" }, "image"},
+		{"short image prefix", func(c *PoolConfig) { c.Image = "abc" }, "image"},
+		{"sha256 prefix accepted", func(c *PoolConfig) { c.Image = "sha256:abcd" }, ""},
+		{"zero vcpus defaults to 1", func(c *PoolConfig) { c.VCPUs = 0 }, ""},
+		{"negative vcpus", func(c *PoolConfig) { c.VCPUs = -1 }, "vcpus"},
+		{"memory below the floor", func(c *PoolConfig) { c.MemoryMiB = 64 }, "memory"},
+		{"negative min_idle", func(c *PoolConfig) { c.MinIdle = -1 }, "min_idle"},
+		{"zero max", func(c *PoolConfig) { c.Max = 0 }, "max"},
+		{"min_idle above max", func(c *PoolConfig) { c.MinIdle = 4 }, "min_idle"},
+		{"no idle timeout", func(c *PoolConfig) { c.IdleTimeout = 0 }, "idle_timeout"},
+		{"negative max_tasks_per_vm", func(c *PoolConfig) { c.MaxTasksPerVM = -1 }, "max_tasks_per_vm"},
+		{"negative scratch", func(c *PoolConfig) { c.ScratchMiB = -1 }, "scratch_mib"},
+		{"bad task type", func(c *PoolConfig) { c.TaskTypes = []string{"Sleep!"} }, "task_types[0]"},
+		{"duplicate task type", func(c *PoolConfig) { c.TaskTypes = []string{"sleep", "sleep"} }, "task_types[1]"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := good
+			tt.edit(&c)
+			err := c.Validate()
+			if tt.field == "" {
+				if err != nil {
+					t.Fatalf("Validate = %v, want nil", err)
+				}
+				return
+			}
+			var ce *ConfigError
+			if !errors.As(err, &ce) || ce.Field != tt.field || !errors.Is(err, ErrInvalid) {
+				t.Fatalf("Validate = %v, want a *ConfigError for field %s", err, tt.field)
+			}
+			if c.Name != "" && !strings.Contains(err.Error(), `pool "`+c.Name+`"`) {
+				t.Errorf("error %q does not name the pool", err)
+			}
+			if ce.Fix == "" {
+				t.Errorf("error %q gives no fix", err)
+			}
+		})
+	}
+}
+
+func TestConfigValidateHost(t *testing.T) {
+	base := Config{HostID: "h1", RunDir: "/run/paddock/vms"}
+	tests := []struct {
+		name  string
+		edit  func(*Config)
+		field string
+	}{
+		{"good", func(*Config) {}, ""},
+		{"no host id", func(c *Config) { c.HostID = "" }, "host_id"},
+		{"relative run dir", func(c *Config) { c.RunDir = "run" }, "run_dir"},
+		{"run dir too long for sockets", func(c *Config) { c.RunDir = "/" + strings.Repeat("x", 80) }, "run_dir"},
+		{"cpu threshold not a percentage", func(c *Config) { c.Thresholds.CPUPercent = 150 }, "thresholds"},
+		{"negative tick", func(c *Config) { c.Tick = -time.Second }, "tick"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := base
+			tt.edit(&c)
+			err := c.ValidateHost()
+			var ce *ConfigError
+			if tt.field == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if !errors.As(err, &ce) || ce.Field != tt.field {
+				t.Fatalf("ValidateHost = %v, want a *ConfigError for %s", err, tt.field)
+			}
+		})
+	}
+	// Validate reports every bad pool at once, and duplicate names.
+	c := base
+	c.Pools = []PoolConfig{poolCfg("a", 3, 2), poolCfg("b", 0, 1), poolCfg("b", 0, 1)}
+	c.Pools[0].Image, c.Pools[1].Image, c.Pools[2].Image = "abcd", "abcd", "abcd"
+	err := c.Validate()
+	if err == nil || !strings.Contains(err.Error(), `pool "a": invalid min_idle`) || !strings.Contains(err.Error(), `two pools are named "b"`) {
+		t.Fatalf("Validate = %v", err)
+	}
+}
+
+func TestRequiredMemory(t *testing.T) {
+	_, img := fakeImage(t, t.TempDir(), "sleep")
+	// 9 MiB agent + 5 MiB handler + 3 MiB initramfs + 96 = 113 → the 128 floor.
+	if got := RequiredMemoryMiB(img); got != MinMemoryMiB {
+		t.Fatalf("RequiredMemoryMiB = %d, want %d", got, MinMemoryMiB)
+	}
+	img.Manifest.Handlers = append(img.Manifest.Handlers, images.Binary{Name: "big", Size: 200 << 20})
+	if got := RequiredMemoryMiB(img); got != 96+9+5+3+200 {
+		t.Fatalf("RequiredMemoryMiB with a 200 MiB handler = %d, want %d", got, 96+9+5+3+200)
+	}
+	c := poolCfg("p", 0, 1)
+	c.MemoryMiB = 256
+	if _, err := c.CheckImage(img); err == nil || !strings.Contains(err.Error(), "invalid memory") || !strings.Contains(err.Error(), "313 MiB") {
+		t.Fatalf("CheckImage with too little memory = %v", err)
+	}
+	c.MemoryMiB = 512
+	if types, err := c.CheckImage(img); err != nil || !slices.Equal(types, []string{"sleep", "big"}) {
+		t.Fatalf("CheckImage = %v, %v; want the image's handlers", types, err)
+	}
+	c.TaskTypes = []string{"sleep", "nope"}
+	if _, err := c.CheckImage(img); err == nil || !strings.Contains(err.Error(), "task_types[1]") {
+		t.Fatalf("CheckImage with an unknown task type = %v", err)
+	}
+}
+
+// TestMinIdle: a pool boots min_idle guests, each in its own 0755 directory, labelled
+// with the pool and host, named prefix+pool+id; it boots no more.
+func TestMinIdle(t *testing.T) {
+	e := newEnv(t, Config{Pools: []PoolConfig{poolCfg("warm", 2, 4)}})
+	e.start()
+	e.eventually("two idle guests", func() bool { return e.count("warm", StateIdle) == 2 })
+	e.steady("exactly two guests", func() bool { return e.count("warm") == 2 && e.domains() == 2 })
+	doms, _ := e.hv.List(context.Background())
+	for _, d := range doms {
+		if !strings.HasPrefix(d.Name, "paddock-warm-") || len(d.Name) != len("paddock-warm-")+8 {
+			t.Errorf("guest name %q, want paddock-warm-<8 hex>", d.Name)
+		}
+		if d.Labels[LabelPool] != "warm" || d.Labels[LabelHost] != "host-test" {
+			t.Errorf("guest %s labels %v", d.Name, d.Labels)
+		}
+		fi, err := os.Stat(filepath.Join(e.runDir, d.Name))
+		if err != nil || fi.Mode().Perm() != 0o755 {
+			t.Errorf("guest dir of %s: %v %v, want mode 0755", d.Name, fi, err)
+		}
+	}
+	if v, _ := metricValue(t, e.reg, "paddock_vmpool_guests", map[string]string{"pool": "warm", "state": "idle"}); v != 2 {
+		t.Errorf("paddock_vmpool_guests{state=idle} = %v, want 2", v)
+	}
+	if v, _ := metricValue(t, e.reg, "paddock_vmpool_boot_duration_seconds", map[string]string{"pool": "warm"}); v != 2 {
+		t.Errorf("boot duration histogram has %v samples, want 2", v)
+	}
+	st := e.m.Pools()
+	if len(st) != 1 || st[0].State != PoolRunning || st[0].Image != e.img.Digest || !slices.Equal(st[0].TaskTypes, []string{"sleep", "checksum"}) {
+		t.Errorf("Pools = %+v", st)
+	}
+	// Shutdown destroys every guest and removes its directory.
+	e.stop()
+	if n := e.domains(); n != 0 {
+		t.Errorf("%d domains left after Run returned", n)
+	}
+	ents, _ := os.ReadDir(e.runDir)
+	if len(ents) != 0 {
+		t.Errorf("run dir still holds %d entries after Run returned", len(ents))
+	}
+}
+
+// TestScaleUpDown: a backlog scales the pool up to max, never beyond; once it drains,
+// idle guests are stopped after idle_timeout, never below min_idle.
+func TestScaleUpDown(t *testing.T) {
+	c := poolCfg("auto", 1, 3)
+	c.TaskTypes = []string{"sleep"}
+	e := newEnv(t, Config{Pools: []PoolConfig{c}})
+	e.start()
+	e.eventually("one warm guest", func() bool { return e.count("auto", StateIdle) == 1 })
+	e.backlog.Set("checksum", 10) // a type the pool does not serve: no effect
+	e.steady("one guest", func() bool { return e.count("auto") == 1 })
+	e.backlog.Set("sleep", 5)
+	e.eventually("max guests", func() bool { return e.count("auto", StateIdle) == 3 })
+	e.steady("never above max", func() bool { return e.count("auto") == 3 && e.domains() == 3 })
+	if v, _ := metricValue(t, e.reg, "paddock_vmpool_scale_up_blocked", map[string]string{"pool": "auto", "reason": BlockedAtMax}); v != 1 {
+		t.Errorf("scale_up_blocked{reason=at_max} = %v, want 1", v)
+	}
+	// Tasks start in two guests; the backlog drains.
+	idle := e.guestsIn("auto", StateIdle)
+	for _, g := range idle[:2] {
+		if err := e.m.TaskStarted(g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.backlog.Set("sleep", 0)
+	e.clock.Advance(59 * time.Second)
+	e.steady("nothing stopped before idle_timeout", func() bool { return e.count("auto") == 3 })
+	e.clock.Advance(2 * time.Second)
+	// The one idle guest is the min_idle floor: it stays; the busy ones are not idle.
+	e.steady("busy guests and the floor stay", func() bool { return e.count("auto") == 3 })
+	for _, g := range idle[:2] {
+		if err := e.m.TaskFinished(g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The guest idle since the start is past idle_timeout and goes; the two that just
+	// became idle wait for their own timeout.
+	e.eventually("the long-idle guest stopped", func() bool { return e.count("auto") == 2 })
+	e.steady("just-idle guests wait for their own idle_timeout", func() bool { return e.count("auto") == 2 })
+	e.clock.Advance(61 * time.Second)
+	e.eventually("back to min_idle", func() bool { return e.count("auto") == 1 && e.domains() == 1 })
+	e.steady("never below min_idle", func() bool { return e.count("auto", StateIdle) == 1 })
+}
+
+// TestRecycle: max_tasks_per_vm 1 gives every task a fresh guest; 2 recycles after two.
+func TestRecycle(t *testing.T) {
+	for _, maxTasks := range []int{1, 2} {
+		t.Run(map[int]string{1: "fresh guest per task", 2: "after two tasks"}[maxTasks], func(t *testing.T) {
+			c := poolCfg("rc", 1, 2)
+			c.MaxTasksPerVM = maxTasks
+			e := newEnv(t, Config{Pools: []PoolConfig{c}})
+			e.start()
+			used := map[string]bool{}
+			for task := 0; task < 4; task++ {
+				e.eventually("an idle guest", func() bool { return e.count("rc", StateIdle) >= 1 })
+				g := e.guestsIn("rc", StateIdle)[0]
+				if maxTasks == 1 && used[g] {
+					t.Fatalf("task %d got guest %s, which an earlier task used", task, g)
+				}
+				used[g] = true
+				if err := e.m.TaskStarted(g); err != nil {
+					t.Fatal(err)
+				}
+				if task%maxTasks == maxTasks-1 {
+					if st := stateOf(e, g); st != StateDraining {
+						t.Fatalf("guest %s after its last task started is %s, want draining", g, st)
+					}
+					if err := e.m.TaskStarted(g); !errors.Is(err, ErrState) {
+						t.Fatalf("TaskStarted on a draining guest = %v, want ErrState", err)
+					}
+					// A draining guest is no spare: a fresh one boots while it works.
+					e.eventually("a replacement while draining", func() bool { return e.count("rc", StateIdle) == 1 })
+				}
+				if err := e.m.TaskFinished(g); err != nil {
+					t.Fatal(err)
+				}
+				if task%maxTasks == maxTasks-1 {
+					e.eventually("the used guest destroyed", func() bool {
+						_, err := e.hv.Lookup(context.Background(), g)
+						return errors.Is(err, hypervisor.ErrNotFound) && stateOf(e, g) == ""
+					})
+				}
+			}
+			if want := 4 / maxTasks; len(used) != want {
+				t.Fatalf("4 tasks used %d guests, want %d", len(used), want)
+			}
+			if v, _ := metricValue(t, e.reg, "paddock_vmpool_guests_recycled_total", map[string]string{"pool": "rc"}); v != float64(4/maxTasks) {
+				t.Errorf("recycled_total = %v, want %d", v, 4/maxTasks)
+			}
+			if err := e.m.TaskStarted("paddock-nope-00000000"); !errors.Is(err, ErrNotFound) {
+				t.Errorf("TaskStarted on an unknown guest = %v, want ErrNotFound", err)
+			}
+		})
+	}
+}
+
+func stateOf(e *env, name string) GuestState {
+	for _, g := range e.m.Snapshot() {
+		if g.Name == name {
+			return g.State
+		}
+	}
+	return ""
+}
+
+// TestReplaceLost: a crashed guest, one destroyed from outside, one whose stream ends,
+// and one that vanishes without an event are all replaced.
+func TestReplaceLost(t *testing.T) {
+	e := newEnv(t, Config{Pools: []PoolConfig{poolCfg("rp", 2, 3)}})
+	e.start()
+	ways := []struct {
+		name, reason string
+		do           func(g string)
+	}{
+		{"crash", "crashed", func(g string) { e.hv.Crash(g) }},
+		{"virsh destroy", "stopped", func(g string) { e.hv.Kill(g) }},
+		{"stream ends", "stream", func(g string) { e.conn.endStream(g) }},
+	}
+	for _, w := range ways {
+		e.eventually("two idle guests", func() bool { return e.count("rp", StateIdle) == 2 })
+		victim := e.guestsIn("rp", StateIdle)[0]
+		w.do(victim)
+		e.eventually(w.name+": victim gone and replaced", func() bool {
+			return stateOf(e, victim) == "" && e.count("rp", StateIdle) == 2 && e.domains() == 2
+		})
+		if v, _ := metricValue(t, e.reg, "paddock_vmpool_guests_lost_total", map[string]string{"pool": "rp", "reason": w.reason}); v != 1 {
+			t.Errorf("%s: guests_lost_total{reason=%s} = %v, want 1", w.name, w.reason, v)
+		}
+		if _, err := os.Stat(filepath.Join(e.runDir, victim)); !os.IsNotExist(err) {
+			t.Errorf("%s: directory of %s still there: %v", w.name, victim, err)
+		}
+	}
+	if !strings.Contains(e.logs.String(), "guest lost") {
+		t.Errorf("no 'guest lost' in the log")
+	}
+}
+
+// TestBootBackoff: boots that keep failing are retried with exponential backoff (by
+// the pool's clock), and a good boot resets it.
+func TestBootBackoff(t *testing.T) {
+	e := newEnv(t, Config{Pools: []PoolConfig{poolCfg("bo", 1, 2)}, BootBackoff: time.Second, MaxBootBackoff: 4 * time.Second})
+	e.conn.set("fail")
+	e.start()
+	boots := func() float64 {
+		v, _ := metricValue(t, e.reg, "paddock_vmpool_boots_total", map[string]string{"pool": "bo"})
+		return v
+	}
+	e.eventually("first boot failed", func() bool { v, _ := metricValue(t, e.reg, "paddock_vmpool_boot_failures_total", map[string]string{"pool": "bo", "stage": "ready"}); return v == 1 })
+	e.eventually("failed guest cleaned up", func() bool { return e.count("bo") == 0 && e.domains() == 0 })
+	// Each wait doubles: 1s, 2s, 4s, then capped at 4s.
+	for i, wait := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 4 * time.Second} {
+		n := boots()
+		e.clock.Advance(wait - 10*time.Millisecond)
+		e.steady("no boot during the backoff", func() bool { return boots() == n })
+		e.clock.Advance(10 * time.Millisecond)
+		e.eventually("a boot after the backoff", func() bool { return boots() == n+1 })
+		e.eventually("that boot failed", func() bool { return e.m.Pools()[0].BootFailures == i+2 })
+	}
+	if v, _ := metricValue(t, e.reg, "paddock_vmpool_scale_up_blocked", map[string]string{"pool": "bo", "reason": BlockedBackoff}); v != 1 {
+		t.Errorf("scale_up_blocked{reason=boot_backoff} = %v, want 1", v)
+	}
+	e.conn.set("")
+	e.clock.Advance(4 * time.Second)
+	e.eventually("a good boot", func() bool { return e.count("bo", StateIdle) == 1 })
+	if f := e.m.Pools()[0].BootFailures; f != 0 {
+		t.Errorf("BootFailures after a good boot = %d, want 0", f)
+	}
+}
+
+// TestBootTimeout: a guest that writes no ready line within boot_timeout is destroyed
+// and counted as a failed boot; so is one that crashes while booting.
+func TestBootTimeout(t *testing.T) {
+	c := poolCfg("bt", 1, 1)
+	c.BootTimeout = 30 * time.Millisecond
+	e := newEnv(t, Config{Pools: []PoolConfig{c}})
+	e.conn.set("hang")
+	e.start()
+	e.eventually("a boot timed out", func() bool {
+		v, _ := metricValue(t, e.reg, "paddock_vmpool_boot_failures_total", map[string]string{"pool": "bt", "stage": "ready"})
+		return v == 1
+	})
+	e.eventually("its domain destroyed", func() bool { return e.domains() == 0 })
+	if !strings.Contains(e.logs.String(), "no ready line within boot_timeout") {
+		t.Errorf("log lacks the reason")
+	}
+	e.clock.Advance(time.Second)
+	e.eventually("booting again", func() bool { return e.count("bt", StateBooting) == 1 && e.domains() == 1 })
+	g := e.guestsIn("bt", StateBooting)[0]
+	e.hv.Crash(g)
+	e.eventually("crash while booting counted", func() bool {
+		v, _ := metricValue(t, e.reg, "paddock_vmpool_boot_failures_total", map[string]string{"pool": "bt", "stage": "stopped"})
+		return v == 1
+	})
+}
+
+// TestThresholdBlocksScaleUp: with the host above a threshold the pool keeps its
+// min_idle floor but does not scale up for its backlog, and says why in the log and the
+// metrics; once the load drops it scales up.
+func TestThresholdBlocksScaleUp(t *testing.T) {
+	e := newEnv(t, Config{Pools: []PoolConfig{poolCfg("th", 1, 3)}, Thresholds: hostloadCPU(50)})
+	e.load.set(90)
+	e.start()
+	e.eventually("the floor guest", func() bool { return e.count("th", StateIdle) == 1 })
+	e.backlog.Set("sleep", 4)
+	e.eventually("blocked on cpu", func() bool {
+		v, _ := metricValue(t, e.reg, "paddock_vmpool_scale_up_blocked", map[string]string{"pool": "th", "reason": "cpu"})
+		return v == 1
+	})
+	e.steady("no scale-up while blocked", func() bool { return e.count("th") == 1 && e.domains() == 1 })
+	if v, _ := metricValue(t, e.reg, "paddock_vmpool_scale_up_blocked_total", map[string]string{"pool": "th", "reason": "cpu"}); v < 1 {
+		t.Errorf("scale_up_blocked_total{reason=cpu} = %v", v)
+	}
+	logs := e.logs.String()
+	if !strings.Contains(logs, "pool not scaling up") || !strings.Contains(logs, "reason=cpu") || !strings.Contains(logs, "cpu 90.0% above thresholds.cpu_percent 50%") {
+		t.Errorf("log lacks the blocked reason:\n%s", logs)
+	}
+	if st := e.m.Pools()[0]; !slices.Equal(st.Blocked, []string{"cpu"}) || !strings.Contains(st.BlockedDetail, "cpu 90.0%") {
+		t.Errorf("PoolStatus = %+v", st)
+	}
+	e.load.set(10)
+	e.eventually("scaled up once the load dropped", func() bool { return e.count("th", StateIdle) == 3 })
+	if v, _ := metricValue(t, e.reg, "paddock_vmpool_scale_up_blocked", map[string]string{"pool": "th", "reason": "cpu"}); v != 0 {
+		t.Errorf("scale_up_blocked{reason=cpu} = %v after the load dropped", v)
+	}
+	if !strings.Contains(e.logs.String(), "scale-up no longer blocked") {
+		t.Errorf("log lacks the unblocking")
+	}
+}
+
+// TestNoLoadSampleBlocks: thresholds without a load sample block with load_unknown.
+func TestNoLoadSampleBlocks(t *testing.T) {
+	e := newEnv(t, Config{Pools: []PoolConfig{poolCfg("nl", 0, 2)}, Thresholds: hostloadCPU(50)})
+	e.backlog.Set("sleep", 1)
+	e.start()
+	e.eventually("blocked on load_unknown", func() bool {
+		v, _ := metricValue(t, e.reg, "paddock_vmpool_scale_up_blocked", map[string]string{"pool": "nl", "reason": BlockedLoadUnknown})
+		return v == 1
+	})
+	e.steady("no guest", func() bool { return e.count("nl") == 0 })
+	e.load.set(1)
+	e.eventually("a guest once load is known", func() bool { return e.count("nl", StateIdle) == 1 })
+}
+
+// TestBadPoolsDoNotStopGoodOnes: pools with bad fields, a missing image, too little
+// memory for their image or a task type the image lacks are reported (log, Pools,
+// paddock_vmpool_up 0) while the good pool runs.
+func TestBadPoolsDoNotStopGoodOnes(t *testing.T) {
+	bad1 := poolCfg("minmax", 3, 2)
+	bad2 := poolCfg("noimage", 1, 1)
+	bad2.Image = strings.Repeat("0", 64)
+	bad3 := poolCfg("smallmem", 1, 1)
+	bad3.MemoryMiB = 64
+	bad4 := poolCfg("notype", 1, 1)
+	bad4.TaskTypes = []string{"nope"}
+	dup := poolCfg("good", 0, 1)
+	good := poolCfg("good", 1, 2)
+	e := newEnv(t, Config{Pools: []PoolConfig{bad1, bad2, good, bad3, bad4, dup}})
+	e.start()
+	e.eventually("the good pool's guest", func() bool { return e.count("good", StateIdle) == 1 })
+	want := map[int]string{
+		0: `pool "minmax": invalid min_idle: 3 is more than max (2)`,
+		1: `pool "noimage": invalid image`,
+		3: `pool "smallmem": invalid memory`,
+		4: `pool "notype": invalid task_types[0]`,
+		5: `two pools are named "good"`,
+	}
+	e.eventually("every bad pool reported", func() bool {
+		st := e.m.Pools()
+		for i, w := range want {
+			if st[i].State != PoolError || !strings.Contains(st[i].Error, w) {
+				return false
+			}
+		}
+		return st[2].State == PoolRunning
+	})
+	if st := e.m.Pools()[1]; !strings.Contains(st.Error, "not found") {
+		t.Errorf("missing image error %q does not say not found", st.Error)
+	}
+	for _, name := range []string{"minmax", "noimage", "smallmem", "notype"} {
+		if v, ok := metricValue(t, e.reg, "paddock_vmpool_up", map[string]string{"pool": name}); !ok || v != 0 {
+			t.Errorf("paddock_vmpool_up{pool=%s} = %v (%v), want 0", name, v, ok)
+		}
+		if !strings.Contains(e.logs.String(), `pool=`+name) {
+			t.Errorf("log says nothing about pool %s", name)
+		}
+	}
+	e.steady("only the good pool's guest", func() bool { return e.domains() == 1 })
+}
+
+// TestMissingImageRetried: a pool whose image appears later starts then.
+func TestMissingImageRetried(t *testing.T) {
+	dir := t.TempDir()
+	store2, img2 := fakeImage(t, dir, "sleep", "other")
+	p := poolCfg("late", 1, 1)
+	p.Image = img2.Digest
+	e := newEnv(t, Config{Pools: []PoolConfig{p}, RetryInterval: 10 * time.Millisecond})
+	e.start()
+	e.eventually("pool in error", func() bool { return e.m.Pools()[0].State == PoolError })
+	// Copy the image into the manager's store.
+	src := filepath.Join(store2.Dir(), img2.Digest)
+	dst := filepath.Join(e.store.Dir(), img2.Digest)
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{images.KernelFile, images.InitramfsFile, images.ManifestFile} {
+		b, _ := os.ReadFile(filepath.Join(src, f))
+		os.WriteFile(filepath.Join(dst, f), b, 0o644)
+	}
+	e.eventually("pool running with a guest", func() bool { return e.count("late", StateIdle) == 1 })
+}
+
+// TestLeftoversDestroyedAtStart: domains a previous run of this host left are
+// destroyed at start; those of another host id are not touched.
+func TestLeftoversDestroyedAtStart(t *testing.T) {
+	e := newEnv(t, Config{Pools: []PoolConfig{poolCfg("lo", 0, 1)}})
+	dir := t.TempDir()
+	mk := func(name, host string) {
+		spec := hypervisor.DomainSpec{Name: name, VCPUs: 1, MemoryMiB: 128, Kernel: e.img.Kernel(), Initrd: e.img.Initrd(),
+			Labels: map[string]string{LabelPool: "lo", LabelHost: host}}
+		if _, err := e.hv.Create(context.Background(), spec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mk("paddock-lo-11111111", "host-test")
+	mk("paddock-lo-22222222", "another-host")
+	os.MkdirAll(filepath.Join(e.runDir, "paddock-lo-11111111"), 0o755)
+	_ = dir
+	e.start()
+	e.eventually("leftover destroyed", func() bool {
+		_, err := e.hv.Lookup(context.Background(), "paddock-lo-11111111")
+		return errors.Is(err, hypervisor.ErrNotFound)
+	})
+	e.steady("other host's guest untouched", func() bool {
+		_, err := e.hv.Lookup(context.Background(), "paddock-lo-22222222")
+		return err == nil
+	})
+	if _, err := os.Stat(filepath.Join(e.runDir, "paddock-lo-11111111")); !os.IsNotExist(err) {
+		t.Errorf("leftover directory still there: %v", err)
+	}
+	e.hv.Destroy(context.Background(), "paddock-lo-22222222")
+}
+
+// TestSnapshotAndGuestMetrics: Snapshot carries state, tasks, uptime and libvirt stats,
+// and the per-guest metrics are exported.
+func TestSnapshotAndGuestMetrics(t *testing.T) {
+	e := newEnv(t, Config{Pools: []PoolConfig{poolCfg("sn", 1, 1)}})
+	e.start()
+	e.eventually("an idle guest", func() bool { return e.count("sn", StateIdle) == 1 })
+	g := e.guestsIn("sn", StateIdle)[0]
+	e.m.TaskStarted(g)
+	e.clock.Advance(90 * time.Second)
+	e.eventually("stats read", func() bool { return e.m.Snapshot()[0].HaveStats })
+	s := e.m.Snapshot()[0]
+	if s.Name != g || s.Pool != "sn" || s.State != StateBusy || s.TasksRun != 1 || s.Running != 1 || s.Uptime != 90*time.Second || s.AgentVersion != "test" || s.MemoryBytes != 256<<20 {
+		t.Fatalf("Snapshot = %+v", s)
+	}
+	if _, ok := metricValue(t, e.reg, "paddock_guest_memory_bytes", map[string]string{"pool": "sn", "guest": g}); !ok {
+		t.Errorf("no paddock_guest_memory_bytes for %s", g)
+	}
+	if _, ok := metricValue(t, e.reg, "paddock_guest_cpu_seconds_total", map[string]string{"pool": "sn", "guest": g}); !ok {
+		t.Errorf("no paddock_guest_cpu_seconds_total for %s", g)
+	}
+	if problems, err := testutil.GatherAndLint(e.reg); err != nil || len(problems) > 0 {
+		t.Errorf("lint: %v %v", problems, err)
+	}
+}
+
+// TestReadyParsing covers ParseReady.
+func TestReadyParsing(t *testing.T) {
+	tests := []struct {
+		in      string
+		ok      bool
+		version string
+		ms      int64
+	}{
+		{"PADDOCK-AGENT READY version=v1.2.3 boot_ms=4567\n", true, "v1.2.3", 4567},
+		{"PADDOCK-AGENT READY", true, "", 0},
+		{"PADDOCK-AGENT SELFCHECK disk=/dev/vda", false, "", 0},
+		{"garbage PADDOCK-AGENT READY", false, "", 0},
+	}
+	for _, tt := range tests {
+		info, ok := ParseReady(tt.in)
+		if ok != tt.ok || info.AgentVersion != tt.version || info.BootMS != tt.ms {
+			t.Errorf("ParseReady(%q) = %+v, %v", tt.in, info, ok)
+		}
+	}
+}
