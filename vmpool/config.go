@@ -230,7 +230,7 @@ type Config struct {
 	// RunDir holds one directory per guest (socket, console log, scratch disk). It is
 	// made 0755: QEMU runs as its own user and must reach it. Keep it short: unix
 	// socket paths are limited to 107 bytes.
-	RunDir string `mapstructure:"run_dir" json:"run_dir" yaml:"run_dir"`
+	RunDir string       `mapstructure:"run_dir" json:"run_dir" yaml:"run_dir"`
 	Pools  []PoolConfig `mapstructure:"pools" json:"pools" yaml:"pools"`
 	// Tick is the reconcile interval (default 1s); hypervisor events and task
 	// starts/ends also wake the loop at once.

@@ -1,5 +1,58 @@
-// Package vmpool owns the pools of guests on one host: the reconcile loop that keeps
-// warm guests booted, autoscaling from the server backlog and the host headroom, replacing
-// crashed guests, recycling guests after N tasks, and the relay between each guest's
-// virtio-serial port and the server. Not built yet: see the host daemon issue.
+// Package vmpool owns the pools of guests on one host (the host daemon's core).
+//
+// A Manager (New, Run) runs N pools (PoolConfig: name, image, vcpus, memory, min_idle,
+// max, idle_timeout, max_tasks_per_vm, task_types, scratch_mib). Each pool has a
+// reconcile loop, woken every Config.Tick, by hypervisor lifecycle events and by task
+// starts/ends, that keeps the guests matching what the pool wants:
+//
+//   - it keeps min_idle guests booted and idle (warm), and scales up for the server's
+//     backlog of the pool's task types (Backlog; Counts is the in-memory holder the
+//     server feed writes to), never beyond max guests in any state;
+//   - it stops idle guests after idle_timeout, oldest idle first, never below min_idle
+//     (and not while the backlog wants them);
+//   - it recycles a guest once it has started max_tasks_per_vm tasks (TaskStarted puts
+//     it in draining; it is destroyed when its last task ends — 1 gives every task a
+//     fresh guest);
+//   - it replaces guests that crash, are destroyed from outside, vanish from the
+//     hypervisor's list, whose stream ends, or that write no ready line within
+//     boot_timeout; consecutive failed boots back off exponentially (boot_backoff
+//     doubling up to max_boot_backoff, reset by a good boot);
+//   - scale-up for the backlog stops while the host is above its thresholds (host load
+//     from package hostload: cpu_percent, min_mem_available_mib, nic_bytes_per_sec), or
+//     has no fresh load sample; the min_idle floor is kept regardless. The pool logs the
+//     reason when it changes (msg="pool not scaling up" reason=cpu …) and exports it as
+//     paddock_vmpool_scale_up_blocked{pool,reason}.
+//
+// Every guest is named <prefix><pool>-<8 hex digits>, has its own 0755 directory under
+// Config.RunDir (channel socket agent.sock, console.log, scratch qcow2 overlay), no
+// network interface, and the labels paddock.dev/pool and paddock.dev/host. At start the
+// Manager destroys every domain labelled with its HostID and empties RunDir (a restarted
+// daemon does not adopt guests: their sessions cannot be resumed anyway); at the end of
+// Run it destroys all its guests.
+//
+// Readiness: SocketConnector dials the guest's channel socket and reads, one byte at a
+// time, up to the agent's "PADDOCK-AGENT READY …" line (agent.ReadyPrefix); the guest
+// is then idle. The same connection, positioned just after that line, goes to the Relay
+// (DrainRelay until the server relay exists: the host side of agent/transport, which
+// sends RESYNC and skips everything before a valid HELLO). A Relay that returns an
+// error marks the guest unhealthy: that is where "no session within the deadline" will
+// plug in.
+//
+// A pool with a bad configuration (Validate: names, ranges, min_idle > max, …; at start:
+// an image that is not in the store, memory below RequiredMemoryMiB of the image, a task
+// type the image has no handler for) is logged, shown by Pools with its error and
+// paddock_vmpool_up 0; the other pools run. A pool whose image is missing retries every
+// retry_interval.
+//
+// Tests: unit tests run the reconcile logic on hypervisortest.Fake with a fake clock,
+// connector, backlog and load (go test ./vmpool/). The integration tests boot real TCG
+// guests under libvirt from an image built from the real paddock-agent (1 vCPU,
+// 256 MiB, at most 3 at once); they need root, libvirtd and virtlogd (`make setup`) and
+// a kernel in /boot, and skip without them — or fail under PADDOCK_REQUIRE_VM=1:
+//
+//	sudo PADDOCK_REQUIRE_VM=1 go test -count=1 ./vmpool/...
+//
+// Scale-up decision → ready, beside a raw `virsh create` of the same image → ready line:
+//
+//	sudo go test ./vmpool/ -run '^$' -bench ScaleUpToReady -benchtime 3x
 package vmpool

@@ -344,8 +344,8 @@ func (p *pool) bootGuest(now time.Time) {
 	dir := filepath.Join(p.m.cfg.RunDir, name)
 	gctx, cancel := context.WithCancel(p.ctx)
 	g := &guest{
-		ref:   GuestRef{HostID: p.m.cfg.HostID, Pool: p.cfg.Name, Name: name, Socket: filepath.Join(dir, socketName)},
-		dir:   dir, state: StateBooting, cancel: cancel, createDone: make(chan struct{}),
+		ref: GuestRef{HostID: p.m.cfg.HostID, Pool: p.cfg.Name, Name: name, Socket: filepath.Join(dir, socketName)},
+		dir: dir, state: StateBooting, cancel: cancel, createDone: make(chan struct{}),
 		decidedAt: time.Now(), startedAt: now,
 	}
 	p.guests[name] = g

@@ -360,7 +360,10 @@ func TestBootBackoff(t *testing.T) {
 		v, _ := metricValue(t, e.reg, "paddock_vmpool_boots_total", map[string]string{"pool": "bo"})
 		return v
 	}
-	e.eventually("first boot failed", func() bool { v, _ := metricValue(t, e.reg, "paddock_vmpool_boot_failures_total", map[string]string{"pool": "bo", "stage": "ready"}); return v == 1 })
+	e.eventually("first boot failed", func() bool {
+		v, _ := metricValue(t, e.reg, "paddock_vmpool_boot_failures_total", map[string]string{"pool": "bo", "stage": "ready"})
+		return v == 1
+	})
 	e.eventually("failed guest cleaned up", func() bool { return e.count("bo") == 0 && e.domains() == 0 })
 	// Each wait doubles: 1s, 2s, 4s, then capped at 4s.
 	for i, wait := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 4 * time.Second} {
