@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -119,7 +120,7 @@ func New(cfg Config, hv hypervisor.Hypervisor, imgs Images, opts ...Option) (*Ma
 }
 
 // Run cleans up what a previous run with the same host id left (it destroys every
-// domain labelled with this HostID and empties RunDir: the simplest safe choice, since a
+// domain labelled with this HostID and removes the guest directories under RunDir: the simplest safe choice, since a
 // guest's session cannot be resumed across host daemon restarts anyway), then runs
 // every good pool until ctx ends, and finally destroys all its guests. It returns an
 // error only when it cannot work at all (RunDir, listing domains, events); a bad pool is
@@ -192,6 +193,10 @@ func (m *Manager) cleanupLeftovers(ctx context.Context) error {
 		return fmt.Errorf("reading run_dir %s: %w", m.cfg.RunDir, err)
 	}
 	for _, e := range ents {
+		// Only what the Manager puts there: guest directories and the scratch base.
+		if !strings.HasPrefix(e.Name(), m.hv.Prefix()) && e.Name() != ".base" {
+			continue
+		}
 		if err := os.RemoveAll(filepath.Join(m.cfg.RunDir, e.Name())); err != nil {
 			m.log.Warn("removing a leftover guest directory", "path", filepath.Join(m.cfg.RunDir, e.Name()), "err", err)
 		}
@@ -205,6 +210,7 @@ func (m *Manager) cleanupLeftovers(ctx context.Context) error {
 func (m *Manager) listLoop(ctx context.Context) {
 	t := time.NewTicker(m.cfg.Tick)
 	defer t.Stop()
+	var lastErr string
 	for {
 		select {
 		case <-ctx.Done():
@@ -214,11 +220,13 @@ func (m *Manager) listLoop(ctx context.Context) {
 		start := time.Now()
 		doms, err := m.hv.List(ctx)
 		if err != nil {
-			if ctx.Err() == nil {
+			if ctx.Err() == nil && err.Error() != lastErr {
 				m.log.Warn("listing domains", "err", err)
+				lastErr = err.Error()
 			}
 			continue
 		}
+		lastErr = ""
 		for _, p := range m.pools {
 			p.onList(doms, start)
 		}

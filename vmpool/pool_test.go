@@ -542,6 +542,7 @@ func TestLeftoversDestroyedAtStart(t *testing.T) {
 	mk("paddock-lo-11111111", "host-test")
 	mk("paddock-lo-22222222", "another-host")
 	os.MkdirAll(filepath.Join(e.runDir, "paddock-lo-11111111"), 0o755)
+	os.WriteFile(filepath.Join(e.runDir, "not-ours.txt"), []byte("x"), 0o644)
 	_ = dir
 	e.start()
 	e.eventually("leftover destroyed", func() bool {
@@ -554,6 +555,9 @@ func TestLeftoversDestroyedAtStart(t *testing.T) {
 	})
 	if _, err := os.Stat(filepath.Join(e.runDir, "paddock-lo-11111111")); !os.IsNotExist(err) {
 		t.Errorf("leftover directory still there: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(e.runDir, "not-ours.txt")); err != nil {
+		t.Errorf("a file the Manager did not make was removed from run_dir: %v", err)
 	}
 	e.hv.Destroy(context.Background(), "paddock-lo-22222222")
 }
