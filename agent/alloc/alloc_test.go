@@ -84,4 +84,3 @@ func TestAcquireReleaseAndLimits(t *testing.T) {
 		t.Fatalf("a cancelled Acquire left %d waiting", tb2.Waiting)
 	}
 }
-

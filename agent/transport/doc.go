@@ -1,0 +1,31 @@
+// Package transport is the byte stream the agent's gRPC session runs over: a
+// virtio-serial port inside a guest (the port named org.paddock.agent.0, which
+// libvirt exposes on the host as a unix socket), or TCP outside one; plus the
+// host half of it.
+//
+// Everything on the wire is framed (frame.go): magic, type, session id,
+// sequence number, length, crc32c of the payload and of the header. Every
+// session starts with a handshake: the guest sends HELLO with a fresh random
+// session id until the host ACKs that id; the host, whenever it (re)connects,
+// first sends RESYNC (with enough padding to flush a half-received frame), then
+// discards everything — the agent's boot-time "PADDOCK-AGENT READY" line, stale
+// bytes a virtio-serial port kept from the previous connection, frames of old
+// sessions — until a valid HELLO. Frames of any other session are dropped; a
+// RESYNC, a new HELLO, a CLOSE, garbage or a sequence gap ends the current
+// session, so a host-side reconnect can never splice two sessions' bytes
+// together. A guest cannot count on seeing the host disconnect (a virtio port
+// only returns EOF while no host is attached): Options.EOFIsTransient makes it
+// keep reading.
+//
+// A session is a net.Conn: the agent gives Guest.Dial to grpc.WithContextDialer
+// (gRPC redials after a session ends, which starts a new one), and the server
+// side serves gRPC on a Listener fed with raw connections (ServeConn) or
+// wrapping a TCP listener (Listen).
+//
+// Unit tests run over an in-memory model of a virtio port that keeps stale bytes
+// across host reconnects: go test ./agent/transport. The in-guest test boots a
+// guest with a real virtio-serial port (needs libvirt, a kernel and busybox;
+// PADDOCK_REQUIRE_VM=1 turns its skip into a failure):
+//
+//	go test -count=1 -run Guest -v ./agent/transport
+package transport
