@@ -150,7 +150,9 @@ func (p *pool) run(ctx context.Context) {
 	p.ctx = ctx
 	p.mu.Unlock()
 	if bad {
-		p.m.met.up.WithLabelValues(name).Set(0)
+		if !p.dup { // a duplicate's name is the running pool's: leave its gauge alone
+			p.m.met.up.WithLabelValues(name).Set(0)
+		}
 		p.log.Error("pool not started: bad configuration; the other pools keep running", "err", err)
 		return
 	}
