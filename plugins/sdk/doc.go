@@ -10,6 +10,8 @@
 //
 //	func main() { sdk.Serve(myHandler{}) }
 //
-// See docs/handlers.md for a walk-through. The package's tests run in-process
-// over real gRPC (plugin.TestPluginGRPCConn): go test ./plugins/sdk
+// See docs/handlers.md for a walk-through. The SDK is tested through real
+// handler subprocesses by the runner's and the example handlers' tests:
+//
+//	CGO_ENABLED=0 go test -count=1 ./plugins/runner ./plugins/handlers
 package sdk
