@@ -6,6 +6,8 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+
+	"github.com/paddockvm/paddock/internal/config"
 )
 
 func init() { addCommand(90, newConfigCmd) }
@@ -38,6 +40,8 @@ func newConfigCmd(app *App) *cobra.Command {
 		},
 	}
 	show.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	// Every key's flag, so that its effect on the configuration can be seen.
+	config.AddFlags(show.Flags(), "*")
 	cmd.AddCommand(show)
 	return cmd
 }

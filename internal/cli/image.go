@@ -19,7 +19,7 @@ import (
 )
 
 func init() {
-	config.Register(config.Key{Name: "images.dir", Default: "", Usage: "image store directory (default: <data_dir>/images)", Flag: "images-dir"})
+	config.Register(config.Key{Name: "images.dir", Default: "", Usage: "image store directory (default: <data_dir>/images)", Flag: "images-dir", Cmds: []string{"image", "host", "dev"}})
 	addCommand(40, newImageCmd)
 }
 

@@ -67,11 +67,13 @@ See the effective values with 'paddock config show'.`,
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.SetErr(errOut)
 	root.PersistentFlags().StringVar(&cfgFile, "config", "", "configuration file (default: paddock.yaml in ./ or /etc/paddock/)")
-	config.AddFlags(root.PersistentFlags())
+	config.AddFlags(root.PersistentFlags(), "")
 	fs := append([]cmdFactory(nil), factories...)
 	sort.SliceStable(fs, func(i, j int) bool { return fs[i].order < fs[j].order })
 	for _, f := range fs {
-		root.AddCommand(f.new(app))
+		c := f.new(app)
+		config.AddFlags(c.PersistentFlags(), c.Name())
+		root.AddCommand(c)
 	}
 	return root
 }

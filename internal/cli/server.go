@@ -16,11 +16,14 @@ import (
 	"github.com/paddockvm/paddock/sched/store/sqlite"
 )
 
+// serverCmds get the server.* flags.
+var serverCmds = []string{"server", "dev"}
+
 func init() {
 	config.Register(
-		config.Key{Name: "server.listen", Default: "127.0.0.1:7070", Usage: "client API address of `paddock server` (gRPC and JSON over HTTP, /metrics)", Flag: "listen"},
-		config.Key{Name: "server.agent_listen", Default: "127.0.0.1:7071", Usage: "agent (cluster) port of `paddock server`", Flag: "agent-listen"},
-		config.Key{Name: "server.dev", Default: false, Usage: "dev mode: clients need no bearer token", Flag: "dev"},
+		config.Key{Name: "server.listen", Default: "127.0.0.1:7070", Usage: "client API address of the server (gRPC and JSON over HTTP, /metrics)", Flag: "listen", Cmds: serverCmds},
+		config.Key{Name: "server.agent_listen", Default: "127.0.0.1:7071", Usage: "agent (cluster) port of the server", Flag: "agent-listen", Cmds: serverCmds},
+		config.Key{Name: "server.dev", Default: false, Usage: "dev mode: clients need no bearer token", Flag: "dev", Cmds: serverCmds},
 		config.Key{Name: "server.token", Default: "", Usage: "bearer token clients must send (required unless server.dev)"},
 		config.Key{Name: "server.agent_token", Default: "", Usage: "bearer token agents must send (empty: none)"},
 		config.Key{Name: "server.heartbeat_interval", Default: time.Second, Usage: "how often agents heartbeat"},

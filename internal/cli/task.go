@@ -20,10 +20,13 @@ import (
 	"github.com/paddockvm/paddock/internal/config"
 )
 
+// clientCmds get the client.* flags.
+var clientCmds = []string{"task", "agent", "host", "vm", "bench"}
+
 func init() {
 	config.Register(
-		config.Key{Name: "client.server", Default: "http://127.0.0.1:7070", Usage: "URL of the Paddock server's client API", Flag: "server"},
-		config.Key{Name: "client.token", Default: "", Usage: "bearer token sent to the server (PADDOCK_CLIENT_TOKEN)", Flag: "token"},
+		config.Key{Name: "client.server", Default: "http://127.0.0.1:7070", Usage: "URL of the Paddock server's client API", Flag: "server", Cmds: clientCmds},
+		config.Key{Name: "client.token", Default: "", Usage: "bearer token sent to the server (PADDOCK_CLIENT_TOKEN)", Flag: "token", Cmds: clientCmds},
 	)
 	addCommand(20, newTaskCmd)
 }

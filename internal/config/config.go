@@ -40,7 +40,13 @@ type Key struct {
 	Usage string
 	// Flag is the name of the command-line flag bound to the key, or "" for none.
 	Flag string
+	// Cmds are the top-level commands (e.g. "server", "host") that get the flag; empty
+	// means every command (a global flag).
+	Cmds []string
 }
+
+// HypervisorCmds are the commands that talk to libvirt and so get the hypervisor flags.
+var HypervisorCmds = []string{"version", "host", "dev"}
 
 // Keys are all the configuration keys Paddock knows, in display order. Packages'
 // commands add theirs with Register before Load is called.
@@ -48,9 +54,9 @@ var keys = []Key{
 	{Name: "log.level", Default: "info", Usage: "log level: debug, info, warn or error", Flag: "log-level"},
 	{Name: "log.format", Default: "auto", Usage: "log format: auto (text on a terminal, JSON otherwise), text or json", Flag: "log-format"},
 	{Name: "data_dir", Default: "/var/lib/paddock", Usage: "directory for the server's database, images and host state", Flag: "data-dir"},
-	{Name: "hypervisor.uri", Default: "qemu:///system", Usage: "libvirt connection URI", Flag: "libvirt-uri"},
+	{Name: "hypervisor.uri", Default: "qemu:///system", Usage: "libvirt connection URI", Flag: "libvirt-uri", Cmds: HypervisorCmds},
 	{Name: "hypervisor.prefix", Default: "paddock-", Usage: "name prefix of the domains Paddock owns; no other domain is touched"},
-	{Name: "hypervisor.accel", Default: "auto", Usage: "guest acceleration: auto (kvm only where hardware virtualization works), kvm or tcg", Flag: "accel"},
+	{Name: "hypervisor.accel", Default: "auto", Usage: "guest acceleration: auto (kvm only where hardware virtualization works), kvm or tcg", Flag: "accel", Cmds: HypervisorCmds},
 }
 
 // Register adds keys. It panics on a duplicate name: keys are declared at init time.
@@ -68,10 +74,12 @@ func Register(ks ...Key) {
 // Keys returns the declared keys in display order.
 func Keys() []Key { return append([]Key(nil), keys...) }
 
-// AddFlags defines on fs a flag for every key that has one (those fs does not have yet).
-func AddFlags(fs *pflag.FlagSet) {
+// AddFlags defines on fs a flag for every key that has one and belongs to cmd (a
+// top-level command name; "" for the global flags, the keys without Cmds; "*" for
+// every key), unless fs already has it.
+func AddFlags(fs *pflag.FlagSet, cmd string) {
 	for _, k := range keys {
-		if k.Flag == "" || fs.Lookup(k.Flag) != nil {
+		if k.Flag == "" || fs.Lookup(k.Flag) != nil || !k.forCmd(cmd) {
 			continue
 		}
 		switch d := k.Default.(type) {
@@ -89,6 +97,21 @@ func AddFlags(fs *pflag.FlagSet) {
 			panic(fmt.Sprintf("config: key %s has unsupported default type %T", k.Name, k.Default))
 		}
 	}
+}
+
+func (k Key) forCmd(cmd string) bool {
+	if cmd == "*" {
+		return true
+	}
+	if cmd == "" {
+		return len(k.Cmds) == 0
+	}
+	for _, c := range k.Cmds {
+		if c == cmd {
+			return true
+		}
+	}
+	return false
 }
 
 // Config is a loaded configuration.

@@ -17,7 +17,8 @@ func TestSources(t *testing.T) {
 	}
 	t.Setenv("PADDOCK_HYPERVISOR_PREFIX", "envpd-")
 	fs := pflag.NewFlagSet("x", pflag.ContinueOnError)
-	AddFlags(fs)
+	AddFlags(fs, "")
+	AddFlags(fs, "version")
 	if err := fs.Parse([]string{"--log-level=warn"}); err != nil {
 		t.Fatal(err)
 	}
