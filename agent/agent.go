@@ -6,8 +6,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
+	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -33,11 +36,16 @@ const childEnv = "PADDOCK_AGENT_SUPERVISED"
 // Otherwise (a service in a full OS image, or the supervised child) it reads the
 // configuration and calls Run until SIGTERM or SIGINT; it never mounts anything.
 func Main(args []string) int {
-	fs := flag.NewFlagSet("paddock-agent", flag.ContinueOnError)
-	cfgPath := fs.String("config", ConfigPath, "agent configuration file (JSON, see agent.Config)")
-	manifestPath := fs.String("manifest", ManifestPath, "image manifest (as PID 1: the modules to load)")
-	version := fs.Bool("version", false, "print the version and exit")
-	if err := fs.Parse(args); err != nil {
+	fl := flag.NewFlagSet("paddock-agent", flag.ContinueOnError)
+	cfgPath := fl.String("config", ConfigPath, "agent configuration file (JSON, see agent.Config)")
+	manifestPath := fl.String("manifest", ManifestPath, "image manifest (as PID 1: the modules to load)")
+	version := fl.Bool("version", false, "print the version and exit")
+	server := fl.String("server", "", "dial the server's agent port at host:port over TCP (outside a micro-VM); overrides the config's server")
+	id := fl.String("id", "", "agent identity; overrides the config's id")
+	token := fl.String("token", "", "join token for the server; overrides the config's token")
+	var handlers handlerFlags
+	fl.Var(&handlers, "handler", "handler binary as name=path (repeatable); overrides the config's handlers; its sha256 is pinned at start")
+	if err := fl.Parse(args); err != nil {
 		return 2
 	}
 	if *version {
@@ -48,10 +56,26 @@ func Main(args []string) int {
 		initMain(*cfgPath, *manifestPath) // never returns
 	}
 	cfg, err := LoadConfig(*cfgPath)
+	if err != nil && errors.Is(err, fs.ErrNotExist) && !flagSet(fl, "config") {
+		cfg, err = DefaultConfig(), nil // outside an image: flags only
+	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "paddock-agent: %v\n", err)
 		return 1
 	}
+	if *server != "" {
+		cfg.Server = *server
+	}
+	if *id != "" {
+		cfg.ID = *id
+	}
+	if *token != "" {
+		cfg.Token = *token
+	}
+	if len(handlers) > 0 {
+		cfg.Handlers = handlers
+	}
+	cfg.manifest = *manifestPath
 	ctx, stop := signal.NotifyContext(context.Background(), unix.SIGTERM, unix.SIGINT)
 	defer stop()
 	if err := Run(ctx, cfg); err != nil {
@@ -106,40 +130,56 @@ func describe(st unix.WaitStatus) string {
 	return fmt.Sprintf("wait status %#x", uint32(st))
 }
 
-// Run is the agent proper. Today it finds the virtio-serial port cfg.Port, writes the
-// ready line (ReadyPrefix, the agent's version and the milliseconds since the kernel
-// started), runs the configured self-checks, and then waits for ctx to end.
-//
-// This is an intermediate step, said plainly: the session with the server (gRPC over
-// agent/transport: hello/resync, task assignments, handler runs, results) is not wired
-// in yet. It will replace the wait at the end of Run, using the port opened here.
+// Run is the agent proper. Inside a micro-VM (cfg.Server empty) it finds the
+// virtio-serial port cfg.Port, writes the ready line (ReadyPrefix, the agent's version
+// and the milliseconds since the kernel started), runs the configured self-checks, and
+// then runs its session with the server over that port (agent/transport frames it; the
+// host daemon relays it). With cfg.Server set it dials the server's agent port over TCP
+// instead. Either way the handlers run through plugins/runner, and Run returns when ctx
+// ends or the session fails for good.
 func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	wait, _ := cfg.portWait()
-	findCtx, cancel := context.WithTimeout(ctx, wait)
-	dev, err := pid1.FindPort(findCtx, "/sys", cfg.Port)
-	cancel()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	var port *os.File
+	if cfg.Server == "" {
+		wait, _ := cfg.portWait()
+		findCtx, cancel := context.WithTimeout(ctx, wait)
+		dev, err := pid1.FindPort(findCtx, "/sys", cfg.Port)
+		cancel()
+		if err != nil {
+			return err
+		}
+		if port, err = os.OpenFile(dev, os.O_RDWR, 0); err != nil {
+			return fmt.Errorf("opening virtio-serial port %s (%s): %w", cfg.Port, dev, err)
+		}
+		defer port.Close()
+		if err := WriteReady(port); err != nil {
+			return fmt.Errorf("writing the ready line on %s: %w", dev, err)
+		}
+		if sc := cfg.SelfCheck; sc != nil {
+			if err := runSelfCheck(port, *sc); err != nil {
+				return err
+			}
+		}
+	}
+	manifest := cfg.manifest
+	if manifest == "" {
+		manifest = ManifestPath
+	}
+	handlers, err := cfg.handlerSpecs(manifest, log)
 	if err != nil {
 		return err
 	}
-	port, err := os.OpenFile(dev, os.O_RDWR, 0)
-	if err != nil {
-		return fmt.Errorf("opening virtio-serial port %s (%s): %w", cfg.Port, dev, err)
+	if len(handlers) == 0 {
+		// Nothing to serve: an image built without handlers (the image tests boot such
+		// images to check PID 1 and the disks). Say so, and stay up for the host.
+		log.Warn("no handlers configured or in the image manifest: not starting a session")
+		<-ctx.Done()
+		return nil
 	}
-	defer port.Close()
-	if err := WriteReady(port); err != nil {
-		return fmt.Errorf("writing the ready line on %s: %w", dev, err)
-	}
-	if sc := cfg.SelfCheck; sc != nil {
-		if err := runSelfCheck(port, *sc); err != nil {
-			return err
-		}
-	}
-	// Seam: the server session goes here (see the doc comment).
-	<-ctx.Done()
-	return nil
+	return serve(ctx, cfg, port, handlers, log)
 }
 
 // WriteReady writes "PADDOCK-AGENT READY version=<v> boot_ms=<ms>\n" to w.
@@ -161,4 +201,25 @@ func (c Config) portWait() (time.Duration, error) {
 		return 0, errors.New("agent config field port_wait: " + fmt.Sprintf("%q", c.PortWait) + " is not a positive Go duration; use e.g. \"10s\"")
 	}
 	return d, nil
+}
+
+// handlerFlags collects --handler name=path flags.
+type handlerFlags []HandlerConfig
+
+func (h *handlerFlags) String() string { return fmt.Sprint(*h) }
+
+func (h *handlerFlags) Set(v string) error {
+	name, path, ok := strings.Cut(v, "=")
+	if !ok || name == "" || path == "" {
+		return fmt.Errorf("want name=path, e.g. checksum=/usr/lib/paddock/handlers/checksum")
+	}
+	*h = append(*h, HandlerConfig{Name: name, Path: path})
+	return nil
+}
+
+// flagSet reports whether the flag name was given on the command line.
+func flagSet(fl *flag.FlagSet, name string) bool {
+	set := false
+	fl.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }

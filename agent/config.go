@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"regexp"
 	"strings"
+	"time"
 )
 
 // Paths of the files an image puts into the initramfs for the agent.
@@ -40,8 +42,43 @@ type Config struct {
 	// ready and report each result on the port (SelfCheckPrefix lines). Used by the
 	// image integration tests and handy when bringing up a new host.
 	SelfCheck *SelfCheck `json:"self_check,omitempty"`
-	// Labels are free-form key/values reported to the server (later: in the hello).
+	// Labels are free-form key/values offered to task requirements.
 	Labels map[string]string `json:"labels,omitempty"`
+
+	// Server is the server's agent port ("host:port") for an agent that reaches the
+	// server over TCP (outside a micro-VM, or a guest with a network). Empty inside a
+	// micro-VM: the agent talks on the virtio-serial Port and the host relays.
+	Server string `json:"server,omitempty"`
+	// ID is the agent's identity. Default: the value of paddock.id= on the kernel
+	// command line (the host daemon sets it to the guest's name), else the host name.
+	// Inside a micro-VM the server checks it against the identity the host attests.
+	ID string `json:"id,omitempty"`
+	// Token is the join token sent to the server (TCP agents outside dev mode).
+	Token string `json:"token,omitempty"`
+	// Handlers are the handler binaries to run, each with its sha256. Default: the
+	// handlers listed in the image manifest.
+	Handlers []HandlerConfig `json:"handlers,omitempty"`
+	// Slots caps concurrent tasks per task type; DefaultSlots applies to the other
+	// types that the handler gives no concurrency for (default 4).
+	Slots        map[string]int `json:"slots,omitempty"`
+	DefaultSlots int            `json:"default_slots,omitempty"`
+	// MaxOutputBytes is the largest result a handler may return (default 64 MiB).
+	MaxOutputBytes int64 `json:"max_output_bytes,omitempty"`
+	// KillGrace is how long a cancelled call may run on before its handler process is
+	// killed and restarted, as a Go duration (default "5s").
+	KillGrace string `json:"kill_grace,omitempty"`
+
+	// manifest is the image manifest path (--manifest; default ManifestPath).
+	manifest string
+}
+
+// HandlerConfig is one handler binary. SHA256 is checked before the binary starts; an
+// agent outside an image may leave it empty, and the agent then pins the checksum it
+// reads at start (and logs it).
+type HandlerConfig struct {
+	Name   string `json:"name"`
+	Path   string `json:"path"`
+	SHA256 string `json:"sha256,omitempty"`
 }
 
 // SelfCheck lists boot-time checks.
@@ -55,8 +92,10 @@ type SelfCheck struct {
 }
 
 var (
-	portRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
-	diskRE = regexp.MustCompile(`^/dev/[a-z][a-z0-9]*$`)
+	portRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+	diskRE   = regexp.MustCompile(`^/dev/[a-z][a-z0-9]*$`)
+	idRE     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
+	sha256RE = regexp.MustCompile(`^[0-9a-f]{64}$`)
 )
 
 // DefaultConfig returns the configuration used when agent.json is absent.
@@ -96,6 +135,42 @@ func (c Config) Validate() error {
 	}
 	if _, err := c.portWait(); err != nil {
 		return err
+	}
+	if c.Server != "" {
+		if _, _, err := net.SplitHostPort(c.Server); err != nil {
+			return fmt.Errorf("agent config field server: %q is not host:port; use e.g. \"10.0.0.5:7071\"", c.Server)
+		}
+	}
+	if c.ID != "" && !idRE.MatchString(c.ID) {
+		return fmt.Errorf("agent config field id: %q: use 1-128 letters, digits, '.', '_', '-' or ':'", c.ID)
+	}
+	seen := map[string]bool{}
+	for i, h := range c.Handlers {
+		switch {
+		case h.Name == "" || h.Path == "":
+			return fmt.Errorf("agent config field handlers[%d]: name and path are required", i)
+		case seen[h.Name]:
+			return fmt.Errorf("agent config field handlers[%d].name: %q is listed twice", i, h.Name)
+		case h.SHA256 != "" && !sha256RE.MatchString(h.SHA256):
+			return fmt.Errorf("agent config field handlers[%d].sha256: want 64 lower-case hex digits", i)
+		}
+		seen[h.Name] = true
+	}
+	for typ, n := range c.Slots {
+		if n < 1 {
+			return fmt.Errorf("agent config field slots[%q]: %d; want at least 1", typ, n)
+		}
+	}
+	if c.DefaultSlots < 0 {
+		return fmt.Errorf("agent config field default_slots: %d; want 0 (default 4) or more", c.DefaultSlots)
+	}
+	if c.MaxOutputBytes < 0 {
+		return fmt.Errorf("agent config field max_output_bytes: %d; want 0 (default 64 MiB) or more", c.MaxOutputBytes)
+	}
+	if c.KillGrace != "" {
+		if d, err := time.ParseDuration(c.KillGrace); err != nil || d <= 0 {
+			return fmt.Errorf("agent config field kill_grace: %q is not a positive Go duration; use e.g. \"5s\"", c.KillGrace)
+		}
 	}
 	if sc := c.SelfCheck; sc != nil {
 		for i, d := range sc.Disks {

@@ -1,0 +1,152 @@
+package agent
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/paddockvm/paddock/agent/session"
+	"github.com/paddockvm/paddock/agent/transport"
+	"github.com/paddockvm/paddock/internal/buildinfo"
+	"github.com/paddockvm/paddock/plugins/runner"
+)
+
+// CmdlineIDKey is the kernel command-line key whose value is the agent's identity
+// inside a micro-VM (the host daemon sets paddock.id=<guest name>).
+const CmdlineIDKey = "paddock.id"
+
+// serve runs the handlers and the session with the server until ctx ends. port is the
+// open virtio-serial port inside a micro-VM, or nil to dial cfg.Server over TCP.
+func serve(ctx context.Context, cfg Config, port *os.File, handlers []runner.HandlerSpec, log *slog.Logger) error {
+	rcfg := runner.DefaultConfig()
+	rcfg.Handlers = handlers
+	rcfg.Logger = log
+	if cfg.MaxOutputBytes > 0 {
+		rcfg.MaxOutputBytes = cfg.MaxOutputBytes
+	}
+	if cfg.KillGrace != "" {
+		rcfg.KillGrace, _ = time.ParseDuration(cfg.KillGrace) // checked by Validate
+	}
+	r, err := runner.New(ctx, rcfg)
+	if err != nil {
+		return fmt.Errorf("starting handlers: %w", err)
+	}
+	defer r.Close()
+
+	id := cfg.agentID()
+	var dial func(context.Context) (net.Conn, error)
+	if port != nil {
+		g := transport.NewGuest(port, transport.Options{Name: id, EOFIsTransient: true, Logger: log})
+		defer g.Close()
+		dial = g.Dial
+	} else {
+		dial = session.TCPDialer(cfg.Server)
+	}
+	host, _ := os.Hostname()
+	s, err := session.New(session.Config{
+		AgentID:      id,
+		Host:         host,
+		Version:      buildinfo.String(),
+		Dial:         dial,
+		Token:        cfg.Token,
+		Slots:        cfg.Slots,
+		DefaultSlots: cfg.DefaultSlots,
+		Capacity:     session.Capacity{CPUMillis: int64(runtime.NumCPU()) * 1000, MemoryBytes: memTotal(), Labels: cfg.Labels},
+		Logger:       log,
+	}, session.RunnerExecutor(r))
+	if err != nil {
+		return fmt.Errorf("starting the session: %w", err)
+	}
+	var types []string
+	for _, t := range r.Types() {
+		types = append(types, t.Name)
+	}
+	where := "virtio-serial port " + cfg.Port
+	if port == nil {
+		where = "server " + cfg.Server
+	}
+	log.Info("agent serving", "id", id, "via", where, "types", strings.Join(types, ","))
+	return s.Run(ctx)
+}
+
+// agentID is cfg.ID, else paddock.id= from the kernel command line, else the host name.
+func (c Config) agentID() string {
+	if c.ID != "" {
+		return c.ID
+	}
+	if b, err := os.ReadFile("/proc/cmdline"); err == nil {
+		if id := CmdlineValue(string(b), CmdlineIDKey); id != "" {
+			return id
+		}
+	}
+	if h, err := os.Hostname(); err == nil && h != "" {
+		return h
+	}
+	return "agent"
+}
+
+// CmdlineValue returns the value of key=value in a kernel command line, or "".
+func CmdlineValue(cmdline, key string) string {
+	for _, f := range strings.Fields(cmdline) {
+		if k, v, ok := strings.Cut(f, "="); ok && k == key {
+			return v
+		}
+	}
+	return ""
+}
+
+// handlerSpecs returns the handlers to run: cfg.Handlers, or else those in the image
+// manifest at manifestPath (when it exists). A configured handler without a sha256 has
+// its checksum read now and pinned for the agent's life.
+func (c Config) handlerSpecs(manifestPath string, log *slog.Logger) ([]runner.HandlerSpec, error) {
+	var out []runner.HandlerSpec
+	if len(c.Handlers) > 0 {
+		for i, h := range c.Handlers {
+			sum := h.SHA256
+			if sum == "" {
+				var err error
+				if sum, err = runner.SHA256File(h.Path); err != nil {
+					return nil, fmt.Errorf("agent config field handlers[%d] (%s): %w", i, h.Name, err)
+				}
+				log.Info("handler checksum pinned at start (none configured)", "handler", h.Name, "path", h.Path, "sha256", sum)
+			}
+			out = append(out, runner.HandlerSpec{Name: h.Name, Path: h.Path, SHA256: sum})
+		}
+		return out, nil
+	}
+	if _, err := os.Stat(manifestPath); err != nil {
+		return nil, nil
+	}
+	m, err := LoadManifest(manifestPath)
+	if err != nil {
+		return nil, err
+	}
+	for _, h := range m.Handlers {
+		out = append(out, runner.HandlerSpec{Name: h.Name, Path: h.Path, SHA256: h.SHA256})
+	}
+	return out, nil
+}
+
+// memTotal reads MemTotal from /proc/meminfo, in bytes (0 when unknown).
+func memTotal() int64 {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "MemTotal:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return kb * 1024
+		}
+	}
+	return 0
+}
