@@ -28,6 +28,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/paddockvm/paddock/agent/session"
 	agentv1 "github.com/paddockvm/paddock/api/agent/v1"
 	paddockv1 "github.com/paddockvm/paddock/api/paddock/v1"
 	"github.com/paddockvm/paddock/api/paddock/v1/paddockv1connect"
@@ -197,7 +198,8 @@ type rawSession struct {
 
 func openRaw(t testing.TB, addr, agentID string) *rawSession {
 	t.Helper()
-	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return session.TCPDialer(addr)(ctx) }))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/net/http2/h2c"
 	"google.golang.org/grpc"
 
+	"github.com/paddockvm/paddock/agent/transport"
 	agentv1 "github.com/paddockvm/paddock/api/agent/v1"
 	"github.com/paddockvm/paddock/sched/store"
 )
@@ -57,9 +58,14 @@ func (s *Server) Store() store.Store { return s.st }
 
 // Run serves the agent port on agentLis and the client port on clientLis until ctx is
 // done, runs the dispatcher and the lease sweeper, and then stops everything.
+//
+// The agent port speaks agent/transport (framed sessions with hello/resync, the same
+// protocol as a guest's virtio-serial port) with gRPC inside each session: agents dial
+// it with transport.DialTCP (session.TCPDialer).
 func (s *Server) Run(ctx context.Context, agentLis, clientLis net.Listener) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	agentLis = transport.Listen(agentLis, transport.Options{Name: "paddock-server", Logger: s.log})
 	gs := s.NewAgentServer()
 	hs := &http.Server{Handler: h2c.NewHandler(s.Handler(), &http2.Server{}), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 2)

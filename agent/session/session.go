@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/paddockvm/paddock/agent/transport"
 	agentv1 "github.com/paddockvm/paddock/api/agent/v1"
 )
 
@@ -93,11 +94,12 @@ type Config struct {
 	OnReport func(r *agentv1.Report, ack *agentv1.ReportAck)
 }
 
-// TCPDialer returns a Config.Dial that dials addr over TCP.
+// TCPDialer returns a Config.Dial that dials the server's agent port at addr over TCP
+// and starts an agent/transport session on it (the port speaks agent/transport, as a
+// guest's virtio-serial port does).
 func TCPDialer(addr string) func(ctx context.Context) (net.Conn, error) {
 	return func(ctx context.Context) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "tcp", addr)
+		return transport.DialTCP(ctx, addr, transport.Options{})
 	}
 }
 
