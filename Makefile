@@ -6,6 +6,8 @@ LDFLAGS := -X github.com/paddockvm/paddock/internal/buildinfo.Version=$(VERSION)
 # Packages that must build without cgo (libvirt stays inside hypervisor and cmd/paddock).
 NOCGO_PKGS := ./sched/... ./agent/... ./plugins/...
 TEST_TIMEOUT ?= 80m
+# Example handlers built into bin/handlers/ (static: they run inside guests).
+HANDLERS := checksum logscan score compress testhandler
 
 .PHONY: all setup build test demo lint proto clean
 
@@ -18,6 +20,8 @@ build:
 	mkdir -p $(BIN)
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/paddock ./cmd/paddock
 	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/paddock-agent ./cmd/paddock-agent
+	mkdir -p $(BIN)/handlers
+	for h in $(HANDLERS); do CGO_ENABLED=0 $(GO) build -o $(BIN)/handlers/$$h ./plugins/handlers/$$h || exit 1; done
 	CGO_ENABLED=0 $(GO) build $(NOCGO_PKGS)
 
 test: setup
@@ -45,7 +49,7 @@ proto:
 	PATH="$$PATH:$$($(GO) env GOPATH)/bin" protoc -I . \
 		--go_out=. --go_opt=paths=source_relative \
 		--go-grpc_out=. --go-grpc_opt=paths=source_relative \
-		$$(find plugins api/agent -name '*.proto' | sort)
+		$$(find plugins api/agent api/host -name '*.proto' | sort)
 	# connect-go (gRPC, gRPC-Web and JSON over HTTP) for the client API.
 	PATH="$$PATH:$$($(GO) env GOPATH)/bin" protoc -I . \
 		--go_out=. --go_opt=paths=source_relative \

@@ -1,0 +1,60 @@
+package cli
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"testing"
+)
+
+// TestBench runs a small `paddock bench` with real agent processes and the real
+// testhandler, and checks that every measure is reported with a positive value.
+func TestBench(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: builds binaries and runs real agents")
+	}
+	dir := t.TempDir()
+	agent := filepath.Join(dir, "paddock-agent")
+	handler := filepath.Join(dir, "testhandler")
+	for out, pkg := range map[string]string{agent: "../../cmd/paddock-agent", handler: "../../plugins/handlers/testhandler"} {
+		cmd := exec.Command("go", "build", "-o", out, pkg)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("building %s: %v\n%s", pkg, err, b)
+		}
+	}
+	out, errOut, code := run(t, "bench", "--tasks", "200", "--idle", "10", "--agent", agent, "--handler", handler)
+	if code != 0 {
+		t.Fatalf("bench: exit %d\n%s\n%s", code, out, errOut)
+	}
+	for _, measure := range []string{
+		`raw plugin calls/s, 16 in flight\s+(\d+)`,
+		`durable tasks/s\s+(\d+)`,
+		`submit→handler start p99, loaded\s+([\d.]+)ms`,
+		`submit→handler start p50, one at a time\s+([\d.]+)ms`,
+	} {
+		m := regexp.MustCompile(measure).FindStringSubmatch(out)
+		if m == nil {
+			t.Errorf("bench output lacks %q:\n%s", measure, out)
+			continue
+		}
+		if v, _ := strconv.ParseFloat(m[1], 64); v <= 0 && measure[0] != 's' {
+			t.Errorf("%q = %s, want > 0", measure, m[1])
+		}
+	}
+}
+
+func TestBenchBadFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"bench", "--tasks", "0"},
+		{"bench", "--agents", "0"},
+		{"bench", "--agent", "/nonexistent/paddock-agent", "--handler", "/bin/true"},
+	} {
+		_, errOut, code := run(t, args...)
+		if code == 0 || !regexp.MustCompile(`--(tasks|agents|agent)`).MatchString(errOut) {
+			t.Errorf("%v: exit %d, stderr %q; want an error naming the flag", args, code, errOut)
+		}
+	}
+}
