@@ -14,6 +14,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	agentv1 "github.com/paddockvm/paddock/api/agent/v1"
@@ -97,13 +98,30 @@ func (as *agentService) Session(stream agentv1.AgentService_SessionServer) error
 	if err := validateRegister(reg); err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
+	var att *GuestAddr
+	if p, ok := peer.FromContext(stream.Context()); ok {
+		if ga, ok := p.Addr.(GuestAddr); ok {
+			att = &ga
+		}
+	}
+	if att != nil && reg.GetAgentId() != att.Guest {
+		s.metrics.refused.WithLabelValues("identity").Inc()
+		s.log.Warn("agent refused: it claims another identity than its host attests", "claimed", reg.GetAgentId(), "guest", att.Guest, "host", att.Host, "pool", att.Pool)
+		return status.Errorf(codes.PermissionDenied, "register: agent_id %q is not this guest: host %s attests the session comes from guest %q (pool %s); a guest's agent must register under its guest name (paddock.id on the kernel command line)",
+			reg.GetAgentId(), att.Host, att.Guest, att.Pool)
+	}
 	ctx, cancel := context.WithCancelCause(stream.Context())
 	defer cancel(nil)
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	se := &session{id: hex.EncodeToString(b[:]), out: make(chan *agentv1.ServerMessage, 8192), ctx: ctx, cancel: cancel}
 	log := s.log.With("agent", reg.GetAgentId(), "session", se.id)
-	a := s.register(reg, se)
+	a, err := s.register(reg, se, att)
+	if err != nil {
+		s.metrics.refused.WithLabelValues("identity").Inc()
+		log.Warn("agent refused", "err", err)
+		return status.Error(codes.PermissionDenied, err.Error())
+	}
 	log.Info("agent registered", "host", reg.GetHost(), "types", len(reg.GetTypes()), "running", len(reg.GetRunning()))
 	defer s.lose(a, se, log)
 
@@ -182,12 +200,21 @@ func validateRegister(r *agentv1.Register) error {
 	return nil
 }
 
-// register records a's new session, replacing an older one.
-func (s *Server) register(r *agentv1.Register, se *session) *agent {
+// register records a's new session, replacing an older one. att is the identity its
+// host attests for a relayed session (nil on the agent port). The id of a guest relayed
+// by a host can only be taken by sessions that host relays for that guest; nothing of
+// such an agent changes when another session claims its id.
+func (s *Server) register(r *agentv1.Register, se *session, att *GuestAddr) (*agent, error) {
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	a := s.agents[r.GetAgentId()]
+	if a != nil && a.hostID != "" && (att == nil || att.Host != a.hostID) {
+		return nil, fmt.Errorf("register: agent_id %q belongs to a guest of host %s; only that host's relay may register it", r.GetAgentId(), a.hostID)
+	}
+	if a != nil && a.gone {
+		return nil, fmt.Errorf("register: guest %q is gone (its host reported it); it cannot register again", r.GetAgentId())
+	}
 	if a == nil {
 		a = &agent{id: r.GetAgentId(), running: map[string]*assignment{}, types: map[string]*typeSlot{}}
 		s.agents[a.id] = a
@@ -196,11 +223,15 @@ func (s *Server) register(r *agentv1.Register, se *session) *agent {
 		a.sess.close(errors.New("replaced by a new session of the same agent"))
 	}
 	a.host, a.version, a.state, a.sess = r.GetHost(), r.GetAgentVersion(), agentConnected, se
+	if att != nil {
+		a.host, a.hostID, a.pool = att.Host, att.Host, att.Pool
+		a.maxTasks = s.maxTasksFor(att.Host, att.Pool)
+	}
 	a.connectedAt, a.lastHeartbeat, a.load = now, now, r.GetLoad()
 	c := r.GetCapacity()
 	a.capacity = store.Requirements{CPUMillis: c.GetCpuMillis(), MemoryBytes: c.GetMemoryBytes(), Labels: c.GetLabels()}
 	s.setTypes(a, r.GetTypes())
-	return a
+	return a, nil
 }
 
 // setTypes updates a's types and slots, keeping the running counts. Caller holds s.mu.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	agentv1 "github.com/paddockvm/paddock/api/agent/v1"
+	hostv1 "github.com/paddockvm/paddock/api/host/v1"
 	"github.com/paddockvm/paddock/sched/store"
 )
 
@@ -79,6 +80,7 @@ func (s *Server) dispatchOnce(ctx context.Context) (int, error) {
 				continue
 			}
 			a.reserve(t.ID, t.Type)
+			a.assigned++
 			grants = append(grants, store.Grant{TaskID: t.ID, AgentID: a.id, ExpiresAt: now.Add(s.cfg.LeaseTTL)})
 			by[t.ID] = grantFor{a, t.Type}
 			readyAt[t.ID] = t.CreatedAt
@@ -95,6 +97,7 @@ func (s *Server) dispatchOnce(ctx context.Context) (int, error) {
 			s.mu.Lock()
 			for id, g := range by {
 				g.agent.release(id, 0)
+				g.agent.assigned--
 			}
 			s.mu.Unlock()
 			return total, fmt.Errorf("leasing %d tasks of type %s: %w", len(grants), typ, err)
@@ -115,6 +118,7 @@ func (s *Server) dispatchOnce(ctx context.Context) (int, error) {
 				continue
 			}
 			as.leaseID = t.LeaseID
+			s.guestTaskEvent(g.agent, t.ID, hostv1.TaskEvent_KIND_STARTED)
 			var deadline int64
 			if t.Timeout > 0 {
 				as.deadline = now.Add(t.Timeout)
@@ -130,6 +134,7 @@ func (s *Server) dispatchOnce(ctx context.Context) (int, error) {
 		for id, g := range by {
 			if !got[id] {
 				g.agent.release(id, 0)
+				g.agent.assigned--
 			}
 		}
 		s.mu.Unlock()
@@ -207,7 +212,9 @@ func (s *Server) expire(ctx context.Context, t store.Task, now time.Time) {
 	s.mu.Lock()
 	var sess *session
 	if a := s.agents[t.AgentID]; a != nil {
-		a.release(t.ID, t.LeaseID)
+		if a.release(t.ID, t.LeaseID) {
+			s.guestTaskEvent(a, t.ID, hostv1.TaskEvent_KIND_FINISHED)
+		}
 		sess = a.sess
 	}
 	s.mu.Unlock()

@@ -16,6 +16,8 @@ type metrics struct {
 	leaseExpiries   prometheus.Counter
 	reports         *prometheus.CounterVec
 	submits         *prometheus.CounterVec
+	guestRequeues   prometheus.Counter
+	refused         *prometheus.CounterVec
 }
 
 func newMetrics(s *Server) *metrics {
@@ -41,7 +43,13 @@ func newMetrics(s *Server) *metrics {
 			Namespace: "paddock", Name: "submits_total", Help: "Task submissions by result (created, existing).",
 		}, []string{"result"}),
 	}
-	m.reg.MustRegister(m.dispatchLatency, m.taskDuration, m.leaseExpiries, m.reports, m.submits,
+	m.guestRequeues = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "paddock", Name: "guest_gone_requeues_total", Help: "Tasks requeued at once because their guest's host reported the guest gone.",
+	})
+	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "paddock", Name: "agent_sessions_refused_total", Help: "Agent sessions refused, by reason (identity: the agent claimed an id other than its host-attested guest).",
+	}, []string{"reason"})
+	m.reg.MustRegister(m.dispatchLatency, m.taskDuration, m.leaseExpiries, m.reports, m.submits, m.guestRequeues, m.refused,
 		&stateCollector{s: s},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	agentv1 "github.com/paddockvm/paddock/api/agent/v1"
+	hostv1 "github.com/paddockvm/paddock/api/host/v1"
 	"github.com/paddockvm/paddock/sched/store"
 )
 
@@ -27,6 +28,13 @@ type agent struct {
 	lostAt            time.Time
 	sess              *session               // nil once lost
 	running           map[string]*assignment // by task id: assigned and not yet reported
+
+	// A guest's agent, relayed by its host: hostID and pool as the host attested them
+	// (empty for agents on the agent port). maxTasks > 0 stops assignments once
+	// assigned reaches it (the pool's max_tasks_per_vm); gone: its host reported it gone.
+	hostID, pool       string
+	maxTasks, assigned int
+	gone               bool
 }
 
 type typeSlot struct {
@@ -47,7 +55,7 @@ func (a *agent) pending() int { return len(a.running) }
 
 // serves reports whether the agent can take a task now.
 func (a *agent) fits(t *store.Task) bool {
-	if a.state != agentConnected {
+	if a.state != agentConnected || a.gone || (a.maxTasks > 0 && a.assigned >= a.maxTasks) {
 		return false
 	}
 	ts := a.types[t.Type]
@@ -134,8 +142,8 @@ func (a *agent) release(taskID string, leaseID uint64) bool {
 func (s *Server) releaseLease(agentID, taskID string, leaseID uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if a := s.agents[agentID]; a != nil {
-		a.release(taskID, leaseID)
+	if a := s.agents[agentID]; a != nil && a.release(taskID, leaseID) {
+		s.guestTaskEvent(a, taskID, hostv1.TaskEvent_KIND_FINISHED)
 	}
 }
 

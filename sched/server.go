@@ -2,6 +2,7 @@ package sched
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -35,6 +36,10 @@ type Server struct {
 	mu      sync.Mutex
 	agents  map[string]*agent
 	waiters map[string][]chan struct{}
+	hosts   map[string]*hostRec
+	backlog map[string]int64 // queued tasks by type, as last sent to hosts
+
+	relayLis *chanListener // agent sessions relayed by hosts (Relay streams)
 }
 
 // New returns a server over st. It does not take ownership of st.
@@ -48,6 +53,9 @@ func New(cfg Config, st store.Store) (*Server, error) {
 		kick:    make(chan struct{}, 1),
 		agents:  map[string]*agent{},
 		waiters: map[string][]chan struct{}{},
+		hosts:   map[string]*hostRec{},
+
+		relayLis: newChanListener(),
 	}
 	s.metrics = newMetrics(s)
 	return s, nil
@@ -63,19 +71,63 @@ func (s *Server) Store() store.Store { return s.st }
 // protocol as a guest's virtio-serial port) with gRPC inside each session: agents dial
 // it with transport.DialTCP (session.TCPDialer).
 func (s *Server) Run(ctx context.Context, agentLis, clientLis net.Listener) error {
+	return s.RunWith(ctx, Listeners{Agent: agentLis, Client: clientLis})
+}
+
+// Listeners are the ports a server serves.
+type Listeners struct {
+	// Agent is the agent port (agent/transport sessions carrying api/agent/v1).
+	Agent net.Listener
+	// Client is the client port (api/paddock/v1, /metrics, /healthz).
+	Client net.Listener
+	// Cluster, when set, is the cluster port host daemons connect to (api/host/v1 over
+	// mutual TLS with ClusterTLS, which is then required).
+	Cluster    net.Listener
+	ClusterTLS *tls.Config
+}
+
+// RunWith is Run with the cluster port too: it serves every listener given until ctx
+// is done. Agent sessions relayed by hosts on the cluster port are served by the same
+// agent service as the agent port, with the host-attested guest identity.
+func (s *Server) RunWith(ctx context.Context, l Listeners) error {
+	if l.Cluster != nil && l.ClusterTLS == nil {
+		return errors.New("server: a cluster listener needs its TLS config (mutual TLS is required on the cluster port)")
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	agentLis = transport.Listen(agentLis, transport.Options{Name: "paddock-server", Logger: s.log})
+	agentLis := transport.Listen(l.Agent, transport.Options{Name: "paddock-server", Logger: s.log})
+	clientLis := l.Client
 	gs := s.NewAgentServer()
 	hs := &http.Server{Handler: h2c.NewHandler(s.Handler(), &http2.Server{}), ReadHeaderTimeout: 10 * time.Second}
-	errc := make(chan error, 2)
+	errc := make(chan error, 4)
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(5)
 	go func() {
 		defer wg.Done()
 		if err := gs.Serve(agentLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			errc <- fmt.Errorf("serving agents on %s: %w", agentLis.Addr(), err)
 		}
+	}()
+	go func() {
+		defer wg.Done()
+		if err := gs.Serve(s.relayLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) && !errors.Is(err, net.ErrClosed) {
+			errc <- fmt.Errorf("serving relayed agents: %w", err)
+		}
+	}()
+	var cs *grpc.Server
+	if l.Cluster != nil {
+		cs = s.NewClusterServer(l.ClusterTLS)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := cs.Serve(l.Cluster); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+				errc <- fmt.Errorf("serving hosts on %s: %w", l.Cluster.Addr(), err)
+			}
+		}()
+	}
+	go func() {
+		defer wg.Done()
+		s.backlogLoop(ctx)
 	}()
 	go func() {
 		defer wg.Done()
@@ -87,7 +139,11 @@ func (s *Server) Run(ctx context.Context, agentLis, clientLis net.Listener) erro
 		defer wg.Done()
 		s.Loop(ctx)
 	}()
-	s.log.Info("server started", "agents", agentLis.Addr().String(), "clients", clientLis.Addr().String(), "store", s.st.Describe(), "dev", s.cfg.Dev)
+	cluster := ""
+	if l.Cluster != nil {
+		cluster = l.Cluster.Addr().String()
+	}
+	s.log.Info("server started", "agents", agentLis.Addr().String(), "clients", clientLis.Addr().String(), "cluster", cluster, "store", s.st.Describe(), "dev", s.cfg.Dev)
 	var err error
 	select {
 	case <-ctx.Done():
@@ -97,6 +153,10 @@ func (s *Server) Run(ctx context.Context, agentLis, clientLis net.Listener) erro
 	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer scancel()
 	_ = hs.Shutdown(sctx)
+	if cs != nil {
+		cs.Stop()
+	}
+	s.relayLis.Close()
 	s.closeSessions()
 	stopped := make(chan struct{})
 	go func() { gs.GracefulStop(); close(stopped) }()

@@ -38,6 +38,7 @@ type Manager struct {
 	load      Load
 	connector Connector
 	relay     Relay
+	onGone    func(GuestRef, string)
 	met       *metrics
 	reg       prometheus.Registerer
 
@@ -73,6 +74,12 @@ func WithConnector(c Connector) Option { return func(m *Manager) { m.connector =
 
 // WithRelay sets what carries a ready guest's stream (default DrainRelay).
 func WithRelay(r Relay) Option { return func(m *Manager) { m.relay = r } }
+
+// WithGuestGone sets a function called once for every created guest after the pool has
+// destroyed it (crashed, lost, recycled, scaled down, failed, or the daemon stopping),
+// with the reason; the host daemon tells the server, which requeues the guest's tasks.
+// It runs on the guest's teardown goroutine and must not block for long.
+func WithGuestGone(f func(g GuestRef, reason string)) Option { return func(m *Manager) { m.onGone = f } }
 
 // WithRegisterer registers the Manager's metrics with reg.
 func WithRegisterer(reg prometheus.Registerer) Option { return func(m *Manager) { m.reg = reg } }

@@ -396,7 +396,7 @@ func (p *pool) create(ctx context.Context, g *guest, img images.Image) error {
 	}
 	spec := hypervisor.DomainSpec{
 		Name: g.ref.Name, VCPUs: p.cfg.VCPUs, MemoryMiB: p.cfg.MemoryMiB,
-		Kernel: img.Kernel(), Initrd: img.Initrd(), Cmdline: p.cfg.Cmdline,
+		Kernel: img.Kernel(), Initrd: img.Initrd(), Cmdline: GuestCmdline(p.cfg.Cmdline, g.ref.Name),
 		Channels:   []hypervisor.Channel{{Name: agent.DefaultPort, SocketPath: g.ref.Socket}},
 		ConsoleLog: filepath.Join(g.dir, "console.log"),
 		Labels:     map[string]string{LabelPool: p.cfg.Name, LabelHost: p.m.cfg.HostID},
@@ -502,6 +502,9 @@ func (p *pool) stopGuest(g *guest, reason string) {
 		defer cancel()
 		if err := p.m.hv.Destroy(ctx, g.ref.Name); err != nil && !errors.Is(err, hypervisor.ErrNotFound) {
 			p.log.Error("destroying guest", "guest", g.ref.Name, "err", err)
+		}
+		if f := p.m.onGone; f != nil && g.created {
+			f(g.ref, reason)
 		}
 		p.mu.Lock()
 		s := g.scratch
@@ -675,4 +678,11 @@ func (p *pool) status() PoolStatus {
 		st.Guests[g.state]++
 	}
 	return st
+}
+
+// GuestCmdline is the kernel command line of guest name: the pool's, then
+// paddock.id=<name>, which the agent registers under (agent.CmdlineIDKey). The server
+// checks that id against the name the host attests for the guest's relayed session.
+func GuestCmdline(base, name string) string {
+	return strings.TrimSpace(base + " " + agent.CmdlineIDKey + "=" + name)
 }

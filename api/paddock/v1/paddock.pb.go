@@ -1701,6 +1701,567 @@ func (x *ListAgentsResponse) GetAgents() []*Agent {
 	return nil
 }
 
+// ListHostsRequest is empty.
+type ListHostsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListHostsRequest) Reset() {
+	*x = ListHostsRequest{}
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListHostsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListHostsRequest) ProtoMessage() {}
+
+func (x *ListHostsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListHostsRequest.ProtoReflect.Descriptor instead.
+func (*ListHostsRequest) Descriptor() ([]byte, []int) {
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{22}
+}
+
+// HostPool is one pool of a host.
+type HostPool struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the pool's name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// state is "starting", "running", "error" or "stopped".
+	State string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	// error says why a pool does not run.
+	Error string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	// task_types are the types its guests serve.
+	TaskTypes []string `protobuf:"bytes,4,rep,name=task_types,json=taskTypes,proto3" json:"task_types,omitempty"`
+	// min_idle and max bound its guests.
+	MinIdle uint32 `protobuf:"varint,5,opt,name=min_idle,json=minIdle,proto3" json:"min_idle,omitempty"`
+	Max     uint32 `protobuf:"varint,6,opt,name=max,proto3" json:"max,omitempty"`
+	// blocked lists why it does not scale up now (cpu, memory, nic, ...).
+	Blocked       []string `protobuf:"bytes,7,rep,name=blocked,proto3" json:"blocked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HostPool) Reset() {
+	*x = HostPool{}
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HostPool) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HostPool) ProtoMessage() {}
+
+func (x *HostPool) ProtoReflect() protoreflect.Message {
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HostPool.ProtoReflect.Descriptor instead.
+func (*HostPool) Descriptor() ([]byte, []int) {
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *HostPool) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *HostPool) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *HostPool) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *HostPool) GetTaskTypes() []string {
+	if x != nil {
+		return x.TaskTypes
+	}
+	return nil
+}
+
+func (x *HostPool) GetMinIdle() uint32 {
+	if x != nil {
+		return x.MinIdle
+	}
+	return 0
+}
+
+func (x *HostPool) GetMax() uint32 {
+	if x != nil {
+		return x.Max
+	}
+	return 0
+}
+
+func (x *HostPool) GetBlocked() []string {
+	if x != nil {
+		return x.Blocked
+	}
+	return nil
+}
+
+// Host is one host daemon as the server sees it.
+type Host struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is the host id (its certificate's Common Name).
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// state is "connected" or "lost".
+	State string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	// version is the host daemon's Paddock version.
+	Version string `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	// accel is "kvm" or "tcg".
+	Accel string `protobuf:"bytes,4,opt,name=accel,proto3" json:"accel,omitempty"`
+	// cpus and memory_bytes are its hardware.
+	Cpus        uint32 `protobuf:"varint,5,opt,name=cpus,proto3" json:"cpus,omitempty"`
+	MemoryBytes uint64 `protobuf:"varint,6,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
+	// cpu_percent, mem_available_bytes and nic_bytes_per_sec (received plus sent) are
+	// from its latest load sample.
+	CpuPercent        float64 `protobuf:"fixed64,7,opt,name=cpu_percent,json=cpuPercent,proto3" json:"cpu_percent,omitempty"`
+	MemAvailableBytes uint64  `protobuf:"varint,8,opt,name=mem_available_bytes,json=memAvailableBytes,proto3" json:"mem_available_bytes,omitempty"`
+	NicBytesPerSec    float64 `protobuf:"fixed64,9,opt,name=nic_bytes_per_sec,json=nicBytesPerSec,proto3" json:"nic_bytes_per_sec,omitempty"`
+	// guests counts its guests.
+	Guests int32 `protobuf:"varint,10,opt,name=guests,proto3" json:"guests,omitempty"`
+	// pools are its pools.
+	Pools []*HostPool `protobuf:"bytes,11,rep,name=pools,proto3" json:"pools,omitempty"`
+	// connected_at_unix_ms is when its control stream opened; last_seen_unix_ms when it
+	// last reported.
+	ConnectedAtUnixMs int64 `protobuf:"varint,12,opt,name=connected_at_unix_ms,json=connectedAtUnixMs,proto3" json:"connected_at_unix_ms,omitempty"`
+	LastSeenUnixMs    int64 `protobuf:"varint,13,opt,name=last_seen_unix_ms,json=lastSeenUnixMs,proto3" json:"last_seen_unix_ms,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *Host) Reset() {
+	*x = Host{}
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Host) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Host) ProtoMessage() {}
+
+func (x *Host) ProtoReflect() protoreflect.Message {
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Host.ProtoReflect.Descriptor instead.
+func (*Host) Descriptor() ([]byte, []int) {
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *Host) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Host) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Host) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *Host) GetAccel() string {
+	if x != nil {
+		return x.Accel
+	}
+	return ""
+}
+
+func (x *Host) GetCpus() uint32 {
+	if x != nil {
+		return x.Cpus
+	}
+	return 0
+}
+
+func (x *Host) GetMemoryBytes() uint64 {
+	if x != nil {
+		return x.MemoryBytes
+	}
+	return 0
+}
+
+func (x *Host) GetCpuPercent() float64 {
+	if x != nil {
+		return x.CpuPercent
+	}
+	return 0
+}
+
+func (x *Host) GetMemAvailableBytes() uint64 {
+	if x != nil {
+		return x.MemAvailableBytes
+	}
+	return 0
+}
+
+func (x *Host) GetNicBytesPerSec() float64 {
+	if x != nil {
+		return x.NicBytesPerSec
+	}
+	return 0
+}
+
+func (x *Host) GetGuests() int32 {
+	if x != nil {
+		return x.Guests
+	}
+	return 0
+}
+
+func (x *Host) GetPools() []*HostPool {
+	if x != nil {
+		return x.Pools
+	}
+	return nil
+}
+
+func (x *Host) GetConnectedAtUnixMs() int64 {
+	if x != nil {
+		return x.ConnectedAtUnixMs
+	}
+	return 0
+}
+
+func (x *Host) GetLastSeenUnixMs() int64 {
+	if x != nil {
+		return x.LastSeenUnixMs
+	}
+	return 0
+}
+
+// ListHostsResponse lists hosts.
+type ListHostsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// hosts sorted by id.
+	Hosts         []*Host `protobuf:"bytes,1,rep,name=hosts,proto3" json:"hosts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListHostsResponse) Reset() {
+	*x = ListHostsResponse{}
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListHostsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListHostsResponse) ProtoMessage() {}
+
+func (x *ListHostsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListHostsResponse.ProtoReflect.Descriptor instead.
+func (*ListHostsResponse) Descriptor() ([]byte, []int) {
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ListHostsResponse) GetHosts() []*Host {
+	if x != nil {
+		return x.Hosts
+	}
+	return nil
+}
+
+// ListVMsRequest filters guests.
+type ListVMsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// host, when set, lists only that host's guests.
+	Host          string `protobuf:"bytes,1,opt,name=host,proto3" json:"host,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListVMsRequest) Reset() {
+	*x = ListVMsRequest{}
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListVMsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListVMsRequest) ProtoMessage() {}
+
+func (x *ListVMsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListVMsRequest.ProtoReflect.Descriptor instead.
+func (*ListVMsRequest) Descriptor() ([]byte, []int) {
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ListVMsRequest) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+// VM is one guest.
+type VM struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the guest's domain name (and its agent's id).
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// host is its host's id.
+	Host string `protobuf:"bytes,2,opt,name=host,proto3" json:"host,omitempty"`
+	// pool is its pool.
+	Pool string `protobuf:"bytes,3,opt,name=pool,proto3" json:"pool,omitempty"`
+	// state is "booting", "idle", "busy", "draining" or "stopping".
+	State string `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	// tasks_run counts the tasks started in it; running those not finished.
+	TasksRun uint32 `protobuf:"varint,5,opt,name=tasks_run,json=tasksRun,proto3" json:"tasks_run,omitempty"`
+	Running  uint32 `protobuf:"varint,6,opt,name=running,proto3" json:"running,omitempty"`
+	// uptime_ms is since the pool decided to boot it.
+	UptimeMs int64 `protobuf:"varint,7,opt,name=uptime_ms,json=uptimeMs,proto3" json:"uptime_ms,omitempty"`
+	// cpu_percent is its CPU use (100 = one CPU); memory_bytes its memory.
+	CpuPercent  float64 `protobuf:"fixed64,8,opt,name=cpu_percent,json=cpuPercent,proto3" json:"cpu_percent,omitempty"`
+	MemoryBytes uint64  `protobuf:"varint,9,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
+	// agent is "connected" when its agent has a session with the server, "lost" when
+	// it had one, "" when it never registered.
+	Agent string `protobuf:"bytes,10,opt,name=agent,proto3" json:"agent,omitempty"`
+	// boot_ms is from the scale-up decision to the ready line.
+	BootMs        int64 `protobuf:"varint,11,opt,name=boot_ms,json=bootMs,proto3" json:"boot_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VM) Reset() {
+	*x = VM{}
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VM) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VM) ProtoMessage() {}
+
+func (x *VM) ProtoReflect() protoreflect.Message {
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VM.ProtoReflect.Descriptor instead.
+func (*VM) Descriptor() ([]byte, []int) {
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *VM) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *VM) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *VM) GetPool() string {
+	if x != nil {
+		return x.Pool
+	}
+	return ""
+}
+
+func (x *VM) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *VM) GetTasksRun() uint32 {
+	if x != nil {
+		return x.TasksRun
+	}
+	return 0
+}
+
+func (x *VM) GetRunning() uint32 {
+	if x != nil {
+		return x.Running
+	}
+	return 0
+}
+
+func (x *VM) GetUptimeMs() int64 {
+	if x != nil {
+		return x.UptimeMs
+	}
+	return 0
+}
+
+func (x *VM) GetCpuPercent() float64 {
+	if x != nil {
+		return x.CpuPercent
+	}
+	return 0
+}
+
+func (x *VM) GetMemoryBytes() uint64 {
+	if x != nil {
+		return x.MemoryBytes
+	}
+	return 0
+}
+
+func (x *VM) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
+func (x *VM) GetBootMs() int64 {
+	if x != nil {
+		return x.BootMs
+	}
+	return 0
+}
+
+// ListVMsResponse lists guests.
+type ListVMsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// vms sorted by host, pool, name.
+	Vms           []*VM `protobuf:"bytes,1,rep,name=vms,proto3" json:"vms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListVMsResponse) Reset() {
+	*x = ListVMsResponse{}
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListVMsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListVMsResponse) ProtoMessage() {}
+
+func (x *ListVMsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListVMsResponse.ProtoReflect.Descriptor instead.
+func (*ListVMsResponse) Descriptor() ([]byte, []int) {
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ListVMsResponse) GetVms() []*VM {
+	if x != nil {
+		return x.Vms
+	}
+	return nil
+}
+
 var File_api_paddock_v1_paddock_proto protoreflect.FileDescriptor
 
 const file_api_paddock_v1_paddock_proto_rawDesc = "" +
@@ -1830,7 +2391,53 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"?\n" +
 	"\x12ListAgentsResponse\x12)\n" +
-	"\x06agents\x18\x01 \x03(\v2\x11.paddock.v1.AgentR\x06agents*\xa1\x01\n" +
+	"\x06agents\x18\x01 \x03(\v2\x11.paddock.v1.AgentR\x06agents\"\x12\n" +
+	"\x10ListHostsRequest\"\xb0\x01\n" +
+	"\bHostPool\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\x12\x1d\n" +
+	"\n" +
+	"task_types\x18\x04 \x03(\tR\ttaskTypes\x12\x19\n" +
+	"\bmin_idle\x18\x05 \x01(\rR\aminIdle\x12\x10\n" +
+	"\x03max\x18\x06 \x01(\rR\x03max\x12\x18\n" +
+	"\ablocked\x18\a \x03(\tR\ablocked\"\xaf\x03\n" +
+	"\x04Host\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\tR\aversion\x12\x14\n" +
+	"\x05accel\x18\x04 \x01(\tR\x05accel\x12\x12\n" +
+	"\x04cpus\x18\x05 \x01(\rR\x04cpus\x12!\n" +
+	"\fmemory_bytes\x18\x06 \x01(\x04R\vmemoryBytes\x12\x1f\n" +
+	"\vcpu_percent\x18\a \x01(\x01R\n" +
+	"cpuPercent\x12.\n" +
+	"\x13mem_available_bytes\x18\b \x01(\x04R\x11memAvailableBytes\x12)\n" +
+	"\x11nic_bytes_per_sec\x18\t \x01(\x01R\x0enicBytesPerSec\x12\x16\n" +
+	"\x06guests\x18\n" +
+	" \x01(\x05R\x06guests\x12*\n" +
+	"\x05pools\x18\v \x03(\v2\x14.paddock.v1.HostPoolR\x05pools\x12/\n" +
+	"\x14connected_at_unix_ms\x18\f \x01(\x03R\x11connectedAtUnixMs\x12)\n" +
+	"\x11last_seen_unix_ms\x18\r \x01(\x03R\x0elastSeenUnixMs\";\n" +
+	"\x11ListHostsResponse\x12&\n" +
+	"\x05hosts\x18\x01 \x03(\v2\x10.paddock.v1.HostR\x05hosts\"$\n" +
+	"\x0eListVMsRequest\x12\x12\n" +
+	"\x04host\x18\x01 \x01(\tR\x04host\"\x9d\x02\n" +
+	"\x02VM\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04host\x18\x02 \x01(\tR\x04host\x12\x12\n" +
+	"\x04pool\x18\x03 \x01(\tR\x04pool\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\x12\x1b\n" +
+	"\ttasks_run\x18\x05 \x01(\rR\btasksRun\x12\x18\n" +
+	"\arunning\x18\x06 \x01(\rR\arunning\x12\x1b\n" +
+	"\tuptime_ms\x18\a \x01(\x03R\buptimeMs\x12\x1f\n" +
+	"\vcpu_percent\x18\b \x01(\x01R\n" +
+	"cpuPercent\x12!\n" +
+	"\fmemory_bytes\x18\t \x01(\x04R\vmemoryBytes\x12\x14\n" +
+	"\x05agent\x18\n" +
+	" \x01(\tR\x05agent\x12\x17\n" +
+	"\aboot_ms\x18\v \x01(\x03R\x06bootMs\"3\n" +
+	"\x0fListVMsResponse\x12 \n" +
+	"\x03vms\x18\x01 \x03(\v2\x0e.paddock.v1.VMR\x03vms*\xa1\x01\n" +
 	"\x05State\x12\x15\n" +
 	"\x11STATE_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fSTATE_QUEUED\x10\x01\x12\x10\n" +
@@ -1850,11 +2457,13 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\x03Get\x12\x16.paddock.v1.GetRequest\x1a\x17.paddock.v1.GetResponse\x129\n" +
 	"\x04Wait\x12\x17.paddock.v1.WaitRequest\x1a\x18.paddock.v1.WaitResponse\x12?\n" +
 	"\x06Cancel\x12\x19.paddock.v1.CancelRequest\x1a\x1a.paddock.v1.CancelResponse\x129\n" +
-	"\x04List\x12\x17.paddock.v1.ListRequest\x1a\x18.paddock.v1.ListResponse2\x9e\x01\n" +
+	"\x04List\x12\x17.paddock.v1.ListRequest\x1a\x18.paddock.v1.ListResponse2\xac\x02\n" +
 	"\x0eClusterService\x12?\n" +
 	"\x06Status\x12\x19.paddock.v1.StatusRequest\x1a\x1a.paddock.v1.StatusResponse\x12K\n" +
 	"\n" +
-	"ListAgents\x12\x1d.paddock.v1.ListAgentsRequest\x1a\x1e.paddock.v1.ListAgentsResponseB7Z5github.com/paddockvm/paddock/api/paddock/v1;paddockv1b\x06proto3"
+	"ListAgents\x12\x1d.paddock.v1.ListAgentsRequest\x1a\x1e.paddock.v1.ListAgentsResponse\x12H\n" +
+	"\tListHosts\x12\x1c.paddock.v1.ListHostsRequest\x1a\x1d.paddock.v1.ListHostsResponse\x12B\n" +
+	"\aListVMs\x12\x1a.paddock.v1.ListVMsRequest\x1a\x1b.paddock.v1.ListVMsResponseB7Z5github.com/paddockvm/paddock/api/paddock/v1;paddockv1b\x06proto3"
 
 var (
 	file_api_paddock_v1_paddock_proto_rawDescOnce sync.Once
@@ -1869,7 +2478,7 @@ func file_api_paddock_v1_paddock_proto_rawDescGZIP() []byte {
 }
 
 var file_api_paddock_v1_paddock_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_api_paddock_v1_paddock_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_api_paddock_v1_paddock_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_api_paddock_v1_paddock_proto_goTypes = []any{
 	(State)(0),                 // 0: paddock.v1.State
 	(Class)(0),                 // 1: paddock.v1.Class
@@ -1895,21 +2504,28 @@ var file_api_paddock_v1_paddock_proto_goTypes = []any{
 	(*AgentType)(nil),          // 21: paddock.v1.AgentType
 	(*Agent)(nil),              // 22: paddock.v1.Agent
 	(*ListAgentsResponse)(nil), // 23: paddock.v1.ListAgentsResponse
-	nil,                        // 24: paddock.v1.Requirements.LabelsEntry
-	nil,                        // 25: paddock.v1.TaskSpec.InputsEntry
-	nil,                        // 26: paddock.v1.Task.OutputsEntry
-	nil,                        // 27: paddock.v1.Agent.LabelsEntry
+	(*ListHostsRequest)(nil),   // 24: paddock.v1.ListHostsRequest
+	(*HostPool)(nil),           // 25: paddock.v1.HostPool
+	(*Host)(nil),               // 26: paddock.v1.Host
+	(*ListHostsResponse)(nil),  // 27: paddock.v1.ListHostsResponse
+	(*ListVMsRequest)(nil),     // 28: paddock.v1.ListVMsRequest
+	(*VM)(nil),                 // 29: paddock.v1.VM
+	(*ListVMsResponse)(nil),    // 30: paddock.v1.ListVMsResponse
+	nil,                        // 31: paddock.v1.Requirements.LabelsEntry
+	nil,                        // 32: paddock.v1.TaskSpec.InputsEntry
+	nil,                        // 33: paddock.v1.Task.OutputsEntry
+	nil,                        // 34: paddock.v1.Agent.LabelsEntry
 }
 var file_api_paddock_v1_paddock_proto_depIdxs = []int32{
-	24, // 0: paddock.v1.Requirements.labels:type_name -> paddock.v1.Requirements.LabelsEntry
-	25, // 1: paddock.v1.TaskSpec.inputs:type_name -> paddock.v1.TaskSpec.InputsEntry
+	31, // 0: paddock.v1.Requirements.labels:type_name -> paddock.v1.Requirements.LabelsEntry
+	32, // 1: paddock.v1.TaskSpec.inputs:type_name -> paddock.v1.TaskSpec.InputsEntry
 	1,  // 2: paddock.v1.TaskSpec.class:type_name -> paddock.v1.Class
 	2,  // 3: paddock.v1.TaskSpec.requirements:type_name -> paddock.v1.Requirements
 	0,  // 4: paddock.v1.Attempt.state:type_name -> paddock.v1.State
 	4,  // 5: paddock.v1.Attempt.usage:type_name -> paddock.v1.Usage
 	3,  // 6: paddock.v1.Task.spec:type_name -> paddock.v1.TaskSpec
 	0,  // 7: paddock.v1.Task.state:type_name -> paddock.v1.State
-	26, // 8: paddock.v1.Task.outputs:type_name -> paddock.v1.Task.OutputsEntry
+	33, // 8: paddock.v1.Task.outputs:type_name -> paddock.v1.Task.OutputsEntry
 	5,  // 9: paddock.v1.Task.attempts:type_name -> paddock.v1.Attempt
 	3,  // 10: paddock.v1.SubmitRequest.task:type_name -> paddock.v1.TaskSpec
 	6,  // 11: paddock.v1.SubmitResponse.task:type_name -> paddock.v1.Task
@@ -1922,27 +2538,34 @@ var file_api_paddock_v1_paddock_proto_depIdxs = []int32{
 	0,  // 18: paddock.v1.QueueDepth.state:type_name -> paddock.v1.State
 	18, // 19: paddock.v1.StatusResponse.queue:type_name -> paddock.v1.QueueDepth
 	21, // 20: paddock.v1.Agent.types:type_name -> paddock.v1.AgentType
-	27, // 21: paddock.v1.Agent.labels:type_name -> paddock.v1.Agent.LabelsEntry
+	34, // 21: paddock.v1.Agent.labels:type_name -> paddock.v1.Agent.LabelsEntry
 	22, // 22: paddock.v1.ListAgentsResponse.agents:type_name -> paddock.v1.Agent
-	7,  // 23: paddock.v1.TaskService.Submit:input_type -> paddock.v1.SubmitRequest
-	9,  // 24: paddock.v1.TaskService.Get:input_type -> paddock.v1.GetRequest
-	11, // 25: paddock.v1.TaskService.Wait:input_type -> paddock.v1.WaitRequest
-	13, // 26: paddock.v1.TaskService.Cancel:input_type -> paddock.v1.CancelRequest
-	15, // 27: paddock.v1.TaskService.List:input_type -> paddock.v1.ListRequest
-	17, // 28: paddock.v1.ClusterService.Status:input_type -> paddock.v1.StatusRequest
-	20, // 29: paddock.v1.ClusterService.ListAgents:input_type -> paddock.v1.ListAgentsRequest
-	8,  // 30: paddock.v1.TaskService.Submit:output_type -> paddock.v1.SubmitResponse
-	10, // 31: paddock.v1.TaskService.Get:output_type -> paddock.v1.GetResponse
-	12, // 32: paddock.v1.TaskService.Wait:output_type -> paddock.v1.WaitResponse
-	14, // 33: paddock.v1.TaskService.Cancel:output_type -> paddock.v1.CancelResponse
-	16, // 34: paddock.v1.TaskService.List:output_type -> paddock.v1.ListResponse
-	19, // 35: paddock.v1.ClusterService.Status:output_type -> paddock.v1.StatusResponse
-	23, // 36: paddock.v1.ClusterService.ListAgents:output_type -> paddock.v1.ListAgentsResponse
-	30, // [30:37] is the sub-list for method output_type
-	23, // [23:30] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	25, // 23: paddock.v1.Host.pools:type_name -> paddock.v1.HostPool
+	26, // 24: paddock.v1.ListHostsResponse.hosts:type_name -> paddock.v1.Host
+	29, // 25: paddock.v1.ListVMsResponse.vms:type_name -> paddock.v1.VM
+	7,  // 26: paddock.v1.TaskService.Submit:input_type -> paddock.v1.SubmitRequest
+	9,  // 27: paddock.v1.TaskService.Get:input_type -> paddock.v1.GetRequest
+	11, // 28: paddock.v1.TaskService.Wait:input_type -> paddock.v1.WaitRequest
+	13, // 29: paddock.v1.TaskService.Cancel:input_type -> paddock.v1.CancelRequest
+	15, // 30: paddock.v1.TaskService.List:input_type -> paddock.v1.ListRequest
+	17, // 31: paddock.v1.ClusterService.Status:input_type -> paddock.v1.StatusRequest
+	20, // 32: paddock.v1.ClusterService.ListAgents:input_type -> paddock.v1.ListAgentsRequest
+	24, // 33: paddock.v1.ClusterService.ListHosts:input_type -> paddock.v1.ListHostsRequest
+	28, // 34: paddock.v1.ClusterService.ListVMs:input_type -> paddock.v1.ListVMsRequest
+	8,  // 35: paddock.v1.TaskService.Submit:output_type -> paddock.v1.SubmitResponse
+	10, // 36: paddock.v1.TaskService.Get:output_type -> paddock.v1.GetResponse
+	12, // 37: paddock.v1.TaskService.Wait:output_type -> paddock.v1.WaitResponse
+	14, // 38: paddock.v1.TaskService.Cancel:output_type -> paddock.v1.CancelResponse
+	16, // 39: paddock.v1.TaskService.List:output_type -> paddock.v1.ListResponse
+	19, // 40: paddock.v1.ClusterService.Status:output_type -> paddock.v1.StatusResponse
+	23, // 41: paddock.v1.ClusterService.ListAgents:output_type -> paddock.v1.ListAgentsResponse
+	27, // 42: paddock.v1.ClusterService.ListHosts:output_type -> paddock.v1.ListHostsResponse
+	30, // 43: paddock.v1.ClusterService.ListVMs:output_type -> paddock.v1.ListVMsResponse
+	35, // [35:44] is the sub-list for method output_type
+	26, // [26:35] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_api_paddock_v1_paddock_proto_init() }
@@ -1956,7 +2579,7 @@ func file_api_paddock_v1_paddock_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_paddock_v1_paddock_proto_rawDesc), len(file_api_paddock_v1_paddock_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   26,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

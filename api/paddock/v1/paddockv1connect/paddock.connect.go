@@ -57,6 +57,11 @@ const (
 	// ClusterServiceListAgentsProcedure is the fully-qualified name of the ClusterService's ListAgents
 	// RPC.
 	ClusterServiceListAgentsProcedure = "/paddock.v1.ClusterService/ListAgents"
+	// ClusterServiceListHostsProcedure is the fully-qualified name of the ClusterService's ListHosts
+	// RPC.
+	ClusterServiceListHostsProcedure = "/paddock.v1.ClusterService/ListHosts"
+	// ClusterServiceListVMsProcedure is the fully-qualified name of the ClusterService's ListVMs RPC.
+	ClusterServiceListVMsProcedure = "/paddock.v1.ClusterService/ListVMs"
 )
 
 // TaskServiceClient is a client for the paddock.v1.TaskService service.
@@ -253,6 +258,11 @@ type ClusterServiceClient interface {
 	Status(context.Context, *connect.Request[v1.StatusRequest]) (*connect.Response[v1.StatusResponse], error)
 	// ListAgents returns the agents the server knows (connected and recently lost).
 	ListAgents(context.Context, *connect.Request[v1.ListAgentsRequest]) (*connect.Response[v1.ListAgentsResponse], error)
+	// ListHosts returns the host daemons the server knows, with their load and pools.
+	ListHosts(context.Context, *connect.Request[v1.ListHostsRequest]) (*connect.Response[v1.ListHostsResponse], error)
+	// ListVMs returns the guests of every host (as each host last reported them), with
+	// whether their agent is connected.
+	ListVMs(context.Context, *connect.Request[v1.ListVMsRequest]) (*connect.Response[v1.ListVMsResponse], error)
 }
 
 // NewClusterServiceClient constructs a client for the paddock.v1.ClusterService service. By
@@ -278,6 +288,18 @@ func NewClusterServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithSchema(clusterServiceMethods.ByName("ListAgents")),
 			connect.WithClientOptions(opts...),
 		),
+		listHosts: connect.NewClient[v1.ListHostsRequest, v1.ListHostsResponse](
+			httpClient,
+			baseURL+ClusterServiceListHostsProcedure,
+			connect.WithSchema(clusterServiceMethods.ByName("ListHosts")),
+			connect.WithClientOptions(opts...),
+		),
+		listVMs: connect.NewClient[v1.ListVMsRequest, v1.ListVMsResponse](
+			httpClient,
+			baseURL+ClusterServiceListVMsProcedure,
+			connect.WithSchema(clusterServiceMethods.ByName("ListVMs")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -285,6 +307,8 @@ func NewClusterServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 type clusterServiceClient struct {
 	status     *connect.Client[v1.StatusRequest, v1.StatusResponse]
 	listAgents *connect.Client[v1.ListAgentsRequest, v1.ListAgentsResponse]
+	listHosts  *connect.Client[v1.ListHostsRequest, v1.ListHostsResponse]
+	listVMs    *connect.Client[v1.ListVMsRequest, v1.ListVMsResponse]
 }
 
 // Status calls paddock.v1.ClusterService.Status.
@@ -297,12 +321,27 @@ func (c *clusterServiceClient) ListAgents(ctx context.Context, req *connect.Requ
 	return c.listAgents.CallUnary(ctx, req)
 }
 
+// ListHosts calls paddock.v1.ClusterService.ListHosts.
+func (c *clusterServiceClient) ListHosts(ctx context.Context, req *connect.Request[v1.ListHostsRequest]) (*connect.Response[v1.ListHostsResponse], error) {
+	return c.listHosts.CallUnary(ctx, req)
+}
+
+// ListVMs calls paddock.v1.ClusterService.ListVMs.
+func (c *clusterServiceClient) ListVMs(ctx context.Context, req *connect.Request[v1.ListVMsRequest]) (*connect.Response[v1.ListVMsResponse], error) {
+	return c.listVMs.CallUnary(ctx, req)
+}
+
 // ClusterServiceHandler is an implementation of the paddock.v1.ClusterService service.
 type ClusterServiceHandler interface {
 	// Status returns the server's version, uptime, queue depth and agent counts.
 	Status(context.Context, *connect.Request[v1.StatusRequest]) (*connect.Response[v1.StatusResponse], error)
 	// ListAgents returns the agents the server knows (connected and recently lost).
 	ListAgents(context.Context, *connect.Request[v1.ListAgentsRequest]) (*connect.Response[v1.ListAgentsResponse], error)
+	// ListHosts returns the host daemons the server knows, with their load and pools.
+	ListHosts(context.Context, *connect.Request[v1.ListHostsRequest]) (*connect.Response[v1.ListHostsResponse], error)
+	// ListVMs returns the guests of every host (as each host last reported them), with
+	// whether their agent is connected.
+	ListVMs(context.Context, *connect.Request[v1.ListVMsRequest]) (*connect.Response[v1.ListVMsResponse], error)
 }
 
 // NewClusterServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -324,12 +363,28 @@ func NewClusterServiceHandler(svc ClusterServiceHandler, opts ...connect.Handler
 		connect.WithSchema(clusterServiceMethods.ByName("ListAgents")),
 		connect.WithHandlerOptions(opts...),
 	)
+	clusterServiceListHostsHandler := connect.NewUnaryHandler(
+		ClusterServiceListHostsProcedure,
+		svc.ListHosts,
+		connect.WithSchema(clusterServiceMethods.ByName("ListHosts")),
+		connect.WithHandlerOptions(opts...),
+	)
+	clusterServiceListVMsHandler := connect.NewUnaryHandler(
+		ClusterServiceListVMsProcedure,
+		svc.ListVMs,
+		connect.WithSchema(clusterServiceMethods.ByName("ListVMs")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/paddock.v1.ClusterService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case ClusterServiceStatusProcedure:
 			clusterServiceStatusHandler.ServeHTTP(w, r)
 		case ClusterServiceListAgentsProcedure:
 			clusterServiceListAgentsHandler.ServeHTTP(w, r)
+		case ClusterServiceListHostsProcedure:
+			clusterServiceListHostsHandler.ServeHTTP(w, r)
+		case ClusterServiceListVMsProcedure:
+			clusterServiceListVMsHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -345,4 +400,12 @@ func (UnimplementedClusterServiceHandler) Status(context.Context, *connect.Reque
 
 func (UnimplementedClusterServiceHandler) ListAgents(context.Context, *connect.Request[v1.ListAgentsRequest]) (*connect.Response[v1.ListAgentsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("paddock.v1.ClusterService.ListAgents is not implemented"))
+}
+
+func (UnimplementedClusterServiceHandler) ListHosts(context.Context, *connect.Request[v1.ListHostsRequest]) (*connect.Response[v1.ListHostsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("paddock.v1.ClusterService.ListHosts is not implemented"))
+}
+
+func (UnimplementedClusterServiceHandler) ListVMs(context.Context, *connect.Request[v1.ListVMsRequest]) (*connect.Response[v1.ListVMsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("paddock.v1.ClusterService.ListVMs is not implemented"))
 }

@@ -1,0 +1,598 @@
+package sched
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net"
+	"sort"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	hostv1 "github.com/paddockvm/paddock/api/host/v1"
+	paddockv1 "github.com/paddockvm/paddock/api/paddock/v1"
+	"github.com/paddockvm/paddock/sched/store"
+)
+
+// HostProtocolVersion is the version of the host protocol (api/host/v1) this server speaks.
+const HostProtocolVersion = 1
+
+// Relay metadata keys: the host names the guest whose session a Relay stream carries.
+const (
+	MetaGuest = "paddock-guest"
+	MetaPool  = "paddock-pool"
+)
+
+// Host states as operators see them.
+const (
+	hostConnected = "connected"
+	hostLost      = "lost"
+)
+
+// GuestAddr is the peer address of an agent session relayed by a host: the guest's
+// identity as its host attested it (host id from the host's certificate, guest and
+// pool from the host's word). The agent service refuses an agent whose register names
+// another id.
+type GuestAddr struct {
+	Host, Guest, Pool string
+}
+
+// Network returns "paddock-relay".
+func (GuestAddr) Network() string { return "paddock-relay" }
+
+func (a GuestAddr) String() string { return a.Host + "/" + a.Pool + "/" + a.Guest }
+
+// hostRec is the server's view of one host daemon. Server.mu guards every field.
+type hostRec struct {
+	id, version, accel string
+	state              string
+	cpus               uint32
+	memory             uint64
+	pools              map[string]*hostv1.Pool
+	poolOrder          []string
+	load               *hostv1.Load
+	guests             []*hostv1.Guest
+	connectedAt        time.Time
+	lastSeen           time.Time
+	lostAt             time.Time
+	link               *hostLink // nil once lost
+}
+
+// hostLink is a host's open control stream.
+type hostLink struct {
+	out    chan *hostv1.ServerMessage
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+}
+
+func (l *hostLink) send(m *hostv1.ServerMessage) {
+	select {
+	case l.out <- m:
+	case <-l.ctx.Done():
+	default:
+		l.cancel(errors.New("the host does not read its control stream fast enough (send buffer full)"))
+	}
+}
+
+// hostService implements hostv1.HostServiceServer.
+type hostService struct {
+	hostv1.UnimplementedHostServiceServer
+	s *Server
+}
+
+var _ hostv1.HostServiceServer = (*hostService)(nil)
+
+// NewClusterServer returns a gRPC server of the host protocol on the cluster port,
+// with mutual TLS from tlsCfg (it must require and verify client certificates: a
+// host's id is its certificate's Common Name).
+func (s *Server) NewClusterServer(tlsCfg *tls.Config) *grpc.Server {
+	gs := grpc.NewServer(grpc.Creds(credentials.NewTLS(tlsCfg)))
+	hostv1.RegisterHostServiceServer(gs, &hostService{s: s})
+	return gs
+}
+
+// hostID returns the Common Name of the caller's verified client certificate.
+func hostID(ctx context.Context) (string, error) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return "", status.Error(codes.Unauthenticated, "no peer")
+	}
+	ti, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok {
+		return "", status.Error(codes.Unauthenticated, "the cluster port needs mutual TLS: connect with a host certificate")
+	}
+	if len(ti.State.VerifiedChains) == 0 || len(ti.State.VerifiedChains[0]) == 0 || ti.State.VerifiedChains[0][0].Subject.CommonName == "" {
+		return "", status.Error(codes.Unauthenticated, "no verified client certificate with a Common Name (the host id)")
+	}
+	return ti.State.VerifiedChains[0][0].Subject.CommonName, nil
+}
+
+// Describe implements hostv1.HostServiceServer.
+func (hs *hostService) Describe(ctx context.Context, _ *hostv1.DescribeRequest) (*hostv1.DescribeResponse, error) {
+	id, err := hostID(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &hostv1.DescribeResponse{ServerVersion: hs.s.cfg.Version, ProtocolVersion: HostProtocolVersion, HostId: id}, nil
+}
+
+// Control implements hostv1.HostServiceServer.
+func (hs *hostService) Control(stream hostv1.HostService_ControlServer) error {
+	s := hs.s
+	id, err := hostID(stream.Context())
+	if err != nil {
+		return err
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	reg := first.GetRegister()
+	switch {
+	case reg == nil:
+		return status.Error(codes.InvalidArgument, "the first message of a control stream must be a register")
+	case reg.GetHostId() != id:
+		return status.Errorf(codes.PermissionDenied, "register: host_id %q is not the host id of your certificate (%q): set host.id to %q or use that host's certificate", reg.GetHostId(), id, id)
+	case reg.GetProtocolVersion() != HostProtocolVersion:
+		return status.Errorf(codes.InvalidArgument, "register: protocol_version %d: this server speaks %d", reg.GetProtocolVersion(), HostProtocolVersion)
+	}
+	ctx, cancel := context.WithCancelCause(stream.Context())
+	defer cancel(nil)
+	link := &hostLink{out: make(chan *hostv1.ServerMessage, 8192), ctx: ctx, cancel: cancel}
+	log := s.log.With("host", id)
+	s.mu.Lock()
+	h := s.hosts[id]
+	if h == nil {
+		h = &hostRec{id: id}
+		s.hosts[id] = h
+	}
+	if h.link != nil {
+		h.link.cancel(errors.New("replaced by a new control stream of the same host"))
+	}
+	now := time.Now()
+	h.version, h.accel, h.state, h.link = reg.GetVersion(), reg.GetAccel(), hostConnected, link
+	h.cpus, h.memory = reg.GetCapacity().GetCpus(), reg.GetCapacity().GetMemoryBytes()
+	h.connectedAt, h.lastSeen = now, now
+	h.setPools(reg.GetPools())
+	s.mu.Unlock()
+	log.Info("host registered", "version", reg.GetVersion(), "accel", reg.GetAccel(), "cpus", reg.GetCapacity().GetCpus(), "pools", len(reg.GetPools()))
+	defer func() {
+		s.mu.Lock()
+		if h.link == link {
+			h.link, h.state, h.lostAt = nil, hostLost, time.Now()
+			log.Warn("host lost", "err", context.Cause(ctx))
+		}
+		s.mu.Unlock()
+	}()
+	interval := 2 * time.Second
+	if err := stream.Send(&hostv1.ServerMessage{Msg: &hostv1.ServerMessage_Registered{Registered: &hostv1.Registered{
+		ServerVersion: s.cfg.Version, StatusIntervalMs: interval.Milliseconds()}}}); err != nil {
+		return err
+	}
+	if b := s.lastBacklog(); b != nil {
+		link.send(&hostv1.ServerMessage{Msg: &hostv1.ServerMessage_Backlog{Backlog: b}})
+	}
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case m := <-link.out:
+				if err := stream.Send(m); err != nil {
+					cancel(err)
+					return
+				}
+			}
+		}
+	}()
+	go func() {
+		for {
+			m, err := stream.Recv()
+			if err != nil {
+				cancel(err)
+				return
+			}
+			if err := s.handleHostMessage(ctx, h, m, log); err != nil {
+				cancel(err)
+				return
+			}
+		}
+	}()
+	<-ctx.Done()
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, context.Canceled) && status.Code(err) != codes.Canceled {
+		return status.Error(codes.Aborted, err.Error())
+	}
+	return nil
+}
+
+// setPools records the host's pools. Caller holds s.mu.
+func (h *hostRec) setPools(ps []*hostv1.Pool) {
+	if len(ps) == 0 {
+		return
+	}
+	h.pools = map[string]*hostv1.Pool{}
+	h.poolOrder = h.poolOrder[:0]
+	for _, p := range ps {
+		h.pools[p.GetName()] = p
+		h.poolOrder = append(h.poolOrder, p.GetName())
+	}
+}
+
+func (s *Server) handleHostMessage(ctx context.Context, h *hostRec, m *hostv1.HostMessage, log *slog.Logger) error {
+	switch m := m.GetMsg().(type) {
+	case *hostv1.HostMessage_Status:
+		s.mu.Lock()
+		h.lastSeen = time.Now()
+		if m.Status.GetLoad() != nil {
+			h.load = m.Status.GetLoad()
+		}
+		h.setPools(m.Status.GetPools())
+		h.guests = m.Status.GetGuests()
+		s.mu.Unlock()
+	case *hostv1.HostMessage_GuestGone:
+		s.GuestGone(ctx, h.id, m.GuestGone.GetName(), m.GuestGone.GetReason())
+	case *hostv1.HostMessage_Register:
+		return errors.New("register sent twice on one control stream")
+	default:
+		return fmt.Errorf("unknown host message %T", m)
+	}
+	return nil
+}
+
+// GuestGone handles a host's report that one of its guests went away: the guest's
+// agent session is closed and every task leased to it is requeued now (its attempt
+// ends with an error naming the guest), not at lease expiry. A guest of another host
+// is left alone.
+func (s *Server) GuestGone(ctx context.Context, host, guest, reason string) {
+	log := s.log.With("host", host, "guest", guest)
+	s.mu.Lock()
+	a := s.agents[guest]
+	if a == nil || a.hostID != host {
+		s.mu.Unlock()
+		log.Info("guest gone (its agent never registered)", "reason", reason)
+		return
+	}
+	if a.sess != nil {
+		a.sess.close(errors.New("its host reported the guest gone: " + reason))
+	}
+	a.gone = true
+	s.mu.Unlock()
+	live, err := s.st.Live(ctx)
+	if err != nil {
+		log.Error("guest gone: listing its tasks", "err", err)
+		return
+	}
+	n := 0
+	now := time.Now()
+	for _, t := range live {
+		if t.AgentID != guest {
+			continue
+		}
+		to, err := store.Next(t, store.EvExpire)
+		if err != nil {
+			continue
+		}
+		msg := fmt.Sprintf("guest %s on host %s gone (%s) while it held lease %d", guest, host, reason, t.LeaseID)
+		nt, err := s.st.Update(ctx, store.Update{TaskID: t.ID, From: []store.State{store.Leased, store.Running}, LeaseID: t.LeaseID, To: to, Now: now,
+			Error: &msg, EndAttempt: true, Retryable: true})
+		if err != nil {
+			continue // reported or expired meanwhile
+		}
+		n++
+		s.mu.Lock()
+		a.release(t.ID, t.LeaseID)
+		s.mu.Unlock()
+		s.metrics.guestRequeues.Inc()
+		s.finished(nt)
+	}
+	log.Info("guest gone; its tasks requeued", "reason", reason, "requeued", n)
+	s.wake()
+}
+
+// guestTaskEvent tells a guest's host that a task started or ended on it. Caller holds s.mu.
+func (s *Server) guestTaskEvent(a *agent, taskID string, kind hostv1.TaskEvent_Kind) {
+	if a.hostID == "" {
+		return
+	}
+	h := s.hosts[a.hostID]
+	if h == nil || h.link == nil {
+		return
+	}
+	h.link.send(&hostv1.ServerMessage{Msg: &hostv1.ServerMessage_TaskEvent{TaskEvent: &hostv1.TaskEvent{Kind: kind, Guest: a.id, TaskId: taskID}}})
+}
+
+// maxTasksFor returns max_tasks_per_vm of host's pool (0: none). Caller holds s.mu.
+func (s *Server) maxTasksFor(host, pool string) int {
+	if h := s.hosts[host]; h != nil {
+		if p := h.pools[pool]; p != nil {
+			return int(p.GetMaxTasksPerVm())
+		}
+	}
+	return 0
+}
+
+// backlogLoop sends every connected host the queued tasks by type whenever they change,
+// and at least every 5s.
+func (s *Server) backlogLoop(ctx context.Context) {
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	var last map[string]int64
+	var sentAt time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.mu.Lock()
+		any := false
+		for _, h := range s.hosts {
+			if h.link != nil {
+				any = true
+			}
+		}
+		s.mu.Unlock()
+		if !any {
+			continue
+		}
+		counts, err := s.st.Counts(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Error("counting the backlog for hosts", "err", err)
+			}
+			continue
+		}
+		cur := map[string]int64{}
+		for _, c := range counts {
+			if c.State == store.Queued && c.N > 0 {
+				cur[c.Type] += c.N
+			}
+		}
+		s.mu.Lock()
+		s.backlog = cur
+		s.mu.Unlock()
+		if maps.Equal(cur, last) && time.Since(sentAt) < 5*time.Second {
+			continue
+		}
+		last, sentAt = cur, time.Now()
+		s.mu.Lock()
+		for _, h := range s.hosts {
+			if h.link != nil {
+				h.link.send(&hostv1.ServerMessage{Msg: &hostv1.ServerMessage_Backlog{Backlog: &hostv1.Backlog{Queued: maps.Clone(cur)}}})
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
+func (s *Server) lastBacklog() *hostv1.Backlog {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.backlog == nil {
+		return nil
+	}
+	return &hostv1.Backlog{Queued: maps.Clone(s.backlog)}
+}
+
+// Relay implements hostv1.HostServiceServer: the stream becomes a connection of the
+// agent service whose peer address is the attested GuestAddr.
+func (hs *hostService) Relay(stream hostv1.HostService_RelayServer) error {
+	s := hs.s
+	id, err := hostID(stream.Context())
+	if err != nil {
+		return err
+	}
+	md, _ := metadata.FromIncomingContext(stream.Context())
+	one := func(k string) string {
+		if v := md.Get(k); len(v) == 1 {
+			return v[0]
+		}
+		return ""
+	}
+	addr := GuestAddr{Host: id, Guest: one(MetaGuest), Pool: one(MetaPool)}
+	if addr.Guest == "" {
+		return status.Errorf(codes.InvalidArgument, "relay: metadata %q (the guest's name) is missing", MetaGuest)
+	}
+	s.mu.Lock()
+	h := s.hosts[id]
+	ok := h != nil && h.link != nil
+	s.mu.Unlock()
+	if !ok {
+		return status.Errorf(codes.FailedPrecondition, "relay: host %s has no control stream: open Control and register first", id)
+	}
+	inner, outer := net.Pipe()
+	conn := &relayConn{Conn: inner, remote: addr}
+	if err := s.relayLis.put(stream.Context(), conn); err != nil {
+		inner.Close()
+		outer.Close()
+		return status.Error(codes.Unavailable, "relay: the server is shutting down")
+	}
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	go func() { // guest → agent service
+		defer outer.Close()
+		for {
+			c, err := stream.Recv()
+			if err != nil {
+				return
+			}
+			if _, err := outer.Write(c.GetData()); err != nil {
+				return
+			}
+		}
+	}()
+	go func() {
+		<-ctx.Done()
+		outer.Close()
+	}()
+	buf := make([]byte, 32<<10)
+	for { // agent service → guest
+		n, err := outer.Read(buf)
+		if n > 0 {
+			if serr := stream.Send(&hostv1.Chunk{Data: append([]byte(nil), buf[:n]...)}); serr != nil {
+				return nil
+			}
+		}
+		if err != nil {
+			return nil
+		}
+	}
+}
+
+// relayConn is one relayed agent session as the agent service sees it.
+type relayConn struct {
+	net.Conn
+	remote GuestAddr
+}
+
+func (c *relayConn) RemoteAddr() net.Addr { return c.remote }
+
+// chanListener is a net.Listener fed by Relay streams.
+type chanListener struct {
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+}
+
+func newChanListener() *chanListener {
+	return &chanListener{conns: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (l *chanListener) put(ctx context.Context, c net.Conn) error {
+	select {
+	case l.conns <- c:
+		return nil
+	case <-l.done:
+		return net.ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *chanListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *chanListener) Addr() net.Addr { return GuestAddr{Host: "relay"} }
+
+// HostInfo is what operators see of one host.
+type HostInfo struct {
+	ID, State, Version, Accel string
+	CPUs                      uint32
+	MemoryBytes               uint64
+	Load                      *hostv1.Load
+	Pools                     []*hostv1.Pool
+	Guests                    int
+	ConnectedAt, LastSeen     time.Time
+}
+
+// Hosts returns the hosts the server knows, sorted by id.
+func (s *Server) Hosts() []HostInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []HostInfo
+	for _, h := range s.hosts {
+		hi := HostInfo{ID: h.id, State: h.state, Version: h.version, Accel: h.accel, CPUs: h.cpus, MemoryBytes: h.memory,
+			Load: h.load, Guests: len(h.guests), ConnectedAt: h.connectedAt, LastSeen: h.lastSeen}
+		for _, n := range h.poolOrder {
+			hi.Pools = append(hi.Pools, h.pools[n])
+		}
+		out = append(out, hi)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// VMInfo is one guest as its host last reported it, with its agent's state.
+type VMInfo struct {
+	Host       string
+	Guest      *hostv1.Guest
+	AgentState string // connected, lost, or "" (never registered)
+}
+
+// VMs returns the guests of every host (only host's when it is not empty), sorted by
+// host, pool and name.
+func (s *Server) VMs(host string) []VMInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []VMInfo
+	for _, h := range s.hosts {
+		if host != "" && h.id != host {
+			continue
+		}
+		for _, g := range h.guests {
+			vi := VMInfo{Host: h.id, Guest: g}
+			if a := s.agents[g.GetName()]; a != nil && a.hostID == h.id {
+				vi.AgentState = a.state
+			}
+			out = append(out, vi)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.Host != b.Host {
+			return a.Host < b.Host
+		}
+		if a.Guest.GetPool() != b.Guest.GetPool() {
+			return a.Guest.GetPool() < b.Guest.GetPool()
+		}
+		return a.Guest.GetName() < b.Guest.GetName()
+	})
+	return out
+}
+
+// ListHosts implements paddockv1connect.ClusterServiceHandler.
+func (api *clientAPI) ListHosts(context.Context, *connect.Request[paddockv1.ListHostsRequest]) (*connect.Response[paddockv1.ListHostsResponse], error) {
+	out := &paddockv1.ListHostsResponse{}
+	for _, h := range api.s.Hosts() {
+		ph := &paddockv1.Host{Id: h.ID, State: h.State, Version: h.Version, Accel: h.Accel, Cpus: h.CPUs, MemoryBytes: h.MemoryBytes,
+			Guests: int32(h.Guests), ConnectedAtUnixMs: unixMS(h.ConnectedAt), LastSeenUnixMs: unixMS(h.LastSeen)}
+		if l := h.Load; l != nil {
+			ph.CpuPercent, ph.MemAvailableBytes, ph.NicBytesPerSec = l.GetCpuPercent(), l.GetMemAvailableBytes(), l.GetNicRxBytesPerSec()+l.GetNicTxBytesPerSec()
+		}
+		for _, p := range h.Pools {
+			ph.Pools = append(ph.Pools, &paddockv1.HostPool{Name: p.GetName(), State: p.GetState(), Error: p.GetError(), TaskTypes: p.GetTaskTypes(),
+				MinIdle: p.GetMinIdle(), Max: p.GetMax(), Blocked: p.GetBlocked()})
+		}
+		out.Hosts = append(out.Hosts, ph)
+	}
+	return connect.NewResponse(out), nil
+}
+
+// ListVMs implements paddockv1connect.ClusterServiceHandler.
+func (api *clientAPI) ListVMs(_ context.Context, req *connect.Request[paddockv1.ListVMsRequest]) (*connect.Response[paddockv1.ListVMsResponse], error) {
+	out := &paddockv1.ListVMsResponse{}
+	now := time.Now().UnixMilli()
+	for _, v := range api.s.VMs(req.Msg.GetHost()) {
+		g := v.Guest
+		vm := &paddockv1.VM{Name: g.GetName(), Host: v.Host, Pool: g.GetPool(), State: g.GetState(), TasksRun: g.GetTasksRun(), Running: g.GetRunning(),
+			CpuPercent: g.GetCpuPercent(), MemoryBytes: g.GetMemoryBytes(), Agent: v.AgentState, BootMs: g.GetBootMs()}
+		if c := g.GetCreatedAtUnixMs(); c > 0 {
+			vm.UptimeMs = max(now-c, 0)
+		}
+		out.Vms = append(out.Vms, vm)
+	}
+	return connect.NewResponse(out), nil
+}

@@ -1,0 +1,306 @@
+package sched_test
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/paddockvm/paddock/agent/session"
+	hostv1 "github.com/paddockvm/paddock/api/host/v1"
+	paddockv1 "github.com/paddockvm/paddock/api/paddock/v1"
+	"github.com/paddockvm/paddock/api/paddock/v1/paddockv1connect"
+	"github.com/paddockvm/paddock/hostd/link"
+	"github.com/paddockvm/paddock/internal/pki"
+	"github.com/paddockvm/paddock/sched"
+	"github.com/paddockvm/paddock/sched/store/sqlite"
+)
+
+// clusterServer is a testServer with a cluster port (mutual TLS from a dev CA).
+type clusterServer struct {
+	*testServer
+	clusterAddr string
+	pkiDir      string
+}
+
+func startClusterServer(t *testing.T, cfg sched.Config) *clusterServer {
+	t.Helper()
+	dir := t.TempDir()
+	st, err := sqlite.Open(context.Background(), filepath.Join(dir, "paddock.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := sched.New(cfg, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsCfg, err := pki.DevServerTLS(filepath.Join(dir, "pki"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ls [3]net.Listener
+	for i := range ls {
+		if ls[i], err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.RunWith(ctx, sched.Listeners{Agent: ls[0], Client: ls[1], Cluster: ls[2], ClusterTLS: tlsCfg}); err != nil {
+			t.Errorf("server: %v", err)
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-done; st.Close() })
+	url := "http://" + ls[1].Addr().String()
+	return &clusterServer{
+		testServer: &testServer{srv: srv, agentAddr: ls[0].Addr().String(), url: url,
+			tasks:   paddockv1connect.NewTaskServiceClient(http.DefaultClient, url),
+			cluster: paddockv1connect.NewClusterServiceClient(http.DefaultClient, url)},
+		clusterAddr: ls[2].Addr().String(), pkiDir: filepath.Join(dir, "pki"),
+	}
+}
+
+// fakeHost is a host daemon's control side, driven by the test.
+type fakeHost struct {
+	cc     *grpc.ClientConn
+	client hostv1.HostServiceClient
+	ctl    hostv1.HostService_ControlClient
+	mu     sync.Mutex
+	events []*hostv1.TaskEvent
+	back   map[string]int64
+}
+
+func connectHost(t *testing.T, cs *clusterServer, certID, regID string, pools ...*hostv1.Pool) (*fakeHost, error) {
+	t.Helper()
+	tlsCfg, err := pki.DevHostTLS(cs.pkiDir, certID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := link.Dial(cs.clusterAddr, tlsCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	h := &fakeHost{cc: cc, client: hostv1.NewHostServiceClient(cc)}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	h.ctl, err = h.client.Control(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.ctl.Send(&hostv1.HostMessage{Msg: &hostv1.HostMessage_Register{Register: &hostv1.Register{
+		HostId: regID, ProtocolVersion: 1, Version: "test", Accel: "tcg", Capacity: &hostv1.Capacity{Cpus: 2, MemoryBytes: 1 << 30}, Pools: pools}}}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := h.ctl.Recv()
+	if err != nil {
+		return nil, err
+	}
+	if m.GetRegistered() == nil {
+		t.Fatalf("first control message %v, want registered", m)
+	}
+	go func() {
+		for {
+			m, err := h.ctl.Recv()
+			if err != nil {
+				return
+			}
+			h.mu.Lock()
+			if e := m.GetTaskEvent(); e != nil {
+				h.events = append(h.events, e)
+			}
+			if b := m.GetBacklog(); b != nil {
+				h.back = b.GetQueued()
+			}
+			h.mu.Unlock()
+		}
+	}()
+	return h, nil
+}
+
+func (h *fakeHost) send(t *testing.T, m *hostv1.HostMessage) {
+	t.Helper()
+	if err := h.ctl.Send(m); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (h *fakeHost) eventsFor(guest string) []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []string
+	for _, e := range h.events {
+		if e.GetGuest() == guest {
+			out = append(out, strings.TrimPrefix(e.GetKind().String(), "KIND_")+":"+e.GetTaskId())
+		}
+	}
+	return out
+}
+
+// startGuestAgent runs an in-process agent whose sessions are relayed by h as guest.
+func startGuestAgent(t *testing.T, h *fakeHost, guest, pool, claim string, ex session.Executor) *session.Session {
+	t.Helper()
+	s, err := session.New(session.Config{AgentID: claim, Host: "liar", ReconnectMin: 20 * time.Millisecond, ReconnectMax: 50 * time.Millisecond,
+		Dial: func(ctx context.Context) (net.Conn, error) { return link.OpenRelay(ctx, h.client, guest, pool) }}, ex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); s.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return s
+}
+
+func waitFor(t *testing.T, what string, d time.Duration, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func agentState(t *testing.T, ts *testServer, id string) *paddockv1.Agent {
+	r, err := ts.cluster.ListAgents(context.Background(), connect.NewRequest(&paddockv1.ListAgentsRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range r.Msg.GetAgents() {
+		if a.GetId() == id {
+			return a
+		}
+	}
+	return nil
+}
+
+func sleepExec() *fakeExec {
+	return &fakeExec{types: []session.TaskType{{Name: "sleep", Concurrency: 4}}, fn: func(ctx context.Context, t session.Task) session.Result {
+		d, _ := time.ParseDuration(string(t.Payload))
+		select {
+		case <-time.After(d):
+			return session.Result{Output: []byte("slept")}
+		case <-ctx.Done():
+			return session.Result{Error: "cancelled"}
+		}
+	}}
+}
+
+func TestHostRegisterNeedsItsCertificateID(t *testing.T) {
+	cs := startClusterServer(t, fastConfig())
+	_, err := connectHost(t, cs, "host-a", "host-b")
+	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "host.id") {
+		t.Fatalf("register as host-b with host-a's certificate: got %v, want PermissionDenied naming host.id", err)
+	}
+}
+
+func TestRelayedGuestIdentityAndEvents(t *testing.T) {
+	cfg := fastConfig()
+	cfg.LeaseTTL = time.Minute // a requeue below must come from GuestGone, not expiry
+	cs := startClusterServer(t, cfg)
+	h, err := connectHost(t, cs, "host-a", "host-a", &hostv1.Pool{Name: "p", MaxTasksPerVm: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	startGuestAgent(t, h, "g1", "p", "g1", sleepExec())
+	waitFor(t, "g1 connected", 10*time.Second, func() bool { a := agentState(t, cs.testServer, "g1"); return a != nil && a.GetState() == "connected" })
+	g1 := agentState(t, cs.testServer, "g1")
+	if g1.GetHost() != "host-a" {
+		t.Errorf("g1's host = %q, want the attested host-a (not the agent's claim)", g1.GetHost())
+	}
+
+	// A guest relayed as g2 that claims to be g1 is refused; g1 is untouched.
+	rogue := startGuestAgent(t, h, "g2", "p", "g1", sleepExec())
+	time.Sleep(500 * time.Millisecond)
+	if rogue.Stats().Connected {
+		t.Fatal("the rogue guest (attested g2, claiming g1) got a session")
+	}
+	after := agentState(t, cs.testServer, "g1")
+	if after.GetState() != "connected" || after.GetConnectedAtUnixMs() != g1.GetConnectedAtUnixMs() {
+		t.Fatalf("g1 changed after the rogue's attempts: before %v, after %v", g1, after)
+	}
+	if agentState(t, cs.testServer, "g2") != nil {
+		t.Fatal("the rogue registered something under g2")
+	}
+	// So is a TCP agent on the agent port claiming g1.
+	tcp := startAgent(t, cs.testServer, "g1", sleepExec())
+	time.Sleep(300 * time.Millisecond)
+	tcp()
+	if a := agentState(t, cs.testServer, "g1"); a.GetHost() != "host-a" || a.GetConnectedAtUnixMs() != g1.GetConnectedAtUnixMs() {
+		t.Fatalf("a TCP agent claiming g1 changed it: %v", a)
+	}
+
+	// A task on g1: the host hears STARTED then FINISHED.
+	task := submit(t, cs.testServer, &paddockv1.TaskSpec{Type: "sleep", Payload: []byte("50ms")})
+	if got := wait(t, cs.testServer, task.GetId(), 10*time.Second); got.GetState() != paddockv1.State_STATE_SUCCEEDED {
+		t.Fatalf("task: %v", got)
+	}
+	waitFor(t, "events for g1", 5*time.Second, func() bool { return len(h.eventsFor("g1")) == 2 })
+	if ev := h.eventsFor("g1"); ev[0] != "STARTED:"+task.GetId() || ev[1] != "FINISHED:"+task.GetId() {
+		t.Fatalf("events %v", ev)
+	}
+
+	// Guest gone with a task running: requeued at once (lease TTL is a minute) and run on g3.
+	long := submit(t, cs.testServer, &paddockv1.TaskSpec{Type: "sleep", Payload: []byte("1s"), MaxAttempts: 3})
+	waitFor(t, "the long task running on g1", 5*time.Second, func() bool { return len(h.eventsFor("g1")) == 3 })
+	startGuestAgent(t, h, "g3", "p", "g3", sleepExec())
+	gone := time.Now()
+	h.send(t, &hostv1.HostMessage{Msg: &hostv1.HostMessage_GuestGone{GuestGone: &hostv1.GuestGone{Name: "g1", Pool: "p", Reason: "destroyed"}}})
+	got := wait(t, cs.testServer, long.GetId(), 20*time.Second)
+	if got.GetState() != paddockv1.State_STATE_SUCCEEDED || got.GetAgentId() != "g3" || time.Since(gone) > 15*time.Second {
+		t.Fatalf("after g1 gone: %v (in %v)", got, time.Since(gone))
+	}
+	if g := agentState(t, cs.testServer, "g1"); g.GetState() == "connected" {
+		t.Fatalf("g1 still connected after its host reported it gone: %v", g)
+	}
+
+	// Status feeds vm ls and host ls.
+	h.send(t, &hostv1.HostMessage{Msg: &hostv1.HostMessage_Status{Status: &hostv1.Status{
+		Load:   &hostv1.Load{CpuPercent: 12.5, MemAvailableBytes: 1 << 29},
+		Guests: []*hostv1.Guest{{Name: "g3", Pool: "p", State: "idle", TasksRun: 1, CreatedAtUnixMs: time.Now().Add(-time.Minute).UnixMilli()}}}}})
+	waitFor(t, "vm ls shows g3", 5*time.Second, func() bool {
+		r, err := cs.cluster.ListVMs(context.Background(), connect.NewRequest(&paddockv1.ListVMsRequest{}))
+		return err == nil && len(r.Msg.GetVms()) == 1 && r.Msg.GetVms()[0].GetAgent() == "connected" && r.Msg.GetVms()[0].GetUptimeMs() >= 59000
+	})
+	hr, err := cs.cluster.ListHosts(context.Background(), connect.NewRequest(&paddockv1.ListHostsRequest{}))
+	if err != nil || len(hr.Msg.GetHosts()) != 1 || hr.Msg.GetHosts()[0].GetCpuPercent() != 12.5 || hr.Msg.GetHosts()[0].GetState() != "connected" {
+		t.Fatalf("host ls: %v %v", hr, err)
+	}
+}
+
+func TestMaxTasksPerGuestAndBacklog(t *testing.T) {
+	cs := startClusterServer(t, fastConfig())
+	h, err := connectHost(t, cs, "host-a", "host-a", &hostv1.Pool{Name: "one", MaxTasksPerVm: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	startGuestAgent(t, h, "one-1", "one", "one-1", sleepExec())
+	waitFor(t, "one-1 connected", 10*time.Second, func() bool { a := agentState(t, cs.testServer, "one-1"); return a != nil && a.GetState() == "connected" })
+	var ids []string
+	for range 3 {
+		ids = append(ids, submit(t, cs.testServer, &paddockv1.TaskSpec{Type: "sleep", Payload: []byte("10ms")}).GetId())
+	}
+	wait(t, cs.testServer, ids[0], 10*time.Second) // one of them, at least, runs
+	time.Sleep(700 * time.Millisecond)
+	if ev := h.eventsFor("one-1"); len(ev) != 2 {
+		t.Fatalf("a guest of a max_tasks_per_vm 1 pool got events %v, want one task started and finished", ev)
+	}
+	waitFor(t, "backlog of 2 sleep tasks sent to the host", 10*time.Second, func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return h.back["sleep"] == 2
+	})
+}
