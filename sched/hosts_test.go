@@ -288,7 +288,10 @@ func TestMaxTasksPerGuestAndBacklog(t *testing.T) {
 		t.Fatal(err)
 	}
 	startGuestAgent(t, h, "one-1", "one", "one-1", sleepExec())
-	waitFor(t, "one-1 connected", 10*time.Second, func() bool { a := agentState(t, cs.testServer, "one-1"); return a != nil && a.GetState() == "connected" })
+	waitFor(t, "one-1 connected", 10*time.Second, func() bool {
+		a := agentState(t, cs.testServer, "one-1")
+		return a != nil && a.GetState() == "connected"
+	})
 	var ids []string
 	for range 3 {
 		ids = append(ids, submit(t, cs.testServer, &paddockv1.TaskSpec{Type: "sleep", Payload: []byte("10ms")}).GetId())

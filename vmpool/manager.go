@@ -79,7 +79,9 @@ func WithRelay(r Relay) Option { return func(m *Manager) { m.relay = r } }
 // destroyed it (crashed, lost, recycled, scaled down, failed, or the daemon stopping),
 // with the reason; the host daemon tells the server, which requeues the guest's tasks.
 // It runs on the guest's teardown goroutine and must not block for long.
-func WithGuestGone(f func(g GuestRef, reason string)) Option { return func(m *Manager) { m.onGone = f } }
+func WithGuestGone(f func(g GuestRef, reason string)) Option {
+	return func(m *Manager) { m.onGone = f }
+}
 
 // WithRegisterer registers the Manager's metrics with reg.
 func WithRegisterer(reg prometheus.Registerer) Option { return func(m *Manager) { m.reg = reg } }
