@@ -1,0 +1,33 @@
+// Package hostd is the host daemon (`paddock host`): it glues the hypervisor, the image
+// store, the pools (vmpool), the host load monitor (vmpool/hostload) and the link with
+// the server together.
+//
+// The link is one gRPC connection to the server's cluster port with mutual TLS (the
+// host's certificate names the host; package internal/pki makes dev certificates). On
+// it the daemon keeps a control stream (api/host/v1 HostService.Control): it registers
+// (host id, CPUs, memory, acceleration, pools), reports load, pools and guests every
+// status interval, and tells the server at once when a guest is gone (the server
+// requeues that guest's tasks); the server sends the backlog by task type (fed to
+// vmpool.Counts, which drives scale-up) and a TaskEvent whenever a task starts or ends
+// on one of the host's guests (fed to Manager.TaskStarted/TaskFinished, so idle
+// timeouts and max_tasks_per_vm recycling work).
+//
+// The relay (Daemon.Serve, the pools' vmpool.Relay): for each guest, the connection to
+// its virtio-serial socket, positioned after the agent's ready line, gets the host half
+// of agent/transport; each session the guest starts is carried to the server as one
+// Relay stream on the same connection, named by request metadata with the guest's name
+// and pool as this host knows them (the host id comes from the certificate). The
+// server serves those streams to its agent service as connections whose peer is that
+// guest, and refuses an agent that registers under any other id. Guests have no
+// network interface. While the server is unreachable the pools keep their min_idle
+// guests, the error is logged once per change, and the link is retried with backoff.
+//
+// Tests: unit-level tests use a fake hypervisor; the integration tests boot real TCG
+// guests (1 vCPU, 256 MiB, at most 3 at once) from an image holding the real
+// paddock-agent and the test handler, with the real server in-process, and need root,
+// libvirtd and virtlogd (`make setup`) and a kernel in /boot; they skip without them,
+// or fail under PADDOCK_REQUIRE_VM=1:
+//
+//	sudo PADDOCK_REQUIRE_VM=1 go test -count=1 -v ./hostd/
+//	sudo go test ./hostd/ -run '^$' -bench . -benchtime 2x
+package hostd
