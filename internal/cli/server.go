@@ -12,6 +12,7 @@ import (
 
 	"github.com/paddockvm/paddock/internal/buildinfo"
 	"github.com/paddockvm/paddock/internal/config"
+	"github.com/paddockvm/paddock/internal/pki"
 	"github.com/paddockvm/paddock/sched"
 	"github.com/paddockvm/paddock/sched/store/sqlite"
 )
@@ -33,6 +34,10 @@ func init() {
 		config.Key{Name: "server.default_max_attempts", Default: 3, Usage: "a task's max attempts when it gives none"},
 		config.Key{Name: "server.retry_base", Default: time.Second, Usage: "first retry backoff (doubles per attempt, with jitter)"},
 		config.Key{Name: "server.retry_max", Default: 5 * time.Minute, Usage: "longest retry backoff"},
+		config.Key{Name: "server.cluster_listen", Default: "127.0.0.1:7072", Usage: "cluster port of the server: host daemons connect here over mutual TLS (empty: none)", Flag: "cluster-listen", Cmds: []string{"server"}},
+		config.Key{Name: "server.cluster_tls_cert", Default: "", Usage: "the cluster port's server certificate (PEM), outside dev mode (dev mode: <data_dir>/pki, made on first start)"},
+		config.Key{Name: "server.cluster_tls_key", Default: "", Usage: "the private key of server.cluster_tls_cert (PEM)"},
+		config.Key{Name: "server.cluster_tls_ca", Default: "", Usage: "the CA certificate (PEM) host certificates must be signed by"},
 		config.Key{Name: "server.sqlite_synchronous", Default: "NORMAL", Usage: "SQLite synchronous pragma: NORMAL (survives a killed server) or FULL (also a power loss)"},
 	)
 	addCommand(10, newServerCmd)
@@ -82,7 +87,25 @@ HTTP, plus /metrics and /healthz). Outside dev mode (--dev) clients need server.
 				al.Close()
 				return fmt.Errorf("listening on server.listen: %w", err)
 			}
-			return ignoreCanceled(srv.Run(ctx, al, cl))
+			ls := sched.Listeners{Agent: al, Client: cl}
+			if addr := v.GetString("server.cluster_listen"); addr != "" {
+				if cfg.Dev {
+					ls.ClusterTLS, err = pki.DevServerTLS(filepath.Join(dir, "pki"))
+				} else {
+					ls.ClusterTLS, err = pki.ServerTLS(v.GetString("server.cluster_tls_cert"), v.GetString("server.cluster_tls_key"), v.GetString("server.cluster_tls_ca"))
+				}
+				if err != nil {
+					al.Close()
+					cl.Close()
+					return fmt.Errorf("cluster port TLS: %w (or set server.cluster_listen to \"\" to serve no hosts)", err)
+				}
+				if ls.Cluster, err = net.Listen("tcp", addr); err != nil {
+					al.Close()
+					cl.Close()
+					return fmt.Errorf("listening on server.cluster_listen: %w", err)
+				}
+			}
+			return ignoreCanceled(srv.RunWith(ctx, ls))
 		},
 	}
 }

@@ -1,0 +1,157 @@
+package cli
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/cobra"
+	"github.com/spf13/viper"
+
+	paddockv1 "github.com/paddockvm/paddock/api/paddock/v1"
+	"github.com/paddockvm/paddock/hostd"
+	"github.com/paddockvm/paddock/internal/buildinfo"
+	"github.com/paddockvm/paddock/internal/config"
+	"github.com/paddockvm/paddock/internal/pki"
+	"github.com/paddockvm/paddock/vmpool"
+	"github.com/paddockvm/paddock/vmpool/hostload"
+)
+
+func init() {
+	host, _ := os.Hostname()
+	config.Register(
+		config.Key{Name: "host.id", Default: host, Usage: "this host's id (its mTLS certificate's Common Name; default: the host name)", Flag: "host-id", Cmds: []string{"host"}},
+		config.Key{Name: "host.server", Default: "127.0.0.1:7072", Usage: "the server's cluster port (server.cluster_listen), host:port", Flag: "cluster-server", Cmds: []string{"host"}},
+		config.Key{Name: "host.dev", Default: false, Usage: "dev mode: issue this host's certificate from the dev CA that paddock server --dev wrote to <data_dir>/pki (same machine)", Flag: "dev", Cmds: []string{"host"}},
+		config.Key{Name: "host.tls_cert", Default: "", Usage: "this host's client certificate (PEM; Common Name = host.id), outside dev mode"},
+		config.Key{Name: "host.tls_key", Default: "", Usage: "the private key of host.tls_cert (PEM)"},
+		config.Key{Name: "host.tls_ca", Default: "", Usage: "the CA certificate (PEM) that signed the server's cluster certificate"},
+		config.Key{Name: "host.run_dir", Default: "/run/paddock/vms", Usage: "one directory per guest (socket, console log, scratch disk); QEMU must reach it"},
+		config.Key{Name: "host.pools", Default: []any{}, Usage: "pools: a list of {name, image, vcpus, memory, min_idle, max, idle_timeout, max_tasks_per_vm, task_types, scratch_mib, boot_timeout, cmdline}"},
+		config.Key{Name: "host.thresholds.cpu_percent", Default: 0.0, Usage: "no scale-up while host CPU is above this percent (0: no limit)"},
+		config.Key{Name: "host.thresholds.min_mem_available_mib", Default: 0, Usage: "no scale-up while less memory than this is available (0: no limit)"},
+		config.Key{Name: "host.thresholds.nic_bytes_per_sec", Default: 0.0, Usage: "no scale-up while NIC throughput (rx+tx) is above this (0: no limit)"},
+		config.Key{Name: "host.load_interval", Default: 2 * time.Second, Usage: "host load sampling interval"},
+		config.Key{Name: "host.tick", Default: time.Second, Usage: "pool reconcile interval"},
+		config.Key{Name: "host.metrics_listen", Default: "127.0.0.1:7073", Usage: "address of the host daemon's /metrics (empty: none)", Flag: "metrics-listen", Cmds: []string{"host"}},
+	)
+	addCommand(30, newHostCmd)
+}
+
+// decodePools reads host.pools strictly: an unknown field in a pool is an error naming it.
+func decodePools(v *viper.Viper) ([]vmpool.PoolConfig, error) {
+	var pools []vmpool.PoolConfig
+	err := v.UnmarshalKey("host.pools", &pools, func(c *mapstructure.DecoderConfig) {
+		c.ErrorUnused = true
+		c.DecodeHook = mapstructure.ComposeDecodeHookFunc(mapstructure.StringToTimeDurationHookFunc(), mapstructure.StringToSliceHookFunc(","))
+	})
+	if err != nil {
+		return nil, fmt.Errorf("host.pools: %w (fields: name, image, vcpus, memory, min_idle, max, idle_timeout, max_tasks_per_vm, task_types, scratch_mib, boot_timeout, cmdline)", err)
+	}
+	return pools, nil
+}
+
+func hostTLS(app *App) (*tls.Config, error) {
+	v := app.Cfg.V
+	if v.GetBool("host.dev") {
+		return pki.DevHostTLS(filepath.Join(v.GetString("data_dir"), "pki"), v.GetString("host.id"))
+	}
+	return pki.HostTLS(v.GetString("host.tls_cert"), v.GetString("host.tls_key"), v.GetString("host.tls_ca"))
+}
+
+func newHostCmd(app *App) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "host",
+		Short: "Run the host daemon (pools of guests, relay to the server), or list hosts",
+		Long: `Run the host daemon: it connects to local libvirt (hypervisor.uri) and to the server's
+cluster port (host.server) over mutual TLS, registers this host (host.id), runs the pools of
+host.pools, reports load and guests, and relays every guest's agent session to the server.
+In dev mode (--dev) it issues its own certificate from the dev CA in <data_dir>/pki that
+` + "`paddock server --dev`" + ` wrote; otherwise set host.tls_cert, host.tls_key and host.tls_ca.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			v := app.Cfg.V
+			pools, err := decodePools(v)
+			if err != nil {
+				return err
+			}
+			pcfg := vmpool.Config{HostID: v.GetString("host.id"), RunDir: v.GetString("host.run_dir"), Pools: pools, Tick: v.GetDuration("host.tick"),
+				Thresholds: hostload.Thresholds{CPUPercent: v.GetFloat64("host.thresholds.cpu_percent"),
+					MinMemAvailableMiB: uint64(max(v.GetInt64("host.thresholds.min_mem_available_mib"), 0)), NICBytesPerSec: v.GetFloat64("host.thresholds.nic_bytes_per_sec")}}
+			if err := pcfg.ValidateHost(); err != nil {
+				return err
+			}
+			for _, p := range pools { // bad pools are reported; the daemon runs the others
+				if err := p.Validate(); err != nil {
+					app.Log.Error("bad pool in host.pools; the other pools will run", "err", err)
+				}
+			}
+			tlsCfg, err := hostTLS(app)
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			hv, err := connectHypervisor(ctx, app)
+			if err != nil {
+				return err
+			}
+			defer hv.Close()
+			store, err := imageStore(app)
+			if err != nil {
+				return err
+			}
+			d, err := hostd.New(hostd.Config{Server: v.GetString("host.server"), TLS: tlsCfg, Pools: pcfg, LoadInterval: v.GetDuration("host.load_interval"),
+				MetricsListen: v.GetString("host.metrics_listen"), Accel: string(hv.Accel().Accel), Version: buildinfo.String(), Logger: app.Log}, hv, store)
+			if err != nil {
+				return err
+			}
+			return ignoreCanceled(d.Run(ctx))
+		},
+	}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "ls",
+		Short: "List the host daemons the server knows, with their load and pools",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, cl := clients(app)
+			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			defer cancel()
+			r, err := cl.ListHosts(ctx, connect.NewRequest(&paddockv1.ListHostsRequest{}))
+			if err != nil {
+				return fmt.Errorf("listing hosts: %w", err)
+			}
+			tw := tabwriter.NewWriter(app.Out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "HOST\tSTATE\tACCEL\tCPUS\tCPU%\tMEM AVAIL\tGUESTS\tPOOLS\tLAST SEEN")
+			for _, h := range r.Msg.GetHosts() {
+				var ps []string
+				for _, p := range h.GetPools() {
+					s := p.GetName() + ":" + p.GetState()
+					if len(p.GetBlocked()) > 0 {
+						s += "(blocked:" + strings.Join(p.GetBlocked(), ",") + ")"
+					}
+					ps = append(ps, s)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.1f\t%s\t%d\t%s\t%s\n", h.GetId(), h.GetState(), h.GetAccel(), h.GetCpus(), h.GetCpuPercent(),
+					mib(h.GetMemAvailableBytes()), h.GetGuests(), strings.Join(ps, " "), ago(h.GetLastSeenUnixMs()))
+			}
+			return tw.Flush()
+		},
+	})
+	return cmd
+}
+
+func mib(b uint64) string { return fmt.Sprintf("%d MiB", b>>20) }
+
+func ago(ms int64) string {
+	if ms == 0 {
+		return "-"
+	}
+	return time.Since(time.UnixMilli(ms)).Round(time.Second).String() + " ago"
+}
