@@ -20,6 +20,7 @@ import (
 
 	"github.com/paddockvm/paddock/agent"
 	"github.com/paddockvm/paddock/hypervisor"
+	"github.com/paddockvm/paddock/internal/testguest"
 	"github.com/paddockvm/paddock/internal/testutil"
 )
 
@@ -41,18 +42,7 @@ func connectHV(t testing.TB) *hypervisor.Libvirt {
 }
 
 // qemuDir is a 0755 directory under /tmp that QEMU (user libvirt-qemu) can traverse.
-func qemuDir(t testing.TB) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "paddock-imgtest-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
+func qemuDir(t testing.TB) string { return testguest.QEMUDir(t) }
 
 var guestSeq int
 
