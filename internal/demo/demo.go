@@ -275,7 +275,7 @@ func (r *runner) waitAgents(ctx context.Context) error {
 		}
 		if time.Since(lastSay) >= r.cfg.Progress {
 			lastSay = time.Now()
-			r.printf("  … %s: %d agent(s) connected, none serves %s yet (guests may still be booting)\n",
+			r.printf("  … %s: %d agent(s) connected, none serves %s yet (agents may still be starting; guests take a while to boot)\n",
 				time.Since(r.start).Round(time.Second), len(resp.GetAgents()), strings.Join(missing, ", "))
 		}
 		select {
@@ -316,7 +316,8 @@ func (r *runner) submit(ctx context.Context, j *job) error {
 // follow waits for every job concurrently, printing the attempts that end and each
 // result as it arrives, plus a progress line while tasks are pending.
 func (r *runner) follow(ctx context.Context, jobs []*job) error {
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.TaskWait)
+	parent := ctx
+	ctx, cancel := context.WithTimeoutCause(ctx, r.cfg.TaskWait, errTaskWait)
 	defer cancel()
 	var (
 		wg      sync.WaitGroup
@@ -349,6 +350,9 @@ func (r *runner) follow(ctx context.Context, jobs []*job) error {
 	for {
 		select {
 		case <-done:
+			if parent.Err() != nil {
+				return fmt.Errorf("demo: interrupted while waiting for the tasks: %w", parent.Err())
+			}
 			return errors.Join(errs...)
 		case <-tick.C:
 			stateMu.Lock()
@@ -366,6 +370,8 @@ func (r *runner) follow(ctx context.Context, jobs []*job) error {
 	}
 }
 
+var errTaskWait = errors.New("demo: task wait over")
+
 func suffix(j *job) string {
 	if j.team != "" {
 		return "/" + j.team
@@ -379,8 +385,11 @@ func (r *runner) followOne(ctx context.Context, j *job, setState func(string)) e
 	for {
 		out, err := r.cli(ctx, true, "task", "wait", j.id, "--json", "--timeout", "2s")
 		if err != nil {
+			if context.Cause(ctx) == errTaskWait {
+				return fmt.Errorf("demo: the %s (task %s) did not end within %s: see `paddock task get %s`", j.label, j.id, r.cfg.TaskWait, j.id)
+			}
 			if ctx.Err() != nil {
-				return fmt.Errorf("demo: the %s (task %s) did not end within %s", j.label, j.id, r.cfg.TaskWait)
+				return ctx.Err()
 			}
 			return fmt.Errorf("demo: waiting for the %s: %w", j.label, err)
 		}

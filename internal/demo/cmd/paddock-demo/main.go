@@ -39,6 +39,10 @@ func main() {
 	var buf bytes.Buffer
 	cfg.Out = io.MultiWriter(os.Stdout, &buf)
 	if _, err := demo.Run(ctx, cfg); err != nil {
+		if ctx.Err() != nil {
+			fmt.Fprintln(os.Stderr, "paddock-demo: interrupted")
+			os.Exit(130)
+		}
 		fmt.Fprintf(os.Stderr, "paddock-demo: %v\n", err)
 		os.Exit(1)
 	}
