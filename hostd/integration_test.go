@@ -140,7 +140,7 @@ func (l *logBuf) String() string {
 // env is a real server (in-process, SQLite file, cluster port with a dev CA) and a
 // real host daemon on real libvirt.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	uri     string
 	hv      *hypervisor.Libvirt
 	srv     *sched.Server
@@ -155,7 +155,7 @@ type env struct {
 	runDir  string
 }
 
-func connectLibvirt(t *testing.T) (*hypervisor.Libvirt, string) {
+func connectLibvirt(t testing.TB) (*hypervisor.Libvirt, string) {
 	uri := itest.RequireLibvirt(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -168,7 +168,7 @@ func connectLibvirt(t *testing.T) (*hypervisor.Libvirt, string) {
 	return hv, uri
 }
 
-func startServer(t *testing.T, e *env) string {
+func startServer(t testing.TB, e *env) string {
 	dir := t.TempDir()
 	st, err := sqlite.Open(context.Background(), filepath.Join(dir, "paddock.db"), sqlite.Options{})
 	if err != nil {
@@ -208,7 +208,7 @@ func startServer(t *testing.T, e *env) string {
 
 // start runs the server and a host daemon with pools (their Image fields "" get the
 // test image's digest) and thresholds.
-func start(t *testing.T, pools []vmpool.PoolConfig, th hostload.Thresholds) *env {
+func start(t testing.TB, pools []vmpool.PoolConfig, th hostload.Thresholds) *env {
 	t.Helper()
 	hv, uri := connectLibvirt(t)
 	store, img := realImage(t)

@@ -33,10 +33,12 @@
 // Readiness: SocketConnector dials the guest's channel socket and reads, one byte at a
 // time, up to the agent's "PADDOCK-AGENT READY …" line (agent.ReadyPrefix); the guest
 // is then idle. The same connection, positioned just after that line, goes to the Relay
-// (DrainRelay until the server relay exists: the host side of agent/transport, which
-// sends RESYNC and skips everything before a valid HELLO). A Relay that returns an
-// error marks the guest unhealthy: that is where "no session within the deadline" will
-// plug in.
+// (the host daemon's, hostd.Daemon.Serve: the host side of agent/transport, which sends
+// RESYNC and skips everything before a valid HELLO, then relays each session to the
+// server; DrainRelay when none is set). A Relay that returns an error marks the guest
+// unhealthy. Every guest's kernel command line ends with paddock.id=<guest name>
+// (GuestCmdline): its agent registers under that id, which the server checks against
+// the name the host attests. WithGuestGone tells the host daemon when a guest is gone.
 //
 // A pool with a bad configuration (Validate: names, ranges, min_idle > max, …; at start:
 // an image that is not in the store, memory below RequiredMemoryMiB of the image, a task
