@@ -42,6 +42,6 @@ func newConfigCmd(app *App) *cobra.Command {
 	show.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	// Every key's flag, so that its effect on the configuration can be seen.
 	config.AddFlags(show.Flags(), "*")
-	cmd.AddCommand(show)
+	cmd.AddCommand(show, newConfigExampleCmd(app))
 	return cmd
 }
