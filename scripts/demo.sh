@@ -64,7 +64,7 @@ go build -o "$WORK/paddock-demo" ./internal/demo/cmd/paddock-demo
 
 say "starting paddock server --dev (SQLite in $WORK/data)"
 "$BIN/paddock" server --dev --data-dir "$WORK/data" --listen 127.0.0.1:0 --agent-listen 127.0.0.1:0 \
-	--log-format json >"$WORK/server.log" 2>&1 &
+	--cluster-listen 127.0.0.1:0 --log-format json >"$WORK/server.log" 2>&1 &
 server_pid=$!
 
 api="" agents=""
@@ -100,8 +100,10 @@ echo
 if "$WORK/paddock-demo" --server "http://$api" --paddock "$BIN/paddock" --examples examples/demo --agent-wait 60s; then
 	ok=1
 	echo
-	say "done. Try it yourself: '$BIN/paddock server --dev' in one terminal, an agent as above in another,"
-	say "then '$BIN/paddock task submit --type checksum --input f=README.md --wait'."
+	say "done. To try it by hand:"
+	say "  $BIN/paddock server --dev --data-dir /tmp/paddock-try                         # terminal 1"
+	say "  $BIN/paddock-agent --server 127.0.0.1:7071 --handler checksum=$H/checksum    # terminal 2"
+	say "  $BIN/paddock task submit --type checksum --input f=README.md --wait          # terminal 3"
 else
 	rc=$?
 	if [ "$rc" = 130 ]; then

@@ -223,9 +223,9 @@ func swapLines(s, a, b string) string {
 func TestScenario(t *testing.T) {
 	bins := buildBinaries(t)
 	dir := t.TempDir()
-	api, agentAddr := freeAddr(t), freeAddr(t)
+	api, agentAddr, cluster := freeAddr(t), freeAddr(t), freeAddr(t)
 	startProc(t, dir, "server", bins["paddock"], "server", "--dev", "--data-dir", filepath.Join(dir, "data"),
-		"--listen", api, "--agent-listen", agentAddr, "--log-format", "text")
+		"--listen", api, "--agent-listen", agentAddr, "--cluster-listen", cluster, "--log-format", "text")
 	waitHealthy(t, "http://"+api)
 	args := []string{"--server", agentAddr, "--id", "demo-test-agent"}
 	for _, h := range []string{"checksum", "logscan", "score", "testhandler"} {
