@@ -36,7 +36,9 @@ func TestVagrantValidate(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "vagrant", "validate")
-	cmd.Env = append(os.Environ(), "VAGRANT_CHECKPOINT_DISABLE=1", "VAGRANT_DEFAULT_PROVIDER=libvirt")
+	// VAGRANT_DOTFILE_PATH: validate would otherwise leave a .vagrant/ in the work tree.
+	cmd.Env = append(os.Environ(), "VAGRANT_CHECKPOINT_DISABLE=1", "VAGRANT_DEFAULT_PROVIDER=libvirt",
+		"VAGRANT_DOTFILE_PATH="+filepath.Join(t.TempDir(), "vagrant"))
 	out, err := cmd.CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "validated successfully") {
 		t.Fatalf("vagrant validate: %v\n%s", err, out)
