@@ -99,7 +99,7 @@ func TestTypesAndEcho(t *testing.T) {
 			t.Errorf("type %+v: want version 1.0.0, concurrency 4, handler testhandler", tt)
 		}
 	}
-	if got, want := strings.Join(names, ","), "test.big,test.crash,test.echo,test.fail,test.hang,test.panic,test.sleep"; got != want {
+	if got, want := strings.Join(names, ","), "test.big,test.crash,test.echo,test.fail,test.flaky,test.hang,test.panic,test.sleep"; got != want {
 		t.Fatalf("Types = %s, want %s", got, want)
 	}
 	res := r.Execute(context.Background(), runner.Task{ID: "t1", Type: "test.echo", Payload: []byte("hello")})
@@ -157,6 +157,21 @@ func TestFailureRetryability(t *testing.T) {
 				t.Fatalf("got %+v, want a handler_error with Retryable=%v", res, tc.retryable)
 			}
 		})
+	}
+}
+
+// TestAttemptReachesHandler: test.flaky fails while the attempt number is within its
+// payload and succeeds after, so the attempt number crosses the plugin boundary.
+func TestAttemptReachesHandler(t *testing.T) {
+	r := newRunner(t, nil)
+	for attempt, wantOK := range map[int]bool{1: false, 2: false, 3: true} {
+		res := r.Execute(context.Background(), runner.Task{Type: "test.flaky", Payload: []byte("2"), Attempt: attempt})
+		if res.OK() != wantOK || (!wantOK && !res.Retryable) {
+			t.Errorf("attempt %d: %+v, want ok=%v (a failure retryable)", attempt, res, wantOK)
+		}
+		if wantOK && string(res.Output) != "succeeded on attempt 3 after 2 failures" {
+			t.Errorf("attempt %d output %q", attempt, res.Output)
+		}
 	}
 }
 

@@ -4,6 +4,8 @@
 //	test.echo   output = payload
 //	test.sleep  sleeps for the duration in the payload ("250ms"), honouring ctx
 //	test.fail   fails; payload "retryable" or "fatal" says how
+//	test.flaky  fails (retryable) on attempts up to the payload's number, then succeeds:
+//	            payload "1" fails the first attempt and succeeds on the first retry
 //	test.crash  exits the process (status 3) in the middle of the call
 //	test.hang   ignores ctx and never returns
 //	test.big    returns an output of as many bytes as the payload's decimal number
@@ -28,7 +30,7 @@ var _ sdk.Handler = testHandler{}
 
 func (testHandler) Describe() []sdk.TaskType {
 	var out []sdk.TaskType
-	for _, n := range []string{"test.echo", "test.sleep", "test.fail", "test.crash", "test.hang", "test.big", "test.panic"} {
+	for _, n := range []string{"test.echo", "test.sleep", "test.fail", "test.flaky", "test.crash", "test.hang", "test.big", "test.panic"} {
 		out = append(out, sdk.TaskType{Name: n, Version: "1.0.0", Concurrency: 4, Description: "test-only: " + n})
 	}
 	return out
@@ -58,6 +60,15 @@ func (testHandler) Handle(ctx context.Context, req sdk.Request) (sdk.Response, e
 		default:
 			return sdk.Response{}, sdk.Fatalf("test.fail: payload must be \"retryable\" or \"fatal\", got %q", req.Payload)
 		}
+	case "test.flaky":
+		n, err := strconv.Atoi(string(bytes.TrimSpace(req.Payload)))
+		if err != nil || n < 0 {
+			return sdk.Response{}, sdk.Fatalf("test.flaky: payload %q is not the number of attempts to fail", req.Payload)
+		}
+		if req.Attempt <= n {
+			return sdk.Response{}, sdk.Retryablef("test.flaky: attempt %d of the %d set to fail", req.Attempt, n)
+		}
+		return sdk.Response{Output: []byte(fmt.Sprintf("succeeded on attempt %d after %d failures", req.Attempt, n))}, nil
 	case "test.crash":
 		fmt.Fprintln(os.Stderr, "test.crash: exiting mid-call, as asked")
 		time.Sleep(50 * time.Millisecond)
