@@ -5,7 +5,7 @@
 #   2. starts one `paddock-agent` over TCP with the example handlers from bin/handlers;
 #   3. runs the scenario driver (internal/demo/cmd/paddock-demo) against the server:
 #      a checksum, a log scan, three scored submissions into a leaderboard, and a task
-#      that fails, retries and ends dead — each result printed as it arrives and checked
+#      that fails, is retried and succeeds — each result printed as it arrives and checked
 #      against the hand-checked figures in internal/demo/expected.go;
 #   4. stops the agent and the server (also on Ctrl-C or an error) and removes the data
 #      directory (kept, with the logs, when something failed or PADDOCK_DEMO_KEEP=1).

@@ -179,7 +179,7 @@ func TestCheck(t *testing.T) {
 		{"a figure off by one digit", strings.Replace(good, "macro_f1=0.9048", "macro_f1=0.9047", 1), `unexpected result`},
 		{"a missing figure", strings.Replace(good, "  logscan top error 2×", "  (dropped)", 1), `missing "logscan top error 2×`},
 		{"a duplicated figure", strings.Replace(good, "  score heron", "  score heron accuracy=0.7000 macro_f1=0.6889 rows=10\n  score heron", 1), "printed 2 times"},
-		{"the retry out of order", swapLines(good, "test.fail attempt 1/2", "test.fail attempt 2/2"), "out of order"},
+		{"the retry out of order", swapLines(good, "test.flaky attempt 1/3", "test.flaky attempt 2 succeeded"), "out of order"},
 		{"leaderboard rows swapped", swapLines(good, "2     badger", "3     heron"), "leaderboard row 2"},
 		{"no leaderboard", good[:strings.Index(good, "\n-- leaderboard")], "no leaderboard"},
 		{"empty output", "", "missing"},

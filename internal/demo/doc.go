@@ -1,7 +1,7 @@
 // Package demo is the demo scenario that `make demo` runs: given the address of a
 // Paddock server, it drives a short, real job through the `paddock` CLI only — the
 // checksum of a file, a log scan, three competition submissions scored against a
-// ground truth into a leaderboard, and a task that fails, retries and ends dead —
+// ground truth into a leaderboard, and a task that fails, retries and then succeeds —
 // printing each result as it arrives. The inputs live in examples/demo/.
 //
 // Every printed figure was checked by hand; the figures and the arithmetic are in

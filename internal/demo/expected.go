@@ -64,11 +64,10 @@ var Expected = []string{
 	//   macro = (2/5 + 2/3 + 1)/3 = (6/15 + 10/15 + 15/15)/3 = 31/45 = 0.688888… → 0.6889
 	"score heron accuracy=0.7000 macro_f1=0.6889 rows=10",
 
-	// test.fail with payload "retryable" and --max-attempts 2: attempt 1 fails and is
-	// requeued with backoff, attempt 2 fails and the task is dead (2 of 2 used).
-	"test.fail attempt 1/2 failed, retryable: test.fail: a transient failure, as asked",
-	"test.fail attempt 2/2 failed, retryable: test.fail: a transient failure, as asked",
-	"test.fail dead after 2/2 attempts: test.fail: a transient failure, as asked",
+	// test.flaky with payload "1" and --max-attempts 3: attempt 1 fails (retryable) and
+	// is requeued with backoff; attempt 2 succeeds, leaving 1 of 3 attempts unused.
+	"test.flaky attempt 1/3 failed, retryable: test.flaky: attempt 1 of the 1 set to fail",
+	"test.flaky attempt 2 succeeded (failed attempts before it: 1)",
 }
 
 // ExpectedLeaderboard are the leaderboard rows (RANK TEAM MACRO-F1 ACCURACY, fields
@@ -81,9 +80,9 @@ var ExpectedLeaderboard = []string{
 }
 
 // resultPrefixes start the lines Check treats as results.
-var resultPrefixes = []string{"checksum ", "logscan ", "score ", "test.fail "}
+var resultPrefixes = []string{"checksum ", "logscan ", "score ", "test.flaky "}
 
-// attemptRE matches an attempt line; for other types than test.fail such a line is an
+// attemptRE matches an attempt line; for other types than test.flaky such a line is an
 // incidental retry (a lost lease, a recycled guest) that the figures do not cover.
 var attemptRE = regexp.MustCompile(`^\S+ attempt \d+/\d+ `)
 
@@ -111,7 +110,7 @@ func Check(out string) error {
 		if !hasResultPrefix(l) {
 			continue
 		}
-		if attemptRE.MatchString(l) && !strings.HasPrefix(l, "test.fail ") {
+		if attemptRE.MatchString(l) && !strings.HasPrefix(l, "test.flaky ") {
 			continue
 		}
 		seen[l] = append(seen[l], i)
@@ -134,7 +133,7 @@ func Check(out string) error {
 	// The retry, in order.
 	prev := -1
 	for _, e := range Expected {
-		if !strings.HasPrefix(e, "test.fail ") || len(seen[e]) == 0 {
+		if !strings.HasPrefix(e, "test.flaky ") || len(seen[e]) == 0 {
 			continue
 		}
 		if seen[e][0] < prev {

@@ -169,7 +169,7 @@ func TestAttemptReachesHandler(t *testing.T) {
 		if res.OK() != wantOK || (!wantOK && !res.Retryable) {
 			t.Errorf("attempt %d: %+v, want ok=%v (a failure retryable)", attempt, res, wantOK)
 		}
-		if wantOK && string(res.Output) != "succeeded on attempt 3 after 2 failures" {
+		if wantOK && string(res.Output) != "attempt 3 succeeded (failed attempts before it: 2)" {
 			t.Errorf("attempt %d output %q", attempt, res.Output)
 		}
 	}

@@ -68,7 +68,7 @@ func (testHandler) Handle(ctx context.Context, req sdk.Request) (sdk.Response, e
 		if req.Attempt <= n {
 			return sdk.Response{}, sdk.Retryablef("test.flaky: attempt %d of the %d set to fail", req.Attempt, n)
 		}
-		return sdk.Response{Output: []byte(fmt.Sprintf("succeeded on attempt %d after %d failures", req.Attempt, n))}, nil
+		return sdk.Response{Output: []byte(fmt.Sprintf("attempt %d succeeded (failed attempts before it: %d)", req.Attempt, n))}, nil
 	case "test.crash":
 		fmt.Fprintln(os.Stderr, "test.crash: exiting mid-call, as asked")
 		time.Sleep(50 * time.Millisecond)
