@@ -97,6 +97,10 @@ type typeState struct {
 	// measured this cycle
 	maxWait time.Duration
 	granted int
+	// observed this cycle (Observe): the queuing delay and backlog measured where
+	// the tasks queue when that is outside the allocator (the server's queue)
+	obsDelay   time.Duration
+	obsWaiting int
 	// from the last rebalance
 	delay time.Duration
 }
@@ -153,6 +157,60 @@ func (a *Allocator) Enqueue(typ string) (*Ticket, error) {
 	ts.queue = append(ts.queue, t)
 	a.dispatchLocked()
 	return t, nil
+}
+
+// ErrFull is returned by Admit when every one of the Total slots is busy.
+var ErrFull = errors.New("all slots are busy")
+
+// Admit takes a slot of type typ at once, without queueing: within the type's
+// limit when it has a free slot, else any idle slot of the Total (borrowed, and
+// counted against the type until released). It fails with ErrFull only when all
+// Total slots are busy.
+//
+// Admit is for a caller whose tasks queue elsewhere and that is only offered a
+// task while the type has a free slot by the allocation it last published: the
+// agent's session, to which the server dispatches each type against the limits
+// of the last heartbeat. A rebalance the server has not yet heard of may lower a
+// type's limit below what the server counts on; borrowing an idle slot then
+// beats refusing the task (a refusal costs the task an attempt), and the total
+// is never exceeded.
+func (a *Allocator) Admit(typ string) (*Ticket, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ts := a.byName[typ]
+	if ts == nil {
+		return nil, fmt.Errorf("%w %q", ErrUnknownType, typ)
+	}
+	if a.inUse >= a.total {
+		return nil, fmt.Errorf("%w (%d of %d in use)", ErrFull, a.inUse, a.total)
+	}
+	now := a.clock.Now()
+	t := &Ticket{a: a, ts: ts, enqueued: now, ready: make(chan struct{}), granted: true}
+	ts.running++
+	ts.granted++
+	a.inUse++
+	close(t.ready)
+	return t, nil
+}
+
+// Observe records a queuing delay and a backlog of type typ measured outside
+// the allocator, for the current cycle: delay is how long tasks of the type
+// have been waiting for a slot, waiting how many wait. When tasks queue outside
+// (the server keeps the queue and dispatches each type against this
+// allocator's limits) the allocator sees no waiters of its own, so these are
+// its measurement of demand. Rebalance uses the longest delay observed in the
+// cycle (or its own measurement, if longer) and the last backlog, then forgets
+// both.
+func (a *Allocator) Observe(typ string, delay time.Duration, waiting int) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ts := a.byName[typ]
+	if ts == nil {
+		return fmt.Errorf("%w %q", ErrUnknownType, typ)
+	}
+	ts.obsDelay = max(ts.obsDelay, delay)
+	ts.obsWaiting = max(waiting, 0)
+	return nil
 }
 
 // Acquire blocks until a slot of type typ is free or ctx is done. Release the
@@ -252,13 +310,13 @@ func (a *Allocator) dispatchLocked() {
 }
 
 // Rebalance ends a cycle: it measures each type's queuing delay (the longest
-// wait of the tickets granted this cycle, or the age of the oldest ticket still
-// waiting if that is longer), gives every type its minimum, and hands out the
+// wait of the tickets granted this cycle, the age of the oldest ticket still
+// waiting, or the delay given to Observe, whichever is longest), gives every type its minimum, and hands out the
 // extra slots one at a time to the type whose delay — scaled by the slots it
 // would then have — is furthest above its tolerable delay, measured in
 // multiples of that tolerable delay (so 200ms against 50ms tolerable, 4×, beats
-// 2s against 1s, 2×), among types with more demand (running + waiting) than
-// slots. Slots nobody is short of are
+// 2s against 1s, 2×), among types with more demand (running + waiting, here
+// and as observed) than slots. Slots nobody is short of are
 // spread over all types, tightest tolerable delay first, so a burst finds them.
 // It returns the new allocation.
 func (a *Allocator) Rebalance() Snapshot {
@@ -268,7 +326,7 @@ func (a *Allocator) Rebalance() Snapshot {
 	extra := a.total
 	limits := make([]int, len(a.types))
 	for i, ts := range a.types {
-		d := ts.maxWait
+		d := max(ts.maxWait, ts.obsDelay)
 		if len(ts.queue) > 0 {
 			d = max(d, now.Sub(ts.queue[0].enqueued))
 		}
@@ -286,7 +344,7 @@ func (a *Allocator) Rebalance() Snapshot {
 		best := -1
 		var bestEx float64
 		for i, ts := range a.types {
-			if limits[i] >= ts.running+len(ts.queue) {
+			if limits[i] >= ts.running+len(ts.queue)+ts.obsWaiting {
 				continue // has all the slots it can use
 			}
 			ex := est(i, limits[i]+1)
@@ -316,7 +374,7 @@ func (a *Allocator) Rebalance() Snapshot {
 	}
 	a.last = a.snapshotLocked(now)
 	for _, ts := range a.types {
-		ts.maxWait, ts.granted = 0, 0
+		ts.maxWait, ts.granted, ts.obsDelay, ts.obsWaiting = 0, 0, 0, 0
 	}
 	a.dispatchLocked()
 	return a.last

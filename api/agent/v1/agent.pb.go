@@ -392,6 +392,7 @@ type ServerMessage struct {
 	//	*ServerMessage_Assign
 	//	*ServerMessage_Cancel
 	//	*ServerMessage_ReportAck
+	//	*ServerMessage_QueueStatus
 	Msg           isServerMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -470,6 +471,15 @@ func (x *ServerMessage) GetReportAck() *ReportAck {
 	return nil
 }
 
+func (x *ServerMessage) GetQueueStatus() *QueueStatus {
+	if x != nil {
+		if x, ok := x.Msg.(*ServerMessage_QueueStatus); ok {
+			return x.QueueStatus
+		}
+	}
+	return nil
+}
+
 type isServerMessage_Msg interface {
 	isServerMessage_Msg()
 }
@@ -494,6 +504,12 @@ type ServerMessage_ReportAck struct {
 	ReportAck *ReportAck `protobuf:"bytes,4,opt,name=report_ack,json=reportAck,proto3,oneof"`
 }
 
+type ServerMessage_QueueStatus struct {
+	// queue_status answers every Heartbeat: the queuing delay of each task type the
+	// agent serves, which feeds the agent's concurrency allocator.
+	QueueStatus *QueueStatus `protobuf:"bytes,5,opt,name=queue_status,json=queueStatus,proto3,oneof"`
+}
+
 func (*ServerMessage_Registered) isServerMessage_Msg() {}
 
 func (*ServerMessage_Assign) isServerMessage_Msg() {}
@@ -502,6 +518,8 @@ func (*ServerMessage_Cancel) isServerMessage_Msg() {}
 
 func (*ServerMessage_ReportAck) isServerMessage_Msg() {}
 
+func (*ServerMessage_QueueStatus) isServerMessage_Msg() {}
+
 // TaskType is one task type an agent serves.
 type TaskType struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -509,8 +527,22 @@ type TaskType struct {
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// version of the handler implementing it, e.g. "1.0.0".
 	Version string `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
-	// slots is how many tasks of this type the agent runs at once right now.
-	Slots         uint32 `protobuf:"varint,3,opt,name=slots,proto3" json:"slots,omitempty"`
+	// slots is how many tasks of this type the agent runs at once right now: the type's
+	// current limit from the agent's concurrency allocator (agent/alloc). The server
+	// dispatches the type to the agent only while fewer than slots run, and never more
+	// than Register.total_slots of all types together.
+	Slots uint32 `protobuf:"varint,3,opt,name=slots,proto3" json:"slots,omitempty"`
+	// min_slots is the type's guaranteed minimum (at least 1): the allocator never
+	// limits it below this, so no type starves.
+	MinSlots uint32 `protobuf:"varint,4,opt,name=min_slots,json=minSlots,proto3" json:"min_slots,omitempty"`
+	// tolerable_delay_ms is how long a task of this type may queue before the type is
+	// short of slots; the allocator gives extra slots to the types furthest above theirs.
+	TolerableDelayMs int64 `protobuf:"varint,5,opt,name=tolerable_delay_ms,json=tolerableDelayMs,proto3" json:"tolerable_delay_ms,omitempty"`
+	// running is how many tasks of this type the agent runs now (for operators).
+	Running uint32 `protobuf:"varint,6,opt,name=running,proto3" json:"running,omitempty"`
+	// delay_ms is the queuing delay the allocator used for this type at its last
+	// rebalance (the server's QueueStatus and the agent's own measurement).
+	DelayMs       int64 `protobuf:"varint,7,opt,name=delay_ms,json=delayMs,proto3" json:"delay_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -562,6 +594,34 @@ func (x *TaskType) GetVersion() string {
 func (x *TaskType) GetSlots() uint32 {
 	if x != nil {
 		return x.Slots
+	}
+	return 0
+}
+
+func (x *TaskType) GetMinSlots() uint32 {
+	if x != nil {
+		return x.MinSlots
+	}
+	return 0
+}
+
+func (x *TaskType) GetTolerableDelayMs() int64 {
+	if x != nil {
+		return x.TolerableDelayMs
+	}
+	return 0
+}
+
+func (x *TaskType) GetRunning() uint32 {
+	if x != nil {
+		return x.Running
+	}
+	return 0
+}
+
+func (x *TaskType) GetDelayMs() int64 {
+	if x != nil {
+		return x.DelayMs
 	}
 	return 0
 }
@@ -770,7 +830,11 @@ type Register struct {
 	Load *Load `protobuf:"bytes,7,opt,name=load,proto3" json:"load,omitempty"`
 	// running are tasks still running from a previous session (after a reconnect); the
 	// server renews their leases if they are still current and cancels the others.
-	Running       []*RunningTask `protobuf:"bytes,8,rep,name=running,proto3" json:"running,omitempty"`
+	Running []*RunningTask `protobuf:"bytes,8,rep,name=running,proto3" json:"running,omitempty"`
+	// total_slots is how many tasks of all types together the agent runs at once; the
+	// types' slots add up to it. 0 (an agent without an allocator): no total beyond the
+	// sum of the types' slots.
+	TotalSlots    uint32 `protobuf:"varint,9,opt,name=total_slots,json=totalSlots,proto3" json:"total_slots,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -861,6 +925,13 @@ func (x *Register) GetRunning() []*RunningTask {
 	return nil
 }
 
+func (x *Register) GetTotalSlots() uint32 {
+	if x != nil {
+		return x.TotalSlots
+	}
+	return 0
+}
+
 // Registered accepts a session.
 type Registered struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -941,8 +1012,8 @@ type Heartbeat struct {
 	Load *Load `protobuf:"bytes,1,opt,name=load,proto3" json:"load,omitempty"`
 	// running are the tasks running now with their leases; their leases are renewed.
 	Running []*RunningTask `protobuf:"bytes,2,rep,name=running,proto3" json:"running,omitempty"`
-	// types updates the slots per type (from the agent's concurrency allocator); empty
-	// means unchanged.
+	// types updates the slots per type: the allocation after the agent's last rebalance
+	// (its slots add up to Register.total_slots). Empty means unchanged.
 	Types         []*TaskType `protobuf:"bytes,3,rep,name=types,proto3" json:"types,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -999,6 +1070,123 @@ func (x *Heartbeat) GetTypes() []*TaskType {
 	return nil
 }
 
+// QueueStatus tells an agent how long tasks of its types wait in the server's queue.
+// Queuing delay is measured on the server because the queue lives there: the server
+// dispatches a type to an agent only while the type has a free slot, so tasks that are
+// short of slots wait in the server's queue, never on the agent.
+type QueueStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// types has one entry per task type the agent serves that the server measured.
+	Types         []*TypeQueue `protobuf:"bytes,1,rep,name=types,proto3" json:"types,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueueStatus) Reset() {
+	*x = QueueStatus{}
+	mi := &file_api_agent_v1_agent_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueueStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueueStatus) ProtoMessage() {}
+
+func (x *QueueStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_api_agent_v1_agent_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueueStatus.ProtoReflect.Descriptor instead.
+func (*QueueStatus) Descriptor() ([]byte, []int) {
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *QueueStatus) GetTypes() []*TypeQueue {
+	if x != nil {
+		return x.Types
+	}
+	return nil
+}
+
+// TypeQueue is the queue of one task type as the server measured it over the last
+// measurement period (one heartbeat interval).
+type TypeQueue struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// type is the task type.
+	Type string `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	// delay_ms is the type's queuing delay: the longer of the age of the oldest task
+	// of the type ready to dispatch now (among the next ones in dispatch order) and the
+	// longest wait of the tasks of the type leased during the period.
+	DelayMs int64 `protobuf:"varint,2,opt,name=delay_ms,json=delayMs,proto3" json:"delay_ms,omitempty"`
+	// ready is how many tasks of the type are ready to dispatch (a lower bound: the
+	// server counts at most a few hundred).
+	Ready         int64 `protobuf:"varint,3,opt,name=ready,proto3" json:"ready,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TypeQueue) Reset() {
+	*x = TypeQueue{}
+	mi := &file_api_agent_v1_agent_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TypeQueue) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TypeQueue) ProtoMessage() {}
+
+func (x *TypeQueue) ProtoReflect() protoreflect.Message {
+	mi := &file_api_agent_v1_agent_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TypeQueue.ProtoReflect.Descriptor instead.
+func (*TypeQueue) Descriptor() ([]byte, []int) {
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *TypeQueue) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *TypeQueue) GetDelayMs() int64 {
+	if x != nil {
+		return x.DelayMs
+	}
+	return 0
+}
+
+func (x *TypeQueue) GetReady() int64 {
+	if x != nil {
+		return x.Ready
+	}
+	return 0
+}
+
 // Assign hands one task to the agent.
 type Assign struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1025,7 +1213,7 @@ type Assign struct {
 
 func (x *Assign) Reset() {
 	*x = Assign{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1037,7 +1225,7 @@ func (x *Assign) String() string {
 func (*Assign) ProtoMessage() {}
 
 func (x *Assign) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1050,7 +1238,7 @@ func (x *Assign) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assign.ProtoReflect.Descriptor instead.
 func (*Assign) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Assign) GetTaskId() string {
@@ -1127,7 +1315,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1139,7 +1327,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1152,7 +1340,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{12}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Ack) GetTaskId() string {
@@ -1196,7 +1384,7 @@ type Usage struct {
 
 func (x *Usage) Reset() {
 	*x = Usage{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1208,7 +1396,7 @@ func (x *Usage) String() string {
 func (*Usage) ProtoMessage() {}
 
 func (x *Usage) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1221,7 +1409,7 @@ func (x *Usage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Usage.ProtoReflect.Descriptor instead.
 func (*Usage) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{13}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Usage) GetWallMs() int64 {
@@ -1265,7 +1453,7 @@ type Report struct {
 
 func (x *Report) Reset() {
 	*x = Report{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1277,7 +1465,7 @@ func (x *Report) String() string {
 func (*Report) ProtoMessage() {}
 
 func (x *Report) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1290,7 +1478,7 @@ func (x *Report) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Report.ProtoReflect.Descriptor instead.
 func (*Report) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{14}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Report) GetTaskId() string {
@@ -1373,7 +1561,7 @@ type ReportAck struct {
 
 func (x *ReportAck) Reset() {
 	*x = ReportAck{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[15]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1385,7 +1573,7 @@ func (x *ReportAck) String() string {
 func (*ReportAck) ProtoMessage() {}
 
 func (x *ReportAck) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[15]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1398,7 +1586,7 @@ func (x *ReportAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportAck.ProtoReflect.Descriptor instead.
 func (*ReportAck) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{15}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ReportAck) GetTaskId() string {
@@ -1445,7 +1633,7 @@ type Cancel struct {
 
 func (x *Cancel) Reset() {
 	*x = Cancel{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[16]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1457,7 +1645,7 @@ func (x *Cancel) String() string {
 func (*Cancel) ProtoMessage() {}
 
 func (x *Cancel) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[16]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1470,7 +1658,7 @@ func (x *Cancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cancel.ProtoReflect.Descriptor instead.
 func (*Cancel) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{16}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Cancel) GetTaskId() string {
@@ -1510,7 +1698,7 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\theartbeat\x18\x02 \x01(\v2\x1b.paddock.agent.v1.HeartbeatH\x00R\theartbeat\x12)\n" +
 	"\x03ack\x18\x03 \x01(\v2\x15.paddock.agent.v1.AckH\x00R\x03ack\x122\n" +
 	"\x06report\x18\x04 \x01(\v2\x18.paddock.agent.v1.ReportH\x00R\x06reportB\x05\n" +
-	"\x03msg\"\xfc\x01\n" +
+	"\x03msg\"\xc0\x02\n" +
 	"\rServerMessage\x12>\n" +
 	"\n" +
 	"registered\x18\x01 \x01(\v2\x1c.paddock.agent.v1.RegisteredH\x00R\n" +
@@ -1518,12 +1706,17 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\x06assign\x18\x02 \x01(\v2\x18.paddock.agent.v1.AssignH\x00R\x06assign\x122\n" +
 	"\x06cancel\x18\x03 \x01(\v2\x18.paddock.agent.v1.CancelH\x00R\x06cancel\x12<\n" +
 	"\n" +
-	"report_ack\x18\x04 \x01(\v2\x1b.paddock.agent.v1.ReportAckH\x00R\treportAckB\x05\n" +
-	"\x03msg\"N\n" +
+	"report_ack\x18\x04 \x01(\v2\x1b.paddock.agent.v1.ReportAckH\x00R\treportAck\x12B\n" +
+	"\fqueue_status\x18\x05 \x01(\v2\x1d.paddock.agent.v1.QueueStatusH\x00R\vqueueStatusB\x05\n" +
+	"\x03msg\"\xce\x01\n" +
 	"\bTaskType\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x14\n" +
-	"\x05slots\x18\x03 \x01(\rR\x05slots\"\xc7\x01\n" +
+	"\x05slots\x18\x03 \x01(\rR\x05slots\x12\x1b\n" +
+	"\tmin_slots\x18\x04 \x01(\rR\bminSlots\x12,\n" +
+	"\x12tolerable_delay_ms\x18\x05 \x01(\x03R\x10tolerableDelayMs\x12\x18\n" +
+	"\arunning\x18\x06 \x01(\rR\arunning\x12\x19\n" +
+	"\bdelay_ms\x18\a \x01(\x03R\adelayMs\"\xc7\x01\n" +
 	"\bCapacity\x12\x1d\n" +
 	"\n" +
 	"cpu_millis\x18\x01 \x01(\x03R\tcpuMillis\x12!\n" +
@@ -1539,7 +1732,7 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\x11memory_used_bytes\x18\x03 \x01(\x03R\x0fmemoryUsedBytes\"A\n" +
 	"\vRunningTask\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x19\n" +
-	"\blease_id\x18\x02 \x01(\x04R\aleaseId\"\xd8\x02\n" +
+	"\blease_id\x18\x02 \x01(\x04R\aleaseId\"\xf9\x02\n" +
 	"\bRegister\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12)\n" +
@@ -1548,7 +1741,9 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\x05types\x18\x05 \x03(\v2\x1a.paddock.agent.v1.TaskTypeR\x05types\x126\n" +
 	"\bcapacity\x18\x06 \x01(\v2\x1a.paddock.agent.v1.CapacityR\bcapacity\x12*\n" +
 	"\x04load\x18\a \x01(\v2\x16.paddock.agent.v1.LoadR\x04load\x127\n" +
-	"\arunning\x18\b \x03(\v2\x1d.paddock.agent.v1.RunningTaskR\arunning\"\xa8\x01\n" +
+	"\arunning\x18\b \x03(\v2\x1d.paddock.agent.v1.RunningTaskR\arunning\x12\x1f\n" +
+	"\vtotal_slots\x18\t \x01(\rR\n" +
+	"totalSlots\"\xa8\x01\n" +
 	"\n" +
 	"Registered\x12\x1d\n" +
 	"\n" +
@@ -1560,7 +1755,13 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\tHeartbeat\x12*\n" +
 	"\x04load\x18\x01 \x01(\v2\x16.paddock.agent.v1.LoadR\x04load\x127\n" +
 	"\arunning\x18\x02 \x03(\v2\x1d.paddock.agent.v1.RunningTaskR\arunning\x120\n" +
-	"\x05types\x18\x03 \x03(\v2\x1a.paddock.agent.v1.TaskTypeR\x05types\"\xda\x02\n" +
+	"\x05types\x18\x03 \x03(\v2\x1a.paddock.agent.v1.TaskTypeR\x05types\"@\n" +
+	"\vQueueStatus\x121\n" +
+	"\x05types\x18\x01 \x03(\v2\x1b.paddock.agent.v1.TypeQueueR\x05types\"P\n" +
+	"\tTypeQueue\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x12\x19\n" +
+	"\bdelay_ms\x18\x02 \x01(\x03R\adelayMs\x12\x14\n" +
+	"\x05ready\x18\x03 \x01(\x03R\x05ready\"\xda\x02\n" +
 	"\x06Assign\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x19\n" +
 	"\blease_id\x18\x02 \x01(\x04R\aleaseId\x12\x12\n" +
@@ -1631,7 +1832,7 @@ func file_api_agent_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_api_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_api_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_api_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_api_agent_v1_agent_proto_goTypes = []any{
 	(Status)(0),              // 0: paddock.agent.v1.Status
 	(ReportOutcome)(0),       // 1: paddock.agent.v1.ReportOutcome
@@ -1646,47 +1847,51 @@ var file_api_agent_v1_agent_proto_goTypes = []any{
 	(*Register)(nil),         // 10: paddock.agent.v1.Register
 	(*Registered)(nil),       // 11: paddock.agent.v1.Registered
 	(*Heartbeat)(nil),        // 12: paddock.agent.v1.Heartbeat
-	(*Assign)(nil),           // 13: paddock.agent.v1.Assign
-	(*Ack)(nil),              // 14: paddock.agent.v1.Ack
-	(*Usage)(nil),            // 15: paddock.agent.v1.Usage
-	(*Report)(nil),           // 16: paddock.agent.v1.Report
-	(*ReportAck)(nil),        // 17: paddock.agent.v1.ReportAck
-	(*Cancel)(nil),           // 18: paddock.agent.v1.Cancel
-	nil,                      // 19: paddock.agent.v1.Capacity.LabelsEntry
-	nil,                      // 20: paddock.agent.v1.Assign.InputsEntry
-	nil,                      // 21: paddock.agent.v1.Report.OutputsEntry
+	(*QueueStatus)(nil),      // 13: paddock.agent.v1.QueueStatus
+	(*TypeQueue)(nil),        // 14: paddock.agent.v1.TypeQueue
+	(*Assign)(nil),           // 15: paddock.agent.v1.Assign
+	(*Ack)(nil),              // 16: paddock.agent.v1.Ack
+	(*Usage)(nil),            // 17: paddock.agent.v1.Usage
+	(*Report)(nil),           // 18: paddock.agent.v1.Report
+	(*ReportAck)(nil),        // 19: paddock.agent.v1.ReportAck
+	(*Cancel)(nil),           // 20: paddock.agent.v1.Cancel
+	nil,                      // 21: paddock.agent.v1.Capacity.LabelsEntry
+	nil,                      // 22: paddock.agent.v1.Assign.InputsEntry
+	nil,                      // 23: paddock.agent.v1.Report.OutputsEntry
 }
 var file_api_agent_v1_agent_proto_depIdxs = []int32{
 	10, // 0: paddock.agent.v1.AgentMessage.register:type_name -> paddock.agent.v1.Register
 	12, // 1: paddock.agent.v1.AgentMessage.heartbeat:type_name -> paddock.agent.v1.Heartbeat
-	14, // 2: paddock.agent.v1.AgentMessage.ack:type_name -> paddock.agent.v1.Ack
-	16, // 3: paddock.agent.v1.AgentMessage.report:type_name -> paddock.agent.v1.Report
+	16, // 2: paddock.agent.v1.AgentMessage.ack:type_name -> paddock.agent.v1.Ack
+	18, // 3: paddock.agent.v1.AgentMessage.report:type_name -> paddock.agent.v1.Report
 	11, // 4: paddock.agent.v1.ServerMessage.registered:type_name -> paddock.agent.v1.Registered
-	13, // 5: paddock.agent.v1.ServerMessage.assign:type_name -> paddock.agent.v1.Assign
-	18, // 6: paddock.agent.v1.ServerMessage.cancel:type_name -> paddock.agent.v1.Cancel
-	17, // 7: paddock.agent.v1.ServerMessage.report_ack:type_name -> paddock.agent.v1.ReportAck
-	19, // 8: paddock.agent.v1.Capacity.labels:type_name -> paddock.agent.v1.Capacity.LabelsEntry
-	6,  // 9: paddock.agent.v1.Register.types:type_name -> paddock.agent.v1.TaskType
-	7,  // 10: paddock.agent.v1.Register.capacity:type_name -> paddock.agent.v1.Capacity
-	8,  // 11: paddock.agent.v1.Register.load:type_name -> paddock.agent.v1.Load
-	9,  // 12: paddock.agent.v1.Register.running:type_name -> paddock.agent.v1.RunningTask
-	8,  // 13: paddock.agent.v1.Heartbeat.load:type_name -> paddock.agent.v1.Load
-	9,  // 14: paddock.agent.v1.Heartbeat.running:type_name -> paddock.agent.v1.RunningTask
-	6,  // 15: paddock.agent.v1.Heartbeat.types:type_name -> paddock.agent.v1.TaskType
-	20, // 16: paddock.agent.v1.Assign.inputs:type_name -> paddock.agent.v1.Assign.InputsEntry
-	0,  // 17: paddock.agent.v1.Report.status:type_name -> paddock.agent.v1.Status
-	15, // 18: paddock.agent.v1.Report.usage:type_name -> paddock.agent.v1.Usage
-	21, // 19: paddock.agent.v1.Report.outputs:type_name -> paddock.agent.v1.Report.OutputsEntry
-	1,  // 20: paddock.agent.v1.ReportAck.outcome:type_name -> paddock.agent.v1.ReportOutcome
-	2,  // 21: paddock.agent.v1.AgentService.Describe:input_type -> paddock.agent.v1.DescribeRequest
-	4,  // 22: paddock.agent.v1.AgentService.Session:input_type -> paddock.agent.v1.AgentMessage
-	3,  // 23: paddock.agent.v1.AgentService.Describe:output_type -> paddock.agent.v1.DescribeResponse
-	5,  // 24: paddock.agent.v1.AgentService.Session:output_type -> paddock.agent.v1.ServerMessage
-	23, // [23:25] is the sub-list for method output_type
-	21, // [21:23] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	15, // 5: paddock.agent.v1.ServerMessage.assign:type_name -> paddock.agent.v1.Assign
+	20, // 6: paddock.agent.v1.ServerMessage.cancel:type_name -> paddock.agent.v1.Cancel
+	19, // 7: paddock.agent.v1.ServerMessage.report_ack:type_name -> paddock.agent.v1.ReportAck
+	13, // 8: paddock.agent.v1.ServerMessage.queue_status:type_name -> paddock.agent.v1.QueueStatus
+	21, // 9: paddock.agent.v1.Capacity.labels:type_name -> paddock.agent.v1.Capacity.LabelsEntry
+	6,  // 10: paddock.agent.v1.Register.types:type_name -> paddock.agent.v1.TaskType
+	7,  // 11: paddock.agent.v1.Register.capacity:type_name -> paddock.agent.v1.Capacity
+	8,  // 12: paddock.agent.v1.Register.load:type_name -> paddock.agent.v1.Load
+	9,  // 13: paddock.agent.v1.Register.running:type_name -> paddock.agent.v1.RunningTask
+	8,  // 14: paddock.agent.v1.Heartbeat.load:type_name -> paddock.agent.v1.Load
+	9,  // 15: paddock.agent.v1.Heartbeat.running:type_name -> paddock.agent.v1.RunningTask
+	6,  // 16: paddock.agent.v1.Heartbeat.types:type_name -> paddock.agent.v1.TaskType
+	14, // 17: paddock.agent.v1.QueueStatus.types:type_name -> paddock.agent.v1.TypeQueue
+	22, // 18: paddock.agent.v1.Assign.inputs:type_name -> paddock.agent.v1.Assign.InputsEntry
+	0,  // 19: paddock.agent.v1.Report.status:type_name -> paddock.agent.v1.Status
+	17, // 20: paddock.agent.v1.Report.usage:type_name -> paddock.agent.v1.Usage
+	23, // 21: paddock.agent.v1.Report.outputs:type_name -> paddock.agent.v1.Report.OutputsEntry
+	1,  // 22: paddock.agent.v1.ReportAck.outcome:type_name -> paddock.agent.v1.ReportOutcome
+	2,  // 23: paddock.agent.v1.AgentService.Describe:input_type -> paddock.agent.v1.DescribeRequest
+	4,  // 24: paddock.agent.v1.AgentService.Session:input_type -> paddock.agent.v1.AgentMessage
+	3,  // 25: paddock.agent.v1.AgentService.Describe:output_type -> paddock.agent.v1.DescribeResponse
+	5,  // 26: paddock.agent.v1.AgentService.Session:output_type -> paddock.agent.v1.ServerMessage
+	25, // [25:27] is the sub-list for method output_type
+	23, // [23:25] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_api_agent_v1_agent_proto_init() }
@@ -1705,6 +1910,7 @@ func file_api_agent_v1_agent_proto_init() {
 		(*ServerMessage_Assign)(nil),
 		(*ServerMessage_Cancel)(nil),
 		(*ServerMessage_ReportAck)(nil),
+		(*ServerMessage_QueueStatus)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1712,7 +1918,7 @@ func file_api_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_agent_v1_agent_proto_rawDesc), len(file_api_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   20,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1350,7 +1350,10 @@ type StatusResponse struct {
 	// agents_connected counts connected agents.
 	AgentsConnected int32 `protobuf:"varint,5,opt,name=agents_connected,json=agentsConnected,proto3" json:"agents_connected,omitempty"`
 	// agents_lost counts agents lost recently.
-	AgentsLost    int32 `protobuf:"varint,6,opt,name=agents_lost,json=agentsLost,proto3" json:"agents_lost,omitempty"`
+	AgentsLost int32 `protobuf:"varint,6,opt,name=agents_lost,json=agentsLost,proto3" json:"agents_lost,omitempty"`
+	// queue_delays is the queuing delay of each task type that connected agents serve,
+	// as the server measures it and sends it to the agents' concurrency allocators.
+	QueueDelays   []*QueueDelay `protobuf:"bytes,7,rep,name=queue_delays,json=queueDelays,proto3" json:"queue_delays,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1427,6 +1430,79 @@ func (x *StatusResponse) GetAgentsLost() int32 {
 	return 0
 }
 
+func (x *StatusResponse) GetQueueDelays() []*QueueDelay {
+	if x != nil {
+		return x.QueueDelays
+	}
+	return nil
+}
+
+// QueueDelay is how long tasks of one type wait to be dispatched.
+type QueueDelay struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// type is the task type.
+	Type string `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	// delay_ms is the longer of the age of the oldest ready task (among the next ones
+	// to dispatch) and the longest wait of the tasks leased in the last period.
+	DelayMs int64 `protobuf:"varint,2,opt,name=delay_ms,json=delayMs,proto3" json:"delay_ms,omitempty"`
+	// ready is how many tasks of the type are ready to dispatch (counted up to a few
+	// hundred).
+	Ready         int64 `protobuf:"varint,3,opt,name=ready,proto3" json:"ready,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueueDelay) Reset() {
+	*x = QueueDelay{}
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueueDelay) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueueDelay) ProtoMessage() {}
+
+func (x *QueueDelay) ProtoReflect() protoreflect.Message {
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueueDelay.ProtoReflect.Descriptor instead.
+func (*QueueDelay) Descriptor() ([]byte, []int) {
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *QueueDelay) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *QueueDelay) GetDelayMs() int64 {
+	if x != nil {
+		return x.DelayMs
+	}
+	return 0
+}
+
+func (x *QueueDelay) GetReady() int64 {
+	if x != nil {
+		return x.Ready
+	}
+	return 0
+}
+
 // ListAgentsRequest is empty.
 type ListAgentsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1436,7 +1512,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[18]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1448,7 +1524,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[18]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1461,7 +1537,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{18}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{19}
 }
 
 // AgentType is one task type an agent serves.
@@ -1471,17 +1547,26 @@ type AgentType struct {
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// version is the handler version.
 	Version string `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
-	// slots is how many tasks of this type the agent runs at once.
+	// slots is how many tasks of this type the agent runs at once now: the type's
+	// current limit from the agent's concurrency allocator; the server dispatches the
+	// type to the agent only while running is below it.
 	Slots uint32 `protobuf:"varint,3,opt,name=slots,proto3" json:"slots,omitempty"`
 	// running is how many it runs now.
-	Running       uint32 `protobuf:"varint,4,opt,name=running,proto3" json:"running,omitempty"`
+	Running uint32 `protobuf:"varint,4,opt,name=running,proto3" json:"running,omitempty"`
+	// min_slots is the type's guaranteed minimum on this agent.
+	MinSlots uint32 `protobuf:"varint,5,opt,name=min_slots,json=minSlots,proto3" json:"min_slots,omitempty"`
+	// tolerable_delay_ms is how long a task of this type may queue before the agent's
+	// allocator gives the type more slots.
+	TolerableDelayMs int64 `protobuf:"varint,6,opt,name=tolerable_delay_ms,json=tolerableDelayMs,proto3" json:"tolerable_delay_ms,omitempty"`
+	// delay_ms is the queuing delay the agent's allocator used at its last rebalance.
+	DelayMs       int64 `protobuf:"varint,7,opt,name=delay_ms,json=delayMs,proto3" json:"delay_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AgentType) Reset() {
 	*x = AgentType{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[19]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1493,7 +1578,7 @@ func (x *AgentType) String() string {
 func (*AgentType) ProtoMessage() {}
 
 func (x *AgentType) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[19]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1506,7 +1591,7 @@ func (x *AgentType) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentType.ProtoReflect.Descriptor instead.
 func (*AgentType) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{19}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *AgentType) GetName() string {
@@ -1537,6 +1622,27 @@ func (x *AgentType) GetRunning() uint32 {
 	return 0
 }
 
+func (x *AgentType) GetMinSlots() uint32 {
+	if x != nil {
+		return x.MinSlots
+	}
+	return 0
+}
+
+func (x *AgentType) GetTolerableDelayMs() int64 {
+	if x != nil {
+		return x.TolerableDelayMs
+	}
+	return 0
+}
+
+func (x *AgentType) GetDelayMs() int64 {
+	if x != nil {
+		return x.DelayMs
+	}
+	return 0
+}
+
 // Agent is one agent as the server sees it.
 type Agent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1557,14 +1663,17 @@ type Agent struct {
 	// last_heartbeat is when it last sent a heartbeat.
 	LastHeartbeatUnixMs int64 `protobuf:"varint,8,opt,name=last_heartbeat_unix_ms,json=lastHeartbeatUnixMs,proto3" json:"last_heartbeat_unix_ms,omitempty"`
 	// version is its Paddock version.
-	Version       string `protobuf:"bytes,9,opt,name=version,proto3" json:"version,omitempty"`
+	Version string `protobuf:"bytes,9,opt,name=version,proto3" json:"version,omitempty"`
+	// total_slots is how many tasks of all types it runs at once (its types' slots add
+	// up to it); 0 when the agent reports none.
+	TotalSlots    uint32 `protobuf:"varint,10,opt,name=total_slots,json=totalSlots,proto3" json:"total_slots,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Agent) Reset() {
 	*x = Agent{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[20]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1576,7 +1685,7 @@ func (x *Agent) String() string {
 func (*Agent) ProtoMessage() {}
 
 func (x *Agent) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[20]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1589,7 +1698,7 @@ func (x *Agent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Agent.ProtoReflect.Descriptor instead.
 func (*Agent) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{20}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Agent) GetId() string {
@@ -1655,6 +1764,13 @@ func (x *Agent) GetVersion() string {
 	return ""
 }
 
+func (x *Agent) GetTotalSlots() uint32 {
+	if x != nil {
+		return x.TotalSlots
+	}
+	return 0
+}
+
 // ListAgentsResponse lists agents.
 type ListAgentsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1666,7 +1782,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[21]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1678,7 +1794,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[21]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1691,7 +1807,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{21}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*Agent {
@@ -1710,7 +1826,7 @@ type ListHostsRequest struct {
 
 func (x *ListHostsRequest) Reset() {
 	*x = ListHostsRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[22]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1722,7 +1838,7 @@ func (x *ListHostsRequest) String() string {
 func (*ListHostsRequest) ProtoMessage() {}
 
 func (x *ListHostsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[22]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1735,7 +1851,7 @@ func (x *ListHostsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListHostsRequest.ProtoReflect.Descriptor instead.
 func (*ListHostsRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{22}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{23}
 }
 
 // HostPool is one pool of a host.
@@ -1760,7 +1876,7 @@ type HostPool struct {
 
 func (x *HostPool) Reset() {
 	*x = HostPool{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[23]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1772,7 +1888,7 @@ func (x *HostPool) String() string {
 func (*HostPool) ProtoMessage() {}
 
 func (x *HostPool) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[23]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1785,7 +1901,7 @@ func (x *HostPool) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostPool.ProtoReflect.Descriptor instead.
 func (*HostPool) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{23}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *HostPool) GetName() string {
@@ -1870,7 +1986,7 @@ type Host struct {
 
 func (x *Host) Reset() {
 	*x = Host{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[24]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1882,7 +1998,7 @@ func (x *Host) String() string {
 func (*Host) ProtoMessage() {}
 
 func (x *Host) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[24]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1895,7 +2011,7 @@ func (x *Host) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Host.ProtoReflect.Descriptor instead.
 func (*Host) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{24}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Host) GetId() string {
@@ -2000,7 +2116,7 @@ type ListHostsResponse struct {
 
 func (x *ListHostsResponse) Reset() {
 	*x = ListHostsResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[25]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2012,7 +2128,7 @@ func (x *ListHostsResponse) String() string {
 func (*ListHostsResponse) ProtoMessage() {}
 
 func (x *ListHostsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[25]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2025,7 +2141,7 @@ func (x *ListHostsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListHostsResponse.ProtoReflect.Descriptor instead.
 func (*ListHostsResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{25}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListHostsResponse) GetHosts() []*Host {
@@ -2046,7 +2162,7 @@ type ListVMsRequest struct {
 
 func (x *ListVMsRequest) Reset() {
 	*x = ListVMsRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[26]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2058,7 +2174,7 @@ func (x *ListVMsRequest) String() string {
 func (*ListVMsRequest) ProtoMessage() {}
 
 func (x *ListVMsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[26]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2071,7 +2187,7 @@ func (x *ListVMsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVMsRequest.ProtoReflect.Descriptor instead.
 func (*ListVMsRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{26}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListVMsRequest) GetHost() string {
@@ -2111,7 +2227,7 @@ type VM struct {
 
 func (x *VM) Reset() {
 	*x = VM{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[27]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2123,7 +2239,7 @@ func (x *VM) String() string {
 func (*VM) ProtoMessage() {}
 
 func (x *VM) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[27]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2136,7 +2252,7 @@ func (x *VM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VM.ProtoReflect.Descriptor instead.
 func (*VM) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{27}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *VM) GetName() string {
@@ -2227,7 +2343,7 @@ type ListVMsResponse struct {
 
 func (x *ListVMsResponse) Reset() {
 	*x = ListVMsResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[28]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2239,7 +2355,7 @@ func (x *ListVMsResponse) String() string {
 func (*ListVMsResponse) ProtoMessage() {}
 
 func (x *ListVMsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[28]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2252,7 +2368,7 @@ func (x *ListVMsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVMsResponse.ProtoReflect.Descriptor instead.
 func (*ListVMsResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{28}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListVMsResponse) GetVms() []*VM {
@@ -2362,7 +2478,7 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"QueueDepth\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12'\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x11.paddock.v1.StateR\x05state\x12\x14\n" +
-	"\x05count\x18\x03 \x01(\x03R\x05count\"\xe7\x01\n" +
+	"\x05count\x18\x03 \x01(\x03R\x05count\"\xa2\x02\n" +
 	"\x0eStatusResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12+\n" +
 	"\x12started_at_unix_ms\x18\x02 \x01(\x03R\x0fstartedAtUnixMs\x12\x14\n" +
@@ -2370,13 +2486,22 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\x05queue\x18\x04 \x03(\v2\x16.paddock.v1.QueueDepthR\x05queue\x12)\n" +
 	"\x10agents_connected\x18\x05 \x01(\x05R\x0fagentsConnected\x12\x1f\n" +
 	"\vagents_lost\x18\x06 \x01(\x05R\n" +
-	"agentsLost\"\x13\n" +
-	"\x11ListAgentsRequest\"i\n" +
+	"agentsLost\x129\n" +
+	"\fqueue_delays\x18\a \x03(\v2\x16.paddock.v1.QueueDelayR\vqueueDelays\"Q\n" +
+	"\n" +
+	"QueueDelay\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x12\x19\n" +
+	"\bdelay_ms\x18\x02 \x01(\x03R\adelayMs\x12\x14\n" +
+	"\x05ready\x18\x03 \x01(\x03R\x05ready\"\x13\n" +
+	"\x11ListAgentsRequest\"\xcf\x01\n" +
 	"\tAgentType\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x14\n" +
 	"\x05slots\x18\x03 \x01(\rR\x05slots\x12\x18\n" +
-	"\arunning\x18\x04 \x01(\rR\arunning\"\xfa\x02\n" +
+	"\arunning\x18\x04 \x01(\rR\arunning\x12\x1b\n" +
+	"\tmin_slots\x18\x05 \x01(\rR\bminSlots\x12,\n" +
+	"\x12tolerable_delay_ms\x18\x06 \x01(\x03R\x10tolerableDelayMs\x12\x19\n" +
+	"\bdelay_ms\x18\a \x01(\x03R\adelayMs\"\x9b\x03\n" +
 	"\x05Agent\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12\x14\n" +
@@ -2386,7 +2511,10 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\x06labels\x18\x06 \x03(\v2\x1d.paddock.v1.Agent.LabelsEntryR\x06labels\x12/\n" +
 	"\x14connected_at_unix_ms\x18\a \x01(\x03R\x11connectedAtUnixMs\x123\n" +
 	"\x16last_heartbeat_unix_ms\x18\b \x01(\x03R\x13lastHeartbeatUnixMs\x12\x18\n" +
-	"\aversion\x18\t \x01(\tR\aversion\x1a9\n" +
+	"\aversion\x18\t \x01(\tR\aversion\x12\x1f\n" +
+	"\vtotal_slots\x18\n" +
+	" \x01(\rR\n" +
+	"totalSlots\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"?\n" +
@@ -2478,7 +2606,7 @@ func file_api_paddock_v1_paddock_proto_rawDescGZIP() []byte {
 }
 
 var file_api_paddock_v1_paddock_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_api_paddock_v1_paddock_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_api_paddock_v1_paddock_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_api_paddock_v1_paddock_proto_goTypes = []any{
 	(State)(0),                 // 0: paddock.v1.State
 	(Class)(0),                 // 1: paddock.v1.Class
@@ -2500,32 +2628,33 @@ var file_api_paddock_v1_paddock_proto_goTypes = []any{
 	(*StatusRequest)(nil),      // 17: paddock.v1.StatusRequest
 	(*QueueDepth)(nil),         // 18: paddock.v1.QueueDepth
 	(*StatusResponse)(nil),     // 19: paddock.v1.StatusResponse
-	(*ListAgentsRequest)(nil),  // 20: paddock.v1.ListAgentsRequest
-	(*AgentType)(nil),          // 21: paddock.v1.AgentType
-	(*Agent)(nil),              // 22: paddock.v1.Agent
-	(*ListAgentsResponse)(nil), // 23: paddock.v1.ListAgentsResponse
-	(*ListHostsRequest)(nil),   // 24: paddock.v1.ListHostsRequest
-	(*HostPool)(nil),           // 25: paddock.v1.HostPool
-	(*Host)(nil),               // 26: paddock.v1.Host
-	(*ListHostsResponse)(nil),  // 27: paddock.v1.ListHostsResponse
-	(*ListVMsRequest)(nil),     // 28: paddock.v1.ListVMsRequest
-	(*VM)(nil),                 // 29: paddock.v1.VM
-	(*ListVMsResponse)(nil),    // 30: paddock.v1.ListVMsResponse
-	nil,                        // 31: paddock.v1.Requirements.LabelsEntry
-	nil,                        // 32: paddock.v1.TaskSpec.InputsEntry
-	nil,                        // 33: paddock.v1.Task.OutputsEntry
-	nil,                        // 34: paddock.v1.Agent.LabelsEntry
+	(*QueueDelay)(nil),         // 20: paddock.v1.QueueDelay
+	(*ListAgentsRequest)(nil),  // 21: paddock.v1.ListAgentsRequest
+	(*AgentType)(nil),          // 22: paddock.v1.AgentType
+	(*Agent)(nil),              // 23: paddock.v1.Agent
+	(*ListAgentsResponse)(nil), // 24: paddock.v1.ListAgentsResponse
+	(*ListHostsRequest)(nil),   // 25: paddock.v1.ListHostsRequest
+	(*HostPool)(nil),           // 26: paddock.v1.HostPool
+	(*Host)(nil),               // 27: paddock.v1.Host
+	(*ListHostsResponse)(nil),  // 28: paddock.v1.ListHostsResponse
+	(*ListVMsRequest)(nil),     // 29: paddock.v1.ListVMsRequest
+	(*VM)(nil),                 // 30: paddock.v1.VM
+	(*ListVMsResponse)(nil),    // 31: paddock.v1.ListVMsResponse
+	nil,                        // 32: paddock.v1.Requirements.LabelsEntry
+	nil,                        // 33: paddock.v1.TaskSpec.InputsEntry
+	nil,                        // 34: paddock.v1.Task.OutputsEntry
+	nil,                        // 35: paddock.v1.Agent.LabelsEntry
 }
 var file_api_paddock_v1_paddock_proto_depIdxs = []int32{
-	31, // 0: paddock.v1.Requirements.labels:type_name -> paddock.v1.Requirements.LabelsEntry
-	32, // 1: paddock.v1.TaskSpec.inputs:type_name -> paddock.v1.TaskSpec.InputsEntry
+	32, // 0: paddock.v1.Requirements.labels:type_name -> paddock.v1.Requirements.LabelsEntry
+	33, // 1: paddock.v1.TaskSpec.inputs:type_name -> paddock.v1.TaskSpec.InputsEntry
 	1,  // 2: paddock.v1.TaskSpec.class:type_name -> paddock.v1.Class
 	2,  // 3: paddock.v1.TaskSpec.requirements:type_name -> paddock.v1.Requirements
 	0,  // 4: paddock.v1.Attempt.state:type_name -> paddock.v1.State
 	4,  // 5: paddock.v1.Attempt.usage:type_name -> paddock.v1.Usage
 	3,  // 6: paddock.v1.Task.spec:type_name -> paddock.v1.TaskSpec
 	0,  // 7: paddock.v1.Task.state:type_name -> paddock.v1.State
-	33, // 8: paddock.v1.Task.outputs:type_name -> paddock.v1.Task.OutputsEntry
+	34, // 8: paddock.v1.Task.outputs:type_name -> paddock.v1.Task.OutputsEntry
 	5,  // 9: paddock.v1.Task.attempts:type_name -> paddock.v1.Attempt
 	3,  // 10: paddock.v1.SubmitRequest.task:type_name -> paddock.v1.TaskSpec
 	6,  // 11: paddock.v1.SubmitResponse.task:type_name -> paddock.v1.Task
@@ -2537,35 +2666,36 @@ var file_api_paddock_v1_paddock_proto_depIdxs = []int32{
 	6,  // 17: paddock.v1.ListResponse.tasks:type_name -> paddock.v1.Task
 	0,  // 18: paddock.v1.QueueDepth.state:type_name -> paddock.v1.State
 	18, // 19: paddock.v1.StatusResponse.queue:type_name -> paddock.v1.QueueDepth
-	21, // 20: paddock.v1.Agent.types:type_name -> paddock.v1.AgentType
-	34, // 21: paddock.v1.Agent.labels:type_name -> paddock.v1.Agent.LabelsEntry
-	22, // 22: paddock.v1.ListAgentsResponse.agents:type_name -> paddock.v1.Agent
-	25, // 23: paddock.v1.Host.pools:type_name -> paddock.v1.HostPool
-	26, // 24: paddock.v1.ListHostsResponse.hosts:type_name -> paddock.v1.Host
-	29, // 25: paddock.v1.ListVMsResponse.vms:type_name -> paddock.v1.VM
-	7,  // 26: paddock.v1.TaskService.Submit:input_type -> paddock.v1.SubmitRequest
-	9,  // 27: paddock.v1.TaskService.Get:input_type -> paddock.v1.GetRequest
-	11, // 28: paddock.v1.TaskService.Wait:input_type -> paddock.v1.WaitRequest
-	13, // 29: paddock.v1.TaskService.Cancel:input_type -> paddock.v1.CancelRequest
-	15, // 30: paddock.v1.TaskService.List:input_type -> paddock.v1.ListRequest
-	17, // 31: paddock.v1.ClusterService.Status:input_type -> paddock.v1.StatusRequest
-	20, // 32: paddock.v1.ClusterService.ListAgents:input_type -> paddock.v1.ListAgentsRequest
-	24, // 33: paddock.v1.ClusterService.ListHosts:input_type -> paddock.v1.ListHostsRequest
-	28, // 34: paddock.v1.ClusterService.ListVMs:input_type -> paddock.v1.ListVMsRequest
-	8,  // 35: paddock.v1.TaskService.Submit:output_type -> paddock.v1.SubmitResponse
-	10, // 36: paddock.v1.TaskService.Get:output_type -> paddock.v1.GetResponse
-	12, // 37: paddock.v1.TaskService.Wait:output_type -> paddock.v1.WaitResponse
-	14, // 38: paddock.v1.TaskService.Cancel:output_type -> paddock.v1.CancelResponse
-	16, // 39: paddock.v1.TaskService.List:output_type -> paddock.v1.ListResponse
-	19, // 40: paddock.v1.ClusterService.Status:output_type -> paddock.v1.StatusResponse
-	23, // 41: paddock.v1.ClusterService.ListAgents:output_type -> paddock.v1.ListAgentsResponse
-	27, // 42: paddock.v1.ClusterService.ListHosts:output_type -> paddock.v1.ListHostsResponse
-	30, // 43: paddock.v1.ClusterService.ListVMs:output_type -> paddock.v1.ListVMsResponse
-	35, // [35:44] is the sub-list for method output_type
-	26, // [26:35] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	20, // 20: paddock.v1.StatusResponse.queue_delays:type_name -> paddock.v1.QueueDelay
+	22, // 21: paddock.v1.Agent.types:type_name -> paddock.v1.AgentType
+	35, // 22: paddock.v1.Agent.labels:type_name -> paddock.v1.Agent.LabelsEntry
+	23, // 23: paddock.v1.ListAgentsResponse.agents:type_name -> paddock.v1.Agent
+	26, // 24: paddock.v1.Host.pools:type_name -> paddock.v1.HostPool
+	27, // 25: paddock.v1.ListHostsResponse.hosts:type_name -> paddock.v1.Host
+	30, // 26: paddock.v1.ListVMsResponse.vms:type_name -> paddock.v1.VM
+	7,  // 27: paddock.v1.TaskService.Submit:input_type -> paddock.v1.SubmitRequest
+	9,  // 28: paddock.v1.TaskService.Get:input_type -> paddock.v1.GetRequest
+	11, // 29: paddock.v1.TaskService.Wait:input_type -> paddock.v1.WaitRequest
+	13, // 30: paddock.v1.TaskService.Cancel:input_type -> paddock.v1.CancelRequest
+	15, // 31: paddock.v1.TaskService.List:input_type -> paddock.v1.ListRequest
+	17, // 32: paddock.v1.ClusterService.Status:input_type -> paddock.v1.StatusRequest
+	21, // 33: paddock.v1.ClusterService.ListAgents:input_type -> paddock.v1.ListAgentsRequest
+	25, // 34: paddock.v1.ClusterService.ListHosts:input_type -> paddock.v1.ListHostsRequest
+	29, // 35: paddock.v1.ClusterService.ListVMs:input_type -> paddock.v1.ListVMsRequest
+	8,  // 36: paddock.v1.TaskService.Submit:output_type -> paddock.v1.SubmitResponse
+	10, // 37: paddock.v1.TaskService.Get:output_type -> paddock.v1.GetResponse
+	12, // 38: paddock.v1.TaskService.Wait:output_type -> paddock.v1.WaitResponse
+	14, // 39: paddock.v1.TaskService.Cancel:output_type -> paddock.v1.CancelResponse
+	16, // 40: paddock.v1.TaskService.List:output_type -> paddock.v1.ListResponse
+	19, // 41: paddock.v1.ClusterService.Status:output_type -> paddock.v1.StatusResponse
+	24, // 42: paddock.v1.ClusterService.ListAgents:output_type -> paddock.v1.ListAgentsResponse
+	28, // 43: paddock.v1.ClusterService.ListHosts:output_type -> paddock.v1.ListHostsResponse
+	31, // 44: paddock.v1.ClusterService.ListVMs:output_type -> paddock.v1.ListVMsResponse
+	36, // [36:45] is the sub-list for method output_type
+	27, // [27:36] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_api_paddock_v1_paddock_proto_init() }
@@ -2579,7 +2709,7 @@ func file_api_paddock_v1_paddock_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_paddock_v1_paddock_proto_rawDesc), len(file_api_paddock_v1_paddock_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   33,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
