@@ -58,10 +58,27 @@ type Config struct {
 	// Handlers are the handler binaries to run, each with its sha256. Default: the
 	// handlers listed in the image manifest.
 	Handlers []HandlerConfig `json:"handlers,omitempty"`
-	// Slots caps concurrent tasks per task type; DefaultSlots applies to the other
-	// types that the handler gives no concurrency for (default 4).
+	// TotalSlots is how many tasks of all types the agent runs at once. The agent's
+	// concurrency allocator shares them among the task types: each type gets its
+	// min_slots, and every heartbeat interval the rest go to the types whose queuing
+	// delay (measured by the server) is furthest above their tolerable_delay, in
+	// multiples of it. The server dispatches each type against the allocation the
+	// agent reports, and `paddock agent ls` shows it. Default: the sum of every
+	// type's slots (below), so a configuration from before the allocator keeps its
+	// capacity.
+	TotalSlots int `json:"total_slots,omitempty"`
+	// Slots is a type's share of the default total_slots; DefaultSlots applies to
+	// the other types that the handler gives no concurrency for (default 4).
 	Slots        map[string]int `json:"slots,omitempty"`
 	DefaultSlots int            `json:"default_slots,omitempty"`
+	// MinSlots is each type's guaranteed minimum (default and least 1): no type ever
+	// starves. The minimums must fit in total_slots.
+	MinSlots map[string]int `json:"min_slots,omitempty"`
+	// TolerableDelay is how long a task of a type may wait in the server's queue
+	// before the type needs more slots, as a Go duration per type ("250ms");
+	// DefaultTolerableDelay applies to the other types (default "1s").
+	TolerableDelay        map[string]string `json:"tolerable_delay,omitempty"`
+	DefaultTolerableDelay string            `json:"default_tolerable_delay,omitempty"`
 	// MaxOutputBytes is the largest result a handler may return (default 64 MiB).
 	MaxOutputBytes int64 `json:"max_output_bytes,omitempty"`
 	// KillGrace is how long a cancelled call may run on before its handler process is
@@ -164,6 +181,22 @@ func (c Config) Validate() error {
 	if c.DefaultSlots < 0 {
 		return fmt.Errorf("agent config field default_slots: %d; want 0 (default 4) or more", c.DefaultSlots)
 	}
+	if c.TotalSlots < 0 {
+		return fmt.Errorf("agent config field total_slots: %d; want 0 (default: the sum of the types' slots) or more", c.TotalSlots)
+	}
+	minSum := 0
+	for typ, n := range c.MinSlots {
+		if n < 1 {
+			return fmt.Errorf("agent config field min_slots[%q]: %d; want at least 1 (a type with no slot would starve)", typ, n)
+		}
+		minSum += n
+	}
+	if c.TotalSlots > 0 && minSum > c.TotalSlots {
+		return fmt.Errorf("agent config field min_slots: the minimums add up to %d, more than total_slots %d; raise total_slots or lower min_slots", minSum, c.TotalSlots)
+	}
+	if _, _, err := c.tolerableDelays(); err != nil {
+		return err
+	}
 	if c.MaxOutputBytes < 0 {
 		return fmt.Errorf("agent config field max_output_bytes: %d; want 0 (default 64 MiB) or more", c.MaxOutputBytes)
 	}
@@ -183,6 +216,27 @@ func (c Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+// tolerableDelays parses TolerableDelay and DefaultTolerableDelay (0: the default).
+func (c Config) tolerableDelays() (map[string]time.Duration, time.Duration, error) {
+	out := map[string]time.Duration{}
+	for typ, v := range c.TolerableDelay {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return nil, 0, fmt.Errorf("agent config field tolerable_delay[%q]: %q is not a positive Go duration; use e.g. \"250ms\"", typ, v)
+		}
+		out[typ] = d
+	}
+	var def time.Duration
+	if c.DefaultTolerableDelay != "" {
+		d, err := time.ParseDuration(c.DefaultTolerableDelay)
+		if err != nil || d <= 0 {
+			return nil, 0, fmt.Errorf("agent config field default_tolerable_delay: %q is not a positive Go duration; use e.g. \"1s\"", c.DefaultTolerableDelay)
+		}
+		def = d
+	}
+	return out, def, nil
 }
 
 // Manifest is what the agent reads of the image manifest (ManifestPath): the kernel

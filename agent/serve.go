@@ -50,16 +50,21 @@ func serve(ctx context.Context, cfg Config, port *os.File, handlers []runner.Han
 		dial = session.TCPDialer(cfg.Server)
 	}
 	host, _ := os.Hostname()
+	tol, defTol, _ := cfg.tolerableDelays() // checked by Validate
 	s, err := session.New(session.Config{
-		AgentID:      id,
-		Host:         host,
-		Version:      buildinfo.String(),
-		Dial:         dial,
-		Token:        cfg.Token,
-		Slots:        cfg.Slots,
-		DefaultSlots: cfg.DefaultSlots,
-		Capacity:     session.Capacity{CPUMillis: int64(runtime.NumCPU()) * 1000, MemoryBytes: memTotal(), Labels: cfg.Labels},
-		Logger:       log,
+		AgentID:               id,
+		Host:                  host,
+		Version:               buildinfo.String(),
+		Dial:                  dial,
+		Token:                 cfg.Token,
+		TotalSlots:            cfg.TotalSlots,
+		Slots:                 cfg.Slots,
+		DefaultSlots:          cfg.DefaultSlots,
+		MinSlots:              cfg.MinSlots,
+		TolerableDelay:        tol,
+		DefaultTolerableDelay: defTol,
+		Capacity:              session.Capacity{CPUMillis: int64(runtime.NumCPU()) * 1000, MemoryBytes: memTotal(), Labels: cfg.Labels},
+		Logger:                log,
 	}, session.RunnerExecutor(r))
 	if err != nil {
 		return fmt.Errorf("starting the session: %w", err)

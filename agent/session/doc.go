@@ -2,7 +2,11 @@
 // (api/agent/v1): it dials the server (TCP to the agent port, or a relayed
 // virtio-serial stream through agent/transport), registers the task types its
 // Executor serves with their slots, heartbeats (renewing the leases of the tasks it
-// runs), runs assignments through the Executor with a concurrency limit per type,
+// runs), runs assignments through the Executor with a concurrency limit per type
+// from the agent's allocator (agent/alloc: a total shared among the types, each
+// with a minimum, the extra slots rebalanced every heartbeat interval toward the
+// types whose queuing delay — measured by the server and sent back in answer to
+// each heartbeat — is furthest above their tolerable delay; see Session),
 // cancels them when the server says so, reports results with their sha256 until the
 // server acknowledges them, and reconnects with backoff whenever the stream breaks,
 // telling the server which tasks it still runs.
@@ -12,4 +16,6 @@
 // processes live in package sched:
 //
 //	CGO_ENABLED=0 go test -count=1 ./agent/session ./sched
+//
+// (TestAllocationFollowsQueueDelay in sched is the end-to-end test of the allocator.)
 package session

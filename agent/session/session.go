@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/paddockvm/paddock/agent/alloc"
 	"github.com/paddockvm/paddock/agent/transport"
 	agentv1 "github.com/paddockvm/paddock/api/agent/v1"
 )
@@ -79,10 +80,27 @@ type Config struct {
 	Dial func(ctx context.Context) (net.Conn, error)
 	// Token, when set, is sent as "authorization: Bearer <token>".
 	Token string
-	// Slots overrides the number of slots per type; DefaultSlots applies to types
-	// neither Slots nor the executor's Concurrency sizes. Default 4.
+	// TotalSlots is how many tasks of all types the agent runs at once; the
+	// concurrency allocator (agent/alloc) shares them among the types. 0: the sum of
+	// every type's static share — Slots[type], else the executor's Concurrency for
+	// it, else DefaultSlots (default 4) — so an agent configured with per-type slots
+	// keeps its capacity.
+	TotalSlots   int
 	Slots        map[string]int
 	DefaultSlots int
+	// MinSlots is each type's guaranteed minimum (default 1, never less): the
+	// allocator never limits a type below it, so no type starves. The minimums
+	// must add up to no more than TotalSlots.
+	MinSlots map[string]int
+	// TolerableDelay is how long a task of a type may queue (on the server) before
+	// the type is short of slots; DefaultTolerableDelay (default 1s) applies to the
+	// types it does not list. Every heartbeat interval the allocator gives the slots
+	// beyond the minimums to the types whose queuing delay is furthest above their
+	// tolerable delay, in multiples of it.
+	TolerableDelay        map[string]time.Duration
+	DefaultTolerableDelay time.Duration
+	// Clock is the allocator's clock; tests drive a fake one. Default: real time.
+	Clock alloc.Clock
 	// Capacity is offered to task requirements.
 	Capacity Capacity
 	// ReconnectMin and ReconnectMax bound the reconnect backoff. Defaults 100ms, 5s.
@@ -104,17 +122,29 @@ func TCPDialer(addr string) func(ctx context.Context) (net.Conn, error) {
 }
 
 // Session is the agent's session with the server. Run it with Run.
+//
+// Per-type concurrency: the session owns an alloc.Allocator over TotalSlots and
+// publishes its allocation (each type's limit) in Register and in every
+// Heartbeat; the server dispatches a type to this agent only while fewer tasks of
+// it run than its limit (and never more than TotalSlots in all). Queuing delay is
+// measured on the server, because that is where tasks wait for a slot: the
+// server answers every heartbeat with a QueueStatus (per type: how long the ready
+// tasks have waited, and how many there are), which the session feeds to
+// Allocator.Observe; at the next heartbeat tick it calls Rebalance (one cycle per
+// heartbeat interval) and sends the new limits. The agent does not queue tasks
+// itself: queueing here would hold leases the server could give to an idle agent,
+// and would hide the backlog from the server's priorities and from operators.
 type Session struct {
-	cfg   Config
-	ex    Executor
-	log   *slog.Logger
-	types []*agentv1.TaskType
-	slots map[string]int
+	cfg      Config
+	ex       Executor
+	log      *slog.Logger
+	versions map[string]string // task type -> handler version
+	alloc    *alloc.Allocator
+	total    int
 
 	// mu guards the fields below.
 	mu      sync.Mutex
 	runs    map[string]*run            // by task id
-	busy    map[string]int             // running per type
 	unacked map[string]*agentv1.Report // finished, not yet acknowledged; by task id
 	out     chan *agentv1.AgentMessage // the current connection's send queue; nil while disconnected
 	wg      sync.WaitGroup
@@ -123,6 +153,7 @@ type Session struct {
 type run struct {
 	leaseID  uint64
 	typ      string
+	slot     *alloc.Ticket // released when the task ends
 	cancel   context.CancelCauseFunc
 	byServer bool // cancelled by the server
 }
@@ -149,13 +180,23 @@ func New(cfg Config, ex Executor) (*Session, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Session{cfg: cfg, ex: ex, log: cfg.Logger.With("agent", cfg.AgentID), slots: map[string]int{},
-		runs: map[string]*run{}, busy: map[string]int{}, unacked: map[string]*agentv1.Report{}}
+	if cfg.DefaultTolerableDelay <= 0 {
+		cfg.DefaultTolerableDelay = time.Second
+	}
+	s := &Session{cfg: cfg, ex: ex, log: cfg.Logger.With("agent", cfg.AgentID), versions: map[string]string{},
+		runs: map[string]*run{}, unacked: map[string]*agentv1.Report{}}
 	ts := ex.Types()
 	if len(ts) == 0 {
 		return nil, errors.New("session: the executor serves no task types")
 	}
+	sort.Slice(ts, func(i, j int) bool { return ts[i].Name < ts[j].Name })
+	acfg := alloc.Config{Total: cfg.TotalSlots, Clock: cfg.Clock}
+	sumShares, sumMin := 0, 0
 	for _, t := range ts {
+		if _, dup := s.versions[t.Name]; dup {
+			return nil, fmt.Errorf("session: the executor serves task type %q twice", t.Name)
+		}
+		s.versions[t.Name] = t.Version
 		n := cfg.Slots[t.Name]
 		if n <= 0 {
 			n = t.Concurrency
@@ -163,11 +204,58 @@ func New(cfg Config, ex Executor) (*Session, error) {
 		if n <= 0 {
 			n = cfg.DefaultSlots
 		}
-		s.slots[t.Name] = n
-		s.types = append(s.types, &agentv1.TaskType{Name: t.Name, Version: t.Version, Slots: uint32(n)})
+		sumShares += n
+		tc := alloc.TypeConfig{Name: t.Name, Min: max(cfg.MinSlots[t.Name], 1), TolerableDelay: cfg.TolerableDelay[t.Name]}
+		if tc.TolerableDelay <= 0 {
+			tc.TolerableDelay = cfg.DefaultTolerableDelay
+		}
+		sumMin += tc.Min
+		acfg.Types = append(acfg.Types, tc)
 	}
-	sort.Slice(s.types, func(i, j int) bool { return s.types[i].Name < s.types[j].Name })
+	if acfg.Total <= 0 {
+		acfg.Total = max(sumShares, sumMin)
+	}
+	if sumMin > acfg.Total {
+		return nil, fmt.Errorf("session config: TotalSlots %d is less than the %d slots the minimums of the %d task types need (at least 1 each): raise TotalSlots or lower MinSlots",
+			acfg.Total, sumMin, len(ts))
+	}
+	a, err := alloc.New(acfg)
+	if err != nil {
+		return nil, fmt.Errorf("session: %w", err)
+	}
+	s.alloc, s.total = a, acfg.Total
 	return s, nil
+}
+
+// allocation is the allocator's snapshot as the protocol's task types.
+func (s *Session) allocation(snap alloc.Snapshot) []*agentv1.TaskType {
+	out := make([]*agentv1.TaskType, 0, len(snap.Types))
+	for _, t := range snap.Types {
+		out = append(out, &agentv1.TaskType{Name: t.Name, Version: s.versions[t.Name], Slots: uint32(t.Limit),
+			MinSlots: uint32(t.Min), TolerableDelayMs: t.TolerableDelay.Milliseconds(), Running: uint32(t.Running),
+			DelayMs: t.Delay.Milliseconds()})
+	}
+	return out
+}
+
+// heartbeat ends an allocation cycle and returns the heartbeat that publishes its
+// result: Rebalance uses the queuing delays the server sent since the last one.
+func (s *Session) heartbeat() *agentv1.AgentMessage {
+	snap := s.alloc.Rebalance()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return &agentv1.AgentMessage{Msg: &agentv1.AgentMessage_Heartbeat{Heartbeat: &agentv1.Heartbeat{
+		Load: &agentv1.Load{Running: uint32(len(s.runs))}, Running: s.running(), Types: s.allocation(snap)}}}
+}
+
+// observe feeds the server's queue status to the allocator for the next cycle.
+func (s *Session) observe(q *agentv1.QueueStatus) {
+	for _, t := range q.GetTypes() {
+		d := time.Duration(t.GetDelayMs()) * time.Millisecond
+		if err := s.alloc.Observe(t.GetType(), d, int(min(t.GetReady(), 1<<30))); err != nil {
+			s.log.Debug("queue status for a type this agent does not serve", "type", t.GetType())
+		}
+	}
 }
 
 // Run keeps a session with the server open until ctx is done, reconnecting with
@@ -236,7 +324,7 @@ func (s *Session) connect(ctx context.Context) error {
 	}
 	s.mu.Lock()
 	reg := &agentv1.Register{AgentId: s.cfg.AgentID, Host: s.cfg.Host, ProtocolVersion: ProtocolVersion, AgentVersion: s.cfg.Version,
-		Types: s.types, Running: s.running(),
+		Types: s.allocation(s.alloc.Snapshot()), TotalSlots: uint32(s.total), Running: s.running(),
 		Capacity: &agentv1.Capacity{CpuMillis: s.cfg.Capacity.CPUMillis, MemoryBytes: s.cfg.Capacity.MemoryBytes, Labels: s.cfg.Capacity.Labels},
 		Load:     &agentv1.Load{Running: uint32(len(s.runs))}}
 	s.mu.Unlock()
@@ -280,10 +368,7 @@ func (s *Session) connect(ctx context.Context) error {
 				return
 			case m = <-out:
 			case <-t.C:
-				s.mu.Lock()
-				m = &agentv1.AgentMessage{Msg: &agentv1.AgentMessage_Heartbeat{Heartbeat: &agentv1.Heartbeat{
-					Load: &agentv1.Load{Running: uint32(len(s.runs))}, Running: s.running()}}}
-				s.mu.Unlock()
+				m = s.heartbeat()
 			}
 			if err := stream.Send(m); err != nil {
 				cancel(fmt.Errorf("sending: %w", err))
@@ -306,6 +391,8 @@ func (s *Session) connect(ctx context.Context) error {
 			s.cancelTask(m.Cancel)
 		case *agentv1.ServerMessage_ReportAck:
 			s.acked(m.ReportAck)
+		case *agentv1.ServerMessage_QueueStatus:
+			s.observe(m.QueueStatus)
 		}
 	}
 }
@@ -340,19 +427,18 @@ func (s *Session) assign(ctx context.Context, a *agentv1.Assign) {
 	if _, ok := s.unacked[a.GetTaskId()]; ok && s.unacked[a.GetTaskId()].GetLeaseId() != a.GetLeaseId() {
 		delete(s.unacked, a.GetTaskId())
 	}
-	slots, ok := s.slots[a.GetType()]
-	switch {
-	case !ok:
+	if _, ok := s.versions[a.GetType()]; !ok {
 		ack(false, fmt.Sprintf("this agent serves no task type %q", a.GetType()))
 		return
-	case s.busy[a.GetType()] >= slots:
-		ack(false, fmt.Sprintf("all %d slots of type %q are busy", slots, a.GetType()))
+	}
+	slot, err := s.alloc.Admit(a.GetType())
+	if err != nil {
+		ack(false, fmt.Sprintf("no slot for a task of type %q: %v", a.GetType(), err))
 		return
 	}
 	rctx, cancel := context.WithCancelCause(ctx)
-	r := &run{leaseID: a.GetLeaseId(), typ: a.GetType(), cancel: cancel}
+	r := &run{leaseID: a.GetLeaseId(), typ: a.GetType(), slot: slot, cancel: cancel}
 	s.runs[a.GetTaskId()] = r
-	s.busy[a.GetType()]++
 	ack(true, "")
 	t := Task{ID: a.GetTaskId(), LeaseID: a.GetLeaseId(), Type: a.GetType(), Payload: a.GetPayload(), Inputs: a.GetInputs(), Attempt: int(a.GetAttempt())}
 	if d := a.GetDeadlineUnixMs(); d > 0 {
@@ -386,7 +472,7 @@ func (s *Session) execute(ctx context.Context, r *run, t Task) {
 	if cur := s.runs[t.ID]; cur == r {
 		delete(s.runs, t.ID)
 	}
-	s.busy[r.typ]--
+	r.slot.Release()
 	if cause := context.Cause(ctx); cause != nil && !r.byServer && res.Error != "" && errors.Is(ctx.Err(), context.Canceled) {
 		// Superseded or shutting down: the server has moved on or will expire the lease.
 		s.log.Info("task stopped", "task", t.ID, "lease", t.LeaseID, "why", cause)
@@ -437,21 +523,20 @@ func (s *Session) acked(a *agentv1.ReportAck) {
 // Stats is a snapshot of the session for operators.
 type Stats struct {
 	Running   map[string]int // tasks running per type
-	Slots     map[string]int
+	Slots     map[string]int // each type's current limit
 	Unacked   int
 	Connected bool
+	// Alloc is the concurrency allocation (limits, minimums, delays).
+	Alloc alloc.Snapshot
 }
 
 // Stats returns a snapshot.
 func (s *Session) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := Stats{Running: map[string]int{}, Slots: map[string]int{}, Unacked: len(s.unacked), Connected: s.out != nil}
-	for k, v := range s.busy {
-		st.Running[k] = v
-	}
-	for k, v := range s.slots {
-		st.Slots[k] = v
+	st := Stats{Running: map[string]int{}, Slots: map[string]int{}, Unacked: len(s.unacked), Connected: s.out != nil, Alloc: s.alloc.Snapshot()}
+	for _, t := range st.Alloc.Types {
+		st.Running[t.Name], st.Slots[t.Name] = t.Running, t.Limit
 	}
 	return st
 }
