@@ -264,6 +264,16 @@ type ManifestFile struct {
 	Path    string `json:"path"`
 	Version string `json:"version,omitempty"`
 	SHA256  string `json:"sha256"`
+	// Types are the task types a handler serves, as recorded when the image was built
+	// (manifest schema 2 on); empty for the agent and in older images.
+	Types []ManifestType `json:"types,omitempty"`
+}
+
+// ManifestType is one task type a handler serves.
+type ManifestType struct {
+	Name        string `json:"name"`
+	Version     string `json:"version"`
+	Concurrency int    `json:"concurrency"`
 }
 
 // LoadManifest reads the image manifest at path.

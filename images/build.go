@@ -20,7 +20,7 @@ import (
 
 // builderVersion changes whenever the builder would lay out the same inputs
 // differently; it is part of the cache key.
-const builderVersion = "paddock-images/1"
+const builderVersion = "paddock-images/2"
 
 // Event reports build progress.
 type Event struct {
@@ -42,6 +42,11 @@ type buildOpts struct{ progress func(Event) }
 func WithProgress(fn func(Event)) Option { return func(o *buildOpts) { o.progress = fn } }
 
 // Build builds the image spec describes into the store and returns it.
+//
+// Every handler is started once on this host through plugins/runner (as the agent
+// starts it in the guest) and asked which task types it serves; the manifest records
+// them per handler. A handler that does not start or describe itself, or two handlers
+// serving the same task type, fail the build with ErrInvalid naming the files.
 //
 // The build is keyed on a hash of its inputs: the spec, and the path, size,
 // modification and change times, inode and device of the kernel, modules.dep, the
@@ -139,8 +144,9 @@ func (s *Store) Build(ctx context.Context, spec Spec, opts ...Option) (Image, er
 	ar.file(GuestInit, adata, 0o755)
 	m.Agent = Binary{Name: "paddock-agent", Path: GuestInit, Version: av, Size: int64(len(adata)), SHA256: sha(adata)}
 
-	// Handlers.
+	// Handlers, each started once to ask which task types it serves.
 	m.Handlers = []Binary{}
+	served := map[string]Handler{}
 	for i, h := range spec.Handlers {
 		report(Event{Step: "handlers", Detail: h.Name, Done: i, Total: len(spec.Handlers)})
 		data, err := os.ReadFile(h.Path)
@@ -151,9 +157,21 @@ func (s *Store) Build(ctx context.Context, spec Spec, opts ...Option) (Image, er
 		if v == "" {
 			v = goVersion(h.Path)
 		}
+		sum := sha(data)
+		types, err := describe(ctx, h.Name, h.Path, sum)
+		if err != nil {
+			return Image{}, err
+		}
+		for _, t := range types {
+			if other, dup := served[t.Name]; dup {
+				return Image{}, invalid("task type %q is served by both handler %q (%s) and handler %q (%s): the agent would refuse to start; leave one of them out",
+					t.Name, other.Name, other.Path, h.Name, h.Path)
+			}
+			served[t.Name] = h
+		}
 		guest := GuestHandlersDir + "/" + h.Name
 		ar.file(guest, data, 0o755)
-		m.Handlers = append(m.Handlers, Binary{Name: h.Name, Path: guest, Version: v, Size: int64(len(data)), SHA256: sha(data)})
+		m.Handlers = append(m.Handlers, Binary{Name: h.Name, Path: guest, Version: v, Size: int64(len(data)), SHA256: sum, Types: types})
 	}
 
 	// Agent config and the guest's manifest.
@@ -228,8 +246,8 @@ func (s *Store) cached(key string) (Image, bool) {
 		return Image{}, false
 	}
 	img, err := s.load(d)
-	if err != nil {
-		return Image{}, false
+	if err != nil || img.Manifest.Schema != SchemaVersion {
+		return Image{}, false // gone, or built by an older builder: build again
 	}
 	img.Cached = true
 	return img, true

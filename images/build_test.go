@@ -18,7 +18,7 @@ import (
 func unitSpec(t *testing.T) Spec {
 	kernel, modDir := fakeKernel(t)
 	ag := agentBinary(t)
-	h := copyWith(t, ag, filepath.Join(t.TempDir(), "echo"), []byte("handler-echo"), 0o755)
+	h := copyWith(t, tinyHandler(t, ""), filepath.Join(t.TempDir(), "echo"), []byte("handler-echo"), 0o755)
 	return Spec{
 		Kernel: kernel, ModulesDir: modDir, Agent: ag, Modules: []string{"extra"},
 		Handlers:    []Handler{{Name: "echo", Path: h, Version: "1.2.3"}},
@@ -236,6 +236,8 @@ func TestInitramfsContents(t *testing.T) {
 	}
 	if len(m.Handlers) != 1 || m.Handlers[0].Name != "echo" || m.Handlers[0].Version != "1.2.3" || m.Handlers[0].SHA256 != sha(readAll(t, spec.Handlers[0].Path)) {
 		t.Errorf("guest manifest handlers = %+v", m.Handlers)
+	} else if ty := m.Handlers[0].Types; len(ty) != 2 || ty[0] != (agent.ManifestType{Name: "tiny.one", Version: "1.0.0", Concurrency: 2}) || ty[1].Name != "tiny.two" {
+		t.Errorf("guest manifest handler echo types = %+v, want tiny.one and tiny.two as the handler describes them", ty)
 	}
 	if m.Agent.Path != "/init" || m.Agent.Version != testAgentVersion {
 		t.Errorf("guest manifest agent = %+v, want /init with a version from its build info", m.Agent)

@@ -8,7 +8,15 @@
 // and the manifest (/etc/paddock/manifest.json). Store.Build writes it to a
 // content-addressed directory <store>/<sha256>/ with vmlinuz, initramfs.cpio.gz and
 // manifest.json (the SHA-256 of every file, kernel version, modules in load order,
-// handler names, versions and SHA-256).
+// handler names, versions and SHA-256, and the task types each handler serves).
+//
+// One handler binary may serve several task types (testhandler serves test.echo,
+// test.sleep, …), so the build asks each handler: it starts the binary once on the
+// build host through plugins/runner — checksum, go-plugin handshake, Describe, as the
+// agent does in the guest — and records the types it answers (name, version,
+// suggested concurrency; sorted) in the manifest, where they are part of the digest.
+// Handlers are static executables for the guest, which has the host's architecture.
+// A handler that does not start or describe itself fails the build naming the file.
 //
 // Builds are reproducible (entries sorted, owner root, mtime 0, no gzip name or time:
 // the same inputs give the same bytes and digest) and cached on a hash of the inputs

@@ -3,6 +3,7 @@ package images
 import (
 	"bytes"
 	"compress/gzip"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -52,6 +53,42 @@ func agentBinary(t testing.TB) string {
 		t.Fatalf("building paddock-agent: %v: %s", agentErr, agentPath)
 	}
 	return agentPath
+}
+
+var (
+	binMu sync.Mutex
+	bins  = map[string]string{} // "pkg ldflags" → built binary
+)
+
+// goBinary builds the Go package pkg (an import path) static (CGO_ENABLED=0) with the
+// given -ldflags, once per test run, and returns the binary's path.
+func goBinary(t testing.TB, pkg, ldflags string) string {
+	t.Helper()
+	agentBinary(t) // makes sharedDir
+	binMu.Lock()
+	defer binMu.Unlock()
+	key := pkg + " " + ldflags
+	if p, ok := bins[key]; ok {
+		return p
+	}
+	out := filepath.Join(sharedDir, fmt.Sprintf("bin%d-%s", len(bins), filepath.Base(pkg)))
+	cmd := exec.Command("go", "build", "-ldflags", ldflags, "-o", out, pkg)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v: %s", pkg, err, b)
+	}
+	bins[key] = out
+	return out
+}
+
+// tinyHandler builds images/testdata/typeshandler serving the comma-separated types
+// (default tiny.one,tiny.two when empty).
+func tinyHandler(t testing.TB, types string) string {
+	flags := ""
+	if types != "" {
+		flags = "-X main.typeList=" + types
+	}
+	return goBinary(t, "github.com/paddockvm/paddock/images/testdata/typeshandler", flags)
 }
 
 // copyWith copies src to a new file in dir with extra bytes appended (still a valid

@@ -5,10 +5,13 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"sort"
 )
 
-// SchemaVersion is the manifest format version.
-const SchemaVersion = 1
+// SchemaVersion is the manifest format version. Version 2 added the task types each
+// handler serves (Binary.Types); readers that need them refuse older manifests and ask
+// for a rebuild (the handler names alone do not say which task types an image serves).
+const SchemaVersion = 2
 
 // Manifest describes an image. The store keeps it as <store>/<digest>/manifest.json; the
 // initramfs carries a copy without Kernel, Initramfs and Digest (which depend on the
@@ -49,6 +52,42 @@ type Binary struct {
 	Version string `json:"version,omitempty"`
 	Size    int64  `json:"size"`
 	SHA256  string `json:"sha256"`
+	// Types are the task types a handler serves, sorted by name, as the handler itself
+	// answered when the build started it once (Describe). Empty for the agent.
+	Types []TaskType `json:"types,omitempty"`
+}
+
+// TaskType is one task type a handler serves.
+type TaskType struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
+	// Concurrency is the handler's suggested number of concurrent tasks of this type
+	// (0: no suggestion).
+	Concurrency int `json:"concurrency"`
+}
+
+// TaskTypes returns the names of every task type the image's handlers serve, sorted.
+func (m Manifest) TaskTypes() []string {
+	var out []string
+	for _, h := range m.Handlers {
+		for _, t := range h.Types {
+			out = append(out, t.Name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// HandlerFor returns the name of the handler serving taskType, and whether one does.
+func (m Manifest) HandlerFor(taskType string) (string, bool) {
+	for _, h := range m.Handlers {
+		for _, t := range h.Types {
+			if t.Name == taskType {
+				return h.Name, true
+			}
+		}
+	}
+	return "", false
 }
 
 // Module is a kernel module in the guest, stored uncompressed.

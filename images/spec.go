@@ -51,7 +51,9 @@ type Spec struct {
 
 // Handler is one task handler binary.
 type Handler struct {
-	// Name is the task type it serves: lower-case letters, digits, '.', '_' or '-'.
+	// Name names the handler (its file in the guest): lower-case letters, digits, '.',
+	// '_' or '-'. The task types it serves are not named here: the build asks the
+	// handler itself (Describe) and records them in the manifest.
 	Name string `json:"name"`
 	// Path is a static ELF executable on this machine.
 	Path string `json:"path"`

@@ -80,8 +80,10 @@ func newImageBuildCmd(app *App) *cobra.Command {
 		Short: "Build an image into the store and print its digest",
 		Long: `Build a micro-VM image: a kernel (default: the newest /boot/vmlinuz-*) and an initramfs
 holding paddock-agent as /init, the virtio kernel modules (plus --module ones) with their
-dependencies, the handlers and the agent configuration. The same inputs always give the
-same digest; an unchanged build is a cache hit.`,
+dependencies, the handlers and the agent configuration. Each handler is started once on
+this host to ask which task types it serves (one handler may serve several); the manifest
+records them, and pools' task_types are checked against them. The same inputs always give
+the same digest; an unchanged build is a cache hit.`,
 		Example: `  paddock image build --agent bin/paddock-agent --handler echo=bin/echo@1.0.0
   paddock image build --kernel /boot/vmlinuz-6.1.0-56-amd64 --module ext4 --agent-config agent.json`,
 		Args: cobra.NoArgs,
@@ -233,7 +235,7 @@ func newImageRmCmd(app *App) *cobra.Command {
 func newImageInspectCmd(app *App) *cobra.Command {
 	return &cobra.Command{
 		Use:   "inspect DIGEST",
-		Short: "Print an image's manifest (JSON) and its directory",
+		Short: "Print an image's manifest (JSON, with the task types each handler serves) and its directory",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			store, err := imageStore(app)

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -19,6 +20,12 @@ func TestImageCommands(t *testing.T) {
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build paddock-agent: %v: %s", err, out)
+	}
+	th := filepath.Join(dir, "testhandler")
+	build = exec.Command("go", "build", "-o", th, "github.com/paddockvm/paddock/plugins/handlers/testhandler")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build testhandler: %v: %s", err, out)
 	}
 	kernel := filepath.Join(dir, "vmlinuz-9.9.9-cli")
 	os.WriteFile(kernel, []byte("not really a kernel"), 0o644)
@@ -35,7 +42,7 @@ func TestImageCommands(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "none.yaml"), nil, 0o644)
 
 	out, errOut, code := run(t, append([]string{"image", "build", "--kernel", kernel, "--modules-dir", mods, "--agent", agentBin,
-		"--handler", "echo=" + agentBin + "@2.0.0"}, common...)...)
+		"--handler", "testhandler=" + th + "@2.0.0"}, common...)...)
 	if code != 0 {
 		t.Fatalf("image build: exit %d: %s", code, errOut)
 	}
@@ -44,16 +51,32 @@ func TestImageCommands(t *testing.T) {
 		t.Fatalf("image build printed %q, want a digest", out)
 	}
 	out, errOut, code = run(t, append([]string{"image", "ls"}, common...)...)
-	if code != 0 || !strings.Contains(out, digest[:12]) || !strings.Contains(out, "9.9.9-cli") || !strings.Contains(out, "echo") {
+	if code != 0 || !strings.Contains(out, digest[:12]) || !strings.Contains(out, "9.9.9-cli") || !strings.Contains(out, "testhandler") {
 		t.Fatalf("image ls: exit %d, out %q, err %s", code, out, errOut)
 	}
 	out, errOut, code = run(t, append([]string{"image", "inspect", digest[:8]}, common...)...)
 	var m struct {
 		Digest   string
-		Handlers []struct{ Name, Version string }
+		Handlers []struct {
+			Name, Version string
+			Types         []struct {
+				Name, Version string
+				Concurrency   int
+			}
+		}
 	}
 	if code != 0 || json.Unmarshal([]byte(out), &m) != nil || m.Digest != digest || len(m.Handlers) != 1 || m.Handlers[0].Version != "2.0.0" {
 		t.Fatalf("image inspect: exit %d, out %s, err %s", code, out, errOut)
+	}
+	var types []string
+	for _, tt := range m.Handlers[0].Types {
+		types = append(types, tt.Name)
+		if tt.Version != "1.0.0" || tt.Concurrency != 4 {
+			t.Errorf("image inspect: testhandler type %+v, want version 1.0.0 and concurrency 4", tt)
+		}
+	}
+	if !slices.Contains(types, "test.echo") || !slices.Contains(types, "test.sleep") || len(types) != 8 {
+		t.Fatalf("image inspect: testhandler serves %v, want its 8 test.* types", types)
 	}
 	if _, errOut, code = run(t, append([]string{"image", "rm", digest[:8]}, common...)...); code != 0 {
 		t.Fatalf("image rm: exit %d: %s", code, errOut)
