@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -79,8 +80,9 @@ type PoolConfig struct {
 	// MaxTasksPerVM recycles a guest after it started this many tasks (1: a fresh guest
 	// for every task; 0: no limit).
 	MaxTasksPerVM int `mapstructure:"max_tasks_per_vm" json:"max_tasks_per_vm" yaml:"max_tasks_per_vm"`
-	// TaskTypes the pool serves; each must be a handler in the image. Empty: every
-	// handler in the image.
+	// TaskTypes the pool scales for; each must be a task type a handler of the image
+	// serves (the image manifest records them: `paddock image inspect`). Empty: every
+	// task type the image serves.
 	TaskTypes []string `mapstructure:"task_types" json:"task_types" yaml:"task_types"`
 	// ScratchMiB, when set, gives each guest a copy-on-write scratch disk (vda) of that
 	// size, removed with the guest.
@@ -162,7 +164,7 @@ func (c PoolConfig) Validate() error {
 	for i, tt := range c.TaskTypes {
 		f := fmt.Sprintf("task_types[%d]", i)
 		if !taskTypeRE.MatchString(tt) {
-			return cfgErr(p, f, "use a handler name: lower-case letters, digits, '.', '_' or '-'", "%q is not a task type", tt)
+			return cfgErr(p, f, "use a task type name: lower-case letters, digits, '.', '_' or '-'", "%q is not a task type", tt)
 		}
 		if seen[tt] {
 			return cfgErr(p, f, "list each task type once", "%q is listed twice", tt)
@@ -196,28 +198,46 @@ func RequiredMemoryMiB(img images.Image) int {
 	return max(need, MinMemoryMiB)
 }
 
-// CheckImage checks the pool against its resolved image: enough memory, and every task
-// type served by a handler of the image. It returns the task types (the image's
-// handlers when the pool lists none).
+// CheckImage checks the pool against its resolved image: enough memory, an image whose
+// manifest records the task types its handlers serve (schema 2 on), and every listed
+// task type served by one of its handlers. It returns the task types the pool scales
+// for: its task_types, or every type the image serves when it lists none.
 func (c PoolConfig) CheckImage(img images.Image) ([]string, error) {
 	if need := RequiredMemoryMiB(img); c.MemoryMiB < need {
 		return nil, cfgErr(c.Name, "memory", fmt.Sprintf("give the pool at least %d MiB", need),
 			"%d MiB is below what image %.12s needs (%d MiB: its initramfs is unpacked into guest RAM)", c.MemoryMiB, img.Digest, need)
 	}
-	handlers := map[string]bool{}
-	var all []string
-	for _, h := range img.Manifest.Handlers {
-		handlers[h.Name] = true
-		all = append(all, h.Name)
+	m := img.Manifest
+	rebuild := "rebuild the image with this version of paddock (paddock image build with the same handlers) and set the pool's image to the new digest"
+	if m.Schema < 2 {
+		return nil, cfgErr(c.Name, "image", rebuild,
+			"image %.12s has manifest schema %d, which does not record the task types its handlers serve", img.Digest, m.Schema)
 	}
+	var handlers []string
+	for _, h := range m.Handlers {
+		if len(h.Types) == 0 {
+			return nil, cfgErr(c.Name, "image", rebuild, "image %.12s: its manifest records no task types for handler %q", img.Digest, h.Name)
+		}
+		handlers = append(handlers, h.Name)
+	}
+	all := m.TaskTypes()
 	if len(c.TaskTypes) == 0 {
 		return all, nil
 	}
+	served := "none"
+	if len(all) > 0 {
+		served = strings.Join(all, ", ")
+	}
 	for i, tt := range c.TaskTypes {
-		if !handlers[tt] {
-			return nil, cfgErr(c.Name, fmt.Sprintf("task_types[%d]", i), fmt.Sprintf("use a handler the image has (%s), or build an image with it", strings.Join(all, ", ")),
-				"image %.12s has no handler %q", img.Digest, tt)
+		if _, ok := m.HandlerFor(tt); ok {
+			continue
 		}
+		problem := fmt.Sprintf("no handler of image %.12s serves task type %q", img.Digest, tt)
+		if slices.Contains(handlers, tt) {
+			problem += fmt.Sprintf(" (%q is the name of a handler, not a task type)", tt)
+		}
+		return nil, cfgErr(c.Name, fmt.Sprintf("task_types[%d]", i),
+			fmt.Sprintf("use task types the image serves (%s), or build an image with a handler serving %q", served, tt), "%s", problem)
 	}
 	return c.TaskTypes, nil
 }

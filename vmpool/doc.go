@@ -7,7 +7,10 @@
 //
 //   - it keeps min_idle guests booted and idle (warm), and scales up for the server's
 //     backlog of the pool's task types (Backlog; Counts is the in-memory holder the
-//     server feed writes to), never beyond max guests in any state;
+//     server feed writes to), never beyond max guests in any state. The pool's task
+//     types are its task_types, or, when it lists none, every task type the image's
+//     handlers serve, as the image manifest records them (images.Manifest.TaskTypes:
+//     one handler binary may serve several types; handler names are not task types);
 //   - it stops idle guests after idle_timeout, oldest idle first, never below min_idle
 //     (and not while the backlog wants them);
 //   - it recycles a guest once it has started max_tasks_per_vm tasks (TaskStarted puts
@@ -42,7 +45,8 @@
 //
 // A pool with a bad configuration (Validate: names, ranges, min_idle > max, …; at start:
 // an image that is not in the store, memory below RequiredMemoryMiB of the image, a task
-// type the image has no handler for) is logged, shown by Pools with its error and
+// type no handler of the image serves, an image built before manifests recorded task
+// types) is logged, shown by Pools with its error and
 // paddock_vmpool_up 0; the other pools run. A pool whose image is missing retries every
 // retry_interval.
 //

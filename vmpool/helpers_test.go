@@ -22,19 +22,38 @@ import (
 )
 
 // fakeImage writes a synthetic image (files that exist, a manifest with handlers) into
-// a real images.Store in dir and returns its digest.
+// a real images.Store in dir and returns its digest. Each handler is "name", serving the
+// task type of the same name, or "name=type1,type2" for a handler serving several.
 func fakeImage(t testing.TB, dir string, handlers ...string) (*images.Store, images.Image) {
+	t.Helper()
+	return fakeImageSchema(t, dir, images.SchemaVersion, handlers...)
+}
+
+// fakeImageSchema is fakeImage with a manifest of the given schema; before schema 2
+// manifests record no task types, so its handlers have none.
+func fakeImageSchema(t testing.TB, dir string, schema int, handlers ...string) (*images.Store, images.Image) {
 	t.Helper()
 	store, err := images.Open(filepath.Join(dir, "store"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := images.Manifest{Schema: images.SchemaVersion, KernelVersion: "9.9.9-test",
+	m := images.Manifest{Schema: schema, KernelVersion: "9.9.9-test",
 		Kernel:    &images.File{Path: images.KernelFile, Size: 7},
 		Initramfs: &images.File{Path: images.InitramfsFile, Size: 3 << 20},
 		Agent:     images.Binary{Name: "paddock-agent", Path: "/init", Size: 9 << 20}}
 	for _, h := range handlers {
-		m.Handlers = append(m.Handlers, images.Binary{Name: h, Path: "/usr/lib/paddock/handlers/" + h, Size: 5 << 20})
+		name, types, ok := strings.Cut(h, "=")
+		if !ok {
+			types = name
+		}
+		b := images.Binary{Name: name, Path: "/usr/lib/paddock/handlers/" + name, Size: 5 << 20}
+		for _, tt := range strings.Split(types, ",") {
+			if schema < 2 {
+				break
+			}
+			b.Types = append(b.Types, images.TaskType{Name: tt, Version: "1.0.0", Concurrency: 2})
+		}
+		m.Handlers = append(m.Handlers, b)
 	}
 	digest, err := m.ComputeDigest()
 	if err != nil {
@@ -185,12 +204,18 @@ type env struct {
 	runDir  string
 }
 
+// oldImageRef as a pool's image makes newEnv put an image with a schema 1 manifest
+// (no task types recorded) in the store and point the pool at it.
+const oldImageRef = "old-schema-image"
+
 func newEnv(t *testing.T, cfg Config, extra ...Option) *env {
 	t.Helper()
 	dir := t.TempDir()
 	e := &env{t: t, hv: hypervisortest.New("paddock-"), clock: newFakeClock(), conn: &fakeConnector{}, backlog: &Counts{}, load: &staticLoad{},
 		reg: prometheus.NewPedanticRegistry(), logs: &logBuf{t: t}, runDir: filepath.Join(dir, "run")}
-	e.store, e.img = fakeImage(t, dir, "sleep", "checksum")
+	// Like the real images: one handler ("tester") serves several types under a name
+	// that is none of them.
+	e.store, e.img = fakeImage(t, dir, "tester=echo,sleep", "checksum")
 	if cfg.HostID == "" {
 		cfg.HostID = "host-test"
 	}
@@ -202,8 +227,12 @@ func newEnv(t *testing.T, cfg Config, extra ...Option) *env {
 		cfg.StatsInterval = 20 * time.Millisecond
 	}
 	for i := range cfg.Pools {
-		if cfg.Pools[i].Image == "" {
+		switch cfg.Pools[i].Image {
+		case "":
 			cfg.Pools[i].Image = e.img.Digest
+		case oldImageRef:
+			_, old := fakeImageSchema(t, dir, 1, "sleep")
+			cfg.Pools[i].Image = old.Digest
 		}
 	}
 	opts := append([]Option{WithLogger(slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))),

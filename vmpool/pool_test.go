@@ -154,7 +154,7 @@ func TestRequiredMemory(t *testing.T) {
 	if got := RequiredMemoryMiB(img); got != MinMemoryMiB {
 		t.Fatalf("RequiredMemoryMiB = %d, want %d", got, MinMemoryMiB)
 	}
-	img.Manifest.Handlers = append(img.Manifest.Handlers, images.Binary{Name: "big", Size: 200 << 20})
+	img.Manifest.Handlers = append(img.Manifest.Handlers, images.Binary{Name: "big", Size: 200 << 20, Types: []images.TaskType{{Name: "big", Version: "1"}}})
 	if got := RequiredMemoryMiB(img); got != 96+9+5+3+200 {
 		t.Fatalf("RequiredMemoryMiB with a 200 MiB handler = %d, want %d", got, 96+9+5+3+200)
 	}
@@ -164,13 +164,89 @@ func TestRequiredMemory(t *testing.T) {
 		t.Fatalf("CheckImage with too little memory = %v", err)
 	}
 	c.MemoryMiB = 512
-	if types, err := c.CheckImage(img); err != nil || !slices.Equal(types, []string{"sleep", "big"}) {
-		t.Fatalf("CheckImage = %v, %v; want the image's handlers", types, err)
+	if _, err := c.CheckImage(img); err != nil {
+		t.Fatalf("CheckImage with enough memory = %v", err)
 	}
-	c.TaskTypes = []string{"sleep", "nope"}
-	if _, err := c.CheckImage(img); err == nil || !strings.Contains(err.Error(), "task_types[1]") {
-		t.Fatalf("CheckImage with an unknown task type = %v", err)
+}
+
+// TestCheckImage: a pool's task_types are checked against the task types the image's
+// handlers serve (as the manifest records them), not against the handler names; a
+// pool without task_types serves every type of the image; an image whose manifest
+// predates the recorded types is refused with a request to rebuild it.
+func TestCheckImage(t *testing.T) {
+	// As the real example handlers: testhandler serves test.*, compress several types.
+	_, img := fakeImage(t, t.TempDir(), "testhandler=test.echo,test.sleep,test.flaky", "compress=compress.gzip,decompress.gzip", "checksum")
+	old := img
+	old.Manifest.Schema = 1
+	old.Manifest.Handlers = slices.Clone(img.Manifest.Handlers)
+	for i := range old.Manifest.Handlers {
+		old.Manifest.Handlers[i].Types = nil
 	}
+	noTypes := img
+	noTypes.Manifest.Handlers = slices.Clone(img.Manifest.Handlers)
+	noTypes.Manifest.Handlers[1].Types = nil
+	tests := []struct {
+		name    string
+		img     images.Image
+		types   []string
+		want    []string
+		wantErr []string
+	}{
+		{"type served by a handler under another name", img, []string{"test.echo"}, []string{"test.echo"}, nil},
+		{"several handlers' types", img, []string{"decompress.gzip", "test.sleep", "checksum"}, []string{"decompress.gzip", "test.sleep", "checksum"}, nil},
+		{"no task_types: every type served", img, nil,
+			[]string{"checksum", "compress.gzip", "decompress.gzip", "test.echo", "test.flaky", "test.sleep"}, nil},
+		{"unknown type", img, []string{"test.echo", "test.nope"}, nil,
+			[]string{`pool "p"`, "invalid task_types[1]", `"test.nope"`, "test.echo, test.flaky", img.Digest[:12]}},
+		{"a handler name is no task type", img, []string{"testhandler"}, nil,
+			[]string{`pool "p"`, "invalid task_types[0]", `"testhandler" is the name of a handler, not a task type`, "test.sleep"}},
+		{"old manifest", old, []string{"test.echo"}, nil,
+			[]string{`pool "p"`, "invalid image", "schema 1", "rebuild the image"}},
+		{"old manifest, no task_types", old, nil, nil, []string{`pool "p"`, "invalid image", "schema 1", "rebuild"}},
+		{"handler without recorded types", noTypes, nil, nil, []string{`pool "p"`, "invalid image", `handler "compress"`, "rebuild"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := poolCfg("p", 0, 1)
+			c.TaskTypes = tc.types
+			got, err := c.CheckImage(tc.img)
+			if tc.wantErr == nil {
+				if err != nil || !slices.Equal(got, tc.want) {
+					t.Fatalf("CheckImage = %v, %v; want %v", got, err, tc.want)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("CheckImage accepted it: %v", got)
+			}
+			t.Logf("error: %v", err)
+			if !errors.Is(err, ErrInvalid) {
+				t.Errorf("%v does not wrap ErrInvalid", err)
+			}
+			for _, w := range tc.wantErr {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+// TestScaleOnServedTypes: a pool without task_types scales for the backlog of every
+// task type its image serves — here "echo", served by the handler named "tester" — and
+// not for a backlog under a handler's name.
+func TestScaleOnServedTypes(t *testing.T) {
+	e := newEnv(t, Config{Pools: []PoolConfig{poolCfg("all", 0, 3)}})
+	e.start()
+	e.eventually("pool running", func() bool { st := e.m.Pools(); return len(st) == 1 && st[0].State == PoolRunning })
+	if st := e.m.Pools()[0]; !slices.Equal(st.TaskTypes, []string{"checksum", "echo", "sleep"}) {
+		t.Fatalf("pool task types %v, want the image's served types", st.TaskTypes)
+	}
+	e.backlog.Set("tester", 5) // a handler name, not a task type
+	e.steady("no guest for a handler name", func() bool { return e.count("all") == 0 })
+	e.backlog.Set("echo", 2)
+	e.eventually("two guests for the echo backlog", func() bool { return e.count("all", StateIdle) == 2 })
+	e.steady("no more", func() bool { return e.count("all") == 2 })
 }
 
 // TestMinIdle: a pool boots min_idle guests, each in its own 0755 directory, labelled
@@ -200,7 +276,7 @@ func TestMinIdle(t *testing.T) {
 		t.Errorf("boot duration histogram has %v samples, want 2", v)
 	}
 	st := e.m.Pools()
-	if len(st) != 1 || st[0].State != PoolRunning || st[0].Image != e.img.Digest || !slices.Equal(st[0].TaskTypes, []string{"sleep", "checksum"}) {
+	if len(st) != 1 || st[0].State != PoolRunning || st[0].Image != e.img.Digest || !slices.Equal(st[0].TaskTypes, []string{"checksum", "echo", "sleep"}) {
 		t.Errorf("Pools = %+v", st)
 	}
 	// Shutdown destroys every guest and removes its directory.
@@ -472,7 +548,9 @@ func TestBadPoolsDoNotStopGoodOnes(t *testing.T) {
 	bad4.TaskTypes = []string{"nope"}
 	dup := poolCfg("good", 0, 1)
 	good := poolCfg("good", 1, 2)
-	e := newEnv(t, Config{Pools: []PoolConfig{bad1, bad2, good, bad3, bad4, dup}})
+	bad5 := poolCfg("oldimage", 1, 1)
+	bad5.Image = oldImageRef
+	e := newEnv(t, Config{Pools: []PoolConfig{bad1, bad2, good, bad3, bad4, dup, bad5}})
 	e.start()
 	e.eventually("the good pool's guest", func() bool { return e.count("good", StateIdle) == 1 })
 	want := map[int]string{
@@ -481,6 +559,7 @@ func TestBadPoolsDoNotStopGoodOnes(t *testing.T) {
 		3: `pool "smallmem": invalid memory`,
 		4: `pool "notype": invalid task_types[0]`,
 		5: `two pools are named "good"`,
+		6: `pool "oldimage": invalid image: image`,
 	}
 	e.eventually("every bad pool reported", func() bool {
 		st := e.m.Pools()
@@ -494,7 +573,7 @@ func TestBadPoolsDoNotStopGoodOnes(t *testing.T) {
 	if st := e.m.Pools()[1]; !strings.Contains(st.Error, "not found") {
 		t.Errorf("missing image error %q does not say not found", st.Error)
 	}
-	for _, name := range []string{"minmax", "noimage", "smallmem", "notype"} {
+	for _, name := range []string{"minmax", "noimage", "smallmem", "notype", "oldimage"} {
 		if v, ok := metricValue(t, e.reg, "paddock_vmpool_up", map[string]string{"pool": name}); !ok || v != 0 {
 			t.Errorf("paddock_vmpool_up{pool=%s} = %v (%v), want 0", name, v, ok)
 		}
