@@ -230,6 +230,7 @@ func (s *Server) register(r *agentv1.Register, se *session, att *GuestAddr) (*ag
 	a.connectedAt, a.lastHeartbeat, a.load = now, now, r.GetLoad()
 	c := r.GetCapacity()
 	a.capacity = store.Requirements{CPUMillis: c.GetCpuMillis(), MemoryBytes: c.GetMemoryBytes(), Labels: c.GetLabels()}
+	a.total = int(r.GetTotalSlots())
 	s.setTypes(a, r.GetTypes())
 	return a, nil
 }
@@ -238,7 +239,9 @@ func (s *Server) register(r *agentv1.Register, se *session, att *GuestAddr) (*ag
 func (s *Server) setTypes(a *agent, types []*agentv1.TaskType) {
 	nt := map[string]*typeSlot{}
 	for _, t := range types {
-		ts := &typeSlot{version: t.GetVersion(), slots: int(t.GetSlots())}
+		ts := &typeSlot{version: t.GetVersion(), slots: int(t.GetSlots()), min: int(t.GetMinSlots()),
+			tolerable: time.Duration(t.GetTolerableDelayMs()) * time.Millisecond,
+			delay:     time.Duration(t.GetDelayMs()) * time.Millisecond, agentRunning: int(t.GetRunning())}
 		if ts.slots == 0 {
 			ts.slots = 1
 		}
@@ -311,6 +314,9 @@ func (s *Server) handleAgentMessage(ctx context.Context, a *agent, se *session, 
 	switch m := m.GetMsg().(type) {
 	case *agentv1.AgentMessage_Heartbeat:
 		s.heartbeat(ctx, a, m.Heartbeat)
+		if qs := s.queueStatus(a); qs != nil {
+			se.send(&agentv1.ServerMessage{Msg: &agentv1.ServerMessage_QueueStatus{QueueStatus: qs}})
+		}
 	case *agentv1.AgentMessage_Ack:
 		s.ack(ctx, a, se, m.Ack)
 	case *agentv1.AgentMessage_Report:

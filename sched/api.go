@@ -385,6 +385,9 @@ func (api *clientAPI) Status(ctx context.Context, _ *connect.Request[paddockv1.S
 			out.AgentsLost++
 		}
 	}
+	for _, qd := range s.QueueDelays() {
+		out.QueueDelays = append(out.QueueDelays, &paddockv1.QueueDelay{Type: qd.Type, DelayMs: qd.Delay.Milliseconds(), Ready: qd.Ready})
+	}
 	return connect.NewResponse(out), nil
 }
 
@@ -393,9 +396,11 @@ func (api *clientAPI) ListAgents(context.Context, *connect.Request[paddockv1.Lis
 	out := &paddockv1.ListAgentsResponse{}
 	for _, a := range api.s.Agents() {
 		pa := &paddockv1.Agent{Id: a.ID, Host: a.Host, State: a.State, Running: int32(a.Running), Labels: a.Labels,
-			ConnectedAtUnixMs: unixMS(a.ConnectedAt), LastHeartbeatUnixMs: unixMS(a.LastHeartbeat), Version: a.Version}
+			ConnectedAtUnixMs: unixMS(a.ConnectedAt), LastHeartbeatUnixMs: unixMS(a.LastHeartbeat), Version: a.Version,
+			TotalSlots: uint32(a.TotalSlots)}
 		for _, t := range a.Types {
-			pa.Types = append(pa.Types, &paddockv1.AgentType{Name: t.Name, Version: t.Version, Slots: uint32(t.Slots), Running: uint32(t.Running)})
+			pa.Types = append(pa.Types, &paddockv1.AgentType{Name: t.Name, Version: t.Version, Slots: uint32(t.Slots), Running: uint32(t.Running),
+				MinSlots: uint32(t.MinSlots), TolerableDelayMs: t.TolerableDelay.Milliseconds(), DelayMs: t.Delay.Milliseconds()})
 		}
 		out.Agents = append(out.Agents, pa)
 	}

@@ -53,8 +53,8 @@ func (s *Server) dispatchOnce(ctx context.Context) (int, error) {
 		if a.state != agentConnected {
 			continue
 		}
-		for n, ts := range a.types {
-			if f := ts.slots - ts.running; f > 0 {
+		for n := range a.types {
+			if f := a.free(n); f > 0 {
 				free[n] += f
 			}
 		}
@@ -141,9 +141,13 @@ func (s *Server) dispatchOnce(ctx context.Context) (int, error) {
 		for _, sd := range sends {
 			sd.sess.send(sd.msg)
 		}
+		var longest time.Duration
 		for i := range leased {
-			s.metrics.dispatchLatency.WithLabelValues(typ).Observe(now.Sub(readyAt[leased[i].ID]).Seconds())
+			w := now.Sub(readyAt[leased[i].ID])
+			longest = max(longest, w)
+			s.metrics.dispatchLatency.WithLabelValues(typ).Observe(w.Seconds())
 		}
+		s.queue.leased(typ, longest)
 		total += len(leased)
 	}
 	return total, nil

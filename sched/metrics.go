@@ -59,6 +59,16 @@ var (
 	queueDepthDesc = prometheus.NewDesc("paddock_tasks", "Tasks by type and state (queue depth).", []string{"type", "state"}, nil)
 	agentsDesc     = prometheus.NewDesc("paddock_agents", "Agents by state (connected, lost).", []string{"state"}, nil)
 	slotsDesc      = prometheus.NewDesc("paddock_agent_slots", "Slots of connected agents by task type, and how many are busy.", []string{"type", "busy"}, nil)
+	typeSlotsDesc  = prometheus.NewDesc("paddock_agent_type_slots",
+		"Each connected agent's current limit per task type, from its concurrency allocator (the server dispatches the type to the agent only below it).", []string{"agent", "type"}, nil)
+	typeRunDesc = prometheus.NewDesc("paddock_agent_type_running",
+		"Tasks of each type leased to each connected agent and not yet reported.", []string{"agent", "type"}, nil)
+	typeMinDesc = prometheus.NewDesc("paddock_agent_type_min_slots",
+		"Each connected agent's guaranteed minimum per task type.", []string{"agent", "type"}, nil)
+	totalSlotsDesc = prometheus.NewDesc("paddock_agent_total_slots",
+		"Each connected agent's total slots, shared among its task types.", []string{"agent"}, nil)
+	queueDelayDesc = prometheus.NewDesc("paddock_queue_delay_seconds",
+		"Queuing delay per task type as sent to the agents' allocators: the longer of the oldest ready task's age and the longest wait of the tasks leased in the last heartbeat interval.", []string{"type"}, nil)
 )
 
 // stateCollector reads queue depth from the store and agents from the registry at scrape time.
@@ -68,6 +78,11 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- queueDepthDesc
 	ch <- agentsDesc
 	ch <- slotsDesc
+	ch <- typeSlotsDesc
+	ch <- typeRunDesc
+	ch <- typeMinDesc
+	ch <- totalSlotsDesc
+	ch <- queueDelayDesc
 }
 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
@@ -83,6 +98,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	c.s.mu.Lock()
 	byState := map[string]int{agentConnected: 0, agentLost: 0}
 	slots, busy := map[string]int{}, map[string]int{}
+	var per []prometheus.Metric // per agent and type, sent after the lock is released
 	for _, a := range c.s.agents {
 		byState[a.state]++
 		if a.state != agentConnected {
@@ -91,9 +107,21 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		for n, ts := range a.types {
 			slots[n] += ts.slots
 			busy[n] += ts.running
+			per = append(per, prometheus.MustNewConstMetric(typeSlotsDesc, prometheus.GaugeValue, float64(ts.slots), a.id, n),
+				prometheus.MustNewConstMetric(typeRunDesc, prometheus.GaugeValue, float64(ts.running), a.id, n),
+				prometheus.MustNewConstMetric(typeMinDesc, prometheus.GaugeValue, float64(ts.min), a.id, n))
+		}
+		if a.total > 0 {
+			per = append(per, prometheus.MustNewConstMetric(totalSlotsDesc, prometheus.GaugeValue, float64(a.total), a.id))
 		}
 	}
 	c.s.mu.Unlock()
+	for _, m := range per {
+		ch <- m
+	}
+	for _, qd := range c.s.QueueDelays() {
+		ch <- prometheus.MustNewConstMetric(queueDelayDesc, prometheus.GaugeValue, qd.Delay.Seconds(), qd.Type)
+	}
 	for st, n := range byState {
 		ch <- prometheus.MustNewConstMetric(agentsDesc, prometheus.GaugeValue, float64(n), st)
 	}

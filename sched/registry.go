@@ -21,13 +21,16 @@ type agent struct {
 	id, host, version string
 	state             string
 	types             map[string]*typeSlot
-	capacity          store.Requirements // what it offers (CPU, memory, labels)
-	load              *agentv1.Load
-	connectedAt       time.Time
-	lastHeartbeat     time.Time
-	lostAt            time.Time
-	sess              *session               // nil once lost
-	running           map[string]*assignment // by task id: assigned and not yet reported
+	// total is how many tasks of all types the agent runs at once (Register.total_slots;
+	// 0: no total beyond the types' slots). Dispatch never leases it more than total.
+	total         int
+	capacity      store.Requirements // what it offers (CPU, memory, labels)
+	load          *agentv1.Load
+	connectedAt   time.Time
+	lastHeartbeat time.Time
+	lostAt        time.Time
+	sess          *session               // nil once lost
+	running       map[string]*assignment // by task id: assigned and not yet reported
 
 	// A guest's agent, relayed by its host: hostID and pool as the host attested them
 	// (empty for agents on the agent port). maxTasks > 0 stops assignments once
@@ -37,10 +40,20 @@ type agent struct {
 	gone               bool
 }
 
+// typeSlot is one type an agent serves. slots is the type's current limit from the
+// agent's concurrency allocator (sent in Register and every Heartbeat); the server
+// dispatches the type to the agent only while running < slots. running is the
+// server's count (leases not yet reported), which is never below the agent's own.
 type typeSlot struct {
 	version string
 	slots   int
 	running int
+	// As the agent reported them, for operators: the type's minimum, its tolerable
+	// delay, the queuing delay its allocator used, and the agent's own running count.
+	min          int
+	tolerable    time.Duration
+	delay        time.Duration
+	agentRunning int
 }
 
 // assignment is one lease held by an agent.
@@ -53,13 +66,31 @@ type assignment struct {
 
 func (a *agent) pending() int { return len(a.running) }
 
+// hasFreeTotal reports whether a runs fewer tasks than its total slots. A type's limit
+// may drop below what it runs (the allocator moved slots to another type): the other
+// type's new slots free up only as those tasks end, never past the total.
+func (a *agent) hasFreeTotal() bool { return a.total <= 0 || a.pending() < a.total }
+
+// free is how many more tasks of type typ a may take now.
+func (a *agent) free(typ string) int {
+	ts := a.types[typ]
+	if ts == nil {
+		return 0
+	}
+	f := ts.slots - ts.running
+	if a.total > 0 {
+		f = min(f, a.total-a.pending())
+	}
+	return max(f, 0)
+}
+
 // serves reports whether the agent can take a task now.
 func (a *agent) fits(t *store.Task) bool {
 	if a.state != agentConnected || a.gone || (a.maxTasks > 0 && a.assigned >= a.maxTasks) {
 		return false
 	}
 	ts := a.types[t.Type]
-	if ts == nil || ts.running >= ts.slots {
+	if ts == nil || ts.running >= ts.slots || !a.hasFreeTotal() {
 		return false
 	}
 	r := t.Requirements
@@ -152,15 +183,21 @@ type AgentInfo struct {
 	ID, Host, Version, State string
 	Types                    []AgentTypeInfo
 	Running                  int
-	Labels                   map[string]string
-	ConnectedAt              time.Time
-	LastHeartbeat            time.Time
+	// TotalSlots is the agent's total (its types' Slots add up to it); 0: none reported.
+	TotalSlots    int
+	Labels        map[string]string
+	ConnectedAt   time.Time
+	LastHeartbeat time.Time
 }
 
-// AgentTypeInfo is one type an agent serves.
+// AgentTypeInfo is one type an agent serves: Slots is its current limit from the
+// agent's allocator, Running the tasks of it the server has leased to the agent and
+// not yet seen reported, MinSlots its guaranteed minimum, TolerableDelay how long it
+// may queue, Delay the queuing delay the allocator used at its last rebalance.
 type AgentTypeInfo struct {
-	Name, Version  string
-	Slots, Running int
+	Name, Version            string
+	Slots, Running, MinSlots int
+	TolerableDelay, Delay    time.Duration
 }
 
 // Agents returns the agents the server knows, sorted by id.
@@ -169,10 +206,11 @@ func (s *Server) Agents() []AgentInfo {
 	defer s.mu.Unlock()
 	var out []AgentInfo
 	for _, a := range s.agents {
-		ai := AgentInfo{ID: a.id, Host: a.host, Version: a.version, State: a.state, Running: a.pending(),
+		ai := AgentInfo{ID: a.id, Host: a.host, Version: a.version, State: a.state, Running: a.pending(), TotalSlots: a.total,
 			Labels: a.capacity.Labels, ConnectedAt: a.connectedAt, LastHeartbeat: a.lastHeartbeat}
 		for n, ts := range a.types {
-			ai.Types = append(ai.Types, AgentTypeInfo{Name: n, Version: ts.version, Slots: ts.slots, Running: ts.running})
+			ai.Types = append(ai.Types, AgentTypeInfo{Name: n, Version: ts.version, Slots: ts.slots, Running: ts.running,
+				MinSlots: ts.min, TolerableDelay: ts.tolerable, Delay: ts.delay})
 		}
 		sort.Slice(ai.Types, func(i, j int) bool { return ai.Types[i].Name < ai.Types[j].Name })
 		out = append(out, ai)

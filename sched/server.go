@@ -30,7 +30,8 @@ type Server struct {
 	metrics *metrics
 	started time.Time
 
-	kick chan struct{} // wakes the dispatcher
+	kick  chan struct{} // wakes the dispatcher
+	queue *queueMeter   // queuing delay per task type, for the agents' allocators
 
 	// mu guards the fields below.
 	mu      sync.Mutex
@@ -51,6 +52,7 @@ func New(cfg Config, st store.Store) (*Server, error) {
 	s := &Server{
 		cfg: cfg, st: st, log: cfg.Logger, started: time.Now(),
 		kick:    make(chan struct{}, 1),
+		queue:   newQueueMeter(),
 		agents:  map[string]*agent{},
 		waiters: map[string][]chan struct{}{},
 		hosts:   map[string]*hostRec{},
@@ -177,12 +179,14 @@ func (s *Server) NewAgentServer() *grpc.Server {
 	return gs
 }
 
-// Loop runs the dispatcher, the lease sweeper and the agent watchdog until ctx is done.
+// Loop runs the dispatcher, the lease sweeper and the agent watchdog, and measures
+// the queuing delay per type for the agents' allocators, until ctx is done.
 func (s *Server) Loop(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); s.dispatchLoop(ctx) }()
 	go func() { defer wg.Done(); s.sweepLoop(ctx) }()
+	go func() { defer wg.Done(); s.queueLoop(ctx) }()
 	wg.Wait()
 }
 

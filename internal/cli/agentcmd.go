@@ -2,7 +2,6 @@ package cli
 
 import (
 	"fmt"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -19,6 +18,13 @@ func newAgentCmd(app *App) *cobra.Command {
 	var asJSON bool
 	ls := &cobra.Command{
 		Use: "ls", Short: "List agents with their task types, slots and load", Args: cobra.NoArgs,
+		Long: `List the agents the server knows, one row per task type each serves.
+
+RUNNING/LIMIT is the tasks of the type the agent runs and the type's current limit
+from the agent's concurrency allocator: the agent's total slots are shared among its
+types, each keeps its MIN, and every heartbeat interval the rest go to the types whose
+queuing DELAY (measured by the server) is furthest above their TOLERABLE delay, in
+multiples of it. The server dispatches a type to the agent only below its limit.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			_, cc := clients(app)
 			r, err := cc.ListAgents(cmd.Context(), connect.NewRequest(&paddockv1.ListAgentsRequest{}))
@@ -29,17 +35,29 @@ func newAgentCmd(app *App) *cobra.Command {
 				return printProto(app, r.Msg)
 			}
 			tw := tabwriter.NewWriter(app.Out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tHOST\tSTATE\tRUNNING\tLAST HEARTBEAT\tTYPES (running/slots)")
+			fmt.Fprintln(tw, "ID\tHOST\tSTATE\tRUNNING/TOTAL\tLAST HEARTBEAT\tTYPE\tRUNNING/LIMIT\tMIN\tTOLERABLE\tDELAY")
 			for _, a := range r.Msg.GetAgents() {
-				var ts []string
-				for _, t := range a.GetTypes() {
-					ts = append(ts, fmt.Sprintf("%s@%s %d/%d", t.GetName(), t.GetVersion(), t.GetRunning(), t.GetSlots()))
-				}
 				hb := "-"
 				if a.GetLastHeartbeatUnixMs() > 0 {
 					hb = time.Since(time.UnixMilli(a.GetLastHeartbeatUnixMs())).Round(time.Millisecond).String() + " ago"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", a.GetId(), a.GetHost(), a.GetState(), a.GetRunning(), hb, strings.Join(ts, ", "))
+				total := "-"
+				if a.GetTotalSlots() > 0 {
+					total = fmt.Sprint(a.GetTotalSlots())
+				}
+				head := fmt.Sprintf("%s\t%s\t%s\t%d/%s\t%s", a.GetId(), a.GetHost(), a.GetState(), a.GetRunning(), total, hb)
+				if len(a.GetTypes()) == 0 {
+					fmt.Fprintf(tw, "%s\t-\t\t\t\t\n", head)
+				}
+				for i, t := range a.GetTypes() {
+					if i > 0 {
+						head = "\t\t\t\t"
+					}
+					fmt.Fprintf(tw, "%s\t%s@%s\t%d/%d\t%s\t%s\t%s\n", head, t.GetName(), t.GetVersion(), t.GetRunning(), t.GetSlots(),
+						orDash(t.GetMinSlots() > 0, fmt.Sprint(t.GetMinSlots())),
+						orDash(t.GetTolerableDelayMs() > 0, msString(t.GetTolerableDelayMs())),
+						orDash(t.GetTolerableDelayMs() > 0, msString(t.GetDelayMs())))
+				}
 			}
 			return tw.Flush()
 		},
@@ -48,3 +66,12 @@ func newAgentCmd(app *App) *cobra.Command {
 	cmd.AddCommand(ls)
 	return cmd
 }
+
+func orDash(ok bool, s string) string {
+	if !ok {
+		return "-"
+	}
+	return s
+}
+
+func msString(ms int64) string { return (time.Duration(ms) * time.Millisecond).String() }

@@ -1,0 +1,153 @@
+package sched
+
+import (
+	"context"
+	"sort"
+	"sync"
+	"time"
+
+	agentv1 "github.com/paddockvm/paddock/api/agent/v1"
+)
+
+// Queuing delay per task type, for the agents' concurrency allocators (agent/alloc).
+//
+// It is measured here, on the server, because this is where tasks wait for a slot:
+// the dispatcher leases a type to an agent only while the type is below the limit
+// the agent's allocator set, so a type that is short of slots queues in the store,
+// never on the agent. Every heartbeat interval the server measures, for each type a
+// connected agent serves, the longer of
+//   - the age of the oldest task of the type that is ready to dispatch now (among the
+//     next few hundred in dispatch order: priority, then submission), and
+//   - the longest wait, from ready to leased, of the tasks of the type leased during
+//     the interval,
+// and how many tasks of the type are ready (counted up to a cap above any agent's
+// total). It answers every agent heartbeat with these figures for the agent's types
+// (QueueStatus); the agent feeds them to its allocator, which rebalances before its
+// next heartbeat and sends the new limits in it. The figures are the same for every
+// agent: queues are per type, not per agent.
+
+// QueueDelay is the measured queue of one task type.
+type QueueDelay struct {
+	Type string
+	// Delay is the type's queuing delay over the last measurement period.
+	Delay time.Duration
+	// Ready counts the tasks of the type ready to dispatch (a lower bound).
+	Ready int64
+}
+
+// queueMeter holds the measurements. mu guards the fields below.
+type queueMeter struct {
+	mu      sync.Mutex
+	longest map[string]time.Duration // longest ready-to-leased wait this period, by type
+	cur     map[string]QueueDelay    // the last measurement, by type
+}
+
+func newQueueMeter() *queueMeter {
+	return &queueMeter{longest: map[string]time.Duration{}, cur: map[string]QueueDelay{}}
+}
+
+// leased records that tasks of typ were leased after waiting up to w.
+func (q *queueMeter) leased(typ string, w time.Duration) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.longest[typ] = max(q.longest[typ], w)
+}
+
+// queueLoop measures the queues every heartbeat interval until ctx is done.
+func (s *Server) queueLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := s.measureQueues(ctx, time.Now()); err != nil && ctx.Err() == nil {
+			s.log.Error("measuring queuing delays", "err", err)
+		}
+	}
+}
+
+// measureQueues takes one measurement of every type connected agents serve.
+func (s *Server) measureQueues(ctx context.Context, now time.Time) error {
+	s.mu.Lock()
+	types := map[string]bool{}
+	limit := 1
+	for _, a := range s.agents {
+		if a.state != agentConnected {
+			continue
+		}
+		sum := 0
+		for n, ts := range a.types {
+			types[n] = true
+			sum += ts.slots
+		}
+		limit = max(limit, a.total, sum)
+	}
+	s.mu.Unlock()
+	limit = min(limit+1, 1000)
+	cur := map[string]QueueDelay{}
+	for typ := range types {
+		ready, err := s.st.Ready(ctx, typ, now, limit)
+		if err != nil {
+			return err
+		}
+		qd := QueueDelay{Type: typ, Ready: int64(len(ready))}
+		for i := range ready {
+			at := ready[i].CreatedAt
+			if ready[i].NotBefore.After(at) {
+				at = ready[i].NotBefore
+			}
+			qd.Delay = max(qd.Delay, now.Sub(at))
+		}
+		cur[typ] = qd
+	}
+	s.queue.mu.Lock()
+	for typ, w := range s.queue.longest {
+		if qd, ok := cur[typ]; ok {
+			qd.Delay = max(qd.Delay, w)
+			cur[typ] = qd
+		}
+	}
+	clear(s.queue.longest)
+	s.queue.cur = cur
+	s.queue.mu.Unlock()
+	return nil
+}
+
+// queueStatus is the last measurement of a's types, or nil when there is none.
+func (s *Server) queueStatus(a *agent) *agentv1.QueueStatus {
+	s.mu.Lock()
+	names := make([]string, 0, len(a.types))
+	for n := range a.types {
+		names = append(names, n)
+	}
+	s.mu.Unlock()
+	sort.Strings(names)
+	s.queue.mu.Lock()
+	defer s.queue.mu.Unlock()
+	var qs agentv1.QueueStatus
+	for _, n := range names {
+		if qd, ok := s.queue.cur[n]; ok {
+			qs.Types = append(qs.Types, &agentv1.TypeQueue{Type: n, DelayMs: qd.Delay.Milliseconds(), Ready: qd.Ready})
+		}
+	}
+	if len(qs.Types) == 0 {
+		return nil
+	}
+	return &qs
+}
+
+// QueueDelays returns the last measurement of every type connected agents serve,
+// sorted by type.
+func (s *Server) QueueDelays() []QueueDelay {
+	s.queue.mu.Lock()
+	defer s.queue.mu.Unlock()
+	out := make([]QueueDelay, 0, len(s.queue.cur))
+	for _, qd := range s.queue.cur {
+		out = append(out, qd)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Type < out[j].Type })
+	return out
+}
