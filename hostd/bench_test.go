@@ -24,11 +24,11 @@ import (
 // run, a raw `virsh create` of the same image → ready line.
 func BenchmarkScaleUpToRegistered(b *testing.B) {
 	pool := "bn" + randHex(2)
-	e := start(b, []vmpool.PoolConfig{{Name: pool, VCPUs: 1, MemoryMiB: 256, MinIdle: 0, Max: 1, IdleTimeout: time.Second}}, hostload.Thresholds{})
+	e := start(b, []vmpool.PoolConfig{{Name: pool, VCPUs: 1, MemoryMiB: 256, MinIdle: 0, Max: 1, IdleTimeout: time.Second, TaskTypes: []string{"test.sleep"}}}, hostload.Thresholds{})
 	var ready, registered, raw time.Duration
 	b.ResetTimer()
 	for range b.N {
-		e.wait(e.submit("test.sleep", "1ms"), bootWait) // the pool scales for its handler names (test.sleep)
+		e.wait(e.submit("test.sleep", "1ms"), bootWait) // the pool scales for its task type test.sleep
 		gs := e.guests(pool)
 		if len(gs) != 1 {
 			b.Fatalf("guests %+v", gs)

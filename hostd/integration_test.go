@@ -36,9 +36,10 @@ import (
 
 const bootWait = 4 * time.Minute
 
-// handlerName is the image's handler: the test handler (it serves test.sleep, test.echo,
-// ...), installed under the task type the pools scale for.
-const handlerName = "test.sleep"
+// handlerName is the image's one handler, under its real name: the test handler serves
+// test.sleep, test.echo, … (the image manifest records them), and pools declare the task
+// types they scale for.
+const handlerName = "testhandler"
 
 var shared struct {
 	once       sync.Once
@@ -347,20 +348,23 @@ func (e *env) virsh(args ...string) string {
 
 // TestPoolLifecycle: a pool with min_idle 2 boots two guests whose agents register
 // (through the relay, under their guest names, attested by the host) and `vm ls` shows
-// them; no guest has a network interface; a backlog of sleep tasks scales the pool to
-// max, and it scales back to min_idle after idle_timeout; `virsh destroy` of a guest
-// running a task: the task succeeds on another guest and a replacement boots. Bad pools
-// beside it (image digest missing, min_idle > max, memory below the image's need) are
-// reported and the good pool runs.
+// them; no guest has a network interface; a backlog of test.sleep tasks (a type served
+// by the handler named testhandler) scales the pool to max, and it scales back to
+// min_idle after idle_timeout; `virsh destroy` of a guest running a task: the task
+// succeeds on another guest and a replacement boots. Bad pools beside it (image digest
+// missing, min_idle > max, memory below the image's need, a task type no handler serves,
+// a handler name given as a task type) are reported and the good pool runs.
 func TestPoolLifecycle(t *testing.T) {
 	pool := "hd" + randHex(2)
 	_, img := realImage(t)
 	need := vmpool.RequiredMemoryMiB(img)
 	pools := []vmpool.PoolConfig{
-		{Name: pool, VCPUs: 1, MemoryMiB: 256, MinIdle: 2, Max: 3, IdleTimeout: 8 * time.Second},
+		{Name: pool, VCPUs: 1, MemoryMiB: 256, MinIdle: 2, Max: 3, IdleTimeout: 8 * time.Second, TaskTypes: []string{"test.sleep", "test.echo"}},
 		{Name: "nodigest", Image: "deadbeefdeadbeef", VCPUs: 1, MemoryMiB: 256, MinIdle: 1, Max: 1, IdleTimeout: time.Minute},
 		{Name: "minmax", VCPUs: 1, MemoryMiB: 256, MinIdle: 3, Max: 1, IdleTimeout: time.Minute},
 		{Name: "lowmem", VCPUs: 1, MemoryMiB: max(need-1, vmpool.MinMemoryMiB), MinIdle: 1, Max: 1, IdleTimeout: time.Minute},
+		{Name: "notype", VCPUs: 1, MemoryMiB: 256, MinIdle: 1, Max: 1, IdleTimeout: time.Minute, TaskTypes: []string{"test.echo", "test.nope"}},
+		{Name: "handlername", VCPUs: 1, MemoryMiB: 256, MinIdle: 1, Max: 1, IdleTimeout: time.Minute, TaskTypes: []string{handlerName}},
 	}
 	e := start(t, pools, hostload.Thresholds{})
 	e.waitFor("two registered guests", bootWait, func() bool { return len(e.registered(pool)) == 2 })
@@ -370,7 +374,8 @@ func TestPoolLifecycle(t *testing.T) {
 	for _, p := range e.d.Manager().Pools() {
 		st[p.Name] = p
 	}
-	for name, field := range map[string]string{"nodigest": "image", "minmax": "min_idle", "lowmem": "memory"} {
+	for name, field := range map[string]string{"nodigest": "image", "minmax": "min_idle", "lowmem": "memory",
+		"notype": `task_types[1]: no handler of image`, "handlername": `task_types[0]: no handler of image`} {
 		if name == "lowmem" && need-1 < vmpool.MinMemoryMiB {
 			t.Logf("lowmem: the image needs only %d MiB, the floor; memory below the floor is refused by Validate instead", need)
 		}
@@ -453,7 +458,8 @@ func TestPoolLifecycle(t *testing.T) {
 // task used.
 func TestMaxTasksPerVMOne(t *testing.T) {
 	pool := "one" + randHex(2)
-	e := start(t, []vmpool.PoolConfig{{Name: pool, VCPUs: 1, MemoryMiB: 256, MinIdle: 1, Max: 2, IdleTimeout: time.Minute, MaxTasksPerVM: 1}}, hostload.Thresholds{})
+	e := start(t, []vmpool.PoolConfig{{Name: pool, VCPUs: 1, MemoryMiB: 256, MinIdle: 1, Max: 2, IdleTimeout: time.Minute, MaxTasksPerVM: 1,
+		TaskTypes: []string{"test.echo"}}}, hostload.Thresholds{})
 	e.waitFor("a registered guest", bootWait, func() bool { return len(e.registered(pool)) >= 1 })
 	used := map[string]string{}
 	var ids []string
@@ -476,7 +482,7 @@ func TestMaxTasksPerVMOne(t *testing.T) {
 // backlog does not boot guests; the reason is in the log and on /metrics.
 func TestCPUThresholdBlocksScaleUp(t *testing.T) {
 	pool := "cpu" + randHex(2)
-	e := start(t, []vmpool.PoolConfig{{Name: pool, VCPUs: 1, MemoryMiB: 256, MinIdle: 0, Max: 2, IdleTimeout: time.Minute}},
+	e := start(t, []vmpool.PoolConfig{{Name: pool, VCPUs: 1, MemoryMiB: 256, MinIdle: 0, Max: 2, IdleTimeout: time.Minute, TaskTypes: []string{"test.sleep"}}},
 		hostload.Thresholds{CPUPercent: 0.001})
 	for range 3 {
 		e.submit("test.sleep", "1s")
@@ -575,7 +581,7 @@ func TestUnreachableServer(t *testing.T) {
 // its own name; the server refuses it and the victim's agent is untouched.
 func TestGuestClaimingAnotherIdentityIsRefused(t *testing.T) {
 	pool := "id" + randHex(2)
-	e := start(t, []vmpool.PoolConfig{{Name: pool, VCPUs: 1, MemoryMiB: 256, MinIdle: 1, Max: 1, IdleTimeout: time.Minute}}, hostload.Thresholds{})
+	e := start(t, []vmpool.PoolConfig{{Name: pool, VCPUs: 1, MemoryMiB: 256, MinIdle: 1, Max: 1, IdleTimeout: time.Minute, TaskTypes: []string{"test.echo"}}}, hostload.Thresholds{})
 	e.waitFor("the victim registered", bootWait, func() bool { return len(e.registered(pool)) == 1 })
 	victim := e.registered(pool)[0]
 	before := e.agents()[victim]
