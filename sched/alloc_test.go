@@ -247,3 +247,94 @@ func checkSucceededOnce(t testing.TB, ts *testServer, ids []string, ex *allocExe
 		}
 	}
 }
+
+// TestRealAgentAllocation is the same check through the real test agent process
+// (agent/session over TCP, real handler subprocesses): 16 slots over the 9 types the
+// handlers serve (a minimum of 1 each), test.sleep tolerating 50ms of queuing and
+// every other type 5s. Under a backlog of test.sleep (100ms each) and of test.echo,
+// test.sleep gets most of the extra slots, test.echo keeps its minimum and keeps
+// finishing tasks, no type ever drops below 1, and every task succeeds exactly once.
+func TestRealAgentAllocation(t *testing.T) {
+	needBins(t)
+	ts := startServer(t, fastConfig())
+	// Queue both backlogs first, then start the agent: it finds both types waiting.
+	const sleeps, echoes = 100, 1500
+	ids := submitMany(t, ts.tasks, sleeps+echoes, func(i int) *paddockv1.TaskSpec {
+		if i < sleeps {
+			return &paddockv1.TaskSpec{Type: "test.sleep", Payload: []byte("100ms")}
+		}
+		return &paddockv1.TaskSpec{Type: "test.echo", Payload: []byte(fmt.Sprint(i))}
+	})
+	rec := t.TempDir() + "/alloc.jsonl"
+	startProc(t, "agent-alloc", "TESTAGENT READY", bins.agent, "-server", ts.agentAddr, "-id", "alloc-real", "-record", rec,
+		"-total", "16", "-tolerable", "test.sleep=50ms", "-default-tolerable", "5s",
+		"-handler", "testhandler="+bins.testhandler, "-handler", "checksum="+bins.checksum)
+	deadline := time.Now().Add(30 * time.Second)
+	for len(listAgents(t, ts)) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the agent never registered")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	var sleepSum, echoSum, n float64
+	echoDoneAtStart := int64(-1)
+	var echoDone int64
+	for {
+		q := queued(t, ts)
+		if q["test.sleep"] == 0 || q["test.echo"] == 0 {
+			break
+		}
+		ag := listAgents(t, ts)
+		sum := 0
+		for _, ty := range ag[0].GetTypes() {
+			if ty.GetSlots() < 1 {
+				t.Fatalf("type %s limited to %d slots", ty.GetName(), ty.GetSlots())
+			}
+			sum += int(ty.GetSlots())
+			switch ty.GetName() {
+			case "test.sleep":
+				sleepSum += float64(ty.GetSlots())
+			case "test.echo":
+				echoSum += float64(ty.GetSlots())
+			}
+		}
+		if sum != 16 || len(ag[0].GetTypes()) != 9 {
+			t.Fatalf("%d types with limits adding up to %d, want 9 types and 16: %v", len(ag[0].GetTypes()), sum, ag[0].GetTypes())
+		}
+		n++
+		done := int64(echoes) - q["test.echo"]
+		if echoDoneAtStart < 0 {
+			echoDoneAtStart = done
+		}
+		echoDone = done
+		time.Sleep(25 * time.Millisecond)
+	}
+	waitAllTerminal(t, ts.srv.Store(), 3*time.Minute)
+	time.Sleep(300 * time.Millisecond) // let the last acks reach the agent's record
+	accepted := map[string]int{}
+	for _, r := range readRecords(t, rec) {
+		if r.outcome == "REPORT_OUTCOME_ACCEPTED" {
+			accepted[r.rep.GetTaskId()]++
+		}
+	}
+	for i, id := range ids {
+		tk, err := ts.srv.Store().Get(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tk.State != store.Succeeded || tk.Attempt != 1 || accepted[id] != 1 {
+			t.Fatalf("task %d (%s, %s): state %s after %d attempts, %d accepted reports", i, id, tk.Type, tk.State, tk.Attempt, accepted[id])
+		}
+	}
+	if n < 5 {
+		t.Fatalf("only %.0f samples while both types were backlogged: too few to judge", n)
+	}
+	t.Logf("while both were backlogged (%.0f samples): test.sleep limit %.2f, test.echo limit %.2f on average; %d echo tasks dispatched meanwhile",
+		n, sleepSum/n, echoSum/n, echoDone-echoDoneAtStart)
+	if sleepSum/n < echoSum/n+2 {
+		t.Errorf("test.sleep (50ms tolerable) averaged %.2f slots, test.echo (5s) %.2f: want the tighter type to get clearly more", sleepSum/n, echoSum/n)
+	}
+	if echoDone-echoDoneAtStart <= 0 {
+		t.Error("no test.echo task left the queue while test.sleep was backlogged: test.echo starved")
+	}
+}

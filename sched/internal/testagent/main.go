@@ -12,9 +12,11 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
 
@@ -27,6 +29,40 @@ type handlers []string
 
 func (h *handlers) String() string     { return strings.Join(*h, ",") }
 func (h *handlers) Set(v string) error { *h = append(*h, v); return nil }
+
+// opts are the concurrency allocator's settings.
+type opts struct {
+	total     int
+	tolerable map[string]time.Duration
+	defTol    time.Duration
+	min       map[string]int
+}
+
+type tolFlag map[string]time.Duration
+
+func (f tolFlag) String() string { return fmt.Sprint(map[string]time.Duration(f)) }
+func (f tolFlag) Set(v string) error {
+	typ, d, ok := strings.Cut(v, "=")
+	dur, err := time.ParseDuration(d)
+	if !ok || err != nil {
+		return fmt.Errorf("want type=duration, e.g. test.sleep=50ms")
+	}
+	f[typ] = dur
+	return nil
+}
+
+type minFlag map[string]int
+
+func (f minFlag) String() string { return fmt.Sprint(map[string]int(f)) }
+func (f minFlag) Set(v string) error {
+	typ, n, ok := strings.Cut(v, "=")
+	k, err := strconv.Atoi(n)
+	if !ok || err != nil {
+		return fmt.Errorf("want type=n, e.g. test.sleep=2")
+	}
+	f[typ] = k
+	return nil
+}
 
 // Record is one line of the -record file.
 type Record struct {
@@ -41,15 +77,20 @@ func main() {
 	slots := flag.Int("slots", 4, "slots per task type")
 	record := flag.String("record", "", "append every report and its ack to this file (JSON lines)")
 	flag.Var(&hs, "handler", "name=path of a handler binary (repeatable)")
+	o := opts{tolerable: map[string]time.Duration{}, min: map[string]int{}}
+	flag.IntVar(&o.total, "total", 0, "total slots shared among the types (0: slots x types)")
+	flag.Var(tolFlag(o.tolerable), "tolerable", "type=duration: a type's tolerable queuing delay (repeatable)")
+	flag.DurationVar(&o.defTol, "default-tolerable", 0, "tolerable queuing delay of the other types (0: 1s)")
+	flag.Var(minFlag(o.min), "min", "type=n: a type's minimum slots (repeatable)")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	if err := run(*server, *id, *slots, *record, hs, log); err != nil {
+	if err := run(*server, *id, *slots, *record, hs, o, log); err != nil {
 		fmt.Fprintln(os.Stderr, "testagent:", err)
 		os.Exit(1)
 	}
 }
 
-func run(server, id string, slots int, record string, hs handlers, log *slog.Logger) error {
+func run(server, id string, slots int, record string, hs handlers, o opts, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var specs []runner.HandlerSpec
@@ -69,7 +110,8 @@ func run(server, id string, slots int, record string, hs handlers, log *slog.Log
 		return err
 	}
 	defer r.Close()
-	cfg := session.Config{AgentID: id, Host: "testhost", Version: "test", Dial: session.TCPDialer(server), DefaultSlots: slots, Logger: log}
+	cfg := session.Config{AgentID: id, Host: "testhost", Version: "test", Dial: session.TCPDialer(server), DefaultSlots: slots, Logger: log,
+		TotalSlots: o.total, TolerableDelay: o.tolerable, DefaultTolerableDelay: o.defTol, MinSlots: o.min}
 	ex := session.RunnerExecutor(r)
 	cfg.Slots = map[string]int{}
 	for _, t := range ex.Types() {
