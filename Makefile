@@ -29,8 +29,8 @@ test: setup
 	CGO_ENABLED=0 $(GO) build $(NOCGO_PKGS)
 	$(GO) test -timeout $(TEST_TIMEOUT) ./...
 
-# The demo scenario against `paddock server --dev` and one paddock-agent over TCP (scripts/demo.sh);
-# `paddock dev` with micro-VM guests replaces that agent once it exists.
+# The demo scenario (scripts/demo.sh): `paddock dev` in the background (server, host daemon and two
+# warm micro-VM guests), the scenario driven through the CLI, results checked, then a clean stop.
 demo: setup build
 	BIN=$(BIN) bash scripts/demo.sh
 
