@@ -277,6 +277,9 @@ func runDev(ctx context.Context, app *App, o devOptions) error {
 		DefaultMaxAttempts: v.GetInt("server.default_max_attempts"), RetryBase: v.GetDuration("server.retry_base"),
 		RetryMax: v.GetDuration("server.retry_max"), Logger: log.With("side", "server"),
 	}
+	if v.GetBool("server.dev") { // --dev: an open client API, as paddock server --dev
+		cfg.Dev, cfg.Token = true, ""
+	}
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -330,7 +333,11 @@ func runDev(ctx context.Context, app *App, o devOptions) error {
 	go func() { hostDone <- d.Run(hostCtx) }()
 
 	api := "http://" + clientL.Addr().String()
-	say("client API  %s   (token: %s)", api, filepath.Join(dir, devTokenFile))
+	tokenNote := "token: " + filepath.Join(dir, devTokenFile)
+	if cfg.Dev {
+		tokenNote = "no token needed: --dev"
+	}
+	say("client API  %s   (%s)", api, tokenNote)
 	say("metrics     %s/metrics (server), http://%s/metrics (host)", api, metricsL.Addr())
 	say("cluster     %s (mutual TLS, dev CA in %s); host id %s", clusterL.Addr(), pkiDir, hostID)
 	say("pool %q: %d warm guest(s), at most %d, 1 vCPU and %d MiB each; booting…", devPoolName, o.guests, o.max, o.memory)
