@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -375,6 +376,7 @@ loop:
 	}
 
 	// Stop: guests first (the host daemon destroys them), then the server.
+	devStopping.Store(true)
 	say("stopping: destroying the guests… (a second Ctrl-C exits at once; the next paddock dev removes what is left)")
 	stopHost()
 	var hostErr error
@@ -704,5 +706,24 @@ func devLogger(app *App, path string) (*slog.Logger, func(), error) {
 		return nil, nil, err
 	}
 	var once sync.Once
-	return slog.New(slog.NewMultiHandler(fileLog.Handler(), errLog.Handler())), func() { once.Do(func() { f.Close() }) }, nil
+	return slog.New(slog.NewMultiHandler(fileLog.Handler(), quietOnStop{errLog.Handler()})), func() { once.Do(func() { f.Close() }) }, nil
 }
+
+// devStopping is set once paddock dev stops: the "agent lost"/"host lost" warnings that
+// an orderly stop causes then stay in dev.log, off the terminal.
+var devStopping atomic.Bool
+
+// quietOnStop passes records on, but only errors once devStopping is set.
+type quietOnStop struct{ slog.Handler }
+
+func (q quietOnStop) Enabled(ctx context.Context, l slog.Level) bool {
+	if devStopping.Load() && l < slog.LevelError {
+		return false
+	}
+	return q.Handler.Enabled(ctx, l)
+}
+
+func (q quietOnStop) WithAttrs(as []slog.Attr) slog.Handler {
+	return quietOnStop{q.Handler.WithAttrs(as)}
+}
+func (q quietOnStop) WithGroup(n string) slog.Handler { return quietOnStop{q.Handler.WithGroup(n)} }
