@@ -6,12 +6,12 @@
 //
 // Every printed figure was checked by hand; the figures and the arithmetic are in
 // expected.go, and Check verifies a printed run against them. Run does not know how
-// the agents were started: today `make demo` (scripts/demo.sh) starts `paddock server
-// --dev` and a paddock-agent over TCP; the `paddock dev` variant (guests) only needs to
-// hand Run its server address.
+// the agents were started: `make demo` (scripts/demo.sh) starts `paddock dev` (the
+// agents run in micro-VM guests) and hands Run its address and token; package
+// internal/e2e does the same in a test.
 //
-// The end-to-end test runs the scenario against a real `paddock server --dev` and a
-// real paddock-agent over TCP with the real example handler subprocesses:
+// The test here runs the scenario against a real `paddock server --dev` and a real
+// paddock-agent over TCP with the real example handler subprocesses (no guests):
 //
 //	go test -count=1 -run TestScenario ./internal/demo/
 //
