@@ -19,9 +19,9 @@ setup:
 build:
 	mkdir -p $(BIN)
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/paddock ./cmd/paddock
-	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/paddock-agent ./cmd/paddock-agent
+	CGO_ENABLED=0 $(GO) build -ldflags '-s -w $(LDFLAGS)' -o $(BIN)/paddock-agent ./cmd/paddock-agent
 	mkdir -p $(BIN)/handlers
-	for h in $(HANDLERS); do CGO_ENABLED=0 $(GO) build -o $(BIN)/handlers/$$h ./plugins/handlers/$$h || exit 1; done
+	for h in $(HANDLERS); do CGO_ENABLED=0 $(GO) build -ldflags '-s -w' -o $(BIN)/handlers/$$h ./plugins/handlers/$$h || exit 1; done
 	CGO_ENABLED=0 $(GO) build $(NOCGO_PKGS)
 
 test: setup
