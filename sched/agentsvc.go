@@ -133,7 +133,7 @@ func (as *agentService) Session(stream agentv1.AgentService_SessionServer) error
 	}
 	// Reconcile the tasks the agent still runs from an earlier session.
 	s.reconcile(ctx, a, se, reg.GetRunning())
-	s.wake()
+	s.wakeAll()
 
 	sendErr := make(chan error, 1)
 	go func() {
@@ -384,7 +384,7 @@ func (s *Server) ack(ctx context.Context, a *agent, se *session, ack *agentv1.Ac
 	}
 	s.releaseLease(a.id, t.ID, t.LeaseID)
 	s.finished(nt)
-	s.wake()
+	s.wakeType(nt.Type)
 }
 
 // Report applies one result report from agentID and says what happened to it. It is
@@ -466,7 +466,7 @@ func (s *Server) Report(ctx context.Context, agentID string, r *agentv1.Report) 
 	}
 	s.releaseLease(agentID, t.ID, t.LeaseID)
 	s.finished(nt)
-	s.wake()
+	s.wakeType(nt.Type)
 	ack.Outcome = agentv1.ReportOutcome_REPORT_OUTCOME_ACCEPTED
 	s.metrics.reports.WithLabelValues("accepted").Inc()
 	return ack

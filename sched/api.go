@@ -203,7 +203,7 @@ func (api *clientAPI) Submit(ctx context.Context, req *connect.Request[paddockv1
 	}
 	if created {
 		s.metrics.submits.WithLabelValues("created").Inc()
-		s.wake()
+		s.wakeType(stored.Type)
 	} else {
 		s.metrics.submits.WithLabelValues("existing").Inc()
 	}

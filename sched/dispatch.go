@@ -16,15 +16,18 @@ import (
 func (s *Server) dispatchLoop(ctx context.Context) {
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
+	all := true // the first round and every tick read every type's queue
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-s.kick:
 		case <-t.C:
+			all = true
 		}
 		for ctx.Err() == nil {
-			n, err := s.dispatchOnce(ctx)
+			n, err := s.dispatchOnce(ctx, all || s.fullScan.Swap(false))
+			all = false
 			if err != nil {
 				if ctx.Err() == nil {
 					s.log.Error("dispatching", "err", err)
@@ -44,8 +47,9 @@ type grantFor struct {
 }
 
 // dispatchOnce leases as many ready tasks as there are free slots, type by type, and
-// pushes the assignments to the agents. It returns the number of tasks leased.
-func (s *Server) dispatchOnce(ctx context.Context) (int, error) {
+// pushes the assignments to the agents. It returns the number of tasks leased. Unless
+// all is set, it reads the queues only of the types hinted ready (wakeType).
+func (s *Server) dispatchOnce(ctx context.Context, all bool) (int, error) {
 	now := time.Now()
 	s.mu.Lock()
 	free := map[string]int{}
@@ -62,11 +66,17 @@ func (s *Server) dispatchOnce(ctx context.Context) (int, error) {
 	s.mu.Unlock()
 	total := 0
 	for typ, f := range free {
-		tasks, err := s.st.Ready(ctx, typ, now, min(2*f+8, 1000))
+		gen, hinted := s.readyHint(typ)
+		if !all && !hinted {
+			continue
+		}
+		limit := min(2*f+8, 1000)
+		tasks, err := s.st.Ready(ctx, typ, now, limit)
 		if err != nil {
 			return total, err
 		}
 		if len(tasks) == 0 {
+			s.clearReady(typ, gen)
 			continue
 		}
 		var grants []store.Grant
@@ -149,6 +159,12 @@ func (s *Server) dispatchOnce(ctx context.Context) (int, error) {
 		}
 		s.queue.leased(typ, longest)
 		total += len(leased)
+		switch {
+		case len(tasks) < limit && len(leased) == len(tasks):
+			s.clearReady(typ, gen) // the type's ready queue is drained
+		case !hinted:
+			s.wakeType(typ) // found by a full read and not drained: read it again on the next kick
+		}
 	}
 	return total, nil
 }
@@ -226,7 +242,7 @@ func (s *Server) expire(ctx context.Context, t store.Task, now time.Time) {
 		sess.send(cancelMsg(t.ID, t.LeaseID, "lease expired"))
 	}
 	s.finished(nt)
-	s.wake()
+	s.wakeType(nt.Type)
 }
 
 // finished records metrics and wakes waiters for a task that may have become terminal.

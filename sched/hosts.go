@@ -298,7 +298,7 @@ func (s *Server) GuestGone(ctx context.Context, host, guest, reason string) {
 		s.finished(nt)
 	}
 	log.Info("guest gone; its tasks requeued", "reason", reason, "requeued", n)
-	s.wake()
+	s.wakeAll()
 }
 
 // guestTaskEvent tells a guest's host that a task started or ended on it. Caller holds s.mu.

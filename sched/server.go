@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -33,6 +34,14 @@ type Server struct {
 	kick  chan struct{} // wakes the dispatcher
 	queue *queueMeter   // queuing delay per task type, for the agents' allocators
 
+	// readyMu guards readyGen: the task types that may have tasks ready to dispatch
+	// (a submit, a requeue), each with a generation bumped on every hint. A kick of the
+	// dispatcher reads the store only for these types; its periodic tick reads every
+	// type (retry backoffs, restarts).
+	readyMu  sync.Mutex
+	readyGen map[string]uint64
+	fullScan atomic.Bool // the next dispatch round reads every type's queue
+
 	// mu guards the fields below.
 	mu      sync.Mutex
 	agents  map[string]*agent
@@ -51,11 +60,12 @@ func New(cfg Config, st store.Store) (*Server, error) {
 	cfg = cfg.withDefaults()
 	s := &Server{
 		cfg: cfg, st: st, log: cfg.Logger, started: time.Now(),
-		kick:    make(chan struct{}, 1),
-		queue:   newQueueMeter(),
-		agents:  map[string]*agent{},
-		waiters: map[string][]chan struct{}{},
-		hosts:   map[string]*hostRec{},
+		kick:     make(chan struct{}, 1),
+		readyGen: map[string]uint64{},
+		queue:    newQueueMeter(),
+		agents:   map[string]*agent{},
+		waiters:  map[string][]chan struct{}{},
+		hosts:    map[string]*hostRec{},
 
 		relayLis: newChanListener(),
 	}
@@ -188,6 +198,38 @@ func (s *Server) Loop(ctx context.Context) {
 	go func() { defer wg.Done(); s.sweepLoop(ctx) }()
 	go func() { defer wg.Done(); s.queueLoop(ctx) }()
 	wg.Wait()
+}
+
+// wakeType hints that tasks of typ may be ready to dispatch and wakes the dispatcher.
+func (s *Server) wakeType(typ string) {
+	s.readyMu.Lock()
+	s.readyGen[typ]++
+	s.readyMu.Unlock()
+	s.wake()
+}
+
+// readyHint returns the hint generation of typ and whether it is hinted.
+func (s *Server) readyHint(typ string) (uint64, bool) {
+	s.readyMu.Lock()
+	defer s.readyMu.Unlock()
+	g, ok := s.readyGen[typ]
+	return g, ok
+}
+
+// clearReady drops the hint of typ unless it was hinted again since generation gen.
+func (s *Server) clearReady(typ string, gen uint64) {
+	s.readyMu.Lock()
+	defer s.readyMu.Unlock()
+	if g, ok := s.readyGen[typ]; ok && g == gen {
+		delete(s.readyGen, typ)
+	}
+}
+
+// wakeAll wakes the dispatcher for a round that reads every type's queue (a new
+// agent, requeued tasks of several types).
+func (s *Server) wakeAll() {
+	s.fullScan.Store(true)
+	s.wake()
 }
 
 func (s *Server) wake() {

@@ -21,6 +21,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pressly/goose/v3"
@@ -45,7 +46,30 @@ type Store struct {
 	path string
 	w    *sql.DB // the single writer connection
 	r    *sql.DB // readers
+
+	wc     *sql.Conn            // w's connection, used only by writeLoop
+	wstmts map[string]*sql.Stmt // query text -> statement prepared on wc (writeLoop only)
+	rstmts sync.Map             // query text -> *sql.Stmt prepared on r
+
+	// Group commit: every change is a writeOp run by writeLoop, which runs the ops
+	// waiting together in one transaction and answers each only after the commit.
+	ops       chan *writeOp
+	quit      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
 }
+
+// writeOp is one change: fn runs inside the batch's transaction. fn must not write
+// anything when it returns an error of the store (ErrConflict, ErrNotFound,
+// ErrInvalid): those are answers, not failures, and the batch commits. Any other error
+// rolls the batch back, and its ops run again one transaction each.
+type writeOp struct {
+	fn   func(tx *wtx) error
+	done chan error
+}
+
+// maxBatch bounds the ops of one transaction.
+const maxBatch = 256
 
 var _ store.Store = (*Store)(nil)
 
@@ -91,7 +115,143 @@ func Open(ctx context.Context, path string, o Options) (*Store, error) {
 		return nil, fmt.Errorf("opening sqlite database %s: %w", path, err)
 	}
 	r.SetMaxOpenConns(4)
-	return &Store{path: path, w: w, r: r}, nil
+	wc, err := w.Conn(ctx)
+	if err != nil {
+		r.Close()
+		w.Close()
+		return nil, fmt.Errorf("opening sqlite database %s: %w", path, err)
+	}
+	st := &Store{path: path, w: w, r: r, wc: wc, wstmts: map[string]*sql.Stmt{},
+		ops: make(chan *writeOp), quit: make(chan struct{}), done: make(chan struct{})}
+	go st.writeLoop()
+	return st, nil
+}
+
+var errClosed = errors.New("sqlite store is closed")
+
+// write runs fn in the next group-commit transaction and returns once that
+// transaction committed (or fn failed).
+func (s *Store) write(ctx context.Context, fn func(tx *wtx) error) error {
+	op := &writeOp{fn: fn, done: make(chan error, 1)}
+	select {
+	case s.ops <- op:
+	case <-s.quit:
+		return errClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return <-op.done // the batch is short: wait for its commit even if ctx ends
+}
+
+func (s *Store) writeLoop() {
+	defer close(s.done)
+	for {
+		var op *writeOp
+		select {
+		case op = <-s.ops:
+		case <-s.quit:
+			return
+		}
+		batch := []*writeOp{op}
+	more:
+		for len(batch) < maxBatch {
+			select {
+			case op := <-s.ops:
+				batch = append(batch, op)
+			default:
+				break more
+			}
+		}
+		s.runBatch(batch)
+	}
+}
+
+// isAnswer reports whether err is a store answer (no write happened) rather than a failure.
+func isAnswer(err error) bool {
+	return errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrInvalid)
+}
+
+// runBatch runs the ops in one transaction; if that fails, each in its own.
+func (s *Store) runBatch(batch []*writeOp) {
+	errs := make([]error, len(batch))
+	err := func() error {
+		tx := &wtx{s: s}
+		if _, err := tx.exec("BEGIN IMMEDIATE"); err != nil {
+			return fmt.Errorf("beginning a transaction: %w", err)
+		}
+		for i, op := range batch {
+			errs[i] = op.fn(tx)
+			if errs[i] != nil && !isAnswer(errs[i]) {
+				tx.exec("ROLLBACK")
+				return errs[i]
+			}
+		}
+		if _, err := tx.exec("COMMIT"); err != nil {
+			tx.exec("ROLLBACK")
+			return fmt.Errorf("committing: %w", err)
+		}
+		return nil
+	}()
+	if err == nil {
+		for i, op := range batch {
+			op.done <- errs[i]
+		}
+		return
+	}
+	if len(batch) == 1 {
+		batch[0].done <- err
+		return
+	}
+	for _, op := range batch {
+		s.runBatch([]*writeOp{op})
+	}
+}
+
+// wtx is the transaction of one batch on the writer connection; its statements
+// are prepared once and kept.
+type wtx struct{ s *Store }
+
+func (t *wtx) stmt(q string) (*sql.Stmt, error) {
+	if st := t.s.wstmts[q]; st != nil {
+		return st, nil
+	}
+	st, err := t.s.wc.PrepareContext(context.Background(), q)
+	if err != nil {
+		return nil, fmt.Errorf("preparing %q: %w", q, err)
+	}
+	t.s.wstmts[q] = st
+	return st, nil
+}
+
+func (t *wtx) exec(q string, args ...any) (sql.Result, error) {
+	st, err := t.stmt(q)
+	if err != nil {
+		return nil, err
+	}
+	return st.Exec(args...)
+}
+
+func (t *wtx) queryRow(q string, args ...any) *sql.Row {
+	st, err := t.stmt(q)
+	if err != nil {
+		return t.s.wc.QueryRowContext(context.Background(), q, args...) // reports the same error on Scan
+	}
+	return st.QueryRow(args...)
+}
+
+func (s *Store) prepared(cache *sync.Map, db *sql.DB, q string) (*sql.Stmt, error) {
+	if v, ok := cache.Load(q); ok {
+		return v.(*sql.Stmt), nil
+	}
+	st, err := db.Prepare(q)
+	if err != nil {
+		return nil, fmt.Errorf("preparing %q: %w", q, err)
+	}
+	if v, loaded := cache.LoadOrStore(q, st); loaded {
+		st.Close()
+		return v.(*sql.Stmt), nil
+	}
+	return st, nil
 }
 
 // Describe implements store.Store.
@@ -99,7 +259,20 @@ func (s *Store) Describe() string { return "sqlite:" + s.path }
 
 // Close implements store.Store.
 func (s *Store) Close() error {
-	return errors.Join(s.r.Close(), s.w.Close())
+	err := errClosed
+	s.closeOnce.Do(func() {
+		close(s.quit)
+		<-s.done
+		for _, st := range s.wstmts {
+			st.Close()
+		}
+		s.rstmts.Range(func(_, v any) bool { v.(*sql.Stmt).Close(); return true })
+		err = errors.Join(s.r.Close(), s.wc.Close(), s.w.Close())
+	})
+	if err == errClosed {
+		return nil
+	}
+	return err
 }
 
 const taskCols = `seq, id, type, payload, inputs, priority, class, requirements, timeout_ms, max_attempts,
@@ -171,12 +344,11 @@ func scanTask(sc scanner) (store.Task, error) {
 	return t, nil
 }
 
-type querier interface {
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
-}
+const getQuery = `SELECT ` + taskCols + ` FROM tasks WHERE id = ?`
 
-func getTask(ctx context.Context, q querier, id string) (store.Task, error) {
-	t, err := scanTask(q.QueryRowContext(ctx, `SELECT `+taskCols+` FROM tasks WHERE id = ?`, id))
+// rowTask scans the task of row, read by id.
+func rowTask(row *sql.Row, id string) (store.Task, error) {
+	t, err := scanTask(row)
 	if errors.Is(err, sql.ErrNoRows) {
 		return t, fmt.Errorf("task %s: %w", id, store.ErrNotFound)
 	}
@@ -203,48 +375,53 @@ func (s *Store) Create(ctx context.Context, t store.Task) (store.Task, bool, err
 	if now == 0 {
 		now = time.Now().UnixMilli()
 	}
-	tx, err := s.w.BeginTx(ctx, nil)
+	var stored store.Task
+	var created bool
+	err = s.write(ctx, func(tx *wtx) error {
+		if t.IdempotencyKey != "" {
+			old, err := scanTask(tx.queryRow(`SELECT `+taskCols+` FROM tasks WHERE tenant = ? AND idempotency_key = ?`, t.Tenant, t.IdempotencyKey))
+			if err == nil {
+				stored, created = old, false
+				return nil
+			}
+			if !errors.Is(err, sql.ErrNoRows) {
+				return fmt.Errorf("looking up idempotency key %q: %w", t.IdempotencyKey, err)
+			}
+		}
+		nt, err := scanTask(tx.queryRow(`INSERT INTO tasks (id, type, payload, inputs, priority, class, requirements, timeout_ms,
+ max_attempts, idempotency_key, tenant, state, not_before, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+ RETURNING `+taskCols,
+			t.ID, t.Type, t.Payload, inputs, t.Priority, string(t.Class), string(req), t.Timeout.Milliseconds(),
+			t.MaxAttempts, t.IdempotencyKey, t.Tenant, string(store.Queued), ms(t.NotBefore), now, now))
+		if err != nil {
+			return fmt.Errorf("inserting task %s: %w", t.ID, err)
+		}
+		stored, created = nt, true
+		return nil
+	})
 	if err != nil {
 		return t, false, fmt.Errorf("creating task %s: %w", t.ID, err)
 	}
-	defer tx.Rollback()
-	if t.IdempotencyKey != "" {
-		var id string
-		err := tx.QueryRowContext(ctx, `SELECT id FROM tasks WHERE tenant = ? AND idempotency_key = ?`, t.Tenant, t.IdempotencyKey).Scan(&id)
-		if err == nil {
-			old, err := getTask(ctx, tx, id)
-			return old, false, err
-		}
-		if !errors.Is(err, sql.ErrNoRows) {
-			return t, false, fmt.Errorf("looking up idempotency key %q: %w", t.IdempotencyKey, err)
-		}
-	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO tasks (id, type, payload, inputs, priority, class, requirements, timeout_ms,
- max_attempts, idempotency_key, tenant, state, not_before, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
-		t.ID, t.Type, t.Payload, inputs, t.Priority, string(t.Class), string(req), t.Timeout.Milliseconds(),
-		t.MaxAttempts, t.IdempotencyKey, t.Tenant, string(store.Queued), ms(t.NotBefore), now, now)
-	if err != nil {
-		return t, false, fmt.Errorf("inserting task %s: %w", t.ID, err)
-	}
-	stored, err := getTask(ctx, tx, t.ID)
-	if err != nil {
-		return t, false, err
-	}
-	if err := tx.Commit(); err != nil {
-		return t, false, fmt.Errorf("committing task %s: %w", t.ID, err)
-	}
-	return stored, true, nil
+	return stored, created, nil
 }
 
 // Get implements store.Store.
 func (s *Store) Get(ctx context.Context, id string) (store.Task, error) {
-	return getTask(ctx, s.r, id)
+	st, err := s.prepared(&s.rstmts, s.r, getQuery)
+	if err != nil {
+		return store.Task{}, err
+	}
+	return rowTask(st.QueryRowContext(ctx, id), id)
 }
 
 // Attempts implements store.Store.
 func (s *Store) Attempts(ctx context.Context, id string) ([]store.Attempt, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT task_id, number, lease_id, agent_id, state, error, retryable, wall_ms, cpu_ms,
- sha256, leased_at, finished_at FROM attempts WHERE task_id = ? ORDER BY number`, id)
+	st, err := s.prepared(&s.rstmts, s.r, `SELECT task_id, number, lease_id, agent_id, state, error, retryable, wall_ms, cpu_ms,
+ sha256, leased_at, finished_at FROM attempts WHERE task_id = ? ORDER BY number`)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := st.QueryContext(ctx, id)
 	if err != nil {
 		return nil, fmt.Errorf("reading attempts of task %s: %w", id, err)
 	}
@@ -268,7 +445,11 @@ func (s *Store) Attempts(ctx context.Context, id string) ([]store.Attempt, error
 }
 
 func (s *Store) queryTasks(ctx context.Context, q string, args ...any) ([]store.Task, error) {
-	rows, err := s.r.QueryContext(ctx, q, args...)
+	st, err := s.prepared(&s.rstmts, s.r, q)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := st.QueryContext(ctx, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -344,35 +525,30 @@ func (s *Store) Lease(ctx context.Context, now time.Time, grants []store.Grant) 
 	if len(grants) == 0 {
 		return nil, nil
 	}
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return nil, fmt.Errorf("leasing tasks: %w", err)
-	}
-	defer tx.Rollback()
 	n := ms(now)
 	var out []store.Task
-	for _, g := range grants {
-		res, err := tx.ExecContext(ctx, `UPDATE tasks SET state = ?, lease_id = lease_id + 1, attempt = attempt + 1,
- agent_id = ?, lease_expires_at = ?, leased_at = ?, started_at = 0, updated_at = ? WHERE id = ? AND state = ?`,
-			string(store.Leased), g.AgentID, ms(g.ExpiresAt), n, n, g.TaskID, string(store.Queued))
-		if err != nil {
-			return nil, fmt.Errorf("leasing task %s: %w", g.TaskID, err)
+	err := s.write(ctx, func(tx *wtx) error {
+		out = out[:0]
+		for _, g := range grants {
+			t, err := scanTask(tx.queryRow(`UPDATE tasks SET state = ?, lease_id = lease_id + 1, attempt = attempt + 1,
+ agent_id = ?, lease_expires_at = ?, leased_at = ?, started_at = 0, updated_at = ? WHERE id = ? AND state = ? RETURNING `+taskCols,
+				string(store.Leased), g.AgentID, ms(g.ExpiresAt), n, n, g.TaskID, string(store.Queued)))
+			if errors.Is(err, sql.ErrNoRows) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("leasing task %s: %w", g.TaskID, err)
+			}
+			if _, err := tx.exec(`INSERT INTO attempts (task_id, number, lease_id, agent_id, state, leased_at) VALUES (?,?,?,?,?,?)`,
+				t.ID, t.Attempt, int64(t.LeaseID), t.AgentID, string(store.Running), n); err != nil {
+				return fmt.Errorf("recording attempt of task %s: %w", g.TaskID, err)
+			}
+			out = append(out, t)
 		}
-		if k, _ := res.RowsAffected(); k == 0 {
-			continue
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO attempts (task_id, number, lease_id, agent_id, state, leased_at)
- SELECT id, attempt, lease_id, agent_id, ?, ? FROM tasks WHERE id = ?`, string(store.Running), n, g.TaskID); err != nil {
-			return nil, fmt.Errorf("recording attempt of task %s: %w", g.TaskID, err)
-		}
-		t, err := getTask(ctx, tx, g.TaskID)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, t)
-	}
-	if err := tx.Commit(); err != nil {
-		return nil, fmt.Errorf("committing leases: %w", err)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("leasing tasks: %w", err)
 	}
 	return out, nil
 }
@@ -432,46 +608,40 @@ func (s *Store) Update(ctx context.Context, u store.Update) (store.Task, error) 
 	if u.LeaseID != 0 {
 		q, args = q+" AND lease_id = ?", append(args, int64(u.LeaseID))
 	}
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return store.Task{}, fmt.Errorf("updating task %s: %w", u.TaskID, err)
-	}
-	defer tx.Rollback()
-	res, err := tx.ExecContext(ctx, q, args...)
-	if err != nil {
-		return store.Task{}, fmt.Errorf("updating task %s: %w", u.TaskID, err)
-	}
-	if k, _ := res.RowsAffected(); k == 0 {
-		t, err := getTask(ctx, tx, u.TaskID)
+	q += " RETURNING " + taskCols
+	var t store.Task
+	err := s.write(ctx, func(tx *wtx) error {
+		var err error
+		t, err = scanTask(tx.queryRow(q, args...))
+		if errors.Is(err, sql.ErrNoRows) {
+			t, err = rowTask(tx.queryRow(getQuery, u.TaskID), u.TaskID)
+			if err != nil {
+				return err
+			}
+			return fmt.Errorf("task %s is %s under lease %d, not %v under lease %d: %w", u.TaskID, t.State, t.LeaseID, u.From, u.LeaseID, store.ErrConflict)
+		}
 		if err != nil {
-			return t, err
+			return fmt.Errorf("updating task %s: %w", u.TaskID, err)
 		}
-		return t, fmt.Errorf("task %s is %s under lease %d, not %v under lease %d: %w", u.TaskID, t.State, t.LeaseID, u.From, u.LeaseID, store.ErrConflict)
-	}
-	if u.EndAttempt {
-		errText := ""
-		if u.Error != nil {
-			errText = *u.Error
+		if u.EndAttempt {
+			errText := ""
+			if u.Error != nil {
+				errText = *u.Error
+			}
+			retryable := 0
+			if u.Retryable {
+				retryable = 1
+			}
+			if _, err := tx.exec(`UPDATE attempts SET state = ?, error = ?, retryable = ?, wall_ms = ?, cpu_ms = ?,
+ sha256 = ?, finished_at = ? WHERE task_id = ? AND number = ?`,
+				string(u.To), errText, retryable, u.Usage.Wall.Milliseconds(), u.Usage.CPU.Milliseconds(), u.OutputSHA256, n,
+				u.TaskID, t.Attempt); err != nil {
+				return fmt.Errorf("recording the end of the attempt of task %s: %w", u.TaskID, err)
+			}
 		}
-		retryable := 0
-		if u.Retryable {
-			retryable = 1
-		}
-		if _, err := tx.ExecContext(ctx, `UPDATE attempts SET state = ?, error = ?, retryable = ?, wall_ms = ?, cpu_ms = ?,
- sha256 = ?, finished_at = ? WHERE task_id = ? AND number = (SELECT attempt FROM tasks WHERE id = ?)`,
-			string(u.To), errText, retryable, u.Usage.Wall.Milliseconds(), u.Usage.CPU.Milliseconds(), u.OutputSHA256, n,
-			u.TaskID, u.TaskID); err != nil {
-			return store.Task{}, fmt.Errorf("recording the end of the attempt of task %s: %w", u.TaskID, err)
-		}
-	}
-	t, err := getTask(ctx, tx, u.TaskID)
-	if err != nil {
-		return t, err
-	}
-	if err := tx.Commit(); err != nil {
-		return t, fmt.Errorf("committing update of task %s: %w", u.TaskID, err)
-	}
-	return t, nil
+		return nil
+	})
+	return t, err
 }
 
 // Renew implements store.Store.
@@ -479,23 +649,22 @@ func (s *Store) Renew(ctx context.Context, agentID string, leases []store.LeaseR
 	if len(leases) == 0 {
 		return 0, nil
 	}
-	tx, err := s.w.BeginTx(ctx, nil)
+	total := 0
+	err := s.write(ctx, func(tx *wtx) error {
+		total = 0
+		for _, l := range leases {
+			res, err := tx.exec(`UPDATE tasks SET lease_expires_at = ? WHERE id = ? AND lease_id = ? AND agent_id = ?
+ AND state IN (?, ?)`, ms(expires), l.TaskID, int64(l.LeaseID), agentID, string(store.Leased), string(store.Running))
+			if err != nil {
+				return fmt.Errorf("renewing lease %d of task %s: %w", l.LeaseID, l.TaskID, err)
+			}
+			k, _ := res.RowsAffected()
+			total += int(k)
+		}
+		return nil
+	})
 	if err != nil {
 		return 0, fmt.Errorf("renewing leases of agent %s: %w", agentID, err)
-	}
-	defer tx.Rollback()
-	total := 0
-	for _, l := range leases {
-		res, err := tx.ExecContext(ctx, `UPDATE tasks SET lease_expires_at = ? WHERE id = ? AND lease_id = ? AND agent_id = ?
- AND state IN (?, ?)`, ms(expires), l.TaskID, int64(l.LeaseID), agentID, string(store.Leased), string(store.Running))
-		if err != nil {
-			return 0, fmt.Errorf("renewing lease %d of task %s: %w", l.LeaseID, l.TaskID, err)
-		}
-		k, _ := res.RowsAffected()
-		total += int(k)
-	}
-	if err := tx.Commit(); err != nil {
-		return 0, fmt.Errorf("committing lease renewals: %w", err)
 	}
 	return total, nil
 }
@@ -522,7 +691,11 @@ func (s *Store) Live(ctx context.Context) ([]store.Task, error) {
 
 // Counts implements store.Store.
 func (s *Store) Counts(ctx context.Context) ([]store.Count, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT type, state, COUNT(*) FROM tasks GROUP BY type, state ORDER BY type, state`)
+	st, err := s.prepared(&s.rstmts, s.r, `SELECT type, state, COUNT(*) FROM tasks GROUP BY type, state ORDER BY type, state`)
+	if err != nil {
+		return nil, fmt.Errorf("counting tasks: %w", err)
+	}
+	rows, err := st.QueryContext(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("counting tasks: %w", err)
 	}
