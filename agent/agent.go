@@ -113,11 +113,27 @@ func initMain(cfgPath, manifestPath string) {
 	if err != nil {
 		self = "/init"
 	}
-	st, err := pid1.Supervise(append([]string{self}, os.Args[1:]...), append(os.Environ(), childEnv+"=1"))
+	// The host's graceful shutdown (libvirt's ACPI power button) reaches PID 1 as
+	// KEY_POWER on the button driver's evdev device: stop the agent and power off.
+	stop, buttons, err := pid1.WatchPowerButton(context.Background(), "/sys", 2*time.Second)
+	if err != nil {
+		fmt.Printf("paddock-agent[%d]: init: %v; the guest can only be destroyed, not shut down\n", os.Getpid(), err)
+	} else {
+		fmt.Printf("paddock-agent[%d]: init: watching the power button %v\n", os.Getpid(), buttons)
+	}
+	st, stopped, err := pid1.SuperviseWith(append([]string{self}, os.Args[1:]...), append(os.Environ(), childEnv+"=1"),
+		pid1.SuperviseOptions{Stop: stop, Grace: pid1.DefaultStopGrace})
 	if err != nil {
 		pid1.Fatal(err)
 	}
-	pid1.Fatal(fmt.Errorf("agent exited (%s)", describe(st)))
+	if !stopped {
+		pid1.Fatal(fmt.Errorf("agent exited (%s)", describe(st)))
+	}
+	fmt.Printf("paddock-agent[%d]: agent stopped (%s); syncing and powering off\n", os.Getpid(), describe(st))
+	if err := pid1.PowerOff(); err != nil {
+		pid1.Fatal(err)
+	}
+	pid1.Fatal(errors.New("power-off returned"))
 }
 
 func describe(st unix.WaitStatus) string {

@@ -106,8 +106,9 @@ func copyWith(t testing.TB, src, dst string, extra []byte, perm os.FileMode) str
 }
 
 // fakeKernel writes a synthetic kernel and module tree: a fake vmlinuz-9.9.9-test and
-// a modules.dep with the virtio modules (one gzip- and one zstd-compressed), so unit
-// tests need neither /boot nor /lib/modules. It returns the kernel and modules dir.
+// a modules.dep with the virtio modules (one gzip- and one zstd-compressed) and a
+// modules.builtin with button and evdev, so unit tests need neither /boot nor
+// /lib/modules. It returns the kernel and modules dir.
 func fakeKernel(t testing.TB) (kernel, modDir string) {
 	t.Helper()
 	dir := t.TempDir()
@@ -145,6 +146,11 @@ kernel/drivers/block/virtio_blk.ko.zst: kernel/drivers/virtio/virtio.ko kernel/d
 kernel/fs/extra.ko.xz:
 `
 	if err := os.WriteFile(filepath.Join(modDir, "modules.dep"), []byte(dep), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// The power-button modules of kmod.DefaultGuestModules are built into this kernel.
+	builtin := "kernel/drivers/acpi/button.ko\nkernel/drivers/input/evdev.ko\n"
+	if err := os.WriteFile(filepath.Join(modDir, "modules.builtin"), []byte(builtin), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return kernel, modDir

@@ -1,15 +1,20 @@
 // Package pid1 holds the duties of a guest's init process that paddock-agent takes on
 // when the kernel starts it as /init: mount /proc, /sys, /dev (devtmpfs), /tmp and /run;
 // load kernel modules in the order the image manifest gives; supervise the agent
-// process and reap every zombie child (PID 1 inherits all orphans); and on a fatal
-// error print it on the console and power the machine off, so libvirt sees the domain
-// stop instead of a hung guest.
+// process and reap every zombie child (PID 1 inherits all orphans); watch the ACPI
+// power button (the host's graceful shutdown: libvirt's ACPI power-button request
+// reaches the guest as KEY_POWER on the "Power Button" evdev device of the kernel's
+// button driver) and on a press stop the agent (SIGTERM, SIGKILL after a grace period)
+// and power off; and on a fatal error print it on the console and power the machine
+// off, so libvirt sees the domain stop instead of a hung guest.
 //
 // Nothing here mounts or powers off unless the process is PID 1 (MountAll refuses), so
 // the agent is safe to start on a host. The package is Linux-only and needs no cgo.
 //
 // Unit tests (go test ./agent/pid1) cover supervision and reaping in an ordinary
-// process; the PID-1 path itself is exercised by booting an image:
+// process, power-button discovery and event decoding on fake sysfs and event streams;
+// the PID-1 path itself (including a real power-button shutdown) is exercised by
+// booting an image:
 //
 //	PADDOCK_REQUIRE_VM=1 go test -count=1 -run Boot ./images
 package pid1

@@ -117,6 +117,14 @@ func loadModule(path string) error {
 // with wait4(-1) cannot steal a status that another goroutine waits for. Keep it that
 // way: nothing else in PID 1 may start processes while Supervise runs.
 func Supervise(argv, env []string) (unix.WaitStatus, error) {
+	st, _, err := SuperviseWith(argv, env, SuperviseOptions{})
+	return st, err
+}
+
+// SuperviseWith is Supervise that also stops the child when opt.Stop yields (SIGTERM,
+// then SIGKILL to its process group after opt.Grace), printing each step on
+// opt.Console. stopped reports whether the child exited after such a request.
+func SuperviseWith(argv, env []string, opt SuperviseOptions) (st unix.WaitStatus, stopped bool, err error) {
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs, unix.SIGCHLD, unix.SIGTERM, unix.SIGINT, unix.SIGHUP)
 	defer signal.Stop(sigs)
@@ -126,15 +134,29 @@ func Supervise(argv, env []string) (unix.WaitStatus, error) {
 		Sys:   &syscall.SysProcAttr{Setsid: true},
 	})
 	if err != nil {
-		return 0, fmt.Errorf("starting %s: %w", argv[0], err)
+		return 0, false, fmt.Errorf("starting %s: %w", argv[0], err)
 	}
+	s := &stopper{pid: p.Pid, grace: opt.Grace, console: opt.Console}
+	if s.grace <= 0 {
+		s.grace = DefaultStopGrace
+	}
+	if s.console == nil {
+		s.console = os.Stdout
+	}
+	defer s.stop()
 	for {
 		if st, done := reap(p.Pid); done {
-			return st, nil
+			return st, s.timer != nil, nil
 		}
-		sig := <-sigs
-		if sig != unix.SIGCHLD {
-			_ = p.Signal(sig)
+		select {
+		case sig := <-sigs:
+			if sig != unix.SIGCHLD {
+				_ = p.Signal(sig)
+			}
+		case req := <-opt.Stop:
+			s.begin(req)
+		case <-s.expired():
+			s.kill()
 		}
 	}
 }

@@ -150,8 +150,11 @@ func Resolve(modRoot string, names ...string) ([]Module, error) {
 
 // DefaultGuestModules are the modules every Paddock guest loads: the virtio PCI
 // transport (not a modules.dep dependency of the drivers: it must be named), the
-// virtio-serial console driver and the virtio block driver.
-var DefaultGuestModules = []string{"virtio_pci", "virtio_console", "virtio_blk"}
+// virtio-serial console driver, the virtio block driver, and the ACPI button driver
+// plus evdev, through which the guest's PID 1 sees the host's ACPI power button
+// (libvirt's graceful shutdown) as KEY_POWER on /dev/input/eventN. (Debian's kernel
+// builds button and evdev as modules; where they are built in, kmod skips them.)
+var DefaultGuestModules = []string{"virtio_pci", "virtio_console", "virtio_blk", "button", "evdev"}
 
 // NewestKernel returns the newest bootDir/vmlinuz-* (by version order) and its version,
 // the file name after "vmlinuz-". bootDir is usually /boot.

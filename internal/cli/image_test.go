@@ -31,7 +31,7 @@ func TestImageCommands(t *testing.T) {
 	os.WriteFile(kernel, []byte("not really a kernel"), 0o644)
 	mods := filepath.Join(dir, "modules")
 	var dep strings.Builder
-	for _, m := range []string{"virtio_pci", "virtio_console", "virtio_blk"} {
+	for _, m := range []string{"virtio_pci", "virtio_console", "virtio_blk", "button", "evdev"} { // kmod.DefaultGuestModules
 		os.MkdirAll(filepath.Join(mods, "kernel"), 0o755)
 		os.WriteFile(filepath.Join(mods, "kernel", m+".ko"), []byte(m), 0o644)
 		dep.WriteString("kernel/" + m + ".ko:\n")
