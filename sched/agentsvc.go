@@ -152,6 +152,7 @@ func (as *agentService) Session(stream agentv1.AgentService_SessionServer) error
 		}
 	}()
 	recvErr := make(chan error, 1)
+	pl := newPipeline(maxInFlight)
 	go func() {
 		for {
 			m, err := stream.Recv()
@@ -160,7 +161,7 @@ func (as *agentService) Session(stream agentv1.AgentService_SessionServer) error
 				cancel(err)
 				return
 			}
-			if err := s.handleAgentMessage(ctx, a, se, m); err != nil {
+			if err := s.handleAgentMessage(ctx, a, se, pl, m); err != nil {
 				recvErr <- err
 				cancel(err)
 				return
@@ -304,7 +305,47 @@ func (s *Server) reconcile(ctx context.Context, a *agent, se *session, running [
 	}
 }
 
-func (s *Server) handleAgentMessage(ctx context.Context, a *agent, se *session, m *agentv1.AgentMessage) error {
+// maxInFlight bounds the acks and reports of one session being recorded at once.
+const maxInFlight = 512
+
+// pipeline runs the acks and reports of one session concurrently, so that those
+// arriving together are recorded in one group commit, while the messages of one task
+// still run one after the other in the order they arrived.
+type pipeline struct {
+	mu   sync.Mutex
+	tail map[string]chan struct{} // task id -> done of its last message
+	sem  chan struct{}
+}
+
+func newPipeline(n int) *pipeline {
+	return &pipeline{tail: map[string]chan struct{}{}, sem: make(chan struct{}, n)}
+}
+
+// run runs fn after the earlier messages of task id; it blocks while the session has
+// too many messages in flight.
+func (p *pipeline) run(id string, fn func()) {
+	p.sem <- struct{}{}
+	done := make(chan struct{})
+	p.mu.Lock()
+	prev := p.tail[id]
+	p.tail[id] = done
+	p.mu.Unlock()
+	go func() {
+		if prev != nil {
+			<-prev
+		}
+		fn()
+		p.mu.Lock()
+		if p.tail[id] == done {
+			delete(p.tail, id)
+		}
+		p.mu.Unlock()
+		close(done)
+		<-p.sem
+	}()
+}
+
+func (s *Server) handleAgentMessage(ctx context.Context, a *agent, se *session, pl *pipeline, m *agentv1.AgentMessage) error {
 	// Any message proves the agent alive, not only heartbeats.
 	s.mu.Lock()
 	if a.sess == se {
@@ -318,10 +359,12 @@ func (s *Server) handleAgentMessage(ctx context.Context, a *agent, se *session, 
 			se.send(&agentv1.ServerMessage{Msg: &agentv1.ServerMessage_QueueStatus{QueueStatus: qs}})
 		}
 	case *agentv1.AgentMessage_Ack:
-		s.ack(ctx, a, se, m.Ack)
+		pl.run(m.Ack.GetTaskId(), func() { s.ack(ctx, a, se, m.Ack) })
 	case *agentv1.AgentMessage_Report:
-		ack := s.Report(ctx, a.id, m.Report)
-		se.send(&agentv1.ServerMessage{Msg: &agentv1.ServerMessage_ReportAck{ReportAck: ack}})
+		pl.run(m.Report.GetTaskId(), func() {
+			ack := s.Report(ctx, a.id, m.Report) // returns once the result is committed
+			se.send(&agentv1.ServerMessage{Msg: &agentv1.ServerMessage_ReportAck{ReportAck: ack}})
+		})
 	case *agentv1.AgentMessage_Register:
 		return errors.New("register sent twice in one session")
 	default:
