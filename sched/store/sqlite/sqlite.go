@@ -7,6 +7,10 @@
 // kernel crash; Options.Synchronous "FULL" makes every commit survive those too, at the
 // cost of an fsync per commit.
 //
+// Group commit: all changes go through one writer goroutine, which runs the changes
+// waiting at the same time in one transaction (statements prepared once on the writer
+// connection) and answers each caller only after that transaction committed.
+//
 //	CGO_ENABLED=0 go test -count=1 ./sched/store/sqlite
 package sqlite
 
