@@ -41,9 +41,18 @@ func (as *agentService) Describe(ctx context.Context, _ *agentv1.DescribeRequest
 		Capabilities: []string{"cancel", "heartbeat-renew", "report-ack", "reconnect-running"}}, nil
 }
 
+// checkAgentToken checks the agent token (server.agent_token) of a TCP agent. A session
+// relayed by a host daemon needs none: the host authenticated itself with its client
+// certificate on the cluster port and vouches for the guest (its address is a GuestAddr,
+// which only the relay path sets).
 func (s *Server) checkAgentToken(ctx context.Context) error {
 	if s.cfg.AgentToken == "" {
 		return nil
+	}
+	if p, ok := peer.FromContext(ctx); ok {
+		if _, relayed := p.Addr.(GuestAddr); relayed {
+			return nil
+		}
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	for _, v := range md.Get("authorization") {

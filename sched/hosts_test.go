@@ -207,6 +207,28 @@ func TestHostRegisterNeedsItsCertificateID(t *testing.T) {
 	}
 }
 
+// TestRelayedGuestNeedsNoAgentToken: server.agent_token binds TCP agents; a guest relayed
+// by an authenticated host registers without it.
+func TestRelayedGuestNeedsNoAgentToken(t *testing.T) {
+	cfg := fastConfig()
+	cfg.AgentToken = "agent-secret"
+	cs := startClusterServer(t, cfg)
+	h, err := connectHost(t, cs, "host-a", "host-a", &hostv1.Pool{Name: "p"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	startGuestAgent(t, h, "g1", "p", "g1", sleepExec())
+	waitFor(t, "relayed g1 connected without an agent token", 10*time.Second, func() bool {
+		a := agentState(t, cs.testServer, "g1")
+		return a != nil && a.GetState() == "connected"
+	})
+	startAgent(t, cs.testServer, "tcp-1", sleepExec())
+	time.Sleep(500 * time.Millisecond)
+	if agentState(t, cs.testServer, "tcp-1") != nil {
+		t.Fatal("a TCP agent without the agent token got a session")
+	}
+}
+
 func TestRelayedGuestIdentityAndEvents(t *testing.T) {
 	cfg := fastConfig()
 	cfg.LeaseTTL = time.Minute // a requeue below must come from GuestGone, not expiry
