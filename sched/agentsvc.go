@@ -500,6 +500,9 @@ func (s *Server) Report(ctx context.Context, agentID string, r *agentv1.Report) 
 			out = []byte{}
 		}
 		u.Output, u.Outputs, u.OutputSHA256 = &out, r.GetOutputs(), strings.ToLower(r.GetSha256())
+		// A success clears the task's error; earlier attempts keep theirs in the history.
+		none := ""
+		u.Error = &none
 	} else {
 		u.Error = &errText
 	}

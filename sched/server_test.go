@@ -45,6 +45,26 @@ func TestSubmitRunsOnAgent(t *testing.T) {
 	}
 }
 
+// TestSuccessAfterRetryClearsTheError: a task that fails once and then succeeds carries
+// no task-level error; the failed attempt keeps its error in the history.
+func TestSuccessAfterRetryClearsTheError(t *testing.T) {
+	ts := startServer(t, fastConfig())
+	ex := &fakeExec{types: []session.TaskType{{Name: "once", Version: "1"}}, fn: func(_ context.Context, t session.Task) session.Result {
+		if t.Attempt == 1 {
+			return session.Result{Error: "first attempt fails", Retryable: true}
+		}
+		return session.Result{Output: []byte("ok")}
+	}}
+	startAgent(t, ts, "a1", ex)
+	tk := wait(t, ts, submit(t, ts, &paddockv1.TaskSpec{Type: "once", MaxAttempts: 3}).GetId(), 20*time.Second)
+	if tk.GetState() != paddockv1.State_STATE_SUCCEEDED || tk.GetError() != "" || len(tk.GetAttempts()) != 2 {
+		t.Fatalf("task = %v, want SUCCEEDED with no error after 2 attempts", tk)
+	}
+	if a := tk.GetAttempts()[0]; a.GetError() != "first attempt fails" || !a.GetRetryable() {
+		t.Errorf("attempt 1 = %v, want its error kept", a)
+	}
+}
+
 func TestRetryableFailuresEndDeadWithEveryError(t *testing.T) {
 	ts := startServer(t, fastConfig())
 	var n atomic.Int32
