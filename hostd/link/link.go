@@ -1,8 +1,3 @@
-// Package link is the host daemon's client side of the host protocol (api/host/v1)
-// that needs no cgo: dialing the server's cluster port over mutual TLS, and Relay
-// streams as net.Conns. Package hostd uses it; so do the server's tests.
-//
-// Tests: go test ./hostd/link (and the server's host protocol tests in package sched).
 package link
 
 import (

@@ -1,5 +1,3 @@
-// Package plugintest builds Paddock's example handlers for tests that run them
-// as real plugin subprocesses.
 package plugintest
 
 import (

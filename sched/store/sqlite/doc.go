@@ -1,0 +1,15 @@
+// Package sqlite is the embedded SQLite implementation of store.Store (pure Go:
+// modernc.org/sqlite, so the server builds with CGO_ENABLED=0). One database file in
+// WAL mode; the schema is versioned with goose migrations embedded in the binary.
+//
+// Durability: by default synchronous=NORMAL, which survives the server process being
+// killed at any point (kill -9) but may lose the last transactions on a power loss or
+// kernel crash; Options.Synchronous "FULL" makes every commit survive those too, at the
+// cost of an fsync per commit.
+//
+// Group commit: all changes go through one writer goroutine, which runs the changes
+// waiting at the same time in one transaction (statements prepared once on the writer
+// connection) and answers each caller only after that transaction committed.
+//
+//	CGO_ENABLED=0 go test -count=1 ./sched/store/sqlite
+package sqlite
