@@ -481,6 +481,8 @@ func TestMaxTasksPerVMOne(t *testing.T) {
 // TestCPUThresholdBlocksScaleUp: with thresholds.cpu_percent below the host's load, a
 // backlog does not boot guests; the reason is in the log and on /metrics.
 func TestCPUThresholdBlocksScaleUp(t *testing.T) {
+	// Keep one core busy so the real load is surely above the threshold.
+	itest.BusyCore(t)
 	pool := "cpu" + randHex(2)
 	e := start(t, []vmpool.PoolConfig{{Name: pool, VCPUs: 1, MemoryMiB: 256, MinIdle: 0, Max: 2, IdleTimeout: time.Minute, TaskTypes: []string{"test.sleep"}}},
 		hostload.Thresholds{CPUPercent: 0.001})

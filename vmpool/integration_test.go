@@ -282,21 +282,8 @@ func TestRealMinIdleReplaceNoNIC(t *testing.T) {
 // load (measured by gopsutil), a backlog does not scale the pool past its min_idle
 // floor; the reason is in the log and on /metrics.
 func TestRealThresholdBlocksScaleUp(t *testing.T) {
-	// The kernel counts CPU time in 10 ms ticks, so an idle half second can read as 0%:
-	// keep one core busy so the real load is surely above the threshold.
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		for x := 0; ; x++ {
-			if x%1_000_000 == 0 {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-			}
-		}
-	}()
+	// Keep one core busy so the real load is surely above the threshold.
+	testutil.BusyCore(t)
 	pc := PoolConfig{VCPUs: 1, MemoryMiB: 256, MinIdle: 1, Max: 2, IdleTimeout: time.Hour}
 	e := startReal(t, pc, hostload.Thresholds{CPUPercent: 0.01})
 	waitFor(t, e, "the min_idle guest", bootWait, func() bool { return len(e.idle()) == 1 })

@@ -87,3 +87,25 @@ func RequireBusybox(t testing.TB) string {
 	Skip(t, "busybox not found", "run `make setup` (installs busybox-static)")
 	return ""
 }
+
+// BusyCore keeps one CPU core busy until the test ends, so that a test of a CPU-load
+// threshold sees real load: the kernel counts CPU time in 10 ms ticks, and an idle
+// half second can read as 0 %.
+func BusyCore(t testing.TB) {
+	t.Helper()
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for x := 0; ; x++ {
+			if x%1_000_000 == 0 {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-done })
+}

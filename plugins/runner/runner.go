@@ -225,10 +225,16 @@ func (r *Runner) execute(ctx context.Context, t Task) Result {
 	}
 	resp, err := p.rpc.Handle(ctx, req, grpc.MaxCallRecvMsgSize(int(r.cfg.MaxOutputBytes)+1<<20))
 	if err != nil {
-		if ctx.Err() != nil {
+		// The deadline travels to the handler as grpc-timeout, so its side can end the
+		// stream with DeadlineExceeded a moment before this ctx's own timer fires.
+		if ctx.Err() != nil || status.Code(err) == codes.DeadlineExceeded {
 			r.wg.Add(1)
 			go h.reap(p, callID, t.ID)
-			return ctxResult(ctx, h, fmt.Sprintf("task %s cancelled in handler %q", t.ID, h.spec.Name))
+			what := fmt.Sprintf("task %s cancelled in handler %q", t.ID, h.spec.Name)
+			if ctx.Err() == nil {
+				return Result{Handler: h.spec.Name, Reason: ReasonTimeout, Retryable: true, Error: "deadline exceeded " + what}
+			}
+			return ctxResult(ctx, h, what)
 		}
 		if status.Code(err) == codes.ResourceExhausted {
 			return fail(ReasonOutputTooLarge, false, "handler %q: result of task type %q is larger than the limit of %d bytes (runner Config.MaxOutputBytes): %v", h.spec.Name, t.Type, r.cfg.MaxOutputBytes, status.Convert(err).Message())
