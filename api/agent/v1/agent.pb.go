@@ -30,6 +30,62 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// DataPath says how a task's input and output blobs reach the agent.
+type DataPath int32
+
+const (
+	// DATA_PATH_UNSPECIFIED: the task has no blobs.
+	DataPath_DATA_PATH_UNSPECIFIED DataPath = 0
+	// DATA_PATH_SHARED: the host daemon stages the inputs into the guest's shared input
+	// directory and collects the outputs from its shared output directory (api/guestabi
+	// says where); the agent waits for the staging marker.
+	DataPath_DATA_PATH_SHARED DataPath = 1
+	// DATA_PATH_STREAM: the agent fetches inputs with ReadBlob and stores outputs with
+	// WriteBlob before it reports.
+	DataPath_DATA_PATH_STREAM DataPath = 2
+)
+
+// Enum value maps for DataPath.
+var (
+	DataPath_name = map[int32]string{
+		0: "DATA_PATH_UNSPECIFIED",
+		1: "DATA_PATH_SHARED",
+		2: "DATA_PATH_STREAM",
+	}
+	DataPath_value = map[string]int32{
+		"DATA_PATH_UNSPECIFIED": 0,
+		"DATA_PATH_SHARED":      1,
+		"DATA_PATH_STREAM":      2,
+	}
+)
+
+func (x DataPath) Enum() *DataPath {
+	p := new(DataPath)
+	*p = x
+	return p
+}
+
+func (x DataPath) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DataPath) Descriptor() protoreflect.EnumDescriptor {
+	return file_api_agent_v1_agent_proto_enumTypes[0].Descriptor()
+}
+
+func (DataPath) Type() protoreflect.EnumType {
+	return &file_api_agent_v1_agent_proto_enumTypes[0]
+}
+
+func (x DataPath) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DataPath.Descriptor instead.
+func (DataPath) EnumDescriptor() ([]byte, []int) {
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{0}
+}
+
 // Status is the outcome of one task run.
 type Status int32
 
@@ -71,11 +127,11 @@ func (x Status) String() string {
 }
 
 func (Status) Descriptor() protoreflect.EnumDescriptor {
-	return file_api_agent_v1_agent_proto_enumTypes[0].Descriptor()
+	return file_api_agent_v1_agent_proto_enumTypes[1].Descriptor()
 }
 
 func (Status) Type() protoreflect.EnumType {
-	return &file_api_agent_v1_agent_proto_enumTypes[0]
+	return &file_api_agent_v1_agent_proto_enumTypes[1]
 }
 
 func (x Status) Number() protoreflect.EnumNumber {
@@ -84,7 +140,7 @@ func (x Status) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Status.Descriptor instead.
 func (Status) EnumDescriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{0}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{1}
 }
 
 // ReportOutcome says what the server did with a Report.
@@ -134,11 +190,11 @@ func (x ReportOutcome) String() string {
 }
 
 func (ReportOutcome) Descriptor() protoreflect.EnumDescriptor {
-	return file_api_agent_v1_agent_proto_enumTypes[1].Descriptor()
+	return file_api_agent_v1_agent_proto_enumTypes[2].Descriptor()
 }
 
 func (ReportOutcome) Type() protoreflect.EnumType {
-	return &file_api_agent_v1_agent_proto_enumTypes[1]
+	return &file_api_agent_v1_agent_proto_enumTypes[2]
 }
 
 func (x ReportOutcome) Number() protoreflect.EnumNumber {
@@ -147,7 +203,384 @@ func (x ReportOutcome) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ReportOutcome.Descriptor instead.
 func (ReportOutcome) EnumDescriptor() ([]byte, []int) {
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{2}
+}
+
+// ReadBlobRequest asks for the bytes of one input blob.
+type ReadBlobRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// agent_id, task_id and lease_id name the caller's current lease on the task.
+	AgentId string `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	TaskId  string `protobuf:"bytes,2,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	LeaseId uint64 `protobuf:"varint,3,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
+	// digest is one of the task's input blobs ("sha256:<hex>").
+	Digest string `protobuf:"bytes,4,opt,name=digest,proto3" json:"digest,omitempty"`
+	// offset is where to start (to resume a cut transfer).
+	Offset        int64 `protobuf:"varint,5,opt,name=offset,proto3" json:"offset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadBlobRequest) Reset() {
+	*x = ReadBlobRequest{}
+	mi := &file_api_agent_v1_agent_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadBlobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadBlobRequest) ProtoMessage() {}
+
+func (x *ReadBlobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_agent_v1_agent_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadBlobRequest.ProtoReflect.Descriptor instead.
+func (*ReadBlobRequest) Descriptor() ([]byte, []int) {
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ReadBlobRequest) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *ReadBlobRequest) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *ReadBlobRequest) GetLeaseId() uint64 {
+	if x != nil {
+		return x.LeaseId
+	}
+	return 0
+}
+
+func (x *ReadBlobRequest) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *ReadBlobRequest) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+// BlobChunk is a piece of a blob.
+type BlobChunk struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// data is the next bytes (at most 256 KiB).
+	Data          []byte `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlobChunk) Reset() {
+	*x = BlobChunk{}
+	mi := &file_api_agent_v1_agent_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlobChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlobChunk) ProtoMessage() {}
+
+func (x *BlobChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_api_agent_v1_agent_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlobChunk.ProtoReflect.Descriptor instead.
+func (*BlobChunk) Descriptor() ([]byte, []int) {
 	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *BlobChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+// WriteBlobRequest is the header (first message) or the next bytes of an output.
+type WriteBlobRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// header must be set on the first message only.
+	Header *WriteBlobHeader `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// data is the next bytes.
+	Data          []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteBlobRequest) Reset() {
+	*x = WriteBlobRequest{}
+	mi := &file_api_agent_v1_agent_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteBlobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteBlobRequest) ProtoMessage() {}
+
+func (x *WriteBlobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_agent_v1_agent_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteBlobRequest.ProtoReflect.Descriptor instead.
+func (*WriteBlobRequest) Descriptor() ([]byte, []int) {
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *WriteBlobRequest) GetHeader() *WriteBlobHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *WriteBlobRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+// WriteBlobHeader says which output follows.
+type WriteBlobHeader struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// agent_id, task_id and lease_id name the caller's current lease on the task.
+	AgentId string `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	TaskId  string `protobuf:"bytes,2,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	LeaseId uint64 `protobuf:"varint,3,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
+	// name is the output's name; digest and size what the bytes must match.
+	Name          string `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
+	Digest        string `protobuf:"bytes,5,opt,name=digest,proto3" json:"digest,omitempty"`
+	Size          int64  `protobuf:"varint,6,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteBlobHeader) Reset() {
+	*x = WriteBlobHeader{}
+	mi := &file_api_agent_v1_agent_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteBlobHeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteBlobHeader) ProtoMessage() {}
+
+func (x *WriteBlobHeader) ProtoReflect() protoreflect.Message {
+	mi := &file_api_agent_v1_agent_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteBlobHeader.ProtoReflect.Descriptor instead.
+func (*WriteBlobHeader) Descriptor() ([]byte, []int) {
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *WriteBlobHeader) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *WriteBlobHeader) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *WriteBlobHeader) GetLeaseId() uint64 {
+	if x != nil {
+		return x.LeaseId
+	}
+	return 0
+}
+
+func (x *WriteBlobHeader) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *WriteBlobHeader) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *WriteBlobHeader) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+// WriteBlobResponse says the blob is stored.
+type WriteBlobResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// digest and size as stored.
+	Digest        string `protobuf:"bytes,1,opt,name=digest,proto3" json:"digest,omitempty"`
+	Size          int64  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteBlobResponse) Reset() {
+	*x = WriteBlobResponse{}
+	mi := &file_api_agent_v1_agent_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteBlobResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteBlobResponse) ProtoMessage() {}
+
+func (x *WriteBlobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_agent_v1_agent_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteBlobResponse.ProtoReflect.Descriptor instead.
+func (*WriteBlobResponse) Descriptor() ([]byte, []int) {
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *WriteBlobResponse) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *WriteBlobResponse) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+// BlobRef names a content-addressed blob.
+type BlobRef struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// digest is "sha256:" followed by 64 lowercase hex digits.
+	Digest string `protobuf:"bytes,1,opt,name=digest,proto3" json:"digest,omitempty"`
+	// size is the blob's length in bytes.
+	Size          int64 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlobRef) Reset() {
+	*x = BlobRef{}
+	mi := &file_api_agent_v1_agent_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlobRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlobRef) ProtoMessage() {}
+
+func (x *BlobRef) ProtoReflect() protoreflect.Message {
+	mi := &file_api_agent_v1_agent_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlobRef.ProtoReflect.Descriptor instead.
+func (*BlobRef) Descriptor() ([]byte, []int) {
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *BlobRef) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *BlobRef) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
 }
 
 // DescribeRequest is empty; it exists so fields can be added.
@@ -161,7 +594,7 @@ type DescribeRequest struct {
 
 func (x *DescribeRequest) Reset() {
 	*x = DescribeRequest{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[0]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -173,7 +606,7 @@ func (x *DescribeRequest) String() string {
 func (*DescribeRequest) ProtoMessage() {}
 
 func (x *DescribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[0]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -186,7 +619,7 @@ func (x *DescribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeRequest.ProtoReflect.Descriptor instead.
 func (*DescribeRequest) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{0}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *DescribeRequest) GetProtocolVersion() uint32 {
@@ -211,7 +644,7 @@ type DescribeResponse struct {
 
 func (x *DescribeResponse) Reset() {
 	*x = DescribeResponse{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[1]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -223,7 +656,7 @@ func (x *DescribeResponse) String() string {
 func (*DescribeResponse) ProtoMessage() {}
 
 func (x *DescribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[1]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -236,7 +669,7 @@ func (x *DescribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeResponse.ProtoReflect.Descriptor instead.
 func (*DescribeResponse) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{1}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DescribeResponse) GetServerVersion() string {
@@ -278,7 +711,7 @@ type AgentMessage struct {
 
 func (x *AgentMessage) Reset() {
 	*x = AgentMessage{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[2]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -290,7 +723,7 @@ func (x *AgentMessage) String() string {
 func (*AgentMessage) ProtoMessage() {}
 
 func (x *AgentMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[2]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -303,7 +736,7 @@ func (x *AgentMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentMessage.ProtoReflect.Descriptor instead.
 func (*AgentMessage) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{2}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AgentMessage) GetMsg() isAgentMessage_Msg {
@@ -400,7 +833,7 @@ type ServerMessage struct {
 
 func (x *ServerMessage) Reset() {
 	*x = ServerMessage{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[3]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -412,7 +845,7 @@ func (x *ServerMessage) String() string {
 func (*ServerMessage) ProtoMessage() {}
 
 func (x *ServerMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[3]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -425,7 +858,7 @@ func (x *ServerMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerMessage.ProtoReflect.Descriptor instead.
 func (*ServerMessage) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{3}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ServerMessage) GetMsg() isServerMessage_Msg {
@@ -549,7 +982,7 @@ type TaskType struct {
 
 func (x *TaskType) Reset() {
 	*x = TaskType{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[4]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -561,7 +994,7 @@ func (x *TaskType) String() string {
 func (*TaskType) ProtoMessage() {}
 
 func (x *TaskType) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[4]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -574,7 +1007,7 @@ func (x *TaskType) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskType.ProtoReflect.Descriptor instead.
 func (*TaskType) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{4}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *TaskType) GetName() string {
@@ -642,7 +1075,7 @@ type Capacity struct {
 
 func (x *Capacity) Reset() {
 	*x = Capacity{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[5]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -654,7 +1087,7 @@ func (x *Capacity) String() string {
 func (*Capacity) ProtoMessage() {}
 
 func (x *Capacity) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[5]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -667,7 +1100,7 @@ func (x *Capacity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Capacity.ProtoReflect.Descriptor instead.
 func (*Capacity) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{5}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Capacity) GetCpuMillis() int64 {
@@ -706,7 +1139,7 @@ type Load struct {
 
 func (x *Load) Reset() {
 	*x = Load{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[6]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -718,7 +1151,7 @@ func (x *Load) String() string {
 func (*Load) ProtoMessage() {}
 
 func (x *Load) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[6]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -731,7 +1164,7 @@ func (x *Load) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Load.ProtoReflect.Descriptor instead.
 func (*Load) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{6}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Load) GetRunning() uint32 {
@@ -768,7 +1201,7 @@ type RunningTask struct {
 
 func (x *RunningTask) Reset() {
 	*x = RunningTask{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[7]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -780,7 +1213,7 @@ func (x *RunningTask) String() string {
 func (*RunningTask) ProtoMessage() {}
 
 func (x *RunningTask) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[7]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -793,7 +1226,7 @@ func (x *RunningTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunningTask.ProtoReflect.Descriptor instead.
 func (*RunningTask) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{7}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RunningTask) GetTaskId() string {
@@ -841,7 +1274,7 @@ type Register struct {
 
 func (x *Register) Reset() {
 	*x = Register{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[8]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -853,7 +1286,7 @@ func (x *Register) String() string {
 func (*Register) ProtoMessage() {}
 
 func (x *Register) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[8]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -866,7 +1299,7 @@ func (x *Register) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Register.ProtoReflect.Descriptor instead.
 func (*Register) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{8}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Register) GetAgentId() string {
@@ -949,7 +1382,7 @@ type Registered struct {
 
 func (x *Registered) Reset() {
 	*x = Registered{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -961,7 +1394,7 @@ func (x *Registered) String() string {
 func (*Registered) ProtoMessage() {}
 
 func (x *Registered) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -974,7 +1407,7 @@ func (x *Registered) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Registered.ProtoReflect.Descriptor instead.
 func (*Registered) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Registered) GetSessionId() string {
@@ -1021,7 +1454,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1033,7 +1466,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1046,7 +1479,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Heartbeat) GetLoad() *Load {
@@ -1084,7 +1517,7 @@ type QueueStatus struct {
 
 func (x *QueueStatus) Reset() {
 	*x = QueueStatus{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1096,7 +1529,7 @@ func (x *QueueStatus) String() string {
 func (*QueueStatus) ProtoMessage() {}
 
 func (x *QueueStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1109,7 +1542,7 @@ func (x *QueueStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueStatus.ProtoReflect.Descriptor instead.
 func (*QueueStatus) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *QueueStatus) GetTypes() []*TypeQueue {
@@ -1138,7 +1571,7 @@ type TypeQueue struct {
 
 func (x *TypeQueue) Reset() {
 	*x = TypeQueue{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1150,7 +1583,7 @@ func (x *TypeQueue) String() string {
 func (*TypeQueue) ProtoMessage() {}
 
 func (x *TypeQueue) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1163,7 +1596,7 @@ func (x *TypeQueue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TypeQueue.ProtoReflect.Descriptor instead.
 func (*TypeQueue) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{12}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *TypeQueue) GetType() string {
@@ -1207,13 +1640,19 @@ type Assign struct {
 	DeadlineUnixMs int64 `protobuf:"varint,7,opt,name=deadline_unix_ms,json=deadlineUnixMs,proto3" json:"deadline_unix_ms,omitempty"`
 	// lease_expires_unix_ms is when the lease ends unless a heartbeat renews it.
 	LeaseExpiresUnixMs int64 `protobuf:"varint,8,opt,name=lease_expires_unix_ms,json=leaseExpiresUnixMs,proto3" json:"lease_expires_unix_ms,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// input_blobs are the task's inputs of any size, handed to the handler as files.
+	InputBlobs map[string]*BlobRef `protobuf:"bytes,9,rep,name=input_blobs,json=inputBlobs,proto3" json:"input_blobs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// data_path says how input_blobs arrive and output files leave.
+	DataPath DataPath `protobuf:"varint,10,opt,name=data_path,json=dataPath,proto3,enum=paddock.agent.v1.DataPath" json:"data_path,omitempty"`
+	// max_output_bytes bounds the sum of the output files (0: no limit).
+	MaxOutputBytes int64 `protobuf:"varint,11,opt,name=max_output_bytes,json=maxOutputBytes,proto3" json:"max_output_bytes,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Assign) Reset() {
 	*x = Assign{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1225,7 +1664,7 @@ func (x *Assign) String() string {
 func (*Assign) ProtoMessage() {}
 
 func (x *Assign) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1238,7 +1677,7 @@ func (x *Assign) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assign.ProtoReflect.Descriptor instead.
 func (*Assign) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{13}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Assign) GetTaskId() string {
@@ -1297,6 +1736,27 @@ func (x *Assign) GetLeaseExpiresUnixMs() int64 {
 	return 0
 }
 
+func (x *Assign) GetInputBlobs() map[string]*BlobRef {
+	if x != nil {
+		return x.InputBlobs
+	}
+	return nil
+}
+
+func (x *Assign) GetDataPath() DataPath {
+	if x != nil {
+		return x.DataPath
+	}
+	return DataPath_DATA_PATH_UNSPECIFIED
+}
+
+func (x *Assign) GetMaxOutputBytes() int64 {
+	if x != nil {
+		return x.MaxOutputBytes
+	}
+	return 0
+}
+
 // Ack answers an Assign.
 type Ack struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1315,7 +1775,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1327,7 +1787,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1340,7 +1800,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{14}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Ack) GetTaskId() string {
@@ -1384,7 +1844,7 @@ type Usage struct {
 
 func (x *Usage) Reset() {
 	*x = Usage{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[15]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1396,7 +1856,7 @@ func (x *Usage) String() string {
 func (*Usage) ProtoMessage() {}
 
 func (x *Usage) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[15]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1409,7 +1869,7 @@ func (x *Usage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Usage.ProtoReflect.Descriptor instead.
 func (*Usage) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{15}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Usage) GetWallMs() int64 {
@@ -1446,14 +1906,19 @@ type Report struct {
 	// retryable says whether running the task again can help (on failure).
 	Retryable bool `protobuf:"varint,8,opt,name=retryable,proto3" json:"retryable,omitempty"`
 	// outputs are further named outputs.
-	Outputs       map[string][]byte `protobuf:"bytes,9,rep,name=outputs,proto3" json:"outputs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Outputs map[string][]byte `protobuf:"bytes,9,rep,name=outputs,proto3" json:"outputs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// output_blobs are the files the handler wrote, by name, with the digest and size
+	// the handler's SDK computed while writing. Under DATA_PATH_SHARED the server has
+	// the host collect them from the guest's output directory before it accepts the
+	// report; under DATA_PATH_STREAM the agent has stored them with WriteBlob.
+	OutputBlobs   map[string]*BlobRef `protobuf:"bytes,10,rep,name=output_blobs,json=outputBlobs,proto3" json:"output_blobs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Report) Reset() {
 	*x = Report{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[16]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1465,7 +1930,7 @@ func (x *Report) String() string {
 func (*Report) ProtoMessage() {}
 
 func (x *Report) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[16]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1478,7 +1943,7 @@ func (x *Report) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Report.ProtoReflect.Descriptor instead.
 func (*Report) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{16}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Report) GetTaskId() string {
@@ -1544,6 +2009,13 @@ func (x *Report) GetOutputs() map[string][]byte {
 	return nil
 }
 
+func (x *Report) GetOutputBlobs() map[string]*BlobRef {
+	if x != nil {
+		return x.OutputBlobs
+	}
+	return nil
+}
+
 // ReportAck answers a Report. The agent may forget the result once it has an ack.
 type ReportAck struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1561,7 +2033,7 @@ type ReportAck struct {
 
 func (x *ReportAck) Reset() {
 	*x = ReportAck{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[17]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1573,7 +2045,7 @@ func (x *ReportAck) String() string {
 func (*ReportAck) ProtoMessage() {}
 
 func (x *ReportAck) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[17]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1586,7 +2058,7 @@ func (x *ReportAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportAck.ProtoReflect.Descriptor instead.
 func (*ReportAck) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{17}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ReportAck) GetTaskId() string {
@@ -1633,7 +2105,7 @@ type Cancel struct {
 
 func (x *Cancel) Reset() {
 	*x = Cancel{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[18]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1645,7 +2117,7 @@ func (x *Cancel) String() string {
 func (*Cancel) ProtoMessage() {}
 
 func (x *Cancel) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[18]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1658,7 +2130,7 @@ func (x *Cancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cancel.ProtoReflect.Descriptor instead.
 func (*Cancel) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{18}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Cancel) GetTaskId() string {
@@ -1686,7 +2158,31 @@ var File_api_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x18api/agent/v1/agent.proto\x12\x10paddock.agent.v1\"<\n" +
+	"\x18api/agent/v1/agent.proto\x12\x10paddock.agent.v1\"\x90\x01\n" +
+	"\x0fReadBlobRequest\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x17\n" +
+	"\atask_id\x18\x02 \x01(\tR\x06taskId\x12\x19\n" +
+	"\blease_id\x18\x03 \x01(\x04R\aleaseId\x12\x16\n" +
+	"\x06digest\x18\x04 \x01(\tR\x06digest\x12\x16\n" +
+	"\x06offset\x18\x05 \x01(\x03R\x06offset\"\x1f\n" +
+	"\tBlobChunk\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"a\n" +
+	"\x10WriteBlobRequest\x129\n" +
+	"\x06header\x18\x01 \x01(\v2!.paddock.agent.v1.WriteBlobHeaderR\x06header\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"\xa0\x01\n" +
+	"\x0fWriteBlobHeader\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x17\n" +
+	"\atask_id\x18\x02 \x01(\tR\x06taskId\x12\x19\n" +
+	"\blease_id\x18\x03 \x01(\x04R\aleaseId\x12\x12\n" +
+	"\x04name\x18\x04 \x01(\tR\x04name\x12\x16\n" +
+	"\x06digest\x18\x05 \x01(\tR\x06digest\x12\x12\n" +
+	"\x04size\x18\x06 \x01(\x03R\x04size\"?\n" +
+	"\x11WriteBlobResponse\x12\x16\n" +
+	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\"5\n" +
+	"\aBlobRef\x12\x16\n" +
+	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\"<\n" +
 	"\x0fDescribeRequest\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\"\x88\x01\n" +
 	"\x10DescribeResponse\x12%\n" +
@@ -1761,7 +2257,7 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\tTypeQueue\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x19\n" +
 	"\bdelay_ms\x18\x02 \x01(\x03R\adelayMs\x12\x14\n" +
-	"\x05ready\x18\x03 \x01(\x03R\x05ready\"\xda\x02\n" +
+	"\x05ready\x18\x03 \x01(\x03R\x05ready\"\xe2\x04\n" +
 	"\x06Assign\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x19\n" +
 	"\blease_id\x18\x02 \x01(\x04R\aleaseId\x12\x12\n" +
@@ -1770,10 +2266,18 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\x06inputs\x18\x05 \x03(\v2$.paddock.agent.v1.Assign.InputsEntryR\x06inputs\x12\x18\n" +
 	"\aattempt\x18\x06 \x01(\rR\aattempt\x12(\n" +
 	"\x10deadline_unix_ms\x18\a \x01(\x03R\x0edeadlineUnixMs\x121\n" +
-	"\x15lease_expires_unix_ms\x18\b \x01(\x03R\x12leaseExpiresUnixMs\x1a9\n" +
+	"\x15lease_expires_unix_ms\x18\b \x01(\x03R\x12leaseExpiresUnixMs\x12I\n" +
+	"\vinput_blobs\x18\t \x03(\v2(.paddock.agent.v1.Assign.InputBlobsEntryR\n" +
+	"inputBlobs\x127\n" +
+	"\tdata_path\x18\n" +
+	" \x01(\x0e2\x1a.paddock.agent.v1.DataPathR\bdataPath\x12(\n" +
+	"\x10max_output_bytes\x18\v \x01(\x03R\x0emaxOutputBytes\x1a9\n" +
 	"\vInputsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"k\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\x1aX\n" +
+	"\x0fInputBlobsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12/\n" +
+	"\x05value\x18\x02 \x01(\v2\x19.paddock.agent.v1.BlobRefR\x05value:\x028\x01\"k\n" +
 	"\x03Ack\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x19\n" +
 	"\blease_id\x18\x02 \x01(\x04R\aleaseId\x12\x1a\n" +
@@ -1781,7 +2285,7 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\x05error\x18\x04 \x01(\tR\x05error\"7\n" +
 	"\x05Usage\x12\x17\n" +
 	"\awall_ms\x18\x01 \x01(\x03R\x06wallMs\x12\x15\n" +
-	"\x06cpu_ms\x18\x02 \x01(\x03R\x05cpuMs\"\xfe\x02\n" +
+	"\x06cpu_ms\x18\x02 \x01(\x03R\x05cpuMs\"\xa7\x04\n" +
 	"\x06Report\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x19\n" +
 	"\blease_id\x18\x02 \x01(\x04R\aleaseId\x120\n" +
@@ -1791,10 +2295,15 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\x05usage\x18\x06 \x01(\v2\x17.paddock.agent.v1.UsageR\x05usage\x12\x14\n" +
 	"\x05error\x18\a \x01(\tR\x05error\x12\x1c\n" +
 	"\tretryable\x18\b \x01(\bR\tretryable\x12?\n" +
-	"\aoutputs\x18\t \x03(\v2%.paddock.agent.v1.Report.OutputsEntryR\aoutputs\x1a:\n" +
+	"\aoutputs\x18\t \x03(\v2%.paddock.agent.v1.Report.OutputsEntryR\aoutputs\x12L\n" +
+	"\foutput_blobs\x18\n" +
+	" \x03(\v2).paddock.agent.v1.Report.OutputBlobsEntryR\voutputBlobs\x1a:\n" +
 	"\fOutputsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\x90\x01\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\x1aY\n" +
+	"\x10OutputBlobsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12/\n" +
+	"\x05value\x18\x02 \x01(\v2\x19.paddock.agent.v1.BlobRefR\x05value:\x028\x01\"\x90\x01\n" +
 	"\tReportAck\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x19\n" +
 	"\blease_id\x18\x02 \x01(\x04R\aleaseId\x129\n" +
@@ -1803,7 +2312,11 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\x06Cancel\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x19\n" +
 	"\blease_id\x18\x02 \x01(\x04R\aleaseId\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason*_\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason*Q\n" +
+	"\bDataPath\x12\x19\n" +
+	"\x15DATA_PATH_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10DATA_PATH_SHARED\x10\x01\x12\x14\n" +
+	"\x10DATA_PATH_STREAM\x10\x02*_\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10STATUS_SUCCEEDED\x10\x01\x12\x11\n" +
@@ -1814,10 +2327,12 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\x17REPORT_OUTCOME_ACCEPTED\x10\x01\x12\x1c\n" +
 	"\x18REPORT_OUTCOME_DUPLICATE\x10\x02\x12\x1d\n" +
 	"\x19REPORT_OUTCOME_SUPERSEDED\x10\x03\x12\x1b\n" +
-	"\x17REPORT_OUTCOME_REJECTED\x10\x042\xb1\x01\n" +
+	"\x17REPORT_OUTCOME_REJECTED\x10\x042\xd7\x02\n" +
 	"\fAgentService\x12Q\n" +
 	"\bDescribe\x12!.paddock.agent.v1.DescribeRequest\x1a\".paddock.agent.v1.DescribeResponse\x12N\n" +
-	"\aSession\x12\x1e.paddock.agent.v1.AgentMessage\x1a\x1f.paddock.agent.v1.ServerMessage(\x010\x01B3Z1github.com/paddockvm/paddock/api/agent/v1;agentv1b\x06proto3"
+	"\aSession\x12\x1e.paddock.agent.v1.AgentMessage\x1a\x1f.paddock.agent.v1.ServerMessage(\x010\x01\x12L\n" +
+	"\bReadBlob\x12!.paddock.agent.v1.ReadBlobRequest\x1a\x1b.paddock.agent.v1.BlobChunk0\x01\x12V\n" +
+	"\tWriteBlob\x12\".paddock.agent.v1.WriteBlobRequest\x1a#.paddock.agent.v1.WriteBlobResponse(\x01B3Z1github.com/paddockvm/paddock/api/agent/v1;agentv1b\x06proto3"
 
 var (
 	file_api_agent_v1_agent_proto_rawDescOnce sync.Once
@@ -1831,67 +2346,86 @@ func file_api_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_api_agent_v1_agent_proto_rawDescData
 }
 
-var file_api_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_api_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_api_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_api_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_api_agent_v1_agent_proto_goTypes = []any{
-	(Status)(0),              // 0: paddock.agent.v1.Status
-	(ReportOutcome)(0),       // 1: paddock.agent.v1.ReportOutcome
-	(*DescribeRequest)(nil),  // 2: paddock.agent.v1.DescribeRequest
-	(*DescribeResponse)(nil), // 3: paddock.agent.v1.DescribeResponse
-	(*AgentMessage)(nil),     // 4: paddock.agent.v1.AgentMessage
-	(*ServerMessage)(nil),    // 5: paddock.agent.v1.ServerMessage
-	(*TaskType)(nil),         // 6: paddock.agent.v1.TaskType
-	(*Capacity)(nil),         // 7: paddock.agent.v1.Capacity
-	(*Load)(nil),             // 8: paddock.agent.v1.Load
-	(*RunningTask)(nil),      // 9: paddock.agent.v1.RunningTask
-	(*Register)(nil),         // 10: paddock.agent.v1.Register
-	(*Registered)(nil),       // 11: paddock.agent.v1.Registered
-	(*Heartbeat)(nil),        // 12: paddock.agent.v1.Heartbeat
-	(*QueueStatus)(nil),      // 13: paddock.agent.v1.QueueStatus
-	(*TypeQueue)(nil),        // 14: paddock.agent.v1.TypeQueue
-	(*Assign)(nil),           // 15: paddock.agent.v1.Assign
-	(*Ack)(nil),              // 16: paddock.agent.v1.Ack
-	(*Usage)(nil),            // 17: paddock.agent.v1.Usage
-	(*Report)(nil),           // 18: paddock.agent.v1.Report
-	(*ReportAck)(nil),        // 19: paddock.agent.v1.ReportAck
-	(*Cancel)(nil),           // 20: paddock.agent.v1.Cancel
-	nil,                      // 21: paddock.agent.v1.Capacity.LabelsEntry
-	nil,                      // 22: paddock.agent.v1.Assign.InputsEntry
-	nil,                      // 23: paddock.agent.v1.Report.OutputsEntry
+	(DataPath)(0),             // 0: paddock.agent.v1.DataPath
+	(Status)(0),               // 1: paddock.agent.v1.Status
+	(ReportOutcome)(0),        // 2: paddock.agent.v1.ReportOutcome
+	(*ReadBlobRequest)(nil),   // 3: paddock.agent.v1.ReadBlobRequest
+	(*BlobChunk)(nil),         // 4: paddock.agent.v1.BlobChunk
+	(*WriteBlobRequest)(nil),  // 5: paddock.agent.v1.WriteBlobRequest
+	(*WriteBlobHeader)(nil),   // 6: paddock.agent.v1.WriteBlobHeader
+	(*WriteBlobResponse)(nil), // 7: paddock.agent.v1.WriteBlobResponse
+	(*BlobRef)(nil),           // 8: paddock.agent.v1.BlobRef
+	(*DescribeRequest)(nil),   // 9: paddock.agent.v1.DescribeRequest
+	(*DescribeResponse)(nil),  // 10: paddock.agent.v1.DescribeResponse
+	(*AgentMessage)(nil),      // 11: paddock.agent.v1.AgentMessage
+	(*ServerMessage)(nil),     // 12: paddock.agent.v1.ServerMessage
+	(*TaskType)(nil),          // 13: paddock.agent.v1.TaskType
+	(*Capacity)(nil),          // 14: paddock.agent.v1.Capacity
+	(*Load)(nil),              // 15: paddock.agent.v1.Load
+	(*RunningTask)(nil),       // 16: paddock.agent.v1.RunningTask
+	(*Register)(nil),          // 17: paddock.agent.v1.Register
+	(*Registered)(nil),        // 18: paddock.agent.v1.Registered
+	(*Heartbeat)(nil),         // 19: paddock.agent.v1.Heartbeat
+	(*QueueStatus)(nil),       // 20: paddock.agent.v1.QueueStatus
+	(*TypeQueue)(nil),         // 21: paddock.agent.v1.TypeQueue
+	(*Assign)(nil),            // 22: paddock.agent.v1.Assign
+	(*Ack)(nil),               // 23: paddock.agent.v1.Ack
+	(*Usage)(nil),             // 24: paddock.agent.v1.Usage
+	(*Report)(nil),            // 25: paddock.agent.v1.Report
+	(*ReportAck)(nil),         // 26: paddock.agent.v1.ReportAck
+	(*Cancel)(nil),            // 27: paddock.agent.v1.Cancel
+	nil,                       // 28: paddock.agent.v1.Capacity.LabelsEntry
+	nil,                       // 29: paddock.agent.v1.Assign.InputsEntry
+	nil,                       // 30: paddock.agent.v1.Assign.InputBlobsEntry
+	nil,                       // 31: paddock.agent.v1.Report.OutputsEntry
+	nil,                       // 32: paddock.agent.v1.Report.OutputBlobsEntry
 }
 var file_api_agent_v1_agent_proto_depIdxs = []int32{
-	10, // 0: paddock.agent.v1.AgentMessage.register:type_name -> paddock.agent.v1.Register
-	12, // 1: paddock.agent.v1.AgentMessage.heartbeat:type_name -> paddock.agent.v1.Heartbeat
-	16, // 2: paddock.agent.v1.AgentMessage.ack:type_name -> paddock.agent.v1.Ack
-	18, // 3: paddock.agent.v1.AgentMessage.report:type_name -> paddock.agent.v1.Report
-	11, // 4: paddock.agent.v1.ServerMessage.registered:type_name -> paddock.agent.v1.Registered
-	15, // 5: paddock.agent.v1.ServerMessage.assign:type_name -> paddock.agent.v1.Assign
-	20, // 6: paddock.agent.v1.ServerMessage.cancel:type_name -> paddock.agent.v1.Cancel
-	19, // 7: paddock.agent.v1.ServerMessage.report_ack:type_name -> paddock.agent.v1.ReportAck
-	13, // 8: paddock.agent.v1.ServerMessage.queue_status:type_name -> paddock.agent.v1.QueueStatus
-	21, // 9: paddock.agent.v1.Capacity.labels:type_name -> paddock.agent.v1.Capacity.LabelsEntry
-	6,  // 10: paddock.agent.v1.Register.types:type_name -> paddock.agent.v1.TaskType
-	7,  // 11: paddock.agent.v1.Register.capacity:type_name -> paddock.agent.v1.Capacity
-	8,  // 12: paddock.agent.v1.Register.load:type_name -> paddock.agent.v1.Load
-	9,  // 13: paddock.agent.v1.Register.running:type_name -> paddock.agent.v1.RunningTask
-	8,  // 14: paddock.agent.v1.Heartbeat.load:type_name -> paddock.agent.v1.Load
-	9,  // 15: paddock.agent.v1.Heartbeat.running:type_name -> paddock.agent.v1.RunningTask
-	6,  // 16: paddock.agent.v1.Heartbeat.types:type_name -> paddock.agent.v1.TaskType
-	14, // 17: paddock.agent.v1.QueueStatus.types:type_name -> paddock.agent.v1.TypeQueue
-	22, // 18: paddock.agent.v1.Assign.inputs:type_name -> paddock.agent.v1.Assign.InputsEntry
-	0,  // 19: paddock.agent.v1.Report.status:type_name -> paddock.agent.v1.Status
-	17, // 20: paddock.agent.v1.Report.usage:type_name -> paddock.agent.v1.Usage
-	23, // 21: paddock.agent.v1.Report.outputs:type_name -> paddock.agent.v1.Report.OutputsEntry
-	1,  // 22: paddock.agent.v1.ReportAck.outcome:type_name -> paddock.agent.v1.ReportOutcome
-	2,  // 23: paddock.agent.v1.AgentService.Describe:input_type -> paddock.agent.v1.DescribeRequest
-	4,  // 24: paddock.agent.v1.AgentService.Session:input_type -> paddock.agent.v1.AgentMessage
-	3,  // 25: paddock.agent.v1.AgentService.Describe:output_type -> paddock.agent.v1.DescribeResponse
-	5,  // 26: paddock.agent.v1.AgentService.Session:output_type -> paddock.agent.v1.ServerMessage
-	25, // [25:27] is the sub-list for method output_type
-	23, // [23:25] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	6,  // 0: paddock.agent.v1.WriteBlobRequest.header:type_name -> paddock.agent.v1.WriteBlobHeader
+	17, // 1: paddock.agent.v1.AgentMessage.register:type_name -> paddock.agent.v1.Register
+	19, // 2: paddock.agent.v1.AgentMessage.heartbeat:type_name -> paddock.agent.v1.Heartbeat
+	23, // 3: paddock.agent.v1.AgentMessage.ack:type_name -> paddock.agent.v1.Ack
+	25, // 4: paddock.agent.v1.AgentMessage.report:type_name -> paddock.agent.v1.Report
+	18, // 5: paddock.agent.v1.ServerMessage.registered:type_name -> paddock.agent.v1.Registered
+	22, // 6: paddock.agent.v1.ServerMessage.assign:type_name -> paddock.agent.v1.Assign
+	27, // 7: paddock.agent.v1.ServerMessage.cancel:type_name -> paddock.agent.v1.Cancel
+	26, // 8: paddock.agent.v1.ServerMessage.report_ack:type_name -> paddock.agent.v1.ReportAck
+	20, // 9: paddock.agent.v1.ServerMessage.queue_status:type_name -> paddock.agent.v1.QueueStatus
+	28, // 10: paddock.agent.v1.Capacity.labels:type_name -> paddock.agent.v1.Capacity.LabelsEntry
+	13, // 11: paddock.agent.v1.Register.types:type_name -> paddock.agent.v1.TaskType
+	14, // 12: paddock.agent.v1.Register.capacity:type_name -> paddock.agent.v1.Capacity
+	15, // 13: paddock.agent.v1.Register.load:type_name -> paddock.agent.v1.Load
+	16, // 14: paddock.agent.v1.Register.running:type_name -> paddock.agent.v1.RunningTask
+	15, // 15: paddock.agent.v1.Heartbeat.load:type_name -> paddock.agent.v1.Load
+	16, // 16: paddock.agent.v1.Heartbeat.running:type_name -> paddock.agent.v1.RunningTask
+	13, // 17: paddock.agent.v1.Heartbeat.types:type_name -> paddock.agent.v1.TaskType
+	21, // 18: paddock.agent.v1.QueueStatus.types:type_name -> paddock.agent.v1.TypeQueue
+	29, // 19: paddock.agent.v1.Assign.inputs:type_name -> paddock.agent.v1.Assign.InputsEntry
+	30, // 20: paddock.agent.v1.Assign.input_blobs:type_name -> paddock.agent.v1.Assign.InputBlobsEntry
+	0,  // 21: paddock.agent.v1.Assign.data_path:type_name -> paddock.agent.v1.DataPath
+	1,  // 22: paddock.agent.v1.Report.status:type_name -> paddock.agent.v1.Status
+	24, // 23: paddock.agent.v1.Report.usage:type_name -> paddock.agent.v1.Usage
+	31, // 24: paddock.agent.v1.Report.outputs:type_name -> paddock.agent.v1.Report.OutputsEntry
+	32, // 25: paddock.agent.v1.Report.output_blobs:type_name -> paddock.agent.v1.Report.OutputBlobsEntry
+	2,  // 26: paddock.agent.v1.ReportAck.outcome:type_name -> paddock.agent.v1.ReportOutcome
+	8,  // 27: paddock.agent.v1.Assign.InputBlobsEntry.value:type_name -> paddock.agent.v1.BlobRef
+	8,  // 28: paddock.agent.v1.Report.OutputBlobsEntry.value:type_name -> paddock.agent.v1.BlobRef
+	9,  // 29: paddock.agent.v1.AgentService.Describe:input_type -> paddock.agent.v1.DescribeRequest
+	11, // 30: paddock.agent.v1.AgentService.Session:input_type -> paddock.agent.v1.AgentMessage
+	3,  // 31: paddock.agent.v1.AgentService.ReadBlob:input_type -> paddock.agent.v1.ReadBlobRequest
+	5,  // 32: paddock.agent.v1.AgentService.WriteBlob:input_type -> paddock.agent.v1.WriteBlobRequest
+	10, // 33: paddock.agent.v1.AgentService.Describe:output_type -> paddock.agent.v1.DescribeResponse
+	12, // 34: paddock.agent.v1.AgentService.Session:output_type -> paddock.agent.v1.ServerMessage
+	4,  // 35: paddock.agent.v1.AgentService.ReadBlob:output_type -> paddock.agent.v1.BlobChunk
+	7,  // 36: paddock.agent.v1.AgentService.WriteBlob:output_type -> paddock.agent.v1.WriteBlobResponse
+	33, // [33:37] is the sub-list for method output_type
+	29, // [29:33] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_api_agent_v1_agent_proto_init() }
@@ -1899,13 +2433,13 @@ func file_api_agent_v1_agent_proto_init() {
 	if File_api_agent_v1_agent_proto != nil {
 		return
 	}
-	file_api_agent_v1_agent_proto_msgTypes[2].OneofWrappers = []any{
+	file_api_agent_v1_agent_proto_msgTypes[8].OneofWrappers = []any{
 		(*AgentMessage_Register)(nil),
 		(*AgentMessage_Heartbeat)(nil),
 		(*AgentMessage_Ack)(nil),
 		(*AgentMessage_Report)(nil),
 	}
-	file_api_agent_v1_agent_proto_msgTypes[3].OneofWrappers = []any{
+	file_api_agent_v1_agent_proto_msgTypes[9].OneofWrappers = []any{
 		(*ServerMessage_Registered)(nil),
 		(*ServerMessage_Assign)(nil),
 		(*ServerMessage_Cancel)(nil),
@@ -1917,8 +2451,8 @@ func file_api_agent_v1_agent_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_agent_v1_agent_proto_rawDesc), len(file_api_agent_v1_agent_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   22,
+			NumEnums:      3,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -28,8 +28,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AgentService_Describe_FullMethodName = "/paddock.agent.v1.AgentService/Describe"
-	AgentService_Session_FullMethodName  = "/paddock.agent.v1.AgentService/Session"
+	AgentService_Describe_FullMethodName  = "/paddock.agent.v1.AgentService/Describe"
+	AgentService_Session_FullMethodName   = "/paddock.agent.v1.AgentService/Session"
+	AgentService_ReadBlob_FullMethodName  = "/paddock.agent.v1.AgentService/ReadBlob"
+	AgentService_WriteBlob_FullMethodName = "/paddock.agent.v1.AgentService/WriteBlob"
 )
 
 // AgentServiceClient is the client API for AgentService service.
@@ -45,6 +47,13 @@ type AgentServiceClient interface {
 	// a Register; the server answers with Registered (or closes the stream with an error
 	// naming what was wrong). After that both sides send at will.
 	Session(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[AgentMessage, ServerMessage], error)
+	// ReadBlob streams one input blob of a task the calling agent holds a current lease
+	// on, from offset (DATA_PATH_STREAM agents: TCP agents with no host to stage for them).
+	ReadBlob(ctx context.Context, in *ReadBlobRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BlobChunk], error)
+	// WriteBlob stores one output of a task the calling agent holds a current lease on.
+	// The first message carries the header, the rest data; the server verifies the
+	// digest and size before it stores anything.
+	WriteBlob(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[WriteBlobRequest, WriteBlobResponse], error)
 }
 
 type agentServiceClient struct {
@@ -78,6 +87,38 @@ func (c *agentServiceClient) Session(ctx context.Context, opts ...grpc.CallOptio
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AgentService_SessionClient = grpc.BidiStreamingClient[AgentMessage, ServerMessage]
 
+func (c *agentServiceClient) ReadBlob(ctx context.Context, in *ReadBlobRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BlobChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AgentService_ServiceDesc.Streams[1], AgentService_ReadBlob_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ReadBlobRequest, BlobChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_ReadBlobClient = grpc.ServerStreamingClient[BlobChunk]
+
+func (c *agentServiceClient) WriteBlob(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[WriteBlobRequest, WriteBlobResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AgentService_ServiceDesc.Streams[2], AgentService_WriteBlob_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WriteBlobRequest, WriteBlobResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_WriteBlobClient = grpc.ClientStreamingClient[WriteBlobRequest, WriteBlobResponse]
+
 // AgentServiceServer is the server API for AgentService service.
 // All implementations must embed UnimplementedAgentServiceServer
 // for forward compatibility.
@@ -91,6 +132,13 @@ type AgentServiceServer interface {
 	// a Register; the server answers with Registered (or closes the stream with an error
 	// naming what was wrong). After that both sides send at will.
 	Session(grpc.BidiStreamingServer[AgentMessage, ServerMessage]) error
+	// ReadBlob streams one input blob of a task the calling agent holds a current lease
+	// on, from offset (DATA_PATH_STREAM agents: TCP agents with no host to stage for them).
+	ReadBlob(*ReadBlobRequest, grpc.ServerStreamingServer[BlobChunk]) error
+	// WriteBlob stores one output of a task the calling agent holds a current lease on.
+	// The first message carries the header, the rest data; the server verifies the
+	// digest and size before it stores anything.
+	WriteBlob(grpc.ClientStreamingServer[WriteBlobRequest, WriteBlobResponse]) error
 	mustEmbedUnimplementedAgentServiceServer()
 }
 
@@ -106,6 +154,12 @@ func (UnimplementedAgentServiceServer) Describe(context.Context, *DescribeReques
 }
 func (UnimplementedAgentServiceServer) Session(grpc.BidiStreamingServer[AgentMessage, ServerMessage]) error {
 	return status.Errorf(codes.Unimplemented, "method Session not implemented")
+}
+func (UnimplementedAgentServiceServer) ReadBlob(*ReadBlobRequest, grpc.ServerStreamingServer[BlobChunk]) error {
+	return status.Errorf(codes.Unimplemented, "method ReadBlob not implemented")
+}
+func (UnimplementedAgentServiceServer) WriteBlob(grpc.ClientStreamingServer[WriteBlobRequest, WriteBlobResponse]) error {
+	return status.Errorf(codes.Unimplemented, "method WriteBlob not implemented")
 }
 func (UnimplementedAgentServiceServer) mustEmbedUnimplementedAgentServiceServer() {}
 func (UnimplementedAgentServiceServer) testEmbeddedByValue()                      {}
@@ -153,6 +207,24 @@ func _AgentService_Session_Handler(srv interface{}, stream grpc.ServerStream) er
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AgentService_SessionServer = grpc.BidiStreamingServer[AgentMessage, ServerMessage]
 
+func _AgentService_ReadBlob_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ReadBlobRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AgentServiceServer).ReadBlob(m, &grpc.GenericServerStream[ReadBlobRequest, BlobChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_ReadBlobServer = grpc.ServerStreamingServer[BlobChunk]
+
+func _AgentService_WriteBlob_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(AgentServiceServer).WriteBlob(&grpc.GenericServerStream[WriteBlobRequest, WriteBlobResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_WriteBlobServer = grpc.ClientStreamingServer[WriteBlobRequest, WriteBlobResponse]
+
 // AgentService_ServiceDesc is the grpc.ServiceDesc for AgentService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -170,6 +242,16 @@ var AgentService_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "Session",
 			Handler:       _AgentService_Session_Handler,
 			ServerStreams: true,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "ReadBlob",
+			Handler:       _AgentService_ReadBlob_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "WriteBlob",
+			Handler:       _AgentService_WriteBlob_Handler,
 			ClientStreams: true,
 		},
 	},

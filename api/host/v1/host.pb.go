@@ -81,7 +81,218 @@ func (x TaskEvent_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use TaskEvent_Kind.Descriptor instead.
 func (TaskEvent_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_api_host_v1_host_proto_rawDescGZIP(), []int{14, 0}
+	return file_api_host_v1_host_proto_rawDescGZIP(), []int{21, 0}
+}
+
+// BlobRef names a content-addressed blob.
+type BlobRef struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// digest is "sha256:" followed by 64 lowercase hex digits.
+	Digest string `protobuf:"bytes,1,opt,name=digest,proto3" json:"digest,omitempty"`
+	// size is the blob's length in bytes.
+	Size          int64 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlobRef) Reset() {
+	*x = BlobRef{}
+	mi := &file_api_host_v1_host_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlobRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlobRef) ProtoMessage() {}
+
+func (x *BlobRef) ProtoReflect() protoreflect.Message {
+	mi := &file_api_host_v1_host_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlobRef.ProtoReflect.Descriptor instead.
+func (*BlobRef) Descriptor() ([]byte, []int) {
+	return file_api_host_v1_host_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *BlobRef) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *BlobRef) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+// StatBlobRequest names a blob.
+type StatBlobRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// digest is "sha256:<hex>".
+	Digest        string `protobuf:"bytes,1,opt,name=digest,proto3" json:"digest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatBlobRequest) Reset() {
+	*x = StatBlobRequest{}
+	mi := &file_api_host_v1_host_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatBlobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatBlobRequest) ProtoMessage() {}
+
+func (x *StatBlobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_host_v1_host_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatBlobRequest.ProtoReflect.Descriptor instead.
+func (*StatBlobRequest) Descriptor() ([]byte, []int) {
+	return file_api_host_v1_host_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *StatBlobRequest) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+// ReadBlobRequest asks for a blob's bytes.
+type ReadBlobRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// digest is "sha256:<hex>".
+	Digest string `protobuf:"bytes,1,opt,name=digest,proto3" json:"digest,omitempty"`
+	// offset is where to start (to resume a cut transfer).
+	Offset        int64 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadBlobRequest) Reset() {
+	*x = ReadBlobRequest{}
+	mi := &file_api_host_v1_host_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadBlobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadBlobRequest) ProtoMessage() {}
+
+func (x *ReadBlobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_host_v1_host_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadBlobRequest.ProtoReflect.Descriptor instead.
+func (*ReadBlobRequest) Descriptor() ([]byte, []int) {
+	return file_api_host_v1_host_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ReadBlobRequest) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *ReadBlobRequest) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+// WriteBlobRequest is the header (first message) or the next bytes of a blob.
+type WriteBlobRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// header must be set on the first message only.
+	Header *BlobRef `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// data is the next bytes (at most 256 KiB a message).
+	Data          []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteBlobRequest) Reset() {
+	*x = WriteBlobRequest{}
+	mi := &file_api_host_v1_host_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteBlobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteBlobRequest) ProtoMessage() {}
+
+func (x *WriteBlobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_host_v1_host_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteBlobRequest.ProtoReflect.Descriptor instead.
+func (*WriteBlobRequest) Descriptor() ([]byte, []int) {
+	return file_api_host_v1_host_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *WriteBlobRequest) GetHeader() *BlobRef {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *WriteBlobRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
 }
 
 // DescribeRequest is empty.
@@ -93,7 +304,7 @@ type DescribeRequest struct {
 
 func (x *DescribeRequest) Reset() {
 	*x = DescribeRequest{}
-	mi := &file_api_host_v1_host_proto_msgTypes[0]
+	mi := &file_api_host_v1_host_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -105,7 +316,7 @@ func (x *DescribeRequest) String() string {
 func (*DescribeRequest) ProtoMessage() {}
 
 func (x *DescribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_host_v1_host_proto_msgTypes[0]
+	mi := &file_api_host_v1_host_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -118,7 +329,7 @@ func (x *DescribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeRequest.ProtoReflect.Descriptor instead.
 func (*DescribeRequest) Descriptor() ([]byte, []int) {
-	return file_api_host_v1_host_proto_rawDescGZIP(), []int{0}
+	return file_api_host_v1_host_proto_rawDescGZIP(), []int{4}
 }
 
 // DescribeResponse describes the server.
@@ -136,7 +347,7 @@ type DescribeResponse struct {
 
 func (x *DescribeResponse) Reset() {
 	*x = DescribeResponse{}
-	mi := &file_api_host_v1_host_proto_msgTypes[1]
+	mi := &file_api_host_v1_host_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -148,7 +359,7 @@ func (x *DescribeResponse) String() string {
 func (*DescribeResponse) ProtoMessage() {}
 
 func (x *DescribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_host_v1_host_proto_msgTypes[1]
+	mi := &file_api_host_v1_host_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -161,7 +372,7 @@ func (x *DescribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeResponse.ProtoReflect.Descriptor instead.
 func (*DescribeResponse) Descriptor() ([]byte, []int) {
-	return file_api_host_v1_host_proto_rawDescGZIP(), []int{1}
+	return file_api_host_v1_host_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *DescribeResponse) GetServerVersion() string {
@@ -196,7 +407,7 @@ type Chunk struct {
 
 func (x *Chunk) Reset() {
 	*x = Chunk{}
-	mi := &file_api_host_v1_host_proto_msgTypes[2]
+	mi := &file_api_host_v1_host_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -208,7 +419,7 @@ func (x *Chunk) String() string {
 func (*Chunk) ProtoMessage() {}
 
 func (x *Chunk) ProtoReflect() protoreflect.Message {
-	mi := &file_api_host_v1_host_proto_msgTypes[2]
+	mi := &file_api_host_v1_host_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -221,7 +432,7 @@ func (x *Chunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Chunk.ProtoReflect.Descriptor instead.
 func (*Chunk) Descriptor() ([]byte, []int) {
-	return file_api_host_v1_host_proto_rawDescGZIP(), []int{2}
+	return file_api_host_v1_host_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Chunk) GetData() []byte {
@@ -239,6 +450,8 @@ type HostMessage struct {
 	//	*HostMessage_Register
 	//	*HostMessage_Status
 	//	*HostMessage_GuestGone
+	//	*HostMessage_Collected
+	//	*HostMessage_Staged
 	Msg           isHostMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -246,7 +459,7 @@ type HostMessage struct {
 
 func (x *HostMessage) Reset() {
 	*x = HostMessage{}
-	mi := &file_api_host_v1_host_proto_msgTypes[3]
+	mi := &file_api_host_v1_host_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -258,7 +471,7 @@ func (x *HostMessage) String() string {
 func (*HostMessage) ProtoMessage() {}
 
 func (x *HostMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_api_host_v1_host_proto_msgTypes[3]
+	mi := &file_api_host_v1_host_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -271,7 +484,7 @@ func (x *HostMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostMessage.ProtoReflect.Descriptor instead.
 func (*HostMessage) Descriptor() ([]byte, []int) {
-	return file_api_host_v1_host_proto_rawDescGZIP(), []int{3}
+	return file_api_host_v1_host_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *HostMessage) GetMsg() isHostMessage_Msg {
@@ -308,6 +521,24 @@ func (x *HostMessage) GetGuestGone() *GuestGone {
 	return nil
 }
 
+func (x *HostMessage) GetCollected() *Collected {
+	if x != nil {
+		if x, ok := x.Msg.(*HostMessage_Collected); ok {
+			return x.Collected
+		}
+	}
+	return nil
+}
+
+func (x *HostMessage) GetStaged() *Staged {
+	if x != nil {
+		if x, ok := x.Msg.(*HostMessage_Staged); ok {
+			return x.Staged
+		}
+	}
+	return nil
+}
+
 type isHostMessage_Msg interface {
 	isHostMessage_Msg()
 }
@@ -327,11 +558,189 @@ type HostMessage_GuestGone struct {
 	GuestGone *GuestGone `protobuf:"bytes,3,opt,name=guest_gone,json=guestGone,proto3,oneof"`
 }
 
+type HostMessage_Collected struct {
+	// collected answers a Collect.
+	Collected *Collected `protobuf:"bytes,4,opt,name=collected,proto3,oneof"`
+}
+
+type HostMessage_Staged struct {
+	// staged says a task's inputs are staged in its guest (or could not be).
+	Staged *Staged `protobuf:"bytes,5,opt,name=staged,proto3,oneof"`
+}
+
 func (*HostMessage_Register) isHostMessage_Msg() {}
 
 func (*HostMessage_Status) isHostMessage_Msg() {}
 
 func (*HostMessage_GuestGone) isHostMessage_Msg() {}
+
+func (*HostMessage_Collected) isHostMessage_Msg() {}
+
+func (*HostMessage_Staged) isHostMessage_Msg() {}
+
+// Staged says how staging a task's input blobs ended (for the server's logs and
+// metrics; the agent learns it from the staging marker in its shared directory).
+type Staged struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// guest, task_id and lease_id name the assignment.
+	Guest   string `protobuf:"bytes,1,opt,name=guest,proto3" json:"guest,omitempty"`
+	TaskId  string `protobuf:"bytes,2,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	LeaseId uint64 `protobuf:"varint,3,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
+	// error is empty on success.
+	Error string `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	// fetched_bytes were fetched from the server; cached_bytes came from the host's cache.
+	FetchedBytes  int64 `protobuf:"varint,5,opt,name=fetched_bytes,json=fetchedBytes,proto3" json:"fetched_bytes,omitempty"`
+	CachedBytes   int64 `protobuf:"varint,6,opt,name=cached_bytes,json=cachedBytes,proto3" json:"cached_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Staged) Reset() {
+	*x = Staged{}
+	mi := &file_api_host_v1_host_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Staged) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Staged) ProtoMessage() {}
+
+func (x *Staged) ProtoReflect() protoreflect.Message {
+	mi := &file_api_host_v1_host_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Staged.ProtoReflect.Descriptor instead.
+func (*Staged) Descriptor() ([]byte, []int) {
+	return file_api_host_v1_host_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Staged) GetGuest() string {
+	if x != nil {
+		return x.Guest
+	}
+	return ""
+}
+
+func (x *Staged) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *Staged) GetLeaseId() uint64 {
+	if x != nil {
+		return x.LeaseId
+	}
+	return 0
+}
+
+func (x *Staged) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *Staged) GetFetchedBytes() int64 {
+	if x != nil {
+		return x.FetchedBytes
+	}
+	return 0
+}
+
+func (x *Staged) GetCachedBytes() int64 {
+	if x != nil {
+		return x.CachedBytes
+	}
+	return 0
+}
+
+// Collected answers a Collect: the outputs are in the blob store (write policy
+// "through") or safely on the host's disk to be uploaded (policy "async"), or not.
+type Collected struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// request_id is the Collect's.
+	RequestId uint64 `protobuf:"varint,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// error is empty on success; it says what was wrong (a missing file, a digest or
+	// size mismatch, over the limit, the blob store unreachable).
+	Error string `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	// retryable says whether running the task again can help.
+	Retryable bool `protobuf:"varint,3,opt,name=retryable,proto3" json:"retryable,omitempty"`
+	// pending lists the digests not yet in the blob store (write policy "async").
+	Pending       []string `protobuf:"bytes,4,rep,name=pending,proto3" json:"pending,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Collected) Reset() {
+	*x = Collected{}
+	mi := &file_api_host_v1_host_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Collected) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Collected) ProtoMessage() {}
+
+func (x *Collected) ProtoReflect() protoreflect.Message {
+	mi := &file_api_host_v1_host_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Collected.ProtoReflect.Descriptor instead.
+func (*Collected) Descriptor() ([]byte, []int) {
+	return file_api_host_v1_host_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Collected) GetRequestId() uint64 {
+	if x != nil {
+		return x.RequestId
+	}
+	return 0
+}
+
+func (x *Collected) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *Collected) GetRetryable() bool {
+	if x != nil {
+		return x.Retryable
+	}
+	return false
+}
+
+func (x *Collected) GetPending() []string {
+	if x != nil {
+		return x.Pending
+	}
+	return nil
+}
 
 // Register introduces the host.
 type Register struct {
@@ -347,14 +756,17 @@ type Register struct {
 	// accel is the acceleration guests get: "kvm" or "tcg".
 	Accel string `protobuf:"bytes,5,opt,name=accel,proto3" json:"accel,omitempty"`
 	// pools are the host's configured pools (bad ones included, with their error).
-	Pools         []*Pool `protobuf:"bytes,6,rep,name=pools,proto3" json:"pools,omitempty"`
+	Pools []*Pool `protobuf:"bytes,6,rep,name=pools,proto3" json:"pools,omitempty"`
+	// capabilities are optional features of the host: "stage" (it stages input blobs
+	// into its guests' shared directories and collects outputs from them).
+	Capabilities  []string `protobuf:"bytes,7,rep,name=capabilities,proto3" json:"capabilities,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Register) Reset() {
 	*x = Register{}
-	mi := &file_api_host_v1_host_proto_msgTypes[4]
+	mi := &file_api_host_v1_host_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -366,7 +778,7 @@ func (x *Register) String() string {
 func (*Register) ProtoMessage() {}
 
 func (x *Register) ProtoReflect() protoreflect.Message {
-	mi := &file_api_host_v1_host_proto_msgTypes[4]
+	mi := &file_api_host_v1_host_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -379,7 +791,7 @@ func (x *Register) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Register.ProtoReflect.Descriptor instead.
 func (*Register) Descriptor() ([]byte, []int) {
-	return file_api_host_v1_host_proto_rawDescGZIP(), []int{4}
+	return file_api_host_v1_host_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Register) GetHostId() string {
@@ -424,6 +836,13 @@ func (x *Register) GetPools() []*Pool {
 	return nil
 }
 
+func (x *Register) GetCapabilities() []string {
+	if x != nil {
+		return x.Capabilities
+	}
+	return nil
+}
+
 // Capacity is a host's hardware.
 type Capacity struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -437,7 +856,7 @@ type Capacity struct {
 
 func (x *Capacity) Reset() {
 	*x = Capacity{}
-	mi := &file_api_host_v1_host_proto_msgTypes[5]
+	mi := &file_api_host_v1_host_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -449,7 +868,7 @@ func (x *Capacity) String() string {
 func (*Capacity) ProtoMessage() {}
 
 func (x *Capacity) ProtoReflect() protoreflect.Message {
-	mi := &file_api_host_v1_host_proto_msgTypes[5]
+	mi := &file_api_host_v1_host_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -462,7 +881,7 @@ func (x *Capacity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Capacity.ProtoReflect.Descriptor instead.
 func (*Capacity) Descriptor() ([]byte, []int) {
-	return file_api_host_v1_host_proto_rawDescGZIP(), []int{5}
+	return file_api_host_v1_host_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Capacity) GetCpus() uint32 {
@@ -505,7 +924,7 @@ type Pool struct {
 
 func (x *Pool) Reset() {
 	*x = Pool{}
-	mi := &file_api_host_v1_host_proto_msgTypes[6]
+	mi := &file_api_host_v1_host_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -517,7 +936,7 @@ func (x *Pool) String() string {
 func (*Pool) ProtoMessage() {}
 
 func (x *Pool) ProtoReflect() protoreflect.Message {
-	mi := &file_api_host_v1_host_proto_msgTypes[6]
+	mi := &file_api_host_v1_host_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -530,7 +949,7 @@ func (x *Pool) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pool.ProtoReflect.Descriptor instead.
 func (*Pool) Descriptor() ([]byte, []int) {
-	return file_api_host_v1_host_proto_rawDescGZIP(), []int{6}
+	return file_api_host_v1_host_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Pool) GetName() string {
@@ -615,7 +1034,7 @@ type Load struct {
 
 func (x *Load) Reset() {
 	*x = Load{}
-	mi := &file_api_host_v1_host_proto_msgTypes[7]
+	mi := &file_api_host_v1_host_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -627,7 +1046,7 @@ func (x *Load) String() string {
 func (*Load) ProtoMessage() {}
 
 func (x *Load) ProtoReflect() protoreflect.Message {
-	mi := &file_api_host_v1_host_proto_msgTypes[7]
+	mi := &file_api_host_v1_host_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -640,7 +1059,7 @@ func (x *Load) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Load.ProtoReflect.Descriptor instead.
 func (*Load) Descriptor() ([]byte, []int) {
-	return file_api_host_v1_host_proto_rawDescGZIP(), []int{7}
+	return file_api_host_v1_host_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Load) GetCpuPercent() float64 {
@@ -716,7 +1135,7 @@ type Guest struct {
 
 func (x *Guest) Reset() {
 	*x = Guest{}
-	mi := &file_api_host_v1_host_proto_msgTypes[8]
+	mi := &file_api_host_v1_host_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -728,7 +1147,7 @@ func (x *Guest) String() string {
 func (*Guest) ProtoMessage() {}
 
 func (x *Guest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_host_v1_host_proto_msgTypes[8]
+	mi := &file_api_host_v1_host_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -741,7 +1160,7 @@ func (x *Guest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Guest.ProtoReflect.Descriptor instead.
 func (*Guest) Descriptor() ([]byte, []int) {
-	return file_api_host_v1_host_proto_rawDescGZIP(), []int{8}
+	return file_api_host_v1_host_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Guest) GetName() string {
@@ -843,7 +1262,7 @@ type Status struct {
 
 func (x *Status) Reset() {
 	*x = Status{}
-	mi := &file_api_host_v1_host_proto_msgTypes[9]
+	mi := &file_api_host_v1_host_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -855,7 +1274,7 @@ func (x *Status) String() string {
 func (*Status) ProtoMessage() {}
 
 func (x *Status) ProtoReflect() protoreflect.Message {
-	mi := &file_api_host_v1_host_proto_msgTypes[9]
+	mi := &file_api_host_v1_host_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -868,7 +1287,7 @@ func (x *Status) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Status.ProtoReflect.Descriptor instead.
 func (*Status) Descriptor() ([]byte, []int) {
-	return file_api_host_v1_host_proto_rawDescGZIP(), []int{9}
+	return file_api_host_v1_host_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Status) GetLoad() *Load {
@@ -907,7 +1326,7 @@ type GuestGone struct {
 
 func (x *GuestGone) Reset() {
 	*x = GuestGone{}
-	mi := &file_api_host_v1_host_proto_msgTypes[10]
+	mi := &file_api_host_v1_host_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -919,7 +1338,7 @@ func (x *GuestGone) String() string {
 func (*GuestGone) ProtoMessage() {}
 
 func (x *GuestGone) ProtoReflect() protoreflect.Message {
-	mi := &file_api_host_v1_host_proto_msgTypes[10]
+	mi := &file_api_host_v1_host_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -932,7 +1351,7 @@ func (x *GuestGone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GuestGone.ProtoReflect.Descriptor instead.
 func (*GuestGone) Descriptor() ([]byte, []int) {
-	return file_api_host_v1_host_proto_rawDescGZIP(), []int{10}
+	return file_api_host_v1_host_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GuestGone) GetName() string {
@@ -964,6 +1383,7 @@ type ServerMessage struct {
 	//	*ServerMessage_Registered
 	//	*ServerMessage_Backlog
 	//	*ServerMessage_TaskEvent
+	//	*ServerMessage_Collect
 	Msg           isServerMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -971,7 +1391,7 @@ type ServerMessage struct {
 
 func (x *ServerMessage) Reset() {
 	*x = ServerMessage{}
-	mi := &file_api_host_v1_host_proto_msgTypes[11]
+	mi := &file_api_host_v1_host_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -983,7 +1403,7 @@ func (x *ServerMessage) String() string {
 func (*ServerMessage) ProtoMessage() {}
 
 func (x *ServerMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_api_host_v1_host_proto_msgTypes[11]
+	mi := &file_api_host_v1_host_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -996,7 +1416,7 @@ func (x *ServerMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerMessage.ProtoReflect.Descriptor instead.
 func (*ServerMessage) Descriptor() ([]byte, []int) {
-	return file_api_host_v1_host_proto_rawDescGZIP(), []int{11}
+	return file_api_host_v1_host_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ServerMessage) GetMsg() isServerMessage_Msg {
@@ -1033,6 +1453,15 @@ func (x *ServerMessage) GetTaskEvent() *TaskEvent {
 	return nil
 }
 
+func (x *ServerMessage) GetCollect() *Collect {
+	if x != nil {
+		if x, ok := x.Msg.(*ServerMessage_Collect); ok {
+			return x.Collect
+		}
+	}
+	return nil
+}
+
 type isServerMessage_Msg interface {
 	isServerMessage_Msg()
 }
@@ -1052,11 +1481,109 @@ type ServerMessage_TaskEvent struct {
 	TaskEvent *TaskEvent `protobuf:"bytes,3,opt,name=task_event,json=taskEvent,proto3,oneof"`
 }
 
+type ServerMessage_Collect struct {
+	// collect asks the host to take a finished task's output files from its guest.
+	Collect *Collect `protobuf:"bytes,4,opt,name=collect,proto3,oneof"`
+}
+
 func (*ServerMessage_Registered) isServerMessage_Msg() {}
 
 func (*ServerMessage_Backlog) isServerMessage_Msg() {}
 
 func (*ServerMessage_TaskEvent) isServerMessage_Msg() {}
+
+func (*ServerMessage_Collect) isServerMessage_Msg() {}
+
+// Collect asks the host to read a task's output files from the guest's shared output
+// directory (api/guestabi), verify each against its digest and size, and store them
+// in the blob store (or its cache, under write policy "async"), then answer Collected.
+type Collect struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// request_id is echoed in Collected.
+	RequestId uint64 `protobuf:"varint,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// guest, task_id and lease_id name the assignment.
+	Guest   string `protobuf:"bytes,2,opt,name=guest,proto3" json:"guest,omitempty"`
+	TaskId  string `protobuf:"bytes,3,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	LeaseId uint64 `protobuf:"varint,4,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
+	// outputs are the files by name, with the digest and size the agent reported.
+	Outputs map[string]*BlobRef `protobuf:"bytes,5,rep,name=outputs,proto3" json:"outputs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// max_bytes bounds their sum (0: no limit).
+	MaxBytes      int64 `protobuf:"varint,6,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Collect) Reset() {
+	*x = Collect{}
+	mi := &file_api_host_v1_host_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Collect) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Collect) ProtoMessage() {}
+
+func (x *Collect) ProtoReflect() protoreflect.Message {
+	mi := &file_api_host_v1_host_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Collect.ProtoReflect.Descriptor instead.
+func (*Collect) Descriptor() ([]byte, []int) {
+	return file_api_host_v1_host_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *Collect) GetRequestId() uint64 {
+	if x != nil {
+		return x.RequestId
+	}
+	return 0
+}
+
+func (x *Collect) GetGuest() string {
+	if x != nil {
+		return x.Guest
+	}
+	return ""
+}
+
+func (x *Collect) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *Collect) GetLeaseId() uint64 {
+	if x != nil {
+		return x.LeaseId
+	}
+	return 0
+}
+
+func (x *Collect) GetOutputs() map[string]*BlobRef {
+	if x != nil {
+		return x.Outputs
+	}
+	return nil
+}
+
+func (x *Collect) GetMaxBytes() int64 {
+	if x != nil {
+		return x.MaxBytes
+	}
+	return 0
+}
 
 // Registered accepts a host.
 type Registered struct {
@@ -1071,7 +1598,7 @@ type Registered struct {
 
 func (x *Registered) Reset() {
 	*x = Registered{}
-	mi := &file_api_host_v1_host_proto_msgTypes[12]
+	mi := &file_api_host_v1_host_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1083,7 +1610,7 @@ func (x *Registered) String() string {
 func (*Registered) ProtoMessage() {}
 
 func (x *Registered) ProtoReflect() protoreflect.Message {
-	mi := &file_api_host_v1_host_proto_msgTypes[12]
+	mi := &file_api_host_v1_host_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1096,7 +1623,7 @@ func (x *Registered) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Registered.ProtoReflect.Descriptor instead.
 func (*Registered) Descriptor() ([]byte, []int) {
-	return file_api_host_v1_host_proto_rawDescGZIP(), []int{12}
+	return file_api_host_v1_host_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Registered) GetServerVersion() string {
@@ -1124,7 +1651,7 @@ type Backlog struct {
 
 func (x *Backlog) Reset() {
 	*x = Backlog{}
-	mi := &file_api_host_v1_host_proto_msgTypes[13]
+	mi := &file_api_host_v1_host_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1136,7 +1663,7 @@ func (x *Backlog) String() string {
 func (*Backlog) ProtoMessage() {}
 
 func (x *Backlog) ProtoReflect() protoreflect.Message {
-	mi := &file_api_host_v1_host_proto_msgTypes[13]
+	mi := &file_api_host_v1_host_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1149,7 +1676,7 @@ func (x *Backlog) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backlog.ProtoReflect.Descriptor instead.
 func (*Backlog) Descriptor() ([]byte, []int) {
-	return file_api_host_v1_host_proto_rawDescGZIP(), []int{13}
+	return file_api_host_v1_host_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Backlog) GetQueued() map[string]int64 {
@@ -1167,14 +1694,20 @@ type TaskEvent struct {
 	// guest is the guest's domain name.
 	Guest string `protobuf:"bytes,2,opt,name=guest,proto3" json:"guest,omitempty"`
 	// task_id is the task.
-	TaskId        string `protobuf:"bytes,3,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	TaskId string `protobuf:"bytes,3,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	// lease_id is the assignment's lease.
+	LeaseId uint64 `protobuf:"varint,4,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
+	// inputs (KIND_STARTED of a task with input blobs) are to be staged into the guest's
+	// shared input directory for this lease; the host answers Staged and writes the
+	// staging marker. On KIND_FINISHED the host removes the lease's staged files.
+	Inputs        map[string]*BlobRef `protobuf:"bytes,5,rep,name=inputs,proto3" json:"inputs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TaskEvent) Reset() {
 	*x = TaskEvent{}
-	mi := &file_api_host_v1_host_proto_msgTypes[14]
+	mi := &file_api_host_v1_host_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1186,7 +1719,7 @@ func (x *TaskEvent) String() string {
 func (*TaskEvent) ProtoMessage() {}
 
 func (x *TaskEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_api_host_v1_host_proto_msgTypes[14]
+	mi := &file_api_host_v1_host_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1199,7 +1732,7 @@ func (x *TaskEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskEvent.ProtoReflect.Descriptor instead.
 func (*TaskEvent) Descriptor() ([]byte, []int) {
-	return file_api_host_v1_host_proto_rawDescGZIP(), []int{14}
+	return file_api_host_v1_host_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *TaskEvent) GetKind() TaskEvent_Kind {
@@ -1223,31 +1756,72 @@ func (x *TaskEvent) GetTaskId() string {
 	return ""
 }
 
+func (x *TaskEvent) GetLeaseId() uint64 {
+	if x != nil {
+		return x.LeaseId
+	}
+	return 0
+}
+
+func (x *TaskEvent) GetInputs() map[string]*BlobRef {
+	if x != nil {
+		return x.Inputs
+	}
+	return nil
+}
+
 var File_api_host_v1_host_proto protoreflect.FileDescriptor
 
 const file_api_host_v1_host_proto_rawDesc = "" +
 	"\n" +
-	"\x16api/host/v1/host.proto\x12\x0fpaddock.host.v1\"\x11\n" +
+	"\x16api/host/v1/host.proto\x12\x0fpaddock.host.v1\"5\n" +
+	"\aBlobRef\x12\x16\n" +
+	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\")\n" +
+	"\x0fStatBlobRequest\x12\x16\n" +
+	"\x06digest\x18\x01 \x01(\tR\x06digest\"A\n" +
+	"\x0fReadBlobRequest\x12\x16\n" +
+	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x03R\x06offset\"X\n" +
+	"\x10WriteBlobRequest\x120\n" +
+	"\x06header\x18\x01 \x01(\v2\x18.paddock.host.v1.BlobRefR\x06header\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"\x11\n" +
 	"\x0fDescribeRequest\"}\n" +
 	"\x10DescribeResponse\x12%\n" +
 	"\x0eserver_version\x18\x01 \x01(\tR\rserverVersion\x12)\n" +
 	"\x10protocol_version\x18\x02 \x01(\rR\x0fprotocolVersion\x12\x17\n" +
 	"\ahost_id\x18\x03 \x01(\tR\x06hostId\"\x1b\n" +
 	"\x05Chunk\x12\x12\n" +
-	"\x04data\x18\x01 \x01(\fR\x04data\"\xbd\x01\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"\xac\x02\n" +
 	"\vHostMessage\x127\n" +
 	"\bregister\x18\x01 \x01(\v2\x19.paddock.host.v1.RegisterH\x00R\bregister\x121\n" +
 	"\x06status\x18\x02 \x01(\v2\x17.paddock.host.v1.StatusH\x00R\x06status\x12;\n" +
 	"\n" +
-	"guest_gone\x18\x03 \x01(\v2\x1a.paddock.host.v1.GuestGoneH\x00R\tguestGoneB\x05\n" +
-	"\x03msg\"\xe2\x01\n" +
+	"guest_gone\x18\x03 \x01(\v2\x1a.paddock.host.v1.GuestGoneH\x00R\tguestGone\x12:\n" +
+	"\tcollected\x18\x04 \x01(\v2\x1a.paddock.host.v1.CollectedH\x00R\tcollected\x121\n" +
+	"\x06staged\x18\x05 \x01(\v2\x17.paddock.host.v1.StagedH\x00R\x06stagedB\x05\n" +
+	"\x03msg\"\xb0\x01\n" +
+	"\x06Staged\x12\x14\n" +
+	"\x05guest\x18\x01 \x01(\tR\x05guest\x12\x17\n" +
+	"\atask_id\x18\x02 \x01(\tR\x06taskId\x12\x19\n" +
+	"\blease_id\x18\x03 \x01(\x04R\aleaseId\x12\x14\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\x12#\n" +
+	"\rfetched_bytes\x18\x05 \x01(\x03R\ffetchedBytes\x12!\n" +
+	"\fcached_bytes\x18\x06 \x01(\x03R\vcachedBytes\"x\n" +
+	"\tCollected\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\x04R\trequestId\x12\x14\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\x12\x1c\n" +
+	"\tretryable\x18\x03 \x01(\bR\tretryable\x12\x18\n" +
+	"\apending\x18\x04 \x03(\tR\apending\"\x86\x02\n" +
 	"\bRegister\x12\x17\n" +
 	"\ahost_id\x18\x01 \x01(\tR\x06hostId\x12)\n" +
 	"\x10protocol_version\x18\x02 \x01(\rR\x0fprotocolVersion\x12\x18\n" +
 	"\aversion\x18\x03 \x01(\tR\aversion\x125\n" +
 	"\bcapacity\x18\x04 \x01(\v2\x19.paddock.host.v1.CapacityR\bcapacity\x12\x14\n" +
 	"\x05accel\x18\x05 \x01(\tR\x05accel\x12+\n" +
-	"\x05pools\x18\x06 \x03(\v2\x15.paddock.host.v1.PoolR\x05pools\"A\n" +
+	"\x05pools\x18\x06 \x03(\v2\x15.paddock.host.v1.PoolR\x05pools\x12\"\n" +
+	"\fcapabilities\x18\a \x03(\tR\fcapabilities\"A\n" +
 	"\bCapacity\x12\x12\n" +
 	"\x04cpus\x18\x01 \x01(\rR\x04cpus\x12!\n" +
 	"\fmemory_bytes\x18\x02 \x01(\x04R\vmemoryBytes\"\xfc\x01\n" +
@@ -1292,15 +1866,27 @@ const file_api_host_v1_host_proto_rawDesc = "" +
 	"\tGuestGone\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04pool\x18\x02 \x01(\tR\x04pool\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xc8\x01\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xfe\x01\n" +
 	"\rServerMessage\x12=\n" +
 	"\n" +
 	"registered\x18\x01 \x01(\v2\x1b.paddock.host.v1.RegisteredH\x00R\n" +
 	"registered\x124\n" +
 	"\abacklog\x18\x02 \x01(\v2\x18.paddock.host.v1.BacklogH\x00R\abacklog\x12;\n" +
 	"\n" +
-	"task_event\x18\x03 \x01(\v2\x1a.paddock.host.v1.TaskEventH\x00R\ttaskEventB\x05\n" +
-	"\x03msg\"a\n" +
+	"task_event\x18\x03 \x01(\v2\x1a.paddock.host.v1.TaskEventH\x00R\ttaskEvent\x124\n" +
+	"\acollect\x18\x04 \x01(\v2\x18.paddock.host.v1.CollectH\x00R\acollectB\x05\n" +
+	"\x03msg\"\xa6\x02\n" +
+	"\aCollect\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\x04R\trequestId\x12\x14\n" +
+	"\x05guest\x18\x02 \x01(\tR\x05guest\x12\x17\n" +
+	"\atask_id\x18\x03 \x01(\tR\x06taskId\x12\x19\n" +
+	"\blease_id\x18\x04 \x01(\x04R\aleaseId\x12?\n" +
+	"\aoutputs\x18\x05 \x03(\v2%.paddock.host.v1.Collect.OutputsEntryR\aoutputs\x12\x1b\n" +
+	"\tmax_bytes\x18\x06 \x01(\x03R\bmaxBytes\x1aT\n" +
+	"\fOutputsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12.\n" +
+	"\x05value\x18\x02 \x01(\v2\x18.paddock.host.v1.BlobRefR\x05value:\x028\x01\"a\n" +
 	"\n" +
 	"Registered\x12%\n" +
 	"\x0eserver_version\x18\x01 \x01(\tR\rserverVersion\x12,\n" +
@@ -1309,19 +1895,27 @@ const file_api_host_v1_host_proto_rawDesc = "" +
 	"\x06queued\x18\x01 \x03(\v2$.paddock.host.v1.Backlog.QueuedEntryR\x06queued\x1a9\n" +
 	"\vQueuedEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\xb2\x01\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\xe2\x02\n" +
 	"\tTaskEvent\x123\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1f.paddock.host.v1.TaskEvent.KindR\x04kind\x12\x14\n" +
 	"\x05guest\x18\x02 \x01(\tR\x05guest\x12\x17\n" +
-	"\atask_id\x18\x03 \x01(\tR\x06taskId\"A\n" +
+	"\atask_id\x18\x03 \x01(\tR\x06taskId\x12\x19\n" +
+	"\blease_id\x18\x04 \x01(\x04R\aleaseId\x12>\n" +
+	"\x06inputs\x18\x05 \x03(\v2&.paddock.host.v1.TaskEvent.InputsEntryR\x06inputs\x1aS\n" +
+	"\vInputsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12.\n" +
+	"\x05value\x18\x02 \x01(\v2\x18.paddock.host.v1.BlobRefR\x05value:\x028\x01\"A\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fKIND_STARTED\x10\x01\x12\x11\n" +
-	"\rKIND_FINISHED\x10\x022\xe8\x01\n" +
+	"\rKIND_FINISHED\x10\x022\xc4\x03\n" +
 	"\vHostService\x12O\n" +
 	"\bDescribe\x12 .paddock.host.v1.DescribeRequest\x1a!.paddock.host.v1.DescribeResponse\x12K\n" +
 	"\aControl\x12\x1c.paddock.host.v1.HostMessage\x1a\x1e.paddock.host.v1.ServerMessage(\x010\x01\x12;\n" +
-	"\x05Relay\x12\x16.paddock.host.v1.Chunk\x1a\x16.paddock.host.v1.Chunk(\x010\x01B1Z/github.com/paddockvm/paddock/api/host/v1;hostv1b\x06proto3"
+	"\x05Relay\x12\x16.paddock.host.v1.Chunk\x1a\x16.paddock.host.v1.Chunk(\x010\x01\x12F\n" +
+	"\bStatBlob\x12 .paddock.host.v1.StatBlobRequest\x1a\x18.paddock.host.v1.BlobRef\x12F\n" +
+	"\bReadBlob\x12 .paddock.host.v1.ReadBlobRequest\x1a\x16.paddock.host.v1.Chunk0\x01\x12J\n" +
+	"\tWriteBlob\x12!.paddock.host.v1.WriteBlobRequest\x1a\x18.paddock.host.v1.BlobRef(\x01B1Z/github.com/paddockvm/paddock/api/host/v1;hostv1b\x06proto3"
 
 var (
 	file_api_host_v1_host_proto_rawDescOnce sync.Once
@@ -1336,51 +1930,74 @@ func file_api_host_v1_host_proto_rawDescGZIP() []byte {
 }
 
 var file_api_host_v1_host_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_api_host_v1_host_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_api_host_v1_host_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_api_host_v1_host_proto_goTypes = []any{
 	(TaskEvent_Kind)(0),      // 0: paddock.host.v1.TaskEvent.Kind
-	(*DescribeRequest)(nil),  // 1: paddock.host.v1.DescribeRequest
-	(*DescribeResponse)(nil), // 2: paddock.host.v1.DescribeResponse
-	(*Chunk)(nil),            // 3: paddock.host.v1.Chunk
-	(*HostMessage)(nil),      // 4: paddock.host.v1.HostMessage
-	(*Register)(nil),         // 5: paddock.host.v1.Register
-	(*Capacity)(nil),         // 6: paddock.host.v1.Capacity
-	(*Pool)(nil),             // 7: paddock.host.v1.Pool
-	(*Load)(nil),             // 8: paddock.host.v1.Load
-	(*Guest)(nil),            // 9: paddock.host.v1.Guest
-	(*Status)(nil),           // 10: paddock.host.v1.Status
-	(*GuestGone)(nil),        // 11: paddock.host.v1.GuestGone
-	(*ServerMessage)(nil),    // 12: paddock.host.v1.ServerMessage
-	(*Registered)(nil),       // 13: paddock.host.v1.Registered
-	(*Backlog)(nil),          // 14: paddock.host.v1.Backlog
-	(*TaskEvent)(nil),        // 15: paddock.host.v1.TaskEvent
-	nil,                      // 16: paddock.host.v1.Backlog.QueuedEntry
+	(*BlobRef)(nil),          // 1: paddock.host.v1.BlobRef
+	(*StatBlobRequest)(nil),  // 2: paddock.host.v1.StatBlobRequest
+	(*ReadBlobRequest)(nil),  // 3: paddock.host.v1.ReadBlobRequest
+	(*WriteBlobRequest)(nil), // 4: paddock.host.v1.WriteBlobRequest
+	(*DescribeRequest)(nil),  // 5: paddock.host.v1.DescribeRequest
+	(*DescribeResponse)(nil), // 6: paddock.host.v1.DescribeResponse
+	(*Chunk)(nil),            // 7: paddock.host.v1.Chunk
+	(*HostMessage)(nil),      // 8: paddock.host.v1.HostMessage
+	(*Staged)(nil),           // 9: paddock.host.v1.Staged
+	(*Collected)(nil),        // 10: paddock.host.v1.Collected
+	(*Register)(nil),         // 11: paddock.host.v1.Register
+	(*Capacity)(nil),         // 12: paddock.host.v1.Capacity
+	(*Pool)(nil),             // 13: paddock.host.v1.Pool
+	(*Load)(nil),             // 14: paddock.host.v1.Load
+	(*Guest)(nil),            // 15: paddock.host.v1.Guest
+	(*Status)(nil),           // 16: paddock.host.v1.Status
+	(*GuestGone)(nil),        // 17: paddock.host.v1.GuestGone
+	(*ServerMessage)(nil),    // 18: paddock.host.v1.ServerMessage
+	(*Collect)(nil),          // 19: paddock.host.v1.Collect
+	(*Registered)(nil),       // 20: paddock.host.v1.Registered
+	(*Backlog)(nil),          // 21: paddock.host.v1.Backlog
+	(*TaskEvent)(nil),        // 22: paddock.host.v1.TaskEvent
+	nil,                      // 23: paddock.host.v1.Collect.OutputsEntry
+	nil,                      // 24: paddock.host.v1.Backlog.QueuedEntry
+	nil,                      // 25: paddock.host.v1.TaskEvent.InputsEntry
 }
 var file_api_host_v1_host_proto_depIdxs = []int32{
-	5,  // 0: paddock.host.v1.HostMessage.register:type_name -> paddock.host.v1.Register
-	10, // 1: paddock.host.v1.HostMessage.status:type_name -> paddock.host.v1.Status
-	11, // 2: paddock.host.v1.HostMessage.guest_gone:type_name -> paddock.host.v1.GuestGone
-	6,  // 3: paddock.host.v1.Register.capacity:type_name -> paddock.host.v1.Capacity
-	7,  // 4: paddock.host.v1.Register.pools:type_name -> paddock.host.v1.Pool
-	8,  // 5: paddock.host.v1.Status.load:type_name -> paddock.host.v1.Load
-	7,  // 6: paddock.host.v1.Status.pools:type_name -> paddock.host.v1.Pool
-	9,  // 7: paddock.host.v1.Status.guests:type_name -> paddock.host.v1.Guest
-	13, // 8: paddock.host.v1.ServerMessage.registered:type_name -> paddock.host.v1.Registered
-	14, // 9: paddock.host.v1.ServerMessage.backlog:type_name -> paddock.host.v1.Backlog
-	15, // 10: paddock.host.v1.ServerMessage.task_event:type_name -> paddock.host.v1.TaskEvent
-	16, // 11: paddock.host.v1.Backlog.queued:type_name -> paddock.host.v1.Backlog.QueuedEntry
-	0,  // 12: paddock.host.v1.TaskEvent.kind:type_name -> paddock.host.v1.TaskEvent.Kind
-	1,  // 13: paddock.host.v1.HostService.Describe:input_type -> paddock.host.v1.DescribeRequest
-	4,  // 14: paddock.host.v1.HostService.Control:input_type -> paddock.host.v1.HostMessage
-	3,  // 15: paddock.host.v1.HostService.Relay:input_type -> paddock.host.v1.Chunk
-	2,  // 16: paddock.host.v1.HostService.Describe:output_type -> paddock.host.v1.DescribeResponse
-	12, // 17: paddock.host.v1.HostService.Control:output_type -> paddock.host.v1.ServerMessage
-	3,  // 18: paddock.host.v1.HostService.Relay:output_type -> paddock.host.v1.Chunk
-	16, // [16:19] is the sub-list for method output_type
-	13, // [13:16] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	1,  // 0: paddock.host.v1.WriteBlobRequest.header:type_name -> paddock.host.v1.BlobRef
+	11, // 1: paddock.host.v1.HostMessage.register:type_name -> paddock.host.v1.Register
+	16, // 2: paddock.host.v1.HostMessage.status:type_name -> paddock.host.v1.Status
+	17, // 3: paddock.host.v1.HostMessage.guest_gone:type_name -> paddock.host.v1.GuestGone
+	10, // 4: paddock.host.v1.HostMessage.collected:type_name -> paddock.host.v1.Collected
+	9,  // 5: paddock.host.v1.HostMessage.staged:type_name -> paddock.host.v1.Staged
+	12, // 6: paddock.host.v1.Register.capacity:type_name -> paddock.host.v1.Capacity
+	13, // 7: paddock.host.v1.Register.pools:type_name -> paddock.host.v1.Pool
+	14, // 8: paddock.host.v1.Status.load:type_name -> paddock.host.v1.Load
+	13, // 9: paddock.host.v1.Status.pools:type_name -> paddock.host.v1.Pool
+	15, // 10: paddock.host.v1.Status.guests:type_name -> paddock.host.v1.Guest
+	20, // 11: paddock.host.v1.ServerMessage.registered:type_name -> paddock.host.v1.Registered
+	21, // 12: paddock.host.v1.ServerMessage.backlog:type_name -> paddock.host.v1.Backlog
+	22, // 13: paddock.host.v1.ServerMessage.task_event:type_name -> paddock.host.v1.TaskEvent
+	19, // 14: paddock.host.v1.ServerMessage.collect:type_name -> paddock.host.v1.Collect
+	23, // 15: paddock.host.v1.Collect.outputs:type_name -> paddock.host.v1.Collect.OutputsEntry
+	24, // 16: paddock.host.v1.Backlog.queued:type_name -> paddock.host.v1.Backlog.QueuedEntry
+	0,  // 17: paddock.host.v1.TaskEvent.kind:type_name -> paddock.host.v1.TaskEvent.Kind
+	25, // 18: paddock.host.v1.TaskEvent.inputs:type_name -> paddock.host.v1.TaskEvent.InputsEntry
+	1,  // 19: paddock.host.v1.Collect.OutputsEntry.value:type_name -> paddock.host.v1.BlobRef
+	1,  // 20: paddock.host.v1.TaskEvent.InputsEntry.value:type_name -> paddock.host.v1.BlobRef
+	5,  // 21: paddock.host.v1.HostService.Describe:input_type -> paddock.host.v1.DescribeRequest
+	8,  // 22: paddock.host.v1.HostService.Control:input_type -> paddock.host.v1.HostMessage
+	7,  // 23: paddock.host.v1.HostService.Relay:input_type -> paddock.host.v1.Chunk
+	2,  // 24: paddock.host.v1.HostService.StatBlob:input_type -> paddock.host.v1.StatBlobRequest
+	3,  // 25: paddock.host.v1.HostService.ReadBlob:input_type -> paddock.host.v1.ReadBlobRequest
+	4,  // 26: paddock.host.v1.HostService.WriteBlob:input_type -> paddock.host.v1.WriteBlobRequest
+	6,  // 27: paddock.host.v1.HostService.Describe:output_type -> paddock.host.v1.DescribeResponse
+	18, // 28: paddock.host.v1.HostService.Control:output_type -> paddock.host.v1.ServerMessage
+	7,  // 29: paddock.host.v1.HostService.Relay:output_type -> paddock.host.v1.Chunk
+	1,  // 30: paddock.host.v1.HostService.StatBlob:output_type -> paddock.host.v1.BlobRef
+	7,  // 31: paddock.host.v1.HostService.ReadBlob:output_type -> paddock.host.v1.Chunk
+	1,  // 32: paddock.host.v1.HostService.WriteBlob:output_type -> paddock.host.v1.BlobRef
+	27, // [27:33] is the sub-list for method output_type
+	21, // [21:27] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_api_host_v1_host_proto_init() }
@@ -1388,15 +2005,18 @@ func file_api_host_v1_host_proto_init() {
 	if File_api_host_v1_host_proto != nil {
 		return
 	}
-	file_api_host_v1_host_proto_msgTypes[3].OneofWrappers = []any{
+	file_api_host_v1_host_proto_msgTypes[7].OneofWrappers = []any{
 		(*HostMessage_Register)(nil),
 		(*HostMessage_Status)(nil),
 		(*HostMessage_GuestGone)(nil),
+		(*HostMessage_Collected)(nil),
+		(*HostMessage_Staged)(nil),
 	}
-	file_api_host_v1_host_proto_msgTypes[11].OneofWrappers = []any{
+	file_api_host_v1_host_proto_msgTypes[17].OneofWrappers = []any{
 		(*ServerMessage_Registered)(nil),
 		(*ServerMessage_Backlog)(nil),
 		(*ServerMessage_TaskEvent)(nil),
+		(*ServerMessage_Collect)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1404,7 +2024,7 @@ func file_api_host_v1_host_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_host_v1_host_proto_rawDesc), len(file_api_host_v1_host_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   16,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

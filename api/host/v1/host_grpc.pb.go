@@ -29,9 +29,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	HostService_Describe_FullMethodName = "/paddock.host.v1.HostService/Describe"
-	HostService_Control_FullMethodName  = "/paddock.host.v1.HostService/Control"
-	HostService_Relay_FullMethodName    = "/paddock.host.v1.HostService/Relay"
+	HostService_Describe_FullMethodName  = "/paddock.host.v1.HostService/Describe"
+	HostService_Control_FullMethodName   = "/paddock.host.v1.HostService/Control"
+	HostService_Relay_FullMethodName     = "/paddock.host.v1.HostService/Relay"
+	HostService_StatBlob_FullMethodName  = "/paddock.host.v1.HostService/StatBlob"
+	HostService_ReadBlob_FullMethodName  = "/paddock.host.v1.HostService/ReadBlob"
+	HostService_WriteBlob_FullMethodName = "/paddock.host.v1.HostService/WriteBlob"
 )
 
 // HostServiceClient is the client API for HostService service.
@@ -59,6 +62,14 @@ type HostServiceClient interface {
 	// an agent that registers under any other id is refused. The stream ends when either
 	// side closes it.
 	Relay(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[Chunk, Chunk], error)
+	// StatBlob says whether the server's blob store holds a blob, and its size.
+	StatBlob(ctx context.Context, in *StatBlobRequest, opts ...grpc.CallOption) (*BlobRef, error)
+	// ReadBlob streams a blob from the server's blob store, from offset.
+	ReadBlob(ctx context.Context, in *ReadBlobRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Chunk], error)
+	// WriteBlob stores a blob in the server's blob store: the first message carries the
+	// header (digest, size), the rest data. The server verifies the digest and size
+	// before anything is stored; a blob it holds already is acknowledged at once.
+	WriteBlob(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[WriteBlobRequest, BlobRef], error)
 }
 
 type hostServiceClient struct {
@@ -105,6 +116,48 @@ func (c *hostServiceClient) Relay(ctx context.Context, opts ...grpc.CallOption) 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type HostService_RelayClient = grpc.BidiStreamingClient[Chunk, Chunk]
 
+func (c *hostServiceClient) StatBlob(ctx context.Context, in *StatBlobRequest, opts ...grpc.CallOption) (*BlobRef, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BlobRef)
+	err := c.cc.Invoke(ctx, HostService_StatBlob_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *hostServiceClient) ReadBlob(ctx context.Context, in *ReadBlobRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Chunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &HostService_ServiceDesc.Streams[2], HostService_ReadBlob_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ReadBlobRequest, Chunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type HostService_ReadBlobClient = grpc.ServerStreamingClient[Chunk]
+
+func (c *hostServiceClient) WriteBlob(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[WriteBlobRequest, BlobRef], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &HostService_ServiceDesc.Streams[3], HostService_WriteBlob_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WriteBlobRequest, BlobRef]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type HostService_WriteBlobClient = grpc.ClientStreamingClient[WriteBlobRequest, BlobRef]
+
 // HostServiceServer is the server API for HostService service.
 // All implementations must embed UnimplementedHostServiceServer
 // for forward compatibility.
@@ -130,6 +183,14 @@ type HostServiceServer interface {
 	// an agent that registers under any other id is refused. The stream ends when either
 	// side closes it.
 	Relay(grpc.BidiStreamingServer[Chunk, Chunk]) error
+	// StatBlob says whether the server's blob store holds a blob, and its size.
+	StatBlob(context.Context, *StatBlobRequest) (*BlobRef, error)
+	// ReadBlob streams a blob from the server's blob store, from offset.
+	ReadBlob(*ReadBlobRequest, grpc.ServerStreamingServer[Chunk]) error
+	// WriteBlob stores a blob in the server's blob store: the first message carries the
+	// header (digest, size), the rest data. The server verifies the digest and size
+	// before anything is stored; a blob it holds already is acknowledged at once.
+	WriteBlob(grpc.ClientStreamingServer[WriteBlobRequest, BlobRef]) error
 	mustEmbedUnimplementedHostServiceServer()
 }
 
@@ -148,6 +209,15 @@ func (UnimplementedHostServiceServer) Control(grpc.BidiStreamingServer[HostMessa
 }
 func (UnimplementedHostServiceServer) Relay(grpc.BidiStreamingServer[Chunk, Chunk]) error {
 	return status.Errorf(codes.Unimplemented, "method Relay not implemented")
+}
+func (UnimplementedHostServiceServer) StatBlob(context.Context, *StatBlobRequest) (*BlobRef, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method StatBlob not implemented")
+}
+func (UnimplementedHostServiceServer) ReadBlob(*ReadBlobRequest, grpc.ServerStreamingServer[Chunk]) error {
+	return status.Errorf(codes.Unimplemented, "method ReadBlob not implemented")
+}
+func (UnimplementedHostServiceServer) WriteBlob(grpc.ClientStreamingServer[WriteBlobRequest, BlobRef]) error {
+	return status.Errorf(codes.Unimplemented, "method WriteBlob not implemented")
 }
 func (UnimplementedHostServiceServer) mustEmbedUnimplementedHostServiceServer() {}
 func (UnimplementedHostServiceServer) testEmbeddedByValue()                     {}
@@ -202,6 +272,42 @@ func _HostService_Relay_Handler(srv interface{}, stream grpc.ServerStream) error
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type HostService_RelayServer = grpc.BidiStreamingServer[Chunk, Chunk]
 
+func _HostService_StatBlob_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StatBlobRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServiceServer).StatBlob(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: HostService_StatBlob_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServiceServer).StatBlob(ctx, req.(*StatBlobRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _HostService_ReadBlob_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ReadBlobRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(HostServiceServer).ReadBlob(m, &grpc.GenericServerStream[ReadBlobRequest, Chunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type HostService_ReadBlobServer = grpc.ServerStreamingServer[Chunk]
+
+func _HostService_WriteBlob_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(HostServiceServer).WriteBlob(&grpc.GenericServerStream[WriteBlobRequest, BlobRef]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type HostService_WriteBlobServer = grpc.ClientStreamingServer[WriteBlobRequest, BlobRef]
+
 // HostService_ServiceDesc is the grpc.ServiceDesc for HostService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -212,6 +318,10 @@ var HostService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Describe",
 			Handler:    _HostService_Describe_Handler,
+		},
+		{
+			MethodName: "StatBlob",
+			Handler:    _HostService_StatBlob_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
@@ -225,6 +335,16 @@ var HostService_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "Relay",
 			Handler:       _HostService_Relay_Handler,
 			ServerStreams: true,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "ReadBlob",
+			Handler:       _HostService_ReadBlob_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "WriteBlob",
+			Handler:       _HostService_WriteBlob_Handler,
 			ClientStreams: true,
 		},
 	},

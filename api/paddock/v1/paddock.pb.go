@@ -226,7 +226,8 @@ type TaskSpec struct {
 	// payload is the task's arguments, opaque to Paddock (often JSON). At most the
 	// server's inline limit (server.max_inline_bytes) together with inputs.
 	Payload []byte `protobuf:"bytes,2,opt,name=payload,proto3" json:"payload,omitempty"`
-	// inputs are named input blobs, stored inline (same limit as payload).
+	// inputs are small named inputs, stored inline (same limit as payload). Names are
+	// shared with input_blobs: a name appears in at most one of the two.
 	Inputs map[string][]byte `protobuf:"bytes,3,rep,name=inputs,proto3" json:"inputs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// priority orders dispatch: higher first, FIFO within a priority. -100..100, default 0.
 	Priority int32 `protobuf:"varint,4,opt,name=priority,proto3" json:"priority,omitempty"`
@@ -244,7 +245,12 @@ type TaskSpec struct {
 	// letters, digits, '.', '_', ':', '-'. Empty: none.
 	IdempotencyKey string `protobuf:"bytes,9,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	// tenant owns the task, for accounting and idempotency (default "default").
-	Tenant        string `protobuf:"bytes,10,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Tenant string `protobuf:"bytes,10,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// input_blobs are named inputs of any size: blobs the server already holds (upload
+	// them first with PUT /v1/blobs/sha256:<hex>, e.g. `paddock blob put`). The handler
+	// reads each as a file. Names: 1-128 letters, digits, '.', '_', '-', not starting
+	// with '.'. size may be 0 on submit; the server fills it in from the blob store.
+	InputBlobs    map[string]*BlobRef `protobuf:"bytes,11,rep,name=input_blobs,json=inputBlobs,proto3" json:"input_blobs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -349,6 +355,68 @@ func (x *TaskSpec) GetTenant() string {
 	return ""
 }
 
+func (x *TaskSpec) GetInputBlobs() map[string]*BlobRef {
+	if x != nil {
+		return x.InputBlobs
+	}
+	return nil
+}
+
+// BlobRef names a content-addressed blob.
+type BlobRef struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// digest is "sha256:" followed by 64 lowercase hex digits.
+	Digest string `protobuf:"bytes,1,opt,name=digest,proto3" json:"digest,omitempty"`
+	// size is the blob's length in bytes.
+	Size          int64 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlobRef) Reset() {
+	*x = BlobRef{}
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlobRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlobRef) ProtoMessage() {}
+
+func (x *BlobRef) ProtoReflect() protoreflect.Message {
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlobRef.ProtoReflect.Descriptor instead.
+func (*BlobRef) Descriptor() ([]byte, []int) {
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *BlobRef) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *BlobRef) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
 // Usage is what an attempt cost.
 type Usage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -362,7 +430,7 @@ type Usage struct {
 
 func (x *Usage) Reset() {
 	*x = Usage{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[2]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -374,7 +442,7 @@ func (x *Usage) String() string {
 func (*Usage) ProtoMessage() {}
 
 func (x *Usage) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[2]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -387,7 +455,7 @@ func (x *Usage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Usage.ProtoReflect.Descriptor instead.
 func (*Usage) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{2}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Usage) GetWallMs() int64 {
@@ -431,7 +499,7 @@ type Attempt struct {
 
 func (x *Attempt) Reset() {
 	*x = Attempt{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[3]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -443,7 +511,7 @@ func (x *Attempt) String() string {
 func (*Attempt) ProtoMessage() {}
 
 func (x *Attempt) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[3]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -456,7 +524,7 @@ func (x *Attempt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attempt.ProtoReflect.Descriptor instead.
 func (*Attempt) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{3}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Attempt) GetNumber() int32 {
@@ -554,14 +622,17 @@ type Task struct {
 	// finished_at is when it became terminal.
 	FinishedAtUnixMs int64 `protobuf:"varint,14,opt,name=finished_at_unix_ms,json=finishedAtUnixMs,proto3" json:"finished_at_unix_ms,omitempty"`
 	// attempts is the history of runs (Get and Wait only).
-	Attempts      []*Attempt `protobuf:"bytes,15,rep,name=attempts,proto3" json:"attempts,omitempty"`
+	Attempts []*Attempt `protobuf:"bytes,15,rep,name=attempts,proto3" json:"attempts,omitempty"`
+	// output_blobs are the files the handler wrote (SUCCEEDED only), each a blob in the
+	// server's blob store: GET /v1/blobs/<digest> (`paddock task output ID NAME`).
+	OutputBlobs   map[string]*BlobRef `protobuf:"bytes,16,rep,name=output_blobs,json=outputBlobs,proto3" json:"output_blobs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Task) Reset() {
 	*x = Task{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[4]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -573,7 +644,7 @@ func (x *Task) String() string {
 func (*Task) ProtoMessage() {}
 
 func (x *Task) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[4]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -586,7 +657,7 @@ func (x *Task) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Task.ProtoReflect.Descriptor instead.
 func (*Task) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{4}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Task) GetId() string {
@@ -694,6 +765,13 @@ func (x *Task) GetAttempts() []*Attempt {
 	return nil
 }
 
+func (x *Task) GetOutputBlobs() map[string]*BlobRef {
+	if x != nil {
+		return x.OutputBlobs
+	}
+	return nil
+}
+
 // SubmitRequest submits one task.
 type SubmitRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -705,7 +783,7 @@ type SubmitRequest struct {
 
 func (x *SubmitRequest) Reset() {
 	*x = SubmitRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[5]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -717,7 +795,7 @@ func (x *SubmitRequest) String() string {
 func (*SubmitRequest) ProtoMessage() {}
 
 func (x *SubmitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[5]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -730,7 +808,7 @@ func (x *SubmitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitRequest.ProtoReflect.Descriptor instead.
 func (*SubmitRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{5}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SubmitRequest) GetTask() *TaskSpec {
@@ -753,7 +831,7 @@ type SubmitResponse struct {
 
 func (x *SubmitResponse) Reset() {
 	*x = SubmitResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[6]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -765,7 +843,7 @@ func (x *SubmitResponse) String() string {
 func (*SubmitResponse) ProtoMessage() {}
 
 func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[6]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -778,7 +856,7 @@ func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitResponse.ProtoReflect.Descriptor instead.
 func (*SubmitResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{6}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SubmitResponse) GetTask() *Task {
@@ -806,7 +884,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[7]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -818,7 +896,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[7]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -831,7 +909,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{7}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetRequest) GetId() string {
@@ -852,7 +930,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[8]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -864,7 +942,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[8]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -877,7 +955,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{8}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetResponse) GetTask() *Task {
@@ -900,7 +978,7 @@ type WaitRequest struct {
 
 func (x *WaitRequest) Reset() {
 	*x = WaitRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[9]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -912,7 +990,7 @@ func (x *WaitRequest) String() string {
 func (*WaitRequest) ProtoMessage() {}
 
 func (x *WaitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[9]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -925,7 +1003,7 @@ func (x *WaitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitRequest.ProtoReflect.Descriptor instead.
 func (*WaitRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{9}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *WaitRequest) GetId() string {
@@ -955,7 +1033,7 @@ type WaitResponse struct {
 
 func (x *WaitResponse) Reset() {
 	*x = WaitResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[10]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -967,7 +1045,7 @@ func (x *WaitResponse) String() string {
 func (*WaitResponse) ProtoMessage() {}
 
 func (x *WaitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[10]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -980,7 +1058,7 @@ func (x *WaitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitResponse.ProtoReflect.Descriptor instead.
 func (*WaitResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{10}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *WaitResponse) GetTask() *Task {
@@ -1008,7 +1086,7 @@ type CancelRequest struct {
 
 func (x *CancelRequest) Reset() {
 	*x = CancelRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[11]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1020,7 +1098,7 @@ func (x *CancelRequest) String() string {
 func (*CancelRequest) ProtoMessage() {}
 
 func (x *CancelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[11]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1033,7 +1111,7 @@ func (x *CancelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelRequest.ProtoReflect.Descriptor instead.
 func (*CancelRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{11}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CancelRequest) GetId() string {
@@ -1054,7 +1132,7 @@ type CancelResponse struct {
 
 func (x *CancelResponse) Reset() {
 	*x = CancelResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[12]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1066,7 +1144,7 @@ func (x *CancelResponse) String() string {
 func (*CancelResponse) ProtoMessage() {}
 
 func (x *CancelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[12]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1079,7 +1157,7 @@ func (x *CancelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelResponse.ProtoReflect.Descriptor instead.
 func (*CancelResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{12}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CancelResponse) GetTask() *Task {
@@ -1110,7 +1188,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[13]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1122,7 +1200,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[13]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1135,7 +1213,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{13}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListRequest) GetState() State {
@@ -1193,7 +1271,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[14]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1205,7 +1283,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[14]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1218,7 +1296,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{14}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListResponse) GetTasks() []*Task {
@@ -1244,7 +1322,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[15]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1256,7 +1334,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[15]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1269,7 +1347,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{15}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{16}
 }
 
 // QueueDepth counts tasks of one type in one state.
@@ -1287,7 +1365,7 @@ type QueueDepth struct {
 
 func (x *QueueDepth) Reset() {
 	*x = QueueDepth{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[16]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1299,7 +1377,7 @@ func (x *QueueDepth) String() string {
 func (*QueueDepth) ProtoMessage() {}
 
 func (x *QueueDepth) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[16]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1312,7 +1390,7 @@ func (x *QueueDepth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueDepth.ProtoReflect.Descriptor instead.
 func (*QueueDepth) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{16}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *QueueDepth) GetType() string {
@@ -1360,7 +1438,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[17]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1372,7 +1450,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[17]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1385,7 +1463,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{17}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *StatusResponse) GetVersion() string {
@@ -1454,7 +1532,7 @@ type QueueDelay struct {
 
 func (x *QueueDelay) Reset() {
 	*x = QueueDelay{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[18]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1466,7 +1544,7 @@ func (x *QueueDelay) String() string {
 func (*QueueDelay) ProtoMessage() {}
 
 func (x *QueueDelay) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[18]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1479,7 +1557,7 @@ func (x *QueueDelay) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueDelay.ProtoReflect.Descriptor instead.
 func (*QueueDelay) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{18}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *QueueDelay) GetType() string {
@@ -1512,7 +1590,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[19]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1524,7 +1602,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[19]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1537,7 +1615,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{19}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{20}
 }
 
 // AgentType is one task type an agent serves.
@@ -1566,7 +1644,7 @@ type AgentType struct {
 
 func (x *AgentType) Reset() {
 	*x = AgentType{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[20]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1578,7 +1656,7 @@ func (x *AgentType) String() string {
 func (*AgentType) ProtoMessage() {}
 
 func (x *AgentType) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[20]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1591,7 +1669,7 @@ func (x *AgentType) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentType.ProtoReflect.Descriptor instead.
 func (*AgentType) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{20}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *AgentType) GetName() string {
@@ -1673,7 +1751,7 @@ type Agent struct {
 
 func (x *Agent) Reset() {
 	*x = Agent{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[21]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1685,7 +1763,7 @@ func (x *Agent) String() string {
 func (*Agent) ProtoMessage() {}
 
 func (x *Agent) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[21]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1698,7 +1776,7 @@ func (x *Agent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Agent.ProtoReflect.Descriptor instead.
 func (*Agent) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{21}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Agent) GetId() string {
@@ -1782,7 +1860,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[22]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1794,7 +1872,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[22]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1807,7 +1885,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{22}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*Agent {
@@ -1826,7 +1904,7 @@ type ListHostsRequest struct {
 
 func (x *ListHostsRequest) Reset() {
 	*x = ListHostsRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[23]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1838,7 +1916,7 @@ func (x *ListHostsRequest) String() string {
 func (*ListHostsRequest) ProtoMessage() {}
 
 func (x *ListHostsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[23]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1851,7 +1929,7 @@ func (x *ListHostsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListHostsRequest.ProtoReflect.Descriptor instead.
 func (*ListHostsRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{23}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{24}
 }
 
 // HostPool is one pool of a host.
@@ -1876,7 +1954,7 @@ type HostPool struct {
 
 func (x *HostPool) Reset() {
 	*x = HostPool{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[24]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1888,7 +1966,7 @@ func (x *HostPool) String() string {
 func (*HostPool) ProtoMessage() {}
 
 func (x *HostPool) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[24]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1901,7 +1979,7 @@ func (x *HostPool) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostPool.ProtoReflect.Descriptor instead.
 func (*HostPool) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{24}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *HostPool) GetName() string {
@@ -1986,7 +2064,7 @@ type Host struct {
 
 func (x *Host) Reset() {
 	*x = Host{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[25]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1998,7 +2076,7 @@ func (x *Host) String() string {
 func (*Host) ProtoMessage() {}
 
 func (x *Host) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[25]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2011,7 +2089,7 @@ func (x *Host) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Host.ProtoReflect.Descriptor instead.
 func (*Host) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{25}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Host) GetId() string {
@@ -2116,7 +2194,7 @@ type ListHostsResponse struct {
 
 func (x *ListHostsResponse) Reset() {
 	*x = ListHostsResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[26]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2128,7 +2206,7 @@ func (x *ListHostsResponse) String() string {
 func (*ListHostsResponse) ProtoMessage() {}
 
 func (x *ListHostsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[26]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2141,7 +2219,7 @@ func (x *ListHostsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListHostsResponse.ProtoReflect.Descriptor instead.
 func (*ListHostsResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{26}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListHostsResponse) GetHosts() []*Host {
@@ -2162,7 +2240,7 @@ type ListVMsRequest struct {
 
 func (x *ListVMsRequest) Reset() {
 	*x = ListVMsRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[27]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2174,7 +2252,7 @@ func (x *ListVMsRequest) String() string {
 func (*ListVMsRequest) ProtoMessage() {}
 
 func (x *ListVMsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[27]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2187,7 +2265,7 @@ func (x *ListVMsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVMsRequest.ProtoReflect.Descriptor instead.
 func (*ListVMsRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{27}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListVMsRequest) GetHost() string {
@@ -2227,7 +2305,7 @@ type VM struct {
 
 func (x *VM) Reset() {
 	*x = VM{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[28]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2239,7 +2317,7 @@ func (x *VM) String() string {
 func (*VM) ProtoMessage() {}
 
 func (x *VM) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[28]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2252,7 +2330,7 @@ func (x *VM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VM.ProtoReflect.Descriptor instead.
 func (*VM) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{28}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *VM) GetName() string {
@@ -2343,7 +2421,7 @@ type ListVMsResponse struct {
 
 func (x *ListVMsResponse) Reset() {
 	*x = ListVMsResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[29]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2355,7 +2433,7 @@ func (x *ListVMsResponse) String() string {
 func (*ListVMsResponse) ProtoMessage() {}
 
 func (x *ListVMsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[29]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2368,7 +2446,7 @@ func (x *ListVMsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVMsResponse.ProtoReflect.Descriptor instead.
 func (*ListVMsResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{29}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListVMsResponse) GetVms() []*VM {
@@ -2391,7 +2469,7 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\x06labels\x18\x03 \x03(\v2$.paddock.v1.Requirements.LabelsEntryR\x06labels\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb3\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xce\x04\n" +
 	"\bTaskSpec\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x18\n" +
 	"\apayload\x18\x02 \x01(\fR\apayload\x128\n" +
@@ -2404,10 +2482,18 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\fmax_attempts\x18\b \x01(\x05R\vmaxAttempts\x12'\n" +
 	"\x0fidempotency_key\x18\t \x01(\tR\x0eidempotencyKey\x12\x16\n" +
 	"\x06tenant\x18\n" +
-	" \x01(\tR\x06tenant\x1a9\n" +
+	" \x01(\tR\x06tenant\x12E\n" +
+	"\vinput_blobs\x18\v \x03(\v2$.paddock.v1.TaskSpec.InputBlobsEntryR\n" +
+	"inputBlobs\x1a9\n" +
 	"\vInputsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"7\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\x1aR\n" +
+	"\x0fInputBlobsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12)\n" +
+	"\x05value\x18\x02 \x01(\v2\x13.paddock.v1.BlobRefR\x05value:\x028\x01\"5\n" +
+	"\aBlobRef\x12\x16\n" +
+	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\"7\n" +
 	"\x05Usage\x12\x17\n" +
 	"\awall_ms\x18\x01 \x01(\x03R\x06wallMs\x12\x15\n" +
 	"\x06cpu_ms\x18\x02 \x01(\x03R\x05cpuMs\"\xb7\x02\n" +
@@ -2420,7 +2506,7 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\tretryable\x18\x06 \x01(\bR\tretryable\x12'\n" +
 	"\x05usage\x18\a \x01(\v2\x11.paddock.v1.UsageR\x05usage\x12)\n" +
 	"\x11leased_at_unix_ms\x18\b \x01(\x03R\x0eleasedAtUnixMs\x12-\n" +
-	"\x13finished_at_unix_ms\x18\t \x01(\x03R\x10finishedAtUnixMs\"\xe6\x04\n" +
+	"\x13finished_at_unix_ms\x18\t \x01(\x03R\x10finishedAtUnixMs\"\x81\x06\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12(\n" +
 	"\x04spec\x18\x02 \x01(\v2\x14.paddock.v1.TaskSpecR\x04spec\x12'\n" +
@@ -2437,10 +2523,14 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\x12created_at_unix_ms\x18\f \x01(\x03R\x0fcreatedAtUnixMs\x12+\n" +
 	"\x12updated_at_unix_ms\x18\r \x01(\x03R\x0fupdatedAtUnixMs\x12-\n" +
 	"\x13finished_at_unix_ms\x18\x0e \x01(\x03R\x10finishedAtUnixMs\x12/\n" +
-	"\battempts\x18\x0f \x03(\v2\x13.paddock.v1.AttemptR\battempts\x1a:\n" +
+	"\battempts\x18\x0f \x03(\v2\x13.paddock.v1.AttemptR\battempts\x12D\n" +
+	"\foutput_blobs\x18\x10 \x03(\v2!.paddock.v1.Task.OutputBlobsEntryR\voutputBlobs\x1a:\n" +
 	"\fOutputsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"9\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\x1aS\n" +
+	"\x10OutputBlobsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12)\n" +
+	"\x05value\x18\x02 \x01(\v2\x13.paddock.v1.BlobRefR\x05value:\x028\x01\"9\n" +
 	"\rSubmitRequest\x12(\n" +
 	"\x04task\x18\x01 \x01(\v2\x14.paddock.v1.TaskSpecR\x04task\"P\n" +
 	"\x0eSubmitResponse\x12$\n" +
@@ -2606,96 +2696,103 @@ func file_api_paddock_v1_paddock_proto_rawDescGZIP() []byte {
 }
 
 var file_api_paddock_v1_paddock_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_api_paddock_v1_paddock_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_api_paddock_v1_paddock_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_api_paddock_v1_paddock_proto_goTypes = []any{
 	(State)(0),                 // 0: paddock.v1.State
 	(Class)(0),                 // 1: paddock.v1.Class
 	(*Requirements)(nil),       // 2: paddock.v1.Requirements
 	(*TaskSpec)(nil),           // 3: paddock.v1.TaskSpec
-	(*Usage)(nil),              // 4: paddock.v1.Usage
-	(*Attempt)(nil),            // 5: paddock.v1.Attempt
-	(*Task)(nil),               // 6: paddock.v1.Task
-	(*SubmitRequest)(nil),      // 7: paddock.v1.SubmitRequest
-	(*SubmitResponse)(nil),     // 8: paddock.v1.SubmitResponse
-	(*GetRequest)(nil),         // 9: paddock.v1.GetRequest
-	(*GetResponse)(nil),        // 10: paddock.v1.GetResponse
-	(*WaitRequest)(nil),        // 11: paddock.v1.WaitRequest
-	(*WaitResponse)(nil),       // 12: paddock.v1.WaitResponse
-	(*CancelRequest)(nil),      // 13: paddock.v1.CancelRequest
-	(*CancelResponse)(nil),     // 14: paddock.v1.CancelResponse
-	(*ListRequest)(nil),        // 15: paddock.v1.ListRequest
-	(*ListResponse)(nil),       // 16: paddock.v1.ListResponse
-	(*StatusRequest)(nil),      // 17: paddock.v1.StatusRequest
-	(*QueueDepth)(nil),         // 18: paddock.v1.QueueDepth
-	(*StatusResponse)(nil),     // 19: paddock.v1.StatusResponse
-	(*QueueDelay)(nil),         // 20: paddock.v1.QueueDelay
-	(*ListAgentsRequest)(nil),  // 21: paddock.v1.ListAgentsRequest
-	(*AgentType)(nil),          // 22: paddock.v1.AgentType
-	(*Agent)(nil),              // 23: paddock.v1.Agent
-	(*ListAgentsResponse)(nil), // 24: paddock.v1.ListAgentsResponse
-	(*ListHostsRequest)(nil),   // 25: paddock.v1.ListHostsRequest
-	(*HostPool)(nil),           // 26: paddock.v1.HostPool
-	(*Host)(nil),               // 27: paddock.v1.Host
-	(*ListHostsResponse)(nil),  // 28: paddock.v1.ListHostsResponse
-	(*ListVMsRequest)(nil),     // 29: paddock.v1.ListVMsRequest
-	(*VM)(nil),                 // 30: paddock.v1.VM
-	(*ListVMsResponse)(nil),    // 31: paddock.v1.ListVMsResponse
-	nil,                        // 32: paddock.v1.Requirements.LabelsEntry
-	nil,                        // 33: paddock.v1.TaskSpec.InputsEntry
-	nil,                        // 34: paddock.v1.Task.OutputsEntry
-	nil,                        // 35: paddock.v1.Agent.LabelsEntry
+	(*BlobRef)(nil),            // 4: paddock.v1.BlobRef
+	(*Usage)(nil),              // 5: paddock.v1.Usage
+	(*Attempt)(nil),            // 6: paddock.v1.Attempt
+	(*Task)(nil),               // 7: paddock.v1.Task
+	(*SubmitRequest)(nil),      // 8: paddock.v1.SubmitRequest
+	(*SubmitResponse)(nil),     // 9: paddock.v1.SubmitResponse
+	(*GetRequest)(nil),         // 10: paddock.v1.GetRequest
+	(*GetResponse)(nil),        // 11: paddock.v1.GetResponse
+	(*WaitRequest)(nil),        // 12: paddock.v1.WaitRequest
+	(*WaitResponse)(nil),       // 13: paddock.v1.WaitResponse
+	(*CancelRequest)(nil),      // 14: paddock.v1.CancelRequest
+	(*CancelResponse)(nil),     // 15: paddock.v1.CancelResponse
+	(*ListRequest)(nil),        // 16: paddock.v1.ListRequest
+	(*ListResponse)(nil),       // 17: paddock.v1.ListResponse
+	(*StatusRequest)(nil),      // 18: paddock.v1.StatusRequest
+	(*QueueDepth)(nil),         // 19: paddock.v1.QueueDepth
+	(*StatusResponse)(nil),     // 20: paddock.v1.StatusResponse
+	(*QueueDelay)(nil),         // 21: paddock.v1.QueueDelay
+	(*ListAgentsRequest)(nil),  // 22: paddock.v1.ListAgentsRequest
+	(*AgentType)(nil),          // 23: paddock.v1.AgentType
+	(*Agent)(nil),              // 24: paddock.v1.Agent
+	(*ListAgentsResponse)(nil), // 25: paddock.v1.ListAgentsResponse
+	(*ListHostsRequest)(nil),   // 26: paddock.v1.ListHostsRequest
+	(*HostPool)(nil),           // 27: paddock.v1.HostPool
+	(*Host)(nil),               // 28: paddock.v1.Host
+	(*ListHostsResponse)(nil),  // 29: paddock.v1.ListHostsResponse
+	(*ListVMsRequest)(nil),     // 30: paddock.v1.ListVMsRequest
+	(*VM)(nil),                 // 31: paddock.v1.VM
+	(*ListVMsResponse)(nil),    // 32: paddock.v1.ListVMsResponse
+	nil,                        // 33: paddock.v1.Requirements.LabelsEntry
+	nil,                        // 34: paddock.v1.TaskSpec.InputsEntry
+	nil,                        // 35: paddock.v1.TaskSpec.InputBlobsEntry
+	nil,                        // 36: paddock.v1.Task.OutputsEntry
+	nil,                        // 37: paddock.v1.Task.OutputBlobsEntry
+	nil,                        // 38: paddock.v1.Agent.LabelsEntry
 }
 var file_api_paddock_v1_paddock_proto_depIdxs = []int32{
-	32, // 0: paddock.v1.Requirements.labels:type_name -> paddock.v1.Requirements.LabelsEntry
-	33, // 1: paddock.v1.TaskSpec.inputs:type_name -> paddock.v1.TaskSpec.InputsEntry
+	33, // 0: paddock.v1.Requirements.labels:type_name -> paddock.v1.Requirements.LabelsEntry
+	34, // 1: paddock.v1.TaskSpec.inputs:type_name -> paddock.v1.TaskSpec.InputsEntry
 	1,  // 2: paddock.v1.TaskSpec.class:type_name -> paddock.v1.Class
 	2,  // 3: paddock.v1.TaskSpec.requirements:type_name -> paddock.v1.Requirements
-	0,  // 4: paddock.v1.Attempt.state:type_name -> paddock.v1.State
-	4,  // 5: paddock.v1.Attempt.usage:type_name -> paddock.v1.Usage
-	3,  // 6: paddock.v1.Task.spec:type_name -> paddock.v1.TaskSpec
-	0,  // 7: paddock.v1.Task.state:type_name -> paddock.v1.State
-	34, // 8: paddock.v1.Task.outputs:type_name -> paddock.v1.Task.OutputsEntry
-	5,  // 9: paddock.v1.Task.attempts:type_name -> paddock.v1.Attempt
-	3,  // 10: paddock.v1.SubmitRequest.task:type_name -> paddock.v1.TaskSpec
-	6,  // 11: paddock.v1.SubmitResponse.task:type_name -> paddock.v1.Task
-	6,  // 12: paddock.v1.GetResponse.task:type_name -> paddock.v1.Task
-	6,  // 13: paddock.v1.WaitResponse.task:type_name -> paddock.v1.Task
-	6,  // 14: paddock.v1.CancelResponse.task:type_name -> paddock.v1.Task
-	0,  // 15: paddock.v1.ListRequest.state:type_name -> paddock.v1.State
-	1,  // 16: paddock.v1.ListRequest.class:type_name -> paddock.v1.Class
-	6,  // 17: paddock.v1.ListResponse.tasks:type_name -> paddock.v1.Task
-	0,  // 18: paddock.v1.QueueDepth.state:type_name -> paddock.v1.State
-	18, // 19: paddock.v1.StatusResponse.queue:type_name -> paddock.v1.QueueDepth
-	20, // 20: paddock.v1.StatusResponse.queue_delays:type_name -> paddock.v1.QueueDelay
-	22, // 21: paddock.v1.Agent.types:type_name -> paddock.v1.AgentType
-	35, // 22: paddock.v1.Agent.labels:type_name -> paddock.v1.Agent.LabelsEntry
-	23, // 23: paddock.v1.ListAgentsResponse.agents:type_name -> paddock.v1.Agent
-	26, // 24: paddock.v1.Host.pools:type_name -> paddock.v1.HostPool
-	27, // 25: paddock.v1.ListHostsResponse.hosts:type_name -> paddock.v1.Host
-	30, // 26: paddock.v1.ListVMsResponse.vms:type_name -> paddock.v1.VM
-	7,  // 27: paddock.v1.TaskService.Submit:input_type -> paddock.v1.SubmitRequest
-	9,  // 28: paddock.v1.TaskService.Get:input_type -> paddock.v1.GetRequest
-	11, // 29: paddock.v1.TaskService.Wait:input_type -> paddock.v1.WaitRequest
-	13, // 30: paddock.v1.TaskService.Cancel:input_type -> paddock.v1.CancelRequest
-	15, // 31: paddock.v1.TaskService.List:input_type -> paddock.v1.ListRequest
-	17, // 32: paddock.v1.ClusterService.Status:input_type -> paddock.v1.StatusRequest
-	21, // 33: paddock.v1.ClusterService.ListAgents:input_type -> paddock.v1.ListAgentsRequest
-	25, // 34: paddock.v1.ClusterService.ListHosts:input_type -> paddock.v1.ListHostsRequest
-	29, // 35: paddock.v1.ClusterService.ListVMs:input_type -> paddock.v1.ListVMsRequest
-	8,  // 36: paddock.v1.TaskService.Submit:output_type -> paddock.v1.SubmitResponse
-	10, // 37: paddock.v1.TaskService.Get:output_type -> paddock.v1.GetResponse
-	12, // 38: paddock.v1.TaskService.Wait:output_type -> paddock.v1.WaitResponse
-	14, // 39: paddock.v1.TaskService.Cancel:output_type -> paddock.v1.CancelResponse
-	16, // 40: paddock.v1.TaskService.List:output_type -> paddock.v1.ListResponse
-	19, // 41: paddock.v1.ClusterService.Status:output_type -> paddock.v1.StatusResponse
-	24, // 42: paddock.v1.ClusterService.ListAgents:output_type -> paddock.v1.ListAgentsResponse
-	28, // 43: paddock.v1.ClusterService.ListHosts:output_type -> paddock.v1.ListHostsResponse
-	31, // 44: paddock.v1.ClusterService.ListVMs:output_type -> paddock.v1.ListVMsResponse
-	36, // [36:45] is the sub-list for method output_type
-	27, // [27:36] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	35, // 4: paddock.v1.TaskSpec.input_blobs:type_name -> paddock.v1.TaskSpec.InputBlobsEntry
+	0,  // 5: paddock.v1.Attempt.state:type_name -> paddock.v1.State
+	5,  // 6: paddock.v1.Attempt.usage:type_name -> paddock.v1.Usage
+	3,  // 7: paddock.v1.Task.spec:type_name -> paddock.v1.TaskSpec
+	0,  // 8: paddock.v1.Task.state:type_name -> paddock.v1.State
+	36, // 9: paddock.v1.Task.outputs:type_name -> paddock.v1.Task.OutputsEntry
+	6,  // 10: paddock.v1.Task.attempts:type_name -> paddock.v1.Attempt
+	37, // 11: paddock.v1.Task.output_blobs:type_name -> paddock.v1.Task.OutputBlobsEntry
+	3,  // 12: paddock.v1.SubmitRequest.task:type_name -> paddock.v1.TaskSpec
+	7,  // 13: paddock.v1.SubmitResponse.task:type_name -> paddock.v1.Task
+	7,  // 14: paddock.v1.GetResponse.task:type_name -> paddock.v1.Task
+	7,  // 15: paddock.v1.WaitResponse.task:type_name -> paddock.v1.Task
+	7,  // 16: paddock.v1.CancelResponse.task:type_name -> paddock.v1.Task
+	0,  // 17: paddock.v1.ListRequest.state:type_name -> paddock.v1.State
+	1,  // 18: paddock.v1.ListRequest.class:type_name -> paddock.v1.Class
+	7,  // 19: paddock.v1.ListResponse.tasks:type_name -> paddock.v1.Task
+	0,  // 20: paddock.v1.QueueDepth.state:type_name -> paddock.v1.State
+	19, // 21: paddock.v1.StatusResponse.queue:type_name -> paddock.v1.QueueDepth
+	21, // 22: paddock.v1.StatusResponse.queue_delays:type_name -> paddock.v1.QueueDelay
+	23, // 23: paddock.v1.Agent.types:type_name -> paddock.v1.AgentType
+	38, // 24: paddock.v1.Agent.labels:type_name -> paddock.v1.Agent.LabelsEntry
+	24, // 25: paddock.v1.ListAgentsResponse.agents:type_name -> paddock.v1.Agent
+	27, // 26: paddock.v1.Host.pools:type_name -> paddock.v1.HostPool
+	28, // 27: paddock.v1.ListHostsResponse.hosts:type_name -> paddock.v1.Host
+	31, // 28: paddock.v1.ListVMsResponse.vms:type_name -> paddock.v1.VM
+	4,  // 29: paddock.v1.TaskSpec.InputBlobsEntry.value:type_name -> paddock.v1.BlobRef
+	4,  // 30: paddock.v1.Task.OutputBlobsEntry.value:type_name -> paddock.v1.BlobRef
+	8,  // 31: paddock.v1.TaskService.Submit:input_type -> paddock.v1.SubmitRequest
+	10, // 32: paddock.v1.TaskService.Get:input_type -> paddock.v1.GetRequest
+	12, // 33: paddock.v1.TaskService.Wait:input_type -> paddock.v1.WaitRequest
+	14, // 34: paddock.v1.TaskService.Cancel:input_type -> paddock.v1.CancelRequest
+	16, // 35: paddock.v1.TaskService.List:input_type -> paddock.v1.ListRequest
+	18, // 36: paddock.v1.ClusterService.Status:input_type -> paddock.v1.StatusRequest
+	22, // 37: paddock.v1.ClusterService.ListAgents:input_type -> paddock.v1.ListAgentsRequest
+	26, // 38: paddock.v1.ClusterService.ListHosts:input_type -> paddock.v1.ListHostsRequest
+	30, // 39: paddock.v1.ClusterService.ListVMs:input_type -> paddock.v1.ListVMsRequest
+	9,  // 40: paddock.v1.TaskService.Submit:output_type -> paddock.v1.SubmitResponse
+	11, // 41: paddock.v1.TaskService.Get:output_type -> paddock.v1.GetResponse
+	13, // 42: paddock.v1.TaskService.Wait:output_type -> paddock.v1.WaitResponse
+	15, // 43: paddock.v1.TaskService.Cancel:output_type -> paddock.v1.CancelResponse
+	17, // 44: paddock.v1.TaskService.List:output_type -> paddock.v1.ListResponse
+	20, // 45: paddock.v1.ClusterService.Status:output_type -> paddock.v1.StatusResponse
+	25, // 46: paddock.v1.ClusterService.ListAgents:output_type -> paddock.v1.ListAgentsResponse
+	29, // 47: paddock.v1.ClusterService.ListHosts:output_type -> paddock.v1.ListHostsResponse
+	32, // 48: paddock.v1.ClusterService.ListVMs:output_type -> paddock.v1.ListVMsResponse
+	40, // [40:49] is the sub-list for method output_type
+	31, // [31:40] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_api_paddock_v1_paddock_proto_init() }
@@ -2709,7 +2806,7 @@ func file_api_paddock_v1_paddock_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_paddock_v1_paddock_proto_rawDesc), len(file_api_paddock_v1_paddock_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   34,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
