@@ -355,8 +355,14 @@ type HandleRequest struct {
 	// The agent refuses results whose output plus outputs exceed this many bytes;
 	// the handler refuses them early to save the transfer. 0 means no limit.
 	MaxOutputBytes uint64 `protobuf:"varint,8,opt,name=max_output_bytes,json=maxOutputBytes,proto3" json:"max_output_bytes,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Named inputs of any size, as files the handler reads (nothing large crosses this
+	// protocol). The agent has verified each file's size.
+	InputFiles map[string]*InputFile `protobuf:"bytes,9,rep,name=input_files,json=inputFiles,proto3" json:"input_files,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Directory where the handler writes its output files (one file per output name);
+	// empty when the agent offers none.
+	OutputDir     string `protobuf:"bytes,10,opt,name=output_dir,json=outputDir,proto3" json:"output_dir,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *HandleRequest) Reset() {
@@ -445,6 +451,138 @@ func (x *HandleRequest) GetMaxOutputBytes() uint64 {
 	return 0
 }
 
+func (x *HandleRequest) GetInputFiles() map[string]*InputFile {
+	if x != nil {
+		return x.InputFiles
+	}
+	return nil
+}
+
+func (x *HandleRequest) GetOutputDir() string {
+	if x != nil {
+		return x.OutputDir
+	}
+	return ""
+}
+
+// InputFile is one input the handler reads as a file.
+type InputFile struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Absolute path of the file.
+	Path string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	// Its size in bytes.
+	Size int64 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	// Its digest, "sha256:<hex>".
+	Digest        string `protobuf:"bytes,3,opt,name=digest,proto3" json:"digest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InputFile) Reset() {
+	*x = InputFile{}
+	mi := &file_plugins_proto_handler_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InputFile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InputFile) ProtoMessage() {}
+
+func (x *InputFile) ProtoReflect() protoreflect.Message {
+	mi := &file_plugins_proto_handler_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InputFile.ProtoReflect.Descriptor instead.
+func (*InputFile) Descriptor() ([]byte, []int) {
+	return file_plugins_proto_handler_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *InputFile) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *InputFile) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *InputFile) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+// OutputFile is one output the handler wrote as a file in output_dir.
+type OutputFile struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Size in bytes and digest ("sha256:<hex>"), computed while the file was written.
+	Size          int64  `protobuf:"varint,1,opt,name=size,proto3" json:"size,omitempty"`
+	Digest        string `protobuf:"bytes,2,opt,name=digest,proto3" json:"digest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OutputFile) Reset() {
+	*x = OutputFile{}
+	mi := &file_plugins_proto_handler_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutputFile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutputFile) ProtoMessage() {}
+
+func (x *OutputFile) ProtoReflect() protoreflect.Message {
+	mi := &file_plugins_proto_handler_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutputFile.ProtoReflect.Descriptor instead.
+func (*OutputFile) Descriptor() ([]byte, []int) {
+	return file_plugins_proto_handler_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *OutputFile) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *OutputFile) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
 // HandleResponse is the result of one task.
 type HandleResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -455,14 +593,16 @@ type HandleResponse struct {
 	// Set when the task failed; output and outputs are then meaningless.
 	Error *Error `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
 	// Resources the call used, as measured inside the handler process.
-	Usage         *Usage `protobuf:"bytes,4,opt,name=usage,proto3" json:"usage,omitempty"`
+	Usage *Usage `protobuf:"bytes,4,opt,name=usage,proto3" json:"usage,omitempty"`
+	// The files the handler wrote in output_dir, by output name (the file's name).
+	OutputFiles   map[string]*OutputFile `protobuf:"bytes,5,rep,name=output_files,json=outputFiles,proto3" json:"output_files,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *HandleResponse) Reset() {
 	*x = HandleResponse{}
-	mi := &file_plugins_proto_handler_proto_msgTypes[5]
+	mi := &file_plugins_proto_handler_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -474,7 +614,7 @@ func (x *HandleResponse) String() string {
 func (*HandleResponse) ProtoMessage() {}
 
 func (x *HandleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugins_proto_handler_proto_msgTypes[5]
+	mi := &file_plugins_proto_handler_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -487,7 +627,7 @@ func (x *HandleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandleResponse.ProtoReflect.Descriptor instead.
 func (*HandleResponse) Descriptor() ([]byte, []int) {
-	return file_plugins_proto_handler_proto_rawDescGZIP(), []int{5}
+	return file_plugins_proto_handler_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *HandleResponse) GetOutput() []byte {
@@ -518,6 +658,13 @@ func (x *HandleResponse) GetUsage() *Usage {
 	return nil
 }
 
+func (x *HandleResponse) GetOutputFiles() map[string]*OutputFile {
+	if x != nil {
+		return x.OutputFiles
+	}
+	return nil
+}
+
 // Error is a task failure as the handler reports it.
 type Error struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -534,7 +681,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_plugins_proto_handler_proto_msgTypes[6]
+	mi := &file_plugins_proto_handler_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -546,7 +693,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_plugins_proto_handler_proto_msgTypes[6]
+	mi := &file_plugins_proto_handler_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -559,7 +706,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_plugins_proto_handler_proto_rawDescGZIP(), []int{6}
+	return file_plugins_proto_handler_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Error) GetMessage() string {
@@ -598,7 +745,7 @@ type Usage struct {
 
 func (x *Usage) Reset() {
 	*x = Usage{}
-	mi := &file_plugins_proto_handler_proto_msgTypes[7]
+	mi := &file_plugins_proto_handler_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -610,7 +757,7 @@ func (x *Usage) String() string {
 func (*Usage) ProtoMessage() {}
 
 func (x *Usage) ProtoReflect() protoreflect.Message {
-	mi := &file_plugins_proto_handler_proto_msgTypes[7]
+	mi := &file_plugins_proto_handler_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -623,7 +770,7 @@ func (x *Usage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Usage.ProtoReflect.Descriptor instead.
 func (*Usage) Descriptor() ([]byte, []int) {
-	return file_plugins_proto_handler_proto_rawDescGZIP(), []int{7}
+	return file_plugins_proto_handler_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Usage) GetCpuNanos() uint64 {
@@ -651,7 +798,7 @@ type WaitCallRequest struct {
 
 func (x *WaitCallRequest) Reset() {
 	*x = WaitCallRequest{}
-	mi := &file_plugins_proto_handler_proto_msgTypes[8]
+	mi := &file_plugins_proto_handler_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -663,7 +810,7 @@ func (x *WaitCallRequest) String() string {
 func (*WaitCallRequest) ProtoMessage() {}
 
 func (x *WaitCallRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugins_proto_handler_proto_msgTypes[8]
+	mi := &file_plugins_proto_handler_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -676,7 +823,7 @@ func (x *WaitCallRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitCallRequest.ProtoReflect.Descriptor instead.
 func (*WaitCallRequest) Descriptor() ([]byte, []int) {
-	return file_plugins_proto_handler_proto_rawDescGZIP(), []int{8}
+	return file_plugins_proto_handler_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *WaitCallRequest) GetCallId() string {
@@ -698,7 +845,7 @@ type WaitCallResponse struct {
 
 func (x *WaitCallResponse) Reset() {
 	*x = WaitCallResponse{}
-	mi := &file_plugins_proto_handler_proto_msgTypes[9]
+	mi := &file_plugins_proto_handler_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -710,7 +857,7 @@ func (x *WaitCallResponse) String() string {
 func (*WaitCallResponse) ProtoMessage() {}
 
 func (x *WaitCallResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugins_proto_handler_proto_msgTypes[9]
+	mi := &file_plugins_proto_handler_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -723,7 +870,7 @@ func (x *WaitCallResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitCallResponse.ProtoReflect.Descriptor instead.
 func (*WaitCallResponse) Descriptor() ([]byte, []int) {
-	return file_plugins_proto_handler_proto_rawDescGZIP(), []int{9}
+	return file_plugins_proto_handler_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *WaitCallResponse) GetWasRunning() bool {
@@ -753,7 +900,7 @@ const file_plugins_proto_handler_proto_rawDesc = "" +
 	"\fCapabilities\x12\x1b\n" +
 	"\twait_call\x18\x01 \x01(\bR\bwaitCall\x12*\n" +
 	"\x11max_message_bytes\x18\x02 \x01(\x04R\x0fmaxMessageBytes\x12\x1b\n" +
-	"\tcpu_usage\x18\x03 \x01(\bR\bcpuUsage\"\xe5\x02\n" +
+	"\tcpu_usage\x18\x03 \x01(\bR\bcpuUsage\"\xb6\x04\n" +
 	"\rHandleRequest\x12\x17\n" +
 	"\acall_id\x18\x01 \x01(\tR\x06callId\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x18\n" +
@@ -762,18 +909,38 @@ const file_plugins_proto_handler_proto_rawDesc = "" +
 	"\atask_id\x18\x05 \x01(\tR\x06taskId\x12\x18\n" +
 	"\aattempt\x18\x06 \x01(\rR\aattempt\x12.\n" +
 	"\x13deadline_unix_nanos\x18\a \x01(\x03R\x11deadlineUnixNanos\x12(\n" +
-	"\x10max_output_bytes\x18\b \x01(\x04R\x0emaxOutputBytes\x1a9\n" +
+	"\x10max_output_bytes\x18\b \x01(\x04R\x0emaxOutputBytes\x12R\n" +
+	"\vinput_files\x18\t \x03(\v21.paddock.plugins.v1.HandleRequest.InputFilesEntryR\n" +
+	"inputFiles\x12\x1d\n" +
+	"\n" +
+	"output_dir\x18\n" +
+	" \x01(\tR\toutputDir\x1a9\n" +
 	"\vInputsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\x91\x02\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\x1a\\\n" +
+	"\x0fInputFilesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x123\n" +
+	"\x05value\x18\x02 \x01(\v2\x1d.paddock.plugins.v1.InputFileR\x05value:\x028\x01\"K\n" +
+	"\tInputFile\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x16\n" +
+	"\x06digest\x18\x03 \x01(\tR\x06digest\"8\n" +
+	"\n" +
+	"OutputFile\x12\x12\n" +
+	"\x04size\x18\x01 \x01(\x03R\x04size\x12\x16\n" +
+	"\x06digest\x18\x02 \x01(\tR\x06digest\"\xc9\x03\n" +
 	"\x0eHandleResponse\x12\x16\n" +
 	"\x06output\x18\x01 \x01(\fR\x06output\x12I\n" +
 	"\aoutputs\x18\x02 \x03(\v2/.paddock.plugins.v1.HandleResponse.OutputsEntryR\aoutputs\x12/\n" +
 	"\x05error\x18\x03 \x01(\v2\x19.paddock.plugins.v1.ErrorR\x05error\x12/\n" +
-	"\x05usage\x18\x04 \x01(\v2\x19.paddock.plugins.v1.UsageR\x05usage\x1a:\n" +
+	"\x05usage\x18\x04 \x01(\v2\x19.paddock.plugins.v1.UsageR\x05usage\x12V\n" +
+	"\foutput_files\x18\x05 \x03(\v23.paddock.plugins.v1.HandleResponse.OutputFilesEntryR\voutputFiles\x1a:\n" +
 	"\fOutputsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"r\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\x1a^\n" +
+	"\x10OutputFilesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x124\n" +
+	"\x05value\x18\x02 \x01(\v2\x1e.paddock.plugins.v1.OutputFileR\x05value:\x028\x01\"r\n" +
 	"\x05Error\x12\x18\n" +
 	"\amessage\x18\x01 \x01(\tR\amessage\x12\x1c\n" +
 	"\tretryable\x18\x02 \x01(\bR\tretryable\x121\n" +
@@ -810,7 +977,7 @@ func file_plugins_proto_handler_proto_rawDescGZIP() []byte {
 }
 
 var file_plugins_proto_handler_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_plugins_proto_handler_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_plugins_proto_handler_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_plugins_proto_handler_proto_goTypes = []any{
 	(ErrorKind)(0),           // 0: paddock.plugins.v1.ErrorKind
 	(*DescribeRequest)(nil),  // 1: paddock.plugins.v1.DescribeRequest
@@ -818,33 +985,41 @@ var file_plugins_proto_handler_proto_goTypes = []any{
 	(*TaskType)(nil),         // 3: paddock.plugins.v1.TaskType
 	(*Capabilities)(nil),     // 4: paddock.plugins.v1.Capabilities
 	(*HandleRequest)(nil),    // 5: paddock.plugins.v1.HandleRequest
-	(*HandleResponse)(nil),   // 6: paddock.plugins.v1.HandleResponse
-	(*Error)(nil),            // 7: paddock.plugins.v1.Error
-	(*Usage)(nil),            // 8: paddock.plugins.v1.Usage
-	(*WaitCallRequest)(nil),  // 9: paddock.plugins.v1.WaitCallRequest
-	(*WaitCallResponse)(nil), // 10: paddock.plugins.v1.WaitCallResponse
-	nil,                      // 11: paddock.plugins.v1.HandleRequest.InputsEntry
-	nil,                      // 12: paddock.plugins.v1.HandleResponse.OutputsEntry
+	(*InputFile)(nil),        // 6: paddock.plugins.v1.InputFile
+	(*OutputFile)(nil),       // 7: paddock.plugins.v1.OutputFile
+	(*HandleResponse)(nil),   // 8: paddock.plugins.v1.HandleResponse
+	(*Error)(nil),            // 9: paddock.plugins.v1.Error
+	(*Usage)(nil),            // 10: paddock.plugins.v1.Usage
+	(*WaitCallRequest)(nil),  // 11: paddock.plugins.v1.WaitCallRequest
+	(*WaitCallResponse)(nil), // 12: paddock.plugins.v1.WaitCallResponse
+	nil,                      // 13: paddock.plugins.v1.HandleRequest.InputsEntry
+	nil,                      // 14: paddock.plugins.v1.HandleRequest.InputFilesEntry
+	nil,                      // 15: paddock.plugins.v1.HandleResponse.OutputsEntry
+	nil,                      // 16: paddock.plugins.v1.HandleResponse.OutputFilesEntry
 }
 var file_plugins_proto_handler_proto_depIdxs = []int32{
 	3,  // 0: paddock.plugins.v1.DescribeResponse.types:type_name -> paddock.plugins.v1.TaskType
 	4,  // 1: paddock.plugins.v1.DescribeResponse.capabilities:type_name -> paddock.plugins.v1.Capabilities
-	11, // 2: paddock.plugins.v1.HandleRequest.inputs:type_name -> paddock.plugins.v1.HandleRequest.InputsEntry
-	12, // 3: paddock.plugins.v1.HandleResponse.outputs:type_name -> paddock.plugins.v1.HandleResponse.OutputsEntry
-	7,  // 4: paddock.plugins.v1.HandleResponse.error:type_name -> paddock.plugins.v1.Error
-	8,  // 5: paddock.plugins.v1.HandleResponse.usage:type_name -> paddock.plugins.v1.Usage
-	0,  // 6: paddock.plugins.v1.Error.kind:type_name -> paddock.plugins.v1.ErrorKind
-	1,  // 7: paddock.plugins.v1.Handler.Describe:input_type -> paddock.plugins.v1.DescribeRequest
-	5,  // 8: paddock.plugins.v1.Handler.Handle:input_type -> paddock.plugins.v1.HandleRequest
-	9,  // 9: paddock.plugins.v1.Handler.WaitCall:input_type -> paddock.plugins.v1.WaitCallRequest
-	2,  // 10: paddock.plugins.v1.Handler.Describe:output_type -> paddock.plugins.v1.DescribeResponse
-	6,  // 11: paddock.plugins.v1.Handler.Handle:output_type -> paddock.plugins.v1.HandleResponse
-	10, // 12: paddock.plugins.v1.Handler.WaitCall:output_type -> paddock.plugins.v1.WaitCallResponse
-	10, // [10:13] is the sub-list for method output_type
-	7,  // [7:10] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	13, // 2: paddock.plugins.v1.HandleRequest.inputs:type_name -> paddock.plugins.v1.HandleRequest.InputsEntry
+	14, // 3: paddock.plugins.v1.HandleRequest.input_files:type_name -> paddock.plugins.v1.HandleRequest.InputFilesEntry
+	15, // 4: paddock.plugins.v1.HandleResponse.outputs:type_name -> paddock.plugins.v1.HandleResponse.OutputsEntry
+	9,  // 5: paddock.plugins.v1.HandleResponse.error:type_name -> paddock.plugins.v1.Error
+	10, // 6: paddock.plugins.v1.HandleResponse.usage:type_name -> paddock.plugins.v1.Usage
+	16, // 7: paddock.plugins.v1.HandleResponse.output_files:type_name -> paddock.plugins.v1.HandleResponse.OutputFilesEntry
+	0,  // 8: paddock.plugins.v1.Error.kind:type_name -> paddock.plugins.v1.ErrorKind
+	6,  // 9: paddock.plugins.v1.HandleRequest.InputFilesEntry.value:type_name -> paddock.plugins.v1.InputFile
+	7,  // 10: paddock.plugins.v1.HandleResponse.OutputFilesEntry.value:type_name -> paddock.plugins.v1.OutputFile
+	1,  // 11: paddock.plugins.v1.Handler.Describe:input_type -> paddock.plugins.v1.DescribeRequest
+	5,  // 12: paddock.plugins.v1.Handler.Handle:input_type -> paddock.plugins.v1.HandleRequest
+	11, // 13: paddock.plugins.v1.Handler.WaitCall:input_type -> paddock.plugins.v1.WaitCallRequest
+	2,  // 14: paddock.plugins.v1.Handler.Describe:output_type -> paddock.plugins.v1.DescribeResponse
+	8,  // 15: paddock.plugins.v1.Handler.Handle:output_type -> paddock.plugins.v1.HandleResponse
+	12, // 16: paddock.plugins.v1.Handler.WaitCall:output_type -> paddock.plugins.v1.WaitCallResponse
+	14, // [14:17] is the sub-list for method output_type
+	11, // [11:14] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_plugins_proto_handler_proto_init() }
@@ -858,7 +1033,7 @@ func file_plugins_proto_handler_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plugins_proto_handler_proto_rawDesc), len(file_plugins_proto_handler_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   12,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

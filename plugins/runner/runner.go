@@ -41,9 +41,34 @@ type Task struct {
 	ID       string
 	Type     string
 	Payload  []byte
-	Inputs   map[string][]byte
+	Inputs   map[string][]byte // small inputs, inline in the call
 	Attempt  int
 	Deadline time.Time // zero: only ctx bounds the call
+	// InputFiles are inputs of any size the handler reads as files, by input name
+	// (the same namespace as Inputs). The caller has checked each file's size.
+	InputFiles map[string]InputFile
+	// OutputDir is an existing directory where the handler writes its output files,
+	// one per output name; empty: the handler can write none. The caller owns it
+	// (creates it, collects the files, removes them).
+	OutputDir string
+	// MaxOutputBytes bounds the sum of the output files' sizes (Assign.max_output_bytes);
+	// 0: no limit. Inline outputs stay bounded by Config.MaxOutputBytes.
+	MaxOutputBytes int64
+}
+
+// InputFile is one input handed to the handler as a file.
+type InputFile struct {
+	Path   string // absolute path, readable by the handler process
+	Size   int64  // its size in bytes
+	Digest string // "sha256:<hex>"
+}
+
+// OutputFile is one output file the handler wrote in Task.OutputDir, named by its
+// output name (the file's name). Size and Digest are what the handler's SDK computed
+// while it was written; the runner has checked the file exists with that size.
+type OutputFile struct {
+	Size   int64
+	Digest string // "sha256:<hex>"
 }
 
 // Reason classifies a failed Result.
@@ -75,13 +100,15 @@ type Usage struct {
 
 // Result is the outcome of Execute. Error is empty on success.
 type Result struct {
-	Output    []byte
-	Outputs   map[string][]byte
-	Error     string
-	Retryable bool
-	Reason    Reason
-	Handler   string
-	Usage     Usage
+	Output  []byte
+	Outputs map[string][]byte
+	// OutputFiles are the files the handler wrote in Task.OutputDir, by output name.
+	OutputFiles map[string]OutputFile
+	Error       string
+	Retryable   bool
+	Reason      Reason
+	Handler     string
+	Usage       Usage
 }
 
 // OK reports whether the task succeeded.
@@ -219,6 +246,17 @@ func (r *Runner) execute(ctx context.Context, t Task) Result {
 	req := &handlerpb.HandleRequest{
 		CallId: callID, Type: t.Type, Payload: t.Payload, Inputs: t.Inputs,
 		TaskId: t.ID, Attempt: uint32(t.Attempt), MaxOutputBytes: uint64(r.cfg.MaxOutputBytes),
+		OutputDir: t.OutputDir,
+	}
+	if t.OutputDir != "" {
+		// The handler's limit covers inline outputs plus output files.
+		req.MaxOutputBytes = uint64(t.MaxOutputBytes)
+	}
+	if len(t.InputFiles) > 0 {
+		req.InputFiles = make(map[string]*handlerpb.InputFile, len(t.InputFiles))
+		for name, f := range t.InputFiles {
+			req.InputFiles[name] = &handlerpb.InputFile{Path: f.Path, Size: f.Size, Digest: f.Digest}
+		}
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		req.DeadlineUnixNanos = dl.UnixNano()
@@ -285,6 +323,12 @@ func (r *Runner) execute(ctx context.Context, t Task) Result {
 		return fail(ReasonOutputTooLarge, false, "handler %q: result of task type %q is %d bytes, over the limit of %d bytes (runner Config.MaxOutputBytes)", h.spec.Name, t.Type, size, r.cfg.MaxOutputBytes)
 	}
 	res.Output, res.Outputs = resp.GetOutput(), resp.GetOutputs()
+	for name, f := range resp.GetOutputFiles() {
+		if res.OutputFiles == nil {
+			res.OutputFiles = make(map[string]OutputFile, len(resp.GetOutputFiles()))
+		}
+		res.OutputFiles[name] = OutputFile{Size: f.GetSize(), Digest: f.GetDigest()}
+	}
 	return res
 }
 
