@@ -22,13 +22,42 @@ type Options struct {
 	// now" (a virtio-serial port with no host attached), not the end: keep
 	// reading. The current session ends. Set by OpenPort.
 	EOFIsTransient bool
+	// Window bounds the bytes a session buffers that its reader has not read yet.
+	// When the peer sends more, the stream is not read on (backpressure: a TCP
+	// peer's or a guest's writes block) until the reader catches up. Default
+	// DefaultWindow.
+	Window int
+	// StallTimeout: a session whose window stays full this long (its reader does
+	// not read, e.g. a session nobody accepted) is cut off. Default 60s.
+	StallTimeout time.Duration
+	// HandshakeTimeout: a connection served by a Listener that has not started a
+	// session within this long is closed. Default 30s (Listener only).
+	HandshakeTimeout time.Duration
+	// MaxSessions bounds the sessions one connection may start over its life; the
+	// connection is closed at the next HELLO past it. Default 64 (Host only).
+	MaxSessions int
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
 
+// DefaultWindow is the default Options.Window: 4 MiB.
+const DefaultWindow = 4 << 20
+
 func (o Options) withDefaults() Options {
 	if o.HelloInterval == 0 {
 		o.HelloInterval = 500 * time.Millisecond
+	}
+	if o.Window <= 0 {
+		o.Window = DefaultWindow
+	}
+	if o.StallTimeout <= 0 {
+		o.StallTimeout = 60 * time.Second
+	}
+	if o.HandshakeTimeout <= 0 {
+		o.HandshakeTimeout = 30 * time.Second
+	}
+	if o.MaxSessions <= 0 {
+		o.MaxSessions = 64
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -96,6 +125,10 @@ type Conn struct {
 	wmu     sync.Mutex // serialises Write (keeps seq in order)
 	sendSeq uint32
 
+	window  int           // bound on buf (Options.Window)
+	stall   time.Duration // how long deliver waits for room (Options.StallTimeout)
+	drained chan struct{} // signalled when Read takes bytes from buf, or the session ends
+
 	// mu guards the fields below.
 	mu        sync.Mutex
 	buf       bytes.Buffer
@@ -109,10 +142,18 @@ type Conn struct {
 
 var _ net.Conn = (*Conn)(nil)
 
-func newConn(session uint64, out *framer, local, remote string, onClose func(*Conn)) *Conn {
+func newConn(session uint64, out *framer, local, remote string, onClose func(*Conn), o Options) *Conn {
 	return &Conn{
-		session: session, out: out, onClose: onClose, notify: make(chan struct{}, 1),
+		session: session, out: out, onClose: onClose, notify: make(chan struct{}, 1), drained: make(chan struct{}, 1),
+		window: o.Window, stall: o.StallTimeout,
 		local: Addr{Name: local, Session: session}, remote: Addr{Name: remote, Session: session},
+	}
+}
+
+func (c *Conn) signalDrained() {
+	select {
+	case c.drained <- struct{}{}:
+	default:
 	}
 }
 
@@ -126,12 +167,19 @@ func (c *Conn) signal() {
 	}
 }
 
-// deliver hands a DATA frame to the session; false means a sequence gap (the
-// session is then ended).
+// ErrWindowExceeded is wrapped by the read error of a session cut off because its
+// peer kept its window full for Options.StallTimeout while nothing read it.
+var ErrWindowExceeded = errors.New("transport window full while the reader stalled")
+
+// deliver hands a DATA frame to the session; false means the session was ended (a
+// sequence gap, or its window stayed full past the stall timeout). While the
+// session's unread bytes would pass its window, deliver waits for the reader: the
+// caller (the stream's only reader) stops reading the stream meanwhile, which is
+// the backpressure that bounds memory whatever the peer sends.
 func (c *Conn) deliver(f frame) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.rerr != nil {
+	if c.rerr != nil || c.closed {
 		return true
 	}
 	if f.seq != c.recvSeq {
@@ -140,6 +188,29 @@ func (c *Conn) deliver(f frame) bool {
 		return false
 	}
 	c.recvSeq++
+	var deadline *time.Timer
+	for c.window > 0 && c.buf.Len() > 0 && c.buf.Len()+len(f.payload) > c.window {
+		if deadline == nil {
+			deadline = time.NewTimer(c.stall)
+			defer deadline.Stop()
+		}
+		c.mu.Unlock()
+		select {
+		case <-c.drained:
+			c.mu.Lock()
+		case <-deadline.C:
+			c.mu.Lock()
+			if c.rerr == nil {
+				c.rerr = fmt.Errorf("%w: %w: %d bytes unread for %v", ErrSessionEnded, ErrWindowExceeded, c.buf.Len(), c.stall)
+			}
+			c.buf = bytes.Buffer{}
+			c.signal()
+			return false
+		}
+		if c.rerr != nil || c.closed {
+			return true
+		}
+	}
 	c.buf.Write(f.payload)
 	c.signal()
 	return true
@@ -154,6 +225,7 @@ func (c *Conn) end(err error) {
 	}
 	c.mu.Unlock()
 	c.signal()
+	c.signalDrained()
 }
 
 func (c *Conn) Read(p []byte) (int, error) {
@@ -165,7 +237,11 @@ func (c *Conn) Read(p []byte) (int, error) {
 		}
 		if c.buf.Len() > 0 {
 			n, _ := c.buf.Read(p)
+			if c.buf.Len() == 0 {
+				c.buf.Reset()
+			}
 			c.mu.Unlock()
+			c.signalDrained()
 			return n, nil
 		}
 		if c.rerr != nil {
@@ -229,8 +305,10 @@ func (c *Conn) Close() error {
 	}
 	c.closed = true
 	ended := c.rerr != nil
+	c.buf = bytes.Buffer{}
 	c.mu.Unlock()
 	c.signal()
+	c.signalDrained()
 	if !ended {
 		go c.out.write(frame{typ: frameClose, session: c.session})
 	}

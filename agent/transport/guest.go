@@ -252,7 +252,7 @@ func (g *Guest) read() {
 			if f.session == dialing && dialing != 0 {
 				// Install the session before reading on: the host's first
 				// DATA frame may follow the ACK at once.
-				c := newConn(f.session, g.out, g.opts.Name, "host", g.forget)
+				c := newConn(f.session, g.out, g.opts.Name, "host", g.forget, g.opts)
 				g.mu.Lock()
 				g.dialing, g.cur = 0, c
 				g.mu.Unlock()

@@ -25,11 +25,12 @@ type Host struct {
 	sessions chan *Conn // newest established session not yet Accepted (cap 1)
 
 	// mu guards the fields below.
-	mu     sync.Mutex
-	cur    *Conn
-	err    error
-	closed bool
-	ended  []uint64 // recent session ids; a late HELLO for one is stale
+	mu      sync.Mutex
+	cur     *Conn
+	err     error
+	closed  bool
+	ended   []uint64 // recent session ids; a late HELLO for one is stale
+	started int      // sessions started on this stream (bounded by Options.MaxSessions)
 }
 
 // NewHost starts the host half of the protocol on rw (typically a net.Conn
@@ -177,7 +178,20 @@ func (h *Host) read() {
 			if cur != nil {
 				h.endCurrent(errors.New("guest started a new session"))
 			}
-			c := newConn(f.session, h.out, h.opts.Name, string(f.payload), h.forget)
+			h.mu.Lock()
+			h.started++
+			tooMany := h.started > h.opts.MaxSessions
+			h.mu.Unlock()
+			if tooMany {
+				err := fmt.Errorf("peer started more than %d sessions on one connection", h.opts.MaxSessions)
+				h.log.Warn("transport: closing a connection", "err", err)
+				h.mu.Lock()
+				h.err = err
+				h.mu.Unlock()
+				h.rw.Close()
+				continue // the next read fails and ends the loop
+			}
+			c := newConn(f.session, h.out, h.opts.Name, string(f.payload), h.forget, h.opts)
 			h.mu.Lock()
 			h.cur = c
 			h.mu.Unlock()

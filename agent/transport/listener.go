@@ -8,6 +8,9 @@ import (
 	"sync"
 )
 
+// ErrHandshakeTimeout: a connection started no session within Options.HandshakeTimeout.
+var ErrHandshakeTimeout = errors.New("transport: no session started within the handshake timeout")
+
 // Listener is a net.Listener of sessions, for a gRPC server: feed it raw
 // connections with ServeConn (e.g. connections to guests' virtio-serial
 // sockets), or let Listen feed it from a TCP listener.
@@ -24,7 +27,7 @@ var _ net.Listener = (*Listener)(nil)
 
 // NewListener returns a Listener reporting addr as its address.
 func NewListener(addr net.Addr, opts Options) *Listener {
-	return &Listener{addr: addr, conns: make(chan net.Conn), done: make(chan struct{}), opts: opts}
+	return &Listener{addr: addr, conns: make(chan net.Conn), done: make(chan struct{}), opts: opts.withDefaults()}
 }
 
 // Listen accepts connections from inner and serves each with ServeConn.
@@ -59,11 +62,23 @@ func (l *Listener) ServeConn(ctx context.Context, raw io.ReadWriteCloser) error 
 		case <-ctx.Done():
 		}
 	}()
+	first := true
 	for {
-		c, err := h.Accept(ctx)
+		actx := ctx
+		var acancel context.CancelFunc = func() {}
+		if first { // a peer that never starts a session does not keep the connection
+			actx, acancel = context.WithTimeoutCause(ctx, l.opts.HandshakeTimeout, ErrHandshakeTimeout)
+		}
+		c, err := h.Accept(actx)
+		acancel()
 		if err != nil {
+			if first && errors.Is(context.Cause(actx), ErrHandshakeTimeout) {
+				l.opts.Logger.Debug("transport: closing a connection that sent no HELLO", "timeout", l.opts.HandshakeTimeout)
+				return ErrHandshakeTimeout
+			}
 			return err
 		}
+		first = false
 		select {
 		case l.conns <- c:
 		case <-ctx.Done():
