@@ -6,7 +6,8 @@ import (
 )
 
 // Store is the scheduler's durable state. Implementations are safe for concurrent use.
-// Every method that changes a task is atomic and durable when it returns.
+// Every method that changes a task is atomic and durable when it returns. List, Ready,
+// Expired and Live return tasks without payload, inputs, outputs or blob references.
 type Store interface {
 	// Create stores t as Queued (t.ID, t.Tenant and the defaults must be filled in).
 	// When t.IdempotencyKey is set and the tenant already has a task with that key, it
@@ -38,6 +39,11 @@ type Store interface {
 	// Live returns every Leased or Running task (payloads omitted): the server reloads
 	// them at start to rebuild its view of the agents' work.
 	Live(ctx context.Context) ([]Task, error)
+	// BlobInUse reports whether a task still needs the blob with this digest: a live
+	// (Queued, Leased or Running) task names it in InputBlobs, or a task that finished
+	// after since names it in InputBlobs or OutputBlobs. Retention deletes a blob only
+	// when it is not in use.
+	BlobInUse(ctx context.Context, digest string, since time.Time) (bool, error)
 	// Counts counts tasks by type and state.
 	Counts(ctx context.Context) ([]Count, error)
 	// Describe names the store for operators ("sqlite:/var/lib/paddock/paddock.db").
@@ -72,6 +78,7 @@ type Update struct {
 	Output          *[]byte
 	Outputs         map[string][]byte
 	OutputSHA256    string
+	OutputBlobs     map[string]BlobRef // replaces the task's output blobs (on success)
 	Error           *string
 	NotBefore       time.Time
 	CancelRequested bool // set the flag

@@ -70,6 +70,7 @@ type Task struct {
 	Type           string
 	Payload        []byte
 	Inputs         map[string][]byte
+	InputBlobs     map[string]BlobRef // inputs in the blob store, by name (names shared with Inputs)
 	Priority       int
 	Class          Class
 	Requirements   Requirements
@@ -89,6 +90,7 @@ type Task struct {
 	Output       []byte
 	Outputs      map[string][]byte
 	OutputSHA256 string
+	OutputBlobs  map[string]BlobRef // outputs in the blob store, by name; set on success
 	Error        string
 
 	CreatedAt  time.Time
@@ -96,6 +98,12 @@ type Task struct {
 	LeasedAt   time.Time // start of the current or last lease
 	StartedAt  time.Time // when the agent acknowledged the current or last lease
 	FinishedAt time.Time
+}
+
+// BlobRef names one blob of the blob store: its digest ("sha256:<hex>") and size in bytes.
+type BlobRef struct {
+	Digest string `json:"digest"`
+	Size   int64  `json:"size"`
 }
 
 // Attempt is one run of a task: one lease.

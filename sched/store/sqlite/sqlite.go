@@ -267,12 +267,13 @@ func (s *Store) Close() error {
 
 const taskCols = `seq, id, type, payload, inputs, priority, class, requirements, timeout_ms, max_attempts,
  idempotency_key, tenant, state, attempt, lease_id, agent_id, lease_expires_at, not_before, cancel_requested,
- output, outputs, output_sha256, error, created_at, updated_at, leased_at, started_at, finished_at`
+ output, outputs, output_sha256, error, created_at, updated_at, leased_at, started_at, finished_at,
+ input_blobs, output_blobs`
 
-// listCols omits the blobs.
+// listCols omits the payload, inputs, outputs and blob references.
 const listCols = `seq, id, type, NULL, NULL, priority, class, requirements, timeout_ms, max_attempts,
  idempotency_key, tenant, state, attempt, lease_id, agent_id, lease_expires_at, not_before, cancel_requested,
- NULL, NULL, output_sha256, error, created_at, updated_at, leased_at, started_at, finished_at`
+ NULL, NULL, output_sha256, error, created_at, updated_at, leased_at, started_at, finished_at, '', ''`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -297,9 +298,37 @@ func encMap(m map[string][]byte) ([]byte, error) {
 	return json.Marshal(m)
 }
 
+func encBlobs(m map[string]store.BlobRef) (string, error) {
+	if len(m) == 0 {
+		return "", nil
+	}
+	b, err := json.Marshal(m)
+	return string(b), err
+}
+
+// Roles of a task_blobs row.
+const (
+	roleIn  = "in"
+	roleOut = "out"
+)
+
+// putBlobRefs records the blobs a task names in task_blobs, replacing its rows of role.
+func (t *wtx) putBlobRefs(taskID, role string, m map[string]store.BlobRef) error {
+	if _, err := t.exec(`DELETE FROM task_blobs WHERE task_id = ? AND role = ?`, taskID, role); err != nil {
+		return fmt.Errorf("recording the blobs of task %s: %w", taskID, err)
+	}
+	for name, ref := range m {
+		if _, err := t.exec(`INSERT INTO task_blobs (digest, task_id, role, name) VALUES (?,?,?,?)`, ref.Digest, taskID, role, name); err != nil {
+			return fmt.Errorf("recording blob %s (%s) of task %s: %w", name, ref.Digest, taskID, err)
+		}
+	}
+	return nil
+}
+
 func scanTask(sc scanner) (store.Task, error) {
 	var t store.Task
 	var inputs, outputs []byte
+	var inBlobs, outBlobs string
 	var req string
 	var timeoutMS, leaseExp, notBefore, created, updated, leased, started, finished int64
 	var cancelReq int
@@ -307,9 +336,20 @@ func scanTask(sc scanner) (store.Task, error) {
 	var leaseID int64
 	err := sc.Scan(&t.Seq, &t.ID, &t.Type, &t.Payload, &inputs, &t.Priority, &class, &req, &timeoutMS, &t.MaxAttempts,
 		&t.IdempotencyKey, &t.Tenant, &state, &t.Attempt, &leaseID, &t.AgentID, &leaseExp, &notBefore, &cancelReq,
-		&t.Output, &outputs, &t.OutputSHA256, &t.Error, &created, &updated, &leased, &started, &finished)
+		&t.Output, &outputs, &t.OutputSHA256, &t.Error, &created, &updated, &leased, &started, &finished,
+		&inBlobs, &outBlobs)
 	if err != nil {
 		return t, err
+	}
+	if inBlobs != "" {
+		if err := json.Unmarshal([]byte(inBlobs), &t.InputBlobs); err != nil {
+			return t, fmt.Errorf("decoding input blobs of task %s: %w", t.ID, err)
+		}
+	}
+	if outBlobs != "" {
+		if err := json.Unmarshal([]byte(outBlobs), &t.OutputBlobs); err != nil {
+			return t, fmt.Errorf("decoding output blobs of task %s: %w", t.ID, err)
+		}
 	}
 	t.State, t.Class, t.LeaseID = store.State(state), store.Class(class), uint64(leaseID)
 	t.Timeout = time.Duration(timeoutMS) * time.Millisecond
@@ -361,6 +401,10 @@ func (s *Store) Create(ctx context.Context, t store.Task) (store.Task, bool, err
 	if err != nil {
 		return t, false, fmt.Errorf("encoding requirements of task %s: %w", t.ID, err)
 	}
+	inBlobs, err := encBlobs(t.InputBlobs)
+	if err != nil {
+		return t, false, fmt.Errorf("encoding input blobs of task %s: %w", t.ID, err)
+	}
 	now := ms(t.CreatedAt)
 	if now == 0 {
 		now = time.Now().UnixMilli()
@@ -379,12 +423,15 @@ func (s *Store) Create(ctx context.Context, t store.Task) (store.Task, bool, err
 			}
 		}
 		nt, err := scanTask(tx.queryRow(`INSERT INTO tasks (id, type, payload, inputs, priority, class, requirements, timeout_ms,
- max_attempts, idempotency_key, tenant, state, not_before, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+ max_attempts, idempotency_key, tenant, state, not_before, created_at, updated_at, input_blobs) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
  RETURNING `+taskCols,
 			t.ID, t.Type, t.Payload, inputs, t.Priority, string(t.Class), string(req), t.Timeout.Milliseconds(),
-			t.MaxAttempts, t.IdempotencyKey, t.Tenant, string(store.Queued), ms(t.NotBefore), now, now))
+			t.MaxAttempts, t.IdempotencyKey, t.Tenant, string(store.Queued), ms(t.NotBefore), now, now, inBlobs))
 		if err != nil {
 			return fmt.Errorf("inserting task %s: %w", t.ID, err)
+		}
+		if err := tx.putBlobRefs(t.ID, roleIn, t.InputBlobs); err != nil {
+			return err
 		}
 		stored, created = nt, true
 		return nil
@@ -575,6 +622,13 @@ func (s *Store) Update(ctx context.Context, u store.Update) (store.Task, error) 
 	if u.OutputSHA256 != "" {
 		sets, args = append(sets, "output_sha256 = ?"), append(args, u.OutputSHA256)
 	}
+	if u.OutputBlobs != nil {
+		b, err := encBlobs(u.OutputBlobs)
+		if err != nil {
+			return store.Task{}, fmt.Errorf("encoding output blobs of task %s: %w", u.TaskID, err)
+		}
+		sets, args = append(sets, "output_blobs = ?"), append(args, b)
+	}
 	if u.Error != nil {
 		sets, args = append(sets, "error = ?"), append(args, *u.Error)
 	}
@@ -612,6 +666,11 @@ func (s *Store) Update(ctx context.Context, u store.Update) (store.Task, error) 
 		}
 		if err != nil {
 			return fmt.Errorf("updating task %s: %w", u.TaskID, err)
+		}
+		if u.OutputBlobs != nil {
+			if err := tx.putBlobRefs(u.TaskID, roleOut, u.OutputBlobs); err != nil {
+				return err
+			}
 		}
 		if u.EndAttempt {
 			errText := ""
@@ -677,6 +736,21 @@ func (s *Store) Live(ctx context.Context) ([]store.Task, error) {
 		return nil, fmt.Errorf("listing live tasks: %w", err)
 	}
 	return ts, nil
+}
+
+// BlobInUse implements store.Store.
+func (s *Store) BlobInUse(ctx context.Context, digest string, since time.Time) (bool, error) {
+	st, err := s.prepared(&s.rstmts, s.r, `SELECT EXISTS (SELECT 1 FROM task_blobs b JOIN tasks t ON t.id = b.task_id
+ WHERE b.digest = ? AND ((b.role = ? AND t.state IN (?, ?, ?)) OR t.finished_at > ?))`)
+	if err != nil {
+		return false, fmt.Errorf("checking whether blob %s is in use: %w", digest, err)
+	}
+	var used int
+	if err := st.QueryRowContext(ctx, digest, roleIn, string(store.Queued), string(store.Leased), string(store.Running),
+		ms(since)).Scan(&used); err != nil {
+		return false, fmt.Errorf("checking whether blob %s is in use: %w", digest, err)
+	}
+	return used != 0, nil
 }
 
 // Counts implements store.Store.

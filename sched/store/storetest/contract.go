@@ -25,6 +25,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ListFilters", testListFilters},
 		{"Counts", testCounts},
 		{"IllegalUpdate", testIllegalUpdate},
+		{"BlobRefs", testBlobRefs},
+		{"BlobInUse", testBlobInUse},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -298,5 +300,103 @@ func testIllegalUpdate(t *testing.T, s store.Store) {
 	}
 	if tk, _ := s.Get(ctx, "a"); tk.State != store.Queued {
 		t.Fatalf("illegal update changed the task to %s", tk.State)
+	}
+}
+
+// Digests for the blob tests.
+const (
+	dIn     = "sha256:1111111111111111111111111111111111111111111111111111111111111111"
+	dOut    = "sha256:2222222222222222222222222222222222222222222222222222222222222222"
+	dShared = "sha256:3333333333333333333333333333333333333333333333333333333333333333"
+	dNone   = "sha256:4444444444444444444444444444444444444444444444444444444444444444"
+)
+
+func testBlobRefs(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	in := NewTask("a", "echo")
+	in.InputBlobs = map[string]store.BlobRef{"big": {Digest: dIn, Size: 1 << 40}, "other": {Digest: dShared, Size: 3}}
+	mustCreate(t, s, in)
+	got, err := s.Get(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.InputBlobs) != 2 || got.InputBlobs["big"] != in.InputBlobs["big"] || got.InputBlobs["other"] != in.InputBlobs["other"] || got.OutputBlobs != nil {
+		t.Fatalf("Get: input blobs %v, output blobs %v; want %v and none", got.InputBlobs, got.OutputBlobs, in.InputBlobs)
+	}
+	ls, err := s.Lease(ctx, t0, []store.Grant{{TaskID: "a", AgentID: "ag", ExpiresAt: t0.Add(time.Minute)}})
+	if err != nil || len(ls) != 1 || ls[0].InputBlobs["big"].Digest != dIn {
+		t.Fatalf("Lease = %+v, %v; want the task with its input blobs", ls, err)
+	}
+	outs := map[string]store.BlobRef{"result": {Digest: dOut, Size: 42}}
+	done, err := s.Update(ctx, store.Update{TaskID: "a", From: []store.State{store.Leased, store.Running}, LeaseID: ls[0].LeaseID,
+		To: store.Succeeded, Now: t0.Add(time.Second), OutputBlobs: outs, EndAttempt: true})
+	if err != nil || done.OutputBlobs["result"] != outs["result"] || done.InputBlobs["big"].Digest != dIn {
+		t.Fatalf("success with output blobs = %+v, %v", done, err)
+	}
+	got, _ = s.Get(ctx, "a")
+	if len(got.OutputBlobs) != 1 || got.OutputBlobs["result"] != outs["result"] {
+		t.Fatalf("Get after success: output blobs %v, want %v", got.OutputBlobs, outs)
+	}
+	list, _, err := s.List(ctx, store.Filter{})
+	if err != nil || len(list) != 1 || list[0].InputBlobs != nil || list[0].OutputBlobs != nil {
+		t.Fatalf("List = %+v, %v; want one task without blob references", list, err)
+	}
+}
+
+func testBlobInUse(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	inUse := func(d string, since time.Time) bool {
+		t.Helper()
+		used, err := s.BlobInUse(ctx, d, since)
+		if err != nil {
+			t.Fatalf("BlobInUse(%s): %v", d, err)
+		}
+		return used
+	}
+	future := t0.Add(100 * time.Hour)
+	if inUse(dNone, time.Time{}) {
+		t.Fatalf("a digest no task names is in use")
+	}
+	// A queued task keeps its inputs in use however old.
+	q := NewTask("q", "echo")
+	q.InputBlobs = map[string]store.BlobRef{"x": {Digest: dShared, Size: 1}}
+	mustCreate(t, s, q)
+	if !inUse(dShared, future) {
+		t.Fatalf("the input of a queued task is not in use")
+	}
+	// A running task too; it finishes at t0+1h with an output.
+	r := NewTask("r", "echo")
+	r.InputBlobs = map[string]store.BlobRef{"x": {Digest: dIn, Size: 1}}
+	mustCreate(t, s, r)
+	ls, err := s.Lease(ctx, t0, []store.Grant{{TaskID: "r", AgentID: "ag", ExpiresAt: t0.Add(time.Hour)}})
+	if err != nil || len(ls) != 1 {
+		t.Fatalf("Lease = %v, %v", ls, err)
+	}
+	if !inUse(dIn, future) {
+		t.Fatalf("the input of a leased task is not in use")
+	}
+	if inUse(dOut, time.Time{}) {
+		t.Fatalf("an output is in use before any task names it")
+	}
+	end := t0.Add(time.Hour)
+	if _, err := s.Update(ctx, store.Update{TaskID: "r", From: []store.State{store.Leased}, LeaseID: ls[0].LeaseID, To: store.Succeeded,
+		Now: end, OutputBlobs: map[string]store.BlobRef{"y": {Digest: dOut, Size: 2}}, EndAttempt: true}); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{dIn, dOut} {
+		if !inUse(d, end.Add(-time.Minute)) {
+			t.Fatalf("%s of a task that finished after since is not in use", d)
+		}
+		if inUse(d, end) {
+			t.Fatalf("%s of a task that finished before since is still in use", d)
+		}
+	}
+	// Cancelling the queued task ends its hold once it is older than since.
+	cancelAt := t0.Add(2 * time.Hour)
+	if _, err := s.Update(ctx, store.Update{TaskID: "q", From: []store.State{store.Queued}, To: store.Cancelled, Now: cancelAt}); err != nil {
+		t.Fatal(err)
+	}
+	if !inUse(dShared, cancelAt.Add(-time.Second)) || inUse(dShared, cancelAt) {
+		t.Fatalf("the input of a cancelled task: in use must follow its finish time")
 	}
 }
