@@ -1,0 +1,38 @@
+// Package cache is the host's tiered blob cache (the Alluxio idea, docs/dataplane.md):
+// the blobs a host's guests read and write, kept in a memory tier and a disk tier with
+// byte budgets, eviction policies, read and write policies, and metrics.
+//
+//   - Disk tier: verified files in <host.cache_dir>/blobs/sha256/<2 hex>/<64 hex> (mode
+//     0644, directories 0755: QEMU, as user libvirt-qemu, reads hard links of them),
+//     within host.cache_disk_bytes. Downloads go to <dir>/tmp/<hex>.part while being
+//     hashed, resume from where a cut connection stopped, and are renamed in only after
+//     the digest and size match; a mismatch is an error naming the blob, and nothing is
+//     kept. The tier survives restarts: Open rebuilds its index from the files, hashing
+//     those up to 4 MiB at once and larger ones before their first use; corrupt or
+//     partial files are removed with a warning.
+//   - Memory tier: the bytes of small blobs (at most host.cache_memory_bytes/8 each)
+//     within host.cache_memory_bytes.
+//   - Eviction: per tier, by a Policy: LRU, or LRFU (Lee et al.) with λ =
+//     host.cache_lrfu_lambda over a logical clock of references. Entries in use (being
+//     linked, read, uploaded) and outputs not yet uploaded are pinned and never evicted;
+//     when pins leave no room the error wraps ErrFull and says what to do.
+//   - Reads: Cache.Link makes a path hold a blob: a hard link from the disk tier (zero
+//     copy; a copy when the path is on another filesystem), the file written from the
+//     memory tier, or a fetch from the Source (one per blob however many ask at once).
+//     Read policies: "cache", "no-cache", "promote" (see the Read* constants).
+//   - Writes: Cache.Ingest takes an output file in, hashing it, and uploads it to the Sink
+//     at once ("through") or journals it in <dir>/pending and lets Cache.Run upload it
+//     with retries, also after a restart ("async").
+//
+// Metrics: paddock_host_cache_hits_total{tier}, paddock_host_cache_misses_total,
+// paddock_host_cache_evictions_total{tier}, paddock_host_cache_bytes{tier},
+// paddock_host_cache_fetched_bytes_total, paddock_host_cache_pending_uploads,
+// paddock_host_cache_upload_errors_total.
+//
+// The tests use real files in temporary directories and an in-memory Source and Sink;
+// they need nothing else. The trace test checks the hit ratios of LRU and LRFU on a Zipf
+// sequence against a reference implementation and prints them:
+//
+//	go test -v -run Trace ./hostd/cache/
+//	go test -run '^$' -bench . ./hostd/cache/
+package cache
