@@ -1,6 +1,7 @@
 package s3store_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
@@ -20,19 +22,52 @@ import (
 
 var bucketN atomic.Int64
 
-// fakeS3 serves gofakes3 (in-memory backend) over real HTTP on loopback and returns a
-// Config for a fresh bucket.
-func fakeS3(t *testing.T) (s3store.Config, *httptest.Server) {
+// shiftedTime is a gofakes3 clock that runs shift behind (or ahead of) the real one.
+type shiftedTime struct{ shift atomic.Int64 }
+
+func (s *shiftedTime) Now() time.Time                  { return time.Now().Add(time.Duration(s.shift.Load())) }
+func (s *shiftedTime) Since(t time.Time) time.Duration { return s.Now().Sub(t) }
+
+// fake is a gofakes3 server over real HTTP on loopback with one fresh bucket.
+type fake struct {
+	cfg     s3store.Config
+	srv     *httptest.Server
+	backend *s3mem.Backend
+	clock   *shiftedTime
+}
+
+func newFake(t *testing.T) *fake {
 	t.Helper()
-	backend := s3mem.New()
-	faker := gofakes3.New(backend)
-	srv := httptest.NewServer(faker.Server())
-	t.Cleanup(srv.Close)
+	f := &fake{clock: &shiftedTime{}}
+	f.backend = s3mem.New(s3mem.WithTimeSource(f.clock))
+	f.srv = httptest.NewServer(gofakes3.New(f.backend).Server())
+	t.Cleanup(f.srv.Close)
 	bucket := fmt.Sprintf("paddock-test-%d", bucketN.Add(1))
-	if err := backend.CreateBucket(bucket); err != nil {
+	if err := f.backend.CreateBucket(bucket); err != nil {
 		t.Fatal(err)
 	}
-	return s3store.Config{Endpoint: srv.URL, Bucket: bucket, Region: "us-east-1", Prefix: "blobs", AccessKey: "test", SecretKey: "test", PathStyle: true}, srv
+	f.cfg = s3store.Config{Endpoint: f.srv.URL, Bucket: bucket, Region: "us-east-1", Prefix: "blobs", AccessKey: "test", SecretKey: "test", PathStyle: true}
+	return f
+}
+
+// keys lists the bucket's keys under prefix.
+func (f *fake) keys(t *testing.T, prefix string) []string {
+	t.Helper()
+	p := gofakes3.NewPrefix(&prefix, nil)
+	l, err := f.backend.ListBucket(f.cfg.Bucket, &p, gofakes3.ListBucketPage{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, c := range l.Contents {
+		out = append(out, c.Key)
+	}
+	return out
+}
+
+func fakeS3(t *testing.T) (s3store.Config, *httptest.Server) {
+	f := newFake(t)
+	return f.cfg, f.srv
 }
 
 func TestContract(t *testing.T) {
@@ -114,5 +149,71 @@ func TestValidate(t *testing.T) {
 				t.Fatalf("Validate = %v; want ErrInvalid mentioning %q", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+// TestLargeMultipart puts a blob of several upload parts, reads it back from an offset,
+// and checks that a cut-off or mismatched large upload leaves no object at all (no blob,
+// no temporary object).
+func TestLargeMultipart(t *testing.T) {
+	f := newFake(t)
+	ctx := context.Background()
+	s, err := s3store.New(ctx, f.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 40 << 20 // three 16 MiB parts
+	data := blobtest.Data(42, n)
+	d := blob.FromBytes(data)
+
+	if _, err := s.Put(ctx, d, -1, &blobtest.CutReader{Data: data, Cut: 35 << 20}); !errors.Is(err, blobtest.ErrCut) {
+		t.Fatalf("cut-off multipart Put: %v", err)
+	}
+	if _, err := s.Put(ctx, d, n-1, bytes.NewReader(data)); !errors.Is(err, blob.ErrMismatch) {
+		t.Fatalf("multipart Put of more bytes than named: %v", err)
+	}
+	if _, err := s.Put(ctx, blob.FromBytes(nil), n, bytes.NewReader(data)); !errors.Is(err, blob.ErrMismatch) {
+		t.Fatalf("multipart Put under another digest: %v", err)
+	}
+	if k := f.keys(t, "blobs/"); len(k) != 0 {
+		t.Fatalf("objects left after failed uploads: %v", k)
+	}
+
+	info, err := s.Put(ctx, d, n, bytes.NewReader(data))
+	if err != nil || info.Size != n {
+		t.Fatalf("Put = %+v, %v", info, err)
+	}
+	rc, err := s.Open(ctx, d, n-1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	var buf bytes.Buffer
+	if _, err := buf.ReadFrom(rc); err != nil || !bytes.Equal(buf.Bytes(), data[n-1000:]) {
+		t.Fatalf("read from offset: %d bytes, %v", buf.Len(), err)
+	}
+	if k := f.keys(t, "blobs/"); len(k) != 1 || k[0] != "blobs/sha256/"+d.Hex() {
+		t.Fatalf("objects after a good upload: %v; want only blobs/sha256/%s", k, d.Hex())
+	}
+}
+
+// TestStaleTempObjects: New deletes temporary objects older than StaleAfter and keeps
+// newer ones (an upload in progress elsewhere).
+func TestStaleTempObjects(t *testing.T) {
+	f := newFake(t)
+	put := func(key string) {
+		if _, err := f.backend.PutObject(f.cfg.Bucket, key, nil, strings.NewReader("partial"), 7, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.clock.shift.Store(int64(-s3store.StaleAfter - time.Hour))
+	put("blobs/tmp/old")
+	f.clock.shift.Store(0)
+	put("blobs/tmp/new")
+	if _, err := s3store.New(context.Background(), f.cfg); err != nil {
+		t.Fatal(err)
+	}
+	if k := f.keys(t, "blobs/tmp/"); len(k) != 1 || k[0] != "blobs/tmp/new" {
+		t.Fatalf("temporary objects after New: %v; want only blobs/tmp/new", k)
 	}
 }
