@@ -76,6 +76,7 @@ func (h *handler) start(ctx context.Context) (*proc, []TaskType, error) {
 	}
 	cmd := osExec(h.spec.Path, h.spec.Args...)
 	cmd.Env = append(os.Environ(), h.spec.Env...)
+	tieToAgent(cmd)
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  sdk.Handshake,
 		Plugins:          plugin.PluginSet{sdk.PluginName: &sdk.Plugin{}},
@@ -181,6 +182,7 @@ func (h *handler) kill(p *proc, reason string) {
 	p.killMu.Unlock()
 	h.log.Warn("killing handler", "pid", p.pid(), "reason", reason)
 	if p.cmd.Process != nil {
+		killGroup(p.cmd)
 		_ = p.cmd.Process.Kill()
 	}
 }

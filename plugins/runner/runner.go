@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -21,6 +23,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	handlerpb "github.com/paddockvm/paddock/plugins/proto"
+	"github.com/paddockvm/paddock/plugins/sdk"
 )
 
 // ErrChecksum is wrapped by the error for a handler binary whose sha256 does
@@ -85,6 +88,7 @@ const (
 	ReasonUnknownType    Reason = "unknown_type"        // no handler serves the task's type
 	ReasonUnavailable    Reason = "handler_unavailable" // the handler could not be reached
 	ReasonPanic          Reason = "handler_panic"       // the handler panicked (recovered by the SDK)
+	ReasonBadOutput      Reason = "handler_bad_output"  // the handler reported output files that are not there as reported
 )
 
 // Usage is what a call cost.
@@ -322,14 +326,72 @@ func (r *Runner) execute(ctx context.Context, t Task) Result {
 	if size > r.cfg.MaxOutputBytes {
 		return fail(ReasonOutputTooLarge, false, "handler %q: result of task type %q is %d bytes, over the limit of %d bytes (runner Config.MaxOutputBytes)", h.spec.Name, t.Type, size, r.cfg.MaxOutputBytes)
 	}
-	res.Output, res.Outputs = resp.GetOutput(), resp.GetOutputs()
-	for name, f := range resp.GetOutputFiles() {
-		if res.OutputFiles == nil {
-			res.OutputFiles = make(map[string]OutputFile, len(resp.GetOutputFiles()))
-		}
-		res.OutputFiles[name] = OutputFile{Size: f.GetSize(), Digest: f.GetDigest()}
+	files, total, err := checkOutputFiles(t.OutputDir, resp.GetOutputFiles())
+	if err != nil {
+		return fail(ReasonBadOutput, false, "handler %q, task type %q: %v", h.spec.Name, t.Type, err)
 	}
+	if t.MaxOutputBytes > 0 && total > t.MaxOutputBytes {
+		return fail(ReasonOutputTooLarge, false, "handler %q: output files of task type %q total %d bytes, over the task's limit of %d bytes", h.spec.Name, t.Type, total, t.MaxOutputBytes)
+	}
+	res.Output, res.Outputs, res.OutputFiles = resp.GetOutput(), resp.GetOutputs(), files
 	return res
+}
+
+// checkOutputFiles checks the output files a handler reported: each name valid,
+// each a regular file in dir with the reported size, each digest well formed.
+// It returns them and their total size.
+func checkOutputFiles(dir string, reported map[string]*handlerpb.OutputFile) (map[string]OutputFile, int64, error) {
+	if len(reported) == 0 {
+		return nil, 0, nil
+	}
+	if dir == "" {
+		return nil, 0, fmt.Errorf("reported %d output files but the task had no output directory", len(reported))
+	}
+	names := make([]string, 0, len(reported))
+	for name := range reported {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	files := make(map[string]OutputFile, len(reported))
+	var total int64
+	for _, name := range names {
+		f := reported[name]
+		if !sdk.ValidName(name) {
+			return nil, 0, fmt.Errorf("reported output file %q: not a valid output name (%s)", name, sdk.NameRule)
+		}
+		if !validDigest(f.GetDigest()) {
+			return nil, 0, fmt.Errorf("reported output file %q with digest %q: want \"sha256:\" and 64 lowercase hex digits", name, f.GetDigest())
+		}
+		path := filepath.Join(dir, name)
+		st, err := os.Lstat(path)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			return nil, 0, fmt.Errorf("reported output file %q, but %s does not exist", name, path)
+		case err != nil:
+			return nil, 0, fmt.Errorf("checking reported output file %q: %w", name, err)
+		case !st.Mode().IsRegular():
+			return nil, 0, fmt.Errorf("reported output file %q, but %s is a %v, not a regular file", name, path, st.Mode().Type())
+		case st.Size() != f.GetSize():
+			return nil, 0, fmt.Errorf("reported output file %q of %d bytes, but %s has %d bytes", name, f.GetSize(), path, st.Size())
+		}
+		files[name] = OutputFile{Size: f.GetSize(), Digest: f.GetDigest()}
+		total += f.GetSize()
+	}
+	return files, total, nil
+}
+
+// validDigest reports whether d is "sha256:" and 64 lowercase hex digits.
+func validDigest(d string) bool {
+	hexPart, ok := strings.CutPrefix(d, "sha256:")
+	if !ok || len(hexPart) != 64 {
+		return false
+	}
+	for _, c := range hexPart {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 func ctxResult(ctx context.Context, h *handler, what string) Result {

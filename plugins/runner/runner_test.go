@@ -18,12 +18,15 @@ import (
 var bins map[string]plugintest.Binary
 
 func TestMain(m *testing.M) {
+	if os.Getenv(agentHelperEnv) != "" {
+		os.Exit(agentHelper())
+	}
 	dir, err := os.MkdirTemp("", "paddock-runner-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	bins, err = plugintest.Build(dir, "testhandler")
+	bins, err = plugintest.Build(dir, "testhandler", "testfiles")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.RemoveAll(dir)

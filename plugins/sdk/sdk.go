@@ -39,20 +39,34 @@ type TaskType struct {
 	Description string
 }
 
-// Request is one task.
+// Request is one task. Its inputs come inline (Inputs, small) or as files
+// (Files, any size); Input opens either kind by name. Its outputs go back inline
+// (Response.Output, Outputs) or as files in OutputDir (CreateOutput).
 type Request struct {
 	// Type is the task type, one of the names Describe returned.
 	Type string
 	// Payload is the task's arguments, opaque to Paddock (often JSON).
 	Payload []byte
-	// Inputs are named input blobs.
+	// Inputs are named inputs that came inline in the call (small ones).
 	Inputs map[string][]byte
+	// Files are named inputs of any size handed over as files. Input names are
+	// unique across Inputs and Files.
+	Files map[string]File
+	// OutputDir is the directory where this task's output files go, one file per
+	// output name (see CreateOutput); empty when the agent offers none. Every
+	// regular file in it when Handle returns is an output.
+	OutputDir string
+	// MaxOutputBytes bounds the task's outputs, inline and files together; 0: no
+	// limit. CreateOutput's writers enforce it as they write.
+	MaxOutputBytes int64
 	// TaskID is the scheduler's id of the task, for logs.
 	TaskID string
 	// Attempt is 1 on the first run of the task, 2 on the first retry, ...
 	Attempt int
 	// Deadline is when the task must be done (zero: none). ctx carries it too.
 	Deadline time.Time
+
+	call *call // the SDK's state for this call; nil in a Request built by hand
 }
 
 // Response is the result of one task.

@@ -103,14 +103,21 @@ func (s *server) Handle(ctx context.Context, req *handlerpb.HandleRequest) (*han
 	defer close(done)
 
 	r := Request{
-		Type:    req.GetType(),
-		Payload: req.GetPayload(),
-		Inputs:  req.GetInputs(),
-		TaskID:  req.GetTaskId(),
-		Attempt: int(req.GetAttempt()),
+		Type:           req.GetType(),
+		Payload:        req.GetPayload(),
+		Inputs:         req.GetInputs(),
+		Files:          make(map[string]File, len(req.GetInputFiles())),
+		OutputDir:      req.GetOutputDir(),
+		MaxOutputBytes: int64(req.GetMaxOutputBytes()),
+		TaskID:         req.GetTaskId(),
+		Attempt:        int(req.GetAttempt()),
+		call:           newCall(ctx, req.GetOutputDir(), int64(req.GetMaxOutputBytes())),
 	}
 	if r.Inputs == nil {
 		r.Inputs = map[string][]byte{}
+	}
+	for name, f := range req.GetInputFiles() {
+		r.Files[name] = File{Name: name, Path: f.GetPath(), Size: f.GetSize(), Digest: f.GetDigest()}
 	}
 	if ns := req.GetDeadlineUnixNanos(); ns != 0 {
 		r.Deadline = time.Unix(0, ns)
@@ -118,31 +125,61 @@ func (s *server) Handle(ctx context.Context, req *handlerpb.HandleRequest) (*han
 	cpu0 := cpuTime()
 	start := time.Now()
 	out, err := s.call(ctx, r)
+	if ferr := r.call.finish(); err == nil && ferr != nil {
+		err = ferr
+	}
+	var files map[string]OutputFile
+	if err == nil {
+		files, err = r.call.collect(ctx)
+	}
 	usage := &handlerpb.Usage{WallNanos: uint64(time.Since(start))}
 	if cpu0 >= 0 {
 		usage.CpuNanos = uint64(cpuTime() - cpu0)
 	}
 	resp := &handlerpb.HandleResponse{Usage: usage}
-	if err != nil {
+	size := uint64(len(out.Output))
+	for _, b := range out.Outputs {
+		size += uint64(len(b))
+	}
+	for _, f := range files {
+		size += uint64(f.Size)
+	}
+	max := req.GetMaxOutputBytes()
+	tooLarge := errors.Is(err, ErrOutputTooLarge) || r.call.exceeded || (max > 0 && size > max)
+	if err == nil && !tooLarge {
+		for name := range out.Outputs {
+			if _, dup := files[name]; dup {
+				err = Fatalf("output %q is both inline (Response.Outputs) and a file in the output directory: give them different names", name)
+				break
+			}
+		}
+	}
+	switch {
+	case tooLarge:
+		resp.Error = &handlerpb.Error{Kind: handlerpb.ErrorKind_ERROR_KIND_OUTPUT_TOO_LARGE}
+		if err != nil {
+			resp.Error.Message = err.Error()
+		} else {
+			resp.Error.Message = fmt.Sprintf("output of %d bytes exceeds the agent's limit of %d bytes", size, max)
+		}
+	case err != nil:
 		resp.Error = &handlerpb.Error{Message: err.Error(), Retryable: IsRetryable(err)}
 		var pe *panicError
 		if errors.As(err, &pe) {
 			resp.Error.Kind = handlerpb.ErrorKind_ERROR_KIND_PANIC
 		}
-		return resp, nil
 	}
-	size := uint64(len(out.Output))
-	for _, b := range out.Outputs {
-		size += uint64(len(b))
-	}
-	if max := req.GetMaxOutputBytes(); max > 0 && size > max {
-		resp.Error = &handlerpb.Error{
-			Message: fmt.Sprintf("output of %d bytes exceeds the agent's limit of %d bytes", size, max),
-			Kind:    handlerpb.ErrorKind_ERROR_KIND_OUTPUT_TOO_LARGE,
-		}
+	if resp.Error != nil {
+		r.call.removeCreated()
 		return resp, nil
 	}
 	resp.Output, resp.Outputs = out.Output, out.Outputs
+	if len(files) > 0 {
+		resp.OutputFiles = make(map[string]*handlerpb.OutputFile, len(files))
+		for name, f := range files {
+			resp.OutputFiles[name] = &handlerpb.OutputFile{Size: f.Size, Digest: f.Digest}
+		}
+	}
 	return resp, nil
 }
 
