@@ -128,30 +128,13 @@ func runBench(ctx context.Context, app *App, o benchOpts) error {
 		}
 		defer os.RemoveAll(dir)
 	}
-	st, err := sqlite.Open(ctx, filepath.Join(dir, "paddock.db"), sqlite.Options{})
+	ls, err := startLocalServer(ctx, dir, sched.Config{Dev: true, Logger: quiet})
 	if err != nil {
 		return err
 	}
-	defer st.Close()
-	srv, err := sched.New(sched.Config{Dev: true, Logger: quiet}, st)
-	if err != nil {
-		return err
-	}
-	al, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return fmt.Errorf("bench: listening for agents: %w", err)
-	}
-	cl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		al.Close()
-		return fmt.Errorf("bench: listening for clients: %w", err)
-	}
-	sctx, stop := context.WithCancel(ctx)
-	served := make(chan error, 1)
-	go func() { served <- srv.Run(sctx, al, cl) }()
-	defer func() { stop(); <-served }()
-
-	agents, err := startBenchAgents(sctx, o, al.Addr().String(), dir)
+	defer ls.Stop()
+	srv := ls.Server
+	agents, err := startBenchAgents(ls.ctx, o, ls.AgentAddr, dir)
 	if err != nil {
 		return err
 	}
@@ -162,7 +145,7 @@ func runBench(ctx context.Context, app *App, o benchOpts) error {
 			return fmt.Errorf("bench: only %d of %d agents registered within 30s (agent logs in %s)", len(srv.Agents()), o.agents, dir)
 		}
 	}
-	client := paddockv1connect.NewTaskServiceClient(http.DefaultClient, "http://"+cl.Addr().String())
+	client := paddockv1connect.NewTaskServiceClient(http.DefaultClient, ls.URL)
 
 	fmt.Fprintf(app.Err, "bench: %d durable tasks, %d submitters…\n", o.tasks, o.submitters)
 	start := time.Now()
@@ -354,4 +337,51 @@ func startLatencies(ctx context.Context, st store.Store, ids []string) ([]time.D
 		out = append(out, t.StartedAt.Sub(t.CreatedAt))
 	}
 	return out, nil
+}
+
+// localServer is a server in this process on loopback ports with its SQLite file in a
+// directory, as paddock bench runs one.
+type localServer struct {
+	Server    *sched.Server
+	AgentAddr string // host:port of the agent port
+	URL       string // http://host:port of the client port
+	ctx       context.Context
+	stop      func()
+	served    chan error
+	st        io.Closer
+}
+
+// startLocalServer starts a server on 127.0.0.1 with <dir>/paddock.db and cfg.
+func startLocalServer(ctx context.Context, dir string, cfg sched.Config) (*localServer, error) {
+	st, err := sqlite.Open(ctx, filepath.Join(dir, "paddock.db"), sqlite.Options{})
+	if err != nil {
+		return nil, err
+	}
+	srv, err := sched.New(cfg, st)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	al, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("listening for agents: %w", err)
+	}
+	cl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		al.Close()
+		st.Close()
+		return nil, fmt.Errorf("listening for clients: %w", err)
+	}
+	ls := &localServer{Server: srv, AgentAddr: al.Addr().String(), URL: "http://" + cl.Addr().String(), served: make(chan error, 1), st: st}
+	ls.ctx, ls.stop = context.WithCancel(ctx)
+	go func() { ls.served <- srv.Run(ls.ctx, al, cl) }()
+	return ls, nil
+}
+
+// Stop stops the server and closes its database.
+func (ls *localServer) Stop() {
+	ls.stop()
+	<-ls.served
+	ls.st.Close()
 }

@@ -176,6 +176,16 @@ func runDev(ctx context.Context, app *App, o devOptions) error {
 	}
 	defer closeLog()
 
+	// The data plane: blobs in <data dir>/blobs, the host cache in <data dir>/cache.
+	blobs, err := openServerBlobs(ctx, v, dir)
+	if err != nil {
+		return err
+	}
+	cc, err := hostCacheConfig(v, dir, filepath.Join(devRunRoot, hostID), log.With("side", "host"))
+	if err != nil {
+		return err
+	}
+
 	// What goes into the image: checked before anything listens or boots.
 	spec, err := devImageSpec(o)
 	if err != nil {
@@ -281,6 +291,7 @@ func runDev(ctx context.Context, app *App, o devOptions) error {
 	if v.GetBool("server.dev") { // --dev: an open client API, as paddock server --dev
 		cfg.Dev, cfg.Token = true, ""
 	}
+	blobs.apply(&cfg)
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -313,7 +324,7 @@ func runDev(ctx context.Context, app *App, o devOptions) error {
 		Thresholds: hostload.Thresholds{CPUPercent: v.GetFloat64("host.thresholds.cpu_percent"),
 			MinMemAvailableMiB: uint64(max(v.GetInt64("host.thresholds.min_mem_available_mib"), 0)), NICBytesPerSec: v.GetFloat64("host.thresholds.nic_bytes_per_sec")}}
 	d, err := hostd.New(hostd.Config{Server: clusterL.Addr().String(), TLS: hostTLS, Pools: pcfg, LoadInterval: v.GetDuration("host.load_interval"),
-		Accel: string(hv.Accel().Accel), Version: buildinfo.String(), Logger: log.With("side", "host")}, hv, store)
+		Accel: string(hv.Accel().Accel), Version: buildinfo.String(), Logger: log.With("side", "host"), Cache: cc}, hv, store)
 	if err != nil {
 		return err
 	}

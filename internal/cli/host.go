@@ -42,6 +42,7 @@ func init() {
 		config.Key{Name: "host.tick", Default: time.Second, Usage: "pool reconcile interval"},
 		config.Key{Name: "host.metrics_listen", Default: "127.0.0.1:7073", Usage: "address of the host daemon's /metrics (empty: none)", Flag: "metrics-listen", Cmds: []string{"host"}},
 	)
+	config.Register(hostCacheKeys...)
 	addCommand(30, newHostCmd)
 }
 
@@ -93,6 +94,10 @@ In dev mode (--dev) it issues its own certificate from the dev CA in <data_dir>/
 					app.Log.Error("bad pool in host.pools; the other pools will run", "err", err)
 				}
 			}
+			cc, err := hostCacheConfig(v, v.GetString("data_dir"), pcfg.RunDir, app.Log)
+			if err != nil {
+				return err
+			}
 			tlsCfg, err := hostTLS(app)
 			if err != nil {
 				return err
@@ -108,7 +113,7 @@ In dev mode (--dev) it issues its own certificate from the dev CA in <data_dir>/
 				return err
 			}
 			d, err := hostd.New(hostd.Config{Server: v.GetString("host.server"), TLS: tlsCfg, Pools: pcfg, LoadInterval: v.GetDuration("host.load_interval"),
-				MetricsListen: v.GetString("host.metrics_listen"), Accel: string(hv.Accel().Accel), Version: buildinfo.String(), Logger: app.Log}, hv, store)
+				MetricsListen: v.GetString("host.metrics_listen"), Accel: string(hv.Accel().Accel), Version: buildinfo.String(), Logger: app.Log, Cache: cc}, hv, store)
 			if err != nil {
 				return err
 			}

@@ -40,6 +40,7 @@ func init() {
 		config.Key{Name: "server.cluster_tls_ca", Default: "", Usage: "the CA certificate (PEM) host certificates must be signed by"},
 		config.Key{Name: "server.sqlite_synchronous", Default: "NORMAL", Usage: "SQLite synchronous pragma: NORMAL (survives a killed server) or FULL (also a power loss)"},
 	)
+	config.Register(serverBlobKeys...)
 	addCommand(10, newServerCmd)
 }
 
@@ -69,6 +70,14 @@ HTTP, plus /metrics and /healthz). Outside dev mode (--dev) clients need server.
 				return fmt.Errorf("creating data_dir %s: %w", dir, err)
 			}
 			ctx := cmd.Context()
+			blobs, err := openServerBlobs(ctx, v, dir)
+			if err != nil {
+				return err
+			}
+			blobs.apply(&cfg)
+			if err := cfg.Validate(); err != nil {
+				return err
+			}
 			st, err := sqlite.Open(ctx, filepath.Join(dir, "paddock.db"), sqlite.Options{Synchronous: v.GetString("server.sqlite_synchronous")})
 			if err != nil {
 				return err

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -21,7 +22,7 @@ import (
 )
 
 // clientCmds get the client.* flags.
-var clientCmds = []string{"task", "agent", "host", "vm", "bench"}
+var clientCmds = []string{"task", "blob", "agent", "host", "vm", "bench"}
 
 func init() {
 	config.Register(
@@ -69,8 +70,16 @@ func printTask(app *App, t *paddockv1.Task) {
 	if t.GetError() != "" {
 		fmt.Fprintf(app.Out, "error:     %s\n", t.GetError())
 	}
+	for _, name := range sortedNames(t.GetSpec().GetInputs()) {
+		fmt.Fprintf(app.Out, "input:     %s  inline  %s\n", name, humanize.IBytes(uint64(len(t.GetSpec().GetInputs()[name]))))
+	}
+	printBlobs(app, "input", t.GetSpec().GetInputBlobs())
 	if t.GetState() == paddockv1.State_STATE_SUCCEEDED {
 		fmt.Fprintf(app.Out, "sha256:    %s\noutput:    %s\n", t.GetOutputSha256(), preview(t.GetOutput()))
+		for _, name := range sortedNames(t.GetOutputs()) {
+			fmt.Fprintf(app.Out, "output:    %s  inline  %s\n", name, humanize.IBytes(uint64(len(t.GetOutputs()[name]))))
+		}
+		printBlobs(app, "output", t.GetOutputBlobs())
 	}
 	for _, a := range t.GetAttempts() {
 		fmt.Fprintf(app.Out, "attempt %d: agent %s lease %d %s %dms %s\n", a.GetNumber(), a.GetAgentId(), a.GetLeaseId(),
@@ -88,23 +97,34 @@ func preview(b []byte) string {
 
 func newTaskCmd(app *App) *cobra.Command {
 	cmd := &cobra.Command{Use: "task", Short: "Submit and follow tasks on a Paddock server"}
-	cmd.AddCommand(newTaskSubmitCmd(app), newTaskGetCmd(app), newTaskWaitCmd(app), newTaskCancelCmd(app), newTaskLsCmd(app))
+	cmd.AddCommand(newTaskSubmitCmd(app), newTaskGetCmd(app), newTaskWaitCmd(app), newTaskCancelCmd(app), newTaskLsCmd(app), newTaskOutputCmd(app))
 	return cmd
 }
 
 func newTaskSubmitCmd(app *App) *cobra.Command {
 	var (
 		typ, payload, payloadFile, class, key, tenant string
-		inputs, labels                                []string
+		inputs, inputBlobs, labels                    []string
+		inlineMax                                     string
+		inline, quiet                                 bool
 		priority, maxAttempts                         int32
 		timeout                                       time.Duration
 		cpu, mem                                      int64
 		wait, asJSON                                  bool
 	)
 	cmd := &cobra.Command{
-		Use:   "submit --type TYPE [--payload TEXT | --payload-file FILE] [--input name=FILE]...",
+		Use:   "submit --type TYPE [--payload TEXT | --payload-file FILE] [--input name=FILE]... [--input-blob name=DIGEST]...",
 		Short: "Submit a task (and with --wait, wait for it)",
-		Args:  cobra.NoArgs,
+		Long: `Submit a task. Inputs are named files the handler reads:
+
+  --input name=FILE         small files (together at most --inline-max, default 1MiB) go
+                            inline in the task; larger ones are uploaded as blobs first
+                            (skipped when the server has them) and named in input_blobs;
+  --input-blob name=DIGEST  a blob already on the server (paddock blob put FILE);
+  --inline                  every --input inline, as before blobs existed (the server's
+                            server.max_inline_bytes bounds payload plus inline inputs);
+  --inline-max 0            every --input as a blob.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			spec := &paddockv1.TaskSpec{Type: typ, Payload: []byte(payload), Priority: priority, MaxAttempts: maxAttempts,
 				TimeoutMs: timeout.Milliseconds(), IdempotencyKey: key, Tenant: tenant}
@@ -118,19 +138,8 @@ func newTaskSubmitCmd(app *App) *cobra.Command {
 				}
 				spec.Payload = b
 			}
-			for _, in := range inputs {
-				name, file, ok := strings.Cut(in, "=")
-				if !ok || name == "" {
-					return usageError{fmt.Errorf("--input %q: want name=FILE", in)}
-				}
-				b, err := os.ReadFile(file)
-				if err != nil {
-					return fmt.Errorf("--input %s: %w", name, err)
-				}
-				if spec.Inputs == nil {
-					spec.Inputs = map[string][]byte{}
-				}
-				spec.Inputs[name] = b
+			if err := addInputs(cmd.Context(), app, spec, inputs, inputBlobs, inline, inlineMax, quiet); err != nil {
+				return err
 			}
 			switch class {
 			case "", "batch":
@@ -184,7 +193,11 @@ func newTaskSubmitCmd(app *App) *cobra.Command {
 	f.StringVar(&typ, "type", "", "task type (required)")
 	f.StringVar(&payload, "payload", "", "payload text")
 	f.StringVar(&payloadFile, "payload-file", "", "read the payload from a file")
-	f.StringArrayVar(&inputs, "input", nil, "named input blob name=FILE (repeatable)")
+	f.StringArrayVar(&inputs, "input", nil, "named input name=FILE: inline when small, else uploaded as a blob (repeatable)")
+	f.StringArrayVar(&inputBlobs, "input-blob", nil, "named input name=DIGEST: a blob the server has (repeatable)")
+	f.BoolVar(&inline, "inline", false, "send every --input inline (no blobs)")
+	f.StringVar(&inlineMax, "inline-max", "1MiB", "--input files go inline while their total stays within this; larger ones become blobs (0: all blobs)")
+	f.BoolVarP(&quiet, "quiet", "q", false, "no upload progress on stderr")
 	f.Int32Var(&priority, "priority", 0, "priority -100..100 (higher first)")
 	f.StringVar(&class, "class", "batch", "online or batch")
 	f.DurationVar(&timeout, "timeout", 0, "timeout of one attempt (0: server default)")

@@ -229,7 +229,8 @@ type Entry struct {
 }
 
 // Entries returns every declared key with its effective value and source. Keys whose
-// name ends in "token" or "password" show "(set)" instead of the value.
+// name ends in "token", "password", "key_file" or "secret_key" show "(set)" instead of the
+// value.
 func (c *Config) Entries() []Entry {
 	out := make([]Entry, 0, len(keys))
 	for _, k := range keys {
@@ -245,5 +246,6 @@ func (c *Config) Entries() []Entry {
 }
 
 func secret(name string) bool {
-	return strings.HasSuffix(name, "token") || strings.HasSuffix(name, "password") || strings.HasSuffix(name, "key_file")
+	return strings.HasSuffix(name, "token") || strings.HasSuffix(name, "password") || strings.HasSuffix(name, "key_file") ||
+		strings.HasSuffix(name, "secret_key")
 }

@@ -1,0 +1,92 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/dustin/go-humanize"
+	"github.com/schollz/progressbar/v3"
+	"golang.org/x/term"
+)
+
+// progressMin is the smallest transfer that gets a progress bar: smaller ones end
+// before a bar would be seen.
+const progressMin = 8 << 20
+
+// transfer reports the progress of one upload or download on stderr: a bar when
+// stderr is a terminal and the transfer is large, else one plain line when it ends
+// (nothing when quiet).
+type transfer struct {
+	w     io.Writer
+	verb  string // "uploaded", "downloaded"
+	what  string
+	quiet bool
+	start time.Time
+	bar   *progressbar.ProgressBar
+	done  int64
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// newTransfer starts reporting a transfer of total bytes (-1: unknown) of what.
+func newTransfer(app *App, verb, what string, total int64, quiet bool) *transfer {
+	t := &transfer{w: app.Err, verb: verb, what: what, quiet: quiet, start: time.Now()}
+	if !quiet && isTerminal(app.Err) && (total < 0 || total >= progressMin) {
+		t.bar = progressbar.NewOptions64(total,
+			progressbar.OptionSetWriter(app.Err),
+			progressbar.OptionSetDescription(what),
+			progressbar.OptionShowBytes(true),
+			progressbar.OptionShowCount(),
+			progressbar.OptionSetWidth(30),
+			progressbar.OptionThrottle(100*time.Millisecond),
+			progressbar.OptionClearOnFinish(),
+			progressbar.OptionSetPredictTime(true),
+			progressbar.OptionFullWidth(),
+		)
+	}
+	return t
+}
+
+// Set records that done bytes in all have been moved.
+func (t *transfer) Set(done int64) {
+	t.done = done
+	if t.bar != nil {
+		_ = t.bar.Set64(done)
+	}
+}
+
+// progress is a blobhttp.Progress.
+func (t *transfer) progress(done, _ int64) { t.Set(done) }
+
+// Abandon ends the bar without a summary (nothing was moved).
+func (t *transfer) Abandon() {
+	if t.bar != nil {
+		_ = t.bar.Exit()
+	}
+}
+
+// Finish ends the bar and prints the plain summary line (unless quiet).
+func (t *transfer) Finish(moved int64) {
+	if t.bar != nil {
+		_ = t.bar.Finish()
+	}
+	if t.quiet {
+		return
+	}
+	el := time.Since(t.start)
+	fmt.Fprintf(t.w, "%s %s %s in %s (%s/s)\n", t.verb, t.what, humanize.IBytes(uint64(max(moved, 0))), el.Round(time.Millisecond), rate(moved, el))
+}
+
+// rate formats bytes per second.
+func rate(n int64, d time.Duration) string {
+	if d <= 0 {
+		return "-"
+	}
+	return humanize.IBytes(uint64(float64(max(n, 0)) / d.Seconds()))
+}
