@@ -23,7 +23,22 @@ func (e runnerExecutor) Types() []TaskType {
 }
 
 func (e runnerExecutor) Execute(ctx context.Context, t Task) Result {
-	res := e.r.Execute(ctx, runner.Task{ID: t.ID, Type: t.Type, Payload: t.Payload, Inputs: t.Inputs, Attempt: t.Attempt, Deadline: t.Deadline})
-	return Result{Output: res.Output, Outputs: res.Outputs, Error: res.Error, Retryable: res.Retryable,
+	rt := runner.Task{ID: t.ID, Type: t.Type, Payload: t.Payload, Inputs: t.Inputs, Attempt: t.Attempt, Deadline: t.Deadline,
+		OutputDir: t.OutputDir, MaxOutputBytes: t.MaxOutputBytes}
+	if len(t.InputFiles) > 0 {
+		rt.InputFiles = make(map[string]runner.InputFile, len(t.InputFiles))
+		for name, f := range t.InputFiles {
+			rt.InputFiles[name] = runner.InputFile{Path: f.Path, Size: f.Size, Digest: f.Digest}
+		}
+	}
+	res := e.r.Execute(ctx, rt)
+	out := Result{Output: res.Output, Outputs: res.Outputs, Error: res.Error, Retryable: res.Retryable,
 		Usage: Usage{Wall: res.Usage.Wall, CPU: res.Usage.CPU}}
+	if len(res.OutputFiles) > 0 {
+		out.OutputFiles = make(map[string]OutputFile, len(res.OutputFiles))
+		for name, f := range res.OutputFiles {
+			out.OutputFiles[name] = OutputFile{Size: f.Size, Digest: f.Digest}
+		}
+	}
+	return out
 }

@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"os"
+	"path/filepath"
 	"sort"
 	"sync"
 	"time"
@@ -20,6 +22,7 @@ import (
 	"github.com/paddockvm/paddock/agent/alloc"
 	"github.com/paddockvm/paddock/agent/transport"
 	agentv1 "github.com/paddockvm/paddock/api/agent/v1"
+	"github.com/paddockvm/paddock/api/guestabi"
 )
 
 // ProtocolVersion is the agent protocol version this package speaks.
@@ -41,6 +44,38 @@ type Task struct {
 	Inputs   map[string][]byte
 	Attempt  int
 	Deadline time.Time // zero: none
+	// InputBlobs are the task's inputs of any size (Assign.input_blobs), by input name;
+	// DataPath says how they arrive and how output files leave. MaxOutputBytes bounds
+	// the sum of the output files (0: no limit).
+	InputBlobs     map[string]BlobRef
+	DataPath       agentv1.DataPath
+	MaxOutputBytes int64
+	// InputFiles are InputBlobs as files the handler reads, and OutputDir the
+	// directory it writes output files in; the session sets both before Execute
+	// (under DATA_PATH_SHARED: the guest's shares, api/guestabi; under
+	// DATA_PATH_STREAM: Config.DataDir). Both are empty for a task without a data path.
+	InputFiles map[string]InputFile
+	OutputDir  string
+}
+
+// BlobRef names a content-addressed blob.
+type BlobRef struct {
+	Digest string // "sha256:<64 hex digits>"
+	Size   int64
+}
+
+// InputFile is one input blob as a file, its size checked.
+type InputFile struct {
+	Path   string
+	Size   int64
+	Digest string
+}
+
+// OutputFile is one file the handler wrote in Task.OutputDir, named by its output
+// name, with the size and digest computed while it was written.
+type OutputFile struct {
+	Size   int64
+	Digest string
 }
 
 // Usage is what a run cost.
@@ -48,11 +83,14 @@ type Usage struct{ Wall, CPU time.Duration }
 
 // Result is the outcome of a run; Error is empty on success.
 type Result struct {
-	Output    []byte
-	Outputs   map[string][]byte
-	Error     string
-	Retryable bool
-	Usage     Usage
+	Output  []byte
+	Outputs map[string][]byte
+	// OutputFiles are the files the handler wrote in Task.OutputDir; the report
+	// names them as output blobs.
+	OutputFiles map[string]OutputFile
+	Error       string
+	Retryable   bool
+	Usage       Usage
 }
 
 // Executor runs tasks. Execute must return once ctx is done (it is cancelled when the
@@ -110,6 +148,19 @@ type Config struct {
 	// OnReport, when set, is called with every report sent and the ack it got (tests
 	// record reports with it to replay them).
 	OnReport func(r *agentv1.Report, ack *agentv1.ReportAck)
+
+	// InRoot and OutRoot are where the guest's input and output shares are mounted
+	// (DATA_PATH_SHARED). Defaults guestabi.InDir and guestabi.OutDir; tests use
+	// temporary directories.
+	InRoot, OutRoot string
+	// StagePoll is how often the session looks for the host's staging marker while
+	// a task waits for its inputs (default 25ms).
+	StagePoll time.Duration
+	// DataDir is where a DATA_PATH_STREAM task's inputs are fetched to and its output
+	// files written (<DataDir>/<task>.<lease>/{in,out}), removed once the server
+	// acknowledged the report. Default: paddock-agent-<AgentID> under os.TempDir().
+	// Whatever is in it when Run starts is left from an earlier run and removed.
+	DataDir string
 }
 
 // TCPDialer returns a Config.Dial that dials the server's agent port at addr over TCP
@@ -148,6 +199,12 @@ type Session struct {
 	unacked map[string]*agentv1.Report // finished, not yet acknowledged; by task id
 	out     chan *agentv1.AgentMessage // the current connection's send queue; nil while disconnected
 	wg      sync.WaitGroup
+	// conn is the current connection's client (blob transfers use it), nil while
+	// disconnected; connReady is closed while conn is set.
+	conn      agentv1.AgentServiceClient
+	connReady chan struct{}
+	// dataDirs are the DATA_PATH_STREAM data directories of leases, by LeaseDir.
+	dataDirs map[string]string
 }
 
 type run struct {
@@ -183,8 +240,20 @@ func New(cfg Config, ex Executor) (*Session, error) {
 	if cfg.DefaultTolerableDelay <= 0 {
 		cfg.DefaultTolerableDelay = time.Second
 	}
+	if cfg.InRoot == "" {
+		cfg.InRoot = guestabi.InDir
+	}
+	if cfg.OutRoot == "" {
+		cfg.OutRoot = guestabi.OutDir
+	}
+	if cfg.StagePoll <= 0 {
+		cfg.StagePoll = 25 * time.Millisecond
+	}
+	if cfg.DataDir == "" {
+		cfg.DataDir = filepath.Join(os.TempDir(), "paddock-agent-"+cfg.AgentID)
+	}
 	s := &Session{cfg: cfg, ex: ex, log: cfg.Logger.With("agent", cfg.AgentID), versions: map[string]string{},
-		runs: map[string]*run{}, unacked: map[string]*agentv1.Report{}}
+		runs: map[string]*run{}, unacked: map[string]*agentv1.Report{}, connReady: make(chan struct{}), dataDirs: map[string]string{}}
 	ts := ex.Types()
 	if len(ts) == 0 {
 		return nil, errors.New("session: the executor serves no task types")
@@ -261,6 +330,7 @@ func (s *Session) observe(q *agentv1.QueueStatus) {
 // Run keeps a session with the server open until ctx is done, reconnecting with
 // backoff. Tasks keep running across reconnects. On return every task has ended.
 func (s *Session) Run(ctx context.Context) error {
+	s.cleanDataDir()
 	backoff := s.cfg.ReconnectMin
 	for ctx.Err() == nil {
 		start := time.Now()
@@ -318,7 +388,8 @@ func (s *Session) connect(ctx context.Context) error {
 	if s.cfg.Token != "" {
 		cctx = metadata.AppendToOutgoingContext(cctx, "authorization", "Bearer "+s.cfg.Token)
 	}
-	stream, err := agentv1.NewAgentServiceClient(cc).Session(cctx)
+	client := agentv1.NewAgentServiceClient(cc)
+	stream, err := client.Session(cctx)
 	if err != nil {
 		return fmt.Errorf("opening the session: %w", err)
 	}
@@ -348,6 +419,8 @@ func (s *Session) connect(ctx context.Context) error {
 	out := make(chan *agentv1.AgentMessage, 8192)
 	s.mu.Lock()
 	s.out = out
+	s.conn = client
+	close(s.connReady)
 	for _, r := range s.unacked { // results finished while disconnected
 		out <- &agentv1.AgentMessage{Msg: &agentv1.AgentMessage_Report{Report: r}}
 	}
@@ -355,6 +428,8 @@ func (s *Session) connect(ctx context.Context) error {
 	defer func() {
 		s.mu.Lock()
 		s.out = nil
+		s.conn = nil
+		s.connReady = make(chan struct{})
 		s.mu.Unlock()
 	}()
 
@@ -424,8 +499,9 @@ func (s *Session) assign(ctx context.Context, a *agentv1.Assign) {
 		old.byServer = false
 		old.cancel(errors.New("superseded by a newer lease"))
 	}
-	if _, ok := s.unacked[a.GetTaskId()]; ok && s.unacked[a.GetTaskId()].GetLeaseId() != a.GetLeaseId() {
+	if u, ok := s.unacked[a.GetTaskId()]; ok && u.GetLeaseId() != a.GetLeaseId() {
 		delete(s.unacked, a.GetTaskId())
+		s.dropDataLocked(a.GetTaskId(), u.GetLeaseId())
 	}
 	if _, ok := s.versions[a.GetType()]; !ok {
 		ack(false, fmt.Sprintf("this agent serves no task type %q", a.GetType()))
@@ -440,7 +516,14 @@ func (s *Session) assign(ctx context.Context, a *agentv1.Assign) {
 	r := &run{leaseID: a.GetLeaseId(), typ: a.GetType(), slot: slot, cancel: cancel}
 	s.runs[a.GetTaskId()] = r
 	ack(true, "")
-	t := Task{ID: a.GetTaskId(), LeaseID: a.GetLeaseId(), Type: a.GetType(), Payload: a.GetPayload(), Inputs: a.GetInputs(), Attempt: int(a.GetAttempt())}
+	t := Task{ID: a.GetTaskId(), LeaseID: a.GetLeaseId(), Type: a.GetType(), Payload: a.GetPayload(), Inputs: a.GetInputs(), Attempt: int(a.GetAttempt()),
+		DataPath: a.GetDataPath(), MaxOutputBytes: a.GetMaxOutputBytes()}
+	if len(a.GetInputBlobs()) > 0 {
+		t.InputBlobs = make(map[string]BlobRef, len(a.GetInputBlobs()))
+		for name, b := range a.GetInputBlobs() {
+			t.InputBlobs[name] = BlobRef{Digest: b.GetDigest(), Size: b.GetSize()}
+		}
+	}
 	if d := a.GetDeadlineUnixMs(); d > 0 {
 		t.Deadline = time.UnixMilli(d)
 	}
@@ -451,7 +534,15 @@ func (s *Session) assign(ctx context.Context, a *agentv1.Assign) {
 func (s *Session) execute(ctx context.Context, r *run, t Task) {
 	defer s.wg.Done()
 	start := time.Now()
-	res := s.ex.Execute(ctx, t)
+	var res Result
+	if err := s.prepare(ctx, &t); err != nil {
+		res = failure(err)
+	} else {
+		res = s.ex.Execute(ctx, t)
+		if res.Error == "" {
+			res = s.finish(ctx, t, res)
+		}
+	}
 	if res.Usage.Wall == 0 {
 		res.Usage.Wall = time.Since(start)
 	}
@@ -464,6 +555,12 @@ func (s *Session) execute(ctx context.Context, r *run, t Task) {
 	case res.Error == "":
 		sum := sha256.Sum256(res.Output)
 		rep.Status, rep.Output, rep.Outputs, rep.Sha256 = agentv1.Status_STATUS_SUCCEEDED, res.Output, res.Outputs, hex.EncodeToString(sum[:])
+		if len(res.OutputFiles) > 0 {
+			rep.OutputBlobs = make(map[string]*agentv1.BlobRef, len(res.OutputFiles))
+			for name, f := range res.OutputFiles {
+				rep.OutputBlobs[name] = &agentv1.BlobRef{Digest: f.Digest, Size: f.Size}
+			}
+		}
 	case r.byServer:
 		rep.Status, rep.Error = agentv1.Status_STATUS_CANCELLED, res.Error
 	default:
@@ -477,6 +574,7 @@ func (s *Session) execute(ctx context.Context, r *run, t Task) {
 		// Superseded or shutting down: the server has moved on or will expire the lease.
 		s.log.Info("task stopped", "task", t.ID, "lease", t.LeaseID, "why", cause)
 		if errors.Is(cause, errSuperseded) {
+			s.dropDataLocked(t.ID, t.LeaseID)
 			return
 		}
 	}
@@ -493,6 +591,7 @@ func (s *Session) cancelTask(c *agentv1.Cancel) {
 	if r == nil || r.leaseID != c.GetLeaseId() {
 		if u := s.unacked[c.GetTaskId()]; u != nil && u.GetLeaseId() == c.GetLeaseId() && c.GetReason() != "cancelled by client" {
 			delete(s.unacked, c.GetTaskId()) // the server dropped that lease; stop reporting it
+			s.dropDataLocked(c.GetTaskId(), c.GetLeaseId())
 		}
 		return
 	}
@@ -509,6 +608,7 @@ func (s *Session) acked(a *agentv1.ReportAck) {
 	rep := s.unacked[a.GetTaskId()]
 	if rep != nil && rep.GetLeaseId() == a.GetLeaseId() {
 		delete(s.unacked, a.GetTaskId())
+		s.dropDataLocked(a.GetTaskId(), a.GetLeaseId())
 	}
 	s.mu.Unlock()
 	switch a.GetOutcome() {

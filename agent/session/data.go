@@ -1,0 +1,430 @@
+package session
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	agentv1 "github.com/paddockvm/paddock/api/agent/v1"
+	"github.com/paddockvm/paddock/api/guestabi"
+)
+
+// ChunkSize is the size of the data messages WriteBlob sends.
+const ChunkSize = 256 << 10
+
+// taskError is a failure of the data path: the report's error and whether a retry helps.
+type taskError struct {
+	msg       string
+	retryable bool
+}
+
+func (e *taskError) Error() string { return e.msg }
+
+func failf(retryable bool, format string, args ...any) *taskError {
+	return &taskError{msg: fmt.Sprintf(format, args...), retryable: retryable}
+}
+
+// failure turns an error of the data path into a failed Result.
+func failure(err error) Result {
+	var te *taskError
+	if errors.As(err, &te) {
+		return Result{Error: te.msg, Retryable: te.retryable}
+	}
+	return Result{Error: err.Error(), Retryable: true}
+}
+
+// prepare makes t's blob inputs available as files and gives it an output directory,
+// per its data path: under DATA_PATH_SHARED it waits for the host's staging marker
+// and checks the staged files; under DATA_PATH_STREAM it fetches the inputs with
+// ReadBlob into the agent's data directory. A task without a data path is left as is.
+func (s *Session) prepare(ctx context.Context, t *Task) error {
+	for name := range t.InputBlobs {
+		if !guestabi.ValidName(name) {
+			return failf(false, "input blob %q: not a valid input name (%s); resubmit the task with a valid name", name, guestabi.NameRule)
+		}
+	}
+	lease := guestabi.LeaseDir(t.ID, t.LeaseID)
+	switch t.DataPath {
+	case agentv1.DataPath_DATA_PATH_UNSPECIFIED:
+		if len(t.InputBlobs) > 0 {
+			return failf(true, "the server sent %d input blobs without a data path: this agent cannot receive them; upgrade the server or the agent so both speak the data plane", len(t.InputBlobs))
+		}
+		return nil
+	case agentv1.DataPath_DATA_PATH_SHARED:
+		in := filepath.Join(s.cfg.InRoot, lease)
+		if len(t.InputBlobs) > 0 {
+			if err := s.waitStaged(ctx, t, in); err != nil {
+				return err
+			}
+		}
+		t.InputFiles = make(map[string]InputFile, len(t.InputBlobs))
+		for name, ref := range t.InputBlobs {
+			p := filepath.Join(in, name)
+			fi, err := os.Stat(p)
+			switch {
+			case errors.Is(err, fs.ErrNotExist):
+				return failf(true, "input %q (%s): the host marked the inputs staged but %s does not exist; check the host daemon's staging log (the task will be retried)", name, ref.Digest, p)
+			case err != nil:
+				return failf(true, "input %q (%s): %v; check the guest's input share %s", name, ref.Digest, err, s.cfg.InRoot)
+			case fi.Size() != ref.Size:
+				return failf(true, "input %q (%s): the staged file %s has %d bytes, the blob has %d; check the host's blob cache (the task will be retried)", name, ref.Digest, p, fi.Size(), ref.Size)
+			}
+			t.InputFiles[name] = InputFile{Path: p, Size: ref.Size, Digest: ref.Digest}
+		}
+		t.OutputDir = filepath.Join(s.cfg.OutRoot, lease)
+		if err := os.MkdirAll(t.OutputDir, 0o755); err != nil {
+			return failf(true, "creating the output directory in the guest's output share: %v; check that %s is mounted writable", err, s.cfg.OutRoot)
+		}
+		return nil
+	case agentv1.DataPath_DATA_PATH_STREAM:
+		dir := filepath.Join(s.cfg.DataDir, lease)
+		s.mu.Lock()
+		s.dataDirs[lease] = dir
+		s.mu.Unlock()
+		for _, d := range []string{filepath.Join(dir, "in"), filepath.Join(dir, "out")} {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				return failf(true, "creating the task's data directory: %v; check the agent's data_dir %s (free space, permissions)", err, s.cfg.DataDir)
+			}
+		}
+		t.InputFiles = make(map[string]InputFile, len(t.InputBlobs))
+		for name, ref := range t.InputBlobs {
+			p := filepath.Join(dir, "in", name)
+			if err := s.fetchBlob(ctx, t, name, ref, p); err != nil {
+				return err
+			}
+			t.InputFiles[name] = InputFile{Path: p, Size: ref.Size, Digest: ref.Digest}
+		}
+		t.OutputDir = filepath.Join(dir, "out")
+		return nil
+	}
+	return failf(false, "unknown data path %v: upgrade the agent", t.DataPath)
+}
+
+// waitStaged polls for the staging marker in dir until it appears, ctx ends or the
+// task's deadline passes, and returns the marker's error if staging failed.
+func (s *Session) waitStaged(ctx context.Context, t *Task, dir string) error {
+	if !t.Deadline.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, t.Deadline)
+		defer cancel()
+	}
+	path := filepath.Join(dir, guestabi.MarkerName)
+	tick := time.NewTicker(s.cfg.StagePoll)
+	defer tick.Stop()
+	start := time.Now()
+	for {
+		b, err := os.ReadFile(path)
+		if err == nil {
+			m, err := guestabi.DecodeMarker(b)
+			if err != nil {
+				return failf(true, "reading the host's staging marker %s: %v; check the host daemon (the task will be retried)", path, err)
+			}
+			if !m.OK {
+				what := "the task will be retried"
+				if !m.Retryable {
+					what = "a retry would not help; check the task's input blobs"
+				}
+				return failf(m.Retryable, "the host could not stage the inputs: %s (%s)", m.Error, what)
+			}
+			s.log.Debug("inputs staged", "task", t.ID, "lease", t.LeaseID, "waited", time.Since(start).Round(time.Millisecond))
+			return nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return failf(true, "reading the host's staging marker %s: %v; check the guest's input share %s", path, err, s.cfg.InRoot)
+		}
+		select {
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) && !t.Deadline.IsZero() && !time.Now().Before(t.Deadline) {
+				return failf(true, "deadline exceeded while waiting %v for the host to stage the %d inputs (no %s in %s); check the host daemon's staging and the host's blob cache",
+					time.Since(start).Round(time.Millisecond), len(t.InputBlobs), guestabi.MarkerName, dir)
+			}
+			return failf(true, "stopped while waiting for the host to stage the inputs: %v", context.Cause(ctx))
+		case <-tick.C:
+		}
+	}
+}
+
+// permanent reports whether a blob RPC that failed with err will fail the same way on
+// another connection, and whether running the task again can help then.
+func permanent(err error) (perm, retryable bool) {
+	switch status.Code(err) {
+	case codes.NotFound, codes.InvalidArgument, codes.Unimplemented, codes.OutOfRange:
+		return true, false
+	case codes.PermissionDenied, codes.FailedPrecondition, codes.Unauthenticated, codes.ResourceExhausted:
+		return true, true
+	}
+	return false, true
+}
+
+// maxRetries is how many times in a row a blob transfer is retried without progress.
+const maxRetries = 5
+
+// fetchBlob reads input name of t with ReadBlob into path, hashing while it writes,
+// resuming from the last offset when the stream breaks, and checks digest and size.
+func (s *Session) fetchBlob(ctx context.Context, t *Task, name string, ref BlobRef, path string) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	if err != nil {
+		return failf(true, "input %q: creating %s: %v; check the agent's data_dir %s", name, path, err, s.cfg.DataDir)
+	}
+	defer f.Close()
+	h := sha256.New()
+	var off int64
+	fails := 0
+	for {
+		n, err := s.readBlobOnce(ctx, t, ref, off, io.MultiWriter(f, h))
+		off += n
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return failf(true, "input %q (%s): stopped while fetching it at byte %d of %d: %v", name, ref.Digest, off, ref.Size, context.Cause(ctx))
+		}
+		var we *writeError
+		if errors.As(err, &we) {
+			return failf(true, "input %q: writing %s: %v; check the free space in the agent's data_dir %s", name, path, we.err, s.cfg.DataDir)
+		}
+		if perm, retry := permanent(err); perm {
+			return failf(retry, "input %q (%s): the server refused to send it: %v", name, ref.Digest, status.Convert(err).Message())
+		}
+		if n > 0 {
+			fails = 0
+		}
+		if fails++; fails > maxRetries {
+			return failf(true, "input %q (%s): fetching it from the server failed %d times in a row at byte %d of %d: %v; check the network to the server (the task will be retried)",
+				name, ref.Digest, fails, off, ref.Size, err)
+		}
+		s.log.Warn("fetching an input broke; resuming", "task", t.ID, "input", name, "offset", off, "err", err)
+		if err := sleep(ctx, time.Duration(fails)*100*time.Millisecond); err != nil {
+			return failf(true, "input %q (%s): stopped while fetching it: %v", name, ref.Digest, context.Cause(ctx))
+		}
+	}
+	if off != ref.Size {
+		return failf(true, "input %q (%s): the server sent %d bytes, the blob has %d; the task will be retried", name, ref.Digest, off, ref.Size)
+	}
+	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != ref.Digest {
+		return failf(true, "input %q: the server sent bytes with digest %s, want %s; the task will be retried (check the server's blob store if it repeats)", name, got, ref.Digest)
+	}
+	if err := f.Close(); err != nil {
+		return failf(true, "input %q: writing %s: %v; check the agent's data_dir %s", name, path, err, s.cfg.DataDir)
+	}
+	return nil
+}
+
+// writeError marks a local write failure (not the server's fault).
+type writeError struct{ err error }
+
+func (e *writeError) Error() string { return e.err.Error() }
+
+// readBlobOnce streams the blob from off into w over the current connection and
+// returns the bytes written; nil error means the server ended the stream.
+func (s *Session) readBlobOnce(ctx context.Context, t *Task, ref BlobRef, off int64, w io.Writer) (int64, error) {
+	c, err := s.client(ctx)
+	if err != nil {
+		return 0, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	st, err := c.ReadBlob(s.rpcCtx(ctx), &agentv1.ReadBlobRequest{AgentId: s.cfg.AgentID, TaskId: t.ID, LeaseId: t.LeaseID, Digest: ref.Digest, Offset: off})
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for {
+		ch, err := st.Recv()
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+		if _, err := w.Write(ch.GetData()); err != nil {
+			return n, &writeError{err}
+		}
+		n += int64(len(ch.GetData()))
+	}
+}
+
+// finish checks the output files of a successful run and, under DATA_PATH_STREAM,
+// stores each with WriteBlob. It returns res, or a failure.
+func (s *Session) finish(ctx context.Context, t Task, res Result) Result {
+	if len(res.OutputFiles) == 0 {
+		return res
+	}
+	if t.OutputDir == "" {
+		return Result{Error: fmt.Sprintf("the handler returned %d output files but the task has no output directory (no data path): a handler bug, or upgrade the server", len(res.OutputFiles))}
+	}
+	var sum int64
+	for name, f := range res.OutputFiles {
+		if !guestabi.ValidName(name) {
+			return Result{Error: fmt.Sprintf("output file %q: not a valid output name (%s); fix the handler", name, guestabi.NameRule)}
+		}
+		sum += f.Size
+	}
+	if t.MaxOutputBytes > 0 && sum > t.MaxOutputBytes {
+		return Result{Error: fmt.Sprintf("the output files add up to %d bytes, more than the task's limit of %d (server.max_output_bytes); write less, or raise the limit", sum, t.MaxOutputBytes)}
+	}
+	if t.DataPath != agentv1.DataPath_DATA_PATH_STREAM {
+		return res // the host collects them from the output share
+	}
+	for name, f := range res.OutputFiles {
+		if err := s.storeBlob(ctx, t, name, f); err != nil {
+			return failure(err)
+		}
+	}
+	return res
+}
+
+// storeBlob sends output name of t with WriteBlob, retrying from the start when the
+// stream breaks.
+func (s *Session) storeBlob(ctx context.Context, t Task, name string, of OutputFile) error {
+	path := filepath.Join(t.OutputDir, name)
+	for fails := 1; ; fails++ {
+		err := s.writeBlobOnce(ctx, t, name, of, path)
+		var te *taskError
+		if err == nil || errors.As(err, &te) {
+			return err
+		}
+		if ctx.Err() != nil {
+			return failf(true, "output %q: stopped while storing it: %v", name, context.Cause(ctx))
+		}
+		var we *writeError
+		if errors.As(err, &we) {
+			return failf(true, "output %q: reading %s: %v", name, path, we.err)
+		}
+		if perm, retry := permanent(err); perm {
+			return failf(retry, "output %q (%s, %d bytes): the server refused to store it: %v", name, of.Digest, of.Size, status.Convert(err).Message())
+		}
+		if fails >= maxRetries {
+			return failf(true, "output %q (%s): storing it on the server failed %d times: %v; check the network to the server (the task will be retried)", name, of.Digest, fails, err)
+		}
+		s.log.Warn("storing an output broke; retrying", "task", t.ID, "output", name, "err", err)
+		if err := sleep(ctx, time.Duration(fails)*100*time.Millisecond); err != nil {
+			return failf(true, "output %q: stopped while storing it: %v", name, context.Cause(ctx))
+		}
+	}
+}
+
+func (s *Session) writeBlobOnce(ctx context.Context, t Task, name string, of OutputFile, path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return &writeError{err}
+	}
+	defer f.Close()
+	c, err := s.client(ctx)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	st, err := c.WriteBlob(s.rpcCtx(ctx))
+	if err != nil {
+		return err
+	}
+	err = st.Send(&agentv1.WriteBlobRequest{Header: &agentv1.WriteBlobHeader{AgentId: s.cfg.AgentID, TaskId: t.ID, LeaseId: t.LeaseID,
+		Name: name, Digest: of.Digest, Size: of.Size}})
+	buf := make([]byte, ChunkSize)
+	for err == nil {
+		n, rerr := io.ReadFull(f, buf)
+		if n > 0 {
+			err = st.Send(&agentv1.WriteBlobRequest{Data: buf[:n]})
+		}
+		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+			break
+		}
+		if rerr != nil {
+			return &writeError{rerr}
+		}
+	}
+	if err != nil && err != io.EOF {
+		return err
+	}
+	// On io.EOF from Send the server ended the stream: CloseAndRecv has its status.
+	resp, err := st.CloseAndRecv()
+	if err != nil {
+		return err
+	}
+	if resp.GetDigest() != of.Digest || resp.GetSize() != of.Size {
+		return failf(true, "output %q: the server stored %s (%d bytes), want %s (%d bytes)", name, resp.GetDigest(), resp.GetSize(), of.Digest, of.Size)
+	}
+	return nil
+}
+
+// client waits for a connection to the server and returns its AgentService client.
+func (s *Session) client(ctx context.Context) (agentv1.AgentServiceClient, error) {
+	for {
+		s.mu.Lock()
+		c, ready := s.conn, s.connReady
+		s.mu.Unlock()
+		if c != nil {
+			return c, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		case <-ready:
+		}
+	}
+}
+
+// rpcCtx adds the session's bearer token to a call's context.
+func (s *Session) rpcCtx(ctx context.Context) context.Context {
+	if s.cfg.Token == "" {
+		return ctx
+	}
+	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+s.cfg.Token)
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// dropDataLocked removes the data directory of a lease (DATA_PATH_STREAM) once its
+// report is acknowledged or the task is dropped. Caller holds s.mu.
+func (s *Session) dropDataLocked(taskID string, leaseID uint64) {
+	key := guestabi.LeaseDir(taskID, leaseID)
+	dir, ok := s.dataDirs[key]
+	if !ok {
+		return
+	}
+	delete(s.dataDirs, key)
+	go func() {
+		if err := os.RemoveAll(dir); err != nil {
+			s.log.Warn("removing a task's data directory", "dir", dir, "err", err)
+		}
+	}()
+}
+
+// cleanDataDir removes what an earlier agent process left in the data directory
+// (no task of this process has data there yet).
+func (s *Session) cleanDataDir() {
+	ents, err := os.ReadDir(s.cfg.DataDir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if err := os.RemoveAll(filepath.Join(s.cfg.DataDir, e.Name())); err != nil {
+			s.log.Warn("removing a stale task data directory", "dir", e.Name(), "err", err)
+		}
+	}
+	if len(ents) > 0 {
+		s.log.Info("removed stale task data from an earlier run", "dir", s.cfg.DataDir, "entries", len(ents))
+	}
+}
