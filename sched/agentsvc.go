@@ -133,6 +133,7 @@ func (as *agentService) Session(stream agentv1.AgentService_SessionServer) error
 	}
 	log.Info("agent registered", "host", reg.GetHost(), "types", len(reg.GetTypes()), "running", len(reg.GetRunning()))
 	defer s.lose(a, se, log)
+	defer s.bindConn(stream.Context(), a.id)() // blob RPCs on this connection act for this agent
 
 	if err := stream.Send(&agentv1.ServerMessage{Msg: &agentv1.ServerMessage_Registered{Registered: &agentv1.Registered{
 		SessionId: se.id, HeartbeatIntervalMs: s.cfg.HeartbeatInterval.Milliseconds(),
@@ -460,6 +461,7 @@ func (s *Server) Report(ctx context.Context, agentID string, r *agentv1.Report) 
 		return reject(c.outcome, "%s", c.why)
 	}
 	var ev store.Event
+	var outBlobs map[string]store.BlobRef
 	errText := r.GetError()
 	switch r.GetStatus() {
 	case agentv1.Status_STATUS_SUCCEEDED:
@@ -469,6 +471,11 @@ func (s *Server) Report(ctx context.Context, agentID string, r *agentv1.Report) 
 			ev, errText = store.EvFailRetryable, fmt.Sprintf("output sha256 mismatch: the agent reported %q, the output received has %s", r.GetSha256(), got)
 		} else if n := outputSize(r); n > s.cfg.MaxInlineBytes {
 			ev, errText = store.EvFailFatal, fmt.Sprintf("output of %d bytes is over the server's inline limit of %d bytes (server.max_inline_bytes)", n, s.cfg.MaxInlineBytes)
+		} else if len(r.GetOutputBlobs()) > 0 {
+			// The output files must be in the blob store before the success is recorded
+			// (a host collects them from its guest, or the agent stored them).
+			o := s.outputBlobs(ctx, t, agentID, r)
+			ev, errText, outBlobs = o.ev, o.errText, o.refs
 		}
 	case agentv1.Status_STATUS_FAILED:
 		ev = store.EvFailFatal
@@ -499,7 +506,7 @@ func (s *Server) Report(ctx context.Context, agentID string, r *agentv1.Report) 
 		if out == nil {
 			out = []byte{}
 		}
-		u.Output, u.Outputs, u.OutputSHA256 = &out, r.GetOutputs(), strings.ToLower(r.GetSha256())
+		u.Output, u.Outputs, u.OutputSHA256, u.OutputBlobs = &out, r.GetOutputs(), strings.ToLower(r.GetSha256()), outBlobs
 		// A success clears the task's error; earlier attempts keep theirs in the history.
 		none := ""
 		u.Error = &none

@@ -2,7 +2,6 @@ package sched
 
 import (
 	"context"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"net/http"
@@ -17,6 +16,7 @@ import (
 
 	paddockv1 "github.com/paddockvm/paddock/api/paddock/v1"
 	"github.com/paddockvm/paddock/api/paddock/v1/paddockv1connect"
+	"github.com/paddockvm/paddock/blob/blobhttp"
 	"github.com/paddockvm/paddock/sched/store"
 )
 
@@ -37,7 +37,8 @@ var (
 )
 
 // Handler returns the client port's HTTP handler: the TaskService and ClusterService
-// (connect-go: gRPC, gRPC-Web and JSON over HTTP), /metrics and /healthz. Serve it
+// (connect-go: gRPC, gRPC-Web and JSON over HTTP), the blob API under /v1/blobs
+// (blob/blobhttp, behind the same bearer token), /metrics and /healthz. Serve it
 // with h2c for gRPC clients without TLS (Run does).
 func (s *Server) Handler() http.Handler {
 	opts := []connect.HandlerOption{
@@ -49,6 +50,9 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle(paddockv1connect.NewTaskServiceHandler(api, opts...))
 	mux.Handle(paddockv1connect.NewClusterServiceHandler(api, opts...))
+	bh := s.blobHandler()
+	mux.Handle(blobhttp.Prefix, bh)
+	mux.Handle(blobhttp.Prefix+"/", bh)
 	mux.Handle("/metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	return mux
@@ -81,15 +85,8 @@ func (strictJSON) Unmarshal(b []byte, v any) error {
 func (s *Server) authInterceptor() connect.Interceptor {
 	return connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
 		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			if !s.cfg.Dev {
-				got := req.Header().Get("Authorization")
-				want := "Bearer " + s.cfg.Token
-				if got == "" {
-					return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("authorization: missing bearer token: send \"Authorization: Bearer <token>\" (paddock: --token or PADDOCK_CLIENT_TOKEN)"))
-				}
-				if subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
-					return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("authorization: wrong bearer token"))
-				}
+			if err := s.checkBearer(req.Header().Get("Authorization")); err != nil {
+				return nil, connect.NewError(connect.CodeUnauthenticated, err)
 			}
 			return next(ctx, req)
 		}
@@ -135,11 +132,11 @@ func (s *Server) validateSpec(sp *paddockv1.TaskSpec) (store.Task, error) {
 		return t, invalid("task.type: %q is not a task type name (letters, digits, '.', '_', '-'; at most 128)", t.Type)
 	}
 	size := len(t.Payload)
-	for _, b := range t.Inputs {
-		size += len(b)
+	for name, b := range t.Inputs {
+		size += len(name) + len(b)
 	}
 	if size > s.cfg.MaxInlineBytes {
-		return t, invalid("task.payload: %d bytes (payload plus inputs) is over the server's inline limit of %d bytes (server.max_inline_bytes)", size, s.cfg.MaxInlineBytes)
+		return t, invalid("task.payload: %d bytes (payload plus inline inputs with their names) is over the server's inline limit of %d bytes (server.max_inline_bytes)", size, s.cfg.MaxInlineBytes)
 	}
 	if t.Priority < MinPriority || t.Priority > MaxPriority {
 		return t, invalid("task.priority: %d is out of range %d..%d", t.Priority, MinPriority, MaxPriority)
@@ -190,6 +187,9 @@ func (api *clientAPI) Submit(ctx context.Context, req *connect.Request[paddockv1
 	s := api.s
 	t, err := s.validateSpec(req.Msg.GetTask())
 	if err != nil {
+		return nil, err
+	}
+	if err := s.checkInputBlobs(ctx, req.Msg.GetTask(), &t); err != nil {
 		return nil, err
 	}
 	id, err := uuid.NewV7()
@@ -439,11 +439,12 @@ func toProto(t store.Task, att []store.Attempt) *paddockv1.Task {
 	}
 	p := &paddockv1.Task{
 		Id: t.ID, State: stateProto(t.State), Attempt: int32(t.Attempt), LeaseId: t.LeaseID, AgentId: t.AgentID,
-		Output: t.Output, Outputs: t.Outputs, OutputSha256: t.OutputSHA256, Error: t.Error, CancelRequested: t.CancelRequested,
+		Output: t.Output, Outputs: t.Outputs, OutputSha256: t.OutputSHA256, OutputBlobs: apiRefs(t.OutputBlobs), Error: t.Error, CancelRequested: t.CancelRequested,
 		CreatedAtUnixMs: unixMS(t.CreatedAt), UpdatedAtUnixMs: unixMS(t.UpdatedAt), FinishedAtUnixMs: unixMS(t.FinishedAt),
 		Spec: &paddockv1.TaskSpec{
 			Type: t.Type, Payload: t.Payload, Inputs: t.Inputs, Priority: int32(t.Priority), Class: cl,
 			TimeoutMs: t.Timeout.Milliseconds(), MaxAttempts: int32(t.MaxAttempts), IdempotencyKey: t.IdempotencyKey, Tenant: t.Tenant,
+			InputBlobs: apiRefs(t.InputBlobs),
 		},
 	}
 	if r := t.Requirements; r.CPUMillis != 0 || r.MemoryBytes != 0 || len(r.Labels) > 0 {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/paddockvm/paddock/blob"
 )
 
 // Config configures a Server. Zero values take the defaults of DefaultConfig.
@@ -34,6 +36,20 @@ type Config struct {
 	RetryBase, RetryMax time.Duration
 	// TimeoutGrace is how long past its timeout a running task keeps its lease. Default 10s.
 	TimeoutGrace time.Duration
+	// Blobs is the blob store (server.blob_store): task input and output blobs, the
+	// /v1/blobs HTTP API on the client port, the hosts' and agents' blob RPCs. Nil:
+	// every blob feature is refused with an error naming server.blob_store.
+	Blobs blob.Store
+	// BlobRetention (server.blob_retention) is how long a blob no task uses is kept
+	// after it was written; blobs of tasks that finished within it are kept too.
+	// Default 24h.
+	BlobRetention time.Duration
+	// MaxOutputBytes (server.max_output_bytes) bounds the sum of one task's output
+	// blobs. Default 64 GiB.
+	MaxOutputBytes int64
+	// MaxBlobBytes bounds one uploaded blob (PUT /v1/blobs, host and agent WriteBlob);
+	// 0: no limit.
+	MaxBlobBytes int64
 	// Logger. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -49,6 +65,8 @@ func DefaultConfig() Config {
 		RetryBase:          time.Second,
 		RetryMax:           5 * time.Minute,
 		TimeoutGrace:       10 * time.Second,
+		BlobRetention:      24 * time.Hour,
+		MaxOutputBytes:     64 << 30,
 	}
 }
 
@@ -81,6 +99,12 @@ func (c Config) withDefaults() Config {
 	if c.TimeoutGrace == 0 {
 		c.TimeoutGrace = d.TimeoutGrace
 	}
+	if c.BlobRetention == 0 {
+		c.BlobRetention = d.BlobRetention
+	}
+	if c.MaxOutputBytes == 0 {
+		c.MaxOutputBytes = d.MaxOutputBytes
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -104,6 +128,12 @@ func (c Config) Validate() error {
 		return fmt.Errorf("server config: max inline bytes %d is negative", c.MaxInlineBytes)
 	case c.RetryBase < 0 || c.RetryMax < c.RetryBase:
 		return fmt.Errorf("server config: retry backoff base %v / max %v: need 0 <= base <= max", c.RetryBase, c.RetryMax)
+	case c.BlobRetention < 0:
+		return fmt.Errorf("server config: blob retention (server.blob_retention) %v is negative: give a duration such as 24h", c.BlobRetention)
+	case c.MaxOutputBytes < 0:
+		return fmt.Errorf("server config: max output bytes (server.max_output_bytes) %d is negative", c.MaxOutputBytes)
+	case c.MaxBlobBytes < 0:
+		return fmt.Errorf("server config: max blob bytes %d is negative: use 0 for no limit", c.MaxBlobBytes)
 	}
 	return nil
 }

@@ -128,7 +128,16 @@ func (s *Server) dispatchOnce(ctx context.Context, all bool) (int, error) {
 				continue
 			}
 			as.leaseID = t.LeaseID
-			s.guestTaskEvent(g.agent, t.ID, hostv1.TaskEvent_KIND_STARTED)
+			path := s.dataPath(g.agent)
+			var stage map[string]store.BlobRef
+			if path == agentv1.DataPath_DATA_PATH_SHARED {
+				stage = t.InputBlobs
+			}
+			s.guestTaskEvent(g.agent, t.ID, t.LeaseID, hostv1.TaskEvent_KIND_STARTED, stage)
+			var maxOut int64
+			if path != agentv1.DataPath_DATA_PATH_UNSPECIFIED {
+				maxOut = s.cfg.MaxOutputBytes
+			}
 			var deadline int64
 			if t.Timeout > 0 {
 				as.deadline = now.Add(t.Timeout)
@@ -138,6 +147,7 @@ func (s *Server) dispatchOnce(ctx context.Context, all bool) (int, error) {
 				sends = append(sends, send{g.agent.sess, &agentv1.ServerMessage{Msg: &agentv1.ServerMessage_Assign{Assign: &agentv1.Assign{
 					TaskId: t.ID, LeaseId: t.LeaseID, Type: t.Type, Payload: t.Payload, Inputs: t.Inputs,
 					Attempt: uint32(t.Attempt), DeadlineUnixMs: deadline, LeaseExpiresUnixMs: t.LeaseExpiresAt.UnixMilli(),
+					InputBlobs: agentRefs(t.InputBlobs), DataPath: path, MaxOutputBytes: maxOut,
 				}}}})
 			}
 		}
@@ -233,7 +243,7 @@ func (s *Server) expire(ctx context.Context, t store.Task, now time.Time) {
 	var sess *session
 	if a := s.agents[t.AgentID]; a != nil {
 		if a.release(t.ID, t.LeaseID) {
-			s.guestTaskEvent(a, t.ID, hostv1.TaskEvent_KIND_FINISHED)
+			s.guestTaskEvent(a, t.ID, t.LeaseID, hostv1.TaskEvent_KIND_FINISHED, nil)
 		}
 		sess = a.sess
 	}

@@ -67,7 +67,8 @@ type hostRec struct {
 	connectedAt        time.Time
 	lastSeen           time.Time
 	lostAt             time.Time
-	link               *hostLink // nil once lost
+	link               *hostLink       // nil once lost
+	caps               map[string]bool // Register.capabilities
 }
 
 // hostLink is a host's open control stream.
@@ -166,8 +167,12 @@ func (hs *hostService) Control(stream hostv1.HostService_ControlServer) error {
 	h.cpus, h.memory = reg.GetCapacity().GetCpus(), reg.GetCapacity().GetMemoryBytes()
 	h.connectedAt, h.lastSeen = now, now
 	h.setPools(reg.GetPools())
+	h.caps = map[string]bool{}
+	for _, c := range reg.GetCapabilities() {
+		h.caps[c] = true
+	}
 	s.mu.Unlock()
-	log.Info("host registered", "version", reg.GetVersion(), "accel", reg.GetAccel(), "cpus", reg.GetCapacity().GetCpus(), "pools", len(reg.GetPools()))
+	log.Info("host registered", "version", reg.GetVersion(), "accel", reg.GetAccel(), "cpus", reg.GetCapacity().GetCpus(), "pools", len(reg.GetPools()), "capabilities", reg.GetCapabilities())
 	defer func() {
 		s.mu.Lock()
 		if h.link == link {
@@ -243,6 +248,10 @@ func (s *Server) handleHostMessage(ctx context.Context, h *hostRec, m *hostv1.Ho
 		s.mu.Unlock()
 	case *hostv1.HostMessage_GuestGone:
 		s.GuestGone(ctx, h.id, m.GuestGone.GetName(), m.GuestGone.GetReason())
+	case *hostv1.HostMessage_Collected:
+		s.collected(h.id, m.Collected)
+	case *hostv1.HostMessage_Staged:
+		s.staged(h.id, m.Staged)
 	case *hostv1.HostMessage_Register:
 		return errors.New("register sent twice on one control stream")
 	default:
@@ -301,8 +310,9 @@ func (s *Server) GuestGone(ctx context.Context, host, guest, reason string) {
 	s.wakeAll()
 }
 
-// guestTaskEvent tells a guest's host that a task started or ended on it. Caller holds s.mu.
-func (s *Server) guestTaskEvent(a *agent, taskID string, kind hostv1.TaskEvent_Kind) {
+// guestTaskEvent tells a guest's host that lease leaseID of a task started or ended on
+// it; inputs (KIND_STARTED under DATA_PATH_SHARED) are to be staged. Caller holds s.mu.
+func (s *Server) guestTaskEvent(a *agent, taskID string, leaseID uint64, kind hostv1.TaskEvent_Kind, inputs map[string]store.BlobRef) {
 	if a.hostID == "" {
 		return
 	}
@@ -310,7 +320,8 @@ func (s *Server) guestTaskEvent(a *agent, taskID string, kind hostv1.TaskEvent_K
 	if h == nil || h.link == nil {
 		return
 	}
-	h.link.send(&hostv1.ServerMessage{Msg: &hostv1.ServerMessage_TaskEvent{TaskEvent: &hostv1.TaskEvent{Kind: kind, Guest: a.id, TaskId: taskID}}})
+	h.link.send(&hostv1.ServerMessage{Msg: &hostv1.ServerMessage_TaskEvent{TaskEvent: &hostv1.TaskEvent{Kind: kind, Guest: a.id, TaskId: taskID,
+		LeaseId: leaseID, Inputs: hostRefs(inputs)}}})
 }
 
 // maxTasksFor returns max_tasks_per_vm of host's pool (0: none). Caller holds s.mu.

@@ -83,6 +83,18 @@ type fakeHost struct {
 
 func connectHost(t *testing.T, cs *clusterServer, certID, regID string, pools ...*hostv1.Pool) (*fakeHost, error) {
 	t.Helper()
+	return connectHostWith(t, cs, certID, regID, hostOpts{}, pools...)
+}
+
+// hostOpts are a fake host's capabilities and its handler of server messages (run on
+// the control stream's receiving goroutine, after the message is recorded).
+type hostOpts struct {
+	caps   []string
+	handle func(h *fakeHost, m *hostv1.ServerMessage)
+}
+
+func connectHostWith(t *testing.T, cs *clusterServer, certID, regID string, o hostOpts, pools ...*hostv1.Pool) (*fakeHost, error) {
+	t.Helper()
 	tlsCfg, err := pki.DevHostTLS(cs.pkiDir, certID)
 	if err != nil {
 		t.Fatal(err)
@@ -100,7 +112,7 @@ func connectHost(t *testing.T, cs *clusterServer, certID, regID string, pools ..
 		t.Fatal(err)
 	}
 	if err := h.ctl.Send(&hostv1.HostMessage{Msg: &hostv1.HostMessage_Register{Register: &hostv1.Register{
-		HostId: regID, ProtocolVersion: 1, Version: "test", Accel: "tcg", Capacity: &hostv1.Capacity{Cpus: 2, MemoryBytes: 1 << 30}, Pools: pools}}}); err != nil {
+		HostId: regID, ProtocolVersion: 1, Version: "test", Accel: "tcg", Capacity: &hostv1.Capacity{Cpus: 2, MemoryBytes: 1 << 30}, Pools: pools, Capabilities: o.caps}}}); err != nil {
 		t.Fatal(err)
 	}
 	m, err := h.ctl.Recv()
@@ -124,6 +136,9 @@ func connectHost(t *testing.T, cs *clusterServer, certID, regID string, pools ..
 				h.back = b.GetQueued()
 			}
 			h.mu.Unlock()
+			if o.handle != nil {
+				o.handle(h, m)
+			}
 		}
 	}()
 	return h, nil

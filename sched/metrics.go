@@ -18,6 +18,17 @@ type metrics struct {
 	submits         *prometheus.CounterVec
 	guestRequeues   prometheus.Counter
 	refused         *prometheus.CounterVec
+
+	// The data plane.
+	blobBytes      *prometheus.CounterVec // by port (client, agent, cluster) and direction (in, out)
+	staged         *prometheus.CounterVec // by result (ok, error)
+	stagedBytes    *prometheus.CounterVec // by source (fetched, cached)
+	collects       *prometheus.CounterVec // by result (ok, error, timeout, host_lost)
+	collectSeconds prometheus.Histogram
+	collectedBytes prometheus.Counter
+	gcDeleted      prometheus.Counter
+	gcDeletedBytes prometheus.Counter
+	gcErrors       prometheus.Counter
 }
 
 func newMetrics(s *Server) *metrics {
@@ -49,6 +60,35 @@ func newMetrics(s *Server) *metrics {
 	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "paddock", Name: "agent_sessions_refused_total", Help: "Agent sessions refused, by reason (identity: the agent claimed an id other than its host-attested guest).",
 	}, []string{"reason"})
+	m.blobBytes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "paddock", Name: "blob_bytes_total", Help: "Bytes of blobs stored (in) and served (out), by port (client: /v1/blobs, agent: agent ReadBlob/WriteBlob, cluster: host ReadBlob/WriteBlob).",
+	}, []string{"port", "direction"})
+	m.staged = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "paddock", Name: "staged_total", Help: "Input stagings hosts reported (Staged), by result (ok, error).",
+	}, []string{"result"})
+	m.stagedBytes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "paddock", Name: "staged_bytes_total", Help: "Bytes of inputs hosts staged, by source (fetched from the server, cached on the host).",
+	}, []string{"source"})
+	m.collects = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "paddock", Name: "collects_total", Help: "Output collections asked of hosts (Collect), by result (ok, error, timeout, host_lost).",
+	}, []string{"result"})
+	m.collectSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: "paddock", Name: "collect_seconds", Help: "Time from a Collect to the host's Collected.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 22),
+	})
+	m.collectedBytes = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "paddock", Name: "collected_bytes_total", Help: "Bytes of output files hosts collected.",
+	})
+	m.gcDeleted = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "paddock", Name: "blob_gc_deleted_total", Help: "Blobs deleted by retention (unused and older than server.blob_retention).",
+	})
+	m.gcDeletedBytes = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "paddock", Name: "blob_gc_deleted_bytes_total", Help: "Bytes of blobs deleted by retention.",
+	})
+	m.gcErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "paddock", Name: "blob_gc_errors_total", Help: "Blobs retention could not check or delete (and failed listings).",
+	})
+	m.reg.MustRegister(m.blobBytes, m.staged, m.stagedBytes, m.collects, m.collectSeconds, m.collectedBytes, m.gcDeleted, m.gcDeletedBytes, m.gcErrors)
 	m.reg.MustRegister(m.dispatchLatency, m.taskDuration, m.leaseExpiries, m.reports, m.submits, m.guestRequeues, m.refused,
 		&stateCollector{s: s},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

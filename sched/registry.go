@@ -174,7 +174,7 @@ func (s *Server) releaseLease(agentID, taskID string, leaseID uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if a := s.agents[agentID]; a != nil && a.release(taskID, leaseID) {
-		s.guestTaskEvent(a, taskID, hostv1.TaskEvent_KIND_FINISHED)
+		s.guestTaskEvent(a, taskID, leaseID, hostv1.TaskEvent_KIND_FINISHED, nil)
 	}
 }
 

@@ -49,7 +49,11 @@ type Server struct {
 	hosts   map[string]*hostRec
 	backlog map[string]int64 // queued tasks by type, as last sent to hosts
 
-	relayLis *chanListener // agent sessions relayed by hosts (Relay streams)
+	conns      map[string]string         // agent-port connection (peer address) -> agent id of its session
+	collecting map[uint64]pendingCollect // Collects sent to hosts, by request id
+
+	relayLis   *chanListener // agent sessions relayed by hosts (Relay streams)
+	collectSeq atomic.Uint64 // request ids of Collects
 }
 
 // New returns a server over st. It does not take ownership of st.
@@ -60,12 +64,14 @@ func New(cfg Config, st store.Store) (*Server, error) {
 	cfg = cfg.withDefaults()
 	s := &Server{
 		cfg: cfg, st: st, log: cfg.Logger, started: time.Now(),
-		kick:     make(chan struct{}, 1),
-		readyGen: map[string]uint64{},
-		queue:    newQueueMeter(),
-		agents:   map[string]*agent{},
-		waiters:  map[string][]chan struct{}{},
-		hosts:    map[string]*hostRec{},
+		kick:       make(chan struct{}, 1),
+		readyGen:   map[string]uint64{},
+		queue:      newQueueMeter(),
+		agents:     map[string]*agent{},
+		waiters:    map[string][]chan struct{}{},
+		hosts:      map[string]*hostRec{},
+		conns:      map[string]string{},
+		collecting: map[uint64]pendingCollect{},
 
 		relayLis: newChanListener(),
 	}
@@ -189,11 +195,13 @@ func (s *Server) NewAgentServer() *grpc.Server {
 	return gs
 }
 
-// Loop runs the dispatcher, the lease sweeper and the agent watchdog, and measures
-// the queuing delay per type for the agents' allocators, until ctx is done.
+// Loop runs the dispatcher, the lease sweeper and the agent watchdog, measures the
+// queuing delay per type for the agents' allocators, and deletes unused blobs past
+// their retention (CollectGarbage), until ctx is done.
 func (s *Server) Loop(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
+	go func() { defer wg.Done(); s.gcLoop(ctx) }()
 	go func() { defer wg.Done(); s.dispatchLoop(ctx) }()
 	go func() { defer wg.Done(); s.sweepLoop(ctx) }()
 	go func() { defer wg.Done(); s.queueLoop(ctx) }()
