@@ -147,9 +147,10 @@ func (h *handler) put(w http.ResponseWriter, r *http.Request, d blob.Digest) {
 	if info, err := h.store.Stat(ctx, d); err == nil {
 		if size >= 0 && size != info.Size {
 			// Nothing to store, but say so: the caller's file is not the blob it named.
-			h.fail(w, r, http.StatusBadRequest, CodeMismatch, (&blob.MismatchError{Want: d, WantSize: info.Size, GotSize: size}).Error())
+			h.fail(w, r, http.StatusBadRequest, CodeMismatch, mismatchText(&blob.MismatchError{Want: d, WantSize: info.Size, GotSize: size}))
 			return
 		}
+		noBody(w, r)
 		writeJSON(w, http.StatusOK, toJSON(info))
 		return
 	} else if !errors.Is(err, blob.ErrNotFound) {
@@ -359,7 +360,24 @@ func (h *handler) storeFail(w http.ResponseWriter, r *http.Request, err error) {
 	if status == http.StatusServiceUnavailable || status == http.StatusInsufficientStorage {
 		w.Header().Set("Retry-After", "10")
 	}
-	h.fail(w, r, status, code, errText(err))
+	msg := errText(err)
+	var me *blob.MismatchError
+	if errors.As(err, &me) {
+		msg = mismatchText(me)
+	}
+	h.fail(w, r, status, code, msg)
+}
+
+// mismatchText says, in the API's terms, how an upload differs from the blob its URL names.
+func mismatchText(e *blob.MismatchError) string {
+	switch {
+	case e.Got != "":
+		return fmt.Sprintf("the body's sha256 is %s, not the %s named in the URL (nothing stored): upload the file whose digest you named", e.Got, e.Want)
+	case e.GotSize < 0:
+		return fmt.Sprintf("the body is longer than %d bytes, the size of %s (nothing stored): upload the file whose digest you named", e.WantSize, e.Want)
+	default:
+		return fmt.Sprintf("the body is %d bytes, but %s is %d bytes (nothing stored): upload the file whose digest you named, whole", e.GotSize, e.Want, e.WantSize)
+	}
 }
 
 // errText is an error's text without the leading class sentinel ("invalid blob request: ").
@@ -378,6 +396,7 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, status int, code,
 	if status >= 500 {
 		lv = slog.LevelWarn
 	}
+	noBody(w, r)
 	h.log.Log(r.Context(), lv, "blob request failed", "method", r.Method, "path", r.URL.Path, "status", status, "remote", r.RemoteAddr, "err", msg)
 	if r.Method == http.MethodHead {
 		w.Header().Set("X-Paddock-Error", code)
@@ -385,6 +404,17 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, status int, code,
 		return
 	}
 	writeJSON(w, status, errorJSON{Error: msg, Code: code})
+}
+
+// noBody is called before answering a request whose body the handler did not (or not
+// wholly) read: "Connection: close" makes net/http close the connection after the answer
+// instead of reading the rest of the body (which would also send "100 Continue" and let a
+// client waiting for it upload a body nobody wants). It holds even when middleware has
+// wrapped r.Body, which hides the unread body from net/http's own check.
+func noBody(w http.ResponseWriter, r *http.Request) {
+	if r.ContentLength != 0 && r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Connection", "close")
+	}
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
