@@ -128,34 +128,36 @@ func copyFile(ctx context.Context, src, dst string) error {
 // another filesystem, a copy; it reports whether it copied.
 func linkFile(ctx context.Context, src, dst string) (copied bool, err error) {
 	err = os.Link(src, dst)
-	if err == nil {
-		return false, nil
+	if errors.Is(err, os.ErrExist) {
+		if a, aerr := os.Stat(src); aerr == nil {
+			if b, berr := os.Stat(dst); berr == nil && os.SameFile(a, b) {
+				return false, nil
+			}
+		}
+		err = linkOver(src, dst)
 	}
 	if errors.Is(err, syscall.EXDEV) {
 		return true, copyFile(ctx, src, dst)
 	}
-	if !errors.Is(err, os.ErrExist) {
-		return false, err
-	}
-	if a, aerr := os.Stat(src); aerr == nil {
-		if b, berr := os.Stat(dst); berr == nil && os.SameFile(a, b) {
-			return false, nil
-		}
-	}
-	// dst exists: link beside it and rename over it, so dst is never missing or partial.
+	return false, err
+}
+
+// linkOver replaces dst by a hard link of src: it links beside dst and renames over it,
+// so dst is never missing or partial.
+func linkOver(src, dst string) error {
 	f, err := createTemp(filepath.Dir(dst))
 	if err != nil {
-		return false, err
+		return err
 	}
 	tmp := f.Name()
 	f.Close()
 	os.Remove(tmp)
 	if err := os.Link(src, tmp); err != nil {
-		return false, err
+		return err
 	}
 	if err := os.Rename(tmp, dst); err != nil {
 		os.Remove(tmp)
-		return false, err
+		return err
 	}
-	return false, nil
+	return nil
 }

@@ -66,6 +66,9 @@ func (c *Cache) Link(ctx context.Context, d blob.Digest, size int64, dst string)
 		return LinkResult{}, fmt.Errorf("%w: linking blob %s: no destination path", blob.ErrInvalid, d)
 	}
 	if size < 0 {
+		size = c.knownSize(d)
+	}
+	if size < 0 {
 		info, err := c.src.Stat(ctx, d)
 		if err != nil {
 			return LinkResult{}, fmt.Errorf("linking blob %s: asking the server its size: %w", d, err)
@@ -190,6 +193,19 @@ func (c *Cache) linkFromDisk(ctx context.Context, d blob.Digest, size int64, dst
 		}
 	}
 	return nil
+}
+
+// knownSize returns d's size when a tier holds it (verified), else -1.
+func (c *Cache) knownSize(d blob.Digest) int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e := c.files[d]; e != nil && e.verified {
+		return e.size
+	}
+	if m := c.blobs[d]; m != nil {
+		return int64(len(m.data))
+	}
+	return -1
 }
 
 func sizeErr(d blob.Digest, have, asked int64) error {
