@@ -266,6 +266,14 @@ type Config struct {
 	// RetryInterval is how often a pool that could not start (its image missing, …)
 	// tries again (default 30s).
 	RetryInterval time.Duration `mapstructure:"retry_interval" json:"retry_interval,omitempty" yaml:"retry_interval,omitempty"`
+	// DisableShares turns off the shared directories: guests get no input and output
+	// share (GuestRef.InDir and OutDir are empty) and the host daemon does not offer to
+	// stage blobs. Default false: every guest has both (docs/dataplane.md).
+	DisableShares bool `mapstructure:"disable_shares" json:"disable_shares,omitempty" yaml:"disable_shares,omitempty"`
+	// ShareUser owns every guest's output share: the user QEMU runs as (default
+	// DefaultShareUser, libvirt-qemu). When it does not exist, or the daemon is not
+	// root, the output share is made 0777 instead (logged).
+	ShareUser string `mapstructure:"share_user" json:"share_user,omitempty" yaml:"share_user,omitempty"`
 }
 
 func (c Config) withDefaults() Config {
@@ -283,6 +291,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.RetryInterval == 0 {
 		c.RetryInterval = 30 * time.Second
+	}
+	if c.ShareUser == "" {
+		c.ShareUser = DefaultShareUser
 	}
 	return c
 }

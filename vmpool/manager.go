@@ -44,6 +44,8 @@ type Manager struct {
 
 	pools []*pool // in configuration order, bad ones included
 
+	shareOwner *shareOwner // nil: output shares are 0777 (see Config.ShareUser)
+
 	started atomic.Bool
 
 	scratchOnce sync.Once
@@ -106,6 +108,15 @@ func New(cfg Config, hv hypervisor.Hypervisor, imgs Images, opts ...Option) (*Ma
 			if err := m.reg.Register(c); err != nil {
 				return nil, fmt.Errorf("registering vmpool metrics: %w", err)
 			}
+		}
+	}
+	if !m.cfg.DisableShares {
+		if os.Geteuid() != 0 {
+			m.log.Warn("not root: guests' output shares will be world-writable (0777) instead of owned by QEMU's user", "share_user", m.cfg.ShareUser)
+		} else if o, err := lookupShareOwner(m.cfg.ShareUser); err != nil {
+			m.log.Warn("QEMU's user not found: guests' output shares will be world-writable (0777); set share_user to the user of qemu.conf", "err", err)
+		} else {
+			m.shareOwner = &o
 		}
 	}
 	seen := map[string]bool{}
@@ -348,6 +359,16 @@ func (m *Manager) Pools() []PoolStatus {
 		out = append(out, p.status())
 	}
 	return out
+}
+
+// Guest returns the guest called name, unless it is unknown or being stopped.
+func (m *Manager) Guest(name string) (GuestRef, bool) {
+	for _, p := range m.pools {
+		if r, ok := p.guest(name); ok {
+			return r, true
+		}
+	}
+	return GuestRef{}, false
 }
 
 // TaskStarted records that a task started in guest name: an idle guest becomes busy,

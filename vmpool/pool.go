@@ -350,6 +350,9 @@ func (p *pool) bootGuest(now time.Time) {
 		dir: dir, state: StateBooting, cancel: cancel, createDone: make(chan struct{}),
 		decidedAt: time.Now(), startedAt: now,
 	}
+	if !p.m.cfg.DisableShares {
+		g.ref.InDir, g.ref.OutDir = filepath.Join(dir, inShareName), filepath.Join(dir, outShareName)
+	}
 	p.guests[name] = g
 	p.m.met.boots.WithLabelValues(p.cfg.Name).Inc()
 	p.log.Info("booting guest", "guest", name)
@@ -400,6 +403,11 @@ func (p *pool) create(ctx context.Context, g *guest, img images.Image) error {
 		Channels:   []hypervisor.Channel{{Name: agent.DefaultPort, SocketPath: g.ref.Socket}},
 		ConsoleLog: filepath.Join(g.dir, "console.log"),
 		Labels:     map[string]string{LabelPool: p.cfg.Name, LabelHost: p.m.cfg.HostID},
+	}
+	if g.ref.InDir != "" {
+		if _, err := makeShares(g.ref.InDir, g.ref.OutDir, p.m.shareOwner); err != nil {
+			return fmt.Errorf("guest %s: %w", g.ref.Name, err)
+		}
 	}
 	if p.cfg.ScratchMiB > 0 {
 		base, err := p.m.scratchBaseFile()
@@ -622,6 +630,16 @@ func (p *pool) taskStarted(name string) (bool, error) {
 	p.m.met.tasks.WithLabelValues(p.cfg.Name).Inc()
 	p.nudge()
 	return true, nil
+}
+
+func (p *pool) guest(name string) (GuestRef, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	g, ok := p.guests[name]
+	if !ok || g.state == StateStopping {
+		return GuestRef{}, false
+	}
+	return g.ref, true
 }
 
 func (p *pool) taskFinished(name string) (bool, error) {

@@ -25,6 +25,10 @@ type GuestRef struct {
 	Name   string
 	// Socket is the host end of the guest's virtio-serial port (agent.DefaultPort).
 	Socket string
+	// InDir and OutDir are the host paths of the guest's input share (read-only in the
+	// guest at guestabi.InDir) and output share (writable, guestabi.OutDir); both
+	// empty when Config.DisableShares is set. They go with the guest's directory.
+	InDir, OutDir string
 }
 
 // ReadyInfo is what the guest's ready line said.
