@@ -22,7 +22,26 @@
 // network interface. While the server is unreachable the pools keep their min_idle
 // guests, the error is logged once per change, and the link is retried with backoff.
 //
-// Tests: unit-level tests use a fake hypervisor; the integration tests boot real TCG
+// The data path (docs/dataplane.md), when Config.Cache.Dir is set: the daemon opens
+// the host cache (package hostd/cache) over the server's blob RPCs (link.Blobs:
+// StatBlob, ReadBlob resumed where a cut stream broke, WriteBlob) and registers the
+// capability "stage". A TaskEvent KIND_STARTED with inputs links each blob from the
+// cache into <guest in-share>/<guestabi.LeaseDir>/<name> (the lease directory 0755,
+// the files world-readable hard links: QEMU runs as another user), then writes the
+// guestabi.Marker (a temporary name, renamed) and sends Staged; a blob the server does
+// not have makes a marker error that is not retryable, a failed fetch one that is.
+// KIND_FINISHED stops the lease's staging if it still runs and removes its directories
+// from both shares. A Collect opens each output in <guest out-share>/<LeaseDir>
+// without following symbolic links (openat with O_NOFOLLOW for the lease directory and
+// the file, regular files only: the guest is untrusted), checks its size against the
+// report and the sum against max_bytes, and ingests it through the descriptor it
+// checked (the cache verifies the digest and uploads per write policy), then answers
+// Collected. Stagings and collects run on goroutines of their own; their answers wait
+// in an unbounded-in-practice outbox for the control stream's sender (resent on the
+// next stream if one breaks; a Send stuck for a minute drops the stream).
+//
+// Tests: unit-level tests use a fake hypervisor, and the data path runs against temp
+// directories and a real cache over a fake server (go test ./hostd/ -run 'Stage|Collect'); the integration tests boot real TCG
 // guests (1 vCPU, 256 MiB, at most 3 at once) from an image holding the real
 // paddock-agent and the test handler, with the real server in-process, and need root,
 // libvirtd and virtlogd (`make setup`) and a kernel in /boot; they skip without them,

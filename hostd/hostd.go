@@ -20,6 +20,7 @@ import (
 
 	"github.com/paddockvm/paddock/agent/transport"
 	hostv1 "github.com/paddockvm/paddock/api/host/v1"
+	"github.com/paddockvm/paddock/hostd/cache"
 	"github.com/paddockvm/paddock/hostd/link"
 	"github.com/paddockvm/paddock/hypervisor"
 	"github.com/paddockvm/paddock/vmpool"
@@ -45,9 +46,22 @@ type Config struct {
 	Version string
 	// ReconnectMax bounds the wait between attempts to reach the server (default 30s).
 	ReconnectMax time.Duration
+	// Cache is the host's blob cache (docs/dataplane.md; keys host.cache_*). With
+	// Cache.Dir set (and Pools.DisableShares not), the daemon registers the capability
+	// "stage": it stages task inputs into its guests' input shares and collects their
+	// outputs. With Cache.Dir empty it does neither, and the server streams blobs
+	// through the agents instead.
+	Cache cache.Config
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
+
+// sendTimeout bounds one Send on the control stream: a server that stops reading
+// makes the daemon drop the stream and reconnect, never wait forever.
+const sendTimeout = time.Minute
+
+// CapabilityStage is the Register capability of a host that stages blobs.
+const CapabilityStage = "stage"
 
 // Daemon is the host daemon: it runs the pools and links them to the server.
 type Daemon struct {
@@ -60,11 +74,15 @@ type Daemon struct {
 	cc     *grpc.ClientConn
 	client hostv1.HostServiceClient
 	gone   chan *hostv1.GuestGone
+	cache  *cache.Cache // nil: no staging (Config.Cache.Dir empty or shares disabled)
+	dp     *dataPath
+	out    *outbox
 
 	relaySessions prometheus.Counter
 	relayBytes    *prometheus.CounterVec
 	relayErrors   prometheus.Counter
 	linkUp        prometheus.Gauge
+	outDropped    prometheus.Counter
 
 	// mu guards the fields below.
 	mu        sync.Mutex
@@ -96,7 +114,8 @@ func New(cfg Config, hv hypervisor.Hypervisor, imgs vmpool.Images) (*Daemon, err
 	d.relayBytes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "paddock_host_relay_bytes_total", Help: "Bytes relayed, by direction (to_server, to_guest)."}, []string{"direction"})
 	d.relayErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "paddock_host_relay_open_errors_total", Help: "Guest sessions that could not be relayed (server unreachable)."})
 	d.linkUp = prometheus.NewGauge(prometheus.GaugeOpts{Name: "paddock_host_server_connected", Help: "1 while the host's control stream with the server is up."})
-	d.reg.MustRegister(d.relaySessions, d.relayBytes, d.relayErrors, d.linkUp, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	d.outDropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "paddock_host_answers_dropped_total", Help: "Staged/Collected answers dropped because too many waited for the server."})
+	d.reg.MustRegister(d.relaySessions, d.relayBytes, d.relayErrors, d.linkUp, d.outDropped, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var err error
 	if d.mon, err = hostload.New(cfg.LoadInterval, hostload.WithLogger(d.log)); err != nil {
 		return nil, err
@@ -113,8 +132,37 @@ func New(cfg Config, hv hypervisor.Hypervisor, imgs vmpool.Images) (*Daemon, err
 		return nil, err
 	}
 	d.client = hostv1.NewHostServiceClient(d.cc)
+	d.out = newOutbox(d.log, d.outDropped)
+	switch {
+	case cfg.Cache.Dir == "":
+		d.log.Info("no host cache (host.cache_dir empty): guests get blobs from the server through their agents")
+	case cfg.Pools.DisableShares:
+		d.log.Info("shared directories are disabled: the host cache is not used and guests get blobs through their agents")
+	default:
+		if cfg.Cache.Logger == nil {
+			cfg.Cache.Logger = d.log
+		}
+		blobs := link.NewBlobs(d.client)
+		if d.cache, err = cache.Open(cfg.Cache, blobs, blobs, d.reg); err != nil {
+			d.cc.Close()
+			return nil, fmt.Errorf("opening the host cache: %w", err)
+		}
+	}
+	met, err := newDataMetrics(d.reg)
+	if err != nil {
+		d.cc.Close()
+		return nil, err
+	}
+	var bc blobCache
+	if d.cache != nil {
+		bc = d.cache
+	}
+	d.dp = newDataPath(bc, d.mgr.Guest, d.out.put, d.log, met)
 	return d, nil
 }
+
+// Cache returns the host cache, nil when the daemon does not stage blobs.
+func (d *Daemon) Cache() *cache.Cache { return d.cache }
 
 // Manager returns the pools' manager.
 func (d *Daemon) Manager() *vmpool.Manager { return d.mgr }
@@ -153,9 +201,24 @@ func (d *Daemon) Run(ctx context.Context) error {
 	wg.Add(2)
 	go func() { defer wg.Done(); _ = d.mon.Run(ctx) }()
 	go func() { defer wg.Done(); d.linkLoop(ctx) }()
+	if d.cache != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := d.cache.Run(ctx); err != nil && ctx.Err() == nil {
+				d.log.Error("host cache stopped", "err", err)
+			}
+		}()
+	}
 	err := d.mgr.Run(ctx)
 	cancel()
 	wg.Wait()
+	d.dp.wait()
+	if d.cache != nil {
+		if cerr := d.cache.Close(); cerr != nil {
+			d.log.Warn("closing the host cache", "err", cerr)
+		}
+	}
 	return err
 }
 
@@ -256,7 +319,8 @@ func (d *Daemon) control(ctx context.Context) error {
 		capacity.MemoryBytes = s.MemTotalBytes
 	}
 	if err := stream.Send(&hostv1.HostMessage{Msg: &hostv1.HostMessage_Register{Register: &hostv1.Register{
-		HostId: d.cfg.Pools.HostID, ProtocolVersion: 1, Version: d.cfg.Version, Capacity: capacity, Accel: d.cfg.Accel, Pools: d.pools()}}}); err != nil {
+		HostId: d.cfg.Pools.HostID, ProtocolVersion: 1, Version: d.cfg.Version, Capacity: capacity, Accel: d.cfg.Accel, Pools: d.pools(),
+		Capabilities: d.capabilities()}}}); err != nil {
 		return fmt.Errorf("registering with the server: %w", err)
 	}
 	first, err := stream.Recv()
@@ -277,8 +341,15 @@ func (d *Daemon) control(ctx context.Context) error {
 		t := time.NewTicker(every)
 		defer t.Stop()
 		send := func(m *hostv1.HostMessage) bool {
-			if err := stream.Send(m); err != nil {
-				ccancel(fmt.Errorf("sending to the server: %w", err))
+			stuck := time.AfterFunc(sendTimeout, func() {
+				ccancel(fmt.Errorf("sending to the server: no progress for %v (the server does not read the control stream); reconnecting", sendTimeout))
+			})
+			err := stream.Send(m)
+			stuck.Stop()
+			if err != nil {
+				if context.Cause(cctx) == nil {
+					ccancel(fmt.Errorf("sending to the server: %w", err))
+				}
 				return false
 			}
 			return true
@@ -294,6 +365,14 @@ func (d *Daemon) control(ctx context.Context) error {
 				if !send(&hostv1.HostMessage{Msg: &hostv1.HostMessage_GuestGone{GuestGone: g}}) {
 					d.gone <- g // resend after reconnecting
 					return
+				}
+			case <-d.out.wake:
+				ms := d.out.take()
+				for i, m := range ms {
+					if !send(m) {
+						d.out.putBack(ms[i:]) // resend after reconnecting
+						return
+					}
 				}
 			case <-t.C:
 				if !send(&hostv1.HostMessage{Msg: &hostv1.HostMessage_Status{Status: d.status()}}) {
@@ -323,14 +402,26 @@ func (d *Daemon) control(ctx context.Context) error {
 			switch e.GetKind() {
 			case hostv1.TaskEvent_KIND_STARTED:
 				err = d.mgr.TaskStarted(e.GetGuest())
+				d.dp.started(ctx, e) // on its own goroutine
 			case hostv1.TaskEvent_KIND_FINISHED:
+				d.dp.finished(e) // on its own goroutine
 				err = d.mgr.TaskFinished(e.GetGuest())
 			}
 			if err != nil {
 				d.log.Debug("task event for a guest the pools cannot apply", "guest", e.GetGuest(), "task", e.GetTaskId(), "kind", e.GetKind(), "err", err)
 			}
+		case *hostv1.ServerMessage_Collect:
+			d.dp.collect(ctx, m.Collect) // on its own goroutine
 		}
 	}
+}
+
+// capabilities are the optional features the daemon registers with.
+func (d *Daemon) capabilities() []string {
+	if d.cache != nil {
+		return []string{CapabilityStage}
+	}
+	return nil
 }
 
 // guestGone is vmpool's WithGuestGone hook: queue the news for the server.
