@@ -160,7 +160,9 @@ func (e *dpEnv) stage(task string, lease uint64, inputs map[string]*hostv1.BlobR
 	return st, m
 }
 
-func ref(d blob.Digest, n int) *hostv1.BlobRef { return &hostv1.BlobRef{Digest: string(d), Size: int64(n)} }
+func ref(d blob.Digest, n int) *hostv1.BlobRef {
+	return &hostv1.BlobRef{Digest: string(d), Size: int64(n)}
+}
 
 func TestStageInputs(t *testing.T) {
 	e := newDPEnv(t)
@@ -435,7 +437,6 @@ func TestOutbox(t *testing.T) {
 		t.Errorf("overflow: %d queued, first %v, %v dropped", len(q), q[0], testutil.ToFloat64(dropped))
 	}
 }
-
 
 // task makes a subtest's name a task id.
 func task(name string) string { return strings.ReplaceAll(name, " ", "-") }
