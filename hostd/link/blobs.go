@@ -231,9 +231,9 @@ func blobError(err error) error {
 	switch s.Code() {
 	case codes.NotFound:
 		class = blob.ErrNotFound
-	case codes.InvalidArgument, codes.OutOfRange, codes.PermissionDenied, codes.Unauthenticated, codes.Unimplemented:
-		class = blob.ErrInvalid
-	case codes.DataLoss, codes.FailedPrecondition:
+	case codes.InvalidArgument, codes.OutOfRange, codes.PermissionDenied, codes.Unauthenticated, codes.Unimplemented, codes.FailedPrecondition:
+		class = blob.ErrInvalid // FailedPrecondition: the server has no blob store
+	case codes.DataLoss:
 		class = blob.ErrMismatch
 	case codes.ResourceExhausted:
 		class = blob.ErrTooLarge
