@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -43,6 +44,7 @@ func Main(args []string) int {
 	server := fl.String("server", "", "dial the server's agent port at host:port over TCP (outside a micro-VM); overrides the config's server")
 	id := fl.String("id", "", "agent identity; overrides the config's id")
 	token := fl.String("token", "", "join token for the server; overrides the config's token")
+	dataDir := fl.String("data-dir", "", "directory for the files of tasks whose blobs come over the server connection (TCP agents); overrides the config's data_dir")
 	var handlers handlerFlags
 	fl.Var(&handlers, "handler", "handler binary as name=path (repeatable); overrides the config's handlers; its sha256 is pinned at start")
 	if err := fl.Parse(args); err != nil {
@@ -74,6 +76,12 @@ func Main(args []string) int {
 	}
 	if len(handlers) > 0 {
 		cfg.Handlers = handlers
+	}
+	if *dataDir != "" {
+		if cfg.DataDir, err = filepath.Abs(*dataDir); err != nil {
+			fmt.Fprintf(os.Stderr, "paddock-agent: --data-dir: %v\n", err)
+			return 2
+		}
 	}
 	cfg.manifest = *manifestPath
 	ctx, stop := signal.NotifyContext(context.Background(), unix.SIGTERM, unix.SIGINT)

@@ -22,6 +22,8 @@ func TestParseConfig(t *testing.T) {
 		{"bad port", `{"port":"a b"}`, "field port"},
 		{"bad wait", `{"port_wait":"soon"}`, "field port_wait"},
 		{"bad disk", `{"self_check":{"disks":["vda"]}}`, "self_check.disks[0]"},
+		{"data dir", `{"data_dir":"/var/lib/paddock-agent"}`, ""},
+		{"relative data dir", `{"data_dir":"data"}`, "field data_dir"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

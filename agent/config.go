@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
@@ -84,6 +85,14 @@ type Config struct {
 	// KillGrace is how long a cancelled call may run on before its handler process is
 	// killed and restarted, as a Go duration (default "5s").
 	KillGrace string `json:"kill_grace,omitempty"`
+	// DataDir is where the agent keeps the input and output files of tasks whose
+	// blobs travel over its connection to the server (DATA_PATH_STREAM: TCP agents with
+	// no host to stage them), one directory per lease, removed once the server has the
+	// result. Default: paddock-agent-<id> under the system's temporary directory. What
+	// is in it when the agent starts is left from an earlier run and removed, so give
+	// each agent its own. Inside a micro-VM the host stages blobs into shared
+	// directories instead (api/guestabi) and this is unused.
+	DataDir string `json:"data_dir,omitempty"`
 
 	// manifest is the image manifest path (--manifest; default ManifestPath).
 	manifest string
@@ -199,6 +208,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxOutputBytes < 0 {
 		return fmt.Errorf("agent config field max_output_bytes: %d; want 0 (default 64 MiB) or more", c.MaxOutputBytes)
+	}
+	if c.DataDir != "" && !filepath.IsAbs(c.DataDir) {
+		return fmt.Errorf("agent config field data_dir: %q is not an absolute path; use e.g. \"/var/lib/paddock-agent\"", c.DataDir)
 	}
 	if c.KillGrace != "" {
 		if d, err := time.ParseDuration(c.KillGrace); err != nil || d <= 0 {

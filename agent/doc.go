@@ -4,13 +4,15 @@
 // image manifest (Manifest) and talks to the host over the virtio-serial port
 // org.paddock.agent.0.
 //
-// State today: Main does the PID-1 setup and supervision; Run opens the port, writes
-// the ready line "PADDOCK-AGENT READY version=<v> boot_ms=<ms>", runs optional
-// self-checks, and waits for its context. The server session (gRPC over
-// agent/transport) plugs in at the end of Run.
+// Main does the PID-1 setup and supervision; Run opens the port, writes the ready
+// line "PADDOCK-AGENT READY version=<v> boot_ms=<ms>", runs optional self-checks, and
+// runs the session with the server (agent/session: gRPC over agent/transport) with the
+// handlers as plugins/runner subprocesses. A TCP agent keeps the files of tasks whose
+// blobs travel over its connection in data_dir (--data-dir).
 //
-// Unit tests: go test ./agent/... (CGO_ENABLED=0 works). The PID-1 path is tested by
-// booting a built image under libvirt:
+// Unit tests: go test ./agent/... (CGO_ENABLED=0 works). TestStreamDataPathRealAgent
+// runs the real agent binary and a real handler against an in-process server with a
+// blob store. The PID-1 path is tested by booting a built image under libvirt:
 //
 //	PADDOCK_REQUIRE_VM=1 go test -count=1 -run Boot ./images
 package agent

@@ -65,6 +65,7 @@ func serve(ctx context.Context, cfg Config, port *os.File, handlers []runner.Han
 		DefaultTolerableDelay: defTol,
 		Capacity:              session.Capacity{CPUMillis: int64(runtime.NumCPU()) * 1000, MemoryBytes: memTotal(), Labels: cfg.Labels},
 		Logger:                log,
+		DataDir:               cfg.DataDir,
 	}, session.RunnerExecutor(r))
 	if err != nil {
 		return fmt.Errorf("starting the session: %w", err)

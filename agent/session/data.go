@@ -92,7 +92,11 @@ func (s *Session) prepare(ctx context.Context, t *Task) error {
 		s.mu.Lock()
 		s.dataDirs[lease] = dir
 		s.mu.Unlock()
-		for _, d := range []string{filepath.Join(dir, "in"), filepath.Join(dir, "out")} {
+		dirs := []string{filepath.Join(dir, "out")}
+		if len(t.InputBlobs) > 0 {
+			dirs = append(dirs, filepath.Join(dir, "in"))
+		}
+		for _, d := range dirs {
 			if err := os.MkdirAll(d, 0o755); err != nil {
 				return failf(true, "creating the task's data directory: %v; check the agent's data_dir %s (free space, permissions)", err, s.cfg.DataDir)
 			}

@@ -11,11 +11,25 @@
 // server acknowledges them, and reconnects with backoff whenever the stream breaks,
 // telling the server which tasks it still runs.
 //
+// The data plane (docs/dataplane.md): an assignment with input blobs names its data
+// path. Under DATA_PATH_SHARED (a guest whose host stages) the session acks at once,
+// then waits for the host's staging marker (api/guestabi) under Config.InRoot while
+// heartbeats keep renewing the lease, checks the staged files' sizes, and runs the
+// task with their paths and an output directory under Config.OutRoot, where the host
+// collects the output files. Under DATA_PATH_STREAM (TCP agents) it fetches each input
+// with AgentService.ReadBlob on the session's own connection into Config.DataDir
+// (hashing, verifying, resuming a cut stream), and stores each output file with
+// WriteBlob before it reports; the lease's directory goes once the report is
+// acknowledged. Either way the report names the output files as output blobs.
+//
 // The Executor interface is narrow so unit tests can use a fake; RunnerExecutor adapts
 // plugins/runner (real handler subprocesses). The end-to-end tests with real agent
 // processes live in package sched:
 //
 //	CGO_ENABLED=0 go test -count=1 ./agent/session ./sched
 //
+// The data plane's unit tests (data_test.go, stream_test.go) use temporary
+// directories for the guest's shares and a fake blob server; the end-to-end test with
+// the real agent binary and handler is TestStreamDataPathRealAgent in package agent.
 // (TestAllocationFollowsQueueDelay in sched is the end-to-end test of the allocator.)
 package session
