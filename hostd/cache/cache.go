@@ -153,6 +153,13 @@ func Open(cfg Config, src Source, sink Sink, reg prometheus.Registerer) (*Cache,
 	if err := c.lock(); err != nil {
 		return nil, err
 	}
+	var st unix.Statfs_t
+	if unix.Statfs(cfg.Dir, &st) == nil {
+		if size := int64(st.Blocks) * st.Bsize; size < cfg.DiskBytes {
+			c.log.Warn("host.cache_disk_bytes is larger than the filesystem of host.cache_dir: the disk may fill before the budget does; lower host.cache_disk_bytes",
+				"dir", cfg.Dir, "cache_disk_bytes", cfg.DiskBytes, "filesystem_bytes", size)
+		}
+	}
 	if c.met, err = newMetrics(reg); err != nil {
 		c.Close()
 		return nil, err
@@ -397,13 +404,28 @@ func (c *Cache) insertDisk(d blob.Digest, size int64, tmp string) (*diskEntry, e
 	return e, nil
 }
 
-// unpinDisk releases one pin of d's disk entry.
-func (c *Cache) unpinDisk(d blob.Digest) {
+// unpin releases one pin of a disk entry (which may have left the index meanwhile).
+func (c *Cache) unpin(e *diskEntry) {
 	c.mu.Lock()
-	if e := c.files[d]; e != nil && e.pins > 0 {
+	if e.pins > 0 {
 		e.pins--
 	}
 	c.mu.Unlock()
+}
+
+// dropCorrupt removes e, found corrupt, from the disk tier unless it left already. c.mu
+// is held.
+func (c *Cache) dropCorrupt(d blob.Digest, e *diskEntry) {
+	if c.files[d] != e {
+		return
+	}
+	delete(c.files, d)
+	if err := os.Remove(c.path(d)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		c.log.Warn("removing a corrupt cached blob", "digest", d, "err", err)
+	}
+	c.disk.used -= e.size
+	c.disk.pol.Remove(string(d))
+	c.updateGauges()
 }
 
 // admitMemory puts data (blob d, verified) into the memory tier when it fits. c.mu is

@@ -643,3 +643,24 @@ func TestLinkOtherFilesystem(t *testing.T) {
 		checkFile(t, filepath.Join(shm, "x"), data)
 	}
 }
+
+func TestLinkRefetchesRemovedFile(t *testing.T) {
+	src := newMemSource()
+	data := randBytes(90, 6000)
+	d := src.add(data)
+	cfg := testConfig(t)
+	cfg.MemoryBytes = 0
+	c := mustOpen(t, cfg, src, newMemSink())
+	dst := filepath.Join(t.TempDir(), "x")
+	if _, err := c.Link(context.Background(), d, 6000, dst); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(c.path(d)) // someone cleans the cache directory by hand
+	res, err := c.Link(context.Background(), d, 6000, filepath.Join(filepath.Dir(dst), "y"))
+	if err != nil || res.Hit || res.FetchedBytes != 6000 {
+		t.Fatalf("Link after the file was removed = %+v, %v; want a miss that fetched it again", res, err)
+	}
+	if st := c.Stats(); st.DiskBytes != 6000 || st.DiskBlobs != 1 {
+		t.Fatalf("Stats = %+v; want the blob once", st)
+	}
+}

@@ -31,36 +31,37 @@ func (c *Cache) Ingest(ctx context.Context, path string, d blob.Digest, size int
 	if size < 0 {
 		return fmt.Errorf("%w: ingesting %s as blob %s: size %d: give the file's size", blob.ErrInvalid, path, d, size)
 	}
-	if err := c.ingest(ctx, path, d, size); err != nil {
+	e, err := c.ingest(ctx, path, d, size)
+	if err != nil {
 		return err
 	}
-	defer c.unpinDisk(d)
+	defer c.unpin(e)
 	if c.cfg.WritePolicy == WriteThrough {
 		return c.put(ctx, d, size)
 	}
-	return c.journal(d, size)
+	return c.journal(e, d, size)
 }
 
 // ingest puts the file at path into the disk tier and returns with the entry pinned.
-func (c *Cache) ingest(ctx context.Context, path string, d blob.Digest, size int64) error {
+func (c *Cache) ingest(ctx context.Context, path string, d blob.Digest, size int64) (*diskEntry, error) {
 	c.mu.Lock()
 	if e := c.files[d]; e != nil && e.verified {
 		if e.size != size {
 			c.mu.Unlock()
-			return sizeErr(d, e.size, size)
+			return nil, sizeErr(d, e.size, size)
 		}
 		e.pins++
 		c.disk.pol.Touch(string(d), c.tick())
 		c.mu.Unlock()
 		if err := verifyFile(ctx, path, d, size); err != nil {
-			c.unpinDisk(d)
-			return fmt.Errorf("ingesting output %s as blob %s: %w", path, d, err)
+			c.unpin(e)
+			return nil, fmt.Errorf("ingesting output %s as blob %s: %w", path, d, err)
 		}
-		return nil
+		return e, nil
 	}
 	if err := c.reserveDisk(d, size); err != nil {
 		c.mu.Unlock()
-		return fmt.Errorf("ingesting output %s: %w", path, err)
+		return nil, fmt.Errorf("ingesting output %s: %w", path, err)
 	}
 	c.mu.Unlock()
 	tmp, err := c.copyIn(ctx, path, d, size)
@@ -69,13 +70,14 @@ func (c *Cache) ingest(ctx context.Context, path string, d blob.Digest, size int
 	if err != nil {
 		c.disk.used -= size
 		c.updateGauges()
-		return err
+		return nil, err
 	}
-	if _, err := c.insertDisk(d, size, tmp); err != nil {
+	e, err := c.insertDisk(d, size, tmp)
+	if err != nil {
 		os.Remove(tmp)
-		return err
+		return nil, err
 	}
-	return nil
+	return e, nil
 }
 
 // copyIn copies the file at path into a synced temporary file of the disk tier, hashing
@@ -167,8 +169,8 @@ func (c *Cache) put(ctx context.Context, d blob.Digest, size int64) error {
 	return nil
 }
 
-// journal records d (pinned in the disk tier) as waiting for upload and wakes Run.
-func (c *Cache) journal(d blob.Digest, size int64) error {
+// journal records d (its entry e pinned) as waiting for upload and wakes Run.
+func (c *Cache) journal(e *diskEntry, d blob.Digest, size int64) error {
 	c.mu.Lock()
 	_, already := c.pending[d]
 	c.mu.Unlock()
@@ -199,9 +201,7 @@ func (c *Cache) journal(d blob.Digest, size int64) error {
 		return diskErr("journaling output blob "+string(d)+" for upload", c.pendingDir, err)
 	}
 	c.mu.Lock()
-	if e := c.files[d]; e != nil {
-		e.pending = true
-	}
+	e.pending = true
 	if _, ok := c.pending[d]; !ok {
 		c.pending[d] = &upload{size: size}
 	}
@@ -293,7 +293,7 @@ func (c *Cache) upload(ctx context.Context, d blob.Digest) {
 	e.pins++
 	verified := e.verified
 	c.mu.Unlock()
-	defer c.unpinDisk(d)
+	defer c.unpin(e)
 	if !verified {
 		err := verifyFile(ctx, c.path(d), d, u.size)
 		if ctx.Err() != nil {
@@ -304,9 +304,7 @@ func (c *Cache) upload(ctx context.Context, d blob.Digest) {
 			c.log.Error("an output blob waiting for upload is corrupt on disk: it is lost; its task must run again", "digest", d, "path", c.path(d), "err", err)
 			delete(c.pending, d)
 			e.pending = false
-			c.disk.used -= c.evictDisk(string(d)) // the deferred unpin then finds nothing
-			c.disk.pol.Remove(string(d))
-			c.updateGauges()
+			c.dropCorrupt(d, e)
 			c.mu.Unlock()
 			os.Remove(c.journalPath(d))
 			return

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
@@ -36,8 +37,9 @@ type flight struct {
 	waiters  int  // callers still waiting; the fetch is cancelled when none is left
 	finished bool // done is closed; each waiter left then owns one pin of the entry
 	err      error
-	fetched  int64 // bytes fetched from the Source
-	missed   bool  // the Source was asked (the file was not there or was corrupt)
+	entry    *diskEntry // the blob's entry, when err is nil
+	fetched  int64      // bytes fetched from the Source
+	missed   bool       // the Source was asked (the file was not there or was corrupt)
 }
 
 // maxNoProgress is how many attempts in a row may fail to move a download forward.
@@ -88,10 +90,23 @@ func (c *Cache) Link(ctx context.Context, d blob.Digest, size int64, dst string)
 			c.mem.pol.Touch(string(d), now)
 		}
 		c.mu.Unlock()
-		defer c.unpinDisk(d)
-		c.met.hits.WithLabelValues(TierDisk).Inc()
 		res := LinkResult{Hit: true, Tier: TierDisk}
-		return res, c.linkFromDisk(ctx, d, size, dst, now, c.cfg.ReadPolicy == ReadPromote, &res)
+		err := c.linkFromDisk(ctx, d, size, dst, now, c.cfg.ReadPolicy == ReadPromote, &res)
+		c.unpin(e)
+		if err != nil && errors.Is(err, fs.ErrNotExist) {
+			if _, serr := os.Stat(c.path(d)); errors.Is(serr, fs.ErrNotExist) {
+				// Someone removed the cache's file behind its back: forget it, fetch again.
+				c.log.Warn("a cached blob's file is gone: fetching it again", "digest", d, "path", c.path(d))
+				c.mu.Lock()
+				c.dropCorrupt(d, e)
+				c.mu.Unlock()
+				return c.Link(ctx, d, size, dst)
+			}
+		}
+		if err == nil {
+			c.met.hits.WithLabelValues(TierDisk).Inc()
+		}
+		return res, err
 	}
 	if m := c.blobs[d]; m != nil {
 		if int64(len(m.data)) != size {
@@ -142,17 +157,17 @@ func (c *Cache) Link(ctx context.Context, d blob.Digest, size int64, dst string)
 		}
 		c.mu.Unlock()
 		if f.err == nil {
-			c.unpinDisk(d)
+			c.unpin(f.entry)
 		}
 		return LinkResult{}, fmt.Errorf("linking blob %s: %w", d, ctx.Err())
 	}
 	if f.err != nil {
 		return LinkResult{}, f.err
 	}
-	defer c.unpinDisk(d) // the flight handed this caller a pin
+	defer c.unpin(f.entry) // the flight handed this caller a pin
 	c.mu.Lock()
 	now := c.clock // the flight's reference, for the starter
-	if !started {
+	if !started && c.files[d] == f.entry {
 		now = c.tick()
 		c.disk.pol.Touch(string(d), now)
 	}
@@ -215,12 +230,12 @@ func sizeErr(d blob.Digest, have, asked int64) error {
 // fly runs one flight: it makes d present and verified in the disk tier, then hands
 // each waiter a pin of the entry.
 func (c *Cache) fly(ctx context.Context, d blob.Digest, size int64, f *flight) {
-	fetched, missed, err := c.ensureDisk(ctx, d, size)
+	e, fetched, missed, err := c.ensureDisk(ctx, d, size)
 	c.mu.Lock()
 	if err == nil {
-		c.files[d].pins += f.waiters - 1 // ensureDisk left one pin
+		e.pins += f.waiters - 1 // ensureDisk left one pin
 	}
-	f.err, f.fetched, f.missed, f.finished = err, fetched, missed, true
+	f.entry, f.err, f.fetched, f.missed, f.finished = e, err, fetched, missed, true
 	delete(c.flights, d)
 	close(f.done)
 	c.mu.Unlock()
@@ -228,19 +243,19 @@ func (c *Cache) fly(ctx context.Context, d blob.Digest, size int64, f *flight) {
 }
 
 // ensureDisk makes d present and verified in the disk tier: it hashes a file found at
-// Open, or fetches the blob. It returns with the entry pinned once.
-func (c *Cache) ensureDisk(ctx context.Context, d blob.Digest, size int64) (fetched int64, missed bool, err error) {
+// Open, or fetches the blob. It returns the entry pinned once.
+func (c *Cache) ensureDisk(ctx context.Context, d blob.Digest, size int64) (e *diskEntry, fetched int64, missed bool, err error) {
 	c.mu.Lock()
 	if e := c.files[d]; e != nil {
 		if e.verified {
 			if e.size != size {
 				c.mu.Unlock()
-				return 0, false, sizeErr(d, e.size, size)
+				return nil, 0, false, sizeErr(d, e.size, size)
 			}
 			e.pins++
 			c.disk.pol.Touch(string(d), c.tick())
 			c.mu.Unlock()
-			return 0, false, nil
+			return e, 0, false, nil
 		}
 		e.pins++
 		c.mu.Unlock()
@@ -251,27 +266,24 @@ func (c *Cache) ensureDisk(ctx context.Context, d blob.Digest, size int64) (fetc
 			e.pins--
 			e.verified = true
 			c.mu.Unlock()
-			return 0, false, sizeErr(d, e.size, size)
+			return nil, 0, false, sizeErr(d, e.size, size)
 		case verr == nil:
 			e.verified = true
 			c.disk.pol.Touch(string(d), c.tick())
 			c.mu.Unlock()
-			return 0, false, nil
+			return e, 0, false, nil
 		case ctx.Err() != nil:
 			e.pins--
 			c.mu.Unlock()
-			return 0, false, fmt.Errorf("verifying cached blob %s: %w", d, ctx.Err())
+			return nil, 0, false, fmt.Errorf("verifying cached blob %s: %w", d, ctx.Err())
 		}
 		c.log.Warn("a cached blob is corrupt: removing it and fetching it again", "digest", d, "path", c.path(d), "err", verr)
 		e.pins--
-		if c.files[d] == e {
-			c.disk.used -= c.evictDisk(string(d))
-			c.disk.pol.Remove(string(d))
-		}
+		c.dropCorrupt(d, e)
 	}
 	if err := c.reserveDisk(d, size); err != nil {
 		c.mu.Unlock()
-		return 0, true, fmt.Errorf("fetching blob %s: %w", d, err)
+		return nil, 0, true, fmt.Errorf("fetching blob %s: %w", d, err)
 	}
 	c.mu.Unlock()
 	part := filepath.Join(c.tmpDir, d.Hex()+".part")
@@ -282,13 +294,13 @@ func (c *Cache) ensureDisk(ctx context.Context, d blob.Digest, size int64) (fetc
 	if err != nil {
 		c.disk.used -= size
 		c.updateGauges()
-		return fetched, true, err
+		return nil, fetched, true, err
 	}
-	if _, err := c.insertDisk(d, size, part); err != nil {
+	if e, err = c.insertDisk(d, size, part); err != nil {
 		os.Remove(part)
-		return fetched, true, err
+		return nil, fetched, true, err
 	}
-	return fetched, true, nil
+	return e, fetched, true, nil
 }
 
 // download fetches blob d into the file part, resuming from what part already holds (a
