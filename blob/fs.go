@@ -142,7 +142,7 @@ func (s *FS) Put(ctx context.Context, d Digest, size int64, r io.Reader) (Info, 
 	}()
 	h := NewHasher()
 	w := &errWriter{w: tmp}
-	if _, err := CopyContext(ctx, io.MultiWriter(w, h), SizeLimitReader(d, r, size)); err != nil {
+	if _, err := hashCopy(ctx, w, h, SizeLimitReader(d, r, size)); err != nil {
 		if w.err != nil {
 			return Info{}, s.ioErr("writing", d, w.err)
 		}
@@ -275,4 +275,59 @@ func (e *errWriter) Write(p []byte) (int, error) {
 		e.err = err
 	}
 	return n, err
+}
+
+// hashChunk is the unit hashCopy reads, hashes and writes.
+const hashChunk = 1 << 20
+
+// hashCopy copies src to dst like CopyContext and writes the same bytes to h, hashing
+// each chunk in another goroutine while it is written (on two cores that hides most of
+// the hashing). It returns src's or dst's first error.
+func hashCopy(ctx context.Context, dst io.Writer, h *Hasher, src io.Reader) (int64, error) {
+	buf := make([]byte, hashChunk)
+	chunks := make(chan []byte)
+	hashed := make(chan struct{})
+	go func() {
+		for p := range chunks {
+			h.Write(p)
+			hashed <- struct{}{}
+		}
+	}()
+	defer close(chunks)
+	var total int64
+	for {
+		if err := ctx.Err(); err != nil {
+			return total, err
+		}
+		n, rerr := fill(src, buf)
+		if n > 0 {
+			chunks <- buf[:n]
+			_, werr := dst.Write(buf[:n])
+			<-hashed
+			if werr != nil {
+				return total, werr
+			}
+			total += int64(n)
+		}
+		if rerr == io.EOF {
+			return total, nil
+		}
+		if rerr != nil {
+			return total, rerr
+		}
+	}
+}
+
+// fill reads from r until buf is full or r fails; it returns r's error as is (io.EOF at
+// the end), unlike io.ReadFull.
+func fill(r io.Reader, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		m, err := r.Read(buf[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }

@@ -8,11 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/paddockvm/paddock/blob"
 	"github.com/paddockvm/paddock/blob/blobtest"
@@ -150,36 +147,6 @@ func TestFSDiskFull(t *testing.T) {
 	}
 }
 
-// MemoryWatch samples runtime.MemStats.HeapInuse every 20ms until stopped and returns the
-// largest sample above the starting figure.
-func memoryWatch() (stop func() (peak uint64)) {
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	base := ms.HeapInuse
-	var peak atomic.Uint64
-	done := make(chan struct{})
-	finished := make(chan struct{})
-	go func() {
-		defer close(finished)
-		t := time.NewTicker(20 * time.Millisecond)
-		defer t.Stop()
-		for {
-			var ms runtime.MemStats
-			runtime.ReadMemStats(&ms)
-			if ms.HeapInuse > base && ms.HeapInuse-base > peak.Load() {
-				peak.Store(ms.HeapInuse - base)
-			}
-			select {
-			case <-done:
-				return
-			case <-t.C:
-			}
-		}
-	}()
-	return func() uint64 { close(done); <-finished; return peak.Load() }
-}
-
 // TestFSPutLargeStreamMemory puts 512 MiB from a generated stream and checks the heap
 // stays small (the blob is never held in memory).
 func TestFSPutLargeStreamMemory(t *testing.T) {
@@ -189,7 +156,7 @@ func TestFSPutLargeStreamMemory(t *testing.T) {
 	const n = 512 << 20
 	d := blobtest.StreamDigest(t, 7, n)
 	s := openFS(t)
-	stop := memoryWatch()
+	stop := blobtest.WatchHeap()
 	info, err := s.Put(context.Background(), d, n, blobtest.NewStream(7, n))
 	peak := stop()
 	if err != nil {

@@ -50,6 +50,12 @@ func (r *recordingBody) Read(p []byte) (int, error) {
 
 func newEnv(t *testing.T, opts blobhttp.Options) *env {
 	t.Helper()
+	return newEnvServer(t, opts, nil)
+}
+
+// newEnvServer is newEnv with a hook to configure the http.Server before it starts.
+func newEnvServer(t *testing.T, opts blobhttp.Options, config func(*http.Server)) *env {
+	t.Helper()
 	st, err := blob.OpenFS(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -75,7 +81,11 @@ func newEnv(t *testing.T, opts blobhttp.Options) *env {
 	})
 	mux.Handle(blobhttp.Prefix, wrapped)
 	mux.Handle(blobhttp.Prefix+"/", wrapped)
-	e.srv = httptest.NewServer(mux)
+	e.srv = httptest.NewUnstartedServer(mux)
+	if config != nil {
+		config(e.srv.Config)
+	}
+	e.srv.Start()
 	t.Cleanup(e.srv.Close)
 	e.client = &blobhttp.Client{BaseURL: e.srv.URL, Token: token, HTTP: &http.Client{Transport: &http.Transport{ExpectContinueTimeout: time.Minute}}}
 	return e
@@ -506,5 +516,63 @@ func TestClientServerDown(t *testing.T) {
 	_, err = c.Stat(context.Background(), blob.FromBytes(nil))
 	if !errors.Is(err, blob.ErrUnavailable) || !strings.Contains(err.Error(), addr) {
 		t.Fatalf("Stat with no server: %v; want ErrUnavailable naming the address", err)
+	}
+}
+
+// TestLargeUploadDownloadMemory sends 512 MiB through Client.Put and back with
+// Client.Get (client and server in this process) and checks the heap stays small.
+func TestLargeUploadDownloadMemory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("moves 512 MiB twice; skipped with -short")
+	}
+	e := newEnv(t, blobhttp.Options{})
+	const n = 512 << 20
+	d := blobtest.StreamDigest(t, 9, n)
+	stop := blobtest.WatchHeap()
+	_, uploaded, err := e.client.Put(context.Background(), d, blobtest.NewStream(9, n), n, nil)
+	if err != nil || !uploaded {
+		t.Fatal(uploaded, err)
+	}
+	info, err := e.client.Get(context.Background(), d, io.Discard, 0, nil) // verifies the digest
+	peak := stop()
+	if err != nil || info.Size != n {
+		t.Fatal(info, err)
+	}
+	t.Logf("Put + Get of %d MiB over HTTP: peak HeapInuse growth %.1f MiB", n>>20, float64(peak)/(1<<20))
+	if peak > 32<<20 {
+		t.Errorf("heap grew by %d bytes; want under 32 MiB (the data must stream)", peak)
+	}
+}
+
+// slowReader hands out its data in small pieces with a pause before each.
+type slowReader struct {
+	data  []byte
+	piece int
+	pause time.Duration
+}
+
+func (s *slowReader) Read(p []byte) (int, error) {
+	if len(s.data) == 0 {
+		return 0, io.EOF
+	}
+	time.Sleep(s.pause)
+	n := copy(p[:min(len(p), s.piece)], s.data)
+	s.data = s.data[n:]
+	return n, nil
+}
+
+// TestUploadOutlastsServerTimeouts: an upload that takes longer than the http.Server's
+// ReadTimeout and WriteTimeout, but never stalls for IdleTimeout, succeeds (the handler's
+// idle deadlines replace the server's for blob bodies, and the answer gets its own).
+func TestUploadOutlastsServerTimeouts(t *testing.T) {
+	e := newEnvServer(t, blobhttp.Options{IdleTimeout: 5 * time.Second}, func(s *http.Server) {
+		s.ReadTimeout = 300 * time.Millisecond
+		s.WriteTimeout = 300 * time.Millisecond
+	})
+	data := blobtest.Data(12, 64<<10)
+	d := blob.FromBytes(data)
+	_, uploaded, err := e.client.Put(context.Background(), d, &slowReader{data: data, piece: 8 << 10, pause: 100 * time.Millisecond}, int64(len(data)), nil)
+	if err != nil || !uploaded {
+		t.Fatalf("a slow but steady upload (~0.8s, server timeouts 0.3s): %v", err)
 	}
 }

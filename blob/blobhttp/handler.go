@@ -34,7 +34,9 @@ type Options struct {
 	// MaxBlobBytes refuses uploads larger than this with 413 (0: no limit).
 	MaxBlobBytes int64
 	// IdleTimeout cuts an upload (or download) that moves no byte for this long
-	// (0: DefaultIdleTimeout).
+	// (0: DefaultIdleTimeout). For blob bodies these per-read and per-write deadlines
+	// replace the http.Server's ReadTimeout and WriteTimeout, which a large blob would
+	// outlast.
 	IdleTimeout time.Duration
 	// Logger gets one line per failed request (nil: slog.Default()).
 	Logger *slog.Logger
@@ -157,8 +159,12 @@ func (h *handler) put(w http.ResponseWriter, r *http.Request, d blob.Digest) {
 		h.storeFail(w, r, err)
 		return
 	}
-	body := &idleReader{r: r.Body, rc: http.NewResponseController(w), idle: h.opts.IdleTimeout, max: h.opts.MaxBlobBytes}
+	rc := http.NewResponseController(w)
+	body := &idleReader{r: r.Body, rc: rc, idle: h.opts.IdleTimeout, max: h.opts.MaxBlobBytes}
 	info, err := h.store.Put(ctx, d, size, body)
+	// The upload may have outlasted the server's WriteTimeout: give the answer its own
+	// deadline (net/http clears it after the request).
+	setWriteDeadline(rc, time.Now().Add(h.opts.IdleTimeout))
 	if err != nil {
 		switch {
 		case body.timedOut:
@@ -244,10 +250,18 @@ func (h *handler) get(w http.ResponseWriter, r *http.Request, d blob.Digest) {
 	}
 	defer rc.Close()
 	w.WriteHeader(status)
-	dw := &idleWriter{w: w, rc: http.NewResponseController(w), idle: h.opts.IdleTimeout}
+	ctl := http.NewResponseController(w)
+	dw := &idleWriter{w: w, rc: ctl, idle: h.opts.IdleTimeout}
 	if _, err := blob.CopyContext(ctx, dw, io.LimitReader(rc, end-start)); err != nil {
 		h.log.Info("blob download cut off", "digest", d, "remote", r.RemoteAddr, "err", err)
+		return
 	}
+	setWriteDeadline(ctl, time.Now().Add(h.opts.IdleTimeout)) // for the final flush
+}
+
+// setWriteDeadline sets the connection's write deadline where the ResponseWriter can.
+func setWriteDeadline(rc *http.ResponseController, t time.Time) {
+	rc.SetWriteDeadline(t) // http.ErrNotSupported: nothing to do
 }
 
 // idleWriter gives each Write at most idle to finish (a stalled downloader is cut).
@@ -258,9 +272,7 @@ type idleWriter struct {
 }
 
 func (i *idleWriter) Write(p []byte) (int, error) {
-	if err := i.rc.SetWriteDeadline(time.Now().Add(i.idle)); err != nil && !errors.Is(err, http.ErrNotSupported) {
-		return 0, err
-	}
+	setWriteDeadline(i.rc, time.Now().Add(i.idle))
 	return i.w.Write(p)
 }
 
@@ -393,8 +405,11 @@ func errText(err error) string {
 
 func (h *handler) fail(w http.ResponseWriter, r *http.Request, status int, code, msg string) {
 	lv := slog.LevelInfo
-	if status >= 500 {
+	switch {
+	case status >= 500:
 		lv = slog.LevelWarn
+	case status == http.StatusNotFound:
+		lv = slog.LevelDebug // a HEAD before an upload finds nothing: normal
 	}
 	noBody(w, r)
 	h.log.Log(r.Context(), lv, "blob request failed", "method", r.Method, "path", r.URL.Path, "status", status, "remote", r.RemoteAddr, "err", msg)

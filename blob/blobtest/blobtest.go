@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"runtime"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -65,6 +67,36 @@ func StreamDigest(t testing.TB, seed uint64, n int64) blob.Digest {
 		t.Fatal(err)
 	}
 	return d
+}
+
+// WatchHeap samples runtime.MemStats.HeapInuse every 20ms until the returned stop is
+// called, and stop returns the largest growth over the figure at the start (after a GC):
+// for tests that a transfer streams instead of holding the data.
+func WatchHeap() (stop func() (peak uint64)) {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	base := ms.HeapInuse
+	var peak atomic.Uint64
+	done, finished := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		for {
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			if ms.HeapInuse > base && ms.HeapInuse-base > peak.Load() {
+				peak.Store(ms.HeapInuse - base)
+			}
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() uint64 { close(done); <-finished; return peak.Load() }
 }
 
 // CutReader yields the first Cut bytes of Data, then fails with Err: a cut-off upload.
