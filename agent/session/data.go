@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -55,6 +56,11 @@ func (s *Session) prepare(ctx context.Context, t *Task) error {
 		}
 	}
 	lease := guestabi.LeaseDir(t.ID, t.LeaseID)
+	if !t.Deadline.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, t.Deadline)
+		defer cancel()
+	}
 	switch t.DataPath {
 	case agentv1.DataPath_DATA_PATH_UNSPECIFIED:
 		if len(t.InputBlobs) > 0 {
@@ -64,6 +70,9 @@ func (s *Session) prepare(ctx context.Context, t *Task) error {
 	case agentv1.DataPath_DATA_PATH_SHARED:
 		in := filepath.Join(s.cfg.InRoot, lease)
 		if len(t.InputBlobs) > 0 {
+			if _, err := os.Stat(s.cfg.InRoot); err != nil {
+				return failf(true, "the guest's input share is not there (%v): the agent's PID 1 mounts it (tag %s) at %s; check the image's kernel modules and the guest's console log", err, guestabi.InTag, s.cfg.InRoot)
+			}
 			if err := s.waitStaged(ctx, t, in); err != nil {
 				return err
 			}
@@ -117,12 +126,8 @@ func (s *Session) prepare(ctx context.Context, t *Task) error {
 
 // waitStaged polls for the staging marker in dir until it appears, ctx ends or the
 // task's deadline passes, and returns the marker's error if staging failed.
+// ctx carries the task's deadline.
 func (s *Session) waitStaged(ctx context.Context, t *Task, dir string) error {
-	if !t.Deadline.IsZero() {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, t.Deadline)
-		defer cancel()
-	}
 	path := filepath.Join(dir, guestabi.MarkerName)
 	tick := time.NewTicker(s.cfg.StagePoll)
 	defer tick.Stop()
@@ -149,7 +154,7 @@ func (s *Session) waitStaged(ctx context.Context, t *Task, dir string) error {
 		}
 		select {
 		case <-ctx.Done():
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) && !t.Deadline.IsZero() && !time.Now().Before(t.Deadline) {
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 				return failf(true, "deadline exceeded while waiting %v for the host to stage the %d inputs (no %s in %s); check the host daemon's staging and the host's blob cache",
 					time.Since(start).Round(time.Millisecond), len(t.InputBlobs), guestabi.MarkerName, dir)
 			}
@@ -192,7 +197,14 @@ func (s *Session) fetchBlob(ctx context.Context, t *Task, name string, ref BlobR
 			break
 		}
 		if ctx.Err() != nil {
-			return failf(true, "input %q (%s): stopped while fetching it at byte %d of %d: %v", name, ref.Digest, off, ref.Size, context.Cause(ctx))
+			why := context.Cause(ctx)
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				why = errors.New("the task's deadline passed")
+			}
+			return failf(true, "input %q (%s): stopped while fetching it at byte %d of %d: %v", name, ref.Digest, off, ref.Size, why)
+		}
+		if errors.Is(err, errTooLong) {
+			return failf(true, "input %q (%s): the server sent more than the blob's %d bytes; the task will be retried (check the server's blob store if it repeats)", name, ref.Digest, ref.Size)
 		}
 		var we *writeError
 		if errors.As(err, &we) {
@@ -225,6 +237,8 @@ func (s *Session) fetchBlob(ctx context.Context, t *Task, name string, ref BlobR
 	return nil
 }
 
+var errTooLong = errors.New("more bytes than the blob's size")
+
 // writeError marks a local write failure (not the server's fault).
 type writeError struct{ err error }
 
@@ -251,6 +265,9 @@ func (s *Session) readBlobOnce(ctx context.Context, t *Task, ref BlobRef, off in
 		}
 		if err != nil {
 			return n, err
+		}
+		if off+n+int64(len(ch.GetData())) > ref.Size {
+			return n, errTooLong
 		}
 		if _, err := w.Write(ch.GetData()); err != nil {
 			return n, &writeError{err}
@@ -416,6 +433,9 @@ func (s *Session) dropDataLocked(taskID string, leaseID uint64) {
 	}()
 }
 
+// leaseDirRE matches the names guestabi.LeaseDir makes: "<task>.<lease>".
+var leaseDirRE = regexp.MustCompile(`^[A-Za-z0-9_-][A-Za-z0-9._-]*\.[0-9]+$`)
+
 // cleanDataDir removes what an earlier agent process left in the data directory
 // (no task of this process has data there yet).
 func (s *Session) cleanDataDir() {
@@ -423,12 +443,17 @@ func (s *Session) cleanDataDir() {
 	if err != nil {
 		return
 	}
+	n := 0
 	for _, e := range ents {
+		if !e.IsDir() || !leaseDirRE.MatchString(e.Name()) {
+			continue // not ours: leave what someone else put there
+		}
 		if err := os.RemoveAll(filepath.Join(s.cfg.DataDir, e.Name())); err != nil {
 			s.log.Warn("removing a stale task data directory", "dir", e.Name(), "err", err)
 		}
+		n++
 	}
-	if len(ents) > 0 {
-		s.log.Info("removed stale task data from an earlier run", "dir", s.cfg.DataDir, "entries", len(ents))
+	if n > 0 {
+		s.log.Info("removed stale task data from an earlier run", "dir", s.cfg.DataDir, "leases", n)
 	}
 }

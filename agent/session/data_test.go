@@ -82,6 +82,9 @@ func newSharedFixture(t *testing.T) *sharedFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := os.MkdirAll(f.in, 0o755); err != nil { // the mounted input share
+		t.Fatal(err)
+	}
 	f.s.mu.Lock()
 	f.s.out = f.out
 	f.s.mu.Unlock()
@@ -295,9 +298,46 @@ func TestNoBlobsUnchanged(t *testing.T) {
 	if got.InputFiles != nil || got.OutputDir != "" || got.DataPath != agentv1.DataPath_DATA_PATH_UNSPECIFIED {
 		t.Fatalf("a task without blobs got %+v", got)
 	}
-	for _, d := range []string{f.in, f.dst, f.s.cfg.DataDir} {
+	for _, d := range []string{f.dst, f.s.cfg.DataDir} {
 		if _, err := os.Stat(d); err == nil {
 			t.Fatalf("%s was created for a task without blobs", d)
+		}
+	}
+}
+
+// TestSharedNoShare: without the input share (not mounted) the task fails at once,
+// saying what to check, instead of waiting for a marker that cannot come.
+func TestSharedNoShare(t *testing.T) {
+	f := newSharedFixture(t)
+	if err := os.Remove(f.in); err != nil {
+		t.Fatal(err)
+	}
+	f.assign(t, sharedAssign("n1", map[string][]byte{"data": []byte("x")}))
+	r := f.report(t)
+	if r.GetStatus() != agentv1.Status_STATUS_FAILED || !strings.Contains(r.GetError(), "input share is not there") || !strings.Contains(r.GetError(), guestabi.InTag) {
+		t.Fatalf("report = %v, want a failure naming the missing share", r)
+	}
+}
+
+// TestCleanDataDir: at start the session removes the lease directories an earlier run
+// left in its data directory, and nothing else.
+func TestCleanDataDir(t *testing.T) {
+	dir := t.TempDir()
+	for _, p := range []string{"0190-task.12/in/data", "other/keep", "notes.1"} {
+		os.MkdirAll(filepath.Join(dir, filepath.Dir(p)), 0o755)
+		os.WriteFile(filepath.Join(dir, p), []byte("x"), 0o644)
+	}
+	s, err := New(Config{AgentID: "clean", Dial: TCPDialer("127.0.0.1:1"), DataDir: dir}, &fileExec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.cleanDataDir()
+	if _, err := os.Stat(filepath.Join(dir, "0190-task.12")); !os.IsNotExist(err) {
+		t.Fatalf("the stale lease directory is still there: %v", err)
+	}
+	for _, p := range []string{"other/keep", "notes.1"} {
+		if _, err := os.Stat(filepath.Join(dir, p)); err != nil {
+			t.Fatalf("%s, not a lease directory, was removed: %v", p, err)
 		}
 	}
 }
