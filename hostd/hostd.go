@@ -150,6 +150,9 @@ func New(cfg Config, hv hypervisor.Hypervisor, imgs vmpool.Images) (*Daemon, err
 	}
 	met, err := newDataMetrics(d.reg)
 	if err != nil {
+		if d.cache != nil {
+			d.cache.Close()
+		}
 		d.cc.Close()
 		return nil, err
 	}
