@@ -346,8 +346,8 @@ func (c *Cache) updateGauges() {
 // c.mu is held.
 func (c *Cache) reserveDisk(d blob.Digest, size int64) error {
 	if size > c.disk.budget {
-		return fmt.Errorf("%w: %w: blob %s is %d bytes, more than host.cache_disk_bytes (%d): raise host.cache_disk_bytes, or use host.cache_read_policy no-cache for inputs this large",
-			ErrFull, blob.ErrUnavailable, d, size, c.disk.budget)
+		return fmt.Errorf("blob %s is %d bytes, more than host.cache_disk_bytes (%d) (%w, %w): raise host.cache_disk_bytes, or use host.cache_read_policy no-cache for inputs this large",
+			d, size, c.disk.budget, ErrFull, blob.ErrUnavailable)
 	}
 	if !c.disk.makeRoom(size, c.diskPinned, c.evictDisk) {
 		var pinned, pend int64
@@ -359,8 +359,8 @@ func (c *Cache) reserveDisk(d blob.Digest, size int64) error {
 			}
 		}
 		c.updateGauges()
-		return fmt.Errorf("%w: %w: the disk tier in %s cannot take blob %s (%d bytes): of host.cache_disk_bytes (%d), %d bytes are blobs in use, %d bytes are %d outputs waiting for upload, %d bytes downloads in progress: raise host.cache_disk_bytes, run fewer tasks at once, or check that the server is reachable so uploads drain",
-			ErrFull, blob.ErrUnavailable, c.blobsDir, d, size, c.disk.budget, pinned, pend, len(c.pending), c.disk.used-pinned-pend-c.unpinnedBytes())
+		return fmt.Errorf("the disk tier in %s cannot take blob %s (%d bytes) (%w, %w): of host.cache_disk_bytes (%d), %d bytes are blobs in use, %d bytes are %d outputs waiting for upload, %d bytes downloads in progress: raise host.cache_disk_bytes, run fewer tasks at once, or check that the server is reachable so uploads drain",
+			c.blobsDir, d, size, ErrFull, blob.ErrUnavailable, c.disk.budget, pinned, pend, len(c.pending), c.disk.used-pinned-pend-c.unpinnedBytes())
 	}
 	c.disk.used += size
 	c.updateGauges()

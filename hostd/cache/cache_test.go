@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -662,5 +663,51 @@ func TestLinkRefetchesRemovedFile(t *testing.T) {
 	}
 	if st := c.Stats(); st.DiskBytes != 6000 || st.DiskBlobs != 1 {
 		t.Fatalf("Stats = %+v; want the blob once", st)
+	}
+}
+
+// TestDiskReallyFull puts host.cache_dir on a 256 KiB tmpfs (needs root to mount it) with
+// a budget larger than that, and fills it: the fetch fails with ErrFull naming the
+// directory, and leaves nothing behind.
+func TestDiskReallyFull(t *testing.T) {
+	if os.Geteuid() != 0 {
+		testutil.Skip(t, "mounting a small tmpfs needs root", "run the tests as root, e.g. `sudo go test ./hostd/cache/`")
+	}
+	mnt := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", mnt).CombinedOutput(); err != nil {
+		testutil.Skip(t, "cannot mount a tmpfs: "+string(out), "run the tests as root where mount(8) works")
+	}
+	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
+	cfg := testConfig(t)
+	cfg.Dir = filepath.Join(mnt, "cache")
+	cfg.DiskBytes = 10 << 20
+	cfg.MemoryBytes = 0
+	src := newMemSource()
+	c := mustOpen(t, cfg, src, newMemSink())
+	small := randBytes(100, 100<<10)
+	ds := src.add(small)
+	if _, err := c.Link(context.Background(), ds, int64(len(small)), filepath.Join(cfg.Dir, "in-small")); err != nil {
+		t.Fatal(err)
+	}
+	big := randBytes(101, 200<<10)
+	_, err := c.Link(context.Background(), src.add(big), int64(len(big)), filepath.Join(cfg.Dir, "in-big"))
+	if !errors.Is(err, ErrFull) || !strings.Contains(err.Error(), cfg.Dir) || !strings.Contains(err.Error(), "host.cache_disk_bytes") {
+		t.Fatalf("Link into a full filesystem: %v; want ErrFull naming %s and host.cache_disk_bytes", err, cfg.Dir)
+	}
+	t.Log(err)
+	if names := dirNames(t, filepath.Join(cfg.Dir, "tmp")); len(names) != 0 {
+		t.Fatalf("tmp holds %v after ENOSPC; want nothing", names)
+	}
+	if st := c.Stats(); st.DiskBlobs != 1 || st.DiskBytes != int64(len(small)) {
+		t.Fatalf("Stats = %+v; want only the small blob", st)
+	}
+	// The same through Ingest.
+	out := filepath.Join(t.TempDir(), "out")
+	os.WriteFile(out, big, 0o600)
+	if err := c.Ingest(context.Background(), out, blob.FromBytes(big), int64(len(big))); !errors.Is(err, ErrFull) {
+		t.Fatalf("Ingest into a full filesystem: %v; want ErrFull", err)
+	}
+	if names := dirNames(t, filepath.Join(cfg.Dir, "tmp")); len(names) != 0 {
+		t.Fatalf("tmp holds %v after ENOSPC; want nothing", names)
 	}
 }

@@ -64,8 +64,8 @@ func isNoSpace(err error) bool {
 // what; a full disk gets ErrFull and blob.ErrUnavailable and says what to do.
 func diskErr(what, dir string, err error) error {
 	if isNoSpace(err) {
-		return fmt.Errorf("%w: %w: %s: the disk of %s is full (nothing was kept): free space there, or lower host.cache_disk_bytes below the free space of host.cache_dir: %w",
-			ErrFull, blob.ErrUnavailable, what, dir, err)
+		return fmt.Errorf("%s: the disk of %s is full, nothing was kept (%w, %w): free space there, or lower host.cache_disk_bytes below the free space of host.cache_dir: %w",
+			what, dir, ErrFull, blob.ErrUnavailable, err)
 	}
 	return fmt.Errorf("%s: writing in %s: %w", what, dir, err)
 }
