@@ -7,9 +7,9 @@
 // and only when digest and size match makes it visible under its final key with a
 // server-side copy (nothing moves through this process). The temporary object is deleted
 // either way. A copy of more than 5 GiB (CopyObject's limit) is done as a multipart copy
-// (UploadPartCopy in 1 GiB ranges). gofakes3, the test server, does not implement
-// UploadPartCopy, so that path is exercised only against a real S3; the ≤ 5 GiB path and
-// everything else run in the tests.
+// (UploadPartCopy in 1 GiB ranges); after either copy the object's size is checked, and
+// a wrong one removed. gofakes3, the test server, lacks UploadPartCopy: the tests add it
+// with a small shim in front of gofakes3 and take that path with lowered limits.
 //
 // Objects left by a crash (temporary objects, incomplete multipart uploads) are not
 // visible as blobs. New deletes temporary objects older than StaleAfter; a bucket

@@ -277,7 +277,16 @@ func (s *Store) Put(ctx context.Context, d blob.Digest, size int64, r io.Reader)
 	if err := s.copy(ctx, tmp, s.key(d), hr.Size()); err != nil {
 		return blob.Info{}, s.mapErr("moving into place", d, err)
 	}
-	return s.Stat(ctx, d)
+	info, err := s.Stat(ctx, d)
+	if err != nil {
+		return blob.Info{}, err
+	}
+	if info.Size != hr.Size() {
+		// A server that got the copy wrong: never leave a wrong blob visible.
+		s.client.DeleteObject(context.WithoutCancel(ctx), &s3.DeleteObjectInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(s.key(d))})
+		return blob.Info{}, fmt.Errorf("%w: storing blob %s in %s: the server-side copy made %d bytes of %d (removed): check the S3 service supports CopyObject/UploadPartCopy", blob.ErrUnavailable, d, s, info.Size, hr.Size())
+	}
+	return info, nil
 }
 
 // readErr remembers the error of the data's source, so an upload failure can be told

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
@@ -36,11 +37,18 @@ type fake struct {
 	clock   *shiftedTime
 }
 
-func newFake(t *testing.T) *fake {
+func newFake(t *testing.T) *fake { return newFakeWrapped(t, nil) }
+
+// newFakeWrapped is newFake with wrap (when not nil) around gofakes3's handler.
+func newFakeWrapped(t *testing.T, wrap func(*fake, http.Handler) http.Handler) *fake {
 	t.Helper()
 	f := &fake{clock: &shiftedTime{}}
 	f.backend = s3mem.New(s3mem.WithTimeSource(f.clock))
-	f.srv = httptest.NewServer(gofakes3.New(f.backend).Server())
+	var h http.Handler = gofakes3.New(f.backend).Server()
+	if wrap != nil {
+		h = wrap(f, h)
+	}
+	f.srv = httptest.NewServer(h)
 	t.Cleanup(f.srv.Close)
 	bucket := fmt.Sprintf("paddock-test-%d", bucketN.Add(1))
 	if err := f.backend.CreateBucket(bucket); err != nil {
