@@ -15,16 +15,7 @@ func TestBench(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: builds binaries and runs real agents")
 	}
-	dir := t.TempDir()
-	agent := filepath.Join(dir, "paddock-agent")
-	handler := filepath.Join(dir, "testhandler")
-	for out, pkg := range map[string]string{agent: "../../cmd/paddock-agent", handler: "../../plugins/handlers/testhandler"} {
-		cmd := exec.Command("go", "build", "-o", out, pkg)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if b, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("building %s: %v\n%s", pkg, err, b)
-		}
-	}
+	agent, handler := buildBinaries(t, "cmd/paddock-agent", "plugins/handlers/testhandler")
 	out, errOut, code := run(t, "bench", "--tasks", "200", "--idle", "10", "--agent", agent, "--handler", handler)
 	if code != 0 {
 		t.Fatalf("bench: exit %d\n%s\n%s", code, out, errOut)
@@ -57,4 +48,22 @@ func TestBenchBadFlags(t *testing.T) {
 			t.Errorf("%v: exit %d, stderr %q; want an error naming the flag", args, code, errOut)
 		}
 	}
+}
+
+// buildBinaries builds the packages (paths from the repository root) with CGO_ENABLED=0
+// into a temporary directory and returns the binaries' paths in the same order.
+func buildBinaries(t *testing.T, pkgs ...string) (string, string) {
+	t.Helper()
+	dir := t.TempDir()
+	var out []string
+	for _, pkg := range pkgs {
+		bin := filepath.Join(dir, filepath.Base(pkg))
+		cmd := exec.Command("go", "build", "-o", bin, "../../"+pkg)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("building %s: %v\n%s", pkg, err, b)
+		}
+		out = append(out, bin)
+	}
+	return out[0], out[1]
 }

@@ -8,8 +8,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/paddockvm/paddock/blob"
@@ -270,5 +272,78 @@ func TestTaskSubmitBadInputs(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestTaskOutputBlob runs a real paddock-agent over TCP with the testfiles handler:
+// files.copy turns a blob input into a blob output, which task output downloads.
+func TestTaskOutputBlob(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: builds binaries and runs a real agent")
+	}
+	agentBin, handler := buildBinaries(t, "cmd/paddock-agent", "plugins/handlers/testfiles")
+	url, _, ls := testServer(t)
+	agentDir := t.TempDir()
+	agent := exec.Command(agentBin, "--server", ls.AgentAddr, "--id", "cli-output-test", "--handler", "testfiles="+handler, "--data-dir", agentDir)
+	agent.Dir = agentDir
+	var agentLog bytes.Buffer
+	agent.Stdout, agent.Stderr = &agentLog, &agentLog
+	agent.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = syscall.Kill(-agent.Process.Pid, syscall.SIGTERM)
+		_ = agent.Wait()
+		if t.Failed() {
+			t.Logf("agent log:\n%s", agentLog.String())
+		}
+	})
+
+	dir := t.TempDir()
+	big, bigB := randomFile(t, dir, "big.bin", 3<<20+5)
+	small, smallB := randomFile(t, dir, "small.txt", 64)
+	id, _ := mustRun(t, "task", "submit", "--server", url, "--type", "files.copy", "--input", "big="+big, "--input", "small="+small, "-q")
+	out, errOut, _ := run(t, "task", "wait", "--server", url, "--timeout", "60s", "--json", strings.TrimSpace(id))
+	var task struct {
+		ID          string
+		State       string
+		OutputBlobs map[string]struct {
+			Digest string
+			Size   string
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &task); err != nil {
+		t.Fatalf("submit --wait --json printed %q (%s): %v", out, errOut, err)
+	}
+	if task.State != "STATE_SUCCEEDED" || task.OutputBlobs["big"].Digest != string(blob.FromBytes(bigB)) {
+		t.Fatalf("task %s ended %s with output blobs %v; want succeeded with big = %s", task.ID, task.State, task.OutputBlobs, blob.FromBytes(bigB))
+	}
+
+	// NAME → the blob, to a file and to stdout.
+	got := filepath.Join(dir, "got.bin")
+	mustRun(t, "task", "output", "--server", url, task.ID, "big", "-o", got)
+	if b, _ := os.ReadFile(got); !bytes.Equal(b, bigB) {
+		t.Errorf("task output big -o: %d bytes that differ from the %d of the input", len(b), len(bigB))
+	}
+	out, _ = mustRun(t, "task", "output", "--server", url, task.ID, "small")
+	var code int
+	if out != string(smallB) {
+		t.Errorf("task output small: %q, want the input's %d bytes", out, len(smallB))
+	}
+	// No NAME → the main output (JSON of the sizes), and a note about the named ones.
+	out, errOut = mustRun(t, "task", "output", "--server", url, task.ID)
+	if !strings.Contains(out, `"big":3145733`) || !strings.Contains(errOut, "named output") {
+		t.Errorf("task output ID: stdout %q stderr %q; want the main output and a note on the named outputs", out, errOut)
+	}
+	// task get lists the output blobs.
+	out, _ = mustRun(t, "task", "get", "--server", url, task.ID)
+	if !strings.Contains(out, "output:    big  blob  3.0 MiB  "+string(blob.FromBytes(bigB))) {
+		t.Errorf("task get:\n%s\nwant an output line for big", out)
+	}
+	// An unknown name lists the real ones.
+	_, errOut, code = run(t, "task", "output", "--server", url, task.ID, "nope")
+	if code != 1 || !strings.Contains(errOut, "no output named \"nope\"") || !strings.Contains(errOut, "big") {
+		t.Errorf("task output of an unknown name: exit %d, stderr %q", code, errOut)
 	}
 }
