@@ -29,8 +29,10 @@
 // paddock_host_cache_fetched_bytes_total, paddock_host_cache_pending_uploads,
 // paddock_host_cache_upload_errors_total.
 //
-// The tests use real files in temporary directories and an in-memory Source and Sink;
-// they need nothing else. The trace test checks the hit ratios of LRU and LRFU on a Zipf
+// The tests use real files in temporary directories and an in-memory Source and Sink.
+// Two need more and skip without it (or fail under PADDOCK_REQUIRE_VM=1): the full-disk
+// test mounts a 256 KiB tmpfs (root), the cross-filesystem test needs /dev/shm on another
+// filesystem than $TMPDIR. The trace test checks the hit ratios of LRU and LRFU on a Zipf
 // sequence against a reference implementation and prints them:
 //
 //	go test -v -run Trace ./hostd/cache/
