@@ -179,20 +179,29 @@ func (e *MismatchError) Unwrap() error { return ErrMismatch }
 // HashingReader reads from an io.Reader and hashes what passes through.
 type HashingReader struct {
 	r io.Reader
-	*Hasher
+	h *Hasher
 }
 
 // NewHashingReader returns a reader of r that hashes every byte read.
 func NewHashingReader(r io.Reader) *HashingReader {
-	return &HashingReader{r: r, Hasher: NewHasher()}
+	return &HashingReader{r: r, h: NewHasher()}
 }
 
 // Read reads from the underlying reader and hashes the bytes.
 func (h *HashingReader) Read(p []byte) (int, error) {
 	n, err := h.r.Read(p)
-	h.Hasher.Write(p[:n])
+	h.h.Write(p[:n])
 	return n, err
 }
+
+// Digest returns the digest of the bytes read so far.
+func (h *HashingReader) Digest() Digest { return h.h.Digest() }
+
+// Size returns the number of bytes read so far.
+func (h *HashingReader) Size() int64 { return h.h.Size() }
+
+// Verify is Hasher.Verify for the bytes read so far.
+func (h *HashingReader) Verify(want Digest, wantSize int64) error { return h.h.Verify(want, wantSize) }
 
 // DigestReader reads r to its end and returns its digest and size (streaming).
 func DigestReader(ctx context.Context, r io.Reader) (Digest, int64, error) {

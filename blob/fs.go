@@ -59,10 +59,14 @@ func (s *FS) Dir() string { return s.dir }
 // String returns "fs:<dir>".
 func (s *FS) String() string { return "fs:" + s.dir }
 
-// Path returns the file that holds blob d (whether or not it exists). Callers on the same
-// machine may hard-link or read it; they must never write it.
+// Path returns the file that holds blob d (whether or not it exists), or "" when d is not
+// a valid digest. Callers on the same machine may hard-link or read it; they must never
+// write it.
 func (s *FS) Path(d Digest) string {
 	h := d.Hex()
+	if h == "" {
+		return ""
+	}
 	return filepath.Join(s.dir, "sha256", h[:2], h)
 }
 

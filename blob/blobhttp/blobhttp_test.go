@@ -397,6 +397,15 @@ func TestRangeAndResume(t *testing.T) {
 		t.Fatalf("Get from 1000: %+v, %d bytes, %v", info, buf.Len(), err)
 	}
 
+	// From the very end: nothing to send, no error; past it: ErrInvalid.
+	buf.Reset()
+	if info, err := e.client.Get(ctx, d, &buf, n, nil); err != nil || info.Size != n || buf.Len() != 0 {
+		t.Fatalf("Get from the end: %+v, %d bytes, %v", info, buf.Len(), err)
+	}
+	if _, err := e.client.Get(ctx, d, &buf, n+1, nil); !errors.Is(err, blob.ErrInvalid) {
+		t.Fatalf("Get from past the end: %v; want ErrInvalid", err)
+	}
+
 	// GetFile resumes a partial file.
 	path := filepath.Join(t.TempDir(), "out")
 	os.WriteFile(path, data[:n/3], 0o600)

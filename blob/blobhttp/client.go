@@ -235,11 +235,23 @@ func (c *Client) Get(ctx context.Context, d blob.Digest, w io.Writer, offset int
 	if offset > 0 {
 		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", offset))
 	}
-	resp, err := c.do(req, op, http.StatusOK, http.StatusPartialContent)
+	resp, err := c.do(req, op, http.StatusOK, http.StatusPartialContent, http.StatusRequestedRangeNotSatisfiable)
 	if err != nil {
 		return blob.Info{}, err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusRequestedRangeNotSatisfiable {
+		// Asking from the very end of the blob (a download that had finished) is fine.
+		var total int64
+		if _, err := fmt.Sscanf(resp.Header.Get("Content-Range"), "bytes */%d", &total); err == nil && total == offset {
+			if progress != nil {
+				progress(offset, total)
+			}
+			return blob.Info{Digest: d, Size: total}, nil
+		}
+		return blob.Info{}, &Error{Op: op, Status: resp.StatusCode, Code: CodeInvalid,
+			Message: fmt.Sprintf("offset %d is past the end of the blob (%s bytes): resume from at most its size", offset, strings.TrimPrefix(resp.Header.Get("Content-Range"), "bytes */"))}
+	}
 	info := infoFromHeader(d, resp)
 	if resp.StatusCode == http.StatusPartialContent {
 		info.Size = offset + resp.ContentLength
