@@ -98,13 +98,18 @@ func (s *Session) prepare(ctx context.Context, t *Task) error {
 		return nil
 	case agentv1.DataPath_DATA_PATH_STREAM:
 		dir := filepath.Join(s.cfg.DataDir, lease)
+		var dirs []string
 		s.mu.Lock()
-		s.dataDirs[lease] = dir
-		s.mu.Unlock()
-		dirs := []string{filepath.Join(dir, "out")}
-		if len(t.InputBlobs) > 0 {
-			dirs = append(dirs, filepath.Join(dir, "in"))
+		if n := len(s.spare); n > 0 && len(t.InputBlobs) == 0 {
+			dir, s.spare = s.spare[n-1], s.spare[:n-1] // exists, with an empty out/
+		} else {
+			dirs = append(dirs, filepath.Join(dir, "out"))
+			if len(t.InputBlobs) > 0 {
+				dirs = append(dirs, filepath.Join(dir, "in"))
+			}
 		}
+		s.dataDirs[lease] = &dataDir{path: dir, noInputs: len(t.InputBlobs) == 0}
+		s.mu.Unlock()
 		for _, d := range dirs {
 			if err := os.MkdirAll(d, 0o755); err != nil {
 				return failf(true, "creating the task's data directory: %v; check the agent's data_dir %s (free space, permissions)", err, s.cfg.DataDir)
@@ -426,11 +431,45 @@ func (s *Session) dropDataLocked(taskID string, leaseID uint64) {
 		return
 	}
 	delete(s.dataDirs, key)
-	go func() {
-		if err := os.RemoveAll(dir); err != nil {
-			s.log.Warn("removing a task's data directory", "dir", dir, "err", err)
+	go s.releaseDir(dir)
+}
+
+// dataDir is the data directory of one DATA_PATH_STREAM lease.
+type dataDir struct {
+	path string
+	// noInputs: the task had no input blobs; succeeded: its run ended in success (so
+	// its handler is done writing). Such a directory whose out/ is still empty after
+	// the report serves the next task without input blobs instead of being removed:
+	// the server names DATA_PATH_STREAM for every task of a TCP agent, and making and
+	// removing two directories a task is what most small tasks would spend on it.
+	noInputs, succeeded bool
+}
+
+// releaseDir keeps d as a spare (see dataDir) or removes it.
+func (s *Session) releaseDir(d *dataDir) {
+	if d.noInputs && d.succeeded && emptyDir(filepath.Join(d.path, "out")) {
+		s.mu.Lock()
+		if len(s.spare) < s.total {
+			s.spare = append(s.spare, d.path)
+			s.mu.Unlock()
+			return
 		}
-	}()
+		s.mu.Unlock()
+	}
+	if err := os.RemoveAll(d.path); err != nil {
+		s.log.Warn("removing a task's data directory", "dir", d.path, "err", err)
+	}
+}
+
+// emptyDir reports whether dir exists and holds nothing.
+func emptyDir(dir string) bool {
+	f, err := os.Open(dir)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	_, err = f.Readdirnames(1)
+	return err == io.EOF
 }
 
 // leaseDirRE matches the names guestabi.LeaseDir makes: "<task>.<lease>".

@@ -203,8 +203,10 @@ type Session struct {
 	// disconnected; connReady is closed while conn is set.
 	conn      agentv1.AgentServiceClient
 	connReady chan struct{}
-	// dataDirs are the DATA_PATH_STREAM data directories of leases, by LeaseDir.
-	dataDirs map[string]string
+	// dataDirs are the DATA_PATH_STREAM data directories of leases, by LeaseDir;
+	// spare are empty ones kept for the next tasks without input blobs (see dataDir).
+	dataDirs map[string]*dataDir
+	spare    []string
 }
 
 type run struct {
@@ -253,7 +255,7 @@ func New(cfg Config, ex Executor) (*Session, error) {
 		cfg.DataDir = filepath.Join(os.TempDir(), "paddock-agent-"+cfg.AgentID)
 	}
 	s := &Session{cfg: cfg, ex: ex, log: cfg.Logger.With("agent", cfg.AgentID), versions: map[string]string{},
-		runs: map[string]*run{}, unacked: map[string]*agentv1.Report{}, connReady: make(chan struct{}), dataDirs: map[string]string{}}
+		runs: map[string]*run{}, unacked: map[string]*agentv1.Report{}, connReady: make(chan struct{}), dataDirs: map[string]*dataDir{}}
 	ts := ex.Types()
 	if len(ts) == 0 {
 		return nil, errors.New("session: the executor serves no task types")
@@ -568,6 +570,9 @@ func (s *Session) execute(ctx context.Context, r *run, t Task) {
 	}
 	if cur := s.runs[t.ID]; cur == r {
 		delete(s.runs, t.ID)
+	}
+	if d := s.dataDirs[guestabi.LeaseDir(t.ID, t.LeaseID)]; d != nil {
+		d.succeeded = rep.Status == agentv1.Status_STATUS_SUCCEEDED
 	}
 	r.slot.Release()
 	if cause := context.Cause(ctx); cause != nil && !r.byServer && res.Error != "" && errors.Is(ctx.Err(), context.Canceled) {

@@ -249,3 +249,36 @@ func TestStreamMissingBlob(t *testing.T) {
 		t.Fatalf("the handler ran %d times", n)
 	}
 }
+
+// TestStreamSpareDir: a task without input blobs whose handler writes no files leaves
+// an empty directory that the next such task reuses instead of making its own.
+func TestStreamSpareDir(t *testing.T) {
+	b, addr := startBlobServer(t, map[string][]byte{})
+	ex := &fileExec{}
+	s := startStreamAgent(t, addr, ex)
+	for i := 1; i <= 3; i++ {
+		b.assign <- &agentv1.Assign{TaskId: "p" + string(rune('0'+i)), LeaseId: 1, Type: "files", DataPath: agentv1.DataPath_DATA_PATH_STREAM}
+		if r := nextReport(t, b); r.GetStatus() != agentv1.Status_STATUS_SUCCEEDED {
+			t.Fatalf("report = %v", r)
+		}
+		for j := 0; ; j++ { // wait until the directory is released (asynchronously, after the ack)
+			s.mu.Lock()
+			n := len(s.spare)
+			s.mu.Unlock()
+			if n == 1 {
+				break
+			}
+			if j == 1000 {
+				t.Fatalf("after task %d: %d spare directories, want 1", i, n)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	ran := ex.ran()
+	if ran[0].OutputDir == "" || ran[1].OutputDir != ran[0].OutputDir || ran[2].OutputDir != ran[0].OutputDir {
+		t.Fatalf("output dirs %q %q %q: want the first one reused", ran[0].OutputDir, ran[1].OutputDir, ran[2].OutputDir)
+	}
+	if ents, _ := os.ReadDir(s.cfg.DataDir); len(ents) != 1 {
+		t.Fatalf("data dir holds %d entries, want the 1 spare", len(ents))
+	}
+}
