@@ -34,6 +34,8 @@ func init() { addCommand(80, newBenchCmd) }
 type benchOpts struct {
 	tasks, agents, submitters, idle int
 	agentBin, handlerBin, dataDir   string
+	inputSize                       string // --input-size: the data path bench
+	tasksSet                        bool   // --tasks was given
 }
 
 func newBenchCmd(app *App) *cobra.Command {
@@ -52,11 +54,26 @@ limit it is compared against:
 
 It reports tasks/s, the ratio to the raw rate, and submit-to-handler-start latency p50
 and p99 both under the full backlog and for one task at a time. Binaries default to
-the ones 'make build' puts beside paddock (bin/paddock-agent, bin/handlers/testhandler).`,
+the ones 'make build' puts beside paddock (bin/paddock-agent, bin/handlers/testhandler).
+
+With --input-size SIZE (e.g. 1MiB, 64MiB, 1GiB) it measures the data path instead, one
+task at a time (--tasks, default 3), each round in the same run:
+
+  raw      a fresh blob of SIZE uploaded and downloaded through the blob HTTP API of
+           the same server (PUT, then GET), bytes/s over both;
+  task     a checksum task with a fresh blob input of SIZE, bytes/s from the start of
+           the upload (as paddock task submit --input does it) to the task's success:
+           dispatched to a TCP paddock-agent, which fetches the input over its server
+           connection, and the checksum handler (default bin/handlers/checksum) reads
+           all of it (its sha256 is checked).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.tasksSet = cmd.Flags().Changed("tasks")
 			if err := o.resolve(); err != nil {
 				return err
+			}
+			if o.inputSize != "" {
+				return runInputBench(cmd.Context(), app, o)
 			}
 			return runBench(cmd.Context(), app, o)
 		},
@@ -67,9 +84,18 @@ the ones 'make build' puts beside paddock (bin/paddock-agent, bin/handlers/testh
 	f.IntVar(&o.submitters, "submitters", 16, "concurrent submitting clients")
 	f.IntVar(&o.idle, "idle", 100, "tasks run one at a time for the unloaded latency")
 	f.StringVar(&o.agentBin, "agent", "", "paddock-agent binary (default: beside paddock, then $PATH)")
-	f.StringVar(&o.handlerBin, "handler", "", "testhandler binary (default: handlers/testhandler beside paddock)")
+	f.StringVar(&o.handlerBin, "handler", "", "handler binary (default: handlers/testhandler beside paddock; with --input-size handlers/checksum)")
 	f.StringVar(&o.dataDir, "bench-dir", "", "directory for the server's SQLite file (default: a temporary directory, removed after)")
+	f.StringVar(&o.inputSize, "input-size", "", "measure the data path: checksum tasks with one blob input of this size (e.g. 64MiB) beside the raw blob upload+download rate")
 	return cmd
+}
+
+// handlerName is the handler the bench runs: checksum for --input-size, else testhandler.
+func (o *benchOpts) handlerName() string {
+	if o.inputSize != "" {
+		return "checksum"
+	}
+	return "testhandler"
 }
 
 func (o *benchOpts) resolve() error {
@@ -83,6 +109,15 @@ func (o *benchOpts) resolve() error {
 	case o.idle < 0:
 		return usageError{fmt.Errorf("--idle %d: want 0 or more", o.idle)}
 	}
+	if o.inputSize != "" {
+		n, err := parseSize(o.inputSize)
+		if err != nil || n < 1 {
+			return usageError{fmt.Errorf("--input-size %q: want a size of at least 1 byte, e.g. 1MiB, 64MiB or 1GiB", o.inputSize)}
+		}
+		if !o.tasksSet {
+			o.tasks = 3
+		}
+	}
 	self, _ := os.Executable()
 	dir := filepath.Dir(self)
 	if o.agentBin == "" {
@@ -94,7 +129,7 @@ func (o *benchOpts) resolve() error {
 		}
 	}
 	if o.handlerBin == "" {
-		o.handlerBin = filepath.Join(dir, "handlers", "testhandler")
+		o.handlerBin = filepath.Join(dir, "handlers", o.handlerName())
 	}
 	for flag, p := range map[string]string{"--agent": o.agentBin, "--handler": o.handlerBin} {
 		if fi, err := os.Stat(p); err != nil || fi.Mode()&0o111 == 0 {
@@ -139,11 +174,8 @@ func runBench(ctx context.Context, app *App, o benchOpts) error {
 		return err
 	}
 	defer stopBenchAgents(agents)
-	fmt.Fprintf(app.Err, "bench: waiting for %d agents…\n", o.agents)
-	for deadline := time.Now().Add(30 * time.Second); len(srv.Agents()) < o.agents; time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("bench: only %d of %d agents registered within 30s (agent logs in %s)", len(srv.Agents()), o.agents, dir)
-		}
+	if err := waitBenchAgents(app, srv, o.agents, dir); err != nil {
+		return err
 	}
 	client := paddockv1connect.NewTaskServiceClient(http.DefaultClient, ls.URL)
 
@@ -254,7 +286,8 @@ func startBenchAgents(ctx context.Context, o benchOpts, addr, dir string) ([]*ex
 			stopBenchAgents(cmds)
 			return nil, err
 		}
-		c := exec.CommandContext(ctx, o.agentBin, "--server", addr, "--id", fmt.Sprintf("bench-%d", i), "--handler", "testhandler="+o.handlerBin)
+		c := exec.CommandContext(ctx, o.agentBin, "--server", addr, "--id", fmt.Sprintf("bench-%d", i), "--handler", o.handlerName()+"="+o.handlerBin,
+			"--data-dir", filepath.Join(dir, fmt.Sprintf("agent-%d", i)))
 		c.Stdout, c.Stderr = logf, logf
 		c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // its handlers die with it
 		if err := c.Start(); err != nil {
@@ -265,6 +298,17 @@ func startBenchAgents(ctx context.Context, o benchOpts, addr, dir string) ([]*ex
 		cmds = append(cmds, c)
 	}
 	return cmds, nil
+}
+
+// waitBenchAgents waits until n agents are registered with srv.
+func waitBenchAgents(app *App, srv *sched.Server, n int, dir string) error {
+	fmt.Fprintf(app.Err, "bench: waiting for %d agents…\n", n)
+	for deadline := time.Now().Add(30 * time.Second); len(srv.Agents()) < n; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("bench: only %d of %d agents registered within 30s (agent logs in %s)", len(srv.Agents()), n, dir)
+		}
+	}
+	return nil
 }
 
 func stopBenchAgents(cmds []*exec.Cmd) {

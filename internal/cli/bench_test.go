@@ -37,14 +37,39 @@ func TestBench(t *testing.T) {
 	}
 }
 
+// TestBenchInputSize runs paddock bench --input-size with a real agent and the real
+// checksum handler, and checks both rates are reported.
+func TestBenchInputSize(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: builds binaries and runs real agents")
+	}
+	agent, handler := buildBinaries(t, "cmd/paddock-agent", "plugins/handlers/checksum")
+	out, errOut, code := run(t, "bench", "--input-size", "3MiB", "--tasks", "2", "--agents", "1", "--agent", agent, "--handler", handler)
+	if code != 0 {
+		t.Fatalf("bench --input-size: exit %d\n%s\n%s", code, out, errOut)
+	}
+	for _, measure := range []string{`raw blob put\+get bytes/s\s+([\d.]+) [KMG]iB/s`, `task input bytes/s\s+([\d.]+) [KMG]iB/s`} {
+		m := regexp.MustCompile(measure).FindStringSubmatch(out)
+		if m == nil {
+			t.Errorf("bench output lacks %q:\n%s", measure, out)
+			continue
+		}
+		if v, _ := strconv.ParseFloat(m[1], 64); v <= 0 {
+			t.Errorf("%q = %s, want > 0", measure, m[1])
+		}
+	}
+}
+
 func TestBenchBadFlags(t *testing.T) {
 	for _, args := range [][]string{
 		{"bench", "--tasks", "0"},
 		{"bench", "--agents", "0"},
+		{"bench", "--input-size", "0"},
+		{"bench", "--input-size", "big"},
 		{"bench", "--agent", "/nonexistent/paddock-agent", "--handler", "/bin/true"},
 	} {
 		_, errOut, code := run(t, args...)
-		if code == 0 || !regexp.MustCompile(`--(tasks|agents|agent)`).MatchString(errOut) {
+		if code == 0 || !regexp.MustCompile(`--(tasks|agents|agent|input-size)`).MatchString(errOut) {
 			t.Errorf("%v: exit %d, stderr %q; want an error naming the flag", args, code, errOut)
 		}
 	}

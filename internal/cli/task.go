@@ -138,7 +138,7 @@ func newTaskSubmitCmd(app *App) *cobra.Command {
 				}
 				spec.Payload = b
 			}
-			if err := addInputs(cmd.Context(), app, spec, inputs, inputBlobs, inline, inlineMax, quiet); err != nil {
+			if err := addInputs(cmd.Context(), app, blobClient(app), spec, inputs, inputBlobs, inline, inlineMax, quiet); err != nil {
 				return err
 			}
 			switch class {

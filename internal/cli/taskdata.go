@@ -16,6 +16,7 @@ import (
 	"github.com/paddockvm/paddock/api/guestabi"
 	paddockv1 "github.com/paddockvm/paddock/api/paddock/v1"
 	"github.com/paddockvm/paddock/blob"
+	"github.com/paddockvm/paddock/blob/blobhttp"
 )
 
 // fileInput is one --input name=FILE.
@@ -28,7 +29,7 @@ type fileInput struct {
 // inline (together at most inlineMax, smallest first; all of them with inline), the
 // others are uploaded as blobs unless the server has them. Every error names the flag
 // and the fix.
-func addInputs(ctx context.Context, app *App, spec *paddockv1.TaskSpec, inputs, inputBlobs []string, inline bool, inlineMax string, quiet bool) error {
+func addInputs(ctx context.Context, app *App, c *blobhttp.Client, spec *paddockv1.TaskSpec, inputs, inputBlobs []string, inline bool, inlineMax string, quiet bool) error {
 	budget, err := parseSize(inlineMax)
 	if err != nil {
 		return usageError{fmt.Errorf("--inline-max %q: want bytes or a size with a unit, e.g. 1MiB (0: every --input as a blob)", inlineMax)}
@@ -80,7 +81,6 @@ func addInputs(ctx context.Context, app *App, spec *paddockv1.TaskSpec, inputs, 
 	// Smallest first into the inline budget; the rest are blobs.
 	sort.SliceStable(files, func(i, j int) bool { return files[i].size < files[j].size })
 	var used int64
-	c := blobClient(app)
 	for _, f := range files {
 		if inline || used+f.size <= budget {
 			b, err := os.ReadFile(f.path)
