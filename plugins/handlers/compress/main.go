@@ -1,17 +1,24 @@
-// Command compress is a Paddock handler that compresses (or decompresses)
-// input blobs with gzip or zstd (github.com/klauspost/compress).
+// Command compress is a Paddock handler that compresses (or decompresses) its
+// inputs with gzip or zstd (github.com/klauspost/compress), streaming: memory
+// stays bounded whatever the size.
 //
 // Task types "compress.gzip", "compress.zstd", "decompress.gzip",
 // "decompress.zstd". Payload (JSON, optional): {"level": N} — gzip 1..9 (default
-// 6), zstd 1..4 (fastest, default, better, best; default 2). Every input blob
-// <name> yields an output <name>.gz / <name>.zst (compressing) or <name> without
-// that suffix (decompressing); with exactly one input, Output holds it as well.
+// 6), zstd 1..4 (fastest, default, better, best; default 2). Every input <name>,
+// inline or a file, yields an output <name>.gz / <name>.zst (compressing) or
+// <name> without that suffix (decompressing).
+//
+// When the agent offers an output directory, each output is written there as a
+// file (any size) and Output is JSON {"<output name>": size}. Otherwise outputs
+// come back inline in Outputs, bounded by the task's output limit, and with
+// exactly one input Output holds it as well. Decompressing what compress wrote
+// gives back the exact bytes.
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -25,6 +32,9 @@ import (
 type payload struct {
 	Level int `json:"level"`
 }
+
+// zstdMaxWindow bounds the decoder's memory: enough for `zstd --long=27`.
+const zstdMaxWindow = 128 << 20
 
 type compressor struct{}
 
@@ -40,6 +50,19 @@ func (compressor) Describe() []sdk.TaskType {
 	}
 }
 
+// codec is one task type: the output's name and the streaming transform.
+type codec struct {
+	outName func(in string) string
+	run     func(dst io.Writer, src io.Reader, level int) error
+}
+
+var codecs = map[string]codec{
+	"compress.gzip":   {func(n string) string { return n + ".gz" }, gzipStream},
+	"compress.zstd":   {func(n string) string { return n + ".zst" }, zstdStream},
+	"decompress.gzip": {func(n string) string { return strings.TrimSuffix(n, ".gz") }, gunzipStream},
+	"decompress.zstd": {func(n string) string { return strings.TrimSuffix(n, ".zst") }, unzstdStream},
+}
+
 func (compressor) Handle(ctx context.Context, req sdk.Request) (sdk.Response, error) {
 	var p payload
 	if len(req.Payload) > 0 {
@@ -47,108 +70,185 @@ func (compressor) Handle(ctx context.Context, req sdk.Request) (sdk.Response, er
 			return sdk.Response{}, sdk.Fatalf("%s: payload is not JSON like {\"level\": 6}: %v", req.Type, err)
 		}
 	}
-	if len(req.Inputs) == 0 {
+	c, ok := codecs[req.Type]
+	if !ok {
+		return sdk.Response{}, sdk.Fatalf("unknown type %q", req.Type)
+	}
+	switch {
+	case strings.HasSuffix(req.Type, ".gzip") && (p.Level < 0 || p.Level > 9):
+		return sdk.Response{}, sdk.Fatalf("%s: payload level %d: gzip levels are 1..9", req.Type, p.Level)
+	case strings.HasSuffix(req.Type, ".zstd") && (p.Level < 0 || p.Level > 4):
+		return sdk.Response{}, sdk.Fatalf("%s: payload level %d: zstd levels are 1 (fastest) .. 4 (best)", req.Type, p.Level)
+	}
+	names := req.InputNames()
+	if len(names) == 0 {
 		return sdk.Response{}, sdk.Fatalf("%s: no input blobs: attach at least one input", req.Type)
 	}
-	outs := map[string][]byte{}
-	var last []byte
-	for name, in := range req.Inputs {
-		if err := ctx.Err(); err != nil {
+	resp := sdk.Response{Outputs: map[string][]byte{}}
+	sizes := map[string]int64{}
+	for _, name := range names {
+		out := c.outName(name)
+		n, err := convert(ctx, req, c, name, out, p.Level, resp.Outputs)
+		if err != nil {
 			return sdk.Response{}, err
 		}
-		var (
-			out     []byte
-			outName string
-			err     error
-		)
-		switch req.Type {
-		case "compress.gzip":
-			out, err = gzipBytes(in, p.Level)
-			outName = name + ".gz"
-		case "compress.zstd":
-			out, err = zstdBytes(in, p.Level)
-			outName = name + ".zst"
-		case "decompress.gzip":
-			out, err = gunzipBytes(in)
-			outName = strings.TrimSuffix(name, ".gz")
-		case "decompress.zstd":
-			out, err = unzstdBytes(in)
-			outName = strings.TrimSuffix(name, ".zst")
-		default:
-			return sdk.Response{}, sdk.Fatalf("unknown type %q", req.Type)
-		}
-		if err != nil {
-			return sdk.Response{}, sdk.Fatalf("%s: input %q: %v", req.Type, name, err)
-		}
-		outs[outName], last = out, out
+		sizes[out] = n
 	}
-	resp := sdk.Response{Outputs: outs}
-	if len(outs) == 1 {
-		resp.Output = last
+	switch {
+	case req.OutputDir != "":
+		resp.Output, _ = json.Marshal(sizes)
+	case len(resp.Outputs) == 1:
+		for _, b := range resp.Outputs {
+			resp.Output = b
+		}
 	}
 	return resp, nil
 }
 
-func gzipBytes(in []byte, level int) ([]byte, error) {
+// convert streams one input through the codec into the output out: a file when
+// there is an output directory, else inline (into inline).
+func convert(ctx context.Context, req sdk.Request, c codec, name, out string, level int, inline map[string][]byte) (int64, error) {
+	in, err := req.Input(name)
+	if err != nil {
+		return 0, sdk.Retryable(err)
+	}
+	defer in.Close()
+	src := &tagReader{r: in}
+	var dst *tagWriter
+	if req.OutputDir != "" {
+		w, err := req.CreateOutput(out)
+		if err != nil {
+			return 0, sdk.Fatalf("%s: input %q: %v", req.Type, name, err)
+		}
+		defer w.Close()
+		dst = &tagWriter{w: w}
+	} else {
+		limit := int64(sdk.MaxMessageBytes)
+		if req.MaxOutputBytes > 0 {
+			limit = min(limit, req.MaxOutputBytes)
+		}
+		dst = &tagWriter{w: &memWriter{limit: limit}}
+	}
+	err = c.run(dst, src, level)
+	switch {
+	case ctx.Err() != nil:
+		return 0, ctx.Err()
+	case src.err != nil:
+		return 0, sdk.Retryable(fmt.Errorf("%s: reading input %q: %w", req.Type, name, src.err))
+	case dst.err != nil:
+		if errors.Is(dst.err, sdk.ErrOutputTooLarge) {
+			return 0, fmt.Errorf("%s: output %q: %w", req.Type, out, dst.err)
+		}
+		return 0, sdk.Retryable(fmt.Errorf("%s: writing output %q: %w", req.Type, out, dst.err))
+	case err != nil:
+		return 0, sdk.Fatalf("%s: input %q: %v", req.Type, name, err)
+	}
+	if w, ok := dst.w.(*sdk.OutputWriter); ok {
+		if err := w.Close(); err != nil {
+			return 0, sdk.Retryable(err)
+		}
+	} else {
+		inline[out] = dst.w.(*memWriter).b
+	}
+	return dst.n, nil
+}
+
+// tagReader remembers its reader's error, so a failed copy can tell a read error
+// from corrupt data.
+type tagReader struct {
+	r   io.Reader
+	err error
+}
+
+func (t *tagReader) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	if err != nil && err != io.EOF {
+		t.err = err
+	}
+	return n, err
+}
+
+// tagWriter remembers its writer's error and counts what was written.
+type tagWriter struct {
+	w   io.Writer
+	n   int64
+	err error
+}
+
+func (t *tagWriter) Write(p []byte) (int, error) {
+	n, err := t.w.Write(p)
+	t.n += int64(n)
+	if err != nil {
+		t.err = err
+	}
+	return n, err
+}
+
+// memWriter collects an inline output, up to limit bytes.
+type memWriter struct {
+	b     []byte
+	limit int64
+}
+
+func (m *memWriter) Write(p []byte) (int, error) {
+	if int64(len(m.b)+len(p)) > m.limit {
+		return 0, fmt.Errorf("%w: inline output would pass %d bytes (give the task an output directory for large outputs)", sdk.ErrOutputTooLarge, m.limit)
+	}
+	m.b = append(m.b, p...)
+	return len(p), nil
+}
+
+func gzipStream(dst io.Writer, src io.Reader, level int) error {
 	if level == 0 {
 		level = 6
 	}
-	if level < 1 || level > 9 {
-		return nil, fmt.Errorf("payload level %d: gzip levels are 1..9", level)
-	}
-	var buf bytes.Buffer
-	w, err := gzip.NewWriterLevel(&buf, level)
+	w, err := gzip.NewWriterLevel(dst, level)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if _, err := w.Write(in); err != nil {
-		return nil, err
+	if _, err := io.Copy(w, src); err != nil {
+		return err
 	}
-	if err := w.Close(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
+	return w.Close()
 }
 
-func gunzipBytes(in []byte) ([]byte, error) {
-	r, err := gzip.NewReader(bytes.NewReader(in))
+func gunzipStream(dst io.Writer, src io.Reader, _ int) error {
+	r, err := gzip.NewReader(src)
 	if err != nil {
-		return nil, fmt.Errorf("not gzip data: %w", err)
+		return fmt.Errorf("not gzip data: %w", err)
 	}
 	defer r.Close()
-	out, err := io.ReadAll(r)
-	if err != nil {
-		return nil, fmt.Errorf("corrupt gzip data: %w", err)
+	if _, err := io.Copy(dst, r); err != nil {
+		return fmt.Errorf("corrupt gzip data: %w", err)
 	}
-	return out, nil
+	return nil
 }
 
-func zstdBytes(in []byte, level int) ([]byte, error) {
+func zstdStream(dst io.Writer, src io.Reader, level int) error {
 	if level == 0 {
 		level = 2
 	}
-	if level < 1 || level > 4 {
-		return nil, fmt.Errorf("payload level %d: zstd levels are 1 (fastest) .. 4 (best)", level)
-	}
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.EncoderLevel(level)), zstd.WithEncoderConcurrency(1))
+	enc, err := zstd.NewWriter(dst, zstd.WithEncoderLevel(zstd.EncoderLevel(level)), zstd.WithEncoderConcurrency(1))
 	if err != nil {
-		return nil, err
+		return err
 	}
-	defer enc.Close()
-	return enc.EncodeAll(in, nil), nil
+	if _, err := io.Copy(enc, src); err != nil {
+		enc.Close()
+		return err
+	}
+	return enc.Close()
 }
 
-func unzstdBytes(in []byte) ([]byte, error) {
-	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1))
+func unzstdStream(dst io.Writer, src io.Reader, _ int) error {
+	dec, err := zstd.NewReader(src, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true), zstd.WithDecoderMaxWindow(zstdMaxWindow))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer dec.Close()
-	out, err := dec.DecodeAll(in, nil)
-	if err != nil {
-		return nil, fmt.Errorf("corrupt zstd data: %w", err)
+	if _, err := io.Copy(dst, dec); err != nil {
+		return fmt.Errorf("corrupt zstd data: %w", err)
 	}
-	return out, nil
+	return nil
 }
 
 func main() { sdk.Serve(compressor{}) }

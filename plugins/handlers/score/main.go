@@ -23,7 +23,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/csv"
 	"encoding/json"
@@ -94,60 +93,61 @@ func (o *Options) defaults() error {
 	return nil
 }
 
-type row struct {
-	label string
-	line  int
+// table reads one CSV input row by row: its header located the id and label
+// columns; errors name the input, line and column.
+type table struct {
+	input           string
+	r               *csv.Reader
+	idCol, labelCol int
+	o               Options
 }
 
-// readCSV reads id → label from one input, with errors naming input, line, column.
-func readCSV(input string, data []byte, o Options) (map[string]row, []string, error) {
-	r := csv.NewReader(bytes.NewReader(data))
+func openTable(input string, rd io.Reader, o Options) (*table, error) {
+	r := csv.NewReader(rd)
 	r.TrimLeadingSpace = true
+	r.ReuseRecord = true
 	header, err := r.Read()
 	if err == io.EOF {
-		return nil, nil, fmt.Errorf("%s: empty file: want a header row with %q and %q", input, o.IDColumn, o.LabelColumn)
+		return nil, fmt.Errorf("%s: empty file: want a header row with %q and %q", input, o.IDColumn, o.LabelColumn)
 	}
 	if err != nil {
-		return nil, nil, csvErr(input, err)
+		return nil, csvErr(input, err)
 	}
-	idCol, labelCol := -1, -1
+	t := &table{input: input, r: r, idCol: -1, labelCol: -1, o: o}
 	for i, h := range header {
 		switch strings.TrimSpace(h) {
 		case o.IDColumn:
-			idCol = i
+			t.idCol = i
 		case o.LabelColumn:
-			labelCol = i
+			t.labelCol = i
 		}
 	}
-	if idCol < 0 || labelCol < 0 {
+	if t.idCol < 0 || t.labelCol < 0 {
 		missing := o.IDColumn
-		if idCol >= 0 {
+		if t.idCol >= 0 {
 			missing = o.LabelColumn
 		}
-		return nil, nil, fmt.Errorf("%s: line 1: no column %q in header %v (set id_column / label_column in the payload)", input, missing, header)
+		return nil, fmt.Errorf("%s: line 1: no column %q in header %v (set id_column / label_column in the payload)", input, missing, header)
 	}
-	rows := map[string]row{}
-	var order []string
-	for {
-		rec, err := r.Read()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, nil, csvErr(input, err)
-		}
-		line, _ := r.FieldPos(0)
-		id := strings.TrimSpace(rec[idCol])
-		if id == "" {
-			return nil, nil, fmt.Errorf("%s: line %d, column %d: empty %s", input, line, idCol+1, o.IDColumn)
-		}
-		if prev, dup := rows[id]; dup {
-			return nil, nil, fmt.Errorf("%s: line %d, column %d: id %q already given on line %d", input, line, idCol+1, id, prev.line)
-		}
-		rows[id] = row{label: strings.TrimSpace(rec[labelCol]), line: line}
-		order = append(order, id)
+	return t, nil
+}
+
+// next returns the next row's id, label and line; io.EOF after the last. The
+// strings are valid until the following call (the record is reused).
+func (t *table) next() (id, label string, line int, err error) {
+	rec, err := t.r.Read()
+	if err == io.EOF {
+		return "", "", 0, io.EOF
 	}
-	return rows, order, nil
+	if err != nil {
+		return "", "", 0, csvErr(t.input, err)
+	}
+	line, _ = t.r.FieldPos(0)
+	id = strings.TrimSpace(rec[t.idCol])
+	if id == "" {
+		return "", "", 0, fmt.Errorf("%s: line %d, column %d: empty %s", t.input, line, t.idCol+1, t.o.IDColumn)
+	}
+	return id, strings.TrimSpace(rec[t.labelCol]), line, nil
 }
 
 func csvErr(input string, err error) error {
@@ -158,70 +158,152 @@ func csvErr(input string, err error) error {
 	return fmt.Errorf("%s: %v", input, err)
 }
 
-// Score computes the scores of predictions against truth.
-func Score(predictions, truth []byte, o Options) (Scores, error) {
+// truthRow is what is kept of one ground-truth row while predictions stream by
+// (12 bytes; with its id in the index map, about 50 bytes a row in all).
+type truthRow struct {
+	label    int32 // index into classes.names
+	line     int32 // its line in the truth input
+	predLine int32 // line of its prediction; 0 until seen
+}
+
+// maxLine is the last line number a truthRow can hold.
+const maxLine = math.MaxInt32
+
+// classes interns labels: a large CSV has few distinct ones.
+type classes struct {
+	names []string
+	index map[string]int32
+}
+
+func (c *classes) id(label string) int32 {
+	if i, ok := c.index[label]; ok {
+		return i
+	}
+	i := int32(len(c.names))
+	label = strings.Clone(label)
+	c.names = append(c.names, label)
+	c.index[label] = i
+	return i
+}
+
+// Score computes the scores of predictions against truth. It holds the truth's
+// ids in memory (about 50 bytes a row plus the id) and streams the predictions.
+func Score(ctx context.Context, predictions, truth io.Reader, o Options) (Scores, error) {
 	if err := o.defaults(); err != nil {
 		return Scores{}, err
 	}
-	tr, order, err := readCSV(o.TruthInput, truth, o)
+	tt, err := openTable(o.TruthInput, truth, o)
 	if err != nil {
 		return Scores{}, err
 	}
-	pr, porder, err := readCSV(o.PredictionsInput, predictions, o)
-	if err != nil {
-		return Scores{}, err
+	cl := classes{index: map[string]int32{}}
+	index := map[string]int32{} // id → rows[i]
+	var rows []truthRow
+	for {
+		id, label, line, err := tt.next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return Scores{}, err
+		}
+		if line > maxLine {
+			return Scores{}, fmt.Errorf("%s: line %d: more lines than score handles (%d)", o.TruthInput, line, maxLine)
+		}
+		if i, dup := index[id]; dup {
+			return Scores{}, fmt.Errorf("%s: line %d, column %d: id %q already given on line %d", o.TruthInput, line, tt.idCol+1, id, rows[i].line)
+		}
+		if len(rows)%65536 == 0 && ctx.Err() != nil {
+			return Scores{}, ctx.Err()
+		}
+		index[strings.Clone(id)] = int32(len(rows))
+		rows = append(rows, truthRow{label: cl.id(label), line: int32(line)})
 	}
-	if len(tr) == 0 {
+	if len(rows) == 0 {
 		return Scores{}, fmt.Errorf("%s: no rows after the header", o.TruthInput)
 	}
-	for _, id := range porder {
-		if _, ok := tr[id]; !ok {
-			return Scores{}, fmt.Errorf("%s: line %d: id %q is not in %s", o.PredictionsInput, pr[id].line, id, o.TruthInput)
-		}
+	pt, err := openTable(o.PredictionsInput, predictions, o)
+	if err != nil {
+		return Scores{}, err
 	}
-	for _, id := range order {
-		if _, ok := pr[id]; !ok {
-			return Scores{}, fmt.Errorf("%s: no prediction for id %q (%s line %d)", o.PredictionsInput, id, o.TruthInput, tr[id].line)
+	confusion := map[[2]int32]int{} // (true, predicted) → rows
+	seen := 0
+	for n := 0; ; n++ {
+		id, label, line, err := pt.next()
+		if err == io.EOF {
+			break
 		}
+		if err != nil {
+			return Scores{}, err
+		}
+		if n%65536 == 0 && ctx.Err() != nil {
+			return Scores{}, ctx.Err()
+		}
+		i, ok := index[id]
+		if !ok {
+			return Scores{}, fmt.Errorf("%s: line %d: id %q is not in %s", o.PredictionsInput, line, id, o.TruthInput)
+		}
+		tr := &rows[i]
+		if tr.predLine != 0 {
+			return Scores{}, fmt.Errorf("%s: line %d, column %d: id %q already given on line %d", o.PredictionsInput, line, pt.idCol+1, id, tr.predLine)
+		}
+		if line > maxLine {
+			return Scores{}, fmt.Errorf("%s: line %d: more lines than score handles (%d)", o.PredictionsInput, line, maxLine)
+		}
+		tr.predLine = int32(line)
+		confusion[[2]int32{tr.label, cl.id(label)}]++
+		seen++
 	}
-	s := Scores{Rows: len(order), Average: o.Average, PerClass: map[string]ClassF1{}, Confusion: map[string]map[string]int{}}
+	if seen < len(rows) { // name the first truth row without a prediction
+		first := 0
+		for first < len(rows) && rows[first].predLine != 0 {
+			first++
+		}
+		var missing string
+		for id, i := range index {
+			if int(i) == first {
+				missing = id
+				break
+			}
+		}
+		return Scores{}, fmt.Errorf("%s: no prediction for id %q (%s line %d)", o.PredictionsInput, missing, o.TruthInput, rows[first].line)
+	}
+	return scores(len(rows), confusion, cl.names, o), nil
+}
+
+// scores turns the confusion counts into the output.
+func scores(n int, confusion map[[2]int32]int, names []string, o Options) Scores {
+	s := Scores{Rows: n, Average: o.Average, PerClass: map[string]ClassF1{}, Confusion: map[string]map[string]int{}}
 	tp, fp, fn := map[string]int{}, map[string]int{}, map[string]int{}
-	classes := map[string]bool{}
-	correct := 0
+	values := make([]float64, len(names))
 	numeric := true
+	for i, c := range names {
+		v, err := strconv.ParseFloat(c, 64)
+		values[i], numeric = v, numeric && err == nil
+	}
+	correct := 0
 	var sq float64
-	for _, id := range order {
-		t, p := tr[id].label, pr[id].label
-		classes[t], classes[p] = true, true
+	for k, cnt := range confusion {
+		t, p := names[k[0]], names[k[1]]
 		if s.Confusion[t] == nil {
 			s.Confusion[t] = map[string]int{}
 		}
-		s.Confusion[t][p]++
+		s.Confusion[t][p] += cnt
 		if t == p {
-			correct++
-			tp[t]++
+			correct += cnt
+			tp[t] += cnt
 		} else {
-			fp[p]++
-			fn[t]++
+			fp[p] += cnt
+			fn[t] += cnt
 		}
-		if numeric {
-			tv, err1 := strconv.ParseFloat(t, 64)
-			pv, err2 := strconv.ParseFloat(p, 64)
-			if err1 != nil || err2 != nil {
-				numeric = false
-			} else {
-				sq += (pv - tv) * (pv - tv)
-			}
-		}
+		d := values[k[1]] - values[k[0]]
+		sq += float64(cnt) * d * d
 	}
-	s.Accuracy = float64(correct) / float64(len(order))
-	names := make([]string, 0, len(classes))
-	for c := range classes {
-		names = append(names, c)
-	}
-	sort.Strings(names)
+	s.Accuracy = float64(correct) / float64(n)
+	sorted := append([]string(nil), names...)
+	sort.Strings(sorted)
 	var sum float64
-	for _, c := range names {
+	for _, c := range sorted {
 		var cf ClassF1
 		if d := tp[c] + fp[c]; d > 0 {
 			cf.Precision = float64(tp[c]) / float64(d)
@@ -239,13 +321,13 @@ func Score(predictions, truth []byte, o Options) (Scores, error) {
 	if o.Average == "binary" {
 		s.F1 = s.PerClass[o.Positive].F1
 	} else {
-		s.F1 = sum / float64(len(names))
+		s.F1 = sum / float64(len(sorted))
 	}
 	if numeric {
-		r := math.Sqrt(sq / float64(len(order)))
+		r := math.Sqrt(sq / float64(n))
 		s.RMSE = &r
 	}
-	return s, nil
+	return s
 }
 
 type scorer struct{}
@@ -256,7 +338,7 @@ func (scorer) Describe() []sdk.TaskType {
 	return []sdk.TaskType{{Name: "score", Version: "1.0.0", Concurrency: 4, Description: "accuracy, F1 and RMSE of a predictions CSV against ground truth"}}
 }
 
-func (scorer) Handle(_ context.Context, req sdk.Request) (sdk.Response, error) {
+func (scorer) Handle(ctx context.Context, req sdk.Request) (sdk.Response, error) {
 	var o Options
 	if len(req.Payload) > 0 {
 		if err := json.Unmarshal(req.Payload, &o); err != nil {
@@ -266,13 +348,21 @@ func (scorer) Handle(_ context.Context, req sdk.Request) (sdk.Response, error) {
 	if err := o.defaults(); err != nil {
 		return sdk.Response{}, sdk.Fatal(err)
 	}
-	pred, ok1 := req.Inputs[o.PredictionsInput]
-	truth, ok2 := req.Inputs[o.TruthInput]
-	if !ok1 || !ok2 {
-		return sdk.Response{}, sdk.Fatalf("score: needs inputs %q and %q (names configurable with predictions_input / truth_input)", o.PredictionsInput, o.TruthInput)
+	pred, err1 := req.Input(o.PredictionsInput)
+	truth, err2 := req.Input(o.TruthInput)
+	for _, in := range []sdk.Input{pred, truth} {
+		if in != nil {
+			defer in.Close()
+		}
 	}
-	s, err := Score(pred, truth, o)
+	if pred == nil || truth == nil {
+		return sdk.Response{}, sdk.Fatalf("score: needs inputs %q and %q (names configurable with predictions_input / truth_input): %v", o.PredictionsInput, o.TruthInput, errors.Join(err1, err2))
+	}
+	s, err := Score(ctx, pred, truth, o)
 	if err != nil {
+		if ctx.Err() != nil {
+			return sdk.Response{}, err
+		}
 		return sdk.Response{}, sdk.Fatal(err)
 	}
 	b, err := json.Marshal(s)
