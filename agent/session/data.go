@@ -181,8 +181,12 @@ func permanent(err error) (perm, retryable bool) {
 	return false, true
 }
 
-// maxRetries is how many times in a row a blob transfer is retried without progress.
-const maxRetries = 5
+// StallLimit is how long a blob transfer keeps retrying without moving a byte
+// (reconnects included) before the task fails, retryably.
+const StallLimit = 30 * time.Second
+
+// backoff is the pause before the n-th retry in a row.
+func backoff(n int) time.Duration { return min(time.Duration(n)*100*time.Millisecond, 2*time.Second) }
 
 // fetchBlob reads input name of t with ReadBlob into path, hashing while it writes,
 // resuming from the last offset when the stream breaks, and checks digest and size.
@@ -194,7 +198,7 @@ func (s *Session) fetchBlob(ctx context.Context, t *Task, name string, ref BlobR
 	defer f.Close()
 	h := sha256.New()
 	var off int64
-	fails := 0
+	fails, progress := 0, time.Now()
 	for {
 		n, err := s.readBlobOnce(ctx, t, ref, off, io.MultiWriter(f, h))
 		off += n
@@ -219,14 +223,14 @@ func (s *Session) fetchBlob(ctx context.Context, t *Task, name string, ref BlobR
 			return failf(retry, "input %q (%s): the server refused to send it: %v", name, ref.Digest, status.Convert(err).Message())
 		}
 		if n > 0 {
-			fails = 0
+			fails, progress = 0, time.Now()
 		}
-		if fails++; fails > maxRetries {
-			return failf(true, "input %q (%s): fetching it from the server failed %d times in a row at byte %d of %d: %v; check the network to the server (the task will be retried)",
-				name, ref.Digest, fails, off, ref.Size, err)
+		if fails++; time.Since(progress) > StallLimit {
+			return failf(true, "input %q (%s): fetching it from the server made no progress for %v (%d tries) at byte %d of %d: %v; check the network to the server (the task will be retried)",
+				name, ref.Digest, StallLimit, fails, off, ref.Size, err)
 		}
 		s.log.Warn("fetching an input broke; resuming", "task", t.ID, "input", name, "offset", off, "err", err)
-		if err := sleep(ctx, time.Duration(fails)*100*time.Millisecond); err != nil {
+		if err := sleep(ctx, backoff(fails)); err != nil {
 			return failf(true, "input %q (%s): stopped while fetching it: %v", name, ref.Digest, context.Cause(ctx))
 		}
 	}
@@ -315,8 +319,12 @@ func (s *Session) finish(ctx context.Context, t Task, res Result) Result {
 // stream breaks.
 func (s *Session) storeBlob(ctx context.Context, t Task, name string, of OutputFile) error {
 	path := filepath.Join(t.OutputDir, name)
+	start := time.Now()
 	for fails := 1; ; fails++ {
-		err := s.writeBlobOnce(ctx, t, name, of, path)
+		sent, err := s.writeBlobOnce(ctx, t, name, of, path)
+		if sent > 0 {
+			start = time.Now() // the stall limit counts from the last attempt that moved bytes
+		}
 		var te *taskError
 		if err == nil || errors.As(err, &te) {
 			return err
@@ -331,31 +339,33 @@ func (s *Session) storeBlob(ctx context.Context, t Task, name string, of OutputF
 		if perm, retry := permanent(err); perm {
 			return failf(retry, "output %q (%s, %d bytes): the server refused to store it: %v", name, of.Digest, of.Size, status.Convert(err).Message())
 		}
-		if fails >= maxRetries {
-			return failf(true, "output %q (%s): storing it on the server failed %d times: %v; check the network to the server (the task will be retried)", name, of.Digest, fails, err)
+		if time.Since(start) > StallLimit {
+			return failf(true, "output %q (%s): storing it on the server failed for %v (%d tries): %v; check the network to the server (the task will be retried)", name, of.Digest, StallLimit, fails, err)
 		}
 		s.log.Warn("storing an output broke; retrying", "task", t.ID, "output", name, "err", err)
-		if err := sleep(ctx, time.Duration(fails)*100*time.Millisecond); err != nil {
+		if err := sleep(ctx, backoff(fails)); err != nil {
 			return failf(true, "output %q: stopped while storing it: %v", name, context.Cause(ctx))
 		}
 	}
 }
 
-func (s *Session) writeBlobOnce(ctx context.Context, t Task, name string, of OutputFile, path string) error {
+// writeBlobOnce sends one output in one WriteBlob call and returns how many of its
+// bytes it sent.
+func (s *Session) writeBlobOnce(ctx context.Context, t Task, name string, of OutputFile, path string) (sent int64, _ error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return &writeError{err}
+		return 0, &writeError{err}
 	}
 	defer f.Close()
 	c, err := s.client(ctx)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	st, err := c.WriteBlob(s.rpcCtx(ctx))
 	if err != nil {
-		return err
+		return 0, err
 	}
 	err = st.Send(&agentv1.WriteBlobRequest{Header: &agentv1.WriteBlobHeader{AgentId: s.cfg.AgentID, TaskId: t.ID, LeaseId: t.LeaseID,
 		Name: name, Digest: of.Digest, Size: of.Size}})
@@ -363,27 +373,29 @@ func (s *Session) writeBlobOnce(ctx context.Context, t Task, name string, of Out
 	for err == nil {
 		n, rerr := io.ReadFull(f, buf)
 		if n > 0 {
-			err = st.Send(&agentv1.WriteBlobRequest{Data: buf[:n]})
+			if err = st.Send(&agentv1.WriteBlobRequest{Data: buf[:n]}); err == nil {
+				sent += int64(n)
+			}
 		}
 		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
 			break
 		}
 		if rerr != nil {
-			return &writeError{rerr}
+			return sent, &writeError{rerr}
 		}
 	}
 	if err != nil && err != io.EOF {
-		return err
+		return sent, err
 	}
 	// On io.EOF from Send the server ended the stream: CloseAndRecv has its status.
 	resp, err := st.CloseAndRecv()
 	if err != nil {
-		return err
+		return sent, err
 	}
 	if resp.GetDigest() != of.Digest || resp.GetSize() != of.Size {
-		return failf(true, "output %q: the server stored %s (%d bytes), want %s (%d bytes)", name, resp.GetDigest(), resp.GetSize(), of.Digest, of.Size)
+		return sent, failf(true, "output %q: the server stored %s (%d bytes), want %s (%d bytes)", name, resp.GetDigest(), resp.GetSize(), of.Digest, of.Size)
 	}
-	return nil
+	return sent, nil
 }
 
 // client waits for a connection to the server and returns its AgentService client.

@@ -32,6 +32,11 @@ type blobServer struct {
 	cutAt   int64
 	assign  chan *agentv1.Assign
 	reports chan *agentv1.Report
+	// cutConn, when set, is called where a transfer is cut: it breaks the agent's
+	// whole connection rather than one stream.
+	cutConn func()
+	// failWrites is how many WriteBlob calls fail (Unavailable) before any succeeds.
+	failWrites int
 
 	mu      sync.Mutex
 	cut     map[string]bool
@@ -100,6 +105,9 @@ func (b *blobServer) ReadBlob(req *agentv1.ReadBlobRequest, st agentv1.AgentServ
 		}
 	}
 	if cut {
+		if b.cutConn != nil {
+			b.cutConn()
+		}
 		return status.Error(codes.Unavailable, "connection cut by the test")
 	}
 	return nil
@@ -113,6 +121,13 @@ func (b *blobServer) WriteBlob(st agentv1.AgentService_WriteBlobServer) error {
 	h := first.GetHeader()
 	if h == nil {
 		return status.Error(codes.InvalidArgument, "no header")
+	}
+	b.mu.Lock()
+	fail := b.failWrites > 0
+	b.failWrites--
+	b.mu.Unlock()
+	if fail {
+		return status.Error(codes.Unavailable, "store briefly down (the test)")
 	}
 	var buf bytes.Buffer
 	for {
@@ -153,10 +168,47 @@ func startBlobServer(t *testing.T, blobs map[string][]byte) (*blobServer, string
 	return b, l.Addr().String()
 }
 
+// conns records the connections an agent dialed, so a test can break them.
+type conns struct {
+	mu   sync.Mutex
+	list []net.Conn
+}
+
+func (c *conns) dial(addr string) func(ctx context.Context) (net.Conn, error) {
+	return func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		conn, err := d.DialContext(ctx, "tcp", addr)
+		if err == nil {
+			c.mu.Lock()
+			c.list = append(c.list, conn)
+			c.mu.Unlock()
+		}
+		return conn, err
+	}
+}
+
+func (c *conns) breakAll() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, conn := range c.list {
+		conn.Close()
+	}
+}
+
+func (c *conns) dialed() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.list)
+}
+
 func startStreamAgent(t *testing.T, addr string, ex Executor) *Session {
 	t.Helper()
-	s, err := New(Config{AgentID: "stream", DataDir: t.TempDir(), ReconnectMin: 10 * time.Millisecond,
-		Dial: func(ctx context.Context) (net.Conn, error) { var d net.Dialer; return d.DialContext(ctx, "tcp", addr) }}, ex)
+	return startStreamAgentWith(t, (&conns{}).dial(addr), ex)
+}
+
+func startStreamAgentWith(t *testing.T, dial func(context.Context) (net.Conn, error), ex Executor) *Session {
+	t.Helper()
+	s, err := New(Config{AgentID: "stream", DataDir: t.TempDir(), ReconnectMin: 10 * time.Millisecond, Dial: dial}, ex)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +233,7 @@ func nextReport(t *testing.T, b *blobServer) *agentv1.Report {
 // TestStreamInputsAndOutputs: a DATA_PATH_STREAM task fetches its inputs with
 // ReadBlob (resuming after the stream is cut), the handler reads them from the data
 // directory and writes outputs there, the agent stores them with WriteBlob in
-// chunks of at most 256 KiB before it reports them, and once the server acknowledges
+// chunks of at most 256 KiB (again when a call fails) before it reports them, and once the server acknowledges
 // the report the lease's data directory is gone.
 func TestStreamInputsAndOutputs(t *testing.T) {
 	big := make([]byte, 1<<20+12345)
@@ -190,6 +242,7 @@ func TestStreamInputsAndOutputs(t *testing.T) {
 	}
 	small := []byte("small input")
 	b, addr := startBlobServer(t, map[string][]byte{digestOf(big): big, digestOf(small): small})
+	b.failWrites = 1 // and the first output's first WriteBlob fails
 	ex := &fileExec{}
 	s := startStreamAgent(t, addr, ex)
 	b.assign <- &agentv1.Assign{TaskId: "s1", LeaseId: 3, Type: "files", DataPath: agentv1.DataPath_DATA_PATH_STREAM,
@@ -280,5 +333,32 @@ func TestStreamSpareDir(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(s.cfg.DataDir); len(ents) != 1 {
 		t.Fatalf("data dir holds %d entries, want the 1 spare", len(ents))
+	}
+}
+
+// TestStreamResumeAcrossReconnect: when the agent's connection to the server breaks
+// in the middle of an input, the session reconnects and the fetch resumes where it
+// stopped on the new connection.
+func TestStreamResumeAcrossReconnect(t *testing.T) {
+	big := bytes.Repeat([]byte("reconnect "), 100_000)
+	b, addr := startBlobServer(t, map[string][]byte{digestOf(big): big})
+	c := &conns{}
+	b.cutConn = c.breakAll
+	ex := &fileExec{}
+	startStreamAgentWith(t, c.dial(addr), ex)
+	b.assign <- &agentv1.Assign{TaskId: "r1", LeaseId: 1, Type: "files", DataPath: agentv1.DataPath_DATA_PATH_STREAM,
+		InputBlobs: map[string]*agentv1.BlobRef{"big": {Digest: digestOf(big), Size: int64(len(big))}}}
+	r := nextReport(t, b)
+	if r.GetStatus() != agentv1.Status_STATUS_SUCCEEDED {
+		t.Fatalf("report = %v", r)
+	}
+	if n := c.dialed(); n < 2 {
+		t.Fatalf("the agent dialed %d times; the test meant to break its connection", n)
+	}
+	b.mu.Lock()
+	offsets := b.offsets
+	b.mu.Unlock()
+	if len(offsets) != 2 || offsets[0] != 0 || offsets[1] == 0 || offsets[1] > b.cutAt {
+		t.Fatalf("ReadBlob offsets %v: want a start at 0 and one resume after the break", offsets)
 	}
 }
