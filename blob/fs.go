@@ -144,6 +144,9 @@ func (s *FS) Put(ctx context.Context, d Digest, size int64, r io.Reader) (Info, 
 			os.Remove(tmp.Name())
 		}
 	}()
+	if err := preallocate(tmp, size); err != nil {
+		return Info{}, s.ioErr("reserving space for", d, err)
+	}
 	h := NewHasher()
 	w := &errWriter{w: tmp}
 	if _, err := hashCopy(ctx, w, h, SizeLimitReader(d, r, size)); err != nil {
