@@ -30,6 +30,8 @@ func TestDataPlaneKeyErrors(t *testing.T) {
 		{"cache lambda", "host", map[string]string{"PADDOCK_HOST_CACHE_LRFU_LAMBDA": "2"}, []string{"host.cache_lrfu_lambda"}},
 		{"cache memory", "host", map[string]string{"PADDOCK_HOST_CACHE_MEMORY_BYTES": "64 potatoes"}, []string{"host.cache_memory_bytes", "64MiB"}},
 		{"cache disk 0", "host", map[string]string{"PADDOCK_HOST_CACHE_DISK_BYTES": "0"}, []string{"host.cache_disk_bytes"}},
+		{"dev blob store", "dev", map[string]string{"PADDOCK_SERVER_BLOB_STORE": "ftp"}, []string{"server.blob_store"}},
+		{"dev cache policy", "dev", map[string]string{"PADDOCK_HOST_CACHE_POLICY": "mru"}, []string{"host.cache_policy"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -38,9 +40,12 @@ func TestDataPlaneKeyErrors(t *testing.T) {
 				t.Setenv(k, v)
 			}
 			args := []string{tc.cmd, "--data-dir", dir}
-			if tc.cmd == "server" {
+			switch tc.cmd {
+			case "server":
 				args = append(args, "--dev", "--listen", "127.0.0.1:0", "--agent-listen", "127.0.0.1:0", "--cluster-listen", "")
-			} else {
+			case "dev": // fails before it builds an image or touches libvirt
+				args = append(args, "--libvirt-uri", "test:///default", "--kernel", "/nonexistent")
+			default:
 				args = append(args, "--libvirt-uri", "test:///default", "--metrics-listen", "")
 			}
 			_, errOut, code := run(t, args...)
