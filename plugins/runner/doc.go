@@ -7,6 +7,17 @@
 // kill grace is killed and restarted. Outputs larger than the configured limit
 // are refused.
 //
+// Inputs and outputs of any size never cross the plugin's gRPC connection: a
+// Task names input files (InputFiles) and an output directory (OutputDir), and
+// the Result lists the output files the handler wrote there (OutputFiles, with
+// the size and sha256 its SDK computed while writing). The runner checks each
+// reported file exists in OutputDir with the reported size and a valid name, and
+// fails the task (ReasonBadOutput) naming the file otherwise.
+//
+// Handler processes run in their own process group and, on Linux, with a
+// parent-death signal (SIGKILL): an agent that dies, even by SIGKILL, takes its
+// handlers with it.
+//
 // The tests build the example handlers (plugins/handlers/...) into a temporary
 // directory and run them as real subprocesses:
 //

@@ -308,7 +308,11 @@ func (r *Runner) execute(ctx context.Context, t Task) Result {
 		switch e.GetKind() {
 		case handlerpb.ErrorKind_ERROR_KIND_OUTPUT_TOO_LARGE:
 			res.Reason = ReasonOutputTooLarge
-			res.Error = fmt.Sprintf("handler %q: result of task type %q refused: %s (runner Config.MaxOutputBytes)", h.spec.Name, t.Type, e.GetMessage())
+			limit := "runner Config.MaxOutputBytes"
+			if t.OutputDir != "" {
+				limit = "the task's MaxOutputBytes"
+			}
+			res.Error = fmt.Sprintf("handler %q: result of task type %q refused: %s (%s)", h.spec.Name, t.Type, e.GetMessage(), limit)
 		case handlerpb.ErrorKind_ERROR_KIND_UNKNOWN_TYPE:
 			res.Reason = ReasonUnknownType
 		case handlerpb.ErrorKind_ERROR_KIND_PANIC:

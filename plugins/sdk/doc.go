@@ -10,6 +10,12 @@
 //
 //	func main() { sdk.Serve(myHandler{}) }
 //
+// Inputs of any size arrive as files (Request.Files) and outputs of any size
+// leave as files in Request.OutputDir; nothing large crosses gRPC. Request.Input
+// reads an input of either kind (inline or file) as a stream, and
+// Request.CreateOutput writes an output file while hashing and counting it; the
+// SDK reports every file in OutputDir with its size and sha256 to the agent.
+//
 // See docs/handlers.md for a walk-through. The SDK is tested through real
 // handler subprocesses by the runner's and the example handlers' tests:
 //
