@@ -144,8 +144,8 @@ func (s *FS) Put(ctx context.Context, d Digest, size int64, r io.Reader) (Info, 
 			os.Remove(tmp.Name())
 		}
 	}()
-	if err := preallocate(tmp, size); err != nil {
-		return Info{}, s.ioErr("reserving space for", d, err)
+	if err := checkSpace(tmp, size); err != nil {
+		return Info{}, s.ioErr("checking free space for", d, err)
 	}
 	h := NewHasher()
 	w := &errWriter{w: tmp}

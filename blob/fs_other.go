@@ -4,5 +4,5 @@ package blob
 
 import "os"
 
-// preallocate does nothing here: a full disk fails the writes instead.
-func preallocate(f *os.File, size int64) error { return nil }
+// checkSpace does nothing here: a full disk fails the writes instead.
+func checkSpace(f *os.File, size int64) error { return nil }
