@@ -384,3 +384,33 @@ func TestScoreLargeCSV(t *testing.T) {
 	// memory grows with rows, not with the predictions' bytes; GC headroom doubles it.
 	checkRSS(t, "score", tin.Size+pin.Size, rssLimit+2*70*rows)
 }
+
+// BenchmarkChecksum compares a 64 MiB input sent inline (through the plugin's
+// gRPC connection) with the same input handed over as a file.
+func BenchmarkChecksum(b *testing.B) {
+	data := make([]byte, 64<<20)
+	rng := rand.NewChaCha8([32]byte{8})
+	rng.Read(data)
+	p := filepath.Join(b.TempDir(), "in")
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	sum := sha256.Sum256(data)
+	file := runner.InputFile{Path: p, Size: int64(len(data)), Digest: "sha256:" + hex.EncodeToString(sum[:])}
+	for _, tc := range []struct {
+		name string
+		task runner.Task
+	}{
+		{"inline", runner.Task{Type: "checksum", Payload: []byte(`{"algorithms":["sha256"]}`), Inputs: map[string][]byte{"in": data}}},
+		{"file", runner.Task{Type: "checksum", Payload: []byte(`{"algorithms":["sha256"]}`), InputFiles: map[string]runner.InputFile{"in": file}}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.SetBytes(int64(len(data)))
+			for b.Loop() {
+				if res := r.Execute(context.Background(), tc.task); !res.OK() {
+					b.Fatal(res.Error)
+				}
+			}
+		})
+	}
+}
