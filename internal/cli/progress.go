@@ -4,11 +4,15 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/dustin/go-humanize"
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
+
+	"github.com/paddockvm/paddock/blob"
 )
 
 // progressMin is the smallest transfer that gets a progress bar: smaller ones end
@@ -40,17 +44,24 @@ func newTransfer(app *App, verb, what string, total int64, quiet bool) *transfer
 	if !quiet && isTerminal(app.Err) && (total < 0 || total >= progressMin) {
 		t.bar = progressbar.NewOptions64(total,
 			progressbar.OptionSetWriter(app.Err),
-			progressbar.OptionSetDescription(what),
+			progressbar.OptionSetDescription(barLabel(what)),
 			progressbar.OptionShowBytes(true),
 			progressbar.OptionShowCount(),
 			progressbar.OptionSetWidth(30),
 			progressbar.OptionThrottle(100*time.Millisecond),
 			progressbar.OptionClearOnFinish(),
 			progressbar.OptionSetPredictTime(true),
-			progressbar.OptionFullWidth(),
 		)
 	}
 	return t
+}
+
+// barLabel shortens what for the bar: a file's base name, a digest's first 12 digits.
+func barLabel(what string) string {
+	if strings.HasPrefix(what, blob.DigestPrefix) && len(what) > len(blob.DigestPrefix)+12 {
+		return what[:len(blob.DigestPrefix)+12] + "…"
+	}
+	return filepath.Base(what)
 }
 
 // Set records that done bytes in all have been moved.
