@@ -120,3 +120,13 @@ func TestSecretKeyMasked(t *testing.T) {
 		}
 	}
 }
+
+func TestSameFS(t *testing.T) {
+	dir := t.TempDir()
+	if same, _, _ := sameFS(dir, dir+"/not/yet/made"); !same {
+		t.Errorf("a directory and a path below it (not made yet) are on different filesystems?")
+	}
+	if same, a, b := sameFS("/proc/self", dir); same {
+		t.Errorf("/proc (procfs) and %s are on one filesystem? (%s, %s)", dir, a, b)
+	}
+}

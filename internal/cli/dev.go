@@ -380,6 +380,7 @@ loop:
 				say("ready in %s. Try, in another terminal:", time.Since(start).Round(100*time.Millisecond))
 				fmt.Fprintf(out, "    export PADDOCK_CLIENT_SERVER=%s PADDOCK_CLIENT_TOKEN=$(cat %s)\n", api, filepath.Join(dir, devTokenFile))
 				fmt.Fprintf(out, "    paddock task submit --type checksum --input f=README.md --wait\n")
+				fmt.Fprintf(out, "    paddock blob put FILE; paddock task submit --type checksum --input big=FILE --wait; paddock task output ID\n")
 				fmt.Fprintf(out, "    paddock vm ls; paddock agent ls; paddock task ls\n")
 				say("Ctrl-C stops paddock dev and removes its guests.")
 			}
