@@ -31,7 +31,7 @@ const (
 )
 
 // demoHandlers are the handlers the demo scenario needs.
-var demoHandlers = []string{"checksum", "logscan", "score", "testhandler"}
+var demoHandlers = []string{"checksum", "logscan", "score", "compress", "testhandler"}
 
 var (
 	buildOnce sync.Once
