@@ -475,6 +475,9 @@ func (s *Server) Report(ctx context.Context, agentID string, r *agentv1.Report) 
 			// The output files must be in the blob store before the success is recorded
 			// (a host collects them from its guest, or the agent stored them).
 			o := s.outputBlobs(ctx, t, agentID, r)
+			if o.reject {
+				return reject(agentv1.ReportOutcome_REPORT_OUTCOME_REJECTED, "%s", o.errText)
+			}
 			ev, errText, outBlobs = o.ev, o.errText, o.refs
 		}
 	case agentv1.Status_STATUS_FAILED:

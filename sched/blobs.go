@@ -501,11 +501,13 @@ func apiRefs(m map[string]store.BlobRef) map[string]*paddockv1.BlobRef {
 }
 
 // outcome is what a report's output blobs make of a success: ev stays EvSucceed with
-// refs to record, or turns into a failure with errText.
+// refs to record, or turns into a failure with errText; or, when reject is set, the
+// report cannot be decided now (the session ended) and nothing is recorded.
 type outcome struct {
 	ev      store.Event
 	errText string
 	refs    map[string]store.BlobRef
+	reject  bool
 }
 
 func failed(retryable bool, format string, args ...any) outcome {
@@ -635,7 +637,9 @@ func (s *Server) collect(ctx context.Context, host string, link *hostLink, guest
 		s.metrics.collects.WithLabelValues("timeout").Inc()
 		return failed(true, "host %s did not collect the output files of guest %s within %v", host, guest, wait.Round(time.Second))
 	case <-ctx.Done():
-		return failed(true, "stopped while host %s collected the output files of guest %s: %v", host, guest, context.Cause(ctx))
+		o := failed(true, "stopped while host %s collected the output files of guest %s: %v (report again)", host, guest, context.Cause(ctx))
+		o.reject = true
+		return o
 	}
 }
 

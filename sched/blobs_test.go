@@ -618,6 +618,18 @@ func TestSharedDataPath(t *testing.T) {
 	if got.GetState() != paddockv1.State_STATE_FAILED || !strings.Contains(got.GetError(), "disk on fire") || !strings.Contains(got.GetError(), "h1") {
 		t.Fatalf("task whose collect failed = %v; want failed (not retryable) with the host's message", got)
 	}
+	resp, err := httpClient.Get(cs.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`paddock_staged_total{result="ok"} 2`, `paddock_collects_total{result="ok"} 1`, `paddock_collects_total{result="error"} 1`,
+		`paddock_blob_bytes_total{direction="out",port="cluster"} 212`, `paddock_blob_bytes_total{direction="in",port="cluster"} 12`} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
 }
 
 // TestCollectGarbage checks retention: an old blob no task uses is deleted; one a live

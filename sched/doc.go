@@ -4,7 +4,19 @@
 //
 // A Server serves two ports: the agent port (grpc-go, api/agent/v1: one Session stream
 // per agent) and the client port (connect-go, api/paddock/v1: gRPC and JSON over HTTP,
-// plus /metrics and /healthz).
+// plus /metrics and /healthz), and optionally the cluster port for host daemons
+// (api/host/v1 over mutual TLS).
+//
+// The data plane (docs/dataplane.md) is the server's part of moving blobs: with
+// Config.Blobs set, the client port serves /v1/blobs (blob/blobhttp); submit checks a
+// task's input blobs exist; dispatch picks each assignment's data path (DATA_PATH_SHARED
+// for a guest whose host registered the "stage" capability: the host stages the inputs
+// from the task's KIND_STARTED event and collects the outputs on a Collect; otherwise
+// DATA_PATH_STREAM: the agent calls ReadBlob and WriteBlob on the agent port, allowed
+// only for a live lease it holds on its own connection); a success with output blobs is
+// recorded only once they are in the store; CollectGarbage deletes blobs unused past
+// Config.BlobRetention (store.BlobInUse). Hosts use StatBlob/ReadBlob/WriteBlob on the
+// cluster port.
 //
 // Tests: unit tests run against a real SQLite file with in-process agents; the
 // integration tests (real_test.go) build the test agent (sched/internal/testagent) and

@@ -504,17 +504,25 @@ func TestRealServerKill9(t *testing.T) {
 		if i%3 == 0 {
 			return spec3(i)
 		}
-		return &paddockv1.TaskSpec{Type: "test.sleep", Payload: []byte("150ms")}
+		return &paddockv1.TaskSpec{Type: "test.sleep", Payload: []byte("300ms")}
 	})
-	// Kill -9 while tasks are queued, leased and running.
-	time.Sleep(700 * time.Millisecond)
-	states := map[paddockv1.State]int{}
-	for _, id := range ids {
-		r, err := client.Get(context.Background(), connect.NewRequest(&paddockv1.GetRequest{Id: id}))
+	// Kill -9 while tasks are queued, leased and running: once some run, count the
+	// states (one List per state: 400 Gets took long enough for the queue to drain).
+	count := func(st paddockv1.State) int {
+		r, err := client.List(context.Background(), connect.NewRequest(&paddockv1.ListRequest{State: st, Limit: 1000}))
 		if err != nil {
 			t.Fatal(err)
 		}
-		states[r.Msg.GetTask().GetState()]++
+		return len(r.Msg.GetTasks())
+	}
+	for deadline := time.Now().Add(30 * time.Second); count(paddockv1.State_STATE_RUNNING) == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no task running 30s after the submits")
+		}
+	}
+	states := map[paddockv1.State]int{}
+	for _, st := range []paddockv1.State{paddockv1.State_STATE_QUEUED, paddockv1.State_STATE_LEASED, paddockv1.State_STATE_RUNNING} {
+		states[st] = count(st)
 	}
 	t.Logf("before kill -9: %v", states)
 	if states[paddockv1.State_STATE_QUEUED] == 0 || states[paddockv1.State_STATE_RUNNING]+states[paddockv1.State_STATE_LEASED] == 0 {

@@ -11,5 +11,9 @@
 // waiting at the same time in one transaction (statements prepared once on the writer
 // connection) and answers each caller only after that transaction committed.
 //
+// Blob references: a task's input and output blobs are JSON columns of tasks, and one
+// row each in task_blobs (digest, task, role, name), written in the same transaction,
+// so that BlobInUse is one indexed lookup by digest.
+//
 //	CGO_ENABLED=0 go test -count=1 ./sched/store/sqlite
 package sqlite
