@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -26,6 +27,7 @@ import (
 	"github.com/paddockvm/paddock/api/guestabi"
 	hostv1 "github.com/paddockvm/paddock/api/host/v1"
 	paddockv1 "github.com/paddockvm/paddock/api/paddock/v1"
+	"github.com/paddockvm/paddock/api/paddock/v1/paddockv1connect"
 	"github.com/paddockvm/paddock/blob"
 	"github.com/paddockvm/paddock/blob/blobhttp"
 	"github.com/paddockvm/paddock/hostd/link"
@@ -671,4 +673,64 @@ func TestCollectGarbage(t *testing.T) {
 	if n, err := ts.srv.CollectGarbage(ctx, later); err != nil || n != 1 {
 		t.Fatalf("CollectGarbage 48h after the cancel = %d, %v; want the input deleted", n, err)
 	}
+}
+
+// TestRealBlobEcho runs blob tasks end to end with real processes: the server
+// (testserver with a filesystem blob store) and two agents (testagent serving
+// test.blobecho over DATA_PATH_STREAM); the server is then killed (kill -9) and
+// restarted, and the tasks' output blobs are still recorded and downloadable.
+func TestRealBlobEcho(t *testing.T) {
+	needBins(t)
+	dir := t.TempDir()
+	db, blobDir := filepath.Join(dir, "paddock.db"), filepath.Join(dir, "blobs")
+	agentAddr, clientAddr := freeAddr(t), freeAddr(t)
+	startSrv := func() *proc {
+		p, _ := startProc(t, "server", "TESTSERVER READY", bins.server, "-db", db, "-blob-dir", blobDir, "-agent-listen", agentAddr, "-client-listen", clientAddr)
+		return p
+	}
+	srv := startSrv()
+	for _, id := range []string{"b1", "b2"} {
+		startProc(t, "agent-"+id, "TESTAGENT READY", bins.agent, "-server", agentAddr, "-id", id, "-blobecho", "-data-dir", filepath.Join(dir, id),
+			"-handler", "testhandler="+bins.testhandler)
+	}
+	ctx := context.Background()
+	cl := blobhttp.Client{BaseURL: "http://" + clientAddr}
+	client := paddockv1connect.NewTaskServiceClient(&httpClient, "http://"+clientAddr)
+	var ids []string
+	want := map[string]string{}
+	for i := 0; i < 6; i++ {
+		input := strings.Repeat(fmt.Sprintf("input %d of a real blob task. ", i), 20_000) // ~600 KiB
+		info, _, err := cl.Put(ctx, blob.FromBytes([]byte(input)), strings.NewReader(input), int64(len(input)), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := client.Submit(ctx, connect.NewRequest(&paddockv1.SubmitRequest{Task: &paddockv1.TaskSpec{Type: "test.blobecho",
+			InputBlobs: map[string]*paddockv1.BlobRef{"in": {Digest: string(info.Digest)}}}}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, r.Msg.GetTask().GetId())
+		want[r.Msg.GetTask().GetId()] = strings.ToUpper(input)
+	}
+	check := func(when string) {
+		t.Helper()
+		for _, id := range ids {
+			r, err := client.Wait(ctx, connect.NewRequest(&paddockv1.WaitRequest{Id: id, TimeoutMs: 60_000}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tk := r.Msg.GetTask()
+			if tk.GetState() != paddockv1.State_STATE_SUCCEEDED {
+				t.Fatalf("%s: task %s = %v, want succeeded", when, id, tk)
+			}
+			var buf bytes.Buffer
+			if _, err := cl.Get(ctx, blob.Digest(tk.GetOutputBlobs()["out"].GetDigest()), &buf, 0, nil); err != nil || buf.String() != want[id] {
+				t.Fatalf("%s: output of task %s: %d bytes, %v; want the upper-cased input", when, id, buf.Len(), err)
+			}
+		}
+	}
+	check("before the restart")
+	srv.kill9()
+	startSrv()
+	check("after kill -9 and restart")
 }

@@ -5,13 +5,17 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,6 +40,8 @@ type opts struct {
 	tolerable map[string]time.Duration
 	defTol    time.Duration
 	min       map[string]int
+	blobEcho  bool
+	dataDir   string
 }
 
 type tolFlag map[string]time.Duration
@@ -82,6 +88,8 @@ func main() {
 	flag.Var(tolFlag(o.tolerable), "tolerable", "type=duration: a type's tolerable queuing delay (repeatable)")
 	flag.DurationVar(&o.defTol, "default-tolerable", 0, "tolerable queuing delay of the other types (0: 1s)")
 	flag.Var(minFlag(o.min), "min", "type=n: a type's minimum slots (repeatable)")
+	flag.BoolVar(&o.blobEcho, "blobecho", false, "also serve test.blobecho (in process): write input file \"in\", upper-cased, as output file \"out\"")
+	flag.StringVar(&o.dataDir, "data-dir", "", "where DATA_PATH_STREAM tasks' files go (default: the session's)")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	if err := run(*server, *id, *slots, *record, hs, o, log); err != nil {
@@ -111,8 +119,11 @@ func run(server, id string, slots int, record string, hs handlers, o opts, log *
 	}
 	defer r.Close()
 	cfg := session.Config{AgentID: id, Host: "testhost", Version: "test", Dial: session.TCPDialer(server), DefaultSlots: slots, Logger: log,
-		TotalSlots: o.total, TolerableDelay: o.tolerable, DefaultTolerableDelay: o.defTol, MinSlots: o.min}
-	ex := session.RunnerExecutor(r)
+		TotalSlots: o.total, TolerableDelay: o.tolerable, DefaultTolerableDelay: o.defTol, MinSlots: o.min, DataDir: o.dataDir}
+	var ex session.Executor = session.RunnerExecutor(r)
+	if o.blobEcho {
+		ex = withBlobEcho{ex}
+	}
 	cfg.Slots = map[string]int{}
 	for _, t := range ex.Types() {
 		cfg.Slots[t.Name] = slots
@@ -138,6 +149,37 @@ func run(server, id string, slots int, record string, hs handlers, o opts, log *
 	}
 	fmt.Println("TESTAGENT READY")
 	return ignoreCancel(s.Run(ctx))
+}
+
+// withBlobEcho adds the type test.blobecho to an executor: it reads its input file
+// "in" (which the session fetched with ReadBlob or found staged) and writes it,
+// upper-cased, as the output file "out" (which the session stores with WriteBlob or the
+// host collects).
+type withBlobEcho struct{ session.Executor }
+
+func (w withBlobEcho) Types() []session.TaskType {
+	return append(w.Executor.Types(), session.TaskType{Name: "test.blobecho", Version: "1"})
+}
+
+func (w withBlobEcho) Execute(ctx context.Context, t session.Task) session.Result {
+	if t.Type != "test.blobecho" {
+		return w.Executor.Execute(ctx, t)
+	}
+	in, ok := t.InputFiles["in"]
+	if !ok {
+		return session.Result{Error: "test.blobecho: no input file \"in\": submit the task with input_blobs {\"in\": ...}"}
+	}
+	b, err := os.ReadFile(in.Path)
+	if err != nil {
+		return session.Result{Error: err.Error(), Retryable: true}
+	}
+	out := bytes.ToUpper(b)
+	if err := os.WriteFile(filepath.Join(t.OutputDir, "out"), out, 0o644); err != nil {
+		return session.Result{Error: err.Error(), Retryable: true}
+	}
+	sum := sha256.Sum256(out)
+	return session.Result{Output: []byte("ok"), OutputFiles: map[string]session.OutputFile{
+		"out": {Size: int64(len(out)), Digest: "sha256:" + hex.EncodeToString(sum[:])}}}
 }
 
 func ignoreCancel(err error) error {

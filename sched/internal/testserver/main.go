@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/paddockvm/paddock/blob"
 	"github.com/paddockvm/paddock/sched"
 	"github.com/paddockvm/paddock/sched/store/sqlite"
 )
@@ -23,24 +24,33 @@ func main() {
 	clientAddr := flag.String("client-listen", "127.0.0.1:0", "client port")
 	hb := flag.Duration("heartbeat", 100*time.Millisecond, "heartbeat interval")
 	ttl := flag.Duration("lease-ttl", time.Second, "lease TTL")
+	blobDir := flag.String("blob-dir", "", "directory of a filesystem blob store (empty: no blob store)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *db, *agentAddr, *clientAddr, *hb, *ttl); err != nil {
+	if err := run(ctx, *db, *agentAddr, *clientAddr, *blobDir, *hb, *ttl); err != nil {
 		fmt.Fprintln(os.Stderr, "testserver:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, db, agentAddr, clientAddr string, hb, ttl time.Duration) error {
+func run(ctx context.Context, db, agentAddr, clientAddr, blobDir string, hb, ttl time.Duration) error {
 	st, err := sqlite.Open(ctx, db, sqlite.Options{})
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	srv, err := sched.New(sched.Config{Dev: true, HeartbeatInterval: hb, LeaseTTL: ttl, RetryBase: 20 * time.Millisecond,
+	cfg := sched.Config{Dev: true, HeartbeatInterval: hb, LeaseTTL: ttl, RetryBase: 20 * time.Millisecond,
 		RetryMax: 200 * time.Millisecond, TimeoutGrace: time.Second,
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))}, st)
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))}
+	if blobDir != "" {
+		fs, err := blob.OpenFS(blobDir)
+		if err != nil {
+			return err
+		}
+		cfg.Blobs = fs
+	}
+	srv, err := sched.New(cfg, st)
 	if err != nil {
 		return err
 	}
