@@ -131,13 +131,13 @@ func TestFSDiskFull(t *testing.T) {
 	data := blobtest.Data(1, 3<<20)
 	d := blob.FromBytes(data)
 	// Size known: the space is reserved first, so the Put fails before reading a byte.
-	cr := &countReader{r: bytes.NewReader(data)}
+	cr := &blobtest.CountingReader{R: bytes.NewReader(data)}
 	_, err = s.Put(context.Background(), d, int64(len(data)), cr)
 	if !errors.Is(err, blob.ErrUnavailable) || !strings.Contains(err.Error(), "the disk of "+dir+" is full") {
 		t.Fatalf("Put of a known size on a full disk: %v; want ErrUnavailable saying the disk of %s is full", err, dir)
 	}
-	if cr.n != 0 {
-		t.Errorf("Put read %d bytes before finding the disk full; want 0 (space reserved first)", cr.n)
+	if cr.N() != 0 {
+		t.Errorf("Put read %d bytes before finding the disk full; want 0 (free space checked first)", cr.N())
 	}
 	// Size unknown: fails on write.
 	_, err = s.Put(context.Background(), d, -1, bytes.NewReader(data))
@@ -189,15 +189,4 @@ func TestFSPutLargeStreamMemory(t *testing.T) {
 	if len(b) != 10 {
 		t.Fatalf("tail read %d bytes", len(b))
 	}
-}
-
-type countReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
 }

@@ -102,18 +102,6 @@ func (e *env) drain() {
 	}
 }
 
-// countingReader counts the bytes read from it.
-type countingReader struct {
-	r io.Reader
-	n atomic.Int64
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n.Add(int64(n))
-	return n, err
-}
-
 func assertAbsent(t *testing.T, e *env, d blob.Digest) {
 	t.Helper()
 	if _, err := e.store.Stat(context.Background(), d); !errors.Is(err, blob.ErrNotFound) {
@@ -143,13 +131,13 @@ func TestUploadAndSkipWhenPresent(t *testing.T) {
 	}
 
 	// Again: the HEAD finds it, nothing is read from the reader.
-	cr := &countingReader{r: bytes.NewReader(data)}
+	cr := &blobtest.CountingReader{R: bytes.NewReader(data)}
 	info2, uploaded, err := e.client.Put(ctx, d, cr, int64(len(data)), nil)
 	if err != nil || uploaded || info2.Size != info.Size {
 		t.Fatalf("second Put = %+v, uploaded %v, %v; want skipped", info2, uploaded, err)
 	}
-	if cr.n.Load() != 0 {
-		t.Errorf("second Put read %d bytes of the file; want 0", cr.n.Load())
+	if cr.N() != 0 {
+		t.Errorf("second Put read %d bytes of the file; want 0", cr.N())
 	}
 
 	// A raw PUT of an existing blob answers 200 at once without reading the body.
@@ -286,13 +274,13 @@ func TestUnauthorizedBeforeBody(t *testing.T) {
 
 	// The Go client sends "Expect: 100-continue": the refused body never leaves the client.
 	bad := &blobhttp.Client{BaseURL: e.srv.URL, Token: "wrong", HTTP: e.client.HTTP}
-	cr := &countingReader{r: bytes.NewReader(data)}
+	cr := &blobtest.CountingReader{R: bytes.NewReader(data)}
 	_, _, err = bad.Put(context.Background(), d, cr, int64(len(data)), nil)
 	if !errors.Is(err, blobhttp.ErrUnauthorized) {
 		t.Fatalf("Put with a wrong token: %v; want ErrUnauthorized", err)
 	}
-	if cr.n.Load() != 0 {
-		t.Errorf("the client sent %d body bytes to a server that refused it", cr.n.Load())
+	if cr.N() != 0 {
+		t.Errorf("the client sent %d body bytes to a server that refused it", cr.N())
 	}
 	// A token that may read but not write: the HEAD passes, the PUT is refused, and the
 	// client (which sends "Expect: 100-continue") never sends the body.
@@ -302,15 +290,15 @@ func TestUnauthorizedBeforeBody(t *testing.T) {
 		}
 		return nil
 	}})
-	cr = &countingReader{r: bytes.NewReader(data)}
+	cr = &blobtest.CountingReader{R: bytes.NewReader(data)}
 	_, _, err = ro.client.Put(context.Background(), d, cr, int64(len(data)), nil)
 	if !errors.Is(err, blobhttp.ErrUnauthorized) || !strings.Contains(err.Error(), "this token may only read") {
 		t.Fatalf("Put with a read-only token: %v; want ErrUnauthorized with the reason", err)
 	}
 	<-ro.served
 	<-ro.served
-	if cr.n.Load() != 0 || ro.bodyRead.Load() {
-		t.Errorf("a refused upload moved body bytes: client sent %d, handler read %v", cr.n.Load(), ro.bodyRead.Load())
+	if cr.N() != 0 || ro.bodyRead.Load() {
+		t.Errorf("a refused upload moved body bytes: client sent %d, handler read %v", cr.N(), ro.bodyRead.Load())
 	}
 	assertAbsent(t, ro, d)
 
@@ -500,12 +488,12 @@ func TestMaxBlobBytes(t *testing.T) {
 	data := blobtest.Data(6, 5000)
 	d := blob.FromBytes(data)
 	// Known size: refused before the body is read.
-	cr := &countingReader{r: bytes.NewReader(data)}
+	cr := &blobtest.CountingReader{R: bytes.NewReader(data)}
 	if _, _, err := e.client.Put(ctx, d, cr, int64(len(data)), nil); !errors.Is(err, blob.ErrTooLarge) {
 		t.Fatalf("Put over the limit: %v; want ErrTooLarge", err)
 	}
-	if cr.n.Load() != 0 {
-		t.Errorf("the client sent %d bytes of a blob the server refused by its size", cr.n.Load())
+	if cr.N() != 0 {
+		t.Errorf("the client sent %d bytes of a blob the server refused by its size", cr.N())
 	}
 	// Unknown size (chunked): cut when it passes the limit.
 	if _, _, err := e.client.Put(ctx, d, io.MultiReader(bytes.NewReader(data)), -1, nil); !errors.Is(err, blob.ErrTooLarge) {

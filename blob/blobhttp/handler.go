@@ -422,12 +422,16 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, status int, code,
 }
 
 // noBody is called before answering a request whose body the handler did not (or not
-// wholly) read: "Connection: close" makes net/http close the connection after the answer
-// instead of reading the rest of the body (which would also send "100 Continue" and let a
-// client waiting for it upload a body nobody wants). It holds even when middleware has
-// wrapped r.Body, which hides the unread body from net/http's own check.
+// wholly) read. A client that sent "Expect: 100-continue" is still waiting to send it:
+// "Connection: close" makes net/http close the connection after the answer rather than
+// read the body, which would send "100 Continue" and have the client upload a body
+// nobody wants. (net/http does this by itself, but not when middleware has wrapped
+// r.Body.) Any other client is sending the body already; net/http's default, reading up
+// to 256 KiB of it and otherwise half-closing after the answer, lets that client read the
+// answer instead of having its connection reset under its writes.
 func noBody(w http.ResponseWriter, r *http.Request) {
-	if r.ContentLength != 0 && r.Method != http.MethodGet && r.Method != http.MethodHead {
+	if r.ContentLength != 0 && r.Method != http.MethodGet && r.Method != http.MethodHead &&
+		strings.Contains(strings.ToLower(r.Header.Get("Expect")), "100-continue") {
 		w.Header().Set("Connection", "close")
 	}
 }

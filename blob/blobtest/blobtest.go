@@ -122,17 +122,21 @@ func (c *CutReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// countReader counts the bytes read through it.
-type countReader struct {
-	r io.Reader
-	n int64
+// CountingReader counts the bytes read through it (safe to ask from another goroutine):
+// tests use it to show that a call read nothing.
+type CountingReader struct {
+	R io.Reader
+	n atomic.Int64
 }
 
-func (c *countReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
+func (c *CountingReader) Read(p []byte) (int, error) {
+	n, err := c.R.Read(p)
+	c.n.Add(int64(n))
 	return n, err
 }
+
+// N returns the bytes read so far.
+func (c *CountingReader) N() int64 { return c.n.Load() }
 
 // Contract runs the suite every blob.Store passes. open returns an empty store; it is
 // called once per subtest.
@@ -234,13 +238,13 @@ func Contract(t *testing.T, open func(t *testing.T) blob.Store) {
 		s := open(t)
 		data := Data(3, 1000)
 		first := put(t, s, data)
-		cr := &countReader{r: bytes.NewReader(data)}
+		cr := &CountingReader{R: bytes.NewReader(data)}
 		info, err := s.Put(ctx, first.Digest, int64(len(data)), cr)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if cr.n != 0 {
-			t.Errorf("second Put read %d bytes; want 0 (the blob was there)", cr.n)
+		if cr.N() != 0 {
+			t.Errorf("second Put read %d bytes; want 0 (the blob was there)", cr.N())
 		}
 		if info.Digest != first.Digest || info.Size != first.Size {
 			t.Errorf("second Put = %+v, want %+v", info, first)
