@@ -9,9 +9,9 @@ import (
 	"strings"
 )
 
-// DomainSpec describes one guest: a direct kernel boot with virtio disks and
-// virtio-serial channels, a serial console logged to a file, and no network interface
-// unless Network is set.
+// DomainSpec describes one guest: a direct kernel boot with virtio disks, virtio-9p
+// shared directories and virtio-serial channels, a serial console logged to a file, and
+// no network interface unless Network is set.
 type DomainSpec struct {
 	// Name must start with the configured prefix (default "paddock-"); the rest is
 	// letters, digits, '.', '_' or '-'.
@@ -23,6 +23,9 @@ type DomainSpec struct {
 	Initrd  string
 	Cmdline string
 	Disks   []Disk
+	// Filesystems are host directories shared into the guest over virtio-9p (the data
+	// plane's bulk channel: docs/dataplane.md).
+	Filesystems []Filesystem
 	// Channels are virtio-serial ports, each exposed on the host as a unix socket that
 	// libvirt creates (mode bind); the host side connects to it as a client.
 	Channels []Channel
@@ -41,6 +44,25 @@ type Disk struct {
 	Path     string // absolute path of an existing file
 	Format   string // "qcow2" or "raw"
 	Target   string // "vda", "vdb", …
+	ReadOnly bool
+}
+
+// Filesystem is a host directory exported into the guest over virtio-9p (libvirt
+// <filesystem type="mount" accessmode="squash">). QEMU opens its files as its own user
+// (libvirt-qemu on Debian) and ignores the guest's ownership changes, so the directory
+// and everything above it must be reachable by that user, and a writable share must be
+// writable by it: docs/dataplane.md gives the recipe. libvirt does not change the
+// directory's owner or mode.
+//
+// In the guest: mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 <Tag> <dir>.
+type Filesystem struct {
+	// Source is the host directory: an absolute, clean path of an existing directory.
+	Source string
+	// Tag is the mount tag the guest sees (/sys/bus/virtio/drivers/9pnet_virtio/*/mount_tag)
+	// and mounts by: 1-31 letters, digits, '.', '_' or '-', starting with a letter or
+	// digit, unique within the domain.
+	Tag string
+	// ReadOnly makes QEMU refuse every write through the share.
 	ReadOnly bool
 }
 
@@ -66,12 +88,14 @@ const (
 	MaxNameLen   = 64
 	MaxVCPUs     = 256
 	MaxSocketLen = 107 // sun_path is 108 bytes including the NUL
+	MaxTagLen    = 31  // QEMU refuses longer virtio-9p mount tags
 )
 
 var (
 	nameRE      = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
 	targetRE    = regexp.MustCompile(`^vd[a-z]{1,2}$`)
 	channelRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+	tagRE       = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 	labelKeyRE  = regexp.MustCompile(`^[a-z0-9]([a-z0-9._/-]{0,62})$`)
 	macRE       = regexp.MustCompile(`^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$`)
 	ifaceNameRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
@@ -129,6 +153,9 @@ func (s DomainSpec) Validate(prefix string) error {
 		}
 		targets[d.Target] = i
 	}
+	if err := checkFilesystems(s.Filesystems); err != nil {
+		return err
+	}
 	names, sockets := map[string]int{}, map[string]int{}
 	for i, c := range s.Channels {
 		f := fmt.Sprintf("channels[%d]", i)
@@ -179,6 +206,31 @@ func (s DomainSpec) Validate(prefix string) error {
 		if len(s.Labels[k]) > 256 {
 			return fieldErr("labels", "keep label values under 256 bytes", "value of %q is %d bytes", k, len(s.Labels[k]))
 		}
+	}
+	return nil
+}
+
+func checkFilesystems(fss []Filesystem) error {
+	tags := map[string]int{}
+	for i, fs := range fss {
+		f := fmt.Sprintf("filesystems[%d]", i)
+		if !filepath.IsAbs(fs.Source) || filepath.Clean(fs.Source) != fs.Source {
+			return fieldErr(f+".source", "use a clean absolute path of a host directory, e.g. /var/lib/paddock/vms/<name>/in", "%q is not a clean absolute path", fs.Source)
+		}
+		fi, err := os.Stat(fs.Source)
+		if err != nil {
+			return fieldErr(f+".source", "create the directory first, reachable (mode 0755 above it) by the QEMU user", "directory %s: %v", fs.Source, err)
+		}
+		if !fi.IsDir() {
+			return fieldErr(f+".source", "share a directory, not a file", "%s is not a directory", fs.Source)
+		}
+		if len(fs.Tag) > MaxTagLen || !tagRE.MatchString(fs.Tag) {
+			return fieldErr(f+".tag", fmt.Sprintf("use 1-%d letters, digits, '.', '_' or '-', starting with a letter or digit, e.g. %q", MaxTagLen, "paddock.in"), "%q is not a usable mount tag", fs.Tag)
+		}
+		if j, dup := tags[fs.Tag]; dup {
+			return fieldErr(f+".tag", "give each filesystem its own tag", "%q is already used by filesystems[%d]", fs.Tag, j)
+		}
+		tags[fs.Tag] = i
 	}
 	return nil
 }

@@ -19,10 +19,11 @@ func TestSpecValidate(t *testing.T) {
 	valid := func() DomainSpec {
 		return DomainSpec{
 			Name: "paddock-a", VCPUs: 1, MemoryMiB: 256, Kernel: kernel, Initrd: initrd,
-			Disks:      []Disk{{Path: disk, Format: "qcow2", Target: "vda"}},
-			Channels:   []Channel{{Name: "org.paddock.agent.0", SocketPath: filepath.Join(dir, "agent.sock")}},
-			ConsoleLog: filepath.Join(dir, "console.log"),
-			Labels:     map[string]string{"pool": "a"},
+			Disks:       []Disk{{Path: disk, Format: "qcow2", Target: "vda"}},
+			Filesystems: []Filesystem{{Source: dir, Tag: "paddock.in", ReadOnly: true}, {Source: dir, Tag: "paddock.out"}},
+			Channels:    []Channel{{Name: "org.paddock.agent.0", SocketPath: filepath.Join(dir, "agent.sock")}},
+			ConsoleLog:  filepath.Join(dir, "console.log"),
+			Labels:      map[string]string{"pool": "a"},
 		}
 	}
 	cases := []struct {
@@ -51,6 +52,14 @@ func TestSpecValidate(t *testing.T) {
 		{"duplicate disk target", func(s *DomainSpec) {
 			s.Disks = append(s.Disks, Disk{Path: disk, Format: "raw", Target: "vda"})
 		}, "disks[1].target", "disks[0]"},
+		{"relative share", func(s *DomainSpec) { s.Filesystems[0].Source = "in" }, "filesystems[0].source", "absolute"},
+		{"unclean share", func(s *DomainSpec) { s.Filesystems[1].Source = dir + "/../" + filepath.Base(dir) }, "filesystems[1].source", "clean"},
+		{"missing share", func(s *DomainSpec) { s.Filesystems[0].Source = filepath.Join(dir, "gone") }, "filesystems[0].source", "create the directory"},
+		{"share is a file", func(s *DomainSpec) { s.Filesystems[0].Source = disk }, "filesystems[0].source", "not a directory"},
+		{"empty tag", func(s *DomainSpec) { s.Filesystems[0].Tag = "" }, "filesystems[0].tag", "paddock.in"},
+		{"tag with space", func(s *DomainSpec) { s.Filesystems[0].Tag = "paddock in" }, "filesystems[0].tag", "paddock in"},
+		{"tag too long", func(s *DomainSpec) { s.Filesystems[0].Tag = strings.Repeat("t", 32) }, "filesystems[0].tag", "1-31"},
+		{"duplicate tag", func(s *DomainSpec) { s.Filesystems[1].Tag = "paddock.in" }, "filesystems[1].tag", "filesystems[0]"},
 		{"bad channel name", func(s *DomainSpec) { s.Channels[0].Name = "org paddock" }, "channels[0].name", "org.paddock.agent.0"},
 		{"duplicate channel name", func(s *DomainSpec) {
 			s.Channels = append(s.Channels, Channel{Name: "org.paddock.agent.0", SocketPath: filepath.Join(dir, "b.sock")})

@@ -99,6 +99,19 @@ func (s DomainSpec) domainXML(domType string) (string, error) {
 		}
 		dev.Disks = append(dev.Disks, dd)
 	}
+	for _, fs := range s.Filesystems {
+		// squash: QEMU (not root) opens files as itself, and the guest's chown/chmod to
+		// other owners succeed without effect instead of failing (docs/dataplane.md).
+		fd := libvirtxml.DomainFilesystem{
+			AccessMode: "squash",
+			Source:     &libvirtxml.DomainFilesystemSource{Mount: &libvirtxml.DomainFilesystemSourceMount{Dir: fs.Source}},
+			Target:     &libvirtxml.DomainFilesystemTarget{Dir: fs.Tag},
+		}
+		if fs.ReadOnly {
+			fd.ReadOnly = &libvirtxml.DomainFilesystemReadOnly{}
+		}
+		dev.Filesystems = append(dev.Filesystems, fd)
+	}
 	// No USB controller: nothing uses it and it costs boot time.
 	dev.Controllers = append(dev.Controllers, libvirtxml.DomainController{Type: "usb", Model: "none"})
 	if n := s.Network; n != nil {

@@ -29,8 +29,12 @@ var goldenSpecs = []struct {
 	{"agent-tcg", "qemu", DomainSpec{
 		Name: "paddock-pool-a-1", VCPUs: 2, MemoryMiB: 512,
 		Kernel: "/boot/vmlinuz-6.1.0-56-amd64", Initrd: "/var/lib/paddock/images/abc/initrd.cpio.zst",
-		Cmdline:    "console=ttyS0 quiet panic=-1",
-		Disks:      []Disk{{Path: "/var/lib/paddock/vms/paddock-pool-a-1/scratch.qcow2", Format: "qcow2", Target: "vda"}, {Path: "/var/lib/paddock/images/abc/inputs.raw", Format: "raw", Target: "vdb", ReadOnly: true}},
+		Cmdline: "console=ttyS0 quiet panic=-1",
+		Disks:   []Disk{{Path: "/var/lib/paddock/vms/paddock-pool-a-1/scratch.qcow2", Format: "qcow2", Target: "vda"}, {Path: "/var/lib/paddock/images/abc/inputs.raw", Format: "raw", Target: "vdb", ReadOnly: true}},
+		Filesystems: []Filesystem{
+			{Source: "/var/lib/paddock/vms/paddock-pool-a-1/in", Tag: "paddock.in", ReadOnly: true},
+			{Source: "/var/lib/paddock/vms/paddock-pool-a-1/out", Tag: "paddock.out"},
+		},
 		Channels:   []Channel{{Name: "org.paddock.agent.0", SocketPath: "/run/paddock/vms/paddock-pool-a-1/agent.sock"}},
 		ConsoleLog: "/var/log/paddock/vms/paddock-pool-a-1.console.log",
 		Labels:     map[string]string{"pool": "pool-a", "image": "sha256:abc<&>\""},
@@ -128,6 +132,19 @@ func checkRoundTrip(t *testing.T, s DomainSpec, domType, doc string) {
 		if disk.Target.Bus != "virtio" || disk.Target.Dev != s.Disks[i].Target || disk.Driver.Type != s.Disks[i].Format || (disk.ReadOnly != nil) != s.Disks[i].ReadOnly {
 			t.Errorf("disk %d = %+v", i, disk)
 		}
+	}
+	if len(d.Devices.Filesystems) != len(s.Filesystems) {
+		t.Fatalf("%d filesystems, want %d", len(d.Devices.Filesystems), len(s.Filesystems))
+	}
+	for i, fs := range d.Devices.Filesystems {
+		want := s.Filesystems[i]
+		if fs.AccessMode != "squash" || fs.Driver != nil || fs.Source == nil || fs.Source.Mount == nil || fs.Source.Mount.Dir != want.Source ||
+			fs.Target == nil || fs.Target.Dir != want.Tag || (fs.ReadOnly != nil) != want.ReadOnly {
+			t.Errorf("filesystem %d = %+v, want a squash 9p share of %+v", i, fs, want)
+		}
+	}
+	if len(s.Filesystems) > 0 && d.MemoryBacking != nil {
+		t.Errorf("memoryBacking = %+v: 9p needs no shared memory", d.MemoryBacking)
 	}
 	if b := d.Devices.MemBalloon; b == nil || b.Model != "virtio" || b.Stats == nil || b.Stats.Period == 0 {
 		t.Errorf("memballoon = %+v, want virtio with a stats period", b)

@@ -112,6 +112,9 @@ func RunContract(t *testing.T, newHarness func(t *testing.T) Harness) {
 			{"duplicate disk target", func(s *hypervisor.DomainSpec) {
 				s.Disks = []hypervisor.Disk{{Path: s.Initrd, Format: "raw", Target: "vdb", ReadOnly: true}, {Path: s.Initrd, Format: "raw", Target: "vdb", ReadOnly: true}}
 			}, "disks[1].target"},
+			{"missing share", func(s *hypervisor.DomainSpec) {
+				s.Filesystems = []hypervisor.Filesystem{{Source: "/nonexistent/paddock-share", Tag: "paddock.in"}}
+			}, "filesystems[0].source"},
 		}
 		for _, c := range cases {
 			t.Run(c.name, func(t *testing.T) {
