@@ -28,7 +28,13 @@
 //
 // Every guest is named <prefix><pool>-<8 hex digits>, has its own 0755 directory under
 // Config.RunDir (channel socket agent.sock, console.log, scratch qcow2 overlay), no
-// network interface, and the labels paddock.dev/pool and paddock.dev/host. At start the
+// network interface, and the labels paddock.dev/pool and paddock.dev/host. Unless
+// Config.DisableShares is set, the directory also holds the guest's two shared
+// directories (docs/dataplane.md), exported over virtio-9p: in/ (root's, 0755,
+// read-only in the guest, tag guestabi.InTag) where the host daemon stages task inputs,
+// and out/ (owned by QEMU's user, Config.ShareUser, group root, 0700; tag
+// guestabi.OutTag) where the guest writes outputs; GuestRef.InDir/OutDir and
+// Manager.Guest give their paths. At start the
 // Manager destroys every domain labelled with its HostID and empties RunDir (a restarted
 // daemon does not adopt guests: their sessions cannot be resumed anyway); at the end of
 // Run it destroys all its guests.

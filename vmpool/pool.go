@@ -405,9 +405,11 @@ func (p *pool) create(ctx context.Context, g *guest, img images.Image) error {
 		Labels:     map[string]string{LabelPool: p.cfg.Name, LabelHost: p.m.cfg.HostID},
 	}
 	if g.ref.InDir != "" {
-		if _, err := makeShares(g.ref.InDir, g.ref.OutDir, p.m.shareOwner); err != nil {
+		fss, err := makeShares(g.ref.InDir, g.ref.OutDir, p.m.shareOwner)
+		if err != nil {
 			return fmt.Errorf("guest %s: %w", g.ref.Name, err)
 		}
+		spec.Filesystems = fss
 	}
 	if p.cfg.ScratchMiB > 0 {
 		base, err := p.m.scratchBaseFile()
