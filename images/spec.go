@@ -35,7 +35,7 @@ type Spec struct {
 	// ModulesDir is the kernel's module tree. Empty: /lib/modules/<KernelVersion>.
 	ModulesDir string `json:"modules_dir,omitempty"`
 	// Modules are loaded in addition to kmod.DefaultGuestModules (virtio_pci,
-	// virtio_console, virtio_blk, button, evdev); dependencies are added from modules.dep.
+	// virtio_console, virtio_blk, button, evdev, 9pnet_virtio, 9p); dependencies are added from modules.dep.
 	Modules []string `json:"modules,omitempty"`
 	// Agent is the paddock-agent binary; it must be a static ELF executable (build it
 	// with CGO_ENABLED=0). It becomes /init.

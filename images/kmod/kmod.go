@@ -150,11 +150,13 @@ func Resolve(modRoot string, names ...string) ([]Module, error) {
 
 // DefaultGuestModules are the modules every Paddock guest loads: the virtio PCI
 // transport (not a modules.dep dependency of the drivers: it must be named), the
-// virtio-serial console driver, the virtio block driver, and the ACPI button driver
-// plus evdev, through which the guest's PID 1 sees the host's ACPI power button
-// (libvirt's graceful shutdown) as KEY_POWER on /dev/input/eventN. (Debian's kernel
-// builds button and evdev as modules; where they are built in, kmod skips them.)
-var DefaultGuestModules = []string{"virtio_pci", "virtio_console", "virtio_blk", "button", "evdev"}
+// virtio-serial console driver, the virtio block driver, the ACPI button driver plus
+// evdev, through which the guest's PID 1 sees the host's ACPI power button (libvirt's
+// graceful shutdown) as KEY_POWER on /dev/input/eventN, and virtio-9p (9pnet_virtio and
+// the 9p filesystem, which pull in 9pnet, netfs and fscache), the data plane's shared
+// directories (docs/dataplane.md). (Debian's kernel builds all of these as modules;
+// where one is built in, kmod skips it.)
+var DefaultGuestModules = []string{"virtio_pci", "virtio_console", "virtio_blk", "button", "evdev", "9pnet_virtio", "9p"}
 
 // NewestKernel returns the newest bootDir/vmlinuz-* (by version order) and its version,
 // the file name after "vmlinuz-". bootDir is usually /boot.

@@ -105,7 +105,7 @@ func TestResolveInstalledKernel(t *testing.T) {
 		}
 		pos[m.Name] = i
 	}
-	for _, want := range []string{"virtio_ring", "virtio", "virtio_pci", "virtio_console", "virtio_blk"} {
+	for _, want := range []string{"virtio_ring", "virtio", "virtio_pci", "virtio_console", "virtio_blk", "9pnet", "9pnet_virtio", "9p"} {
 		if _, ok := pos[want]; !ok && !ix.Builtin(want) {
 			t.Errorf("resolved %s lacks %s", names(mods), want)
 		}

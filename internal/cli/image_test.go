@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/paddockvm/paddock/images/kmod"
 )
 
 // TestImageCommands builds an image through the CLI from a synthetic kernel and module
@@ -31,7 +33,7 @@ func TestImageCommands(t *testing.T) {
 	os.WriteFile(kernel, []byte("not really a kernel"), 0o644)
 	mods := filepath.Join(dir, "modules")
 	var dep strings.Builder
-	for _, m := range []string{"virtio_pci", "virtio_console", "virtio_blk", "button", "evdev"} { // kmod.DefaultGuestModules
+	for _, m := range kmod.DefaultGuestModules {
 		os.MkdirAll(filepath.Join(mods, "kernel"), 0o755)
 		os.WriteFile(filepath.Join(mods, "kernel", m+".ko"), []byte(m), 0o644)
 		dep.WriteString("kernel/" + m + ".ko:\n")
