@@ -2,8 +2,10 @@ package hostd_test
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -23,7 +25,9 @@ import (
 
 	paddockv1 "github.com/paddockvm/paddock/api/paddock/v1"
 	"github.com/paddockvm/paddock/api/paddock/v1/paddockv1connect"
+	"github.com/paddockvm/paddock/blob"
 	"github.com/paddockvm/paddock/hostd"
+	"github.com/paddockvm/paddock/hostd/cache"
 	"github.com/paddockvm/paddock/hypervisor"
 	"github.com/paddockvm/paddock/images"
 	"github.com/paddockvm/paddock/internal/pki"
@@ -154,6 +158,18 @@ type env struct {
 	img     images.Image
 	store   *images.Store
 	runDir  string
+	blobs   *blob.FS // the server's blob store (options.dataPlane)
+}
+
+// options configure start.
+type options struct {
+	pools []vmpool.PoolConfig // their Image fields "" get the test image's digest
+	th    hostload.Thresholds
+	// img builds the image (default realImage).
+	img func(testing.TB) (*images.Store, images.Image)
+	// dataPlane gives the server a filesystem blob store and the host a cache (so it
+	// registers the capability stage and its guests get shared directories).
+	dataPlane bool
 }
 
 func connectLibvirt(t testing.TB) (*hypervisor.Libvirt, string) {
@@ -169,15 +185,22 @@ func connectLibvirt(t testing.TB) (*hypervisor.Libvirt, string) {
 	return hv, uri
 }
 
-func startServer(t testing.TB, e *env) string {
+func startServer(t testing.TB, e *env, withBlobs bool) string {
 	dir := t.TempDir()
 	st, err := sqlite.Open(context.Background(), filepath.Join(dir, "paddock.db"), sqlite.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelInfo})).With("side", "server")
-	e.srv, err = sched.New(sched.Config{Dev: true, HeartbeatInterval: 500 * time.Millisecond, LeaseTTL: 30 * time.Second,
-		RetryBase: 100 * time.Millisecond, RetryMax: time.Second, Logger: log}, st)
+	cfg := sched.Config{Dev: true, HeartbeatInterval: 500 * time.Millisecond, LeaseTTL: 30 * time.Second,
+		RetryBase: 100 * time.Millisecond, RetryMax: time.Second, Logger: log}
+	if withBlobs {
+		if e.blobs, err = blob.OpenFS(filepath.Join(dir, "blobs")); err != nil {
+			t.Fatal(err)
+		}
+		cfg.Blobs = e.blobs
+	}
+	e.srv, err = sched.New(cfg, st)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,10 +234,20 @@ func startServer(t testing.TB, e *env) string {
 // test image's digest) and thresholds.
 func start(t testing.TB, pools []vmpool.PoolConfig, th hostload.Thresholds) *env {
 	t.Helper()
+	return startWith(t, options{pools: pools, th: th})
+}
+
+// startWith runs the server and a host daemon as o says.
+func startWith(t testing.TB, o options) *env {
+	t.Helper()
+	pools, th := o.pools, o.th
+	if o.img == nil {
+		o.img = realImage
+	}
 	hv, uri := connectLibvirt(t)
-	store, img := realImage(t)
+	store, img := o.img(t)
 	e := &env{t: t, uri: uri, hv: hv, hostID: "hostd-test-" + randHex(3), logs: &logBuf{}, img: img, store: store}
-	clusterAddr := startServer(t, e)
+	clusterAddr := startServer(t, e, o.dataPlane)
 	for i := range pools {
 		if pools[i].Image == "" {
 			pools[i].Image = img.Digest[:16]
@@ -227,8 +260,16 @@ func start(t testing.TB, pools []vmpool.PoolConfig, th hostload.Thresholds) *env
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelInfo})).With("side", "host")
-	e.d, err = hostd.New(hostd.Config{Server: clusterAddr, TLS: tlsCfg, LoadInterval: 500 * time.Millisecond, Accel: "tcg", Version: "test", Logger: log,
-		Pools: vmpool.Config{HostID: e.hostID, RunDir: e.runDir, Pools: pools, Tick: 200 * time.Millisecond, StatsInterval: time.Second, Thresholds: th}}, hv, store)
+	hcfg := hostd.Config{Server: clusterAddr, TLS: tlsCfg, LoadInterval: 500 * time.Millisecond, Accel: "tcg", Version: "test", Logger: log,
+		Pools: vmpool.Config{HostID: e.hostID, RunDir: e.runDir, Pools: pools, Tick: 200 * time.Millisecond, StatsInterval: time.Second, Thresholds: th}}
+	if o.dataPlane {
+		// The cache next to the guests' directories: the same filesystem, so staging
+		// hard-links.
+		hcfg.Cache = cache.DefaultConfig()
+		hcfg.Cache.Dir = qemuDir(t, "pdhc-")
+		t.Cleanup(func() { os.RemoveAll(hcfg.Cache.Dir) })
+	}
+	e.d, err = hostd.New(hcfg, hv, store)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -634,4 +675,186 @@ func TestGuestClaimingAnotherIdentityIsRefused(t *testing.T) {
 	if got := e.wait(e.submit("test.echo", "still me"), 2*time.Minute); got.GetState() != paddockv1.State_STATE_SUCCEEDED || got.GetAgentId() != victim {
 		t.Fatalf("after the rogue: %v", got)
 	}
+}
+
+var dataShared struct {
+	once  sync.Once
+	store *images.Store
+	img   images.Image
+	err   error
+}
+
+// dataImage builds (once) an image of the real paddock-agent with the checksum and
+// compress handlers, which take inputs as files and write outputs as files.
+func dataImage(t testing.TB) (*images.Store, images.Image) {
+	t.Helper()
+	store, _ := realImage(t) // the agent, and the store to add the image to
+	dataShared.once.Do(func() {
+		var hs []images.Handler
+		for _, name := range []string{"checksum", "compress"} {
+			path := filepath.Join(shared.dir, name)
+			if dataShared.err = goBuild(path, "github.com/paddockvm/paddock/plugins/handlers/"+name); dataShared.err != nil {
+				return
+			}
+			hs = append(hs, images.Handler{Name: name, Path: path})
+		}
+		dataShared.store = store
+		dataShared.img, dataShared.err = store.Build(context.Background(), images.Spec{Agent: shared.agent, Handlers: hs})
+	})
+	if dataShared.err != nil {
+		t.Fatalf("building the data-plane test image: %v", dataShared.err)
+	}
+	return dataShared.store, dataShared.img
+}
+
+// metric returns the sum of the daemon's metric name over the series whose labels
+// include labels.
+func (e *env) metric(name string, labels map[string]string) float64 {
+	e.t.Helper()
+	mfs, err := e.d.Registry().Gather()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range mf.GetMetric() {
+			have := map[string]string{}
+			for _, l := range m.GetLabel() {
+				have[l.GetName()] = l.GetValue()
+			}
+			for k, v := range labels {
+				if have[k] != v {
+					continue series
+				}
+			}
+			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return sum
+}
+
+func (e *env) submitBlobs(typ string, inputs map[string]blob.Digest) string {
+	e.t.Helper()
+	spec := &paddockv1.TaskSpec{Type: typ, MaxAttempts: 3, InputBlobs: map[string]*paddockv1.BlobRef{}}
+	for n, d := range inputs {
+		spec.InputBlobs[n] = &paddockv1.BlobRef{Digest: string(d)}
+	}
+	r, err := e.tasks.Submit(context.Background(), connect.NewRequest(&paddockv1.SubmitRequest{Task: spec}))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return r.Msg.GetTask().GetId()
+}
+
+// TestDataPlane: a host with a cache registers "stage"; a checksum task on an input
+// blob (uploaded into the server's blob store) runs in a real guest that reads it from
+// its input share: the handler's sha256 is the input's; a second task on the same
+// input is a cache hit (nothing fetched); a compress task's output file is collected
+// from the guest's output share back into the server's blob store, byte-identical
+// (gunzip gives the input back); the leases' directories are removed afterwards.
+func TestDataPlane(t *testing.T) {
+	pool := "dp" + randHex(2)
+	e := startWith(t, options{img: dataImage, dataPlane: true, pools: []vmpool.PoolConfig{{Name: pool, VCPUs: 1, MemoryMiB: 256, MinIdle: 1, Max: 1,
+		IdleTimeout: time.Minute, TaskTypes: []string{"checksum", "compress.gzip"}}}})
+	if e.d.Cache() == nil {
+		t.Fatal("the daemon has no cache though Config.Cache.Dir is set")
+	}
+	e.waitFor("a registered guest", bootWait, func() bool { return len(e.registered(pool)) == 1 })
+	if !strings.Contains(e.logs.String(), "capabilities=[stage]") {
+		t.Errorf("the server did not log the host's capability stage:\n%s", e.logs.String())
+	}
+	guest := e.registered(pool)[0]
+	ref, ok := e.d.Manager().Guest(guest)
+	if !ok || ref.InDir == "" || ref.OutDir == "" {
+		t.Fatalf("guest %s: %+v %v, want shared directories", guest, ref, ok)
+	}
+	if x := e.virsh("dumpxml", guest); !strings.Contains(x, "paddock.in") || !strings.Contains(x, "paddock.out") {
+		t.Errorf("guest %s exports no shared directories:\n%s", guest, x)
+	}
+
+	input := make([]byte, 3<<20+12345)
+	if _, err := rand.Read(input[:1<<20]); err != nil { // half random, half compressible
+		t.Fatal(err)
+	}
+	d := blob.FromBytes(input)
+	if _, err := e.blobs.Put(context.Background(), d, int64(len(input)), bytes.NewReader(input)); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(input)
+	checksum := func(what string) {
+		t.Helper()
+		got := e.wait(e.submitBlobs("checksum", map[string]blob.Digest{"data": d}), 5*time.Minute)
+		if got.GetState() != paddockv1.State_STATE_SUCCEEDED {
+			t.Fatalf("%s: %v", what, got)
+		}
+		var out struct {
+			Inputs map[string]struct {
+				Size   int64  `json:"size"`
+				SHA256 string `json:"sha256"`
+			} `json:"inputs"`
+		}
+		if err := json.Unmarshal(got.GetOutput(), &out); err != nil {
+			t.Fatalf("%s: output %q: %v", what, got.GetOutput(), err)
+		}
+		if s := out.Inputs["data"]; s.SHA256 != hex.EncodeToString(sum[:]) || s.Size != int64(len(input)) {
+			t.Fatalf("%s: the handler saw %+v, want sha256 %x of %d bytes", what, s, sum, len(input))
+		}
+	}
+	checksum("first checksum")
+	fetched := e.metric("paddock_host_cache_fetched_bytes_total", nil)
+	if fetched != float64(len(input)) {
+		t.Errorf("after the first task the cache fetched %v bytes, want %d", fetched, len(input))
+	}
+	hits := e.metric("paddock_host_cache_hits_total", nil)
+	checksum("second checksum")
+	if f := e.metric("paddock_host_cache_fetched_bytes_total", nil); f != fetched {
+		t.Errorf("the second task on the same input fetched %v bytes, want 0", f-fetched)
+	}
+	if h := e.metric("paddock_host_cache_hits_total", nil); h != hits+1 {
+		t.Errorf("cache hits %v → %v, want one more", hits, h)
+	}
+	if v := e.metric("paddock_host_staged_bytes_total", map[string]string{"source": "cached"}); v != float64(len(input)) {
+		t.Errorf("paddock_host_staged_bytes_total{source=cached} = %v, want %d", v, len(input))
+	}
+
+	got := e.wait(e.submitBlobs("compress.gzip", map[string]blob.Digest{"data": d}), 5*time.Minute)
+	if got.GetState() != paddockv1.State_STATE_SUCCEEDED {
+		t.Fatalf("compress: %v", got)
+	}
+	out := got.GetOutputBlobs()["data.gz"]
+	if out == nil {
+		t.Fatalf("compress: no output blob data.gz: %v", got)
+	}
+	rc, err := e.blobs.Open(context.Background(), blob.Digest(out.GetDigest()), 0)
+	if err != nil {
+		t.Fatalf("the output blob is not in the server's store: %v", err)
+	}
+	gz, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil || int64(len(gz)) != out.GetSize() || blob.FromBytes(gz) != blob.Digest(out.GetDigest()) {
+		t.Fatalf("output blob: %d bytes (%v), reported %d bytes %s", len(gz), err, out.GetSize(), out.GetDigest())
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(gz))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := io.ReadAll(zr)
+	if err != nil || !bytes.Equal(plain, input) {
+		t.Fatalf("gunzip of the collected output: %d bytes (%v), want the %d input bytes", len(plain), err, len(input))
+	}
+	if v := e.metric("paddock_host_collected_total", map[string]string{"result": "ok"}); v != 1 {
+		t.Errorf("paddock_host_collected_total{result=ok} = %v, want 1", v)
+	}
+	e.waitFor("the leases' directories removed", 30*time.Second, func() bool {
+		for _, dir := range []string{ref.InDir, ref.OutDir} {
+			if ents, err := os.ReadDir(dir); err != nil || len(ents) != 0 {
+				return false
+			}
+		}
+		return true
+	})
 }
