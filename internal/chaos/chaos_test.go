@@ -3,6 +3,8 @@ package chaos
 import (
 	"testing"
 	"time"
+
+	"github.com/paddockvm/paddock/internal/testutil"
 )
 
 // TestChaosAgents runs tasks through the server and TCP agents while it kills, at
@@ -14,4 +16,21 @@ func TestChaosAgents(t *testing.T) {
 		MaxDown: 3 * time.Second, MaxSleep: 150 * time.Millisecond})
 	r := newRun(t, p)
 	r.execute([]string{kindServer, kindAgent, kindHandler})
+}
+
+// TestChaosVM adds the host daemon and a pool of TCG guests to TestChaosAgents: it
+// also kills the host daemon (restarted after a random delay) and destroys guests
+// (virsh destroy; the daemon boots replacements), and checks at the end that no guest
+// with the run's prefix is left.
+func TestChaosVM(t *testing.T) {
+	uri := testutil.RequireLibvirt(t)
+	testutil.RequireKernel(t)
+	p := loadParams(t, params{Tasks: 1500, Kills: 2, Agents: 2, Guests: 1, Rate: 15, Settle: 5 * time.Minute,
+		MaxDown: 3 * time.Second, MaxSleep: 150 * time.Millisecond})
+	if p.Guests < 1 {
+		t.Fatalf("PADDOCK_CHAOS_GUESTS=%d: the VM test needs at least 1 guest", p.Guests)
+	}
+	r := newRun(t, p)
+	r.startHost(uri)
+	r.execute([]string{kindServer, kindAgent, kindHandler, kindHost, kindGuest})
 }

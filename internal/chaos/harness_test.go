@@ -835,6 +835,9 @@ func (r *run) report(res result, kinds []string, elapsed time.Duration, leaks []
 			t.Errorf("%s killed %d times, want at least %d", kind, per[kind], r.p.Kills)
 		}
 	}
+	if r.prefix != "" && res.byAgent["guest"] == 0 {
+		t.Errorf("no task succeeded on a guest: the VM path was not exercised")
+	}
 	for _, m := range r.missed {
 		t.Logf("missed kill: %s", m)
 	}
