@@ -116,6 +116,10 @@ func initMain(cfgPath, manifestPath string) {
 	if err := pid1.LoadModules(mods); err != nil {
 		pid1.Fatal(err)
 	}
+	// The data plane's shared directories (virtio-9p), when the host offers them.
+	if _, err := pid1.MountShares("/sys", pid1.DataShares, os.Stdout); err != nil {
+		pid1.Fatal(err)
+	}
 	fmt.Printf("paddock-agent[%d]: init: mounted /proc /sys /dev /tmp /run, loaded %d kernel modules; starting the agent\n", os.Getpid(), len(mods))
 	self, err := os.Executable()
 	if err != nil {
