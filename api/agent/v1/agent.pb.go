@@ -206,6 +206,72 @@ func (ReportOutcome) EnumDescriptor() ([]byte, []int) {
 	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{2}
 }
 
+// CancelKind is why the server stops a task.
+type CancelKind int32
+
+const (
+	// CANCEL_KIND_UNSPECIFIED: an older server; treated as SUPERSEDED.
+	CancelKind_CANCEL_KIND_UNSPECIFIED CancelKind = 0
+	// CANCEL_KIND_CLIENT: a client cancelled the task; the agent stops it and reports
+	// STATUS_CANCELLED.
+	CancelKind_CANCEL_KIND_CLIENT CancelKind = 1
+	// CANCEL_KIND_SUPERSEDED: the lease is no longer current (the task was reassigned,
+	// or the agent reconnected with a lease the server no longer knows); the agent
+	// drops the task without reporting.
+	CancelKind_CANCEL_KIND_SUPERSEDED CancelKind = 2
+	// CANCEL_KIND_EXPIRED: the lease expired (no renewing heartbeat, or the task ran
+	// past its timeout); the agent drops the task without reporting.
+	CancelKind_CANCEL_KIND_EXPIRED CancelKind = 3
+	// CANCEL_KIND_PREEMPTED: the server took the slot back for other work; the agent
+	// drops the task without reporting (the server requeues it).
+	CancelKind_CANCEL_KIND_PREEMPTED CancelKind = 4
+)
+
+// Enum value maps for CancelKind.
+var (
+	CancelKind_name = map[int32]string{
+		0: "CANCEL_KIND_UNSPECIFIED",
+		1: "CANCEL_KIND_CLIENT",
+		2: "CANCEL_KIND_SUPERSEDED",
+		3: "CANCEL_KIND_EXPIRED",
+		4: "CANCEL_KIND_PREEMPTED",
+	}
+	CancelKind_value = map[string]int32{
+		"CANCEL_KIND_UNSPECIFIED": 0,
+		"CANCEL_KIND_CLIENT":      1,
+		"CANCEL_KIND_SUPERSEDED":  2,
+		"CANCEL_KIND_EXPIRED":     3,
+		"CANCEL_KIND_PREEMPTED":   4,
+	}
+)
+
+func (x CancelKind) Enum() *CancelKind {
+	p := new(CancelKind)
+	*p = x
+	return p
+}
+
+func (x CancelKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CancelKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_api_agent_v1_agent_proto_enumTypes[3].Descriptor()
+}
+
+func (CancelKind) Type() protoreflect.EnumType {
+	return &file_api_agent_v1_agent_proto_enumTypes[3]
+}
+
+func (x CancelKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CancelKind.Descriptor instead.
+func (CancelKind) EnumDescriptor() ([]byte, []int) {
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{3}
+}
+
 // ReadBlobRequest asks for the bytes of one input blob.
 type ReadBlobRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -216,7 +282,9 @@ type ReadBlobRequest struct {
 	// digest is one of the task's input blobs ("sha256:<hex>").
 	Digest string `protobuf:"bytes,4,opt,name=digest,proto3" json:"digest,omitempty"`
 	// offset is where to start (to resume a cut transfer).
-	Offset        int64 `protobuf:"varint,5,opt,name=offset,proto3" json:"offset,omitempty"`
+	Offset int64 `protobuf:"varint,5,opt,name=offset,proto3" json:"offset,omitempty"`
+	// lease_secret is the Assign's lease_secret: the server refuses a request without it.
+	LeaseSecret   string `protobuf:"bytes,6,opt,name=lease_secret,json=leaseSecret,proto3" json:"lease_secret,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -284,6 +352,13 @@ func (x *ReadBlobRequest) GetOffset() int64 {
 		return x.Offset
 	}
 	return 0
+}
+
+func (x *ReadBlobRequest) GetLeaseSecret() string {
+	if x != nil {
+		return x.LeaseSecret
+	}
+	return ""
 }
 
 // BlobChunk is a piece of a blob.
@@ -395,9 +470,11 @@ type WriteBlobHeader struct {
 	TaskId  string `protobuf:"bytes,2,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
 	LeaseId uint64 `protobuf:"varint,3,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
 	// name is the output's name; digest and size what the bytes must match.
-	Name          string `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
-	Digest        string `protobuf:"bytes,5,opt,name=digest,proto3" json:"digest,omitempty"`
-	Size          int64  `protobuf:"varint,6,opt,name=size,proto3" json:"size,omitempty"`
+	Name   string `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
+	Digest string `protobuf:"bytes,5,opt,name=digest,proto3" json:"digest,omitempty"`
+	Size   int64  `protobuf:"varint,6,opt,name=size,proto3" json:"size,omitempty"`
+	// lease_secret is the Assign's lease_secret: the server refuses a header without it.
+	LeaseSecret   string `protobuf:"bytes,7,opt,name=lease_secret,json=leaseSecret,proto3" json:"lease_secret,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -472,6 +549,13 @@ func (x *WriteBlobHeader) GetSize() int64 {
 		return x.Size
 	}
 	return 0
+}
+
+func (x *WriteBlobHeader) GetLeaseSecret() string {
+	if x != nil {
+		return x.LeaseSecret
+	}
+	return ""
 }
 
 // WriteBlobResponse says the blob is stored.
@@ -1194,7 +1278,10 @@ type RunningTask struct {
 	// task_id is the task's id.
 	TaskId string `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
 	// lease_id is the fencing token of the assignment the agent runs it under.
-	LeaseId       uint64 `protobuf:"varint,2,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
+	LeaseId uint64 `protobuf:"varint,2,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
+	// lease_secret is the Assign's lease_secret; a lease named without it is not renewed
+	// (and is cancelled on a reconnect).
+	LeaseSecret   string `protobuf:"bytes,3,opt,name=lease_secret,json=leaseSecret,proto3" json:"lease_secret,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1241,6 +1328,13 @@ func (x *RunningTask) GetLeaseId() uint64 {
 		return x.LeaseId
 	}
 	return 0
+}
+
+func (x *RunningTask) GetLeaseSecret() string {
+	if x != nil {
+		return x.LeaseSecret
+	}
+	return ""
 }
 
 // Register opens a session.
@@ -1646,8 +1740,12 @@ type Assign struct {
 	DataPath DataPath `protobuf:"varint,10,opt,name=data_path,json=dataPath,proto3,enum=paddock.agent.v1.DataPath" json:"data_path,omitempty"`
 	// max_output_bytes bounds the sum of the output files (0: no limit).
 	MaxOutputBytes int64 `protobuf:"varint,11,opt,name=max_output_bytes,json=maxOutputBytes,proto3" json:"max_output_bytes,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// lease_secret is a random secret of this assignment only (lease ids are counters
+	// anyone can guess): every Ack, Report, RunningTask, ReadBlobRequest and
+	// WriteBlobHeader about this lease must carry it, or the server refuses it.
+	LeaseSecret   string `protobuf:"bytes,12,opt,name=lease_secret,json=leaseSecret,proto3" json:"lease_secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Assign) Reset() {
@@ -1757,6 +1855,13 @@ func (x *Assign) GetMaxOutputBytes() int64 {
 	return 0
 }
 
+func (x *Assign) GetLeaseSecret() string {
+	if x != nil {
+		return x.LeaseSecret
+	}
+	return ""
+}
+
 // Ack answers an Assign.
 type Ack struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1768,7 +1873,9 @@ type Ack struct {
 	// handler for the type, no free slot), and the server requeues it at once.
 	Accepted bool `protobuf:"varint,3,opt,name=accepted,proto3" json:"accepted,omitempty"`
 	// error says why the agent refused, when accepted is false.
-	Error         string `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	Error string `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	// lease_secret is the Assign's lease_secret.
+	LeaseSecret   string `protobuf:"bytes,5,opt,name=lease_secret,json=leaseSecret,proto3" json:"lease_secret,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1827,6 +1934,13 @@ func (x *Ack) GetAccepted() bool {
 func (x *Ack) GetError() string {
 	if x != nil {
 		return x.Error
+	}
+	return ""
+}
+
+func (x *Ack) GetLeaseSecret() string {
+	if x != nil {
+		return x.LeaseSecret
 	}
 	return ""
 }
@@ -1911,7 +2025,9 @@ type Report struct {
 	// the handler's SDK computed while writing. Under DATA_PATH_SHARED the server has
 	// the host collect them from the guest's output directory before it accepts the
 	// report; under DATA_PATH_STREAM the agent has stored them with WriteBlob.
-	OutputBlobs   map[string]*BlobRef `protobuf:"bytes,10,rep,name=output_blobs,json=outputBlobs,proto3" json:"output_blobs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	OutputBlobs map[string]*BlobRef `protobuf:"bytes,10,rep,name=output_blobs,json=outputBlobs,proto3" json:"output_blobs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// lease_secret is the Assign's lease_secret.
+	LeaseSecret   string `protobuf:"bytes,11,opt,name=lease_secret,json=leaseSecret,proto3" json:"lease_secret,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2016,6 +2132,13 @@ func (x *Report) GetOutputBlobs() map[string]*BlobRef {
 	return nil
 }
 
+func (x *Report) GetLeaseSecret() string {
+	if x != nil {
+		return x.LeaseSecret
+	}
+	return ""
+}
+
 // ReportAck answers a Report. The agent may forget the result once it has an ack.
 type ReportAck struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2097,8 +2220,11 @@ type Cancel struct {
 	TaskId string `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
 	// lease_id is the lease the task runs under.
 	LeaseId uint64 `protobuf:"varint,2,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
-	// reason says why ("cancelled by client", "lease expired").
-	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// reason says why, for people ("cancelled by client", "lease expired"); kind says
+	// it for programs.
+	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// kind is why the task is stopped; the agent acts on it, never on reason.
+	Kind          CancelKind `protobuf:"varint,4,opt,name=kind,proto3,enum=paddock.agent.v1.CancelKind" json:"kind,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2154,29 +2280,38 @@ func (x *Cancel) GetReason() string {
 	return ""
 }
 
+func (x *Cancel) GetKind() CancelKind {
+	if x != nil {
+		return x.Kind
+	}
+	return CancelKind_CANCEL_KIND_UNSPECIFIED
+}
+
 var File_api_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x18api/agent/v1/agent.proto\x12\x10paddock.agent.v1\"\x90\x01\n" +
+	"\x18api/agent/v1/agent.proto\x12\x10paddock.agent.v1\"\xb3\x01\n" +
 	"\x0fReadBlobRequest\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x17\n" +
 	"\atask_id\x18\x02 \x01(\tR\x06taskId\x12\x19\n" +
 	"\blease_id\x18\x03 \x01(\x04R\aleaseId\x12\x16\n" +
 	"\x06digest\x18\x04 \x01(\tR\x06digest\x12\x16\n" +
-	"\x06offset\x18\x05 \x01(\x03R\x06offset\"\x1f\n" +
+	"\x06offset\x18\x05 \x01(\x03R\x06offset\x12!\n" +
+	"\flease_secret\x18\x06 \x01(\tR\vleaseSecret\"\x1f\n" +
 	"\tBlobChunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\"a\n" +
 	"\x10WriteBlobRequest\x129\n" +
 	"\x06header\x18\x01 \x01(\v2!.paddock.agent.v1.WriteBlobHeaderR\x06header\x12\x12\n" +
-	"\x04data\x18\x02 \x01(\fR\x04data\"\xa0\x01\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"\xc3\x01\n" +
 	"\x0fWriteBlobHeader\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x17\n" +
 	"\atask_id\x18\x02 \x01(\tR\x06taskId\x12\x19\n" +
 	"\blease_id\x18\x03 \x01(\x04R\aleaseId\x12\x12\n" +
 	"\x04name\x18\x04 \x01(\tR\x04name\x12\x16\n" +
 	"\x06digest\x18\x05 \x01(\tR\x06digest\x12\x12\n" +
-	"\x04size\x18\x06 \x01(\x03R\x04size\"?\n" +
+	"\x04size\x18\x06 \x01(\x03R\x04size\x12!\n" +
+	"\flease_secret\x18\a \x01(\tR\vleaseSecret\"?\n" +
 	"\x11WriteBlobResponse\x12\x16\n" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\"5\n" +
@@ -2225,10 +2360,11 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\arunning\x18\x01 \x01(\rR\arunning\x12\x1f\n" +
 	"\vcpu_percent\x18\x02 \x01(\x01R\n" +
 	"cpuPercent\x12*\n" +
-	"\x11memory_used_bytes\x18\x03 \x01(\x03R\x0fmemoryUsedBytes\"A\n" +
+	"\x11memory_used_bytes\x18\x03 \x01(\x03R\x0fmemoryUsedBytes\"d\n" +
 	"\vRunningTask\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x19\n" +
-	"\blease_id\x18\x02 \x01(\x04R\aleaseId\"\xf9\x02\n" +
+	"\blease_id\x18\x02 \x01(\x04R\aleaseId\x12!\n" +
+	"\flease_secret\x18\x03 \x01(\tR\vleaseSecret\"\xf9\x02\n" +
 	"\bRegister\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12)\n" +
@@ -2257,7 +2393,7 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\tTypeQueue\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x19\n" +
 	"\bdelay_ms\x18\x02 \x01(\x03R\adelayMs\x12\x14\n" +
-	"\x05ready\x18\x03 \x01(\x03R\x05ready\"\xe2\x04\n" +
+	"\x05ready\x18\x03 \x01(\x03R\x05ready\"\x85\x05\n" +
 	"\x06Assign\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x19\n" +
 	"\blease_id\x18\x02 \x01(\x04R\aleaseId\x12\x12\n" +
@@ -2271,21 +2407,23 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"inputBlobs\x127\n" +
 	"\tdata_path\x18\n" +
 	" \x01(\x0e2\x1a.paddock.agent.v1.DataPathR\bdataPath\x12(\n" +
-	"\x10max_output_bytes\x18\v \x01(\x03R\x0emaxOutputBytes\x1a9\n" +
+	"\x10max_output_bytes\x18\v \x01(\x03R\x0emaxOutputBytes\x12!\n" +
+	"\flease_secret\x18\f \x01(\tR\vleaseSecret\x1a9\n" +
 	"\vInputsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\x1aX\n" +
 	"\x0fInputBlobsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12/\n" +
-	"\x05value\x18\x02 \x01(\v2\x19.paddock.agent.v1.BlobRefR\x05value:\x028\x01\"k\n" +
+	"\x05value\x18\x02 \x01(\v2\x19.paddock.agent.v1.BlobRefR\x05value:\x028\x01\"\x8e\x01\n" +
 	"\x03Ack\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x19\n" +
 	"\blease_id\x18\x02 \x01(\x04R\aleaseId\x12\x1a\n" +
 	"\baccepted\x18\x03 \x01(\bR\baccepted\x12\x14\n" +
-	"\x05error\x18\x04 \x01(\tR\x05error\"7\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\x12!\n" +
+	"\flease_secret\x18\x05 \x01(\tR\vleaseSecret\"7\n" +
 	"\x05Usage\x12\x17\n" +
 	"\awall_ms\x18\x01 \x01(\x03R\x06wallMs\x12\x15\n" +
-	"\x06cpu_ms\x18\x02 \x01(\x03R\x05cpuMs\"\xa7\x04\n" +
+	"\x06cpu_ms\x18\x02 \x01(\x03R\x05cpuMs\"\xca\x04\n" +
 	"\x06Report\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x19\n" +
 	"\blease_id\x18\x02 \x01(\x04R\aleaseId\x120\n" +
@@ -2297,7 +2435,8 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\tretryable\x18\b \x01(\bR\tretryable\x12?\n" +
 	"\aoutputs\x18\t \x03(\v2%.paddock.agent.v1.Report.OutputsEntryR\aoutputs\x12L\n" +
 	"\foutput_blobs\x18\n" +
-	" \x03(\v2).paddock.agent.v1.Report.OutputBlobsEntryR\voutputBlobs\x1a:\n" +
+	" \x03(\v2).paddock.agent.v1.Report.OutputBlobsEntryR\voutputBlobs\x12!\n" +
+	"\flease_secret\x18\v \x01(\tR\vleaseSecret\x1a:\n" +
 	"\fOutputsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\x1aY\n" +
@@ -2308,11 +2447,12 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x19\n" +
 	"\blease_id\x18\x02 \x01(\x04R\aleaseId\x129\n" +
 	"\aoutcome\x18\x03 \x01(\x0e2\x1f.paddock.agent.v1.ReportOutcomeR\aoutcome\x12\x14\n" +
-	"\x05error\x18\x04 \x01(\tR\x05error\"T\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\"\x86\x01\n" +
 	"\x06Cancel\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x19\n" +
 	"\blease_id\x18\x02 \x01(\x04R\aleaseId\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason*Q\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x120\n" +
+	"\x04kind\x18\x04 \x01(\x0e2\x1c.paddock.agent.v1.CancelKindR\x04kind*Q\n" +
 	"\bDataPath\x12\x19\n" +
 	"\x15DATA_PATH_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10DATA_PATH_SHARED\x10\x01\x12\x14\n" +
@@ -2327,7 +2467,14 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\x17REPORT_OUTCOME_ACCEPTED\x10\x01\x12\x1c\n" +
 	"\x18REPORT_OUTCOME_DUPLICATE\x10\x02\x12\x1d\n" +
 	"\x19REPORT_OUTCOME_SUPERSEDED\x10\x03\x12\x1b\n" +
-	"\x17REPORT_OUTCOME_REJECTED\x10\x042\xd7\x02\n" +
+	"\x17REPORT_OUTCOME_REJECTED\x10\x04*\x91\x01\n" +
+	"\n" +
+	"CancelKind\x12\x1b\n" +
+	"\x17CANCEL_KIND_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12CANCEL_KIND_CLIENT\x10\x01\x12\x1a\n" +
+	"\x16CANCEL_KIND_SUPERSEDED\x10\x02\x12\x17\n" +
+	"\x13CANCEL_KIND_EXPIRED\x10\x03\x12\x19\n" +
+	"\x15CANCEL_KIND_PREEMPTED\x10\x042\xd7\x02\n" +
 	"\fAgentService\x12Q\n" +
 	"\bDescribe\x12!.paddock.agent.v1.DescribeRequest\x1a\".paddock.agent.v1.DescribeResponse\x12N\n" +
 	"\aSession\x12\x1e.paddock.agent.v1.AgentMessage\x1a\x1f.paddock.agent.v1.ServerMessage(\x010\x01\x12L\n" +
@@ -2346,86 +2493,88 @@ func file_api_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_api_agent_v1_agent_proto_rawDescData
 }
 
-var file_api_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_api_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
 var file_api_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_api_agent_v1_agent_proto_goTypes = []any{
 	(DataPath)(0),             // 0: paddock.agent.v1.DataPath
 	(Status)(0),               // 1: paddock.agent.v1.Status
 	(ReportOutcome)(0),        // 2: paddock.agent.v1.ReportOutcome
-	(*ReadBlobRequest)(nil),   // 3: paddock.agent.v1.ReadBlobRequest
-	(*BlobChunk)(nil),         // 4: paddock.agent.v1.BlobChunk
-	(*WriteBlobRequest)(nil),  // 5: paddock.agent.v1.WriteBlobRequest
-	(*WriteBlobHeader)(nil),   // 6: paddock.agent.v1.WriteBlobHeader
-	(*WriteBlobResponse)(nil), // 7: paddock.agent.v1.WriteBlobResponse
-	(*BlobRef)(nil),           // 8: paddock.agent.v1.BlobRef
-	(*DescribeRequest)(nil),   // 9: paddock.agent.v1.DescribeRequest
-	(*DescribeResponse)(nil),  // 10: paddock.agent.v1.DescribeResponse
-	(*AgentMessage)(nil),      // 11: paddock.agent.v1.AgentMessage
-	(*ServerMessage)(nil),     // 12: paddock.agent.v1.ServerMessage
-	(*TaskType)(nil),          // 13: paddock.agent.v1.TaskType
-	(*Capacity)(nil),          // 14: paddock.agent.v1.Capacity
-	(*Load)(nil),              // 15: paddock.agent.v1.Load
-	(*RunningTask)(nil),       // 16: paddock.agent.v1.RunningTask
-	(*Register)(nil),          // 17: paddock.agent.v1.Register
-	(*Registered)(nil),        // 18: paddock.agent.v1.Registered
-	(*Heartbeat)(nil),         // 19: paddock.agent.v1.Heartbeat
-	(*QueueStatus)(nil),       // 20: paddock.agent.v1.QueueStatus
-	(*TypeQueue)(nil),         // 21: paddock.agent.v1.TypeQueue
-	(*Assign)(nil),            // 22: paddock.agent.v1.Assign
-	(*Ack)(nil),               // 23: paddock.agent.v1.Ack
-	(*Usage)(nil),             // 24: paddock.agent.v1.Usage
-	(*Report)(nil),            // 25: paddock.agent.v1.Report
-	(*ReportAck)(nil),         // 26: paddock.agent.v1.ReportAck
-	(*Cancel)(nil),            // 27: paddock.agent.v1.Cancel
-	nil,                       // 28: paddock.agent.v1.Capacity.LabelsEntry
-	nil,                       // 29: paddock.agent.v1.Assign.InputsEntry
-	nil,                       // 30: paddock.agent.v1.Assign.InputBlobsEntry
-	nil,                       // 31: paddock.agent.v1.Report.OutputsEntry
-	nil,                       // 32: paddock.agent.v1.Report.OutputBlobsEntry
+	(CancelKind)(0),           // 3: paddock.agent.v1.CancelKind
+	(*ReadBlobRequest)(nil),   // 4: paddock.agent.v1.ReadBlobRequest
+	(*BlobChunk)(nil),         // 5: paddock.agent.v1.BlobChunk
+	(*WriteBlobRequest)(nil),  // 6: paddock.agent.v1.WriteBlobRequest
+	(*WriteBlobHeader)(nil),   // 7: paddock.agent.v1.WriteBlobHeader
+	(*WriteBlobResponse)(nil), // 8: paddock.agent.v1.WriteBlobResponse
+	(*BlobRef)(nil),           // 9: paddock.agent.v1.BlobRef
+	(*DescribeRequest)(nil),   // 10: paddock.agent.v1.DescribeRequest
+	(*DescribeResponse)(nil),  // 11: paddock.agent.v1.DescribeResponse
+	(*AgentMessage)(nil),      // 12: paddock.agent.v1.AgentMessage
+	(*ServerMessage)(nil),     // 13: paddock.agent.v1.ServerMessage
+	(*TaskType)(nil),          // 14: paddock.agent.v1.TaskType
+	(*Capacity)(nil),          // 15: paddock.agent.v1.Capacity
+	(*Load)(nil),              // 16: paddock.agent.v1.Load
+	(*RunningTask)(nil),       // 17: paddock.agent.v1.RunningTask
+	(*Register)(nil),          // 18: paddock.agent.v1.Register
+	(*Registered)(nil),        // 19: paddock.agent.v1.Registered
+	(*Heartbeat)(nil),         // 20: paddock.agent.v1.Heartbeat
+	(*QueueStatus)(nil),       // 21: paddock.agent.v1.QueueStatus
+	(*TypeQueue)(nil),         // 22: paddock.agent.v1.TypeQueue
+	(*Assign)(nil),            // 23: paddock.agent.v1.Assign
+	(*Ack)(nil),               // 24: paddock.agent.v1.Ack
+	(*Usage)(nil),             // 25: paddock.agent.v1.Usage
+	(*Report)(nil),            // 26: paddock.agent.v1.Report
+	(*ReportAck)(nil),         // 27: paddock.agent.v1.ReportAck
+	(*Cancel)(nil),            // 28: paddock.agent.v1.Cancel
+	nil,                       // 29: paddock.agent.v1.Capacity.LabelsEntry
+	nil,                       // 30: paddock.agent.v1.Assign.InputsEntry
+	nil,                       // 31: paddock.agent.v1.Assign.InputBlobsEntry
+	nil,                       // 32: paddock.agent.v1.Report.OutputsEntry
+	nil,                       // 33: paddock.agent.v1.Report.OutputBlobsEntry
 }
 var file_api_agent_v1_agent_proto_depIdxs = []int32{
-	6,  // 0: paddock.agent.v1.WriteBlobRequest.header:type_name -> paddock.agent.v1.WriteBlobHeader
-	17, // 1: paddock.agent.v1.AgentMessage.register:type_name -> paddock.agent.v1.Register
-	19, // 2: paddock.agent.v1.AgentMessage.heartbeat:type_name -> paddock.agent.v1.Heartbeat
-	23, // 3: paddock.agent.v1.AgentMessage.ack:type_name -> paddock.agent.v1.Ack
-	25, // 4: paddock.agent.v1.AgentMessage.report:type_name -> paddock.agent.v1.Report
-	18, // 5: paddock.agent.v1.ServerMessage.registered:type_name -> paddock.agent.v1.Registered
-	22, // 6: paddock.agent.v1.ServerMessage.assign:type_name -> paddock.agent.v1.Assign
-	27, // 7: paddock.agent.v1.ServerMessage.cancel:type_name -> paddock.agent.v1.Cancel
-	26, // 8: paddock.agent.v1.ServerMessage.report_ack:type_name -> paddock.agent.v1.ReportAck
-	20, // 9: paddock.agent.v1.ServerMessage.queue_status:type_name -> paddock.agent.v1.QueueStatus
-	28, // 10: paddock.agent.v1.Capacity.labels:type_name -> paddock.agent.v1.Capacity.LabelsEntry
-	13, // 11: paddock.agent.v1.Register.types:type_name -> paddock.agent.v1.TaskType
-	14, // 12: paddock.agent.v1.Register.capacity:type_name -> paddock.agent.v1.Capacity
-	15, // 13: paddock.agent.v1.Register.load:type_name -> paddock.agent.v1.Load
-	16, // 14: paddock.agent.v1.Register.running:type_name -> paddock.agent.v1.RunningTask
-	15, // 15: paddock.agent.v1.Heartbeat.load:type_name -> paddock.agent.v1.Load
-	16, // 16: paddock.agent.v1.Heartbeat.running:type_name -> paddock.agent.v1.RunningTask
-	13, // 17: paddock.agent.v1.Heartbeat.types:type_name -> paddock.agent.v1.TaskType
-	21, // 18: paddock.agent.v1.QueueStatus.types:type_name -> paddock.agent.v1.TypeQueue
-	29, // 19: paddock.agent.v1.Assign.inputs:type_name -> paddock.agent.v1.Assign.InputsEntry
-	30, // 20: paddock.agent.v1.Assign.input_blobs:type_name -> paddock.agent.v1.Assign.InputBlobsEntry
+	7,  // 0: paddock.agent.v1.WriteBlobRequest.header:type_name -> paddock.agent.v1.WriteBlobHeader
+	18, // 1: paddock.agent.v1.AgentMessage.register:type_name -> paddock.agent.v1.Register
+	20, // 2: paddock.agent.v1.AgentMessage.heartbeat:type_name -> paddock.agent.v1.Heartbeat
+	24, // 3: paddock.agent.v1.AgentMessage.ack:type_name -> paddock.agent.v1.Ack
+	26, // 4: paddock.agent.v1.AgentMessage.report:type_name -> paddock.agent.v1.Report
+	19, // 5: paddock.agent.v1.ServerMessage.registered:type_name -> paddock.agent.v1.Registered
+	23, // 6: paddock.agent.v1.ServerMessage.assign:type_name -> paddock.agent.v1.Assign
+	28, // 7: paddock.agent.v1.ServerMessage.cancel:type_name -> paddock.agent.v1.Cancel
+	27, // 8: paddock.agent.v1.ServerMessage.report_ack:type_name -> paddock.agent.v1.ReportAck
+	21, // 9: paddock.agent.v1.ServerMessage.queue_status:type_name -> paddock.agent.v1.QueueStatus
+	29, // 10: paddock.agent.v1.Capacity.labels:type_name -> paddock.agent.v1.Capacity.LabelsEntry
+	14, // 11: paddock.agent.v1.Register.types:type_name -> paddock.agent.v1.TaskType
+	15, // 12: paddock.agent.v1.Register.capacity:type_name -> paddock.agent.v1.Capacity
+	16, // 13: paddock.agent.v1.Register.load:type_name -> paddock.agent.v1.Load
+	17, // 14: paddock.agent.v1.Register.running:type_name -> paddock.agent.v1.RunningTask
+	16, // 15: paddock.agent.v1.Heartbeat.load:type_name -> paddock.agent.v1.Load
+	17, // 16: paddock.agent.v1.Heartbeat.running:type_name -> paddock.agent.v1.RunningTask
+	14, // 17: paddock.agent.v1.Heartbeat.types:type_name -> paddock.agent.v1.TaskType
+	22, // 18: paddock.agent.v1.QueueStatus.types:type_name -> paddock.agent.v1.TypeQueue
+	30, // 19: paddock.agent.v1.Assign.inputs:type_name -> paddock.agent.v1.Assign.InputsEntry
+	31, // 20: paddock.agent.v1.Assign.input_blobs:type_name -> paddock.agent.v1.Assign.InputBlobsEntry
 	0,  // 21: paddock.agent.v1.Assign.data_path:type_name -> paddock.agent.v1.DataPath
 	1,  // 22: paddock.agent.v1.Report.status:type_name -> paddock.agent.v1.Status
-	24, // 23: paddock.agent.v1.Report.usage:type_name -> paddock.agent.v1.Usage
-	31, // 24: paddock.agent.v1.Report.outputs:type_name -> paddock.agent.v1.Report.OutputsEntry
-	32, // 25: paddock.agent.v1.Report.output_blobs:type_name -> paddock.agent.v1.Report.OutputBlobsEntry
+	25, // 23: paddock.agent.v1.Report.usage:type_name -> paddock.agent.v1.Usage
+	32, // 24: paddock.agent.v1.Report.outputs:type_name -> paddock.agent.v1.Report.OutputsEntry
+	33, // 25: paddock.agent.v1.Report.output_blobs:type_name -> paddock.agent.v1.Report.OutputBlobsEntry
 	2,  // 26: paddock.agent.v1.ReportAck.outcome:type_name -> paddock.agent.v1.ReportOutcome
-	8,  // 27: paddock.agent.v1.Assign.InputBlobsEntry.value:type_name -> paddock.agent.v1.BlobRef
-	8,  // 28: paddock.agent.v1.Report.OutputBlobsEntry.value:type_name -> paddock.agent.v1.BlobRef
-	9,  // 29: paddock.agent.v1.AgentService.Describe:input_type -> paddock.agent.v1.DescribeRequest
-	11, // 30: paddock.agent.v1.AgentService.Session:input_type -> paddock.agent.v1.AgentMessage
-	3,  // 31: paddock.agent.v1.AgentService.ReadBlob:input_type -> paddock.agent.v1.ReadBlobRequest
-	5,  // 32: paddock.agent.v1.AgentService.WriteBlob:input_type -> paddock.agent.v1.WriteBlobRequest
-	10, // 33: paddock.agent.v1.AgentService.Describe:output_type -> paddock.agent.v1.DescribeResponse
-	12, // 34: paddock.agent.v1.AgentService.Session:output_type -> paddock.agent.v1.ServerMessage
-	4,  // 35: paddock.agent.v1.AgentService.ReadBlob:output_type -> paddock.agent.v1.BlobChunk
-	7,  // 36: paddock.agent.v1.AgentService.WriteBlob:output_type -> paddock.agent.v1.WriteBlobResponse
-	33, // [33:37] is the sub-list for method output_type
-	29, // [29:33] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	3,  // 27: paddock.agent.v1.Cancel.kind:type_name -> paddock.agent.v1.CancelKind
+	9,  // 28: paddock.agent.v1.Assign.InputBlobsEntry.value:type_name -> paddock.agent.v1.BlobRef
+	9,  // 29: paddock.agent.v1.Report.OutputBlobsEntry.value:type_name -> paddock.agent.v1.BlobRef
+	10, // 30: paddock.agent.v1.AgentService.Describe:input_type -> paddock.agent.v1.DescribeRequest
+	12, // 31: paddock.agent.v1.AgentService.Session:input_type -> paddock.agent.v1.AgentMessage
+	4,  // 32: paddock.agent.v1.AgentService.ReadBlob:input_type -> paddock.agent.v1.ReadBlobRequest
+	6,  // 33: paddock.agent.v1.AgentService.WriteBlob:input_type -> paddock.agent.v1.WriteBlobRequest
+	11, // 34: paddock.agent.v1.AgentService.Describe:output_type -> paddock.agent.v1.DescribeResponse
+	13, // 35: paddock.agent.v1.AgentService.Session:output_type -> paddock.agent.v1.ServerMessage
+	5,  // 36: paddock.agent.v1.AgentService.ReadBlob:output_type -> paddock.agent.v1.BlobChunk
+	8,  // 37: paddock.agent.v1.AgentService.WriteBlob:output_type -> paddock.agent.v1.WriteBlobResponse
+	34, // [34:38] is the sub-list for method output_type
+	30, // [30:34] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_api_agent_v1_agent_proto_init() }
@@ -2451,7 +2600,7 @@ func file_api_agent_v1_agent_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_agent_v1_agent_proto_rawDesc), len(file_api_agent_v1_agent_proto_rawDesc)),
-			NumEnums:      3,
+			NumEnums:      4,
 			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
