@@ -221,6 +221,11 @@ func runBench(ctx context.Context, app *App, o benchOpts) error {
 			benchResult{"submit→handler start p50, one at a time", ms(pct(idle, 0.50)), fmt.Sprintf("%d tasks", len(idle))},
 			benchResult{"submit→handler start p99, one at a time", ms(pct(idle, 0.99)), ""})
 	}
+	return printBenchResults(app, res)
+}
+
+// printBenchResults prints the report as a table.
+func printBenchResults(app *App, res []benchResult) error {
 	tw := tabwriter.NewWriter(app.Out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "MEASURE\tVALUE\tNOTE")
 	for _, r := range res {

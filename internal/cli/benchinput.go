@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"text/tabwriter"
 	"time"
 
 	"connectrpc.com/connect"
@@ -120,14 +119,9 @@ func runInputBench(ctx context.Context, app *App, o benchOpts) error {
 	res := []benchResult{
 		{"raw blob put+get bytes/s", humanize.IBytes(uint64(rawMed)) + "/s", fmt.Sprintf("%s blob, upload then download through the blob HTTP API; median of %d", hs, len(raw))},
 		{"task input bytes/s", humanize.IBytes(uint64(taskMed)) + "/s", fmt.Sprintf("checksum task, %s blob input, submit (upload) → succeeded; %.1f%% of raw", hs, 100*taskMed/rawMed)},
-		{"task time", ms(pct(taskTimes, 0.5)), fmt.Sprintf("median; %d agent(s) over TCP (the agent fetches the input over its server connection)", o.agents)},
+		{"task time", pct(taskTimes, 0.5).Round(time.Millisecond).String(), fmt.Sprintf("median; %d agent(s) over TCP (the agent fetches the input over its server connection)", o.agents)},
 	}
-	tw := tabwriter.NewWriter(app.Out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "MEASURE\tVALUE\tNOTE")
-	for _, r := range res {
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", r.name, r.value, r.note)
-	}
-	return tw.Flush()
+	return printBenchResults(app, res)
 }
 
 // writeBenchFile writes size pseudo-random bytes (seeded, so each round's differ) to
