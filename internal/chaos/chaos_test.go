@@ -13,7 +13,7 @@ import (
 // and nothing was left running.
 func TestChaosAgents(t *testing.T) {
 	p := loadParams(t, params{Tasks: 1200, Kills: 2, Agents: 3, Rate: 20, Settle: 3 * time.Minute,
-		MaxDown: 3 * time.Second, MaxSleep: 150 * time.Millisecond})
+		MaxDown: 3 * time.Second, MaxSleep: time.Second})
 	r := newRun(t, p)
 	r.execute([]string{kindServer, kindAgent, kindHandler})
 }
@@ -26,7 +26,7 @@ func TestChaosVM(t *testing.T) {
 	uri := testutil.RequireLibvirt(t)
 	testutil.RequireKernel(t)
 	p := loadParams(t, params{Tasks: 1500, Kills: 2, Agents: 2, Guests: 1, Rate: 15, Settle: 5 * time.Minute,
-		MaxDown: 3 * time.Second, MaxSleep: 150 * time.Millisecond})
+		MaxDown: 3 * time.Second, MaxSleep: time.Second})
 	if p.Guests < 1 {
 		t.Fatalf("PADDOCK_CHAOS_GUESTS=%d: the VM test needs at least 1 guest", p.Guests)
 	}

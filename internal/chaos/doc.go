@@ -1,9 +1,10 @@
 // Package chaos holds the chaos test of the whole system (issue 16): real processes —
 // `paddock server` on a SQLite data directory, TCP `paddock-agent`s running the test
-// handler (plugins/handlers/testhandler), and in the VM test `paddock host` with a pool
-// of small TCG guests — run thousands of short tasks (test.sleep, test.echo,
-// test.flaky) submitted through the client API with idempotency keys, while the
-// harness kills at random moments, each a given number of times:
+// handler (plugins/handlers/testhandler) and the journal handler (./journalhandler), and
+// in the VM test `paddock host` with a pool of small TCG guests — run thousands of short
+// tasks (test.sleep, test.echo, test.flaky, chaos.run) submitted through the client API
+// with idempotency keys, while the harness kills at random moments, each a given number
+// of times:
 //
 //   - the server, an agent or the host daemon (SIGKILL to the process only; restarted
 //     after a random delay on the same ports and data directory),
@@ -14,7 +15,10 @@
 // server exactly once and ended SUCCEEDED with the output of its own payload and of its
 // last attempt; no task has two succeeded attempts, and none seen ended by the watcher
 // (which lists the ended tasks every 2 s) later shows another ending (it would have
-// completed twice); no component exited by itself; no handler outlived its killed agent;
+// completed twice); every chaos.run execution the journal handler records (start and
+// done lines in one file for all TCP agents) shows no task run twice at once, and each
+// accepted chaos.run output came from an execution that completed; no component exited
+// by itself; no handler outlived its killed agent;
 // and once everything is stopped (SIGTERM), no process of the run's binaries and no
 // guest with the run's name prefix is left. The line "CHAOS RESULT: …" has the figures.
 //

@@ -182,7 +182,9 @@ server:
 		id := fmt.Sprintf("chaos-agent-%d", i)
 		a := &component{name: id, bin: filepath.Join(bin, "paddock-agent"), dir: dir, args: []string{
 			"--config", filepath.Join(dir, "no-agent-config.json"), "--server", r.agentAddr, "--id", id, "--token", "chaos-agent-token",
-			"--handler", "testhandler=" + filepath.Join(bin, "handlers", "testhandler"), "--data-dir", filepath.Join(dir, id)}}
+			"--handler", "testhandler=" + filepath.Join(bin, "handlers", "testhandler"),
+			"--handler", "journalhandler=" + filepath.Join(bin, "handlers", "journalhandler"), "--data-dir", filepath.Join(dir, id)},
+			env: []string{"PADDOCK_CHAOS_JOURNAL=" + r.journalPath()}}
 		r.agents = append(r.agents, a)
 		if err := a.start(); err != nil {
 			t.Fatal(err)
@@ -255,13 +257,16 @@ func (r *run) waitAgents(n int, within time.Duration) {
 	}
 }
 
-// spec picks task i: mostly short sleeps, echoes, and a few flaky tasks that fail
-// their first attempt (so retries run beside the kills).
+// spec picks task i: short sleeps (test.sleep, and chaos.run, whose executions the
+// journal handler records), echoes, and a few flaky tasks that fail their first
+// attempt (so retries run beside the kills).
 func (r *run) spec(i int) taskRec {
 	t := taskRec{idx: i, key: fmt.Sprintf("%s-%d", r.tenant, i)}
 	switch x := r.intn(10); {
-	case x < 5:
+	case x < 3:
 		t.typ, t.payload = "test.sleep", (r.dur(r.p.MaxSleep) + time.Millisecond).Round(time.Millisecond).String()
+	case x < 5:
+		t.typ, t.payload = "chaos.run", (r.dur(r.p.MaxSleep) + time.Millisecond).Round(time.Millisecond).String()
 	case x < 9:
 		t.typ, t.payload = "test.echo", fmt.Sprintf("chaos %s task %d %s", r.tenant, i, randHex(4))
 	default:
@@ -516,12 +521,17 @@ func (r *run) checkOrphans(agent string, pid int) {
 		}
 	}
 	for _, p := range processes(r.bin) {
-		if filepath.Base(p.exe) == "testhandler" && !live[p.ppid] {
+		if isHandler(r.bin, p) && !live[p.ppid] {
 			r.mu.Lock()
 			r.leaks = append(r.leaks, fmt.Sprintf("%v handler pid %d (parent %d) outlived agent %s (pid %d) killed 3s before", r.since(), p.pid, p.ppid, agent, pid))
 			r.mu.Unlock()
 		}
 	}
+}
+
+// isHandler says whether p runs one of the run's handler binaries.
+func isHandler(bin string, p procInfo) bool {
+	return filepath.Dir(p.exe) == filepath.Join(bin, "handlers")
 }
 
 // killHandler kills one handler process of a random running agent.
@@ -534,7 +544,7 @@ func (r *run) killHandler() bool {
 	}
 	var hs []procInfo
 	for _, p := range processes(r.bin) {
-		if filepath.Base(p.exe) == "testhandler" && owner[p.ppid] != "" {
+		if isHandler(r.bin, p) && owner[p.ppid] != "" {
 			hs = append(hs, p)
 		}
 	}
@@ -546,7 +556,7 @@ func (r *run) killHandler() bool {
 	if err := syscall.Kill(h.pid, syscall.SIGKILL); err != nil {
 		return false
 	}
-	r.logf("kill -9 handler pid %d of %s", h.pid, owner[h.ppid])
+	r.logf("kill -9 %s pid %d of %s", filepath.Base(h.exe), h.pid, owner[h.ppid])
 	r.note(kill{at: at, kind: kindHandler, target: owner[h.ppid], pid: h.pid})
 	return true
 }
@@ -657,6 +667,8 @@ type result struct {
 	submitted, succeeded, other, nonTerminal, lost, twice, wrongOutput int
 	submitRetries, rerun, maxAttempts                                  int
 	byAgent                                                            map[string]int
+	runOutputs                                                         map[string]string // chaos.run: id → output
+	journal                                                            journalStats
 }
 
 // execute runs the chaos: submissions, kills and the watcher at once; then waits for
@@ -688,6 +700,7 @@ func (r *run) execute(kinds []string) {
 
 	res := r.check(recs)
 	res.nonTerminal = live
+	res.journal = r.checkJournal(res.runOutputs)
 	r.stopAll()
 	time.Sleep(time.Second)
 	leaks := r.leaked()
@@ -700,7 +713,7 @@ func (r *run) execute(kinds []string) {
 // check reads every task (Get: with its attempts) and counts.
 func (r *run) check(recs []*taskRec) result {
 	t := r.t
-	res := result{submitted: len(recs), byAgent: map[string]int{}}
+	res := result{submitted: len(recs), byAgent: map[string]int{}, runOutputs: map[string]string{}}
 	all, err := r.listAll(context.Background(), paddockv1.State_STATE_UNSPECIFIED)
 	if err != nil {
 		t.Fatalf("listing the run's tasks: %v", err)
@@ -795,6 +808,12 @@ func (r *run) checkOne(rec *taskRec, res *result, mu *sync.Mutex) {
 		want = "slept " + d.String()
 	case "test.flaky":
 		want = fmt.Sprintf("attempt %d succeeded (failed attempts before it: 1)", tk.GetAttempt())
+	case "chaos.run":
+		want = fmt.Sprintf("%s attempt %d pid ", tk.GetId(), tk.GetAttempt())
+		if got := string(tk.GetOutput()); strings.HasPrefix(got, want) {
+			want = got // the pid is checked against the journal
+			res.runOutputs[tk.GetId()] = got
+		}
 	}
 	if got := string(tk.GetOutput()); got != want {
 		res.wrongOutput++
@@ -827,9 +846,11 @@ func (r *run) report(res result, kinds []string, elapsed time.Duration, leaks []
 	}
 	t.Logf("kills (%d):\n%s", len(r.kills), b.String())
 	t.Logf("CHAOS RESULT: tasks=%d succeeded=%d other_end=%d not_terminal=%d lost=%d completed_twice=%d wrong_output=%d "+
-		"leaked=%d crashes=%d reruns=%d (max attempts %d) submit_retries=%d ran_on=%v kills=%v wall=%v",
+		"leaked=%d crashes=%d reruns=%d (max attempts %d) submit_retries=%d ran_on=%v kills=%v wall=%v; "+
+		"journal (chaos.run): executions started=%d completed=%d tasks_completed_more_than_once=%d ran_twice_at_once=%d",
 		res.submitted, res.succeeded, res.other, res.nonTerminal, res.lost, res.twice, res.wrongOutput,
-		len(leaks), len(r.crashes), res.rerun, res.maxAttempts, res.submitRetries, res.byAgent, per, elapsed.Round(time.Second))
+		len(leaks), len(r.crashes), res.rerun, res.maxAttempts, res.submitRetries, res.byAgent, per, elapsed.Round(time.Second),
+		res.journal.started, res.journal.completed, res.journal.rerun, res.journal.concurrent)
 	for _, kind := range kinds {
 		if per[kind] < r.p.Kills {
 			t.Errorf("%s killed %d times, want at least %d", kind, per[kind], r.p.Kills)

@@ -31,7 +31,7 @@ func TestMain(m *testing.M) {
 }
 
 // binaries builds, once, paddock (cgo: it links libvirt) and static, stripped
-// paddock-agent and testhandler, laid out as `make build` does. The directory is 0755:
+// paddock-agent, testhandler and journalhandler, laid out as `make build` does. The directory is 0755:
 // `paddock image build` runs the handler and QEMU reads nothing from it.
 func binaries(t *testing.T) string {
 	t.Helper()
@@ -46,6 +46,7 @@ func binaries(t *testing.T) string {
 			{"paddock", "./cmd/paddock"},
 			{"paddock-agent", "./cmd/paddock-agent"},
 			{"handlers/testhandler", "./plugins/handlers/testhandler"},
+			{"handlers/journalhandler", "./internal/chaos/journalhandler"},
 		} {
 			args := []string{"build", "-o", filepath.Join(binDir, tg.out)}
 			env := os.Environ()
