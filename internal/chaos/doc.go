@@ -34,6 +34,6 @@
 //
 //	sudo PADDOCK_CHAOS_TASKS=10000 PADDOCK_CHAOS_KILLS=5 go test -count=1 -v -run ChaosVM -timeout 60m ./internal/chaos
 //
-// A failed run keeps its directory (each component's log per incarnation, the data
+// A failed run (or any, with PADDOCK_CHAOS_KEEP=1) keeps its directory (each component's log per incarnation, the data
 // directory) and says where.
 package chaos

@@ -139,7 +139,7 @@ func newRun(t *testing.T, p params) *run {
 	r := &run{t: t, p: p, dir: dir, bin: bin, tenant: "chaos" + randHex(4),
 		rng: mrand.New(mrand.NewPCG(uint64(p.Seed), uint64(p.Seed)>>1|1)), first: map[string]seen{}}
 	t.Cleanup(func() {
-		if t.Failed() {
+		if t.Failed() || os.Getenv("PADDOCK_CHAOS_KEEP") == "1" {
 			t.Logf("run directory kept for inspection: %s", dir)
 			return
 		}

@@ -11,7 +11,8 @@ import (
 
 // startHost builds the guest image (paddock-agent and the test handler), starts `paddock
 // host` in dev mode against the run's server with one pool of p.Guests guests (1 vCPU,
-// 256 MiB, min_idle = max), and waits until their agents are connected.
+// 256 MiB, min_idle = max; a boot may take 6 minutes: TCG on a loaded 2-core machine), and
+// waits until their agents are connected.
 func (r *run) startHost(uri string) {
 	t := r.t
 	r.uri, r.prefix = uri, "paddock-chaos"+randHex(3)+"-"
@@ -62,6 +63,7 @@ host:
       min_idle: %d
       max: %d
       idle_timeout: 1h
+      boot_timeout: 6m
       task_types: [test.echo, test.sleep, test.flaky]
 `, digest, r.p.Guests, r.p.Guests)
 	if err := os.WriteFile(cfgPath, []byte(cfg+pools), 0o644); err != nil {
@@ -72,7 +74,7 @@ host:
 		t.Fatal(err)
 	}
 	start = time.Now()
-	deadline := start.Add(5 * time.Minute)
+	deadline := start.Add(10 * time.Minute)
 	for {
 		ids, err := r.connectedAgents()
 		n := 0
@@ -88,7 +90,7 @@ host:
 			t.Fatalf("the host daemon exited at start (%s):\n%s", st, r.host.tail(40))
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d guests' agents connected after 5m (%v); host log:\n%s", n, r.p.Guests, err, r.host.tail(40))
+			t.Fatalf("%d of %d guests' agents connected after 10m (%v); host log:\n%s", n, r.p.Guests, err, r.host.tail(40))
 		}
 		time.Sleep(time.Second)
 	}
