@@ -16,8 +16,8 @@
 //     class seen in truth or predictions of 2·P·R/(P+R) (0 for a class with no
 //     true or predicted positives), as scikit-learn's f1_score(average="macro");
 //     with "average":"binary" the F1 of the class named by "positive";
-//   - rmse: sqrt(mean((prediction-truth)²)) when every label parses as a number,
-//     else null.
+//   - rmse: sqrt(mean((prediction-truth)²)) when every label parses as a finite
+//     number and the result is finite, else null.
 //
 // Malformed CSV fails (not retryable) with the input, line and column.
 package main
@@ -279,7 +279,7 @@ func scores(n int, confusion map[[2]int32]int, names []string, o Options) Scores
 	numeric := true
 	for i, c := range names {
 		v, err := strconv.ParseFloat(c, 64)
-		values[i], numeric = v, numeric && err == nil
+		values[i], numeric = v, numeric && err == nil && !math.IsInf(v, 0) && !math.IsNaN(v) // "inf", "nan" are no scores
 	}
 	correct := 0
 	var sq float64
@@ -323,8 +323,7 @@ func scores(n int, confusion map[[2]int32]int, names []string, o Options) Scores
 	} else {
 		s.F1 = sum / float64(len(sorted))
 	}
-	if numeric {
-		r := math.Sqrt(sq / float64(n))
+	if r := math.Sqrt(sq / float64(n)); numeric && !math.IsInf(r, 0) { // JSON has no Inf (squares can overflow)
 		s.RMSE = &r
 	}
 	return s
