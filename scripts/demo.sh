@@ -24,7 +24,7 @@ BIN="${BIN:-bin}"
 say() { printf 'demo: %s\n' "$*"; }
 die() { printf 'demo: error: %s\n' "$*" >&2; exit 1; }
 
-for f in "$BIN/paddock" "$BIN/paddock-agent" "$BIN"/handlers/{checksum,logscan,score,testhandler}; do
+for f in "$BIN/paddock" "$BIN/paddock-agent" "$BIN"/handlers/{checksum,logscan,score,compress,testhandler}; do
 	[ -x "$f" ] || die "$f is missing: run 'make build' (or 'make demo', which builds first)"
 done
 command -v go >/dev/null || die "go is not on PATH: install Go 1.26 from https://go.dev/dl/"

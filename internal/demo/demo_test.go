@@ -228,7 +228,7 @@ func TestScenario(t *testing.T) {
 		"--listen", api, "--agent-listen", agentAddr, "--cluster-listen", cluster, "--log-format", "text")
 	waitHealthy(t, "http://"+api)
 	args := []string{"--server", agentAddr, "--id", "demo-test-agent"}
-	for _, h := range []string{"checksum", "logscan", "score", "testhandler"} {
+	for _, h := range []string{"checksum", "logscan", "score", "compress", "testhandler"} {
 		args = append(args, "--handler", h+"="+bins[h])
 	}
 	startProc(t, dir, "agent", bins["paddock-agent"], args...)
@@ -273,6 +273,7 @@ func buildBinaries(t *testing.T) map[string]string {
 			"paddock": "./cmd/paddock", "paddock-agent": "./cmd/paddock-agent",
 			"checksum": "./plugins/handlers/checksum", "logscan": "./plugins/handlers/logscan",
 			"score": "./plugins/handlers/score", "testhandler": "./plugins/handlers/testhandler",
+			"compress": "./plugins/handlers/compress",
 		} {
 			p := filepath.Join(buildDir, name)
 			cmd := exec.Command("go", "build", "-o", p, pkg)
