@@ -1,0 +1,25 @@
+// Package postgres is the PostgreSQL implementation of store.Store (pgx v5, pure Go),
+// for several paddock servers sharing one queue. The schema mirrors the SQLite store's
+// (same goose migration versions, same columns) and is migrated at Open under a
+// session advisory lock, so replicas may start together; a schema newer than the
+// binary's is refused.
+//
+// Every change is one SQL statement (data-modifying CTEs), committed before the call
+// returns (PostgreSQL's synchronous_commit decides durability):
+//   - Update is a compare-and-swap on (state, lease id) decided by the row lock: of two
+//     racing changes, the second re-reads the row after the first commits and no
+//     longer matches, so it returns ErrConflict with the task as it is.
+//   - Lease locks the granted rows FOR UPDATE SKIP LOCKED and checks they are still
+//     queued: servers leasing the same task at once never both get it, and none waits
+//     for another.
+//   - Create inserts with ON CONFLICT on the idempotency key, so concurrent submissions
+//     with one key create one task.
+//
+// Wake-ups across servers: with Options.Notify, a change that queues a task sends its
+// type on NotifyChannel, and Store.Notify delivers them.
+//
+// Tests start a real PostgreSQL server (see pgtest; `make setup` installs it):
+//
+//	go test -count=1 ./sched/store/postgres/...
+//	go test -run '^$' -bench . ./sched/store/postgres   # SQLite vs PostgreSQL throughput
+package postgres

@@ -1,0 +1,602 @@
+package postgres
+
+import (
+	"context"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
+
+	"github.com/paddockvm/paddock/sched/store"
+	"github.com/paddockvm/paddock/sched/store/internal/rowcodec"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Options tune the connection to PostgreSQL.
+type Options struct {
+	// MaxConns bounds the pool's connections. Default: pgxpool's (4 or the number of
+	// CPUs, whichever is more).
+	MaxConns int32
+	// ConnectRetry is how long Open keeps retrying while the server cannot be reached
+	// (it is starting, or the network is not up yet). Default 30s; negative: try once.
+	// A wrong password, an unknown user or database fails at once.
+	ConnectRetry time.Duration
+	// Notify makes every change that queues a task send a NOTIFY on NotifyChannel with
+	// the task's type, so that other servers' Notify channels wake up. Off by default:
+	// each notifying commit takes PostgreSQL's notification queue lock.
+	Notify bool
+}
+
+// NotifyChannel is the LISTEN/NOTIFY channel on which a queued task's type is sent
+// (Options.Notify).
+const NotifyChannel = "paddock_task_ready"
+
+// Store is a store.Store in a PostgreSQL database. Several Stores (several servers) may
+// share one database: every change is a single statement or transaction whose
+// compare-and-swap is decided by PostgreSQL's row locks.
+type Store struct {
+	pool   *pgxpool.Pool
+	desc   string
+	notify bool
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open connects to the database at dsn (a postgres:// URL or key=value string, as
+// libpq takes) and migrates it to the latest schema. Several servers may Open the same
+// database at once: migrations run under a session advisory lock.
+func Open(ctx context.Context, dsn string, o Options) (*Store, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("postgres store: parsing the DSN (server.postgres_dsn): %w: use postgres://user:password@host:5432/db", err)
+	}
+	if o.MaxConns < 0 {
+		return nil, fmt.Errorf("postgres store: MaxConns %d: must be 0 (default) or more", o.MaxConns)
+	}
+	if o.MaxConns > 0 {
+		cfg.MaxConns = o.MaxConns
+	}
+	if o.ConnectRetry == 0 {
+		o.ConnectRetry = 30 * time.Second
+	}
+	c := cfg.ConnConfig
+	desc := fmt.Sprintf("postgres://%s@%s/%s", c.User, net.JoinHostPort(c.Host, strconv.Itoa(int(c.Port))), c.Database)
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgres store %s: %w", desc, err)
+	}
+	if err := connect(ctx, pool, o.ConnectRetry); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("postgres store %s: %w", desc, err)
+	}
+	if err := migrate(ctx, pool); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("postgres store %s: %w", desc, err)
+	}
+	return &Store{pool: pool, desc: desc, notify: o.Notify}, nil
+}
+
+// connect pings the server until it answers, a permanent error comes back, or retry
+// has passed.
+func connect(ctx context.Context, pool *pgxpool.Pool, retry time.Duration) error {
+	deadline := time.Now().Add(retry)
+	wait := 100 * time.Millisecond
+	for {
+		err := pool.Ping(ctx)
+		if err == nil {
+			return nil
+		}
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) {
+			switch {
+			case pe.Code == "28P01" || pe.Code == "28000":
+				return fmt.Errorf("connecting: %w: check the user and password in server.postgres_dsn", err)
+			case pe.Code == "3D000":
+				return fmt.Errorf("connecting: %w: create the database (createdb) or fix its name in server.postgres_dsn", err)
+			case pe.Code != "57P03": // 57P03: the server is starting up
+				return fmt.Errorf("connecting: %w", err)
+			}
+		}
+		if ctx.Err() != nil || time.Now().Add(wait).After(deadline) {
+			return fmt.Errorf("connecting (retried for %s): %w: is PostgreSQL running and reachable at this address?", retry, err)
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
+}
+
+// migrate applies the embedded migrations and refuses a schema newer than them.
+func migrate(ctx context.Context, pool *pgxpool.Pool) error {
+	db := stdlib.OpenDBFromPool(pool)
+	defer db.Close()
+	sub, _ := fs.Sub(migrations, "migrations")
+	locker, err := lock.NewPostgresSessionLocker(lock.WithLockTimeout(1, 300))
+	if err != nil {
+		return fmt.Errorf("preparing the migration lock: %w", err)
+	}
+	p, err := goose.NewProvider(goose.DialectPostgres, db, sub, goose.WithSessionLocker(locker))
+	if err != nil {
+		return fmt.Errorf("preparing migrations: %w", err)
+	}
+	srcs := p.ListSources()
+	latest := srcs[len(srcs)-1].Version
+	if v, err := p.GetDBVersion(ctx); err == nil && v > latest {
+		return fmt.Errorf("the database schema is version %d, newer than this paddock's (%d): upgrade paddock, or point it at another database", v, latest)
+	}
+	if _, err := p.Up(ctx); err != nil {
+		return fmt.Errorf("migrating: %w", err)
+	}
+	return nil
+}
+
+// Describe implements store.Store: the server and database, without the password.
+func (s *Store) Describe() string { return s.desc }
+
+// Close implements store.Store.
+func (s *Store) Close() error {
+	s.pool.Close()
+	return nil
+}
+
+// Pool returns the store's connection pool (for benchmarks and tools that share it).
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// cols lists a task's columns, each prefixed by p ("" or "t.").
+func cols(p string) string {
+	names := []string{"seq", "id", "type", "payload", "inputs", "priority", "class", "requirements", "timeout_ms", "max_attempts",
+		"idempotency_key", "tenant", "state", "attempt", "lease_id", "agent_id", "lease_expires_at", "not_before", "cancel_requested",
+		"output", "outputs", "output_sha256", "error", "created_at", "updated_at", "leased_at", "started_at", "finished_at",
+		"input_blobs", "output_blobs", "lease_secret"}
+	return p + strings.Join(names, ", "+p)
+}
+
+var taskCols = cols("")
+
+// listCols omits the payload, inputs, outputs and blob references.
+const listCols = `seq, id, type, NULL::bytea, NULL::bytea, priority, class, requirements, timeout_ms, max_attempts,
+ idempotency_key, tenant, state, attempt, lease_id, agent_id, lease_expires_at, not_before, cancel_requested,
+ NULL::bytea, NULL::bytea, output_sha256, error, created_at, updated_at, leased_at, started_at, finished_at, '', '', lease_secret`
+
+// blobArrays returns m's digests and names as parallel arrays (for unnest).
+func blobArrays(m map[string]store.BlobRef) (digests, names []string) {
+	digests, names = []string{}, []string{}
+	for n, r := range m {
+		digests, names = append(digests, r.Digest), append(names, n)
+	}
+	return digests, names
+}
+
+// scanTask scans one row of taskCols or listCols; extra destinations follow.
+func scanTask(row pgx.Row, extra ...any) (store.Task, error) {
+	var r rowcodec.Row
+	t := &r.Task
+	dest := []any{&t.Seq, &t.ID, &t.Type, &t.Payload, &r.Inputs, &t.Priority, &r.Class, &r.Requirements, &r.TimeoutMS, &t.MaxAttempts,
+		&t.IdempotencyKey, &t.Tenant, &r.State, &t.Attempt, &r.LeaseID, &t.AgentID, &r.LeaseExpiresAt, &r.NotBefore, &t.CancelRequested,
+		&t.Output, &r.Outputs, &t.OutputSHA256, &t.Error, &r.CreatedAt, &r.UpdatedAt, &r.LeasedAt, &r.StartedAt, &r.FinishedAt,
+		&r.InputBlobs, &r.OutputBlobs, &t.LeaseSecret}
+	if err := row.Scan(append(dest, extra...)...); err != nil {
+		return r.Task, err
+	}
+	return r.Decode()
+}
+
+var getQuery = `SELECT ` + taskCols + ` FROM tasks WHERE id = $1`
+
+// Get implements store.Store.
+func (s *Store) Get(ctx context.Context, id string) (store.Task, error) {
+	t, err := scanTask(s.pool.QueryRow(ctx, getQuery, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return t, fmt.Errorf("task %s: %w", id, store.ErrNotFound)
+	}
+	if err != nil {
+		return t, fmt.Errorf("reading task %s: %w", id, err)
+	}
+	return t, nil
+}
+
+// notifyCol is the extra column of a statement that sends the task's type on
+// NotifyChannel when its state is queued.
+const notifyCol = `, CASE WHEN state = 'queued' THEN pg_notify('` + NotifyChannel + `', type) END IS NULL`
+
+// Create implements store.Store. One statement inserts the task and its blob
+// references; a second reads the task that holds the idempotency key when the insert
+// found it taken.
+func (s *Store) Create(ctx context.Context, t store.Task) (store.Task, bool, error) {
+	if t.ID == "" || t.Type == "" || t.Tenant == "" || t.MaxAttempts < 1 {
+		return t, false, fmt.Errorf("creating task: id, type, tenant and max attempts are required: %w", store.ErrInvalid)
+	}
+	inputs, err := rowcodec.EncMap(t.Inputs)
+	if err != nil {
+		return t, false, fmt.Errorf("encoding inputs of task %s: %w", t.ID, err)
+	}
+	req, err := json.Marshal(t.Requirements)
+	if err != nil {
+		return t, false, fmt.Errorf("encoding requirements of task %s: %w", t.ID, err)
+	}
+	inBlobs, err := rowcodec.EncBlobs(t.InputBlobs)
+	if err != nil {
+		return t, false, fmt.Errorf("encoding input blobs of task %s: %w", t.ID, err)
+	}
+	now := rowcodec.MS(t.CreatedAt)
+	if now == 0 {
+		now = time.Now().UnixMilli()
+	}
+	digests, names := blobArrays(t.InputBlobs)
+	q := `WITH ins AS (INSERT INTO tasks (id, type, payload, inputs, priority, class, requirements, timeout_ms,
+ max_attempts, idempotency_key, tenant, state, not_before, created_at, updated_at, input_blobs)
+ VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,'queued',$12,$13,$13,$14)
+ ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key <> '' DO NOTHING RETURNING ` + taskCols + `),
+ b AS (INSERT INTO task_blobs (digest, task_id, role, name) SELECT x.d, ins.id, 'in', x.n FROM ins, unnest($15::text[], $16::text[]) AS x(d, n))
+ SELECT ` + taskCols
+	var extra []any
+	if s.notify {
+		q += notifyCol
+		extra = append(extra, new(bool))
+	}
+	q += ` FROM ins`
+	args := []any{t.ID, t.Type, t.Payload, inputs, t.Priority, string(t.Class), string(req), t.Timeout.Milliseconds(),
+		t.MaxAttempts, t.IdempotencyKey, t.Tenant, rowcodec.MS(t.NotBefore), now, inBlobs, digests, names}
+	for try := 0; ; try++ {
+		nt, err := scanTask(s.pool.QueryRow(ctx, q, args...), extra...)
+		if err == nil {
+			return nt, true, nil
+		}
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return t, false, fmt.Errorf("creating task %s: %w", t.ID, err)
+		}
+		// The key is taken: return the task that holds it.
+		old, err := scanTask(s.pool.QueryRow(ctx, `SELECT `+taskCols+` FROM tasks WHERE tenant = $1 AND idempotency_key = $2`,
+			t.Tenant, t.IdempotencyKey))
+		if err == nil {
+			return old, false, nil
+		}
+		if !errors.Is(err, pgx.ErrNoRows) || try > 3 {
+			return t, false, fmt.Errorf("creating task %s: looking up idempotency key %q: %w", t.ID, t.IdempotencyKey, err)
+		}
+		// The holder was deleted in between: insert again.
+	}
+}
+
+// Attempts implements store.Store.
+func (s *Store) Attempts(ctx context.Context, id string) ([]store.Attempt, error) {
+	rows, err := s.pool.Query(ctx, `SELECT task_id, number, lease_id, agent_id, state, error, retryable, wall_ms, cpu_ms,
+ sha256, leased_at, finished_at FROM attempts WHERE task_id = $1 ORDER BY number`, id)
+	if err != nil {
+		return nil, fmt.Errorf("reading attempts of task %s: %w", id, err)
+	}
+	defer rows.Close()
+	var out []store.Attempt
+	for rows.Next() {
+		var a store.Attempt
+		var number int32
+		var leaseID, wall, cpu, leased, finished int64
+		var state string
+		if err := rows.Scan(&a.TaskID, &number, &leaseID, &a.AgentID, &state, &a.Error, &a.Retryable, &wall, &cpu,
+			&a.SHA256, &leased, &finished); err != nil {
+			return nil, fmt.Errorf("reading attempts of task %s: %w", id, err)
+		}
+		a.Number, a.LeaseID, a.State = int(number), uint64(leaseID), store.State(state)
+		a.Usage = store.Usage{Wall: time.Duration(wall) * time.Millisecond, CPU: time.Duration(cpu) * time.Millisecond}
+		a.LeasedAt, a.FinishedAt = rowcodec.FromMS(leased), rowcodec.FromMS(finished)
+		out = append(out, a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading attempts of task %s: %w", id, err)
+	}
+	return out, nil
+}
+
+func (s *Store) queryTasks(ctx context.Context, q string, args ...any) ([]store.Task, error) {
+	rows, err := s.pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []store.Task
+	for rows.Next() {
+		t, err := scanTask(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+// List implements store.Store.
+func (s *Store) List(ctx context.Context, f store.Filter) ([]store.Task, string, error) {
+	limit := f.Limit
+	if limit <= 0 {
+		limit = 100
+	}
+	var where []string
+	var args []any
+	add := func(cond string, v any) {
+		args = append(args, v)
+		where = append(where, fmt.Sprintf(cond, len(args)))
+	}
+	if f.State != "" {
+		add("state = $%d", string(f.State))
+	}
+	if f.Type != "" {
+		add("type = $%d", f.Type)
+	}
+	if f.Tenant != "" {
+		add("tenant = $%d", f.Tenant)
+	}
+	if f.Class != "" {
+		add("class = $%d", string(f.Class))
+	}
+	if f.PageToken != "" {
+		seq, err := strconv.ParseInt(f.PageToken, 10, 64)
+		if err != nil || seq <= 0 {
+			return nil, "", fmt.Errorf("page token %q is not one this server returned: %w", f.PageToken, store.ErrInvalid)
+		}
+		add("seq < $%d", seq)
+	}
+	q := `SELECT ` + listCols + ` FROM tasks`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	args = append(args, limit+1)
+	q += fmt.Sprintf(" ORDER BY seq DESC LIMIT $%d", len(args))
+	ts, err := s.queryTasks(ctx, q, args...)
+	if err != nil {
+		return nil, "", fmt.Errorf("listing tasks: %w", err)
+	}
+	next := ""
+	if len(ts) > limit {
+		ts = ts[:limit]
+		next = strconv.FormatInt(ts[limit-1].Seq, 10)
+	}
+	return ts, next, nil
+}
+
+// Ready implements store.Store.
+func (s *Store) Ready(ctx context.Context, typ string, now time.Time, limit int) ([]store.Task, error) {
+	ts, err := s.queryTasks(ctx, `SELECT `+listCols+` FROM tasks WHERE state = 'queued' AND type = $1 AND not_before <= $2
+ ORDER BY priority DESC, seq LIMIT $3`, typ, rowcodec.MS(now), limit)
+	if err != nil {
+		return nil, fmt.Errorf("finding ready tasks of type %s: %w", typ, err)
+	}
+	return ts, nil
+}
+
+// leaseQuery leases the granted tasks that are still queued, in one statement: the
+// rows are locked FOR UPDATE SKIP LOCKED, so a task another server is leasing (or
+// changing) at the same moment is skipped rather than waited for, and the state check
+// is made on the locked row, so no task is leased twice.
+var leaseQuery = `WITH g AS (SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $5::text[]) WITH ORDINALITY AS g(id, agent, exp, secret, ord)),
+ locked AS (SELECT t.seq, g.agent, g.exp, g.secret, g.ord FROM tasks t JOIN g ON t.id = g.id WHERE t.state = 'queued' FOR UPDATE OF t SKIP LOCKED),
+ upd AS (UPDATE tasks t SET state = 'leased', lease_id = t.lease_id + 1, attempt = t.attempt + 1, agent_id = l.agent,
+   lease_secret = l.secret, lease_expires_at = l.exp, leased_at = $4, started_at = 0, updated_at = $4
+   FROM locked l WHERE t.seq = l.seq RETURNING ` + cols("t.") + `, l.ord),
+ att AS (INSERT INTO attempts (task_id, number, lease_id, agent_id, state, leased_at)
+   SELECT id, attempt, lease_id, agent_id, 'running', $4 FROM upd)
+ SELECT ` + taskCols + ` FROM upd ORDER BY ord`
+
+// Lease implements store.Store.
+func (s *Store) Lease(ctx context.Context, now time.Time, grants []store.Grant) ([]store.Task, error) {
+	if len(grants) == 0 {
+		return nil, nil
+	}
+	ids, agents, exps, secrets := make([]string, len(grants)), make([]string, len(grants)), make([]int64, len(grants)), make([]string, len(grants))
+	for i, g := range grants {
+		ids[i], agents[i], exps[i], secrets[i] = g.TaskID, g.AgentID, rowcodec.MS(g.ExpiresAt), g.Secret
+	}
+	out, err := s.queryTasks(ctx, leaseQuery, ids, agents, exps, rowcodec.MS(now), secrets)
+	if err != nil {
+		return nil, fmt.Errorf("leasing tasks: %w", err)
+	}
+	return out, nil
+}
+
+// Update implements store.Store: one statement changes the task if it is in one of
+// u.From (and holds u.LeaseID), ends its attempt and records its output blobs.
+func (s *Store) Update(ctx context.Context, u store.Update) (store.Task, error) {
+	if len(u.From) == 0 || !u.To.Valid() {
+		return store.Task{}, fmt.Errorf("updating task %s: From and a valid To are required: %w", u.TaskID, store.ErrInvalid)
+	}
+	for _, f := range u.From {
+		if f != u.To && !store.Legal(f, u.To) {
+			return store.Task{}, fmt.Errorf("updating task %s from %s to %s: %w", u.TaskID, f, u.To, store.ErrInvalid)
+		}
+	}
+	n := rowcodec.MS(u.Now)
+	if n == 0 {
+		n = time.Now().UnixMilli()
+	}
+	from := make([]string, len(u.From))
+	for i, f := range u.From {
+		from[i] = string(f)
+	}
+	args := []any{u.TaskID, from, string(u.To), n}
+	arg := func(v any) string {
+		args = append(args, v)
+		return "$" + strconv.Itoa(len(args))
+	}
+	sets := []string{"state = $3", "updated_at = $4"}
+	if u.To.Terminal() {
+		sets = append(sets, "finished_at = $4")
+	}
+	if u.Output != nil {
+		sets = append(sets, "output = "+arg(*u.Output))
+	}
+	if u.Outputs != nil {
+		b, err := rowcodec.EncMap(u.Outputs)
+		if err != nil {
+			return store.Task{}, fmt.Errorf("encoding outputs of task %s: %w", u.TaskID, err)
+		}
+		sets = append(sets, "outputs = "+arg(b))
+	}
+	if u.OutputSHA256 != "" {
+		sets = append(sets, "output_sha256 = "+arg(u.OutputSHA256))
+	}
+	if u.OutputBlobs != nil {
+		b, err := rowcodec.EncBlobs(u.OutputBlobs)
+		if err != nil {
+			return store.Task{}, fmt.Errorf("encoding output blobs of task %s: %w", u.TaskID, err)
+		}
+		sets = append(sets, "output_blobs = "+arg(b))
+	}
+	errText := ""
+	if u.Error != nil {
+		errText = *u.Error
+		sets = append(sets, "error = "+arg(errText))
+	}
+	if !u.NotBefore.IsZero() {
+		sets = append(sets, "not_before = "+arg(rowcodec.MS(u.NotBefore)))
+	}
+	if u.CancelRequested {
+		sets = append(sets, "cancel_requested = TRUE")
+	}
+	if u.Started {
+		sets = append(sets, "started_at = $4")
+	}
+	if !u.LeaseExpiresAt.IsZero() {
+		sets = append(sets, "lease_expires_at = "+arg(rowcodec.MS(u.LeaseExpiresAt)))
+	}
+	q := `WITH upd AS (UPDATE tasks SET ` + strings.Join(sets, ", ") + ` WHERE id = $1 AND state = ANY($2::text[])`
+	if u.LeaseID != 0 {
+		q += " AND lease_id = " + arg(int64(u.LeaseID))
+	}
+	q += " RETURNING " + taskCols + ")"
+	if u.EndAttempt {
+		q += `, att AS (UPDATE attempts a SET state = $3, error = ` + arg(errText) + `, retryable = ` + arg(u.Retryable) +
+			`, wall_ms = ` + arg(u.Usage.Wall.Milliseconds()) + `, cpu_ms = ` + arg(u.Usage.CPU.Milliseconds()) +
+			`, sha256 = ` + arg(u.OutputSHA256) + `, finished_at = $4 FROM upd WHERE a.task_id = upd.id AND a.number = upd.attempt)`
+	}
+	if u.OutputBlobs != nil {
+		// The rows deleted and the rows inserted are disjoint, so the two sub-statements
+		// do not depend on the order PostgreSQL runs them in.
+		d, nm := blobArrays(u.OutputBlobs)
+		pd, pn := arg(d), arg(nm)
+		q += `, nb AS (SELECT * FROM unnest(` + pd + `::text[], ` + pn + `::text[]) AS x(d, n)),
+ del AS (DELETE FROM task_blobs b USING upd WHERE b.task_id = upd.id AND b.role = 'out' AND (b.digest, b.name) NOT IN (SELECT d, n FROM nb)),
+ insb AS (INSERT INTO task_blobs (digest, task_id, role, name) SELECT nb.d, upd.id, 'out', nb.n FROM upd, nb ON CONFLICT DO NOTHING)`
+	}
+	q += ` SELECT ` + taskCols
+	var extra []any
+	if s.notify {
+		q += notifyCol
+		extra = append(extra, new(bool))
+	}
+	q += ` FROM upd`
+	t, err := scanTask(s.pool.QueryRow(ctx, q, args...), extra...)
+	if errors.Is(err, pgx.ErrNoRows) {
+		t, err = s.Get(ctx, u.TaskID)
+		if err != nil {
+			return t, err
+		}
+		return t, fmt.Errorf("task %s is %s under lease %d, not %v under lease %d: %w", u.TaskID, t.State, t.LeaseID, u.From, u.LeaseID, store.ErrConflict)
+	}
+	if err != nil {
+		return t, fmt.Errorf("updating task %s: %w", u.TaskID, err)
+	}
+	return t, nil
+}
+
+// Renew implements store.Store.
+func (s *Store) Renew(ctx context.Context, agentID string, leases []store.LeaseRef, expires time.Time) (int, error) {
+	if len(leases) == 0 {
+		return 0, nil
+	}
+	ids, lids := make([]string, len(leases)), make([]int64, len(leases))
+	for i, l := range leases {
+		ids[i], lids[i] = l.TaskID, int64(l.LeaseID)
+	}
+	// Lock the rows in id order, so that two renewals of overlapping sets cannot deadlock.
+	tag, err := s.pool.Exec(ctx, `UPDATE tasks SET lease_expires_at = $1 WHERE seq IN (
+ SELECT t.seq FROM tasks t JOIN unnest($2::text[], $3::bigint[]) AS l(id, lease) ON t.id = l.id AND t.lease_id = l.lease
+ WHERE t.agent_id = $4 AND t.state IN ('leased', 'running') ORDER BY t.id FOR UPDATE OF t)`, rowcodec.MS(expires), ids, lids, agentID)
+	if err != nil {
+		return 0, fmt.Errorf("renewing leases of agent %s: %w", agentID, err)
+	}
+	return int(tag.RowsAffected()), nil
+}
+
+// Expired implements store.Store.
+func (s *Store) Expired(ctx context.Context, now time.Time, limit int) ([]store.Task, error) {
+	ts, err := s.queryTasks(ctx, `SELECT `+listCols+` FROM tasks WHERE state IN ('leased', 'running') AND lease_expires_at < $1
+ ORDER BY lease_expires_at LIMIT $2`, rowcodec.MS(now), limit)
+	if err != nil {
+		return nil, fmt.Errorf("finding expired leases: %w", err)
+	}
+	return ts, nil
+}
+
+// Live implements store.Store.
+func (s *Store) Live(ctx context.Context) ([]store.Task, error) {
+	ts, err := s.queryTasks(ctx, `SELECT `+listCols+` FROM tasks WHERE state IN ('leased', 'running') ORDER BY seq`)
+	if err != nil {
+		return nil, fmt.Errorf("listing live tasks: %w", err)
+	}
+	return ts, nil
+}
+
+// BlobInUse implements store.Store.
+func (s *Store) BlobInUse(ctx context.Context, digest string, since time.Time) (bool, error) {
+	var used bool
+	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM task_blobs b JOIN tasks t ON t.id = b.task_id
+ WHERE b.digest = $1 AND ((b.role = 'in' AND t.state IN ('queued', 'leased', 'running')) OR t.finished_at > $2))
+ OR EXISTS (SELECT 1 FROM blob_refs WHERE digest = $1 AND last_ref > $2)`,
+		digest, rowcodec.MS(since)).Scan(&used)
+	if err != nil {
+		return false, fmt.Errorf("checking whether blob %s is in use: %w", digest, err)
+	}
+	return used, nil
+}
+
+// TouchBlobs implements store.Store.
+func (s *Store) TouchBlobs(ctx context.Context, digests []string, at time.Time) error {
+	if len(digests) == 0 {
+		return nil
+	}
+	// Sorted and unique, so that concurrent touches lock the rows in one order.
+	ds := slices.Clone(digests)
+	slices.Sort(ds)
+	ds = slices.Compact(ds)
+	if _, err := s.pool.Exec(ctx, `INSERT INTO blob_refs (digest, last_ref) SELECT d, $2 FROM unnest($1::text[]) AS d
+ ON CONFLICT (digest) DO UPDATE SET last_ref = GREATEST(blob_refs.last_ref, excluded.last_ref)`, ds, rowcodec.MS(at)); err != nil {
+		return fmt.Errorf("recording references to %d blobs: %w", len(ds), err)
+	}
+	return nil
+}
+
+// Counts implements store.Store.
+func (s *Store) Counts(ctx context.Context) ([]store.Count, error) {
+	rows, err := s.pool.Query(ctx, `SELECT type, state, COUNT(*) FROM tasks GROUP BY type, state ORDER BY type, state`)
+	if err != nil {
+		return nil, fmt.Errorf("counting tasks: %w", err)
+	}
+	defer rows.Close()
+	var out []store.Count
+	for rows.Next() {
+		var c store.Count
+		var st string
+		if err := rows.Scan(&c.Type, &st, &c.N); err != nil {
+			return nil, fmt.Errorf("counting tasks: %w", err)
+		}
+		c.State = store.State(st)
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
