@@ -44,6 +44,11 @@ type Store interface {
 	// after since names it in InputBlobs or OutputBlobs. Retention deletes a blob only
 	// when it is not in use.
 	BlobInUse(ctx context.Context, digest string, since time.Time) (bool, error)
+	// TouchBlobs records that the blobs with these digests were referenced at (a submit
+	// naming them, a client finding or uploading them): BlobInUse reports a blob in use
+	// while its last reference is after since, so retention cannot delete a blob a
+	// client was just told exists before the task naming it is stored.
+	TouchBlobs(ctx context.Context, digests []string, at time.Time) error
 	// Counts counts tasks by type and state.
 	Counts(ctx context.Context) ([]Count, error)
 	// Describe names the store for operators ("sqlite:/var/lib/paddock/paddock.db").
@@ -57,6 +62,8 @@ type Grant struct {
 	TaskID    string
 	AgentID   string
 	ExpiresAt time.Time
+	// Secret is the new lease's random secret (Task.LeaseSecret).
+	Secret string
 }
 
 // LeaseRef names one lease.

@@ -83,6 +83,7 @@ type Task struct {
 	Attempt         int    // number of the current or last attempt; 0 before the first
 	LeaseID         uint64 // fencing token of the current or last lease; grows with every lease
 	AgentID         string // agent of the current or last lease
+	LeaseSecret     string // random secret of the current or last lease (Grant.Secret)
 	LeaseExpiresAt  time.Time
 	NotBefore       time.Time // a queued task is not dispatched before this (retry backoff)
 	CancelRequested bool

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io/fs"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,7 +27,10 @@ var migrations embed.FS
 
 // Options tune the database.
 type Options struct {
-	// Synchronous is SQLite's synchronous pragma: "NORMAL" (default) or "FULL".
+	// Synchronous is SQLite's synchronous pragma: "FULL" (default: a commit is on disk
+	// when it returns, so an acknowledged task survives a power loss) or "NORMAL" (an
+	// fsync only at WAL checkpoints: survives the process being killed, but a power loss
+	// or kernel crash may lose the last commits; faster, see BenchmarkSynchronous).
 	Synchronous string
 	// BusyTimeout is how long a connection waits for a lock. Default 10s.
 	BusyTimeout time.Duration
@@ -64,10 +69,11 @@ const maxBatch = 256
 var _ store.Store = (*Store)(nil)
 
 // Open opens (creating if needed) the database at path and migrates it to the latest
-// schema.
+// schema. A missing directory of path is created 0700; the database and its -wal and
+// -shm files are 0600 whatever the umask (existing ones are made 0600).
 func Open(ctx context.Context, path string, o Options) (*Store, error) {
 	if o.Synchronous == "" {
-		o.Synchronous = "NORMAL"
+		o.Synchronous = "FULL"
 	}
 	switch strings.ToUpper(o.Synchronous) {
 	case "NORMAL", "FULL":
@@ -76,6 +82,9 @@ func Open(ctx context.Context, path string, o Options) (*Store, error) {
 	}
 	if o.BusyTimeout == 0 {
 		o.BusyTimeout = 10 * time.Second
+	}
+	if err := privateFiles(path); err != nil {
+		return nil, err
 	}
 	q := url.Values{}
 	q.Add("_pragma", "journal_mode(WAL)")
@@ -115,6 +124,32 @@ func Open(ctx context.Context, path string, o Options) (*Store, error) {
 		ops: make(chan *writeOp), quit: make(chan struct{}), done: make(chan struct{})}
 	go st.writeLoop()
 	return st, nil
+}
+
+// privateFiles creates path's directory (0700) if it is missing, and the database
+// file 0600, and makes existing database, WAL and shared-memory files 0600. SQLite
+// creates the -wal and -shm files with the database file's mode.
+func privateFiles(path string) error {
+	dir := filepath.Dir(path)
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("creating the database directory %s: %w", dir, err)
+		}
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return fmt.Errorf("making the database directory %s private: %w", dir, err)
+		}
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("creating the database %s: %w", path, err)
+	}
+	f.Close()
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		if err := os.Chmod(p, 0o600); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("making %s private (0600): %w", p, err)
+		}
+	}
+	return nil
 }
 
 var errClosed = errors.New("sqlite store is closed")
@@ -268,12 +303,12 @@ func (s *Store) Close() error {
 const taskCols = `seq, id, type, payload, inputs, priority, class, requirements, timeout_ms, max_attempts,
  idempotency_key, tenant, state, attempt, lease_id, agent_id, lease_expires_at, not_before, cancel_requested,
  output, outputs, output_sha256, error, created_at, updated_at, leased_at, started_at, finished_at,
- input_blobs, output_blobs`
+ input_blobs, output_blobs, lease_secret`
 
 // listCols omits the payload, inputs, outputs and blob references.
 const listCols = `seq, id, type, NULL, NULL, priority, class, requirements, timeout_ms, max_attempts,
  idempotency_key, tenant, state, attempt, lease_id, agent_id, lease_expires_at, not_before, cancel_requested,
- NULL, NULL, output_sha256, error, created_at, updated_at, leased_at, started_at, finished_at, '', ''`
+ NULL, NULL, output_sha256, error, created_at, updated_at, leased_at, started_at, finished_at, '', '', lease_secret`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -337,7 +372,7 @@ func scanTask(sc scanner) (store.Task, error) {
 	err := sc.Scan(&t.Seq, &t.ID, &t.Type, &t.Payload, &inputs, &t.Priority, &class, &req, &timeoutMS, &t.MaxAttempts,
 		&t.IdempotencyKey, &t.Tenant, &state, &t.Attempt, &leaseID, &t.AgentID, &leaseExp, &notBefore, &cancelReq,
 		&t.Output, &outputs, &t.OutputSHA256, &t.Error, &created, &updated, &leased, &started, &finished,
-		&inBlobs, &outBlobs)
+		&inBlobs, &outBlobs, &t.LeaseSecret)
 	if err != nil {
 		return t, err
 	}
@@ -568,8 +603,8 @@ func (s *Store) Lease(ctx context.Context, now time.Time, grants []store.Grant) 
 		out = out[:0]
 		for _, g := range grants {
 			t, err := scanTask(tx.queryRow(`UPDATE tasks SET state = ?, lease_id = lease_id + 1, attempt = attempt + 1,
- agent_id = ?, lease_expires_at = ?, leased_at = ?, started_at = 0, updated_at = ? WHERE id = ? AND state = ? RETURNING `+taskCols,
-				string(store.Leased), g.AgentID, ms(g.ExpiresAt), n, n, g.TaskID, string(store.Queued)))
+ agent_id = ?, lease_secret = ?, lease_expires_at = ?, leased_at = ?, started_at = 0, updated_at = ? WHERE id = ? AND state = ? RETURNING `+taskCols,
+				string(store.Leased), g.AgentID, g.Secret, ms(g.ExpiresAt), n, n, g.TaskID, string(store.Queued)))
 			if errors.Is(err, sql.ErrNoRows) {
 				continue
 			}
@@ -741,16 +776,37 @@ func (s *Store) Live(ctx context.Context) ([]store.Task, error) {
 // BlobInUse implements store.Store.
 func (s *Store) BlobInUse(ctx context.Context, digest string, since time.Time) (bool, error) {
 	st, err := s.prepared(&s.rstmts, s.r, `SELECT EXISTS (SELECT 1 FROM task_blobs b JOIN tasks t ON t.id = b.task_id
- WHERE b.digest = ? AND ((b.role = ? AND t.state IN (?, ?, ?)) OR t.finished_at > ?))`)
+ WHERE b.digest = ? AND ((b.role = ? AND t.state IN (?, ?, ?)) OR t.finished_at > ?))
+ OR EXISTS (SELECT 1 FROM blob_refs WHERE digest = ? AND last_ref > ?)`)
 	if err != nil {
 		return false, fmt.Errorf("checking whether blob %s is in use: %w", digest, err)
 	}
 	var used int
 	if err := st.QueryRowContext(ctx, digest, roleIn, string(store.Queued), string(store.Leased), string(store.Running),
-		ms(since)).Scan(&used); err != nil {
+		ms(since), digest, ms(since)).Scan(&used); err != nil {
 		return false, fmt.Errorf("checking whether blob %s is in use: %w", digest, err)
 	}
 	return used != 0, nil
+}
+
+// TouchBlobs implements store.Store.
+func (s *Store) TouchBlobs(ctx context.Context, digests []string, at time.Time) error {
+	if len(digests) == 0 {
+		return nil
+	}
+	err := s.write(ctx, func(tx *wtx) error {
+		for _, d := range digests {
+			if _, err := tx.exec(`INSERT INTO blob_refs (digest, last_ref) VALUES (?, ?)
+ ON CONFLICT (digest) DO UPDATE SET last_ref = max(last_ref, excluded.last_ref)`, d, ms(at)); err != nil {
+				return fmt.Errorf("recording a reference to blob %s: %w", d, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("recording references to %d blobs: %w", len(digests), err)
+	}
+	return nil
 }
 
 // Counts implements store.Store.

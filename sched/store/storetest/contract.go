@@ -27,6 +27,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"IllegalUpdate", testIllegalUpdate},
 		{"BlobRefs", testBlobRefs},
 		{"BlobInUse", testBlobInUse},
+		{"TouchBlobs", testTouchBlobs},
+		{"LeaseSecret", testLeaseSecret},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -398,5 +400,47 @@ func testBlobInUse(t *testing.T, s store.Store) {
 	}
 	if !inUse(dShared, cancelAt.Add(-time.Second)) || inUse(dShared, cancelAt) {
 		t.Fatalf("the input of a cancelled task: in use must follow its finish time")
+	}
+}
+
+func testTouchBlobs(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	if err := s.TouchBlobs(ctx, []string{dNone}, t0); err != nil {
+		t.Fatal(err)
+	}
+	if used, err := s.BlobInUse(ctx, dNone, t0.Add(-time.Second)); err != nil || !used {
+		t.Fatalf("a blob referenced after since: in use = %v, %v; want true", used, err)
+	}
+	if used, err := s.BlobInUse(ctx, dNone, t0); err != nil || used {
+		t.Fatalf("a blob last referenced at since: in use = %v, %v; want false", used, err)
+	}
+	// A later touch moves the clock on; an earlier one does not move it back.
+	if err := s.TouchBlobs(ctx, []string{dNone, dIn}, t0.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.TouchBlobs(ctx, []string{dNone}, t0); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{dNone, dIn} {
+		if used, err := s.BlobInUse(ctx, d, t0.Add(time.Hour-time.Second)); err != nil || !used {
+			t.Fatalf("%s touched at t0+1h: in use since t0+1h-1s = %v, %v; want true", d, used, err)
+		}
+	}
+}
+
+func testLeaseSecret(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	mustCreate(t, s, NewTask("a", "echo"))
+	got, err := s.Lease(ctx, t0, []store.Grant{{TaskID: "a", AgentID: "ag1", ExpiresAt: t0.Add(time.Second), Secret: "s3cret"}})
+	if err != nil || len(got) != 1 || got[0].LeaseSecret != "s3cret" {
+		t.Fatalf("Lease = %+v, %v; want the task with LeaseSecret s3cret", got, err)
+	}
+	tk, err := s.Get(ctx, "a")
+	if err != nil || tk.LeaseSecret != "s3cret" {
+		t.Fatalf("Get after Lease: LeaseSecret %q, %v; want s3cret", tk.LeaseSecret, err)
+	}
+	live, err := s.Live(ctx)
+	if err != nil || len(live) != 1 || live[0].LeaseSecret != "s3cret" {
+		t.Fatalf("Live = %+v, %v; want the lease secret", live, err)
 	}
 }
