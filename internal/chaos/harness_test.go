@@ -63,7 +63,7 @@ type seen struct {
 
 // run is one chaos run: the processes, the tasks, what was killed and what was seen.
 type run struct {
-	t      *testing.T
+	t      testing.TB
 	p      params
 	dir    string // data and logs; 0755 so that QEMU reaches the guest directories
 	bin    string
@@ -578,9 +578,11 @@ func (r *run) killGuest() bool {
 	return true
 }
 
-// waitTerminal waits until no task of the run is queued, leased or running.
+// waitTerminal waits until no task of the run is queued, leased or running, twice in
+// a row (a task may move between the lists of two states while they are read).
 func (r *run) waitTerminal(within time.Duration) (live int) {
 	deadline := time.Now().Add(within)
+	zeros := 0
 	for {
 		live = 0
 		ok := true
@@ -593,7 +595,11 @@ func (r *run) waitTerminal(within time.Duration) (live int) {
 			live += len(ts)
 		}
 		if ok && live == 0 {
-			return 0
+			if zeros++; zeros == 2 {
+				return 0
+			}
+		} else {
+			zeros = 0
 		}
 		if time.Now().After(deadline) {
 			return live
@@ -646,11 +652,8 @@ func (r *run) leaked() []string {
 func (r *run) sweep() {
 	for _, c := range r.components() {
 		c.stop(5 * time.Second)
-		if c.cmd != nil {
-			_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
-		}
 	}
-	for _, p := range processes(r.bin) {
+	for _, p := range processes(r.bin) { // only this run's binaries
 		_ = syscall.Kill(p.pid, syscall.SIGKILL)
 	}
 	if r.prefix != "" {
@@ -699,7 +702,9 @@ func (r *run) execute(kinds []string) {
 	elapsed := r.since()
 
 	res := r.check(recs)
-	res.nonTerminal = live
+	if live > 0 {
+		t.Errorf("%d tasks still queued, leased or running %v after the last submission and kill", live, r.p.Settle)
+	}
 	res.journal = r.checkJournal(res.runOutputs)
 	r.stopAll()
 	time.Sleep(time.Second)
@@ -767,7 +772,9 @@ func (r *run) checkOne(rec *taskRec, res *result, mu *sync.Mutex) {
 	mu.Lock()
 	defer mu.Unlock()
 	if !terminal(tk.GetState()) {
-		return // counted by waitTerminal
+		res.nonTerminal++
+		t.Errorf("task %s (%s) is still %v after attempt %d", rec.id, rec.typ, tk.GetState(), tk.GetAttempt())
+		return
 	}
 	wins := 0
 	for _, a := range tk.GetAttempts() {
@@ -861,9 +868,6 @@ func (r *run) report(res result, kinds []string, elapsed time.Duration, leaks []
 	}
 	for _, m := range r.missed {
 		t.Logf("missed kill: %s", m)
-	}
-	if res.nonTerminal > 0 {
-		t.Errorf("%d tasks still queued, leased or running %v after the last submission and kill", res.nonTerminal, r.p.Settle)
 	}
 	for _, c := range r.crashes {
 		t.Errorf("crash: %s", c)
