@@ -92,7 +92,7 @@ func Start(t testing.TB) *Server {
 	if err := os.WriteFile(pw, []byte(Password+"\n"), 0o644); err != nil {
 		t.Fatalf("pgtest: %v", err)
 	}
-	if out, err := s.run("initdb", "-D", s.dataDir(), "-U", Superuser, "--pwfile="+pw, "-E", "UTF8", "--no-locale",
+	if out, err := s.run("initdb", "-D", s.dataDir(), "-U", Superuser, "--pwfile="+pw, "-E", "UTF8", "--no-locale", "--no-sync",
 		"--auth-local=trust", "--auth-host=scram-sha-256"); err != nil {
 		t.Fatalf("pgtest: initdb: %v\n%s", err, out)
 	}
