@@ -56,7 +56,7 @@ func (s *Server) checkAgentToken(ctx context.Context) error {
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	for _, v := range md.Get("authorization") {
-		if v == "Bearer "+s.cfg.AgentToken {
+		if constantTimeEqual(v, "Bearer "+s.cfg.AgentToken) {
 			return nil
 		}
 	}
@@ -287,12 +287,12 @@ func (s *Server) reconcile(ctx context.Context, a *agent, se *session, running [
 	var keep []store.LeaseRef
 	for _, r := range running {
 		t, err := s.st.Get(ctx, r.GetTaskId())
-		if err != nil || t.LeaseID != r.GetLeaseId() || t.AgentID != a.id || t.State.Terminal() || t.State == store.Queued {
-			se.send(cancelMsg(r.GetTaskId(), r.GetLeaseId(), "lease no longer current"))
+		if err != nil || t.LeaseID != r.GetLeaseId() || t.AgentID != a.id || !secretOK(t.LeaseSecret, r.GetLeaseSecret()) || t.State.Terminal() || t.State == store.Queued {
+			se.send(cancelMsg(r.GetTaskId(), r.GetLeaseId(), agentv1.CancelKind_CANCEL_KIND_SUPERSEDED, "lease no longer current"))
 			continue
 		}
 		if t.CancelRequested {
-			se.send(cancelMsg(t.ID, t.LeaseID, "cancelled by client"))
+			se.send(cancelMsg(t.ID, t.LeaseID, agentv1.CancelKind_CANCEL_KIND_CLIENT, "cancelled by client"))
 		}
 		s.mu.Lock()
 		if old := a.running[t.ID]; old == nil || old.leaseID != t.LeaseID {
@@ -302,7 +302,7 @@ func (s *Server) reconcile(ctx context.Context, a *agent, se *session, running [
 			}
 			a.reserve(t.ID, t.Type)
 			as := a.running[t.ID]
-			as.leaseID = t.LeaseID
+			as.leaseID, as.secret = t.LeaseID, t.LeaseSecret
 			if t.Timeout > 0 {
 				as.deadline = t.LeasedAt.Add(t.Timeout)
 			}
@@ -395,7 +395,7 @@ func (s *Server) heartbeat(ctx context.Context, a *agent, hb *agentv1.Heartbeat)
 	}
 	for _, r := range hb.GetRunning() {
 		as := a.running[r.GetTaskId()]
-		if as == nil || as.leaseID != r.GetLeaseId() {
+		if as == nil || as.leaseID != r.GetLeaseId() || !secretOK(as.secret, r.GetLeaseSecret()) {
 			continue
 		}
 		if !as.deadline.IsZero() && now.After(as.deadline.Add(s.cfg.TimeoutGrace)) {
@@ -413,6 +413,11 @@ func (s *Server) heartbeat(ctx context.Context, a *agent, hb *agentv1.Heartbeat)
 // ack moves an acknowledged assignment to running, or requeues a refused one.
 func (s *Server) ack(ctx context.Context, a *agent, se *session, ack *agentv1.Ack) {
 	now := time.Now()
+	if !s.holds(ctx, a, ack.GetTaskId(), ack.GetLeaseId(), ack.GetLeaseSecret()) {
+		s.metrics.refused.WithLabelValues("lease_secret").Inc()
+		s.log.Warn("an ack without its lease's secret ignored", "agent", a.id, "task", ack.GetTaskId(), "lease", ack.GetLeaseId())
+		return
+	}
 	if ack.GetAccepted() {
 		_, err := s.st.Update(ctx, store.Update{TaskID: ack.GetTaskId(), From: []store.State{store.Leased}, LeaseID: ack.GetLeaseId(),
 			To: store.Running, Now: now, Started: true})
@@ -422,7 +427,7 @@ func (s *Server) ack(ctx context.Context, a *agent, se *session, ack *agentv1.Ac
 		return
 	}
 	t, err := s.st.Get(ctx, ack.GetTaskId())
-	if err != nil || t.LeaseID != ack.GetLeaseId() {
+	if err != nil || t.LeaseID != ack.GetLeaseId() || t.AgentID != a.id {
 		return
 	}
 	to, err := store.Next(t, store.EvRefuse)
@@ -457,7 +462,7 @@ func (s *Server) Report(ctx context.Context, agentID string, r *agentv1.Report) 
 	if err != nil {
 		return reject(agentv1.ReportOutcome_REPORT_OUTCOME_REJECTED, "reading task %s: %v (report again)", r.GetTaskId(), err)
 	}
-	if c := classify(t, agentID, r.GetLeaseId()); c != nil {
+	if c := classify(t, agentID, r.GetLeaseId(), r.GetLeaseSecret()); c != nil {
 		return reject(c.outcome, "%s", c.why)
 	}
 	var ev store.Event
@@ -521,7 +526,7 @@ func (s *Server) Report(ctx context.Context, agentID string, r *agentv1.Report) 
 	}
 	nt, err := s.st.Update(ctx, u)
 	if errors.Is(err, store.ErrConflict) {
-		if c := classify(nt, agentID, r.GetLeaseId()); c != nil {
+		if c := classify(nt, agentID, r.GetLeaseId(), r.GetLeaseSecret()); c != nil {
 			return reject(c.outcome, "%s", c.why)
 		}
 		return reject(agentv1.ReportOutcome_REPORT_OUTCOME_REJECTED, "task %s changed while recording the report: %v (report again)", t.ID, err)
@@ -542,13 +547,17 @@ type verdict struct {
 	why     string
 }
 
-// classify says why a report under leaseID from agentID cannot apply to t, or nil if
-// it can (t holds that lease and is live).
-func classify(t store.Task, agentID string, leaseID uint64) *verdict {
+// classify says why a report under leaseID (with its secret) from agentID cannot apply
+// to t, or nil if it can (t holds that lease and is live). A refusal says nothing of
+// the task's current lease or agent unless the caller holds that lease.
+func classify(t store.Task, agentID string, leaseID uint64, secret string) *verdict {
 	switch {
 	case leaseID != t.LeaseID || agentID != t.AgentID:
 		return &verdict{agentv1.ReportOutcome_REPORT_OUTCOME_SUPERSEDED,
-			fmt.Sprintf("lease %d of task %s is superseded: the task is %s under lease %d (agent %s); drop it", leaseID, t.ID, t.State, t.LeaseID, t.AgentID)}
+			fmt.Sprintf("lease %d of task %s is not the task's current lease of this agent (superseded or expired); drop it", leaseID, t.ID)}
+	case !secretOK(t.LeaseSecret, secret):
+		return &verdict{agentv1.ReportOutcome_REPORT_OUTCOME_REJECTED,
+			fmt.Sprintf("lease %d of task %s: lease_secret missing or wrong: send the Assign's lease_secret with every Ack, Report, heartbeat and blob request of the lease", leaseID, t.ID)}
 	case t.State.Terminal():
 		return &verdict{agentv1.ReportOutcome_REPORT_OUTCOME_DUPLICATE,
 			fmt.Sprintf("task %s is already %s under lease %d; nothing changed", t.ID, t.State, leaseID)}
@@ -557,6 +566,34 @@ func classify(t store.Task, agentID string, leaseID uint64) *verdict {
 			fmt.Sprintf("lease %d of task %s expired; the task is queued again; drop it", leaseID, t.ID)}
 	}
 	return nil
+}
+
+// secretOK compares a lease's secret with what a caller sent, in constant time; a
+// lease without a secret (leased before secrets existed) matches nothing.
+func secretOK(want, got string) bool {
+	return want != "" && constantTimeEqual(want, got)
+}
+
+// holds reports whether agent a holds lease leaseID of taskID with this secret: from
+// its assignments, or the store when the server does not know the assignment.
+func (s *Server) holds(ctx context.Context, a *agent, taskID string, leaseID uint64, secret string) bool {
+	s.mu.Lock()
+	as := a.running[taskID]
+	if as != nil && as.leaseID == leaseID && as.secret != "" {
+		ok := secretOK(as.secret, secret)
+		s.mu.Unlock()
+		return ok
+	}
+	s.mu.Unlock()
+	t, err := s.st.Get(ctx, taskID)
+	return err == nil && t.AgentID == a.id && t.LeaseID == leaseID && secretOK(t.LeaseSecret, secret)
+}
+
+// newSecret returns a random lease secret (128 bits, hex).
+func newSecret() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 func outputSize(r *agentv1.Report) int {

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	agentv1 "github.com/paddockvm/paddock/api/agent/v1"
 	paddockv1 "github.com/paddockvm/paddock/api/paddock/v1"
 	"github.com/paddockvm/paddock/api/paddock/v1/paddockv1connect"
 	"github.com/paddockvm/paddock/blob/blobhttp"
@@ -325,7 +326,7 @@ func (s *Server) Cancel(ctx context.Context, id string) (store.Task, error) {
 		}
 		s.mu.Unlock()
 		if sess != nil {
-			sess.send(cancelMsg(nt.ID, nt.LeaseID, msg))
+			sess.send(cancelMsg(nt.ID, nt.LeaseID, agentv1.CancelKind_CANCEL_KIND_CLIENT, msg))
 		}
 		return nt, nil
 	}

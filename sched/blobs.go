@@ -292,8 +292,9 @@ func (s *Server) bindConn(ctx context.Context, agentID string) func() {
 
 // leaseFor checks a blob RPC of an agent: agentID must be the agent whose session runs
 // on the caller's connection (a relayed guest's attested name), and hold the current,
-// live lease leaseID on task taskID. It returns the task.
-func (s *Server) leaseFor(ctx context.Context, agentID, taskID string, leaseID uint64) (store.Task, error) {
+// live lease leaseID on task taskID with its secret. It returns the task. A refusal
+// does not say who holds the task.
+func (s *Server) leaseFor(ctx context.Context, agentID, taskID string, leaseID uint64, secret string) (store.Task, error) {
 	if s.cfg.Blobs == nil {
 		return store.Task{}, status.Error(codes.FailedPrecondition, errNoBlobs.Error())
 	}
@@ -333,7 +334,9 @@ func (s *Server) leaseFor(ctx context.Context, agentID, taskID string, leaseID u
 	case t.AgentID != agentID:
 		return t, status.Errorf(codes.PermissionDenied, "task %s is not leased to agent %s", taskID, agentID)
 	case t.LeaseID != leaseID || (t.State != store.Leased && t.State != store.Running):
-		return t, status.Errorf(codes.FailedPrecondition, "lease %d of task %s is not current (the task is %s under lease %d): drop the task", leaseID, taskID, t.State, t.LeaseID)
+		return t, status.Errorf(codes.FailedPrecondition, "lease %d of task %s is not current (superseded or expired): drop the task", leaseID, taskID)
+	case !secretOK(t.LeaseSecret, secret):
+		return t, status.Errorf(codes.PermissionDenied, "lease %d of task %s: lease_secret missing or wrong: send the Assign's lease_secret", leaseID, taskID)
 	}
 	return t, nil
 }
@@ -342,7 +345,7 @@ func (s *Server) leaseFor(ctx context.Context, agentID, taskID string, leaseID u
 func (as *agentService) ReadBlob(req *agentv1.ReadBlobRequest, stream agentv1.AgentService_ReadBlobServer) error {
 	s := as.s
 	ctx := stream.Context()
-	t, err := s.leaseFor(ctx, req.GetAgentId(), req.GetTaskId(), req.GetLeaseId())
+	t, err := s.leaseFor(ctx, req.GetAgentId(), req.GetTaskId(), req.GetLeaseId(), req.GetLeaseSecret())
 	if err != nil {
 		return err
 	}
@@ -375,7 +378,7 @@ func (as *agentService) WriteBlob(stream agentv1.AgentService_WriteBlobServer) e
 	if h == nil {
 		return status.Error(codes.InvalidArgument, "the first message of WriteBlob must carry the header")
 	}
-	if _, err := s.leaseFor(ctx, h.GetAgentId(), h.GetTaskId(), h.GetLeaseId()); err != nil {
+	if _, err := s.leaseFor(ctx, h.GetAgentId(), h.GetTaskId(), h.GetLeaseId(), h.GetLeaseSecret()); err != nil {
 		return err
 	}
 	if !guestabi.ValidName(h.GetName()) {

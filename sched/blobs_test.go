@@ -233,6 +233,18 @@ type rawAgent struct {
 
 func dialRawAgent(t *testing.T, ts *testServer, id, typ string) *rawAgent {
 	t.Helper()
+	a, err := dialRaw(t, ts, &agentv1.Register{AgentId: id, Host: "raw", ProtocolVersion: sched.ProtocolVersion,
+		Types: []*agentv1.TaskType{{Name: typ, Slots: 4}}})
+	if err != nil {
+		t.Fatalf("register: %v", err)
+	}
+	return a
+}
+
+// dialRaw opens a hand-driven agent session on its own connection and registers it
+// with reg; it returns the error that refused the register.
+func dialRaw(t *testing.T, ts *testServer, reg *agentv1.Register, opts ...grpc.CallOption) (*rawAgent, error) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	conn, err := session.TCPDialer(ts.agentAddr)(ctx)
@@ -252,16 +264,19 @@ func dialRawAgent(t *testing.T, ts *testServer, id, typ string) *rawAgent {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cc.Close() })
-	a := &rawAgent{id: id, client: agentv1.NewAgentServiceClient(cc), msgs: make(chan *agentv1.ServerMessage, 100)}
-	if a.stream, err = a.client.Session(ctx); err != nil {
-		t.Fatal(err)
+	a := &rawAgent{id: reg.GetAgentId(), client: agentv1.NewAgentServiceClient(cc), msgs: make(chan *agentv1.ServerMessage, 100)}
+	if a.stream, err = a.client.Session(ctx, opts...); err != nil {
+		return nil, err
 	}
-	if err := a.stream.Send(&agentv1.AgentMessage{Msg: &agentv1.AgentMessage_Register{Register: &agentv1.Register{
-		AgentId: id, Host: "raw", ProtocolVersion: sched.ProtocolVersion, Types: []*agentv1.TaskType{{Name: typ, Slots: 4}}}}}); err != nil {
-		t.Fatal(err)
+	if err := a.stream.Send(&agentv1.AgentMessage{Msg: &agentv1.AgentMessage_Register{Register: reg}}); err != nil {
+		return nil, err
 	}
-	if m, err := a.stream.Recv(); err != nil || m.GetRegistered() == nil {
-		t.Fatalf("register: %v, %v", m, err)
+	m, err := a.stream.Recv()
+	if err != nil {
+		return nil, err
+	}
+	if m.GetRegistered() == nil {
+		return nil, fmt.Errorf("the first message is %v, not Registered", m)
 	}
 	go func() {
 		for {
@@ -273,7 +288,7 @@ func dialRawAgent(t *testing.T, ts *testServer, id, typ string) *rawAgent {
 			a.msgs <- m
 		}
 	}()
-	return a
+	return a, nil
 }
 
 func (a *rawAgent) assign(t *testing.T) *agentv1.Assign {
@@ -286,7 +301,7 @@ func (a *rawAgent) assign(t *testing.T) *agentv1.Assign {
 				t.Fatal("session ended while waiting for an assignment")
 			}
 			if as := m.GetAssign(); as != nil {
-				if err := a.stream.Send(&agentv1.AgentMessage{Msg: &agentv1.AgentMessage_Ack{Ack: &agentv1.Ack{TaskId: as.GetTaskId(), LeaseId: as.GetLeaseId(), Accepted: true}}}); err != nil {
+				if err := a.stream.Send(&agentv1.AgentMessage{Msg: &agentv1.AgentMessage_Ack{Ack: &agentv1.Ack{TaskId: as.GetTaskId(), LeaseId: as.GetLeaseId(), LeaseSecret: as.GetLeaseSecret(), Accepted: true}}}); err != nil {
 					t.Fatal(err)
 				}
 				return as
@@ -319,7 +334,7 @@ func (a *rawAgent) report(t *testing.T, r *agentv1.Report) *agentv1.ReportAck {
 }
 
 func (a *rawAgent) read(agentID string, as *agentv1.Assign, d string, off int64) (string, error) {
-	st, err := a.client.ReadBlob(context.Background(), &agentv1.ReadBlobRequest{AgentId: agentID, TaskId: as.GetTaskId(), LeaseId: as.GetLeaseId(), Digest: d, Offset: off})
+	st, err := a.client.ReadBlob(context.Background(), &agentv1.ReadBlobRequest{AgentId: agentID, TaskId: as.GetTaskId(), LeaseId: as.GetLeaseId(), LeaseSecret: as.GetLeaseSecret(), Digest: d, Offset: off})
 	if err != nil {
 		return "", err
 	}
@@ -341,7 +356,7 @@ func (a *rawAgent) write(as *agentv1.Assign, name string, data []byte, size int6
 	if err != nil {
 		return err
 	}
-	if err := st.Send(&agentv1.WriteBlobRequest{Header: &agentv1.WriteBlobHeader{AgentId: a.id, TaskId: as.GetTaskId(), LeaseId: as.GetLeaseId(),
+	if err := st.Send(&agentv1.WriteBlobRequest{Header: &agentv1.WriteBlobHeader{AgentId: a.id, TaskId: as.GetTaskId(), LeaseId: as.GetLeaseId(), LeaseSecret: as.GetLeaseSecret(),
 		Name: name, Digest: string(blob.FromBytes(data)), Size: size}, Data: data}); err != nil && err != io.EOF {
 		return err
 	}
@@ -352,7 +367,7 @@ func (a *rawAgent) write(as *agentv1.Assign, name string, data []byte, size int6
 var emptySHA = func() string { s := sha256.Sum256(nil); return hex.EncodeToString(s[:]) }()
 
 func success(as *agentv1.Assign, outs map[string]*agentv1.BlobRef) *agentv1.Report {
-	return &agentv1.Report{TaskId: as.GetTaskId(), LeaseId: as.GetLeaseId(), Status: agentv1.Status_STATUS_SUCCEEDED, Sha256: emptySHA, OutputBlobs: outs}
+	return &agentv1.Report{TaskId: as.GetTaskId(), LeaseId: as.GetLeaseId(), LeaseSecret: as.GetLeaseSecret(), Status: agentv1.Status_STATUS_SUCCEEDED, Sha256: emptySHA, OutputBlobs: outs}
 }
 
 func wantCode(t *testing.T, what string, err error, want codes.Code) {

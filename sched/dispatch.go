@@ -91,7 +91,7 @@ func (s *Server) dispatchOnce(ctx context.Context, all bool) (int, error) {
 			}
 			a.reserve(t.ID, t.Type)
 			a.assigned++
-			grants = append(grants, store.Grant{TaskID: t.ID, AgentID: a.id, ExpiresAt: now.Add(s.cfg.LeaseTTL)})
+			grants = append(grants, store.Grant{TaskID: t.ID, AgentID: a.id, ExpiresAt: now.Add(s.cfg.LeaseTTL), Secret: newSecret()})
 			by[t.ID] = grantFor{a, t.Type}
 			readyAt[t.ID] = t.CreatedAt
 			if t.NotBefore.After(t.CreatedAt) {
@@ -127,7 +127,7 @@ func (s *Server) dispatchOnce(ctx context.Context, all bool) (int, error) {
 			if as == nil { // cannot happen: reserved above under the same id
 				continue
 			}
-			as.leaseID = t.LeaseID
+			as.leaseID, as.secret = t.LeaseID, t.LeaseSecret
 			path := s.dataPath(g.agent)
 			var stage map[string]store.BlobRef
 			if path == agentv1.DataPath_DATA_PATH_SHARED {
@@ -147,7 +147,7 @@ func (s *Server) dispatchOnce(ctx context.Context, all bool) (int, error) {
 				sends = append(sends, send{g.agent.sess, &agentv1.ServerMessage{Msg: &agentv1.ServerMessage_Assign{Assign: &agentv1.Assign{
 					TaskId: t.ID, LeaseId: t.LeaseID, Type: t.Type, Payload: t.Payload, Inputs: t.Inputs,
 					Attempt: uint32(t.Attempt), DeadlineUnixMs: deadline, LeaseExpiresUnixMs: t.LeaseExpiresAt.UnixMilli(),
-					InputBlobs: agentRefs(t.InputBlobs), DataPath: path, MaxOutputBytes: maxOut,
+					InputBlobs: agentRefs(t.InputBlobs), DataPath: path, MaxOutputBytes: maxOut, LeaseSecret: t.LeaseSecret,
 				}}}})
 			}
 		}
@@ -249,7 +249,7 @@ func (s *Server) expire(ctx context.Context, t store.Task, now time.Time) {
 	}
 	s.mu.Unlock()
 	if sess != nil {
-		sess.send(cancelMsg(t.ID, t.LeaseID, "lease expired"))
+		sess.send(cancelMsg(t.ID, t.LeaseID, agentv1.CancelKind_CANCEL_KIND_EXPIRED, "lease expired"))
 	}
 	s.finished(nt)
 	s.wakeType(nt.Type)
@@ -268,6 +268,6 @@ func (s *Server) finished(t store.Task) {
 	s.notifyTerminal(t.ID)
 }
 
-func cancelMsg(taskID string, leaseID uint64, reason string) *agentv1.ServerMessage {
-	return &agentv1.ServerMessage{Msg: &agentv1.ServerMessage_Cancel{Cancel: &agentv1.Cancel{TaskId: taskID, LeaseId: leaseID, Reason: reason}}}
+func cancelMsg(taskID string, leaseID uint64, kind agentv1.CancelKind, reason string) *agentv1.ServerMessage {
+	return &agentv1.ServerMessage{Msg: &agentv1.ServerMessage_Cancel{Cancel: &agentv1.Cancel{TaskId: taskID, LeaseId: leaseID, Kind: kind, Reason: reason}}}
 }

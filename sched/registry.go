@@ -60,6 +60,7 @@ type typeSlot struct {
 type assignment struct {
 	taskID   string
 	leaseID  uint64
+	secret   string // the lease's secret (Assign.lease_secret)
 	typ      string
 	deadline time.Time // past this (plus grace) heartbeats stop renewing the lease; zero: none
 }

@@ -262,7 +262,7 @@ func (s *Session) readBlobOnce(ctx context.Context, t *Task, ref BlobRef, off in
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	st, err := c.ReadBlob(s.rpcCtx(ctx), &agentv1.ReadBlobRequest{AgentId: s.cfg.AgentID, TaskId: t.ID, LeaseId: t.LeaseID, Digest: ref.Digest, Offset: off})
+	st, err := c.ReadBlob(s.rpcCtx(ctx), &agentv1.ReadBlobRequest{AgentId: s.cfg.AgentID, TaskId: t.ID, LeaseId: t.LeaseID, LeaseSecret: t.LeaseSecret, Digest: ref.Digest, Offset: off})
 	if err != nil {
 		return 0, err
 	}
@@ -367,7 +367,7 @@ func (s *Session) writeBlobOnce(ctx context.Context, t Task, name string, of Out
 	if err != nil {
 		return 0, err
 	}
-	err = st.Send(&agentv1.WriteBlobRequest{Header: &agentv1.WriteBlobHeader{AgentId: s.cfg.AgentID, TaskId: t.ID, LeaseId: t.LeaseID,
+	err = st.Send(&agentv1.WriteBlobRequest{Header: &agentv1.WriteBlobHeader{AgentId: s.cfg.AgentID, TaskId: t.ID, LeaseId: t.LeaseID, LeaseSecret: t.LeaseSecret,
 		Name: name, Digest: of.Digest, Size: of.Size}})
 	buf := make([]byte, ChunkSize)
 	for err == nil {

@@ -37,13 +37,14 @@ type TaskType struct {
 
 // Task is one assignment to run.
 type Task struct {
-	ID       string
-	LeaseID  uint64
-	Type     string
-	Payload  []byte
-	Inputs   map[string][]byte
-	Attempt  int
-	Deadline time.Time // zero: none
+	ID          string
+	LeaseID     uint64
+	LeaseSecret string // the Assign's lease_secret, sent back with everything about the lease
+	Type        string
+	Payload     []byte
+	Inputs      map[string][]byte
+	Attempt     int
+	Deadline    time.Time // zero: none
 	// InputBlobs are the task's inputs of any size (Assign.input_blobs), by input name;
 	// DataPath says how they arrive and how output files leave. MaxOutputBytes bounds
 	// the sum of the output files (0: no limit).
@@ -211,6 +212,7 @@ type Session struct {
 
 type run struct {
 	leaseID  uint64
+	secret   string
 	typ      string
 	slot     *alloc.Ticket // released when the task ends
 	cancel   context.CancelCauseFunc
@@ -365,11 +367,11 @@ func (s *Session) Run(ctx context.Context) error {
 func (s *Session) running() []*agentv1.RunningTask {
 	var out []*agentv1.RunningTask
 	for id, r := range s.runs {
-		out = append(out, &agentv1.RunningTask{TaskId: id, LeaseId: r.leaseID})
+		out = append(out, &agentv1.RunningTask{TaskId: id, LeaseId: r.leaseID, LeaseSecret: r.secret})
 	}
 	for id, r := range s.unacked {
 		if _, ok := s.runs[id]; !ok {
-			out = append(out, &agentv1.RunningTask{TaskId: id, LeaseId: r.GetLeaseId()})
+			out = append(out, &agentv1.RunningTask{TaskId: id, LeaseId: r.GetLeaseId(), LeaseSecret: r.GetLeaseSecret()})
 		}
 	}
 	return out
@@ -491,7 +493,7 @@ func (s *Session) assign(ctx context.Context, a *agentv1.Assign) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ack := func(ok bool, why string) {
-		s.sendLocked(&agentv1.AgentMessage{Msg: &agentv1.AgentMessage_Ack{Ack: &agentv1.Ack{TaskId: a.GetTaskId(), LeaseId: a.GetLeaseId(), Accepted: ok, Error: why}}})
+		s.sendLocked(&agentv1.AgentMessage{Msg: &agentv1.AgentMessage_Ack{Ack: &agentv1.Ack{TaskId: a.GetTaskId(), LeaseId: a.GetLeaseId(), LeaseSecret: a.GetLeaseSecret(), Accepted: ok, Error: why}}})
 	}
 	if old := s.runs[a.GetTaskId()]; old != nil {
 		if old.leaseID == a.GetLeaseId() {
@@ -515,10 +517,10 @@ func (s *Session) assign(ctx context.Context, a *agentv1.Assign) {
 		return
 	}
 	rctx, cancel := context.WithCancelCause(ctx)
-	r := &run{leaseID: a.GetLeaseId(), typ: a.GetType(), slot: slot, cancel: cancel}
+	r := &run{leaseID: a.GetLeaseId(), secret: a.GetLeaseSecret(), typ: a.GetType(), slot: slot, cancel: cancel}
 	s.runs[a.GetTaskId()] = r
 	ack(true, "")
-	t := Task{ID: a.GetTaskId(), LeaseID: a.GetLeaseId(), Type: a.GetType(), Payload: a.GetPayload(), Inputs: a.GetInputs(), Attempt: int(a.GetAttempt()),
+	t := Task{ID: a.GetTaskId(), LeaseID: a.GetLeaseId(), LeaseSecret: a.GetLeaseSecret(), Type: a.GetType(), Payload: a.GetPayload(), Inputs: a.GetInputs(), Attempt: int(a.GetAttempt()),
 		DataPath: a.GetDataPath(), MaxOutputBytes: a.GetMaxOutputBytes()}
 	if len(a.GetInputBlobs()) > 0 {
 		t.InputBlobs = make(map[string]BlobRef, len(a.GetInputBlobs()))
@@ -548,7 +550,7 @@ func (s *Session) execute(ctx context.Context, r *run, t Task) {
 	if res.Usage.Wall == 0 {
 		res.Usage.Wall = time.Since(start)
 	}
-	rep := &agentv1.Report{TaskId: t.ID, LeaseId: t.LeaseID,
+	rep := &agentv1.Report{TaskId: t.ID, LeaseId: t.LeaseID, LeaseSecret: t.LeaseSecret,
 		Usage: &agentv1.Usage{WallMs: res.Usage.Wall.Milliseconds(), CpuMs: res.Usage.CPU.Milliseconds()}}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -594,13 +596,13 @@ func (s *Session) cancelTask(c *agentv1.Cancel) {
 	defer s.mu.Unlock()
 	r := s.runs[c.GetTaskId()]
 	if r == nil || r.leaseID != c.GetLeaseId() {
-		if u := s.unacked[c.GetTaskId()]; u != nil && u.GetLeaseId() == c.GetLeaseId() && c.GetReason() != "cancelled by client" {
+		if u := s.unacked[c.GetTaskId()]; u != nil && u.GetLeaseId() == c.GetLeaseId() && c.GetKind() != agentv1.CancelKind_CANCEL_KIND_CLIENT {
 			delete(s.unacked, c.GetTaskId()) // the server dropped that lease; stop reporting it
 			s.dropDataLocked(c.GetTaskId(), c.GetLeaseId())
 		}
 		return
 	}
-	if c.GetReason() == "cancelled by client" {
+	if c.GetKind() == agentv1.CancelKind_CANCEL_KIND_CLIENT {
 		r.byServer = true
 		r.cancel(errors.New("cancelled by the server: " + c.GetReason()))
 		return
