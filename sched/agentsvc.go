@@ -24,6 +24,23 @@ import (
 // ProtocolVersion is the version of the agent protocol this server speaks.
 const ProtocolVersion = 1
 
+// Limits of what one agent may declare (Register, Heartbeat): a session exceeding one
+// is refused with an error naming it.
+const (
+	// MaxAgentTypes bounds the task types one agent serves.
+	MaxAgentTypes = 256
+	// MaxTypeSlots bounds the slots of one type (TaskType.slots).
+	MaxTypeSlots = 1024
+	// MaxTotalSlots bounds Register.total_slots.
+	MaxTotalSlots = 4096
+	// MaxRunningReported bounds the running tasks an agent lists in a Register or
+	// Heartbeat.
+	MaxRunningReported = 2 * MaxTotalSlots
+	// MaxUnacked bounds the assignments an agent has not acknowledged yet: past it the
+	// dispatcher assigns it nothing until it acks.
+	MaxUnacked = 256
+)
+
 // agentService implements agentv1.AgentServiceServer.
 type agentService struct {
 	agentv1.UnimplementedAgentServiceServer
@@ -105,6 +122,7 @@ func (as *agentService) Session(stream agentv1.AgentService_SessionServer) error
 	}
 	reg := first.GetRegister()
 	if err := validateRegister(reg); err != nil {
+		s.metrics.refused.WithLabelValues("limits").Inc()
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
 	var att *GuestAddr
@@ -202,10 +220,27 @@ func validateRegister(r *agentv1.Register) error {
 		return fmt.Errorf("register: protocol_version %d: this server speaks %d", r.GetProtocolVersion(), ProtocolVersion)
 	case len(r.GetTypes()) == 0:
 		return errors.New("register: types is empty: an agent must serve at least one task type")
+	case r.GetTotalSlots() > MaxTotalSlots:
+		return fmt.Errorf("register: total_slots %d is over the server's limit of %d slots an agent (sched.MaxTotalSlots)", r.GetTotalSlots(), MaxTotalSlots)
+	case len(r.GetRunning()) > MaxRunningReported:
+		return fmt.Errorf("register: running lists %d tasks, over the limit of %d", len(r.GetRunning()), MaxRunningReported)
 	}
-	for i, t := range r.GetTypes() {
-		if t.GetName() == "" {
-			return fmt.Errorf("register: types[%d].name is empty", i)
+	return validateTypes("register", r.GetTypes())
+}
+
+// validateTypes checks the types an agent declares against the limits.
+func validateTypes(msg string, types []*agentv1.TaskType) error {
+	if len(types) > MaxAgentTypes {
+		return fmt.Errorf("%s: %d task types is over the server's limit of %d types an agent (sched.MaxAgentTypes): serve fewer types per agent", msg, len(types), MaxAgentTypes)
+	}
+	for i, t := range types {
+		switch {
+		case t.GetName() == "":
+			return fmt.Errorf("%s: types[%d].name is empty", msg, i)
+		case !typeRE.MatchString(t.GetName()):
+			return fmt.Errorf("%s: types[%d].name %.140q is not a task type name (letters, digits, '.', '_', '-'; at most 128)", msg, i, t.GetName())
+		case t.GetSlots() > MaxTypeSlots:
+			return fmt.Errorf("%s: types[%d] (%s): slots %d is over the server's limit of %d slots a type (sched.MaxTypeSlots)", msg, i, t.GetName(), t.GetSlots(), MaxTypeSlots)
 		}
 	}
 	return nil
@@ -303,6 +338,7 @@ func (s *Server) reconcile(ctx context.Context, a *agent, se *session, running [
 			a.reserve(t.ID, t.Type)
 			as := a.running[t.ID]
 			as.leaseID, as.secret = t.LeaseID, t.LeaseSecret
+			a.acked(as) // it runs: the agent says so
 			if t.Timeout > 0 {
 				as.deadline = t.LeasedAt.Add(t.Timeout)
 			}
@@ -364,6 +400,14 @@ func (s *Server) handleAgentMessage(ctx context.Context, a *agent, se *session, 
 	s.mu.Unlock()
 	switch m := m.GetMsg().(type) {
 	case *agentv1.AgentMessage_Heartbeat:
+		if err := validateTypes("heartbeat", m.Heartbeat.GetTypes()); err != nil {
+			s.metrics.refused.WithLabelValues("limits").Inc()
+			return err
+		}
+		if n := len(m.Heartbeat.GetRunning()); n > MaxRunningReported {
+			s.metrics.refused.WithLabelValues("limits").Inc()
+			return fmt.Errorf("heartbeat: running lists %d tasks, over the limit of %d", n, MaxRunningReported)
+		}
 		s.heartbeat(ctx, a, m.Heartbeat)
 		if qs := s.queueStatus(a); qs != nil {
 			se.send(&agentv1.ServerMessage{Msg: &agentv1.ServerMessage_QueueStatus{QueueStatus: qs}})
@@ -418,6 +462,12 @@ func (s *Server) ack(ctx context.Context, a *agent, se *session, ack *agentv1.Ac
 		s.log.Warn("an ack without its lease's secret ignored", "agent", a.id, "task", ack.GetTaskId(), "lease", ack.GetLeaseId())
 		return
 	}
+	s.mu.Lock()
+	if as := a.running[ack.GetTaskId()]; as != nil && as.leaseID == ack.GetLeaseId() {
+		a.acked(as)
+	}
+	s.mu.Unlock()
+	s.wake() // an agent at MaxUnacked may take work again
 	if ack.GetAccepted() {
 		_, err := s.st.Update(ctx, store.Update{TaskID: ack.GetTaskId(), From: []store.State{store.Leased}, LeaseID: ack.GetLeaseId(),
 			To: store.Running, Now: now, Started: true})

@@ -26,6 +26,17 @@ const (
 	MinPriority    = -100
 	MaxPriority    = 100
 	MaxMaxAttempts = 100
+	// MaxTimeout bounds a task's timeout_ms.
+	MaxTimeout = 7 * 24 * time.Hour
+	// MaxInlineInputs bounds the inline inputs of a task (task.inputs).
+	MaxInlineInputs = 1024
+	// MaxLabels, MaxLabelKey and MaxLabelValue bound requirements.labels (bytes).
+	MaxLabels     = 64
+	MaxLabelKey   = 128
+	MaxLabelValue = 256
+	// MaxCPUMillis and MaxMemoryBytes bound requirements.cpu_millis and memory_bytes.
+	MaxCPUMillis   = 1 << 20 // about a thousand cores
+	MaxMemoryBytes = 1 << 50 // 1 PiB
 	MaxWait        = 10 * time.Minute
 	DefaultWait    = 30 * time.Second
 	DefaultTenant  = "default"
@@ -132,6 +143,9 @@ func (s *Server) validateSpec(sp *paddockv1.TaskSpec) (store.Task, error) {
 	case !typeRE.MatchString(t.Type):
 		return t, invalid("task.type: %q is not a task type name (letters, digits, '.', '_', '-'; at most 128)", t.Type)
 	}
+	if len(t.Inputs) > MaxInlineInputs {
+		return t, invalid("task.inputs: %d inputs is over the limit of %d a task: pack them into fewer", len(t.Inputs), MaxInlineInputs)
+	}
 	size := len(t.Payload)
 	for name, b := range t.Inputs {
 		size += len(name) + len(b)
@@ -153,6 +167,8 @@ func (s *Server) validateSpec(sp *paddockv1.TaskSpec) (store.Task, error) {
 	switch ms := sp.GetTimeoutMs(); {
 	case ms < 0:
 		return t, invalid("task.timeout_ms: %d is negative: give the timeout in milliseconds, or 0 for the server default", ms)
+	case ms > MaxTimeout.Milliseconds():
+		return t, invalid("task.timeout_ms: %d is over the longest timeout, %d (%v)", ms, MaxTimeout.Milliseconds(), MaxTimeout)
 	case ms == 0:
 		t.Timeout = s.cfg.DefaultTimeout
 	default:
@@ -175,8 +191,18 @@ func (s *Server) validateSpec(sp *paddockv1.TaskSpec) (store.Task, error) {
 		return t, invalid("task.tenant: %q is malformed: use 1-64 letters, digits, '.', '_' or '-'", t.Tenant)
 	}
 	if r := sp.GetRequirements(); r != nil {
-		if r.GetCpuMillis() < 0 || r.GetMemoryBytes() < 0 {
-			return t, invalid("task.requirements: cpu_millis and memory_bytes must not be negative")
+		switch {
+		case r.GetCpuMillis() < 0 || r.GetCpuMillis() > MaxCPUMillis:
+			return t, invalid("task.requirements.cpu_millis: %d is out of range 0..%d", r.GetCpuMillis(), MaxCPUMillis)
+		case r.GetMemoryBytes() < 0 || r.GetMemoryBytes() > MaxMemoryBytes:
+			return t, invalid("task.requirements.memory_bytes: %d is out of range 0..%d", r.GetMemoryBytes(), int64(MaxMemoryBytes))
+		case len(r.GetLabels()) > MaxLabels:
+			return t, invalid("task.requirements.labels: %d labels is over the limit of %d", len(r.GetLabels()), MaxLabels)
+		}
+		for k, v := range r.GetLabels() {
+			if k == "" || len(k) > MaxLabelKey || len(v) > MaxLabelValue {
+				return t, invalid("task.requirements.labels[%.40q]: a label's key must have 1..%d bytes and its value at most %d", k, MaxLabelKey, MaxLabelValue)
+			}
 		}
 		t.Requirements = store.Requirements{CPUMillis: r.GetCpuMillis(), MemoryBytes: r.GetMemoryBytes(), Labels: r.GetLabels()}
 	}

@@ -2,13 +2,24 @@ package sched_test
 
 import (
 	"context"
+	"fmt"
+	"math"
+	"net"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	agentv1 "github.com/paddockvm/paddock/api/agent/v1"
+	hostv1 "github.com/paddockvm/paddock/api/host/v1"
 	paddockv1 "github.com/paddockvm/paddock/api/paddock/v1"
 	"github.com/paddockvm/paddock/sched"
+	"github.com/paddockvm/paddock/sched/store"
+	"github.com/paddockvm/paddock/sched/store/sqlite"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -77,5 +88,167 @@ func TestLeaseSecretOnBlobRPCs(t *testing.T) {
 	}
 }
 
-var _ = sched.ProtocolVersion
-var _ = time.Second
+// TestBacklogOnlyOfTheHostsTypes: a host hears the backlog of the types its pools serve
+// only, however many type names clients make up.
+func TestBacklogOnlyOfTheHostsTypes(t *testing.T) {
+	cs := startClusterServer(t, fastConfig())
+	h, err := connectHost(t, cs, "host-a", "host-a", &hostv1.Pool{Name: "p", TaskTypes: []string{"wanted"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	submit(t, cs.testServer, &paddockv1.TaskSpec{Type: "wanted"})
+	for i := range 300 {
+		submit(t, cs.testServer, &paddockv1.TaskSpec{Type: fmt.Sprintf("junk-%d", i)})
+	}
+	waitFor(t, "a backlog of 1 wanted task sent to the host", 10*time.Second, func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return h.back["wanted"] == 1
+	})
+	time.Sleep(700 * time.Millisecond) // the next backlog rounds
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.back) != 1 {
+		t.Fatalf("the host got the backlog of %d types, want only its pool's type \"wanted\"", len(h.back))
+	}
+}
+
+// TestSpecBounds: every numeric and size field of a task spec is bounded, and the
+// error names the field and the limit (timeout_ms used to wrap negative: no deadline).
+func TestSpecBounds(t *testing.T) {
+	cfg := fastConfig()
+	cfg.MaxInlineBytes = 1000
+	ts := startServer(t, cfg)
+	many := map[string]string{}
+	for i := range sched.MaxLabels + 1 {
+		many[fmt.Sprint("k", i)] = "v"
+	}
+	big := map[string][]byte{strings.Repeat("n", 990): []byte("0123456789")} // 1000 bytes only with the name
+	for _, tc := range []struct {
+		name  string
+		spec  *paddockv1.TaskSpec
+		field string
+	}{
+		{"huge timeout", &paddockv1.TaskSpec{Type: "x", TimeoutMs: math.MaxInt64}, "task.timeout_ms"},
+		{"8 days", &paddockv1.TaskSpec{Type: "x", TimeoutMs: (8 * 24 * time.Hour).Milliseconds()}, "task.timeout_ms"},
+		{"priority", &paddockv1.TaskSpec{Type: "x", Priority: math.MaxInt32}, "task.priority"},
+		{"attempts", &paddockv1.TaskSpec{Type: "x", MaxAttempts: math.MaxInt32}, "task.max_attempts"},
+		{"cpu", &paddockv1.TaskSpec{Type: "x", Requirements: &paddockv1.Requirements{CpuMillis: math.MaxInt64}}, "task.requirements.cpu_millis"},
+		{"memory", &paddockv1.TaskSpec{Type: "x", Requirements: &paddockv1.Requirements{MemoryBytes: math.MaxInt64}}, "task.requirements.memory_bytes"},
+		{"labels", &paddockv1.TaskSpec{Type: "x", Requirements: &paddockv1.Requirements{Labels: many}}, "task.requirements.labels"},
+		{"label value", &paddockv1.TaskSpec{Type: "x", Requirements: &paddockv1.Requirements{Labels: map[string]string{"k": strings.Repeat("v", 300)}}}, "task.requirements.labels"},
+		{"input names count", &paddockv1.TaskSpec{Type: "x", Payload: []byte("p"), Inputs: big}, "server.max_inline_bytes"},
+	} {
+		err := submitErr(ts, tc.spec)
+		if connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), tc.field) {
+			t.Errorf("%s: %v; want InvalidArgument naming %s", tc.name, err, tc.field)
+		}
+	}
+	tk := submit(t, ts, &paddockv1.TaskSpec{Type: "x", TimeoutMs: sched.MaxTimeout.Milliseconds()})
+	if tk.GetSpec().GetTimeoutMs() != sched.MaxTimeout.Milliseconds() {
+		t.Fatalf("timeout at the limit stored as %d", tk.GetSpec().GetTimeoutMs())
+	}
+}
+
+// TestAgentDeclarationLimits: an agent declaring too many types, too many slots of a
+// type or in total is refused with an error naming the limit, at register and on a
+// heartbeat.
+func TestAgentDeclarationLimits(t *testing.T) {
+	ts := startServer(t, fastConfig())
+	reg := func(mod func(r *agentv1.Register)) error {
+		r := &agentv1.Register{AgentId: "greedy", ProtocolVersion: sched.ProtocolVersion, Types: []*agentv1.TaskType{{Name: "t", Slots: 1}}}
+		mod(r)
+		_, err := dialRaw(t, ts, r)
+		return err
+	}
+	manyTypes := func(r *agentv1.Register) {
+		r.Types = nil
+		for i := range 200000 / 100 { // 2000 types
+			r.Types = append(r.Types, &agentv1.TaskType{Name: fmt.Sprint("t", i), Slots: 1})
+		}
+	}
+	for _, tc := range []struct {
+		name, want string
+		mod        func(r *agentv1.Register)
+	}{
+		{"types", "sched.MaxAgentTypes", manyTypes},
+		{"slots of a type", "sched.MaxTypeSlots", func(r *agentv1.Register) { r.Types[0].Slots = 100000 }},
+		{"total slots", "sched.MaxTotalSlots", func(r *agentv1.Register) { r.TotalSlots = 100000 }},
+	} {
+		if err := reg(tc.mod); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("register with too many %s: %v; want InvalidArgument naming %s", tc.name, err, tc.want)
+		}
+	}
+	a := dialRawAgent(t, ts, "later", "t")
+	hb := &agentv1.Register{}
+	manyTypes(hb)
+	if err := a.stream.Send(&agentv1.AgentMessage{Msg: &agentv1.AgentMessage_Heartbeat{Heartbeat: &agentv1.Heartbeat{Types: hb.GetTypes()}}}); err != nil {
+		t.Fatal(err)
+	}
+	for range a.msgs {
+	}
+	if _, err := a.stream.Recv(); err == nil || !strings.Contains(err.Error(), "sched.MaxAgentTypes") {
+		t.Fatalf("heartbeat with 2000 types: session ended with %v; want an error naming sched.MaxAgentTypes", err)
+	}
+}
+
+// TestUnackedAssignmentsBounded: an agent that claims many slots and never reads gets
+// at most MaxUnacked assignments, not every queued task.
+func TestUnackedAssignmentsBounded(t *testing.T) {
+	ts := startServer(t, fastConfig())
+	_, err := dialRaw(t, ts, &agentv1.Register{AgentId: "sink", ProtocolVersion: sched.ProtocolVersion, TotalSlots: sched.MaxTotalSlots,
+		Types: []*agentv1.TaskType{{Name: "sunk", Slots: sched.MaxTypeSlots}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	submitMany(t, ts.tasks, 2*sched.MaxUnacked, func(int) *paddockv1.TaskSpec { return &paddockv1.TaskSpec{Type: "sunk"} })
+	leased := func() int64 {
+		cs, _ := ts.srv.Store().Counts(context.Background())
+		for _, c := range cs {
+			if c.Type == "sunk" && c.State == store.Leased {
+				return c.N
+			}
+		}
+		return 0
+	}
+	waitFor(t, "assignments to the sink", 10*time.Second, func() bool { return leased() > 0 })
+	time.Sleep(time.Second) // dispatch rounds
+	if n := leased(); n > sched.MaxUnacked {
+		t.Fatalf("%d tasks leased to an agent that acked none; want at most %d", n, sched.MaxUnacked)
+	}
+}
+
+// TestAgentPortNeedsTokenOutsideDev: outside dev mode the server refuses to serve an
+// agent port without server.agent_token; without an agent port (agents only through
+// hosts) it starts.
+func TestAgentPortNeedsTokenOutsideDev(t *testing.T) {
+	cfg := fastConfig()
+	cfg.Dev, cfg.Token = false, "client-token"
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "p.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	srv, err := sched.New(cfg, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	al, _ := net.Listen("tcp", "127.0.0.1:0")
+	cl, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer al.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := srv.Run(ctx, al, cl); err == nil || !strings.Contains(err.Error(), "server.agent_token") {
+		t.Fatalf("Run with an agent port and no agent token: %v; want an error naming server.agent_token", err)
+	}
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel2()
+	if err := srv.RunWith(ctx2, sched.Listeners{Client: cl}); err != nil {
+		t.Fatalf("RunWith without an agent port: %v", err)
+	}
+}
+
+func submitErr(ts *testServer, spec *paddockv1.TaskSpec) error {
+	_, err := ts.tasks.Submit(context.Background(), connect.NewRequest(&paddockv1.SubmitRequest{Task: spec}))
+	return err
+}

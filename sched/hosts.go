@@ -186,7 +186,7 @@ func (hs *hostService) Control(stream hostv1.HostService_ControlServer) error {
 		ServerVersion: s.cfg.Version, StatusIntervalMs: interval.Milliseconds()}}}); err != nil {
 		return err
 	}
-	if b := s.lastBacklog(); b != nil {
+	if b := s.lastBacklog(h); b != nil {
 		link.send(&hostv1.ServerMessage{Msg: &hostv1.ServerMessage_Backlog{Backlog: b}})
 	}
 	go func() {
@@ -381,20 +381,53 @@ func (s *Server) backlogLoop(ctx context.Context) {
 		s.mu.Lock()
 		for _, h := range s.hosts {
 			if h.link != nil {
-				h.link.send(&hostv1.ServerMessage{Msg: &hostv1.ServerMessage_Backlog{Backlog: &hostv1.Backlog{Queued: maps.Clone(cur)}}})
+				h.link.send(&hostv1.ServerMessage{Msg: &hostv1.ServerMessage_Backlog{Backlog: h.backlogOf(cur)}})
 			}
 		}
 		s.mu.Unlock()
 	}
 }
 
-func (s *Server) lastBacklog() *hostv1.Backlog {
+// MaxBacklogTypes bounds the task types of one Backlog message (the most queued first).
+const MaxBacklogTypes = 1024
+
+// backlogOf returns the part of the queued counts by type that h's pools serve, at
+// most MaxBacklogTypes types (those with the most tasks queued). Clients choose type
+// names freely: a host hears only of its own. Caller holds s.mu.
+func (h *hostRec) backlogOf(queued map[string]int64) *hostv1.Backlog {
+	out := map[string]int64{}
+	for _, p := range h.pools {
+		for _, typ := range p.GetTaskTypes() {
+			if n, ok := queued[typ]; ok {
+				out[typ] = n
+			}
+		}
+	}
+	if len(out) > MaxBacklogTypes {
+		types := make([]string, 0, len(out))
+		for typ := range out {
+			types = append(types, typ)
+		}
+		sort.Slice(types, func(i, j int) bool {
+			if out[types[i]] != out[types[j]] {
+				return out[types[i]] > out[types[j]]
+			}
+			return types[i] < types[j]
+		})
+		for _, typ := range types[MaxBacklogTypes:] {
+			delete(out, typ)
+		}
+	}
+	return &hostv1.Backlog{Queued: out}
+}
+
+func (s *Server) lastBacklog(h *hostRec) *hostv1.Backlog {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.backlog == nil {
 		return nil
 	}
-	return &hostv1.Backlog{Queued: maps.Clone(s.backlog)}
+	return h.backlogOf(s.backlog)
 }
 
 // Relay implements hostv1.HostServiceServer: the stream becomes a connection of the

@@ -320,7 +320,7 @@ func TestRelayedGuestIdentityAndEvents(t *testing.T) {
 
 func TestMaxTasksPerGuestAndBacklog(t *testing.T) {
 	cs := startClusterServer(t, fastConfig())
-	h, err := connectHost(t, cs, "host-a", "host-a", &hostv1.Pool{Name: "one", MaxTasksPerVm: 1})
+	h, err := connectHost(t, cs, "host-a", "host-a", &hostv1.Pool{Name: "one", MaxTasksPerVm: 1, TaskTypes: []string{"sleep"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,6 +31,7 @@ type agent struct {
 	lostAt        time.Time
 	sess          *session               // nil once lost
 	running       map[string]*assignment // by task id: assigned and not yet reported
+	unacked       int                    // assignments in running not yet acknowledged
 
 	// A guest's agent, relayed by its host: hostID and pool as the host attested them
 	// (empty for agents on the agent port). maxTasks > 0 stops assignments once
@@ -61,6 +62,7 @@ type assignment struct {
 	taskID   string
 	leaseID  uint64
 	secret   string // the lease's secret (Assign.lease_secret)
+	acked    bool   // the agent acknowledged it (or listed it as running)
 	typ      string
 	deadline time.Time // past this (plus grace) heartbeats stop renewing the lease; zero: none
 }
@@ -87,7 +89,7 @@ func (a *agent) free(typ string) int {
 
 // serves reports whether the agent can take a task now.
 func (a *agent) fits(t *store.Task) bool {
-	if a.state != agentConnected || a.gone || (a.maxTasks > 0 && a.assigned >= a.maxTasks) {
+	if a.state != agentConnected || a.gone || (a.maxTasks > 0 && a.assigned >= a.maxTasks) || a.unacked >= MaxUnacked {
 		return false
 	}
 	ts := a.types[t.Type]
@@ -155,6 +157,15 @@ func (a *agent) cpu() float64 {
 func (a *agent) reserve(taskID, typ string) {
 	a.types[typ].running++
 	a.running[taskID] = &assignment{taskID: taskID, typ: typ}
+	a.unacked++
+}
+
+// acked records that the agent acknowledged as. Caller holds s.mu.
+func (a *agent) acked(as *assignment) {
+	if !as.acked {
+		as.acked = true
+		a.unacked--
+	}
 }
 
 // release frees the slot of taskID if a holds it under leaseID (0: any). Caller holds s.mu.
@@ -164,6 +175,9 @@ func (a *agent) release(taskID string, leaseID uint64) bool {
 		return false
 	}
 	delete(a.running, taskID)
+	if !as.acked {
+		a.unacked--
+	}
 	if ts := a.types[as.typ]; ts != nil && ts.running > 0 {
 		ts.running--
 	}

@@ -105,27 +105,37 @@ type Listeners struct {
 }
 
 // RunWith is Run with the cluster port too: it serves every listener given until ctx
-// is done. Agent sessions relayed by hosts on the cluster port are served by the same
+// is done. Without Agent, agents reach the server only through host daemons (Relay on
+// the cluster port). Outside dev mode an agent port needs Config.AgentToken. Agent sessions relayed by hosts on the cluster port are served by the same
 // agent service as the agent port, with the host-attested guest identity.
 func (s *Server) RunWith(ctx context.Context, l Listeners) error {
 	if l.Cluster != nil && l.ClusterTLS == nil {
 		return errors.New("server: a cluster listener needs its TLS config (mutual TLS is required on the cluster port)")
 	}
+	if l.Agent != nil && !s.cfg.Dev && s.cfg.AgentToken == "" {
+		return errors.New("server: the agent port accepts any agent without an agent token: set server.agent_token (and give agents the same token), " +
+			"or serve agents only through host daemons (no agent port), or run in dev mode (--dev)")
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	agentLis := transport.Listen(l.Agent, transport.Options{Name: "paddock-server", Logger: s.log})
 	clientLis := l.Client
 	gs := s.NewAgentServer()
 	hs := &http.Server{Handler: h2c.NewHandler(s.Handler(), &http2.Server{}), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 4)
 	var wg sync.WaitGroup
-	wg.Add(5)
-	go func() {
-		defer wg.Done()
-		if err := gs.Serve(agentLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-			errc <- fmt.Errorf("serving agents on %s: %w", agentLis.Addr(), err)
-		}
-	}()
+	wg.Add(4)
+	agentAddr := ""
+	if l.Agent != nil {
+		agentLis := transport.Listen(l.Agent, transport.Options{Name: "paddock-server", Logger: s.log})
+		agentAddr = agentLis.Addr().String()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := gs.Serve(agentLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+				errc <- fmt.Errorf("serving agents on %s: %w", agentLis.Addr(), err)
+			}
+		}()
+	}
 	go func() {
 		defer wg.Done()
 		if err := gs.Serve(s.relayLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) && !errors.Is(err, net.ErrClosed) {
@@ -161,7 +171,7 @@ func (s *Server) RunWith(ctx context.Context, l Listeners) error {
 	if l.Cluster != nil {
 		cluster = l.Cluster.Addr().String()
 	}
-	s.log.Info("server started", "agents", agentLis.Addr().String(), "clients", clientLis.Addr().String(), "cluster", cluster, "store", s.st.Describe(), "dev", s.cfg.Dev)
+	s.log.Info("server started", "agents", agentAddr, "clients", clientLis.Addr().String(), "cluster", cluster, "store", s.st.Describe(), "dev", s.cfg.Dev)
 	var err error
 	select {
 	case <-ctx.Done():
