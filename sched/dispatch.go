@@ -179,11 +179,14 @@ func (s *Server) dispatchOnce(ctx context.Context, all bool) (int, error) {
 	return total, nil
 }
 
-// sweepLoop expires leases and loses silent agents.
+// sweepLoop expires leases and loses silent agents. It expires no lease during the
+// first LeaseTTL after it starts: after a restart (however long) the agents get one
+// lease TTL to reconnect and renew the leases of the tasks they still run.
 func (s *Server) sweepLoop(ctx context.Context) {
 	every := min(s.cfg.LeaseTTL/4, 250*time.Millisecond)
 	t := time.NewTicker(every)
 	defer t.Stop()
+	graceEnd := time.Now().Add(s.cfg.LeaseTTL)
 	for {
 		select {
 		case <-ctx.Done():
@@ -202,6 +205,9 @@ func (s *Server) sweepLoop(ctx context.Context) {
 			}
 		}
 		s.mu.Unlock()
+		if now.Before(graceEnd) {
+			continue
+		}
 		ts, err := s.st.Expired(ctx, now, 1000)
 		if err != nil {
 			if ctx.Err() == nil {

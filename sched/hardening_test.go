@@ -252,3 +252,47 @@ func submitErr(ts *testServer, spec *paddockv1.TaskSpec) error {
 	_, err := ts.tasks.Submit(context.Background(), connect.NewRequest(&paddockv1.SubmitRequest{Task: spec}))
 	return err
 }
+
+// TestRestartGraceKeepsLeases: a server (re)started long after its leases expired
+// expires none of them for one lease TTL, so an agent still running its task can
+// reconnect and keep it; a lease nobody renews expires after the grace.
+func TestRestartGraceKeepsLeases(t *testing.T) {
+	ctx := context.Background()
+	dbPath := filepath.Join(t.TempDir(), "paddock.db")
+	st, err := sqlite.Open(ctx, dbPath, sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := time.Now().Add(-time.Hour) // the server was down for an hour
+	for _, id := range []string{"kept", "orphan"} {
+		tk := store.Task{ID: id, Type: "grace.t", Class: store.Batch, MaxAttempts: 3, Tenant: "default", CreatedAt: long}
+		if _, _, err := st.Create(ctx, tk); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Lease(ctx, long, []store.Grant{{TaskID: id, AgentID: "survivor", ExpiresAt: long.Add(time.Second), Secret: "secret-" + id}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st.Close()
+	cfg := fastConfig()
+	cfg.LeaseTTL = 2 * time.Second
+	ts := startServerAt(t, cfg, dbPath)
+	time.Sleep(time.Second) // four sweeps
+	for _, id := range []string{"kept", "orphan"} {
+		if tk, _ := ts.srv.Store().Get(ctx, id); tk.State != store.Leased {
+			t.Fatalf("task %s is %s one second after the start; want its lease kept during the grace", id, tk.State)
+		}
+	}
+	if _, err := dialRaw(t, ts, &agentv1.Register{AgentId: "survivor", ProtocolVersion: sched.ProtocolVersion,
+		Types:   []*agentv1.TaskType{{Name: "grace.t", Slots: 1}},
+		Running: []*agentv1.RunningTask{{TaskId: "kept", LeaseId: 1, LeaseSecret: "secret-kept"}}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the orphan's lease expired after the grace", 10*time.Second, func() bool {
+		tk, _ := ts.srv.Store().Get(ctx, "orphan")
+		return tk.State == store.Queued
+	})
+	if tk, _ := ts.srv.Store().Get(ctx, "kept"); tk.State != store.Leased {
+		t.Fatalf("the reconnected agent's task is %s; want still leased", tk.State)
+	}
+}

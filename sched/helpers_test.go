@@ -38,7 +38,12 @@ func fastConfig() sched.Config {
 
 func startServer(t testing.TB, cfg sched.Config) *testServer {
 	t.Helper()
-	dbPath := filepath.Join(t.TempDir(), "paddock.db")
+	return startServerAt(t, cfg, filepath.Join(t.TempDir(), "paddock.db"))
+}
+
+// startServerAt is startServer on the database at dbPath.
+func startServerAt(t testing.TB, cfg sched.Config, dbPath string) *testServer {
+	t.Helper()
 	st, err := sqlite.Open(context.Background(), dbPath, sqlite.Options{})
 	if err != nil {
 		t.Fatal(err)
