@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# fuzz.sh runs every Go fuzz target for a short fixed time (FUZZTIME, default 10s each),
+# one after the other, and exits non-zero if any fails. `go test -fuzz` takes one target
+# per run, so the targets are listed here one by one: add a new one to TARGETS.
+#
+# Each target's committed corpus (testdata/fuzz/<Name>/ in its package, plus its f.Add
+# seeds) also runs as plain tests in `go test ./...`. A failure here leaves the input in
+# testdata/fuzz/<Name>/ of its package: rerun it with
+#   go test -run '^<Name>$/<file>' ./<pkg>
+# fix the cause, and commit the input as a regression seed.
+#
+#   FUZZTIME=10m scripts/fuzz.sh          # the long run (each target 10 minutes)
+#   scripts/fuzz.sh FuzzScore FuzzLoad    # only these targets
+set -uo pipefail
+
+cd "$(dirname "$0")/.."
+GO="${GO:-go}"
+FUZZTIME="${FUZZTIME:-10s}"
+
+# package:target
+TARGETS=(
+	agent/transport:FuzzFrameReader
+	agent/transport:FuzzHostStream
+	sched:FuzzValidateSpec
+	sched:FuzzAgentSession
+	internal/config:FuzzLoad
+	agent:FuzzLoadManifest
+	images:FuzzStoreManifest
+	plugins/handlers/score:FuzzScore
+	plugins/handlers/logscan:FuzzScan
+	plugins/handlers/logscan:FuzzLineReader
+)
+
+want=("$@")
+failed=()
+ran=0
+for t in "${TARGETS[@]}"; do
+	pkg="${t%%:*}" name="${t##*:}"
+	if [ ${#want[@]} -gt 0 ] && ! printf '%s\n' "${want[@]}" | grep -qx "$name"; then
+		continue
+	fi
+	ran=$((ran + 1))
+	printf 'fuzz: %s (./%s) for %s\n' "$name" "$pkg" "$FUZZTIME"
+	# -parallel 1: the machine is shared; one fuzz worker per target.
+	if ! "$GO" test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" -parallel 1 "./$pkg"; then
+		failed+=("$name (./$pkg)")
+	fi
+done
+
+if [ "$ran" -eq 0 ]; then
+	printf 'fuzz: no target matches %s; the targets are:\n' "${want[*]}" >&2
+	printf '  %s\n' "${TARGETS[@]##*:}" >&2
+	exit 2
+fi
+if [ ${#failed[@]} -gt 0 ]; then
+	printf 'fuzz: FAILED: %s\n' "${failed[@]}" >&2
+	exit 1
+fi
+printf 'fuzz: %d targets passed (%s each)\n' "$ran" "$FUZZTIME"
