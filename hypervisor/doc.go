@@ -6,7 +6,9 @@
 //     exists (a paravirtual /dev/kvm alone is not enough: guests hang on it), else tcg
 //     (libvirt domain type "qemu"); the choice and the reason are logged;
 //   - DomainSpec → domain XML through libvirt.org/go/libvirtxml: direct kernel boot,
-//     ACPI, virtio-blk disks, virtio-serial channels on unix sockets, a serial console
+//     ACPI, virtio-blk disks, virtio-9p shared directories (accessmode squash, optionally
+//     read-only; booted and checked by internal/shareguest), virtio-serial channels on
+//     unix sockets, a serial console
 //     logged to a file, a virtio balloon with statistics, no network unless asked;
 //   - create (transient), graceful shutdown then destroy, destroy, lookup and list of
 //     the domains whose names carry the prefix — nothing else on the host is touched;
