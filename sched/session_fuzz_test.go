@@ -172,6 +172,9 @@ func FuzzAgentSession(f *testing.F) {
 				fa.waitFirst()
 			}
 		}
+		if ctx.Err() != nil {
+			t.Fatalf("the server did not take %d messages within 30s: %v", len(msgs), msgs)
+		}
 		fa.waitReportAcks(len(reports), 2*time.Second) // as an agent does before it leaves
 		if err := fa.stream.CloseSend(); err != nil {
 			t.Fatalf("CloseSend: %v", err)
