@@ -763,7 +763,16 @@ func TestDataPlane(t *testing.T) {
 	if e.d.Cache() == nil {
 		t.Fatal("the daemon has no cache though Config.Cache.Dir is set")
 	}
-	e.waitFor("a registered guest", bootWait, func() bool { return len(e.registered(pool)) == 1 })
+	t.Cleanup(func() { // runs before the daemon stops and removes the guests' directories
+		if t.Failed() {
+			for _, g := range e.d.Manager().Snapshot() {
+				b, _ := os.ReadFile(filepath.Join(g.Dir, "console.log"))
+				t.Logf("console of %s (last 4 KiB):\n%s", g.Name, b[max(0, len(b)-4096):])
+			}
+		}
+	})
+	// Under TCG on a loaded 2-core machine a boot has taken over 2.5 minutes.
+	e.waitFor("a registered guest", 2*bootWait, func() bool { return len(e.registered(pool)) == 1 })
 	if !strings.Contains(e.logs.String(), "capabilities=[stage]") {
 		t.Errorf("the server did not log the host's capability stage:\n%s", e.logs.String())
 	}
@@ -787,10 +796,12 @@ func TestDataPlane(t *testing.T) {
 	sum := sha256.Sum256(input)
 	checksum := func(what string) {
 		t.Helper()
+		start := time.Now()
 		got := e.wait(e.submitBlobs("checksum", map[string]blob.Digest{"data": d}), 5*time.Minute)
 		if got.GetState() != paddockv1.State_STATE_SUCCEEDED {
 			t.Fatalf("%s: %v", what, got)
 		}
+		t.Logf("%s of %d bytes: submit → succeeded in %v", what, len(input), time.Since(start).Round(time.Millisecond))
 		var out struct {
 			Inputs map[string]struct {
 				Size   int64  `json:"size"`
@@ -821,10 +832,12 @@ func TestDataPlane(t *testing.T) {
 		t.Errorf("paddock_host_staged_bytes_total{source=cached} = %v, want %d", v, len(input))
 	}
 
+	start := time.Now()
 	got := e.wait(e.submitBlobs("compress.gzip", map[string]blob.Digest{"data": d}), 5*time.Minute)
 	if got.GetState() != paddockv1.State_STATE_SUCCEEDED {
 		t.Fatalf("compress: %v", got)
 	}
+	t.Logf("compress.gzip of %d bytes: submit → succeeded (output collected) in %v", len(input), time.Since(start).Round(time.Millisecond))
 	out := got.GetOutputBlobs()["data.gz"]
 	if out == nil {
 		t.Fatalf("compress: no output blob data.gz: %v", got)
