@@ -238,7 +238,7 @@ func TestStageFailures(t *testing.T) {
 		{"server down", map[string]*hostv1.BlobRef{"c": ref(blob.FromBytes([]byte("elsewhere")), 9)}, true, true, "fetching blob"},
 		{"path escape", map[string]*hostv1.BlobRef{"../../escape": ref(ok, 4)}, false, false, "not a valid input name"},
 		{"marker name", map[string]*hostv1.BlobRef{guestabi.MarkerName: ref(ok, 4)}, false, false, "not a valid input name"},
-		{"wrong size", map[string]*hostv1.BlobRef{"a": ref(ok, 5)}, false, false, "a"},
+		{"wrong size", map[string]*hostv1.BlobRef{"a": ref(ok, 5)}, false, false, "not the 5 bytes"},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
