@@ -56,7 +56,7 @@ func (s *Server) Handler() http.Handler {
 	opts := []connect.HandlerOption{
 		connect.WithCodec(strictJSON{}),
 		connect.WithInterceptors(s.authInterceptor()),
-		connect.WithReadMaxBytes(2*s.cfg.MaxInlineBytes + (1 << 20)),
+		connect.WithReadMaxBytes(s.maxRequestBytes()),
 	}
 	api := &clientAPI{s: s}
 	mux := http.NewServeMux()

@@ -5,8 +5,14 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"net/http"
+	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +23,7 @@ import (
 	agentv1 "github.com/paddockvm/paddock/api/agent/v1"
 	hostv1 "github.com/paddockvm/paddock/api/host/v1"
 	paddockv1 "github.com/paddockvm/paddock/api/paddock/v1"
+	"github.com/paddockvm/paddock/api/paddock/v1/paddockv1connect"
 	"github.com/paddockvm/paddock/sched"
 	"github.com/paddockvm/paddock/sched/store"
 	"github.com/paddockvm/paddock/sched/store/sqlite"
@@ -295,4 +302,93 @@ func TestRestartGraceKeepsLeases(t *testing.T) {
 	if tk, _ := ts.srv.Store().Get(ctx, "kept"); tk.State != store.Leased {
 		t.Fatalf("the reconnected agent's task is %s; want still leased", tk.State)
 	}
+}
+
+// TestStalledUploads: 150 API uploads of 9 MiB that stall one byte before their end do
+// not grow the server by their size: unauthenticated, the token is checked before the
+// body is read; authenticated, the bytes of bodies being read at once are bounded
+// (MinClientBodyBudget). The growth of this process's RSS (server and clients are in
+// it; the clients write from one shared buffer) is logged and bounded.
+func TestStalledUploads(t *testing.T) {
+	cfg := fastConfig()
+	cfg.Dev, cfg.Token, cfg.AgentToken = false, "client-token", "agent-token"
+	ts := startServer(t, cfg)
+	for _, tc := range []struct {
+		name, auth string
+		limit      int64
+	}{
+		{"unauthenticated", "", 100 << 20},
+		{"authenticated", "Authorization: Bearer client-token\r\n", sched.MinClientBodyBudget + 100<<20},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			grew := stalledUploads(t, ts, tc.auth, 150, 9<<20)
+			t.Logf("RSS grew by %d MiB with 150 stalled %s 9 MiB uploads open", grew>>20, tc.name)
+			if grew > tc.limit {
+				t.Fatalf("RSS grew by %d MiB with 150 stalled %s uploads; want at most %d MiB", grew>>20, tc.name, tc.limit>>20)
+			}
+		})
+	}
+	// An authenticated call still works.
+	c := paddockv1connect.NewTaskServiceClient(http.DefaultClient, ts.url, connect.WithInterceptors(bearer(cfg.Token)))
+	if _, err := c.Submit(context.Background(), connect.NewRequest(&paddockv1.SubmitRequest{Task: &paddockv1.TaskSpec{Type: "x"}})); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// stalledUploads opens conns Submit calls with auth (a header line or "") of size
+// bytes each, sends all but the last byte (or until the server stops reading), and
+// returns how much this process's RSS grew while they are open.
+func stalledUploads(t *testing.T, ts *testServer, auth string, conns, size int) int64 {
+	addr := strings.TrimPrefix(ts.url, "http://")
+	runtime.GC()
+	debug.FreeOSMemory()
+	before := rssBytes(t)
+	chunk := make([]byte, 1<<20)
+	var wg sync.WaitGroup
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for range conns {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fmt.Fprintf(c, "POST /paddock.v1.TaskService/Submit HTTP/1.1\r\nHost: x\r\n%sContent-Type: application/proto\r\nContent-Length: %d\r\n\r\n", auth, size)
+			c.SetWriteDeadline(time.Now().Add(5 * time.Second)) // a server not reading stalls the writes
+			for left := size - 1; left > 0; {
+				n, err := c.Write(chunk[:min(left, len(chunk))])
+				if err != nil {
+					return // refused, or not read on
+				}
+				left -= n
+			}
+		}()
+	}
+	wg.Wait()
+	time.Sleep(500 * time.Millisecond)
+	runtime.GC()
+	debug.FreeOSMemory()
+	return rssBytes(t) - before
+}
+
+func rssBytes(t *testing.T) int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Skip("no /proc/self/status")
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmRSS")
+	return 0
 }

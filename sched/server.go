@@ -13,8 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/h2c"
+	"golang.org/x/sync/semaphore"
 	"google.golang.org/grpc"
 
 	"github.com/paddockvm/paddock/agent/transport"
@@ -52,8 +51,9 @@ type Server struct {
 	conns      map[string]string         // agent-port connection (peer address) -> agent id of its session
 	collecting map[uint64]pendingCollect // Collects sent to hosts, by request id
 
-	relayLis   *chanListener // agent sessions relayed by hosts (Relay streams)
-	collectSeq atomic.Uint64 // request ids of Collects
+	relayLis   *chanListener       // agent sessions relayed by hosts (Relay streams)
+	bodyBudget *semaphore.Weighted // bytes of client API request bodies being read (guard)
+	collectSeq atomic.Uint64       // request ids of Collects
 }
 
 // New returns a server over st. It does not take ownership of st.
@@ -75,6 +75,7 @@ func New(cfg Config, st store.Store) (*Server, error) {
 
 		relayLis: newChanListener(),
 	}
+	s.bodyBudget = semaphore.NewWeighted(int64(max(MinClientBodyBudget, 4*s.maxRequestBytes())))
 	s.metrics = newMetrics(s)
 	return s, nil
 }
@@ -120,7 +121,7 @@ func (s *Server) RunWith(ctx context.Context, l Listeners) error {
 	defer cancel()
 	clientLis := l.Client
 	gs := s.NewAgentServer()
-	hs := &http.Server{Handler: h2c.NewHandler(s.Handler(), &http2.Server{}), ReadHeaderTimeout: 10 * time.Second}
+	hs := s.clientServer()
 	errc := make(chan error, 4)
 	var wg sync.WaitGroup
 	wg.Add(4)
