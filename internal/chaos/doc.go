@@ -9,7 +9,7 @@
 //   - the server, an agent or the host daemon (SIGKILL to the process only; restarted
 //     after a random delay on the same ports and data directory),
 //   - a handler process of a TCP agent (SIGKILL; the agent restarts it),
-//   - a guest (`virsh destroy`; the host daemon replaces it).
+//   - a guest whose agent is connected (`virsh destroy`; the host daemon replaces it).
 //
 // It prints every kill with its time, then checks: every task submitted is on the
 // server exactly once and ended SUCCEEDED with the output of its own payload and of its

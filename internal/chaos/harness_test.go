@@ -444,19 +444,24 @@ func (r *run) chaos(ctx context.Context, kinds []string) {
 	wg.Wait()
 }
 
-// killOne kills one target of kind, trying for up to 30 s to find one (a handler or a
-// guest may be restarting), then restarts it if it is a component.
+// killOne kills one target of kind, trying for up to 30 s to find one (a handler may be
+// restarting; for a guest up to 10 minutes: a TCG boot on a loaded machine takes
+// minutes), then restarts it if it is a component.
 func (r *run) killOne(ctx context.Context, kind string) {
-	deadline := time.Now().Add(30 * time.Second)
+	wait := 30 * time.Second
+	if kind == kindGuest {
+		wait = 10 * time.Minute
+	}
+	deadline := time.Now().Add(wait)
 	for ctx.Err() == nil {
 		if r.tryKill(kind) {
 			return
 		}
 		if time.Now().After(deadline) {
 			r.mu.Lock()
-			r.missed = append(r.missed, fmt.Sprintf("%v %s: no target for 30s", r.since(), kind))
+			r.missed = append(r.missed, fmt.Sprintf("%v %s: no target for %v", r.since(), kind, wait))
 			r.mu.Unlock()
-			r.logf("kill %s: no target found for 30s", kind)
+			r.logf("kill %s: no target found for %v", kind, wait)
 			return
 		}
 		time.Sleep(300 * time.Millisecond)
@@ -561,13 +566,28 @@ func (r *run) killHandler() bool {
 	return true
 }
 
-// killGuest destroys one running guest of the run (virsh destroy: QEMU killed).
+// killGuest destroys one running guest of the run whose agent is connected (virsh
+// destroy: QEMU killed). A guest still booting is left alone: destroying it races its
+// creation (the destroy then fails, and the pool backs off as for a failed boot).
 func (r *run) killGuest() bool {
 	gs, err := guests(r.uri, r.prefix, false)
 	if err != nil || len(gs) == 0 {
 		return false
 	}
-	g := gs[r.intn(len(gs))]
+	conn, err := r.connectedAgents()
+	if err != nil {
+		return false
+	}
+	var up []string
+	for _, g := range gs {
+		if conn[g] {
+			up = append(up, g)
+		}
+	}
+	if len(up) == 0 {
+		return false
+	}
+	g := up[r.intn(len(up))]
 	at := r.since()
 	if out, err := exec.Command("virsh", "-c", r.uri, "destroy", g).CombinedOutput(); err != nil {
 		r.logf("virsh destroy %s: %v: %s", g, err, strings.TrimSpace(string(out)))
