@@ -5,32 +5,39 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/paddockvm/paddock/sched/store"
 	"github.com/paddockvm/paddock/sched/store/postgres"
 	"github.com/paddockvm/paddock/sched/store/postgres/pgtest"
 	"github.com/paddockvm/paddock/sched/store/sqlite"
 )
 
-// BenchmarkDurable measures a task's durable path (pgtest.DurablePath: create, lease,
-// start, succeed, each committed) through each store in the same run. The sqlite
-// sub-benchmark is the baseline: compare tasks/s.
+// BenchmarkDurable measures the durable path through each store in the same run:
+// path is pgtest.DurablePath (each caller creates, leases, starts and succeeds one task
+// after another), pipeline is pgtest.Pipeline (submitters, one batching dispatcher,
+// 100 workers). The sqlite sub-benchmarks are the baseline: compare tasks/s.
 //
 //	go test -run '^$' -bench Durable -benchtime 5000x ./sched/store/postgres
 func BenchmarkDurable(b *testing.B) {
-	b.Run("sqlite", func(b *testing.B) {
-		s, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "paddock.db"), sqlite.Options{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer s.Close()
-		pgtest.DurablePath(b, s)
-	})
-	b.Run("postgres", func(b *testing.B) {
-		srv := pgtest.Start(b)
-		s, err := postgres.Open(context.Background(), srv.NewDatabase(b), postgres.Options{MaxConns: 16})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer s.Close()
-		pgtest.DurablePath(b, s)
-	})
+	srv := pgtest.Start(b)
+	for _, mode := range []struct {
+		name string
+		run  func(*testing.B, store.Store)
+	}{{"path", pgtest.DurablePath}, {"pipeline", pgtest.Pipeline}} {
+		b.Run(mode.name+"/sqlite", func(b *testing.B) {
+			s, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "paddock.db"), sqlite.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			mode.run(b, s)
+		})
+		b.Run(mode.name+"/postgres", func(b *testing.B) {
+			s, err := postgres.Open(context.Background(), srv.NewDatabase(b), postgres.Options{MaxConns: 32})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			mode.run(b, s)
+		})
+	}
 }

@@ -11,27 +11,34 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivermigrate"
 
+	"github.com/paddockvm/paddock/sched/store"
 	"github.com/paddockvm/paddock/sched/store/postgres"
 	"github.com/paddockvm/paddock/sched/store/postgres/pgtest"
 )
 
 // BenchmarkRiverBaseline runs, on one PostgreSQL server in one run, no-op tasks
 // through Paddock's PostgreSQL store (pgtest.DurablePath: 8 × GOMAXPROCS callers,
-// each task created, leased, started and succeeded, every step committed) and no-op
-// jobs through a River client (the same number of callers inserting one job at a time,
+// each task created, leased, started and succeeded, every step committed; and
+// pgtest.Pipeline: submitters, a dispatcher leasing up to 100 at once, 100 workers) and
+// no-op jobs through a River client (the same number of callers inserting one job at a time,
 // 100 workers; a job counts once its completion is committed). River runs twice: with
 // its defaults (fetch cooldown 100ms, poll 1s) and tuned for latency (cooldown 1ms,
 // poll 10ms). Compare tasks/s with jobs/s.
 func BenchmarkRiverBaseline(b *testing.B) {
 	srv := pgtest.Start(b)
-	b.Run("paddock-postgres", func(b *testing.B) {
-		s, err := postgres.Open(context.Background(), srv.NewDatabase(b), postgres.Options{MaxConns: 16})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer s.Close()
-		pgtest.DurablePath(b, s)
-	})
+	for _, mode := range []struct {
+		name string
+		run  func(*testing.B, store.Store)
+	}{{"path", pgtest.DurablePath}, {"pipeline", pgtest.Pipeline}} {
+		b.Run("paddock-postgres-"+mode.name, func(b *testing.B) {
+			s, err := postgres.Open(context.Background(), srv.NewDatabase(b), postgres.Options{MaxConns: 32})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			mode.run(b, s)
+		})
+	}
 	b.Run("river-defaults", func(b *testing.B) { benchRiver(b, srv, 0, 0) })
 	b.Run("river-tuned", func(b *testing.B) { benchRiver(b, srv, time.Millisecond, 10*time.Millisecond) })
 }
