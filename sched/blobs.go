@@ -81,6 +81,17 @@ func (s *Server) checkInputBlobs(ctx context.Context, sp *paddockv1.TaskSpec, t 
 		names = append(names, name)
 	}
 	sort.Strings(names)
+	// Refresh the inputs' retention clocks before checking they exist: retention cannot
+	// delete one between the check and the task being stored.
+	var digests []string
+	for _, name := range names {
+		if d, err := blob.ParseDigest(in[name].GetDigest()); err == nil {
+			digests = append(digests, string(d))
+		}
+	}
+	if err := s.touchBlobs(ctx, digests...); err != nil {
+		return connect.NewError(connect.CodeUnavailable, fmt.Errorf("task.input_blobs: %w (nothing stored; submit again)", err))
+	}
 	t.InputBlobs = make(map[string]store.BlobRef, len(in))
 	for _, name := range names {
 		ref := in[name]
@@ -141,18 +152,31 @@ func (s *Server) blobHandler() http.Handler {
 			fmt.Fprintf(w, "{\"error\":%q,\"code\":%q}\n", errNoBlobs.Error(), blobhttp.CodeUnavailable)
 		})
 	}
-	return blobhttp.NewHandler(&countingStore{Store: s.cfg.Blobs, m: s.metrics, port: "client"}, blobhttp.Options{
+	return blobhttp.NewHandler(&countingStore{Store: s.cfg.Blobs, m: s.metrics, port: "client", touch: s.touchBlobs}, blobhttp.Options{
 		Authorize:    func(r *http.Request) error { return s.checkBearer(r.Header.Get("Authorization")) },
 		MaxBlobBytes: s.cfg.MaxBlobBytes,
 		Logger:       s.log,
 	})
 }
 
-// countingStore counts the bytes that go into and out of a store.
+// countingStore counts the bytes that go into and out of a store. With touch set (the
+// client port), a Stat (HEAD, or a PUT of a blob that exists) or Put first refreshes
+// the blob's retention clock: a client told a blob exists skips the upload and may
+// name it in a submit within the retention.
 type countingStore struct {
 	blob.Store
-	m    *metrics
-	port string
+	m     *metrics
+	port  string
+	touch func(ctx context.Context, digests ...string) error
+}
+
+func (c *countingStore) Stat(ctx context.Context, d blob.Digest) (blob.Info, error) {
+	if c.touch != nil {
+		if err := c.touch(ctx, string(d)); err != nil {
+			return blob.Info{}, fmt.Errorf("%w: %v", blob.ErrUnavailable, err)
+		}
+	}
+	return c.Store.Stat(ctx, d)
 }
 
 func (c *countingStore) Open(ctx context.Context, d blob.Digest, offset int64) (io.ReadCloser, error) {
@@ -164,6 +188,11 @@ func (c *countingStore) Open(ctx context.Context, d blob.Digest, offset int64) (
 }
 
 func (c *countingStore) Put(ctx context.Context, d blob.Digest, size int64, r io.Reader) (blob.Info, error) {
+	if c.touch != nil {
+		if err := c.touch(ctx, string(d)); err != nil {
+			return blob.Info{}, fmt.Errorf("%w: %v", blob.ErrUnavailable, err)
+		}
+	}
 	return c.Store.Put(ctx, d, size, &countingReader{ReadCloser: io.NopCloser(r), add: c.m.blobBytes.WithLabelValues(c.port, "in").Add})
 }
 
@@ -707,8 +736,26 @@ func (s *Server) gcLoop(ctx context.Context) {
 	}
 }
 
+// touchBlobs refreshes the retention clocks of the blobs (store.TouchBlobs) under the
+// read side of gcMu: a collection's check and delete of one blob (the write side) is
+// either wholly before the touch or sees it.
+func (s *Server) touchBlobs(ctx context.Context, digests ...string) error {
+	if len(digests) == 0 {
+		return nil
+	}
+	s.gcMu.RLock()
+	defer s.gcMu.RUnlock()
+	if err := s.st.TouchBlobs(ctx, digests, time.Now()); err != nil {
+		return fmt.Errorf("refreshing the retention of %d blobs: %w", len(digests), err)
+	}
+	return nil
+}
+
 // CollectGarbage deletes every blob written before now-BlobRetention that no task uses
-// (store.BlobInUse with since = now-BlobRetention) and returns how many it deleted.
+// (store.BlobInUse with since = now-BlobRetention: a live task names it, a task that
+// finished since names it, or it was referenced since: a submit, a client's HEAD or
+// PUT) and returns how many it deleted. The check and delete of each blob hold gcMu,
+// so a reference (touchBlobs) is never lost between them.
 // It goes on past a blob it cannot check or delete, and returns the first such error.
 func (s *Server) CollectGarbage(ctx context.Context, now time.Time) (int, error) {
 	if s.cfg.Blobs == nil {
@@ -736,16 +783,12 @@ func (s *Server) CollectGarbage(ctx context.Context, now time.Time) (int, error)
 			if !info.ModTime.Before(cutoff) {
 				continue
 			}
-			used, err := s.st.BlobInUse(ctx, string(info.Digest), cutoff)
+			used, err := s.deleteUnused(ctx, info.Digest, cutoff)
 			if err != nil {
 				fail(err)
 				continue
 			}
 			if used {
-				continue
-			}
-			if err := s.cfg.Blobs.Delete(ctx, info.Digest); err != nil && !errors.Is(err, blob.ErrNotFound) {
-				fail(fmt.Errorf("deleting blob %s: %w", info.Digest, err))
 				continue
 			}
 			deleted++
@@ -764,4 +807,18 @@ func (s *Server) CollectGarbage(ctx context.Context, now time.Time) (int, error)
 		s.log.Info("blob retention pass", "deleted", deleted, "freed_bytes", freed, "took", time.Since(start).Round(time.Millisecond), "err", first)
 	}
 	return deleted, first
+}
+
+// deleteUnused deletes blob d unless it is in use since cutoff, holding gcMu.
+func (s *Server) deleteUnused(ctx context.Context, d blob.Digest, cutoff time.Time) (used bool, err error) {
+	s.gcMu.Lock()
+	defer s.gcMu.Unlock()
+	used, err = s.st.BlobInUse(ctx, string(d), cutoff)
+	if err != nil || used {
+		return used, err
+	}
+	if err := s.cfg.Blobs.Delete(ctx, d); err != nil && !errors.Is(err, blob.ErrNotFound) {
+		return false, fmt.Errorf("deleting blob %s: %w", d, err)
+	}
+	return false, nil
 }

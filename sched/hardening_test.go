@@ -24,6 +24,8 @@ import (
 	hostv1 "github.com/paddockvm/paddock/api/host/v1"
 	paddockv1 "github.com/paddockvm/paddock/api/paddock/v1"
 	"github.com/paddockvm/paddock/api/paddock/v1/paddockv1connect"
+	"github.com/paddockvm/paddock/blob"
+	"github.com/paddockvm/paddock/blob/blobhttp"
 	"github.com/paddockvm/paddock/sched"
 	"github.com/paddockvm/paddock/sched/store"
 	"github.com/paddockvm/paddock/sched/store/sqlite"
@@ -391,4 +393,35 @@ func rssBytes(t *testing.T) int64 {
 	}
 	t.Fatal("no VmRSS")
 	return 0
+}
+
+// TestBlobReferenceRefreshesRetention: a client's HEAD of an old blob, or a PUT of one
+// that exists (the upload skipped), refreshes its retention clock: retention does not
+// delete it before the client's submit naming it, but does once the retention passed.
+func TestBlobReferenceRefreshesRetention(t *testing.T) {
+	cfg := fastConfig()
+	fs := openFS(t)
+	cfg.Blobs = fs
+	ts := startServer(t, cfg)
+	ctx := context.Background()
+	headed, reput := putBlob(t, fs, "found by HEAD"), putBlob(t, fs, "put again")
+	old := time.Now().Add(-72 * time.Hour)
+	for _, d := range []blob.Digest{headed, reput} {
+		if err := os.Chtimes(fs.Path(d), old, old); err != nil { // written long ago
+			t.Fatal(err)
+		}
+	}
+	cl := blobhttp.Client{BaseURL: ts.url}
+	if _, err := cl.Stat(ctx, headed); err != nil {
+		t.Fatal(err)
+	}
+	if _, uploaded, err := cl.Put(ctx, reput, strings.NewReader("put again"), 9, nil); err != nil || uploaded {
+		t.Fatalf("PUT of an existing blob: uploaded %v, %v; want skipped", uploaded, err)
+	}
+	if n, err := ts.srv.CollectGarbage(ctx, time.Now()); err != nil || n != 0 {
+		t.Fatalf("CollectGarbage just after the HEAD and PUT = %d, %v; want nothing deleted", n, err)
+	}
+	if n, err := ts.srv.CollectGarbage(ctx, time.Now().Add(48*time.Hour)); err != nil || n != 2 {
+		t.Fatalf("CollectGarbage 48h later = %d, %v; want both deleted", n, err)
+	}
 }

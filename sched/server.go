@@ -53,6 +53,7 @@ type Server struct {
 
 	relayLis   *chanListener       // agent sessions relayed by hosts (Relay streams)
 	bodyBudget *semaphore.Weighted // bytes of client API request bodies being read (guard)
+	gcMu       sync.RWMutex        // write: retention's check+delete of a blob; read: touchBlobs
 	collectSeq atomic.Uint64       // request ids of Collects
 }
 
