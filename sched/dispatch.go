@@ -165,7 +165,7 @@ func (s *Server) dispatchOnce(ctx context.Context, all bool) (int, error) {
 		for i := range leased {
 			w := now.Sub(readyAt[leased[i].ID])
 			longest = max(longest, w)
-			s.metrics.dispatchLatency.WithLabelValues(typ).Observe(w.Seconds())
+			s.metrics.dispatchLatency.WithLabelValues(s.metrics.types.label(typ)).Observe(w.Seconds())
 		}
 		s.queue.leased(typ, longest)
 		total += len(leased)
@@ -270,7 +270,7 @@ func (s *Server) finished(t store.Task) {
 	if start.IsZero() {
 		start = t.CreatedAt
 	}
-	s.metrics.taskDuration.WithLabelValues(t.Type, string(t.State)).Observe(t.FinishedAt.Sub(start).Seconds())
+	s.metrics.taskDuration.WithLabelValues(s.metrics.types.label(t.Type), string(t.State)).Observe(t.FinishedAt.Sub(start).Seconds())
 	s.notifyTerminal(t.ID)
 }
 

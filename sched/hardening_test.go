@@ -3,6 +3,7 @@ package sched_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"net/http"
@@ -423,5 +424,39 @@ func TestBlobReferenceRefreshesRetention(t *testing.T) {
 	}
 	if n, err := ts.srv.CollectGarbage(ctx, time.Now().Add(48*time.Hour)); err != nil || n != 2 {
 		t.Fatalf("CollectGarbage 48h later = %d, %v; want both deleted", n, err)
+	}
+}
+
+// TestMetricTypeLabelsBounded: clients choose task type names; /metrics carries at most
+// MaxMetricTypes of them as label values and counts the rest under "other".
+func TestMetricTypeLabelsBounded(t *testing.T) {
+	ts := startServer(t, fastConfig())
+	n := sched.MaxMetricTypes + 50
+	ids := submitMany(t, ts.tasks, n, func(i int) *paddockv1.TaskSpec { return &paddockv1.TaskSpec{Type: fmt.Sprintf("made-up-%d", i)} })
+	for _, id := range ids { // terminal: task_duration_seconds gets a series per type too
+		if _, err := ts.tasks.Cancel(context.Background(), connect.NewRequest(&paddockv1.CancelRequest{Id: id})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resp, err := http.Get(ts.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, metric := range []string{"paddock_tasks{", "paddock_task_duration_seconds_count{"} {
+		types := map[string]bool{}
+		for _, line := range strings.Split(string(b), "\n") {
+			if !strings.HasPrefix(line, metric) {
+				continue
+			}
+			if i := strings.Index(line, `type="`); i >= 0 {
+				rest := line[i+6:]
+				types[rest[:strings.IndexByte(rest, '"')]] = true
+			}
+		}
+		if len(types) > sched.MaxMetricTypes+1 || !types["other"] {
+			t.Errorf("%s has %d type label values (other: %v); want at most %d and \"other\"", metric, len(types), types["other"], sched.MaxMetricTypes+1)
+		}
 	}
 }

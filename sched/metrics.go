@@ -2,6 +2,7 @@ package sched
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -10,6 +11,7 @@ import (
 
 // metrics are the server's Prometheus metrics, in their own registry.
 type metrics struct {
+	types           typeLabels // the task type label values
 	reg             *prometheus.Registry
 	dispatchLatency *prometheus.HistogramVec
 	taskDuration    *prometheus.HistogramVec
@@ -58,7 +60,7 @@ func newMetrics(s *Server) *metrics {
 		Namespace: "paddock", Name: "guest_gone_requeues_total", Help: "Tasks requeued at once because their guest's host reported the guest gone.",
 	})
 	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "paddock", Name: "agent_sessions_refused_total", Help: "Agent sessions refused, by reason (identity: the agent claimed an id other than its host-attested guest).",
+		Namespace: "paddock", Name: "agent_sessions_refused_total", Help: "Refusals by reason: identity (an agent claimed an id other than its host-attested guest), limits (an agent declared more than a server limit), lease_secret (an agent message without its lease's secret), client_token (a client API call without the client token, refused before its body was read).",
 	}, []string{"reason"})
 	m.blobBytes = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "paddock", Name: "blob_bytes_total", Help: "Bytes of blobs stored (in) and served (out), by port (client: /v1/blobs, agent: agent ReadBlob/WriteBlob, cluster: host ReadBlob/WriteBlob).",
@@ -129,8 +131,13 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if counts, err := c.s.st.Counts(ctx); err == nil {
+		type key struct{ typ, state string }
+		depth := map[key]int64{}
 		for _, n := range counts {
-			ch <- prometheus.MustNewConstMetric(queueDepthDesc, prometheus.GaugeValue, float64(n.N), n.Type, string(n.State))
+			depth[key{c.s.metrics.types.label(n.Type), string(n.State)}] += n.N
+		}
+		for k, n := range depth {
+			ch <- prometheus.MustNewConstMetric(queueDepthDesc, prometheus.GaugeValue, float64(n), k.typ, k.state)
 		}
 	} else {
 		ch <- prometheus.NewInvalidMetric(queueDepthDesc, err)
@@ -160,7 +167,9 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- m
 	}
 	for _, qd := range c.s.QueueDelays() {
-		ch <- prometheus.MustNewConstMetric(queueDelayDesc, prometheus.GaugeValue, qd.Delay.Seconds(), qd.Type)
+		if l := c.s.metrics.types.label(qd.Type); l != otherType {
+			ch <- prometheus.MustNewConstMetric(queueDelayDesc, prometheus.GaugeValue, qd.Delay.Seconds(), l)
+		}
 	}
 	for st, n := range byState {
 		ch <- prometheus.MustNewConstMetric(agentsDesc, prometheus.GaugeValue, float64(n), st)
@@ -169,4 +178,34 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(slotsDesc, prometheus.GaugeValue, float64(n-busy[t]), t, "false")
 		ch <- prometheus.MustNewConstMetric(slotsDesc, prometheus.GaugeValue, float64(busy[t]), t, "true")
 	}
+}
+
+// MaxMetricTypes bounds the distinct task type label values on /metrics: clients name
+// task types freely; past this many the others are counted under "other".
+const MaxMetricTypes = 256
+
+// otherType is the label of the task types past MaxMetricTypes.
+const otherType = "other"
+
+// typeLabels admits the first MaxMetricTypes task types seen as label values.
+type typeLabels struct {
+	mu   sync.Mutex
+	seen map[string]bool
+}
+
+// label returns typ, or "other" once MaxMetricTypes other types have labels.
+func (l *typeLabels) label(typ string) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.seen[typ] {
+		return typ
+	}
+	if l.seen == nil {
+		l.seen = map[string]bool{}
+	}
+	if len(l.seen) >= MaxMetricTypes || typ == otherType {
+		return otherType
+	}
+	l.seen[typ] = true
+	return typ
 }
