@@ -50,6 +50,9 @@ type Config struct {
 	// MaxBlobBytes bounds one uploaded blob (PUT /v1/blobs, host and agent WriteBlob);
 	// 0: no limit.
 	MaxBlobBytes int64
+	// AgentIdleTimeout closes an agent-port connection that runs no RPC this long (one
+	// that never opens a Session). Default 2 min.
+	AgentIdleTimeout time.Duration
 	// Logger. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -105,6 +108,9 @@ func (c Config) withDefaults() Config {
 	if c.MaxOutputBytes == 0 {
 		c.MaxOutputBytes = d.MaxOutputBytes
 	}
+	if c.AgentIdleTimeout == 0 {
+		c.AgentIdleTimeout = 2 * time.Minute
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -132,6 +138,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("server config: blob retention (server.blob_retention) %v is negative: give a duration such as 24h", c.BlobRetention)
 	case c.MaxOutputBytes < 0:
 		return fmt.Errorf("server config: max output bytes (server.max_output_bytes) %d is negative", c.MaxOutputBytes)
+	case c.AgentIdleTimeout < 0:
+		return fmt.Errorf("server config: agent idle timeout %v is negative", c.AgentIdleTimeout)
 	case c.MaxBlobBytes < 0:
 		return fmt.Errorf("server config: max blob bytes %d is negative: use 0 for no limit", c.MaxBlobBytes)
 	}

@@ -2,6 +2,7 @@ package sched_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -18,9 +19,13 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/paddockvm/paddock/agent/session"
 	agentv1 "github.com/paddockvm/paddock/api/agent/v1"
 	hostv1 "github.com/paddockvm/paddock/api/host/v1"
 	paddockv1 "github.com/paddockvm/paddock/api/paddock/v1"
@@ -459,4 +464,42 @@ func TestMetricTypeLabelsBounded(t *testing.T) {
 			t.Errorf("%s has %d type label values (other: %v); want at most %d and \"other\"", metric, len(types), types["other"], sched.MaxMetricTypes+1)
 		}
 	}
+}
+
+// TestIdleAgentConnectionClosed: an agent-port connection that never starts an RPC is
+// closed after AgentIdleTimeout (it used to stay open for ever).
+func TestIdleAgentConnectionClosed(t *testing.T) {
+	cfg := fastConfig()
+	cfg.AgentIdleTimeout = 300 * time.Millisecond
+	ts := startServer(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := session.TCPDialer(ts.agentAddr)(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	used := false
+	cc, err := grpc.NewClient("passthrough:///paddock-server", grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(context.Context, string) (net.Conn, error) {
+			if used {
+				return nil, errors.New("dials once")
+			}
+			used = true
+			return conn, nil
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	cc.Connect()
+	for s := cc.GetState(); s != connectivity.Ready; s = cc.GetState() {
+		if !cc.WaitForStateChange(ctx, s) {
+			t.Fatalf("the connection never got ready (%v)", s)
+		}
+	}
+	start := time.Now()
+	if !cc.WaitForStateChange(ctx, connectivity.Ready) {
+		t.Fatalf("an idle agent-port connection was still open after %v; want it closed after %v", time.Since(start).Round(time.Millisecond), cfg.AgentIdleTimeout)
+	}
+	t.Logf("idle connection closed after %v (state %v)", time.Since(start).Round(time.Millisecond), cc.GetState())
 }

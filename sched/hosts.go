@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
@@ -99,7 +100,10 @@ var _ hostv1.HostServiceServer = (*hostService)(nil)
 // with mutual TLS from tlsCfg (it must require and verify client certificates: a
 // host's id is its certificate's Common Name).
 func (s *Server) NewClusterServer(tlsCfg *tls.Config) *grpc.Server {
-	gs := grpc.NewServer(grpc.Creds(credentials.NewTLS(tlsCfg)))
+	gs := grpc.NewServer(grpc.Creds(credentials.NewTLS(tlsCfg)), grpc.ConnectionTimeout(10*time.Second),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: 10 * time.Minute, Time: time.Minute, Timeout: 20 * time.Second}),
+		// Hosts ping every 30s (hostd/link): allow it, with or without a stream.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}))
 	hostv1.RegisterHostServiceServer(gs, &hostService{s: s})
 	return gs
 }

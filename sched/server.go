@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sync/semaphore"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/paddockvm/paddock/agent/transport"
 	agentv1 "github.com/paddockvm/paddock/api/agent/v1"
@@ -200,9 +201,14 @@ func (s *Server) RunWith(ctx context.Context, l Listeners) error {
 	return err
 }
 
-// NewAgentServer returns a gRPC server serving the agent protocol.
+// NewAgentServer returns a gRPC server serving the agent protocol. A connection that
+// runs no RPC for AgentIdleTimeout is closed (one that never opens a Session
+// included); keepalive pings check the others.
 func (s *Server) NewAgentServer() *grpc.Server {
-	gs := grpc.NewServer(grpc.MaxRecvMsgSize(2*s.cfg.MaxInlineBytes+(1<<20)), grpc.MaxSendMsgSize(2*s.cfg.MaxInlineBytes+(1<<20)))
+	gs := grpc.NewServer(grpc.MaxRecvMsgSize(2*s.cfg.MaxInlineBytes+(1<<20)), grpc.MaxSendMsgSize(2*s.cfg.MaxInlineBytes+(1<<20)),
+		grpc.ConnectionTimeout(10*time.Second),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: s.cfg.AgentIdleTimeout, Time: time.Minute, Timeout: 20 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}))
 	agentv1.RegisterAgentServiceServer(gs, &agentService{s: s})
 	return gs
 }
