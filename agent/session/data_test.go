@@ -227,12 +227,13 @@ func TestSharedMarkerError(t *testing.T) {
 	}
 }
 
-// TestSharedCancelWhileWaiting: the server's cancel stops the wait; the report says cancelled.
+// TestSharedCancelWhileWaiting: the server's cancel stops the wait; the report says
+// cancelled. The agent acts on Cancel.kind, whatever the reason text says.
 func TestSharedCancelWhileWaiting(t *testing.T) {
 	f := newSharedFixture(t)
 	f.assign(t, sharedAssign("c1", map[string][]byte{"data": []byte("x")}))
 	time.Sleep(20 * time.Millisecond)
-	f.s.cancelTask(&agentv1.Cancel{TaskId: "c1", LeaseId: 7, Kind: agentv1.CancelKind_CANCEL_KIND_CLIENT, Reason: "cancelled by client"})
+	f.s.cancelTask(&agentv1.Cancel{TaskId: "c1", LeaseId: 7, Kind: agentv1.CancelKind_CANCEL_KIND_CLIENT, Reason: "the operator stopped it"})
 	r := f.report(t)
 	if r.GetStatus() != agentv1.Status_STATUS_CANCELLED {
 		t.Fatalf("report = %v, want cancelled", r)
