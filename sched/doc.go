@@ -16,7 +16,23 @@
 // only for a live lease it holds on its own connection); a success with output blobs is
 // recorded only once they are in the store; CollectGarbage deletes blobs unused past
 // Config.BlobRetention (store.BlobInUse). Hosts use StatBlob/ReadBlob/WriteBlob on the
-// cluster port.
+// cluster port. A submit naming a blob, and a client's HEAD or PUT of one, refresh its
+// retention clock (store.TouchBlobs) before checking it exists; retention's check and
+// delete of a blob exclude touches (gcMu), so a blob a client was told exists is not
+// deleted before the task naming it is stored.
+//
+// Limits against hostile peers (hardening_test.go tests each): the client token is
+// checked before any body byte is read, API bodies in flight share a byte budget and
+// every body read has a progress deadline (clientport.go); outside dev mode an agent
+// port needs Config.AgentToken (constant-time compare); every assignment carries a
+// random lease secret (Assign.lease_secret) that acks, reports, renewals, reconnects
+// and blob RPCs must echo; agents declare at most MaxAgentTypes types, MaxTypeSlots
+// slots a type and MaxTotalSlots in all, and get at most MaxUnacked assignments they
+// have not acked; task specs are bounded field by field (MaxTimeout, labels, ...); a
+// host hears the backlog of its pools' types only; /metrics carries at most
+// MaxMetricTypes task type label values; idle agent-port connections are closed
+// (Config.AgentIdleTimeout); and no lease expires in the first LeaseTTL after a start,
+// so agents can reconnect after a restart.
 //
 // Tests: unit tests run against a real SQLite file with in-process agents; the
 // integration tests (real_test.go) build the test agent (sched/internal/testagent) and
