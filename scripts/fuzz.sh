@@ -9,13 +9,16 @@
 #   go test -run '^<Name>$/<file>' ./<pkg>
 # fix the cause, and commit the input as a regression seed.
 #
-#   FUZZTIME=10m scripts/fuzz.sh          # the long run (each target 10 minutes)
+#   FUZZTIME=10m scripts/fuzz.sh          # the long run (each target 10 minutes, ~2 hours)
 #   scripts/fuzz.sh FuzzScore FuzzLoad    # only these targets
 set -uo pipefail
 
 cd "$(dirname "$0")/.."
 GO="${GO:-go}"
 FUZZTIME="${FUZZTIME:-10s}"
+# A target's whole run (building, the corpus, fuzzing): go test's default of 10m would
+# cut a 10-minute run short. A hung input fails the run at this timeout.
+TIMEOUT="${TIMEOUT:-30m}"
 
 # package:target
 TARGETS=(
@@ -42,7 +45,7 @@ for t in "${TARGETS[@]}"; do
 	ran=$((ran + 1))
 	printf 'fuzz: %s (./%s) for %s\n' "$name" "$pkg" "$FUZZTIME"
 	# -parallel 1: the machine is shared; one fuzz worker per target.
-	if ! "$GO" test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" -parallel 1 "./$pkg"; then
+	if ! "$GO" test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" -timeout "$TIMEOUT" -parallel 1 "./$pkg"; then
 		failed+=("$name (./$pkg)")
 	fi
 done
