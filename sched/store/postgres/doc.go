@@ -21,5 +21,9 @@
 // Tests start a real PostgreSQL server (see pgtest; `make setup` installs it):
 //
 //	go test -count=1 ./sched/store/postgres/...
-//	go test -run '^$' -bench . ./sched/store/postgres   # SQLite vs PostgreSQL throughput
+//	go test -run '^$' -bench Durable -benchtime 3000x ./sched/store/postgres   # SQLite vs PostgreSQL
+//	cd sched/store/postgres/riverbench && go test -run '^$' -bench . -benchtime 3000x   # vs River
+//
+// The River baseline is a module of its own (riverbench) so that Paddock does not
+// depend on River.
 package postgres
