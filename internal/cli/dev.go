@@ -282,14 +282,15 @@ func runDev(ctx context.Context, app *App, o devOptions) error {
 
 	// The server.
 	cfg := sched.Config{
-		Version: buildinfo.String(), Token: token,
+		// TCP agents that join a dev server send the same generated token (agent --token).
+		Version: buildinfo.String(), Token: token, AgentToken: token,
 		HeartbeatInterval: v.GetDuration("server.heartbeat_interval"), LeaseTTL: v.GetDuration("server.lease_ttl"),
 		MaxInlineBytes: v.GetInt("server.max_inline_bytes"), DefaultTimeout: v.GetDuration("server.default_task_timeout"),
 		DefaultMaxAttempts: v.GetInt("server.default_max_attempts"), RetryBase: v.GetDuration("server.retry_base"),
 		RetryMax: v.GetDuration("server.retry_max"), Logger: log.With("side", "server"),
 	}
 	if v.GetBool("server.dev") { // --dev: an open client API, as paddock server --dev
-		cfg.Dev, cfg.Token = true, ""
+		cfg.Dev, cfg.Token, cfg.AgentToken = true, "", ""
 	}
 	blobs.apply(&cfg)
 	if err := cfg.Validate(); err != nil {

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -23,10 +24,10 @@ var serverCmds = []string{"server", "dev"}
 func init() {
 	config.Register(
 		config.Key{Name: "server.listen", Default: "127.0.0.1:7070", Usage: "client API address of the server (gRPC and JSON over HTTP, /metrics)", Flag: "listen", Cmds: serverCmds},
-		config.Key{Name: "server.agent_listen", Default: "127.0.0.1:7071", Usage: "agent (cluster) port of the server", Flag: "agent-listen", Cmds: serverCmds},
+		config.Key{Name: "server.agent_listen", Default: "127.0.0.1:7071", Usage: "TCP agent port of the server (empty: none; guests then reach the server only through host daemons); outside dev mode it needs server.agent_token", Flag: "agent-listen", Cmds: serverCmds},
 		config.Key{Name: "server.dev", Default: false, Usage: "dev mode: clients need no bearer token", Flag: "dev", Cmds: serverCmds},
 		config.Key{Name: "server.token", Default: "", Usage: "bearer token clients must send (required unless server.dev)"},
-		config.Key{Name: "server.agent_token", Default: "", Usage: "bearer token agents must send (empty: none)"},
+		config.Key{Name: "server.agent_token", Default: "", Usage: "bearer token TCP agents must send (required outside dev mode while server.agent_listen is set; guests behind a host need none)"},
 		config.Key{Name: "server.heartbeat_interval", Default: time.Second, Usage: "how often agents heartbeat"},
 		config.Key{Name: "server.lease_ttl", Default: 10 * time.Second, Usage: "how long a lease lasts without a renewing heartbeat"},
 		config.Key{Name: "server.max_inline_bytes", Default: 4 << 20, Usage: "largest payload plus inputs (and outputs) stored inline, in bytes"},
@@ -87,13 +88,27 @@ HTTP, plus /metrics and /healthz). Outside dev mode (--dev) clients need server.
 			if err != nil {
 				return err
 			}
-			al, err := net.Listen("tcp", v.GetString("server.agent_listen"))
-			if err != nil {
-				return fmt.Errorf("listening on server.agent_listen: %w", err)
+			// An empty server.agent_listen serves no TCP agents: guests reach the
+			// server only through their hosts' relays on the cluster port.
+			var al net.Listener
+			closeAgent := func() {
+				if al != nil {
+					al.Close()
+				}
+			}
+			if addr := v.GetString("server.agent_listen"); addr != "" {
+				if !cfg.Dev && cfg.AgentToken == "" {
+					return errors.New("server.agent_listen is set but server.agent_token is empty: any process that reaches the agent port could act as an agent; " +
+						"set server.agent_token (PADDOCK_SERVER_AGENT_TOKEN) and give TCP agents the same token (paddock-agent --token), " +
+						"or set server.agent_listen to \"\" to serve agents only through host daemons")
+				}
+				if al, err = net.Listen("tcp", addr); err != nil {
+					return fmt.Errorf("listening on server.agent_listen: %w", err)
+				}
 			}
 			cl, err := net.Listen("tcp", v.GetString("server.listen"))
 			if err != nil {
-				al.Close()
+				closeAgent()
 				return fmt.Errorf("listening on server.listen: %w", err)
 			}
 			ls := sched.Listeners{Agent: al, Client: cl}
@@ -104,12 +119,12 @@ HTTP, plus /metrics and /healthz). Outside dev mode (--dev) clients need server.
 					ls.ClusterTLS, err = pki.ServerTLS(v.GetString("server.cluster_tls_cert"), v.GetString("server.cluster_tls_key"), v.GetString("server.cluster_tls_ca"))
 				}
 				if err != nil {
-					al.Close()
+					closeAgent()
 					cl.Close()
 					return fmt.Errorf("cluster port TLS: %w (or set server.cluster_listen to \"\" to serve no hosts)", err)
 				}
 				if ls.Cluster, err = net.Listen("tcp", addr); err != nil {
-					al.Close()
+					closeAgent()
 					cl.Close()
 					return fmt.Errorf("listening on server.cluster_listen: %w", err)
 				}
