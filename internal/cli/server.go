@@ -10,11 +10,14 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/viper"
 
 	"github.com/paddockvm/paddock/internal/buildinfo"
 	"github.com/paddockvm/paddock/internal/config"
 	"github.com/paddockvm/paddock/internal/pki"
 	"github.com/paddockvm/paddock/sched"
+	"github.com/paddockvm/paddock/sched/store"
+	"github.com/paddockvm/paddock/sched/store/postgres"
 	"github.com/paddockvm/paddock/sched/store/sqlite"
 )
 
@@ -39,7 +42,9 @@ func init() {
 		config.Key{Name: "server.cluster_tls_cert", Default: "", Usage: "the cluster port's server certificate (PEM), outside dev mode (dev mode: <data_dir>/pki, made on first start)"},
 		config.Key{Name: "server.cluster_tls_key", Default: "", Usage: "the private key of server.cluster_tls_cert (PEM)"},
 		config.Key{Name: "server.cluster_tls_ca", Default: "", Usage: "the CA certificate (PEM) host certificates must be signed by"},
-		config.Key{Name: "server.sqlite_synchronous", Default: "NORMAL", Usage: "SQLite synchronous pragma: NORMAL (survives a killed server) or FULL (also a power loss)"},
+		config.Key{Name: "server.store", Default: "sqlite", Usage: "task store: sqlite (in data_dir, one server) or postgres (server.postgres_dsn)"},
+		config.Key{Name: "server.postgres_dsn", Default: "", Usage: "PostgreSQL connection string when server.store is postgres, e.g. postgres://paddock:SECRET@db:5432/paddock"},
+		config.Key{Name: "server.sqlite_synchronous", Default: "FULL", Usage: "SQLite synchronous pragma: FULL (an acknowledged task survives a power loss) or NORMAL (faster; survives a killed server, not a power loss)"},
 	)
 	config.Register(serverBlobKeys...)
 	addCommand(10, newServerCmd)
@@ -79,7 +84,7 @@ HTTP, plus /metrics and /healthz). Outside dev mode (--dev) clients need server.
 			if err := cfg.Validate(); err != nil {
 				return err
 			}
-			st, err := sqlite.Open(ctx, filepath.Join(dir, "paddock.db"), sqlite.Options{Synchronous: v.GetString("server.sqlite_synchronous")})
+			st, err := openServerStore(ctx, v, dir)
 			if err != nil {
 				return err
 			}
@@ -131,6 +136,28 @@ HTTP, plus /metrics and /healthz). Outside dev mode (--dev) clients need server.
 			}
 			return ignoreCanceled(srv.RunWith(ctx, ls))
 		},
+	}
+}
+
+// openServerStore opens the task store server.store names: SQLite in the data
+// directory (one server), or PostgreSQL at server.postgres_dsn (several servers can
+// share it).
+func openServerStore(ctx context.Context, v *viper.Viper, dir string) (store.Store, error) {
+	switch kind := v.GetString("server.store"); kind {
+	case "sqlite":
+		return sqlite.Open(ctx, filepath.Join(dir, "paddock.db"), sqlite.Options{Synchronous: v.GetString("server.sqlite_synchronous")})
+	case "postgres":
+		dsn := v.GetString("server.postgres_dsn")
+		if dsn == "" {
+			return nil, errors.New("server.store is postgres but server.postgres_dsn is empty: set it (or PADDOCK_SERVER_POSTGRES_DSN), e.g. postgres://paddock:SECRET@db:5432/paddock")
+		}
+		st, err := postgres.Open(ctx, dsn, postgres.Options{})
+		if err != nil {
+			return nil, fmt.Errorf("server.postgres_dsn: %w", err)
+		}
+		return st, nil
+	default:
+		return nil, fmt.Errorf("server.store %q: use sqlite (one server, the data directory) or postgres (server.postgres_dsn)", kind)
 	}
 }
 

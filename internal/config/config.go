@@ -247,5 +247,5 @@ func (c *Config) Entries() []Entry {
 
 func secret(name string) bool {
 	return strings.HasSuffix(name, "token") || strings.HasSuffix(name, "password") || strings.HasSuffix(name, "key_file") ||
-		strings.HasSuffix(name, "secret_key")
+		strings.HasSuffix(name, "secret_key") || strings.HasSuffix(name, "_dsn") // a DSN carries its password
 }
