@@ -182,7 +182,7 @@ func TestSubmitInputBlobErrors(t *testing.T) {
 // can be downloaded.
 func TestStreamDataPath(t *testing.T) {
 	cfg := fastConfig()
-	cfg.Dev, cfg.Token = false, "s3cret"
+	cfg.Dev, cfg.Token, cfg.AgentToken = false, "s3cret", "agent-s3cret"
 	fs := openFS(t)
 	cfg.Blobs = fs
 	ts := startServer(t, cfg)
@@ -198,7 +198,7 @@ func TestStreamDataPath(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := session.New(session.Config{AgentID: "tcp1", Host: "test", Dial: session.TCPDialer(ts.agentAddr), DataDir: t.TempDir()}, blobEcho())
+	s, err := session.New(session.Config{AgentID: "tcp1", Host: "test", Dial: session.TCPDialer(ts.agentAddr), Token: cfg.AgentToken, DataDir: t.TempDir()}, blobEcho())
 	if err != nil {
 		t.Fatal(err)
 	}

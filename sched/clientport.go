@@ -108,17 +108,28 @@ func (b *guardedBody) Read(p []byte) (int, error) {
 	if len(p) > readChunk {
 		p = p[:readChunk]
 	}
-	if b.sem != nil {
-		if err := b.sem.Acquire(b.ctx, int64(len(p))); err != nil {
+	b.mu.Lock()
+	sem := b.sem // nil once the handler returned: a late read (a drain) takes no budget
+	b.mu.Unlock()
+	if sem != nil {
+		// Wait at most the progress timeout for room in the budget.
+		ctx, cancel := context.WithTimeout(b.ctx, ClientBodyProgressTimeout)
+		err := sem.Acquire(ctx, int64(len(p)))
+		cancel()
+		if err != nil {
 			return 0, errors.New("request body: the server is reading too many request bodies at once; try again")
 		}
 	}
 	_ = b.ctl.SetReadDeadline(time.Now().Add(ClientBodyProgressTimeout))
 	n, err := b.rc.Read(p)
-	if b.sem != nil {
-		b.sem.Release(int64(len(p) - n))
+	if sem != nil {
+		sem.Release(int64(len(p) - n))
 		b.mu.Lock()
-		b.held += int64(n)
+		if b.sem != nil {
+			b.held += int64(n)
+		} else {
+			sem.Release(int64(n)) // the handler returned meanwhile
+		}
 		b.mu.Unlock()
 	}
 	if err != nil {
@@ -138,8 +149,8 @@ func (b *guardedBody) done() {
 	defer b.mu.Unlock()
 	if b.sem != nil && b.held > 0 {
 		b.sem.Release(b.held)
-		b.held = 0
 	}
+	b.sem, b.held = nil, 0
 	if !b.eof {
 		_ = b.ctl.SetReadDeadline(time.Time{})
 	}

@@ -162,7 +162,7 @@ func TestPriorityThenFIFO(t *testing.T) {
 
 func TestBadInputNamesTheField(t *testing.T) {
 	cfg := fastConfig()
-	cfg.Dev, cfg.Token, cfg.MaxInlineBytes = false, "s3cret", 1024
+	cfg.Dev, cfg.Token, cfg.AgentToken, cfg.MaxInlineBytes = false, "s3cret", "agent-s3cret", 1024
 	ts := startServer(t, cfg)
 	tests := []struct {
 		name  string
