@@ -122,9 +122,19 @@ func (p *devProc) run(t *testing.T, bin string, args ...string) []byte {
 	return out
 }
 
+// runMayFail runs the CLI and returns its error (a non-zero exit is not fatal).
+func (p *devProc) runMayFail(bin string, args ...string) error {
+	cmd := exec.Command(filepath.Join(bin, "paddock"), args...)
+	cmd.Env = append(os.Environ(), "PADDOCK_CLIENT_SERVER="+p.api, "PADDOCK_CLIENT_TOKEN="+p.token)
+	return cmd.Run()
+}
+
 func (p *devProc) submit(t *testing.T, bin string, args ...string) taskJSON {
 	t.Helper()
-	out := p.run(t, bin, append([]string{"task", "submit", "--wait", "--json", "-q", "--timeout", "20m"}, args...)...)
+	id := strings.TrimSpace(string(p.run(t, bin, append([]string{"task", "submit", "-q", "--timeout", "30m"}, args...)...)))
+	// A TCG guest hashes a GiB slowly on a busy machine: wait as long as the task may run.
+	_ = p.runMayFail(bin, "task", "wait", id, "--timeout", "30m")
+	out := p.run(t, bin, "task", "get", id, "--json")
 	var tk taskJSON
 	if err := json.Unmarshal(out, &tk); err != nil {
 		t.Fatalf("decoding the task: %v\n%s", err, out)
