@@ -109,7 +109,7 @@ type taskJSON struct {
 	} `json:"attempts"`
 }
 
-func (p *devProc) run(t *testing.T, bin string, args ...string) []byte {
+func (p *devProc) run(t testing.TB, bin string, args ...string) []byte {
 	t.Helper()
 	cmd := exec.Command(filepath.Join(bin, "paddock"), args...)
 	cmd.Env = append(os.Environ(), "PADDOCK_CLIENT_SERVER="+p.api, "PADDOCK_CLIENT_TOKEN="+p.token)
@@ -129,7 +129,7 @@ func (p *devProc) runMayFail(bin string, args ...string) error {
 	return cmd.Run()
 }
 
-func (p *devProc) submit(t *testing.T, bin string, args ...string) taskJSON {
+func (p *devProc) submit(t testing.TB, bin string, args ...string) taskJSON {
 	t.Helper()
 	id := strings.TrimSpace(string(p.run(t, bin, append([]string{"task", "submit", "-q", "--timeout", "30m"}, args...)...)))
 	// A TCG guest hashes a GiB slowly on a busy machine: wait as long as the task may run.
@@ -145,12 +145,12 @@ func (p *devProc) submit(t *testing.T, bin string, args ...string) taskJSON {
 	return tk
 }
 
-func (p *devProc) submitFile(t *testing.T, bin, typ, name, path string) taskJSON {
+func (p *devProc) submitFile(t testing.TB, bin, typ, name, path string) taskJSON {
 	t.Helper()
 	return p.submit(t, bin, "--type", typ, "--input", name+"="+path)
 }
 
-func checksumOf(t *testing.T, tk taskJSON, input string) string {
+func checksumOf(t testing.TB, tk taskJSON, input string) string {
 	t.Helper()
 	var out struct {
 		Inputs map[string]struct {
@@ -163,7 +163,7 @@ func checksumOf(t *testing.T, tk taskJSON, input string) string {
 	return out.Inputs[input].SHA256
 }
 
-func outputBlob(t *testing.T, tk taskJSON, name string) string {
+func outputBlob(t testing.TB, tk taskJSON, name string) string {
 	t.Helper()
 	b, ok := tk.OutputBlobs[name]
 	if !ok {
@@ -174,7 +174,7 @@ func outputBlob(t *testing.T, tk taskJSON, name string) string {
 
 // startLatency is from submission to the handler's start (the attempt's end minus the
 // handler's wall time, as the agent measured it).
-func startLatency(t *testing.T, tk taskJSON) time.Duration {
+func startLatency(t testing.TB, tk taskJSON) time.Duration {
 	t.Helper()
 	if len(tk.Attempts) == 0 {
 		t.Fatalf("task %s has no attempts", tk.ID)

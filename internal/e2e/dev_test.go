@@ -51,7 +51,7 @@ func TestMain(m *testing.M) {
 // paddock-agent and handlers laid out as `make build` does: <dir>/paddock,
 // <dir>/paddock-agent, <dir>/handlers/*. The directory is 0755 (QEMU never reads
 // it, but the image build runs the handlers). It returns the directory.
-func binaries(t *testing.T) string {
+func binaries(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		if binDir, buildErr = os.MkdirTemp("", "paddock-e2e-bin-"); buildErr != nil {
@@ -94,7 +94,7 @@ func randHex(n int) string {
 
 // dataDir returns a 0755 temporary directory (QEMU must reach the image store in it),
 // removed at cleanup.
-func dataDir(t *testing.T) string {
+func dataDir(t testing.TB) string {
 	t.Helper()
 	d, err := os.MkdirTemp("", "paddock-e2e-data-")
 	if err == nil {
@@ -109,7 +109,7 @@ func dataDir(t *testing.T) string {
 
 // guestsWithPrefix lists the libvirt domains (running or not) whose names start with
 // prefix.
-func guestsWithPrefix(t *testing.T, uri, prefix string) []string {
+func guestsWithPrefix(t testing.TB, uri, prefix string) []string {
 	t.Helper()
 	out, err := exec.Command("virsh", "-c", uri, "list", "--all", "--name").CombinedOutput()
 	if err != nil {
@@ -130,7 +130,7 @@ type guestEnv struct {
 	uri, prefix string
 }
 
-func newGuestEnv(t *testing.T) guestEnv {
+func newGuestEnv(t testing.TB) guestEnv {
 	t.Helper()
 	uri := testutil.RequireLibvirt(t)
 	testutil.RequireKernel(t)
@@ -147,7 +147,7 @@ func newGuestEnv(t *testing.T) guestEnv {
 
 // devProc is one running `paddock dev`.
 type devProc struct {
-	t       *testing.T
+	t       testing.TB
 	cmd     *exec.Cmd
 	dataDir string
 	done    chan struct{}
@@ -165,7 +165,7 @@ var apiRE = regexp.MustCompile(`client API\s+(http://\S+)`)
 
 // startDev starts `paddock dev` on free ports with the given data directory and
 // waits until it says it is ready. At cleanup it is stopped (SIGINT, then SIGKILL).
-func startDev(t *testing.T, g guestEnv, bin, dir string, extra ...string) *devProc {
+func startDev(t testing.TB, g guestEnv, bin, dir string, extra ...string) *devProc {
 	t.Helper()
 	args := append([]string{"dev", "--data-dir", dir, "--libvirt-uri", g.uri, "--listen", "127.0.0.1:0", "--agent-listen", "127.0.0.1:0",
 		"--cluster-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--memory", "256"}, extra...)

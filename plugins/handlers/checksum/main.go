@@ -3,7 +3,8 @@
 // Task type "checksum". Every input, inline or a file of any size, is read once
 // as a stream (memory stays bounded whatever the size). Payload (JSON, optional):
 // {"algorithms": ["sha256","crc32"]} (the default); supported are sha256, sha512,
-// sha1, crc32 (IEEE) and crc32c (Castagnoli). Output: JSON {"inputs": {"<name>":
+// sha1, crc32 (IEEE) and crc32c (Castagnoli); an empty list only reads the inputs
+// and counts their bytes (benchmarks of the data path use it). Output: JSON {"inputs": {"<name>":
 // {"size": n, "sha256": "<hex>", "crc32": "<8 hex digits>", ...}}}.
 package main
 
