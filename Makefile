@@ -24,10 +24,14 @@ build:
 	for h in $(HANDLERS); do CGO_ENABLED=0 $(GO) build -ldflags '-s -w' -o $(BIN)/handlers/$$h ./plugins/handlers/$$h || exit 1; done
 	CGO_ENABLED=0 $(GO) build $(NOCGO_PKGS)
 
+# Fuzz targets run briefly in `make test` (FUZZTIME each); `FUZZTIME=10m bash scripts/fuzz.sh` is the long run.
+FUZZTIME ?= 5s
+
 test: setup
 	$(GO) vet ./...
 	CGO_ENABLED=0 $(GO) build $(NOCGO_PKGS)
 	$(GO) test -timeout $(TEST_TIMEOUT) ./...
+	GO=$(GO) FUZZTIME=$(FUZZTIME) bash scripts/fuzz.sh
 
 # The demo scenario (scripts/demo.sh): `paddock dev` in the background (server, host daemon and two
 # warm micro-VM guests), the scenario driven through the CLI, results checked, then a clean stop.
