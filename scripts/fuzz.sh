@@ -19,6 +19,9 @@ FUZZTIME="${FUZZTIME:-10s}"
 # A target's whole run (building, the corpus, fuzzing): go test's default of 10m would
 # cut a 10-minute run short. A hung input fails the run at this timeout.
 TIMEOUT="${TIMEOUT:-30m}"
+# How long the fuzzer minimizes each new input (go's default, 60s, would take a short
+# run's whole time on a slow target such as FuzzAgentSession).
+MINTIME="${MINTIME:-5s}"
 
 # package:target
 TARGETS=(
@@ -45,7 +48,7 @@ for t in "${TARGETS[@]}"; do
 	ran=$((ran + 1))
 	printf 'fuzz: %s (./%s) for %s\n' "$name" "$pkg" "$FUZZTIME"
 	# -parallel 1: the machine is shared; one fuzz worker per target.
-	if ! "$GO" test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" -timeout "$TIMEOUT" -parallel 1 "./$pkg"; then
+	if ! "$GO" test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" -timeout "$TIMEOUT" -fuzzminimizetime "$MINTIME" -parallel 1 "./$pkg"; then
 		failed+=("$name (./$pkg)")
 	fi
 done
