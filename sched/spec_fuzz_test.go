@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"maps"
-	"math"
 	"strings"
 	"testing"
 	"time"
@@ -24,9 +23,11 @@ import (
 // InvalidArgument naming a "task." field; and an accepted spec must hold the documented
 // limits: a type name, payload plus inline inputs (with their names) within
 // max_inline_bytes, priority within MinPriority..MaxPriority, a known class, the
-// timeout exactly timeout_ms (no overflow) or the default, 1..MaxMaxAttempts attempts,
-// a well-formed idempotency key and tenant, non-negative requirements — with the
-// spec's values carried over unchanged.
+// timeout exactly timeout_ms up to MaxTimeout (no overflow) or the default, at most
+// MaxInlineInputs inputs, 1..MaxMaxAttempts attempts, a well-formed idempotency key
+// and tenant, requirements within MaxCPUMillis, MaxMemoryBytes and the label limits —
+// with the spec's values carried over unchanged. (Found before the fix: timeout_ms
+// over 2^63 ns wrapped to a negative or short timeout, issue 16 item 10.)
 //
 //	go test -run '^$' -fuzz '^FuzzValidateSpec$' -fuzztime 10m ./sched
 func FuzzValidateSpec(f *testing.F) {
@@ -46,9 +47,14 @@ func FuzzValidateSpec(f *testing.F) {
 	f.Add("t", []byte("1234567890"), int32(0), int32(0), int64(0), int32(0), "", "", extra(&paddockv1.TaskSpec{
 		Inputs: map[string][]byte{strings.Repeat("n", 50): []byte("1234")}, Requirements: &paddockv1.Requirements{CpuMillis: -1}}))
 	f.Add(strings.Repeat("t", 129), []byte(nil), int32(0), int32(0), int64(0), int32(0), strings.Repeat("k", 129), strings.Repeat("t", 65), []byte(nil))
+	f.Add("t", []byte(nil), int32(0), int32(0), MaxTimeout.Milliseconds(), int32(0), "", "", []byte(nil))
+	f.Add("t", []byte(nil), int32(0), int32(0), MaxTimeout.Milliseconds()+1, int32(0), "", "", extra(&paddockv1.TaskSpec{
+		Requirements: &paddockv1.Requirements{CpuMillis: MaxCPUMillis + 1, MemoryBytes: MaxMemoryBytes + 1}}))
+	f.Add("t", []byte(nil), int32(0), int32(0), int64(0), int32(0), "", "", extra(&paddockv1.TaskSpec{
+		Requirements: &paddockv1.Requirements{CpuMillis: MaxCPUMillis, MemoryBytes: MaxMemoryBytes,
+			Labels: map[string]string{"": "x", strings.Repeat("k", MaxLabelKey+1): strings.Repeat("v", MaxLabelValue+1)}}}))
 	f.Add("_x", []byte(nil), int32(0), int32(-1), int64(0), int32(-1), "é", "DEFAULT", []byte{0xff})
 	const maxInline = 64
-	const maxDurationMs = math.MaxInt64 / int64(time.Millisecond) // the longest timeout_ms a time.Duration holds
 	s, err := New(Config{Dev: true, MaxInlineBytes: maxInline, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, nil)
 	if err != nil {
 		f.Fatal(err)
@@ -95,12 +101,7 @@ func FuzzValidateSpec(f *testing.F) {
 		switch {
 		case timeoutMs == 0 && got.Timeout != s.cfg.DefaultTimeout:
 			t.Errorf("timeout_ms 0 gave %v, not the default %v", got.Timeout, s.cfg.DefaultTimeout)
-		case timeoutMs > maxDurationMs:
-			// Known: issue 16 item 10 (validateSpec multiplies timeout_ms into a
-			// time.Duration unchecked: it wraps, negative or short). Make this an
-			// Errorf once validateSpec refuses such values: the seeds above check it.
-			t.Skipf("known bug, issue 16 item 10: timeout_ms %d accepted, wrapping to a timeout of %v", timeoutMs, got.Timeout)
-		case timeoutMs != 0 && (got.Timeout.Milliseconds() != timeoutMs || got.Timeout%time.Millisecond != 0):
+		case timeoutMs != 0 && (got.Timeout <= 0 || got.Timeout > MaxTimeout || got.Timeout.Milliseconds() != timeoutMs || got.Timeout%time.Millisecond != 0):
 			t.Errorf("timeout_ms %d accepted as a timeout of %v (%d ms)", timeoutMs, got.Timeout, got.Timeout.Milliseconds())
 		}
 		if got.MaxAttempts < 1 || got.MaxAttempts > MaxMaxAttempts || maxAttempts != 0 && got.MaxAttempts != int(maxAttempts) {
@@ -112,8 +113,19 @@ func FuzzValidateSpec(f *testing.F) {
 		if !tenantRE.MatchString(got.Tenant) || tenant != "" && got.Tenant != tenant || tenant == "" && got.Tenant != DefaultTenant {
 			t.Errorf("tenant %q accepted as %q", tenant, got.Tenant)
 		}
+		if len(got.Inputs) > MaxInlineInputs {
+			t.Errorf("accepted %d inline inputs, over %d", len(got.Inputs), MaxInlineInputs)
+		}
 		r := got.Requirements
-		if r.CPUMillis < 0 || r.MemoryBytes < 0 || r.CPUMillis != sp.GetRequirements().GetCpuMillis() || r.MemoryBytes != sp.GetRequirements().GetMemoryBytes() ||
+		if len(r.Labels) > MaxLabels {
+			t.Errorf("accepted %d labels, over %d", len(r.Labels), MaxLabels)
+		}
+		for k, v := range r.Labels {
+			if k == "" || len(k) > MaxLabelKey || len(v) > MaxLabelValue {
+				t.Errorf("accepted label %q=%q (key 1..%d bytes, value at most %d)", k, v, MaxLabelKey, MaxLabelValue)
+			}
+		}
+		if r.CPUMillis < 0 || r.CPUMillis > MaxCPUMillis || r.MemoryBytes < 0 || r.MemoryBytes > MaxMemoryBytes || r.CPUMillis != sp.GetRequirements().GetCpuMillis() || r.MemoryBytes != sp.GetRequirements().GetMemoryBytes() ||
 			!maps.Equal(r.Labels, sp.GetRequirements().GetLabels()) {
 			t.Errorf("requirements %+v accepted as %+v", sp.GetRequirements(), r)
 		}
