@@ -319,6 +319,7 @@ func (s *Server) lose(a *agent, se *session, log *slog.Logger) {
 // reconcile checks the tasks an agent says it still runs (after a reconnect): current
 // leases are kept and renewed, the others cancelled on the agent.
 func (s *Server) reconcile(ctx context.Context, a *agent, se *session, running []*agentv1.RunningTask) {
+	defer s.requeueUnlisted(ctx, a, se, running)
 	var keep []store.LeaseRef
 	for _, r := range running {
 		t, err := s.st.Get(ctx, r.GetTaskId())
@@ -337,7 +338,7 @@ func (s *Server) reconcile(ctx context.Context, a *agent, se *session, running [
 			}
 			a.reserve(t.ID, t.Type)
 			as := a.running[t.ID]
-			as.leaseID, as.secret = t.LeaseID, t.LeaseSecret
+			as.leaseID, as.secret, as.sess = t.LeaseID, t.LeaseSecret, se
 			a.acked(as) // it runs: the agent says so
 			if t.Timeout > 0 {
 				as.deadline = t.LeasedAt.Add(t.Timeout)
@@ -348,6 +349,33 @@ func (s *Server) reconcile(ctx context.Context, a *agent, se *session, running [
 	}
 	if _, err := s.st.Renew(ctx, a.id, keep, time.Now().Add(s.cfg.LeaseTTL)); err != nil {
 		s.log.Error("renewing leases after reconnect", "agent", a.id, "err", err)
+	}
+}
+
+// requeueUnlisted ends at once the leases a assigned on an earlier session that its
+// new session se does not list as running: their Assign never reached the agent (the
+// session broke, or the server closed it because its send buffer was full), so they are
+// requeued now instead of at lease expiry. This is the resync after a dropped session.
+func (s *Server) requeueUnlisted(ctx context.Context, a *agent, se *session, running []*agentv1.RunningTask) {
+	listed := map[string]bool{}
+	for _, r := range running {
+		listed[r.GetTaskId()] = true
+	}
+	var stale []string
+	s.mu.Lock()
+	for id, as := range a.running {
+		if !listed[id] && as.leaseID != 0 && as.sess != se {
+			stale = append(stale, id)
+		}
+	}
+	s.mu.Unlock()
+	now := time.Now()
+	for _, id := range stale {
+		t, err := s.st.Get(ctx, id)
+		if err != nil || t.AgentID != a.id || (t.State != store.Leased && t.State != store.Running) {
+			continue
+		}
+		s.expire(ctx, t, now, fmt.Sprintf("lease %d: agent %s reconnected without the task (its assignment never reached it)", t.LeaseID, a.id))
 	}
 }
 

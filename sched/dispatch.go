@@ -90,6 +90,7 @@ func (s *Server) dispatchOnce(ctx context.Context, all bool) (int, error) {
 				continue
 			}
 			a.reserve(t.ID, t.Type)
+			a.running[t.ID].sess = a.sess
 			a.assigned++
 			grants = append(grants, store.Grant{TaskID: t.ID, AgentID: a.id, ExpiresAt: now.Add(s.cfg.LeaseTTL), Secret: newSecret()})
 			by[t.ID] = grantFor{a, t.Type}
@@ -216,20 +217,22 @@ func (s *Server) sweepLoop(ctx context.Context) {
 			continue
 		}
 		for i := range ts {
-			s.expire(ctx, ts[i], now)
+			s.expire(ctx, ts[i], now, "")
 		}
 	}
 }
 
 // expire ends the lease of t, which expired: the task is requeued (after a backoff),
 // dead (out of attempts) or cancelled (a cancel was requested).
-func (s *Server) expire(ctx context.Context, t store.Task, now time.Time) {
+func (s *Server) expire(ctx context.Context, t store.Task, now time.Time, msg string) {
 	to, err := store.Next(t, store.EvExpire)
 	if err != nil {
 		s.log.Error("expiring lease", "task", t.ID, "err", err)
 		return
 	}
-	msg := fmt.Sprintf("lease %d on agent %s expired (agent lost, or task past its timeout)", t.LeaseID, t.AgentID)
+	if msg == "" {
+		msg = fmt.Sprintf("lease %d on agent %s expired (agent lost, or task past its timeout)", t.LeaseID, t.AgentID)
+	}
 	u := store.Update{TaskID: t.ID, From: []store.State{t.State}, LeaseID: t.LeaseID, To: to, Now: now,
 		Error: &msg, EndAttempt: true, Retryable: true}
 	if to == store.Queued {

@@ -503,3 +503,37 @@ func TestIdleAgentConnectionClosed(t *testing.T) {
 	}
 	t.Logf("idle connection closed after %v (state %v)", time.Since(start).Round(time.Millisecond), cc.GetState())
 }
+
+// TestReconnectRequeuesUndeliveredAssignments: an assignment whose session broke
+// before the agent got it (or that the server dropped with the session when its send
+// buffer was full) is requeued as soon as the agent reconnects without it, not after
+// the lease TTL.
+func TestReconnectRequeuesUndeliveredAssignments(t *testing.T) {
+	cfg := fastConfig()
+	cfg.LeaseTTL = 20 * time.Second
+	ts := startServer(t, cfg)
+	reg := &agentv1.Register{AgentId: "flaky", ProtocolVersion: sched.ProtocolVersion, Types: []*agentv1.TaskType{{Name: "lost.t", Slots: 1}}}
+	first, err := dialRaw(t, ts, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := submit(t, ts, &paddockv1.TaskSpec{Type: "lost.t"}).GetId()
+	for m := range first.msgs { // assigned, but the agent "never got it": no ack
+		if m.GetAssign().GetTaskId() == id {
+			break
+		}
+	}
+	start := time.Now()
+	if _, err := dialRaw(t, ts, reg); err != nil { // reconnects, running nothing
+		t.Fatal(err)
+	}
+	waitFor(t, "the undelivered assignment's attempt ended", 5*time.Second, func() bool {
+		att, _ := ts.srv.Store().Attempts(context.Background(), id)
+		return len(att) > 0 && att[0].State != store.Running
+	})
+	att, _ := ts.srv.Store().Attempts(context.Background(), id)
+	if !strings.Contains(att[0].Error, "reconnected without the task") {
+		t.Fatalf("first attempt = %+v; want ended because the agent reconnected without it", att[0])
+	}
+	t.Logf("requeued %v after the reconnect (lease TTL %v)", time.Since(start).Round(time.Millisecond), cfg.LeaseTTL)
+}

@@ -61,8 +61,9 @@ type typeSlot struct {
 type assignment struct {
 	taskID   string
 	leaseID  uint64
-	secret   string // the lease's secret (Assign.lease_secret)
-	acked    bool   // the agent acknowledged it (or listed it as running)
+	secret   string   // the lease's secret (Assign.lease_secret)
+	acked    bool     // the agent acknowledged it (or listed it as running)
+	sess     *session // the session it was assigned on
 	typ      string
 	deadline time.Time // past this (plus grace) heartbeats stop renewing the lease; zero: none
 }
