@@ -375,7 +375,12 @@ func (p *pool) runGuest(ctx context.Context, g *guest, img images.Image) {
 	cancel()
 	if err != nil {
 		if ctx.Err() == nil {
-			p.bootFailed(g, "ready", fmt.Errorf("no ready line within boot_timeout %v: %w", p.cfg.BootTimeout, err))
+			if errors.Is(rctx.Err(), context.DeadlineExceeded) { // the boot timeout, not the guest, ended the wait
+				err = fmt.Errorf("no ready line within boot_timeout %v: %w", p.cfg.BootTimeout, err)
+			} else {
+				err = fmt.Errorf("the guest's channel ended before its ready line (the guest died or was destroyed while booting; its console log says why): %w", err)
+			}
+			p.bootFailed(g, "ready", err)
 		}
 		return
 	}
