@@ -55,7 +55,7 @@ func TestDataPlane(t *testing.T) {
 		t.Fatalf("the host fetched %v bytes for a 1 GiB input", fetched1)
 	}
 	peak := rss.peak()
-	t.Logf("1 GiB input uploaded, fetched by the host and checksummed in a guest in %v: %s; peak RSS of paddock dev (server and host daemon in one process) during it %.1f MiB",
+	t.Logf("1 GiB input fetched by the host and checksummed in a guest %v after its submission: %s; peak RSS of paddock dev (server and host daemon in one process) during it %.1f MiB",
 		taskEnd(t, first).Sub(taskCreated(t, first)), want, float64(peak)/(1<<20))
 	if peak > 128<<20 {
 		t.Errorf("paddock dev's peak RSS %.1f MiB is over 128 MiB while moving a 1 GiB input", float64(peak)/(1<<20))
