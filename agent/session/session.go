@@ -195,11 +195,12 @@ type Session struct {
 	total    int
 
 	// mu guards the fields below.
-	mu      sync.Mutex
-	runs    map[string]*run            // by task id
-	unacked map[string]*agentv1.Report // finished, not yet acknowledged; by task id
-	out     chan *agentv1.AgentMessage // the current connection's send queue; nil while disconnected
-	wg      sync.WaitGroup
+	mu        sync.Mutex
+	runs      map[string]*run            // by task id
+	unacked   map[string]*agentv1.Report // finished, not yet acknowledged; by task id
+	out       chan *agentv1.AgentMessage // the current connection's send queue; nil while disconnected
+	outCancel context.CancelCauseFunc    // ends the current connection; nil while disconnected
+	wg        sync.WaitGroup
 	// conn is the current connection's client (blob transfers use it), nil while
 	// disconnected; connReady is closed while conn is set.
 	conn      agentv1.AgentServiceClient
@@ -423,6 +424,7 @@ func (s *Session) connect(ctx context.Context) error {
 	out := make(chan *agentv1.AgentMessage, 8192)
 	s.mu.Lock()
 	s.out = out
+	s.outCancel = cancel
 	s.conn = client
 	close(s.connReady)
 	for _, r := range s.unacked { // results finished while disconnected
@@ -432,6 +434,7 @@ func (s *Session) connect(ctx context.Context) error {
 	defer func() {
 		s.mu.Lock()
 		s.out = nil
+		s.outCancel = nil
 		s.conn = nil
 		s.connReady = make(chan struct{})
 		s.mu.Unlock()
@@ -476,8 +479,14 @@ func (s *Session) connect(ctx context.Context) error {
 	}
 }
 
+// errSendQueueFull ends a connection whose send queue overflowed.
+var errSendQueueFull = errors.New("the session's send queue is full (the server does not keep up): reconnecting to resync")
+
 // sendLocked queues m on the current connection (dropped while disconnected: reports
-// are resent from unacked, heartbeats and acks are not needed). Caller holds s.mu.
+// are resent from unacked, heartbeats and acks are not needed). A full queue never
+// drops a message silently: it ends the connection, and the reconnect resyncs (the
+// Register lists the running tasks, unacknowledged reports are sent again). Caller
+// holds s.mu.
 func (s *Session) sendLocked(m *agentv1.AgentMessage) {
 	if s.out == nil {
 		return
@@ -485,7 +494,9 @@ func (s *Session) sendLocked(m *agentv1.AgentMessage) {
 	select {
 	case s.out <- m:
 	default:
-		s.log.Error("session send queue full; dropping a message")
+		s.log.Error("session send queue full; closing the connection to resync")
+		s.outCancel(errSendQueueFull)
+		s.out, s.outCancel = nil, nil
 	}
 }
 
