@@ -39,6 +39,9 @@ TARGETS=(
 
 want=("$@")
 failed=()
+flaked=()
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
 ran=0
 for t in "${TARGETS[@]}"; do
 	pkg="${t%%:*}" name="${t##*:}"
@@ -48,8 +51,19 @@ for t in "${TARGETS[@]}"; do
 	ran=$((ran + 1))
 	printf 'fuzz: %s (./%s) for %s\n' "$name" "$pkg" "$FUZZTIME"
 	# -parallel 1: the machine is shared; one fuzz worker per target.
-	if ! "$GO" test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" -timeout "$TIMEOUT" -fuzzminimizetime "$MINTIME" -parallel 1 "./$pkg"; then
-		failed+=("$name (./$pkg)")
+	"$GO" test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" -timeout "$TIMEOUT" -fuzzminimizetime "$MINTIME" -parallel 1 "./$pkg" 2>&1 | tee "$out"
+	rc=${PIPESTATUS[0]}
+	if [ "$rc" -ne 0 ]; then
+		# Go 1.26's fuzz coordinator can end a clean run at the -fuzztime boundary with a
+		# bare "context deadline exceeded" and no failing input (golang/go#75804, fixed in
+		# Go 1.27): not a finding. Anything else, or a failing input written, fails.
+		if grep -q '^    context deadline exceeded$' "$out" && ! grep -q 'Failing input written' "$out" &&
+			[ "$(grep -c -- '^--- FAIL' "$out")" -eq 1 ] && ! grep -qE '^\s+--- FAIL|panic:|_test\.go:[0-9]+:' "$out"; then
+			printf 'fuzz: %s: the fuzztime deadline race of golang/go#75804 (no failing input): not counted\n' "$name" >&2
+			flaked+=("$name")
+		else
+			failed+=("$name (./$pkg)")
+		fi
 	fi
 done
 
@@ -62,4 +76,4 @@ if [ ${#failed[@]} -gt 0 ]; then
 	printf 'fuzz: FAILED: %s\n' "${failed[@]}" >&2
 	exit 1
 fi
-printf 'fuzz: %d targets passed (%s each)\n' "$ran" "$FUZZTIME"
+printf 'fuzz: %d targets passed (%s each)%s\n' "$ran" "$FUZZTIME" "${flaked:+; ended by golang/go#75804: ${flaked[*]}}"
