@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -203,7 +204,9 @@ func (as *agentService) Session(stream agentv1.AgentService_SessionServer) error
 	if err == nil {
 		err = context.Cause(ctx)
 	}
-	if errors.Is(err, context.Canceled) || strings.Contains(fmt.Sprint(err), "EOF") {
+	// The agent closed its stream (EOF) or went away (its context, or the connection's,
+	// cancelled): an ordinary end, not an error.
+	if errors.Is(err, context.Canceled) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || status.Code(err) == codes.Canceled {
 		return nil
 	}
 	log.Info("agent session ended", "err", err)

@@ -377,7 +377,10 @@ func TestRealAgents10000Tasks(t *testing.T) {
 	ids := submitMany(t, ts.tasks, n, spec3)
 	waitAllTerminal(t, ts.srv.Store(), 10*time.Minute)
 	t.Logf("%d tasks across 3 types on 2 agent processes: %v (%.0f tasks/s)", n, time.Since(start).Round(time.Millisecond), float64(n)/time.Since(start).Seconds())
-	time.Sleep(300 * time.Millisecond) // let the last acks reach the agents' records
+	// Let the last acks reach the agents' records (a loaded machine takes a while).
+	waitFor(t, "every report recorded by the agents", 30*time.Second, func() bool {
+		return len(readRecords(t, r1))+len(readRecords(t, r2)) >= n
+	})
 	checkExactlyOnce(t, ts.srv.Store(), ids, r1, r2)
 
 	// Replay every report twice: each is acknowledged as a duplicate and no task changes.
