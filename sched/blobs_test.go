@@ -380,7 +380,7 @@ func wantCode(t *testing.T, what string, err error, want codes.Code) {
 // TestAgentBlobRPCs checks what the agent port's ReadBlob and WriteBlob allow, and
 // what a report's output blobs must satisfy.
 func TestAgentBlobRPCs(t *testing.T) {
-	cfg := fastConfig()
+	cfg := rawAgentConfig()
 	cfg.HeartbeatInterval, cfg.LeaseTTL = 5*time.Second, 30*time.Second // the raw agents do not heartbeat
 	cfg.MaxOutputBytes = 1000
 	fs := openFS(t)
@@ -573,7 +573,7 @@ func writeHostBlob(ctx context.Context, c hostv1.HostServiceClient, ref *hostv1.
 // collect the outputs and records the success only after its Collected; a host's
 // collect error fails the attempt with the host's message.
 func TestSharedDataPath(t *testing.T) {
-	cfg := fastConfig()
+	cfg := rawAgentConfig()
 	fs := openFS(t)
 	cfg.Blobs = fs
 	cs := startClusterServer(t, cfg)

@@ -42,7 +42,7 @@ import (
 // lease id (a counter) cannot ack, renew or settle that agent's task without the lease
 // secret of the Assign; the refusals do not name the holder's lease or agent.
 func TestLeaseSecretRequired(t *testing.T) {
-	ts := startServer(t, fastConfig())
+	ts := startServer(t, rawAgentConfig())
 	victim := dialRawAgent(t, ts, "victim", "secret.t")
 	id := submit(t, ts, &paddockv1.TaskSpec{Type: "secret.t"}).GetId()
 	as := victim.assign(t) // acked with the secret
@@ -83,7 +83,7 @@ func TestLeaseSecretRequired(t *testing.T) {
 
 // TestLeaseSecretOnBlobRPCs: ReadBlob and WriteBlob need the lease secret too.
 func TestLeaseSecretOnBlobRPCs(t *testing.T) {
-	cfg := fastConfig()
+	cfg := rawAgentConfig()
 	cfg.Blobs = openFS(t)
 	ts := startServer(t, cfg)
 	d := putBlob(t, cfg.Blobs, "input bytes!")

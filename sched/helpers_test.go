@@ -36,6 +36,15 @@ func fastConfig() sched.Config {
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))}
 }
 
+// rawAgentConfig is fastConfig for tests whose hand-written agents send no
+// heartbeats and do not test expiry: a lease lasts 30 s, so a loaded machine does
+// not expire it between two steps of the test (a 1 s lease did, under CI load).
+func rawAgentConfig() sched.Config {
+	c := fastConfig()
+	c.LeaseTTL = 30 * time.Second
+	return c
+}
+
 func startServer(t testing.TB, cfg sched.Config) *testServer {
 	t.Helper()
 	return startServerAt(t, cfg, filepath.Join(t.TempDir(), "paddock.db"))
