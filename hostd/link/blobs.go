@@ -178,11 +178,19 @@ func (b *Blobs) Put(ctx context.Context, d blob.Digest, size int64, r io.Reader)
 	if err != nil {
 		return fmt.Errorf("uploading blob %s to the server: %w", d, blobError(err))
 	}
+	check := func(ref *hostv1.BlobRef) error {
+		if ref.GetDigest() != string(d) || (size >= 0 && ref.GetSize() != size) {
+			return fmt.Errorf("%w: uploading blob %s (%d bytes): the server acknowledged %s (%d bytes)", blob.ErrMismatch, d, size, ref.GetDigest(), ref.GetSize())
+		}
+		return nil
+	}
 	fail := func(err error) error {
-		if errors.Is(err, io.EOF) { // the server ended the stream: its status says why
-			if _, rerr := st.CloseAndRecv(); rerr != nil {
-				err = rerr
+		if errors.Is(err, io.EOF) { // the server ended the stream: its answer says why
+			ref, rerr := st.CloseAndRecv()
+			if rerr == nil { // it answered early: it holds the blob already
+				return check(ref)
 			}
+			err = rerr
 		}
 		return fmt.Errorf("uploading blob %s to the server: %w", d, blobError(err))
 	}
@@ -208,10 +216,7 @@ func (b *Blobs) Put(ctx context.Context, d blob.Digest, size int64, r io.Reader)
 	if err != nil {
 		return fmt.Errorf("uploading blob %s to the server: %w", d, blobError(err))
 	}
-	if ref.GetDigest() != string(d) || (size >= 0 && ref.GetSize() != size) {
-		return fmt.Errorf("%w: uploading blob %s (%d bytes): the server acknowledged %s (%d bytes)", blob.ErrMismatch, d, size, ref.GetDigest(), ref.GetSize())
-	}
-	return nil
+	return check(ref)
 }
 
 // blobError maps a gRPC status from the server's blob RPCs to the blob error classes,

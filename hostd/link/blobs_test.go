@@ -249,3 +249,22 @@ func TestBlobsOpenResumes(t *testing.T) {
 		t.Fatalf("a server that always cuts: %v after %d reopens, want ErrUnavailable after %d", err, n, b.Resumes)
 	}
 }
+
+// TestBlobsPutOfAHeldBlob: the server answers a blob it holds at once and ends the
+// stream while the host still sends; Put takes that answer as success (it reported
+// "blob store unavailable: EOF" before, which failed every task whose output the
+// server already had, e.g. a decompress giving back an uploaded input).
+func TestBlobsPutOfAHeldBlob(t *testing.T) {
+	_, b := serve(t)
+	ctx := context.Background()
+	data := randBytes(t, 32<<20) // far more than gRPC's flow-control window
+	d := blob.FromBytes(data)
+	if err := b.Put(ctx, d, int64(len(data)), bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if err := b.Put(ctx, d, int64(len(data)), bytes.NewReader(data)); err != nil {
+			t.Fatalf("Put %d of a blob the server holds: %v", i+2, err)
+		}
+	}
+}
