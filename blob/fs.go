@@ -148,10 +148,10 @@ func (s *FS) Put(ctx context.Context, d Digest, size int64, r io.Reader) (Info, 
 		return Info{}, s.ioErr("checking free space for", d, err)
 	}
 	h := NewHasher()
-	w := &errWriter{w: tmp}
+	w := &ErrWriter{W: tmp}
 	if _, err := hashCopy(ctx, w, h, SizeLimitReader(d, r, size)); err != nil {
-		if w.err != nil {
-			return Info{}, s.ioErr("writing", d, w.err)
+		if w.Err != nil {
+			return Info{}, s.ioErr("writing", d, w.Err)
 		}
 		return Info{}, fmt.Errorf("storing blob %s in %s: reading the data (nothing stored): %w", d, s, err)
 	}
@@ -269,17 +269,17 @@ func (s *FS) ioErr(op string, d Digest, err error) error {
 	return fmt.Errorf("%s %s: %w", op, what, err)
 }
 
-// errWriter remembers the error of its writer, so a failed copy can tell a write error
-// (the store's fault) from a read error (the data's source).
-type errWriter struct {
-	w   io.Writer
-	err error
+// ErrWriter remembers the error of its writer W in Err, so a failed copy can tell a
+// write error (the destination's fault) from a read error (the data's source).
+type ErrWriter struct {
+	W   io.Writer
+	Err error
 }
 
-func (e *errWriter) Write(p []byte) (int, error) {
-	n, err := e.w.Write(p)
+func (e *ErrWriter) Write(p []byte) (int, error) {
+	n, err := e.W.Write(p)
 	if err != nil {
-		e.err = err
+		e.Err = err
 	}
 	return n, err
 }

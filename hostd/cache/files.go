@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -38,21 +37,6 @@ func verifyFile(ctx context.Context, path string, d blob.Digest, size int64) err
 		return fmt.Errorf("hashing %s: %w", path, err)
 	}
 	return h.Verify(d, size)
-}
-
-// errWriter remembers its writer's error, so a failed copy tells a write error (the
-// disk's) from a read error (the source's).
-type errWriter struct {
-	w   io.Writer
-	err error
-}
-
-func (e *errWriter) Write(p []byte) (int, error) {
-	n, err := e.w.Write(p)
-	if err != nil {
-		e.err = err
-	}
-	return n, err
 }
 
 // isNoSpace reports whether err says the disk (or the user's quota) is full.

@@ -98,11 +98,11 @@ func (c *Cache) copyIn(ctx context.Context, path string, d blob.Digest, size int
 		return "", err
 	}
 	h := blob.NewHasher()
-	w := &errWriter{w: f}
+	w := &blob.ErrWriter{W: f}
 	// One byte more than expected shows a file that is too long.
 	if _, err := blob.CopyContext(ctx, teeWriter{w, h}, &limitedFile{in, size + 1}); err != nil {
-		if w.err != nil {
-			return fail(diskErr("ingesting output "+path, c.tmpDir, w.err))
+		if w.Err != nil {
+			return fail(diskErr("ingesting output "+path, c.tmpDir, w.Err))
 		}
 		return fail(fmt.Errorf("ingesting output %s: %w", path, err))
 	}
@@ -127,7 +127,7 @@ func (c *Cache) copyIn(ctx context.Context, path string, d blob.Digest, size int
 
 // teeWriter writes to w and hashes into h.
 type teeWriter struct {
-	w *errWriter
+	w *blob.ErrWriter
 	h *blob.Hasher
 }
 

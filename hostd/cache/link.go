@@ -356,14 +356,14 @@ func (c *Cache) fetchInto(ctx context.Context, d blob.Digest, size int64, f *os.
 		rc, err := c.src.Open(ctx, d, have)
 		var k int64
 		if err == nil {
-			w := &errWriter{w: io.MultiWriter(f, h)}
+			w := &blob.ErrWriter{W: io.MultiWriter(f, h)}
 			// One byte more than expected shows a source that has too many.
 			k, err = blob.CopyContext(ctx, w, io.LimitReader(rc, size-have+1))
 			rc.Close()
 			have += k
 			fetched += k
-			if w.err != nil {
-				return fetched, diskErr("fetching blob "+string(d), filepath.Dir(f.Name()), w.err)
+			if w.Err != nil {
+				return fetched, diskErr("fetching blob "+string(d), filepath.Dir(f.Name()), w.Err)
 			}
 			if err == nil && k == 0 {
 				return fetched, fmt.Errorf("fetching blob %s from the server: %w", d, &blob.MismatchError{Want: d, WantSize: size, GotSize: have})
