@@ -14,59 +14,23 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/paddockvm/paddock/internal/testutil"
 )
 
-var (
-	buildOnce sync.Once
-	binDir    string
-	buildErr  error
-)
+// bins are the binaries the chaos test runs, built once (testutil.BinSet).
+var bins = &testutil.BinSet{Prefix: "paddock-chaos-bin-", Bins: append(testutil.PaddockBins("testhandler"),
+	testutil.Bin{Out: "handlers/journalhandler", Pkg: "./internal/chaos/journalhandler"})}
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
+	bins.Remove()
 	os.Exit(code)
 }
 
-// binaries builds, once, paddock (cgo: it links libvirt) and static, stripped
-// paddock-agent, testhandler and journalhandler, laid out as `make build` does. The directory is 0755:
-// `paddock image build` runs the handler and QEMU reads nothing from it.
-func binaries(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		if binDir, buildErr = os.MkdirTemp("", "paddock-chaos-bin-"); buildErr != nil {
-			return
-		}
-		if buildErr = os.Chmod(binDir, 0o755); buildErr != nil {
-			return
-		}
-		for _, tg := range []struct{ out, pkg string }{
-			{"paddock", "./cmd/paddock"},
-			{"paddock-agent", "./cmd/paddock-agent"},
-			{"handlers/testhandler", "./plugins/handlers/testhandler"},
-			{"handlers/journalhandler", "./internal/chaos/journalhandler"},
-		} {
-			args := []string{"build", "-o", filepath.Join(binDir, tg.out)}
-			env := os.Environ()
-			if tg.out != "paddock" {
-				args = append(args, "-ldflags", "-s -w")
-				env = append(env, "CGO_ENABLED=0")
-			}
-			cmd := exec.Command("go", append(args, tg.pkg)...)
-			cmd.Dir, cmd.Env = "../..", env
-			if b, err := cmd.CombinedOutput(); err != nil {
-				buildErr = fmt.Errorf("building %s (`make setup` installs libvirt-dev for the cgo build): %v\n%s", tg.pkg, err, b)
-				return
-			}
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binDir
-}
+// binaries returns the directory of paddock, paddock-agent, testhandler and
+// journalhandler, laid out as `make build` does.
+func binaries(t *testing.T) string { return bins.Dir(t) }
 
 // freeAddr returns a loopback address that was free a moment ago; components keep it
 // across restarts.

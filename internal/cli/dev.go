@@ -241,6 +241,15 @@ func runDev(ctx context.Context, app *App, o devOptions) error {
 		return err
 	}
 	defer hv.Close()
+	// A second signal while stopping: destroy the guests at once, without the host
+	// daemon's drain (cmd/paddock: cli.ForceStop), so that no guest outlives us.
+	defer onForceStop(func(ctx context.Context) {
+		for _, name := range devLeftovers(ctx, hv, hostID) {
+			if err := hv.Destroy(ctx, name); err != nil && !errors.Is(err, hypervisor.ErrNotFound) {
+				log.Error("forced stop: destroying a guest", "guest", name, "err", err)
+			}
+		}
+	})()
 
 	say("data directory %s (SQLite paddock.db, images/, pki/, token; log: %s)", dir, logPath)
 	say("libvirt %s; guests run under %s (%s)", hv.URI(), hv.Accel().Accel, hv.Accel().Reason)
@@ -395,7 +404,7 @@ loop:
 
 	// Stop: guests first (the host daemon destroys them), then the server.
 	devStopping.Store(true)
-	say("stopping: destroying the guests… (a second Ctrl-C exits at once; the next paddock dev removes what is left)")
+	say("stopping: destroying the guests… (a second Ctrl-C destroys them at once and exits)")
 	stopHost()
 	var hostErr error
 	select {

@@ -6,7 +6,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
+	"errors"
 	"io"
 	"net"
 	"os"
@@ -33,58 +33,18 @@ const (
 // demoHandlers are the handlers the demo scenario needs.
 var demoHandlers = []string{"checksum", "logscan", "score", "compress", "testhandler"}
 
-var (
-	buildOnce sync.Once
-	binDir    string
-	buildErr  error
-)
+// bins are the binaries the tests run, built once (testutil.BinSet).
+var bins = &testutil.BinSet{Prefix: "paddock-e2e-bin-", Bins: testutil.PaddockBins(demoHandlers...)}
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
+	bins.Remove()
 	os.Exit(code)
 }
 
-// binaries builds, once, paddock (cgo: it links libvirt), and stripped static
-// paddock-agent and handlers laid out as `make build` does: <dir>/paddock,
-// <dir>/paddock-agent, <dir>/handlers/*. The directory is 0755 (QEMU never reads
-// it, but the image build runs the handlers). It returns the directory.
-func binaries(t testing.TB) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		if binDir, buildErr = os.MkdirTemp("", "paddock-e2e-bin-"); buildErr != nil {
-			return
-		}
-		if buildErr = os.Chmod(binDir, 0o755); buildErr != nil {
-			return
-		}
-		type target struct{ out, pkg string }
-		ts := []target{{"paddock", "./cmd/paddock"}, {"paddock-agent", "./cmd/paddock-agent"}}
-		for _, h := range demoHandlers {
-			ts = append(ts, target{filepath.Join("handlers", h), "./plugins/handlers/" + h})
-		}
-		for _, tg := range ts {
-			args := []string{"build", "-o", filepath.Join(binDir, tg.out)}
-			env := os.Environ()
-			if tg.out != "paddock" {
-				args = append(args, "-ldflags", "-s -w")
-				env = append(env, "CGO_ENABLED=0")
-			}
-			cmd := exec.Command("go", append(args, tg.pkg)...)
-			cmd.Dir, cmd.Env = "../..", env
-			if b, err := cmd.CombinedOutput(); err != nil {
-				buildErr = fmt.Errorf("building %s (`make setup` installs libvirt-dev for the cgo build): %v\n%s", tg.pkg, err, b)
-				return
-			}
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binDir
-}
+// binaries returns the directory of paddock, paddock-agent and the demo's handlers,
+// laid out as `make build` does (<dir>/paddock, <dir>/paddock-agent, <dir>/handlers/*).
+func binaries(t testing.TB) string { return bins.Dir(t) }
 
 func randHex(n int) string {
 	b := make([]byte, n)
@@ -153,6 +113,8 @@ type devProc struct {
 	done    chan struct{}
 	err     error // of Wait, once done is closed
 
+	stdoutR *os.File // the read end of paddock dev's stdout (closeStdout)
+
 	mu     sync.Mutex
 	stdout bytes.Buffer
 	lines  chan string
@@ -174,9 +136,15 @@ func startDev(t testing.TB, g guestEnv, bin, dir string, extra ...string) *devPr
 	p.cmd.Env = append(os.Environ(), "PADDOCK_HYPERVISOR_PREFIX="+g.prefix, "PADDOCK_HYPERVISOR_ACCEL=auto")
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	p.cmd.Stderr = &lockedWriter{mu: &p.mu, w: &p.stderr}
-	pr, pw := io.Pipe()
+	pr, pw, err := os.Pipe() // a real pipe: closing its read end gives the writer EPIPE/SIGPIPE
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.stdoutR = pr
 	p.cmd.Stdout = pw
-	if err := p.cmd.Start(); err != nil {
+	err = p.cmd.Start()
+	pw.Close()
+	if err != nil {
 		t.Fatalf("starting paddock dev: %v", err)
 	}
 	go func() {
@@ -193,7 +161,6 @@ func startDev(t testing.TB, g guestEnv, bin, dir string, extra ...string) *devPr
 	}()
 	go func() {
 		p.err = p.cmd.Wait()
-		pw.Close()
 		close(p.done)
 	}()
 	t.Cleanup(func() {
@@ -289,6 +256,10 @@ func (p *devProc) stop() bool {
 		return false
 	}
 }
+
+// closeStdout closes the read end of paddock dev's stdout, as when the program reading
+// its progress goes away: its next write meets a broken pipe.
+func (p *devProc) closeStdout() { p.stdoutR.Close() }
 
 func (p *devProc) kill9() {
 	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
@@ -404,6 +375,37 @@ func TestDevCrashRestart(t *testing.T) {
 	}
 	if left := guestsWithPrefix(t, g.uri, g.prefix); len(left) > 0 {
 		t.Errorf("guests left after the second paddock dev stopped: %v", left)
+	}
+}
+
+// TestDevStopsWithoutReader: paddock dev removes its guests when it is stopped after
+// the reader of its stdout has gone (its "stopping" line meets a broken pipe: SIGPIPE
+// killed it half way before) and when a second SIGINT comes before it has finished
+// stopping (it exited at once before, leaving the guests).
+func TestDevStopsWithoutReader(t *testing.T) {
+	g := newGuestEnv(t)
+	bin := binaries(t)
+	p := startDev(t, g, bin, dataDir(t), "--guests", "1", "--max-guests", "1")
+	if n := len(guestsWithPrefix(t, g.uri, g.prefix)); n < 1 {
+		t.Fatalf("paddock dev is ready with %d guests in libvirt, want 1: the test could not tell cleanup from nothing", n)
+	}
+	p.closeStdout()
+	_ = p.cmd.Process.Signal(os.Interrupt)
+	time.Sleep(200 * time.Millisecond)
+	_ = p.cmd.Process.Signal(os.Interrupt) // a second Ctrl-C while stopping
+	select {
+	case <-p.done:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("paddock dev did not exit within 2m of two SIGINTs")
+	}
+	var ee *exec.ExitError
+	if errors.As(p.err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			t.Errorf("paddock dev was killed by %v (want it to clean up and exit)", ws.Signal())
+		}
+	}
+	if left := guestsWithPrefix(t, g.uri, g.prefix); len(left) > 0 {
+		t.Errorf("guests left after paddock dev stopped with no stdout reader and two SIGINTs: %v\nstderr:\n%s", left, tail(p.errput(), 20))
 	}
 }
 
