@@ -243,13 +243,7 @@ func runDev(ctx context.Context, app *App, o devOptions) error {
 	defer hv.Close()
 	// A second signal while stopping: destroy the guests at once, without the host
 	// daemon's drain (cmd/paddock: cli.ForceStop), so that no guest outlives us.
-	defer onForceStop(func(ctx context.Context) {
-		for _, name := range devLeftovers(ctx, hv, hostID) {
-			if err := hv.Destroy(ctx, name); err != nil && !errors.Is(err, hypervisor.ErrNotFound) {
-				log.Error("forced stop: destroying a guest", "guest", name, "err", err)
-			}
-		}
-	})()
+	defer onForceStop(destroyHostGuests(hv, hostID, log))()
 
 	say("data directory %s (SQLite paddock.db, images/, pki/, token; log: %s)", dir, logPath)
 	say("libvirt %s; guests run under %s (%s)", hv.URI(), hv.Accel().Accel, hv.Accel().Reason)
@@ -647,6 +641,18 @@ func devLeftovers(ctx context.Context, hv hypervisor.Hypervisor, hostID string) 
 		}
 	}
 	return out
+}
+
+// destroyHostGuests returns a forced-stop cleanup (onForceStop) that destroys every
+// domain labelled with hostID.
+func destroyHostGuests(hv hypervisor.Hypervisor, hostID string, log *slog.Logger) func(context.Context) {
+	return func(ctx context.Context) {
+		for _, name := range devLeftovers(ctx, hv, hostID) {
+			if err := hv.Destroy(ctx, name); err != nil && !errors.Is(err, hypervisor.ErrNotFound) {
+				log.Error("forced stop: destroying a guest", "guest", name, "err", err)
+			}
+		}
+	}
 }
 
 // lockDevDir takes an exclusive flock on <dir>/dev.lock (the kernel drops it when the

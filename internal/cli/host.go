@@ -108,6 +108,8 @@ In dev mode (--dev) it issues its own certificate from the dev CA in <data_dir>/
 				return err
 			}
 			defer hv.Close()
+			// A second signal: destroy the guests at once rather than leave them running.
+			defer onForceStop(destroyHostGuests(hv, pcfg.HostID, app.Log))()
 			store, err := imageStore(app)
 			if err != nil {
 				return err
