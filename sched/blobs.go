@@ -726,18 +726,11 @@ func (s *Server) gcLoop(ctx context.Context) {
 	if every <= 0 {
 		every = time.Minute
 	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	everyTick(ctx, every, func() {
 		if _, err := s.CollectGarbage(ctx, time.Now()); err != nil && ctx.Err() == nil {
 			s.log.Error("collecting unused blobs", "err", err)
 		}
-	}
+	})
 }
 
 // touchBlobs refreshes the retention clocks of the blobs (store.TouchBlobs) under the

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/paddockvm/paddock/blob"
+	"github.com/paddockvm/paddock/sched/store"
 )
 
 // Config configures a Server. Zero values take the defaults of DefaultConfig.
@@ -44,6 +45,12 @@ type Config struct {
 	// after it was written; blobs of tasks that finished within it are kept too.
 	// Default 24h.
 	BlobRetention time.Duration
+	// TaskRetention (server.task_retention.<state>) is how long finished tasks are kept
+	// after they finished, by final state (succeeded, failed, cancelled, dead); then
+	// they and their attempts are deleted. A state not in the map takes
+	// DefaultTaskRetention's; 0 keeps that state's tasks forever. A deleted task's
+	// idempotency key can be used again.
+	TaskRetention map[store.State]time.Duration
 	// MaxOutputBytes (server.max_output_bytes) bounds the sum of one task's output
 	// blobs. Default 64 GiB.
 	MaxOutputBytes int64
@@ -136,6 +143,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("server config: retry backoff base %v / max %v: need 0 <= base <= max", c.RetryBase, c.RetryMax)
 	case c.BlobRetention < 0:
 		return fmt.Errorf("server config: blob retention (server.blob_retention) %v is negative: give a duration such as 24h", c.BlobRetention)
+	case c.validateRetention() != nil:
+		return c.validateRetention()
 	case c.MaxOutputBytes < 0:
 		return fmt.Errorf("server config: max output bytes (server.max_output_bytes) %d is negative", c.MaxOutputBytes)
 	case c.AgentIdleTimeout < 0:

@@ -19,6 +19,7 @@ type metrics struct {
 	reports         *prometheus.CounterVec
 	submits         *prometheus.CounterVec
 	guestRequeues   prometheus.Counter
+	tasksDeleted    *prometheus.CounterVec
 	refused         *prometheus.CounterVec
 
 	// The data plane.
@@ -56,6 +57,9 @@ func newMetrics(s *Server) *metrics {
 			Namespace: "paddock", Name: "submits_total", Help: "Task submissions by result (created, existing).",
 		}, []string{"result"}),
 	}
+	m.tasksDeleted = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "paddock", Name: "tasks_deleted_total", Help: "Finished tasks deleted past their retention (server.task_retention), by final state.",
+	}, []string{"state"})
 	m.guestRequeues = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: "paddock", Name: "guest_gone_requeues_total", Help: "Tasks requeued at once because their guest's host reported the guest gone.",
 	})
@@ -91,17 +95,18 @@ func newMetrics(s *Server) *metrics {
 		Namespace: "paddock", Name: "blob_gc_errors_total", Help: "Blobs retention could not check or delete (and failed listings).",
 	})
 	m.reg.MustRegister(m.blobBytes, m.staged, m.stagedBytes, m.collects, m.collectSeconds, m.collectedBytes, m.gcDeleted, m.gcDeletedBytes, m.gcErrors)
-	m.reg.MustRegister(m.dispatchLatency, m.taskDuration, m.leaseExpiries, m.reports, m.submits, m.guestRequeues, m.refused,
+	m.reg.MustRegister(m.dispatchLatency, m.taskDuration, m.leaseExpiries, m.reports, m.submits, m.guestRequeues, m.tasksDeleted, m.refused,
 		&stateCollector{s: s},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
 var (
-	queueDepthDesc = prometheus.NewDesc("paddock_tasks", "Tasks by type and state (queue depth).", []string{"type", "state"}, nil)
-	agentsDesc     = prometheus.NewDesc("paddock_agents", "Agents by state (connected, lost).", []string{"state"}, nil)
-	slotsDesc      = prometheus.NewDesc("paddock_agent_slots", "Slots of connected agents by task type, and how many are busy.", []string{"type", "busy"}, nil)
-	typeSlotsDesc  = prometheus.NewDesc("paddock_agent_type_slots",
+	queueDepthDesc = prometheus.NewDesc("paddock_tasks",
+		"Live tasks by type and state (queued, leased, running): the queue depth. Finished tasks are counted by paddock_task_duration_seconds_count{type,state}.", []string{"type", "state"}, nil)
+	agentsDesc    = prometheus.NewDesc("paddock_agents", "Agents by state (connected, lost).", []string{"state"}, nil)
+	slotsDesc     = prometheus.NewDesc("paddock_agent_slots", "Slots of connected agents by task type, and how many are busy.", []string{"type", "busy"}, nil)
+	typeSlotsDesc = prometheus.NewDesc("paddock_agent_type_slots",
 		"Each connected agent's current limit per task type, from its concurrency allocator (the server dispatches the type to the agent only below it).", []string{"agent", "type"}, nil)
 	typeRunDesc = prometheus.NewDesc("paddock_agent_type_running",
 		"Tasks of each type leased to each connected agent and not yet reported.", []string{"agent", "type"}, nil)

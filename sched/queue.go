@@ -55,18 +55,11 @@ func (q *queueMeter) leased(typ string, w time.Duration) {
 
 // queueLoop measures the queues every heartbeat interval until ctx is done.
 func (s *Server) queueLoop(ctx context.Context) {
-	t := time.NewTicker(s.cfg.HeartbeatInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	everyTick(ctx, s.cfg.HeartbeatInterval, func() {
 		if err := s.measureQueues(ctx, time.Now()); err != nil && ctx.Err() == nil {
 			s.log.Error("measuring queuing delays", "err", err)
 		}
-	}
+	})
 }
 
 // measureQueues takes one measurement of every type connected agents serve.

@@ -214,12 +214,14 @@ func (s *Server) NewAgentServer() *grpc.Server {
 }
 
 // Loop runs the dispatcher, the lease sweeper and the agent watchdog, measures the
-// queuing delay per type for the agents' allocators, and deletes unused blobs past
-// their retention (CollectGarbage), until ctx is done.
+// queuing delay per type for the agents' allocators, deletes unused blobs past their
+// retention (CollectGarbage) and finished tasks past theirs (DeleteExpiredTasks), until
+// ctx is done.
 func (s *Server) Loop(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Add(4)
+	wg.Add(5)
 	go func() { defer wg.Done(); s.gcLoop(ctx) }()
+	go func() { defer wg.Done(); s.retentionLoop(ctx) }()
 	go func() { defer wg.Done(); s.dispatchLoop(ctx) }()
 	go func() { defer wg.Done(); s.sweepLoop(ctx) }()
 	go func() { defer wg.Done(); s.queueLoop(ctx) }()

@@ -24,6 +24,8 @@ func TestDataPlaneKeyErrors(t *testing.T) {
 		{"max output bytes 0", "server", map[string]string{"PADDOCK_SERVER_MAX_OUTPUT_BYTES": "0"}, []string{"server.max_output_bytes", "64GiB"}},
 		{"max blob bytes", "server", map[string]string{"PADDOCK_SERVER_MAX_BLOB_BYTES": "-5"}, []string{"server.max_blob_bytes", "0 or more"}},
 		{"retention", "server", map[string]string{"PADDOCK_SERVER_BLOB_RETENTION": "0s"}, []string{"server.blob_retention", "24h"}},
+		{"task retention", "server", map[string]string{"PADDOCK_SERVER_TASK_RETENTION_SUCCEEDED": "banana"}, []string{"server.task_retention.succeeded", "24h"}},
+		{"task retention negative", "server", map[string]string{"PADDOCK_SERVER_TASK_RETENTION_DEAD": "-1h"}, []string{"server.task_retention.dead"}},
 		{"cache policy", "host", map[string]string{"PADDOCK_HOST_CACHE_POLICY": "fifo"}, []string{"host.cache_policy", "lru"}},
 		{"cache read policy", "host", map[string]string{"PADDOCK_HOST_CACHE_READ_POLICY": "maybe"}, []string{"host.cache_read_policy", "no-cache"}},
 		{"cache write policy", "host", map[string]string{"PADDOCK_HOST_CACHE_WRITE_POLICY": "later"}, []string{"host.cache_write_policy", "async"}},

@@ -301,6 +301,9 @@ func runDev(ctx context.Context, app *App, o devOptions) error {
 		cfg.Dev, cfg.Token, cfg.AgentToken = true, "", ""
 	}
 	blobs.apply(&cfg)
+	if cfg.TaskRetention, err = taskRetention(v); err != nil {
+		return err
+	}
 	if err := cfg.Validate(); err != nil {
 		return err
 	}

@@ -81,6 +81,9 @@ HTTP, plus /metrics and /healthz). Outside dev mode (--dev) clients need server.
 				return err
 			}
 			blobs.apply(&cfg)
+			if cfg.TaskRetention, err = taskRetention(v); err != nil {
+				return err
+			}
 			if err := cfg.Validate(); err != nil {
 				return err
 			}

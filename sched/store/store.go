@@ -49,8 +49,14 @@ type Store interface {
 	// while its last reference is after since, so retention cannot delete a blob a
 	// client was just told exists before the task naming it is stored.
 	TouchBlobs(ctx context.Context, digests []string, at time.Time) error
-	// Counts counts tasks by type and state.
+	// Counts counts the live (Queued, Leased and Running) tasks by type and state.
+	// Finished tasks are not counted: their number only grows until retention deletes
+	// them, and counting them would read the whole table.
 	Counts(ctx context.Context) ([]Count, error)
+	// DeleteFinished deletes up to limit tasks in the terminal state st that finished
+	// before before, with their attempts and blob references, and returns how many it
+	// deleted (retention). It refuses a state that is not terminal.
+	DeleteFinished(ctx context.Context, st State, before time.Time, limit int) (int, error)
 	// Describe names the store for operators ("sqlite:/var/lib/paddock/paddock.db").
 	Describe() string
 	// Close releases the store.

@@ -581,9 +581,46 @@ func (s *Store) TouchBlobs(ctx context.Context, digests []string, at time.Time) 
 	return nil
 }
 
+// DeleteFinished implements store.Store.
+func (s *Store) DeleteFinished(ctx context.Context, st store.State, before time.Time, limit int) (int, error) {
+	if !st.Terminal() {
+		return 0, fmt.Errorf("deleting finished tasks: state %q is not terminal", st)
+	}
+	if limit <= 0 {
+		return 0, nil
+	}
+	var n int
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `DELETE FROM tasks WHERE id IN (
+  SELECT id FROM tasks WHERE state = $1 AND finished_at < $2 ORDER BY finished_at LIMIT $3 FOR UPDATE SKIP LOCKED)
+RETURNING id`, string(st), rowcodec.MS(before), limit)
+		if err != nil {
+			return err
+		}
+		ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return err
+		}
+		if len(ids) == 0 {
+			return nil
+		}
+		for _, q := range []string{`DELETE FROM attempts WHERE task_id = ANY($1)`, `DELETE FROM task_blobs WHERE task_id = ANY($1)`} {
+			if _, err := tx.Exec(ctx, q, ids); err != nil {
+				return err
+			}
+		}
+		n = len(ids)
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("deleting %s tasks finished before %s: %w", st, before.Format(time.RFC3339), err)
+	}
+	return n, nil
+}
+
 // Counts implements store.Store.
 func (s *Store) Counts(ctx context.Context) ([]store.Count, error) {
-	rows, err := s.pool.Query(ctx, `SELECT type, state, COUNT(*) FROM tasks GROUP BY type, state ORDER BY type, state`)
+	rows, err := s.pool.Query(ctx, `SELECT type, state, COUNT(*) FROM tasks WHERE state IN ('queued', 'leased', 'running') GROUP BY type, state ORDER BY type, state`)
 	if err != nil {
 		return nil, fmt.Errorf("counting tasks: %w", err)
 	}

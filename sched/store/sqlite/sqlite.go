@@ -256,6 +256,14 @@ func (t *wtx) exec(q string, args ...any) (sql.Result, error) {
 	return st.Exec(args...)
 }
 
+func (t *wtx) query(q string, args ...any) (*sql.Rows, error) {
+	st, err := t.stmt(q)
+	if err != nil {
+		return nil, err
+	}
+	return st.Query(args...)
+}
+
 func (t *wtx) queryRow(q string, args ...any) *sql.Row {
 	st, err := t.stmt(q)
 	if err != nil {
@@ -809,9 +817,60 @@ func (s *Store) TouchBlobs(ctx context.Context, digests []string, at time.Time) 
 	return nil
 }
 
+// DeleteFinished implements store.Store.
+func (s *Store) DeleteFinished(ctx context.Context, st store.State, before time.Time, limit int) (int, error) {
+	if !st.Terminal() {
+		return 0, fmt.Errorf("deleting finished tasks: state %q is not terminal", st)
+	}
+	if limit <= 0 {
+		return 0, nil
+	}
+	n := 0
+	err := s.write(ctx, func(tx *wtx) error {
+		n = 0
+		rows, err := tx.query(`SELECT id FROM tasks WHERE state = ? AND finished_at < ? ORDER BY finished_at LIMIT ?`, string(st), ms(before), limit)
+		if err != nil {
+			return err
+		}
+		var ids []string
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return err
+			}
+			ids = append(ids, id)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, id := range ids {
+			for _, q := range deleteTaskSQL {
+				if _, err := tx.exec(q, id); err != nil {
+					return err
+				}
+			}
+		}
+		n = len(ids)
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("deleting %s tasks finished before %s: %w", st, before.Format(time.RFC3339), err)
+	}
+	return n, nil
+}
+
+// deleteTaskSQL deletes one task (by id) and everything stored about it.
+var deleteTaskSQL = []string{
+	`DELETE FROM attempts WHERE task_id = ?`,
+	`DELETE FROM task_blobs WHERE task_id = ?`,
+	`DELETE FROM tasks WHERE id = ?`,
+}
+
 // Counts implements store.Store.
 func (s *Store) Counts(ctx context.Context) ([]store.Count, error) {
-	st, err := s.prepared(&s.rstmts, s.r, `SELECT type, state, COUNT(*) FROM tasks GROUP BY type, state ORDER BY type, state`)
+	st, err := s.prepared(&s.rstmts, s.r, `SELECT type, state, COUNT(*) FROM tasks WHERE state IN ('queued', 'leased', 'running') GROUP BY type, state ORDER BY type, state`)
 	if err != nil {
 		return nil, fmt.Errorf("counting tasks: %w", err)
 	}

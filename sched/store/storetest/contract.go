@@ -29,6 +29,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"BlobInUse", testBlobInUse},
 		{"TouchBlobs", testTouchBlobs},
 		{"LeaseSecret", testLeaseSecret},
+		{"DeleteFinished", testDeleteFinished},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -290,6 +291,84 @@ func testCounts(t *testing.T, s store.Store) {
 	}
 	if got["echo/leased"] != 1 || got["echo/queued"] != 1 || got["sleep/queued"] != 1 || len(got) != 3 {
 		t.Fatalf("Counts = %v", got)
+	}
+	// A finished task is not counted.
+	if _, err := s.Update(ctx, store.Update{TaskID: "b", From: []store.State{store.Queued}, To: store.Cancelled, Now: t0}); err != nil {
+		t.Fatal(err)
+	}
+	cs, err = s.Counts(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cs) != 2 {
+		t.Fatalf("Counts after a cancel = %v; want echo/leased and sleep/queued only", cs)
+	}
+}
+
+// finishAt leases task id and settles it in state to at time at, with one attempt.
+func finishAt(t *testing.T, s store.Store, id string, to store.State, at time.Time) {
+	t.Helper()
+	ctx := context.Background()
+	ls, err := s.Lease(ctx, at.Add(-time.Second), []store.Grant{{TaskID: id, AgentID: "ag", ExpiresAt: at.Add(time.Minute)}})
+	if err != nil || len(ls) != 1 {
+		t.Fatalf("leasing %s: %v, %v", id, ls, err)
+	}
+	if _, err := s.Update(ctx, store.Update{TaskID: id, From: []store.State{store.Leased}, LeaseID: ls[0].LeaseID, To: to, Now: at, EndAttempt: true}); err != nil {
+		t.Fatalf("settling %s as %s: %v", id, to, err)
+	}
+}
+
+func testDeleteFinished(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	old := NewTask("old", "echo")
+	old.InputBlobs = map[string]store.BlobRef{"in": {Digest: dIn, Size: 1}}
+	old.IdempotencyKey = "k-old"
+	mustCreate(t, s, old)
+	mustCreate(t, s, NewTask("new", "echo"))
+	mustCreate(t, s, NewTask("dead", "echo"))
+	mustCreate(t, s, NewTask("live", "echo"))
+	finishAt(t, s, "old", store.Succeeded, t0)
+	finishAt(t, s, "new", store.Succeeded, t0.Add(time.Hour))
+	finishAt(t, s, "dead", store.Dead, t0)
+
+	if _, err := s.DeleteFinished(ctx, store.Queued, t0.Add(2*time.Hour), 10); err == nil {
+		t.Fatal("DeleteFinished of a live state: no error")
+	}
+	n, err := s.DeleteFinished(ctx, store.Succeeded, t0.Add(time.Minute), 10)
+	if err != nil || n != 1 {
+		t.Fatalf("DeleteFinished(succeeded, before t0+1m) = %d, %v; want 1 (only the old one)", n, err)
+	}
+	if _, err := s.Get(ctx, "old"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Get of a deleted task: %v, want ErrNotFound", err)
+	}
+	if as, err := s.Attempts(ctx, "old"); err == nil && len(as) != 0 {
+		t.Fatalf("a deleted task still has %d attempts", len(as))
+	}
+	if used, err := s.BlobInUse(ctx, dIn, t0.Add(-time.Hour)); err != nil || used {
+		t.Fatalf("BlobInUse of a deleted task's input = %v, %v; want false", used, err)
+	}
+	for _, id := range []string{"new", "dead", "live"} {
+		if _, err := s.Get(ctx, id); err != nil {
+			t.Fatalf("task %s should be kept: %v", id, err)
+		}
+	}
+	// Its idempotency key is free again (as River's unique jobs are after cleaning).
+	again := NewTask("old2", "echo")
+	again.IdempotencyKey = "k-old"
+	if _, created, err := s.Create(ctx, again); err != nil || !created {
+		t.Fatalf("Create with a deleted task's idempotency key: created %v, %v", created, err)
+	}
+	// The limit bounds one call.
+	for i := range 5 {
+		id := fmt.Sprintf("batch-%d", i)
+		mustCreate(t, s, NewTask(id, "echo"))
+		finishAt(t, s, id, store.Cancelled, t0)
+	}
+	if n, err := s.DeleteFinished(ctx, store.Cancelled, t0.Add(time.Minute), 3); err != nil || n != 3 {
+		t.Fatalf("DeleteFinished with limit 3 = %d, %v", n, err)
+	}
+	if n, err := s.DeleteFinished(ctx, store.Cancelled, t0.Add(time.Minute), 3); err != nil || n != 2 {
+		t.Fatalf("second DeleteFinished = %d, %v; want the 2 left", n, err)
 	}
 }
 
