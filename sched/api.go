@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -235,6 +236,75 @@ func (api *clientAPI) Submit(ctx context.Context, req *connect.Request[paddockv1
 		s.metrics.submits.WithLabelValues("existing").Inc()
 	}
 	return connect.NewResponse(&paddockv1.SubmitResponse{Task: toProto(stored, nil), Created: created}), nil
+}
+
+// MaxBatchTasks bounds the tasks of one SubmitBatch.
+const MaxBatchTasks = 10000
+
+// SubmitBatch implements paddockv1connect.TaskServiceHandler: every spec is checked
+// first (a bad one fails the batch, naming tasks[i]), then all are stored in one
+// durable write (store.CreateBatch), and only then is the caller answered.
+func (api *clientAPI) SubmitBatch(ctx context.Context, req *connect.Request[paddockv1.SubmitBatchRequest]) (*connect.Response[paddockv1.SubmitBatchResponse], error) {
+	s := api.s
+	specs := req.Msg.GetTasks()
+	switch {
+	case len(specs) == 0:
+		return nil, invalid("tasks: empty: send at least one task spec")
+	case len(specs) > MaxBatchTasks:
+		return nil, invalid("tasks: %d tasks is over the limit of %d a batch: split them into several batches", len(specs), MaxBatchTasks)
+	}
+	ts := make([]store.Task, len(specs))
+	now := time.Now()
+	for i, sp := range specs {
+		t, err := s.validateSpec(sp)
+		if err == nil {
+			err = s.checkInputBlobs(ctx, sp, &t)
+		}
+		if err != nil {
+			return nil, batchErr(i, err)
+		}
+		id, err := uuid.NewV7()
+		if err != nil {
+			return nil, connect.NewError(connect.CodeInternal, err)
+		}
+		t.ID, t.CreatedAt = id.String(), now
+		ts[i] = t
+	}
+	stored, created, err := s.st.CreateBatch(ctx, ts)
+	if err != nil {
+		return nil, storeErr(err)
+	}
+	out := &paddockv1.SubmitBatchResponse{Results: make([]*paddockv1.SubmitResponse, len(stored))}
+	woken := map[string]bool{}
+	for i, t := range stored {
+		out.Results[i] = &paddockv1.SubmitResponse{Task: toProto(t, nil), Created: created[i]}
+		if !created[i] {
+			s.metrics.submits.WithLabelValues("existing").Inc()
+			continue
+		}
+		s.metrics.submits.WithLabelValues("created").Inc()
+		if !woken[t.Type] {
+			woken[t.Type] = true
+			s.wakeType(t.Type)
+		}
+	}
+	return connect.NewResponse(out), nil
+}
+
+// batchErr names the spec of a batch that err is about: "task.type: …" becomes
+// "tasks[3].type: …".
+func batchErr(i int, err error) error {
+	var ce *connect.Error
+	if !errors.As(err, &ce) {
+		return fmt.Errorf("tasks[%d]: %w", i, err)
+	}
+	msg := ce.Message()
+	if rest, ok := strings.CutPrefix(msg, "task"); ok {
+		msg = rest
+	} else {
+		msg = ": " + msg
+	}
+	return connect.NewError(ce.Code(), fmt.Errorf("tasks[%d]%s", i, msg))
 }
 
 // Get implements paddockv1connect.TaskServiceHandler.

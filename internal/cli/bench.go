@@ -33,6 +33,7 @@ func init() { addCommand(80, newBenchCmd) }
 // benchOpts are paddock bench's flags.
 type benchOpts struct {
 	tasks, agents, submitters, idle int
+	batch                           int // --batch: tasks per SubmitBatch call (1: Submit)
 	agentBin, handlerBin, dataDir   string
 	inputSize                       string // --input-size: the data path bench
 	tasksSet                        bool   // --tasks was given
@@ -82,6 +83,7 @@ task at a time (--tasks, default 3), each round in the same run:
 	f.IntVar(&o.tasks, "tasks", 2000, "durable tasks to run (and raw calls to make)")
 	f.IntVar(&o.agents, "agents", 2, "agent processes")
 	f.IntVar(&o.submitters, "submitters", 16, "concurrent submitting clients")
+	f.IntVar(&o.batch, "batch", 1, "tasks per submit call: above 1 each submitter sends SubmitBatch calls of this many tasks (one durable write each)")
 	f.IntVar(&o.idle, "idle", 100, "tasks run one at a time for the unloaded latency")
 	f.StringVar(&o.agentBin, "agent", "", "paddock-agent binary (default: beside paddock, then $PATH)")
 	f.StringVar(&o.handlerBin, "handler", "", "handler binary (default: handlers/testhandler beside paddock; with --input-size handlers/checksum)")
@@ -106,6 +108,8 @@ func (o *benchOpts) resolve() error {
 		return usageError{fmt.Errorf("--agents %d: want at least 1", o.agents)}
 	case o.submitters < 1:
 		return usageError{fmt.Errorf("--submitters %d: want at least 1", o.submitters)}
+	case o.batch < 1 || o.batch > sched.MaxBatchTasks:
+		return usageError{fmt.Errorf("--batch %d: want 1 to %d", o.batch, sched.MaxBatchTasks)}
 	case o.idle < 0:
 		return usageError{fmt.Errorf("--idle %d: want 0 or more", o.idle)}
 	}
@@ -181,7 +185,7 @@ func runBench(ctx context.Context, app *App, o benchOpts) error {
 
 	fmt.Fprintf(app.Err, "bench: %d durable tasks, %d submitters…\n", o.tasks, o.submitters)
 	start := time.Now()
-	ids, err := benchSubmit(ctx, client, o.tasks, o.submitters)
+	ids, err := benchSubmit(ctx, client, o.tasks, o.submitters, o.batch)
 	if err != nil {
 		return err
 	}
@@ -195,7 +199,7 @@ func runBench(ctx context.Context, app *App, o benchOpts) error {
 	}
 	var idle []time.Duration
 	for i := 0; i < o.idle; i++ {
-		one, err := benchSubmit(ctx, client, 1, 1)
+		one, err := benchSubmit(ctx, client, 1, 1, 1)
 		if err != nil {
 			return err
 		}
@@ -212,7 +216,7 @@ func runBench(ctx context.Context, app *App, o benchOpts) error {
 	res := []benchResult{
 		{"raw plugin calls/s, 1 in flight", fmt.Sprintf("%.0f", raw1), "runner → testhandler test.echo"},
 		{"raw plugin calls/s, 16 in flight", fmt.Sprintf("%.0f", raw16), "the limit durable tasks are compared against"},
-		{"durable tasks/s", fmt.Sprintf("%.0f", rate), fmt.Sprintf("%d tasks, %d agents, %.1fs; %.1f%% of raw (16 in flight)", o.tasks, o.agents, elapsed.Seconds(), 100*rate/raw16)},
+		{"durable tasks/s", fmt.Sprintf("%.0f", rate), fmt.Sprintf("%d tasks, %d agents, batches of %d, %.1fs; %.1f%% of raw (16 in flight)", o.tasks, o.agents, o.batch, elapsed.Seconds(), 100*rate/raw16)},
 		{"submit→handler start p50, loaded", ms(pct(loaded, 0.50)), "whole backlog submitted at once: mostly queue wait"},
 		{"submit→handler start p99, loaded", ms(pct(loaded, 0.99)), ""},
 	}
@@ -327,8 +331,10 @@ func stopBenchAgents(cmds []*exec.Cmd) {
 	}
 }
 
-// benchSubmit submits n test.echo tasks with k concurrent clients and returns their ids.
-func benchSubmit(ctx context.Context, c paddockv1connect.TaskServiceClient, n, k int) ([]string, error) {
+// benchSubmit submits n test.echo tasks with k concurrent clients and returns their
+// ids; with batch > 1 each client sends SubmitBatch calls of up to batch tasks.
+func benchSubmit(ctx context.Context, c paddockv1connect.TaskServiceClient, n, k, batch int) ([]string, error) {
+	batch = max(batch, 1)
 	ids := make([]string, n)
 	errs := make([]error, k)
 	var wg sync.WaitGroup
@@ -336,19 +342,39 @@ func benchSubmit(ctx context.Context, c paddockv1connect.TaskServiceClient, n, k
 		wg.Add(1)
 		go func(w int) {
 			defer wg.Done()
-			for i := w; i < n; i += k {
-				resp, err := c.Submit(ctx, connect.NewRequest(&paddockv1.SubmitRequest{Task: &paddockv1.TaskSpec{Type: "test.echo", Payload: []byte("x")}}))
+			// Client w submits chunks w, w+k, w+2k, … of batch tasks each.
+			for lo := w * batch; lo < n; lo += k * batch {
+				hi := min(lo+batch, n)
+				if batch == 1 {
+					resp, err := c.Submit(ctx, connect.NewRequest(&paddockv1.SubmitRequest{Task: benchSpec()}))
+					if err != nil {
+						errs[w] = fmt.Errorf("bench: submitting task %d: %w", lo, err)
+						return
+					}
+					ids[lo] = resp.Msg.GetTask().GetId()
+					continue
+				}
+				specs := make([]*paddockv1.TaskSpec, hi-lo)
+				for i := range specs {
+					specs[i] = benchSpec()
+				}
+				resp, err := c.SubmitBatch(ctx, connect.NewRequest(&paddockv1.SubmitBatchRequest{Tasks: specs}))
 				if err != nil {
-					errs[w] = fmt.Errorf("bench: submitting task %d: %w", i, err)
+					errs[w] = fmt.Errorf("bench: submitting tasks %d–%d: %w", lo, hi-1, err)
 					return
 				}
-				ids[i] = resp.Msg.GetTask().GetId()
+				for i, r := range resp.Msg.GetResults() {
+					ids[lo+i] = r.GetTask().GetId()
+				}
 			}
 		}(w)
 	}
 	wg.Wait()
 	return ids, errors.Join(errs...)
 }
+
+// benchSpec is the no-op task the durable bench runs.
+func benchSpec() *paddockv1.TaskSpec { return &paddockv1.TaskSpec{Type: "test.echo", Payload: []byte("x")} }
 
 // waitTerminal polls the store until every task in ids is terminal.
 func waitTerminal(ctx context.Context, st store.Store, ids []string) error {

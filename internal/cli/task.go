@@ -98,6 +98,7 @@ func preview(b []byte) string {
 func newTaskCmd(app *App) *cobra.Command {
 	cmd := &cobra.Command{Use: "task", Short: "Submit and follow tasks on a Paddock server"}
 	cmd.AddCommand(newTaskSubmitCmd(app), newTaskGetCmd(app), newTaskWaitCmd(app), newTaskCancelCmd(app), newTaskLsCmd(app), newTaskOutputCmd(app))
+	cmd.AddCommand(newTaskSubmitBatchCmd(app))
 	return cmd
 }
 

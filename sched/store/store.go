@@ -13,6 +13,10 @@ type Store interface {
 	// When t.IdempotencyKey is set and the tenant already has a task with that key, it
 	// returns that task and created=false instead.
 	Create(ctx context.Context, t Task) (stored Task, created bool, err error)
+	// CreateBatch is Create for many tasks in one transaction: all are stored (or
+	// found by their idempotency keys) or, on error, none. It returns the stored tasks
+	// and whether each was created, in the order of ts.
+	CreateBatch(ctx context.Context, ts []Task) (stored []Task, created []bool, err error)
 	// Get returns a task, or an error wrapping ErrNotFound.
 	Get(ctx context.Context, id string) (Task, error)
 	// Attempts returns a task's attempts, oldest first.

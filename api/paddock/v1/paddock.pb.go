@@ -873,6 +873,98 @@ func (x *SubmitResponse) GetCreated() bool {
 	return false
 }
 
+// SubmitBatchRequest carries the tasks to submit (at most 10,000).
+type SubmitBatchRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// tasks are the tasks to submit, in order.
+	Tasks         []*TaskSpec `protobuf:"bytes,1,rep,name=tasks,proto3" json:"tasks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubmitBatchRequest) Reset() {
+	*x = SubmitBatchRequest{}
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubmitBatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubmitBatchRequest) ProtoMessage() {}
+
+func (x *SubmitBatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubmitBatchRequest.ProtoReflect.Descriptor instead.
+func (*SubmitBatchRequest) Descriptor() ([]byte, []int) {
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *SubmitBatchRequest) GetTasks() []*TaskSpec {
+	if x != nil {
+		return x.Tasks
+	}
+	return nil
+}
+
+// SubmitBatchResponse returns the stored tasks in the order of the request.
+type SubmitBatchResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// results[i] answers tasks[i] of the request.
+	Results       []*SubmitResponse `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubmitBatchResponse) Reset() {
+	*x = SubmitBatchResponse{}
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubmitBatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubmitBatchResponse) ProtoMessage() {}
+
+func (x *SubmitBatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubmitBatchResponse.ProtoReflect.Descriptor instead.
+func (*SubmitBatchResponse) Descriptor() ([]byte, []int) {
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *SubmitBatchResponse) GetResults() []*SubmitResponse {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
 // GetRequest names a task.
 type GetRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -884,7 +976,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[8]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -896,7 +988,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[8]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -909,7 +1001,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{8}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetRequest) GetId() string {
@@ -930,7 +1022,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[9]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -942,7 +1034,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[9]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -955,7 +1047,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{9}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetResponse) GetTask() *Task {
@@ -978,7 +1070,7 @@ type WaitRequest struct {
 
 func (x *WaitRequest) Reset() {
 	*x = WaitRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[10]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -990,7 +1082,7 @@ func (x *WaitRequest) String() string {
 func (*WaitRequest) ProtoMessage() {}
 
 func (x *WaitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[10]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1003,7 +1095,7 @@ func (x *WaitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitRequest.ProtoReflect.Descriptor instead.
 func (*WaitRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{10}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *WaitRequest) GetId() string {
@@ -1033,7 +1125,7 @@ type WaitResponse struct {
 
 func (x *WaitResponse) Reset() {
 	*x = WaitResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[11]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1045,7 +1137,7 @@ func (x *WaitResponse) String() string {
 func (*WaitResponse) ProtoMessage() {}
 
 func (x *WaitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[11]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1058,7 +1150,7 @@ func (x *WaitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitResponse.ProtoReflect.Descriptor instead.
 func (*WaitResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{11}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WaitResponse) GetTask() *Task {
@@ -1086,7 +1178,7 @@ type CancelRequest struct {
 
 func (x *CancelRequest) Reset() {
 	*x = CancelRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[12]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1098,7 +1190,7 @@ func (x *CancelRequest) String() string {
 func (*CancelRequest) ProtoMessage() {}
 
 func (x *CancelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[12]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1111,7 +1203,7 @@ func (x *CancelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelRequest.ProtoReflect.Descriptor instead.
 func (*CancelRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{12}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CancelRequest) GetId() string {
@@ -1132,7 +1224,7 @@ type CancelResponse struct {
 
 func (x *CancelResponse) Reset() {
 	*x = CancelResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[13]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1144,7 +1236,7 @@ func (x *CancelResponse) String() string {
 func (*CancelResponse) ProtoMessage() {}
 
 func (x *CancelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[13]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1157,7 +1249,7 @@ func (x *CancelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelResponse.ProtoReflect.Descriptor instead.
 func (*CancelResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{13}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CancelResponse) GetTask() *Task {
@@ -1188,7 +1280,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[14]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1200,7 +1292,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[14]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1213,7 +1305,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{14}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListRequest) GetState() State {
@@ -1271,7 +1363,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[15]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1283,7 +1375,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[15]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1296,7 +1388,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{15}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListResponse) GetTasks() []*Task {
@@ -1322,7 +1414,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[16]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1334,7 +1426,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[16]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1347,7 +1439,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{16}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{18}
 }
 
 // QueueDepth counts tasks of one type in one state.
@@ -1365,7 +1457,7 @@ type QueueDepth struct {
 
 func (x *QueueDepth) Reset() {
 	*x = QueueDepth{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[17]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1377,7 +1469,7 @@ func (x *QueueDepth) String() string {
 func (*QueueDepth) ProtoMessage() {}
 
 func (x *QueueDepth) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[17]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1390,7 +1482,7 @@ func (x *QueueDepth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueDepth.ProtoReflect.Descriptor instead.
 func (*QueueDepth) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{17}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *QueueDepth) GetType() string {
@@ -1438,7 +1530,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[18]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1450,7 +1542,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[18]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1463,7 +1555,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{18}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *StatusResponse) GetVersion() string {
@@ -1532,7 +1624,7 @@ type QueueDelay struct {
 
 func (x *QueueDelay) Reset() {
 	*x = QueueDelay{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[19]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1544,7 +1636,7 @@ func (x *QueueDelay) String() string {
 func (*QueueDelay) ProtoMessage() {}
 
 func (x *QueueDelay) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[19]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1557,7 +1649,7 @@ func (x *QueueDelay) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueDelay.ProtoReflect.Descriptor instead.
 func (*QueueDelay) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{19}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *QueueDelay) GetType() string {
@@ -1590,7 +1682,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[20]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1602,7 +1694,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[20]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1615,7 +1707,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{20}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{22}
 }
 
 // AgentType is one task type an agent serves.
@@ -1644,7 +1736,7 @@ type AgentType struct {
 
 func (x *AgentType) Reset() {
 	*x = AgentType{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[21]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1656,7 +1748,7 @@ func (x *AgentType) String() string {
 func (*AgentType) ProtoMessage() {}
 
 func (x *AgentType) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[21]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1669,7 +1761,7 @@ func (x *AgentType) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentType.ProtoReflect.Descriptor instead.
 func (*AgentType) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{21}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *AgentType) GetName() string {
@@ -1751,7 +1843,7 @@ type Agent struct {
 
 func (x *Agent) Reset() {
 	*x = Agent{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[22]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1763,7 +1855,7 @@ func (x *Agent) String() string {
 func (*Agent) ProtoMessage() {}
 
 func (x *Agent) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[22]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1776,7 +1868,7 @@ func (x *Agent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Agent.ProtoReflect.Descriptor instead.
 func (*Agent) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{22}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Agent) GetId() string {
@@ -1860,7 +1952,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[23]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1872,7 +1964,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[23]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1885,7 +1977,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{23}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*Agent {
@@ -1904,7 +1996,7 @@ type ListHostsRequest struct {
 
 func (x *ListHostsRequest) Reset() {
 	*x = ListHostsRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[24]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1916,7 +2008,7 @@ func (x *ListHostsRequest) String() string {
 func (*ListHostsRequest) ProtoMessage() {}
 
 func (x *ListHostsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[24]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1929,7 +2021,7 @@ func (x *ListHostsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListHostsRequest.ProtoReflect.Descriptor instead.
 func (*ListHostsRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{24}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{26}
 }
 
 // HostPool is one pool of a host.
@@ -1954,7 +2046,7 @@ type HostPool struct {
 
 func (x *HostPool) Reset() {
 	*x = HostPool{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[25]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1966,7 +2058,7 @@ func (x *HostPool) String() string {
 func (*HostPool) ProtoMessage() {}
 
 func (x *HostPool) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[25]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1979,7 +2071,7 @@ func (x *HostPool) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostPool.ProtoReflect.Descriptor instead.
 func (*HostPool) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{25}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *HostPool) GetName() string {
@@ -2064,7 +2156,7 @@ type Host struct {
 
 func (x *Host) Reset() {
 	*x = Host{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[26]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2076,7 +2168,7 @@ func (x *Host) String() string {
 func (*Host) ProtoMessage() {}
 
 func (x *Host) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[26]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2089,7 +2181,7 @@ func (x *Host) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Host.ProtoReflect.Descriptor instead.
 func (*Host) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{26}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Host) GetId() string {
@@ -2194,7 +2286,7 @@ type ListHostsResponse struct {
 
 func (x *ListHostsResponse) Reset() {
 	*x = ListHostsResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[27]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2206,7 +2298,7 @@ func (x *ListHostsResponse) String() string {
 func (*ListHostsResponse) ProtoMessage() {}
 
 func (x *ListHostsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[27]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2219,7 +2311,7 @@ func (x *ListHostsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListHostsResponse.ProtoReflect.Descriptor instead.
 func (*ListHostsResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{27}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListHostsResponse) GetHosts() []*Host {
@@ -2240,7 +2332,7 @@ type ListVMsRequest struct {
 
 func (x *ListVMsRequest) Reset() {
 	*x = ListVMsRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[28]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2252,7 +2344,7 @@ func (x *ListVMsRequest) String() string {
 func (*ListVMsRequest) ProtoMessage() {}
 
 func (x *ListVMsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[28]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2265,7 +2357,7 @@ func (x *ListVMsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVMsRequest.ProtoReflect.Descriptor instead.
 func (*ListVMsRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{28}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListVMsRequest) GetHost() string {
@@ -2305,7 +2397,7 @@ type VM struct {
 
 func (x *VM) Reset() {
 	*x = VM{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[29]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2317,7 +2409,7 @@ func (x *VM) String() string {
 func (*VM) ProtoMessage() {}
 
 func (x *VM) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[29]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2330,7 +2422,7 @@ func (x *VM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VM.ProtoReflect.Descriptor instead.
 func (*VM) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{29}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *VM) GetName() string {
@@ -2421,7 +2513,7 @@ type ListVMsResponse struct {
 
 func (x *ListVMsResponse) Reset() {
 	*x = ListVMsResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[30]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2433,7 +2525,7 @@ func (x *ListVMsResponse) String() string {
 func (*ListVMsResponse) ProtoMessage() {}
 
 func (x *ListVMsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[30]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2446,7 +2538,7 @@ func (x *ListVMsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVMsResponse.ProtoReflect.Descriptor instead.
 func (*ListVMsResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{30}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListVMsResponse) GetVms() []*VM {
@@ -2535,7 +2627,11 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\x04task\x18\x01 \x01(\v2\x14.paddock.v1.TaskSpecR\x04task\"P\n" +
 	"\x0eSubmitResponse\x12$\n" +
 	"\x04task\x18\x01 \x01(\v2\x10.paddock.v1.TaskR\x04task\x12\x18\n" +
-	"\acreated\x18\x02 \x01(\bR\acreated\"\x1c\n" +
+	"\acreated\x18\x02 \x01(\bR\acreated\"@\n" +
+	"\x12SubmitBatchRequest\x12*\n" +
+	"\x05tasks\x18\x01 \x03(\v2\x14.paddock.v1.TaskSpecR\x05tasks\"K\n" +
+	"\x13SubmitBatchResponse\x124\n" +
+	"\aresults\x18\x01 \x03(\v2\x1a.paddock.v1.SubmitResponseR\aresults\"\x1c\n" +
 	"\n" +
 	"GetRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"3\n" +
@@ -2669,9 +2765,10 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\x05Class\x12\x15\n" +
 	"\x11CLASS_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fCLASS_ONLINE\x10\x01\x12\x0f\n" +
-	"\vCLASS_BATCH\x10\x022\xbd\x02\n" +
+	"\vCLASS_BATCH\x10\x022\x8d\x03\n" +
 	"\vTaskService\x12?\n" +
-	"\x06Submit\x12\x19.paddock.v1.SubmitRequest\x1a\x1a.paddock.v1.SubmitResponse\x126\n" +
+	"\x06Submit\x12\x19.paddock.v1.SubmitRequest\x1a\x1a.paddock.v1.SubmitResponse\x12N\n" +
+	"\vSubmitBatch\x12\x1e.paddock.v1.SubmitBatchRequest\x1a\x1f.paddock.v1.SubmitBatchResponse\x126\n" +
 	"\x03Get\x12\x16.paddock.v1.GetRequest\x1a\x17.paddock.v1.GetResponse\x129\n" +
 	"\x04Wait\x12\x17.paddock.v1.WaitRequest\x1a\x18.paddock.v1.WaitResponse\x12?\n" +
 	"\x06Cancel\x12\x19.paddock.v1.CancelRequest\x1a\x1a.paddock.v1.CancelResponse\x129\n" +
@@ -2696,103 +2793,109 @@ func file_api_paddock_v1_paddock_proto_rawDescGZIP() []byte {
 }
 
 var file_api_paddock_v1_paddock_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_api_paddock_v1_paddock_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_api_paddock_v1_paddock_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_api_paddock_v1_paddock_proto_goTypes = []any{
-	(State)(0),                 // 0: paddock.v1.State
-	(Class)(0),                 // 1: paddock.v1.Class
-	(*Requirements)(nil),       // 2: paddock.v1.Requirements
-	(*TaskSpec)(nil),           // 3: paddock.v1.TaskSpec
-	(*BlobRef)(nil),            // 4: paddock.v1.BlobRef
-	(*Usage)(nil),              // 5: paddock.v1.Usage
-	(*Attempt)(nil),            // 6: paddock.v1.Attempt
-	(*Task)(nil),               // 7: paddock.v1.Task
-	(*SubmitRequest)(nil),      // 8: paddock.v1.SubmitRequest
-	(*SubmitResponse)(nil),     // 9: paddock.v1.SubmitResponse
-	(*GetRequest)(nil),         // 10: paddock.v1.GetRequest
-	(*GetResponse)(nil),        // 11: paddock.v1.GetResponse
-	(*WaitRequest)(nil),        // 12: paddock.v1.WaitRequest
-	(*WaitResponse)(nil),       // 13: paddock.v1.WaitResponse
-	(*CancelRequest)(nil),      // 14: paddock.v1.CancelRequest
-	(*CancelResponse)(nil),     // 15: paddock.v1.CancelResponse
-	(*ListRequest)(nil),        // 16: paddock.v1.ListRequest
-	(*ListResponse)(nil),       // 17: paddock.v1.ListResponse
-	(*StatusRequest)(nil),      // 18: paddock.v1.StatusRequest
-	(*QueueDepth)(nil),         // 19: paddock.v1.QueueDepth
-	(*StatusResponse)(nil),     // 20: paddock.v1.StatusResponse
-	(*QueueDelay)(nil),         // 21: paddock.v1.QueueDelay
-	(*ListAgentsRequest)(nil),  // 22: paddock.v1.ListAgentsRequest
-	(*AgentType)(nil),          // 23: paddock.v1.AgentType
-	(*Agent)(nil),              // 24: paddock.v1.Agent
-	(*ListAgentsResponse)(nil), // 25: paddock.v1.ListAgentsResponse
-	(*ListHostsRequest)(nil),   // 26: paddock.v1.ListHostsRequest
-	(*HostPool)(nil),           // 27: paddock.v1.HostPool
-	(*Host)(nil),               // 28: paddock.v1.Host
-	(*ListHostsResponse)(nil),  // 29: paddock.v1.ListHostsResponse
-	(*ListVMsRequest)(nil),     // 30: paddock.v1.ListVMsRequest
-	(*VM)(nil),                 // 31: paddock.v1.VM
-	(*ListVMsResponse)(nil),    // 32: paddock.v1.ListVMsResponse
-	nil,                        // 33: paddock.v1.Requirements.LabelsEntry
-	nil,                        // 34: paddock.v1.TaskSpec.InputsEntry
-	nil,                        // 35: paddock.v1.TaskSpec.InputBlobsEntry
-	nil,                        // 36: paddock.v1.Task.OutputsEntry
-	nil,                        // 37: paddock.v1.Task.OutputBlobsEntry
-	nil,                        // 38: paddock.v1.Agent.LabelsEntry
+	(State)(0),                  // 0: paddock.v1.State
+	(Class)(0),                  // 1: paddock.v1.Class
+	(*Requirements)(nil),        // 2: paddock.v1.Requirements
+	(*TaskSpec)(nil),            // 3: paddock.v1.TaskSpec
+	(*BlobRef)(nil),             // 4: paddock.v1.BlobRef
+	(*Usage)(nil),               // 5: paddock.v1.Usage
+	(*Attempt)(nil),             // 6: paddock.v1.Attempt
+	(*Task)(nil),                // 7: paddock.v1.Task
+	(*SubmitRequest)(nil),       // 8: paddock.v1.SubmitRequest
+	(*SubmitResponse)(nil),      // 9: paddock.v1.SubmitResponse
+	(*SubmitBatchRequest)(nil),  // 10: paddock.v1.SubmitBatchRequest
+	(*SubmitBatchResponse)(nil), // 11: paddock.v1.SubmitBatchResponse
+	(*GetRequest)(nil),          // 12: paddock.v1.GetRequest
+	(*GetResponse)(nil),         // 13: paddock.v1.GetResponse
+	(*WaitRequest)(nil),         // 14: paddock.v1.WaitRequest
+	(*WaitResponse)(nil),        // 15: paddock.v1.WaitResponse
+	(*CancelRequest)(nil),       // 16: paddock.v1.CancelRequest
+	(*CancelResponse)(nil),      // 17: paddock.v1.CancelResponse
+	(*ListRequest)(nil),         // 18: paddock.v1.ListRequest
+	(*ListResponse)(nil),        // 19: paddock.v1.ListResponse
+	(*StatusRequest)(nil),       // 20: paddock.v1.StatusRequest
+	(*QueueDepth)(nil),          // 21: paddock.v1.QueueDepth
+	(*StatusResponse)(nil),      // 22: paddock.v1.StatusResponse
+	(*QueueDelay)(nil),          // 23: paddock.v1.QueueDelay
+	(*ListAgentsRequest)(nil),   // 24: paddock.v1.ListAgentsRequest
+	(*AgentType)(nil),           // 25: paddock.v1.AgentType
+	(*Agent)(nil),               // 26: paddock.v1.Agent
+	(*ListAgentsResponse)(nil),  // 27: paddock.v1.ListAgentsResponse
+	(*ListHostsRequest)(nil),    // 28: paddock.v1.ListHostsRequest
+	(*HostPool)(nil),            // 29: paddock.v1.HostPool
+	(*Host)(nil),                // 30: paddock.v1.Host
+	(*ListHostsResponse)(nil),   // 31: paddock.v1.ListHostsResponse
+	(*ListVMsRequest)(nil),      // 32: paddock.v1.ListVMsRequest
+	(*VM)(nil),                  // 33: paddock.v1.VM
+	(*ListVMsResponse)(nil),     // 34: paddock.v1.ListVMsResponse
+	nil,                         // 35: paddock.v1.Requirements.LabelsEntry
+	nil,                         // 36: paddock.v1.TaskSpec.InputsEntry
+	nil,                         // 37: paddock.v1.TaskSpec.InputBlobsEntry
+	nil,                         // 38: paddock.v1.Task.OutputsEntry
+	nil,                         // 39: paddock.v1.Task.OutputBlobsEntry
+	nil,                         // 40: paddock.v1.Agent.LabelsEntry
 }
 var file_api_paddock_v1_paddock_proto_depIdxs = []int32{
-	33, // 0: paddock.v1.Requirements.labels:type_name -> paddock.v1.Requirements.LabelsEntry
-	34, // 1: paddock.v1.TaskSpec.inputs:type_name -> paddock.v1.TaskSpec.InputsEntry
+	35, // 0: paddock.v1.Requirements.labels:type_name -> paddock.v1.Requirements.LabelsEntry
+	36, // 1: paddock.v1.TaskSpec.inputs:type_name -> paddock.v1.TaskSpec.InputsEntry
 	1,  // 2: paddock.v1.TaskSpec.class:type_name -> paddock.v1.Class
 	2,  // 3: paddock.v1.TaskSpec.requirements:type_name -> paddock.v1.Requirements
-	35, // 4: paddock.v1.TaskSpec.input_blobs:type_name -> paddock.v1.TaskSpec.InputBlobsEntry
+	37, // 4: paddock.v1.TaskSpec.input_blobs:type_name -> paddock.v1.TaskSpec.InputBlobsEntry
 	0,  // 5: paddock.v1.Attempt.state:type_name -> paddock.v1.State
 	5,  // 6: paddock.v1.Attempt.usage:type_name -> paddock.v1.Usage
 	3,  // 7: paddock.v1.Task.spec:type_name -> paddock.v1.TaskSpec
 	0,  // 8: paddock.v1.Task.state:type_name -> paddock.v1.State
-	36, // 9: paddock.v1.Task.outputs:type_name -> paddock.v1.Task.OutputsEntry
+	38, // 9: paddock.v1.Task.outputs:type_name -> paddock.v1.Task.OutputsEntry
 	6,  // 10: paddock.v1.Task.attempts:type_name -> paddock.v1.Attempt
-	37, // 11: paddock.v1.Task.output_blobs:type_name -> paddock.v1.Task.OutputBlobsEntry
+	39, // 11: paddock.v1.Task.output_blobs:type_name -> paddock.v1.Task.OutputBlobsEntry
 	3,  // 12: paddock.v1.SubmitRequest.task:type_name -> paddock.v1.TaskSpec
 	7,  // 13: paddock.v1.SubmitResponse.task:type_name -> paddock.v1.Task
-	7,  // 14: paddock.v1.GetResponse.task:type_name -> paddock.v1.Task
-	7,  // 15: paddock.v1.WaitResponse.task:type_name -> paddock.v1.Task
-	7,  // 16: paddock.v1.CancelResponse.task:type_name -> paddock.v1.Task
-	0,  // 17: paddock.v1.ListRequest.state:type_name -> paddock.v1.State
-	1,  // 18: paddock.v1.ListRequest.class:type_name -> paddock.v1.Class
-	7,  // 19: paddock.v1.ListResponse.tasks:type_name -> paddock.v1.Task
-	0,  // 20: paddock.v1.QueueDepth.state:type_name -> paddock.v1.State
-	19, // 21: paddock.v1.StatusResponse.queue:type_name -> paddock.v1.QueueDepth
-	21, // 22: paddock.v1.StatusResponse.queue_delays:type_name -> paddock.v1.QueueDelay
-	23, // 23: paddock.v1.Agent.types:type_name -> paddock.v1.AgentType
-	38, // 24: paddock.v1.Agent.labels:type_name -> paddock.v1.Agent.LabelsEntry
-	24, // 25: paddock.v1.ListAgentsResponse.agents:type_name -> paddock.v1.Agent
-	27, // 26: paddock.v1.Host.pools:type_name -> paddock.v1.HostPool
-	28, // 27: paddock.v1.ListHostsResponse.hosts:type_name -> paddock.v1.Host
-	31, // 28: paddock.v1.ListVMsResponse.vms:type_name -> paddock.v1.VM
-	4,  // 29: paddock.v1.TaskSpec.InputBlobsEntry.value:type_name -> paddock.v1.BlobRef
-	4,  // 30: paddock.v1.Task.OutputBlobsEntry.value:type_name -> paddock.v1.BlobRef
-	8,  // 31: paddock.v1.TaskService.Submit:input_type -> paddock.v1.SubmitRequest
-	10, // 32: paddock.v1.TaskService.Get:input_type -> paddock.v1.GetRequest
-	12, // 33: paddock.v1.TaskService.Wait:input_type -> paddock.v1.WaitRequest
-	14, // 34: paddock.v1.TaskService.Cancel:input_type -> paddock.v1.CancelRequest
-	16, // 35: paddock.v1.TaskService.List:input_type -> paddock.v1.ListRequest
-	18, // 36: paddock.v1.ClusterService.Status:input_type -> paddock.v1.StatusRequest
-	22, // 37: paddock.v1.ClusterService.ListAgents:input_type -> paddock.v1.ListAgentsRequest
-	26, // 38: paddock.v1.ClusterService.ListHosts:input_type -> paddock.v1.ListHostsRequest
-	30, // 39: paddock.v1.ClusterService.ListVMs:input_type -> paddock.v1.ListVMsRequest
-	9,  // 40: paddock.v1.TaskService.Submit:output_type -> paddock.v1.SubmitResponse
-	11, // 41: paddock.v1.TaskService.Get:output_type -> paddock.v1.GetResponse
-	13, // 42: paddock.v1.TaskService.Wait:output_type -> paddock.v1.WaitResponse
-	15, // 43: paddock.v1.TaskService.Cancel:output_type -> paddock.v1.CancelResponse
-	17, // 44: paddock.v1.TaskService.List:output_type -> paddock.v1.ListResponse
-	20, // 45: paddock.v1.ClusterService.Status:output_type -> paddock.v1.StatusResponse
-	25, // 46: paddock.v1.ClusterService.ListAgents:output_type -> paddock.v1.ListAgentsResponse
-	29, // 47: paddock.v1.ClusterService.ListHosts:output_type -> paddock.v1.ListHostsResponse
-	32, // 48: paddock.v1.ClusterService.ListVMs:output_type -> paddock.v1.ListVMsResponse
-	40, // [40:49] is the sub-list for method output_type
-	31, // [31:40] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	3,  // 14: paddock.v1.SubmitBatchRequest.tasks:type_name -> paddock.v1.TaskSpec
+	9,  // 15: paddock.v1.SubmitBatchResponse.results:type_name -> paddock.v1.SubmitResponse
+	7,  // 16: paddock.v1.GetResponse.task:type_name -> paddock.v1.Task
+	7,  // 17: paddock.v1.WaitResponse.task:type_name -> paddock.v1.Task
+	7,  // 18: paddock.v1.CancelResponse.task:type_name -> paddock.v1.Task
+	0,  // 19: paddock.v1.ListRequest.state:type_name -> paddock.v1.State
+	1,  // 20: paddock.v1.ListRequest.class:type_name -> paddock.v1.Class
+	7,  // 21: paddock.v1.ListResponse.tasks:type_name -> paddock.v1.Task
+	0,  // 22: paddock.v1.QueueDepth.state:type_name -> paddock.v1.State
+	21, // 23: paddock.v1.StatusResponse.queue:type_name -> paddock.v1.QueueDepth
+	23, // 24: paddock.v1.StatusResponse.queue_delays:type_name -> paddock.v1.QueueDelay
+	25, // 25: paddock.v1.Agent.types:type_name -> paddock.v1.AgentType
+	40, // 26: paddock.v1.Agent.labels:type_name -> paddock.v1.Agent.LabelsEntry
+	26, // 27: paddock.v1.ListAgentsResponse.agents:type_name -> paddock.v1.Agent
+	29, // 28: paddock.v1.Host.pools:type_name -> paddock.v1.HostPool
+	30, // 29: paddock.v1.ListHostsResponse.hosts:type_name -> paddock.v1.Host
+	33, // 30: paddock.v1.ListVMsResponse.vms:type_name -> paddock.v1.VM
+	4,  // 31: paddock.v1.TaskSpec.InputBlobsEntry.value:type_name -> paddock.v1.BlobRef
+	4,  // 32: paddock.v1.Task.OutputBlobsEntry.value:type_name -> paddock.v1.BlobRef
+	8,  // 33: paddock.v1.TaskService.Submit:input_type -> paddock.v1.SubmitRequest
+	10, // 34: paddock.v1.TaskService.SubmitBatch:input_type -> paddock.v1.SubmitBatchRequest
+	12, // 35: paddock.v1.TaskService.Get:input_type -> paddock.v1.GetRequest
+	14, // 36: paddock.v1.TaskService.Wait:input_type -> paddock.v1.WaitRequest
+	16, // 37: paddock.v1.TaskService.Cancel:input_type -> paddock.v1.CancelRequest
+	18, // 38: paddock.v1.TaskService.List:input_type -> paddock.v1.ListRequest
+	20, // 39: paddock.v1.ClusterService.Status:input_type -> paddock.v1.StatusRequest
+	24, // 40: paddock.v1.ClusterService.ListAgents:input_type -> paddock.v1.ListAgentsRequest
+	28, // 41: paddock.v1.ClusterService.ListHosts:input_type -> paddock.v1.ListHostsRequest
+	32, // 42: paddock.v1.ClusterService.ListVMs:input_type -> paddock.v1.ListVMsRequest
+	9,  // 43: paddock.v1.TaskService.Submit:output_type -> paddock.v1.SubmitResponse
+	11, // 44: paddock.v1.TaskService.SubmitBatch:output_type -> paddock.v1.SubmitBatchResponse
+	13, // 45: paddock.v1.TaskService.Get:output_type -> paddock.v1.GetResponse
+	15, // 46: paddock.v1.TaskService.Wait:output_type -> paddock.v1.WaitResponse
+	17, // 47: paddock.v1.TaskService.Cancel:output_type -> paddock.v1.CancelResponse
+	19, // 48: paddock.v1.TaskService.List:output_type -> paddock.v1.ListResponse
+	22, // 49: paddock.v1.ClusterService.Status:output_type -> paddock.v1.StatusResponse
+	27, // 50: paddock.v1.ClusterService.ListAgents:output_type -> paddock.v1.ListAgentsResponse
+	31, // 51: paddock.v1.ClusterService.ListHosts:output_type -> paddock.v1.ListHostsResponse
+	34, // 52: paddock.v1.ClusterService.ListVMs:output_type -> paddock.v1.ListVMsResponse
+	43, // [43:53] is the sub-list for method output_type
+	33, // [33:43] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_api_paddock_v1_paddock_proto_init() }
@@ -2806,7 +2909,7 @@ func file_api_paddock_v1_paddock_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_paddock_v1_paddock_proto_rawDesc), len(file_api_paddock_v1_paddock_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   37,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

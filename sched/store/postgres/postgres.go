@@ -220,40 +220,14 @@ const notifyCol = `, CASE WHEN state = 'queued' THEN pg_notify('` + NotifyChanne
 // references; a second reads the task that holds the idempotency key when the insert
 // found it taken.
 func (s *Store) Create(ctx context.Context, t store.Task) (store.Task, bool, error) {
-	if t.ID == "" || t.Type == "" || t.Tenant == "" || t.MaxAttempts < 1 {
-		return t, false, fmt.Errorf("creating task: id, type, tenant and max attempts are required: %w", store.ErrInvalid)
-	}
-	inputs, err := rowcodec.EncMap(t.Inputs)
+	q, args, err := s.insertQuery(t)
 	if err != nil {
-		return t, false, fmt.Errorf("encoding inputs of task %s: %w", t.ID, err)
+		return t, false, err
 	}
-	req, err := json.Marshal(t.Requirements)
-	if err != nil {
-		return t, false, fmt.Errorf("encoding requirements of task %s: %w", t.ID, err)
-	}
-	inBlobs, err := rowcodec.EncBlobs(t.InputBlobs)
-	if err != nil {
-		return t, false, fmt.Errorf("encoding input blobs of task %s: %w", t.ID, err)
-	}
-	now := rowcodec.MS(t.CreatedAt)
-	if now == 0 {
-		now = time.Now().UnixMilli()
-	}
-	digests, names := blobArrays(t.InputBlobs)
-	q := `WITH ins AS (INSERT INTO tasks (id, type, payload, inputs, priority, class, requirements, timeout_ms,
- max_attempts, idempotency_key, tenant, state, not_before, created_at, updated_at, input_blobs)
- VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,'queued',$12,$13,$13,$14)
- ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key <> '' DO NOTHING RETURNING ` + taskCols + `),
- b AS (INSERT INTO task_blobs (digest, task_id, role, name) SELECT x.d, ins.id, 'in', x.n FROM ins, unnest($15::text[], $16::text[]) AS x(d, n))
- SELECT ` + taskCols
 	var extra []any
 	if s.notify {
-		q += notifyCol
 		extra = append(extra, new(bool))
 	}
-	q += ` FROM ins`
-	args := []any{t.ID, t.Type, t.Payload, inputs, t.Priority, string(t.Class), string(req), t.Timeout.Milliseconds(),
-		t.MaxAttempts, t.IdempotencyKey, t.Tenant, rowcodec.MS(t.NotBefore), now, inBlobs, digests, names}
 	for try := 0; ; try++ {
 		nt, err := scanTask(s.pool.QueryRow(ctx, q, args...), extra...)
 		if err == nil {
@@ -273,6 +247,95 @@ func (s *Store) Create(ctx context.Context, t store.Task) (store.Task, bool, err
 		}
 		// The holder was deleted in between: insert again.
 	}
+}
+
+// CreateBatch implements store.Store: the inserts go in one pipelined batch inside
+// one transaction; a task whose idempotency key is taken is looked up after it.
+func (s *Store) CreateBatch(ctx context.Context, ts []store.Task) ([]store.Task, []bool, error) {
+	b := &pgx.Batch{}
+	for _, t := range ts {
+		q, args, err := s.insertQuery(t)
+		if err != nil {
+			return nil, nil, err
+		}
+		b.Queue(q, args...)
+	}
+	stored := make([]store.Task, len(ts))
+	created := make([]bool, len(ts))
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var extra []any
+		if s.notify {
+			extra = append(extra, new(bool))
+		}
+		br := tx.SendBatch(ctx, b)
+		var taken []int
+		for i := range ts {
+			nt, err := scanTask(br.QueryRow(), extra...)
+			switch {
+			case err == nil:
+				stored[i], created[i] = nt, true
+			case errors.Is(err, pgx.ErrNoRows):
+				taken = append(taken, i)
+			default:
+				br.Close()
+				return fmt.Errorf("inserting task %s: %w", ts[i].ID, err)
+			}
+		}
+		if err := br.Close(); err != nil {
+			return err
+		}
+		for _, i := range taken {
+			old, err := scanTask(tx.QueryRow(ctx, `SELECT `+taskCols+` FROM tasks WHERE tenant = $1 AND idempotency_key = $2`,
+				ts[i].Tenant, ts[i].IdempotencyKey))
+			if err != nil {
+				return fmt.Errorf("looking up idempotency key %q of task %s: %w", ts[i].IdempotencyKey, ts[i].ID, err)
+			}
+			stored[i] = old
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("creating %d tasks: %w", len(ts), err)
+	}
+	return stored, created, nil
+}
+
+// insertQuery checks and encodes t and returns the statement that inserts it (with its
+// input blob rows) and returns it, or returns no row when its idempotency key is taken.
+func (s *Store) insertQuery(t store.Task) (string, []any, error) {
+	if t.ID == "" || t.Type == "" || t.Tenant == "" || t.MaxAttempts < 1 {
+		return "", nil, fmt.Errorf("creating task: id, type, tenant and max attempts are required: %w", store.ErrInvalid)
+	}
+	inputs, err := rowcodec.EncMap(t.Inputs)
+	if err != nil {
+		return "", nil, fmt.Errorf("encoding inputs of task %s: %w", t.ID, err)
+	}
+	req, err := json.Marshal(t.Requirements)
+	if err != nil {
+		return "", nil, fmt.Errorf("encoding requirements of task %s: %w", t.ID, err)
+	}
+	inBlobs, err := rowcodec.EncBlobs(t.InputBlobs)
+	if err != nil {
+		return "", nil, fmt.Errorf("encoding input blobs of task %s: %w", t.ID, err)
+	}
+	now := rowcodec.MS(t.CreatedAt)
+	if now == 0 {
+		now = time.Now().UnixMilli()
+	}
+	digests, names := blobArrays(t.InputBlobs)
+	q := `WITH ins AS (INSERT INTO tasks (id, type, payload, inputs, priority, class, requirements, timeout_ms,
+ max_attempts, idempotency_key, tenant, state, not_before, created_at, updated_at, input_blobs)
+ VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,'queued',$12,$13,$13,$14)
+ ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key <> '' DO NOTHING RETURNING ` + taskCols + `),
+ b AS (INSERT INTO task_blobs (digest, task_id, role, name) SELECT x.d, ins.id, 'in', x.n FROM ins, unnest($15::text[], $16::text[]) AS x(d, n))
+ SELECT ` + taskCols
+	if s.notify {
+		q += notifyCol
+	}
+	q += ` FROM ins`
+	args := []any{t.ID, t.Type, t.Payload, inputs, t.Priority, string(t.Class), string(req), t.Timeout.Milliseconds(),
+		t.MaxAttempts, t.IdempotencyKey, t.Tenant, rowcodec.MS(t.NotBefore), now, inBlobs, digests, names}
+	return q, args, nil
 }
 
 // Attempts implements store.Store.

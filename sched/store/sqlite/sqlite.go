@@ -433,56 +433,98 @@ func rowTask(row *sql.Row, id string) (store.Task, error) {
 
 // Create implements store.Store.
 func (s *Store) Create(ctx context.Context, t store.Task) (store.Task, bool, error) {
-	if t.ID == "" || t.Type == "" || t.Tenant == "" || t.MaxAttempts < 1 {
-		return t, false, fmt.Errorf("creating task: id, type, tenant and max attempts are required: %w", store.ErrInvalid)
-	}
-	inputs, err := encMap(t.Inputs)
+	stored, created, err := s.CreateBatch(ctx, []store.Task{t})
 	if err != nil {
-		return t, false, fmt.Errorf("encoding inputs of task %s: %w", t.ID, err)
+		return t, false, err
 	}
-	req, err := json.Marshal(t.Requirements)
-	if err != nil {
-		return t, false, fmt.Errorf("encoding requirements of task %s: %w", t.ID, err)
+	return stored[0], created[0], nil
+}
+
+// CreateBatch implements store.Store.
+func (s *Store) CreateBatch(ctx context.Context, ts []store.Task) ([]store.Task, []bool, error) {
+	rows := make([]newRow, len(ts))
+	for i, t := range ts {
+		var err error
+		if rows[i], err = encodeNew(t); err != nil {
+			return nil, nil, err
+		}
 	}
-	inBlobs, err := encBlobs(t.InputBlobs)
-	if err != nil {
-		return t, false, fmt.Errorf("encoding input blobs of task %s: %w", t.ID, err)
-	}
-	now := ms(t.CreatedAt)
-	if now == 0 {
-		now = time.Now().UnixMilli()
-	}
-	var stored store.Task
-	var created bool
-	err = s.write(ctx, func(tx *wtx) error {
-		if t.IdempotencyKey != "" {
-			old, err := scanTask(tx.queryRow(`SELECT `+taskCols+` FROM tasks WHERE tenant = ? AND idempotency_key = ?`, t.Tenant, t.IdempotencyKey))
-			if err == nil {
-				stored, created = old, false
-				return nil
-			}
-			if !errors.Is(err, sql.ErrNoRows) {
-				return fmt.Errorf("looking up idempotency key %q: %w", t.IdempotencyKey, err)
+	stored := make([]store.Task, len(ts))
+	created := make([]bool, len(ts))
+	err := s.write(ctx, func(tx *wtx) error {
+		for i, r := range rows {
+			var err error
+			if stored[i], created[i], err = tx.create(r); err != nil {
+				return err
 			}
 		}
-		nt, err := scanTask(tx.queryRow(`INSERT INTO tasks (id, type, payload, inputs, priority, class, requirements, timeout_ms,
- max_attempts, idempotency_key, tenant, state, not_before, created_at, updated_at, input_blobs) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
- RETURNING `+taskCols,
-			t.ID, t.Type, t.Payload, inputs, t.Priority, string(t.Class), string(req), t.Timeout.Milliseconds(),
-			t.MaxAttempts, t.IdempotencyKey, t.Tenant, string(store.Queued), ms(t.NotBefore), now, now, inBlobs))
-		if err != nil {
-			return fmt.Errorf("inserting task %s: %w", t.ID, err)
-		}
-		if err := tx.putBlobRefs(t.ID, roleIn, t.InputBlobs); err != nil {
-			return err
-		}
-		stored, created = nt, true
 		return nil
 	})
 	if err != nil {
-		return t, false, fmt.Errorf("creating task %s: %w", t.ID, err)
+		if len(ts) == 1 {
+			return nil, nil, fmt.Errorf("creating task %s: %w", ts[0].ID, err)
+		}
+		return nil, nil, fmt.Errorf("creating %d tasks: %w", len(ts), err)
 	}
 	return stored, created, nil
+}
+
+// newRow is a task to insert with its encoded columns.
+type newRow struct {
+	t                     store.Task
+	inputs                []byte
+	req, inBlobs          string
+	createdMS, notBeforMS int64
+}
+
+// encodeNew checks and encodes a task for Create.
+func encodeNew(t store.Task) (newRow, error) {
+	if t.ID == "" || t.Type == "" || t.Tenant == "" || t.MaxAttempts < 1 {
+		return newRow{}, fmt.Errorf("creating task: id, type, tenant and max attempts are required: %w", store.ErrInvalid)
+	}
+	r := newRow{t: t, createdMS: ms(t.CreatedAt), notBeforMS: ms(t.NotBefore)}
+	var err error
+	if r.inputs, err = encMap(t.Inputs); err != nil {
+		return r, fmt.Errorf("encoding inputs of task %s: %w", t.ID, err)
+	}
+	req, err := json.Marshal(t.Requirements)
+	if err != nil {
+		return r, fmt.Errorf("encoding requirements of task %s: %w", t.ID, err)
+	}
+	r.req = string(req)
+	if r.inBlobs, err = encBlobs(t.InputBlobs); err != nil {
+		return r, fmt.Errorf("encoding input blobs of task %s: %w", t.ID, err)
+	}
+	if r.createdMS == 0 {
+		r.createdMS = time.Now().UnixMilli()
+	}
+	return r, nil
+}
+
+// create inserts one task, or returns the task that holds its idempotency key.
+func (tx *wtx) create(r newRow) (store.Task, bool, error) {
+	t := r.t
+	if t.IdempotencyKey != "" {
+		old, err := scanTask(tx.queryRow(`SELECT `+taskCols+` FROM tasks WHERE tenant = ? AND idempotency_key = ?`, t.Tenant, t.IdempotencyKey))
+		if err == nil {
+			return old, false, nil
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return t, false, fmt.Errorf("looking up idempotency key %q: %w", t.IdempotencyKey, err)
+		}
+	}
+	nt, err := scanTask(tx.queryRow(`INSERT INTO tasks (id, type, payload, inputs, priority, class, requirements, timeout_ms,
+ max_attempts, idempotency_key, tenant, state, not_before, created_at, updated_at, input_blobs) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+ RETURNING `+taskCols,
+		t.ID, t.Type, t.Payload, r.inputs, t.Priority, string(t.Class), r.req, t.Timeout.Milliseconds(),
+		t.MaxAttempts, t.IdempotencyKey, t.Tenant, string(store.Queued), r.notBeforMS, r.createdMS, r.createdMS, r.inBlobs))
+	if err != nil {
+		return t, false, fmt.Errorf("inserting task %s: %w", t.ID, err)
+	}
+	if err := tx.putBlobRefs(t.ID, roleIn, t.InputBlobs); err != nil {
+		return t, false, err
+	}
+	return nt, true, nil
 }
 
 // Get implements store.Store.

@@ -30,6 +30,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"TouchBlobs", testTouchBlobs},
 		{"LeaseSecret", testLeaseSecret},
 		{"DeleteFinished", testDeleteFinished},
+		{"CreateBatch", testCreateBatch},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -521,5 +522,49 @@ func testLeaseSecret(t *testing.T, s store.Store) {
 	live, err := s.Live(ctx)
 	if err != nil || len(live) != 1 || live[0].LeaseSecret != "s3cret" {
 		t.Fatalf("Live = %+v, %v; want the lease secret", live, err)
+	}
+}
+
+func testCreateBatch(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	first := NewTask("k1", "echo")
+	first.IdempotencyKey = "key-1"
+	mustCreate(t, s, first)
+
+	again := NewTask("k1-again", "echo")
+	again.IdempotencyKey = "key-1"
+	dupA, dupB := NewTask("d-a", "echo"), NewTask("d-b", "echo")
+	dupA.IdempotencyKey, dupB.IdempotencyKey = "key-2", "key-2"
+	withBlob := NewTask("blob", "sum")
+	withBlob.InputBlobs = map[string]store.BlobRef{"in": {Digest: dIn, Size: 5}}
+	batch := []store.Task{NewTask("p", "echo"), again, dupA, dupB, withBlob}
+	stored, created, err := s.CreateBatch(ctx, batch)
+	if err != nil || len(stored) != len(batch) || len(created) != len(batch) {
+		t.Fatalf("CreateBatch = %d tasks, %v, %v", len(stored), created, err)
+	}
+	wantID := []string{"p", "k1", "d-a", "d-a", "blob"}
+	wantCreated := []bool{true, false, true, false, true}
+	for i := range batch {
+		if stored[i].ID != wantID[i] || created[i] != wantCreated[i] || stored[i].State != store.Queued {
+			t.Errorf("result %d = %s created %v state %s; want %s created %v queued", i, stored[i].ID, created[i], stored[i].State, wantID[i], wantCreated[i])
+		}
+	}
+	if used, err := s.BlobInUse(ctx, dIn, t0); err != nil || !used {
+		t.Errorf("the batch's input blob is not in use: %v, %v", used, err)
+	}
+	// All or nothing: an invalid task fails the batch and stores nothing.
+	bad := NewTask("bad", "")
+	if _, _, err := s.CreateBatch(ctx, []store.Task{NewTask("ok-1", "echo"), bad}); !errors.Is(err, store.ErrInvalid) {
+		t.Fatalf("CreateBatch with a task without a type: %v, want ErrInvalid", err)
+	}
+	if _, err := s.Get(ctx, "ok-1"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a failed batch stored its valid task: %v", err)
+	}
+	// A duplicate id fails the whole batch too (the first task is not kept).
+	if _, _, err := s.CreateBatch(ctx, []store.Task{NewTask("ok-2", "echo"), NewTask("p", "echo")}); err == nil {
+		t.Fatal("CreateBatch with an id already stored: no error")
+	}
+	if _, err := s.Get(ctx, "ok-2"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a failed batch stored its first task: %v", err)
 	}
 }

@@ -44,6 +44,8 @@ const (
 const (
 	// TaskServiceSubmitProcedure is the fully-qualified name of the TaskService's Submit RPC.
 	TaskServiceSubmitProcedure = "/paddock.v1.TaskService/Submit"
+	// TaskServiceSubmitBatchProcedure is the fully-qualified name of the TaskService's SubmitBatch RPC.
+	TaskServiceSubmitBatchProcedure = "/paddock.v1.TaskService/SubmitBatch"
 	// TaskServiceGetProcedure is the fully-qualified name of the TaskService's Get RPC.
 	TaskServiceGetProcedure = "/paddock.v1.TaskService/Get"
 	// TaskServiceWaitProcedure is the fully-qualified name of the TaskService's Wait RPC.
@@ -69,6 +71,10 @@ type TaskServiceClient interface {
 	// Submit stores a task (state QUEUED) and returns it. Submitting again with the same
 	// tenant and idempotency_key returns the task stored the first time.
 	Submit(context.Context, *connect.Request[v1.SubmitRequest]) (*connect.Response[v1.SubmitResponse], error)
+	// SubmitBatch stores many tasks in one durable write and returns them in order. It is
+	// all or nothing: a bad spec fails the whole batch with an error naming it
+	// (tasks[i].field), and nothing is stored. Idempotency keys work as for Submit.
+	SubmitBatch(context.Context, *connect.Request[v1.SubmitBatchRequest]) (*connect.Response[v1.SubmitBatchResponse], error)
 	// Get returns one task with its attempts.
 	Get(context.Context, *connect.Request[v1.GetRequest]) (*connect.Response[v1.GetResponse], error)
 	// Wait blocks until the task is terminal or the timeout passes, then returns it.
@@ -95,6 +101,12 @@ func NewTaskServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			httpClient,
 			baseURL+TaskServiceSubmitProcedure,
 			connect.WithSchema(taskServiceMethods.ByName("Submit")),
+			connect.WithClientOptions(opts...),
+		),
+		submitBatch: connect.NewClient[v1.SubmitBatchRequest, v1.SubmitBatchResponse](
+			httpClient,
+			baseURL+TaskServiceSubmitBatchProcedure,
+			connect.WithSchema(taskServiceMethods.ByName("SubmitBatch")),
 			connect.WithClientOptions(opts...),
 		),
 		get: connect.NewClient[v1.GetRequest, v1.GetResponse](
@@ -126,16 +138,22 @@ func NewTaskServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 
 // taskServiceClient implements TaskServiceClient.
 type taskServiceClient struct {
-	submit *connect.Client[v1.SubmitRequest, v1.SubmitResponse]
-	get    *connect.Client[v1.GetRequest, v1.GetResponse]
-	wait   *connect.Client[v1.WaitRequest, v1.WaitResponse]
-	cancel *connect.Client[v1.CancelRequest, v1.CancelResponse]
-	list   *connect.Client[v1.ListRequest, v1.ListResponse]
+	submit      *connect.Client[v1.SubmitRequest, v1.SubmitResponse]
+	submitBatch *connect.Client[v1.SubmitBatchRequest, v1.SubmitBatchResponse]
+	get         *connect.Client[v1.GetRequest, v1.GetResponse]
+	wait        *connect.Client[v1.WaitRequest, v1.WaitResponse]
+	cancel      *connect.Client[v1.CancelRequest, v1.CancelResponse]
+	list        *connect.Client[v1.ListRequest, v1.ListResponse]
 }
 
 // Submit calls paddock.v1.TaskService.Submit.
 func (c *taskServiceClient) Submit(ctx context.Context, req *connect.Request[v1.SubmitRequest]) (*connect.Response[v1.SubmitResponse], error) {
 	return c.submit.CallUnary(ctx, req)
+}
+
+// SubmitBatch calls paddock.v1.TaskService.SubmitBatch.
+func (c *taskServiceClient) SubmitBatch(ctx context.Context, req *connect.Request[v1.SubmitBatchRequest]) (*connect.Response[v1.SubmitBatchResponse], error) {
+	return c.submitBatch.CallUnary(ctx, req)
 }
 
 // Get calls paddock.v1.TaskService.Get.
@@ -163,6 +181,10 @@ type TaskServiceHandler interface {
 	// Submit stores a task (state QUEUED) and returns it. Submitting again with the same
 	// tenant and idempotency_key returns the task stored the first time.
 	Submit(context.Context, *connect.Request[v1.SubmitRequest]) (*connect.Response[v1.SubmitResponse], error)
+	// SubmitBatch stores many tasks in one durable write and returns them in order. It is
+	// all or nothing: a bad spec fails the whole batch with an error naming it
+	// (tasks[i].field), and nothing is stored. Idempotency keys work as for Submit.
+	SubmitBatch(context.Context, *connect.Request[v1.SubmitBatchRequest]) (*connect.Response[v1.SubmitBatchResponse], error)
 	// Get returns one task with its attempts.
 	Get(context.Context, *connect.Request[v1.GetRequest]) (*connect.Response[v1.GetResponse], error)
 	// Wait blocks until the task is terminal or the timeout passes, then returns it.
@@ -185,6 +207,12 @@ func NewTaskServiceHandler(svc TaskServiceHandler, opts ...connect.HandlerOption
 		TaskServiceSubmitProcedure,
 		svc.Submit,
 		connect.WithSchema(taskServiceMethods.ByName("Submit")),
+		connect.WithHandlerOptions(opts...),
+	)
+	taskServiceSubmitBatchHandler := connect.NewUnaryHandler(
+		TaskServiceSubmitBatchProcedure,
+		svc.SubmitBatch,
+		connect.WithSchema(taskServiceMethods.ByName("SubmitBatch")),
 		connect.WithHandlerOptions(opts...),
 	)
 	taskServiceGetHandler := connect.NewUnaryHandler(
@@ -215,6 +243,8 @@ func NewTaskServiceHandler(svc TaskServiceHandler, opts ...connect.HandlerOption
 		switch r.URL.Path {
 		case TaskServiceSubmitProcedure:
 			taskServiceSubmitHandler.ServeHTTP(w, r)
+		case TaskServiceSubmitBatchProcedure:
+			taskServiceSubmitBatchHandler.ServeHTTP(w, r)
 		case TaskServiceGetProcedure:
 			taskServiceGetHandler.ServeHTTP(w, r)
 		case TaskServiceWaitProcedure:
@@ -234,6 +264,10 @@ type UnimplementedTaskServiceHandler struct{}
 
 func (UnimplementedTaskServiceHandler) Submit(context.Context, *connect.Request[v1.SubmitRequest]) (*connect.Response[v1.SubmitResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("paddock.v1.TaskService.Submit is not implemented"))
+}
+
+func (UnimplementedTaskServiceHandler) SubmitBatch(context.Context, *connect.Request[v1.SubmitBatchRequest]) (*connect.Response[v1.SubmitBatchResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("paddock.v1.TaskService.SubmitBatch is not implemented"))
 }
 
 func (UnimplementedTaskServiceHandler) Get(context.Context, *connect.Request[v1.GetRequest]) (*connect.Response[v1.GetResponse], error) {
