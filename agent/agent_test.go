@@ -24,6 +24,11 @@ func TestParseConfig(t *testing.T) {
 		{"bad disk", `{"self_check":{"disks":["vda"]}}`, "self_check.disks[0]"},
 		{"data dir", `{"data_dir":"/var/lib/paddock-agent"}`, ""},
 		{"relative data dir", `{"data_dir":"data"}`, "field data_dir"},
+		{"one server", `{"server":"10.0.0.5:7071"}`, ""},
+		{"servers as a string", `{"server":"10.0.0.5:7071,10.0.0.6:7071"}`, ""},
+		{"servers as an array", `{"server":["10.0.0.5:7071","10.0.0.6:7071"]}`, ""},
+		{"server without port", `{"server":["10.0.0.5:7071","10.0.0.6"]}`, "field server"},
+		{"server of the wrong type", `{"server":7071}`, "field server"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -31,6 +36,9 @@ func TestParseConfig(t *testing.T) {
 			if tc.wantErr == "" {
 				if err != nil {
 					t.Fatal(err)
+				}
+				if strings.Contains(tc.in, "server") && len(cfg.Server.Addrs()) == 0 {
+					t.Fatalf("ParseConfig(%s): no server address in %+v", tc.in, cfg)
 				}
 				if cfg.Port == "" {
 					t.Fatalf("no default port: %+v", cfg)

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"net"
+
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/paddockvm/paddock/agent/transport"
 )
 
 // Paths of the files an image puts into the initramfs for the agent.
@@ -48,8 +50,11 @@ type Config struct {
 
 	// Server is the server's agent port ("host:port") for an agent that reaches the
 	// server over TCP (outside a micro-VM, or a guest with a network). Empty inside a
-	// micro-VM: the agent talks on the virtio-serial Port and the host relays.
-	Server string `json:"server,omitempty"`
+	// micro-VM: the agent talks on the virtio-serial Port and the host relays. Several
+	// server replicas (sharing one PostgreSQL store) are given as a list, in JSON
+	// either ["10.0.0.5:7071", "10.0.0.6:7071"] or "10.0.0.5:7071,10.0.0.6:7071": the
+	// agent dials them in turn and reconnects to another when one dies.
+	Server ServerList `json:"server,omitempty"`
 	// ID is the agent's identity. Default: the value of paddock.id= on the kernel
 	// command line (the host daemon sets it to the guest's name), else the host name.
 	// Inside a micro-VM the server checks it against the identity the host attests.
@@ -163,8 +168,8 @@ func (c Config) Validate() error {
 		return err
 	}
 	if c.Server != "" {
-		if _, _, err := net.SplitHostPort(c.Server); err != nil {
-			return fmt.Errorf("agent config field server: %q is not host:port; use e.g. \"10.0.0.5:7071\"", c.Server)
+		if _, err := transport.ParseServers("agent config field server", string(c.Server)); err != nil {
+			return err
 		}
 	}
 	if c.ID != "" && !idRE.MatchString(c.ID) {
@@ -299,4 +304,29 @@ func LoadManifest(path string) (Manifest, error) {
 		return Manifest{}, fmt.Errorf("decoding image manifest %s: %w", path, err)
 	}
 	return m, nil
+}
+
+// ServerList is one server address or several, separated by commas. In JSON it is a
+// string ("a:7071" or "a:7071,b:7071") or an array of strings.
+type ServerList string
+
+// UnmarshalJSON accepts a string or an array of strings.
+func (l *ServerList) UnmarshalJSON(b []byte) error {
+	var one string
+	if err := json.Unmarshal(b, &one); err == nil {
+		*l = ServerList(one)
+		return nil
+	}
+	var many []string
+	if err := json.Unmarshal(b, &many); err != nil {
+		return fmt.Errorf("agent config field server: want \"host:port\", \"host:port,host:port\" or [\"host:port\", ...]: %w", err)
+	}
+	*l = ServerList(strings.Join(many, ","))
+	return nil
+}
+
+// Addrs returns the addresses (Validate checked them).
+func (l ServerList) Addrs() []string {
+	a, _ := transport.ParseServers("server", string(l))
+	return a
 }

@@ -47,7 +47,8 @@ func serve(ctx context.Context, cfg Config, port *os.File, handlers []runner.Han
 		defer g.Close()
 		dial = g.Dial
 	} else {
-		dial = session.TCPDialer(cfg.Server)
+		addrs := cfg.Server.Addrs()
+		dial = session.TCPDialer(addrs[0], addrs[1:]...)
 	}
 	host, _ := os.Hostname()
 	tol, defTol, _ := cfg.tolerableDelays() // checked by Validate
@@ -76,7 +77,7 @@ func serve(ctx context.Context, cfg Config, port *os.File, handlers []runner.Han
 	}
 	where := "virtio-serial port " + cfg.Port
 	if port == nil {
-		where = "server " + cfg.Server
+		where = "server " + string(cfg.Server)
 	}
 	log.Info("agent serving", "id", id, "via", where, "types", strings.Join(types, ","))
 	return s.Run(ctx)

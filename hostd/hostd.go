@@ -29,7 +29,9 @@ import (
 
 // Config configures a Daemon.
 type Config struct {
-	// Server is the server's cluster port, host:port.
+	// Server is the server's cluster port, host:port; or several server replicas
+	// (sharing one PostgreSQL store) separated by commas: the link uses one and moves to
+	// another when it dies (link.Dial).
 	Server string
 	// TLS is the host's mutual TLS configuration (its certificate's Common Name must be
 	// Pools.HostID). Required.
@@ -102,8 +104,8 @@ func New(cfg Config, hv hypervisor.Hypervisor, imgs vmpool.Images) (*Daemon, err
 	if cfg.Server == "" {
 		return nil, errors.New("host.server is empty: give the server's cluster port as host:port (server.cluster_listen of `paddock server`)")
 	}
-	if _, _, err := net.SplitHostPort(cfg.Server); err != nil {
-		return nil, fmt.Errorf("host.server %q: %v: give host:port, e.g. 127.0.0.1:7072", cfg.Server, err)
+	if _, err := transport.ParseServers("host.server", cfg.Server); err != nil {
+		return nil, err
 	}
 	if cfg.TLS == nil {
 		return nil, errors.New("host: no TLS configuration: set host.tls_cert, host.tls_key and host.tls_ca (or run in dev mode)")

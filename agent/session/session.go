@@ -166,11 +166,17 @@ type Config struct {
 
 // TCPDialer returns a Config.Dial that dials the server's agent port at addr over TCP
 // and starts an agent/transport session on it (the port speaks agent/transport, as a
-// guest's virtio-serial port does).
-func TCPDialer(addr string) func(ctx context.Context) (net.Conn, error) {
-	return func(ctx context.Context) (net.Conn, error) {
-		return transport.DialTCP(ctx, addr, transport.Options{})
+// guest's virtio-serial port does). Given several addresses (server replicas sharing
+// one store), each dial tries them in turn, starting after the one reached last
+// (transport.ServerList): when a replica dies, the reconnect goes to another.
+func TCPDialer(addr string, more ...string) func(ctx context.Context) (net.Conn, error) {
+	if len(more) == 0 {
+		return func(ctx context.Context) (net.Conn, error) {
+			return transport.DialTCP(ctx, addr, transport.Options{})
+		}
 	}
+	sl, _ := transport.NewServerList(append([]string{addr}, more...), transport.Options{}) // never fails: addresses given
+	return sl.Dial
 }
 
 // Session is the agent's session with the server. Run it with Run.

@@ -14,7 +14,10 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
 
+	"github.com/paddockvm/paddock/agent/transport"
 	hostv1 "github.com/paddockvm/paddock/api/host/v1"
 )
 
@@ -29,12 +32,36 @@ const ChunkSize = 32 << 10
 
 // Dial returns a gRPC client connection to the server's cluster port at addr with
 // mutual TLS. It does not block: the first call connects.
+//
+// addr may list several server replicas (sharing one PostgreSQL store), separated by
+// commas: the connection then uses one of them, picked at random (gRPC's pick_first
+// with a shuffled list), and when that one dies it moves to the next that answers; the
+// daemon's control stream and its guests' relays follow on their next attempt. Each
+// replica's certificate is checked against its own host name.
 func Dial(addr string, tlsCfg *tls.Config) (*grpc.ClientConn, error) {
 	if tlsCfg == nil {
 		return nil, errors.New("link: the cluster port needs mutual TLS: no TLS config")
 	}
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}))
+	addrs, err := transport.ParseServers("host.server", addr)
+	if err != nil {
+		return nil, err
+	}
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second})}
+	target := addrs[0]
+	if len(addrs) > 1 {
+		r := manual.NewBuilderWithScheme("paddock-servers")
+		var st resolver.State
+		for _, a := range addrs {
+			host, _, _ := net.SplitHostPort(a) // checked by ParseServers
+			st.Addresses = append(st.Addresses, resolver.Address{Addr: a, ServerName: host})
+		}
+		r.InitialState(st)
+		target = r.Scheme() + ":///cluster"
+		opts = append(opts, grpc.WithResolvers(r),
+			grpc.WithDefaultServiceConfig(`{"loadBalancingConfig": [{"pick_first": {"shuffleAddressList": true}}]}`))
+	}
+	cc, err := grpc.NewClient(target, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to the server's cluster port %s: %w", addr, err)
 	}

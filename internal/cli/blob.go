@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -23,8 +21,8 @@ func init() { addCommand(25, newBlobCmd) }
 // client.token). Transfers have no overall timeout: a stalled one fails on the
 // server's idle timeout or Ctrl-C.
 func blobClient(app *App) *blobhttp.Client {
-	return &blobhttp.Client{BaseURL: strings.TrimRight(app.Cfg.V.GetString("client.server"), "/"),
-		Token: app.Cfg.V.GetString("client.token"), HTTP: &http.Client{}}
+	hc, url := serverHTTP(app, 0)
+	return &blobhttp.Client{BaseURL: url, Token: app.Cfg.V.GetString("client.token"), HTTP: hc}
 }
 
 func newBlobCmd(app *App) *cobra.Command {

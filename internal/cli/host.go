@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/viper"
 
 	paddockv1 "github.com/paddockvm/paddock/api/paddock/v1"
+	"github.com/paddockvm/paddock/api/paddock/v1/paddockv1connect"
 	"github.com/paddockvm/paddock/hostd"
 	"github.com/paddockvm/paddock/internal/buildinfo"
 	"github.com/paddockvm/paddock/internal/config"
@@ -28,7 +29,7 @@ func init() {
 	host, _ := os.Hostname()
 	config.Register(
 		config.Key{Name: "host.id", Default: host, Usage: "this host's id (its mTLS certificate's Common Name; default: the host name)", Flag: "host-id", Cmds: []string{"host"}},
-		config.Key{Name: "host.server", Default: "127.0.0.1:7072", Usage: "the server's cluster port (server.cluster_listen), host:port", Flag: "cluster-server", Cmds: []string{"host"}},
+		config.Key{Name: "host.server", Default: "127.0.0.1:7072", Usage: "the server's cluster port (server.cluster_listen), host:port; several server replicas as a YAML list or separated by commas (the host uses one and moves to another when it dies)", Flag: "cluster-server", Cmds: []string{"host"}},
 		config.Key{Name: "host.dev", Default: false, Usage: "dev mode: issue this host's certificate from the dev CA that paddock server --dev wrote to <data_dir>/pki (same machine)", Flag: "dev", Cmds: []string{"host"}},
 		config.Key{Name: "host.tls_cert", Default: "", Usage: "this host's client certificate (PEM; Common Name = host.id), outside dev mode"},
 		config.Key{Name: "host.tls_key", Default: "", Usage: "the private key of host.tls_cert (PEM)"},
@@ -114,7 +115,7 @@ In dev mode (--dev) it issues its own certificate from the dev CA in <data_dir>/
 			if err != nil {
 				return err
 			}
-			d, err := hostd.New(hostd.Config{Server: v.GetString("host.server"), TLS: tlsCfg, Pools: pcfg, LoadInterval: v.GetDuration("host.load_interval"),
+			d, err := hostd.New(hostd.Config{Server: strings.Join(config.List(v, "host.server"), ","), TLS: tlsCfg, Pools: pcfg, LoadInterval: v.GetDuration("host.load_interval"),
 				MetricsListen: v.GetString("host.metrics_listen"), Accel: string(hv.Accel().Accel), Version: buildinfo.String(), Logger: app.Log, Cache: cc}, hv, store)
 			if err != nil {
 				return err
@@ -127,16 +128,19 @@ In dev mode (--dev) it issues its own certificate from the dev CA in <data_dir>/
 		Short: "List the host daemons the server knows, with their load and pools",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			_, cl := clients(app)
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 			defer cancel()
-			r, err := cl.ListHosts(ctx, connect.NewRequest(&paddockv1.ListHostsRequest{}))
+			hosts, err := listEach(ctx, app, func(ctx context.Context, cc paddockv1connect.ClusterServiceClient) ([]*paddockv1.Host, error) {
+				r, err := cc.ListHosts(ctx, connect.NewRequest(&paddockv1.ListHostsRequest{}))
+				return r.Msg.GetHosts(), err
+			})
 			if err != nil {
 				return fmt.Errorf("listing hosts: %w", err)
 			}
+			hosts = connectedFirst(hosts, (*paddockv1.Host).GetId, func(h *paddockv1.Host) bool { return h.GetState() == "connected" })
 			tw := tabwriter.NewWriter(app.Out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "HOST\tSTATE\tACCEL\tCPUS\tCPU%\tMEM AVAIL\tGUESTS\tPOOLS\tLAST SEEN")
-			for _, h := range r.Msg.GetHosts() {
+			fmt.Fprintln(tw, "HOST\tREPLICA\tSTATE\tACCEL\tCPUS\tCPU%\tMEM AVAIL\tGUESTS\tPOOLS\tLAST SEEN")
+			for _, h := range hosts {
 				var ps []string
 				for _, p := range h.GetPools() {
 					s := p.GetName() + ":" + p.GetState()
@@ -145,7 +149,7 @@ In dev mode (--dev) it issues its own certificate from the dev CA in <data_dir>/
 					}
 					ps = append(ps, s)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.1f\t%s\t%d\t%s\t%s\n", h.GetId(), h.GetState(), h.GetAccel(), h.GetCpus(), h.GetCpuPercent(),
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%.1f\t%s\t%d\t%s\t%s\n", h.GetId(), orDash(h.GetReplica() != "", h.GetReplica()), h.GetState(), h.GetAccel(), h.GetCpus(), h.GetCpuPercent(),
 					mib(h.GetMemAvailableBytes()), h.GetGuests(), strings.Join(ps, " "), ago(h.GetLastSeenUnixMs()))
 			}
 			return tw.Flush()

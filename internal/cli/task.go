@@ -26,7 +26,7 @@ var clientCmds = []string{"task", "blob", "agent", "host", "vm", "bench"}
 
 func init() {
 	config.Register(
-		config.Key{Name: "client.server", Default: "http://127.0.0.1:7070", Usage: "URL of the Paddock server's client API", Flag: "server", Cmds: clientCmds},
+		config.Key{Name: "client.server", Default: "http://127.0.0.1:7070", Usage: "URL of the Paddock server's client API; several server replicas as a YAML list or separated by commas (a command uses one that answers)", Flag: "server", Cmds: clientCmds},
 		config.Key{Name: "client.token", Default: "", Usage: "bearer token sent to the server (PADDOCK_CLIENT_TOKEN)", Flag: "token", Cmds: clientCmds},
 	)
 	addCommand(20, newTaskCmd)
@@ -34,8 +34,12 @@ func init() {
 
 // clients returns API clients for the configured server.
 func clients(app *App) (paddockv1connect.TaskServiceClient, paddockv1connect.ClusterServiceClient) {
-	url := strings.TrimRight(app.Cfg.V.GetString("client.server"), "/")
-	tok := app.Cfg.V.GetString("client.token")
+	hc, url := serverHTTP(app, 15*time.Minute)
+	return clientsAt(hc, url, app.Cfg.V.GetString("client.token"))
+}
+
+// clientsAt returns API clients for the server at url.
+func clientsAt(hc *http.Client, url, tok string) (paddockv1connect.TaskServiceClient, paddockv1connect.ClusterServiceClient) {
 	opts := []connect.ClientOption{connect.WithInterceptors(connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
 		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
 			if tok != "" {
@@ -44,7 +48,6 @@ func clients(app *App) (paddockv1connect.TaskServiceClient, paddockv1connect.Clu
 			return next(ctx, req)
 		}
 	}))}
-	hc := &http.Client{Timeout: 15 * time.Minute}
 	return paddockv1connect.NewTaskServiceClient(hc, url, opts...), paddockv1connect.NewClusterServiceClient(hc, url, opts...)
 }
 

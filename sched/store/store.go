@@ -124,3 +124,27 @@ type Count struct {
 	State State
 	N     int64
 }
+
+// Shared is implemented by stores that several servers (replicas) may share, as the
+// PostgreSQL store. A server over a Shared store keeps nothing in memory that another
+// replica must see: it learns of other replicas' changes from Wakeups, and from slow
+// polls of the store for what a wake-up may have missed.
+type Shared interface {
+	// Wakeups delivers, until ctx ends, changes any server made that others act on:
+	// a task queued (its type), a cancel requested for a leased or running task. It
+	// returns nil when the store sends none (the servers then rely on their polls).
+	// Wake-ups may be dropped; Missed says some were.
+	Wakeups(ctx context.Context) <-chan Wakeup
+}
+
+// Wakeup is one change made by some server of a Shared store.
+type Wakeup struct {
+	// Type is set when a task of this type was queued (created or requeued).
+	Type string
+	// Cancel is set to a task's id when a cancel was requested while it was leased or
+	// running: the server holding its agent's session forwards the cancel.
+	Cancel string
+	// Missed is set when wake-ups may have been lost (the store's listening connection
+	// was re-established): look at everything.
+	Missed bool
+}

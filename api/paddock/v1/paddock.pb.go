@@ -1523,7 +1523,9 @@ type StatusResponse struct {
 	AgentsLost int32 `protobuf:"varint,6,opt,name=agents_lost,json=agentsLost,proto3" json:"agents_lost,omitempty"`
 	// queue_delays is the queuing delay of each task type that connected agents serve,
 	// as the server measures it and sends it to the agents' concurrency allocators.
-	QueueDelays   []*QueueDelay `protobuf:"bytes,7,rep,name=queue_delays,json=queueDelays,proto3" json:"queue_delays,omitempty"`
+	QueueDelays []*QueueDelay `protobuf:"bytes,7,rep,name=queue_delays,json=queueDelays,proto3" json:"queue_delays,omitempty"`
+	// replica is the id of the server replica that answered (printed at its start).
+	Replica       string `protobuf:"bytes,20,opt,name=replica,proto3" json:"replica,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1605,6 +1607,13 @@ func (x *StatusResponse) GetQueueDelays() []*QueueDelay {
 		return x.QueueDelays
 	}
 	return nil
+}
+
+func (x *StatusResponse) GetReplica() string {
+	if x != nil {
+		return x.Replica
+	}
+	return ""
 }
 
 // QueueDelay is how long tasks of one type wait to be dispatched.
@@ -1836,7 +1845,10 @@ type Agent struct {
 	Version string `protobuf:"bytes,9,opt,name=version,proto3" json:"version,omitempty"`
 	// total_slots is how many tasks of all types it runs at once (its types' slots add
 	// up to it); 0 when the agent reports none.
-	TotalSlots    uint32 `protobuf:"varint,10,opt,name=total_slots,json=totalSlots,proto3" json:"total_slots,omitempty"`
+	TotalSlots uint32 `protobuf:"varint,10,opt,name=total_slots,json=totalSlots,proto3" json:"total_slots,omitempty"`
+	// replica is the id of the server replica that holds the agent's session (each
+	// replica lists the agents connected to it).
+	Replica       string `protobuf:"bytes,20,opt,name=replica,proto3" json:"replica,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1939,6 +1951,13 @@ func (x *Agent) GetTotalSlots() uint32 {
 		return x.TotalSlots
 	}
 	return 0
+}
+
+func (x *Agent) GetReplica() string {
+	if x != nil {
+		return x.Replica
+	}
+	return ""
 }
 
 // ListAgentsResponse lists agents.
@@ -2150,8 +2169,11 @@ type Host struct {
 	// last reported.
 	ConnectedAtUnixMs int64 `protobuf:"varint,12,opt,name=connected_at_unix_ms,json=connectedAtUnixMs,proto3" json:"connected_at_unix_ms,omitempty"`
 	LastSeenUnixMs    int64 `protobuf:"varint,13,opt,name=last_seen_unix_ms,json=lastSeenUnixMs,proto3" json:"last_seen_unix_ms,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// replica is the id of the server replica that holds the host's control stream
+	// (each replica lists the hosts connected to it).
+	Replica       string `protobuf:"bytes,20,opt,name=replica,proto3" json:"replica,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Host) Reset() {
@@ -2273,6 +2295,13 @@ func (x *Host) GetLastSeenUnixMs() int64 {
 		return x.LastSeenUnixMs
 	}
 	return 0
+}
+
+func (x *Host) GetReplica() string {
+	if x != nil {
+		return x.Replica
+	}
+	return ""
 }
 
 // ListHostsResponse lists hosts.
@@ -2664,7 +2693,7 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"QueueDepth\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12'\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x11.paddock.v1.StateR\x05state\x12\x14\n" +
-	"\x05count\x18\x03 \x01(\x03R\x05count\"\xa2\x02\n" +
+	"\x05count\x18\x03 \x01(\x03R\x05count\"\xbc\x02\n" +
 	"\x0eStatusResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12+\n" +
 	"\x12started_at_unix_ms\x18\x02 \x01(\x03R\x0fstartedAtUnixMs\x12\x14\n" +
@@ -2673,7 +2702,8 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\x10agents_connected\x18\x05 \x01(\x05R\x0fagentsConnected\x12\x1f\n" +
 	"\vagents_lost\x18\x06 \x01(\x05R\n" +
 	"agentsLost\x129\n" +
-	"\fqueue_delays\x18\a \x03(\v2\x16.paddock.v1.QueueDelayR\vqueueDelays\"Q\n" +
+	"\fqueue_delays\x18\a \x03(\v2\x16.paddock.v1.QueueDelayR\vqueueDelays\x12\x18\n" +
+	"\areplica\x18\x14 \x01(\tR\areplica\"Q\n" +
 	"\n" +
 	"QueueDelay\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x19\n" +
@@ -2687,7 +2717,7 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\arunning\x18\x04 \x01(\rR\arunning\x12\x1b\n" +
 	"\tmin_slots\x18\x05 \x01(\rR\bminSlots\x12,\n" +
 	"\x12tolerable_delay_ms\x18\x06 \x01(\x03R\x10tolerableDelayMs\x12\x19\n" +
-	"\bdelay_ms\x18\a \x01(\x03R\adelayMs\"\x9b\x03\n" +
+	"\bdelay_ms\x18\a \x01(\x03R\adelayMs\"\xb5\x03\n" +
 	"\x05Agent\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12\x14\n" +
@@ -2700,7 +2730,8 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\aversion\x18\t \x01(\tR\aversion\x12\x1f\n" +
 	"\vtotal_slots\x18\n" +
 	" \x01(\rR\n" +
-	"totalSlots\x1a9\n" +
+	"totalSlots\x12\x18\n" +
+	"\areplica\x18\x14 \x01(\tR\areplica\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"?\n" +
@@ -2715,7 +2746,7 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"task_types\x18\x04 \x03(\tR\ttaskTypes\x12\x19\n" +
 	"\bmin_idle\x18\x05 \x01(\rR\aminIdle\x12\x10\n" +
 	"\x03max\x18\x06 \x01(\rR\x03max\x12\x18\n" +
-	"\ablocked\x18\a \x03(\tR\ablocked\"\xaf\x03\n" +
+	"\ablocked\x18\a \x03(\tR\ablocked\"\xc9\x03\n" +
 	"\x04Host\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x18\n" +
@@ -2731,7 +2762,8 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	" \x01(\x05R\x06guests\x12*\n" +
 	"\x05pools\x18\v \x03(\v2\x14.paddock.v1.HostPoolR\x05pools\x12/\n" +
 	"\x14connected_at_unix_ms\x18\f \x01(\x03R\x11connectedAtUnixMs\x12)\n" +
-	"\x11last_seen_unix_ms\x18\r \x01(\x03R\x0elastSeenUnixMs\";\n" +
+	"\x11last_seen_unix_ms\x18\r \x01(\x03R\x0elastSeenUnixMs\x12\x18\n" +
+	"\areplica\x18\x14 \x01(\tR\areplica\";\n" +
 	"\x11ListHostsResponse\x12&\n" +
 	"\x05hosts\x18\x01 \x03(\v2\x10.paddock.v1.HostR\x05hosts\"$\n" +
 	"\x0eListVMsRequest\x12\x12\n" +

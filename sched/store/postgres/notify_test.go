@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -19,16 +20,8 @@ func TestNotify(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	dsn := srv.NewDatabase(t)
-	a, err := postgres.Open(ctx, dsn, postgres.Options{Notify: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, err := postgres.Open(ctx, dsn, postgres.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	a := openStore(t, dsn, true)
+	b := openStore(t, dsn, false)
 	wake := b.Notify(ctx)
 	next := func() string {
 		t.Helper()
@@ -100,4 +93,80 @@ func TestNotify(t *testing.T) {
 	cancel()
 	for range wake { // closed when ctx ends
 	}
+}
+
+// TestWakeupsCancel: one server requests the cancel of a running task and of a queued
+// one; another server's Wakeups hears the type of the created tasks and the id of the
+// running one only (a queued task is cancelled at once: no agent to tell).
+func TestWakeupsCancel(t *testing.T) {
+	srv := pgtest.Start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dsn := srv.NewDatabase(t)
+	a := openStore(t, dsn, true)
+	if openStore(t, dsn, false).Wakeups(ctx) != nil {
+		t.Fatal("Wakeups without Options.Notify returned a channel; want nil (the server polls)")
+	}
+	b := openStore(t, dsn, true)
+	wake := b.Wakeups(ctx)
+	next := func() store.Wakeup {
+		t.Helper()
+		select {
+		case w := <-wake:
+			return w
+		case <-time.After(time.Minute): // a failure bound, not a speed target
+			t.Fatal("no wake-up within a minute")
+			return store.Wakeup{}
+		}
+	}
+	for i := 0; ; i++ { // until the listener listens
+		if _, _, err := a.Create(ctx, storetest.NewTask(fmt.Sprintf("warm%d", i), "warm")); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-wake:
+		case <-time.After(200 * time.Millisecond):
+			continue
+		}
+		break
+	}
+	if _, _, err := a.Create(ctx, storetest.NewTask("sync", "sync")); err != nil {
+		t.Fatal(err)
+	}
+	for next().Type != "sync" {
+	}
+	for _, id := range []string{"run1", "q1"} {
+		if _, _, err := a.Create(ctx, storetest.NewTask(id, "c")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := time.Now()
+	ls, err := a.Lease(ctx, now, []store.Grant{{TaskID: "run1", AgentID: "ag", ExpiresAt: now.Add(time.Minute)}})
+	if err != nil || len(ls) != 1 {
+		t.Fatalf("Lease = %v, %v", ls, err)
+	}
+	if _, err := a.Update(ctx, store.Update{TaskID: "q1", From: []store.State{store.Queued}, To: store.Cancelled, Now: now, CancelRequested: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Update(ctx, store.Update{TaskID: "run1", From: []store.State{store.Leased}, LeaseID: ls[0].LeaseID, To: store.Leased, Now: now, CancelRequested: true}); err != nil {
+		t.Fatal(err)
+	}
+	got := []store.Wakeup{next(), next(), next()}
+	want := []store.Wakeup{{Type: "c"}, {Type: "c"}, {Cancel: "run1"}}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("heard %+v, want %+v (two creates, then the running task's cancel only)", got, want)
+		}
+	}
+}
+
+// openStore opens the database at dsn, closed when t ends.
+func openStore(t *testing.T, dsn string, notify bool) *postgres.Store {
+	t.Helper()
+	st, err := postgres.Open(context.Background(), dsn, postgres.Options{Notify: notify})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
 }

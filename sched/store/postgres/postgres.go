@@ -37,8 +37,9 @@ type Options struct {
 	// A wrong password, an unknown user or database fails at once.
 	ConnectRetry time.Duration
 	// Notify makes every change that queues a task send a NOTIFY on NotifyChannel with
-	// the task's type, so that other servers' Notify channels wake up. Off by default:
-	// each notifying commit takes PostgreSQL's notification queue lock.
+	// the task's type, and every cancel request of a leased or running task its id on
+	// CancelChannel, so that other servers' Notify and Wakeups channels wake up. Off by
+	// default: each notifying commit takes PostgreSQL's notification queue lock.
 	Notify bool
 }
 
@@ -215,6 +216,11 @@ func (s *Store) Get(ctx context.Context, id string) (store.Task, error) {
 // notifyCol is the extra column of a statement that sends the task's type on
 // NotifyChannel when its state is queued.
 const notifyCol = `, CASE WHEN state = 'queued' THEN pg_notify('` + NotifyChannel + `', type) END IS NULL`
+
+// cancelCol is the extra column of an Update that requests a cancel: it sends the
+// task's id on CancelChannel when the task is still leased or running (its agent,
+// connected to any server, must hear of it).
+const cancelCol = `, CASE WHEN state IN ('leased', 'running') THEN pg_notify('` + CancelChannel + `', id) END IS NULL`
 
 // Create implements store.Store. One statement inserts the task and its blob
 // references; a second reads the task that holds the idempotency key when the insert
@@ -561,6 +567,10 @@ func (s *Store) Update(ctx context.Context, u store.Update) (store.Task, error) 
 	if s.notify {
 		q += notifyCol
 		extra = append(extra, new(bool))
+		if u.CancelRequested {
+			q += cancelCol
+			extra = append(extra, new(bool))
+		}
 	}
 	q += ` FROM upd`
 	t, err := scanTask(s.pool.QueryRow(ctx, q, args...), extra...)
