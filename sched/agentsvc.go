@@ -372,6 +372,7 @@ func (s *Server) requeueUnlisted(ctx context.Context, a *agent, se *session, run
 		}
 	}
 	s.mu.Unlock()
+	stale = append(stale, s.unlistedElsewhere(ctx, a, se, listed)...) // leased by another replica
 	now := time.Now()
 	for _, id := range stale {
 		t, err := s.st.Get(ctx, id)

@@ -15,7 +15,6 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
-	agentv1 "github.com/paddockvm/paddock/api/agent/v1"
 	paddockv1 "github.com/paddockvm/paddock/api/paddock/v1"
 	"github.com/paddockvm/paddock/api/paddock/v1/paddockv1connect"
 	"github.com/paddockvm/paddock/blob/blobhttp"
@@ -349,6 +348,8 @@ func (api *clientAPI) Wait(ctx context.Context, req *connect.Request[paddockv1.W
 	}
 	timer := time.NewTimer(d)
 	defer timer.Stop()
+	poll, stopPoll := s.waitPoll() // another replica may finish the task
+	defer stopPoll()
 	for {
 		w := s.addWaiter(id)
 		t, err := s.getFull(ctx, id)
@@ -362,6 +363,9 @@ func (api *clientAPI) Wait(ctx context.Context, req *connect.Request[paddockv1.W
 		}
 		select {
 		case <-w:
+			continue
+		case <-poll:
+			s.removeWaiter(id, w)
 			continue
 		case <-timer.C:
 			s.removeWaiter(id, w)
@@ -415,15 +419,7 @@ func (s *Server) Cancel(ctx context.Context, id string) (store.Task, error) {
 			s.finished(nt)
 			return nt, nil
 		}
-		s.mu.Lock()
-		var sess *session
-		if a := s.agents[nt.AgentID]; a != nil {
-			sess = a.sess
-		}
-		s.mu.Unlock()
-		if sess != nil {
-			sess.send(cancelMsg(nt.ID, nt.LeaseID, agentv1.CancelKind_CANCEL_KIND_CLIENT, msg))
-		}
+		s.cancelOnAgent(nt.AgentID, nt.ID, nt.LeaseID, msg) // an agent of another replica hears of it from there
 		return nt, nil
 	}
 }
@@ -468,7 +464,7 @@ func (api *clientAPI) Status(ctx context.Context, _ *connect.Request[paddockv1.S
 	if err != nil {
 		return nil, storeErr(err)
 	}
-	out := &paddockv1.StatusResponse{Version: s.cfg.Version, StartedAtUnixMs: s.started.UnixMilli(), Store: s.st.Describe()}
+	out := &paddockv1.StatusResponse{Version: s.cfg.Version, StartedAtUnixMs: s.started.UnixMilli(), Store: s.st.Describe(), Replica: s.cfg.ReplicaID}
 	for _, c := range counts {
 		if c.State.Terminal() {
 			continue
@@ -494,7 +490,7 @@ func (api *clientAPI) ListAgents(context.Context, *connect.Request[paddockv1.Lis
 	for _, a := range api.s.Agents() {
 		pa := &paddockv1.Agent{Id: a.ID, Host: a.Host, State: a.State, Running: int32(a.Running), Labels: a.Labels,
 			ConnectedAtUnixMs: unixMS(a.ConnectedAt), LastHeartbeatUnixMs: unixMS(a.LastHeartbeat), Version: a.Version,
-			TotalSlots: uint32(a.TotalSlots)}
+			TotalSlots: uint32(a.TotalSlots), Replica: a.Replica}
 		for _, t := range a.Types {
 			pa.Types = append(pa.Types, &paddockv1.AgentType{Name: t.Name, Version: t.Version, Slots: uint32(t.Slots), Running: uint32(t.Running),
 				MinSlots: uint32(t.MinSlots), TolerableDelayMs: t.TolerableDelay.Milliseconds(), DelayMs: t.Delay.Milliseconds()})

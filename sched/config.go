@@ -60,6 +60,15 @@ type Config struct {
 	// AgentIdleTimeout closes an agent-port connection that runs no RPC this long (one
 	// that never opens a Session). Default 2 min.
 	AgentIdleTimeout time.Duration
+	// ReplicaID names this server among the replicas sharing one store (server.replica_id):
+	// it is logged at start and shown with each agent's and host's session. Default: the
+	// host name and a random suffix, new at each start.
+	ReplicaID string
+	// SyncInterval (replicas only: a store.Shared store) is how often the server looks
+	// in the store for what other replicas changed about its agents' tasks and may not
+	// have woken it for (a cancel, a lease another replica expired), and how often a
+	// client's Wait re-reads its task. Default 2 heartbeat intervals.
+	SyncInterval time.Duration
 	// Logger. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -121,6 +130,9 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.SyncInterval == 0 {
+		c.SyncInterval = 2 * c.HeartbeatInterval
+	}
 	if c.Version == "" {
 		c.Version = "dev"
 	}
@@ -149,6 +161,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("server config: max output bytes (server.max_output_bytes) %d is negative", c.MaxOutputBytes)
 	case c.AgentIdleTimeout < 0:
 		return fmt.Errorf("server config: agent idle timeout %v is negative", c.AgentIdleTimeout)
+	case c.ReplicaID != "" && !replicaRE.MatchString(c.ReplicaID):
+		return fmt.Errorf("server config: replica id (server.replica_id) %q: use 1-64 letters, digits, '.', '_' or '-'", c.ReplicaID)
+	case c.SyncInterval < 0:
+		return fmt.Errorf("server config: sync interval %v is negative", c.SyncInterval)
 	case c.MaxBlobBytes < 0:
 		return fmt.Errorf("server config: max blob bytes %d is negative: use 0 for no limit", c.MaxBlobBytes)
 	}

@@ -17,6 +17,7 @@ import (
 	paddockv1 "github.com/paddockvm/paddock/api/paddock/v1"
 	"github.com/paddockvm/paddock/api/paddock/v1/paddockv1connect"
 	"github.com/paddockvm/paddock/sched"
+	"github.com/paddockvm/paddock/sched/store"
 	"github.com/paddockvm/paddock/sched/store/sqlite"
 )
 
@@ -57,6 +58,14 @@ func startServerAt(t testing.TB, cfg sched.Config, dbPath string) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ts := startServerOn(t, cfg, st)
+	ts.dbPath = dbPath
+	return ts
+}
+
+// startServerOn is startServer on st, which it closes when the test ends.
+func startServerOn(t testing.TB, cfg sched.Config, st store.Store) *testServer {
+	t.Helper()
 	srv, err := sched.New(cfg, st)
 	if err != nil {
 		t.Fatal(err)
@@ -87,7 +96,7 @@ func startServerAt(t testing.TB, cfg sched.Config, dbPath string) *testServer {
 	if cfg.Token != "" {
 		opts = append(opts, connect.WithInterceptors(bearer(cfg.Token)))
 	}
-	return &testServer{srv: srv, agentAddr: al.Addr().String(), url: url, dbPath: dbPath,
+	return &testServer{srv: srv, agentAddr: al.Addr().String(), url: url,
 		tasks:   paddockv1connect.NewTaskServiceClient(http.DefaultClient, url, opts...),
 		cluster: paddockv1connect.NewClusterServiceClient(http.DefaultClient, url, opts...)}
 }

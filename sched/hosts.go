@@ -616,7 +616,7 @@ func (api *clientAPI) ListHosts(context.Context, *connect.Request[paddockv1.List
 	out := &paddockv1.ListHostsResponse{}
 	for _, h := range api.s.Hosts() {
 		ph := &paddockv1.Host{Id: h.ID, State: h.State, Version: h.Version, Accel: h.Accel, Cpus: h.CPUs, MemoryBytes: h.MemoryBytes,
-			Guests: int32(h.Guests), ConnectedAtUnixMs: unixMS(h.ConnectedAt), LastSeenUnixMs: unixMS(h.LastSeen)}
+			Guests: int32(h.Guests), ConnectedAtUnixMs: unixMS(h.ConnectedAt), LastSeenUnixMs: unixMS(h.LastSeen), Replica: api.s.cfg.ReplicaID}
 		if l := h.Load; l != nil {
 			ph.CpuPercent, ph.MemAvailableBytes, ph.NicBytesPerSec = l.GetCpuPercent(), l.GetMemAvailableBytes(), l.GetNicRxBytesPerSec()+l.GetNicTxBytesPerSec()
 		}

@@ -66,6 +66,10 @@ type assignment struct {
 	sess     *session // the session it was assigned on
 	typ      string
 	deadline time.Time // past this (plus grace) heartbeats stop renewing the lease; zero: none
+	// Replicas (replica.go): cancelSent, a client cancel was sent to the agent;
+	// staleSince, when syncOnce first found the lease gone from the store.
+	cancelSent bool
+	staleSince time.Time
 }
 
 func (a *agent) pending() int { return len(a.running) }
@@ -197,8 +201,10 @@ func (s *Server) releaseLease(agentID, taskID string, leaseID uint64) {
 // AgentInfo is what operators see of one agent.
 type AgentInfo struct {
 	ID, Host, Version, State string
-	Types                    []AgentTypeInfo
-	Running                  int
+	// Replica is the id of the server replica holding the agent's session (this one).
+	Replica string
+	Types   []AgentTypeInfo
+	Running int
 	// TotalSlots is the agent's total (its types' Slots add up to it); 0: none reported.
 	TotalSlots    int
 	Labels        map[string]string
@@ -222,7 +228,7 @@ func (s *Server) Agents() []AgentInfo {
 	defer s.mu.Unlock()
 	var out []AgentInfo
 	for _, a := range s.agents {
-		ai := AgentInfo{ID: a.id, Host: a.host, Version: a.version, State: a.state, Running: a.pending(), TotalSlots: a.total,
+		ai := AgentInfo{Replica: s.cfg.ReplicaID, ID: a.id, Host: a.host, Version: a.version, State: a.state, Running: a.pending(), TotalSlots: a.total,
 			Labels: a.capacity.Labels, ConnectedAt: a.connectedAt, LastHeartbeat: a.lastHeartbeat}
 		for n, ts := range a.types {
 			ai.Types = append(ai.Types, AgentTypeInfo{Name: n, Version: ts.version, Slots: ts.slots, Running: ts.running,

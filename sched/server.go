@@ -30,6 +30,7 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics
 	started time.Time
+	shared  bool // st is shared by several replicas (store.Shared; replica.go)
 
 	kick  chan struct{} // wakes the dispatcher
 	queue *queueMeter   // queuing delay per task type, for the agents' allocators
@@ -64,7 +65,11 @@ func New(cfg Config, st store.Store) (*Server, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	s := &Server{
+	if cfg.ReplicaID == "" {
+		cfg.ReplicaID = newReplicaID()
+	}
+	_, shared := st.(store.Shared)
+	s := &Server{shared: shared,
 		cfg: cfg, st: st, log: cfg.Logger, started: time.Now(),
 		kick:       make(chan struct{}, 1),
 		readyGen:   map[string]uint64{},
@@ -174,7 +179,7 @@ func (s *Server) RunWith(ctx context.Context, l Listeners) error {
 	if l.Cluster != nil {
 		cluster = l.Cluster.Addr().String()
 	}
-	s.log.Info("server started", "agents", agentAddr, "clients", clientLis.Addr().String(), "cluster", cluster, "store", s.st.Describe(), "dev", s.cfg.Dev)
+	s.log.Info("server started", "replica", s.cfg.ReplicaID, "agents", agentAddr, "clients", clientLis.Addr().String(), "cluster", cluster, "store", s.st.Describe(), "dev", s.cfg.Dev)
 	var err error
 	select {
 	case <-ctx.Done():
@@ -215,11 +220,13 @@ func (s *Server) NewAgentServer() *grpc.Server {
 
 // Loop runs the dispatcher, the lease sweeper and the agent watchdog, measures the
 // queuing delay per type for the agents' allocators, deletes unused blobs past their
-// retention (CollectGarbage) and finished tasks past theirs (DeleteExpiredTasks), until
-// ctx is done.
+// retention (CollectGarbage) and finished tasks past theirs (DeleteExpiredTasks), and
+// over a shared store follows the other replicas (replica.go), until ctx is done.
 func (s *Server) Loop(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Add(5)
+	wg.Add(7)
+	go func() { defer wg.Done(); s.wakeupLoop(ctx) }()
+	go func() { defer wg.Done(); s.syncLoop(ctx) }()
 	go func() { defer wg.Done(); s.gcLoop(ctx) }()
 	go func() { defer wg.Done(); s.retentionLoop(ctx) }()
 	go func() { defer wg.Done(); s.dispatchLoop(ctx) }()

@@ -44,6 +44,9 @@ func init() {
 		config.Key{Name: "server.cluster_tls_ca", Default: "", Usage: "the CA certificate (PEM) host certificates must be signed by"},
 		config.Key{Name: "server.store", Default: "sqlite", Usage: "task store: sqlite (in data_dir, one server) or postgres (server.postgres_dsn)"},
 		config.Key{Name: "server.postgres_dsn", Default: "", Usage: "PostgreSQL connection string when server.store is postgres, e.g. postgres://paddock:SECRET@db:5432/paddock"},
+		config.Key{Name: "server.replica_id", Default: "", Usage: "this server's id among the replicas sharing one PostgreSQL store (logged at start, shown by agent ls and host ls); empty: the host name and a random suffix", Flag: "replica-id", Cmds: []string{"server"}},
+		config.Key{Name: "server.postgres_notify", Default: true, Usage: "with server.store postgres: wake the other replicas through LISTEN/NOTIFY when a task is queued or a cancel requested (false: they notice within their polls, 200ms for new tasks and server.sync_interval for cancels)"},
+		config.Key{Name: "server.sync_interval", Default: 2 * time.Second, Usage: "with several replicas: how often a replica reads the store for what the others changed about its agents' tasks (cancels, leases ended) and for tasks clients wait on"},
 		config.Key{Name: "server.sqlite_synchronous", Default: "FULL", Usage: "SQLite synchronous pragma: FULL (an acknowledged task survives a power loss) or NORMAL (faster; survives a killed server, not a power loss)"},
 	)
 	config.Register(serverBlobKeys...)
@@ -67,6 +70,7 @@ HTTP, plus /metrics and /healthz). Outside dev mode (--dev) clients need server.
 				LeaseTTL: v.GetDuration("server.lease_ttl"), MaxInlineBytes: v.GetInt("server.max_inline_bytes"),
 				DefaultTimeout: v.GetDuration("server.default_task_timeout"), DefaultMaxAttempts: v.GetInt("server.default_max_attempts"),
 				RetryBase: v.GetDuration("server.retry_base"), RetryMax: v.GetDuration("server.retry_max"), Logger: app.Log,
+				ReplicaID: v.GetString("server.replica_id"), SyncInterval: v.GetDuration("server.sync_interval"),
 			}
 			if err := cfg.Validate(); err != nil {
 				return err
@@ -92,10 +96,15 @@ HTTP, plus /metrics and /healthz). Outside dev mode (--dev) clients need server.
 				return err
 			}
 			defer st.Close()
+			if _, shared := st.(store.Shared); shared && v.GetString("server.blob_store") == "fs" {
+				app.Log.Warn("blobs are not shared: server.store is postgres (several replicas may share it) but server.blob_store is fs, on this server's disk; "+
+					"a blob written through one replica is missing on the others: set server.blob_store to s3 when running several replicas", "blob_dir", v.GetString("server.blob_dir"))
+			}
 			srv, err := sched.New(cfg, st)
 			if err != nil {
 				return err
 			}
+			fmt.Fprintf(app.Out, "paddock server: replica %s, store %s\n", srv.ReplicaID(), st.Describe())
 			// An empty server.agent_listen serves no TCP agents: guests reach the
 			// server only through their hosts' relays on the cluster port.
 			var al net.Listener
@@ -154,7 +163,7 @@ func openServerStore(ctx context.Context, v *viper.Viper, dir string) (store.Sto
 		if dsn == "" {
 			return nil, errors.New("server.store is postgres but server.postgres_dsn is empty: set it (or PADDOCK_SERVER_POSTGRES_DSN), e.g. postgres://paddock:SECRET@db:5432/paddock")
 		}
-		st, err := postgres.Open(ctx, dsn, postgres.Options{})
+		st, err := postgres.Open(ctx, dsn, postgres.Options{Notify: v.GetBool("server.postgres_notify")})
 		if err != nil {
 			return nil, fmt.Errorf("server.postgres_dsn: %w", err)
 		}
