@@ -34,6 +34,14 @@
 // (Config.AgentIdleTimeout); and no lease expires in the first LeaseTTL after a start,
 // so agents can reconnect after a restart.
 //
+// Several replicas (replica.go): over a store.Shared store (PostgreSQL) any number of
+// servers share one queue. Each has a replica id (Config.ReplicaID), dispatches to its
+// own agents, and learns what the others change from the store: queued types and
+// cancels through store wake-ups (LISTEN/NOTIFY), cancels and leases ended elsewhere
+// through a read of the live tasks every Config.SyncInterval, and a waited-on task's
+// end by re-reading it. TestReplicas runs two in-process replicas on a real PostgreSQL;
+// internal/replicatest kills one of three `paddock server` processes mid-run.
+//
 // Tests: unit tests run against a real SQLite file with in-process agents; the
 // integration tests (real_test.go) build the test agent (sched/internal/testagent) and
 // the test handler (plugins/handlers/testhandler) and run the server as a subprocess

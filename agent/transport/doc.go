@@ -22,6 +22,9 @@
 // side serves gRPC on a Listener fed with raw connections (ServeConn) or
 // wrapping a TCP listener (Listen).
 //
+// ServerList dials one of several server replicas over TCP, each time starting after
+// the one it reached last, so an agent whose server died reconnects to another.
+//
 // Unit tests run over an in-memory model of a virtio port that keeps stale bytes
 // across host reconnects: go test ./agent/transport. The in-guest test boots a
 // guest with a real virtio-serial port (needs libvirt, a kernel and busybox;
