@@ -3,7 +3,9 @@ package replicatest
 import (
 	"context"
 	"fmt"
+	"os"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -22,6 +24,10 @@ func BenchmarkReplicas(b *testing.B) {
 	pg := pgtest.Start(b)
 	bin := paddockBin(b)
 	rates := map[int]float64{}
+	var benchEnv []string // e.g. PADDOCK_REPLICA_BENCH_ENV=PADDOCK_SERVER_POSTGRES_NOTIFY=false
+	if e := os.Getenv("PADDOCK_REPLICA_BENCH_ENV"); e != "" {
+		benchEnv = strings.Split(e, " ")
+	}
 	for _, n := range []int{1, 3} {
 		b.Run(fmt.Sprintf("replicas=%d", n), func(b *testing.B) {
 			dsn := pg.NewDatabase(b)
@@ -32,7 +38,7 @@ func BenchmarkReplicas(b *testing.B) {
 			defer st.Close()
 			var rs []*replica
 			for i := range n {
-				rs = append(rs, startReplica(b, bin, dsn, fmt.Sprintf("b%d-%d", n, i+1)))
+				rs = append(rs, startReplica(b, bin, dsn, fmt.Sprintf("b%d-%d", n, i+1), benchEnv...))
 			}
 			const agents = 6
 			startAgents(b, rs, agents, 16, &noop{nosleep: true, runs: map[string]int{}})

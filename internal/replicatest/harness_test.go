@@ -78,7 +78,7 @@ type replica struct {
 // startReplica starts `paddock server` on the PostgreSQL database dsn with id, on
 // ports the kernel picks (read from its "server started" log line), and stops it
 // (SIGTERM) when the test ends unless it was killed.
-func startReplica(t testing.TB, bin, dsn, id string) *replica {
+func startReplica(t testing.TB, bin, dsn, id string, env ...string) *replica {
 	t.Helper()
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "paddock.yaml")
@@ -88,7 +88,7 @@ func startReplica(t testing.TB, bin, dsn, id string) *replica {
 	cmd := exec.Command(bin, "--config", cfgPath, "server", "--dev", "--replica-id", id, "--data-dir", dir,
 		"--listen", "127.0.0.1:0", "--agent-listen", "127.0.0.1:0", "--cluster-listen", "", "--log-format", "json", "--log-level", "info")
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "PADDOCK_SERVER_STORE=postgres", "PADDOCK_SERVER_POSTGRES_DSN="+dsn)
+	cmd.Env = append(append(os.Environ(), "PADDOCK_SERVER_STORE=postgres", "PADDOCK_SERVER_POSTGRES_DSN="+dsn), env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

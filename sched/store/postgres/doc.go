@@ -16,7 +16,11 @@
 //     with one key create one task.
 //
 // Wake-ups across servers: with Options.Notify, a change that queues a task sends its
-// type on NotifyChannel, and Store.Notify delivers them.
+// type on NotifyChannel, and a cancel request of a leased or running task its id on
+// CancelChannel; Store.Notify and Store.Wakeups (store.Shared) deliver them. They are
+// sent right after the change commits, many in one statement (announce.go): a
+// pg_notify inside the task statements would make PostgreSQL commit them one at a
+// time.
 //
 // Tests start a real PostgreSQL server (see pgtest; `make setup` installs it):
 //

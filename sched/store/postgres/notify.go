@@ -42,7 +42,7 @@ func (s *Store) Notify(ctx context.Context) <-chan string {
 // server then relies on its polls). A wake-up is dropped when the channel is full, so
 // callers keep polling slowly.
 func (s *Store) Wakeups(ctx context.Context) <-chan store.Wakeup {
-	if !s.notify {
+	if s.notify == nil {
 		return nil
 	}
 	ch := make(chan store.Wakeup, 1024)

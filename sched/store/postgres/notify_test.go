@@ -13,7 +13,7 @@ import (
 )
 
 // TestNotify: one server queues tasks, another hears their types: a create and a
-// requeue notify, a lease and a start do not; after PostgreSQL restarts, the listener
+// requeue notify (sent after the commit, batched), a lease and a start do not; after PostgreSQL restarts, the listener
 // says "" (look at everything) and hears again.
 func TestNotify(t *testing.T) {
 	srv := pgtest.Start(t)
@@ -72,8 +72,13 @@ func TestNotify(t *testing.T) {
 	if _, _, err := a.Create(ctx, storetest.NewTask("y1", "y")); err != nil {
 		t.Fatal(err)
 	}
-	if got := []string{next(), next(), next()}; got[0] != "x" || got[1] != "x" || got[2] != "y" {
-		t.Fatalf("heard %q, want [x x y] (create, requeue, create; no lease or start)", got)
+	// Wake-ups gathered while one batch is sent go out together, the same type once.
+	var got []string
+	for len(got) == 0 || got[len(got)-1] != "y" {
+		got = append(got, next())
+	}
+	if len(got) < 2 || len(got) > 3 || got[0] != "x" || (len(got) == 3 && got[1] != "x") {
+		t.Fatalf("heard %q, want [x x y] or [x y] (create, requeue, create; no lease or start)", got)
 	}
 	srv.Restart(t)
 	if got := next(); got != "" {

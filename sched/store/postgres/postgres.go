@@ -38,8 +38,8 @@ type Options struct {
 	ConnectRetry time.Duration
 	// Notify makes every change that queues a task send a NOTIFY on NotifyChannel with
 	// the task's type, and every cancel request of a leased or running task its id on
-	// CancelChannel, so that other servers' Notify and Wakeups channels wake up. Off by
-	// default: each notifying commit takes PostgreSQL's notification queue lock.
+	// CancelChannel, so that other servers' Notify and Wakeups channels wake up. They
+	// are sent just after the change commits, batched (announce.go). Off by default.
 	Notify bool
 }
 
@@ -53,7 +53,7 @@ const NotifyChannel = "paddock_task_ready"
 type Store struct {
 	pool   *pgxpool.Pool
 	desc   string
-	notify bool
+	notify *announcer // nil without Options.Notify
 }
 
 var _ store.Store = (*Store)(nil)
@@ -89,7 +89,11 @@ func Open(ctx context.Context, dsn string, o Options) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("postgres store %s: %w", desc, err)
 	}
-	return &Store{pool: pool, desc: desc, notify: o.Notify}, nil
+	st := &Store{pool: pool, desc: desc}
+	if o.Notify {
+		st.notify = newAnnouncer(st)
+	}
+	return st, nil
 }
 
 // connect pings the server until it answers, a permanent error comes back, or retry
@@ -153,6 +157,9 @@ func (s *Store) Describe() string { return s.desc }
 
 // Close implements store.Store.
 func (s *Store) Close() error {
+	if s.notify != nil {
+		s.notify.close()
+	}
 	s.pool.Close()
 	return nil
 }
@@ -185,15 +192,15 @@ func blobArrays(m map[string]store.BlobRef) (digests, names []string) {
 	return digests, names
 }
 
-// scanTask scans one row of taskCols or listCols; extra destinations follow.
-func scanTask(row pgx.Row, extra ...any) (store.Task, error) {
+// scanTask scans one row of taskCols or listCols.
+func scanTask(row pgx.Row) (store.Task, error) {
 	var r rowcodec.Row
 	t := &r.Task
 	dest := []any{&t.Seq, &t.ID, &t.Type, &t.Payload, &r.Inputs, &t.Priority, &r.Class, &r.Requirements, &r.TimeoutMS, &t.MaxAttempts,
 		&t.IdempotencyKey, &t.Tenant, &r.State, &t.Attempt, &r.LeaseID, &t.AgentID, &r.LeaseExpiresAt, &r.NotBefore, &t.CancelRequested,
 		&t.Output, &r.Outputs, &t.OutputSHA256, &t.Error, &r.CreatedAt, &r.UpdatedAt, &r.LeasedAt, &r.StartedAt, &r.FinishedAt,
 		&r.InputBlobs, &r.OutputBlobs, &t.LeaseSecret}
-	if err := row.Scan(append(dest, extra...)...); err != nil {
+	if err := row.Scan(dest...); err != nil {
 		return r.Task, err
 	}
 	return r.Decode()
@@ -213,15 +220,6 @@ func (s *Store) Get(ctx context.Context, id string) (store.Task, error) {
 	return t, nil
 }
 
-// notifyCol is the extra column of a statement that sends the task's type on
-// NotifyChannel when its state is queued.
-const notifyCol = `, CASE WHEN state = 'queued' THEN pg_notify('` + NotifyChannel + `', type) END IS NULL`
-
-// cancelCol is the extra column of an Update that requests a cancel: it sends the
-// task's id on CancelChannel when the task is still leased or running (its agent,
-// connected to any server, must hear of it).
-const cancelCol = `, CASE WHEN state IN ('leased', 'running') THEN pg_notify('` + CancelChannel + `', id) END IS NULL`
-
 // Create implements store.Store. One statement inserts the task and its blob
 // references; a second reads the task that holds the idempotency key when the insert
 // found it taken.
@@ -230,13 +228,12 @@ func (s *Store) Create(ctx context.Context, t store.Task) (store.Task, bool, err
 	if err != nil {
 		return t, false, err
 	}
-	var extra []any
-	if s.notify {
-		extra = append(extra, new(bool))
-	}
 	for try := 0; ; try++ {
-		nt, err := scanTask(s.pool.QueryRow(ctx, q, args...), extra...)
+		nt, err := scanTask(s.pool.QueryRow(ctx, q, args...))
 		if err == nil {
+			if s.notify != nil {
+				s.notify.queued(nt.Type)
+			}
 			return nt, true, nil
 		}
 		if !errors.Is(err, pgx.ErrNoRows) {
@@ -269,14 +266,10 @@ func (s *Store) CreateBatch(ctx context.Context, ts []store.Task) ([]store.Task,
 	stored := make([]store.Task, len(ts))
 	created := make([]bool, len(ts))
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var extra []any
-		if s.notify {
-			extra = append(extra, new(bool))
-		}
 		br := tx.SendBatch(ctx, b)
 		var taken []int
 		for i := range ts {
-			nt, err := scanTask(br.QueryRow(), extra...)
+			nt, err := scanTask(br.QueryRow())
 			switch {
 			case err == nil:
 				stored[i], created[i] = nt, true
@@ -302,6 +295,13 @@ func (s *Store) CreateBatch(ctx context.Context, ts []store.Task) ([]store.Task,
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("creating %d tasks: %w", len(ts), err)
+	}
+	if s.notify != nil { // after the commit
+		for i := range stored {
+			if created[i] {
+				s.notify.queued(stored[i].Type)
+			}
+		}
 	}
 	return stored, created, nil
 }
@@ -335,9 +335,6 @@ func (s *Store) insertQuery(t store.Task) (string, []any, error) {
  ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key <> '' DO NOTHING RETURNING ` + taskCols + `),
  b AS (INSERT INTO task_blobs (digest, task_id, role, name) SELECT x.d, ins.id, 'in', x.n FROM ins, unnest($15::text[], $16::text[]) AS x(d, n))
  SELECT ` + taskCols
-	if s.notify {
-		q += notifyCol
-	}
 	q += ` FROM ins`
 	args := []any{t.ID, t.Type, t.Payload, inputs, t.Priority, string(t.Class), string(req), t.Timeout.Milliseconds(),
 		t.MaxAttempts, t.IdempotencyKey, t.Tenant, rowcodec.MS(t.NotBefore), now, inBlobs, digests, names}
@@ -562,18 +559,16 @@ func (s *Store) Update(ctx context.Context, u store.Update) (store.Task, error) 
  del AS (DELETE FROM task_blobs b USING upd WHERE b.task_id = upd.id AND b.role = 'out' AND (b.digest, b.name) NOT IN (SELECT d, n FROM nb)),
  insb AS (INSERT INTO task_blobs (digest, task_id, role, name) SELECT nb.d, upd.id, 'out', nb.n FROM upd, nb ON CONFLICT DO NOTHING)`
 	}
-	q += ` SELECT ` + taskCols
-	var extra []any
-	if s.notify {
-		q += notifyCol
-		extra = append(extra, new(bool))
-		if u.CancelRequested {
-			q += cancelCol
-			extra = append(extra, new(bool))
+	q += ` SELECT ` + taskCols + ` FROM upd`
+	t, err := scanTask(s.pool.QueryRow(ctx, q, args...))
+	if err == nil && s.notify != nil {
+		switch {
+		case t.State == store.Queued:
+			s.notify.queued(t.Type)
+		case u.CancelRequested && (t.State == store.Leased || t.State == store.Running):
+			s.notify.cancel(t.ID)
 		}
 	}
-	q += ` FROM upd`
-	t, err := scanTask(s.pool.QueryRow(ctx, q, args...), extra...)
 	if errors.Is(err, pgx.ErrNoRows) {
 		t, err = s.Get(ctx, u.TaskID)
 		if err != nil {
