@@ -25,6 +25,7 @@ import (
 	paddockv1 "github.com/paddockvm/paddock/api/paddock/v1"
 	"github.com/paddockvm/paddock/api/paddock/v1/paddockv1connect"
 	"github.com/paddockvm/paddock/sched/store"
+	"github.com/paddockvm/paddock/sched/store/postgres"
 )
 
 var (
@@ -284,17 +285,24 @@ func submitAll(ctx context.Context, rs []*replica, prefix string, n, workers int
 	return retries.Load(), <-errc
 }
 
-// counts returns the tasks of the store by state.
-func counts(ctx context.Context, st store.Store) (map[store.State]int64, error) {
-	cs, err := st.Counts(ctx)
+// counts returns the tasks of the database by state (store.Counts counts live tasks
+// only), read with SQL.
+func counts(ctx context.Context, st *postgres.Store) (map[store.State]int64, error) {
+	rows, err := st.Pool().Query(ctx, `SELECT state, count(*) FROM tasks GROUP BY state`)
 	if err != nil {
 		return nil, err
 	}
+	defer rows.Close()
 	out := map[store.State]int64{}
-	for _, c := range cs {
-		out[c.State] += c.N
+	for rows.Next() {
+		var state string
+		var n int64
+		if err := rows.Scan(&state, &n); err != nil {
+			return nil, err
+		}
+		out[store.State(state)] = n
 	}
-	return out, nil
+	return out, rows.Err()
 }
 
 func terminal(c map[store.State]int64) int64 {
@@ -308,7 +316,7 @@ func terminal(c map[store.State]int64) int64 {
 }
 
 // waitTerminal waits until at least n tasks are terminal, failing after d.
-func waitTerminal(t testing.TB, st store.Store, n int64, d time.Duration) {
+func waitTerminal(t testing.TB, st *postgres.Store, n int64, d time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for {
