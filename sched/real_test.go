@@ -461,7 +461,7 @@ func TestRealAgentKilledMidTask(t *testing.T) {
 		tk, _ := ts.srv.Store().Get(context.Background(), id)
 		att, _ := ts.srv.Store().Attempts(context.Background(), id)
 		if tk.State != store.Succeeded || tk.AgentID != "survivor" || len(att) != 2 || att[0].AgentID != "doomed" ||
-			!strings.Contains(att[0].Error, "expired") {
+			att[0].FailureKind != store.LeaseExpired || att[1].FailureKind != store.NoFailure {
 			t.Fatalf("task %s: %+v attempts %+v; want succeeded on survivor after doomed's lease expired", id, tk, att)
 		}
 	}
