@@ -453,9 +453,11 @@ func TestRealAgentKilledMidTask(t *testing.T) {
 	for _, id := range ids {
 		first[id], _ = ts.srv.Store().Get(context.Background(), id)
 	}
+	// Kill first, then start the survivor: started first, a survivor that took longer
+	// than the tasks' 2 s to start on a loaded machine let doomed finish them.
+	a.kill9()
 	survivor := filepath.Join(dir, "survivor.jsonl")
 	startRealAgent(t, ts.agentAddr, "survivor", survivor)
-	a.kill9()
 	waitAllTerminal(t, ts.srv.Store(), 60*time.Second)
 	for _, id := range ids {
 		tk, _ := ts.srv.Store().Get(context.Background(), id)
