@@ -518,7 +518,7 @@ func (s *Server) ack(ctx context.Context, a *agent, se *session, ack *agentv1.Ac
 	}
 	msg := "agent " + a.id + " refused the task: " + ack.GetError()
 	nt, err := s.st.Update(ctx, store.Update{TaskID: t.ID, From: []store.State{store.Leased}, LeaseID: t.LeaseID, To: to, Now: now,
-		Error: &msg, EndAttempt: true, Retryable: true})
+		Error: &msg, EndAttempt: true, Retryable: true, FailureKind: store.Refused})
 	if err != nil {
 		return
 	}
@@ -550,14 +550,15 @@ func (s *Server) Report(ctx context.Context, agentID string, r *agentv1.Report) 
 	var ev store.Event
 	var outBlobs map[string]store.BlobRef
 	errText := r.GetError()
+	var kind store.FailureKind
 	switch r.GetStatus() {
 	case agentv1.Status_STATUS_SUCCEEDED:
 		ev = store.EvSucceed
 		sum := sha256.Sum256(r.GetOutput())
 		if got := hex.EncodeToString(sum[:]); got != strings.ToLower(r.GetSha256()) {
-			ev, errText = store.EvFailRetryable, fmt.Sprintf("output sha256 mismatch: the agent reported %q, the output received has %s", r.GetSha256(), got)
+			ev, kind, errText = store.EvFailRetryable, store.BadOutput, fmt.Sprintf("output sha256 mismatch: the agent reported %q, the output received has %s", r.GetSha256(), got)
 		} else if n := outputSize(r); n > s.cfg.MaxInlineBytes {
-			ev, errText = store.EvFailFatal, fmt.Sprintf("output of %d bytes is over the server's inline limit of %d bytes (server.max_inline_bytes)", n, s.cfg.MaxInlineBytes)
+			ev, kind, errText = store.EvFailFatal, store.OutputTooLarge, fmt.Sprintf("output of %d bytes is over the server's inline limit of %d bytes (server.max_inline_bytes)", n, s.cfg.MaxInlineBytes)
 		} else if len(r.GetOutputBlobs()) > 0 {
 			// The output files must be in the blob store before the success is recorded
 			// (a host collects them from its guest, or the agent stored them).
@@ -565,14 +566,18 @@ func (s *Server) Report(ctx context.Context, agentID string, r *agentv1.Report) 
 			if o.reject {
 				return reject(agentv1.ReportOutcome_REPORT_OUTCOME_REJECTED, "%s", o.errText)
 			}
-			ev, errText, outBlobs = o.ev, o.errText, o.refs
+			ev, kind, errText, outBlobs = o.ev, o.kind, o.errText, o.refs
 		}
 	case agentv1.Status_STATUS_FAILED:
+		kind = reportKind(r)
 		ev = store.EvFailFatal
-		if r.GetRetryable() {
+		// Output over a limit is never retried, whatever the agent says: the same task
+		// would produce the same output and fail again.
+		if r.GetRetryable() && kind != store.OutputTooLarge {
 			ev = store.EvFailRetryable
 		}
 	case agentv1.Status_STATUS_CANCELLED:
+		kind = reportKind(r)
 		ev = store.EvFailRetryable // stopped without a client asking (e.g. agent shutdown)
 		if t.CancelRequested {
 			ev = store.EvCancelled
@@ -589,7 +594,7 @@ func (s *Server) Report(ctx context.Context, agentID string, r *agentv1.Report) 
 	}
 	now := time.Now()
 	u := store.Update{TaskID: t.ID, From: []store.State{store.Leased, store.Running}, LeaseID: t.LeaseID, To: to, Now: now,
-		EndAttempt: true, Retryable: ev == store.EvFailRetryable,
+		EndAttempt: true, Retryable: ev == store.EvFailRetryable, FailureKind: kind,
 		Usage: store.Usage{Wall: time.Duration(r.GetUsage().GetWallMs()) * time.Millisecond, CPU: time.Duration(r.GetUsage().GetCpuMs()) * time.Millisecond}}
 	if ev == store.EvSucceed {
 		out := r.GetOutput()

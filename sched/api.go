@@ -545,9 +545,12 @@ func toProto(t store.Task, att []store.Attempt) *paddockv1.Task {
 	}
 	for _, a := range att {
 		p.Attempts = append(p.Attempts, &paddockv1.Attempt{Number: int32(a.Number), LeaseId: a.LeaseID, AgentId: a.AgentID,
-			State: stateProto(a.State), Error: a.Error, Retryable: a.Retryable,
+			State: stateProto(a.State), Error: a.Error, Retryable: a.Retryable, FailureKind: kindProto(a.FailureKind),
 			Usage:          &paddockv1.Usage{WallMs: a.Usage.Wall.Milliseconds(), CpuMs: a.Usage.CPU.Milliseconds()},
 			LeasedAtUnixMs: unixMS(a.LeasedAt), FinishedAtUnixMs: unixMS(a.FinishedAt)})
+	}
+	if n := len(att); n > 0 && t.State != store.Succeeded {
+		p.FailureKind = kindProto(att[n-1].FailureKind)
 	}
 	return p
 }

@@ -542,16 +542,17 @@ func apiRefs(m map[string]store.BlobRef) map[string]*paddockv1.BlobRef {
 type outcome struct {
 	ev      store.Event
 	errText string
+	kind    store.FailureKind
 	refs    map[string]store.BlobRef
 	reject  bool
 }
 
-func failed(retryable bool, format string, args ...any) outcome {
+func failed(kind store.FailureKind, retryable bool, format string, args ...any) outcome {
 	ev := store.EvFailFatal
 	if retryable {
 		ev = store.EvFailRetryable
 	}
-	return outcome{ev: ev, errText: fmt.Sprintf(format, args...)}
+	return outcome{ev: ev, errText: fmt.Sprintf(format, args...), kind: kind}
 }
 
 // outputBlobs checks the output blobs of a successful report of t by agentID and
@@ -560,7 +561,7 @@ func failed(retryable bool, format string, args ...any) outcome {
 func (s *Server) outputBlobs(ctx context.Context, t store.Task, agentID string, r *agentv1.Report) outcome {
 	out := r.GetOutputBlobs()
 	if s.cfg.Blobs == nil {
-		return failed(false, "the handler wrote %d output files, but %v", len(out), errNoBlobs)
+		return failed(store.OutputTransfer, false, "the handler wrote %d output files, but %v", len(out), errNoBlobs)
 	}
 	refs := make(map[string]store.BlobRef, len(out))
 	var total int64
@@ -568,19 +569,19 @@ func (s *Server) outputBlobs(ctx context.Context, t store.Task, agentID string, 
 		d, err := blob.ParseDigest(ref.GetDigest())
 		switch {
 		case !guestabi.ValidName(name):
-			return failed(false, "output file %q: not a valid output name (%s): fix the handler", name, guestabi.NameRule)
+			return failed(store.BadOutput, false, "output file %q: not a valid output name (%s): fix the handler", name, guestabi.NameRule)
 		case r.GetOutputs()[name] != nil:
-			return failed(false, "output %q is both an inline output and an output file: fix the handler", name)
+			return failed(store.BadOutput, false, "output %q is both an inline output and an output file: fix the handler", name)
 		case err != nil:
-			return failed(false, "output file %q: %v", name, err)
+			return failed(store.BadOutput, false, "output file %q: %v", name, err)
 		case ref.GetSize() < 0:
-			return failed(false, "output file %q: size %d is negative", name, ref.GetSize())
+			return failed(store.BadOutput, false, "output file %q: size %d is negative", name, ref.GetSize())
 		}
 		total += ref.GetSize()
 		refs[name] = store.BlobRef{Digest: string(d), Size: ref.GetSize()}
 	}
 	if total > s.cfg.MaxOutputBytes {
-		return failed(false, "the output files add up to %d bytes, over the server's limit of %d bytes a task (server.max_output_bytes): write less, or raise the limit", total, s.cfg.MaxOutputBytes)
+		return failed(store.OutputTooLarge, false, "the output files add up to %d bytes, over the server's limit of %d bytes a task (server.max_output_bytes): write less, or raise the limit", total, s.cfg.MaxOutputBytes)
 	}
 	s.mu.Lock()
 	a := s.agents[agentID]
@@ -605,11 +606,11 @@ func (s *Server) outputBlobs(ctx context.Context, t store.Task, agentID string, 
 		info, err := s.cfg.Blobs.Stat(ctx, blob.Digest(ref.Digest))
 		switch {
 		case errors.Is(err, blob.ErrNotFound):
-			return failed(true, "output file %q (%s) is not in the blob store: the agent did not store it with WriteBlob before it reported", name, ref.Digest)
+			return failed(store.OutputTransfer, true, "output file %q (%s) is not in the blob store: the agent did not store it with WriteBlob before it reported", name, ref.Digest)
 		case err != nil:
-			return failed(true, "checking output file %q (%s) in the blob store: %v", name, ref.Digest, err)
+			return failed(store.OutputTransfer, true, "checking output file %q (%s) in the blob store: %v", name, ref.Digest, err)
 		case info.Size != ref.Size:
-			return failed(true, "output file %q (%s): the blob store has %d bytes, the agent reported %d", name, ref.Digest, info.Size, ref.Size)
+			return failed(store.OutputTransfer, true, "output file %q (%s): the blob store has %d bytes, the agent reported %d", name, ref.Digest, info.Size, ref.Size)
 		}
 	}
 	return outcome{ev: store.EvSucceed, refs: refs}
@@ -630,7 +631,7 @@ func sortedKeys[V any](m map[string]V) []string {
 func (s *Server) collect(ctx context.Context, host string, link *hostLink, guest string, t store.Task, refs map[string]store.BlobRef, total int64) outcome {
 	if link == nil {
 		s.metrics.collects.WithLabelValues("host_lost").Inc()
-		return failed(true, "collecting the output files of guest %s: its host %s is not connected", guest, host)
+		return failed(store.OutputTransfer, true, "collecting the output files of guest %s: its host %s is not connected", guest, host)
 	}
 	wait := CollectTimeout
 	if t.Timeout > 0 && !t.LeasedAt.IsZero() {
@@ -660,7 +661,7 @@ func (s *Server) collect(ctx context.Context, host string, link *hostLink, guest
 		if c.GetError() != "" {
 			s.metrics.collects.WithLabelValues("error").Inc()
 			s.log.Warn("host could not collect outputs", "task", t.ID, "lease", t.LeaseID, "host", host, "guest", guest, "err", c.GetError(), "retryable", c.GetRetryable())
-			return failed(c.GetRetryable(), "host %s collecting the output files of guest %s: %s", host, guest, c.GetError())
+			return failed(store.OutputTransfer, c.GetRetryable(), "host %s collecting the output files of guest %s: %s", host, guest, c.GetError())
 		}
 		s.metrics.collects.WithLabelValues("ok").Inc()
 		s.metrics.collectedBytes.Add(float64(total))
@@ -668,12 +669,12 @@ func (s *Server) collect(ctx context.Context, host string, link *hostLink, guest
 		return outcome{ev: store.EvSucceed}
 	case <-link.ctx.Done():
 		s.metrics.collects.WithLabelValues("host_lost").Inc()
-		return failed(true, "host %s was lost while collecting the output files of guest %s: %v", host, guest, context.Cause(link.ctx))
+		return failed(store.OutputTransfer, true, "host %s was lost while collecting the output files of guest %s: %v", host, guest, context.Cause(link.ctx))
 	case <-timer.C:
 		s.metrics.collects.WithLabelValues("timeout").Inc()
-		return failed(true, "host %s did not collect the output files of guest %s within %v", host, guest, wait.Round(time.Second))
+		return failed(store.OutputTransfer, true, "host %s did not collect the output files of guest %s within %v", host, guest, wait.Round(time.Second))
 	case <-ctx.Done():
-		o := failed(true, "stopped while host %s collected the output files of guest %s: %v (report again)", host, guest, context.Cause(ctx))
+		o := failed(store.OutputTransfer, true, "stopped while host %s collected the output files of guest %s: %v (report again)", host, guest, context.Cause(ctx))
 		o.reject = true
 		return o
 	}

@@ -234,7 +234,7 @@ func (s *Server) expire(ctx context.Context, t store.Task, now time.Time, msg st
 		msg = fmt.Sprintf("lease %d on agent %s expired (agent lost, or task past its timeout)", t.LeaseID, t.AgentID)
 	}
 	u := store.Update{TaskID: t.ID, From: []store.State{t.State}, LeaseID: t.LeaseID, To: to, Now: now,
-		Error: &msg, EndAttempt: true, Retryable: true}
+		Error: &msg, EndAttempt: true, Retryable: true, FailureKind: store.LeaseExpired}
 	if to == store.Queued {
 		u.NotBefore = now.Add(s.backoff(t.Attempt))
 	}

@@ -42,6 +42,14 @@
 // end by re-reading it. TestReplicas runs two in-process replicas on a real PostgreSQL;
 // internal/replicatest kills one of three `paddock server` processes mid-run.
 //
+// Every attempt that ends in a failure is stored with its kind (store.FailureKind,
+// served as Attempt.failure_kind): the agent's Report.failure_kind, or one the server
+// sets itself (lease_expired, guest_gone, refused; bad_output, output_too_large and
+// output_transfer for outputs it checks). Retry policy reads the kind, never the
+// error text: output_too_large is not retried even when the agent calls it
+// retryable, because the same task would produce the same output (failurekind.go,
+// TestRealFailureKinds, TestServerFailureKinds).
+//
 // Tests: unit tests run against a real SQLite file with in-process agents; the
 // integration tests (real_test.go) build the test agent (sched/internal/testagent) and
 // the test handler (plugins/handlers/testhandler) and run the server as a subprocess

@@ -299,7 +299,7 @@ func (s *Server) GuestGone(ctx context.Context, host, guest, reason string) {
 		}
 		msg := fmt.Sprintf("guest %s on host %s gone (%s) while it held lease %d", guest, host, reason, t.LeaseID)
 		nt, err := s.st.Update(ctx, store.Update{TaskID: t.ID, From: []store.State{store.Leased, store.Running}, LeaseID: t.LeaseID, To: to, Now: now,
-			Error: &msg, EndAttempt: true, Retryable: true})
+			Error: &msg, EndAttempt: true, Retryable: true, FailureKind: store.GuestGone})
 		if err != nil {
 			continue // reported or expired meanwhile
 		}

@@ -300,6 +300,9 @@ func TestRelayedGuestIdentityAndEvents(t *testing.T) {
 	if got.GetState() != paddockv1.State_STATE_SUCCEEDED || got.GetAgentId() != "g3" || time.Since(gone) > 15*time.Second {
 		t.Fatalf("after g1 gone: %v (in %v)", got, time.Since(gone))
 	}
+	if att := got.GetAttempts(); len(att) != 2 || att[0].GetFailureKind() != paddockv1.FailureKind_FAILURE_KIND_GUEST_GONE {
+		t.Fatalf("attempts after g1 gone: %v; want the first ended as guest_gone", att)
+	}
 	if g := agentState(t, cs.testServer, "g1"); g.GetState() == "connected" {
 		t.Fatalf("g1 still connected after its host reported it gone: %v", g)
 	}

@@ -24,25 +24,45 @@ import (
 // ChunkSize is the size of the data messages WriteBlob sends.
 const ChunkSize = 256 << 10
 
-// taskError is a failure of the data path: the report's error and whether a retry helps.
+// taskError is a failure of the data path: the report's error, whether a retry helps
+// and, when the failure itself says, its kind.
 type taskError struct {
 	msg       string
 	retryable bool
+	kind      agentv1.FailureKind // UNSPECIFIED: the kind of the stage that failed (see failure)
 }
 
 func (e *taskError) Error() string { return e.msg }
 
 func failf(retryable bool, format string, args ...any) *taskError {
-	return &taskError{msg: fmt.Sprintf(format, args...), retryable: retryable}
+	return failk(agentv1.FailureKind_FAILURE_KIND_UNSPECIFIED, retryable, format, args...)
 }
 
-// failure turns an error of the data path into a failed Result.
-func failure(err error) Result {
+// failk is failf for a failure of a given kind.
+func failk(kind agentv1.FailureKind, retryable bool, format string, args ...any) *taskError {
+	return &taskError{msg: fmt.Sprintf(format, args...), retryable: retryable, kind: kind}
+}
+
+// ctxKind is the kind of a failure because ctx ended: its deadline (the task's) passed,
+// or it was cancelled.
+func ctxKind(ctx context.Context) agentv1.FailureKind {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return agentv1.FailureKind_FAILURE_KIND_TIMEOUT
+	}
+	return agentv1.FailureKind_FAILURE_KIND_CANCELLED
+}
+
+// failure turns an error of the data path into a failed Result of the error's kind, or
+// of stage (the kind of the step that failed) when the error names none.
+func failure(err error, stage agentv1.FailureKind) Result {
 	var te *taskError
 	if errors.As(err, &te) {
-		return Result{Error: te.msg, Retryable: te.retryable}
+		if te.kind != agentv1.FailureKind_FAILURE_KIND_UNSPECIFIED {
+			stage = te.kind
+		}
+		return Result{Error: te.msg, Retryable: te.retryable, Kind: stage}
 	}
-	return Result{Error: err.Error(), Retryable: true}
+	return Result{Error: err.Error(), Retryable: true, Kind: stage}
 }
 
 // prepare makes t's blob inputs available as files and gives it an output directory,
@@ -160,10 +180,10 @@ func (s *Session) waitStaged(ctx context.Context, t *Task, dir string) error {
 		select {
 		case <-ctx.Done():
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return failf(true, "deadline exceeded while waiting %v for the host to stage the %d inputs (no %s in %s); check the host daemon's staging and the host's blob cache",
+				return failk(ctxKind(ctx), true, "deadline exceeded while waiting %v for the host to stage the %d inputs (no %s in %s); check the host daemon's staging and the host's blob cache",
 					time.Since(start).Round(time.Millisecond), len(t.InputBlobs), guestabi.MarkerName, dir)
 			}
-			return failf(true, "stopped while waiting for the host to stage the inputs: %v", context.Cause(ctx))
+			return failk(ctxKind(ctx), true, "stopped while waiting for the host to stage the inputs: %v", context.Cause(ctx))
 		case <-tick.C:
 		}
 	}
@@ -210,7 +230,7 @@ func (s *Session) fetchBlob(ctx context.Context, t *Task, name string, ref BlobR
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 				why = errors.New("the task's deadline passed")
 			}
-			return failf(true, "input %q (%s): stopped while fetching it at byte %d of %d: %v", name, ref.Digest, off, ref.Size, why)
+			return failk(ctxKind(ctx), true, "input %q (%s): stopped while fetching it at byte %d of %d: %v", name, ref.Digest, off, ref.Size, why)
 		}
 		if errors.Is(err, errTooLong) {
 			return failf(true, "input %q (%s): the server sent more than the blob's %d bytes; the task will be retried (check the server's blob store if it repeats)", name, ref.Digest, ref.Size)
@@ -231,7 +251,7 @@ func (s *Session) fetchBlob(ctx context.Context, t *Task, name string, ref BlobR
 		}
 		s.log.Warn("fetching an input broke; resuming", "task", t.ID, "input", name, "offset", off, "err", err)
 		if err := sleep(ctx, backoff(fails)); err != nil {
-			return failf(true, "input %q (%s): stopped while fetching it: %v", name, ref.Digest, context.Cause(ctx))
+			return failk(ctxKind(ctx), true, "input %q (%s): stopped while fetching it: %v", name, ref.Digest, context.Cause(ctx))
 		}
 	}
 	if off != ref.Size {
@@ -292,24 +312,27 @@ func (s *Session) finish(ctx context.Context, t Task, res Result) Result {
 		return res
 	}
 	if t.OutputDir == "" {
-		return Result{Error: fmt.Sprintf("the handler returned %d output files but the task has no output directory (no data path): a handler bug, or upgrade the server", len(res.OutputFiles))}
+		return Result{Kind: agentv1.FailureKind_FAILURE_KIND_BAD_OUTPUT,
+			Error: fmt.Sprintf("the handler returned %d output files but the task has no output directory (no data path): a handler bug, or upgrade the server", len(res.OutputFiles))}
 	}
 	var sum int64
 	for name, f := range res.OutputFiles {
 		if !guestabi.ValidName(name) {
-			return Result{Error: fmt.Sprintf("output file %q: not a valid output name (%s); fix the handler", name, guestabi.NameRule)}
+			return Result{Kind: agentv1.FailureKind_FAILURE_KIND_BAD_OUTPUT,
+				Error: fmt.Sprintf("output file %q: not a valid output name (%s); fix the handler", name, guestabi.NameRule)}
 		}
 		sum += f.Size
 	}
 	if t.MaxOutputBytes > 0 && sum > t.MaxOutputBytes {
-		return Result{Error: fmt.Sprintf("the output files add up to %d bytes, more than the task's limit of %d (server.max_output_bytes); write less, or raise the limit", sum, t.MaxOutputBytes)}
+		return Result{Kind: agentv1.FailureKind_FAILURE_KIND_OUTPUT_TOO_LARGE,
+			Error: fmt.Sprintf("the output files add up to %d bytes, more than the task's limit of %d (server.max_output_bytes); write less, or raise the limit", sum, t.MaxOutputBytes)}
 	}
 	if t.DataPath != agentv1.DataPath_DATA_PATH_STREAM {
 		return res // the host collects them from the output share
 	}
 	for name, f := range res.OutputFiles {
 		if err := s.storeBlob(ctx, t, name, f); err != nil {
-			return failure(err)
+			return failure(err, agentv1.FailureKind_FAILURE_KIND_OUTPUT_TRANSFER)
 		}
 	}
 	return res
@@ -330,7 +353,7 @@ func (s *Session) storeBlob(ctx context.Context, t Task, name string, of OutputF
 			return err
 		}
 		if ctx.Err() != nil {
-			return failf(true, "output %q: stopped while storing it: %v", name, context.Cause(ctx))
+			return failk(ctxKind(ctx), true, "output %q: stopped while storing it: %v", name, context.Cause(ctx))
 		}
 		var we *writeError
 		if errors.As(err, &we) {
@@ -344,7 +367,7 @@ func (s *Session) storeBlob(ctx context.Context, t Task, name string, of OutputF
 		}
 		s.log.Warn("storing an output broke; retrying", "task", t.ID, "output", name, "err", err)
 		if err := sleep(ctx, backoff(fails)); err != nil {
-			return failf(true, "output %q: stopped while storing it: %v", name, context.Cause(ctx))
+			return failk(ctxKind(ctx), true, "output %q: stopped while storing it: %v", name, context.Cause(ctx))
 		}
 	}
 }

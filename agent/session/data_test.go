@@ -218,8 +218,9 @@ func TestSharedMarkerError(t *testing.T) {
 		f.assign(t, sharedAssign(id, map[string][]byte{"data": []byte("x")}))
 		f.stage(t, guestabi.LeaseDir(id, 7), nil, guestabi.Marker{Error: "blob sha256:abc is gone from the server", Retryable: retry})
 		r := f.report(t)
-		if r.GetStatus() != agentv1.Status_STATUS_FAILED || !strings.Contains(r.GetError(), "blob sha256:abc is gone") || r.GetRetryable() != retry {
-			t.Fatalf("report = %v, want failed with the marker's error, retryable=%v", r, retry)
+		if r.GetStatus() != agentv1.Status_STATUS_FAILED || !strings.Contains(r.GetError(), "blob sha256:abc is gone") || r.GetRetryable() != retry ||
+			r.GetFailureKind() != agentv1.FailureKind_FAILURE_KIND_INPUT_UNAVAILABLE {
+			t.Fatalf("report = %v, want failed (input_unavailable) with the marker's error, retryable=%v", r, retry)
 		}
 		if n := len(f.ex.ran()); n != 0 {
 			t.Fatalf("the handler ran %d times after staging failed", n)
@@ -235,8 +236,8 @@ func TestSharedCancelWhileWaiting(t *testing.T) {
 	time.Sleep(20 * time.Millisecond)
 	f.s.cancelTask(&agentv1.Cancel{TaskId: "c1", LeaseId: 7, Kind: agentv1.CancelKind_CANCEL_KIND_CLIENT, Reason: "the operator stopped it"})
 	r := f.report(t)
-	if r.GetStatus() != agentv1.Status_STATUS_CANCELLED {
-		t.Fatalf("report = %v, want cancelled", r)
+	if r.GetStatus() != agentv1.Status_STATUS_CANCELLED || r.GetFailureKind() != agentv1.FailureKind_FAILURE_KIND_CANCELLED {
+		t.Fatalf("report = %v, want cancelled (kind cancelled)", r)
 	}
 	if n := len(f.ex.ran()); n != 0 {
 		t.Fatalf("the handler ran %d times", n)
@@ -254,8 +255,9 @@ func TestSharedDeadline(t *testing.T) {
 	a.DeadlineUnixMs = time.Now().Add(100 * time.Millisecond).UnixMilli()
 	f.assign(t, a)
 	r := f.report(t)
-	if r.GetStatus() != agentv1.Status_STATUS_FAILED || !r.GetRetryable() || !strings.Contains(r.GetError(), "deadline exceeded while waiting") || !strings.Contains(r.GetError(), guestabi.MarkerName) {
-		t.Fatalf("report = %v, want a retryable failure naming the deadline and the marker", r)
+	if r.GetStatus() != agentv1.Status_STATUS_FAILED || !r.GetRetryable() || !strings.Contains(r.GetError(), "deadline exceeded while waiting") || !strings.Contains(r.GetError(), guestabi.MarkerName) ||
+		r.GetFailureKind() != agentv1.FailureKind_FAILURE_KIND_TIMEOUT {
+		t.Fatalf("report = %v, want a retryable timeout naming the deadline and the marker", r)
 	}
 }
 
@@ -276,8 +278,9 @@ func TestSharedBadStaging(t *testing.T) {
 			f.assign(t, sharedAssign("s1", map[string][]byte{"a": []byte("aa"), "b": []byte("bb")}))
 			f.stage(t, guestabi.LeaseDir("s1", 7), tc.staged, guestabi.Marker{OK: true})
 			r := f.report(t)
-			if r.GetStatus() != agentv1.Status_STATUS_FAILED || !r.GetRetryable() || !strings.Contains(r.GetError(), tc.want) {
-				t.Fatalf("report = %v, want a retryable failure containing %q", r, tc.want)
+			if r.GetStatus() != agentv1.Status_STATUS_FAILED || !r.GetRetryable() || !strings.Contains(r.GetError(), tc.want) ||
+				r.GetFailureKind() != agentv1.FailureKind_FAILURE_KIND_INPUT_UNAVAILABLE {
+				t.Fatalf("report = %v, want a retryable input_unavailable failure containing %q", r, tc.want)
 			}
 			if n := len(f.ex.ran()); n != 0 {
 				t.Fatalf("the handler ran %d times", n)

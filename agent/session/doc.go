@@ -22,6 +22,12 @@
 // WriteBlob before it reports; the lease's directory goes once the report is
 // acknowledged. Either way the report names the output files as output blobs.
 //
+// A failed report carries its failure kind (Report.failure_kind), set where the failure
+// happened: RunnerExecutor maps plugins/runner's Reason (crashed, timeout, panic,
+// output too large, handler error, ...), the data path sets input_unavailable,
+// output_transfer, bad_output or output_too_large, and a context that ended says
+// timeout (its deadline) or cancelled; a client's cancel is always cancelled.
+//
 // The Executor interface is narrow so unit tests can use a fake; RunnerExecutor adapts
 // plugins/runner (real handler subprocesses). The end-to-end tests with real agent
 // processes live in package sched:

@@ -3,6 +3,7 @@ package session
 import (
 	"context"
 
+	agentv1 "github.com/paddockvm/paddock/api/agent/v1"
 	"github.com/paddockvm/paddock/plugins/runner"
 )
 
@@ -32,7 +33,7 @@ func (e runnerExecutor) Execute(ctx context.Context, t Task) Result {
 		}
 	}
 	res := e.r.Execute(ctx, rt)
-	out := Result{Output: res.Output, Outputs: res.Outputs, Error: res.Error, Retryable: res.Retryable,
+	out := Result{Output: res.Output, Outputs: res.Outputs, Error: res.Error, Retryable: res.Retryable, Kind: reasonKinds[res.Reason],
 		Usage: Usage{Wall: res.Usage.Wall, CPU: res.Usage.CPU}}
 	if len(res.OutputFiles) > 0 {
 		out.OutputFiles = make(map[string]OutputFile, len(res.OutputFiles))
@@ -41,4 +42,17 @@ func (e runnerExecutor) Execute(ctx context.Context, t Task) Result {
 		}
 	}
 	return out
+}
+
+// reasonKinds maps the runner's classification of a failed call to the report's kind.
+var reasonKinds = map[runner.Reason]agentv1.FailureKind{
+	runner.ReasonHandlerError:   agentv1.FailureKind_FAILURE_KIND_HANDLER_ERROR,
+	runner.ReasonCrashed:        agentv1.FailureKind_FAILURE_KIND_CRASHED,
+	runner.ReasonTimeout:        agentv1.FailureKind_FAILURE_KIND_TIMEOUT,
+	runner.ReasonCancelled:      agentv1.FailureKind_FAILURE_KIND_CANCELLED,
+	runner.ReasonOutputTooLarge: agentv1.FailureKind_FAILURE_KIND_OUTPUT_TOO_LARGE,
+	runner.ReasonUnknownType:    agentv1.FailureKind_FAILURE_KIND_HANDLER_UNAVAILABLE,
+	runner.ReasonUnavailable:    agentv1.FailureKind_FAILURE_KIND_HANDLER_UNAVAILABLE,
+	runner.ReasonPanic:          agentv1.FailureKind_FAILURE_KIND_PANIC,
+	runner.ReasonBadOutput:      agentv1.FailureKind_FAILURE_KIND_BAD_OUTPUT,
 }

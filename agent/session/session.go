@@ -91,7 +91,11 @@ type Result struct {
 	OutputFiles map[string]OutputFile
 	Error       string
 	Retryable   bool
-	Usage       Usage
+	// Kind is what kind of failure this was, set where it happened (the report's
+	// failure_kind); UNSPECIFIED on success. A cancelled run is always reported as
+	// FAILURE_KIND_CANCELLED.
+	Kind  agentv1.FailureKind
+	Usage Usage
 }
 
 // Executor runs tasks. Execute must return once ctx is done (it is cancelled when the
@@ -557,7 +561,7 @@ func (s *Session) execute(ctx context.Context, r *run, t Task) {
 	start := time.Now()
 	var res Result
 	if err := s.prepare(ctx, &t); err != nil {
-		res = failure(err)
+		res = failure(err, agentv1.FailureKind_FAILURE_KIND_INPUT_UNAVAILABLE)
 	} else {
 		res = s.ex.Execute(ctx, t)
 		if res.Error == "" {
@@ -583,9 +587,9 @@ func (s *Session) execute(ctx context.Context, r *run, t Task) {
 			}
 		}
 	case r.byServer:
-		rep.Status, rep.Error = agentv1.Status_STATUS_CANCELLED, res.Error
+		rep.Status, rep.Error, rep.FailureKind = agentv1.Status_STATUS_CANCELLED, res.Error, agentv1.FailureKind_FAILURE_KIND_CANCELLED
 	default:
-		rep.Status, rep.Error, rep.Retryable = agentv1.Status_STATUS_FAILED, res.Error, res.Retryable
+		rep.Status, rep.Error, rep.Retryable, rep.FailureKind = agentv1.Status_STATUS_FAILED, res.Error, res.Retryable, res.Kind
 	}
 	if cur := s.runs[t.ID]; cur == r {
 		delete(s.runs, t.ID)

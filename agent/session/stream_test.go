@@ -295,8 +295,9 @@ func TestStreamMissingBlob(t *testing.T) {
 	b.assign <- &agentv1.Assign{TaskId: "m1", LeaseId: 1, Type: "files", DataPath: agentv1.DataPath_DATA_PATH_STREAM,
 		InputBlobs: map[string]*agentv1.BlobRef{"lost": {Digest: gone, Size: 4}}}
 	r := nextReport(t, b)
-	if r.GetStatus() != agentv1.Status_STATUS_FAILED || r.GetRetryable() || !strings.Contains(r.GetError(), `input "lost"`) || !strings.Contains(r.GetError(), gone) {
-		t.Fatalf("report = %v, want a non-retryable failure naming the input and its digest", r)
+	if r.GetStatus() != agentv1.Status_STATUS_FAILED || r.GetRetryable() || !strings.Contains(r.GetError(), `input "lost"`) || !strings.Contains(r.GetError(), gone) ||
+		r.GetFailureKind() != agentv1.FailureKind_FAILURE_KIND_INPUT_UNAVAILABLE {
+		t.Fatalf("report = %v, want a non-retryable input_unavailable failure naming the input and its digest", r)
 	}
 	if n := len(ex.ran()); n != 0 {
 		t.Fatalf("the handler ran %d times", n)

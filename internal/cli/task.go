@@ -73,6 +73,9 @@ func printTask(app *App, t *paddockv1.Task) {
 	if t.GetError() != "" {
 		fmt.Fprintf(app.Out, "error:     %s\n", t.GetError())
 	}
+	if k := t.GetFailureKind(); k != paddockv1.FailureKind_FAILURE_KIND_UNSPECIFIED {
+		fmt.Fprintf(app.Out, "failure:   %s\n", kindName(k))
+	}
 	for _, name := range sortedNames(t.GetSpec().GetInputs()) {
 		fmt.Fprintf(app.Out, "input:     %s  inline  %s\n", name, humanize.IBytes(uint64(len(t.GetSpec().GetInputs()[name]))))
 	}
@@ -85,9 +88,18 @@ func printTask(app *App, t *paddockv1.Task) {
 		printBlobs(app, "output", t.GetOutputBlobs())
 	}
 	for _, a := range t.GetAttempts() {
-		fmt.Fprintf(app.Out, "attempt %d: agent %s lease %d %s %dms %s\n", a.GetNumber(), a.GetAgentId(), a.GetLeaseId(),
-			stateName(a.GetState()), a.GetUsage().GetWallMs(), a.GetError())
+		kind := ""
+		if k := a.GetFailureKind(); k != paddockv1.FailureKind_FAILURE_KIND_UNSPECIFIED {
+			kind = "(" + kindName(k) + ") "
+		}
+		fmt.Fprintf(app.Out, "attempt %d: agent %s lease %d %s %dms %s%s\n", a.GetNumber(), a.GetAgentId(), a.GetLeaseId(),
+			stateName(a.GetState()), a.GetUsage().GetWallMs(), kind, a.GetError())
 	}
+}
+
+// kindName is a failure kind as printed: "crashed", "output_too_large".
+func kindName(k paddockv1.FailureKind) string {
+	return strings.ToLower(strings.TrimPrefix(k.String(), "FAILURE_KIND_"))
 }
 
 func preview(b []byte) string {

@@ -7,5 +7,8 @@
 // with Next and asks the store to apply it as a compare-and-swap on (state, lease id),
 // so that two racing changes can never both apply.
 //
+// An attempt ends with its FailureKind (Update.FailureKind with EndAttempt): what kind
+// of failure it was, as data, so that nothing has to read it out of the error text.
+//
 //	CGO_ENABLED=0 go test -count=1 ./sched/store/...
 package store

@@ -102,10 +102,12 @@ type Update struct {
 	Started         bool // set StartedAt = Now
 	LeaseExpiresAt  time.Time
 
-	// EndAttempt records the current attempt's outcome (State = To, Error, Retryable, Usage, SHA256).
-	EndAttempt bool
-	Retryable  bool
-	Usage      Usage
+	// EndAttempt records the current attempt's outcome (State = To, Error, Retryable,
+	// FailureKind, Usage, SHA256).
+	EndAttempt  bool
+	Retryable   bool
+	FailureKind FailureKind
+	Usage       Usage
 }
 
 // Filter selects tasks for List. Zero fields match anything.

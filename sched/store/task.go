@@ -107,19 +107,48 @@ type BlobRef struct {
 	Size   int64  `json:"size"`
 }
 
+// FailureKind is what kind of failure ended an attempt, as data (never parsed out of
+// Error). The agent sets the kinds of failures it sees (api/agent/v1 FailureKind); the
+// server sets the rest (a lease that expired, a guest gone, a refusal).
+type FailureKind string
+
+// The failure kinds. NoFailure is an attempt that runs or succeeded (or one recorded
+// before kinds were).
+const (
+	NoFailure          FailureKind = ""
+	HandlerError       FailureKind = "handler_error"       // the handler's code returned an error
+	Crashed            FailureKind = "crashed"             // the handler process exited or was killed during the call
+	Timeout            FailureKind = "timeout"             // the task's deadline passed
+	Panic              FailureKind = "panic"               // the handler panicked in its Handle call
+	OutputTooLarge     FailureKind = "output_too_large"    // the outputs exceeded a limit; never retried
+	BadOutput          FailureKind = "bad_output"          // the outputs were malformed (files not as reported, checksum mismatch)
+	HandlerUnavailable FailureKind = "handler_unavailable" // no handler process could take the task
+	InputUnavailable   FailureKind = "input_unavailable"   // the input blobs could not be staged or fetched
+	OutputTransfer     FailureKind = "output_transfer"     // the output files could not be stored or collected
+	CancelledRun       FailureKind = "cancelled"           // stopped on the agent (a client's cancel, agent shutdown)
+	LeaseExpired       FailureKind = "lease_expired"       // the lease ended without a report
+	GuestGone          FailureKind = "guest_gone"          // the guest running it was destroyed or died
+	Refused            FailureKind = "refused"             // the agent refused the assignment
+)
+
+// FailureKinds lists every kind but NoFailure.
+var FailureKinds = []FailureKind{HandlerError, Crashed, Timeout, Panic, OutputTooLarge, BadOutput, HandlerUnavailable,
+	InputUnavailable, OutputTransfer, CancelledRun, LeaseExpired, GuestGone, Refused}
+
 // Attempt is one run of a task: one lease.
 type Attempt struct {
-	TaskID     string
-	Number     int
-	LeaseID    uint64
-	AgentID    string
-	State      State // Running while live; then how it ended (Queued: it will be retried)
-	Error      string
-	Retryable  bool
-	Usage      Usage
-	SHA256     string
-	LeasedAt   time.Time
-	FinishedAt time.Time
+	TaskID      string
+	Number      int
+	LeaseID     uint64
+	AgentID     string
+	State       State // Running while live; then how it ended (Queued: it will be retried)
+	Error       string
+	Retryable   bool
+	FailureKind FailureKind // what kind of failure ended it; NoFailure while it runs and on success
+	Usage       Usage
+	SHA256      string
+	LeasedAt    time.Time
+	FinishedAt  time.Time
 }
 
 // Errors of the store; backends wrap them.

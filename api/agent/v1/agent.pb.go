@@ -143,6 +143,96 @@ func (Status) EnumDescriptor() ([]byte, []int) {
 	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{1}
 }
 
+// FailureKind is what kind of failure ended a run on the agent.
+type FailureKind int32
+
+const (
+	// FAILURE_KIND_UNSPECIFIED: no failure (success), or an agent that does not set it.
+	FailureKind_FAILURE_KIND_UNSPECIFIED FailureKind = 0
+	// FAILURE_KIND_HANDLER_ERROR: the handler's code returned an error.
+	FailureKind_FAILURE_KIND_HANDLER_ERROR FailureKind = 1
+	// FAILURE_KIND_CRASHED: the handler process exited or was killed during the call.
+	FailureKind_FAILURE_KIND_CRASHED FailureKind = 2
+	// FAILURE_KIND_TIMEOUT: the task's deadline passed before it finished.
+	FailureKind_FAILURE_KIND_TIMEOUT FailureKind = 3
+	// FAILURE_KIND_PANIC: the handler panicked in its Handle call (recovered by its SDK).
+	FailureKind_FAILURE_KIND_PANIC FailureKind = 4
+	// FAILURE_KIND_OUTPUT_TOO_LARGE: the outputs exceeded a limit (the agent's inline
+	// limit, or the task's max_output_bytes); running it again would fail the same way.
+	FailureKind_FAILURE_KIND_OUTPUT_TOO_LARGE FailureKind = 5
+	// FAILURE_KIND_BAD_OUTPUT: the handler's outputs were malformed (output files not as
+	// reported, invalid output names).
+	FailureKind_FAILURE_KIND_BAD_OUTPUT FailureKind = 6
+	// FAILURE_KIND_HANDLER_UNAVAILABLE: no handler process could take the task (down,
+	// unreachable, or not serving the type).
+	FailureKind_FAILURE_KIND_HANDLER_UNAVAILABLE FailureKind = 7
+	// FAILURE_KIND_INPUT_UNAVAILABLE: the task's input blobs could not be staged or
+	// fetched.
+	FailureKind_FAILURE_KIND_INPUT_UNAVAILABLE FailureKind = 8
+	// FAILURE_KIND_OUTPUT_TRANSFER: the output files could not be stored on the server.
+	FailureKind_FAILURE_KIND_OUTPUT_TRANSFER FailureKind = 9
+	// FAILURE_KIND_CANCELLED: the run was stopped on the agent (a client's cancel, the
+	// agent shutting down).
+	FailureKind_FAILURE_KIND_CANCELLED FailureKind = 10
+)
+
+// Enum value maps for FailureKind.
+var (
+	FailureKind_name = map[int32]string{
+		0:  "FAILURE_KIND_UNSPECIFIED",
+		1:  "FAILURE_KIND_HANDLER_ERROR",
+		2:  "FAILURE_KIND_CRASHED",
+		3:  "FAILURE_KIND_TIMEOUT",
+		4:  "FAILURE_KIND_PANIC",
+		5:  "FAILURE_KIND_OUTPUT_TOO_LARGE",
+		6:  "FAILURE_KIND_BAD_OUTPUT",
+		7:  "FAILURE_KIND_HANDLER_UNAVAILABLE",
+		8:  "FAILURE_KIND_INPUT_UNAVAILABLE",
+		9:  "FAILURE_KIND_OUTPUT_TRANSFER",
+		10: "FAILURE_KIND_CANCELLED",
+	}
+	FailureKind_value = map[string]int32{
+		"FAILURE_KIND_UNSPECIFIED":         0,
+		"FAILURE_KIND_HANDLER_ERROR":       1,
+		"FAILURE_KIND_CRASHED":             2,
+		"FAILURE_KIND_TIMEOUT":             3,
+		"FAILURE_KIND_PANIC":               4,
+		"FAILURE_KIND_OUTPUT_TOO_LARGE":    5,
+		"FAILURE_KIND_BAD_OUTPUT":          6,
+		"FAILURE_KIND_HANDLER_UNAVAILABLE": 7,
+		"FAILURE_KIND_INPUT_UNAVAILABLE":   8,
+		"FAILURE_KIND_OUTPUT_TRANSFER":     9,
+		"FAILURE_KIND_CANCELLED":           10,
+	}
+)
+
+func (x FailureKind) Enum() *FailureKind {
+	p := new(FailureKind)
+	*p = x
+	return p
+}
+
+func (x FailureKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (FailureKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_api_agent_v1_agent_proto_enumTypes[2].Descriptor()
+}
+
+func (FailureKind) Type() protoreflect.EnumType {
+	return &file_api_agent_v1_agent_proto_enumTypes[2]
+}
+
+func (x FailureKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use FailureKind.Descriptor instead.
+func (FailureKind) EnumDescriptor() ([]byte, []int) {
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{2}
+}
+
 // ReportOutcome says what the server did with a Report.
 type ReportOutcome int32
 
@@ -190,11 +280,11 @@ func (x ReportOutcome) String() string {
 }
 
 func (ReportOutcome) Descriptor() protoreflect.EnumDescriptor {
-	return file_api_agent_v1_agent_proto_enumTypes[2].Descriptor()
+	return file_api_agent_v1_agent_proto_enumTypes[3].Descriptor()
 }
 
 func (ReportOutcome) Type() protoreflect.EnumType {
-	return &file_api_agent_v1_agent_proto_enumTypes[2]
+	return &file_api_agent_v1_agent_proto_enumTypes[3]
 }
 
 func (x ReportOutcome) Number() protoreflect.EnumNumber {
@@ -203,7 +293,7 @@ func (x ReportOutcome) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ReportOutcome.Descriptor instead.
 func (ReportOutcome) EnumDescriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{2}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{3}
 }
 
 // CancelKind is why the server stops a task.
@@ -256,11 +346,11 @@ func (x CancelKind) String() string {
 }
 
 func (CancelKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_api_agent_v1_agent_proto_enumTypes[3].Descriptor()
+	return file_api_agent_v1_agent_proto_enumTypes[4].Descriptor()
 }
 
 func (CancelKind) Type() protoreflect.EnumType {
-	return &file_api_agent_v1_agent_proto_enumTypes[3]
+	return &file_api_agent_v1_agent_proto_enumTypes[4]
 }
 
 func (x CancelKind) Number() protoreflect.EnumNumber {
@@ -269,7 +359,7 @@ func (x CancelKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use CancelKind.Descriptor instead.
 func (CancelKind) EnumDescriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{3}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{4}
 }
 
 // ReadBlobRequest asks for the bytes of one input blob.
@@ -2027,7 +2117,11 @@ type Report struct {
 	// report; under DATA_PATH_STREAM the agent has stored them with WriteBlob.
 	OutputBlobs map[string]*BlobRef `protobuf:"bytes,10,rep,name=output_blobs,json=outputBlobs,proto3" json:"output_blobs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// lease_secret is the Assign's lease_secret.
-	LeaseSecret   string `protobuf:"bytes,11,opt,name=lease_secret,json=leaseSecret,proto3" json:"lease_secret,omitempty"`
+	LeaseSecret string `protobuf:"bytes,11,opt,name=lease_secret,json=leaseSecret,proto3" json:"lease_secret,omitempty"`
+	// failure_kind says what kind of failure this was (STATUS_FAILED, STATUS_CANCELLED),
+	// set where the failure happened; UNSPECIFIED on success. Programs act on it, never
+	// on error.
+	FailureKind   FailureKind `protobuf:"varint,12,opt,name=failure_kind,json=failureKind,proto3,enum=paddock.agent.v1.FailureKind" json:"failure_kind,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2137,6 +2231,13 @@ func (x *Report) GetLeaseSecret() string {
 		return x.LeaseSecret
 	}
 	return ""
+}
+
+func (x *Report) GetFailureKind() FailureKind {
+	if x != nil {
+		return x.FailureKind
+	}
+	return FailureKind_FAILURE_KIND_UNSPECIFIED
 }
 
 // ReportAck answers a Report. The agent may forget the result once it has an ack.
@@ -2423,7 +2524,7 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\flease_secret\x18\x05 \x01(\tR\vleaseSecret\"7\n" +
 	"\x05Usage\x12\x17\n" +
 	"\awall_ms\x18\x01 \x01(\x03R\x06wallMs\x12\x15\n" +
-	"\x06cpu_ms\x18\x02 \x01(\x03R\x05cpuMs\"\xca\x04\n" +
+	"\x06cpu_ms\x18\x02 \x01(\x03R\x05cpuMs\"\x8c\x05\n" +
 	"\x06Report\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x19\n" +
 	"\blease_id\x18\x02 \x01(\x04R\aleaseId\x120\n" +
@@ -2436,7 +2537,8 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\aoutputs\x18\t \x03(\v2%.paddock.agent.v1.Report.OutputsEntryR\aoutputs\x12L\n" +
 	"\foutput_blobs\x18\n" +
 	" \x03(\v2).paddock.agent.v1.Report.OutputBlobsEntryR\voutputBlobs\x12!\n" +
-	"\flease_secret\x18\v \x01(\tR\vleaseSecret\x1a:\n" +
+	"\flease_secret\x18\v \x01(\tR\vleaseSecret\x12@\n" +
+	"\ffailure_kind\x18\f \x01(\x0e2\x1d.paddock.agent.v1.FailureKindR\vfailureKind\x1a:\n" +
 	"\fOutputsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\x1aY\n" +
@@ -2461,7 +2563,20 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10STATUS_SUCCEEDED\x10\x01\x12\x11\n" +
 	"\rSTATUS_FAILED\x10\x02\x12\x14\n" +
-	"\x10STATUS_CANCELLED\x10\x03*\xa6\x01\n" +
+	"\x10STATUS_CANCELLED\x10\x03*\xdf\x02\n" +
+	"\vFailureKind\x12\x1c\n" +
+	"\x18FAILURE_KIND_UNSPECIFIED\x10\x00\x12\x1e\n" +
+	"\x1aFAILURE_KIND_HANDLER_ERROR\x10\x01\x12\x18\n" +
+	"\x14FAILURE_KIND_CRASHED\x10\x02\x12\x18\n" +
+	"\x14FAILURE_KIND_TIMEOUT\x10\x03\x12\x16\n" +
+	"\x12FAILURE_KIND_PANIC\x10\x04\x12!\n" +
+	"\x1dFAILURE_KIND_OUTPUT_TOO_LARGE\x10\x05\x12\x1b\n" +
+	"\x17FAILURE_KIND_BAD_OUTPUT\x10\x06\x12$\n" +
+	" FAILURE_KIND_HANDLER_UNAVAILABLE\x10\a\x12\"\n" +
+	"\x1eFAILURE_KIND_INPUT_UNAVAILABLE\x10\b\x12 \n" +
+	"\x1cFAILURE_KIND_OUTPUT_TRANSFER\x10\t\x12\x1a\n" +
+	"\x16FAILURE_KIND_CANCELLED\x10\n" +
+	"*\xa6\x01\n" +
 	"\rReportOutcome\x12\x1e\n" +
 	"\x1aREPORT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17REPORT_OUTCOME_ACCEPTED\x10\x01\x12\x1c\n" +
@@ -2493,88 +2608,90 @@ func file_api_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_api_agent_v1_agent_proto_rawDescData
 }
 
-var file_api_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_api_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
 var file_api_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_api_agent_v1_agent_proto_goTypes = []any{
 	(DataPath)(0),             // 0: paddock.agent.v1.DataPath
 	(Status)(0),               // 1: paddock.agent.v1.Status
-	(ReportOutcome)(0),        // 2: paddock.agent.v1.ReportOutcome
-	(CancelKind)(0),           // 3: paddock.agent.v1.CancelKind
-	(*ReadBlobRequest)(nil),   // 4: paddock.agent.v1.ReadBlobRequest
-	(*BlobChunk)(nil),         // 5: paddock.agent.v1.BlobChunk
-	(*WriteBlobRequest)(nil),  // 6: paddock.agent.v1.WriteBlobRequest
-	(*WriteBlobHeader)(nil),   // 7: paddock.agent.v1.WriteBlobHeader
-	(*WriteBlobResponse)(nil), // 8: paddock.agent.v1.WriteBlobResponse
-	(*BlobRef)(nil),           // 9: paddock.agent.v1.BlobRef
-	(*DescribeRequest)(nil),   // 10: paddock.agent.v1.DescribeRequest
-	(*DescribeResponse)(nil),  // 11: paddock.agent.v1.DescribeResponse
-	(*AgentMessage)(nil),      // 12: paddock.agent.v1.AgentMessage
-	(*ServerMessage)(nil),     // 13: paddock.agent.v1.ServerMessage
-	(*TaskType)(nil),          // 14: paddock.agent.v1.TaskType
-	(*Capacity)(nil),          // 15: paddock.agent.v1.Capacity
-	(*Load)(nil),              // 16: paddock.agent.v1.Load
-	(*RunningTask)(nil),       // 17: paddock.agent.v1.RunningTask
-	(*Register)(nil),          // 18: paddock.agent.v1.Register
-	(*Registered)(nil),        // 19: paddock.agent.v1.Registered
-	(*Heartbeat)(nil),         // 20: paddock.agent.v1.Heartbeat
-	(*QueueStatus)(nil),       // 21: paddock.agent.v1.QueueStatus
-	(*TypeQueue)(nil),         // 22: paddock.agent.v1.TypeQueue
-	(*Assign)(nil),            // 23: paddock.agent.v1.Assign
-	(*Ack)(nil),               // 24: paddock.agent.v1.Ack
-	(*Usage)(nil),             // 25: paddock.agent.v1.Usage
-	(*Report)(nil),            // 26: paddock.agent.v1.Report
-	(*ReportAck)(nil),         // 27: paddock.agent.v1.ReportAck
-	(*Cancel)(nil),            // 28: paddock.agent.v1.Cancel
-	nil,                       // 29: paddock.agent.v1.Capacity.LabelsEntry
-	nil,                       // 30: paddock.agent.v1.Assign.InputsEntry
-	nil,                       // 31: paddock.agent.v1.Assign.InputBlobsEntry
-	nil,                       // 32: paddock.agent.v1.Report.OutputsEntry
-	nil,                       // 33: paddock.agent.v1.Report.OutputBlobsEntry
+	(FailureKind)(0),          // 2: paddock.agent.v1.FailureKind
+	(ReportOutcome)(0),        // 3: paddock.agent.v1.ReportOutcome
+	(CancelKind)(0),           // 4: paddock.agent.v1.CancelKind
+	(*ReadBlobRequest)(nil),   // 5: paddock.agent.v1.ReadBlobRequest
+	(*BlobChunk)(nil),         // 6: paddock.agent.v1.BlobChunk
+	(*WriteBlobRequest)(nil),  // 7: paddock.agent.v1.WriteBlobRequest
+	(*WriteBlobHeader)(nil),   // 8: paddock.agent.v1.WriteBlobHeader
+	(*WriteBlobResponse)(nil), // 9: paddock.agent.v1.WriteBlobResponse
+	(*BlobRef)(nil),           // 10: paddock.agent.v1.BlobRef
+	(*DescribeRequest)(nil),   // 11: paddock.agent.v1.DescribeRequest
+	(*DescribeResponse)(nil),  // 12: paddock.agent.v1.DescribeResponse
+	(*AgentMessage)(nil),      // 13: paddock.agent.v1.AgentMessage
+	(*ServerMessage)(nil),     // 14: paddock.agent.v1.ServerMessage
+	(*TaskType)(nil),          // 15: paddock.agent.v1.TaskType
+	(*Capacity)(nil),          // 16: paddock.agent.v1.Capacity
+	(*Load)(nil),              // 17: paddock.agent.v1.Load
+	(*RunningTask)(nil),       // 18: paddock.agent.v1.RunningTask
+	(*Register)(nil),          // 19: paddock.agent.v1.Register
+	(*Registered)(nil),        // 20: paddock.agent.v1.Registered
+	(*Heartbeat)(nil),         // 21: paddock.agent.v1.Heartbeat
+	(*QueueStatus)(nil),       // 22: paddock.agent.v1.QueueStatus
+	(*TypeQueue)(nil),         // 23: paddock.agent.v1.TypeQueue
+	(*Assign)(nil),            // 24: paddock.agent.v1.Assign
+	(*Ack)(nil),               // 25: paddock.agent.v1.Ack
+	(*Usage)(nil),             // 26: paddock.agent.v1.Usage
+	(*Report)(nil),            // 27: paddock.agent.v1.Report
+	(*ReportAck)(nil),         // 28: paddock.agent.v1.ReportAck
+	(*Cancel)(nil),            // 29: paddock.agent.v1.Cancel
+	nil,                       // 30: paddock.agent.v1.Capacity.LabelsEntry
+	nil,                       // 31: paddock.agent.v1.Assign.InputsEntry
+	nil,                       // 32: paddock.agent.v1.Assign.InputBlobsEntry
+	nil,                       // 33: paddock.agent.v1.Report.OutputsEntry
+	nil,                       // 34: paddock.agent.v1.Report.OutputBlobsEntry
 }
 var file_api_agent_v1_agent_proto_depIdxs = []int32{
-	7,  // 0: paddock.agent.v1.WriteBlobRequest.header:type_name -> paddock.agent.v1.WriteBlobHeader
-	18, // 1: paddock.agent.v1.AgentMessage.register:type_name -> paddock.agent.v1.Register
-	20, // 2: paddock.agent.v1.AgentMessage.heartbeat:type_name -> paddock.agent.v1.Heartbeat
-	24, // 3: paddock.agent.v1.AgentMessage.ack:type_name -> paddock.agent.v1.Ack
-	26, // 4: paddock.agent.v1.AgentMessage.report:type_name -> paddock.agent.v1.Report
-	19, // 5: paddock.agent.v1.ServerMessage.registered:type_name -> paddock.agent.v1.Registered
-	23, // 6: paddock.agent.v1.ServerMessage.assign:type_name -> paddock.agent.v1.Assign
-	28, // 7: paddock.agent.v1.ServerMessage.cancel:type_name -> paddock.agent.v1.Cancel
-	27, // 8: paddock.agent.v1.ServerMessage.report_ack:type_name -> paddock.agent.v1.ReportAck
-	21, // 9: paddock.agent.v1.ServerMessage.queue_status:type_name -> paddock.agent.v1.QueueStatus
-	29, // 10: paddock.agent.v1.Capacity.labels:type_name -> paddock.agent.v1.Capacity.LabelsEntry
-	14, // 11: paddock.agent.v1.Register.types:type_name -> paddock.agent.v1.TaskType
-	15, // 12: paddock.agent.v1.Register.capacity:type_name -> paddock.agent.v1.Capacity
-	16, // 13: paddock.agent.v1.Register.load:type_name -> paddock.agent.v1.Load
-	17, // 14: paddock.agent.v1.Register.running:type_name -> paddock.agent.v1.RunningTask
-	16, // 15: paddock.agent.v1.Heartbeat.load:type_name -> paddock.agent.v1.Load
-	17, // 16: paddock.agent.v1.Heartbeat.running:type_name -> paddock.agent.v1.RunningTask
-	14, // 17: paddock.agent.v1.Heartbeat.types:type_name -> paddock.agent.v1.TaskType
-	22, // 18: paddock.agent.v1.QueueStatus.types:type_name -> paddock.agent.v1.TypeQueue
-	30, // 19: paddock.agent.v1.Assign.inputs:type_name -> paddock.agent.v1.Assign.InputsEntry
-	31, // 20: paddock.agent.v1.Assign.input_blobs:type_name -> paddock.agent.v1.Assign.InputBlobsEntry
+	8,  // 0: paddock.agent.v1.WriteBlobRequest.header:type_name -> paddock.agent.v1.WriteBlobHeader
+	19, // 1: paddock.agent.v1.AgentMessage.register:type_name -> paddock.agent.v1.Register
+	21, // 2: paddock.agent.v1.AgentMessage.heartbeat:type_name -> paddock.agent.v1.Heartbeat
+	25, // 3: paddock.agent.v1.AgentMessage.ack:type_name -> paddock.agent.v1.Ack
+	27, // 4: paddock.agent.v1.AgentMessage.report:type_name -> paddock.agent.v1.Report
+	20, // 5: paddock.agent.v1.ServerMessage.registered:type_name -> paddock.agent.v1.Registered
+	24, // 6: paddock.agent.v1.ServerMessage.assign:type_name -> paddock.agent.v1.Assign
+	29, // 7: paddock.agent.v1.ServerMessage.cancel:type_name -> paddock.agent.v1.Cancel
+	28, // 8: paddock.agent.v1.ServerMessage.report_ack:type_name -> paddock.agent.v1.ReportAck
+	22, // 9: paddock.agent.v1.ServerMessage.queue_status:type_name -> paddock.agent.v1.QueueStatus
+	30, // 10: paddock.agent.v1.Capacity.labels:type_name -> paddock.agent.v1.Capacity.LabelsEntry
+	15, // 11: paddock.agent.v1.Register.types:type_name -> paddock.agent.v1.TaskType
+	16, // 12: paddock.agent.v1.Register.capacity:type_name -> paddock.agent.v1.Capacity
+	17, // 13: paddock.agent.v1.Register.load:type_name -> paddock.agent.v1.Load
+	18, // 14: paddock.agent.v1.Register.running:type_name -> paddock.agent.v1.RunningTask
+	17, // 15: paddock.agent.v1.Heartbeat.load:type_name -> paddock.agent.v1.Load
+	18, // 16: paddock.agent.v1.Heartbeat.running:type_name -> paddock.agent.v1.RunningTask
+	15, // 17: paddock.agent.v1.Heartbeat.types:type_name -> paddock.agent.v1.TaskType
+	23, // 18: paddock.agent.v1.QueueStatus.types:type_name -> paddock.agent.v1.TypeQueue
+	31, // 19: paddock.agent.v1.Assign.inputs:type_name -> paddock.agent.v1.Assign.InputsEntry
+	32, // 20: paddock.agent.v1.Assign.input_blobs:type_name -> paddock.agent.v1.Assign.InputBlobsEntry
 	0,  // 21: paddock.agent.v1.Assign.data_path:type_name -> paddock.agent.v1.DataPath
 	1,  // 22: paddock.agent.v1.Report.status:type_name -> paddock.agent.v1.Status
-	25, // 23: paddock.agent.v1.Report.usage:type_name -> paddock.agent.v1.Usage
-	32, // 24: paddock.agent.v1.Report.outputs:type_name -> paddock.agent.v1.Report.OutputsEntry
-	33, // 25: paddock.agent.v1.Report.output_blobs:type_name -> paddock.agent.v1.Report.OutputBlobsEntry
-	2,  // 26: paddock.agent.v1.ReportAck.outcome:type_name -> paddock.agent.v1.ReportOutcome
-	3,  // 27: paddock.agent.v1.Cancel.kind:type_name -> paddock.agent.v1.CancelKind
-	9,  // 28: paddock.agent.v1.Assign.InputBlobsEntry.value:type_name -> paddock.agent.v1.BlobRef
-	9,  // 29: paddock.agent.v1.Report.OutputBlobsEntry.value:type_name -> paddock.agent.v1.BlobRef
-	10, // 30: paddock.agent.v1.AgentService.Describe:input_type -> paddock.agent.v1.DescribeRequest
-	12, // 31: paddock.agent.v1.AgentService.Session:input_type -> paddock.agent.v1.AgentMessage
-	4,  // 32: paddock.agent.v1.AgentService.ReadBlob:input_type -> paddock.agent.v1.ReadBlobRequest
-	6,  // 33: paddock.agent.v1.AgentService.WriteBlob:input_type -> paddock.agent.v1.WriteBlobRequest
-	11, // 34: paddock.agent.v1.AgentService.Describe:output_type -> paddock.agent.v1.DescribeResponse
-	13, // 35: paddock.agent.v1.AgentService.Session:output_type -> paddock.agent.v1.ServerMessage
-	5,  // 36: paddock.agent.v1.AgentService.ReadBlob:output_type -> paddock.agent.v1.BlobChunk
-	8,  // 37: paddock.agent.v1.AgentService.WriteBlob:output_type -> paddock.agent.v1.WriteBlobResponse
-	34, // [34:38] is the sub-list for method output_type
-	30, // [30:34] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	26, // 23: paddock.agent.v1.Report.usage:type_name -> paddock.agent.v1.Usage
+	33, // 24: paddock.agent.v1.Report.outputs:type_name -> paddock.agent.v1.Report.OutputsEntry
+	34, // 25: paddock.agent.v1.Report.output_blobs:type_name -> paddock.agent.v1.Report.OutputBlobsEntry
+	2,  // 26: paddock.agent.v1.Report.failure_kind:type_name -> paddock.agent.v1.FailureKind
+	3,  // 27: paddock.agent.v1.ReportAck.outcome:type_name -> paddock.agent.v1.ReportOutcome
+	4,  // 28: paddock.agent.v1.Cancel.kind:type_name -> paddock.agent.v1.CancelKind
+	10, // 29: paddock.agent.v1.Assign.InputBlobsEntry.value:type_name -> paddock.agent.v1.BlobRef
+	10, // 30: paddock.agent.v1.Report.OutputBlobsEntry.value:type_name -> paddock.agent.v1.BlobRef
+	11, // 31: paddock.agent.v1.AgentService.Describe:input_type -> paddock.agent.v1.DescribeRequest
+	13, // 32: paddock.agent.v1.AgentService.Session:input_type -> paddock.agent.v1.AgentMessage
+	5,  // 33: paddock.agent.v1.AgentService.ReadBlob:input_type -> paddock.agent.v1.ReadBlobRequest
+	7,  // 34: paddock.agent.v1.AgentService.WriteBlob:input_type -> paddock.agent.v1.WriteBlobRequest
+	12, // 35: paddock.agent.v1.AgentService.Describe:output_type -> paddock.agent.v1.DescribeResponse
+	14, // 36: paddock.agent.v1.AgentService.Session:output_type -> paddock.agent.v1.ServerMessage
+	6,  // 37: paddock.agent.v1.AgentService.ReadBlob:output_type -> paddock.agent.v1.BlobChunk
+	9,  // 38: paddock.agent.v1.AgentService.WriteBlob:output_type -> paddock.agent.v1.WriteBlobResponse
+	35, // [35:39] is the sub-list for method output_type
+	31, // [31:35] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_api_agent_v1_agent_proto_init() }
@@ -2600,7 +2717,7 @@ func file_api_agent_v1_agent_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_agent_v1_agent_proto_rawDesc), len(file_api_agent_v1_agent_proto_rawDesc)),
-			NumEnums:      4,
+			NumEnums:      5,
 			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,

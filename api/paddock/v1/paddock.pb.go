@@ -154,6 +154,107 @@ func (Class) EnumDescriptor() ([]byte, []int) {
 	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{1}
 }
 
+// FailureKind is what kind of failure ended an attempt: set on the agent where the
+// failure happened, or by the server for failures it sees itself.
+type FailureKind int32
+
+const (
+	// FAILURE_KIND_UNSPECIFIED: no failure, or not known (an older agent or server).
+	FailureKind_FAILURE_KIND_UNSPECIFIED FailureKind = 0
+	// FAILURE_KIND_HANDLER_ERROR: the handler's code returned an error.
+	FailureKind_FAILURE_KIND_HANDLER_ERROR FailureKind = 1
+	// FAILURE_KIND_CRASHED: the handler process exited or was killed during the call.
+	FailureKind_FAILURE_KIND_CRASHED FailureKind = 2
+	// FAILURE_KIND_TIMEOUT: the task's deadline (timeout_ms) passed before it finished.
+	FailureKind_FAILURE_KIND_TIMEOUT FailureKind = 3
+	// FAILURE_KIND_PANIC: the handler panicked in its Handle call.
+	FailureKind_FAILURE_KIND_PANIC FailureKind = 4
+	// FAILURE_KIND_OUTPUT_TOO_LARGE: the outputs exceeded a limit (the agent's, or the
+	// server's max_inline_bytes / max_output_bytes). Never retried: it would fail again.
+	FailureKind_FAILURE_KIND_OUTPUT_TOO_LARGE FailureKind = 5
+	// FAILURE_KIND_BAD_OUTPUT: the handler's outputs were malformed (output files not as
+	// reported, invalid names, a checksum mismatch).
+	FailureKind_FAILURE_KIND_BAD_OUTPUT FailureKind = 6
+	// FAILURE_KIND_HANDLER_UNAVAILABLE: no handler process on the agent could take the task.
+	FailureKind_FAILURE_KIND_HANDLER_UNAVAILABLE FailureKind = 7
+	// FAILURE_KIND_INPUT_UNAVAILABLE: the input blobs could not be staged or fetched.
+	FailureKind_FAILURE_KIND_INPUT_UNAVAILABLE FailureKind = 8
+	// FAILURE_KIND_OUTPUT_TRANSFER: the output files could not be stored or collected.
+	FailureKind_FAILURE_KIND_OUTPUT_TRANSFER FailureKind = 9
+	// FAILURE_KIND_CANCELLED: the run was stopped (a client's cancel, the agent shutting down).
+	FailureKind_FAILURE_KIND_CANCELLED FailureKind = 10
+	// FAILURE_KIND_LEASE_EXPIRED: the lease ended without a report (the agent went
+	// silent, or the task ran past its timeout plus grace).
+	FailureKind_FAILURE_KIND_LEASE_EXPIRED FailureKind = 11
+	// FAILURE_KIND_GUEST_GONE: the guest running the task was destroyed or died.
+	FailureKind_FAILURE_KIND_GUEST_GONE FailureKind = 12
+	// FAILURE_KIND_REFUSED: the agent refused the assignment (no free slot, type not served).
+	FailureKind_FAILURE_KIND_REFUSED FailureKind = 13
+)
+
+// Enum value maps for FailureKind.
+var (
+	FailureKind_name = map[int32]string{
+		0:  "FAILURE_KIND_UNSPECIFIED",
+		1:  "FAILURE_KIND_HANDLER_ERROR",
+		2:  "FAILURE_KIND_CRASHED",
+		3:  "FAILURE_KIND_TIMEOUT",
+		4:  "FAILURE_KIND_PANIC",
+		5:  "FAILURE_KIND_OUTPUT_TOO_LARGE",
+		6:  "FAILURE_KIND_BAD_OUTPUT",
+		7:  "FAILURE_KIND_HANDLER_UNAVAILABLE",
+		8:  "FAILURE_KIND_INPUT_UNAVAILABLE",
+		9:  "FAILURE_KIND_OUTPUT_TRANSFER",
+		10: "FAILURE_KIND_CANCELLED",
+		11: "FAILURE_KIND_LEASE_EXPIRED",
+		12: "FAILURE_KIND_GUEST_GONE",
+		13: "FAILURE_KIND_REFUSED",
+	}
+	FailureKind_value = map[string]int32{
+		"FAILURE_KIND_UNSPECIFIED":         0,
+		"FAILURE_KIND_HANDLER_ERROR":       1,
+		"FAILURE_KIND_CRASHED":             2,
+		"FAILURE_KIND_TIMEOUT":             3,
+		"FAILURE_KIND_PANIC":               4,
+		"FAILURE_KIND_OUTPUT_TOO_LARGE":    5,
+		"FAILURE_KIND_BAD_OUTPUT":          6,
+		"FAILURE_KIND_HANDLER_UNAVAILABLE": 7,
+		"FAILURE_KIND_INPUT_UNAVAILABLE":   8,
+		"FAILURE_KIND_OUTPUT_TRANSFER":     9,
+		"FAILURE_KIND_CANCELLED":           10,
+		"FAILURE_KIND_LEASE_EXPIRED":       11,
+		"FAILURE_KIND_GUEST_GONE":          12,
+		"FAILURE_KIND_REFUSED":             13,
+	}
+)
+
+func (x FailureKind) Enum() *FailureKind {
+	p := new(FailureKind)
+	*p = x
+	return p
+}
+
+func (x FailureKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (FailureKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_api_paddock_v1_paddock_proto_enumTypes[2].Descriptor()
+}
+
+func (FailureKind) Type() protoreflect.EnumType {
+	return &file_api_paddock_v1_paddock_proto_enumTypes[2]
+}
+
+func (x FailureKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use FailureKind.Descriptor instead.
+func (FailureKind) EnumDescriptor() ([]byte, []int) {
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{2}
+}
+
 // Requirements are matched against what agents offer.
 type Requirements struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -493,8 +594,11 @@ type Attempt struct {
 	LeasedAtUnixMs int64 `protobuf:"varint,8,opt,name=leased_at_unix_ms,json=leasedAtUnixMs,proto3" json:"leased_at_unix_ms,omitempty"`
 	// finished_at is when it ended (unset while it runs).
 	FinishedAtUnixMs int64 `protobuf:"varint,9,opt,name=finished_at_unix_ms,json=finishedAtUnixMs,proto3" json:"finished_at_unix_ms,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// failure_kind is what kind of failure ended the attempt (UNSPECIFIED while it runs
+	// and when it succeeded). Programs act on it, never on error.
+	FailureKind   FailureKind `protobuf:"varint,10,opt,name=failure_kind,json=failureKind,proto3,enum=paddock.v1.FailureKind" json:"failure_kind,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Attempt) Reset() {
@@ -590,6 +694,13 @@ func (x *Attempt) GetFinishedAtUnixMs() int64 {
 	return 0
 }
 
+func (x *Attempt) GetFailureKind() FailureKind {
+	if x != nil {
+		return x.FailureKind
+	}
+	return FailureKind_FAILURE_KIND_UNSPECIFIED
+}
+
 // Task is a task as stored.
 type Task struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -625,7 +736,10 @@ type Task struct {
 	Attempts []*Attempt `protobuf:"bytes,15,rep,name=attempts,proto3" json:"attempts,omitempty"`
 	// output_blobs are the files the handler wrote (SUCCEEDED only), each a blob in the
 	// server's blob store: GET /v1/blobs/<digest> (`paddock task output ID NAME`).
-	OutputBlobs   map[string]*BlobRef `protobuf:"bytes,16,rep,name=output_blobs,json=outputBlobs,proto3" json:"output_blobs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	OutputBlobs map[string]*BlobRef `protobuf:"bytes,16,rep,name=output_blobs,json=outputBlobs,proto3" json:"output_blobs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// failure_kind is the failure kind of the last attempt when the task did not
+	// succeed (Get and Wait only, like attempts).
+	FailureKind   FailureKind `protobuf:"varint,17,opt,name=failure_kind,json=failureKind,proto3,enum=paddock.v1.FailureKind" json:"failure_kind,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -770,6 +884,13 @@ func (x *Task) GetOutputBlobs() map[string]*BlobRef {
 		return x.OutputBlobs
 	}
 	return nil
+}
+
+func (x *Task) GetFailureKind() FailureKind {
+	if x != nil {
+		return x.FailureKind
+	}
+	return FailureKind_FAILURE_KIND_UNSPECIFIED
 }
 
 // SubmitRequest submits one task.
@@ -2617,7 +2738,7 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\"7\n" +
 	"\x05Usage\x12\x17\n" +
 	"\awall_ms\x18\x01 \x01(\x03R\x06wallMs\x12\x15\n" +
-	"\x06cpu_ms\x18\x02 \x01(\x03R\x05cpuMs\"\xb7\x02\n" +
+	"\x06cpu_ms\x18\x02 \x01(\x03R\x05cpuMs\"\xf3\x02\n" +
 	"\aAttempt\x12\x16\n" +
 	"\x06number\x18\x01 \x01(\x05R\x06number\x12\x19\n" +
 	"\blease_id\x18\x02 \x01(\x04R\aleaseId\x12\x19\n" +
@@ -2627,7 +2748,9 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\tretryable\x18\x06 \x01(\bR\tretryable\x12'\n" +
 	"\x05usage\x18\a \x01(\v2\x11.paddock.v1.UsageR\x05usage\x12)\n" +
 	"\x11leased_at_unix_ms\x18\b \x01(\x03R\x0eleasedAtUnixMs\x12-\n" +
-	"\x13finished_at_unix_ms\x18\t \x01(\x03R\x10finishedAtUnixMs\"\x81\x06\n" +
+	"\x13finished_at_unix_ms\x18\t \x01(\x03R\x10finishedAtUnixMs\x12:\n" +
+	"\ffailure_kind\x18\n" +
+	" \x01(\x0e2\x17.paddock.v1.FailureKindR\vfailureKind\"\xbd\x06\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12(\n" +
 	"\x04spec\x18\x02 \x01(\v2\x14.paddock.v1.TaskSpecR\x04spec\x12'\n" +
@@ -2645,7 +2768,8 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\x12updated_at_unix_ms\x18\r \x01(\x03R\x0fupdatedAtUnixMs\x12-\n" +
 	"\x13finished_at_unix_ms\x18\x0e \x01(\x03R\x10finishedAtUnixMs\x12/\n" +
 	"\battempts\x18\x0f \x03(\v2\x13.paddock.v1.AttemptR\battempts\x12D\n" +
-	"\foutput_blobs\x18\x10 \x03(\v2!.paddock.v1.Task.OutputBlobsEntryR\voutputBlobs\x1a:\n" +
+	"\foutput_blobs\x18\x10 \x03(\v2!.paddock.v1.Task.OutputBlobsEntryR\voutputBlobs\x12:\n" +
+	"\ffailure_kind\x18\x11 \x01(\x0e2\x17.paddock.v1.FailureKindR\vfailureKind\x1a:\n" +
 	"\fOutputsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\x1aS\n" +
@@ -2797,7 +2921,23 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\x05Class\x12\x15\n" +
 	"\x11CLASS_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fCLASS_ONLINE\x10\x01\x12\x0f\n" +
-	"\vCLASS_BATCH\x10\x022\x8d\x03\n" +
+	"\vCLASS_BATCH\x10\x02*\xb6\x03\n" +
+	"\vFailureKind\x12\x1c\n" +
+	"\x18FAILURE_KIND_UNSPECIFIED\x10\x00\x12\x1e\n" +
+	"\x1aFAILURE_KIND_HANDLER_ERROR\x10\x01\x12\x18\n" +
+	"\x14FAILURE_KIND_CRASHED\x10\x02\x12\x18\n" +
+	"\x14FAILURE_KIND_TIMEOUT\x10\x03\x12\x16\n" +
+	"\x12FAILURE_KIND_PANIC\x10\x04\x12!\n" +
+	"\x1dFAILURE_KIND_OUTPUT_TOO_LARGE\x10\x05\x12\x1b\n" +
+	"\x17FAILURE_KIND_BAD_OUTPUT\x10\x06\x12$\n" +
+	" FAILURE_KIND_HANDLER_UNAVAILABLE\x10\a\x12\"\n" +
+	"\x1eFAILURE_KIND_INPUT_UNAVAILABLE\x10\b\x12 \n" +
+	"\x1cFAILURE_KIND_OUTPUT_TRANSFER\x10\t\x12\x1a\n" +
+	"\x16FAILURE_KIND_CANCELLED\x10\n" +
+	"\x12\x1e\n" +
+	"\x1aFAILURE_KIND_LEASE_EXPIRED\x10\v\x12\x1b\n" +
+	"\x17FAILURE_KIND_GUEST_GONE\x10\f\x12\x18\n" +
+	"\x14FAILURE_KIND_REFUSED\x10\r2\x8d\x03\n" +
 	"\vTaskService\x12?\n" +
 	"\x06Submit\x12\x19.paddock.v1.SubmitRequest\x1a\x1a.paddock.v1.SubmitResponse\x12N\n" +
 	"\vSubmitBatch\x12\x1e.paddock.v1.SubmitBatchRequest\x1a\x1f.paddock.v1.SubmitBatchResponse\x126\n" +
@@ -2824,110 +2964,113 @@ func file_api_paddock_v1_paddock_proto_rawDescGZIP() []byte {
 	return file_api_paddock_v1_paddock_proto_rawDescData
 }
 
-var file_api_paddock_v1_paddock_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_api_paddock_v1_paddock_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
 var file_api_paddock_v1_paddock_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_api_paddock_v1_paddock_proto_goTypes = []any{
 	(State)(0),                  // 0: paddock.v1.State
 	(Class)(0),                  // 1: paddock.v1.Class
-	(*Requirements)(nil),        // 2: paddock.v1.Requirements
-	(*TaskSpec)(nil),            // 3: paddock.v1.TaskSpec
-	(*BlobRef)(nil),             // 4: paddock.v1.BlobRef
-	(*Usage)(nil),               // 5: paddock.v1.Usage
-	(*Attempt)(nil),             // 6: paddock.v1.Attempt
-	(*Task)(nil),                // 7: paddock.v1.Task
-	(*SubmitRequest)(nil),       // 8: paddock.v1.SubmitRequest
-	(*SubmitResponse)(nil),      // 9: paddock.v1.SubmitResponse
-	(*SubmitBatchRequest)(nil),  // 10: paddock.v1.SubmitBatchRequest
-	(*SubmitBatchResponse)(nil), // 11: paddock.v1.SubmitBatchResponse
-	(*GetRequest)(nil),          // 12: paddock.v1.GetRequest
-	(*GetResponse)(nil),         // 13: paddock.v1.GetResponse
-	(*WaitRequest)(nil),         // 14: paddock.v1.WaitRequest
-	(*WaitResponse)(nil),        // 15: paddock.v1.WaitResponse
-	(*CancelRequest)(nil),       // 16: paddock.v1.CancelRequest
-	(*CancelResponse)(nil),      // 17: paddock.v1.CancelResponse
-	(*ListRequest)(nil),         // 18: paddock.v1.ListRequest
-	(*ListResponse)(nil),        // 19: paddock.v1.ListResponse
-	(*StatusRequest)(nil),       // 20: paddock.v1.StatusRequest
-	(*QueueDepth)(nil),          // 21: paddock.v1.QueueDepth
-	(*StatusResponse)(nil),      // 22: paddock.v1.StatusResponse
-	(*QueueDelay)(nil),          // 23: paddock.v1.QueueDelay
-	(*ListAgentsRequest)(nil),   // 24: paddock.v1.ListAgentsRequest
-	(*AgentType)(nil),           // 25: paddock.v1.AgentType
-	(*Agent)(nil),               // 26: paddock.v1.Agent
-	(*ListAgentsResponse)(nil),  // 27: paddock.v1.ListAgentsResponse
-	(*ListHostsRequest)(nil),    // 28: paddock.v1.ListHostsRequest
-	(*HostPool)(nil),            // 29: paddock.v1.HostPool
-	(*Host)(nil),                // 30: paddock.v1.Host
-	(*ListHostsResponse)(nil),   // 31: paddock.v1.ListHostsResponse
-	(*ListVMsRequest)(nil),      // 32: paddock.v1.ListVMsRequest
-	(*VM)(nil),                  // 33: paddock.v1.VM
-	(*ListVMsResponse)(nil),     // 34: paddock.v1.ListVMsResponse
-	nil,                         // 35: paddock.v1.Requirements.LabelsEntry
-	nil,                         // 36: paddock.v1.TaskSpec.InputsEntry
-	nil,                         // 37: paddock.v1.TaskSpec.InputBlobsEntry
-	nil,                         // 38: paddock.v1.Task.OutputsEntry
-	nil,                         // 39: paddock.v1.Task.OutputBlobsEntry
-	nil,                         // 40: paddock.v1.Agent.LabelsEntry
+	(FailureKind)(0),            // 2: paddock.v1.FailureKind
+	(*Requirements)(nil),        // 3: paddock.v1.Requirements
+	(*TaskSpec)(nil),            // 4: paddock.v1.TaskSpec
+	(*BlobRef)(nil),             // 5: paddock.v1.BlobRef
+	(*Usage)(nil),               // 6: paddock.v1.Usage
+	(*Attempt)(nil),             // 7: paddock.v1.Attempt
+	(*Task)(nil),                // 8: paddock.v1.Task
+	(*SubmitRequest)(nil),       // 9: paddock.v1.SubmitRequest
+	(*SubmitResponse)(nil),      // 10: paddock.v1.SubmitResponse
+	(*SubmitBatchRequest)(nil),  // 11: paddock.v1.SubmitBatchRequest
+	(*SubmitBatchResponse)(nil), // 12: paddock.v1.SubmitBatchResponse
+	(*GetRequest)(nil),          // 13: paddock.v1.GetRequest
+	(*GetResponse)(nil),         // 14: paddock.v1.GetResponse
+	(*WaitRequest)(nil),         // 15: paddock.v1.WaitRequest
+	(*WaitResponse)(nil),        // 16: paddock.v1.WaitResponse
+	(*CancelRequest)(nil),       // 17: paddock.v1.CancelRequest
+	(*CancelResponse)(nil),      // 18: paddock.v1.CancelResponse
+	(*ListRequest)(nil),         // 19: paddock.v1.ListRequest
+	(*ListResponse)(nil),        // 20: paddock.v1.ListResponse
+	(*StatusRequest)(nil),       // 21: paddock.v1.StatusRequest
+	(*QueueDepth)(nil),          // 22: paddock.v1.QueueDepth
+	(*StatusResponse)(nil),      // 23: paddock.v1.StatusResponse
+	(*QueueDelay)(nil),          // 24: paddock.v1.QueueDelay
+	(*ListAgentsRequest)(nil),   // 25: paddock.v1.ListAgentsRequest
+	(*AgentType)(nil),           // 26: paddock.v1.AgentType
+	(*Agent)(nil),               // 27: paddock.v1.Agent
+	(*ListAgentsResponse)(nil),  // 28: paddock.v1.ListAgentsResponse
+	(*ListHostsRequest)(nil),    // 29: paddock.v1.ListHostsRequest
+	(*HostPool)(nil),            // 30: paddock.v1.HostPool
+	(*Host)(nil),                // 31: paddock.v1.Host
+	(*ListHostsResponse)(nil),   // 32: paddock.v1.ListHostsResponse
+	(*ListVMsRequest)(nil),      // 33: paddock.v1.ListVMsRequest
+	(*VM)(nil),                  // 34: paddock.v1.VM
+	(*ListVMsResponse)(nil),     // 35: paddock.v1.ListVMsResponse
+	nil,                         // 36: paddock.v1.Requirements.LabelsEntry
+	nil,                         // 37: paddock.v1.TaskSpec.InputsEntry
+	nil,                         // 38: paddock.v1.TaskSpec.InputBlobsEntry
+	nil,                         // 39: paddock.v1.Task.OutputsEntry
+	nil,                         // 40: paddock.v1.Task.OutputBlobsEntry
+	nil,                         // 41: paddock.v1.Agent.LabelsEntry
 }
 var file_api_paddock_v1_paddock_proto_depIdxs = []int32{
-	35, // 0: paddock.v1.Requirements.labels:type_name -> paddock.v1.Requirements.LabelsEntry
-	36, // 1: paddock.v1.TaskSpec.inputs:type_name -> paddock.v1.TaskSpec.InputsEntry
+	36, // 0: paddock.v1.Requirements.labels:type_name -> paddock.v1.Requirements.LabelsEntry
+	37, // 1: paddock.v1.TaskSpec.inputs:type_name -> paddock.v1.TaskSpec.InputsEntry
 	1,  // 2: paddock.v1.TaskSpec.class:type_name -> paddock.v1.Class
-	2,  // 3: paddock.v1.TaskSpec.requirements:type_name -> paddock.v1.Requirements
-	37, // 4: paddock.v1.TaskSpec.input_blobs:type_name -> paddock.v1.TaskSpec.InputBlobsEntry
+	3,  // 3: paddock.v1.TaskSpec.requirements:type_name -> paddock.v1.Requirements
+	38, // 4: paddock.v1.TaskSpec.input_blobs:type_name -> paddock.v1.TaskSpec.InputBlobsEntry
 	0,  // 5: paddock.v1.Attempt.state:type_name -> paddock.v1.State
-	5,  // 6: paddock.v1.Attempt.usage:type_name -> paddock.v1.Usage
-	3,  // 7: paddock.v1.Task.spec:type_name -> paddock.v1.TaskSpec
-	0,  // 8: paddock.v1.Task.state:type_name -> paddock.v1.State
-	38, // 9: paddock.v1.Task.outputs:type_name -> paddock.v1.Task.OutputsEntry
-	6,  // 10: paddock.v1.Task.attempts:type_name -> paddock.v1.Attempt
-	39, // 11: paddock.v1.Task.output_blobs:type_name -> paddock.v1.Task.OutputBlobsEntry
-	3,  // 12: paddock.v1.SubmitRequest.task:type_name -> paddock.v1.TaskSpec
-	7,  // 13: paddock.v1.SubmitResponse.task:type_name -> paddock.v1.Task
-	3,  // 14: paddock.v1.SubmitBatchRequest.tasks:type_name -> paddock.v1.TaskSpec
-	9,  // 15: paddock.v1.SubmitBatchResponse.results:type_name -> paddock.v1.SubmitResponse
-	7,  // 16: paddock.v1.GetResponse.task:type_name -> paddock.v1.Task
-	7,  // 17: paddock.v1.WaitResponse.task:type_name -> paddock.v1.Task
-	7,  // 18: paddock.v1.CancelResponse.task:type_name -> paddock.v1.Task
-	0,  // 19: paddock.v1.ListRequest.state:type_name -> paddock.v1.State
-	1,  // 20: paddock.v1.ListRequest.class:type_name -> paddock.v1.Class
-	7,  // 21: paddock.v1.ListResponse.tasks:type_name -> paddock.v1.Task
-	0,  // 22: paddock.v1.QueueDepth.state:type_name -> paddock.v1.State
-	21, // 23: paddock.v1.StatusResponse.queue:type_name -> paddock.v1.QueueDepth
-	23, // 24: paddock.v1.StatusResponse.queue_delays:type_name -> paddock.v1.QueueDelay
-	25, // 25: paddock.v1.Agent.types:type_name -> paddock.v1.AgentType
-	40, // 26: paddock.v1.Agent.labels:type_name -> paddock.v1.Agent.LabelsEntry
-	26, // 27: paddock.v1.ListAgentsResponse.agents:type_name -> paddock.v1.Agent
-	29, // 28: paddock.v1.Host.pools:type_name -> paddock.v1.HostPool
-	30, // 29: paddock.v1.ListHostsResponse.hosts:type_name -> paddock.v1.Host
-	33, // 30: paddock.v1.ListVMsResponse.vms:type_name -> paddock.v1.VM
-	4,  // 31: paddock.v1.TaskSpec.InputBlobsEntry.value:type_name -> paddock.v1.BlobRef
-	4,  // 32: paddock.v1.Task.OutputBlobsEntry.value:type_name -> paddock.v1.BlobRef
-	8,  // 33: paddock.v1.TaskService.Submit:input_type -> paddock.v1.SubmitRequest
-	10, // 34: paddock.v1.TaskService.SubmitBatch:input_type -> paddock.v1.SubmitBatchRequest
-	12, // 35: paddock.v1.TaskService.Get:input_type -> paddock.v1.GetRequest
-	14, // 36: paddock.v1.TaskService.Wait:input_type -> paddock.v1.WaitRequest
-	16, // 37: paddock.v1.TaskService.Cancel:input_type -> paddock.v1.CancelRequest
-	18, // 38: paddock.v1.TaskService.List:input_type -> paddock.v1.ListRequest
-	20, // 39: paddock.v1.ClusterService.Status:input_type -> paddock.v1.StatusRequest
-	24, // 40: paddock.v1.ClusterService.ListAgents:input_type -> paddock.v1.ListAgentsRequest
-	28, // 41: paddock.v1.ClusterService.ListHosts:input_type -> paddock.v1.ListHostsRequest
-	32, // 42: paddock.v1.ClusterService.ListVMs:input_type -> paddock.v1.ListVMsRequest
-	9,  // 43: paddock.v1.TaskService.Submit:output_type -> paddock.v1.SubmitResponse
-	11, // 44: paddock.v1.TaskService.SubmitBatch:output_type -> paddock.v1.SubmitBatchResponse
-	13, // 45: paddock.v1.TaskService.Get:output_type -> paddock.v1.GetResponse
-	15, // 46: paddock.v1.TaskService.Wait:output_type -> paddock.v1.WaitResponse
-	17, // 47: paddock.v1.TaskService.Cancel:output_type -> paddock.v1.CancelResponse
-	19, // 48: paddock.v1.TaskService.List:output_type -> paddock.v1.ListResponse
-	22, // 49: paddock.v1.ClusterService.Status:output_type -> paddock.v1.StatusResponse
-	27, // 50: paddock.v1.ClusterService.ListAgents:output_type -> paddock.v1.ListAgentsResponse
-	31, // 51: paddock.v1.ClusterService.ListHosts:output_type -> paddock.v1.ListHostsResponse
-	34, // 52: paddock.v1.ClusterService.ListVMs:output_type -> paddock.v1.ListVMsResponse
-	43, // [43:53] is the sub-list for method output_type
-	33, // [33:43] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	6,  // 6: paddock.v1.Attempt.usage:type_name -> paddock.v1.Usage
+	2,  // 7: paddock.v1.Attempt.failure_kind:type_name -> paddock.v1.FailureKind
+	4,  // 8: paddock.v1.Task.spec:type_name -> paddock.v1.TaskSpec
+	0,  // 9: paddock.v1.Task.state:type_name -> paddock.v1.State
+	39, // 10: paddock.v1.Task.outputs:type_name -> paddock.v1.Task.OutputsEntry
+	7,  // 11: paddock.v1.Task.attempts:type_name -> paddock.v1.Attempt
+	40, // 12: paddock.v1.Task.output_blobs:type_name -> paddock.v1.Task.OutputBlobsEntry
+	2,  // 13: paddock.v1.Task.failure_kind:type_name -> paddock.v1.FailureKind
+	4,  // 14: paddock.v1.SubmitRequest.task:type_name -> paddock.v1.TaskSpec
+	8,  // 15: paddock.v1.SubmitResponse.task:type_name -> paddock.v1.Task
+	4,  // 16: paddock.v1.SubmitBatchRequest.tasks:type_name -> paddock.v1.TaskSpec
+	10, // 17: paddock.v1.SubmitBatchResponse.results:type_name -> paddock.v1.SubmitResponse
+	8,  // 18: paddock.v1.GetResponse.task:type_name -> paddock.v1.Task
+	8,  // 19: paddock.v1.WaitResponse.task:type_name -> paddock.v1.Task
+	8,  // 20: paddock.v1.CancelResponse.task:type_name -> paddock.v1.Task
+	0,  // 21: paddock.v1.ListRequest.state:type_name -> paddock.v1.State
+	1,  // 22: paddock.v1.ListRequest.class:type_name -> paddock.v1.Class
+	8,  // 23: paddock.v1.ListResponse.tasks:type_name -> paddock.v1.Task
+	0,  // 24: paddock.v1.QueueDepth.state:type_name -> paddock.v1.State
+	22, // 25: paddock.v1.StatusResponse.queue:type_name -> paddock.v1.QueueDepth
+	24, // 26: paddock.v1.StatusResponse.queue_delays:type_name -> paddock.v1.QueueDelay
+	26, // 27: paddock.v1.Agent.types:type_name -> paddock.v1.AgentType
+	41, // 28: paddock.v1.Agent.labels:type_name -> paddock.v1.Agent.LabelsEntry
+	27, // 29: paddock.v1.ListAgentsResponse.agents:type_name -> paddock.v1.Agent
+	30, // 30: paddock.v1.Host.pools:type_name -> paddock.v1.HostPool
+	31, // 31: paddock.v1.ListHostsResponse.hosts:type_name -> paddock.v1.Host
+	34, // 32: paddock.v1.ListVMsResponse.vms:type_name -> paddock.v1.VM
+	5,  // 33: paddock.v1.TaskSpec.InputBlobsEntry.value:type_name -> paddock.v1.BlobRef
+	5,  // 34: paddock.v1.Task.OutputBlobsEntry.value:type_name -> paddock.v1.BlobRef
+	9,  // 35: paddock.v1.TaskService.Submit:input_type -> paddock.v1.SubmitRequest
+	11, // 36: paddock.v1.TaskService.SubmitBatch:input_type -> paddock.v1.SubmitBatchRequest
+	13, // 37: paddock.v1.TaskService.Get:input_type -> paddock.v1.GetRequest
+	15, // 38: paddock.v1.TaskService.Wait:input_type -> paddock.v1.WaitRequest
+	17, // 39: paddock.v1.TaskService.Cancel:input_type -> paddock.v1.CancelRequest
+	19, // 40: paddock.v1.TaskService.List:input_type -> paddock.v1.ListRequest
+	21, // 41: paddock.v1.ClusterService.Status:input_type -> paddock.v1.StatusRequest
+	25, // 42: paddock.v1.ClusterService.ListAgents:input_type -> paddock.v1.ListAgentsRequest
+	29, // 43: paddock.v1.ClusterService.ListHosts:input_type -> paddock.v1.ListHostsRequest
+	33, // 44: paddock.v1.ClusterService.ListVMs:input_type -> paddock.v1.ListVMsRequest
+	10, // 45: paddock.v1.TaskService.Submit:output_type -> paddock.v1.SubmitResponse
+	12, // 46: paddock.v1.TaskService.SubmitBatch:output_type -> paddock.v1.SubmitBatchResponse
+	14, // 47: paddock.v1.TaskService.Get:output_type -> paddock.v1.GetResponse
+	16, // 48: paddock.v1.TaskService.Wait:output_type -> paddock.v1.WaitResponse
+	18, // 49: paddock.v1.TaskService.Cancel:output_type -> paddock.v1.CancelResponse
+	20, // 50: paddock.v1.TaskService.List:output_type -> paddock.v1.ListResponse
+	23, // 51: paddock.v1.ClusterService.Status:output_type -> paddock.v1.StatusResponse
+	28, // 52: paddock.v1.ClusterService.ListAgents:output_type -> paddock.v1.ListAgentsResponse
+	32, // 53: paddock.v1.ClusterService.ListHosts:output_type -> paddock.v1.ListHostsResponse
+	35, // 54: paddock.v1.ClusterService.ListVMs:output_type -> paddock.v1.ListVMsResponse
+	45, // [45:55] is the sub-list for method output_type
+	35, // [35:45] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_api_paddock_v1_paddock_proto_init() }
@@ -2940,7 +3083,7 @@ func file_api_paddock_v1_paddock_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_paddock_v1_paddock_proto_rawDesc), len(file_api_paddock_v1_paddock_proto_rawDesc)),
-			NumEnums:      2,
+			NumEnums:      3,
 			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   2,

@@ -539,7 +539,7 @@ func (s *Store) Get(ctx context.Context, id string) (store.Task, error) {
 // Attempts implements store.Store.
 func (s *Store) Attempts(ctx context.Context, id string) ([]store.Attempt, error) {
 	st, err := s.prepared(&s.rstmts, s.r, `SELECT task_id, number, lease_id, agent_id, state, error, retryable, wall_ms, cpu_ms,
- sha256, leased_at, finished_at FROM attempts WHERE task_id = ? ORDER BY number`)
+ sha256, leased_at, finished_at, failure_kind FROM attempts WHERE task_id = ? ORDER BY number`)
 	if err != nil {
 		return nil, err
 	}
@@ -552,13 +552,13 @@ func (s *Store) Attempts(ctx context.Context, id string) ([]store.Attempt, error
 	for rows.Next() {
 		var a store.Attempt
 		var leaseID, wall, cpu, leased, finished int64
-		var state string
+		var state, kind string
 		var retryable int
 		if err := rows.Scan(&a.TaskID, &a.Number, &leaseID, &a.AgentID, &state, &a.Error, &retryable, &wall, &cpu,
-			&a.SHA256, &leased, &finished); err != nil {
+			&a.SHA256, &leased, &finished, &kind); err != nil {
 			return nil, fmt.Errorf("reading attempts of task %s: %w", id, err)
 		}
-		a.LeaseID, a.State, a.Retryable = uint64(leaseID), store.State(state), retryable != 0
+		a.LeaseID, a.State, a.Retryable, a.FailureKind = uint64(leaseID), store.State(state), retryable != 0, store.FailureKind(kind)
 		a.Usage = store.Usage{Wall: time.Duration(wall) * time.Millisecond, CPU: time.Duration(cpu) * time.Millisecond}
 		a.LeasedAt, a.FinishedAt = fromMS(leased), fromMS(finished)
 		out = append(out, a)
@@ -766,9 +766,9 @@ func (s *Store) Update(ctx context.Context, u store.Update) (store.Task, error) 
 			if u.Retryable {
 				retryable = 1
 			}
-			if _, err := tx.exec(`UPDATE attempts SET state = ?, error = ?, retryable = ?, wall_ms = ?, cpu_ms = ?,
+			if _, err := tx.exec(`UPDATE attempts SET state = ?, error = ?, retryable = ?, failure_kind = ?, wall_ms = ?, cpu_ms = ?,
  sha256 = ?, finished_at = ? WHERE task_id = ? AND number = ?`,
-				string(u.To), errText, retryable, u.Usage.Wall.Milliseconds(), u.Usage.CPU.Milliseconds(), u.OutputSHA256, n,
+				string(u.To), errText, retryable, string(u.FailureKind), u.Usage.Wall.Milliseconds(), u.Usage.CPU.Milliseconds(), u.OutputSHA256, n,
 				u.TaskID, t.Attempt); err != nil {
 				return fmt.Errorf("recording the end of the attempt of task %s: %w", u.TaskID, err)
 			}

@@ -31,6 +31,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"LeaseSecret", testLeaseSecret},
 		{"DeleteFinished", testDeleteFinished},
 		{"CreateBatch", testCreateBatch},
+		{"FailureKind", testFailureKind},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -566,5 +567,53 @@ func testCreateBatch(t *testing.T, s store.Store) {
 	}
 	if _, err := s.Get(ctx, "ok-2"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("a failed batch stored its first task: %v", err)
+	}
+}
+
+// testFailureKind: every failure kind an attempt ends with is stored with that attempt
+// and read back as written; a running and a successful attempt have none.
+func testFailureKind(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	tk := NewTask("a", "echo")
+	tk.MaxAttempts = len(store.FailureKinds) + 1
+	mustCreate(t, s, tk)
+	for i, kind := range store.FailureKinds {
+		l, err := s.Lease(ctx, t0, []store.Grant{{TaskID: "a", AgentID: "ag", ExpiresAt: t0.Add(time.Second)}})
+		if err != nil || len(l) != 1 {
+			t.Fatalf("lease %d = %v, %v", i+1, l, err)
+		}
+		msg := "failed: " + string(kind)
+		if _, err := s.Update(ctx, store.Update{TaskID: "a", From: []store.State{store.Leased}, LeaseID: l[0].LeaseID, To: store.Queued,
+			Now: t0, Error: &msg, EndAttempt: true, Retryable: true, FailureKind: kind}); err != nil {
+			t.Fatalf("ending attempt %d with kind %q: %v", i+1, kind, err)
+		}
+	}
+	l, err := s.Lease(ctx, t0, []store.Grant{{TaskID: "a", AgentID: "ag", ExpiresAt: t0.Add(time.Second)}})
+	if err != nil || len(l) != 1 {
+		t.Fatalf("last lease = %v, %v", l, err)
+	}
+	att, err := s.Attempts(ctx, "a")
+	if err != nil || len(att) != len(store.FailureKinds)+1 {
+		t.Fatalf("Attempts = %d attempts, %v; want %d", len(att), err, len(store.FailureKinds)+1)
+	}
+	if k := att[len(att)-1].FailureKind; k != store.NoFailure {
+		t.Fatalf("running attempt has failure kind %q, want none", k)
+	}
+	out := []byte("ok")
+	if _, err := s.Update(ctx, store.Update{TaskID: "a", From: []store.State{store.Leased}, LeaseID: l[0].LeaseID, To: store.Succeeded,
+		Now: t0, Output: &out, EndAttempt: true}); err != nil {
+		t.Fatal(err)
+	}
+	att, err = s.Attempts(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, kind := range store.FailureKinds {
+		if att[i].FailureKind != kind || att[i].Error != "failed: "+string(kind) {
+			t.Errorf("attempt %d: failure kind %q, error %q; want %q", i+1, att[i].FailureKind, att[i].Error, kind)
+		}
+	}
+	if last := att[len(att)-1]; last.State != store.Succeeded || last.FailureKind != store.NoFailure {
+		t.Errorf("successful attempt: state %s, failure kind %q; want succeeded with none", last.State, last.FailureKind)
 	}
 }
