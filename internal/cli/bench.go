@@ -374,7 +374,9 @@ func benchSubmit(ctx context.Context, c paddockv1connect.TaskServiceClient, n, k
 }
 
 // benchSpec is the no-op task the durable bench runs.
-func benchSpec() *paddockv1.TaskSpec { return &paddockv1.TaskSpec{Type: "test.echo", Payload: []byte("x")} }
+func benchSpec() *paddockv1.TaskSpec {
+	return &paddockv1.TaskSpec{Type: "test.echo", Payload: []byte("x")}
+}
 
 // waitTerminal polls the store until every task in ids is terminal.
 func waitTerminal(ctx context.Context, st store.Store, ids []string) error {
