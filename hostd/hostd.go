@@ -75,7 +75,7 @@ type Daemon struct {
 	reg    *prometheus.Registry
 	cc     *grpc.ClientConn
 	client hostv1.HostServiceClient
-	gone   chan *hostv1.GuestGone
+	gone   *goneSet     // guest-gone news for the server; never drops
 	cache  *cache.Cache // nil: no staging (Config.Cache.Dir empty or shares disabled)
 	dp     *dataPath
 	out    *outbox
@@ -111,7 +111,7 @@ func New(cfg Config, hv hypervisor.Hypervisor, imgs vmpool.Images) (*Daemon, err
 		return nil, errors.New("host: no TLS configuration: set host.tls_cert, host.tls_key and host.tls_ca (or run in dev mode)")
 	}
 	d := &Daemon{cfg: cfg, log: cfg.Logger.With("host", cfg.Pools.HostID), counts: &vmpool.Counts{}, reg: prometheus.NewRegistry(),
-		gone: make(chan *hostv1.GuestGone, 4096)}
+		gone: newGoneSet()}
 	d.relaySessions = prometheus.NewCounter(prometheus.CounterOpts{Name: "paddock_host_relay_sessions_total", Help: "Agent sessions relayed from guests to the server."})
 	d.relayBytes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "paddock_host_relay_bytes_total", Help: "Bytes relayed, by direction (to_server, to_guest)."}, []string{"direction"})
 	d.relayErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "paddock_host_relay_open_errors_total", Help: "Guest sessions that could not be relayed (server unreachable)."})
@@ -366,10 +366,13 @@ func (d *Daemon) control(ctx context.Context) error {
 			select {
 			case <-cctx.Done():
 				return
-			case g := <-d.gone:
-				if !send(&hostv1.HostMessage{Msg: &hostv1.HostMessage_GuestGone{GuestGone: g}}) {
-					d.gone <- g // resend after reconnecting
-					return
+			case <-d.gone.wake:
+				gs := d.gone.take()
+				for i, g := range gs {
+					if !send(&hostv1.HostMessage{Msg: &hostv1.HostMessage_GuestGone{GuestGone: g}}) {
+						d.gone.putBack(gs[i:]) // resend after reconnecting
+						return
+					}
 				}
 			case <-d.out.wake:
 				ms := d.out.take()
@@ -429,13 +432,10 @@ func (d *Daemon) capabilities() []string {
 	return nil
 }
 
-// guestGone is vmpool's WithGuestGone hook: queue the news for the server.
+// guestGone is vmpool's WithGuestGone hook: queue the news for the server (it never
+// blocks and never drops: see goneSet).
 func (d *Daemon) guestGone(g vmpool.GuestRef, reason string) {
-	select {
-	case d.gone <- &hostv1.GuestGone{Name: g.Name, Pool: g.Pool, Reason: reason}:
-	default:
-		d.log.Error("guest-gone queue full; the server will find out at lease expiry", "guest", g.Name)
-	}
+	d.gone.put(&hostv1.GuestGone{Name: g.Name, Pool: g.Pool, Reason: reason})
 }
 
 var _ vmpool.Relay = (*Daemon)(nil)

@@ -56,6 +56,9 @@ var shared struct {
 }
 
 func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) != "" {
+		os.Exit(runChildDaemon())
+	}
 	code := m.Run()
 	for _, d := range shared.cleanupDir {
 		os.RemoveAll(d)
@@ -159,6 +162,8 @@ type env struct {
 	store   *images.Store
 	runDir  string
 	blobs   *blob.FS // the server's blob store (options.dataPlane)
+	// leaseTTL is the server's lease_ttl (default 30s).
+	leaseTTL time.Duration
 }
 
 // options configure start.
@@ -192,7 +197,11 @@ func startServer(t testing.TB, e *env, withBlobs bool) string {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelInfo})).With("side", "server")
-	cfg := sched.Config{Dev: true, HeartbeatInterval: 500 * time.Millisecond, LeaseTTL: 30 * time.Second,
+	ttl := e.leaseTTL
+	if ttl == 0 {
+		ttl = 30 * time.Second
+	}
+	cfg := sched.Config{Dev: true, HeartbeatInterval: 500 * time.Millisecond, LeaseTTL: ttl,
 		RetryBase: 100 * time.Millisecond, RetryMax: time.Second, Logger: log}
 	if withBlobs {
 		if e.blobs, err = blob.OpenFS(filepath.Join(dir, "blobs")); err != nil {
@@ -255,6 +264,15 @@ func startWith(t testing.TB, o options) *env {
 	}
 	e.runDir = qemuDir(t, "pdhd-")
 	t.Cleanup(func() { os.RemoveAll(e.runDir) })
+	e.startDaemon(clusterAddr, pools, th, o.dataPlane)
+	return e
+}
+
+// startDaemon runs a host daemon of e.hostID on e.runDir against the server at
+// clusterAddr, and stops it (checking that no guest survives it) at cleanup.
+func (e *env) startDaemon(clusterAddr string, pools []vmpool.PoolConfig, th hostload.Thresholds, dataPlane bool) {
+	t, hv, store := e.t, e.hv, e.store
+	t.Helper()
 	tlsCfg, err := pki.DevHostTLS(e.pkiDir, e.hostID)
 	if err != nil {
 		t.Fatal(err)
@@ -262,7 +280,7 @@ func startWith(t testing.TB, o options) *env {
 	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelInfo})).With("side", "host")
 	hcfg := hostd.Config{Server: clusterAddr, TLS: tlsCfg, LoadInterval: 500 * time.Millisecond, Accel: "tcg", Version: "test", Logger: log,
 		Pools: vmpool.Config{HostID: e.hostID, RunDir: e.runDir, Pools: pools, Tick: 200 * time.Millisecond, StatsInterval: time.Second, Thresholds: th}}
-	if o.dataPlane {
+	if dataPlane {
 		// The cache next to the guests' directories: the same filesystem, so staging
 		// hard-links.
 		hcfg.Cache = cache.DefaultConfig()
@@ -297,7 +315,6 @@ func startWith(t testing.TB, o options) *env {
 			t.Logf("logs:\n%s", e.logs.String())
 		}
 	})
-	return e
 }
 
 func (e *env) waitFor(what string, within time.Duration, cond func() bool) {

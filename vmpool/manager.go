@@ -78,8 +78,10 @@ func WithConnector(c Connector) Option { return func(m *Manager) { m.connector =
 func WithRelay(r Relay) Option { return func(m *Manager) { m.relay = r } }
 
 // WithGuestGone sets a function called once for every created guest after the pool has
-// destroyed it (crashed, lost, recycled, scaled down, failed, or the daemon stopping),
-// with the reason; the host daemon tells the server, which requeues the guest's tasks.
+// destroyed it (crashed, lost, recycled, scaled down, failed, unhealthy, or the daemon
+// stopping), with the reason, and at start for every guest a previous run of this host
+// id left (destroyed then, or found gone); the host daemon tells the server, which
+// requeues the guest's tasks.
 // It runs on the guest's teardown goroutine and must not block for long.
 func WithGuestGone(f func(g GuestRef, reason string)) Option {
 	return func(m *Manager) { m.onGone = f }
@@ -192,21 +194,29 @@ func (m *Manager) Run(ctx context.Context) error {
 }
 
 // cleanupLeftovers destroys every domain labelled with this host id and removes the
-// guest directories under RunDir.
+// guest directories under RunDir. Every guest a previous run left, destroyed now or
+// found already gone (its directory remains, its domain does not), is reported through
+// WithGuestGone at once, so the server requeues its tasks without waiting for their
+// leases to expire.
 func (m *Manager) cleanupLeftovers(ctx context.Context) error {
 	doms, err := m.hv.List(ctx)
 	if err != nil {
 		return fmt.Errorf("listing domains to clean up leftovers: %w", err)
 	}
+	seen := map[string]bool{}
 	for _, d := range doms {
 		if d.Labels[LabelHost] != m.cfg.HostID {
 			continue
 		}
+		seen[d.Name] = true
+		ref := GuestRef{HostID: m.cfg.HostID, Pool: d.Labels[LabelPool], Name: d.Name}
 		if err := m.hv.Destroy(ctx, d.Name); err != nil && !errors.Is(err, hypervisor.ErrNotFound) {
-			m.log.Error("destroying a guest left by a previous run", "guest", d.Name, "pool", d.Labels[LabelPool], "err", err)
+			m.log.Error("destroying a guest left by a previous run", "guest", d.Name, "pool", ref.Pool, "err", err)
+			m.leftoverGone(ref, "the host daemon restarted and could not adopt or destroy it: "+err.Error())
 			continue
 		}
-		m.log.Info("destroyed a guest left by a previous run", "guest", d.Name, "pool", d.Labels[LabelPool])
+		m.log.Info("destroyed a guest left by a previous run", "guest", d.Name, "pool", ref.Pool)
+		m.leftoverGone(ref, "the host daemon restarted and destroyed it (a guest's session does not survive a restart)")
 	}
 	ents, err := os.ReadDir(m.cfg.RunDir)
 	if err != nil {
@@ -217,11 +227,33 @@ func (m *Manager) cleanupLeftovers(ctx context.Context) error {
 		if !strings.HasPrefix(e.Name(), m.hv.Prefix()) && e.Name() != ".base" {
 			continue
 		}
+		if e.IsDir() && e.Name() != ".base" && !seen[e.Name()] {
+			// A guest of a previous run whose domain died while the daemon was down.
+			m.leftoverGone(GuestRef{HostID: m.cfg.HostID, Pool: m.poolOfName(e.Name()), Name: e.Name()},
+				"the host daemon restarted and found the guest gone (it stopped while the daemon was down)")
+		}
 		if err := os.RemoveAll(filepath.Join(m.cfg.RunDir, e.Name())); err != nil {
 			m.log.Warn("removing a leftover guest directory", "path", filepath.Join(m.cfg.RunDir, e.Name()), "err", err)
 		}
 	}
 	return nil
+}
+
+// leftoverGone reports a guest of a previous run as gone.
+func (m *Manager) leftoverGone(g GuestRef, reason string) {
+	if m.onGone != nil {
+		m.onGone(g, reason)
+	}
+}
+
+// poolOfName returns the pool a guest name <prefix><pool>-<8 hex> belongs to ("" when
+// it does not have that shape).
+func (m *Manager) poolOfName(name string) string {
+	rest, ok := strings.CutPrefix(name, m.hv.Prefix())
+	if !ok || len(rest) < 10 || rest[len(rest)-9] != '-' {
+		return ""
+	}
+	return rest[:len(rest)-9]
 }
 
 // listLoop compares the hypervisor's domains with the pools' guests every tick:
