@@ -11,6 +11,7 @@ import (
 	"net"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -22,6 +23,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	agentv1 "github.com/paddockvm/paddock/api/agent/v1"
 	hostv1 "github.com/paddockvm/paddock/api/host/v1"
 	paddockv1 "github.com/paddockvm/paddock/api/paddock/v1"
 	"github.com/paddockvm/paddock/sched/store"
@@ -71,6 +73,16 @@ type hostRec struct {
 	link               *hostLink       // nil once lost
 	caps               map[string]bool // Register.capabilities
 }
+
+// hostLinkBuffer is the capacity of a host link's send buffer; tests lower it, and set
+// hostLinkHold (called by a link's sender before each Send) to stall the sender, to
+// force an overflow.
+var (
+	hostLinkBuffer atomic.Int64
+	hostLinkHold   atomic.Pointer[func()]
+)
+
+func init() { hostLinkBuffer.Store(8192) }
 
 // hostLink is a host's open control stream.
 type hostLink struct {
@@ -155,7 +167,7 @@ func (hs *hostService) Control(stream hostv1.HostService_ControlServer) error {
 	}
 	ctx, cancel := context.WithCancelCause(stream.Context())
 	defer cancel(nil)
-	link := &hostLink{out: make(chan *hostv1.ServerMessage, 8192), ctx: ctx, cancel: cancel}
+	link := &hostLink{out: make(chan *hostv1.ServerMessage, hostLinkBuffer.Load()), ctx: ctx, cancel: cancel}
 	log := s.log.With("host", id)
 	s.mu.Lock()
 	h := s.hosts[id]
@@ -190,6 +202,10 @@ func (hs *hostService) Control(stream hostv1.HostService_ControlServer) error {
 		ServerVersion: s.cfg.Version, StatusIntervalMs: interval.Milliseconds()}}}); err != nil {
 		return err
 	}
+	if err := s.sendTaskSnapshot(ctx, h, link); err != nil {
+		log.Error("resyncing the host's tasks (TaskSnapshot); closing its stream so it registers again", "err", err)
+		return status.Errorf(codes.Unavailable, "building the task snapshot: %v", err)
+	}
 	if b := s.lastBacklog(h); b != nil {
 		link.send(&hostv1.ServerMessage{Msg: &hostv1.ServerMessage_Backlog{Backlog: b}})
 	}
@@ -199,6 +215,9 @@ func (hs *hostService) Control(stream hostv1.HostService_ControlServer) error {
 			case <-ctx.Done():
 				return
 			case m := <-link.out:
+				if hold := hostLinkHold.Load(); hold != nil {
+					(*hold)()
+				}
 				if err := stream.Send(m); err != nil {
 					cancel(err)
 					return
@@ -312,6 +331,76 @@ func (s *Server) GuestGone(ctx context.Context, host, guest, reason string) {
 	}
 	log.Info("guest gone; its tasks requeued", "reason", reason, "requeued", n)
 	s.wakeAll()
+}
+
+// sendTaskSnapshot queues the TaskSnapshot of host h on link (already h's link, so
+// every TaskEvent from now on goes to it too): each lease a guest of h holds, with the
+// inputs to stage where the host stages them, and each guest's assigned count. The
+// inputs are read from the store first, without s.mu; the snapshot itself is built
+// from the agents' leases and queued under one hold of s.mu, so no TaskEvent can fall
+// between what it describes and its place in the stream. A lease granted meanwhile
+// whose inputs were not read has had its own KIND_STARTED queued already (with them).
+func (s *Server) sendTaskSnapshot(ctx context.Context, h *hostRec, link *hostLink) error {
+	type key struct {
+		task  string
+		lease uint64
+	}
+	var need []key
+	s.mu.Lock()
+	for _, a := range s.agents {
+		if a.hostID != h.id || s.dataPath(a) != agentv1.DataPath_DATA_PATH_SHARED {
+			continue
+		}
+		for _, as := range a.running {
+			if as.leaseID != 0 {
+				need = append(need, key{as.taskID, as.leaseID})
+			}
+		}
+	}
+	s.mu.Unlock()
+	inputs := map[key]map[string]store.BlobRef{}
+	for _, k := range need {
+		t, err := s.st.Get(ctx, k.task)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("reading task %s: %w", k.task, err)
+		}
+		if t.LeaseID == k.lease {
+			inputs[k] = t.InputBlobs
+		}
+	}
+	snap := &hostv1.TaskSnapshot{Assigned: map[string]uint32{}}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if h.link != link {
+		return nil // replaced meanwhile: the new stream sends its own
+	}
+	for _, a := range s.agents {
+		if a.hostID != h.id {
+			continue
+		}
+		if a.assigned > 0 {
+			snap.Assigned[a.id] = uint32(a.assigned)
+		}
+		for _, as := range a.running {
+			if as.leaseID == 0 {
+				continue // reserved, not yet leased: its KIND_STARTED follows
+			}
+			snap.Running = append(snap.Running, &hostv1.TaskEvent{Kind: hostv1.TaskEvent_KIND_STARTED, Guest: a.id, TaskId: as.taskID, LeaseId: as.leaseID,
+				Inputs: hostRefs(inputs[key{as.taskID, as.leaseID}])})
+		}
+	}
+	sort.Slice(snap.Running, func(i, j int) bool {
+		x, y := snap.Running[i], snap.Running[j]
+		if x.GetGuest() != y.GetGuest() {
+			return x.GetGuest() < y.GetGuest()
+		}
+		return x.GetTaskId() < y.GetTaskId()
+	})
+	link.send(&hostv1.ServerMessage{Msg: &hostv1.ServerMessage_TaskSnapshot{TaskSnapshot: snap}})
+	return nil
 }
 
 // guestTaskEvent tells a guest's host that lease leaseID of a task started or ended on

@@ -2,9 +2,11 @@ package sched_test
 
 import (
 	"context"
+	"maps"
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -79,6 +81,8 @@ type fakeHost struct {
 	mu     sync.Mutex
 	events []*hostv1.TaskEvent
 	back   map[string]int64
+	snaps  []*hostv1.TaskSnapshot
+	ended  error // why the control stream ended (nil while it runs)
 }
 
 func connectHost(t *testing.T, cs *clusterServer, certID, regID string, pools ...*hostv1.Pool) (*fakeHost, error) {
@@ -126,9 +130,15 @@ func connectHostWith(t *testing.T, cs *clusterServer, certID, regID string, o ho
 		for {
 			m, err := h.ctl.Recv()
 			if err != nil {
+				h.mu.Lock()
+				h.ended = err
+				h.mu.Unlock()
 				return
 			}
 			h.mu.Lock()
+			if sn := m.GetTaskSnapshot(); sn != nil {
+				h.snaps = append(h.snaps, sn)
+			}
 			if e := m.GetTaskEvent(); e != nil {
 				h.events = append(h.events, e)
 			}
@@ -345,5 +355,93 @@ func TestMaxTasksPerGuestAndBacklog(t *testing.T) {
 		h.mu.Lock()
 		defer h.mu.Unlock()
 		return h.back["sleep"] == 2
+	})
+}
+
+// snapshots returns the TaskSnapshots h received, and why its stream ended.
+func (h *fakeHost) snapshots() ([]*hostv1.TaskSnapshot, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]*hostv1.TaskSnapshot(nil), h.snaps...), h.ended
+}
+
+// TestHostLinkOverflowResyncs: a host's control stream whose send buffer overflows
+// (the sender is stalled, the buffer holds 2, four tasks start on its guest) is closed
+// by the server; the host registers again and gets a TaskSnapshot listing exactly the
+// leases its guest holds, with the guest's assigned count; the TaskEvents after it
+// arrive on the new stream.
+func TestHostLinkOverflowResyncs(t *testing.T) {
+	defer sched.SetHostLinkBuffer(2)()
+	cs := startClusterServer(t, fastConfig())
+	h1, err := connectHost(t, cs, "host-a", "host-a", &hostv1.Pool{Name: "p", TaskTypes: []string{"sleep"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	startGuestAgent(t, h1, "g1", "p", "g1", sleepExec())
+	waitFor(t, "g1 connected", 10*time.Second, func() bool { a := agentState(t, cs.testServer, "g1"); return a != nil && a.GetState() == "connected" })
+	waitFor(t, "the first stream's snapshot", 5*time.Second, func() bool { s, _ := h1.snapshots(); return len(s) == 1 })
+	if s, _ := h1.snapshots(); len(s[0].GetRunning()) != 0 {
+		t.Fatalf("first snapshot %v, want no leases", s[0])
+	}
+
+	release := make(chan struct{})
+	sched.HoldHostLinks(func() { <-release })
+	defer sched.HoldHostLinks(nil)
+	want := map[string]bool{}
+	for range 4 {
+		want[submit(t, cs.testServer, &paddockv1.TaskSpec{Type: "sleep", Payload: []byte("1h")}).GetId()] = true
+	}
+	// A task is running once its agent has its assignment, which is sent after its
+	// TaskEvent is queued.
+	waitFor(t, "four tasks running on g1", 10*time.Second, func() bool {
+		for id := range want {
+			r, err := cs.tasks.Get(context.Background(), connect.NewRequest(&paddockv1.GetRequest{Id: id}))
+			if err != nil || r.Msg.GetTask().GetState() != paddockv1.State_STATE_RUNNING {
+				return false
+			}
+		}
+		return true
+	})
+	sched.HoldHostLinks(nil)
+	close(release)
+	waitFor(t, "the server closing the overflowing stream", 10*time.Second, func() bool { _, err := h1.snapshots(); return err != nil })
+	if _, err := h1.snapshots(); !strings.Contains(err.Error(), "send buffer full") {
+		t.Errorf("stream ended with %v, want the overflow named", err)
+	}
+	if n := len(h1.eventsFor("g1")); n >= 4 {
+		t.Fatalf("the stalled stream delivered %d events: no overflow was forced", n)
+	}
+
+	h2, err := connectHost(t, cs, "host-a", "host-a", &hostv1.Pool{Name: "p", TaskTypes: []string{"sleep"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the new stream's snapshot", 5*time.Second, func() bool { s, _ := h2.snapshots(); return len(s) == 1 })
+	snap, _ := h2.snapshots()
+	got := map[string]bool{}
+	for _, e := range snap[0].GetRunning() {
+		if e.GetGuest() != "g1" || e.GetKind() != hostv1.TaskEvent_KIND_STARTED || e.GetLeaseId() == 0 {
+			t.Errorf("snapshot lease %v, want KIND_STARTED on g1 with a lease", e)
+		}
+		got[e.GetTaskId()] = true
+	}
+	if len(got) != 4 || !maps.Equal(got, want) {
+		t.Fatalf("snapshot leases %v, want the four running tasks %v", got, want)
+	}
+	if n := snap[0].GetAssigned()["g1"]; n != 4 {
+		t.Errorf("snapshot assigned[g1] = %d, want 4", n)
+	}
+
+	// Events flow on the new stream: a cancelled task's lease ends.
+	var victim string
+	for id := range want {
+		victim = id
+		break
+	}
+	if _, err := cs.tasks.Cancel(context.Background(), connect.NewRequest(&paddockv1.CancelRequest{Id: victim})); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "FINISHED on the new stream", 10*time.Second, func() bool {
+		return slices.Contains(h2.eventsFor("g1"), "FINISHED:"+victim)
 	})
 }

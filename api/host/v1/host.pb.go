@@ -81,7 +81,7 @@ func (x TaskEvent_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use TaskEvent_Kind.Descriptor instead.
 func (TaskEvent_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_api_host_v1_host_proto_rawDescGZIP(), []int{21, 0}
+	return file_api_host_v1_host_proto_rawDescGZIP(), []int{22, 0}
 }
 
 // BlobRef names a content-addressed blob.
@@ -1384,6 +1384,7 @@ type ServerMessage struct {
 	//	*ServerMessage_Backlog
 	//	*ServerMessage_TaskEvent
 	//	*ServerMessage_Collect
+	//	*ServerMessage_TaskSnapshot
 	Msg           isServerMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1462,6 +1463,15 @@ func (x *ServerMessage) GetCollect() *Collect {
 	return nil
 }
 
+func (x *ServerMessage) GetTaskSnapshot() *TaskSnapshot {
+	if x != nil {
+		if x, ok := x.Msg.(*ServerMessage_TaskSnapshot); ok {
+			return x.TaskSnapshot
+		}
+	}
+	return nil
+}
+
 type isServerMessage_Msg interface {
 	isServerMessage_Msg()
 }
@@ -1486,6 +1496,12 @@ type ServerMessage_Collect struct {
 	Collect *Collect `protobuf:"bytes,4,opt,name=collect,proto3,oneof"`
 }
 
+type ServerMessage_TaskSnapshot struct {
+	// task_snapshot is the server's view of the leases on the host's guests, sent once
+	// per control stream, right after registered.
+	TaskSnapshot *TaskSnapshot `protobuf:"bytes,5,opt,name=task_snapshot,json=taskSnapshot,proto3,oneof"`
+}
+
 func (*ServerMessage_Registered) isServerMessage_Msg() {}
 
 func (*ServerMessage_Backlog) isServerMessage_Msg() {}
@@ -1493,6 +1509,70 @@ func (*ServerMessage_Backlog) isServerMessage_Msg() {}
 func (*ServerMessage_TaskEvent) isServerMessage_Msg() {}
 
 func (*ServerMessage_Collect) isServerMessage_Msg() {}
+
+func (*ServerMessage_TaskSnapshot) isServerMessage_Msg() {}
+
+// TaskSnapshot resyncs a host after it (re)registers: TaskEvents the server could not
+// deliver on an earlier stream (it broke, or the host read too slowly and the server
+// closed it) are lost, so the host replaces its per-guest state with this one. The host
+// marks busy exactly the guests with a lease here (idle the others), stages the inputs
+// of every lease here it has not staged yet, and removes the staged files of leases
+// not here. TaskEvents that follow it on the same stream apply on top of it as usual.
+type TaskSnapshot struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// running are the leases the host's guests hold, one KIND_STARTED TaskEvent each,
+	// with the inputs to stage (empty when the guest gets its inputs through its agent).
+	Running []*TaskEvent `protobuf:"bytes,1,rep,name=running,proto3" json:"running,omitempty"`
+	// assigned counts, by guest name, the tasks the server has assigned to each guest
+	// since its agent registered (what max_tasks_per_vm counts); absent guests have none.
+	Assigned      map[string]uint32 `protobuf:"bytes,2,rep,name=assigned,proto3" json:"assigned,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaskSnapshot) Reset() {
+	*x = TaskSnapshot{}
+	mi := &file_api_host_v1_host_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskSnapshot) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskSnapshot) ProtoMessage() {}
+
+func (x *TaskSnapshot) ProtoReflect() protoreflect.Message {
+	mi := &file_api_host_v1_host_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskSnapshot.ProtoReflect.Descriptor instead.
+func (*TaskSnapshot) Descriptor() ([]byte, []int) {
+	return file_api_host_v1_host_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *TaskSnapshot) GetRunning() []*TaskEvent {
+	if x != nil {
+		return x.Running
+	}
+	return nil
+}
+
+func (x *TaskSnapshot) GetAssigned() map[string]uint32 {
+	if x != nil {
+		return x.Assigned
+	}
+	return nil
+}
 
 // Collect asks the host to read a task's output files from the guest's shared output
 // directory (api/guestabi), verify each against its digest and size, and store them
@@ -1515,7 +1595,7 @@ type Collect struct {
 
 func (x *Collect) Reset() {
 	*x = Collect{}
-	mi := &file_api_host_v1_host_proto_msgTypes[18]
+	mi := &file_api_host_v1_host_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1527,7 +1607,7 @@ func (x *Collect) String() string {
 func (*Collect) ProtoMessage() {}
 
 func (x *Collect) ProtoReflect() protoreflect.Message {
-	mi := &file_api_host_v1_host_proto_msgTypes[18]
+	mi := &file_api_host_v1_host_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1540,7 +1620,7 @@ func (x *Collect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Collect.ProtoReflect.Descriptor instead.
 func (*Collect) Descriptor() ([]byte, []int) {
-	return file_api_host_v1_host_proto_rawDescGZIP(), []int{18}
+	return file_api_host_v1_host_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Collect) GetRequestId() uint64 {
@@ -1598,7 +1678,7 @@ type Registered struct {
 
 func (x *Registered) Reset() {
 	*x = Registered{}
-	mi := &file_api_host_v1_host_proto_msgTypes[19]
+	mi := &file_api_host_v1_host_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1610,7 +1690,7 @@ func (x *Registered) String() string {
 func (*Registered) ProtoMessage() {}
 
 func (x *Registered) ProtoReflect() protoreflect.Message {
-	mi := &file_api_host_v1_host_proto_msgTypes[19]
+	mi := &file_api_host_v1_host_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1623,7 +1703,7 @@ func (x *Registered) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Registered.ProtoReflect.Descriptor instead.
 func (*Registered) Descriptor() ([]byte, []int) {
-	return file_api_host_v1_host_proto_rawDescGZIP(), []int{19}
+	return file_api_host_v1_host_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Registered) GetServerVersion() string {
@@ -1651,7 +1731,7 @@ type Backlog struct {
 
 func (x *Backlog) Reset() {
 	*x = Backlog{}
-	mi := &file_api_host_v1_host_proto_msgTypes[20]
+	mi := &file_api_host_v1_host_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1663,7 +1743,7 @@ func (x *Backlog) String() string {
 func (*Backlog) ProtoMessage() {}
 
 func (x *Backlog) ProtoReflect() protoreflect.Message {
-	mi := &file_api_host_v1_host_proto_msgTypes[20]
+	mi := &file_api_host_v1_host_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1676,7 +1756,7 @@ func (x *Backlog) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backlog.ProtoReflect.Descriptor instead.
 func (*Backlog) Descriptor() ([]byte, []int) {
-	return file_api_host_v1_host_proto_rawDescGZIP(), []int{20}
+	return file_api_host_v1_host_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Backlog) GetQueued() map[string]int64 {
@@ -1707,7 +1787,7 @@ type TaskEvent struct {
 
 func (x *TaskEvent) Reset() {
 	*x = TaskEvent{}
-	mi := &file_api_host_v1_host_proto_msgTypes[21]
+	mi := &file_api_host_v1_host_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1719,7 +1799,7 @@ func (x *TaskEvent) String() string {
 func (*TaskEvent) ProtoMessage() {}
 
 func (x *TaskEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_api_host_v1_host_proto_msgTypes[21]
+	mi := &file_api_host_v1_host_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1732,7 +1812,7 @@ func (x *TaskEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskEvent.ProtoReflect.Descriptor instead.
 func (*TaskEvent) Descriptor() ([]byte, []int) {
-	return file_api_host_v1_host_proto_rawDescGZIP(), []int{21}
+	return file_api_host_v1_host_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *TaskEvent) GetKind() TaskEvent_Kind {
@@ -1866,7 +1946,7 @@ const file_api_host_v1_host_proto_rawDesc = "" +
 	"\tGuestGone\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04pool\x18\x02 \x01(\tR\x04pool\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xfe\x01\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xc4\x02\n" +
 	"\rServerMessage\x12=\n" +
 	"\n" +
 	"registered\x18\x01 \x01(\v2\x1b.paddock.host.v1.RegisteredH\x00R\n" +
@@ -1874,8 +1954,15 @@ const file_api_host_v1_host_proto_rawDesc = "" +
 	"\abacklog\x18\x02 \x01(\v2\x18.paddock.host.v1.BacklogH\x00R\abacklog\x12;\n" +
 	"\n" +
 	"task_event\x18\x03 \x01(\v2\x1a.paddock.host.v1.TaskEventH\x00R\ttaskEvent\x124\n" +
-	"\acollect\x18\x04 \x01(\v2\x18.paddock.host.v1.CollectH\x00R\acollectB\x05\n" +
-	"\x03msg\"\xa6\x02\n" +
+	"\acollect\x18\x04 \x01(\v2\x18.paddock.host.v1.CollectH\x00R\acollect\x12D\n" +
+	"\rtask_snapshot\x18\x05 \x01(\v2\x1d.paddock.host.v1.TaskSnapshotH\x00R\ftaskSnapshotB\x05\n" +
+	"\x03msg\"\xca\x01\n" +
+	"\fTaskSnapshot\x124\n" +
+	"\arunning\x18\x01 \x03(\v2\x1a.paddock.host.v1.TaskEventR\arunning\x12G\n" +
+	"\bassigned\x18\x02 \x03(\v2+.paddock.host.v1.TaskSnapshot.AssignedEntryR\bassigned\x1a;\n" +
+	"\rAssignedEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\xa6\x02\n" +
 	"\aCollect\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\x04R\trequestId\x12\x14\n" +
@@ -1930,7 +2017,7 @@ func file_api_host_v1_host_proto_rawDescGZIP() []byte {
 }
 
 var file_api_host_v1_host_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_api_host_v1_host_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_api_host_v1_host_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_api_host_v1_host_proto_goTypes = []any{
 	(TaskEvent_Kind)(0),      // 0: paddock.host.v1.TaskEvent.Kind
 	(*BlobRef)(nil),          // 1: paddock.host.v1.BlobRef
@@ -1951,13 +2038,15 @@ var file_api_host_v1_host_proto_goTypes = []any{
 	(*Status)(nil),           // 16: paddock.host.v1.Status
 	(*GuestGone)(nil),        // 17: paddock.host.v1.GuestGone
 	(*ServerMessage)(nil),    // 18: paddock.host.v1.ServerMessage
-	(*Collect)(nil),          // 19: paddock.host.v1.Collect
-	(*Registered)(nil),       // 20: paddock.host.v1.Registered
-	(*Backlog)(nil),          // 21: paddock.host.v1.Backlog
-	(*TaskEvent)(nil),        // 22: paddock.host.v1.TaskEvent
-	nil,                      // 23: paddock.host.v1.Collect.OutputsEntry
-	nil,                      // 24: paddock.host.v1.Backlog.QueuedEntry
-	nil,                      // 25: paddock.host.v1.TaskEvent.InputsEntry
+	(*TaskSnapshot)(nil),     // 19: paddock.host.v1.TaskSnapshot
+	(*Collect)(nil),          // 20: paddock.host.v1.Collect
+	(*Registered)(nil),       // 21: paddock.host.v1.Registered
+	(*Backlog)(nil),          // 22: paddock.host.v1.Backlog
+	(*TaskEvent)(nil),        // 23: paddock.host.v1.TaskEvent
+	nil,                      // 24: paddock.host.v1.TaskSnapshot.AssignedEntry
+	nil,                      // 25: paddock.host.v1.Collect.OutputsEntry
+	nil,                      // 26: paddock.host.v1.Backlog.QueuedEntry
+	nil,                      // 27: paddock.host.v1.TaskEvent.InputsEntry
 }
 var file_api_host_v1_host_proto_depIdxs = []int32{
 	1,  // 0: paddock.host.v1.WriteBlobRequest.header:type_name -> paddock.host.v1.BlobRef
@@ -1971,33 +2060,36 @@ var file_api_host_v1_host_proto_depIdxs = []int32{
 	14, // 8: paddock.host.v1.Status.load:type_name -> paddock.host.v1.Load
 	13, // 9: paddock.host.v1.Status.pools:type_name -> paddock.host.v1.Pool
 	15, // 10: paddock.host.v1.Status.guests:type_name -> paddock.host.v1.Guest
-	20, // 11: paddock.host.v1.ServerMessage.registered:type_name -> paddock.host.v1.Registered
-	21, // 12: paddock.host.v1.ServerMessage.backlog:type_name -> paddock.host.v1.Backlog
-	22, // 13: paddock.host.v1.ServerMessage.task_event:type_name -> paddock.host.v1.TaskEvent
-	19, // 14: paddock.host.v1.ServerMessage.collect:type_name -> paddock.host.v1.Collect
-	23, // 15: paddock.host.v1.Collect.outputs:type_name -> paddock.host.v1.Collect.OutputsEntry
-	24, // 16: paddock.host.v1.Backlog.queued:type_name -> paddock.host.v1.Backlog.QueuedEntry
-	0,  // 17: paddock.host.v1.TaskEvent.kind:type_name -> paddock.host.v1.TaskEvent.Kind
-	25, // 18: paddock.host.v1.TaskEvent.inputs:type_name -> paddock.host.v1.TaskEvent.InputsEntry
-	1,  // 19: paddock.host.v1.Collect.OutputsEntry.value:type_name -> paddock.host.v1.BlobRef
-	1,  // 20: paddock.host.v1.TaskEvent.InputsEntry.value:type_name -> paddock.host.v1.BlobRef
-	5,  // 21: paddock.host.v1.HostService.Describe:input_type -> paddock.host.v1.DescribeRequest
-	8,  // 22: paddock.host.v1.HostService.Control:input_type -> paddock.host.v1.HostMessage
-	7,  // 23: paddock.host.v1.HostService.Relay:input_type -> paddock.host.v1.Chunk
-	2,  // 24: paddock.host.v1.HostService.StatBlob:input_type -> paddock.host.v1.StatBlobRequest
-	3,  // 25: paddock.host.v1.HostService.ReadBlob:input_type -> paddock.host.v1.ReadBlobRequest
-	4,  // 26: paddock.host.v1.HostService.WriteBlob:input_type -> paddock.host.v1.WriteBlobRequest
-	6,  // 27: paddock.host.v1.HostService.Describe:output_type -> paddock.host.v1.DescribeResponse
-	18, // 28: paddock.host.v1.HostService.Control:output_type -> paddock.host.v1.ServerMessage
-	7,  // 29: paddock.host.v1.HostService.Relay:output_type -> paddock.host.v1.Chunk
-	1,  // 30: paddock.host.v1.HostService.StatBlob:output_type -> paddock.host.v1.BlobRef
-	7,  // 31: paddock.host.v1.HostService.ReadBlob:output_type -> paddock.host.v1.Chunk
-	1,  // 32: paddock.host.v1.HostService.WriteBlob:output_type -> paddock.host.v1.BlobRef
-	27, // [27:33] is the sub-list for method output_type
-	21, // [21:27] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	21, // 11: paddock.host.v1.ServerMessage.registered:type_name -> paddock.host.v1.Registered
+	22, // 12: paddock.host.v1.ServerMessage.backlog:type_name -> paddock.host.v1.Backlog
+	23, // 13: paddock.host.v1.ServerMessage.task_event:type_name -> paddock.host.v1.TaskEvent
+	20, // 14: paddock.host.v1.ServerMessage.collect:type_name -> paddock.host.v1.Collect
+	19, // 15: paddock.host.v1.ServerMessage.task_snapshot:type_name -> paddock.host.v1.TaskSnapshot
+	23, // 16: paddock.host.v1.TaskSnapshot.running:type_name -> paddock.host.v1.TaskEvent
+	24, // 17: paddock.host.v1.TaskSnapshot.assigned:type_name -> paddock.host.v1.TaskSnapshot.AssignedEntry
+	25, // 18: paddock.host.v1.Collect.outputs:type_name -> paddock.host.v1.Collect.OutputsEntry
+	26, // 19: paddock.host.v1.Backlog.queued:type_name -> paddock.host.v1.Backlog.QueuedEntry
+	0,  // 20: paddock.host.v1.TaskEvent.kind:type_name -> paddock.host.v1.TaskEvent.Kind
+	27, // 21: paddock.host.v1.TaskEvent.inputs:type_name -> paddock.host.v1.TaskEvent.InputsEntry
+	1,  // 22: paddock.host.v1.Collect.OutputsEntry.value:type_name -> paddock.host.v1.BlobRef
+	1,  // 23: paddock.host.v1.TaskEvent.InputsEntry.value:type_name -> paddock.host.v1.BlobRef
+	5,  // 24: paddock.host.v1.HostService.Describe:input_type -> paddock.host.v1.DescribeRequest
+	8,  // 25: paddock.host.v1.HostService.Control:input_type -> paddock.host.v1.HostMessage
+	7,  // 26: paddock.host.v1.HostService.Relay:input_type -> paddock.host.v1.Chunk
+	2,  // 27: paddock.host.v1.HostService.StatBlob:input_type -> paddock.host.v1.StatBlobRequest
+	3,  // 28: paddock.host.v1.HostService.ReadBlob:input_type -> paddock.host.v1.ReadBlobRequest
+	4,  // 29: paddock.host.v1.HostService.WriteBlob:input_type -> paddock.host.v1.WriteBlobRequest
+	6,  // 30: paddock.host.v1.HostService.Describe:output_type -> paddock.host.v1.DescribeResponse
+	18, // 31: paddock.host.v1.HostService.Control:output_type -> paddock.host.v1.ServerMessage
+	7,  // 32: paddock.host.v1.HostService.Relay:output_type -> paddock.host.v1.Chunk
+	1,  // 33: paddock.host.v1.HostService.StatBlob:output_type -> paddock.host.v1.BlobRef
+	7,  // 34: paddock.host.v1.HostService.ReadBlob:output_type -> paddock.host.v1.Chunk
+	1,  // 35: paddock.host.v1.HostService.WriteBlob:output_type -> paddock.host.v1.BlobRef
+	30, // [30:36] is the sub-list for method output_type
+	24, // [24:30] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_api_host_v1_host_proto_init() }
@@ -2017,6 +2109,7 @@ func file_api_host_v1_host_proto_init() {
 		(*ServerMessage_Backlog)(nil),
 		(*ServerMessage_TaskEvent)(nil),
 		(*ServerMessage_Collect)(nil),
+		(*ServerMessage_TaskSnapshot)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2024,7 +2117,7 @@ func file_api_host_v1_host_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_host_v1_host_proto_rawDesc), len(file_api_host_v1_host_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   25,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

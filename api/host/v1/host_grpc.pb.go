@@ -49,9 +49,11 @@ type HostServiceClient interface {
 	// Control is the host's control stream. The host's first message is a Register
 	// (host_id must equal its certificate's Common Name); the server answers Registered.
 	// Then the host sends Status every status_interval and GuestGone whenever one of its
-	// guests goes away; the server sends Backlog (queued tasks by type) when it changes,
-	// and TaskEvent whenever a task starts or ends on one of the host's guests. A new
-	// Control stream of the same host replaces the old one.
+	// guests goes away; the server sends a TaskSnapshot (the leases its guests hold now)
+	// right after Registered, Backlog (queued tasks by type) when it changes, and
+	// TaskEvent whenever a task starts or ends on one of the host's guests. A new Control
+	// stream of the same host replaces the old one; a host that reads too slowly has its
+	// stream closed, and the TaskSnapshot of the next one resyncs it.
 	Control(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[HostMessage, ServerMessage], error)
 	// Relay carries the bytes of one agent session of one guest (the agent protocol,
 	// api/agent/v1 gRPC, inside) in both directions. The host has terminated the guest's
@@ -170,9 +172,11 @@ type HostServiceServer interface {
 	// Control is the host's control stream. The host's first message is a Register
 	// (host_id must equal its certificate's Common Name); the server answers Registered.
 	// Then the host sends Status every status_interval and GuestGone whenever one of its
-	// guests goes away; the server sends Backlog (queued tasks by type) when it changes,
-	// and TaskEvent whenever a task starts or ends on one of the host's guests. A new
-	// Control stream of the same host replaces the old one.
+	// guests goes away; the server sends a TaskSnapshot (the leases its guests hold now)
+	// right after Registered, Backlog (queued tasks by type) when it changes, and
+	// TaskEvent whenever a task starts or ends on one of the host's guests. A new Control
+	// stream of the same host replaces the old one; a host that reads too slowly has its
+	// stream closed, and the TaskSnapshot of the next one resyncs it.
 	Control(grpc.BidiStreamingServer[HostMessage, ServerMessage]) error
 	// Relay carries the bytes of one agent session of one guest (the agent protocol,
 	// api/agent/v1 gRPC, inside) in both directions. The host has terminated the guest's
