@@ -420,6 +420,8 @@ func (d *Daemon) control(ctx context.Context) error {
 			}
 		case *hostv1.ServerMessage_Collect:
 			d.dp.collect(ctx, m.Collect) // on its own goroutine
+		case *hostv1.ServerMessage_TaskSnapshot:
+			d.applySnapshot(ctx, m.TaskSnapshot)
 		}
 	}
 }

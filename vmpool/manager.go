@@ -426,3 +426,50 @@ func (m *Manager) TaskFinished(name string) error {
 	}
 	return fmt.Errorf("task finished in guest %s: %w", name, ErrNotFound)
 }
+
+// SyncTasks replaces what TaskStarted and TaskFinished built up with the server's
+// view (a resync after the host's link with the server broke and events were lost):
+// running maps guest name to the tasks it runs now, assigned to the tasks the server
+// has started in it in all (what max_tasks_per_vm counts; it only raises the pool's
+// count). A ready guest with tasks becomes busy (draining once it has started
+// max_tasks_per_vm), one without becomes idle, and a draining guest without tasks is
+// recycled. Guests still booting or stopping, and names no pool knows, are left alone.
+func (m *Manager) SyncTasks(running, assigned map[string]int) {
+	for _, p := range m.pools {
+		p.syncTasks(running, assigned)
+	}
+}
+
+func (p *pool) syncTasks(running, assigned map[string]int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := p.m.clock.Now()
+	for _, g := range p.guests {
+		if g.state == StateBooting || g.state == StateStopping {
+			continue
+		}
+		n := max(running[g.ref.Name], 0)
+		if a := assigned[g.ref.Name]; a > g.started {
+			g.started = a
+		}
+		g.started = max(g.started, n)
+		was := g.state
+		g.running = n
+		switch {
+		case p.cfg.MaxTasksPerVM > 0 && g.started >= p.cfg.MaxTasksPerVM:
+			g.state = StateDraining
+			if n == 0 {
+				p.stopGuest(g, fmt.Sprintf("recycled after %d tasks", g.started))
+				p.m.met.recycled.WithLabelValues(p.cfg.Name).Inc()
+			}
+		case n > 0:
+			g.state = StateBusy
+		case was != StateIdle:
+			g.state, g.idleSince = StateIdle, now
+		}
+		if g.state != was {
+			p.log.Info("guest state resynced with the server", "guest", g.ref.Name, "was", was, "now", g.state, "running", n, "started", g.started)
+		}
+	}
+	p.nudge()
+}
