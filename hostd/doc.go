@@ -10,7 +10,16 @@
 // requeues that guest's tasks); the server sends the backlog by task type (fed to
 // vmpool.Counts, which drives scale-up) and a TaskEvent whenever a task starts or ends
 // on one of the host's guests (fed to Manager.TaskStarted/TaskFinished, so idle
-// timeouts and max_tasks_per_vm recycling work).
+// timeouts and max_tasks_per_vm recycling work). Right after registering, the server
+// sends a TaskSnapshot of the leases the host's guests hold: the daemon replaces its
+// per-guest busy state with it (Manager.SyncTasks), stages the inputs of leases it has
+// not staged and removes the staged files of leases no longer held (resync.go), so
+// TaskEvents lost with a broken or overflowing stream leave nothing stale. Guest-gone
+// news waits in a set keyed by guest name until the server has it (never dropped,
+// resent after a reconnect); at start that includes every guest a previous run of the
+// same host id left (vmpool destroys them), so a restart after a crash requeues their
+// tasks at once. Serve reports each relayed agent session to the pools
+// (vmpool.SessionReporter), which enforce host.guest_session_timeout.
 //
 // The relay (Daemon.Serve, the pools' vmpool.Relay): for each guest, the connection to
 // its virtio-serial socket, positioned after the agent's ready line, gets the host half

@@ -463,9 +463,17 @@ func (d *Daemon) Serve(ctx context.Context, g vmpool.GuestRef, conn net.Conn) er
 		if a, ok := s.RemoteAddr().(transport.Addr); ok && a.Name != "" && a.Name != g.Name {
 			log.Warn("guest's hello names another identity; relaying it as the guest this host knows", "hello_name", a.Name)
 		}
+		d.mgr.SessionOpened(g.Name) // the guest health deadline (host.guest_session_timeout)
 		d.relay(ctx, g, s, log)
+		d.mgr.SessionClosed(g.Name)
 	}
 }
+
+var _ vmpool.SessionReporter = (*Daemon)(nil)
+
+// ReportsSessions implements vmpool.SessionReporter: Serve reports every session a
+// guest's agent opens, so the pools enforce host.guest_session_timeout.
+func (d *Daemon) ReportsSessions() bool { return true }
 
 // relay carries one guest session to the server until either side ends it.
 func (d *Daemon) relay(ctx context.Context, g vmpool.GuestRef, s net.Conn, log *slog.Logger) {

@@ -164,6 +164,8 @@ type env struct {
 	blobs   *blob.FS // the server's blob store (options.dataPlane)
 	// leaseTTL is the server's lease_ttl (default 30s).
 	leaseTTL time.Duration
+	// sessionTimeout is the daemon's guest_session_timeout (default vmpool's).
+	sessionTimeout time.Duration
 }
 
 // options configure start.
@@ -175,6 +177,8 @@ type options struct {
 	// dataPlane gives the server a filesystem blob store and the host a cache (so it
 	// registers the capability stage and its guests get shared directories).
 	dataPlane bool
+	// sessionTimeout is the host's guest_session_timeout (0: the default).
+	sessionTimeout time.Duration
 }
 
 func connectLibvirt(t testing.TB) (*hypervisor.Libvirt, string) {
@@ -255,7 +259,7 @@ func startWith(t testing.TB, o options) *env {
 	}
 	hv, uri := connectLibvirt(t)
 	store, img := o.img(t)
-	e := &env{t: t, uri: uri, hv: hv, hostID: "hostd-test-" + randHex(3), logs: &logBuf{}, img: img, store: store}
+	e := &env{t: t, uri: uri, hv: hv, hostID: "hostd-test-" + randHex(3), logs: &logBuf{}, img: img, store: store, sessionTimeout: o.sessionTimeout}
 	clusterAddr := startServer(t, e, o.dataPlane)
 	for i := range pools {
 		if pools[i].Image == "" {
@@ -279,7 +283,8 @@ func (e *env) startDaemon(clusterAddr string, pools []vmpool.PoolConfig, th host
 	}
 	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelInfo})).With("side", "host")
 	hcfg := hostd.Config{Server: clusterAddr, TLS: tlsCfg, LoadInterval: 500 * time.Millisecond, Accel: "tcg", Version: "test", Logger: log,
-		Pools: vmpool.Config{HostID: e.hostID, RunDir: e.runDir, Pools: pools, Tick: 200 * time.Millisecond, StatsInterval: time.Second, Thresholds: th}}
+		Pools: vmpool.Config{HostID: e.hostID, RunDir: e.runDir, Pools: pools, Tick: 200 * time.Millisecond, StatsInterval: time.Second, Thresholds: th,
+			GuestSessionTimeout: e.sessionTimeout}}
 	if dataPlane {
 		// The cache next to the guests' directories: the same filesystem, so staging
 		// hard-links.

@@ -274,6 +274,14 @@ type Config struct {
 	// DefaultShareUser, libvirt-qemu). When it does not exist, or the daemon is not
 	// root, the output share is made 0777 instead (logged).
 	ShareUser string `mapstructure:"share_user" json:"share_user,omitempty" yaml:"share_user,omitempty"`
+	// GuestSessionTimeout (host.guest_session_timeout) bounds how long a ready guest's
+	// agent may go without a session through the relay: none within it of the ready
+	// line, or none for it since the last one closed while the domain still runs (the
+	// agent is dead or hung inside a live guest). Such a guest is destroyed, reported
+	// gone (the server requeues its tasks) and replaced; one that never started a task
+	// counts as a failed boot. Default DefaultGuestSessionTimeout (1m); enforced only
+	// with a relay that reports sessions (SessionReporter: the host daemon's).
+	GuestSessionTimeout time.Duration `mapstructure:"guest_session_timeout" json:"guest_session_timeout,omitempty" yaml:"guest_session_timeout,omitempty"`
 }
 
 func (c Config) withDefaults() Config {
@@ -294,6 +302,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ShareUser == "" {
 		c.ShareUser = DefaultShareUser
+	}
+	if c.GuestSessionTimeout == 0 {
+		c.GuestSessionTimeout = DefaultGuestSessionTimeout
 	}
 	return c
 }
@@ -321,6 +332,10 @@ func (c Config) ValidateHost() error {
 		if d.v < 0 {
 			return cfgErr("", d.f, "use a positive duration", "%v", d.v)
 		}
+	}
+	if c.GuestSessionTimeout < MinGuestSessionTimeout {
+		return cfgErr("", "guest_session_timeout", fmt.Sprintf("use at least %v, e.g. 1m (a live agent redials its session at least every 5s)", MinGuestSessionTimeout),
+			"%v is too short", c.GuestSessionTimeout)
 	}
 	if err := c.Thresholds.Validate(); err != nil {
 		return &ConfigError{Field: "thresholds", Problem: err.Error()}

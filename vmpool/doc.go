@@ -36,8 +36,22 @@
 // guestabi.OutTag) where the guest writes outputs; GuestRef.InDir/OutDir and
 // Manager.Guest give their paths. At start the
 // Manager destroys every domain labelled with its HostID and empties RunDir (a restarted
-// daemon does not adopt guests: their sessions cannot be resumed anyway); at the end of
-// Run it destroys all its guests.
+// daemon does not adopt guests: their sessions cannot be resumed anyway), reporting
+// each such guest, and each guest directory whose domain is already gone, through
+// WithGuestGone (so the server requeues their tasks at once, not at lease expiry); at
+// the end of Run it destroys all its guests.
+//
+// Health (health.go): with a Relay that reports sessions (SessionReporter; the host
+// daemon's calls Manager.SessionOpened/SessionClosed for every agent session it
+// relays), a ready guest whose agent has no session for Config.GuestSessionTimeout
+// (host.guest_session_timeout, default 1m) — none since its ready line, or none since
+// its last one closed while the domain still runs — is destroyed, reported gone and
+// replaced (paddock_vmpool_guests_lost_total{reason="session"}; a failed boot if it
+// never ran a task). The pool's clock times it, so unit tests drive it with a fake one.
+//
+// Resync: Manager.SyncTasks replaces the per-guest task counts TaskStarted and
+// TaskFinished built with the server's view (the host daemon calls it with each
+// TaskSnapshot, after its link with the server broke and events may have been lost).
 //
 // Readiness: SocketConnector dials the guest's channel socket and reads, one byte at a
 // time, up to the agent's "PADDOCK-AGENT READY …" line (agent.ReadyPrefix); the guest

@@ -44,6 +44,8 @@ type Manager struct {
 
 	pools []*pool // in configuration order, bad ones included
 
+	sess sessions // agent sessions of ready guests (health.go)
+
 	shareOwner *shareOwner // nil: output shares are 0777 (see Config.ShareUser)
 
 	started atomic.Bool
@@ -172,7 +174,11 @@ func (m *Manager) Run(ctx context.Context) error {
 			p.run(ctx)
 		}()
 	}
-	wg.Add(3)
+	wg.Add(4)
+	go func() {
+		defer wg.Done()
+		m.healthLoop(ctx)
+	}()
 	go func() {
 		defer wg.Done()
 		for e := range events {
@@ -287,16 +293,7 @@ func (m *Manager) listLoop(ctx context.Context) {
 
 // statsLoop reads every guest's libvirt statistics each StatsInterval.
 func (m *Manager) statsLoop(ctx context.Context) {
-	t := time.NewTicker(m.cfg.StatsInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		m.refreshStats(ctx)
-	}
+	every(ctx, m.cfg.StatsInterval, func() { m.refreshStats(ctx) })
 }
 
 func (m *Manager) refreshStats(ctx context.Context) {
