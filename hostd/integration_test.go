@@ -166,6 +166,8 @@ type env struct {
 	leaseTTL time.Duration
 	// sessionTimeout is the daemon's guest_session_timeout (default vmpool's).
 	sessionTimeout time.Duration
+	// proxy carries the daemon's connection to the server (options.proxy).
+	proxy *tcpProxy
 }
 
 // options configure start.
@@ -179,6 +181,8 @@ type options struct {
 	dataPlane bool
 	// sessionTimeout is the host's guest_session_timeout (0: the default).
 	sessionTimeout time.Duration
+	// proxy puts a tcpProxy (env.proxy) between the host daemon and the cluster port.
+	proxy bool
 }
 
 func connectLibvirt(t testing.TB) (*hypervisor.Libvirt, string) {
@@ -261,6 +265,10 @@ func startWith(t testing.TB, o options) *env {
 	store, img := o.img(t)
 	e := &env{t: t, uri: uri, hv: hv, hostID: "hostd-test-" + randHex(3), logs: &logBuf{}, img: img, store: store, sessionTimeout: o.sessionTimeout}
 	clusterAddr := startServer(t, e, o.dataPlane)
+	if o.proxy {
+		e.proxy = startProxy(t, clusterAddr)
+		clusterAddr = e.proxy.addr()
+	}
 	for i := range pools {
 		if pools[i].Image == "" {
 			pools[i].Image = img.Digest[:16]
