@@ -43,7 +43,7 @@ func TestGuestWithoutSessionReplaced(t *testing.T) {
 		// A long boot_timeout: under TCG on a loaded 2-core machine a boot has taken 3 minutes.
 		pools: []vmpool.PoolConfig{{Name: pool, VCPUs: 1, MemoryMiB: 256, MinIdle: 1, Max: 1, IdleTimeout: time.Minute, BootTimeout: 8 * time.Minute}}})
 	var g1 string
-	e.waitFor("a ready guest", 2*bootWait, func() bool {
+	e.waitFor("a ready guest", 2*bootWait+time.Minute, func() bool {
 		for _, g := range e.guests(pool) {
 			if g.State == vmpool.StateIdle {
 				g1 = g.Name
@@ -63,7 +63,7 @@ func TestGuestWithoutSessionReplaced(t *testing.T) {
 		}
 		return false
 	})
-	e.waitFor("a replacement ready (min_idle kept)", 2*bootWait, func() bool {
+	e.waitFor("a replacement ready (min_idle kept)", 2*bootWait+time.Minute, func() bool {
 		for _, g := range e.guests(pool) {
 			if g.Name != g1 && g.State == vmpool.StateIdle {
 				return true

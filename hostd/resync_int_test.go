@@ -89,9 +89,10 @@ func (p *tcpProxy) restore() {
 // TaskSnapshot (no leases) makes the host mark the guest idle again.
 func TestResyncAfterLinkLoss(t *testing.T) {
 	pool := "rl" + randHex(2)
+	// A long boot_timeout: under TCG on a loaded 2-core machine a boot has taken over 3 minutes.
 	e := startWith(t, options{proxy: true, pools: []vmpool.PoolConfig{{Name: pool, VCPUs: 1, MemoryMiB: 256, MinIdle: 1, Max: 1, IdleTimeout: 10 * time.Minute,
-		TaskTypes: []string{"test.sleep"}}}})
-	e.waitFor("a registered guest", bootWait, func() bool { return len(e.registered(pool)) == 1 })
+		TaskTypes: []string{"test.sleep"}, BootTimeout: 8 * time.Minute}}})
+	e.waitFor("a registered guest", 2*bootWait+time.Minute, func() bool { return len(e.registered(pool)) == 1 })
 	guest := e.registered(pool)[0]
 	r, err := e.tasks.Submit(context.Background(), connect.NewRequest(&paddockv1.SubmitRequest{Task: &paddockv1.TaskSpec{Type: "test.sleep", Payload: []byte("30m"), MaxAttempts: 1}}))
 	if err != nil {
