@@ -37,8 +37,8 @@ func (d *Daemon) applySnapshot(ctx context.Context, sn *hostv1.TaskSnapshot) {
 }
 
 // resync brings the data path in line with running, the leases the server says the
-// host's guests hold: it stages the inputs of each lease that is neither staged (its
-// marker is in place) nor being staged, and, for each of guests, stops the staging of
+// host's guests hold: it stages the inputs of each lease of a guest it knows that is
+// neither staged (its marker is in place) nor being staged, and, for each of guests, stops the staging of
 // and removes the files of every lease not in running. It returns how many stagings
 // it started and how many leases it removed. It never blocks (see started, finished).
 func (p *dataPath) resync(ctx context.Context, running []*hostv1.TaskEvent, guests []vmpool.GuestRef) (staged, removed int) {
@@ -60,6 +60,9 @@ func (p *dataPath) resync(ctx context.Context, running []*hostv1.TaskEvent, gues
 		k := leaseKey{e.GetGuest(), e.GetTaskId(), e.GetLeaseId()}
 		if len(e.GetInputs()) == 0 || inFlight[k] || p.markerPresent(k) {
 			continue
+		}
+		if _, ok := p.guests(k.guest); !ok {
+			continue // not a guest of this run (e.g. one a previous run left, reported gone)
 		}
 		p.started(ctx, e)
 		staged++

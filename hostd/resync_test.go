@@ -37,10 +37,12 @@ func TestResyncDataPath(t *testing.T) {
 		{Kind: hostv1.TaskEvent_KIND_STARTED, Guest: e.g.Name, TaskId: "task-a", LeaseId: 1, Inputs: inputs},
 		{Kind: hostv1.TaskEvent_KIND_STARTED, Guest: e.g.Name, TaskId: "task-c", LeaseId: 2, Inputs: inputs},
 		{Kind: hostv1.TaskEvent_KIND_STARTED, Guest: e.g.Name, TaskId: "task-d", LeaseId: 1}, // no inputs: nothing to stage
+		// A guest this daemon does not know (a previous run's, being reported gone).
+		{Kind: hostv1.TaskEvent_KIND_STARTED, Guest: "paddock-p-0ldrun00", TaskId: "task-e", LeaseId: 1, Inputs: inputs},
 	}
 	staged, removed := e.dp.resync(context.Background(), running, nil)
 	if staged != 1 {
-		t.Errorf("resync started %d stagings, want 1 (task-c only)", staged)
+		t.Errorf("resync started %d stagings, want 1 (task-c only: task-e's guest is unknown)", staged)
 	}
 	st := e.next().GetStaged()
 	if st.GetTaskId() != "task-c" || st.GetLeaseId() != 2 || st.GetError() != "" {
