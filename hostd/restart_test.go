@@ -183,6 +183,9 @@ func TestHostRestartReportsLeftovers(t *testing.T) {
 		!strings.Contains(msg, "restarted") || strings.Contains(msg, "expired") {
 		t.Fatalf("first attempt %v: want its error to name guest %s as gone because the host daemon restarted", first, victim)
 	}
+	if k := first.GetFailureKind(); k != paddockv1.FailureKind_FAILURE_KIND_GUEST_GONE {
+		t.Errorf("first attempt's failure kind %v, want FAILURE_KIND_GUEST_GONE (not lease expiry)", k)
+	}
 	if !first.GetRetryable() {
 		t.Errorf("first attempt %v: want it retryable", first)
 	}
