@@ -65,7 +65,7 @@ func notQueued(t store.Task) *paddockv1.Reason {
 	case store.Running:
 		msg = fmt.Sprintf("running on agent %s (attempt %d) since %s", t.AgentID, t.Attempt, t.StartedAt.UTC().Format(time.RFC3339))
 	default:
-		msg = fmt.Sprintf("ended %s at %s after %d attempts", t.State, t.FinishedAt.UTC().Format(time.RFC3339), t.Attempt)
+		msg = fmt.Sprintf("ended %s at %s (attempts: %d)", t.State, t.FinishedAt.UTC().Format(time.RFC3339), t.Attempt)
 		if t.Error != "" {
 			msg += ": " + t.Error
 		}

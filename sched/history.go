@@ -27,10 +27,11 @@ type history struct {
 	mu                        sync.Mutex
 	sub, start, ok, bad, latN int64
 	latSum, latMax            time.Duration
+	since                     time.Time           // start of the current interval
 	ring                      []*paddockv1.Sample // oldest first, at most HistorySamples
 }
 
-func newHistory() *history { return &history{} }
+func newHistory(now time.Time) *history { return &history{since: now} }
 
 func (h *history) submitted() {
 	h.mu.Lock()
@@ -67,6 +68,7 @@ func (h *history) take(now time.Time, queued, running int64) {
 	defer h.mu.Unlock()
 	sm := h.current(now, queued, running)
 	h.sub, h.start, h.ok, h.bad, h.latN, h.latSum, h.latMax = 0, 0, 0, 0, 0, 0, 0
+	h.since = now
 	if len(h.ring) == HistorySamples {
 		copy(h.ring, h.ring[1:])
 		h.ring = h.ring[:HistorySamples-1]
@@ -77,7 +79,7 @@ func (h *history) take(now time.Time, queued, running int64) {
 // current is the sample of the interval so far. Caller holds h.mu.
 func (h *history) current(now time.Time, queued, running int64) *paddockv1.Sample {
 	sm := &paddockv1.Sample{AtUnixMs: now.UnixMilli(), Submitted: h.sub, Started: h.start, Succeeded: h.ok, Failed: h.bad,
-		Queued: queued, Running: running, LatencyMaxMs: h.latMax.Milliseconds()}
+		Queued: queued, Running: running, LatencyMaxMs: h.latMax.Milliseconds(), DurationMs: max(now.Sub(h.since), 0).Milliseconds()}
 	if h.latN > 0 {
 		sm.LatencyAvgMs = (h.latSum / time.Duration(h.latN)).Milliseconds()
 	}

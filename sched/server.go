@@ -77,7 +77,7 @@ func New(cfg Config, st store.Store) (*Server, error) {
 		readyGen:   map[string]uint64{},
 		queue:      newQueueMeter(),
 		feed:       newFeed(),
-		hist:       newHistory(),
+		hist:       newHistory(time.Now()),
 		agents:     map[string]*agent{},
 		waiters:    map[string][]chan struct{}{},
 		hosts:      map[string]*hostRec{},

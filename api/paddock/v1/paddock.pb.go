@@ -3110,8 +3110,11 @@ type Sample struct {
 	Running int64 `protobuf:"varint,7,opt,name=running,proto3" json:"running,omitempty"`
 	// latency_avg_ms and latency_max_ms are the submit-to-start latency (created to
 	// first leased) of the tasks first leased in the interval (0 when none).
-	LatencyAvgMs  int64 `protobuf:"varint,8,opt,name=latency_avg_ms,json=latencyAvgMs,proto3" json:"latency_avg_ms,omitempty"`
-	LatencyMaxMs  int64 `protobuf:"varint,9,opt,name=latency_max_ms,json=latencyMaxMs,proto3" json:"latency_max_ms,omitempty"`
+	LatencyAvgMs int64 `protobuf:"varint,8,opt,name=latency_avg_ms,json=latencyAvgMs,proto3" json:"latency_avg_ms,omitempty"`
+	LatencyMaxMs int64 `protobuf:"varint,9,opt,name=latency_max_ms,json=latencyMaxMs,proto3" json:"latency_max_ms,omitempty"`
+	// duration_ms is the length of the interval: interval_ms, but less for the last
+	// sample (the interval so far) and for the first after a start.
+	DurationMs    int64 `protobuf:"varint,10,opt,name=duration_ms,json=durationMs,proto3" json:"duration_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3205,6 +3208,13 @@ func (x *Sample) GetLatencyAvgMs() int64 {
 func (x *Sample) GetLatencyMaxMs() int64 {
 	if x != nil {
 		return x.LatencyMaxMs
+	}
+	return 0
+}
+
+func (x *Sample) GetDurationMs() int64 {
+	if x != nil {
+		return x.DurationMs
 	}
 	return 0
 }
@@ -3501,7 +3511,7 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\rRetryResponse\x12$\n" +
 	"\x04task\x18\x01 \x01(\v2\x10.paddock.v1.TaskR\x04task\x12\x19\n" +
 	"\bretry_of\x18\x02 \x01(\tR\aretryOf\"\x10\n" +
-	"\x0eHistoryRequest\"\x92\x02\n" +
+	"\x0eHistoryRequest\"\xb3\x02\n" +
 	"\x06Sample\x12\x1c\n" +
 	"\n" +
 	"at_unix_ms\x18\x01 \x01(\x03R\batUnixMs\x12\x1c\n" +
@@ -3512,7 +3522,10 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\x06queued\x18\x06 \x01(\x03R\x06queued\x12\x18\n" +
 	"\arunning\x18\a \x01(\x03R\arunning\x12$\n" +
 	"\x0elatency_avg_ms\x18\b \x01(\x03R\flatencyAvgMs\x12$\n" +
-	"\x0elatency_max_ms\x18\t \x01(\x03R\flatencyMaxMs\"`\n" +
+	"\x0elatency_max_ms\x18\t \x01(\x03R\flatencyMaxMs\x12\x1f\n" +
+	"\vduration_ms\x18\n" +
+	" \x01(\x03R\n" +
+	"durationMs\"`\n" +
 	"\x0fHistoryResponse\x12\x1f\n" +
 	"\vinterval_ms\x18\x01 \x01(\x03R\n" +
 	"intervalMs\x12,\n" +

@@ -421,7 +421,7 @@ function taskView(view, id) {
 
 function renderWhy(why) {
   const reasons = why.reasons || [];
-  return h("div", { class: "why", id: "why" }, h("b", {}, why.state === "STATE_QUEUED" ? "Why is it still queued?" : "Where is it?"),
+  return h("div", { class: "why", id: "why" }, h("b", {}, why.state === "STATE_QUEUED" ? "Why is it still queued?" : TERMINAL.has(why.state) ? "How it ended" : "Where it is"),
     h("ul", {}, reasons.map((r) => h("li", { dataset: { kind: (r.kind || "").replace(/^KIND_/, "").toLowerCase() } }, r.message,
       r.untilUnixMs ? h("span", { class: "muted" }, " (" + time(r.untilUnixMs) + ")") : null))));
 }
@@ -516,12 +516,13 @@ function chartsView(view) {
     const s = res.samples || [];
     const iv = num(res.intervalMs) || 10000;
     const xs = s.map((x) => num(x.atUnixMs));
+    const rate = (x, n) => (num(x.durationMs) > 0 ? num(n) / (num(x.durationMs) / 1000) : 0);
     view.replaceChildren(h("h1", {}, "Last hour"), h("p", { class: "muted" }, s.length + " samples of " + dur(iv) + "; the last is the interval so far."),
       h("div", { class: "charts" },
         chart("chart-throughput", "Throughput (tasks/s)", xs, [
-          { name: "succeeded", color: "#1f7a3d", ys: s.map((x) => num(x.succeeded) / (iv / 1000)) },
-          { name: "failed", color: "#b42318", ys: s.map((x) => num(x.failed) / (iv / 1000)) },
-          { name: "submitted", color: "#667085", ys: s.map((x) => num(x.submitted) / (iv / 1000)) }]),
+          { name: "succeeded", color: "#1f7a3d", ys: s.map((x) => rate(x, x.succeeded)) },
+          { name: "failed", color: "#b42318", ys: s.map((x) => rate(x, x.failed)) },
+          { name: "submitted", color: "#667085", ys: s.map((x) => rate(x, x.submitted)) }]),
         chart("chart-queue", "Queue depth (tasks)", xs, [
           { name: "queued", color: "#a15c00", ys: s.map((x) => num(x.queued)) },
           { name: "leased or running", color: "#2457c5", ys: s.map((x) => num(x.running)) }]),
@@ -550,6 +551,8 @@ function chart(id, title, xs, series) {
     if (xs.length === 0) continue;
     const pts = xs.map((t, i) => X(t).toFixed(1) + "," + Y(s.ys[i]).toFixed(1)).join(" ");
     svg.append(svgEl("polyline", { points: pts, fill: "none", stroke: s.color, "stroke-width": 1.5, "data-series": s.name }));
+    const last = xs.length - 1; // the interval so far: a dot, visible even when it is the only sample
+    svg.append(svgEl("circle", { cx: X(xs[last]).toFixed(1), cy: Y(s.ys[last]).toFixed(1), r: 3, fill: s.color }));
   }
   const legend = h("div", { class: "legend" }, series.map((s) => {
     const i = h("i");
