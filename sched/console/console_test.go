@@ -270,7 +270,7 @@ func newBrowser(t *testing.T, execPath string) *browser {
 				// The refused sign-in the test makes on purpose (and the first Status a
 				// page sends before it has a token): the browser logs the 401.
 			case m.Source == "network" && strings.Contains(m.Text, "status of 404") &&
-				(strings.HasSuffix(m.URL, "/TaskService/Get") || strings.HasSuffix(m.URL, "/TaskService/Explain")):
+				(strings.HasSuffix(m.URL, "/paddock.v1.TaskService/Get") || strings.HasSuffix(m.URL, "/paddock.v1.TaskService/Explain")):
 				// The task that does not exist, opened on purpose (the page says so:
 				// the test checks #not-found).
 			default:
