@@ -96,11 +96,13 @@ func (f *feed) Subscribe() (<-chan console.Event, func()) {
 	}
 }
 
-// publish sends t to every subscriber, dropping those whose buffer is full.
+// publish sends t to every subscriber, dropping those whose buffer is full. Without
+// subscribers it costs a lock; the JSON is made outside the lock.
 func (f *feed) publish(t store.Task) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	if len(f.subs) == 0 {
+	n := len(f.subs)
+	f.mu.Unlock()
+	if n == 0 {
 		return
 	}
 	b, err := protojson.Marshal(listForm(t))
@@ -108,6 +110,8 @@ func (f *feed) publish(t store.Task) {
 		return // cannot happen: a Task always marshals
 	}
 	ev := console.Event{Name: "task", Data: b}
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	for ch := range f.subs {
 		select {
 		case ch <- ev:

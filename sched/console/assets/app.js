@@ -373,9 +373,25 @@ function tasksView(view, params) {
     const tr = render(t);
     tr.classList.add("flash");
     if (have) have.tr.replaceWith(tr);
-    else tbody.prepend(tr); // new tasks are the newest: the list is newest first
+    else if (!insertByAge(tr, t)) return; // the list is newest first
     rows.set(t.id, { tr, task: t });
     updateCount();
+  };
+  // insertByAge puts a task not shown yet before the first older row (a new task goes
+  // first; an older task that changed into the filter goes to its place). It returns
+  // false when the task belongs on a page not loaded yet.
+  const older = (a, b) => num(a.createdAtUnixMs) < num(b.createdAtUnixMs) || (num(a.createdAtUnixMs) === num(b.createdAtUnixMs) && a.id < b.id);
+  const insertByAge = (tr, t) => {
+    for (const other of tbody.children) {
+      const o = rows.get(other.dataset.id);
+      if (o && older(o.task, t)) {
+        other.before(tr);
+        return true;
+      }
+    }
+    if (next) return false;
+    tbody.append(tr);
+    return true;
   };
   const off = feed.on(onEvent);
   load(false).catch((e) => showError(view, e));
