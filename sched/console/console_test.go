@@ -7,6 +7,7 @@ package console_test
 // directory). See doc.go for how to run it.
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -22,11 +23,13 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 
 	paddockv1 "github.com/paddockvm/paddock/api/paddock/v1"
 	"github.com/paddockvm/paddock/api/paddock/v1/paddockv1connect"
+	"github.com/paddockvm/paddock/blob"
 	"github.com/paddockvm/paddock/internal/testutil"
 	"github.com/paddockvm/paddock/sched"
 	"github.com/paddockvm/paddock/sched/console"
@@ -110,7 +113,11 @@ func startServer(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := sched.Config{Token: clientToken, AgentToken: agentToken, RetryBase: 20 * time.Millisecond, RetryMax: 100 * time.Millisecond,
+	blobs, err := blob.OpenFS(filepath.Join(t.TempDir(), "blobs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := sched.Config{Token: clientToken, AgentToken: agentToken, Blobs: blobs, RetryBase: 20 * time.Millisecond, RetryMax: 100 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))}
 	srv, err := sched.New(cfg, st)
 	if err != nil {
@@ -220,6 +227,26 @@ func (e *env) submit(t *testing.T, typ, payload string) string {
 	return r.Msg.GetTask().GetId()
 }
 
+// putBlob uploads b to the server's blob store and returns its digest.
+func (e *env) putBlob(t *testing.T, b []byte) string {
+	t.Helper()
+	d := string(blob.FromBytes(b))
+	req, err := http.NewRequest(http.MethodPut, e.url+"/v1/blobs/"+d, bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+clientToken)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode/100 != 2 {
+		t.Fatalf("PUT blob %s: %s", d, res.Status)
+	}
+	return d
+}
+
 func (e *env) get(t *testing.T, id string) *paddockv1.Task {
 	t.Helper()
 	r, err := e.tasks.Get(context.Background(), connect.NewRequest(&paddockv1.GetRequest{Id: id}))
@@ -238,14 +265,16 @@ func (e *env) wait(t *testing.T, id string) *paddockv1.Task {
 	return r.Msg.GetTask()
 }
 
-// browser is one Chromium tab with the console errors it logged.
-type browser struct {
-	ctx    context.Context
-	mu     sync.Mutex
-	errors []string
+// tab is one Chromium tab with the console errors it logged. Downloads go to
+// downloads.
+type tab struct {
+	ctx       context.Context
+	downloads string
+	mu        sync.Mutex
+	errors    []string
 }
 
-func newBrowser(t *testing.T, execPath string) *browser {
+func newBrowser(t *testing.T, execPath string) *tab {
 	t.Helper()
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(execPath), chromedp.NoSandbox, chromedp.DisableGPU,
 		chromedp.WindowSize(1280, 1000), chromedp.UserDataDir(t.TempDir()))
@@ -255,7 +284,11 @@ func newBrowser(t *testing.T, execPath string) *browser {
 	if err := chromedp.Do(ctx); err != nil { // starts the browser, with no timeout
 		t.Fatalf("starting Chromium %s: %v", execPath, err)
 	}
-	b := &browser{ctx: ctx}
+	b := &tab{ctx: ctx, downloads: t.TempDir()}
+	if _, err := chromedp.CallBrowser(ctx, browser.SetDownloadBehavior, browser.SetDownloadBehaviorParams{
+		Behavior: browser.SetDownloadBehaviorBehaviorAllow, DownloadPath: b.downloads}); err != nil {
+		t.Fatalf("allowing downloads: %v", err)
+	}
 	messages := chromedp.Console(ctx)
 	go func() {
 		for m, err := range messages {
@@ -290,13 +323,13 @@ func newBrowser(t *testing.T, execPath string) *browser {
 	return b
 }
 
-func (b *browser) logError(s string) {
+func (b *tab) logError(s string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.errors = append(b.errors, s)
 }
 
-func (b *browser) consoleErrors() []string {
+func (b *tab) consoleErrors() []string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return append([]string(nil), b.errors...)
@@ -306,7 +339,7 @@ func (b *browser) consoleErrors() []string {
 const stepTimeout = 2 * time.Minute
 
 // do runs actions in the tab, failing the test with the page's HTML on an error.
-func (b *browser) do(t *testing.T, what string, actions ...chromedp.Action[chromedp.Void]) {
+func (b *tab) do(t *testing.T, what string, actions ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(b.ctx, stepTimeout)
 	defer cancel()
@@ -315,7 +348,7 @@ func (b *browser) do(t *testing.T, what string, actions ...chromedp.Action[chrom
 	}
 }
 
-func (b *browser) fail(t *testing.T, what string, err error) {
+func (b *tab) fail(t *testing.T, what string, err error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
 	defer cancel()
@@ -324,18 +357,18 @@ func (b *browser) fail(t *testing.T, what string, err error) {
 }
 
 // text returns the visible text of the element sel.
-func (b *browser) text(t *testing.T, sel string) string {
+func (b *tab) text(t *testing.T, sel string) string {
 	t.Helper()
 	return run(t, b, "reading "+sel, chromedp.Text(chromedp.CSS(sel)))
 }
 
 // eval returns the value of a JavaScript expression.
-func eval[T any](t *testing.T, b *browser, expr string) T {
+func eval[T any](t *testing.T, b *tab, expr string) T {
 	t.Helper()
 	return run(t, b, "evaluating "+expr, chromedp.Evaluate[T](expr))
 }
 
-func run[T any](t *testing.T, b *browser, what string, a chromedp.Action[T]) T {
+func run[T any](t *testing.T, b *tab, what string, a chromedp.Action[T]) T {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(b.ctx, stepTimeout)
 	defer cancel()
@@ -347,7 +380,7 @@ func run[T any](t *testing.T, b *browser, what string, a chromedp.Action[T]) T {
 }
 
 // screenshot saves the whole page as dir/name.png.
-func (b *browser) screenshot(t *testing.T, dir, name string) {
+func (b *tab) screenshot(t *testing.T, dir, name string) {
 	t.Helper()
 	b.do(t, "settling before "+name, chromedp.Sleep(300*time.Millisecond))
 	png := run(t, b, "screenshot "+name, chromedp.FullScreenshot(100))
@@ -356,6 +389,25 @@ func (b *browser) screenshot(t *testing.T, dir, name string) {
 		t.Fatal(err)
 	}
 	t.Logf("screenshot: %s", p)
+}
+
+// downloaded waits for the browser to save a file name with content want.
+func (b *tab) downloaded(t *testing.T, name string, want []byte) {
+	t.Helper()
+	p := filepath.Join(b.downloads, name)
+	deadline := time.Now().Add(stepTimeout)
+	for time.Now().Before(deadline) {
+		got, err := os.ReadFile(p)
+		if err == nil && len(got) == len(want) {
+			if !bytes.Equal(got, want) {
+				t.Fatalf("downloaded %s: %d bytes differ from what the server holds", name, len(got))
+			}
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	entries, _ := os.ReadDir(b.downloads)
+	t.Fatalf("download %s: not saved after %v (downloads: %v; console errors %q)", name, stepTimeout, entries, b.consoleErrors())
 }
 
 func goTo(hash string) chromedp.Action[chromedp.Void] {
@@ -483,6 +535,27 @@ func TestConsole(t *testing.T) {
 		t.Errorf("large output: %q", offer)
 	}
 	b.screenshot(t, dir, "07-task-large-output")
+	b.do(t, "download the large output", chromedp.Click(chromedp.CSS(`#output button.download`)))
+	b.downloaded(t, "output-"+big, bytes.Repeat([]byte("x"), 200000))
+
+	// An input blob is listed and downloads (GET /v1/blobs with the bearer token).
+	data := []byte("an input blob of the console test\n")
+	digest := e.putBlob(t, data)
+	r, err := e.tasks.Submit(context.Background(), connect.NewRequest(&paddockv1.SubmitRequest{Task: &paddockv1.TaskSpec{
+		Type: "test.echo", Payload: []byte("with a blob"), InputBlobs: map[string]*paddockv1.BlobRef{"data.txt": {Digest: digest}}}}))
+	if err != nil {
+		t.Fatalf("submit with an input blob: %v", err)
+	}
+	withBlob := r.Msg.GetTask().GetId()
+	e.wait(t, withBlob)
+	b.do(t, "show an input blob",
+		goTo("#/task/"+withBlob),
+		visible(`#inputs button`))
+	if in := b.text(t, "#inputs"); !strings.Contains(in, "data.txt") {
+		t.Errorf("inputs table: %q", in)
+	}
+	b.do(t, "download the input blob", chromedp.Click(chromedp.CSS(`#inputs button`)))
+	b.downloaded(t, "data.txt", data)
 
 	// A task id that does not exist.
 	b.do(t, "open a task that does not exist",
