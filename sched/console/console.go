@@ -72,7 +72,7 @@ func Handler(feed Feed, log *slog.Logger) http.Handler {
 			http.Redirect(w, r, Prefix+"/", http.StatusMovedPermanently)
 		case p == Prefix+"/":
 			serveIndex(w, r)
-		case strings.HasPrefix(p, Prefix+"/assets/"):
+		case strings.HasPrefix(p, Prefix+"/assets/") && !strings.HasSuffix(p, "/"): // no directory listings
 			w.Header().Set("Cache-Control", "no-cache")
 			files.ServeHTTP(w, r)
 		case p == EventsPath:

@@ -611,6 +611,7 @@ func TestConsoleAuth(t *testing.T) {
 		{"feed with a wrong token", "/ui/events", "wrong", http.StatusUnauthorized},
 		{"feed with the token", "/ui/events", clientToken, http.StatusOK},
 		{"unknown console path", "/ui/nope", clientToken, http.StatusNotFound},
+		{"no listing of the assets", "/ui/assets/", clientToken, http.StatusNotFound},
 		{"unknown console path without token", "/ui/nope", "", http.StatusUnauthorized},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -223,17 +223,22 @@ function every(ms, fn) {
 }
 
 function showError(view, e) {
+  if (e instanceof APIError && e.code === "unauthenticated") return; // signed out: the login form says why
   view.replaceChildren(h("p", { class: "error", role: "alert" }, e.message || String(e)));
 }
 
 // Overview: status, hosts, guests per pool, agents with slots.
 function overviewView(view) {
   const stop = every(5000, async () => {
-    const [st, hosts, vms, agents] = await Promise.all([
-      call("ClusterService", "Status"), call("ClusterService", "ListHosts"),
-      call("ClusterService", "ListVMs"), call("ClusterService", "ListAgents"),
-    ]);
-    view.replaceChildren(...renderOverview(st, hosts.hosts || [], vms.vms || [], agents.agents || []));
+    try {
+      const [st, hosts, vms, agents] = await Promise.all([
+        call("ClusterService", "Status"), call("ClusterService", "ListHosts"),
+        call("ClusterService", "ListVMs"), call("ClusterService", "ListAgents"),
+      ]);
+      view.replaceChildren(...renderOverview(st, hosts.hosts || [], vms.vms || [], agents.agents || []));
+    } catch (e) {
+      showError(view, e);
+    }
   });
   return { stop };
 }
@@ -528,7 +533,13 @@ function showBytes(s, name, withDownload) {
 // Charts: throughput, queue depth, submit-to-start latency (ClusterService.History).
 function chartsView(view) {
   const stop = every(10000, async () => {
-    const res = await call("ClusterService", "History");
+    let res;
+    try {
+      res = await call("ClusterService", "History");
+    } catch (e) {
+      showError(view, e);
+      return;
+    }
     const s = res.samples || [];
     const iv = num(res.intervalMs) || 10000;
     const xs = s.map((x) => num(x.atUnixMs));
