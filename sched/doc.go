@@ -24,7 +24,7 @@
 // The web console (package sched/console) is mounted on the client port under /ui
 // (clientport.go): its static page needs no token, its live feed /ui/events does. The
 // feed is fed by observedStore (events.go), which wraps the store and publishes every
-// task change Create, Lease and Update make; the same changes feed the history of the
+// task change Create, CreateBatch, Lease and Update make; the same changes feed the history of the
 // last hour (history.go: 10 s samples behind ClusterService.History). Explain
 // (explain.go) says why a task is still queued from the server's own view of agents,
 // pools and the store; Retry submits a failed, dead or cancelled task's spec again as a

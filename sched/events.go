@@ -15,8 +15,9 @@ import (
 // Task changes as they happen, for the web console's live feed (/ui/events) and its
 // charts (History).
 //
-// Every change of a task goes through one of three store methods: Create (a submit),
-// Lease (dispatch) and Update (acks, reports, expiries, cancels, requeues). The server
+// Every change of a task goes through one of four store methods: Create and
+// CreateBatch (submits), Lease (dispatch) and Update (acks, reports, expiries, cancels,
+// requeues). The server
 // wraps its store in observedStore, which, after each of these succeeds, publishes the
 // task as it now is (without payload, inputs or outputs: as List returns it) to the
 // feed's subscribers and counts it in the history. Nothing is read again and nothing
@@ -41,6 +42,19 @@ func (o observedStore) Create(ctx context.Context, t store.Task) (store.Task, bo
 		o.s.feed.publish(st)
 	}
 	return st, created, err
+}
+
+func (o observedStore) CreateBatch(ctx context.Context, ts []store.Task) ([]store.Task, []bool, error) {
+	stored, created, err := o.Store.CreateBatch(ctx, ts)
+	if err == nil {
+		for i := range stored {
+			if i < len(created) && created[i] {
+				o.s.hist.submitted()
+				o.s.feed.publish(stored[i])
+			}
+		}
+	}
+	return stored, created, err
 }
 
 func (o observedStore) Lease(ctx context.Context, now time.Time, grants []store.Grant) ([]store.Task, error) {

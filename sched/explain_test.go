@@ -206,7 +206,8 @@ func TestRetry(t *testing.T) {
 }
 
 // TestHistoryAndFeed: the history counts what the server did, and the feed carries
-// every change of a task to a subscriber, ending with its terminal state.
+// every change of a task (submitted alone or in a batch) to a subscriber, ending with
+// its terminal state.
 func TestHistoryAndFeed(t *testing.T) {
 	ts := startServer(t, fastConfig())
 	ex := &fakeExec{types: []session.TaskType{{Name: "hf.run", Version: "1"}},
@@ -250,10 +251,14 @@ func TestHistoryAndFeed(t *testing.T) {
 		t.Fatalf("first event %q, want hello", ev)
 	}
 
-	ids := []string{
-		submit(t, ts, &paddockv1.TaskSpec{Type: "hf.run", Payload: []byte("a")}).GetId(),
-		submit(t, ts, &paddockv1.TaskSpec{Type: "hf.run", Payload: []byte("b")}).GetId(),
-		submit(t, ts, &paddockv1.TaskSpec{Type: "hf.run", Payload: []byte("fail")}).GetId(),
+	ids := []string{submit(t, ts, &paddockv1.TaskSpec{Type: "hf.run", Payload: []byte("a")}).GetId()}
+	br, err := ts.tasks.SubmitBatch(context.Background(), connect.NewRequest(&paddockv1.SubmitBatchRequest{Tasks: []*paddockv1.TaskSpec{
+		{Type: "hf.run", Payload: []byte("b")}, {Type: "hf.run", Payload: []byte("fail")}}}))
+	if err != nil {
+		t.Fatalf("submit batch: %v", err)
+	}
+	for _, r := range br.Msg.GetResults() {
+		ids = append(ids, r.GetTask().GetId())
 	}
 	for _, id := range ids {
 		wait(t, ts, id, time.Minute)
