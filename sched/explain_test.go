@@ -22,15 +22,8 @@ func startAgentWith(t *testing.T, ts *testServer, id string, capacity session.Ca
 	for _, n := range slots {
 		total += n
 	}
-	s, err := session.New(session.Config{AgentID: id, Host: "test", Dial: session.TCPDialer(ts.agentAddr), ReconnectMin: 20 * time.Millisecond,
+	runAgent(t, session.Config{AgentID: id, Host: "test", Dial: session.TCPDialer(ts.agentAddr), ReconnectMin: 20 * time.Millisecond,
 		Capacity: capacity, Slots: slots, TotalSlots: total, MinSlots: slots}, ex)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); s.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
 }
 
 func explain(t *testing.T, ts *testServer, id string) *paddockv1.ExplainResponse {

@@ -476,14 +476,7 @@ function renderTask(t, why, reload) {
     kv("Submitted", time(t.createdAtUnixMs)), kv("Updated", time(t.updatedAtUnixMs)), t.finishedAtUnixMs ? kv("Finished", time(t.finishedAtUnixMs)) : null,
     kv("Payload", showBytes(spec.payload, "payload-" + t.id))));
 
-  const inputs = Object.entries(spec.inputs || {});
-  const inBlobs = Object.entries(spec.inputBlobs || {});
-  if (inputs.length || inBlobs.length) {
-    out.push(h("h2", {}, "Inputs"), h("table", { id: "inputs" }, h("tr", {}, ["Name", "Where", "Size", ""].map((x) => h("th", {}, x))),
-      inputs.sort().map(([n, v]) => h("tr", {}, h("td", {}, n), h("td", {}, "inline"), h("td", { class: "num" }, bytes(b64(v).length)),
-        h("td", {}, h("button", { type: "button", onclick: () => saveBytes(b64(v), n) }, "Download")))),
-      inBlobs.sort().map(([n, b]) => blobRow(n, b))));
-  }
+  out.push(...files("inputs", "Inputs", spec.inputs, spec.inputBlobs));
 
   out.push(h("h2", {}, "Attempts"));
   const atts = t.attempts || [];
@@ -497,16 +490,21 @@ function renderTask(t, why, reload) {
   if (t.state === "STATE_SUCCEEDED") {
     out.push(h("h2", {}, "Output"), h("div", { id: "output" }, showBytes(t.output, "output-" + t.id, true)));
     if (t.outputSha256) out.push(h("p", { class: "muted" }, "sha256 ", h("code", {}, t.outputSha256)));
-    const outs = Object.entries(t.outputs || {});
-    const outBlobs = Object.entries(t.outputBlobs || {});
-    if (outs.length || outBlobs.length) {
-      out.push(h("h2", {}, "Named outputs"), h("table", { id: "outputs" }, h("tr", {}, ["Name", "Where", "Size", ""].map((x) => h("th", {}, x))),
-        outs.sort().map(([n, v]) => h("tr", {}, h("td", {}, n), h("td", {}, "inline"), h("td", { class: "num" }, bytes(b64(v).length)),
-          h("td", {}, h("button", { type: "button", onclick: () => saveBytes(b64(v), n) }, "Download")))),
-        outBlobs.sort().map(([n, b]) => blobRow(n, b))));
-    }
+    out.push(...files("outputs", "Named outputs", t.outputs, t.outputBlobs));
   }
   return out;
+}
+
+// files lists named inline files (name -> base64) and blobs (name -> BlobRef), each
+// with a download button; nothing when there are none.
+function files(id, title, inline, blobs) {
+  const in_ = Object.entries(inline || {}).sort();
+  const bl = Object.entries(blobs || {}).sort();
+  if (!in_.length && !bl.length) return [];
+  return [h("h2", {}, title), h("table", { id }, h("tr", {}, ["Name", "Where", "Size", ""].map((x) => h("th", {}, x))),
+    in_.map(([n, v]) => h("tr", {}, h("td", {}, n), h("td", {}, "inline"), h("td", { class: "num" }, bytes(b64(v).length)),
+      h("td", {}, h("button", { type: "button", onclick: () => saveBytes(b64(v), n) }, "Download")))),
+    bl.map(([n, b]) => blobRow(n, b)))];
 }
 
 function kv(k, v) { return [h("dt", {}, k), h("dd", {}, v)]; }
