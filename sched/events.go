@@ -21,7 +21,9 @@ import (
 // wraps its store in observedStore, which, after each of these succeeds, publishes the
 // task as it now is (without payload, inputs or outputs: as List returns it) to the
 // feed's subscribers and counts it in the history. Nothing is read again and nothing
-// polls: a subscriber sees exactly the changes the server made.
+// polls: a subscriber sees exactly the changes this server made. Over a store shared by
+// several replicas (store.Shared), each replica's feed and history carry the changes
+// that replica makes, not the others'.
 
 // FeedBuffer is how many events a subscriber of the feed may lag behind. One that
 // falls further behind is dropped (its channel closed) and must resync by reading the
@@ -33,6 +35,24 @@ const FeedBuffer = 1024
 type observedStore struct {
 	store.Store
 	s *Server
+}
+
+// observedShared is observedStore over a store.Shared store: it keeps the Shared
+// interface visible (the replicas' wake-ups, replica.go).
+type observedShared struct {
+	observedStore
+	sh store.Shared
+}
+
+func (o observedShared) Wakeups(ctx context.Context) <-chan store.Wakeup { return o.sh.Wakeups(ctx) }
+
+// observe wraps st for s, keeping store.Shared when st implements it.
+func observe(st store.Store, s *Server) store.Store {
+	o := observedStore{Store: st, s: s}
+	if sh, ok := st.(store.Shared); ok {
+		return observedShared{observedStore: o, sh: sh}
+	}
+	return o
 }
 
 func (o observedStore) Create(ctx context.Context, t store.Task) (store.Task, bool, error) {

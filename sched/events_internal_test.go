@@ -1,6 +1,7 @@
 package sched
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -97,5 +98,21 @@ func BenchmarkFeedMarshal(b *testing.B) {
 		if _, err := protojson.Marshal(listForm(tk)); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// sharedStore is a store.Shared with nothing else (observe only looks at the type).
+type sharedStore struct{ store.Store }
+
+func (sharedStore) Wakeups(context.Context) <-chan store.Wakeup { return nil }
+
+// TestObserveKeepsShared: the feed's wrapper keeps a shared store's Wakeups visible
+// (the replicas' wake-up loop asserts store.Shared), and adds none to a store without.
+func TestObserveKeepsShared(t *testing.T) {
+	if _, ok := observe(sharedStore{}, nil).(store.Shared); !ok {
+		t.Error("observe hides store.Shared: replicas would get no wake-ups")
+	}
+	if _, ok := observe(struct{ store.Store }{}, nil).(store.Shared); ok {
+		t.Error("observe makes a store that is not shared look shared")
 	}
 }

@@ -86,7 +86,7 @@ func New(cfg Config, st store.Store) (*Server, error) {
 
 		relayLis: newChanListener(),
 	}
-	s.st = observedStore{Store: st, s: s} // publishes task changes (events.go)
+	s.st = observe(st, s) // publishes task changes (events.go)
 	s.bodyBudget = semaphore.NewWeighted(int64(max(MinClientBodyBudget, 4*s.maxRequestBytes())))
 	s.metrics = newMetrics(s)
 	return s, nil
