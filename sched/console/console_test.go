@@ -499,6 +499,9 @@ func TestConsole(t *testing.T) {
 	if got := e.get(t, long); got.GetState() != paddockv1.State_STATE_CANCELLED {
 		t.Errorf("after Cancel on the page the task is %v, want CANCELLED", got.GetState())
 	}
+	if attempts := b.text(t, "#attempts"); !strings.Contains(attempts, "cancelled") {
+		t.Errorf("attempts table of the cancelled task: %q", attempts)
+	}
 	b.screenshot(t, dir, "05-task-cancelled")
 
 	// Retry submits the spec again as a new task and opens it.

@@ -39,6 +39,8 @@ const short = (s) => (s && s.length > 13 ? s.slice(0, 8) + "…" + s.slice(-4) :
 const stateName = (s) => (s || "STATE_UNSPECIFIED").replace(/^STATE_/, "").toLowerCase();
 const stateBadge = (s) => h("span", { class: "state " + stateName(s) }, stateName(s));
 const num = (v) => Number(v || 0);
+// kindName is a failure kind as people read it ("" when unspecified): FAILURE_KIND_HANDLER_ERROR -> "handler error".
+const kindName = (k) => (!k || k === "FAILURE_KIND_UNSPECIFIED" ? "" : k.replace(/^FAILURE_KIND_/, "").toLowerCase().replace(/_/g, " "));
 
 function ago(ms) {
   ms = num(ms);
@@ -466,7 +468,7 @@ function renderTask(t, why, reload) {
     h("div", { class: "actions" }, cancel, retry), msg,
     renderWhy(why),
   ];
-  if (t.error) out.push(h("p", { class: "error", id: "task-error" }, t.error));
+  if (t.error) out.push(h("p", { class: "error", id: "task-error" }, kindName(t.failureKind) ? kindName(t.failureKind) + ": " : "", t.error));
   const req = spec.requirements || {};
   const labels = Object.entries(req.labels || {}).map(([k, v]) => k + "=" + v).join(", ");
   out.push(h("h2", {}, "Spec"), h("dl", { class: "kv" },
@@ -483,7 +485,7 @@ function renderTask(t, why, reload) {
   out.push(atts.length === 0 ? h("p", { class: "muted" }, "Not run yet.") :
     h("table", { id: "attempts" }, h("tr", {}, ["#", "Agent", "Lease", "State", "Error", "Wall", "CPU", "Leased", "Finished"].map((x) => h("th", {}, x))),
       atts.map((a) => h("tr", {}, h("td", { class: "num" }, num(a.number)), h("td", { class: "mono" }, a.agentId), h("td", { class: "num" }, a.leaseId),
-        h("td", {}, stateBadge(a.state)), h("td", { class: "error" }, a.error || "", a.error ? h("span", { class: "muted" }, a.retryable ? " (retryable)" : " (fatal)") : ""),
+        h("td", {}, stateBadge(a.state)), h("td", { class: "error" }, a.error || "", a.error ? h("span", { class: "muted" }, " (" + [kindName(a.failureKind), a.retryable ? "retryable" : "fatal"].filter(Boolean).join(", ") + ")") : ""),
         h("td", { class: "num" }, a.usage ? dur(a.usage.wallMs) : ""), h("td", { class: "num" }, a.usage ? dur(a.usage.cpuMs) : ""),
         h("td", {}, time(a.leasedAtUnixMs)), h("td", {}, time(a.finishedAtUnixMs))))));
 
