@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sync/semaphore"
 
 	"github.com/paddockvm/paddock/blob/blobhttp"
+	"github.com/paddockvm/paddock/sched/console"
 )
 
 // Limits of the client port's HTTP server.
@@ -36,12 +37,26 @@ const (
 // timeouts, and the guard in front of the handlers.
 func (s *Server) clientServer() *http.Server {
 	h2 := &http2.Server{IdleTimeout: ClientIdleTimeout, MaxConcurrentStreams: 250}
-	return &http.Server{
-		Handler:           h2c.NewHandler(s.guard(s.Handler()), h2),
+	hs := &http.Server{
+		Handler:           h2c.NewHandler(s.guard(s.withConsole(s.Handler())), h2),
 		ReadHeaderTimeout: ClientReadHeaderTimeout,
 		IdleTimeout:       ClientIdleTimeout,
 		MaxHeaderBytes:    64 << 10,
 	}
+	hs.RegisterOnShutdown(s.feed.close) // ends the console's event streams, so Shutdown need not wait for them
+	return hs
+}
+
+// withConsole serves the web console (package console) under /ui next to api.
+func (s *Server) withConsole(api http.Handler) http.Handler {
+	ui := console.Handler(s.feed, s.log)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if console.Handles(r.URL.Path) {
+			ui.ServeHTTP(w, r)
+			return
+		}
+		api.ServeHTTP(w, r)
+	})
 }
 
 // maxRequestBytes is the largest API request body (connect's ReadMaxBytes).
@@ -51,13 +66,14 @@ func (s *Server) maxRequestBytes() int { return 2*s.cfg.MaxInlineBytes + (1 << 2
 // read: an API call (connect) without the client token is refused at once; the bytes
 // of API request bodies being read at once are bounded (bodyBudget); and every body
 // read has a progress deadline (ClientBodyProgressTimeout), so a stalled upload is cut.
-// /healthz and /metrics need no token; /v1/blobs checks it itself (blobhttp's
+// /healthz, /metrics and the web console's static assets (console.Public: the page, no
+// data) need no token; the console's feed does; /v1/blobs checks it itself (blobhttp's
 // Authorize, also before the body) and streams bodies to the store, so it only gets the
 // progress deadline.
 func (s *Server) guard(next http.Handler) http.Handler {
 	ew := connect.NewErrorWriter()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		api := !strings.HasPrefix(r.URL.Path, blobhttp.Prefix) && r.URL.Path != "/healthz" && r.URL.Path != "/metrics"
+		api := !strings.HasPrefix(r.URL.Path, blobhttp.Prefix) && r.URL.Path != "/healthz" && r.URL.Path != "/metrics" && !console.Public(r.URL.Path)
 		if api {
 			if err := s.checkBearer(r.Header.Get("Authorization")); err != nil {
 				s.metrics.refused.WithLabelValues("client_token").Inc()

@@ -21,6 +21,15 @@
 // delete of a blob exclude touches (gcMu), so a blob a client was told exists is not
 // deleted before the task naming it is stored.
 //
+// The web console (package sched/console) is mounted on the client port under /ui
+// (clientport.go): its static page needs no token, its live feed /ui/events does. The
+// feed is fed by observedStore (events.go), which wraps the store and publishes every
+// task change Create, CreateBatch, Lease and Update make; the same changes feed the history of the
+// last hour (history.go: 10 s samples behind ClusterService.History). Explain
+// (explain.go) says why a task is still queued from the server's own view of agents,
+// pools and the store; Retry submits a failed, dead or cancelled task's spec again as a
+// new task.
+//
 // Limits against hostile peers (hardening_test.go tests each): the client token is
 // checked before any body byte is read, API bodies in flight share a byte budget and
 // every body read has a progress deadline (clientport.go); outside dev mode an agent

@@ -135,7 +135,13 @@ func echo(_ context.Context, t session.Task) session.Result { return session.Res
 // startAgent runs an in-process agent session until the test ends (or stop is called).
 func startAgent(t testing.TB, ts *testServer, id string, ex session.Executor) (stop func()) {
 	t.Helper()
-	s, err := session.New(session.Config{AgentID: id, Host: "test", Dial: session.TCPDialer(ts.agentAddr), ReconnectMin: 20 * time.Millisecond}, ex)
+	return runAgent(t, session.Config{AgentID: id, Host: "test", Dial: session.TCPDialer(ts.agentAddr), ReconnectMin: 20 * time.Millisecond}, ex)
+}
+
+// runAgent runs an in-process agent session with cfg until the test ends (or stop is called).
+func runAgent(t testing.TB, cfg session.Config, ex session.Executor) (stop func()) {
+	t.Helper()
+	s, err := session.New(cfg, ex)
 	if err != nil {
 		t.Fatal(err)
 	}

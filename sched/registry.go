@@ -101,19 +101,28 @@ func (a *agent) fits(t *store.Task) bool {
 	if ts == nil || ts.running >= ts.slots || !a.hasFreeTotal() {
 		return false
 	}
-	r := t.Requirements
+	return a.unmet(t.Requirements) == ""
+}
+
+// unmet names the first of r that a does not offer ("" when it offers all of r):
+// "cpu_millis", "memory_bytes" or "labels[key]".
+func (a *agent) unmet(r store.Requirements) string {
 	if r.CPUMillis > 0 && r.CPUMillis > a.capacity.CPUMillis {
-		return false
+		return "cpu_millis"
 	}
 	if r.MemoryBytes > 0 && r.MemoryBytes > a.capacity.MemoryBytes {
-		return false
+		return "memory_bytes"
 	}
+	first := ""
 	for k, v := range r.Labels {
-		if a.capacity.Labels[k] != v {
-			return false
+		if a.capacity.Labels[k] != v && (first == "" || k < first) {
+			first = k
 		}
 	}
-	return true
+	if first != "" {
+		return "labels[" + first + "]"
+	}
+	return ""
 }
 
 // pick chooses an agent for t among those that fit: least pending first; ties broken

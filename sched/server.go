@@ -34,6 +34,8 @@ type Server struct {
 
 	kick  chan struct{} // wakes the dispatcher
 	queue *queueMeter   // queuing delay per task type, for the agents' allocators
+	feed  *feed         // task changes, for the web console (events.go)
+	hist  *history      // activity samples of the last hour (history.go)
 
 	// readyMu guards readyGen: the task types that may have tasks ready to dispatch
 	// (a submit, a requeue), each with a generation bumped on every hint. A kick of the
@@ -74,6 +76,8 @@ func New(cfg Config, st store.Store) (*Server, error) {
 		kick:       make(chan struct{}, 1),
 		readyGen:   map[string]uint64{},
 		queue:      newQueueMeter(),
+		feed:       newFeed(),
+		hist:       newHistory(time.Now()),
 		agents:     map[string]*agent{},
 		waiters:    map[string][]chan struct{}{},
 		hosts:      map[string]*hostRec{},
@@ -82,6 +86,7 @@ func New(cfg Config, st store.Store) (*Server, error) {
 
 		relayLis: newChanListener(),
 	}
+	s.st = observe(st, s) // publishes task changes (events.go)
 	s.bodyBudget = semaphore.NewWeighted(int64(max(MinClientBodyBudget, 4*s.maxRequestBytes())))
 	s.metrics = newMetrics(s)
 	return s, nil
@@ -219,12 +224,14 @@ func (s *Server) NewAgentServer() *grpc.Server {
 }
 
 // Loop runs the dispatcher, the lease sweeper and the agent watchdog, measures the
-// queuing delay per type for the agents' allocators, deletes unused blobs past their
-// retention (CollectGarbage) and finished tasks past theirs (DeleteExpiredTasks), and
-// over a shared store follows the other replicas (replica.go), until ctx is done.
+// queuing delay per type for the agents' allocators, samples the history for the
+// console's charts, deletes unused blobs past their retention (CollectGarbage) and
+// finished tasks past theirs (DeleteExpiredTasks), and over a shared store follows the
+// other replicas (replica.go), until ctx is done.
 func (s *Server) Loop(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Add(7)
+	wg.Add(8)
+	go func() { defer wg.Done(); s.historyLoop(ctx) }()
 	go func() { defer wg.Done(); s.wakeupLoop(ctx) }()
 	go func() { defer wg.Done(); s.syncLoop(ctx) }()
 	go func() { defer wg.Done(); s.gcLoop(ctx) }()

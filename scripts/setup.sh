@@ -21,7 +21,7 @@ fi
 # the committed protobuf code (make proto); postgresql backs the PostgreSQL store tests;
 # vagrant and vagrant-libvirt run `vagrant validate` on the Vagrantfile (deploy tests; about
 # 66 packages, mostly ruby: 15 MB download, 76 MB on disk, 8 s here); openssl makes the cluster
-# certificates (deploy/pki.sh).
+# certificates (deploy/pki.sh); chromium runs the web console's browser tests (sched/console).
 PACKAGES=(
 	libvirt-daemon-system libvirt-dev libvirt-clients libxml2-utils
 	qemu-system-x86 qemu-utils
@@ -29,6 +29,7 @@ PACKAGES=(
 	protobuf-compiler pkg-config gcc make git ca-certificates openssl
 	postgresql
 	vagrant vagrant-libvirt
+	chromium
 )
 
 missing=()

@@ -268,11 +268,26 @@ func newTaskGetCmd(app *App) *cobra.Command {
 				return printProto(app, r.Msg.GetTask())
 			}
 			printTask(app, r.Msg.GetTask())
+			if r.Msg.GetTask().GetState() == paddockv1.State_STATE_QUEUED {
+				return printWhy(cmd.Context(), app, tc, args[0])
+			}
 			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// printWhy prints why a queued task is still queued (TaskService.Explain).
+func printWhy(ctx context.Context, app *App, tc paddockv1connect.TaskServiceClient, id string) error {
+	r, err := tc.Explain(ctx, connect.NewRequest(&paddockv1.ExplainRequest{Id: id}))
+	if err != nil {
+		return fmt.Errorf("explaining why task %s is queued: %w", id, err)
+	}
+	for _, why := range r.Msg.GetReasons() {
+		fmt.Fprintf(app.Out, "why:       %s\n", why.GetMessage())
+	}
+	return nil
 }
 
 func newTaskWaitCmd(app *App) *cobra.Command {

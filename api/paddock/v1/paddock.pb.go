@@ -255,6 +255,87 @@ func (FailureKind) EnumDescriptor() ([]byte, []int) {
 	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{2}
 }
 
+// Kind classifies a reason.
+type Reason_Kind int32
+
+const (
+	// KIND_UNSPECIFIED is never sent.
+	Reason_KIND_UNSPECIFIED Reason_Kind = 0
+	// KIND_NOT_QUEUED: the task is leased, running or has ended (message says which).
+	Reason_KIND_NOT_QUEUED Reason_Kind = 1
+	// KIND_BACKOFF: the task waits out a retry backoff until until_unix_ms.
+	Reason_KIND_BACKOFF Reason_Kind = 2
+	// KIND_NO_SERVER: no connected agent and no host pool serves the task's type.
+	Reason_KIND_NO_SERVER Reason_Kind = 3
+	// KIND_POOL_STARTING: no connected agent serves the type, but a host pool does:
+	// its guests are booting or the pool cannot scale up now (message says why).
+	Reason_KIND_POOL_STARTING Reason_Kind = 4
+	// KIND_REQUIREMENTS: agents serve the type, but none meets the task's requirements
+	// (CPU, memory, labels: message names the first that no agent meets).
+	Reason_KIND_REQUIREMENTS Reason_Kind = 5
+	// KIND_NO_CAPACITY: agents that serve the type and meet the requirements have no
+	// free slot now (all busy, or unacknowledged assignments).
+	Reason_KIND_NO_CAPACITY Reason_Kind = 6
+	// KIND_QUEUED_BEHIND: free slots exist; tasks ahead of it (higher priority or
+	// older) go first. ahead counts them (a lower bound).
+	Reason_KIND_QUEUED_BEHIND Reason_Kind = 7
+	// KIND_READY: nothing holds it back: it is dispatched on the next round.
+	Reason_KIND_READY Reason_Kind = 8
+)
+
+// Enum value maps for Reason_Kind.
+var (
+	Reason_Kind_name = map[int32]string{
+		0: "KIND_UNSPECIFIED",
+		1: "KIND_NOT_QUEUED",
+		2: "KIND_BACKOFF",
+		3: "KIND_NO_SERVER",
+		4: "KIND_POOL_STARTING",
+		5: "KIND_REQUIREMENTS",
+		6: "KIND_NO_CAPACITY",
+		7: "KIND_QUEUED_BEHIND",
+		8: "KIND_READY",
+	}
+	Reason_Kind_value = map[string]int32{
+		"KIND_UNSPECIFIED":   0,
+		"KIND_NOT_QUEUED":    1,
+		"KIND_BACKOFF":       2,
+		"KIND_NO_SERVER":     3,
+		"KIND_POOL_STARTING": 4,
+		"KIND_REQUIREMENTS":  5,
+		"KIND_NO_CAPACITY":   6,
+		"KIND_QUEUED_BEHIND": 7,
+		"KIND_READY":         8,
+	}
+)
+
+func (x Reason_Kind) Enum() *Reason_Kind {
+	p := new(Reason_Kind)
+	*p = x
+	return p
+}
+
+func (x Reason_Kind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Reason_Kind) Descriptor() protoreflect.EnumDescriptor {
+	return file_api_paddock_v1_paddock_proto_enumTypes[3].Descriptor()
+}
+
+func (Reason_Kind) Type() protoreflect.EnumType {
+	return &file_api_paddock_v1_paddock_proto_enumTypes[3]
+}
+
+func (x Reason_Kind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Reason_Kind.Descriptor instead.
+func (Reason_Kind) EnumDescriptor() ([]byte, []int) {
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{34, 0}
+}
+
 // Requirements are matched against what agents offer.
 type Requirements struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2698,6 +2779,502 @@ func (x *ListVMsResponse) GetVms() []*VM {
 	return nil
 }
 
+// ExplainRequest names a task.
+type ExplainRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is the task's id.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainRequest) Reset() {
+	*x = ExplainRequest{}
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainRequest) ProtoMessage() {}
+
+func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainRequest.ProtoReflect.Descriptor instead.
+func (*ExplainRequest) Descriptor() ([]byte, []int) {
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *ExplainRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// Reason is one reason a task is where it is.
+type Reason struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// kind classifies the reason.
+	Kind Reason_Kind `protobuf:"varint,1,opt,name=kind,proto3,enum=paddock.v1.Reason_Kind" json:"kind,omitempty"`
+	// message says it for people, naming the type, agents, pools or requirement.
+	Message string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	// until_unix_ms is the end of a backoff (KIND_BACKOFF only).
+	UntilUnixMs int64 `protobuf:"varint,3,opt,name=until_unix_ms,json=untilUnixMs,proto3" json:"until_unix_ms,omitempty"`
+	// ahead counts the ready tasks of the type dispatched before it (KIND_QUEUED_BEHIND).
+	Ahead         int64 `protobuf:"varint,4,opt,name=ahead,proto3" json:"ahead,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Reason) Reset() {
+	*x = Reason{}
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Reason) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Reason) ProtoMessage() {}
+
+func (x *Reason) ProtoReflect() protoreflect.Message {
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Reason.ProtoReflect.Descriptor instead.
+func (*Reason) Descriptor() ([]byte, []int) {
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *Reason) GetKind() Reason_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return Reason_KIND_UNSPECIFIED
+}
+
+func (x *Reason) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *Reason) GetUntilUnixMs() int64 {
+	if x != nil {
+		return x.UntilUnixMs
+	}
+	return 0
+}
+
+func (x *Reason) GetAhead() int64 {
+	if x != nil {
+		return x.Ahead
+	}
+	return 0
+}
+
+// ExplainResponse says why a task is where it is.
+type ExplainResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// state is the task's state now.
+	State State `protobuf:"varint,1,opt,name=state,proto3,enum=paddock.v1.State" json:"state,omitempty"`
+	// reasons, most important first (at least one).
+	Reasons       []*Reason `protobuf:"bytes,2,rep,name=reasons,proto3" json:"reasons,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainResponse) Reset() {
+	*x = ExplainResponse{}
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainResponse) ProtoMessage() {}
+
+func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainResponse.ProtoReflect.Descriptor instead.
+func (*ExplainResponse) Descriptor() ([]byte, []int) {
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *ExplainResponse) GetState() State {
+	if x != nil {
+		return x.State
+	}
+	return State_STATE_UNSPECIFIED
+}
+
+func (x *ExplainResponse) GetReasons() []*Reason {
+	if x != nil {
+		return x.Reasons
+	}
+	return nil
+}
+
+// RetryRequest names a task to submit again.
+type RetryRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is the FAILED, DEAD or CANCELLED task to retry.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetryRequest) Reset() {
+	*x = RetryRequest{}
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetryRequest) ProtoMessage() {}
+
+func (x *RetryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetryRequest.ProtoReflect.Descriptor instead.
+func (*RetryRequest) Descriptor() ([]byte, []int) {
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *RetryRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// RetryResponse returns the new task.
+type RetryResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// task is the new task (QUEUED), with the old task's spec.
+	Task *Task `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"`
+	// retry_of is the id of the task it retries.
+	RetryOf       string `protobuf:"bytes,2,opt,name=retry_of,json=retryOf,proto3" json:"retry_of,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetryResponse) Reset() {
+	*x = RetryResponse{}
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetryResponse) ProtoMessage() {}
+
+func (x *RetryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetryResponse.ProtoReflect.Descriptor instead.
+func (*RetryResponse) Descriptor() ([]byte, []int) {
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *RetryResponse) GetTask() *Task {
+	if x != nil {
+		return x.Task
+	}
+	return nil
+}
+
+func (x *RetryResponse) GetRetryOf() string {
+	if x != nil {
+		return x.RetryOf
+	}
+	return ""
+}
+
+// HistoryRequest is empty.
+type HistoryRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HistoryRequest) Reset() {
+	*x = HistoryRequest{}
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistoryRequest) ProtoMessage() {}
+
+func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
+func (*HistoryRequest) Descriptor() ([]byte, []int) {
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{38}
+}
+
+// Sample is the server's activity over one interval.
+type Sample struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// at_unix_ms is the end of the interval.
+	AtUnixMs int64 `protobuf:"varint,1,opt,name=at_unix_ms,json=atUnixMs,proto3" json:"at_unix_ms,omitempty"`
+	// submitted counts tasks created in the interval.
+	Submitted int64 `protobuf:"varint,2,opt,name=submitted,proto3" json:"submitted,omitempty"`
+	// started counts tasks leased to an agent in the interval.
+	Started int64 `protobuf:"varint,3,opt,name=started,proto3" json:"started,omitempty"`
+	// succeeded and failed count tasks that ended in the interval (failed: FAILED,
+	// DEAD or CANCELLED).
+	Succeeded int64 `protobuf:"varint,4,opt,name=succeeded,proto3" json:"succeeded,omitempty"`
+	Failed    int64 `protobuf:"varint,5,opt,name=failed,proto3" json:"failed,omitempty"`
+	// queued is the number of QUEUED tasks at the end of the interval; running the
+	// number LEASED or RUNNING.
+	Queued  int64 `protobuf:"varint,6,opt,name=queued,proto3" json:"queued,omitempty"`
+	Running int64 `protobuf:"varint,7,opt,name=running,proto3" json:"running,omitempty"`
+	// latency_avg_ms and latency_max_ms are the submit-to-start latency (created to
+	// first leased) of the tasks first leased in the interval (0 when none).
+	LatencyAvgMs int64 `protobuf:"varint,8,opt,name=latency_avg_ms,json=latencyAvgMs,proto3" json:"latency_avg_ms,omitempty"`
+	LatencyMaxMs int64 `protobuf:"varint,9,opt,name=latency_max_ms,json=latencyMaxMs,proto3" json:"latency_max_ms,omitempty"`
+	// duration_ms is the length of the interval: interval_ms, but less for the last
+	// sample (the interval so far) and for the first after a start.
+	DurationMs    int64 `protobuf:"varint,10,opt,name=duration_ms,json=durationMs,proto3" json:"duration_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Sample) Reset() {
+	*x = Sample{}
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Sample) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Sample) ProtoMessage() {}
+
+func (x *Sample) ProtoReflect() protoreflect.Message {
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Sample.ProtoReflect.Descriptor instead.
+func (*Sample) Descriptor() ([]byte, []int) {
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *Sample) GetAtUnixMs() int64 {
+	if x != nil {
+		return x.AtUnixMs
+	}
+	return 0
+}
+
+func (x *Sample) GetSubmitted() int64 {
+	if x != nil {
+		return x.Submitted
+	}
+	return 0
+}
+
+func (x *Sample) GetStarted() int64 {
+	if x != nil {
+		return x.Started
+	}
+	return 0
+}
+
+func (x *Sample) GetSucceeded() int64 {
+	if x != nil {
+		return x.Succeeded
+	}
+	return 0
+}
+
+func (x *Sample) GetFailed() int64 {
+	if x != nil {
+		return x.Failed
+	}
+	return 0
+}
+
+func (x *Sample) GetQueued() int64 {
+	if x != nil {
+		return x.Queued
+	}
+	return 0
+}
+
+func (x *Sample) GetRunning() int64 {
+	if x != nil {
+		return x.Running
+	}
+	return 0
+}
+
+func (x *Sample) GetLatencyAvgMs() int64 {
+	if x != nil {
+		return x.LatencyAvgMs
+	}
+	return 0
+}
+
+func (x *Sample) GetLatencyMaxMs() int64 {
+	if x != nil {
+		return x.LatencyMaxMs
+	}
+	return 0
+}
+
+func (x *Sample) GetDurationMs() int64 {
+	if x != nil {
+		return x.DurationMs
+	}
+	return 0
+}
+
+// HistoryResponse is the server's recent activity.
+type HistoryResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// interval_ms is the length of one sample's interval (10 000).
+	IntervalMs int64 `protobuf:"varint,1,opt,name=interval_ms,json=intervalMs,proto3" json:"interval_ms,omitempty"`
+	// samples, oldest first: at most an hour's worth since the server started, and
+	// last the interval so far (ending now).
+	Samples       []*Sample `protobuf:"bytes,2,rep,name=samples,proto3" json:"samples,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HistoryResponse) Reset() {
+	*x = HistoryResponse{}
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistoryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistoryResponse) ProtoMessage() {}
+
+func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
+func (*HistoryResponse) Descriptor() ([]byte, []int) {
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *HistoryResponse) GetIntervalMs() int64 {
+	if x != nil {
+		return x.IntervalMs
+	}
+	return 0
+}
+
+func (x *HistoryResponse) GetSamples() []*Sample {
+	if x != nil {
+		return x.Samples
+	}
+	return nil
+}
+
 var File_api_paddock_v1_paddock_proto protoreflect.FileDescriptor
 
 const file_api_paddock_v1_paddock_proto_rawDesc = "" +
@@ -2907,7 +3484,52 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	" \x01(\tR\x05agent\x12\x17\n" +
 	"\aboot_ms\x18\v \x01(\x03R\x06bootMs\"3\n" +
 	"\x0fListVMsResponse\x12 \n" +
-	"\x03vms\x18\x01 \x03(\v2\x0e.paddock.v1.VMR\x03vms*\xa1\x01\n" +
+	"\x03vms\x18\x01 \x03(\v2\x0e.paddock.v1.VMR\x03vms\" \n" +
+	"\x0eExplainRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\xd0\x02\n" +
+	"\x06Reason\x12+\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x17.paddock.v1.Reason.KindR\x04kind\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12\"\n" +
+	"\runtil_unix_ms\x18\x03 \x01(\x03R\vuntilUnixMs\x12\x14\n" +
+	"\x05ahead\x18\x04 \x01(\x03R\x05ahead\"\xc4\x01\n" +
+	"\x04Kind\x12\x14\n" +
+	"\x10KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
+	"\x0fKIND_NOT_QUEUED\x10\x01\x12\x10\n" +
+	"\fKIND_BACKOFF\x10\x02\x12\x12\n" +
+	"\x0eKIND_NO_SERVER\x10\x03\x12\x16\n" +
+	"\x12KIND_POOL_STARTING\x10\x04\x12\x15\n" +
+	"\x11KIND_REQUIREMENTS\x10\x05\x12\x14\n" +
+	"\x10KIND_NO_CAPACITY\x10\x06\x12\x16\n" +
+	"\x12KIND_QUEUED_BEHIND\x10\a\x12\x0e\n" +
+	"\n" +
+	"KIND_READY\x10\b\"h\n" +
+	"\x0fExplainResponse\x12'\n" +
+	"\x05state\x18\x01 \x01(\x0e2\x11.paddock.v1.StateR\x05state\x12,\n" +
+	"\areasons\x18\x02 \x03(\v2\x12.paddock.v1.ReasonR\areasons\"\x1e\n" +
+	"\fRetryRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"P\n" +
+	"\rRetryResponse\x12$\n" +
+	"\x04task\x18\x01 \x01(\v2\x10.paddock.v1.TaskR\x04task\x12\x19\n" +
+	"\bretry_of\x18\x02 \x01(\tR\aretryOf\"\x10\n" +
+	"\x0eHistoryRequest\"\xb3\x02\n" +
+	"\x06Sample\x12\x1c\n" +
+	"\n" +
+	"at_unix_ms\x18\x01 \x01(\x03R\batUnixMs\x12\x1c\n" +
+	"\tsubmitted\x18\x02 \x01(\x03R\tsubmitted\x12\x18\n" +
+	"\astarted\x18\x03 \x01(\x03R\astarted\x12\x1c\n" +
+	"\tsucceeded\x18\x04 \x01(\x03R\tsucceeded\x12\x16\n" +
+	"\x06failed\x18\x05 \x01(\x03R\x06failed\x12\x16\n" +
+	"\x06queued\x18\x06 \x01(\x03R\x06queued\x12\x18\n" +
+	"\arunning\x18\a \x01(\x03R\arunning\x12$\n" +
+	"\x0elatency_avg_ms\x18\b \x01(\x03R\flatencyAvgMs\x12$\n" +
+	"\x0elatency_max_ms\x18\t \x01(\x03R\flatencyMaxMs\x12\x1f\n" +
+	"\vduration_ms\x18\n" +
+	" \x01(\x03R\n" +
+	"durationMs\"`\n" +
+	"\x0fHistoryResponse\x12\x1f\n" +
+	"\vinterval_ms\x18\x01 \x01(\x03R\n" +
+	"intervalMs\x12,\n" +
+	"\asamples\x18\x02 \x03(\v2\x12.paddock.v1.SampleR\asamples*\xa1\x01\n" +
 	"\x05State\x12\x15\n" +
 	"\x11STATE_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fSTATE_QUEUED\x10\x01\x12\x10\n" +
@@ -2937,20 +3559,23 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\x12\x1e\n" +
 	"\x1aFAILURE_KIND_LEASE_EXPIRED\x10\v\x12\x1b\n" +
 	"\x17FAILURE_KIND_GUEST_GONE\x10\f\x12\x18\n" +
-	"\x14FAILURE_KIND_REFUSED\x10\r2\x8d\x03\n" +
+	"\x14FAILURE_KIND_REFUSED\x10\r2\x8f\x04\n" +
 	"\vTaskService\x12?\n" +
 	"\x06Submit\x12\x19.paddock.v1.SubmitRequest\x1a\x1a.paddock.v1.SubmitResponse\x12N\n" +
 	"\vSubmitBatch\x12\x1e.paddock.v1.SubmitBatchRequest\x1a\x1f.paddock.v1.SubmitBatchResponse\x126\n" +
 	"\x03Get\x12\x16.paddock.v1.GetRequest\x1a\x17.paddock.v1.GetResponse\x129\n" +
 	"\x04Wait\x12\x17.paddock.v1.WaitRequest\x1a\x18.paddock.v1.WaitResponse\x12?\n" +
 	"\x06Cancel\x12\x19.paddock.v1.CancelRequest\x1a\x1a.paddock.v1.CancelResponse\x129\n" +
-	"\x04List\x12\x17.paddock.v1.ListRequest\x1a\x18.paddock.v1.ListResponse2\xac\x02\n" +
+	"\x04List\x12\x17.paddock.v1.ListRequest\x1a\x18.paddock.v1.ListResponse\x12B\n" +
+	"\aExplain\x12\x1a.paddock.v1.ExplainRequest\x1a\x1b.paddock.v1.ExplainResponse\x12<\n" +
+	"\x05Retry\x12\x18.paddock.v1.RetryRequest\x1a\x19.paddock.v1.RetryResponse2\xf0\x02\n" +
 	"\x0eClusterService\x12?\n" +
 	"\x06Status\x12\x19.paddock.v1.StatusRequest\x1a\x1a.paddock.v1.StatusResponse\x12K\n" +
 	"\n" +
 	"ListAgents\x12\x1d.paddock.v1.ListAgentsRequest\x1a\x1e.paddock.v1.ListAgentsResponse\x12H\n" +
 	"\tListHosts\x12\x1c.paddock.v1.ListHostsRequest\x1a\x1d.paddock.v1.ListHostsResponse\x12B\n" +
-	"\aListVMs\x12\x1a.paddock.v1.ListVMsRequest\x1a\x1b.paddock.v1.ListVMsResponseB7Z5github.com/paddockvm/paddock/api/paddock/v1;paddockv1b\x06proto3"
+	"\aListVMs\x12\x1a.paddock.v1.ListVMsRequest\x1a\x1b.paddock.v1.ListVMsResponse\x12B\n" +
+	"\aHistory\x12\x1a.paddock.v1.HistoryRequest\x1a\x1b.paddock.v1.HistoryResponseB7Z5github.com/paddockvm/paddock/api/paddock/v1;paddockv1b\x06proto3"
 
 var (
 	file_api_paddock_v1_paddock_proto_rawDescOnce sync.Once
@@ -2964,113 +3589,133 @@ func file_api_paddock_v1_paddock_proto_rawDescGZIP() []byte {
 	return file_api_paddock_v1_paddock_proto_rawDescData
 }
 
-var file_api_paddock_v1_paddock_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_api_paddock_v1_paddock_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_api_paddock_v1_paddock_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_api_paddock_v1_paddock_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
 var file_api_paddock_v1_paddock_proto_goTypes = []any{
 	(State)(0),                  // 0: paddock.v1.State
 	(Class)(0),                  // 1: paddock.v1.Class
 	(FailureKind)(0),            // 2: paddock.v1.FailureKind
-	(*Requirements)(nil),        // 3: paddock.v1.Requirements
-	(*TaskSpec)(nil),            // 4: paddock.v1.TaskSpec
-	(*BlobRef)(nil),             // 5: paddock.v1.BlobRef
-	(*Usage)(nil),               // 6: paddock.v1.Usage
-	(*Attempt)(nil),             // 7: paddock.v1.Attempt
-	(*Task)(nil),                // 8: paddock.v1.Task
-	(*SubmitRequest)(nil),       // 9: paddock.v1.SubmitRequest
-	(*SubmitResponse)(nil),      // 10: paddock.v1.SubmitResponse
-	(*SubmitBatchRequest)(nil),  // 11: paddock.v1.SubmitBatchRequest
-	(*SubmitBatchResponse)(nil), // 12: paddock.v1.SubmitBatchResponse
-	(*GetRequest)(nil),          // 13: paddock.v1.GetRequest
-	(*GetResponse)(nil),         // 14: paddock.v1.GetResponse
-	(*WaitRequest)(nil),         // 15: paddock.v1.WaitRequest
-	(*WaitResponse)(nil),        // 16: paddock.v1.WaitResponse
-	(*CancelRequest)(nil),       // 17: paddock.v1.CancelRequest
-	(*CancelResponse)(nil),      // 18: paddock.v1.CancelResponse
-	(*ListRequest)(nil),         // 19: paddock.v1.ListRequest
-	(*ListResponse)(nil),        // 20: paddock.v1.ListResponse
-	(*StatusRequest)(nil),       // 21: paddock.v1.StatusRequest
-	(*QueueDepth)(nil),          // 22: paddock.v1.QueueDepth
-	(*StatusResponse)(nil),      // 23: paddock.v1.StatusResponse
-	(*QueueDelay)(nil),          // 24: paddock.v1.QueueDelay
-	(*ListAgentsRequest)(nil),   // 25: paddock.v1.ListAgentsRequest
-	(*AgentType)(nil),           // 26: paddock.v1.AgentType
-	(*Agent)(nil),               // 27: paddock.v1.Agent
-	(*ListAgentsResponse)(nil),  // 28: paddock.v1.ListAgentsResponse
-	(*ListHostsRequest)(nil),    // 29: paddock.v1.ListHostsRequest
-	(*HostPool)(nil),            // 30: paddock.v1.HostPool
-	(*Host)(nil),                // 31: paddock.v1.Host
-	(*ListHostsResponse)(nil),   // 32: paddock.v1.ListHostsResponse
-	(*ListVMsRequest)(nil),      // 33: paddock.v1.ListVMsRequest
-	(*VM)(nil),                  // 34: paddock.v1.VM
-	(*ListVMsResponse)(nil),     // 35: paddock.v1.ListVMsResponse
-	nil,                         // 36: paddock.v1.Requirements.LabelsEntry
-	nil,                         // 37: paddock.v1.TaskSpec.InputsEntry
-	nil,                         // 38: paddock.v1.TaskSpec.InputBlobsEntry
-	nil,                         // 39: paddock.v1.Task.OutputsEntry
-	nil,                         // 40: paddock.v1.Task.OutputBlobsEntry
-	nil,                         // 41: paddock.v1.Agent.LabelsEntry
+	(Reason_Kind)(0),            // 3: paddock.v1.Reason.Kind
+	(*Requirements)(nil),        // 4: paddock.v1.Requirements
+	(*TaskSpec)(nil),            // 5: paddock.v1.TaskSpec
+	(*BlobRef)(nil),             // 6: paddock.v1.BlobRef
+	(*Usage)(nil),               // 7: paddock.v1.Usage
+	(*Attempt)(nil),             // 8: paddock.v1.Attempt
+	(*Task)(nil),                // 9: paddock.v1.Task
+	(*SubmitRequest)(nil),       // 10: paddock.v1.SubmitRequest
+	(*SubmitResponse)(nil),      // 11: paddock.v1.SubmitResponse
+	(*SubmitBatchRequest)(nil),  // 12: paddock.v1.SubmitBatchRequest
+	(*SubmitBatchResponse)(nil), // 13: paddock.v1.SubmitBatchResponse
+	(*GetRequest)(nil),          // 14: paddock.v1.GetRequest
+	(*GetResponse)(nil),         // 15: paddock.v1.GetResponse
+	(*WaitRequest)(nil),         // 16: paddock.v1.WaitRequest
+	(*WaitResponse)(nil),        // 17: paddock.v1.WaitResponse
+	(*CancelRequest)(nil),       // 18: paddock.v1.CancelRequest
+	(*CancelResponse)(nil),      // 19: paddock.v1.CancelResponse
+	(*ListRequest)(nil),         // 20: paddock.v1.ListRequest
+	(*ListResponse)(nil),        // 21: paddock.v1.ListResponse
+	(*StatusRequest)(nil),       // 22: paddock.v1.StatusRequest
+	(*QueueDepth)(nil),          // 23: paddock.v1.QueueDepth
+	(*StatusResponse)(nil),      // 24: paddock.v1.StatusResponse
+	(*QueueDelay)(nil),          // 25: paddock.v1.QueueDelay
+	(*ListAgentsRequest)(nil),   // 26: paddock.v1.ListAgentsRequest
+	(*AgentType)(nil),           // 27: paddock.v1.AgentType
+	(*Agent)(nil),               // 28: paddock.v1.Agent
+	(*ListAgentsResponse)(nil),  // 29: paddock.v1.ListAgentsResponse
+	(*ListHostsRequest)(nil),    // 30: paddock.v1.ListHostsRequest
+	(*HostPool)(nil),            // 31: paddock.v1.HostPool
+	(*Host)(nil),                // 32: paddock.v1.Host
+	(*ListHostsResponse)(nil),   // 33: paddock.v1.ListHostsResponse
+	(*ListVMsRequest)(nil),      // 34: paddock.v1.ListVMsRequest
+	(*VM)(nil),                  // 35: paddock.v1.VM
+	(*ListVMsResponse)(nil),     // 36: paddock.v1.ListVMsResponse
+	(*ExplainRequest)(nil),      // 37: paddock.v1.ExplainRequest
+	(*Reason)(nil),              // 38: paddock.v1.Reason
+	(*ExplainResponse)(nil),     // 39: paddock.v1.ExplainResponse
+	(*RetryRequest)(nil),        // 40: paddock.v1.RetryRequest
+	(*RetryResponse)(nil),       // 41: paddock.v1.RetryResponse
+	(*HistoryRequest)(nil),      // 42: paddock.v1.HistoryRequest
+	(*Sample)(nil),              // 43: paddock.v1.Sample
+	(*HistoryResponse)(nil),     // 44: paddock.v1.HistoryResponse
+	nil,                         // 45: paddock.v1.Requirements.LabelsEntry
+	nil,                         // 46: paddock.v1.TaskSpec.InputsEntry
+	nil,                         // 47: paddock.v1.TaskSpec.InputBlobsEntry
+	nil,                         // 48: paddock.v1.Task.OutputsEntry
+	nil,                         // 49: paddock.v1.Task.OutputBlobsEntry
+	nil,                         // 50: paddock.v1.Agent.LabelsEntry
 }
 var file_api_paddock_v1_paddock_proto_depIdxs = []int32{
-	36, // 0: paddock.v1.Requirements.labels:type_name -> paddock.v1.Requirements.LabelsEntry
-	37, // 1: paddock.v1.TaskSpec.inputs:type_name -> paddock.v1.TaskSpec.InputsEntry
+	45, // 0: paddock.v1.Requirements.labels:type_name -> paddock.v1.Requirements.LabelsEntry
+	46, // 1: paddock.v1.TaskSpec.inputs:type_name -> paddock.v1.TaskSpec.InputsEntry
 	1,  // 2: paddock.v1.TaskSpec.class:type_name -> paddock.v1.Class
-	3,  // 3: paddock.v1.TaskSpec.requirements:type_name -> paddock.v1.Requirements
-	38, // 4: paddock.v1.TaskSpec.input_blobs:type_name -> paddock.v1.TaskSpec.InputBlobsEntry
+	4,  // 3: paddock.v1.TaskSpec.requirements:type_name -> paddock.v1.Requirements
+	47, // 4: paddock.v1.TaskSpec.input_blobs:type_name -> paddock.v1.TaskSpec.InputBlobsEntry
 	0,  // 5: paddock.v1.Attempt.state:type_name -> paddock.v1.State
-	6,  // 6: paddock.v1.Attempt.usage:type_name -> paddock.v1.Usage
+	7,  // 6: paddock.v1.Attempt.usage:type_name -> paddock.v1.Usage
 	2,  // 7: paddock.v1.Attempt.failure_kind:type_name -> paddock.v1.FailureKind
-	4,  // 8: paddock.v1.Task.spec:type_name -> paddock.v1.TaskSpec
+	5,  // 8: paddock.v1.Task.spec:type_name -> paddock.v1.TaskSpec
 	0,  // 9: paddock.v1.Task.state:type_name -> paddock.v1.State
-	39, // 10: paddock.v1.Task.outputs:type_name -> paddock.v1.Task.OutputsEntry
-	7,  // 11: paddock.v1.Task.attempts:type_name -> paddock.v1.Attempt
-	40, // 12: paddock.v1.Task.output_blobs:type_name -> paddock.v1.Task.OutputBlobsEntry
+	48, // 10: paddock.v1.Task.outputs:type_name -> paddock.v1.Task.OutputsEntry
+	8,  // 11: paddock.v1.Task.attempts:type_name -> paddock.v1.Attempt
+	49, // 12: paddock.v1.Task.output_blobs:type_name -> paddock.v1.Task.OutputBlobsEntry
 	2,  // 13: paddock.v1.Task.failure_kind:type_name -> paddock.v1.FailureKind
-	4,  // 14: paddock.v1.SubmitRequest.task:type_name -> paddock.v1.TaskSpec
-	8,  // 15: paddock.v1.SubmitResponse.task:type_name -> paddock.v1.Task
-	4,  // 16: paddock.v1.SubmitBatchRequest.tasks:type_name -> paddock.v1.TaskSpec
-	10, // 17: paddock.v1.SubmitBatchResponse.results:type_name -> paddock.v1.SubmitResponse
-	8,  // 18: paddock.v1.GetResponse.task:type_name -> paddock.v1.Task
-	8,  // 19: paddock.v1.WaitResponse.task:type_name -> paddock.v1.Task
-	8,  // 20: paddock.v1.CancelResponse.task:type_name -> paddock.v1.Task
+	5,  // 14: paddock.v1.SubmitRequest.task:type_name -> paddock.v1.TaskSpec
+	9,  // 15: paddock.v1.SubmitResponse.task:type_name -> paddock.v1.Task
+	5,  // 16: paddock.v1.SubmitBatchRequest.tasks:type_name -> paddock.v1.TaskSpec
+	11, // 17: paddock.v1.SubmitBatchResponse.results:type_name -> paddock.v1.SubmitResponse
+	9,  // 18: paddock.v1.GetResponse.task:type_name -> paddock.v1.Task
+	9,  // 19: paddock.v1.WaitResponse.task:type_name -> paddock.v1.Task
+	9,  // 20: paddock.v1.CancelResponse.task:type_name -> paddock.v1.Task
 	0,  // 21: paddock.v1.ListRequest.state:type_name -> paddock.v1.State
 	1,  // 22: paddock.v1.ListRequest.class:type_name -> paddock.v1.Class
-	8,  // 23: paddock.v1.ListResponse.tasks:type_name -> paddock.v1.Task
+	9,  // 23: paddock.v1.ListResponse.tasks:type_name -> paddock.v1.Task
 	0,  // 24: paddock.v1.QueueDepth.state:type_name -> paddock.v1.State
-	22, // 25: paddock.v1.StatusResponse.queue:type_name -> paddock.v1.QueueDepth
-	24, // 26: paddock.v1.StatusResponse.queue_delays:type_name -> paddock.v1.QueueDelay
-	26, // 27: paddock.v1.Agent.types:type_name -> paddock.v1.AgentType
-	41, // 28: paddock.v1.Agent.labels:type_name -> paddock.v1.Agent.LabelsEntry
-	27, // 29: paddock.v1.ListAgentsResponse.agents:type_name -> paddock.v1.Agent
-	30, // 30: paddock.v1.Host.pools:type_name -> paddock.v1.HostPool
-	31, // 31: paddock.v1.ListHostsResponse.hosts:type_name -> paddock.v1.Host
-	34, // 32: paddock.v1.ListVMsResponse.vms:type_name -> paddock.v1.VM
-	5,  // 33: paddock.v1.TaskSpec.InputBlobsEntry.value:type_name -> paddock.v1.BlobRef
-	5,  // 34: paddock.v1.Task.OutputBlobsEntry.value:type_name -> paddock.v1.BlobRef
-	9,  // 35: paddock.v1.TaskService.Submit:input_type -> paddock.v1.SubmitRequest
-	11, // 36: paddock.v1.TaskService.SubmitBatch:input_type -> paddock.v1.SubmitBatchRequest
-	13, // 37: paddock.v1.TaskService.Get:input_type -> paddock.v1.GetRequest
-	15, // 38: paddock.v1.TaskService.Wait:input_type -> paddock.v1.WaitRequest
-	17, // 39: paddock.v1.TaskService.Cancel:input_type -> paddock.v1.CancelRequest
-	19, // 40: paddock.v1.TaskService.List:input_type -> paddock.v1.ListRequest
-	21, // 41: paddock.v1.ClusterService.Status:input_type -> paddock.v1.StatusRequest
-	25, // 42: paddock.v1.ClusterService.ListAgents:input_type -> paddock.v1.ListAgentsRequest
-	29, // 43: paddock.v1.ClusterService.ListHosts:input_type -> paddock.v1.ListHostsRequest
-	33, // 44: paddock.v1.ClusterService.ListVMs:input_type -> paddock.v1.ListVMsRequest
-	10, // 45: paddock.v1.TaskService.Submit:output_type -> paddock.v1.SubmitResponse
-	12, // 46: paddock.v1.TaskService.SubmitBatch:output_type -> paddock.v1.SubmitBatchResponse
-	14, // 47: paddock.v1.TaskService.Get:output_type -> paddock.v1.GetResponse
-	16, // 48: paddock.v1.TaskService.Wait:output_type -> paddock.v1.WaitResponse
-	18, // 49: paddock.v1.TaskService.Cancel:output_type -> paddock.v1.CancelResponse
-	20, // 50: paddock.v1.TaskService.List:output_type -> paddock.v1.ListResponse
-	23, // 51: paddock.v1.ClusterService.Status:output_type -> paddock.v1.StatusResponse
-	28, // 52: paddock.v1.ClusterService.ListAgents:output_type -> paddock.v1.ListAgentsResponse
-	32, // 53: paddock.v1.ClusterService.ListHosts:output_type -> paddock.v1.ListHostsResponse
-	35, // 54: paddock.v1.ClusterService.ListVMs:output_type -> paddock.v1.ListVMsResponse
-	45, // [45:55] is the sub-list for method output_type
-	35, // [35:45] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	23, // 25: paddock.v1.StatusResponse.queue:type_name -> paddock.v1.QueueDepth
+	25, // 26: paddock.v1.StatusResponse.queue_delays:type_name -> paddock.v1.QueueDelay
+	27, // 27: paddock.v1.Agent.types:type_name -> paddock.v1.AgentType
+	50, // 28: paddock.v1.Agent.labels:type_name -> paddock.v1.Agent.LabelsEntry
+	28, // 29: paddock.v1.ListAgentsResponse.agents:type_name -> paddock.v1.Agent
+	31, // 30: paddock.v1.Host.pools:type_name -> paddock.v1.HostPool
+	32, // 31: paddock.v1.ListHostsResponse.hosts:type_name -> paddock.v1.Host
+	35, // 32: paddock.v1.ListVMsResponse.vms:type_name -> paddock.v1.VM
+	3,  // 33: paddock.v1.Reason.kind:type_name -> paddock.v1.Reason.Kind
+	0,  // 34: paddock.v1.ExplainResponse.state:type_name -> paddock.v1.State
+	38, // 35: paddock.v1.ExplainResponse.reasons:type_name -> paddock.v1.Reason
+	9,  // 36: paddock.v1.RetryResponse.task:type_name -> paddock.v1.Task
+	43, // 37: paddock.v1.HistoryResponse.samples:type_name -> paddock.v1.Sample
+	6,  // 38: paddock.v1.TaskSpec.InputBlobsEntry.value:type_name -> paddock.v1.BlobRef
+	6,  // 39: paddock.v1.Task.OutputBlobsEntry.value:type_name -> paddock.v1.BlobRef
+	10, // 40: paddock.v1.TaskService.Submit:input_type -> paddock.v1.SubmitRequest
+	12, // 41: paddock.v1.TaskService.SubmitBatch:input_type -> paddock.v1.SubmitBatchRequest
+	14, // 42: paddock.v1.TaskService.Get:input_type -> paddock.v1.GetRequest
+	16, // 43: paddock.v1.TaskService.Wait:input_type -> paddock.v1.WaitRequest
+	18, // 44: paddock.v1.TaskService.Cancel:input_type -> paddock.v1.CancelRequest
+	20, // 45: paddock.v1.TaskService.List:input_type -> paddock.v1.ListRequest
+	37, // 46: paddock.v1.TaskService.Explain:input_type -> paddock.v1.ExplainRequest
+	40, // 47: paddock.v1.TaskService.Retry:input_type -> paddock.v1.RetryRequest
+	22, // 48: paddock.v1.ClusterService.Status:input_type -> paddock.v1.StatusRequest
+	26, // 49: paddock.v1.ClusterService.ListAgents:input_type -> paddock.v1.ListAgentsRequest
+	30, // 50: paddock.v1.ClusterService.ListHosts:input_type -> paddock.v1.ListHostsRequest
+	34, // 51: paddock.v1.ClusterService.ListVMs:input_type -> paddock.v1.ListVMsRequest
+	42, // 52: paddock.v1.ClusterService.History:input_type -> paddock.v1.HistoryRequest
+	11, // 53: paddock.v1.TaskService.Submit:output_type -> paddock.v1.SubmitResponse
+	13, // 54: paddock.v1.TaskService.SubmitBatch:output_type -> paddock.v1.SubmitBatchResponse
+	15, // 55: paddock.v1.TaskService.Get:output_type -> paddock.v1.GetResponse
+	17, // 56: paddock.v1.TaskService.Wait:output_type -> paddock.v1.WaitResponse
+	19, // 57: paddock.v1.TaskService.Cancel:output_type -> paddock.v1.CancelResponse
+	21, // 58: paddock.v1.TaskService.List:output_type -> paddock.v1.ListResponse
+	39, // 59: paddock.v1.TaskService.Explain:output_type -> paddock.v1.ExplainResponse
+	41, // 60: paddock.v1.TaskService.Retry:output_type -> paddock.v1.RetryResponse
+	24, // 61: paddock.v1.ClusterService.Status:output_type -> paddock.v1.StatusResponse
+	29, // 62: paddock.v1.ClusterService.ListAgents:output_type -> paddock.v1.ListAgentsResponse
+	33, // 63: paddock.v1.ClusterService.ListHosts:output_type -> paddock.v1.ListHostsResponse
+	36, // 64: paddock.v1.ClusterService.ListVMs:output_type -> paddock.v1.ListVMsResponse
+	44, // 65: paddock.v1.ClusterService.History:output_type -> paddock.v1.HistoryResponse
+	53, // [53:66] is the sub-list for method output_type
+	40, // [40:53] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_api_paddock_v1_paddock_proto_init() }
@@ -3083,8 +3728,8 @@ func file_api_paddock_v1_paddock_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_paddock_v1_paddock_proto_rawDesc), len(file_api_paddock_v1_paddock_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   39,
+			NumEnums:      4,
+			NumMessages:   47,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -54,6 +54,10 @@ const (
 	TaskServiceCancelProcedure = "/paddock.v1.TaskService/Cancel"
 	// TaskServiceListProcedure is the fully-qualified name of the TaskService's List RPC.
 	TaskServiceListProcedure = "/paddock.v1.TaskService/List"
+	// TaskServiceExplainProcedure is the fully-qualified name of the TaskService's Explain RPC.
+	TaskServiceExplainProcedure = "/paddock.v1.TaskService/Explain"
+	// TaskServiceRetryProcedure is the fully-qualified name of the TaskService's Retry RPC.
+	TaskServiceRetryProcedure = "/paddock.v1.TaskService/Retry"
 	// ClusterServiceStatusProcedure is the fully-qualified name of the ClusterService's Status RPC.
 	ClusterServiceStatusProcedure = "/paddock.v1.ClusterService/Status"
 	// ClusterServiceListAgentsProcedure is the fully-qualified name of the ClusterService's ListAgents
@@ -64,6 +68,8 @@ const (
 	ClusterServiceListHostsProcedure = "/paddock.v1.ClusterService/ListHosts"
 	// ClusterServiceListVMsProcedure is the fully-qualified name of the ClusterService's ListVMs RPC.
 	ClusterServiceListVMsProcedure = "/paddock.v1.ClusterService/ListVMs"
+	// ClusterServiceHistoryProcedure is the fully-qualified name of the ClusterService's History RPC.
+	ClusterServiceHistoryProcedure = "/paddock.v1.ClusterService/History"
 )
 
 // TaskServiceClient is a client for the paddock.v1.TaskService service.
@@ -84,6 +90,12 @@ type TaskServiceClient interface {
 	Cancel(context.Context, *connect.Request[v1.CancelRequest]) (*connect.Response[v1.CancelResponse], error)
 	// List returns tasks matching the filters, newest first, a page at a time.
 	List(context.Context, *connect.Request[v1.ListRequest]) (*connect.Response[v1.ListResponse], error)
+	// Explain says why a task is not running yet (or that it is, or has ended): no agent
+	// or pool serves its type, requirements no agent meets, no free slot, a retry backoff.
+	Explain(context.Context, *connect.Request[v1.ExplainRequest]) (*connect.Response[v1.ExplainResponse], error)
+	// Retry submits a FAILED, DEAD or CANCELLED task's spec again as a new task (a new id,
+	// no idempotency key) and returns it; the old task stays as it ended.
+	Retry(context.Context, *connect.Request[v1.RetryRequest]) (*connect.Response[v1.RetryResponse], error)
 }
 
 // NewTaskServiceClient constructs a client for the paddock.v1.TaskService service. By default, it
@@ -133,6 +145,18 @@ func NewTaskServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(taskServiceMethods.ByName("List")),
 			connect.WithClientOptions(opts...),
 		),
+		explain: connect.NewClient[v1.ExplainRequest, v1.ExplainResponse](
+			httpClient,
+			baseURL+TaskServiceExplainProcedure,
+			connect.WithSchema(taskServiceMethods.ByName("Explain")),
+			connect.WithClientOptions(opts...),
+		),
+		retry: connect.NewClient[v1.RetryRequest, v1.RetryResponse](
+			httpClient,
+			baseURL+TaskServiceRetryProcedure,
+			connect.WithSchema(taskServiceMethods.ByName("Retry")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -144,6 +168,8 @@ type taskServiceClient struct {
 	wait        *connect.Client[v1.WaitRequest, v1.WaitResponse]
 	cancel      *connect.Client[v1.CancelRequest, v1.CancelResponse]
 	list        *connect.Client[v1.ListRequest, v1.ListResponse]
+	explain     *connect.Client[v1.ExplainRequest, v1.ExplainResponse]
+	retry       *connect.Client[v1.RetryRequest, v1.RetryResponse]
 }
 
 // Submit calls paddock.v1.TaskService.Submit.
@@ -176,6 +202,16 @@ func (c *taskServiceClient) List(ctx context.Context, req *connect.Request[v1.Li
 	return c.list.CallUnary(ctx, req)
 }
 
+// Explain calls paddock.v1.TaskService.Explain.
+func (c *taskServiceClient) Explain(ctx context.Context, req *connect.Request[v1.ExplainRequest]) (*connect.Response[v1.ExplainResponse], error) {
+	return c.explain.CallUnary(ctx, req)
+}
+
+// Retry calls paddock.v1.TaskService.Retry.
+func (c *taskServiceClient) Retry(ctx context.Context, req *connect.Request[v1.RetryRequest]) (*connect.Response[v1.RetryResponse], error) {
+	return c.retry.CallUnary(ctx, req)
+}
+
 // TaskServiceHandler is an implementation of the paddock.v1.TaskService service.
 type TaskServiceHandler interface {
 	// Submit stores a task (state QUEUED) and returns it. Submitting again with the same
@@ -194,6 +230,12 @@ type TaskServiceHandler interface {
 	Cancel(context.Context, *connect.Request[v1.CancelRequest]) (*connect.Response[v1.CancelResponse], error)
 	// List returns tasks matching the filters, newest first, a page at a time.
 	List(context.Context, *connect.Request[v1.ListRequest]) (*connect.Response[v1.ListResponse], error)
+	// Explain says why a task is not running yet (or that it is, or has ended): no agent
+	// or pool serves its type, requirements no agent meets, no free slot, a retry backoff.
+	Explain(context.Context, *connect.Request[v1.ExplainRequest]) (*connect.Response[v1.ExplainResponse], error)
+	// Retry submits a FAILED, DEAD or CANCELLED task's spec again as a new task (a new id,
+	// no idempotency key) and returns it; the old task stays as it ended.
+	Retry(context.Context, *connect.Request[v1.RetryRequest]) (*connect.Response[v1.RetryResponse], error)
 }
 
 // NewTaskServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -239,6 +281,18 @@ func NewTaskServiceHandler(svc TaskServiceHandler, opts ...connect.HandlerOption
 		connect.WithSchema(taskServiceMethods.ByName("List")),
 		connect.WithHandlerOptions(opts...),
 	)
+	taskServiceExplainHandler := connect.NewUnaryHandler(
+		TaskServiceExplainProcedure,
+		svc.Explain,
+		connect.WithSchema(taskServiceMethods.ByName("Explain")),
+		connect.WithHandlerOptions(opts...),
+	)
+	taskServiceRetryHandler := connect.NewUnaryHandler(
+		TaskServiceRetryProcedure,
+		svc.Retry,
+		connect.WithSchema(taskServiceMethods.ByName("Retry")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/paddock.v1.TaskService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case TaskServiceSubmitProcedure:
@@ -253,6 +307,10 @@ func NewTaskServiceHandler(svc TaskServiceHandler, opts ...connect.HandlerOption
 			taskServiceCancelHandler.ServeHTTP(w, r)
 		case TaskServiceListProcedure:
 			taskServiceListHandler.ServeHTTP(w, r)
+		case TaskServiceExplainProcedure:
+			taskServiceExplainHandler.ServeHTTP(w, r)
+		case TaskServiceRetryProcedure:
+			taskServiceRetryHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -286,6 +344,14 @@ func (UnimplementedTaskServiceHandler) List(context.Context, *connect.Request[v1
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("paddock.v1.TaskService.List is not implemented"))
 }
 
+func (UnimplementedTaskServiceHandler) Explain(context.Context, *connect.Request[v1.ExplainRequest]) (*connect.Response[v1.ExplainResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("paddock.v1.TaskService.Explain is not implemented"))
+}
+
+func (UnimplementedTaskServiceHandler) Retry(context.Context, *connect.Request[v1.RetryRequest]) (*connect.Response[v1.RetryResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("paddock.v1.TaskService.Retry is not implemented"))
+}
+
 // ClusterServiceClient is a client for the paddock.v1.ClusterService service.
 type ClusterServiceClient interface {
 	// Status returns the server's version, uptime, queue depth and agent counts.
@@ -297,6 +363,9 @@ type ClusterServiceClient interface {
 	// ListVMs returns the guests of every host (as each host last reported them), with
 	// whether their agent is connected.
 	ListVMs(context.Context, *connect.Request[v1.ListVMsRequest]) (*connect.Response[v1.ListVMsResponse], error)
+	// History returns the server's samples of the last hour, one per 10 s: tasks
+	// submitted, started and finished, queue depth and submit-to-start latency.
+	History(context.Context, *connect.Request[v1.HistoryRequest]) (*connect.Response[v1.HistoryResponse], error)
 }
 
 // NewClusterServiceClient constructs a client for the paddock.v1.ClusterService service. By
@@ -334,6 +403,12 @@ func NewClusterServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithSchema(clusterServiceMethods.ByName("ListVMs")),
 			connect.WithClientOptions(opts...),
 		),
+		history: connect.NewClient[v1.HistoryRequest, v1.HistoryResponse](
+			httpClient,
+			baseURL+ClusterServiceHistoryProcedure,
+			connect.WithSchema(clusterServiceMethods.ByName("History")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -343,6 +418,7 @@ type clusterServiceClient struct {
 	listAgents *connect.Client[v1.ListAgentsRequest, v1.ListAgentsResponse]
 	listHosts  *connect.Client[v1.ListHostsRequest, v1.ListHostsResponse]
 	listVMs    *connect.Client[v1.ListVMsRequest, v1.ListVMsResponse]
+	history    *connect.Client[v1.HistoryRequest, v1.HistoryResponse]
 }
 
 // Status calls paddock.v1.ClusterService.Status.
@@ -365,6 +441,11 @@ func (c *clusterServiceClient) ListVMs(ctx context.Context, req *connect.Request
 	return c.listVMs.CallUnary(ctx, req)
 }
 
+// History calls paddock.v1.ClusterService.History.
+func (c *clusterServiceClient) History(ctx context.Context, req *connect.Request[v1.HistoryRequest]) (*connect.Response[v1.HistoryResponse], error) {
+	return c.history.CallUnary(ctx, req)
+}
+
 // ClusterServiceHandler is an implementation of the paddock.v1.ClusterService service.
 type ClusterServiceHandler interface {
 	// Status returns the server's version, uptime, queue depth and agent counts.
@@ -376,6 +457,9 @@ type ClusterServiceHandler interface {
 	// ListVMs returns the guests of every host (as each host last reported them), with
 	// whether their agent is connected.
 	ListVMs(context.Context, *connect.Request[v1.ListVMsRequest]) (*connect.Response[v1.ListVMsResponse], error)
+	// History returns the server's samples of the last hour, one per 10 s: tasks
+	// submitted, started and finished, queue depth and submit-to-start latency.
+	History(context.Context, *connect.Request[v1.HistoryRequest]) (*connect.Response[v1.HistoryResponse], error)
 }
 
 // NewClusterServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -409,6 +493,12 @@ func NewClusterServiceHandler(svc ClusterServiceHandler, opts ...connect.Handler
 		connect.WithSchema(clusterServiceMethods.ByName("ListVMs")),
 		connect.WithHandlerOptions(opts...),
 	)
+	clusterServiceHistoryHandler := connect.NewUnaryHandler(
+		ClusterServiceHistoryProcedure,
+		svc.History,
+		connect.WithSchema(clusterServiceMethods.ByName("History")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/paddock.v1.ClusterService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case ClusterServiceStatusProcedure:
@@ -419,6 +509,8 @@ func NewClusterServiceHandler(svc ClusterServiceHandler, opts ...connect.Handler
 			clusterServiceListHostsHandler.ServeHTTP(w, r)
 		case ClusterServiceListVMsProcedure:
 			clusterServiceListVMsHandler.ServeHTTP(w, r)
+		case ClusterServiceHistoryProcedure:
+			clusterServiceHistoryHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -442,4 +534,8 @@ func (UnimplementedClusterServiceHandler) ListHosts(context.Context, *connect.Re
 
 func (UnimplementedClusterServiceHandler) ListVMs(context.Context, *connect.Request[v1.ListVMsRequest]) (*connect.Response[v1.ListVMsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("paddock.v1.ClusterService.ListVMs is not implemented"))
+}
+
+func (UnimplementedClusterServiceHandler) History(context.Context, *connect.Request[v1.HistoryRequest]) (*connect.Response[v1.HistoryResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("paddock.v1.ClusterService.History is not implemented"))
 }

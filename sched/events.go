@@ -1,0 +1,175 @@
+package sched
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+
+	paddockv1 "github.com/paddockvm/paddock/api/paddock/v1"
+	"github.com/paddockvm/paddock/sched/console"
+	"github.com/paddockvm/paddock/sched/store"
+)
+
+// Task changes as they happen, for the web console's live feed (/ui/events) and its
+// charts (History).
+//
+// Every change of a task goes through one of four store methods: Create and
+// CreateBatch (submits), Lease (dispatch) and Update (acks, reports, expiries, cancels,
+// requeues). The server
+// wraps its store in observedStore, which, after each of these succeeds, publishes the
+// task as it now is (without payload, inputs or outputs: as List returns it) to the
+// feed's subscribers and counts it in the history. Nothing is read again and nothing
+// polls: a subscriber sees exactly the changes this server made. Over a store shared by
+// several replicas (store.Shared), each replica's feed and history carry the changes
+// that replica makes, not the others'.
+
+// FeedBuffer is how many events a subscriber of the feed may lag behind. One that
+// falls further behind is dropped (its channel closed) and must resync by reading the
+// list again (the console does).
+const FeedBuffer = 1024
+
+// observedStore is the server's store, publishing every task change to the feed and
+// the history.
+type observedStore struct {
+	store.Store
+	s *Server
+}
+
+// observedShared is observedStore over a store.Shared store: it keeps the Shared
+// interface visible (the replicas' wake-ups, replica.go).
+type observedShared struct {
+	observedStore
+	sh store.Shared
+}
+
+func (o observedShared) Wakeups(ctx context.Context) <-chan store.Wakeup { return o.sh.Wakeups(ctx) }
+
+// observe wraps st for s, keeping store.Shared when st implements it.
+func observe(st store.Store, s *Server) store.Store {
+	o := observedStore{Store: st, s: s}
+	if sh, ok := st.(store.Shared); ok {
+		return observedShared{observedStore: o, sh: sh}
+	}
+	return o
+}
+
+func (o observedStore) Create(ctx context.Context, t store.Task) (store.Task, bool, error) {
+	st, created, err := o.Store.Create(ctx, t)
+	if err == nil && created {
+		o.s.hist.submitted()
+		o.s.feed.publish(st)
+	}
+	return st, created, err
+}
+
+func (o observedStore) CreateBatch(ctx context.Context, ts []store.Task) ([]store.Task, []bool, error) {
+	stored, created, err := o.Store.CreateBatch(ctx, ts)
+	if err == nil {
+		for i := range stored {
+			if i < len(created) && created[i] {
+				o.s.hist.submitted()
+				o.s.feed.publish(stored[i])
+			}
+		}
+	}
+	return stored, created, err
+}
+
+func (o observedStore) Lease(ctx context.Context, now time.Time, grants []store.Grant) ([]store.Task, error) {
+	ts, err := o.Store.Lease(ctx, now, grants)
+	for i := range ts {
+		o.s.hist.started(ts[i], now)
+		o.s.feed.publish(ts[i])
+	}
+	return ts, err
+}
+
+func (o observedStore) Update(ctx context.Context, u store.Update) (store.Task, error) {
+	t, err := o.Store.Update(ctx, u)
+	if err == nil {
+		if t.State.Terminal() {
+			o.s.hist.finished(t)
+		}
+		o.s.feed.publish(t)
+	}
+	return t, err
+}
+
+// feed fans task changes out to subscribers. mu guards the fields below.
+type feed struct {
+	mu     sync.Mutex
+	subs   map[chan console.Event]struct{}
+	closed bool
+}
+
+func newFeed() *feed { return &feed{subs: map[chan console.Event]struct{}{}} }
+
+var _ console.Feed = (*feed)(nil)
+
+// Subscribe implements console.Feed: the channel carries every task change from now
+// on; it is closed when the subscriber lags more than FeedBuffer events or the server
+// shuts down. cancel ends the subscription.
+func (f *feed) Subscribe() (<-chan console.Event, func()) {
+	ch := make(chan console.Event, FeedBuffer)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		close(ch)
+		return ch, func() {}
+	}
+	f.subs[ch] = struct{}{}
+	return ch, func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if _, ok := f.subs[ch]; ok {
+			delete(f.subs, ch)
+			close(ch)
+		}
+	}
+}
+
+// publish sends t to every subscriber, dropping those whose buffer is full. Without
+// subscribers it costs a lock; the JSON is made outside the lock.
+func (f *feed) publish(t store.Task) {
+	f.mu.Lock()
+	n := len(f.subs)
+	f.mu.Unlock()
+	if n == 0 {
+		return
+	}
+	b, err := protojson.Marshal(listForm(t))
+	if err != nil {
+		return // cannot happen: a Task always marshals
+	}
+	ev := console.Event{Name: "task", Data: b}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for ch := range f.subs {
+		select {
+		case ch <- ev:
+		default:
+			delete(f.subs, ch)
+			close(ch)
+		}
+	}
+}
+
+// close ends every subscription and refuses new ones (the client port shuts down).
+func (f *feed) close() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.closed = true
+	for ch := range f.subs {
+		delete(f.subs, ch)
+		close(ch)
+	}
+}
+
+// listForm is t as List returns it: without payload, inputs, outputs or attempts.
+func listForm(t store.Task) *paddockv1.Task {
+	t.Payload, t.Inputs, t.Output, t.Outputs, t.LeaseSecret = nil, nil, nil, nil, ""
+	t.InputBlobs, t.OutputBlobs = nil, nil
+	return toProto(t, nil)
+}
