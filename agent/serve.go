@@ -28,6 +28,7 @@ func serve(ctx context.Context, cfg Config, port *os.File, handlers []runner.Han
 	rcfg := runner.DefaultConfig()
 	rcfg.Handlers = handlers
 	rcfg.Logger = log
+	rcfg.Lazy = cfg.HandlerStart != HandlerStartEager
 	if cfg.MaxOutputBytes > 0 {
 		rcfg.MaxOutputBytes = cfg.MaxOutputBytes
 	}
@@ -136,7 +137,11 @@ func (c Config) handlerSpecs(manifestPath string, log *slog.Logger) ([]runner.Ha
 		return nil, err
 	}
 	for _, h := range m.Handlers {
-		out = append(out, runner.HandlerSpec{Name: h.Name, Path: h.Path, SHA256: h.SHA256})
+		spec := runner.HandlerSpec{Name: h.Name, Path: h.Path, SHA256: h.SHA256}
+		for _, t := range h.Types {
+			spec.Types = append(spec.Types, runner.TaskType{Name: t.Name, Version: t.Version, Concurrency: t.Concurrency})
+		}
+		out = append(out, spec)
 	}
 	return out, nil
 }
