@@ -1,14 +1,12 @@
 package agent
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"runtime"
-	"strconv"
 	"strings"
 	"time"
 
@@ -68,6 +66,7 @@ func serve(ctx context.Context, cfg Config, port *os.File, handlers []runner.Han
 		Capacity:              session.Capacity{CPUMillis: int64(runtime.NumCPU()) * 1000, MemoryBytes: memTotal(), Labels: cfg.Labels},
 		Logger:                log,
 		DataDir:               cfg.DataDir,
+		Memory:                memoryOf(r),
 	}, session.RunnerExecutor(r))
 	if err != nil {
 		return fmt.Errorf("starting the session: %w", err)
@@ -144,21 +143,4 @@ func (c Config) handlerSpecs(manifestPath string, log *slog.Logger) ([]runner.Ha
 		out = append(out, spec)
 	}
 	return out, nil
-}
-
-// memTotal reads MemTotal from /proc/meminfo, in bytes (0 when unknown).
-func memTotal() int64 {
-	f, err := os.Open("/proc/meminfo")
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "MemTotal:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			return kb * 1024
-		}
-	}
-	return 0
 }

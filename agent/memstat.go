@@ -1,0 +1,60 @@
+package agent
+
+import (
+	"bufio"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/paddockvm/paddock/agent/session"
+	"github.com/paddockvm/paddock/plugins/runner"
+)
+
+// procFields reads "Key: <n> kB" lines of a /proc file (meminfo, <pid>/status) and
+// returns the values asked for, in bytes; a missing file or key is 0.
+func procFields(path string, keys ...string) []int64 {
+	out := make([]int64, len(keys))
+	f, err := os.Open(path)
+	if err != nil {
+		return out
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if !ok {
+			continue
+		}
+		for i, want := range keys {
+			if k == want {
+				kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+				out[i] = kb * 1024
+			}
+		}
+	}
+	return out
+}
+
+// memTotal reads MemTotal from /proc/meminfo, in bytes (0 when unknown).
+func memTotal() int64 { return procFields("/proc/meminfo", "MemTotal")[0] }
+
+// memoryOf returns the session's Config.Memory for an agent running r's handlers:
+// the machine's memory in use, the agent's own VmRSS, and its running handler
+// processes' VmRSS summed (read from /proc at each call; a handler that just exited
+// counts 0).
+func memoryOf(r *runner.Runner) func() session.Memory {
+	return func() session.Memory {
+		mi := procFields("/proc/meminfo", "MemTotal", "MemAvailable")
+		m := session.Memory{AgentRSS: procFields("/proc/self/status", "VmRSS")[0]}
+		if mi[0] > 0 && mi[1] > 0 {
+			m.GuestUsed = mi[0] - mi[1]
+		}
+		for _, h := range r.Status() {
+			if h.Up && h.PID > 0 {
+				m.HandlersUp++
+				m.HandlersRSS += procFields("/proc/"+strconv.Itoa(h.PID)+"/status", "VmRSS")[0]
+			}
+		}
+		return m
+	}
+}
