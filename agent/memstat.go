@@ -3,8 +3,10 @@ package agent
 import (
 	"bufio"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/paddockvm/paddock/agent/session"
 	"github.com/paddockvm/paddock/plugins/runner"
@@ -57,4 +59,25 @@ func memoryOf(r *runner.Runner) func() session.Memory {
 		}
 		return m
 	}
+}
+
+// agentGCPercent is the agent's GOGC unless the environment sets GOGC: an idle agent
+// allocates little, and a heap allowed to grow to half again its live size instead of
+// twice keeps the guest's (and so the host's) memory down for a little GC work.
+const agentGCPercent = 50
+
+// tuneGC applies agentGCPercent unless GOGC is set.
+func tuneGC() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(agentGCPercent)
+	}
+}
+
+// freeStartupMemory returns a function that, the first time it is called (the first
+// registration), collects the garbage of start-up (configuration, manifest, gRPC
+// set-up) and returns the freed pages to the guest kernel at once, instead of when the
+// runtime's scavenger gets to them; with free page reporting they go back to the host.
+func freeStartupMemory() func() {
+	var once sync.Once
+	return func() { once.Do(debug.FreeOSMemory) }
 }

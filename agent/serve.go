@@ -67,6 +67,7 @@ func serve(ctx context.Context, cfg Config, port *os.File, handlers []runner.Han
 		Logger:                log,
 		DataDir:               cfg.DataDir,
 		Memory:                memoryOf(r),
+		OnRegistered:          freeStartupMemory(),
 	}, session.RunnerExecutor(r))
 	if err != nil {
 		return fmt.Errorf("starting the session: %w", err)

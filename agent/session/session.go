@@ -157,6 +157,9 @@ type Config struct {
 	// into their Load (memory_used_bytes, agent_rss_bytes, handlers_rss_bytes,
 	// handlers_up), for operators (`paddock vm ls`).
 	Memory func() Memory
+	// OnRegistered, when set, is called after each successful registration (the agent
+	// returns its start-up garbage to the OS then).
+	OnRegistered func()
 
 	// InRoot and OutRoot are where the guest's input and output shares are mounted
 	// (DATA_PATH_SHARED). Defaults guestabi.InDir and guestabi.OutDir; tests use
@@ -458,6 +461,9 @@ func (s *Session) connect(ctx context.Context) error {
 		hb = time.Second
 	}
 	s.log.Info("registered with the server", "session", regd.GetSessionId(), "server", regd.GetServerVersion(), "heartbeat", hb)
+	if s.cfg.OnRegistered != nil {
+		s.cfg.OnRegistered()
+	}
 
 	out := make(chan *agentv1.AgentMessage, 8192)
 	s.mu.Lock()
