@@ -87,15 +87,17 @@ type Config struct {
 	DefaultTolerableDelay string            `json:"default_tolerable_delay,omitempty"`
 	// MaxOutputBytes is the largest result a handler may return (default 64 MiB).
 	MaxOutputBytes int64 `json:"max_output_bytes,omitempty"`
-	// HandlerStart is when the handler processes start: "lazy" (the default) starts
-	// each handler on the first task of one of its types, so the agent registers as
-	// soon as its port is open and an idle guest holds no handler it has not used
-	// (the first task of a type waits for its handler's start: under TCG about a
-	// second); "eager" starts them all, in parallel, before registering (every task
-	// finds its handler up, at the cost of the handlers' memory and start-up time in
-	// every guest). Handlers whose task types the image manifest does not record
-	// (images from before manifest schema 2, or handlers given in this file or with
-	// --handler) always start eagerly: the agent must ask them what they serve.
+	// HandlerStart is when the handler processes start. Either way the agent
+	// registers first, with the task types the image manifest records, as soon as its
+	// port is open. "lazy" (the default) starts each handler on the first task of one
+	// of its types, so an idle guest holds no handler it has not used (the first task
+	// of a type waits for its handler's start: under TCG about a second); "eager"
+	// starts them all, one after the other, right after registering (a task that
+	// arrives before its handler is up waits for it), at the cost of every handler's
+	// memory in every guest. Handlers whose task types the image manifest does not
+	// record (images from before manifest schema 2, or handlers given in this file or
+	// with --handler) start, in parallel, before the agent registers: it must ask
+	// them what they serve.
 	HandlerStart string `json:"handler_start,omitempty"`
 	// KillGrace is how long a cancelled call may run on before its handler process is
 	// killed and restarted, as a Go duration (default "5s").

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bufio"
+	"context"
 	"os"
 	"runtime/debug"
 	"strconv"
@@ -73,11 +74,19 @@ func tuneGC() {
 	}
 }
 
-// freeStartupMemory returns a function that, the first time it is called (the first
-// registration), collects the garbage of start-up (configuration, manifest, gRPC
+// onRegistered returns the session's OnRegistered: the first time (the first
+// registration) it collects the garbage of start-up (configuration, manifest, gRPC
 // set-up) and returns the freed pages to the guest kernel at once, instead of when the
-// runtime's scavenger gets to them; with free page reporting they go back to the host.
-func freeStartupMemory() func() {
+// runtime's scavenger gets to them (with free page reporting they go back to the host);
+// with handler_start eager it then starts every handler in the background.
+func onRegistered(ctx context.Context, cfg Config, r *runner.Runner) func() {
 	var once sync.Once
-	return func() { once.Do(debug.FreeOSMemory) }
+	return func() {
+		once.Do(func() {
+			debug.FreeOSMemory()
+			if cfg.HandlerStart == HandlerStartEager {
+				go r.StartAll(ctx)
+			}
+		})
+	}
 }

@@ -26,7 +26,10 @@ func serve(ctx context.Context, cfg Config, port *os.File, handlers []runner.Han
 	rcfg := runner.DefaultConfig()
 	rcfg.Handlers = handlers
 	rcfg.Logger = log
-	rcfg.Lazy = cfg.HandlerStart != HandlerStartEager
+	// Register first: handlers whose types the manifest records start after the
+	// registration — on their first task (lazy), or all of them in the background
+	// right after it (eager).
+	rcfg.Lazy = true
 	if cfg.MaxOutputBytes > 0 {
 		rcfg.MaxOutputBytes = cfg.MaxOutputBytes
 	}
@@ -67,7 +70,7 @@ func serve(ctx context.Context, cfg Config, port *os.File, handlers []runner.Han
 		Logger:                log,
 		DataDir:               cfg.DataDir,
 		Memory:                memoryOf(r),
-		OnRegistered:          freeStartupMemory(),
+		OnRegistered:          onRegistered(ctx, cfg, r),
 	}, session.RunnerExecutor(r))
 	if err != nil {
 		return fmt.Errorf("starting the session: %w", err)

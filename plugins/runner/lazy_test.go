@@ -116,3 +116,15 @@ func TestEagerStartFailureStopsTheOthers(t *testing.T) {
 		t.Fatalf("New: %v, want ErrChecksum for handler \"bad\"", err)
 	}
 }
+
+// StartAll brings every lazy handler up without a call (handler_start: eager).
+func TestStartAll(t *testing.T) {
+	r := newRunner(t, lazySpec(t, declaredTypes(t)))
+	r.StartAll(context.Background())
+	if st := r.Status()[0]; !st.Up || !st.Started || st.PID == 0 {
+		t.Fatalf("after StartAll: %+v, want the handler up", st)
+	}
+	if res := r.Execute(context.Background(), runner.Task{Type: "test.echo", Payload: []byte("x")}); !res.OK() {
+		t.Fatalf("call: %+v", res)
+	}
+}

@@ -208,6 +208,20 @@ func New(ctx context.Context, cfg Config) (*Runner, error) {
 	return r, nil
 }
 
+// StartAll starts, one after the other, every lazy handler no call has started yet,
+// and returns when each is up or has failed (a failure is logged, and the next call
+// of its types tries again). Calls that arrive meanwhile wait for their handler's start
+// as usual. The agent calls it in the background after registering when every handler
+// should be up early (handler_start: eager).
+func (r *Runner) StartAll(ctx context.Context) {
+	for _, h := range r.handlers {
+		if ctx.Err() != nil {
+			return
+		}
+		_, _ = h.get(ctx)
+	}
+}
+
 // Types returns the task types served, sorted by name, for registration.
 func (r *Runner) Types() []TaskType { return append([]TaskType(nil), r.types...) }
 
