@@ -59,7 +59,7 @@ func BenchmarkIdleGuest(b *testing.B) {
 	readyWait = time.Duration(guests) * 6 * time.Minute
 	defer func() { readyWait = saved }()
 	dir := dataDir(b)
-	p := startDev(b, g, bin, dir, "--guests", strconv.Itoa(guests), "--max-guests", strconv.Itoa(guests), "--memory", strconv.Itoa(memory))
+	p := startDev(b, g, bin, dir, "--guests", strconv.Itoa(guests), "--max-guests", strconv.Itoa(guests), "--memory", strconv.Itoa(memory), "--boot-timeout", "20m")
 	api := paddockv1connect.NewClusterServiceClient(http.DefaultClient, p.api, connect.WithInterceptors(bearer(p.token)))
 	var vms []*paddockv1.VM
 	waitUntil(b, "every agent registered and reporting its memory", readyWait, func() bool {
