@@ -48,7 +48,8 @@ func memTotal() int64 { return procFields("/proc/meminfo", "MemTotal")[0] }
 func memoryOf(r *runner.Runner) func() session.Memory {
 	return func() session.Memory {
 		mi := procFields("/proc/meminfo", "MemTotal", "MemAvailable")
-		m := session.Memory{AgentRSS: procFields("/proc/self/status", "VmRSS")[0]}
+		self := procFields("/proc/self/status", "VmRSS", "RssAnon")
+		m := session.Memory{AgentRSS: self[0], AgentAnon: self[1]}
 		if mi[0] > 0 && mi[1] > 0 {
 			m.GuestUsed = mi[0] - mi[1]
 		}

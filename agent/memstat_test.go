@@ -32,7 +32,7 @@ func TestMemoryOfCountsRunningHandlers(t *testing.T) {
 	defer r.Close()
 	mem := memoryOf(r)
 	m := mem()
-	if m.AgentRSS <= 0 || m.GuestUsed <= 0 || m.HandlersUp != 0 || m.HandlersRSS != 0 {
+	if m.AgentRSS <= 0 || m.AgentAnon <= 0 || m.AgentAnon > m.AgentRSS || m.GuestUsed <= 0 || m.HandlersUp != 0 || m.HandlersRSS != 0 {
 		t.Fatalf("before any call: %+v, want the agent's RSS and memory in use, no handler", m)
 	}
 	// An eager runner's handler runs from the start.

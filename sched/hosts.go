@@ -728,7 +728,8 @@ func (api *clientAPI) ListVMs(_ context.Context, req *connect.Request[paddockv1.
 		g := v.Guest
 		vm := &paddockv1.VM{Name: g.GetName(), Host: v.Host, Pool: g.GetPool(), State: g.GetState(), TasksRun: g.GetTasksRun(), Running: g.GetRunning(),
 			CpuPercent: g.GetCpuPercent(), MemoryBytes: g.GetMemoryBytes(), Agent: v.AgentState, BootMs: g.GetBootMs(), RssBytes: g.GetRssBytes(),
-			AgentRssBytes: v.AgentLoad.GetAgentRssBytes(), HandlersRssBytes: v.AgentLoad.GetHandlersRssBytes(), HandlersUp: v.AgentLoad.GetHandlersUp()}
+			AgentRssBytes: v.AgentLoad.GetAgentRssBytes(), HandlersRssBytes: v.AgentLoad.GetHandlersRssBytes(), HandlersUp: v.AgentLoad.GetHandlersUp(),
+			AgentAnonBytes: v.AgentLoad.GetAgentAnonBytes()}
 		if c := g.GetCreatedAtUnixMs(); c > 0 {
 			vm.UptimeMs = max(now-c, 0)
 		}

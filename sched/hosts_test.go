@@ -310,7 +310,7 @@ func TestRelayedGuestIdentityAndEvents(t *testing.T) {
 	// g3's agent reports its memory in every heartbeat (vm ls shows it below).
 	startGuestAgent(t, h, "g3", "p", "g3", sleepExec(), func(c *session.Config) {
 		c.Memory = func() session.Memory {
-			return session.Memory{GuestUsed: 100 << 20, AgentRSS: 9 << 20, HandlersRSS: 12 << 20, HandlersUp: 1}
+			return session.Memory{GuestUsed: 100 << 20, AgentRSS: 9 << 20, AgentAnon: 3 << 20, HandlersRSS: 12 << 20, HandlersUp: 1}
 		}
 	})
 	gone := time.Now()
@@ -338,7 +338,7 @@ func TestRelayedGuestIdentityAndEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if vm := vms.Msg.GetVms()[0]; vm.GetRssBytes() != 150<<20 || vm.GetAgentRssBytes() != 9<<20 || vm.GetHandlersRssBytes() != 12<<20 || vm.GetHandlersUp() != 1 {
+	if vm := vms.Msg.GetVms()[0]; vm.GetRssBytes() != 150<<20 || vm.GetAgentRssBytes() != 9<<20 || vm.GetHandlersRssBytes() != 12<<20 || vm.GetHandlersUp() != 1 || vm.GetAgentAnonBytes() != 3<<20 {
 		t.Fatalf("vm ls: host RSS %d, agent RSS %d, handlers RSS %d (%d up); want the host's 150 MiB and the agent's heartbeat 9 MiB, 12 MiB (1 up)",
 			vm.GetRssBytes(), vm.GetAgentRssBytes(), vm.GetHandlersRssBytes(), vm.GetHandlersUp())
 	}

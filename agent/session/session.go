@@ -179,6 +179,7 @@ type Config struct {
 type Memory struct {
 	GuestUsed   int64 // the machine's memory in use (MemTotal - MemAvailable)
 	AgentRSS    int64 // the agent process's VmRSS
+	AgentAnon   int64 // its RssAnon (heap, stacks: not its binary's pages)
 	HandlersRSS int64 // the running handler processes' VmRSS, summed
 	HandlersUp  int   // how many handler processes run
 }
@@ -189,6 +190,7 @@ func (s *Session) load(running int) *agentv1.Load {
 	if s.cfg.Memory != nil {
 		m := s.cfg.Memory()
 		l.MemoryUsedBytes, l.AgentRssBytes, l.HandlersRssBytes, l.HandlersUp = m.GuestUsed, m.AgentRSS, m.HandlersRSS, uint32(max(m.HandlersUp, 0))
+		l.AgentAnonBytes = m.AgentAnon
 	}
 	return l
 }

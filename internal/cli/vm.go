@@ -38,7 +38,7 @@ func newVMCmd(app *App) *cobra.Command {
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%.1f\t%s\t%s\t%s\t%s\t%s\n", v.GetName(), v.GetHost(), v.GetPool(), v.GetState(), v.GetTasksRun(), v.GetRunning(),
 					(time.Duration(v.GetUptimeMs()) * time.Millisecond).Round(time.Second), v.GetCpuPercent(), mib(v.GetMemoryBytes()),
-					optMiB(int64(v.GetRssBytes())), optMiB(v.GetAgentRssBytes()), handlersRSS(v), agent)
+					optMiB(int64(v.GetRssBytes())), agentRSS(v), handlersRSS(v), agent)
 			}
 			return tw.Flush()
 		},
@@ -54,6 +54,15 @@ func optMiB(b int64) string {
 		return "-"
 	}
 	return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20))
+}
+
+// agentRSS is the agent's RSS and, in brackets, its anonymous part (what it adds
+// beyond its binary's pages), e.g. "15.2 MiB (3.9 anon)"; "-" before it reported.
+func agentRSS(v *paddockv1.VM) string {
+	if v.GetAgentRssBytes() <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%s (%.1f anon)", optMiB(v.GetAgentRssBytes()), float64(v.GetAgentAnonBytes())/(1<<20))
 }
 
 // handlersRSS is the handlers' memory and how many run, e.g. "24.0 MiB (2 up)"; "-"

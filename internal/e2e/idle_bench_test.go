@@ -102,13 +102,15 @@ func BenchmarkIdleGuest(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	var agentRSS, handlersRSS, up float64
+	var agentRSS, agentAnon, handlersRSS, up float64
 	for _, v := range r.Msg.GetVms() {
 		agentRSS += float64(v.GetAgentRssBytes()) / (1 << 20)
+		agentAnon += float64(v.GetAgentAnonBytes()) / (1 << 20)
 		handlersRSS += float64(v.GetHandlersRssBytes()) / (1 << 20)
 		up += float64(v.GetHandlersUp())
 	}
 	b.ReportMetric(agentRSS/n, "MiB-agent-rss")
+	b.ReportMetric(agentAnon/n, "MiB-agent-anon")
 	b.ReportMetric(handlersRSS/n, "MiB-handlers-rss")
 	b.ReportMetric(up/n, "handlers-up")
 	b.ReportMetric(readyToRegistered(b, filepath.Join(dir, "dev.log")).Seconds(), "s/ready-to-registered")

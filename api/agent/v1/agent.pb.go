@@ -1316,8 +1316,12 @@ type Load struct {
 	// an idle agent may run none).
 	HandlersRssBytes int64  `protobuf:"varint,5,opt,name=handlers_rss_bytes,json=handlersRssBytes,proto3" json:"handlers_rss_bytes,omitempty"`
 	HandlersUp       uint32 `protobuf:"varint,6,opt,name=handlers_up,json=handlersUp,proto3" json:"handlers_up,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// agent_anon_bytes is the anonymous part of agent_rss_bytes (RssAnon: heap, stacks),
+	// what the agent process adds to the guest's memory; the rest of its RSS is the
+	// pages of its binary, which an image's initramfs holds in memory anyway.
+	AgentAnonBytes int64 `protobuf:"varint,7,opt,name=agent_anon_bytes,json=agentAnonBytes,proto3" json:"agent_anon_bytes,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Load) Reset() {
@@ -1388,6 +1392,13 @@ func (x *Load) GetHandlersRssBytes() int64 {
 func (x *Load) GetHandlersUp() uint32 {
 	if x != nil {
 		return x.HandlersUp
+	}
+	return 0
+}
+
+func (x *Load) GetAgentAnonBytes() int64 {
+	if x != nil {
+		return x.AgentAnonBytes
 	}
 	return 0
 }
@@ -2486,7 +2497,7 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\x06labels\x18\x03 \x03(\v2&.paddock.agent.v1.Capacity.LabelsEntryR\x06labels\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe4\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8e\x02\n" +
 	"\x04Load\x12\x18\n" +
 	"\arunning\x18\x01 \x01(\rR\arunning\x12\x1f\n" +
 	"\vcpu_percent\x18\x02 \x01(\x01R\n" +
@@ -2495,7 +2506,8 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\x0fagent_rss_bytes\x18\x04 \x01(\x03R\ragentRssBytes\x12,\n" +
 	"\x12handlers_rss_bytes\x18\x05 \x01(\x03R\x10handlersRssBytes\x12\x1f\n" +
 	"\vhandlers_up\x18\x06 \x01(\rR\n" +
-	"handlersUp\"d\n" +
+	"handlersUp\x12(\n" +
+	"\x10agent_anon_bytes\x18\a \x01(\x03R\x0eagentAnonBytes\"d\n" +
 	"\vRunningTask\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x19\n" +
 	"\blease_id\x18\x02 \x01(\x04R\aleaseId\x12!\n" +

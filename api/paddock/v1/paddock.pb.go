@@ -2550,8 +2550,11 @@ type VM struct {
 	AgentRssBytes    int64  `protobuf:"varint,13,opt,name=agent_rss_bytes,json=agentRssBytes,proto3" json:"agent_rss_bytes,omitempty"`
 	HandlersRssBytes int64  `protobuf:"varint,14,opt,name=handlers_rss_bytes,json=handlersRssBytes,proto3" json:"handlers_rss_bytes,omitempty"`
 	HandlersUp       uint32 `protobuf:"varint,15,opt,name=handlers_up,json=handlersUp,proto3" json:"handlers_up,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// agent_anon_bytes is the anonymous part of agent_rss_bytes (heap, stacks): what the
+	// agent adds to the guest's memory beyond its binary's pages.
+	AgentAnonBytes int64 `protobuf:"varint,16,opt,name=agent_anon_bytes,json=agentAnonBytes,proto3" json:"agent_anon_bytes,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *VM) Reset() {
@@ -2685,6 +2688,13 @@ func (x *VM) GetHandlersRssBytes() int64 {
 func (x *VM) GetHandlersUp() uint32 {
 	if x != nil {
 		return x.HandlersUp
+	}
+	return 0
+}
+
+func (x *VM) GetAgentAnonBytes() int64 {
+	if x != nil {
+		return x.AgentAnonBytes
 	}
 	return 0
 }
@@ -2928,7 +2938,7 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\x11ListHostsResponse\x12&\n" +
 	"\x05hosts\x18\x01 \x03(\v2\x10.paddock.v1.HostR\x05hosts\"$\n" +
 	"\x0eListVMsRequest\x12\x12\n" +
-	"\x04host\x18\x01 \x01(\tR\x04host\"\xb1\x03\n" +
+	"\x04host\x18\x01 \x01(\tR\x04host\"\xdb\x03\n" +
 	"\x02VM\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12\x12\n" +
@@ -2947,7 +2957,8 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\x0fagent_rss_bytes\x18\r \x01(\x03R\ragentRssBytes\x12,\n" +
 	"\x12handlers_rss_bytes\x18\x0e \x01(\x03R\x10handlersRssBytes\x12\x1f\n" +
 	"\vhandlers_up\x18\x0f \x01(\rR\n" +
-	"handlersUp\"3\n" +
+	"handlersUp\x12(\n" +
+	"\x10agent_anon_bytes\x18\x10 \x01(\x03R\x0eagentAnonBytes\"3\n" +
 	"\x0fListVMsResponse\x12 \n" +
 	"\x03vms\x18\x01 \x03(\v2\x0e.paddock.v1.VMR\x03vms*\xa1\x01\n" +
 	"\x05State\x12\x15\n" +
