@@ -29,6 +29,9 @@ func TestParseConfig(t *testing.T) {
 		{"servers as an array", `{"server":["10.0.0.5:7071","10.0.0.6:7071"]}`, ""},
 		{"server without port", `{"server":["10.0.0.5:7071","10.0.0.6"]}`, "field server"},
 		{"server of the wrong type", `{"server":7071}`, "field server"},
+		{"lazy handlers", `{"handler_start":"lazy"}`, ""},
+		{"eager handlers", `{"handler_start":"eager"}`, ""},
+		{"bad handler start", `{"handler_start":"later"}`, "field handler_start"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

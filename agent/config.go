@@ -87,6 +87,18 @@ type Config struct {
 	DefaultTolerableDelay string            `json:"default_tolerable_delay,omitempty"`
 	// MaxOutputBytes is the largest result a handler may return (default 64 MiB).
 	MaxOutputBytes int64 `json:"max_output_bytes,omitempty"`
+	// HandlerStart is when the handler processes start. Either way the agent
+	// registers first, with the task types the image manifest records, as soon as its
+	// port is open. "lazy" (the default) starts each handler on the first task of one
+	// of its types, so an idle guest holds no handler it has not used (the first task
+	// of a type waits for its handler's start: under TCG about a second); "eager"
+	// starts them all, one after the other, right after registering (a task that
+	// arrives before its handler is up waits for it), at the cost of every handler's
+	// memory in every guest. Handlers whose task types the image manifest does not
+	// record (images from before manifest schema 2, or handlers given in this file or
+	// with --handler) start, in parallel, before the agent registers: it must ask
+	// them what they serve.
+	HandlerStart string `json:"handler_start,omitempty"`
 	// KillGrace is how long a cancelled call may run on before its handler process is
 	// killed and restarted, as a Go duration (default "5s").
 	KillGrace string `json:"kill_grace,omitempty"`
@@ -102,6 +114,12 @@ type Config struct {
 	// manifest is the image manifest path (--manifest; default ManifestPath).
 	manifest string
 }
+
+// Values of Config.HandlerStart.
+const (
+	HandlerStartLazy  = "lazy"
+	HandlerStartEager = "eager"
+)
 
 // HandlerConfig is one handler binary. SHA256 is checked before the binary starts; an
 // agent outside an image may leave it empty, and the agent then pins the checksum it
@@ -216,6 +234,11 @@ func (c Config) Validate() error {
 	}
 	if c.DataDir != "" && !filepath.IsAbs(c.DataDir) {
 		return fmt.Errorf("agent config field data_dir: %q is not an absolute path; use e.g. \"/var/lib/paddock-agent\"", c.DataDir)
+	}
+	switch c.HandlerStart {
+	case "", HandlerStartLazy, HandlerStartEager:
+	default:
+		return fmt.Errorf("agent config field handler_start: %q: use %q (start each handler on its first task; the default) or %q (start all before registering)", c.HandlerStart, HandlerStartLazy, HandlerStartEager)
 	}
 	if c.KillGrace != "" {
 		if d, err := time.ParseDuration(c.KillGrace); err != nil || d <= 0 {

@@ -7,7 +7,11 @@
 // Main does the PID-1 setup and supervision; Run opens the port, writes the ready
 // line "PADDOCK-AGENT READY version=<v> boot_ms=<ms>", runs optional self-checks, and
 // runs the session with the server (agent/session: gRPC over agent/transport) with the
-// handlers as plugins/runner subprocesses. A TCP agent keeps the files of tasks whose
+// handlers as plugins/runner subprocesses. Handlers start on the first task of one of
+// their types (handler_start: lazy, the default): the agent registers with the types the
+// image manifest records, right after its ready line, and an idle guest runs no handler
+// it has not needed. Every heartbeat reports the agent's own RSS and its running
+// handlers' RSS (`paddock vm ls`). A TCP agent keeps the files of tasks whose
 // blobs travel over its connection in data_dir (--data-dir).
 //
 // Unit tests: go test ./agent/... (CGO_ENABLED=0 works). TestStreamDataPathRealAgent

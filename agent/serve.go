@@ -1,14 +1,12 @@
 package agent
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"runtime"
-	"strconv"
 	"strings"
 	"time"
 
@@ -28,6 +26,10 @@ func serve(ctx context.Context, cfg Config, port *os.File, handlers []runner.Han
 	rcfg := runner.DefaultConfig()
 	rcfg.Handlers = handlers
 	rcfg.Logger = log
+	// Register first: handlers whose types the manifest records start after the
+	// registration — on their first task (lazy), or all of them in the background
+	// right after it (eager).
+	rcfg.Lazy = true
 	if cfg.MaxOutputBytes > 0 {
 		rcfg.MaxOutputBytes = cfg.MaxOutputBytes
 	}
@@ -67,6 +69,8 @@ func serve(ctx context.Context, cfg Config, port *os.File, handlers []runner.Han
 		Capacity:              session.Capacity{CPUMillis: int64(runtime.NumCPU()) * 1000, MemoryBytes: memTotal(), Labels: cfg.Labels},
 		Logger:                log,
 		DataDir:               cfg.DataDir,
+		Memory:                memoryOf(r),
+		OnRegistered:          onRegistered(ctx, cfg, r),
 	}, session.RunnerExecutor(r))
 	if err != nil {
 		return fmt.Errorf("starting the session: %w", err)
@@ -136,24 +140,11 @@ func (c Config) handlerSpecs(manifestPath string, log *slog.Logger) ([]runner.Ha
 		return nil, err
 	}
 	for _, h := range m.Handlers {
-		out = append(out, runner.HandlerSpec{Name: h.Name, Path: h.Path, SHA256: h.SHA256})
+		spec := runner.HandlerSpec{Name: h.Name, Path: h.Path, SHA256: h.SHA256}
+		for _, t := range h.Types {
+			spec.Types = append(spec.Types, runner.TaskType{Name: t.Name, Version: t.Version, Concurrency: t.Concurrency})
+		}
+		out = append(out, spec)
 	}
 	return out, nil
-}
-
-// memTotal reads MemTotal from /proc/meminfo, in bytes (0 when unknown).
-func memTotal() int64 {
-	f, err := os.Open("/proc/meminfo")
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "MemTotal:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			return kb * 1024
-		}
-	}
-	return 0
 }

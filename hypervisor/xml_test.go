@@ -38,12 +38,14 @@ var goldenSpecs = []struct {
 		Channels:   []Channel{{Name: "org.paddock.agent.0", SocketPath: "/run/paddock/vms/paddock-pool-a-1/agent.sock"}},
 		ConsoleLog: "/var/log/paddock/vms/paddock-pool-a-1.console.log",
 		Labels:     map[string]string{"pool": "pool-a", "image": "sha256:abc<&>\""},
+		TBCacheMiB: 16,
 	}},
 	{"network-kvm", "kvm", DomainSpec{
 		Name: "paddock-fullos", VCPUs: 4, MemoryMiB: 2048,
 		Kernel: "/boot/vmlinuz", Initrd: "/boot/initrd.img", Cmdline: "console=ttyS0 root=/dev/vda",
-		Disks:   []Disk{{Path: "/var/lib/paddock/vms/fullos/root.qcow2", Format: "qcow2", Target: "vda"}},
-		Network: &Network{Network: "default", MAC: "52:54:00:12:34:56"},
+		Disks:      []Disk{{Path: "/var/lib/paddock/vms/fullos/root.qcow2", Format: "qcow2", Target: "vda"}},
+		Network:    &Network{Network: "default", MAC: "52:54:00:12:34:56"},
+		TBCacheMiB: 16, // ignored under KVM
 	}},
 	{"bridge-tcg", "qemu", DomainSpec{
 		Name: "paddock-bridged", VCPUs: 1, MemoryMiB: 256,

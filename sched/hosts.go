@@ -667,6 +667,8 @@ type VMInfo struct {
 	Host       string
 	Guest      *hostv1.Guest
 	AgentState string // connected, lost, or "" (never registered)
+	// AgentLoad is the load its agent last reported (memory included); nil if none.
+	AgentLoad *agentv1.Load
 }
 
 // VMs returns the guests of every host (only host's when it is not empty), sorted by
@@ -682,7 +684,7 @@ func (s *Server) VMs(host string) []VMInfo {
 		for _, g := range h.guests {
 			vi := VMInfo{Host: h.id, Guest: g}
 			if a := s.agents[g.GetName()]; a != nil && a.hostID == h.id {
-				vi.AgentState = a.state
+				vi.AgentState, vi.AgentLoad = a.state, a.load
 			}
 			out = append(out, vi)
 		}
@@ -725,7 +727,9 @@ func (api *clientAPI) ListVMs(_ context.Context, req *connect.Request[paddockv1.
 	for _, v := range api.s.VMs(req.Msg.GetHost()) {
 		g := v.Guest
 		vm := &paddockv1.VM{Name: g.GetName(), Host: v.Host, Pool: g.GetPool(), State: g.GetState(), TasksRun: g.GetTasksRun(), Running: g.GetRunning(),
-			CpuPercent: g.GetCpuPercent(), MemoryBytes: g.GetMemoryBytes(), Agent: v.AgentState, BootMs: g.GetBootMs()}
+			CpuPercent: g.GetCpuPercent(), MemoryBytes: g.GetMemoryBytes(), Agent: v.AgentState, BootMs: g.GetBootMs(), RssBytes: g.GetRssBytes(),
+			AgentRssBytes: v.AgentLoad.GetAgentRssBytes(), HandlersRssBytes: v.AgentLoad.GetHandlersRssBytes(), HandlersUp: v.AgentLoad.GetHandlersUp(),
+			AgentAnonBytes: v.AgentLoad.GetAgentAnonBytes()}
 		if c := g.GetCreatedAtUnixMs(); c > 0 {
 			vm.UptimeMs = max(now-c, 0)
 		}

@@ -174,10 +174,14 @@ func (h *fakeHost) eventsFor(guest string) []string {
 }
 
 // startGuestAgent runs an in-process agent whose sessions are relayed by h as guest.
-func startGuestAgent(t *testing.T, h *fakeHost, guest, pool, claim string, ex session.Executor) *session.Session {
+func startGuestAgent(t *testing.T, h *fakeHost, guest, pool, claim string, ex session.Executor, mods ...func(*session.Config)) *session.Session {
 	t.Helper()
-	s, err := session.New(session.Config{AgentID: claim, Host: "liar", ReconnectMin: 20 * time.Millisecond, ReconnectMax: 50 * time.Millisecond,
-		Dial: func(ctx context.Context) (net.Conn, error) { return link.OpenRelay(ctx, h.client, guest, pool) }}, ex)
+	cfg := session.Config{AgentID: claim, Host: "liar", ReconnectMin: 20 * time.Millisecond, ReconnectMax: 50 * time.Millisecond,
+		Dial: func(ctx context.Context) (net.Conn, error) { return link.OpenRelay(ctx, h.client, guest, pool) }}
+	for _, m := range mods {
+		m(&cfg)
+	}
+	s, err := session.New(cfg, ex)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -303,7 +307,12 @@ func TestRelayedGuestIdentityAndEvents(t *testing.T) {
 	// Guest gone with a task running: requeued at once (lease TTL is a minute) and run on g3.
 	long := submit(t, cs.testServer, &paddockv1.TaskSpec{Type: "sleep", Payload: []byte("1s"), MaxAttempts: 3})
 	waitFor(t, "the long task running on g1", 5*time.Second, func() bool { return len(h.eventsFor("g1")) == 3 })
-	startGuestAgent(t, h, "g3", "p", "g3", sleepExec())
+	// g3's agent reports its memory in every heartbeat (vm ls shows it below).
+	startGuestAgent(t, h, "g3", "p", "g3", sleepExec(), func(c *session.Config) {
+		c.Memory = func() session.Memory {
+			return session.Memory{GuestUsed: 100 << 20, AgentRSS: 9 << 20, AgentAnon: 3 << 20, HandlersRSS: 12 << 20, HandlersUp: 1}
+		}
+	})
 	gone := time.Now()
 	h.send(t, &hostv1.HostMessage{Msg: &hostv1.HostMessage_GuestGone{GuestGone: &hostv1.GuestGone{Name: "g1", Pool: "p", Reason: "destroyed"}}})
 	got := wait(t, cs.testServer, long.GetId(), 20*time.Second)
@@ -320,11 +329,19 @@ func TestRelayedGuestIdentityAndEvents(t *testing.T) {
 	// Status feeds vm ls and host ls.
 	h.send(t, &hostv1.HostMessage{Msg: &hostv1.HostMessage_Status{Status: &hostv1.Status{
 		Load:   &hostv1.Load{CpuPercent: 12.5, MemAvailableBytes: 1 << 29},
-		Guests: []*hostv1.Guest{{Name: "g3", Pool: "p", State: "idle", TasksRun: 1, CreatedAtUnixMs: time.Now().Add(-time.Minute).UnixMilli()}}}}})
+		Guests: []*hostv1.Guest{{Name: "g3", Pool: "p", State: "idle", TasksRun: 1, CreatedAtUnixMs: time.Now().Add(-time.Minute).UnixMilli(), RssBytes: 150 << 20}}}}})
 	waitFor(t, "vm ls shows g3", 5*time.Second, func() bool {
 		r, err := cs.cluster.ListVMs(context.Background(), connect.NewRequest(&paddockv1.ListVMsRequest{}))
 		return err == nil && len(r.Msg.GetVms()) == 1 && r.Msg.GetVms()[0].GetAgent() == "connected" && r.Msg.GetVms()[0].GetUptimeMs() >= 59000
 	})
+	vms, err := cs.cluster.ListVMs(context.Background(), connect.NewRequest(&paddockv1.ListVMsRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vm := vms.Msg.GetVms()[0]; vm.GetRssBytes() != 150<<20 || vm.GetAgentRssBytes() != 9<<20 || vm.GetHandlersRssBytes() != 12<<20 || vm.GetHandlersUp() != 1 || vm.GetAgentAnonBytes() != 3<<20 {
+		t.Fatalf("vm ls: host RSS %d, agent RSS %d, handlers RSS %d (%d up); want the host's 150 MiB and the agent's heartbeat 9 MiB, 12 MiB (1 up)",
+			vm.GetRssBytes(), vm.GetAgentRssBytes(), vm.GetHandlersRssBytes(), vm.GetHandlersUp())
+	}
 	hr, err := cs.cluster.ListHosts(context.Background(), connect.NewRequest(&paddockv1.ListHostsRequest{}))
 	if err != nil || len(hr.Msg.GetHosts()) != 1 || hr.Msg.GetHosts()[0].GetCpuPercent() != 12.5 || hr.Msg.GetHosts()[0].GetState() != "connected" {
 		t.Fatalf("host ls: %v %v", hr, err)

@@ -92,12 +92,27 @@ type PoolConfig struct {
 	BootTimeout time.Duration `mapstructure:"boot_timeout" json:"boot_timeout,omitempty" yaml:"boot_timeout,omitempty"`
 	// Cmdline is the guest kernel's command line (default DefaultCmdline).
 	Cmdline string `mapstructure:"cmdline" json:"cmdline,omitempty" yaml:"cmdline,omitempty"`
+	// TBCacheMiB is each guest's TCG translation-block cache in MiB where guests run
+	// under TCG (default DefaultTBCacheMiB; hypervisor.DomainSpec.TBCacheMiB). Bigger
+	// retranslates less under load and costs host memory per guest; ignored under KVM.
+	TBCacheMiB int `mapstructure:"tb_cache_mib" json:"tb_cache_mib,omitempty" yaml:"tb_cache_mib,omitempty"`
 }
 
 // Defaults.
 const (
 	DefaultBootTimeout = 3 * time.Minute
-	DefaultCmdline     = "console=ttyS0 quiet panic=-1"
+	// DefaultCmdline: the console on the first serial port, quiet; reboot-on-panic at
+	// once (the domain's on_reboot destroys it, so a panicked guest goes away and is
+	// replaced). no_timer_check: on a loaded host a TCG vCPU is descheduled for long
+	// stretches, and the kernel's boot-time IO-APIC timer check then panics ("IO-APIC +
+	// timer doesn't work!"; seen here at load 30-45 with the old command line too).
+	// For an idle guest's CPU: nowatchdog (no soft-lockup timer every 4 s) and
+	// tsc=reliable (the TSC is the clocksource, read in the vDSO, without the
+	// clocksource watchdog comparing it against an emulated timer twice a second).
+	DefaultCmdline = "console=ttyS0 quiet panic=-1 no_timer_check nowatchdog tsc=reliable"
+	// DefaultTBCacheMiB is PoolConfig.TBCacheMiB's default: QEMU's own default is
+	// 1 GiB, which an idle TCG guest fills towards over time.
+	DefaultTBCacheMiB = 32
 	// MinMemoryMiB is the least memory any guest gets: a Debian kernel with the agent
 	// as PID 1 boots in less, but leaves no room for handlers.
 	MinMemoryMiB = 128
@@ -112,7 +127,7 @@ var (
 	taskTypeRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
 )
 
-// withDefaults fills in VCPUs, BootTimeout and Cmdline.
+// withDefaults fills in VCPUs, BootTimeout, Cmdline and TBCacheMiB.
 func (c PoolConfig) withDefaults() PoolConfig {
 	if c.VCPUs == 0 {
 		c.VCPUs = 1
@@ -122,6 +137,9 @@ func (c PoolConfig) withDefaults() PoolConfig {
 	}
 	if c.Cmdline == "" {
 		c.Cmdline = DefaultCmdline
+	}
+	if c.TBCacheMiB == 0 {
+		c.TBCacheMiB = DefaultTBCacheMiB
 	}
 	return c
 }
@@ -157,6 +175,8 @@ func (c PoolConfig) Validate() error {
 		return cfgErr(p, "max_tasks_per_vm", "use 0 (no limit), 1 (a fresh guest per task) or more", "%d is negative", c.MaxTasksPerVM)
 	case c.ScratchMiB < 0:
 		return cfgErr(p, "scratch_mib", "use 0 (no scratch disk) or a size in MiB", "%d is negative", c.ScratchMiB)
+	case c.TBCacheMiB < 0 || c.TBCacheMiB > hypervisor.MaxTBCacheMiB:
+		return cfgErr(p, "tb_cache_mib", fmt.Sprintf("use 1 to %d MiB, e.g. %d (0: the default)", hypervisor.MaxTBCacheMiB, DefaultTBCacheMiB), "%d MiB is out of range", c.TBCacheMiB)
 	case c.BootTimeout < 0:
 		return cfgErr(p, "boot_timeout", "use a positive duration such as 3m", "%v", c.BootTimeout)
 	}

@@ -59,7 +59,9 @@
 // (the host daemon's, hostd.Daemon.Serve: the host side of agent/transport, which sends
 // RESYNC and skips everything before a valid HELLO, then relays each session to the
 // server; DrainRelay when none is set). A Relay that returns an error marks the guest
-// unhealthy. Every guest's kernel command line ends with paddock.id=<guest name>
+// unhealthy. Guests get the pool's TCG translation cache (tb_cache_mib, default
+// DefaultTBCacheMiB; ignored under KVM) and the idle-friendly DefaultCmdline unless the
+// pool sets cmdline. Every guest's kernel command line ends with paddock.id=<guest name>
 // (GuestCmdline): its agent registers under that id, which the server checks against
 // the name the host attests. WithGuestGone tells the host daemon when a guest is gone.
 //

@@ -403,7 +403,7 @@ func (p *pool) create(ctx context.Context, g *guest, img images.Image) error {
 		return fmt.Errorf("making guest directory %s reachable by QEMU: %w", g.dir, err)
 	}
 	spec := hypervisor.DomainSpec{
-		Name: g.ref.Name, VCPUs: p.cfg.VCPUs, MemoryMiB: p.cfg.MemoryMiB,
+		Name: g.ref.Name, VCPUs: p.cfg.VCPUs, MemoryMiB: p.cfg.MemoryMiB, TBCacheMiB: p.cfg.TBCacheMiB,
 		Kernel: img.Kernel(), Initrd: img.Initrd(), Cmdline: GuestCmdline(p.cfg.Cmdline, g.ref.Name),
 		Channels:   []hypervisor.Channel{{Name: agent.DefaultPort, SocketPath: g.ref.Socket}},
 		ConsoleLog: filepath.Join(g.dir, "console.log"),

@@ -153,6 +153,13 @@ type Config struct {
 	// OnReport, when set, is called with every report sent and the ack it got (tests
 	// record reports with it to replay them).
 	OnReport func(r *agentv1.Report, ack *agentv1.ReportAck)
+	// Memory, when set, is called for every Register and Heartbeat and its figures go
+	// into their Load (memory_used_bytes, agent_rss_bytes, handlers_rss_bytes,
+	// handlers_up), for operators (`paddock vm ls`).
+	Memory func() Memory
+	// OnRegistered, when set, is called after each successful registration (the agent
+	// returns its start-up garbage to the OS then).
+	OnRegistered func()
 
 	// InRoot and OutRoot are where the guest's input and output shares are mounted
 	// (DATA_PATH_SHARED). Defaults guestabi.InDir and guestabi.OutDir; tests use
@@ -166,6 +173,26 @@ type Config struct {
 	// acknowledged the report. Default: paddock-agent-<AgentID> under os.TempDir().
 	// Whatever is in it when Run starts is left from an earlier run and removed.
 	DataDir string
+}
+
+// Memory is what Config.Memory reports: bytes (0 when unknown) and a count.
+type Memory struct {
+	GuestUsed   int64 // the machine's memory in use (MemTotal - MemAvailable)
+	AgentRSS    int64 // the agent process's VmRSS
+	AgentAnon   int64 // its RssAnon (heap, stacks: not its binary's pages)
+	HandlersRSS int64 // the running handler processes' VmRSS, summed
+	HandlersUp  int   // how many handler processes run
+}
+
+// load returns the Load for a Register or Heartbeat with running tasks running.
+func (s *Session) load(running int) *agentv1.Load {
+	l := &agentv1.Load{Running: uint32(running)}
+	if s.cfg.Memory != nil {
+		m := s.cfg.Memory()
+		l.MemoryUsedBytes, l.AgentRssBytes, l.HandlersRssBytes, l.HandlersUp = m.GuestUsed, m.AgentRSS, m.HandlersRSS, uint32(max(m.HandlersUp, 0))
+		l.AgentAnonBytes = m.AgentAnon
+	}
+	return l
 }
 
 // TCPDialer returns a Config.Dial that dials the server's agent port at addr over TCP
@@ -327,9 +354,13 @@ func (s *Session) allocation(snap alloc.Snapshot) []*agentv1.TaskType {
 func (s *Session) heartbeat() *agentv1.AgentMessage {
 	snap := s.alloc.Rebalance()
 	s.mu.Lock()
+	n := len(s.runs)
+	s.mu.Unlock()
+	load := s.load(n) // reads /proc: not under s.mu
+	s.mu.Lock()
 	defer s.mu.Unlock()
 	return &agentv1.AgentMessage{Msg: &agentv1.AgentMessage_Heartbeat{Heartbeat: &agentv1.Heartbeat{
-		Load: &agentv1.Load{Running: uint32(len(s.runs))}, Running: s.running(), Types: s.allocation(snap)}}}
+		Load: load, Running: s.running(), Types: s.allocation(snap)}}}
 }
 
 // observe feeds the server's queue status to the allocator for the next cycle.
@@ -408,11 +439,13 @@ func (s *Session) connect(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("opening the session: %w", err)
 	}
+	load := s.load(0)
 	s.mu.Lock()
+	load.Running = uint32(len(s.runs))
 	reg := &agentv1.Register{AgentId: s.cfg.AgentID, Host: s.cfg.Host, ProtocolVersion: ProtocolVersion, AgentVersion: s.cfg.Version,
 		Types: s.allocation(s.alloc.Snapshot()), TotalSlots: uint32(s.total), Running: s.running(),
 		Capacity: &agentv1.Capacity{CpuMillis: s.cfg.Capacity.CPUMillis, MemoryBytes: s.cfg.Capacity.MemoryBytes, Labels: s.cfg.Capacity.Labels},
-		Load:     &agentv1.Load{Running: uint32(len(s.runs))}}
+		Load:     load}
 	s.mu.Unlock()
 	if err := stream.Send(&agentv1.AgentMessage{Msg: &agentv1.AgentMessage_Register{Register: reg}}); err != nil {
 		return fmt.Errorf("registering: %w", err)
@@ -430,6 +463,9 @@ func (s *Session) connect(ctx context.Context) error {
 		hb = time.Second
 	}
 	s.log.Info("registered with the server", "session", regd.GetSessionId(), "server", regd.GetServerVersion(), "heartbeat", hb)
+	if s.cfg.OnRegistered != nil {
+		s.cfg.OnRegistered()
+	}
 
 	out := make(chan *agentv1.AgentMessage, 8192)
 	s.mu.Lock()

@@ -19,7 +19,7 @@ func newVMCmd(app *App) *cobra.Command {
 	var host string
 	ls := &cobra.Command{
 		Use:   "ls",
-		Short: "List every host's guests: pool, state, tasks run, uptime, CPU, memory, agent",
+		Short: "List every host's guests: pool, state, tasks run, uptime, CPU, memory (host RSS, agent and handlers in the guest), agent",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			_, cl := clients(app)
@@ -30,14 +30,15 @@ func newVMCmd(app *App) *cobra.Command {
 				return fmt.Errorf("listing guests: %w", err)
 			}
 			tw := tabwriter.NewWriter(app.Out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "GUEST\tHOST\tPOOL\tSTATE\tTASKS RUN\tRUNNING\tUPTIME\tCPU%\tMEMORY\tAGENT")
+			fmt.Fprintln(tw, "GUEST\tHOST\tPOOL\tSTATE\tTASKS RUN\tRUNNING\tUPTIME\tCPU%\tMEMORY\tHOST RSS\tAGENT RSS\tHANDLERS RSS\tAGENT")
 			for _, v := range r.Msg.GetVms() {
 				agent := v.GetAgent()
 				if agent == "" {
 					agent = "-"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%.1f\t%s\t%s\n", v.GetName(), v.GetHost(), v.GetPool(), v.GetState(), v.GetTasksRun(), v.GetRunning(),
-					(time.Duration(v.GetUptimeMs()) * time.Millisecond).Round(time.Second), v.GetCpuPercent(), mib(v.GetMemoryBytes()), agent)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%.1f\t%s\t%s\t%s\t%s\t%s\n", v.GetName(), v.GetHost(), v.GetPool(), v.GetState(), v.GetTasksRun(), v.GetRunning(),
+					(time.Duration(v.GetUptimeMs()) * time.Millisecond).Round(time.Second), v.GetCpuPercent(), mib(v.GetMemoryBytes()),
+					optMiB(int64(v.GetRssBytes())), agentRSS(v), handlersRSS(v), agent)
 			}
 			return tw.Flush()
 		},
@@ -45,4 +46,33 @@ func newVMCmd(app *App) *cobra.Command {
 	ls.Flags().StringVar(&host, "host", "", "only this host's guests")
 	cmd.AddCommand(ls)
 	return cmd
+}
+
+// optMiB is b in MiB with one decimal, or "-" when unknown (0).
+func optMiB(b int64) string {
+	if b <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20))
+}
+
+// agentRSS is the agent's RSS and, in brackets, its anonymous part (what it adds
+// beyond its binary's pages), e.g. "15.2 MiB (3.9 anon)"; "-" before it reported.
+func agentRSS(v *paddockv1.VM) string {
+	if v.GetAgentRssBytes() <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%s (%.1f anon)", optMiB(v.GetAgentRssBytes()), float64(v.GetAgentAnonBytes())/(1<<20))
+}
+
+// handlersRSS is the handlers' memory and how many run, e.g. "24.0 MiB (2 up)"; "-"
+// before the agent reported, "0 up" while no handler has been needed yet.
+func handlersRSS(v *paddockv1.VM) string {
+	if v.GetAgentRssBytes() == 0 {
+		return "-"
+	}
+	if v.GetHandlersUp() == 0 {
+		return "0 up"
+	}
+	return fmt.Sprintf("%s (%d up)", optMiB(v.GetHandlersRssBytes()), v.GetHandlersUp())
 }

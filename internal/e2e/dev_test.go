@@ -25,10 +25,13 @@ import (
 
 const (
 	examples = "../../examples/demo"
-	// readyWait bounds `paddock dev` start → "ready" (image build and two TCG boots on
-	// a busy 2-core machine).
-	readyWait = 6 * time.Minute
+	// idleWindow is how long BenchmarkIdleGuest measures idle CPU.
+	idleWindow = 60 * time.Second
 )
+
+// readyWait bounds `paddock dev` start → "ready" (image build and two TCG boots on a
+// busy 2-core machine); BenchmarkIdleGuest scales it with its guests.
+var readyWait = 6 * time.Minute
 
 // demoHandlers are the handlers the demo scenario needs.
 var demoHandlers = []string{"checksum", "logscan", "score", "compress", "testhandler"}

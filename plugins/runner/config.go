@@ -21,6 +21,13 @@ type HandlerSpec struct {
 	Args []string
 	// Env is extra environment ("K=V") for the handler (optional).
 	Env []string
+	// Types are the task types the handler serves as recorded when its image was built
+	// (the image manifest), or nil when unknown. With Config.Lazy, a handler whose
+	// types are given here is not started by New but on its first call, and on start
+	// it must serve exactly these types (name and version): a handler that does not
+	// is refused, as a binary with the wrong sha256 is. Each TaskType's Handler is
+	// ignored (it is this handler).
+	Types []TaskType
 }
 
 // Config configures a Runner. Zero values take the defaults of DefaultConfig.
@@ -41,6 +48,13 @@ type Config struct {
 	StartTimeout time.Duration
 	// Logger receives the runner's and the handlers' logs. Default slog.Default().
 	Logger *slog.Logger
+	// Lazy starts each handler whose HandlerSpec.Types are known on its first call
+	// instead of in New: New then returns at once with the declared types (the agent
+	// registers without waiting for any handler), and an idle guest holds no handler
+	// process that was never used. The first call of a type pays for the handler's
+	// start (sha256 check, exec, handshake). Handlers without declared types start in
+	// New, in parallel.
+	Lazy bool
 }
 
 // DefaultConfig returns the defaults (without handlers).
@@ -98,6 +112,13 @@ func (c Config) Validate() error {
 			return fmt.Errorf("runner config: handler %q: SHA256 %q is not 64 hex digits (take it from the image manifest, or `sha256sum %s`)", h.Name, h.SHA256, h.Path)
 		}
 		names[h.Name] = true
+		seenTypes := map[string]bool{}
+		for j, t := range h.Types {
+			if t.Name == "" || seenTypes[t.Name] {
+				return fmt.Errorf("runner config: handler %q: Types[%d] has an empty or repeated name %q (take the types from the image manifest)", h.Name, j, t.Name)
+			}
+			seenTypes[t.Name] = true
+		}
 	}
 	switch {
 	case c.MaxOutputBytes < 0:

@@ -1,6 +1,8 @@
 // Package runner is the agent's side of task handlers: it starts each handler
 // binary once (after checking its sha256 against the image manifest, with
-// go-plugin's SecureConfig and AutoMTLS), sends it concurrent calls, and keeps it
+// go-plugin's SecureConfig and AutoMTLS) — all in parallel in New, or, with
+// Config.Lazy and the handler's types known from the manifest, on its first call
+// (it must then serve exactly those types) — sends it concurrent calls, and keeps it
 // alive — a crashed handler fails its calls in flight as retryable ("handler
 // crashed") and is restarted with backoff; a call past its deadline is
 // cancelled, and a handler that ignores the cancellation for longer than the

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -32,6 +34,72 @@ type handler struct {
 	restarts int
 	lastExit string
 	closed   bool
+	// launched is set once a process of the handler is up and supervised (in New, or
+	// on the first call of a lazy handler); attempt is the lazy start in progress.
+	launched bool
+	attempt  *startAttempt
+}
+
+// startAttempt is one lazy start of a handler; err is set before done is closed.
+type startAttempt struct {
+	done chan struct{}
+	err  error
+}
+
+// declared returns the handler's declared types (HandlerSpec.Types) as served by it.
+func (h *handler) declared() []TaskType {
+	out := make([]TaskType, len(h.spec.Types))
+	for i, t := range h.spec.Types {
+		t.Handler = h.spec.Name
+		out[i] = t
+	}
+	return out
+}
+
+// checkDeclared refuses a lazily started handler that does not serve exactly the
+// types its image recorded: the agent registered those with the server.
+func (h *handler) checkDeclared(got []TaskType) error {
+	key := func(ts []TaskType) string {
+		var parts []string
+		for _, t := range ts {
+			parts = append(parts, t.Name+"@"+t.Version)
+		}
+		sort.Strings(parts)
+		return strings.Join(parts, ", ")
+	}
+	if g, w := key(got), key(h.spec.Types); g != w {
+		return fmt.Errorf("refusing handler %q (%s): it serves [%s] but its image recorded [%s]: rebuild the image", h.spec.Name, h.spec.Path, g, w)
+	}
+	return nil
+}
+
+// launch starts a lazy handler for the calls waiting on a, and supervises it.
+func (h *handler) launch(a *startAttempt) {
+	defer h.r.wg.Done()
+	h.log.Info("starting handler on first use")
+	p, types, err := h.start(h.r.ctx)
+	if err == nil {
+		if err = h.checkDeclared(types); err != nil {
+			p.client.Kill()
+		}
+	}
+	h.mu.Lock()
+	switch {
+	case err != nil:
+		h.attempt, a.err = nil, err
+		h.log.Error("handler did not start", "err", err)
+	case h.closed:
+		p.client.Kill()
+		a.err = errors.New("the runner is closed")
+	default:
+		h.launched = true
+		h.cur = p
+		close(h.up)
+		h.r.wg.Add(1)
+		go h.supervise(p)
+	}
+	h.mu.Unlock()
+	close(a.done)
 }
 
 // proc is one running process of a handler.
@@ -71,7 +139,9 @@ func (p *proc) killed() string {
 
 // start verifies the binary, launches it and describes it.
 func (h *handler) start(ctx context.Context) (*proc, []TaskType, error) {
-	if err := VerifyFile(h.spec.Path, h.sum); err != nil {
+	// go-plugin's SecureConfig hashes the binary just before it runs it; a mismatch
+	// is explained by VerifyFile below (hashing it once more, on that path only).
+	if _, err := os.Stat(h.spec.Path); err != nil {
 		return nil, nil, fmt.Errorf("refusing handler %q: %w", h.spec.Name, err)
 	}
 	cmd := osExec(h.spec.Path, h.spec.Args...)
@@ -93,6 +163,9 @@ func (h *handler) start(ctx context.Context) (*proc, []TaskType, error) {
 	fail := func(what string, err error) (*proc, []TaskType, error) {
 		client.Kill()
 		if errors.Is(err, plugin.ErrChecksumsDoNotMatch) {
+			if verr := VerifyFile(h.spec.Path, h.sum); verr != nil {
+				return nil, nil, fmt.Errorf("refusing handler %q: %w", h.spec.Name, verr)
+			}
 			err = fmt.Errorf("%w (%v)", ErrChecksum, err)
 		}
 		return nil, nil, fmt.Errorf("%s handler %q (%s): %w", what, h.spec.Name, h.spec.Path, err)
@@ -129,14 +202,8 @@ func (h *handler) start(ctx context.Context) (*proc, []TaskType, error) {
 	}
 	p := &proc{client: client, cmd: cmd, rpc: rpc, started: time.Now(), exited: make(chan struct{})}
 	go func() {
-		t := time.NewTicker(20 * time.Millisecond)
-		defer t.Stop()
-		for range t.C {
-			if client.Exited() {
-				close(p.exited)
-				return
-			}
-		}
+		waitExit(p.pid(), client.Exited)
+		close(p.exited)
 	}()
 	h.log.Info("handler started", "pid", p.pid(), "path", h.spec.Path, "types", len(types))
 	return p, types, nil
@@ -154,9 +221,29 @@ func (h *handler) get(ctx context.Context) (*proc, error) {
 	for {
 		h.mu.Lock()
 		p, up, closed := h.cur, h.up, h.closed
+		var a *startAttempt
+		if !closed && !h.launched {
+			if h.attempt == nil {
+				h.attempt = &startAttempt{done: make(chan struct{})}
+				h.r.wg.Add(1)
+				go h.launch(h.attempt)
+			}
+			a = h.attempt
+		}
 		h.mu.Unlock()
 		if closed {
 			return nil, errors.New("the runner is closed")
+		}
+		if a != nil {
+			select {
+			case <-a.done:
+				if a.err != nil {
+					return nil, a.err
+				}
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
 		}
 		if p != nil && !p.hasExited() {
 			return p, nil
@@ -251,5 +338,12 @@ func (h *handler) supervise(p *proc) {
 			}
 			h.log.Error("restarting handler failed", "err", err, "next_backoff", backoff)
 		}
+	}
+}
+
+// pollExit returns once exited reports true, checking every d.
+func pollExit(exited func() bool, d time.Duration) {
+	for !exited() {
+		time.Sleep(d)
 	}
 }

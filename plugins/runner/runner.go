@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -120,9 +121,11 @@ func (r Result) OK() bool { return r.Error == "" }
 
 // HandlerStatus is what operators see of one handler.
 type HandlerStatus struct {
-	Name     string
-	Path     string
-	Up       bool
+	Name string
+	Path string
+	Up   bool
+	// Started is false for a lazy handler (Config.Lazy) no call has needed yet.
+	Started  bool
 	PID      int
 	Restarts int
 	LastExit string // why the previous process ended ("" if none did)
@@ -144,6 +147,10 @@ type Runner struct {
 // task types it serves, and keeps it running until Close. It fails (stopping
 // what it started) if a binary does not match its checksum, does not start, or
 // serves a type another handler serves too. ctx bounds the starting only.
+//
+// The handlers start in parallel. With cfg.Lazy, a handler whose types are
+// declared (HandlerSpec.Types) is not started here but on its first call (see
+// Config.Lazy); its checksum is checked then.
 func New(ctx context.Context, cfg Config) (*Runner, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -151,29 +158,68 @@ func New(ctx context.Context, cfg Config) (*Runner, error) {
 	cfg = cfg.withDefaults()
 	rctx, cancel := context.WithCancel(context.Background())
 	r := &Runner{cfg: cfg, log: cfg.Logger, ctx: rctx, cancel: cancel, byType: map[string]*handler{}}
-	for _, spec := range cfg.Handlers {
+	type started struct {
+		p     *proc
+		types []TaskType
+		err   error
+	}
+	results := make([]chan started, len(cfg.Handlers))
+	for i, spec := range cfg.Handlers {
 		sum, _ := hex.DecodeString(spec.SHA256)
 		h := &handler{r: r, spec: spec, sum: sum, log: r.log.With("handler", spec.Name), up: make(chan struct{})}
-		p, types, err := h.start(ctx)
-		if err != nil {
-			r.Close()
-			return nil, err
-		}
 		r.handlers = append(r.handlers, h)
-		h.setUp(p)
+		if cfg.Lazy && len(spec.Types) > 0 {
+			continue
+		}
+		results[i] = make(chan started, 1)
+		go func(c chan<- started) {
+			p, types, err := h.start(ctx)
+			c <- started{p, types, err}
+		}(results[i])
+	}
+	var firstErr error
+	for i, h := range r.handlers {
+		types := h.declared()
+		if results[i] != nil {
+			res := <-results[i]
+			if res.err != nil {
+				firstErr = cmp.Or(firstErr, res.err)
+				continue
+			}
+			h.launched = true
+			h.setUp(res.p)
+			r.wg.Add(1)
+			go h.supervise(res.p)
+			types = res.types
+		}
 		for _, t := range types {
-			if other, dup := r.byType[t.Name]; dup {
-				r.Close()
-				return nil, fmt.Errorf("task type %q is served by both handler %q and handler %q: remove it from one", t.Name, other.spec.Name, spec.Name)
+			if other, dup := r.byType[t.Name]; dup && firstErr == nil {
+				firstErr = fmt.Errorf("task type %q is served by both handler %q and handler %q: remove it from one", t.Name, other.spec.Name, h.spec.Name)
 			}
 			r.byType[t.Name] = h
 			r.types = append(r.types, t)
 		}
-		r.wg.Add(1)
-		go h.supervise(p)
+	}
+	if firstErr != nil {
+		r.Close()
+		return nil, firstErr
 	}
 	sort.Slice(r.types, func(i, j int) bool { return r.types[i].Name < r.types[j].Name })
 	return r, nil
+}
+
+// StartAll starts, one after the other, every lazy handler no call has started yet,
+// and returns when each is up or has failed (a failure is logged, and the next call
+// of its types tries again). Calls that arrive meanwhile wait for their handler's start
+// as usual. The agent calls it in the background after registering when every handler
+// should be up early (handler_start: eager).
+func (r *Runner) StartAll(ctx context.Context) {
+	for _, h := range r.handlers {
+		if ctx.Err() != nil {
+			return
+		}
+		_, _ = h.get(ctx)
+	}
 }
 
 // Types returns the task types served, sorted by name, for registration.
@@ -184,7 +230,7 @@ func (r *Runner) Status() []HandlerStatus {
 	out := make([]HandlerStatus, 0, len(r.handlers))
 	for _, h := range r.handlers {
 		h.mu.Lock()
-		st := HandlerStatus{Name: h.spec.Name, Path: h.spec.Path, Restarts: h.restarts, LastExit: h.lastExit}
+		st := HandlerStatus{Name: h.spec.Name, Path: h.spec.Path, Restarts: h.restarts, LastExit: h.lastExit, Started: h.launched}
 		if h.cur != nil {
 			st.Up, st.PID = true, h.cur.pid()
 		}

@@ -349,6 +349,7 @@ func TestConfigValidate(t *testing.T) {
 		{"relative path", runner.Config{Handlers: []runner.HandlerSpec{{Name: "a", Path: "x", SHA256: good.SHA256}}}, "not absolute"},
 		{"bad sha", runner.Config{Handlers: []runner.HandlerSpec{{Name: "a", Path: "/x", SHA256: "abc"}}}, "SHA256"},
 		{"dup", runner.Config{Handlers: []runner.HandlerSpec{good, good}}, "used twice"},
+		{"dup type", runner.Config{Handlers: []runner.HandlerSpec{{Name: "a", Path: "/x", SHA256: good.SHA256, Types: []runner.TaskType{{Name: "t"}, {Name: "t"}}}}}, "repeated name"},
 		{"neg limit", runner.Config{Handlers: []runner.HandlerSpec{good}, MaxOutputBytes: -1}, "MaxOutputBytes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

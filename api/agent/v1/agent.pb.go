@@ -1305,10 +1305,23 @@ type Load struct {
 	Running uint32 `protobuf:"varint,1,opt,name=running,proto3" json:"running,omitempty"`
 	// cpu_percent is the agent's CPU use (0..100 per core summed), 0 when unknown.
 	CpuPercent float64 `protobuf:"fixed64,2,opt,name=cpu_percent,json=cpuPercent,proto3" json:"cpu_percent,omitempty"`
-	// memory_used_bytes is the memory in use, 0 when unknown.
+	// memory_used_bytes is the memory in use, 0 when unknown: in a guest, its kernel's
+	// MemTotal minus MemAvailable.
 	MemoryUsedBytes int64 `protobuf:"varint,3,opt,name=memory_used_bytes,json=memoryUsedBytes,proto3" json:"memory_used_bytes,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// agent_rss_bytes is the agent process's own resident memory (VmRSS), 0 when unknown;
+	// its handlers are counted apart, in handlers_rss_bytes.
+	AgentRssBytes int64 `protobuf:"varint,4,opt,name=agent_rss_bytes,json=agentRssBytes,proto3" json:"agent_rss_bytes,omitempty"`
+	// handlers_rss_bytes is the resident memory (VmRSS) of the agent's handler processes
+	// running now, together; handlers_up is how many run (handlers start on first use, so
+	// an idle agent may run none).
+	HandlersRssBytes int64  `protobuf:"varint,5,opt,name=handlers_rss_bytes,json=handlersRssBytes,proto3" json:"handlers_rss_bytes,omitempty"`
+	HandlersUp       uint32 `protobuf:"varint,6,opt,name=handlers_up,json=handlersUp,proto3" json:"handlers_up,omitempty"`
+	// agent_anon_bytes is the anonymous part of agent_rss_bytes (RssAnon: heap, stacks),
+	// what the agent process adds to the guest's memory; the rest of its RSS is the
+	// pages of its binary, which an image's initramfs holds in memory anyway.
+	AgentAnonBytes int64 `protobuf:"varint,7,opt,name=agent_anon_bytes,json=agentAnonBytes,proto3" json:"agent_anon_bytes,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Load) Reset() {
@@ -1358,6 +1371,34 @@ func (x *Load) GetCpuPercent() float64 {
 func (x *Load) GetMemoryUsedBytes() int64 {
 	if x != nil {
 		return x.MemoryUsedBytes
+	}
+	return 0
+}
+
+func (x *Load) GetAgentRssBytes() int64 {
+	if x != nil {
+		return x.AgentRssBytes
+	}
+	return 0
+}
+
+func (x *Load) GetHandlersRssBytes() int64 {
+	if x != nil {
+		return x.HandlersRssBytes
+	}
+	return 0
+}
+
+func (x *Load) GetHandlersUp() uint32 {
+	if x != nil {
+		return x.HandlersUp
+	}
+	return 0
+}
+
+func (x *Load) GetAgentAnonBytes() int64 {
+	if x != nil {
+		return x.AgentAnonBytes
 	}
 	return 0
 }
@@ -2456,12 +2497,17 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\x06labels\x18\x03 \x03(\v2&.paddock.agent.v1.Capacity.LabelsEntryR\x06labels\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"m\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8e\x02\n" +
 	"\x04Load\x12\x18\n" +
 	"\arunning\x18\x01 \x01(\rR\arunning\x12\x1f\n" +
 	"\vcpu_percent\x18\x02 \x01(\x01R\n" +
 	"cpuPercent\x12*\n" +
-	"\x11memory_used_bytes\x18\x03 \x01(\x03R\x0fmemoryUsedBytes\"d\n" +
+	"\x11memory_used_bytes\x18\x03 \x01(\x03R\x0fmemoryUsedBytes\x12&\n" +
+	"\x0fagent_rss_bytes\x18\x04 \x01(\x03R\ragentRssBytes\x12,\n" +
+	"\x12handlers_rss_bytes\x18\x05 \x01(\x03R\x10handlersRssBytes\x12\x1f\n" +
+	"\vhandlers_up\x18\x06 \x01(\rR\n" +
+	"handlersUp\x12(\n" +
+	"\x10agent_anon_bytes\x18\a \x01(\x03R\x0eagentAnonBytes\"d\n" +
 	"\vRunningTask\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x19\n" +
 	"\blease_id\x18\x02 \x01(\x04R\aleaseId\x12!\n" +

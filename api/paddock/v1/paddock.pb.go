@@ -2621,9 +2621,21 @@ type VM struct {
 	// it had one, "" when it never registered.
 	Agent string `protobuf:"bytes,10,opt,name=agent,proto3" json:"agent,omitempty"`
 	// boot_ms is from the scale-up decision to the ready line.
-	BootMs        int64 `protobuf:"varint,11,opt,name=boot_ms,json=bootMs,proto3" json:"boot_ms,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	BootMs int64 `protobuf:"varint,11,opt,name=boot_ms,json=bootMs,proto3" json:"boot_ms,omitempty"`
+	// rss_bytes is its QEMU process's resident memory on the host (what an idle guest
+	// costs the host), 0 before the first statistics.
+	RssBytes uint64 `protobuf:"varint,12,opt,name=rss_bytes,json=rssBytes,proto3" json:"rss_bytes,omitempty"`
+	// agent_rss_bytes is the resident memory of its agent process inside the guest, and
+	// handlers_rss_bytes that of the handler processes running now (handlers_up of
+	// them), as the agent's last heartbeat reported; 0 when unknown.
+	AgentRssBytes    int64  `protobuf:"varint,13,opt,name=agent_rss_bytes,json=agentRssBytes,proto3" json:"agent_rss_bytes,omitempty"`
+	HandlersRssBytes int64  `protobuf:"varint,14,opt,name=handlers_rss_bytes,json=handlersRssBytes,proto3" json:"handlers_rss_bytes,omitempty"`
+	HandlersUp       uint32 `protobuf:"varint,15,opt,name=handlers_up,json=handlersUp,proto3" json:"handlers_up,omitempty"`
+	// agent_anon_bytes is the anonymous part of agent_rss_bytes (heap, stacks): what the
+	// agent adds to the guest's memory beyond its binary's pages.
+	AgentAnonBytes int64 `protobuf:"varint,16,opt,name=agent_anon_bytes,json=agentAnonBytes,proto3" json:"agent_anon_bytes,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *VM) Reset() {
@@ -2729,6 +2741,41 @@ func (x *VM) GetAgent() string {
 func (x *VM) GetBootMs() int64 {
 	if x != nil {
 		return x.BootMs
+	}
+	return 0
+}
+
+func (x *VM) GetRssBytes() uint64 {
+	if x != nil {
+		return x.RssBytes
+	}
+	return 0
+}
+
+func (x *VM) GetAgentRssBytes() int64 {
+	if x != nil {
+		return x.AgentRssBytes
+	}
+	return 0
+}
+
+func (x *VM) GetHandlersRssBytes() int64 {
+	if x != nil {
+		return x.HandlersRssBytes
+	}
+	return 0
+}
+
+func (x *VM) GetHandlersUp() uint32 {
+	if x != nil {
+		return x.HandlersUp
+	}
+	return 0
+}
+
+func (x *VM) GetAgentAnonBytes() int64 {
+	if x != nil {
+		return x.AgentAnonBytes
 	}
 	return 0
 }
@@ -3468,7 +3515,7 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\x11ListHostsResponse\x12&\n" +
 	"\x05hosts\x18\x01 \x03(\v2\x10.paddock.v1.HostR\x05hosts\"$\n" +
 	"\x0eListVMsRequest\x12\x12\n" +
-	"\x04host\x18\x01 \x01(\tR\x04host\"\x9d\x02\n" +
+	"\x04host\x18\x01 \x01(\tR\x04host\"\xdb\x03\n" +
 	"\x02VM\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12\x12\n" +
@@ -3482,7 +3529,13 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\fmemory_bytes\x18\t \x01(\x04R\vmemoryBytes\x12\x14\n" +
 	"\x05agent\x18\n" +
 	" \x01(\tR\x05agent\x12\x17\n" +
-	"\aboot_ms\x18\v \x01(\x03R\x06bootMs\"3\n" +
+	"\aboot_ms\x18\v \x01(\x03R\x06bootMs\x12\x1b\n" +
+	"\trss_bytes\x18\f \x01(\x04R\brssBytes\x12&\n" +
+	"\x0fagent_rss_bytes\x18\r \x01(\x03R\ragentRssBytes\x12,\n" +
+	"\x12handlers_rss_bytes\x18\x0e \x01(\x03R\x10handlersRssBytes\x12\x1f\n" +
+	"\vhandlers_up\x18\x0f \x01(\rR\n" +
+	"handlersUp\x12(\n" +
+	"\x10agent_anon_bytes\x18\x10 \x01(\x03R\x0eagentAnonBytes\"3\n" +
 	"\x0fListVMsResponse\x12 \n" +
 	"\x03vms\x18\x01 \x03(\v2\x0e.paddock.v1.VMR\x03vms\" \n" +
 	"\x0eExplainRequest\x12\x0e\n" +
