@@ -44,6 +44,9 @@ type Config struct {
 	// RestartBackoff is the first delay before restarting a crashed handler; it
 	// doubles on every crash in a row up to RestartBackoffMax. Defaults 100ms, 30s.
 	RestartBackoff, RestartBackoffMax time.Duration
+	// MaxTaskLogBytes bounds the log lines kept of one call (Result.Logs): the
+	// oldest are dropped beyond it. Default 1 MiB.
+	MaxTaskLogBytes int64
 	// StartTimeout bounds a handler's start (exec to handshake). Default 1 min.
 	StartTimeout time.Duration
 	// Logger receives the runner's and the handlers' logs. Default slog.Default().
@@ -65,6 +68,7 @@ func DefaultConfig() Config {
 		RestartBackoff:    100 * time.Millisecond,
 		RestartBackoffMax: 30 * time.Second,
 		StartTimeout:      time.Minute,
+		MaxTaskLogBytes:   1 << 20,
 	}
 }
 
@@ -81,6 +85,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.RestartBackoffMax == 0 {
 		c.RestartBackoffMax = d.RestartBackoffMax
+	}
+	if c.MaxTaskLogBytes == 0 {
+		c.MaxTaskLogBytes = d.MaxTaskLogBytes
 	}
 	if c.StartTimeout == 0 {
 		c.StartTimeout = d.StartTimeout
@@ -123,6 +130,8 @@ func (c Config) Validate() error {
 	switch {
 	case c.MaxOutputBytes < 0:
 		return fmt.Errorf("runner config: MaxOutputBytes %d is negative", c.MaxOutputBytes)
+	case c.MaxTaskLogBytes < 0:
+		return fmt.Errorf("runner config: MaxTaskLogBytes %d is negative", c.MaxTaskLogBytes)
 	case c.KillGrace < 0:
 		return fmt.Errorf("runner config: KillGrace %v is negative", c.KillGrace)
 	case c.RestartBackoff < 0 || c.RestartBackoffMax < 0:

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"sort"
 	"strings"
+	"strconv"
 	"sync"
 	"time"
 
@@ -26,6 +27,7 @@ type handler struct {
 	spec HandlerSpec
 	sum  []byte
 	log  *slog.Logger
+	tap  *logTap // files the lines its processes log under their calls
 
 	// mu guards the fields below.
 	mu       sync.Mutex
@@ -109,6 +111,7 @@ type proc struct {
 	rpc     handlerpb.HandlerClient
 	started time.Time
 	exited  chan struct{} // closed once the process has exited
+	logEnd  bool          // its SDK ends each call's log lines with a sdk.LogKeyCallEnd line
 
 	// killMu guards killReason.
 	killMu     sync.Mutex
@@ -155,7 +158,9 @@ func (h *handler) start(ctx context.Context) (*proc, []TaskType, error) {
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		AutoMTLS:         true,
 		StartTimeout:     h.r.cfg.StartTimeout,
-		Logger:           newHCLog(h.log),
+		Logger:           newHCLog(h.log, h.tap),
+		SyncStdout:       &lineWriter{stream: "stdout", tap: h.tap, log: h.log},
+		SyncStderr:       &lineWriter{stream: "stderr", tap: h.tap, log: h.log},
 		GRPCDialOptions: []grpc.DialOption{
 			grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(sdk.MaxMessageBytes)),
 		},
@@ -200,7 +205,8 @@ func (h *handler) start(ctx context.Context) (*proc, []TaskType, error) {
 	if err := sdk.ValidateTypes(st); err != nil {
 		return fail("checking", err)
 	}
-	p := &proc{client: client, cmd: cmd, rpc: rpc, started: time.Now(), exited: make(chan struct{})}
+	p := &proc{client: client, cmd: cmd, rpc: rpc, started: time.Now(), exited: make(chan struct{}),
+		logEnd: sdkAtLeast(desc.GetSdkVersion(), 2)}
 	go func() {
 		waitExit(p.pid(), client.Exited)
 		close(p.exited)
@@ -346,4 +352,10 @@ func pollExit(exited func() bool, d time.Duration) {
 	for !exited() {
 		time.Sleep(d)
 	}
+}
+
+// sdkAtLeast reports whether a handler's SDK version (sdk.Version) is at least n.
+func sdkAtLeast(version string, n int) bool {
+	v, err := strconv.Atoi(version)
+	return err == nil && v >= n
 }

@@ -15,11 +15,12 @@ type hclogAdapter struct {
 	l    *slog.Logger
 	name string
 	args []any
+	tap  *logTap // files the handler's lines under its tasks; nil: none
 }
 
 var _ hclog.Logger = (*hclogAdapter)(nil)
 
-func newHCLog(l *slog.Logger) hclog.Logger { return &hclogAdapter{l: l} }
+func newHCLog(l *slog.Logger, tap *logTap) hclog.Logger { return &hclogAdapter{l: l, tap: tap} }
 
 func slogLevel(level hclog.Level) slog.Level {
 	switch level {
@@ -37,6 +38,12 @@ func slogLevel(level hclog.Level) slog.Level {
 }
 
 func (a *hclogAdapter) Log(level hclog.Level, msg string, args ...any) {
+	if a.tap != nil && a.name == a.tap.plugin { // a line the handler logged on stderr
+		level, msg, args = relevel(level, msg, args)
+		if a.tap.record(level, msg, args) {
+			return
+		}
+	}
 	lv := slogLevel(level)
 	ctx := context.Background()
 	if !a.l.Enabled(ctx, lv) {
@@ -65,7 +72,7 @@ func (a *hclogAdapter) IsWarn() bool       { return a.l.Enabled(context.Backgrou
 func (a *hclogAdapter) IsError() bool      { return a.l.Enabled(context.Background(), slog.LevelError) }
 func (a *hclogAdapter) ImpliedArgs() []any { return a.args }
 func (a *hclogAdapter) With(args ...any) hclog.Logger {
-	return &hclogAdapter{l: a.l, name: a.name, args: append(append([]any{}, a.args...), args...)}
+	return &hclogAdapter{l: a.l, name: a.name, args: append(append([]any{}, a.args...), args...), tap: a.tap}
 }
 func (a *hclogAdapter) Name() string { return a.name }
 func (a *hclogAdapter) Named(name string) hclog.Logger {
@@ -73,13 +80,18 @@ func (a *hclogAdapter) Named(name string) hclog.Logger {
 	if a.name != "" {
 		n = a.name + "." + name
 	}
-	return &hclogAdapter{l: a.l, name: n, args: a.args}
+	return &hclogAdapter{l: a.l, name: n, args: a.args, tap: a.tap}
 }
 func (a *hclogAdapter) ResetNamed(name string) hclog.Logger {
-	return &hclogAdapter{l: a.l, name: name, args: a.args}
+	return &hclogAdapter{l: a.l, name: name, args: a.args, tap: a.tap}
 }
 func (a *hclogAdapter) SetLevel(hclog.Level) {}
 func (a *hclogAdapter) GetLevel() hclog.Level {
+	if a.tap != nil {
+		// go-plugin drops a handler's lines below this level before Log sees them;
+		// every line must reach the tap (Log still filters what the agent logs).
+		return hclog.Trace
+	}
 	for _, lv := range []hclog.Level{hclog.Trace, hclog.Debug, hclog.Info, hclog.Warn} {
 		if a.l.Enabled(context.Background(), slogLevel(lv)) {
 			return lv

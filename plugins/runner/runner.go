@@ -114,6 +114,8 @@ type Result struct {
 	Reason      Reason
 	Handler     string
 	Usage       Usage
+	// Logs are the lines the handler logged during the call (see TaskLog).
+	Logs TaskLog
 }
 
 // OK reports whether the task succeeded.
@@ -166,7 +168,8 @@ func New(ctx context.Context, cfg Config) (*Runner, error) {
 	results := make([]chan started, len(cfg.Handlers))
 	for i, spec := range cfg.Handlers {
 		sum, _ := hex.DecodeString(spec.SHA256)
-		h := &handler{r: r, spec: spec, sum: sum, log: r.log.With("handler", spec.Name), up: make(chan struct{})}
+		h := &handler{r: r, spec: spec, sum: sum, log: r.log.With("handler", spec.Name), up: make(chan struct{}),
+			tap: newLogTap(filepath.Base(spec.Path), int(cfg.MaxTaskLogBytes))}
 		r.handlers = append(r.handlers, h)
 		if cfg.Lazy && len(spec.Types) > 0 {
 			continue
@@ -267,7 +270,7 @@ func (r *Runner) Execute(ctx context.Context, t Task) Result {
 	return res
 }
 
-func (r *Runner) execute(ctx context.Context, t Task) Result {
+func (r *Runner) execute(ctx context.Context, t Task) (res Result) {
 	h := r.byType[t.Type]
 	if h == nil {
 		names := make([]string, len(r.types))
@@ -293,6 +296,8 @@ func (r *Runner) execute(ctx context.Context, t Task) Result {
 		return fail(ReasonUnavailable, true, "handler %q: %v", h.spec.Name, err)
 	}
 	callID := newID()
+	cl := h.tap.begin(t.ID, callID)
+	defer func() { res.Logs = h.tap.end(t.ID, cl) }()
 	req := &handlerpb.HandleRequest{
 		CallId: callID, Type: t.Type, Payload: t.Payload, Inputs: t.Inputs,
 		TaskId: t.ID, Attempt: uint32(t.Attempt), MaxOutputBytes: uint64(r.cfg.MaxOutputBytes),
@@ -312,6 +317,9 @@ func (r *Runner) execute(ctx context.Context, t Task) Result {
 		req.DeadlineUnixNanos = dl.UnixNano()
 	}
 	resp, err := p.rpc.Handle(ctx, req, grpc.MaxCallRecvMsgSize(int(r.cfg.MaxOutputBytes)+1<<20))
+	if err == nil && p.logEnd {
+		cl.waitEnd() // the lines it logged travel on another pipe than its answer
+	}
 	if err != nil {
 		// The deadline travels to the handler as grpc-timeout, so its side can end the
 		// stream with DeadlineExceeded a moment before this ctx's own timer fires.
@@ -344,7 +352,7 @@ func (r *Runner) execute(ctx context.Context, t Task) Result {
 		}
 		return fail(ReasonUnavailable, true, "calling handler %q for task %s: %v", h.spec.Name, t.ID, err)
 	}
-	res := Result{Handler: h.spec.Name}
+	res = Result{Handler: h.spec.Name}
 	if u := resp.GetUsage(); u != nil {
 		res.Usage.CPU = time.Duration(u.GetCpuNanos())
 		res.Usage.HandlerWall = time.Duration(u.GetWallNanos())

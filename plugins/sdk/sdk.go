@@ -7,8 +7,9 @@ import (
 	"time"
 )
 
-// Version is the version of this SDK, reported to the agent by Describe.
-const Version = "1"
+// Version is the version of this SDK, reported to the agent by Describe. From
+// version 2 on the SDK ends each call's log lines with a line keyed LogKeyCallEnd.
+const Version = "2"
 
 // ProtocolVersion is the version of the handler protocol (plugins/proto) this SDK speaks.
 const ProtocolVersion = 1

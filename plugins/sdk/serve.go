@@ -1,9 +1,7 @@
 package sdk
 
 import (
-	"log/slog"
 	"os"
-	"strings"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
@@ -30,28 +28,4 @@ func Serve(h Handler) {
 			Level: hclog.Info, Output: os.Stderr, JSONFormat: true,
 		}),
 	})
-}
-
-// Logger returns a logger for handler code. Its records go to stderr in the
-// format go-plugin forwards, so they appear in the agent's log with their level,
-// tagged with the handler's name.
-func Logger() *slog.Logger {
-	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{
-		Level: slog.LevelDebug,
-		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
-			if len(groups) > 0 {
-				return a
-			}
-			switch a.Key {
-			case slog.TimeKey:
-				a.Key = "@timestamp"
-			case slog.MessageKey:
-				a.Key = "@message"
-			case slog.LevelKey:
-				a.Key = "@level"
-				a.Value = slog.StringValue(strings.ToLower(a.Value.String()))
-			}
-			return a
-		},
-	}))
 }

@@ -79,6 +79,10 @@ func (s *server) Describe(context.Context, *handlerpb.DescribeRequest) (*handler
 }
 
 func (s *server) Handle(ctx context.Context, req *handlerpb.HandleRequest) (*handlerpb.HandleResponse, error) {
+	// Runs before the response is sent: the agent waits for this line to know it
+	// has every line the call logged.
+	defer logCallEnd(req.GetCallId(), req.GetTaskId())
+	ctx = withTask(ctx, req.GetTaskId(), int(req.GetAttempt()))
 	if !s.known[req.GetType()] {
 		return &handlerpb.HandleResponse{Error: &handlerpb.Error{
 			Message: fmt.Sprintf("this handler does not serve task type %q (it serves %v)", req.GetType(), s.typeNames()),

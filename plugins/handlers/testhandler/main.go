@@ -10,6 +10,9 @@
 //	test.hang   ignores ctx and never returns
 //	test.big    returns an output of as many bytes as the payload's decimal number
 //	test.panic  panics (the SDK recovers it as a fatal error)
+//	test.log    logs lines tagged with the payload: through a logger made before Serve,
+//	            one made during the call, the request's logger, a plain slog JSON logger
+//	            made before Serve, and a raw line on stdout; output = payload
 package main
 
 import (
@@ -17,6 +20,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strconv"
 	"time"
@@ -26,11 +30,17 @@ import (
 
 type testHandler struct{}
 
+// Loggers made before Serve (package variables are set before main runs).
+var (
+	early     = sdk.Logger()
+	plainSlog = slog.New(slog.NewJSONHandler(os.Stderr, nil))
+)
+
 var _ sdk.Handler = testHandler{}
 
 func (testHandler) Describe() []sdk.TaskType {
 	var out []sdk.TaskType
-	for _, n := range []string{"test.echo", "test.sleep", "test.fail", "test.flaky", "test.crash", "test.hang", "test.big", "test.panic"} {
+	for _, n := range []string{"test.echo", "test.sleep", "test.fail", "test.flaky", "test.crash", "test.hang", "test.big", "test.panic", "test.log"} {
 		out = append(out, sdk.TaskType{Name: n, Version: "1.0.0", Concurrency: 4, Description: "test-only: " + n})
 	}
 	return out
@@ -39,6 +49,15 @@ func (testHandler) Describe() []sdk.TaskType {
 func (testHandler) Handle(ctx context.Context, req sdk.Request) (sdk.Response, error) {
 	switch req.Type {
 	case "test.echo":
+		return sdk.Response{Output: req.Payload}, nil
+	case "test.log":
+		tag := string(req.Payload)
+		early.InfoContext(ctx, "early logger with ctx", "tag", tag)
+		sdk.Logger().WarnContext(ctx, "late logger with ctx", "tag", tag)
+		req.Logger().Debug("request logger", "tag", tag)
+		early.Info("early logger without ctx", "tag", tag)
+		plainSlog.Error("plain slog logger", "tag", tag)
+		fmt.Println("raw stdout " + tag)
 		return sdk.Response{Output: req.Payload}, nil
 	case "test.sleep":
 		d, err := time.ParseDuration(string(req.Payload))
