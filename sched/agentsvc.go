@@ -621,6 +621,7 @@ func (s *Server) Report(ctx context.Context, agentID string, r *agentv1.Report) 
 	if err != nil {
 		return reject(agentv1.ReportOutcome_REPORT_OUTCOME_REJECTED, "recording the result of task %s: %v (report again)", t.ID, err)
 	}
+	s.storeLog(ctx, t, r.GetLog())
 	s.releaseLease(agentID, t.ID, t.LeaseID)
 	s.finished(nt)
 	s.wakeType(nt.Type)

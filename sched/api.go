@@ -234,7 +234,8 @@ func (api *clientAPI) Submit(ctx context.Context, req *connect.Request[paddockv1
 	} else {
 		s.metrics.submits.WithLabelValues("existing").Inc()
 	}
-	return connect.NewResponse(&paddockv1.SubmitResponse{Task: toProto(stored, nil), Created: created}), nil
+	return connect.NewResponse(&paddockv1.SubmitResponse{Task: toProto(stored, nil), Created: created,
+		Warning: s.unservedWarning(stored)}), nil
 }
 
 // MaxBatchTasks bounds the tasks of one SubmitBatch.
@@ -312,7 +313,11 @@ func (api *clientAPI) Get(ctx context.Context, req *connect.Request[paddockv1.Ge
 	if err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(&paddockv1.GetResponse{Task: t}), nil
+	w := ""
+	if t.GetState() == paddockv1.State_STATE_QUEUED {
+		w = api.s.unservedWarning(store.Task{Type: t.GetSpec().GetType(), State: store.Queued})
+	}
+	return connect.NewResponse(&paddockv1.GetResponse{Task: t, Warning: w}), nil
 }
 
 func (s *Server) getFull(ctx context.Context, id string) (*paddockv1.Task, error) {

@@ -34,7 +34,7 @@ func (e runnerExecutor) Execute(ctx context.Context, t Task) Result {
 	}
 	res := e.r.Execute(ctx, rt)
 	out := Result{Output: res.Output, Outputs: res.Outputs, Error: res.Error, Retryable: res.Retryable, Kind: reasonKinds[res.Reason],
-		Usage: Usage{Wall: res.Usage.Wall, CPU: res.Usage.CPU}}
+		Usage: Usage{Wall: res.Usage.Wall, CPU: res.Usage.CPU}, Log: taskLog(res.Logs)}
 	if len(res.OutputFiles) > 0 {
 		out.OutputFiles = make(map[string]OutputFile, len(res.OutputFiles))
 		for name, f := range res.OutputFiles {

@@ -96,6 +96,9 @@ type Result struct {
 	// FAILURE_KIND_CANCELLED.
 	Kind  agentv1.FailureKind
 	Usage Usage
+	// Log is what the handler logged during the run (nil: nothing); it travels in
+	// the report.
+	Log *agentv1.TaskLog
 }
 
 // Executor runs tasks. Execute must return once ctx is done (it is cancelled when the
@@ -607,7 +610,7 @@ func (s *Session) execute(ctx context.Context, r *run, t Task) {
 	if res.Usage.Wall == 0 {
 		res.Usage.Wall = time.Since(start)
 	}
-	rep := &agentv1.Report{TaskId: t.ID, LeaseId: t.LeaseID, LeaseSecret: t.LeaseSecret,
+	rep := &agentv1.Report{TaskId: t.ID, LeaseId: t.LeaseID, LeaseSecret: t.LeaseSecret, Log: res.Log,
 		Usage: &agentv1.Usage{WallMs: res.Usage.Wall.Milliseconds(), CpuMs: res.Usage.CPU.Milliseconds()}}
 	s.mu.Lock()
 	defer s.mu.Unlock()

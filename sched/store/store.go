@@ -53,6 +53,8 @@ type Store interface {
 	// while its last reference is after since, so retention cannot delete a blob a
 	// client was just told exists before the task naming it is stored.
 	TouchBlobs(ctx context.Context, digests []string, at time.Time) error
+	// LogStore keeps the handlers' logs of each attempt.
+	LogStore
 	// Counts counts the live (Queued, Leased and Running) tasks by type and state.
 	// Finished tasks are not counted: their number only grows until retention deletes
 	// them, and counting them would read the whole table.

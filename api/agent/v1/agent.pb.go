@@ -2162,7 +2162,10 @@ type Report struct {
 	// failure_kind says what kind of failure this was (STATUS_FAILED, STATUS_CANCELLED),
 	// set where the failure happened; UNSPECIFIED on success. Programs act on it, never
 	// on error.
-	FailureKind   FailureKind `protobuf:"varint,12,opt,name=failure_kind,json=failureKind,proto3,enum=paddock.agent.v1.FailureKind" json:"failure_kind,omitempty"`
+	FailureKind FailureKind `protobuf:"varint,12,opt,name=failure_kind,json=failureKind,proto3,enum=paddock.agent.v1.FailureKind" json:"failure_kind,omitempty"`
+	// log is what the handler logged during the run (bounded by the agent; the
+	// oldest lines dropped first). The server keeps it with the attempt.
+	Log           *TaskLog `protobuf:"bytes,20,opt,name=log,proto3" json:"log,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2281,6 +2284,142 @@ func (x *Report) GetFailureKind() FailureKind {
 	return FailureKind_FAILURE_KIND_UNSPECIFIED
 }
 
+func (x *Report) GetLog() *TaskLog {
+	if x != nil {
+		return x.Log
+	}
+	return nil
+}
+
+// TaskLog is the log of one run of a task.
+type TaskLog struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// lines are the newest lines the handler logged, oldest first.
+	Lines []*LogLine `protobuf:"bytes,1,rep,name=lines,proto3" json:"lines,omitempty"`
+	// dropped_lines is how many older lines were dropped to stay within the bound.
+	DroppedLines uint64 `protobuf:"varint,2,opt,name=dropped_lines,json=droppedLines,proto3" json:"dropped_lines,omitempty"`
+	// dropped_bytes is the size of their text.
+	DroppedBytes  uint64 `protobuf:"varint,3,opt,name=dropped_bytes,json=droppedBytes,proto3" json:"dropped_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaskLog) Reset() {
+	*x = TaskLog{}
+	mi := &file_api_agent_v1_agent_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskLog) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskLog) ProtoMessage() {}
+
+func (x *TaskLog) ProtoReflect() protoreflect.Message {
+	mi := &file_api_agent_v1_agent_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskLog.ProtoReflect.Descriptor instead.
+func (*TaskLog) Descriptor() ([]byte, []int) {
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *TaskLog) GetLines() []*LogLine {
+	if x != nil {
+		return x.Lines
+	}
+	return nil
+}
+
+func (x *TaskLog) GetDroppedLines() uint64 {
+	if x != nil {
+		return x.DroppedLines
+	}
+	return 0
+}
+
+func (x *TaskLog) GetDroppedBytes() uint64 {
+	if x != nil {
+		return x.DroppedBytes
+	}
+	return 0
+}
+
+// LogLine is one line a handler logged.
+type LogLine struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// unix_nanos is when it was logged.
+	UnixNanos int64 `protobuf:"varint,1,opt,name=unix_nanos,json=unixNanos,proto3" json:"unix_nanos,omitempty"`
+	// level is "debug", "info", "warn" or "error", or "stdout"/"stderr" for a line
+	// written outside a logger.
+	Level string `protobuf:"bytes,2,opt,name=level,proto3" json:"level,omitempty"`
+	// text is the message followed by its attributes as key=value.
+	Text          string `protobuf:"bytes,3,opt,name=text,proto3" json:"text,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogLine) Reset() {
+	*x = LogLine{}
+	mi := &file_api_agent_v1_agent_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogLine) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogLine) ProtoMessage() {}
+
+func (x *LogLine) ProtoReflect() protoreflect.Message {
+	mi := &file_api_agent_v1_agent_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogLine.ProtoReflect.Descriptor instead.
+func (*LogLine) Descriptor() ([]byte, []int) {
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *LogLine) GetUnixNanos() int64 {
+	if x != nil {
+		return x.UnixNanos
+	}
+	return 0
+}
+
+func (x *LogLine) GetLevel() string {
+	if x != nil {
+		return x.Level
+	}
+	return ""
+}
+
+func (x *LogLine) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
 // ReportAck answers a Report. The agent may forget the result once it has an ack.
 type ReportAck struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2298,7 +2437,7 @@ type ReportAck struct {
 
 func (x *ReportAck) Reset() {
 	*x = ReportAck{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[23]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2310,7 +2449,7 @@ func (x *ReportAck) String() string {
 func (*ReportAck) ProtoMessage() {}
 
 func (x *ReportAck) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[23]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2323,7 +2462,7 @@ func (x *ReportAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportAck.ProtoReflect.Descriptor instead.
 func (*ReportAck) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{23}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ReportAck) GetTaskId() string {
@@ -2373,7 +2512,7 @@ type Cancel struct {
 
 func (x *Cancel) Reset() {
 	*x = Cancel{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[24]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2385,7 +2524,7 @@ func (x *Cancel) String() string {
 func (*Cancel) ProtoMessage() {}
 
 func (x *Cancel) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[24]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2398,7 +2537,7 @@ func (x *Cancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cancel.ProtoReflect.Descriptor instead.
 func (*Cancel) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{24}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Cancel) GetTaskId() string {
@@ -2570,7 +2709,7 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\flease_secret\x18\x05 \x01(\tR\vleaseSecret\"7\n" +
 	"\x05Usage\x12\x17\n" +
 	"\awall_ms\x18\x01 \x01(\x03R\x06wallMs\x12\x15\n" +
-	"\x06cpu_ms\x18\x02 \x01(\x03R\x05cpuMs\"\x8c\x05\n" +
+	"\x06cpu_ms\x18\x02 \x01(\x03R\x05cpuMs\"\xb9\x05\n" +
 	"\x06Report\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x19\n" +
 	"\blease_id\x18\x02 \x01(\x04R\aleaseId\x120\n" +
@@ -2584,13 +2723,23 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\foutput_blobs\x18\n" +
 	" \x03(\v2).paddock.agent.v1.Report.OutputBlobsEntryR\voutputBlobs\x12!\n" +
 	"\flease_secret\x18\v \x01(\tR\vleaseSecret\x12@\n" +
-	"\ffailure_kind\x18\f \x01(\x0e2\x1d.paddock.agent.v1.FailureKindR\vfailureKind\x1a:\n" +
+	"\ffailure_kind\x18\f \x01(\x0e2\x1d.paddock.agent.v1.FailureKindR\vfailureKind\x12+\n" +
+	"\x03log\x18\x14 \x01(\v2\x19.paddock.agent.v1.TaskLogR\x03log\x1a:\n" +
 	"\fOutputsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\x1aY\n" +
 	"\x10OutputBlobsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12/\n" +
-	"\x05value\x18\x02 \x01(\v2\x19.paddock.agent.v1.BlobRefR\x05value:\x028\x01\"\x90\x01\n" +
+	"\x05value\x18\x02 \x01(\v2\x19.paddock.agent.v1.BlobRefR\x05value:\x028\x01\"\x84\x01\n" +
+	"\aTaskLog\x12/\n" +
+	"\x05lines\x18\x01 \x03(\v2\x19.paddock.agent.v1.LogLineR\x05lines\x12#\n" +
+	"\rdropped_lines\x18\x02 \x01(\x04R\fdroppedLines\x12#\n" +
+	"\rdropped_bytes\x18\x03 \x01(\x04R\fdroppedBytes\"R\n" +
+	"\aLogLine\x12\x1d\n" +
+	"\n" +
+	"unix_nanos\x18\x01 \x01(\x03R\tunixNanos\x12\x14\n" +
+	"\x05level\x18\x02 \x01(\tR\x05level\x12\x12\n" +
+	"\x04text\x18\x03 \x01(\tR\x04text\"\x90\x01\n" +
 	"\tReportAck\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x19\n" +
 	"\blease_id\x18\x02 \x01(\x04R\aleaseId\x129\n" +
@@ -2655,7 +2804,7 @@ func file_api_agent_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_api_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_api_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_api_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_api_agent_v1_agent_proto_goTypes = []any{
 	(DataPath)(0),             // 0: paddock.agent.v1.DataPath
 	(Status)(0),               // 1: paddock.agent.v1.Status
@@ -2685,13 +2834,15 @@ var file_api_agent_v1_agent_proto_goTypes = []any{
 	(*Ack)(nil),               // 25: paddock.agent.v1.Ack
 	(*Usage)(nil),             // 26: paddock.agent.v1.Usage
 	(*Report)(nil),            // 27: paddock.agent.v1.Report
-	(*ReportAck)(nil),         // 28: paddock.agent.v1.ReportAck
-	(*Cancel)(nil),            // 29: paddock.agent.v1.Cancel
-	nil,                       // 30: paddock.agent.v1.Capacity.LabelsEntry
-	nil,                       // 31: paddock.agent.v1.Assign.InputsEntry
-	nil,                       // 32: paddock.agent.v1.Assign.InputBlobsEntry
-	nil,                       // 33: paddock.agent.v1.Report.OutputsEntry
-	nil,                       // 34: paddock.agent.v1.Report.OutputBlobsEntry
+	(*TaskLog)(nil),           // 28: paddock.agent.v1.TaskLog
+	(*LogLine)(nil),           // 29: paddock.agent.v1.LogLine
+	(*ReportAck)(nil),         // 30: paddock.agent.v1.ReportAck
+	(*Cancel)(nil),            // 31: paddock.agent.v1.Cancel
+	nil,                       // 32: paddock.agent.v1.Capacity.LabelsEntry
+	nil,                       // 33: paddock.agent.v1.Assign.InputsEntry
+	nil,                       // 34: paddock.agent.v1.Assign.InputBlobsEntry
+	nil,                       // 35: paddock.agent.v1.Report.OutputsEntry
+	nil,                       // 36: paddock.agent.v1.Report.OutputBlobsEntry
 }
 var file_api_agent_v1_agent_proto_depIdxs = []int32{
 	8,  // 0: paddock.agent.v1.WriteBlobRequest.header:type_name -> paddock.agent.v1.WriteBlobHeader
@@ -2701,10 +2852,10 @@ var file_api_agent_v1_agent_proto_depIdxs = []int32{
 	27, // 4: paddock.agent.v1.AgentMessage.report:type_name -> paddock.agent.v1.Report
 	20, // 5: paddock.agent.v1.ServerMessage.registered:type_name -> paddock.agent.v1.Registered
 	24, // 6: paddock.agent.v1.ServerMessage.assign:type_name -> paddock.agent.v1.Assign
-	29, // 7: paddock.agent.v1.ServerMessage.cancel:type_name -> paddock.agent.v1.Cancel
-	28, // 8: paddock.agent.v1.ServerMessage.report_ack:type_name -> paddock.agent.v1.ReportAck
+	31, // 7: paddock.agent.v1.ServerMessage.cancel:type_name -> paddock.agent.v1.Cancel
+	30, // 8: paddock.agent.v1.ServerMessage.report_ack:type_name -> paddock.agent.v1.ReportAck
 	22, // 9: paddock.agent.v1.ServerMessage.queue_status:type_name -> paddock.agent.v1.QueueStatus
-	30, // 10: paddock.agent.v1.Capacity.labels:type_name -> paddock.agent.v1.Capacity.LabelsEntry
+	32, // 10: paddock.agent.v1.Capacity.labels:type_name -> paddock.agent.v1.Capacity.LabelsEntry
 	15, // 11: paddock.agent.v1.Register.types:type_name -> paddock.agent.v1.TaskType
 	16, // 12: paddock.agent.v1.Register.capacity:type_name -> paddock.agent.v1.Capacity
 	17, // 13: paddock.agent.v1.Register.load:type_name -> paddock.agent.v1.Load
@@ -2713,31 +2864,33 @@ var file_api_agent_v1_agent_proto_depIdxs = []int32{
 	18, // 16: paddock.agent.v1.Heartbeat.running:type_name -> paddock.agent.v1.RunningTask
 	15, // 17: paddock.agent.v1.Heartbeat.types:type_name -> paddock.agent.v1.TaskType
 	23, // 18: paddock.agent.v1.QueueStatus.types:type_name -> paddock.agent.v1.TypeQueue
-	31, // 19: paddock.agent.v1.Assign.inputs:type_name -> paddock.agent.v1.Assign.InputsEntry
-	32, // 20: paddock.agent.v1.Assign.input_blobs:type_name -> paddock.agent.v1.Assign.InputBlobsEntry
+	33, // 19: paddock.agent.v1.Assign.inputs:type_name -> paddock.agent.v1.Assign.InputsEntry
+	34, // 20: paddock.agent.v1.Assign.input_blobs:type_name -> paddock.agent.v1.Assign.InputBlobsEntry
 	0,  // 21: paddock.agent.v1.Assign.data_path:type_name -> paddock.agent.v1.DataPath
 	1,  // 22: paddock.agent.v1.Report.status:type_name -> paddock.agent.v1.Status
 	26, // 23: paddock.agent.v1.Report.usage:type_name -> paddock.agent.v1.Usage
-	33, // 24: paddock.agent.v1.Report.outputs:type_name -> paddock.agent.v1.Report.OutputsEntry
-	34, // 25: paddock.agent.v1.Report.output_blobs:type_name -> paddock.agent.v1.Report.OutputBlobsEntry
+	35, // 24: paddock.agent.v1.Report.outputs:type_name -> paddock.agent.v1.Report.OutputsEntry
+	36, // 25: paddock.agent.v1.Report.output_blobs:type_name -> paddock.agent.v1.Report.OutputBlobsEntry
 	2,  // 26: paddock.agent.v1.Report.failure_kind:type_name -> paddock.agent.v1.FailureKind
-	3,  // 27: paddock.agent.v1.ReportAck.outcome:type_name -> paddock.agent.v1.ReportOutcome
-	4,  // 28: paddock.agent.v1.Cancel.kind:type_name -> paddock.agent.v1.CancelKind
-	10, // 29: paddock.agent.v1.Assign.InputBlobsEntry.value:type_name -> paddock.agent.v1.BlobRef
-	10, // 30: paddock.agent.v1.Report.OutputBlobsEntry.value:type_name -> paddock.agent.v1.BlobRef
-	11, // 31: paddock.agent.v1.AgentService.Describe:input_type -> paddock.agent.v1.DescribeRequest
-	13, // 32: paddock.agent.v1.AgentService.Session:input_type -> paddock.agent.v1.AgentMessage
-	5,  // 33: paddock.agent.v1.AgentService.ReadBlob:input_type -> paddock.agent.v1.ReadBlobRequest
-	7,  // 34: paddock.agent.v1.AgentService.WriteBlob:input_type -> paddock.agent.v1.WriteBlobRequest
-	12, // 35: paddock.agent.v1.AgentService.Describe:output_type -> paddock.agent.v1.DescribeResponse
-	14, // 36: paddock.agent.v1.AgentService.Session:output_type -> paddock.agent.v1.ServerMessage
-	6,  // 37: paddock.agent.v1.AgentService.ReadBlob:output_type -> paddock.agent.v1.BlobChunk
-	9,  // 38: paddock.agent.v1.AgentService.WriteBlob:output_type -> paddock.agent.v1.WriteBlobResponse
-	35, // [35:39] is the sub-list for method output_type
-	31, // [31:35] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	28, // 27: paddock.agent.v1.Report.log:type_name -> paddock.agent.v1.TaskLog
+	29, // 28: paddock.agent.v1.TaskLog.lines:type_name -> paddock.agent.v1.LogLine
+	3,  // 29: paddock.agent.v1.ReportAck.outcome:type_name -> paddock.agent.v1.ReportOutcome
+	4,  // 30: paddock.agent.v1.Cancel.kind:type_name -> paddock.agent.v1.CancelKind
+	10, // 31: paddock.agent.v1.Assign.InputBlobsEntry.value:type_name -> paddock.agent.v1.BlobRef
+	10, // 32: paddock.agent.v1.Report.OutputBlobsEntry.value:type_name -> paddock.agent.v1.BlobRef
+	11, // 33: paddock.agent.v1.AgentService.Describe:input_type -> paddock.agent.v1.DescribeRequest
+	13, // 34: paddock.agent.v1.AgentService.Session:input_type -> paddock.agent.v1.AgentMessage
+	5,  // 35: paddock.agent.v1.AgentService.ReadBlob:input_type -> paddock.agent.v1.ReadBlobRequest
+	7,  // 36: paddock.agent.v1.AgentService.WriteBlob:input_type -> paddock.agent.v1.WriteBlobRequest
+	12, // 37: paddock.agent.v1.AgentService.Describe:output_type -> paddock.agent.v1.DescribeResponse
+	14, // 38: paddock.agent.v1.AgentService.Session:output_type -> paddock.agent.v1.ServerMessage
+	6,  // 39: paddock.agent.v1.AgentService.ReadBlob:output_type -> paddock.agent.v1.BlobChunk
+	9,  // 40: paddock.agent.v1.AgentService.WriteBlob:output_type -> paddock.agent.v1.WriteBlobResponse
+	37, // [37:41] is the sub-list for method output_type
+	33, // [33:37] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_api_agent_v1_agent_proto_init() }
@@ -2764,7 +2917,7 @@ func file_api_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_agent_v1_agent_proto_rawDesc), len(file_api_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   30,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -333,7 +333,7 @@ func (x Reason_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Reason_Kind.Descriptor instead.
 func (Reason_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{34, 0}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{38, 0}
 }
 
 // Requirements are matched against what agents offer.
@@ -1026,7 +1026,10 @@ type SubmitResponse struct {
 	// task is the stored task.
 	Task *Task `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"`
 	// created is false when the idempotency key matched an existing task.
-	Created       bool `protobuf:"varint,2,opt,name=created,proto3" json:"created,omitempty"`
+	Created bool `protobuf:"varint,2,opt,name=created,proto3" json:"created,omitempty"`
+	// warning says why the task may wait a long time, e.g. that no connected agent
+	// and no host's pool serves its type ("" when nothing is wrong).
+	Warning       string `protobuf:"bytes,3,opt,name=warning,proto3" json:"warning,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1073,6 +1076,13 @@ func (x *SubmitResponse) GetCreated() bool {
 		return x.Created
 	}
 	return false
+}
+
+func (x *SubmitResponse) GetWarning() string {
+	if x != nil {
+		return x.Warning
+	}
+	return ""
 }
 
 // SubmitBatchRequest carries the tasks to submit (at most 10,000).
@@ -1217,7 +1227,9 @@ func (x *GetRequest) GetId() string {
 type GetResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// task is the task with its attempts.
-	Task          *Task `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"`
+	Task *Task `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"`
+	// warning says why a queued task may wait a long time (as SubmitResponse.warning).
+	Warning       string `protobuf:"bytes,2,opt,name=warning,proto3" json:"warning,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1259,6 +1271,261 @@ func (x *GetResponse) GetTask() *Task {
 	return nil
 }
 
+func (x *GetResponse) GetWarning() string {
+	if x != nil {
+		return x.Warning
+	}
+	return ""
+}
+
+// LogsRequest names a task and, optionally, one attempt.
+type LogsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is the task's id.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// attempt is the attempt's number (1 for the first run); 0: every attempt.
+	Attempt       int32 `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogsRequest) Reset() {
+	*x = LogsRequest{}
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogsRequest) ProtoMessage() {}
+
+func (x *LogsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogsRequest.ProtoReflect.Descriptor instead.
+func (*LogsRequest) Descriptor() ([]byte, []int) {
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *LogsRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *LogsRequest) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+// LogsResponse returns the logs of a task's attempts, oldest attempt first.
+type LogsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// attempts are the attempts that have a log (an attempt still running has none yet).
+	Attempts []*AttemptLog `protobuf:"bytes,1,rep,name=attempts,proto3" json:"attempts,omitempty"`
+	// state is the task's state, so a follower knows when no more logs will come.
+	State         State `protobuf:"varint,2,opt,name=state,proto3,enum=paddock.v1.State" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogsResponse) Reset() {
+	*x = LogsResponse{}
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogsResponse) ProtoMessage() {}
+
+func (x *LogsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogsResponse.ProtoReflect.Descriptor instead.
+func (*LogsResponse) Descriptor() ([]byte, []int) {
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *LogsResponse) GetAttempts() []*AttemptLog {
+	if x != nil {
+		return x.Attempts
+	}
+	return nil
+}
+
+func (x *LogsResponse) GetState() State {
+	if x != nil {
+		return x.State
+	}
+	return State_STATE_UNSPECIFIED
+}
+
+// AttemptLog is what the handler logged during one attempt.
+type AttemptLog struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// attempt is the attempt's number.
+	Attempt int32 `protobuf:"varint,1,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// lines are the newest lines, oldest first.
+	Lines []*LogLine `protobuf:"bytes,2,rep,name=lines,proto3" json:"lines,omitempty"`
+	// dropped_lines is how many older lines the agent dropped to stay within its bound.
+	DroppedLines uint64 `protobuf:"varint,3,opt,name=dropped_lines,json=droppedLines,proto3" json:"dropped_lines,omitempty"`
+	// dropped_bytes is the size of their text.
+	DroppedBytes  uint64 `protobuf:"varint,4,opt,name=dropped_bytes,json=droppedBytes,proto3" json:"dropped_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttemptLog) Reset() {
+	*x = AttemptLog{}
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttemptLog) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttemptLog) ProtoMessage() {}
+
+func (x *AttemptLog) ProtoReflect() protoreflect.Message {
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttemptLog.ProtoReflect.Descriptor instead.
+func (*AttemptLog) Descriptor() ([]byte, []int) {
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *AttemptLog) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *AttemptLog) GetLines() []*LogLine {
+	if x != nil {
+		return x.Lines
+	}
+	return nil
+}
+
+func (x *AttemptLog) GetDroppedLines() uint64 {
+	if x != nil {
+		return x.DroppedLines
+	}
+	return 0
+}
+
+func (x *AttemptLog) GetDroppedBytes() uint64 {
+	if x != nil {
+		return x.DroppedBytes
+	}
+	return 0
+}
+
+// LogLine is one line a handler logged.
+type LogLine struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// unix_nanos is when it was logged.
+	UnixNanos int64 `protobuf:"varint,1,opt,name=unix_nanos,json=unixNanos,proto3" json:"unix_nanos,omitempty"`
+	// level is "debug", "info", "warn" or "error", or "stdout"/"stderr" for a line the
+	// handler printed outside a logger.
+	Level string `protobuf:"bytes,2,opt,name=level,proto3" json:"level,omitempty"`
+	// text is the message followed by its attributes as key=value.
+	Text          string `protobuf:"bytes,3,opt,name=text,proto3" json:"text,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogLine) Reset() {
+	*x = LogLine{}
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogLine) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogLine) ProtoMessage() {}
+
+func (x *LogLine) ProtoReflect() protoreflect.Message {
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogLine.ProtoReflect.Descriptor instead.
+func (*LogLine) Descriptor() ([]byte, []int) {
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *LogLine) GetUnixNanos() int64 {
+	if x != nil {
+		return x.UnixNanos
+	}
+	return 0
+}
+
+func (x *LogLine) GetLevel() string {
+	if x != nil {
+		return x.Level
+	}
+	return ""
+}
+
+func (x *LogLine) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
 // WaitRequest waits for a task to end.
 type WaitRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1272,7 +1539,7 @@ type WaitRequest struct {
 
 func (x *WaitRequest) Reset() {
 	*x = WaitRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[12]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1284,7 +1551,7 @@ func (x *WaitRequest) String() string {
 func (*WaitRequest) ProtoMessage() {}
 
 func (x *WaitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[12]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1297,7 +1564,7 @@ func (x *WaitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitRequest.ProtoReflect.Descriptor instead.
 func (*WaitRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{12}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *WaitRequest) GetId() string {
@@ -1327,7 +1594,7 @@ type WaitResponse struct {
 
 func (x *WaitResponse) Reset() {
 	*x = WaitResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[13]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1339,7 +1606,7 @@ func (x *WaitResponse) String() string {
 func (*WaitResponse) ProtoMessage() {}
 
 func (x *WaitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[13]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1352,7 +1619,7 @@ func (x *WaitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitResponse.ProtoReflect.Descriptor instead.
 func (*WaitResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{13}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *WaitResponse) GetTask() *Task {
@@ -1380,7 +1647,7 @@ type CancelRequest struct {
 
 func (x *CancelRequest) Reset() {
 	*x = CancelRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[14]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1392,7 +1659,7 @@ func (x *CancelRequest) String() string {
 func (*CancelRequest) ProtoMessage() {}
 
 func (x *CancelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[14]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1405,7 +1672,7 @@ func (x *CancelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelRequest.ProtoReflect.Descriptor instead.
 func (*CancelRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{14}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CancelRequest) GetId() string {
@@ -1426,7 +1693,7 @@ type CancelResponse struct {
 
 func (x *CancelResponse) Reset() {
 	*x = CancelResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[15]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1438,7 +1705,7 @@ func (x *CancelResponse) String() string {
 func (*CancelResponse) ProtoMessage() {}
 
 func (x *CancelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[15]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1451,7 +1718,7 @@ func (x *CancelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelResponse.ProtoReflect.Descriptor instead.
 func (*CancelResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{15}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CancelResponse) GetTask() *Task {
@@ -1482,7 +1749,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[16]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1494,7 +1761,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[16]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1507,7 +1774,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{16}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListRequest) GetState() State {
@@ -1565,7 +1832,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[17]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1577,7 +1844,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[17]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1590,7 +1857,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{17}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListResponse) GetTasks() []*Task {
@@ -1616,7 +1883,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[18]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1628,7 +1895,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[18]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1641,7 +1908,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{18}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{22}
 }
 
 // QueueDepth counts tasks of one type in one state.
@@ -1659,7 +1926,7 @@ type QueueDepth struct {
 
 func (x *QueueDepth) Reset() {
 	*x = QueueDepth{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[19]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1671,7 +1938,7 @@ func (x *QueueDepth) String() string {
 func (*QueueDepth) ProtoMessage() {}
 
 func (x *QueueDepth) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[19]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1684,7 +1951,7 @@ func (x *QueueDepth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueDepth.ProtoReflect.Descriptor instead.
 func (*QueueDepth) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{19}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *QueueDepth) GetType() string {
@@ -1734,7 +2001,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[20]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1746,7 +2013,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[20]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1759,7 +2026,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{20}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *StatusResponse) GetVersion() string {
@@ -1835,7 +2102,7 @@ type QueueDelay struct {
 
 func (x *QueueDelay) Reset() {
 	*x = QueueDelay{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[21]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1847,7 +2114,7 @@ func (x *QueueDelay) String() string {
 func (*QueueDelay) ProtoMessage() {}
 
 func (x *QueueDelay) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[21]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1860,7 +2127,7 @@ func (x *QueueDelay) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueDelay.ProtoReflect.Descriptor instead.
 func (*QueueDelay) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{21}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *QueueDelay) GetType() string {
@@ -1893,7 +2160,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[22]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1905,7 +2172,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[22]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1918,7 +2185,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{22}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{26}
 }
 
 // AgentType is one task type an agent serves.
@@ -1947,7 +2214,7 @@ type AgentType struct {
 
 func (x *AgentType) Reset() {
 	*x = AgentType{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[23]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1959,7 +2226,7 @@ func (x *AgentType) String() string {
 func (*AgentType) ProtoMessage() {}
 
 func (x *AgentType) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[23]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1972,7 +2239,7 @@ func (x *AgentType) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentType.ProtoReflect.Descriptor instead.
 func (*AgentType) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{23}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *AgentType) GetName() string {
@@ -2057,7 +2324,7 @@ type Agent struct {
 
 func (x *Agent) Reset() {
 	*x = Agent{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[24]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2069,7 +2336,7 @@ func (x *Agent) String() string {
 func (*Agent) ProtoMessage() {}
 
 func (x *Agent) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[24]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2082,7 +2349,7 @@ func (x *Agent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Agent.ProtoReflect.Descriptor instead.
 func (*Agent) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{24}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Agent) GetId() string {
@@ -2173,7 +2440,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[25]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2185,7 +2452,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[25]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2198,7 +2465,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{25}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*Agent {
@@ -2217,7 +2484,7 @@ type ListHostsRequest struct {
 
 func (x *ListHostsRequest) Reset() {
 	*x = ListHostsRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[26]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2229,7 +2496,7 @@ func (x *ListHostsRequest) String() string {
 func (*ListHostsRequest) ProtoMessage() {}
 
 func (x *ListHostsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[26]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2242,7 +2509,7 @@ func (x *ListHostsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListHostsRequest.ProtoReflect.Descriptor instead.
 func (*ListHostsRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{26}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{30}
 }
 
 // HostPool is one pool of a host.
@@ -2267,7 +2534,7 @@ type HostPool struct {
 
 func (x *HostPool) Reset() {
 	*x = HostPool{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[27]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2279,7 +2546,7 @@ func (x *HostPool) String() string {
 func (*HostPool) ProtoMessage() {}
 
 func (x *HostPool) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[27]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2292,7 +2559,7 @@ func (x *HostPool) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostPool.ProtoReflect.Descriptor instead.
 func (*HostPool) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{27}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *HostPool) GetName() string {
@@ -2380,7 +2647,7 @@ type Host struct {
 
 func (x *Host) Reset() {
 	*x = Host{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[28]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2392,7 +2659,7 @@ func (x *Host) String() string {
 func (*Host) ProtoMessage() {}
 
 func (x *Host) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[28]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2405,7 +2672,7 @@ func (x *Host) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Host.ProtoReflect.Descriptor instead.
 func (*Host) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{28}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Host) GetId() string {
@@ -2517,7 +2784,7 @@ type ListHostsResponse struct {
 
 func (x *ListHostsResponse) Reset() {
 	*x = ListHostsResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[29]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2529,7 +2796,7 @@ func (x *ListHostsResponse) String() string {
 func (*ListHostsResponse) ProtoMessage() {}
 
 func (x *ListHostsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[29]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2542,7 +2809,7 @@ func (x *ListHostsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListHostsResponse.ProtoReflect.Descriptor instead.
 func (*ListHostsResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{29}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListHostsResponse) GetHosts() []*Host {
@@ -2563,7 +2830,7 @@ type ListVMsRequest struct {
 
 func (x *ListVMsRequest) Reset() {
 	*x = ListVMsRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[30]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2575,7 +2842,7 @@ func (x *ListVMsRequest) String() string {
 func (*ListVMsRequest) ProtoMessage() {}
 
 func (x *ListVMsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[30]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2588,7 +2855,7 @@ func (x *ListVMsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVMsRequest.ProtoReflect.Descriptor instead.
 func (*ListVMsRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{30}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListVMsRequest) GetHost() string {
@@ -2640,7 +2907,7 @@ type VM struct {
 
 func (x *VM) Reset() {
 	*x = VM{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[31]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2652,7 +2919,7 @@ func (x *VM) String() string {
 func (*VM) ProtoMessage() {}
 
 func (x *VM) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[31]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2665,7 +2932,7 @@ func (x *VM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VM.ProtoReflect.Descriptor instead.
 func (*VM) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{31}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *VM) GetName() string {
@@ -2791,7 +3058,7 @@ type ListVMsResponse struct {
 
 func (x *ListVMsResponse) Reset() {
 	*x = ListVMsResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[32]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2803,7 +3070,7 @@ func (x *ListVMsResponse) String() string {
 func (*ListVMsResponse) ProtoMessage() {}
 
 func (x *ListVMsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[32]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2816,7 +3083,7 @@ func (x *ListVMsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVMsResponse.ProtoReflect.Descriptor instead.
 func (*ListVMsResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{32}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListVMsResponse) GetVms() []*VM {
@@ -2837,7 +3104,7 @@ type ExplainRequest struct {
 
 func (x *ExplainRequest) Reset() {
 	*x = ExplainRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[33]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2849,7 +3116,7 @@ func (x *ExplainRequest) String() string {
 func (*ExplainRequest) ProtoMessage() {}
 
 func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[33]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2862,7 +3129,7 @@ func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainRequest.ProtoReflect.Descriptor instead.
 func (*ExplainRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{33}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ExplainRequest) GetId() string {
@@ -2889,7 +3156,7 @@ type Reason struct {
 
 func (x *Reason) Reset() {
 	*x = Reason{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[34]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2901,7 +3168,7 @@ func (x *Reason) String() string {
 func (*Reason) ProtoMessage() {}
 
 func (x *Reason) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[34]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2914,7 +3181,7 @@ func (x *Reason) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Reason.ProtoReflect.Descriptor instead.
 func (*Reason) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{34}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Reason) GetKind() Reason_Kind {
@@ -2958,7 +3225,7 @@ type ExplainResponse struct {
 
 func (x *ExplainResponse) Reset() {
 	*x = ExplainResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[35]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2970,7 +3237,7 @@ func (x *ExplainResponse) String() string {
 func (*ExplainResponse) ProtoMessage() {}
 
 func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[35]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2983,7 +3250,7 @@ func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainResponse.ProtoReflect.Descriptor instead.
 func (*ExplainResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{35}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ExplainResponse) GetState() State {
@@ -3011,7 +3278,7 @@ type RetryRequest struct {
 
 func (x *RetryRequest) Reset() {
 	*x = RetryRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[36]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3023,7 +3290,7 @@ func (x *RetryRequest) String() string {
 func (*RetryRequest) ProtoMessage() {}
 
 func (x *RetryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[36]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3036,7 +3303,7 @@ func (x *RetryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryRequest.ProtoReflect.Descriptor instead.
 func (*RetryRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{36}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RetryRequest) GetId() string {
@@ -3059,7 +3326,7 @@ type RetryResponse struct {
 
 func (x *RetryResponse) Reset() {
 	*x = RetryResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[37]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3071,7 +3338,7 @@ func (x *RetryResponse) String() string {
 func (*RetryResponse) ProtoMessage() {}
 
 func (x *RetryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[37]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3084,7 +3351,7 @@ func (x *RetryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryResponse.ProtoReflect.Descriptor instead.
 func (*RetryResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{37}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *RetryResponse) GetTask() *Task {
@@ -3110,7 +3377,7 @@ type HistoryRequest struct {
 
 func (x *HistoryRequest) Reset() {
 	*x = HistoryRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[38]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3122,7 +3389,7 @@ func (x *HistoryRequest) String() string {
 func (*HistoryRequest) ProtoMessage() {}
 
 func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[38]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3135,7 +3402,7 @@ func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
 func (*HistoryRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{38}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{42}
 }
 
 // Sample is the server's activity over one interval.
@@ -3168,7 +3435,7 @@ type Sample struct {
 
 func (x *Sample) Reset() {
 	*x = Sample{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[39]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3180,7 +3447,7 @@ func (x *Sample) String() string {
 func (*Sample) ProtoMessage() {}
 
 func (x *Sample) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[39]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3193,7 +3460,7 @@ func (x *Sample) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sample.ProtoReflect.Descriptor instead.
 func (*Sample) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{39}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *Sample) GetAtUnixMs() int64 {
@@ -3280,7 +3547,7 @@ type HistoryResponse struct {
 
 func (x *HistoryResponse) Reset() {
 	*x = HistoryResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[40]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3292,7 +3559,7 @@ func (x *HistoryResponse) String() string {
 func (*HistoryResponse) ProtoMessage() {}
 
 func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[40]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3305,7 +3572,7 @@ func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
 func (*HistoryResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{40}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *HistoryResponse) GetIntervalMs() int64 {
@@ -3401,19 +3668,38 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12)\n" +
 	"\x05value\x18\x02 \x01(\v2\x13.paddock.v1.BlobRefR\x05value:\x028\x01\"9\n" +
 	"\rSubmitRequest\x12(\n" +
-	"\x04task\x18\x01 \x01(\v2\x14.paddock.v1.TaskSpecR\x04task\"P\n" +
+	"\x04task\x18\x01 \x01(\v2\x14.paddock.v1.TaskSpecR\x04task\"j\n" +
 	"\x0eSubmitResponse\x12$\n" +
 	"\x04task\x18\x01 \x01(\v2\x10.paddock.v1.TaskR\x04task\x12\x18\n" +
-	"\acreated\x18\x02 \x01(\bR\acreated\"@\n" +
+	"\acreated\x18\x02 \x01(\bR\acreated\x12\x18\n" +
+	"\awarning\x18\x03 \x01(\tR\awarning\"@\n" +
 	"\x12SubmitBatchRequest\x12*\n" +
 	"\x05tasks\x18\x01 \x03(\v2\x14.paddock.v1.TaskSpecR\x05tasks\"K\n" +
 	"\x13SubmitBatchResponse\x124\n" +
 	"\aresults\x18\x01 \x03(\v2\x1a.paddock.v1.SubmitResponseR\aresults\"\x1c\n" +
 	"\n" +
 	"GetRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"3\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"M\n" +
 	"\vGetResponse\x12$\n" +
-	"\x04task\x18\x01 \x01(\v2\x10.paddock.v1.TaskR\x04task\"<\n" +
+	"\x04task\x18\x01 \x01(\v2\x10.paddock.v1.TaskR\x04task\x12\x18\n" +
+	"\awarning\x18\x02 \x01(\tR\awarning\"7\n" +
+	"\vLogsRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\aattempt\x18\x02 \x01(\x05R\aattempt\"k\n" +
+	"\fLogsResponse\x122\n" +
+	"\battempts\x18\x01 \x03(\v2\x16.paddock.v1.AttemptLogR\battempts\x12'\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x11.paddock.v1.StateR\x05state\"\x9b\x01\n" +
+	"\n" +
+	"AttemptLog\x12\x18\n" +
+	"\aattempt\x18\x01 \x01(\x05R\aattempt\x12)\n" +
+	"\x05lines\x18\x02 \x03(\v2\x13.paddock.v1.LogLineR\x05lines\x12#\n" +
+	"\rdropped_lines\x18\x03 \x01(\x04R\fdroppedLines\x12#\n" +
+	"\rdropped_bytes\x18\x04 \x01(\x04R\fdroppedBytes\"R\n" +
+	"\aLogLine\x12\x1d\n" +
+	"\n" +
+	"unix_nanos\x18\x01 \x01(\x03R\tunixNanos\x12\x14\n" +
+	"\x05level\x18\x02 \x01(\tR\x05level\x12\x12\n" +
+	"\x04text\x18\x03 \x01(\tR\x04text\"<\n" +
 	"\vWaitRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
@@ -3612,7 +3898,7 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\x12\x1e\n" +
 	"\x1aFAILURE_KIND_LEASE_EXPIRED\x10\v\x12\x1b\n" +
 	"\x17FAILURE_KIND_GUEST_GONE\x10\f\x12\x18\n" +
-	"\x14FAILURE_KIND_REFUSED\x10\r2\x8f\x04\n" +
+	"\x14FAILURE_KIND_REFUSED\x10\r2\xca\x04\n" +
 	"\vTaskService\x12?\n" +
 	"\x06Submit\x12\x19.paddock.v1.SubmitRequest\x1a\x1a.paddock.v1.SubmitResponse\x12N\n" +
 	"\vSubmitBatch\x12\x1e.paddock.v1.SubmitBatchRequest\x1a\x1f.paddock.v1.SubmitBatchResponse\x126\n" +
@@ -3621,7 +3907,8 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\x06Cancel\x12\x19.paddock.v1.CancelRequest\x1a\x1a.paddock.v1.CancelResponse\x129\n" +
 	"\x04List\x12\x17.paddock.v1.ListRequest\x1a\x18.paddock.v1.ListResponse\x12B\n" +
 	"\aExplain\x12\x1a.paddock.v1.ExplainRequest\x1a\x1b.paddock.v1.ExplainResponse\x12<\n" +
-	"\x05Retry\x12\x18.paddock.v1.RetryRequest\x1a\x19.paddock.v1.RetryResponse2\xf0\x02\n" +
+	"\x05Retry\x12\x18.paddock.v1.RetryRequest\x1a\x19.paddock.v1.RetryResponse\x129\n" +
+	"\x04Logs\x12\x17.paddock.v1.LogsRequest\x1a\x18.paddock.v1.LogsResponse2\xf0\x02\n" +
 	"\x0eClusterService\x12?\n" +
 	"\x06Status\x12\x19.paddock.v1.StatusRequest\x1a\x1a.paddock.v1.StatusResponse\x12K\n" +
 	"\n" +
@@ -3643,7 +3930,7 @@ func file_api_paddock_v1_paddock_proto_rawDescGZIP() []byte {
 }
 
 var file_api_paddock_v1_paddock_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_api_paddock_v1_paddock_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
+var file_api_paddock_v1_paddock_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
 var file_api_paddock_v1_paddock_proto_goTypes = []any{
 	(State)(0),                  // 0: paddock.v1.State
 	(Class)(0),                  // 1: paddock.v1.Class
@@ -3661,114 +3948,123 @@ var file_api_paddock_v1_paddock_proto_goTypes = []any{
 	(*SubmitBatchResponse)(nil), // 13: paddock.v1.SubmitBatchResponse
 	(*GetRequest)(nil),          // 14: paddock.v1.GetRequest
 	(*GetResponse)(nil),         // 15: paddock.v1.GetResponse
-	(*WaitRequest)(nil),         // 16: paddock.v1.WaitRequest
-	(*WaitResponse)(nil),        // 17: paddock.v1.WaitResponse
-	(*CancelRequest)(nil),       // 18: paddock.v1.CancelRequest
-	(*CancelResponse)(nil),      // 19: paddock.v1.CancelResponse
-	(*ListRequest)(nil),         // 20: paddock.v1.ListRequest
-	(*ListResponse)(nil),        // 21: paddock.v1.ListResponse
-	(*StatusRequest)(nil),       // 22: paddock.v1.StatusRequest
-	(*QueueDepth)(nil),          // 23: paddock.v1.QueueDepth
-	(*StatusResponse)(nil),      // 24: paddock.v1.StatusResponse
-	(*QueueDelay)(nil),          // 25: paddock.v1.QueueDelay
-	(*ListAgentsRequest)(nil),   // 26: paddock.v1.ListAgentsRequest
-	(*AgentType)(nil),           // 27: paddock.v1.AgentType
-	(*Agent)(nil),               // 28: paddock.v1.Agent
-	(*ListAgentsResponse)(nil),  // 29: paddock.v1.ListAgentsResponse
-	(*ListHostsRequest)(nil),    // 30: paddock.v1.ListHostsRequest
-	(*HostPool)(nil),            // 31: paddock.v1.HostPool
-	(*Host)(nil),                // 32: paddock.v1.Host
-	(*ListHostsResponse)(nil),   // 33: paddock.v1.ListHostsResponse
-	(*ListVMsRequest)(nil),      // 34: paddock.v1.ListVMsRequest
-	(*VM)(nil),                  // 35: paddock.v1.VM
-	(*ListVMsResponse)(nil),     // 36: paddock.v1.ListVMsResponse
-	(*ExplainRequest)(nil),      // 37: paddock.v1.ExplainRequest
-	(*Reason)(nil),              // 38: paddock.v1.Reason
-	(*ExplainResponse)(nil),     // 39: paddock.v1.ExplainResponse
-	(*RetryRequest)(nil),        // 40: paddock.v1.RetryRequest
-	(*RetryResponse)(nil),       // 41: paddock.v1.RetryResponse
-	(*HistoryRequest)(nil),      // 42: paddock.v1.HistoryRequest
-	(*Sample)(nil),              // 43: paddock.v1.Sample
-	(*HistoryResponse)(nil),     // 44: paddock.v1.HistoryResponse
-	nil,                         // 45: paddock.v1.Requirements.LabelsEntry
-	nil,                         // 46: paddock.v1.TaskSpec.InputsEntry
-	nil,                         // 47: paddock.v1.TaskSpec.InputBlobsEntry
-	nil,                         // 48: paddock.v1.Task.OutputsEntry
-	nil,                         // 49: paddock.v1.Task.OutputBlobsEntry
-	nil,                         // 50: paddock.v1.Agent.LabelsEntry
+	(*LogsRequest)(nil),         // 16: paddock.v1.LogsRequest
+	(*LogsResponse)(nil),        // 17: paddock.v1.LogsResponse
+	(*AttemptLog)(nil),          // 18: paddock.v1.AttemptLog
+	(*LogLine)(nil),             // 19: paddock.v1.LogLine
+	(*WaitRequest)(nil),         // 20: paddock.v1.WaitRequest
+	(*WaitResponse)(nil),        // 21: paddock.v1.WaitResponse
+	(*CancelRequest)(nil),       // 22: paddock.v1.CancelRequest
+	(*CancelResponse)(nil),      // 23: paddock.v1.CancelResponse
+	(*ListRequest)(nil),         // 24: paddock.v1.ListRequest
+	(*ListResponse)(nil),        // 25: paddock.v1.ListResponse
+	(*StatusRequest)(nil),       // 26: paddock.v1.StatusRequest
+	(*QueueDepth)(nil),          // 27: paddock.v1.QueueDepth
+	(*StatusResponse)(nil),      // 28: paddock.v1.StatusResponse
+	(*QueueDelay)(nil),          // 29: paddock.v1.QueueDelay
+	(*ListAgentsRequest)(nil),   // 30: paddock.v1.ListAgentsRequest
+	(*AgentType)(nil),           // 31: paddock.v1.AgentType
+	(*Agent)(nil),               // 32: paddock.v1.Agent
+	(*ListAgentsResponse)(nil),  // 33: paddock.v1.ListAgentsResponse
+	(*ListHostsRequest)(nil),    // 34: paddock.v1.ListHostsRequest
+	(*HostPool)(nil),            // 35: paddock.v1.HostPool
+	(*Host)(nil),                // 36: paddock.v1.Host
+	(*ListHostsResponse)(nil),   // 37: paddock.v1.ListHostsResponse
+	(*ListVMsRequest)(nil),      // 38: paddock.v1.ListVMsRequest
+	(*VM)(nil),                  // 39: paddock.v1.VM
+	(*ListVMsResponse)(nil),     // 40: paddock.v1.ListVMsResponse
+	(*ExplainRequest)(nil),      // 41: paddock.v1.ExplainRequest
+	(*Reason)(nil),              // 42: paddock.v1.Reason
+	(*ExplainResponse)(nil),     // 43: paddock.v1.ExplainResponse
+	(*RetryRequest)(nil),        // 44: paddock.v1.RetryRequest
+	(*RetryResponse)(nil),       // 45: paddock.v1.RetryResponse
+	(*HistoryRequest)(nil),      // 46: paddock.v1.HistoryRequest
+	(*Sample)(nil),              // 47: paddock.v1.Sample
+	(*HistoryResponse)(nil),     // 48: paddock.v1.HistoryResponse
+	nil,                         // 49: paddock.v1.Requirements.LabelsEntry
+	nil,                         // 50: paddock.v1.TaskSpec.InputsEntry
+	nil,                         // 51: paddock.v1.TaskSpec.InputBlobsEntry
+	nil,                         // 52: paddock.v1.Task.OutputsEntry
+	nil,                         // 53: paddock.v1.Task.OutputBlobsEntry
+	nil,                         // 54: paddock.v1.Agent.LabelsEntry
 }
 var file_api_paddock_v1_paddock_proto_depIdxs = []int32{
-	45, // 0: paddock.v1.Requirements.labels:type_name -> paddock.v1.Requirements.LabelsEntry
-	46, // 1: paddock.v1.TaskSpec.inputs:type_name -> paddock.v1.TaskSpec.InputsEntry
+	49, // 0: paddock.v1.Requirements.labels:type_name -> paddock.v1.Requirements.LabelsEntry
+	50, // 1: paddock.v1.TaskSpec.inputs:type_name -> paddock.v1.TaskSpec.InputsEntry
 	1,  // 2: paddock.v1.TaskSpec.class:type_name -> paddock.v1.Class
 	4,  // 3: paddock.v1.TaskSpec.requirements:type_name -> paddock.v1.Requirements
-	47, // 4: paddock.v1.TaskSpec.input_blobs:type_name -> paddock.v1.TaskSpec.InputBlobsEntry
+	51, // 4: paddock.v1.TaskSpec.input_blobs:type_name -> paddock.v1.TaskSpec.InputBlobsEntry
 	0,  // 5: paddock.v1.Attempt.state:type_name -> paddock.v1.State
 	7,  // 6: paddock.v1.Attempt.usage:type_name -> paddock.v1.Usage
 	2,  // 7: paddock.v1.Attempt.failure_kind:type_name -> paddock.v1.FailureKind
 	5,  // 8: paddock.v1.Task.spec:type_name -> paddock.v1.TaskSpec
 	0,  // 9: paddock.v1.Task.state:type_name -> paddock.v1.State
-	48, // 10: paddock.v1.Task.outputs:type_name -> paddock.v1.Task.OutputsEntry
+	52, // 10: paddock.v1.Task.outputs:type_name -> paddock.v1.Task.OutputsEntry
 	8,  // 11: paddock.v1.Task.attempts:type_name -> paddock.v1.Attempt
-	49, // 12: paddock.v1.Task.output_blobs:type_name -> paddock.v1.Task.OutputBlobsEntry
+	53, // 12: paddock.v1.Task.output_blobs:type_name -> paddock.v1.Task.OutputBlobsEntry
 	2,  // 13: paddock.v1.Task.failure_kind:type_name -> paddock.v1.FailureKind
 	5,  // 14: paddock.v1.SubmitRequest.task:type_name -> paddock.v1.TaskSpec
 	9,  // 15: paddock.v1.SubmitResponse.task:type_name -> paddock.v1.Task
 	5,  // 16: paddock.v1.SubmitBatchRequest.tasks:type_name -> paddock.v1.TaskSpec
 	11, // 17: paddock.v1.SubmitBatchResponse.results:type_name -> paddock.v1.SubmitResponse
 	9,  // 18: paddock.v1.GetResponse.task:type_name -> paddock.v1.Task
-	9,  // 19: paddock.v1.WaitResponse.task:type_name -> paddock.v1.Task
-	9,  // 20: paddock.v1.CancelResponse.task:type_name -> paddock.v1.Task
-	0,  // 21: paddock.v1.ListRequest.state:type_name -> paddock.v1.State
-	1,  // 22: paddock.v1.ListRequest.class:type_name -> paddock.v1.Class
-	9,  // 23: paddock.v1.ListResponse.tasks:type_name -> paddock.v1.Task
-	0,  // 24: paddock.v1.QueueDepth.state:type_name -> paddock.v1.State
-	23, // 25: paddock.v1.StatusResponse.queue:type_name -> paddock.v1.QueueDepth
-	25, // 26: paddock.v1.StatusResponse.queue_delays:type_name -> paddock.v1.QueueDelay
-	27, // 27: paddock.v1.Agent.types:type_name -> paddock.v1.AgentType
-	50, // 28: paddock.v1.Agent.labels:type_name -> paddock.v1.Agent.LabelsEntry
-	28, // 29: paddock.v1.ListAgentsResponse.agents:type_name -> paddock.v1.Agent
-	31, // 30: paddock.v1.Host.pools:type_name -> paddock.v1.HostPool
-	32, // 31: paddock.v1.ListHostsResponse.hosts:type_name -> paddock.v1.Host
-	35, // 32: paddock.v1.ListVMsResponse.vms:type_name -> paddock.v1.VM
-	3,  // 33: paddock.v1.Reason.kind:type_name -> paddock.v1.Reason.Kind
-	0,  // 34: paddock.v1.ExplainResponse.state:type_name -> paddock.v1.State
-	38, // 35: paddock.v1.ExplainResponse.reasons:type_name -> paddock.v1.Reason
-	9,  // 36: paddock.v1.RetryResponse.task:type_name -> paddock.v1.Task
-	43, // 37: paddock.v1.HistoryResponse.samples:type_name -> paddock.v1.Sample
-	6,  // 38: paddock.v1.TaskSpec.InputBlobsEntry.value:type_name -> paddock.v1.BlobRef
-	6,  // 39: paddock.v1.Task.OutputBlobsEntry.value:type_name -> paddock.v1.BlobRef
-	10, // 40: paddock.v1.TaskService.Submit:input_type -> paddock.v1.SubmitRequest
-	12, // 41: paddock.v1.TaskService.SubmitBatch:input_type -> paddock.v1.SubmitBatchRequest
-	14, // 42: paddock.v1.TaskService.Get:input_type -> paddock.v1.GetRequest
-	16, // 43: paddock.v1.TaskService.Wait:input_type -> paddock.v1.WaitRequest
-	18, // 44: paddock.v1.TaskService.Cancel:input_type -> paddock.v1.CancelRequest
-	20, // 45: paddock.v1.TaskService.List:input_type -> paddock.v1.ListRequest
-	37, // 46: paddock.v1.TaskService.Explain:input_type -> paddock.v1.ExplainRequest
-	40, // 47: paddock.v1.TaskService.Retry:input_type -> paddock.v1.RetryRequest
-	22, // 48: paddock.v1.ClusterService.Status:input_type -> paddock.v1.StatusRequest
-	26, // 49: paddock.v1.ClusterService.ListAgents:input_type -> paddock.v1.ListAgentsRequest
-	30, // 50: paddock.v1.ClusterService.ListHosts:input_type -> paddock.v1.ListHostsRequest
-	34, // 51: paddock.v1.ClusterService.ListVMs:input_type -> paddock.v1.ListVMsRequest
-	42, // 52: paddock.v1.ClusterService.History:input_type -> paddock.v1.HistoryRequest
-	11, // 53: paddock.v1.TaskService.Submit:output_type -> paddock.v1.SubmitResponse
-	13, // 54: paddock.v1.TaskService.SubmitBatch:output_type -> paddock.v1.SubmitBatchResponse
-	15, // 55: paddock.v1.TaskService.Get:output_type -> paddock.v1.GetResponse
-	17, // 56: paddock.v1.TaskService.Wait:output_type -> paddock.v1.WaitResponse
-	19, // 57: paddock.v1.TaskService.Cancel:output_type -> paddock.v1.CancelResponse
-	21, // 58: paddock.v1.TaskService.List:output_type -> paddock.v1.ListResponse
-	39, // 59: paddock.v1.TaskService.Explain:output_type -> paddock.v1.ExplainResponse
-	41, // 60: paddock.v1.TaskService.Retry:output_type -> paddock.v1.RetryResponse
-	24, // 61: paddock.v1.ClusterService.Status:output_type -> paddock.v1.StatusResponse
-	29, // 62: paddock.v1.ClusterService.ListAgents:output_type -> paddock.v1.ListAgentsResponse
-	33, // 63: paddock.v1.ClusterService.ListHosts:output_type -> paddock.v1.ListHostsResponse
-	36, // 64: paddock.v1.ClusterService.ListVMs:output_type -> paddock.v1.ListVMsResponse
-	44, // 65: paddock.v1.ClusterService.History:output_type -> paddock.v1.HistoryResponse
-	53, // [53:66] is the sub-list for method output_type
-	40, // [40:53] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	18, // 19: paddock.v1.LogsResponse.attempts:type_name -> paddock.v1.AttemptLog
+	0,  // 20: paddock.v1.LogsResponse.state:type_name -> paddock.v1.State
+	19, // 21: paddock.v1.AttemptLog.lines:type_name -> paddock.v1.LogLine
+	9,  // 22: paddock.v1.WaitResponse.task:type_name -> paddock.v1.Task
+	9,  // 23: paddock.v1.CancelResponse.task:type_name -> paddock.v1.Task
+	0,  // 24: paddock.v1.ListRequest.state:type_name -> paddock.v1.State
+	1,  // 25: paddock.v1.ListRequest.class:type_name -> paddock.v1.Class
+	9,  // 26: paddock.v1.ListResponse.tasks:type_name -> paddock.v1.Task
+	0,  // 27: paddock.v1.QueueDepth.state:type_name -> paddock.v1.State
+	27, // 28: paddock.v1.StatusResponse.queue:type_name -> paddock.v1.QueueDepth
+	29, // 29: paddock.v1.StatusResponse.queue_delays:type_name -> paddock.v1.QueueDelay
+	31, // 30: paddock.v1.Agent.types:type_name -> paddock.v1.AgentType
+	54, // 31: paddock.v1.Agent.labels:type_name -> paddock.v1.Agent.LabelsEntry
+	32, // 32: paddock.v1.ListAgentsResponse.agents:type_name -> paddock.v1.Agent
+	35, // 33: paddock.v1.Host.pools:type_name -> paddock.v1.HostPool
+	36, // 34: paddock.v1.ListHostsResponse.hosts:type_name -> paddock.v1.Host
+	39, // 35: paddock.v1.ListVMsResponse.vms:type_name -> paddock.v1.VM
+	3,  // 36: paddock.v1.Reason.kind:type_name -> paddock.v1.Reason.Kind
+	0,  // 37: paddock.v1.ExplainResponse.state:type_name -> paddock.v1.State
+	42, // 38: paddock.v1.ExplainResponse.reasons:type_name -> paddock.v1.Reason
+	9,  // 39: paddock.v1.RetryResponse.task:type_name -> paddock.v1.Task
+	47, // 40: paddock.v1.HistoryResponse.samples:type_name -> paddock.v1.Sample
+	6,  // 41: paddock.v1.TaskSpec.InputBlobsEntry.value:type_name -> paddock.v1.BlobRef
+	6,  // 42: paddock.v1.Task.OutputBlobsEntry.value:type_name -> paddock.v1.BlobRef
+	10, // 43: paddock.v1.TaskService.Submit:input_type -> paddock.v1.SubmitRequest
+	12, // 44: paddock.v1.TaskService.SubmitBatch:input_type -> paddock.v1.SubmitBatchRequest
+	14, // 45: paddock.v1.TaskService.Get:input_type -> paddock.v1.GetRequest
+	20, // 46: paddock.v1.TaskService.Wait:input_type -> paddock.v1.WaitRequest
+	22, // 47: paddock.v1.TaskService.Cancel:input_type -> paddock.v1.CancelRequest
+	24, // 48: paddock.v1.TaskService.List:input_type -> paddock.v1.ListRequest
+	41, // 49: paddock.v1.TaskService.Explain:input_type -> paddock.v1.ExplainRequest
+	44, // 50: paddock.v1.TaskService.Retry:input_type -> paddock.v1.RetryRequest
+	16, // 51: paddock.v1.TaskService.Logs:input_type -> paddock.v1.LogsRequest
+	26, // 52: paddock.v1.ClusterService.Status:input_type -> paddock.v1.StatusRequest
+	30, // 53: paddock.v1.ClusterService.ListAgents:input_type -> paddock.v1.ListAgentsRequest
+	34, // 54: paddock.v1.ClusterService.ListHosts:input_type -> paddock.v1.ListHostsRequest
+	38, // 55: paddock.v1.ClusterService.ListVMs:input_type -> paddock.v1.ListVMsRequest
+	46, // 56: paddock.v1.ClusterService.History:input_type -> paddock.v1.HistoryRequest
+	11, // 57: paddock.v1.TaskService.Submit:output_type -> paddock.v1.SubmitResponse
+	13, // 58: paddock.v1.TaskService.SubmitBatch:output_type -> paddock.v1.SubmitBatchResponse
+	15, // 59: paddock.v1.TaskService.Get:output_type -> paddock.v1.GetResponse
+	21, // 60: paddock.v1.TaskService.Wait:output_type -> paddock.v1.WaitResponse
+	23, // 61: paddock.v1.TaskService.Cancel:output_type -> paddock.v1.CancelResponse
+	25, // 62: paddock.v1.TaskService.List:output_type -> paddock.v1.ListResponse
+	43, // 63: paddock.v1.TaskService.Explain:output_type -> paddock.v1.ExplainResponse
+	45, // 64: paddock.v1.TaskService.Retry:output_type -> paddock.v1.RetryResponse
+	17, // 65: paddock.v1.TaskService.Logs:output_type -> paddock.v1.LogsResponse
+	28, // 66: paddock.v1.ClusterService.Status:output_type -> paddock.v1.StatusResponse
+	33, // 67: paddock.v1.ClusterService.ListAgents:output_type -> paddock.v1.ListAgentsResponse
+	37, // 68: paddock.v1.ClusterService.ListHosts:output_type -> paddock.v1.ListHostsResponse
+	40, // 69: paddock.v1.ClusterService.ListVMs:output_type -> paddock.v1.ListVMsResponse
+	48, // 70: paddock.v1.ClusterService.History:output_type -> paddock.v1.HistoryResponse
+	57, // [57:71] is the sub-list for method output_type
+	43, // [43:57] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_api_paddock_v1_paddock_proto_init() }
@@ -3782,7 +4078,7 @@ func file_api_paddock_v1_paddock_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_paddock_v1_paddock_proto_rawDesc), len(file_api_paddock_v1_paddock_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   47,
+			NumMessages:   51,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -32,6 +32,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"DeleteFinished", testDeleteFinished},
 		{"CreateBatch", testCreateBatch},
 		{"FailureKind", testFailureKind},
+		{"Logs", testLogs},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

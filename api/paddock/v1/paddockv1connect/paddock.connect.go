@@ -58,6 +58,8 @@ const (
 	TaskServiceExplainProcedure = "/paddock.v1.TaskService/Explain"
 	// TaskServiceRetryProcedure is the fully-qualified name of the TaskService's Retry RPC.
 	TaskServiceRetryProcedure = "/paddock.v1.TaskService/Retry"
+	// TaskServiceLogsProcedure is the fully-qualified name of the TaskService's Logs RPC.
+	TaskServiceLogsProcedure = "/paddock.v1.TaskService/Logs"
 	// ClusterServiceStatusProcedure is the fully-qualified name of the ClusterService's Status RPC.
 	ClusterServiceStatusProcedure = "/paddock.v1.ClusterService/Status"
 	// ClusterServiceListAgentsProcedure is the fully-qualified name of the ClusterService's ListAgents
@@ -96,6 +98,10 @@ type TaskServiceClient interface {
 	// Retry submits a FAILED, DEAD or CANCELLED task's spec again as a new task (a new id,
 	// no idempotency key) and returns it; the old task stays as it ended.
 	Retry(context.Context, *connect.Request[v1.RetryRequest]) (*connect.Response[v1.RetryResponse], error)
+	// Logs returns what the handler logged during a task's attempts (kept per attempt,
+	// bounded by the agent: the oldest lines of a long log are dropped and counted).
+	// An attempt's log arrives with its result.
+	Logs(context.Context, *connect.Request[v1.LogsRequest]) (*connect.Response[v1.LogsResponse], error)
 }
 
 // NewTaskServiceClient constructs a client for the paddock.v1.TaskService service. By default, it
@@ -157,6 +163,12 @@ func NewTaskServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(taskServiceMethods.ByName("Retry")),
 			connect.WithClientOptions(opts...),
 		),
+		logs: connect.NewClient[v1.LogsRequest, v1.LogsResponse](
+			httpClient,
+			baseURL+TaskServiceLogsProcedure,
+			connect.WithSchema(taskServiceMethods.ByName("Logs")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -170,6 +182,7 @@ type taskServiceClient struct {
 	list        *connect.Client[v1.ListRequest, v1.ListResponse]
 	explain     *connect.Client[v1.ExplainRequest, v1.ExplainResponse]
 	retry       *connect.Client[v1.RetryRequest, v1.RetryResponse]
+	logs        *connect.Client[v1.LogsRequest, v1.LogsResponse]
 }
 
 // Submit calls paddock.v1.TaskService.Submit.
@@ -212,6 +225,11 @@ func (c *taskServiceClient) Retry(ctx context.Context, req *connect.Request[v1.R
 	return c.retry.CallUnary(ctx, req)
 }
 
+// Logs calls paddock.v1.TaskService.Logs.
+func (c *taskServiceClient) Logs(ctx context.Context, req *connect.Request[v1.LogsRequest]) (*connect.Response[v1.LogsResponse], error) {
+	return c.logs.CallUnary(ctx, req)
+}
+
 // TaskServiceHandler is an implementation of the paddock.v1.TaskService service.
 type TaskServiceHandler interface {
 	// Submit stores a task (state QUEUED) and returns it. Submitting again with the same
@@ -236,6 +254,10 @@ type TaskServiceHandler interface {
 	// Retry submits a FAILED, DEAD or CANCELLED task's spec again as a new task (a new id,
 	// no idempotency key) and returns it; the old task stays as it ended.
 	Retry(context.Context, *connect.Request[v1.RetryRequest]) (*connect.Response[v1.RetryResponse], error)
+	// Logs returns what the handler logged during a task's attempts (kept per attempt,
+	// bounded by the agent: the oldest lines of a long log are dropped and counted).
+	// An attempt's log arrives with its result.
+	Logs(context.Context, *connect.Request[v1.LogsRequest]) (*connect.Response[v1.LogsResponse], error)
 }
 
 // NewTaskServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -293,6 +315,12 @@ func NewTaskServiceHandler(svc TaskServiceHandler, opts ...connect.HandlerOption
 		connect.WithSchema(taskServiceMethods.ByName("Retry")),
 		connect.WithHandlerOptions(opts...),
 	)
+	taskServiceLogsHandler := connect.NewUnaryHandler(
+		TaskServiceLogsProcedure,
+		svc.Logs,
+		connect.WithSchema(taskServiceMethods.ByName("Logs")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/paddock.v1.TaskService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case TaskServiceSubmitProcedure:
@@ -311,6 +339,8 @@ func NewTaskServiceHandler(svc TaskServiceHandler, opts ...connect.HandlerOption
 			taskServiceExplainHandler.ServeHTTP(w, r)
 		case TaskServiceRetryProcedure:
 			taskServiceRetryHandler.ServeHTTP(w, r)
+		case TaskServiceLogsProcedure:
+			taskServiceLogsHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -350,6 +380,10 @@ func (UnimplementedTaskServiceHandler) Explain(context.Context, *connect.Request
 
 func (UnimplementedTaskServiceHandler) Retry(context.Context, *connect.Request[v1.RetryRequest]) (*connect.Response[v1.RetryResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("paddock.v1.TaskService.Retry is not implemented"))
+}
+
+func (UnimplementedTaskServiceHandler) Logs(context.Context, *connect.Request[v1.LogsRequest]) (*connect.Response[v1.LogsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("paddock.v1.TaskService.Logs is not implemented"))
 }
 
 // ClusterServiceClient is a client for the paddock.v1.ClusterService service.

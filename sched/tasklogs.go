@@ -1,0 +1,91 @@
+package sched
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"connectrpc.com/connect"
+
+	agentv1 "github.com/paddockvm/paddock/api/agent/v1"
+	paddockv1 "github.com/paddockvm/paddock/api/paddock/v1"
+	"github.com/paddockvm/paddock/sched/store"
+)
+
+// storeLog keeps the log an accepted report carried with the attempt it ended. A
+// failure to store it is logged, not fatal: the result matters more than its log.
+func (s *Server) storeLog(ctx context.Context, t store.Task, l *agentv1.TaskLog) {
+	if l == nil || t.Attempt < 1 {
+		return
+	}
+	al := store.AttemptLog{Attempt: t.Attempt, DroppedLines: int64(l.GetDroppedLines()), DroppedBytes: int64(l.GetDroppedBytes()),
+		Lines: make([]store.LogLine, len(l.GetLines()))}
+	for i, ln := range l.GetLines() {
+		al.Lines[i] = store.LogLine{Time: time.Unix(0, ln.GetUnixNanos()), Level: ln.GetLevel(), Text: ln.GetText()}
+	}
+	if err := s.st.PutLog(ctx, t.ID, al); err != nil {
+		s.log.Warn("storing a task's log", "task", t.ID, "attempt", t.Attempt, "err", err)
+	}
+}
+
+// Logs implements paddockv1connect.TaskServiceHandler.
+func (api *clientAPI) Logs(ctx context.Context, req *connect.Request[paddockv1.LogsRequest]) (*connect.Response[paddockv1.LogsResponse], error) {
+	id, n := req.Msg.GetId(), req.Msg.GetAttempt()
+	if id == "" {
+		return nil, invalid("id: missing: give the task id")
+	}
+	if n < 0 {
+		return nil, invalid("attempt: %d is negative: give the attempt's number (1 for the first run), or 0 for every attempt", n)
+	}
+	t, err := api.s.st.Get(ctx, id)
+	if err != nil {
+		return nil, storeErr(err)
+	}
+	if int(n) > t.Attempt {
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("attempt: task %s has had %d attempts, not %d", id, t.Attempt, n))
+	}
+	logs, err := api.s.st.Logs(ctx, id, int(n))
+	if err != nil {
+		return nil, storeErr(err)
+	}
+	resp := &paddockv1.LogsResponse{State: stateProto(t.State)}
+	for _, l := range logs {
+		al := &paddockv1.AttemptLog{Attempt: int32(l.Attempt), DroppedLines: uint64(l.DroppedLines), DroppedBytes: uint64(l.DroppedBytes),
+			Lines: make([]*paddockv1.LogLine, len(l.Lines))}
+		for i, ln := range l.Lines {
+			al.Lines[i] = &paddockv1.LogLine{UnixNanos: ln.Time.UnixNano(), Level: ln.Level, Text: ln.Text}
+		}
+		resp.Attempts = append(resp.Attempts, al)
+	}
+	return connect.NewResponse(resp), nil
+}
+
+// unservedWarning says, for a queued task of type typ, that nothing this server knows
+// can run it: no connected agent serves the type and no host's pool lists it. ""
+// when something does, or when the task is not queued.
+func (s *Server) unservedWarning(t store.Task) string {
+	if t.State != store.Queued {
+		return ""
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, a := range s.agents {
+		if _, ok := a.types[t.Type]; ok && a.state == agentConnected {
+			return ""
+		}
+	}
+	for _, h := range s.hosts {
+		if h.link == nil {
+			continue
+		}
+		for _, p := range h.pools {
+			for _, typ := range p.GetTaskTypes() {
+				if typ == t.Type {
+					return ""
+				}
+			}
+		}
+	}
+	return fmt.Sprintf("no connected agent serves task type %q and no host's pool image lists it: the task stays queued until one does "+
+		"(start an agent with a handler for it, or add the handler to a pool's image); `paddock agent ls` and `paddock host ls` show what is served", t.Type)
+}
