@@ -107,7 +107,7 @@ func runInputBench(ctx context.Context, app *App, o benchOpts) error {
 			Inputs map[string]struct{ SHA256 string } `json:"inputs"`
 		}
 		if err := json.Unmarshal(t.Output, &out); err != nil || out.Inputs["in"].SHA256 != d.Hex() {
-			return fmt.Errorf("bench: task %s output %q does not give the input's sha256 %s: the handler did not read the whole input", id, preview(t.Output), d.Hex())
+			return fmt.Errorf("bench: task %s output %q does not give the input's sha256 %s: the handler did not read the whole input", id, clip(string(t.Output), 200), d.Hex())
 		}
 		task = append(task, float64(size)/el.Seconds())
 		taskTimes = append(taskTimes, el)

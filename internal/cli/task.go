@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"connectrpc.com/connect"
 	"github.com/dustin/go-humanize"
@@ -81,7 +83,7 @@ func printTask(app *App, t *paddockv1.Task) {
 	}
 	printBlobs(app, "input", t.GetSpec().GetInputBlobs())
 	if t.GetState() == paddockv1.State_STATE_SUCCEEDED {
-		fmt.Fprintf(app.Out, "sha256:    %s\noutput:    %s\n", t.GetOutputSha256(), preview(t.GetOutput()))
+		fmt.Fprintf(app.Out, "sha256:    %s\noutput:    %s\n", t.GetOutputSha256(), preview(t.GetId(), t.GetOutput()))
 		for _, name := range sortedNames(t.GetOutputs()) {
 			fmt.Fprintf(app.Out, "output:    %s  inline  %s\n", name, humanize.IBytes(uint64(len(t.GetOutputs()[name]))))
 		}
@@ -102,17 +104,41 @@ func kindName(k paddockv1.FailureKind) string {
 	return strings.ToLower(strings.TrimPrefix(k.String(), "FAILURE_KIND_"))
 }
 
-func preview(b []byte) string {
-	s := string(b)
-	if len(s) > 200 {
-		s = s[:200] + fmt.Sprintf("… (%d bytes)", len(b))
+// previewMax is the longest output printTask shows whole.
+const previewMax = 4 << 10
+
+// preview shows an output: whole when it is text of at most previewMax bytes,
+// else its size and the command that writes it whole.
+func preview(id string, b []byte) string {
+	switch {
+	case len(b) == 0:
+		return "(empty)"
+	case len(b) <= previewMax && utf8.Valid(b) && !bytes.ContainsRune(b, 0):
+		if s := string(b); !strings.Contains(strings.TrimSuffix(s, "\n"), "\n") {
+			return strings.TrimSuffix(s, "\n")
+		}
+		return "\n" + strings.TrimSuffix(string(b), "\n")
+	case utf8.Valid([]byte(clip(string(b), previewMax))) && !bytes.ContainsRune(b[:previewMax], 0):
+		return fmt.Sprintf("%s (%s in all: paddock task output %s [-o FILE])", clip(string(b), previewMax), humanize.IBytes(uint64(len(b))), id)
 	}
-	return s
+	return fmt.Sprintf("%s of binary data (paddock task output %s -o FILE)", humanize.IBytes(uint64(len(b))), id)
+}
+
+// clip cuts s to at most n bytes, at a rune boundary, marking a cut with "…".
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	i := n
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i] + "…"
 }
 
 func newTaskCmd(app *App) *cobra.Command {
 	cmd := &cobra.Command{Use: "task", Short: "Submit and follow tasks on a Paddock server"}
-	cmd.AddCommand(newTaskSubmitCmd(app), newTaskGetCmd(app), newTaskWaitCmd(app), newTaskCancelCmd(app), newTaskLsCmd(app), newTaskOutputCmd(app))
+	cmd.AddCommand(newTaskSubmitCmd(app), newTaskGetCmd(app), newTaskWaitCmd(app), newTaskCancelCmd(app), newTaskLsCmd(app), newTaskOutputCmd(app), newTaskLogsCmd(app))
 	cmd.AddCommand(newTaskSubmitBatchCmd(app))
 	return cmd
 }
@@ -127,6 +153,7 @@ func newTaskSubmitCmd(app *App) *cobra.Command {
 		timeout                                       time.Duration
 		cpu, mem                                      int64
 		wait, asJSON                                  bool
+		waitFor                                       time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "submit --type TYPE [--payload TEXT | --payload-file FILE] [--input name=FILE]... [--input-blob name=DIGEST]...",
@@ -184,10 +211,15 @@ func newTaskSubmitCmd(app *App) *cobra.Command {
 				return err
 			}
 			t := r.Msg.GetTask()
+			if w := r.Msg.GetWarning(); w != "" {
+				fmt.Fprintf(app.Err, "warning: task %s: %s\n", t.GetId(), w)
+			}
 			if wait {
-				w, err := waitTask(cmd.Context(), tc, t.GetId(), 10*time.Minute)
+				// The id first, so a wait that is stopped or times out still leaves it.
+				fmt.Fprintf(app.Err, "task %s submitted; waiting up to %v for it to end (Ctrl-C stops the wait, not the task)\n", t.GetId(), waitFor)
+				w, err := waitTask(cmd.Context(), tc, t.GetId(), waitFor)
 				if err != nil {
-					return err
+					return fmt.Errorf("waiting for task %s: %w", t.GetId(), err)
 				}
 				t = w
 			}
@@ -223,7 +255,8 @@ func newTaskSubmitCmd(app *App) *cobra.Command {
 	f.StringArrayVar(&labels, "label", nil, "required agent label key=value (repeatable)")
 	f.Int64Var(&cpu, "cpu-millis", 0, "required CPU in thousandths of a core")
 	f.Int64Var(&mem, "memory", 0, "required memory in bytes")
-	f.BoolVar(&wait, "wait", false, "wait until the task ends and print it")
+	f.BoolVar(&wait, "wait", false, "print the id on stderr, wait until the task ends (at most --wait-timeout) and print it; exit 1 unless it succeeded, also when still queued or running at the timeout (the task goes on)")
+	f.DurationVar(&waitFor, "wait-timeout", 10*time.Minute, "longest --wait")
 	f.BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }
@@ -265,7 +298,7 @@ func newTaskGetCmd(app *App) *cobra.Command {
 				return err
 			}
 			if asJSON {
-				return printProto(app, r.Msg.GetTask())
+				return printProto(app, r.Msg)
 			}
 			printTask(app, r.Msg.GetTask())
 			if r.Msg.GetTask().GetState() == paddockv1.State_STATE_QUEUED {
@@ -358,7 +391,7 @@ func newTaskLsCmd(app *App) *cobra.Command {
 			fmt.Fprintln(tw, "ID\tTYPE\tSTATE\tATTEMPT\tAGENT\tCREATED\tERROR")
 			for _, t := range r.Msg.GetTasks() {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", t.GetId(), t.GetSpec().GetType(), stateName(t.GetState()), t.GetAttempt(),
-					t.GetAgentId(), time.UnixMilli(t.GetCreatedAtUnixMs()).Format(time.RFC3339), preview([]byte(t.GetError())))
+					t.GetAgentId(), time.UnixMilli(t.GetCreatedAtUnixMs()).Format(time.RFC3339), clip(t.GetError(), 200))
 			}
 			if err := tw.Flush(); err != nil {
 				return err

@@ -1,0 +1,144 @@
+package cli
+
+import (
+	"context"
+	"net/http"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	paddockv1 "github.com/paddockvm/paddock/api/paddock/v1"
+	"github.com/paddockvm/paddock/api/paddock/v1/paddockv1connect"
+)
+
+// startAgent runs a real paddock-agent process serving handler against the server's
+// agent port, until the test ends.
+func startAgent(t *testing.T, agentBin, agentAddr, name, handler string) {
+	t.Helper()
+	c := exec.Command(agentBin, "--server", agentAddr, "--handler", name+"="+handler, "--data-dir", t.TempDir())
+	var out strings.Builder
+	c.Stdout, c.Stderr = &out, &out
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // its handlers die with it
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = syscall.Kill(-c.Process.Pid, syscall.SIGKILL)
+		_ = c.Wait()
+		if t.Failed() {
+			t.Logf("agent output:\n%s", out.String())
+		}
+	})
+}
+
+// TestTaskLogsThroughAgent: a real agent process runs the real testhandler, whose
+// test.log logs through loggers made before and after Serve, the request's logger and
+// raw stdout; `paddock task logs` shows those lines with their levels, and the API's
+// Logs returns them for attempt 1. Before the fix the lines never left the agent.
+func TestTaskLogsThroughAgent(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: builds binaries and runs a real agent")
+	}
+	agent, handler := buildBinaries(t, "cmd/paddock-agent", "plugins/handlers/testhandler")
+	_, _, ls := testServer(t)
+	startAgent(t, agent, ls.AgentAddr, "testhandler", handler)
+	waitAgents(t, ls.URL, 1)
+
+	out, errOut := mustRun(t, "task", "submit", "--server", ls.URL, "--type", "test.log", "--payload", "zebra", "--wait", "--wait-timeout", "3m")
+	if !strings.Contains(out, "state:     succeeded") || strings.Contains(errOut, "warning") {
+		t.Fatalf("submit --wait printed:\n%s\n%s", out, errOut)
+	}
+	id := firstField(t, errOut, "task ")
+	logs, _ := mustRun(t, "task", "logs", "--server", ls.URL, id)
+	for _, want := range []string{
+		"== attempt 1 ==",
+		"INFO  early logger with ctx tag=zebra",
+		"WARN  late logger with ctx tag=zebra",
+		"DEBUG request logger tag=zebra",
+		"ERROR plain slog logger tag=zebra",
+	} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("task logs lacks %q:\n%s", want, logs)
+		}
+	}
+	tc := paddockv1connect.NewTaskServiceClient(http.DefaultClient, ls.URL)
+	r, err := tc.Logs(context.Background(), connect.NewRequest(&paddockv1.LogsRequest{Id: id, Attempt: 1}))
+	if err != nil || len(r.Msg.GetAttempts()) != 1 || len(r.Msg.GetAttempts()[0].GetLines()) < 4 {
+		t.Fatalf("Logs(attempt 1) = %v, %v; want attempt 1 with its lines", r, err)
+	}
+	// Follow on an ended task prints and returns; a missing attempt is an error naming it.
+	if f, _ := mustRun(t, "task", "logs", "--server", ls.URL, "-f", "--attempt", "1", id); !strings.Contains(f, "early logger") {
+		t.Errorf("task logs -f --attempt 1 printed:\n%s", f)
+	}
+	if _, e, code := run(t, "task", "logs", "--server", ls.URL, "--attempt", "5", id); code == 0 || !strings.Contains(e, "attempt") {
+		t.Errorf("task logs --attempt 5: exit %d, stderr %q; want an error naming the attempt", code, e)
+	}
+}
+
+// TestSubmitUnservedType: a submit of a type no agent and no pool serves prints the
+// id at once and a warning saying so, and --wait gives up at --wait-timeout with the
+// id and the state instead of waiting silently; task get says why (Explain).
+func TestSubmitUnservedType(t *testing.T) {
+	_, _, ls := testServer(t)
+	start := time.Now()
+	out, errOut, code := run(t, "task", "submit", "--server", ls.URL, "--type", "nobody.serves.this", "--wait", "--wait-timeout", "2s")
+	if code == 0 {
+		t.Fatalf("submit --wait of an unserved type exited 0:\n%s\n%s", out, errOut)
+	}
+	id := firstField(t, errOut, "task ")
+	for _, want := range []string{"no connected agent serves task type \"nobody.serves.this\"", "pool", "still queued"} {
+		if !strings.Contains(errOut+out, want) {
+			t.Errorf("submit --wait output lacks %q:\nstdout: %s\nstderr: %s", want, out, errOut)
+		}
+	}
+	if el := time.Since(start); el > 2*time.Minute {
+		t.Errorf("submit --wait --wait-timeout 2s took %v", el)
+	}
+	get, _ := mustRun(t, "task", "get", "--server", ls.URL, id)
+	if !strings.Contains(get, "why:") || !strings.Contains(get, "nobody.serves.this") {
+		t.Errorf("task get of the unserved task:\n%s", get)
+	}
+}
+
+// waitAgents waits up to 2 minutes until n agents are connected.
+func waitAgents(t *testing.T, url string, n int) {
+	t.Helper()
+	cc := paddockv1connect.NewClusterServiceClient(http.DefaultClient, url)
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		r, err := cc.ListAgents(context.Background(), connect.NewRequest(&paddockv1.ListAgentsRequest{}))
+		connected := 0
+		if err == nil {
+			for _, a := range r.Msg.GetAgents() {
+				if a.GetState() == "connected" {
+					connected++
+				}
+			}
+		}
+		if err == nil && connected >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d agents connected after 2 minutes (err %v), want %d", connected, err, n)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// firstField returns the word after prefix at the start of a line of s.
+func firstField(t *testing.T, s, prefix string) string {
+	t.Helper()
+	for _, l := range strings.Split(s, "\n") {
+		if rest, ok := strings.CutPrefix(l, prefix); ok {
+			if f := strings.Fields(rest); len(f) > 0 {
+				return strings.TrimSuffix(f[0], ":")
+			}
+		}
+	}
+	t.Fatalf("no line starting %q in:\n%s", prefix, s)
+	return ""
+}
