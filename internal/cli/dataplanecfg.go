@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -28,7 +29,7 @@ import (
 
 // serverBlobKeys are registered by server.go after the other server.* keys.
 var serverBlobKeys = []config.Key{
-	{Name: "server.blob_store", Default: "fs", Usage: "where the server keeps blobs (task inputs and outputs of any size): fs (a directory, server.blob_dir) or s3 (server.s3_*)"},
+	{Name: "server.blob_store", Default: "fs", Usage: "where the server keeps blobs (task inputs and outputs of any size): fs (a directory, server.blob_dir) or s3 (server.s3_*)", OneOf: []string{"fs", "s3"}},
 	{Name: "server.blob_dir", Default: "", Usage: "directory of the fs blob store (empty: <data_dir>/blobs)"},
 	{Name: "server.s3_endpoint", Default: "", Usage: "S3 endpoint URL for server.blob_store s3, e.g. https://s3.eu-west-1.amazonaws.com or http://minio:9000 (empty: AWS for server.s3_region)"},
 	{Name: "server.s3_bucket", Default: "", Usage: "S3 bucket of the blob store (required for server.blob_store s3)"},
@@ -38,16 +39,16 @@ var serverBlobKeys = []config.Key{
 	{Name: "server.s3_secret_key", Default: "", Usage: "S3 secret access key (prefer PADDOCK_SERVER_S3_SECRET_KEY to this file)"},
 	{Name: "server.s3_path_style", Default: false, Usage: "S3 path-style addressing (endpoint/bucket/key), as MinIO and most self-hosted S3 servers need"},
 	{Name: "server.blob_retention", Default: 24 * time.Hour, Usage: "how long a blob no task uses is kept after it was written; blobs of tasks that finished within it are kept too"},
-	{Name: "server.max_output_bytes", Default: "64GiB", Usage: "most bytes of output files one task may write (bytes, or with a unit: 64GiB)"},
-	{Name: "server.max_blob_bytes", Default: "0", Usage: "largest blob the server accepts on upload (0: no limit; bytes, or with a unit: 10GiB)"},
+	{Name: "server.max_output_bytes", Default: "64GiB", Usage: "most bytes of output files one task may write (bytes, or with a unit: 64GiB)", Check: checkByteSize},
+	{Name: "server.max_blob_bytes", Default: "0", Usage: "largest blob the server accepts on upload (0: no limit; bytes, or with a unit: 10GiB)", Check: checkByteSize},
 }
 
 // hostCacheKeys are registered by host.go after the other host.* keys.
 var hostCacheKeys = []config.Key{
 
 	{Name: "host.cache_dir", Default: "", Usage: "the host blob cache's disk tier; must be on the filesystem of host.run_dir, as inputs are hard-linked into guests (empty: <data_dir>/cache)"},
-	{Name: "host.cache_memory_bytes", Default: "64MiB", Usage: "memory tier of the host blob cache (bytes, or with a unit; 0: none)"},
-	{Name: "host.cache_disk_bytes", Default: "20GiB", Usage: "disk tier of the host blob cache (bytes, or with a unit); blobs in use by a guest stay until their task ends"},
+	{Name: "host.cache_memory_bytes", Default: "64MiB", Usage: "memory tier of the host blob cache (bytes, or with a unit; 0: none)", Check: checkByteSize},
+	{Name: "host.cache_disk_bytes", Default: "20GiB", Usage: "disk tier of the host blob cache (bytes, or with a unit); blobs in use by a guest stay until their task ends", Check: checkByteSize},
 	{Name: "host.cache_policy", Default: "lru", Usage: "host cache eviction: lru (least recently used) or lrfu (weighs recency and frequency by host.cache_lrfu_lambda)"},
 	{Name: "host.cache_lrfu_lambda", Default: 0.1, Usage: "LRFU's lambda, from 0 (behaves as LFU) to 1 (as LRU)"},
 	{Name: "host.cache_read_policy", Default: "cache", Usage: "blobs read from the server: cache (kept on disk), no-cache (staged, then dropped) or promote (also kept in memory)"},
@@ -72,6 +73,23 @@ func byteSize(v *viper.Viper, key string) (int64, error) {
 		return 0, fmt.Errorf("%s %q: want bytes, or a number with a unit such as 64MiB or 20GiB", key, s)
 	}
 	return n, nil
+}
+
+// checkByteSize is the config.Key Check of byte-size keys.
+func checkByteSize(s string) error {
+	if strings.TrimSpace(s) == "" {
+		return nil
+	}
+	if n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64); err == nil {
+		if n < 0 {
+			return errors.New("want 0 or more bytes")
+		}
+		return nil
+	}
+	if _, err := parseSize(strings.TrimSpace(s)); err != nil {
+		return errors.New("want bytes, or a number with a unit such as 64MiB, 20GiB or 1.5GB")
+	}
+	return nil
 }
 
 // parseSize parses "64MiB", "1GiB", "1.5GB", "4096" into bytes.

@@ -35,6 +35,11 @@ type Key struct {
 	// Cmds are the top-level commands (e.g. "server", "host") that get the flag; empty
 	// means every command (a global flag).
 	Cmds []string
+	// OneOf, for a string key, lists the values it takes (empty: any).
+	OneOf []string
+	// Check, for a string key, returns an error saying the form wanted when the value
+	// does not have it (e.g. a byte size); nil: any string.
+	Check func(string) error
 }
 
 // HypervisorCmds are the commands that talk to libvirt and so get the hypervisor flags.
@@ -43,12 +48,12 @@ var HypervisorCmds = []string{"version", "host", "dev"}
 // Keys are all the configuration keys Paddock knows, in display order. Packages'
 // commands add theirs with Register before Load is called.
 var keys = []Key{
-	{Name: "log.level", Default: "info", Usage: "log level: debug, info, warn or error", Flag: "log-level"},
-	{Name: "log.format", Default: "auto", Usage: "log format: auto (text on a terminal, JSON otherwise), text or json", Flag: "log-format"},
+	{Name: "log.level", Default: "info", Usage: "log level: debug, info, warn or error", Flag: "log-level", OneOf: []string{"debug", "info", "warn", "error"}},
+	{Name: "log.format", Default: "auto", Usage: "log format: auto (text on a terminal, JSON otherwise), text or json", Flag: "log-format", OneOf: []string{"auto", "text", "json"}},
 	{Name: "data_dir", Default: "/var/lib/paddock", Usage: "directory for the server's database, images and host state", Flag: "data-dir"},
 	{Name: "hypervisor.uri", Default: "qemu:///system", Usage: "libvirt connection URI", Flag: "libvirt-uri", Cmds: HypervisorCmds},
 	{Name: "hypervisor.prefix", Default: "paddock-", Usage: "name prefix of the domains Paddock owns; no other domain is touched"},
-	{Name: "hypervisor.accel", Default: "auto", Usage: "guest acceleration: auto (kvm only where hardware virtualization works), kvm or tcg", Flag: "accel", Cmds: HypervisorCmds},
+	{Name: "hypervisor.accel", Default: "auto", Usage: "guest acceleration: auto (kvm only where hardware virtualization works), kvm or tcg", Flag: "accel", Cmds: HypervisorCmds, OneOf: []string{"auto", "kvm", "tcg"}},
 }
 
 // Register adds keys. It panics on a duplicate name: keys are declared at init time.
@@ -116,7 +121,8 @@ type Config struct {
 
 // Load reads the configuration. file is the --config value ("" to search SearchPaths);
 // fs holds the command's flags (may be nil). A named file that cannot be read, a file
-// that does not parse, or a file with an undeclared key is an error.
+// that does not parse, a file with an undeclared key, or a value (from the file, the
+// environment or a flag) that does not parse as its key's type is an error.
 func Load(file string, fs *pflag.FlagSet) (*Config, error) {
 	v := viper.New()
 	for _, k := range keys {
@@ -151,6 +157,9 @@ func Load(file string, fs *pflag.FlagSet) (*Config, error) {
 		c.File = found
 	}
 	if err := c.checkUnknown(); err != nil {
+		return nil, err
+	}
+	if err := c.check(); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -228,13 +237,13 @@ type Entry struct {
 	Source string `json:"source"`
 }
 
-// Entries returns every declared key with its effective value and source. Keys whose
-// name ends in "token", "password", "key_file" or "secret_key" show "(set)" instead of the
-// value.
+// Entries returns every declared key with its effective value (as the program reads
+// it: a duration as "1m30s" whatever its spelling) and source. Keys whose name ends
+// in "token", "password", "key_file" or "secret_key" show "(set)" instead of the value.
 func (c *Config) Entries() []Entry {
 	out := make([]Entry, 0, len(keys))
 	for _, k := range keys {
-		val := c.V.Get(k.Name)
+		val := c.value(k)
 		if secret(k.Name) {
 			if s := fmt.Sprint(val); s != "" {
 				val = "(set)"
@@ -243,6 +252,23 @@ func (c *Config) Entries() []Entry {
 		out = append(out, Entry{Key: k.Name, Value: val, Source: c.Source(k.Name)})
 	}
 	return out
+}
+
+// value returns k's value through the getter of its type, as the program reads it.
+func (c *Config) value(k Key) any {
+	switch k.Default.(type) {
+	case time.Duration:
+		return c.V.GetDuration(k.Name).String()
+	case int:
+		return c.V.GetInt64(k.Name)
+	case float64:
+		return c.V.GetFloat64(k.Name)
+	case bool:
+		return c.V.GetBool(k.Name)
+	case string:
+		return c.V.GetString(k.Name)
+	}
+	return c.V.Get(k.Name)
 }
 
 func secret(name string) bool {

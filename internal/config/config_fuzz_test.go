@@ -43,7 +43,8 @@ func nested(flat map[string]any) map[string]any {
 // anything; what it accepts must hold only declared keys, report them as coming from
 // the file, and survive a round trip: the file's values written back as YAML load to
 // the same values. A declared key set to a fuzzed string in a rendered file must load
-// as exactly that string (parse(render(x)) == x).
+// as exactly that string (parse(render(x)) == x), unless the key takes only some
+// strings (OneOf, Check): then it is refused with an error naming the key.
 //
 //	go test -run '^$' -fuzz '^FuzzLoad$' -fuzztime 10m ./internal/config
 func FuzzLoad(f *testing.F) {
@@ -66,7 +67,8 @@ func FuzzLoad(f *testing.F) {
 		if !utf8.ValidString(value) {
 			return
 		}
-		key := keys[int(keyIndex)%len(keys)].Name
+		k := keys[int(keyIndex)%len(keys)]
+		key := k.Name
 		if _, set := os.LookupEnv(EnvVar(key)); set {
 			t.Skipf("%s is set in the environment", EnvVar(key))
 		}
@@ -75,6 +77,13 @@ func FuzzLoad(f *testing.F) {
 			t.Fatalf("rendering %s: %q: %v", key, value, err)
 		}
 		c, err = Load(writeConfig(t, dir, b), nil)
+		if err != nil && (k.Check != nil || len(k.OneOf) > 0) {
+			// A key that takes only some strings refuses the others, by name.
+			if !strings.Contains(err.Error(), "config: "+key+" = ") {
+				t.Fatalf("%s = %q refused without naming the key: %v", key, value, err)
+			}
+			return
+		}
 		if err != nil {
 			t.Fatalf("a rendered file with %s = %q does not load: %v\n%s", key, value, err, b)
 		}
