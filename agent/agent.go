@@ -42,7 +42,7 @@ func Main(args []string) int {
 	manifestPath := fl.String("manifest", ManifestPath, "image manifest (as PID 1: the modules to load)")
 	version := fl.Bool("version", false, "print the version and exit")
 	server := fl.String("server", "", "dial the server's agent port at host:port over TCP (outside a micro-VM; several replicas: host:port,host:port); overrides the config's server")
-	id := fl.String("id", "", "agent identity; overrides the config's id")
+	id := fl.String("id", "", "agent identity; overrides the config's id (default: paddock.id= on the kernel command line, else the host name and a random suffix, unique per process)")
 	token := fl.String("token", "", "join token for the server; overrides the config's token")
 	dataDir := fl.String("data-dir", "", "directory for the files of tasks whose blobs come over the server connection (TCP agents); overrides the config's data_dir")
 	var handlers handlerFlags

@@ -56,7 +56,8 @@ type Config struct {
 	// agent dials them in turn and reconnects to another when one dies.
 	Server ServerList `json:"server,omitempty"`
 	// ID is the agent's identity. Default: the value of paddock.id= on the kernel
-	// command line (the host daemon sets it to the guest's name), else the host name.
+	// command line (the host daemon sets it to the guest's name), else the host name
+	// and a random suffix, unique per process (the agent logs it).
 	// Inside a micro-VM the server checks it against the identity the host attests.
 	ID string `json:"id,omitempty"`
 	// Token is the join token sent to the server (TCP agents outside dev mode).

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"log/slog"
 	"net"
@@ -87,7 +88,10 @@ func serve(ctx context.Context, cfg Config, port *os.File, handlers []runner.Han
 	return s.Run(ctx)
 }
 
-// agentID is cfg.ID, else paddock.id= from the kernel command line, else the host name.
+// agentID is cfg.ID, else paddock.id= from the kernel command line, else the host
+// name with a random suffix ("build-7-3f9a2c"), unique per process: two agents
+// started on one machine without an id must not take each other's place at the
+// server (the server replaces an agent's session when the same id connects again).
 func (c Config) agentID() string {
 	if c.ID != "" {
 		return c.ID
@@ -97,10 +101,13 @@ func (c Config) agentID() string {
 			return id
 		}
 	}
-	if h, err := os.Hostname(); err == nil && h != "" {
-		return h
+	h, err := os.Hostname()
+	if err != nil || h == "" || !idRE.MatchString(h) {
+		h = "agent"
 	}
-	return "agent"
+	var suffix [3]byte
+	_, _ = rand.Read(suffix[:])
+	return fmt.Sprintf("%.120s-%x", h, suffix)
 }
 
 // CmdlineValue returns the value of key=value in a kernel command line, or "".

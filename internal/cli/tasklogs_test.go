@@ -142,3 +142,22 @@ func firstField(t *testing.T, s, prefix string) string {
 	t.Fatalf("no line starting %q in:\n%s", prefix, s)
 	return ""
 }
+
+// TestTwoAgentsWithoutID: two agents started on one machine without --id both stay
+// connected under ids of their own (before, both took the host name and each
+// connection replaced the other's session every second).
+func TestTwoAgentsWithoutID(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: builds binaries and runs real agents")
+	}
+	agent, handler := buildBinaries(t, "cmd/paddock-agent", "plugins/handlers/testhandler")
+	_, _, ls := testServer(t)
+	startAgent(t, agent, ls.AgentAddr, "testhandler", handler)
+	startAgent(t, agent, ls.AgentAddr, "testhandler", handler)
+	waitAgents(t, ls.URL, 2)
+	time.Sleep(3 * time.Second) // several heartbeats: a replaced session would show as lost
+	out, _ := mustRun(t, "agent", "ls", "--server", ls.URL)
+	if n := strings.Count(out, " connected"); n != 2 || strings.Contains(out, " lost") {
+		t.Fatalf("want 2 connected agents and none lost:\n%s", out)
+	}
+}
