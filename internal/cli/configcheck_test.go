@@ -25,7 +25,7 @@ func TestConfigTypos(t *testing.T) {
 		{"negative byte size", "host:\n  cache_disk_bytes: \"-5\"\n", "want 0 or more bytes"},
 		{"bool word", "server:\n  dev: maybe\n", "want true or false"},
 		{"float word", "host:\n  thresholds:\n    cpu_percent: high\n", "want a number"},
-		{"enum", "log:\n  level: verbose\n", "want one of debug, info, warn, error"},
+		{"enum", "log:\n  level: verbose\n", "want debug, info, warn or error"},
 		{"list for a string", "server:\n  listen: [a, b]\n", "not a list or a map"},
 	}
 	dir := t.TempDir()

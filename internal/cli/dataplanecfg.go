@@ -87,7 +87,7 @@ func checkByteSize(s string) error {
 		return nil
 	}
 	if _, err := parseSize(strings.TrimSpace(s)); err != nil {
-		return errors.New("want bytes, or a number with a unit such as 64MiB, 20GiB or 1.5GB")
+		return errors.New("want bytes, or a number with a unit such as 64MiB or 20GiB")
 	}
 	return nil
 }

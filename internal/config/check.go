@@ -63,7 +63,7 @@ func (c *Config) checkKey(k Key) error {
 		}
 		s := c.V.GetString(k.Name)
 		if len(k.OneOf) > 0 && !contains(k.OneOf, s) {
-			return bad("want one of " + strings.Join(k.OneOf, ", "))
+			return bad("want " + orList(k.OneOf))
 		}
 		if k.Check != nil {
 			if err := k.Check(s); err != nil {
@@ -72,6 +72,14 @@ func (c *Config) checkKey(k Key) error {
 		}
 	}
 	return nil
+}
+
+// orList joins ["a", "b", "c"] as "a, b or c".
+func orList(l []string) string {
+	if len(l) < 2 {
+		return strings.Join(l, "")
+	}
+	return strings.Join(l[:len(l)-1], ", ") + " or " + l[len(l)-1]
 }
 
 func show(v any) string {
