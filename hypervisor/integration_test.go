@@ -218,7 +218,7 @@ sleep 3600`})
 	if _, err := mon.Run([]byte(`{"execute":"no-such-command"}`)); err == nil || !strings.Contains(err.Error(), "CommandNotFound") {
 		t.Errorf("an unknown QMP command gave err = %v, want a QMP CommandNotFound error", err)
 	}
-	dom, err := l.conn.LookupDomainByName(spec.Name)
+	dom, err := l.c().LookupDomainByName(spec.Name)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,16 +19,27 @@ import (
 type Libvirt struct {
 	cfg        Config
 	log        *slog.Logger
-	conn       *libvirt.Connect
 	accel      AccelDecision
 	domainType string // "kvm", "qemu", or "test" on libvirt's test driver
+
+	// connMu guards conn and callbackID: a reconnect (reconnect.go) replaces them.
+	connMu     sync.RWMutex
+	conn       *libvirt.Connect
 	callbackID int
 
+	// dial opens a connection (libvirt.NewConnect; tests replace it); reconnectMin
+	// and reconnectMax bound the wait between reconnect attempts.
+	dial                       func(uri string) (*libvirt.Connect, error)
+	reconnectMin, reconnectMax time.Duration
+	retired                    func() // tests: called once a replaced connection is closed
+
 	// mu guards the fields below.
-	mu     sync.Mutex
-	subs   map[*subscriber]struct{}
-	closed bool
-	done   chan struct{} // closed by Close
+	mu           sync.Mutex
+	subs         map[*subscriber]struct{}
+	closed       bool
+	done         chan struct{} // closed by Close
+	reconnecting bool          // a reconnect loop runs
+	reconnects   int           // connections replaced since Connect
 }
 
 var _ Hypervisor = (*Libvirt)(nil)
@@ -125,17 +136,11 @@ func Connect(ctx context.Context, cfg Config, opts ...Opt) (*Libvirt, error) {
 		}
 		conn = r.conn
 	}
-	l := &Libvirt{cfg: cfg, log: o.log, conn: conn, accel: accel, domainType: accel.DomainType, subs: map[*subscriber]struct{}{}, done: make(chan struct{})}
-	id, err := conn.DomainEventLifecycleRegister(nil, l.onLifecycle)
-	if err != nil {
+	l := &Libvirt{cfg: cfg, log: o.log, accel: accel, domainType: accel.DomainType, subs: map[*subscriber]struct{}{}, done: make(chan struct{}),
+		dial: libvirt.NewConnect, reconnectMin: time.Second, reconnectMax: 30 * time.Second}
+	if err := l.use(conn); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("%w: subscribing to libvirt lifecycle events at %s: %w", ErrUnavailable, cfg.URI, err)
-	}
-	l.callbackID = id
-	if err := conn.RegisterCloseCallback(func(_ *libvirt.Connect, reason libvirt.ConnectCloseReason) {
-		l.log.Error("libvirt connection closed", "uri", cfg.URI, "reason", int(reason))
-	}); err != nil {
-		l.log.Warn("cannot watch the libvirt connection", "err", err)
 	}
 	l.log.Info("hypervisor acceleration chosen", "accel", string(accel.Accel), "domain_type", accel.DomainType, "reason", accel.Reason)
 	l.log.Info("connected to libvirt", "uri", cfg.URI, "prefix", cfg.Prefix)
@@ -163,15 +168,15 @@ func (l *Libvirt) Versions(ctx context.Context) (Versions, error) {
 	if err := ctx.Err(); err != nil {
 		return Versions{}, err
 	}
-	lib, err := l.conn.GetLibVersion()
+	lib, err := l.c().GetLibVersion()
 	if err != nil {
 		return Versions{}, fmt.Errorf("getting libvirt version: %w", classify(err))
 	}
-	hv, err := l.conn.GetVersion()
+	hv, err := l.c().GetVersion()
 	if err != nil {
 		return Versions{}, fmt.Errorf("getting hypervisor version: %w", classify(err))
 	}
-	typ, err := l.conn.GetType()
+	typ, err := l.c().GetType()
 	if err != nil {
 		return Versions{}, fmt.Errorf("getting hypervisor type: %w", classify(err))
 	}
@@ -197,10 +202,13 @@ func (l *Libvirt) Close() error {
 		close(s.ch)
 	}
 	l.mu.Unlock()
-	if err := l.conn.DomainEventDeregister(l.callbackID); err != nil {
+	l.connMu.RLock()
+	conn, id := l.conn, l.callbackID
+	l.connMu.RUnlock()
+	if err := conn.DomainEventDeregister(id); err != nil {
 		l.log.Warn("deregistering libvirt lifecycle callback", "err", err)
 	}
-	if _, err := l.conn.Close(); err != nil {
+	if _, err := conn.Close(); err != nil {
 		return fmt.Errorf("closing libvirt connection: %w", err)
 	}
 	return nil
@@ -222,7 +230,7 @@ func (l *Libvirt) Create(ctx context.Context, spec DomainSpec) (Domain, error) {
 	if err := ctx.Err(); err != nil {
 		return Domain{}, err
 	}
-	dom, err := l.conn.DomainCreateXML(doc, libvirt.DOMAIN_NONE)
+	dom, err := l.c().DomainCreateXML(doc, libvirt.DOMAIN_NONE)
 	if err != nil {
 		if isLibvirtCode(err, libvirt.ERR_OPERATION_FAILED) && strings.Contains(err.Error(), "already exists") {
 			// libvirt reports a duplicate name as a generic failure; the name is what matters.
@@ -238,7 +246,7 @@ func (l *Libvirt) Create(ctx context.Context, spec DomainSpec) (Domain, error) {
 }
 
 func (l *Libvirt) lookup(name string) (*libvirt.Domain, error) {
-	dom, err := l.conn.LookupDomainByName(name)
+	dom, err := l.c().LookupDomainByName(name)
 	if err != nil {
 		return nil, classify(err)
 	}
@@ -290,7 +298,7 @@ func (l *Libvirt) List(ctx context.Context) ([]Domain, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	doms, err := l.conn.ListAllDomains(0)
+	doms, err := l.c().ListAllDomains(0)
 	if err != nil {
 		return nil, fmt.Errorf("listing domains: %w", classify(err))
 	}

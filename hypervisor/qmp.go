@@ -20,7 +20,7 @@ func (l *Libvirt) Monitor(name string) (qmp.Monitor, error) {
 	if err := l.checkName(name); err != nil {
 		return nil, err
 	}
-	return &libvirtMonitor{conn: l.conn, name: name}, nil
+	return &libvirtMonitor{conn: l.c(), name: name}, nil
 }
 
 // QMPStatus is the answer to QMP query-status.

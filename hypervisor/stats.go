@@ -30,7 +30,7 @@ func (l *Libvirt) Stats(ctx context.Context, names ...string) ([]DomainStats, er
 		}
 	}()
 	if len(names) == 0 {
-		all, err := l.conn.ListAllDomains(libvirt.CONNECT_LIST_DOMAINS_ACTIVE)
+		all, err := l.c().ListAllDomains(libvirt.CONNECT_LIST_DOMAINS_ACTIVE)
 		if err != nil {
 			return nil, fmt.Errorf("listing domains for stats: %w", classify(err))
 		}
@@ -56,7 +56,7 @@ func (l *Libvirt) Stats(ctx context.Context, names ...string) ([]DomainStats, er
 	if len(doms) == 0 {
 		return nil, nil // an empty list would mean "every domain" to libvirt
 	}
-	raw, err := l.conn.GetAllDomainStats(doms, statsTypes, 0)
+	raw, err := l.c().GetAllDomainStats(doms, statsTypes, 0)
 	if err != nil {
 		return nil, fmt.Errorf("getting domain stats: %w", classify(err))
 	}
