@@ -79,16 +79,18 @@ func TestBenchBadFlags(t *testing.T) {
 // into a temporary directory and returns the binaries' paths in the same order.
 func buildBinaries(t *testing.T, pkgs ...string) (string, string) {
 	t.Helper()
-	dir := t.TempDir()
-	var out []string
-	for _, pkg := range pkgs {
-		bin := filepath.Join(dir, filepath.Base(pkg))
-		cmd := exec.Command("go", "build", "-o", bin, "../../"+pkg)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if b, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("building %s: %v\n%s", pkg, err, b)
-		}
-		out = append(out, bin)
+	return buildBinary(t, pkgs[0]), buildBinary(t, pkgs[1])
+}
+
+// buildBinary builds one package (its path from the repository root) with
+// CGO_ENABLED=0 into a temporary directory and returns the binary's path.
+func buildBinary(t *testing.T, pkg string) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), filepath.Base(pkg))
+	cmd := exec.Command("go", "build", "-o", bin, "../../"+pkg)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building %s: %v\n%s", pkg, err, b)
 	}
-	return out[0], out[1]
+	return bin
 }
