@@ -249,7 +249,7 @@ func checkSucceededOnce(t testing.TB, ts *testServer, ids []string, ex *allocExe
 }
 
 // TestRealAgentAllocation is the same check through the real test agent process
-// (agent/session over TCP, real handler subprocesses): 16 slots over the 9 types the
+// (agent/session over TCP, real handler subprocesses): 16 slots over the 10 types the
 // handlers serve (a minimum of 1 each), test.sleep tolerating 50ms of queuing and
 // every other type 5s. Under a backlog of test.sleep (100ms each) and of test.echo,
 // test.sleep gets most of the extra slots, test.echo keeps its minimum and keeps
@@ -298,8 +298,8 @@ func TestRealAgentAllocation(t *testing.T) {
 				echoSum += float64(ty.GetSlots())
 			}
 		}
-		if sum != 16 || len(ag[0].GetTypes()) != 9 {
-			t.Fatalf("%d types with limits adding up to %d, want 9 types and 16: %v", len(ag[0].GetTypes()), sum, ag[0].GetTypes())
+		if sum != 16 || len(ag[0].GetTypes()) != 10 {
+			t.Fatalf("%d types with limits adding up to %d, want 10 types and 16: %v", len(ag[0].GetTypes()), sum, ag[0].GetTypes())
 		}
 		n++
 		done := int64(echoes) - q["test.echo"]
