@@ -12,6 +12,9 @@
 //     logged to a file, a virtio balloon with statistics, no network unless asked;
 //   - create (transient), graceful shutdown then destroy, destroy, lookup and list of
 //     the domains whose names carry the prefix — nothing else on the host is touched;
+//   - reconnection (reconnect.go): when libvirtd restarts, the connection's close
+//     callback starts a reconnect with backoff until Close; guests keep running and
+//     event subscribers keep their channels;
 //   - lifecycle events from libvirt's event loop, per-domain statistics
 //     (GetAllDomainStats), and QMP (query-status) through go-qemu's qmp.Monitor carried
 //     over libvirt's monitor connection.

@@ -59,6 +59,10 @@
 // retryable, because the same task would produce the same output (failurekind.go,
 // TestRealFailureKinds, TestServerFailureKinds).
 //
+// Task logs (tasklogs.go): an accepted report's log (Report.log) is stored with the
+// attempt it ended (store.LogStore) and served by TaskService.Logs; Submit and Get warn
+// when no connected agent and no host pool serves a queued task's type.
+//
 // Tests: unit tests run against a real SQLite file with in-process agents; the
 // integration tests (real_test.go) build the test agent (sched/internal/testagent) and
 // the test handler (plugins/handlers/testhandler) and run the server as a subprocess

@@ -16,6 +16,11 @@
 // Request.CreateOutput writes an output file while hashing and counting it; the
 // SDK reports every file in OutputDir with its size and sha256 to the agent.
 //
+// Logger (and Request.Logger) write JSON records in go-plugin's log format to the
+// stderr the process started with, which go-plugin's client reads as log lines, not
+// to the os.Stderr that Serve redirects; a record logged through Handle's ctx or
+// Request.Logger names its task, and the agent keeps it with that task's logs.
+//
 // See docs/handlers.md for a walk-through. The SDK is tested through real
 // handler subprocesses by the runner's and the example handlers' tests:
 //
