@@ -60,7 +60,7 @@ type Store interface {
 	// them, and counting them would read the whole table.
 	Counts(ctx context.Context) ([]Count, error)
 	// DeleteFinished deletes up to limit tasks in the terminal state st that finished
-	// before before, with their attempts and blob references, and returns how many it
+	// before before, with their attempts, blob references and logs, and returns how many it
 	// deleted (retention). It refuses a state that is not terminal.
 	DeleteFinished(ctx context.Context, st State, before time.Time, limit int) (int, error)
 	// Describe names the store for operators ("sqlite:/var/lib/paddock/paddock.db").

@@ -672,7 +672,8 @@ RETURNING id`, string(st), rowcodec.MS(before), limit)
 		if len(ids) == 0 {
 			return nil
 		}
-		for _, q := range []string{`DELETE FROM attempts WHERE task_id = ANY($1)`, `DELETE FROM task_blobs WHERE task_id = ANY($1)`} {
+		for _, q := range []string{`DELETE FROM attempts WHERE task_id = ANY($1)`, `DELETE FROM task_blobs WHERE task_id = ANY($1)`,
+			`DELETE FROM task_logs WHERE task_id = ANY($1)`} {
 			if _, err := tx.Exec(ctx, q, ids); err != nil {
 				return err
 			}

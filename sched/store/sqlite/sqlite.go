@@ -907,6 +907,7 @@ func (s *Store) DeleteFinished(ctx context.Context, st store.State, before time.
 var deleteTaskSQL = []string{
 	`DELETE FROM attempts WHERE task_id = ?`,
 	`DELETE FROM task_blobs WHERE task_id = ?`,
+	`DELETE FROM task_logs WHERE task_id = ?`,
 	`DELETE FROM tasks WHERE id = ?`,
 }
 

@@ -33,6 +33,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"CreateBatch", testCreateBatch},
 		{"FailureKind", testFailureKind},
 		{"Logs", testLogs},
+		{"LogsDeleted", testLogsDeleted},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

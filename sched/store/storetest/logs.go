@@ -59,3 +59,26 @@ func testLogs(t *testing.T, s store.Store) {
 		t.Errorf("PutLog(attempt 0) = %v; want ErrInvalid", err)
 	}
 }
+
+// testLogsDeleted: retention (DeleteFinished) deletes a task's logs with the task.
+func testLogsDeleted(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	mustCreate(t, s, NewTask("lgold", "echo"))
+	mustCreate(t, s, NewTask("lgkeep", "echo"))
+	finishAt(t, s, "lgold", store.Succeeded, t0)
+	finishAt(t, s, "lgkeep", store.Succeeded, t0.Add(time.Hour))
+	for _, id := range []string{"lgold", "lgkeep"} {
+		if err := s.PutLog(ctx, id, store.AttemptLog{Attempt: 1, Lines: []store.LogLine{{Time: t0, Level: "info", Text: id}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := s.DeleteFinished(ctx, store.Succeeded, t0.Add(time.Minute), 10); err != nil || n != 1 {
+		t.Fatalf("DeleteFinished = %d, %v; want 1", n, err)
+	}
+	if got, err := s.Logs(ctx, "lgold", 0); err != nil || len(got) != 0 {
+		t.Errorf("logs of a deleted task = %+v, %v; want none", got, err)
+	}
+	if got, err := s.Logs(ctx, "lgkeep", 0); err != nil || len(got) != 1 {
+		t.Errorf("logs of a kept task = %+v, %v; want its one attempt", got, err)
+	}
+}
