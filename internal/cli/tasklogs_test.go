@@ -43,10 +43,7 @@ func TestTaskLogsThroughAgent(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: builds binaries and runs a real agent")
 	}
-	agent, handler := buildBinaries(t, "cmd/paddock-agent", "plugins/handlers/testhandler")
-	_, _, ls := testServer(t)
-	startAgent(t, agent, ls.AgentAddr, "testhandler", handler)
-	waitAgents(t, ls.URL, 1)
+	ls := serverWithTestAgents(t, 1)
 
 	out, errOut := mustRun(t, "task", "submit", "--server", ls.URL, "--type", "test.log", "--payload", "zebra", "--wait", "--wait-timeout", "3m")
 	if !strings.Contains(out, "state:     succeeded") || strings.Contains(errOut, "warning") {
@@ -104,6 +101,19 @@ func TestSubmitUnservedType(t *testing.T) {
 	}
 }
 
+// serverWithTestAgents starts a real server and n real paddock-agent processes (no
+// --id) serving the testhandler, and waits until they are connected.
+func serverWithTestAgents(t *testing.T, n int) *localServer {
+	t.Helper()
+	agent, handler := buildBinaries(t, "cmd/paddock-agent", "plugins/handlers/testhandler")
+	_, _, ls := testServer(t)
+	for range n {
+		startAgent(t, agent, ls.AgentAddr, "testhandler", handler)
+	}
+	waitAgents(t, ls.URL, n)
+	return ls
+}
+
 // waitAgents waits up to 2 minutes until n agents are connected.
 func waitAgents(t *testing.T, url string, n int) {
 	t.Helper()
@@ -150,11 +160,7 @@ func TestTwoAgentsWithoutID(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: builds binaries and runs real agents")
 	}
-	agent, handler := buildBinaries(t, "cmd/paddock-agent", "plugins/handlers/testhandler")
-	_, _, ls := testServer(t)
-	startAgent(t, agent, ls.AgentAddr, "testhandler", handler)
-	startAgent(t, agent, ls.AgentAddr, "testhandler", handler)
-	waitAgents(t, ls.URL, 2)
+	ls := serverWithTestAgents(t, 2)
 	time.Sleep(3 * time.Second) // several heartbeats: a replaced session would show as lost
 	out, _ := mustRun(t, "agent", "ls", "--server", ls.URL)
 	if n := strings.Count(out, " connected"); n != 2 || strings.Contains(out, " lost") {

@@ -12,10 +12,7 @@ import (
 
 // PutLog implements store.LogStore.
 func (s *Store) PutLog(ctx context.Context, taskID string, l store.AttemptLog) error {
-	if l.Attempt < 1 {
-		return fmt.Errorf("storing the log of task %s: attempt %d: %w (want 1 or more)", taskID, l.Attempt, store.ErrInvalid)
-	}
-	lines, err := rowcodec.EncLogLines(l.Lines)
+	lines, err := rowcodec.EncAttemptLog(taskID, l)
 	if err != nil {
 		return err
 	}

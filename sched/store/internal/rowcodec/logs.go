@@ -7,6 +7,15 @@ import (
 	"github.com/paddockvm/paddock/sched/store"
 )
 
+// EncAttemptLog checks l (its attempt must be 1 or more: else an error wrapping
+// store.ErrInvalid) and encodes its lines for task taskID's row.
+func EncAttemptLog(taskID string, l store.AttemptLog) (string, error) {
+	if l.Attempt < 1 {
+		return "", fmt.Errorf("storing the log of task %s: attempt %d: %w (want 1 or more)", taskID, l.Attempt, store.ErrInvalid)
+	}
+	return EncLogLines(l.Lines)
+}
+
 // EncLogLines encodes an attempt's log lines as JSON.
 func EncLogLines(lines []store.LogLine) (string, error) {
 	if lines == nil {
