@@ -215,7 +215,7 @@ func (s *Server) RunWith(ctx context.Context, l Listeners) error {
 // runs no RPC for AgentIdleTimeout is closed (one that never opens a Session
 // included); keepalive pings check the others.
 func (s *Server) NewAgentServer() *grpc.Server {
-	gs := grpc.NewServer(grpc.MaxRecvMsgSize(2*s.cfg.MaxInlineBytes+(1<<20)), grpc.MaxSendMsgSize(2*s.cfg.MaxInlineBytes+(1<<20)),
+	gs := grpc.NewServer(grpc.MaxRecvMsgSize(2*s.cfg.MaxInlineBytes+(1<<20)+MaxReportLogBytes), grpc.MaxSendMsgSize(2*s.cfg.MaxInlineBytes+(1<<20)),
 		grpc.ConnectionTimeout(10*time.Second),
 		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: s.cfg.AgentIdleTimeout, Time: time.Minute, Timeout: 20 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}))

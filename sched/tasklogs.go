@@ -12,6 +12,11 @@ import (
 	"github.com/paddockvm/paddock/sched/store"
 )
 
+// MaxReportLogBytes is the room an agent message has for a report's log beyond its
+// outputs: the agent's runner keeps at most 1 MiB of text per attempt
+// (runner.Config.MaxTaskLogBytes), plus per-line framing.
+const MaxReportLogBytes = 2 << 20
+
 // storeLog keeps the log an accepted report carried with the attempt it ended. A
 // failure to store it is logged, not fatal: the result matters more than its log.
 func (s *Server) storeLog(ctx context.Context, t store.Task, l *agentv1.TaskLog) {
