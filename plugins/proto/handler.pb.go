@@ -595,7 +595,12 @@ type HandleResponse struct {
 	// Resources the call used, as measured inside the handler process.
 	Usage *Usage `protobuf:"bytes,4,opt,name=usage,proto3" json:"usage,omitempty"`
 	// The files the handler wrote in output_dir, by output name (the file's name).
-	OutputFiles   map[string]*OutputFile `protobuf:"bytes,5,rep,name=output_files,json=outputFiles,proto3" json:"output_files,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	OutputFiles map[string]*OutputFile `protobuf:"bytes,5,rep,name=output_files,json=outputFiles,proto3" json:"output_files,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// log_end is true when the SDK logged records during the call and then wrote the
+	// end-of-call log line (key paddock_call_end, value call_id) after them on its log
+	// pipe: the agent waits for that line before it takes the call's log as complete.
+	// False when nothing was logged (the agent then does not wait).
+	LogEnd        bool `protobuf:"varint,6,opt,name=log_end,json=logEnd,proto3" json:"log_end,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -663,6 +668,13 @@ func (x *HandleResponse) GetOutputFiles() map[string]*OutputFile {
 		return x.OutputFiles
 	}
 	return nil
+}
+
+func (x *HandleResponse) GetLogEnd() bool {
+	if x != nil {
+		return x.LogEnd
+	}
+	return false
 }
 
 // Error is a task failure as the handler reports it.
@@ -928,13 +940,14 @@ const file_plugins_proto_handler_proto_rawDesc = "" +
 	"\n" +
 	"OutputFile\x12\x12\n" +
 	"\x04size\x18\x01 \x01(\x03R\x04size\x12\x16\n" +
-	"\x06digest\x18\x02 \x01(\tR\x06digest\"\xc9\x03\n" +
+	"\x06digest\x18\x02 \x01(\tR\x06digest\"\xe2\x03\n" +
 	"\x0eHandleResponse\x12\x16\n" +
 	"\x06output\x18\x01 \x01(\fR\x06output\x12I\n" +
 	"\aoutputs\x18\x02 \x03(\v2/.paddock.plugins.v1.HandleResponse.OutputsEntryR\aoutputs\x12/\n" +
 	"\x05error\x18\x03 \x01(\v2\x19.paddock.plugins.v1.ErrorR\x05error\x12/\n" +
 	"\x05usage\x18\x04 \x01(\v2\x19.paddock.plugins.v1.UsageR\x05usage\x12V\n" +
-	"\foutput_files\x18\x05 \x03(\v23.paddock.plugins.v1.HandleResponse.OutputFilesEntryR\voutputFiles\x1a:\n" +
+	"\foutput_files\x18\x05 \x03(\v23.paddock.plugins.v1.HandleResponse.OutputFilesEntryR\voutputFiles\x12\x17\n" +
+	"\alog_end\x18\x06 \x01(\bR\x06logEnd\x1a:\n" +
 	"\fOutputsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\x1a^\n" +

@@ -21,9 +21,9 @@
 // loggers name their task (sdk.LogKeyTask) and go to that call; other lines on the
 // handler's stderr (go-plugin's log pipe; an unparseable slog JSON line keeps its own
 // level) and on its forwarded stdout/stderr go to the call in flight when there is
-// exactly one. The SDK (version 2 on) ends each call's lines with a sdk.LogKeyCallEnd
-// line, which Execute waits for (at most 2 s) since it travels on another pipe than
-// the answer.
+// exactly one. When a call logged, the SDK (version 2 on) ends its lines with a
+// sdk.LogKeyCallEnd line and says so (HandleResponse.log_end); Execute then waits for
+// that line (at most 2 s), since it travels on another pipe than the answer.
 //
 // Handler processes run in their own process group and, on Linux, with a
 // parent-death signal (SIGKILL): an agent that dies, even by SIGKILL, takes its

@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"sort"
 	"strings"
-	"strconv"
 	"sync"
 	"time"
 
@@ -111,7 +110,6 @@ type proc struct {
 	rpc     handlerpb.HandlerClient
 	started time.Time
 	exited  chan struct{} // closed once the process has exited
-	logEnd  bool          // its SDK ends each call's log lines with a sdk.LogKeyCallEnd line
 
 	// killMu guards killReason.
 	killMu     sync.Mutex
@@ -205,8 +203,7 @@ func (h *handler) start(ctx context.Context) (*proc, []TaskType, error) {
 	if err := sdk.ValidateTypes(st); err != nil {
 		return fail("checking", err)
 	}
-	p := &proc{client: client, cmd: cmd, rpc: rpc, started: time.Now(), exited: make(chan struct{}),
-		logEnd: sdkAtLeast(desc.GetSdkVersion(), 2)}
+	p := &proc{client: client, cmd: cmd, rpc: rpc, started: time.Now(), exited: make(chan struct{})}
 	go func() {
 		waitExit(p.pid(), client.Exited)
 		close(p.exited)
@@ -352,10 +349,4 @@ func pollExit(exited func() bool, d time.Duration) {
 	for !exited() {
 		time.Sleep(d)
 	}
-}
-
-// sdkAtLeast reports whether a handler's SDK version (sdk.Version) is at least n.
-func sdkAtLeast(version string, n int) bool {
-	v, err := strconv.Atoi(version)
-	return err == nil && v >= n
 }

@@ -317,7 +317,7 @@ func (r *Runner) execute(ctx context.Context, t Task) (res Result) {
 		req.DeadlineUnixNanos = dl.UnixNano()
 	}
 	resp, err := p.rpc.Handle(ctx, req, grpc.MaxCallRecvMsgSize(int(r.cfg.MaxOutputBytes)+1<<20))
-	if err == nil && p.logEnd {
+	if err == nil && resp.GetLogEnd() {
 		cl.waitEnd() // the lines it logged travel on another pipe than its answer
 	}
 	if err != nil {

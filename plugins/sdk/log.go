@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -112,6 +113,7 @@ func withTask(ctx context.Context, id string, attempt int) context.Context {
 type taskLogHandler struct{ slog.Handler }
 
 func (h taskLogHandler) Handle(ctx context.Context, r slog.Record) error {
+	logRecords.Add(1)
 	if t, ok := ctx.Value(taskKey{}).(taskRef); ok {
 		r.AddAttrs(slog.String(LogKeyTask, t.id), slog.Int(LogKeyAttempt, t.attempt))
 	}
@@ -126,14 +128,20 @@ func (h taskLogHandler) WithGroup(name string) slog.Handler {
 	return taskLogHandler{h.Handler.WithGroup(name)}
 }
 
-// logCallEnd writes the line that tells the agent the call's log lines are all out.
-func logCallEnd(callID, taskID string) {
+// logRecords counts the records Logger's loggers wrote, so a call knows whether
+// anything was logged while it ran.
+var logRecords atomic.Uint64
+
+// logCallEnd writes the line that tells the agent the call's log lines are all out,
+// and reports whether it did (not without a call id).
+func logCallEnd(callID, taskID string) bool {
 	if callID == "" {
-		return
+		return false
 	}
 	line, _ := json.Marshal(map[string]string{
 		"@timestamp": time.Now().Format(hclogTimeFormat), "@level": "info",
 		"@message": "call ended", LogKeyCallEnd: callID, LogKeyTask: taskID,
 	})
-	_, _ = logOutput.Write(append(line, '\n'))
+	_, err := logOutput.Write(append(line, '\n'))
+	return err == nil
 }

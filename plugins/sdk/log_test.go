@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	handlerpb "github.com/paddockvm/paddock/plugins/proto"
 )
 
 // TestLoggerFormat: Logger's lines are what go-plugin's client parses (its log_entry.go):
@@ -52,5 +54,30 @@ func TestLoggerFormat(t *testing.T) {
 		if _, ok := m[LogKeyTask]; ok != (want[i][LogKeyTask] != nil) {
 			t.Errorf("line %d: task key present %v, want %v", i, ok, !ok)
 		}
+	}
+}
+
+// TestLogEnd: a call that logged ends with the end-of-call line and says so
+// (log_end), after its records; a call that logged nothing writes none, so the
+// agent does not wait for one.
+func TestLogEnd(t *testing.T) {
+	var buf bytes.Buffer
+	old := logOutput
+	logOutput = &buf
+	defer func() { logOutput = old }()
+
+	quiet := handle(t, context.Background(), func(context.Context, Request) (Response, error) {
+		return Response{Output: []byte("x")}, nil
+	}, &handlerpb.HandleRequest{CallId: "c1", TaskId: "t1"})
+	if quiet.GetLogEnd() || buf.Len() != 0 {
+		t.Errorf("a call that logged nothing: log_end %v, wrote %q", quiet.GetLogEnd(), buf.String())
+	}
+	loud := handle(t, context.Background(), func(ctx context.Context, r Request) (Response, error) {
+		r.Logger().Info("one")
+		return Response{}, nil
+	}, &handlerpb.HandleRequest{CallId: "c2", TaskId: "t2"})
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if !loud.GetLogEnd() || len(lines) != 2 || !strings.Contains(lines[1], `"`+LogKeyCallEnd+`":"c2"`) {
+		t.Errorf("a call that logged: log_end %v, lines:\n%s", loud.GetLogEnd(), buf.String())
 	}
 }

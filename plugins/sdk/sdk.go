@@ -8,7 +8,8 @@ import (
 )
 
 // Version is the version of this SDK, reported to the agent by Describe. From
-// version 2 on the SDK ends each call's log lines with a line keyed LogKeyCallEnd.
+// version 2 on the SDK ends the log lines of a call that logged with a line keyed
+// LogKeyCallEnd (HandleResponse.log_end).
 const Version = "2"
 
 // ProtocolVersion is the version of the handler protocol (plugins/proto) this SDK speaks.

@@ -78,10 +78,15 @@ func (s *server) Describe(context.Context, *handlerpb.DescribeRequest) (*handler
 	return resp, nil
 }
 
-func (s *server) Handle(ctx context.Context, req *handlerpb.HandleRequest) (*handlerpb.HandleResponse, error) {
-	// Runs before the response is sent: the agent waits for this line to know it
-	// has every line the call logged.
-	defer logCallEnd(req.GetCallId(), req.GetTaskId())
+func (s *server) Handle(ctx context.Context, req *handlerpb.HandleRequest) (resp *handlerpb.HandleResponse, err error) {
+	// Runs before the response is sent: when records were logged during the call,
+	// the end-of-call line follows them, and the agent waits for it.
+	logged := logRecords.Load()
+	defer func() {
+		if resp != nil && logRecords.Load() != logged && logCallEnd(req.GetCallId(), req.GetTaskId()) {
+			resp.LogEnd = true
+		}
+	}()
 	ctx = withTask(ctx, req.GetTaskId(), int(req.GetAttempt()))
 	if !s.known[req.GetType()] {
 		return &handlerpb.HandleResponse{Error: &handlerpb.Error{
@@ -140,7 +145,7 @@ func (s *server) Handle(ctx context.Context, req *handlerpb.HandleRequest) (*han
 	if cpu0 >= 0 {
 		usage.CpuNanos = uint64(cpuTime() - cpu0)
 	}
-	resp := &handlerpb.HandleResponse{Usage: usage}
+	resp = &handlerpb.HandleResponse{Usage: usage}
 	size := uint64(len(out.Output))
 	for _, b := range out.Outputs {
 		size += uint64(len(b))
