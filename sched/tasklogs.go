@@ -67,9 +67,10 @@ func (api *clientAPI) Logs(ctx context.Context, req *connect.Request[paddockv1.L
 
 // unservedWarning says, for a queued task of type typ, that nothing this server knows
 // can run it: no connected agent serves the type and no host's pool lists it. ""
-// when something does, or when the task is not queued.
+// when something does, or when the task is not queued, or over a shared store: other
+// replicas' agents and hosts are not known here, and a warning could be false.
 func (s *Server) unservedWarning(t store.Task) string {
-	if t.State != store.Queued {
+	if t.State != store.Queued || s.shared {
 		return ""
 	}
 	s.mu.Lock()
