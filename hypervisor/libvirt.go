@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"libvirt.org/go/libvirt"
+	"libvirt.org/go/libvirtxml"
 )
 
 // Libvirt is the Hypervisor backed by a libvirt connection. It is safe for concurrent
@@ -220,10 +221,15 @@ func (l *Libvirt) checkName(name string) error { return CheckName(l.cfg.Prefix, 
 
 // Create validates spec (before libvirt is called) and starts it as a transient domain.
 func (l *Libvirt) Create(ctx context.Context, spec DomainSpec) (Domain, error) {
+	return l.createWith(ctx, spec, nil)
+}
+
+// createWith is Create with edit (when not nil) applied to the domain document.
+func (l *Libvirt) createWith(ctx context.Context, spec DomainSpec, edit func(*libvirtxml.Domain) error) (Domain, error) {
 	if err := spec.Validate(l.cfg.Prefix); err != nil {
 		return Domain{}, err
 	}
-	doc, err := spec.domainXML(l.domainType)
+	doc, err := spec.domainXMLWith(l.domainType, edit)
 	if err != nil {
 		return Domain{}, err
 	}

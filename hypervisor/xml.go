@@ -52,6 +52,11 @@ func guestArch() string {
 
 // domainXML builds the libvirtxml document; domType is "kvm", "qemu" or "test".
 func (s DomainSpec) domainXML(domType string) (string, error) {
+	return s.domainXMLWith(domType, nil)
+}
+
+// domainXMLWith is domainXML with edit (when not nil) applied before encoding.
+func (s DomainSpec) domainXMLWith(domType string, edit func(*libvirtxml.Domain) error) (string, error) {
 	uintp := func(v uint) *uint { return &v }
 	d := &libvirtxml.Domain{
 		Type:          domType,
@@ -160,6 +165,11 @@ func (s DomainSpec) domainXML(domType string) (string, error) {
 	dev.MemBalloon = &libvirtxml.DomainMemBalloon{
 		Model: "virtio", FreePageReporting: "on",
 		Stats: &libvirtxml.DomainMemBalloonStats{Period: BalloonStatsPeriod},
+	}
+	if edit != nil {
+		if err := edit(d); err != nil {
+			return "", err
+		}
 	}
 	out, err := d.Marshal()
 	if err != nil {
