@@ -18,6 +18,7 @@ import (
 
 	"github.com/paddockvm/paddock/agent/pid1"
 	"github.com/paddockvm/paddock/internal/buildinfo"
+	"github.com/paddockvm/paddock/plugins/runner"
 )
 
 // childEnv marks the agent process that PID 1 starts (see Main).
@@ -116,8 +117,12 @@ func initMain(cfgPath, manifestPath string) {
 	if err := pid1.LoadModules(mods); err != nil {
 		pid1.Fatal(err)
 	}
-	// The data plane's shared directories (virtio-9p), when the host offers them.
-	if _, err := pid1.MountShares("/sys", pid1.DataShares, os.Stdout); err != nil {
+	// The data plane's shared directories (virtio-9p), when the host offers them. A
+	// warm-start template leaves them to the agent, which mounts them once restored
+	// (QEMU refuses to save the state of a guest with a mounted 9p share).
+	if warmBoot() {
+		fmt.Printf("paddock-agent[%d]: init: warm-start template (%s=1): the agent mounts the shares once it has its identity\n", os.Getpid(), CmdlineWarmKey)
+	} else if _, err := pid1.MountShares("/sys", pid1.DataShares, os.Stdout); err != nil {
 		pid1.Fatal(err)
 	}
 	fmt.Printf("paddock-agent[%d]: init: mounted /proc /sys /dev /tmp /run, loaded %d kernel modules; starting the agent\n", os.Getpid(), len(mods))
@@ -184,8 +189,11 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("opening virtio-serial port %s (%s): %w", cfg.Port, dev, err)
 		}
 		defer port.Close()
+	}
+	warm := port != nil && warmBoot()
+	if port != nil && !warm {
 		if err := WriteReady(port); err != nil {
-			return fmt.Errorf("writing the ready line on %s: %w", dev, err)
+			return fmt.Errorf("writing the ready line on %s: %w", cfg.Port, err)
 		}
 		if sc := cfg.SelfCheck; sc != nil {
 			if err := runSelfCheck(port, *sc); err != nil {
@@ -201,14 +209,38 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	if len(handlers) == 0 {
+	var r *runner.Runner
+	if len(handlers) > 0 {
+		if r, err = startRunner(ctx, cfg, handlers, log); err != nil {
+			return err
+		}
+		defer r.Close()
+	}
+	id := cfg.agentID()
+	if warm {
+		// A snapshot template: ready once the handlers run, then wait (across the save
+		// and every restore) for the identity the host gives this copy.
+		if err := WriteReady(port); err != nil {
+			return fmt.Errorf("writing the ready line on %s: %w", cfg.Port, err)
+		}
+		ident, err := ReadIdentity(ctx, port)
+		if err != nil {
+			return err
+		}
+		if err := takeIdentity(port, ident); err != nil {
+			return fmt.Errorf("taking the identity %s: %w", ident.ID, err)
+		}
+		id = ident.ID
+		log.Info("warm start: identity taken from the host", "id", id)
+	}
+	if r == nil {
 		// Nothing to serve: an image built without handlers (the image tests boot such
 		// images to check PID 1 and the disks). Say so, and stay up for the host.
 		log.Warn("no handlers configured or in the image manifest: not starting a session")
 		<-ctx.Done()
 		return nil
 	}
-	return serve(ctx, cfg, port, handlers, log)
+	return serve(ctx, cfg, port, r, id, log)
 }
 
 // WriteReady writes "PADDOCK-AGENT READY version=<v> boot_ms=<ms>\n" to w.

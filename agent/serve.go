@@ -21,9 +21,8 @@ import (
 // inside a micro-VM (the host daemon sets paddock.id=<guest name>).
 const CmdlineIDKey = "paddock.id"
 
-// serve runs the handlers and the session with the server until ctx ends. port is the
-// open virtio-serial port inside a micro-VM, or nil to dial cfg.Server over TCP.
-func serve(ctx context.Context, cfg Config, port *os.File, handlers []runner.HandlerSpec, log *slog.Logger) error {
+// startRunner starts the handlers.
+func startRunner(ctx context.Context, cfg Config, handlers []runner.HandlerSpec, log *slog.Logger) (*runner.Runner, error) {
 	rcfg := runner.DefaultConfig()
 	rcfg.Handlers = handlers
 	rcfg.Logger = log
@@ -39,11 +38,14 @@ func serve(ctx context.Context, cfg Config, port *os.File, handlers []runner.Han
 	}
 	r, err := runner.New(ctx, rcfg)
 	if err != nil {
-		return fmt.Errorf("starting handlers: %w", err)
+		return nil, fmt.Errorf("starting handlers: %w", err)
 	}
-	defer r.Close()
+	return r, nil
+}
 
-	id := cfg.agentID()
+// serve runs the session with the server as agent id until ctx ends. port is the open
+// virtio-serial port inside a micro-VM, or nil to dial cfg.Server over TCP.
+func serve(ctx context.Context, cfg Config, port *os.File, r *runner.Runner, id string, log *slog.Logger) error {
 	var dial func(context.Context) (net.Conn, error)
 	if port != nil {
 		g := transport.NewGuest(port, transport.Options{Name: id, EOFIsTransient: true, Logger: log})
