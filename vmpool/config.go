@@ -96,7 +96,17 @@ type PoolConfig struct {
 	// under TCG (default DefaultTBCacheMiB; hypervisor.DomainSpec.TBCacheMiB). Bigger
 	// retranslates less under load and costs host memory per guest; ignored under KVM.
 	TBCacheMiB int `mapstructure:"tb_cache_mib" json:"tb_cache_mib,omitempty" yaml:"tb_cache_mib,omitempty"`
+	// WarmStart is how new guests start: WarmCold (boot the kernel, the default) or
+	// WarmSnapshot (restore a memory snapshot of a booted template guest, see warm.go
+	// and docs/operations.md "Warm start").
+	WarmStart string `mapstructure:"warm_start" json:"warm_start,omitempty" yaml:"warm_start,omitempty"`
 }
+
+// Warm start modes (PoolConfig.WarmStart).
+const (
+	WarmCold     = "cold"
+	WarmSnapshot = "snapshot"
+)
 
 // Defaults.
 const (
@@ -141,6 +151,9 @@ func (c PoolConfig) withDefaults() PoolConfig {
 	if c.TBCacheMiB == 0 {
 		c.TBCacheMiB = DefaultTBCacheMiB
 	}
+	if c.WarmStart == "" {
+		c.WarmStart = WarmCold
+	}
 	return c
 }
 
@@ -179,6 +192,8 @@ func (c PoolConfig) Validate() error {
 		return cfgErr(p, "tb_cache_mib", fmt.Sprintf("use 1 to %d MiB, e.g. %d (0: the default)", hypervisor.MaxTBCacheMiB, DefaultTBCacheMiB), "%d MiB is out of range", c.TBCacheMiB)
 	case c.BootTimeout < 0:
 		return cfgErr(p, "boot_timeout", "use a positive duration such as 3m", "%v", c.BootTimeout)
+	case c.WarmStart != WarmCold && c.WarmStart != WarmSnapshot:
+		return cfgErr(p, "warm_start", fmt.Sprintf("use %q (boot every guest) or %q (restore guests from a memory snapshot of a booted template)", WarmCold, WarmSnapshot), "%q is not a warm start mode", c.WarmStart)
 	}
 	seen := map[string]bool{}
 	for i, tt := range c.TaskTypes {
@@ -302,6 +317,10 @@ type Config struct {
 	// counts as a failed boot. Default DefaultGuestSessionTimeout (1m); enforced only
 	// with a relay that reports sessions (SessionReporter: the host daemon's).
 	GuestSessionTimeout time.Duration `mapstructure:"guest_session_timeout" json:"guest_session_timeout,omitempty" yaml:"guest_session_timeout,omitempty"`
+	// SnapshotDir holds the memory snapshots of pools with warm_start snapshot, one
+	// directory per pool (default run_dir/.snapshots). A snapshot is as large as the
+	// memory its template guest touched; put it on a disk, not a small tmpfs.
+	SnapshotDir string `mapstructure:"snapshot_dir" json:"snapshot_dir,omitempty" yaml:"snapshot_dir,omitempty"`
 }
 
 func (c Config) withDefaults() Config {
@@ -326,6 +345,9 @@ func (c Config) withDefaults() Config {
 	if c.GuestSessionTimeout == 0 {
 		c.GuestSessionTimeout = DefaultGuestSessionTimeout
 	}
+	if c.SnapshotDir == "" && c.RunDir != "" {
+		c.SnapshotDir = filepath.Join(c.RunDir, ".snapshots")
+	}
 	return c
 }
 
@@ -344,6 +366,9 @@ func (c Config) ValidateHost() error {
 	if n := len(c.RunDir) + len("/paddock-x-12345678/") + len(socketName); n > hypervisor.MaxSocketLen {
 		return cfgErr("", "run_dir", "use a shorter directory such as /run/paddock/vms",
 			"%q is too long: guest sockets under it would exceed the %d-byte unix socket limit", c.RunDir, hypervisor.MaxSocketLen)
+	}
+	if !filepath.IsAbs(c.SnapshotDir) {
+		return cfgErr("", "snapshot_dir", "use an absolute directory such as /var/lib/paddock/snapshots, or leave it empty for run_dir/.snapshots", "%q is not an absolute path", c.SnapshotDir)
 	}
 	for _, d := range []struct {
 		f string

@@ -125,6 +125,8 @@ type pool struct {
 	nextBoot      time.Time // pool clock
 	blocked       []string
 	blockedDetail string
+
+	warm warmState // warm_start snapshot (warm.go); has its own lock
 }
 
 func newPool(m *Manager, cfg PoolConfig) *pool {
@@ -364,22 +366,15 @@ func (p *pool) bootGuest(now time.Time) {
 // relay.
 func (p *pool) runGuest(ctx context.Context, g *guest, img images.Image) {
 	defer p.wg.Done()
-	err := p.create(ctx, g, img)
+	ident, snap, err := p.start(ctx, g, img)
 	close(g.createDone)
 	if err != nil {
 		p.bootFailed(g, "create", err)
 		return
 	}
-	rctx, cancel := context.WithTimeout(ctx, p.cfg.BootTimeout)
-	conn, info, err := p.m.connector.WaitReady(rctx, g.ref)
-	cancel()
+	conn, info, err := p.waitReady(ctx, g, ident, snap)
 	if err != nil {
 		if ctx.Err() == nil {
-			if errors.Is(rctx.Err(), context.DeadlineExceeded) { // the boot timeout, not the guest, ended the wait
-				err = fmt.Errorf("no ready line within boot_timeout %v: %w", p.cfg.BootTimeout, err)
-			} else {
-				err = fmt.Errorf("the guest's channel ended before its ready line (the guest died or was destroyed while booting; its console log says why): %w", err)
-			}
 			p.bootFailed(g, "ready", err)
 		}
 		return
@@ -396,11 +391,27 @@ func (p *pool) runGuest(ctx context.Context, g *guest, img images.Image) {
 }
 
 func (p *pool) create(ctx context.Context, g *guest, img images.Image) error {
+	spec, err := p.guestSpec(ctx, g, img, "")
+	if err != nil {
+		return err
+	}
+	if _, err := p.m.hv.Create(ctx, spec); err != nil {
+		return fmt.Errorf("creating guest %s: %w", g.ref.Name, err)
+	}
+	p.mu.Lock()
+	g.created, g.createdAt = true, time.Now()
+	p.mu.Unlock()
+	return nil
+}
+
+// guestSpec makes g's directory, shares and scratch disk (an overlay on scratchBase, or
+// on the manager's empty base when "") and returns its domain spec.
+func (p *pool) guestSpec(ctx context.Context, g *guest, img images.Image, scratchBase string) (hypervisor.DomainSpec, error) {
 	if err := os.Mkdir(g.dir, 0o755); err != nil {
-		return fmt.Errorf("creating guest directory %s: %w", g.dir, err)
+		return hypervisor.DomainSpec{}, fmt.Errorf("creating guest directory %s: %w", g.dir, err)
 	}
 	if err := os.Chmod(g.dir, 0o755); err != nil {
-		return fmt.Errorf("making guest directory %s reachable by QEMU: %w", g.dir, err)
+		return hypervisor.DomainSpec{}, fmt.Errorf("making guest directory %s reachable by QEMU: %w", g.dir, err)
 	}
 	spec := hypervisor.DomainSpec{
 		Name: g.ref.Name, VCPUs: p.cfg.VCPUs, MemoryMiB: p.cfg.MemoryMiB, TBCacheMiB: p.cfg.TBCacheMiB,
@@ -412,31 +423,29 @@ func (p *pool) create(ctx context.Context, g *guest, img images.Image) error {
 	if g.ref.InDir != "" {
 		fss, err := makeShares(g.ref.InDir, g.ref.OutDir, p.m.shareOwner)
 		if err != nil {
-			return fmt.Errorf("guest %s: %w", g.ref.Name, err)
+			return hypervisor.DomainSpec{}, fmt.Errorf("guest %s: %w", g.ref.Name, err)
 		}
 		spec.Filesystems = fss
 	}
 	if p.cfg.ScratchMiB > 0 {
-		base, err := p.m.scratchBaseFile()
-		if err != nil {
-			return err
+		base, size := scratchBase, 0 // an overlay on a template's disk keeps its size
+		if base == "" {
+			var err error
+			if base, err = p.m.scratchBaseFile(); err != nil {
+				return hypervisor.DomainSpec{}, err
+			}
+			size = p.cfg.ScratchMiB
 		}
-		s, err := images.NewScratch(ctx, g.dir, base, p.cfg.ScratchMiB)
+		s, err := images.NewScratch(ctx, g.dir, base, size)
 		if err != nil {
-			return fmt.Errorf("creating scratch disk for %s: %w", g.ref.Name, err)
+			return hypervisor.DomainSpec{}, fmt.Errorf("creating scratch disk for %s: %w", g.ref.Name, err)
 		}
 		p.mu.Lock()
 		g.scratch = s
 		p.mu.Unlock()
 		spec.Disks = []hypervisor.Disk{{Path: s.Path, Format: images.ScratchFormat, Target: "vda"}}
 	}
-	if _, err := p.m.hv.Create(ctx, spec); err != nil {
-		return fmt.Errorf("creating guest %s: %w", g.ref.Name, err)
-	}
-	p.mu.Lock()
-	g.created, g.createdAt = true, time.Now()
-	p.mu.Unlock()
-	return nil
+	return spec, nil
 }
 
 // backoffLocked records a failed boot and sets when the next may start; p.mu held.

@@ -36,6 +36,9 @@ type ReadyInfo struct {
 	Line         string
 	AgentVersion string
 	BootMS       int64 // milliseconds from kernel start to the ready line, by the guest's clock
+	// ID and Nonce are set by a guest restored from a snapshot (agent/identity.go): the
+	// identity it took from the host, and random bytes it drew after reseeding.
+	ID, Nonce string
 }
 
 // Connector connects to a just-created guest's channel socket and waits for the agent's
@@ -126,7 +129,7 @@ func (c *Counts) Backlog(taskType string) int {
 // MaxReadyPreamble bounds the bytes a guest may send before its ready line.
 const MaxReadyPreamble = 64 << 10
 
-var readyRE = regexp.MustCompile(`^` + regexp.QuoteMeta(agent.ReadyPrefix) + `(?: version=(\S+))?(?: boot_ms=(\d+))?`)
+var readyRE = regexp.MustCompile(`^` + regexp.QuoteMeta(agent.ReadyPrefix) + `(?: version=(\S+))?(?: boot_ms=(\d+))?(?: id=(\S+))?(?: nonce=([0-9a-f]+))?`)
 
 // ParseReady parses a ready line ("PADDOCK-AGENT READY version=<v> boot_ms=<ms>").
 func ParseReady(line string) (ReadyInfo, bool) {
@@ -135,7 +138,7 @@ func ParseReady(line string) (ReadyInfo, bool) {
 	if m == nil {
 		return ReadyInfo{}, false
 	}
-	info := ReadyInfo{Line: line, AgentVersion: m[1]}
+	info := ReadyInfo{Line: line, AgentVersion: m[1], ID: m[3], Nonce: m[4]}
 	info.BootMS, _ = strconv.ParseInt(m[2], 10, 64)
 	return info, true
 }
@@ -151,8 +154,28 @@ type SocketConnector struct {
 
 var _ Connector = SocketConnector{}
 
+// IdentityConnector is a Connector that can also hand a guest restored from a snapshot
+// its identity: connect, send id.Line(), and wait for the ready line that names id.ID
+// (ready lines without an id, left from the template, are skipped; another id is an
+// error). SocketConnector implements it.
+type IdentityConnector interface {
+	Connector
+	WaitReadyAs(ctx context.Context, g GuestRef, id agent.Identity) (net.Conn, ReadyInfo, error)
+}
+
+var _ IdentityConnector = SocketConnector{}
+
 // WaitReady implements Connector.
 func (s SocketConnector) WaitReady(ctx context.Context, g GuestRef) (net.Conn, ReadyInfo, error) {
+	return s.wait(ctx, g, nil)
+}
+
+// WaitReadyAs implements IdentityConnector.
+func (s SocketConnector) WaitReadyAs(ctx context.Context, g GuestRef, id agent.Identity) (net.Conn, ReadyInfo, error) {
+	return s.wait(ctx, g, &id)
+}
+
+func (s SocketConnector) wait(ctx context.Context, g GuestRef, id *agent.Identity) (net.Conn, ReadyInfo, error) {
 	every := s.RetryEvery
 	if every == 0 {
 		every = 50 * time.Millisecond
@@ -171,8 +194,14 @@ func (s SocketConnector) WaitReady(ctx context.Context, g GuestRef) (net.Conn, R
 		case <-time.After(every):
 		}
 	}
-	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Now()) })
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
 	defer stop()
+	if id != nil {
+		if _, err := io.WriteString(conn, id.Line()); err != nil {
+			conn.Close()
+			return nil, ReadyInfo{}, fmt.Errorf("sending guest %s its identity on %s: %w", g.Name, g.Socket, err)
+		}
+	}
 	var line []byte
 	var total int
 	b := make([]byte, 1)
@@ -183,7 +212,16 @@ func (s SocketConnector) WaitReady(ctx context.Context, g GuestRef) (net.Conn, R
 			if b[0] != '\n' {
 				line = append(line, b[0])
 			} else {
-				if info, ok := ParseReady(string(line)); ok {
+				info, ok := ParseReady(string(line))
+				if ok && id != nil && info.ID != id.ID {
+					if info.ID == "" {
+						ok = false // the template's own ready line
+					} else {
+						conn.Close()
+						return nil, ReadyInfo{}, fmt.Errorf("guest %s answered its identity with the id %q instead of %q", g.Name, info.ID, id.ID)
+					}
+				}
+				if ok {
 					if !stop() { // ctx ended just now: the deadline may be set
 						conn.Close()
 						return nil, ReadyInfo{}, fmt.Errorf("waiting for guest %s's ready line: %w", g.Name, ctx.Err())
