@@ -43,7 +43,11 @@ type GuestInfo struct {
 	Created time.Time
 	Uptime  time.Duration
 	// BootTime is the scale-up decision → ready line (0 while booting).
-	BootTime     time.Duration
+	BootTime time.Duration
+	// Restored: the guest was restored from the pool's snapshot; Nonce is the random
+	// value its agent drew after taking its identity.
+	Restored     bool
+	Nonce        string
 	AgentVersion string
 	// Dir holds the guest's socket, console log and scratch disk.
 	Dir string
@@ -80,6 +84,9 @@ type PoolStatus struct {
 	BlockedDetail string
 	// BootFailures counts consecutive failed boots (0 after a good one).
 	BootFailures int
+	// Snapshot is the warm-start snapshot's state (warm_start snapshot only): "ready",
+	// "building" or "none".
+	Snapshot string
 }
 
 type guest struct {
@@ -243,6 +250,7 @@ func (p *pool) reconcile() {
 	if p.state != PoolRunning || p.ctx.Err() != nil {
 		return
 	}
+	p.warmSnapshot(p.img) // starts building the snapshot before the first guest needs it
 	now := p.m.clock.Now()
 	counts := map[GuestState]int{}
 	var idle []*guest
@@ -689,7 +697,8 @@ func (p *pool) snapshot() []GuestInfo {
 	var out []GuestInfo
 	for _, g := range p.guests {
 		gi := GuestInfo{Name: g.ref.Name, Pool: p.cfg.Name, State: g.state, TasksRun: g.started, Running: g.running,
-			Created: g.startedAt, Uptime: now.Sub(g.startedAt), BootTime: g.bootTime, AgentVersion: g.info.AgentVersion, Dir: g.dir}
+			Created: g.startedAt, Uptime: now.Sub(g.startedAt), BootTime: g.bootTime, AgentVersion: g.info.AgentVersion, Dir: g.dir,
+			Restored: g.info.ID != "", Nonce: g.info.Nonce}
 		if s := g.stats; s != nil {
 			gi.HaveStats, gi.CPUTime, gi.CPUPercent = true, s.CPUTime, g.cpuPct
 			gi.MemoryBytes, gi.RSSBytes = s.Balloon.CurrentKiB*1024, s.Balloon.RSSKiB*1024
@@ -711,6 +720,7 @@ func (p *pool) status() PoolStatus {
 	for _, g := range p.guests {
 		st.Guests[g.state]++
 	}
+	st.Snapshot = p.snapshotStatus()
 	return st
 }
 

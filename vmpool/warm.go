@@ -477,7 +477,11 @@ func (p *pool) waitReady(ctx context.Context, g *guest, ident *agent.Identity, s
 		return conn, info, err
 	}
 	if errors.Is(rctx.Err(), context.DeadlineExceeded) { // the timeout, not the guest, ended the wait
-		err = fmt.Errorf("no ready line within %v: %w", d, err)
+		limit := fmt.Sprintf("boot_timeout %v", d)
+		if snap != nil {
+			limit = fmt.Sprintf("%v of its restore (RestoreReadyTimeout, at most boot_timeout)", d)
+		}
+		err = fmt.Errorf("no ready line within %s: %w", limit, err)
 	} else {
 		err = fmt.Errorf("the guest's channel ended before its ready line (the guest died or was destroyed while booting; its console log says why): %w", err)
 	}
@@ -492,3 +496,20 @@ func (p *pool) waitReady(ctx context.Context, g *guest, ident *agent.Identity, s
 // template carries LabelHost but not LabelPool: pools neither count nor adopt it, and
 // the next start of the host daemon destroys it if it was left behind.
 const LabelTemplate = "paddock.dev/template"
+
+// snapshotStatus is PoolStatus.Snapshot.
+func (p *pool) snapshotStatus() string {
+	if p.cfg.WarmStart != WarmSnapshot {
+		return ""
+	}
+	w := &p.warm
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch {
+	case w.snap != nil:
+		return "ready"
+	case w.building:
+		return "building"
+	}
+	return "none"
+}
