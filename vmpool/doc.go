@@ -65,6 +65,18 @@
 // (GuestCmdline): its agent registers under that id, which the server checks against
 // the name the host attests. WithGuestGone tells the host daemon when a guest is gone.
 //
+// Warm start (warm.go, PoolConfig.WarmStart "snapshot"; default "cold"): the pool boots
+// a template guest with agent.CmdlineWarmKey=1, saves its state through
+// hypervisor.Snapshotter into Config.SnapshotDir/<pool>/ beside a manifest (image
+// digest, pool settings hash, QEMU and libvirt versions, state size and sha256), and
+// restores new guests from it, each with its own name, UUID, socket, shares and disk
+// overlay; SocketConnector.WaitReadyAs then hands the guest its identity and an RNG seed
+// (agent.Identity) and checks the id in its second ready line. Until the snapshot is
+// ready, and whenever it fails (mismatch, truncated or corrupt state, failed save or
+// restore, no ready line after restore), guests boot cold, the snapshot is dropped and
+// rebuilt after retry_interval. Cold is the default because a snapshot costs disk space
+// per pool and taints domains with QMP passthrough; docs/operations.md "Warm start".
+//
 // A pool with a bad configuration (Validate: names, ranges, min_idle > max, …; at start:
 // an image that is not in the store, memory below RequiredMemoryMiB of the image, a task
 // type no handler of the image serves, an image built before manifests recorded task
@@ -83,4 +95,9 @@
 // Scale-up decision → ready, beside a raw `virsh create` of the same image → ready line:
 //
 //	sudo go test ./vmpool/ -run '^$' -bench ScaleUpToReady -benchtime 3x
+//
+// Warm start: ten clones of one snapshot registering and running tasks through a real
+// server is hostd's TestWarmStartTenClones; restored vs cold-booted vs a raw restore is
+//
+//	sudo go test ./vmpool/ -run '^$' -bench WarmStart -benchtime 3x
 package vmpool

@@ -81,6 +81,9 @@ func TestPoolConfigValidate(t *testing.T) {
 		{"negative scratch", func(c *PoolConfig) { c.ScratchMiB = -1 }, "scratch_mib"},
 		{"bad task type", func(c *PoolConfig) { c.TaskTypes = []string{"Sleep!"} }, "task_types[0]"},
 		{"duplicate task type", func(c *PoolConfig) { c.TaskTypes = []string{"sleep", "sleep"} }, "task_types[1]"},
+		{"warm_start snapshot", func(c *PoolConfig) { c.WarmStart = WarmSnapshot }, ""},
+		{"warm_start cold", func(c *PoolConfig) { c.WarmStart = WarmCold }, ""},
+		{"warm_start unknown", func(c *PoolConfig) { c.WarmStart = "hot" }, "warm_start"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
