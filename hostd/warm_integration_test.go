@@ -1,12 +1,19 @@
 package hostd_test
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/paddockvm/paddock/agent"
+	"github.com/paddockvm/paddock/api/guestabi"
 	paddockv1 "github.com/paddockvm/paddock/api/paddock/v1"
+	"github.com/paddockvm/paddock/hypervisor"
 	"github.com/paddockvm/paddock/vmpool"
 	"github.com/paddockvm/paddock/vmpool/hostload"
 )
@@ -103,4 +110,134 @@ func TestWarmStartTenClones(t *testing.T) {
 	if len(agents) != n {
 		t.Errorf("%d distinct agents ran the %d tasks, want %d", len(agents), n, n)
 	}
+}
+
+// waitSnapshot waits until pool's warm-start snapshot is ready.
+func (e *env) waitSnapshot(pool string) {
+	e.waitFor("pool "+pool+"'s snapshot", bootWait, func() bool {
+		for _, p := range e.d.Manager().Pools() {
+			if p.Name == pool && p.Snapshot == "ready" {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// decisionToRegistered submits one task of typ to a pool with min_idle 0, max 1 and
+// max_tasks_per_vm 1, and returns the time from the pool's scale-up decision (the
+// guest's Created) to its agent being connected to the server (as seen by polling the
+// server), the decision → ready line time, and whether the guest was restored. It waits for the task and for the recycled guest to be gone.
+func (e *env) decisionToRegistered(pool, typ, payload string) (reg, ready time.Duration, restored bool) {
+	e.t.Helper()
+	id := e.submit(typ, payload)
+	e.waitFor("a registered guest in "+pool, bootWait, func() bool {
+		ags := e.agents()
+		for _, g := range e.guests(pool) {
+			if a := ags[g.Name]; a != nil && a.GetState() == "connected" {
+				reg, ready, restored = time.Since(g.Created), g.BootTime, g.Restored
+				return true
+			}
+		}
+		return false
+	})
+	if got := e.wait(id, 5*time.Minute); got.GetState() != paddockv1.State_STATE_SUCCEEDED {
+		e.t.Fatalf("task %s: %v", id, got)
+	}
+	e.waitFor("the recycled guest gone", time.Minute, func() bool { return len(e.guests(pool)) == 0 })
+	return reg, ready, restored
+}
+
+// rawRestore restores the pool's snapshot with the hypervisor package alone (no pool,
+// no server): a domain of the same devices, then the identity line, timing restore
+// start → the agent's second ready line.
+func (e *env) rawRestore(pool string) time.Duration {
+	e.t.Helper()
+	dir := filepath.Join(e.runDir, ".snapshots", pool)
+	var man struct {
+		Template string `json:"template"`
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &man); err != nil {
+		e.t.Fatal(err)
+	}
+	name := e.hv.Prefix() + "rawr-" + randHex(4)
+	gdir := qemuDir(e.t, "pdrr-")
+	defer os.RemoveAll(gdir)
+	in, out := filepath.Join(gdir, "in"), filepath.Join(gdir, "out")
+	for _, d := range []string{in, out} {
+		if err := os.Mkdir(d, 0o777); err != nil {
+			e.t.Fatal(err)
+		}
+		os.Chmod(d, 0o777)
+	}
+	spec := hypervisor.DomainSpec{Name: name, VCPUs: 1, MemoryMiB: 256, Kernel: e.img.Kernel(), Initrd: e.img.Initrd(), Cmdline: man.Template,
+		Filesystems: []hypervisor.Filesystem{{Source: in, Tag: guestabi.InTag, ReadOnly: true}, {Source: out, Tag: guestabi.OutTag}},
+		Channels:    []hypervisor.Channel{{Name: agent.DefaultPort, SocketPath: filepath.Join(gdir, "agent.sock")}},
+		ConsoleLog:  filepath.Join(gdir, "console.log"),
+	}
+	ident, err := agent.NewIdentity(name)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), bootWait)
+	defer cancel()
+	t0 := time.Now()
+	if _, err := e.hv.Restore(ctx, spec, filepath.Join(dir, "state")); err != nil {
+		e.t.Fatal(err)
+	}
+	defer e.hv.Destroy(context.Background(), name)
+	conn, info, err := vmpool.SocketConnector{}.WaitReadyAs(ctx, vmpool.GuestRef{Name: name, Socket: filepath.Join(gdir, "agent.sock")}, ident)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	d := time.Since(t0)
+	conn.Close()
+	if info.ID != name {
+		e.t.Fatalf("raw restore: ready line names %q", info.ID)
+	}
+	return d
+}
+
+// BenchmarkWarmStart: scale-up decision → agent registered with the server for a guest
+// restored from a snapshot and for a cold-booted one (two pools of the same image in
+// the same daemon, one task each per iteration), and a raw restore of the same
+// snapshot with the hypervisor package alone → the agent's ready line, beside the
+// pool's own decision → ready line for its restored guest.
+//
+//	sudo go test ./hostd/ -run '^$' -bench WarmStart -benchtime 3x
+func BenchmarkWarmStart(b *testing.B) {
+	cold, warm := "bc"+randHex(2), "bw"+randHex(2)
+	e := start(b, []vmpool.PoolConfig{
+		{Name: cold, VCPUs: 1, MemoryMiB: 256, MinIdle: 0, Max: 1, IdleTimeout: time.Minute, MaxTasksPerVM: 1, TaskTypes: []string{"test.echo"}},
+		{Name: warm, VCPUs: 1, MemoryMiB: 256, MinIdle: 0, Max: 1, IdleTimeout: time.Minute, MaxTasksPerVM: 1, TaskTypes: []string{"test.sleep"}, WarmStart: vmpool.WarmSnapshot},
+	}, hostload.Thresholds{})
+	e.waitSnapshot(warm)
+	var coldT, warmT, rawT, warmReady time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		d, _, restored := e.decisionToRegistered(cold, "test.echo", "x")
+		if restored {
+			b.Fatal("the cold pool restored a guest")
+		}
+		coldT += d
+		d, ready, restored := e.decisionToRegistered(warm, "test.sleep", "1ms")
+		if !restored {
+			b.Fatalf("the warm pool booted a guest cold; pools %+v", e.d.Manager().Pools())
+		}
+		warmT += d
+		warmReady += ready
+		rawT += e.rawRestore(warm)
+	}
+	b.StopTimer()
+	n := time.Duration(b.N)
+	b.ReportMetric((coldT / n).Seconds(), "s/cold-decision-to-registered")
+	b.ReportMetric((warmT / n).Seconds(), "s/restored-decision-to-registered")
+	b.ReportMetric(float64(warmT)/float64(coldT), "restored/cold")
+	b.ReportMetric((warmReady / n).Seconds(), "s/restored-decision-to-ready")
+	b.ReportMetric((rawT / n).Seconds(), "s/raw-restore-to-ready")
+	b.ReportMetric(float64(warmReady)/float64(rawT), "restored/raw")
 }
