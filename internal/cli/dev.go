@@ -60,6 +60,7 @@ type devOptions struct {
 	clusterListen string
 	metricsListen string
 	bootTimeout   time.Duration
+	warmStart     string
 }
 
 // DefaultDevDataDir is where `paddock dev` keeps its state unless --data-dir (or
@@ -114,6 +115,7 @@ same data directory destroys the guests the crashed one left.`,
 	f.StringVar(&o.clusterListen, "cluster-listen", "127.0.0.1:7072", "cluster port (the host daemon connects here over mutual TLS); server.cluster_listen")
 	f.StringVar(&o.metricsListen, "metrics-listen", "127.0.0.1:7073", "address of the host daemon's /metrics; host.metrics_listen")
 	f.DurationVar(&o.bootTimeout, "boot-timeout", vmpool.DefaultBootTimeout, "a guest with no ready line by then is replaced")
+	f.StringVar(&o.warmStart, "warm-start", vmpool.WarmCold, "how guests start: cold (boot) or snapshot (restore a saved template; the pool's warm_start)")
 	return cmd
 }
 
@@ -328,7 +330,7 @@ func runDev(ctx context.Context, app *App, o devOptions) error {
 
 	// The host daemon with one pool.
 	pool := vmpool.PoolConfig{Name: devPoolName, Image: img.Digest, VCPUs: 1, MemoryMiB: o.memory, MinIdle: o.guests, Max: o.max,
-		IdleTimeout: 5 * time.Minute, BootTimeout: o.bootTimeout}
+		IdleTimeout: 5 * time.Minute, BootTimeout: o.bootTimeout, WarmStart: o.warmStart}
 	if err := pool.Validate(); err != nil {
 		return err
 	}
