@@ -105,6 +105,7 @@ type guest struct {
 	started    int
 	running    int
 	scratch    *images.Scratch
+	restoring  bool // being restored from a snapshot: its domain's events are the restore's (warm.go)
 	stats      *hypervisor.DomainStats
 	statsAt    time.Time
 	cpuPct     float64
@@ -564,7 +565,7 @@ func (p *pool) onEvent(e hypervisor.Event) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	g, ok := p.guests[e.Domain]
-	if !ok || g.state == StateStopping {
+	if !ok || g.state == StateStopping || g.restoring {
 		return
 	}
 	reason := string(e.Type)

@@ -383,10 +383,30 @@ func (p *pool) start(ctx context.Context, g *guest, img images.Image) (*agent.Id
 	if ctx.Err() != nil {
 		return nil, nil, err
 	}
-	p.log.Warn("warm start: restore failed; booting this guest cold", "guest", g.ref.Name, "err", err)
 	p.dropSnapshot(snap, err)
 	p.cleanGuestFiles(g)
+	old := p.renameGuest(g)
+	p.log.Warn("warm start: restore failed; booting this guest cold", "guest", old, "cold_guest", g.ref.Name, "err", err)
 	return nil, nil, p.create(ctx, g, img)
+}
+
+// renameGuest gives g a fresh name and directory (and ends its restoring state), so that
+// late events of the failed restore's domain cannot touch the cold boot that replaces
+// it. It returns the old name.
+func (p *pool) renameGuest(g *guest) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	old := g.ref.Name
+	name := p.m.hv.Prefix() + p.cfg.Name + "-" + randID()
+	delete(p.guests, old)
+	g.ref.Name, g.dir = name, filepath.Join(p.m.cfg.RunDir, name)
+	g.ref.Socket = filepath.Join(g.dir, socketName)
+	if g.ref.InDir != "" {
+		g.ref.InDir, g.ref.OutDir = filepath.Join(g.dir, inShareName), filepath.Join(g.dir, outShareName)
+	}
+	g.restoring = false
+	p.guests[name] = g
+	return old
 }
 
 // restore starts g from snap.
@@ -410,11 +430,14 @@ func (p *pool) restore(ctx context.Context, g *guest, img images.Image, snap *sn
 	if err != nil {
 		return nil, err
 	}
+	p.mu.Lock()
+	g.restoring = true
+	p.mu.Unlock()
 	if _, err := p.snapshotter().Restore(ctx, spec, snap.state()); err != nil {
-		return nil, err
+		return nil, err // start renames g, which ends restoring
 	}
 	p.mu.Lock()
-	g.created, g.createdAt = true, time.Now()
+	g.created, g.createdAt, g.restoring = true, time.Now(), false
 	p.mu.Unlock()
 	return &id, nil
 }
