@@ -28,15 +28,8 @@ import (
 func TestWarmStartTenClones(t *testing.T) {
 	pool := "ws" + randHex(2)
 	e := start(t, []vmpool.PoolConfig{{Name: pool, VCPUs: 1, MemoryMiB: 256, MinIdle: 0, Max: 10, IdleTimeout: time.Minute,
-		MaxTasksPerVM: 1, TaskTypes: []string{"test.echo"}, WarmStart: vmpool.WarmSnapshot}}, hostload.Thresholds{})
-	e.waitFor("the pool's snapshot", bootWait, func() bool {
-		for _, p := range e.d.Manager().Pools() {
-			if p.Name == pool && p.Snapshot == "ready" {
-				return true
-			}
-		}
-		return false
-	})
+		MaxTasksPerVM: 1, TaskTypes: []string{"test.echo"}, WarmStart: vmpool.WarmSnapshot, BootTimeout: templateWait}}, hostload.Thresholds{})
+	e.waitSnapshot(pool)
 
 	// Record every guest's warm-start facts while it lives (each runs one task, then
 	// it is recycled).
@@ -112,9 +105,13 @@ func TestWarmStartTenClones(t *testing.T) {
 	}
 }
 
+// templateWait bounds the template's boot (its pool's boot_timeout) and the wait for
+// its snapshot: on a loaded 2-core machine a TCG boot took over 5 minutes.
+const templateWait = 10 * time.Minute
+
 // waitSnapshot waits until pool's warm-start snapshot is ready.
 func (e *env) waitSnapshot(pool string) {
-	e.waitFor("pool "+pool+"'s snapshot", bootWait, func() bool {
+	e.waitFor("pool "+pool+"'s snapshot", templateWait+time.Minute, func() bool {
 		for _, p := range e.d.Manager().Pools() {
 			if p.Name == pool && p.Snapshot == "ready" {
 				return true
@@ -131,7 +128,7 @@ func (e *env) waitSnapshot(pool string) {
 func (e *env) decisionToRegistered(pool, typ, payload string) (reg, ready time.Duration, restored bool) {
 	e.t.Helper()
 	id := e.submit(typ, payload)
-	e.waitFor("a registered guest in "+pool, bootWait, func() bool {
+	e.waitFor("a registered guest in "+pool, templateWait, func() bool {
 		ags := e.agents()
 		for _, g := range e.guests(pool) {
 			if a := ags[g.Name]; a != nil && a.GetState() == "connected" {
@@ -212,8 +209,8 @@ func (e *env) rawRestore(pool string) time.Duration {
 func BenchmarkWarmStart(b *testing.B) {
 	cold, warm := "bc"+randHex(2), "bw"+randHex(2)
 	e := start(b, []vmpool.PoolConfig{
-		{Name: cold, VCPUs: 1, MemoryMiB: 256, MinIdle: 0, Max: 1, IdleTimeout: time.Minute, MaxTasksPerVM: 1, TaskTypes: []string{"test.echo"}},
-		{Name: warm, VCPUs: 1, MemoryMiB: 256, MinIdle: 0, Max: 1, IdleTimeout: time.Minute, MaxTasksPerVM: 1, TaskTypes: []string{"test.sleep"}, WarmStart: vmpool.WarmSnapshot},
+		{Name: cold, VCPUs: 1, MemoryMiB: 256, MinIdle: 0, Max: 1, IdleTimeout: time.Minute, MaxTasksPerVM: 1, TaskTypes: []string{"test.echo"}, BootTimeout: templateWait},
+		{Name: warm, VCPUs: 1, MemoryMiB: 256, MinIdle: 0, Max: 1, IdleTimeout: time.Minute, MaxTasksPerVM: 1, TaskTypes: []string{"test.sleep"}, WarmStart: vmpool.WarmSnapshot, BootTimeout: templateWait},
 	}, hostload.Thresholds{})
 	e.waitSnapshot(warm)
 	var coldT, warmT, rawT, warmReady time.Duration
