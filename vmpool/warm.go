@@ -326,7 +326,7 @@ func (p *pool) makeSnapshot(ctx context.Context, img images.Image, dir string, m
 	conn, _, err := p.m.connector.WaitReady(rctx, g.ref)
 	cancel()
 	if err != nil {
-		return man, fmt.Errorf("template %s: %w", name, err)
+		return man, fmt.Errorf("template %s: %w; its console ended with %q", name, err, consoleTail(spec.ConsoleLog, 1024))
 	}
 	defer conn.Close()
 	state := filepath.Join(dir, stateFile)
@@ -535,4 +535,18 @@ func (p *pool) snapshotStatus() string {
 		return "building"
 	}
 	return "none"
+}
+
+// consoleTail returns the last n bytes of a console log ("" when unreadable).
+func consoleTail(path string, n int64) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err == nil && fi.Size() > n {
+		f.Seek(fi.Size()-n, io.SeekStart)
+	}
+	b, _ := io.ReadAll(io.LimitReader(f, n))
+	return string(b)
 }
