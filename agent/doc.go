@@ -14,6 +14,12 @@
 // handlers' RSS (`paddock vm ls`). A TCP agent keeps the files of tasks whose
 // blobs travel over its connection in data_dir (--data-dir).
 //
+// With paddock.warm=1 on the kernel command line (a warm-start template, vmpool
+// warm_start snapshot) the agent starts its handlers before its ready line and then
+// waits for the host's identity line: the host snapshots the guest while it waits, and
+// each restored copy takes the id and RNG seed its host sends (identity.go), mounts the
+// data shares, and writes a second ready line with its id and a fresh nonce.
+//
 // Unit tests: go test ./agent/... (CGO_ENABLED=0 works). TestStreamDataPathRealAgent
 // runs the real agent binary and a real handler against an in-process server with a
 // blob store. The PID-1 path is tested by booting a built image under libvirt:

@@ -17,6 +17,14 @@
 // only returns EOF while no host is attached): Options.EOFIsTransient makes it
 // keep reading.
 //
+// Before any frame, a guest restored from a snapshot (warm start) exchanges two text
+// lines with the host on the same port: the host sends
+// "PADDOCK-IDENTITY id=<guest name> seed=<64 hex digits>\n", and the agent answers with
+// a second ready line, "PADDOCK-AGENT READY … id=<guest name> nonce=<32 hex digits>\n",
+// after reseeding the kernel RNG with the seed. Only then does framing start, as above
+// (the host's RESYNC skips both lines like any pre-session bytes). agent/identity.go
+// has the details; the host side is vmpool.SocketConnector.WaitReadyAs.
+//
 // A session is a net.Conn: the agent gives Guest.Dial to grpc.WithContextDialer
 // (gRPC redials after a session ends, which starts a new one), and the server
 // side serves gRPC on a Listener fed with raw connections (ServeConn) or
