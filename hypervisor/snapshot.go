@@ -70,8 +70,10 @@ func (l *Libvirt) SaveState(ctx context.Context, name, path string) (err error) 
 		return fmt.Errorf("saving state of %s: %w", name, err)
 	}
 	defer dom.Free()
-	if err := dom.Suspend(); err != nil {
-		return fmt.Errorf("pausing %s to save its state: %w", name, classify(err))
+	if st, _, err := dom.GetState(); err != nil || st != libvirt.DOMAIN_PAUSED { // paused already after a failed save
+		if err := dom.Suspend(); err != nil {
+			return fmt.Errorf("pausing %s to save its state: %w", name, classify(err))
+		}
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
