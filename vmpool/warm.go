@@ -92,10 +92,10 @@ func (p *pool) wantManifest(ctx context.Context, img images.Image) (snapshotMani
 		return snapshotManifest{}, err
 	}
 	shape := struct {
-		VCPUs, MemoryMiB, ScratchMiB int
-		Cmdline, Port                string
-		Shares                       bool
-	}{p.cfg.VCPUs, p.cfg.MemoryMiB, p.cfg.ScratchMiB, p.cfg.Cmdline, agent.DefaultPort, !p.m.cfg.DisableShares}
+		VCPUs, MemoryMiB, ScratchMiB, TBCacheMiB int
+		Cmdline, Port                            string
+		Shares                                   bool
+	}{p.cfg.VCPUs, p.cfg.MemoryMiB, p.cfg.ScratchMiB, p.cfg.TBCacheMiB, p.cfg.Cmdline, agent.DefaultPort, !p.m.cfg.DisableShares}
 	b, _ := json.Marshal(shape)
 	sum := sha256.Sum256(b)
 	return snapshotManifest{Format: hypervisor.StateFormatVersion, Image: img.Digest, ConfigHash: hex.EncodeToString(sum[:]),
