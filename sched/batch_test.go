@@ -2,6 +2,8 @@ package sched_test
 
 import (
 	"context"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -41,6 +43,16 @@ func TestSubmitBatch(t *testing.T) {
 		if got.GetState() != paddockv1.State_STATE_SUCCEEDED || string(got.GetOutput()) != want {
 			t.Errorf("task %d: %v output %q; want succeeded with %q", i, got.GetState(), got.GetOutput(), want)
 		}
+	}
+	// Three attempts ended in success (the fourth spec was the second's task).
+	resp, err := http.Get(ts.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := `paddock_attempts_total{failure_kind="",state="succeeded"} 3`; !strings.Contains(string(b), want) {
+		t.Errorf("/metrics lacks %s", want)
 	}
 	again, err := ts.tasks.SubmitBatch(ctx, connect.NewRequest(&paddockv1.SubmitBatchRequest{Tasks: specs[1:2]}))
 	if err != nil || again.Msg.GetResults()[0].GetCreated() || again.Msg.GetResults()[0].GetTask().GetId() != res[1].GetTask().GetId() {

@@ -89,6 +89,13 @@ func (o observedStore) Lease(ctx context.Context, now time.Time, grants []store.
 func (o observedStore) Update(ctx context.Context, u store.Update) (store.Task, error) {
 	t, err := o.Store.Update(ctx, u)
 	if err == nil {
+		if u.EndAttempt {
+			kind := string(u.FailureKind)
+			if kind == "" && u.To != store.Succeeded {
+				kind = "none"
+			}
+			o.s.metrics.attempts.WithLabelValues(string(u.To), kind).Inc()
+		}
 		if t.State.Terminal() {
 			o.s.hist.finished(t)
 		}

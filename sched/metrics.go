@@ -2,6 +2,7 @@ package sched
 
 import (
 	"context"
+	"runtime"
 	"sync"
 	"time"
 
@@ -20,6 +21,7 @@ type metrics struct {
 	submits         *prometheus.CounterVec
 	guestRequeues   prometheus.Counter
 	tasksDeleted    *prometheus.CounterVec
+	attempts        *prometheus.CounterVec
 	refused         *prometheus.CounterVec
 
 	// The data plane.
@@ -60,6 +62,10 @@ func newMetrics(s *Server) *metrics {
 	m.tasksDeleted = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "paddock", Name: "tasks_deleted_total", Help: "Finished tasks deleted past their retention (server.task_retention), by final state.",
 	}, []string{"state"})
+	m.attempts = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "paddock", Name: "attempts_total",
+		Help: "Attempts ended, by the state they moved their task to (queued: retried) and failure kind (\"\" for a success; none: a failure without a kind).",
+	}, []string{"state", "failure_kind"})
 	m.guestRequeues = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: "paddock", Name: "guest_gone_requeues_total", Help: "Tasks requeued at once because their guest's host reported the guest gone.",
 	})
@@ -94,8 +100,14 @@ func newMetrics(s *Server) *metrics {
 	m.gcErrors = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: "paddock", Name: "blob_gc_errors_total", Help: "Blobs retention could not check or delete (and failed listings).",
 	})
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "paddock", Name: "build_info", Help: "Always 1; its labels say which Paddock version and Go runtime serve.",
+		ConstLabels: prometheus.Labels{"version": s.cfg.Version, "goversion": runtime.Version()},
+	})
+	buildInfo.Set(1)
+	m.reg.MustRegister(buildInfo)
 	m.reg.MustRegister(m.blobBytes, m.staged, m.stagedBytes, m.collects, m.collectSeconds, m.collectedBytes, m.gcDeleted, m.gcDeletedBytes, m.gcErrors)
-	m.reg.MustRegister(m.dispatchLatency, m.taskDuration, m.leaseExpiries, m.reports, m.submits, m.guestRequeues, m.tasksDeleted, m.refused,
+	m.reg.MustRegister(m.dispatchLatency, m.taskDuration, m.leaseExpiries, m.reports, m.submits, m.guestRequeues, m.tasksDeleted, m.attempts, m.refused,
 		&stateCollector{s: s},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

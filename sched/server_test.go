@@ -229,7 +229,7 @@ func TestBadInputNamesTheField(t *testing.T) {
 		}
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		for _, m := range []string{`paddock_tasks{state="queued",type="x"}`, "paddock_agents", "paddock_lease_expiries_total"} {
+		for _, m := range []string{`paddock_tasks{state="queued",type="x"}`, "paddock_agents", "paddock_lease_expiries_total", `paddock_build_info{goversion="go`} {
 			if !strings.Contains(string(b), m) {
 				t.Errorf("/metrics lacks %s", m)
 			}
