@@ -73,3 +73,29 @@ func countTasks(t *testing.T, ls *localServer) int {
 	}
 	return len(ts)
 }
+
+// TestTaskRetry: paddock task retry resubmits a cancelled task's spec as a new task and
+// refuses a task that is still queued.
+func TestTaskRetry(t *testing.T) {
+	url, _, ls := testServer(t)
+	dir := t.TempDir()
+	f := filepath.Join(dir, "one.jsonl")
+	if err := os.WriteFile(f, []byte(`{"type": "nobody.serves", "payload": "aGk="}`+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := mustRun(t, "task", "submit-batch", "--server", url, f)
+	id := strings.TrimSpace(out)
+	if _, errOut, code := run(t, "task", "retry", "--server", url, id); code == 0 || !strings.Contains(errOut, "retrying task "+id) {
+		t.Errorf("retry of a queued task: exit %d, stderr %q; want a refusal", code, errOut)
+	}
+	mustRun(t, "task", "cancel", "--server", url, id)
+	out, errOut := mustRun(t, "task", "retry", "--server", url, id)
+	nid := strings.TrimSpace(out)
+	if nid == "" || nid == id || !strings.Contains(errOut, "retried as "+nid) {
+		t.Fatalf("retry printed %q (stderr %q); want a new id", out, errOut)
+	}
+	nt, err := ls.Server.Store().Get(context.Background(), nid)
+	if err != nil || nt.Type != "nobody.serves" || string(nt.Payload) != "hi" || nt.State != store.Queued {
+		t.Fatalf("the retried task: %+v, %v; want a queued copy of the spec", nt, err)
+	}
+}
