@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -175,11 +174,18 @@ func newTaskSubmitCmd(app *App) *cobra.Command {
 				if payload != "" {
 					return usageError{errors.New("give --payload or --payload-file, not both")}
 				}
-				b, err := os.ReadFile(payloadFile)
+				b, err := readFileOrStdin(payloadFile)
 				if err != nil {
 					return fmt.Errorf("--payload-file: %w", err)
 				}
 				spec.Payload = b
+			}
+			if payloadFile == "-" {
+				for _, in := range inputs {
+					if strings.HasSuffix(in, "=-") {
+						return usageError{fmt.Errorf("--input %s and --payload-file -: only one of them can read stdin", in)}
+					}
+				}
 			}
 			if err := addInputs(cmd.Context(), app, blobClient(app), spec, inputs, inputBlobs, inline, inlineMax, quiet); err != nil {
 				return err
@@ -240,7 +246,7 @@ func newTaskSubmitCmd(app *App) *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&typ, "type", "", "task type (required)")
 	f.StringVar(&payload, "payload", "", "payload text")
-	f.StringVar(&payloadFile, "payload-file", "", "read the payload from a file")
+	f.StringVar(&payloadFile, "payload-file", "", "read the payload from a file (- for stdin)")
 	f.StringArrayVar(&inputs, "input", nil, "named input name=FILE: inline when small, else uploaded as a blob (repeatable)")
 	f.StringArrayVar(&inputBlobs, "input-blob", nil, "named input name=DIGEST: a blob the server has (repeatable)")
 	f.BoolVar(&inline, "inline", false, "send every --input inline (no blobs)")

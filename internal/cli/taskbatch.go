@@ -36,7 +36,7 @@ its chunk is stored, naming the line. Prints each task's id, one a line, in orde
 			if chunk < 1 || chunk > sched.MaxBatchTasks {
 				return usageError{fmt.Errorf("--chunk %d: want 1 to %d", chunk, sched.MaxBatchTasks)}
 			}
-			var in io.Reader = os.Stdin
+			var in io.Reader = stdin
 			if args[0] != "-" {
 				f, err := os.Open(args[0])
 				if err != nil {

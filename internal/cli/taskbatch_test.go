@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -99,3 +100,34 @@ func TestTaskRetry(t *testing.T) {
 		t.Fatalf("the retried task: %+v, %v; want a queued copy of the spec", nt, err)
 	}
 }
+
+// TestSubmitFromStdin: --payload-file - and --input name=- read stdin (the input is
+// spooled, so it can go inline or up as a blob); both at once is refused.
+func TestSubmitFromStdin(t *testing.T) {
+	url, _, ls := testServer(t)
+	old := stdin
+	t.Cleanup(func() { stdin = old })
+
+	stdin = strings.NewReader("payload from stdin")
+	out, _ := mustRun(t, "task", "submit", "--server", url, "--type", "t", "--payload-file", "-")
+	id := regexpID.FindString(out)
+	if tk, err := ls.Server.Store().Get(context.Background(), id); err != nil || string(tk.Payload) != "payload from stdin" {
+		t.Fatalf("--payload-file -: task %q: %+v, %v", id, tk, err)
+	}
+
+	stdin = strings.NewReader("input from stdin")
+	out, _ = mustRun(t, "task", "submit", "--server", url, "--type", "t", "--input", "in.txt=-")
+	id = regexpID.FindString(out)
+	if tk, err := ls.Server.Store().Get(context.Background(), id); err != nil || string(tk.Inputs["in.txt"]) != "input from stdin" {
+		t.Fatalf("--input in.txt=-: task %q: inputs %v, %v", id, tk.Inputs, err)
+	}
+
+	if _, errOut, code := run(t, "task", "submit", "--server", url, "--type", "t", "--payload-file", "-", "--input", "a=-"); code != 2 || !strings.Contains(errOut, "only one of them can read stdin") {
+		t.Errorf("two readers of stdin: exit %d, stderr %q", code, errOut)
+	}
+	if _, errOut, code := run(t, "task", "submit", "--server", url, "--type", "t", "--input", "a=-", "--input", "b=-"); code != 2 || !strings.Contains(errOut, "only one input can read stdin") {
+		t.Errorf("two inputs from stdin: exit %d, stderr %q", code, errOut)
+	}
+}
+
+var regexpID = regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`)

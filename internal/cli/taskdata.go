@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"sort"
 	"strings"
@@ -46,13 +47,26 @@ func addInputs(ctx context.Context, app *App, c *blobhttp.Client, spec *paddockv
 		return nil
 	}
 	var files []fileInput
+	fromStdin := ""
 	for _, in := range inputs {
 		name, path, ok := strings.Cut(in, "=")
 		if !ok || path == "" {
-			return usageError{fmt.Errorf("--input %q: want name=FILE, e.g. --input data.csv=./data.csv", in)}
+			return usageError{fmt.Errorf("--input %q: want name=FILE, e.g. --input data.csv=./data.csv (or name=- for stdin)", in)}
 		}
 		if err := claim("--input", in, name); err != nil {
 			return err
+		}
+		if path == "-" {
+			if fromStdin != "" {
+				return usageError{fmt.Errorf("--input %s and --input %s: only one input can read stdin", fromStdin, in)}
+			}
+			fromStdin = in
+			tmp, err := spoolStdin()
+			if err != nil {
+				return fmt.Errorf("--input %s: %w", in, err)
+			}
+			defer os.Remove(tmp)
+			path = tmp
 		}
 		fi, err := os.Stat(path)
 		if err != nil {
@@ -223,4 +237,38 @@ func listOutputs(app *App, t *paddockv1.Task) error {
 		fmt.Fprintf(tw, "%s\tblob\t%s\t%s\n", n, humanize.IBytes(uint64(max(r.GetSize(), 0))), r.GetDigest())
 	}
 	return tw.Flush()
+}
+
+// stdin is what "-" reads (--payload-file -, --input name=-); tests replace it.
+var stdin io.Reader = os.Stdin
+
+// readFileOrStdin reads the file at path, or stdin for "-".
+func readFileOrStdin(path string) ([]byte, error) {
+	if path == "-" {
+		b, err := io.ReadAll(stdin)
+		if err != nil {
+			return nil, fmt.Errorf("reading stdin: %w", err)
+		}
+		return b, nil
+	}
+	return os.ReadFile(path)
+}
+
+// spoolStdin copies stdin to a temporary file (an input's size must be known before it
+// goes inline or up as a blob) and returns its path; the caller removes it.
+func spoolStdin() (string, error) {
+	f, err := os.CreateTemp("", "paddock-stdin-")
+	if err != nil {
+		return "", fmt.Errorf("spooling stdin to a temporary file: %w", err)
+	}
+	if _, err := io.Copy(f, stdin); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return "", fmt.Errorf("spooling stdin to %s: %w", f.Name(), err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(f.Name())
+		return "", fmt.Errorf("spooling stdin to %s: %w", f.Name(), err)
+	}
+	return f.Name(), nil
 }
