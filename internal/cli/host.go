@@ -125,7 +125,8 @@ In dev mode (--dev) it issues its own certificate from the dev CA in <data_dir>/
 			return ignoreCanceled(d.Run(ctx))
 		},
 	}
-	cmd.AddCommand(&cobra.Command{
+	var lsJSON bool
+	hostLs := &cobra.Command{
 		Use:   "ls",
 		Short: "List the host daemons the server knows, with their load and pools",
 		Args:  cobra.NoArgs,
@@ -140,6 +141,9 @@ In dev mode (--dev) it issues its own certificate from the dev CA in <data_dir>/
 				return fmt.Errorf("listing hosts: %w", err)
 			}
 			hosts = connectedFirst(hosts, (*paddockv1.Host).GetId, func(h *paddockv1.Host) bool { return h.GetState() == "connected" })
+			if lsJSON {
+				return printProto(app, &paddockv1.ListHostsResponse{Hosts: hosts})
+			}
 			tw := tabwriter.NewWriter(app.Out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "HOST\tREPLICA\tSTATE\tACCEL\tCPUS\tCPU%\tMEM AVAIL\tGUESTS\tPOOLS\tLAST SEEN")
 			for _, h := range hosts {
@@ -156,7 +160,9 @@ In dev mode (--dev) it issues its own certificate from the dev CA in <data_dir>/
 			}
 			return tw.Flush()
 		},
-	})
+	}
+	hostLs.Flags().BoolVar(&lsJSON, "json", false, "print the ListHostsResponse as JSON")
+	cmd.AddCommand(hostLs)
 	return cmd
 }
 

@@ -356,7 +356,8 @@ func newTaskWaitCmd(app *App) *cobra.Command {
 }
 
 func newTaskCancelCmd(app *App) *cobra.Command {
-	return &cobra.Command{
+	var asJSON bool
+	cmd := &cobra.Command{
 		Use: "cancel ID", Short: "Cancel a task", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			tc, _ := clients(app)
@@ -364,10 +365,15 @@ func newTaskCancelCmd(app *App) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if asJSON {
+				return printProto(app, r.Msg)
+			}
 			fmt.Fprintf(app.Out, "%s %s\n", r.Msg.GetTask().GetId(), stateName(r.Msg.GetTask().GetState()))
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the CancelResponse as JSON")
+	return cmd
 }
 
 func newTaskLsCmd(app *App) *cobra.Command {

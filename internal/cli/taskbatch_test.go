@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -131,3 +132,25 @@ func TestSubmitFromStdin(t *testing.T) {
 }
 
 var regexpID = regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`)
+
+// TestJSONOnListsAndCancel: vm ls, host ls and task cancel print JSON with --json.
+func TestJSONOnListsAndCancel(t *testing.T) {
+	url, _, _ := testServer(t)
+	for _, args := range [][]string{{"vm", "ls"}, {"host", "ls"}} {
+		out, _ := mustRun(t, append(args, "--server", url, "--json")...)
+		if !json.Valid([]byte(out)) {
+			t.Errorf("paddock %v --json printed %q, not JSON", args, out)
+		}
+	}
+	stdinWas := stdin
+	t.Cleanup(func() { stdin = stdinWas })
+	stdin = strings.NewReader(`{"type": "nobody.serves"}` + "\n")
+	out, _ := mustRun(t, "task", "submit-batch", "--server", url, "-")
+	out, _ = mustRun(t, "task", "cancel", "--server", url, "--json", strings.TrimSpace(out))
+	var got struct {
+		Task struct{ State string } `json:"task"`
+	}
+	if err := json.Unmarshal([]byte(out), &got); err != nil || got.Task.State != "STATE_CANCELLED" {
+		t.Errorf("task cancel --json printed %q (%v); want the cancelled task", out, err)
+	}
+}

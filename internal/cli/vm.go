@@ -17,6 +17,7 @@ func init() { addCommand(31, newVMCmd) }
 func newVMCmd(app *App) *cobra.Command {
 	cmd := &cobra.Command{Use: "vm", Short: "Guests of the host daemons"}
 	var host string
+	var asJSON bool
 	ls := &cobra.Command{
 		Use:   "ls",
 		Short: "List every host's guests: pool, state, tasks run, uptime, CPU, memory (host RSS, agent and handlers in the guest), agent",
@@ -28,6 +29,9 @@ func newVMCmd(app *App) *cobra.Command {
 			r, err := cl.ListVMs(ctx, connect.NewRequest(&paddockv1.ListVMsRequest{Host: host}))
 			if err != nil {
 				return fmt.Errorf("listing guests: %w", err)
+			}
+			if asJSON {
+				return printProto(app, r.Msg)
 			}
 			tw := tabwriter.NewWriter(app.Out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "GUEST\tHOST\tPOOL\tSTATE\tTASKS RUN\tRUNNING\tUPTIME\tCPU%\tMEMORY\tHOST RSS\tAGENT RSS\tHANDLERS RSS\tAGENT")
@@ -44,6 +48,7 @@ func newVMCmd(app *App) *cobra.Command {
 		},
 	}
 	ls.Flags().StringVar(&host, "host", "", "only this host's guests")
+	ls.Flags().BoolVar(&asJSON, "json", false, "print the ListVMsResponse as JSON")
 	cmd.AddCommand(ls)
 	return cmd
 }
