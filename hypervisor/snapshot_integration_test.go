@@ -123,10 +123,24 @@ func exchange(t *testing.T, socket, word string) string {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(2 * time.Minute))
-	if _, err := conn.Write([]byte(word + "\n")); err != nil {
-		t.Fatal(err)
-	}
+	conn.SetDeadline(time.Now().Add(4 * time.Minute))
+	// The guest opens its port for each read: a line written while it is closed (the
+	// clone only just resumed, or is slow under load) can be lost, so the word is sent
+	// again every few seconds until the answer comes (the guest answers once).
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		for {
+			if _, err := conn.Write([]byte(word + "\n")); err != nil {
+				return
+			}
+			select {
+			case <-done:
+				return
+			case <-time.After(3 * time.Second):
+			}
+		}
+	}()
 	line, err := bufio.NewReader(conn).ReadString('\n')
 	if err != nil {
 		t.Fatalf("reading the clone's answer (got %q): %v", line, err)
