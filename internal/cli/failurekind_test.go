@@ -56,17 +56,13 @@ func TestTaskGetShowsFailureKind(t *testing.T) {
 		t.Fatalf("task get: attempt 1 does not show (crashed):\n%s", out)
 	}
 	js, _ := mustRun(t, "task", "get", "--server", url, "--json", id)
-	var resp struct { // task get --json prints the GetResponse: {"task": …, "warning": …}
-		Task struct {
+	var got struct {
+		FailureKind string `json:"failureKind"`
+		Attempts    []struct {
 			FailureKind string `json:"failureKind"`
-			Attempts    []struct {
-				FailureKind string `json:"failureKind"`
-			} `json:"attempts"`
-		} `json:"task"`
+		} `json:"attempts"`
 	}
-	err := json.Unmarshal([]byte(js), &resp)
-	got := resp.Task
-	if err != nil {
+	if err := json.Unmarshal([]byte(js), &got); err != nil {
 		t.Fatalf("task get --json: %v\n%s", err, js)
 	}
 	if got.FailureKind != "FAILURE_KIND_CRASHED" || len(got.Attempts) != 1 || got.Attempts[0].FailureKind != "FAILURE_KIND_CRASHED" {

@@ -303,8 +303,11 @@ func newTaskGetCmd(app *App) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				return printProto(app, r.Msg)
+			if asJSON { // the Task, as before GetResponse had a warning (that goes to stderr)
+				if w := r.Msg.GetWarning(); w != "" {
+					fmt.Fprintln(app.Err, "warning: "+w)
+				}
+				return printProto(app, r.Msg.GetTask())
 			}
 			printTask(app, r.Msg.GetTask())
 			if r.Msg.GetTask().GetState() == paddockv1.State_STATE_QUEUED {
