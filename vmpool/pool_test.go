@@ -410,15 +410,22 @@ func TestReplaceLost(t *testing.T) {
 		{"virsh destroy", "stopped", func(g string) { e.hv.Kill(g) }},
 		{"stream ends", "stream", func(g string) { e.conn.endStream(g) }},
 	}
+	lost := func(reason string) float64 {
+		v, _ := metricValue(t, e.reg, "paddock_vmpool_guests_lost_total", map[string]string{"pool": "rp", "reason": reason})
+		return v
+	}
 	for _, w := range ways {
 		e.eventually("two idle guests", func() bool { return e.count("rp", StateIdle) == 2 })
 		victim := e.guestsIn("rp", StateIdle)[0]
+		missing := lost("missing")
 		w.do(victim)
 		e.eventually(w.name+": victim gone and replaced", func() bool {
 			return stateOf(e, victim) == "" && e.count("rp", StateIdle) == 2 && e.domains() == 2
 		})
-		if v, _ := metricValue(t, e.reg, "paddock_vmpool_guests_lost_total", map[string]string{"pool": "rp", "reason": w.reason}); v != 1 {
-			t.Errorf("%s: guests_lost_total{reason=%s} = %v, want 1", w.name, w.reason, v)
+		// The list loop may see the domain gone before its event arrives: then the loss
+		// is counted as "missing" (about 1 run in 40); either way it is counted once.
+		if v, m := lost(w.reason), lost("missing")-missing; v+m != 1 || (v != 1 && w.reason == "stream") {
+			t.Errorf("%s: guests_lost_total{reason=%s} = %v and {reason=missing} grew by %v; want the loss counted once", w.name, w.reason, v, m)
 		}
 		if _, err := os.Stat(filepath.Join(e.runDir, victim)); !os.IsNotExist(err) {
 			t.Errorf("%s: directory of %s still there: %v", w.name, victim, err)
