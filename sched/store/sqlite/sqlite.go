@@ -869,32 +869,21 @@ func (s *Store) DeleteFinished(ctx context.Context, st store.State, before time.
 	}
 	n := 0
 	err := s.write(ctx, func(tx *wtx) error {
-		n = 0
-		rows, err := tx.query(`SELECT id FROM tasks WHERE state = ? AND finished_at < ? ORDER BY finished_at LIMIT ?`, string(st), ms(before), limit)
-		if err != nil {
-			return err
-		}
-		var ids []string
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				rows.Close()
+		// One statement per table over the same chosen set (the oldest limit tasks):
+		// the tasks row goes last, so the subquery sees the same set each time.
+		for i, q := range deleteFinishedSQL {
+			res, err := tx.exec(q, string(st), ms(before), limit)
+			if err != nil {
 				return err
 			}
-			ids = append(ids, id)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		for _, id := range ids {
-			for _, q := range deleteTaskSQL {
-				if _, err := tx.exec(q, id); err != nil {
+			if i == len(deleteFinishedSQL)-1 {
+				k, err := res.RowsAffected()
+				if err != nil {
 					return err
 				}
+				n = int(k)
 			}
 		}
-		n = len(ids)
 		return nil
 	})
 	if err != nil {
@@ -903,12 +892,16 @@ func (s *Store) DeleteFinished(ctx context.Context, st store.State, before time.
 	return n, nil
 }
 
-// deleteTaskSQL deletes one task (by id) and everything stored about it.
-var deleteTaskSQL = []string{
-	`DELETE FROM attempts WHERE task_id = ?`,
-	`DELETE FROM task_blobs WHERE task_id = ?`,
-	`DELETE FROM task_logs WHERE task_id = ?`,
-	`DELETE FROM tasks WHERE id = ?`,
+// finishedSet selects (state, finished before, limit) the oldest finished tasks' ids.
+const finishedSet = `(SELECT id FROM tasks WHERE state = ? AND finished_at < ? ORDER BY finished_at, id LIMIT ?)`
+
+// deleteFinishedSQL deletes a set of finished tasks and everything stored about them,
+// the tasks rows last.
+var deleteFinishedSQL = []string{
+	`DELETE FROM attempts WHERE task_id IN ` + finishedSet,
+	`DELETE FROM task_blobs WHERE task_id IN ` + finishedSet,
+	`DELETE FROM task_logs WHERE task_id IN ` + finishedSet,
+	`DELETE FROM tasks WHERE id IN ` + finishedSet,
 }
 
 // Counts implements store.Store.

@@ -371,6 +371,25 @@ func testDeleteFinished(t *testing.T, s store.Store) {
 	if n, err := s.DeleteFinished(ctx, store.Cancelled, t0.Add(time.Minute), 3); err != nil || n != 3 {
 		t.Fatalf("DeleteFinished with limit 3 = %d, %v", n, err)
 	}
+	// The tasks deleted lost their attempts, and the tasks kept kept theirs: no orphan
+	// rows, whichever three of the five (all finished at the same time) were chosen.
+	kept := 0
+	for i := range 5 {
+		id := fmt.Sprintf("batch-%d", i)
+		as, aerr := s.Attempts(ctx, id)
+		_, gerr := s.Get(ctx, id)
+		switch {
+		case gerr == nil && (aerr != nil || len(as) == 0):
+			t.Fatalf("task %s was kept without its attempts (%v)", id, aerr)
+		case gerr == nil:
+			kept++
+		case aerr == nil && len(as) != 0:
+			t.Fatalf("task %s was deleted but %d attempts are left", id, len(as))
+		}
+	}
+	if kept != 2 {
+		t.Fatalf("%d of 5 tasks kept after deleting 3", kept)
+	}
 	if n, err := s.DeleteFinished(ctx, store.Cancelled, t0.Add(time.Minute), 3); err != nil || n != 2 {
 		t.Fatalf("second DeleteFinished = %d, %v; want the 2 left", n, err)
 	}
