@@ -411,7 +411,7 @@ loop:
 	case <-time.After(2 * time.Minute):
 		hostErr = errors.New("the host daemon did not stop within 2m")
 	}
-	left := devLeftovers(context.Background(), hv, hostID)
+	left := domainsOfHost(context.Background(), hv, hostID)
 	stopSrv()
 	srvErr := <-srvDone
 	if err := os.Remove(pcfg.RunDir); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -633,8 +633,9 @@ func devConnect(ctx context.Context, cfg hypervisor.Config, log *slog.Logger) (*
 	return hv, nil
 }
 
-// devLeftovers lists the domains labelled with hostID.
-func devLeftovers(ctx context.Context, hv hypervisor.Hypervisor, hostID string) []string {
+// domainsOfHost lists the domains labelled with hostID (what paddock dev and a forced
+// stop of paddock host must remove).
+func domainsOfHost(ctx context.Context, hv hypervisor.Hypervisor, hostID string) []string {
 	doms, err := hv.List(ctx)
 	if err != nil {
 		return nil
@@ -652,7 +653,7 @@ func devLeftovers(ctx context.Context, hv hypervisor.Hypervisor, hostID string) 
 // domain labelled with hostID.
 func destroyHostGuests(hv hypervisor.Hypervisor, hostID string, log *slog.Logger) func(context.Context) {
 	return func(ctx context.Context) {
-		for _, name := range devLeftovers(ctx, hv, hostID) {
+		for _, name := range domainsOfHost(ctx, hv, hostID) {
 			if err := hv.Destroy(ctx, name); err != nil && !errors.Is(err, hypervisor.ErrNotFound) {
 				log.Error("forced stop: destroying a guest", "guest", name, "err", err)
 			}
