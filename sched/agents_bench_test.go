@@ -3,6 +3,8 @@ package sched_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -64,10 +66,12 @@ func dispatchRate(b *testing.B, agents, n int) float64 {
 	// A heartbeat a second per agent, so that 1,000 agents send 1,000 a second, not 10,000.
 	cfg.HeartbeatInterval, cfg.LeaseTTL = time.Second, 30*time.Second
 	ts := startServerOn(b, cfg, st)
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ex := &fakeExec{types: []session.TaskType{{Name: "test.echo"}}, fn: echo}
 	var stops []func()
 	for i := 0; i < agents; i++ {
-		stops = append(stops, startAgent(b, ts, fmt.Sprintf("a%04d-of-%d", i, agents), ex))
+		stops = append(stops, runAgent(b, session.Config{AgentID: fmt.Sprintf("a%04d-of-%d", i, agents), Host: "test",
+			Dial: session.TCPDialer(ts.agentAddr), ReconnectMin: 20 * time.Millisecond, Logger: quiet}, ex))
 	}
 	defer func() {
 		for _, stop := range stops {
