@@ -383,6 +383,9 @@ func (s *Server) requeueUnlisted(ctx context.Context, a *agent, se *session, run
 	}
 }
 
+// renewKey orders a session's heartbeats in its pipeline (no task id is empty).
+const renewKey = ""
+
 // maxInFlight bounds the acks and reports of one session being recorded at once.
 const maxInFlight = 512
 
@@ -440,10 +443,16 @@ func (s *Server) handleAgentMessage(ctx context.Context, a *agent, se *session, 
 			s.metrics.refused.WithLabelValues("limits").Inc()
 			return fmt.Errorf("heartbeat: running lists %d tasks, over the limit of %d", n, MaxRunningReported)
 		}
-		s.heartbeat(ctx, a, m.Heartbeat)
-		if qs := s.queueStatus(a); qs != nil {
-			se.send(&agentv1.ServerMessage{Msg: &agentv1.ServerMessage_QueueStatus{QueueStatus: qs}})
-		}
+		// The renewal is a store write: it runs beside the receive loop (one at a time per
+		// session, in order), so that a slow store never stops the server reading this
+		// agent's messages, and so never makes a live agent look silent.
+		hb := m.Heartbeat
+		pl.run(renewKey, func() {
+			s.heartbeat(ctx, a, hb)
+			if qs := s.queueStatus(a); qs != nil {
+				se.send(&agentv1.ServerMessage{Msg: &agentv1.ServerMessage_QueueStatus{QueueStatus: qs}})
+			}
+		})
 	case *agentv1.AgentMessage_Ack:
 		pl.run(m.Ack.GetTaskId(), func() { s.ack(ctx, a, se, m.Ack) })
 	case *agentv1.AgentMessage_Report:

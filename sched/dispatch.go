@@ -188,23 +188,37 @@ func (s *Server) sweepLoop(ctx context.Context) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	graceEnd := time.Now().Add(s.cfg.LeaseTTL)
+	var stalledUntil time.Time
+	last := time.Now() // when this loop last held the registry
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		now := time.Now()
 		s.mu.Lock()
+		now := time.Now()
+		// This loop runs far later than its period only when the server itself stalled
+		// (starved of CPU, or the registry held): the agents' messages waited as long,
+		// so that time is not their silence. Silence counts from the end of the stall.
+		if stall := now.Sub(last) - every; stall > s.cfg.AgentTimeout/4 {
+			stalledUntil = now
+			s.log.Warn("the server stalled; agents' silence counts from now", "stall", stall.Round(time.Millisecond))
+		}
 		for id, a := range s.agents {
-			if a.state == agentConnected && now.Sub(a.lastHeartbeat) > s.cfg.AgentTimeout && a.sess != nil {
-				s.log.Warn("agent missed its heartbeats; closing its session", "agent", id, "silent", now.Sub(a.lastHeartbeat).Round(time.Millisecond))
-				a.sess.close(fmt.Errorf("no heartbeat for %v", now.Sub(a.lastHeartbeat).Round(time.Millisecond)))
+			silent := now.Sub(a.lastHeartbeat)
+			if a.lastHeartbeat.Before(stalledUntil) {
+				silent = now.Sub(stalledUntil)
+			}
+			if a.state == agentConnected && silent > s.cfg.AgentTimeout && a.sess != nil {
+				s.log.Warn("agent missed its heartbeats; closing its session", "agent", id, "silent", silent.Round(time.Millisecond))
+				a.sess.close(fmt.Errorf("no heartbeat for %v", silent.Round(time.Millisecond)))
 			}
 			if a.state == agentLost && now.Sub(a.lostAt) > 10*time.Minute {
 				delete(s.agents, id)
 			}
 		}
+		last = time.Now()
 		s.mu.Unlock()
 		if now.Before(graceEnd) {
 			continue

@@ -1,5 +1,7 @@
 package sched
 
+import "time"
+
 // SetHostLinkBuffer sets the send buffer of host links opened from now on and returns
 // a function restoring it.
 func SetHostLinkBuffer(n int) (restore func()) {
@@ -15,4 +17,12 @@ func HoldHostLinks(hold func()) {
 		return
 	}
 	hostLinkHold.Store(&hold)
+}
+
+// HoldRegistry holds the server's registry lock for d, as a stall of the whole server
+// (starved of CPU, or a long placement round) would.
+func (s *Server) HoldRegistry(d time.Duration) {
+	s.mu.Lock()
+	time.Sleep(d)
+	s.mu.Unlock()
 }
