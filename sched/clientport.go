@@ -38,7 +38,7 @@ const (
 func (s *Server) clientServer() *http.Server {
 	h2 := &http2.Server{IdleTimeout: ClientIdleTimeout, MaxConcurrentStreams: 250}
 	hs := &http.Server{
-		Handler:           h2c.NewHandler(s.guard(s.withConsole(s.Handler())), h2),
+		Handler:           h2c.NewHandler(s.guard(s.withConsole(s.withGRPCServices(s.Handler()))), h2),
 		ReadHeaderTimeout: ClientReadHeaderTimeout,
 		IdleTimeout:       ClientIdleTimeout,
 		MaxHeaderBytes:    64 << 10,
@@ -66,14 +66,14 @@ func (s *Server) maxRequestBytes() int { return 2*s.cfg.MaxInlineBytes + (1 << 2
 // read: an API call (connect) without the client token is refused at once; the bytes
 // of API request bodies being read at once are bounded (bodyBudget); and every body
 // read has a progress deadline (ClientBodyProgressTimeout), so a stalled upload is cut.
-// /healthz, /metrics and the web console's static assets (console.Public: the page, no
-// data) need no token; the console's feed does; /v1/blobs checks it itself (blobhttp's
+// /healthz, grpc.health.v1 (grpcext.go), /metrics and the web console's static assets
+// (console.Public: the page, no data) need no token; the console's feed does; /v1/blobs checks it itself (blobhttp's
 // Authorize, also before the body) and streams bodies to the store, so it only gets the
 // progress deadline.
 func (s *Server) guard(next http.Handler) http.Handler {
 	ew := connect.NewErrorWriter()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		api := !strings.HasPrefix(r.URL.Path, blobhttp.Prefix) && r.URL.Path != "/healthz" && r.URL.Path != "/metrics" && !console.Public(r.URL.Path)
+		api := !strings.HasPrefix(r.URL.Path, blobhttp.Prefix) && r.URL.Path != "/healthz" && r.URL.Path != "/metrics" && !isHealthPath(r.URL.Path) && !console.Public(r.URL.Path)
 		if api {
 			if err := s.checkBearer(r.Header.Get("Authorization")); err != nil {
 				s.metrics.refused.WithLabelValues("client_token").Inc()
