@@ -56,7 +56,16 @@ type Config struct {
 	Cache cache.Config
 	// Logger; default slog.Default().
 	Logger *slog.Logger
+	// Ready, when set, is called once when the daemon serves: the metrics port (if
+	// any) is bound and the first attempt to reach the server has ended, registered or
+	// failed (the link keeps retrying), or ReadyWait passed while that attempt hangs.
+	// paddock host sends systemd READY=1 from it.
+	Ready func()
 }
+
+// ReadyWait bounds how long Config.Ready waits for the first attempt to reach the
+// server (a dial that hangs must not hold systemd's start past its timeout).
+const ReadyWait = 30 * time.Second
 
 // sendTimeout bounds one Send on the control stream: a server that stops reading
 // makes the daemon drop the stream and reconnect, never wait forever.
@@ -85,6 +94,8 @@ type Daemon struct {
 	relayErrors   prometheus.Counter
 	linkUp        prometheus.Gauge
 	outDropped    prometheus.Counter
+
+	readyOnce sync.Once // calls cfg.Ready
 
 	// mu guards the fields below.
 	mu        sync.Mutex
@@ -202,6 +213,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 		go srv.Serve(l)
 		defer srv.Close()
 	}
+	readyAnyway := time.AfterFunc(ReadyWait, d.ready)
+	defer readyAnyway.Stop()
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); _ = d.mon.Run(ctx) }()
@@ -228,6 +241,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 }
 
 func (d *Daemon) setLink(up bool, err error) {
+	defer d.ready()
 	d.mu.Lock()
 	d.connected = up
 	if err != nil {
@@ -238,6 +252,13 @@ func (d *Daemon) setLink(up bool, err error) {
 		d.linkUp.Set(1)
 	} else {
 		d.linkUp.Set(0)
+	}
+}
+
+// ready calls cfg.Ready the first time (see Config.Ready).
+func (d *Daemon) ready() {
+	if d.cfg.Ready != nil {
+		d.readyOnce.Do(d.cfg.Ready)
 	}
 }
 

@@ -118,7 +118,8 @@ In dev mode (--dev) it issues its own certificate from the dev CA in <data_dir>/
 				return err
 			}
 			d, err := hostd.New(hostd.Config{Server: strings.Join(config.List(v, "host.server"), ","), TLS: tlsCfg, Pools: pcfg, LoadInterval: v.GetDuration("host.load_interval"),
-				MetricsListen: v.GetString("host.metrics_listen"), Accel: string(hv.Accel().Accel), Version: buildinfo.String(), Logger: app.Log, Cache: cc}, hv, store)
+				MetricsListen: v.GetString("host.metrics_listen"), Accel: string(hv.Accel().Accel), Version: buildinfo.String(), Logger: app.Log, Cache: cc,
+				Ready: func() { sdReady(ctx, app.Log) }}, hv, store) // systemd READY=1 (sdnotify.go)
 			if err != nil {
 				return err
 			}

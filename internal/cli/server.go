@@ -146,6 +146,7 @@ HTTP, plus /metrics and /healthz). Outside dev mode (--dev) clients need server.
 					return fmt.Errorf("listening on server.cluster_listen: %w", err)
 				}
 			}
+			sdReady(ctx, app.Log) // the store is open and every port is bound (sdnotify.go)
 			return ignoreCanceled(srv.RunWith(ctx, ls))
 		},
 	}
