@@ -333,7 +333,7 @@ func (x Reason_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Reason_Kind.Descriptor instead.
 func (Reason_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{38, 0}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{40, 0}
 }
 
 // Requirements are matched against what agents offer.
@@ -1819,6 +1819,155 @@ func (x *ListRequest) GetClass() Class {
 	return Class_CLASS_UNSPECIFIED
 }
 
+// WatchTasksRequest chooses the tasks to watch; the filters are List's.
+type WatchTasksRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// state filters by state (unspecified: any). A task that changes out of this state
+	// is sent once more, with left set.
+	State State `protobuf:"varint,1,opt,name=state,proto3,enum=paddock.v1.State" json:"state,omitempty"`
+	// type filters by task type ("": any).
+	Type string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	// tenant filters by tenant ("": any).
+	Tenant string `protobuf:"bytes,3,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// class filters by class (unspecified: any).
+	Class Class `protobuf:"varint,4,opt,name=class,proto3,enum=paddock.v1.Class" json:"class,omitempty"`
+	// limit is the size of the first list (0: 100; at most 1000).
+	Limit         int32 `protobuf:"varint,5,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchTasksRequest) Reset() {
+	*x = WatchTasksRequest{}
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchTasksRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchTasksRequest) ProtoMessage() {}
+
+func (x *WatchTasksRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchTasksRequest.ProtoReflect.Descriptor instead.
+func (*WatchTasksRequest) Descriptor() ([]byte, []int) {
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *WatchTasksRequest) GetState() State {
+	if x != nil {
+		return x.State
+	}
+	return State_STATE_UNSPECIFIED
+}
+
+func (x *WatchTasksRequest) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *WatchTasksRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *WatchTasksRequest) GetClass() Class {
+	if x != nil {
+		return x.Class
+	}
+	return Class_CLASS_UNSPECIFIED
+}
+
+func (x *WatchTasksRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+// WatchTasksResponse is the first list, or one change.
+type WatchTasksResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// snapshot is set in the first message only (and may be empty there): the tasks
+	// matching the filters when the watch began, newest first, as List returns them.
+	Snapshot []*Task `protobuf:"bytes,1,rep,name=snapshot,proto3" json:"snapshot,omitempty"`
+	// task is set in every later message: a task that changed, as it is now (as List
+	// returns it: without payload, inputs, outputs or attempts).
+	Task *Task `protobuf:"bytes,2,opt,name=task,proto3" json:"task,omitempty"`
+	// left is true when task changed out of the state filter: a live list drops it.
+	Left          bool `protobuf:"varint,3,opt,name=left,proto3" json:"left,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchTasksResponse) Reset() {
+	*x = WatchTasksResponse{}
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchTasksResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchTasksResponse) ProtoMessage() {}
+
+func (x *WatchTasksResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchTasksResponse.ProtoReflect.Descriptor instead.
+func (*WatchTasksResponse) Descriptor() ([]byte, []int) {
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *WatchTasksResponse) GetSnapshot() []*Task {
+	if x != nil {
+		return x.Snapshot
+	}
+	return nil
+}
+
+func (x *WatchTasksResponse) GetTask() *Task {
+	if x != nil {
+		return x.Task
+	}
+	return nil
+}
+
+func (x *WatchTasksResponse) GetLeft() bool {
+	if x != nil {
+		return x.Left
+	}
+	return false
+}
+
 // ListResponse is one page of tasks (without outputs or attempts).
 type ListResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1832,7 +1981,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[21]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1844,7 +1993,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[21]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1857,7 +2006,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{21}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListResponse) GetTasks() []*Task {
@@ -1883,7 +2032,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[22]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1895,7 +2044,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[22]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1908,7 +2057,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{22}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{24}
 }
 
 // QueueDepth counts tasks of one type in one state.
@@ -1926,7 +2075,7 @@ type QueueDepth struct {
 
 func (x *QueueDepth) Reset() {
 	*x = QueueDepth{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[23]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1938,7 +2087,7 @@ func (x *QueueDepth) String() string {
 func (*QueueDepth) ProtoMessage() {}
 
 func (x *QueueDepth) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[23]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1951,7 +2100,7 @@ func (x *QueueDepth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueDepth.ProtoReflect.Descriptor instead.
 func (*QueueDepth) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{23}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *QueueDepth) GetType() string {
@@ -2001,7 +2150,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[24]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2013,7 +2162,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[24]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2026,7 +2175,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{24}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *StatusResponse) GetVersion() string {
@@ -2102,7 +2251,7 @@ type QueueDelay struct {
 
 func (x *QueueDelay) Reset() {
 	*x = QueueDelay{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[25]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2114,7 +2263,7 @@ func (x *QueueDelay) String() string {
 func (*QueueDelay) ProtoMessage() {}
 
 func (x *QueueDelay) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[25]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2127,7 +2276,7 @@ func (x *QueueDelay) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueDelay.ProtoReflect.Descriptor instead.
 func (*QueueDelay) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{25}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *QueueDelay) GetType() string {
@@ -2160,7 +2309,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[26]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2172,7 +2321,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[26]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2185,7 +2334,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{26}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{28}
 }
 
 // AgentType is one task type an agent serves.
@@ -2214,7 +2363,7 @@ type AgentType struct {
 
 func (x *AgentType) Reset() {
 	*x = AgentType{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[27]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2226,7 +2375,7 @@ func (x *AgentType) String() string {
 func (*AgentType) ProtoMessage() {}
 
 func (x *AgentType) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[27]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2239,7 +2388,7 @@ func (x *AgentType) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentType.ProtoReflect.Descriptor instead.
 func (*AgentType) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{27}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *AgentType) GetName() string {
@@ -2324,7 +2473,7 @@ type Agent struct {
 
 func (x *Agent) Reset() {
 	*x = Agent{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[28]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2336,7 +2485,7 @@ func (x *Agent) String() string {
 func (*Agent) ProtoMessage() {}
 
 func (x *Agent) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[28]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2349,7 +2498,7 @@ func (x *Agent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Agent.ProtoReflect.Descriptor instead.
 func (*Agent) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{28}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Agent) GetId() string {
@@ -2440,7 +2589,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[29]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2452,7 +2601,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[29]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2465,7 +2614,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{29}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*Agent {
@@ -2484,7 +2633,7 @@ type ListHostsRequest struct {
 
 func (x *ListHostsRequest) Reset() {
 	*x = ListHostsRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[30]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2496,7 +2645,7 @@ func (x *ListHostsRequest) String() string {
 func (*ListHostsRequest) ProtoMessage() {}
 
 func (x *ListHostsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[30]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2509,7 +2658,7 @@ func (x *ListHostsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListHostsRequest.ProtoReflect.Descriptor instead.
 func (*ListHostsRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{30}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{32}
 }
 
 // HostPool is one pool of a host.
@@ -2534,7 +2683,7 @@ type HostPool struct {
 
 func (x *HostPool) Reset() {
 	*x = HostPool{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[31]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2546,7 +2695,7 @@ func (x *HostPool) String() string {
 func (*HostPool) ProtoMessage() {}
 
 func (x *HostPool) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[31]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2559,7 +2708,7 @@ func (x *HostPool) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostPool.ProtoReflect.Descriptor instead.
 func (*HostPool) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{31}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *HostPool) GetName() string {
@@ -2647,7 +2796,7 @@ type Host struct {
 
 func (x *Host) Reset() {
 	*x = Host{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[32]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2659,7 +2808,7 @@ func (x *Host) String() string {
 func (*Host) ProtoMessage() {}
 
 func (x *Host) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[32]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2672,7 +2821,7 @@ func (x *Host) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Host.ProtoReflect.Descriptor instead.
 func (*Host) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{32}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Host) GetId() string {
@@ -2784,7 +2933,7 @@ type ListHostsResponse struct {
 
 func (x *ListHostsResponse) Reset() {
 	*x = ListHostsResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[33]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2796,7 +2945,7 @@ func (x *ListHostsResponse) String() string {
 func (*ListHostsResponse) ProtoMessage() {}
 
 func (x *ListHostsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[33]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2809,7 +2958,7 @@ func (x *ListHostsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListHostsResponse.ProtoReflect.Descriptor instead.
 func (*ListHostsResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{33}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListHostsResponse) GetHosts() []*Host {
@@ -2830,7 +2979,7 @@ type ListVMsRequest struct {
 
 func (x *ListVMsRequest) Reset() {
 	*x = ListVMsRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[34]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2842,7 +2991,7 @@ func (x *ListVMsRequest) String() string {
 func (*ListVMsRequest) ProtoMessage() {}
 
 func (x *ListVMsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[34]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2855,7 +3004,7 @@ func (x *ListVMsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVMsRequest.ProtoReflect.Descriptor instead.
 func (*ListVMsRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{34}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListVMsRequest) GetHost() string {
@@ -2907,7 +3056,7 @@ type VM struct {
 
 func (x *VM) Reset() {
 	*x = VM{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[35]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2919,7 +3068,7 @@ func (x *VM) String() string {
 func (*VM) ProtoMessage() {}
 
 func (x *VM) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[35]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2932,7 +3081,7 @@ func (x *VM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VM.ProtoReflect.Descriptor instead.
 func (*VM) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{35}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *VM) GetName() string {
@@ -3058,7 +3207,7 @@ type ListVMsResponse struct {
 
 func (x *ListVMsResponse) Reset() {
 	*x = ListVMsResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[36]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3070,7 +3219,7 @@ func (x *ListVMsResponse) String() string {
 func (*ListVMsResponse) ProtoMessage() {}
 
 func (x *ListVMsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[36]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3083,7 +3232,7 @@ func (x *ListVMsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVMsResponse.ProtoReflect.Descriptor instead.
 func (*ListVMsResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{36}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ListVMsResponse) GetVms() []*VM {
@@ -3104,7 +3253,7 @@ type ExplainRequest struct {
 
 func (x *ExplainRequest) Reset() {
 	*x = ExplainRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[37]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3116,7 +3265,7 @@ func (x *ExplainRequest) String() string {
 func (*ExplainRequest) ProtoMessage() {}
 
 func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[37]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3129,7 +3278,7 @@ func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainRequest.ProtoReflect.Descriptor instead.
 func (*ExplainRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{37}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ExplainRequest) GetId() string {
@@ -3156,7 +3305,7 @@ type Reason struct {
 
 func (x *Reason) Reset() {
 	*x = Reason{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[38]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3168,7 +3317,7 @@ func (x *Reason) String() string {
 func (*Reason) ProtoMessage() {}
 
 func (x *Reason) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[38]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3181,7 +3330,7 @@ func (x *Reason) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Reason.ProtoReflect.Descriptor instead.
 func (*Reason) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{38}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *Reason) GetKind() Reason_Kind {
@@ -3225,7 +3374,7 @@ type ExplainResponse struct {
 
 func (x *ExplainResponse) Reset() {
 	*x = ExplainResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[39]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3237,7 +3386,7 @@ func (x *ExplainResponse) String() string {
 func (*ExplainResponse) ProtoMessage() {}
 
 func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[39]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3250,7 +3399,7 @@ func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainResponse.ProtoReflect.Descriptor instead.
 func (*ExplainResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{39}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ExplainResponse) GetState() State {
@@ -3278,7 +3427,7 @@ type RetryRequest struct {
 
 func (x *RetryRequest) Reset() {
 	*x = RetryRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[40]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3290,7 +3439,7 @@ func (x *RetryRequest) String() string {
 func (*RetryRequest) ProtoMessage() {}
 
 func (x *RetryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[40]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3303,7 +3452,7 @@ func (x *RetryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryRequest.ProtoReflect.Descriptor instead.
 func (*RetryRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{40}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *RetryRequest) GetId() string {
@@ -3326,7 +3475,7 @@ type RetryResponse struct {
 
 func (x *RetryResponse) Reset() {
 	*x = RetryResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[41]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3338,7 +3487,7 @@ func (x *RetryResponse) String() string {
 func (*RetryResponse) ProtoMessage() {}
 
 func (x *RetryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[41]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3351,7 +3500,7 @@ func (x *RetryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryResponse.ProtoReflect.Descriptor instead.
 func (*RetryResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{41}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *RetryResponse) GetTask() *Task {
@@ -3377,7 +3526,7 @@ type HistoryRequest struct {
 
 func (x *HistoryRequest) Reset() {
 	*x = HistoryRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[42]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3389,7 +3538,7 @@ func (x *HistoryRequest) String() string {
 func (*HistoryRequest) ProtoMessage() {}
 
 func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[42]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3402,7 +3551,7 @@ func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
 func (*HistoryRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{42}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{44}
 }
 
 // Sample is the server's activity over one interval.
@@ -3435,7 +3584,7 @@ type Sample struct {
 
 func (x *Sample) Reset() {
 	*x = Sample{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[43]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3447,7 +3596,7 @@ func (x *Sample) String() string {
 func (*Sample) ProtoMessage() {}
 
 func (x *Sample) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[43]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3460,7 +3609,7 @@ func (x *Sample) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sample.ProtoReflect.Descriptor instead.
 func (*Sample) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{43}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *Sample) GetAtUnixMs() int64 {
@@ -3547,7 +3696,7 @@ type HistoryResponse struct {
 
 func (x *HistoryResponse) Reset() {
 	*x = HistoryResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[44]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3559,7 +3708,7 @@ func (x *HistoryResponse) String() string {
 func (*HistoryResponse) ProtoMessage() {}
 
 func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[44]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3572,7 +3721,7 @@ func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
 func (*HistoryResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{44}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *HistoryResponse) GetIntervalMs() int64 {
@@ -3718,7 +3867,17 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\x05limit\x18\x04 \x01(\x05R\x05limit\x12\x1d\n" +
 	"\n" +
 	"page_token\x18\x05 \x01(\tR\tpageToken\x12'\n" +
-	"\x05class\x18\x06 \x01(\x0e2\x11.paddock.v1.ClassR\x05class\"^\n" +
+	"\x05class\x18\x06 \x01(\x0e2\x11.paddock.v1.ClassR\x05class\"\xa7\x01\n" +
+	"\x11WatchTasksRequest\x12'\n" +
+	"\x05state\x18\x01 \x01(\x0e2\x11.paddock.v1.StateR\x05state\x12\x12\n" +
+	"\x04type\x18\x02 \x01(\tR\x04type\x12\x16\n" +
+	"\x06tenant\x18\x03 \x01(\tR\x06tenant\x12'\n" +
+	"\x05class\x18\x04 \x01(\x0e2\x11.paddock.v1.ClassR\x05class\x12\x14\n" +
+	"\x05limit\x18\x05 \x01(\x05R\x05limit\"|\n" +
+	"\x12WatchTasksResponse\x12,\n" +
+	"\bsnapshot\x18\x01 \x03(\v2\x10.paddock.v1.TaskR\bsnapshot\x12$\n" +
+	"\x04task\x18\x02 \x01(\v2\x10.paddock.v1.TaskR\x04task\x12\x12\n" +
+	"\x04left\x18\x03 \x01(\bR\x04left\"^\n" +
 	"\fListResponse\x12&\n" +
 	"\x05tasks\x18\x01 \x03(\v2\x10.paddock.v1.TaskR\x05tasks\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x0f\n" +
@@ -3898,7 +4057,7 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\x12\x1e\n" +
 	"\x1aFAILURE_KIND_LEASE_EXPIRED\x10\v\x12\x1b\n" +
 	"\x17FAILURE_KIND_GUEST_GONE\x10\f\x12\x18\n" +
-	"\x14FAILURE_KIND_REFUSED\x10\r2\xca\x04\n" +
+	"\x14FAILURE_KIND_REFUSED\x10\r2\x99\x05\n" +
 	"\vTaskService\x12?\n" +
 	"\x06Submit\x12\x19.paddock.v1.SubmitRequest\x1a\x1a.paddock.v1.SubmitResponse\x12N\n" +
 	"\vSubmitBatch\x12\x1e.paddock.v1.SubmitBatchRequest\x1a\x1f.paddock.v1.SubmitBatchResponse\x126\n" +
@@ -3908,7 +4067,9 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\x04List\x12\x17.paddock.v1.ListRequest\x1a\x18.paddock.v1.ListResponse\x12B\n" +
 	"\aExplain\x12\x1a.paddock.v1.ExplainRequest\x1a\x1b.paddock.v1.ExplainResponse\x12<\n" +
 	"\x05Retry\x12\x18.paddock.v1.RetryRequest\x1a\x19.paddock.v1.RetryResponse\x129\n" +
-	"\x04Logs\x12\x17.paddock.v1.LogsRequest\x1a\x18.paddock.v1.LogsResponse2\xf0\x02\n" +
+	"\x04Logs\x12\x17.paddock.v1.LogsRequest\x1a\x18.paddock.v1.LogsResponse\x12M\n" +
+	"\n" +
+	"WatchTasks\x12\x1d.paddock.v1.WatchTasksRequest\x1a\x1e.paddock.v1.WatchTasksResponse0\x012\xf0\x02\n" +
 	"\x0eClusterService\x12?\n" +
 	"\x06Status\x12\x19.paddock.v1.StatusRequest\x1a\x1a.paddock.v1.StatusResponse\x12K\n" +
 	"\n" +
@@ -3930,7 +4091,7 @@ func file_api_paddock_v1_paddock_proto_rawDescGZIP() []byte {
 }
 
 var file_api_paddock_v1_paddock_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_api_paddock_v1_paddock_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
+var file_api_paddock_v1_paddock_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
 var file_api_paddock_v1_paddock_proto_goTypes = []any{
 	(State)(0),                  // 0: paddock.v1.State
 	(Class)(0),                  // 1: paddock.v1.Class
@@ -3957,51 +4118,53 @@ var file_api_paddock_v1_paddock_proto_goTypes = []any{
 	(*CancelRequest)(nil),       // 22: paddock.v1.CancelRequest
 	(*CancelResponse)(nil),      // 23: paddock.v1.CancelResponse
 	(*ListRequest)(nil),         // 24: paddock.v1.ListRequest
-	(*ListResponse)(nil),        // 25: paddock.v1.ListResponse
-	(*StatusRequest)(nil),       // 26: paddock.v1.StatusRequest
-	(*QueueDepth)(nil),          // 27: paddock.v1.QueueDepth
-	(*StatusResponse)(nil),      // 28: paddock.v1.StatusResponse
-	(*QueueDelay)(nil),          // 29: paddock.v1.QueueDelay
-	(*ListAgentsRequest)(nil),   // 30: paddock.v1.ListAgentsRequest
-	(*AgentType)(nil),           // 31: paddock.v1.AgentType
-	(*Agent)(nil),               // 32: paddock.v1.Agent
-	(*ListAgentsResponse)(nil),  // 33: paddock.v1.ListAgentsResponse
-	(*ListHostsRequest)(nil),    // 34: paddock.v1.ListHostsRequest
-	(*HostPool)(nil),            // 35: paddock.v1.HostPool
-	(*Host)(nil),                // 36: paddock.v1.Host
-	(*ListHostsResponse)(nil),   // 37: paddock.v1.ListHostsResponse
-	(*ListVMsRequest)(nil),      // 38: paddock.v1.ListVMsRequest
-	(*VM)(nil),                  // 39: paddock.v1.VM
-	(*ListVMsResponse)(nil),     // 40: paddock.v1.ListVMsResponse
-	(*ExplainRequest)(nil),      // 41: paddock.v1.ExplainRequest
-	(*Reason)(nil),              // 42: paddock.v1.Reason
-	(*ExplainResponse)(nil),     // 43: paddock.v1.ExplainResponse
-	(*RetryRequest)(nil),        // 44: paddock.v1.RetryRequest
-	(*RetryResponse)(nil),       // 45: paddock.v1.RetryResponse
-	(*HistoryRequest)(nil),      // 46: paddock.v1.HistoryRequest
-	(*Sample)(nil),              // 47: paddock.v1.Sample
-	(*HistoryResponse)(nil),     // 48: paddock.v1.HistoryResponse
-	nil,                         // 49: paddock.v1.Requirements.LabelsEntry
-	nil,                         // 50: paddock.v1.TaskSpec.InputsEntry
-	nil,                         // 51: paddock.v1.TaskSpec.InputBlobsEntry
-	nil,                         // 52: paddock.v1.Task.OutputsEntry
-	nil,                         // 53: paddock.v1.Task.OutputBlobsEntry
-	nil,                         // 54: paddock.v1.Agent.LabelsEntry
+	(*WatchTasksRequest)(nil),   // 25: paddock.v1.WatchTasksRequest
+	(*WatchTasksResponse)(nil),  // 26: paddock.v1.WatchTasksResponse
+	(*ListResponse)(nil),        // 27: paddock.v1.ListResponse
+	(*StatusRequest)(nil),       // 28: paddock.v1.StatusRequest
+	(*QueueDepth)(nil),          // 29: paddock.v1.QueueDepth
+	(*StatusResponse)(nil),      // 30: paddock.v1.StatusResponse
+	(*QueueDelay)(nil),          // 31: paddock.v1.QueueDelay
+	(*ListAgentsRequest)(nil),   // 32: paddock.v1.ListAgentsRequest
+	(*AgentType)(nil),           // 33: paddock.v1.AgentType
+	(*Agent)(nil),               // 34: paddock.v1.Agent
+	(*ListAgentsResponse)(nil),  // 35: paddock.v1.ListAgentsResponse
+	(*ListHostsRequest)(nil),    // 36: paddock.v1.ListHostsRequest
+	(*HostPool)(nil),            // 37: paddock.v1.HostPool
+	(*Host)(nil),                // 38: paddock.v1.Host
+	(*ListHostsResponse)(nil),   // 39: paddock.v1.ListHostsResponse
+	(*ListVMsRequest)(nil),      // 40: paddock.v1.ListVMsRequest
+	(*VM)(nil),                  // 41: paddock.v1.VM
+	(*ListVMsResponse)(nil),     // 42: paddock.v1.ListVMsResponse
+	(*ExplainRequest)(nil),      // 43: paddock.v1.ExplainRequest
+	(*Reason)(nil),              // 44: paddock.v1.Reason
+	(*ExplainResponse)(nil),     // 45: paddock.v1.ExplainResponse
+	(*RetryRequest)(nil),        // 46: paddock.v1.RetryRequest
+	(*RetryResponse)(nil),       // 47: paddock.v1.RetryResponse
+	(*HistoryRequest)(nil),      // 48: paddock.v1.HistoryRequest
+	(*Sample)(nil),              // 49: paddock.v1.Sample
+	(*HistoryResponse)(nil),     // 50: paddock.v1.HistoryResponse
+	nil,                         // 51: paddock.v1.Requirements.LabelsEntry
+	nil,                         // 52: paddock.v1.TaskSpec.InputsEntry
+	nil,                         // 53: paddock.v1.TaskSpec.InputBlobsEntry
+	nil,                         // 54: paddock.v1.Task.OutputsEntry
+	nil,                         // 55: paddock.v1.Task.OutputBlobsEntry
+	nil,                         // 56: paddock.v1.Agent.LabelsEntry
 }
 var file_api_paddock_v1_paddock_proto_depIdxs = []int32{
-	49, // 0: paddock.v1.Requirements.labels:type_name -> paddock.v1.Requirements.LabelsEntry
-	50, // 1: paddock.v1.TaskSpec.inputs:type_name -> paddock.v1.TaskSpec.InputsEntry
+	51, // 0: paddock.v1.Requirements.labels:type_name -> paddock.v1.Requirements.LabelsEntry
+	52, // 1: paddock.v1.TaskSpec.inputs:type_name -> paddock.v1.TaskSpec.InputsEntry
 	1,  // 2: paddock.v1.TaskSpec.class:type_name -> paddock.v1.Class
 	4,  // 3: paddock.v1.TaskSpec.requirements:type_name -> paddock.v1.Requirements
-	51, // 4: paddock.v1.TaskSpec.input_blobs:type_name -> paddock.v1.TaskSpec.InputBlobsEntry
+	53, // 4: paddock.v1.TaskSpec.input_blobs:type_name -> paddock.v1.TaskSpec.InputBlobsEntry
 	0,  // 5: paddock.v1.Attempt.state:type_name -> paddock.v1.State
 	7,  // 6: paddock.v1.Attempt.usage:type_name -> paddock.v1.Usage
 	2,  // 7: paddock.v1.Attempt.failure_kind:type_name -> paddock.v1.FailureKind
 	5,  // 8: paddock.v1.Task.spec:type_name -> paddock.v1.TaskSpec
 	0,  // 9: paddock.v1.Task.state:type_name -> paddock.v1.State
-	52, // 10: paddock.v1.Task.outputs:type_name -> paddock.v1.Task.OutputsEntry
+	54, // 10: paddock.v1.Task.outputs:type_name -> paddock.v1.Task.OutputsEntry
 	8,  // 11: paddock.v1.Task.attempts:type_name -> paddock.v1.Attempt
-	53, // 12: paddock.v1.Task.output_blobs:type_name -> paddock.v1.Task.OutputBlobsEntry
+	55, // 12: paddock.v1.Task.output_blobs:type_name -> paddock.v1.Task.OutputBlobsEntry
 	2,  // 13: paddock.v1.Task.failure_kind:type_name -> paddock.v1.FailureKind
 	5,  // 14: paddock.v1.SubmitRequest.task:type_name -> paddock.v1.TaskSpec
 	9,  // 15: paddock.v1.SubmitResponse.task:type_name -> paddock.v1.Task
@@ -4015,56 +4178,62 @@ var file_api_paddock_v1_paddock_proto_depIdxs = []int32{
 	9,  // 23: paddock.v1.CancelResponse.task:type_name -> paddock.v1.Task
 	0,  // 24: paddock.v1.ListRequest.state:type_name -> paddock.v1.State
 	1,  // 25: paddock.v1.ListRequest.class:type_name -> paddock.v1.Class
-	9,  // 26: paddock.v1.ListResponse.tasks:type_name -> paddock.v1.Task
-	0,  // 27: paddock.v1.QueueDepth.state:type_name -> paddock.v1.State
-	27, // 28: paddock.v1.StatusResponse.queue:type_name -> paddock.v1.QueueDepth
-	29, // 29: paddock.v1.StatusResponse.queue_delays:type_name -> paddock.v1.QueueDelay
-	31, // 30: paddock.v1.Agent.types:type_name -> paddock.v1.AgentType
-	54, // 31: paddock.v1.Agent.labels:type_name -> paddock.v1.Agent.LabelsEntry
-	32, // 32: paddock.v1.ListAgentsResponse.agents:type_name -> paddock.v1.Agent
-	35, // 33: paddock.v1.Host.pools:type_name -> paddock.v1.HostPool
-	36, // 34: paddock.v1.ListHostsResponse.hosts:type_name -> paddock.v1.Host
-	39, // 35: paddock.v1.ListVMsResponse.vms:type_name -> paddock.v1.VM
-	3,  // 36: paddock.v1.Reason.kind:type_name -> paddock.v1.Reason.Kind
-	0,  // 37: paddock.v1.ExplainResponse.state:type_name -> paddock.v1.State
-	42, // 38: paddock.v1.ExplainResponse.reasons:type_name -> paddock.v1.Reason
-	9,  // 39: paddock.v1.RetryResponse.task:type_name -> paddock.v1.Task
-	47, // 40: paddock.v1.HistoryResponse.samples:type_name -> paddock.v1.Sample
-	6,  // 41: paddock.v1.TaskSpec.InputBlobsEntry.value:type_name -> paddock.v1.BlobRef
-	6,  // 42: paddock.v1.Task.OutputBlobsEntry.value:type_name -> paddock.v1.BlobRef
-	10, // 43: paddock.v1.TaskService.Submit:input_type -> paddock.v1.SubmitRequest
-	12, // 44: paddock.v1.TaskService.SubmitBatch:input_type -> paddock.v1.SubmitBatchRequest
-	14, // 45: paddock.v1.TaskService.Get:input_type -> paddock.v1.GetRequest
-	20, // 46: paddock.v1.TaskService.Wait:input_type -> paddock.v1.WaitRequest
-	22, // 47: paddock.v1.TaskService.Cancel:input_type -> paddock.v1.CancelRequest
-	24, // 48: paddock.v1.TaskService.List:input_type -> paddock.v1.ListRequest
-	41, // 49: paddock.v1.TaskService.Explain:input_type -> paddock.v1.ExplainRequest
-	44, // 50: paddock.v1.TaskService.Retry:input_type -> paddock.v1.RetryRequest
-	16, // 51: paddock.v1.TaskService.Logs:input_type -> paddock.v1.LogsRequest
-	26, // 52: paddock.v1.ClusterService.Status:input_type -> paddock.v1.StatusRequest
-	30, // 53: paddock.v1.ClusterService.ListAgents:input_type -> paddock.v1.ListAgentsRequest
-	34, // 54: paddock.v1.ClusterService.ListHosts:input_type -> paddock.v1.ListHostsRequest
-	38, // 55: paddock.v1.ClusterService.ListVMs:input_type -> paddock.v1.ListVMsRequest
-	46, // 56: paddock.v1.ClusterService.History:input_type -> paddock.v1.HistoryRequest
-	11, // 57: paddock.v1.TaskService.Submit:output_type -> paddock.v1.SubmitResponse
-	13, // 58: paddock.v1.TaskService.SubmitBatch:output_type -> paddock.v1.SubmitBatchResponse
-	15, // 59: paddock.v1.TaskService.Get:output_type -> paddock.v1.GetResponse
-	21, // 60: paddock.v1.TaskService.Wait:output_type -> paddock.v1.WaitResponse
-	23, // 61: paddock.v1.TaskService.Cancel:output_type -> paddock.v1.CancelResponse
-	25, // 62: paddock.v1.TaskService.List:output_type -> paddock.v1.ListResponse
-	43, // 63: paddock.v1.TaskService.Explain:output_type -> paddock.v1.ExplainResponse
-	45, // 64: paddock.v1.TaskService.Retry:output_type -> paddock.v1.RetryResponse
-	17, // 65: paddock.v1.TaskService.Logs:output_type -> paddock.v1.LogsResponse
-	28, // 66: paddock.v1.ClusterService.Status:output_type -> paddock.v1.StatusResponse
-	33, // 67: paddock.v1.ClusterService.ListAgents:output_type -> paddock.v1.ListAgentsResponse
-	37, // 68: paddock.v1.ClusterService.ListHosts:output_type -> paddock.v1.ListHostsResponse
-	40, // 69: paddock.v1.ClusterService.ListVMs:output_type -> paddock.v1.ListVMsResponse
-	48, // 70: paddock.v1.ClusterService.History:output_type -> paddock.v1.HistoryResponse
-	57, // [57:71] is the sub-list for method output_type
-	43, // [43:57] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	0,  // 26: paddock.v1.WatchTasksRequest.state:type_name -> paddock.v1.State
+	1,  // 27: paddock.v1.WatchTasksRequest.class:type_name -> paddock.v1.Class
+	9,  // 28: paddock.v1.WatchTasksResponse.snapshot:type_name -> paddock.v1.Task
+	9,  // 29: paddock.v1.WatchTasksResponse.task:type_name -> paddock.v1.Task
+	9,  // 30: paddock.v1.ListResponse.tasks:type_name -> paddock.v1.Task
+	0,  // 31: paddock.v1.QueueDepth.state:type_name -> paddock.v1.State
+	29, // 32: paddock.v1.StatusResponse.queue:type_name -> paddock.v1.QueueDepth
+	31, // 33: paddock.v1.StatusResponse.queue_delays:type_name -> paddock.v1.QueueDelay
+	33, // 34: paddock.v1.Agent.types:type_name -> paddock.v1.AgentType
+	56, // 35: paddock.v1.Agent.labels:type_name -> paddock.v1.Agent.LabelsEntry
+	34, // 36: paddock.v1.ListAgentsResponse.agents:type_name -> paddock.v1.Agent
+	37, // 37: paddock.v1.Host.pools:type_name -> paddock.v1.HostPool
+	38, // 38: paddock.v1.ListHostsResponse.hosts:type_name -> paddock.v1.Host
+	41, // 39: paddock.v1.ListVMsResponse.vms:type_name -> paddock.v1.VM
+	3,  // 40: paddock.v1.Reason.kind:type_name -> paddock.v1.Reason.Kind
+	0,  // 41: paddock.v1.ExplainResponse.state:type_name -> paddock.v1.State
+	44, // 42: paddock.v1.ExplainResponse.reasons:type_name -> paddock.v1.Reason
+	9,  // 43: paddock.v1.RetryResponse.task:type_name -> paddock.v1.Task
+	49, // 44: paddock.v1.HistoryResponse.samples:type_name -> paddock.v1.Sample
+	6,  // 45: paddock.v1.TaskSpec.InputBlobsEntry.value:type_name -> paddock.v1.BlobRef
+	6,  // 46: paddock.v1.Task.OutputBlobsEntry.value:type_name -> paddock.v1.BlobRef
+	10, // 47: paddock.v1.TaskService.Submit:input_type -> paddock.v1.SubmitRequest
+	12, // 48: paddock.v1.TaskService.SubmitBatch:input_type -> paddock.v1.SubmitBatchRequest
+	14, // 49: paddock.v1.TaskService.Get:input_type -> paddock.v1.GetRequest
+	20, // 50: paddock.v1.TaskService.Wait:input_type -> paddock.v1.WaitRequest
+	22, // 51: paddock.v1.TaskService.Cancel:input_type -> paddock.v1.CancelRequest
+	24, // 52: paddock.v1.TaskService.List:input_type -> paddock.v1.ListRequest
+	43, // 53: paddock.v1.TaskService.Explain:input_type -> paddock.v1.ExplainRequest
+	46, // 54: paddock.v1.TaskService.Retry:input_type -> paddock.v1.RetryRequest
+	16, // 55: paddock.v1.TaskService.Logs:input_type -> paddock.v1.LogsRequest
+	25, // 56: paddock.v1.TaskService.WatchTasks:input_type -> paddock.v1.WatchTasksRequest
+	28, // 57: paddock.v1.ClusterService.Status:input_type -> paddock.v1.StatusRequest
+	32, // 58: paddock.v1.ClusterService.ListAgents:input_type -> paddock.v1.ListAgentsRequest
+	36, // 59: paddock.v1.ClusterService.ListHosts:input_type -> paddock.v1.ListHostsRequest
+	40, // 60: paddock.v1.ClusterService.ListVMs:input_type -> paddock.v1.ListVMsRequest
+	48, // 61: paddock.v1.ClusterService.History:input_type -> paddock.v1.HistoryRequest
+	11, // 62: paddock.v1.TaskService.Submit:output_type -> paddock.v1.SubmitResponse
+	13, // 63: paddock.v1.TaskService.SubmitBatch:output_type -> paddock.v1.SubmitBatchResponse
+	15, // 64: paddock.v1.TaskService.Get:output_type -> paddock.v1.GetResponse
+	21, // 65: paddock.v1.TaskService.Wait:output_type -> paddock.v1.WaitResponse
+	23, // 66: paddock.v1.TaskService.Cancel:output_type -> paddock.v1.CancelResponse
+	27, // 67: paddock.v1.TaskService.List:output_type -> paddock.v1.ListResponse
+	45, // 68: paddock.v1.TaskService.Explain:output_type -> paddock.v1.ExplainResponse
+	47, // 69: paddock.v1.TaskService.Retry:output_type -> paddock.v1.RetryResponse
+	17, // 70: paddock.v1.TaskService.Logs:output_type -> paddock.v1.LogsResponse
+	26, // 71: paddock.v1.TaskService.WatchTasks:output_type -> paddock.v1.WatchTasksResponse
+	30, // 72: paddock.v1.ClusterService.Status:output_type -> paddock.v1.StatusResponse
+	35, // 73: paddock.v1.ClusterService.ListAgents:output_type -> paddock.v1.ListAgentsResponse
+	39, // 74: paddock.v1.ClusterService.ListHosts:output_type -> paddock.v1.ListHostsResponse
+	42, // 75: paddock.v1.ClusterService.ListVMs:output_type -> paddock.v1.ListVMsResponse
+	50, // 76: paddock.v1.ClusterService.History:output_type -> paddock.v1.HistoryResponse
+	62, // [62:77] is the sub-list for method output_type
+	47, // [47:62] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_api_paddock_v1_paddock_proto_init() }
@@ -4078,7 +4247,7 @@ func file_api_paddock_v1_paddock_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_paddock_v1_paddock_proto_rawDesc), len(file_api_paddock_v1_paddock_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   51,
+			NumMessages:   53,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -60,6 +60,8 @@ const (
 	TaskServiceRetryProcedure = "/paddock.v1.TaskService/Retry"
 	// TaskServiceLogsProcedure is the fully-qualified name of the TaskService's Logs RPC.
 	TaskServiceLogsProcedure = "/paddock.v1.TaskService/Logs"
+	// TaskServiceWatchTasksProcedure is the fully-qualified name of the TaskService's WatchTasks RPC.
+	TaskServiceWatchTasksProcedure = "/paddock.v1.TaskService/WatchTasks"
 	// ClusterServiceStatusProcedure is the fully-qualified name of the ClusterService's Status RPC.
 	ClusterServiceStatusProcedure = "/paddock.v1.ClusterService/Status"
 	// ClusterServiceListAgentsProcedure is the fully-qualified name of the ClusterService's ListAgents
@@ -102,6 +104,13 @@ type TaskServiceClient interface {
 	// bounded by the agent: the oldest lines of a long log are dropped and counted).
 	// An attempt's log arrives with its result.
 	Logs(context.Context, *connect.Request[v1.LogsRequest]) (*connect.Response[v1.LogsResponse], error)
+	// WatchTasks streams the tasks matching the filters as they change, from the server's
+	// feed of task changes (no polling): the first message holds the current list (as
+	// List's first page), every later one a task that changed. It runs until the client
+	// ends it; it ends with UNAVAILABLE when the server stops, and with ABORTED when the
+	// client falls more than a server-set number of changes behind (watch again).
+	// A server stream: gRPC, gRPC-Web or the Connect protocol, not plain JSON POST.
+	WatchTasks(context.Context, *connect.Request[v1.WatchTasksRequest]) (*connect.ServerStreamForClient[v1.WatchTasksResponse], error)
 }
 
 // NewTaskServiceClient constructs a client for the paddock.v1.TaskService service. By default, it
@@ -169,6 +178,12 @@ func NewTaskServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(taskServiceMethods.ByName("Logs")),
 			connect.WithClientOptions(opts...),
 		),
+		watchTasks: connect.NewClient[v1.WatchTasksRequest, v1.WatchTasksResponse](
+			httpClient,
+			baseURL+TaskServiceWatchTasksProcedure,
+			connect.WithSchema(taskServiceMethods.ByName("WatchTasks")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -183,6 +198,7 @@ type taskServiceClient struct {
 	explain     *connect.Client[v1.ExplainRequest, v1.ExplainResponse]
 	retry       *connect.Client[v1.RetryRequest, v1.RetryResponse]
 	logs        *connect.Client[v1.LogsRequest, v1.LogsResponse]
+	watchTasks  *connect.Client[v1.WatchTasksRequest, v1.WatchTasksResponse]
 }
 
 // Submit calls paddock.v1.TaskService.Submit.
@@ -230,6 +246,11 @@ func (c *taskServiceClient) Logs(ctx context.Context, req *connect.Request[v1.Lo
 	return c.logs.CallUnary(ctx, req)
 }
 
+// WatchTasks calls paddock.v1.TaskService.WatchTasks.
+func (c *taskServiceClient) WatchTasks(ctx context.Context, req *connect.Request[v1.WatchTasksRequest]) (*connect.ServerStreamForClient[v1.WatchTasksResponse], error) {
+	return c.watchTasks.CallServerStream(ctx, req)
+}
+
 // TaskServiceHandler is an implementation of the paddock.v1.TaskService service.
 type TaskServiceHandler interface {
 	// Submit stores a task (state QUEUED) and returns it. Submitting again with the same
@@ -258,6 +279,13 @@ type TaskServiceHandler interface {
 	// bounded by the agent: the oldest lines of a long log are dropped and counted).
 	// An attempt's log arrives with its result.
 	Logs(context.Context, *connect.Request[v1.LogsRequest]) (*connect.Response[v1.LogsResponse], error)
+	// WatchTasks streams the tasks matching the filters as they change, from the server's
+	// feed of task changes (no polling): the first message holds the current list (as
+	// List's first page), every later one a task that changed. It runs until the client
+	// ends it; it ends with UNAVAILABLE when the server stops, and with ABORTED when the
+	// client falls more than a server-set number of changes behind (watch again).
+	// A server stream: gRPC, gRPC-Web or the Connect protocol, not plain JSON POST.
+	WatchTasks(context.Context, *connect.Request[v1.WatchTasksRequest], *connect.ServerStream[v1.WatchTasksResponse]) error
 }
 
 // NewTaskServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -321,6 +349,12 @@ func NewTaskServiceHandler(svc TaskServiceHandler, opts ...connect.HandlerOption
 		connect.WithSchema(taskServiceMethods.ByName("Logs")),
 		connect.WithHandlerOptions(opts...),
 	)
+	taskServiceWatchTasksHandler := connect.NewServerStreamHandler(
+		TaskServiceWatchTasksProcedure,
+		svc.WatchTasks,
+		connect.WithSchema(taskServiceMethods.ByName("WatchTasks")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/paddock.v1.TaskService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case TaskServiceSubmitProcedure:
@@ -341,6 +375,8 @@ func NewTaskServiceHandler(svc TaskServiceHandler, opts ...connect.HandlerOption
 			taskServiceRetryHandler.ServeHTTP(w, r)
 		case TaskServiceLogsProcedure:
 			taskServiceLogsHandler.ServeHTTP(w, r)
+		case TaskServiceWatchTasksProcedure:
+			taskServiceWatchTasksHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -384,6 +420,10 @@ func (UnimplementedTaskServiceHandler) Retry(context.Context, *connect.Request[v
 
 func (UnimplementedTaskServiceHandler) Logs(context.Context, *connect.Request[v1.LogsRequest]) (*connect.Response[v1.LogsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("paddock.v1.TaskService.Logs is not implemented"))
+}
+
+func (UnimplementedTaskServiceHandler) WatchTasks(context.Context, *connect.Request[v1.WatchTasksRequest], *connect.ServerStream[v1.WatchTasksResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("paddock.v1.TaskService.WatchTasks is not implemented"))
 }
 
 // ClusterServiceClient is a client for the paddock.v1.ClusterService service.
