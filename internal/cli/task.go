@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"text/tabwriter"
@@ -41,14 +42,7 @@ func clients(app *App) (paddockv1connect.TaskServiceClient, paddockv1connect.Clu
 
 // clientsAt returns API clients for the server at url.
 func clientsAt(hc *http.Client, url, tok string) (paddockv1connect.TaskServiceClient, paddockv1connect.ClusterServiceClient) {
-	opts := []connect.ClientOption{connect.WithInterceptors(connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
-		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			if tok != "" {
-				req.Header().Set("Authorization", "Bearer "+tok)
-			}
-			return next(ctx, req)
-		}
-	}))}
+	opts := []connect.ClientOption{connect.WithInterceptors(bearerInterceptor{tok})} // unary and streaming calls (taskwatch.go)
 	return paddockv1connect.NewTaskServiceClient(hc, url, opts...), paddockv1connect.NewClusterServiceClient(hc, url, opts...)
 }
 
@@ -382,10 +376,13 @@ func newTaskCancelCmd(app *App) *cobra.Command {
 func newTaskLsCmd(app *App) *cobra.Command {
 	var state, typ, tenant, page string
 	var limit int32
-	var asJSON bool
+	var asJSON, watch bool
 	cmd := &cobra.Command{
-		Use: "ls", Short: "List tasks, newest first", Args: cobra.NoArgs,
+		Use: "ls", Short: "List tasks, newest first (--watch: and keep the list up to date)", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if watch && page != "" {
+				return usageError{errors.New("--page: a watch shows the newest tasks; drop --page, or drop --watch to read older pages")}
+			}
 			req := &paddockv1.ListRequest{Type: typ, Tenant: tenant, Limit: limit, PageToken: page}
 			if state != "" {
 				v, ok := paddockv1.State_value["STATE_"+strings.ToUpper(state)]
@@ -393,6 +390,9 @@ func newTaskLsCmd(app *App) *cobra.Command {
 					return usageError{fmt.Errorf("--state %q: use queued, leased, running, succeeded, failed, cancelled or dead", state)}
 				}
 				req.State = paddockv1.State(v)
+			}
+			if watch {
+				return watchTasks(cmd.Context(), app, &paddockv1.WatchTasksRequest{State: req.State, Type: typ, Tenant: tenant, Limit: limit}, asJSON)
 			}
 			tc, _ := clients(app)
 			r, err := tc.List(cmd.Context(), connect.NewRequest(req))
@@ -403,10 +403,9 @@ func newTaskLsCmd(app *App) *cobra.Command {
 				return printProto(app, r.Msg)
 			}
 			tw := tabwriter.NewWriter(app.Out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tTYPE\tSTATE\tATTEMPT\tAGENT\tCREATED\tERROR")
+			fmt.Fprintln(tw, taskRowHeader)
 			for _, t := range r.Msg.GetTasks() {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", t.GetId(), t.GetSpec().GetType(), stateName(t.GetState()), t.GetAttempt(),
-					t.GetAgentId(), time.UnixMilli(t.GetCreatedAtUnixMs()).Format(time.RFC3339), clip(t.GetError(), 200))
+				taskRow(tw, t)
 			}
 			if err := tw.Flush(); err != nil {
 				return err
@@ -423,6 +422,16 @@ func newTaskLsCmd(app *App) *cobra.Command {
 	f.StringVar(&tenant, "tenant", "", "only tasks of this tenant")
 	f.Int32Var(&limit, "limit", 50, "page size (at most 1000)")
 	f.StringVar(&page, "page", "", "page token from the previous page")
-	f.BoolVar(&asJSON, "json", false, "print JSON")
+	f.BoolVar(&asJSON, "json", false, "print JSON (with --watch: one JSON object per line, the first list then each change)")
+	f.BoolVar(&watch, "watch", false, "keep the list on screen and update it as tasks change (until Ctrl-C)")
 	return cmd
+}
+
+// taskRowHeader heads the rows of taskRow.
+const taskRowHeader = "ID\tTYPE\tSTATE\tATTEMPT\tAGENT\tCREATED\tERROR"
+
+// taskRow writes t as one row of task ls.
+func taskRow(w io.Writer, t *paddockv1.Task) {
+	fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", t.GetId(), t.GetSpec().GetType(), stateName(t.GetState()), t.GetAttempt(),
+		t.GetAgentId(), time.UnixMilli(t.GetCreatedAtUnixMs()).Format(time.RFC3339), clip(t.GetError(), 200))
 }
