@@ -49,6 +49,11 @@
 // in an unbounded-in-practice outbox for the control stream's sender (resent on the
 // next stream if one breaks; a Send stuck for a minute drops the stream).
 //
+// Metrics (Config.MetricsListen): the pools', the relay's, the host load gauges of
+// vmpool/hostload, and per-NIC byte counters read from the kernel at each scrape
+// (nicmetrics.go). Config.Ready says when the daemon serves (paddock host sends
+// systemd READY=1 from it).
+//
 // Tests: unit-level tests use a fake hypervisor, and the data path runs against temp
 // directories and a real cache over a fake server (go test ./hostd/ -run 'Stage|Collect'); the integration tests boot real TCG
 // guests (1 vCPU, 256 MiB, at most 3 at once) from an image holding the real

@@ -128,7 +128,7 @@ func New(cfg Config, hv hypervisor.Hypervisor, imgs vmpool.Images) (*Daemon, err
 	d.relayErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "paddock_host_relay_open_errors_total", Help: "Guest sessions that could not be relayed (server unreachable)."})
 	d.linkUp = prometheus.NewGauge(prometheus.GaugeOpts{Name: "paddock_host_server_connected", Help: "1 while the host's control stream with the server is up."})
 	d.outDropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "paddock_host_answers_dropped_total", Help: "Staged/Collected answers dropped because too many waited for the server."})
-	d.reg.MustRegister(d.relaySessions, d.relayBytes, d.relayErrors, d.linkUp, d.outDropped, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	d.reg.MustRegister(d.relaySessions, d.relayBytes, d.relayErrors, d.linkUp, d.outDropped, newNICCollector(d.log), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var err error
 	if d.mon, err = hostload.New(cfg.LoadInterval, hostload.WithLogger(d.log)); err != nil {
 		return nil, err
