@@ -46,19 +46,35 @@ lint:
 PROTOC_GEN_GO := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.5.1
 PROTOC_GEN_CONNECT := connectrpc.com/connect/cmd/protoc-gen-connect-go@v1.21.1
+# OpenAPI 3 description of the client API's JSON routes (from its google.api.http options).
+GNOSTIC := github.com/google/gnostic@v0.7.1
+PROTOC_GEN_OPENAPI := github.com/google/gnostic/cmd/protoc-gen-openapi@v0.7.1
+# google/api/annotations.proto, http.proto and google/protobuf/descriptor.proto (which
+# Debian's protoc does not ship), as the pinned gnostic module has them.
+GNOSTIC_DIR = $$($(GO) env GOMODCACHE)/$(GNOSTIC)
+GOOGLEAPIS_INC = -I $(GNOSTIC_DIR)/cmd/protoc-gen-openapi/examples -I $(GNOSTIC_DIR)/third_party
 proto:
 	$(GO) install $(PROTOC_GEN_GO)
 	$(GO) install $(PROTOC_GEN_GO_GRPC)
 	$(GO) install $(PROTOC_GEN_CONNECT)
+	$(GO) install $(PROTOC_GEN_OPENAPI)
 	# gRPC (grpc-go) for the handler protocol and the agent protocol.
 	PATH="$$PATH:$$($(GO) env GOPATH)/bin" protoc -I . \
 		--go_out=. --go_opt=paths=source_relative \
 		--go-grpc_out=. --go-grpc_opt=paths=source_relative \
 		$$(find plugins api/agent api/host -name '*.proto' | sort)
 	# connect-go (gRPC, gRPC-Web and JSON over HTTP) for the client API.
-	PATH="$$PATH:$$($(GO) env GOPATH)/bin" protoc -I . \
+	PATH="$$PATH:$$($(GO) env GOPATH)/bin" protoc -I . $(GOOGLEAPIS_INC) \
 		--go_out=. --go_opt=paths=source_relative \
 		--connect-go_out=. --connect-go_opt=paths=source_relative \
+		$$(find api/paddock -name '*.proto' | sort)
+	# OpenAPI (protoc-gen-openapi, gnostic) for the JSON routes: api/paddock/v1/openapi.yaml.
+	# (protoc splits plugin options at commas: none in the description.)
+	PATH="$$PATH:$$($(GO) env GOPATH)/bin" protoc -I . $(GOOGLEAPIS_INC) \
+		--openapi_out=api/paddock/v1 \
+		--openapi_opt=title="Paddock client API" --openapi_opt=version=v1 \
+		--openapi_opt=enum_type=string --openapi_opt=default_response=false \
+		--openapi_opt=description="JSON over HTTP on the client port of paddock server (docs/api.md). Outside dev mode every call needs the header Authorization: Bearer TOKEN. An error is a JSON object with code and message and an HTTP status." \
 		$$(find api/paddock -name '*.proto' | sort)
 
 clean:

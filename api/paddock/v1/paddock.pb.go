@@ -14,6 +14,7 @@
 package paddockv1
 
 import (
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
@@ -3743,7 +3744,7 @@ var File_api_paddock_v1_paddock_proto protoreflect.FileDescriptor
 const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\n" +
 	"\x1capi/paddock/v1/paddock.proto\x12\n" +
-	"paddock.v1\"\xc9\x01\n" +
+	"paddock.v1\x1a\x1cgoogle/api/annotations.proto\"\xc9\x01\n" +
 	"\fRequirements\x12\x1d\n" +
 	"\n" +
 	"cpu_millis\x18\x01 \x01(\x03R\tcpuMillis\x12!\n" +
@@ -4057,26 +4058,26 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\x12\x1e\n" +
 	"\x1aFAILURE_KIND_LEASE_EXPIRED\x10\v\x12\x1b\n" +
 	"\x17FAILURE_KIND_GUEST_GONE\x10\f\x12\x18\n" +
-	"\x14FAILURE_KIND_REFUSED\x10\r2\x99\x05\n" +
-	"\vTaskService\x12?\n" +
-	"\x06Submit\x12\x19.paddock.v1.SubmitRequest\x1a\x1a.paddock.v1.SubmitResponse\x12N\n" +
-	"\vSubmitBatch\x12\x1e.paddock.v1.SubmitBatchRequest\x1a\x1f.paddock.v1.SubmitBatchResponse\x126\n" +
-	"\x03Get\x12\x16.paddock.v1.GetRequest\x1a\x17.paddock.v1.GetResponse\x129\n" +
-	"\x04Wait\x12\x17.paddock.v1.WaitRequest\x1a\x18.paddock.v1.WaitResponse\x12?\n" +
-	"\x06Cancel\x12\x19.paddock.v1.CancelRequest\x1a\x1a.paddock.v1.CancelResponse\x129\n" +
-	"\x04List\x12\x17.paddock.v1.ListRequest\x1a\x18.paddock.v1.ListResponse\x12B\n" +
-	"\aExplain\x12\x1a.paddock.v1.ExplainRequest\x1a\x1b.paddock.v1.ExplainResponse\x12<\n" +
-	"\x05Retry\x12\x18.paddock.v1.RetryRequest\x1a\x19.paddock.v1.RetryResponse\x129\n" +
-	"\x04Logs\x12\x17.paddock.v1.LogsRequest\x1a\x18.paddock.v1.LogsResponse\x12M\n" +
+	"\x14FAILURE_KIND_REFUSED\x10\r2\x98\b\n" +
+	"\vTaskService\x12j\n" +
+	"\x06Submit\x12\x19.paddock.v1.SubmitRequest\x1a\x1a.paddock.v1.SubmitResponse\")\x82\xd3\xe4\x93\x02#:\x01*\"\x1e/paddock.v1.TaskService/Submit\x12~\n" +
+	"\vSubmitBatch\x12\x1e.paddock.v1.SubmitBatchRequest\x1a\x1f.paddock.v1.SubmitBatchResponse\".\x82\xd3\xe4\x93\x02(:\x01*\"#/paddock.v1.TaskService/SubmitBatch\x12^\n" +
+	"\x03Get\x12\x16.paddock.v1.GetRequest\x1a\x17.paddock.v1.GetResponse\"&\x82\xd3\xe4\x93\x02 :\x01*\"\x1b/paddock.v1.TaskService/Get\x12b\n" +
+	"\x04Wait\x12\x17.paddock.v1.WaitRequest\x1a\x18.paddock.v1.WaitResponse\"'\x82\xd3\xe4\x93\x02!:\x01*\"\x1c/paddock.v1.TaskService/Wait\x12j\n" +
+	"\x06Cancel\x12\x19.paddock.v1.CancelRequest\x1a\x1a.paddock.v1.CancelResponse\")\x82\xd3\xe4\x93\x02#:\x01*\"\x1e/paddock.v1.TaskService/Cancel\x12b\n" +
+	"\x04List\x12\x17.paddock.v1.ListRequest\x1a\x18.paddock.v1.ListResponse\"'\x82\xd3\xe4\x93\x02!:\x01*\"\x1c/paddock.v1.TaskService/List\x12n\n" +
+	"\aExplain\x12\x1a.paddock.v1.ExplainRequest\x1a\x1b.paddock.v1.ExplainResponse\"*\x82\xd3\xe4\x93\x02$:\x01*\"\x1f/paddock.v1.TaskService/Explain\x12f\n" +
+	"\x05Retry\x12\x18.paddock.v1.RetryRequest\x1a\x19.paddock.v1.RetryResponse\"(\x82\xd3\xe4\x93\x02\":\x01*\"\x1d/paddock.v1.TaskService/Retry\x12b\n" +
+	"\x04Logs\x12\x17.paddock.v1.LogsRequest\x1a\x18.paddock.v1.LogsResponse\"'\x82\xd3\xe4\x93\x02!:\x01*\"\x1c/paddock.v1.TaskService/Logs\x12M\n" +
 	"\n" +
-	"WatchTasks\x12\x1d.paddock.v1.WatchTasksRequest\x1a\x1e.paddock.v1.WatchTasksResponse0\x012\xf0\x02\n" +
-	"\x0eClusterService\x12?\n" +
-	"\x06Status\x12\x19.paddock.v1.StatusRequest\x1a\x1a.paddock.v1.StatusResponse\x12K\n" +
+	"WatchTasks\x12\x1d.paddock.v1.WatchTasksRequest\x1a\x1e.paddock.v1.WatchTasksResponse0\x012\xdf\x04\n" +
+	"\x0eClusterService\x12m\n" +
+	"\x06Status\x12\x19.paddock.v1.StatusRequest\x1a\x1a.paddock.v1.StatusResponse\",\x82\xd3\xe4\x93\x02&:\x01*\"!/paddock.v1.ClusterService/Status\x12}\n" +
 	"\n" +
-	"ListAgents\x12\x1d.paddock.v1.ListAgentsRequest\x1a\x1e.paddock.v1.ListAgentsResponse\x12H\n" +
-	"\tListHosts\x12\x1c.paddock.v1.ListHostsRequest\x1a\x1d.paddock.v1.ListHostsResponse\x12B\n" +
-	"\aListVMs\x12\x1a.paddock.v1.ListVMsRequest\x1a\x1b.paddock.v1.ListVMsResponse\x12B\n" +
-	"\aHistory\x12\x1a.paddock.v1.HistoryRequest\x1a\x1b.paddock.v1.HistoryResponseB7Z5github.com/paddockvm/paddock/api/paddock/v1;paddockv1b\x06proto3"
+	"ListAgents\x12\x1d.paddock.v1.ListAgentsRequest\x1a\x1e.paddock.v1.ListAgentsResponse\"0\x82\xd3\xe4\x93\x02*:\x01*\"%/paddock.v1.ClusterService/ListAgents\x12y\n" +
+	"\tListHosts\x12\x1c.paddock.v1.ListHostsRequest\x1a\x1d.paddock.v1.ListHostsResponse\"/\x82\xd3\xe4\x93\x02):\x01*\"$/paddock.v1.ClusterService/ListHosts\x12q\n" +
+	"\aListVMs\x12\x1a.paddock.v1.ListVMsRequest\x1a\x1b.paddock.v1.ListVMsResponse\"-\x82\xd3\xe4\x93\x02':\x01*\"\"/paddock.v1.ClusterService/ListVMs\x12q\n" +
+	"\aHistory\x12\x1a.paddock.v1.HistoryRequest\x1a\x1b.paddock.v1.HistoryResponse\"-\x82\xd3\xe4\x93\x02':\x01*\"\"/paddock.v1.ClusterService/HistoryB7Z5github.com/paddockvm/paddock/api/paddock/v1;paddockv1b\x06proto3"
 
 var (
 	file_api_paddock_v1_paddock_proto_rawDescOnce sync.Once
