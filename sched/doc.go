@@ -25,7 +25,10 @@
 // (clientport.go): its static page needs no token, its live feed /ui/events does. The
 // feed is fed by observedStore (events.go), which wraps the store and publishes every
 // task change Create, CreateBatch, Lease and Update make; the same changes feed the history of the
-// last hour (history.go: 10 s samples behind ClusterService.History). Explain
+// last hour (history.go: 10 s samples behind ClusterService.History) and the
+// TaskService.WatchTasks stream (watch.go: the first list, then each change of a matching
+// task; paddock task ls --watch). The client port also serves grpc.health.v1 (SERVING
+// while the store answers) and gRPC reflection (grpcext.go). Explain
 // (explain.go) says why a task is still queued from the server's own view of agents,
 // pools and the store; Retry submits a failed, dead or cancelled task's spec again as a
 // new task.

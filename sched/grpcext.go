@@ -19,9 +19,10 @@ import (
 // The standard gRPC services on the client port, for load balancers, probes and
 // tools such as grpcurl and grpcui (connectrpc.com/grpchealth and grpcreflect):
 //
-//   - grpc.health.v1.Health (Check and Watch) answers SERVING only while the store
-//     answers a read within HealthStoreTimeout, NOT_SERVING otherwise, for the whole
-//     server ("") and for each client service; it needs no token, as /healthz.
+//   - grpc.health.v1.Health Check answers SERVING only while the store answers a read
+//     within HealthStoreTimeout, NOT_SERVING otherwise, for the whole server ("") and
+//     for each client service; it needs no token, as /healthz. Watch answers
+//     UNIMPLEMENTED (allowed by the protocol; probes call Check).
 //   - grpc.reflection.v1 and v1alpha ServerReflection describe the client services
 //     (paddock.v1.TaskService, paddock.v1.ClusterService); they need the client token
 //     like the API itself.
