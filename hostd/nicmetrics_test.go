@@ -16,6 +16,7 @@ import (
 	"github.com/paddockvm/paddock/hypervisor/hypervisortest"
 	"github.com/paddockvm/paddock/images"
 	"github.com/paddockvm/paddock/internal/pki"
+	"github.com/paddockvm/paddock/internal/testutil"
 	"github.com/paddockvm/paddock/vmpool"
 )
 
@@ -103,12 +104,7 @@ func TestNICCountersOnMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	metricsAddr := l.Addr().String()
-	l.Close()
+	metricsAddr := testutil.FreeAddr(t)
 	ready := make(chan struct{})
 	d, err := hostd.New(hostd.Config{Server: "127.0.0.1:1", TLS: tlsCfg, Accel: "tcg", MetricsListen: metricsAddr,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Ready: func() { close(ready) },

@@ -1,17 +1,17 @@
 package main
 
 import (
-	"bytes"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/paddockvm/paddock/internal/testutil"
 )
 
 // The systemd readiness protocol, end to end: the real paddock binary is started with
@@ -53,36 +53,14 @@ func notifySocket(t *testing.T, name string) (string, <-chan string) {
 	return path, msgs
 }
 
-// freeAddr returns a loopback address with a port free at the time of the call.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // daemon is a paddock process under test.
 type daemon struct {
 	cmd  *exec.Cmd
-	mu   sync.Mutex
-	logs bytes.Buffer
+	logs testutil.SyncBuffer // its stdout and stderr
 	done chan error
 }
 
-func (d *daemon) Write(p []byte) (int, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.logs.Write(p)
-}
-
-func (d *daemon) output() string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.logs.String()
-}
+func (d *daemon) output() string { return d.logs.String() }
 
 // start runs bin with args, env and NOTIFY_SOCKET=sock; the process is killed when
 // the test ends.
@@ -90,7 +68,7 @@ func start(t *testing.T, bin, sock string, env []string, args ...string) *daemon
 	t.Helper()
 	d := &daemon{cmd: exec.Command(bin, args...), done: make(chan error, 1)}
 	d.cmd.Env = append(append(os.Environ(), env...), "NOTIFY_SOCKET="+sock)
-	d.cmd.Stdout, d.cmd.Stderr = d, d
+	d.cmd.Stdout, d.cmd.Stderr = &d.logs, &d.logs
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -160,14 +138,14 @@ func stop(t *testing.T, d *daemon, msgs <-chan string) {
 func TestSystemdNotify(t *testing.T) {
 	bin := buildPaddock(t)
 	data := t.TempDir()
-	client, cluster := freeAddr(t), freeAddr(t)
+	client, cluster := testutil.FreeAddr(t), testutil.FreeAddr(t)
 
 	srvSock, srvMsgs := notifySocket(t, "server.sock")
 	srv := start(t, bin, srvSock, nil, "server", "--dev", "--data-dir", data, "--listen", client, "--agent-listen", "", "--cluster-listen", cluster)
 	expect(t, srv, srvMsgs, "READY=1")
 	get(t, "http://"+client+"/healthz")
 
-	metrics := freeAddr(t)
+	metrics := testutil.FreeAddr(t)
 	hostSock, hostMsgs := notifySocket(t, "host.sock")
 	host := start(t, bin, hostSock, []string{"PADDOCK_HOST_RUN_DIR=" + filepath.Join(data, "run"), "PADDOCK_HOST_SERVER=" + cluster}, "host", "--dev", "--data-dir", data, "--libvirt-uri", "test:///default", "--accel", "tcg",
 		"--host-id", "notify-test", "--metrics-listen", metrics)

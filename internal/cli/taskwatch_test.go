@@ -1,14 +1,12 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,32 +14,15 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	paddockv1 "github.com/paddockvm/paddock/api/paddock/v1"
+	"github.com/paddockvm/paddock/internal/testutil"
 	"github.com/paddockvm/paddock/sched"
 )
 
-// syncBuffer is a bytes.Buffer safe to read while the command writes it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // watching runs paddock args (a task ls --watch) until the returned stop is called;
 // stop cancels it as Ctrl-C does and returns its exit code and stderr.
-func watching(t *testing.T, args ...string) (out *syncBuffer, stop func() (int, string)) {
+func watching(t *testing.T, args ...string) (out *testutil.SyncBuffer, stop func() (int, string)) {
 	t.Helper()
-	out, errOut := &syncBuffer{}, &syncBuffer{}
+	out, errOut := &testutil.SyncBuffer{}, &testutil.SyncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	code := make(chan int, 1)
 	go func() { code <- Execute(ctx, args, out, errOut) }()
@@ -59,7 +40,7 @@ func watching(t *testing.T, args ...string) (out *syncBuffer, stop func() (int, 
 }
 
 // waitOutput waits until out holds want.
-func waitOutput(t *testing.T, out *syncBuffer, want string) {
+func waitOutput(t *testing.T, out *testutil.SyncBuffer, want string) {
 	t.Helper()
 	deadline := time.Now().Add(2 * time.Minute)
 	for !strings.Contains(out.String(), want) {
