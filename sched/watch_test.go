@@ -2,6 +2,9 @@ package sched_test
 
 import (
 	"context"
+	"net"
+	"net/http"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -9,6 +12,9 @@ import (
 
 	"github.com/paddockvm/paddock/agent/session"
 	paddockv1 "github.com/paddockvm/paddock/api/paddock/v1"
+	"github.com/paddockvm/paddock/api/paddock/v1/paddockv1connect"
+	"github.com/paddockvm/paddock/sched"
+	"github.com/paddockvm/paddock/sched/store/sqlite"
 )
 
 // watchStream opens WatchTasks with req and returns its first message (the list) and
@@ -130,4 +136,52 @@ func TestWatchTasksBadFilter(t *testing.T) {
 	if connect.CodeOf(err) != connect.CodeInvalidArgument {
 		t.Fatalf("WatchTasks(limit 5000): err = %v, want InvalidArgument naming limit", err)
 	}
+}
+
+// TestWatchTasksEndsWhenServerStops: a watch open while the server shuts down ends
+// with UNAVAILABLE (watch again elsewhere), not a hang or a silent end.
+func TestWatchTasksEndsWhenServerStops(t *testing.T) {
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "paddock.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	srv, err := sched.New(fastConfig(), st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	al, cl := listen(t), listen(t)
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	served := make(chan error, 1)
+	go func() { served <- srv.Run(ctx, al, cl) }()
+	tasks := paddockv1connect.NewTaskServiceClient(http.DefaultClient, "http://"+cl.Addr().String())
+	wctx, wcancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer wcancel()
+	stream, err := tasks.WatchTasks(wctx, connect.NewRequest(&paddockv1.WatchTasksRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Close()
+	if !stream.Receive() {
+		t.Fatalf("no first message: %v", stream.Err())
+	}
+	stop()
+	for stream.Receive() {
+	}
+	if connect.CodeOf(stream.Err()) != connect.CodeUnavailable {
+		t.Fatalf("the watch ended with %v, want UNAVAILABLE (the server is stopping)", stream.Err())
+	}
+	if err := <-served; err != nil {
+		t.Fatalf("server: %v", err)
+	}
+}
+
+func listen(t *testing.T) net.Listener {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
 }
