@@ -15,9 +15,21 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// chunk is the most bytes one Read passes before waiting on its limiter; it is also
-// each limiter's burst.
+// chunk is the most bytes one Read passes before waiting on its limiter.
 const chunk = 64 << 10
+
+// burstTime is how much of its rate a class may save up while its reader is slow
+// (a loaded machine, a stalled socket) and spend at once: without it, time spent
+// reading is lost to the limiter and a class gets less than its share.
+const burstTime = 100 * time.Millisecond
+
+// burst returns the limiter burst for rate r: burstTime of it, at least chunk.
+func burst(r float64) int {
+	if math.IsInf(r, 1) {
+		return chunk
+	}
+	return max(chunk, int(r*burstTime.Seconds()))
+}
 
 // Shaper shares the capacity among the transfers' classes. It is safe for concurrent use.
 type Shaper struct {
@@ -47,6 +59,7 @@ type class struct {
 	lim    *rate.Limiter
 	active int // guarded by Shaper.mu
 	bytes  prometheus.Counter
+	n      atomic.Int64 // bytes through the class's Readers
 }
 
 // New checks cfg and returns a Shaper whose metrics are registered with reg (nil: not
@@ -171,6 +184,7 @@ func (s *Shaper) reallocate() {
 			lim = rate.Inf
 		}
 		s.classes[d.Name].lim.SetLimit(lim)
+		s.classes[d.Name].lim.SetBurst(burst(r))
 		s.limits.WithLabelValues(d.Name).Set(r)
 	}
 	if a.Scaled && !s.scaled {
@@ -195,6 +209,15 @@ func (s *Shaper) Rates() map[string]float64 {
 		}
 	}
 	return out
+}
+
+// Bytes returns the bytes moved so far in class name (0 for a class not configured:
+// its transfers count as DefaultClass).
+func (s *Shaper) Bytes(name string) int64 {
+	if c, ok := s.classes[name]; ok {
+		return c.n.Load()
+	}
+	return 0
 }
 
 // Usage is the link's use.
@@ -242,6 +265,7 @@ func (r *Reader) Read(p []byte) (int, error) {
 	if n > 0 {
 		r.s.total.Add(int64(n))
 		r.c.bytes.Add(float64(n))
+		r.c.n.Add(int64(n))
 		if werr := r.c.lim.WaitN(r.ctx, n); werr != nil && err == nil {
 			err = fmt.Errorf("waiting for bandwidth class %s: %w", r.c.name, werr)
 		}
