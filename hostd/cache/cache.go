@@ -81,6 +81,7 @@ type diskEntry struct {
 	size     int64
 	pins     int  // users (links, reads, uploads, a flight): not evicted while > 0
 	verified bool // its hash was checked since Open (or it was written by this process)
+	checking bool // a peer's request started hashing it (PeerStore)
 	pending  bool // journaled output not yet uploaded: never evicted
 }
 

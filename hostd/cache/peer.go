@@ -251,16 +251,39 @@ var errReadOnly = fmt.Errorf("%w: a host cache serves its peers read-only", blob
 func (p peerStore) String() string { return "host-cache:" + p.c.cfg.Dir }
 
 // entry returns d's verified disk entry, pinned, or an error wrapping blob.ErrNotFound.
+// A blob found at Open and not yet hashed is not served: the first request starts
+// hashing it in the background (later requests get it once it matches).
 func (p peerStore) entry(d blob.Digest) (*diskEntry, error) {
 	c := p.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e := c.files[d]
+	if e != nil && !e.verified && !e.checking {
+		e.checking = true
+		e.pins++
+		go p.check(d, e)
+	}
 	if e == nil || !e.verified || e.pending {
 		return nil, fmt.Errorf("blob %s: %w in this host's cache", d, blob.ErrNotFound)
 	}
 	e.pins++
 	return e, nil
+}
+
+// check hashes e (pinned once for it), a blob found at Open, for a peer.
+func (p peerStore) check(d blob.Digest, e *diskEntry) {
+	c := p.c
+	err := verifyFile(context.Background(), c.path(d), d, e.size)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e.pins--
+	e.checking = false
+	if err == nil {
+		e.verified = true
+		return
+	}
+	c.log.Warn("a cached blob is corrupt: removing it", "digest", d, "path", c.path(d), "err", err)
+	c.dropCorrupt(d, e)
 }
 
 func (p peerStore) Stat(ctx context.Context, d blob.Digest) (blob.Info, error) {
