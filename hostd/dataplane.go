@@ -5,11 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
@@ -17,6 +21,8 @@ import (
 	"github.com/paddockvm/paddock/api/guestabi"
 	hostv1 "github.com/paddockvm/paddock/api/host/v1"
 	"github.com/paddockvm/paddock/blob"
+	"github.com/paddockvm/paddock/blob/blobhttp"
+	"github.com/paddockvm/paddock/hostd/bwshare"
 	"github.com/paddockvm/paddock/hostd/cache"
 	"github.com/paddockvm/paddock/vmpool"
 )
@@ -50,6 +56,9 @@ type dataPath struct {
 	send   func(*hostv1.HostMessage)
 	log    *slog.Logger
 	met    *dataMetrics
+	// classify returns the bandwidth class of a task's transfers from its tenant and
+	// class (bwshare.Shaper.Classify); nil: bwshare.DefaultClass.
+	classify func(tenant, taskClass string) string
 
 	wg sync.WaitGroup // stagings, cleanups and collects in flight
 
@@ -83,7 +92,7 @@ func (p *dataPath) started(ctx context.Context, e *hostv1.TaskEvent) {
 		return
 	}
 	k := leaseKey{e.GetGuest(), e.GetTaskId(), e.GetLeaseId()}
-	sctx, cancel := context.WithCancel(ctx)
+	sctx, cancel := context.WithCancel(p.withClass(ctx, e.GetTenant(), e.GetTaskClass()))
 	s := &staging{cancel: cancel, done: make(chan struct{})}
 	p.mu.Lock()
 	if _, dup := p.stagings[k]; dup {
@@ -130,8 +139,69 @@ func (p *dataPath) collect(ctx context.Context, c *hostv1.Collect) {
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
-		p.send(&hostv1.HostMessage{Msg: &hostv1.HostMessage_Collected{Collected: p.collectOutputs(ctx, c)}})
+		cctx := p.withClass(ctx, c.GetTenant(), c.GetTaskClass())
+		p.send(&hostv1.HostMessage{Msg: &hostv1.HostMessage_Collected{Collected: p.collectOutputs(cctx, c)}})
 	}()
+}
+
+// withClass returns ctx carrying the bandwidth class of a task's transfers.
+func (p *dataPath) withClass(ctx context.Context, tenant, taskClass string) context.Context {
+	if p.classify == nil {
+		return ctx
+	}
+	return bwshare.WithClass(ctx, p.classify(tenant, taskClass))
+}
+
+// CheckPeers checks host.peer_fetch and host.peers; the error names the key and the fix.
+func CheckPeers(peerFetch bool, peers []string) error {
+	if !peerFetch {
+		return nil
+	}
+	if len(peers) == 0 {
+		return errors.New("host.peer_fetch is true but host.peers is empty: list the peer hosts' host.peer_listen addresses as URLs, e.g. [http://host2:7074], or set host.peer_fetch false")
+	}
+	for _, raw := range peers {
+		u, err := url.Parse(raw)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("host.peers: %q: want a URL such as http://host2:7074 (a peer's host.peer_listen)", raw)
+		}
+	}
+	return nil
+}
+
+// peerSource returns the cache's Source: the server (store), or under host.peer_fetch
+// a cache.PeerSource over the peers of host.peers and the server.
+func peerSource(cfg Config, store cache.Source, log *slog.Logger, met *dataMetrics) (cache.Source, error) {
+	if err := CheckPeers(cfg.PeerFetch, cfg.Peers); err != nil || !cfg.PeerFetch {
+		return store, err
+	}
+	ps := &cache.PeerSource{Store: store, Logger: log, OnPeerBytes: func(_ string, n int64, failed bool) {
+		met.peerBytes.Add(float64(n))
+		if failed {
+			met.peerFailures.Inc()
+		}
+	}}
+	for _, p := range cfg.Peers {
+		ps.Peers = append(ps.Peers, cache.Peer{Name: p, Source: cache.HTTPSource{Client: &blobhttp.Client{BaseURL: p}}})
+	}
+	log.Info("peer fetch on: blobs a peer host caches may come from it", "peers", cfg.Peers)
+	return ps, nil
+}
+
+// servePeers serves c's blobs read-only to peer hosts on addr (host.peer_listen).
+func servePeers(addr string, c *cache.Cache, log *slog.Logger) (*http.Server, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listening on host.peer_listen %s: %w", addr, err)
+	}
+	h := blobhttp.NewHandler(cache.PeerStore(c), blobhttp.Options{Logger: log})
+	mux := http.NewServeMux()
+	mux.Handle(blobhttp.Prefix, h)
+	mux.Handle(blobhttp.Prefix+"/", h)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(l)
+	log.Info("serving the host cache to peer hosts", "listen", l.Addr().String())
+	return srv, nil
 }
 
 // leaseDirName returns the lease's directory name in the shares, refusing a task id
@@ -436,6 +506,8 @@ type dataMetrics struct {
 	stagedBytes    *prometheus.CounterVec
 	collected      *prometheus.CounterVec
 	collectedBytes prometheus.Counter
+	peerBytes      prometheus.Counter
+	peerFailures   prometheus.Counter
 }
 
 func newDataMetrics(reg prometheus.Registerer) (*dataMetrics, error) {
@@ -448,8 +520,12 @@ func newDataMetrics(reg prometheus.Registerer) (*dataMetrics, error) {
 			Help: "Output collections (a task's output files taken from its guest), by result (ok, error)."}, []string{"result"}),
 		collectedBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "paddock_host_collected_bytes_total",
 			Help: "Bytes of output files collected from guests."}),
+		peerBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "paddock_host_peer_fetched_bytes_total",
+			Help: "Bytes of blobs fetched from peer hosts' caches (host.peer_fetch)."}),
+		peerFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "paddock_host_peer_failures_total",
+			Help: "Fetches from a peer host that failed mid-transfer and went on from the server."}),
 	}
-	for _, c := range []prometheus.Collector{m.staged, m.stagedBytes, m.collected, m.collectedBytes} {
+	for _, c := range []prometheus.Collector{m.staged, m.stagedBytes, m.collected, m.collectedBytes, m.peerBytes, m.peerFailures} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering data path metrics: %w", err)
 		}

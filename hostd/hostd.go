@@ -20,6 +20,7 @@ import (
 
 	"github.com/paddockvm/paddock/agent/transport"
 	hostv1 "github.com/paddockvm/paddock/api/host/v1"
+	"github.com/paddockvm/paddock/hostd/bwshare"
 	"github.com/paddockvm/paddock/hostd/cache"
 	"github.com/paddockvm/paddock/hostd/link"
 	"github.com/paddockvm/paddock/hypervisor"
@@ -54,6 +55,19 @@ type Config struct {
 	// outputs. With Cache.Dir empty it does neither, and the server streams blobs
 	// through the agents instead.
 	Cache cache.Config
+	// Bandwidth shares the host's link among its blob transfers (keys host.bandwidth and
+	// host.bandwidth_classes; docs/dataplane.md "Bandwidth shares"). Its zero value
+	// shapes nothing and still counts the bytes of each class.
+	Bandwidth bwshare.Config
+	// PeerFetch (host.peer_fetch) lets the cache fetch a blob from a peer host in Peers
+	// that holds it, when that peer is not slower than the server.
+	PeerFetch bool
+	// Peers (host.peers) are the base URLs of peer hosts' PeerListen, e.g.
+	// "http://host2:7074".
+	Peers []string
+	// PeerListen (host.peer_listen), when set with a cache, serves the cache's blobs
+	// read-only to peer hosts there (plain HTTP, no authentication: a private network).
+	PeerListen string
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 	// Ready, when set, is called once when the daemon serves: the metrics port (if
@@ -86,6 +100,7 @@ type Daemon struct {
 	client hostv1.HostServiceClient
 	gone   *goneSet     // guest-gone news for the server; never drops
 	cache  *cache.Cache // nil: no staging (Config.Cache.Dir empty or shares disabled)
+	shaper *bwshare.Shaper
 	dp     *dataPath
 	out    *outbox
 
@@ -146,6 +161,15 @@ func New(cfg Config, hv hypervisor.Hypervisor, imgs vmpool.Images) (*Daemon, err
 	}
 	d.client = hostv1.NewHostServiceClient(d.cc)
 	d.out = newOutbox(d.log, d.outDropped)
+	if d.shaper, err = bwshare.New(cfg.Bandwidth, d.log, d.reg); err != nil {
+		d.cc.Close()
+		return nil, err
+	}
+	met, err := newDataMetrics(d.reg)
+	if err != nil {
+		d.cc.Close()
+		return nil, err
+	}
 	switch {
 	case cfg.Cache.Dir == "":
 		d.log.Info("no host cache (host.cache_dir empty): guests get blobs from the server through their agents")
@@ -156,24 +180,23 @@ func New(cfg Config, hv hypervisor.Hypervisor, imgs vmpool.Images) (*Daemon, err
 			cfg.Cache.Logger = d.log
 		}
 		blobs := link.NewBlobs(d.client)
-		if d.cache, err = cache.Open(cfg.Cache, blobs, blobs, d.reg); err != nil {
+		src, err := peerSource(cfg, blobs, d.log, met)
+		if err != nil {
+			d.cc.Close()
+			return nil, err
+		}
+		ssrc, ssink := cache.Shaped(src, blobs, d.shaper)
+		if d.cache, err = cache.Open(cfg.Cache, ssrc, ssink, d.reg); err != nil {
 			d.cc.Close()
 			return nil, fmt.Errorf("opening the host cache: %w", err)
 		}
-	}
-	met, err := newDataMetrics(d.reg)
-	if err != nil {
-		if d.cache != nil {
-			d.cache.Close()
-		}
-		d.cc.Close()
-		return nil, err
 	}
 	var bc blobCache
 	if d.cache != nil {
 		bc = d.cache
 	}
 	d.dp = newDataPath(bc, d.mgr.Guest, d.out.put, d.log, met)
+	d.dp.classify = d.shaper.Classify
 	return d, nil
 }
 
@@ -215,6 +238,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	readyAnyway := time.AfterFunc(ReadyWait, d.ready)
 	defer readyAnyway.Stop()
+	if d.cfg.PeerListen != "" && d.cache != nil {
+		psrv, err := servePeers(d.cfg.PeerListen, d.cache, d.log)
+		if err != nil {
+			return err
+		}
+		defer psrv.Close()
+	}
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); _ = d.mon.Run(ctx) }()
@@ -311,6 +341,8 @@ func (d *Daemon) status() *hostv1.Status {
 	if s, ok := d.mon.Latest(); ok {
 		st.Load = &hostv1.Load{CpuPercent: s.CPUPercent, MemAvailableBytes: s.MemAvailableBytes, MemTotalBytes: s.MemTotalBytes,
 			NicRxBytesPerSec: s.NICRxBytesPerSec, NicTxBytesPerSec: s.NICTxBytesPerSec, SampledAtUnixMs: s.Time.UnixMilli()}
+		u := d.shaper.Usage(time.Now())
+		st.Load.TransferCapacityBytesPerSec, st.Load.TransferBytesPerSec, st.Load.Transfers = u.Capacity, u.Rate, uint32(u.Active)
 	}
 	for _, g := range d.mgr.Snapshot() {
 		pg := &hostv1.Guest{Name: g.Name, Pool: g.Pool, State: string(g.State), TasksRun: uint32(g.TasksRun), Running: uint32(g.Running),

@@ -652,6 +652,7 @@ func (s *Server) collect(ctx context.Context, host string, link *hostLink, guest
 	start := time.Now()
 	link.send(&hostv1.ServerMessage{Msg: &hostv1.ServerMessage_Collect{Collect: &hostv1.Collect{
 		RequestId: id, Guest: guest, TaskId: t.ID, LeaseId: t.LeaseID, Outputs: hostRefs(refs), MaxBytes: s.cfg.MaxOutputBytes,
+		Tenant: t.Tenant, TaskClass: string(t.Class),
 	}}})
 	timer := time.NewTimer(wait)
 	defer timer.Stop()

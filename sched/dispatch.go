@@ -134,7 +134,7 @@ func (s *Server) dispatchOnce(ctx context.Context, all bool) (int, error) {
 			if path == agentv1.DataPath_DATA_PATH_SHARED {
 				stage = t.InputBlobs
 			}
-			s.guestTaskEvent(g.agent, t.ID, t.LeaseID, hostv1.TaskEvent_KIND_STARTED, stage)
+			s.guestTaskStarted(g.agent, t, stage)
 			var maxOut int64
 			if path != agentv1.DataPath_DATA_PATH_UNSPECIFIED {
 				maxOut = s.cfg.MaxOutputBytes

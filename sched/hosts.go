@@ -358,7 +358,7 @@ func (s *Server) sendTaskSnapshot(ctx context.Context, h *hostRec, link *hostLin
 		}
 	}
 	s.mu.Unlock()
-	inputs := map[key]map[string]store.BlobRef{}
+	tasks := map[key]store.Task{}
 	for _, k := range need {
 		t, err := s.st.Get(ctx, k.task)
 		if errors.Is(err, store.ErrNotFound) {
@@ -368,7 +368,7 @@ func (s *Server) sendTaskSnapshot(ctx context.Context, h *hostRec, link *hostLin
 			return fmt.Errorf("reading task %s: %w", k.task, err)
 		}
 		if t.LeaseID == k.lease {
-			inputs[k] = t.InputBlobs
+			tasks[k] = t
 		}
 	}
 	snap := &hostv1.TaskSnapshot{Assigned: map[string]uint32{}}
@@ -388,8 +388,9 @@ func (s *Server) sendTaskSnapshot(ctx context.Context, h *hostRec, link *hostLin
 			if as.leaseID == 0 {
 				continue // reserved, not yet leased: its KIND_STARTED follows
 			}
+			t := tasks[key{as.taskID, as.leaseID}]
 			snap.Running = append(snap.Running, &hostv1.TaskEvent{Kind: hostv1.TaskEvent_KIND_STARTED, Guest: a.id, TaskId: as.taskID, LeaseId: as.leaseID,
-				Inputs: hostRefs(inputs[key{as.taskID, as.leaseID}])})
+				Inputs: hostRefs(t.InputBlobs), Tenant: t.Tenant, TaskClass: string(t.Class)})
 		}
 	}
 	sort.Slice(snap.Running, func(i, j int) bool {
@@ -406,6 +407,18 @@ func (s *Server) sendTaskSnapshot(ctx context.Context, h *hostRec, link *hostLin
 // guestTaskEvent tells a guest's host that lease leaseID of a task started or ended on
 // it; inputs (KIND_STARTED under DATA_PATH_SHARED) are to be staged. Caller holds s.mu.
 func (s *Server) guestTaskEvent(a *agent, taskID string, leaseID uint64, kind hostv1.TaskEvent_Kind, inputs map[string]store.BlobRef) {
+	s.sendTaskEvent(a, &hostv1.TaskEvent{Kind: kind, Guest: a.id, TaskId: taskID, LeaseId: leaseID, Inputs: hostRefs(inputs)})
+}
+
+// guestTaskStarted is guestTaskEvent's KIND_STARTED of leased task t, with the task's
+// tenant and class (the bandwidth class of its input fetches). Caller holds s.mu.
+func (s *Server) guestTaskStarted(a *agent, t *store.Task, inputs map[string]store.BlobRef) {
+	s.sendTaskEvent(a, &hostv1.TaskEvent{Kind: hostv1.TaskEvent_KIND_STARTED, Guest: a.id, TaskId: t.ID, LeaseId: t.LeaseID,
+		Inputs: hostRefs(inputs), Tenant: t.Tenant, TaskClass: string(t.Class)})
+}
+
+// sendTaskEvent sends e to agent a's host, if it is connected. Caller holds s.mu.
+func (s *Server) sendTaskEvent(a *agent, e *hostv1.TaskEvent) {
 	if a.hostID == "" {
 		return
 	}
@@ -413,8 +426,7 @@ func (s *Server) guestTaskEvent(a *agent, taskID string, leaseID uint64, kind ho
 	if h == nil || h.link == nil {
 		return
 	}
-	h.link.send(&hostv1.ServerMessage{Msg: &hostv1.ServerMessage_TaskEvent{TaskEvent: &hostv1.TaskEvent{Kind: kind, Guest: a.id, TaskId: taskID,
-		LeaseId: leaseID, Inputs: hostRefs(inputs)}}})
+	h.link.send(&hostv1.ServerMessage{Msg: &hostv1.ServerMessage_TaskEvent{TaskEvent: e}})
 }
 
 // maxTasksFor returns max_tasks_per_vm of host's pool (0: none). Caller holds s.mu.
@@ -710,6 +722,7 @@ func (api *clientAPI) ListHosts(context.Context, *connect.Request[paddockv1.List
 			Guests: int32(h.Guests), ConnectedAtUnixMs: unixMS(h.ConnectedAt), LastSeenUnixMs: unixMS(h.LastSeen), Replica: api.s.cfg.ReplicaID}
 		if l := h.Load; l != nil {
 			ph.CpuPercent, ph.MemAvailableBytes, ph.NicBytesPerSec = l.GetCpuPercent(), l.GetMemAvailableBytes(), l.GetNicRxBytesPerSec()+l.GetNicTxBytesPerSec()
+			ph.TransferBytesPerSec, ph.TransferCapacityBytesPerSec = l.GetTransferBytesPerSec(), l.GetTransferCapacityBytesPerSec()
 		}
 		for _, p := range h.Pools {
 			ph.Pools = append(ph.Pools, &paddockv1.HostPool{Name: p.GetName(), State: p.GetState(), Error: p.GetError(), TaskTypes: p.GetTaskTypes(),

@@ -53,6 +53,13 @@ var exampleNotes = map[string][]string{
 		`      task_types: ["checksum", "logscan", "score"]`,
 		"      scratch_mib: 512     # optional copy-on-write scratch disk per guest",
 	},
+	"host.bandwidth_classes": {
+		"For example (a transfer's class is its task's tenant when configured, else its class):",
+		"  bandwidth_classes:",
+		`    online: {min: "30MB/s", weight: 2}`,
+		`    batch: {min: "10MB/s", weight: 1}`,
+		`    default: {min: "0", weight: 1}   # unconfigured tenants and classes`,
+	},
 	"server.token": {"Prefer the environment (PADDOCK_SERVER_TOKEN, e.g. from a systemd credential) to this file."},
 }
 
@@ -165,6 +172,10 @@ func yamlValue(v any) string {
 			q[i] = strconv.Quote(s)
 		}
 		return "[" + strings.Join(q, ", ") + "]"
+	case map[string]any:
+		if len(d) == 0 {
+			return "{}"
+		}
 	case []any:
 		q := make([]string, len(d))
 		for i, s := range d {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/paddockvm/paddock/blob"
 	"github.com/paddockvm/paddock/blob/s3store"
+	"github.com/paddockvm/paddock/hostd/bwshare"
 	"github.com/paddockvm/paddock/hostd/cache"
 	"github.com/paddockvm/paddock/internal/config"
 	"github.com/paddockvm/paddock/sched"
@@ -53,6 +54,79 @@ var hostCacheKeys = []config.Key{
 	{Name: "host.cache_lrfu_lambda", Default: 0.1, Usage: "LRFU's lambda, from 0 (behaves as LFU) to 1 (as LRU)"},
 	{Name: "host.cache_read_policy", Default: "cache", Usage: "blobs read from the server: cache (kept on disk), no-cache (staged, then dropped) or promote (also kept in memory)"},
 	{Name: "host.cache_write_policy", Default: "through", Usage: "task outputs: through (uploaded before the task succeeds) or async (journaled on the host's disk, uploaded after; faster, lost if the host's disk is)"},
+	{Name: "host.bandwidth", Default: "", Usage: "link capacity the host's blob transfers (fetches into its cache, output uploads) share, e.g. 90MB/s or 1GiB/s (empty: not shaped, only counted)", Check: checkRate},
+	{Name: "host.bandwidth_classes", Default: map[string]any{}, Usage: "bandwidth classes by name (a tenant, online, batch, default): {min: <rate, e.g. 10MB/s>, weight: <number > 0>}; each active class gets its min, the rest of host.bandwidth is shared by weight"},
+	{Name: "host.peer_fetch", Default: false, Usage: "fetch a blob from a peer host (host.peers) that caches it when that peer is not slower than the server; falls back to the server when the peer fails"},
+	{Name: "host.peers", Default: []string{}, Usage: "peer hosts for host.peer_fetch: the URLs of their host.peer_listen, e.g. [http://host2:7074]"},
+	{Name: "host.peer_listen", Default: "", Usage: "address where this host serves its cached blobs to peer hosts, read-only, plain HTTP without authentication: bind it to a private network (empty: not served)"},
+}
+
+// rateForm is the form of a rate key's value.
+const rateForm = "want a rate in bytes per second with a unit and /s, such as 90MB/s or 1GiB/s"
+
+// checkRate is the config.Key Check of host.bandwidth.
+func checkRate(s string) error {
+	if strings.TrimSpace(s) == "" {
+		return nil
+	}
+	if _, err := bwshare.ParseRate("", s); err != nil {
+		return errors.New(rateForm + " (above 0); leave it empty not to shape transfers")
+	}
+	return nil
+}
+
+// hostBandwidthConfig reads host.bandwidth and host.bandwidth_classes.
+func hostBandwidthConfig(v *viper.Viper) (bwshare.Config, error) {
+	var cfg bwshare.Config
+	if s := strings.TrimSpace(v.GetString("host.bandwidth")); s != "" {
+		r, err := bwshare.ParseRate("host.bandwidth", s)
+		if err != nil {
+			return cfg, fmt.Errorf("%w; leave it empty not to shape transfers", err)
+		}
+		cfg.Capacity = r
+	}
+	raw := v.GetStringMap("host.bandwidth_classes")
+	if len(raw) > 0 {
+		cfg.Classes = map[string]bwshare.Class{}
+	}
+	var errs []error
+	for name, val := range raw {
+		key := "host.bandwidth_classes." + name
+		m, ok := val.(map[string]any)
+		if !ok {
+			errs = append(errs, fmt.Errorf("%s = %v: want {min: 10MB/s, weight: 1}", key, val))
+			continue
+		}
+		c := bwshare.Class{Weight: 1}
+		for k, x := range m {
+			switch k {
+			case "min":
+				s := strings.TrimSpace(fmt.Sprint(x))
+				if s == "0" {
+					continue
+				}
+				r, err := bwshare.ParseRate(key+".min", s)
+				if err != nil {
+					errs = append(errs, fmt.Errorf("%w, or 0", err))
+				}
+				c.Min = r
+			case "weight":
+				w, err := strconv.ParseFloat(strings.TrimSpace(fmt.Sprint(x)), 64)
+				if err != nil {
+					errs = append(errs, fmt.Errorf("%s.weight %q: want a number above 0, such as 1", key, fmt.Sprint(x)))
+					continue
+				}
+				c.Weight = w
+			default:
+				errs = append(errs, fmt.Errorf("%s.%s: unknown key: a class takes min and weight", key, k))
+			}
+		}
+		cfg.Classes[name] = c
+	}
+	if err := errors.Join(errs...); err != nil {
+		return cfg, err
+	}
+	return cfg, cfg.Validate()
 }
 
 // byteSize reads key as a byte count: an integer, or a number with a unit ("64MiB",

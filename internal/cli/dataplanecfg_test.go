@@ -2,10 +2,16 @@ package cli
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/spf13/viper"
+
+	"github.com/paddockvm/paddock/hostd/bwshare"
+	"github.com/paddockvm/paddock/internal/config"
 )
 
 // TestDataPlaneKeyErrors starts paddock server and paddock host with a bad data-plane
@@ -32,6 +38,10 @@ func TestDataPlaneKeyErrors(t *testing.T) {
 		{"cache lambda", "host", map[string]string{"PADDOCK_HOST_CACHE_LRFU_LAMBDA": "2"}, []string{"host.cache_lrfu_lambda"}},
 		{"cache memory", "host", map[string]string{"PADDOCK_HOST_CACHE_MEMORY_BYTES": "64 potatoes"}, []string{"host.cache_memory_bytes", "64MiB"}},
 		{"cache disk 0", "host", map[string]string{"PADDOCK_HOST_CACHE_DISK_BYTES": "0"}, []string{"host.cache_disk_bytes"}},
+		{"bandwidth 0", "host", map[string]string{"PADDOCK_HOST_BANDWIDTH": "0MB/s"}, []string{"host.bandwidth", "90MB/s", "above 0"}},
+		{"bandwidth negative", "host", map[string]string{"PADDOCK_HOST_BANDWIDTH": "-90MB/s"}, []string{"host.bandwidth", "-90MB/s", "90MB/s"}},
+		{"bandwidth without /s", "host", map[string]string{"PADDOCK_HOST_BANDWIDTH": "90MB"}, []string{"host.bandwidth", "/s"}},
+		{"peer fetch without peers", "host", map[string]string{"PADDOCK_HOST_PEER_FETCH": "true"}, []string{"host.peer_fetch", "host.peers"}},
 		{"dev blob store", "dev", map[string]string{"PADDOCK_SERVER_BLOB_STORE": "ftp"}, []string{"server.blob_store"}},
 		{"dev cache policy", "dev", map[string]string{"PADDOCK_HOST_CACHE_POLICY": "mru"}, []string{"host.cache_policy"}},
 	}
@@ -130,5 +140,54 @@ func TestSameFS(t *testing.T) {
 	}
 	if same, a, b := sameFS("/proc/self", dir); same {
 		t.Errorf("/proc (procfs) and %s are on one filesystem? (%s, %s)", dir, a, b)
+	}
+}
+
+// TestBandwidthClassesKeys reads host.bandwidth_classes from a file: good classes are
+// taken, bad ones give an error naming the key, the value and the form.
+func TestBandwidthClassesKeys(t *testing.T) {
+	tests := []struct {
+		name    string
+		yaml    string
+		want    bwshare.Config
+		wantErr []string
+	}{
+		{"none", "host: {}\n", bwshare.Config{}, nil},
+		{"classes", "host:\n  bandwidth: 90MB/s\n  bandwidth_classes:\n    online: {min: 30MB/s, weight: 2}\n    batch: {min: 0}\n",
+			bwshare.Config{Capacity: 90e6, Classes: map[string]bwshare.Class{"online": {Min: 30e6, Weight: 2}, "batch": {Weight: 1}}}, nil},
+		{"bad min", "host:\n  bandwidth_classes:\n    online: {min: 30MB}\n", bwshare.Config{}, []string{"host.bandwidth_classes.online.min", `"30MB"`, "90MB/s"}},
+		{"bad weight", "host:\n  bandwidth_classes:\n    online: {weight: 0}\n", bwshare.Config{}, []string{"host.bandwidth_classes.online.weight is 0", "above 0"}},
+		{"unknown class key", "host:\n  bandwidth_classes:\n    online: {max: 3MB/s}\n", bwshare.Config{}, []string{"host.bandwidth_classes.online.max", "min and weight"}},
+		{"not a map", "host:\n  bandwidth_classes:\n    online: fast\n", bwshare.Config{}, []string{"host.bandwidth_classes.online", "{min: 10MB/s, weight: 1}"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			file := filepath.Join(t.TempDir(), "paddock.yaml")
+			if err := os.WriteFile(file, []byte(tc.yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			c, err := config.Load(file, nil)
+			if err != nil {
+				t.Fatalf("loading %q: %v", tc.yaml, err)
+			}
+			got, err := hostBandwidthConfig(c.V)
+			if len(tc.wantErr) > 0 {
+				if err == nil {
+					t.Fatalf("accepted %q", tc.yaml)
+				}
+				for _, w := range tc.wantErr {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("error %q lacks %q", err, w)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("got %+v, want %+v", got, tc.want)
+			}
+		})
 	}
 }

@@ -188,6 +188,10 @@ func runDev(ctx context.Context, app *App, o devOptions) error {
 	if err != nil {
 		return err
 	}
+	bw, err := hostBandwidthConfig(v)
+	if err != nil {
+		return err
+	}
 
 	// What goes into the image: checked before anything listens or boots.
 	spec, err := devImageSpec(o)
@@ -338,7 +342,7 @@ func runDev(ctx context.Context, app *App, o devOptions) error {
 		Thresholds: hostload.Thresholds{CPUPercent: v.GetFloat64("host.thresholds.cpu_percent"),
 			MinMemAvailableMiB: uint64(max(v.GetInt64("host.thresholds.min_mem_available_mib"), 0)), NICBytesPerSec: v.GetFloat64("host.thresholds.nic_bytes_per_sec")}}
 	d, err := hostd.New(hostd.Config{Server: clusterL.Addr().String(), TLS: hostTLS, Pools: pcfg, LoadInterval: v.GetDuration("host.load_interval"),
-		Accel: string(hv.Accel().Accel), Version: buildinfo.String(), Logger: log.With("side", "host"), Cache: cc}, hv, store)
+		Accel: string(hv.Accel().Accel), Version: buildinfo.String(), Logger: log.With("side", "host"), Cache: cc, Bandwidth: bw}, hv, store)
 	if err != nil {
 		return err
 	}

@@ -101,6 +101,13 @@ In dev mode (--dev) it issues its own certificate from the dev CA in <data_dir>/
 			if err != nil {
 				return err
 			}
+			bw, err := hostBandwidthConfig(v)
+			if err != nil {
+				return err
+			}
+			if err := hostd.CheckPeers(v.GetBool("host.peer_fetch"), config.List(v, "host.peers")); err != nil {
+				return err
+			}
 			tlsCfg, err := hostTLS(app)
 			if err != nil {
 				return err
@@ -119,6 +126,7 @@ In dev mode (--dev) it issues its own certificate from the dev CA in <data_dir>/
 			}
 			d, err := hostd.New(hostd.Config{Server: strings.Join(config.List(v, "host.server"), ","), TLS: tlsCfg, Pools: pcfg, LoadInterval: v.GetDuration("host.load_interval"),
 				MetricsListen: v.GetString("host.metrics_listen"), Accel: string(hv.Accel().Accel), Version: buildinfo.String(), Logger: app.Log, Cache: cc,
+				Bandwidth: bw, PeerFetch: v.GetBool("host.peer_fetch"), Peers: config.List(v, "host.peers"), PeerListen: v.GetString("host.peer_listen"),
 				Ready: func() { sdReady(ctx, app.Log) }}, hv, store) // systemd READY=1 (sdnotify.go)
 			if err != nil {
 				return err
@@ -146,7 +154,7 @@ In dev mode (--dev) it issues its own certificate from the dev CA in <data_dir>/
 				return printProto(app, &paddockv1.ListHostsResponse{Hosts: hosts})
 			}
 			tw := tabwriter.NewWriter(app.Out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "HOST\tREPLICA\tSTATE\tACCEL\tCPUS\tCPU%\tMEM AVAIL\tGUESTS\tPOOLS\tLAST SEEN")
+			fmt.Fprintln(tw, "HOST\tREPLICA\tSTATE\tACCEL\tCPUS\tCPU%\tMEM AVAIL\tLINK\tGUESTS\tPOOLS\tLAST SEEN")
 			for _, h := range hosts {
 				var ps []string
 				for _, p := range h.GetPools() {
@@ -156,8 +164,8 @@ In dev mode (--dev) it issues its own certificate from the dev CA in <data_dir>/
 					}
 					ps = append(ps, s)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%.1f\t%s\t%d\t%s\t%s\n", h.GetId(), orDash(h.GetReplica() != "", h.GetReplica()), h.GetState(), h.GetAccel(), h.GetCpus(), h.GetCpuPercent(),
-					mib(h.GetMemAvailableBytes()), h.GetGuests(), strings.Join(ps, " "), ago(h.GetLastSeenUnixMs()))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%.1f\t%s\t%s\t%d\t%s\t%s\n", h.GetId(), orDash(h.GetReplica() != "", h.GetReplica()), h.GetState(), h.GetAccel(), h.GetCpus(), h.GetCpuPercent(),
+					mib(h.GetMemAvailableBytes()), linkUse(h.GetTransferBytesPerSec(), h.GetTransferCapacityBytesPerSec()), h.GetGuests(), strings.Join(ps, " "), ago(h.GetLastSeenUnixMs()))
 			}
 			return tw.Flush()
 		},
@@ -168,6 +176,15 @@ In dev mode (--dev) it issues its own certificate from the dev CA in <data_dir>/
 }
 
 func mib(b uint64) string { return fmt.Sprintf("%d MiB", b>>20) }
+
+// linkUse shows a host's blob transfers against its host.bandwidth: "12.5/90 MB/s
+// (14%)", or "12.5 MB/s" when they are not shaped.
+func linkUse(rate, capacity float64) string {
+	if capacity <= 0 {
+		return fmt.Sprintf("%.1f MB/s", rate/1e6)
+	}
+	return fmt.Sprintf("%.1f/%.0f MB/s (%.0f%%)", rate/1e6, capacity/1e6, 100*rate/capacity)
+}
 
 func ago(ms int64) string {
 	if ms == 0 {

@@ -26,7 +26,8 @@ type Key struct {
 	// Name is the dotted key, e.g. "hypervisor.uri".
 	Name string
 	// Default is the value when nothing sets it; its Go type is the key's type
-	// (string, int, bool, time.Duration, []string).
+	// (string, int, bool, time.Duration, []string; map[string]any for a map whose keys
+	// the reader checks, such as host.bandwidth_classes).
 	Default any
 	// Usage says what the key does, for flags and docs.
 	Usage string
@@ -183,16 +184,28 @@ func (c *Config) checkUnknown() error {
 	}
 	known := map[string]bool{}
 	prefixes := map[string]bool{}
+	var open []string // keys whose default is a map: every key under them is theirs
 	for _, k := range keys {
 		known[k.Name] = true
+		if _, ok := k.Default.(map[string]any); ok {
+			open = append(open, k.Name+".")
+		}
 		for p := k.Name; strings.Contains(p, "."); {
 			p = p[:strings.LastIndex(p, ".")]
 			prefixes[p] = true
 		}
 	}
 	var unknown []string
+	under := func(k string) bool {
+		for _, p := range open {
+			if strings.HasPrefix(k, p) {
+				return true
+			}
+		}
+		return false
+	}
 	for _, k := range c.V.AllKeys() {
-		if !known[k] && !prefixes[k] && c.V.InConfig(k) {
+		if !known[k] && !prefixes[k] && !under(k) && c.V.InConfig(k) {
 			unknown = append(unknown, k)
 		}
 	}

@@ -1028,8 +1028,15 @@ type Load struct {
 	NicTxBytesPerSec float64 `protobuf:"fixed64,5,opt,name=nic_tx_bytes_per_sec,json=nicTxBytesPerSec,proto3" json:"nic_tx_bytes_per_sec,omitempty"`
 	// sampled_at_unix_ms is when the sample was taken.
 	SampledAtUnixMs int64 `protobuf:"varint,6,opt,name=sampled_at_unix_ms,json=sampledAtUnixMs,proto3" json:"sampled_at_unix_ms,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// transfer_capacity_bytes_per_sec is host.bandwidth, the link capacity the host's
+	// blob transfers (fetches into its cache, output uploads) share (0: not shaped).
+	TransferCapacityBytesPerSec float64 `protobuf:"fixed64,7,opt,name=transfer_capacity_bytes_per_sec,json=transferCapacityBytesPerSec,proto3" json:"transfer_capacity_bytes_per_sec,omitempty"`
+	// transfer_bytes_per_sec is what those transfers moved lately (bytes/s).
+	TransferBytesPerSec float64 `protobuf:"fixed64,8,opt,name=transfer_bytes_per_sec,json=transferBytesPerSec,proto3" json:"transfer_bytes_per_sec,omitempty"`
+	// transfers is the number of transfers open.
+	Transfers     uint32 `protobuf:"varint,9,opt,name=transfers,proto3" json:"transfers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Load) Reset() {
@@ -1100,6 +1107,27 @@ func (x *Load) GetNicTxBytesPerSec() float64 {
 func (x *Load) GetSampledAtUnixMs() int64 {
 	if x != nil {
 		return x.SampledAtUnixMs
+	}
+	return 0
+}
+
+func (x *Load) GetTransferCapacityBytesPerSec() float64 {
+	if x != nil {
+		return x.TransferCapacityBytesPerSec
+	}
+	return 0
+}
+
+func (x *Load) GetTransferBytesPerSec() float64 {
+	if x != nil {
+		return x.TransferBytesPerSec
+	}
+	return 0
+}
+
+func (x *Load) GetTransfers() uint32 {
+	if x != nil {
+		return x.Transfers
 	}
 	return 0
 }
@@ -1588,7 +1616,11 @@ type Collect struct {
 	// outputs are the files by name, with the digest and size the agent reported.
 	Outputs map[string]*BlobRef `protobuf:"bytes,5,rep,name=outputs,proto3" json:"outputs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// max_bytes bounds their sum (0: no limit).
-	MaxBytes      int64 `protobuf:"varint,6,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	MaxBytes int64 `protobuf:"varint,6,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	// tenant and task_class ("online" or "batch") of the task choose the bandwidth class
+	// of the outputs' upload (host.bandwidth_classes).
+	Tenant        string `protobuf:"bytes,7,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	TaskClass     string `protobuf:"bytes,8,opt,name=task_class,json=taskClass,proto3" json:"task_class,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1663,6 +1695,20 @@ func (x *Collect) GetMaxBytes() int64 {
 		return x.MaxBytes
 	}
 	return 0
+}
+
+func (x *Collect) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *Collect) GetTaskClass() string {
+	if x != nil {
+		return x.TaskClass
+	}
+	return ""
 }
 
 // Registered accepts a host.
@@ -1780,7 +1826,11 @@ type TaskEvent struct {
 	// inputs (KIND_STARTED of a task with input blobs) are to be staged into the guest's
 	// shared input directory for this lease; the host answers Staged and writes the
 	// staging marker. On KIND_FINISHED the host removes the lease's staged files.
-	Inputs        map[string]*BlobRef `protobuf:"bytes,5,rep,name=inputs,proto3" json:"inputs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Inputs map[string]*BlobRef `protobuf:"bytes,5,rep,name=inputs,proto3" json:"inputs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// tenant and task_class ("online" or "batch") of the task (KIND_STARTED) choose the
+	// bandwidth class of its input fetches (host.bandwidth_classes).
+	Tenant        string `protobuf:"bytes,6,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	TaskClass     string `protobuf:"bytes,7,opt,name=task_class,json=taskClass,proto3" json:"task_class,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1850,6 +1900,20 @@ func (x *TaskEvent) GetInputs() map[string]*BlobRef {
 	return nil
 }
 
+func (x *TaskEvent) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *TaskEvent) GetTaskClass() string {
+	if x != nil {
+		return x.TaskClass
+	}
+	return ""
+}
+
 var File_api_host_v1_host_proto protoreflect.FileDescriptor
 
 const file_api_host_v1_host_proto_rawDesc = "" +
@@ -1915,7 +1979,7 @@ const file_api_host_v1_host_proto_rawDesc = "" +
 	"\x05state\x18\x06 \x01(\tR\x05state\x12\x14\n" +
 	"\x05error\x18\a \x01(\tR\x05error\x12\x18\n" +
 	"\ablocked\x18\b \x03(\tR\ablocked\x12%\n" +
-	"\x0eblocked_detail\x18\t \x01(\tR\rblockedDetail\"\x8c\x02\n" +
+	"\x0eblocked_detail\x18\t \x01(\tR\rblockedDetail\"\xa5\x03\n" +
 	"\x04Load\x12\x1f\n" +
 	"\vcpu_percent\x18\x01 \x01(\x01R\n" +
 	"cpuPercent\x12.\n" +
@@ -1923,7 +1987,10 @@ const file_api_host_v1_host_proto_rawDesc = "" +
 	"\x0fmem_total_bytes\x18\x03 \x01(\x04R\rmemTotalBytes\x12.\n" +
 	"\x14nic_rx_bytes_per_sec\x18\x04 \x01(\x01R\x10nicRxBytesPerSec\x12.\n" +
 	"\x14nic_tx_bytes_per_sec\x18\x05 \x01(\x01R\x10nicTxBytesPerSec\x12+\n" +
-	"\x12sampled_at_unix_ms\x18\x06 \x01(\x03R\x0fsampledAtUnixMs\"\xe8\x02\n" +
+	"\x12sampled_at_unix_ms\x18\x06 \x01(\x03R\x0fsampledAtUnixMs\x12D\n" +
+	"\x1ftransfer_capacity_bytes_per_sec\x18\a \x01(\x01R\x1btransferCapacityBytesPerSec\x123\n" +
+	"\x16transfer_bytes_per_sec\x18\b \x01(\x01R\x13transferBytesPerSec\x12\x1c\n" +
+	"\ttransfers\x18\t \x01(\rR\ttransfers\"\xe8\x02\n" +
 	"\x05Guest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04pool\x18\x02 \x01(\tR\x04pool\x12\x14\n" +
@@ -1962,7 +2029,7 @@ const file_api_host_v1_host_proto_rawDesc = "" +
 	"\bassigned\x18\x02 \x03(\v2+.paddock.host.v1.TaskSnapshot.AssignedEntryR\bassigned\x1a;\n" +
 	"\rAssignedEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\xa6\x02\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\xdd\x02\n" +
 	"\aCollect\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\x04R\trequestId\x12\x14\n" +
@@ -1970,7 +2037,10 @@ const file_api_host_v1_host_proto_rawDesc = "" +
 	"\atask_id\x18\x03 \x01(\tR\x06taskId\x12\x19\n" +
 	"\blease_id\x18\x04 \x01(\x04R\aleaseId\x12?\n" +
 	"\aoutputs\x18\x05 \x03(\v2%.paddock.host.v1.Collect.OutputsEntryR\aoutputs\x12\x1b\n" +
-	"\tmax_bytes\x18\x06 \x01(\x03R\bmaxBytes\x1aT\n" +
+	"\tmax_bytes\x18\x06 \x01(\x03R\bmaxBytes\x12\x16\n" +
+	"\x06tenant\x18\a \x01(\tR\x06tenant\x12\x1d\n" +
+	"\n" +
+	"task_class\x18\b \x01(\tR\ttaskClass\x1aT\n" +
 	"\fOutputsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12.\n" +
 	"\x05value\x18\x02 \x01(\v2\x18.paddock.host.v1.BlobRefR\x05value:\x028\x01\"a\n" +
@@ -1982,13 +2052,16 @@ const file_api_host_v1_host_proto_rawDesc = "" +
 	"\x06queued\x18\x01 \x03(\v2$.paddock.host.v1.Backlog.QueuedEntryR\x06queued\x1a9\n" +
 	"\vQueuedEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\xe2\x02\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\x99\x03\n" +
 	"\tTaskEvent\x123\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1f.paddock.host.v1.TaskEvent.KindR\x04kind\x12\x14\n" +
 	"\x05guest\x18\x02 \x01(\tR\x05guest\x12\x17\n" +
 	"\atask_id\x18\x03 \x01(\tR\x06taskId\x12\x19\n" +
 	"\blease_id\x18\x04 \x01(\x04R\aleaseId\x12>\n" +
-	"\x06inputs\x18\x05 \x03(\v2&.paddock.host.v1.TaskEvent.InputsEntryR\x06inputs\x1aS\n" +
+	"\x06inputs\x18\x05 \x03(\v2&.paddock.host.v1.TaskEvent.InputsEntryR\x06inputs\x12\x16\n" +
+	"\x06tenant\x18\x06 \x01(\tR\x06tenant\x12\x1d\n" +
+	"\n" +
+	"task_class\x18\a \x01(\tR\ttaskClass\x1aS\n" +
 	"\vInputsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12.\n" +
 	"\x05value\x18\x02 \x01(\v2\x18.paddock.host.v1.BlobRefR\x05value:\x028\x01\"A\n" +

@@ -2790,9 +2790,14 @@ type Host struct {
 	LastSeenUnixMs    int64 `protobuf:"varint,13,opt,name=last_seen_unix_ms,json=lastSeenUnixMs,proto3" json:"last_seen_unix_ms,omitempty"`
 	// replica is the id of the server replica that holds the host's control stream
 	// (each replica lists the hosts connected to it).
-	Replica       string `protobuf:"bytes,20,opt,name=replica,proto3" json:"replica,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Replica string `protobuf:"bytes,20,opt,name=replica,proto3" json:"replica,omitempty"`
+	// transfer_bytes_per_sec is what the host's blob transfers (fetches into its cache,
+	// output uploads) moved lately; transfer_capacity_bytes_per_sec the link capacity
+	// they share (host.bandwidth; 0: not shaped).
+	TransferBytesPerSec         float64 `protobuf:"fixed64,21,opt,name=transfer_bytes_per_sec,json=transferBytesPerSec,proto3" json:"transfer_bytes_per_sec,omitempty"`
+	TransferCapacityBytesPerSec float64 `protobuf:"fixed64,22,opt,name=transfer_capacity_bytes_per_sec,json=transferCapacityBytesPerSec,proto3" json:"transfer_capacity_bytes_per_sec,omitempty"`
+	unknownFields               protoimpl.UnknownFields
+	sizeCache                   protoimpl.SizeCache
 }
 
 func (x *Host) Reset() {
@@ -2921,6 +2926,20 @@ func (x *Host) GetReplica() string {
 		return x.Replica
 	}
 	return ""
+}
+
+func (x *Host) GetTransferBytesPerSec() float64 {
+	if x != nil {
+		return x.TransferBytesPerSec
+	}
+	return 0
+}
+
+func (x *Host) GetTransferCapacityBytesPerSec() float64 {
+	if x != nil {
+		return x.TransferCapacityBytesPerSec
+	}
+	return 0
 }
 
 // ListHostsResponse lists hosts.
@@ -3940,7 +3959,7 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"task_types\x18\x04 \x03(\tR\ttaskTypes\x12\x19\n" +
 	"\bmin_idle\x18\x05 \x01(\rR\aminIdle\x12\x10\n" +
 	"\x03max\x18\x06 \x01(\rR\x03max\x12\x18\n" +
-	"\ablocked\x18\a \x03(\tR\ablocked\"\xc9\x03\n" +
+	"\ablocked\x18\a \x03(\tR\ablocked\"\xc4\x04\n" +
 	"\x04Host\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x18\n" +
@@ -3957,7 +3976,9 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\x05pools\x18\v \x03(\v2\x14.paddock.v1.HostPoolR\x05pools\x12/\n" +
 	"\x14connected_at_unix_ms\x18\f \x01(\x03R\x11connectedAtUnixMs\x12)\n" +
 	"\x11last_seen_unix_ms\x18\r \x01(\x03R\x0elastSeenUnixMs\x12\x18\n" +
-	"\areplica\x18\x14 \x01(\tR\areplica\";\n" +
+	"\areplica\x18\x14 \x01(\tR\areplica\x123\n" +
+	"\x16transfer_bytes_per_sec\x18\x15 \x01(\x01R\x13transferBytesPerSec\x12D\n" +
+	"\x1ftransfer_capacity_bytes_per_sec\x18\x16 \x01(\x01R\x1btransferCapacityBytesPerSec\";\n" +
 	"\x11ListHostsResponse\x12&\n" +
 	"\x05hosts\x18\x01 \x03(\v2\x10.paddock.v1.HostR\x05hosts\"$\n" +
 	"\x0eListVMsRequest\x12\x12\n" +
