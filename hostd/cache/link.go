@@ -325,6 +325,17 @@ func (c *Cache) download(ctx context.Context, d blob.Digest, size int64, part st
 		return 0, fmt.Errorf("fetching blob %s: resuming from %s: %w", d, part, err)
 	}
 	n, err := c.fetchInto(ctx, d, size, f, h, have)
+	if err != nil && errors.Is(err, blob.ErrMismatch) && usesPeers(c.src) && !storeOnly(ctx) {
+		// Bytes from a peer host may be what was wrong: once more, from the store alone.
+		c.log.Warn("a fetched blob does not match its digest: fetching it again from the store alone (no peer hosts)", "digest", d, "err", err)
+		if err = f.Truncate(0); err == nil {
+			if _, err = f.Seek(0, io.SeekStart); err == nil {
+				var k int64
+				k, err = c.fetchInto(withStoreOnly(ctx), d, size, f, blob.NewHasher(), 0)
+				n += k
+			}
+		}
+	}
 	if err != nil {
 		f.Close()
 		if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, errCut) {

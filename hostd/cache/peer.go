@@ -90,6 +90,26 @@ type PeerSource struct {
 
 var _ Source = (*PeerSource)(nil)
 
+// usesPeers implements peered.
+func (s *PeerSource) usesPeers() bool { return len(s.Peers) > 0 }
+
+// peered is a Source that may serve bytes from peer hosts: a fetch from it that does not
+// match its digest is tried once more from the store alone.
+type peered interface{ usesPeers() bool }
+
+func usesPeers(s Source) bool {
+	p, ok := s.(peered)
+	return ok && p.usesPeers()
+}
+
+type storeOnlyKey struct{}
+
+func withStoreOnly(ctx context.Context) context.Context {
+	return context.WithValue(ctx, storeOnlyKey{}, true)
+}
+
+func storeOnly(ctx context.Context) bool { return ctx.Value(storeOnlyKey{}) != nil }
+
 // Stat asks the store.
 func (s *PeerSource) Stat(ctx context.Context, d blob.Digest) (blob.Info, error) {
 	return s.Store.Stat(ctx, d)
@@ -103,10 +123,14 @@ func (s *PeerSource) log() *slog.Logger {
 }
 
 // Open returns the blob's bytes from offset: from a peer that holds it and is not
-// slower than the store, else from the store.
+// slower than the store, else (and always under a context the cache marked store-only,
+// when a fetch with a peer's bytes did not match its digest) from the store.
 func (s *PeerSource) Open(ctx context.Context, d blob.Digest, offset int64) (io.ReadCloser, error) {
 	now := time.Now()
 	for _, p := range s.Peers {
+		if storeOnly(ctx) {
+			break
+		}
 		if !s.usable(p.Name, now) {
 			continue
 		}

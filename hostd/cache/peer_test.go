@@ -247,3 +247,38 @@ func TestPeerSourceChoice(t *testing.T) {
 		t.Logf("open of a missing blob: %v", err)
 	}
 }
+
+// lyingPeer holds every blob, with the wrong bytes (of the right size).
+type lyingPeer struct{ size int64 }
+
+func (p lyingPeer) Stat(_ context.Context, d blob.Digest) (blob.Info, error) {
+	return blob.Info{Digest: d, Size: p.size}, nil
+}
+
+func (p lyingPeer) Open(_ context.Context, _ blob.Digest, offset int64) (io.ReadCloser, error) {
+	return io.NopCloser(seeded(99, p.size-offset)), nil
+}
+
+// TestPeerWrongBytesRefetchedFromStore: a peer that serves wrong bytes makes the digest
+// check fail; the cache fetches the blob again from the store alone and links the right one.
+func TestPeerWrongBytesRefetchedFromStore(t *testing.T) {
+	const size = 2 << 20
+	url, ds := blobServer(t, size, 5)
+	store := &countingSource{Source: HTTPSource{Client: &blobhttp.Client{BaseURL: url}}}
+	cfg := testConfig(t)
+	ps := &PeerSource{Store: store, Peers: []Peer{{Name: "liar", Source: lyingPeer{size}}}, Logger: cfg.Logger}
+	sh, err := bwshare.New(bwshare.Config{}, cfg.Logger, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, sink := Shaped(ps, newMemSink(), sh)
+	c := mustOpen(t, cfg, src, sink)
+	dst := filepath.Join(t.TempDir(), "in")
+	if _, err := c.Link(context.Background(), ds[0], size, dst); err != nil {
+		t.Fatalf("fetch with a lying peer: %v", err)
+	}
+	checkDigest(t, dst, ds[0])
+	if got := store.n.Load(); got != size {
+		t.Errorf("the store gave %d bytes, want the whole blob (%d) after the peer's mismatch", got, int64(size))
+	}
+}

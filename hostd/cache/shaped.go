@@ -22,6 +22,8 @@ type shapedSource struct {
 	sh *bwshare.Shaper
 }
 
+func (s shapedSource) usesPeers() bool { return usesPeers(s.Source) }
+
 // Open opens the blob in the inner Source and shapes its bytes.
 func (s shapedSource) Open(ctx context.Context, d blob.Digest, offset int64) (io.ReadCloser, error) {
 	rc, err := s.Source.Open(ctx, d, offset)
