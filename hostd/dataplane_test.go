@@ -20,6 +20,7 @@ import (
 	"github.com/paddockvm/paddock/api/guestabi"
 	hostv1 "github.com/paddockvm/paddock/api/host/v1"
 	"github.com/paddockvm/paddock/blob"
+	"github.com/paddockvm/paddock/hostd/bwshare"
 	"github.com/paddockvm/paddock/hostd/cache"
 	"github.com/paddockvm/paddock/vmpool"
 )
@@ -104,13 +105,24 @@ type dpEnv struct {
 
 func newDPEnv(t *testing.T) *dpEnv {
 	t.Helper()
+	return newDPEnvShaped(t, nil)
+}
+
+// newDPEnvShaped is newDPEnv with the cache's transfers shaped by sh (nil: not shaped).
+func newDPEnvShaped(t *testing.T, sh *bwshare.Shaper) *dpEnv {
+	t.Helper()
 	dir := t.TempDir()
 	e := &dpEnv{t: t, srv: &fakeServer{blobs: map[blob.Digest][]byte{}}, sent: make(chan *hostv1.HostMessage, 100), reg: prometheus.NewPedanticRegistry()}
 	cfg := cache.DefaultConfig()
 	cfg.Dir = filepath.Join(dir, "cache")
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	var err error
-	if e.c, err = cache.Open(cfg, e.srv, e.srv, e.reg); err != nil {
+	var src cache.Source = e.srv
+	var sink cache.Sink = e.srv
+	if sh != nil {
+		src, sink = cache.Shaped(e.srv, e.srv, sh)
+	}
+	if e.c, err = cache.Open(cfg, src, sink, e.reg); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.c.Close() })
@@ -126,6 +138,9 @@ func newDPEnv(t *testing.T) *dpEnv {
 	}
 	guests := func(name string) (vmpool.GuestRef, bool) { return e.g, name == e.g.Name }
 	e.dp = newDataPath(e.c, guests, func(m *hostv1.HostMessage) { e.sent <- m }, slog.New(slog.NewTextHandler(io.Discard, nil)), met)
+	if sh != nil {
+		e.dp.classify = sh.Classify
+	}
 	t.Cleanup(e.dp.wait)
 	return e
 }
@@ -440,3 +455,37 @@ func TestOutbox(t *testing.T) {
 
 // task makes a subtest's name a task id.
 func task(name string) string { return strings.ReplaceAll(name, " ", "-") }
+
+// TestTransferClasses: a task's input fetch and output upload run in the bandwidth class
+// its tenant (when configured) or its service class names.
+func TestTransferClasses(t *testing.T) {
+	sh, err := bwshare.New(bwshare.Config{Capacity: 1e9, Classes: map[string]bwshare.Class{
+		"acme": {Min: 1e6, Weight: 1}, "online": {Min: 1e6, Weight: 1}}}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newDPEnvShaped(t, sh)
+	in := bytes.Repeat([]byte("input "), 20_000)
+	d := e.srv.add(in)
+	e.dp.started(context.Background(), &hostv1.TaskEvent{Kind: hostv1.TaskEvent_KIND_STARTED, Guest: e.g.Name, TaskId: "t1", LeaseId: 1,
+		Inputs: map[string]*hostv1.BlobRef{"in": ref(d, len(in))}, Tenant: "bob", TaskClass: "online"})
+	if st := e.next().GetStaged(); st == nil || st.GetError() != "" {
+		t.Fatalf("staged %v", st)
+	}
+	out := bytes.Repeat([]byte("output "), 30_000)
+	od := e.writeOut("t2", "out.bin", out)
+	e.dp.collect(context.Background(), &hostv1.Collect{RequestId: 7, Guest: e.g.Name, TaskId: "t2", LeaseId: 1,
+		Outputs: map[string]*hostv1.BlobRef{"out.bin": ref(od, len(out))}, Tenant: "acme", TaskClass: "online"})
+	if c := e.next().GetCollected(); c == nil || c.GetError() != "" {
+		t.Fatalf("collected %v", c)
+	}
+	if got := sh.Bytes("online"); got != int64(len(in)) {
+		t.Errorf("class online moved %d bytes, want the input's %d (tenant bob has no class)", got, len(in))
+	}
+	if got := sh.Bytes("acme"); got != int64(len(out)) {
+		t.Errorf("class acme moved %d bytes, want the output's %d", got, len(out))
+	}
+	if got := sh.Bytes(bwshare.DefaultClass); got != 0 {
+		t.Errorf("class default moved %d bytes, want 0", got)
+	}
+}

@@ -54,8 +54,16 @@
 // (nicmetrics.go). Config.Ready says when the daemon serves (paddock host sends
 // systemd READY=1 from it).
 //
+// Bandwidth shares and source choice (docs/dataplane.md): every fetch into the cache and
+// every upload goes through a bwshare.Shaper (cache.Shaped) in the bandwidth class of
+// its task (bwshare.Shaper.Classify of the tenant and task_class that TaskEvent and
+// Collect carry), within host.bandwidth; the status's Load reports the link's use
+// (paddock host ls, LINK). Under host.peer_fetch the cache's Source is a
+// cache.PeerSource over host.peers and the server; with host.peer_listen the daemon
+// serves its cache to peers read-only (cache.PeerStore over the blob HTTP API).
+//
 // Tests: unit-level tests use a fake hypervisor, and the data path runs against temp
-// directories and a real cache over a fake server (go test ./hostd/ -run 'Stage|Collect'); the integration tests boot real TCG
+// directories and a real cache over a fake server (go test ./hostd/ -run 'Stage|Collect|TransferClasses'); the integration tests boot real TCG
 // guests (1 vCPU, 256 MiB, at most 3 at once) from an image holding the real
 // paddock-agent and the test handler, with the real server in-process, and need root,
 // libvirtd and virtlogd (`make setup`) and a kernel in /boot; they skip without them,

@@ -23,6 +23,13 @@
 //   - Writes: Cache.Ingest takes an output file in, hashing it, and uploads it to the Sink
 //     at once ("through") or journals it in <dir>/pending and lets Cache.Run upload it
 //     with retries, also after a restart ("async").
+//   - Sources: Shaped wraps the Source and Sink so every transfer is shaped by a
+//     bwshare.Shaper in the class its context names. HTTPSource reads the blob HTTP API;
+//     PeerSource (host.peer_fetch) takes a blob from a peer host's cache when the peer
+//     holds it and is not measured slower than the server, and goes on from the server
+//     where a peer fails mid-transfer; a fetch that does not match its digest after a
+//     peer served bytes is fetched again from the server alone. PeerStore is the
+//     read-only view of the disk tier a host serves to its peers.
 //
 // Metrics: paddock_host_cache_hits_total{tier}, paddock_host_cache_misses_total,
 // paddock_host_cache_evictions_total{tier}, paddock_host_cache_bytes{tier},
@@ -35,6 +42,10 @@
 // filesystem than $TMPDIR. The trace test checks the hit ratios of LRU and LRFU on a Zipf
 // sequence against a reference implementation and prints them:
 //
-//	go test -v -run Trace ./hostd/cache/
+// TestBandwidthShares fetches three 256 MiB blobs over HTTP on loopback under a 90 MB/s
+// cap and prints each class's throughput; TestPeerFetchFallsBackWhenPeerDies kills a real
+// peer process (this test binary re-executed) mid-transfer:
+//
+//	go test -v -run 'Trace|BandwidthShares|Peer' ./hostd/cache/
 //	go test -run '^$' -bench . ./hostd/cache/
 package cache
