@@ -473,6 +473,17 @@ type stagingHost struct {
 	inRoot, outRoot string
 	sendMu          sync.Mutex
 	failCollect     func(*hostv1.Collect) string
+	collects        []*hostv1.Collect // guarded by sendMu
+}
+
+// lastCollect returns the last Collect the host got (nil: none).
+func (sh *stagingHost) lastCollect() *hostv1.Collect {
+	sh.sendMu.Lock()
+	defer sh.sendMu.Unlock()
+	if len(sh.collects) == 0 {
+		return nil
+	}
+	return sh.collects[len(sh.collects)-1]
 }
 
 func (sh *stagingHost) sendMsg(m *hostv1.HostMessage) {
@@ -524,6 +535,9 @@ func (sh *stagingHost) handle(h *fakeHost, m *hostv1.ServerMessage) {
 		}()
 	}
 	if c := m.GetCollect(); c != nil {
+		sh.sendMu.Lock()
+		sh.collects = append(sh.collects, c)
+		sh.sendMu.Unlock()
 		go func() {
 			res := &hostv1.Collected{RequestId: c.GetRequestId()}
 			if msg := sh.failCollect(c); msg != "" {
@@ -626,6 +640,13 @@ func TestSharedDataPath(t *testing.T) {
 	}
 	if finished.GetLeaseId() != got.GetLeaseId() {
 		t.Fatalf("KIND_FINISHED = %v; want lease %d", finished, got.GetLeaseId())
+	}
+	// The tenant and class choose the host's bandwidth class of the transfers.
+	if started.GetTenant() != "default" || started.GetTaskClass() != "batch" {
+		t.Errorf("KIND_STARTED carries tenant %q and class %q; want default and batch", started.GetTenant(), started.GetTaskClass())
+	}
+	if c := sh.lastCollect(); c.GetTenant() != "default" || c.GetTaskClass() != "batch" {
+		t.Errorf("Collect carries tenant %q and class %q; want default and batch", c.GetTenant(), c.GetTaskClass())
 	}
 
 	// The host fails to collect: the attempt fails with its message.
