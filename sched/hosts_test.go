@@ -328,7 +328,7 @@ func TestRelayedGuestIdentityAndEvents(t *testing.T) {
 
 	// Status feeds vm ls and host ls.
 	h.send(t, &hostv1.HostMessage{Msg: &hostv1.HostMessage_Status{Status: &hostv1.Status{
-		Load:   &hostv1.Load{CpuPercent: 12.5, MemAvailableBytes: 1 << 29},
+		Load:   &hostv1.Load{CpuPercent: 12.5, MemAvailableBytes: 1 << 29, TransferBytesPerSec: 45e6, TransferCapacityBytesPerSec: 90e6, Transfers: 2},
 		Guests: []*hostv1.Guest{{Name: "g3", Pool: "p", State: "idle", TasksRun: 1, CreatedAtUnixMs: time.Now().Add(-time.Minute).UnixMilli(), RssBytes: 150 << 20}}}}})
 	waitFor(t, "vm ls shows g3", 5*time.Second, func() bool {
 		r, err := cs.cluster.ListVMs(context.Background(), connect.NewRequest(&paddockv1.ListVMsRequest{}))
@@ -345,6 +345,9 @@ func TestRelayedGuestIdentityAndEvents(t *testing.T) {
 	hr, err := cs.cluster.ListHosts(context.Background(), connect.NewRequest(&paddockv1.ListHostsRequest{}))
 	if err != nil || len(hr.Msg.GetHosts()) != 1 || hr.Msg.GetHosts()[0].GetCpuPercent() != 12.5 || hr.Msg.GetHosts()[0].GetState() != "connected" {
 		t.Fatalf("host ls: %v %v", hr, err)
+	}
+	if h := hr.Msg.GetHosts()[0]; h.GetTransferBytesPerSec() != 45e6 || h.GetTransferCapacityBytesPerSec() != 90e6 {
+		t.Errorf("host ls: link use %v of %v bytes/s, want the host's 45e6 of 90e6", h.GetTransferBytesPerSec(), h.GetTransferCapacityBytesPerSec())
 	}
 }
 

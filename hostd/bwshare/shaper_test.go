@@ -139,3 +139,23 @@ func TestReaderStopsWithContext(t *testing.T) {
 type zeros struct{}
 
 func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+// TestUsage: the link's use is the bytes moved between samples at least a second apart.
+func TestUsage(t *testing.T) {
+	s, _, _ := newShaper(t, Config{Capacity: 90 * mb})
+	t0 := time.Now()
+	if u := s.Usage(t0); u.Rate != 0 || u.Capacity != 90*mb || u.Active != 0 {
+		t.Fatalf("first sample %+v", u)
+	}
+	r := s.Reader(context.Background(), "", io.LimitReader(zeros{}, 3_000_000))
+	if _, err := io.Copy(io.Discard, r); err != nil {
+		t.Fatal(err)
+	}
+	if u := s.Usage(t0.Add(500 * time.Millisecond)); u.Rate != 0 || u.Active != 1 {
+		t.Errorf("a sample within a second: %+v, want the previous rate 0 and 1 transfer", u)
+	}
+	r.Close()
+	if u := s.Usage(t0.Add(2 * time.Second)); u.Rate != 1.5*mb || u.Active != 0 {
+		t.Errorf("after 3 MB in 2 s: %+v, want 1.5 MB/s and no transfer", u)
+	}
+}

@@ -191,3 +191,14 @@ func TestBandwidthClassesKeys(t *testing.T) {
 		})
 	}
 }
+
+func TestLinkUse(t *testing.T) {
+	for _, tc := range []struct {
+		rate, capacity float64
+		want           string
+	}{{12.5e6, 90e6, "12.5/90 MB/s (14%)"}, {3e6, 0, "3.0 MB/s"}, {0, 90e6, "0.0/90 MB/s (0%)"}} {
+		if got := linkUse(tc.rate, tc.capacity); got != tc.want {
+			t.Errorf("linkUse(%v, %v) = %q, want %q", tc.rate, tc.capacity, got, tc.want)
+		}
+	}
+}
