@@ -10,8 +10,9 @@
 //     class gets less than Floor, so a class without a minimum never stalls.
 //   - Shaper holds one golang.org/x/time/rate.Limiter per class and re-divides (SetLimit
 //     on each active class's limiter) whenever a class gains its first transfer or
-//     loses its last. Shaper.Reader wraps a transfer's byte stream: each Read waits on
-//     its class's limiter for the bytes read.
+//     loses its last. Shaper.Reader wraps a transfer's byte stream: each Read (at most
+//     64 KiB) waits on its class's limiter for the bytes read. Each limiter's burst is
+//     500 ms of its rate, so a reader that was not scheduled for a while catches up.
 //   - The class of a transfer travels in its context (WithClass); Classify picks it from
 //     a task's tenant and service class. A class that is not configured is shaped as
 //     DefaultClass (minimum 0, weight 1, unless configured), logged once per name.

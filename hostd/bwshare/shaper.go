@@ -21,7 +21,7 @@ const chunk = 64 << 10
 // burstTime is how much of its rate a class may save up while its reader is slow
 // (a loaded machine, a stalled socket) and spend at once: without it, time spent
 // reading is lost to the limiter and a class gets less than its share.
-const burstTime = 100 * time.Millisecond
+const burstTime = 500 * time.Millisecond
 
 // burst returns the limiter burst for rate r: burstTime of it, at least chunk.
 func burst(r float64) int {

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,26 +29,46 @@ func (s HTTPSource) Stat(ctx context.Context, d blob.Digest) (blob.Info, error) 
 	return s.Client.Stat(ctx, d)
 }
 
-// Open downloads the blob from offset (GET with Range) on a goroutine of its own and
-// returns its bytes as they come; Close stops the download.
+// Open returns the blob's bytes from offset (GET with Range): the response body, read as
+// it comes (the cache verifies the digest; no second hash here). Errors wrap
+// blob.ErrNotFound (404), blob.ErrInvalid (416, a bad offset) or blob.ErrUnavailable.
 func (s HTTPSource) Open(ctx context.Context, d blob.Digest, offset int64) (io.ReadCloser, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	pr, pw := io.Pipe()
-	go func() {
-		_, err := s.Client.Get(ctx, d, pw, offset, nil)
-		pw.CloseWithError(err) // nil: EOF
-	}()
-	return &cancelReader{PipeReader: pr, cancel: cancel}, nil
-}
-
-type cancelReader struct {
-	*io.PipeReader
-	cancel context.CancelFunc
-}
-
-func (r *cancelReader) Close() error {
-	r.cancel()
-	return r.PipeReader.Close()
+	op := "downloading " + string(d) + " from " + s.Client.BaseURL
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(s.Client.BaseURL, "/")+blobhttp.Prefix+"/"+string(d), nil)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w: %w", op, blob.ErrInvalid, err)
+	}
+	if offset > 0 {
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", offset))
+	}
+	if s.Client.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+s.Client.Token)
+	}
+	hc := s.Client.HTTP
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("%s: %w", op, ctx.Err())
+		}
+		return nil, fmt.Errorf("%s: %w: %w", op, blob.ErrUnavailable, err)
+	}
+	switch {
+	case resp.StatusCode == http.StatusOK && offset == 0, resp.StatusCode == http.StatusPartialContent:
+		return resp.Body, nil
+	}
+	resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusOK: // the server ignored the Range
+		return nil, fmt.Errorf("%s: %w: the server ignored Range bytes=%d-", op, blob.ErrUnavailable, offset)
+	case http.StatusNotFound:
+		return nil, fmt.Errorf("%s: %w", op, blob.ErrNotFound)
+	case http.StatusRequestedRangeNotSatisfiable:
+		return nil, fmt.Errorf("%s: %w: offset %d is past the blob's end", op, blob.ErrInvalid, offset)
+	}
+	return nil, fmt.Errorf("%s: %w: HTTP %s", op, blob.ErrUnavailable, resp.Status)
 }
 
 // Peer is a peer host whose cache a PeerSource may fetch from.
