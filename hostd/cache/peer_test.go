@@ -233,13 +233,20 @@ func TestPeerSourceChoice(t *testing.T) {
 	if store.n.Load() != size || peer.n.Load() != 0 {
 		t.Errorf("a peer without the blob: store gave %d, peer %d; want all from the store", store.n.Load(), peer.n.Load())
 	}
-	// Measured: the peer at 1 MB/s, the store at 100 MB/s: the peer is not asked.
+	// Measured (a fresh source: no real transfer in the means): the peer at 1 MB/s, the
+	// store at 100 MB/s: the peer is not asked; after faster transfers it is again.
+	ps = &PeerSource{Store: store, Peers: []Peer{{Name: "p", Source: peer}}}
+	if !ps.usable("p", time.Now()) {
+		t.Error("a peer not yet measured is not asked")
+	}
 	ps.measure("p", 1<<20, time.Second)
 	ps.measure("", 100<<20, time.Second)
 	if ps.usable("p", time.Now()) {
 		t.Error("a peer measured slower than the store is still asked")
 	}
-	ps.measure("p", 1000<<20, time.Second)
+	for range 3 {
+		ps.measure("p", 1000<<20, time.Second)
+	}
 	if !ps.usable("p", time.Now()) {
 		t.Error("a peer measured faster than the store is not asked")
 	}
