@@ -189,10 +189,11 @@ func peerSource(cfg Config, store cache.Source, log *slog.Logger, met *dataMetri
 }
 
 // servePeers serves c's blobs read-only to peer hosts on addr (host.peer_listen).
-func servePeers(addr string, c *cache.Cache, log *slog.Logger) (*http.Server, error) {
+// It returns the server (Close stops it) and the address it listens on.
+func servePeers(addr string, c *cache.Cache, log *slog.Logger) (*http.Server, string, error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("listening on host.peer_listen %s: %w", addr, err)
+		return nil, "", fmt.Errorf("listening on host.peer_listen %s: %w", addr, err)
 	}
 	h := blobhttp.NewHandler(cache.PeerStore(c), blobhttp.Options{Logger: log})
 	mux := http.NewServeMux()
@@ -201,7 +202,7 @@ func servePeers(addr string, c *cache.Cache, log *slog.Logger) (*http.Server, er
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(l)
 	log.Info("serving the host cache to peer hosts", "listen", l.Addr().String())
-	return srv, nil
+	return srv, l.Addr().String(), nil
 }
 
 // leaseDirName returns the lease's directory name in the shares, refusing a task id

@@ -489,3 +489,61 @@ func TestTransferClasses(t *testing.T) {
 		t.Errorf("class default moved %d bytes, want 0", got)
 	}
 }
+
+// TestPeerWiring: host.peers is checked; a host's cache served by servePeers is the
+// peer another host's peerSource fetches from (HTTP on loopback), with the digest checked.
+func TestPeerWiring(t *testing.T) {
+	for _, tc := range []struct {
+		peers []string
+		want  string
+	}{{nil, "host.peers is empty"}, {[]string{"host2:7074"}, `host.peers: "host2:7074"`}, {[]string{"ftp://h"}, "want a URL"}} {
+		if err := CheckPeers(true, tc.peers); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("CheckPeers(true, %q) = %v, want %q", tc.peers, err, tc.want)
+		}
+	}
+	if err := CheckPeers(false, nil); err != nil {
+		t.Errorf("peer fetch off: %v", err)
+	}
+	// Host B caches a blob and serves it to peers.
+	b := newDPEnv(t)
+	data := bytes.Repeat([]byte("peer "), 400_000)
+	d := b.srv.add(data)
+	if _, err := b.c.Link(context.Background(), d, int64(len(data)), filepath.Join(t.TempDir(), "x")); err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	srv, addr, err := servePeers("127.0.0.1:0", b.c, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	// Host A's source: the peer, then its server (which lacks the blob here: the bytes
+	// can only come from the peer).
+	met, err := newDataMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := &fakeServer{blobs: map[blob.Digest][]byte{}}
+	src, err := peerSource(Config{PeerFetch: true, Peers: []string{"http://" + addr}}, store, log, met)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := cache.DefaultConfig()
+	cfg.Dir = filepath.Join(t.TempDir(), "cache")
+	cfg.Logger = log
+	a, err := cache.Open(cfg, src, store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	dst := filepath.Join(t.TempDir(), "in")
+	if _, err := a.Link(context.Background(), d, int64(len(data)), dst); err != nil {
+		t.Fatalf("fetch from the peer: %v", err)
+	}
+	if got, _ := os.ReadFile(dst); !bytes.Equal(got, data) {
+		t.Fatal("the fetched file differs from the blob")
+	}
+	if v := testutil.ToFloat64(met.peerBytes); v != float64(len(data)) {
+		t.Errorf("paddock_host_peer_fetched_bytes_total = %v, want %d", v, len(data))
+	}
+}

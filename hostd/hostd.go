@@ -239,7 +239,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	readyAnyway := time.AfterFunc(ReadyWait, d.ready)
 	defer readyAnyway.Stop()
 	if d.cfg.PeerListen != "" && d.cache != nil {
-		psrv, err := servePeers(d.cfg.PeerListen, d.cache, d.log)
+		psrv, _, err := servePeers(d.cfg.PeerListen, d.cache, d.log)
 		if err != nil {
 			return err
 		}
