@@ -486,11 +486,29 @@ func (s *Server) heartbeat(ctx context.Context, a *agent, hb *agentv1.Heartbeat)
 		if !as.deadline.IsZero() && now.After(as.deadline.Add(s.cfg.TimeoutGrace)) {
 			continue
 		}
+		// Renewed recently enough: more than half the TTL is left, and more than three
+		// heartbeats (so a late beat or two still renews it in time).
+		if as.renewedUntil.Sub(now) > max(s.cfg.LeaseTTL/2, 3*s.cfg.HeartbeatInterval) {
+			continue
+		}
 		refs = append(refs, store.LeaseRef{TaskID: r.GetTaskId(), LeaseID: r.GetLeaseId()})
 	}
 	s.mu.Unlock()
-	if _, err := s.st.Renew(ctx, a.id, refs, now.Add(s.cfg.LeaseTTL)); err != nil && ctx.Err() == nil {
-		s.log.Error("renewing leases", "agent", a.id, "err", err)
+	if len(refs) > 0 {
+		expires := now.Add(s.cfg.LeaseTTL)
+		if _, err := s.st.Renew(ctx, a.id, refs, expires); err != nil {
+			if ctx.Err() == nil {
+				s.log.Error("renewing leases", "agent", a.id, "err", err)
+			}
+		} else {
+			s.mu.Lock()
+			for _, r := range refs {
+				if as := a.running[r.TaskID]; as != nil && as.leaseID == r.LeaseID {
+					as.renewedUntil = expires
+				}
+			}
+			s.mu.Unlock()
+		}
 	}
 	s.wake()
 }

@@ -128,7 +128,7 @@ func (s *Server) dispatchOnce(ctx context.Context, all bool) (int, error) {
 			if as == nil { // cannot happen: reserved above under the same id
 				continue
 			}
-			as.leaseID, as.secret = t.LeaseID, t.LeaseSecret
+			as.leaseID, as.secret, as.renewedUntil = t.LeaseID, t.LeaseSecret, t.LeaseExpiresAt
 			path := s.dataPath(g.agent)
 			var stage map[string]store.BlobRef
 			if path == agentv1.DataPath_DATA_PATH_SHARED {

@@ -66,6 +66,11 @@ type assignment struct {
 	sess     *session // the session it was assigned on
 	typ      string
 	deadline time.Time // past this (plus grace) heartbeats stop renewing the lease; zero: none
+	// renewedUntil is the lease's expiry as this server last wrote it (zero: unknown, so
+	// the next heartbeat renews it). Heartbeats renew a lease only once less than half
+	// of LeaseTTL (and less than three heartbeats) is left, not on every beat: with many
+	// agents, a store write per agent per heartbeat cost more than the tasks.
+	renewedUntil time.Time
 	// Replicas (replica.go): cancelSent, a client cancel was sent to the agent;
 	// staleSince, when syncOnce first found the lease gone from the store.
 	cancelSent bool
