@@ -38,7 +38,7 @@ func TestBuildRecordsHandlerTypes(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string][]TaskType{
-		"testhandler": typesOf([]string{"test.big", "test.crash", "test.echo", "test.fail", "test.flaky", "test.hang", "test.log", "test.panic", "test.sleep"}, "1.0.0", 4),
+		"testhandler": typesOf([]string{"test.big", "test.crash", "test.echo", "test.fail", "test.flaky", "test.hang", "test.log", "test.logwait", "test.panic", "test.sleep"}, "1.0.0", 4),
 		"checksum":    typesOf([]string{"checksum"}, "1.0.0", 4),
 		"compress":    typesOf([]string{"compress.gzip", "compress.zstd", "decompress.gzip", "decompress.zstd"}, "1.0.0", 2),
 	}

@@ -2,6 +2,7 @@ package sched
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -17,19 +18,67 @@ import (
 // (runner.Config.MaxTaskLogBytes), plus per-line framing.
 const MaxReportLogBytes = 2 << 20
 
-// storeLog keeps the log an accepted report carried with the attempt it ended. A
-// failure to store it is logged, not fatal: the result matters more than its log.
+// MaxChunkLines bounds the lines of one LogChunk; a session that sends more is ended.
+const MaxChunkLines = 1 << 16
+
+// storeLog appends the log an accepted report carried (the lines no LogChunk carried)
+// to the attempt it ended. A failure to store it is logged, not fatal: the result
+// matters more than its log.
 func (s *Server) storeLog(ctx context.Context, t store.Task, l *agentv1.TaskLog) {
 	if l == nil || t.Attempt < 1 {
 		return
 	}
-	al := store.AttemptLog{Attempt: t.Attempt, DroppedLines: int64(l.GetDroppedLines()), DroppedBytes: int64(l.GetDroppedBytes()),
+	if err := s.st.AppendLog(ctx, t.ID, attemptLog(t.Attempt, l)); err != nil {
+		s.log.Warn("storing a task's log", "task", t.ID, "attempt", t.Attempt, "err", err)
+		return
+	}
+	s.feed.publishEvent("log", logEvent(t))
+}
+
+// logChunk appends the lines of a running task's LogChunk to its attempt's log, when
+// agent a holds the chunk's lease (id and secret, as for a Report) and the task still
+// runs under it; otherwise the chunk is dropped (and counted): the agent learns of a
+// lost lease from the Cancel or the refused Report.
+func (s *Server) logChunk(ctx context.Context, a *agent, c *agentv1.LogChunk) {
+	t, err := s.st.Get(ctx, c.GetTaskId())
+	if err != nil {
+		s.log.Debug("log chunk for a task that cannot be read; dropped", "task", c.GetTaskId(), "err", err)
+		return
+	}
+	if v := classify(t, a.id, c.GetLeaseId(), c.GetLeaseSecret()); v != nil {
+		s.metrics.logChunks.WithLabelValues("refused").Inc()
+		s.log.Warn("log chunk refused", "agent", a.id, "task", t.ID, "lease", c.GetLeaseId(), "why", v.why)
+		return
+	}
+	if t.Attempt < 1 || len(c.GetLog().GetLines()) == 0 && c.GetLog().GetDroppedLines() == 0 {
+		return
+	}
+	if err := s.st.AppendLog(ctx, t.ID, attemptLog(t.Attempt, c.GetLog())); err != nil {
+		s.log.Warn("storing a log chunk", "task", t.ID, "attempt", t.Attempt, "err", err)
+		return
+	}
+	s.metrics.logChunks.WithLabelValues("stored").Inc()
+	s.feed.publishEvent("log", logEvent(t))
+}
+
+// attemptLog is the store's form of attempt n's log l.
+func attemptLog(n int, l *agentv1.TaskLog) store.AttemptLog {
+	al := store.AttemptLog{Attempt: n, DroppedLines: int64(l.GetDroppedLines()), DroppedBytes: int64(l.GetDroppedBytes()),
 		Lines: make([]store.LogLine, len(l.GetLines()))}
 	for i, ln := range l.GetLines() {
 		al.Lines[i] = store.LogLine{Time: time.Unix(0, ln.GetUnixNanos()), Level: ln.GetLevel(), Text: ln.GetText()}
 	}
-	if err := s.st.PutLog(ctx, t.ID, al); err != nil {
-		s.log.Warn("storing a task's log", "task", t.ID, "attempt", t.Attempt, "err", err)
+	return al
+}
+
+// logEvent is the data of the feed's "log" event: which task's attempt has new lines
+// (the page reads them with TaskService.Logs; the lines never travel on the feed).
+func logEvent(t store.Task) func() ([]byte, error) {
+	return func() ([]byte, error) {
+		return json.Marshal(struct {
+			ID      string `json:"id"`
+			Attempt int    `json:"attempt"`
+		}{t.ID, t.Attempt})
 	}
 }
 
