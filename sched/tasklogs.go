@@ -114,33 +114,33 @@ func (api *clientAPI) Logs(ctx context.Context, req *connect.Request[paddockv1.L
 	return connect.NewResponse(resp), nil
 }
 
-// unservedWarning says, for a queued task of type typ, that nothing this server knows
-// can run it: no connected agent serves the type and no host's pool lists it. ""
-// when something does, or when the task is not queued, or over a shared store: other
-// replicas' agents and hosts are not known here, and a warning could be false.
+// unservedWarning is the warning of Submit and Get (their warning field) for a queued
+// task of a type nothing this server knows can run: Explain's NO_SERVER reason (see
+// unserved). "" when something serves the type, or when the task is not queued, or
+// over a shared store: other replicas' agents and hosts are not known here, and a
+// warning could be false.
 func (s *Server) unservedWarning(t store.Task) string {
 	if t.State != store.Queued || s.shared {
 		return ""
 	}
+	if r := s.unserved(t.Type); r != nil {
+		return r.GetMessage()
+	}
+	return ""
+}
+
+// unserved returns Explain's NO_SERVER reason for type typ when no connected agent
+// serves it and no host's pool lists it, else nil.
+func (s *Server) unserved(typ string) *paddockv1.Reason {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, a := range s.agents {
-		if _, ok := a.types[t.Type]; ok && a.state == agentConnected {
-			return ""
+		if a.state == agentConnected && !a.gone && a.types[typ] != nil {
+			return nil
 		}
 	}
-	for _, h := range s.hosts {
-		if h.link == nil {
-			continue
-		}
-		for _, p := range h.pools {
-			for _, typ := range p.GetTaskTypes() {
-				if typ == t.Type {
-					return ""
-				}
-			}
-		}
+	if r := s.noAgent(typ); r.GetKind() == paddockv1.Reason_KIND_NO_SERVER {
+		return r
 	}
-	return fmt.Sprintf("no connected agent serves task type %q and no host's pool image lists it: the task stays queued until one does "+
-		"(start an agent with a handler for it, or add the handler to a pool's image); `paddock agent ls` and `paddock host ls` show what is served", t.Type)
+	return nil
 }

@@ -90,7 +90,7 @@ func TestSubmitUnservedType(t *testing.T) {
 		t.Fatalf("submit --wait of an unserved type exited 0:\n%s\n%s", out, errOut)
 	}
 	id := firstField(t, errOut, "task ")
-	for _, want := range []string{"no connected agent serves task type \"nobody.serves.this\"", "pool", "still queued"} {
+	for _, want := range []string{"no connected agent and no host pool serves type nobody.serves.this", "pool", "still queued"} {
 		if !strings.Contains(errOut+out, want) {
 			t.Errorf("submit --wait output lacks %q:\nstdout: %s\nstderr: %s", want, out, errOut)
 		}
