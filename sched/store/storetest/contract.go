@@ -35,6 +35,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Logs", testLogs},
 		{"LogsDeleted", testLogsDeleted},
 		{"AppendLog", testAppendLog},
+		{"ScheduleExpired", testScheduleExpired},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
