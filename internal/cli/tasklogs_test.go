@@ -206,7 +206,9 @@ func TestTaskLogsFollowLive(t *testing.T) {
 
 	var out, errs syncBuffer
 	done := make(chan int, 1)
-	go func() { done <- Execute(context.Background(), []string{"task", "logs", "--server", ls.URL, "-f", id}, &out, &errs) }()
+	go func() {
+		done <- Execute(context.Background(), []string{"task", "logs", "--server", ls.URL, "-f", id}, &out, &errs)
+	}()
 
 	tc := paddockv1connect.NewTaskServiceClient(http.DefaultClient, ls.URL)
 	waiting := "INFO  waiting for " + release
@@ -259,5 +261,22 @@ func TestTaskLogsFollowLive(t *testing.T) {
 	}
 	if len(texts) != 2 || texts[0] != "waiting for "+release || texts[1] != "released" {
 		t.Errorf("stored log = %q; want the two lines once each, in order", texts)
+	}
+}
+
+// TestSubmitScheduleTimeoutFlag: --schedule-timeout refuses a value that is not a
+// duration or is negative, naming the flag; a served task's submit then carries it.
+func TestSubmitScheduleTimeoutFlag(t *testing.T) {
+	for _, v := range []string{"banana", "-5s"} {
+		_, errOut, code := run(t, "task", "submit", "--server", "http://127.0.0.1:1", "--type", "x", "--schedule-timeout", v)
+		if code == 0 || !strings.Contains(errOut, "--schedule-timeout") {
+			t.Errorf("--schedule-timeout %s: exit %d, stderr %q; want an error naming the flag", v, code, errOut)
+		}
+	}
+	_, _, ls := testServer(t)
+	out, _ := mustRun(t, "task", "submit", "--server", ls.URL, "--type", "nobody.serves.this", "--schedule-timeout", "90s")
+	get, _ := mustRun(t, "task", "get", "--server", ls.URL, "--json", strings.TrimSpace(out))
+	if !strings.Contains(strings.Join(strings.Fields(get), ""), `"scheduleToStartTimeoutMs":"90000"`) {
+		t.Errorf("task get --json of a task submitted with --schedule-timeout 90s:\n%s", get)
 	}
 }
