@@ -59,7 +59,7 @@ func TestBuildRecordsHandlerTypes(t *testing.T) {
 	if _, ok := img.Manifest.HandlerFor("testhandler"); ok {
 		t.Errorf("HandlerFor(testhandler): a handler name is not a task type")
 	}
-	if got := img.Manifest.TaskTypes(); len(got) != 14 || !slices.IsSorted(got) || !slices.Contains(got, "test.sleep") {
+	if got := img.Manifest.TaskTypes(); len(got) != 15 || !slices.IsSorted(got) || !slices.Contains(got, "test.sleep") {
 		t.Errorf("TaskTypes = %v", got)
 	}
 	// The store reads back what was written.
