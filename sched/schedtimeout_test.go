@@ -9,8 +9,8 @@ import (
 
 	"connectrpc.com/connect"
 
-	paddockv1 "github.com/paddockvm/paddock/api/paddock/v1"
 	"github.com/paddockvm/paddock/agent/session"
+	paddockv1 "github.com/paddockvm/paddock/api/paddock/v1"
 	"github.com/paddockvm/paddock/sched"
 )
 
