@@ -40,6 +40,7 @@ func TestLiveLogChunks(t *testing.T) {
 	ts := startServer(t, fastConfig())
 	startRealAgent(t, ts.agentAddr, "live-a", "")
 	release := filepath.Join(t.TempDir(), "release")
+	_, changes := watchStream(t, ts, &paddockv1.WatchTasksRequest{}) // the feed's "log" events must not reach it
 	task := submit(t, ts, &paddockv1.TaskSpec{Type: "test.logwait", Payload: []byte(release)})
 
 	waiting := "waiting for " + release
@@ -84,5 +85,15 @@ func TestLiveLogChunks(t *testing.T) {
 	}
 	if got := logTexts(t, ts, task.GetId()); strings.Join(got, "|") != waiting+"|released" {
 		t.Errorf("stored log = %q; want %q then \"released\", once each", got, waiting)
+	}
+	// WatchTasks sent task changes only: a log event is not a task.
+	for {
+		m := next(t, changes)
+		if m.GetTask().GetId() != task.GetId() || m.GetTask().GetSpec().GetType() != "test.logwait" {
+			t.Fatalf("WatchTasks sent %v; want only changes of task %s", m, task.GetId())
+		}
+		if m.GetTask().GetState() == paddockv1.State_STATE_SUCCEEDED {
+			break
+		}
 	}
 }
