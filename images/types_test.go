@@ -38,7 +38,7 @@ func TestBuildRecordsHandlerTypes(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string][]TaskType{
-		"testhandler": typesOf([]string{"test.big", "test.crash", "test.echo", "test.fail", "test.flaky", "test.hang", "test.log", "test.panic", "test.sleep"}, "1.0.0", 4),
+		"testhandler": typesOf([]string{"test.big", "test.crash", "test.echo", "test.fail", "test.flaky", "test.hang", "test.log", "test.logwait", "test.panic", "test.sleep"}, "1.0.0", 4),
 		"checksum":    typesOf([]string{"checksum"}, "1.0.0", 4),
 		"compress":    typesOf([]string{"compress.gzip", "compress.zstd", "decompress.gzip", "decompress.zstd"}, "1.0.0", 2),
 	}
@@ -59,7 +59,7 @@ func TestBuildRecordsHandlerTypes(t *testing.T) {
 	if _, ok := img.Manifest.HandlerFor("testhandler"); ok {
 		t.Errorf("HandlerFor(testhandler): a handler name is not a task type")
 	}
-	if got := img.Manifest.TaskTypes(); len(got) != 14 || !slices.IsSorted(got) || !slices.Contains(got, "test.sleep") {
+	if got := img.Manifest.TaskTypes(); len(got) != 15 || !slices.IsSorted(got) || !slices.Contains(got, "test.sleep") {
 		t.Errorf("TaskTypes = %v", got)
 	}
 	// The store reads back what was written.

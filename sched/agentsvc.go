@@ -156,7 +156,7 @@ func (as *agentService) Session(stream agentv1.AgentService_SessionServer) error
 
 	if err := stream.Send(&agentv1.ServerMessage{Msg: &agentv1.ServerMessage_Registered{Registered: &agentv1.Registered{
 		SessionId: se.id, HeartbeatIntervalMs: s.cfg.HeartbeatInterval.Milliseconds(),
-		LeaseTtlMs: s.cfg.LeaseTTL.Milliseconds(), ServerVersion: s.cfg.Version,
+		LeaseTtlMs: s.cfg.LeaseTTL.Milliseconds(), ServerVersion: s.cfg.Version, Capabilities: []string{agentv1.CapLogChunks},
 	}}}); err != nil {
 		return err
 	}
@@ -460,6 +460,12 @@ func (s *Server) handleAgentMessage(ctx context.Context, a *agent, se *session, 
 			ack := s.Report(ctx, a.id, m.Report) // returns once the result is committed
 			se.send(&agentv1.ServerMessage{Msg: &agentv1.ServerMessage_ReportAck{ReportAck: ack}})
 		})
+	case *agentv1.AgentMessage_LogChunk:
+		if n := len(m.LogChunk.GetLog().GetLines()); n > MaxChunkLines {
+			s.metrics.refused.WithLabelValues("limits").Inc()
+			return fmt.Errorf("log chunk: %d lines, over the limit of %d", n, MaxChunkLines)
+		}
+		pl.run(m.LogChunk.GetTaskId(), func() { s.logChunk(ctx, a, m.LogChunk) })
 	case *agentv1.AgentMessage_Register:
 		return errors.New("register sent twice in one session")
 	default:

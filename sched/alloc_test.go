@@ -249,7 +249,7 @@ func checkSucceededOnce(t testing.TB, ts *testServer, ids []string, ex *allocExe
 }
 
 // TestRealAgentAllocation is the same check through the real test agent process
-// (agent/session over TCP, real handler subprocesses): 16 slots over the 10 types the
+// (agent/session over TCP, real handler subprocesses): 17 slots over the 11 types the
 // handlers serve (a minimum of 1 each), test.sleep tolerating 50ms of queuing and
 // every other type 5s. Under a backlog of test.sleep (100ms each) and of test.echo,
 // test.sleep gets most of the extra slots, test.echo keeps its minimum and keeps
@@ -267,7 +267,7 @@ func TestRealAgentAllocation(t *testing.T) {
 	})
 	rec := t.TempDir() + "/alloc.jsonl"
 	startProc(t, "agent-alloc", "TESTAGENT READY", bins.agent, "-server", ts.agentAddr, "-id", "alloc-real", "-record", rec,
-		"-total", "16", "-tolerable", "test.sleep=50ms", "-default-tolerable", "5s",
+		"-total", "17", "-tolerable", "test.sleep=50ms", "-default-tolerable", "5s",
 		"-handler", "testhandler="+bins.testhandler, "-handler", "checksum="+bins.checksum)
 	deadline := time.Now().Add(30 * time.Second)
 	for len(listAgents(t, ts)) == 0 {
@@ -298,8 +298,8 @@ func TestRealAgentAllocation(t *testing.T) {
 				echoSum += float64(ty.GetSlots())
 			}
 		}
-		if sum != 16 || len(ag[0].GetTypes()) != 10 {
-			t.Fatalf("%d types with limits adding up to %d, want 10 types and 16: %v", len(ag[0].GetTypes()), sum, ag[0].GetTypes())
+		if sum != 17 || len(ag[0].GetTypes()) != 11 {
+			t.Fatalf("%d types with limits adding up to %d, want 11 types and 17: %v", len(ag[0].GetTypes()), sum, ag[0].GetTypes())
 		}
 		n++
 		done := int64(echoes) - q["test.echo"]

@@ -180,6 +180,9 @@ func (s *Server) validateSpec(sp *paddockv1.TaskSpec) (store.Task, error) {
 	default:
 		t.Timeout = time.Duration(ms) * time.Millisecond
 	}
+	if _, err := s.scheduleTimeout(sp); err != nil {
+		return t, err
+	}
 	switch n := sp.GetMaxAttempts(); {
 	case n < 0 || n > MaxMaxAttempts:
 		return t, invalid("task.max_attempts: %d is out of range 0..%d (0: the server default, %d)", n, MaxMaxAttempts, s.cfg.DefaultMaxAttempts)
@@ -230,6 +233,7 @@ func (api *clientAPI) Submit(ctx context.Context, req *connect.Request[paddockv1
 		return nil, connect.NewError(connect.CodeInternal, err)
 	}
 	t.ID, t.CreatedAt = id.String(), time.Now()
+	t.ScheduleDeadline = s.scheduleDeadline(t.CreatedAt, req.Msg.GetTask())
 	stored, created, err := s.st.Create(ctx, t)
 	if err != nil {
 		return nil, storeErr(err)
@@ -274,6 +278,7 @@ func (api *clientAPI) SubmitBatch(ctx context.Context, req *connect.Request[padd
 			return nil, connect.NewError(connect.CodeInternal, err)
 		}
 		t.ID, t.CreatedAt = id.String(), now
+		t.ScheduleDeadline = s.scheduleDeadline(now, sp)
 		ts[i] = t
 	}
 	stored, created, err := s.st.CreateBatch(ctx, ts)
@@ -551,6 +556,9 @@ func toProto(t store.Task, att []store.Attempt) *paddockv1.Task {
 			InputBlobs: apiRefs(t.InputBlobs),
 		},
 	}
+	if !t.ScheduleDeadline.IsZero() {
+		p.Spec.ScheduleToStartTimeoutMs = t.ScheduleDeadline.Sub(t.CreatedAt).Milliseconds()
+	}
 	if r := t.Requirements; r.CPUMillis != 0 || r.MemoryBytes != 0 || len(r.Labels) > 0 {
 		p.Spec.Requirements = &paddockv1.Requirements{CpuMillis: r.CPUMillis, MemoryBytes: r.MemoryBytes, Labels: r.Labels}
 	}
@@ -562,6 +570,8 @@ func toProto(t store.Task, att []store.Attempt) *paddockv1.Task {
 	}
 	if n := len(att); n > 0 && t.State != store.Succeeded {
 		p.FailureKind = kindProto(att[n-1].FailureKind)
+	} else if n == 0 && t.State == store.Failed {
+		p.FailureKind = kindProto(store.ScheduleTimeout) // the one way to fail without an attempt
 	}
 	return p
 }

@@ -30,6 +30,11 @@ type Config struct {
 	MaxInlineBytes int
 	// DefaultTimeout is a task's timeout when it gives none. Default 10 min.
 	DefaultTimeout time.Duration
+	// ScheduleToStartTimeout (server.schedule_to_start_timeout) is a task's
+	// schedule-to-start timeout when it gives none (TaskSpec.schedule_to_start_timeout_ms):
+	// a task never started this long after its submission fails with kind
+	// SCHEDULE_TIMEOUT. 0: off (the default).
+	ScheduleToStartTimeout time.Duration
 	// DefaultMaxAttempts is a task's max attempts when it gives none. Default 3.
 	DefaultMaxAttempts int
 	// RetryBase and RetryMax bound the exponential retry backoff (with jitter).
@@ -153,6 +158,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("server config: max inline bytes %d is negative", c.MaxInlineBytes)
 	case c.RetryBase < 0 || c.RetryMax < c.RetryBase:
 		return fmt.Errorf("server config: retry backoff base %v / max %v: need 0 <= base <= max", c.RetryBase, c.RetryMax)
+	case c.ScheduleToStartTimeout < 0 || c.ScheduleToStartTimeout > MaxTimeout:
+		return fmt.Errorf("server config: schedule-to-start timeout (server.schedule_to_start_timeout) %v is out of range: give a duration such as 5m (at most %v), or 0 for none", c.ScheduleToStartTimeout, MaxTimeout)
 	case c.BlobRetention < 0:
 		return fmt.Errorf("server config: blob retention (server.blob_retention) %v is negative: give a duration such as 24h", c.BlobRetention)
 	case c.validateRetention() != nil:

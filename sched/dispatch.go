@@ -233,6 +233,7 @@ func (s *Server) sweepLoop(ctx context.Context) {
 		for i := range ts {
 			s.expire(ctx, ts[i], now, "")
 		}
+		s.scheduleTimeouts(ctx, now)
 	}
 }
 

@@ -62,9 +62,19 @@
 // retryable, because the same task would produce the same output (failurekind.go,
 // TestRealFailureKinds, TestServerFailureKinds).
 //
-// Task logs (tasklogs.go): an accepted report's log (Report.log) is stored with the
-// attempt it ended (store.LogStore) and served by TaskService.Logs; Submit and Get warn
-// when no connected agent and no host pool serves a queued task's type.
+// Task logs (tasklogs.go): a running task's LogChunks (sent by agents the Registered
+// message's "log-chunks" capability allows) are appended to the attempt's log after the
+// lease checks a Report gets (agent, lease id, secret; a refused chunk is dropped and
+// counted in paddock_log_chunks_total{outcome="refused"}), and an accepted report's log
+// (Report.log: the lines no chunk carried) is appended too (store.LogStore.AppendLog,
+// the newest store.MaxAttemptLogBytes kept); each append sends the console feed a "log"
+// event. TaskService.Logs serves them. Submit and Get warn when no connected agent and
+// no host pool serves a queued task's type: the warning is Explain's NO_SERVER reason.
+//
+// Schedule-to-start timeouts (schedtimeout.go): a task with a schedule deadline
+// (TaskSpec.schedule_to_start_timeout_ms, else Config.ScheduleToStartTimeout) that no
+// agent started by then ends FAILED with kind SCHEDULE_TIMEOUT and Explain's reason as
+// its error; the sweep loop checks every tick after the reconnect grace.
 //
 // Tests: unit tests run against a real SQLite file with in-process agents; the
 // integration tests (real_test.go) build the test agent (sched/internal/testagent) and

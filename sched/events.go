@@ -137,20 +137,25 @@ func (f *feed) Subscribe() (<-chan console.Event, func()) {
 	}
 }
 
-// publish sends t to every subscriber, dropping those whose buffer is full. Without
-// subscribers it costs a lock; the JSON is made outside the lock.
+// publish sends t to every subscriber as a "task" event (see publishEvent).
 func (f *feed) publish(t store.Task) {
+	f.publishEvent("task", func() ([]byte, error) { return protojson.Marshal(listForm(t)) })
+}
+
+// publishEvent sends an event named name to every subscriber, dropping those whose
+// buffer is full. Without subscribers it costs a lock; data is made outside the lock.
+func (f *feed) publishEvent(name string, data func() ([]byte, error)) {
 	f.mu.Lock()
 	n := len(f.subs)
 	f.mu.Unlock()
 	if n == 0 {
 		return
 	}
-	b, err := protojson.Marshal(listForm(t))
+	b, err := data()
 	if err != nil {
-		return // cannot happen: a Task always marshals
+		return // cannot happen: the events' data always marshals
 	}
-	ev := console.Event{Name: "task", Data: b}
+	ev := console.Event{Name: name, Data: b}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for ch := range f.subs {

@@ -96,6 +96,16 @@ func TestExplain(t *testing.T) {
 		if !strings.Contains(r.GetMessage(), "nobody.serves") || !strings.Contains(r.GetMessage(), "ex.work") {
 			t.Errorf("message names neither the type nor the types served: %q", r.GetMessage())
 		}
+		// Get's warning is the same reason, computed in one place.
+		g, err := ts.tasks.Get(context.Background(), connect.NewRequest(&paddockv1.GetRequest{Id: id}))
+		if err != nil || g.Msg.GetWarning() != r.GetMessage() {
+			t.Errorf("Get warning = %q, %v; want Explain's reason %q", g.Msg.GetWarning(), err, r.GetMessage())
+		}
+		// A served type's task gets no warning.
+		sub, err := ts.tasks.Submit(context.Background(), connect.NewRequest(&paddockv1.SubmitRequest{Task: &paddockv1.TaskSpec{Type: "ex.flaky", MaxAttempts: 1}}))
+		if err != nil || sub.Msg.GetWarning() != "" {
+			t.Errorf("Submit of a served type: warning %q, %v; want none", sub.Msg.GetWarning(), err)
+		}
 	})
 	t.Run("requirements nobody meets", func(t *testing.T) {
 		id := submit(t, ts, &paddockv1.TaskSpec{Type: "ex.work", Requirements: &paddockv1.Requirements{Labels: map[string]string{"zone": "b"}}}).GetId()

@@ -23,6 +23,7 @@ type metrics struct {
 	tasksDeleted    *prometheus.CounterVec
 	attempts        *prometheus.CounterVec
 	refused         *prometheus.CounterVec
+	logChunks       *prometheus.CounterVec // by outcome (stored, refused)
 
 	// The data plane.
 	blobBytes      *prometheus.CounterVec // by port (client, agent, cluster) and direction (in, out)
@@ -105,7 +106,10 @@ func newMetrics(s *Server) *metrics {
 		ConstLabels: prometheus.Labels{"version": s.cfg.Version, "goversion": runtime.Version()},
 	})
 	buildInfo.Set(1)
-	m.reg.MustRegister(buildInfo)
+	m.logChunks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "paddock", Name: "log_chunks_total", Help: "Live log chunks from agents by outcome: stored, refused (the agent does not hold the chunk's lease, or its secret is wrong).",
+	}, []string{"outcome"})
+	m.reg.MustRegister(buildInfo, m.logChunks)
 	m.reg.MustRegister(m.blobBytes, m.staged, m.stagedBytes, m.collects, m.collectSeconds, m.collectedBytes, m.gcDeleted, m.gcDeletedBytes, m.gcErrors)
 	m.reg.MustRegister(m.dispatchLatency, m.taskDuration, m.leaseExpiries, m.reports, m.submits, m.guestRequeues, m.tasksDeleted, m.attempts, m.refused,
 		&stateCollector{s: s},

@@ -146,7 +146,7 @@ func startProc(t testing.TB, name, ready string, bin string, args ...string) (*p
 	return nil, ""
 }
 
-// startRealAgent starts the test agent with 24 slots shared by the 9 task types its
+// startRealAgent starts the test agent with 24 slots shared by the 10 task types its
 // handlers serve (a minimum of 1 each; the agent's allocator gives the rest to the
 // types with queued tasks, so one busy type gets up to 16).
 func startRealAgent(t testing.TB, serverAddr, id, record string) *proc {

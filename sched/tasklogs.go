@@ -2,6 +2,7 @@ package sched
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -17,19 +18,67 @@ import (
 // (runner.Config.MaxTaskLogBytes), plus per-line framing.
 const MaxReportLogBytes = 2 << 20
 
-// storeLog keeps the log an accepted report carried with the attempt it ended. A
-// failure to store it is logged, not fatal: the result matters more than its log.
+// MaxChunkLines bounds the lines of one LogChunk; a session that sends more is ended.
+const MaxChunkLines = 1 << 16
+
+// storeLog appends the log an accepted report carried (the lines no LogChunk carried)
+// to the attempt it ended. A failure to store it is logged, not fatal: the result
+// matters more than its log.
 func (s *Server) storeLog(ctx context.Context, t store.Task, l *agentv1.TaskLog) {
 	if l == nil || t.Attempt < 1 {
 		return
 	}
-	al := store.AttemptLog{Attempt: t.Attempt, DroppedLines: int64(l.GetDroppedLines()), DroppedBytes: int64(l.GetDroppedBytes()),
+	if err := s.st.AppendLog(ctx, t.ID, attemptLog(t.Attempt, l)); err != nil {
+		s.log.Warn("storing a task's log", "task", t.ID, "attempt", t.Attempt, "err", err)
+		return
+	}
+	s.feed.publishEvent("log", logEvent(t))
+}
+
+// logChunk appends the lines of a running task's LogChunk to its attempt's log, when
+// agent a holds the chunk's lease (id and secret, as for a Report) and the task still
+// runs under it; otherwise the chunk is dropped (and counted): the agent learns of a
+// lost lease from the Cancel or the refused Report.
+func (s *Server) logChunk(ctx context.Context, a *agent, c *agentv1.LogChunk) {
+	t, err := s.st.Get(ctx, c.GetTaskId())
+	if err != nil {
+		s.log.Debug("log chunk for a task that cannot be read; dropped", "task", c.GetTaskId(), "err", err)
+		return
+	}
+	if v := classify(t, a.id, c.GetLeaseId(), c.GetLeaseSecret()); v != nil {
+		s.metrics.logChunks.WithLabelValues("refused").Inc()
+		s.log.Warn("log chunk refused", "agent", a.id, "task", t.ID, "lease", c.GetLeaseId(), "why", v.why)
+		return
+	}
+	if t.Attempt < 1 || len(c.GetLog().GetLines()) == 0 && c.GetLog().GetDroppedLines() == 0 {
+		return
+	}
+	if err := s.st.AppendLog(ctx, t.ID, attemptLog(t.Attempt, c.GetLog())); err != nil {
+		s.log.Warn("storing a log chunk", "task", t.ID, "attempt", t.Attempt, "err", err)
+		return
+	}
+	s.metrics.logChunks.WithLabelValues("stored").Inc()
+	s.feed.publishEvent("log", logEvent(t))
+}
+
+// attemptLog is the store's form of attempt n's log l.
+func attemptLog(n int, l *agentv1.TaskLog) store.AttemptLog {
+	al := store.AttemptLog{Attempt: n, DroppedLines: int64(l.GetDroppedLines()), DroppedBytes: int64(l.GetDroppedBytes()),
 		Lines: make([]store.LogLine, len(l.GetLines()))}
 	for i, ln := range l.GetLines() {
 		al.Lines[i] = store.LogLine{Time: time.Unix(0, ln.GetUnixNanos()), Level: ln.GetLevel(), Text: ln.GetText()}
 	}
-	if err := s.st.PutLog(ctx, t.ID, al); err != nil {
-		s.log.Warn("storing a task's log", "task", t.ID, "attempt", t.Attempt, "err", err)
+	return al
+}
+
+// logEvent is the data of the feed's "log" event: which task's attempt has new lines
+// (the page reads them with TaskService.Logs; the lines never travel on the feed).
+func logEvent(t store.Task) func() ([]byte, error) {
+	return func() ([]byte, error) {
+		return json.Marshal(struct {
+			ID      string `json:"id"`
+			Attempt int    `json:"attempt"`
+		}{t.ID, t.Attempt})
 	}
 }
 
@@ -65,33 +114,33 @@ func (api *clientAPI) Logs(ctx context.Context, req *connect.Request[paddockv1.L
 	return connect.NewResponse(resp), nil
 }
 
-// unservedWarning says, for a queued task of type typ, that nothing this server knows
-// can run it: no connected agent serves the type and no host's pool lists it. ""
-// when something does, or when the task is not queued, or over a shared store: other
-// replicas' agents and hosts are not known here, and a warning could be false.
+// unservedWarning is the warning of Submit and Get (their warning field) for a queued
+// task of a type nothing this server knows can run: Explain's NO_SERVER reason (see
+// unserved). "" when something serves the type, or when the task is not queued, or
+// over a shared store: other replicas' agents and hosts are not known here, and a
+// warning could be false.
 func (s *Server) unservedWarning(t store.Task) string {
 	if t.State != store.Queued || s.shared {
 		return ""
 	}
+	if r := s.unserved(t.Type); r != nil {
+		return r.GetMessage()
+	}
+	return ""
+}
+
+// unserved returns Explain's NO_SERVER reason for type typ when no connected agent
+// serves it and no host's pool lists it, else nil.
+func (s *Server) unserved(typ string) *paddockv1.Reason {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, a := range s.agents {
-		if _, ok := a.types[t.Type]; ok && a.state == agentConnected {
-			return ""
+		if a.state == agentConnected && !a.gone && a.types[typ] != nil {
+			return nil
 		}
 	}
-	for _, h := range s.hosts {
-		if h.link == nil {
-			continue
-		}
-		for _, p := range h.pools {
-			for _, typ := range p.GetTaskTypes() {
-				if typ == t.Type {
-					return ""
-				}
-			}
-		}
+	if r := s.noAgent(typ); r.GetKind() == paddockv1.Reason_KIND_NO_SERVER {
+		return r
 	}
-	return fmt.Sprintf("no connected agent serves task type %q and no host's pool image lists it: the task stays queued until one does "+
-		"(start an agent with a handler for it, or add the handler to a pool's image); `paddock agent ls` and `paddock host ls` show what is served", t.Type)
+	return nil
 }

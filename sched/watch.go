@@ -42,6 +42,9 @@ func (api *clientAPI) WatchTasks(ctx context.Context, req *connect.Request[paddo
 			if !ok {
 				return api.watchEnded(ctx)
 			}
+			if ev.Name != "task" {
+				continue // e.g. "log": new lines of a task's log, not a task change
+			}
 			var t paddockv1.Task
 			if err := protojson.Unmarshal(ev.Data, &t); err != nil {
 				return connect.NewError(connect.CodeInternal, fmt.Errorf("reading the task feed: %w", err))

@@ -11,6 +11,14 @@
 // server acknowledges them, and reconnects with backoff whenever the stream breaks,
 // telling the server which tasks it still runs.
 //
+// Live logs (livelog.go): while a task runs, the lines its handler logs (Task.OnLog)
+// go to a server that lists the "log-chunks" capability in LogChunk messages, every
+// LogChunkInterval (250 ms) or as soon as LogChunkBytes (32 KiB) wait. A chunk waits
+// (up to 1 MiB, then the oldest lines are dropped and counted) while there is no
+// connection or the send queue is half full, and never ends the connection; chunks
+// are not resent, so a connection that breaks can lose the lines of the chunks in
+// flight. The Report carries only the lines no chunk carried.
+//
 // The data plane (docs/dataplane.md): an assignment with input blobs names its data
 // path. Under DATA_PATH_SHARED (a guest whose host stages) the session acks at once,
 // then waits for the host's staging marker (api/guestabi) under Config.InRoot while

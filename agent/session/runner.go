@@ -26,6 +26,11 @@ func (e runnerExecutor) Types() []TaskType {
 func (e runnerExecutor) Execute(ctx context.Context, t Task) Result {
 	rt := runner.Task{ID: t.ID, Type: t.Type, Payload: t.Payload, Inputs: t.Inputs, Attempt: t.Attempt, Deadline: t.Deadline,
 		OutputDir: t.OutputDir, MaxOutputBytes: t.MaxOutputBytes}
+	if t.OnLog != nil {
+		rt.OnLog = func(l runner.LogLine) {
+			t.OnLog(&agentv1.LogLine{UnixNanos: l.Time.UnixNano(), Level: l.Level, Text: l.Text})
+		}
+	}
 	if len(t.InputFiles) > 0 {
 		rt.InputFiles = make(map[string]runner.InputFile, len(t.InputFiles))
 		for name, f := range t.InputFiles {

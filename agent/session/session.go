@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -56,7 +57,11 @@ type Task struct {
 	// (under DATA_PATH_SHARED: the guest's shares, api/guestabi; under
 	// DATA_PATH_STREAM: Config.DataDir). Both are empty for a task without a data path.
 	InputFiles map[string]InputFile
-	OutputDir  string
+	// OnLog, set by the session before Execute, takes each line the handler logs
+	// while the task runs (it never blocks): the session sends them to the server in
+	// LogChunks. An executor that does not call it returns its lines in Result.Log.
+	OnLog     func(*agentv1.LogLine)
+	OutputDir string
 }
 
 // BlobRef names a content-addressed blob.
@@ -249,6 +254,8 @@ type Session struct {
 	// spare are empty ones kept for the next tasks without input blobs (see dataDir).
 	dataDirs map[string]*dataDir
 	spare    []string
+	// logChunks: the current connection's server takes LogChunks (agentv1.CapLogChunks).
+	logChunks bool
 }
 
 type run struct {
@@ -475,6 +482,7 @@ func (s *Session) connect(ctx context.Context) error {
 	s.out = out
 	s.outCancel = cancel
 	s.conn = client
+	s.logChunks = slices.Contains(regd.GetCapabilities(), agentv1.CapLogChunks)
 	close(s.connReady)
 	for _, r := range s.unacked { // results finished while disconnected
 		out <- &agentv1.AgentMessage{Msg: &agentv1.AgentMessage_Report{Report: r}}
@@ -485,6 +493,7 @@ func (s *Session) connect(ctx context.Context) error {
 		s.out = nil
 		s.outCancel = nil
 		s.conn = nil
+		s.logChunks = false
 		s.connReady = make(chan struct{})
 		s.mu.Unlock()
 	}()
@@ -602,7 +611,10 @@ func (s *Session) execute(ctx context.Context, r *run, t Task) {
 	if err := s.prepare(ctx, &t); err != nil {
 		res = failure(err, agentv1.FailureKind_FAILURE_KIND_INPUT_UNAVAILABLE)
 	} else {
+		ll := s.startLiveLog(t)
+		t.OnLog = ll.add
 		res = s.ex.Execute(ctx, t)
+		res.Log = ll.finish(res.Log)
 		if res.Error == "" {
 			res = s.finish(ctx, t, res)
 		}

@@ -16,6 +16,8 @@ func TestConfigTypos(t *testing.T) {
 		name, yaml, wantForm string
 	}{
 		{"duration word", "server:\n  lease_ttl: banana\n", "want a duration"},
+		{"schedule timeout word", "server:\n  schedule_to_start_timeout: banana\n", "want a duration"},
+		{"negative schedule timeout", "server:\n  schedule_to_start_timeout: -5m\n", "want 0 or more"},
 		{"duration with spaces", "server:\n  lease_ttl: 2 minutes\n", "want a duration"},
 		{"duration without unit", "server:\n  retry_base: 30\n", "want a duration"},
 		{"negative duration", "server:\n  retry_max: -1s\n", "want 0 or more"},

@@ -301,7 +301,8 @@ func runDev(ctx context.Context, app *App, o devOptions) error {
 		HeartbeatInterval: v.GetDuration("server.heartbeat_interval"), LeaseTTL: v.GetDuration("server.lease_ttl"),
 		MaxInlineBytes: v.GetInt("server.max_inline_bytes"), DefaultTimeout: v.GetDuration("server.default_task_timeout"),
 		DefaultMaxAttempts: v.GetInt("server.default_max_attempts"), RetryBase: v.GetDuration("server.retry_base"),
-		RetryMax: v.GetDuration("server.retry_max"), Logger: log.With("side", "server"),
+		ScheduleToStartTimeout: v.GetDuration("server.schedule_to_start_timeout"),
+		RetryMax:               v.GetDuration("server.retry_max"), Logger: log.With("side", "server"),
 	}
 	if v.GetBool("server.dev") { // --dev: an open client API, as paddock server --dev
 		cfg.Dev, cfg.Token, cfg.AgentToken = true, "", ""

@@ -77,8 +77,8 @@ func TestImageCommands(t *testing.T) {
 			t.Errorf("image inspect: testhandler type %+v, want version 1.0.0 and concurrency 4", tt)
 		}
 	}
-	if !slices.Contains(types, "test.echo") || !slices.Contains(types, "test.sleep") || len(types) != 9 {
-		t.Fatalf("image inspect: testhandler serves %v, want its 9 test.* types", types)
+	if !slices.Contains(types, "test.echo") || !slices.Contains(types, "test.sleep") || len(types) != 10 {
+		t.Fatalf("image inspect: testhandler serves %v, want its 10 test.* types", types)
 	}
 	if _, errOut, code = run(t, append([]string{"image", "rm", digest[:8]}, common...)...); code != 0 {
 		t.Fatalf("image rm: exit %d: %s", code, errOut)

@@ -36,6 +36,7 @@ func init() {
 		config.Key{Name: "server.max_inline_bytes", Default: 4 << 20, Usage: "largest payload plus inputs (and outputs) stored inline, in bytes"},
 		config.Key{Name: "server.default_task_timeout", Default: 10 * time.Minute, Usage: "a task's timeout when it gives none"},
 		config.Key{Name: "server.default_max_attempts", Default: 3, Usage: "a task's max attempts when it gives none"},
+		config.Key{Name: "server.schedule_to_start_timeout", Default: time.Duration(0), Usage: "a task's schedule-to-start timeout when it gives none: a task no agent started this long after its submission fails (kind SCHEDULE_TIMEOUT); 0: off"},
 		config.Key{Name: "server.retry_base", Default: time.Second, Usage: "first retry backoff (doubles per attempt, with jitter)"},
 		config.Key{Name: "server.retry_max", Default: 5 * time.Minute, Usage: "longest retry backoff"},
 		config.Key{Name: "server.cluster_listen", Default: "127.0.0.1:7072", Usage: "cluster port of the server: host daemons connect here over mutual TLS (empty: none)", Flag: "cluster-listen", Cmds: []string{"server"}},
@@ -69,7 +70,8 @@ HTTP, plus /metrics and /healthz). Outside dev mode (--dev) clients need server.
 				AgentToken: v.GetString("server.agent_token"), HeartbeatInterval: v.GetDuration("server.heartbeat_interval"),
 				LeaseTTL: v.GetDuration("server.lease_ttl"), MaxInlineBytes: v.GetInt("server.max_inline_bytes"),
 				DefaultTimeout: v.GetDuration("server.default_task_timeout"), DefaultMaxAttempts: v.GetInt("server.default_max_attempts"),
-				RetryBase: v.GetDuration("server.retry_base"), RetryMax: v.GetDuration("server.retry_max"), Logger: app.Log,
+				ScheduleToStartTimeout: v.GetDuration("server.schedule_to_start_timeout"),
+				RetryBase:              v.GetDuration("server.retry_base"), RetryMax: v.GetDuration("server.retry_max"), Logger: app.Log,
 				ReplicaID: v.GetString("server.replica_id"), SyncInterval: v.GetDuration("server.sync_interval"),
 			}
 			if err := cfg.Validate(); err != nil {

@@ -143,7 +143,7 @@ func newTaskSubmitCmd(app *App) *cobra.Command {
 		inlineMax                                     string
 		inline, quiet                                 bool
 		priority, maxAttempts                         int32
-		timeout                                       time.Duration
+		timeout, schedTimeout                         time.Duration
 		cpu, mem                                      int64
 		wait, asJSON                                  bool
 		waitFor                                       time.Duration
@@ -163,7 +163,10 @@ func newTaskSubmitCmd(app *App) *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			spec := &paddockv1.TaskSpec{Type: typ, Payload: []byte(payload), Priority: priority, MaxAttempts: maxAttempts,
-				TimeoutMs: timeout.Milliseconds(), IdempotencyKey: key, Tenant: tenant}
+				TimeoutMs: timeout.Milliseconds(), IdempotencyKey: key, Tenant: tenant, ScheduleToStartTimeoutMs: schedTimeout.Milliseconds()}
+			if schedTimeout < 0 {
+				return usageError{fmt.Errorf("--schedule-timeout %v is negative: give the longest wait for a first start, e.g. 5m (0: the server default)", schedTimeout)}
+			}
 			if payloadFile != "" {
 				if payload != "" {
 					return usageError{errors.New("give --payload or --payload-file, not both")}
@@ -249,6 +252,7 @@ func newTaskSubmitCmd(app *App) *cobra.Command {
 	f.Int32Var(&priority, "priority", 0, "priority -100..100 (higher first)")
 	f.StringVar(&class, "class", "batch", "online or batch")
 	f.DurationVar(&timeout, "timeout", 0, "timeout of one attempt (0: server default)")
+	f.DurationVar(&schedTimeout, "schedule-timeout", 0, "fail the task if no agent starts it within this long after the submit, e.g. 5m (0: the server default, server.schedule_to_start_timeout)")
 	f.Int32Var(&maxAttempts, "max-attempts", 0, "attempts before the task is dead (0: server default)")
 	f.StringVar(&key, "idempotency-key", "", "idempotency key: the same key returns the same task")
 	f.StringVar(&tenant, "tenant", "", "tenant (default \"default\")")

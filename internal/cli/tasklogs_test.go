@@ -3,8 +3,11 @@ package cli
 import (
 	"context"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -87,7 +90,7 @@ func TestSubmitUnservedType(t *testing.T) {
 		t.Fatalf("submit --wait of an unserved type exited 0:\n%s\n%s", out, errOut)
 	}
 	id := firstField(t, errOut, "task ")
-	for _, want := range []string{"no connected agent serves task type \"nobody.serves.this\"", "pool", "still queued"} {
+	for _, want := range []string{"no connected agent and no host pool serves type nobody.serves.this", "pool", "still queued"} {
 		if !strings.Contains(errOut+out, want) {
 			t.Errorf("submit --wait output lacks %q:\nstdout: %s\nstderr: %s", want, out, errOut)
 		}
@@ -165,5 +168,115 @@ func TestTwoAgentsWithoutID(t *testing.T) {
 	out, _ := mustRun(t, "agent", "ls", "--server", ls.URL)
 	if n := strings.Count(out, " connected"); n != 2 || strings.Contains(out, " lost") {
 		t.Fatalf("want 2 connected agents and none lost:\n%s", out)
+	}
+}
+
+// syncBuffer is a strings.Builder safe for a command writing while the test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// TestTaskLogsFollowLive: a real agent runs the real testhandler's test.logwait, which
+// logs a line and then blocks until the test creates a file. `paddock task logs -f`
+// prints that line while the task still runs (the agent sent it in a LogChunk), the API
+// shows it for the running task, and once the task is released -f prints the last line
+// and returns; every line is in the stored log exactly once (the report does not repeat
+// what the chunks carried).
+func TestTaskLogsFollowLive(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: builds binaries and runs a real agent")
+	}
+	ls := serverWithTestAgents(t, 1)
+	release := filepath.Join(t.TempDir(), "release")
+	sub, _ := mustRun(t, "task", "submit", "--server", ls.URL, "--type", "test.logwait", "--payload", release)
+	id := strings.TrimSpace(sub)
+
+	var out, errs syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- Execute(context.Background(), []string{"task", "logs", "--server", ls.URL, "-f", id}, &out, &errs)
+	}()
+
+	tc := paddockv1connect.NewTaskServiceClient(http.DefaultClient, ls.URL)
+	waiting := "INFO  waiting for " + release
+	deadline := time.Now().Add(3 * time.Minute)
+	for !strings.Contains(out.String(), waiting) {
+		select {
+		case code := <-done:
+			t.Fatalf("task logs -f returned (exit %d) before the task ended:\n%s\n%s", code, out.String(), errs.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("task logs -f printed no %q in 3 minutes:\n%s\n%s", waiting, out.String(), errs.String())
+		}
+	}
+	// The handler is blocked until the file exists: the task runs, and the API has the line.
+	g, err := tc.Get(context.Background(), connect.NewRequest(&paddockv1.GetRequest{Id: id}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := g.Msg.GetTask().GetState(); st != paddockv1.State_STATE_RUNNING && st != paddockv1.State_STATE_LEASED {
+		t.Fatalf("task is %v while its handler waits; want running", st)
+	}
+	r, err := tc.Logs(context.Background(), connect.NewRequest(&paddockv1.LogsRequest{Id: id}))
+	if err != nil || len(r.Msg.GetAttempts()) != 1 || r.Msg.GetState() == paddockv1.State_STATE_SUCCEEDED {
+		t.Fatalf("Logs of the running task = %v, %v; want its running attempt", r, err)
+	}
+
+	if err := os.WriteFile(release, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("task logs -f exited %d:\n%s", code, errs.String())
+		}
+	case <-time.After(3 * time.Minute):
+		t.Fatalf("task logs -f still following 3 minutes after the release:\n%s", out.String())
+	}
+	got := out.String()
+	if strings.Count(got, "waiting for "+release) != 1 || strings.Count(got, "INFO  released") != 1 || strings.Count(got, "== attempt 1 ==") != 1 {
+		t.Errorf("task logs -f printed (want the header, the waiting line and the released line once each):\n%s", got)
+	}
+	r, err = tc.Logs(context.Background(), connect.NewRequest(&paddockv1.LogsRequest{Id: id}))
+	if err != nil || len(r.Msg.GetAttempts()) != 1 {
+		t.Fatalf("Logs = %v, %v", r, err)
+	}
+	var texts []string
+	for _, l := range r.Msg.GetAttempts()[0].GetLines() {
+		texts = append(texts, l.GetText())
+	}
+	if len(texts) != 2 || texts[0] != "waiting for "+release || texts[1] != "released" {
+		t.Errorf("stored log = %q; want the two lines once each, in order", texts)
+	}
+}
+
+// TestSubmitScheduleTimeoutFlag: --schedule-timeout refuses a value that is not a
+// duration or is negative, naming the flag; a served task's submit then carries it.
+func TestSubmitScheduleTimeoutFlag(t *testing.T) {
+	for _, v := range []string{"banana", "-5s"} {
+		_, errOut, code := run(t, "task", "submit", "--server", "http://127.0.0.1:1", "--type", "x", "--schedule-timeout", v)
+		if code == 0 || !strings.Contains(errOut, "--schedule-timeout") {
+			t.Errorf("--schedule-timeout %s: exit %d, stderr %q; want an error naming the flag", v, code, errOut)
+		}
+	}
+	_, _, ls := testServer(t)
+	out, _ := mustRun(t, "task", "submit", "--server", ls.URL, "--type", "nobody.serves.this", "--schedule-timeout", "90s")
+	get, _ := mustRun(t, "task", "get", "--server", ls.URL, "--json", strings.TrimSpace(out))
+	if !strings.Contains(strings.Join(strings.Fields(get), ""), `"scheduleToStartTimeoutMs":"90000"`) {
+		t.Errorf("task get --json of a task submitted with --schedule-timeout 90s:\n%s", get)
 	}
 }

@@ -58,6 +58,11 @@ type Task struct {
 	// MaxOutputBytes bounds the sum of the output files' sizes (Assign.max_output_bytes);
 	// 0: no limit. Inline outputs stay bounded by Config.MaxOutputBytes.
 	MaxOutputBytes int64
+	// OnLog, when set, receives each line the handler logs during the call as it
+	// arrives (long lines cut as in Result.Logs), instead of Result.Logs, which then
+	// stays empty. It is called from the goroutine reading the handler's output: it
+	// must not block. It is not called after Execute returned.
+	OnLog func(LogLine)
 }
 
 // InputFile is one input handed to the handler as a file.
@@ -296,7 +301,7 @@ func (r *Runner) execute(ctx context.Context, t Task) (res Result) {
 		return fail(ReasonUnavailable, true, "handler %q: %v", h.spec.Name, err)
 	}
 	callID := newID()
-	cl := h.tap.begin(t.ID, callID)
+	cl := h.tap.begin(t.ID, callID, t.OnLog)
 	defer func() { res.Logs = h.tap.end(t.ID, cl) }()
 	req := &handlerpb.HandleRequest{
 		CallId: callID, Type: t.Type, Payload: t.Payload, Inputs: t.Inputs,

@@ -102,7 +102,7 @@ func TestTypesAndEcho(t *testing.T) {
 			t.Errorf("type %+v: want version 1.0.0, concurrency 4, handler testhandler", tt)
 		}
 	}
-	if got, want := strings.Join(names, ","), "test.big,test.crash,test.echo,test.fail,test.flaky,test.hang,test.log,test.panic,test.sleep"; got != want {
+	if got, want := strings.Join(names, ","), "test.big,test.crash,test.echo,test.fail,test.flaky,test.hang,test.log,test.logwait,test.panic,test.sleep"; got != want {
 		t.Fatalf("Types = %s, want %s", got, want)
 	}
 	res := r.Execute(context.Background(), runner.Task{ID: "t1", Type: "test.echo", Payload: []byte("hello")})

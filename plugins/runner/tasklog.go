@@ -56,9 +56,11 @@ type callLog struct {
 	callID string
 	ended  chan struct{} // closed when the SDK's end-of-call line arrived
 	once   sync.Once
+	live   func(LogLine) // Task.OnLog: takes the lines instead of lines below; nil: none
 
 	// mu guards the fields below.
 	mu      sync.Mutex
+	over    bool // end returned: live is not called any more
 	lines   []LogLine
 	bytes   int
 	dropped int
@@ -71,8 +73,9 @@ func newLogTap(plugin string, maxBytes int) *logTap {
 }
 
 // begin starts collecting the lines of a call of task taskID.
-func (t *logTap) begin(taskID, callID string) *callLog {
-	c := &callLog{callID: callID, ended: make(chan struct{}), max: t.maxBytes}
+// live, when not nil, takes each line instead of the call's log (Task.OnLog).
+func (t *logTap) begin(taskID, callID string, live func(LogLine)) *callLog {
+	c := &callLog{callID: callID, ended: make(chan struct{}), max: t.maxBytes, live: live}
 	t.mu.Lock()
 	t.calls[taskID] = c
 	t.mu.Unlock()
@@ -88,6 +91,7 @@ func (t *logTap) end(taskID string, c *callLog) TaskLog {
 	t.mu.Unlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.over = true
 	return TaskLog{Lines: c.lines, DroppedLines: c.dropped, DroppedBytes: c.dropB}
 }
 
@@ -108,6 +112,12 @@ func (c *callLog) add(l LogLine) {
 	n := len(l.Text) + 32
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.live != nil {
+		if !c.over {
+			c.live(l)
+		}
+		return
+	}
 	c.lines = append(c.lines, l)
 	c.bytes += n
 	for c.bytes > c.max && len(c.lines) > 1 {

@@ -127,3 +127,37 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+// TestOnLogTakesLines: with Task.OnLog set, the handler's lines go to it as they
+// arrive (the same lines Result.Logs would hold) and Result.Logs stays empty, so the
+// agent's report does not carry them twice; after Execute returns OnLog is not called.
+func TestOnLogTakesLines(t *testing.T) {
+	r := newRunner(t, nil)
+	var mu sync.Mutex
+	var got []string
+	returned := false
+	res := r.Execute(context.Background(), runner.Task{ID: "live", Type: "test.log", Payload: []byte("beta"), Attempt: 1,
+		OnLog: func(l runner.LogLine) {
+			mu.Lock()
+			defer mu.Unlock()
+			if returned {
+				t.Errorf("OnLog called after Execute returned: %+v", l)
+			}
+			got = append(got, l.Level+" "+l.Text)
+		}})
+	mu.Lock()
+	returned = true
+	lines := append([]string(nil), got...)
+	mu.Unlock()
+	if !res.OK() {
+		t.Fatalf("test.log: %+v", res)
+	}
+	if len(res.Logs.Lines) != 0 || res.Logs.DroppedLines != 0 {
+		t.Errorf("Result.Logs = %+v; want empty with OnLog set", res.Logs)
+	}
+	for _, want := range []string{"info early logger with ctx tag=beta", "warn late logger with ctx tag=beta", "error plain slog logger tag=beta"} {
+		if !contains(lines, want) {
+			t.Errorf("OnLog got no %q; got:\n%s", want, strings.Join(lines, "\n"))
+		}
+	}
+}

@@ -541,6 +541,37 @@ func TestConsole(t *testing.T) {
 	b.do(t, "download the large output", chromedp.Click(chromedp.CSS(`#output button.download`)))
 	b.downloaded(t, "output-"+big, bytes.Repeat([]byte("x"), 200000))
 
+	// Logs: a running task's log line appears and the page follows it live; a line that
+	// looks like HTML is shown as text, never run. test.logwait logs "waiting for
+	// <payload>" and blocks until that file exists.
+	release := filepath.Join(t.TempDir(), `<img src=x onerror="window.__pwned=1">`)
+	logwait := e.submit(t, "test.logwait", release)
+	b.do(t, "show a running task's log line",
+		goTo("#/task/"+logwait),
+		poll(`(document.querySelector("#logs pre.log") || {textContent: ""}).textContent.includes("waiting for")`))
+	if st := e.get(t, logwait).GetState(); st != paddockv1.State_STATE_RUNNING && st != paddockv1.State_STATE_LEASED {
+		t.Fatalf("test.logwait is %v while its handler waits; want running", st)
+	}
+	if got := b.text(t, "#logs pre.log"); !strings.Contains(got, "INFO  waiting for "+release) {
+		t.Errorf("log shown %q; want the line with its HTML-looking text as text", got)
+	}
+	if got := b.text(t, "#logs"); strings.Contains(got, "null") || strings.Contains(got, "undefined") {
+		t.Errorf("logs section shows %q", got)
+	}
+	if n := eval[int](t, b, `document.querySelectorAll("#logs img, #logs script").length`); n != 0 {
+		t.Errorf("the log line's HTML became %d elements", n)
+	}
+	if pwned := eval[bool](t, b, `window.__pwned === 1`); pwned {
+		t.Error("the log line's HTML ran")
+	}
+	b.screenshot(t, dir, "08-task-live-log")
+	if err := os.WriteFile(release, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b.do(t, "follow the log to the task's end",
+		poll(`(document.querySelector("#logs pre.log") || {textContent: ""}).textContent.includes("released")`),
+		poll(`document.querySelector("#task-state").textContent.toLowerCase().includes("succeeded")`))
+
 	// An input blob is listed and downloads (GET /v1/blobs with the bearer token).
 	data := []byte("an input blob of the console test\n")
 	digest := e.putBlob(t, data)
@@ -564,7 +595,7 @@ func TestConsole(t *testing.T) {
 	b.do(t, "open a task that does not exist",
 		goTo("#/task/no-such-task"),
 		visible("#not-found"))
-	b.screenshot(t, dir, "08-task-not-found")
+	b.screenshot(t, dir, "09-task-not-found")
 
 	// Charts of the last hour.
 	b.do(t, "charts",
@@ -575,7 +606,7 @@ func TestConsole(t *testing.T) {
 	if lines := eval[int](t, b, `document.querySelectorAll(".chart polyline").length`); lines != 7 {
 		t.Errorf("charts draw %d series, want 7", lines)
 	}
-	b.screenshot(t, dir, "09-charts")
+	b.screenshot(t, dir, "10-charts")
 
 	if errs := b.consoleErrors(); len(errs) > 0 {
 		t.Errorf("the console logged errors:\n%s", strings.Join(errs, "\n"))

@@ -11,7 +11,10 @@
 //   - #/tasks: the task list with filters (state, type, tenant), updated live from the feed;
 //   - #/task/<id>: one task: why it is still queued (TaskService.Explain), its spec,
 //     attempts with errors and usage, inputs, output (shown inline when short and text,
-//     otherwise offered as a download), outputs and blobs (downloads), Cancel and Retry;
+//     otherwise offered as a download), outputs and blobs (downloads), Cancel and Retry,
+//     and the handler's log of each attempt (TaskService.Logs), following a running
+//     task live: the feed's "log" event says new lines arrived, and the page reads
+//     them at most every 250 ms (lines are put in the page as text, never as HTML);
 //   - #/charts: throughput, queue depth and submit-to-start latency over the last hour
 //     (ClusterService.History: 10 s samples kept by the server), drawn as inline SVG.
 //
@@ -27,7 +30,9 @@
 //
 // The feed (/ui/events) is server-sent events: "event: task" with the task as the JSON
 // API's List shows it, on every change the server makes (a submit, a lease, an ack, a
-// report, an expiry, a cancel); a comment every FeedKeepalive; "event: resync" and the
+// report, an expiry, a cancel); "event: log" with {"id", "attempt"} when lines of a
+// task's attempt were stored (an agent's LogChunk, or a report; the lines themselves
+// never travel on the feed); a comment every FeedKeepalive; "event: resync" and the
 // end of the stream when the subscriber fell too far behind or the server stops (the
 // page reloads its list and reconnects). Views other than the task list refresh on a
 // timer only while shown (the overview every 5 s, the charts every 10 s, a queued

@@ -7,19 +7,20 @@ type Event string
 
 // The events.
 const (
-	EvLease         Event = "lease"          // the dispatcher assigned it to an agent
-	EvStart         Event = "start"          // the agent acknowledged the assignment
-	EvRefuse        Event = "refuse"         // the agent refused the assignment
-	EvSucceed       Event = "succeed"        // the agent reported success
-	EvFailFatal     Event = "fail_fatal"     // the agent reported a failure a retry cannot help
-	EvFailRetryable Event = "fail_retryable" // the agent reported a failure a retry may help
-	EvExpire        Event = "expire"         // the lease ran out (agent lost, task hung)
-	EvCancel        Event = "cancel"         // a client asked to cancel it
-	EvCancelled     Event = "cancelled"      // the agent reported it stopped the task after a cancel
+	EvLease           Event = "lease"            // the dispatcher assigned it to an agent
+	EvStart           Event = "start"            // the agent acknowledged the assignment
+	EvRefuse          Event = "refuse"           // the agent refused the assignment
+	EvSucceed         Event = "succeed"          // the agent reported success
+	EvFailFatal       Event = "fail_fatal"       // the agent reported a failure a retry cannot help
+	EvFailRetryable   Event = "fail_retryable"   // the agent reported a failure a retry may help
+	EvExpire          Event = "expire"           // the lease ran out (agent lost, task hung)
+	EvCancel          Event = "cancel"           // a client asked to cancel it
+	EvCancelled       Event = "cancelled"        // the agent reported it stopped the task after a cancel
+	EvScheduleTimeout Event = "schedule_timeout" // no agent started it within its schedule-to-start timeout
 )
 
 // Events lists every event.
-var Events = []Event{EvLease, EvStart, EvRefuse, EvSucceed, EvFailFatal, EvFailRetryable, EvExpire, EvCancel, EvCancelled}
+var Events = []Event{EvLease, EvStart, EvRefuse, EvSucceed, EvFailFatal, EvFailRetryable, EvExpire, EvCancel, EvCancelled, EvScheduleTimeout}
 
 // retry is the pseudo-state of a transition that goes back to Queued while attempts
 // remain and to Dead once they are used up (or Cancelled if a cancel was requested).
@@ -30,8 +31,9 @@ const retry State = "retry"
 // row: nothing leaves them.
 var transitions = map[State]map[Event]State{
 	Queued: {
-		EvLease:  Leased,
-		EvCancel: Cancelled,
+		EvLease:           Leased,
+		EvCancel:          Cancelled,
+		EvScheduleTimeout: Failed,
 	},
 	Leased: {
 		EvStart:         Running,

@@ -40,6 +40,9 @@ type Store interface {
 	Renew(ctx context.Context, agentID string, leases []LeaseRef, expires time.Time) (int, error)
 	// Expired returns up to limit Leased or Running tasks whose lease expired before now.
 	Expired(ctx context.Context, now time.Time, limit int) ([]Task, error)
+	// ScheduleExpired returns up to limit Queued tasks never started (Attempt 0) whose
+	// ScheduleDeadline is set and not after now (payloads omitted).
+	ScheduleExpired(ctx context.Context, now time.Time, limit int) ([]Task, error)
 	// Live returns every Leased or Running task (payloads omitted): the server reloads
 	// them at start to rebuild its view of the agents' work.
 	Live(ctx context.Context) ([]Task, error)

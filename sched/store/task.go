@@ -78,6 +78,9 @@ type Task struct {
 	MaxAttempts    int
 	IdempotencyKey string // "" : none
 	Tenant         string
+	// ScheduleDeadline is when a task still queued and never started ends FAILED with
+	// kind ScheduleTimeout (its creation plus its schedule-to-start timeout); zero: never.
+	ScheduleDeadline time.Time
 
 	State           State
 	Attempt         int    // number of the current or last attempt; 0 before the first
@@ -129,11 +132,12 @@ const (
 	LeaseExpired       FailureKind = "lease_expired"       // the lease ended without a report
 	GuestGone          FailureKind = "guest_gone"          // the guest running it was destroyed or died
 	Refused            FailureKind = "refused"             // the agent refused the assignment
+	ScheduleTimeout    FailureKind = "schedule_timeout"    // no agent started it within its schedule-to-start timeout
 )
 
 // FailureKinds lists every kind but NoFailure.
 var FailureKinds = []FailureKind{HandlerError, Crashed, Timeout, Panic, OutputTooLarge, BadOutput, HandlerUnavailable,
-	InputUnavailable, OutputTransfer, CancelledRun, LeaseExpired, GuestGone, Refused}
+	InputUnavailable, OutputTransfer, CancelledRun, LeaseExpired, GuestGone, Refused, ScheduleTimeout}
 
 // Attempt is one run of a task: one lease.
 type Attempt struct {

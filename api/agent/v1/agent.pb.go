@@ -878,6 +878,7 @@ type AgentMessage struct {
 	//	*AgentMessage_Heartbeat
 	//	*AgentMessage_Ack
 	//	*AgentMessage_Report
+	//	*AgentMessage_LogChunk
 	Msg           isAgentMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -956,6 +957,15 @@ func (x *AgentMessage) GetReport() *Report {
 	return nil
 }
 
+func (x *AgentMessage) GetLogChunk() *LogChunk {
+	if x != nil {
+		if x, ok := x.Msg.(*AgentMessage_LogChunk); ok {
+			return x.LogChunk
+		}
+	}
+	return nil
+}
+
 type isAgentMessage_Msg interface {
 	isAgentMessage_Msg()
 }
@@ -980,6 +990,12 @@ type AgentMessage_Report struct {
 	Report *Report `protobuf:"bytes,4,opt,name=report,proto3,oneof"`
 }
 
+type AgentMessage_LogChunk struct {
+	// log_chunk carries lines a running task's handler logged since the last chunk
+	// (only to a server whose Registered lists the "log-chunks" capability).
+	LogChunk *LogChunk `protobuf:"bytes,5,opt,name=log_chunk,json=logChunk,proto3,oneof"`
+}
+
 func (*AgentMessage_Register) isAgentMessage_Msg() {}
 
 func (*AgentMessage_Heartbeat) isAgentMessage_Msg() {}
@@ -987,6 +1003,8 @@ func (*AgentMessage_Heartbeat) isAgentMessage_Msg() {}
 func (*AgentMessage_Ack) isAgentMessage_Msg() {}
 
 func (*AgentMessage_Report) isAgentMessage_Msg() {}
+
+func (*AgentMessage_LogChunk) isAgentMessage_Msg() {}
 
 // ServerMessage is one message from the server.
 type ServerMessage struct {
@@ -1601,6 +1619,9 @@ type Registered struct {
 	LeaseTtlMs int64 `protobuf:"varint,3,opt,name=lease_ttl_ms,json=leaseTtlMs,proto3" json:"lease_ttl_ms,omitempty"`
 	// server_version is the Paddock version of the server.
 	ServerVersion string `protobuf:"bytes,4,opt,name=server_version,json=serverVersion,proto3" json:"server_version,omitempty"`
+	// capabilities are the session features the server supports: "log-chunks" (it
+	// accepts LogChunk messages; an agent sends none to a server that does not list it).
+	Capabilities  []string `protobuf:"bytes,5,rep,name=capabilities,proto3" json:"capabilities,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1661,6 +1682,13 @@ func (x *Registered) GetServerVersion() string {
 		return x.ServerVersion
 	}
 	return ""
+}
+
+func (x *Registered) GetCapabilities() []string {
+	if x != nil {
+		return x.Capabilities
+	}
+	return nil
 }
 
 // Heartbeat keeps the session alive and renews the leases of the running tasks.
@@ -2355,6 +2383,84 @@ func (x *TaskLog) GetDroppedBytes() uint64 {
 	return 0
 }
 
+// LogChunk is a batch of lines a running task's handler logged, sent while it runs
+// (every 250 ms or 32 KiB, whichever comes first). The server appends them to the
+// attempt's stored log; the task's Report carries only the lines no chunk carried.
+// The server ignores a chunk whose lease this agent does not hold (lease id and secret
+// checked as for a Report).
+type LogChunk struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// task_id is the task's id.
+	TaskId string `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	// lease_id is the fencing token of the assignment the task runs under.
+	LeaseId uint64 `protobuf:"varint,2,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
+	// lease_secret is the Assign's lease_secret.
+	LeaseSecret string `protobuf:"bytes,3,opt,name=lease_secret,json=leaseSecret,proto3" json:"lease_secret,omitempty"`
+	// log holds the lines, oldest first; its dropped_* count the lines the agent
+	// dropped since the last chunk (it could not send them in time).
+	Log           *TaskLog `protobuf:"bytes,4,opt,name=log,proto3" json:"log,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogChunk) Reset() {
+	*x = LogChunk{}
+	mi := &file_api_agent_v1_agent_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogChunk) ProtoMessage() {}
+
+func (x *LogChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_api_agent_v1_agent_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogChunk.ProtoReflect.Descriptor instead.
+func (*LogChunk) Descriptor() ([]byte, []int) {
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *LogChunk) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *LogChunk) GetLeaseId() uint64 {
+	if x != nil {
+		return x.LeaseId
+	}
+	return 0
+}
+
+func (x *LogChunk) GetLeaseSecret() string {
+	if x != nil {
+		return x.LeaseSecret
+	}
+	return ""
+}
+
+func (x *LogChunk) GetLog() *TaskLog {
+	if x != nil {
+		return x.Log
+	}
+	return nil
+}
+
 // LogLine is one line a handler logged.
 type LogLine struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2371,7 +2477,7 @@ type LogLine struct {
 
 func (x *LogLine) Reset() {
 	*x = LogLine{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[24]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2383,7 +2489,7 @@ func (x *LogLine) String() string {
 func (*LogLine) ProtoMessage() {}
 
 func (x *LogLine) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[24]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2396,7 +2502,7 @@ func (x *LogLine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogLine.ProtoReflect.Descriptor instead.
 func (*LogLine) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{24}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *LogLine) GetUnixNanos() int64 {
@@ -2437,7 +2543,7 @@ type ReportAck struct {
 
 func (x *ReportAck) Reset() {
 	*x = ReportAck{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[25]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2449,7 +2555,7 @@ func (x *ReportAck) String() string {
 func (*ReportAck) ProtoMessage() {}
 
 func (x *ReportAck) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[25]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2462,7 +2568,7 @@ func (x *ReportAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportAck.ProtoReflect.Descriptor instead.
 func (*ReportAck) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{25}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ReportAck) GetTaskId() string {
@@ -2512,7 +2618,7 @@ type Cancel struct {
 
 func (x *Cancel) Reset() {
 	*x = Cancel{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[26]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2524,7 +2630,7 @@ func (x *Cancel) String() string {
 func (*Cancel) ProtoMessage() {}
 
 func (x *Cancel) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[26]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2537,7 +2643,7 @@ func (x *Cancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cancel.ProtoReflect.Descriptor instead.
 func (*Cancel) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{26}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Cancel) GetTaskId() string {
@@ -2604,12 +2710,13 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\x10DescribeResponse\x12%\n" +
 	"\x0eserver_version\x18\x01 \x01(\tR\rserverVersion\x12)\n" +
 	"\x10protocol_version\x18\x02 \x01(\rR\x0fprotocolVersion\x12\"\n" +
-	"\fcapabilities\x18\x03 \x03(\tR\fcapabilities\"\xeb\x01\n" +
+	"\fcapabilities\x18\x03 \x03(\tR\fcapabilities\"\xa6\x02\n" +
 	"\fAgentMessage\x128\n" +
 	"\bregister\x18\x01 \x01(\v2\x1a.paddock.agent.v1.RegisterH\x00R\bregister\x12;\n" +
 	"\theartbeat\x18\x02 \x01(\v2\x1b.paddock.agent.v1.HeartbeatH\x00R\theartbeat\x12)\n" +
 	"\x03ack\x18\x03 \x01(\v2\x15.paddock.agent.v1.AckH\x00R\x03ack\x122\n" +
-	"\x06report\x18\x04 \x01(\v2\x18.paddock.agent.v1.ReportH\x00R\x06reportB\x05\n" +
+	"\x06report\x18\x04 \x01(\v2\x18.paddock.agent.v1.ReportH\x00R\x06report\x129\n" +
+	"\tlog_chunk\x18\x05 \x01(\v2\x1a.paddock.agent.v1.LogChunkH\x00R\blogChunkB\x05\n" +
 	"\x03msg\"\xc0\x02\n" +
 	"\rServerMessage\x12>\n" +
 	"\n" +
@@ -2661,7 +2768,7 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\x04load\x18\a \x01(\v2\x16.paddock.agent.v1.LoadR\x04load\x127\n" +
 	"\arunning\x18\b \x03(\v2\x1d.paddock.agent.v1.RunningTaskR\arunning\x12\x1f\n" +
 	"\vtotal_slots\x18\t \x01(\rR\n" +
-	"totalSlots\"\xa8\x01\n" +
+	"totalSlots\"\xcc\x01\n" +
 	"\n" +
 	"Registered\x12\x1d\n" +
 	"\n" +
@@ -2669,7 +2776,8 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\x15heartbeat_interval_ms\x18\x02 \x01(\x03R\x13heartbeatIntervalMs\x12 \n" +
 	"\flease_ttl_ms\x18\x03 \x01(\x03R\n" +
 	"leaseTtlMs\x12%\n" +
-	"\x0eserver_version\x18\x04 \x01(\tR\rserverVersion\"\xa2\x01\n" +
+	"\x0eserver_version\x18\x04 \x01(\tR\rserverVersion\x12\"\n" +
+	"\fcapabilities\x18\x05 \x03(\tR\fcapabilities\"\xa2\x01\n" +
 	"\tHeartbeat\x12*\n" +
 	"\x04load\x18\x01 \x01(\v2\x16.paddock.agent.v1.LoadR\x04load\x127\n" +
 	"\arunning\x18\x02 \x03(\v2\x1d.paddock.agent.v1.RunningTaskR\arunning\x120\n" +
@@ -2734,7 +2842,12 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\aTaskLog\x12/\n" +
 	"\x05lines\x18\x01 \x03(\v2\x19.paddock.agent.v1.LogLineR\x05lines\x12#\n" +
 	"\rdropped_lines\x18\x02 \x01(\x04R\fdroppedLines\x12#\n" +
-	"\rdropped_bytes\x18\x03 \x01(\x04R\fdroppedBytes\"R\n" +
+	"\rdropped_bytes\x18\x03 \x01(\x04R\fdroppedBytes\"\x8e\x01\n" +
+	"\bLogChunk\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x19\n" +
+	"\blease_id\x18\x02 \x01(\x04R\aleaseId\x12!\n" +
+	"\flease_secret\x18\x03 \x01(\tR\vleaseSecret\x12+\n" +
+	"\x03log\x18\x04 \x01(\v2\x19.paddock.agent.v1.TaskLogR\x03log\"R\n" +
 	"\aLogLine\x12\x1d\n" +
 	"\n" +
 	"unix_nanos\x18\x01 \x01(\x03R\tunixNanos\x12\x14\n" +
@@ -2804,7 +2917,7 @@ func file_api_agent_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_api_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_api_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_api_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_api_agent_v1_agent_proto_goTypes = []any{
 	(DataPath)(0),             // 0: paddock.agent.v1.DataPath
 	(Status)(0),               // 1: paddock.agent.v1.Status
@@ -2835,14 +2948,15 @@ var file_api_agent_v1_agent_proto_goTypes = []any{
 	(*Usage)(nil),             // 26: paddock.agent.v1.Usage
 	(*Report)(nil),            // 27: paddock.agent.v1.Report
 	(*TaskLog)(nil),           // 28: paddock.agent.v1.TaskLog
-	(*LogLine)(nil),           // 29: paddock.agent.v1.LogLine
-	(*ReportAck)(nil),         // 30: paddock.agent.v1.ReportAck
-	(*Cancel)(nil),            // 31: paddock.agent.v1.Cancel
-	nil,                       // 32: paddock.agent.v1.Capacity.LabelsEntry
-	nil,                       // 33: paddock.agent.v1.Assign.InputsEntry
-	nil,                       // 34: paddock.agent.v1.Assign.InputBlobsEntry
-	nil,                       // 35: paddock.agent.v1.Report.OutputsEntry
-	nil,                       // 36: paddock.agent.v1.Report.OutputBlobsEntry
+	(*LogChunk)(nil),          // 29: paddock.agent.v1.LogChunk
+	(*LogLine)(nil),           // 30: paddock.agent.v1.LogLine
+	(*ReportAck)(nil),         // 31: paddock.agent.v1.ReportAck
+	(*Cancel)(nil),            // 32: paddock.agent.v1.Cancel
+	nil,                       // 33: paddock.agent.v1.Capacity.LabelsEntry
+	nil,                       // 34: paddock.agent.v1.Assign.InputsEntry
+	nil,                       // 35: paddock.agent.v1.Assign.InputBlobsEntry
+	nil,                       // 36: paddock.agent.v1.Report.OutputsEntry
+	nil,                       // 37: paddock.agent.v1.Report.OutputBlobsEntry
 }
 var file_api_agent_v1_agent_proto_depIdxs = []int32{
 	8,  // 0: paddock.agent.v1.WriteBlobRequest.header:type_name -> paddock.agent.v1.WriteBlobHeader
@@ -2850,47 +2964,49 @@ var file_api_agent_v1_agent_proto_depIdxs = []int32{
 	21, // 2: paddock.agent.v1.AgentMessage.heartbeat:type_name -> paddock.agent.v1.Heartbeat
 	25, // 3: paddock.agent.v1.AgentMessage.ack:type_name -> paddock.agent.v1.Ack
 	27, // 4: paddock.agent.v1.AgentMessage.report:type_name -> paddock.agent.v1.Report
-	20, // 5: paddock.agent.v1.ServerMessage.registered:type_name -> paddock.agent.v1.Registered
-	24, // 6: paddock.agent.v1.ServerMessage.assign:type_name -> paddock.agent.v1.Assign
-	31, // 7: paddock.agent.v1.ServerMessage.cancel:type_name -> paddock.agent.v1.Cancel
-	30, // 8: paddock.agent.v1.ServerMessage.report_ack:type_name -> paddock.agent.v1.ReportAck
-	22, // 9: paddock.agent.v1.ServerMessage.queue_status:type_name -> paddock.agent.v1.QueueStatus
-	32, // 10: paddock.agent.v1.Capacity.labels:type_name -> paddock.agent.v1.Capacity.LabelsEntry
-	15, // 11: paddock.agent.v1.Register.types:type_name -> paddock.agent.v1.TaskType
-	16, // 12: paddock.agent.v1.Register.capacity:type_name -> paddock.agent.v1.Capacity
-	17, // 13: paddock.agent.v1.Register.load:type_name -> paddock.agent.v1.Load
-	18, // 14: paddock.agent.v1.Register.running:type_name -> paddock.agent.v1.RunningTask
-	17, // 15: paddock.agent.v1.Heartbeat.load:type_name -> paddock.agent.v1.Load
-	18, // 16: paddock.agent.v1.Heartbeat.running:type_name -> paddock.agent.v1.RunningTask
-	15, // 17: paddock.agent.v1.Heartbeat.types:type_name -> paddock.agent.v1.TaskType
-	23, // 18: paddock.agent.v1.QueueStatus.types:type_name -> paddock.agent.v1.TypeQueue
-	33, // 19: paddock.agent.v1.Assign.inputs:type_name -> paddock.agent.v1.Assign.InputsEntry
-	34, // 20: paddock.agent.v1.Assign.input_blobs:type_name -> paddock.agent.v1.Assign.InputBlobsEntry
-	0,  // 21: paddock.agent.v1.Assign.data_path:type_name -> paddock.agent.v1.DataPath
-	1,  // 22: paddock.agent.v1.Report.status:type_name -> paddock.agent.v1.Status
-	26, // 23: paddock.agent.v1.Report.usage:type_name -> paddock.agent.v1.Usage
-	35, // 24: paddock.agent.v1.Report.outputs:type_name -> paddock.agent.v1.Report.OutputsEntry
-	36, // 25: paddock.agent.v1.Report.output_blobs:type_name -> paddock.agent.v1.Report.OutputBlobsEntry
-	2,  // 26: paddock.agent.v1.Report.failure_kind:type_name -> paddock.agent.v1.FailureKind
-	28, // 27: paddock.agent.v1.Report.log:type_name -> paddock.agent.v1.TaskLog
-	29, // 28: paddock.agent.v1.TaskLog.lines:type_name -> paddock.agent.v1.LogLine
-	3,  // 29: paddock.agent.v1.ReportAck.outcome:type_name -> paddock.agent.v1.ReportOutcome
-	4,  // 30: paddock.agent.v1.Cancel.kind:type_name -> paddock.agent.v1.CancelKind
-	10, // 31: paddock.agent.v1.Assign.InputBlobsEntry.value:type_name -> paddock.agent.v1.BlobRef
-	10, // 32: paddock.agent.v1.Report.OutputBlobsEntry.value:type_name -> paddock.agent.v1.BlobRef
-	11, // 33: paddock.agent.v1.AgentService.Describe:input_type -> paddock.agent.v1.DescribeRequest
-	13, // 34: paddock.agent.v1.AgentService.Session:input_type -> paddock.agent.v1.AgentMessage
-	5,  // 35: paddock.agent.v1.AgentService.ReadBlob:input_type -> paddock.agent.v1.ReadBlobRequest
-	7,  // 36: paddock.agent.v1.AgentService.WriteBlob:input_type -> paddock.agent.v1.WriteBlobRequest
-	12, // 37: paddock.agent.v1.AgentService.Describe:output_type -> paddock.agent.v1.DescribeResponse
-	14, // 38: paddock.agent.v1.AgentService.Session:output_type -> paddock.agent.v1.ServerMessage
-	6,  // 39: paddock.agent.v1.AgentService.ReadBlob:output_type -> paddock.agent.v1.BlobChunk
-	9,  // 40: paddock.agent.v1.AgentService.WriteBlob:output_type -> paddock.agent.v1.WriteBlobResponse
-	37, // [37:41] is the sub-list for method output_type
-	33, // [33:37] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	29, // 5: paddock.agent.v1.AgentMessage.log_chunk:type_name -> paddock.agent.v1.LogChunk
+	20, // 6: paddock.agent.v1.ServerMessage.registered:type_name -> paddock.agent.v1.Registered
+	24, // 7: paddock.agent.v1.ServerMessage.assign:type_name -> paddock.agent.v1.Assign
+	32, // 8: paddock.agent.v1.ServerMessage.cancel:type_name -> paddock.agent.v1.Cancel
+	31, // 9: paddock.agent.v1.ServerMessage.report_ack:type_name -> paddock.agent.v1.ReportAck
+	22, // 10: paddock.agent.v1.ServerMessage.queue_status:type_name -> paddock.agent.v1.QueueStatus
+	33, // 11: paddock.agent.v1.Capacity.labels:type_name -> paddock.agent.v1.Capacity.LabelsEntry
+	15, // 12: paddock.agent.v1.Register.types:type_name -> paddock.agent.v1.TaskType
+	16, // 13: paddock.agent.v1.Register.capacity:type_name -> paddock.agent.v1.Capacity
+	17, // 14: paddock.agent.v1.Register.load:type_name -> paddock.agent.v1.Load
+	18, // 15: paddock.agent.v1.Register.running:type_name -> paddock.agent.v1.RunningTask
+	17, // 16: paddock.agent.v1.Heartbeat.load:type_name -> paddock.agent.v1.Load
+	18, // 17: paddock.agent.v1.Heartbeat.running:type_name -> paddock.agent.v1.RunningTask
+	15, // 18: paddock.agent.v1.Heartbeat.types:type_name -> paddock.agent.v1.TaskType
+	23, // 19: paddock.agent.v1.QueueStatus.types:type_name -> paddock.agent.v1.TypeQueue
+	34, // 20: paddock.agent.v1.Assign.inputs:type_name -> paddock.agent.v1.Assign.InputsEntry
+	35, // 21: paddock.agent.v1.Assign.input_blobs:type_name -> paddock.agent.v1.Assign.InputBlobsEntry
+	0,  // 22: paddock.agent.v1.Assign.data_path:type_name -> paddock.agent.v1.DataPath
+	1,  // 23: paddock.agent.v1.Report.status:type_name -> paddock.agent.v1.Status
+	26, // 24: paddock.agent.v1.Report.usage:type_name -> paddock.agent.v1.Usage
+	36, // 25: paddock.agent.v1.Report.outputs:type_name -> paddock.agent.v1.Report.OutputsEntry
+	37, // 26: paddock.agent.v1.Report.output_blobs:type_name -> paddock.agent.v1.Report.OutputBlobsEntry
+	2,  // 27: paddock.agent.v1.Report.failure_kind:type_name -> paddock.agent.v1.FailureKind
+	28, // 28: paddock.agent.v1.Report.log:type_name -> paddock.agent.v1.TaskLog
+	30, // 29: paddock.agent.v1.TaskLog.lines:type_name -> paddock.agent.v1.LogLine
+	28, // 30: paddock.agent.v1.LogChunk.log:type_name -> paddock.agent.v1.TaskLog
+	3,  // 31: paddock.agent.v1.ReportAck.outcome:type_name -> paddock.agent.v1.ReportOutcome
+	4,  // 32: paddock.agent.v1.Cancel.kind:type_name -> paddock.agent.v1.CancelKind
+	10, // 33: paddock.agent.v1.Assign.InputBlobsEntry.value:type_name -> paddock.agent.v1.BlobRef
+	10, // 34: paddock.agent.v1.Report.OutputBlobsEntry.value:type_name -> paddock.agent.v1.BlobRef
+	11, // 35: paddock.agent.v1.AgentService.Describe:input_type -> paddock.agent.v1.DescribeRequest
+	13, // 36: paddock.agent.v1.AgentService.Session:input_type -> paddock.agent.v1.AgentMessage
+	5,  // 37: paddock.agent.v1.AgentService.ReadBlob:input_type -> paddock.agent.v1.ReadBlobRequest
+	7,  // 38: paddock.agent.v1.AgentService.WriteBlob:input_type -> paddock.agent.v1.WriteBlobRequest
+	12, // 39: paddock.agent.v1.AgentService.Describe:output_type -> paddock.agent.v1.DescribeResponse
+	14, // 40: paddock.agent.v1.AgentService.Session:output_type -> paddock.agent.v1.ServerMessage
+	6,  // 41: paddock.agent.v1.AgentService.ReadBlob:output_type -> paddock.agent.v1.BlobChunk
+	9,  // 42: paddock.agent.v1.AgentService.WriteBlob:output_type -> paddock.agent.v1.WriteBlobResponse
+	39, // [39:43] is the sub-list for method output_type
+	35, // [35:39] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_api_agent_v1_agent_proto_init() }
@@ -2903,6 +3019,7 @@ func file_api_agent_v1_agent_proto_init() {
 		(*AgentMessage_Heartbeat)(nil),
 		(*AgentMessage_Ack)(nil),
 		(*AgentMessage_Report)(nil),
+		(*AgentMessage_LogChunk)(nil),
 	}
 	file_api_agent_v1_agent_proto_msgTypes[9].OneofWrappers = []any{
 		(*ServerMessage_Registered)(nil),
@@ -2917,7 +3034,7 @@ func file_api_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_agent_v1_agent_proto_rawDesc), len(file_api_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   32,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

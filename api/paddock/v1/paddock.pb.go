@@ -191,6 +191,9 @@ const (
 	FailureKind_FAILURE_KIND_GUEST_GONE FailureKind = 12
 	// FAILURE_KIND_REFUSED: the agent refused the assignment (no free slot, type not served).
 	FailureKind_FAILURE_KIND_REFUSED FailureKind = 13
+	// FAILURE_KIND_SCHEDULE_TIMEOUT: no agent started the task within its schedule-to-start
+	// timeout (TaskSpec.schedule_to_start_timeout_ms); it never ran.
+	FailureKind_FAILURE_KIND_SCHEDULE_TIMEOUT FailureKind = 20
 )
 
 // Enum value maps for FailureKind.
@@ -210,6 +213,7 @@ var (
 		11: "FAILURE_KIND_LEASE_EXPIRED",
 		12: "FAILURE_KIND_GUEST_GONE",
 		13: "FAILURE_KIND_REFUSED",
+		20: "FAILURE_KIND_SCHEDULE_TIMEOUT",
 	}
 	FailureKind_value = map[string]int32{
 		"FAILURE_KIND_UNSPECIFIED":         0,
@@ -226,6 +230,7 @@ var (
 		"FAILURE_KIND_LEASE_EXPIRED":       11,
 		"FAILURE_KIND_GUEST_GONE":          12,
 		"FAILURE_KIND_REFUSED":             13,
+		"FAILURE_KIND_SCHEDULE_TIMEOUT":    20,
 	}
 )
 
@@ -433,9 +438,15 @@ type TaskSpec struct {
 	// them first with PUT /v1/blobs/sha256:<hex>, e.g. `paddock blob put`). The handler
 	// reads each as a file. Names: 1-128 letters, digits, '.', '_', '-', not starting
 	// with '.'. size may be 0 on submit; the server fills it in from the blob store.
-	InputBlobs    map[string]*BlobRef `protobuf:"bytes,11,rep,name=input_blobs,json=inputBlobs,proto3" json:"input_blobs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	InputBlobs map[string]*BlobRef `protobuf:"bytes,11,rep,name=input_blobs,json=inputBlobs,proto3" json:"input_blobs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// schedule_to_start_timeout_ms bounds how long the task may wait for its first
+	// start: a task still queued that long after its submission, never started, ends
+	// FAILED with failure kind SCHEDULE_TIMEOUT and an error saying why nothing started
+	// it. 0: the server default (server.schedule_to_start_timeout; off unless set).
+	// Must not be negative; at most 7 days.
+	ScheduleToStartTimeoutMs int64 `protobuf:"varint,20,opt,name=schedule_to_start_timeout_ms,json=scheduleToStartTimeoutMs,proto3" json:"schedule_to_start_timeout_ms,omitempty"`
+	unknownFields            protoimpl.UnknownFields
+	sizeCache                protoimpl.SizeCache
 }
 
 func (x *TaskSpec) Reset() {
@@ -543,6 +554,13 @@ func (x *TaskSpec) GetInputBlobs() map[string]*BlobRef {
 		return x.InputBlobs
 	}
 	return nil
+}
+
+func (x *TaskSpec) GetScheduleToStartTimeoutMs() int64 {
+	if x != nil {
+		return x.ScheduleToStartTimeoutMs
+	}
+	return 0
 }
 
 // BlobRef names a content-addressed blob.
@@ -3771,7 +3789,7 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\x06labels\x18\x03 \x03(\v2$.paddock.v1.Requirements.LabelsEntryR\x06labels\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xce\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8e\x05\n" +
 	"\bTaskSpec\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x18\n" +
 	"\apayload\x18\x02 \x01(\fR\apayload\x128\n" +
@@ -3786,7 +3804,8 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\x06tenant\x18\n" +
 	" \x01(\tR\x06tenant\x12E\n" +
 	"\vinput_blobs\x18\v \x03(\v2$.paddock.v1.TaskSpec.InputBlobsEntryR\n" +
-	"inputBlobs\x1a9\n" +
+	"inputBlobs\x12>\n" +
+	"\x1cschedule_to_start_timeout_ms\x18\x14 \x01(\x03R\x18scheduleToStartTimeoutMs\x1a9\n" +
 	"\vInputsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\x1aR\n" +
@@ -4063,7 +4082,7 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\x05Class\x12\x15\n" +
 	"\x11CLASS_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fCLASS_ONLINE\x10\x01\x12\x0f\n" +
-	"\vCLASS_BATCH\x10\x02*\xb6\x03\n" +
+	"\vCLASS_BATCH\x10\x02*\xd9\x03\n" +
 	"\vFailureKind\x12\x1c\n" +
 	"\x18FAILURE_KIND_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aFAILURE_KIND_HANDLER_ERROR\x10\x01\x12\x18\n" +
@@ -4079,7 +4098,8 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\x12\x1e\n" +
 	"\x1aFAILURE_KIND_LEASE_EXPIRED\x10\v\x12\x1b\n" +
 	"\x17FAILURE_KIND_GUEST_GONE\x10\f\x12\x18\n" +
-	"\x14FAILURE_KIND_REFUSED\x10\r2\x98\b\n" +
+	"\x14FAILURE_KIND_REFUSED\x10\r\x12!\n" +
+	"\x1dFAILURE_KIND_SCHEDULE_TIMEOUT\x10\x142\x98\b\n" +
 	"\vTaskService\x12j\n" +
 	"\x06Submit\x12\x19.paddock.v1.SubmitRequest\x1a\x1a.paddock.v1.SubmitResponse\")\x82\xd3\xe4\x93\x02#:\x01*\"\x1e/paddock.v1.TaskService/Submit\x12~\n" +
 	"\vSubmitBatch\x12\x1e.paddock.v1.SubmitBatchRequest\x1a\x1f.paddock.v1.SubmitBatchResponse\".\x82\xd3\xe4\x93\x02(:\x01*\"#/paddock.v1.TaskService/SubmitBatch\x12^\n" +

@@ -13,6 +13,9 @@
 //	test.log    logs lines tagged with the payload: through a logger made before Serve,
 //	            one made during the call, the request's logger, a plain slog JSON logger
 //	            made before Serve, and a raw line on stdout; output = payload
+//	test.logwait logs "waiting for <payload>", then waits (honouring ctx) until the file
+//	            named by the payload exists, logs "released" and returns output "released":
+//	            a running task with a log line, for the live log tests
 package main
 
 import (
@@ -40,7 +43,7 @@ var _ sdk.Handler = testHandler{}
 
 func (testHandler) Describe() []sdk.TaskType {
 	var out []sdk.TaskType
-	for _, n := range []string{"test.echo", "test.sleep", "test.fail", "test.flaky", "test.crash", "test.hang", "test.big", "test.panic", "test.log"} {
+	for _, n := range []string{"test.echo", "test.sleep", "test.fail", "test.flaky", "test.crash", "test.hang", "test.big", "test.panic", "test.log", "test.logwait"} {
 		out = append(out, sdk.TaskType{Name: n, Version: "1.0.0", Concurrency: 4, Description: "test-only: " + n})
 	}
 	return out
@@ -59,6 +62,23 @@ func (testHandler) Handle(ctx context.Context, req sdk.Request) (sdk.Response, e
 		plainSlog.Error("plain slog logger", "tag", tag)
 		fmt.Println("raw stdout " + tag)
 		return sdk.Response{Output: req.Payload}, nil
+	case "test.logwait":
+		path := string(req.Payload)
+		req.Logger().Info("waiting for " + path)
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if _, err := os.Stat(path); err == nil {
+				break
+			}
+			select {
+			case <-tick.C:
+			case <-ctx.Done():
+				return sdk.Response{}, ctx.Err()
+			}
+		}
+		req.Logger().Info("released")
+		return sdk.Response{Output: []byte("released")}, nil
 	case "test.sleep":
 		d, err := time.ParseDuration(string(req.Payload))
 		if err != nil {

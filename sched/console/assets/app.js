@@ -405,10 +405,16 @@ function tasksView(view, params) {
   return { stop: off };
 }
 
-// Task page: explanation, spec, attempts, output, actions.
+// Task page: explanation, spec, attempts, output, actions, and the handler's log of
+// each attempt. The log follows a running task: the feed's "log" event says that an
+// attempt of this task has new lines, and the page reads them (TaskService.Logs) at
+// most every LOG_EVERY ms; it never polls.
+const LOG_EVERY = 250;
+
 function taskView(view, id) {
   let stopTimer = null;
   let shown = null;
+  const logs = h("section", { id: "logs" }); // kept across reloads of the rest of the page
   const reload = async () => {
     let task, why;
     try {
@@ -422,8 +428,10 @@ function taskView(view, id) {
       if (e.code === "invalid_argument") { showError(view, e); return; }
       throw e;
     }
+    const first = !shown;
     shown = task;
-    view.replaceChildren(...renderTask(task, why, reload));
+    view.replaceChildren(...renderTask(task, why, reload), logs);
+    if (first) loadLogs(); // only once the task exists (no 404 for a wrong id)
     if (stopTimer) { stopTimer(); stopTimer = null; }
     if (task.state === "STATE_QUEUED") stopTimer = every(5000, async () => { // agents come and go without task changes
       const w = await call("TaskService", "Explain", { id });
@@ -431,15 +439,53 @@ function taskView(view, id) {
       if (el && shown && shown.state === "STATE_QUEUED") el.replaceWith(renderWhy(w));
     });
   };
+  let logBusy = false, logAgain = false, logTimer = null;
+  const loadLogs = async () => {
+    if (logBusy) { logAgain = true; return; }
+    logBusy = true;
+    try {
+      const r = await call("TaskService", "Logs", { id });
+      logs.replaceChildren(...renderLogs(r).filter(Boolean));
+    } catch (e) {
+      if (e.code !== "not_found") logs.replaceChildren(h("p", { class: "error" }, "Logs: " + e.message));
+    } finally {
+      logBusy = false;
+      if (logAgain) { logAgain = false; logSoon(); }
+    }
+  };
+  const logSoon = () => { if (shown && !logTimer) logTimer = setTimeout(() => { logTimer = null; loadLogs(); }, LOG_EVERY); };
   let pending = null;
   const off = feed.on((name, t) => {
     if ((name === "task" && t.id === id) || name === "resync" || name === "hello") {
       clearTimeout(pending);
       pending = setTimeout(() => reload().catch((e) => showError(view, e)), 100);
+      logSoon();
+    } else if (name === "log" && t.id === id) {
+      logSoon();
     }
   });
   reload().catch((e) => showError(view, e));
-  return { stop: () => { off(); clearTimeout(pending); if (stopTimer) stopTimer(); } };
+  return { stop: () => { off(); clearTimeout(pending); clearTimeout(logTimer); if (stopTimer) stopTimer(); } };
+}
+
+// renderLogs shows each attempt's log lines as text (never parsed as HTML).
+function renderLogs(r) {
+  const atts = r.attempts || [];
+  const out = [h("h2", {}, "Logs")];
+  if (atts.length === 0) {
+    out.push(h("p", { class: "muted" }, TERMINAL.has(r.state) ? "The handler logged nothing." : "No lines yet; they appear here as the handler logs them."));
+    return out;
+  }
+  for (const a of atts) {
+    const lines = a.lines || [];
+    const rows = lines.map((l) => h("div", { class: "line " + (l.level || "") },
+      h("span", { class: "muted" }, new Date(Number(BigInt(l.unixNanos || 0) / 1000000n)).toISOString().slice(11, 23)), " ",
+      h("span", { class: "lvl" }, (l.level || "").toUpperCase().padEnd(5)), " ", l.text || ""));
+    out.push(h("h3", {}, "Attempt " + a.attempt),
+      Number(a.droppedLines || 0) > 0 ? h("p", { class: "muted drop" }, "… " + a.droppedLines + " earlier lines (" + bytes(Number(a.droppedBytes || 0)) + ") dropped: the newest 1 MiB of each attempt is kept") : null,
+      h("pre", { class: "out log", dataset: { attempt: String(a.attempt) } }, rows));
+  }
+  return out;
 }
 
 function renderWhy(why) {

@@ -172,7 +172,7 @@ func cols(p string) string {
 	names := []string{"seq", "id", "type", "payload", "inputs", "priority", "class", "requirements", "timeout_ms", "max_attempts",
 		"idempotency_key", "tenant", "state", "attempt", "lease_id", "agent_id", "lease_expires_at", "not_before", "cancel_requested",
 		"output", "outputs", "output_sha256", "error", "created_at", "updated_at", "leased_at", "started_at", "finished_at",
-		"input_blobs", "output_blobs", "lease_secret"}
+		"input_blobs", "output_blobs", "lease_secret", "schedule_deadline"}
 	return p + strings.Join(names, ", "+p)
 }
 
@@ -181,7 +181,7 @@ var taskCols = cols("")
 // listCols omits the payload, inputs, outputs and blob references.
 const listCols = `seq, id, type, NULL::bytea, NULL::bytea, priority, class, requirements, timeout_ms, max_attempts,
  idempotency_key, tenant, state, attempt, lease_id, agent_id, lease_expires_at, not_before, cancel_requested,
- NULL::bytea, NULL::bytea, output_sha256, error, created_at, updated_at, leased_at, started_at, finished_at, '', '', lease_secret`
+ NULL::bytea, NULL::bytea, output_sha256, error, created_at, updated_at, leased_at, started_at, finished_at, '', '', lease_secret, schedule_deadline`
 
 // blobArrays returns m's digests and names as parallel arrays (for unnest).
 func blobArrays(m map[string]store.BlobRef) (digests, names []string) {
@@ -199,7 +199,7 @@ func scanTask(row pgx.Row) (store.Task, error) {
 	dest := []any{&t.Seq, &t.ID, &t.Type, &t.Payload, &r.Inputs, &t.Priority, &r.Class, &r.Requirements, &r.TimeoutMS, &t.MaxAttempts,
 		&t.IdempotencyKey, &t.Tenant, &r.State, &t.Attempt, &r.LeaseID, &t.AgentID, &r.LeaseExpiresAt, &r.NotBefore, &t.CancelRequested,
 		&t.Output, &r.Outputs, &t.OutputSHA256, &t.Error, &r.CreatedAt, &r.UpdatedAt, &r.LeasedAt, &r.StartedAt, &r.FinishedAt,
-		&r.InputBlobs, &r.OutputBlobs, &t.LeaseSecret}
+		&r.InputBlobs, &r.OutputBlobs, &t.LeaseSecret, &r.ScheduleDeadline}
 	if err := row.Scan(dest...); err != nil {
 		return r.Task, err
 	}
@@ -330,14 +330,14 @@ func (s *Store) insertQuery(t store.Task) (string, []any, error) {
 	}
 	digests, names := blobArrays(t.InputBlobs)
 	q := `WITH ins AS (INSERT INTO tasks (id, type, payload, inputs, priority, class, requirements, timeout_ms,
- max_attempts, idempotency_key, tenant, state, not_before, created_at, updated_at, input_blobs)
- VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,'queued',$12,$13,$13,$14)
+ max_attempts, idempotency_key, tenant, state, not_before, created_at, updated_at, input_blobs, schedule_deadline)
+ VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,'queued',$12,$13,$13,$14,$17)
  ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key <> '' DO NOTHING RETURNING ` + taskCols + `),
  b AS (INSERT INTO task_blobs (digest, task_id, role, name) SELECT x.d, ins.id, 'in', x.n FROM ins, unnest($15::text[], $16::text[]) AS x(d, n))
  SELECT ` + taskCols
 	q += ` FROM ins`
 	args := []any{t.ID, t.Type, t.Payload, inputs, t.Priority, string(t.Class), string(req), t.Timeout.Milliseconds(),
-		t.MaxAttempts, t.IdempotencyKey, t.Tenant, rowcodec.MS(t.NotBefore), now, inBlobs, digests, names}
+		t.MaxAttempts, t.IdempotencyKey, t.Tenant, rowcodec.MS(t.NotBefore), now, inBlobs, digests, names, rowcodec.MS(t.ScheduleDeadline)}
 	return q, args, nil
 }
 

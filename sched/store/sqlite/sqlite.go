@@ -311,12 +311,12 @@ func (s *Store) Close() error {
 const taskCols = `seq, id, type, payload, inputs, priority, class, requirements, timeout_ms, max_attempts,
  idempotency_key, tenant, state, attempt, lease_id, agent_id, lease_expires_at, not_before, cancel_requested,
  output, outputs, output_sha256, error, created_at, updated_at, leased_at, started_at, finished_at,
- input_blobs, output_blobs, lease_secret`
+ input_blobs, output_blobs, lease_secret, schedule_deadline`
 
 // listCols omits the payload, inputs, outputs and blob references.
 const listCols = `seq, id, type, NULL, NULL, priority, class, requirements, timeout_ms, max_attempts,
  idempotency_key, tenant, state, attempt, lease_id, agent_id, lease_expires_at, not_before, cancel_requested,
- NULL, NULL, output_sha256, error, created_at, updated_at, leased_at, started_at, finished_at, '', '', lease_secret`
+ NULL, NULL, output_sha256, error, created_at, updated_at, leased_at, started_at, finished_at, '', '', lease_secret, schedule_deadline`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -373,17 +373,18 @@ func scanTask(sc scanner) (store.Task, error) {
 	var inputs, outputs []byte
 	var inBlobs, outBlobs string
 	var req string
-	var timeoutMS, leaseExp, notBefore, created, updated, leased, started, finished int64
+	var timeoutMS, leaseExp, notBefore, created, updated, leased, started, finished, schedDeadline int64
 	var cancelReq int
 	var state, class string
 	var leaseID int64
 	err := sc.Scan(&t.Seq, &t.ID, &t.Type, &t.Payload, &inputs, &t.Priority, &class, &req, &timeoutMS, &t.MaxAttempts,
 		&t.IdempotencyKey, &t.Tenant, &state, &t.Attempt, &leaseID, &t.AgentID, &leaseExp, &notBefore, &cancelReq,
 		&t.Output, &outputs, &t.OutputSHA256, &t.Error, &created, &updated, &leased, &started, &finished,
-		&inBlobs, &outBlobs, &t.LeaseSecret)
+		&inBlobs, &outBlobs, &t.LeaseSecret, &schedDeadline)
 	if err != nil {
 		return t, err
 	}
+	t.ScheduleDeadline = fromMS(schedDeadline)
 	if inBlobs != "" {
 		if err := json.Unmarshal([]byte(inBlobs), &t.InputBlobs); err != nil {
 			return t, fmt.Errorf("decoding input blobs of task %s: %w", t.ID, err)
@@ -514,10 +515,10 @@ func (tx *wtx) create(r newRow) (store.Task, bool, error) {
 		}
 	}
 	nt, err := scanTask(tx.queryRow(`INSERT INTO tasks (id, type, payload, inputs, priority, class, requirements, timeout_ms,
- max_attempts, idempotency_key, tenant, state, not_before, created_at, updated_at, input_blobs) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+ max_attempts, idempotency_key, tenant, state, not_before, created_at, updated_at, input_blobs, schedule_deadline) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
  RETURNING `+taskCols,
 		t.ID, t.Type, t.Payload, r.inputs, t.Priority, string(t.Class), r.req, t.Timeout.Milliseconds(),
-		t.MaxAttempts, t.IdempotencyKey, t.Tenant, string(store.Queued), r.notBeforMS, r.createdMS, r.createdMS, r.inBlobs))
+		t.MaxAttempts, t.IdempotencyKey, t.Tenant, string(store.Queued), r.notBeforMS, r.createdMS, r.createdMS, r.inBlobs, ms(t.ScheduleDeadline)))
 	if err != nil {
 		return t, false, fmt.Errorf("inserting task %s: %w", t.ID, err)
 	}

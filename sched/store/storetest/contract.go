@@ -34,6 +34,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"FailureKind", testFailureKind},
 		{"Logs", testLogs},
 		{"LogsDeleted", testLogsDeleted},
+		{"AppendLog", testAppendLog},
+		{"ScheduleExpired", testScheduleExpired},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -54,6 +54,7 @@ type Row struct {
 	LeaseExpiresAt, NotBefore      int64
 	CreatedAt, UpdatedAt, LeasedAt int64
 	StartedAt, FinishedAt          int64
+	ScheduleDeadline               int64
 }
 
 // Decode returns the task the row holds.
@@ -64,6 +65,7 @@ func (r *Row) Decode() (store.Task, error) {
 	t.LeaseExpiresAt, t.NotBefore = FromMS(r.LeaseExpiresAt), FromMS(r.NotBefore)
 	t.CreatedAt, t.UpdatedAt, t.LeasedAt = FromMS(r.CreatedAt), FromMS(r.UpdatedAt), FromMS(r.LeasedAt)
 	t.StartedAt, t.FinishedAt = FromMS(r.StartedAt), FromMS(r.FinishedAt)
+	t.ScheduleDeadline = FromMS(r.ScheduleDeadline)
 	req := r.Requirements
 	if req == "{}" {
 		req = ""

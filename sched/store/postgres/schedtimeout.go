@@ -1,0 +1,20 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/paddockvm/paddock/sched/store"
+	"github.com/paddockvm/paddock/sched/store/internal/rowcodec"
+)
+
+// ScheduleExpired implements store.Store.
+func (s *Store) ScheduleExpired(ctx context.Context, now time.Time, limit int) ([]store.Task, error) {
+	ts, err := s.queryTasks(ctx, `SELECT `+listCols+` FROM tasks WHERE schedule_deadline > 0 AND state = 'queued' AND schedule_deadline <= $1 AND attempt = 0
+ ORDER BY schedule_deadline LIMIT $2`, rowcodec.MS(now), limit)
+	if err != nil {
+		return nil, fmt.Errorf("finding tasks past their schedule-to-start timeout: %w", err)
+	}
+	return ts, nil
+}
