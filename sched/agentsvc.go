@@ -312,6 +312,7 @@ func (s *Server) lose(a *agent, se *session, log *slog.Logger) {
 	se.close(errors.New("session ended"))
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.requeueTransient(a, se) // transient tasks are resent at once (transient.go)
 	if a.sess != se {
 		return
 	}
@@ -498,6 +499,11 @@ func (s *Server) heartbeat(ctx context.Context, a *agent, hb *agentv1.Heartbeat)
 // ack moves an acknowledged assignment to running, or requeues a refused one.
 func (s *Server) ack(ctx context.Context, a *agent, se *session, ack *agentv1.Ack) {
 	now := time.Now()
+	if strings.HasPrefix(ack.GetTaskId(), transientPrefix) {
+		s.ackTransient(a, ack)
+		s.wake()
+		return
+	}
 	if !s.holds(ctx, a, ack.GetTaskId(), ack.GetLeaseId(), ack.GetLeaseSecret()) {
 		s.metrics.refused.WithLabelValues("lease_secret").Inc()
 		s.log.Warn("an ack without its lease's secret ignored", "agent", a.id, "task", ack.GetTaskId(), "lease", ack.GetLeaseId())
@@ -540,6 +546,9 @@ func (s *Server) ack(ctx context.Context, a *agent, se *session, ack *agentv1.Ac
 // idempotent: a repeated report is acknowledged as a duplicate and changes nothing; a
 // report under a lease that is no longer current is refused as superseded.
 func (s *Server) Report(ctx context.Context, agentID string, r *agentv1.Report) *agentv1.ReportAck {
+	if strings.HasPrefix(r.GetTaskId(), transientPrefix) {
+		return s.reportTransient(agentID, r)
+	}
 	ack := &agentv1.ReportAck{TaskId: r.GetTaskId(), LeaseId: r.GetLeaseId()}
 	reject := func(outcome agentv1.ReportOutcome, format string, args ...any) *agentv1.ReportAck {
 		ack.Outcome, ack.Error = outcome, fmt.Sprintf(format, args...)

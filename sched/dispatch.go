@@ -66,6 +66,13 @@ func (s *Server) dispatchOnce(ctx context.Context, all bool) (int, error) {
 	s.mu.Unlock()
 	total := 0
 	for typ, f := range free {
+		if n := s.sendTransient(typ, now); n > 0 { // transient streams' tasks first (transient.go)
+			total += n
+			f -= n
+			if f <= 0 {
+				continue
+			}
+		}
 		gen, hinted := s.readyHint(typ)
 		if !all && !hinted {
 			continue

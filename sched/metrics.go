@@ -23,6 +23,7 @@ type metrics struct {
 	tasksDeleted    *prometheus.CounterVec
 	attempts        *prometheus.CounterVec
 	refused         *prometheus.CounterVec
+	streams         *prometheus.CounterVec // ordered streams opened, by kind (durable, transient)
 
 	// The data plane.
 	blobBytes      *prometheus.CounterVec // by port (client, agent, cluster) and direction (in, out)
@@ -72,6 +73,10 @@ func newMetrics(s *Server) *metrics {
 	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "paddock", Name: "agent_sessions_refused_total", Help: "Refusals by reason: identity (an agent claimed an id other than its host-attested guest), limits (an agent declared more than a server limit), lease_secret (an agent message without its lease's secret), client_token (a client API call without the client token, refused before its body was read).",
 	}, []string{"reason"})
+	m.streams = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "paddock", Name: "streams_opened_total", Help: "Ordered task streams opened (TaskService.Stream), by kind (durable, transient).",
+	}, []string{"kind"})
+	m.reg.MustRegister(m.streams)
 	m.blobBytes = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "paddock", Name: "blob_bytes_total", Help: "Bytes of blobs stored (in) and served (out), by port (client: /v1/blobs, agent: agent ReadBlob/WriteBlob, cluster: host ReadBlob/WriteBlob).",
 	}, []string{"port", "direction"})
