@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"sync"
 
 	"connectrpc.com/connect"
@@ -119,4 +120,17 @@ func (c *Client) Recv() (*paddockv1.StreamResult, error) {
 func (c *Client) Close() error {
 	_ = c.CloseSend()
 	return c.st.CloseResponse()
+}
+
+// HTTPClient returns an HTTP client for streams: a stream is a bidirectional call, which
+// needs HTTP/2, so it speaks HTTP/2 over TLS for https:// URLs and unencrypted HTTP/2
+// (h2c, as the server's client port serves it) for http:// URLs. It has no overall
+// timeout (a stream lasts as long as it has items); streams opened through one client
+// share its connections.
+func HTTPClient() *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.Protocols = new(http.Protocols)
+	tr.Protocols.SetHTTP2(true)
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	return &http.Client{Transport: tr}
 }
