@@ -13,8 +13,8 @@ import (
 	"github.com/google/uuid"
 
 	paddockv1 "github.com/paddockvm/paddock/api/paddock/v1"
-	"github.com/paddockvm/paddock/sched/stream"
 	"github.com/paddockvm/paddock/sched/store"
+	"github.com/paddockvm/paddock/sched/stream"
 )
 
 // MaxStreamWindow bounds StreamOpen.window: the items one stream may have outstanding,
