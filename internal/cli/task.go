@@ -132,7 +132,7 @@ func clip(s string, n int) string {
 func newTaskCmd(app *App) *cobra.Command {
 	cmd := &cobra.Command{Use: "task", Short: "Submit and follow tasks on a Paddock server"}
 	cmd.AddCommand(newTaskSubmitCmd(app), newTaskGetCmd(app), newTaskWaitCmd(app), newTaskCancelCmd(app), newTaskLsCmd(app), newTaskOutputCmd(app), newTaskLogsCmd(app))
-	cmd.AddCommand(newTaskSubmitBatchCmd(app), newTaskRetryCmd(app))
+	cmd.AddCommand(newTaskSubmitBatchCmd(app), newTaskRetryCmd(app), newTaskStreamCmd(app))
 	return cmd
 }
 
