@@ -33,6 +33,7 @@ type transTask struct {
 	run     *streamRun
 	seq     uint64
 	payload []byte
+	readyAt time.Time // when it was last queued
 	attempt int
 	// The current lease: agent "" while queued.
 	agent   string
@@ -54,9 +55,10 @@ func newTransients() *transients {
 
 // push queues items seqs (with their payloads) of run and wakes the dispatcher.
 func (tr *transients) push(s *Server, run *streamRun, seqs []uint64, payloads [][]byte) {
+	now := time.Now()
 	tr.mu.Lock()
 	for i, seq := range seqs {
-		t := &transTask{id: transientPrefix + run.id + ":" + strconv.FormatUint(seq, 10), run: run, seq: seq, payload: payloads[i]}
+		t := &transTask{id: transientPrefix + run.id + ":" + strconv.FormatUint(seq, 10), run: run, seq: seq, payload: payloads[i], readyAt: now}
 		tr.live[t.id] = t
 		tr.queue[run.typ] = append(tr.queue[run.typ], t)
 	}
@@ -157,7 +159,7 @@ func (s *Server) requeueTransient(a *agent, se *session) {
 		}
 		a.release(id, 0)
 		s.guestTaskEvent(a, id, t.leaseID, hostv1.TaskEvent_KIND_FINISHED, nil)
-		t.agent = ""
+		t.agent, t.readyAt = "", time.Now()
 		tr.queue[t.run.typ] = append([]*transTask{t}, tr.queue[t.run.typ]...)
 		types[t.run.typ] = true
 		s.metrics.leaseExpiries.Inc()
@@ -211,7 +213,7 @@ func (s *Server) reportTransient(agentID string, r *agentv1.Report) *agentv1.Rep
 	if retry && t.attempt >= t.run.tmpl.MaxAttempts {
 		res.State, retry = paddockv1.State_STATE_DEAD, false
 	}
-	t.agent = ""
+	t.agent, t.readyAt = "", time.Now()
 	if retry {
 		tr.queue[t.run.typ] = append(tr.queue[t.run.typ], t)
 	} else {
@@ -246,7 +248,7 @@ func (s *Server) ackTransient(a *agent, ack *agentv1.Ack) {
 	t := tr.live[as.taskID]
 	a.release(as.taskID, as.leaseID)
 	if t != nil && t.agent == a.id && t.leaseID == as.leaseID {
-		t.agent = ""
+		t.agent, t.readyAt = "", time.Now()
 		tr.queue[t.run.typ] = append(tr.queue[t.run.typ], t)
 	}
 	tr.mu.Unlock()
@@ -263,4 +265,21 @@ func (s *Server) sendTransient(typ string, now time.Time) int {
 		sd.sess.send(sd.msg)
 	}
 	return len(sends)
+}
+
+// ready returns how many transient tasks of typ are queued and when the oldest was.
+func (tr *transients) ready(typ string) (int, time.Time) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	q := tr.queue[typ]
+	if len(q) == 0 {
+		return 0, time.Time{}
+	}
+	oldest := q[0].readyAt
+	for _, t := range q {
+		if t.readyAt.Before(oldest) {
+			oldest = t.readyAt
+		}
+	}
+	return len(q), oldest
 }
