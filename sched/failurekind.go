@@ -35,6 +35,7 @@ var apiKinds = map[store.FailureKind]paddockv1.FailureKind{
 	store.LeaseExpired:       paddockv1.FailureKind_FAILURE_KIND_LEASE_EXPIRED,
 	store.GuestGone:          paddockv1.FailureKind_FAILURE_KIND_GUEST_GONE,
 	store.Refused:            paddockv1.FailureKind_FAILURE_KIND_REFUSED,
+	store.Preempted:          paddockv1.FailureKind_FAILURE_KIND_PREEMPTED,
 }
 
 // reportKind is the stored failure kind of a failed or cancelled report: the agent's,

@@ -103,6 +103,7 @@ type Update struct {
 	CancelRequested bool // set the flag
 	Started         bool // set StartedAt = Now
 	LeaseExpiresAt  time.Time
+	Preempted       bool // count one more preemption (the attempt ended is not charged)
 
 	// EndAttempt records the current attempt's outcome (State = To, Error, Retryable,
 	// FailureKind, Usage, SHA256).

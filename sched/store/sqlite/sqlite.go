@@ -311,12 +311,12 @@ func (s *Store) Close() error {
 const taskCols = `seq, id, type, payload, inputs, priority, class, requirements, timeout_ms, max_attempts,
  idempotency_key, tenant, state, attempt, lease_id, agent_id, lease_expires_at, not_before, cancel_requested,
  output, outputs, output_sha256, error, created_at, updated_at, leased_at, started_at, finished_at,
- input_blobs, output_blobs, lease_secret`
+ input_blobs, output_blobs, lease_secret, preemptions`
 
 // listCols omits the payload, inputs, outputs and blob references.
 const listCols = `seq, id, type, NULL, NULL, priority, class, requirements, timeout_ms, max_attempts,
  idempotency_key, tenant, state, attempt, lease_id, agent_id, lease_expires_at, not_before, cancel_requested,
- NULL, NULL, output_sha256, error, created_at, updated_at, leased_at, started_at, finished_at, '', '', lease_secret`
+ NULL, NULL, output_sha256, error, created_at, updated_at, leased_at, started_at, finished_at, '', '', lease_secret, preemptions`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -380,7 +380,7 @@ func scanTask(sc scanner) (store.Task, error) {
 	err := sc.Scan(&t.Seq, &t.ID, &t.Type, &t.Payload, &inputs, &t.Priority, &class, &req, &timeoutMS, &t.MaxAttempts,
 		&t.IdempotencyKey, &t.Tenant, &state, &t.Attempt, &leaseID, &t.AgentID, &leaseExp, &notBefore, &cancelReq,
 		&t.Output, &outputs, &t.OutputSHA256, &t.Error, &created, &updated, &leased, &started, &finished,
-		&inBlobs, &outBlobs, &t.LeaseSecret)
+		&inBlobs, &outBlobs, &t.LeaseSecret, &t.Preemptions)
 	if err != nil {
 		return t, err
 	}
@@ -722,6 +722,9 @@ func (s *Store) Update(ctx context.Context, u store.Update) (store.Task, error) 
 	}
 	if u.CancelRequested {
 		sets = append(sets, "cancel_requested = 1")
+	}
+	if u.Preempted {
+		sets = append(sets, "preemptions = preemptions + 1")
 	}
 	if u.Started {
 		sets, args = append(sets, "started_at = ?"), append(args, n)
