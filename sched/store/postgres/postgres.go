@@ -438,12 +438,21 @@ func (s *Store) List(ctx context.Context, f store.Filter) ([]store.Task, string,
 
 // Ready implements store.Store.
 func (s *Store) Ready(ctx context.Context, typ string, now time.Time, limit int) ([]store.Task, error) {
-	ts, err := s.queryTasks(ctx, `SELECT `+listCols+` FROM tasks WHERE state = 'queued' AND type = $1 AND not_before <= $2
+	// Online tasks first (the partial index tasks_ready_online), then batch ones.
+	ts, err := s.queryTasks(ctx, `SELECT `+listCols+` FROM tasks WHERE state = 'queued' AND class = 'online' AND type = $1 AND not_before <= $2
  ORDER BY priority DESC, seq LIMIT $3`, typ, rowcodec.MS(now), limit)
+	if err != nil {
+		return nil, fmt.Errorf("finding ready online tasks of type %s: %w", typ, err)
+	}
+	if len(ts) == limit {
+		return ts, nil
+	}
+	batch, err := s.queryTasks(ctx, `SELECT `+listCols+` FROM tasks WHERE state = 'queued' AND type = $1 AND not_before <= $2 AND class <> 'online'
+ ORDER BY priority DESC, seq LIMIT $3`, typ, rowcodec.MS(now), limit-len(ts))
 	if err != nil {
 		return nil, fmt.Errorf("finding ready tasks of type %s: %w", typ, err)
 	}
-	return ts, nil
+	return append(ts, batch...), nil
 }
 
 // leaseQuery leases the granted tasks that are still queued, in one statement: the

@@ -634,12 +634,21 @@ func (s *Store) List(ctx context.Context, f store.Filter) ([]store.Task, string,
 
 // Ready implements store.Store.
 func (s *Store) Ready(ctx context.Context, typ string, now time.Time, limit int) ([]store.Task, error) {
-	ts, err := s.queryTasks(ctx, `SELECT `+listCols+` FROM tasks WHERE state = ? AND type = ? AND not_before <= ?
- ORDER BY priority DESC, seq LIMIT ?`, string(store.Queued), typ, ms(now), limit)
+	// Online tasks first (the partial index tasks_ready_online), then batch ones.
+	ts, err := s.queryTasks(ctx, `SELECT `+listCols+` FROM tasks WHERE state = 'queued' AND class = 'online' AND type = ? AND not_before <= ?
+ ORDER BY priority DESC, seq LIMIT ?`, typ, ms(now), limit)
+	if err != nil {
+		return nil, fmt.Errorf("finding ready online tasks of type %s: %w", typ, err)
+	}
+	if len(ts) == limit {
+		return ts, nil
+	}
+	batch, err := s.queryTasks(ctx, `SELECT `+listCols+` FROM tasks WHERE state = ? AND type = ? AND not_before <= ? AND class <> 'online'
+ ORDER BY priority DESC, seq LIMIT ?`, string(store.Queued), typ, ms(now), limit-len(ts))
 	if err != nil {
 		return nil, fmt.Errorf("finding ready tasks of type %s: %w", typ, err)
 	}
-	return ts, nil
+	return append(ts, batch...), nil
 }
 
 // Lease implements store.Store.

@@ -130,6 +130,23 @@ func testReadyOrder(t *testing.T, s store.Store) {
 	if len(got) != 1 || got[0].ID != "later" {
 		t.Fatalf("after not_before, Ready = %v, want [later]", got)
 	}
+	// Online tasks come before batch ones whatever their priority.
+	for i, p := range []int{-5, 0} {
+		tk := NewTask(fmt.Sprintf("on%d", i), "echo")
+		tk.Priority, tk.Class = p, store.Online
+		mustCreate(t, s, tk)
+	}
+	got, err = s.Ready(ctx, "echo", t0, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids = ids[:0]
+	for _, tk := range got {
+		ids = append(ids, tk.ID)
+	}
+	if fmt.Sprint(ids) != "[on1 on0 t1]" {
+		t.Fatalf("Ready order with online tasks = %v, want [on1 on0 t1] (online first, then priority)", ids)
+	}
 }
 
 func testLeaseFencing(t *testing.T, s store.Store) {
