@@ -313,6 +313,7 @@ func (s *Server) lose(a *agent, se *session, log *slog.Logger) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.requeueTransient(a, se) // transient tasks are resent at once (transient.go)
+	releaseSession(a, se)     // slots booked for preempted tasks (preempt.go)
 	if a.sess != se {
 		return
 	}
@@ -489,6 +490,7 @@ func (s *Server) heartbeat(ctx context.Context, a *agent, hb *agentv1.Heartbeat)
 		}
 		refs = append(refs, store.LeaseRef{TaskID: r.GetTaskId(), LeaseID: r.GetLeaseId()})
 	}
+	releaseStopped(a, hb.GetRunning()) // preempted tasks the agent has stopped (preempt.go)
 	s.mu.Unlock()
 	if _, err := s.st.Renew(ctx, a.id, refs, now.Add(s.cfg.LeaseTTL)); err != nil && ctx.Err() == nil {
 		s.log.Error("renewing leases", "agent", a.id, "err", err)

@@ -24,6 +24,7 @@ type metrics struct {
 	attempts        *prometheus.CounterVec
 	refused         *prometheus.CounterVec
 	streams         *prometheus.CounterVec // ordered streams opened, by kind (durable, transient)
+	preemptions     *prometheus.CounterVec // batch tasks preempted for online ones, by type
 
 	// The data plane.
 	blobBytes      *prometheus.CounterVec // by port (client, agent, cluster) and direction (in, out)
@@ -76,7 +77,10 @@ func newMetrics(s *Server) *metrics {
 	m.streams = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "paddock", Name: "streams_opened_total", Help: "Ordered task streams opened (TaskService.Stream), by kind (durable, transient).",
 	}, []string{"kind"})
-	m.reg.MustRegister(m.streams)
+	m.preemptions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "paddock", Name: "preemptions_total", Help: "Batch tasks preempted (stopped and requeued, the attempt not charged) to give their slot to an online task, by type.",
+	}, []string{"type"})
+	m.reg.MustRegister(m.streams, m.preemptions)
 	m.blobBytes = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "paddock", Name: "blob_bytes_total", Help: "Bytes of blobs stored (in) and served (out), by port (client: /v1/blobs, agent: agent ReadBlob/WriteBlob, cluster: host ReadBlob/WriteBlob).",
 	}, []string{"port", "direction"})
