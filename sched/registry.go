@@ -66,7 +66,7 @@ type assignment struct {
 	sess     *session // the session it was assigned on
 	typ      string
 	class    store.Class // online or batch (batch ones may be preempted: preempt.go)
-	deadline time.Time // past this (plus grace) heartbeats stop renewing the lease; zero: none
+	deadline time.Time   // past this (plus grace) heartbeats stop renewing the lease; zero: none
 	// Replicas (replica.go): cancelSent, a client cancel was sent to the agent;
 	// staleSince, when syncOnce first found the lease gone from the store.
 	cancelSent bool
