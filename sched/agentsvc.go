@@ -518,10 +518,13 @@ func (s *Server) ack(ctx context.Context, a *agent, se *session, ack *agentv1.Ac
 	s.mu.Unlock()
 	s.wake() // an agent at MaxUnacked may take work again
 	if ack.GetAccepted() {
-		_, err := s.st.Update(ctx, store.Update{TaskID: ack.GetTaskId(), From: []store.State{store.Leased}, LeaseID: ack.GetLeaseId(),
+		nt, err := s.st.Update(ctx, store.Update{TaskID: ack.GetTaskId(), From: []store.State{store.Leased}, LeaseID: ack.GetLeaseId(),
 			To: store.Running, Now: now, Started: true})
 		if err != nil && !errors.Is(err, store.ErrConflict) && ctx.Err() == nil {
 			s.log.Error("recording ack", "task", ack.GetTaskId(), "err", err)
+		}
+		if err == nil {
+			s.observeStart(nt, now) // online SLA (preempt.go)
 		}
 		return
 	}

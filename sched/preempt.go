@@ -177,3 +177,19 @@ func releaseSession(a *agent, se *session) {
 		}
 	}
 }
+
+// observeStart records the submit→start latency of t, just started, against its type's
+// online SLA (online tasks only).
+func (s *Server) observeStart(t store.Task, now time.Time) {
+	if t.Class != store.Online {
+		return
+	}
+	typ := s.metrics.types.label(t.Type)
+	d := now.Sub(t.CreatedAt)
+	s.metrics.onlineStart.WithLabelValues(typ).Observe(d.Seconds())
+	met := "met"
+	if d > s.cfg.onlineSLA(t.Type) {
+		met = "missed"
+	}
+	s.metrics.onlineStarts.WithLabelValues(typ, met).Inc()
+}

@@ -2,6 +2,9 @@ package sched_test
 
 import (
 	"context"
+	"io"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -77,6 +80,26 @@ func TestPreemptOnlineTakesBatchSlot(t *testing.T) {
 	}
 	if preempted < len(online) {
 		t.Fatalf("%d batch attempts preempted for %d online tasks, want at least one each", preempted, len(online))
+	}
+	// /metrics counts every online start against the SLA (met or missed).
+	resp, err := httpClient.Get(ts.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var starts float64
+	for _, l := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(l, `paddock_online_starts_total{`) && strings.Contains(l, `type="test.sleep"`) {
+			v, err := strconv.ParseFloat(l[strings.LastIndexByte(l, ' ')+1:], 64)
+			if err != nil {
+				t.Fatalf("metrics line %q: %v", l, err)
+			}
+			starts += v
+		}
+	}
+	if int(starts) < len(online) {
+		t.Fatalf("/metrics counts %v online starts of test.sleep against the SLA, want at least %d:\n%s", starts, len(online), body)
 	}
 	t.Logf("%d online tasks ran by preempting %d batch attempts; all %d batch tasks succeeded, none charged for a preemption", len(online), preempted, len(batch))
 }
