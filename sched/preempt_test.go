@@ -3,6 +3,7 @@ package sched_test
 import (
 	"context"
 	"io"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -102,4 +103,44 @@ func TestPreemptOnlineTakesBatchSlot(t *testing.T) {
 		t.Fatalf("/metrics counts %v online starts of test.sleep against the SLA, want at least %d:\n%s", starts, len(online), body)
 	}
 	t.Logf("%d online tasks ran by preempting %d batch attempts; all %d batch tasks succeeded, none charged for a preemption", len(online), preempted, len(batch))
+}
+
+// BenchmarkOnlineStart: the submit→start p99 of online tasks (test.sleep 10ms, one at
+// a time) on an idle cluster of two real agent processes, and with batch tasks filling
+// every slot (they are preempted), in the same run; x-idle is loaded p99 / idle p99.
+//
+//	go test -run '^$' -bench OnlineStart -benchtime 40x ./sched
+func BenchmarkOnlineStart(b *testing.B) {
+	needBins(b)
+	ts := startServer(b, fastConfig())
+	startRealAgent(b, ts.agentAddr, "o1", "")
+	startRealAgent(b, ts.agentAddr, "o2", "")
+	p99 := func(b *testing.B) time.Duration {
+		var lat []time.Duration
+		for i := 0; i < b.N; i++ {
+			tk := submit(b, ts, &paddockv1.TaskSpec{Type: "test.sleep", Payload: []byte("10ms"), Class: paddockv1.Class_CLASS_ONLINE})
+			wait(b, ts, tk.GetId(), 3*time.Minute)
+			st, err := ts.srv.Store().Get(context.Background(), tk.GetId())
+			if err != nil {
+				b.Fatal(err)
+			}
+			lat = append(lat, st.StartedAt.Sub(st.CreatedAt))
+		}
+		sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+		return lat[len(lat)*99/100]
+	}
+	var idle time.Duration
+	b.Run("idle", func(b *testing.B) {
+		idle = p99(b)
+		b.ReportMetric(float64(idle.Microseconds())/1000, "ms-p99")
+	})
+	b.Run("batch-full", func(b *testing.B) {
+		fillWithBatch(b, ts, 400, "3s")
+		loaded := p99(b)
+		b.ReportMetric(float64(loaded.Microseconds())/1000, "ms-p99")
+		b.ReportMetric(float64(idle.Microseconds())/1000, "ms-p99-idle")
+		if idle > 0 {
+			b.ReportMetric(float64(loaded)/float64(idle), "x-idle")
+		}
+	})
 }
