@@ -39,13 +39,9 @@ them: the stream then fails). Without it the tasks are stored like submitted one
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			open := &paddockv1.StreamOpen{Type: typ, Window: window, Transient: transient, Priority: priority, MaxAttempts: maxAtt}
-			switch class {
-			case "", "batch":
-				open.Class = paddockv1.Class_CLASS_BATCH
-			case "online":
-				open.Class = paddockv1.Class_CLASS_ONLINE
-			default:
-				return usageError{fmt.Errorf("--class %q: use online or batch", class)}
+			var err error
+			if open.Class, err = parseClass(class); err != nil {
+				return err
 			}
 			if typ == "" {
 				return usageError{errors.New("--type: missing: name the task type every line runs")}

@@ -2,10 +2,7 @@ package cli
 
 import (
 	"fmt"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 )
 
@@ -17,17 +14,8 @@ func TestTaskStream(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: builds binaries and runs a real agent")
 	}
-	agent, handler := buildBinaries(t, "cmd/paddock-agent", "plugins/handlers/testhandler")
 	url, _, ls := testServer(t)
-	cmd := exec.Command(agent, "--server", ls.AgentAddr, "--id", "streamer", "--handler", "testhandler="+handler, "--data-dir", filepath.Join(t.TempDir(), "data"))
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // its handlers die with it
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		_ = cmd.Wait()
-	})
+	startTestAgent(t, ls, "streamer")
 	var in, want strings.Builder
 	for i := range 300 {
 		fmt.Fprintf(&in, "line %d\n", i)
