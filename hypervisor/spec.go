@@ -39,6 +39,11 @@ type DomainSpec struct {
 	// (1 GiB for system emulation, touched as code is translated, so an idle guest's
 	// host RSS grows towards it). Ignored under KVM, which translates nothing.
 	TBCacheMiB int
+	// CPUShares is the guest's relative CPU weight against the host's other guests
+	// (libvirt <cputune><shares>; cgroup cpu.shares, or cpu.weight under cgroup v2):
+	// a guest with twice the shares gets twice the CPU time when they compete. 0 leaves
+	// libvirt's default (1024). vmpool gives online pools' guests more than batch ones.
+	CPUShares int
 	// Labels are stored in the domain's metadata and returned by Lookup and List (e.g.
 	// the pool a guest belongs to).
 	Labels map[string]string
@@ -95,6 +100,9 @@ const (
 	MaxSocketLen  = 107 // sun_path is 108 bytes including the NUL
 	MaxTagLen     = 31  // QEMU refuses longer virtio-9p mount tags
 	MaxTBCacheMiB = 4096
+	// MinCPUShares and MaxCPUShares bound CPUShares (the kernel's cpu.shares range).
+	MinCPUShares = 2
+	MaxCPUShares = 262144
 )
 
 var (
@@ -138,6 +146,9 @@ func (s DomainSpec) Validate(prefix string) error {
 	}
 	if s.TBCacheMiB < 0 || s.TBCacheMiB > MaxTBCacheMiB {
 		return fieldErr("tb_cache_mib", fmt.Sprintf("use 0 (QEMU's default) or 1 to %d MiB, e.g. 16", MaxTBCacheMiB), "%d MiB is out of range", s.TBCacheMiB)
+	}
+	if s.CPUShares != 0 && (s.CPUShares < MinCPUShares || s.CPUShares > MaxCPUShares) {
+		return fieldErr("cpu_shares", fmt.Sprintf("use 0 (libvirt's default, 1024) or %d to %d, e.g. 4096 for a guest that should get 4 times a default one's CPU", MinCPUShares, MaxCPUShares), "%d is out of range", s.CPUShares)
 	}
 	if err := checkFile("kernel", s.Kernel, "point Kernel at a kernel image, e.g. /boot/vmlinuz-$(uname -r)"); err != nil {
 		return err

@@ -87,6 +87,9 @@ func (s DomainSpec) domainXMLWith(domType string, edit func(*libvirtxml.Domain) 
 	if domType == "qemu" && s.TBCacheMiB > 0 {
 		d.Features.TCG = &libvirtxml.DomainFeatureTCG{TBCache: &libvirtxml.DomainFeatureTCGTBCache{Unit: "MiB", Size: uint(s.TBCacheMiB)}}
 	}
+	if s.CPUShares > 0 {
+		d.CPUTune = &libvirtxml.DomainCPUTune{Shares: &libvirtxml.DomainCPUTuneShares{Value: uint(s.CPUShares)}}
+	}
 	if len(s.Labels) > 0 {
 		l := xmlLabels{}
 		for _, k := range sortedKeys(s.Labels) {

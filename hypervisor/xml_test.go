@@ -47,6 +47,11 @@ var goldenSpecs = []struct {
 		Network:    &Network{Network: "default", MAC: "52:54:00:12:34:56"},
 		TBCacheMiB: 16, // ignored under KVM
 	}},
+	{"online-tcg", "qemu", DomainSpec{ // a guest of an online pool: a larger CPU share
+		Name: "paddock-online-1", VCPUs: 1, MemoryMiB: 256,
+		Kernel: "/boot/vmlinuz", Initrd: "/boot/initrd.img",
+		CPUShares: 4096,
+	}},
 	{"bridge-tcg", "qemu", DomainSpec{
 		Name: "paddock-bridged", VCPUs: 1, MemoryMiB: 256,
 		Kernel: "/boot/vmlinuz", Initrd: "/boot/initrd.img",
@@ -112,6 +117,12 @@ func checkRoundTrip(t *testing.T, s DomainSpec, domType, doc string) {
 	}
 	if d.OS.Kernel != s.Kernel || d.OS.Initrd != s.Initrd || d.OS.Cmdline != s.Cmdline {
 		t.Errorf("os = %+v", d.OS)
+	}
+	switch {
+	case s.CPUShares == 0 && d.CPUTune != nil:
+		t.Errorf("cputune %+v for a spec without CPUShares", d.CPUTune)
+	case s.CPUShares > 0 && (d.CPUTune == nil || d.CPUTune.Shares == nil || d.CPUTune.Shares.Value != uint(s.CPUShares)):
+		t.Errorf("cputune = %+v, want shares %d", d.CPUTune, s.CPUShares)
 	}
 	if d.Features == nil || d.Features.ACPI == nil {
 		t.Error("no <acpi/>: poweroff in the guest would only halt it")

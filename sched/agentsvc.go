@@ -312,6 +312,8 @@ func (s *Server) lose(a *agent, se *session, log *slog.Logger) {
 	se.close(errors.New("session ended"))
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.requeueTransient(a, se) // transient tasks are resent at once (transient.go)
+	releaseSession(a, se)     // slots booked for preempted tasks (preempt.go)
 	if a.sess != se {
 		return
 	}
@@ -499,6 +501,7 @@ func (s *Server) heartbeat(ctx context.Context, a *agent, hb *agentv1.Heartbeat)
 		}
 		refs = append(refs, store.LeaseRef{TaskID: r.GetTaskId(), LeaseID: r.GetLeaseId()})
 	}
+	releaseStopped(a, hb.GetRunning()) // preempted tasks the agent has stopped (preempt.go)
 	s.mu.Unlock()
 	if len(refs) > 0 {
 		expires := now.Add(s.cfg.LeaseTTL)
@@ -522,6 +525,11 @@ func (s *Server) heartbeat(ctx context.Context, a *agent, hb *agentv1.Heartbeat)
 // ack moves an acknowledged assignment to running, or requeues a refused one.
 func (s *Server) ack(ctx context.Context, a *agent, se *session, ack *agentv1.Ack) {
 	now := time.Now()
+	if strings.HasPrefix(ack.GetTaskId(), transientPrefix) {
+		s.ackTransient(a, ack)
+		s.wake()
+		return
+	}
 	if !s.holds(ctx, a, ack.GetTaskId(), ack.GetLeaseId(), ack.GetLeaseSecret()) {
 		s.metrics.refused.WithLabelValues("lease_secret").Inc()
 		s.log.Warn("an ack without its lease's secret ignored", "agent", a.id, "task", ack.GetTaskId(), "lease", ack.GetLeaseId())
@@ -534,10 +542,13 @@ func (s *Server) ack(ctx context.Context, a *agent, se *session, ack *agentv1.Ac
 	s.mu.Unlock()
 	s.wake() // an agent at MaxUnacked may take work again
 	if ack.GetAccepted() {
-		_, err := s.st.Update(ctx, store.Update{TaskID: ack.GetTaskId(), From: []store.State{store.Leased}, LeaseID: ack.GetLeaseId(),
+		nt, err := s.st.Update(ctx, store.Update{TaskID: ack.GetTaskId(), From: []store.State{store.Leased}, LeaseID: ack.GetLeaseId(),
 			To: store.Running, Now: now, Started: true})
 		if err != nil && !errors.Is(err, store.ErrConflict) && ctx.Err() == nil {
 			s.log.Error("recording ack", "task", ack.GetTaskId(), "err", err)
+		}
+		if err == nil {
+			s.observeStart(nt, now) // online SLA (preempt.go)
 		}
 		return
 	}
@@ -564,6 +575,9 @@ func (s *Server) ack(ctx context.Context, a *agent, se *session, ack *agentv1.Ac
 // idempotent: a repeated report is acknowledged as a duplicate and changes nothing; a
 // report under a lease that is no longer current is refused as superseded.
 func (s *Server) Report(ctx context.Context, agentID string, r *agentv1.Report) *agentv1.ReportAck {
+	if strings.HasPrefix(r.GetTaskId(), transientPrefix) {
+		return s.reportTransient(agentID, r)
+	}
 	ack := &agentv1.ReportAck{TaskId: r.GetTaskId(), LeaseId: r.GetLeaseId()}
 	reject := func(outcome agentv1.ReportOutcome, format string, args ...any) *agentv1.ReportAck {
 		ack.Outcome, ack.Error = outcome, fmt.Sprintf(format, args...)

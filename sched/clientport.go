@@ -14,6 +14,7 @@ import (
 	"golang.org/x/net/http2/h2c"
 	"golang.org/x/sync/semaphore"
 
+	"github.com/paddockvm/paddock/api/paddock/v1/paddockv1connect"
 	"github.com/paddockvm/paddock/blob/blobhttp"
 	"github.com/paddockvm/paddock/sched/console"
 )
@@ -89,7 +90,9 @@ func (s *Server) guard(next http.Handler) http.Handler {
 				return
 			}
 		}
-		if r.Body == nil || r.Body == http.NoBody {
+		// An ordered stream's body lasts as long as the stream and is read only as its
+		// window allows (streamapi.go bounds what it holds): no budget, no progress deadline.
+		if r.Body == nil || r.Body == http.NoBody || r.URL.Path == paddockv1connect.TaskServiceStreamProcedure {
 			next.ServeHTTP(w, r)
 			return
 		}

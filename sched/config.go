@@ -74,8 +74,41 @@ type Config struct {
 	// have woken it for (a cancel, a lease another replica expired), and how often a
 	// client's Wait re-reads its task. Default 2 heartbeat intervals.
 	SyncInterval time.Duration
+	// OnlineSLA (server.online_sla.<type>) is the target submit→start latency of online
+	// tasks, by task type; the key "*" applies to types not listed. /metrics counts the
+	// online starts that met and missed it (paddock_online_starts_total{type,sla}).
+	// Default: "*" 1s.
+	OnlineSLA map[string]time.Duration
 	// Logger. Default slog.Default().
 	Logger *slog.Logger
+}
+
+// DefaultOnlineSLA is the target submit→start latency of online tasks of a type
+// OnlineSLA does not name.
+const DefaultOnlineSLA = time.Second
+
+// onlineSLA is the target submit→start latency of online tasks of typ.
+func (c Config) onlineSLA(typ string) time.Duration {
+	if d, ok := c.OnlineSLA[typ]; ok {
+		return d
+	}
+	if d, ok := c.OnlineSLA["*"]; ok {
+		return d
+	}
+	return DefaultOnlineSLA
+}
+
+// validateSLA checks OnlineSLA.
+func (c Config) validateSLA() error {
+	for typ, d := range c.OnlineSLA {
+		if d <= 0 {
+			return fmt.Errorf("server config: online SLA (server.online_sla.%s) %v: give a positive submit-to-start target such as 500ms", typ, d)
+		}
+		if typ != "*" && !typeRE.MatchString(typ) {
+			return fmt.Errorf("server config: online SLA (server.online_sla): %q is not a task type name (or \"*\" for every other type)", typ)
+		}
+	}
+	return nil
 }
 
 // DefaultConfig returns the defaults.
@@ -172,6 +205,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("server config: replica id (server.replica_id) %q: use 1-64 letters, digits, '.', '_' or '-'", c.ReplicaID)
 	case c.SyncInterval < 0:
 		return fmt.Errorf("server config: sync interval %v is negative", c.SyncInterval)
+	case c.validateSLA() != nil:
+		return c.validateSLA()
 	case c.MaxBlobBytes < 0:
 		return fmt.Errorf("server config: max blob bytes %d is negative: use 0 for no limit", c.MaxBlobBytes)
 	}

@@ -38,6 +38,9 @@ func (s *Server) dispatchLoop(ctx context.Context) {
 				break
 			}
 		}
+		if ctx.Err() == nil {
+			s.preemptForOnline(ctx) // online tasks still waiting take batch tasks' slots
+		}
 	}
 }
 
@@ -66,6 +69,13 @@ func (s *Server) dispatchOnce(ctx context.Context, all bool) (int, error) {
 	s.mu.Unlock()
 	total := 0
 	for typ, f := range free {
+		if n := s.sendTransient(typ, now); n > 0 { // transient streams' tasks first (transient.go)
+			total += n
+			f -= n
+			if f <= 0 {
+				continue
+			}
+		}
 		gen, hinted := s.readyHint(typ)
 		if !all && !hinted {
 			continue
@@ -90,7 +100,7 @@ func (s *Server) dispatchOnce(ctx context.Context, all bool) (int, error) {
 				continue
 			}
 			a.reserve(t.ID, t.Type)
-			a.running[t.ID].sess = a.sess
+			a.running[t.ID].sess, a.running[t.ID].class = a.sess, t.Class
 			a.assigned++
 			grants = append(grants, store.Grant{TaskID: t.ID, AgentID: a.id, ExpiresAt: now.Add(s.cfg.LeaseTTL), Secret: newSecret()})
 			by[t.ID] = grantFor{a, t.Type}

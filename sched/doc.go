@@ -83,4 +83,19 @@
 //
 //	CGO_ENABLED=0 go test -count=1 ./sched/...
 //	CGO_ENABLED=0 go test -run '^$' -bench . ./sched     # tasks/s end to end, latency p50/p99
+//
+// Ordered streams (streamapi.go, transient.go; the logic and the Go client in package
+// sched/stream): TaskService.Stream runs tasks of one type with a window W: the server
+// reads no item past W outstanding and sends results in submission order, each once. A
+// durable stream stores its items as tasks (CreateBatch) and watches them; a transient
+// one keeps them in memory (transients), the dispatcher leases them before the store's
+// tasks of the type, reports of transient:… task ids go to reportTransient, and a lost
+// agent's transient tasks are resent at once. TestStreamRealAgents (3 real agent
+// processes, one killed; PADDOCK_STREAM_N=100000 for the full run),
+// TestStreamClientStopsReading, TestStreamBadOpen, BenchmarkStream.
+//
+// Online vs batch (preempt.go): Ready returns online tasks first; online tasks waiting
+// with every slot of their type taken preempt batch tasks (store.Update.Preempted: not
+// charged; cancel kind PREEMPTED), and Config.OnlineSLA feeds paddock_online_starts_total.
+// TestPreemptOnlineTakesBatchSlot, BenchmarkOnlineStart.
 package sched

@@ -24,6 +24,10 @@ type metrics struct {
 	attempts        *prometheus.CounterVec
 	refused         *prometheus.CounterVec
 	logChunks       *prometheus.CounterVec // by outcome (stored, refused)
+	streams         *prometheus.CounterVec // ordered streams opened, by kind (durable, transient)
+	preemptions     *prometheus.CounterVec // batch tasks preempted for online ones, by type
+	onlineStarts    *prometheus.CounterVec // online tasks started, by type and sla (met, missed)
+	onlineStart     *prometheus.HistogramVec
 
 	// The data plane.
 	blobBytes      *prometheus.CounterVec // by port (client, agent, cluster) and direction (in, out)
@@ -73,6 +77,21 @@ func newMetrics(s *Server) *metrics {
 	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "paddock", Name: "agent_sessions_refused_total", Help: "Refusals by reason: identity (an agent claimed an id other than its host-attested guest), limits (an agent declared more than a server limit), lease_secret (an agent message without its lease's secret), client_token (a client API call without the client token, refused before its body was read).",
 	}, []string{"reason"})
+	m.streams = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "paddock", Name: "streams_opened_total", Help: "Ordered task streams opened (TaskService.Stream), by kind (durable, transient).",
+	}, []string{"kind"})
+	m.preemptions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "paddock", Name: "preemptions_total", Help: "Batch tasks preempted (stopped and requeued, the attempt not charged) to give their slot to an online task, by type.",
+	}, []string{"type"})
+	m.onlineStarts = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "paddock", Name: "online_starts_total",
+		Help: "Online tasks started, by type and whether their submit-to-start latency met the type's SLA (server.online_sla): sla=met or missed. Attainment = met / (met + missed).",
+	}, []string{"type", "sla"})
+	m.onlineStart = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: "paddock", Name: "online_start_seconds", Help: "Submit-to-start latency of online tasks (to the agent's acknowledgement), by type.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 18),
+	}, []string{"type"})
+	m.reg.MustRegister(m.streams, m.preemptions, m.onlineStarts, m.onlineStart)
 	m.blobBytes = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "paddock", Name: "blob_bytes_total", Help: "Bytes of blobs stored (in) and served (out), by port (client: /v1/blobs, agent: agent ReadBlob/WriteBlob, cluster: host ReadBlob/WriteBlob).",
 	}, []string{"port", "direction"})

@@ -24,7 +24,8 @@ import (
 // total). It answers every agent heartbeat with these figures for the agent's types
 // (QueueStatus); the agent feeds them to its allocator, which rebalances before its
 // next heartbeat and sends the new limits in it. The figures are the same for every
-// agent: queues are per type, not per agent.
+// agent: queues are per type, not per agent. Transient streams' tasks (in memory, not
+// in the store) are counted with the store's.
 
 // QueueDelay is the measured queue of one task type.
 type QueueDelay struct {
@@ -93,6 +94,10 @@ func (s *Server) measureQueues(ctx context.Context, now time.Time) error {
 				at = ready[i].NotBefore
 			}
 			qd.Delay = max(qd.Delay, now.Sub(at))
+		}
+		if n, oldest := s.trans.ready(typ); n > 0 { // transient streams' tasks queue too
+			qd.Ready += int64(n)
+			qd.Delay = max(qd.Delay, now.Sub(oldest))
 		}
 		cur[typ] = qd
 	}

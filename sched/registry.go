@@ -65,7 +65,8 @@ type assignment struct {
 	acked    bool     // the agent acknowledged it (or listed it as running)
 	sess     *session // the session it was assigned on
 	typ      string
-	deadline time.Time // past this (plus grace) heartbeats stop renewing the lease; zero: none
+	class    store.Class // online or batch (batch ones may be preempted: preempt.go)
+	deadline time.Time   // past this (plus grace) heartbeats stop renewing the lease; zero: none
 	// renewedUntil is the lease's expiry as this server last wrote it (zero: unknown, so
 	// the next heartbeat renews it). Heartbeats renew a lease only once less than half
 	// of LeaseTTL (and less than three heartbeats) is left, not on every beat: with many

@@ -37,6 +37,9 @@ type Server struct {
 	feed  *feed         // task changes, for the web console (events.go)
 	hist  *history      // activity samples of the last hour (history.go)
 
+	streams *streams    // open ordered streams (streamapi.go)
+	trans   *transients // transient streams' tasks, in memory only (transient.go)
+
 	// readyMu guards readyGen: the task types that may have tasks ready to dispatch
 	// (a submit, a requeue), each with a generation bumped on every hint. A kick of the
 	// dispatcher reads the store only for these types; its periodic tick reads every
@@ -78,6 +81,8 @@ func New(cfg Config, st store.Store) (*Server, error) {
 		queue:      newQueueMeter(),
 		feed:       newFeed(),
 		hist:       newHistory(time.Now()),
+		streams:    newStreams(),
+		trans:      newTransients(),
 		agents:     map[string]*agent{},
 		waiters:    map[string][]chan struct{}{},
 		hosts:      map[string]*hostRec{},

@@ -100,6 +100,33 @@ type PoolConfig struct {
 	// WarmSnapshot (restore a memory snapshot of a booted template guest, see warm.go
 	// and docs/operations.md "Warm start").
 	WarmStart string `mapstructure:"warm_start" json:"warm_start,omitempty" yaml:"warm_start,omitempty"`
+	// Class is ClassOnline (latency-sensitive work) or ClassBatch (the default). An
+	// online pool's guests get OnlineCPUShares of the host's CPU against a batch
+	// guest's BatchCPUShares (libvirt cputune shares), and the autoscaler grows online
+	// pools first: a batch pool boots no guest for its backlog while an online pool of
+	// the host waits for room to grow.
+	Class string `mapstructure:"class" json:"class,omitempty" yaml:"class,omitempty"`
+}
+
+// Pool classes (PoolConfig.Class).
+const (
+	ClassOnline = "online"
+	ClassBatch  = "batch"
+)
+
+// CPU shares of a guest by its pool's class (hypervisor.DomainSpec.CPUShares): an
+// online guest gets four times a batch guest's CPU when they compete for the host.
+const (
+	OnlineCPUShares = 4096
+	BatchCPUShares  = 1024
+)
+
+// cpuShares is the CPU share of the pool's guests.
+func (c PoolConfig) cpuShares() int {
+	if c.Class == ClassOnline {
+		return OnlineCPUShares
+	}
+	return BatchCPUShares
 }
 
 // Warm start modes (PoolConfig.WarmStart).
@@ -154,6 +181,9 @@ func (c PoolConfig) withDefaults() PoolConfig {
 	if c.WarmStart == "" {
 		c.WarmStart = WarmCold
 	}
+	if c.Class == "" {
+		c.Class = ClassBatch
+	}
 	return c
 }
 
@@ -192,6 +222,8 @@ func (c PoolConfig) Validate() error {
 		return cfgErr(p, "tb_cache_mib", fmt.Sprintf("use 1 to %d MiB, e.g. %d (0: the default)", hypervisor.MaxTBCacheMiB, DefaultTBCacheMiB), "%d MiB is out of range", c.TBCacheMiB)
 	case c.BootTimeout < 0:
 		return cfgErr(p, "boot_timeout", "use a positive duration such as 3m", "%v", c.BootTimeout)
+	case c.Class != ClassOnline && c.Class != ClassBatch:
+		return cfgErr(p, "class", fmt.Sprintf("use %q (latency-sensitive: a larger CPU share, grown first) or %q (the default)", ClassOnline, ClassBatch), "%q is not a pool class", c.Class)
 	case c.WarmStart != WarmCold && c.WarmStart != WarmSnapshot:
 		return cfgErr(p, "warm_start", fmt.Sprintf("use %q (boot every guest) or %q (restore guests from a memory snapshot of a booted template)", WarmCold, WarmSnapshot), "%q is not a warm start mode", c.WarmStart)
 	}

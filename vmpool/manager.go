@@ -470,3 +470,13 @@ func (p *pool) syncTasks(running, assigned map[string]int) {
 	}
 	p.nudge()
 }
+
+// onlineWaiting is how many guests the host's online pools wait to boot for lack of
+// room (batch pools defer their backlog's guests while it is not 0).
+func (m *Manager) onlineWaiting() int {
+	n := 0
+	for _, p := range m.pools {
+		n += int(p.waiting.Load())
+	}
+	return n
+}

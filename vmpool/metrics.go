@@ -13,9 +13,10 @@ const (
 	BlockedLoadUnknown = "load_unknown" // thresholds are set but there is no fresh load sample
 	BlockedBackoff     = "boot_backoff" // recent boots failed; waiting before the next
 	BlockedAtMax       = "at_max"       // the pool has max guests
+	BlockedOnlineFirst = "online_first" // a batch pool waits while an online pool waits for room
 )
 
-var allBlocked = []string{BlockedCPU, BlockedMemory, BlockedNIC, BlockedLoadUnknown, BlockedBackoff, BlockedAtMax}
+var allBlocked = []string{BlockedCPU, BlockedMemory, BlockedNIC, BlockedLoadUnknown, BlockedBackoff, BlockedAtMax, BlockedOnlineFirst}
 
 // metrics are the Manager's Prometheus metrics (the per-guest ones come from
 // guestCollector).

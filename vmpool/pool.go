@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/paddockvm/paddock/agent"
@@ -119,6 +120,10 @@ type pool struct {
 	dup  bool
 
 	wg sync.WaitGroup // guest goroutines
+
+	// waiting (online pools) is how many guests the last reconcile wanted for the
+	// backlog and could not boot for lack of host room: batch pools defer theirs.
+	waiting atomic.Int64
 
 	// mu guards the fields below.
 	mu            sync.Mutex
@@ -286,6 +291,12 @@ func (p *pool) reconcile() {
 	}
 
 	// Scale up.
+	var waiting int // online pools: guests wanted for the backlog that found no room
+	defer func() {
+		if p.cfg.Class == ClassOnline {
+			p.waiting.Store(int64(waiting))
+		}
+	}()
 	var blocked []string
 	var detail string
 	if short := want - spare; short > 0 {
@@ -301,6 +312,19 @@ func (p *pool) reconcile() {
 			blocked = []string{BlockedAtMax}
 			detail = fmt.Sprintf("wants %d more guests but has max (%d)", short, p.cfg.Max)
 		}
+		if need > 0 && extra > 0 && p.cfg.Class == ClassBatch {
+			// Online pools grow first: a batch pool boots nothing for its backlog
+			// while an online pool of the host waits for room.
+			if n := p.m.onlineWaiting(); n > 0 {
+				blocked = append(blocked, BlockedOnlineFirst)
+				if detail != "" {
+					detail += "; "
+				}
+				detail += fmt.Sprintf("online pools wait for room for %d guests: not booting %d guests for the backlog (%d queued) before them", n, extra, backlog)
+				need -= extra
+				extra = 0
+			}
+		}
 		if need > 0 && extra > 0 {
 			// Thresholds stop scale-up for the backlog; the min_idle floor is kept
 			// regardless (it is the operator's commitment, and a replacement for a
@@ -312,6 +336,7 @@ func (p *pool) reconcile() {
 				}
 				detail += fmt.Sprintf("host above its thresholds, not booting %d guests for the backlog (%d queued): %s", extra, backlog, d)
 				need -= extra
+				waiting = extra
 			}
 		}
 		for range need {
@@ -423,7 +448,7 @@ func (p *pool) guestSpec(ctx context.Context, g *guest, img images.Image, scratc
 		return hypervisor.DomainSpec{}, fmt.Errorf("making guest directory %s reachable by QEMU: %w", g.dir, err)
 	}
 	spec := hypervisor.DomainSpec{
-		Name: g.ref.Name, VCPUs: p.cfg.VCPUs, MemoryMiB: p.cfg.MemoryMiB, TBCacheMiB: p.cfg.TBCacheMiB,
+		Name: g.ref.Name, VCPUs: p.cfg.VCPUs, MemoryMiB: p.cfg.MemoryMiB, TBCacheMiB: p.cfg.TBCacheMiB, CPUShares: p.cfg.cpuShares(),
 		Kernel: img.Kernel(), Initrd: img.Initrd(), Cmdline: GuestCmdline(p.cfg.Cmdline, g.ref.Name),
 		Channels:   []hypervisor.Channel{{Name: agent.DefaultPort, SocketPath: g.ref.Socket}},
 		ConsoleLog: filepath.Join(g.dir, "console.log"),

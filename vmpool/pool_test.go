@@ -696,3 +696,45 @@ func TestReadyParsing(t *testing.T) {
 		}
 	}
 }
+
+// TestOnlinePoolsFirst: an online and a batch pool both have a backlog while the host is
+// above its thresholds; the batch pool reports online_first as well, and once the load
+// drops the online pool boots its guests before the batch pool boots any. Online guests
+// get the larger CPU share (cputune shares) in their domain spec.
+func TestOnlinePoolsFirst(t *testing.T) {
+	on, bt := poolCfg("on", 0, 2), poolCfg("bt", 0, 2)
+	on.Class = ClassOnline
+	e := newEnv(t, Config{Pools: []PoolConfig{bt, on}, Thresholds: hostloadCPU(50)})
+	e.load.set(90)
+	e.backlog.Set("sleep", 4)
+	e.start()
+	e.eventually("the batch pool waits for the online one", func() bool {
+		v, _ := metricValue(t, e.reg, "paddock_vmpool_scale_up_blocked", map[string]string{"pool": "bt", "reason": BlockedOnlineFirst})
+		return v == 1
+	})
+	e.load.set(10)
+	e.eventually("both pools grown, the online one first", func() bool {
+		nOn, nBt := e.count("on"), e.count("bt")
+		if nBt > 0 && nOn < 2 {
+			t.Fatalf("the batch pool booted %d guests while the online pool had %d of the 2 it wanted", nBt, nOn)
+		}
+		return nOn == 2 && nBt == 2
+	})
+	seen := map[string]int{}
+	for _, g := range e.m.Snapshot() {
+		spec, ok := e.hv.Spec(g.Name)
+		if !ok {
+			continue // destroyed since the snapshot (a guest being replaced)
+		}
+		seen[g.Pool]++
+		if want := map[string]int{"on": OnlineCPUShares, "bt": BatchCPUShares}[g.Pool]; spec.CPUShares != want {
+			t.Errorf("guest %s of pool %s: cpu shares %d, want %d", g.Name, g.Pool, spec.CPUShares, want)
+		}
+	}
+	if seen["on"] == 0 || seen["bt"] == 0 {
+		t.Errorf("domain specs found by pool: %v; want guests of both", seen)
+	}
+	if err := (PoolConfig{Name: "x", Image: "abcd", MemoryMiB: 256, Max: 1, IdleTimeout: time.Minute, Class: "realtime"}).Validate(); err == nil || !strings.Contains(err.Error(), "class") {
+		t.Errorf("class realtime: %v, want an error naming class", err)
+	}
+}

@@ -268,3 +268,14 @@ func (f *Fake) Stats(ctx context.Context, names ...string) ([]hypervisor.DomainS
 	}
 	return out, nil
 }
+
+// Spec returns the spec domain name was created with, while it exists.
+func (f *Fake) Spec(name string) (hypervisor.DomainSpec, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d, ok := f.doms[name]
+	if !ok {
+		return hypervisor.DomainSpec{}, false
+	}
+	return d.spec, true
+}

@@ -311,6 +311,9 @@ func runDev(ctx context.Context, app *App, o devOptions) error {
 	if cfg.TaskRetention, err = taskRetention(v); err != nil {
 		return err
 	}
+	if cfg.OnlineSLA, err = onlineSLA(v); err != nil {
+		return err
+	}
 	if err := cfg.Validate(); err != nil {
 		return err
 	}

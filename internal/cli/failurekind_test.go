@@ -15,14 +15,12 @@ import (
 // TestTaskGetShowsFailureKind: a task whose handler process crashes (a real agent
 // process running the real testhandler, against a real server) shows its failure kind
 // in `paddock task get`, per attempt and for the task, and in its JSON.
-func TestTaskGetShowsFailureKind(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: builds binaries and runs a real agent")
-	}
+// startTestAgent runs a real paddock-agent process with the testhandler against ls,
+// killed (with its handlers) when the test ends.
+func startTestAgent(t *testing.T, ls *localServer, id string) {
+	t.Helper()
 	agent, handler := buildBinaries(t, "cmd/paddock-agent", "plugins/handlers/testhandler")
-	url, _, ls := testServer(t)
-	dir := t.TempDir()
-	cmd := exec.Command(agent, "--server", ls.AgentAddr, "--id", "kinds", "--handler", "testhandler="+handler, "--data-dir", filepath.Join(dir, "data"))
+	cmd := exec.Command(agent, "--server", ls.AgentAddr, "--id", id, "--handler", "testhandler="+handler, "--data-dir", filepath.Join(t.TempDir(), "data"))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // its handlers die with it
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -31,6 +29,14 @@ func TestTaskGetShowsFailureKind(t *testing.T) {
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		_ = cmd.Wait()
 	})
+}
+
+func TestTaskGetShowsFailureKind(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: builds binaries and runs a real agent")
+	}
+	url, _, ls := testServer(t)
+	startTestAgent(t, ls, "kinds")
 
 	out, errOut, code := run(t, "task", "submit", "--server", url, "--type", "test.crash", "--max-attempts", "1", "--wait")
 	if code == 0 {

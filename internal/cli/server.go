@@ -90,6 +90,9 @@ HTTP, plus /metrics and /healthz). Outside dev mode (--dev) clients need server.
 			if cfg.TaskRetention, err = taskRetention(v); err != nil {
 				return err
 			}
+			if cfg.OnlineSLA, err = onlineSLA(v); err != nil {
+				return err
+			}
 			if err := cfg.Validate(); err != nil {
 				return err
 			}

@@ -46,6 +46,17 @@ func clientsAt(hc *http.Client, url, tok string) (paddockv1connect.TaskServiceCl
 	return paddockv1connect.NewTaskServiceClient(hc, url, opts...), paddockv1connect.NewClusterServiceClient(hc, url, opts...)
 }
 
+// parseClass reads --class.
+func parseClass(class string) (paddockv1.Class, error) {
+	switch class {
+	case "", "batch":
+		return paddockv1.Class_CLASS_BATCH, nil
+	case "online":
+		return paddockv1.Class_CLASS_ONLINE, nil
+	}
+	return 0, usageError{fmt.Errorf("--class %q: use online or batch", class)}
+}
+
 func printProto(app *App, m proto.Message) error {
 	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(m)
 	if err != nil {
@@ -132,7 +143,7 @@ func clip(s string, n int) string {
 func newTaskCmd(app *App) *cobra.Command {
 	cmd := &cobra.Command{Use: "task", Short: "Submit and follow tasks on a Paddock server"}
 	cmd.AddCommand(newTaskSubmitCmd(app), newTaskGetCmd(app), newTaskWaitCmd(app), newTaskCancelCmd(app), newTaskLsCmd(app), newTaskOutputCmd(app), newTaskLogsCmd(app))
-	cmd.AddCommand(newTaskSubmitBatchCmd(app), newTaskRetryCmd(app))
+	cmd.AddCommand(newTaskSubmitBatchCmd(app), newTaskRetryCmd(app), newTaskStreamCmd(app))
 	return cmd
 }
 
@@ -187,13 +198,9 @@ func newTaskSubmitCmd(app *App) *cobra.Command {
 			if err := addInputs(cmd.Context(), app, blobClient(app), spec, inputs, inputBlobs, inline, inlineMax, quiet); err != nil {
 				return err
 			}
-			switch class {
-			case "", "batch":
-				spec.Class = paddockv1.Class_CLASS_BATCH
-			case "online":
-				spec.Class = paddockv1.Class_CLASS_ONLINE
-			default:
-				return usageError{fmt.Errorf("--class %q: use online or batch", class)}
+			var err error
+			if spec.Class, err = parseClass(class); err != nil {
+				return err
 			}
 			if cpu != 0 || mem != 0 || len(labels) > 0 {
 				spec.Requirements = &paddockv1.Requirements{CpuMillis: cpu, MemoryBytes: mem}

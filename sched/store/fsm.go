@@ -71,7 +71,8 @@ func (e *IllegalError) Unwrap() error { return ErrInvalid }
 // Next returns the state t goes to on event e, or an *IllegalError. It decides the
 // retry outcome from t.Attempt and t.MaxAttempts: a retryable failure or an expired
 // lease requeues the task while attempts remain, otherwise the task is dead; a task
-// whose cancel was requested goes to Cancelled instead of being requeued.
+// whose cancel was requested goes to Cancelled instead of being requeued. Attempts
+// ended by a preemption (t.Preemptions) do not count against MaxAttempts.
 func Next(t Task, e Event) (State, error) {
 	to, ok := transitions[t.State][e]
 	if !ok {
@@ -83,7 +84,7 @@ func Next(t Task, e Event) (State, error) {
 	switch {
 	case t.CancelRequested:
 		return Cancelled, nil
-	case t.Attempt < t.MaxAttempts:
+	case t.Attempt-t.Preemptions < t.MaxAttempts: // preempted attempts are not charged
 		return Queued, nil
 	default:
 		return Dead, nil

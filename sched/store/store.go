@@ -25,7 +25,8 @@ type Store interface {
 	// the last). Listed tasks carry no payload, inputs or outputs.
 	List(ctx context.Context, f Filter) ([]Task, string, error)
 	// Ready returns up to limit Queued tasks of type typ whose NotBefore is not after
-	// now: higher priority first, then in submission order.
+	// now: online tasks before batch ones (Class), and within a class higher priority
+	// first, then in submission order.
 	Ready(ctx context.Context, typ string, now time.Time, limit int) ([]Task, error)
 	// Lease moves each granted task from Queued to Leased under a new lease id (one more
 	// than its last), starts its next attempt, and returns the tasks leased. A grant
@@ -106,6 +107,7 @@ type Update struct {
 	CancelRequested bool // set the flag
 	Started         bool // set StartedAt = Now
 	LeaseExpiresAt  time.Time
+	Preempted       bool // count one more preemption (the attempt ended is not charged)
 
 	// EndAttempt records the current attempt's outcome (State = To, Error, Retryable,
 	// FailureKind, Usage, SHA256).

@@ -84,6 +84,7 @@ type Task struct {
 
 	State           State
 	Attempt         int    // number of the current or last attempt; 0 before the first
+	Preemptions     int    // attempts ended by a preemption: not charged against MaxAttempts
 	LeaseID         uint64 // fencing token of the current or last lease; grows with every lease
 	AgentID         string // agent of the current or last lease
 	LeaseSecret     string // random secret of the current or last lease (Grant.Secret)
@@ -133,11 +134,12 @@ const (
 	GuestGone          FailureKind = "guest_gone"          // the guest running it was destroyed or died
 	Refused            FailureKind = "refused"             // the agent refused the assignment
 	ScheduleTimeout    FailureKind = "schedule_timeout"    // no agent started it within its schedule-to-start timeout
+	Preempted          FailureKind = "preempted"           // stopped to give its slot to an online task; not charged
 )
 
 // FailureKinds lists every kind but NoFailure.
 var FailureKinds = []FailureKind{HandlerError, Crashed, Timeout, Panic, OutputTooLarge, BadOutput, HandlerUnavailable,
-	InputUnavailable, OutputTransfer, CancelledRun, LeaseExpired, GuestGone, Refused, ScheduleTimeout}
+	InputUnavailable, OutputTransfer, CancelledRun, LeaseExpired, GuestGone, Refused, ScheduleTimeout, Preempted}
 
 // Attempt is one run of a task: one lease.
 type Attempt struct {

@@ -194,6 +194,9 @@ const (
 	// FAILURE_KIND_SCHEDULE_TIMEOUT: no agent started the task within its schedule-to-start
 	// timeout (TaskSpec.schedule_to_start_timeout_ms); it never ran.
 	FailureKind_FAILURE_KIND_SCHEDULE_TIMEOUT FailureKind = 20
+	// FAILURE_KIND_PREEMPTED: the server stopped a batch task to give its slot to an
+	// online task; the task is queued again and the attempt is not charged.
+	FailureKind_FAILURE_KIND_PREEMPTED FailureKind = 14
 )
 
 // Enum value maps for FailureKind.
@@ -214,6 +217,7 @@ var (
 		12: "FAILURE_KIND_GUEST_GONE",
 		13: "FAILURE_KIND_REFUSED",
 		20: "FAILURE_KIND_SCHEDULE_TIMEOUT",
+		14: "FAILURE_KIND_PREEMPTED",
 	}
 	FailureKind_value = map[string]int32{
 		"FAILURE_KIND_UNSPECIFIED":         0,
@@ -231,6 +235,7 @@ var (
 		"FAILURE_KIND_GUEST_GONE":          12,
 		"FAILURE_KIND_REFUSED":             13,
 		"FAILURE_KIND_SCHEDULE_TIMEOUT":    20,
+		"FAILURE_KIND_PREEMPTED":           14,
 	}
 )
 
@@ -3776,6 +3781,494 @@ func (x *HistoryResponse) GetSamples() []*Sample {
 	return nil
 }
 
+// StreamRequest is one message from the client on a Stream.
+type StreamRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Msg:
+	//
+	//	*StreamRequest_Open
+	//	*StreamRequest_Item
+	Msg           isStreamRequest_Msg `protobuf_oneof:"msg"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamRequest) Reset() {
+	*x = StreamRequest{}
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamRequest) ProtoMessage() {}
+
+func (x *StreamRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamRequest.ProtoReflect.Descriptor instead.
+func (*StreamRequest) Descriptor() ([]byte, []int) {
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *StreamRequest) GetMsg() isStreamRequest_Msg {
+	if x != nil {
+		return x.Msg
+	}
+	return nil
+}
+
+func (x *StreamRequest) GetOpen() *StreamOpen {
+	if x != nil {
+		if x, ok := x.Msg.(*StreamRequest_Open); ok {
+			return x.Open
+		}
+	}
+	return nil
+}
+
+func (x *StreamRequest) GetItem() *StreamItem {
+	if x != nil {
+		if x, ok := x.Msg.(*StreamRequest_Item); ok {
+			return x.Item
+		}
+	}
+	return nil
+}
+
+type isStreamRequest_Msg interface {
+	isStreamRequest_Msg()
+}
+
+type StreamRequest_Open struct {
+	// open is the first message: what the stream runs.
+	Open *StreamOpen `protobuf:"bytes,1,opt,name=open,proto3,oneof"`
+}
+
+type StreamRequest_Item struct {
+	// item is one task's payload; the n-th item (from 0) is the stream's seq n.
+	Item *StreamItem `protobuf:"bytes,2,opt,name=item,proto3,oneof"`
+}
+
+func (*StreamRequest_Open) isStreamRequest_Msg() {}
+
+func (*StreamRequest_Item) isStreamRequest_Msg() {}
+
+// StreamOpen opens an ordered stream.
+type StreamOpen struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// type is the task type every item of the stream runs. Required.
+	Type string `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	// window is the most items outstanding at once: 1..4096 (sched.MaxStreamWindow).
+	Window uint32 `protobuf:"varint,2,opt,name=window,proto3" json:"window,omitempty"`
+	// transient keeps the stream's tasks in the server's memory only (faster; a server
+	// restart loses them). False: the tasks are stored as Submit stores them.
+	Transient bool `protobuf:"varint,3,opt,name=transient,proto3" json:"transient,omitempty"`
+	// class, priority, timeout_ms and max_attempts apply to every task, as in TaskSpec.
+	Class         Class `protobuf:"varint,4,opt,name=class,proto3,enum=paddock.v1.Class" json:"class,omitempty"`
+	Priority      int32 `protobuf:"varint,5,opt,name=priority,proto3" json:"priority,omitempty"`
+	TimeoutMs     int64 `protobuf:"varint,6,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	MaxAttempts   int32 `protobuf:"varint,7,opt,name=max_attempts,json=maxAttempts,proto3" json:"max_attempts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamOpen) Reset() {
+	*x = StreamOpen{}
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamOpen) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamOpen) ProtoMessage() {}
+
+func (x *StreamOpen) ProtoReflect() protoreflect.Message {
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamOpen.ProtoReflect.Descriptor instead.
+func (*StreamOpen) Descriptor() ([]byte, []int) {
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *StreamOpen) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *StreamOpen) GetWindow() uint32 {
+	if x != nil {
+		return x.Window
+	}
+	return 0
+}
+
+func (x *StreamOpen) GetTransient() bool {
+	if x != nil {
+		return x.Transient
+	}
+	return false
+}
+
+func (x *StreamOpen) GetClass() Class {
+	if x != nil {
+		return x.Class
+	}
+	return Class_CLASS_UNSPECIFIED
+}
+
+func (x *StreamOpen) GetPriority() int32 {
+	if x != nil {
+		return x.Priority
+	}
+	return 0
+}
+
+func (x *StreamOpen) GetTimeoutMs() int64 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
+}
+
+func (x *StreamOpen) GetMaxAttempts() int32 {
+	if x != nil {
+		return x.MaxAttempts
+	}
+	return 0
+}
+
+// StreamItem is one task's payload.
+type StreamItem struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// payload is the task's payload (at most server.max_inline_bytes).
+	Payload       []byte `protobuf:"bytes,1,opt,name=payload,proto3" json:"payload,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamItem) Reset() {
+	*x = StreamItem{}
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamItem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamItem) ProtoMessage() {}
+
+func (x *StreamItem) ProtoReflect() protoreflect.Message {
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamItem.ProtoReflect.Descriptor instead.
+func (*StreamItem) Descriptor() ([]byte, []int) {
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *StreamItem) GetPayload() []byte {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
+// StreamResponse is one message from the server on a Stream.
+type StreamResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Msg:
+	//
+	//	*StreamResponse_Opened
+	//	*StreamResponse_Result
+	Msg           isStreamResponse_Msg `protobuf_oneof:"msg"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamResponse) Reset() {
+	*x = StreamResponse{}
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamResponse) ProtoMessage() {}
+
+func (x *StreamResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamResponse.ProtoReflect.Descriptor instead.
+func (*StreamResponse) Descriptor() ([]byte, []int) {
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *StreamResponse) GetMsg() isStreamResponse_Msg {
+	if x != nil {
+		return x.Msg
+	}
+	return nil
+}
+
+func (x *StreamResponse) GetOpened() *StreamOpened {
+	if x != nil {
+		if x, ok := x.Msg.(*StreamResponse_Opened); ok {
+			return x.Opened
+		}
+	}
+	return nil
+}
+
+func (x *StreamResponse) GetResult() *StreamResult {
+	if x != nil {
+		if x, ok := x.Msg.(*StreamResponse_Result); ok {
+			return x.Result
+		}
+	}
+	return nil
+}
+
+type isStreamResponse_Msg interface {
+	isStreamResponse_Msg()
+}
+
+type StreamResponse_Opened struct {
+	// opened answers the StreamOpen.
+	Opened *StreamOpened `protobuf:"bytes,1,opt,name=opened,proto3,oneof"`
+}
+
+type StreamResponse_Result struct {
+	// result is the result of the next item in submission order.
+	Result *StreamResult `protobuf:"bytes,2,opt,name=result,proto3,oneof"`
+}
+
+func (*StreamResponse_Opened) isStreamResponse_Msg() {}
+
+func (*StreamResponse_Result) isStreamResponse_Msg() {}
+
+// StreamOpened says the stream is open and how it runs.
+type StreamOpened struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// stream_id names the stream in the server's logs and metrics.
+	StreamId string `protobuf:"bytes,1,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
+	// window is the window the server enforces.
+	Window uint32 `protobuf:"varint,2,opt,name=window,proto3" json:"window,omitempty"`
+	// durable is true when the stream's tasks are stored (they survive a restart).
+	Durable bool `protobuf:"varint,3,opt,name=durable,proto3" json:"durable,omitempty"`
+	// notice says plainly what the client must know, e.g. that a transient stream's
+	// tasks are lost if the server restarts.
+	Notice        string `protobuf:"bytes,4,opt,name=notice,proto3" json:"notice,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamOpened) Reset() {
+	*x = StreamOpened{}
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamOpened) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamOpened) ProtoMessage() {}
+
+func (x *StreamOpened) ProtoReflect() protoreflect.Message {
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamOpened.ProtoReflect.Descriptor instead.
+func (*StreamOpened) Descriptor() ([]byte, []int) {
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *StreamOpened) GetStreamId() string {
+	if x != nil {
+		return x.StreamId
+	}
+	return ""
+}
+
+func (x *StreamOpened) GetWindow() uint32 {
+	if x != nil {
+		return x.Window
+	}
+	return 0
+}
+
+func (x *StreamOpened) GetDurable() bool {
+	if x != nil {
+		return x.Durable
+	}
+	return false
+}
+
+func (x *StreamOpened) GetNotice() string {
+	if x != nil {
+		return x.Notice
+	}
+	return ""
+}
+
+// StreamResult is the outcome of one item, sent in submission order.
+type StreamResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// seq is the item's number in the stream (0 for the first item).
+	Seq uint64 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	// task_id is the task that ran it (a stored task for a durable stream).
+	TaskId string `protobuf:"bytes,2,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	// state is SUCCEEDED, FAILED, CANCELLED or DEAD.
+	State State `protobuf:"varint,3,opt,name=state,proto3,enum=paddock.v1.State" json:"state,omitempty"`
+	// output is the result (SUCCEEDED only).
+	Output []byte `protobuf:"bytes,4,opt,name=output,proto3" json:"output,omitempty"`
+	// error is the last error when the task did not succeed.
+	Error string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	// failure_kind is the kind of the last failure when it did not succeed.
+	FailureKind FailureKind `protobuf:"varint,6,opt,name=failure_kind,json=failureKind,proto3,enum=paddock.v1.FailureKind" json:"failure_kind,omitempty"`
+	// attempts is how many attempts were charged to the task.
+	Attempts      int32 `protobuf:"varint,7,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamResult) Reset() {
+	*x = StreamResult{}
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamResult) ProtoMessage() {}
+
+func (x *StreamResult) ProtoReflect() protoreflect.Message {
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamResult.ProtoReflect.Descriptor instead.
+func (*StreamResult) Descriptor() ([]byte, []int) {
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *StreamResult) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *StreamResult) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *StreamResult) GetState() State {
+	if x != nil {
+		return x.State
+	}
+	return State_STATE_UNSPECIFIED
+}
+
+func (x *StreamResult) GetOutput() []byte {
+	if x != nil {
+		return x.Output
+	}
+	return nil
+}
+
+func (x *StreamResult) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *StreamResult) GetFailureKind() FailureKind {
+	if x != nil {
+		return x.FailureKind
+	}
+	return FailureKind_FAILURE_KIND_UNSPECIFIED
+}
+
+func (x *StreamResult) GetAttempts() int32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
 var File_api_paddock_v1_paddock_proto protoreflect.FileDescriptor
 
 const file_api_paddock_v1_paddock_proto_rawDesc = "" +
@@ -4068,7 +4561,41 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\x0fHistoryResponse\x12\x1f\n" +
 	"\vinterval_ms\x18\x01 \x01(\x03R\n" +
 	"intervalMs\x12,\n" +
-	"\asamples\x18\x02 \x03(\v2\x12.paddock.v1.SampleR\asamples*\xa1\x01\n" +
+	"\asamples\x18\x02 \x03(\v2\x12.paddock.v1.SampleR\asamples\"r\n" +
+	"\rStreamRequest\x12,\n" +
+	"\x04open\x18\x01 \x01(\v2\x16.paddock.v1.StreamOpenH\x00R\x04open\x12,\n" +
+	"\x04item\x18\x02 \x01(\v2\x16.paddock.v1.StreamItemH\x00R\x04itemB\x05\n" +
+	"\x03msg\"\xdd\x01\n" +
+	"\n" +
+	"StreamOpen\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x12\x16\n" +
+	"\x06window\x18\x02 \x01(\rR\x06window\x12\x1c\n" +
+	"\ttransient\x18\x03 \x01(\bR\ttransient\x12'\n" +
+	"\x05class\x18\x04 \x01(\x0e2\x11.paddock.v1.ClassR\x05class\x12\x1a\n" +
+	"\bpriority\x18\x05 \x01(\x05R\bpriority\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\x06 \x01(\x03R\ttimeoutMs\x12!\n" +
+	"\fmax_attempts\x18\a \x01(\x05R\vmaxAttempts\"&\n" +
+	"\n" +
+	"StreamItem\x12\x18\n" +
+	"\apayload\x18\x01 \x01(\fR\apayload\"\x7f\n" +
+	"\x0eStreamResponse\x122\n" +
+	"\x06opened\x18\x01 \x01(\v2\x18.paddock.v1.StreamOpenedH\x00R\x06opened\x122\n" +
+	"\x06result\x18\x02 \x01(\v2\x18.paddock.v1.StreamResultH\x00R\x06resultB\x05\n" +
+	"\x03msg\"u\n" +
+	"\fStreamOpened\x12\x1b\n" +
+	"\tstream_id\x18\x01 \x01(\tR\bstreamId\x12\x16\n" +
+	"\x06window\x18\x02 \x01(\rR\x06window\x12\x18\n" +
+	"\adurable\x18\x03 \x01(\bR\adurable\x12\x16\n" +
+	"\x06notice\x18\x04 \x01(\tR\x06notice\"\xe8\x01\n" +
+	"\fStreamResult\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x17\n" +
+	"\atask_id\x18\x02 \x01(\tR\x06taskId\x12'\n" +
+	"\x05state\x18\x03 \x01(\x0e2\x11.paddock.v1.StateR\x05state\x12\x16\n" +
+	"\x06output\x18\x04 \x01(\fR\x06output\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\x12:\n" +
+	"\ffailure_kind\x18\x06 \x01(\x0e2\x17.paddock.v1.FailureKindR\vfailureKind\x12\x1a\n" +
+	"\battempts\x18\a \x01(\x05R\battempts*\xa1\x01\n" +
 	"\x05State\x12\x15\n" +
 	"\x11STATE_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fSTATE_QUEUED\x10\x01\x12\x10\n" +
@@ -4082,7 +4609,7 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\x05Class\x12\x15\n" +
 	"\x11CLASS_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fCLASS_ONLINE\x10\x01\x12\x0f\n" +
-	"\vCLASS_BATCH\x10\x02*\xd9\x03\n" +
+	"\vCLASS_BATCH\x10\x02*\xf5\x03\n" +
 	"\vFailureKind\x12\x1c\n" +
 	"\x18FAILURE_KIND_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aFAILURE_KIND_HANDLER_ERROR\x10\x01\x12\x18\n" +
@@ -4099,7 +4626,8 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\x1aFAILURE_KIND_LEASE_EXPIRED\x10\v\x12\x1b\n" +
 	"\x17FAILURE_KIND_GUEST_GONE\x10\f\x12\x18\n" +
 	"\x14FAILURE_KIND_REFUSED\x10\r\x12!\n" +
-	"\x1dFAILURE_KIND_SCHEDULE_TIMEOUT\x10\x142\x98\b\n" +
+	"\x1dFAILURE_KIND_SCHEDULE_TIMEOUT\x10\x14\x12\x1a\n" +
+	"\x16FAILURE_KIND_PREEMPTED\x10\x0e2\xdd\b\n" +
 	"\vTaskService\x12j\n" +
 	"\x06Submit\x12\x19.paddock.v1.SubmitRequest\x1a\x1a.paddock.v1.SubmitResponse\")\x82\xd3\xe4\x93\x02#:\x01*\"\x1e/paddock.v1.TaskService/Submit\x12~\n" +
 	"\vSubmitBatch\x12\x1e.paddock.v1.SubmitBatchRequest\x1a\x1f.paddock.v1.SubmitBatchResponse\".\x82\xd3\xe4\x93\x02(:\x01*\"#/paddock.v1.TaskService/SubmitBatch\x12^\n" +
@@ -4111,7 +4639,8 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\x05Retry\x12\x18.paddock.v1.RetryRequest\x1a\x19.paddock.v1.RetryResponse\"(\x82\xd3\xe4\x93\x02\":\x01*\"\x1d/paddock.v1.TaskService/Retry\x12b\n" +
 	"\x04Logs\x12\x17.paddock.v1.LogsRequest\x1a\x18.paddock.v1.LogsResponse\"'\x82\xd3\xe4\x93\x02!:\x01*\"\x1c/paddock.v1.TaskService/Logs\x12M\n" +
 	"\n" +
-	"WatchTasks\x12\x1d.paddock.v1.WatchTasksRequest\x1a\x1e.paddock.v1.WatchTasksResponse0\x012\xdf\x04\n" +
+	"WatchTasks\x12\x1d.paddock.v1.WatchTasksRequest\x1a\x1e.paddock.v1.WatchTasksResponse0\x01\x12C\n" +
+	"\x06Stream\x12\x19.paddock.v1.StreamRequest\x1a\x1a.paddock.v1.StreamResponse(\x010\x012\xdf\x04\n" +
 	"\x0eClusterService\x12m\n" +
 	"\x06Status\x12\x19.paddock.v1.StatusRequest\x1a\x1a.paddock.v1.StatusResponse\",\x82\xd3\xe4\x93\x02&:\x01*\"!/paddock.v1.ClusterService/Status\x12}\n" +
 	"\n" +
@@ -4133,7 +4662,7 @@ func file_api_paddock_v1_paddock_proto_rawDescGZIP() []byte {
 }
 
 var file_api_paddock_v1_paddock_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_api_paddock_v1_paddock_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
+var file_api_paddock_v1_paddock_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
 var file_api_paddock_v1_paddock_proto_goTypes = []any{
 	(State)(0),                  // 0: paddock.v1.State
 	(Class)(0),                  // 1: paddock.v1.Class
@@ -4186,27 +4715,33 @@ var file_api_paddock_v1_paddock_proto_goTypes = []any{
 	(*HistoryRequest)(nil),      // 48: paddock.v1.HistoryRequest
 	(*Sample)(nil),              // 49: paddock.v1.Sample
 	(*HistoryResponse)(nil),     // 50: paddock.v1.HistoryResponse
-	nil,                         // 51: paddock.v1.Requirements.LabelsEntry
-	nil,                         // 52: paddock.v1.TaskSpec.InputsEntry
-	nil,                         // 53: paddock.v1.TaskSpec.InputBlobsEntry
-	nil,                         // 54: paddock.v1.Task.OutputsEntry
-	nil,                         // 55: paddock.v1.Task.OutputBlobsEntry
-	nil,                         // 56: paddock.v1.Agent.LabelsEntry
+	(*StreamRequest)(nil),       // 51: paddock.v1.StreamRequest
+	(*StreamOpen)(nil),          // 52: paddock.v1.StreamOpen
+	(*StreamItem)(nil),          // 53: paddock.v1.StreamItem
+	(*StreamResponse)(nil),      // 54: paddock.v1.StreamResponse
+	(*StreamOpened)(nil),        // 55: paddock.v1.StreamOpened
+	(*StreamResult)(nil),        // 56: paddock.v1.StreamResult
+	nil,                         // 57: paddock.v1.Requirements.LabelsEntry
+	nil,                         // 58: paddock.v1.TaskSpec.InputsEntry
+	nil,                         // 59: paddock.v1.TaskSpec.InputBlobsEntry
+	nil,                         // 60: paddock.v1.Task.OutputsEntry
+	nil,                         // 61: paddock.v1.Task.OutputBlobsEntry
+	nil,                         // 62: paddock.v1.Agent.LabelsEntry
 }
 var file_api_paddock_v1_paddock_proto_depIdxs = []int32{
-	51, // 0: paddock.v1.Requirements.labels:type_name -> paddock.v1.Requirements.LabelsEntry
-	52, // 1: paddock.v1.TaskSpec.inputs:type_name -> paddock.v1.TaskSpec.InputsEntry
+	57, // 0: paddock.v1.Requirements.labels:type_name -> paddock.v1.Requirements.LabelsEntry
+	58, // 1: paddock.v1.TaskSpec.inputs:type_name -> paddock.v1.TaskSpec.InputsEntry
 	1,  // 2: paddock.v1.TaskSpec.class:type_name -> paddock.v1.Class
 	4,  // 3: paddock.v1.TaskSpec.requirements:type_name -> paddock.v1.Requirements
-	53, // 4: paddock.v1.TaskSpec.input_blobs:type_name -> paddock.v1.TaskSpec.InputBlobsEntry
+	59, // 4: paddock.v1.TaskSpec.input_blobs:type_name -> paddock.v1.TaskSpec.InputBlobsEntry
 	0,  // 5: paddock.v1.Attempt.state:type_name -> paddock.v1.State
 	7,  // 6: paddock.v1.Attempt.usage:type_name -> paddock.v1.Usage
 	2,  // 7: paddock.v1.Attempt.failure_kind:type_name -> paddock.v1.FailureKind
 	5,  // 8: paddock.v1.Task.spec:type_name -> paddock.v1.TaskSpec
 	0,  // 9: paddock.v1.Task.state:type_name -> paddock.v1.State
-	54, // 10: paddock.v1.Task.outputs:type_name -> paddock.v1.Task.OutputsEntry
+	60, // 10: paddock.v1.Task.outputs:type_name -> paddock.v1.Task.OutputsEntry
 	8,  // 11: paddock.v1.Task.attempts:type_name -> paddock.v1.Attempt
-	55, // 12: paddock.v1.Task.output_blobs:type_name -> paddock.v1.Task.OutputBlobsEntry
+	61, // 12: paddock.v1.Task.output_blobs:type_name -> paddock.v1.Task.OutputBlobsEntry
 	2,  // 13: paddock.v1.Task.failure_kind:type_name -> paddock.v1.FailureKind
 	5,  // 14: paddock.v1.SubmitRequest.task:type_name -> paddock.v1.TaskSpec
 	9,  // 15: paddock.v1.SubmitResponse.task:type_name -> paddock.v1.Task
@@ -4229,7 +4764,7 @@ var file_api_paddock_v1_paddock_proto_depIdxs = []int32{
 	29, // 32: paddock.v1.StatusResponse.queue:type_name -> paddock.v1.QueueDepth
 	31, // 33: paddock.v1.StatusResponse.queue_delays:type_name -> paddock.v1.QueueDelay
 	33, // 34: paddock.v1.Agent.types:type_name -> paddock.v1.AgentType
-	56, // 35: paddock.v1.Agent.labels:type_name -> paddock.v1.Agent.LabelsEntry
+	62, // 35: paddock.v1.Agent.labels:type_name -> paddock.v1.Agent.LabelsEntry
 	34, // 36: paddock.v1.ListAgentsResponse.agents:type_name -> paddock.v1.Agent
 	37, // 37: paddock.v1.Host.pools:type_name -> paddock.v1.HostPool
 	38, // 38: paddock.v1.ListHostsResponse.hosts:type_name -> paddock.v1.Host
@@ -4239,43 +4774,52 @@ var file_api_paddock_v1_paddock_proto_depIdxs = []int32{
 	44, // 42: paddock.v1.ExplainResponse.reasons:type_name -> paddock.v1.Reason
 	9,  // 43: paddock.v1.RetryResponse.task:type_name -> paddock.v1.Task
 	49, // 44: paddock.v1.HistoryResponse.samples:type_name -> paddock.v1.Sample
-	6,  // 45: paddock.v1.TaskSpec.InputBlobsEntry.value:type_name -> paddock.v1.BlobRef
-	6,  // 46: paddock.v1.Task.OutputBlobsEntry.value:type_name -> paddock.v1.BlobRef
-	10, // 47: paddock.v1.TaskService.Submit:input_type -> paddock.v1.SubmitRequest
-	12, // 48: paddock.v1.TaskService.SubmitBatch:input_type -> paddock.v1.SubmitBatchRequest
-	14, // 49: paddock.v1.TaskService.Get:input_type -> paddock.v1.GetRequest
-	20, // 50: paddock.v1.TaskService.Wait:input_type -> paddock.v1.WaitRequest
-	22, // 51: paddock.v1.TaskService.Cancel:input_type -> paddock.v1.CancelRequest
-	24, // 52: paddock.v1.TaskService.List:input_type -> paddock.v1.ListRequest
-	43, // 53: paddock.v1.TaskService.Explain:input_type -> paddock.v1.ExplainRequest
-	46, // 54: paddock.v1.TaskService.Retry:input_type -> paddock.v1.RetryRequest
-	16, // 55: paddock.v1.TaskService.Logs:input_type -> paddock.v1.LogsRequest
-	25, // 56: paddock.v1.TaskService.WatchTasks:input_type -> paddock.v1.WatchTasksRequest
-	28, // 57: paddock.v1.ClusterService.Status:input_type -> paddock.v1.StatusRequest
-	32, // 58: paddock.v1.ClusterService.ListAgents:input_type -> paddock.v1.ListAgentsRequest
-	36, // 59: paddock.v1.ClusterService.ListHosts:input_type -> paddock.v1.ListHostsRequest
-	40, // 60: paddock.v1.ClusterService.ListVMs:input_type -> paddock.v1.ListVMsRequest
-	48, // 61: paddock.v1.ClusterService.History:input_type -> paddock.v1.HistoryRequest
-	11, // 62: paddock.v1.TaskService.Submit:output_type -> paddock.v1.SubmitResponse
-	13, // 63: paddock.v1.TaskService.SubmitBatch:output_type -> paddock.v1.SubmitBatchResponse
-	15, // 64: paddock.v1.TaskService.Get:output_type -> paddock.v1.GetResponse
-	21, // 65: paddock.v1.TaskService.Wait:output_type -> paddock.v1.WaitResponse
-	23, // 66: paddock.v1.TaskService.Cancel:output_type -> paddock.v1.CancelResponse
-	27, // 67: paddock.v1.TaskService.List:output_type -> paddock.v1.ListResponse
-	45, // 68: paddock.v1.TaskService.Explain:output_type -> paddock.v1.ExplainResponse
-	47, // 69: paddock.v1.TaskService.Retry:output_type -> paddock.v1.RetryResponse
-	17, // 70: paddock.v1.TaskService.Logs:output_type -> paddock.v1.LogsResponse
-	26, // 71: paddock.v1.TaskService.WatchTasks:output_type -> paddock.v1.WatchTasksResponse
-	30, // 72: paddock.v1.ClusterService.Status:output_type -> paddock.v1.StatusResponse
-	35, // 73: paddock.v1.ClusterService.ListAgents:output_type -> paddock.v1.ListAgentsResponse
-	39, // 74: paddock.v1.ClusterService.ListHosts:output_type -> paddock.v1.ListHostsResponse
-	42, // 75: paddock.v1.ClusterService.ListVMs:output_type -> paddock.v1.ListVMsResponse
-	50, // 76: paddock.v1.ClusterService.History:output_type -> paddock.v1.HistoryResponse
-	62, // [62:77] is the sub-list for method output_type
-	47, // [47:62] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	52, // 45: paddock.v1.StreamRequest.open:type_name -> paddock.v1.StreamOpen
+	53, // 46: paddock.v1.StreamRequest.item:type_name -> paddock.v1.StreamItem
+	1,  // 47: paddock.v1.StreamOpen.class:type_name -> paddock.v1.Class
+	55, // 48: paddock.v1.StreamResponse.opened:type_name -> paddock.v1.StreamOpened
+	56, // 49: paddock.v1.StreamResponse.result:type_name -> paddock.v1.StreamResult
+	0,  // 50: paddock.v1.StreamResult.state:type_name -> paddock.v1.State
+	2,  // 51: paddock.v1.StreamResult.failure_kind:type_name -> paddock.v1.FailureKind
+	6,  // 52: paddock.v1.TaskSpec.InputBlobsEntry.value:type_name -> paddock.v1.BlobRef
+	6,  // 53: paddock.v1.Task.OutputBlobsEntry.value:type_name -> paddock.v1.BlobRef
+	10, // 54: paddock.v1.TaskService.Submit:input_type -> paddock.v1.SubmitRequest
+	12, // 55: paddock.v1.TaskService.SubmitBatch:input_type -> paddock.v1.SubmitBatchRequest
+	14, // 56: paddock.v1.TaskService.Get:input_type -> paddock.v1.GetRequest
+	20, // 57: paddock.v1.TaskService.Wait:input_type -> paddock.v1.WaitRequest
+	22, // 58: paddock.v1.TaskService.Cancel:input_type -> paddock.v1.CancelRequest
+	24, // 59: paddock.v1.TaskService.List:input_type -> paddock.v1.ListRequest
+	43, // 60: paddock.v1.TaskService.Explain:input_type -> paddock.v1.ExplainRequest
+	46, // 61: paddock.v1.TaskService.Retry:input_type -> paddock.v1.RetryRequest
+	16, // 62: paddock.v1.TaskService.Logs:input_type -> paddock.v1.LogsRequest
+	25, // 63: paddock.v1.TaskService.WatchTasks:input_type -> paddock.v1.WatchTasksRequest
+	51, // 64: paddock.v1.TaskService.Stream:input_type -> paddock.v1.StreamRequest
+	28, // 65: paddock.v1.ClusterService.Status:input_type -> paddock.v1.StatusRequest
+	32, // 66: paddock.v1.ClusterService.ListAgents:input_type -> paddock.v1.ListAgentsRequest
+	36, // 67: paddock.v1.ClusterService.ListHosts:input_type -> paddock.v1.ListHostsRequest
+	40, // 68: paddock.v1.ClusterService.ListVMs:input_type -> paddock.v1.ListVMsRequest
+	48, // 69: paddock.v1.ClusterService.History:input_type -> paddock.v1.HistoryRequest
+	11, // 70: paddock.v1.TaskService.Submit:output_type -> paddock.v1.SubmitResponse
+	13, // 71: paddock.v1.TaskService.SubmitBatch:output_type -> paddock.v1.SubmitBatchResponse
+	15, // 72: paddock.v1.TaskService.Get:output_type -> paddock.v1.GetResponse
+	21, // 73: paddock.v1.TaskService.Wait:output_type -> paddock.v1.WaitResponse
+	23, // 74: paddock.v1.TaskService.Cancel:output_type -> paddock.v1.CancelResponse
+	27, // 75: paddock.v1.TaskService.List:output_type -> paddock.v1.ListResponse
+	45, // 76: paddock.v1.TaskService.Explain:output_type -> paddock.v1.ExplainResponse
+	47, // 77: paddock.v1.TaskService.Retry:output_type -> paddock.v1.RetryResponse
+	17, // 78: paddock.v1.TaskService.Logs:output_type -> paddock.v1.LogsResponse
+	26, // 79: paddock.v1.TaskService.WatchTasks:output_type -> paddock.v1.WatchTasksResponse
+	54, // 80: paddock.v1.TaskService.Stream:output_type -> paddock.v1.StreamResponse
+	30, // 81: paddock.v1.ClusterService.Status:output_type -> paddock.v1.StatusResponse
+	35, // 82: paddock.v1.ClusterService.ListAgents:output_type -> paddock.v1.ListAgentsResponse
+	39, // 83: paddock.v1.ClusterService.ListHosts:output_type -> paddock.v1.ListHostsResponse
+	42, // 84: paddock.v1.ClusterService.ListVMs:output_type -> paddock.v1.ListVMsResponse
+	50, // 85: paddock.v1.ClusterService.History:output_type -> paddock.v1.HistoryResponse
+	70, // [70:86] is the sub-list for method output_type
+	54, // [54:70] is the sub-list for method input_type
+	54, // [54:54] is the sub-list for extension type_name
+	54, // [54:54] is the sub-list for extension extendee
+	0,  // [0:54] is the sub-list for field type_name
 }
 
 func init() { file_api_paddock_v1_paddock_proto_init() }
@@ -4283,13 +4827,21 @@ func file_api_paddock_v1_paddock_proto_init() {
 	if File_api_paddock_v1_paddock_proto != nil {
 		return
 	}
+	file_api_paddock_v1_paddock_proto_msgTypes[47].OneofWrappers = []any{
+		(*StreamRequest_Open)(nil),
+		(*StreamRequest_Item)(nil),
+	}
+	file_api_paddock_v1_paddock_proto_msgTypes[50].OneofWrappers = []any{
+		(*StreamResponse_Opened)(nil),
+		(*StreamResponse_Result)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_paddock_v1_paddock_proto_rawDesc), len(file_api_paddock_v1_paddock_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   53,
+			NumMessages:   59,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

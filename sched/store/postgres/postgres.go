@@ -172,7 +172,7 @@ func cols(p string) string {
 	names := []string{"seq", "id", "type", "payload", "inputs", "priority", "class", "requirements", "timeout_ms", "max_attempts",
 		"idempotency_key", "tenant", "state", "attempt", "lease_id", "agent_id", "lease_expires_at", "not_before", "cancel_requested",
 		"output", "outputs", "output_sha256", "error", "created_at", "updated_at", "leased_at", "started_at", "finished_at",
-		"input_blobs", "output_blobs", "lease_secret", "schedule_deadline"}
+		"input_blobs", "output_blobs", "lease_secret", "schedule_deadline", "preemptions"}
 	return p + strings.Join(names, ", "+p)
 }
 
@@ -181,7 +181,7 @@ var taskCols = cols("")
 // listCols omits the payload, inputs, outputs and blob references.
 const listCols = `seq, id, type, NULL::bytea, NULL::bytea, priority, class, requirements, timeout_ms, max_attempts,
  idempotency_key, tenant, state, attempt, lease_id, agent_id, lease_expires_at, not_before, cancel_requested,
- NULL::bytea, NULL::bytea, output_sha256, error, created_at, updated_at, leased_at, started_at, finished_at, '', '', lease_secret, schedule_deadline`
+ NULL::bytea, NULL::bytea, output_sha256, error, created_at, updated_at, leased_at, started_at, finished_at, '', '', lease_secret, schedule_deadline, preemptions`
 
 // blobArrays returns m's digests and names as parallel arrays (for unnest).
 func blobArrays(m map[string]store.BlobRef) (digests, names []string) {
@@ -199,7 +199,7 @@ func scanTask(row pgx.Row) (store.Task, error) {
 	dest := []any{&t.Seq, &t.ID, &t.Type, &t.Payload, &r.Inputs, &t.Priority, &r.Class, &r.Requirements, &r.TimeoutMS, &t.MaxAttempts,
 		&t.IdempotencyKey, &t.Tenant, &r.State, &t.Attempt, &r.LeaseID, &t.AgentID, &r.LeaseExpiresAt, &r.NotBefore, &t.CancelRequested,
 		&t.Output, &r.Outputs, &t.OutputSHA256, &t.Error, &r.CreatedAt, &r.UpdatedAt, &r.LeasedAt, &r.StartedAt, &r.FinishedAt,
-		&r.InputBlobs, &r.OutputBlobs, &t.LeaseSecret, &r.ScheduleDeadline}
+		&r.InputBlobs, &r.OutputBlobs, &t.LeaseSecret, &r.ScheduleDeadline, &t.Preemptions}
 	if err := row.Scan(dest...); err != nil {
 		return r.Task, err
 	}
@@ -438,12 +438,21 @@ func (s *Store) List(ctx context.Context, f store.Filter) ([]store.Task, string,
 
 // Ready implements store.Store.
 func (s *Store) Ready(ctx context.Context, typ string, now time.Time, limit int) ([]store.Task, error) {
-	ts, err := s.queryTasks(ctx, `SELECT `+listCols+` FROM tasks WHERE state = 'queued' AND type = $1 AND not_before <= $2
+	// Online tasks first (the partial index tasks_ready_online), then batch ones.
+	ts, err := s.queryTasks(ctx, `SELECT `+listCols+` FROM tasks WHERE state = 'queued' AND class = 'online' AND type = $1 AND not_before <= $2
  ORDER BY priority DESC, seq LIMIT $3`, typ, rowcodec.MS(now), limit)
+	if err != nil {
+		return nil, fmt.Errorf("finding ready online tasks of type %s: %w", typ, err)
+	}
+	if len(ts) == limit {
+		return ts, nil
+	}
+	batch, err := s.queryTasks(ctx, `SELECT `+listCols+` FROM tasks WHERE state = 'queued' AND type = $1 AND not_before <= $2 AND class <> 'online'
+ ORDER BY priority DESC, seq LIMIT $3`, typ, rowcodec.MS(now), limit-len(ts))
 	if err != nil {
 		return nil, fmt.Errorf("finding ready tasks of type %s: %w", typ, err)
 	}
-	return ts, nil
+	return append(ts, batch...), nil
 }
 
 // leaseQuery leases the granted tasks that are still queued, in one statement: the
@@ -533,6 +542,9 @@ func (s *Store) Update(ctx context.Context, u store.Update) (store.Task, error) 
 	}
 	if u.CancelRequested {
 		sets = append(sets, "cancel_requested = TRUE")
+	}
+	if u.Preempted {
+		sets = append(sets, "preemptions = preemptions + 1")
 	}
 	if u.Started {
 		sets = append(sets, "started_at = $4")

@@ -311,12 +311,12 @@ func (s *Store) Close() error {
 const taskCols = `seq, id, type, payload, inputs, priority, class, requirements, timeout_ms, max_attempts,
  idempotency_key, tenant, state, attempt, lease_id, agent_id, lease_expires_at, not_before, cancel_requested,
  output, outputs, output_sha256, error, created_at, updated_at, leased_at, started_at, finished_at,
- input_blobs, output_blobs, lease_secret, schedule_deadline`
+ input_blobs, output_blobs, lease_secret, schedule_deadline, preemptions`
 
 // listCols omits the payload, inputs, outputs and blob references.
 const listCols = `seq, id, type, NULL, NULL, priority, class, requirements, timeout_ms, max_attempts,
  idempotency_key, tenant, state, attempt, lease_id, agent_id, lease_expires_at, not_before, cancel_requested,
- NULL, NULL, output_sha256, error, created_at, updated_at, leased_at, started_at, finished_at, '', '', lease_secret, schedule_deadline`
+ NULL, NULL, output_sha256, error, created_at, updated_at, leased_at, started_at, finished_at, '', '', lease_secret, schedule_deadline, preemptions`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -380,7 +380,7 @@ func scanTask(sc scanner) (store.Task, error) {
 	err := sc.Scan(&t.Seq, &t.ID, &t.Type, &t.Payload, &inputs, &t.Priority, &class, &req, &timeoutMS, &t.MaxAttempts,
 		&t.IdempotencyKey, &t.Tenant, &state, &t.Attempt, &leaseID, &t.AgentID, &leaseExp, &notBefore, &cancelReq,
 		&t.Output, &outputs, &t.OutputSHA256, &t.Error, &created, &updated, &leased, &started, &finished,
-		&inBlobs, &outBlobs, &t.LeaseSecret, &schedDeadline)
+		&inBlobs, &outBlobs, &t.LeaseSecret, &schedDeadline, &t.Preemptions)
 	if err != nil {
 		return t, err
 	}
@@ -635,12 +635,21 @@ func (s *Store) List(ctx context.Context, f store.Filter) ([]store.Task, string,
 
 // Ready implements store.Store.
 func (s *Store) Ready(ctx context.Context, typ string, now time.Time, limit int) ([]store.Task, error) {
-	ts, err := s.queryTasks(ctx, `SELECT `+listCols+` FROM tasks WHERE state = ? AND type = ? AND not_before <= ?
- ORDER BY priority DESC, seq LIMIT ?`, string(store.Queued), typ, ms(now), limit)
+	// Online tasks first (the partial index tasks_ready_online), then batch ones.
+	ts, err := s.queryTasks(ctx, `SELECT `+listCols+` FROM tasks WHERE state = 'queued' AND class = 'online' AND type = ? AND not_before <= ?
+ ORDER BY priority DESC, seq LIMIT ?`, typ, ms(now), limit)
+	if err != nil {
+		return nil, fmt.Errorf("finding ready online tasks of type %s: %w", typ, err)
+	}
+	if len(ts) == limit {
+		return ts, nil
+	}
+	batch, err := s.queryTasks(ctx, `SELECT `+listCols+` FROM tasks WHERE state = ? AND type = ? AND not_before <= ? AND class <> 'online'
+ ORDER BY priority DESC, seq LIMIT ?`, string(store.Queued), typ, ms(now), limit-len(ts))
 	if err != nil {
 		return nil, fmt.Errorf("finding ready tasks of type %s: %w", typ, err)
 	}
-	return ts, nil
+	return append(ts, batch...), nil
 }
 
 // Lease implements store.Store.
@@ -723,6 +732,9 @@ func (s *Store) Update(ctx context.Context, u store.Update) (store.Task, error) 
 	}
 	if u.CancelRequested {
 		sets = append(sets, "cancel_requested = 1")
+	}
+	if u.Preempted {
+		sets = append(sets, "preemptions = preemptions + 1")
 	}
 	if u.Started {
 		sets, args = append(sets, "started_at = ?"), append(args, n)

@@ -32,6 +32,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"DeleteFinished", testDeleteFinished},
 		{"CreateBatch", testCreateBatch},
 		{"FailureKind", testFailureKind},
+		{"Preemptions", testPreemptions},
 		{"Logs", testLogs},
 		{"LogsDeleted", testLogsDeleted},
 		{"AppendLog", testAppendLog},
@@ -130,6 +131,23 @@ func testReadyOrder(t *testing.T, s store.Store) {
 	got, _ = s.Ready(ctx, "echo", t0.Add(2*time.Minute), 1)
 	if len(got) != 1 || got[0].ID != "later" {
 		t.Fatalf("after not_before, Ready = %v, want [later]", got)
+	}
+	// Online tasks come before batch ones whatever their priority.
+	for i, p := range []int{-5, 0} {
+		tk := NewTask(fmt.Sprintf("on%d", i), "echo")
+		tk.Priority, tk.Class = p, store.Online
+		mustCreate(t, s, tk)
+	}
+	got, err = s.Ready(ctx, "echo", t0, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids = ids[:0]
+	for _, tk := range got {
+		ids = append(ids, tk.ID)
+	}
+	if fmt.Sprint(ids) != "[on1 on0 t1]" {
+		t.Fatalf("Ready order with online tasks = %v, want [on1 on0 t1] (online first, then priority)", ids)
 	}
 }
 
@@ -638,5 +656,40 @@ func testFailureKind(t *testing.T, s store.Store) {
 	}
 	if last := att[len(att)-1]; last.State != store.Succeeded || last.FailureKind != store.NoFailure {
 		t.Errorf("successful attempt: state %s, failure kind %q; want succeeded with none", last.State, last.FailureKind)
+	}
+}
+
+// testPreemptions: an attempt ended with Preempted counts a preemption, which Next does
+// not charge against MaxAttempts.
+func testPreemptions(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	tk := NewTask("p", "echo")
+	tk.MaxAttempts = 1
+	mustCreate(t, s, tk)
+	for i := 1; i <= 3; i++ {
+		l, err := s.Lease(ctx, t0, []store.Grant{{TaskID: "p", AgentID: "ag", ExpiresAt: t0.Add(time.Second)}})
+		if err != nil || len(l) != 1 {
+			t.Fatalf("lease %d = %v, %v", i, l, err)
+		}
+		if to, err := store.Next(l[0], store.EvFailRetryable); err != nil || to != store.Dead {
+			t.Fatalf("attempt %d of 1 (after %d preemptions): a failure goes to %s, %v; want dead", i, i-1, to, err)
+		}
+		msg := "preempted"
+		nt, err := s.Update(ctx, store.Update{TaskID: "p", From: []store.State{store.Leased}, LeaseID: l[0].LeaseID, To: store.Queued,
+			Now: t0, Error: &msg, EndAttempt: true, Retryable: true, FailureKind: store.Preempted, Preempted: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if nt.Attempt != i || nt.Preemptions != i {
+			t.Fatalf("after preemption %d: attempt %d, preemptions %d", i, nt.Attempt, nt.Preemptions)
+		}
+	}
+	got, err := s.Get(ctx, "p")
+	if err != nil || got.Preemptions != 3 || got.State != store.Queued {
+		t.Fatalf("Get = %+v, %v; want queued with 3 preemptions", got, err)
+	}
+	ls, _, err := s.List(ctx, store.Filter{Type: "echo"})
+	if err != nil || len(ls) != 1 || ls[0].Preemptions != 3 {
+		t.Fatalf("List = %+v, %v; want the task with 3 preemptions", ls, err)
 	}
 }

@@ -62,6 +62,8 @@ const (
 	TaskServiceLogsProcedure = "/paddock.v1.TaskService/Logs"
 	// TaskServiceWatchTasksProcedure is the fully-qualified name of the TaskService's WatchTasks RPC.
 	TaskServiceWatchTasksProcedure = "/paddock.v1.TaskService/WatchTasks"
+	// TaskServiceStreamProcedure is the fully-qualified name of the TaskService's Stream RPC.
+	TaskServiceStreamProcedure = "/paddock.v1.TaskService/Stream"
 	// ClusterServiceStatusProcedure is the fully-qualified name of the ClusterService's Status RPC.
 	ClusterServiceStatusProcedure = "/paddock.v1.ClusterService/Status"
 	// ClusterServiceListAgentsProcedure is the fully-qualified name of the ClusterService's ListAgents
@@ -111,6 +113,18 @@ type TaskServiceClient interface {
 	// client falls more than a server-set number of changes behind (watch again).
 	// A server stream: gRPC, gRPC-Web or the Connect protocol, not plain JSON POST.
 	WatchTasks(context.Context, *connect.Request[v1.WatchTasksRequest]) (*connect.ServerStreamForClient[v1.WatchTasksResponse], error)
+	// Stream is an ordered stream of tasks of one type (a bidirectional stream over HTTP/2:
+	// gRPC or the Connect protocol, not plain JSON POST; several streams share one
+	// connection). The first request is a StreamOpen, every later
+	// one a StreamItem; the first response is a StreamOpened, every later one a
+	// StreamResult. At most window items are outstanding (sent and their result not yet
+	// received): the server reads no further item until a result has been sent, and
+	// results come back in submission order, each exactly once (one that finishes early
+	// is held until those before it are sent). A task whose agent stops answering is
+	// resent to another agent. A durable stream stores its tasks as Submit does; a
+	// transient one keeps them in the server's memory only (a server restart loses them,
+	// which StreamOpened.notice says).
+	Stream(context.Context) *connect.BidiStreamForClient[v1.StreamRequest, v1.StreamResponse]
 }
 
 // NewTaskServiceClient constructs a client for the paddock.v1.TaskService service. By default, it
@@ -184,6 +198,12 @@ func NewTaskServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(taskServiceMethods.ByName("WatchTasks")),
 			connect.WithClientOptions(opts...),
 		),
+		stream: connect.NewClient[v1.StreamRequest, v1.StreamResponse](
+			httpClient,
+			baseURL+TaskServiceStreamProcedure,
+			connect.WithSchema(taskServiceMethods.ByName("Stream")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -199,6 +219,7 @@ type taskServiceClient struct {
 	retry       *connect.Client[v1.RetryRequest, v1.RetryResponse]
 	logs        *connect.Client[v1.LogsRequest, v1.LogsResponse]
 	watchTasks  *connect.Client[v1.WatchTasksRequest, v1.WatchTasksResponse]
+	stream      *connect.Client[v1.StreamRequest, v1.StreamResponse]
 }
 
 // Submit calls paddock.v1.TaskService.Submit.
@@ -251,6 +272,11 @@ func (c *taskServiceClient) WatchTasks(ctx context.Context, req *connect.Request
 	return c.watchTasks.CallServerStream(ctx, req)
 }
 
+// Stream calls paddock.v1.TaskService.Stream.
+func (c *taskServiceClient) Stream(ctx context.Context) *connect.BidiStreamForClient[v1.StreamRequest, v1.StreamResponse] {
+	return c.stream.CallBidiStream(ctx)
+}
+
 // TaskServiceHandler is an implementation of the paddock.v1.TaskService service.
 type TaskServiceHandler interface {
 	// Submit stores a task (state QUEUED) and returns it. Submitting again with the same
@@ -286,6 +312,18 @@ type TaskServiceHandler interface {
 	// client falls more than a server-set number of changes behind (watch again).
 	// A server stream: gRPC, gRPC-Web or the Connect protocol, not plain JSON POST.
 	WatchTasks(context.Context, *connect.Request[v1.WatchTasksRequest], *connect.ServerStream[v1.WatchTasksResponse]) error
+	// Stream is an ordered stream of tasks of one type (a bidirectional stream over HTTP/2:
+	// gRPC or the Connect protocol, not plain JSON POST; several streams share one
+	// connection). The first request is a StreamOpen, every later
+	// one a StreamItem; the first response is a StreamOpened, every later one a
+	// StreamResult. At most window items are outstanding (sent and their result not yet
+	// received): the server reads no further item until a result has been sent, and
+	// results come back in submission order, each exactly once (one that finishes early
+	// is held until those before it are sent). A task whose agent stops answering is
+	// resent to another agent. A durable stream stores its tasks as Submit does; a
+	// transient one keeps them in the server's memory only (a server restart loses them,
+	// which StreamOpened.notice says).
+	Stream(context.Context, *connect.BidiStream[v1.StreamRequest, v1.StreamResponse]) error
 }
 
 // NewTaskServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -355,6 +393,12 @@ func NewTaskServiceHandler(svc TaskServiceHandler, opts ...connect.HandlerOption
 		connect.WithSchema(taskServiceMethods.ByName("WatchTasks")),
 		connect.WithHandlerOptions(opts...),
 	)
+	taskServiceStreamHandler := connect.NewBidiStreamHandler(
+		TaskServiceStreamProcedure,
+		svc.Stream,
+		connect.WithSchema(taskServiceMethods.ByName("Stream")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/paddock.v1.TaskService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case TaskServiceSubmitProcedure:
@@ -377,6 +421,8 @@ func NewTaskServiceHandler(svc TaskServiceHandler, opts ...connect.HandlerOption
 			taskServiceLogsHandler.ServeHTTP(w, r)
 		case TaskServiceWatchTasksProcedure:
 			taskServiceWatchTasksHandler.ServeHTTP(w, r)
+		case TaskServiceStreamProcedure:
+			taskServiceStreamHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -424,6 +470,10 @@ func (UnimplementedTaskServiceHandler) Logs(context.Context, *connect.Request[v1
 
 func (UnimplementedTaskServiceHandler) WatchTasks(context.Context, *connect.Request[v1.WatchTasksRequest], *connect.ServerStream[v1.WatchTasksResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("paddock.v1.TaskService.WatchTasks is not implemented"))
+}
+
+func (UnimplementedTaskServiceHandler) Stream(context.Context, *connect.BidiStream[v1.StreamRequest, v1.StreamResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("paddock.v1.TaskService.Stream is not implemented"))
 }
 
 // ClusterServiceClient is a client for the paddock.v1.ClusterService service.

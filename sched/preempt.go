@@ -1,0 +1,195 @@
+package sched
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	agentv1 "github.com/paddockvm/paddock/api/agent/v1"
+	"github.com/paddockvm/paddock/sched/store"
+)
+
+// Online vs batch. The store's Ready returns a type's online tasks before its batch
+// ones, so the dispatcher gives every free slot to online work first. When online
+// tasks of a type wait and no connected agent has a free slot for it, preemptForOnline
+// takes slots back from batch tasks: for each waiting online task (less the
+// preemptions still under way for the type) it picks a running batch task in a slot
+// the online task could use (the same type, or another type on an agent whose total is
+// what is full), ends that attempt in the store at once as preempted (requeued with no
+// backoff, the attempt not charged against max_attempts: store.Update.Preempted), and
+// sends the agent a cancel of kind PREEMPTED, upon which the agent stops the handler
+// and drops the task without reporting. The server keeps the slot booked (under the key
+// preemptPrefix+task id) until a heartbeat of the agent no longer lists the task, so the
+// online task is not assigned to an agent whose slot is still busy; then the
+// dispatcher leases it the freed slot.
+
+// preemptPrefix keys, in agent.running, the slot of a preempted task still stopping.
+const preemptPrefix = "preempted:"
+
+// preemptForOnline preempts batch tasks for the online tasks waiting for a slot.
+func (s *Server) preemptForOnline(ctx context.Context) {
+	now := time.Now()
+	s.mu.Lock()
+	full := map[string]bool{} // type -> no connected agent has a free slot for it
+	for _, a := range s.agents {
+		if a.state != agentConnected || a.gone {
+			continue
+		}
+		for n := range a.types {
+			if _, seen := full[n]; !seen {
+				full[n] = true
+			}
+			if a.free(n) > 0 {
+				full[n] = false
+			}
+		}
+	}
+	s.mu.Unlock()
+	for typ, isFull := range full {
+		if !isFull || ctx.Err() != nil {
+			continue
+		}
+		ready, err := s.st.Ready(ctx, typ, now, 64)
+		if err != nil {
+			s.log.Error("finding online tasks to preempt for", "type", typ, "err", err)
+			continue
+		}
+		online := 0
+		for i := range ready {
+			if ready[i].Class == store.Online { // they come first
+				online++
+			}
+		}
+		need := online - s.stopping(typ)
+		for ; need > 0; need-- {
+			v, ok := s.victim(typ)
+			if !ok {
+				break
+			}
+			s.preempt(ctx, v, typ, now)
+		}
+	}
+}
+
+type victim struct {
+	agentID, taskID string
+	leaseID         uint64
+}
+
+// stopping counts the preempted tasks whose slots for typ are still booked.
+func (s *Server) stopping(typ string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, a := range s.agents {
+		for key, as := range a.running {
+			if strings.HasPrefix(key, preemptPrefix) && (as.typ == typ || a.types[typ] != nil) {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// victim picks a running batch task whose slot an online task of typ could take.
+func (s *Server) victim(typ string) (victim, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, a := range s.agents {
+		ts := a.types[typ]
+		if a.state != agentConnected || a.gone || ts == nil {
+			continue
+		}
+		for key, as := range a.running {
+			if as.class != store.Batch || !as.acked || as.leaseID == 0 || strings.HasPrefix(key, preemptPrefix) || strings.HasPrefix(key, transientPrefix) {
+				continue
+			}
+			// The same type, or another type where the agent's total is what is full.
+			if as.typ == typ || (ts.running < ts.slots && !a.hasFreeTotal()) {
+				return victim{a.id, key, as.leaseID}, true
+			}
+		}
+	}
+	return victim{}, false
+}
+
+// preempt ends v's attempt as preempted, requeues its task and stops it on its agent.
+func (s *Server) preempt(ctx context.Context, v victim, forType string, now time.Time) {
+	t, err := s.st.Get(ctx, v.taskID)
+	if err != nil || t.LeaseID != v.leaseID || (t.State != store.Leased && t.State != store.Running) {
+		return
+	}
+	to := store.Queued
+	if t.CancelRequested {
+		to = store.Cancelled
+	}
+	msg := fmt.Sprintf("preempted on agent %s: its slot went to an online task of type %s (not charged as an attempt)", v.agentID, forType)
+	nt, err := s.st.Update(ctx, store.Update{TaskID: t.ID, From: []store.State{store.Leased, store.Running}, LeaseID: t.LeaseID, To: to, Now: now,
+		Error: &msg, EndAttempt: true, Retryable: true, FailureKind: store.Preempted, Preempted: true})
+	if errors.Is(err, store.ErrConflict) {
+		return // it ended meanwhile
+	}
+	if err != nil {
+		s.log.Error("preempting a batch task", "task", t.ID, "err", err)
+		return
+	}
+	s.mu.Lock()
+	var sess *session
+	if a := s.agents[v.agentID]; a != nil {
+		if as := a.running[t.ID]; as != nil && as.leaseID == t.LeaseID {
+			delete(a.running, t.ID)
+			a.running[preemptPrefix+t.ID] = as // booked until the agent has stopped it
+		}
+		sess = a.sess
+	}
+	s.mu.Unlock()
+	if sess != nil {
+		sess.send(cancelMsg(t.ID, t.LeaseID, agentv1.CancelKind_CANCEL_KIND_PREEMPTED, "preempted for an online task"))
+	}
+	s.metrics.preemptions.WithLabelValues(s.metrics.types.label(t.Type)).Inc()
+	s.log.Info("preempted a batch task for an online one", "task", t.ID, "lease", t.LeaseID, "agent", v.agentID, "for_type", forType)
+	s.finished(nt)
+	s.wakeType(nt.Type)
+}
+
+// releaseStopped frees the booked slots of a's preempted tasks that its heartbeat no
+// longer lists as running (the agent has stopped them). Caller holds s.mu.
+func releaseStopped(a *agent, running []*agentv1.RunningTask) {
+	listed := map[string]uint64{}
+	for _, r := range running {
+		listed[r.GetTaskId()] = r.GetLeaseId()
+	}
+	for key, as := range a.running {
+		if strings.HasPrefix(key, preemptPrefix) && listed[as.taskID] != as.leaseID {
+			a.release(key, 0)
+		}
+	}
+}
+
+// releaseSession frees the slots booked for preempted tasks assigned on session se,
+// which ended (the agent stopped everything it ran). Caller holds s.mu.
+func releaseSession(a *agent, se *session) {
+	for key, as := range a.running {
+		if strings.HasPrefix(key, preemptPrefix) && as.sess == se {
+			a.release(key, 0)
+		}
+	}
+}
+
+// observeStart records the submit→start latency of t, just started, against its type's
+// online SLA (online tasks only).
+func (s *Server) observeStart(t store.Task, now time.Time) {
+	if t.Class != store.Online {
+		return
+	}
+	typ := s.metrics.types.label(t.Type)
+	d := now.Sub(t.CreatedAt)
+	s.metrics.onlineStart.WithLabelValues(typ).Observe(d.Seconds())
+	met := "met"
+	if d > s.cfg.onlineSLA(t.Type) {
+		met = "missed"
+	}
+	s.metrics.onlineStarts.WithLabelValues(typ, met).Inc()
+}

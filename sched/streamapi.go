@@ -1,0 +1,342 @@
+package sched
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/google/uuid"
+
+	paddockv1 "github.com/paddockvm/paddock/api/paddock/v1"
+	"github.com/paddockvm/paddock/sched/store"
+	"github.com/paddockvm/paddock/sched/stream"
+)
+
+// MaxStreamWindow bounds StreamOpen.window: the items one stream may have outstanding,
+// and so the results the server buffers for a client that stops reading.
+const MaxStreamWindow = 4096
+
+// transientNotice is what a transient stream's client is told at open.
+const transientNotice = "transient stream: its tasks are kept in this server's memory only and are not stored; " +
+	"if the server restarts, every task of the stream not yet delivered is lost (the stream ends with an error); " +
+	"open a durable stream (transient: false) for tasks that must survive a restart"
+
+// streamRun is one open stream on the server.
+type streamRun struct {
+	id        string
+	typ       string
+	transient bool
+	tmpl      store.Task // every item's task but its id and payload
+	order     *stream.Reorder[*paddockv1.StreamResult]
+	// pushMu orders the pushes of released results onto out (Done then push, atomically).
+	pushMu sync.Mutex
+	out    chan *paddockv1.StreamResult // released, not yet sent; never more than the window
+	closed chan struct{}                // closed when the stream ends
+}
+
+// StreamInfo is what the server knows of one stream, for operators and tests.
+type StreamInfo struct {
+	ID, Type  string
+	Transient bool
+	Window    int
+	stream.Stats
+	// Open is false once the stream ended (the server keeps the last few ended ones).
+	Open bool
+}
+
+// streams tracks open streams and the last ended ones. mu guards the fields below.
+type streams struct {
+	mu     sync.Mutex
+	open   map[string]*streamRun
+	window map[string]int
+	ended  []StreamInfo // the last maxEndedStreams, oldest first
+}
+
+const maxEndedStreams = 32
+
+func newStreams() *streams {
+	return &streams{open: map[string]*streamRun{}, window: map[string]int{}}
+}
+
+// Streams returns the open streams and the last few ended ones, by id.
+func (s *Server) Streams() []StreamInfo {
+	s.streams.mu.Lock()
+	defer s.streams.mu.Unlock()
+	out := append([]StreamInfo(nil), s.streams.ended...)
+	for id, r := range s.streams.open {
+		out = append(out, StreamInfo{ID: id, Type: r.typ, Transient: r.transient, Window: s.streams.window[id], Stats: r.order.Stats(), Open: true})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Stream implements paddockv1connect.TaskServiceHandler: one ordered stream.
+func (api *clientAPI) Stream(ctx context.Context, bs *connect.BidiStream[paddockv1.StreamRequest, paddockv1.StreamResponse]) error {
+	s := api.s
+	if err := s.checkBearer(bs.RequestHeader().Get("Authorization")); err != nil {
+		return connect.NewError(connect.CodeUnauthenticated, err)
+	}
+	first, err := bs.Receive()
+	if err != nil {
+		return fmt.Errorf("receiving the stream's open: %w", err)
+	}
+	open := first.GetOpen()
+	if open == nil {
+		return invalid("open: missing: the first message of a stream must be a StreamOpen")
+	}
+	run, w, err := s.openStream(open)
+	if err != nil {
+		return err
+	}
+	notice := ""
+	if run.transient {
+		notice = transientNotice
+	}
+	if err := bs.Send(&paddockv1.StreamResponse{Msg: &paddockv1.StreamResponse_Opened{Opened: &paddockv1.StreamOpened{
+		StreamId: run.id, Window: uint32(w), Durable: !run.transient, Notice: notice}}}); err != nil {
+		return err
+	}
+	s.metrics.streams.WithLabelValues(map[bool]string{true: "transient", false: "durable"}[run.transient]).Inc()
+	s.streams.mu.Lock()
+	s.streams.open[run.id], s.streams.window[run.id] = run, w
+	s.streams.mu.Unlock()
+	ctx, cancel := context.WithCancel(ctx)
+	defer func() {
+		cancel()
+		close(run.closed)
+		if run.transient {
+			s.trans.dropStream(s, run)
+		}
+		s.streams.mu.Lock()
+		delete(s.streams.open, run.id)
+		s.streams.ended = append(s.streams.ended, StreamInfo{ID: run.id, Type: run.typ, Transient: run.transient, Window: w, Stats: run.order.Stats()})
+		if len(s.streams.ended) > maxEndedStreams {
+			s.streams.ended = s.streams.ended[1:]
+		}
+		delete(s.streams.window, run.id)
+		s.streams.mu.Unlock()
+	}()
+
+	// The reader takes a credit before each Receive: past the window it reads nothing,
+	// and HTTP/2 flow control holds the client back. The sender returns the credit once
+	// the item's result is sent.
+	credits := make(chan struct{}, w)
+	items := make(chan []byte, w)
+	readErr := make(chan error, 1)
+	go func() {
+		defer close(items)
+		for {
+			select {
+			case credits <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			m, err := bs.Receive()
+			if errors.Is(err, io.EOF) {
+				<-credits
+				return
+			}
+			if err != nil {
+				readErr <- err
+				return
+			}
+			it := m.GetItem()
+			switch {
+			case it == nil:
+				readErr <- invalid("item: missing: every message after the open must be a StreamItem")
+				return
+			case len(it.GetPayload()) > s.cfg.MaxInlineBytes:
+				readErr <- invalid("item.payload: %d bytes is over the server's inline limit of %d bytes (server.max_inline_bytes)", len(it.GetPayload()), s.cfg.MaxInlineBytes)
+				return
+			}
+			items <- it.GetPayload()
+		}
+	}()
+	subErr := make(chan error, 1)
+	go func() { subErr <- s.admit(ctx, run, items) }()
+
+	var sent uint64
+	inputDone := false
+	for {
+		if inputDone && sent == run.order.Stats().Admitted {
+			return nil
+		}
+		select {
+		case r := <-run.out:
+			if err := bs.Send(&paddockv1.StreamResponse{Msg: &paddockv1.StreamResponse_Result{Result: r}}); err != nil {
+				return err
+			}
+			sent++
+			<-credits
+		case err := <-subErr:
+			if err != nil {
+				return err
+			}
+			inputDone = true
+			subErr = nil
+		case err := <-readErr:
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// openStream checks an open and returns the new stream with its window.
+func (s *Server) openStream(open *paddockv1.StreamOpen) (*streamRun, int, error) {
+	w := int(open.GetWindow())
+	switch {
+	case w == 0:
+		return nil, 0, invalid("open.window: 0: give the most items outstanding at once, 1..%d", MaxStreamWindow)
+	case w > MaxStreamWindow:
+		return nil, 0, invalid("open.window: %d is over the limit of %d items outstanding (sched.MaxStreamWindow): use a smaller window, or several streams", w, MaxStreamWindow)
+	}
+	tmpl, err := s.validateSpec(&paddockv1.TaskSpec{Type: open.GetType(), Class: open.GetClass(), Priority: open.GetPriority(),
+		TimeoutMs: open.GetTimeoutMs(), MaxAttempts: open.GetMaxAttempts()})
+	if err != nil {
+		return nil, 0, renameErr(err, "task", "open")
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return nil, 0, connect.NewError(connect.CodeInternal, err)
+	}
+	return &streamRun{id: id.String(), typ: tmpl.Type, transient: open.GetTransient(), tmpl: tmpl,
+		order: stream.NewReorder[*paddockv1.StreamResult](w), out: make(chan *paddockv1.StreamResult, w), closed: make(chan struct{})}, w, nil
+}
+
+// renameErr renames the field prefix of an API error: "task.type: …" → "open.type: …".
+func renameErr(err error, from, to string) error {
+	var ce *connect.Error
+	if !errors.As(err, &ce) {
+		return err
+	}
+	msg := ce.Message()
+	if rest, ok := cutPrefix(msg, from+"."); ok {
+		msg = to + "." + rest
+	}
+	return connect.NewError(ce.Code(), errors.New(msg))
+}
+
+func cutPrefix(s, p string) (string, bool) {
+	if len(s) >= len(p) && s[:len(p)] == p {
+		return s[len(p):], true
+	}
+	return s, false
+}
+
+// deliver records the result of item seq of run and queues the results it releases.
+func (run *streamRun) deliver(seq uint64, r *paddockv1.StreamResult) {
+	run.pushMu.Lock()
+	defer run.pushMu.Unlock()
+	rel, err := run.order.Done(seq, r)
+	if err != nil {
+		return // a second result for an item: exactly once, so dropped
+	}
+	for _, x := range rel {
+		select {
+		case run.out <- x: // never blocks: out holds at most the window
+		case <-run.closed:
+			return
+		}
+	}
+}
+
+// admit admits the stream's items as the reader hands them over, until items closes:
+// a durable stream stores them in batches and watches each task; a transient one queues
+// them in memory for the dispatcher.
+func (s *Server) admit(ctx context.Context, run *streamRun, items <-chan []byte) error {
+	for {
+		var batch [][]byte
+		p, ok := <-items
+		if !ok {
+			return nil
+		}
+		batch = append(batch, p)
+	drain:
+		for len(batch) < 512 {
+			select {
+			case p, ok := <-items:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, p)
+			default:
+				break drain
+			}
+		}
+		seqs := make([]uint64, len(batch))
+		for i := range batch {
+			seq, err := run.order.Admit()
+			if err != nil { // cannot happen: the reader holds a credit for each item
+				return connect.NewError(connect.CodeInternal, fmt.Errorf("stream %s: %w", run.id, err))
+			}
+			seqs[i] = seq
+		}
+		if run.transient {
+			s.trans.push(s, run, seqs, batch)
+			continue
+		}
+		if err := s.admitDurable(ctx, run, seqs, batch); err != nil {
+			return err
+		}
+	}
+}
+
+// admitDurable stores one batch of a durable stream's items and watches each task.
+func (s *Server) admitDurable(ctx context.Context, run *streamRun, seqs []uint64, batch [][]byte) error {
+	now := time.Now()
+	ts := make([]store.Task, len(batch))
+	for i, p := range batch {
+		id, err := uuid.NewV7()
+		if err != nil {
+			return connect.NewError(connect.CodeInternal, err)
+		}
+		t := run.tmpl
+		t.ID, t.Payload, t.CreatedAt = id.String(), p, now
+		ts[i] = t
+	}
+	stored, _, err := s.st.CreateBatch(ctx, ts)
+	if err != nil {
+		return storeErr(fmt.Errorf("storing %d items of stream %s: %w", len(ts), run.id, err))
+	}
+	s.metrics.submits.WithLabelValues("created").Add(float64(len(stored)))
+	s.wakeType(run.typ)
+	for i := range stored {
+		go s.watchDurable(ctx, run, seqs[i], stored[i].ID)
+	}
+	return nil
+}
+
+// watchDurable waits until task id (item seq of run) is terminal and delivers it.
+func (s *Server) watchDurable(ctx context.Context, run *streamRun, seq uint64, id string) {
+	poll, stopPoll := s.waitPoll() // another replica may finish the task
+	defer stopPoll()
+	for {
+		w := s.addWaiter(id)
+		t, err := s.st.Get(ctx, id)
+		if err == nil && t.State.Terminal() {
+			s.removeWaiter(id, w)
+			r := &paddockv1.StreamResult{Seq: seq, TaskId: t.ID, State: stateProto(t.State), Output: t.Output, Error: t.Error, Attempts: int32(t.Attempt)}
+			if t.State != store.Succeeded {
+				if att, err := s.st.Attempts(ctx, id); err == nil && len(att) > 0 {
+					r.FailureKind = kindProto(att[len(att)-1].FailureKind)
+				}
+			}
+			run.deliver(seq, r)
+			return
+		}
+		select {
+		case <-w:
+		case <-poll:
+			s.removeWaiter(id, w)
+		case <-ctx.Done():
+			s.removeWaiter(id, w)
+			return
+		}
+	}
+}

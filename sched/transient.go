@@ -1,0 +1,285 @@
+package sched
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	agentv1 "github.com/paddockvm/paddock/api/agent/v1"
+	hostv1 "github.com/paddockvm/paddock/api/host/v1"
+	paddockv1 "github.com/paddockvm/paddock/api/paddock/v1"
+	"github.com/paddockvm/paddock/sched/store"
+)
+
+// Transient tasks: the items of transient streams. They live in the server's memory
+// only, never in the store, and run through the same agent slots as stored tasks: the
+// dispatcher leases them before the store's tasks of their type (dispatchTransient),
+// the agent acks and reports them as any task, and the report path hands their results
+// to their stream (reportTransient). A transient task whose agent is lost (its session
+// ended: killed, unreachable, silent past the agent timeout) is queued again at once
+// and resent to another agent under a new lease; a late report under the old lease is
+// refused as superseded, so each item's result is taken exactly once.
+
+// transientPrefix starts every transient task id: "transient:<stream id>:<seq>".
+const transientPrefix = "transient:"
+
+// transTask is one transient task. transients.mu guards its fields.
+type transTask struct {
+	id      string
+	run     *streamRun
+	seq     uint64
+	payload []byte
+	readyAt time.Time // when it was last queued
+	attempt int
+	// The current lease: agent "" while queued.
+	agent   string
+	leaseID uint64
+	secret  string
+}
+
+// transients holds the transient tasks. mu guards the fields below; when both are held,
+// Server.mu is taken first.
+type transients struct {
+	mu    sync.Mutex
+	queue map[string][]*transTask // ready, by type, in dispatch order
+	live  map[string]*transTask   // every task not yet delivered, by id
+}
+
+func newTransients() *transients {
+	return &transients{queue: map[string][]*transTask{}, live: map[string]*transTask{}}
+}
+
+// push queues items seqs (with their payloads) of run and wakes the dispatcher.
+func (tr *transients) push(s *Server, run *streamRun, seqs []uint64, payloads [][]byte) {
+	now := time.Now()
+	tr.mu.Lock()
+	for i, seq := range seqs {
+		t := &transTask{id: transientPrefix + run.id + ":" + strconv.FormatUint(seq, 10), run: run, seq: seq, payload: payloads[i], readyAt: now}
+		tr.live[t.id] = t
+		tr.queue[run.typ] = append(tr.queue[run.typ], t)
+	}
+	tr.mu.Unlock()
+	s.wakeType(run.typ)
+}
+
+// get returns the live transient task id, or nil.
+func (tr *transients) get(id string) *transTask {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return tr.live[id]
+}
+
+// dropStream forgets the tasks of an ended stream: queued ones are not run; running
+// ones finish on their agents and their reports are acknowledged as duplicates.
+func (tr *transients) dropStream(s *Server, run *streamRun) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	q := tr.queue[run.typ][:0]
+	for _, t := range tr.queue[run.typ] {
+		if t.run != run {
+			q = append(q, t)
+		}
+	}
+	tr.queue[run.typ] = q
+	for id, t := range tr.live {
+		if t.run == run {
+			delete(tr.live, id)
+		}
+	}
+}
+
+// dispatchTransient leases queued transient tasks of typ to agents with free slots and
+// returns the assignments to send. Caller holds s.mu.
+func (s *Server) dispatchTransient(typ string, now time.Time) []transSend {
+	tr := s.trans
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	q := tr.queue[typ]
+	var sends []transSend
+	probe := store.Task{Type: typ}
+	for len(q) > 0 {
+		a := s.pick(&probe)
+		if a == nil || a.sess == nil {
+			break
+		}
+		t := q[0]
+		q = q[1:]
+		t.attempt++
+		t.leaseID++
+		t.agent, t.secret = a.id, newSecret()
+		a.reserve(t.id, typ)
+		as := a.running[t.id]
+		as.sess, as.leaseID, as.secret = a.sess, t.leaseID, t.secret
+		a.assigned++
+		s.guestTaskEvent(a, t.id, t.leaseID, hostv1.TaskEvent_KIND_STARTED, nil)
+		var maxOut int64
+		path := s.dataPath(a)
+		if path != agentv1.DataPath_DATA_PATH_UNSPECIFIED {
+			maxOut = s.cfg.MaxOutputBytes
+		}
+		sends = append(sends, transSend{a.sess, &agentv1.ServerMessage{Msg: &agentv1.ServerMessage_Assign{Assign: &agentv1.Assign{
+			TaskId: t.id, LeaseId: t.leaseID, Type: typ, Payload: t.payload, Attempt: uint32(t.attempt),
+			LeaseExpiresUnixMs: now.Add(s.cfg.LeaseTTL).UnixMilli(), DataPath: path, MaxOutputBytes: maxOut, LeaseSecret: t.secret,
+		}}}})
+	}
+	if len(q) == 0 {
+		delete(tr.queue, typ)
+	} else {
+		tr.queue[typ] = q
+	}
+	return sends
+}
+
+type transSend struct {
+	sess *session
+	msg  *agentv1.ServerMessage
+}
+
+// requeueTransient queues again the transient tasks a was assigned on session se, which
+// ended: they go to the front of their type's queue, each under a new lease when next
+// dispatched. Caller holds s.mu.
+func (s *Server) requeueTransient(a *agent, se *session) {
+	tr := s.trans
+	tr.mu.Lock()
+	types := map[string]bool{}
+	for id, as := range a.running {
+		if as.sess != se {
+			continue
+		}
+		t := tr.live[id]
+		if t == nil || t.agent != a.id || t.leaseID != as.leaseID {
+			if strings.HasPrefix(id, transientPrefix) {
+				a.release(id, 0) // its stream ended
+			}
+			continue
+		}
+		a.release(id, 0)
+		s.guestTaskEvent(a, id, t.leaseID, hostv1.TaskEvent_KIND_FINISHED, nil)
+		t.agent, t.readyAt = "", time.Now()
+		tr.queue[t.run.typ] = append([]*transTask{t}, tr.queue[t.run.typ]...)
+		types[t.run.typ] = true
+		s.metrics.leaseExpiries.Inc()
+	}
+	tr.mu.Unlock()
+	for typ := range types {
+		s.wakeType(typ)
+	}
+}
+
+// reportTransient applies a report of a transient task: the stream gets the result of
+// a success or a final failure; a retryable failure queues the task again.
+func (s *Server) reportTransient(agentID string, r *agentv1.Report) *agentv1.ReportAck {
+	ack := &agentv1.ReportAck{TaskId: r.GetTaskId(), LeaseId: r.GetLeaseId()}
+	tr := s.trans
+	tr.mu.Lock()
+	t := tr.live[r.GetTaskId()]
+	switch {
+	case t == nil:
+		tr.mu.Unlock()
+		ack.Outcome, ack.Error = agentv1.ReportOutcome_REPORT_OUTCOME_DUPLICATE, fmt.Sprintf("transient task %s already delivered (or its stream ended); nothing changed", r.GetTaskId())
+		return ack
+	case t.agent != agentID || t.leaseID != r.GetLeaseId():
+		tr.mu.Unlock()
+		ack.Outcome, ack.Error = agentv1.ReportOutcome_REPORT_OUTCOME_SUPERSEDED, fmt.Sprintf("lease %d of transient task %s is not its current lease of this agent; drop it", r.GetLeaseId(), t.id)
+		return ack
+	case !secretOK(t.secret, r.GetLeaseSecret()):
+		tr.mu.Unlock()
+		ack.Outcome, ack.Error = agentv1.ReportOutcome_REPORT_OUTCOME_REJECTED, fmt.Sprintf("lease %d of transient task %s: lease_secret missing or wrong", r.GetLeaseId(), t.id)
+		return ack
+	}
+	res := &paddockv1.StreamResult{Seq: t.seq, TaskId: t.id, Attempts: int32(t.attempt)}
+	retry := false
+	switch r.GetStatus() {
+	case agentv1.Status_STATUS_SUCCEEDED:
+		sum := sha256.Sum256(r.GetOutput())
+		if hex.EncodeToString(sum[:]) != strings.ToLower(r.GetSha256()) {
+			res.State, res.FailureKind, res.Error = paddockv1.State_STATE_FAILED, paddockv1.FailureKind_FAILURE_KIND_BAD_OUTPUT, "output sha256 mismatch"
+			retry = true
+		} else {
+			res.State, res.Output = paddockv1.State_STATE_SUCCEEDED, r.GetOutput()
+		}
+	case agentv1.Status_STATUS_FAILED, agentv1.Status_STATUS_CANCELLED:
+		res.State, res.FailureKind, res.Error = paddockv1.State_STATE_FAILED, kindProto(reportKind(r)), r.GetError()
+		retry = r.GetRetryable() || r.GetStatus() == agentv1.Status_STATUS_CANCELLED
+	default:
+		tr.mu.Unlock()
+		ack.Outcome, ack.Error = agentv1.ReportOutcome_REPORT_OUTCOME_REJECTED, fmt.Sprintf("report: status %v is not a valid outcome", r.GetStatus())
+		return ack
+	}
+	if retry && t.attempt >= t.run.tmpl.MaxAttempts {
+		res.State, retry = paddockv1.State_STATE_DEAD, false
+	}
+	t.agent, t.readyAt = "", time.Now()
+	if retry {
+		tr.queue[t.run.typ] = append(tr.queue[t.run.typ], t)
+	} else {
+		delete(tr.live, t.id)
+	}
+	tr.mu.Unlock()
+	s.releaseLease(agentID, t.id, r.GetLeaseId())
+	if !retry {
+		t.run.deliver(t.seq, res)
+	}
+	s.wakeType(t.run.typ)
+	ack.Outcome = agentv1.ReportOutcome_REPORT_OUTCOME_ACCEPTED
+	s.metrics.reports.WithLabelValues("accepted").Inc()
+	return ack
+}
+
+// ackTransient records an agent's ack of a transient task (its lease and secret checked
+// in memory). A refused assignment is queued again at once.
+func (s *Server) ackTransient(a *agent, ack *agentv1.Ack) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	as := a.running[ack.GetTaskId()]
+	if as == nil || as.leaseID != ack.GetLeaseId() || !secretOK(as.secret, ack.GetLeaseSecret()) {
+		return
+	}
+	a.acked(as)
+	if ack.GetAccepted() {
+		return
+	}
+	tr := s.trans
+	tr.mu.Lock()
+	t := tr.live[as.taskID]
+	a.release(as.taskID, as.leaseID)
+	if t != nil && t.agent == a.id && t.leaseID == as.leaseID {
+		t.agent, t.readyAt = "", time.Now()
+		tr.queue[t.run.typ] = append(tr.queue[t.run.typ], t)
+	}
+	tr.mu.Unlock()
+	s.wakeType(as.typ)
+}
+
+// sendTransient leases queued transient tasks of typ and sends their assignments; it
+// returns how many it sent.
+func (s *Server) sendTransient(typ string, now time.Time) int {
+	s.mu.Lock()
+	sends := s.dispatchTransient(typ, now)
+	s.mu.Unlock()
+	for _, sd := range sends {
+		sd.sess.send(sd.msg)
+	}
+	return len(sends)
+}
+
+// ready returns how many transient tasks of typ are queued and when the oldest was.
+func (tr *transients) ready(typ string) (int, time.Time) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	q := tr.queue[typ]
+	if len(q) == 0 {
+		return 0, time.Time{}
+	}
+	oldest := q[0].readyAt
+	for _, t := range q {
+		if t.readyAt.Before(oldest) {
+			oldest = t.readyAt
+		}
+	}
+	return len(q), oldest
+}
