@@ -17,10 +17,13 @@ const (
 	EvCancel          Event = "cancel"           // a client asked to cancel it
 	EvCancelled       Event = "cancelled"        // the agent reported it stopped the task after a cancel
 	EvScheduleTimeout Event = "schedule_timeout" // no agent started it within its schedule-to-start timeout
+	EvUpstreamsDone   Event = "upstreams_done"   // every upstream of a waiting task succeeded
+	EvUpstreamLost    Event = "upstream_lost"    // an upstream of a waiting task ended failed, dead or cancelled (or is gone)
 )
 
 // Events lists every event.
-var Events = []Event{EvLease, EvStart, EvRefuse, EvSucceed, EvFailFatal, EvFailRetryable, EvExpire, EvCancel, EvCancelled, EvScheduleTimeout}
+var Events = []Event{EvLease, EvStart, EvRefuse, EvSucceed, EvFailFatal, EvFailRetryable, EvExpire, EvCancel, EvCancelled, EvScheduleTimeout,
+	EvUpstreamsDone, EvUpstreamLost}
 
 // retry is the pseudo-state of a transition that goes back to Queued while attempts
 // remain and to Dead once they are used up (or Cancelled if a cancel was requested).
@@ -30,6 +33,11 @@ const retry State = "retry"
 // event missing from a state's row is illegal in that state. Terminal states have no
 // row: nothing leaves them.
 var transitions = map[State]map[Event]State{
+	Waiting: {
+		EvUpstreamsDone: Queued,
+		EvUpstreamLost:  Failed,
+		EvCancel:        Cancelled,
+	},
 	Queued: {
 		EvLease:           Leased,
 		EvCancel:          Cancelled,

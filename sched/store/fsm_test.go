@@ -15,6 +15,11 @@ func TestNextTable(t *testing.T) {
 		wantErr bool
 	}{
 		{"lease", Task{State: Queued}, EvLease, Leased, false},
+		{"upstreams done", Task{State: Waiting}, EvUpstreamsDone, Queued, false},
+		{"upstream lost", Task{State: Waiting}, EvUpstreamLost, Failed, false},
+		{"cancel waiting", Task{State: Waiting}, EvCancel, Cancelled, false},
+		{"lease waiting is illegal", Task{State: Waiting}, EvLease, "", true},
+		{"upstreams done when queued is illegal", Task{State: Queued}, EvUpstreamsDone, "", true},
 		{"cancel queued", Task{State: Queued}, EvCancel, Cancelled, false},
 		{"succeed queued is illegal", Task{State: Queued}, EvSucceed, "", true},
 		{"start", Task{State: Leased}, EvStart, Running, false},
@@ -45,7 +50,7 @@ func TestNextTable(t *testing.T) {
 // never changes, attempts never exceed max_attempts, and it succeeds at most once.
 func TestStateMachineProperties(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
-		tk := Task{State: Queued, MaxAttempts: rapid.IntRange(1, 5).Draw(t, "max_attempts")}
+		tk := Task{State: rapid.SampledFrom([]State{Waiting, Queued}).Draw(t, "start"), MaxAttempts: rapid.IntRange(1, 5).Draw(t, "max_attempts")}
 		succeeded := 0
 		steps := rapid.IntRange(0, 60).Draw(t, "steps")
 		for i := 0; i < steps; i++ {

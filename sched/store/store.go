@@ -9,7 +9,8 @@ import (
 // Every method that changes a task is atomic and durable when it returns. List, Ready,
 // Expired and Live return tasks without payload, inputs, outputs or blob references.
 type Store interface {
-	// Create stores t as Queued (t.ID, t.Tenant and the defaults must be filled in).
+	// Create stores t in InitialState(t): Queued, or Waiting when it has upstreams
+	// (t.ID, t.Tenant and the defaults must be filled in).
 	// When t.IdempotencyKey is set and the tenant already has a task with that key, it
 	// returns that task and created=false instead.
 	Create(ctx context.Context, t Task) (stored Task, created bool, err error)
@@ -44,6 +45,8 @@ type Store interface {
 	// ScheduleExpired returns up to limit Queued tasks never started (Attempt 0) whose
 	// ScheduleDeadline is set and not after now (payloads omitted).
 	ScheduleExpired(ctx context.Context, now time.Time, limit int) ([]Task, error)
+	// List with Filter.State Waiting returns the waiting tasks with their Upstreams
+	// (List returns Upstreams for every task).
 	// Live returns every Leased or Running task (payloads omitted): the server reloads
 	// them at start to rebuild its view of the agents' work.
 	Live(ctx context.Context) ([]Task, error)
@@ -59,7 +62,7 @@ type Store interface {
 	TouchBlobs(ctx context.Context, digests []string, at time.Time) error
 	// LogStore keeps the handlers' logs of each attempt.
 	LogStore
-	// Counts counts the live (Queued, Leased and Running) tasks by type and state.
+	// Counts counts the live (Waiting, Queued, Leased and Running) tasks by type and state.
 	// Finished tasks are not counted: their number only grows until retention deletes
 	// them, and counting them would read the whole table.
 	Counts(ctx context.Context) ([]Count, error)
@@ -71,6 +74,14 @@ type Store interface {
 	Describe() string
 	// Close releases the store.
 	Close() error
+}
+
+// InitialState is the state Create stores t in: Waiting when t has upstreams, else Queued.
+func InitialState(t Task) State {
+	if len(t.Upstreams) > 0 {
+		return Waiting
+	}
+	return Queued
 }
 
 // Grant leases one task to one agent.
@@ -102,6 +113,7 @@ type Update struct {
 	Outputs         map[string][]byte
 	OutputSHA256    string
 	OutputBlobs     map[string]BlobRef // replaces the task's output blobs (on success)
+	InputBlobs      map[string]BlobRef // replaces the task's input blobs (a waiting task's upstreams resolved)
 	Error           *string
 	NotBefore       time.Time
 	CancelRequested bool // set the flag

@@ -8,8 +8,9 @@ import (
 // State is a task's state.
 type State string
 
-// The states. Queued, Leased and Running are live; the others are terminal.
+// The states. Waiting, Queued, Leased and Running are live; the others are terminal.
 const (
+	Waiting   State = "waiting" // waits for its upstream tasks (Task.Upstreams) to succeed
 	Queued    State = "queued"
 	Leased    State = "leased"
 	Running   State = "running"
@@ -20,7 +21,7 @@ const (
 )
 
 // States lists every state in lifecycle order.
-var States = []State{Queued, Leased, Running, Succeeded, Failed, Cancelled, Dead}
+var States = []State{Waiting, Queued, Leased, Running, Succeeded, Failed, Cancelled, Dead}
 
 // Terminal reports whether s is final: nothing changes a task in a terminal state.
 func (s State) Terminal() bool {
@@ -71,6 +72,10 @@ type Task struct {
 	Payload        []byte
 	Inputs         map[string][]byte
 	InputBlobs     map[string]BlobRef // inputs in the blob store, by name (names shared with Inputs)
+	// Upstreams are inputs that other tasks' outputs will fill, by input name (names shared
+	// with Inputs and InputBlobs). A task created with upstreams is Waiting; when they all
+	// succeeded it is Queued with their output blobs added to InputBlobs.
+	Upstreams map[string]Upstream
 	Priority       int
 	Class          Class
 	Requirements   Requirements
@@ -103,6 +108,13 @@ type Task struct {
 	LeasedAt   time.Time // start of the current or last lease
 	StartedAt  time.Time // when the agent acknowledged the current or last lease
 	FinishedAt time.Time
+}
+
+// Upstream names one output of another task: Output "" is the task's only output
+// blob (an error when it has none or several).
+type Upstream struct {
+	TaskID string `json:"task"`
+	Output string `json:"output,omitempty"`
 }
 
 // BlobRef names one blob of the blob store: its digest ("sha256:<hex>") and size in bytes.

@@ -172,16 +172,17 @@ func cols(p string) string {
 	names := []string{"seq", "id", "type", "payload", "inputs", "priority", "class", "requirements", "timeout_ms", "max_attempts",
 		"idempotency_key", "tenant", "state", "attempt", "lease_id", "agent_id", "lease_expires_at", "not_before", "cancel_requested",
 		"output", "outputs", "output_sha256", "error", "created_at", "updated_at", "leased_at", "started_at", "finished_at",
-		"input_blobs", "output_blobs", "lease_secret", "schedule_deadline", "preemptions"}
+		"input_blobs", "output_blobs", "lease_secret", "schedule_deadline", "preemptions", "upstreams"}
 	return p + strings.Join(names, ", "+p)
 }
 
 var taskCols = cols("")
 
-// listCols omits the payload, inputs, outputs and blob references.
+// listCols omits the payload, inputs, outputs and blob references (not the upstreams:
+// the server reloads the waiting set with List).
 const listCols = `seq, id, type, NULL::bytea, NULL::bytea, priority, class, requirements, timeout_ms, max_attempts,
  idempotency_key, tenant, state, attempt, lease_id, agent_id, lease_expires_at, not_before, cancel_requested,
- NULL::bytea, NULL::bytea, output_sha256, error, created_at, updated_at, leased_at, started_at, finished_at, '', '', lease_secret, schedule_deadline, preemptions`
+ NULL::bytea, NULL::bytea, output_sha256, error, created_at, updated_at, leased_at, started_at, finished_at, '', '', lease_secret, schedule_deadline, preemptions, upstreams`
 
 // blobArrays returns m's digests and names as parallel arrays (for unnest).
 func blobArrays(m map[string]store.BlobRef) (digests, names []string) {
@@ -199,7 +200,7 @@ func scanTask(row pgx.Row) (store.Task, error) {
 	dest := []any{&t.Seq, &t.ID, &t.Type, &t.Payload, &r.Inputs, &t.Priority, &r.Class, &r.Requirements, &r.TimeoutMS, &t.MaxAttempts,
 		&t.IdempotencyKey, &t.Tenant, &r.State, &t.Attempt, &r.LeaseID, &t.AgentID, &r.LeaseExpiresAt, &r.NotBefore, &t.CancelRequested,
 		&t.Output, &r.Outputs, &t.OutputSHA256, &t.Error, &r.CreatedAt, &r.UpdatedAt, &r.LeasedAt, &r.StartedAt, &r.FinishedAt,
-		&r.InputBlobs, &r.OutputBlobs, &t.LeaseSecret, &r.ScheduleDeadline, &t.Preemptions}
+		&r.InputBlobs, &r.OutputBlobs, &t.LeaseSecret, &r.ScheduleDeadline, &t.Preemptions, &r.Upstreams}
 	if err := row.Scan(dest...); err != nil {
 		return r.Task, err
 	}
@@ -324,20 +325,25 @@ func (s *Store) insertQuery(t store.Task) (string, []any, error) {
 	if err != nil {
 		return "", nil, fmt.Errorf("encoding input blobs of task %s: %w", t.ID, err)
 	}
+	ups, err := rowcodec.EncUpstreams(t.Upstreams)
+	if err != nil {
+		return "", nil, fmt.Errorf("encoding upstreams of task %s: %w", t.ID, err)
+	}
 	now := rowcodec.MS(t.CreatedAt)
 	if now == 0 {
 		now = time.Now().UnixMilli()
 	}
 	digests, names := blobArrays(t.InputBlobs)
 	q := `WITH ins AS (INSERT INTO tasks (id, type, payload, inputs, priority, class, requirements, timeout_ms,
- max_attempts, idempotency_key, tenant, state, not_before, created_at, updated_at, input_blobs, schedule_deadline)
- VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,'queued',$12,$13,$13,$14,$17)
+ max_attempts, idempotency_key, tenant, state, not_before, created_at, updated_at, input_blobs, schedule_deadline, upstreams)
+ VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$18,$12,$13,$13,$14,$17,$19)
  ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key <> '' DO NOTHING RETURNING ` + taskCols + `),
  b AS (INSERT INTO task_blobs (digest, task_id, role, name) SELECT x.d, ins.id, 'in', x.n FROM ins, unnest($15::text[], $16::text[]) AS x(d, n))
  SELECT ` + taskCols
 	q += ` FROM ins`
 	args := []any{t.ID, t.Type, t.Payload, inputs, t.Priority, string(t.Class), string(req), t.Timeout.Milliseconds(),
-		t.MaxAttempts, t.IdempotencyKey, t.Tenant, rowcodec.MS(t.NotBefore), now, inBlobs, digests, names, rowcodec.MS(t.ScheduleDeadline)}
+		t.MaxAttempts, t.IdempotencyKey, t.Tenant, rowcodec.MS(t.NotBefore), now, inBlobs, digests, names, rowcodec.MS(t.ScheduleDeadline),
+		string(store.InitialState(t)), ups}
 	return q, args, nil
 }
 
@@ -532,6 +538,13 @@ func (s *Store) Update(ctx context.Context, u store.Update) (store.Task, error) 
 		}
 		sets = append(sets, "output_blobs = "+arg(b))
 	}
+	if u.InputBlobs != nil {
+		b, err := rowcodec.EncBlobs(u.InputBlobs)
+		if err != nil {
+			return store.Task{}, fmt.Errorf("encoding input blobs of task %s: %w", u.TaskID, err)
+		}
+		sets = append(sets, "input_blobs = "+arg(b))
+	}
 	errText := ""
 	if u.Error != nil {
 		errText = *u.Error
@@ -562,14 +575,21 @@ func (s *Store) Update(ctx context.Context, u store.Update) (store.Task, error) 
 			`, wall_ms = ` + arg(u.Usage.Wall.Milliseconds()) + `, cpu_ms = ` + arg(u.Usage.CPU.Milliseconds()) +
 			`, sha256 = ` + arg(u.OutputSHA256) + `, finished_at = $4 FROM upd WHERE a.task_id = upd.id AND a.number = upd.attempt)`
 	}
-	if u.OutputBlobs != nil {
-		// The rows deleted and the rows inserted are disjoint, so the two sub-statements
-		// do not depend on the order PostgreSQL runs them in.
-		d, nm := blobArrays(u.OutputBlobs)
+	// The rows deleted and the rows inserted are disjoint, so the sub-statements do not
+	// depend on the order PostgreSQL runs them in.
+	for _, b := range []struct {
+		role string
+		m    map[string]store.BlobRef
+	}{{"out", u.OutputBlobs}, {"in", u.InputBlobs}} {
+		if b.m == nil {
+			continue
+		}
+		d, nm := blobArrays(b.m)
 		pd, pn := arg(d), arg(nm)
-		q += `, nb AS (SELECT * FROM unnest(` + pd + `::text[], ` + pn + `::text[]) AS x(d, n)),
- del AS (DELETE FROM task_blobs b USING upd WHERE b.task_id = upd.id AND b.role = 'out' AND (b.digest, b.name) NOT IN (SELECT d, n FROM nb)),
- insb AS (INSERT INTO task_blobs (digest, task_id, role, name) SELECT nb.d, upd.id, 'out', nb.n FROM upd, nb ON CONFLICT DO NOTHING)`
+		r := b.role
+		q += `, nb_` + r + ` AS (SELECT * FROM unnest(` + pd + `::text[], ` + pn + `::text[]) AS x(d, n)),
+ del_` + r + ` AS (DELETE FROM task_blobs b USING upd WHERE b.task_id = upd.id AND b.role = '` + r + `' AND (b.digest, b.name) NOT IN (SELECT d, n FROM nb_` + r + `)),
+ ins_` + r + ` AS (INSERT INTO task_blobs (digest, task_id, role, name) SELECT nb_` + r + `.d, upd.id, '` + r + `', nb_` + r + `.n FROM upd, nb_` + r + ` ON CONFLICT DO NOTHING)`
 	}
 	q += ` SELECT ` + taskCols + ` FROM upd`
 	t, err := scanTask(s.pool.QueryRow(ctx, q, args...))
@@ -636,7 +656,7 @@ func (s *Store) Live(ctx context.Context) ([]store.Task, error) {
 func (s *Store) BlobInUse(ctx context.Context, digest string, since time.Time) (bool, error) {
 	var used bool
 	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM task_blobs b JOIN tasks t ON t.id = b.task_id
- WHERE b.digest = $1 AND ((b.role = 'in' AND t.state IN ('queued', 'leased', 'running')) OR t.finished_at > $2))
+ WHERE b.digest = $1 AND ((b.role = 'in' AND t.state IN ('waiting', 'queued', 'leased', 'running')) OR t.finished_at > $2))
  OR EXISTS (SELECT 1 FROM blob_refs WHERE digest = $1 AND last_ref > $2)`,
 		digest, rowcodec.MS(since)).Scan(&used)
 	if err != nil {
@@ -701,7 +721,7 @@ RETURNING id`, string(st), rowcodec.MS(before), limit)
 
 // Counts implements store.Store.
 func (s *Store) Counts(ctx context.Context) ([]store.Count, error) {
-	rows, err := s.pool.Query(ctx, `SELECT type, state, COUNT(*) FROM tasks WHERE state IN ('queued', 'leased', 'running') GROUP BY type, state ORDER BY type, state`)
+	rows, err := s.pool.Query(ctx, `SELECT type, state, COUNT(*) FROM tasks WHERE state IN ('waiting', 'queued', 'leased', 'running') GROUP BY type, state ORDER BY type, state`)
 	if err != nil {
 		return nil, fmt.Errorf("counting tasks: %w", err)
 	}

@@ -311,12 +311,13 @@ func (s *Store) Close() error {
 const taskCols = `seq, id, type, payload, inputs, priority, class, requirements, timeout_ms, max_attempts,
  idempotency_key, tenant, state, attempt, lease_id, agent_id, lease_expires_at, not_before, cancel_requested,
  output, outputs, output_sha256, error, created_at, updated_at, leased_at, started_at, finished_at,
- input_blobs, output_blobs, lease_secret, schedule_deadline, preemptions`
+ input_blobs, output_blobs, lease_secret, schedule_deadline, preemptions, upstreams`
 
-// listCols omits the payload, inputs, outputs and blob references.
+// listCols omits the payload, inputs, outputs and blob references (not the upstreams:
+// the server reloads the waiting set with List).
 const listCols = `seq, id, type, NULL, NULL, priority, class, requirements, timeout_ms, max_attempts,
  idempotency_key, tenant, state, attempt, lease_id, agent_id, lease_expires_at, not_before, cancel_requested,
- NULL, NULL, output_sha256, error, created_at, updated_at, leased_at, started_at, finished_at, '', '', lease_secret, schedule_deadline, preemptions`
+ NULL, NULL, output_sha256, error, created_at, updated_at, leased_at, started_at, finished_at, '', '', lease_secret, schedule_deadline, preemptions, upstreams`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -339,6 +340,14 @@ func encMap(m map[string][]byte) ([]byte, error) {
 		return nil, nil
 	}
 	return json.Marshal(m)
+}
+
+func encUpstreams(m map[string]store.Upstream) (string, error) {
+	if len(m) == 0 {
+		return "", nil
+	}
+	b, err := json.Marshal(m)
+	return string(b), err
 }
 
 func encBlobs(m map[string]store.BlobRef) (string, error) {
@@ -371,7 +380,7 @@ func (t *wtx) putBlobRefs(taskID, role string, m map[string]store.BlobRef) error
 func scanTask(sc scanner) (store.Task, error) {
 	var t store.Task
 	var inputs, outputs []byte
-	var inBlobs, outBlobs string
+	var inBlobs, outBlobs, ups string
 	var req string
 	var timeoutMS, leaseExp, notBefore, created, updated, leased, started, finished, schedDeadline int64
 	var cancelReq int
@@ -380,11 +389,16 @@ func scanTask(sc scanner) (store.Task, error) {
 	err := sc.Scan(&t.Seq, &t.ID, &t.Type, &t.Payload, &inputs, &t.Priority, &class, &req, &timeoutMS, &t.MaxAttempts,
 		&t.IdempotencyKey, &t.Tenant, &state, &t.Attempt, &leaseID, &t.AgentID, &leaseExp, &notBefore, &cancelReq,
 		&t.Output, &outputs, &t.OutputSHA256, &t.Error, &created, &updated, &leased, &started, &finished,
-		&inBlobs, &outBlobs, &t.LeaseSecret, &schedDeadline, &t.Preemptions)
+		&inBlobs, &outBlobs, &t.LeaseSecret, &schedDeadline, &t.Preemptions, &ups)
 	if err != nil {
 		return t, err
 	}
 	t.ScheduleDeadline = fromMS(schedDeadline)
+	if ups != "" {
+		if err := json.Unmarshal([]byte(ups), &t.Upstreams); err != nil {
+			return t, fmt.Errorf("decoding upstreams of task %s: %w", t.ID, err)
+		}
+	}
 	if inBlobs != "" {
 		if err := json.Unmarshal([]byte(inBlobs), &t.InputBlobs); err != nil {
 			return t, fmt.Errorf("decoding input blobs of task %s: %w", t.ID, err)
@@ -474,7 +488,7 @@ func (s *Store) CreateBatch(ctx context.Context, ts []store.Task) ([]store.Task,
 type newRow struct {
 	t                     store.Task
 	inputs                []byte
-	req, inBlobs          string
+	req, inBlobs, ups     string
 	createdMS, notBeforMS int64
 }
 
@@ -496,6 +510,9 @@ func encodeNew(t store.Task) (newRow, error) {
 	if r.inBlobs, err = encBlobs(t.InputBlobs); err != nil {
 		return r, fmt.Errorf("encoding input blobs of task %s: %w", t.ID, err)
 	}
+	if r.ups, err = encUpstreams(t.Upstreams); err != nil {
+		return r, fmt.Errorf("encoding upstreams of task %s: %w", t.ID, err)
+	}
 	if r.createdMS == 0 {
 		r.createdMS = time.Now().UnixMilli()
 	}
@@ -515,10 +532,10 @@ func (tx *wtx) create(r newRow) (store.Task, bool, error) {
 		}
 	}
 	nt, err := scanTask(tx.queryRow(`INSERT INTO tasks (id, type, payload, inputs, priority, class, requirements, timeout_ms,
- max_attempts, idempotency_key, tenant, state, not_before, created_at, updated_at, input_blobs, schedule_deadline) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+ max_attempts, idempotency_key, tenant, state, not_before, created_at, updated_at, input_blobs, schedule_deadline, upstreams) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
  RETURNING `+taskCols,
 		t.ID, t.Type, t.Payload, r.inputs, t.Priority, string(t.Class), r.req, t.Timeout.Milliseconds(),
-		t.MaxAttempts, t.IdempotencyKey, t.Tenant, string(store.Queued), r.notBeforMS, r.createdMS, r.createdMS, r.inBlobs, ms(t.ScheduleDeadline)))
+		t.MaxAttempts, t.IdempotencyKey, t.Tenant, string(store.InitialState(t)), r.notBeforMS, r.createdMS, r.createdMS, r.inBlobs, ms(t.ScheduleDeadline), r.ups))
 	if err != nil {
 		return t, false, fmt.Errorf("inserting task %s: %w", t.ID, err)
 	}
@@ -724,6 +741,13 @@ func (s *Store) Update(ctx context.Context, u store.Update) (store.Task, error) 
 		}
 		sets, args = append(sets, "output_blobs = ?"), append(args, b)
 	}
+	if u.InputBlobs != nil {
+		b, err := encBlobs(u.InputBlobs)
+		if err != nil {
+			return store.Task{}, fmt.Errorf("encoding input blobs of task %s: %w", u.TaskID, err)
+		}
+		sets, args = append(sets, "input_blobs = ?"), append(args, b)
+	}
 	if u.Error != nil {
 		sets, args = append(sets, "error = ?"), append(args, *u.Error)
 	}
@@ -767,6 +791,11 @@ func (s *Store) Update(ctx context.Context, u store.Update) (store.Task, error) 
 		}
 		if u.OutputBlobs != nil {
 			if err := tx.putBlobRefs(u.TaskID, roleOut, u.OutputBlobs); err != nil {
+				return err
+			}
+		}
+		if u.InputBlobs != nil {
+			if err := tx.putBlobRefs(u.TaskID, roleIn, u.InputBlobs); err != nil {
 				return err
 			}
 		}
@@ -839,13 +868,13 @@ func (s *Store) Live(ctx context.Context) ([]store.Task, error) {
 // BlobInUse implements store.Store.
 func (s *Store) BlobInUse(ctx context.Context, digest string, since time.Time) (bool, error) {
 	st, err := s.prepared(&s.rstmts, s.r, `SELECT EXISTS (SELECT 1 FROM task_blobs b JOIN tasks t ON t.id = b.task_id
- WHERE b.digest = ? AND ((b.role = ? AND t.state IN (?, ?, ?)) OR t.finished_at > ?))
+ WHERE b.digest = ? AND ((b.role = ? AND t.state IN (?, ?, ?, ?)) OR t.finished_at > ?))
  OR EXISTS (SELECT 1 FROM blob_refs WHERE digest = ? AND last_ref > ?)`)
 	if err != nil {
 		return false, fmt.Errorf("checking whether blob %s is in use: %w", digest, err)
 	}
 	var used int
-	if err := st.QueryRowContext(ctx, digest, roleIn, string(store.Queued), string(store.Leased), string(store.Running),
+	if err := st.QueryRowContext(ctx, digest, roleIn, string(store.Waiting), string(store.Queued), string(store.Leased), string(store.Running),
 		ms(since), digest, ms(since)).Scan(&used); err != nil {
 		return false, fmt.Errorf("checking whether blob %s is in use: %w", digest, err)
 	}
@@ -919,7 +948,7 @@ var deleteFinishedSQL = []string{
 
 // Counts implements store.Store.
 func (s *Store) Counts(ctx context.Context) ([]store.Count, error) {
-	st, err := s.prepared(&s.rstmts, s.r, `SELECT type, state, COUNT(*) FROM tasks WHERE state IN ('queued', 'leased', 'running') GROUP BY type, state ORDER BY type, state`)
+	st, err := s.prepared(&s.rstmts, s.r, `SELECT type, state, COUNT(*) FROM tasks WHERE state IN ('waiting', 'queued', 'leased', 'running') GROUP BY type, state ORDER BY type, state`)
 	if err != nil {
 		return nil, fmt.Errorf("counting tasks: %w", err)
 	}

@@ -37,6 +37,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"LogsDeleted", testLogsDeleted},
 		{"AppendLog", testAppendLog},
 		{"ScheduleExpired", testScheduleExpired},
+		{"Waiting", testWaiting},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -691,5 +692,82 @@ func testPreemptions(t *testing.T, s store.Store) {
 	ls, _, err := s.List(ctx, store.Filter{Type: "echo"})
 	if err != nil || len(ls) != 1 || ls[0].Preemptions != 3 {
 		t.Fatalf("List = %+v, %v; want the task with 3 preemptions", ls, err)
+	}
+}
+
+// testWaiting: a task created with upstreams is Waiting, is not Ready, is listed with its
+// upstreams (the server reloads the waiting set so), keeps its blobs in use, and moves to
+// Queued with the resolved input blobs added, or to Failed; nothing else leaves Waiting.
+func testWaiting(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	up := mustCreate(t, s, NewTask("up", "compress"))
+	own := store.BlobRef{Digest: "sha256:" + fmt.Sprintf("%064x", 1), Size: 10}
+	out := store.BlobRef{Digest: "sha256:" + fmt.Sprintf("%064x", 2), Size: 20}
+	down := NewTask("down", "checksum")
+	down.InputBlobs = map[string]store.BlobRef{"own": own}
+	down.Upstreams = map[string]store.Upstream{"data": {TaskID: up.ID, Output: "out"}}
+	got := mustCreate(t, s, down)
+	if got.State != store.Waiting || got.Upstreams["data"] != (store.Upstream{TaskID: "up", Output: "out"}) {
+		t.Fatalf("Create with upstreams = state %s, upstreams %v; want waiting with data <- up/out", got.State, got.Upstreams)
+	}
+	other := NewTask("other", "checksum")
+	other.Upstreams = map[string]store.Upstream{"in": {TaskID: up.ID}}
+	mustCreate(t, s, other)
+	ready, err := s.Ready(ctx, "checksum", t0.Add(time.Hour), 10)
+	if err != nil || len(ready) != 0 {
+		t.Fatalf("Ready(checksum) = %v, %v; want none (waiting tasks are not ready)", ready, err)
+	}
+	ws, _, err := s.List(ctx, store.Filter{State: store.Waiting})
+	if err != nil || len(ws) != 2 {
+		t.Fatalf("List(waiting) = %d tasks, %v; want 2", len(ws), err)
+	}
+	for _, w := range ws {
+		if len(w.Upstreams) != 1 {
+			t.Fatalf("List(waiting) returned task %s without its upstreams: %+v", w.ID, w)
+		}
+	}
+	if used, err := s.BlobInUse(ctx, own.Digest, t0.Add(time.Hour)); err != nil || !used {
+		t.Fatalf("BlobInUse(input of a waiting task) = %v, %v; want true", used, err)
+	}
+	counts, err := s.Counts(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, c := range counts {
+		if c.State == store.Waiting && c.Type == "checksum" {
+			n = c.N
+		}
+	}
+	if n != 2 {
+		t.Fatalf("Counts = %v; want 2 waiting checksum tasks", counts)
+	}
+	if _, err := s.Lease(ctx, t0, []store.Grant{{TaskID: "down", AgentID: "a", ExpiresAt: t0.Add(time.Minute), Secret: "s"}}); err != nil {
+		t.Fatal(err)
+	}
+	if tk, _ := s.Get(ctx, "down"); tk.State != store.Waiting {
+		t.Fatalf("Lease took a waiting task to %s; want it left waiting", tk.State)
+	}
+	if _, err := s.Update(ctx, store.Update{TaskID: "down", From: []store.State{store.Waiting}, To: store.Running, Now: t0}); !errors.Is(err, store.ErrInvalid) {
+		t.Fatalf("Update waiting -> running = %v; want ErrInvalid", err)
+	}
+	in := map[string]store.BlobRef{"own": own, "data": out}
+	q, err := s.Update(ctx, store.Update{TaskID: "down", From: []store.State{store.Waiting}, To: store.Queued, Now: t0.Add(time.Second), InputBlobs: in})
+	if err != nil || q.State != store.Queued || q.InputBlobs["data"] != out || q.InputBlobs["own"] != own {
+		t.Fatalf("Update waiting -> queued = %+v, %v; want queued with inputs own and data", q, err)
+	}
+	if ready, err := s.Ready(ctx, "checksum", t0.Add(time.Hour), 10); err != nil || len(ready) != 1 || ready[0].ID != "down" {
+		t.Fatalf("Ready after resolving = %v, %v; want [down]", ready, err)
+	}
+	if used, err := s.BlobInUse(ctx, out.Digest, t0.Add(time.Hour)); err != nil || !used {
+		t.Fatalf("BlobInUse(resolved upstream output) = %v, %v; want true (recorded as the task's input)", used, err)
+	}
+	msg := "upstream up ended dead"
+	f, err := s.Update(ctx, store.Update{TaskID: "other", From: []store.State{store.Waiting}, To: store.Failed, Now: t0.Add(time.Second), Error: &msg})
+	if err != nil || f.State != store.Failed || f.Error != msg || f.FinishedAt.IsZero() {
+		t.Fatalf("Update waiting -> failed = %+v, %v; want failed with the reason", f, err)
+	}
+	if _, err := s.Update(ctx, store.Update{TaskID: "other", From: []store.State{store.Waiting}, To: store.Queued, Now: t0}); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("resolving a task no longer waiting = %v; want ErrConflict", err)
 	}
 }

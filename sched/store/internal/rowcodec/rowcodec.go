@@ -41,6 +41,15 @@ func EncBlobs(m map[string]store.BlobRef) (string, error) {
 	return string(b), err
 }
 
+// EncUpstreams encodes upstream inputs; "" for none.
+func EncUpstreams(m map[string]store.Upstream) (string, error) {
+	if len(m) == 0 {
+		return "", nil
+	}
+	b, err := json.Marshal(m)
+	return string(b), err
+}
+
 // Row holds the columns of a task row that are not stored as the Task's own fields.
 // A store scans the others straight into Task, these into Row's fields, then calls
 // Decode.
@@ -49,6 +58,7 @@ type Row struct {
 
 	Inputs, Outputs                []byte
 	InputBlobs, OutputBlobs        string
+	Upstreams                      string
 	Requirements, State, Class     string
 	TimeoutMS, LeaseID             int64
 	LeaseExpiresAt, NotBefore      int64
@@ -80,6 +90,7 @@ func (r *Row) Decode() (store.Task, error) {
 		{"inputs", r.Inputs, &t.Inputs},
 		{"outputs", r.Outputs, &t.Outputs},
 		{"requirements", []byte(req), &t.Requirements},
+		{"upstreams", []byte(r.Upstreams), &t.Upstreams},
 	} {
 		if len(j.data) > 0 {
 			if err := json.Unmarshal(j.data, j.into); err != nil {
