@@ -1283,7 +1283,10 @@ type Status struct {
 	// pools are the host's pools.
 	Pools []*Pool `protobuf:"bytes,2,rep,name=pools,proto3" json:"pools,omitempty"`
 	// guests are every guest of every pool.
-	Guests        []*Guest `protobuf:"bytes,3,rep,name=guests,proto3" json:"guests,omitempty"`
+	Guests []*Guest `protobuf:"bytes,3,rep,name=guests,proto3" json:"guests,omitempty"`
+	// cached_blobs summarises the host cache for locality-aware placement: the digests
+	// ("sha256:<hex>") of the largest blobs it holds, largest first, at most 1024.
+	CachedBlobs   []string `protobuf:"bytes,4,rep,name=cached_blobs,json=cachedBlobs,proto3" json:"cached_blobs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1335,6 +1338,13 @@ func (x *Status) GetPools() []*Pool {
 func (x *Status) GetGuests() []*Guest {
 	if x != nil {
 		return x.Guests
+	}
+	return nil
+}
+
+func (x *Status) GetCachedBlobs() []string {
+	if x != nil {
+		return x.CachedBlobs
 	}
 	return nil
 }
@@ -2005,11 +2015,12 @@ const file_api_host_v1_host_proto_rawDesc = "" +
 	"\fmemory_bytes\x18\n" +
 	" \x01(\x04R\vmemoryBytes\x12\x1b\n" +
 	"\trss_bytes\x18\v \x01(\x04R\brssBytes\x12#\n" +
-	"\ragent_version\x18\f \x01(\tR\fagentVersion\"\x90\x01\n" +
+	"\ragent_version\x18\f \x01(\tR\fagentVersion\"\xb3\x01\n" +
 	"\x06Status\x12)\n" +
 	"\x04load\x18\x01 \x01(\v2\x15.paddock.host.v1.LoadR\x04load\x12+\n" +
 	"\x05pools\x18\x02 \x03(\v2\x15.paddock.host.v1.PoolR\x05pools\x12.\n" +
-	"\x06guests\x18\x03 \x03(\v2\x16.paddock.host.v1.GuestR\x06guests\"K\n" +
+	"\x06guests\x18\x03 \x03(\v2\x16.paddock.host.v1.GuestR\x06guests\x12!\n" +
+	"\fcached_blobs\x18\x04 \x03(\tR\vcachedBlobs\"K\n" +
 	"\tGuestGone\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04pool\x18\x02 \x01(\tR\x04pool\x12\x16\n" +

@@ -35,6 +35,9 @@ type State int32
 const (
 	// STATE_UNSPECIFIED is invalid (in filters: any state).
 	State_STATE_UNSPECIFIED State = 0
+	// STATE_WAITING: waits for the tasks named in spec.input_tasks to succeed; then QUEUED
+	// with their outputs as input blobs, or FAILED when one of them ends otherwise.
+	State_STATE_WAITING State = 8
 	// STATE_QUEUED: waiting for an agent (possibly backing off before a retry).
 	State_STATE_QUEUED State = 1
 	// STATE_LEASED: assigned to an agent, not yet acknowledged.
@@ -55,6 +58,7 @@ const (
 var (
 	State_name = map[int32]string{
 		0: "STATE_UNSPECIFIED",
+		8: "STATE_WAITING",
 		1: "STATE_QUEUED",
 		2: "STATE_LEASED",
 		3: "STATE_RUNNING",
@@ -65,6 +69,7 @@ var (
 	}
 	State_value = map[string]int32{
 		"STATE_UNSPECIFIED": 0,
+		"STATE_WAITING":     8,
 		"STATE_QUEUED":      1,
 		"STATE_LEASED":      2,
 		"STATE_RUNNING":     3,
@@ -344,7 +349,7 @@ func (x Reason_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Reason_Kind.Descriptor instead.
 func (Reason_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{40, 0}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{44, 0}
 }
 
 // Requirements are matched against what agents offer.
@@ -450,8 +455,16 @@ type TaskSpec struct {
 	// it. 0: the server default (server.schedule_to_start_timeout; off unless set).
 	// Must not be negative; at most 7 days.
 	ScheduleToStartTimeoutMs int64 `protobuf:"varint,20,opt,name=schedule_to_start_timeout_ms,json=scheduleToStartTimeoutMs,proto3" json:"schedule_to_start_timeout_ms,omitempty"`
-	unknownFields            protoimpl.UnknownFields
-	sizeCache                protoimpl.SizeCache
+	// input_tasks are named inputs that other tasks' outputs fill (pipelines):
+	// "@task:ID" (the task's only output blob) or "@task:ID/OUTPUT" (its output blob
+	// OUTPUT); in SubmitPipeline also "@stage:NAME" and "@stage:NAME/OUTPUT". Names are
+	// shared with inputs and input_blobs. The task is WAITING until they all succeeded,
+	// then QUEUED with their output blobs as input_blobs (placed by preference on the host
+	// that holds them); it FAILS, naming the upstream, when one ends failed, dead or
+	// cancelled or lacks the output. At most 16.
+	InputTasks    map[string]string `protobuf:"bytes,12,rep,name=input_tasks,json=inputTasks,proto3" json:"input_tasks,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TaskSpec) Reset() {
@@ -566,6 +579,13 @@ func (x *TaskSpec) GetScheduleToStartTimeoutMs() int64 {
 		return x.ScheduleToStartTimeoutMs
 	}
 	return 0
+}
+
+func (x *TaskSpec) GetInputTasks() map[string]string {
+	if x != nil {
+		return x.InputTasks
+	}
+	return nil
 }
 
 // BlobRef names a content-addressed blob.
@@ -1201,6 +1221,210 @@ func (x *SubmitBatchResponse) GetResults() []*SubmitResponse {
 	return nil
 }
 
+// SubmitPipelineRequest is a small DAG of tasks.
+type SubmitPipelineRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// stages are the DAG's tasks, at most 100, each with a unique name.
+	Stages        []*Stage `protobuf:"bytes,1,rep,name=stages,proto3" json:"stages,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubmitPipelineRequest) Reset() {
+	*x = SubmitPipelineRequest{}
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubmitPipelineRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubmitPipelineRequest) ProtoMessage() {}
+
+func (x *SubmitPipelineRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubmitPipelineRequest.ProtoReflect.Descriptor instead.
+func (*SubmitPipelineRequest) Descriptor() ([]byte, []int) {
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *SubmitPipelineRequest) GetStages() []*Stage {
+	if x != nil {
+		return x.Stages
+	}
+	return nil
+}
+
+// Stage is one named task of a pipeline.
+type Stage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the stage's name, 1-64 letters, digits, '.', '_', '-'; other stages refer to
+	// it as "@stage:NAME" in their input_tasks.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// task is the stage's task.
+	Task          *TaskSpec `protobuf:"bytes,2,opt,name=task,proto3" json:"task,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Stage) Reset() {
+	*x = Stage{}
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Stage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Stage) ProtoMessage() {}
+
+func (x *Stage) ProtoReflect() protoreflect.Message {
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Stage.ProtoReflect.Descriptor instead.
+func (*Stage) Descriptor() ([]byte, []int) {
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *Stage) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Stage) GetTask() *TaskSpec {
+	if x != nil {
+		return x.Task
+	}
+	return nil
+}
+
+// SubmitPipelineResponse returns the stored stages in the order of the request.
+type SubmitPipelineResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// stages[i] answers stages[i] of the request: its name and its stored task (whose
+	// spec.input_tasks name the upstream tasks by id).
+	Stages        []*StageResult `protobuf:"bytes,1,rep,name=stages,proto3" json:"stages,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubmitPipelineResponse) Reset() {
+	*x = SubmitPipelineResponse{}
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubmitPipelineResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubmitPipelineResponse) ProtoMessage() {}
+
+func (x *SubmitPipelineResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubmitPipelineResponse.ProtoReflect.Descriptor instead.
+func (*SubmitPipelineResponse) Descriptor() ([]byte, []int) {
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *SubmitPipelineResponse) GetStages() []*StageResult {
+	if x != nil {
+		return x.Stages
+	}
+	return nil
+}
+
+// StageResult is one stored stage.
+type StageResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the stage's name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// task is the stored task.
+	Task          *Task `protobuf:"bytes,2,opt,name=task,proto3" json:"task,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StageResult) Reset() {
+	*x = StageResult{}
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StageResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StageResult) ProtoMessage() {}
+
+func (x *StageResult) ProtoReflect() protoreflect.Message {
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StageResult.ProtoReflect.Descriptor instead.
+func (*StageResult) Descriptor() ([]byte, []int) {
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *StageResult) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *StageResult) GetTask() *Task {
+	if x != nil {
+		return x.Task
+	}
+	return nil
+}
+
 // GetRequest names a task.
 type GetRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1212,7 +1436,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[10]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1224,7 +1448,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[10]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1237,7 +1461,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{10}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetRequest) GetId() string {
@@ -1260,7 +1484,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[11]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1272,7 +1496,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[11]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1285,7 +1509,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{11}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetResponse) GetTask() *Task {
@@ -1315,7 +1539,7 @@ type LogsRequest struct {
 
 func (x *LogsRequest) Reset() {
 	*x = LogsRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[12]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1327,7 +1551,7 @@ func (x *LogsRequest) String() string {
 func (*LogsRequest) ProtoMessage() {}
 
 func (x *LogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[12]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1340,7 +1564,7 @@ func (x *LogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogsRequest.ProtoReflect.Descriptor instead.
 func (*LogsRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{12}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *LogsRequest) GetId() string {
@@ -1370,7 +1594,7 @@ type LogsResponse struct {
 
 func (x *LogsResponse) Reset() {
 	*x = LogsResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[13]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1382,7 +1606,7 @@ func (x *LogsResponse) String() string {
 func (*LogsResponse) ProtoMessage() {}
 
 func (x *LogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[13]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1395,7 +1619,7 @@ func (x *LogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogsResponse.ProtoReflect.Descriptor instead.
 func (*LogsResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{13}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *LogsResponse) GetAttempts() []*AttemptLog {
@@ -1429,7 +1653,7 @@ type AttemptLog struct {
 
 func (x *AttemptLog) Reset() {
 	*x = AttemptLog{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[14]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1441,7 +1665,7 @@ func (x *AttemptLog) String() string {
 func (*AttemptLog) ProtoMessage() {}
 
 func (x *AttemptLog) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[14]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1454,7 +1678,7 @@ func (x *AttemptLog) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttemptLog.ProtoReflect.Descriptor instead.
 func (*AttemptLog) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{14}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *AttemptLog) GetAttempt() int32 {
@@ -1501,7 +1725,7 @@ type LogLine struct {
 
 func (x *LogLine) Reset() {
 	*x = LogLine{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[15]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1513,7 +1737,7 @@ func (x *LogLine) String() string {
 func (*LogLine) ProtoMessage() {}
 
 func (x *LogLine) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[15]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1526,7 +1750,7 @@ func (x *LogLine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogLine.ProtoReflect.Descriptor instead.
 func (*LogLine) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{15}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *LogLine) GetUnixNanos() int64 {
@@ -1563,7 +1787,7 @@ type WaitRequest struct {
 
 func (x *WaitRequest) Reset() {
 	*x = WaitRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[16]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1575,7 +1799,7 @@ func (x *WaitRequest) String() string {
 func (*WaitRequest) ProtoMessage() {}
 
 func (x *WaitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[16]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1588,7 +1812,7 @@ func (x *WaitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitRequest.ProtoReflect.Descriptor instead.
 func (*WaitRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{16}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *WaitRequest) GetId() string {
@@ -1618,7 +1842,7 @@ type WaitResponse struct {
 
 func (x *WaitResponse) Reset() {
 	*x = WaitResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[17]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1630,7 +1854,7 @@ func (x *WaitResponse) String() string {
 func (*WaitResponse) ProtoMessage() {}
 
 func (x *WaitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[17]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1643,7 +1867,7 @@ func (x *WaitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitResponse.ProtoReflect.Descriptor instead.
 func (*WaitResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{17}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *WaitResponse) GetTask() *Task {
@@ -1671,7 +1895,7 @@ type CancelRequest struct {
 
 func (x *CancelRequest) Reset() {
 	*x = CancelRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[18]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1683,7 +1907,7 @@ func (x *CancelRequest) String() string {
 func (*CancelRequest) ProtoMessage() {}
 
 func (x *CancelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[18]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1696,7 +1920,7 @@ func (x *CancelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelRequest.ProtoReflect.Descriptor instead.
 func (*CancelRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{18}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CancelRequest) GetId() string {
@@ -1717,7 +1941,7 @@ type CancelResponse struct {
 
 func (x *CancelResponse) Reset() {
 	*x = CancelResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[19]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1729,7 +1953,7 @@ func (x *CancelResponse) String() string {
 func (*CancelResponse) ProtoMessage() {}
 
 func (x *CancelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[19]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1742,7 +1966,7 @@ func (x *CancelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelResponse.ProtoReflect.Descriptor instead.
 func (*CancelResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{19}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CancelResponse) GetTask() *Task {
@@ -1773,7 +1997,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[20]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1785,7 +2009,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[20]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1798,7 +2022,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{20}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListRequest) GetState() State {
@@ -1863,7 +2087,7 @@ type WatchTasksRequest struct {
 
 func (x *WatchTasksRequest) Reset() {
 	*x = WatchTasksRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[21]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1875,7 +2099,7 @@ func (x *WatchTasksRequest) String() string {
 func (*WatchTasksRequest) ProtoMessage() {}
 
 func (x *WatchTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[21]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1888,7 +2112,7 @@ func (x *WatchTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchTasksRequest.ProtoReflect.Descriptor instead.
 func (*WatchTasksRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{21}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *WatchTasksRequest) GetState() State {
@@ -1943,7 +2167,7 @@ type WatchTasksResponse struct {
 
 func (x *WatchTasksResponse) Reset() {
 	*x = WatchTasksResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[22]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1955,7 +2179,7 @@ func (x *WatchTasksResponse) String() string {
 func (*WatchTasksResponse) ProtoMessage() {}
 
 func (x *WatchTasksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[22]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1968,7 +2192,7 @@ func (x *WatchTasksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchTasksResponse.ProtoReflect.Descriptor instead.
 func (*WatchTasksResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{22}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *WatchTasksResponse) GetSnapshot() []*Task {
@@ -2005,7 +2229,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[23]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2017,7 +2241,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[23]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2030,7 +2254,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{23}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListResponse) GetTasks() []*Task {
@@ -2056,7 +2280,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[24]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2068,7 +2292,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[24]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2081,7 +2305,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{24}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{28}
 }
 
 // QueueDepth counts tasks of one type in one state.
@@ -2099,7 +2323,7 @@ type QueueDepth struct {
 
 func (x *QueueDepth) Reset() {
 	*x = QueueDepth{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[25]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2111,7 +2335,7 @@ func (x *QueueDepth) String() string {
 func (*QueueDepth) ProtoMessage() {}
 
 func (x *QueueDepth) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[25]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2124,7 +2348,7 @@ func (x *QueueDepth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueDepth.ProtoReflect.Descriptor instead.
 func (*QueueDepth) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{25}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *QueueDepth) GetType() string {
@@ -2174,7 +2398,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[26]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2186,7 +2410,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[26]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2199,7 +2423,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{26}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *StatusResponse) GetVersion() string {
@@ -2275,7 +2499,7 @@ type QueueDelay struct {
 
 func (x *QueueDelay) Reset() {
 	*x = QueueDelay{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[27]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2287,7 +2511,7 @@ func (x *QueueDelay) String() string {
 func (*QueueDelay) ProtoMessage() {}
 
 func (x *QueueDelay) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[27]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2300,7 +2524,7 @@ func (x *QueueDelay) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueDelay.ProtoReflect.Descriptor instead.
 func (*QueueDelay) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{27}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *QueueDelay) GetType() string {
@@ -2333,7 +2557,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[28]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2345,7 +2569,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[28]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2358,7 +2582,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{28}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{32}
 }
 
 // AgentType is one task type an agent serves.
@@ -2387,7 +2611,7 @@ type AgentType struct {
 
 func (x *AgentType) Reset() {
 	*x = AgentType{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[29]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2399,7 +2623,7 @@ func (x *AgentType) String() string {
 func (*AgentType) ProtoMessage() {}
 
 func (x *AgentType) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[29]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2412,7 +2636,7 @@ func (x *AgentType) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentType.ProtoReflect.Descriptor instead.
 func (*AgentType) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{29}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *AgentType) GetName() string {
@@ -2497,7 +2721,7 @@ type Agent struct {
 
 func (x *Agent) Reset() {
 	*x = Agent{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[30]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2509,7 +2733,7 @@ func (x *Agent) String() string {
 func (*Agent) ProtoMessage() {}
 
 func (x *Agent) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[30]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2522,7 +2746,7 @@ func (x *Agent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Agent.ProtoReflect.Descriptor instead.
 func (*Agent) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{30}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Agent) GetId() string {
@@ -2613,7 +2837,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[31]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2625,7 +2849,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[31]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2638,7 +2862,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{31}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*Agent {
@@ -2657,7 +2881,7 @@ type ListHostsRequest struct {
 
 func (x *ListHostsRequest) Reset() {
 	*x = ListHostsRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[32]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2669,7 +2893,7 @@ func (x *ListHostsRequest) String() string {
 func (*ListHostsRequest) ProtoMessage() {}
 
 func (x *ListHostsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[32]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2682,7 +2906,7 @@ func (x *ListHostsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListHostsRequest.ProtoReflect.Descriptor instead.
 func (*ListHostsRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{32}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{36}
 }
 
 // HostPool is one pool of a host.
@@ -2707,7 +2931,7 @@ type HostPool struct {
 
 func (x *HostPool) Reset() {
 	*x = HostPool{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[33]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2719,7 +2943,7 @@ func (x *HostPool) String() string {
 func (*HostPool) ProtoMessage() {}
 
 func (x *HostPool) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[33]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2732,7 +2956,7 @@ func (x *HostPool) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostPool.ProtoReflect.Descriptor instead.
 func (*HostPool) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{33}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *HostPool) GetName() string {
@@ -2825,7 +3049,7 @@ type Host struct {
 
 func (x *Host) Reset() {
 	*x = Host{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[34]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2837,7 +3061,7 @@ func (x *Host) String() string {
 func (*Host) ProtoMessage() {}
 
 func (x *Host) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[34]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2850,7 +3074,7 @@ func (x *Host) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Host.ProtoReflect.Descriptor instead.
 func (*Host) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{34}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Host) GetId() string {
@@ -2976,7 +3200,7 @@ type ListHostsResponse struct {
 
 func (x *ListHostsResponse) Reset() {
 	*x = ListHostsResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[35]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2988,7 +3212,7 @@ func (x *ListHostsResponse) String() string {
 func (*ListHostsResponse) ProtoMessage() {}
 
 func (x *ListHostsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[35]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3001,7 +3225,7 @@ func (x *ListHostsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListHostsResponse.ProtoReflect.Descriptor instead.
 func (*ListHostsResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{35}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ListHostsResponse) GetHosts() []*Host {
@@ -3022,7 +3246,7 @@ type ListVMsRequest struct {
 
 func (x *ListVMsRequest) Reset() {
 	*x = ListVMsRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[36]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3034,7 +3258,7 @@ func (x *ListVMsRequest) String() string {
 func (*ListVMsRequest) ProtoMessage() {}
 
 func (x *ListVMsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[36]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3047,7 +3271,7 @@ func (x *ListVMsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVMsRequest.ProtoReflect.Descriptor instead.
 func (*ListVMsRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{36}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListVMsRequest) GetHost() string {
@@ -3099,7 +3323,7 @@ type VM struct {
 
 func (x *VM) Reset() {
 	*x = VM{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[37]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3111,7 +3335,7 @@ func (x *VM) String() string {
 func (*VM) ProtoMessage() {}
 
 func (x *VM) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[37]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3124,7 +3348,7 @@ func (x *VM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VM.ProtoReflect.Descriptor instead.
 func (*VM) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{37}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *VM) GetName() string {
@@ -3250,7 +3474,7 @@ type ListVMsResponse struct {
 
 func (x *ListVMsResponse) Reset() {
 	*x = ListVMsResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[38]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3262,7 +3486,7 @@ func (x *ListVMsResponse) String() string {
 func (*ListVMsResponse) ProtoMessage() {}
 
 func (x *ListVMsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[38]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3275,7 +3499,7 @@ func (x *ListVMsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVMsResponse.ProtoReflect.Descriptor instead.
 func (*ListVMsResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{38}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListVMsResponse) GetVms() []*VM {
@@ -3296,7 +3520,7 @@ type ExplainRequest struct {
 
 func (x *ExplainRequest) Reset() {
 	*x = ExplainRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[39]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3308,7 +3532,7 @@ func (x *ExplainRequest) String() string {
 func (*ExplainRequest) ProtoMessage() {}
 
 func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[39]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3321,7 +3545,7 @@ func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainRequest.ProtoReflect.Descriptor instead.
 func (*ExplainRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{39}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ExplainRequest) GetId() string {
@@ -3348,7 +3572,7 @@ type Reason struct {
 
 func (x *Reason) Reset() {
 	*x = Reason{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[40]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3360,7 +3584,7 @@ func (x *Reason) String() string {
 func (*Reason) ProtoMessage() {}
 
 func (x *Reason) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[40]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3373,7 +3597,7 @@ func (x *Reason) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Reason.ProtoReflect.Descriptor instead.
 func (*Reason) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{40}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *Reason) GetKind() Reason_Kind {
@@ -3417,7 +3641,7 @@ type ExplainResponse struct {
 
 func (x *ExplainResponse) Reset() {
 	*x = ExplainResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[41]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3429,7 +3653,7 @@ func (x *ExplainResponse) String() string {
 func (*ExplainResponse) ProtoMessage() {}
 
 func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[41]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3442,7 +3666,7 @@ func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainResponse.ProtoReflect.Descriptor instead.
 func (*ExplainResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{41}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ExplainResponse) GetState() State {
@@ -3470,7 +3694,7 @@ type RetryRequest struct {
 
 func (x *RetryRequest) Reset() {
 	*x = RetryRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[42]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3482,7 +3706,7 @@ func (x *RetryRequest) String() string {
 func (*RetryRequest) ProtoMessage() {}
 
 func (x *RetryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[42]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3495,7 +3719,7 @@ func (x *RetryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryRequest.ProtoReflect.Descriptor instead.
 func (*RetryRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{42}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *RetryRequest) GetId() string {
@@ -3518,7 +3742,7 @@ type RetryResponse struct {
 
 func (x *RetryResponse) Reset() {
 	*x = RetryResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[43]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3530,7 +3754,7 @@ func (x *RetryResponse) String() string {
 func (*RetryResponse) ProtoMessage() {}
 
 func (x *RetryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[43]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3543,7 +3767,7 @@ func (x *RetryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryResponse.ProtoReflect.Descriptor instead.
 func (*RetryResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{43}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *RetryResponse) GetTask() *Task {
@@ -3569,7 +3793,7 @@ type HistoryRequest struct {
 
 func (x *HistoryRequest) Reset() {
 	*x = HistoryRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[44]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3581,7 +3805,7 @@ func (x *HistoryRequest) String() string {
 func (*HistoryRequest) ProtoMessage() {}
 
 func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[44]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3594,7 +3818,7 @@ func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
 func (*HistoryRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{44}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{48}
 }
 
 // Sample is the server's activity over one interval.
@@ -3627,7 +3851,7 @@ type Sample struct {
 
 func (x *Sample) Reset() {
 	*x = Sample{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[45]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3639,7 +3863,7 @@ func (x *Sample) String() string {
 func (*Sample) ProtoMessage() {}
 
 func (x *Sample) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[45]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3652,7 +3876,7 @@ func (x *Sample) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sample.ProtoReflect.Descriptor instead.
 func (*Sample) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{45}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *Sample) GetAtUnixMs() int64 {
@@ -3739,7 +3963,7 @@ type HistoryResponse struct {
 
 func (x *HistoryResponse) Reset() {
 	*x = HistoryResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[46]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3751,7 +3975,7 @@ func (x *HistoryResponse) String() string {
 func (*HistoryResponse) ProtoMessage() {}
 
 func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[46]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3764,7 +3988,7 @@ func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
 func (*HistoryResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{46}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *HistoryResponse) GetIntervalMs() int64 {
@@ -3795,7 +4019,7 @@ type StreamRequest struct {
 
 func (x *StreamRequest) Reset() {
 	*x = StreamRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[47]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3807,7 +4031,7 @@ func (x *StreamRequest) String() string {
 func (*StreamRequest) ProtoMessage() {}
 
 func (x *StreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[47]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3820,7 +4044,7 @@ func (x *StreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamRequest.ProtoReflect.Descriptor instead.
 func (*StreamRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{47}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *StreamRequest) GetMsg() isStreamRequest_Msg {
@@ -3887,7 +4111,7 @@ type StreamOpen struct {
 
 func (x *StreamOpen) Reset() {
 	*x = StreamOpen{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[48]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3899,7 +4123,7 @@ func (x *StreamOpen) String() string {
 func (*StreamOpen) ProtoMessage() {}
 
 func (x *StreamOpen) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[48]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3912,7 +4136,7 @@ func (x *StreamOpen) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamOpen.ProtoReflect.Descriptor instead.
 func (*StreamOpen) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{48}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *StreamOpen) GetType() string {
@@ -3975,7 +4199,7 @@ type StreamItem struct {
 
 func (x *StreamItem) Reset() {
 	*x = StreamItem{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[49]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3987,7 +4211,7 @@ func (x *StreamItem) String() string {
 func (*StreamItem) ProtoMessage() {}
 
 func (x *StreamItem) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[49]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4000,7 +4224,7 @@ func (x *StreamItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamItem.ProtoReflect.Descriptor instead.
 func (*StreamItem) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{49}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *StreamItem) GetPayload() []byte {
@@ -4024,7 +4248,7 @@ type StreamResponse struct {
 
 func (x *StreamResponse) Reset() {
 	*x = StreamResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[50]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4036,7 +4260,7 @@ func (x *StreamResponse) String() string {
 func (*StreamResponse) ProtoMessage() {}
 
 func (x *StreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[50]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4049,7 +4273,7 @@ func (x *StreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamResponse.ProtoReflect.Descriptor instead.
 func (*StreamResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{50}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *StreamResponse) GetMsg() isStreamResponse_Msg {
@@ -4113,7 +4337,7 @@ type StreamOpened struct {
 
 func (x *StreamOpened) Reset() {
 	*x = StreamOpened{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[51]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4125,7 +4349,7 @@ func (x *StreamOpened) String() string {
 func (*StreamOpened) ProtoMessage() {}
 
 func (x *StreamOpened) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[51]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4138,7 +4362,7 @@ func (x *StreamOpened) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamOpened.ProtoReflect.Descriptor instead.
 func (*StreamOpened) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{51}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *StreamOpened) GetStreamId() string {
@@ -4192,7 +4416,7 @@ type StreamResult struct {
 
 func (x *StreamResult) Reset() {
 	*x = StreamResult{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[52]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4204,7 +4428,7 @@ func (x *StreamResult) String() string {
 func (*StreamResult) ProtoMessage() {}
 
 func (x *StreamResult) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[52]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4217,7 +4441,7 @@ func (x *StreamResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamResult.ProtoReflect.Descriptor instead.
 func (*StreamResult) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{52}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *StreamResult) GetSeq() uint64 {
@@ -4282,7 +4506,7 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\x06labels\x18\x03 \x03(\v2$.paddock.v1.Requirements.LabelsEntryR\x06labels\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8e\x05\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x94\x06\n" +
 	"\bTaskSpec\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x18\n" +
 	"\apayload\x18\x02 \x01(\fR\apayload\x128\n" +
@@ -4298,13 +4522,18 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	" \x01(\tR\x06tenant\x12E\n" +
 	"\vinput_blobs\x18\v \x03(\v2$.paddock.v1.TaskSpec.InputBlobsEntryR\n" +
 	"inputBlobs\x12>\n" +
-	"\x1cschedule_to_start_timeout_ms\x18\x14 \x01(\x03R\x18scheduleToStartTimeoutMs\x1a9\n" +
+	"\x1cschedule_to_start_timeout_ms\x18\x14 \x01(\x03R\x18scheduleToStartTimeoutMs\x12E\n" +
+	"\vinput_tasks\x18\f \x03(\v2$.paddock.v1.TaskSpec.InputTasksEntryR\n" +
+	"inputTasks\x1a9\n" +
 	"\vInputsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\x1aR\n" +
 	"\x0fInputBlobsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12)\n" +
-	"\x05value\x18\x02 \x01(\v2\x13.paddock.v1.BlobRefR\x05value:\x028\x01\"5\n" +
+	"\x05value\x18\x02 \x01(\v2\x13.paddock.v1.BlobRefR\x05value:\x028\x01\x1a=\n" +
+	"\x0fInputTasksEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"5\n" +
 	"\aBlobRef\x12\x16\n" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\"7\n" +
@@ -4357,7 +4586,17 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\x12SubmitBatchRequest\x12*\n" +
 	"\x05tasks\x18\x01 \x03(\v2\x14.paddock.v1.TaskSpecR\x05tasks\"K\n" +
 	"\x13SubmitBatchResponse\x124\n" +
-	"\aresults\x18\x01 \x03(\v2\x1a.paddock.v1.SubmitResponseR\aresults\"\x1c\n" +
+	"\aresults\x18\x01 \x03(\v2\x1a.paddock.v1.SubmitResponseR\aresults\"B\n" +
+	"\x15SubmitPipelineRequest\x12)\n" +
+	"\x06stages\x18\x01 \x03(\v2\x11.paddock.v1.StageR\x06stages\"E\n" +
+	"\x05Stage\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12(\n" +
+	"\x04task\x18\x02 \x01(\v2\x14.paddock.v1.TaskSpecR\x04task\"I\n" +
+	"\x16SubmitPipelineResponse\x12/\n" +
+	"\x06stages\x18\x01 \x03(\v2\x17.paddock.v1.StageResultR\x06stages\"G\n" +
+	"\vStageResult\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12$\n" +
+	"\x04task\x18\x02 \x01(\v2\x10.paddock.v1.TaskR\x04task\"\x1c\n" +
 	"\n" +
 	"GetRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"M\n" +
@@ -4595,9 +4834,10 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\x06output\x18\x04 \x01(\fR\x06output\x12\x14\n" +
 	"\x05error\x18\x05 \x01(\tR\x05error\x12:\n" +
 	"\ffailure_kind\x18\x06 \x01(\x0e2\x17.paddock.v1.FailureKindR\vfailureKind\x12\x1a\n" +
-	"\battempts\x18\a \x01(\x05R\battempts*\xa1\x01\n" +
+	"\battempts\x18\a \x01(\x05R\battempts*\xb4\x01\n" +
 	"\x05State\x12\x15\n" +
-	"\x11STATE_UNSPECIFIED\x10\x00\x12\x10\n" +
+	"\x11STATE_UNSPECIFIED\x10\x00\x12\x11\n" +
+	"\rSTATE_WAITING\x10\b\x12\x10\n" +
 	"\fSTATE_QUEUED\x10\x01\x12\x10\n" +
 	"\fSTATE_LEASED\x10\x02\x12\x11\n" +
 	"\rSTATE_RUNNING\x10\x03\x12\x13\n" +
@@ -4627,10 +4867,11 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\x17FAILURE_KIND_GUEST_GONE\x10\f\x12\x18\n" +
 	"\x14FAILURE_KIND_REFUSED\x10\r\x12!\n" +
 	"\x1dFAILURE_KIND_SCHEDULE_TIMEOUT\x10\x14\x12\x1a\n" +
-	"\x16FAILURE_KIND_PREEMPTED\x10\x0e2\xdd\b\n" +
+	"\x16FAILURE_KIND_PREEMPTED\x10\x0e2\xea\t\n" +
 	"\vTaskService\x12j\n" +
 	"\x06Submit\x12\x19.paddock.v1.SubmitRequest\x1a\x1a.paddock.v1.SubmitResponse\")\x82\xd3\xe4\x93\x02#:\x01*\"\x1e/paddock.v1.TaskService/Submit\x12~\n" +
-	"\vSubmitBatch\x12\x1e.paddock.v1.SubmitBatchRequest\x1a\x1f.paddock.v1.SubmitBatchResponse\".\x82\xd3\xe4\x93\x02(:\x01*\"#/paddock.v1.TaskService/SubmitBatch\x12^\n" +
+	"\vSubmitBatch\x12\x1e.paddock.v1.SubmitBatchRequest\x1a\x1f.paddock.v1.SubmitBatchResponse\".\x82\xd3\xe4\x93\x02(:\x01*\"#/paddock.v1.TaskService/SubmitBatch\x12\x8a\x01\n" +
+	"\x0eSubmitPipeline\x12!.paddock.v1.SubmitPipelineRequest\x1a\".paddock.v1.SubmitPipelineResponse\"1\x82\xd3\xe4\x93\x02+:\x01*\"&/paddock.v1.TaskService/SubmitPipeline\x12^\n" +
 	"\x03Get\x12\x16.paddock.v1.GetRequest\x1a\x17.paddock.v1.GetResponse\"&\x82\xd3\xe4\x93\x02 :\x01*\"\x1b/paddock.v1.TaskService/Get\x12b\n" +
 	"\x04Wait\x12\x17.paddock.v1.WaitRequest\x1a\x18.paddock.v1.WaitResponse\"'\x82\xd3\xe4\x93\x02!:\x01*\"\x1c/paddock.v1.TaskService/Wait\x12j\n" +
 	"\x06Cancel\x12\x19.paddock.v1.CancelRequest\x1a\x1a.paddock.v1.CancelResponse\")\x82\xd3\xe4\x93\x02#:\x01*\"\x1e/paddock.v1.TaskService/Cancel\x12b\n" +
@@ -4662,164 +4903,176 @@ func file_api_paddock_v1_paddock_proto_rawDescGZIP() []byte {
 }
 
 var file_api_paddock_v1_paddock_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_api_paddock_v1_paddock_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
+var file_api_paddock_v1_paddock_proto_msgTypes = make([]protoimpl.MessageInfo, 64)
 var file_api_paddock_v1_paddock_proto_goTypes = []any{
-	(State)(0),                  // 0: paddock.v1.State
-	(Class)(0),                  // 1: paddock.v1.Class
-	(FailureKind)(0),            // 2: paddock.v1.FailureKind
-	(Reason_Kind)(0),            // 3: paddock.v1.Reason.Kind
-	(*Requirements)(nil),        // 4: paddock.v1.Requirements
-	(*TaskSpec)(nil),            // 5: paddock.v1.TaskSpec
-	(*BlobRef)(nil),             // 6: paddock.v1.BlobRef
-	(*Usage)(nil),               // 7: paddock.v1.Usage
-	(*Attempt)(nil),             // 8: paddock.v1.Attempt
-	(*Task)(nil),                // 9: paddock.v1.Task
-	(*SubmitRequest)(nil),       // 10: paddock.v1.SubmitRequest
-	(*SubmitResponse)(nil),      // 11: paddock.v1.SubmitResponse
-	(*SubmitBatchRequest)(nil),  // 12: paddock.v1.SubmitBatchRequest
-	(*SubmitBatchResponse)(nil), // 13: paddock.v1.SubmitBatchResponse
-	(*GetRequest)(nil),          // 14: paddock.v1.GetRequest
-	(*GetResponse)(nil),         // 15: paddock.v1.GetResponse
-	(*LogsRequest)(nil),         // 16: paddock.v1.LogsRequest
-	(*LogsResponse)(nil),        // 17: paddock.v1.LogsResponse
-	(*AttemptLog)(nil),          // 18: paddock.v1.AttemptLog
-	(*LogLine)(nil),             // 19: paddock.v1.LogLine
-	(*WaitRequest)(nil),         // 20: paddock.v1.WaitRequest
-	(*WaitResponse)(nil),        // 21: paddock.v1.WaitResponse
-	(*CancelRequest)(nil),       // 22: paddock.v1.CancelRequest
-	(*CancelResponse)(nil),      // 23: paddock.v1.CancelResponse
-	(*ListRequest)(nil),         // 24: paddock.v1.ListRequest
-	(*WatchTasksRequest)(nil),   // 25: paddock.v1.WatchTasksRequest
-	(*WatchTasksResponse)(nil),  // 26: paddock.v1.WatchTasksResponse
-	(*ListResponse)(nil),        // 27: paddock.v1.ListResponse
-	(*StatusRequest)(nil),       // 28: paddock.v1.StatusRequest
-	(*QueueDepth)(nil),          // 29: paddock.v1.QueueDepth
-	(*StatusResponse)(nil),      // 30: paddock.v1.StatusResponse
-	(*QueueDelay)(nil),          // 31: paddock.v1.QueueDelay
-	(*ListAgentsRequest)(nil),   // 32: paddock.v1.ListAgentsRequest
-	(*AgentType)(nil),           // 33: paddock.v1.AgentType
-	(*Agent)(nil),               // 34: paddock.v1.Agent
-	(*ListAgentsResponse)(nil),  // 35: paddock.v1.ListAgentsResponse
-	(*ListHostsRequest)(nil),    // 36: paddock.v1.ListHostsRequest
-	(*HostPool)(nil),            // 37: paddock.v1.HostPool
-	(*Host)(nil),                // 38: paddock.v1.Host
-	(*ListHostsResponse)(nil),   // 39: paddock.v1.ListHostsResponse
-	(*ListVMsRequest)(nil),      // 40: paddock.v1.ListVMsRequest
-	(*VM)(nil),                  // 41: paddock.v1.VM
-	(*ListVMsResponse)(nil),     // 42: paddock.v1.ListVMsResponse
-	(*ExplainRequest)(nil),      // 43: paddock.v1.ExplainRequest
-	(*Reason)(nil),              // 44: paddock.v1.Reason
-	(*ExplainResponse)(nil),     // 45: paddock.v1.ExplainResponse
-	(*RetryRequest)(nil),        // 46: paddock.v1.RetryRequest
-	(*RetryResponse)(nil),       // 47: paddock.v1.RetryResponse
-	(*HistoryRequest)(nil),      // 48: paddock.v1.HistoryRequest
-	(*Sample)(nil),              // 49: paddock.v1.Sample
-	(*HistoryResponse)(nil),     // 50: paddock.v1.HistoryResponse
-	(*StreamRequest)(nil),       // 51: paddock.v1.StreamRequest
-	(*StreamOpen)(nil),          // 52: paddock.v1.StreamOpen
-	(*StreamItem)(nil),          // 53: paddock.v1.StreamItem
-	(*StreamResponse)(nil),      // 54: paddock.v1.StreamResponse
-	(*StreamOpened)(nil),        // 55: paddock.v1.StreamOpened
-	(*StreamResult)(nil),        // 56: paddock.v1.StreamResult
-	nil,                         // 57: paddock.v1.Requirements.LabelsEntry
-	nil,                         // 58: paddock.v1.TaskSpec.InputsEntry
-	nil,                         // 59: paddock.v1.TaskSpec.InputBlobsEntry
-	nil,                         // 60: paddock.v1.Task.OutputsEntry
-	nil,                         // 61: paddock.v1.Task.OutputBlobsEntry
-	nil,                         // 62: paddock.v1.Agent.LabelsEntry
+	(State)(0),                     // 0: paddock.v1.State
+	(Class)(0),                     // 1: paddock.v1.Class
+	(FailureKind)(0),               // 2: paddock.v1.FailureKind
+	(Reason_Kind)(0),               // 3: paddock.v1.Reason.Kind
+	(*Requirements)(nil),           // 4: paddock.v1.Requirements
+	(*TaskSpec)(nil),               // 5: paddock.v1.TaskSpec
+	(*BlobRef)(nil),                // 6: paddock.v1.BlobRef
+	(*Usage)(nil),                  // 7: paddock.v1.Usage
+	(*Attempt)(nil),                // 8: paddock.v1.Attempt
+	(*Task)(nil),                   // 9: paddock.v1.Task
+	(*SubmitRequest)(nil),          // 10: paddock.v1.SubmitRequest
+	(*SubmitResponse)(nil),         // 11: paddock.v1.SubmitResponse
+	(*SubmitBatchRequest)(nil),     // 12: paddock.v1.SubmitBatchRequest
+	(*SubmitBatchResponse)(nil),    // 13: paddock.v1.SubmitBatchResponse
+	(*SubmitPipelineRequest)(nil),  // 14: paddock.v1.SubmitPipelineRequest
+	(*Stage)(nil),                  // 15: paddock.v1.Stage
+	(*SubmitPipelineResponse)(nil), // 16: paddock.v1.SubmitPipelineResponse
+	(*StageResult)(nil),            // 17: paddock.v1.StageResult
+	(*GetRequest)(nil),             // 18: paddock.v1.GetRequest
+	(*GetResponse)(nil),            // 19: paddock.v1.GetResponse
+	(*LogsRequest)(nil),            // 20: paddock.v1.LogsRequest
+	(*LogsResponse)(nil),           // 21: paddock.v1.LogsResponse
+	(*AttemptLog)(nil),             // 22: paddock.v1.AttemptLog
+	(*LogLine)(nil),                // 23: paddock.v1.LogLine
+	(*WaitRequest)(nil),            // 24: paddock.v1.WaitRequest
+	(*WaitResponse)(nil),           // 25: paddock.v1.WaitResponse
+	(*CancelRequest)(nil),          // 26: paddock.v1.CancelRequest
+	(*CancelResponse)(nil),         // 27: paddock.v1.CancelResponse
+	(*ListRequest)(nil),            // 28: paddock.v1.ListRequest
+	(*WatchTasksRequest)(nil),      // 29: paddock.v1.WatchTasksRequest
+	(*WatchTasksResponse)(nil),     // 30: paddock.v1.WatchTasksResponse
+	(*ListResponse)(nil),           // 31: paddock.v1.ListResponse
+	(*StatusRequest)(nil),          // 32: paddock.v1.StatusRequest
+	(*QueueDepth)(nil),             // 33: paddock.v1.QueueDepth
+	(*StatusResponse)(nil),         // 34: paddock.v1.StatusResponse
+	(*QueueDelay)(nil),             // 35: paddock.v1.QueueDelay
+	(*ListAgentsRequest)(nil),      // 36: paddock.v1.ListAgentsRequest
+	(*AgentType)(nil),              // 37: paddock.v1.AgentType
+	(*Agent)(nil),                  // 38: paddock.v1.Agent
+	(*ListAgentsResponse)(nil),     // 39: paddock.v1.ListAgentsResponse
+	(*ListHostsRequest)(nil),       // 40: paddock.v1.ListHostsRequest
+	(*HostPool)(nil),               // 41: paddock.v1.HostPool
+	(*Host)(nil),                   // 42: paddock.v1.Host
+	(*ListHostsResponse)(nil),      // 43: paddock.v1.ListHostsResponse
+	(*ListVMsRequest)(nil),         // 44: paddock.v1.ListVMsRequest
+	(*VM)(nil),                     // 45: paddock.v1.VM
+	(*ListVMsResponse)(nil),        // 46: paddock.v1.ListVMsResponse
+	(*ExplainRequest)(nil),         // 47: paddock.v1.ExplainRequest
+	(*Reason)(nil),                 // 48: paddock.v1.Reason
+	(*ExplainResponse)(nil),        // 49: paddock.v1.ExplainResponse
+	(*RetryRequest)(nil),           // 50: paddock.v1.RetryRequest
+	(*RetryResponse)(nil),          // 51: paddock.v1.RetryResponse
+	(*HistoryRequest)(nil),         // 52: paddock.v1.HistoryRequest
+	(*Sample)(nil),                 // 53: paddock.v1.Sample
+	(*HistoryResponse)(nil),        // 54: paddock.v1.HistoryResponse
+	(*StreamRequest)(nil),          // 55: paddock.v1.StreamRequest
+	(*StreamOpen)(nil),             // 56: paddock.v1.StreamOpen
+	(*StreamItem)(nil),             // 57: paddock.v1.StreamItem
+	(*StreamResponse)(nil),         // 58: paddock.v1.StreamResponse
+	(*StreamOpened)(nil),           // 59: paddock.v1.StreamOpened
+	(*StreamResult)(nil),           // 60: paddock.v1.StreamResult
+	nil,                            // 61: paddock.v1.Requirements.LabelsEntry
+	nil,                            // 62: paddock.v1.TaskSpec.InputsEntry
+	nil,                            // 63: paddock.v1.TaskSpec.InputBlobsEntry
+	nil,                            // 64: paddock.v1.TaskSpec.InputTasksEntry
+	nil,                            // 65: paddock.v1.Task.OutputsEntry
+	nil,                            // 66: paddock.v1.Task.OutputBlobsEntry
+	nil,                            // 67: paddock.v1.Agent.LabelsEntry
 }
 var file_api_paddock_v1_paddock_proto_depIdxs = []int32{
-	57, // 0: paddock.v1.Requirements.labels:type_name -> paddock.v1.Requirements.LabelsEntry
-	58, // 1: paddock.v1.TaskSpec.inputs:type_name -> paddock.v1.TaskSpec.InputsEntry
+	61, // 0: paddock.v1.Requirements.labels:type_name -> paddock.v1.Requirements.LabelsEntry
+	62, // 1: paddock.v1.TaskSpec.inputs:type_name -> paddock.v1.TaskSpec.InputsEntry
 	1,  // 2: paddock.v1.TaskSpec.class:type_name -> paddock.v1.Class
 	4,  // 3: paddock.v1.TaskSpec.requirements:type_name -> paddock.v1.Requirements
-	59, // 4: paddock.v1.TaskSpec.input_blobs:type_name -> paddock.v1.TaskSpec.InputBlobsEntry
-	0,  // 5: paddock.v1.Attempt.state:type_name -> paddock.v1.State
-	7,  // 6: paddock.v1.Attempt.usage:type_name -> paddock.v1.Usage
-	2,  // 7: paddock.v1.Attempt.failure_kind:type_name -> paddock.v1.FailureKind
-	5,  // 8: paddock.v1.Task.spec:type_name -> paddock.v1.TaskSpec
-	0,  // 9: paddock.v1.Task.state:type_name -> paddock.v1.State
-	60, // 10: paddock.v1.Task.outputs:type_name -> paddock.v1.Task.OutputsEntry
-	8,  // 11: paddock.v1.Task.attempts:type_name -> paddock.v1.Attempt
-	61, // 12: paddock.v1.Task.output_blobs:type_name -> paddock.v1.Task.OutputBlobsEntry
-	2,  // 13: paddock.v1.Task.failure_kind:type_name -> paddock.v1.FailureKind
-	5,  // 14: paddock.v1.SubmitRequest.task:type_name -> paddock.v1.TaskSpec
-	9,  // 15: paddock.v1.SubmitResponse.task:type_name -> paddock.v1.Task
-	5,  // 16: paddock.v1.SubmitBatchRequest.tasks:type_name -> paddock.v1.TaskSpec
-	11, // 17: paddock.v1.SubmitBatchResponse.results:type_name -> paddock.v1.SubmitResponse
-	9,  // 18: paddock.v1.GetResponse.task:type_name -> paddock.v1.Task
-	18, // 19: paddock.v1.LogsResponse.attempts:type_name -> paddock.v1.AttemptLog
-	0,  // 20: paddock.v1.LogsResponse.state:type_name -> paddock.v1.State
-	19, // 21: paddock.v1.AttemptLog.lines:type_name -> paddock.v1.LogLine
-	9,  // 22: paddock.v1.WaitResponse.task:type_name -> paddock.v1.Task
-	9,  // 23: paddock.v1.CancelResponse.task:type_name -> paddock.v1.Task
-	0,  // 24: paddock.v1.ListRequest.state:type_name -> paddock.v1.State
-	1,  // 25: paddock.v1.ListRequest.class:type_name -> paddock.v1.Class
-	0,  // 26: paddock.v1.WatchTasksRequest.state:type_name -> paddock.v1.State
-	1,  // 27: paddock.v1.WatchTasksRequest.class:type_name -> paddock.v1.Class
-	9,  // 28: paddock.v1.WatchTasksResponse.snapshot:type_name -> paddock.v1.Task
-	9,  // 29: paddock.v1.WatchTasksResponse.task:type_name -> paddock.v1.Task
-	9,  // 30: paddock.v1.ListResponse.tasks:type_name -> paddock.v1.Task
-	0,  // 31: paddock.v1.QueueDepth.state:type_name -> paddock.v1.State
-	29, // 32: paddock.v1.StatusResponse.queue:type_name -> paddock.v1.QueueDepth
-	31, // 33: paddock.v1.StatusResponse.queue_delays:type_name -> paddock.v1.QueueDelay
-	33, // 34: paddock.v1.Agent.types:type_name -> paddock.v1.AgentType
-	62, // 35: paddock.v1.Agent.labels:type_name -> paddock.v1.Agent.LabelsEntry
-	34, // 36: paddock.v1.ListAgentsResponse.agents:type_name -> paddock.v1.Agent
-	37, // 37: paddock.v1.Host.pools:type_name -> paddock.v1.HostPool
-	38, // 38: paddock.v1.ListHostsResponse.hosts:type_name -> paddock.v1.Host
-	41, // 39: paddock.v1.ListVMsResponse.vms:type_name -> paddock.v1.VM
-	3,  // 40: paddock.v1.Reason.kind:type_name -> paddock.v1.Reason.Kind
-	0,  // 41: paddock.v1.ExplainResponse.state:type_name -> paddock.v1.State
-	44, // 42: paddock.v1.ExplainResponse.reasons:type_name -> paddock.v1.Reason
-	9,  // 43: paddock.v1.RetryResponse.task:type_name -> paddock.v1.Task
-	49, // 44: paddock.v1.HistoryResponse.samples:type_name -> paddock.v1.Sample
-	52, // 45: paddock.v1.StreamRequest.open:type_name -> paddock.v1.StreamOpen
-	53, // 46: paddock.v1.StreamRequest.item:type_name -> paddock.v1.StreamItem
-	1,  // 47: paddock.v1.StreamOpen.class:type_name -> paddock.v1.Class
-	55, // 48: paddock.v1.StreamResponse.opened:type_name -> paddock.v1.StreamOpened
-	56, // 49: paddock.v1.StreamResponse.result:type_name -> paddock.v1.StreamResult
-	0,  // 50: paddock.v1.StreamResult.state:type_name -> paddock.v1.State
-	2,  // 51: paddock.v1.StreamResult.failure_kind:type_name -> paddock.v1.FailureKind
-	6,  // 52: paddock.v1.TaskSpec.InputBlobsEntry.value:type_name -> paddock.v1.BlobRef
-	6,  // 53: paddock.v1.Task.OutputBlobsEntry.value:type_name -> paddock.v1.BlobRef
-	10, // 54: paddock.v1.TaskService.Submit:input_type -> paddock.v1.SubmitRequest
-	12, // 55: paddock.v1.TaskService.SubmitBatch:input_type -> paddock.v1.SubmitBatchRequest
-	14, // 56: paddock.v1.TaskService.Get:input_type -> paddock.v1.GetRequest
-	20, // 57: paddock.v1.TaskService.Wait:input_type -> paddock.v1.WaitRequest
-	22, // 58: paddock.v1.TaskService.Cancel:input_type -> paddock.v1.CancelRequest
-	24, // 59: paddock.v1.TaskService.List:input_type -> paddock.v1.ListRequest
-	43, // 60: paddock.v1.TaskService.Explain:input_type -> paddock.v1.ExplainRequest
-	46, // 61: paddock.v1.TaskService.Retry:input_type -> paddock.v1.RetryRequest
-	16, // 62: paddock.v1.TaskService.Logs:input_type -> paddock.v1.LogsRequest
-	25, // 63: paddock.v1.TaskService.WatchTasks:input_type -> paddock.v1.WatchTasksRequest
-	51, // 64: paddock.v1.TaskService.Stream:input_type -> paddock.v1.StreamRequest
-	28, // 65: paddock.v1.ClusterService.Status:input_type -> paddock.v1.StatusRequest
-	32, // 66: paddock.v1.ClusterService.ListAgents:input_type -> paddock.v1.ListAgentsRequest
-	36, // 67: paddock.v1.ClusterService.ListHosts:input_type -> paddock.v1.ListHostsRequest
-	40, // 68: paddock.v1.ClusterService.ListVMs:input_type -> paddock.v1.ListVMsRequest
-	48, // 69: paddock.v1.ClusterService.History:input_type -> paddock.v1.HistoryRequest
-	11, // 70: paddock.v1.TaskService.Submit:output_type -> paddock.v1.SubmitResponse
-	13, // 71: paddock.v1.TaskService.SubmitBatch:output_type -> paddock.v1.SubmitBatchResponse
-	15, // 72: paddock.v1.TaskService.Get:output_type -> paddock.v1.GetResponse
-	21, // 73: paddock.v1.TaskService.Wait:output_type -> paddock.v1.WaitResponse
-	23, // 74: paddock.v1.TaskService.Cancel:output_type -> paddock.v1.CancelResponse
-	27, // 75: paddock.v1.TaskService.List:output_type -> paddock.v1.ListResponse
-	45, // 76: paddock.v1.TaskService.Explain:output_type -> paddock.v1.ExplainResponse
-	47, // 77: paddock.v1.TaskService.Retry:output_type -> paddock.v1.RetryResponse
-	17, // 78: paddock.v1.TaskService.Logs:output_type -> paddock.v1.LogsResponse
-	26, // 79: paddock.v1.TaskService.WatchTasks:output_type -> paddock.v1.WatchTasksResponse
-	54, // 80: paddock.v1.TaskService.Stream:output_type -> paddock.v1.StreamResponse
-	30, // 81: paddock.v1.ClusterService.Status:output_type -> paddock.v1.StatusResponse
-	35, // 82: paddock.v1.ClusterService.ListAgents:output_type -> paddock.v1.ListAgentsResponse
-	39, // 83: paddock.v1.ClusterService.ListHosts:output_type -> paddock.v1.ListHostsResponse
-	42, // 84: paddock.v1.ClusterService.ListVMs:output_type -> paddock.v1.ListVMsResponse
-	50, // 85: paddock.v1.ClusterService.History:output_type -> paddock.v1.HistoryResponse
-	70, // [70:86] is the sub-list for method output_type
-	54, // [54:70] is the sub-list for method input_type
-	54, // [54:54] is the sub-list for extension type_name
-	54, // [54:54] is the sub-list for extension extendee
-	0,  // [0:54] is the sub-list for field type_name
+	63, // 4: paddock.v1.TaskSpec.input_blobs:type_name -> paddock.v1.TaskSpec.InputBlobsEntry
+	64, // 5: paddock.v1.TaskSpec.input_tasks:type_name -> paddock.v1.TaskSpec.InputTasksEntry
+	0,  // 6: paddock.v1.Attempt.state:type_name -> paddock.v1.State
+	7,  // 7: paddock.v1.Attempt.usage:type_name -> paddock.v1.Usage
+	2,  // 8: paddock.v1.Attempt.failure_kind:type_name -> paddock.v1.FailureKind
+	5,  // 9: paddock.v1.Task.spec:type_name -> paddock.v1.TaskSpec
+	0,  // 10: paddock.v1.Task.state:type_name -> paddock.v1.State
+	65, // 11: paddock.v1.Task.outputs:type_name -> paddock.v1.Task.OutputsEntry
+	8,  // 12: paddock.v1.Task.attempts:type_name -> paddock.v1.Attempt
+	66, // 13: paddock.v1.Task.output_blobs:type_name -> paddock.v1.Task.OutputBlobsEntry
+	2,  // 14: paddock.v1.Task.failure_kind:type_name -> paddock.v1.FailureKind
+	5,  // 15: paddock.v1.SubmitRequest.task:type_name -> paddock.v1.TaskSpec
+	9,  // 16: paddock.v1.SubmitResponse.task:type_name -> paddock.v1.Task
+	5,  // 17: paddock.v1.SubmitBatchRequest.tasks:type_name -> paddock.v1.TaskSpec
+	11, // 18: paddock.v1.SubmitBatchResponse.results:type_name -> paddock.v1.SubmitResponse
+	15, // 19: paddock.v1.SubmitPipelineRequest.stages:type_name -> paddock.v1.Stage
+	5,  // 20: paddock.v1.Stage.task:type_name -> paddock.v1.TaskSpec
+	17, // 21: paddock.v1.SubmitPipelineResponse.stages:type_name -> paddock.v1.StageResult
+	9,  // 22: paddock.v1.StageResult.task:type_name -> paddock.v1.Task
+	9,  // 23: paddock.v1.GetResponse.task:type_name -> paddock.v1.Task
+	22, // 24: paddock.v1.LogsResponse.attempts:type_name -> paddock.v1.AttemptLog
+	0,  // 25: paddock.v1.LogsResponse.state:type_name -> paddock.v1.State
+	23, // 26: paddock.v1.AttemptLog.lines:type_name -> paddock.v1.LogLine
+	9,  // 27: paddock.v1.WaitResponse.task:type_name -> paddock.v1.Task
+	9,  // 28: paddock.v1.CancelResponse.task:type_name -> paddock.v1.Task
+	0,  // 29: paddock.v1.ListRequest.state:type_name -> paddock.v1.State
+	1,  // 30: paddock.v1.ListRequest.class:type_name -> paddock.v1.Class
+	0,  // 31: paddock.v1.WatchTasksRequest.state:type_name -> paddock.v1.State
+	1,  // 32: paddock.v1.WatchTasksRequest.class:type_name -> paddock.v1.Class
+	9,  // 33: paddock.v1.WatchTasksResponse.snapshot:type_name -> paddock.v1.Task
+	9,  // 34: paddock.v1.WatchTasksResponse.task:type_name -> paddock.v1.Task
+	9,  // 35: paddock.v1.ListResponse.tasks:type_name -> paddock.v1.Task
+	0,  // 36: paddock.v1.QueueDepth.state:type_name -> paddock.v1.State
+	33, // 37: paddock.v1.StatusResponse.queue:type_name -> paddock.v1.QueueDepth
+	35, // 38: paddock.v1.StatusResponse.queue_delays:type_name -> paddock.v1.QueueDelay
+	37, // 39: paddock.v1.Agent.types:type_name -> paddock.v1.AgentType
+	67, // 40: paddock.v1.Agent.labels:type_name -> paddock.v1.Agent.LabelsEntry
+	38, // 41: paddock.v1.ListAgentsResponse.agents:type_name -> paddock.v1.Agent
+	41, // 42: paddock.v1.Host.pools:type_name -> paddock.v1.HostPool
+	42, // 43: paddock.v1.ListHostsResponse.hosts:type_name -> paddock.v1.Host
+	45, // 44: paddock.v1.ListVMsResponse.vms:type_name -> paddock.v1.VM
+	3,  // 45: paddock.v1.Reason.kind:type_name -> paddock.v1.Reason.Kind
+	0,  // 46: paddock.v1.ExplainResponse.state:type_name -> paddock.v1.State
+	48, // 47: paddock.v1.ExplainResponse.reasons:type_name -> paddock.v1.Reason
+	9,  // 48: paddock.v1.RetryResponse.task:type_name -> paddock.v1.Task
+	53, // 49: paddock.v1.HistoryResponse.samples:type_name -> paddock.v1.Sample
+	56, // 50: paddock.v1.StreamRequest.open:type_name -> paddock.v1.StreamOpen
+	57, // 51: paddock.v1.StreamRequest.item:type_name -> paddock.v1.StreamItem
+	1,  // 52: paddock.v1.StreamOpen.class:type_name -> paddock.v1.Class
+	59, // 53: paddock.v1.StreamResponse.opened:type_name -> paddock.v1.StreamOpened
+	60, // 54: paddock.v1.StreamResponse.result:type_name -> paddock.v1.StreamResult
+	0,  // 55: paddock.v1.StreamResult.state:type_name -> paddock.v1.State
+	2,  // 56: paddock.v1.StreamResult.failure_kind:type_name -> paddock.v1.FailureKind
+	6,  // 57: paddock.v1.TaskSpec.InputBlobsEntry.value:type_name -> paddock.v1.BlobRef
+	6,  // 58: paddock.v1.Task.OutputBlobsEntry.value:type_name -> paddock.v1.BlobRef
+	10, // 59: paddock.v1.TaskService.Submit:input_type -> paddock.v1.SubmitRequest
+	12, // 60: paddock.v1.TaskService.SubmitBatch:input_type -> paddock.v1.SubmitBatchRequest
+	14, // 61: paddock.v1.TaskService.SubmitPipeline:input_type -> paddock.v1.SubmitPipelineRequest
+	18, // 62: paddock.v1.TaskService.Get:input_type -> paddock.v1.GetRequest
+	24, // 63: paddock.v1.TaskService.Wait:input_type -> paddock.v1.WaitRequest
+	26, // 64: paddock.v1.TaskService.Cancel:input_type -> paddock.v1.CancelRequest
+	28, // 65: paddock.v1.TaskService.List:input_type -> paddock.v1.ListRequest
+	47, // 66: paddock.v1.TaskService.Explain:input_type -> paddock.v1.ExplainRequest
+	50, // 67: paddock.v1.TaskService.Retry:input_type -> paddock.v1.RetryRequest
+	20, // 68: paddock.v1.TaskService.Logs:input_type -> paddock.v1.LogsRequest
+	29, // 69: paddock.v1.TaskService.WatchTasks:input_type -> paddock.v1.WatchTasksRequest
+	55, // 70: paddock.v1.TaskService.Stream:input_type -> paddock.v1.StreamRequest
+	32, // 71: paddock.v1.ClusterService.Status:input_type -> paddock.v1.StatusRequest
+	36, // 72: paddock.v1.ClusterService.ListAgents:input_type -> paddock.v1.ListAgentsRequest
+	40, // 73: paddock.v1.ClusterService.ListHosts:input_type -> paddock.v1.ListHostsRequest
+	44, // 74: paddock.v1.ClusterService.ListVMs:input_type -> paddock.v1.ListVMsRequest
+	52, // 75: paddock.v1.ClusterService.History:input_type -> paddock.v1.HistoryRequest
+	11, // 76: paddock.v1.TaskService.Submit:output_type -> paddock.v1.SubmitResponse
+	13, // 77: paddock.v1.TaskService.SubmitBatch:output_type -> paddock.v1.SubmitBatchResponse
+	16, // 78: paddock.v1.TaskService.SubmitPipeline:output_type -> paddock.v1.SubmitPipelineResponse
+	19, // 79: paddock.v1.TaskService.Get:output_type -> paddock.v1.GetResponse
+	25, // 80: paddock.v1.TaskService.Wait:output_type -> paddock.v1.WaitResponse
+	27, // 81: paddock.v1.TaskService.Cancel:output_type -> paddock.v1.CancelResponse
+	31, // 82: paddock.v1.TaskService.List:output_type -> paddock.v1.ListResponse
+	49, // 83: paddock.v1.TaskService.Explain:output_type -> paddock.v1.ExplainResponse
+	51, // 84: paddock.v1.TaskService.Retry:output_type -> paddock.v1.RetryResponse
+	21, // 85: paddock.v1.TaskService.Logs:output_type -> paddock.v1.LogsResponse
+	30, // 86: paddock.v1.TaskService.WatchTasks:output_type -> paddock.v1.WatchTasksResponse
+	58, // 87: paddock.v1.TaskService.Stream:output_type -> paddock.v1.StreamResponse
+	34, // 88: paddock.v1.ClusterService.Status:output_type -> paddock.v1.StatusResponse
+	39, // 89: paddock.v1.ClusterService.ListAgents:output_type -> paddock.v1.ListAgentsResponse
+	43, // 90: paddock.v1.ClusterService.ListHosts:output_type -> paddock.v1.ListHostsResponse
+	46, // 91: paddock.v1.ClusterService.ListVMs:output_type -> paddock.v1.ListVMsResponse
+	54, // 92: paddock.v1.ClusterService.History:output_type -> paddock.v1.HistoryResponse
+	76, // [76:93] is the sub-list for method output_type
+	59, // [59:76] is the sub-list for method input_type
+	59, // [59:59] is the sub-list for extension type_name
+	59, // [59:59] is the sub-list for extension extendee
+	0,  // [0:59] is the sub-list for field type_name
 }
 
 func init() { file_api_paddock_v1_paddock_proto_init() }
@@ -4827,11 +5080,11 @@ func file_api_paddock_v1_paddock_proto_init() {
 	if File_api_paddock_v1_paddock_proto != nil {
 		return
 	}
-	file_api_paddock_v1_paddock_proto_msgTypes[47].OneofWrappers = []any{
+	file_api_paddock_v1_paddock_proto_msgTypes[51].OneofWrappers = []any{
 		(*StreamRequest_Open)(nil),
 		(*StreamRequest_Item)(nil),
 	}
-	file_api_paddock_v1_paddock_proto_msgTypes[50].OneofWrappers = []any{
+	file_api_paddock_v1_paddock_proto_msgTypes[54].OneofWrappers = []any{
 		(*StreamResponse_Opened)(nil),
 		(*StreamResponse_Result)(nil),
 	}
@@ -4841,7 +5094,7 @@ func file_api_paddock_v1_paddock_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_paddock_v1_paddock_proto_rawDesc), len(file_api_paddock_v1_paddock_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   59,
+			NumMessages:   64,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

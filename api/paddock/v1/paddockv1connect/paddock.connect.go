@@ -46,6 +46,9 @@ const (
 	TaskServiceSubmitProcedure = "/paddock.v1.TaskService/Submit"
 	// TaskServiceSubmitBatchProcedure is the fully-qualified name of the TaskService's SubmitBatch RPC.
 	TaskServiceSubmitBatchProcedure = "/paddock.v1.TaskService/SubmitBatch"
+	// TaskServiceSubmitPipelineProcedure is the fully-qualified name of the TaskService's
+	// SubmitPipeline RPC.
+	TaskServiceSubmitPipelineProcedure = "/paddock.v1.TaskService/SubmitPipeline"
 	// TaskServiceGetProcedure is the fully-qualified name of the TaskService's Get RPC.
 	TaskServiceGetProcedure = "/paddock.v1.TaskService/Get"
 	// TaskServiceWaitProcedure is the fully-qualified name of the TaskService's Wait RPC.
@@ -87,6 +90,10 @@ type TaskServiceClient interface {
 	// all or nothing: a bad spec fails the whole batch with an error naming it
 	// (tasks[i].field), and nothing is stored. Idempotency keys work as for Submit.
 	SubmitBatch(context.Context, *connect.Request[v1.SubmitBatchRequest]) (*connect.Response[v1.SubmitBatchResponse], error)
+	// SubmitPipeline stores a small DAG of named stages in one durable write: a stage
+	// takes another's output with input_tasks "@stage:NAME[/OUTPUT]". It is all or
+	// nothing: a cycle (the error names it), an unknown stage or a bad spec stores nothing.
+	SubmitPipeline(context.Context, *connect.Request[v1.SubmitPipelineRequest]) (*connect.Response[v1.SubmitPipelineResponse], error)
 	// Get returns one task with its attempts.
 	Get(context.Context, *connect.Request[v1.GetRequest]) (*connect.Response[v1.GetResponse], error)
 	// Wait blocks until the task is terminal or the timeout passes, then returns it.
@@ -150,6 +157,12 @@ func NewTaskServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(taskServiceMethods.ByName("SubmitBatch")),
 			connect.WithClientOptions(opts...),
 		),
+		submitPipeline: connect.NewClient[v1.SubmitPipelineRequest, v1.SubmitPipelineResponse](
+			httpClient,
+			baseURL+TaskServiceSubmitPipelineProcedure,
+			connect.WithSchema(taskServiceMethods.ByName("SubmitPipeline")),
+			connect.WithClientOptions(opts...),
+		),
 		get: connect.NewClient[v1.GetRequest, v1.GetResponse](
 			httpClient,
 			baseURL+TaskServiceGetProcedure,
@@ -209,17 +222,18 @@ func NewTaskServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 
 // taskServiceClient implements TaskServiceClient.
 type taskServiceClient struct {
-	submit      *connect.Client[v1.SubmitRequest, v1.SubmitResponse]
-	submitBatch *connect.Client[v1.SubmitBatchRequest, v1.SubmitBatchResponse]
-	get         *connect.Client[v1.GetRequest, v1.GetResponse]
-	wait        *connect.Client[v1.WaitRequest, v1.WaitResponse]
-	cancel      *connect.Client[v1.CancelRequest, v1.CancelResponse]
-	list        *connect.Client[v1.ListRequest, v1.ListResponse]
-	explain     *connect.Client[v1.ExplainRequest, v1.ExplainResponse]
-	retry       *connect.Client[v1.RetryRequest, v1.RetryResponse]
-	logs        *connect.Client[v1.LogsRequest, v1.LogsResponse]
-	watchTasks  *connect.Client[v1.WatchTasksRequest, v1.WatchTasksResponse]
-	stream      *connect.Client[v1.StreamRequest, v1.StreamResponse]
+	submit         *connect.Client[v1.SubmitRequest, v1.SubmitResponse]
+	submitBatch    *connect.Client[v1.SubmitBatchRequest, v1.SubmitBatchResponse]
+	submitPipeline *connect.Client[v1.SubmitPipelineRequest, v1.SubmitPipelineResponse]
+	get            *connect.Client[v1.GetRequest, v1.GetResponse]
+	wait           *connect.Client[v1.WaitRequest, v1.WaitResponse]
+	cancel         *connect.Client[v1.CancelRequest, v1.CancelResponse]
+	list           *connect.Client[v1.ListRequest, v1.ListResponse]
+	explain        *connect.Client[v1.ExplainRequest, v1.ExplainResponse]
+	retry          *connect.Client[v1.RetryRequest, v1.RetryResponse]
+	logs           *connect.Client[v1.LogsRequest, v1.LogsResponse]
+	watchTasks     *connect.Client[v1.WatchTasksRequest, v1.WatchTasksResponse]
+	stream         *connect.Client[v1.StreamRequest, v1.StreamResponse]
 }
 
 // Submit calls paddock.v1.TaskService.Submit.
@@ -230,6 +244,11 @@ func (c *taskServiceClient) Submit(ctx context.Context, req *connect.Request[v1.
 // SubmitBatch calls paddock.v1.TaskService.SubmitBatch.
 func (c *taskServiceClient) SubmitBatch(ctx context.Context, req *connect.Request[v1.SubmitBatchRequest]) (*connect.Response[v1.SubmitBatchResponse], error) {
 	return c.submitBatch.CallUnary(ctx, req)
+}
+
+// SubmitPipeline calls paddock.v1.TaskService.SubmitPipeline.
+func (c *taskServiceClient) SubmitPipeline(ctx context.Context, req *connect.Request[v1.SubmitPipelineRequest]) (*connect.Response[v1.SubmitPipelineResponse], error) {
+	return c.submitPipeline.CallUnary(ctx, req)
 }
 
 // Get calls paddock.v1.TaskService.Get.
@@ -286,6 +305,10 @@ type TaskServiceHandler interface {
 	// all or nothing: a bad spec fails the whole batch with an error naming it
 	// (tasks[i].field), and nothing is stored. Idempotency keys work as for Submit.
 	SubmitBatch(context.Context, *connect.Request[v1.SubmitBatchRequest]) (*connect.Response[v1.SubmitBatchResponse], error)
+	// SubmitPipeline stores a small DAG of named stages in one durable write: a stage
+	// takes another's output with input_tasks "@stage:NAME[/OUTPUT]". It is all or
+	// nothing: a cycle (the error names it), an unknown stage or a bad spec stores nothing.
+	SubmitPipeline(context.Context, *connect.Request[v1.SubmitPipelineRequest]) (*connect.Response[v1.SubmitPipelineResponse], error)
 	// Get returns one task with its attempts.
 	Get(context.Context, *connect.Request[v1.GetRequest]) (*connect.Response[v1.GetResponse], error)
 	// Wait blocks until the task is terminal or the timeout passes, then returns it.
@@ -343,6 +366,12 @@ func NewTaskServiceHandler(svc TaskServiceHandler, opts ...connect.HandlerOption
 		TaskServiceSubmitBatchProcedure,
 		svc.SubmitBatch,
 		connect.WithSchema(taskServiceMethods.ByName("SubmitBatch")),
+		connect.WithHandlerOptions(opts...),
+	)
+	taskServiceSubmitPipelineHandler := connect.NewUnaryHandler(
+		TaskServiceSubmitPipelineProcedure,
+		svc.SubmitPipeline,
+		connect.WithSchema(taskServiceMethods.ByName("SubmitPipeline")),
 		connect.WithHandlerOptions(opts...),
 	)
 	taskServiceGetHandler := connect.NewUnaryHandler(
@@ -405,6 +434,8 @@ func NewTaskServiceHandler(svc TaskServiceHandler, opts ...connect.HandlerOption
 			taskServiceSubmitHandler.ServeHTTP(w, r)
 		case TaskServiceSubmitBatchProcedure:
 			taskServiceSubmitBatchHandler.ServeHTTP(w, r)
+		case TaskServiceSubmitPipelineProcedure:
+			taskServiceSubmitPipelineHandler.ServeHTTP(w, r)
 		case TaskServiceGetProcedure:
 			taskServiceGetHandler.ServeHTTP(w, r)
 		case TaskServiceWaitProcedure:
@@ -438,6 +469,10 @@ func (UnimplementedTaskServiceHandler) Submit(context.Context, *connect.Request[
 
 func (UnimplementedTaskServiceHandler) SubmitBatch(context.Context, *connect.Request[v1.SubmitBatchRequest]) (*connect.Response[v1.SubmitBatchResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("paddock.v1.TaskService.SubmitBatch is not implemented"))
+}
+
+func (UnimplementedTaskServiceHandler) SubmitPipeline(context.Context, *connect.Request[v1.SubmitPipelineRequest]) (*connect.Response[v1.SubmitPipelineResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("paddock.v1.TaskService.SubmitPipeline is not implemented"))
 }
 
 func (UnimplementedTaskServiceHandler) Get(context.Context, *connect.Request[v1.GetRequest]) (*connect.Response[v1.GetResponse], error) {
