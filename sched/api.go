@@ -228,6 +228,12 @@ func (api *clientAPI) Submit(ctx context.Context, req *connect.Request[paddockv1
 	if err := s.checkInputBlobs(ctx, req.Msg.GetTask(), &t); err != nil {
 		return nil, err
 	}
+	if _, err := parseInputTasks(req.Msg.GetTask(), &t, false); err != nil {
+		return nil, err
+	}
+	if err := s.checkUpstreams(ctx, t); err != nil {
+		return nil, err
+	}
 	id, err := uuid.NewV7()
 	if err != nil {
 		return nil, connect.NewError(connect.CodeInternal, err)
@@ -240,7 +246,7 @@ func (api *clientAPI) Submit(ctx context.Context, req *connect.Request[paddockv1
 	}
 	if created {
 		s.metrics.submits.WithLabelValues("created").Inc()
-		s.wakeType(stored.Type)
+		s.submitted(stored)
 	} else {
 		s.metrics.submits.WithLabelValues("existing").Inc()
 	}
@@ -270,6 +276,12 @@ func (api *clientAPI) SubmitBatch(ctx context.Context, req *connect.Request[padd
 		if err == nil {
 			err = s.checkInputBlobs(ctx, sp, &t)
 		}
+		if err == nil {
+			_, err = parseInputTasks(sp, &t, false)
+		}
+		if err == nil {
+			err = s.checkUpstreams(ctx, t)
+		}
 		if err != nil {
 			return nil, batchErr(i, err)
 		}
@@ -294,6 +306,10 @@ func (api *clientAPI) SubmitBatch(ctx context.Context, req *connect.Request[padd
 			continue
 		}
 		s.metrics.submits.WithLabelValues("created").Inc()
+		if t.State == store.Waiting {
+			s.pipes.add(t)
+			continue
+		}
 		if !woken[t.Type] {
 			woken[t.Type] = true
 			s.wakeType(t.Type)
@@ -419,7 +435,7 @@ func (s *Server) Cancel(ctx context.Context, id string) (store.Task, error) {
 			return t, err
 		}
 		u := store.Update{TaskID: id, From: []store.State{t.State}, To: to, Now: time.Now(), CancelRequested: true}
-		if t.State != store.Queued {
+		if t.State != store.Queued && t.State != store.Waiting {
 			u.LeaseID = t.LeaseID
 		} else {
 			u.Error = &msg
@@ -524,7 +540,7 @@ func unixMS(t time.Time) int64 {
 }
 
 var stateProtos = map[store.State]paddockv1.State{
-	store.Queued: paddockv1.State_STATE_QUEUED, store.Leased: paddockv1.State_STATE_LEASED,
+	store.Waiting: paddockv1.State_STATE_WAITING, store.Queued: paddockv1.State_STATE_QUEUED, store.Leased: paddockv1.State_STATE_LEASED,
 	store.Running: paddockv1.State_STATE_RUNNING, store.Succeeded: paddockv1.State_STATE_SUCCEEDED,
 	store.Failed: paddockv1.State_STATE_FAILED, store.Cancelled: paddockv1.State_STATE_CANCELLED,
 	store.Dead: paddockv1.State_STATE_DEAD,
@@ -553,7 +569,7 @@ func toProto(t store.Task, att []store.Attempt) *paddockv1.Task {
 		Spec: &paddockv1.TaskSpec{
 			Type: t.Type, Payload: t.Payload, Inputs: t.Inputs, Priority: int32(t.Priority), Class: cl,
 			TimeoutMs: t.Timeout.Milliseconds(), MaxAttempts: int32(t.MaxAttempts), IdempotencyKey: t.IdempotencyKey, Tenant: t.Tenant,
-			InputBlobs: apiRefs(t.InputBlobs),
+			InputBlobs: apiRefs(t.InputBlobs), InputTasks: upstreamSpecs(t),
 		},
 	}
 	if !t.ScheduleDeadline.IsZero() {

@@ -29,6 +29,7 @@ type testServer struct {
 	tasks     paddockv1connect.TaskServiceClient
 	cluster   paddockv1connect.ClusterServiceClient
 	dbPath    string
+	stop      func() // stops the server and closes its store (also at cleanup)
 }
 
 func fastConfig() sched.Config {
@@ -86,17 +87,21 @@ func startServerOn(t testing.TB, cfg sched.Config, st store.Store) *testServer {
 			t.Errorf("server: %v", err)
 		}
 	}()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		st.Close()
-	})
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			<-done
+			st.Close()
+		})
+	}
+	t.Cleanup(stop)
 	url := "http://" + cl.Addr().String()
 	var opts []connect.ClientOption
 	if cfg.Token != "" {
 		opts = append(opts, connect.WithInterceptors(bearer(cfg.Token)))
 	}
-	return &testServer{srv: srv, agentAddr: al.Addr().String(), url: url,
+	return &testServer{srv: srv, agentAddr: al.Addr().String(), url: url, stop: stop,
 		tasks:   paddockv1connect.NewTaskServiceClient(http.DefaultClient, url, opts...),
 		cluster: paddockv1connect.NewClusterServiceClient(http.DefaultClient, url, opts...)}
 }

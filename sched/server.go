@@ -36,6 +36,7 @@ type Server struct {
 	queue *queueMeter   // queuing delay per task type, for the agents' allocators
 	feed  *feed         // task changes, for the web console (events.go)
 	hist  *history      // activity samples of the last hour (history.go)
+	pipes *pipes        // waiting tasks by upstream (pipelines.go)
 
 	streams *streams    // open ordered streams (streamapi.go)
 	trans   *transients // transient streams' tasks, in memory only (transient.go)
@@ -83,6 +84,7 @@ func New(cfg Config, st store.Store) (*Server, error) {
 		hist:       newHistory(time.Now()),
 		streams:    newStreams(),
 		trans:      newTransients(),
+		pipes:      newPipes(),
 		agents:     map[string]*agent{},
 		waiters:    map[string][]chan struct{}{},
 		hosts:      map[string]*hostRec{},
@@ -235,8 +237,9 @@ func (s *Server) NewAgentServer() *grpc.Server {
 // other replicas (replica.go), until ctx is done.
 func (s *Server) Loop(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Add(8)
+	wg.Add(9)
 	go func() { defer wg.Done(); s.historyLoop(ctx) }()
+	go func() { defer wg.Done(); s.pipelineLoop(ctx) }()
 	go func() { defer wg.Done(); s.wakeupLoop(ctx) }()
 	go func() { defer wg.Done(); s.syncLoop(ctx) }()
 	go func() { defer wg.Done(); s.gcLoop(ctx) }()
