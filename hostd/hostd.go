@@ -336,8 +336,17 @@ func (d *Daemon) pools() []*hostv1.Pool {
 	return out
 }
 
+// CacheSummaryBlobs bounds the cache summary sent with each status: the digests of the
+// largest blobs the host cache holds (the server places tasks near their inputs).
+const CacheSummaryBlobs = 1024
+
 func (d *Daemon) status() *hostv1.Status {
 	st := &hostv1.Status{Pools: d.pools()}
+	if d.cache != nil {
+		for _, dg := range d.cache.Largest(CacheSummaryBlobs) {
+			st.CachedBlobs = append(st.CachedBlobs, string(dg))
+		}
+	}
 	if s, ok := d.mon.Latest(); ok {
 		st.Load = &hostv1.Load{CpuPercent: s.CPUPercent, MemAvailableBytes: s.MemAvailableBytes, MemTotalBytes: s.MemTotalBytes,
 			NicRxBytesPerSec: s.NICRxBytesPerSec, NicTxBytesPerSec: s.NICTxBytesPerSec, SampledAtUnixMs: s.Time.UnixMilli()}

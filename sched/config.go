@@ -79,6 +79,10 @@ type Config struct {
 	// online starts that met and missed it (paddock_online_starts_total{type,sla}).
 	// Default: "*" 1s.
 	OnlineSLA map[string]time.Duration
+	// LocalityDelay (server.locality_delay) is how long a ready task with input blobs
+	// waits for a free slot on a host whose cache holds its inputs before it takes any
+	// free slot (delay scheduling). Default 500ms; negative: off (place by load only).
+	LocalityDelay time.Duration
 	// Logger. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -124,6 +128,7 @@ func DefaultConfig() Config {
 		TimeoutGrace:       10 * time.Second,
 		BlobRetention:      24 * time.Hour,
 		MaxOutputBytes:     64 << 30,
+		LocalityDelay:      500 * time.Millisecond,
 	}
 }
 
@@ -161,6 +166,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxOutputBytes == 0 {
 		c.MaxOutputBytes = d.MaxOutputBytes
+	}
+	if c.LocalityDelay == 0 {
+		c.LocalityDelay = d.LocalityDelay
 	}
 	if c.AgentIdleTimeout == 0 {
 		c.AgentIdleTimeout = 2 * time.Minute

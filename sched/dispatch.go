@@ -95,7 +95,7 @@ func (s *Server) dispatchOnce(ctx context.Context, all bool) (int, error) {
 		s.mu.Lock()
 		for i := range tasks {
 			t := &tasks[i]
-			a := s.pick(t)
+			a := s.pickNear(t, now)
 			if a == nil {
 				continue
 			}
@@ -143,6 +143,7 @@ func (s *Server) dispatchOnce(ctx context.Context, all bool) (int, error) {
 			var stage map[string]store.BlobRef
 			if path == agentv1.DataPath_DATA_PATH_SHARED {
 				stage = t.InputBlobs
+				s.noteCached(g.agent.hostID, t.InputBlobs, now) // the host fetches them now
 			}
 			s.guestTaskStarted(g.agent, t, stage)
 			var maxOut int64

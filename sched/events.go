@@ -98,6 +98,7 @@ func (o observedStore) Update(ctx context.Context, u store.Update) (store.Task, 
 		}
 		if t.State.Terminal() {
 			o.s.hist.finished(t)
+			o.s.outputsAt(t)
 			o.s.pipes.taskEnded(t.ID)
 		}
 		o.s.feed.publish(t)

@@ -72,6 +72,10 @@ type hostRec struct {
 	lostAt             time.Time
 	link               *hostLink       // nil once lost
 	caps               map[string]bool // Register.capabilities
+	// cached holds the digests of the blobs the host's cache holds as far as the server
+	// knows (locality.go), summaryAt when the host last sent its summary.
+	cached    map[string]cachedEntry
+	summaryAt time.Time
 }
 
 // hostLinkBuffer is the capacity of a host link's send buffer; tests lower it, and set
@@ -268,6 +272,7 @@ func (s *Server) handleHostMessage(ctx context.Context, h *hostRec, m *hostv1.Ho
 		}
 		h.setPools(m.Status.GetPools())
 		h.guests = m.Status.GetGuests()
+		h.setCacheSummary(m.Status.GetCachedBlobs(), h.lastSeen)
 		s.mu.Unlock()
 	case *hostv1.HostMessage_GuestGone:
 		s.GuestGone(ctx, h.id, m.GuestGone.GetName(), m.GuestGone.GetReason())

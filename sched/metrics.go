@@ -39,6 +39,7 @@ type metrics struct {
 	gcDeleted      prometheus.Counter
 	gcDeletedBytes prometheus.Counter
 	gcErrors       prometheus.Counter
+	placements     *prometheus.CounterVec // tasks with cached inputs somewhere, by where they went (local, remote)
 }
 
 func newMetrics(s *Server) *metrics {
@@ -129,6 +130,11 @@ func newMetrics(s *Server) *metrics {
 		Namespace: "paddock", Name: "log_chunks_total", Help: "Live log chunks from agents by outcome: stored, refused (the agent does not hold the chunk's lease, or its secret is wrong).",
 	}, []string{"outcome"})
 	m.reg.MustRegister(buildInfo, m.logChunks)
+	m.placements = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "paddock", Name: "locality_placements_total",
+		Help: "Tasks whose input blobs some host caches, by where they were leased: local (a host holding them) or remote (another, after server.locality_delay).",
+	}, []string{"where"})
+	m.reg.MustRegister(m.placements)
 	m.reg.MustRegister(m.blobBytes, m.staged, m.stagedBytes, m.collects, m.collectSeconds, m.collectedBytes, m.gcDeleted, m.gcDeletedBytes, m.gcErrors)
 	m.reg.MustRegister(m.dispatchLatency, m.taskDuration, m.leaseExpiries, m.reports, m.submits, m.guestRequeues, m.tasksDeleted, m.attempts, m.refused,
 		&stateCollector{s: s},

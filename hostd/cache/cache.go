@@ -476,3 +476,38 @@ func (c *Cache) Has(d blob.Digest) []string {
 	}
 	return out
 }
+
+// Largest returns the digests of the n largest blobs the cache holds (disk and memory
+// tiers, pending uploads included), largest first, ties by digest: the compact summary
+// the host sends the server with its status for locality-aware placement.
+func (c *Cache) Largest(n int) []blob.Digest {
+	type ent struct {
+		d    blob.Digest
+		size int64
+	}
+	c.mu.Lock()
+	all := make([]ent, 0, len(c.files)+len(c.blobs))
+	for d, e := range c.files {
+		all = append(all, ent{d, e.size})
+	}
+	for d, e := range c.blobs {
+		if _, ok := c.files[d]; !ok {
+			all = append(all, ent{d, int64(len(e.data))})
+		}
+	}
+	c.mu.Unlock()
+	sort.Slice(all, func(i, j int) bool {
+		if all[i].size != all[j].size {
+			return all[i].size > all[j].size
+		}
+		return all[i].d < all[j].d
+	})
+	if len(all) > n {
+		all = all[:max(n, 0)]
+	}
+	out := make([]blob.Digest, len(all))
+	for i, e := range all {
+		out[i] = e.d
+	}
+	return out
+}

@@ -7,7 +7,8 @@ import (
 
 // Store is the scheduler's durable state. Implementations are safe for concurrent use.
 // Every method that changes a task is atomic and durable when it returns. List, Ready,
-// Expired and Live return tasks without payload, inputs, outputs or blob references.
+// Expired and Live return tasks without payload, inputs, outputs or blob references
+// (but Ready returns the input blob references, for placement near them).
 type Store interface {
 	// Create stores t in InitialState(t): Queued, or Waiting when it has upstreams
 	// (t.ID, t.Tenant and the defaults must be filled in).

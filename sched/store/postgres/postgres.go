@@ -184,6 +184,10 @@ const listCols = `seq, id, type, NULL::bytea, NULL::bytea, priority, class, requ
  idempotency_key, tenant, state, attempt, lease_id, agent_id, lease_expires_at, not_before, cancel_requested,
  NULL::bytea, NULL::bytea, output_sha256, error, created_at, updated_at, leased_at, started_at, finished_at, '', '', lease_secret, schedule_deadline, preemptions, upstreams`
 
+// readyCols is listCols with the input blob references (the dispatcher places tasks
+// near their inputs).
+var readyCols = strings.Replace(listCols, "finished_at, '', ''", "finished_at, input_blobs, ''", 1)
+
 // blobArrays returns m's digests and names as parallel arrays (for unnest).
 func blobArrays(m map[string]store.BlobRef) (digests, names []string) {
 	digests, names = []string{}, []string{}
@@ -445,7 +449,7 @@ func (s *Store) List(ctx context.Context, f store.Filter) ([]store.Task, string,
 // Ready implements store.Store.
 func (s *Store) Ready(ctx context.Context, typ string, now time.Time, limit int) ([]store.Task, error) {
 	// Online tasks first (the partial index tasks_ready_online), then batch ones.
-	ts, err := s.queryTasks(ctx, `SELECT `+listCols+` FROM tasks WHERE state = 'queued' AND class = 'online' AND type = $1 AND not_before <= $2
+	ts, err := s.queryTasks(ctx, `SELECT `+readyCols+` FROM tasks WHERE state = 'queued' AND class = 'online' AND type = $1 AND not_before <= $2
  ORDER BY priority DESC, seq LIMIT $3`, typ, rowcodec.MS(now), limit)
 	if err != nil {
 		return nil, fmt.Errorf("finding ready online tasks of type %s: %w", typ, err)
@@ -453,7 +457,7 @@ func (s *Store) Ready(ctx context.Context, typ string, now time.Time, limit int)
 	if len(ts) == limit {
 		return ts, nil
 	}
-	batch, err := s.queryTasks(ctx, `SELECT `+listCols+` FROM tasks WHERE state = 'queued' AND type = $1 AND not_before <= $2 AND class <> 'online'
+	batch, err := s.queryTasks(ctx, `SELECT `+readyCols+` FROM tasks WHERE state = 'queued' AND type = $1 AND not_before <= $2 AND class <> 'online'
  ORDER BY priority DESC, seq LIMIT $3`, typ, rowcodec.MS(now), limit-len(ts))
 	if err != nil {
 		return nil, fmt.Errorf("finding ready tasks of type %s: %w", typ, err)

@@ -319,6 +319,10 @@ const listCols = `seq, id, type, NULL, NULL, priority, class, requirements, time
  idempotency_key, tenant, state, attempt, lease_id, agent_id, lease_expires_at, not_before, cancel_requested,
  NULL, NULL, output_sha256, error, created_at, updated_at, leased_at, started_at, finished_at, '', '', lease_secret, schedule_deadline, preemptions, upstreams`
 
+// readyCols is listCols with the input blob references (the dispatcher places tasks
+// near their inputs).
+var readyCols = strings.Replace(listCols, "finished_at, '', ''", "finished_at, input_blobs, ''", 1)
+
 type scanner interface{ Scan(dest ...any) error }
 
 func ms(t time.Time) int64 {
@@ -653,7 +657,7 @@ func (s *Store) List(ctx context.Context, f store.Filter) ([]store.Task, string,
 // Ready implements store.Store.
 func (s *Store) Ready(ctx context.Context, typ string, now time.Time, limit int) ([]store.Task, error) {
 	// Online tasks first (the partial index tasks_ready_online), then batch ones.
-	ts, err := s.queryTasks(ctx, `SELECT `+listCols+` FROM tasks WHERE state = 'queued' AND class = 'online' AND type = ? AND not_before <= ?
+	ts, err := s.queryTasks(ctx, `SELECT `+readyCols+` FROM tasks WHERE state = 'queued' AND class = 'online' AND type = ? AND not_before <= ?
  ORDER BY priority DESC, seq LIMIT ?`, typ, ms(now), limit)
 	if err != nil {
 		return nil, fmt.Errorf("finding ready online tasks of type %s: %w", typ, err)
@@ -661,7 +665,7 @@ func (s *Store) Ready(ctx context.Context, typ string, now time.Time, limit int)
 	if len(ts) == limit {
 		return ts, nil
 	}
-	batch, err := s.queryTasks(ctx, `SELECT `+listCols+` FROM tasks WHERE state = ? AND type = ? AND not_before <= ? AND class <> 'online'
+	batch, err := s.queryTasks(ctx, `SELECT `+readyCols+` FROM tasks WHERE state = ? AND type = ? AND not_before <= ? AND class <> 'online'
  ORDER BY priority DESC, seq LIMIT ?`, string(store.Queued), typ, ms(now), limit-len(ts))
 	if err != nil {
 		return nil, fmt.Errorf("finding ready tasks of type %s: %w", typ, err)

@@ -756,8 +756,8 @@ func testWaiting(t *testing.T, s store.Store) {
 	if err != nil || q.State != store.Queued || q.InputBlobs["data"] != out || q.InputBlobs["own"] != own {
 		t.Fatalf("Update waiting -> queued = %+v, %v; want queued with inputs own and data", q, err)
 	}
-	if ready, err := s.Ready(ctx, "checksum", t0.Add(time.Hour), 10); err != nil || len(ready) != 1 || ready[0].ID != "down" {
-		t.Fatalf("Ready after resolving = %v, %v; want [down]", ready, err)
+	if ready, err := s.Ready(ctx, "checksum", t0.Add(time.Hour), 10); err != nil || len(ready) != 1 || ready[0].ID != "down" || ready[0].InputBlobs["data"] != out {
+		t.Fatalf("Ready after resolving = %v, %v; want [down] with its input blobs (the dispatcher places by them)", ready, err)
 	}
 	if used, err := s.BlobInUse(ctx, out.Digest, t0.Add(time.Hour)); err != nil || !used {
 		t.Fatalf("BlobInUse(resolved upstream output) = %v, %v; want true (recorded as the task's input)", used, err)
