@@ -54,7 +54,7 @@ func waitExplain(t *testing.T, ts *testServer, id string, k paddockv1.Reason_Kin
 }
 
 // waitAgents waits until n agents are connected.
-func waitAgents(t *testing.T, ts *testServer, n int) {
+func waitAgents(t testing.TB, ts *testServer, n int) {
 	t.Helper()
 	deadline := time.Now().Add(time.Minute)
 	for time.Now().Before(deadline) {

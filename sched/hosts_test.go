@@ -34,7 +34,7 @@ type clusterServer struct {
 	pkiDir      string
 }
 
-func startClusterServer(t *testing.T, cfg sched.Config) *clusterServer {
+func startClusterServer(t testing.TB, cfg sched.Config) *clusterServer {
 	t.Helper()
 	dir := t.TempDir()
 	st, err := sqlite.Open(context.Background(), filepath.Join(dir, "paddock.db"), sqlite.Options{})
@@ -63,10 +63,12 @@ func startClusterServer(t *testing.T, cfg sched.Config) *clusterServer {
 			t.Errorf("server: %v", err)
 		}
 	}()
-	t.Cleanup(func() { cancel(); <-done; st.Close() })
+	var once sync.Once
+	stop := func() { once.Do(func() { cancel(); <-done; st.Close() }) }
+	t.Cleanup(stop)
 	url := "http://" + ls[1].Addr().String()
 	return &clusterServer{
-		testServer: &testServer{srv: srv, agentAddr: ls[0].Addr().String(), url: url,
+		testServer: &testServer{srv: srv, agentAddr: ls[0].Addr().String(), url: url, stop: stop,
 			tasks:   paddockv1connect.NewTaskServiceClient(http.DefaultClient, url),
 			cluster: paddockv1connect.NewClusterServiceClient(http.DefaultClient, url)},
 		clusterAddr: ls[2].Addr().String(), pkiDir: filepath.Join(dir, "pki"),
@@ -97,7 +99,7 @@ type hostOpts struct {
 	handle func(h *fakeHost, m *hostv1.ServerMessage)
 }
 
-func connectHostWith(t *testing.T, cs *clusterServer, certID, regID string, o hostOpts, pools ...*hostv1.Pool) (*fakeHost, error) {
+func connectHostWith(t testing.TB, cs *clusterServer, certID, regID string, o hostOpts, pools ...*hostv1.Pool) (*fakeHost, error) {
 	t.Helper()
 	tlsCfg, err := pki.DevHostTLS(cs.pkiDir, certID)
 	if err != nil {
@@ -192,7 +194,7 @@ func startGuestAgent(t *testing.T, h *fakeHost, guest, pool, claim string, ex se
 	return s
 }
 
-func waitFor(t *testing.T, what string, d time.Duration, ok func() bool) {
+func waitFor(t testing.TB, what string, d time.Duration, ok func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !ok() {
