@@ -40,7 +40,8 @@ type cacheHost struct {
 	fetched         atomic.Int64 // bytes read from the server's blob store
 	hits, misses    atomic.Int64 // cache.Link results
 	seenMu          sync.Mutex
-	seen            map[string]int // staged input digests, with their counts
+	seen            map[string]int  // staged input digests, with their counts
+	hitTasks        map[string]bool // tasks whose every input was a cache hit
 }
 
 // countingSource counts the bytes read from a cache Source.
@@ -150,12 +151,20 @@ func (ch *cacheHost) handle(h *fakeHost, m *hostv1.ServerMessage) {
 					staged.CachedBytes += ref.GetSize()
 				} else {
 					ch.misses.Add(1)
-					staged.FetchedBytes += res.FetchedBytes
+					staged.FetchedBytes += max(res.FetchedBytes, 1)
 				}
 				marker.Sizes[name] = ref.GetSize()
 			}
 			if err != nil {
 				marker, staged.Error = guestabi.Marker{Error: err.Error(), Retryable: true}, err.Error()
+			}
+			if err == nil && staged.FetchedBytes == 0 && staged.CachedBytes > 0 {
+				ch.seenMu.Lock()
+				if ch.hitTasks == nil {
+					ch.hitTasks = map[string]bool{}
+				}
+				ch.hitTasks[e.GetTaskId()] = true
+				ch.seenMu.Unlock()
 			}
 			os.WriteFile(filepath.Join(dir, guestabi.MarkerName), marker.Encode(), 0o644)
 			ch.send(&hostv1.HostMessage{Msg: &hostv1.HostMessage_Staged{Staged: staged}})
@@ -243,3 +252,10 @@ func gzipFile(src, dst string) session.Result {
 type countW struct{ n int64 }
 
 func (c *countW) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
+
+// hit reports whether the host staged every input of task id from its cache.
+func (ch *cacheHost) hit(id string) bool {
+	ch.seenMu.Lock()
+	defer ch.seenMu.Unlock()
+	return ch.hitTasks[id]
+}
