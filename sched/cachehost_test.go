@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/paddockvm/paddock/agent/session"
 	"github.com/paddockvm/paddock/api/guestabi"
 	hostv1 "github.com/paddockvm/paddock/api/host/v1"

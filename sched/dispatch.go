@@ -81,6 +81,12 @@ func (s *Server) dispatchOnce(ctx context.Context, all bool) (int, error) {
 			continue
 		}
 		limit := min(2*f+8, 1000)
+		s.mu.Lock()
+		if s.localWait[typ] { // tasks waited for a slot near their inputs: look further
+			limit = max(limit, localityScan)
+		}
+		delete(s.localWait, typ)
+		s.mu.Unlock()
 		tasks, err := s.st.Ready(ctx, typ, now, limit)
 		if err != nil {
 			return total, err

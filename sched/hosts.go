@@ -74,8 +74,9 @@ type hostRec struct {
 	caps               map[string]bool // Register.capabilities
 	// cached holds the digests of the blobs the host's cache holds as far as the server
 	// knows (locality.go), summaryAt when the host last sent its summary.
-	cached    map[string]cachedEntry
-	summaryAt time.Time
+	cached     map[string]cachedEntry
+	summaryAt  time.Time
+	lastLaunch time.Time // the last dispatch of a task to one of its guests
 }
 
 // hostLinkBuffer is the capacity of a host link's send buffer; tests lower it, and set

@@ -5,8 +5,8 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"strings"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,14 +18,14 @@ import (
 
 // localityRun is one run of the locality experiment.
 type localityRun struct {
-	delay            time.Duration // the server's LocalityDelay (negative: off)
-	inputs, tasks    int
-	size             int64 // bytes of each input
-	cacheBlobs       int   // each host cache's disk tier, in inputs
-	guests, slots    int   // per host, per guest
-	fs               *blob.FS
-	digests          []blob.Digest
-	order            []int // input of each task, in submission order
+	delay         time.Duration // the server's LocalityDelay (negative: off)
+	inputs, tasks int
+	size          int64 // bytes of each input
+	cacheBlobs    int   // each host cache's disk tier, in inputs
+	guests, slots int   // per host, per guest
+	fs            *blob.FS
+	digests       []blob.Digest
+	order         []int // input of each task, in submission order
 }
 
 type localityResult struct {

@@ -10,8 +10,8 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/paddockvm/paddock/agent/session"
-	"github.com/paddockvm/paddock/blob"
 	paddockv1 "github.com/paddockvm/paddock/api/paddock/v1"
+	"github.com/paddockvm/paddock/blob"
 )
 
 // pipelineServer starts a server with a blob store and one TCP agent serving blobecho

@@ -55,6 +55,9 @@ type Server struct {
 	waiters map[string][]chan struct{}
 	hosts   map[string]*hostRec
 	backlog map[string]int64 // queued tasks by type, as last sent to hosts
+	// localWait: types of which a task waited for a slot near its inputs in the last
+	// dispatch round (locality.go).
+	localWait map[string]bool
 
 	conns      map[string]string         // agent-port connection (peer address) -> agent id of its session
 	collecting map[uint64]pendingCollect // Collects sent to hosts, by request id
@@ -88,6 +91,7 @@ func New(cfg Config, st store.Store) (*Server, error) {
 		agents:     map[string]*agent{},
 		waiters:    map[string][]chan struct{}{},
 		hosts:      map[string]*hostRec{},
+		localWait:  map[string]bool{},
 		conns:      map[string]string{},
 		collecting: map[uint64]pendingCollect{},
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/paddockvm/paddock/sched/pipeline"
 	"io"
 	"os"
 	"sort"
@@ -55,6 +56,16 @@ func addInputs(ctx context.Context, app *App, c *blobhttp.Client, spec *paddockv
 		}
 		if err := claim("--input", in, name); err != nil {
 			return err
+		}
+		if pipeline.IsRef(path) { // another task's output: the server resolves it
+			if _, err := pipeline.ParseRef(path); err != nil {
+				return usageError{fmt.Errorf("--input %s: %w", in, err)}
+			}
+			if spec.InputTasks == nil {
+				spec.InputTasks = map[string]string{}
+			}
+			spec.InputTasks[name] = path
+			continue
 		}
 		if path == "-" {
 			if fromStdin != "" {

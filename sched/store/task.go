@@ -66,16 +66,16 @@ type Usage struct {
 
 // Task is one task as stored.
 type Task struct {
-	ID             string
-	Seq            int64 // submission order, set by the store
-	Type           string
-	Payload        []byte
-	Inputs         map[string][]byte
-	InputBlobs     map[string]BlobRef // inputs in the blob store, by name (names shared with Inputs)
+	ID         string
+	Seq        int64 // submission order, set by the store
+	Type       string
+	Payload    []byte
+	Inputs     map[string][]byte
+	InputBlobs map[string]BlobRef // inputs in the blob store, by name (names shared with Inputs)
 	// Upstreams are inputs that other tasks' outputs will fill, by input name (names shared
 	// with Inputs and InputBlobs). A task created with upstreams is Waiting; when they all
 	// succeeded it is Queued with their output blobs added to InputBlobs.
-	Upstreams map[string]Upstream
+	Upstreams      map[string]Upstream
 	Priority       int
 	Class          Class
 	Requirements   Requirements
