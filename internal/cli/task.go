@@ -86,6 +86,11 @@ func printTask(app *App, t *paddockv1.Task) {
 		fmt.Fprintf(app.Out, "input:     %s  inline  %s\n", name, humanize.IBytes(uint64(len(t.GetSpec().GetInputs()[name]))))
 	}
 	printBlobs(app, "input", t.GetSpec().GetInputBlobs())
+	for _, name := range sortedNames(t.GetSpec().GetInputTasks()) {
+		if _, resolved := t.GetSpec().GetInputBlobs()[name]; !resolved {
+			fmt.Fprintf(app.Out, "input:     %s  from %s\n", name, t.GetSpec().GetInputTasks()[name])
+		}
+	}
 	if t.GetState() == paddockv1.State_STATE_SUCCEEDED {
 		fmt.Fprintf(app.Out, "sha256:    %s\noutput:    %s\n", t.GetOutputSha256(), preview(t.GetId(), t.GetOutput()))
 		for _, name := range sortedNames(t.GetOutputs()) {
@@ -158,9 +163,10 @@ func newTaskSubmitCmd(app *App) *cobra.Command {
 		cpu, mem                                      int64
 		wait, asJSON                                  bool
 		waitFor                                       time.Duration
+		file                                          string
 	)
 	cmd := &cobra.Command{
-		Use:   "submit --type TYPE [--payload TEXT | --payload-file FILE] [--input name=FILE]... [--input-blob name=DIGEST]...",
+		Use:   "submit --type TYPE [--payload TEXT | --payload-file FILE] [--input name=FILE|name=@task:ID[/OUTPUT]]... [--input-blob name=DIGEST]... | submit -f PIPELINE.yaml",
 		Short: "Submit a task (and with --wait, wait for it)",
 		Long: `Submit a task. Inputs are named files the handler reads:
 
@@ -170,9 +176,31 @@ func newTaskSubmitCmd(app *App) *cobra.Command {
   --input-blob name=DIGEST  a blob already on the server (paddock blob put FILE);
   --inline                  every --input inline, as before blobs existed (the server's
                             server.max_inline_bytes bounds payload plus inline inputs);
-  --inline-max 0            every --input as a blob.`,
+  --inline-max 0            every --input as a blob;
+  --input name=@task:ID[/OUTPUT]
+                            another task's output blob (its only one, or OUTPUT): the
+                            task waits (state waiting) until that task succeeds, and
+                            fails, naming it, if it ends otherwise.
+
+With -f FILE, submits a pipeline: named stages (YAML or JSON) that read each other's
+outputs as @stage:NAME[/OUTPUT], stored in one call (a cycle or an unknown stage stores
+nothing); it prints each stage's name, task id and state:
+
+  stages:
+    - name: compress
+      type: compress
+      inputs: {in: ./data.csv}
+    - name: checksum
+      type: checksum.sha256
+      inputs: {in: "@stage:compress/out"}`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if file != "" {
+				if typ != "" || len(inputs) > 0 || len(inputBlobs) > 0 || payload != "" || payloadFile != "" {
+					return usageError{errors.New("-f describes every stage: give the type, payload and inputs in the file, not as flags")}
+				}
+				return submitPipeline(cmd.Context(), app, file, quiet, wait, asJSON, waitFor)
+			}
 			spec := &paddockv1.TaskSpec{Type: typ, Payload: []byte(payload), Priority: priority, MaxAttempts: maxAttempts,
 				TimeoutMs: timeout.Milliseconds(), IdempotencyKey: key, Tenant: tenant, ScheduleToStartTimeoutMs: schedTimeout.Milliseconds()}
 			if schedTimeout < 0 {
@@ -248,7 +276,8 @@ func newTaskSubmitCmd(app *App) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&typ, "type", "", "task type (required)")
+	f.StringVar(&typ, "type", "", "task type (required without -f)")
+	f.StringVarP(&file, "file", "f", "", "submit the pipeline (named stages, YAML or JSON) in this file")
 	f.StringVar(&payload, "payload", "", "payload text")
 	f.StringVar(&payloadFile, "payload-file", "", "read the payload from a file (- for stdin)")
 	f.StringArrayVar(&inputs, "input", nil, "named input name=FILE: inline when small, else uploaded as a blob (repeatable)")
@@ -315,6 +344,7 @@ func newTaskGetCmd(app *App) *cobra.Command {
 				return printProto(app, r.Msg.GetTask())
 			}
 			printTask(app, r.Msg.GetTask())
+			printStages(cmd.Context(), app, tc, r.Msg.GetTask())
 			if r.Msg.GetTask().GetState() == paddockv1.State_STATE_QUEUED {
 				return printWhy(cmd.Context(), app, tc, args[0])
 			}
