@@ -215,6 +215,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("server config: sync interval %v is negative", c.SyncInterval)
 	case c.validateSLA() != nil:
 		return c.validateSLA()
+	case c.LocalityDelay > time.Hour:
+		return fmt.Errorf("server config: locality delay (server.locality_delay) %v is over an hour: tasks would wait that long for a host holding their inputs; use e.g. 500ms, or 0 for off", c.LocalityDelay)
 	case c.MaxBlobBytes < 0:
 		return fmt.Errorf("server config: max blob bytes %d is negative: use 0 for no limit", c.MaxBlobBytes)
 	}

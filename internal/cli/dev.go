@@ -302,7 +302,7 @@ func runDev(ctx context.Context, app *App, o devOptions) error {
 		MaxInlineBytes: v.GetInt("server.max_inline_bytes"), DefaultTimeout: v.GetDuration("server.default_task_timeout"),
 		DefaultMaxAttempts: v.GetInt("server.default_max_attempts"), RetryBase: v.GetDuration("server.retry_base"),
 		ScheduleToStartTimeout: v.GetDuration("server.schedule_to_start_timeout"),
-		RetryMax:               v.GetDuration("server.retry_max"), Logger: log.With("side", "server"),
+		RetryMax:               v.GetDuration("server.retry_max"), Logger: log.With("side", "server"), LocalityDelay: localityDelay(v),
 	}
 	if v.GetBool("server.dev") { // --dev: an open client API, as paddock server --dev
 		cfg.Dev, cfg.Token, cfg.AgentToken = true, "", ""

@@ -48,6 +48,7 @@ func init() {
 		config.Key{Name: "server.replica_id", Default: "", Usage: "this server's id among the replicas sharing one PostgreSQL store (logged at start, shown by agent ls and host ls); empty: the host name and a random suffix", Flag: "replica-id", Cmds: []string{"server"}},
 		config.Key{Name: "server.postgres_notify", Default: true, Usage: "with server.store postgres: wake the other replicas through LISTEN/NOTIFY when a task is queued or a cancel requested (false: they notice within their polls, 200ms for new tasks and server.sync_interval for cancels)"},
 		config.Key{Name: "server.sync_interval", Default: 2 * time.Second, Usage: "with several replicas: how often a replica reads the store for what the others changed about its agents' tasks (cancels, leases ended) and for tasks clients wait on"},
+		config.Key{Name: "server.locality_delay", Default: 500 * time.Millisecond, Usage: "how long a task with input blobs waits for a free slot on a host whose cache holds them (while that host keeps launching tasks) before it takes any free slot (delay scheduling); 0: off"},
 		config.Key{Name: "server.sqlite_synchronous", Default: "FULL", Usage: "SQLite synchronous pragma: FULL (an acknowledged task survives a power loss) or NORMAL (faster; survives a killed server, not a power loss)"},
 	)
 	config.Register(serverBlobKeys...)
@@ -73,6 +74,7 @@ HTTP, plus /metrics and /healthz). Outside dev mode (--dev) clients need server.
 				ScheduleToStartTimeout: v.GetDuration("server.schedule_to_start_timeout"),
 				RetryBase:              v.GetDuration("server.retry_base"), RetryMax: v.GetDuration("server.retry_max"), Logger: app.Log,
 				ReplicaID: v.GetString("server.replica_id"), SyncInterval: v.GetDuration("server.sync_interval"),
+				LocalityDelay: localityDelay(v),
 			}
 			if err := cfg.Validate(); err != nil {
 				return err
@@ -184,4 +186,13 @@ func ignoreCanceled(err error) error {
 		return nil
 	}
 	return err
+}
+
+// localityDelay reads server.locality_delay as sched.Config.LocalityDelay (0 turns the
+// preference off: negative in the config struct).
+func localityDelay(v *viper.Viper) time.Duration {
+	if d := v.GetDuration("server.locality_delay"); d > 0 {
+		return d
+	}
+	return -1
 }
