@@ -76,6 +76,19 @@
 // agent started by then ends FAILED with kind SCHEDULE_TIMEOUT and Explain's reason as
 // its error; the sweep loop checks every tick after the reconnect grace.
 //
+// Locality (locality.go): hosts report the largest blobs their cache holds with their
+// status; the server adds the inputs it stages and the outputs it collects on each host,
+// and the dispatcher prefers a free slot on the host holding a task's inputs, waiting up
+// to Config.LocalityDelay since that host's last launch (delay scheduling; never more than
+// 20 delays). Pipelines (pipelines.go, logic in sched/pipeline): a task with input_tasks
+// is WAITING until its upstreams succeed, then QUEUED with their output blobs as inputs,
+// or FAILED naming the upstream; SubmitPipeline stores a DAG of named stages at once.
+// TestLocalityPlacement, TestPipelineSameHost and BenchmarkLocality/PipelineHandoff run
+// two hosts with the real host cache (hostd/cache) over the cluster port:
+//
+//	go test -run 'Pipeline|Locality' ./sched/
+//	go test -run '^$' -bench 'Locality|PipelineHandoff' -benchtime 1x ./sched/
+//
 // Tests: unit tests run against a real SQLite file with in-process agents; the
 // integration tests (real_test.go) build the test agent (sched/internal/testagent) and
 // the test handler (plugins/handlers/testhandler) and run the server as a subprocess

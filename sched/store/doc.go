@@ -7,6 +7,11 @@
 // with Next and asks the store to apply it as a compare-and-swap on (state, lease id),
 // so that two racing changes can never both apply.
 //
+// A task created with Upstreams (pipelines) starts Waiting rather than Queued; events
+// upstreams_done (to Queued, with Update.InputBlobs the resolved inputs), upstream_lost
+// (to Failed) and cancel take it out. List returns Upstreams, so the server reloads the
+// waiting set with List(State: Waiting) (migration 00008 in both backends).
+//
 // An attempt ends with its FailureKind (Update.FailureKind with EndAttempt): what kind
 // of failure it was, as data, so that nothing has to read it out of the error text.
 //
