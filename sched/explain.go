@@ -64,6 +64,12 @@ func notQueued(t store.Task) *paddockv1.Reason {
 		msg = fmt.Sprintf("leased to agent %s (attempt %d) at %s; waiting for the agent to acknowledge it", t.AgentID, t.Attempt, t.LeasedAt.UTC().Format(time.RFC3339))
 	case store.Running:
 		msg = fmt.Sprintf("running on agent %s (attempt %d) since %s", t.AgentID, t.Attempt, t.StartedAt.UTC().Format(time.RFC3339))
+	case store.Waiting:
+		var ups []string
+		for _, name := range sortedKeys(t.Upstreams) {
+			ups = append(ups, fmt.Sprintf("%s <- task %s", name, t.Upstreams[name].TaskID))
+		}
+		msg = "waiting for its upstream tasks to succeed (" + strings.Join(ups, ", ") + "); it is queued then, or fails if one ends otherwise"
 	default:
 		msg = fmt.Sprintf("ended %s at %s (attempts: %d)", t.State, t.FinishedAt.UTC().Format(time.RFC3339), t.Attempt)
 		if t.Error != "" {

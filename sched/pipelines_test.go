@@ -118,9 +118,14 @@ func TestPipelineBadInput(t *testing.T) {
 	if got.GetState() != paddockv1.State_STATE_FAILED || !strings.Contains(got.GetError(), "ended cancelled") {
 		t.Fatalf("downstream of a cancelled upstream = %v; want failed", got)
 	}
-	// A waiting task can be cancelled itself.
+	// Explain says what a waiting task waits for.
 	never2 := submit(t, ts, &paddockv1.TaskSpec{Type: "nobody-serves-this"})
 	d4 := submit(t, ts, &paddockv1.TaskSpec{Type: "blobecho", InputTasks: map[string]string{"in": "@task:" + never2.GetId()}})
+	ex, err := ts.tasks.Explain(ctx, connect.NewRequest(&paddockv1.ExplainRequest{Id: d4.GetId()}))
+	if err != nil || len(ex.Msg.GetReasons()) == 0 || !strings.Contains(ex.Msg.GetReasons()[0].GetMessage(), "in <- task "+never2.GetId()) {
+		t.Fatalf("Explain of a waiting task = %v, %v; want it to name the upstream", ex, err)
+	}
+	// A waiting task can be cancelled itself.
 	r, err := ts.tasks.Cancel(ctx, connect.NewRequest(&paddockv1.CancelRequest{Id: d4.GetId()}))
 	if err != nil || r.Msg.GetTask().GetState() != paddockv1.State_STATE_CANCELLED {
 		t.Fatalf("cancelling a waiting task = %v, %v; want cancelled", r, err)
