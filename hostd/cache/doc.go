@@ -10,20 +10,16 @@
 //     kept. The tier survives restarts: Open rebuilds its index from the files, hashing
 //     those up to 4 MiB at once and larger ones before their first use; corrupt or
 //     partial files are removed with a warning.
-//
 //   - Memory tier: the bytes of small blobs (at most host.cache_memory_bytes/8 each)
 //     within host.cache_memory_bytes.
-//
 //   - Eviction: per tier, by a Policy: LRU, or LRFU (Lee et al.) with λ =
 //     host.cache_lrfu_lambda over a logical clock of references. Entries in use (being
 //     linked, read, uploaded) and outputs not yet uploaded are pinned and never evicted;
 //     when pins leave no room the error wraps ErrFull and says what to do.
-//
 //   - Reads: Cache.Link makes a path hold a blob: a hard link from the disk tier (zero
 //     copy; a copy when the path is on another filesystem), the file written from the
 //     memory tier, or a fetch from the Source (one per blob however many ask at once).
 //     Read policies: "cache", "no-cache", "promote" (see the Read* constants).
-//
 //   - Writes: Cache.Ingest takes an output file in, hashing it, and uploads it to the Sink
 //     at once ("through") or journals it in <dir>/pending and lets Cache.Run upload it
 //     with retries, also after a restart ("async").
@@ -35,9 +31,9 @@
 //     peer served bytes is fetched again from the server alone. PeerStore is the
 //     read-only view of the disk tier a host serves to its peers.
 //
-//   - Summary: Cache.Largest(n) lists the digests of the n largest blobs held; the host
-//     daemon sends it with each status (CacheSummaryBlobs = 1024) so the server places
-//     tasks near their inputs.
+// Cache.Largest(n) lists the digests of the n largest blobs held: the host daemon sends
+// it with each status (hostd.CacheSummaryBlobs = 1024) so the server places tasks near
+// their inputs.
 //
 // Metrics: paddock_host_cache_hits_total{tier}, paddock_host_cache_misses_total,
 // paddock_host_cache_evictions_total{tier}, paddock_host_cache_bytes{tier},
