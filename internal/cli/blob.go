@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -152,6 +153,7 @@ func download(ctx context.Context, app *App, c *blobhttp.Client, d blob.Digest, 
 func newBlobLsCmd(app *App) *cobra.Command {
 	var limit int
 	var after string
+	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "ls",
 		Short: "List the server's blobs by digest",
@@ -170,7 +172,15 @@ func newBlobLsCmd(app *App) *cobra.Command {
 			}
 			c := blobClient(app)
 			tw := tabwriter.NewWriter(app.Out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "DIGEST\tSIZE\tBYTES\tSTORED")
+			if !asJSON {
+				fmt.Fprintln(tw, "DIGEST\tSIZE\tBYTES\tSTORED")
+			}
+			type jsonBlob struct {
+				Digest string    `json:"digest"`
+				Size   int64     `json:"size"`
+				Stored time.Time `json:"stored"`
+			}
+			all := []jsonBlob{}
 			shown := 0
 			for {
 				page := blob.DefaultListLimit
@@ -182,6 +192,10 @@ func newBlobLsCmd(app *App) *cobra.Command {
 					return err
 				}
 				for _, i := range infos {
+					if asJSON {
+						all = append(all, jsonBlob{Digest: i.Digest.String(), Size: i.Size, Stored: i.ModTime.UTC()})
+						continue
+					}
 					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", i.Digest, humanize.IBytes(uint64(i.Size)), i.Size, i.ModTime.Local().Format(time.RFC3339))
 				}
 				shown += len(infos)
@@ -190,11 +204,17 @@ func newBlobLsCmd(app *App) *cobra.Command {
 				}
 				from = next
 			}
+			if asJSON {
+				enc := json.NewEncoder(app.Out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(all)
+			}
 			return tw.Flush()
 		},
 	}
 	cmd.Flags().IntVar(&limit, "limit", 0, "show at most this many (0: all)")
 	cmd.Flags().StringVar(&after, "after", "", "start after this digest")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the blobs as a JSON array of {digest, size, stored}")
 	return cmd
 }
 

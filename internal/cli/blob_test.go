@@ -93,6 +93,21 @@ func TestBlobPutGetLsRm(t *testing.T) {
 	if n := strings.Count(out, "sha256:"); n != 1 {
 		t.Errorf("blob ls --limit 1 listed %d blobs:\n%s", n, out)
 	}
+	out, _ = mustRun(t, "blob", "ls", "--server", url, "--json")
+	var listed []struct {
+		Digest string `json:"digest"`
+		Size   int64  `json:"size"`
+	}
+	if err := json.Unmarshal([]byte(out), &listed); err != nil || len(listed) != 2 {
+		t.Errorf("blob ls --json = %q (%v); want a JSON array of the 2 blobs", out, err)
+	}
+	sizes := map[string]int64{}
+	for _, b := range listed {
+		sizes[b.Digest] = b.Size
+	}
+	if _, ok := sizes[string(d2)]; !ok || sizes[string(d1)] != 3145745 {
+		t.Errorf("blob ls --json = %v; want %s (3145745 bytes) and %s", sizes, d1, d2)
+	}
 
 	got := filepath.Join(dir, "got.bin")
 	mustRun(t, "blob", "get", "--server", url, string(d1), "-o", got)
