@@ -63,6 +63,8 @@ type Store interface {
 	TouchBlobs(ctx context.Context, digests []string, at time.Time) error
 	// LogStore keeps the handlers' logs of each attempt.
 	LogStore
+	// TenantStore keeps client tokens and the per-tenant counts and usage.
+	TenantStore
 	// Counts counts the live (Waiting, Queued, Leased and Running) tasks by type and state.
 	// Finished tasks are not counted: their number only grows until retention deletes
 	// them, and counting them would read the whole table.

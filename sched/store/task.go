@@ -58,10 +58,19 @@ type Requirements struct {
 	Labels      map[string]string `json:"labels,omitempty"`
 }
 
-// Usage is what an attempt cost.
+// Usage is what an attempt cost, and where it ran.
 type Usage struct {
 	Wall time.Duration
 	CPU  time.Duration
+	// MemoryBytes is the memory of the agent (its guest) that ran the attempt, as the
+	// agent offered it at registration (0 when unknown).
+	MemoryBytes int64
+	// BytesIn and BytesOut are the data-plane bytes the attempt moved: its input blobs
+	// fetched, its output blobs written (inline payloads and outputs not counted).
+	BytesIn, BytesOut int64
+	// Host is the host that ran it: the host id a host daemon attested for a guest's
+	// agent, else the host name the agent gave.
+	Host string
 }
 
 // Task is one task as stored.

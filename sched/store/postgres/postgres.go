@@ -354,7 +354,7 @@ func (s *Store) insertQuery(t store.Task) (string, []any, error) {
 // Attempts implements store.Store.
 func (s *Store) Attempts(ctx context.Context, id string) ([]store.Attempt, error) {
 	rows, err := s.pool.Query(ctx, `SELECT task_id, number, lease_id, agent_id, state, error, retryable, wall_ms, cpu_ms,
- sha256, leased_at, finished_at, failure_kind FROM attempts WHERE task_id = $1 ORDER BY number`, id)
+ sha256, leased_at, finished_at, failure_kind, host, memory_bytes, bytes_in, bytes_out FROM attempts WHERE task_id = $1 ORDER BY number`, id)
 	if err != nil {
 		return nil, fmt.Errorf("reading attempts of task %s: %w", id, err)
 	}
@@ -366,11 +366,11 @@ func (s *Store) Attempts(ctx context.Context, id string) ([]store.Attempt, error
 		var leaseID, wall, cpu, leased, finished int64
 		var state, kind string
 		if err := rows.Scan(&a.TaskID, &number, &leaseID, &a.AgentID, &state, &a.Error, &a.Retryable, &wall, &cpu,
-			&a.SHA256, &leased, &finished, &kind); err != nil {
+			&a.SHA256, &leased, &finished, &kind, &a.Usage.Host, &a.Usage.MemoryBytes, &a.Usage.BytesIn, &a.Usage.BytesOut); err != nil {
 			return nil, fmt.Errorf("reading attempts of task %s: %w", id, err)
 		}
 		a.Number, a.LeaseID, a.State, a.FailureKind = int(number), uint64(leaseID), store.State(state), store.FailureKind(kind)
-		a.Usage = store.Usage{Wall: time.Duration(wall) * time.Millisecond, CPU: time.Duration(cpu) * time.Millisecond}
+		a.Usage.Wall, a.Usage.CPU = time.Duration(wall)*time.Millisecond, time.Duration(cpu)*time.Millisecond
 		a.LeasedAt, a.FinishedAt = rowcodec.FromMS(leased), rowcodec.FromMS(finished)
 		out = append(out, a)
 	}
@@ -577,7 +577,8 @@ func (s *Store) Update(ctx context.Context, u store.Update) (store.Task, error) 
 	if u.EndAttempt {
 		q += `, att AS (UPDATE attempts a SET state = $3, error = ` + arg(errText) + `, retryable = ` + arg(u.Retryable) + `, failure_kind = ` + arg(string(u.FailureKind)) +
 			`, wall_ms = ` + arg(u.Usage.Wall.Milliseconds()) + `, cpu_ms = ` + arg(u.Usage.CPU.Milliseconds()) +
-			`, sha256 = ` + arg(u.OutputSHA256) + `, finished_at = $4 FROM upd WHERE a.task_id = upd.id AND a.number = upd.attempt)`
+			`, sha256 = ` + arg(u.OutputSHA256) + `, finished_at = $4, host = ` + arg(u.Usage.Host) + `, memory_bytes = ` + arg(u.Usage.MemoryBytes) +
+			`, bytes_in = ` + arg(u.Usage.BytesIn) + `, bytes_out = ` + arg(u.Usage.BytesOut) + ` FROM upd WHERE a.task_id = upd.id AND a.number = upd.attempt)`
 	}
 	// The rows deleted and the rows inserted are disjoint, so the sub-statements do not
 	// depend on the order PostgreSQL runs them in.

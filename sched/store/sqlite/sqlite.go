@@ -561,7 +561,7 @@ func (s *Store) Get(ctx context.Context, id string) (store.Task, error) {
 // Attempts implements store.Store.
 func (s *Store) Attempts(ctx context.Context, id string) ([]store.Attempt, error) {
 	st, err := s.prepared(&s.rstmts, s.r, `SELECT task_id, number, lease_id, agent_id, state, error, retryable, wall_ms, cpu_ms,
- sha256, leased_at, finished_at, failure_kind FROM attempts WHERE task_id = ? ORDER BY number`)
+ sha256, leased_at, finished_at, failure_kind, host, memory_bytes, bytes_in, bytes_out FROM attempts WHERE task_id = ? ORDER BY number`)
 	if err != nil {
 		return nil, err
 	}
@@ -577,11 +577,11 @@ func (s *Store) Attempts(ctx context.Context, id string) ([]store.Attempt, error
 		var state, kind string
 		var retryable int
 		if err := rows.Scan(&a.TaskID, &a.Number, &leaseID, &a.AgentID, &state, &a.Error, &retryable, &wall, &cpu,
-			&a.SHA256, &leased, &finished, &kind); err != nil {
+			&a.SHA256, &leased, &finished, &kind, &a.Usage.Host, &a.Usage.MemoryBytes, &a.Usage.BytesIn, &a.Usage.BytesOut); err != nil {
 			return nil, fmt.Errorf("reading attempts of task %s: %w", id, err)
 		}
 		a.LeaseID, a.State, a.Retryable, a.FailureKind = uint64(leaseID), store.State(state), retryable != 0, store.FailureKind(kind)
-		a.Usage = store.Usage{Wall: time.Duration(wall) * time.Millisecond, CPU: time.Duration(cpu) * time.Millisecond}
+		a.Usage.Wall, a.Usage.CPU = time.Duration(wall)*time.Millisecond, time.Duration(cpu)*time.Millisecond
 		a.LeasedAt, a.FinishedAt = fromMS(leased), fromMS(finished)
 		out = append(out, a)
 	}
@@ -813,9 +813,9 @@ func (s *Store) Update(ctx context.Context, u store.Update) (store.Task, error) 
 				retryable = 1
 			}
 			if _, err := tx.exec(`UPDATE attempts SET state = ?, error = ?, retryable = ?, failure_kind = ?, wall_ms = ?, cpu_ms = ?,
- sha256 = ?, finished_at = ? WHERE task_id = ? AND number = ?`,
+ sha256 = ?, finished_at = ?, host = ?, memory_bytes = ?, bytes_in = ?, bytes_out = ? WHERE task_id = ? AND number = ?`,
 				string(u.To), errText, retryable, string(u.FailureKind), u.Usage.Wall.Milliseconds(), u.Usage.CPU.Milliseconds(), u.OutputSHA256, n,
-				u.TaskID, t.Attempt); err != nil {
+				u.Usage.Host, u.Usage.MemoryBytes, u.Usage.BytesIn, u.Usage.BytesOut, u.TaskID, t.Attempt); err != nil {
 				return fmt.Errorf("recording the end of the attempt of task %s: %w", u.TaskID, err)
 			}
 		}

@@ -38,6 +38,9 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"AppendLog", testAppendLog},
 		{"ScheduleExpired", testScheduleExpired},
 		{"Waiting", testWaiting},
+		{"Tokens", testTokens},
+		{"TenantQueues", testTenantQueues},
+		{"Usage", testUsage},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
