@@ -642,7 +642,7 @@ func (s *Server) Report(ctx context.Context, agentID string, r *agentv1.Report) 
 	now := time.Now()
 	u := store.Update{TaskID: t.ID, From: []store.State{store.Leased, store.Running}, LeaseID: t.LeaseID, To: to, Now: now,
 		EndAttempt: true, Retryable: ev == store.EvFailRetryable, FailureKind: kind,
-		Usage: store.Usage{Wall: time.Duration(r.GetUsage().GetWallMs()) * time.Millisecond, CPU: time.Duration(r.GetUsage().GetCpuMs()) * time.Millisecond}}
+		Usage: s.attemptUsage(agentID, t, time.Duration(r.GetUsage().GetWallMs())*time.Millisecond, time.Duration(r.GetUsage().GetCpuMs())*time.Millisecond, outBlobs)}
 	if ev == store.EvSucceed {
 		out := r.GetOutput()
 		if out == nil {
@@ -669,6 +669,7 @@ func (s *Server) Report(ctx context.Context, agentID string, r *agentv1.Report) 
 		return reject(agentv1.ReportOutcome_REPORT_OUTCOME_REJECTED, "recording the result of task %s: %v (report again)", t.ID, err)
 	}
 	s.storeLog(ctx, t, r.GetLog())
+	s.metrics.countUsage(t.Tenant, u.Usage)
 	s.releaseLease(agentID, t.ID, t.LeaseID)
 	s.finished(nt)
 	s.wakeType(nt.Type)

@@ -19,6 +19,7 @@ import (
 	"github.com/paddockvm/paddock/api/paddock/v1/paddockv1connect"
 	"github.com/paddockvm/paddock/blob/blobhttp"
 	"github.com/paddockvm/paddock/sched/store"
+	"github.com/paddockvm/paddock/sched/tenant"
 )
 
 // Limits of the client API.
@@ -65,6 +66,7 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle(paddockv1connect.NewTaskServiceHandler(api, opts...))
 	mux.Handle(paddockv1connect.NewClusterServiceHandler(api, opts...))
+	mux.Handle(paddockv1connect.NewTenantServiceHandler(api, opts...))
 	bh := s.blobHandler()
 	mux.Handle(blobhttp.Prefix, bh)
 	mux.Handle(blobhttp.Prefix+"/", bh)
@@ -103,10 +105,14 @@ func (strictJSON) Unmarshal(b []byte, v any) error {
 func (s *Server) authInterceptor() connect.Interceptor {
 	return connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
 		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			if err := s.checkBearer(req.Header().Get("Authorization")); err != nil {
-				return nil, connect.NewError(connect.CodeUnauthenticated, err)
+			if _, ok := tenant.From(ctx); ok { // guard authenticated it
+				return next(ctx, req)
 			}
-			return next(ctx, req)
+			p, err := s.authenticate(ctx, req.Header().Get("Authorization"))
+			if err != nil {
+				return nil, connect.NewError(authCode(err), err)
+			}
+			return next(tenant.With(ctx, p), req)
 		}
 	})
 }
@@ -116,6 +122,7 @@ type clientAPI struct{ s *Server }
 var (
 	_ paddockv1connect.TaskServiceHandler    = (*clientAPI)(nil)
 	_ paddockv1connect.ClusterServiceHandler = (*clientAPI)(nil)
+	_ paddockv1connect.TenantServiceHandler  = (*clientAPI)(nil)
 )
 
 func invalid(format string, args ...any) error {
@@ -142,7 +149,7 @@ func (s *Server) validateSpec(sp *paddockv1.TaskSpec) (store.Task, error) {
 		return store.Task{}, invalid("task: missing: send {\"task\": {\"type\": ...}}")
 	}
 	t := store.Task{Type: sp.GetType(), Payload: sp.GetPayload(), Inputs: sp.GetInputs(), Priority: int(sp.GetPriority()),
-		IdempotencyKey: sp.GetIdempotencyKey(), Tenant: sp.GetTenant()}
+		IdempotencyKey: sp.GetIdempotencyKey()}
 	switch {
 	case t.Type == "":
 		return t, invalid("task.type: missing: name the task type, e.g. \"checksum.sha256\"")
@@ -194,11 +201,6 @@ func (s *Server) validateSpec(sp *paddockv1.TaskSpec) (store.Task, error) {
 	if t.IdempotencyKey != "" && !keyRE.MatchString(t.IdempotencyKey) {
 		return t, invalid("task.idempotency_key: %q is malformed: use 1-128 letters, digits, '.', '_', ':' or '-'", t.IdempotencyKey)
 	}
-	if t.Tenant == "" {
-		t.Tenant = DefaultTenant
-	} else if !tenantRE.MatchString(t.Tenant) {
-		return t, invalid("task.tenant: %q is malformed: use 1-64 letters, digits, '.', '_' or '-'", t.Tenant)
-	}
 	if r := sp.GetRequirements(); r != nil {
 		switch {
 		case r.GetCpuMillis() < 0 || r.GetCpuMillis() > MaxCPUMillis:
@@ -223,6 +225,12 @@ func (api *clientAPI) Submit(ctx context.Context, req *connect.Request[paddockv1
 	s := api.s
 	t, err := s.validateSpec(req.Msg.GetTask())
 	if err != nil {
+		return nil, err
+	}
+	if err := s.assignTenant(ctx, req.Msg.GetTask().GetTenant(), &t); err != nil {
+		return nil, err
+	}
+	if err := s.checkQueued(ctx, t.Tenant, 1); err != nil {
 		return nil, err
 	}
 	if err := s.checkInputBlobs(ctx, req.Msg.GetTask(), &t); err != nil {
@@ -270,9 +278,13 @@ func (api *clientAPI) SubmitBatch(ctx context.Context, req *connect.Request[padd
 		return nil, invalid("tasks: %d tasks is over the limit of %d a batch: split them into several batches", len(specs), MaxBatchTasks)
 	}
 	ts := make([]store.Task, len(specs))
+	perTenant := map[string]int{}
 	now := time.Now()
 	for i, sp := range specs {
 		t, err := s.validateSpec(sp)
+		if err == nil {
+			err = s.assignTenant(ctx, sp.GetTenant(), &t)
+		}
 		if err == nil {
 			err = s.checkInputBlobs(ctx, sp, &t)
 		}
@@ -292,6 +304,12 @@ func (api *clientAPI) SubmitBatch(ctx context.Context, req *connect.Request[padd
 		t.ID, t.CreatedAt = id.String(), now
 		t.ScheduleDeadline = s.scheduleDeadline(now, sp)
 		ts[i] = t
+		perTenant[t.Tenant]++
+	}
+	for tn, n := range perTenant {
+		if err := s.checkQueued(ctx, tn, n); err != nil {
+			return nil, err
+		}
 	}
 	stored, created, err := s.st.CreateBatch(ctx, ts)
 	if err != nil {
@@ -347,13 +365,11 @@ func (api *clientAPI) Get(ctx context.Context, req *connect.Request[paddockv1.Ge
 	return connect.NewResponse(&paddockv1.GetResponse{Task: t, Warning: w}), nil
 }
 
+// getFull returns task id with its attempts, if the caller may see it.
 func (s *Server) getFull(ctx context.Context, id string) (*paddockv1.Task, error) {
-	if id == "" {
-		return nil, invalid("id: missing: give the task id")
-	}
-	t, err := s.st.Get(ctx, id)
+	t, err := s.visible(ctx, id)
 	if err != nil {
-		return nil, storeErr(err)
+		return nil, err
 	}
 	att, err := s.st.Attempts(ctx, id)
 	if err != nil {
@@ -411,8 +427,8 @@ func (api *clientAPI) Wait(ctx context.Context, req *connect.Request[paddockv1.W
 
 // Cancel implements paddockv1connect.TaskServiceHandler.
 func (api *clientAPI) Cancel(ctx context.Context, req *connect.Request[paddockv1.CancelRequest]) (*connect.Response[paddockv1.CancelResponse], error) {
-	if req.Msg.GetId() == "" {
-		return nil, invalid("id: missing: give the task id")
+	if _, err := api.s.visible(ctx, req.Msg.GetId()); err != nil {
+		return nil, err
 	}
 	t, err := api.s.Cancel(ctx, req.Msg.GetId())
 	if err != nil {
@@ -463,6 +479,13 @@ func (api *clientAPI) List(ctx context.Context, req *connect.Request[paddockv1.L
 		return nil, invalid("limit: %d is out of range 0..1000", m.GetLimit())
 	}
 	f := store.Filter{Type: m.GetType(), Tenant: m.GetTenant(), Limit: int(m.GetLimit()), PageToken: m.GetPageToken()}
+	if p := caller(ctx); !p.Admin {
+		if f.Tenant != "" && f.Tenant != p.Tenant {
+			return nil, connect.NewError(connect.CodePermissionDenied, fmt.Errorf(
+				"tenant: %q is not the tenant of your token (%q): leave tenant empty to list your own tasks", f.Tenant, p.Tenant))
+		}
+		f.Tenant = p.Tenant
+	}
 	if m.GetState() != paddockv1.State_STATE_UNSPECIFIED {
 		f.State = store.State(stateName(m.GetState()))
 		if !f.State.Valid() {
@@ -581,7 +604,8 @@ func toProto(t store.Task, att []store.Attempt) *paddockv1.Task {
 	for _, a := range att {
 		p.Attempts = append(p.Attempts, &paddockv1.Attempt{Number: int32(a.Number), LeaseId: a.LeaseID, AgentId: a.AgentID,
 			State: stateProto(a.State), Error: a.Error, Retryable: a.Retryable, FailureKind: kindProto(a.FailureKind),
-			Usage:          &paddockv1.Usage{WallMs: a.Usage.Wall.Milliseconds(), CpuMs: a.Usage.CPU.Milliseconds()},
+			Usage: &paddockv1.Usage{WallMs: a.Usage.Wall.Milliseconds(), CpuMs: a.Usage.CPU.Milliseconds(), MemoryBytes: a.Usage.MemoryBytes,
+				BytesIn: a.Usage.BytesIn, BytesOut: a.Usage.BytesOut, Host: a.Usage.Host},
 			LeasedAtUnixMs: unixMS(a.LeasedAt), FinishedAtUnixMs: unixMS(a.FinishedAt)})
 	}
 	if n := len(att); n > 0 && t.State != store.Succeeded {

@@ -122,20 +122,6 @@ func (s *Server) checkInputBlobs(ctx context.Context, sp *paddockv1.TaskSpec, t 
 	return nil
 }
 
-// checkBearer checks a client's Authorization header (nothing in dev mode).
-func (s *Server) checkBearer(got string) error {
-	if s.cfg.Dev {
-		return nil
-	}
-	if got == "" {
-		return errors.New("authorization: missing bearer token: send \"Authorization: Bearer <token>\" (paddock: --token or PADDOCK_CLIENT_TOKEN)")
-	}
-	if !constantTimeEqual(got, "Bearer "+s.cfg.Token) {
-		return errors.New("authorization: wrong bearer token")
-	}
-	return nil
-}
-
 // constantTimeEqual compares secrets in time that depends on neither (their SHA-256
 // digests are compared, so not even on their lengths).
 func constantTimeEqual(a, b string) bool {
@@ -147,7 +133,7 @@ func constantTimeEqual(a, b string) bool {
 func (s *Server) blobHandler() http.Handler {
 	if s.cfg.Blobs == nil {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if err := s.checkBearer(r.Header.Get("Authorization")); err != nil {
+			if _, err := s.authenticate(r.Context(), r.Header.Get("Authorization")); err != nil {
 				http.Error(w, err.Error(), http.StatusUnauthorized)
 				return
 			}
@@ -157,7 +143,10 @@ func (s *Server) blobHandler() http.Handler {
 		})
 	}
 	return blobhttp.NewHandler(&countingStore{Store: s.cfg.Blobs, m: s.metrics, port: "client", touch: s.touchBlobs}, blobhttp.Options{
-		Authorize:    func(r *http.Request) error { return s.checkBearer(r.Header.Get("Authorization")) },
+		Authorize: func(r *http.Request) error {
+			_, err := s.authenticate(r.Context(), r.Header.Get("Authorization"))
+			return err
+		},
 		MaxBlobBytes: s.cfg.MaxBlobBytes,
 		Logger:       s.log,
 	})

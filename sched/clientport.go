@@ -17,6 +17,7 @@ import (
 	"github.com/paddockvm/paddock/api/paddock/v1/paddockv1connect"
 	"github.com/paddockvm/paddock/blob/blobhttp"
 	"github.com/paddockvm/paddock/sched/console"
+	"github.com/paddockvm/paddock/sched/tenant"
 )
 
 // Limits of the client port's HTTP server.
@@ -53,6 +54,11 @@ func (s *Server) withConsole(api http.Handler) http.Handler {
 	ui := console.Handler(s.feed, s.log)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if console.Handles(r.URL.Path) {
+			if p := caller(r.Context()); !p.Admin && r.URL.Path == console.EventsPath {
+				// A tenant's feed carries only its own tasks' changes.
+				console.Handler(tenantFeed{s.feed, p.Tenant}, s.log).ServeHTTP(w, r)
+				return
+			}
 			ui.ServeHTTP(w, r)
 			return
 		}
@@ -76,12 +82,13 @@ func (s *Server) guard(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		api := !strings.HasPrefix(r.URL.Path, blobhttp.Prefix) && r.URL.Path != "/healthz" && r.URL.Path != "/metrics" && !isHealthPath(r.URL.Path) && !console.Public(r.URL.Path)
 		if api {
-			if err := s.checkBearer(r.Header.Get("Authorization")); err != nil {
+			p, err := s.authenticate(r.Context(), r.Header.Get("Authorization"))
+			if err != nil {
 				s.metrics.refused.WithLabelValues("client_token").Inc()
 				if r.ProtoMajor == 1 {
 					w.Header().Set("Connection", "close") // do not read the refused body
 				}
-				cerr := connect.NewError(connect.CodeUnauthenticated, err)
+				cerr := connect.NewError(authCode(err), err)
 				if ew.IsSupported(r) {
 					_ = ew.Write(w, r, cerr)
 				} else {
@@ -89,6 +96,7 @@ func (s *Server) guard(next http.Handler) http.Handler {
 				}
 				return
 			}
+			r = r.WithContext(tenant.With(r.Context(), p))
 		}
 		// An ordered stream's body lasts as long as the stream and is read only as its
 		// window allows (streamapi.go bounds what it holds): no budget, no progress deadline.

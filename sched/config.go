@@ -8,6 +8,7 @@ import (
 
 	"github.com/paddockvm/paddock/blob"
 	"github.com/paddockvm/paddock/sched/store"
+	"github.com/paddockvm/paddock/sched/tenant"
 )
 
 // Config configures a Server. Zero values take the defaults of DefaultConfig.
@@ -83,6 +84,13 @@ type Config struct {
 	// waits for a free slot on a host whose cache holds its inputs before it takes any
 	// free slot (delay scheduling). Default 500ms; negative: off (place by load only).
 	LocalityDelay time.Duration
+	// Tenants (config tenants.<name>.weight, max_running, max_queued) are the
+	// per-tenant limits and shares of slots; tenants not in it have weight 1 and no
+	// limits.
+	Tenants tenant.Config
+	// Prices (server.prices.cpu_second, gib_second, gib_moved) price usage; without
+	// them usage is reported without cost.
+	Prices tenant.Prices
 	// Logger. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -217,6 +225,10 @@ func (c Config) Validate() error {
 		return c.validateSLA()
 	case c.LocalityDelay > time.Hour:
 		return fmt.Errorf("server config: locality delay (server.locality_delay) %v is over an hour: tasks would wait that long for a host holding their inputs; use e.g. 500ms, or 0 for off", c.LocalityDelay)
+	case c.Tenants.Validate() != nil:
+		return fmt.Errorf("server config: %w", c.Tenants.Validate())
+	case c.Prices.Validate() != nil:
+		return fmt.Errorf("server config: %w", c.Prices.Validate())
 	case c.MaxBlobBytes < 0:
 		return fmt.Errorf("server config: max blob bytes %d is negative: use 0 for no limit", c.MaxBlobBytes)
 	}

@@ -109,18 +109,30 @@ func (o observedStore) Update(ctx context.Context, u store.Update) (store.Task, 
 // feed fans task changes out to subscribers. mu guards the fields below.
 type feed struct {
 	mu     sync.Mutex
-	subs   map[chan console.Event]struct{}
+	subs   map[chan console.Event]string // subscriber -> its tenant ("": every tenant's tasks)
 	closed bool
 }
 
-func newFeed() *feed { return &feed{subs: map[chan console.Event]struct{}{}} }
+func newFeed() *feed { return &feed{subs: map[chan console.Event]string{}} }
+
+// tenantFeed is the feed of one tenant's tasks (a non-admin's console).
+type tenantFeed struct {
+	f      *feed
+	tenant string
+}
+
+// Subscribe implements console.Feed.
+func (t tenantFeed) Subscribe() (<-chan console.Event, func()) { return t.f.subscribe(t.tenant) }
 
 var _ console.Feed = (*feed)(nil)
 
 // Subscribe implements console.Feed: the channel carries every task change from now
 // on; it is closed when the subscriber lags more than FeedBuffer events or the server
 // shuts down. cancel ends the subscription.
-func (f *feed) Subscribe() (<-chan console.Event, func()) {
+func (f *feed) Subscribe() (<-chan console.Event, func()) { return f.subscribe("") }
+
+// subscribe is Subscribe for the tasks of tenant ("": every tenant's).
+func (f *feed) subscribe(tenant string) (<-chan console.Event, func()) {
 	ch := make(chan console.Event, FeedBuffer)
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -128,7 +140,7 @@ func (f *feed) Subscribe() (<-chan console.Event, func()) {
 		close(ch)
 		return ch, func() {}
 	}
-	f.subs[ch] = struct{}{}
+	f.subs[ch] = tenant
 	return ch, func() {
 		f.mu.Lock()
 		defer f.mu.Unlock()
@@ -141,12 +153,12 @@ func (f *feed) Subscribe() (<-chan console.Event, func()) {
 
 // publish sends t to every subscriber as a "task" event (see publishEvent).
 func (f *feed) publish(t store.Task) {
-	f.publishEvent("task", func() ([]byte, error) { return protojson.Marshal(listForm(t)) })
+	f.publishEvent("task", t.Tenant, func() ([]byte, error) { return protojson.Marshal(listForm(t)) })
 }
 
-// publishEvent sends an event named name to every subscriber, dropping those whose
-// buffer is full. Without subscribers it costs a lock; data is made outside the lock.
-func (f *feed) publishEvent(name string, data func() ([]byte, error)) {
+// publishEvent sends an event named name about a task of tenant tn to every subscriber
+// of every tenant or of tn, dropping those whose buffer is full. Without subscribers it costs a lock; data is made outside the lock.
+func (f *feed) publishEvent(name, tn string, data func() ([]byte, error)) {
 	f.mu.Lock()
 	n := len(f.subs)
 	f.mu.Unlock()
@@ -160,7 +172,10 @@ func (f *feed) publishEvent(name string, data func() ([]byte, error)) {
 	ev := console.Event{Name: name, Data: b}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for ch := range f.subs {
+	for ch, only := range f.subs {
+		if only != "" && only != tn {
+			continue
+		}
 		select {
 		case ch <- ev:
 		default:

@@ -242,8 +242,8 @@ func (s *Server) ahead(ctx context.Context, t store.Task, now time.Time) (int64,
 
 // Explain implements paddockv1connect.TaskServiceHandler.
 func (api *clientAPI) Explain(ctx context.Context, req *connect.Request[paddockv1.ExplainRequest]) (*connect.Response[paddockv1.ExplainResponse], error) {
-	if req.Msg.GetId() == "" {
-		return nil, invalid("id: missing: give the task id")
+	if _, err := api.s.visible(ctx, req.Msg.GetId()); err != nil {
+		return nil, err
 	}
 	out, err := api.s.Explain(ctx, req.Msg.GetId(), time.Now())
 	if err != nil {

@@ -28,6 +28,7 @@ type metrics struct {
 	preemptions     *prometheus.CounterVec // batch tasks preempted for online ones, by type
 	onlineStarts    *prometheus.CounterVec // online tasks started, by type and sla (met, missed)
 	onlineStart     *prometheus.HistogramVec
+	tenantMetrics   // by tenant (tenantapi.go)
 
 	// The data plane.
 	blobBytes      *prometheus.CounterVec // by port (client, agent, cluster) and direction (in, out)
@@ -121,6 +122,7 @@ func newMetrics(s *Server) *metrics {
 	m.gcErrors = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: "paddock", Name: "blob_gc_errors_total", Help: "Blobs retention could not check or delete (and failed listings).",
 	})
+	m.tenantMetrics = newTenantMetrics(m.reg)
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: "paddock", Name: "build_info", Help: "Always 1; its labels say which Paddock version and Go runtime serve.",
 		ConstLabels: prometheus.Labels{"version": s.cfg.Version, "goversion": runtime.Version()},

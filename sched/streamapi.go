@@ -78,8 +78,8 @@ func (s *Server) Streams() []StreamInfo {
 // Stream implements paddockv1connect.TaskServiceHandler: one ordered stream.
 func (api *clientAPI) Stream(ctx context.Context, bs *connect.BidiStream[paddockv1.StreamRequest, paddockv1.StreamResponse]) error {
 	s := api.s
-	if err := s.checkBearer(bs.RequestHeader().Get("Authorization")); err != nil {
-		return connect.NewError(connect.CodeUnauthenticated, err)
+	if _, err := s.streamAuth(ctx, bs.RequestHeader().Get("Authorization")); err != nil {
+		return err
 	}
 	first, err := bs.Receive()
 	if err != nil {

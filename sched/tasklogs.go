@@ -32,7 +32,7 @@ func (s *Server) storeLog(ctx context.Context, t store.Task, l *agentv1.TaskLog)
 		s.log.Warn("storing a task's log", "task", t.ID, "attempt", t.Attempt, "err", err)
 		return
 	}
-	s.feed.publishEvent("log", logEvent(t))
+	s.feed.publishEvent("log", t.Tenant, logEvent(t))
 }
 
 // logChunk appends the lines of a running task's LogChunk to its attempt's log, when
@@ -58,7 +58,7 @@ func (s *Server) logChunk(ctx context.Context, a *agent, c *agentv1.LogChunk) {
 		return
 	}
 	s.metrics.logChunks.WithLabelValues("stored").Inc()
-	s.feed.publishEvent("log", logEvent(t))
+	s.feed.publishEvent("log", t.Tenant, logEvent(t))
 }
 
 // attemptLog is the store's form of attempt n's log l.
@@ -91,9 +91,9 @@ func (api *clientAPI) Logs(ctx context.Context, req *connect.Request[paddockv1.L
 	if n < 0 {
 		return nil, invalid("attempt: %d is negative: give the attempt's number (1 for the first run), or 0 for every attempt", n)
 	}
-	t, err := api.s.st.Get(ctx, id)
+	t, err := api.s.visible(ctx, id)
 	if err != nil {
-		return nil, storeErr(err)
+		return nil, err
 	}
 	if int(n) > t.Attempt {
 		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("attempt: task %s has had %d attempts, not %d", id, t.Attempt, n))

@@ -649,7 +649,15 @@ type Usage struct {
 	// wall_ms is the run time on the agent.
 	WallMs int64 `protobuf:"varint,1,opt,name=wall_ms,json=wallMs,proto3" json:"wall_ms,omitempty"`
 	// cpu_ms is the handler's CPU time (0 when unknown).
-	CpuMs         int64 `protobuf:"varint,2,opt,name=cpu_ms,json=cpuMs,proto3" json:"cpu_ms,omitempty"`
+	CpuMs int64 `protobuf:"varint,2,opt,name=cpu_ms,json=cpuMs,proto3" json:"cpu_ms,omitempty"`
+	// memory_bytes is the memory of the agent's guest that ran the attempt (0 when unknown).
+	MemoryBytes int64 `protobuf:"varint,3,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
+	// bytes_in is the size of the input blobs the attempt fetched (data plane).
+	BytesIn int64 `protobuf:"varint,4,opt,name=bytes_in,json=bytesIn,proto3" json:"bytes_in,omitempty"`
+	// bytes_out is the size of the output blobs the attempt wrote (data plane).
+	BytesOut int64 `protobuf:"varint,5,opt,name=bytes_out,json=bytesOut,proto3" json:"bytes_out,omitempty"`
+	// host is the host that ran it (the host id a host daemon attested, else the agent's host name).
+	Host          string `protobuf:"bytes,6,opt,name=host,proto3" json:"host,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -696,6 +704,34 @@ func (x *Usage) GetCpuMs() int64 {
 		return x.CpuMs
 	}
 	return 0
+}
+
+func (x *Usage) GetMemoryBytes() int64 {
+	if x != nil {
+		return x.MemoryBytes
+	}
+	return 0
+}
+
+func (x *Usage) GetBytesIn() int64 {
+	if x != nil {
+		return x.BytesIn
+	}
+	return 0
+}
+
+func (x *Usage) GetBytesOut() int64 {
+	if x != nil {
+		return x.BytesOut
+	}
+	return 0
+}
+
+func (x *Usage) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
 }
 
 // Attempt is one run of a task.
@@ -4493,6 +4529,601 @@ func (x *StreamResult) GetAttempts() int32 {
 	return 0
 }
 
+// CreateTokenRequest asks for a new token.
+type CreateTokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// tenant owns the tasks the token submits (1-64 letters, digits, '.', '_', '-').
+	Tenant string `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// admin tokens manage tokens, see every tenant's tasks and may act for any tenant.
+	Admin         bool `protobuf:"varint,2,opt,name=admin,proto3" json:"admin,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateTokenRequest) Reset() {
+	*x = CreateTokenRequest{}
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateTokenRequest) ProtoMessage() {}
+
+func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
+func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *CreateTokenRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *CreateTokenRequest) GetAdmin() bool {
+	if x != nil {
+		return x.Admin
+	}
+	return false
+}
+
+// TokenInfo is one stored token, without its text.
+type TokenInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id names the token (for RevokeToken); it is not secret.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// tenant owns the token's tasks.
+	Tenant string `protobuf:"bytes,2,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// admin says whether it is an admin token.
+	Admin bool `protobuf:"varint,3,opt,name=admin,proto3" json:"admin,omitempty"`
+	// created_at_unix_ms is when it was made.
+	CreatedAtUnixMs int64 `protobuf:"varint,4,opt,name=created_at_unix_ms,json=createdAtUnixMs,proto3" json:"created_at_unix_ms,omitempty"`
+	// revoked_at_unix_ms is when it was revoked, 0 while valid.
+	RevokedAtUnixMs int64 `protobuf:"varint,5,opt,name=revoked_at_unix_ms,json=revokedAtUnixMs,proto3" json:"revoked_at_unix_ms,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *TokenInfo) Reset() {
+	*x = TokenInfo{}
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TokenInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TokenInfo) ProtoMessage() {}
+
+func (x *TokenInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TokenInfo.ProtoReflect.Descriptor instead.
+func (*TokenInfo) Descriptor() ([]byte, []int) {
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *TokenInfo) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *TokenInfo) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *TokenInfo) GetAdmin() bool {
+	if x != nil {
+		return x.Admin
+	}
+	return false
+}
+
+func (x *TokenInfo) GetCreatedAtUnixMs() int64 {
+	if x != nil {
+		return x.CreatedAtUnixMs
+	}
+	return 0
+}
+
+func (x *TokenInfo) GetRevokedAtUnixMs() int64 {
+	if x != nil {
+		return x.RevokedAtUnixMs
+	}
+	return 0
+}
+
+// CreateTokenResponse carries the new token: its text is shown only here.
+type CreateTokenResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// token is the bearer token's text.
+	Token string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	// info describes it.
+	Info          *TokenInfo `protobuf:"bytes,2,opt,name=info,proto3" json:"info,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateTokenResponse) Reset() {
+	*x = CreateTokenResponse{}
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateTokenResponse) ProtoMessage() {}
+
+func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
+func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *CreateTokenResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *CreateTokenResponse) GetInfo() *TokenInfo {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+// ListTokensRequest has no fields.
+type ListTokensRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTokensRequest) Reset() {
+	*x = ListTokensRequest{}
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTokensRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTokensRequest) ProtoMessage() {}
+
+func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTokensRequest.ProtoReflect.Descriptor instead.
+func (*ListTokensRequest) Descriptor() ([]byte, []int) {
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{60}
+}
+
+// ListTokensResponse lists the stored tokens, oldest first.
+type ListTokensResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// tokens, oldest first.
+	Tokens        []*TokenInfo `protobuf:"bytes,1,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTokensResponse) Reset() {
+	*x = ListTokensResponse{}
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTokensResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTokensResponse) ProtoMessage() {}
+
+func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTokensResponse.ProtoReflect.Descriptor instead.
+func (*ListTokensResponse) Descriptor() ([]byte, []int) {
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *ListTokensResponse) GetTokens() []*TokenInfo {
+	if x != nil {
+		return x.Tokens
+	}
+	return nil
+}
+
+// RevokeTokenRequest names the token to revoke.
+type RevokeTokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is the token's id (TokenInfo.id).
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeTokenRequest) Reset() {
+	*x = RevokeTokenRequest{}
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeTokenRequest) ProtoMessage() {}
+
+func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeTokenRequest.ProtoReflect.Descriptor instead.
+func (*RevokeTokenRequest) Descriptor() ([]byte, []int) {
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *RevokeTokenRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// RevokeTokenResponse is the revoked token.
+type RevokeTokenResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// token as revoked.
+	Token         *TokenInfo `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeTokenResponse) Reset() {
+	*x = RevokeTokenResponse{}
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeTokenResponse) ProtoMessage() {}
+
+func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeTokenResponse.ProtoReflect.Descriptor instead.
+func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *RevokeTokenResponse) GetToken() *TokenInfo {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
+// UsageRequest selects the attempts to sum.
+type UsageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// tenant to report ("" : the caller's tenant; an admin's "" is every tenant).
+	Tenant string `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// since_unix_ms: attempts that finished at or after this time.
+	SinceUnixMs   int64 `protobuf:"varint,2,opt,name=since_unix_ms,json=sinceUnixMs,proto3" json:"since_unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UsageRequest) Reset() {
+	*x = UsageRequest{}
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UsageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UsageRequest) ProtoMessage() {}
+
+func (x *UsageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UsageRequest.ProtoReflect.Descriptor instead.
+func (*UsageRequest) Descriptor() ([]byte, []int) {
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *UsageRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *UsageRequest) GetSinceUnixMs() int64 {
+	if x != nil {
+		return x.SinceUnixMs
+	}
+	return 0
+}
+
+// TenantUsage is the sum of one tenant's attempts.
+type TenantUsage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// tenant is the tenant's name.
+	Tenant string `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// attempts counts the finished attempts.
+	Attempts int64 `protobuf:"varint,2,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	// wall_seconds is the sum of the attempts' wall times.
+	WallSeconds float64 `protobuf:"fixed64,3,opt,name=wall_seconds,json=wallSeconds,proto3" json:"wall_seconds,omitempty"`
+	// cpu_seconds is the sum of the handlers' CPU times.
+	CpuSeconds float64 `protobuf:"fixed64,4,opt,name=cpu_seconds,json=cpuSeconds,proto3" json:"cpu_seconds,omitempty"`
+	// gib_seconds is the sum of guest memory (GiB) × wall time (s).
+	GibSeconds float64 `protobuf:"fixed64,5,opt,name=gib_seconds,json=gibSeconds,proto3" json:"gib_seconds,omitempty"`
+	// bytes_in is the sum of input blob bytes fetched.
+	BytesIn int64 `protobuf:"varint,6,opt,name=bytes_in,json=bytesIn,proto3" json:"bytes_in,omitempty"`
+	// bytes_out is the sum of output blob bytes written.
+	BytesOut int64 `protobuf:"varint,7,opt,name=bytes_out,json=bytesOut,proto3" json:"bytes_out,omitempty"`
+	// cost is the price of the above (has_cost false when a price is missing).
+	Cost float64 `protobuf:"fixed64,8,opt,name=cost,proto3" json:"cost,omitempty"`
+	// has_cost says whether cost was computed.
+	HasCost       bool `protobuf:"varint,9,opt,name=has_cost,json=hasCost,proto3" json:"has_cost,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TenantUsage) Reset() {
+	*x = TenantUsage{}
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TenantUsage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TenantUsage) ProtoMessage() {}
+
+func (x *TenantUsage) ProtoReflect() protoreflect.Message {
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TenantUsage.ProtoReflect.Descriptor instead.
+func (*TenantUsage) Descriptor() ([]byte, []int) {
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *TenantUsage) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *TenantUsage) GetAttempts() int64 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *TenantUsage) GetWallSeconds() float64 {
+	if x != nil {
+		return x.WallSeconds
+	}
+	return 0
+}
+
+func (x *TenantUsage) GetCpuSeconds() float64 {
+	if x != nil {
+		return x.CpuSeconds
+	}
+	return 0
+}
+
+func (x *TenantUsage) GetGibSeconds() float64 {
+	if x != nil {
+		return x.GibSeconds
+	}
+	return 0
+}
+
+func (x *TenantUsage) GetBytesIn() int64 {
+	if x != nil {
+		return x.BytesIn
+	}
+	return 0
+}
+
+func (x *TenantUsage) GetBytesOut() int64 {
+	if x != nil {
+		return x.BytesOut
+	}
+	return 0
+}
+
+func (x *TenantUsage) GetCost() float64 {
+	if x != nil {
+		return x.Cost
+	}
+	return 0
+}
+
+func (x *TenantUsage) GetHasCost() bool {
+	if x != nil {
+		return x.HasCost
+	}
+	return false
+}
+
+// UsageResponse is the usage by tenant.
+type UsageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// tenants, by name.
+	Tenants []*TenantUsage `protobuf:"bytes,1,rep,name=tenants,proto3" json:"tenants,omitempty"`
+	// note says why there is no cost (the prices missing), "" when there is one.
+	Note          string `protobuf:"bytes,2,opt,name=note,proto3" json:"note,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UsageResponse) Reset() {
+	*x = UsageResponse{}
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UsageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UsageResponse) ProtoMessage() {}
+
+func (x *UsageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UsageResponse.ProtoReflect.Descriptor instead.
+func (*UsageResponse) Descriptor() ([]byte, []int) {
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *UsageResponse) GetTenants() []*TenantUsage {
+	if x != nil {
+		return x.Tenants
+	}
+	return nil
+}
+
+func (x *UsageResponse) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
 var File_api_paddock_v1_paddock_proto protoreflect.FileDescriptor
 
 const file_api_paddock_v1_paddock_proto_rawDesc = "" +
@@ -4536,10 +5167,14 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"5\n" +
 	"\aBlobRef\x12\x16\n" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x12\n" +
-	"\x04size\x18\x02 \x01(\x03R\x04size\"7\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\"\xa6\x01\n" +
 	"\x05Usage\x12\x17\n" +
 	"\awall_ms\x18\x01 \x01(\x03R\x06wallMs\x12\x15\n" +
-	"\x06cpu_ms\x18\x02 \x01(\x03R\x05cpuMs\"\xf3\x02\n" +
+	"\x06cpu_ms\x18\x02 \x01(\x03R\x05cpuMs\x12!\n" +
+	"\fmemory_bytes\x18\x03 \x01(\x03R\vmemoryBytes\x12\x19\n" +
+	"\bbytes_in\x18\x04 \x01(\x03R\abytesIn\x12\x1b\n" +
+	"\tbytes_out\x18\x05 \x01(\x03R\bbytesOut\x12\x12\n" +
+	"\x04host\x18\x06 \x01(\tR\x04host\"\xf3\x02\n" +
 	"\aAttempt\x12\x16\n" +
 	"\x06number\x18\x01 \x01(\x05R\x06number\x12\x19\n" +
 	"\blease_id\x18\x02 \x01(\x04R\aleaseId\x12\x19\n" +
@@ -4834,7 +5469,44 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\x06output\x18\x04 \x01(\fR\x06output\x12\x14\n" +
 	"\x05error\x18\x05 \x01(\tR\x05error\x12:\n" +
 	"\ffailure_kind\x18\x06 \x01(\x0e2\x17.paddock.v1.FailureKindR\vfailureKind\x12\x1a\n" +
-	"\battempts\x18\a \x01(\x05R\battempts*\xb4\x01\n" +
+	"\battempts\x18\a \x01(\x05R\battempts\"B\n" +
+	"\x12CreateTokenRequest\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
+	"\x05admin\x18\x02 \x01(\bR\x05admin\"\xa3\x01\n" +
+	"\tTokenInfo\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x14\n" +
+	"\x05admin\x18\x03 \x01(\bR\x05admin\x12+\n" +
+	"\x12created_at_unix_ms\x18\x04 \x01(\x03R\x0fcreatedAtUnixMs\x12+\n" +
+	"\x12revoked_at_unix_ms\x18\x05 \x01(\x03R\x0frevokedAtUnixMs\"V\n" +
+	"\x13CreateTokenResponse\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12)\n" +
+	"\x04info\x18\x02 \x01(\v2\x15.paddock.v1.TokenInfoR\x04info\"\x13\n" +
+	"\x11ListTokensRequest\"C\n" +
+	"\x12ListTokensResponse\x12-\n" +
+	"\x06tokens\x18\x01 \x03(\v2\x15.paddock.v1.TokenInfoR\x06tokens\"$\n" +
+	"\x12RevokeTokenRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"B\n" +
+	"\x13RevokeTokenResponse\x12+\n" +
+	"\x05token\x18\x01 \x01(\v2\x15.paddock.v1.TokenInfoR\x05token\"J\n" +
+	"\fUsageRequest\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\"\n" +
+	"\rsince_unix_ms\x18\x02 \x01(\x03R\vsinceUnixMs\"\x8d\x02\n" +
+	"\vTenantUsage\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x1a\n" +
+	"\battempts\x18\x02 \x01(\x03R\battempts\x12!\n" +
+	"\fwall_seconds\x18\x03 \x01(\x01R\vwallSeconds\x12\x1f\n" +
+	"\vcpu_seconds\x18\x04 \x01(\x01R\n" +
+	"cpuSeconds\x12\x1f\n" +
+	"\vgib_seconds\x18\x05 \x01(\x01R\n" +
+	"gibSeconds\x12\x19\n" +
+	"\bbytes_in\x18\x06 \x01(\x03R\abytesIn\x12\x1b\n" +
+	"\tbytes_out\x18\a \x01(\x03R\bbytesOut\x12\x12\n" +
+	"\x04cost\x18\b \x01(\x01R\x04cost\x12\x19\n" +
+	"\bhas_cost\x18\t \x01(\bR\ahasCost\"V\n" +
+	"\rUsageResponse\x121\n" +
+	"\atenants\x18\x01 \x03(\v2\x17.paddock.v1.TenantUsageR\atenants\x12\x12\n" +
+	"\x04note\x18\x02 \x01(\tR\x04note*\xb4\x01\n" +
 	"\x05State\x12\x15\n" +
 	"\x11STATE_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rSTATE_WAITING\x10\b\x12\x10\n" +
@@ -4888,7 +5560,13 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"ListAgents\x12\x1d.paddock.v1.ListAgentsRequest\x1a\x1e.paddock.v1.ListAgentsResponse\"0\x82\xd3\xe4\x93\x02*:\x01*\"%/paddock.v1.ClusterService/ListAgents\x12y\n" +
 	"\tListHosts\x12\x1c.paddock.v1.ListHostsRequest\x1a\x1d.paddock.v1.ListHostsResponse\"/\x82\xd3\xe4\x93\x02):\x01*\"$/paddock.v1.ClusterService/ListHosts\x12q\n" +
 	"\aListVMs\x12\x1a.paddock.v1.ListVMsRequest\x1a\x1b.paddock.v1.ListVMsResponse\"-\x82\xd3\xe4\x93\x02':\x01*\"\"/paddock.v1.ClusterService/ListVMs\x12q\n" +
-	"\aHistory\x12\x1a.paddock.v1.HistoryRequest\x1a\x1b.paddock.v1.HistoryResponse\"-\x82\xd3\xe4\x93\x02':\x01*\"\"/paddock.v1.ClusterService/HistoryB7Z5github.com/paddockvm/paddock/api/paddock/v1;paddockv1b\x06proto3"
+	"\aHistory\x12\x1a.paddock.v1.HistoryRequest\x1a\x1b.paddock.v1.HistoryResponse\"-\x82\xd3\xe4\x93\x02':\x01*\"\"/paddock.v1.ClusterService/History2\xba\x02\n" +
+	"\rTenantService\x12N\n" +
+	"\vCreateToken\x12\x1e.paddock.v1.CreateTokenRequest\x1a\x1f.paddock.v1.CreateTokenResponse\x12K\n" +
+	"\n" +
+	"ListTokens\x12\x1d.paddock.v1.ListTokensRequest\x1a\x1e.paddock.v1.ListTokensResponse\x12N\n" +
+	"\vRevokeToken\x12\x1e.paddock.v1.RevokeTokenRequest\x1a\x1f.paddock.v1.RevokeTokenResponse\x12<\n" +
+	"\x05Usage\x12\x18.paddock.v1.UsageRequest\x1a\x19.paddock.v1.UsageResponseB7Z5github.com/paddockvm/paddock/api/paddock/v1;paddockv1b\x06proto3"
 
 var (
 	file_api_paddock_v1_paddock_proto_rawDescOnce sync.Once
@@ -4903,7 +5581,7 @@ func file_api_paddock_v1_paddock_proto_rawDescGZIP() []byte {
 }
 
 var file_api_paddock_v1_paddock_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_api_paddock_v1_paddock_proto_msgTypes = make([]protoimpl.MessageInfo, 64)
+var file_api_paddock_v1_paddock_proto_msgTypes = make([]protoimpl.MessageInfo, 74)
 var file_api_paddock_v1_paddock_proto_goTypes = []any{
 	(State)(0),                     // 0: paddock.v1.State
 	(Class)(0),                     // 1: paddock.v1.Class
@@ -4966,29 +5644,39 @@ var file_api_paddock_v1_paddock_proto_goTypes = []any{
 	(*StreamResponse)(nil),         // 58: paddock.v1.StreamResponse
 	(*StreamOpened)(nil),           // 59: paddock.v1.StreamOpened
 	(*StreamResult)(nil),           // 60: paddock.v1.StreamResult
-	nil,                            // 61: paddock.v1.Requirements.LabelsEntry
-	nil,                            // 62: paddock.v1.TaskSpec.InputsEntry
-	nil,                            // 63: paddock.v1.TaskSpec.InputBlobsEntry
-	nil,                            // 64: paddock.v1.TaskSpec.InputTasksEntry
-	nil,                            // 65: paddock.v1.Task.OutputsEntry
-	nil,                            // 66: paddock.v1.Task.OutputBlobsEntry
-	nil,                            // 67: paddock.v1.Agent.LabelsEntry
+	(*CreateTokenRequest)(nil),     // 61: paddock.v1.CreateTokenRequest
+	(*TokenInfo)(nil),              // 62: paddock.v1.TokenInfo
+	(*CreateTokenResponse)(nil),    // 63: paddock.v1.CreateTokenResponse
+	(*ListTokensRequest)(nil),      // 64: paddock.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),     // 65: paddock.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),     // 66: paddock.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),    // 67: paddock.v1.RevokeTokenResponse
+	(*UsageRequest)(nil),           // 68: paddock.v1.UsageRequest
+	(*TenantUsage)(nil),            // 69: paddock.v1.TenantUsage
+	(*UsageResponse)(nil),          // 70: paddock.v1.UsageResponse
+	nil,                            // 71: paddock.v1.Requirements.LabelsEntry
+	nil,                            // 72: paddock.v1.TaskSpec.InputsEntry
+	nil,                            // 73: paddock.v1.TaskSpec.InputBlobsEntry
+	nil,                            // 74: paddock.v1.TaskSpec.InputTasksEntry
+	nil,                            // 75: paddock.v1.Task.OutputsEntry
+	nil,                            // 76: paddock.v1.Task.OutputBlobsEntry
+	nil,                            // 77: paddock.v1.Agent.LabelsEntry
 }
 var file_api_paddock_v1_paddock_proto_depIdxs = []int32{
-	61, // 0: paddock.v1.Requirements.labels:type_name -> paddock.v1.Requirements.LabelsEntry
-	62, // 1: paddock.v1.TaskSpec.inputs:type_name -> paddock.v1.TaskSpec.InputsEntry
+	71, // 0: paddock.v1.Requirements.labels:type_name -> paddock.v1.Requirements.LabelsEntry
+	72, // 1: paddock.v1.TaskSpec.inputs:type_name -> paddock.v1.TaskSpec.InputsEntry
 	1,  // 2: paddock.v1.TaskSpec.class:type_name -> paddock.v1.Class
 	4,  // 3: paddock.v1.TaskSpec.requirements:type_name -> paddock.v1.Requirements
-	63, // 4: paddock.v1.TaskSpec.input_blobs:type_name -> paddock.v1.TaskSpec.InputBlobsEntry
-	64, // 5: paddock.v1.TaskSpec.input_tasks:type_name -> paddock.v1.TaskSpec.InputTasksEntry
+	73, // 4: paddock.v1.TaskSpec.input_blobs:type_name -> paddock.v1.TaskSpec.InputBlobsEntry
+	74, // 5: paddock.v1.TaskSpec.input_tasks:type_name -> paddock.v1.TaskSpec.InputTasksEntry
 	0,  // 6: paddock.v1.Attempt.state:type_name -> paddock.v1.State
 	7,  // 7: paddock.v1.Attempt.usage:type_name -> paddock.v1.Usage
 	2,  // 8: paddock.v1.Attempt.failure_kind:type_name -> paddock.v1.FailureKind
 	5,  // 9: paddock.v1.Task.spec:type_name -> paddock.v1.TaskSpec
 	0,  // 10: paddock.v1.Task.state:type_name -> paddock.v1.State
-	65, // 11: paddock.v1.Task.outputs:type_name -> paddock.v1.Task.OutputsEntry
+	75, // 11: paddock.v1.Task.outputs:type_name -> paddock.v1.Task.OutputsEntry
 	8,  // 12: paddock.v1.Task.attempts:type_name -> paddock.v1.Attempt
-	66, // 13: paddock.v1.Task.output_blobs:type_name -> paddock.v1.Task.OutputBlobsEntry
+	76, // 13: paddock.v1.Task.output_blobs:type_name -> paddock.v1.Task.OutputBlobsEntry
 	2,  // 14: paddock.v1.Task.failure_kind:type_name -> paddock.v1.FailureKind
 	5,  // 15: paddock.v1.SubmitRequest.task:type_name -> paddock.v1.TaskSpec
 	9,  // 16: paddock.v1.SubmitResponse.task:type_name -> paddock.v1.Task
@@ -5015,7 +5703,7 @@ var file_api_paddock_v1_paddock_proto_depIdxs = []int32{
 	33, // 37: paddock.v1.StatusResponse.queue:type_name -> paddock.v1.QueueDepth
 	35, // 38: paddock.v1.StatusResponse.queue_delays:type_name -> paddock.v1.QueueDelay
 	37, // 39: paddock.v1.Agent.types:type_name -> paddock.v1.AgentType
-	67, // 40: paddock.v1.Agent.labels:type_name -> paddock.v1.Agent.LabelsEntry
+	77, // 40: paddock.v1.Agent.labels:type_name -> paddock.v1.Agent.LabelsEntry
 	38, // 41: paddock.v1.ListAgentsResponse.agents:type_name -> paddock.v1.Agent
 	41, // 42: paddock.v1.Host.pools:type_name -> paddock.v1.HostPool
 	42, // 43: paddock.v1.ListHostsResponse.hosts:type_name -> paddock.v1.Host
@@ -5032,47 +5720,59 @@ var file_api_paddock_v1_paddock_proto_depIdxs = []int32{
 	60, // 54: paddock.v1.StreamResponse.result:type_name -> paddock.v1.StreamResult
 	0,  // 55: paddock.v1.StreamResult.state:type_name -> paddock.v1.State
 	2,  // 56: paddock.v1.StreamResult.failure_kind:type_name -> paddock.v1.FailureKind
-	6,  // 57: paddock.v1.TaskSpec.InputBlobsEntry.value:type_name -> paddock.v1.BlobRef
-	6,  // 58: paddock.v1.Task.OutputBlobsEntry.value:type_name -> paddock.v1.BlobRef
-	10, // 59: paddock.v1.TaskService.Submit:input_type -> paddock.v1.SubmitRequest
-	12, // 60: paddock.v1.TaskService.SubmitBatch:input_type -> paddock.v1.SubmitBatchRequest
-	14, // 61: paddock.v1.TaskService.SubmitPipeline:input_type -> paddock.v1.SubmitPipelineRequest
-	18, // 62: paddock.v1.TaskService.Get:input_type -> paddock.v1.GetRequest
-	24, // 63: paddock.v1.TaskService.Wait:input_type -> paddock.v1.WaitRequest
-	26, // 64: paddock.v1.TaskService.Cancel:input_type -> paddock.v1.CancelRequest
-	28, // 65: paddock.v1.TaskService.List:input_type -> paddock.v1.ListRequest
-	47, // 66: paddock.v1.TaskService.Explain:input_type -> paddock.v1.ExplainRequest
-	50, // 67: paddock.v1.TaskService.Retry:input_type -> paddock.v1.RetryRequest
-	20, // 68: paddock.v1.TaskService.Logs:input_type -> paddock.v1.LogsRequest
-	29, // 69: paddock.v1.TaskService.WatchTasks:input_type -> paddock.v1.WatchTasksRequest
-	55, // 70: paddock.v1.TaskService.Stream:input_type -> paddock.v1.StreamRequest
-	32, // 71: paddock.v1.ClusterService.Status:input_type -> paddock.v1.StatusRequest
-	36, // 72: paddock.v1.ClusterService.ListAgents:input_type -> paddock.v1.ListAgentsRequest
-	40, // 73: paddock.v1.ClusterService.ListHosts:input_type -> paddock.v1.ListHostsRequest
-	44, // 74: paddock.v1.ClusterService.ListVMs:input_type -> paddock.v1.ListVMsRequest
-	52, // 75: paddock.v1.ClusterService.History:input_type -> paddock.v1.HistoryRequest
-	11, // 76: paddock.v1.TaskService.Submit:output_type -> paddock.v1.SubmitResponse
-	13, // 77: paddock.v1.TaskService.SubmitBatch:output_type -> paddock.v1.SubmitBatchResponse
-	16, // 78: paddock.v1.TaskService.SubmitPipeline:output_type -> paddock.v1.SubmitPipelineResponse
-	19, // 79: paddock.v1.TaskService.Get:output_type -> paddock.v1.GetResponse
-	25, // 80: paddock.v1.TaskService.Wait:output_type -> paddock.v1.WaitResponse
-	27, // 81: paddock.v1.TaskService.Cancel:output_type -> paddock.v1.CancelResponse
-	31, // 82: paddock.v1.TaskService.List:output_type -> paddock.v1.ListResponse
-	49, // 83: paddock.v1.TaskService.Explain:output_type -> paddock.v1.ExplainResponse
-	51, // 84: paddock.v1.TaskService.Retry:output_type -> paddock.v1.RetryResponse
-	21, // 85: paddock.v1.TaskService.Logs:output_type -> paddock.v1.LogsResponse
-	30, // 86: paddock.v1.TaskService.WatchTasks:output_type -> paddock.v1.WatchTasksResponse
-	58, // 87: paddock.v1.TaskService.Stream:output_type -> paddock.v1.StreamResponse
-	34, // 88: paddock.v1.ClusterService.Status:output_type -> paddock.v1.StatusResponse
-	39, // 89: paddock.v1.ClusterService.ListAgents:output_type -> paddock.v1.ListAgentsResponse
-	43, // 90: paddock.v1.ClusterService.ListHosts:output_type -> paddock.v1.ListHostsResponse
-	46, // 91: paddock.v1.ClusterService.ListVMs:output_type -> paddock.v1.ListVMsResponse
-	54, // 92: paddock.v1.ClusterService.History:output_type -> paddock.v1.HistoryResponse
-	76, // [76:93] is the sub-list for method output_type
-	59, // [59:76] is the sub-list for method input_type
-	59, // [59:59] is the sub-list for extension type_name
-	59, // [59:59] is the sub-list for extension extendee
-	0,  // [0:59] is the sub-list for field type_name
+	62, // 57: paddock.v1.CreateTokenResponse.info:type_name -> paddock.v1.TokenInfo
+	62, // 58: paddock.v1.ListTokensResponse.tokens:type_name -> paddock.v1.TokenInfo
+	62, // 59: paddock.v1.RevokeTokenResponse.token:type_name -> paddock.v1.TokenInfo
+	69, // 60: paddock.v1.UsageResponse.tenants:type_name -> paddock.v1.TenantUsage
+	6,  // 61: paddock.v1.TaskSpec.InputBlobsEntry.value:type_name -> paddock.v1.BlobRef
+	6,  // 62: paddock.v1.Task.OutputBlobsEntry.value:type_name -> paddock.v1.BlobRef
+	10, // 63: paddock.v1.TaskService.Submit:input_type -> paddock.v1.SubmitRequest
+	12, // 64: paddock.v1.TaskService.SubmitBatch:input_type -> paddock.v1.SubmitBatchRequest
+	14, // 65: paddock.v1.TaskService.SubmitPipeline:input_type -> paddock.v1.SubmitPipelineRequest
+	18, // 66: paddock.v1.TaskService.Get:input_type -> paddock.v1.GetRequest
+	24, // 67: paddock.v1.TaskService.Wait:input_type -> paddock.v1.WaitRequest
+	26, // 68: paddock.v1.TaskService.Cancel:input_type -> paddock.v1.CancelRequest
+	28, // 69: paddock.v1.TaskService.List:input_type -> paddock.v1.ListRequest
+	47, // 70: paddock.v1.TaskService.Explain:input_type -> paddock.v1.ExplainRequest
+	50, // 71: paddock.v1.TaskService.Retry:input_type -> paddock.v1.RetryRequest
+	20, // 72: paddock.v1.TaskService.Logs:input_type -> paddock.v1.LogsRequest
+	29, // 73: paddock.v1.TaskService.WatchTasks:input_type -> paddock.v1.WatchTasksRequest
+	55, // 74: paddock.v1.TaskService.Stream:input_type -> paddock.v1.StreamRequest
+	32, // 75: paddock.v1.ClusterService.Status:input_type -> paddock.v1.StatusRequest
+	36, // 76: paddock.v1.ClusterService.ListAgents:input_type -> paddock.v1.ListAgentsRequest
+	40, // 77: paddock.v1.ClusterService.ListHosts:input_type -> paddock.v1.ListHostsRequest
+	44, // 78: paddock.v1.ClusterService.ListVMs:input_type -> paddock.v1.ListVMsRequest
+	52, // 79: paddock.v1.ClusterService.History:input_type -> paddock.v1.HistoryRequest
+	61, // 80: paddock.v1.TenantService.CreateToken:input_type -> paddock.v1.CreateTokenRequest
+	64, // 81: paddock.v1.TenantService.ListTokens:input_type -> paddock.v1.ListTokensRequest
+	66, // 82: paddock.v1.TenantService.RevokeToken:input_type -> paddock.v1.RevokeTokenRequest
+	68, // 83: paddock.v1.TenantService.Usage:input_type -> paddock.v1.UsageRequest
+	11, // 84: paddock.v1.TaskService.Submit:output_type -> paddock.v1.SubmitResponse
+	13, // 85: paddock.v1.TaskService.SubmitBatch:output_type -> paddock.v1.SubmitBatchResponse
+	16, // 86: paddock.v1.TaskService.SubmitPipeline:output_type -> paddock.v1.SubmitPipelineResponse
+	19, // 87: paddock.v1.TaskService.Get:output_type -> paddock.v1.GetResponse
+	25, // 88: paddock.v1.TaskService.Wait:output_type -> paddock.v1.WaitResponse
+	27, // 89: paddock.v1.TaskService.Cancel:output_type -> paddock.v1.CancelResponse
+	31, // 90: paddock.v1.TaskService.List:output_type -> paddock.v1.ListResponse
+	49, // 91: paddock.v1.TaskService.Explain:output_type -> paddock.v1.ExplainResponse
+	51, // 92: paddock.v1.TaskService.Retry:output_type -> paddock.v1.RetryResponse
+	21, // 93: paddock.v1.TaskService.Logs:output_type -> paddock.v1.LogsResponse
+	30, // 94: paddock.v1.TaskService.WatchTasks:output_type -> paddock.v1.WatchTasksResponse
+	58, // 95: paddock.v1.TaskService.Stream:output_type -> paddock.v1.StreamResponse
+	34, // 96: paddock.v1.ClusterService.Status:output_type -> paddock.v1.StatusResponse
+	39, // 97: paddock.v1.ClusterService.ListAgents:output_type -> paddock.v1.ListAgentsResponse
+	43, // 98: paddock.v1.ClusterService.ListHosts:output_type -> paddock.v1.ListHostsResponse
+	46, // 99: paddock.v1.ClusterService.ListVMs:output_type -> paddock.v1.ListVMsResponse
+	54, // 100: paddock.v1.ClusterService.History:output_type -> paddock.v1.HistoryResponse
+	63, // 101: paddock.v1.TenantService.CreateToken:output_type -> paddock.v1.CreateTokenResponse
+	65, // 102: paddock.v1.TenantService.ListTokens:output_type -> paddock.v1.ListTokensResponse
+	67, // 103: paddock.v1.TenantService.RevokeToken:output_type -> paddock.v1.RevokeTokenResponse
+	70, // 104: paddock.v1.TenantService.Usage:output_type -> paddock.v1.UsageResponse
+	84, // [84:105] is the sub-list for method output_type
+	63, // [63:84] is the sub-list for method input_type
+	63, // [63:63] is the sub-list for extension type_name
+	63, // [63:63] is the sub-list for extension extendee
+	0,  // [0:63] is the sub-list for field type_name
 }
 
 func init() { file_api_paddock_v1_paddock_proto_init() }
@@ -5094,9 +5794,9 @@ func file_api_paddock_v1_paddock_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_paddock_v1_paddock_proto_rawDesc), len(file_api_paddock_v1_paddock_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   64,
+			NumMessages:   74,
 			NumExtensions: 0,
-			NumServices:   2,
+			NumServices:   3,
 		},
 		GoTypes:           file_api_paddock_v1_paddock_proto_goTypes,
 		DependencyIndexes: file_api_paddock_v1_paddock_proto_depIdxs,

@@ -32,6 +32,8 @@ const (
 	TaskServiceName = "paddock.v1.TaskService"
 	// ClusterServiceName is the fully-qualified name of the ClusterService service.
 	ClusterServiceName = "paddock.v1.ClusterService"
+	// TenantServiceName is the fully-qualified name of the TenantService service.
+	TenantServiceName = "paddock.v1.TenantService"
 )
 
 // These constants are the fully-qualified names of the RPCs defined in this package. They're
@@ -79,6 +81,17 @@ const (
 	ClusterServiceListVMsProcedure = "/paddock.v1.ClusterService/ListVMs"
 	// ClusterServiceHistoryProcedure is the fully-qualified name of the ClusterService's History RPC.
 	ClusterServiceHistoryProcedure = "/paddock.v1.ClusterService/History"
+	// TenantServiceCreateTokenProcedure is the fully-qualified name of the TenantService's CreateToken
+	// RPC.
+	TenantServiceCreateTokenProcedure = "/paddock.v1.TenantService/CreateToken"
+	// TenantServiceListTokensProcedure is the fully-qualified name of the TenantService's ListTokens
+	// RPC.
+	TenantServiceListTokensProcedure = "/paddock.v1.TenantService/ListTokens"
+	// TenantServiceRevokeTokenProcedure is the fully-qualified name of the TenantService's RevokeToken
+	// RPC.
+	TenantServiceRevokeTokenProcedure = "/paddock.v1.TenantService/RevokeToken"
+	// TenantServiceUsageProcedure is the fully-qualified name of the TenantService's Usage RPC.
+	TenantServiceUsageProcedure = "/paddock.v1.TenantService/Usage"
 )
 
 // TaskServiceClient is a client for the paddock.v1.TaskService service.
@@ -697,4 +710,164 @@ func (UnimplementedClusterServiceHandler) ListVMs(context.Context, *connect.Requ
 
 func (UnimplementedClusterServiceHandler) History(context.Context, *connect.Request[v1.HistoryRequest]) (*connect.Response[v1.HistoryResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("paddock.v1.ClusterService.History is not implemented"))
+}
+
+// TenantServiceClient is a client for the paddock.v1.TenantService service.
+type TenantServiceClient interface {
+	// CreateToken makes a token for a tenant and returns it once: the server keeps only
+	// its SHA-256.
+	CreateToken(context.Context, *connect.Request[v1.CreateTokenRequest]) (*connect.Response[v1.CreateTokenResponse], error)
+	// ListTokens lists the stored tokens (never their text), revoked ones included.
+	ListTokens(context.Context, *connect.Request[v1.ListTokensRequest]) (*connect.Response[v1.ListTokensResponse], error)
+	// RevokeToken revokes a token: every request with it is refused from then on.
+	RevokeToken(context.Context, *connect.Request[v1.RevokeTokenRequest]) (*connect.Response[v1.RevokeTokenResponse], error)
+	// Usage sums the attempts that finished since a time, by tenant, with a cost when the
+	// server has prices (server.prices.*).
+	Usage(context.Context, *connect.Request[v1.UsageRequest]) (*connect.Response[v1.UsageResponse], error)
+}
+
+// NewTenantServiceClient constructs a client for the paddock.v1.TenantService service. By default,
+// it uses the Connect protocol with the binary Protobuf Codec, asks for gzipped responses, and
+// sends uncompressed requests. To use the gRPC or gRPC-Web protocols, supply the connect.WithGRPC()
+// or connect.WithGRPCWeb() options.
+//
+// The URL supplied here should be the base URL for the Connect or gRPC server (for example,
+// http://api.acme.com or https://acme.com/grpc).
+func NewTenantServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...connect.ClientOption) TenantServiceClient {
+	baseURL = strings.TrimRight(baseURL, "/")
+	tenantServiceMethods := v1.File_api_paddock_v1_paddock_proto.Services().ByName("TenantService").Methods()
+	return &tenantServiceClient{
+		createToken: connect.NewClient[v1.CreateTokenRequest, v1.CreateTokenResponse](
+			httpClient,
+			baseURL+TenantServiceCreateTokenProcedure,
+			connect.WithSchema(tenantServiceMethods.ByName("CreateToken")),
+			connect.WithClientOptions(opts...),
+		),
+		listTokens: connect.NewClient[v1.ListTokensRequest, v1.ListTokensResponse](
+			httpClient,
+			baseURL+TenantServiceListTokensProcedure,
+			connect.WithSchema(tenantServiceMethods.ByName("ListTokens")),
+			connect.WithClientOptions(opts...),
+		),
+		revokeToken: connect.NewClient[v1.RevokeTokenRequest, v1.RevokeTokenResponse](
+			httpClient,
+			baseURL+TenantServiceRevokeTokenProcedure,
+			connect.WithSchema(tenantServiceMethods.ByName("RevokeToken")),
+			connect.WithClientOptions(opts...),
+		),
+		usage: connect.NewClient[v1.UsageRequest, v1.UsageResponse](
+			httpClient,
+			baseURL+TenantServiceUsageProcedure,
+			connect.WithSchema(tenantServiceMethods.ByName("Usage")),
+			connect.WithClientOptions(opts...),
+		),
+	}
+}
+
+// tenantServiceClient implements TenantServiceClient.
+type tenantServiceClient struct {
+	createToken *connect.Client[v1.CreateTokenRequest, v1.CreateTokenResponse]
+	listTokens  *connect.Client[v1.ListTokensRequest, v1.ListTokensResponse]
+	revokeToken *connect.Client[v1.RevokeTokenRequest, v1.RevokeTokenResponse]
+	usage       *connect.Client[v1.UsageRequest, v1.UsageResponse]
+}
+
+// CreateToken calls paddock.v1.TenantService.CreateToken.
+func (c *tenantServiceClient) CreateToken(ctx context.Context, req *connect.Request[v1.CreateTokenRequest]) (*connect.Response[v1.CreateTokenResponse], error) {
+	return c.createToken.CallUnary(ctx, req)
+}
+
+// ListTokens calls paddock.v1.TenantService.ListTokens.
+func (c *tenantServiceClient) ListTokens(ctx context.Context, req *connect.Request[v1.ListTokensRequest]) (*connect.Response[v1.ListTokensResponse], error) {
+	return c.listTokens.CallUnary(ctx, req)
+}
+
+// RevokeToken calls paddock.v1.TenantService.RevokeToken.
+func (c *tenantServiceClient) RevokeToken(ctx context.Context, req *connect.Request[v1.RevokeTokenRequest]) (*connect.Response[v1.RevokeTokenResponse], error) {
+	return c.revokeToken.CallUnary(ctx, req)
+}
+
+// Usage calls paddock.v1.TenantService.Usage.
+func (c *tenantServiceClient) Usage(ctx context.Context, req *connect.Request[v1.UsageRequest]) (*connect.Response[v1.UsageResponse], error) {
+	return c.usage.CallUnary(ctx, req)
+}
+
+// TenantServiceHandler is an implementation of the paddock.v1.TenantService service.
+type TenantServiceHandler interface {
+	// CreateToken makes a token for a tenant and returns it once: the server keeps only
+	// its SHA-256.
+	CreateToken(context.Context, *connect.Request[v1.CreateTokenRequest]) (*connect.Response[v1.CreateTokenResponse], error)
+	// ListTokens lists the stored tokens (never their text), revoked ones included.
+	ListTokens(context.Context, *connect.Request[v1.ListTokensRequest]) (*connect.Response[v1.ListTokensResponse], error)
+	// RevokeToken revokes a token: every request with it is refused from then on.
+	RevokeToken(context.Context, *connect.Request[v1.RevokeTokenRequest]) (*connect.Response[v1.RevokeTokenResponse], error)
+	// Usage sums the attempts that finished since a time, by tenant, with a cost when the
+	// server has prices (server.prices.*).
+	Usage(context.Context, *connect.Request[v1.UsageRequest]) (*connect.Response[v1.UsageResponse], error)
+}
+
+// NewTenantServiceHandler builds an HTTP handler from the service implementation. It returns the
+// path on which to mount the handler and the handler itself.
+//
+// By default, handlers support the Connect, gRPC, and gRPC-Web protocols with the binary Protobuf
+// and JSON codecs. They also support gzip compression.
+func NewTenantServiceHandler(svc TenantServiceHandler, opts ...connect.HandlerOption) (string, http.Handler) {
+	tenantServiceMethods := v1.File_api_paddock_v1_paddock_proto.Services().ByName("TenantService").Methods()
+	tenantServiceCreateTokenHandler := connect.NewUnaryHandler(
+		TenantServiceCreateTokenProcedure,
+		svc.CreateToken,
+		connect.WithSchema(tenantServiceMethods.ByName("CreateToken")),
+		connect.WithHandlerOptions(opts...),
+	)
+	tenantServiceListTokensHandler := connect.NewUnaryHandler(
+		TenantServiceListTokensProcedure,
+		svc.ListTokens,
+		connect.WithSchema(tenantServiceMethods.ByName("ListTokens")),
+		connect.WithHandlerOptions(opts...),
+	)
+	tenantServiceRevokeTokenHandler := connect.NewUnaryHandler(
+		TenantServiceRevokeTokenProcedure,
+		svc.RevokeToken,
+		connect.WithSchema(tenantServiceMethods.ByName("RevokeToken")),
+		connect.WithHandlerOptions(opts...),
+	)
+	tenantServiceUsageHandler := connect.NewUnaryHandler(
+		TenantServiceUsageProcedure,
+		svc.Usage,
+		connect.WithSchema(tenantServiceMethods.ByName("Usage")),
+		connect.WithHandlerOptions(opts...),
+	)
+	return "/paddock.v1.TenantService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case TenantServiceCreateTokenProcedure:
+			tenantServiceCreateTokenHandler.ServeHTTP(w, r)
+		case TenantServiceListTokensProcedure:
+			tenantServiceListTokensHandler.ServeHTTP(w, r)
+		case TenantServiceRevokeTokenProcedure:
+			tenantServiceRevokeTokenHandler.ServeHTTP(w, r)
+		case TenantServiceUsageProcedure:
+			tenantServiceUsageHandler.ServeHTTP(w, r)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+}
+
+// UnimplementedTenantServiceHandler returns CodeUnimplemented from all methods.
+type UnimplementedTenantServiceHandler struct{}
+
+func (UnimplementedTenantServiceHandler) CreateToken(context.Context, *connect.Request[v1.CreateTokenRequest]) (*connect.Response[v1.CreateTokenResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("paddock.v1.TenantService.CreateToken is not implemented"))
+}
+
+func (UnimplementedTenantServiceHandler) ListTokens(context.Context, *connect.Request[v1.ListTokensRequest]) (*connect.Response[v1.ListTokensResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("paddock.v1.TenantService.ListTokens is not implemented"))
+}
+
+func (UnimplementedTenantServiceHandler) RevokeToken(context.Context, *connect.Request[v1.RevokeTokenRequest]) (*connect.Response[v1.RevokeTokenResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("paddock.v1.TenantService.RevokeToken is not implemented"))
+}
+
+func (UnimplementedTenantServiceHandler) Usage(context.Context, *connect.Request[v1.UsageRequest]) (*connect.Response[v1.UsageResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("paddock.v1.TenantService.Usage is not implemented"))
 }
