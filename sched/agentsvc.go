@@ -343,7 +343,7 @@ func (s *Server) reconcile(ctx context.Context, a *agent, se *session, running [
 			}
 			a.reserve(t.ID, t.Type)
 			as := a.running[t.ID]
-			as.leaseID, as.secret, as.sess = t.LeaseID, t.LeaseSecret, se
+			as.leaseID, as.secret, as.sess, as.tenant = t.LeaseID, t.LeaseSecret, se, t.Tenant
 			a.acked(as) // it runs: the agent says so
 			if t.Timeout > 0 {
 				as.deadline = t.LeasedAt.Add(t.Timeout)

@@ -44,9 +44,8 @@ const (
 )
 
 var (
-	typeRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
-	keyRE    = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
-	tenantRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+	typeRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+	keyRE  = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
 )
 
 // Handler returns the client port's HTTP handler: the TaskService and ClusterService

@@ -87,10 +87,11 @@ func (s *Server) dispatchOnce(ctx context.Context, all bool) (int, error) {
 		}
 		delete(s.localWait, typ)
 		s.mu.Unlock()
-		tasks, err := s.st.Ready(ctx, typ, now, limit)
+		tasks, err := s.readyTasks(ctx, typ, now, limit)
 		if err != nil {
 			return total, err
 		}
+		n := len(tasks) // before fair sharing leaves out tenants at their max_running
 		if len(tasks) == 0 {
 			s.clearReady(typ, gen)
 			continue
@@ -99,6 +100,7 @@ func (s *Server) dispatchOnce(ctx context.Context, all bool) (int, error) {
 		by := map[string]grantFor{}
 		readyAt := map[string]time.Time{}
 		s.mu.Lock()
+		tasks = s.fairOrder(tasks)
 		for i := range tasks {
 			t := &tasks[i]
 			a := s.pickNear(t, now)
@@ -106,7 +108,8 @@ func (s *Server) dispatchOnce(ctx context.Context, all bool) (int, error) {
 				continue
 			}
 			a.reserve(t.ID, t.Type)
-			a.running[t.ID].sess, a.running[t.ID].class = a.sess, t.Class
+			as := a.running[t.ID]
+			as.sess, as.class, as.tenant = a.sess, t.Class, t.Tenant
 			a.assigned++
 			grants = append(grants, store.Grant{TaskID: t.ID, AgentID: a.id, ExpiresAt: now.Add(s.cfg.LeaseTTL), Secret: newSecret()})
 			by[t.ID] = grantFor{a, t.Type}
@@ -188,7 +191,7 @@ func (s *Server) dispatchOnce(ctx context.Context, all bool) (int, error) {
 		s.queue.leased(typ, longest)
 		total += len(leased)
 		switch {
-		case len(tasks) < limit && len(leased) == len(tasks):
+		case n < limit && len(leased) == n:
 			s.clearReady(typ, gen) // the type's ready queue is drained
 		case !hinted:
 			s.wakeType(typ) // found by a full read and not drained: read it again on the next kick

@@ -66,6 +66,7 @@ type assignment struct {
 	sess     *session // the session it was assigned on
 	typ      string
 	class    store.Class // online or batch (batch ones may be preempted: preempt.go)
+	tenant   string      // the task's tenant (fair sharing, max_running)
 	deadline time.Time   // past this (plus grace) heartbeats stop renewing the lease; zero: none
 	// renewedUntil is the lease's expiry as this server last wrote it (zero: unknown, so
 	// the next heartbeat renews it). Heartbeats renew a lease only once less than half

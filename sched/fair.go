@@ -1,0 +1,70 @@
+package sched
+
+import (
+	"context"
+	"time"
+
+	"github.com/paddockvm/paddock/sched/store"
+	"github.com/paddockvm/paddock/sched/tenant"
+)
+
+// Fair sharing between tenants in the dispatcher (issue 14).
+//
+// Without configured tenants (Config.Tenants empty) dispatch is as before: the ready
+// tasks of a type in the store's order (priority, then submission). With tenants
+// configured, each round of a type also reads the ready tasks of each configured
+// tenant (store.ReadyTenant), so that one tenant's backlog ahead in the queue cannot
+// hide another's tasks, and orders them with tenant.Order: slots go to the tenant with
+// the least running tasks per unit of weight, and a tenant at its max_running gets
+// none. Running counts are this replica's leases (agents' assignments): with several
+// replicas, each shares and limits the slots of its own agents.
+
+// readyTasks returns the ready tasks of typ the dispatcher looks at this round.
+func (s *Server) readyTasks(ctx context.Context, typ string, now time.Time, limit int) ([]store.Task, error) {
+	tasks, err := s.st.Ready(ctx, typ, now, limit)
+	if err != nil || len(s.cfg.Tenants) == 0 {
+		return tasks, err
+	}
+	seen := make(map[string]bool, len(tasks))
+	for i := range tasks {
+		seen[tasks[i].ID] = true
+	}
+	for tn := range s.cfg.Tenants {
+		more, err := s.st.ReadyTenant(ctx, typ, tn, now, limit)
+		if err != nil {
+			return nil, err
+		}
+		for i := range more {
+			if !seen[more[i].ID] {
+				seen[more[i].ID] = true
+				tasks = append(tasks, more[i])
+			}
+		}
+	}
+	return tasks, nil
+}
+
+// fairOrder orders tasks for dispatch by weighted fair sharing between their tenants
+// (tenant.Order) and leaves out those of tenants at their max_running. It returns
+// tasks unchanged when no tenant is configured. Caller holds s.mu.
+func (s *Server) fairOrder(tasks []store.Task) []store.Task {
+	if len(s.cfg.Tenants) == 0 {
+		return tasks
+	}
+	running := map[string]int{}
+	for _, a := range s.agents {
+		for _, as := range a.running {
+			running[as.tenant]++
+		}
+	}
+	names := make([]string, len(tasks))
+	for i := range tasks {
+		names[i] = tasks[i].Tenant
+	}
+	order := tenant.Order(names, running, s.cfg.Tenants)
+	out := make([]store.Task, len(order))
+	for i, j := range order {
+		out[i] = tasks[j]
+	}
+	return out
+}
