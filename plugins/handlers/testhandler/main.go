@@ -2,7 +2,8 @@
 // task types misbehave on purpose:
 //
 //	test.echo   output = payload
-//	test.sleep  sleeps for the duration in the payload ("250ms"), honouring ctx
+//	test.sleep  sleeps for the duration in the payload ("250ms"), honouring ctx; payload
+//	            "cpu:1s" instead keeps a CPU busy until the process used 1s more CPU time
 //	test.fail   fails; payload "retryable" or "fatal" says how
 //	test.flaky  fails (retryable) on attempts up to the payload's number, then succeeds:
 //	            payload "1" fails the first attempt and succeeds on the first retry
@@ -26,6 +27,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/paddockvm/paddock/plugins/sdk"
@@ -80,6 +82,9 @@ func (testHandler) Handle(ctx context.Context, req sdk.Request) (sdk.Response, e
 		req.Logger().Info("released")
 		return sdk.Response{Output: []byte("released")}, nil
 	case "test.sleep":
+		if b, ok := bytes.CutPrefix(req.Payload, []byte("cpu:")); ok {
+			return burn(ctx, string(b)) // "cpu:1s": keep a CPU busy for 1s of CPU time
+		}
 		d, err := time.ParseDuration(string(req.Payload))
 		if err != nil {
 			return sdk.Response{}, sdk.Fatalf("test.sleep: payload %q is not a duration like \"250ms\"", req.Payload)
@@ -127,3 +132,32 @@ func (testHandler) Handle(ctx context.Context, req sdk.Request) (sdk.Response, e
 }
 
 func main() { sdk.Serve(testHandler{}) }
+
+// burn spins until the process has used d (a duration like "1s") more CPU time, for
+// tests of CPU accounting.
+func burn(ctx context.Context, payload string) (sdk.Response, error) {
+	d, err := time.ParseDuration(payload)
+	if err != nil || d <= 0 {
+		return sdk.Response{}, sdk.Fatalf("test.sleep: payload \"cpu:%s\" is not a positive duration like \"cpu:1s\"", payload)
+	}
+	start := processCPU()
+	x := uint64(1)
+	for processCPU()-start < d {
+		for i := 0; i < 100000; i++ {
+			x = x*6364136223846793005 + 1442695040888963407
+		}
+		if ctx.Err() != nil {
+			return sdk.Response{}, ctx.Err()
+		}
+	}
+	return sdk.Response{Output: []byte(fmt.Sprintf("burnt %v (%d)", d, x%10))}, nil
+}
+
+// processCPU is the process's user+system CPU time.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}

@@ -42,6 +42,8 @@ type opts struct {
 	min       map[string]int
 	blobEcho  bool
 	dataDir   string
+	token     string
+	memory    int64
 }
 
 type tolFlag map[string]time.Duration
@@ -90,6 +92,8 @@ func main() {
 	flag.Var(minFlag(o.min), "min", "type=n: a type's minimum slots (repeatable)")
 	flag.BoolVar(&o.blobEcho, "blobecho", false, "also serve test.blobecho (in process): write input file \"in\", upper-cased, as output file \"out\"")
 	flag.StringVar(&o.dataDir, "data-dir", "", "where DATA_PATH_STREAM tasks' files go (default: the session's)")
+	flag.StringVar(&o.token, "token", "", "agent token to send (server.agent_token)")
+	flag.Int64Var(&o.memory, "memory", 0, "memory the agent offers, in bytes (accounting tests)")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	if err := run(*server, *id, *slots, *record, hs, o, log); err != nil {
@@ -119,7 +123,8 @@ func run(server, id string, slots int, record string, hs handlers, o opts, log *
 	}
 	defer r.Close()
 	cfg := session.Config{AgentID: id, Host: "testhost", Version: "test", Dial: session.TCPDialer(server), DefaultSlots: slots, Logger: log,
-		TotalSlots: o.total, TolerableDelay: o.tolerable, DefaultTolerableDelay: o.defTol, MinSlots: o.min, DataDir: o.dataDir}
+		TotalSlots: o.total, TolerableDelay: o.tolerable, DefaultTolerableDelay: o.defTol, MinSlots: o.min, DataDir: o.dataDir,
+		Token: o.token, Capacity: session.Capacity{MemoryBytes: o.memory}}
 	var ex session.Executor = session.RunnerExecutor(r)
 	if o.blobEcho {
 		ex = withBlobEcho{ex}
