@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	paddockv1 "github.com/paddockvm/paddock/api/paddock/v1"
+	"github.com/paddockvm/paddock/sched/tenant"
 )
 
 // WatchTasks implements paddockv1connect.TaskServiceHandler: the list List returns,
@@ -20,11 +21,19 @@ import (
 // the watch keeps the ids it has shown in that state, so a task that moves out of it
 // is sent once more with left set (the feed carries no previous state).
 func (api *clientAPI) WatchTasks(ctx context.Context, req *connect.Request[paddockv1.WatchTasksRequest], stream *connect.ServerStream[paddockv1.WatchTasksResponse]) error {
-	if err := api.s.checkBearer(req.Header().Get("Authorization")); err != nil {
-		return connect.NewError(connect.CodeUnauthenticated, err)
+	if _, ok := tenant.From(ctx); !ok { // guard authenticated it (the interceptor sees unary calls only)
+		p, err := api.s.authenticate(ctx, req.Header().Get("Authorization"))
+		if err != nil {
+			return connect.NewError(authCode(err), err)
+		}
+		ctx = tenant.With(ctx, p)
 	}
 	m := req.Msg
-	events, unsubscribe := api.s.feed.Subscribe()
+	feedTenant := "" // an admin watches every tenant's tasks; a tenant its own (auth.go)
+	if p := caller(ctx); !p.Admin {
+		feedTenant = p.Tenant
+	}
+	events, unsubscribe := api.s.feed.subscribe(feedTenant)
 	defer unsubscribe()
 	first, err := api.List(ctx, connect.NewRequest(&paddockv1.ListRequest{State: m.GetState(), Type: m.GetType(), Tenant: m.GetTenant(), Class: m.GetClass(), Limit: m.GetLimit()}))
 	if err != nil {

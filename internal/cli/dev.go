@@ -314,6 +314,12 @@ func runDev(ctx context.Context, app *App, o devOptions) error {
 	if cfg.OnlineSLA, err = onlineSLA(v); err != nil {
 		return err
 	}
+	if cfg.Tenants, err = tenantsConfig(v); err != nil {
+		return err
+	}
+	if cfg.Prices, err = prices(v); err != nil {
+		return err
+	}
 	if err := cfg.Validate(); err != nil {
 		return err
 	}

@@ -95,6 +95,12 @@ HTTP, plus /metrics and /healthz). Outside dev mode (--dev) clients need server.
 			if cfg.OnlineSLA, err = onlineSLA(v); err != nil {
 				return err
 			}
+			if cfg.Tenants, err = tenantsConfig(v); err != nil {
+				return err
+			}
+			if cfg.Prices, err = prices(v); err != nil {
+				return err
+			}
 			if err := cfg.Validate(); err != nil {
 				return err
 			}

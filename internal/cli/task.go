@@ -24,7 +24,7 @@ import (
 )
 
 // clientCmds get the client.* flags.
-var clientCmds = []string{"task", "blob", "agent", "host", "vm", "bench"}
+var clientCmds = []string{"task", "blob", "agent", "host", "vm", "bench", "token", "usage"}
 
 func init() {
 	config.Register(

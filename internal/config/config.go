@@ -69,6 +69,14 @@ func Register(ks ...Key) {
 	}
 }
 
+// mapKeys are the declared maps of objects (RegisterMap), by prefix.
+var mapKeys = map[string]string{}
+
+// RegisterMap declares prefix (e.g. "tenants") as a map whose keys the user names
+// (tenants.<name>.<field>): the loader does not refuse the keys under it as unknown;
+// the command reading them checks each, naming it. usage documents it.
+func RegisterMap(prefix, usage string) { mapKeys[prefix] = usage }
+
 // Keys returns the declared keys in display order.
 func Keys() []Key { return append([]Key(nil), keys...) }
 
@@ -205,7 +213,7 @@ func (c *Config) checkUnknown() error {
 		return false
 	}
 	for _, k := range c.V.AllKeys() {
-		if !known[k] && !prefixes[k] && !under(k) && c.V.InConfig(k) {
+		if !known[k] && !prefixes[k] && !under(k) && !underMap(k) && c.V.InConfig(k) {
 			unknown = append(unknown, k)
 		}
 	}
@@ -214,6 +222,16 @@ func (c *Config) checkUnknown() error {
 		return fmt.Errorf("config file %s: unknown key(s) %s: check the spelling against `paddock config show`", c.File, strings.Join(unknown, ", "))
 	}
 	return nil
+}
+
+// underMap reports whether key is inside a map declared with RegisterMap.
+func underMap(key string) bool {
+	for p := range mapKeys {
+		if strings.HasPrefix(key, p+".") {
+			return true
+		}
+	}
+	return false
 }
 
 // Source says where the effective value of key came from: "flag --x", "env PADDOCK_X",
