@@ -25,7 +25,7 @@ usage, its environment variable and its flag as comments. deploy/paddock.example
 is this output.`,
 		Args: cobra.NoArgs,
 		RunE: func(_ *cobra.Command, _ []string) error {
-			_, err := fmt.Fprint(app.Out, ExampleYAML(config.Keys()))
+			_, err := fmt.Fprint(app.Out, ExampleYAML(config.Keys())+tenantsExample)
 			return err
 		},
 	}

@@ -24,6 +24,21 @@ func init() {
 	}
 }
 
+// tenantsExample ends paddock config example: the tenants map, commented out (no
+// tenant is configured by default).
+const tenantsExample = `
+# Per-tenant settings, by tenant name (a tenant's tasks are those its tokens submit:
+# paddock token create --tenant NAME). weight: its share of the slots when tenants
+# compete (default 1); max_running: its leased and running tasks at most, per server
+# replica; max_queued: its queued tasks at most (a submit past it is refused). 0: no
+# limit. Tenants not listed have weight 1 and no limits. Only in the file.
+# tenants:
+#   acme:
+#     weight: 3
+#     max_running: 8
+#     max_queued: 10000
+`
+
 // tenantsConfig reads tenants.<name>.* strictly: an unknown field, a value that is not
 // a number, or a bad limit is an error naming the key.
 func tenantsConfig(v *viper.Viper) (tenant.Config, error) {
