@@ -272,7 +272,9 @@ func TestTenantFairShare(t *testing.T) {
 	admin := clientsFor(ts, adminToken)
 	light := clientsFor(ts, newToken(t, admin, "light"))
 	heavy := clientsFor(ts, newToken(t, admin, "heavy"))
-	spec := func(int) *paddockv1.TaskSpec { return &paddockv1.TaskSpec{Type: "test.sleep", Payload: []byte("300ms")} }
+	spec := func(int) *paddockv1.TaskSpec {
+		return &paddockv1.TaskSpec{Type: "test.sleep", Payload: []byte("300ms")}
+	}
 	submitMany(t, light.tasks, 60, spec)
 	submitMany(t, heavy.tasks, 60, spec)
 	startTenantAgent(t, ts, "fair-1", 4, 0)
