@@ -54,6 +54,20 @@
 // end by re-reading it. TestReplicas runs two in-process replicas on a real PostgreSQL;
 // internal/replicatest kills one of three `paddock server` processes mid-run.
 //
+// Tenants (auth.go, fair.go, tenantapi.go; package sched/tenant): every client call is
+// authenticated to a tenant.Principal in the request context: server.token is the admin
+// of tenant "default", other tokens are looked up by SHA-256 in the store on every
+// request (no cache, so a revoke holds from the next request on every replica). A
+// task's tenant is its token's (assignTenant; an admin may name one); a non-admin sees
+// only its tenant's tasks: Get, Wait, Cancel, Retry, Explain and Logs answer "not found"
+// for another's (visible), List is narrowed, and the console feed filtered (tenantFeed).
+// max_queued is checked at submit; with Config.Tenants set, dispatch reads each
+// configured tenant's ready tasks and orders them by weighted fair sharing of slots
+// (tenant.Order), holding tenants at max_running. TenantService manages tokens (admin
+// only) and sums usage: each report stores the attempt's wall, CPU, the agent's memory,
+// the blob bytes in and out and the host (attemptUsage), counted by tenant in /metrics.
+// Tests: go test -run 'TestTenant|TestUsage' ./sched/
+//
 // Every attempt that ends in a failure is stored with its kind (store.FailureKind,
 // served as Attempt.failure_kind): the agent's Report.failure_kind, or one the server
 // sets itself (lease_expired, guest_gone, refused; bad_output, output_too_large and

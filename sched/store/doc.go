@@ -15,5 +15,9 @@
 // An attempt ends with its FailureKind (Update.FailureKind with EndAttempt): what kind
 // of failure it was, as data, so that nothing has to read it out of the error text.
 //
+// TenantStore keeps client tokens (only their SHA-256), counts and reads a tenant's
+// tasks (limits, fair sharing), and sums attempts' usage (Usage: wall, CPU, memory ×
+// wall, blob bytes in and out, host) by tenant.
+//
 //	CGO_ENABLED=0 go test -count=1 ./sched/store/...
 package store
