@@ -12,9 +12,9 @@ import (
 //
 // Without configured tenants (Config.Tenants empty) dispatch is as before: the ready
 // tasks of a type in the store's order (priority, then submission). With tenants
-// configured, each round of a type also reads the ready tasks of each configured
-// tenant (store.ReadyTenant), so that one tenant's backlog ahead in the queue cannot
-// hide another's tasks, and orders them with tenant.Order: slots go to the tenant with
+// configured, a round of a type whose queue head fills the read (limit tasks) also
+// reads the ready tasks of each configured tenant (store.ReadyTenant), so that one
+// tenant's backlog ahead in the queue cannot hide another's tasks, and orders them with tenant.Order: slots go to the tenant with
 // the least running tasks per unit of weight, and a tenant at its max_running gets
 // none. Running counts are this replica's leases (agents' assignments): with several
 // replicas, each shares and limits the slots of its own agents.
@@ -22,8 +22,8 @@ import (
 // readyTasks returns the ready tasks of typ the dispatcher looks at this round.
 func (s *Server) readyTasks(ctx context.Context, typ string, now time.Time, limit int) ([]store.Task, error) {
 	tasks, err := s.st.Ready(ctx, typ, now, limit)
-	if err != nil || len(s.cfg.Tenants) == 0 {
-		return tasks, err
+	if err != nil || len(s.cfg.Tenants) == 0 || len(tasks) < limit {
+		return tasks, err // fewer than limit: that is every ready task of the type
 	}
 	seen := make(map[string]bool, len(tasks))
 	for i := range tasks {
