@@ -216,6 +216,32 @@ func TestTenantIsolation(t *testing.T) {
 	_, err = a.tenants.ListTokens(ctx, connect.NewRequest(&paddockv1.ListTokensRequest{}))
 	wantErrCode(t, "A lists tokens", err, connect.CodePermissionDenied, "admin token")
 
+	// A's watch shows only A's tasks; naming B is refused.
+	wctx, stopWatch := context.WithTimeout(ctx, time.Minute)
+	watchReq := func(m *paddockv1.WatchTasksRequest) *connect.Request[paddockv1.WatchTasksRequest] {
+		r := connect.NewRequest(m)
+		r.Header().Set("Authorization", "Bearer "+a.token) // bearer() intercepts unary calls only
+		return r
+	}
+	ws, err := a.tasks.WatchTasks(wctx, watchReq(&paddockv1.WatchTasksRequest{}))
+	if err != nil || !ws.Receive() {
+		t.Fatalf("A's watch: %v %v", err, ws.Err())
+	}
+	for _, tk := range ws.Msg().GetSnapshot() {
+		if tk.GetSpec().GetTenant() != "tenant-a" {
+			t.Errorf("A's watch showed task %s of tenant %s", tk.GetId(), tk.GetSpec().GetTenant())
+		}
+	}
+	ws.Close()
+	ws, err = a.tasks.WatchTasks(wctx, watchReq(&paddockv1.WatchTasksRequest{Tenant: "tenant-b"}))
+	if err == nil && ws.Receive() {
+		t.Errorf("A's watch of tenant-b sent %v", ws.Msg())
+	} else if err == nil {
+		err = ws.Err()
+	}
+	wantErrCode(t, "A watches tenant-b", err, connect.CodePermissionDenied, "tenant:")
+	stopWatch()
+
 	// A's feed carried A's tasks and none of B's.
 	stopFeed()
 	sawMine := false
