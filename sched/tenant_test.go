@@ -63,13 +63,13 @@ func newToken(t *testing.T, admin clients, tn string) string {
 }
 
 // startTenantAgent starts the real test agent, with the agent token, serving the
-// test handler's 9 types, offering memory bytes. Its total slots are 8 + busy: each
+// test handler's 10 types, offering memory bytes. Its total slots are 9 + busy: each
 // type keeps its minimum of 1, so one busy type gets at most busy slots.
 func startTenantAgent(t *testing.T, ts *testServer, id string, busy int, memory int64) {
 	t.Helper()
 	needBins(t)
 	startProc(t, "agent-"+id, "TESTAGENT READY", bins.agent, "-server", ts.agentAddr, "-id", id, "-token", agentToken,
-		"-total", fmt.Sprint(8+busy), "-memory", fmt.Sprint(memory), "-handler", "testhandler="+bins.testhandler)
+		"-total", fmt.Sprint(9+busy), "-memory", fmt.Sprint(memory), "-handler", "testhandler="+bins.testhandler)
 }
 
 func submitAs(t *testing.T, c clients, spec *paddockv1.TaskSpec) string {
