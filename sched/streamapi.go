@@ -78,7 +78,8 @@ func (s *Server) Streams() []StreamInfo {
 // Stream implements paddockv1connect.TaskServiceHandler: one ordered stream.
 func (api *clientAPI) Stream(ctx context.Context, bs *connect.BidiStream[paddockv1.StreamRequest, paddockv1.StreamResponse]) error {
 	s := api.s
-	if _, err := s.streamAuth(ctx, bs.RequestHeader().Get("Authorization")); err != nil {
+	ctx, err := s.streamAuth(ctx, bs.RequestHeader().Get("Authorization"))
+	if err != nil {
 		return err
 	}
 	first, err := bs.Receive()
@@ -89,7 +90,7 @@ func (api *clientAPI) Stream(ctx context.Context, bs *connect.BidiStream[paddock
 	if open == nil {
 		return invalid("open: missing: the first message of a stream must be a StreamOpen")
 	}
-	run, w, err := s.openStream(open)
+	run, w, err := s.openStream(open, caller(ctx).Tenant)
 	if err != nil {
 		return err
 	}
@@ -188,7 +189,7 @@ func (api *clientAPI) Stream(ctx context.Context, bs *connect.BidiStream[paddock
 }
 
 // openStream checks an open and returns the new stream with its window.
-func (s *Server) openStream(open *paddockv1.StreamOpen) (*streamRun, int, error) {
+func (s *Server) openStream(open *paddockv1.StreamOpen, tn string) (*streamRun, int, error) {
 	w := int(open.GetWindow())
 	switch {
 	case w == 0:
@@ -201,6 +202,7 @@ func (s *Server) openStream(open *paddockv1.StreamOpen) (*streamRun, int, error)
 	if err != nil {
 		return nil, 0, renameErr(err, "task", "open")
 	}
+	tmpl.Tenant = tn // the stream's tasks are its caller's tenant's (auth.go)
 	id, err := uuid.NewV7()
 	if err != nil {
 		return nil, 0, connect.NewError(connect.CodeInternal, err)
