@@ -29,6 +29,11 @@ func TestConfigTypos(t *testing.T) {
 		{"float word", "host:\n  thresholds:\n    cpu_percent: high\n", "want a number"},
 		{"enum", "log:\n  level: verbose\n", "want debug, info, warn or error"},
 		{"list for a string", "server:\n  listen: [a, b]\n", "not a list or a map"},
+		// A 0 the server would replace by its default is refused: config show must not
+		// show a value that is not in force.
+		{"zero lease ttl", "server:\n  lease_ttl: 0s\n", "want more than 0 (leave the key out for the default, 10s)"},
+		{"zero inline limit", "server:\n  max_inline_bytes: 0\n", "want more than 0"},
+		{"zero host tick", "host:\n  tick: 0s\n", "want more than 0"},
 	}
 	dir := t.TempDir()
 	for _, tc := range tests {

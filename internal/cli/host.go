@@ -39,8 +39,8 @@ func init() {
 		config.Key{Name: "host.thresholds.cpu_percent", Default: 0.0, Usage: "no scale-up while host CPU is above this percent (0: no limit)"},
 		config.Key{Name: "host.thresholds.min_mem_available_mib", Default: 0, Usage: "no scale-up while less memory than this is available (0: no limit)"},
 		config.Key{Name: "host.thresholds.nic_bytes_per_sec", Default: 0.0, Usage: "no scale-up while NIC throughput (rx+tx) is above this (0: no limit)"},
-		config.Key{Name: "host.load_interval", Default: 2 * time.Second, Usage: "host load sampling interval"},
-		config.Key{Name: "host.tick", Default: time.Second, Usage: "pool reconcile interval"},
+		config.Key{Name: "host.load_interval", Default: 2 * time.Second, Usage: "host load sampling interval", Positive: true},
+		config.Key{Name: "host.tick", Default: time.Second, Usage: "pool reconcile interval", Positive: true},
 		config.Key{Name: "host.guest_session_timeout", Default: vmpool.DefaultGuestSessionTimeout, Usage: "a ready guest whose agent has no session through the relay for this long (none since its ready line, or none since the last one closed) is destroyed, reported gone and replaced (at least 10s)"},
 		config.Key{Name: "host.metrics_listen", Default: "127.0.0.1:7073", Usage: "address of the host daemon's /metrics (empty: none)", Flag: "metrics-listen", Cmds: []string{"host"}},
 	)

@@ -38,6 +38,9 @@ func (c *Config) checkKey(k Key) error {
 		if d < 0 {
 			return bad("want 0 or more")
 		}
+		if d == 0 && k.Positive {
+			return bad(fmt.Sprintf("want more than 0 (leave the key out for the default, %v)", k.Default))
+		}
 	case int:
 		n, ok := asInt(raw)
 		if !ok || n != c.V.GetInt64(k.Name) {
@@ -46,6 +49,9 @@ func (c *Config) checkKey(k Key) error {
 				form += " (no units: this key takes a plain number)"
 			}
 			return bad(form)
+		}
+		if n <= 0 && k.Positive {
+			return bad(fmt.Sprintf("want more than 0 (leave the key out for the default, %v)", k.Default))
 		}
 	case float64:
 		f, ok := asFloat(raw)

@@ -41,6 +41,10 @@ type Key struct {
 	// Check, for a string key, returns an error saying the form wanted when the value
 	// does not have it (e.g. a byte size); nil: any string.
 	Check func(string) error
+	// Positive, for a number or duration key, refuses 0: the program would put its
+	// default in place of a 0, so a 0 would not be the value in force (and `config
+	// show` would show a value that is not).
+	Positive bool
 }
 
 // HypervisorCmds are the commands that talk to libvirt and so get the hypervisor flags.
