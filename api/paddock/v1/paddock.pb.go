@@ -5560,13 +5560,13 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"ListAgents\x12\x1d.paddock.v1.ListAgentsRequest\x1a\x1e.paddock.v1.ListAgentsResponse\"0\x82\xd3\xe4\x93\x02*:\x01*\"%/paddock.v1.ClusterService/ListAgents\x12y\n" +
 	"\tListHosts\x12\x1c.paddock.v1.ListHostsRequest\x1a\x1d.paddock.v1.ListHostsResponse\"/\x82\xd3\xe4\x93\x02):\x01*\"$/paddock.v1.ClusterService/ListHosts\x12q\n" +
 	"\aListVMs\x12\x1a.paddock.v1.ListVMsRequest\x1a\x1b.paddock.v1.ListVMsResponse\"-\x82\xd3\xe4\x93\x02':\x01*\"\"/paddock.v1.ClusterService/ListVMs\x12q\n" +
-	"\aHistory\x12\x1a.paddock.v1.HistoryRequest\x1a\x1b.paddock.v1.HistoryResponse\"-\x82\xd3\xe4\x93\x02':\x01*\"\"/paddock.v1.ClusterService/History2\xba\x02\n" +
-	"\rTenantService\x12N\n" +
-	"\vCreateToken\x12\x1e.paddock.v1.CreateTokenRequest\x1a\x1f.paddock.v1.CreateTokenResponse\x12K\n" +
+	"\aHistory\x12\x1a.paddock.v1.HistoryRequest\x1a\x1b.paddock.v1.HistoryResponse\"-\x82\xd3\xe4\x93\x02':\x01*\"\"/paddock.v1.ClusterService/History2\xfd\x03\n" +
+	"\rTenantService\x12\x80\x01\n" +
+	"\vCreateToken\x12\x1e.paddock.v1.CreateTokenRequest\x1a\x1f.paddock.v1.CreateTokenResponse\"0\x82\xd3\xe4\x93\x02*:\x01*\"%/paddock.v1.TenantService/CreateToken\x12|\n" +
 	"\n" +
-	"ListTokens\x12\x1d.paddock.v1.ListTokensRequest\x1a\x1e.paddock.v1.ListTokensResponse\x12N\n" +
-	"\vRevokeToken\x12\x1e.paddock.v1.RevokeTokenRequest\x1a\x1f.paddock.v1.RevokeTokenResponse\x12<\n" +
-	"\x05Usage\x12\x18.paddock.v1.UsageRequest\x1a\x19.paddock.v1.UsageResponseB7Z5github.com/paddockvm/paddock/api/paddock/v1;paddockv1b\x06proto3"
+	"ListTokens\x12\x1d.paddock.v1.ListTokensRequest\x1a\x1e.paddock.v1.ListTokensResponse\"/\x82\xd3\xe4\x93\x02):\x01*\"$/paddock.v1.TenantService/ListTokens\x12\x80\x01\n" +
+	"\vRevokeToken\x12\x1e.paddock.v1.RevokeTokenRequest\x1a\x1f.paddock.v1.RevokeTokenResponse\"0\x82\xd3\xe4\x93\x02*:\x01*\"%/paddock.v1.TenantService/RevokeToken\x12h\n" +
+	"\x05Usage\x12\x18.paddock.v1.UsageRequest\x1a\x19.paddock.v1.UsageResponse\"*\x82\xd3\xe4\x93\x02$:\x01*\"\x1f/paddock.v1.TenantService/UsageB7Z5github.com/paddockvm/paddock/api/paddock/v1;paddockv1b\x06proto3"
 
 var (
 	file_api_paddock_v1_paddock_proto_rawDescOnce sync.Once
