@@ -169,6 +169,7 @@ func (s *Server) resolveWaiting(ctx context.Context, id string) {
 			}
 			s.pipes.add(down)
 			return
+		case up.Tenant != down.Tenant: // never another tenant's output (checked at submit too)
 		default:
 			ups[u.TaskID] = up
 		}
@@ -251,6 +252,9 @@ func (s *Server) checkUpstreams(ctx context.Context, t store.Task) error {
 	for _, name := range sortedKeys(t.Upstreams) {
 		u := t.Upstreams[name]
 		up, err := s.st.Get(ctx, u.TaskID)
+		if err == nil && up.Tenant != t.Tenant {
+			err = store.ErrNotFound // another tenant's output is not an input: as if it did not exist
+		}
 		if errors.Is(err, store.ErrNotFound) {
 			return connect.NewError(connect.CodeNotFound, fmt.Errorf("task.input_tasks[%q]: upstream task %s does not exist (check the id with paddock task ls)", name, u.TaskID))
 		}
@@ -290,10 +294,16 @@ func (api *clientAPI) SubmitPipeline(ctx context.Context, req *connect.Request[p
 		return nil, invalid("stages: %d stages is over the limit of %d a pipeline", len(sts), MaxStages)
 	}
 	ts := make([]store.Task, len(sts))
+	perTenant := map[string]int{}
 	refs := make([]map[string]pipe.Ref, len(sts))
 	dag := make([]pipe.Stage, len(sts))
 	for i, st := range sts {
 		t, err := s.validateSpec(st.GetTask())
+		if err == nil {
+			// The stage's tenant comes from the token, as a submit's does (before the
+			// upstreams are checked: they must be the same tenant's).
+			err = s.assignTenant(ctx, st.GetTask().GetTenant(), &t)
+		}
 		if err == nil {
 			err = s.checkInputBlobs(ctx, st.GetTask(), &t)
 		}
@@ -307,6 +317,7 @@ func (api *clientAPI) SubmitPipeline(ctx context.Context, req *connect.Request[p
 			return nil, stageErr(i, st.GetName(), err)
 		}
 		ts[i] = t
+		perTenant[t.Tenant]++
 		dag[i].Name = st.GetName()
 		for _, r := range refs[i] {
 			dag[i].Deps = append(dag[i].Deps, r.Name)
@@ -315,6 +326,11 @@ func (api *clientAPI) SubmitPipeline(ctx context.Context, req *connect.Request[p
 	order, err := pipe.Order(dag)
 	if err != nil {
 		return nil, invalid("stages: %v", err)
+	}
+	for tn, n := range perTenant {
+		if err := s.checkQueued(ctx, tn, n); err != nil {
+			return nil, err
+		}
 	}
 	now := time.Now()
 	ids := map[string]string{}
@@ -326,6 +342,7 @@ func (api *clientAPI) SubmitPipeline(ctx context.Context, req *connect.Request[p
 		}
 		t := ts[i]
 		t.ID, t.CreatedAt = id.String(), now
+		t.ScheduleDeadline = s.scheduleDeadline(now, sts[i].GetTask())
 		ids[dag[i].Name] = t.ID
 		for name, r := range refs[i] {
 			t.Upstreams[name] = store.Upstream{TaskID: ids[r.Name], Output: r.Output}

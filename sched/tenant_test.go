@@ -171,6 +171,18 @@ func TestTenantIsolation(t *testing.T) {
 		_, err = a.tasks.Retry(ctx, connect.NewRequest(&paddockv1.RetryRequest{Id: id}))
 		same("A retries B's task", id, err)
 	}
+	// Nor can A take B's output as an input of its own task (a pipeline).
+	_, err = a.tasks.Submit(ctx, connect.NewRequest(&paddockv1.SubmitRequest{Task: &paddockv1.TaskSpec{Type: "test.echo",
+		InputTasks: map[string]string{"in": "@task:" + failed}}}))
+	wantErrCode(t, "A's task takes B's output as input", err, connect.CodeNotFound, failed)
+	_, err = a.tasks.Submit(ctx, connect.NewRequest(&paddockv1.SubmitRequest{Task: &paddockv1.TaskSpec{Type: "test.echo",
+		InputTasks: map[string]string{"in": "@task:" + ghost}}}))
+	ghostUp := err
+	_, err = a.tasks.Submit(ctx, connect.NewRequest(&paddockv1.SubmitRequest{Task: &paddockv1.TaskSpec{Type: "test.echo",
+		InputTasks: map[string]string{"in": "@task:" + failed}}}))
+	if err == nil || ghostUp == nil || strings.ReplaceAll(err.Error(), failed, ghost) != ghostUp.Error() {
+		t.Errorf("A's upstream of B: %v differs from an upstream that does not exist (%v): it leaks that the id exists", err, ghostUp)
+	}
 	_, err = a.tasks.Logs(ctx, connect.NewRequest(&paddockv1.LogsRequest{Id: failed}))
 	same("A reads the logs of B's finished task", failed, err)
 	// B's task was not cancelled by A's attempt, and B still sees and controls it.
@@ -256,6 +268,23 @@ func TestTenantIsolation(t *testing.T) {
 	if !sawMine {
 		t.Error("A's console feed never carried A's own task")
 	}
+
+	// A pipeline's stages take the token's tenant too, and may not name another.
+	_, err = a.tasks.SubmitPipeline(ctx, connect.NewRequest(&paddockv1.SubmitPipelineRequest{Stages: []*paddockv1.Stage{
+		{Name: "one", Task: &paddockv1.TaskSpec{Type: "test.echo", Tenant: "tenant-b"}}}}))
+	wantErrCode(t, "A's pipeline stage naming tenant-b", err, connect.CodePermissionDenied, "tenant")
+	pr, err := a.tasks.SubmitPipeline(ctx, connect.NewRequest(&paddockv1.SubmitPipelineRequest{Stages: []*paddockv1.Stage{
+		{Name: "one", Task: &paddockv1.TaskSpec{Type: "test.echo", Payload: []byte("a-pipe")}},
+		{Name: "two", Task: &paddockv1.TaskSpec{Type: "test.echo", InputTasks: map[string]string{"in": "@stage:one"}}}}}))
+	if err != nil {
+		t.Fatalf("A's own pipeline: %v", err)
+	}
+	for _, st := range pr.Msg.GetStages() {
+		if tn := st.GetTask().GetSpec().GetTenant(); tn != "tenant-a" {
+			t.Errorf("A's pipeline stage %s has tenant %q; want tenant-a (from the token)", st.GetName(), tn)
+		}
+	}
+	waitState(t, a, pr.Msg.GetStages()[0].GetTask().GetId(), paddockv1.State_STATE_SUCCEEDED)
 
 	// Revoke: refused on the very next call.
 	tl, err := admin.tenants.ListTokens(ctx, connect.NewRequest(&paddockv1.ListTokensRequest{}))
