@@ -11,6 +11,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
+	"golang.org/x/sync/semaphore"
 
 	paddockv1 "github.com/paddockvm/paddock/api/paddock/v1"
 	"github.com/paddockvm/paddock/sched/store"
@@ -20,6 +21,15 @@ import (
 // MaxStreamWindow bounds StreamOpen.window: the items one stream may have outstanding,
 // and so the results the server buffers for a client that stops reading.
 const MaxStreamWindow = 4096
+
+// MaxStreamBytes bounds the payload bytes one stream may have outstanding (admitted,
+// result not yet sent): with the window it bounds what a stream holds in the server's
+// memory (a transient stream's payloads live there until their results go out). It is
+// raised to server.max_inline_bytes when that is larger, so one item always fits.
+const MaxStreamBytes = 16 << 20
+
+// MaxTenantStreams bounds the streams one tenant may have open at once.
+const MaxTenantStreams = 32
 
 // transientNotice is what a transient stream's client is told at open.
 const transientNotice = "transient stream: its tasks are kept in this server's memory only and are not stored; " +
@@ -51,16 +61,17 @@ type StreamInfo struct {
 
 // streams tracks open streams and the last ended ones. mu guards the fields below.
 type streams struct {
-	mu     sync.Mutex
-	open   map[string]*streamRun
-	window map[string]int
-	ended  []StreamInfo // the last maxEndedStreams, oldest first
+	mu        sync.Mutex
+	open      map[string]*streamRun
+	window    map[string]int
+	perTenant map[string]int // open streams by tenant
+	ended     []StreamInfo   // the last maxEndedStreams, oldest first
 }
 
 const maxEndedStreams = 32
 
 func newStreams() *streams {
-	return &streams{open: map[string]*streamRun{}, window: map[string]int{}}
+	return &streams{open: map[string]*streamRun{}, window: map[string]int{}, perTenant: map[string]int{}}
 }
 
 // Streams returns the open streams and the last few ended ones, by id.
@@ -90,10 +101,26 @@ func (api *clientAPI) Stream(ctx context.Context, bs *connect.BidiStream[paddock
 	if open == nil {
 		return invalid("open: missing: the first message of a stream must be a StreamOpen")
 	}
-	run, w, err := s.openStream(open, caller(ctx).Tenant)
+	tn := caller(ctx).Tenant
+	run, w, err := s.openStream(open, tn)
 	if err != nil {
 		return err
 	}
+	s.streams.mu.Lock()
+	if s.streams.perTenant[tn] >= MaxTenantStreams {
+		s.streams.mu.Unlock()
+		return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf(
+			"tenant %s has %d streams open, the most one tenant may have (sched.MaxTenantStreams): close one, or send more items through fewer streams", tn, MaxTenantStreams))
+	}
+	s.streams.perTenant[tn]++
+	s.streams.mu.Unlock()
+	defer func() {
+		s.streams.mu.Lock()
+		if s.streams.perTenant[tn]--; s.streams.perTenant[tn] <= 0 {
+			delete(s.streams.perTenant, tn)
+		}
+		s.streams.mu.Unlock()
+	}()
 	notice := ""
 	if run.transient {
 		notice = transientNotice
@@ -126,8 +153,14 @@ func (api *clientAPI) Stream(ctx context.Context, bs *connect.BidiStream[paddock
 	// The reader takes a credit before each Receive: past the window it reads nothing,
 	// and HTTP/2 flow control holds the client back. The sender returns the credit once
 	// the item's result is sent.
+	// Payload bytes are bounded the same way (byteBudget): the reader takes an item's
+	// bytes after reading it and waits while the stream holds its budget; the sender
+	// gives them back with the item's result. Results go out in admission order, so the
+	// sizes queue in that order too.
 	credits := make(chan struct{}, w)
 	items := make(chan []byte, w)
+	sizes := make(chan int64, w)
+	budget := semaphore.NewWeighted(s.streamByteBudget())
 	readErr := make(chan error, 1)
 	go func() {
 		defer close(items)
@@ -152,9 +185,14 @@ func (api *clientAPI) Stream(ctx context.Context, bs *connect.BidiStream[paddock
 				readErr <- invalid("item: missing: every message after the open must be a StreamItem")
 				return
 			case len(it.GetPayload()) > s.cfg.MaxInlineBytes:
-				readErr <- invalid("item.payload: %d bytes is over the server's inline limit of %d bytes (server.max_inline_bytes)", len(it.GetPayload()), s.cfg.MaxInlineBytes)
+				readErr <- invalid("item.payload: %d bytes is over the server's inline limit of %d bytes (server.max_inline_bytes): send larger inputs as blobs with a durable task", len(it.GetPayload()), s.cfg.MaxInlineBytes)
 				return
 			}
+			n := int64(len(it.GetPayload()))
+			if err := budget.Acquire(ctx, n); err != nil {
+				return
+			}
+			sizes <- n
 			items <- it.GetPayload()
 		}
 	}()
@@ -173,6 +211,7 @@ func (api *clientAPI) Stream(ctx context.Context, bs *connect.BidiStream[paddock
 				return err
 			}
 			sent++
+			budget.Release(<-sizes)
 			<-credits
 		case err := <-subErr:
 			if err != nil {
@@ -189,6 +228,11 @@ func (api *clientAPI) Stream(ctx context.Context, bs *connect.BidiStream[paddock
 }
 
 // openStream checks an open and returns the new stream with its window.
+// streamByteBudget is the payload bytes one stream may have outstanding.
+func (s *Server) streamByteBudget() int64 {
+	return max(int64(MaxStreamBytes), int64(s.cfg.MaxInlineBytes))
+}
+
 func (s *Server) openStream(open *paddockv1.StreamOpen, tn string) (*streamRun, int, error) {
 	w := int(open.GetWindow())
 	switch {
@@ -291,7 +335,13 @@ func (s *Server) admit(ctx context.Context, run *streamRun, items <-chan []byte)
 
 // admitDurable stores one batch of a durable stream's items and watches each task.
 func (s *Server) admitDurable(ctx context.Context, run *streamRun, seqs []uint64, batch [][]byte) error {
+	// The tenant's max_queued holds for stream items as for submits; past it the stream
+	// ends with the same error (its admitted items stay stored and run).
+	if err := s.checkQueued(ctx, run.tmpl.Tenant, len(batch)); err != nil {
+		return err
+	}
 	now := time.Now()
+	deadline := s.scheduleDeadline(now, &paddockv1.TaskSpec{})
 	ts := make([]store.Task, len(batch))
 	for i, p := range batch {
 		id, err := uuid.NewV7()
@@ -299,7 +349,7 @@ func (s *Server) admitDurable(ctx context.Context, run *streamRun, seqs []uint64
 			return connect.NewError(connect.CodeInternal, err)
 		}
 		t := run.tmpl
-		t.ID, t.Payload, t.CreatedAt = id.String(), p, now
+		t.ID, t.Payload, t.CreatedAt, t.ScheduleDeadline = id.String(), p, now, deadline
 		ts[i] = t
 	}
 	stored, _, err := s.st.CreateBatch(ctx, ts)

@@ -1,0 +1,143 @@
+package sched_test
+
+import (
+	"context"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	paddockv1 "github.com/paddockvm/paddock/api/paddock/v1"
+	"github.com/paddockvm/paddock/sched"
+	"github.com/paddockvm/paddock/sched/store"
+	"github.com/paddockvm/paddock/sched/stream"
+	"github.com/paddockvm/paddock/sched/tenant"
+)
+
+// TestStreamByteBudget: a stream of large items that never complete (no agent serves
+// the type) holds at most sched.MaxStreamBytes of payload in the server, however large
+// its window: the server stops reading once the budget is taken.
+func TestStreamByteBudget(t *testing.T) {
+	ts := startServer(t, fastConfig())
+	const item = 3 << 20
+	want := uint64(sched.MaxStreamBytes / item)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	bs := streamClient(ts).Stream(ctx)
+	if err := bs.Send(&paddockv1.StreamRequest{Msg: &paddockv1.StreamRequest_Open{Open: &paddockv1.StreamOpen{Type: "test.nobody", Window: 4096, Transient: true}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bs.Receive(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		rng := rand.New(rand.NewPCG(1, 2))
+		for i := 0; i < 3*int(want); i++ { // incompressible, so flow control sees every byte
+			p := make([]byte, item)
+			for j := range p {
+				p[j] = byte(rng.Uint32())
+			}
+			if bs.Send(&paddockv1.StreamRequest{Msg: &paddockv1.StreamRequest_Item{Item: &paddockv1.StreamItem{Payload: p}}}) != nil {
+				return
+			}
+		}
+	}()
+	var si sched.StreamInfo
+	last, since := uint64(0), time.Now()
+	for end := time.Now().Add(3 * time.Minute); time.Since(since) < 2*time.Second || si.Admitted == 0; time.Sleep(50 * time.Millisecond) {
+		if ss := ts.srv.Streams(); len(ss) == 1 {
+			si = ss[0]
+		}
+		if si.Admitted != last {
+			last, since = si.Admitted, time.Now()
+		}
+		if time.Now().After(end) {
+			t.Fatalf("the stream kept admitting for 3 minutes: %+v", si)
+		}
+	}
+	t.Logf("items of %d bytes, window 4096: the server admitted %d and stopped (budget %d bytes)", item, si.Admitted, sched.MaxStreamBytes)
+	if si.Admitted != want {
+		t.Fatalf("admitted %d items of %d bytes; want %d (sched.MaxStreamBytes = %d)", si.Admitted, item, want, sched.MaxStreamBytes)
+	}
+}
+
+// TestStreamsPerTenant: a tenant may hold sched.MaxTenantStreams streams open; one more
+// is refused with a message naming the limit, and closing one makes room.
+func TestStreamsPerTenant(t *testing.T) {
+	ts := startServer(t, fastConfig())
+	type bidi = *connect.BidiStreamForClient[paddockv1.StreamRequest, paddockv1.StreamResponse]
+	open := func() (bidi, error) {
+		bs := streamClient(ts).Stream(context.Background())
+		if err := bs.Send(&paddockv1.StreamRequest{Msg: &paddockv1.StreamRequest_Open{Open: &paddockv1.StreamOpen{Type: "test.echo", Window: 4}}}); err != nil {
+			return bs, err
+		}
+		_, err := bs.Receive()
+		return bs, err
+	}
+	streams := make([]bidi, sched.MaxTenantStreams)
+	for i := range streams {
+		bs, err := open()
+		if err != nil {
+			t.Fatalf("stream %d of %d: %v", i+1, sched.MaxTenantStreams, err)
+		}
+		streams[i] = bs
+		defer func() { _ = bs.CloseRequest(); _ = bs.CloseResponse() }()
+	}
+	_, err := open()
+	if connect.CodeOf(err) != connect.CodeResourceExhausted || !strings.Contains(err.Error(), "MaxTenantStreams") {
+		t.Fatalf("stream %d: got %v; want ResourceExhausted naming sched.MaxTenantStreams", sched.MaxTenantStreams+1, err)
+	}
+	// The client closes its side of one stream: the server ends it (nothing outstanding).
+	_ = streams[0].CloseRequest()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		bs, err := open()
+		if err == nil {
+			_ = bs.CloseRequest()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after closing a stream, a new one is still refused: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestStreamTenantMaxQueued: a durable stream's items count against its tenant's
+// max_queued as submits do: past it the stream ends with the error naming the limit, and
+// the items admitted before stay stored.
+func TestStreamTenantMaxQueued(t *testing.T) {
+	cfg := tenantConfig()
+	cfg.Tenants = tenant.Config{"small": {MaxQueued: 3}}
+	ts := startServer(t, cfg)
+	small := newToken(t, clientsFor(ts, adminToken), "small")
+	c, err := stream.Open(context.Background(), streamClient(ts), small, &paddockv1.StreamOpen{Type: "test.nobody", Window: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := 0; i < 10; i++ {
+		if _, err := c.Send(context.Background(), []byte("x")); err != nil {
+			break // the server ended the stream
+		}
+	}
+	got := make(chan error, 1)
+	go func() { _, err := c.Recv(); got <- err }()
+	select {
+	case err = <-got:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("a durable stream past its tenant's max_queued still runs after 2 minutes")
+	}
+	if connect.CodeOf(err) != connect.CodeResourceExhausted || !strings.Contains(err.Error(), "tenants.small.max_queued") {
+		t.Fatalf("a durable stream past its tenant's max_queued: got %v; want ResourceExhausted naming tenants.small.max_queued", err)
+	}
+	n, err := ts.srv.Store().CountTenant(context.Background(), "small", store.Queued)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n > 3 {
+		t.Fatalf("tenant small has %d tasks queued; its max_queued is 3", n)
+	}
+}
