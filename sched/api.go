@@ -18,6 +18,7 @@ import (
 	paddockv1 "github.com/paddockvm/paddock/api/paddock/v1"
 	"github.com/paddockvm/paddock/api/paddock/v1/paddockv1connect"
 	"github.com/paddockvm/paddock/blob/blobhttp"
+	pipe "github.com/paddockvm/paddock/sched/pipeline"
 	"github.com/paddockvm/paddock/sched/store"
 	"github.com/paddockvm/paddock/sched/tenant"
 )
@@ -219,26 +220,37 @@ func (s *Server) validateSpec(sp *paddockv1.TaskSpec) (store.Task, error) {
 	return t, nil
 }
 
+// prepareSpec is every check of a submitted spec, shared by Submit, SubmitBatch and
+// SubmitPipeline: its fields and defaults (validateSpec); its tenant, from the token
+// (assignTenant, before the upstreams are checked: they must be the same tenant's); its
+// input blobs; its task inputs (parseInputTasks: with stages, "@stage:" references are
+// returned for the pipeline to resolve); and its upstream tasks.
+func (s *Server) prepareSpec(ctx context.Context, sp *paddockv1.TaskSpec, stages bool) (store.Task, map[string]pipe.Ref, error) {
+	t, err := s.validateSpec(sp)
+	if err != nil {
+		return t, nil, err
+	}
+	if err := s.assignTenant(ctx, sp.GetTenant(), &t); err != nil {
+		return t, nil, err
+	}
+	if err := s.checkInputBlobs(ctx, sp, &t); err != nil {
+		return t, nil, err
+	}
+	refs, err := parseInputTasks(sp, &t, stages)
+	if err != nil {
+		return t, nil, err
+	}
+	return t, refs, s.checkUpstreams(ctx, t)
+}
+
 // Submit implements paddockv1connect.TaskServiceHandler.
 func (api *clientAPI) Submit(ctx context.Context, req *connect.Request[paddockv1.SubmitRequest]) (*connect.Response[paddockv1.SubmitResponse], error) {
 	s := api.s
-	t, err := s.validateSpec(req.Msg.GetTask())
+	t, _, err := s.prepareSpec(ctx, req.Msg.GetTask(), false)
 	if err != nil {
 		return nil, err
 	}
-	if err := s.assignTenant(ctx, req.Msg.GetTask().GetTenant(), &t); err != nil {
-		return nil, err
-	}
 	if err := s.checkQueued(ctx, t.Tenant, 1); err != nil {
-		return nil, err
-	}
-	if err := s.checkInputBlobs(ctx, req.Msg.GetTask(), &t); err != nil {
-		return nil, err
-	}
-	if _, err := parseInputTasks(req.Msg.GetTask(), &t, false); err != nil {
-		return nil, err
-	}
-	if err := s.checkUpstreams(ctx, t); err != nil {
 		return nil, err
 	}
 	id, err := uuid.NewV7()
@@ -280,19 +292,7 @@ func (api *clientAPI) SubmitBatch(ctx context.Context, req *connect.Request[padd
 	perTenant := map[string]int{}
 	now := time.Now()
 	for i, sp := range specs {
-		t, err := s.validateSpec(sp)
-		if err == nil {
-			err = s.assignTenant(ctx, sp.GetTenant(), &t)
-		}
-		if err == nil {
-			err = s.checkInputBlobs(ctx, sp, &t)
-		}
-		if err == nil {
-			_, err = parseInputTasks(sp, &t, false)
-		}
-		if err == nil {
-			err = s.checkUpstreams(ctx, t)
-		}
+		t, _, err := s.prepareSpec(ctx, sp, false)
 		if err != nil {
 			return nil, batchErr(i, err)
 		}

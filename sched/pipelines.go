@@ -298,21 +298,8 @@ func (api *clientAPI) SubmitPipeline(ctx context.Context, req *connect.Request[p
 	refs := make([]map[string]pipe.Ref, len(sts))
 	dag := make([]pipe.Stage, len(sts))
 	for i, st := range sts {
-		t, err := s.validateSpec(st.GetTask())
-		if err == nil {
-			// The stage's tenant comes from the token, as a submit's does (before the
-			// upstreams are checked: they must be the same tenant's).
-			err = s.assignTenant(ctx, st.GetTask().GetTenant(), &t)
-		}
-		if err == nil {
-			err = s.checkInputBlobs(ctx, st.GetTask(), &t)
-		}
-		if err == nil {
-			refs[i], err = parseInputTasks(st.GetTask(), &t, true)
-		}
-		if err == nil {
-			err = s.checkUpstreams(ctx, t)
-		}
+		t, r, err := s.prepareSpec(ctx, st.GetTask(), true)
+		refs[i] = r
 		if err != nil {
 			return nil, stageErr(i, st.GetName(), err)
 		}
