@@ -542,8 +542,14 @@ func (s *Server) ack(ctx context.Context, a *agent, se *session, ack *agentv1.Ac
 	s.mu.Unlock()
 	s.wake() // an agent at MaxUnacked may take work again
 	if ack.GetAccepted() {
-		nt, err := s.st.Update(ctx, store.Update{TaskID: ack.GetTaskId(), From: []store.State{store.Leased}, LeaseID: ack.GetLeaseId(),
-			To: store.Running, Now: now, Started: true})
+		// The ack is applied without reading the task: the update holds only while it is
+		// still leased under the ack's lease.
+		u, err := store.Transition(store.Task{ID: ack.GetTaskId(), State: store.Leased, LeaseID: ack.GetLeaseId()}, store.EvStart, store.Change{Now: now})
+		if err != nil { // cannot happen: a leased task may start
+			s.log.Error("recording ack", "task", ack.GetTaskId(), "err", err)
+			return
+		}
+		nt, err := s.st.Update(ctx, u)
 		if err != nil && !errors.Is(err, store.ErrConflict) && ctx.Err() == nil {
 			s.log.Error("recording ack", "task", ack.GetTaskId(), "err", err)
 		}
@@ -556,13 +562,11 @@ func (s *Server) ack(ctx context.Context, a *agent, se *session, ack *agentv1.Ac
 	if err != nil || t.LeaseID != ack.GetLeaseId() || t.AgentID != a.id {
 		return
 	}
-	to, err := store.Next(t, store.EvRefuse)
+	u, err := store.Transition(t, store.EvRefuse, store.Change{Now: now, Error: "agent " + a.id + " refused the task: " + ack.GetError(), FailureKind: store.Refused})
 	if err != nil {
 		return
 	}
-	msg := "agent " + a.id + " refused the task: " + ack.GetError()
-	nt, err := s.st.Update(ctx, store.Update{TaskID: t.ID, From: []store.State{store.Leased}, LeaseID: t.LeaseID, To: to, Now: now,
-		Error: &msg, EndAttempt: true, Retryable: true, FailureKind: store.Refused})
+	nt, err := s.st.Update(ctx, u)
 	if err != nil {
 		return
 	}
@@ -635,28 +639,18 @@ func (s *Server) Report(ctx context.Context, agentID string, r *agentv1.Report) 
 	if ev != store.EvSucceed && errText == "" {
 		errText = "the agent reported " + strings.ToLower(strings.TrimPrefix(r.GetStatus().String(), "STATUS_")) + " without an error message"
 	}
-	to, err := store.Next(t, ev)
+	now := time.Now()
+	u, err := store.Transition(t, ev, store.Change{Now: now, Error: errText, FailureKind: kind, Backoff: s.backoff(t.Attempt),
+		Usage: s.attemptUsage(agentID, t, time.Duration(r.GetUsage().GetWallMs())*time.Millisecond, time.Duration(r.GetUsage().GetCpuMs())*time.Millisecond, outBlobs)})
 	if err != nil {
 		return reject(agentv1.ReportOutcome_REPORT_OUTCOME_REJECTED, "%v", err)
 	}
-	now := time.Now()
-	u := store.Update{TaskID: t.ID, From: []store.State{store.Leased, store.Running}, LeaseID: t.LeaseID, To: to, Now: now,
-		EndAttempt: true, Retryable: ev == store.EvFailRetryable, FailureKind: kind,
-		Usage: s.attemptUsage(agentID, t, time.Duration(r.GetUsage().GetWallMs())*time.Millisecond, time.Duration(r.GetUsage().GetCpuMs())*time.Millisecond, outBlobs)}
 	if ev == store.EvSucceed {
 		out := r.GetOutput()
 		if out == nil {
 			out = []byte{}
 		}
 		u.Output, u.Outputs, u.OutputSHA256, u.OutputBlobs = &out, r.GetOutputs(), strings.ToLower(r.GetSha256()), outBlobs
-		// A success clears the task's error; earlier attempts keep theirs in the history.
-		none := ""
-		u.Error = &none
-	} else {
-		u.Error = &errText
-	}
-	if to == store.Queued {
-		u.NotBefore = now.Add(s.backoff(t.Attempt))
 	}
 	nt, err := s.st.Update(ctx, u)
 	if errors.Is(err, store.ErrConflict) {

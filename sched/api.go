@@ -445,15 +445,13 @@ func (s *Server) Cancel(ctx context.Context, id string) (store.Task, error) {
 		if err != nil || t.State.Terminal() {
 			return t, err
 		}
-		to, err := store.Next(t, store.EvCancel)
+		c := store.Change{Now: time.Now()}
+		if t.State == store.Queued || t.State == store.Waiting {
+			c.Error = msg // ends it now; a leased one ends when its agent reports
+		}
+		u, err := store.Transition(t, store.EvCancel, c)
 		if err != nil {
 			return t, err
-		}
-		u := store.Update{TaskID: id, From: []store.State{t.State}, To: to, Now: time.Now(), CancelRequested: true}
-		if t.State != store.Queued && t.State != store.Waiting {
-			u.LeaseID = t.LeaseID
-		} else {
-			u.Error = &msg
 		}
 		nt, err := s.st.Update(ctx, u)
 		if errors.Is(err, store.ErrConflict) && i < 5 {

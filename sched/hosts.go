@@ -318,13 +318,12 @@ func (s *Server) GuestGone(ctx context.Context, host, guest, reason string) {
 		if t.AgentID != guest {
 			continue
 		}
-		to, err := store.Next(t, store.EvExpire)
+		u, err := store.Transition(t, store.EvExpire, store.Change{Now: now, FailureKind: store.GuestGone,
+			Error: fmt.Sprintf("guest %s on host %s gone (%s) while it held lease %d", guest, host, reason, t.LeaseID)})
 		if err != nil {
 			continue
 		}
-		msg := fmt.Sprintf("guest %s on host %s gone (%s) while it held lease %d", guest, host, reason, t.LeaseID)
-		nt, err := s.st.Update(ctx, store.Update{TaskID: t.ID, From: []store.State{store.Leased, store.Running}, LeaseID: t.LeaseID, To: to, Now: now,
-			Error: &msg, EndAttempt: true, Retryable: true, FailureKind: store.GuestGone})
+		nt, err := s.st.Update(ctx, u)
 		if err != nil {
 			continue // reported or expired meanwhile
 		}

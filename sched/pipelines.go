@@ -175,15 +175,20 @@ func (s *Server) resolveWaiting(ctx context.Context, id string) {
 		}
 	}
 	d := pipe.Decide(down, ups)
-	u := store.Update{TaskID: id, From: []store.State{store.Waiting}, Now: time.Now()}
+	var u store.Update
 	switch d.Action {
 	case pipe.Wait:
 		s.pipes.add(down)
 		return
 	case pipe.Queue:
-		u.To, u.InputBlobs = store.Queued, d.Inputs
+		u, err = store.Transition(down, store.EvUpstreamsDone, store.Change{Now: time.Now()})
+		u.InputBlobs = d.Inputs
 	case pipe.Fail:
-		u.To, u.Error = store.Failed, &d.Reason
+		u, err = store.Transition(down, store.EvUpstreamLost, store.Change{Now: time.Now(), Error: d.Reason})
+	}
+	if err != nil { // cannot happen: down is waiting
+		s.log.Error("resolving a waiting task", "task", id, "err", err)
+		return
 	}
 	nt, err := s.st.Update(ctx, u)
 	switch {

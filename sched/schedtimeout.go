@@ -57,13 +57,13 @@ func (s *Server) scheduleTimeouts(ctx context.Context, now time.Time) {
 }
 
 func (s *Server) scheduleTimeout1(ctx context.Context, t store.Task, now time.Time) {
-	to, err := store.Next(t, store.EvScheduleTimeout)
+	msg := fmt.Sprintf("no agent started it within %v: %s", t.ScheduleDeadline.Sub(t.CreatedAt), s.placement(&t).GetMessage())
+	u, err := store.Transition(t, store.EvScheduleTimeout, store.Change{Now: now, Error: msg})
 	if err != nil {
 		s.log.Error("schedule-to-start timeout", "task", t.ID, "err", err)
 		return
 	}
-	msg := fmt.Sprintf("no agent started it within %v: %s", t.ScheduleDeadline.Sub(t.CreatedAt), s.placement(&t).GetMessage())
-	nt, err := s.st.Update(ctx, store.Update{TaskID: t.ID, From: []store.State{store.Queued}, To: to, Now: now, Error: &msg})
+	nt, err := s.st.Update(ctx, u)
 	if errors.Is(err, store.ErrConflict) {
 		return // leased (or cancelled) in the meantime
 	}

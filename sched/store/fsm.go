@@ -19,11 +19,12 @@ const (
 	EvScheduleTimeout Event = "schedule_timeout" // no agent started it within its schedule-to-start timeout
 	EvUpstreamsDone   Event = "upstreams_done"   // every upstream of a waiting task succeeded
 	EvUpstreamLost    Event = "upstream_lost"    // an upstream of a waiting task ended failed, dead or cancelled (or is gone)
+	EvPreempt         Event = "preempt"          // the server stopped it to give its slot to an online task (not charged)
 )
 
 // Events lists every event.
 var Events = []Event{EvLease, EvStart, EvRefuse, EvSucceed, EvFailFatal, EvFailRetryable, EvExpire, EvCancel, EvCancelled, EvScheduleTimeout,
-	EvUpstreamsDone, EvUpstreamLost}
+	EvUpstreamsDone, EvUpstreamLost, EvPreempt}
 
 // retry is the pseudo-state of a transition that goes back to Queued while attempts
 // remain and to Dead once they are used up (or Cancelled if a cancel was requested).
@@ -52,6 +53,7 @@ var transitions = map[State]map[Event]State{
 		EvExpire:        retry,
 		EvCancel:        Leased, // the cancel is pushed to the agent; the state waits for it
 		EvCancelled:     Cancelled,
+		EvPreempt:       retry,
 	},
 	Running: {
 		EvSucceed:       Succeeded,
@@ -60,6 +62,7 @@ var transitions = map[State]map[Event]State{
 		EvExpire:        retry,
 		EvCancel:        Running,
 		EvCancelled:     Cancelled,
+		EvPreempt:       retry,
 	},
 }
 
@@ -88,6 +91,9 @@ func Next(t Task, e Event) (State, error) {
 	}
 	if to != retry {
 		return to, nil
+	}
+	if e == EvPreempt {
+		t.Preemptions++ // the attempt it ends is not charged
 	}
 	switch {
 	case t.CancelRequested:

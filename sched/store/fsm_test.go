@@ -33,6 +33,10 @@ func TestNextTable(t *testing.T) {
 		{"start twice is illegal", Task{State: Running}, EvStart, "", true},
 		{"succeeded is final", Task{State: Succeeded}, EvSucceed, "", true},
 		{"dead is final", Task{State: Dead}, EvLease, "", true},
+		{"preempt requeues", Task{State: Running, Attempt: 1, MaxAttempts: 1}, EvPreempt, Queued, false},
+		{"preempt on the last attempt still requeues", Task{State: Leased, Attempt: 3, Preemptions: 1, MaxAttempts: 2}, EvPreempt, Queued, false},
+		{"preempt with cancel requested", Task{State: Running, Attempt: 1, MaxAttempts: 3, CancelRequested: true}, EvPreempt, Cancelled, false},
+		{"preempt queued is illegal", Task{State: Queued}, EvPreempt, "", true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -77,19 +81,21 @@ func TestStateMachineProperties(t *testing.T) {
 				tk.LeaseID++
 			case EvCancel:
 				tk.CancelRequested = true
+			case EvPreempt:
+				tk.Preemptions++
 			}
 			if to == Succeeded {
 				succeeded++
 			}
-			if to == Dead && tk.Attempt < tk.MaxAttempts {
+			if to == Dead && tk.Attempt-tk.Preemptions < tk.MaxAttempts {
 				t.Fatalf("dead after %d of %d attempts", tk.Attempt, tk.MaxAttempts)
 			}
 			if to == Queued && tk.CancelRequested {
 				t.Fatalf("a task whose cancel was requested went back to the queue on %s", ev)
 			}
 			tk.State = to
-			if tk.Attempt > tk.MaxAttempts {
-				t.Fatalf("attempt %d exceeds max_attempts %d", tk.Attempt, tk.MaxAttempts)
+			if tk.Attempt-tk.Preemptions > tk.MaxAttempts {
+				t.Fatalf("attempt %d (%d preempted, not charged) exceeds max_attempts %d", tk.Attempt, tk.Preemptions, tk.MaxAttempts)
 			}
 		}
 		if succeeded > 1 {
