@@ -1,11 +1,13 @@
 // Package store owns the scheduler's durable state: the Task and Attempt records, the
 // task state machine (Next, the transition table) and the Store interface every backend
-// implements. Backends: store/sqlite (embedded, the default). A PostgreSQL backend comes
-// later and must pass the same contract suite, store/storetest.Run.
+// implements. Backends: store/sqlite (embedded, the default) and store/postgres; both
+// pass the same contract suite, store/storetest.Run.
 //
-// The Store interface is deliberately narrow: the scheduler decides every state change
-// with Next and asks the store to apply it as a compare-and-swap on (state, lease id),
-// so that two racing changes can never both apply.
+// The Store interface is deliberately narrow: the scheduler builds every state change
+// with Transition (the one home of what each event does: Next's state, the states the
+// update may apply from, the lease that fences it, how the attempt ends) and asks the
+// store to apply it as a compare-and-swap on (state, lease id), so that two racing
+// changes can never both apply.
 //
 // A task created with Upstreams (pipelines) starts Waiting rather than Queued; events
 // upstreams_done (to Queued, with Update.InputBlobs the resolved inputs), upstream_lost
