@@ -174,7 +174,7 @@ func (s *Server) resolveWaiting(ctx context.Context, id string) {
 			ups[u.TaskID] = up
 		}
 	}
-	d := pipe.Decide(down, ups)
+	d := pipe.Decide(down, ups, s.cfg.MaxInlineBytes)
 	var u store.Update
 	switch d.Action {
 	case pipe.Wait:
@@ -182,7 +182,7 @@ func (s *Server) resolveWaiting(ctx context.Context, id string) {
 		return
 	case pipe.Queue:
 		u, err = store.Transition(down, store.EvUpstreamsDone, store.Change{Now: time.Now()})
-		u.InputBlobs = d.Inputs
+		u.InputBlobs, u.Inputs = d.Inputs, d.Inline
 	case pipe.Fail:
 		u, err = store.Transition(down, store.EvUpstreamLost, store.Change{Now: time.Now(), Error: d.Reason})
 	}

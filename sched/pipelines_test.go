@@ -99,7 +99,7 @@ func TestPipelineBadInput(t *testing.T) {
 	ok := submit(t, ts, &paddockv1.TaskSpec{Type: "blobecho", InputBlobs: map[string]*paddockv1.BlobRef{"in": {Digest: string(in)}}})
 	d2 := submit(t, ts, &paddockv1.TaskSpec{Type: "blobecho", InputTasks: map[string]string{"in": "@task:" + ok.GetId() + "/nope"}})
 	got = wait(t, ts, d2.GetId(), 30*time.Second)
-	if got.GetState() != paddockv1.State_STATE_FAILED || !strings.Contains(got.GetError(), `produced no output blob "nope" (it has out)`) {
+	if got.GetState() != paddockv1.State_STATE_FAILED || !strings.Contains(got.GetError(), `produced no output "nope" (its output blobs: out; its inline outputs: none)`) {
 		t.Fatalf("downstream of a missing output = %v; want failed naming the output", got)
 	}
 	// Now that the upstream succeeded, the same mistake is refused at submit.

@@ -160,19 +160,26 @@ const (
 // Decision is Decide's answer.
 type Decision struct {
 	Action Action
-	// Inputs (Queue) is the task's input blobs with the upstreams' outputs added.
+	// Inputs (Queue) is the task's input blobs with the upstreams' output blobs added.
 	Inputs map[string]store.BlobRef
+	// Inline (Queue) is the task's inline inputs with the upstreams' inline outputs
+	// added; nil when no upstream gave an inline output.
+	Inline map[string][]byte
 	// Reason (Fail) says which upstream and why.
 	Reason string
 }
 
 // Decide says what the waiting task down does, given its upstreams by task id as they
-// are now (a missing id: the upstream is gone, deleted by retention).
-func Decide(down store.Task, ups map[string]store.Task) Decision {
+// are now (a missing id: the upstream is gone, deleted by retention). An upstream's
+// output is a blob, or its inline bytes (Output); maxInline (0: no limit) bounds the
+// task's inline data (payload, inline inputs and their names) once inline outputs are
+// added, as server.max_inline_bytes bounds a submitted task's.
+func Decide(down store.Task, ups map[string]store.Task, maxInline int) Decision {
 	inputs := make(map[string]store.BlobRef, len(down.InputBlobs)+len(down.Upstreams))
 	for k, v := range down.InputBlobs {
 		inputs[k] = v
 	}
+	var inline map[string][]byte
 	waiting := false
 	for _, name := range sortedNames(down.Upstreams) {
 		u := down.Upstreams[name]
@@ -193,38 +200,75 @@ func Decide(down store.Task, ups map[string]store.Task) Decision {
 			waiting = true
 			continue
 		}
-		b, err := Output(up, ref)
+		o, err := Output(up, ref)
 		if err != nil {
 			return Decision{Action: Fail, Reason: fmt.Sprintf("input %q: %v", name, err)}
 		}
-		inputs[name] = b
+		if !o.IsInline {
+			inputs[name] = o.Blob
+			continue
+		}
+		if inline == nil {
+			inline = make(map[string][]byte, len(down.Inputs)+1)
+			for k, v := range down.Inputs {
+				inline[k] = v
+			}
+		}
+		inline[name] = o.Inline
 	}
 	if waiting {
 		return Decision{Action: Wait}
 	}
-	return Decision{Action: Queue, Inputs: inputs}
-}
-
-// Output returns the output blob of the succeeded task up that ref names.
-func Output(up store.Task, ref Ref) (store.BlobRef, error) {
-	if ref.Output != "" {
-		b, ok := up.OutputBlobs[ref.Output]
-		if !ok {
-			return b, fmt.Errorf("upstream task %s produced no output blob %q (it has %s)", up.ID, ref.Output, names(up.OutputBlobs))
+	if inline != nil && maxInline > 0 {
+		size := len(down.Payload)
+		for k, v := range inline {
+			size += len(k) + len(v)
 		}
-		return b, nil
+		if size > maxInline {
+			return Decision{Action: Fail, Reason: fmt.Sprintf("the upstreams' inline outputs make the task's inline data %d bytes, over the server's inline limit of %d bytes (server.max_inline_bytes): have the upstream write its result as an output file (a blob), which has no such limit", size, maxInline)}
+		}
 	}
-	if len(up.OutputBlobs) != 1 {
-		return store.BlobRef{}, fmt.Errorf("%s names no output and upstream task %s has %d output blobs (%s): name one as @task:%s/OUTPUT",
-			ref, up.ID, len(up.OutputBlobs), names(up.OutputBlobs), up.ID)
-	}
-	for _, b := range up.OutputBlobs {
-		return b, nil
-	}
-	panic("unreachable")
+	return Decision{Action: Queue, Inputs: inputs, Inline: inline}
 }
 
-func names(m map[string]store.BlobRef) string {
+// Resolved is the output of an upstream a reference names: a blob, or inline bytes.
+type Resolved struct {
+	Blob     store.BlobRef
+	Inline   []byte
+	IsInline bool
+}
+
+// Output returns the output of up that ref names. A named output is the output blob
+// of that name, else the inline output of that name (Task.Outputs). Unnamed, it is the
+// task's one output blob, or its inline output (Task.Output) when it has no output
+// blob; with several output blobs the reference must name one.
+func Output(up store.Task, ref Ref) (Resolved, error) {
+	if ref.Output != "" {
+		if b, ok := up.OutputBlobs[ref.Output]; ok {
+			return Resolved{Blob: b}, nil
+		}
+		if b, ok := up.Outputs[ref.Output]; ok {
+			return Resolved{Inline: b, IsInline: true}, nil
+		}
+		return Resolved{}, fmt.Errorf("upstream task %s produced no output %q (its output blobs: %s; its inline outputs: %s)", up.ID, ref.Output, names(up.OutputBlobs), names(up.Outputs))
+	}
+	switch len(up.OutputBlobs) {
+	case 0:
+		out := up.Output
+		if out == nil {
+			out = []byte{}
+		}
+		return Resolved{Inline: out, IsInline: true}, nil
+	case 1:
+		for _, b := range up.OutputBlobs {
+			return Resolved{Blob: b}, nil
+		}
+	}
+	return Resolved{}, fmt.Errorf("%s names no output and upstream task %s has %d output blobs (%s): name one as @task:%s/OUTPUT",
+		ref, up.ID, len(up.OutputBlobs), names(up.OutputBlobs), up.ID)
+}
+
+func names[V any](m map[string]V) string {
 	if len(m) == 0 {
 		return "none"
 	}

@@ -94,21 +94,43 @@ func TestDecide(t *testing.T) {
 			`input "x": upstream task u1 ended dead: lease expired`},
 		{"one cancelled", map[string]store.Task{"u1": ok1, "u2": {ID: "u2", State: store.Cancelled}}, Fail, "u2 ended cancelled"},
 		{"gone", map[string]store.Task{"u2": ok2}, Fail, "u1 no longer exists"},
-		{"missing output", map[string]store.Task{"u1": ok1, "u2": {ID: "u2", State: store.Succeeded, OutputBlobs: map[string]store.BlobRef{"a": o1}}}, Fail,
-			`no output blob "b" (it has a)`},
+		{"missing output", map[string]store.Task{"u1": ok1, "u2": {ID: "u2", State: store.Succeeded, OutputBlobs: map[string]store.BlobRef{"a": o1}, Outputs: map[string][]byte{"c": nil}}}, Fail,
+			`produced no output "b" (its output blobs: a; its inline outputs: c)`},
 		{"ambiguous output", map[string]store.Task{"u1": ok2, "u2": ok2}, Fail, "name one as @task:u2/OUTPUT"},
-		{"no output", map[string]store.Task{"u1": {ID: "u1", State: store.Succeeded}, "u2": ok2}, Fail, "0 output blobs (none)"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			d := Decide(down, tc.ups)
+			d := Decide(down, tc.ups, 0)
 			if d.Action != tc.want || !strings.Contains(d.Reason, tc.wantReason) {
 				t.Fatalf("Decide = %+v; want action %d with reason %q", d, tc.want, tc.wantReason)
 			}
-			if d.Action == Queue && (d.Inputs["own"] != own || d.Inputs["x"] != o1 || d.Inputs["y"] != o2 || len(d.Inputs) != 3) {
-				t.Fatalf("Decide inputs = %v; want own, x = out of u1, y = b of u2", d.Inputs)
+			if d.Action == Queue && (d.Inputs["own"] != own || d.Inputs["x"] != o1 || d.Inputs["y"] != o2 || len(d.Inputs) != 3 || d.Inline != nil) {
+				t.Fatalf("Decide inputs = %v, inline %v; want own, x = out of u1, y = b of u2, nothing inline", d.Inputs, d.Inline)
 			}
 		})
+	}
+	// Inline outputs: the unnamed output of a task without output blobs is its inline
+	// output; a named one may be a named inline output. They join the task's own inline
+	// inputs, within the inline limit.
+	inl := store.Task{ID: "d", State: store.Waiting, Payload: []byte("p"), Inputs: map[string][]byte{"own": []byte("o")},
+		Upstreams: map[string]store.Upstream{"x": {TaskID: "u1"}, "y": {TaskID: "u2", Output: "stats"}}}
+	ups := map[string]store.Task{
+		"u1": {ID: "u1", State: store.Succeeded, Output: []byte("compressed")},
+		"u2": {ID: "u2", State: store.Succeeded, OutputBlobs: map[string]store.BlobRef{"a": o1}, Outputs: map[string][]byte{"stats": []byte("42")}},
+	}
+	d := Decide(inl, ups, 0)
+	if d.Action != Queue || string(d.Inline["x"]) != "compressed" || string(d.Inline["y"]) != "42" || string(d.Inline["own"]) != "o" || len(d.Inline) != 3 {
+		t.Fatalf("Decide with inline outputs = %+v; want queued with x = u1's output, y = u2's stats, own kept", d)
+	}
+	if len(inl.Inputs) != 1 {
+		t.Fatalf("Decide changed the task's own inline inputs: %v", inl.Inputs)
+	}
+	if d := Decide(inl, ups, 10); d.Action != Fail || !strings.Contains(d.Reason, "server.max_inline_bytes") {
+		t.Fatalf("Decide past the inline limit = %+v; want a failure naming server.max_inline_bytes", d)
+	}
+	empty := map[string]store.Task{"u1": {ID: "u1", State: store.Succeeded}, "u2": ups["u2"]}
+	if d := Decide(inl, empty, 0); d.Action != Queue || d.Inline["x"] == nil || len(d.Inline["x"]) != 0 {
+		t.Fatalf("Decide with an upstream whose output is empty = %+v; want queued with x empty", d)
 	}
 	if len(down.InputBlobs) != 1 {
 		t.Fatalf("Decide changed the task's own input blobs: %v", down.InputBlobs)

@@ -117,6 +117,7 @@ type Update struct {
 	OutputSHA256    string
 	OutputBlobs     map[string]BlobRef // replaces the task's output blobs (on success)
 	InputBlobs      map[string]BlobRef // replaces the task's input blobs (a waiting task's upstreams resolved)
+	Inputs          map[string][]byte  // replaces the task's inline inputs (a waiting task's upstreams' inline outputs)
 	Error           *string
 	NotBefore       time.Time
 	CancelRequested bool // set the flag

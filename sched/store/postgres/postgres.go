@@ -549,6 +549,13 @@ func (s *Store) Update(ctx context.Context, u store.Update) (store.Task, error) 
 		}
 		sets = append(sets, "input_blobs = "+arg(b))
 	}
+	if u.Inputs != nil {
+		b, err := rowcodec.EncMap(u.Inputs)
+		if err != nil {
+			return store.Task{}, fmt.Errorf("encoding inputs of task %s: %w", u.TaskID, err)
+		}
+		sets = append(sets, "inputs = "+arg(b))
+	}
 	errText := ""
 	if u.Error != nil {
 		errText = *u.Error

@@ -752,6 +752,13 @@ func (s *Store) Update(ctx context.Context, u store.Update) (store.Task, error) 
 		}
 		sets, args = append(sets, "input_blobs = ?"), append(args, b)
 	}
+	if u.Inputs != nil {
+		b, err := encMap(u.Inputs)
+		if err != nil {
+			return store.Task{}, fmt.Errorf("encoding inputs of task %s: %w", u.TaskID, err)
+		}
+		sets, args = append(sets, "inputs = ?"), append(args, b)
+	}
 	if u.Error != nil {
 		sets, args = append(sets, "error = ?"), append(args, *u.Error)
 	}

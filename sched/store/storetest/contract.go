@@ -755,9 +755,13 @@ func testWaiting(t *testing.T, s store.Store) {
 		t.Fatalf("Update waiting -> running = %v; want ErrInvalid", err)
 	}
 	in := map[string]store.BlobRef{"own": own, "data": out}
-	q, err := s.Update(ctx, store.Update{TaskID: "down", From: []store.State{store.Waiting}, To: store.Queued, Now: t0.Add(time.Second), InputBlobs: in})
+	inline := map[string][]byte{"mine": []byte("m"), "small": []byte("an upstream's inline output")}
+	q, err := s.Update(ctx, store.Update{TaskID: "down", From: []store.State{store.Waiting}, To: store.Queued, Now: t0.Add(time.Second), InputBlobs: in, Inputs: inline})
 	if err != nil || q.State != store.Queued || q.InputBlobs["data"] != out || q.InputBlobs["own"] != own {
 		t.Fatalf("Update waiting -> queued = %+v, %v; want queued with inputs own and data", q, err)
+	}
+	if g, err := s.Get(ctx, "down"); err != nil || len(g.Inputs) != 2 || string(g.Inputs["small"]) != "an upstream's inline output" || string(g.Inputs["mine"]) != "m" {
+		t.Fatalf("Get after resolving = inputs %q, %v; want the inline inputs the update set", g.Inputs, err)
 	}
 	if ready, err := s.Ready(ctx, "checksum", t0.Add(time.Hour), 10); err != nil || len(ready) != 1 || ready[0].ID != "down" || ready[0].InputBlobs["data"] != out {
 		t.Fatalf("Ready after resolving = %v, %v; want [down] with its input blobs (the dispatcher places by them)", ready, err)
