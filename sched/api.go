@@ -608,7 +608,11 @@ func toProto(t store.Task, att []store.Attempt) *paddockv1.Task {
 	if n := len(att); n > 0 && t.State != store.Succeeded {
 		p.FailureKind = kindProto(att[n-1].FailureKind)
 	} else if n == 0 && t.State == store.Failed {
-		p.FailureKind = kindProto(store.ScheduleTimeout) // the one way to fail without an attempt
+		k := t.FailureKind // schedule_timeout or upstream_failed
+		if k == "" {
+			k = store.ScheduleTimeout // a row from before migration 00016: the one way then
+		}
+		p.FailureKind = kindProto(k)
 	}
 	return p
 }

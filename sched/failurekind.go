@@ -37,6 +37,7 @@ var apiKinds = map[store.FailureKind]paddockv1.FailureKind{
 	store.Refused:            paddockv1.FailureKind_FAILURE_KIND_REFUSED,
 	store.ScheduleTimeout:    paddockv1.FailureKind_FAILURE_KIND_SCHEDULE_TIMEOUT,
 	store.Preempted:          paddockv1.FailureKind_FAILURE_KIND_PREEMPTED,
+	store.UpstreamFailed:     paddockv1.FailureKind_FAILURE_KIND_UPSTREAM_FAILED,
 }
 
 // reportKind is the stored failure kind of a failed or cancelled report: the agent's,

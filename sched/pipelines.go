@@ -184,7 +184,7 @@ func (s *Server) resolveWaiting(ctx context.Context, id string) {
 		u, err = store.Transition(down, store.EvUpstreamsDone, store.Change{Now: time.Now()})
 		u.InputBlobs, u.Inputs = d.Inputs, d.Inline
 	case pipe.Fail:
-		u, err = store.Transition(down, store.EvUpstreamLost, store.Change{Now: time.Now(), Error: d.Reason})
+		u, err = store.Transition(down, store.EvUpstreamLost, store.Change{Now: time.Now(), Error: d.Reason, FailureKind: store.UpstreamFailed})
 	}
 	if err != nil { // cannot happen: down is waiting
 		s.log.Error("resolving a waiting task", "task", id, "err", err)

@@ -94,6 +94,9 @@ func TestPipelineBadInput(t *testing.T) {
 		!strings.Contains(got.GetError(), "disk on fire") {
 		t.Fatalf("downstream of a dead upstream = %v; want failed naming the upstream and its error", got)
 	}
+	if got.GetFailureKind() != paddockv1.FailureKind_FAILURE_KIND_UPSTREAM_FAILED {
+		t.Fatalf("downstream of a dead upstream: failure kind %v; want UPSTREAM_FAILED", got.GetFailureKind())
+	}
 
 	in := putBlob(t, fs, "x")
 	ok := submit(t, ts, &paddockv1.TaskSpec{Type: "blobecho", InputBlobs: map[string]*paddockv1.BlobRef{"in": {Digest: string(in)}}})

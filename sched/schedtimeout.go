@@ -58,7 +58,7 @@ func (s *Server) scheduleTimeouts(ctx context.Context, now time.Time) {
 
 func (s *Server) scheduleTimeout1(ctx context.Context, t store.Task, now time.Time) {
 	msg := fmt.Sprintf("no agent started it within %v: %s", t.ScheduleDeadline.Sub(t.CreatedAt), s.placement(&t).GetMessage())
-	u, err := store.Transition(t, store.EvScheduleTimeout, store.Change{Now: now, Error: msg})
+	u, err := store.Transition(t, store.EvScheduleTimeout, store.Change{Now: now, Error: msg, FailureKind: store.ScheduleTimeout})
 	if err != nil {
 		s.log.Error("schedule-to-start timeout", "task", t.ID, "err", err)
 		return

@@ -126,7 +126,8 @@ type Update struct {
 	Preempted       bool // count one more preemption (the attempt ended is not charged)
 
 	// EndAttempt records the current attempt's outcome (State = To, Error, Retryable,
-	// FailureKind, Usage, SHA256).
+	// FailureKind, Usage, SHA256). Without EndAttempt, a FailureKind is the task's own
+	// (Task.FailureKind: a failure without an attempt).
 	EndAttempt  bool
 	Retryable   bool
 	FailureKind FailureKind

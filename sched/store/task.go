@@ -111,6 +111,9 @@ type Task struct {
 	OutputSHA256 string
 	OutputBlobs  map[string]BlobRef // outputs in the blob store, by name; set on success
 	Error        string
+	// FailureKind is how a task that failed without an attempt failed (ScheduleTimeout,
+	// UpstreamFailed); "" otherwise (an attempt's kind is in its Attempt).
+	FailureKind FailureKind
 
 	CreatedAt  time.Time
 	UpdatedAt  time.Time
@@ -156,11 +159,12 @@ const (
 	Refused            FailureKind = "refused"             // the agent refused the assignment
 	ScheduleTimeout    FailureKind = "schedule_timeout"    // no agent started it within its schedule-to-start timeout
 	Preempted          FailureKind = "preempted"           // stopped to give its slot to an online task; not charged
+	UpstreamFailed     FailureKind = "upstream_failed"     // a pipeline task's upstream ended failed, dead or cancelled, is gone, or lacks the output
 )
 
 // FailureKinds lists every kind but NoFailure.
 var FailureKinds = []FailureKind{HandlerError, Crashed, Timeout, Panic, OutputTooLarge, BadOutput, HandlerUnavailable,
-	InputUnavailable, OutputTransfer, CancelledRun, LeaseExpired, GuestGone, Refused, ScheduleTimeout, Preempted}
+	InputUnavailable, OutputTransfer, CancelledRun, LeaseExpired, GuestGone, Refused, ScheduleTimeout, Preempted, UpstreamFailed}
 
 // Attempt is one run of a task: one lease.
 type Attempt struct {

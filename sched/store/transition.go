@@ -48,6 +48,8 @@ func Transition(t Task, e Event, c Change) (Update, error) {
 		u.Started = true
 	case EvCancel:
 		u.CancelRequested = true
+	case EvScheduleTimeout, EvUpstreamLost: // failures without an attempt: the task's own kind
+		u.FailureKind = c.FailureKind
 	case EvRefuse, EvSucceed, EvFailFatal, EvFailRetryable, EvExpire, EvPreempt, EvCancelled:
 		u.EndAttempt, u.FailureKind, u.Usage = true, c.FailureKind, c.Usage
 		u.Retryable = transitions[t.State][e] == retry

@@ -41,7 +41,8 @@ func TestTransition(t *testing.T) {
 		{"cancel running waits for the agent", running, EvCancel, Update{TaskID: "t", From: []State{Running}, LeaseID: 7, To: Running, Now: now, CancelRequested: true}},
 		{"cancelled", running, EvCancelled, Update{TaskID: "t", From: []State{Leased, Running}, LeaseID: 7, To: Cancelled, Now: now,
 			EndAttempt: true, FailureKind: HandlerError, Usage: c.Usage}},
-		{"schedule timeout", queued, EvScheduleTimeout, Update{TaskID: "t", From: []State{Queued}, To: Failed, Now: now}},
+		{"schedule timeout", queued, EvScheduleTimeout, Update{TaskID: "t", From: []State{Queued}, To: Failed, Now: now, FailureKind: HandlerError}},
+		{"upstream lost", waiting, EvUpstreamLost, Update{TaskID: "t", From: []State{Waiting}, To: Failed, Now: now, FailureKind: HandlerError}},
 		{"upstreams done", waiting, EvUpstreamsDone, Update{TaskID: "t", From: []State{Waiting}, To: Queued, Now: now}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -202,6 +202,9 @@ const (
 	// FAILURE_KIND_PREEMPTED: the server stopped a batch task to give its slot to an
 	// online task; the task is queued again and the attempt is not charged.
 	FailureKind_FAILURE_KIND_PREEMPTED FailureKind = 14
+	// FAILURE_KIND_UPSTREAM_FAILED: a pipeline task's upstream (input_tasks) ended failed,
+	// dead or cancelled, is gone, or did not produce the output named; it never ran.
+	FailureKind_FAILURE_KIND_UPSTREAM_FAILED FailureKind = 21
 )
 
 // Enum value maps for FailureKind.
@@ -223,6 +226,7 @@ var (
 		13: "FAILURE_KIND_REFUSED",
 		20: "FAILURE_KIND_SCHEDULE_TIMEOUT",
 		14: "FAILURE_KIND_PREEMPTED",
+		21: "FAILURE_KIND_UPSTREAM_FAILED",
 	}
 	FailureKind_value = map[string]int32{
 		"FAILURE_KIND_UNSPECIFIED":         0,
@@ -241,6 +245,7 @@ var (
 		"FAILURE_KIND_REFUSED":             13,
 		"FAILURE_KIND_SCHEDULE_TIMEOUT":    20,
 		"FAILURE_KIND_PREEMPTED":           14,
+		"FAILURE_KIND_UPSTREAM_FAILED":     21,
 	}
 )
 
@@ -5521,7 +5526,7 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\x05Class\x12\x15\n" +
 	"\x11CLASS_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fCLASS_ONLINE\x10\x01\x12\x0f\n" +
-	"\vCLASS_BATCH\x10\x02*\xf5\x03\n" +
+	"\vCLASS_BATCH\x10\x02*\x97\x04\n" +
 	"\vFailureKind\x12\x1c\n" +
 	"\x18FAILURE_KIND_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aFAILURE_KIND_HANDLER_ERROR\x10\x01\x12\x18\n" +
@@ -5539,7 +5544,8 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\x17FAILURE_KIND_GUEST_GONE\x10\f\x12\x18\n" +
 	"\x14FAILURE_KIND_REFUSED\x10\r\x12!\n" +
 	"\x1dFAILURE_KIND_SCHEDULE_TIMEOUT\x10\x14\x12\x1a\n" +
-	"\x16FAILURE_KIND_PREEMPTED\x10\x0e2\xea\t\n" +
+	"\x16FAILURE_KIND_PREEMPTED\x10\x0e\x12 \n" +
+	"\x1cFAILURE_KIND_UPSTREAM_FAILED\x10\x152\xea\t\n" +
 	"\vTaskService\x12j\n" +
 	"\x06Submit\x12\x19.paddock.v1.SubmitRequest\x1a\x1a.paddock.v1.SubmitResponse\")\x82\xd3\xe4\x93\x02#:\x01*\"\x1e/paddock.v1.TaskService/Submit\x12~\n" +
 	"\vSubmitBatch\x12\x1e.paddock.v1.SubmitBatchRequest\x1a\x1f.paddock.v1.SubmitBatchResponse\".\x82\xd3\xe4\x93\x02(:\x01*\"#/paddock.v1.TaskService/SubmitBatch\x12\x8a\x01\n" +

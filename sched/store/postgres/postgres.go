@@ -172,7 +172,7 @@ func cols(p string) string {
 	names := []string{"seq", "id", "type", "payload", "inputs", "priority", "class", "requirements", "timeout_ms", "max_attempts",
 		"idempotency_key", "tenant", "state", "attempt", "lease_id", "agent_id", "lease_expires_at", "not_before", "cancel_requested",
 		"output", "outputs", "output_sha256", "error", "created_at", "updated_at", "leased_at", "started_at", "finished_at",
-		"input_blobs", "output_blobs", "lease_secret", "schedule_deadline", "preemptions", "upstreams"}
+		"input_blobs", "output_blobs", "lease_secret", "schedule_deadline", "preemptions", "upstreams", "failure_kind"}
 	return p + strings.Join(names, ", "+p)
 }
 
@@ -182,7 +182,7 @@ var taskCols = cols("")
 // the server reloads the waiting set with List).
 const listCols = `seq, id, type, NULL::bytea, NULL::bytea, priority, class, requirements, timeout_ms, max_attempts,
  idempotency_key, tenant, state, attempt, lease_id, agent_id, lease_expires_at, not_before, cancel_requested,
- NULL::bytea, NULL::bytea, output_sha256, error, created_at, updated_at, leased_at, started_at, finished_at, '', '', lease_secret, schedule_deadline, preemptions, upstreams`
+ NULL::bytea, NULL::bytea, output_sha256, error, created_at, updated_at, leased_at, started_at, finished_at, '', '', lease_secret, schedule_deadline, preemptions, upstreams, failure_kind`
 
 // readyCols is listCols with the input blob references (the dispatcher places tasks
 // near their inputs).
@@ -204,7 +204,7 @@ func scanTask(row pgx.Row) (store.Task, error) {
 	dest := []any{&t.Seq, &t.ID, &t.Type, &t.Payload, &r.Inputs, &t.Priority, &r.Class, &r.Requirements, &r.TimeoutMS, &t.MaxAttempts,
 		&t.IdempotencyKey, &t.Tenant, &r.State, &t.Attempt, &r.LeaseID, &t.AgentID, &r.LeaseExpiresAt, &r.NotBefore, &t.CancelRequested,
 		&t.Output, &r.Outputs, &t.OutputSHA256, &t.Error, &r.CreatedAt, &r.UpdatedAt, &r.LeasedAt, &r.StartedAt, &r.FinishedAt,
-		&r.InputBlobs, &r.OutputBlobs, &t.LeaseSecret, &r.ScheduleDeadline, &t.Preemptions, &r.Upstreams}
+		&r.InputBlobs, &r.OutputBlobs, &t.LeaseSecret, &r.ScheduleDeadline, &t.Preemptions, &r.Upstreams, &r.FailureKind}
 	if err := row.Scan(dest...); err != nil {
 		return r.Task, err
 	}
@@ -566,6 +566,9 @@ func (s *Store) Update(ctx context.Context, u store.Update) (store.Task, error) 
 	}
 	if u.CancelRequested {
 		sets = append(sets, "cancel_requested = TRUE")
+	}
+	if u.FailureKind != "" && !u.EndAttempt { // a failure without an attempt: the task's own kind
+		sets = append(sets, "failure_kind = "+arg(string(u.FailureKind)))
 	}
 	if u.Preempted {
 		sets = append(sets, "preemptions = preemptions + 1")

@@ -311,13 +311,13 @@ func (s *Store) Close() error {
 const taskCols = `seq, id, type, payload, inputs, priority, class, requirements, timeout_ms, max_attempts,
  idempotency_key, tenant, state, attempt, lease_id, agent_id, lease_expires_at, not_before, cancel_requested,
  output, outputs, output_sha256, error, created_at, updated_at, leased_at, started_at, finished_at,
- input_blobs, output_blobs, lease_secret, schedule_deadline, preemptions, upstreams`
+ input_blobs, output_blobs, lease_secret, schedule_deadline, preemptions, upstreams, failure_kind`
 
 // listCols omits the payload, inputs, outputs and blob references (not the upstreams:
 // the server reloads the waiting set with List).
 const listCols = `seq, id, type, NULL, NULL, priority, class, requirements, timeout_ms, max_attempts,
  idempotency_key, tenant, state, attempt, lease_id, agent_id, lease_expires_at, not_before, cancel_requested,
- NULL, NULL, output_sha256, error, created_at, updated_at, leased_at, started_at, finished_at, '', '', lease_secret, schedule_deadline, preemptions, upstreams`
+ NULL, NULL, output_sha256, error, created_at, updated_at, leased_at, started_at, finished_at, '', '', lease_secret, schedule_deadline, preemptions, upstreams, failure_kind`
 
 // readyCols is listCols with the input blob references (the dispatcher places tasks
 // near their inputs).
@@ -387,16 +387,18 @@ func scanTask(sc scanner) (store.Task, error) {
 	var inBlobs, outBlobs, ups string
 	var req string
 	var timeoutMS, leaseExp, notBefore, created, updated, leased, started, finished, schedDeadline int64
+	var failureKind string
 	var cancelReq int
 	var state, class string
 	var leaseID int64
 	err := sc.Scan(&t.Seq, &t.ID, &t.Type, &t.Payload, &inputs, &t.Priority, &class, &req, &timeoutMS, &t.MaxAttempts,
 		&t.IdempotencyKey, &t.Tenant, &state, &t.Attempt, &leaseID, &t.AgentID, &leaseExp, &notBefore, &cancelReq,
 		&t.Output, &outputs, &t.OutputSHA256, &t.Error, &created, &updated, &leased, &started, &finished,
-		&inBlobs, &outBlobs, &t.LeaseSecret, &schedDeadline, &t.Preemptions, &ups)
+		&inBlobs, &outBlobs, &t.LeaseSecret, &schedDeadline, &t.Preemptions, &ups, &failureKind)
 	if err != nil {
 		return t, err
 	}
+	t.FailureKind = store.FailureKind(failureKind)
 	t.ScheduleDeadline = fromMS(schedDeadline)
 	if ups != "" {
 		if err := json.Unmarshal([]byte(ups), &t.Upstreams); err != nil {
@@ -767,6 +769,9 @@ func (s *Store) Update(ctx context.Context, u store.Update) (store.Task, error) 
 	}
 	if u.CancelRequested {
 		sets = append(sets, "cancel_requested = 1")
+	}
+	if u.FailureKind != "" && !u.EndAttempt { // a failure without an attempt: the task's own kind
+		sets, args = append(sets, "failure_kind = ?"), append(args, string(u.FailureKind))
 	}
 	if u.Preempted {
 		sets = append(sets, "preemptions = preemptions + 1")

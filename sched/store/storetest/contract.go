@@ -770,9 +770,12 @@ func testWaiting(t *testing.T, s store.Store) {
 		t.Fatalf("BlobInUse(resolved upstream output) = %v, %v; want true (recorded as the task's input)", used, err)
 	}
 	msg := "upstream up ended dead"
-	f, err := s.Update(ctx, store.Update{TaskID: "other", From: []store.State{store.Waiting}, To: store.Failed, Now: t0.Add(time.Second), Error: &msg})
-	if err != nil || f.State != store.Failed || f.Error != msg || f.FinishedAt.IsZero() {
-		t.Fatalf("Update waiting -> failed = %+v, %v; want failed with the reason", f, err)
+	f, err := s.Update(ctx, store.Update{TaskID: "other", From: []store.State{store.Waiting}, To: store.Failed, Now: t0.Add(time.Second), Error: &msg, FailureKind: store.UpstreamFailed})
+	if err != nil || f.State != store.Failed || f.Error != msg || f.FinishedAt.IsZero() || f.FailureKind != store.UpstreamFailed {
+		t.Fatalf("Update waiting -> failed = %+v, %v; want failed with the reason and kind upstream_failed", f, err)
+	}
+	if g, err := s.Get(ctx, "other"); err != nil || g.FailureKind != store.UpstreamFailed {
+		t.Fatalf("Get of a task failed without an attempt: kind %q, %v; want upstream_failed (Task.FailureKind)", g.FailureKind, err)
 	}
 	if _, err := s.Update(ctx, store.Update{TaskID: "other", From: []store.State{store.Waiting}, To: store.Queued, Now: t0}); !errors.Is(err, store.ErrConflict) {
 		t.Fatalf("resolving a task no longer waiting = %v; want ErrConflict", err)

@@ -65,6 +65,7 @@ type Row struct {
 	CreatedAt, UpdatedAt, LeasedAt int64
 	StartedAt, FinishedAt          int64
 	ScheduleDeadline               int64
+	FailureKind                    string
 }
 
 // Decode returns the task the row holds.
@@ -76,6 +77,7 @@ func (r *Row) Decode() (store.Task, error) {
 	t.CreatedAt, t.UpdatedAt, t.LeasedAt = FromMS(r.CreatedAt), FromMS(r.UpdatedAt), FromMS(r.LeasedAt)
 	t.StartedAt, t.FinishedAt = FromMS(r.StartedAt), FromMS(r.FinishedAt)
 	t.ScheduleDeadline = FromMS(r.ScheduleDeadline)
+	t.FailureKind = store.FailureKind(r.FailureKind)
 	req := r.Requirements
 	if req == "{}" {
 		req = ""
