@@ -2,9 +2,11 @@ package sched
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
+	"connectrpc.com/connect"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	paddockv1 "github.com/paddockvm/paddock/api/paddock/v1"
@@ -106,14 +108,20 @@ func (o observedStore) Update(ctx context.Context, u store.Update) (store.Task, 
 	return t, err
 }
 
+// MaxFeedSubscribers bounds the open subscriptions to the task feed (task ls --watch,
+// the console's live pages) of one tenant, and of the admins together: each holds a
+// buffer and is visited on every task change.
+const MaxFeedSubscribers = 64
+
 // feed fans task changes out to subscribers. mu guards the fields below.
 type feed struct {
 	mu     sync.Mutex
 	subs   map[chan console.Event]string // subscriber -> its tenant ("": every tenant's tasks)
+	per    map[string]int                // open subscriptions by tenant ("": admins)
 	closed bool
 }
 
-func newFeed() *feed { return &feed{subs: map[chan console.Event]string{}} }
+func newFeed() *feed { return &feed{subs: map[chan console.Event]string{}, per: map[string]int{}} }
 
 // tenantFeed is the feed of one tenant's tasks (a non-admin's console).
 type tenantFeed struct {
@@ -122,33 +130,52 @@ type tenantFeed struct {
 }
 
 // Subscribe implements console.Feed.
-func (t tenantFeed) Subscribe() (<-chan console.Event, func()) { return t.f.subscribe(t.tenant) }
+func (t tenantFeed) Subscribe() (<-chan console.Event, func(), error) {
+	return t.f.subscribe(t.tenant)
+}
 
 var _ console.Feed = (*feed)(nil)
 
 // Subscribe implements console.Feed: the channel carries every task change from now
 // on; it is closed when the subscriber lags more than FeedBuffer events or the server
 // shuts down. cancel ends the subscription.
-func (f *feed) Subscribe() (<-chan console.Event, func()) { return f.subscribe("") }
+func (f *feed) Subscribe() (<-chan console.Event, func(), error) { return f.subscribe("") }
 
-// subscribe is Subscribe for the tasks of tenant ("": every tenant's).
-func (f *feed) subscribe(tenant string) (<-chan console.Event, func()) {
-	ch := make(chan console.Event, FeedBuffer)
+// subscribe is Subscribe for the tasks of tenant ("": every tenant's). It refuses a
+// subscription past MaxFeedSubscribers for the tenant.
+func (f *feed) subscribe(tenant string) (<-chan console.Event, func(), error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.per[tenant] >= MaxFeedSubscribers {
+		who := "tenant " + tenant
+		if tenant == "" {
+			who = "the admins"
+		}
+		return nil, nil, connect.NewError(connect.CodeResourceExhausted, fmt.Errorf(
+			"%s already hold %d task watches (task ls --watch, console pages), the most at once (sched.MaxFeedSubscribers): close one", who, MaxFeedSubscribers))
+	}
+	ch := make(chan console.Event, FeedBuffer)
 	if f.closed {
 		close(ch)
-		return ch, func() {}
+		return ch, func() {}, nil
 	}
 	f.subs[ch] = tenant
+	f.per[tenant]++
+	done := false
 	return ch, func() {
 		f.mu.Lock()
 		defer f.mu.Unlock()
+		if !done {
+			done = true
+			if f.per[tenant]--; f.per[tenant] <= 0 {
+				delete(f.per, tenant)
+			}
+		}
 		if _, ok := f.subs[ch]; ok {
 			delete(f.subs, ch)
 			close(ch)
 		}
-	}
+	}, nil
 }
 
 // publish sends t to every subscriber as a "task" event (see publishEvent).

@@ -17,9 +17,9 @@ import (
 // close, a new subscription ends at once.
 func TestFeedDropsLaggingSubscriber(t *testing.T) {
 	f := newFeed()
-	slow, cancelSlow := f.Subscribe()
+	slow, cancelSlow, _ := f.Subscribe()
 	defer cancelSlow()
-	fast, cancelFast := f.Subscribe()
+	fast, cancelFast, _ := f.Subscribe()
 	defer cancelFast()
 	publish := func(from, to int) {
 		for i := from; i < to; i++ {
@@ -48,10 +48,52 @@ func TestFeedDropsLaggingSubscriber(t *testing.T) {
 		t.Errorf("the lagging subscriber got %d events before its channel closed, want %d", n, FeedBuffer)
 	}
 	f.close()
-	ch, cancel := f.Subscribe()
+	ch, cancel, _ := f.Subscribe()
 	defer cancel()
 	if _, ok := <-ch; ok {
 		t.Error("a subscription after close got an event")
+	}
+}
+
+// TestFeedSubscribersBounded: a tenant holds at most MaxFeedSubscribers subscriptions
+// (the admins together as many); one more is refused naming the limit, another
+// tenant's are not affected, and a cancelled one makes room — also one the feed dropped
+// for lagging.
+func TestFeedSubscribersBounded(t *testing.T) {
+	f := newFeed()
+	var cancels []func()
+	for i := 0; i < MaxFeedSubscribers; i++ {
+		_, cancel, err := f.subscribe("a")
+		if err != nil {
+			t.Fatalf("subscription %d of %d: %v", i+1, MaxFeedSubscribers, err)
+		}
+		cancels = append(cancels, cancel)
+	}
+	if _, _, err := f.subscribe("a"); err == nil || !strings.Contains(err.Error(), "sched.MaxFeedSubscribers") {
+		t.Fatalf("subscription %d of tenant a: %v; want refused naming sched.MaxFeedSubscribers", MaxFeedSubscribers+1, err)
+	}
+	_, cancelB, err := f.subscribe("b")
+	if err != nil {
+		t.Fatalf("tenant b refused while a is at its limit: %v", err)
+	}
+	for i := 0; i < FeedBuffer+1; i++ { // every subscriber of a lags: dropped, still counted until cancelled
+		f.publish(store.Task{ID: fmt.Sprint("t", i), Tenant: "a", Type: "x", State: store.Queued})
+	}
+	if _, _, err := f.subscribe("a"); err == nil {
+		t.Fatal("a dropped subscription no one cancelled made room")
+	}
+	cancels[0]()
+	cancels[0]() // twice: counted once
+	if _, cancel, err := f.subscribe("a"); err != nil {
+		t.Fatalf("after a cancel: %v", err)
+	} else {
+		cancel()
+	}
+	for _, c := range append(cancels[1:], cancelB) {
+		c()
+	}
+	if len(f.per) != 0 {
+		t.Fatalf("counts left after every cancel: %v", f.per)
 	}
 }
 
@@ -68,7 +110,7 @@ func BenchmarkFeedPublish(b *testing.B) {
 			f := newFeed()
 			done := make(chan struct{})
 			for range subs {
-				ch, cancel := f.Subscribe()
+				ch, cancel, _ := f.Subscribe()
 				defer cancel()
 				go func() {
 					for {

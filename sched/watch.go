@@ -33,7 +33,10 @@ func (api *clientAPI) WatchTasks(ctx context.Context, req *connect.Request[paddo
 	if p := caller(ctx); !p.Admin {
 		feedTenant = p.Tenant
 	}
-	events, unsubscribe := api.s.feed.subscribe(feedTenant)
+	events, unsubscribe, err := api.s.feed.subscribe(feedTenant)
+	if err != nil {
+		return err
+	}
 	defer unsubscribe()
 	first, err := api.List(ctx, connect.NewRequest(&paddockv1.ListRequest{State: m.GetState(), Type: m.GetType(), Tenant: m.GetTenant(), Class: m.GetClass(), Limit: m.GetLimit()}))
 	if err != nil {

@@ -32,8 +32,9 @@ type Event struct {
 type Feed interface {
 	// Subscribe returns every event from now on. The channel is closed when the
 	// subscriber lags too far behind or the server stops; cancel ends the
-	// subscription (and closes the channel).
-	Subscribe() (events <-chan Event, cancel func())
+	// subscription (and closes the channel). err refuses the subscription (too many
+	// open): the page gets 429 with its text.
+	Subscribe() (events <-chan Event, cancel func(), err error)
 }
 
 // Public reports whether path is one of the console's static assets, which need no
@@ -106,7 +107,11 @@ func serveEvents(w http.ResponseWriter, r *http.Request, feed Feed, log *slog.Lo
 		return
 	}
 	rc := http.NewResponseController(w)
-	events, cancel := feed.Subscribe()
+	events, cancel, err := feed.Subscribe()
+	if err != nil { // too many open already
+		http.Error(w, err.Error(), http.StatusTooManyRequests)
+		return
+	}
 	defer cancel()
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
