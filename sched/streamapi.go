@@ -31,6 +31,11 @@ const MaxStreamBytes = 16 << 20
 // MaxTenantStreams bounds the streams one tenant may have open at once.
 const MaxTenantStreams = 32
 
+// MaxTenantStreamItems bounds the windows of one tenant's open streams together: the
+// items it may have outstanding at once over all its streams (each outstanding durable
+// item is watched until it ends).
+const MaxTenantStreamItems = 4 * MaxStreamWindow
+
 // transientNotice is what a transient stream's client is told at open.
 const transientNotice = "transient stream: its tasks are kept in this server's memory only and are not stored; " +
 	"if the server restarts, every task of the stream not yet delivered is lost (the stream ends with an error); " +
@@ -65,13 +70,15 @@ type streams struct {
 	open      map[string]*streamRun
 	window    map[string]int
 	perTenant map[string]int // open streams by tenant
+	// tenantItems is the windows of each tenant's open streams, summed.
+	tenantItems map[string]int
 	ended     []StreamInfo   // the last maxEndedStreams, oldest first
 }
 
 const maxEndedStreams = 32
 
 func newStreams() *streams {
-	return &streams{open: map[string]*streamRun{}, window: map[string]int{}, perTenant: map[string]int{}}
+	return &streams{open: map[string]*streamRun{}, window: map[string]int{}, perTenant: map[string]int{}, tenantItems: map[string]int{}}
 }
 
 // Streams returns the open streams and the last few ended ones, by id.
@@ -107,17 +114,26 @@ func (api *clientAPI) Stream(ctx context.Context, bs *connect.BidiStream[paddock
 		return err
 	}
 	s.streams.mu.Lock()
-	if s.streams.perTenant[tn] >= MaxTenantStreams {
+	switch {
+	case s.streams.perTenant[tn] >= MaxTenantStreams:
 		s.streams.mu.Unlock()
 		return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf(
 			"tenant %s has %d streams open, the most one tenant may have (sched.MaxTenantStreams): close one, or send more items through fewer streams", tn, MaxTenantStreams))
+	case s.streams.tenantItems[tn]+w > MaxTenantStreamItems:
+		s.streams.mu.Unlock()
+		return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf(
+			"open.window: %d more items outstanding would pass tenant %s's limit of %d over all its open streams (%d taken; sched.MaxTenantStreamItems): use a smaller window, or close a stream",
+			w, tn, MaxTenantStreamItems, s.streams.tenantItems[tn]))
 	}
 	s.streams.perTenant[tn]++
+	s.streams.tenantItems[tn] += w
 	s.streams.mu.Unlock()
 	defer func() {
 		s.streams.mu.Lock()
+		s.streams.tenantItems[tn] -= w
 		if s.streams.perTenant[tn]--; s.streams.perTenant[tn] <= 0 {
 			delete(s.streams.perTenant, tn)
+			delete(s.streams.tenantItems, tn)
 		}
 		s.streams.mu.Unlock()
 	}()

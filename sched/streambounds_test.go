@@ -90,6 +90,8 @@ func TestStreamsPerTenant(t *testing.T) {
 		t.Fatalf("stream %d: got %v; want ResourceExhausted naming sched.MaxTenantStreams", sched.MaxTenantStreams+1, err)
 	}
 	// The client closes its side of one stream: the server ends it (nothing outstanding).
+	// Then a stream whose window would pass the tenant's items over all its streams is
+	// refused naming the field and the limit (31 × 4 are open).
 	_ = streams[0].CloseRequest()
 	deadline := time.Now().Add(time.Minute)
 	for {
@@ -102,6 +104,49 @@ func TestStreamsPerTenant(t *testing.T) {
 			t.Fatalf("after closing a stream, a new one is still refused: %v", err)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestStreamTenantItems: the windows of one tenant's open streams together are bounded
+// (sched.MaxTenantStreamItems): past it a stream is refused naming the field and the
+// limit; closing one makes room.
+func TestStreamTenantItems(t *testing.T) {
+	ts := startServer(t, fastConfig())
+	type bidi = *connect.BidiStreamForClient[paddockv1.StreamRequest, paddockv1.StreamResponse]
+	open := func(w uint32) (bidi, error) {
+		bs := streamClient(ts).Stream(context.Background())
+		if err := bs.Send(&paddockv1.StreamRequest{Msg: &paddockv1.StreamRequest_Open{Open: &paddockv1.StreamOpen{Type: "test.echo", Window: w}}}); err != nil {
+			return bs, err
+		}
+		_, err := bs.Receive()
+		return bs, err
+	}
+	n := sched.MaxTenantStreamItems / sched.MaxStreamWindow
+	var first bidi
+	for i := 0; i < n; i++ {
+		bs, err := open(sched.MaxStreamWindow)
+		if err != nil {
+			t.Fatalf("stream %d of window %d: %v", i+1, sched.MaxStreamWindow, err)
+		}
+		defer func() { _ = bs.CloseRequest(); _ = bs.CloseResponse() }()
+		if first == nil {
+			first = bs
+		}
+	}
+	_, err := open(1)
+	if connect.CodeOf(err) != connect.CodeResourceExhausted || !strings.Contains(err.Error(), "open.window") || !strings.Contains(err.Error(), "sched.MaxTenantStreamItems") {
+		t.Fatalf("a stream past the tenant's items: %v; want ResourceExhausted naming open.window and sched.MaxTenantStreamItems", err)
+	}
+	_ = first.CloseRequest()
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
+		bs, err := open(sched.MaxStreamWindow)
+		if err == nil {
+			_ = bs.CloseRequest()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after closing a stream, one of its window is still refused: %v", err)
+		}
 	}
 }
 
