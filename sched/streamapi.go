@@ -72,7 +72,7 @@ type streams struct {
 	perTenant map[string]int // open streams by tenant
 	// tenantItems is the windows of each tenant's open streams, summed.
 	tenantItems map[string]int
-	ended     []StreamInfo   // the last maxEndedStreams, oldest first
+	ended       []StreamInfo // the last maxEndedStreams, oldest first
 }
 
 const maxEndedStreams = 32
