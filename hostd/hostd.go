@@ -340,6 +340,12 @@ func (d *Daemon) pools() []*hostv1.Pool {
 // largest blobs the host cache holds (the server places tasks near their inputs).
 const CacheSummaryBlobs = 1024
 
+// SummaryMinGap is the least time between two statuses sent because the cache's summary
+// changed (a download started, a blob landed or was evicted): the server learns where a
+// blob is within this much instead of with the next periodic status (every 2s), and a
+// burst of changes costs one status.
+const SummaryMinGap = 100 * time.Millisecond
+
 func (d *Daemon) status() *hostv1.Status {
 	st := &hostv1.Status{Pools: d.pools()}
 	if d.cache != nil {
@@ -407,6 +413,7 @@ func (d *Daemon) control(ctx context.Context) error {
 	go func() { // sender
 		t := time.NewTicker(every)
 		defer t.Stop()
+		var lastStatus time.Time
 		send := func(m *hostv1.HostMessage) bool {
 			stuck := time.AfterFunc(sendTimeout, func() {
 				ccancel(fmt.Errorf("sending to the server: no progress for %v (the server does not read the control stream); reconnecting", sendTimeout))
@@ -421,13 +428,31 @@ func (d *Daemon) control(ctx context.Context) error {
 			}
 			return true
 		}
-		if !send(&hostv1.HostMessage{Msg: &hostv1.HostMessage_Status{Status: d.status()}}) {
+		status := func() bool {
+			lastStatus = time.Now()
+			return send(&hostv1.HostMessage{Msg: &hostv1.HostMessage_Status{Status: d.status()}})
+		}
+		if !status() {
 			return
 		}
+		var changes <-chan struct{} // the cache's summary changed: a status soon
+		if d.cache != nil {
+			changes = d.cache.Changes()
+		}
+		var soon <-chan time.Time
 		for {
 			select {
 			case <-cctx.Done():
 				return
+			case <-changes:
+				if soon == nil {
+					soon = time.After(max(0, SummaryMinGap-time.Since(lastStatus)))
+				}
+			case <-soon:
+				soon = nil
+				if !status() {
+					return
+				}
 			case <-d.gone.wake:
 				gs := d.gone.take()
 				for i, g := range gs {
@@ -445,7 +470,7 @@ func (d *Daemon) control(ctx context.Context) error {
 					}
 				}
 			case <-t.C:
-				if !send(&hostv1.HostMessage{Msg: &hostv1.HostMessage_Status{Status: d.status()}}) {
+				if !status() {
 					return
 				}
 			}

@@ -26,9 +26,10 @@ import (
 // cacheHost is a host daemon's data plane with the real host cache (hostd/cache) over the
 // server's blob RPCs (hostd/link, mutual TLS on the cluster port): it stages a task's
 // inputs into its guests' input share with cache.Link, collects outputs with
-// cache.Ingest (write-through), and sends its cache summary with a status every 100ms,
-// as hostd does. Its "guests" are in-process agents (agent/session) relayed over the
-// host's link, each with the shared data path. Only the VMs are missing.
+// cache.Ingest (write-through), and sends its cache summary with a status every 2s and
+// within summaryMinGap of a change, as hostd does. Its "guests" are in-process agents
+// (agent/session) relayed over the host's link, each with the shared data path. Only
+// the VMs are missing.
 type cacheHost struct {
 	*fakeHost
 	id              string
@@ -68,6 +69,9 @@ func (r countingRC) Read(p []byte) (int, error) {
 	return k, err
 }
 
+// summaryMinGap is hostd.SummaryMinGap (not imported: hostd brings the VM pool along).
+const summaryMinGap = 100 * time.Millisecond
+
 func startCacheHost(tb testing.TB, cs *clusterServer, id string, diskBytes int64) *cacheHost {
 	tb.Helper()
 	root := tb.TempDir() // one filesystem: the cache hard-links into the shares
@@ -87,15 +91,25 @@ func startCacheHost(tb testing.TB, cs *clusterServer, id string, diskBytes int64
 	close(ch.ready)
 	ctx, cancel := context.WithCancel(context.Background())
 	tb.Cleanup(cancel)
-	go func() {
-		t := time.NewTicker(100 * time.Millisecond)
+	go func() { // as hostd's sender: a status every 2s, and one within 100ms of a change of the summary
+		t := time.NewTicker(2 * time.Second)
 		defer t.Stop()
+		var last time.Time
+		var soon <-chan time.Time
 		for {
 			select {
 			case <-ctx.Done():
 				return
+			case <-ch.c.Changes():
+				if soon == nil {
+					soon = time.After(max(0, summaryMinGap-time.Since(last)))
+				}
+				continue
+			case <-soon:
+				soon = nil
 			case <-t.C:
 			}
+			last = time.Now()
 			st := &hostv1.Status{}
 			for _, d := range ch.c.Largest(1024) {
 				st.CachedBlobs = append(st.CachedBlobs, string(d))

@@ -8,19 +8,24 @@ import (
 )
 
 // Locality-aware placement (issue 11). The server keeps, per host, the digests of the
-// blobs its cache holds: the summary each host sends with its status (the largest
-// blobs it caches, api/host/v1 Status.cached_blobs), plus what the server saw since
-// (a task's inputs staged there when it was leased to one of the host's guests, a
-// task's outputs collected there when it succeeded). The dispatcher places a ready
-// task with input blobs on a free slot of the host holding most of its input bytes.
-// When no such slot is free it leaves the task for later while those hosts keep
-// launching tasks: as in Spark's delay scheduling, the wait counts from the later of
-// the task becoming ready and the last launch on a host holding its inputs, and the
-// task takes any free slot once that wait reaches LocalityDelay (the hosts holding its
-// inputs are stuck or full of long tasks), or after maxLocalityWait delays in all (so
-// locality is weighed against waiting and never starves a task). A task whose inputs no host holds
-// takes a free slot at once, on the host whose cache holds the fewest blobs (so the
-// distinct inputs spread over the hosts' caches).
+// blobs its cache holds: the summary each host sends with its status and again within
+// 100ms of a change (the largest blobs its cache holds or is fetching, api/host/v1
+// Status.cached_blobs), plus what the server did itself (a task's inputs noted on a host
+// the moment a task is placed on one of its guests, a task's outputs when it succeeded
+// there). The dispatcher places a ready task with input blobs on a free slot of the host
+// holding most of its input bytes. A task whose inputs no host holds goes to the host
+// whose cache holds the fewest blobs (so distinct inputs spread over the hosts' caches),
+// and the next tasks of the same input follow it there, in the same round too.
+//
+// When the chosen host has no free slot but another host has, the task lets that slot
+// go for a while, as in Spark's delay scheduling: it waits while the hosts holding its
+// inputs keep launching tasks (the wait counts from the later of the first slot it let
+// go and the last launch on such a host) and takes the free slot once that wait reaches
+// LocalityDelay (those hosts are stuck, or full of long tasks). A task waiting for a
+// first host for its inputs waits one LocalityDelay at most. No task lets free slots go
+// for more than maxLocalityWait delays in all, however busy its hosts: locality is
+// weighed against waiting and never starves a task. Time a task spends queued while
+// every slot is taken is not a wait for locality and does not count.
 
 // cachedEntry is one blob a host holds as far as the server knows: noted is when the
 // server saw it go there (zero: only the host's summary lists it).
@@ -42,9 +47,11 @@ func (s *Server) noteCached(hostID string, refs map[string]store.BlobRef, now ti
 	}
 }
 
-// notedGrace is how long a blob the server noted on a host (inputs staged there,
+// notedGrace is how long a blob the server noted on a host (inputs placed there,
 // outputs collected there) counts as cached there without the host's summary listing
-// it: a download of a large input can outlast several status intervals.
+// it: a summary the host made before it heard of the task may arrive after the note (a
+// host lists a blob from the start of its download, within 100ms; an older host only
+// once the download is done, with its next status).
 const notedGrace = 5 * time.Second
 
 // setCacheSummary replaces what the server knows of h's cache with the host's summary,
@@ -85,21 +92,46 @@ func (s *Server) localBytes(t *store.Task) map[string]int64 {
 	return out
 }
 
-// pickNear picks an agent for t, preferring the hosts that hold its inputs (see above):
-// nil when no agent fits, or when t should wait a little longer for a local slot.
+// homes returns the hosts a task whose inputs no host holds should go to: of the
+// connected hosts with an agent that serves t, those whose caches hold the fewest blobs
+// as far as the server knows (each with weight 1; none when no host's agent serves t).
 // Caller holds s.mu.
-func (s *Server) pickNear(t *store.Task, now time.Time) *agent {
-	if s.cfg.LocalityDelay < 0 || len(t.InputBlobs) == 0 {
-		return s.pick(t)
+func (s *Server) homes(t *store.Task) map[string]int64 {
+	out := map[string]int64{}
+	least := -1
+	for _, a := range s.agents {
+		if a.hostID == "" || !a.serves(t) {
+			continue
+		}
+		h := s.hosts[a.hostID]
+		if h == nil || h.state != hostConnected {
+			continue
+		}
+		switch n := len(h.cached); {
+		case least < 0 || n < least:
+			least = n
+			clear(out)
+			out[a.hostID] = 1
+		case n == least:
+			out[a.hostID] = 1
+		}
 	}
-	local := s.localBytes(t)
-	if len(local) == 0 {
-		return s.launched(s.pickSpread(t), now)
-	}
+	return out
+}
+
+// serves reports whether a could run t once it has a free slot.
+func (a *agent) serves(t *store.Task) bool {
+	return a.state == agentConnected && !a.gone && a.types[t.Type] != nil && a.unmet(t.Requirements) == ""
+}
+
+// nearest returns the agent with a free slot for t on the host of near (bytes of t's
+// inputs per host) holding the most bytes, least pending first; nil when none has a
+// free slot. Caller holds s.mu.
+func (s *Server) nearest(t *store.Task, near map[string]int64) *agent {
 	var best *agent
 	var bestBytes int64
 	for _, a := range s.agents {
-		b := local[a.hostID]
+		b := near[a.hostID]
 		if b == 0 || b < bestBytes || !a.fits(t) {
 			continue
 		}
@@ -107,84 +139,95 @@ func (s *Server) pickNear(t *store.Task, now time.Time) *agent {
 			best, bestBytes = a, b
 		}
 	}
-	if best != nil {
-		s.metrics.placements.WithLabelValues("local").Inc()
-		return s.launched(best, now)
-	}
-	since := readySince(t)
-	waitFrom := since
-	for id := range local {
-		if h := s.hosts[id]; h != nil && h.lastLaunch.After(waitFrom) {
-			waitFrom = h.lastLaunch
-		}
-	}
-	if now.Sub(waitFrom) < s.cfg.LocalityDelay && now.Sub(since) < maxLocalityWait*s.cfg.LocalityDelay {
-		s.localWait[t.Type] = true
-		return nil // wait for a slot near the inputs: those hosts are launching tasks
-	}
-	a := s.pick(t)
-	if a != nil {
-		s.metrics.placements.WithLabelValues("remote").Inc()
-	}
-	return s.launched(a, now)
+	return best
 }
 
-// maxLocalityWait bounds a task's wait for a slot near its inputs, in LocalityDelays,
-// even while the hosts holding them keep launching other tasks: it never starves.
+// pickNear picks an agent for t, preferring the hosts that hold its inputs (see above):
+// nil when no agent fits, or when t should wait a little longer for a slot near them.
+// Caller holds s.mu.
+func (s *Server) pickNear(t *store.Task, now time.Time) *agent {
+	if s.cfg.LocalityDelay < 0 || len(t.InputBlobs) == 0 {
+		return s.pick(t)
+	}
+	near, where := s.localBytes(t), "local"
+	if len(near) == 0 {
+		near, where = s.homes(t), "new"
+	}
+	if len(near) == 0 {
+		return s.pick(t) // no host's agent serves t: an agent on the agent port, if any
+	}
+	if a := s.nearest(t, near); a != nil {
+		s.metrics.placements.WithLabelValues(where).Inc()
+		return s.placed(a, t, now)
+	}
+	a := s.pick(t)
+	if a == nil {
+		return nil // no free slot anywhere: t lets none go by waiting
+	}
+	if s.passedOver == nil {
+		s.passedOver = map[string]time.Time{}
+	}
+	first, ok := s.passedOver[t.ID]
+	if !ok {
+		first = now
+		s.passedOver[t.ID] = now
+	}
+	waitFrom := first
+	if where == "local" {
+		for id := range near {
+			if h := s.hosts[id]; h != nil && h.lastLaunch.After(waitFrom) {
+				waitFrom = h.lastLaunch
+			}
+		}
+	}
+	if now.Sub(waitFrom) < s.cfg.LocalityDelay && now.Sub(first) < maxLocalityWait*s.cfg.LocalityDelay {
+		s.localWait[t.Type] = true
+		return nil // wait for a slot near the inputs
+	}
+	if where == "local" {
+		where = "remote"
+	}
+	s.metrics.placements.WithLabelValues(where).Inc()
+	return s.placed(a, t, now)
+}
+
+// maxLocalityWait bounds, in LocalityDelays, how long a task lets free slots go while it
+// waits for a slot near its inputs, even while the hosts holding them keep launching
+// other tasks: it never starves.
 const maxLocalityWait = 20
 
-// launched records that a (nil: none) takes a task now, and returns it. Caller holds s.mu.
-func (s *Server) launched(a *agent, now time.Time) *agent {
-	if a != nil && a.hostID != "" {
-		if h := s.hosts[a.hostID]; h != nil {
-			h.lastLaunch = now
+// placed records that a takes t now and returns a: the launch on a's host, and t's
+// inputs noted there at once (the host fetches them now), so the next tasks of those
+// inputs follow t there, in this dispatch round too. Caller holds s.mu.
+func (s *Server) placed(a *agent, t *store.Task, now time.Time) *agent {
+	delete(s.passedOver, t.ID)
+	if len(s.passedOver) > passedOverPrune {
+		for id, at := range s.passedOver { // tasks cancelled while they waited
+			if now.Sub(at) > 10*maxLocalityWait*s.cfg.LocalityDelay {
+				delete(s.passedOver, id)
+			}
 		}
+	}
+	if a.hostID == "" {
+		return a
+	}
+	if h := s.hosts[a.hostID]; h != nil {
+		h.lastLaunch = now
+	}
+	if s.dataPath(a) == agentv1.DataPath_DATA_PATH_SHARED {
+		s.noteCached(a.hostID, t.InputBlobs, now)
 	}
 	return a
 }
 
-// pickSpread picks an agent for a task whose inputs no host holds: on the host whose
-// cache holds the fewest blobs (as far as the server knows), so that distinct inputs
-// spread over the hosts' caches instead of every host fetching every input; least
-// pending first on that host. Caller holds s.mu.
-func (s *Server) pickSpread(t *store.Task) *agent {
-	var best *agent
-	bestN := 0
-	for _, a := range s.agents {
-		if a.hostID == "" || !a.fits(t) {
-			continue
-		}
-		n := 0
-		if h := s.hosts[a.hostID]; h != nil {
-			n = len(h.cached)
-		}
-		if best == nil || n < bestN || (n == bestN && a.pending() < best.pending()) {
-			best, bestN = a, n
-		}
-	}
-	if best == nil {
-		return s.pick(t) // no host's agent fits: an agent on the agent port, if any
-	}
-	return best
-}
+// passedOverPrune is the size of Server.passedOver past which placed drops the entries
+// of tasks gone while they waited.
+const passedOverPrune = 4096
 
 // localityScan is how many ready tasks of a type the dispatcher reads in a round after
 // one of them waited for a slot near its inputs: a free slot elsewhere may suit a task
 // further back in the queue (delay scheduling looks past the head of the queue).
 const localityScan = 256
-
-// readySince is when t became ready to dispatch: submitted, queued (a pipeline's task
-// whose upstreams succeeded; a requeue), or its retry backoff ended.
-func readySince(t *store.Task) time.Time {
-	at := t.CreatedAt
-	if t.UpdatedAt.After(at) {
-		at = t.UpdatedAt
-	}
-	if t.NotBefore.After(at) {
-		at = t.NotBefore
-	}
-	return at
-}
 
 // outputsAt notes a succeeded task's output blobs on the host of the guest that ran it
 // (the host collected them into its cache), so the next stage of a pipeline is placed

@@ -40,7 +40,7 @@ type metrics struct {
 	gcDeleted      prometheus.Counter
 	gcDeletedBytes prometheus.Counter
 	gcErrors       prometheus.Counter
-	placements     *prometheus.CounterVec // tasks with cached inputs somewhere, by where they went (local, remote)
+	placements     *prometheus.CounterVec // tasks with input blobs, by where they went (local, remote, new)
 }
 
 func newMetrics(s *Server) *metrics {
@@ -134,7 +134,7 @@ func newMetrics(s *Server) *metrics {
 	m.reg.MustRegister(buildInfo, m.logChunks)
 	m.placements = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "paddock", Name: "locality_placements_total",
-		Help: "Tasks whose input blobs some host caches, by where they were leased: local (a host holding them) or remote (another, after server.locality_delay).",
+		Help: "Tasks with input blobs placed by locality, by where: local (a host holding them), remote (another host, after server.locality_delay), new (no host held them: the host caching the fewest blobs, or another after the delay).",
 	}, []string{"where"})
 	m.reg.MustRegister(m.placements)
 	m.reg.MustRegister(m.blobBytes, m.staged, m.stagedBytes, m.collects, m.collectSeconds, m.collectedBytes, m.gcDeleted, m.gcDeletedBytes, m.gcErrors)

@@ -56,8 +56,10 @@ type Server struct {
 	hosts   map[string]*hostRec
 	backlog map[string]int64 // queued tasks by type, as last sent to hosts
 	// localWait: types of which a task waited for a slot near its inputs in the last
-	// dispatch round (locality.go).
-	localWait map[string]bool
+	// dispatch round; passedOver: when each task waiting for locality first let a free
+	// slot elsewhere go (locality.go).
+	localWait  map[string]bool
+	passedOver map[string]time.Time
 
 	conns      map[string]string         // agent-port connection (peer address) -> agent id of its session
 	collecting map[uint64]pendingCollect // Collects sent to hosts, by request id

@@ -59,6 +59,7 @@ type Cache struct {
 	pendingDir string
 	memMax     int64 // the largest blob the memory tier takes
 	wake       chan struct{}
+	changes    chan struct{} // Changes: the set Largest lists changed (coalesced)
 	// retryMin and retryMax bound the backoff between upload attempts; fetchRetry the
 	// first pause between attempts to resume a cut download.
 	retryMin, retryMax time.Duration
@@ -133,6 +134,7 @@ func Open(cfg Config, src Source, sink Sink, reg prometheus.Registerer) (*Cache,
 		pendingDir: filepath.Join(cfg.Dir, "pending"),
 		memMax:     cfg.MemoryBytes / 8,
 		wake:       make(chan struct{}, 1),
+		changes:    make(chan struct{}, 1),
 		retryMin:   time.Second, retryMax: 5 * time.Minute, fetchRetry: 100 * time.Millisecond,
 		files: map[blob.Digest]*diskEntry{}, blobs: map[blob.Digest]*memEntry{},
 		flights: map[blob.Digest]*flight{}, pending: map[blob.Digest]*upload{},
@@ -319,6 +321,7 @@ func (c *Cache) evictDisk(k string) int64 {
 	d := blob.Digest(k)
 	e := c.files[d]
 	delete(c.files, d)
+	c.changed()
 	if err := os.Remove(c.path(d)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		c.log.Warn("removing an evicted blob", "digest", d, "err", err)
 	}
@@ -331,6 +334,7 @@ func (c *Cache) evictMem(k string) int64 {
 	d := blob.Digest(k)
 	e := c.blobs[d]
 	delete(c.blobs, d)
+	c.changed()
 	c.met.evictions.WithLabelValues(TierMemory).Inc()
 	return int64(len(e.data))
 }
@@ -397,6 +401,7 @@ func (c *Cache) insertDisk(d blob.Digest, size int64, tmp string) (*diskEntry, e
 	} else {
 		e = &diskEntry{size: size}
 		c.files[d] = e
+		c.changed()
 	}
 	e.verified = true
 	e.pins++
@@ -421,6 +426,7 @@ func (c *Cache) dropCorrupt(d blob.Digest, e *diskEntry) {
 		return
 	}
 	delete(c.files, d)
+	c.changed()
 	if err := os.Remove(c.path(d)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		c.log.Warn("removing a corrupt cached blob", "digest", d, "err", err)
 	}
@@ -444,6 +450,7 @@ func (c *Cache) admitMemory(d blob.Digest, data []byte, now int64) {
 		return
 	}
 	c.blobs[d] = &memEntry{data: data}
+	c.changed()
 	c.mem.used += n
 	c.mem.pol.Touch(string(d), now)
 	c.updateGauges()
@@ -477,22 +484,31 @@ func (c *Cache) Has(d blob.Digest) []string {
 	return out
 }
 
-// Largest returns the digests of the n largest blobs the cache holds (disk and memory
-// tiers, pending uploads included), largest first, ties by digest: the compact summary
-// the host sends the server with its status for locality-aware placement.
+// Largest returns the digests of the n largest blobs the cache holds or is fetching
+// (disk and memory tiers, pending uploads and downloads in progress included), largest
+// first, ties by digest: the compact summary the host sends the server with its status
+// for locality-aware placement. A download in progress counts: a task placed here now
+// waits for that one fetch instead of another host fetching the blob again.
 func (c *Cache) Largest(n int) []blob.Digest {
 	type ent struct {
 		d    blob.Digest
 		size int64
 	}
 	c.mu.Lock()
-	all := make([]ent, 0, len(c.files)+len(c.blobs))
+	all := make([]ent, 0, len(c.files)+len(c.blobs)+len(c.flights))
 	for d, e := range c.files {
 		all = append(all, ent{d, e.size})
 	}
 	for d, e := range c.blobs {
 		if _, ok := c.files[d]; !ok {
 			all = append(all, ent{d, int64(len(e.data))})
+		}
+	}
+	for d, f := range c.flights {
+		if _, ok := c.files[d]; !ok {
+			if _, ok := c.blobs[d]; !ok {
+				all = append(all, ent{d, f.size})
+			}
 		}
 	}
 	c.mu.Unlock()
@@ -510,4 +526,18 @@ func (c *Cache) Largest(n int) []blob.Digest {
 		out[i] = e.d
 	}
 	return out
+}
+
+// Changes returns a channel that receives after the set of blobs Largest lists changed
+// (a download started or failed, a blob was added, evicted or dropped): the host daemon
+// sends its summary then instead of with its next periodic status. Signals coalesce:
+// one receive may stand for many changes.
+func (c *Cache) Changes() <-chan struct{} { return c.changes }
+
+// changed signals Changes. c.mu is held.
+func (c *Cache) changed() {
+	select {
+	case c.changes <- struct{}{}:
+	default:
+	}
 }

@@ -33,6 +33,7 @@ type LinkResult struct {
 type flight struct {
 	done   chan struct{} // closed when finished
 	cancel context.CancelFunc
+	size   int64 // the blob's size (Largest lists blobs in flight)
 	// Guarded by Cache.mu:
 	waiters  int  // callers still waiting; the fetch is cancelled when none is left
 	finished bool // done is closed; each waiter left then owns one pin of the entry
@@ -136,8 +137,9 @@ func (c *Cache) Link(ctx context.Context, d blob.Digest, size int64, dst string)
 	started = !started
 	if started {
 		fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-		f = &flight{done: make(chan struct{}), cancel: cancel}
+		f = &flight{done: make(chan struct{}), cancel: cancel, size: size}
 		c.flights[d] = f
+		c.changed()
 		go c.fly(fctx, d, size, f)
 	}
 	f.waiters++
@@ -237,6 +239,9 @@ func (c *Cache) fly(ctx context.Context, d blob.Digest, size int64, f *flight) {
 	}
 	f.entry, f.err, f.fetched, f.missed, f.finished = e, err, fetched, missed, true
 	delete(c.flights, d)
+	if err != nil {
+		c.changed() // Largest listed it while in flight
+	}
 	close(f.done)
 	c.mu.Unlock()
 	f.cancel()
