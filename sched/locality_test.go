@@ -32,6 +32,7 @@ type localityResult struct {
 	fetched      int64 // bytes the two host caches read from the server
 	hits, misses int64
 	elapsed      time.Duration
+	detail       string // per host, and the placements by where
 }
 
 // newLocalityRun puts the inputs (random bytes) into a blob store and draws the tasks'
@@ -81,6 +82,7 @@ func (r *localityRun) run(tb testing.TB, delay time.Duration) localityResult {
 	}
 	ctx := context.Background()
 	start := time.Now()
+	retried := 0
 	resp, err := cs.tasks.SubmitBatch(ctx, connect.NewRequest(&paddockv1.SubmitBatchRequest{Tasks: specs}))
 	if err != nil {
 		tb.Fatal(err)
@@ -90,6 +92,10 @@ func (r *localityRun) run(tb testing.TB, delay time.Duration) localityResult {
 		if got.GetState() != paddockv1.State_STATE_SUCCEEDED {
 			tb.Fatalf("task = %v; want succeeded", got)
 		}
+		if got.GetAttempt() > 1 && retried < 3 {
+			tb.Logf("task %s took %d attempts: %v", got.GetId(), got.GetAttempt(), got.GetAttempts())
+		}
+		retried += int(got.GetAttempt()) - 1
 	}
 	out := localityResult{elapsed: time.Since(start)}
 	for _, h := range hosts {
@@ -97,29 +103,31 @@ func (r *localityRun) run(tb testing.TB, delay time.Duration) localityResult {
 		out.hits += h.hits.Load()
 		out.misses += h.misses.Load()
 	}
+	var detail []string
 	for _, h := range hosts {
-		tb.Logf("host %s staged %d distinct inputs, %d stagings", h.id, len(h.seen), func() (n int) {
-			for _, k := range h.seen {
-				n += k
-			}
-			return n
-		}())
+		n := 0
+		for _, k := range h.seen {
+			n += k
+		}
+		detail = append(detail, fmt.Sprintf("%s: %d stagings of %d distinct inputs", h.id, n, len(h.seen)))
 	}
 	if resp, err := httpClient.Get(cs.url + "/metrics"); err == nil {
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		for _, l := range strings.Split(string(b), "\n") {
-			if strings.HasPrefix(l, "paddock_locality") {
-				tb.Log(l)
+			if strings.HasPrefix(l, "paddock_locality_placements_total") {
+				detail = append(detail, strings.TrimPrefix(l, "paddock_locality_placements_total"))
 			}
 		}
 	}
+	detail = append(detail, fmt.Sprintf("%d retries", retried))
+	out.detail = strings.Join(detail, "; ")
 	cs.stop()
 	return out
 }
 
 func (r localityResult) String() string {
-	return fmt.Sprintf("fetched %.1f MiB from the server (%d cache misses, %d hits) in %v", float64(r.fetched)/(1<<20), r.misses, r.hits, r.elapsed.Round(time.Millisecond))
+	return fmt.Sprintf("fetched %.1f MiB from the server (%d cache misses, %d hits) in %v [%s]", float64(r.fetched)/(1<<20), r.misses, r.hits, r.elapsed.Round(time.Millisecond), r.detail)
 }
 
 // TestLocalityPlacement runs 60 tasks over 6 inputs on two hosts with real host caches
