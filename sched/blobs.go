@@ -694,6 +694,7 @@ func (s *Server) collected(host string, c *hostv1.Collected) {
 // staged records how a host's staging of a task's inputs ended. A failure reaches the
 // agent through the staging marker, and the agent reports it.
 func (s *Server) staged(host string, m *hostv1.Staged) {
+	s.fetchMeasured(host, m, time.Now()) // locality.go
 	s.metrics.stagedBytes.WithLabelValues("fetched").Add(float64(m.GetFetchedBytes()))
 	s.metrics.stagedBytes.WithLabelValues("cached").Add(float64(m.GetCachedBytes()))
 	if m.GetError() != "" {

@@ -76,6 +76,11 @@ func startCacheHost(tb testing.TB, cs *clusterServer, id string, diskBytes int64
 	tb.Helper()
 	root := tb.TempDir() // one filesystem: the cache hard-links into the shares
 	ch := &cacheHost{id: id, ready: make(chan struct{}), inRoot: filepath.Join(root, "in"), outRoot: filepath.Join(root, "out")}
+	for _, d := range []string{ch.inRoot, ch.outRoot} { // the guests' shares exist before any task, as hostd's do
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			tb.Fatal(err)
+		}
+	}
 	h, err := connectHostWith(tb, cs, id, id, hostOpts{caps: []string{sched.CapStage}, handle: ch.handle})
 	if err != nil {
 		tb.Fatal(err)
@@ -179,7 +184,10 @@ func (ch *cacheHost) handle(h *fakeHost, m *hostv1.ServerMessage) {
 				ch.hitTasks[e.GetTaskId()] = true
 				ch.seenMu.Unlock()
 			}
-			os.WriteFile(filepath.Join(dir, guestabi.MarkerName), marker.Encode(), 0o644)
+			tmp := filepath.Join(dir, guestabi.MarkerName+".tmp") // as hostd: the agent never reads half a marker
+			if os.WriteFile(tmp, marker.Encode(), 0o644) == nil {
+				os.Rename(tmp, filepath.Join(dir, guestabi.MarkerName))
+			}
 			ch.send(&hostv1.HostMessage{Msg: &hostv1.HostMessage_Staged{Staged: staged}})
 		}()
 	}

@@ -77,6 +77,7 @@ type hostRec struct {
 	cached     map[string]cachedEntry
 	summaryAt  time.Time
 	lastLaunch time.Time // the last dispatch of a task to one of its guests
+	fetchRate  float64   // bytes/s at which it staged inputs it fetched (EWMA; 0: not measured)
 }
 
 // hostLinkBuffer is the capacity of a host link's send buffer; tests lower it, and set

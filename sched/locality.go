@@ -4,6 +4,7 @@ import (
 	"time"
 
 	agentv1 "github.com/paddockvm/paddock/api/agent/v1"
+	hostv1 "github.com/paddockvm/paddock/api/host/v1"
 	"github.com/paddockvm/paddock/sched/store"
 )
 
@@ -21,7 +22,10 @@ import (
 // go for a while, as in Spark's delay scheduling: it waits while the hosts holding its
 // inputs keep launching tasks (the wait counts from the later of the first slot it let
 // go and the last launch on such a host) and takes the free slot once that wait reaches
-// LocalityDelay (those hosts are stuck, or full of long tasks). A task waiting for a
+// LocalityDelay, or the time the free slot's host would take to fetch the inputs if that
+// is longer (those hosts are stuck, or full of long tasks). The fetch time is the
+// inputs' bytes over the rate at which that host staged inputs it fetched lately: the
+// time from a task's placement to the host's Staged report. A task waiting for a
 // first host for its inputs waits one LocalityDelay at most. No task lets free slots go
 // for more than maxLocalityWait delays in all, however busy its hosts: locality is
 // weighed against waiting and never starves a task. Time a task spends queued while
@@ -172,15 +176,18 @@ func (s *Server) pickNear(t *store.Task, now time.Time) *agent {
 		first = now
 		s.passedOver[t.ID] = now
 	}
-	waitFrom := first
+	waitFrom, wait := first, s.cfg.LocalityDelay
 	if where == "local" {
 		for id := range near {
 			if h := s.hosts[id]; h != nil && h.lastLaunch.After(waitFrom) {
 				waitFrom = h.lastLaunch
 			}
 		}
+		// Going elsewhere costs fetching the inputs there: a local slot that comes
+		// free within about that long is worth the wait.
+		wait = max(wait, s.fetchTime(a.hostID, t))
 	}
-	if now.Sub(waitFrom) < s.cfg.LocalityDelay && now.Sub(first) < maxLocalityWait*s.cfg.LocalityDelay {
+	if now.Sub(waitFrom) < wait && now.Sub(first) < maxLocalityWait*s.cfg.LocalityDelay {
 		s.localWait[t.Type] = true
 		return nil // wait for a slot near the inputs
 	}
@@ -216,8 +223,62 @@ func (s *Server) placed(a *agent, t *store.Task, now time.Time) *agent {
 	}
 	if s.dataPath(a) == agentv1.DataPath_DATA_PATH_SHARED {
 		s.noteCached(a.hostID, t.InputBlobs, now)
+		if s.placedAt == nil {
+			s.placedAt = map[string]time.Time{}
+		}
+		s.placedAt[t.ID] = now // the host's Staged measures its fetch rate (fetchMeasured)
+		if len(s.placedAt) > passedOverPrune {
+			for id, at := range s.placedAt { // tasks whose host never answered
+				if now.Sub(at) > 10*time.Minute {
+					delete(s.placedAt, id)
+				}
+			}
+		}
 	}
 	return a
+}
+
+// fetchTime estimates how long host would take to fetch the inputs of t it does not
+// hold, at the rate it fetched inputs lately (0: not measured yet). Caller holds s.mu.
+func (s *Server) fetchTime(host string, t *store.Task) time.Duration {
+	h := s.hosts[host]
+	if h == nil || h.fetchRate <= 0 {
+		return 0
+	}
+	var missing int64
+	for _, r := range t.InputBlobs {
+		if _, ok := h.cached[r.Digest]; !ok {
+			missing += r.Size
+		}
+	}
+	return time.Duration(float64(missing) / h.fetchRate * float64(time.Second))
+}
+
+// minRateSample is the least a host must have fetched to stage a task's inputs for the
+// time that took to count towards its fetch rate (smaller fetches measure latency).
+const minRateSample = 1 << 20
+
+// fetchMeasured updates host's fetch rate from its Staged report of a task placed on it:
+// the bytes it fetched over the time from the placement to the report (the cost a
+// placement there pays, queueing and sharing the link with other fetches included).
+func (s *Server) fetchMeasured(host string, m *hostv1.Staged, now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	at, ok := s.placedAt[m.GetTaskId()]
+	if !ok {
+		return
+	}
+	delete(s.placedAt, m.GetTaskId())
+	h := s.hosts[host]
+	if h == nil || m.GetError() != "" || m.GetFetchedBytes() < minRateSample || !now.After(at) {
+		return
+	}
+	r := float64(m.GetFetchedBytes()) / now.Sub(at).Seconds()
+	if h.fetchRate == 0 {
+		h.fetchRate = r
+	} else {
+		h.fetchRate += 0.3 * (r - h.fetchRate)
+	}
 }
 
 // passedOverPrune is the size of Server.passedOver past which placed drops the entries

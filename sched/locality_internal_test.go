@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	hostv1 "github.com/paddockvm/paddock/api/host/v1"
 	"github.com/paddockvm/paddock/blob"
 	"github.com/paddockvm/paddock/sched/store"
 )
@@ -105,6 +106,22 @@ func TestLocalityWait(t *testing.T) {
 		}
 		if a := s.pickNear(x, t0.Add(delay)); a == nil || a.id != "h2-g" {
 			t.Fatalf("picked %v after a delay without a launch on h1; want h2-g", a)
+		}
+	})
+	t.Run("a slow fetch elsewhere: waits about as long as that fetch", func(t *testing.T) {
+		s := localityServer(t, delay)
+		s.placedAt = map[string]time.Time{"y": t0}
+		s.fetchMeasured("h2", &hostv1.Staged{TaskId: "y", FetchedBytes: 32 << 20}, t0.Add(time.Second)) // 32 MiB/s
+		s.noteCached("h1", inputTask("", "sha256:a").InputBlobs, t0)
+		busy(1)(s.agents["h1-g"])
+		x := inputTask("x", "sha256:a") // 32 MiB: a second's fetch on h2
+		for _, at := range []time.Duration{0, delay, 900 * time.Millisecond} {
+			if a := s.pickNear(x, t0.Add(at)); a != nil {
+				t.Fatalf("picked %s after %v; want a wait for h1 while a fetch on h2 would take 1s", a.id, at)
+			}
+		}
+		if a := s.pickNear(x, t0.Add(time.Second)); a == nil || a.id != "h2-g" {
+			t.Fatalf("picked %v after 1s; want h2-g", a)
 		}
 	})
 	t.Run("new input: the host caching fewer blobs, and the next task follows", func(t *testing.T) {

@@ -57,9 +57,11 @@ type Server struct {
 	backlog map[string]int64 // queued tasks by type, as last sent to hosts
 	// localWait: types of which a task waited for a slot near its inputs in the last
 	// dispatch round; passedOver: when each task waiting for locality first let a free
-	// slot elsewhere go (locality.go).
+	// slot elsewhere go; placedAt: when tasks whose host stages their inputs were placed
+	// (locality.go).
 	localWait  map[string]bool
 	passedOver map[string]time.Time
+	placedAt   map[string]time.Time
 
 	conns      map[string]string         // agent-port connection (peer address) -> agent id of its session
 	collecting map[uint64]pendingCollect // Collects sent to hosts, by request id
