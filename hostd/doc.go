@@ -5,8 +5,9 @@
 // The link is one gRPC connection to the server's cluster port with mutual TLS (the
 // host's certificate names the host; package internal/pki makes dev certificates). On
 // it the daemon keeps a control stream (api/host/v1 HostService.Control): it registers
-// (host id, CPUs, memory, acceleration, pools), reports load, pools and guests every
-// status interval, and tells the server at once when a guest is gone (the server
+// (host id, CPUs, memory, acceleration, pools), reports load, pools, guests and the host
+// cache's summary (cache.Cache.Largest) every status interval, and again within
+// SummaryMinGap when the cache's summary changed (cache.Cache.Changes), and tells the server at once when a guest is gone (the server
 // requeues that guest's tasks); the server sends the backlog by task type (fed to
 // vmpool.Counts, which drives scale-up) and a TaskEvent whenever a task starts or ends
 // on one of the host's guests (fed to Manager.TaskStarted/TaskFinished, so idle

@@ -90,11 +90,14 @@
 // agent started by then ends FAILED with kind SCHEDULE_TIMEOUT and Explain's reason as
 // its error; the sweep loop checks every tick after the reconnect grace.
 //
-// Locality (locality.go): hosts report the largest blobs their cache holds with their
-// status; the server adds the inputs it stages and the outputs it collects on each host,
-// and the dispatcher prefers a free slot on the host holding a task's inputs, waiting up
-// to Config.LocalityDelay since that host's last launch (delay scheduling; never more than
-// 20 delays). Pipelines (pipelines.go, logic in sched/pipeline): a task with input_tasks
+// Locality (locality.go): hosts report the largest blobs their cache holds or is fetching
+// with their status and within 100ms of a change; the server adds the inputs of each task
+// the moment it places it on a host, and the outputs it collects there. The dispatcher
+// prefers a free slot on the host holding a task's inputs (a new input: the host caching
+// the fewest blobs), and lets free slots elsewhere go while that host keeps launching,
+// up to Config.LocalityDelay or the time the other host would take to fetch the inputs
+// (delay scheduling), never for more than 20 delays after the first slot it let go.
+// Pipelines (pipelines.go, logic in sched/pipeline): a task with input_tasks
 // is WAITING until its upstreams succeed, then QUEUED with their output blobs as inputs,
 // or FAILED naming the upstream; SubmitPipeline stores a DAG of named stages at once.
 // TestLocalityPlacement, TestPipelineSameHost and BenchmarkLocality/PipelineHandoff run

@@ -31,9 +31,10 @@
 //     peer served bytes is fetched again from the server alone. PeerStore is the
 //     read-only view of the disk tier a host serves to its peers.
 //
-// Cache.Largest(n) lists the digests of the n largest blobs held: the host daemon sends
-// it with each status (hostd.CacheSummaryBlobs = 1024) so the server places tasks near
-// their inputs.
+// Cache.Largest(n) lists the digests of the n largest blobs held or being fetched: the
+// host daemon sends it with each status (hostd.CacheSummaryBlobs = 1024), and again soon
+// after Cache.Changes signals a change of that set, so the server places tasks near their
+// inputs.
 //
 // Metrics: paddock_host_cache_hits_total{tier}, paddock_host_cache_misses_total,
 // paddock_host_cache_evictions_total{tier}, paddock_host_cache_bytes{tier},
