@@ -82,7 +82,9 @@ type Config struct {
 	OnlineSLA map[string]time.Duration
 	// LocalityDelay (server.locality_delay) is how long a ready task with input blobs
 	// waits for a free slot on a host whose cache holds its inputs before it takes any
-	// free slot (delay scheduling). Default 500ms; negative: off (place by load only).
+	// free slot (delay scheduling; longer while the free slot's host would take longer
+	// to fetch the inputs, never more than 20 delays: locality.go). Default 500ms;
+	// negative: off (place by load only).
 	LocalityDelay time.Duration
 	// Tenants (config tenants.<name>.weight, max_running, max_queued) are the
 	// per-tenant limits and shares of slots; tenants not in it have weight 1 and no
