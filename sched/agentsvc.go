@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"slices"
 	"sync"
 	"time"
 
@@ -88,6 +89,9 @@ type session struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 	once   sync.Once
+	// handover: the agent takes an Assign that replaces a preempted task
+	// (agentv1.CapPreemptHandover; preempt.go).
+	handover bool
 }
 
 func (se *session) send(m *agentv1.ServerMessage) {
@@ -142,7 +146,8 @@ func (as *agentService) Session(stream agentv1.AgentService_SessionServer) error
 	defer cancel(nil)
 	var b [8]byte
 	_, _ = rand.Read(b[:])
-	se := &session{id: hex.EncodeToString(b[:]), out: make(chan *agentv1.ServerMessage, 8192), ctx: ctx, cancel: cancel}
+	se := &session{id: hex.EncodeToString(b[:]), out: make(chan *agentv1.ServerMessage, 8192), ctx: ctx, cancel: cancel,
+		handover: slices.Contains(reg.GetCapabilities(), agentv1.CapPreemptHandover)}
 	log := s.log.With("agent", reg.GetAgentId(), "session", se.id)
 	a, err := s.register(reg, se, att)
 	if err != nil {

@@ -147,29 +147,9 @@ func (s *Server) dispatchOnce(ctx context.Context, all bool) (int, error) {
 			if as == nil { // cannot happen: reserved above under the same id
 				continue
 			}
-			as.leaseID, as.secret, as.renewedUntil = t.LeaseID, t.LeaseSecret, t.LeaseExpiresAt
-			path := s.dataPath(g.agent)
-			var stage map[string]store.BlobRef
-			if path == agentv1.DataPath_DATA_PATH_SHARED {
-				stage = t.InputBlobs
-				s.noteCached(g.agent.hostID, t.InputBlobs, now) // the host fetches them now
-			}
-			s.guestTaskStarted(g.agent, t, stage)
-			var maxOut int64
-			if path != agentv1.DataPath_DATA_PATH_UNSPECIFIED {
-				maxOut = s.cfg.MaxOutputBytes
-			}
-			var deadline int64
-			if t.Timeout > 0 {
-				as.deadline = now.Add(t.Timeout)
-				deadline = as.deadline.UnixMilli()
-			}
+			asg := s.assignFor(g.agent, as, t, now)
 			if g.agent.sess != nil {
-				sends = append(sends, send{g.agent.sess, &agentv1.ServerMessage{Msg: &agentv1.ServerMessage_Assign{Assign: &agentv1.Assign{
-					TaskId: t.ID, LeaseId: t.LeaseID, Type: t.Type, Payload: t.Payload, Inputs: t.Inputs,
-					Attempt: uint32(t.Attempt), DeadlineUnixMs: deadline, LeaseExpiresUnixMs: t.LeaseExpiresAt.UnixMilli(),
-					InputBlobs: agentRefs(t.InputBlobs), DataPath: path, MaxOutputBytes: maxOut, LeaseSecret: t.LeaseSecret,
-				}}}})
+				sends = append(sends, send{g.agent.sess, &agentv1.ServerMessage{Msg: &agentv1.ServerMessage_Assign{Assign: asg}}})
 			}
 		}
 		for id, g := range by {
@@ -198,6 +178,33 @@ func (s *Server) dispatchOnce(ctx context.Context, all bool) (int, error) {
 		}
 	}
 	return total, nil
+}
+
+// assignFor records on as (agent a's reservation of t) the lease t now holds, tells a's
+// host the task started, and returns the Assign for the agent. Caller holds s.mu.
+func (s *Server) assignFor(a *agent, as *assignment, t *store.Task, now time.Time) *agentv1.Assign {
+	as.leaseID, as.secret, as.renewedUntil = t.LeaseID, t.LeaseSecret, t.LeaseExpiresAt
+	path := s.dataPath(a)
+	var stage map[string]store.BlobRef
+	if path == agentv1.DataPath_DATA_PATH_SHARED {
+		stage = t.InputBlobs
+		s.noteCached(a.hostID, t.InputBlobs, now) // the host fetches them now
+	}
+	s.guestTaskStarted(a, t, stage)
+	var maxOut int64
+	if path != agentv1.DataPath_DATA_PATH_UNSPECIFIED {
+		maxOut = s.cfg.MaxOutputBytes
+	}
+	var deadline int64
+	if t.Timeout > 0 {
+		as.deadline = now.Add(t.Timeout)
+		deadline = as.deadline.UnixMilli()
+	}
+	return &agentv1.Assign{
+		TaskId: t.ID, LeaseId: t.LeaseID, Type: t.Type, Payload: t.Payload, Inputs: t.Inputs,
+		Attempt: uint32(t.Attempt), DeadlineUnixMs: deadline, LeaseExpiresUnixMs: t.LeaseExpiresAt.UnixMilli(),
+		InputBlobs: agentRefs(t.InputBlobs), DataPath: path, MaxOutputBytes: maxOut, LeaseSecret: t.LeaseSecret,
+	}
 }
 
 // sweepLoop expires leases and loses silent agents. It expires no lease during the

@@ -17,13 +17,28 @@ import (
 // takes slots back from batch tasks: for each waiting online task (less the
 // preemptions still under way for the type) it picks a running batch task in a slot
 // the online task could use (the same type, or another type on an agent whose total is
-// what is full), ends that attempt in the store at once as preempted (requeued with no
-// backoff, the attempt not charged against max_attempts: store.Update.Preempted), and
-// sends the agent a cancel of kind PREEMPTED, upon which the agent stops the handler
-// and drops the task without reporting. The server keeps the slot booked (under the key
-// preemptPrefix+task id) until a heartbeat of the agent no longer lists the task, so the
-// online task is not assigned to an agent whose slot is still busy; then the
-// dispatcher leases it the freed slot.
+// what is full; an agent that meets the online task's requirements), ends that attempt
+// in the store at once as preempted (requeued with no backoff, the attempt not charged
+// against max_attempts: store.Update.Preempted), and sends the agent a cancel of kind
+// PREEMPTED, upon which the agent stops the handler and drops the task without
+// reporting.
+//
+// The slot then goes to the online task in one of two ways:
+//   - Hand-over (an agent whose Register lists agentv1.CapPreemptHandover): the server
+//     leases the online task to that agent at once and sends its Assign right behind
+//     the cancel, naming the preempted task in replaces_task_id; the server's booking
+//     of the slot passes from the batch task to the online one without ever being free.
+//     The agent frees the preempted task's slot and starts the online task while the
+//     batch handler is still being torn down: for that moment the agent runs one task
+//     over its limit per preempted slot, never more (each Assign replaces one cancelled
+//     run, once). No heartbeat lies on the online task's path.
+//   - Otherwise (an older agent, or the online task could not be leased): the server
+//     keeps the slot booked (under the key preemptPrefix+task id) until a heartbeat of
+//     the agent no longer lists the task, so the online task is not assigned to an
+//     agent whose slot is still busy; then the dispatcher leases it the freed slot.
+//
+// An agent that never answers keeps the ordinary guarantees: the online task's lease
+// expires like any other, and the batch task was requeued when it was preempted.
 
 // preemptPrefix keys, in agent.running, the slot of a preempted task still stopping.
 const preemptPrefix = "preempted:"
@@ -56,19 +71,22 @@ func (s *Server) preemptForOnline(ctx context.Context) {
 			s.log.Error("finding online tasks to preempt for", "type", typ, "err", err)
 			continue
 		}
-		online := 0
+		var online []store.Task
 		for i := range ready {
 			if ready[i].Class == store.Online { // they come first
-				online++
+				online = append(online, ready[i])
 			}
 		}
-		need := online - s.stopping(typ)
-		for ; need > 0; need-- {
-			v, ok := s.victim(typ)
+		s.mu.Lock()
+		online = s.fairOrder(online) // leaves out tenants at their max_running
+		s.mu.Unlock()
+		need := len(online) - s.stopping(typ)
+		for i := 0; i < need; i++ {
+			v, ok := s.victim(&online[i])
 			if !ok {
 				break
 			}
-			s.preempt(ctx, v, typ, now)
+			s.preempt(ctx, v, &online[i], now)
 		}
 	}
 }
@@ -76,6 +94,7 @@ func (s *Server) preemptForOnline(ctx context.Context) {
 type victim struct {
 	agentID, taskID string
 	leaseID         uint64
+	sess            *session // the agent's session when picked
 }
 
 // stopping counts the preempted tasks whose slots for typ are still booked.
@@ -93,13 +112,14 @@ func (s *Server) stopping(typ string) int {
 	return n
 }
 
-// victim picks a running batch task whose slot an online task of typ could take.
-func (s *Server) victim(typ string) (victim, bool) {
+// victim picks a running batch task whose slot the online task on could take.
+func (s *Server) victim(on *store.Task) (victim, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, a := range s.agents {
-		ts := a.types[typ]
-		if a.state != agentConnected || a.gone || ts == nil {
+		ts := a.types[on.Type]
+		if a.state != agentConnected || a.gone || ts == nil || a.sess == nil ||
+			(a.maxTasks > 0 && a.assigned >= a.maxTasks) || a.unmet(on.Requirements) != "" {
 			continue
 		}
 		for key, as := range a.running {
@@ -107,16 +127,18 @@ func (s *Server) victim(typ string) (victim, bool) {
 				continue
 			}
 			// The same type, or another type where the agent's total is what is full.
-			if as.typ == typ || (ts.running < ts.slots && !a.hasFreeTotal()) {
-				return victim{a.id, key, as.leaseID}, true
+			if as.typ == on.Type || (ts.running < ts.slots && !a.hasFreeTotal()) {
+				return victim{a.id, key, as.leaseID, a.sess}, true
 			}
 		}
 	}
 	return victim{}, false
 }
 
-// preempt ends v's attempt as preempted, requeues its task and stops it on its agent.
-func (s *Server) preempt(ctx context.Context, v victim, forType string, now time.Time) {
+// preempt ends v's attempt as preempted, requeues its task and stops it on its agent;
+// the slot goes to the online task on (handOver) or, failing that, is booked until
+// the agent's heartbeat shows the task stopped.
+func (s *Server) preempt(ctx context.Context, v victim, on *store.Task, now time.Time) {
 	t, err := s.st.Get(ctx, v.taskID)
 	if err != nil || t.LeaseID != v.leaseID || (t.State != store.Leased && t.State != store.Running) {
 		return
@@ -125,7 +147,7 @@ func (s *Server) preempt(ctx context.Context, v victim, forType string, now time
 	if t.CancelRequested {
 		to = store.Cancelled
 	}
-	msg := fmt.Sprintf("preempted on agent %s: its slot went to an online task of type %s (not charged as an attempt)", v.agentID, forType)
+	msg := fmt.Sprintf("preempted on agent %s: its slot went to an online task of type %s (not charged as an attempt)", v.agentID, on.Type)
 	nt, err := s.st.Update(ctx, store.Update{TaskID: t.ID, From: []store.State{store.Leased, store.Running}, LeaseID: t.LeaseID, To: to, Now: now,
 		Error: &msg, EndAttempt: true, Retryable: true, FailureKind: store.Preempted, Preempted: true})
 	if errors.Is(err, store.ErrConflict) {
@@ -135,23 +157,75 @@ func (s *Server) preempt(ctx context.Context, v victim, forType string, now time
 		s.log.Error("preempting a batch task", "task", t.ID, "err", err)
 		return
 	}
-	s.mu.Lock()
-	var sess *session
-	if a := s.agents[v.agentID]; a != nil {
-		if as := a.running[t.ID]; as != nil && as.leaseID == t.LeaseID {
-			delete(a.running, t.ID)
-			a.running[preemptPrefix+t.ID] = as // booked until the agent has stopped it
+	cancel := cancelMsg(t.ID, t.LeaseID, agentv1.CancelKind_CANCEL_KIND_PREEMPTED, "preempted for an online task")
+	how := "heartbeat"
+	if assign := s.handOver(ctx, v, on, now); assign != nil {
+		how = "handover"
+		v.sess.send(cancel)
+		v.sess.send(assign) // behind the cancel: the agent frees the slot, then admits
+		s.metrics.preemptHandovers.WithLabelValues(s.metrics.types.label(on.Type)).Inc()
+	} else {
+		s.mu.Lock()
+		var sess *session
+		if a := s.agents[v.agentID]; a != nil {
+			if as := a.running[t.ID]; as != nil && as.leaseID == t.LeaseID {
+				delete(a.running, t.ID)
+				a.running[preemptPrefix+t.ID] = as // booked until the agent has stopped it
+			}
+			sess = a.sess
 		}
-		sess = a.sess
-	}
-	s.mu.Unlock()
-	if sess != nil {
-		sess.send(cancelMsg(t.ID, t.LeaseID, agentv1.CancelKind_CANCEL_KIND_PREEMPTED, "preempted for an online task"))
+		s.mu.Unlock()
+		if sess != nil {
+			sess.send(cancel)
+		}
 	}
 	s.metrics.preemptions.WithLabelValues(s.metrics.types.label(t.Type)).Inc()
-	s.log.Info("preempted a batch task for an online one", "task", t.ID, "lease", t.LeaseID, "agent", v.agentID, "for_type", forType)
+	s.log.Info("preempted a batch task for an online one", "task", t.ID, "lease", t.LeaseID, "agent", v.agentID, "for", on.ID, "slot_to_online", how)
 	s.finished(nt)
 	s.wakeType(nt.Type)
+}
+
+// handOver leases the online task on to v's agent in the slot of v's task, just
+// preempted, and returns the Assign to send behind the cancel (naming v's task in
+// replaces_task_id). It returns nil, having changed nothing, when the agent does not
+// take hand-overs, its session changed, or on is no longer ready (then the caller
+// books the slot until a heartbeat shows v's task stopped).
+func (s *Server) handOver(ctx context.Context, v victim, on *store.Task, now time.Time) *agentv1.ServerMessage {
+	s.mu.Lock()
+	a := s.agents[v.agentID]
+	ok := v.sess != nil && v.sess.handover && a != nil && a.sess == v.sess
+	s.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	// The batch task's booking holds the slot during this write, so it is never free
+	// for anything else; the dispatcher, the only other leaser, runs on this goroutine.
+	leased, err := s.st.Lease(ctx, now, []store.Grant{{TaskID: on.ID, AgentID: a.id, ExpiresAt: now.Add(s.cfg.LeaseTTL), Secret: newSecret()}})
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Error("leasing an online task into a preempted slot", "task", on.ID, "agent", a.id, "err", err)
+		}
+		return nil
+	}
+	if len(leased) == 0 {
+		return nil // taken or cancelled meanwhile
+	}
+	t := &leased[0]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// The slot passes from the batch task to the online one. Had the agent's session
+	// ended meanwhile, the online lease is booked all the same and expires like any other.
+	a.release(v.taskID, v.leaseID)
+	a.reserve(t.ID, t.Type)
+	as := a.running[t.ID]
+	as.sess, as.class, as.tenant = a.sess, t.Class, t.Tenant
+	a.assigned++
+	asg := s.assignFor(a, as, t, now)
+	if a.sess != v.sess {
+		return nil
+	}
+	asg.ReplacesTaskId, asg.ReplacesLeaseId = v.taskID, v.leaseID
+	return &agentv1.ServerMessage{Msg: &agentv1.ServerMessage_Assign{Assign: asg}}
 }
 
 // releaseStopped frees the booked slots of a's preempted tasks that its heartbeat no

@@ -455,7 +455,7 @@ func (s *Session) connect(ctx context.Context) error {
 	reg := &agentv1.Register{AgentId: s.cfg.AgentID, Host: s.cfg.Host, ProtocolVersion: ProtocolVersion, AgentVersion: s.cfg.Version,
 		Types: s.allocation(s.alloc.Snapshot()), TotalSlots: uint32(s.total), Running: s.running(),
 		Capacity: &agentv1.Capacity{CpuMillis: s.cfg.Capacity.CPUMillis, MemoryBytes: s.cfg.Capacity.MemoryBytes, Labels: s.cfg.Capacity.Labels},
-		Load:     load}
+		Load:     load, Capabilities: []string{agentv1.CapPreemptHandover}}
 	s.mu.Unlock()
 	if err := stream.Send(&agentv1.AgentMessage{Msg: &agentv1.AgentMessage_Register{Register: reg}}); err != nil {
 		return fmt.Errorf("registering: %w", err)
@@ -580,6 +580,9 @@ func (s *Session) assign(ctx context.Context, a *agentv1.Assign) {
 		ack(false, fmt.Sprintf("this agent serves no task type %q", a.GetType()))
 		return
 	}
+	if id := a.GetReplacesTaskId(); id != "" {
+		s.handOverLocked(id, a.GetReplacesLeaseId(), a.GetTaskId())
+	}
 	slot, err := s.alloc.Admit(a.GetType())
 	if err != nil {
 		ack(false, fmt.Sprintf("no slot for a task of type %q: %v", a.GetType(), err))
@@ -680,6 +683,22 @@ func (s *Session) cancelTask(c *agentv1.Cancel) {
 		return
 	}
 	r.cancel(fmt.Errorf("%w: %s", errSuperseded, c.GetReason()))
+}
+
+// handOverLocked frees the slot of the preempted run of task id under leaseID for
+// task to, which replaces it (Assign.replaces_task_id): the run is stopped (and drops
+// its task without reporting, as for a PREEMPTED cancel) and its slot released now,
+// while its handler may still be returning, so that task to is admitted at once. The
+// overlap is one task per preempted run: a released slot is released only once. A run
+// already gone freed its slot when it ended. Caller holds s.mu.
+func (s *Session) handOverLocked(id string, leaseID uint64, to string) {
+	r := s.runs[id]
+	if r == nil || r.leaseID != leaseID {
+		return
+	}
+	r.byServer = false
+	r.cancel(fmt.Errorf("%w: preempted, its slot handed to task %s", errSuperseded, to))
+	r.slot.Release()
 }
 
 func (s *Session) acked(a *agentv1.ReportAck) {

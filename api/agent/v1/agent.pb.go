@@ -1510,7 +1510,12 @@ type Register struct {
 	// total_slots is how many tasks of all types together the agent runs at once; the
 	// types' slots add up to it. 0 (an agent without an allocator): no total beyond the
 	// sum of the types' slots.
-	TotalSlots    uint32 `protobuf:"varint,9,opt,name=total_slots,json=totalSlots,proto3" json:"total_slots,omitempty"`
+	TotalSlots uint32 `protobuf:"varint,9,opt,name=total_slots,json=totalSlots,proto3" json:"total_slots,omitempty"`
+	// capabilities are the session features the agent supports: "preempt-handover" (it
+	// honours Assign.replaces_task_id; the server hands a preempted slot over only to
+	// an agent that lists it, and otherwise waits for a heartbeat showing the preempted
+	// task stopped).
+	Capabilities  []string `protobuf:"bytes,10,rep,name=capabilities,proto3" json:"capabilities,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1606,6 +1611,13 @@ func (x *Register) GetTotalSlots() uint32 {
 		return x.TotalSlots
 	}
 	return 0
+}
+
+func (x *Register) GetCapabilities() []string {
+	if x != nil {
+		return x.Capabilities
+	}
+	return nil
 }
 
 // Registered accepts a session.
@@ -1902,9 +1914,18 @@ type Assign struct {
 	// lease_secret is a random secret of this assignment only (lease ids are counters
 	// anyone can guess): every Ack, Report, RunningTask, ReadBlobRequest and
 	// WriteBlobHeader about this lease must carry it, or the server refuses it.
-	LeaseSecret   string `protobuf:"bytes,12,opt,name=lease_secret,json=leaseSecret,proto3" json:"lease_secret,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	LeaseSecret string `protobuf:"bytes,12,opt,name=lease_secret,json=leaseSecret,proto3" json:"lease_secret,omitempty"`
+	// replaces_task_id and replaces_lease_id, when set, name a batch task this agent runs
+	// that the server has just preempted (a Cancel of kind PREEMPTED for that lease comes
+	// right before this Assign): this task takes its slot at once. The agent stops the
+	// preempted task and frees its slot before admitting this one, without waiting for
+	// the handler to return, so for the teardown the two overlap (one task over the
+	// limit per preempted slot, never more). Sent only to an agent whose Register lists
+	// the "preempt-handover" capability.
+	ReplacesTaskId  string `protobuf:"bytes,13,opt,name=replaces_task_id,json=replacesTaskId,proto3" json:"replaces_task_id,omitempty"`
+	ReplacesLeaseId uint64 `protobuf:"varint,14,opt,name=replaces_lease_id,json=replacesLeaseId,proto3" json:"replaces_lease_id,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Assign) Reset() {
@@ -2019,6 +2040,20 @@ func (x *Assign) GetLeaseSecret() string {
 		return x.LeaseSecret
 	}
 	return ""
+}
+
+func (x *Assign) GetReplacesTaskId() string {
+	if x != nil {
+		return x.ReplacesTaskId
+	}
+	return ""
+}
+
+func (x *Assign) GetReplacesLeaseId() uint64 {
+	if x != nil {
+		return x.ReplacesLeaseId
+	}
+	return 0
 }
 
 // Ack answers an Assign.
@@ -2757,7 +2792,7 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\vRunningTask\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x19\n" +
 	"\blease_id\x18\x02 \x01(\x04R\aleaseId\x12!\n" +
-	"\flease_secret\x18\x03 \x01(\tR\vleaseSecret\"\xf9\x02\n" +
+	"\flease_secret\x18\x03 \x01(\tR\vleaseSecret\"\x9d\x03\n" +
 	"\bRegister\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12)\n" +
@@ -2768,7 +2803,9 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\x04load\x18\a \x01(\v2\x16.paddock.agent.v1.LoadR\x04load\x127\n" +
 	"\arunning\x18\b \x03(\v2\x1d.paddock.agent.v1.RunningTaskR\arunning\x12\x1f\n" +
 	"\vtotal_slots\x18\t \x01(\rR\n" +
-	"totalSlots\"\xcc\x01\n" +
+	"totalSlots\x12\"\n" +
+	"\fcapabilities\x18\n" +
+	" \x03(\tR\fcapabilities\"\xcc\x01\n" +
 	"\n" +
 	"Registered\x12\x1d\n" +
 	"\n" +
@@ -2787,7 +2824,7 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\tTypeQueue\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x19\n" +
 	"\bdelay_ms\x18\x02 \x01(\x03R\adelayMs\x12\x14\n" +
-	"\x05ready\x18\x03 \x01(\x03R\x05ready\"\x85\x05\n" +
+	"\x05ready\x18\x03 \x01(\x03R\x05ready\"\xdb\x05\n" +
 	"\x06Assign\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x19\n" +
 	"\blease_id\x18\x02 \x01(\x04R\aleaseId\x12\x12\n" +
@@ -2802,7 +2839,9 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\tdata_path\x18\n" +
 	" \x01(\x0e2\x1a.paddock.agent.v1.DataPathR\bdataPath\x12(\n" +
 	"\x10max_output_bytes\x18\v \x01(\x03R\x0emaxOutputBytes\x12!\n" +
-	"\flease_secret\x18\f \x01(\tR\vleaseSecret\x1a9\n" +
+	"\flease_secret\x18\f \x01(\tR\vleaseSecret\x12(\n" +
+	"\x10replaces_task_id\x18\r \x01(\tR\x0ereplacesTaskId\x12*\n" +
+	"\x11replaces_lease_id\x18\x0e \x01(\x04R\x0freplacesLeaseId\x1a9\n" +
 	"\vInputsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\x1aX\n" +

@@ -5,3 +5,9 @@ package agentv1
 // CapLogChunks is the server capability (Registered.capabilities) that lets an agent
 // send LogChunk messages; an agent sends none to a server that does not list it.
 const CapLogChunks = "log-chunks"
+
+// CapPreemptHandover is the agent capability (Register.capabilities) that lets the
+// server send an Assign naming, in replaces_task_id, the preempted batch task whose
+// slot it takes; to an agent without it the server gives a preempted slot away only
+// once a heartbeat shows the preempted task stopped.
+const CapPreemptHandover = "preempt-handover"
