@@ -9,8 +9,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
