@@ -3,6 +3,8 @@ package sched_test
 import (
 	"context"
 	"io"
+	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -18,46 +20,105 @@ import (
 // every slot the agents give test.sleep is busy with them (no ready task can start).
 func fillWithBatch(t testing.TB, ts *testServer, n int, d string) []string {
 	t.Helper()
+	return fillSlots(t, ts, "test.sleep", n, d)
+}
+
+// fillSlots submits n batch tasks of typ with payload (max_attempts 1) and waits until
+// every slot the agents give typ is busy (no ready task of typ can start).
+func fillSlots(t testing.TB, ts *testServer, typ string, n int, payload string) []string {
+	t.Helper()
 	ids := submitMany(t, ts.tasks, n, func(int) *paddockv1.TaskSpec {
-		return &paddockv1.TaskSpec{Type: "test.sleep", Payload: []byte(d), Class: paddockv1.Class_CLASS_BATCH, MaxAttempts: 1}
+		return &paddockv1.TaskSpec{Type: typ, Payload: []byte(payload), Class: paddockv1.Class_CLASS_BATCH, MaxAttempts: 1}
 	})
 	for end := time.Now().Add(2 * time.Minute); ; time.Sleep(50 * time.Millisecond) {
-		busy, slots := 0, 0
-		for _, a := range ts.srv.Agents() {
-			for _, ty := range a.Types {
-				if ty.Name == "test.sleep" {
-					busy, slots = busy+ty.Running, slots+ty.Slots
-				}
-			}
-		}
+		busy, slots := typeSlots(ts, typ)
 		if slots > 1 && busy >= slots {
 			return ids
 		}
 		if time.Now().After(end) {
-			t.Fatalf("the batch tasks never filled the slots: %d of %d busy", busy, slots)
+			t.Fatalf("the batch tasks never filled the slots of %s: %d of %d busy", typ, busy, slots)
 		}
 	}
 }
 
-// TestPreemptOnlineTakesBatchSlot: two real agent processes whose test.sleep slots are
-// all busy with batch tasks (max_attempts 1); online tasks submitted then preempt batch
-// tasks and run; every preempted batch task still succeeds, its preempted attempt not
-// charged (with max_attempts 1, a charged preemption would leave it dead).
-func TestPreemptOnlineTakesBatchSlot(t *testing.T) {
-	ts := startServer(t, fastConfig())
-	startRealAgent(t, ts.agentAddr, "p1", "")
-	startRealAgent(t, ts.agentAddr, "p2", "")
-	batch := fillWithBatch(t, ts, 60, "2s")
-	online := submitMany(t, ts.tasks, 4, func(int) *paddockv1.TaskSpec {
-		return &paddockv1.TaskSpec{Type: "test.sleep", Payload: []byte("10ms"), Class: paddockv1.Class_CLASS_ONLINE}
+// typeSlots sums, over the agents, the running tasks and the slots of typ.
+func typeSlots(ts *testServer, typ string) (busy, slots int) {
+	for _, a := range ts.srv.Agents() {
+		for _, ty := range a.Types {
+			if ty.Name == typ {
+				busy, slots = busy+ty.Running, slots+ty.Slots
+			}
+		}
+	}
+	return busy, slots
+}
+
+// TestPreemptHandsOverWithoutHeartbeat: agents heartbeat once in 10 minutes, so a
+// preempted slot freed only by a heartbeat would stay booked past the test's waits.
+// Batch test.logwait tasks fill every slot of their type and cannot end on their own
+// (they wait for a file the test creates only at the end); online tasks submitted
+// then must start in the slots of the batch tasks preempted for them, handed over
+// with the cancel (paddock_preempt_handovers_total counts each). Then the file
+// appears: every batch task succeeds, each charged exactly one attempt, the preempted
+// ones with their preempted attempt not charged (max_attempts 1).
+func TestPreemptHandsOverWithoutHeartbeat(t *testing.T) {
+	cfg := fastConfig()
+	cfg.HeartbeatInterval, cfg.LeaseTTL = 10*time.Minute, 30*time.Minute
+	ts := startServer(t, cfg)
+	startRealAgent(t, ts.agentAddr, "ho1", "")
+	startRealAgent(t, ts.agentAddr, "ho2", "")
+	dir := t.TempDir()
+	release, done := filepath.Join(dir, "release"), filepath.Join(dir, "done")
+	if err := os.WriteFile(done, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for end := time.Now().Add(2 * time.Minute); ; time.Sleep(50 * time.Millisecond) {
+		if _, slots := typeSlots(ts, "test.logwait"); slots > 1 {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatal("the agents never registered test.logwait")
+		}
+	}
+	_, slots := typeSlots(ts, "test.logwait")
+	batch := fillSlots(t, ts, "test.logwait", slots, release)
+	const nOnline = 3
+	online := submitMany(t, ts.tasks, nOnline, func(int) *paddockv1.TaskSpec {
+		return &paddockv1.TaskSpec{Type: "test.logwait", Payload: []byte(done), Class: paddockv1.Class_CLASS_ONLINE}
 	})
 	for _, id := range online {
 		if tk := wait(t, ts, id, 3*time.Minute); tk.GetState() != paddockv1.State_STATE_SUCCEEDED {
-			t.Fatalf("online task %s: %v %s", id, tk.GetState(), tk.GetError())
+			t.Fatalf("online task %s: %v %s (no heartbeat comes to free a preempted slot: only a hand-over starts it)", id, tk.GetState(), tk.GetError())
 		}
 	}
-	preempted := 0
+	// No batch task has ended: their slots came from nothing but the hand-over.
 	for _, id := range batch {
+		st, err := ts.srv.Store().Get(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.State.Terminal() {
+			t.Fatalf("batch task %s ended (%s) before its release file existed", id, st.State)
+		}
+	}
+	if got := metricSum(t, ts, "paddock_preempt_handovers_total{", `type="test.logwait"`); int(got) < nOnline {
+		t.Fatalf("paddock_preempt_handovers_total counts %v hand-overs for %d online tasks", got, nOnline)
+	}
+	if err := os.WriteFile(release, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if preempted := checkBatchSucceeded(t, ts, batch); preempted < nOnline {
+		t.Fatalf("%d batch attempts preempted for %d online tasks, want at least one each", preempted, nOnline)
+	}
+}
+
+// checkBatchSucceeded waits for every batch task in ids to succeed, checks that each
+// was charged exactly one attempt (its preempted ones not charged), and returns the
+// number of preempted attempts.
+func checkBatchSucceeded(t *testing.T, ts *testServer, ids []string) int {
+	t.Helper()
+	preempted := 0
+	for _, id := range ids {
 		tk := wait(t, ts, id, 5*time.Minute)
 		if tk.GetState() != paddockv1.State_STATE_SUCCEEDED {
 			t.Fatalf("batch task %s: %v after %d attempts: %s", id, tk.GetState(), tk.GetAttempt(), tk.GetError())
@@ -79,28 +140,55 @@ func TestPreemptOnlineTakesBatchSlot(t *testing.T) {
 			t.Fatalf("batch task %s: %d attempts (%d preemptions), %d charged; want exactly 1 charged", id, st.Attempt, st.Preemptions, charged)
 		}
 	}
-	if preempted < len(online) {
-		t.Fatalf("%d batch attempts preempted for %d online tasks, want at least one each", preempted, len(online))
-	}
-	// /metrics counts every online start against the SLA (met or missed).
+	return preempted
+}
+
+// metricSum sums the /metrics samples whose line starts with prefix and contains label.
+func metricSum(t *testing.T, ts *testServer, prefix, label string) float64 {
+	t.Helper()
 	resp, err := httpClient.Get(ts.url + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	var starts float64
+	var sum float64
 	for _, l := range strings.Split(string(body), "\n") {
-		if strings.HasPrefix(l, `paddock_online_starts_total{`) && strings.Contains(l, `type="test.sleep"`) {
+		if strings.HasPrefix(l, prefix) && strings.Contains(l, label) {
 			v, err := strconv.ParseFloat(l[strings.LastIndexByte(l, ' ')+1:], 64)
 			if err != nil {
 				t.Fatalf("metrics line %q: %v", l, err)
 			}
-			starts += v
+			sum += v
 		}
 	}
-	if int(starts) < len(online) {
-		t.Fatalf("/metrics counts %v online starts of test.sleep against the SLA, want at least %d:\n%s", starts, len(online), body)
+	return sum
+}
+
+// TestPreemptOnlineTakesBatchSlot: two real agent processes whose test.sleep slots are
+// all busy with batch tasks (max_attempts 1); online tasks submitted then preempt batch
+// tasks and run; every preempted batch task still succeeds, its preempted attempt not
+// charged (with max_attempts 1, a charged preemption would leave it dead).
+func TestPreemptOnlineTakesBatchSlot(t *testing.T) {
+	ts := startServer(t, fastConfig())
+	startRealAgent(t, ts.agentAddr, "p1", "")
+	startRealAgent(t, ts.agentAddr, "p2", "")
+	batch := fillWithBatch(t, ts, 60, "2s")
+	online := submitMany(t, ts.tasks, 4, func(int) *paddockv1.TaskSpec {
+		return &paddockv1.TaskSpec{Type: "test.sleep", Payload: []byte("10ms"), Class: paddockv1.Class_CLASS_ONLINE}
+	})
+	for _, id := range online {
+		if tk := wait(t, ts, id, 3*time.Minute); tk.GetState() != paddockv1.State_STATE_SUCCEEDED {
+			t.Fatalf("online task %s: %v %s", id, tk.GetState(), tk.GetError())
+		}
+	}
+	preempted := checkBatchSucceeded(t, ts, batch)
+	if preempted < len(online) {
+		t.Fatalf("%d batch attempts preempted for %d online tasks, want at least one each", preempted, len(online))
+	}
+	// /metrics counts every online start against the SLA (met or missed).
+	if starts := metricSum(t, ts, "paddock_online_starts_total{", `type="test.sleep"`); int(starts) < len(online) {
+		t.Fatalf("/metrics counts %v online starts of test.sleep against the SLA, want at least %d", starts, len(online))
 	}
 	t.Logf("%d online tasks ran by preempting %d batch attempts; all %d batch tasks succeeded, none charged for a preemption", len(online), preempted, len(batch))
 }

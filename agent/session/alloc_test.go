@@ -162,3 +162,91 @@ func TestAllocatorGlue(t *testing.T) {
 	clk.Advance(100 * time.Millisecond)
 	limits(s.heartbeat())
 }
+
+// stubbornExec runs every task until the test releases it, ignoring ctx: a handler
+// whose teardown takes a while after a cancel.
+type stubbornExec struct{ blockExec }
+
+func (b *stubbornExec) Types() []TaskType { return []TaskType{{Name: "work", Version: "1"}} }
+
+func (b *stubbornExec) Execute(ctx context.Context, t Task) Result {
+	<-b.ch(t.ID)
+	return Result{Error: "stopped late"}
+}
+
+// TestPreemptHandover: on an agent with one slot, a preempted task whose handler has
+// not returned yet still holds the slot for an ordinary Assign, but an Assign that
+// replaces it (Assign.replaces_task_id) takes the slot at once; the preempted run,
+// when its handler finally returns, reports nothing and frees no second slot, so the
+// overlap is one task and no more.
+func TestPreemptHandover(t *testing.T) {
+	ex := &stubbornExec{blockExec{done: map[string]chan struct{}{}}}
+	s, err := New(Config{AgentID: "handover", Dial: TCPDialer("127.0.0.1:1"), TotalSlots: 1}, ex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make(chan *agentv1.AgentMessage, 100)
+	s.mu.Lock()
+	s.out = out
+	s.mu.Unlock()
+	ctx, cancel := context.WithCancel(context.Background())
+	released := map[string]bool{}
+	release := func(id string) {
+		if !released[id] {
+			released[id] = true
+			close(ex.ch(id))
+		}
+	}
+	defer func() {
+		cancel()
+		release("batch")
+		release("online")
+		s.wg.Wait()
+	}()
+	ackOf := func(a *agentv1.Assign) *agentv1.Ack {
+		t.Helper()
+		s.assign(ctx, a)
+		m := <-out
+		if m.GetAck().GetTaskId() != a.GetTaskId() {
+			t.Fatalf("assign %s: got %v, want its ack", a.GetTaskId(), m)
+		}
+		return m.GetAck()
+	}
+	if ack := ackOf(&agentv1.Assign{TaskId: "batch", LeaseId: 1, Type: "work"}); !ack.GetAccepted() {
+		t.Fatalf("batch task refused: %s", ack.GetError())
+	}
+	s.cancelTask(&agentv1.Cancel{TaskId: "batch", LeaseId: 1, Kind: agentv1.CancelKind_CANCEL_KIND_PREEMPTED})
+	// The handler has not returned: without a hand-over the slot is still taken.
+	if ack := ackOf(&agentv1.Assign{TaskId: "other", LeaseId: 2, Type: "work"}); ack.GetAccepted() {
+		t.Fatal("an ordinary assign took the slot of a preempted task still stopping")
+	}
+	if ack := ackOf(&agentv1.Assign{TaskId: "online", LeaseId: 3, Type: "work", ReplacesTaskId: "batch", ReplacesLeaseId: 1}); !ack.GetAccepted() {
+		t.Fatalf("the assign replacing the preempted task was refused: %s", ack.GetError())
+	}
+	// A wrong lease names no run of this agent: it frees nothing.
+	if ack := ackOf(&agentv1.Assign{TaskId: "other", LeaseId: 4, Type: "work", ReplacesTaskId: "batch", ReplacesLeaseId: 9}); ack.GetAccepted() {
+		t.Fatal("an assign replacing an unknown lease took a slot")
+	}
+	release("batch") // the preempted handler returns at last
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
+		s.mu.Lock()
+		_, running := s.runs["batch"]
+		_, reported := s.unacked["batch"]
+		s.mu.Unlock()
+		if reported {
+			t.Fatal("the preempted task reported a result")
+		}
+		if !running {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the preempted run never ended")
+		}
+	}
+	if ack := ackOf(&agentv1.Assign{TaskId: "late", LeaseId: 5, Type: "work"}); ack.GetAccepted() {
+		t.Fatal("the preempted run freed its slot a second time: two tasks run on a one-slot agent")
+	}
+	if st := s.Stats(); st.Running["work"] != 1 {
+		t.Fatalf("running %v, want the online task alone", st.Running)
+	}
+}
