@@ -2,6 +2,7 @@ package sched_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -36,7 +37,12 @@ func fillSlots(t testing.TB, ts *testServer, typ string, n int, payload string) 
 			return ids
 		}
 		if time.Now().After(end) {
-			t.Fatalf("the batch tasks never filled the slots of %s: %d of %d busy", typ, busy, slots)
+			states := map[string]int{}
+			for _, id := range ids {
+				st, err := ts.srv.Store().Get(context.Background(), id)
+				states[fmt.Sprintf("%s %s", st.State, st.Error)+fmt.Sprint(err)]++
+			}
+			t.Fatalf("the batch tasks never filled the slots of %s: %d of %d busy; the tasks: %v; the agents: %+v", typ, busy, slots, states, ts.srv.Agents())
 		}
 	}
 }
@@ -72,12 +78,9 @@ func TestPreemptHandsOverWithoutHeartbeat(t *testing.T) {
 	if err := os.WriteFile(done, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for end := time.Now().Add(2 * time.Minute); ; time.Sleep(50 * time.Millisecond) {
-		if _, slots := typeSlots(ts, "test.logwait"); slots > 1 {
-			break
-		}
+	for end := time.Now().Add(2 * time.Minute); len(ts.srv.Agents()) < 2; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(end) {
-			t.Fatal("the agents never registered test.logwait")
+			t.Fatalf("the agents never registered: %+v", ts.srv.Agents())
 		}
 	}
 	_, slots := typeSlots(ts, "test.logwait")
