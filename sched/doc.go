@@ -127,5 +127,9 @@
 // Online vs batch (preempt.go): Ready returns online tasks first; online tasks waiting
 // with every slot of their type taken preempt batch tasks (store.Update.Preempted: not
 // charged; cancel kind PREEMPTED), and Config.OnlineSLA feeds paddock_online_starts_total.
-// TestPreemptOnlineTakesBatchSlot, BenchmarkOnlineStart.
+// The slot goes to the online task at once: it is leased to the preempted task's agent
+// and its Assign, naming the preempted task (replaces_task_id), follows the cancel
+// (agents with the "preempt-handover" capability; for others the slot stays booked
+// until a heartbeat shows the preempted task stopped).
+// TestPreemptOnlineTakesBatchSlot, TestPreemptHandsOverWithoutHeartbeat, BenchmarkOnlineStart.
 package sched

@@ -19,6 +19,15 @@
 // are not resent, so a connection that breaks can lose the lines of the chunks in
 // flight. The Report carries only the lines no chunk carried.
 //
+// Preemption (the "preempt-handover" capability, listed in every Register): a Cancel of
+// kind PREEMPTED stops a batch task, which drops without reporting. When the server
+// hands the slot straight to an online task, that task's Assign follows the cancel and
+// names the preempted run in replaces_task_id: the session releases the preempted
+// run's allocator slot at once (the handler may still be returning) and admits the
+// online task, so for the teardown one task per preempted slot runs over the limit,
+// never more (a slot is released once). TestPreemptHandover; end to end,
+// TestPreemptHandsOverWithoutHeartbeat in sched.
+//
 // The data plane (docs/dataplane.md): an assignment with input blobs names its data
 // path. Under DATA_PATH_SHARED (a guest whose host stages) the session acks at once,
 // then waits for the host's staging marker (api/guestabi) under Config.InRoot while
