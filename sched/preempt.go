@@ -143,13 +143,12 @@ func (s *Server) preempt(ctx context.Context, v victim, on *store.Task, now time
 	if err != nil || t.LeaseID != v.leaseID || (t.State != store.Leased && t.State != store.Running) {
 		return
 	}
-	to := store.Queued
-	if t.CancelRequested {
-		to = store.Cancelled
-	}
 	msg := fmt.Sprintf("preempted on agent %s: its slot went to an online task of type %s (not charged as an attempt)", v.agentID, on.Type)
-	nt, err := s.st.Update(ctx, store.Update{TaskID: t.ID, From: []store.State{store.Leased, store.Running}, LeaseID: t.LeaseID, To: to, Now: now,
-		Error: &msg, EndAttempt: true, Retryable: true, FailureKind: store.Preempted, Preempted: true})
+	u, err := store.Transition(t, store.EvPreempt, store.Change{Now: now, Error: msg, FailureKind: store.Preempted})
+	if err != nil {
+		return
+	}
+	nt, err := s.st.Update(ctx, u)
 	if errors.Is(err, store.ErrConflict) {
 		return // it ended meanwhile
 	}

@@ -50,15 +50,12 @@ func (b *blockExec) Execute(ctx context.Context, t Task) Result {
 	}
 }
 
-// TestAllocatorGlue drives the session's allocator glue by hand with a fake clock:
-// the server's QueueStatus feeds the allocator, each heartbeat ends a cycle and
-// carries the new limits, assignments take slots (borrowing an idle one rather than
-// refusing), and only a full agent refuses.
-func TestAllocatorGlue(t *testing.T) {
-	clk := &fakeClock{t: time.Unix(1000, 0)}
-	ex := &blockExec{done: map[string]chan struct{}{}}
-	s, err := New(Config{AgentID: "glue", Dial: TCPDialer("127.0.0.1:1"), TotalSlots: 4, Clock: clk,
-		TolerableDelay: map[string]time.Duration{"tight": 100 * time.Millisecond}, DefaultTolerableDelay: time.Second}, ex)
+// newUnconnected returns a session of cfg (its Dial pointing nowhere) that the test
+// drives by hand, and the channel its messages to the server go to.
+func newUnconnected(t *testing.T, cfg Config, ex Executor) (*Session, chan *agentv1.AgentMessage) {
+	t.Helper()
+	cfg.Dial = TCPDialer("127.0.0.1:1")
+	s, err := New(cfg, ex)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,6 +63,18 @@ func TestAllocatorGlue(t *testing.T) {
 	s.mu.Lock()
 	s.out = out
 	s.mu.Unlock()
+	return s, out
+}
+
+// TestAllocatorGlue drives the session's allocator glue by hand with a fake clock:
+// the server's QueueStatus feeds the allocator, each heartbeat ends a cycle and
+// carries the new limits, assignments take slots (borrowing an idle one rather than
+// refusing), and only a full agent refuses.
+func TestAllocatorGlue(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1000, 0)}
+	ex := &blockExec{done: map[string]chan struct{}{}}
+	s, out := newUnconnected(t, Config{AgentID: "glue", TotalSlots: 4, Clock: clk,
+		TolerableDelay: map[string]time.Duration{"tight": 100 * time.Millisecond}, DefaultTolerableDelay: time.Second}, ex)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer func() { cancel(); s.wg.Wait() }()
 
@@ -181,14 +190,7 @@ func (b *stubbornExec) Execute(ctx context.Context, t Task) Result {
 // overlap is one task and no more.
 func TestPreemptHandover(t *testing.T) {
 	ex := &stubbornExec{blockExec{done: map[string]chan struct{}{}}}
-	s, err := New(Config{AgentID: "handover", Dial: TCPDialer("127.0.0.1:1"), TotalSlots: 1}, ex)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := make(chan *agentv1.AgentMessage, 100)
-	s.mu.Lock()
-	s.out = out
-	s.mu.Unlock()
+	s, out := newUnconnected(t, Config{AgentID: "handover", TotalSlots: 1}, ex)
 	ctx, cancel := context.WithCancel(context.Background())
 	released := map[string]bool{}
 	release := func(id string) {
