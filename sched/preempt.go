@@ -187,8 +187,10 @@ func (s *Server) preempt(ctx context.Context, v victim, on *store.Task, now time
 // handOver leases the online task on to v's agent in the slot of v's task, just
 // preempted, and returns the Assign to send behind the cancel (naming v's task in
 // replaces_task_id). It returns nil, having changed nothing, when the agent does not
-// take hand-overs, its session changed, or on is no longer ready (then the caller
-// books the slot until a heartbeat shows v's task stopped).
+// take hand-overs or on is no longer ready (then the caller books the slot until a
+// heartbeat shows v's task stopped). In the rare race where the agent's session ends
+// during the lease write it also returns nil, but the slot is the online task's by
+// then: its lease, never sent, expires like that of any task lost with a session.
 func (s *Server) handOver(ctx context.Context, v victim, on *store.Task, now time.Time) *agentv1.ServerMessage {
 	s.mu.Lock()
 	a := s.agents[v.agentID]
@@ -212,8 +214,7 @@ func (s *Server) handOver(ctx context.Context, v victim, on *store.Task, now tim
 	t := &leased[0]
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	// The slot passes from the batch task to the online one. Had the agent's session
-	// ended meanwhile, the online lease is booked all the same and expires like any other.
+	// The slot passes from the batch task to the online one.
 	a.release(v.taskID, v.leaseID)
 	a.reserve(t.ID, t.Type)
 	as := a.running[t.ID]
