@@ -12,24 +12,24 @@ import (
 
 // metrics are the server's Prometheus metrics, in their own registry.
 type metrics struct {
-	types            typeLabels // the task type label values
-	reg              *prometheus.Registry
-	dispatchLatency  *prometheus.HistogramVec
-	taskDuration     *prometheus.HistogramVec
-	leaseExpiries    prometheus.Counter
-	reports          *prometheus.CounterVec
-	submits          *prometheus.CounterVec
-	guestRequeues    prometheus.Counter
-	tasksDeleted     *prometheus.CounterVec
-	attempts         *prometheus.CounterVec
-	refused          *prometheus.CounterVec
-	logChunks        *prometheus.CounterVec // by outcome (stored, refused)
-	streams          *prometheus.CounterVec // ordered streams opened, by kind (durable, transient)
-	preemptions      *prometheus.CounterVec // batch tasks preempted for online ones, by type
-	preemptHandovers *prometheus.CounterVec // preempted slots handed straight to an online task, by its type
-	onlineStarts     *prometheus.CounterVec // online tasks started, by type and sla (met, missed)
-	onlineStart      *prometheus.HistogramVec
-	tenantMetrics    // by tenant (tenantapi.go)
+	types           typeLabels // the task type label values
+	reg             *prometheus.Registry
+	dispatchLatency *prometheus.HistogramVec
+	taskDuration    *prometheus.HistogramVec
+	leaseExpiries   prometheus.Counter
+	reports         *prometheus.CounterVec
+	submits         *prometheus.CounterVec
+	guestRequeues   prometheus.Counter
+	tasksDeleted    *prometheus.CounterVec
+	attempts        *prometheus.CounterVec
+	refused         *prometheus.CounterVec
+	logChunks       *prometheus.CounterVec // by outcome (stored, refused)
+	streams         *prometheus.CounterVec // ordered streams opened, by kind (durable, transient)
+	preemptions     *prometheus.CounterVec // batch tasks preempted for online ones, by type
+	handovers       *prometheus.CounterVec // preempted slots handed straight to an online task, by its type
+	onlineStarts    *prometheus.CounterVec // online tasks started, by type and sla (met, missed)
+	onlineStart     *prometheus.HistogramVec
+	tenantMetrics   // by tenant (tenantapi.go)
 
 	// The data plane.
 	blobBytes      *prometheus.CounterVec // by port (client, agent, cluster) and direction (in, out)
@@ -86,7 +86,7 @@ func newMetrics(s *Server) *metrics {
 	m.preemptions = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "paddock", Name: "preemptions_total", Help: "Batch tasks preempted (stopped and requeued, the attempt not charged) to give their slot to an online task, by type.",
 	}, []string{"type"})
-	m.preemptHandovers = prometheus.NewCounterVec(prometheus.CounterOpts{
+	m.handovers = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "paddock", Name: "preempt_handovers_total",
 		Help: "Online tasks leased straight into the slot of the batch task preempted for them (assigned behind the cancel, no heartbeat waited for), by the online task's type.",
 	}, []string{"type"})
@@ -98,7 +98,7 @@ func newMetrics(s *Server) *metrics {
 		Namespace: "paddock", Name: "online_start_seconds", Help: "Submit-to-start latency of online tasks (to the agent's acknowledgement), by type.",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2, 18),
 	}, []string{"type"})
-	m.reg.MustRegister(m.streams, m.preemptions, m.preemptHandovers, m.onlineStarts, m.onlineStart)
+	m.reg.MustRegister(m.streams, m.preemptions, m.handovers, m.onlineStarts, m.onlineStart)
 	m.blobBytes = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "paddock", Name: "blob_bytes_total", Help: "Bytes of blobs stored (in) and served (out), by port (client: /v1/blobs, agent: agent ReadBlob/WriteBlob, cluster: host ReadBlob/WriteBlob).",
 	}, []string{"port", "direction"})

@@ -162,7 +162,7 @@ func (s *Server) preempt(ctx context.Context, v victim, on *store.Task, now time
 		how = "handover"
 		v.sess.send(cancel)
 		v.sess.send(assign) // behind the cancel: the agent frees the slot, then admits
-		s.metrics.preemptHandovers.WithLabelValues(s.metrics.types.label(on.Type)).Inc()
+		s.metrics.handovers.WithLabelValues(s.metrics.types.label(on.Type)).Inc()
 	} else {
 		s.mu.Lock()
 		var sess *session
