@@ -168,30 +168,59 @@ func metricSum(t *testing.T, ts *testServer, prefix, label string) float64 {
 	return sum
 }
 
-// TestPreemptOnlineTakesBatchSlot: two real agent processes whose test.sleep slots are
-// all busy with batch tasks (max_attempts 1); online tasks submitted then preempt batch
-// tasks and run; every preempted batch task still succeeds, its preempted attempt not
+// TestPreemptOnlineTakesBatchSlot: two real agent processes whose test.logwait slots
+// are all busy with batch tasks (max_attempts 1) that cannot end on their own (each
+// waits for a release file), with more queued than the agents could ever give the type,
+// so no slot frees or grows; online tasks submitted then preempt batch tasks and run;
+// once released, every preempted batch task still succeeds, its preempted attempt not
 // charged (with max_attempts 1, a charged preemption would leave it dead).
 func TestPreemptOnlineTakesBatchSlot(t *testing.T) {
 	ts := startServer(t, fastConfig())
 	startRealAgent(t, ts.agentAddr, "p1", "")
 	startRealAgent(t, ts.agentAddr, "p2", "")
-	batch := fillWithBatch(t, ts, 60, "2s")
+	dir := t.TempDir()
+	release, done := filepath.Join(dir, "release"), filepath.Join(dir, "done")
+	if err := os.WriteFile(done, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for end := time.Now().Add(2 * time.Minute); len(ts.srv.Agents()) < 2; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("the agents never registered: %+v", ts.srv.Agents())
+		}
+	}
+	batch := fillSlots(t, ts, "test.logwait", 60, release)
+	// The agents grow a busy type's slots from their heartbeats: wait until the slots
+	// stay the same for 2 s with every one of them busy.
+	for end, last, since := time.Now().Add(2*time.Minute), -1, time.Now(); ; time.Sleep(50 * time.Millisecond) {
+		busy, slots := typeSlots(ts, "test.logwait")
+		if slots != last || busy < slots {
+			last, since = slots, time.Now()
+		}
+		if time.Since(since) > 2*time.Second {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("the slots of test.logwait never settled: %d of %d busy", busy, slots)
+		}
+	}
 	online := submitMany(t, ts.tasks, 4, func(int) *paddockv1.TaskSpec {
-		return &paddockv1.TaskSpec{Type: "test.sleep", Payload: []byte("10ms"), Class: paddockv1.Class_CLASS_ONLINE}
+		return &paddockv1.TaskSpec{Type: "test.logwait", Payload: []byte(done), Class: paddockv1.Class_CLASS_ONLINE}
 	})
 	for _, id := range online {
 		if tk := wait(t, ts, id, 3*time.Minute); tk.GetState() != paddockv1.State_STATE_SUCCEEDED {
 			t.Fatalf("online task %s: %v %s", id, tk.GetState(), tk.GetError())
 		}
 	}
+	if err := os.WriteFile(release, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	preempted := checkBatchSucceeded(t, ts, batch)
 	if preempted < len(online) {
 		t.Fatalf("%d batch attempts preempted for %d online tasks, want at least one each", preempted, len(online))
 	}
 	// /metrics counts every online start against the SLA (met or missed).
-	if starts := metricSum(t, ts, "paddock_online_starts_total{", `type="test.sleep"`); int(starts) < len(online) {
-		t.Fatalf("/metrics counts %v online starts of test.sleep against the SLA, want at least %d", starts, len(online))
+	if starts := metricSum(t, ts, "paddock_online_starts_total{", `type="test.logwait"`); int(starts) < len(online) {
+		t.Fatalf("/metrics counts %v online starts of test.logwait against the SLA, want at least %d", starts, len(online))
 	}
 	t.Logf("%d online tasks ran by preempting %d batch attempts; all %d batch tasks succeeded, none charged for a preemption", len(online), preempted, len(batch))
 }
