@@ -25,6 +25,7 @@ func (s *Server) dispatchLoop(ctx context.Context) {
 		case <-t.C:
 			all = true
 		}
+		round := all
 		for ctx.Err() == nil {
 			n, err := s.dispatchOnce(ctx, all || s.fullScan.Swap(false))
 			all = false
@@ -39,7 +40,7 @@ func (s *Server) dispatchLoop(ctx context.Context) {
 			}
 		}
 		if ctx.Err() == nil {
-			s.preemptForOnline(ctx) // online tasks still waiting take batch tasks' slots
+			s.preemptForOnline(ctx, round) // online tasks still waiting take batch tasks' slots
 		}
 	}
 }

@@ -43,8 +43,11 @@ import (
 // preemptPrefix keys, in agent.running, the slot of a preempted task still stopping.
 const preemptPrefix = "preempted:"
 
-// preemptForOnline preempts batch tasks for the online tasks waiting for a slot.
-func (s *Server) preemptForOnline(ctx context.Context) {
+// preemptForOnline preempts batch tasks for the online tasks waiting for a slot. Unless
+// all is set (the dispatcher's periodic round), it reads the store's queue only of the
+// full types hinted ready (wakeType): a type whose slots are all taken by transient
+// stream tasks, with nothing stored queued, costs no store query each dispatch round.
+func (s *Server) preemptForOnline(ctx context.Context, all bool) {
 	now := time.Now()
 	s.mu.Lock()
 	full := map[string]bool{} // type -> no connected agent has a free slot for it
@@ -64,6 +67,9 @@ func (s *Server) preemptForOnline(ctx context.Context) {
 	s.mu.Unlock()
 	for typ, isFull := range full {
 		if !isFull || ctx.Err() != nil {
+			continue
+		}
+		if _, hinted := s.readyHint(typ); !all && !hinted {
 			continue
 		}
 		ready, err := s.st.Ready(ctx, typ, now, 64)

@@ -157,6 +157,9 @@ func startRealAgent(t testing.TB, serverAddr, id, record string) *proc {
 	if record != "" {
 		args = append(args, "-record", record)
 	}
+	if dir := os.Getenv("PADDOCK_AGENT_CPUPROFILE"); dir != "" { // profile the agent process: a directory
+		args = append(args, "-cpuprofile", filepath.Join(dir, "agent-"+id+".pprof"))
+	}
 	p, _ := startProc(t, "agent-"+id, "TESTAGENT READY", bins.agent, args...)
 	return p
 }

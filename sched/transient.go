@@ -63,7 +63,7 @@ func (tr *transients) push(s *Server, run *streamRun, seqs []uint64, payloads []
 		tr.queue[run.typ] = append(tr.queue[run.typ], t)
 	}
 	tr.mu.Unlock()
-	s.wakeType(run.typ)
+	s.wake() // dispatchOnce sends transient tasks of every type with a free slot: no store hint
 }
 
 // get returns the live transient task id, or nil.
@@ -145,7 +145,7 @@ type transSend struct {
 func (s *Server) requeueTransient(a *agent, se *session) {
 	tr := s.trans
 	tr.mu.Lock()
-	types := map[string]bool{}
+	requeued := false
 	for id, as := range a.running {
 		if as.sess != se {
 			continue
@@ -161,12 +161,12 @@ func (s *Server) requeueTransient(a *agent, se *session) {
 		s.guestTaskEvent(a, id, t.leaseID, hostv1.TaskEvent_KIND_FINISHED, nil)
 		t.agent, t.readyAt = "", time.Now()
 		tr.queue[t.run.typ] = append([]*transTask{t}, tr.queue[t.run.typ]...)
-		types[t.run.typ] = true
+		requeued = true
 		s.metrics.leaseExpiries.Inc()
 	}
 	tr.mu.Unlock()
-	for typ := range types {
-		s.wakeType(typ)
+	if requeued {
+		s.wake()
 	}
 }
 
@@ -224,7 +224,7 @@ func (s *Server) reportTransient(agentID string, r *agentv1.Report) *agentv1.Rep
 	if !retry {
 		t.run.deliver(t.seq, res)
 	}
-	s.wakeType(t.run.typ)
+	s.wake()
 	ack.Outcome = agentv1.ReportOutcome_REPORT_OUTCOME_ACCEPTED
 	s.metrics.reports.WithLabelValues("accepted").Inc()
 	return ack
@@ -252,7 +252,7 @@ func (s *Server) ackTransient(a *agent, ack *agentv1.Ack) {
 		tr.queue[t.run.typ] = append(tr.queue[t.run.typ], t)
 	}
 	tr.mu.Unlock()
-	s.wakeType(as.typ)
+	s.wake()
 }
 
 // sendTransient leases queued transient tasks of typ and sends their assignments; it

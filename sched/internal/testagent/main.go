@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -94,12 +95,34 @@ func main() {
 	flag.StringVar(&o.dataDir, "data-dir", "", "where DATA_PATH_STREAM tasks' files go (default: the session's)")
 	flag.StringVar(&o.token, "token", "", "agent token to send (server.agent_token)")
 	flag.Int64Var(&o.memory, "memory", 0, "memory the agent offers, in bytes (accounting tests)")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the agent process to this file (written when it exits on SIGTERM)")
 	flag.Parse()
+	if *cpuprofile != "" {
+		stop, err := startCPUProfile(*cpuprofile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "testagent:", err)
+			os.Exit(1)
+		}
+		defer stop()
+	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	if err := run(*server, *id, *slots, *record, hs, o, log); err != nil {
 		fmt.Fprintln(os.Stderr, "testagent:", err)
 		os.Exit(1)
 	}
+}
+
+// startCPUProfile starts a CPU profile written to path; stop ends it.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("-cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("-cpuprofile: starting: %w", err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
 func run(server, id string, slots int, record string, hs handlers, o opts, log *slog.Logger) error {
