@@ -92,6 +92,8 @@ type session struct {
 	// handover: the agent takes an Assign that replaces a preempted task
 	// (agentv1.CapPreemptHandover; preempt.go).
 	handover bool
+	// batch: the agent takes ServerBatch messages (agentv1.CapBatch, agentbatch.go).
+	batch bool
 }
 
 func (se *session) send(m *agentv1.ServerMessage) {
@@ -147,7 +149,8 @@ func (as *agentService) Session(stream agentv1.AgentService_SessionServer) error
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	se := &session{id: hex.EncodeToString(b[:]), out: make(chan *agentv1.ServerMessage, 8192), ctx: ctx, cancel: cancel,
-		handover: slices.Contains(reg.GetCapabilities(), agentv1.CapPreemptHandover)}
+		handover: slices.Contains(reg.GetCapabilities(), agentv1.CapPreemptHandover),
+		batch:    slices.Contains(reg.GetCapabilities(), agentv1.CapBatch)}
 	log := s.log.With("agent", reg.GetAgentId(), "session", se.id)
 	a, err := s.register(reg, se, att)
 	if err != nil {
@@ -161,7 +164,7 @@ func (as *agentService) Session(stream agentv1.AgentService_SessionServer) error
 
 	if err := stream.Send(&agentv1.ServerMessage{Msg: &agentv1.ServerMessage_Registered{Registered: &agentv1.Registered{
 		SessionId: se.id, HeartbeatIntervalMs: s.cfg.HeartbeatInterval.Milliseconds(),
-		LeaseTtlMs: s.cfg.LeaseTTL.Milliseconds(), ServerVersion: s.cfg.Version, Capabilities: []string{agentv1.CapLogChunks},
+		LeaseTtlMs: s.cfg.LeaseTTL.Milliseconds(), ServerVersion: s.cfg.Version, Capabilities: []string{agentv1.CapLogChunks, agentv1.CapBatch},
 	}}}); err != nil {
 		return err
 	}
@@ -177,7 +180,7 @@ func (as *agentService) Session(stream agentv1.AgentService_SessionServer) error
 				sendErr <- nil
 				return
 			case m := <-se.out:
-				if err := stream.Send(m); err != nil {
+				if err := se.sendQueued(m, stream.Send); err != nil {
 					sendErr <- err
 					cancel(err)
 					return
@@ -461,12 +464,11 @@ func (s *Server) handleAgentMessage(ctx context.Context, a *agent, se *session, 
 			}
 		})
 	case *agentv1.AgentMessage_Ack:
-		pl.run(m.Ack.GetTaskId(), func() { s.ack(ctx, a, se, m.Ack) })
+		return s.agentBatch(ctx, a, se, pl, &agentv1.AgentBatch{Acks: []*agentv1.Ack{m.Ack}})
 	case *agentv1.AgentMessage_Report:
-		pl.run(m.Report.GetTaskId(), func() {
-			ack := s.Report(ctx, a.id, m.Report) // returns once the result is committed
-			se.send(&agentv1.ServerMessage{Msg: &agentv1.ServerMessage_ReportAck{ReportAck: ack}})
-		})
+		return s.agentBatch(ctx, a, se, pl, &agentv1.AgentBatch{Reports: []*agentv1.Report{m.Report}})
+	case *agentv1.AgentMessage_Batch:
+		return s.agentBatch(ctx, a, se, pl, m.Batch)
 	case *agentv1.AgentMessage_LogChunk:
 		if n := len(m.LogChunk.GetLog().GetLines()); n > MaxChunkLines {
 			s.metrics.refused.WithLabelValues("limits").Inc()

@@ -293,17 +293,30 @@ func cutPrefix(s, p string) (string, bool) {
 
 // deliver records the result of item seq of run and queues the results it releases.
 func (run *streamRun) deliver(seq uint64, r *paddockv1.StreamResult) {
+	run.deliverAll([]deliverable{{seq, r}})
+}
+
+// deliverable is the result of one item of a stream.
+type deliverable struct {
+	seq uint64
+	r   *paddockv1.StreamResult
+}
+
+// deliverAll records results of items of run, as deliver each, under one lock.
+func (run *streamRun) deliverAll(ds []deliverable) {
 	run.pushMu.Lock()
 	defer run.pushMu.Unlock()
-	rel, err := run.order.Done(seq, r)
-	if err != nil {
-		return // a second result for an item: exactly once, so dropped
-	}
-	for _, x := range rel {
-		select {
-		case run.out <- x: // never blocks: out holds at most the window
-		case <-run.closed:
-			return
+	for _, d := range ds {
+		rel, err := run.order.Done(d.seq, d.r)
+		if err != nil {
+			continue // a second result for an item: exactly once, so dropped
+		}
+		for _, x := range rel {
+			select {
+			case run.out <- x: // never blocks: out holds at most the window
+			case <-run.closed:
+				return
+			}
 		}
 	}
 }

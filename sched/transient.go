@@ -173,30 +173,81 @@ func (s *Server) requeueTransient(a *agent, se *session) {
 // reportTransient applies a report of a transient task: the stream gets the result of
 // a success or a final failure; a retryable failure queues the task again.
 func (s *Server) reportTransient(agentID string, r *agentv1.Report) *agentv1.ReportAck {
-	ack := &agentv1.ReportAck{TaskId: r.GetTaskId(), LeaseId: r.GetLeaseId()}
+	return s.reportTransients(agentID, []*agentv1.Report{r})[0]
+}
+
+// doneTrans is a transient task whose report was accepted.
+type doneTrans struct {
+	t       *transTask
+	leaseID uint64
+	res     *paddockv1.StreamResult // nil: queued again
+}
+
+// reportTransients applies reports of transient tasks from agentID, as reportTransient
+// each, taking the locks once for all of them; it returns their acks in order.
+func (s *Server) reportTransients(agentID string, reps []*agentv1.Report) []*agentv1.ReportAck {
+	acks := make([]*agentv1.ReportAck, len(reps))
+	done := make([]doneTrans, 0, len(reps))
+	now := time.Now()
 	tr := s.trans
 	tr.mu.Lock()
+	for i, r := range reps {
+		ack := &agentv1.ReportAck{TaskId: r.GetTaskId(), LeaseId: r.GetLeaseId()}
+		acks[i] = ack
+		d, outcome, why := tr.applyReport(agentID, r, now)
+		ack.Outcome, ack.Error = outcome, why
+		if outcome == agentv1.ReportOutcome_REPORT_OUTCOME_ACCEPTED {
+			done = append(done, d)
+		}
+	}
+	tr.mu.Unlock()
+	if len(done) == 0 {
+		return acks
+	}
+	s.mu.Lock()
+	if a := s.agents[agentID]; a != nil {
+		for _, d := range done {
+			if a.release(d.t.id, d.leaseID) {
+				s.guestTaskEvent(a, d.t.id, d.leaseID, hostv1.TaskEvent_KIND_FINISHED, nil)
+			}
+		}
+	}
+	s.mu.Unlock()
+	// Deliver each stream's results under one lock (usually one stream).
+	for i := 0; i < len(done); {
+		run, j := done[i].t.run, i
+		var rs []deliverable
+		for ; j < len(done) && done[j].t.run == run; j++ {
+			if done[j].res != nil {
+				rs = append(rs, deliverable{done[j].t.seq, done[j].res})
+			}
+		}
+		run.deliverAll(rs)
+		i = j
+	}
+	s.wake()
+	s.metrics.reports.WithLabelValues("accepted").Add(float64(len(done)))
+	return acks
+}
+
+// applyReport checks report r of a transient task from agentID against its current
+// lease and applies it: the result to deliver, or the task queued again for a retry.
+// It returns the outcome and, when refused, why. Caller holds tr.mu.
+func (tr *transients) applyReport(agentID string, r *agentv1.Report, now time.Time) (doneTrans, agentv1.ReportOutcome, string) {
 	t := tr.live[r.GetTaskId()]
 	switch {
 	case t == nil:
-		tr.mu.Unlock()
-		ack.Outcome, ack.Error = agentv1.ReportOutcome_REPORT_OUTCOME_DUPLICATE, fmt.Sprintf("transient task %s already delivered (or its stream ended); nothing changed", r.GetTaskId())
-		return ack
+		return doneTrans{}, agentv1.ReportOutcome_REPORT_OUTCOME_DUPLICATE, fmt.Sprintf("transient task %s already delivered (or its stream ended); nothing changed", r.GetTaskId())
 	case t.agent != agentID || t.leaseID != r.GetLeaseId():
-		tr.mu.Unlock()
-		ack.Outcome, ack.Error = agentv1.ReportOutcome_REPORT_OUTCOME_SUPERSEDED, fmt.Sprintf("lease %d of transient task %s is not its current lease of this agent; drop it", r.GetLeaseId(), t.id)
-		return ack
+		return doneTrans{}, agentv1.ReportOutcome_REPORT_OUTCOME_SUPERSEDED, fmt.Sprintf("lease %d of transient task %s is not its current lease of this agent; drop it", r.GetLeaseId(), t.id)
 	case !secretOK(t.secret, r.GetLeaseSecret()):
-		tr.mu.Unlock()
-		ack.Outcome, ack.Error = agentv1.ReportOutcome_REPORT_OUTCOME_REJECTED, fmt.Sprintf("lease %d of transient task %s: lease_secret missing or wrong", r.GetLeaseId(), t.id)
-		return ack
+		return doneTrans{}, agentv1.ReportOutcome_REPORT_OUTCOME_REJECTED, fmt.Sprintf("lease %d of transient task %s: lease_secret missing or wrong", r.GetLeaseId(), t.id)
 	}
 	res := &paddockv1.StreamResult{Seq: t.seq, TaskId: t.id, Attempts: int32(t.attempt)}
 	retry := false
 	switch r.GetStatus() {
 	case agentv1.Status_STATUS_SUCCEEDED:
-		sum := sha256.Sum256(r.GetOutput())
-		if hex.EncodeToString(sum[:]) != strings.ToLower(r.GetSha256()) {
+		if !sha256OK(r.GetOutput(), r.GetSha256()) {
 			res.State, res.FailureKind, res.Error = paddockv1.State_STATE_FAILED, paddockv1.FailureKind_FAILURE_KIND_BAD_OUTPUT, "output sha256 mismatch"
 			retry = true
 		} else {
@@ -206,53 +257,65 @@ func (s *Server) reportTransient(agentID string, r *agentv1.Report) *agentv1.Rep
 		res.State, res.FailureKind, res.Error = paddockv1.State_STATE_FAILED, kindProto(reportKind(r)), r.GetError()
 		retry = r.GetRetryable() || r.GetStatus() == agentv1.Status_STATUS_CANCELLED
 	default:
-		tr.mu.Unlock()
-		ack.Outcome, ack.Error = agentv1.ReportOutcome_REPORT_OUTCOME_REJECTED, fmt.Sprintf("report: status %v is not a valid outcome", r.GetStatus())
-		return ack
+		return doneTrans{}, agentv1.ReportOutcome_REPORT_OUTCOME_REJECTED, fmt.Sprintf("report: status %v is not a valid outcome", r.GetStatus())
 	}
 	if retry && t.attempt >= t.run.tmpl.MaxAttempts {
 		res.State, retry = paddockv1.State_STATE_DEAD, false
 	}
-	t.agent, t.readyAt = "", time.Now()
+	t.agent, t.readyAt = "", now
 	if retry {
 		tr.queue[t.run.typ] = append(tr.queue[t.run.typ], t)
+		res = nil
 	} else {
 		delete(tr.live, t.id)
 	}
-	tr.mu.Unlock()
-	s.releaseLease(agentID, t.id, r.GetLeaseId())
-	if !retry {
-		t.run.deliver(t.seq, res)
-	}
-	s.wake()
-	ack.Outcome = agentv1.ReportOutcome_REPORT_OUTCOME_ACCEPTED
-	s.metrics.reports.WithLabelValues("accepted").Inc()
-	return ack
+	return doneTrans{t: t, leaseID: r.GetLeaseId(), res: res}, agentv1.ReportOutcome_REPORT_OUTCOME_ACCEPTED, ""
+}
+
+// sha256OK reports whether want (hex, any case) is the sha256 of b.
+func sha256OK(b []byte, want string) bool {
+	sum := sha256.Sum256(b)
+	var got [2 * sha256.Size]byte
+	hex.Encode(got[:], sum[:])
+	return len(want) == len(got) && strings.EqualFold(string(got[:]), want)
 }
 
 // ackTransient records an agent's ack of a transient task (its lease and secret checked
 // in memory). A refused assignment is queued again at once.
 func (s *Server) ackTransient(a *agent, ack *agentv1.Ack) {
+	s.ackTransients(a, []*agentv1.Ack{ack})
+}
+
+// ackTransients records acks of transient tasks from a, as ackTransient each, under one
+// lock.
+func (s *Server) ackTransients(a *agent, acks []*agentv1.Ack) {
+	requeued := false
+	now := time.Now()
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	as := a.running[ack.GetTaskId()]
-	if as == nil || as.leaseID != ack.GetLeaseId() || !secretOK(as.secret, ack.GetLeaseSecret()) {
-		return
-	}
-	a.acked(as)
-	if ack.GetAccepted() {
-		return
-	}
 	tr := s.trans
 	tr.mu.Lock()
-	t := tr.live[as.taskID]
-	a.release(as.taskID, as.leaseID)
-	if t != nil && t.agent == a.id && t.leaseID == as.leaseID {
-		t.agent, t.readyAt = "", time.Now()
-		tr.queue[t.run.typ] = append(tr.queue[t.run.typ], t)
+	for _, ack := range acks {
+		as := a.running[ack.GetTaskId()]
+		if as == nil || as.leaseID != ack.GetLeaseId() || !secretOK(as.secret, ack.GetLeaseSecret()) {
+			continue
+		}
+		a.acked(as)
+		if ack.GetAccepted() {
+			continue
+		}
+		t := tr.live[as.taskID]
+		a.release(as.taskID, as.leaseID)
+		if t != nil && t.agent == a.id && t.leaseID == as.leaseID {
+			t.agent, t.readyAt = "", now
+			tr.queue[t.run.typ] = append(tr.queue[t.run.typ], t)
+		}
+		requeued = true
 	}
 	tr.mu.Unlock()
-	s.wake()
+	s.mu.Unlock()
+	if requeued {
+		s.wake()
+	}
 }
 
 // sendTransient leases queued transient tasks of typ and sends their assignments; it

@@ -455,7 +455,7 @@ func (s *Session) connect(ctx context.Context) error {
 	reg := &agentv1.Register{AgentId: s.cfg.AgentID, Host: s.cfg.Host, ProtocolVersion: ProtocolVersion, AgentVersion: s.cfg.Version,
 		Types: s.allocation(s.alloc.Snapshot()), TotalSlots: uint32(s.total), Running: s.running(),
 		Capacity: &agentv1.Capacity{CpuMillis: s.cfg.Capacity.CPUMillis, MemoryBytes: s.cfg.Capacity.MemoryBytes, Labels: s.cfg.Capacity.Labels},
-		Load:     load, Capabilities: []string{agentv1.CapPreemptHandover}}
+		Load:     load, Capabilities: []string{agentv1.CapPreemptHandover, agentv1.CapBatch}}
 	s.mu.Unlock()
 	if err := stream.Send(&agentv1.AgentMessage{Msg: &agentv1.AgentMessage_Register{Register: reg}}); err != nil {
 		return fmt.Errorf("registering: %w", err)
@@ -498,19 +498,25 @@ func (s *Session) connect(ctx context.Context) error {
 		s.mu.Unlock()
 	}()
 
+	batch := slices.Contains(regd.GetCapabilities(), agentv1.CapBatch)
 	go func() { // sender: the only goroutine calling stream.Send from here on
 		t := time.NewTicker(hb)
 		defer t.Stop()
 		for {
-			var m *agentv1.AgentMessage
+			var err error
 			select {
 			case <-cctx.Done():
 				return
-			case m = <-out:
+			case m := <-out:
+				if batch { // the acks and reports queued now go as one message (batch.go)
+					err = drain(m, out, stream.Send)
+				} else {
+					err = stream.Send(m)
+				}
 			case <-t.C:
-				m = s.heartbeat()
+				err = stream.Send(s.heartbeat())
 			}
-			if err := stream.Send(m); err != nil {
+			if err != nil {
 				cancel(fmt.Errorf("sending: %w", err))
 				return
 			}
@@ -531,6 +537,13 @@ func (s *Session) connect(ctx context.Context) error {
 			s.cancelTask(m.Cancel)
 		case *agentv1.ServerMessage_ReportAck:
 			s.acked(m.ReportAck)
+		case *agentv1.ServerMessage_Batch:
+			for _, ra := range m.Batch.GetReportAcks() {
+				s.acked(ra)
+			}
+			for _, as := range m.Batch.GetAssigns() {
+				s.assign(ctx, as)
+			}
 		case *agentv1.ServerMessage_QueueStatus:
 			s.observe(m.QueueStatus)
 		}

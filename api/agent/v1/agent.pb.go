@@ -879,6 +879,7 @@ type AgentMessage struct {
 	//	*AgentMessage_Ack
 	//	*AgentMessage_Report
 	//	*AgentMessage_LogChunk
+	//	*AgentMessage_Batch
 	Msg           isAgentMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -966,6 +967,15 @@ func (x *AgentMessage) GetLogChunk() *LogChunk {
 	return nil
 }
 
+func (x *AgentMessage) GetBatch() *AgentBatch {
+	if x != nil {
+		if x, ok := x.Msg.(*AgentMessage_Batch); ok {
+			return x.Batch
+		}
+	}
+	return nil
+}
+
 type isAgentMessage_Msg interface {
 	isAgentMessage_Msg()
 }
@@ -996,6 +1006,12 @@ type AgentMessage_LogChunk struct {
 	LogChunk *LogChunk `protobuf:"bytes,5,opt,name=log_chunk,json=logChunk,proto3,oneof"`
 }
 
+type AgentMessage_Batch struct {
+	// batch carries several acks and reports in one message (only to a server whose
+	// Registered lists the "batch" capability).
+	Batch *AgentBatch `protobuf:"bytes,6,opt,name=batch,proto3,oneof"`
+}
+
 func (*AgentMessage_Register) isAgentMessage_Msg() {}
 
 func (*AgentMessage_Heartbeat) isAgentMessage_Msg() {}
@@ -1005,6 +1021,65 @@ func (*AgentMessage_Ack) isAgentMessage_Msg() {}
 func (*AgentMessage_Report) isAgentMessage_Msg() {}
 
 func (*AgentMessage_LogChunk) isAgentMessage_Msg() {}
+
+func (*AgentMessage_Batch) isAgentMessage_Msg() {}
+
+// AgentBatch is several acks and reports the agent had queued at once, sent as one
+// message. The server applies the acks first, then the reports, each in list order: an
+// agent puts a task's Ack in the same batch as its Report or in an earlier message.
+type AgentBatch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// acks acknowledge Assigns, as AgentMessage.ack.
+	Acks []*Ack `protobuf:"bytes,1,rep,name=acks,proto3" json:"acks,omitempty"`
+	// reports are results, as AgentMessage.report.
+	Reports       []*Report `protobuf:"bytes,2,rep,name=reports,proto3" json:"reports,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentBatch) Reset() {
+	*x = AgentBatch{}
+	mi := &file_api_agent_v1_agent_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentBatch) ProtoMessage() {}
+
+func (x *AgentBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_api_agent_v1_agent_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentBatch.ProtoReflect.Descriptor instead.
+func (*AgentBatch) Descriptor() ([]byte, []int) {
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *AgentBatch) GetAcks() []*Ack {
+	if x != nil {
+		return x.Acks
+	}
+	return nil
+}
+
+func (x *AgentBatch) GetReports() []*Report {
+	if x != nil {
+		return x.Reports
+	}
+	return nil
+}
 
 // ServerMessage is one message from the server.
 type ServerMessage struct {
@@ -1018,6 +1093,7 @@ type ServerMessage struct {
 	//	*ServerMessage_Cancel
 	//	*ServerMessage_ReportAck
 	//	*ServerMessage_QueueStatus
+	//	*ServerMessage_Batch
 	Msg           isServerMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1025,7 +1101,7 @@ type ServerMessage struct {
 
 func (x *ServerMessage) Reset() {
 	*x = ServerMessage{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1037,7 +1113,7 @@ func (x *ServerMessage) String() string {
 func (*ServerMessage) ProtoMessage() {}
 
 func (x *ServerMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1050,7 +1126,7 @@ func (x *ServerMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerMessage.ProtoReflect.Descriptor instead.
 func (*ServerMessage) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ServerMessage) GetMsg() isServerMessage_Msg {
@@ -1105,6 +1181,15 @@ func (x *ServerMessage) GetQueueStatus() *QueueStatus {
 	return nil
 }
 
+func (x *ServerMessage) GetBatch() *ServerBatch {
+	if x != nil {
+		if x, ok := x.Msg.(*ServerMessage_Batch); ok {
+			return x.Batch
+		}
+	}
+	return nil
+}
+
 type isServerMessage_Msg interface {
 	isServerMessage_Msg()
 }
@@ -1135,6 +1220,12 @@ type ServerMessage_QueueStatus struct {
 	QueueStatus *QueueStatus `protobuf:"bytes,5,opt,name=queue_status,json=queueStatus,proto3,oneof"`
 }
 
+type ServerMessage_Batch struct {
+	// batch carries several assigns and report acks in one message (only to an agent
+	// whose Register lists the "batch" capability).
+	Batch *ServerBatch `protobuf:"bytes,6,opt,name=batch,proto3,oneof"`
+}
+
 func (*ServerMessage_Registered) isServerMessage_Msg() {}
 
 func (*ServerMessage_Assign) isServerMessage_Msg() {}
@@ -1144,6 +1235,65 @@ func (*ServerMessage_Cancel) isServerMessage_Msg() {}
 func (*ServerMessage_ReportAck) isServerMessage_Msg() {}
 
 func (*ServerMessage_QueueStatus) isServerMessage_Msg() {}
+
+func (*ServerMessage_Batch) isServerMessage_Msg() {}
+
+// ServerBatch is several report acks and assigns the server had queued for one agent at
+// once, sent as one message. The agent applies the report acks first, then the assigns,
+// each in list order.
+type ServerBatch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// report_acks answer Reports, as ServerMessage.report_ack.
+	ReportAcks []*ReportAck `protobuf:"bytes,1,rep,name=report_acks,json=reportAcks,proto3" json:"report_acks,omitempty"`
+	// assigns hand the agent tasks to run, as ServerMessage.assign.
+	Assigns       []*Assign `protobuf:"bytes,2,rep,name=assigns,proto3" json:"assigns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServerBatch) Reset() {
+	*x = ServerBatch{}
+	mi := &file_api_agent_v1_agent_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServerBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServerBatch) ProtoMessage() {}
+
+func (x *ServerBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_api_agent_v1_agent_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServerBatch.ProtoReflect.Descriptor instead.
+func (*ServerBatch) Descriptor() ([]byte, []int) {
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ServerBatch) GetReportAcks() []*ReportAck {
+	if x != nil {
+		return x.ReportAcks
+	}
+	return nil
+}
+
+func (x *ServerBatch) GetAssigns() []*Assign {
+	if x != nil {
+		return x.Assigns
+	}
+	return nil
+}
 
 // TaskType is one task type an agent serves.
 type TaskType struct {
@@ -1174,7 +1324,7 @@ type TaskType struct {
 
 func (x *TaskType) Reset() {
 	*x = TaskType{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1186,7 +1336,7 @@ func (x *TaskType) String() string {
 func (*TaskType) ProtoMessage() {}
 
 func (x *TaskType) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1199,7 +1349,7 @@ func (x *TaskType) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskType.ProtoReflect.Descriptor instead.
 func (*TaskType) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TaskType) GetName() string {
@@ -1267,7 +1417,7 @@ type Capacity struct {
 
 func (x *Capacity) Reset() {
 	*x = Capacity{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1279,7 +1429,7 @@ func (x *Capacity) String() string {
 func (*Capacity) ProtoMessage() {}
 
 func (x *Capacity) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1292,7 +1442,7 @@ func (x *Capacity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Capacity.ProtoReflect.Descriptor instead.
 func (*Capacity) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Capacity) GetCpuMillis() int64 {
@@ -1344,7 +1494,7 @@ type Load struct {
 
 func (x *Load) Reset() {
 	*x = Load{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1356,7 +1506,7 @@ func (x *Load) String() string {
 func (*Load) ProtoMessage() {}
 
 func (x *Load) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1369,7 +1519,7 @@ func (x *Load) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Load.ProtoReflect.Descriptor instead.
 func (*Load) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{12}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Load) GetRunning() uint32 {
@@ -1437,7 +1587,7 @@ type RunningTask struct {
 
 func (x *RunningTask) Reset() {
 	*x = RunningTask{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1449,7 +1599,7 @@ func (x *RunningTask) String() string {
 func (*RunningTask) ProtoMessage() {}
 
 func (x *RunningTask) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1462,7 +1612,7 @@ func (x *RunningTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunningTask.ProtoReflect.Descriptor instead.
 func (*RunningTask) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{13}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RunningTask) GetTaskId() string {
@@ -1514,7 +1664,8 @@ type Register struct {
 	// capabilities are the session features the agent supports: "preempt-handover" (it
 	// honours Assign.replaces_task_id; the server hands a preempted slot over only to
 	// an agent that lists it, and otherwise waits for a heartbeat showing the preempted
-	// task stopped).
+	// task stopped), "batch" (it takes ServerBatch messages; a server sends none to an
+	// agent that does not list it).
 	Capabilities  []string `protobuf:"bytes,10,rep,name=capabilities,proto3" json:"capabilities,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1522,7 +1673,7 @@ type Register struct {
 
 func (x *Register) Reset() {
 	*x = Register{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1534,7 +1685,7 @@ func (x *Register) String() string {
 func (*Register) ProtoMessage() {}
 
 func (x *Register) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1547,7 +1698,7 @@ func (x *Register) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Register.ProtoReflect.Descriptor instead.
 func (*Register) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{14}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Register) GetAgentId() string {
@@ -1632,7 +1783,8 @@ type Registered struct {
 	// server_version is the Paddock version of the server.
 	ServerVersion string `protobuf:"bytes,4,opt,name=server_version,json=serverVersion,proto3" json:"server_version,omitempty"`
 	// capabilities are the session features the server supports: "log-chunks" (it
-	// accepts LogChunk messages; an agent sends none to a server that does not list it).
+	// accepts LogChunk messages; an agent sends none to a server that does not list it),
+	// "batch" (it accepts AgentBatch messages, likewise).
 	Capabilities  []string `protobuf:"bytes,5,rep,name=capabilities,proto3" json:"capabilities,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1640,7 +1792,7 @@ type Registered struct {
 
 func (x *Registered) Reset() {
 	*x = Registered{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[15]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1652,7 +1804,7 @@ func (x *Registered) String() string {
 func (*Registered) ProtoMessage() {}
 
 func (x *Registered) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[15]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1665,7 +1817,7 @@ func (x *Registered) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Registered.ProtoReflect.Descriptor instead.
 func (*Registered) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{15}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Registered) GetSessionId() string {
@@ -1719,7 +1871,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[16]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1731,7 +1883,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[16]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1744,7 +1896,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{16}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Heartbeat) GetLoad() *Load {
@@ -1782,7 +1934,7 @@ type QueueStatus struct {
 
 func (x *QueueStatus) Reset() {
 	*x = QueueStatus{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[17]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1794,7 +1946,7 @@ func (x *QueueStatus) String() string {
 func (*QueueStatus) ProtoMessage() {}
 
 func (x *QueueStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[17]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1807,7 +1959,7 @@ func (x *QueueStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueStatus.ProtoReflect.Descriptor instead.
 func (*QueueStatus) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{17}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *QueueStatus) GetTypes() []*TypeQueue {
@@ -1836,7 +1988,7 @@ type TypeQueue struct {
 
 func (x *TypeQueue) Reset() {
 	*x = TypeQueue{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[18]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1848,7 +2000,7 @@ func (x *TypeQueue) String() string {
 func (*TypeQueue) ProtoMessage() {}
 
 func (x *TypeQueue) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[18]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1861,7 +2013,7 @@ func (x *TypeQueue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TypeQueue.ProtoReflect.Descriptor instead.
 func (*TypeQueue) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{18}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *TypeQueue) GetType() string {
@@ -1930,7 +2082,7 @@ type Assign struct {
 
 func (x *Assign) Reset() {
 	*x = Assign{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1942,7 +2094,7 @@ func (x *Assign) String() string {
 func (*Assign) ProtoMessage() {}
 
 func (x *Assign) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1955,7 +2107,7 @@ func (x *Assign) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assign.ProtoReflect.Descriptor instead.
 func (*Assign) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{19}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Assign) GetTaskId() string {
@@ -2076,7 +2228,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[20]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2088,7 +2240,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[20]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2101,7 +2253,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{20}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Ack) GetTaskId() string {
@@ -2152,7 +2304,7 @@ type Usage struct {
 
 func (x *Usage) Reset() {
 	*x = Usage{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[21]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2164,7 +2316,7 @@ func (x *Usage) String() string {
 func (*Usage) ProtoMessage() {}
 
 func (x *Usage) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[21]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2177,7 +2329,7 @@ func (x *Usage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Usage.ProtoReflect.Descriptor instead.
 func (*Usage) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{21}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Usage) GetWallMs() int64 {
@@ -2235,7 +2387,7 @@ type Report struct {
 
 func (x *Report) Reset() {
 	*x = Report{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[22]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2247,7 +2399,7 @@ func (x *Report) String() string {
 func (*Report) ProtoMessage() {}
 
 func (x *Report) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[22]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2260,7 +2412,7 @@ func (x *Report) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Report.ProtoReflect.Descriptor instead.
 func (*Report) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{22}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Report) GetTaskId() string {
@@ -2369,7 +2521,7 @@ type TaskLog struct {
 
 func (x *TaskLog) Reset() {
 	*x = TaskLog{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[23]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2381,7 +2533,7 @@ func (x *TaskLog) String() string {
 func (*TaskLog) ProtoMessage() {}
 
 func (x *TaskLog) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[23]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2394,7 +2546,7 @@ func (x *TaskLog) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskLog.ProtoReflect.Descriptor instead.
 func (*TaskLog) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{23}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *TaskLog) GetLines() []*LogLine {
@@ -2440,7 +2592,7 @@ type LogChunk struct {
 
 func (x *LogChunk) Reset() {
 	*x = LogChunk{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[24]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2452,7 +2604,7 @@ func (x *LogChunk) String() string {
 func (*LogChunk) ProtoMessage() {}
 
 func (x *LogChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[24]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2465,7 +2617,7 @@ func (x *LogChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogChunk.ProtoReflect.Descriptor instead.
 func (*LogChunk) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{24}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *LogChunk) GetTaskId() string {
@@ -2512,7 +2664,7 @@ type LogLine struct {
 
 func (x *LogLine) Reset() {
 	*x = LogLine{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[25]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2524,7 +2676,7 @@ func (x *LogLine) String() string {
 func (*LogLine) ProtoMessage() {}
 
 func (x *LogLine) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[25]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2537,7 +2689,7 @@ func (x *LogLine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogLine.ProtoReflect.Descriptor instead.
 func (*LogLine) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{25}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *LogLine) GetUnixNanos() int64 {
@@ -2578,7 +2730,7 @@ type ReportAck struct {
 
 func (x *ReportAck) Reset() {
 	*x = ReportAck{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[26]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2590,7 +2742,7 @@ func (x *ReportAck) String() string {
 func (*ReportAck) ProtoMessage() {}
 
 func (x *ReportAck) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[26]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2603,7 +2755,7 @@ func (x *ReportAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportAck.ProtoReflect.Descriptor instead.
 func (*ReportAck) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{26}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ReportAck) GetTaskId() string {
@@ -2653,7 +2805,7 @@ type Cancel struct {
 
 func (x *Cancel) Reset() {
 	*x = Cancel{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[27]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2665,7 +2817,7 @@ func (x *Cancel) String() string {
 func (*Cancel) ProtoMessage() {}
 
 func (x *Cancel) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[27]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2678,7 +2830,7 @@ func (x *Cancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cancel.ProtoReflect.Descriptor instead.
 func (*Cancel) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{27}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Cancel) GetTaskId() string {
@@ -2745,14 +2897,19 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\x10DescribeResponse\x12%\n" +
 	"\x0eserver_version\x18\x01 \x01(\tR\rserverVersion\x12)\n" +
 	"\x10protocol_version\x18\x02 \x01(\rR\x0fprotocolVersion\x12\"\n" +
-	"\fcapabilities\x18\x03 \x03(\tR\fcapabilities\"\xa6\x02\n" +
+	"\fcapabilities\x18\x03 \x03(\tR\fcapabilities\"\xdc\x02\n" +
 	"\fAgentMessage\x128\n" +
 	"\bregister\x18\x01 \x01(\v2\x1a.paddock.agent.v1.RegisterH\x00R\bregister\x12;\n" +
 	"\theartbeat\x18\x02 \x01(\v2\x1b.paddock.agent.v1.HeartbeatH\x00R\theartbeat\x12)\n" +
 	"\x03ack\x18\x03 \x01(\v2\x15.paddock.agent.v1.AckH\x00R\x03ack\x122\n" +
 	"\x06report\x18\x04 \x01(\v2\x18.paddock.agent.v1.ReportH\x00R\x06report\x129\n" +
-	"\tlog_chunk\x18\x05 \x01(\v2\x1a.paddock.agent.v1.LogChunkH\x00R\blogChunkB\x05\n" +
-	"\x03msg\"\xc0\x02\n" +
+	"\tlog_chunk\x18\x05 \x01(\v2\x1a.paddock.agent.v1.LogChunkH\x00R\blogChunk\x124\n" +
+	"\x05batch\x18\x06 \x01(\v2\x1c.paddock.agent.v1.AgentBatchH\x00R\x05batchB\x05\n" +
+	"\x03msg\"k\n" +
+	"\n" +
+	"AgentBatch\x12)\n" +
+	"\x04acks\x18\x01 \x03(\v2\x15.paddock.agent.v1.AckR\x04acks\x122\n" +
+	"\areports\x18\x02 \x03(\v2\x18.paddock.agent.v1.ReportR\areports\"\xf7\x02\n" +
 	"\rServerMessage\x12>\n" +
 	"\n" +
 	"registered\x18\x01 \x01(\v2\x1c.paddock.agent.v1.RegisteredH\x00R\n" +
@@ -2761,8 +2918,13 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\x06cancel\x18\x03 \x01(\v2\x18.paddock.agent.v1.CancelH\x00R\x06cancel\x12<\n" +
 	"\n" +
 	"report_ack\x18\x04 \x01(\v2\x1b.paddock.agent.v1.ReportAckH\x00R\treportAck\x12B\n" +
-	"\fqueue_status\x18\x05 \x01(\v2\x1d.paddock.agent.v1.QueueStatusH\x00R\vqueueStatusB\x05\n" +
-	"\x03msg\"\xce\x01\n" +
+	"\fqueue_status\x18\x05 \x01(\v2\x1d.paddock.agent.v1.QueueStatusH\x00R\vqueueStatus\x125\n" +
+	"\x05batch\x18\x06 \x01(\v2\x1d.paddock.agent.v1.ServerBatchH\x00R\x05batchB\x05\n" +
+	"\x03msg\"\x7f\n" +
+	"\vServerBatch\x12<\n" +
+	"\vreport_acks\x18\x01 \x03(\v2\x1b.paddock.agent.v1.ReportAckR\n" +
+	"reportAcks\x122\n" +
+	"\aassigns\x18\x02 \x03(\v2\x18.paddock.agent.v1.AssignR\aassigns\"\xce\x01\n" +
 	"\bTaskType\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x14\n" +
@@ -2956,7 +3118,7 @@ func file_api_agent_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_api_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_api_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_api_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_api_agent_v1_agent_proto_goTypes = []any{
 	(DataPath)(0),             // 0: paddock.agent.v1.DataPath
 	(Status)(0),               // 1: paddock.agent.v1.Status
@@ -2972,80 +3134,88 @@ var file_api_agent_v1_agent_proto_goTypes = []any{
 	(*DescribeRequest)(nil),   // 11: paddock.agent.v1.DescribeRequest
 	(*DescribeResponse)(nil),  // 12: paddock.agent.v1.DescribeResponse
 	(*AgentMessage)(nil),      // 13: paddock.agent.v1.AgentMessage
-	(*ServerMessage)(nil),     // 14: paddock.agent.v1.ServerMessage
-	(*TaskType)(nil),          // 15: paddock.agent.v1.TaskType
-	(*Capacity)(nil),          // 16: paddock.agent.v1.Capacity
-	(*Load)(nil),              // 17: paddock.agent.v1.Load
-	(*RunningTask)(nil),       // 18: paddock.agent.v1.RunningTask
-	(*Register)(nil),          // 19: paddock.agent.v1.Register
-	(*Registered)(nil),        // 20: paddock.agent.v1.Registered
-	(*Heartbeat)(nil),         // 21: paddock.agent.v1.Heartbeat
-	(*QueueStatus)(nil),       // 22: paddock.agent.v1.QueueStatus
-	(*TypeQueue)(nil),         // 23: paddock.agent.v1.TypeQueue
-	(*Assign)(nil),            // 24: paddock.agent.v1.Assign
-	(*Ack)(nil),               // 25: paddock.agent.v1.Ack
-	(*Usage)(nil),             // 26: paddock.agent.v1.Usage
-	(*Report)(nil),            // 27: paddock.agent.v1.Report
-	(*TaskLog)(nil),           // 28: paddock.agent.v1.TaskLog
-	(*LogChunk)(nil),          // 29: paddock.agent.v1.LogChunk
-	(*LogLine)(nil),           // 30: paddock.agent.v1.LogLine
-	(*ReportAck)(nil),         // 31: paddock.agent.v1.ReportAck
-	(*Cancel)(nil),            // 32: paddock.agent.v1.Cancel
-	nil,                       // 33: paddock.agent.v1.Capacity.LabelsEntry
-	nil,                       // 34: paddock.agent.v1.Assign.InputsEntry
-	nil,                       // 35: paddock.agent.v1.Assign.InputBlobsEntry
-	nil,                       // 36: paddock.agent.v1.Report.OutputsEntry
-	nil,                       // 37: paddock.agent.v1.Report.OutputBlobsEntry
+	(*AgentBatch)(nil),        // 14: paddock.agent.v1.AgentBatch
+	(*ServerMessage)(nil),     // 15: paddock.agent.v1.ServerMessage
+	(*ServerBatch)(nil),       // 16: paddock.agent.v1.ServerBatch
+	(*TaskType)(nil),          // 17: paddock.agent.v1.TaskType
+	(*Capacity)(nil),          // 18: paddock.agent.v1.Capacity
+	(*Load)(nil),              // 19: paddock.agent.v1.Load
+	(*RunningTask)(nil),       // 20: paddock.agent.v1.RunningTask
+	(*Register)(nil),          // 21: paddock.agent.v1.Register
+	(*Registered)(nil),        // 22: paddock.agent.v1.Registered
+	(*Heartbeat)(nil),         // 23: paddock.agent.v1.Heartbeat
+	(*QueueStatus)(nil),       // 24: paddock.agent.v1.QueueStatus
+	(*TypeQueue)(nil),         // 25: paddock.agent.v1.TypeQueue
+	(*Assign)(nil),            // 26: paddock.agent.v1.Assign
+	(*Ack)(nil),               // 27: paddock.agent.v1.Ack
+	(*Usage)(nil),             // 28: paddock.agent.v1.Usage
+	(*Report)(nil),            // 29: paddock.agent.v1.Report
+	(*TaskLog)(nil),           // 30: paddock.agent.v1.TaskLog
+	(*LogChunk)(nil),          // 31: paddock.agent.v1.LogChunk
+	(*LogLine)(nil),           // 32: paddock.agent.v1.LogLine
+	(*ReportAck)(nil),         // 33: paddock.agent.v1.ReportAck
+	(*Cancel)(nil),            // 34: paddock.agent.v1.Cancel
+	nil,                       // 35: paddock.agent.v1.Capacity.LabelsEntry
+	nil,                       // 36: paddock.agent.v1.Assign.InputsEntry
+	nil,                       // 37: paddock.agent.v1.Assign.InputBlobsEntry
+	nil,                       // 38: paddock.agent.v1.Report.OutputsEntry
+	nil,                       // 39: paddock.agent.v1.Report.OutputBlobsEntry
 }
 var file_api_agent_v1_agent_proto_depIdxs = []int32{
 	8,  // 0: paddock.agent.v1.WriteBlobRequest.header:type_name -> paddock.agent.v1.WriteBlobHeader
-	19, // 1: paddock.agent.v1.AgentMessage.register:type_name -> paddock.agent.v1.Register
-	21, // 2: paddock.agent.v1.AgentMessage.heartbeat:type_name -> paddock.agent.v1.Heartbeat
-	25, // 3: paddock.agent.v1.AgentMessage.ack:type_name -> paddock.agent.v1.Ack
-	27, // 4: paddock.agent.v1.AgentMessage.report:type_name -> paddock.agent.v1.Report
-	29, // 5: paddock.agent.v1.AgentMessage.log_chunk:type_name -> paddock.agent.v1.LogChunk
-	20, // 6: paddock.agent.v1.ServerMessage.registered:type_name -> paddock.agent.v1.Registered
-	24, // 7: paddock.agent.v1.ServerMessage.assign:type_name -> paddock.agent.v1.Assign
-	32, // 8: paddock.agent.v1.ServerMessage.cancel:type_name -> paddock.agent.v1.Cancel
-	31, // 9: paddock.agent.v1.ServerMessage.report_ack:type_name -> paddock.agent.v1.ReportAck
-	22, // 10: paddock.agent.v1.ServerMessage.queue_status:type_name -> paddock.agent.v1.QueueStatus
-	33, // 11: paddock.agent.v1.Capacity.labels:type_name -> paddock.agent.v1.Capacity.LabelsEntry
-	15, // 12: paddock.agent.v1.Register.types:type_name -> paddock.agent.v1.TaskType
-	16, // 13: paddock.agent.v1.Register.capacity:type_name -> paddock.agent.v1.Capacity
-	17, // 14: paddock.agent.v1.Register.load:type_name -> paddock.agent.v1.Load
-	18, // 15: paddock.agent.v1.Register.running:type_name -> paddock.agent.v1.RunningTask
-	17, // 16: paddock.agent.v1.Heartbeat.load:type_name -> paddock.agent.v1.Load
-	18, // 17: paddock.agent.v1.Heartbeat.running:type_name -> paddock.agent.v1.RunningTask
-	15, // 18: paddock.agent.v1.Heartbeat.types:type_name -> paddock.agent.v1.TaskType
-	23, // 19: paddock.agent.v1.QueueStatus.types:type_name -> paddock.agent.v1.TypeQueue
-	34, // 20: paddock.agent.v1.Assign.inputs:type_name -> paddock.agent.v1.Assign.InputsEntry
-	35, // 21: paddock.agent.v1.Assign.input_blobs:type_name -> paddock.agent.v1.Assign.InputBlobsEntry
-	0,  // 22: paddock.agent.v1.Assign.data_path:type_name -> paddock.agent.v1.DataPath
-	1,  // 23: paddock.agent.v1.Report.status:type_name -> paddock.agent.v1.Status
-	26, // 24: paddock.agent.v1.Report.usage:type_name -> paddock.agent.v1.Usage
-	36, // 25: paddock.agent.v1.Report.outputs:type_name -> paddock.agent.v1.Report.OutputsEntry
-	37, // 26: paddock.agent.v1.Report.output_blobs:type_name -> paddock.agent.v1.Report.OutputBlobsEntry
-	2,  // 27: paddock.agent.v1.Report.failure_kind:type_name -> paddock.agent.v1.FailureKind
-	28, // 28: paddock.agent.v1.Report.log:type_name -> paddock.agent.v1.TaskLog
-	30, // 29: paddock.agent.v1.TaskLog.lines:type_name -> paddock.agent.v1.LogLine
-	28, // 30: paddock.agent.v1.LogChunk.log:type_name -> paddock.agent.v1.TaskLog
-	3,  // 31: paddock.agent.v1.ReportAck.outcome:type_name -> paddock.agent.v1.ReportOutcome
-	4,  // 32: paddock.agent.v1.Cancel.kind:type_name -> paddock.agent.v1.CancelKind
-	10, // 33: paddock.agent.v1.Assign.InputBlobsEntry.value:type_name -> paddock.agent.v1.BlobRef
-	10, // 34: paddock.agent.v1.Report.OutputBlobsEntry.value:type_name -> paddock.agent.v1.BlobRef
-	11, // 35: paddock.agent.v1.AgentService.Describe:input_type -> paddock.agent.v1.DescribeRequest
-	13, // 36: paddock.agent.v1.AgentService.Session:input_type -> paddock.agent.v1.AgentMessage
-	5,  // 37: paddock.agent.v1.AgentService.ReadBlob:input_type -> paddock.agent.v1.ReadBlobRequest
-	7,  // 38: paddock.agent.v1.AgentService.WriteBlob:input_type -> paddock.agent.v1.WriteBlobRequest
-	12, // 39: paddock.agent.v1.AgentService.Describe:output_type -> paddock.agent.v1.DescribeResponse
-	14, // 40: paddock.agent.v1.AgentService.Session:output_type -> paddock.agent.v1.ServerMessage
-	6,  // 41: paddock.agent.v1.AgentService.ReadBlob:output_type -> paddock.agent.v1.BlobChunk
-	9,  // 42: paddock.agent.v1.AgentService.WriteBlob:output_type -> paddock.agent.v1.WriteBlobResponse
-	39, // [39:43] is the sub-list for method output_type
-	35, // [35:39] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	21, // 1: paddock.agent.v1.AgentMessage.register:type_name -> paddock.agent.v1.Register
+	23, // 2: paddock.agent.v1.AgentMessage.heartbeat:type_name -> paddock.agent.v1.Heartbeat
+	27, // 3: paddock.agent.v1.AgentMessage.ack:type_name -> paddock.agent.v1.Ack
+	29, // 4: paddock.agent.v1.AgentMessage.report:type_name -> paddock.agent.v1.Report
+	31, // 5: paddock.agent.v1.AgentMessage.log_chunk:type_name -> paddock.agent.v1.LogChunk
+	14, // 6: paddock.agent.v1.AgentMessage.batch:type_name -> paddock.agent.v1.AgentBatch
+	27, // 7: paddock.agent.v1.AgentBatch.acks:type_name -> paddock.agent.v1.Ack
+	29, // 8: paddock.agent.v1.AgentBatch.reports:type_name -> paddock.agent.v1.Report
+	22, // 9: paddock.agent.v1.ServerMessage.registered:type_name -> paddock.agent.v1.Registered
+	26, // 10: paddock.agent.v1.ServerMessage.assign:type_name -> paddock.agent.v1.Assign
+	34, // 11: paddock.agent.v1.ServerMessage.cancel:type_name -> paddock.agent.v1.Cancel
+	33, // 12: paddock.agent.v1.ServerMessage.report_ack:type_name -> paddock.agent.v1.ReportAck
+	24, // 13: paddock.agent.v1.ServerMessage.queue_status:type_name -> paddock.agent.v1.QueueStatus
+	16, // 14: paddock.agent.v1.ServerMessage.batch:type_name -> paddock.agent.v1.ServerBatch
+	33, // 15: paddock.agent.v1.ServerBatch.report_acks:type_name -> paddock.agent.v1.ReportAck
+	26, // 16: paddock.agent.v1.ServerBatch.assigns:type_name -> paddock.agent.v1.Assign
+	35, // 17: paddock.agent.v1.Capacity.labels:type_name -> paddock.agent.v1.Capacity.LabelsEntry
+	17, // 18: paddock.agent.v1.Register.types:type_name -> paddock.agent.v1.TaskType
+	18, // 19: paddock.agent.v1.Register.capacity:type_name -> paddock.agent.v1.Capacity
+	19, // 20: paddock.agent.v1.Register.load:type_name -> paddock.agent.v1.Load
+	20, // 21: paddock.agent.v1.Register.running:type_name -> paddock.agent.v1.RunningTask
+	19, // 22: paddock.agent.v1.Heartbeat.load:type_name -> paddock.agent.v1.Load
+	20, // 23: paddock.agent.v1.Heartbeat.running:type_name -> paddock.agent.v1.RunningTask
+	17, // 24: paddock.agent.v1.Heartbeat.types:type_name -> paddock.agent.v1.TaskType
+	25, // 25: paddock.agent.v1.QueueStatus.types:type_name -> paddock.agent.v1.TypeQueue
+	36, // 26: paddock.agent.v1.Assign.inputs:type_name -> paddock.agent.v1.Assign.InputsEntry
+	37, // 27: paddock.agent.v1.Assign.input_blobs:type_name -> paddock.agent.v1.Assign.InputBlobsEntry
+	0,  // 28: paddock.agent.v1.Assign.data_path:type_name -> paddock.agent.v1.DataPath
+	1,  // 29: paddock.agent.v1.Report.status:type_name -> paddock.agent.v1.Status
+	28, // 30: paddock.agent.v1.Report.usage:type_name -> paddock.agent.v1.Usage
+	38, // 31: paddock.agent.v1.Report.outputs:type_name -> paddock.agent.v1.Report.OutputsEntry
+	39, // 32: paddock.agent.v1.Report.output_blobs:type_name -> paddock.agent.v1.Report.OutputBlobsEntry
+	2,  // 33: paddock.agent.v1.Report.failure_kind:type_name -> paddock.agent.v1.FailureKind
+	30, // 34: paddock.agent.v1.Report.log:type_name -> paddock.agent.v1.TaskLog
+	32, // 35: paddock.agent.v1.TaskLog.lines:type_name -> paddock.agent.v1.LogLine
+	30, // 36: paddock.agent.v1.LogChunk.log:type_name -> paddock.agent.v1.TaskLog
+	3,  // 37: paddock.agent.v1.ReportAck.outcome:type_name -> paddock.agent.v1.ReportOutcome
+	4,  // 38: paddock.agent.v1.Cancel.kind:type_name -> paddock.agent.v1.CancelKind
+	10, // 39: paddock.agent.v1.Assign.InputBlobsEntry.value:type_name -> paddock.agent.v1.BlobRef
+	10, // 40: paddock.agent.v1.Report.OutputBlobsEntry.value:type_name -> paddock.agent.v1.BlobRef
+	11, // 41: paddock.agent.v1.AgentService.Describe:input_type -> paddock.agent.v1.DescribeRequest
+	13, // 42: paddock.agent.v1.AgentService.Session:input_type -> paddock.agent.v1.AgentMessage
+	5,  // 43: paddock.agent.v1.AgentService.ReadBlob:input_type -> paddock.agent.v1.ReadBlobRequest
+	7,  // 44: paddock.agent.v1.AgentService.WriteBlob:input_type -> paddock.agent.v1.WriteBlobRequest
+	12, // 45: paddock.agent.v1.AgentService.Describe:output_type -> paddock.agent.v1.DescribeResponse
+	15, // 46: paddock.agent.v1.AgentService.Session:output_type -> paddock.agent.v1.ServerMessage
+	6,  // 47: paddock.agent.v1.AgentService.ReadBlob:output_type -> paddock.agent.v1.BlobChunk
+	9,  // 48: paddock.agent.v1.AgentService.WriteBlob:output_type -> paddock.agent.v1.WriteBlobResponse
+	45, // [45:49] is the sub-list for method output_type
+	41, // [41:45] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_api_agent_v1_agent_proto_init() }
@@ -3059,13 +3229,15 @@ func file_api_agent_v1_agent_proto_init() {
 		(*AgentMessage_Ack)(nil),
 		(*AgentMessage_Report)(nil),
 		(*AgentMessage_LogChunk)(nil),
+		(*AgentMessage_Batch)(nil),
 	}
-	file_api_agent_v1_agent_proto_msgTypes[9].OneofWrappers = []any{
+	file_api_agent_v1_agent_proto_msgTypes[10].OneofWrappers = []any{
 		(*ServerMessage_Registered)(nil),
 		(*ServerMessage_Assign)(nil),
 		(*ServerMessage_Cancel)(nil),
 		(*ServerMessage_ReportAck)(nil),
 		(*ServerMessage_QueueStatus)(nil),
+		(*ServerMessage_Batch)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3073,7 +3245,7 @@ func file_api_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_agent_v1_agent_proto_rawDesc), len(file_api_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   33,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

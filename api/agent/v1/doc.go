@@ -11,3 +11,9 @@ const CapLogChunks = "log-chunks"
 // slot it takes; to an agent without it the server gives a preempted slot away only
 // once a heartbeat shows the preempted task stopped.
 const CapPreemptHandover = "preempt-handover"
+
+// CapBatch is the capability, in both directions, of batched session messages: an agent
+// whose Register lists it takes ServerBatch messages, and a server whose Registered
+// lists it takes AgentBatch messages. Neither side sends a batch to a peer that does
+// not list it, so old agents and servers keep working.
+const CapBatch = "batch"

@@ -1,0 +1,154 @@
+package sched
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+
+	agentv1 "github.com/paddockvm/paddock/api/agent/v1"
+)
+
+// Batched session messages (agentv1.CapBatch). To an agent whose Register lists the
+// capability, the session's sender sends the assigns and report acks it finds queued
+// together as one ServerBatch; from it, the server takes AgentBatch messages. Nothing
+// waits to fill a batch: a lone message goes out at once, a burst as one message.
+//
+// The acks and reports of transient stream tasks (memory only) are applied in the
+// session's receive loop, a batch's under one lock, rather than one pipeline goroutine
+// each as stored tasks' are: they need no store write to wait for.
+
+// Bounds of one ServerBatch: items, and bytes (proto size) beyond its first item.
+const (
+	maxServerBatchItems = 256
+	maxServerBatchBytes = 512 << 10
+)
+
+// MaxAgentBatch bounds the acks plus reports of one AgentBatch.
+const MaxAgentBatch = 4096
+
+// serverBatcher coalesces report acks and assigns into ServerBatch messages.
+type serverBatcher struct {
+	acks    []*agentv1.ReportAck
+	assigns []*agentv1.Assign
+	n       int
+	bytes   int
+}
+
+// add adds m to the batch and reports whether it took it: only assigns and report
+// acks, and only while the batch has room.
+func (sb *serverBatcher) add(m *agentv1.ServerMessage) bool {
+	if sb.n >= maxServerBatchItems {
+		return false
+	}
+	switch m := m.GetMsg().(type) {
+	case *agentv1.ServerMessage_ReportAck:
+		sb.acks = append(sb.acks, m.ReportAck)
+	case *agentv1.ServerMessage_Assign:
+		sz := proto.Size(m.Assign)
+		if sb.n > 0 && sb.bytes+sz > maxServerBatchBytes {
+			return false
+		}
+		sb.bytes += sz
+		sb.assigns = append(sb.assigns, m.Assign)
+	default:
+		return false
+	}
+	sb.n++
+	return true
+}
+
+// take returns the batch as one message (nil when empty) and empties it.
+func (sb *serverBatcher) take() *agentv1.ServerMessage {
+	var m *agentv1.ServerMessage
+	switch {
+	case sb.n == 0:
+		return nil
+	case sb.n == 1 && len(sb.assigns) == 1:
+		m = &agentv1.ServerMessage{Msg: &agentv1.ServerMessage_Assign{Assign: sb.assigns[0]}}
+	case sb.n == 1:
+		m = &agentv1.ServerMessage{Msg: &agentv1.ServerMessage_ReportAck{ReportAck: sb.acks[0]}}
+	default:
+		m = &agentv1.ServerMessage{Msg: &agentv1.ServerMessage_Batch{Batch: &agentv1.ServerBatch{ReportAcks: sb.acks, Assigns: sb.assigns}}}
+	}
+	*sb = serverBatcher{}
+	return m
+}
+
+// sendQueued sends first and whatever else is queued on se.out right now, runs of
+// assigns and report acks as batches when the agent takes them, in queue order
+// otherwise. It returns send's first error.
+func (se *session) sendQueued(first *agentv1.ServerMessage, send func(*agentv1.ServerMessage) error) error {
+	if !se.batch {
+		return send(first)
+	}
+	var sb serverBatcher
+	flush := func() error {
+		if m := sb.take(); m != nil {
+			return send(m)
+		}
+		return nil
+	}
+	m := first
+	for {
+		if !sb.add(m) {
+			if err := flush(); err != nil {
+				return err
+			}
+			if !sb.add(m) { // not batchable: on its own, in order
+				if err := send(m); err != nil {
+					return err
+				}
+			}
+		}
+		select {
+		case m = <-se.out:
+		default:
+			return flush()
+		}
+	}
+}
+
+// agentBatch applies an AgentBatch from a: its acks, then its reports, as the single
+// messages would be.
+func (s *Server) agentBatch(ctx context.Context, a *agent, se *session, pl *pipeline, b *agentv1.AgentBatch) error {
+	if n := len(b.GetAcks()) + len(b.GetReports()); n > MaxAgentBatch {
+		s.metrics.refused.WithLabelValues("limits").Inc()
+		return fmt.Errorf("batch: %d acks and reports, over the limit of %d (sched.MaxAgentBatch)", n, MaxAgentBatch)
+	}
+	var tacks []*agentv1.Ack
+	for _, ack := range b.GetAcks() {
+		if strings.HasPrefix(ack.GetTaskId(), transientPrefix) {
+			tacks = append(tacks, ack)
+			continue
+		}
+		pl.run(ack.GetTaskId(), func() { s.ack(ctx, a, se, ack) })
+	}
+	if len(tacks) > 0 {
+		s.ackTransients(a, tacks)
+	}
+	var treps []*agentv1.Report
+	for _, r := range b.GetReports() {
+		if strings.HasPrefix(r.GetTaskId(), transientPrefix) {
+			treps = append(treps, r)
+			continue
+		}
+		s.reportVia(ctx, a, se, pl, r)
+	}
+	if len(treps) > 0 {
+		for _, ack := range s.reportTransients(a.id, treps) {
+			se.send(&agentv1.ServerMessage{Msg: &agentv1.ServerMessage_ReportAck{ReportAck: ack}})
+		}
+	}
+	return nil
+}
+
+// reportVia applies report r of a stored task in a's pipeline and sends its ack once
+// the result is committed.
+func (s *Server) reportVia(ctx context.Context, a *agent, se *session, pl *pipeline, r *agentv1.Report) {
+	pl.run(r.GetTaskId(), func() {
+		ack := s.Report(ctx, a.id, r) // returns once the result is committed
+		se.send(&agentv1.ServerMessage{Msg: &agentv1.ServerMessage_ReportAck{ReportAck: ack}})
+	})
+}
