@@ -27,11 +27,13 @@ type liveLog struct {
 	leaseID uint64
 	secret  string
 	full    chan struct{} // a flush is due: LogChunkBytes wait
-	stop    chan struct{}
-	done    chan struct{}
 
 	// mu guards the fields below.
-	mu           sync.Mutex
+	mu sync.Mutex
+	// The batching goroutine starts with the first line (most tasks log nothing, and
+	// cost no goroutine or ticker): stop and done are set then; ended once finish ran.
+	stop, done   chan struct{}
+	ended        bool
 	lines        []*agentv1.LogLine
 	bytes        int
 	droppedLines uint64
@@ -42,15 +44,16 @@ func lineCost(l *agentv1.LogLine) int { return len(l.GetText()) + 32 }
 
 // startLiveLog starts batching the log of task t; finish ends it.
 func (s *Session) startLiveLog(t Task) *liveLog {
-	l := &liveLog{s: s, taskID: t.ID, leaseID: t.LeaseID, secret: t.LeaseSecret,
-		full: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
-	go l.loop()
-	return l
+	return &liveLog{s: s, taskID: t.ID, leaseID: t.LeaseID, secret: t.LeaseSecret, full: make(chan struct{}, 1)}
 }
 
 // add takes one line (Task.OnLog). It never blocks.
 func (l *liveLog) add(ln *agentv1.LogLine) {
 	l.mu.Lock()
+	if l.stop == nil && !l.ended {
+		l.stop, l.done = make(chan struct{}), make(chan struct{})
+		go l.loop(l.stop, l.done)
+	}
 	l.lines = append(l.lines, ln)
 	l.bytes += lineCost(ln)
 	for l.bytes > maxPendingLog && len(l.lines) > 1 {
@@ -70,13 +73,13 @@ func (l *liveLog) add(ln *agentv1.LogLine) {
 	}
 }
 
-func (l *liveLog) loop() {
-	defer close(l.done)
+func (l *liveLog) loop(stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
 	t := time.NewTicker(LogChunkInterval)
 	defer t.Stop()
 	for {
 		select {
-		case <-l.stop:
+		case <-stop:
 			return
 		case <-t.C:
 		case <-l.full:
@@ -104,8 +107,14 @@ func (l *liveLog) flush() {
 // finish stops the batching and returns what no chunk carried, with the executor's
 // own log (an executor that does not use Task.OnLog) after it: the report's log.
 func (l *liveLog) finish(own *agentv1.TaskLog) *agentv1.TaskLog {
-	close(l.stop)
-	<-l.done
+	l.mu.Lock()
+	stop, done := l.stop, l.done
+	l.ended = true
+	l.mu.Unlock()
+	if stop != nil {
+		close(stop)
+		<-done
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if len(l.lines) == 0 && l.droppedLines == 0 {

@@ -256,6 +256,8 @@ type Session struct {
 	spare    []string
 	// logChunks: the current connection's server takes LogChunks (agentv1.CapLogChunks).
 	logChunks bool
+
+	idle chan func() // hands a task to an idle task goroutine (spawn)
 }
 
 type run struct {
@@ -305,7 +307,7 @@ func New(cfg Config, ex Executor) (*Session, error) {
 		cfg.DataDir = filepath.Join(os.TempDir(), "paddock-agent-"+cfg.AgentID)
 	}
 	s := &Session{cfg: cfg, ex: ex, log: cfg.Logger.With("agent", cfg.AgentID), versions: map[string]string{},
-		runs: map[string]*run{}, unacked: map[string]*agentv1.Report{}, connReady: make(chan struct{}), dataDirs: map[string]*dataDir{}}
+		runs: map[string]*run{}, unacked: map[string]*agentv1.Report{}, connReady: make(chan struct{}), dataDirs: map[string]*dataDir{}, idle: make(chan func())}
 	ts := ex.Types()
 	if len(ts) == 0 {
 		return nil, errors.New("session: the executor serves no task types")
@@ -617,7 +619,35 @@ func (s *Session) assign(ctx context.Context, a *agentv1.Assign) {
 		t.Deadline = time.UnixMilli(d)
 	}
 	s.wg.Add(1)
-	go s.execute(rctx, r, t)
+	s.spawn(func() { s.execute(rctx, r, t) })
+}
+
+// workerIdle is how long a task goroutine waits for the next task before it exits.
+const workerIdle = 5 * time.Second
+
+// spawn runs fn on an idle task goroutine, else on a new one. A goroutine that ran a
+// task keeps its grown stack for the next one (a new goroutine per task grows its stack
+// through the handler call again and again: a tenth of the agent's CPU on no-op tasks).
+func (s *Session) spawn(fn func()) {
+	select {
+	case s.idle <- fn:
+	default:
+		go s.worker(fn)
+	}
+}
+
+func (s *Session) worker(fn func()) {
+	t := time.NewTimer(workerIdle)
+	defer t.Stop()
+	for {
+		fn()
+		t.Reset(workerIdle)
+		select {
+		case fn = <-s.idle:
+		case <-t.C:
+			return
+		}
+	}
 }
 
 func (s *Session) execute(ctx context.Context, r *run, t Task) {
