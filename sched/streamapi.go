@@ -223,12 +223,15 @@ func (api *clientAPI) Stream(ctx context.Context, bs *connect.BidiStream[paddock
 		}
 		select {
 		case r := <-run.out:
-			if err := bs.Send(&paddockv1.StreamResponse{Msg: &paddockv1.StreamResponse_Result{Result: r}}); err != nil {
+			n, err := sendResults(bs, r, run.out, open.GetBatchResults())
+			if err != nil {
 				return err
 			}
-			sent++
-			budget.Release(<-sizes)
-			<-credits
+			sent += uint64(n)
+			for range n {
+				budget.Release(<-sizes)
+				<-credits
+			}
 		case err := <-subErr:
 			if err != nil {
 				return err
@@ -241,6 +244,35 @@ func (api *clientAPI) Stream(ctx context.Context, bs *connect.BidiStream[paddock
 			return ctx.Err()
 		}
 	}
+}
+
+// Bounds of one StreamResults: results, and bytes of output beyond its first result.
+const (
+	maxResultsBatch      = 256
+	maxResultsBatchBytes = 512 << 10
+)
+
+// sendResults sends r and, when batch is set, the results already waiting on out with
+// it as one StreamResults (nothing waits to fill a batch). It returns how many it sent.
+func sendResults(bs *connect.BidiStream[paddockv1.StreamRequest, paddockv1.StreamResponse], r *paddockv1.StreamResult, out <-chan *paddockv1.StreamResult, batch bool) (int, error) {
+	if !batch {
+		return 1, bs.Send(&paddockv1.StreamResponse{Msg: &paddockv1.StreamResponse_Result{Result: r}})
+	}
+	rs, size := []*paddockv1.StreamResult{r}, len(r.GetOutput())
+more:
+	for len(rs) < maxResultsBatch && size < maxResultsBatchBytes {
+		select {
+		case x := <-out:
+			rs = append(rs, x)
+			size += len(x.GetOutput())
+		default:
+			break more
+		}
+	}
+	if len(rs) == 1 {
+		return 1, bs.Send(&paddockv1.StreamResponse{Msg: &paddockv1.StreamResponse_Result{Result: r}})
+	}
+	return len(rs), bs.Send(&paddockv1.StreamResponse{Msg: &paddockv1.StreamResponse_Results{Results: &paddockv1.StreamResults{Results: rs}}})
 }
 
 // openStream checks an open and returns the new stream with its window.

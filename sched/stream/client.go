@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
 
 	paddockv1 "github.com/paddockvm/paddock/api/paddock/v1"
 	"github.com/paddockvm/paddock/api/paddock/v1/paddockv1connect"
@@ -23,16 +24,23 @@ type Client struct {
 
 	sendMu sync.Mutex // guards sent and the stream's send side
 	sent   uint64
-	next   uint64 // the seq Recv expects next (Recv's goroutine only)
+	// Recv's goroutine only: the seq Recv expects next, and the results of a
+	// StreamResults not yet returned.
+	next    uint64
+	pending []*paddockv1.StreamResult
 }
 
 // Open opens a stream on tc (a TaskService client; streams opened on one client share
 // its HTTP/2 connections) with the given open message. token, when not empty, is sent
-// as the bearer token. It returns once the server has answered with StreamOpened.
+// as the bearer token. It returns once the server has answered with StreamOpened. The
+// client asks for batched results (StreamOpen.batch_results) whatever open says: Recv
+// returns them one by one.
 func Open(ctx context.Context, tc paddockv1connect.TaskServiceClient, token string, open *paddockv1.StreamOpen) (*Client, error) {
 	if w := open.GetWindow(); w == 0 {
 		return nil, errors.New("stream: window is 0: give the most items outstanding at once (1..4096)")
 	}
+	open = proto.CloneOf(open)
+	open.BatchResults = true
 	st := tc.Stream(ctx)
 	if token != "" {
 		st.RequestHeader().Set("Authorization", "Bearer "+token)
@@ -95,14 +103,23 @@ func (c *Client) CloseSend() error {
 // Recv returns the next result, in submission order. It checks the order: a result
 // out of order or repeated is an error (the server promises neither happens).
 func (c *Client) Recv() (*paddockv1.StreamResult, error) {
-	m, err := c.st.Receive()
-	if err != nil {
-		return nil, err
+	if len(c.pending) == 0 {
+		m, err := c.st.Receive()
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case m.GetResult() != nil:
+			c.pending = append(c.pending[:0], m.GetResult())
+		case len(m.GetResults().GetResults()) > 0:
+			c.pending = m.GetResults().GetResults()
+		default:
+			return nil, fmt.Errorf("stream %s: expected a result, got %T", c.opened.GetStreamId(), m.GetMsg())
+		}
 	}
-	r := m.GetResult()
-	if r == nil {
-		return nil, fmt.Errorf("stream %s: expected a result, got %T", c.opened.GetStreamId(), m.GetMsg())
-	}
+	r := c.pending[0]
+	c.pending[0] = nil
+	c.pending = c.pending[1:]
 	if r.GetSeq() != c.next {
 		return nil, fmt.Errorf("stream %s: result for item %d arrived when item %d was next (out of order or repeated)", c.opened.GetStreamId(), r.GetSeq(), c.next)
 	}

@@ -4142,10 +4142,14 @@ type StreamOpen struct {
 	// restart loses them). False: the tasks are stored as Submit stores them.
 	Transient bool `protobuf:"varint,3,opt,name=transient,proto3" json:"transient,omitempty"`
 	// class, priority, timeout_ms and max_attempts apply to every task, as in TaskSpec.
-	Class         Class `protobuf:"varint,4,opt,name=class,proto3,enum=paddock.v1.Class" json:"class,omitempty"`
-	Priority      int32 `protobuf:"varint,5,opt,name=priority,proto3" json:"priority,omitempty"`
-	TimeoutMs     int64 `protobuf:"varint,6,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
-	MaxAttempts   int32 `protobuf:"varint,7,opt,name=max_attempts,json=maxAttempts,proto3" json:"max_attempts,omitempty"`
+	Class       Class `protobuf:"varint,4,opt,name=class,proto3,enum=paddock.v1.Class" json:"class,omitempty"`
+	Priority    int32 `protobuf:"varint,5,opt,name=priority,proto3" json:"priority,omitempty"`
+	TimeoutMs   int64 `protobuf:"varint,6,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	MaxAttempts int32 `protobuf:"varint,7,opt,name=max_attempts,json=maxAttempts,proto3" json:"max_attempts,omitempty"`
+	// batch_results lets the server send several results released together as one
+	// StreamResponse.results (fewer messages; the order is the same). False: one
+	// StreamResponse.result each.
+	BatchResults  bool `protobuf:"varint,8,opt,name=batch_results,json=batchResults,proto3" json:"batch_results,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4229,6 +4233,13 @@ func (x *StreamOpen) GetMaxAttempts() int32 {
 	return 0
 }
 
+func (x *StreamOpen) GetBatchResults() bool {
+	if x != nil {
+		return x.BatchResults
+	}
+	return false
+}
+
 // StreamItem is one task's payload.
 type StreamItem struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -4282,6 +4293,7 @@ type StreamResponse struct {
 	//
 	//	*StreamResponse_Opened
 	//	*StreamResponse_Result
+	//	*StreamResponse_Results
 	Msg           isStreamResponse_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -4342,6 +4354,15 @@ func (x *StreamResponse) GetResult() *StreamResult {
 	return nil
 }
 
+func (x *StreamResponse) GetResults() *StreamResults {
+	if x != nil {
+		if x, ok := x.Msg.(*StreamResponse_Results); ok {
+			return x.Results
+		}
+	}
+	return nil
+}
+
 type isStreamResponse_Msg interface {
 	isStreamResponse_Msg()
 }
@@ -4356,9 +4377,63 @@ type StreamResponse_Result struct {
 	Result *StreamResult `protobuf:"bytes,2,opt,name=result,proto3,oneof"`
 }
 
+type StreamResponse_Results struct {
+	// results are the results of the next items in submission order (only on a
+	// stream opened with batch_results).
+	Results *StreamResults `protobuf:"bytes,3,opt,name=results,proto3,oneof"`
+}
+
 func (*StreamResponse_Opened) isStreamResponse_Msg() {}
 
 func (*StreamResponse_Result) isStreamResponse_Msg() {}
+
+func (*StreamResponse_Results) isStreamResponse_Msg() {}
+
+// StreamResults is several results of a stream, in submission order.
+type StreamResults struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// results are in submission order, the first the next item's.
+	Results       []*StreamResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamResults) Reset() {
+	*x = StreamResults{}
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamResults) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamResults) ProtoMessage() {}
+
+func (x *StreamResults) ProtoReflect() protoreflect.Message {
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamResults.ProtoReflect.Descriptor instead.
+func (*StreamResults) Descriptor() ([]byte, []int) {
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *StreamResults) GetResults() []*StreamResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
 
 // StreamOpened says the stream is open and how it runs.
 type StreamOpened struct {
@@ -4378,7 +4453,7 @@ type StreamOpened struct {
 
 func (x *StreamOpened) Reset() {
 	*x = StreamOpened{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[55]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4390,7 +4465,7 @@ func (x *StreamOpened) String() string {
 func (*StreamOpened) ProtoMessage() {}
 
 func (x *StreamOpened) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[55]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4403,7 +4478,7 @@ func (x *StreamOpened) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamOpened.ProtoReflect.Descriptor instead.
 func (*StreamOpened) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{55}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *StreamOpened) GetStreamId() string {
@@ -4457,7 +4532,7 @@ type StreamResult struct {
 
 func (x *StreamResult) Reset() {
 	*x = StreamResult{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[56]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4469,7 +4544,7 @@ func (x *StreamResult) String() string {
 func (*StreamResult) ProtoMessage() {}
 
 func (x *StreamResult) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[56]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4482,7 +4557,7 @@ func (x *StreamResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamResult.ProtoReflect.Descriptor instead.
 func (*StreamResult) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{56}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *StreamResult) GetSeq() uint64 {
@@ -4547,7 +4622,7 @@ type CreateTokenRequest struct {
 
 func (x *CreateTokenRequest) Reset() {
 	*x = CreateTokenRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[57]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4559,7 +4634,7 @@ func (x *CreateTokenRequest) String() string {
 func (*CreateTokenRequest) ProtoMessage() {}
 
 func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[57]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4572,7 +4647,7 @@ func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{57}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *CreateTokenRequest) GetTenant() string {
@@ -4608,7 +4683,7 @@ type TokenInfo struct {
 
 func (x *TokenInfo) Reset() {
 	*x = TokenInfo{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[58]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4620,7 +4695,7 @@ func (x *TokenInfo) String() string {
 func (*TokenInfo) ProtoMessage() {}
 
 func (x *TokenInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[58]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4633,7 +4708,7 @@ func (x *TokenInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenInfo.ProtoReflect.Descriptor instead.
 func (*TokenInfo) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{58}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *TokenInfo) GetId() string {
@@ -4684,7 +4759,7 @@ type CreateTokenResponse struct {
 
 func (x *CreateTokenResponse) Reset() {
 	*x = CreateTokenResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[59]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4696,7 +4771,7 @@ func (x *CreateTokenResponse) String() string {
 func (*CreateTokenResponse) ProtoMessage() {}
 
 func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[59]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4709,7 +4784,7 @@ func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{59}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *CreateTokenResponse) GetToken() string {
@@ -4735,7 +4810,7 @@ type ListTokensRequest struct {
 
 func (x *ListTokensRequest) Reset() {
 	*x = ListTokensRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[60]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4747,7 +4822,7 @@ func (x *ListTokensRequest) String() string {
 func (*ListTokensRequest) ProtoMessage() {}
 
 func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[60]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4760,7 +4835,7 @@ func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListTokensRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{60}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{61}
 }
 
 // ListTokensResponse lists the stored tokens, oldest first.
@@ -4774,7 +4849,7 @@ type ListTokensResponse struct {
 
 func (x *ListTokensResponse) Reset() {
 	*x = ListTokensResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[61]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4786,7 +4861,7 @@ func (x *ListTokensResponse) String() string {
 func (*ListTokensResponse) ProtoMessage() {}
 
 func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[61]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4799,7 +4874,7 @@ func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListTokensResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{61}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ListTokensResponse) GetTokens() []*TokenInfo {
@@ -4820,7 +4895,7 @@ type RevokeTokenRequest struct {
 
 func (x *RevokeTokenRequest) Reset() {
 	*x = RevokeTokenRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[62]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4832,7 +4907,7 @@ func (x *RevokeTokenRequest) String() string {
 func (*RevokeTokenRequest) ProtoMessage() {}
 
 func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[62]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4845,7 +4920,7 @@ func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeTokenRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{62}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *RevokeTokenRequest) GetId() string {
@@ -4866,7 +4941,7 @@ type RevokeTokenResponse struct {
 
 func (x *RevokeTokenResponse) Reset() {
 	*x = RevokeTokenResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[63]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4878,7 +4953,7 @@ func (x *RevokeTokenResponse) String() string {
 func (*RevokeTokenResponse) ProtoMessage() {}
 
 func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[63]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4891,7 +4966,7 @@ func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{63}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *RevokeTokenResponse) GetToken() *TokenInfo {
@@ -4914,7 +4989,7 @@ type UsageRequest struct {
 
 func (x *UsageRequest) Reset() {
 	*x = UsageRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[64]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4926,7 +5001,7 @@ func (x *UsageRequest) String() string {
 func (*UsageRequest) ProtoMessage() {}
 
 func (x *UsageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[64]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4939,7 +5014,7 @@ func (x *UsageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageRequest.ProtoReflect.Descriptor instead.
 func (*UsageRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{64}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *UsageRequest) GetTenant() string {
@@ -4983,7 +5058,7 @@ type TenantUsage struct {
 
 func (x *TenantUsage) Reset() {
 	*x = TenantUsage{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[65]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4995,7 +5070,7 @@ func (x *TenantUsage) String() string {
 func (*TenantUsage) ProtoMessage() {}
 
 func (x *TenantUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[65]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5008,7 +5083,7 @@ func (x *TenantUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantUsage.ProtoReflect.Descriptor instead.
 func (*TenantUsage) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{65}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *TenantUsage) GetTenant() string {
@@ -5087,7 +5162,7 @@ type UsageResponse struct {
 
 func (x *UsageResponse) Reset() {
 	*x = UsageResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[66]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5099,7 +5174,7 @@ func (x *UsageResponse) String() string {
 func (*UsageResponse) ProtoMessage() {}
 
 func (x *UsageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[66]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5112,7 +5187,7 @@ func (x *UsageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageResponse.ProtoReflect.Descriptor instead.
 func (*UsageResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{66}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *UsageResponse) GetTenants() []*TenantUsage {
@@ -5444,7 +5519,7 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\rStreamRequest\x12,\n" +
 	"\x04open\x18\x01 \x01(\v2\x16.paddock.v1.StreamOpenH\x00R\x04open\x12,\n" +
 	"\x04item\x18\x02 \x01(\v2\x16.paddock.v1.StreamItemH\x00R\x04itemB\x05\n" +
-	"\x03msg\"\xdd\x01\n" +
+	"\x03msg\"\x82\x02\n" +
 	"\n" +
 	"StreamOpen\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x16\n" +
@@ -5454,14 +5529,18 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\bpriority\x18\x05 \x01(\x05R\bpriority\x12\x1d\n" +
 	"\n" +
 	"timeout_ms\x18\x06 \x01(\x03R\ttimeoutMs\x12!\n" +
-	"\fmax_attempts\x18\a \x01(\x05R\vmaxAttempts\"&\n" +
+	"\fmax_attempts\x18\a \x01(\x05R\vmaxAttempts\x12#\n" +
+	"\rbatch_results\x18\b \x01(\bR\fbatchResults\"&\n" +
 	"\n" +
 	"StreamItem\x12\x18\n" +
-	"\apayload\x18\x01 \x01(\fR\apayload\"\x7f\n" +
+	"\apayload\x18\x01 \x01(\fR\apayload\"\xb6\x01\n" +
 	"\x0eStreamResponse\x122\n" +
 	"\x06opened\x18\x01 \x01(\v2\x18.paddock.v1.StreamOpenedH\x00R\x06opened\x122\n" +
-	"\x06result\x18\x02 \x01(\v2\x18.paddock.v1.StreamResultH\x00R\x06resultB\x05\n" +
-	"\x03msg\"u\n" +
+	"\x06result\x18\x02 \x01(\v2\x18.paddock.v1.StreamResultH\x00R\x06result\x125\n" +
+	"\aresults\x18\x03 \x01(\v2\x19.paddock.v1.StreamResultsH\x00R\aresultsB\x05\n" +
+	"\x03msg\"C\n" +
+	"\rStreamResults\x122\n" +
+	"\aresults\x18\x01 \x03(\v2\x18.paddock.v1.StreamResultR\aresults\"u\n" +
 	"\fStreamOpened\x12\x1b\n" +
 	"\tstream_id\x18\x01 \x01(\tR\bstreamId\x12\x16\n" +
 	"\x06window\x18\x02 \x01(\rR\x06window\x12\x18\n" +
@@ -5587,7 +5666,7 @@ func file_api_paddock_v1_paddock_proto_rawDescGZIP() []byte {
 }
 
 var file_api_paddock_v1_paddock_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_api_paddock_v1_paddock_proto_msgTypes = make([]protoimpl.MessageInfo, 74)
+var file_api_paddock_v1_paddock_proto_msgTypes = make([]protoimpl.MessageInfo, 75)
 var file_api_paddock_v1_paddock_proto_goTypes = []any{
 	(State)(0),                     // 0: paddock.v1.State
 	(Class)(0),                     // 1: paddock.v1.Class
@@ -5648,41 +5727,42 @@ var file_api_paddock_v1_paddock_proto_goTypes = []any{
 	(*StreamOpen)(nil),             // 56: paddock.v1.StreamOpen
 	(*StreamItem)(nil),             // 57: paddock.v1.StreamItem
 	(*StreamResponse)(nil),         // 58: paddock.v1.StreamResponse
-	(*StreamOpened)(nil),           // 59: paddock.v1.StreamOpened
-	(*StreamResult)(nil),           // 60: paddock.v1.StreamResult
-	(*CreateTokenRequest)(nil),     // 61: paddock.v1.CreateTokenRequest
-	(*TokenInfo)(nil),              // 62: paddock.v1.TokenInfo
-	(*CreateTokenResponse)(nil),    // 63: paddock.v1.CreateTokenResponse
-	(*ListTokensRequest)(nil),      // 64: paddock.v1.ListTokensRequest
-	(*ListTokensResponse)(nil),     // 65: paddock.v1.ListTokensResponse
-	(*RevokeTokenRequest)(nil),     // 66: paddock.v1.RevokeTokenRequest
-	(*RevokeTokenResponse)(nil),    // 67: paddock.v1.RevokeTokenResponse
-	(*UsageRequest)(nil),           // 68: paddock.v1.UsageRequest
-	(*TenantUsage)(nil),            // 69: paddock.v1.TenantUsage
-	(*UsageResponse)(nil),          // 70: paddock.v1.UsageResponse
-	nil,                            // 71: paddock.v1.Requirements.LabelsEntry
-	nil,                            // 72: paddock.v1.TaskSpec.InputsEntry
-	nil,                            // 73: paddock.v1.TaskSpec.InputBlobsEntry
-	nil,                            // 74: paddock.v1.TaskSpec.InputTasksEntry
-	nil,                            // 75: paddock.v1.Task.OutputsEntry
-	nil,                            // 76: paddock.v1.Task.OutputBlobsEntry
-	nil,                            // 77: paddock.v1.Agent.LabelsEntry
+	(*StreamResults)(nil),          // 59: paddock.v1.StreamResults
+	(*StreamOpened)(nil),           // 60: paddock.v1.StreamOpened
+	(*StreamResult)(nil),           // 61: paddock.v1.StreamResult
+	(*CreateTokenRequest)(nil),     // 62: paddock.v1.CreateTokenRequest
+	(*TokenInfo)(nil),              // 63: paddock.v1.TokenInfo
+	(*CreateTokenResponse)(nil),    // 64: paddock.v1.CreateTokenResponse
+	(*ListTokensRequest)(nil),      // 65: paddock.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),     // 66: paddock.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),     // 67: paddock.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),    // 68: paddock.v1.RevokeTokenResponse
+	(*UsageRequest)(nil),           // 69: paddock.v1.UsageRequest
+	(*TenantUsage)(nil),            // 70: paddock.v1.TenantUsage
+	(*UsageResponse)(nil),          // 71: paddock.v1.UsageResponse
+	nil,                            // 72: paddock.v1.Requirements.LabelsEntry
+	nil,                            // 73: paddock.v1.TaskSpec.InputsEntry
+	nil,                            // 74: paddock.v1.TaskSpec.InputBlobsEntry
+	nil,                            // 75: paddock.v1.TaskSpec.InputTasksEntry
+	nil,                            // 76: paddock.v1.Task.OutputsEntry
+	nil,                            // 77: paddock.v1.Task.OutputBlobsEntry
+	nil,                            // 78: paddock.v1.Agent.LabelsEntry
 }
 var file_api_paddock_v1_paddock_proto_depIdxs = []int32{
-	71, // 0: paddock.v1.Requirements.labels:type_name -> paddock.v1.Requirements.LabelsEntry
-	72, // 1: paddock.v1.TaskSpec.inputs:type_name -> paddock.v1.TaskSpec.InputsEntry
+	72, // 0: paddock.v1.Requirements.labels:type_name -> paddock.v1.Requirements.LabelsEntry
+	73, // 1: paddock.v1.TaskSpec.inputs:type_name -> paddock.v1.TaskSpec.InputsEntry
 	1,  // 2: paddock.v1.TaskSpec.class:type_name -> paddock.v1.Class
 	4,  // 3: paddock.v1.TaskSpec.requirements:type_name -> paddock.v1.Requirements
-	73, // 4: paddock.v1.TaskSpec.input_blobs:type_name -> paddock.v1.TaskSpec.InputBlobsEntry
-	74, // 5: paddock.v1.TaskSpec.input_tasks:type_name -> paddock.v1.TaskSpec.InputTasksEntry
+	74, // 4: paddock.v1.TaskSpec.input_blobs:type_name -> paddock.v1.TaskSpec.InputBlobsEntry
+	75, // 5: paddock.v1.TaskSpec.input_tasks:type_name -> paddock.v1.TaskSpec.InputTasksEntry
 	0,  // 6: paddock.v1.Attempt.state:type_name -> paddock.v1.State
 	7,  // 7: paddock.v1.Attempt.usage:type_name -> paddock.v1.Usage
 	2,  // 8: paddock.v1.Attempt.failure_kind:type_name -> paddock.v1.FailureKind
 	5,  // 9: paddock.v1.Task.spec:type_name -> paddock.v1.TaskSpec
 	0,  // 10: paddock.v1.Task.state:type_name -> paddock.v1.State
-	75, // 11: paddock.v1.Task.outputs:type_name -> paddock.v1.Task.OutputsEntry
+	76, // 11: paddock.v1.Task.outputs:type_name -> paddock.v1.Task.OutputsEntry
 	8,  // 12: paddock.v1.Task.attempts:type_name -> paddock.v1.Attempt
-	76, // 13: paddock.v1.Task.output_blobs:type_name -> paddock.v1.Task.OutputBlobsEntry
+	77, // 13: paddock.v1.Task.output_blobs:type_name -> paddock.v1.Task.OutputBlobsEntry
 	2,  // 14: paddock.v1.Task.failure_kind:type_name -> paddock.v1.FailureKind
 	5,  // 15: paddock.v1.SubmitRequest.task:type_name -> paddock.v1.TaskSpec
 	9,  // 16: paddock.v1.SubmitResponse.task:type_name -> paddock.v1.Task
@@ -5709,7 +5789,7 @@ var file_api_paddock_v1_paddock_proto_depIdxs = []int32{
 	33, // 37: paddock.v1.StatusResponse.queue:type_name -> paddock.v1.QueueDepth
 	35, // 38: paddock.v1.StatusResponse.queue_delays:type_name -> paddock.v1.QueueDelay
 	37, // 39: paddock.v1.Agent.types:type_name -> paddock.v1.AgentType
-	77, // 40: paddock.v1.Agent.labels:type_name -> paddock.v1.Agent.LabelsEntry
+	78, // 40: paddock.v1.Agent.labels:type_name -> paddock.v1.Agent.LabelsEntry
 	38, // 41: paddock.v1.ListAgentsResponse.agents:type_name -> paddock.v1.Agent
 	41, // 42: paddock.v1.Host.pools:type_name -> paddock.v1.HostPool
 	42, // 43: paddock.v1.ListHostsResponse.hosts:type_name -> paddock.v1.Host
@@ -5722,63 +5802,65 @@ var file_api_paddock_v1_paddock_proto_depIdxs = []int32{
 	56, // 50: paddock.v1.StreamRequest.open:type_name -> paddock.v1.StreamOpen
 	57, // 51: paddock.v1.StreamRequest.item:type_name -> paddock.v1.StreamItem
 	1,  // 52: paddock.v1.StreamOpen.class:type_name -> paddock.v1.Class
-	59, // 53: paddock.v1.StreamResponse.opened:type_name -> paddock.v1.StreamOpened
-	60, // 54: paddock.v1.StreamResponse.result:type_name -> paddock.v1.StreamResult
-	0,  // 55: paddock.v1.StreamResult.state:type_name -> paddock.v1.State
-	2,  // 56: paddock.v1.StreamResult.failure_kind:type_name -> paddock.v1.FailureKind
-	62, // 57: paddock.v1.CreateTokenResponse.info:type_name -> paddock.v1.TokenInfo
-	62, // 58: paddock.v1.ListTokensResponse.tokens:type_name -> paddock.v1.TokenInfo
-	62, // 59: paddock.v1.RevokeTokenResponse.token:type_name -> paddock.v1.TokenInfo
-	69, // 60: paddock.v1.UsageResponse.tenants:type_name -> paddock.v1.TenantUsage
-	6,  // 61: paddock.v1.TaskSpec.InputBlobsEntry.value:type_name -> paddock.v1.BlobRef
-	6,  // 62: paddock.v1.Task.OutputBlobsEntry.value:type_name -> paddock.v1.BlobRef
-	10, // 63: paddock.v1.TaskService.Submit:input_type -> paddock.v1.SubmitRequest
-	12, // 64: paddock.v1.TaskService.SubmitBatch:input_type -> paddock.v1.SubmitBatchRequest
-	14, // 65: paddock.v1.TaskService.SubmitPipeline:input_type -> paddock.v1.SubmitPipelineRequest
-	18, // 66: paddock.v1.TaskService.Get:input_type -> paddock.v1.GetRequest
-	24, // 67: paddock.v1.TaskService.Wait:input_type -> paddock.v1.WaitRequest
-	26, // 68: paddock.v1.TaskService.Cancel:input_type -> paddock.v1.CancelRequest
-	28, // 69: paddock.v1.TaskService.List:input_type -> paddock.v1.ListRequest
-	47, // 70: paddock.v1.TaskService.Explain:input_type -> paddock.v1.ExplainRequest
-	50, // 71: paddock.v1.TaskService.Retry:input_type -> paddock.v1.RetryRequest
-	20, // 72: paddock.v1.TaskService.Logs:input_type -> paddock.v1.LogsRequest
-	29, // 73: paddock.v1.TaskService.WatchTasks:input_type -> paddock.v1.WatchTasksRequest
-	55, // 74: paddock.v1.TaskService.Stream:input_type -> paddock.v1.StreamRequest
-	32, // 75: paddock.v1.ClusterService.Status:input_type -> paddock.v1.StatusRequest
-	36, // 76: paddock.v1.ClusterService.ListAgents:input_type -> paddock.v1.ListAgentsRequest
-	40, // 77: paddock.v1.ClusterService.ListHosts:input_type -> paddock.v1.ListHostsRequest
-	44, // 78: paddock.v1.ClusterService.ListVMs:input_type -> paddock.v1.ListVMsRequest
-	52, // 79: paddock.v1.ClusterService.History:input_type -> paddock.v1.HistoryRequest
-	61, // 80: paddock.v1.TenantService.CreateToken:input_type -> paddock.v1.CreateTokenRequest
-	64, // 81: paddock.v1.TenantService.ListTokens:input_type -> paddock.v1.ListTokensRequest
-	66, // 82: paddock.v1.TenantService.RevokeToken:input_type -> paddock.v1.RevokeTokenRequest
-	68, // 83: paddock.v1.TenantService.Usage:input_type -> paddock.v1.UsageRequest
-	11, // 84: paddock.v1.TaskService.Submit:output_type -> paddock.v1.SubmitResponse
-	13, // 85: paddock.v1.TaskService.SubmitBatch:output_type -> paddock.v1.SubmitBatchResponse
-	16, // 86: paddock.v1.TaskService.SubmitPipeline:output_type -> paddock.v1.SubmitPipelineResponse
-	19, // 87: paddock.v1.TaskService.Get:output_type -> paddock.v1.GetResponse
-	25, // 88: paddock.v1.TaskService.Wait:output_type -> paddock.v1.WaitResponse
-	27, // 89: paddock.v1.TaskService.Cancel:output_type -> paddock.v1.CancelResponse
-	31, // 90: paddock.v1.TaskService.List:output_type -> paddock.v1.ListResponse
-	49, // 91: paddock.v1.TaskService.Explain:output_type -> paddock.v1.ExplainResponse
-	51, // 92: paddock.v1.TaskService.Retry:output_type -> paddock.v1.RetryResponse
-	21, // 93: paddock.v1.TaskService.Logs:output_type -> paddock.v1.LogsResponse
-	30, // 94: paddock.v1.TaskService.WatchTasks:output_type -> paddock.v1.WatchTasksResponse
-	58, // 95: paddock.v1.TaskService.Stream:output_type -> paddock.v1.StreamResponse
-	34, // 96: paddock.v1.ClusterService.Status:output_type -> paddock.v1.StatusResponse
-	39, // 97: paddock.v1.ClusterService.ListAgents:output_type -> paddock.v1.ListAgentsResponse
-	43, // 98: paddock.v1.ClusterService.ListHosts:output_type -> paddock.v1.ListHostsResponse
-	46, // 99: paddock.v1.ClusterService.ListVMs:output_type -> paddock.v1.ListVMsResponse
-	54, // 100: paddock.v1.ClusterService.History:output_type -> paddock.v1.HistoryResponse
-	63, // 101: paddock.v1.TenantService.CreateToken:output_type -> paddock.v1.CreateTokenResponse
-	65, // 102: paddock.v1.TenantService.ListTokens:output_type -> paddock.v1.ListTokensResponse
-	67, // 103: paddock.v1.TenantService.RevokeToken:output_type -> paddock.v1.RevokeTokenResponse
-	70, // 104: paddock.v1.TenantService.Usage:output_type -> paddock.v1.UsageResponse
-	84, // [84:105] is the sub-list for method output_type
-	63, // [63:84] is the sub-list for method input_type
-	63, // [63:63] is the sub-list for extension type_name
-	63, // [63:63] is the sub-list for extension extendee
-	0,  // [0:63] is the sub-list for field type_name
+	60, // 53: paddock.v1.StreamResponse.opened:type_name -> paddock.v1.StreamOpened
+	61, // 54: paddock.v1.StreamResponse.result:type_name -> paddock.v1.StreamResult
+	59, // 55: paddock.v1.StreamResponse.results:type_name -> paddock.v1.StreamResults
+	61, // 56: paddock.v1.StreamResults.results:type_name -> paddock.v1.StreamResult
+	0,  // 57: paddock.v1.StreamResult.state:type_name -> paddock.v1.State
+	2,  // 58: paddock.v1.StreamResult.failure_kind:type_name -> paddock.v1.FailureKind
+	63, // 59: paddock.v1.CreateTokenResponse.info:type_name -> paddock.v1.TokenInfo
+	63, // 60: paddock.v1.ListTokensResponse.tokens:type_name -> paddock.v1.TokenInfo
+	63, // 61: paddock.v1.RevokeTokenResponse.token:type_name -> paddock.v1.TokenInfo
+	70, // 62: paddock.v1.UsageResponse.tenants:type_name -> paddock.v1.TenantUsage
+	6,  // 63: paddock.v1.TaskSpec.InputBlobsEntry.value:type_name -> paddock.v1.BlobRef
+	6,  // 64: paddock.v1.Task.OutputBlobsEntry.value:type_name -> paddock.v1.BlobRef
+	10, // 65: paddock.v1.TaskService.Submit:input_type -> paddock.v1.SubmitRequest
+	12, // 66: paddock.v1.TaskService.SubmitBatch:input_type -> paddock.v1.SubmitBatchRequest
+	14, // 67: paddock.v1.TaskService.SubmitPipeline:input_type -> paddock.v1.SubmitPipelineRequest
+	18, // 68: paddock.v1.TaskService.Get:input_type -> paddock.v1.GetRequest
+	24, // 69: paddock.v1.TaskService.Wait:input_type -> paddock.v1.WaitRequest
+	26, // 70: paddock.v1.TaskService.Cancel:input_type -> paddock.v1.CancelRequest
+	28, // 71: paddock.v1.TaskService.List:input_type -> paddock.v1.ListRequest
+	47, // 72: paddock.v1.TaskService.Explain:input_type -> paddock.v1.ExplainRequest
+	50, // 73: paddock.v1.TaskService.Retry:input_type -> paddock.v1.RetryRequest
+	20, // 74: paddock.v1.TaskService.Logs:input_type -> paddock.v1.LogsRequest
+	29, // 75: paddock.v1.TaskService.WatchTasks:input_type -> paddock.v1.WatchTasksRequest
+	55, // 76: paddock.v1.TaskService.Stream:input_type -> paddock.v1.StreamRequest
+	32, // 77: paddock.v1.ClusterService.Status:input_type -> paddock.v1.StatusRequest
+	36, // 78: paddock.v1.ClusterService.ListAgents:input_type -> paddock.v1.ListAgentsRequest
+	40, // 79: paddock.v1.ClusterService.ListHosts:input_type -> paddock.v1.ListHostsRequest
+	44, // 80: paddock.v1.ClusterService.ListVMs:input_type -> paddock.v1.ListVMsRequest
+	52, // 81: paddock.v1.ClusterService.History:input_type -> paddock.v1.HistoryRequest
+	62, // 82: paddock.v1.TenantService.CreateToken:input_type -> paddock.v1.CreateTokenRequest
+	65, // 83: paddock.v1.TenantService.ListTokens:input_type -> paddock.v1.ListTokensRequest
+	67, // 84: paddock.v1.TenantService.RevokeToken:input_type -> paddock.v1.RevokeTokenRequest
+	69, // 85: paddock.v1.TenantService.Usage:input_type -> paddock.v1.UsageRequest
+	11, // 86: paddock.v1.TaskService.Submit:output_type -> paddock.v1.SubmitResponse
+	13, // 87: paddock.v1.TaskService.SubmitBatch:output_type -> paddock.v1.SubmitBatchResponse
+	16, // 88: paddock.v1.TaskService.SubmitPipeline:output_type -> paddock.v1.SubmitPipelineResponse
+	19, // 89: paddock.v1.TaskService.Get:output_type -> paddock.v1.GetResponse
+	25, // 90: paddock.v1.TaskService.Wait:output_type -> paddock.v1.WaitResponse
+	27, // 91: paddock.v1.TaskService.Cancel:output_type -> paddock.v1.CancelResponse
+	31, // 92: paddock.v1.TaskService.List:output_type -> paddock.v1.ListResponse
+	49, // 93: paddock.v1.TaskService.Explain:output_type -> paddock.v1.ExplainResponse
+	51, // 94: paddock.v1.TaskService.Retry:output_type -> paddock.v1.RetryResponse
+	21, // 95: paddock.v1.TaskService.Logs:output_type -> paddock.v1.LogsResponse
+	30, // 96: paddock.v1.TaskService.WatchTasks:output_type -> paddock.v1.WatchTasksResponse
+	58, // 97: paddock.v1.TaskService.Stream:output_type -> paddock.v1.StreamResponse
+	34, // 98: paddock.v1.ClusterService.Status:output_type -> paddock.v1.StatusResponse
+	39, // 99: paddock.v1.ClusterService.ListAgents:output_type -> paddock.v1.ListAgentsResponse
+	43, // 100: paddock.v1.ClusterService.ListHosts:output_type -> paddock.v1.ListHostsResponse
+	46, // 101: paddock.v1.ClusterService.ListVMs:output_type -> paddock.v1.ListVMsResponse
+	54, // 102: paddock.v1.ClusterService.History:output_type -> paddock.v1.HistoryResponse
+	64, // 103: paddock.v1.TenantService.CreateToken:output_type -> paddock.v1.CreateTokenResponse
+	66, // 104: paddock.v1.TenantService.ListTokens:output_type -> paddock.v1.ListTokensResponse
+	68, // 105: paddock.v1.TenantService.RevokeToken:output_type -> paddock.v1.RevokeTokenResponse
+	71, // 106: paddock.v1.TenantService.Usage:output_type -> paddock.v1.UsageResponse
+	86, // [86:107] is the sub-list for method output_type
+	65, // [65:86] is the sub-list for method input_type
+	65, // [65:65] is the sub-list for extension type_name
+	65, // [65:65] is the sub-list for extension extendee
+	0,  // [0:65] is the sub-list for field type_name
 }
 
 func init() { file_api_paddock_v1_paddock_proto_init() }
@@ -5793,6 +5875,7 @@ func file_api_paddock_v1_paddock_proto_init() {
 	file_api_paddock_v1_paddock_proto_msgTypes[54].OneofWrappers = []any{
 		(*StreamResponse_Opened)(nil),
 		(*StreamResponse_Result)(nil),
+		(*StreamResponse_Results)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -5800,7 +5883,7 @@ func file_api_paddock_v1_paddock_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_paddock_v1_paddock_proto_rawDesc), len(file_api_paddock_v1_paddock_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   74,
+			NumMessages:   75,
 			NumExtensions: 0,
 			NumServices:   3,
 		},
