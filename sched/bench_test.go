@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sort"
 	"sync"
@@ -19,6 +20,13 @@ import (
 // rawPluginRate is the raw plugin call rate (test.echo, 16 in flight, through the real
 // handler subprocess), measured in the same run as the end-to-end figures.
 func rawPluginRate(b *testing.B, calls int) float64 {
+	rate, _ := rawPluginRateCPU(b, calls)
+	return rate
+}
+
+// rawPluginRateCPU is rawPluginRate and the CPU time each call cost (this process and
+// the handler subprocess).
+func rawPluginRateCPU(b *testing.B, calls int) (float64, time.Duration) {
 	sum, err := runner.SHA256File(bins.testhandler)
 	if err != nil {
 		b.Fatal(err)
@@ -28,6 +36,7 @@ func rawPluginRate(b *testing.B, calls int) float64 {
 		b.Fatal(err)
 	}
 	defer r.Close()
+	cpu0 := treeCPU(os.Getpid())
 	start := time.Now()
 	var wg sync.WaitGroup
 	for w := 0; w < 16; w++ {
@@ -43,7 +52,8 @@ func rawPluginRate(b *testing.B, calls int) float64 {
 		}(w)
 	}
 	wg.Wait()
-	return float64(calls) / time.Since(start).Seconds()
+	el := time.Since(start)
+	return float64(calls) / el.Seconds(), (treeCPU(os.Getpid()) - cpu0) / time.Duration(calls)
 }
 
 // BenchmarkDurableTasks: durable no-op tasks (test.echo) per second end to end — submit

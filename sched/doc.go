@@ -120,7 +120,14 @@
 // durable stream stores its items as tasks (CreateBatch) and watches them; a transient
 // one keeps them in memory (transients), the dispatcher leases them before the store's
 // tasks of the type, reports of transient:… task ids go to reportTransient, and a lost
-// agent's transient tasks are resent at once. TestStreamRealAgents (3 real agent
+// agent's transient tasks are resent at once. A transient task costs no store call and
+// no goroutine of its own: its acks and reports are applied in the agent session's
+// receive loop, a batch under one lock (agentbatch.go); with agents that list the
+// "batch" capability the session sends the assigns and report acks queued at once as
+// one ServerBatch and takes AgentBatch messages; results released together go to a
+// client that asked (StreamOpen.batch_results) as one StreamResults. BenchmarkStream
+// reports items/s and CPU per item beside the raw plugin call's (PADDOCK_AGENT_CPUPROFILE
+// profiles the agent process). TestStreamRealAgents (3 real agent
 // processes, one killed; PADDOCK_STREAM_N=100000 for the full run),
 // TestStreamClientStopsReading, TestStreamBadOpen, BenchmarkStream.
 //

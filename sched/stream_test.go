@@ -260,12 +260,16 @@ func TestStreamBadOpen(t *testing.T) {
 // BenchmarkStream: items per second through an ordered stream of no-op tasks
 // (test.echo, window 256) over one real agent process and its handler subprocess, for a
 // transient and a durable stream, beside the raw plugin call rate (the same handler, 16
-// calls in flight, no server) measured in the same run.
+// calls in flight, no server) measured in the same run. cpu-us/item is the CPU time an
+// item cost in all processes (this one: server and client; the agent; the handler), and
+// raw-cpu-us/call the same for a raw call: on a machine whose cores are all busy the
+// rates follow these costs (x-raw-cpu is their ratio), while x-raw also moves with the
+// load of the moment. PADDOCK_AGENT_CPUPROFILE=dir writes the agent's CPU profile there.
 //
 //	go test -run '^$' -bench Stream -benchtime 20000x ./sched
 func BenchmarkStream(b *testing.B) {
 	needBins(b)
-	raw := rawPluginRate(b, 5000)
+	raw, rawCPU := rawPluginRateCPU(b, 5000)
 	ts := startServer(b, fastConfig())
 	startRealAgent(b, ts.agentAddr, "bench-s", "")
 	for _, transient := range []bool{true, false} {
@@ -276,6 +280,7 @@ func BenchmarkStream(b *testing.B) {
 			}
 			defer c.Close()
 			b.ResetTimer()
+			cpu0 := treeCPU(os.Getpid())
 			start := time.Now()
 			go func() {
 				for i := 0; i < b.N; i++ {
@@ -296,10 +301,14 @@ func BenchmarkStream(b *testing.B) {
 				}
 			}
 			rate := float64(b.N) / time.Since(start).Seconds()
+			cpu := (treeCPU(os.Getpid()) - cpu0) / time.Duration(b.N)
 			b.StopTimer()
 			b.ReportMetric(rate, "items/s")
 			b.ReportMetric(raw, "raw-calls/s")
 			b.ReportMetric(rate/raw, "x-raw")
+			b.ReportMetric(float64(cpu.Nanoseconds())/1000, "cpu-us/item")
+			b.ReportMetric(float64(rawCPU.Nanoseconds())/1000, "raw-cpu-us/call")
+			b.ReportMetric(float64(rawCPU)/float64(cpu), "x-raw-cpu")
 		})
 	}
 }

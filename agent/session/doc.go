@@ -17,7 +17,14 @@
 // (up to 1 MiB, then the oldest lines are dropped and counted) while there is no
 // connection or the send queue is half full, and never ends the connection; chunks
 // are not resent, so a connection that breaks can lose the lines of the chunks in
-// flight. The Report carries only the lines no chunk carried.
+// flight. The Report carries only the lines no chunk carried. A task that logs nothing
+// costs no live-log goroutine (it starts with the first line).
+//
+// Batching (batch.go): the session lists the "batch" capability in its Register and
+// applies the server's ServerBatch messages (report acks, then assigns); to a server
+// that lists it in Registered, the sender sends the acks and reports queued at once as
+// one AgentBatch (nothing waits to fill one). Task goroutines are reused (spawn), so
+// their stacks do not grow anew for every task.
 //
 // Preemption (the "preempt-handover" capability, listed in every Register): a Cancel of
 // kind PREEMPTED stops a batch task, which drops without reporting. When the server

@@ -8,7 +8,9 @@
 // item past W (HTTP/2 flow control then holds the client back) and buffers at most W
 // results for a client that stops reading. The server side lives in package sched
 // (streamapi.go), which dispatches a durable stream's tasks through the store and a
-// transient stream's from memory.
+// transient stream's from memory. Client asks for batched results
+// (StreamOpen.batch_results: the results the server has ready at once come in one
+// message) and returns them one by one from Recv.
 //
 // Tests: go test ./sched/stream/ (logic) and, with real agents and handler
 // subprocesses, go test ./sched/ -run TestStream (PADDOCK_STREAM_N=100000 for the full
