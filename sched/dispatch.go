@@ -246,6 +246,7 @@ func (s *Server) sweepLoop(ctx context.Context) {
 				delete(s.agents, id)
 			}
 		}
+		s.expireTransients(now)
 		last = time.Now()
 		s.mu.Unlock()
 		if now.Before(graceEnd) {

@@ -9,6 +9,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/paddockvm/paddock/agent/session"
 	paddockv1 "github.com/paddockvm/paddock/api/paddock/v1"
 	"github.com/paddockvm/paddock/sched"
 	"github.com/paddockvm/paddock/sched/store"
@@ -184,5 +185,122 @@ func TestStreamTenantMaxQueued(t *testing.T) {
 	}
 	if n > 3 {
 		t.Fatalf("tenant small has %d tasks queued; its max_queued is 3", n)
+	}
+}
+
+// TestTransientTimeout: a transient stream's items run under the stream's timeout. A
+// real handler that hangs is stopped by its agent at the deadline (the assignment carries
+// it); an agent that does not stop its task (an executor ignoring its context) has the
+// task ended by the server once the timeout and the grace pass. With max_attempts 1,
+// each item ends dead with kind TIMEOUT, and the stream goes on.
+func TestTransientTimeout(t *testing.T) {
+	open := &paddockv1.StreamOpen{Type: "test.hang", Window: 4, Transient: true, TimeoutMs: 500, MaxAttempts: 1}
+	t.Run("agent stops it", func(t *testing.T) {
+		ts := startServer(t, fastConfig())
+		startRealAgent(t, ts.agentAddr, "hang-1", "")
+		checkTimedOut(t, ts, open)
+	})
+	t.Run("server ends it", func(t *testing.T) {
+		ts := startServer(t, fastConfig())
+		unblock := make(chan struct{})
+		defer close(unblock)
+		ex := &fakeExec{types: []session.TaskType{{Name: "test.hang", Concurrency: 2}}, fn: func(context.Context, session.Task) session.Result {
+			<-unblock // ignores its context: the agent never reports
+			return session.Result{}
+		}}
+		runAgent(t, session.Config{AgentID: "deaf", Host: "test", Dial: session.TCPDialer(ts.agentAddr), DataDir: t.TempDir(), ReconnectMin: 20 * time.Millisecond}, ex)
+		checkTimedOut(t, ts, open)
+	})
+}
+
+// checkTimedOut sends two items through a stream opened with open and wants both back
+// dead with kind TIMEOUT within two minutes.
+func checkTimedOut(t *testing.T, ts *testServer, open *paddockv1.StreamOpen) {
+	t.Helper()
+	c, err := stream.Open(context.Background(), streamClient(ts), "", open)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := 0; i < 2; i++ {
+		if _, err := c.Send(context.Background(), []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := make(chan *paddockv1.StreamResult, 2)
+	go func() {
+		for i := 0; i < 2; i++ {
+			r, err := c.Recv()
+			if err != nil {
+				close(got)
+				return
+			}
+			got <- r
+		}
+	}()
+	for i := 0; i < 2; i++ {
+		select {
+		case r, ok := <-got:
+			if !ok {
+				t.Fatal("the stream ended before both results")
+			}
+			if r.GetState() != paddockv1.State_STATE_DEAD && r.GetState() != paddockv1.State_STATE_FAILED || r.GetFailureKind() != paddockv1.FailureKind_FAILURE_KIND_TIMEOUT {
+				t.Fatalf("item %d: %v kind %v %q; want ended with kind TIMEOUT", r.GetSeq(), r.GetState(), r.GetFailureKind(), r.GetError())
+			}
+		case <-time.After(2 * time.Minute):
+			t.Fatal("an item past its timeout never came back")
+		}
+	}
+}
+
+// TestTransientTenantMaxRunning: a tenant's transient stream items count against its
+// max_running like its stored tasks: with max_running 1 the tenant never runs two at
+// once, however large the stream's window.
+func TestTransientTenantMaxRunning(t *testing.T) {
+	cfg := tenantConfig()
+	cfg.Tenants = tenant.Config{"one": {MaxRunning: 1}}
+	ts := startServer(t, cfg)
+	tok := newToken(t, clientsFor(ts, adminToken), "one")
+	startTenantAgent(t, ts, "mr-1", 4, 0)
+	c, err := stream.Open(context.Background(), streamClient(ts), tok, &paddockv1.StreamOpen{Type: "test.sleep", Window: 8, Transient: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const n = 6
+	go func() {
+		for i := 0; i < n; i++ {
+			if _, err := c.Send(context.Background(), []byte("200ms")); err != nil {
+				return
+			}
+		}
+	}()
+	stop := make(chan struct{})
+	most := make(chan int, 1)
+	go func() {
+		m := 0
+		for {
+			select {
+			case <-stop:
+				most <- m
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			busy, _ := typeSlots(ts, "test.sleep")
+			m = max(m, busy)
+		}
+	}()
+	for i := 0; i < n; i++ {
+		r, err := c.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.GetState() != paddockv1.State_STATE_SUCCEEDED {
+			t.Fatalf("item %d: %v %q", i, r.GetState(), r.GetError())
+		}
+	}
+	close(stop)
+	if m := <-most; m > 1 {
+		t.Fatalf("tenant one ran %d transient items at once; its max_running is 1", m)
 	}
 }

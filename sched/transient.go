@@ -100,31 +100,50 @@ func (s *Server) dispatchTransient(typ string, now time.Time) []transSend {
 	defer tr.mu.Unlock()
 	q := tr.queue[typ]
 	var sends []transSend
+	var held []*transTask // tasks of tenants at their max_running: stay queued, in order
+	running := s.tenantRunning(q)
 	probe := store.Task{Type: typ}
 	for len(q) > 0 {
+		t := q[0]
+		tmpl := &t.run.tmpl
+		if running != nil {
+			if l := s.cfg.Tenants.Of(tmpl.Tenant); l.MaxRunning > 0 && running[tmpl.Tenant] >= l.MaxRunning {
+				held, q = append(held, t), q[1:]
+				continue
+			}
+		}
 		a := s.pick(&probe)
 		if a == nil || a.sess == nil {
 			break
 		}
-		t := q[0]
 		q = q[1:]
 		t.attempt++
 		t.leaseID++
 		t.agent, t.secret = a.id, newSecret()
 		a.reserve(t.id, typ)
 		as := a.running[t.id]
-		as.sess, as.leaseID, as.secret = a.sess, t.leaseID, t.secret
+		as.sess, as.leaseID, as.secret, as.tenant, as.class = a.sess, t.leaseID, t.secret, tmpl.Tenant, tmpl.Class
 		a.assigned++
+		if running != nil {
+			running[tmpl.Tenant]++
+		}
 		s.guestTaskEvent(a, t.id, t.leaseID, hostv1.TaskEvent_KIND_STARTED, nil)
-		var maxOut int64
+		var maxOut, deadline int64
 		path := s.dataPath(a)
 		if path != agentv1.DataPath_DATA_PATH_UNSPECIFIED {
 			maxOut = s.cfg.MaxOutputBytes
 		}
+		if tmpl.Timeout > 0 { // the agent stops the handler then; the sweep ends it if the agent does not (expireTransients)
+			as.deadline = now.Add(tmpl.Timeout)
+			deadline = as.deadline.UnixMilli()
+		}
 		sends = append(sends, transSend{a.sess, &agentv1.ServerMessage{Msg: &agentv1.ServerMessage_Assign{Assign: &agentv1.Assign{
-			TaskId: t.id, LeaseId: t.leaseID, Type: typ, Payload: t.payload, Attempt: uint32(t.attempt),
+			TaskId: t.id, LeaseId: t.leaseID, Type: typ, Payload: t.payload, Attempt: uint32(t.attempt), DeadlineUnixMs: deadline,
 			LeaseExpiresUnixMs: now.Add(s.cfg.LeaseTTL).UnixMilli(), DataPath: path, MaxOutputBytes: maxOut, LeaseSecret: t.secret,
 		}}}})
+	}
+	if len(held) > 0 {
+		q = append(held, q...)
 	}
 	if len(q) == 0 {
 		delete(tr.queue, typ)
@@ -132,6 +151,109 @@ func (s *Server) dispatchTransient(typ string, now time.Time) []transSend {
 		tr.queue[typ] = q
 	}
 	return sends
+}
+
+// tenantRunning counts the leased and running tasks of each tenant when one of the
+// tenants of the queued transient tasks q has a max_running; nil otherwise (nothing to
+// check). Caller holds s.mu.
+func (s *Server) tenantRunning(q []*transTask) map[string]int {
+	if len(s.cfg.Tenants) == 0 {
+		return nil
+	}
+	limited := false
+	for _, t := range q {
+		if s.cfg.Tenants.Of(t.run.tmpl.Tenant).MaxRunning > 0 {
+			limited = true
+			break
+		}
+	}
+	if !limited {
+		return nil
+	}
+	running := map[string]int{}
+	for _, a := range s.agents {
+		for _, as := range a.running {
+			running[as.tenant]++
+		}
+	}
+	return running
+}
+
+// lostTransient handles transient task t whose attempt ended without a result (its
+// agent's session ended, it refused the task, or the task ran past its timeout): with
+// attempts left it is queued again (first in its queue when front), else it ends dead
+// and the result to deliver is returned. Caller holds tr.mu.
+func (tr *transients) lostTransient(t *transTask, now time.Time, front bool, kind paddockv1.FailureKind, why string) *paddockv1.StreamResult {
+	t.agent, t.readyAt = "", now
+	if t.attempt >= t.run.tmpl.MaxAttempts {
+		delete(tr.live, t.id)
+		return &paddockv1.StreamResult{Seq: t.seq, TaskId: t.id, Attempts: int32(t.attempt), State: paddockv1.State_STATE_DEAD, FailureKind: kind,
+			Error: fmt.Sprintf("%s (attempt %d of %d)", why, t.attempt, t.run.tmpl.MaxAttempts)}
+	}
+	if front {
+		tr.queue[t.run.typ] = append([]*transTask{t}, tr.queue[t.run.typ]...)
+	} else {
+		tr.queue[t.run.typ] = append(tr.queue[t.run.typ], t)
+	}
+	return nil
+}
+
+// expireTransients ends the transient tasks running past their timeout plus the grace
+// whose agents have not reported them (an agent that does not stop them): each is
+// cancelled on its agent and queued again or, out of attempts, ends dead. Durable tasks
+// get the same from their lease, which is not renewed past the deadline. Caller holds
+// s.mu.
+func (s *Server) expireTransients(now time.Time) {
+	tr := s.trans
+	tr.mu.Lock()
+	if len(tr.live) == 0 {
+		tr.mu.Unlock()
+		return
+	}
+	type late struct {
+		sess    *session
+		id      string
+		leaseID uint64
+	}
+	var cancels []late
+	var dead []deliverableTo
+	for _, a := range s.agents {
+		for id, as := range a.running {
+			if as.deadline.IsZero() || !now.After(as.deadline.Add(s.cfg.TimeoutGrace)) || !strings.HasPrefix(id, transientPrefix) {
+				continue
+			}
+			t := tr.live[id]
+			a.release(id, as.leaseID)
+			if t == nil || t.agent != a.id || t.leaseID != as.leaseID {
+				continue
+			}
+			s.guestTaskEvent(a, id, t.leaseID, hostv1.TaskEvent_KIND_FINISHED, nil)
+			cancels = append(cancels, late{a.sess, id, as.leaseID})
+			why := fmt.Sprintf("ran past its timeout of %v on agent %s, which did not stop it", t.run.tmpl.Timeout, a.id)
+			if r := tr.lostTransient(t, now, true, paddockv1.FailureKind_FAILURE_KIND_TIMEOUT, why); r != nil {
+				dead = append(dead, deliverableTo{t.run, r})
+			}
+			s.metrics.leaseExpiries.Inc()
+		}
+	}
+	tr.mu.Unlock()
+	for _, d := range dead {
+		d.run.deliver(d.res.GetSeq(), d.res)
+	}
+	for _, c := range cancels {
+		if c.sess != nil {
+			c.sess.send(cancelMsg(c.id, c.leaseID, agentv1.CancelKind_CANCEL_KIND_CLIENT, "past its timeout"))
+		}
+	}
+	if len(cancels) > 0 {
+		s.wake()
+	}
+}
+
+// deliverableTo is a result to deliver to a stream.
+type deliverableTo struct {
+	run *streamRun
+	res *paddockv1.StreamResult
 }
 
 type transSend struct {
@@ -146,6 +268,7 @@ func (s *Server) requeueTransient(a *agent, se *session) {
 	tr := s.trans
 	tr.mu.Lock()
 	requeued := false
+	var dead []deliverableTo
 	for id, as := range a.running {
 		if as.sess != se {
 			continue
@@ -159,12 +282,17 @@ func (s *Server) requeueTransient(a *agent, se *session) {
 		}
 		a.release(id, 0)
 		s.guestTaskEvent(a, id, t.leaseID, hostv1.TaskEvent_KIND_FINISHED, nil)
-		t.agent, t.readyAt = "", time.Now()
-		tr.queue[t.run.typ] = append([]*transTask{t}, tr.queue[t.run.typ]...)
+		why := fmt.Sprintf("agent %s was lost while it ran the task", a.id)
+		if r := tr.lostTransient(t, time.Now(), true, paddockv1.FailureKind_FAILURE_KIND_LEASE_EXPIRED, why); r != nil {
+			dead = append(dead, deliverableTo{t.run, r})
+		}
 		requeued = true
 		s.metrics.leaseExpiries.Inc()
 	}
 	tr.mu.Unlock()
+	for _, d := range dead { // a task that kills every agent it runs on ends dead
+		d.run.deliver(d.res.GetSeq(), d.res)
+	}
 	if requeued {
 		s.wake()
 	}
@@ -290,6 +418,7 @@ func (s *Server) ackTransient(a *agent, ack *agentv1.Ack) {
 // lock.
 func (s *Server) ackTransients(a *agent, acks []*agentv1.Ack) {
 	requeued := false
+	var dead []deliverableTo
 	now := time.Now()
 	s.mu.Lock()
 	tr := s.trans
@@ -306,13 +435,18 @@ func (s *Server) ackTransients(a *agent, acks []*agentv1.Ack) {
 		t := tr.live[as.taskID]
 		a.release(as.taskID, as.leaseID)
 		if t != nil && t.agent == a.id && t.leaseID == as.leaseID {
-			t.agent, t.readyAt = "", now
-			tr.queue[t.run.typ] = append(tr.queue[t.run.typ], t)
+			why := fmt.Sprintf("agent %s refused the task: %s", a.id, ack.GetError())
+			if r := tr.lostTransient(t, now, false, paddockv1.FailureKind_FAILURE_KIND_REFUSED, why); r != nil {
+				dead = append(dead, deliverableTo{t.run, r})
+			}
 		}
 		requeued = true
 	}
 	tr.mu.Unlock()
 	s.mu.Unlock()
+	for _, d := range dead {
+		d.run.deliver(d.res.GetSeq(), d.res)
+	}
 	if requeued {
 		s.wake()
 	}
