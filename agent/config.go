@@ -305,6 +305,9 @@ type ManifestFile struct {
 	Path    string `json:"path"`
 	Version string `json:"version,omitempty"`
 	SHA256  string `json:"sha256"`
+	// Packed is where the image holds a handler gzip-compressed; the runner unpacks
+	// it to Path on the handler's first start (runner.HandlerSpec.Packed).
+	Packed string `json:"packed,omitempty"`
 	// Types are the task types a handler serves, as recorded when the image was built
 	// (manifest schema 2 on); empty for the agent and in older images.
 	Types []ManifestType `json:"types,omitempty"`
