@@ -42,14 +42,10 @@ import (
 //
 // Then it submits one test.sleep task of 5 s per guest at once and reports the most
 // that ran at the same time (tasks-concurrent) and whether all succeeded — the pool
-// still answers with that many guests up. PADDOCK_BENCH_WARM_START=snapshot makes the
-// pool's snapshot with one guest first and then restores every measured guest from
-// it (much faster than cold boots under TCG; s/ready-to-registered then averages the
-// restored guests with the template's one cold guest). Run it with:
+// still answers with that many guests up. Run it with:
 //
 //	sudo go test ./internal/e2e/ -run '^$' -bench IdleGuest -benchtime 1x -timeout 60m
 //	sudo PADDOCK_BENCH_GUESTS=40 go test ./internal/e2e/ -run '^$' -bench IdleGuest -benchtime 1x -timeout 120m
-//	sudo PADDOCK_BENCH_GUESTS=40 PADDOCK_BENCH_WARM_START=snapshot go test ./internal/e2e/ -run '^$' -bench IdleGuest -benchtime 1x -timeout 120m
 func BenchmarkIdleGuest(b *testing.B) {
 	guests := envInt(b, "PADDOCK_BENCH_GUESTS", 1)
 	memory := envInt(b, "PADDOCK_BENCH_MEMORY", 384)
@@ -63,26 +59,7 @@ func BenchmarkIdleGuest(b *testing.B) {
 	readyWait = time.Duration(guests) * 6 * time.Minute
 	defer func() { readyWait = saved }()
 	dir := dataDir(b)
-	args := []string{"--guests", strconv.Itoa(guests), "--max-guests", strconv.Itoa(guests), "--memory", strconv.Itoa(memory), "--boot-timeout", "20m"}
-	switch warm := os.Getenv("PADDOCK_BENCH_WARM_START"); warm {
-	case "", "cold":
-	case "snapshot":
-		// Make the pool's snapshot with one guest first: a pool whose snapshot does
-		// not exist yet boots every guest cold (beside the template). The second
-		// `paddock dev` on the same data directory restores all of them from it.
-		p0 := startDev(b, g, bin, dir, "--guests", "1", "--max-guests", "1", "--memory", strconv.Itoa(memory), "--boot-timeout", "20m", "--warm-start", "snapshot")
-		waitUntil(b, "the pool's snapshot", readyWait, func() bool {
-			data, _ := os.ReadFile(filepath.Join(dir, "dev.log"))
-			return strings.Contains(string(data), `"warm start: snapshot saved"`)
-		})
-		if !p0.stop() {
-			b.Fatalf("the first paddock dev (making the snapshot) did not stop cleanly: %s", p0.errput())
-		}
-		args = append(args, "--warm-start", "snapshot")
-	default:
-		b.Fatalf("PADDOCK_BENCH_WARM_START=%q: want cold or snapshot", warm)
-	}
-	p := startDev(b, g, bin, dir, args...)
+	p := startDev(b, g, bin, dir, "--guests", strconv.Itoa(guests), "--max-guests", strconv.Itoa(guests), "--memory", strconv.Itoa(memory), "--boot-timeout", "20m")
 	api := paddockv1connect.NewClusterServiceClient(http.DefaultClient, p.api, connect.WithInterceptors(bearer(p.token)))
 	var vms []*paddockv1.VM
 	waitUntil(b, "every agent registered and reporting its memory", readyWait, func() bool {
