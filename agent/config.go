@@ -141,12 +141,28 @@ type SelfCheck struct {
 	Pattern string `json:"pattern,omitempty"`
 }
 
+// Lengths are checked apart from the patterns (maxLen): a counted repetition such as
+// {0,127} compiles to that many copies of its class, about 100 KB of heap per pattern
+// held for the agent's life (and compiled at start, under TCG in the guest).
 var (
-	portRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+	portRE   = maxLen(regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`), 64)
 	diskRE   = regexp.MustCompile(`^/dev/[a-z][a-z0-9]*$`)
-	idRE     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
-	sha256RE = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	idRE     = maxLen(regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]*$`), 128)
+	sha256RE = lenMatcher{regexp.MustCompile(`^[0-9a-f]*$`), 64, 64}
 )
+
+// lenMatcher matches strings of min to max bytes that re matches.
+type lenMatcher struct {
+	re       *regexp.Regexp
+	min, max int
+}
+
+func maxLen(re *regexp.Regexp, n int) lenMatcher { return lenMatcher{re, 1, n} }
+
+// MatchString reports whether s has an allowed length and matches.
+func (m lenMatcher) MatchString(s string) bool {
+	return len(s) >= m.min && len(s) <= m.max && m.re.MatchString(s)
+}
 
 // DefaultConfig returns the configuration used when agent.json is absent.
 func DefaultConfig() Config { return Config{Port: DefaultPort, PortWait: "10s"} }
@@ -305,6 +321,9 @@ type ManifestFile struct {
 	Path    string `json:"path"`
 	Version string `json:"version,omitempty"`
 	SHA256  string `json:"sha256"`
+	// Packed is where the image holds a handler gzip-compressed; the runner unpacks
+	// it to Path on the handler's first start (runner.HandlerSpec.Packed).
+	Packed string `json:"packed,omitempty"`
 	// Types are the task types a handler serves, as recorded when the image was built
 	// (manifest schema 2 on); empty for the agent and in older images.
 	Types []ManifestType `json:"types,omitempty"`

@@ -149,7 +149,7 @@ func (c Config) handlerSpecs(manifestPath string, log *slog.Logger) ([]runner.Ha
 		return nil, err
 	}
 	for _, h := range m.Handlers {
-		spec := runner.HandlerSpec{Name: h.Name, Path: h.Path, SHA256: h.SHA256}
+		spec := runner.HandlerSpec{Name: h.Name, Path: h.Path, Packed: h.Packed, SHA256: h.SHA256}
 		for _, t := range h.Types {
 			spec.Types = append(spec.Types, runner.TaskType{Name: t.Name, Version: t.Version, Concurrency: t.Concurrency})
 		}

@@ -20,7 +20,7 @@ import (
 
 // builderVersion changes whenever the builder would lay out the same inputs
 // differently; it is part of the cache key.
-const builderVersion = "paddock-images/2"
+const builderVersion = "paddock-images/3"
 
 // Event reports build progress.
 type Event struct {
@@ -170,8 +170,12 @@ func (s *Store) Build(ctx context.Context, spec Spec, opts ...Option) (Image, er
 			served[t.Name] = h
 		}
 		guest := GuestHandlersDir + "/" + h.Name
-		ar.file(guest, data, 0o755)
-		m.Handlers = append(m.Handlers, Binary{Name: h.Name, Path: guest, Version: v, Size: int64(len(data)), SHA256: sum, Types: types})
+		packed, err := gzipBytes(data)
+		if err != nil {
+			return Image{}, fmt.Errorf("compressing handler %q %s: %w", h.Name, h.Path, err)
+		}
+		ar.file(guest+PackedSuffix, packed, 0o644)
+		m.Handlers = append(m.Handlers, Binary{Name: h.Name, Path: guest, Packed: guest + PackedSuffix, Version: v, Size: int64(len(data)), SHA256: sum, Types: types})
 	}
 
 	// Agent config and the guest's manifest.

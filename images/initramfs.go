@@ -83,6 +83,27 @@ func (a archive) write(w io.Writer) error {
 	return nil
 }
 
+// PackedSuffix ends the name of a handler binary the initramfs holds gzip-compressed
+// (Binary.Packed).
+const PackedSuffix = ".gz"
+
+// gzipBytes compresses b reproducibly (no name, no time in the header).
+func gzipBytes(b []byte) ([]byte, error) {
+	var buf bytes.Buffer
+	zw, err := kgzip.NewWriterLevel(&buf, kgzip.BestCompression)
+	if err != nil {
+		return nil, err
+	}
+	zw.Header = kgzip.Header{OS: 3}
+	if _, err := zw.Write(b); err != nil {
+		return nil, err
+	}
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
 // readModule returns the plain .ko content of a module file and the suffix removed:
 // .ko.xz (through the xz command, xz-utils), .ko.zst and .ko.gz are decompressed here
 // so that the guest only ever loads plain .ko files.

@@ -52,6 +52,11 @@ type Binary struct {
 	Version string `json:"version,omitempty"`
 	Size    int64  `json:"size"`
 	SHA256  string `json:"sha256"`
+	// Packed is, for a handler, where the initramfs holds the binary gzip-compressed
+	// (Path + ".gz"): the agent unpacks it to Path when the handler first starts, so
+	// an idle guest keeps about 5 MB of a handler in memory instead of 13. Size and
+	// SHA256 are the unpacked binary's. Empty for the agent and in older images.
+	Packed string `json:"packed,omitempty"`
 	// Types are the task types a handler serves, sorted by name, as the handler itself
 	// answered when the build started it once (Describe). Empty for the agent.
 	Types []TaskType `json:"types,omitempty"`

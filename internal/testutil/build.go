@@ -13,7 +13,8 @@ import (
 // Bin is one binary a test builds: Out is its path under the output directory, Pkg its
 // package ("./cmd/paddock", relative to the module root, or an import path). Binaries
 // are built like `make build` does: paddock with cgo (it links libvirt), everything else
-// static and stripped (CGO_ENABLED=0, -s -w), fit for a guest image.
+// static, stripped and small (CGO_ENABLED=0, -trimpath, -tags grpcnotrace, -s -w: see
+// GuestBuildFlags), fit for a guest image.
 type Bin struct{ Out, Pkg string }
 
 // PaddockBins lists paddock, paddock-agent and the named example handlers
@@ -25,6 +26,12 @@ func PaddockBins(handlers ...string) []Bin {
 	}
 	return bs
 }
+
+// GuestBuildFlags are the `go build` flags (with CGO_ENABLED=0) of binaries that run in
+// guests, as the Makefile's GUEST_BUILD: grpcnotrace drops grpc's x/net/trace, whose
+// html/template use stops the linker from removing unused exported methods (the agent
+// shrinks from 14.0 to 11.6 MB, pages each guest's initramfs holds in memory).
+var GuestBuildFlags = []string{"-trimpath", "-tags", "grpcnotrace", "-ldflags", "-s -w"}
 
 // BinSet builds its binaries once per test process into a fresh 0755 temporary
 // directory (QEMU never reads it, but an image build runs the handlers from it). Call
@@ -72,7 +79,7 @@ func (b *BinSet) build() (string, error) {
 		args := []string{"build", "-o", filepath.Join(dir, bin.Out)}
 		env := os.Environ()
 		if bin.Out != "paddock" {
-			args = append(args, "-ldflags", "-s -w")
+			args = append(args, GuestBuildFlags...)
 			env = append(env, "CGO_ENABLED=0")
 		}
 		cmd := exec.Command("go", append(args, bin.Pkg)...)

@@ -15,6 +15,12 @@ type HandlerSpec struct {
 	Name string
 	// Path of the binary.
 	Path string
+	// Packed, when set, is a gzip-compressed copy of the binary (an image's
+	// /usr/lib/paddock/handlers/<name>.gz). While Path does not exist, the handler's
+	// first start unpacks Packed to Path (mode 0755) and removes Packed, so a guest
+	// whose handler never runs holds only the compressed bytes in its memory. The
+	// unpacked binary is checked against SHA256 like any other.
+	Packed string
 	// SHA256 is the expected hex sha256 of the binary, from the image manifest.
 	SHA256 string
 	// Args are extra command-line arguments (optional).
@@ -114,6 +120,8 @@ func (c Config) Validate() error {
 			return fmt.Errorf("runner config: handler %q: Path is empty", h.Name)
 		case !filepath.IsAbs(h.Path):
 			return fmt.Errorf("runner config: handler %q: Path %q is not absolute", h.Name, h.Path)
+		case h.Packed != "" && (!filepath.IsAbs(h.Packed) || h.Packed == h.Path):
+			return fmt.Errorf("runner config: handler %q: Packed %q must be an absolute path other than Path (the image manifest's packed)", h.Name, h.Packed)
 		}
 		if b, err := hex.DecodeString(h.SHA256); err != nil || len(b) != 32 {
 			return fmt.Errorf("runner config: handler %q: SHA256 %q is not 64 hex digits (take it from the image manifest, or `sha256sum %s`)", h.Name, h.SHA256, h.Path)

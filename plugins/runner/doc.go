@@ -2,7 +2,8 @@
 // binary once (after checking its sha256 against the image manifest, with
 // go-plugin's SecureConfig and AutoMTLS) — all in parallel in New, or, with
 // Config.Lazy and the handler's types known from the manifest, on its first call
-// (it must then serve exactly those types) — sends it concurrent calls, and keeps it
+// (it must then serve exactly those types); a handler the image holds compressed
+// (HandlerSpec.Packed) is unpacked to its path just before its first start — sends it concurrent calls, and keeps it
 // alive — a crashed handler fails its calls in flight as retryable ("handler
 // crashed") and is restarted with backoff; a call past its deadline is
 // cancelled, and a handler that ignores the cancellation for longer than the

@@ -142,6 +142,11 @@ func (p *proc) killed() string {
 func (h *handler) start(ctx context.Context) (*proc, []TaskType, error) {
 	// go-plugin's SecureConfig hashes the binary just before it runs it; a mismatch
 	// is explained by VerifyFile below (hashing it once more, on that path only).
+	if h.spec.Packed != "" {
+		if err := unpack(h.spec.Packed, h.spec.Path); err != nil {
+			return nil, nil, fmt.Errorf("refusing handler %q: %w", h.spec.Name, err)
+		}
+	}
 	if _, err := os.Stat(h.spec.Path); err != nil {
 		return nil, nil, fmt.Errorf("refusing handler %q: %w", h.spec.Name, err)
 	}

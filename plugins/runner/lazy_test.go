@@ -1,9 +1,12 @@
 package runner_test
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -126,5 +129,57 @@ func TestStartAll(t *testing.T) {
 	}
 	if res := r.Execute(context.Background(), runner.Task{Type: "test.echo", Payload: []byte("x")}); !res.OK() {
 		t.Fatalf("call: %+v", res)
+	}
+}
+
+// A lazy handler that the image holds gzip-compressed (HandlerSpec.Packed, the real
+// testhandler compressed) is unpacked to its path on its first call, checked and run;
+// the compressed copy is removed. A packed copy whose contents are not the pinned
+// binary is refused like a tampered binary.
+func TestLazyStartUnpacksPackedHandler(t *testing.T) {
+	types := declaredTypes(t)
+	bin, err := os.ReadFile(spec("testhandler").Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		content []byte
+		wantOK  bool
+	}{
+		{"the pinned binary", bin, true},
+		{"another binary", append(append([]byte{}, bin...), 0), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			packed, path := filepath.Join(dir, "testhandler.gz"), filepath.Join(dir, "testhandler")
+			var buf bytes.Buffer
+			zw := gzip.NewWriter(&buf)
+			zw.Write(tc.content)
+			zw.Close()
+			if err := os.WriteFile(packed, buf.Bytes(), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			r := newRunner(t, func(c *runner.Config) {
+				lazySpec(t, types)(c)
+				c.Handlers[0].Path, c.Handlers[0].Packed = path, packed
+			})
+			if _, err := os.Stat(path); err == nil {
+				t.Fatal("New unpacked the lazy handler before its first call")
+			}
+			res := r.Execute(context.Background(), runner.Task{ID: "t", Type: "test.echo", Payload: []byte("hi")})
+			if tc.wantOK {
+				if !res.OK() || string(res.Output) != "hi" {
+					t.Fatalf("first call: %+v", res)
+				}
+				if _, err := os.Stat(packed); err == nil {
+					t.Error("the packed copy is still there after unpacking")
+				}
+				return
+			}
+			if res.OK() || res.Reason != runner.ReasonUnavailable {
+				t.Fatalf("first call of a packed binary other than the pinned one: %+v, want handler_unavailable", res)
+			}
+		})
 	}
 }

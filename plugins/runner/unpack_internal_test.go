@@ -1,0 +1,83 @@
+package runner
+
+import (
+	"bytes"
+	"compress/gzip"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func gz(t *testing.T, b []byte) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	if _, err := zw.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func TestUnpack(t *testing.T) {
+	content := []byte("#!/bin/sh\necho handler\n")
+	tests := []struct {
+		name       string
+		packed     []byte // nil: no packed file
+		existing   []byte // nil: no unpacked file yet
+		want       []byte
+		wantErr    bool
+		wantPacked bool // the packed file is still there afterwards
+	}{
+		{name: "first start unpacks and removes the packed copy", packed: gz(t, content), want: content},
+		{name: "already unpacked: left alone", packed: gz(t, []byte("other")), existing: content, want: content, wantPacked: true},
+		{name: "unpacked earlier, packed copy gone", existing: content, want: content},
+		{name: "not gzip", packed: []byte("not gzip at all"), wantErr: true, wantPacked: true},
+		{name: "truncated", packed: gz(t, content)[:20], wantErr: true, wantPacked: true},
+		{name: "missing", wantErr: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path, packed := filepath.Join(dir, "h"), filepath.Join(dir, "h.gz")
+			if tc.packed != nil {
+				if err := os.WriteFile(packed, tc.packed, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tc.existing != nil {
+				if err := os.WriteFile(path, tc.existing, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			err := unpack(packed, path)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("unpack: err %v, want error %v", err, tc.wantErr)
+			}
+			if _, serr := os.Stat(packed); (serr == nil) != tc.wantPacked {
+				t.Errorf("packed file present: %v, want %v", serr == nil, tc.wantPacked)
+			}
+			if _, serr := os.Stat(path + ".unpacking"); serr == nil {
+				t.Errorf("%s.unpacking left behind", path)
+			}
+			if tc.wantErr {
+				if _, serr := os.Stat(path); serr == nil {
+					t.Errorf("a failed unpack left %s", path)
+				}
+				return
+			}
+			got, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, tc.want) {
+				t.Errorf("unpacked %q, want %q", got, tc.want)
+			}
+			if st, _ := os.Stat(path); st.Mode().Perm()&0o100 == 0 {
+				t.Errorf("unpacked binary mode %v is not executable", st.Mode())
+			}
+		})
+	}
+}
