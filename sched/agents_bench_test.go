@@ -23,8 +23,10 @@ import (
 // what grows with the agent count is the server's side: the registry, placement, one
 // stream and one heartbeat per agent. The rate is taken between 10 % and 90 % of the
 // backlog done, so that connecting the agents and the tail are not counted.
+// PADDOCK_BENCH_AGENTS=10 (or 1000) runs only that side, to profile it alone.
 //
 //	go test -run '^$' -bench ManyAgents -benchtime 1x -timeout 60m ./sched
+//	PADDOCK_BENCH_AGENTS=1000 go test -run '^$' -bench ManyAgents -benchtime 1x -cpuprofile cpu.out ./sched
 func BenchmarkManyAgents(b *testing.B) {
 	n := 100_000
 	if v := os.Getenv("PADDOCK_BENCH_TASKS"); v != "" {
@@ -32,6 +34,17 @@ func BenchmarkManyAgents(b *testing.B) {
 		if n, err = strconv.Atoi(v); err != nil || n < 100 {
 			b.Fatalf("PADDOCK_BENCH_TASKS=%q: want a number of tasks ≥ 100", v)
 		}
+	}
+	switch side := os.Getenv("PADDOCK_BENCH_AGENTS"); side {
+	case "":
+	case "10", "1000":
+		agents, _ := strconv.Atoi(side)
+		for i := 0; i < b.N; i++ {
+			b.ReportMetric(dispatchRate(b, agents, n), "tasks/s-"+side+"-agents")
+		}
+		return
+	default:
+		b.Fatalf("PADDOCK_BENCH_AGENTS=%q: want 10 or 1000 (or unset for both and their ratio)", side)
 	}
 	for i := 0; i < b.N; i++ {
 		few := dispatchRate(b, 10, n)
