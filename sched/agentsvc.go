@@ -289,6 +289,9 @@ func (s *Server) register(r *agentv1.Register, se *session, att *GuestAddr) (*ag
 	a.capacity = store.Requirements{CPUMillis: c.GetCpuMillis(), MemoryBytes: c.GetMemoryBytes(), Labels: c.GetLabels()}
 	a.total = int(r.GetTotalSlots())
 	s.setTypes(a, r.GetTypes())
+	if a.index == nil {
+		s.index.add(a)
+	}
 	return a, nil
 }
 
@@ -312,6 +315,7 @@ func (s *Server) setTypes(a *agent, types []*agentv1.TaskType) {
 		}
 	}
 	a.types = nt
+	a.reindex()
 }
 
 // lose marks a lost when its session se ends (unless a newer session replaced it).
@@ -326,6 +330,7 @@ func (s *Server) lose(a *agent, se *session, log *slog.Logger) {
 		return
 	}
 	a.sess, a.state, a.lostAt = nil, agentLost, time.Now()
+	a.reindex()
 	log.Warn("agent lost", "running", len(a.running))
 }
 

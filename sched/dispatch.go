@@ -56,17 +56,7 @@ type grantFor struct {
 func (s *Server) dispatchOnce(ctx context.Context, all bool) (int, error) {
 	now := time.Now()
 	s.mu.Lock()
-	free := map[string]int{}
-	for _, a := range s.agents {
-		if a.state != agentConnected {
-			continue
-		}
-		for n := range a.types {
-			if f := a.free(n); f > 0 {
-				free[n] += f
-			}
-		}
-	}
+	free := s.index.freeSlots()
 	s.mu.Unlock()
 	total := 0
 	for typ, f := range free {
@@ -112,6 +102,7 @@ func (s *Server) dispatchOnce(ctx context.Context, all bool) (int, error) {
 			as := a.running[t.ID]
 			as.sess, as.class, as.tenant = a.sess, t.Class, t.Tenant
 			a.assigned++
+			a.reindex() // a guest may have reached its max tasks
 			grants = append(grants, store.Grant{TaskID: t.ID, AgentID: a.id, ExpiresAt: now.Add(s.cfg.LeaseTTL), Secret: newSecret()})
 			by[t.ID] = grantFor{a, t.Type}
 			readyAt[t.ID] = t.CreatedAt
@@ -129,6 +120,7 @@ func (s *Server) dispatchOnce(ctx context.Context, all bool) (int, error) {
 			for id, g := range by {
 				g.agent.release(id, 0)
 				g.agent.assigned--
+				g.agent.reindex()
 			}
 			s.mu.Unlock()
 			return total, fmt.Errorf("leasing %d tasks of type %s: %w", len(grants), typ, err)
@@ -157,6 +149,7 @@ func (s *Server) dispatchOnce(ctx context.Context, all bool) (int, error) {
 			if !got[id] {
 				g.agent.release(id, 0)
 				g.agent.assigned--
+				g.agent.reindex()
 			}
 		}
 		s.mu.Unlock()
@@ -243,6 +236,7 @@ func (s *Server) sweepLoop(ctx context.Context) {
 				a.sess.close(fmt.Errorf("no heartbeat for %v", silent.Round(time.Millisecond)))
 			}
 			if a.state == agentLost && now.Sub(a.lostAt) > 10*time.Minute {
+				s.index.drop(a)
 				delete(s.agents, id)
 			}
 		}

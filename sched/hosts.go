@@ -307,6 +307,7 @@ func (s *Server) GuestGone(ctx context.Context, host, guest, reason string) {
 		a.sess.close(errors.New("its host reported the guest gone: " + reason))
 	}
 	a.gone = true
+	a.reindex()
 	s.mu.Unlock()
 	live, err := s.st.Live(ctx)
 	if err != nil {

@@ -68,9 +68,10 @@ func TestPick(t *testing.T) {
 		{"ties only among the least pending", []*agent{testAgent("a", cpuAt(0), busy(1)), testAgent("b", cpuAt(80)), testAgent("c", cpuAt(90))}, echo, []string{"b"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := &Server{agents: map[string]*agent{}}
+			s := &Server{agents: map[string]*agent{}, index: newAgentIndex()}
 			for _, a := range tc.agents {
 				s.agents[a.id] = a
+				s.index.add(a)
 			}
 			seen := map[string]bool{}
 			for i := 0; i < 200; i++ {

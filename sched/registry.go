@@ -1,7 +1,6 @@
 package sched
 
 import (
-	"math/rand/v2"
 	"sort"
 	"time"
 
@@ -39,6 +38,11 @@ type agent struct {
 	hostID, pool       string
 	maxTasks, assigned int
 	gone               bool
+
+	// index is the index a is filed in (nil: none); idx, its entries by type
+	// (agentindex.go).
+	index *agentIndex
+	idx   map[string]*indexEntry
 }
 
 // typeSlot is one type an agent serves. slots is the type's current limit from the
@@ -134,37 +138,10 @@ func (a *agent) unmet(r store.Requirements) string {
 
 // pick chooses an agent for t among those that fit: least pending first; ties broken
 // by the power of two random choices (two tied agents drawn at random, the one with the
-// lower CPU load wins). Caller holds s.mu.
+// lower CPU load wins). It draws from the agent index (agentindex.go), so its cost does
+// not grow with the number of agents. Caller holds s.mu.
 func (s *Server) pick(t *store.Task) *agent {
-	var best []*agent
-	least := int(^uint(0) >> 1)
-	for _, a := range s.agents {
-		if !a.fits(t) {
-			continue
-		}
-		switch p := a.pending(); {
-		case p < least:
-			least, best = p, append(best[:0], a)
-		case p == least:
-			best = append(best, a)
-		}
-	}
-	switch len(best) {
-	case 0:
-		return nil
-	case 1:
-		return best[0]
-	}
-	i := rand.IntN(len(best))
-	j := rand.IntN(len(best) - 1)
-	if j >= i {
-		j++
-	}
-	a, b := best[i], best[j]
-	if b.cpu() < a.cpu() {
-		return b
-	}
-	return a
+	return s.index.pick(t)
 }
 
 func (a *agent) cpu() float64 {
@@ -179,6 +156,7 @@ func (a *agent) reserve(taskID, typ string) {
 	a.types[typ].running++
 	a.running[taskID] = &assignment{taskID: taskID, typ: typ}
 	a.unacked++
+	a.reindex()
 }
 
 // acked records that the agent acknowledged as. Caller holds s.mu.
@@ -186,6 +164,7 @@ func (a *agent) acked(as *assignment) {
 	if !as.acked {
 		as.acked = true
 		a.unacked--
+		a.reindex()
 	}
 }
 
@@ -202,6 +181,7 @@ func (a *agent) release(taskID string, leaseID uint64) bool {
 	if ts := a.types[as.typ]; ts != nil && ts.running > 0 {
 		ts.running--
 	}
+	a.reindex()
 	return true
 }
 

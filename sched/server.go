@@ -52,6 +52,7 @@ type Server struct {
 	// mu guards the fields below.
 	mu      sync.Mutex
 	agents  map[string]*agent
+	index   *agentIndex // the agents available per type (agentindex.go)
 	waiters map[string][]chan struct{}
 	hosts   map[string]*hostRec
 	backlog map[string]int64 // queued tasks by type, as last sent to hosts
@@ -93,6 +94,7 @@ func New(cfg Config, st store.Store) (*Server, error) {
 		trans:      newTransients(),
 		pipes:      newPipes(),
 		agents:     map[string]*agent{},
+		index:      newAgentIndex(),
 		waiters:    map[string][]chan struct{}{},
 		hosts:      map[string]*hostRec{},
 		localWait:  map[string]bool{},
