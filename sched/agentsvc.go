@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -94,6 +95,9 @@ type session struct {
 	handover bool
 	// batch: the agent takes ServerBatch messages (agentv1.CapBatch, agentbatch.go).
 	batch bool
+	// seen is when the agent last sent anything on the session (Unix ns): set without
+	// the server's lock on every message, read by the sweep (agent.lastSeen).
+	seen atomic.Int64
 }
 
 func (se *session) send(m *agentv1.ServerMessage) {
@@ -295,8 +299,10 @@ func (s *Server) register(r *agentv1.Register, se *session, att *GuestAddr) (*ag
 	return a, nil
 }
 
-// setTypes updates a's types and slots, keeping the running counts. Caller holds s.mu.
-func (s *Server) setTypes(a *agent, types []*agentv1.TaskType) {
+// setTypes updates a's types and slots, keeping the running counts, and reports
+// whether a type got more slots (or is new). Caller holds s.mu.
+func (s *Server) setTypes(a *agent, types []*agentv1.TaskType) bool {
+	more := false
 	nt := map[string]*typeSlot{}
 	for _, t := range types {
 		ts := &typeSlot{version: t.GetVersion(), slots: int(t.GetSlots()), min: int(t.GetMinSlots()),
@@ -304,6 +310,9 @@ func (s *Server) setTypes(a *agent, types []*agentv1.TaskType) {
 			delay:     time.Duration(t.GetDelayMs()) * time.Millisecond, agentRunning: int(t.GetRunning())}
 		if ts.slots == 0 {
 			ts.slots = 1
+		}
+		if old := a.types[t.GetName()]; old == nil || ts.slots > old.slots {
+			more = true
 		}
 		nt[t.GetName()] = ts
 	}
@@ -316,6 +325,7 @@ func (s *Server) setTypes(a *agent, types []*agentv1.TaskType) {
 	}
 	a.types = nt
 	a.reindex()
+	return more
 }
 
 // lose marks a lost when its session se ends (unless a newer session replaced it).
@@ -442,12 +452,8 @@ func (p *pipeline) run(id string, fn func()) {
 }
 
 func (s *Server) handleAgentMessage(ctx context.Context, a *agent, se *session, pl *pipeline, m *agentv1.AgentMessage) error {
-	// Any message proves the agent alive, not only heartbeats.
-	s.mu.Lock()
-	if a.sess == se {
-		a.lastHeartbeat = time.Now()
-	}
-	s.mu.Unlock()
+	// Any message proves the agent alive, not only heartbeats (no lock: agent.lastSeen).
+	se.seen.Store(time.Now().UnixNano())
 	switch m := m.GetMsg().(type) {
 	case *agentv1.AgentMessage_Heartbeat:
 		if err := validateTypes("heartbeat", m.Heartbeat.GetTypes()); err != nil {
@@ -495,8 +501,12 @@ func (s *Server) heartbeat(ctx context.Context, a *agent, hb *agentv1.Heartbeat)
 	var refs []store.LeaseRef
 	s.mu.Lock()
 	a.lastHeartbeat, a.load = now, hb.GetLoad()
+	// The dispatcher is woken only if the agent can take more than before: more slots,
+	// or slots of preempted tasks freed. One wake per agent per heartbeat would be a
+	// dispatch round per heartbeat with many agents.
+	pending, more := a.pending(), false
 	if len(hb.GetTypes()) > 0 {
-		s.setTypes(a, hb.GetTypes())
+		more = s.setTypes(a, hb.GetTypes())
 	}
 	for _, r := range hb.GetRunning() {
 		as := a.running[r.GetTaskId()]
@@ -514,6 +524,7 @@ func (s *Server) heartbeat(ctx context.Context, a *agent, hb *agentv1.Heartbeat)
 		refs = append(refs, store.LeaseRef{TaskID: r.GetTaskId(), LeaseID: r.GetLeaseId()})
 	}
 	releaseStopped(a, hb.GetRunning()) // preempted tasks the agent has stopped (preempt.go)
+	more = more || a.pending() < pending
 	s.mu.Unlock()
 	if len(refs) > 0 {
 		expires := now.Add(s.cfg.LeaseTTL)
@@ -531,7 +542,9 @@ func (s *Server) heartbeat(ctx context.Context, a *agent, hb *agentv1.Heartbeat)
 			s.mu.Unlock()
 		}
 	}
-	s.wake()
+	if more {
+		s.wake()
+	}
 }
 
 // ack moves an acknowledged assignment to running, or requeues a refused one.

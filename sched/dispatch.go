@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"time"
 
 	agentv1 "github.com/paddockvm/paddock/api/agent/v1"
@@ -57,14 +58,23 @@ func (s *Server) dispatchOnce(ctx context.Context, all bool) (int, error) {
 	now := time.Now()
 	s.mu.Lock()
 	free := s.index.freeSlots()
+	var localWait map[string]bool // types of which a task waited for a slot near its inputs
+	if len(s.localWait) > 0 {
+		localWait = maps.Clone(s.localWait)
+	}
 	s.mu.Unlock()
+	// Each feature costs a round nothing when not in use: transient streams' tasks are
+	// sent first only when some are queued, locality waits are read once per round.
+	transient := s.trans.queued()
 	total := 0
 	for typ, f := range free {
-		if n := s.sendTransient(typ, now); n > 0 { // transient streams' tasks first (transient.go)
-			total += n
-			f -= n
-			if f <= 0 {
-				continue
+		if transient {
+			if n := s.sendTransient(typ, now); n > 0 { // transient streams' tasks first (transient.go)
+				total += n
+				f -= n
+				if f <= 0 {
+					continue
+				}
 			}
 		}
 		gen, hinted := s.readyHint(typ)
@@ -72,12 +82,12 @@ func (s *Server) dispatchOnce(ctx context.Context, all bool) (int, error) {
 			continue
 		}
 		limit := min(2*f+8, 1000)
-		s.mu.Lock()
-		if s.localWait[typ] { // tasks waited for a slot near their inputs: look further
+		if localWait[typ] { // tasks waited for a slot near their inputs: look further
 			limit = max(limit, localityScan)
+			s.mu.Lock()
+			delete(s.localWait, typ)
+			s.mu.Unlock()
 		}
-		delete(s.localWait, typ)
-		s.mu.Unlock()
 		tasks, err := s.readyTasks(ctx, typ, now, limit)
 		if err != nil {
 			return total, err
@@ -227,8 +237,9 @@ func (s *Server) sweepLoop(ctx context.Context) {
 			s.log.Warn("the server stalled; agents' silence counts from now", "stall", stall.Round(time.Millisecond))
 		}
 		for id, a := range s.agents {
-			silent := now.Sub(a.lastHeartbeat)
-			if a.lastHeartbeat.Before(stalledUntil) {
+			seen := a.lastSeen()
+			silent := now.Sub(seen)
+			if seen.Before(stalledUntil) {
 				silent = now.Sub(stalledUntil)
 			}
 			if a.state == agentConnected && silent > s.cfg.AgentTimeout && a.sess != nil {
@@ -317,4 +328,12 @@ func (s *Server) finished(t store.Task) {
 
 func cancelMsg(taskID string, leaseID uint64, kind agentv1.CancelKind, reason string) *agentv1.ServerMessage {
 	return &agentv1.ServerMessage{Msg: &agentv1.ServerMessage_Cancel{Cancel: &agentv1.Cancel{TaskId: taskID, LeaseId: leaseID, Kind: kind, Reason: reason}}}
+}
+
+// queued reports whether any transient task waits to be dispatched (a false positive
+// costs a round one look at each type's transient queue; never a false negative).
+func (tr *transients) queued() bool {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return len(tr.queue) > 0
 }

@@ -85,6 +85,18 @@ type assignment struct {
 
 func (a *agent) pending() int { return len(a.running) }
 
+// lastSeen is when a last sent anything: its last heartbeat, or a later message on
+// its current session. Caller holds s.mu.
+func (a *agent) lastSeen() time.Time {
+	t := a.lastHeartbeat
+	if a.sess != nil {
+		if n := a.sess.seen.Load(); n > t.UnixNano() {
+			t = time.Unix(0, n)
+		}
+	}
+	return t
+}
+
 // hasFreeTotal reports whether a runs fewer tasks than its total slots. A type's limit
 // may drop below what it runs (the allocator moved slots to another type): the other
 // type's new slots free up only as those tasks end, never past the total.
@@ -225,7 +237,7 @@ func (s *Server) Agents() []AgentInfo {
 	var out []AgentInfo
 	for _, a := range s.agents {
 		ai := AgentInfo{Replica: s.cfg.ReplicaID, ID: a.id, Host: a.host, Version: a.version, State: a.state, Running: a.pending(), TotalSlots: a.total,
-			Labels: a.capacity.Labels, ConnectedAt: a.connectedAt, LastHeartbeat: a.lastHeartbeat}
+			Labels: a.capacity.Labels, ConnectedAt: a.connectedAt, LastHeartbeat: a.lastSeen()}
 		for n, ts := range a.types {
 			ai.Types = append(ai.Types, AgentTypeInfo{Name: n, Version: ts.version, Slots: ts.slots, Running: ts.running,
 				MinSlots: ts.min, TolerableDelay: ts.tolerable, Delay: ts.delay})
