@@ -302,19 +302,28 @@ func (s *Server) register(r *agentv1.Register, se *session, att *GuestAddr) (*ag
 // setTypes updates a's types and slots, keeping the running counts, and reports
 // whether a type got more slots (or is new). Caller holds s.mu.
 func (s *Server) setTypes(a *agent, types []*agentv1.TaskType) bool {
+	if sameTypes(a, types) { // every heartbeat: update in place, file again only if slots moved
+		more, moved := false, false
+		for _, t := range types {
+			ts := a.types[t.GetName()]
+			n := newTypeSlot(t)
+			more, moved = more || n.slots > ts.slots, moved || n.slots != ts.slots
+			n.running = ts.running
+			*ts = n
+		}
+		if moved {
+			a.reindex()
+		}
+		return more
+	}
 	more := false
 	nt := map[string]*typeSlot{}
 	for _, t := range types {
-		ts := &typeSlot{version: t.GetVersion(), slots: int(t.GetSlots()), min: int(t.GetMinSlots()),
-			tolerable: time.Duration(t.GetTolerableDelayMs()) * time.Millisecond,
-			delay:     time.Duration(t.GetDelayMs()) * time.Millisecond, agentRunning: int(t.GetRunning())}
-		if ts.slots == 0 {
-			ts.slots = 1
-		}
+		ts := newTypeSlot(t)
 		if old := a.types[t.GetName()]; old == nil || ts.slots > old.slots {
 			more = true
 		}
-		nt[t.GetName()] = ts
+		nt[t.GetName()] = &ts
 	}
 	for _, as := range a.running {
 		if ts := nt[as.typ]; ts != nil {
@@ -326,6 +335,35 @@ func (s *Server) setTypes(a *agent, types []*agentv1.TaskType) bool {
 	a.types = nt
 	a.reindex()
 	return more
+}
+
+// newTypeSlot is t as the agent declared it, nothing running (slots 0 counts as 1).
+func newTypeSlot(t *agentv1.TaskType) typeSlot {
+	ts := typeSlot{version: t.GetVersion(), slots: int(t.GetSlots()), min: int(t.GetMinSlots()),
+		tolerable: time.Duration(t.GetTolerableDelayMs()) * time.Millisecond,
+		delay:     time.Duration(t.GetDelayMs()) * time.Millisecond, agentRunning: int(t.GetRunning())}
+	if ts.slots == 0 {
+		ts.slots = 1
+	}
+	return ts
+}
+
+// sameTypes reports whether types names exactly the types a has, each once.
+func sameTypes(a *agent, types []*agentv1.TaskType) bool {
+	if len(types) != len(a.types) {
+		return false
+	}
+	for i, t := range types {
+		if a.types[t.GetName()] == nil {
+			return false
+		}
+		for _, u := range types[:i] {
+			if u.GetName() == t.GetName() {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // lose marks a lost when its session se ends (unless a newer session replaced it).
