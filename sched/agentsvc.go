@@ -308,8 +308,10 @@ func (s *Server) setTypes(a *agent, types []*agentv1.TaskType) bool {
 			ts := a.types[t.GetName()]
 			n := newTypeSlot(t)
 			more, moved = more || n.slots > ts.slots, moved || n.slots != ts.slots
-			n.running = ts.running
 			*ts = n
+		}
+		for _, as := range a.running { // counted again, as a new map would be
+			a.types[as.typ].running++
 		}
 		if moved {
 			a.reindex()
