@@ -146,9 +146,8 @@
 // slots. A dispatch round reads the free slots per type from it, and pick draws two of
 // the least pending from it (tasks with requirements read only the available agents),
 // so a round costs the same with 10 agents as with 1,000. A round pays nothing for what
-// is not in use: preemption for online tasks is looked for on the dispatcher's tick or
-// after an online task was queued (Server.onlineGen), transient queues only when one
-// holds a task. A heartbeat wakes the dispatcher only when the agent can take more, and
+// is not in use: transient queues are read only when one holds a task, locality waits
+// once a round. A heartbeat wakes the dispatcher only when the agent can take more, and
 // any message proves an agent alive without the server's lock (session.seen).
 // TestPick and TestAgentIndex test placement and the index; BenchmarkManyAgents compares
 // the dispatch rate with 1,000 agents to that with 10:
