@@ -274,19 +274,15 @@ func (s *Server) sweepLoop(ctx context.Context) {
 // expire ends the lease of t, which expired: the task is requeued (after a backoff),
 // dead (out of attempts) or cancelled (a cancel was requested).
 func (s *Server) expire(ctx context.Context, t store.Task, now time.Time, msg string) {
-	to, err := store.Next(t, store.EvExpire)
+	if msg == "" {
+		msg = fmt.Sprintf("lease %d on agent %s expired (agent lost, or task past its timeout)", t.LeaseID, t.AgentID)
+	}
+	u, err := store.Transition(t, store.EvExpire, store.Change{Now: now, Error: msg, FailureKind: store.LeaseExpired, Backoff: s.backoff(t.Attempt)})
 	if err != nil {
 		s.log.Error("expiring lease", "task", t.ID, "err", err)
 		return
 	}
-	if msg == "" {
-		msg = fmt.Sprintf("lease %d on agent %s expired (agent lost, or task past its timeout)", t.LeaseID, t.AgentID)
-	}
-	u := store.Update{TaskID: t.ID, From: []store.State{t.State}, LeaseID: t.LeaseID, To: to, Now: now,
-		Error: &msg, EndAttempt: true, Retryable: true, FailureKind: store.LeaseExpired}
-	if to == store.Queued {
-		u.NotBefore = now.Add(s.backoff(t.Attempt))
-	}
+	to := u.To
 	nt, err := s.st.Update(ctx, u)
 	if errors.Is(err, store.ErrConflict) {
 		return // a report or a renewal got there first
