@@ -19,13 +19,15 @@ func localityServer(t *testing.T, delay time.Duration) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{cfg: Config{LocalityDelay: delay, Blobs: fs}, agents: map[string]*agent{}, hosts: map[string]*hostRec{}, localWait: map[string]bool{}}
+	s := &Server{cfg: Config{LocalityDelay: delay, Blobs: fs}, agents: map[string]*agent{}, hosts: map[string]*hostRec{}, localWait: map[string]bool{},
+		index: newAgentIndex()}
 	s.metrics = newMetrics(s)
 	for _, h := range []string{"h1", "h2"} {
 		s.hosts[h] = &hostRec{id: h, state: hostConnected, caps: map[string]bool{CapStage: true}}
 		a := testAgent(h+"-g", func(a *agent) { a.types["echo"].slots = 1 })
 		a.hostID = h
 		s.agents[a.id] = a
+		s.index.add(a)
 	}
 	return s
 }
