@@ -7,11 +7,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -344,9 +346,18 @@ func TestStreamResumeAcrossReconnect(t *testing.T) {
 	big := bytes.Repeat([]byte("reconnect "), 100_000)
 	b, addr := startBlobServer(t, map[string][]byte{digestOf(big): big})
 	c := &conns{}
-	b.cutConn = c.breakAll
+	var dataDir atomic.Pointer[string]
+	// Break the connection once the agent has written some of the input: all of the
+	// cut's 300 KiB may still sit in the agent's HTTP/2 receive window (4 MiB) when the
+	// server returns, and a break then loses it all (a resume at 0, correctly).
+	b.cutConn = func() {
+		for end := time.Now().Add(30 * time.Second); time.Now().Before(end) && dataDir.Load() != nil && !wroteSome(*dataDir.Load()); time.Sleep(5 * time.Millisecond) {
+		}
+		c.breakAll()
+	}
 	ex := &fileExec{}
-	startStreamAgentWith(t, c.dial(addr), ex)
+	s := startStreamAgentWith(t, c.dial(addr), ex)
+	dataDir.Store(&s.cfg.DataDir)
 	b.assign <- &agentv1.Assign{TaskId: "r1", LeaseId: 1, Type: "files", DataPath: agentv1.DataPath_DATA_PATH_STREAM,
 		InputBlobs: map[string]*agentv1.BlobRef{"big": {Digest: digestOf(big), Size: int64(len(big))}}}
 	r := nextReport(t, b)
@@ -362,4 +373,19 @@ func TestStreamResumeAcrossReconnect(t *testing.T) {
 	if len(offsets) != 2 || offsets[0] != 0 || offsets[1] == 0 || offsets[1] > b.cutAt {
 		t.Fatalf("ReadBlob offsets %v: want a start at 0 and one resume after the break", offsets)
 	}
+}
+
+// wroteSome reports whether any file under dir holds at least one byte.
+func wroteSome(dir string) bool {
+	found := false
+	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil && fi.Size() > 0 {
+				found = true
+				return filepath.SkipAll
+			}
+		}
+		return nil
+	})
+	return found
 }
