@@ -43,10 +43,16 @@ func newAgentIndex() *agentIndex { return &agentIndex{types: map[string]*typeInd
 // available is how many more tasks of typ a may take now, whatever their requirements:
 // 0 when it is not connected, is gone, reached its max tasks or MaxUnacked.
 func (a *agent) available(typ string) int {
-	if a.state != agentConnected || a.gone || (a.maxTasks > 0 && a.assigned >= a.maxTasks) || a.unacked >= MaxUnacked {
+	if !a.takesWork() {
 		return 0
 	}
 	return a.free(typ)
+}
+
+// takesWork reports whether a may be given a task now, whatever its slots: connected,
+// not gone, under its max tasks and MaxUnacked.
+func (a *agent) takesWork() bool {
+	return a.state == agentConnected && !a.gone && (a.maxTasks <= 0 || a.assigned < a.maxTasks) && a.unacked < MaxUnacked
 }
 
 // reindex files a again after a change of its slots (nothing when a is not indexed).

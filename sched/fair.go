@@ -51,12 +51,7 @@ func (s *Server) fairOrder(tasks []store.Task) []store.Task {
 	if len(s.cfg.Tenants) == 0 {
 		return tasks
 	}
-	running := map[string]int{}
-	for _, a := range s.agents {
-		for _, as := range a.running {
-			running[as.tenant]++
-		}
-	}
+	running := s.runningByTenant()
 	names := make([]string, len(tasks))
 	for i := range tasks {
 		names[i] = tasks[i].Tenant
@@ -67,4 +62,16 @@ func (s *Server) fairOrder(tasks []store.Task) []store.Task {
 		out[i] = tasks[j]
 	}
 	return out
+}
+
+// runningByTenant counts each tenant's leased and running tasks (stored and transient)
+// on this server's agents. Caller holds s.mu.
+func (s *Server) runningByTenant() map[string]int {
+	running := map[string]int{}
+	for _, a := range s.agents {
+		for _, as := range a.running {
+			running[as.tenant]++
+		}
+	}
+	return running
 }

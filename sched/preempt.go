@@ -124,8 +124,7 @@ func (s *Server) victim(on *store.Task) (victim, bool) {
 	defer s.mu.Unlock()
 	for _, a := range s.agents {
 		ts := a.types[on.Type]
-		if a.state != agentConnected || a.gone || ts == nil || a.sess == nil || a.unacked >= MaxUnacked ||
-			(a.maxTasks > 0 && a.assigned >= a.maxTasks) || a.unmet(on.Requirements) != "" {
+		if ts == nil || a.sess == nil || !a.takesWork() || a.unmet(on.Requirements) != "" {
 			continue
 		}
 		for key, as := range a.running {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -310,17 +311,10 @@ func renameErr(err error, from, to string) error {
 		return err
 	}
 	msg := ce.Message()
-	if rest, ok := cutPrefix(msg, from+"."); ok {
+	if rest, ok := strings.CutPrefix(msg, from+"."); ok {
 		msg = to + "." + rest
 	}
 	return connect.NewError(ce.Code(), errors.New(msg))
-}
-
-func cutPrefix(s, p string) (string, bool) {
-	if len(s) >= len(p) && s[:len(p)] == p {
-		return s[len(p):], true
-	}
-	return s, false
 }
 
 // deliver records the result of item seq of run and queues the results it releases.

@@ -170,13 +170,7 @@ func (s *Server) tenantRunning(q []*transTask) map[string]int {
 	if !limited {
 		return nil
 	}
-	running := map[string]int{}
-	for _, a := range s.agents {
-		for _, as := range a.running {
-			running[as.tenant]++
-		}
-	}
-	return running
+	return s.runningByTenant()
 }
 
 // lostTransient handles transient task t whose attempt ended without a result (its
