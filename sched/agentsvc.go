@@ -653,7 +653,7 @@ func (s *Server) Report(ctx context.Context, agentID string, r *agentv1.Report) 
 		s.metrics.reports.WithLabelValues(strings.ToLower(strings.TrimPrefix(outcome.String(), "REPORT_OUTCOME_"))).Inc()
 		return ack
 	}
-	t, err := s.st.Get(ctx, r.GetTaskId())
+	t, err := s.reportedTask(ctx, agentID, r)
 	if errors.Is(err, store.ErrNotFound) {
 		return reject(agentv1.ReportOutcome_REPORT_OUTCOME_REJECTED, "no task %s", r.GetTaskId())
 	}
@@ -740,6 +740,30 @@ func (s *Server) Report(ctx context.Context, agentID string, r *agentv1.Report) 
 type verdict struct {
 	outcome agentv1.ReportOutcome
 	why     string
+}
+
+// reportedTask is the task a report is about, as the report's update starts from. A
+// success under a lease this server granted to agentID, with that lease's secret, starts
+// from the task as the lease left it (assignment.leased): the update is a compare-and-swap
+// under that lease, so a task changed since (cancelled, expired, preempted, taken by
+// another replica) makes it lose, and Report then classifies the task as it is. Every
+// other report (a failure, which depends on a cancel asked since; a lease this server
+// does not know) reads the task.
+func (s *Server) reportedTask(ctx context.Context, agentID string, r *agentv1.Report) (store.Task, error) {
+	if r.GetStatus() == agentv1.Status_STATUS_SUCCEEDED {
+		s.mu.Lock()
+		var snap *store.Task
+		if a := s.agents[agentID]; a != nil {
+			if as := a.running[r.GetTaskId()]; as != nil && as.leased != nil && as.leaseID == r.GetLeaseId() && secretOK(as.secret, r.GetLeaseSecret()) {
+				snap = as.leased
+			}
+		}
+		s.mu.Unlock()
+		if snap != nil {
+			return *snap, nil
+		}
+	}
+	return s.st.Get(ctx, r.GetTaskId())
 }
 
 // classify says why a report under leaseID (with its secret) from agentID cannot apply

@@ -4,6 +4,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -48,4 +49,14 @@ func treeCPU(pid int) time.Duration {
 		return d
 	}
 	return sum(pid)
+}
+
+// selfCPU returns the CPU time (user + system) this process has used so far: in the
+// end-to-end benchmarks, the server's and the client's, without the agents and handlers.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -188,6 +188,9 @@ func (s *Server) dispatchOnce(ctx context.Context, all bool) (int, error) {
 // host the task started, and returns the Assign for the agent. Caller holds s.mu.
 func (s *Server) assignFor(a *agent, as *assignment, t *store.Task, now time.Time) *agentv1.Assign {
 	as.leaseID, as.secret, as.renewedUntil = t.LeaseID, t.LeaseSecret, t.LeaseExpiresAt
+	snap := *t
+	snap.Payload, snap.Inputs = nil, nil // the agent has them; the server need not keep them
+	as.leased = &snap
 	path := s.dataPath(a)
 	var stage map[string]store.BlobRef
 	if path == agentv1.DataPath_DATA_PATH_SHARED {

@@ -72,7 +72,12 @@ func (s *Server) preemptForOnline(ctx context.Context, all bool) {
 		if _, hinted := s.readyHint(typ); !all && !hinted {
 			continue
 		}
-		ready, err := s.st.Ready(ctx, typ, now, 64)
+		// Ready lists online tasks first: one row says whether any waits, so a full type
+		// with only batch tasks queued (the common case under load) reads one row, not 64.
+		ready, err := s.st.Ready(ctx, typ, now, 1)
+		if err == nil && len(ready) == 1 && ready[0].Class == store.Online {
+			ready, err = s.st.Ready(ctx, typ, now, 64)
+		}
 		if err != nil {
 			s.log.Error("finding online tasks to preempt for", "type", typ, "err", err)
 			continue

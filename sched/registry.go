@@ -81,6 +81,11 @@ type assignment struct {
 	// staleSince, when syncOnce first found the lease gone from the store.
 	cancelSent bool
 	staleSince time.Time
+	// leased is the task as its lease left it in the store (without its payload and
+	// inputs), set when this server granted the lease: a success report under this
+	// lease is applied from it without reading the task again (reportedTask). Nil for an
+	// assignment learnt another way (an agent's resync after a reconnect).
+	leased *store.Task
 }
 
 func (a *agent) pending() int { return len(a.running) }
