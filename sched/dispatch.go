@@ -17,7 +17,8 @@ import (
 func (s *Server) dispatchLoop(ctx context.Context) {
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
-	all := true // the first round and every tick read every type's queue
+	all := true        // the first round and every tick read every type's queue
+	var last time.Time // when the last round ended
 	for {
 		select {
 		case <-ctx.Done():
@@ -25,6 +26,18 @@ func (s *Server) dispatchLoop(ctx context.Context) {
 		case <-s.kick:
 		case <-t.C:
 			all = true
+		}
+		// Under a backlog every report kicks a round for its one freed slot, and each
+		// round reads more ready tasks than it leases (readyTasks' overscan): a kick
+		// that comes within dispatchCoalesce of the last round waits out the rest of
+		// it, so that one round serves the slots freed meanwhile. A kick after a quiet
+		// spell (one task at a time) is served at once.
+		if wait := dispatchCoalesce - time.Since(last); !all && wait > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
 		}
 		round := all
 		for ctx.Err() == nil {
@@ -43,8 +56,12 @@ func (s *Server) dispatchLoop(ctx context.Context) {
 		if ctx.Err() == nil {
 			s.preemptForOnline(ctx, round) // online tasks still waiting take batch tasks' slots
 		}
+		last = time.Now()
 	}
 }
+
+// dispatchCoalesce is the least time between two dispatch rounds started by kicks.
+const dispatchCoalesce = time.Millisecond
 
 type grantFor struct {
 	agent *agent

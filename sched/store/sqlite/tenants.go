@@ -103,12 +103,16 @@ func (s *Store) RevokeToken(ctx context.Context, id string, at time.Time) (store
 
 // CountTenant implements store.TenantStore.
 func (s *Store) CountTenant(ctx context.Context, tenant string, st store.State) (int64, error) {
-	q, err := s.prepared(&s.rstmts, s.r, `SELECT COUNT(*) FROM tasks WHERE tenant = ? AND state = ?`)
+	if !st.Valid() {
+		return 0, fmt.Errorf("counting the tasks of tenant %s: state %q: %w", tenant, st, store.ErrInvalid)
+	}
+	// The state is a literal (see Ready): one statement per state.
+	q, err := s.prepared(&s.rstmts, s.r, `SELECT COUNT(*) FROM tasks WHERE tenant = ? AND state = '`+string(st)+`'`)
 	if err != nil {
 		return 0, err
 	}
 	var n int64
-	if err := q.QueryRowContext(ctx, tenant, string(st)).Scan(&n); err != nil {
+	if err := q.QueryRowContext(ctx, tenant).Scan(&n); err != nil {
 		return 0, fmt.Errorf("counting the %s tasks of tenant %s: %w", st, tenant, err)
 	}
 	return n, nil
@@ -116,8 +120,8 @@ func (s *Store) CountTenant(ctx context.Context, tenant string, st store.State) 
 
 // ReadyTenant implements store.TenantStore.
 func (s *Store) ReadyTenant(ctx context.Context, typ, tenant string, now time.Time, limit int) ([]store.Task, error) {
-	ts, err := s.queryTasks(ctx, `SELECT `+listCols+` FROM tasks WHERE tenant = ? AND state = ? AND type = ? AND not_before <= ?
- ORDER BY priority DESC, seq LIMIT ?`, tenant, string(store.Queued), typ, ms(now), limit)
+	ts, err := s.queryTasks(ctx, `SELECT `+listCols+` FROM tasks WHERE tenant = ? AND state = 'queued' AND type = ? AND not_before <= ?
+ ORDER BY priority DESC, seq LIMIT ?`, tenant, typ, ms(now), limit)
 	if err != nil {
 		return nil, fmt.Errorf("finding ready tasks of type %s of tenant %s: %w", typ, tenant, err)
 	}
