@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"sort"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -24,6 +25,7 @@ import (
 	"github.com/paddockvm/paddock/blob"
 	"github.com/paddockvm/paddock/blob/blobhttp"
 	"github.com/paddockvm/paddock/sched/store"
+	"github.com/paddockvm/paddock/sched/tenant"
 )
 
 // The data plane's limits.
@@ -114,12 +116,28 @@ func (s *Server) checkInputBlobs(ctx context.Context, sp *paddockv1.TaskSpec, t 
 			return invalid("task.input_blobs[%q]: blob %s is not in the server's blob store: upload it first: paddock blob put FILE (or PUT %s/%s)", name, d, blobhttp.Prefix, d)
 		case err != nil:
 			return connect.NewError(connect.CodeUnavailable, fmt.Errorf("task.input_blobs[%q]: checking blob %s in the blob store %s: %w (nothing stored; submit again)", name, d, s.cfg.Blobs, err))
+		case !s.mayRead(ctx, d, t.Tenant):
+			return invalid("task.input_blobs[%q]: blob %s is not in the server's blob store: upload it first: paddock blob put FILE (or PUT %s/%s)", name, d, blobhttp.Prefix, d)
 		case ref.GetSize() != 0 && ref.GetSize() != info.Size:
 			return invalid("task.input_blobs[%q]: blob %s has %d bytes, not the %d given: give its right size, or 0", name, d, info.Size, ref.GetSize())
 		}
 		t.InputBlobs[name] = store.BlobRef{Digest: string(d), Size: info.Size}
 	}
 	return nil
+}
+
+// mayRead reports whether the caller in ctx, submitting for tenant tn, may name blob d:
+// an admin may name any blob; a tenant, one it uploaded or one its own tasks name
+// (store.BlobGrants). A blob it may not read is refused as if it were not stored.
+func (s *Server) mayRead(ctx context.Context, d blob.Digest, tn string) bool {
+	if caller(ctx).Admin {
+		return true
+	}
+	ok, err := s.st.BlobGranted(ctx, string(d), tn)
+	if err != nil {
+		s.log.Warn("checking a tenant's access to a blob", "blob", d, "tenant", tn, "err", err)
+	}
+	return ok && err == nil
 }
 
 // constantTimeEqual compares secrets in time that depends on neither (their SHA-256
@@ -142,13 +160,37 @@ func (s *Server) blobHandler() http.Handler {
 			fmt.Fprintf(w, "{\"error\":%q,\"code\":%q}\n", errNoBlobs.Error(), blobhttp.CodeUnavailable)
 		})
 	}
-	return blobhttp.NewHandler(&countingStore{Store: s.cfg.Blobs, m: s.metrics, port: "client", touch: s.touchBlobs}, blobhttp.Options{
+	bh := blobhttp.NewHandler(&countingStore{Store: s.cfg.Blobs, m: s.metrics, port: "client", touch: s.touchBlobs, grants: s.st}, blobhttp.Options{
 		Authorize: func(r *http.Request) error {
+			if _, ok := tenant.From(r.Context()); ok {
+				return nil // authenticated below
+			}
 			_, err := s.authenticate(r.Context(), r.Header.Get("Authorization"))
 			return err
 		},
 		MaxBlobBytes: s.cfg.MaxBlobBytes,
 		Logger:       s.log,
+	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, err := s.authenticate(r.Context(), r.Header.Get("Authorization"))
+		if err != nil {
+			bh.ServeHTTP(w, r) // its Authorize answers 401 the API's way
+			return
+		}
+		rest, _ := strings.CutPrefix(r.URL.Path, blobhttp.Prefix)
+		if !p.Admin && (r.Method == http.MethodDelete || rest == "" || rest == "/") {
+			// Blobs are shared by the tenants that hold them: deleting one, or listing
+			// the whole store, is an operator's act.
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusForbidden)
+			what := "listing the blob store"
+			if r.Method == http.MethodDelete {
+				what = "deleting a blob"
+			}
+			fmt.Fprintf(w, "{\"error\":%q,\"code\":%q}\n", what+" needs an admin token (tenant "+p.Tenant+"'s token is not one): unused blobs are deleted by retention (server.retention.blobs)", blobhttp.CodeUnauthorized)
+			return
+		}
+		bh.ServeHTTP(w, r.WithContext(tenant.With(r.Context(), p)))
 	})
 }
 
@@ -156,11 +198,38 @@ func (s *Server) blobHandler() http.Handler {
 // client port), a Stat (HEAD, or a PUT of a blob that exists) or Put first refreshes
 // the blob's retention clock: a client told a blob exists skips the upload and may
 // name it in a submit within the retention.
+//
+// With grants set (the client port), a caller that is not an admin sees only the blobs
+// its tenant may read (store.BlobGrants): any other answers exactly as a blob that is
+// not stored, so that a digest tells nothing of another tenant's data. Its upload of a
+// blob already stored is read and checked against the digest all the same (the store
+// would skip it), and only then granted: knowing a digest is not holding the data.
 type countingStore struct {
 	blob.Store
-	m     *metrics
-	port  string
-	touch func(ctx context.Context, digests ...string) error
+	m      *metrics
+	port   string
+	touch  func(ctx context.Context, digests ...string) error
+	grants store.BlobGrants
+}
+
+// hidden reports whether the caller in ctx may not read blob d (op names the request in
+// the not-found error), with that error.
+func (c *countingStore) hidden(ctx context.Context, op string, d blob.Digest) error {
+	if c.grants == nil {
+		return nil
+	}
+	p := caller(ctx)
+	if p.Admin {
+		return nil
+	}
+	ok, err := c.grants.BlobGranted(ctx, string(d), p.Tenant)
+	if err != nil {
+		return fmt.Errorf("%w: %v", blob.ErrUnavailable, err)
+	}
+	if !ok {
+		return fmt.Errorf("%w: %s: blob %s is not in %s", blob.ErrNotFound, op, d, c.Store)
+	}
+	return nil
 }
 
 func (c *countingStore) Stat(ctx context.Context, d blob.Digest) (blob.Info, error) {
@@ -169,10 +238,16 @@ func (c *countingStore) Stat(ctx context.Context, d blob.Digest) (blob.Info, err
 			return blob.Info{}, fmt.Errorf("%w: %v", blob.ErrUnavailable, err)
 		}
 	}
+	if err := c.hidden(ctx, "stat", d); err != nil {
+		return blob.Info{}, err
+	}
 	return c.Store.Stat(ctx, d)
 }
 
 func (c *countingStore) Open(ctx context.Context, d blob.Digest, offset int64) (io.ReadCloser, error) {
+	if err := c.hidden(ctx, "open", d); err != nil {
+		return nil, err
+	}
 	rc, err := c.Store.Open(ctx, d, offset)
 	if err != nil {
 		return nil, err
@@ -186,7 +261,28 @@ func (c *countingStore) Put(ctx context.Context, d blob.Digest, size int64, r io
 			return blob.Info{}, fmt.Errorf("%w: %v", blob.ErrUnavailable, err)
 		}
 	}
-	return c.Store.Put(ctx, d, size, &countingReader{ReadCloser: io.NopCloser(r), add: c.m.blobBytes.WithLabelValues(c.port, "in").Add})
+	body := &countingReader{ReadCloser: io.NopCloser(r), add: c.m.blobBytes.WithLabelValues(c.port, "in").Add}
+	if c.hidden(ctx, "put", d) == nil {
+		return c.Store.Put(ctx, d, size, body)
+	}
+	// A tenant that may not read d yet: hash what it sends, whether the store reads it
+	// (a new blob) or not (one already stored), and grant d only if it is d.
+	h := blob.NewHasher()
+	info, err := c.Store.Put(ctx, d, size, io.TeeReader(body, h))
+	if err != nil {
+		return info, err
+	}
+	if _, err := io.Copy(h, body); err != nil {
+		return blob.Info{}, fmt.Errorf("reading the upload of blob %s: %w", d, err)
+	}
+	if err := h.Verify(d, info.Size); err != nil {
+		return blob.Info{}, err
+	}
+	p := caller(ctx)
+	if err := c.grants.GrantBlob(ctx, string(d), p.Tenant, time.Now()); err != nil {
+		return blob.Info{}, fmt.Errorf("%w: %v", blob.ErrUnavailable, err)
+	}
+	return info, nil
 }
 
 type countingReader struct {

@@ -65,6 +65,8 @@ type Store interface {
 	LogStore
 	// TenantStore keeps client tokens and the per-tenant counts and usage.
 	TenantStore
+	// BlobGrants says which tenants may read which blobs.
+	BlobGrants
 	// Counts counts the live (Waiting, Queued, Leased and Running) tasks by type and state.
 	// Finished tasks are not counted: their number only grows until retention deletes
 	// them, and counting them would read the whole table.
