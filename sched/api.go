@@ -393,6 +393,11 @@ func (api *clientAPI) Wait(ctx context.Context, req *connect.Request[paddockv1.W
 	if id == "" {
 		return nil, invalid("id: missing: give the task id")
 	}
+	done, err := s.waitSlot(caller(ctx))
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	timer := time.NewTimer(d)
 	defer timer.Stop()
 	poll, stopPoll := s.waitPoll() // another replica may finish the task

@@ -38,8 +38,9 @@ type Server struct {
 	hist  *history      // activity samples of the last hour (history.go)
 	pipes *pipes        // waiting tasks by upstream (pipelines.go)
 
-	streams *streams    // open ordered streams (streamapi.go)
-	trans   *transients // transient streams' tasks, in memory only (transient.go)
+	streams *streams     // open ordered streams (streamapi.go)
+	waits   *tenantCount // open Wait calls by tenant (MaxTenantWaits)
+	trans   *transients  // transient streams' tasks, in memory only (transient.go)
 
 	// readyMu guards readyGen: the task types that may have tasks ready to dispatch
 	// (a submit, a requeue), each with a generation bumped on every hint. A kick of the
@@ -91,6 +92,7 @@ func New(cfg Config, st store.Store) (*Server, error) {
 		feed:       newFeed(),
 		hist:       newHistory(time.Now()),
 		streams:    newStreams(),
+		waits:      newTenantCount(MaxTenantWaits),
 		trans:      newTransients(),
 		pipes:      newPipes(),
 		agents:     map[string]*agent{},
