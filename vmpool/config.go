@@ -353,6 +353,12 @@ type Config struct {
 	// directory per pool (default run_dir/.snapshots). A snapshot is as large as the
 	// memory its template guest touched; put it on a disk, not a small tmpfs.
 	SnapshotDir string `mapstructure:"snapshot_dir" json:"snapshot_dir,omitempty" yaml:"snapshot_dir,omitempty"`
+	// MaxConcurrentStarts (host.max_concurrent_starts) bounds the guests this host
+	// starts at once, over all its pools: a start runs from creating or restoring the
+	// domain (or booting a pool's snapshot template) to its ready line (or the snapshot
+	// saved, or a failure). Guests the pools want beyond it wait, counted as booting,
+	// and start in turn. Default DefaultMaxConcurrentStarts.
+	MaxConcurrentStarts int `mapstructure:"max_concurrent_starts" json:"max_concurrent_starts,omitempty" yaml:"max_concurrent_starts,omitempty"`
 }
 
 func (c Config) withDefaults() Config {
@@ -376,6 +382,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.GuestSessionTimeout == 0 {
 		c.GuestSessionTimeout = DefaultGuestSessionTimeout
+	}
+	if c.MaxConcurrentStarts == 0 {
+		c.MaxConcurrentStarts = DefaultMaxConcurrentStarts
 	}
 	if c.SnapshotDir == "" && c.RunDir != "" {
 		c.SnapshotDir = filepath.Join(c.RunDir, ".snapshots")
@@ -413,6 +422,10 @@ func (c Config) ValidateHost() error {
 	if c.GuestSessionTimeout < MinGuestSessionTimeout {
 		return cfgErr("", "guest_session_timeout", fmt.Sprintf("use at least %v, e.g. 1m (a live agent redials its session at least every 5s)", MinGuestSessionTimeout),
 			"%v is too short", c.GuestSessionTimeout)
+	}
+	if c.MaxConcurrentStarts < 1 {
+		return cfgErr("", "max_concurrent_starts", fmt.Sprintf("use 1 or more, e.g. %d (leave it out for the default)", DefaultMaxConcurrentStarts),
+			"%d is below 1: the host could start no guest", c.MaxConcurrentStarts)
 	}
 	if err := c.Thresholds.Validate(); err != nil {
 		return &ConfigError{Field: "thresholds", Problem: err.Error()}

@@ -105,6 +105,10 @@ type fakeConnector struct {
 	mode  string // "", "fail", "hang"
 	calls int
 	peers map[string]net.Conn
+	// gate, when set, holds every WaitReady until a value can be received from it
+	// (or its ctx ends); waiting counts the calls held there.
+	gate    chan struct{}
+	waiting int
 }
 
 func (c *fakeConnector) set(mode string) {
@@ -115,9 +119,24 @@ func (c *fakeConnector) set(mode string) {
 
 func (c *fakeConnector) WaitReady(ctx context.Context, g GuestRef) (net.Conn, ReadyInfo, error) {
 	c.mu.Lock()
-	mode := c.mode
+	mode, gate := c.mode, c.gate
 	c.calls++
 	c.mu.Unlock()
+	if gate != nil {
+		c.mu.Lock()
+		c.waiting++
+		c.mu.Unlock()
+		select {
+		case <-gate:
+		case <-ctx.Done():
+		}
+		c.mu.Lock()
+		c.waiting--
+		c.mu.Unlock()
+		if ctx.Err() != nil {
+			return nil, ReadyInfo{}, ctx.Err()
+		}
+	}
 	switch mode {
 	case "fail":
 		return nil, ReadyInfo{}, errors.New("scripted boot failure")

@@ -46,6 +46,8 @@ type Manager struct {
 
 	sess sessions // agent sessions of ready guests (health.go)
 
+	starts *startLimiter // host-wide bound on guests starting at once (starts.go)
+
 	shareOwner *shareOwner // nil: output shares are 0777 (see Config.ShareUser)
 
 	started atomic.Bool
@@ -107,6 +109,7 @@ func New(cfg Config, hv hypervisor.Hypervisor, imgs Images, opts ...Option) (*Ma
 	for _, o := range opts {
 		o(m)
 	}
+	m.starts = newStartLimiter(m.cfg.MaxConcurrentStarts, m.met.startsInFlight, m.met.startsWaiting)
 	if m.reg != nil {
 		for _, c := range append(m.met.collectors(), newGuestCollector(m)) {
 			if err := m.reg.Register(c); err != nil {

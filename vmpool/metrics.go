@@ -31,6 +31,9 @@ type metrics struct {
 	lost         *prometheus.CounterVec
 	recycled     *prometheus.CounterVec
 	tasks        *prometheus.CounterVec
+	// startsInFlight and startsWaiting are the host's guest starts holding a slot of
+	// max_concurrent_starts and those waiting for one (starts.go).
+	startsInFlight, startsWaiting prometheus.Gauge
 }
 
 func newMetrics() *metrics {
@@ -47,11 +50,15 @@ func newMetrics() *metrics {
 		lost:         prometheus.NewCounterVec(prometheus.CounterOpts{Name: "paddock_vmpool_guests_lost_total", Help: "Ready guests that went away without the pool stopping them, by reason (crashed, stopped, missing, stream)."}, []string{"pool", "reason"}),
 		recycled:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "paddock_vmpool_guests_recycled_total", Help: "Guests stopped after max_tasks_per_vm tasks."}, []string{"pool"}),
 		tasks:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: "paddock_vmpool_tasks_started_total", Help: "Tasks started in the pool's guests."}, []string{"pool"}),
+		startsInFlight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "paddock_vmpool_starts_in_flight",
+			Help: "Guest starts under way on the host (create or restore → ready line, template boot → snapshot saved), at most host.max_concurrent_starts."}),
+		startsWaiting: prometheus.NewGauge(prometheus.GaugeOpts{Name: "paddock_vmpool_starts_waiting",
+			Help: "Guest starts waiting for a slot of host.max_concurrent_starts (their guests count as booting)."}),
 	}
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.guests, m.up, m.blocked, m.blockedTotal, m.bootSeconds, m.bootFailures, m.boots, m.lost, m.recycled, m.tasks}
+	return []prometheus.Collector{m.guests, m.up, m.blocked, m.blockedTotal, m.bootSeconds, m.bootFailures, m.boots, m.lost, m.recycled, m.tasks, m.startsInFlight, m.startsWaiting}
 }
 
 // guestCollector exports the latest libvirt statistics of every guest.

@@ -197,6 +197,7 @@ func (p *pool) run(ctx context.Context) {
 		case <-time.After(p.m.cfg.RetryInterval):
 		}
 	}
+	p.loadSnapshotOnDisk(ctx)
 	p.m.met.up.WithLabelValues(name).Set(1)
 	p.log.Info("pool started", "image", p.img.Digest, "task_types", p.types, "min_idle", p.cfg.MinIdle, "max", p.cfg.Max,
 		"vcpus", p.cfg.VCPUs, "memory_mib", p.cfg.MemoryMiB, "idle_timeout", p.cfg.IdleTimeout, "max_tasks_per_vm", p.cfg.MaxTasksPerVM)
@@ -398,8 +399,19 @@ func (p *pool) bootGuest(now time.Time) {
 
 // runGuest creates the guest, waits for its ready line and hands its connection to the
 // relay.
+//
+// It first waits for one of the host's start slots (Config.MaxConcurrentStarts) and
+// holds it until the guest is ready, or has failed and is marked stopping; only then
+// does it decide between a restore and a cold boot, so a guest that waited while the
+// pool's snapshot was being made is restored from it.
 func (p *pool) runGuest(ctx context.Context, g *guest, img images.Image) {
 	defer p.wg.Done()
+	release, err := p.acquireStart(ctx, g)
+	defer release()
+	if err != nil { // the guest is being stopped before it started
+		close(g.createDone)
+		return
+	}
 	ident, snap, err := p.start(ctx, g, img)
 	close(g.createDone)
 	if err != nil {
@@ -413,7 +425,9 @@ func (p *pool) runGuest(ctx context.Context, g *guest, img images.Image) {
 		}
 		return
 	}
-	if !p.markReady(g, info) {
+	ready := p.markReady(g, info)
+	release() // after markReady: a guest holding no slot is never seen booting with a domain
+	if !ready {
 		conn.Close()
 		return
 	}
@@ -422,6 +436,15 @@ func (p *pool) runGuest(ctx context.Context, g *guest, img images.Image) {
 		return
 	}
 	p.streamEnded(g, err)
+}
+
+// acquireStart waits for a host start slot for g, logging when it has to wait.
+func (p *pool) acquireStart(ctx context.Context, g *guest) (func(), error) {
+	if release, ok := p.m.starts.tryAcquire(); ok {
+		return release, nil
+	}
+	p.log.Info("guest waits for a start slot", "guest", g.ref.Name, "max_concurrent_starts", p.m.cfg.MaxConcurrentStarts)
+	return p.m.starts.acquire(ctx)
 }
 
 func (p *pool) create(ctx context.Context, g *guest, img images.Image) error {

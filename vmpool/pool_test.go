@@ -123,6 +123,7 @@ func TestConfigValidateHost(t *testing.T) {
 		{"run dir too long for sockets", func(c *Config) { c.RunDir = "/" + strings.Repeat("x", 80) }, "run_dir"},
 		{"cpu threshold not a percentage", func(c *Config) { c.Thresholds.CPUPercent = 150 }, "thresholds"},
 		{"negative tick", func(c *Config) { c.Tick = -time.Second }, "tick"},
+		{"negative max_concurrent_starts", func(c *Config) { c.MaxConcurrentStarts = -1 }, "max_concurrent_starts"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
