@@ -20,6 +20,12 @@
 //     hypervisor's list, whose stream ends, or that write no ready line within
 //     boot_timeout; consecutive failed boots back off exponentially (boot_backoff
 //     doubling up to max_boot_backoff, reset by a good boot);
+//   - at most Config.MaxConcurrentStarts guests (host.max_concurrent_starts, default
+//     DefaultMaxConcurrentStarts, over all pools) start at once (starts.go): a guest
+//     takes a slot before its domain is created or restored and gives it back at its
+//     ready line or failure (a snapshot template holds one from its boot to its save);
+//     guests wanted beyond it stay booting, without a domain, until a slot frees
+//     (paddock_vmpool_starts_in_flight, paddock_vmpool_starts_waiting);
 //   - scale-up for the backlog stops while the host is above its thresholds (host load
 //     from package hostload: cpu_percent, min_mem_available_mib, nic_bytes_per_sec), or
 //     has no fresh load sample; the min_idle floor is kept regardless. The pool logs the
@@ -71,8 +77,10 @@
 // digest, pool settings hash, QEMU and libvirt versions, state size and sha256), and
 // restores new guests from it, each with its own name, UUID, socket, shares and disk
 // overlay; SocketConnector.WaitReadyAs then hands the guest its identity and an RNG seed
-// (agent.Identity) and checks the id in its second ready line. Until the snapshot is
-// ready, and whenever it fails (mismatch, truncated or corrupt state, failed save or
+// (agent.Identity) and checks the id in its second ready line. A snapshot a previous
+// run left on disk is checked (manifest, state size and sha256) when the pool starts,
+// before its first guest, so a restarted daemon restores from the first guest. Until
+// the snapshot is ready, and whenever it fails (mismatch, truncated or corrupt state, failed save or
 // restore, no ready line after restore), guests boot cold, the snapshot is dropped and
 // rebuilt after retry_interval. Cold is the default because a snapshot costs disk space
 // per pool and taints domains with QMP passthrough; docs/operations.md "Warm start".

@@ -349,6 +349,7 @@ func runDev(ctx context.Context, app *App, o devOptions) error {
 		return err
 	}
 	pcfg := vmpool.Config{HostID: hostID, RunDir: filepath.Join(devRunRoot, hostID), Pools: []vmpool.PoolConfig{pool}, Tick: v.GetDuration("host.tick"),
+		MaxConcurrentStarts: v.GetInt("host.max_concurrent_starts"),
 		Thresholds: hostload.Thresholds{CPUPercent: v.GetFloat64("host.thresholds.cpu_percent"),
 			MinMemAvailableMiB: uint64(max(v.GetInt64("host.thresholds.min_mem_available_mib"), 0)), NICBytesPerSec: v.GetFloat64("host.thresholds.nic_bytes_per_sec")}}
 	d, err := hostd.New(hostd.Config{Server: clusterL.Addr().String(), TLS: hostTLS, Pools: pcfg, LoadInterval: v.GetDuration("host.load_interval"),

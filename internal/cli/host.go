@@ -42,6 +42,8 @@ func init() {
 		config.Key{Name: "host.load_interval", Default: 2 * time.Second, Usage: "host load sampling interval", Positive: true},
 		config.Key{Name: "host.tick", Default: time.Second, Usage: "pool reconcile interval", Positive: true},
 		config.Key{Name: "host.guest_session_timeout", Default: vmpool.DefaultGuestSessionTimeout, Usage: "a ready guest whose agent has no session through the relay for this long (none since its ready line, or none since the last one closed) is destroyed, reported gone and replaced (at least 10s)"},
+		config.Key{Name: "host.max_concurrent_starts", Default: vmpool.DefaultMaxConcurrentStarts, Positive: true,
+			Usage: "guests this host starts at once over all its pools (create or restore → ready line; a snapshot template's boot counts too); guests wanted beyond it wait, shown as booting, and start in turn. Raise it on hosts with hardware virtualization and many cores; too many at once can break the libvirt connection (\"Cannot write data: Broken pipe\")"},
 		config.Key{Name: "host.metrics_listen", Default: "127.0.0.1:7073", Usage: "address of the host daemon's /metrics (empty: none)", Flag: "metrics-listen", Cmds: []string{"host"}},
 	)
 	config.Register(hostCacheKeys...)
@@ -86,7 +88,7 @@ In dev mode (--dev) it issues its own certificate from the dev CA in <data_dir>/
 				return err
 			}
 			pcfg := vmpool.Config{HostID: v.GetString("host.id"), RunDir: v.GetString("host.run_dir"), Pools: pools, Tick: v.GetDuration("host.tick"),
-				GuestSessionTimeout: v.GetDuration("host.guest_session_timeout"),
+				GuestSessionTimeout: v.GetDuration("host.guest_session_timeout"), MaxConcurrentStarts: v.GetInt("host.max_concurrent_starts"),
 				Thresholds: hostload.Thresholds{CPUPercent: v.GetFloat64("host.thresholds.cpu_percent"),
 					MinMemAvailableMiB: uint64(max(v.GetInt64("host.thresholds.min_mem_available_mib"), 0)), NICBytesPerSec: v.GetFloat64("host.thresholds.nic_bytes_per_sec")}}
 			if err := pcfg.ValidateHost(); err != nil {
