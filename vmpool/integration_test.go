@@ -136,14 +136,26 @@ type realEnv struct {
 	logs    *logBuf
 	pool    string
 	hostID  string
+	// stop ends the Manager and waits for it (the test's cleanup calls it too).
+	stop func()
 }
 
 func startReal(t *testing.T, pc PoolConfig, th hostload.Thresholds) *realEnv {
 	t.Helper()
+	return startRealCfg(t, pc, func(c *Config) { c.Thresholds = th })
+}
+
+// startRealCfg is startReal with edit applied to the host configuration. A pool name
+// (pc.Name) and host id (set by edit) are kept; otherwise both are random.
+func startRealCfg(t *testing.T, pc PoolConfig, edit func(*Config)) *realEnv {
+	t.Helper()
 	hv, uri := connectLibvirt(t)
 	store, img := realImage(t)
 	e := &realEnv{hv: hv, uri: uri, reg: prometheus.NewPedanticRegistry(), backlog: &Counts{}, logs: &logBuf{t: t},
-		pool: "vmp" + randHex(2), hostID: "vmpool-test-" + randHex(4)}
+		pool: pc.Name, hostID: "vmpool-test-" + randHex(4)}
+	if e.pool == "" {
+		e.pool = "vmp" + randHex(2)
+	}
 	pc.Name, pc.Image = e.pool, img.Digest[:16]
 	runDir := mkQEMUDir(t, "pdvmp-")
 	t.Cleanup(func() { os.RemoveAll(runDir) })
@@ -153,7 +165,11 @@ func startReal(t *testing.T, pc PoolConfig, th hostload.Thresholds) *realEnv {
 		t.Fatal(err)
 	}
 	e.reg.MustRegister(e.mon)
-	cfg := Config{HostID: e.hostID, RunDir: runDir, Pools: []PoolConfig{pc}, Tick: 200 * time.Millisecond, StatsInterval: time.Second, Thresholds: th}
+	cfg := Config{HostID: e.hostID, RunDir: runDir, Pools: []PoolConfig{pc}, Tick: 200 * time.Millisecond, StatsInterval: time.Second}
+	if edit != nil {
+		edit(&cfg)
+	}
+	e.hostID = cfg.HostID
 	if e.m, err = New(cfg, hv, store, WithLogger(log), WithBacklog(e.backlog), WithLoad(e.mon), WithRegisterer(e.reg)); err != nil {
 		t.Fatal(err)
 	}
@@ -161,25 +177,29 @@ func startReal(t *testing.T, pc PoolConfig, th hostload.Thresholds) *realEnv {
 	done := make(chan error, 1)
 	go e.mon.Run(ctx)
 	go func() { done <- e.m.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
+	var once sync.Once
+	e.stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			case <-time.After(2 * time.Minute):
+				t.Errorf("Run did not return after cancel")
 			}
-		case <-time.After(2 * time.Minute):
-			t.Errorf("Run did not return after cancel")
-		}
-		// Belt and braces: nothing of this host may survive the test.
-		doms, _ := hv.List(context.Background())
-		for _, d := range doms {
-			if d.Labels[LabelHost] == e.hostID {
-				t.Errorf("guest %s survived the Manager", d.Name)
-				hv.Destroy(context.Background(), d.Name)
+			// Belt and braces: nothing of this host may survive the Manager.
+			doms, _ := hv.List(context.Background())
+			for _, d := range doms {
+				if d.Labels[LabelHost] == e.hostID {
+					t.Errorf("guest %s survived the Manager", d.Name)
+					hv.Destroy(context.Background(), d.Name)
+				}
 			}
-		}
-	})
+		})
+	}
+	t.Cleanup(e.stop)
 	return e
 }
 
