@@ -444,7 +444,7 @@ func (p *pool) acquireStart(ctx context.Context, g *guest) (func(), error) {
 		return release, nil
 	}
 	p.log.Info("guest waits for a start slot", "guest", g.ref.Name, "max_concurrent_starts", p.m.cfg.MaxConcurrentStarts)
-	return p.m.starts.acquire(ctx)
+	return p.m.starts.acquire(ctx, false)
 }
 
 func (p *pool) create(ctx context.Context, g *guest, img images.Image) error {

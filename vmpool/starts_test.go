@@ -26,7 +26,7 @@ func TestStartLimiter(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				release, err := l.acquire(context.Background())
+				release, err := l.acquire(context.Background(), false)
 				if err != nil {
 					t.Error(err)
 					return
@@ -58,7 +58,7 @@ func TestStartLimiter(t *testing.T) {
 	}
 
 	l := newStartLimiter(1, prometheus.NewGauge(prometheus.GaugeOpts{Name: "i"}), prometheus.NewGauge(prometheus.GaugeOpts{Name: "w"}))
-	hold, err := l.acquire(context.Background())
+	hold, err := l.acquire(context.Background(), false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,7 @@ func TestStartLimiter(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
-	r, err := l.acquire(ctx)
+	r, err := l.acquire(ctx, false)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("acquire with every slot held: err = %v, want the context's deadline", err)
 	}
@@ -114,5 +114,55 @@ func TestMaxConcurrentStarts(t *testing.T) {
 	}
 	if !strings.Contains(e.logs.String(), "guest waits for a start slot") {
 		t.Errorf("no log line for a guest waiting for a start slot")
+	}
+}
+
+// TestStartLimiterOrder: waiters get slots in the order they came, except that one
+// acquiring with first (a snapshot template) goes ahead of those without; a waiter
+// whose context ends leaves the queue without taking a slot from the others.
+func TestStartLimiterOrder(t *testing.T) {
+	waiting := prometheus.NewGauge(prometheus.GaugeOpts{Name: "w"})
+	l := newStartLimiter(1, prometheus.NewGauge(prometheus.GaugeOpts{Name: "i"}), waiting)
+	hold, err := l.acquire(context.Background(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var order []string
+	var wg sync.WaitGroup
+	enqueue := func(name string, first bool, ctx context.Context) {
+		n := testutil.ToFloat64(waiting)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			release, err := l.acquire(ctx, first)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			order = append(order, name)
+			mu.Unlock()
+			release()
+		}()
+		for testutil.ToFloat64(waiting) == n { // queued before the next one comes
+			time.Sleep(time.Millisecond)
+		}
+	}
+	gone, cancel := context.WithCancel(context.Background())
+	enqueue("guest1", false, context.Background())
+	enqueue("cancelled", false, gone)
+	enqueue("guest2", false, context.Background())
+	enqueue("template", true, context.Background())
+	cancel()
+	for testutil.ToFloat64(waiting) != 3 {
+		time.Sleep(time.Millisecond)
+	}
+	hold()
+	wg.Wait()
+	if got := strings.Join(order, ","); got != "template,guest1,guest2" {
+		t.Errorf("slots went to %s, want template,guest1,guest2", got)
+	}
+	if _, ok := l.tryAcquire(); !ok {
+		t.Errorf("the slot was lost after every waiter released it")
 	}
 }

@@ -347,7 +347,9 @@ func (p *pool) makeSnapshot(ctx context.Context, img images.Image, dir string, m
 	// Not a pool guest: the pool's reconcile must not count or destroy it; cleanup of
 	// a previous run's leftovers still finds it by host label.
 	spec.Labels = map[string]string{LabelHost: p.m.cfg.HostID, LabelTemplate: p.cfg.Name}
-	release, err := p.m.starts.acquire(ctx) // the template's boot is a start like any guest's
+	// The template's boot is a start like any guest's, but goes ahead of the guests
+	// waiting for a slot: every guest that starts after the save is restored.
+	release, err := p.m.starts.acquire(ctx, true)
 	if err != nil {
 		return man, fmt.Errorf("template %s: waiting for a start slot: %w", name, err)
 	}
