@@ -24,7 +24,7 @@ import (
 type GuestState string
 
 const (
-	StateBooting  GuestState = "booting"  // created (or being created), no ready line yet
+	StateBooting  GuestState = "booting"  // waiting for a start slot, being created, or created with no ready line yet
 	StateIdle     GuestState = "idle"     // ready, no task
 	StateBusy     GuestState = "busy"     // running tasks
 	StateDraining GuestState = "draining" // reached max_tasks_per_vm: finishes its tasks, takes no more
