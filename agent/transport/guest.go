@@ -2,7 +2,6 @@ package transport
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -108,7 +107,7 @@ func DialTCP(ctx context.Context, addr string, opts Options) (net.Conn, error) {
 func newSessionID() uint64 {
 	for {
 		var b [8]byte
-		_, _ = rand.Read(b[:])
+		sessionRandom(b[:])
 		if id := binary.BigEndian.Uint64(b[:]); id != 0 {
 			return id
 		}
