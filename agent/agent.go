@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/paddockvm/paddock/agent/pid1"
+	"github.com/paddockvm/paddock/agent/transport"
 	"github.com/paddockvm/paddock/internal/buildinfo"
 	"github.com/paddockvm/paddock/plugins/runner"
 )
@@ -209,6 +211,14 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	id := cfg.agentID()
+	var dial func(context.Context) (net.Conn, error) // nil: TCP (cfg.Server)
+	if port != nil && !warm && len(handlers) > 0 {
+		// The first session's handshake now, while the runner and the session set up.
+		var g *transport.Guest
+		g, dial = dialEarly(ctx, port, id, log)
+		defer g.Close()
+	}
 	var r *runner.Runner
 	if len(handlers) > 0 {
 		if r, err = startRunner(ctx, cfg, handlers, log); err != nil {
@@ -216,7 +226,6 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		defer r.Close()
 	}
-	id := cfg.agentID()
 	if warm {
 		// A snapshot template: ready once the handlers run, then wait (across the save
 		// and every restore) for the identity the host gives this copy.
@@ -232,6 +241,11 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		id = ident.ID
 		log.Info("warm start: identity taken from the host", "id", id)
+		if r != nil {
+			var g *transport.Guest
+			g, dial = dialEarly(ctx, port, id, log)
+			defer g.Close()
+		}
 	}
 	if r == nil {
 		// Nothing to serve: an image built without handlers (the image tests boot such
@@ -240,7 +254,7 @@ func Run(ctx context.Context, cfg Config) error {
 		<-ctx.Done()
 		return nil
 	}
-	return serve(ctx, cfg, port, r, id, log)
+	return serve(ctx, cfg, dial, r, id, log)
 }
 
 // WriteReady writes "PADDOCK-AGENT READY version=<v> boot_ms=<ms>\n" to w.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/paddockvm/paddock/agent/session"
@@ -43,17 +44,51 @@ func startRunner(ctx context.Context, cfg Config, handlers []runner.HandlerSpec,
 	return r, nil
 }
 
-// serve runs the session with the server as agent id until ctx ends. port is the open
-// virtio-serial port inside a micro-VM, or nil to dial cfg.Server over TCP.
-func serve(ctx context.Context, cfg Config, port *os.File, r *runner.Runner, id string, log *slog.Logger) error {
-	var dial func(context.Context) (net.Conn, error)
-	if port != nil {
-		g := transport.NewGuest(port, transport.Options{Name: id, EOFIsTransient: true, Logger: log})
-		defer g.Close()
-		dial = g.Dial
-	} else {
+// dialEarly starts the transport on the virtio-serial port and its first session at
+// once (the HELLO goes out now), and returns the session's dialer: its first call
+// takes that session, every later call starts a new one. The handshake's round trip to
+// the host (and the host's relay to the server) then overlaps the agent's own set-up
+// (manifest, runner, session) instead of following it. Close the Guest when done.
+func dialEarly(ctx context.Context, port *os.File, id string, log *slog.Logger) (*transport.Guest, func(context.Context) (net.Conn, error)) {
+	g := transport.NewGuest(port, transport.Options{Name: id, EOFIsTransient: true, Logger: log})
+	type dialed struct {
+		c   net.Conn
+		err error
+	}
+	early := make(chan dialed, 1)
+	ectx, cancel := context.WithCancel(ctx)
+	go func() {
+		c, err := g.Dial(ectx)
+		early <- dialed{c, err}
+	}()
+	var taken atomic.Bool
+	return g, func(dctx context.Context) (net.Conn, error) {
+		if taken.Swap(true) {
+			return g.Dial(dctx)
+		}
+		select {
+		case d := <-early:
+			cancel()
+			if d.err == nil {
+				return d.c, nil
+			}
+		case <-dctx.Done():
+			cancel()
+			return nil, fmt.Errorf("waiting for the host to accept the first session: %w", dctx.Err())
+		}
+		return g.Dial(dctx) // the early dial failed: start afresh
+	}
+}
+
+// serve runs the session with the server as agent id until ctx ends. dial opens the
+// session's byte stream (dialEarly's, inside a micro-VM), or is nil to dial cfg.Server
+// over TCP.
+func serve(ctx context.Context, cfg Config, dial func(context.Context) (net.Conn, error), r *runner.Runner, id string, log *slog.Logger) error {
+	where := "virtio-serial port " + cfg.Port
+	if dial == nil {
 		addrs := cfg.Server.Addrs()
 		dial = session.TCPDialer(addrs[0], addrs[1:]...)
+		where = "server " + string(cfg.Server)
 	}
 	host, _ := os.Hostname()
 	tol, defTol, _ := cfg.tolerableDelays() // checked by Validate
@@ -81,10 +116,6 @@ func serve(ctx context.Context, cfg Config, port *os.File, r *runner.Runner, id 
 	var types []string
 	for _, t := range r.Types() {
 		types = append(types, t.Name)
-	}
-	where := "virtio-serial port " + cfg.Port
-	if port == nil {
-		where = "server " + string(cfg.Server)
 	}
 	log.Info("agent serving", "id", id, "via", where, "types", strings.Join(types, ","))
 	return s.Run(ctx)
