@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/paddockvm/paddock/agent/pid1"
+	"github.com/paddockvm/paddock/agent/session"
 	"github.com/paddockvm/paddock/agent/transport"
 	"github.com/paddockvm/paddock/internal/buildinfo"
 	"github.com/paddockvm/paddock/plugins/runner"
@@ -228,7 +229,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if warm {
 		// A snapshot template: ready once the handlers run, then wait (across the save
-		// and every restore) for the identity the host gives this copy.
+		// and every restore) for the identity the host gives this copy. Protobuf's
+		// tables for registration are built first, so that the snapshot holds them.
+		session.WarmCodecs()
 		if err := WriteReady(port); err != nil {
 			return fmt.Errorf("writing the ready line on %s: %w", cfg.Port, err)
 		}

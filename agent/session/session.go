@@ -388,7 +388,7 @@ func (s *Session) observe(q *agentv1.QueueStatus) {
 // Run keeps a session with the server open until ctx is done, reconnecting with
 // backoff. Tasks keep running across reconnects. On return every task has ended.
 func (s *Session) Run(ctx context.Context) error {
-	go warmCodecs()
+	go WarmCodecs()
 	s.cleanDataDir()
 	backoff := s.cfg.ReconnectMin
 	for ctx.Err() == nil {

@@ -6,7 +6,10 @@
 // Everything on the wire is framed (frame.go): magic, type, session id,
 // sequence number, length, crc32c of the payload and of the header. Every
 // session starts with a handshake: the guest sends HELLO with a fresh random
-// session id until the host ACKs that id; the host, whenever it (re)connects,
+// session id until the host ACKs that id (not a secret, only unique: drawn with
+// getrandom(GRND_INSECURE), which never waits for the guest kernel's CRNG to be
+// seeded — crypto/rand did, ~1.8 s in a fresh TCG guest without an RNG device;
+// a restored guest reseeds its RNG from the host before its first HELLO); the host, whenever it (re)connects,
 // first sends RESYNC (with enough padding to flush a half-received frame), then
 // discards everything — the agent's boot-time "PADDOCK-AGENT READY" line, stale
 // bytes a virtio-serial port kept from the previous connection, frames of old
