@@ -12,7 +12,7 @@
 // image manifest records, right after its ready line, and an idle guest runs no handler
 // it has not needed. The first transport session's handshake starts right after the
 // ready line, while the runner and the session are set up (dialEarly), so the agent
-// registers about 0.4 s after its ready line under TCG on a loaded host.
+// registers 0.4–0.7 s after its ready line under TCG on a loaded host (2.1–2.5 s before).
 // Every heartbeat reports the agent's own RSS and its running
 // handlers' RSS (`paddock vm ls`). A TCP agent keeps the files of tasks whose
 // blobs travel over its connection in data_dir (--data-dir).
