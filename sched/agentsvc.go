@@ -286,7 +286,7 @@ func (s *Server) register(r *agentv1.Register, se *session, att *GuestAddr) (*ag
 	a.host, a.version, a.state, a.sess = r.GetHost(), r.GetAgentVersion(), agentConnected, se
 	if att != nil {
 		a.host, a.hostID, a.pool = att.Host, att.Host, att.Pool
-		a.maxTasks = s.maxTasksFor(att.Host, att.Pool)
+		a.maxTasks = s.hosts.maxTasks(att.Host, att.Pool)
 	}
 	a.connectedAt, a.lastHeartbeat, a.load = now, now, r.GetLoad()
 	c := r.GetCapacity()

@@ -584,13 +584,13 @@ func (hs *hostService) WriteBlob(stream hostv1.HostService_WriteBlobServer) erro
 
 // --- dispatch and reports ---
 
-// dataPath says how a's tasks get their blobs. Caller holds s.mu.
+// dataPath says how a's tasks get their blobs. Caller holds s.mu (a's fields).
 func (s *Server) dataPath(a *agent) agentv1.DataPath {
 	if s.cfg.Blobs == nil {
 		return agentv1.DataPath_DATA_PATH_UNSPECIFIED
 	}
 	if a != nil && a.hostID != "" {
-		if h := s.hosts[a.hostID]; h != nil && h.caps[CapStage] {
+		if s.hosts.stages(a.hostID) {
 			return agentv1.DataPath_DATA_PATH_SHARED
 		}
 	}
@@ -675,11 +675,11 @@ func (s *Server) outputBlobs(ctx context.Context, t store.Task, agentID string, 
 	var link *hostLink
 	if a != nil && path == agentv1.DataPath_DATA_PATH_SHARED {
 		host = a.hostID
-		if h := s.hosts[host]; h != nil {
-			link = h.link
-		}
 	}
 	s.mu.Unlock()
+	if host != "" {
+		link = s.hosts.link(host)
+	}
 	if path == agentv1.DataPath_DATA_PATH_SHARED {
 		if o := s.collect(ctx, host, link, agentID, t, refs, total); o.ev != store.EvSucceed {
 			return o
@@ -726,14 +726,8 @@ func (s *Server) collect(ctx context.Context, host string, link *hostLink, guest
 	}
 	id := s.collectSeq.Add(1)
 	ch := make(chan *hostv1.Collected, 1)
-	s.mu.Lock()
-	s.collecting[id] = pendingCollect{host: host, ch: ch}
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.collecting, id)
-		s.mu.Unlock()
-	}()
+	s.hosts.addCollect(id, pendingCollect{host: host, ch: ch})
+	defer s.hosts.dropCollect(id)
 	start := time.Now()
 	link.send(&hostv1.ServerMessage{Msg: &hostv1.ServerMessage_Collect{Collect: &hostv1.Collect{
 		RequestId: id, Guest: guest, TaskId: t.ID, LeaseId: t.LeaseID, Outputs: hostRefs(refs), MaxBytes: s.cfg.MaxOutputBytes,
@@ -774,9 +768,7 @@ type pendingCollect struct {
 
 // collected routes a host's Collected to its waiting collect.
 func (s *Server) collected(host string, c *hostv1.Collected) {
-	s.mu.Lock()
-	p, ok := s.collecting[c.GetRequestId()]
-	s.mu.Unlock()
+	p, ok := s.hosts.collectFor(c.GetRequestId())
 	if !ok || p.host != host {
 		s.log.Warn("a Collected for no pending Collect of this host (late, or answered twice)", "host", host, "request", c.GetRequestId())
 		return
@@ -790,7 +782,7 @@ func (s *Server) collected(host string, c *hostv1.Collected) {
 // staged records how a host's staging of a task's inputs ended. A failure reaches the
 // agent through the staging marker, and the agent reports it.
 func (s *Server) staged(host string, m *hostv1.Staged) {
-	s.fetchMeasured(host, m, time.Now()) // locality.go
+	s.hosts.fetchMeasured(host, m, time.Now()) // locality.go
 	s.metrics.stagedBytes.WithLabelValues("fetched").Add(float64(m.GetFetchedBytes()))
 	s.metrics.stagedBytes.WithLabelValues("cached").Add(float64(m.GetCachedBytes()))
 	if m.GetError() != "" {

@@ -212,7 +212,7 @@ func (s *Server) assignFor(a *agent, as *assignment, t *store.Task, now time.Tim
 	var stage map[string]store.BlobRef
 	if path == agentv1.DataPath_DATA_PATH_SHARED {
 		stage = t.InputBlobs
-		s.noteCached(a.hostID, t.InputBlobs, now) // the host fetches them now
+		s.hosts.noteCached(a.hostID, t.InputBlobs, now) // the host fetches them now
 	}
 	s.guestTaskStarted(a, t, stage)
 	var maxOut int64

@@ -3,7 +3,6 @@ package sched
 import (
 	"context"
 	"fmt"
-	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -143,26 +142,7 @@ func (a *agent) busyReason(typ string) string {
 // noAgent explains a type no connected agent serves: a pool may (its guests are
 // booting, or it cannot scale up), or nothing does. Caller holds s.mu.
 func (s *Server) noAgent(typ string) *paddockv1.Reason {
-	var pools []string
-	for _, h := range s.hosts {
-		if h.state != hostConnected {
-			continue
-		}
-		for _, n := range h.poolOrder {
-			p := h.pools[n]
-			if !slices.Contains(p.GetTaskTypes(), typ) {
-				continue
-			}
-			d := fmt.Sprintf("%s on host %s (%s", n, h.id, p.GetState())
-			if b := p.GetBlocked(); len(b) > 0 {
-				d += "; cannot scale up: short of " + strings.Join(b, ", ")
-			}
-			if e := p.GetError(); e != "" {
-				d += "; " + e
-			}
-			pools = append(pools, d+")")
-		}
-	}
+	pools := s.hosts.poolsServing(typ)
 	if len(pools) > 0 {
 		sort.Strings(pools)
 		return &paddockv1.Reason{Kind: paddockv1.Reason_KIND_POOL_STARTING,
@@ -176,13 +156,7 @@ func (s *Server) noAgent(typ string) *paddockv1.Reason {
 			}
 		}
 	}
-	for _, h := range s.hosts {
-		for _, p := range h.pools {
-			for _, n := range p.GetTaskTypes() {
-				known[n] = true
-			}
-		}
-	}
+	s.hosts.addTypes(known)
 	msg := fmt.Sprintf("no connected agent and no host pool serves type %s: start an agent with a handler for it, or add it to a pool's image", typ)
 	if len(known) > 0 {
 		names := make([]string, 0, len(known))

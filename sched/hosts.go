@@ -175,33 +175,12 @@ func (hs *hostService) Control(stream hostv1.HostService_ControlServer) error {
 	defer cancel(nil)
 	link := &hostLink{out: make(chan *hostv1.ServerMessage, hostLinkBuffer.Load()), ctx: ctx, cancel: cancel}
 	log := s.log.With("host", id)
-	s.mu.Lock()
-	h := s.hosts[id]
-	if h == nil {
-		h = &hostRec{id: id}
-		s.hosts[id] = h
-	}
-	if h.link != nil {
-		h.link.cancel(errors.New("replaced by a new control stream of the same host"))
-	}
-	now := time.Now()
-	h.version, h.accel, h.state, h.link = reg.GetVersion(), reg.GetAccel(), hostConnected, link
-	h.cpus, h.memory = reg.GetCapacity().GetCpus(), reg.GetCapacity().GetMemoryBytes()
-	h.connectedAt, h.lastSeen = now, now
-	h.setPools(reg.GetPools())
-	h.caps = map[string]bool{}
-	for _, c := range reg.GetCapabilities() {
-		h.caps[c] = true
-	}
-	s.mu.Unlock()
+	h := s.hosts.register(id, reg, link, time.Now())
 	log.Info("host registered", "version", reg.GetVersion(), "accel", reg.GetAccel(), "cpus", reg.GetCapacity().GetCpus(), "pools", len(reg.GetPools()), "capabilities", reg.GetCapabilities())
 	defer func() {
-		s.mu.Lock()
-		if h.link == link {
-			h.link, h.state, h.lostAt = nil, hostLost, time.Now()
+		if s.hosts.disconnect(h, link, time.Now()) {
 			log.Warn("host lost", "err", context.Cause(ctx))
 		}
-		s.mu.Unlock()
 	}()
 	interval := 2 * time.Second
 	if err := stream.Send(&hostv1.ServerMessage{Msg: &hostv1.ServerMessage_Registered{Registered: &hostv1.Registered{
@@ -212,7 +191,7 @@ func (hs *hostService) Control(stream hostv1.HostService_ControlServer) error {
 		log.Error("resyncing the host's tasks (TaskSnapshot); closing its stream so it registers again", "err", err)
 		return status.Errorf(codes.Unavailable, "building the task snapshot: %v", err)
 	}
-	if b := s.lastBacklog(h); b != nil {
+	if b := s.hosts.lastBacklog(h); b != nil {
 		link.send(&hostv1.ServerMessage{Msg: &hostv1.ServerMessage_Backlog{Backlog: b}})
 	}
 	go func() {
@@ -251,7 +230,7 @@ func (hs *hostService) Control(stream hostv1.HostService_ControlServer) error {
 	return nil
 }
 
-// setPools records the host's pools. Caller holds s.mu.
+// setPools records the host's pools. Caller holds hostRegistry.mu.
 func (h *hostRec) setPools(ps []*hostv1.Pool) {
 	if len(ps) == 0 {
 		return
@@ -267,15 +246,7 @@ func (h *hostRec) setPools(ps []*hostv1.Pool) {
 func (s *Server) handleHostMessage(ctx context.Context, h *hostRec, m *hostv1.HostMessage, log *slog.Logger) error {
 	switch m := m.GetMsg().(type) {
 	case *hostv1.HostMessage_Status:
-		s.mu.Lock()
-		h.lastSeen = time.Now()
-		if m.Status.GetLoad() != nil {
-			h.load = m.Status.GetLoad()
-		}
-		h.setPools(m.Status.GetPools())
-		h.guests = m.Status.GetGuests()
-		h.setCacheSummary(m.Status.GetCachedBlobs(), h.lastSeen)
-		s.mu.Unlock()
+		s.hosts.status(h, m.Status, time.Now())
 	case *hostv1.HostMessage_GuestGone:
 		s.GuestGone(ctx, h.id, m.GuestGone.GetName(), m.GuestGone.GetReason())
 	case *hostv1.HostMessage_Collected:
@@ -381,9 +352,6 @@ func (s *Server) sendTaskSnapshot(ctx context.Context, h *hostRec, link *hostLin
 	snap := &hostv1.TaskSnapshot{Assigned: map[string]uint32{}}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if h.link != link {
-		return nil // replaced meanwhile: the new stream sends its own
-	}
 	for _, a := range s.agents {
 		if a.hostID != h.id {
 			continue
@@ -407,7 +375,9 @@ func (s *Server) sendTaskSnapshot(ctx context.Context, h *hostRec, link *hostLin
 		}
 		return x.GetTaskId() < y.GetTaskId()
 	})
-	link.send(&hostv1.ServerMessage{Msg: &hostv1.ServerMessage_TaskSnapshot{TaskSnapshot: snap}})
+	// Queued under s.mu, as every TaskEvent is; not queued if h was replaced meanwhile
+	// (the new stream sends its own).
+	s.hosts.sendOn(h, link, &hostv1.ServerMessage{Msg: &hostv1.ServerMessage_TaskSnapshot{TaskSnapshot: snap}})
 	return nil
 }
 
@@ -429,21 +399,7 @@ func (s *Server) sendTaskEvent(a *agent, e *hostv1.TaskEvent) {
 	if a.hostID == "" {
 		return
 	}
-	h := s.hosts[a.hostID]
-	if h == nil || h.link == nil {
-		return
-	}
-	h.link.send(&hostv1.ServerMessage{Msg: &hostv1.ServerMessage_TaskEvent{TaskEvent: e}})
-}
-
-// maxTasksFor returns max_tasks_per_vm of host's pool (0: none). Caller holds s.mu.
-func (s *Server) maxTasksFor(host, pool string) int {
-	if h := s.hosts[host]; h != nil {
-		if p := h.pools[pool]; p != nil {
-			return int(p.GetMaxTasksPerVm())
-		}
-	}
-	return 0
+	s.hosts.send(a.hostID, &hostv1.ServerMessage{Msg: &hostv1.ServerMessage_TaskEvent{TaskEvent: e}})
 }
 
 // backlogLoop sends every connected host the queued tasks by type whenever they change,
@@ -459,15 +415,7 @@ func (s *Server) backlogLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		s.mu.Lock()
-		any := false
-		for _, h := range s.hosts {
-			if h.link != nil {
-				any = true
-			}
-		}
-		s.mu.Unlock()
-		if !any {
+		if !s.hosts.anyLinked() {
 			continue
 		}
 		counts, err := s.st.Counts(ctx)
@@ -483,20 +431,12 @@ func (s *Server) backlogLoop(ctx context.Context) {
 				cur[c.Type] += c.N
 			}
 		}
-		s.mu.Lock()
-		s.backlog = cur
-		s.mu.Unlock()
+		s.hosts.setBacklog(cur)
 		if maps.Equal(cur, last) && time.Since(sentAt) < 5*time.Second {
 			continue
 		}
 		last, sentAt = cur, time.Now()
-		s.mu.Lock()
-		for _, h := range s.hosts {
-			if h.link != nil {
-				h.link.send(&hostv1.ServerMessage{Msg: &hostv1.ServerMessage_Backlog{Backlog: h.backlogOf(cur)}})
-			}
-		}
-		s.mu.Unlock()
+		s.hosts.sendBacklog(cur)
 	}
 }
 
@@ -505,7 +445,7 @@ const MaxBacklogTypes = 1024
 
 // backlogOf returns the part of the queued counts by type that h's pools serve, at
 // most MaxBacklogTypes types (those with the most tasks queued). Clients choose type
-// names freely: a host hears only of its own. Caller holds s.mu.
+// names freely: a host hears only of its own. Caller holds hostRegistry.mu.
 func (h *hostRec) backlogOf(queued map[string]int64) *hostv1.Backlog {
 	out := map[string]int64{}
 	for _, p := range h.pools {
@@ -533,15 +473,6 @@ func (h *hostRec) backlogOf(queued map[string]int64) *hostv1.Backlog {
 	return &hostv1.Backlog{Queued: out}
 }
 
-func (s *Server) lastBacklog(h *hostRec) *hostv1.Backlog {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.backlog == nil {
-		return nil
-	}
-	return h.backlogOf(s.backlog)
-}
-
 // Relay implements hostv1.HostServiceServer: the stream becomes a connection of the
 // agent service whose peer address is the attested GuestAddr.
 func (hs *hostService) Relay(stream hostv1.HostService_RelayServer) error {
@@ -561,11 +492,7 @@ func (hs *hostService) Relay(stream hostv1.HostService_RelayServer) error {
 	if addr.Guest == "" {
 		return status.Errorf(codes.InvalidArgument, "relay: metadata %q (the guest's name) is missing", MetaGuest)
 	}
-	s.mu.Lock()
-	h := s.hosts[id]
-	ok := h != nil && h.link != nil
-	s.mu.Unlock()
-	if !ok {
+	if !s.hosts.linked(id) {
 		return status.Errorf(codes.FailedPrecondition, "relay: host %s has no control stream: open Control and register first", id)
 	}
 	inner, outer := net.Pipe()
@@ -665,21 +592,7 @@ type HostInfo struct {
 }
 
 // Hosts returns the hosts the server knows, sorted by id.
-func (s *Server) Hosts() []HostInfo {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []HostInfo
-	for _, h := range s.hosts {
-		hi := HostInfo{ID: h.id, State: h.state, Version: h.version, Accel: h.accel, CPUs: h.cpus, MemoryBytes: h.memory,
-			Load: h.load, Guests: len(h.guests), ConnectedAt: h.connectedAt, LastSeen: h.lastSeen}
-		for _, n := range h.poolOrder {
-			hi.Pools = append(hi.Pools, h.pools[n])
-		}
-		out = append(out, hi)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out
-}
+func (s *Server) Hosts() []HostInfo { return s.hosts.list() }
 
 // VMInfo is one guest as its host last reported it, with its agent's state.
 type VMInfo struct {
@@ -693,21 +606,14 @@ type VMInfo struct {
 // VMs returns the guests of every host (only host's when it is not empty), sorted by
 // host, pool and name.
 func (s *Server) VMs(host string) []VMInfo {
+	out := s.hosts.guests(host)
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []VMInfo
-	for _, h := range s.hosts {
-		if host != "" && h.id != host {
-			continue
-		}
-		for _, g := range h.guests {
-			vi := VMInfo{Host: h.id, Guest: g}
-			if a := s.agents[g.GetName()]; a != nil && a.hostID == h.id {
-				vi.AgentState, vi.AgentLoad = a.state, a.load
-			}
-			out = append(out, vi)
+	for i, vi := range out {
+		if a := s.agents[vi.Guest.GetName()]; a != nil && a.hostID == vi.Host {
+			out[i].AgentState, out[i].AgentLoad = a.state, a.load
 		}
 	}
+	s.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool {
 		a, b := out[i], out[j]
 		if a.Host != b.Host {

@@ -4,7 +4,6 @@ import (
 	"time"
 
 	agentv1 "github.com/paddockvm/paddock/api/agent/v1"
-	hostv1 "github.com/paddockvm/paddock/api/host/v1"
 	"github.com/paddockvm/paddock/sched/store"
 )
 
@@ -37,20 +36,6 @@ type cachedEntry struct {
 	noted time.Time
 }
 
-// noteCached records that host holds the blobs refs (at now). Caller holds s.mu.
-func (s *Server) noteCached(hostID string, refs map[string]store.BlobRef, now time.Time) {
-	h := s.hosts[hostID]
-	if h == nil || len(refs) == 0 {
-		return
-	}
-	if h.cached == nil {
-		h.cached = map[string]cachedEntry{}
-	}
-	for _, r := range refs {
-		h.cached[r.Digest] = cachedEntry{noted: now}
-	}
-}
-
 // notedGrace is how long a blob the server noted on a host (inputs placed there,
 // outputs collected there) counts as cached there without the host's summary listing
 // it: a summary the host made before it heard of the task may arrive after the note (a
@@ -60,7 +45,7 @@ const notedGrace = 5 * time.Second
 
 // setCacheSummary replaces what the server knows of h's cache with the host's summary,
 // keeping what it noted itself within notedGrace (the host may not list it yet).
-// Caller holds s.mu.
+// Caller holds hostRegistry.mu.
 func (h *hostRec) setCacheSummary(digests []string, now time.Time) {
 	next := make(map[string]cachedEntry, len(digests))
 	for d, e := range h.cached {
@@ -76,26 +61,6 @@ func (h *hostRec) setCacheSummary(digests []string, now time.Time) {
 	h.cached, h.summaryAt = next, now
 }
 
-// localBytes returns, per connected host, the bytes of t's input blobs its cache holds
-// (only hosts holding some). Caller holds s.mu.
-func (s *Server) localBytes(t *store.Task) map[string]int64 {
-	var out map[string]int64
-	for id, h := range s.hosts {
-		if h.state != hostConnected || len(h.cached) == 0 {
-			continue
-		}
-		for _, r := range t.InputBlobs {
-			if _, ok := h.cached[r.Digest]; ok {
-				if out == nil {
-					out = map[string]int64{}
-				}
-				out[id] += max(r.Size, 1)
-			}
-		}
-	}
-	return out
-}
-
 // homes returns the hosts a task whose inputs no host holds should go to: of the
 // connected hosts with an agent that serves t, those whose caches hold the fewest blobs
 // as far as the server knows (each with weight 1; none when no host's agent serves t).
@@ -103,15 +68,19 @@ func (s *Server) localBytes(t *store.Task) map[string]int64 {
 func (s *Server) homes(t *store.Task) map[string]int64 {
 	out := map[string]int64{}
 	least := -1
+	var sizes map[string]int
 	for _, a := range s.agents {
 		if a.hostID == "" || !a.serves(t) {
 			continue
 		}
-		h := s.hosts[a.hostID]
-		if h == nil || h.state != hostConnected {
-			continue
+		if sizes == nil {
+			sizes = s.hosts.cacheSizes()
 		}
-		switch n := len(h.cached); {
+		n, ok := sizes[a.hostID]
+		if !ok {
+			continue // not a connected host
+		}
+		switch {
 		case least < 0 || n < least:
 			least = n
 			clear(out)
@@ -153,7 +122,7 @@ func (s *Server) pickNear(t *store.Task, now time.Time) *agent {
 	if s.cfg.LocalityDelay < 0 || len(t.InputBlobs) == 0 {
 		return s.pick(t)
 	}
-	near, where := s.localBytes(t), "local"
+	near, where := s.hosts.localBytes(t), "local"
 	if len(near) == 0 {
 		near, where = s.homes(t), "new"
 	}
@@ -178,14 +147,10 @@ func (s *Server) pickNear(t *store.Task, now time.Time) *agent {
 	}
 	waitFrom, wait := first, s.cfg.LocalityDelay
 	if where == "local" {
-		for id := range near {
-			if h := s.hosts[id]; h != nil && h.lastLaunch.After(waitFrom) {
-				waitFrom = h.lastLaunch
-			}
-		}
+		waitFrom = s.hosts.lastLaunchSince(near, waitFrom)
 		// Going elsewhere costs fetching the inputs there: a local slot that comes
 		// free within about that long is worth the wait.
-		wait = max(wait, s.fetchTime(a.hostID, t))
+		wait = max(wait, s.hosts.fetchTime(a.hostID, t))
 	}
 	if now.Sub(waitFrom) < wait && now.Sub(first) < maxLocalityWait*s.cfg.LocalityDelay {
 		s.localWait[t.Type] = true
@@ -218,71 +183,18 @@ func (s *Server) placed(a *agent, t *store.Task, now time.Time) *agent {
 	if a.hostID == "" {
 		return a
 	}
-	if h := s.hosts[a.hostID]; h != nil {
-		h.lastLaunch = now
-	}
-	if s.dataPath(a) == agentv1.DataPath_DATA_PATH_SHARED {
-		s.noteCached(a.hostID, t.InputBlobs, now)
-		if s.placedAt == nil {
-			s.placedAt = map[string]time.Time{}
-		}
-		s.placedAt[t.ID] = now // the host's Staged measures its fetch rate (fetchMeasured)
-		if len(s.placedAt) > passedOverPrune {
-			for id, at := range s.placedAt { // tasks whose host never answered
-				if now.Sub(at) > 10*time.Minute {
-					delete(s.placedAt, id)
-				}
-			}
-		}
-	}
+	// The host's Staged measures its fetch rate (fetchMeasured).
+	s.hosts.launched(a.hostID, t, now, s.dataPath(a) == agentv1.DataPath_DATA_PATH_SHARED)
 	return a
-}
-
-// fetchTime estimates how long host would take to fetch the inputs of t it does not
-// hold, at the rate it fetched inputs lately (0: not measured yet). Caller holds s.mu.
-func (s *Server) fetchTime(host string, t *store.Task) time.Duration {
-	h := s.hosts[host]
-	if h == nil || h.fetchRate <= 0 {
-		return 0
-	}
-	var missing int64
-	for _, r := range t.InputBlobs {
-		if _, ok := h.cached[r.Digest]; !ok {
-			missing += r.Size
-		}
-	}
-	return time.Duration(float64(missing) / h.fetchRate * float64(time.Second))
 }
 
 // minRateSample is the least a host must have fetched to stage a task's inputs for the
 // time that took to count towards its fetch rate (smaller fetches measure latency).
 const minRateSample = 1 << 20
 
-// fetchMeasured updates host's fetch rate from its Staged report of a task placed on it:
-// the bytes it fetched over the time from the placement to the report (the cost a
-// placement there pays, queueing and sharing the link with other fetches included).
-func (s *Server) fetchMeasured(host string, m *hostv1.Staged, now time.Time) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	at, ok := s.placedAt[m.GetTaskId()]
-	if !ok {
-		return
-	}
-	delete(s.placedAt, m.GetTaskId())
-	h := s.hosts[host]
-	if h == nil || m.GetError() != "" || m.GetFetchedBytes() < minRateSample || !now.After(at) {
-		return
-	}
-	r := float64(m.GetFetchedBytes()) / now.Sub(at).Seconds()
-	if h.fetchRate == 0 {
-		h.fetchRate = r
-	} else {
-		h.fetchRate += 0.3 * (r - h.fetchRate)
-	}
-}
-
-// passedOverPrune is the size of Server.passedOver past which placed drops the entries
-// of tasks gone while they waited.
+// passedOverPrune is the size of Server.passedOver (and hostRegistry.placedAt) past
+// which placed (launched) drops the entries of tasks gone while they waited (whose host
+// never answered).
 const passedOverPrune = 4096
 
 // localityScan is how many ready tasks of a type the dispatcher reads in a round after
@@ -300,6 +212,6 @@ func (s *Server) outputsAt(t store.Task) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if a := s.agents[t.AgentID]; a != nil && a.hostID != "" && s.dataPath(a) == agentv1.DataPath_DATA_PATH_SHARED {
-		s.noteCached(a.hostID, t.OutputBlobs, time.Now())
+		s.hosts.noteCached(a.hostID, t.OutputBlobs, time.Now())
 	}
 }

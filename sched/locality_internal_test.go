@@ -19,11 +19,11 @@ func localityServer(t *testing.T, delay time.Duration) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{cfg: Config{LocalityDelay: delay, Blobs: fs}, agents: map[string]*agent{}, hosts: map[string]*hostRec{}, localWait: map[string]bool{},
+	s := &Server{cfg: Config{LocalityDelay: delay, Blobs: fs}, agents: map[string]*agent{}, hosts: newHostRegistry(), localWait: map[string]bool{},
 		index: newAgentIndex()}
 	s.metrics = newMetrics(s)
 	for _, h := range []string{"h1", "h2"} {
-		s.hosts[h] = &hostRec{id: h, state: hostConnected, caps: map[string]bool{CapStage: true}}
+		s.hosts.hosts[h] = &hostRec{id: h, state: hostConnected, caps: map[string]bool{CapStage: true}}
 		a := testAgent(h+"-g", func(a *agent) { a.types["echo"].slots = 1 })
 		a.hostID = h
 		s.agents[a.id] = a
@@ -43,8 +43,8 @@ func inputTask(id, digest string) *store.Task {
 func TestLocalityNeverStarves(t *testing.T) {
 	const delay = 100 * time.Millisecond
 	s := localityServer(t, delay)
-	s.noteCached("h1", inputTask("", "sha256:a").InputBlobs, time.Unix(0, 0))
-	s.hosts["h1"].cached["sha256:a"] = cachedEntry{} // listed by h1's summary
+	s.hosts.noteCached("h1", inputTask("", "sha256:a").InputBlobs, time.Unix(0, 0))
+	s.hosts.hosts["h1"].cached["sha256:a"] = cachedEntry{} // listed by h1's summary
 	busy(1)(s.agents["h1-g"])
 	x := inputTask("x", "sha256:a")
 	now := time.Unix(1000, 0)
@@ -60,7 +60,7 @@ func TestLocalityNeverStarves(t *testing.T) {
 	first := now
 	var got *agent
 	for now.Sub(first) <= 2*maxLocalityWait*delay {
-		s.hosts["h1"].lastLaunch = now // h1 keeps launching other tasks
+		s.hosts.hosts["h1"].lastLaunch = now // h1 keeps launching other tasks
 		if got = s.pickNear(x, now); got != nil {
 			break
 		}
@@ -90,14 +90,14 @@ func TestLocalityWait(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	t.Run("local slot free: taken at once", func(t *testing.T) {
 		s := localityServer(t, delay)
-		s.noteCached("h2", inputTask("", "sha256:a").InputBlobs, t0)
+		s.hosts.noteCached("h2", inputTask("", "sha256:a").InputBlobs, t0)
 		if a := s.pickNear(inputTask("x", "sha256:a"), t0); a == nil || a.id != "h2-g" {
 			t.Fatalf("picked %v; want h2-g, the host holding the input", a)
 		}
 	})
 	t.Run("local host stuck: free slot elsewhere after one delay", func(t *testing.T) {
 		s := localityServer(t, delay)
-		s.noteCached("h1", inputTask("", "sha256:a").InputBlobs, t0)
+		s.hosts.noteCached("h1", inputTask("", "sha256:a").InputBlobs, t0)
 		busy(1)(s.agents["h1-g"])
 		x := inputTask("x", "sha256:a")
 		if a := s.pickNear(x, t0); a != nil {
@@ -112,9 +112,9 @@ func TestLocalityWait(t *testing.T) {
 	})
 	t.Run("a slow fetch elsewhere: waits about as long as that fetch", func(t *testing.T) {
 		s := localityServer(t, delay)
-		s.placedAt = map[string]time.Time{"y": t0}
-		s.fetchMeasured("h2", &hostv1.Staged{TaskId: "y", FetchedBytes: 32 << 20}, t0.Add(time.Second)) // 32 MiB/s
-		s.noteCached("h1", inputTask("", "sha256:a").InputBlobs, t0)
+		s.hosts.placedAt = map[string]time.Time{"y": t0}
+		s.hosts.fetchMeasured("h2", &hostv1.Staged{TaskId: "y", FetchedBytes: 32 << 20}, t0.Add(time.Second)) // 32 MiB/s
+		s.hosts.noteCached("h1", inputTask("", "sha256:a").InputBlobs, t0)
 		busy(1)(s.agents["h1-g"])
 		x := inputTask("x", "sha256:a") // 32 MiB: a second's fetch on h2
 		for _, at := range []time.Duration{0, delay, 900 * time.Millisecond} {
@@ -129,9 +129,9 @@ func TestLocalityWait(t *testing.T) {
 	t.Run("new input: the host caching fewer blobs, and the next task follows", func(t *testing.T) {
 		s := localityServer(t, delay)
 		for i := range 3 {
-			s.noteCached("h1", inputTask("", fmt.Sprintf("sha256:old%d", i)).InputBlobs, t0)
+			s.hosts.noteCached("h1", inputTask("", fmt.Sprintf("sha256:old%d", i)).InputBlobs, t0)
 		}
-		s.noteCached("h2", inputTask("", "sha256:old").InputBlobs, t0)
+		s.hosts.noteCached("h2", inputTask("", "sha256:old").InputBlobs, t0)
 		s.agents["h1-g"].types["echo"].slots = 2
 		s.agents["h2-g"].types["echo"].slots = 2
 		a := s.pickNear(inputTask("x", "sha256:new"), t0)
@@ -142,7 +142,7 @@ func TestLocalityWait(t *testing.T) {
 		// Same round: the input is noted on h2 at pick time, so the next task of it goes
 		// there too, even with h2 now caching more blobs than h1 (the note decides).
 		for i := range 5 {
-			s.noteCached("h2", inputTask("", fmt.Sprintf("sha256:more%d", i)).InputBlobs, t0)
+			s.hosts.noteCached("h2", inputTask("", fmt.Sprintf("sha256:more%d", i)).InputBlobs, t0)
 		}
 		if a := s.pickNear(inputTask("y", "sha256:new"), t0); a == nil || a.id != "h2-g" {
 			t.Fatalf("picked %v for the second task of the input; want h2-g, where the first went", a)
@@ -150,20 +150,20 @@ func TestLocalityWait(t *testing.T) {
 	})
 	t.Run("new input, its host full: one delay at most", func(t *testing.T) {
 		s := localityServer(t, delay)
-		s.noteCached("h1", inputTask("", "sha256:old").InputBlobs, t0)
+		s.hosts.noteCached("h1", inputTask("", "sha256:old").InputBlobs, t0)
 		busy(1)(s.agents["h2-g"])
 		x := inputTask("x", "sha256:new")
 		if a := s.pickNear(x, t0); a != nil {
 			t.Fatalf("picked %s at once; want a wait for h2 (fewer blobs)", a.id)
 		}
-		s.hosts["h2"].lastLaunch = t0.Add(delay / 2) // launches on h2 do not extend a new input's wait
+		s.hosts.hosts["h2"].lastLaunch = t0.Add(delay / 2) // launches on h2 do not extend a new input's wait
 		if a := s.pickNear(x, t0.Add(delay)); a == nil || a.id != "h1-g" {
 			t.Fatalf("picked %v after a delay; want h1-g", a)
 		}
 	})
 	t.Run("off: no waiting", func(t *testing.T) {
 		s := localityServer(t, -1)
-		s.noteCached("h1", inputTask("", "sha256:a").InputBlobs, t0)
+		s.hosts.noteCached("h1", inputTask("", "sha256:a").InputBlobs, t0)
 		busy(1)(s.agents["h1-g"])
 		if a := s.pickNear(inputTask("x", "sha256:a"), t0); a == nil || a.id != "h2-g" {
 			t.Fatalf("picked %v with locality off; want h2-g at once", a)

@@ -55,18 +55,15 @@ type Server struct {
 	agents  map[string]*agent
 	index   *agentIndex // the agents available per type (agentindex.go)
 	waiters map[string][]chan struct{}
-	hosts   map[string]*hostRec
-	backlog map[string]int64 // queued tasks by type, as last sent to hosts
 	// localWait: types of which a task waited for a slot near its inputs in the last
 	// dispatch round; passedOver: when each task waiting for locality first let a free
-	// slot elsewhere go; placedAt: when tasks whose host stages their inputs were placed
-	// (locality.go).
+	// slot elsewhere go (locality.go).
 	localWait  map[string]bool
 	passedOver map[string]time.Time
-	placedAt   map[string]time.Time
 
-	conns      map[string]string         // agent-port connection (peer address) -> agent id of its session
-	collecting map[uint64]pendingCollect // Collects sent to hosts, by request id
+	conns map[string]string // agent-port connection (peer address) -> agent id of its session
+
+	hosts *hostRegistry // the host daemons (hostreg.go): its own lock, taken after mu
 
 	relayLis   *chanListener       // agent sessions relayed by hosts (Relay streams)
 	bodyBudget *semaphore.Weighted // bytes of client API request bodies being read (guard)
@@ -86,22 +83,21 @@ func New(cfg Config, st store.Store) (*Server, error) {
 	_, shared := st.(store.Shared)
 	s := &Server{shared: shared,
 		cfg: cfg, st: st, log: cfg.Logger, started: time.Now(),
-		kick:       make(chan struct{}, 1),
-		readyGen:   map[string]uint64{},
-		queue:      newQueueMeter(),
-		feed:       newFeed(),
-		hist:       newHistory(time.Now()),
-		streams:    newStreams(),
-		waits:      newTenantCount(MaxTenantWaits),
-		trans:      newTransients(),
-		pipes:      newPipes(),
-		agents:     map[string]*agent{},
-		index:      newAgentIndex(),
-		waiters:    map[string][]chan struct{}{},
-		hosts:      map[string]*hostRec{},
-		localWait:  map[string]bool{},
-		conns:      map[string]string{},
-		collecting: map[uint64]pendingCollect{},
+		kick:      make(chan struct{}, 1),
+		readyGen:  map[string]uint64{},
+		queue:     newQueueMeter(),
+		feed:      newFeed(),
+		hist:      newHistory(time.Now()),
+		streams:   newStreams(),
+		waits:     newTenantCount(MaxTenantWaits),
+		trans:     newTransients(),
+		pipes:     newPipes(),
+		agents:    map[string]*agent{},
+		index:     newAgentIndex(),
+		waiters:   map[string][]chan struct{}{},
+		hosts:     newHostRegistry(),
+		localWait: map[string]bool{},
+		conns:     map[string]string{},
 
 		relayLis: newChanListener(),
 	}
