@@ -18,8 +18,8 @@ import (
 // (maxTasks). A change made elsewhere that makes an agent unavailable (a host reporting
 // its guest gone) is found when pick draws the agent: pick checks every agent it draws
 // against its current state, and files it again if its entry is stale. No change makes
-// an agent available without passing through one of the functions above. Server.mu
-// guards the index and the agents' entries.
+// an agent available without passing through one of the functions above. The agent
+// registry's lock (agentRegistry.mu) guards the index and the agents' entries.
 type agentIndex struct {
 	types map[string]*typeIndex
 	fit   []*agent // scratch for pick
@@ -68,7 +68,7 @@ func (x *agentIndex) add(a *agent) {
 	x.update(a)
 }
 
-// update files a under each type it serves as it is now. Caller holds s.mu.
+// update files a under each type it serves as it is now. Caller holds s.agents.mu.
 func (x *agentIndex) update(a *agent) {
 	p := a.pending()
 	for typ, e := range a.idx {
@@ -151,7 +151,7 @@ func (x *agentIndex) current(a *agent, typ string, p int) bool {
 // pick chooses an agent for t as Server.pick does (least pending among the agents that
 // fit; two random choices among the tied, the lower CPU load wins), from the index: a
 // task without requirements costs a draw of two, not a read of every agent. Caller
-// holds s.mu.
+// holds s.agents.mu.
 func (x *agentIndex) pick(t *store.Task) *agent {
 	ti := x.types[t.Type]
 	if ti == nil {

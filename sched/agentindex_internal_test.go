@@ -14,7 +14,7 @@ import (
 func leastPending(s *Server, t *store.Task) map[*agent]bool {
 	least := int(^uint(0) >> 1)
 	best := map[*agent]bool{}
-	for _, a := range s.agents {
+	for _, a := range s.agents.byID {
 		if !a.fits(t) {
 			continue
 		}
@@ -33,7 +33,7 @@ func leastPending(s *Server, t *store.Task) map[*agent]bool {
 func checkIndex(t *testing.T, s *Server) {
 	t.Helper()
 	want := map[string]int{}
-	for _, a := range s.agents {
+	for _, a := range s.agents.byID {
 		for typ := range a.types {
 			f := a.available(typ)
 			e := a.idx[typ]
@@ -46,7 +46,7 @@ func checkIndex(t *testing.T, s *Server) {
 				t.Fatalf("agent %s has %d free slots of %s but is not filed", a.id, f, typ)
 			case e.pending != a.pending() || e.free != f:
 				t.Fatalf("agent %s filed under %s with pending %d free %d; has pending %d free %d", a.id, typ, e.pending, e.free, a.pending(), f)
-			case s.index.types[typ].byPending[e.pending][e.pos] != a:
+			case s.agents.index.types[typ].byPending[e.pending][e.pos] != a:
 				t.Fatalf("agent %s: its entry under %s points at another agent", a.id, typ)
 			}
 			want[typ] += f
@@ -57,7 +57,7 @@ func checkIndex(t *testing.T, s *Server) {
 			}
 		}
 	}
-	for typ, ti := range s.index.types {
+	for typ, ti := range s.agents.index.types {
 		n := 0
 		for _, b := range ti.byPending {
 			n += len(b)
@@ -76,7 +76,7 @@ func TestAgentIndex(t *testing.T) {
 	for seed := uint64(1); seed <= 20; seed++ {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, 7))
-			s := &Server{agents: map[string]*agent{}, index: newAgentIndex()}
+			s := &Server{agents: newAgentRegistry()}
 			types := []string{"a", "b", "c"}
 			for i := range 12 {
 				a := testAgent(fmt.Sprintf("g%02d", i))
@@ -89,17 +89,16 @@ func TestAgentIndex(t *testing.T) {
 				if i%4 == 0 {
 					a.capacity.Labels = map[string]string{"zone": "b"}
 				}
-				s.agents[a.id] = a
-				s.index.add(a)
+				s.agents.add(a)
 			}
 			checkIndex(t, s)
 			var ids []string
-			for id := range s.agents {
+			for id := range s.agents.byID {
 				ids = append(ids, id)
 			}
 			seq := 0
 			for step := range 3000 {
-				a := s.agents[ids[rng.IntN(len(ids))]]
+				a := s.agents.byID[ids[rng.IntN(len(ids))]]
 				typ := types[rng.IntN(len(types))]
 				var op string
 				switch rng.IntN(9) {
@@ -178,14 +177,13 @@ func TestAgentIndex(t *testing.T) {
 // its guest gone, a transient task booked) never makes pick choose an agent that does
 // not fit: pick checks what it draws and files it again.
 func TestAgentIndexStale(t *testing.T) {
-	s := &Server{agents: map[string]*agent{}, index: newAgentIndex()}
+	s := &Server{agents: newAgentRegistry()}
 	for _, id := range []string{"a", "b", "c"} {
 		a := testAgent(id)
-		s.agents[id] = a
-		s.index.add(a)
+		s.agents.add(a)
 	}
-	s.agents["a"].gone = true                             // not filed again
-	s.agents["b"].maxTasks, s.agents["b"].assigned = 1, 1 // neither
+	s.agents.byID["a"].gone = true                                  // not filed again
+	s.agents.byID["b"].maxTasks, s.agents.byID["b"].assigned = 1, 1 // neither
 	task := store.Task{Type: "echo"}
 	for range 100 {
 		if a := s.pick(&task); a == nil || a.id != "c" {
@@ -193,7 +191,7 @@ func TestAgentIndexStale(t *testing.T) {
 		}
 	}
 	checkIndex(t, s)
-	s.agents["c"].state = agentLost
+	s.agents.byID["c"].state = agentLost
 	if a := s.pick(&task); a != nil {
 		t.Fatalf("picked %s; want none (no agent fits)", a.id)
 	}

@@ -112,9 +112,9 @@ func (se *session) send(m *agentv1.ServerMessage) {
 func (se *session) close(cause error) { se.once.Do(func() { se.cancel(cause) }) }
 
 func (s *Server) closeSessions() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, a := range s.agents {
+	s.agents.mu.Lock()
+	defer s.agents.mu.Unlock()
+	for _, a := range s.agents.byID {
 		if a.sess != nil {
 			a.sess.close(errors.New("server shutting down"))
 		}
@@ -267,9 +267,9 @@ func validateTypes(msg string, types []*agentv1.TaskType) error {
 // such an agent changes when another session claims its id.
 func (s *Server) register(r *agentv1.Register, se *session, att *GuestAddr) (*agent, error) {
 	now := time.Now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	a := s.agents[r.GetAgentId()]
+	s.agents.mu.Lock()
+	defer s.agents.mu.Unlock()
+	a := s.agents.byID[r.GetAgentId()]
 	if a != nil && a.hostID != "" && (att == nil || att.Host != a.hostID) {
 		return nil, fmt.Errorf("register: agent_id %q belongs to a guest of host %s; only that host's relay may register it", r.GetAgentId(), a.hostID)
 	}
@@ -278,7 +278,7 @@ func (s *Server) register(r *agentv1.Register, se *session, att *GuestAddr) (*ag
 	}
 	if a == nil {
 		a = &agent{id: r.GetAgentId(), running: map[string]*assignment{}, types: map[string]*typeSlot{}}
-		s.agents[a.id] = a
+		s.agents.byID[a.id] = a
 	}
 	if a.sess != nil {
 		a.sess.close(errors.New("replaced by a new session of the same agent"))
@@ -294,13 +294,13 @@ func (s *Server) register(r *agentv1.Register, se *session, att *GuestAddr) (*ag
 	a.total = int(r.GetTotalSlots())
 	s.setTypes(a, r.GetTypes())
 	if a.index == nil {
-		s.index.add(a)
+		s.agents.index.add(a)
 	}
 	return a, nil
 }
 
 // setTypes updates a's types and slots, keeping the running counts, and reports
-// whether a type got more slots (or is new). Caller holds s.mu.
+// whether a type got more slots (or is new). Caller holds s.agents.mu.
 func (s *Server) setTypes(a *agent, types []*agentv1.TaskType) bool {
 	if sameTypes(a, types) { // every heartbeat: update in place, file again only if slots moved
 		more, moved := false, false
@@ -372,8 +372,8 @@ func sameTypes(a *agent, types []*agentv1.TaskType) bool {
 // Its leases stay until they expire: the agent may reconnect and report.
 func (s *Server) lose(a *agent, se *session, log *slog.Logger) {
 	se.close(errors.New("session ended"))
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.agents.mu.Lock()
+	defer s.agents.mu.Unlock()
 	s.requeueTransient(a, se) // transient tasks are resent at once (transient.go)
 	releaseSession(a, se)     // slots booked for preempted tasks (preempt.go)
 	if a.sess != se {
@@ -398,7 +398,7 @@ func (s *Server) reconcile(ctx context.Context, a *agent, se *session, running [
 		if t.CancelRequested {
 			se.send(cancelMsg(t.ID, t.LeaseID, agentv1.CancelKind_CANCEL_KIND_CLIENT, "cancelled by client"))
 		}
-		s.mu.Lock()
+		s.agents.mu.Lock()
 		if old := a.running[t.ID]; old == nil || old.leaseID != t.LeaseID {
 			a.release(t.ID, 0)
 			if a.types[t.Type] == nil {
@@ -412,7 +412,7 @@ func (s *Server) reconcile(ctx context.Context, a *agent, se *session, running [
 				as.deadline = t.LeasedAt.Add(t.Timeout)
 			}
 		}
-		s.mu.Unlock()
+		s.agents.mu.Unlock()
 		keep = append(keep, store.LeaseRef{TaskID: t.ID, LeaseID: t.LeaseID})
 	}
 	if _, err := s.st.Renew(ctx, a.id, keep, time.Now().Add(s.cfg.LeaseTTL)); err != nil {
@@ -430,13 +430,13 @@ func (s *Server) requeueUnlisted(ctx context.Context, a *agent, se *session, run
 		listed[r.GetTaskId()] = true
 	}
 	var stale []string
-	s.mu.Lock()
+	s.agents.mu.Lock()
 	for id, as := range a.running {
 		if !listed[id] && as.leaseID != 0 && as.sess != se {
 			stale = append(stale, id)
 		}
 	}
-	s.mu.Unlock()
+	s.agents.mu.Unlock()
 	stale = append(stale, s.unlistedElsewhere(ctx, a, se, listed)...) // leased by another replica
 	now := time.Now()
 	for _, id := range stale {
@@ -539,7 +539,7 @@ func (s *Server) handleAgentMessage(ctx context.Context, a *agent, se *session, 
 func (s *Server) heartbeat(ctx context.Context, a *agent, hb *agentv1.Heartbeat) {
 	now := time.Now()
 	var refs []store.LeaseRef
-	s.mu.Lock()
+	s.agents.mu.Lock()
 	a.lastHeartbeat, a.load = now, hb.GetLoad()
 	// The dispatcher is woken only if the agent can take more than before: more slots,
 	// or slots of preempted tasks freed. One wake per agent per heartbeat would be a
@@ -565,7 +565,7 @@ func (s *Server) heartbeat(ctx context.Context, a *agent, hb *agentv1.Heartbeat)
 	}
 	releaseStopped(a, hb.GetRunning()) // preempted tasks the agent has stopped (preempt.go)
 	more = more || a.pending() < pending
-	s.mu.Unlock()
+	s.agents.mu.Unlock()
 	if len(refs) > 0 {
 		expires := now.Add(s.cfg.LeaseTTL)
 		if _, err := s.st.Renew(ctx, a.id, refs, expires); err != nil {
@@ -573,13 +573,13 @@ func (s *Server) heartbeat(ctx context.Context, a *agent, hb *agentv1.Heartbeat)
 				s.log.Error("renewing leases", "agent", a.id, "err", err)
 			}
 		} else {
-			s.mu.Lock()
+			s.agents.mu.Lock()
 			for _, r := range refs {
 				if as := a.running[r.TaskID]; as != nil && as.leaseID == r.LeaseID {
 					as.renewedUntil = expires
 				}
 			}
-			s.mu.Unlock()
+			s.agents.mu.Unlock()
 		}
 	}
 	if more {
@@ -600,11 +600,11 @@ func (s *Server) ack(ctx context.Context, a *agent, se *session, ack *agentv1.Ac
 		s.log.Warn("an ack without its lease's secret ignored", "agent", a.id, "task", ack.GetTaskId(), "lease", ack.GetLeaseId())
 		return
 	}
-	s.mu.Lock()
+	s.agents.mu.Lock()
 	if as := a.running[ack.GetTaskId()]; as != nil && as.leaseID == ack.GetLeaseId() {
 		a.acked(as)
 	}
-	s.mu.Unlock()
+	s.agents.mu.Unlock()
 	s.wake() // an agent at MaxUnacked may take work again
 	if ack.GetAccepted() {
 		// The ack is applied without reading the task: the update holds only while it is
@@ -751,14 +751,14 @@ type verdict struct {
 // does not know) reads the task.
 func (s *Server) reportedTask(ctx context.Context, agentID string, r *agentv1.Report) (store.Task, error) {
 	if r.GetStatus() == agentv1.Status_STATUS_SUCCEEDED {
-		s.mu.Lock()
+		s.agents.mu.Lock()
 		var snap *store.Task
-		if a := s.agents[agentID]; a != nil {
+		if a := s.agents.byID[agentID]; a != nil {
 			if as := a.running[r.GetTaskId()]; as != nil && as.leased != nil && as.leaseID == r.GetLeaseId() && secretOK(as.secret, r.GetLeaseSecret()) {
 				snap = as.leased
 			}
 		}
-		s.mu.Unlock()
+		s.agents.mu.Unlock()
 		if snap != nil {
 			return *snap, nil
 		}
@@ -796,14 +796,14 @@ func secretOK(want, got string) bool {
 // holds reports whether agent a holds lease leaseID of taskID with this secret: from
 // its assignments, or the store when the server does not know the assignment.
 func (s *Server) holds(ctx context.Context, a *agent, taskID string, leaseID uint64, secret string) bool {
-	s.mu.Lock()
+	s.agents.mu.Lock()
 	as := a.running[taskID]
 	if as != nil && as.leaseID == leaseID && as.secret != "" {
 		ok := secretOK(as.secret, secret)
-		s.mu.Unlock()
+		s.agents.mu.Unlock()
 		return ok
 	}
-	s.mu.Unlock()
+	s.agents.mu.Unlock()
 	t, err := s.st.Get(ctx, taskID)
 	return err == nil && t.AgentID == a.id && t.LeaseID == leaseID && secretOK(t.LeaseSecret, secret)
 }

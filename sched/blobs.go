@@ -396,16 +396,8 @@ func (s *Server) bindConn(ctx context.Context, agentID string) func() {
 		return func() {}
 	}
 	key := p.Addr.String()
-	s.mu.Lock()
-	s.conns[key] = agentID
-	s.mu.Unlock()
-	return func() {
-		s.mu.Lock()
-		if s.conns[key] == agentID {
-			delete(s.conns, key)
-		}
-		s.mu.Unlock()
-	}
+	s.agents.bind(key, agentID)
+	return func() { s.agents.unbind(key, agentID) }
 }
 
 // leaseFor checks a blob RPC of an agent: agentID must be the agent whose session runs
@@ -433,9 +425,7 @@ func (s *Server) leaseFor(ctx context.Context, agentID, taskID string, leaseID u
 	} else {
 		bound := ""
 		if addr != nil {
-			s.mu.Lock()
-			bound = s.conns[addr.String()]
-			s.mu.Unlock()
+			bound = s.agents.boundTo(addr.String())
 		}
 		if bound == "" || bound != agentID {
 			return store.Task{}, status.Errorf(codes.PermissionDenied, "agent_id %q has no session on this connection: open the Session stream first and send blob RPCs on its connection", agentID)
@@ -584,7 +574,7 @@ func (hs *hostService) WriteBlob(stream hostv1.HostService_WriteBlobServer) erro
 
 // --- dispatch and reports ---
 
-// dataPath says how a's tasks get their blobs. Caller holds s.mu (a's fields).
+// dataPath says how a's tasks get their blobs. Caller holds s.agents.mu (a's fields).
 func (s *Server) dataPath(a *agent) agentv1.DataPath {
 	if s.cfg.Blobs == nil {
 		return agentv1.DataPath_DATA_PATH_UNSPECIFIED
@@ -668,15 +658,15 @@ func (s *Server) outputBlobs(ctx context.Context, t store.Task, agentID string, 
 	if total > s.cfg.MaxOutputBytes {
 		return failed(store.OutputTooLarge, false, "the output files add up to %d bytes, over the server's limit of %d bytes a task (server.max_output_bytes): write less, or raise the limit", total, s.cfg.MaxOutputBytes)
 	}
-	s.mu.Lock()
-	a := s.agents[agentID]
+	s.agents.mu.Lock()
+	a := s.agents.byID[agentID]
 	path := s.dataPath(a)
 	var host string
 	var link *hostLink
 	if a != nil && path == agentv1.DataPath_DATA_PATH_SHARED {
 		host = a.hostID
 	}
-	s.mu.Unlock()
+	s.agents.mu.Unlock()
 	if host != "" {
 		link = s.hosts.link(host)
 	}

@@ -73,13 +73,13 @@ type grantFor struct {
 // all is set, it reads the queues only of the types hinted ready (wakeType).
 func (s *Server) dispatchOnce(ctx context.Context, all bool) (int, error) {
 	now := time.Now()
-	s.mu.Lock()
-	free := s.index.freeSlots()
+	s.agents.mu.Lock()
+	free := s.agents.index.freeSlots()
 	var localWait map[string]bool // types of which a task waited for a slot near its inputs
-	if len(s.localWait) > 0 {
-		localWait = maps.Clone(s.localWait)
+	if len(s.agents.localWait) > 0 {
+		localWait = maps.Clone(s.agents.localWait)
 	}
-	s.mu.Unlock()
+	s.agents.mu.Unlock()
 	// Each feature costs a round nothing when not in use: transient streams' tasks are
 	// sent first only when some are queued, locality waits are read once per round.
 	transient := s.trans.queued()
@@ -101,9 +101,9 @@ func (s *Server) dispatchOnce(ctx context.Context, all bool) (int, error) {
 		limit := min(2*f+8, 1000)
 		if localWait[typ] { // tasks waited for a slot near their inputs: look further
 			limit = max(limit, localityScan)
-			s.mu.Lock()
-			delete(s.localWait, typ)
-			s.mu.Unlock()
+			s.agents.mu.Lock()
+			delete(s.agents.localWait, typ)
+			s.agents.mu.Unlock()
 		}
 		tasks, err := s.readyTasks(ctx, typ, now, limit)
 		if err != nil {
@@ -117,7 +117,7 @@ func (s *Server) dispatchOnce(ctx context.Context, all bool) (int, error) {
 		var grants []store.Grant
 		by := map[string]grantFor{}
 		readyAt := map[string]time.Time{}
-		s.mu.Lock()
+		s.agents.mu.Lock()
 		tasks = s.fairOrder(tasks)
 		for i := range tasks {
 			t := &tasks[i]
@@ -137,19 +137,19 @@ func (s *Server) dispatchOnce(ctx context.Context, all bool) (int, error) {
 				readyAt[t.ID] = t.NotBefore
 			}
 		}
-		s.mu.Unlock()
+		s.agents.mu.Unlock()
 		if len(grants) == 0 {
 			continue
 		}
 		leased, err := s.st.Lease(ctx, now, grants)
 		if err != nil {
-			s.mu.Lock()
+			s.agents.mu.Lock()
 			for id, g := range by {
 				g.agent.release(id, 0)
 				g.agent.assigned--
 				g.agent.reindex()
 			}
-			s.mu.Unlock()
+			s.agents.mu.Unlock()
 			return total, fmt.Errorf("leasing %d tasks of type %s: %w", len(grants), typ, err)
 		}
 		type send struct {
@@ -157,7 +157,7 @@ func (s *Server) dispatchOnce(ctx context.Context, all bool) (int, error) {
 			msg  *agentv1.ServerMessage
 		}
 		var sends []send
-		s.mu.Lock()
+		s.agents.mu.Lock()
 		got := map[string]bool{}
 		for i := range leased {
 			t := &leased[i]
@@ -179,7 +179,7 @@ func (s *Server) dispatchOnce(ctx context.Context, all bool) (int, error) {
 				g.agent.reindex()
 			}
 		}
-		s.mu.Unlock()
+		s.agents.mu.Unlock()
 		for _, sd := range sends {
 			sd.sess.send(sd.msg)
 		}
@@ -202,7 +202,7 @@ func (s *Server) dispatchOnce(ctx context.Context, all bool) (int, error) {
 }
 
 // assignFor records on as (agent a's reservation of t) the lease t now holds, tells a's
-// host the task started, and returns the Assign for the agent. Caller holds s.mu.
+// host the task started, and returns the Assign for the agent. Caller holds s.agents.mu.
 func (s *Server) assignFor(a *agent, as *assignment, t *store.Task, now time.Time) *agentv1.Assign {
 	as.leaseID, as.secret, as.renewedUntil = t.LeaseID, t.LeaseSecret, t.LeaseExpiresAt
 	snap := *t
@@ -247,7 +247,7 @@ func (s *Server) sweepLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		s.mu.Lock()
+		s.agents.mu.Lock()
 		now := time.Now()
 		// This loop runs far later than its period only when the server itself stalled
 		// (starved of CPU, or the registry held): the agents' messages waited as long,
@@ -256,7 +256,7 @@ func (s *Server) sweepLoop(ctx context.Context) {
 			stalledUntil = now
 			s.log.Warn("the server stalled; agents' silence counts from now", "stall", stall.Round(time.Millisecond))
 		}
-		for id, a := range s.agents {
+		for id, a := range s.agents.byID {
 			seen := a.lastSeen()
 			silent := now.Sub(seen)
 			if seen.Before(stalledUntil) {
@@ -267,13 +267,12 @@ func (s *Server) sweepLoop(ctx context.Context) {
 				a.sess.close(fmt.Errorf("no heartbeat for %v", silent.Round(time.Millisecond)))
 			}
 			if a.state == agentLost && now.Sub(a.lostAt) > 10*time.Minute {
-				s.index.drop(a)
-				delete(s.agents, id)
+				s.agents.drop(a)
 			}
 		}
 		s.expireTransients(now)
 		last = time.Now()
-		s.mu.Unlock()
+		s.agents.mu.Unlock()
 		if now.Before(graceEnd) {
 			continue
 		}
@@ -313,15 +312,15 @@ func (s *Server) expire(ctx context.Context, t store.Task, now time.Time, msg st
 	}
 	s.metrics.leaseExpiries.Inc()
 	s.log.Warn("lease expired", "task", t.ID, "lease", t.LeaseID, "agent", t.AgentID, "now", to)
-	s.mu.Lock()
+	s.agents.mu.Lock()
 	var sess *session
-	if a := s.agents[t.AgentID]; a != nil {
+	if a := s.agents.byID[t.AgentID]; a != nil {
 		if a.release(t.ID, t.LeaseID) {
 			s.guestTaskEvent(a, t.ID, t.LeaseID, hostv1.TaskEvent_KIND_FINISHED, nil)
 		}
 		sess = a.sess
 	}
-	s.mu.Unlock()
+	s.agents.mu.Unlock()
 	if sess != nil {
 		sess.send(cancelMsg(t.ID, t.LeaseID, agentv1.CancelKind_CANCEL_KIND_EXPIRED, "lease expired"))
 	}

@@ -148,9 +148,32 @@
 // so a round costs the same with 10 agents as with 1,000. A round pays nothing for what
 // is not in use: transient queues are read only when one holds a task, locality waits
 // once a round. A heartbeat wakes the dispatcher only when the agent can take more, and
-// any message proves an agent alive without the server's lock (session.seen).
+// any message proves an agent alive without the agent registry's lock (session.seen).
 // TestPick and TestAgentIndex test placement and the index; BenchmarkManyAgents compares
 // the dispatch rate with 1,000 agents to that with 10:
 //
 //	go test -run '^$' -bench ManyAgents -benchtime 1x -timeout 60m ./sched
+//
+// State and locks. The server's in-memory state is split by entity, each part with its
+// own lock:
+//
+//   - the agent registry (agentreg.go, Server.agents): the agents, the agent index,
+//     the agent-port connections bound to sessions, and the dispatcher's locality
+//     waits (localWait, passedOver: pickNear reads and writes them while it picks an
+//     agent, so they share the agents' lock);
+//   - the host registry (hostreg.go, Server.hosts): the host daemons' records (pools,
+//     guests, load, the blobs their caches hold), the backlog last sent to them, the
+//     Collects waiting for an answer and when tasks staged by their host were placed;
+//     code outside hostreg.go reaches them only through its methods;
+//   - transients.mu (transient.go), streams.mu (streamapi.go), waitMu (the Wait
+//     callers), readyMu (the ready hints) and the queue meter's lock.
+//
+// Lock order: the agent registry's lock, then transients.mu, then the host registry's
+// lock; never the reverse (the host registry's methods call nothing else, so a host
+// message never waits for the agents, and a task event for a guest's host is queued
+// under the agent registry's lock, which keeps it in order with the host's
+// TaskSnapshot). waitMu, readyMu, streams.mu and the queue meter's lock are leaves:
+// nothing else is taken while one is held. No lock is held while calling the store, and none while blocking on a send:
+// an agent session's send and a host link's send queue the message and never block.
+// HoldRegistry (tests) holds both registries' locks, as a stalled server would.
 package sched

@@ -80,11 +80,11 @@ func notQueued(t store.Task) *paddockv1.Reason {
 
 // placement says whether a connected agent could take t now, and if not, why not.
 func (s *Server) placement(t *store.Task) *paddockv1.Reason {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.agents.mu.Lock()
+	defer s.agents.mu.Unlock()
 	var serving, meeting []*agent
 	unmet := map[string][]string{} // requirement -> agents serving the type that lack it
-	for _, a := range s.agents {
+	for _, a := range s.agents.byID {
 		if a.state != agentConnected || a.gone || a.types[t.Type] == nil {
 			continue
 		}
@@ -123,7 +123,7 @@ func (s *Server) placement(t *store.Task) *paddockv1.Reason {
 		Message: fmt.Sprintf("%d free slots for type %s on %d agents: it is dispatched on the next round", free, t.Type, len(meeting))}
 }
 
-// busyReason says why a, which serves typ, takes no task of it now. Caller holds s.mu.
+// busyReason says why a, which serves typ, takes no task of it now. Caller holds s.agents.mu.
 func (a *agent) busyReason(typ string) string {
 	ts := a.types[typ]
 	switch {
@@ -140,7 +140,7 @@ func (a *agent) busyReason(typ string) string {
 }
 
 // noAgent explains a type no connected agent serves: a pool may (its guests are
-// booting, or it cannot scale up), or nothing does. Caller holds s.mu.
+// booting, or it cannot scale up), or nothing does. Caller holds s.agents.mu.
 func (s *Server) noAgent(typ string) *paddockv1.Reason {
 	pools := s.hosts.poolsServing(typ)
 	if len(pools) > 0 {
@@ -149,7 +149,7 @@ func (s *Server) noAgent(typ string) *paddockv1.Reason {
 			Message: fmt.Sprintf("no connected agent serves type %s yet; pools that serve it: %s", typ, strings.Join(pools, "; "))}
 	}
 	known := map[string]bool{}
-	for _, a := range s.agents {
+	for _, a := range s.agents.byID {
 		if a.state == agentConnected {
 			for n := range a.types {
 				known[n] = true

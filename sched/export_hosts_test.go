@@ -19,10 +19,13 @@ func HoldHostLinks(hold func()) {
 	hostLinkHold.Store(&hold)
 }
 
-// HoldRegistry holds the server's registry lock for d, as a stall of the whole server
-// (starved of CPU, or a long placement round) would.
+// HoldRegistry holds the server's registry locks (the agent registry's, then the host
+// registry's, in the lock order) for d, as a stall of the whole server (starved of CPU,
+// or a long placement round) would.
 func (s *Server) HoldRegistry(d time.Duration) {
-	s.mu.Lock()
+	s.agents.mu.Lock()
+	s.hosts.mu.Lock()
 	time.Sleep(d)
-	s.mu.Unlock()
+	s.hosts.mu.Unlock()
+	s.agents.mu.Unlock()
 }

@@ -46,7 +46,7 @@ func (s *Server) readyTasks(ctx context.Context, typ string, now time.Time, limi
 
 // fairOrder orders tasks for dispatch by weighted fair sharing between their tenants
 // (tenant.Order) and leaves out those of tenants at their max_running. It returns
-// tasks unchanged when no tenant is configured. Caller holds s.mu.
+// tasks unchanged when no tenant is configured. Caller holds s.agents.mu.
 func (s *Server) fairOrder(tasks []store.Task) []store.Task {
 	if len(s.cfg.Tenants) == 0 {
 		return tasks
@@ -65,10 +65,10 @@ func (s *Server) fairOrder(tasks []store.Task) []store.Task {
 }
 
 // runningByTenant counts each tenant's leased and running tasks (stored and transient)
-// on this server's agents. Caller holds s.mu.
+// on this server's agents. Caller holds s.agents.mu.
 func (s *Server) runningByTenant() map[string]int {
 	running := map[string]int{}
-	for _, a := range s.agents {
+	for _, a := range s.agents.byID {
 		for _, as := range a.running {
 			running[as.tenant]++
 		}

@@ -57,7 +57,8 @@ func (GuestAddr) Network() string { return "paddock-relay" }
 
 func (a GuestAddr) String() string { return a.Host + "/" + a.Pool + "/" + a.Guest }
 
-// hostRec is the server's view of one host daemon. Server.mu guards every field.
+// hostRec is the server's view of one host daemon. The host registry's lock
+// (hostRegistry.mu, Server.hosts.mu) guards every field.
 type hostRec struct {
 	id, version, accel string
 	state              string
@@ -267,10 +268,10 @@ func (s *Server) handleHostMessage(ctx context.Context, h *hostRec, m *hostv1.Ho
 // is left alone.
 func (s *Server) GuestGone(ctx context.Context, host, guest, reason string) {
 	log := s.log.With("host", host, "guest", guest)
-	s.mu.Lock()
-	a := s.agents[guest]
+	s.agents.mu.Lock()
+	a := s.agents.byID[guest]
 	if a == nil || a.hostID != host {
-		s.mu.Unlock()
+		s.agents.mu.Unlock()
 		log.Info("guest gone (its agent never registered)", "reason", reason)
 		return
 	}
@@ -279,7 +280,7 @@ func (s *Server) GuestGone(ctx context.Context, host, guest, reason string) {
 	}
 	a.gone = true
 	a.reindex()
-	s.mu.Unlock()
+	s.agents.mu.Unlock()
 	live, err := s.st.Live(ctx)
 	if err != nil {
 		log.Error("guest gone: listing its tasks", "err", err)
@@ -301,9 +302,9 @@ func (s *Server) GuestGone(ctx context.Context, host, guest, reason string) {
 			continue // reported or expired meanwhile
 		}
 		n++
-		s.mu.Lock()
+		s.agents.mu.Lock()
 		a.release(t.ID, t.LeaseID)
-		s.mu.Unlock()
+		s.agents.mu.Unlock()
 		s.metrics.guestRequeues.Inc()
 		s.finished(nt)
 	}
@@ -314,8 +315,8 @@ func (s *Server) GuestGone(ctx context.Context, host, guest, reason string) {
 // sendTaskSnapshot queues the TaskSnapshot of host h on link (already h's link, so
 // every TaskEvent from now on goes to it too): each lease a guest of h holds, with the
 // inputs to stage where the host stages them, and each guest's assigned count. The
-// inputs are read from the store first, without s.mu; the snapshot itself is built
-// from the agents' leases and queued under one hold of s.mu, so no TaskEvent can fall
+// inputs are read from the store first, without s.agents.mu; the snapshot itself is built
+// from the agents' leases and queued under one hold of s.agents.mu, so no TaskEvent can fall
 // between what it describes and its place in the stream. A lease granted meanwhile
 // whose inputs were not read has had its own KIND_STARTED queued already (with them).
 func (s *Server) sendTaskSnapshot(ctx context.Context, h *hostRec, link *hostLink) error {
@@ -324,8 +325,8 @@ func (s *Server) sendTaskSnapshot(ctx context.Context, h *hostRec, link *hostLin
 		lease uint64
 	}
 	var need []key
-	s.mu.Lock()
-	for _, a := range s.agents {
+	s.agents.mu.Lock()
+	for _, a := range s.agents.byID {
 		if a.hostID != h.id || s.dataPath(a) != agentv1.DataPath_DATA_PATH_SHARED {
 			continue
 		}
@@ -335,7 +336,7 @@ func (s *Server) sendTaskSnapshot(ctx context.Context, h *hostRec, link *hostLin
 			}
 		}
 	}
-	s.mu.Unlock()
+	s.agents.mu.Unlock()
 	tasks := map[key]store.Task{}
 	for _, k := range need {
 		t, err := s.st.Get(ctx, k.task)
@@ -350,9 +351,9 @@ func (s *Server) sendTaskSnapshot(ctx context.Context, h *hostRec, link *hostLin
 		}
 	}
 	snap := &hostv1.TaskSnapshot{Assigned: map[string]uint32{}}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, a := range s.agents {
+	s.agents.mu.Lock()
+	defer s.agents.mu.Unlock()
+	for _, a := range s.agents.byID {
 		if a.hostID != h.id {
 			continue
 		}
@@ -375,26 +376,26 @@ func (s *Server) sendTaskSnapshot(ctx context.Context, h *hostRec, link *hostLin
 		}
 		return x.GetTaskId() < y.GetTaskId()
 	})
-	// Queued under s.mu, as every TaskEvent is; not queued if h was replaced meanwhile
-	// (the new stream sends its own).
+	// Queued under s.agents.mu, as every TaskEvent is; not queued if h was replaced
+	// meanwhile (the new stream sends its own).
 	s.hosts.sendOn(h, link, &hostv1.ServerMessage{Msg: &hostv1.ServerMessage_TaskSnapshot{TaskSnapshot: snap}})
 	return nil
 }
 
 // guestTaskEvent tells a guest's host that lease leaseID of a task started or ended on
-// it; inputs (KIND_STARTED under DATA_PATH_SHARED) are to be staged. Caller holds s.mu.
+// it; inputs (KIND_STARTED under DATA_PATH_SHARED) are to be staged. Caller holds s.agents.mu.
 func (s *Server) guestTaskEvent(a *agent, taskID string, leaseID uint64, kind hostv1.TaskEvent_Kind, inputs map[string]store.BlobRef) {
 	s.sendTaskEvent(a, &hostv1.TaskEvent{Kind: kind, Guest: a.id, TaskId: taskID, LeaseId: leaseID, Inputs: hostRefs(inputs)})
 }
 
 // guestTaskStarted is guestTaskEvent's KIND_STARTED of leased task t, with the task's
-// tenant and class (the bandwidth class of its input fetches). Caller holds s.mu.
+// tenant and class (the bandwidth class of its input fetches). Caller holds s.agents.mu.
 func (s *Server) guestTaskStarted(a *agent, t *store.Task, inputs map[string]store.BlobRef) {
 	s.sendTaskEvent(a, &hostv1.TaskEvent{Kind: hostv1.TaskEvent_KIND_STARTED, Guest: a.id, TaskId: t.ID, LeaseId: t.LeaseID,
 		Inputs: hostRefs(inputs), Tenant: t.Tenant, TaskClass: string(t.Class)})
 }
 
-// sendTaskEvent sends e to agent a's host, if it is connected. Caller holds s.mu.
+// sendTaskEvent sends e to agent a's host, if it is connected. Caller holds s.agents.mu.
 func (s *Server) sendTaskEvent(a *agent, e *hostv1.TaskEvent) {
 	if a.hostID == "" {
 		return
@@ -607,13 +608,13 @@ type VMInfo struct {
 // host, pool and name.
 func (s *Server) VMs(host string) []VMInfo {
 	out := s.hosts.guests(host)
-	s.mu.Lock()
+	s.agents.mu.Lock()
 	for i, vi := range out {
-		if a := s.agents[vi.Guest.GetName()]; a != nil && a.hostID == vi.Host {
+		if a := s.agents.byID[vi.Guest.GetName()]; a != nil && a.hostID == vi.Host {
 			out[i].AgentState, out[i].AgentLoad = a.state, a.load
 		}
 	}
-	s.mu.Unlock()
+	s.agents.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool {
 		a, b := out[i], out[j]
 		if a.Host != b.Host {

@@ -64,12 +64,12 @@ func (h *hostRec) setCacheSummary(digests []string, now time.Time) {
 // homes returns the hosts a task whose inputs no host holds should go to: of the
 // connected hosts with an agent that serves t, those whose caches hold the fewest blobs
 // as far as the server knows (each with weight 1; none when no host's agent serves t).
-// Caller holds s.mu.
+// Caller holds s.agents.mu.
 func (s *Server) homes(t *store.Task) map[string]int64 {
 	out := map[string]int64{}
 	least := -1
 	var sizes map[string]int
-	for _, a := range s.agents {
+	for _, a := range s.agents.byID {
 		if a.hostID == "" || !a.serves(t) {
 			continue
 		}
@@ -99,11 +99,11 @@ func (a *agent) serves(t *store.Task) bool {
 
 // nearest returns the agent with a free slot for t on the host of near (bytes of t's
 // inputs per host) holding the most bytes, least pending first; nil when none has a
-// free slot. Caller holds s.mu.
+// free slot. Caller holds s.agents.mu.
 func (s *Server) nearest(t *store.Task, near map[string]int64) *agent {
 	var best *agent
 	var bestBytes int64
-	for _, a := range s.agents {
+	for _, a := range s.agents.byID {
 		b := near[a.hostID]
 		if b == 0 || b < bestBytes || !a.fits(t) {
 			continue
@@ -117,7 +117,7 @@ func (s *Server) nearest(t *store.Task, near map[string]int64) *agent {
 
 // pickNear picks an agent for t, preferring the hosts that hold its inputs (see above):
 // nil when no agent fits, or when t should wait a little longer for a slot near them.
-// Caller holds s.mu.
+// Caller holds s.agents.mu.
 func (s *Server) pickNear(t *store.Task, now time.Time) *agent {
 	if s.cfg.LocalityDelay < 0 || len(t.InputBlobs) == 0 {
 		return s.pick(t)
@@ -137,13 +137,13 @@ func (s *Server) pickNear(t *store.Task, now time.Time) *agent {
 	if a == nil {
 		return nil // no free slot anywhere: t lets none go by waiting
 	}
-	if s.passedOver == nil {
-		s.passedOver = map[string]time.Time{}
+	if s.agents.passedOver == nil {
+		s.agents.passedOver = map[string]time.Time{}
 	}
-	first, ok := s.passedOver[t.ID]
+	first, ok := s.agents.passedOver[t.ID]
 	if !ok {
 		first = now
-		s.passedOver[t.ID] = now
+		s.agents.passedOver[t.ID] = now
 	}
 	waitFrom, wait := first, s.cfg.LocalityDelay
 	if where == "local" {
@@ -153,7 +153,7 @@ func (s *Server) pickNear(t *store.Task, now time.Time) *agent {
 		wait = max(wait, s.hosts.fetchTime(a.hostID, t))
 	}
 	if now.Sub(waitFrom) < wait && now.Sub(first) < maxLocalityWait*s.cfg.LocalityDelay {
-		s.localWait[t.Type] = true
+		s.agents.localWait[t.Type] = true
 		return nil // wait for a slot near the inputs
 	}
 	if where == "local" {
@@ -170,13 +170,13 @@ const maxLocalityWait = 20
 
 // placed records that a takes t now and returns a: the launch on a's host, and t's
 // inputs noted there at once (the host fetches them now), so the next tasks of those
-// inputs follow t there, in this dispatch round too. Caller holds s.mu.
+// inputs follow t there, in this dispatch round too. Caller holds s.agents.mu.
 func (s *Server) placed(a *agent, t *store.Task, now time.Time) *agent {
-	delete(s.passedOver, t.ID)
-	if len(s.passedOver) > passedOverPrune {
-		for id, at := range s.passedOver { // tasks cancelled while they waited
+	delete(s.agents.passedOver, t.ID)
+	if len(s.agents.passedOver) > passedOverPrune {
+		for id, at := range s.agents.passedOver { // tasks cancelled while they waited
 			if now.Sub(at) > 10*maxLocalityWait*s.cfg.LocalityDelay {
-				delete(s.passedOver, id)
+				delete(s.agents.passedOver, id)
 			}
 		}
 	}
@@ -209,9 +209,9 @@ func (s *Server) outputsAt(t store.Task) {
 	if t.State != store.Succeeded || len(t.OutputBlobs) == 0 {
 		return
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if a := s.agents[t.AgentID]; a != nil && a.hostID != "" && s.dataPath(a) == agentv1.DataPath_DATA_PATH_SHARED {
+	s.agents.mu.Lock()
+	defer s.agents.mu.Unlock()
+	if a := s.agents.byID[t.AgentID]; a != nil && a.hostID != "" && s.dataPath(a) == agentv1.DataPath_DATA_PATH_SHARED {
 		s.hosts.noteCached(a.hostID, t.OutputBlobs, time.Now())
 	}
 }

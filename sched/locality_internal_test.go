@@ -19,15 +19,13 @@ func localityServer(t *testing.T, delay time.Duration) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{cfg: Config{LocalityDelay: delay, Blobs: fs}, agents: map[string]*agent{}, hosts: newHostRegistry(), localWait: map[string]bool{},
-		index: newAgentIndex()}
+	s := &Server{cfg: Config{LocalityDelay: delay, Blobs: fs}, agents: newAgentRegistry(), hosts: newHostRegistry()}
 	s.metrics = newMetrics(s)
 	for _, h := range []string{"h1", "h2"} {
 		s.hosts.hosts[h] = &hostRec{id: h, state: hostConnected, caps: map[string]bool{CapStage: true}}
 		a := testAgent(h+"-g", func(a *agent) { a.types["echo"].slots = 1 })
 		a.hostID = h
-		s.agents[a.id] = a
-		s.index.add(a)
+		s.agents.add(a)
 	}
 	return s
 }
@@ -45,18 +43,18 @@ func TestLocalityNeverStarves(t *testing.T) {
 	s := localityServer(t, delay)
 	s.hosts.noteCached("h1", inputTask("", "sha256:a").InputBlobs, time.Unix(0, 0))
 	s.hosts.hosts["h1"].cached["sha256:a"] = cachedEntry{} // listed by h1's summary
-	busy(1)(s.agents["h1-g"])
+	busy(1)(s.agents.byID["h1-g"])
 	x := inputTask("x", "sha256:a")
 	now := time.Unix(1000, 0)
 	// Queued for a minute while every slot was taken: no wait for locality yet.
-	busy(1)(s.agents["h2-g"])
+	busy(1)(s.agents.byID["h2-g"])
 	for i := 0; i < 60; i++ {
 		if a := s.pickNear(x, now); a != nil {
 			t.Fatalf("picked %s with every slot taken", a.id)
 		}
 		now = now.Add(time.Second)
 	}
-	s.agents["h2-g"].release("h2-g-run0", 0)
+	s.agents.byID["h2-g"].release("h2-g-run0", 0)
 	first := now
 	var got *agent
 	for now.Sub(first) <= 2*maxLocalityWait*delay {
@@ -64,7 +62,7 @@ func TestLocalityNeverStarves(t *testing.T) {
 		if got = s.pickNear(x, now); got != nil {
 			break
 		}
-		if !s.localWait["echo"] {
+		if !s.agents.localWait["echo"] {
 			t.Fatal("the task waited without marking its type for a wider scan")
 		}
 		now = now.Add(delay / 2)
@@ -79,7 +77,7 @@ func TestLocalityNeverStarves(t *testing.T) {
 	case waited < delay:
 		t.Fatalf("the task took h2's slot after %v while h1 kept launching; want a wait of at least the delay %v", waited, delay)
 	}
-	if _, ok := s.passedOver["x"]; ok {
+	if _, ok := s.agents.passedOver["x"]; ok {
 		t.Error("the placed task is still in passedOver")
 	}
 }
@@ -98,7 +96,7 @@ func TestLocalityWait(t *testing.T) {
 	t.Run("local host stuck: free slot elsewhere after one delay", func(t *testing.T) {
 		s := localityServer(t, delay)
 		s.hosts.noteCached("h1", inputTask("", "sha256:a").InputBlobs, t0)
-		busy(1)(s.agents["h1-g"])
+		busy(1)(s.agents.byID["h1-g"])
 		x := inputTask("x", "sha256:a")
 		if a := s.pickNear(x, t0); a != nil {
 			t.Fatalf("picked %s at once; want a wait for h1", a.id)
@@ -115,7 +113,7 @@ func TestLocalityWait(t *testing.T) {
 		s.hosts.placedAt = map[string]time.Time{"y": t0}
 		s.hosts.fetchMeasured("h2", &hostv1.Staged{TaskId: "y", FetchedBytes: 32 << 20}, t0.Add(time.Second)) // 32 MiB/s
 		s.hosts.noteCached("h1", inputTask("", "sha256:a").InputBlobs, t0)
-		busy(1)(s.agents["h1-g"])
+		busy(1)(s.agents.byID["h1-g"])
 		x := inputTask("x", "sha256:a") // 32 MiB: a second's fetch on h2
 		for _, at := range []time.Duration{0, delay, 900 * time.Millisecond} {
 			if a := s.pickNear(x, t0.Add(at)); a != nil {
@@ -132,8 +130,8 @@ func TestLocalityWait(t *testing.T) {
 			s.hosts.noteCached("h1", inputTask("", fmt.Sprintf("sha256:old%d", i)).InputBlobs, t0)
 		}
 		s.hosts.noteCached("h2", inputTask("", "sha256:old").InputBlobs, t0)
-		s.agents["h1-g"].types["echo"].slots = 2
-		s.agents["h2-g"].types["echo"].slots = 2
+		s.agents.byID["h1-g"].types["echo"].slots = 2
+		s.agents.byID["h2-g"].types["echo"].slots = 2
 		a := s.pickNear(inputTask("x", "sha256:new"), t0)
 		if a == nil || a.id != "h2-g" {
 			t.Fatalf("picked %v for a new input; want h2-g (1 blob cached, h1 3)", a)
@@ -151,7 +149,7 @@ func TestLocalityWait(t *testing.T) {
 	t.Run("new input, its host full: one delay at most", func(t *testing.T) {
 		s := localityServer(t, delay)
 		s.hosts.noteCached("h1", inputTask("", "sha256:old").InputBlobs, t0)
-		busy(1)(s.agents["h2-g"])
+		busy(1)(s.agents.byID["h2-g"])
 		x := inputTask("x", "sha256:new")
 		if a := s.pickNear(x, t0); a != nil {
 			t.Fatalf("picked %s at once; want a wait for h2 (fewer blobs)", a.id)
@@ -164,7 +162,7 @@ func TestLocalityWait(t *testing.T) {
 	t.Run("off: no waiting", func(t *testing.T) {
 		s := localityServer(t, -1)
 		s.hosts.noteCached("h1", inputTask("", "sha256:a").InputBlobs, t0)
-		busy(1)(s.agents["h1-g"])
+		busy(1)(s.agents.byID["h1-g"])
 		if a := s.pickNear(inputTask("x", "sha256:a"), t0); a == nil || a.id != "h2-g" {
 			t.Fatalf("picked %v with locality off; want h2-g at once", a)
 		}

@@ -195,11 +195,11 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	} else {
 		ch <- prometheus.NewInvalidMetric(queueDepthDesc, err)
 	}
-	c.s.mu.Lock()
+	c.s.agents.mu.Lock()
 	byState := map[string]int{agentConnected: 0, agentLost: 0}
 	slots, busy := map[string]int{}, map[string]int{}
 	var per []prometheus.Metric // per agent and type, sent after the lock is released
-	for _, a := range c.s.agents {
+	for _, a := range c.s.agents.byID {
 		byState[a.state]++
 		if a.state != agentConnected {
 			continue
@@ -215,7 +215,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			per = append(per, prometheus.MustNewConstMetric(totalSlotsDesc, prometheus.GaugeValue, float64(a.total), a.id))
 		}
 	}
-	c.s.mu.Unlock()
+	c.s.agents.mu.Unlock()
 	for _, m := range per {
 		ch <- m
 	}

@@ -66,12 +66,24 @@ func TestPick(t *testing.T) {
 		// Of three tied, the most loaded can never win a draw of two.
 		{"three tied: the most loaded never", []*agent{testAgent("a", cpuAt(90)), testAgent("b", cpuAt(10)), testAgent("c", cpuAt(50))}, echo, []string{"b", "c"}},
 		{"ties only among the least pending", []*agent{testAgent("a", cpuAt(0), busy(1)), testAgent("b", cpuAt(80)), testAgent("c", cpuAt(90))}, echo, []string{"b"}},
+		// The same with requirements (pick reads the agents that fit, not a draw of two).
+		{"requirement equal to the capacity fits", []*agent{testAgent("a")}, withReq(store.Requirements{CPUMillis: 1000, MemoryBytes: 1 << 30}), []string{"a"}},
+		{"every label must match", []*agent{testAgent("a", func(a *agent) { a.capacity.Labels = map[string]string{"zone": "a", "gpu": "yes"} })},
+			withReq(store.Requirements{Labels: map[string]string{"zone": "a", "gpu": "no"}}), nil},
+		{"requirements: least pending among those that fit", []*agent{testAgent("a", busy(1)), testAgent("b", func(a *agent) { a.capacity.CPUMillis = 500 }), testAgent("c", busy(2))},
+			withReq(store.Requirements{CPUMillis: 800}), []string{"a"}},
+		{"requirements: two tied, lower CPU wins", []*agent{testAgent("a", cpuAt(90)), testAgent("b", cpuAt(10)), testAgent("c", cpuAt(0), func(a *agent) { a.capacity.MemoryBytes = 1 << 20 })},
+			withReq(store.Requirements{MemoryBytes: 1 << 29}), []string{"b"}},
+		{"requirements: three tied, the most loaded never", []*agent{testAgent("a", cpuAt(90)), testAgent("b", cpuAt(10)), testAgent("c", cpuAt(50))},
+			withReq(store.Requirements{Labels: map[string]string{"zone": "a"}}), []string{"b", "c"}},
+		{"requirements: max tasks per VM reached", []*agent{testAgent("a", func(a *agent) { a.maxTasks, a.assigned = 3, 3 }), testAgent("b", busy(3))},
+			withReq(store.Requirements{CPUMillis: 500}), []string{"b"}},
+		{"max tasks per VM: not counted by pending", []*agent{testAgent("a", func(a *agent) { a.maxTasks, a.assigned = 5, 4 }), testAgent("b", busy(1))}, echo, []string{"a"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := &Server{agents: map[string]*agent{}, index: newAgentIndex()}
+			s := &Server{agents: newAgentRegistry()}
 			for _, a := range tc.agents {
-				s.agents[a.id] = a
-				s.index.add(a)
+				s.agents.add(a)
 			}
 			seen := map[string]bool{}
 			for i := 0; i < 200; i++ {

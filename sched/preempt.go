@@ -49,9 +49,9 @@ const preemptPrefix = "preempted:"
 // stream tasks, with nothing stored queued, costs no store query each dispatch round.
 func (s *Server) preemptForOnline(ctx context.Context, all bool) {
 	now := time.Now()
-	s.mu.Lock()
+	s.agents.mu.Lock()
 	full := map[string]bool{} // type -> no connected agent has a free slot for it
-	for _, a := range s.agents {
+	for _, a := range s.agents.byID {
 		if a.state != agentConnected || a.gone {
 			continue
 		}
@@ -64,7 +64,7 @@ func (s *Server) preemptForOnline(ctx context.Context, all bool) {
 			}
 		}
 	}
-	s.mu.Unlock()
+	s.agents.mu.Unlock()
 	for typ, isFull := range full {
 		if !isFull || ctx.Err() != nil {
 			continue
@@ -88,9 +88,9 @@ func (s *Server) preemptForOnline(ctx context.Context, all bool) {
 				online = append(online, ready[i])
 			}
 		}
-		s.mu.Lock()
+		s.agents.mu.Lock()
 		online = s.fairOrder(online) // leaves out tenants at their max_running
-		s.mu.Unlock()
+		s.agents.mu.Unlock()
 		need := len(online) - s.stopping(typ)
 		for i := 0; i < need; i++ {
 			v, ok := s.victim(&online[i])
@@ -110,10 +110,10 @@ type victim struct {
 
 // stopping counts the preempted tasks whose slots for typ are still booked.
 func (s *Server) stopping(typ string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.agents.mu.Lock()
+	defer s.agents.mu.Unlock()
 	n := 0
-	for _, a := range s.agents {
+	for _, a := range s.agents.byID {
 		for key, as := range a.running {
 			if strings.HasPrefix(key, preemptPrefix) && (as.typ == typ || a.types[typ] != nil) {
 				n++
@@ -125,9 +125,9 @@ func (s *Server) stopping(typ string) int {
 
 // victim picks a running batch task whose slot the online task on could take.
 func (s *Server) victim(on *store.Task) (victim, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, a := range s.agents {
+	s.agents.mu.Lock()
+	defer s.agents.mu.Unlock()
+	for _, a := range s.agents.byID {
 		ts := a.types[on.Type]
 		if ts == nil || a.sess == nil || !a.takesWork() || a.unmet(on.Requirements) != "" {
 			continue
@@ -174,16 +174,16 @@ func (s *Server) preempt(ctx context.Context, v victim, on *store.Task, now time
 		v.sess.send(assign) // behind the cancel: the agent frees the slot, then admits
 		s.metrics.handovers.WithLabelValues(s.metrics.types.label(on.Type)).Inc()
 	} else {
-		s.mu.Lock()
+		s.agents.mu.Lock()
 		var sess *session
-		if a := s.agents[v.agentID]; a != nil {
+		if a := s.agents.byID[v.agentID]; a != nil {
 			if as := a.running[t.ID]; as != nil && as.leaseID == t.LeaseID {
 				delete(a.running, t.ID)
 				a.running[preemptPrefix+t.ID] = as // booked until the agent has stopped it
 			}
 			sess = a.sess
 		}
-		s.mu.Unlock()
+		s.agents.mu.Unlock()
 		if sess != nil {
 			sess.send(cancel)
 		}
@@ -202,10 +202,10 @@ func (s *Server) preempt(ctx context.Context, v victim, on *store.Task, now time
 // during the lease write it also returns nil, but the slot is the online task's by
 // then: its lease, never sent, expires like that of any task lost with a session.
 func (s *Server) handOver(ctx context.Context, v victim, on *store.Task, now time.Time) *agentv1.ServerMessage {
-	s.mu.Lock()
-	a := s.agents[v.agentID]
+	s.agents.mu.Lock()
+	a := s.agents.byID[v.agentID]
 	ok := v.sess != nil && v.sess.handover && a != nil && a.sess == v.sess
-	s.mu.Unlock()
+	s.agents.mu.Unlock()
 	if !ok {
 		return nil
 	}
@@ -222,8 +222,8 @@ func (s *Server) handOver(ctx context.Context, v victim, on *store.Task, now tim
 		return nil // taken or cancelled meanwhile
 	}
 	t := &leased[0]
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.agents.mu.Lock()
+	defer s.agents.mu.Unlock()
 	// The slot passes from the batch task to the online one.
 	a.release(v.taskID, v.leaseID)
 	a.reserve(t.ID, t.Type)
@@ -239,7 +239,7 @@ func (s *Server) handOver(ctx context.Context, v victim, on *store.Task, now tim
 }
 
 // releaseStopped frees the booked slots of a's preempted tasks that its heartbeat no
-// longer lists as running (the agent has stopped them). Caller holds s.mu.
+// longer lists as running (the agent has stopped them). Caller holds s.agents.mu.
 func releaseStopped(a *agent, running []*agentv1.RunningTask) {
 	listed := map[string]uint64{}
 	for _, r := range running {
@@ -253,7 +253,7 @@ func releaseStopped(a *agent, running []*agentv1.RunningTask) {
 }
 
 // releaseSession frees the slots booked for preempted tasks assigned on session se,
-// which ended (the agent stopped everything it ran). Caller holds s.mu.
+// which ended (the agent stopped everything it ran). Caller holds s.agents.mu.
 func releaseSession(a *agent, se *session) {
 	for key, as := range a.running {
 		if strings.HasPrefix(key, preemptPrefix) && as.sess == se {

@@ -65,10 +65,10 @@ func (s *Server) queueLoop(ctx context.Context) {
 
 // measureQueues takes one measurement of every type connected agents serve.
 func (s *Server) measureQueues(ctx context.Context, now time.Time) error {
-	s.mu.Lock()
+	s.agents.mu.Lock()
 	types := map[string]bool{}
 	limit := 1
-	for _, a := range s.agents {
+	for _, a := range s.agents.byID {
 		if a.state != agentConnected {
 			continue
 		}
@@ -79,7 +79,7 @@ func (s *Server) measureQueues(ctx context.Context, now time.Time) error {
 		}
 		limit = max(limit, a.total, sum)
 	}
-	s.mu.Unlock()
+	s.agents.mu.Unlock()
 	limit = min(limit+1, 1000)
 	cur := map[string]QueueDelay{}
 	for typ := range types {
@@ -116,12 +116,12 @@ func (s *Server) measureQueues(ctx context.Context, now time.Time) error {
 
 // queueStatus is the last measurement of a's types, or nil when there is none.
 func (s *Server) queueStatus(a *agent) *agentv1.QueueStatus {
-	s.mu.Lock()
+	s.agents.mu.Lock()
 	names := make([]string, 0, len(a.types))
 	for n := range a.types {
 		names = append(names, n)
 	}
-	s.mu.Unlock()
+	s.agents.mu.Unlock()
 	sort.Strings(names)
 	s.queue.mu.Lock()
 	defer s.queue.mu.Unlock()

@@ -15,7 +15,8 @@ const (
 	agentLost      = "lost"
 )
 
-// agent is the server's view of one agent. Server.mu guards every field.
+// agent is the server's view of one agent. The agent registry's lock
+// (agentRegistry.mu, Server.agents.mu) guards every field.
 type agent struct {
 	id, host, version string
 	state             string
@@ -91,7 +92,7 @@ type assignment struct {
 func (a *agent) pending() int { return len(a.running) }
 
 // lastSeen is when a last sent anything: its last heartbeat, or a later message on
-// its current session. Caller holds s.mu.
+// its current session. Caller holds s.agents.mu.
 func (a *agent) lastSeen() time.Time {
 	t := a.lastHeartbeat
 	if a.sess != nil {
@@ -156,9 +157,9 @@ func (a *agent) unmet(r store.Requirements) string {
 // pick chooses an agent for t among those that fit: least pending first; ties broken
 // by the power of two random choices (two tied agents drawn at random, the one with the
 // lower CPU load wins). It draws from the agent index (agentindex.go), so its cost does
-// not grow with the number of agents. Caller holds s.mu.
+// not grow with the number of agents. Caller holds s.agents.mu.
 func (s *Server) pick(t *store.Task) *agent {
-	return s.index.pick(t)
+	return s.agents.index.pick(t)
 }
 
 func (a *agent) cpu() float64 {
@@ -168,7 +169,7 @@ func (a *agent) cpu() float64 {
 	return a.load.GetCpuPercent()
 }
 
-// reserve books a slot of t's type on a for t's next lease. Caller holds s.mu.
+// reserve books a slot of t's type on a for t's next lease. Caller holds s.agents.mu.
 func (a *agent) reserve(taskID, typ string) {
 	a.types[typ].running++
 	a.running[taskID] = &assignment{taskID: taskID, typ: typ}
@@ -176,7 +177,7 @@ func (a *agent) reserve(taskID, typ string) {
 	a.reindex()
 }
 
-// acked records that the agent acknowledged as. Caller holds s.mu.
+// acked records that the agent acknowledged as. Caller holds s.agents.mu.
 func (a *agent) acked(as *assignment) {
 	if !as.acked {
 		as.acked = true
@@ -185,7 +186,7 @@ func (a *agent) acked(as *assignment) {
 	}
 }
 
-// release frees the slot of taskID if a holds it under leaseID (0: any). Caller holds s.mu.
+// release frees the slot of taskID if a holds it under leaseID (0: any). Caller holds s.agents.mu.
 func (a *agent) release(taskID string, leaseID uint64) bool {
 	as := a.running[taskID]
 	if as == nil || (leaseID != 0 && as.leaseID != 0 && as.leaseID != leaseID) {
@@ -204,9 +205,9 @@ func (a *agent) release(taskID string, leaseID uint64) bool {
 
 // releaseLease frees taskID's slot on whichever agent holds it under leaseID.
 func (s *Server) releaseLease(agentID, taskID string, leaseID uint64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if a := s.agents[agentID]; a != nil && a.release(taskID, leaseID) {
+	s.agents.mu.Lock()
+	defer s.agents.mu.Unlock()
+	if a := s.agents.byID[agentID]; a != nil && a.release(taskID, leaseID) {
 		s.guestTaskEvent(a, taskID, leaseID, hostv1.TaskEvent_KIND_FINISHED, nil)
 	}
 }
@@ -237,10 +238,10 @@ type AgentTypeInfo struct {
 
 // Agents returns the agents the server knows, sorted by id.
 func (s *Server) Agents() []AgentInfo {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.agents.mu.Lock()
+	defer s.agents.mu.Unlock()
 	var out []AgentInfo
-	for _, a := range s.agents {
+	for _, a := range s.agents.byID {
 		ai := AgentInfo{Replica: s.cfg.ReplicaID, ID: a.id, Host: a.host, Version: a.version, State: a.state, Running: a.pending(), TotalSlots: a.total,
 			Labels: a.capacity.Labels, ConnectedAt: a.connectedAt, LastHeartbeat: a.lastSeen()}
 		for n, ts := range a.types {

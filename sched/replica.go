@@ -101,14 +101,14 @@ func (s *Server) forwardCancel(id string) {
 		leaseID uint64
 	}
 	var cs []cancel
-	s.mu.Lock()
-	for _, a := range s.agents {
+	s.agents.mu.Lock()
+	for _, a := range s.agents.byID {
 		if as := a.running[id]; as != nil && as.leaseID != 0 && !as.cancelSent && a.sess != nil {
 			as.cancelSent = true
 			cs = append(cs, cancel{a.sess, as.leaseID})
 		}
 	}
-	s.mu.Unlock()
+	s.agents.mu.Unlock()
 	for _, c := range cs {
 		c.sess.send(cancelMsg(id, c.leaseID, agentv1.CancelKind_CANCEL_KIND_CLIENT, "cancelled by client"))
 	}
@@ -117,15 +117,15 @@ func (s *Server) forwardCancel(id string) {
 // cancelOnAgent sends a client cancel of lease leaseID of task id to agentID when its
 // session is on this server, and records it as sent.
 func (s *Server) cancelOnAgent(agentID, id string, leaseID uint64, msg string) {
-	s.mu.Lock()
+	s.agents.mu.Lock()
 	var sess *session
-	if a := s.agents[agentID]; a != nil {
+	if a := s.agents.byID[agentID]; a != nil {
 		sess = a.sess
 		if as := a.running[id]; as != nil && as.leaseID == leaseID {
 			as.cancelSent = true
 		}
 	}
-	s.mu.Unlock()
+	s.agents.mu.Unlock()
 	if sess != nil {
 		sess.send(cancelMsg(id, leaseID, agentv1.CancelKind_CANCEL_KIND_CLIENT, msg))
 	}
@@ -150,16 +150,16 @@ type localLease struct {
 // slot here, and the agent is told to drop the task. (One read is not enough: a report
 // being recorded here ends the lease in the store just before it frees the slot.)
 func (s *Server) syncOnce(ctx context.Context, now time.Time) {
-	s.mu.Lock()
+	s.agents.mu.Lock()
 	var mine []localLease
-	for _, a := range s.agents {
+	for _, a := range s.agents.byID {
 		for _, as := range a.running {
 			if as.leaseID != 0 {
 				mine = append(mine, localLease{a, as})
 			}
 		}
 	}
-	s.mu.Unlock()
+	s.agents.mu.Unlock()
 	if len(mine) == 0 {
 		return
 	}
@@ -180,7 +180,7 @@ func (s *Server) syncOnce(ctx context.Context, now time.Time) {
 	}
 	var msgs []msg
 	ended := 0
-	s.mu.Lock()
+	s.agents.mu.Lock()
 	for _, l := range mine {
 		a, as := l.a, l.as
 		if a.running[as.taskID] != as {
@@ -209,7 +209,7 @@ func (s *Server) syncOnce(ctx context.Context, now time.Time) {
 			msgs = append(msgs, msg{a.sess, cancelMsg(as.taskID, as.leaseID, agentv1.CancelKind_CANCEL_KIND_SUPERSEDED, "the lease ended on another server replica")})
 		}
 	}
-	s.mu.Unlock()
+	s.agents.mu.Unlock()
 	for _, m := range msgs {
 		m.sess.send(m.m)
 	}
@@ -233,8 +233,8 @@ func (s *Server) unlistedElsewhere(ctx context.Context, a *agent, se *session, l
 		return nil
 	}
 	var ids []string
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.agents.mu.Lock()
+	defer s.agents.mu.Unlock()
 	for i := range live {
 		t := &live[i]
 		if t.AgentID != a.id || listed[t.ID] {

@@ -50,20 +50,15 @@ type Server struct {
 	readyGen map[string]uint64
 	fullScan atomic.Bool // the next dispatch round reads every type's queue
 
-	// mu guards the fields below.
-	mu      sync.Mutex
-	agents  map[string]*agent
-	index   *agentIndex // the agents available per type (agentindex.go)
+	// The agents and the hosts, each registry with its own lock. Lock order (doc.go):
+	// agents.mu before hosts.mu, never the reverse.
+	agents *agentRegistry // the agents, their index and the dispatcher's locality waits (agentreg.go)
+	hosts  *hostRegistry  // the host daemons (hostreg.go)
+
+	// waitMu guards waiters: the callers waiting for each task to end (Wait). It is
+	// taken alone, never with another lock held.
+	waitMu  sync.Mutex
 	waiters map[string][]chan struct{}
-	// localWait: types of which a task waited for a slot near its inputs in the last
-	// dispatch round; passedOver: when each task waiting for locality first let a free
-	// slot elsewhere go (locality.go).
-	localWait  map[string]bool
-	passedOver map[string]time.Time
-
-	conns map[string]string // agent-port connection (peer address) -> agent id of its session
-
-	hosts *hostRegistry // the host daemons (hostreg.go): its own lock, taken after mu
 
 	relayLis   *chanListener       // agent sessions relayed by hosts (Relay streams)
 	bodyBudget *semaphore.Weighted // bytes of client API request bodies being read (guard)
@@ -83,21 +78,18 @@ func New(cfg Config, st store.Store) (*Server, error) {
 	_, shared := st.(store.Shared)
 	s := &Server{shared: shared,
 		cfg: cfg, st: st, log: cfg.Logger, started: time.Now(),
-		kick:      make(chan struct{}, 1),
-		readyGen:  map[string]uint64{},
-		queue:     newQueueMeter(),
-		feed:      newFeed(),
-		hist:      newHistory(time.Now()),
-		streams:   newStreams(),
-		waits:     newTenantCount(MaxTenantWaits),
-		trans:     newTransients(),
-		pipes:     newPipes(),
-		agents:    map[string]*agent{},
-		index:     newAgentIndex(),
-		waiters:   map[string][]chan struct{}{},
-		hosts:     newHostRegistry(),
-		localWait: map[string]bool{},
-		conns:     map[string]string{},
+		kick:     make(chan struct{}, 1),
+		readyGen: map[string]uint64{},
+		queue:    newQueueMeter(),
+		feed:     newFeed(),
+		hist:     newHistory(time.Now()),
+		streams:  newStreams(),
+		waits:    newTenantCount(MaxTenantWaits),
+		trans:    newTransients(),
+		pipes:    newPipes(),
+		agents:   newAgentRegistry(),
+		hosts:    newHostRegistry(),
+		waiters:  map[string][]chan struct{}{},
 
 		relayLis: newChanListener(),
 	}
@@ -299,10 +291,10 @@ func (s *Server) wake() {
 
 // notifyTerminal wakes the waiters of a task that became terminal.
 func (s *Server) notifyTerminal(id string) {
-	s.mu.Lock()
+	s.waitMu.Lock()
 	ws := s.waiters[id]
 	delete(s.waiters, id)
-	s.mu.Unlock()
+	s.waitMu.Unlock()
 	for _, w := range ws {
 		close(w)
 	}
@@ -310,15 +302,15 @@ func (s *Server) notifyTerminal(id string) {
 
 func (s *Server) addWaiter(id string) chan struct{} {
 	c := make(chan struct{})
-	s.mu.Lock()
+	s.waitMu.Lock()
 	s.waiters[id] = append(s.waiters[id], c)
-	s.mu.Unlock()
+	s.waitMu.Unlock()
 	return c
 }
 
 func (s *Server) removeWaiter(id string, c chan struct{}) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.waitMu.Lock()
+	defer s.waitMu.Unlock()
 	ws := s.waiters[id]
 	for i, w := range ws {
 		if w == c {

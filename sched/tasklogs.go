@@ -132,9 +132,9 @@ func (s *Server) unservedWarning(t store.Task) string {
 // unserved returns Explain's NO_SERVER reason for type typ when no connected agent
 // serves it and no host's pool lists it, else nil.
 func (s *Server) unserved(typ string) *paddockv1.Reason {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, a := range s.agents {
+	s.agents.mu.Lock()
+	defer s.agents.mu.Unlock()
+	for _, a := range s.agents.byID {
 		if a.state == agentConnected && !a.gone && a.types[typ] != nil {
 			return nil
 		}

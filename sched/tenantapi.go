@@ -47,14 +47,14 @@ func newTenantMetrics(reg *prometheus.Registry) tenantMetrics {
 // task's input blobs, the outputs written).
 func (s *Server) attemptUsage(agentID string, t store.Task, wall, cpu time.Duration, out map[string]store.BlobRef) store.Usage {
 	u := store.Usage{Wall: wall, CPU: cpu}
-	s.mu.Lock()
-	if a := s.agents[agentID]; a != nil {
+	s.agents.mu.Lock()
+	if a := s.agents.byID[agentID]; a != nil {
 		u.MemoryBytes, u.Host = a.capacity.MemoryBytes, a.hostID
 		if u.Host == "" {
 			u.Host = a.host
 		}
 	}
-	s.mu.Unlock()
+	s.agents.mu.Unlock()
 	for _, b := range t.InputBlobs {
 		u.BytesIn += b.Size
 	}

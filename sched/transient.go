@@ -42,7 +42,7 @@ type transTask struct {
 }
 
 // transients holds the transient tasks. mu guards the fields below; when both are held,
-// Server.mu is taken first.
+// the agent registry's lock (Server.agents.mu) is taken first.
 type transients struct {
 	mu    sync.Mutex
 	queue map[string][]*transTask // ready, by type, in dispatch order
@@ -93,7 +93,7 @@ func (tr *transients) dropStream(s *Server, run *streamRun) {
 }
 
 // dispatchTransient leases queued transient tasks of typ to agents with free slots and
-// returns the assignments to send. Caller holds s.mu.
+// returns the assignments to send. Caller holds s.agents.mu.
 func (s *Server) dispatchTransient(typ string, now time.Time) []transSend {
 	tr := s.trans
 	tr.mu.Lock()
@@ -155,7 +155,7 @@ func (s *Server) dispatchTransient(typ string, now time.Time) []transSend {
 
 // tenantRunning counts the leased and running tasks of each tenant when one of the
 // tenants of the queued transient tasks q has a max_running; nil otherwise (nothing to
-// check). Caller holds s.mu.
+// check). Caller holds s.agents.mu.
 func (s *Server) tenantRunning(q []*transTask) map[string]int {
 	if len(s.cfg.Tenants) == 0 {
 		return nil
@@ -196,7 +196,7 @@ func (tr *transients) lostTransient(t *transTask, now time.Time, front bool, kin
 // whose agents have not reported them (an agent that does not stop them): each is
 // cancelled on its agent and queued again or, out of attempts, ends dead. Durable tasks
 // get the same from their lease, which is not renewed past the deadline. Caller holds
-// s.mu.
+// s.agents.mu.
 func (s *Server) expireTransients(now time.Time) {
 	tr := s.trans
 	tr.mu.Lock()
@@ -211,7 +211,7 @@ func (s *Server) expireTransients(now time.Time) {
 	}
 	var cancels []late
 	var dead []deliverableTo
-	for _, a := range s.agents {
+	for _, a := range s.agents.byID {
 		for id, as := range a.running {
 			if as.deadline.IsZero() || !now.After(as.deadline.Add(s.cfg.TimeoutGrace)) || !strings.HasPrefix(id, transientPrefix) {
 				continue
@@ -257,7 +257,7 @@ type transSend struct {
 
 // requeueTransient queues again the transient tasks a was assigned on session se, which
 // ended: they go to the front of their type's queue, each under a new lease when next
-// dispatched. Caller holds s.mu.
+// dispatched. Caller holds s.agents.mu.
 func (s *Server) requeueTransient(a *agent, se *session) {
 	tr := s.trans
 	tr.mu.Lock()
@@ -326,15 +326,15 @@ func (s *Server) reportTransients(agentID string, reps []*agentv1.Report) []*age
 	if len(done) == 0 {
 		return acks
 	}
-	s.mu.Lock()
-	if a := s.agents[agentID]; a != nil {
+	s.agents.mu.Lock()
+	if a := s.agents.byID[agentID]; a != nil {
 		for _, d := range done {
 			if a.release(d.t.id, d.leaseID) {
 				s.guestTaskEvent(a, d.t.id, d.leaseID, hostv1.TaskEvent_KIND_FINISHED, nil)
 			}
 		}
 	}
-	s.mu.Unlock()
+	s.agents.mu.Unlock()
 	// Deliver each stream's results under one lock (usually one stream).
 	for i := 0; i < len(done); {
 		run, j := done[i].t.run, i
@@ -414,7 +414,7 @@ func (s *Server) ackTransients(a *agent, acks []*agentv1.Ack) {
 	requeued := false
 	var dead []deliverableTo
 	now := time.Now()
-	s.mu.Lock()
+	s.agents.mu.Lock()
 	tr := s.trans
 	tr.mu.Lock()
 	for _, ack := range acks {
@@ -437,7 +437,7 @@ func (s *Server) ackTransients(a *agent, acks []*agentv1.Ack) {
 		requeued = true
 	}
 	tr.mu.Unlock()
-	s.mu.Unlock()
+	s.agents.mu.Unlock()
 	for _, d := range dead {
 		d.run.deliver(d.res.GetSeq(), d.res)
 	}
@@ -449,9 +449,9 @@ func (s *Server) ackTransients(a *agent, acks []*agentv1.Ack) {
 // sendTransient leases queued transient tasks of typ and sends their assignments; it
 // returns how many it sent.
 func (s *Server) sendTransient(typ string, now time.Time) int {
-	s.mu.Lock()
+	s.agents.mu.Lock()
 	sends := s.dispatchTransient(typ, now)
-	s.mu.Unlock()
+	s.agents.mu.Unlock()
 	for _, sd := range sends {
 		sd.sess.send(sd.msg)
 	}
