@@ -173,7 +173,8 @@
 // message never waits for the agents, and a task event for a guest's host is queued
 // under the agent registry's lock, which keeps it in order with the host's
 // TaskSnapshot). waitMu, readyMu, streams.mu and the queue meter's lock are leaves:
-// nothing else is taken while one is held. No lock is held while calling the store, and none while blocking on a send:
-// an agent session's send and a host link's send queue the message and never block.
+// nothing else is taken while one is held. No lock is held while calling the store,
+// and none while blocking on a send: an agent session's send and a host link's send
+// queue the message and never block.
 // HoldRegistry (tests) holds both registries' locks, as a stalled server would.
 package sched

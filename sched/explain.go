@@ -123,7 +123,8 @@ func (s *Server) placement(t *store.Task) *paddockv1.Reason {
 		Message: fmt.Sprintf("%d free slots for type %s on %d agents: it is dispatched on the next round", free, t.Type, len(meeting))}
 }
 
-// busyReason says why a, which serves typ, takes no task of it now. Caller holds s.agents.mu.
+// busyReason says why a, which serves typ, takes no task of it now. Caller holds
+// s.agents.mu.
 func (a *agent) busyReason(typ string) string {
 	ts := a.types[typ]
 	switch {

@@ -315,9 +315,10 @@ func (s *Server) GuestGone(ctx context.Context, host, guest, reason string) {
 // sendTaskSnapshot queues the TaskSnapshot of host h on link (already h's link, so
 // every TaskEvent from now on goes to it too): each lease a guest of h holds, with the
 // inputs to stage where the host stages them, and each guest's assigned count. The
-// inputs are read from the store first, without s.agents.mu; the snapshot itself is built
-// from the agents' leases and queued under one hold of s.agents.mu, so no TaskEvent can fall
-// between what it describes and its place in the stream. A lease granted meanwhile
+// inputs are read from the store first, without s.agents.mu; the snapshot itself is
+// built from the agents' leases and queued under one hold of s.agents.mu (the lock
+// under which every TaskEvent is queued), so no TaskEvent can fall between what it
+// describes and its place in the stream. A lease granted meanwhile
 // whose inputs were not read has had its own KIND_STARTED queued already (with them).
 func (s *Server) sendTaskSnapshot(ctx context.Context, h *hostRec, link *hostLink) error {
 	type key struct {
@@ -383,7 +384,8 @@ func (s *Server) sendTaskSnapshot(ctx context.Context, h *hostRec, link *hostLin
 }
 
 // guestTaskEvent tells a guest's host that lease leaseID of a task started or ended on
-// it; inputs (KIND_STARTED under DATA_PATH_SHARED) are to be staged. Caller holds s.agents.mu.
+// it; inputs (KIND_STARTED under DATA_PATH_SHARED) are to be staged. Caller holds
+// s.agents.mu.
 func (s *Server) guestTaskEvent(a *agent, taskID string, leaseID uint64, kind hostv1.TaskEvent_Kind, inputs map[string]store.BlobRef) {
 	s.sendTaskEvent(a, &hostv1.TaskEvent{Kind: kind, Guest: a.id, TaskId: taskID, LeaseId: leaseID, Inputs: hostRefs(inputs)})
 }

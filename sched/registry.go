@@ -186,7 +186,8 @@ func (a *agent) acked(as *assignment) {
 	}
 }
 
-// release frees the slot of taskID if a holds it under leaseID (0: any). Caller holds s.agents.mu.
+// release frees the slot of taskID if a holds it under leaseID (0: any). Caller holds
+// s.agents.mu.
 func (a *agent) release(taskID string, leaseID uint64) bool {
 	as := a.running[taskID]
 	if as == nil || (leaseID != 0 && as.leaseID != 0 && as.leaseID != leaseID) {

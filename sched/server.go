@@ -52,7 +52,7 @@ type Server struct {
 
 	// The agents and the hosts, each registry with its own lock. Lock order (doc.go):
 	// agents.mu before hosts.mu, never the reverse.
-	agents *agentRegistry // the agents, their index and the dispatcher's locality waits (agentreg.go)
+	agents *agentRegistry // the agents, their index, the dispatcher's locality waits (agentreg.go)
 	hosts  *hostRegistry  // the host daemons (hostreg.go)
 
 	// waitMu guards waiters: the callers waiting for each task to end (Wait). It is
