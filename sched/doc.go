@@ -166,15 +166,15 @@
 //     Collects waiting for an answer and when tasks staged by their host were placed;
 //     code outside hostreg.go reaches them only through its methods;
 //   - transients.mu (transient.go), streams.mu (streamapi.go), waitMu (the Wait
-//     callers), readyMu (the ready hints) and the queue meter's lock.
+//     callers), readyMu (the ready hints), the queue meter's lock and tenantCount's.
 //
 // Lock order: the agent registry's lock, then transients.mu, then the host registry's
 // lock; never the reverse (the host registry's methods call nothing else, so a host
 // message never waits for the agents, and a task event for a guest's host is queued
 // under the agent registry's lock, which keeps it in order with the host's
-// TaskSnapshot). waitMu, readyMu, streams.mu and the queue meter's lock are leaves:
-// nothing else is taken while one is held. No lock is held while calling the store,
-// and none while blocking on a send: an agent session's send and a host link's send
-// queue the message and never block.
+// TaskSnapshot). waitMu, readyMu, streams.mu, the queue meter's lock and the open
+// Wait calls' count (tenantCount) are leaves: nothing else is taken while one is held.
+// No lock is held while calling the store, and none while blocking on a send: an agent
+// session's send and a host link's send queue the message and never block.
 // HoldRegistry (tests) holds both registries' locks, as a stalled server would.
 package sched
