@@ -61,11 +61,19 @@ func TestLeaseSecretRequired(t *testing.T) {
 		t.Fatalf("the refusal names the task's agent: %q", ack.GetError())
 	}
 	// The same agent id from a second session (it replaces the first), without the
-	// secret: refused.
+	// secret: refused. (The second session registers without listing the task, so the
+	// server may requeue it and lease it again, to this very session, before the report:
+	// then the report's lease is no longer the task's and it is superseded instead.)
 	impostor := dialRawAgent(t, ts, "victim", "secret.t")
 	for _, secret := range []string{"", "0123456789abcdef0123456789abcdef"} {
 		forged.LeaseSecret = secret
 		ack = impostor.report(t, forged)
+		if ack.GetOutcome() == agentv1.ReportOutcome_REPORT_OUTCOME_SUPERSEDED {
+			if tk, _ := ts.srv.Store().Get(context.Background(), id); tk.LeaseID == as.GetLeaseId() && !tk.State.Terminal() && tk.State != store.Queued {
+				t.Fatalf("report with lease secret %q superseded, yet the task is %s under the same lease", secret, tk.State)
+			}
+			continue
+		}
 		if ack.GetOutcome() != agentv1.ReportOutcome_REPORT_OUTCOME_REJECTED || !strings.Contains(ack.GetError(), "lease_secret") {
 			t.Fatalf("report with lease secret %q: %v %q; want REJECTED naming lease_secret", secret, ack.GetOutcome(), ack.GetError())
 		}
