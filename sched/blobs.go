@@ -187,7 +187,7 @@ func (s *Server) blobHandler() http.Handler {
 			if r.Method == http.MethodDelete {
 				what = "deleting a blob"
 			}
-			fmt.Fprintf(w, "{\"error\":%q,\"code\":%q}\n", what+" needs an admin token (tenant "+p.Tenant+"'s token is not one): unused blobs are deleted by retention (server.retention.blobs)", blobhttp.CodeUnauthorized)
+			fmt.Fprintf(w, "{\"error\":%q,\"code\":%q}\n", what+" needs an admin token (tenant "+p.Tenant+"'s token is not one): unused blobs are deleted by retention (server.blob_retention)", blobhttp.CodeUnauthorized)
 			return
 		}
 		bh.ServeHTTP(w, r.WithContext(tenant.With(r.Context(), p)))
