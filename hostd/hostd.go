@@ -393,7 +393,7 @@ func (d *Daemon) control(ctx context.Context) error {
 	}
 	if err := stream.Send(&hostv1.HostMessage{Msg: &hostv1.HostMessage_Register{Register: &hostv1.Register{
 		HostId: d.cfg.Pools.HostID, ProtocolVersion: 1, Version: d.cfg.Version, Capacity: capacity, Accel: d.cfg.Accel, Pools: d.pools(),
-		Capabilities: d.capabilities()}}}); err != nil {
+		Capabilities: d.capabilities(), StatsIntervalMs: uint32(d.cfg.Pools.StatsEvery().Milliseconds())}}}); err != nil {
 		return fmt.Errorf("registering with the server: %w", err)
 	}
 	first, err := stream.Recv()

@@ -566,22 +566,7 @@ func (s *Server) heartbeat(ctx context.Context, a *agent, hb *agentv1.Heartbeat)
 	releaseStopped(a, hb.GetRunning()) // preempted tasks the agent has stopped (preempt.go)
 	more = more || a.pending() < pending
 	s.agents.mu.Unlock()
-	if len(refs) > 0 {
-		expires := now.Add(s.cfg.LeaseTTL)
-		if _, err := s.st.Renew(ctx, a.id, refs, expires); err != nil {
-			if ctx.Err() == nil {
-				s.log.Error("renewing leases", "agent", a.id, "err", err)
-			}
-		} else {
-			s.agents.mu.Lock()
-			for _, r := range refs {
-				if as := a.running[r.TaskID]; as != nil && as.leaseID == r.LeaseID {
-					as.renewedUntil = expires
-				}
-			}
-			s.agents.mu.Unlock()
-		}
-	}
+	s.renewLeases(ctx, a, refs, now) // vouch.go
 	if more {
 		s.wake()
 	}

@@ -25,6 +25,14 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	// AgentTimeout: an agent silent this long is lost. Default 5 heartbeats.
 	AgentTimeout time.Duration
+	// VouchedTimeout (server.vouched_timeout) is how long a guest's agent, relayed by
+	// its host daemon, may stay silent past AgentTimeout while that host vouches for the
+	// guest: its control stream is up, its latest Status lists the guest and the
+	// guest's CPU time went on rising (a guest starved of CPU on a busy host, not a dead
+	// one). Meanwhile the agent's session stays open and its leases are renewed; past it,
+	// the session is closed as for any silent agent. A guest the host reports gone ends
+	// at once as before. Default 60s; negative: off.
+	VouchedTimeout time.Duration
 	// LeaseTTL is how long a lease lasts without a renewing heartbeat. Default 10s.
 	LeaseTTL time.Duration
 	// MaxInlineBytes bounds a task's payload plus inputs, and its outputs. Default 4 MiB.
@@ -139,6 +147,7 @@ func DefaultConfig() Config {
 		BlobRetention:      24 * time.Hour,
 		MaxOutputBytes:     64 << 30,
 		LocalityDelay:      500 * time.Millisecond,
+		VouchedTimeout:     time.Minute,
 	}
 }
 
@@ -152,6 +161,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.LeaseTTL == 0 {
 		c.LeaseTTL = d.LeaseTTL
+	}
+	if c.VouchedTimeout == 0 {
+		c.VouchedTimeout = d.VouchedTimeout
 	}
 	if c.MaxInlineBytes == 0 {
 		c.MaxInlineBytes = d.MaxInlineBytes
@@ -225,6 +237,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("server config: sync interval %v is negative", c.SyncInterval)
 	case c.validateSLA() != nil:
 		return c.validateSLA()
+	case c.VouchedTimeout > time.Hour:
+		return fmt.Errorf("server config: vouched timeout (server.vouched_timeout) %v is over an hour: a hung agent would hold its tasks that long; use e.g. 60s, or 0 for off", c.VouchedTimeout)
+	case c.VouchedTimeout > 0 && c.VouchedTimeout < c.AgentTimeout:
+		return fmt.Errorf("server config: vouched timeout (server.vouched_timeout) %v is shorter than the agent timeout %v (5 heartbeats): it would never apply; give at least %v, or 0 for off", c.VouchedTimeout, c.AgentTimeout, c.AgentTimeout)
 	case c.LocalityDelay > time.Hour:
 		return fmt.Errorf("server config: locality delay (server.locality_delay) %v is over an hour: tasks would wait that long for a host holding their inputs; use e.g. 500ms, or 0 for off", c.LocalityDelay)
 	case c.Tenants.Validate() != nil:

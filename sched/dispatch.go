@@ -240,7 +240,8 @@ func (s *Server) sweepLoop(ctx context.Context) {
 	defer t.Stop()
 	graceEnd := time.Now().Add(s.cfg.LeaseTTL)
 	var stalledUntil time.Time
-	last := time.Now() // when this loop last held the registry
+	var vouched []vouchedRenewal // silent agents' leases renewed on their host's word
+	last := time.Now()           // when this loop last held the registry
 	for {
 		select {
 		case <-ctx.Done():
@@ -256,13 +257,24 @@ func (s *Server) sweepLoop(ctx context.Context) {
 			stalledUntil = now
 			s.log.Warn("the server stalled; agents' silence counts from now", "stall", stall.Round(time.Millisecond))
 		}
+		vouched = vouched[:0]
 		for id, a := range s.agents.byID {
 			seen := a.lastSeen()
 			silent := now.Sub(seen)
 			if seen.Before(stalledUntil) {
 				silent = now.Sub(stalledUntil)
 			}
-			if a.state == agentConnected && silent > s.cfg.AgentTimeout && a.sess != nil {
+			switch {
+			case a.state != agentConnected || a.sess == nil || silent <= s.cfg.AgentTimeout:
+				if !a.vouchedSince.IsZero() && a.state == agentConnected {
+					s.log.Info("agent heard from again after its host vouched for it", "agent", id, "vouched_for", now.Sub(a.vouchedSince).Round(time.Millisecond))
+				}
+				a.vouchedSince = time.Time{}
+			case s.vouchedFor(a, silent, now): // its host says the guest runs (vouch.go)
+				if refs := s.dueLeases(a, now); len(refs) > 0 {
+					vouched = append(vouched, vouchedRenewal{a, refs})
+				}
+			default:
 				s.log.Warn("agent missed its heartbeats; closing its session", "agent", id, "silent", silent.Round(time.Millisecond))
 				a.sess.close(fmt.Errorf("no heartbeat for %v", silent.Round(time.Millisecond)))
 			}
@@ -273,6 +285,9 @@ func (s *Server) sweepLoop(ctx context.Context) {
 		s.expireTransients(now)
 		last = time.Now()
 		s.agents.mu.Unlock()
+		for _, v := range vouched {
+			s.renewLeases(ctx, v.a, v.refs, now)
+		}
 		if now.Before(graceEnd) {
 			continue
 		}

@@ -154,6 +154,13 @@
 //
 //	go test -run '^$' -bench ManyAgents -benchtime 1x -timeout 60m ./sched
 //
+// Liveness (vouch.go). An agent silent for AgentTimeout (5 heartbeats) loses its
+// session, unless it is a guest relayed by a host that vouches for it: the host's
+// Status lists the guest, not stopping, with a CPU time that rose within three of the
+// host's statistics intervals (hostRegistry.vouched). Such an agent, starved of CPU
+// rather than dead, keeps its session and the sweep renews its leases, for up to
+// VouchedTimeout (server.vouched_timeout). TestHostVouchesForStarvedGuest, TestHostVouched.
+//
 // State and locks. The server's in-memory state is split by entity, each part with its
 // own lock:
 //

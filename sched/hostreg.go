@@ -59,6 +59,10 @@ func (r *hostRegistry) register(id string, reg *hostv1.Register, link *hostLink,
 	h.cpus, h.memory = reg.GetCapacity().GetCpus(), reg.GetCapacity().GetMemoryBytes()
 	h.connectedAt, h.lastSeen = now, now
 	h.setPools(reg.GetPools())
+	h.statsEvery = 5 * time.Second
+	if ms := reg.GetStatsIntervalMs(); ms > 0 {
+		h.statsEvery = time.Duration(ms) * time.Millisecond
+	}
 	h.caps = map[string]bool{}
 	for _, c := range reg.GetCapabilities() {
 		h.caps[c] = true
@@ -88,7 +92,56 @@ func (r *hostRegistry) status(h *hostRec, st *hostv1.Status, now time.Time) {
 	}
 	h.setPools(st.GetPools())
 	h.guests = st.GetGuests()
+	h.trackProgress(now)
 	h.setCacheSummary(st.GetCachedBlobs(), now)
+}
+
+// guestProgress is a guest's CPU time as its host last reported it, and when the
+// reports last showed it rising (zero: not since the server first saw the guest).
+type guestProgress struct {
+	cpuMS      int64
+	advancedAt time.Time
+	stopping   bool
+}
+
+// trackProgress updates h.progress from h.guests, received at now. A guest seen for
+// the first time has not risen yet: a host that just (re)connected vouches for its
+// guests only once a second statistics sample shows them running.
+func (h *hostRec) trackProgress(now time.Time) {
+	if h.progress == nil {
+		h.progress = make(map[string]guestProgress, len(h.guests))
+	}
+	seen := make(map[string]bool, len(h.guests))
+	for _, g := range h.guests {
+		p, ok := h.progress[g.GetName()]
+		if ok && g.GetCpuTimeMs() > p.cpuMS {
+			p.advancedAt = now
+		}
+		p.cpuMS, p.stopping = max(p.cpuMS, g.GetCpuTimeMs()), g.GetState() == "stopping"
+		h.progress[g.GetName()] = p
+		seen[g.GetName()] = true
+	}
+	for name := range h.progress {
+		if !seen[name] {
+			delete(h.progress, name)
+		}
+	}
+}
+
+// vouched reports whether host vouches, at now, for its guest: the host's control
+// stream is up, and within the last three of its statistics intervals (and at least
+// floor) it sent a Status, and its guests listed the guest, not stopping, with a CPU
+// time that rose.
+func (r *hostRegistry) vouched(host, guest string, now time.Time, floor time.Duration) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	h := r.hosts[host]
+	if h == nil || h.link == nil {
+		return false
+	}
+	fresh := max(floor, 3*h.statsEvery)
+	p, ok := h.progress[guest]
+	return now.Sub(h.lastSeen) <= fresh && ok && !p.stopping && !p.advancedAt.IsZero() && now.Sub(p.advancedAt) <= fresh
 }
 
 // linked reports whether host id has a control stream.

@@ -231,3 +231,57 @@ func TestAgentRegistryAddDrop(t *testing.T) {
 		t.Errorf("after drop: registered %v, free echo slots %d, indexed %v; want none", r.byID["a"] != nil, r.index.freeSlots()["echo"], a.index != nil)
 	}
 }
+
+// TestHostVouched: a host vouches for a guest only while its control stream is up,
+// its Status is fresh (three statistics intervals, at least the floor), and the guest
+// is listed, not stopping, with a CPU time that rose since an earlier Status.
+func TestHostVouched(t *testing.T) {
+	r := newHostRegistry()
+	t0 := time.Unix(1000, 0)
+	link := testLink()
+	h := r.register("h1", &hostv1.Register{HostId: "h1", StatsIntervalMs: 1000}, link, t0)
+	status := func(at time.Duration, gs ...*hostv1.Guest) { r.status(h, &hostv1.Status{Guests: gs}, t0.Add(at)) }
+	g := func(name, state string, cpu int64) *hostv1.Guest {
+		return &hostv1.Guest{Name: name, State: state, CpuTimeMs: cpu}
+	}
+	floor := time.Second // fresh = max(floor, 3 × 1 s) = 3 s
+	steps := []struct {
+		name   string
+		at     time.Duration // status sent at t0 + at (none if nil guests and !send)
+		send   bool
+		guests []*hostv1.Guest
+		check  time.Duration // vouched asked at t0 + check
+		guest  string
+		want   bool
+	}{
+		{"first sighting is no progress", 0, true, []*hostv1.Guest{g("a", "busy", 100), g("b", "idle", 50)}, 0, "a", false},
+		{"CPU time rose", time.Second, true, []*hostv1.Guest{g("a", "busy", 150), g("b", "idle", 50)}, time.Second, "a", true},
+		{"CPU time flat since the first sighting", 0, false, nil, time.Second, "b", false},
+		{"within three intervals of the rise", 2 * time.Second, true, []*hostv1.Guest{g("a", "busy", 150), g("b", "idle", 50)}, 3500 * time.Millisecond, "a", true},
+		{"more than three intervals after the rise", 0, false, nil, 4500 * time.Millisecond, "a", false},
+		{"rose again", 5 * time.Second, true, []*hostv1.Guest{g("a", "busy", 170), g("b", "stopping", 60)}, 5 * time.Second, "a", true},
+		{"stopping guests are not vouched for", 0, false, nil, 5 * time.Second, "b", false},
+		{"an unknown guest", 0, false, nil, 5 * time.Second, "zz", false},
+		{"a guest dropped from the list", 6 * time.Second, true, []*hostv1.Guest{g("b", "idle", 70)}, 6 * time.Second, "a", false},
+		{"a CPU time lower than before (a new guest by the same name) is no rise", 7 * time.Second, true, []*hostv1.Guest{g("b", "idle", 10)}, 7*time.Second + 9*time.Second, "b", false},
+	}
+	for _, s := range steps {
+		if s.send {
+			status(s.at, s.guests...)
+		}
+		if got := r.vouched("h1", s.guest, t0.Add(s.check), floor); got != s.want {
+			t.Fatalf("%s: vouched(%s) = %v, want %v", s.name, s.guest, got, s.want)
+		}
+	}
+	status(8*time.Second, g("b", "idle", 80))
+	if !r.vouched("h1", "b", t0.Add(8*time.Second), floor) {
+		t.Fatal("b's CPU time rose: want vouched")
+	}
+	if r.vouched("h2", "b", t0.Add(8*time.Second), floor) {
+		t.Fatal("an unknown host vouched")
+	}
+	r.disconnect(h, link, t0.Add(8*time.Second))
+	if r.vouched("h1", "b", t0.Add(8*time.Second), floor) {
+		t.Fatal("a host without its control stream vouched")
+	}
+}

@@ -68,11 +68,15 @@ type hostRec struct {
 	poolOrder          []string
 	load               *hostv1.Load
 	guests             []*hostv1.Guest
-	connectedAt        time.Time
-	lastSeen           time.Time
-	lostAt             time.Time
-	link               *hostLink       // nil once lost
-	caps               map[string]bool // Register.capabilities
+	// progress is each listed guest's CPU time and when it last rose, from the
+	// host's Status messages (vouched: a silent agent's guest still runs).
+	progress    map[string]guestProgress
+	statsEvery  time.Duration // Register.stats_interval_ms (default 5s)
+	connectedAt time.Time
+	lastSeen    time.Time
+	lostAt      time.Time
+	link        *hostLink       // nil once lost
+	caps        map[string]bool // Register.capabilities
 	// cached holds the digests of the blobs the host's cache holds as far as the server
 	// knows (locality.go), summaryAt when the host last sent its summary.
 	cached     map[string]cachedEntry

@@ -95,8 +95,9 @@ func connectHost(t *testing.T, cs *clusterServer, certID, regID string, pools ..
 // hostOpts are a fake host's capabilities and its handler of server messages (run on
 // the control stream's receiving goroutine, after the message is recorded).
 type hostOpts struct {
-	caps   []string
-	handle func(h *fakeHost, m *hostv1.ServerMessage)
+	caps    []string
+	statsMs uint32 // Register.stats_interval_ms
+	handle  func(h *fakeHost, m *hostv1.ServerMessage)
 }
 
 func connectHostWith(t testing.TB, cs *clusterServer, certID, regID string, o hostOpts, pools ...*hostv1.Pool) (*fakeHost, error) {
@@ -118,7 +119,7 @@ func connectHostWith(t testing.TB, cs *clusterServer, certID, regID string, o ho
 		t.Fatal(err)
 	}
 	if err := h.ctl.Send(&hostv1.HostMessage{Msg: &hostv1.HostMessage_Register{Register: &hostv1.Register{
-		HostId: regID, ProtocolVersion: 1, Version: "test", Accel: "tcg", Capacity: &hostv1.Capacity{Cpus: 2, MemoryBytes: 1 << 30}, Pools: pools, Capabilities: o.caps}}}); err != nil {
+		HostId: regID, ProtocolVersion: 1, Version: "test", Accel: "tcg", Capacity: &hostv1.Capacity{Cpus: 2, MemoryBytes: 1 << 30}, Pools: pools, Capabilities: o.caps, StatsIntervalMs: o.statsMs}}}); err != nil {
 		t.Fatal(err)
 	}
 	m, err := h.ctl.Recv()

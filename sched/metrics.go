@@ -25,6 +25,7 @@ type metrics struct {
 	refused         *prometheus.CounterVec
 	logChunks       *prometheus.CounterVec // by outcome (stored, refused)
 	streams         *prometheus.CounterVec // ordered streams opened, by kind (durable, transient)
+	vouched         prometheus.Counter     // silent agents kept open on their host's word (vouch.go)
 	preemptions     *prometheus.CounterVec // batch tasks preempted for online ones, by type
 	handovers       *prometheus.CounterVec // preempted slots handed straight to an online task, by its type
 	onlineStarts    *prometheus.CounterVec // online tasks started, by type and sla (met, missed)
@@ -98,6 +99,11 @@ func newMetrics(s *Server) *metrics {
 		Namespace: "paddock", Name: "online_start_seconds", Help: "Submit-to-start latency of online tasks (to the agent's acknowledgement), by type.",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2, 18),
 	}, []string{"type"})
+	m.vouched = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "paddock", Name: "agent_silences_vouched_total",
+		Help: "Agents silent past the agent timeout whose sessions and leases were kept because their host daemon reported their guest running and using CPU (counted once per silence; server.vouched_timeout).",
+	})
+	m.reg.MustRegister(m.vouched)
 	m.reg.MustRegister(m.streams, m.preemptions, m.handovers, m.onlineStarts, m.onlineStart)
 	m.blobBytes = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "paddock", Name: "blob_bytes_total", Help: "Bytes of blobs stored (in) and served (out), by port (client: /v1/blobs, agent: agent ReadBlob/WriteBlob, cluster: host ReadBlob/WriteBlob).",

@@ -39,6 +39,9 @@ type agent struct {
 	hostID, pool       string
 	maxTasks, assigned int
 	gone               bool
+	// vouchedSince: since when its host has vouched for its silent guest (vouch.go;
+	// zero: not silent, or not vouched).
+	vouchedSince time.Time
 
 	// index is the index a is filed in (nil: none); idx, its entries by type
 	// (agentindex.go).

@@ -361,6 +361,9 @@ type Config struct {
 	MaxConcurrentStarts int `mapstructure:"max_concurrent_starts" json:"max_concurrent_starts,omitempty" yaml:"max_concurrent_starts,omitempty"`
 }
 
+// StatsEvery is StatsInterval with its default applied.
+func (c Config) StatsEvery() time.Duration { return c.withDefaults().StatsInterval }
+
 func (c Config) withDefaults() Config {
 	if c.Tick == 0 {
 		c.Tick = time.Second

@@ -303,6 +303,7 @@ func runDev(ctx context.Context, app *App, o devOptions) error {
 		DefaultMaxAttempts: v.GetInt("server.default_max_attempts"), RetryBase: v.GetDuration("server.retry_base"),
 		ScheduleToStartTimeout: v.GetDuration("server.schedule_to_start_timeout"),
 		RetryMax:               v.GetDuration("server.retry_max"), Logger: log.With("side", "server"), LocalityDelay: localityDelay(v),
+		VouchedTimeout: offIfZero(v.GetDuration("server.vouched_timeout")),
 	}
 	if v.GetBool("server.dev") { // --dev: an open client API, as paddock server --dev
 		cfg.Dev, cfg.Token, cfg.AgentToken = true, "", ""

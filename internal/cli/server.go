@@ -32,6 +32,7 @@ func init() {
 		config.Key{Name: "server.token", Default: "", Usage: "bearer token clients must send (required unless server.dev)"},
 		config.Key{Name: "server.agent_token", Default: "", Usage: "bearer token TCP agents must send (required outside dev mode while server.agent_listen is set; guests behind a host need none)"},
 		config.Key{Name: "server.heartbeat_interval", Default: time.Second, Usage: "how often agents heartbeat", Positive: true},
+		config.Key{Name: "server.vouched_timeout", Default: time.Minute, Usage: "how long a guest's agent may stay silent (beyond 5 heartbeats) while its host daemon reports the guest running and using CPU, as a guest starved of CPU on a busy host does, before its session is closed and its tasks requeued; its leases are renewed meanwhile; 0: off"},
 		config.Key{Name: "server.lease_ttl", Default: 10 * time.Second, Usage: "how long a lease lasts without a renewing heartbeat", Positive: true},
 		config.Key{Name: "server.max_inline_bytes", Default: 4 << 20, Usage: "largest payload plus inputs (and outputs) stored inline, in bytes", Positive: true},
 		config.Key{Name: "server.default_task_timeout", Default: 10 * time.Minute, Usage: "a task's timeout when it gives none", Positive: true},
@@ -74,7 +75,7 @@ HTTP, plus /metrics and /healthz). Outside dev mode (--dev) clients need server.
 				ScheduleToStartTimeout: v.GetDuration("server.schedule_to_start_timeout"),
 				RetryBase:              v.GetDuration("server.retry_base"), RetryMax: v.GetDuration("server.retry_max"), Logger: app.Log,
 				ReplicaID: v.GetString("server.replica_id"), SyncInterval: v.GetDuration("server.sync_interval"),
-				LocalityDelay: localityDelay(v),
+				LocalityDelay: localityDelay(v), VouchedTimeout: offIfZero(v.GetDuration("server.vouched_timeout")),
 			}
 			if err := cfg.Validate(); err != nil {
 				return err
@@ -196,6 +197,15 @@ func ignoreCanceled(err error) error {
 
 // localityDelay reads server.locality_delay as sched.Config.LocalityDelay (0 turns the
 // preference off: negative in the config struct).
+// offIfZero maps a duration key's 0 ("off" in the config) to sched.Config's -1 (its 0
+// means the default).
+func offIfZero(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
+}
+
 func localityDelay(v *viper.Viper) time.Duration {
 	if d := v.GetDuration("server.locality_delay"); d > 0 {
 		return d

@@ -759,9 +759,13 @@ type Register struct {
 	Pools []*Pool `protobuf:"bytes,6,rep,name=pools,proto3" json:"pools,omitempty"`
 	// capabilities are optional features of the host: "stage" (it stages input blobs
 	// into its guests' shared directories and collects outputs from them).
-	Capabilities  []string `protobuf:"bytes,7,rep,name=capabilities,proto3" json:"capabilities,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Capabilities []string `protobuf:"bytes,7,rep,name=capabilities,proto3" json:"capabilities,omitempty"`
+	// stats_interval_ms is how often the host reads its guests' statistics (the CPU
+	// times in Status.guests); 0: 5000. The server trusts a silent agent's guest as
+	// alive only while its CPU time keeps rising within a few of these intervals.
+	StatsIntervalMs uint32 `protobuf:"varint,8,opt,name=stats_interval_ms,json=statsIntervalMs,proto3" json:"stats_interval_ms,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Register) Reset() {
@@ -841,6 +845,13 @@ func (x *Register) GetCapabilities() []string {
 		return x.Capabilities
 	}
 	return nil
+}
+
+func (x *Register) GetStatsIntervalMs() uint32 {
+	if x != nil {
+		return x.StatsIntervalMs
+	}
+	return 0
 }
 
 // Capacity is a host's hardware.
@@ -1967,7 +1978,7 @@ const file_api_host_v1_host_proto_rawDesc = "" +
 	"request_id\x18\x01 \x01(\x04R\trequestId\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x12\x1c\n" +
 	"\tretryable\x18\x03 \x01(\bR\tretryable\x12\x18\n" +
-	"\apending\x18\x04 \x03(\tR\apending\"\x86\x02\n" +
+	"\apending\x18\x04 \x03(\tR\apending\"\xb2\x02\n" +
 	"\bRegister\x12\x17\n" +
 	"\ahost_id\x18\x01 \x01(\tR\x06hostId\x12)\n" +
 	"\x10protocol_version\x18\x02 \x01(\rR\x0fprotocolVersion\x12\x18\n" +
@@ -1975,7 +1986,8 @@ const file_api_host_v1_host_proto_rawDesc = "" +
 	"\bcapacity\x18\x04 \x01(\v2\x19.paddock.host.v1.CapacityR\bcapacity\x12\x14\n" +
 	"\x05accel\x18\x05 \x01(\tR\x05accel\x12+\n" +
 	"\x05pools\x18\x06 \x03(\v2\x15.paddock.host.v1.PoolR\x05pools\x12\"\n" +
-	"\fcapabilities\x18\a \x03(\tR\fcapabilities\"A\n" +
+	"\fcapabilities\x18\a \x03(\tR\fcapabilities\x12*\n" +
+	"\x11stats_interval_ms\x18\b \x01(\rR\x0fstatsIntervalMs\"A\n" +
 	"\bCapacity\x12\x12\n" +
 	"\x04cpus\x18\x01 \x01(\rR\x04cpus\x12!\n" +
 	"\fmemory_bytes\x18\x02 \x01(\x04R\vmemoryBytes\"\xfc\x01\n" +
