@@ -115,14 +115,14 @@ func bootSpec(t testing.TB, g testguest.Guest, name string) DomainSpec {
 }
 
 // TestBootReadsVirtioSerial boots a real guest under libvirt, reads the line it writes on
-// its virtio-serial port, checks the console log, QMP query-status and the stats of a
+// its virtio-serial port (naming the hardware RNG its kernel uses: the domain's virtio RNG), checks the console log, QMP query-status and the stats of a
 // running guest, then destroys it.
 func TestBootReadsVirtioSerial(t *testing.T) {
 	uri := testutil.RequireLibvirt(t)
 	g := testguest.Build(t, testguest.Options{Modules: []string{"virtio_blk", "virtio_balloon"}, Script: `echo console-marker-$(uname -r)
 for i in $(seq 1 100); do [ -b /dev/vda ] && break; sleep 0.05; done
 dd if=/dev/vda of=/dev/null bs=64k 2>/dev/null
-echo hello-from-guest > "$PORT"
+echo "hello-from-guest rng=$(cat /sys/devices/virtual/misc/hw_random/rng_current 2>/dev/null)" > "$PORT"
 sleep 3600`})
 	cfg := DefaultConfig()
 	cfg.URI = uri
@@ -146,8 +146,9 @@ sleep 3600`})
 	createGuest(t, ctx, l, spec)
 	line := readLine(t, spec.Channels[0].SocketPath, 120*time.Second)
 	t.Logf("first line on the virtio-serial port %v after Create", time.Since(start).Round(time.Millisecond))
-	if line != "hello-from-guest" {
-		t.Fatalf("guest wrote %q, want hello-from-guest", line)
+	// The guest's kernel uses the domain's virtio RNG (seeded from the host at boot).
+	if line != "hello-from-guest rng=virtio_rng.0" {
+		t.Fatalf("guest wrote %q, want hello-from-guest rng=virtio_rng.0", line)
 	}
 
 	st, err := l.QueryStatus(ctx, spec.Name)

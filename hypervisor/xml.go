@@ -162,6 +162,17 @@ func (s DomainSpec) domainXMLWith(domType string, edit func(*libvirtxml.Domain) 
 			Target: &libvirtxml.DomainChannelTarget{VirtIO: &libvirtxml.DomainChannelTargetVirtIO{Name: c.Name}},
 		})
 	}
+	// A virtio RNG fed from the host's /dev/urandom: the guest's kernel (virtio_rng,
+	// kmod.DefaultGuestModules) seeds its CRNG from it at boot, instead of waiting for
+	// its own jitter entropy (seconds under TCG, during which the first getrandom(2)
+	// of a freshly booted guest blocks), and a guest restored from a snapshot draws
+	// fresh host entropy. Rate-limited to RNGBytesPerSecond so that no guest can keep
+	// the host busy feeding it.
+	dev.RNGs = append(dev.RNGs, libvirtxml.DomainRNG{
+		Model:   "virtio",
+		Rate:    &libvirtxml.DomainRNGRate{Bytes: RNGBytesPerSecond, Period: 1000},
+		Backend: &libvirtxml.DomainRNGBackend{Random: &libvirtxml.DomainRNGBackendRandom{Device: "/dev/urandom"}},
+	})
 	// Free page reporting: the guest's balloon driver (virtio_balloon) hands pages it
 	// frees back to QEMU, which drops them, so a guest's host RSS falls after a burst
 	// (unpacking the initramfs, a task) instead of staying at its high-water mark.
@@ -180,6 +191,10 @@ func (s DomainSpec) domainXMLWith(domType string, edit func(*libvirtxml.Domain) 
 	}
 	return out, nil
 }
+
+// RNGBytesPerSecond bounds what a guest's virtio RNG may read from the host's
+// /dev/urandom: ample for seeding and reseeding a kernel's CRNG (32 bytes each).
+const RNGBytesPerSecond = 4096
 
 // parseLabels reads the labels element returned by virDomainGetMetadata.
 func parseLabels(metadata string) (map[string]string, error) {

@@ -155,9 +155,11 @@ func Resolve(modRoot string, names ...string) ([]Module, error) {
 // graceful shutdown) as KEY_POWER on /dev/input/eventN, and virtio-9p (9pnet_virtio and
 // the 9p filesystem, which pull in 9pnet, netfs and fscache), the data plane's shared
 // directories (docs/dataplane.md), and virtio_balloon, whose free page reporting hands
-// the pages a guest frees back to the host (hypervisor's memballoon). (Debian's kernel
-// builds all of these as modules; where one is built in, kmod skips it.)
-var DefaultGuestModules = []string{"virtio_pci", "virtio_console", "virtio_blk", "button", "evdev", "9pnet_virtio", "9p", "virtio_balloon"}
+// the pages a guest frees back to the host (hypervisor's memballoon), and virtio_rng,
+// which seeds the guest kernel's CRNG from the host at boot (hypervisor's rng device;
+// without it the first getrandom(2) in a fresh TCG guest waits seconds). (Debian's
+// kernel builds all of these as modules; where one is built in, kmod skips it.)
+var DefaultGuestModules = []string{"virtio_pci", "virtio_console", "virtio_blk", "button", "evdev", "9pnet_virtio", "9p", "virtio_balloon", "virtio_rng"}
 
 // NewestKernel returns the newest bootDir/vmlinuz-* (by version order) and its version,
 // the file name after "vmlinuz-". bootDir is usually /boot.
