@@ -31,7 +31,7 @@ type Config struct {
 	// guest's CPU time went on rising (a guest starved of CPU on a busy host, not a dead
 	// one). Meanwhile the agent's session stays open and its leases are renewed; past it,
 	// the session is closed as for any silent agent. A guest the host reports gone ends
-	// at once as before. Default 60s; negative: off.
+	// at once as before. Default 60s (off when AgentTimeout is longer); negative: off.
 	VouchedTimeout time.Duration
 	// LeaseTTL is how long a lease lasts without a renewing heartbeat. Default 10s.
 	LeaseTTL time.Duration
@@ -164,6 +164,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.VouchedTimeout == 0 {
 		c.VouchedTimeout = d.VouchedTimeout
+		if c.VouchedTimeout <= c.AgentTimeout {
+			c.VouchedTimeout = -1 // the agent timeout alone is already longer
+		}
 	}
 	if c.MaxInlineBytes == 0 {
 		c.MaxInlineBytes = d.MaxInlineBytes

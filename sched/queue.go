@@ -114,7 +114,8 @@ func (s *Server) measureQueues(ctx context.Context, now time.Time) error {
 	return nil
 }
 
-// queueStatus is the last measurement of a's types, or nil when there is none.
+// queueStatus is the last measurement of a's types, or nil when there is none or when
+// nothing waits for any of them.
 func (s *Server) queueStatus(a *agent) *agentv1.QueueStatus {
 	s.agents.mu.Lock()
 	names := make([]string, 0, len(a.types))
@@ -126,12 +127,17 @@ func (s *Server) queueStatus(a *agent) *agentv1.QueueStatus {
 	s.queue.mu.Lock()
 	defer s.queue.mu.Unlock()
 	var qs agentv1.QueueStatus
+	waits := false
 	for _, n := range names {
 		if qd, ok := s.queue.cur[n]; ok {
 			qs.Types = append(qs.Types, &agentv1.TypeQueue{Type: n, DelayMs: qd.Delay.Milliseconds(), Ready: qd.Ready})
+			waits = waits || qd.Ready > 0 || qd.Delay.Milliseconds() > 0
 		}
 	}
-	if len(qs.Types) == 0 {
+	// Nothing waits for any of its types: the agent's allocator starts every cycle from
+	// no observation, which is what an all-zero status would tell it, so none is sent
+	// (an idle guest then wakes once a heartbeat, to send it, and not also to read this).
+	if !waits {
 		return nil
 	}
 	return &qs

@@ -218,12 +218,21 @@ func (s *Server) RunWith(ctx context.Context, l Listeners) error {
 	return err
 }
 
+// agentWindow is the HTTP/2 flow-control window of agent connections, per stream and
+// per connection (the agent's side uses the same: agent/session).
+const agentWindow = 4 << 20
+
 // NewAgentServer returns a gRPC server serving the agent protocol. A connection that
 // runs no RPC for AgentIdleTimeout is closed (one that never opens a Session
 // included); keepalive pings check the others.
 func (s *Server) NewAgentServer() *grpc.Server {
 	gs := grpc.NewServer(grpc.MaxRecvMsgSize(2*s.cfg.MaxInlineBytes+(1<<20)+MaxReportLogBytes), grpc.MaxSendMsgSize(2*s.cfg.MaxInlineBytes+(1<<20)),
 		grpc.ConnectionTimeout(10*time.Second),
+		// Fixed flow-control windows (as the agent's side has) turn off gRPC's bandwidth
+		// estimator, which answers data from an agent (each heartbeat) with an HTTP/2
+		// PING that an idle guest must wake up to answer: under TCG every wake-up of a
+		// guest is emulated, and with many idle guests they add up.
+		grpc.InitialWindowSize(agentWindow), grpc.InitialConnWindowSize(agentWindow),
 		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: s.cfg.AgentIdleTimeout, Time: time.Minute, Timeout: 20 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}))
 	agentv1.RegisterAgentServiceServer(gs, &agentService{s: s})

@@ -225,8 +225,9 @@ func TCPDialer(addr string, more ...string) func(ctx context.Context) (net.Conn,
 // Heartbeat; the server dispatches a type to this agent only while fewer tasks of
 // it run than its limit (and never more than TotalSlots in all). Queuing delay is
 // measured on the server, because that is where tasks wait for a slot: the
-// server answers every heartbeat with a QueueStatus (per type: how long the ready
-// tasks have waited, and how many there are), which the session feeds to
+// server answers a heartbeat with a QueueStatus (per type: how long the ready
+// tasks have waited, and how many there are) whenever tasks of its types wait (no
+// status means nothing waits), which the session feeds to
 // Allocator.Observe; at the next heartbeat tick it calls Rebalance (one cycle per
 // heartbeat interval) and sends the new limits. The agent does not queue tasks
 // itself: queueing here would hold leases the server could give to an idle agent,
@@ -445,7 +446,7 @@ func (s *Session) connect(ctx context.Context) error {
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return s.cfg.Dial(ctx) }),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(1<<30), grpc.MaxCallSendMsgSize(1<<30)),
 		// Fixed flow-control windows turn off gRPC's bandwidth estimator, which
-		// otherwise answers data from the server (a QueueStatus after each
+		// otherwise answers data from the server (a QueueStatus after a
 		// heartbeat) with an HTTP/2 PING round trip: two more wake-ups of an idle
 		// guest per heartbeat, each one emulated under TCG.
 		grpc.WithInitialWindowSize(sessionWindow), grpc.WithInitialConnWindowSize(sessionWindow))
