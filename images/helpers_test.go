@@ -107,7 +107,7 @@ func copyWith(t testing.TB, src, dst string, extra []byte, perm os.FileMode) str
 
 // fakeKernel writes a synthetic kernel and module tree: a fake vmlinuz-9.9.9-test and
 // a modules.dep with the virtio modules (one gzip- and one zstd-compressed) and a
-// modules.builtin with button, evdev, the 9p modules and virtio_balloon, so unit tests need neither /boot nor
+// modules.builtin with button, evdev, the 9p modules, virtio_balloon and virtio-rng, so unit tests need neither /boot nor
 // /lib/modules. It returns the kernel and modules dir.
 func fakeKernel(t testing.TB) (kernel, modDir string) {
 	t.Helper()
@@ -148,8 +148,8 @@ kernel/fs/extra.ko.xz:
 	if err := os.WriteFile(filepath.Join(modDir, "modules.dep"), []byte(dep), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	// The power-button, 9p and balloon modules of kmod.DefaultGuestModules are built into this kernel.
-	builtin := "kernel/drivers/acpi/button.ko\nkernel/drivers/input/evdev.ko\nkernel/net/9p/9pnet_virtio.ko\nkernel/fs/9p/9p.ko\nkernel/drivers/virtio/virtio_balloon.ko\n"
+	// The power-button, 9p, balloon and RNG modules of kmod.DefaultGuestModules are built into this kernel.
+	builtin := "kernel/drivers/acpi/button.ko\nkernel/drivers/input/evdev.ko\nkernel/net/9p/9pnet_virtio.ko\nkernel/fs/9p/9p.ko\nkernel/drivers/virtio/virtio_balloon.ko\nkernel/drivers/char/hw_random/virtio-rng.ko\n"
 	if err := os.WriteFile(filepath.Join(modDir, "modules.builtin"), []byte(builtin), 0o644); err != nil {
 		t.Fatal(err)
 	}
