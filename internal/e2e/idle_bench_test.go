@@ -293,7 +293,7 @@ func readyToRegistered(b *testing.B, logPath string) time.Duration {
 	return sum / time.Duration(n)
 }
 
-func waitUntil(b *testing.B, what string, d time.Duration, ok func() bool) {
+func waitUntil(b testing.TB, what string, d time.Duration, ok func() bool) {
 	b.Helper()
 	for deadline := time.Now().Add(d); !ok(); time.Sleep(time.Second) {
 		if time.Now().After(deadline) {
