@@ -143,7 +143,7 @@ func (api *clientAPI) Stream(ctx context.Context, bs *connect.BidiStream[paddock
 		notice = transientNotice
 	}
 	if err := bs.Send(&paddockv1.StreamResponse{Msg: &paddockv1.StreamResponse_Opened{Opened: &paddockv1.StreamOpened{
-		StreamId: run.id, Window: uint32(w), Durable: !run.transient, Notice: notice}}}); err != nil {
+		StreamId: run.id, Window: uint32(w), Durable: !run.transient, Notice: notice, BatchItems: true}}}); err != nil {
 		return err
 	}
 	s.metrics.streams.WithLabelValues(map[bool]string{true: "transient", false: "durable"}[run.transient]).Inc()
@@ -168,8 +168,10 @@ func (api *clientAPI) Stream(ctx context.Context, bs *connect.BidiStream[paddock
 	}()
 
 	// The reader takes a credit before each Receive: past the window it reads nothing,
-	// and HTTP/2 flow control holds the client back. The sender returns the credit once
-	// the item's result is sent.
+	// and HTTP/2 flow control holds the client back. A message of k items (StreamItems,
+	// at most the window) then takes the k-1 credits more, waiting as results go out:
+	// no more than the window is ever admitted. The sender returns an item's credit once
+	// its result is sent.
 	// Payload bytes are bounded the same way (byteBudget): the reader takes an item's
 	// bytes after reading it and waits while the stream holds its budget; the sender
 	// gives them back with the item's result. Results go out in admission order, so the
@@ -196,21 +198,26 @@ func (api *clientAPI) Stream(ctx context.Context, bs *connect.BidiStream[paddock
 				readErr <- err
 				return
 			}
-			it := m.GetItem()
-			switch {
-			case it == nil:
-				readErr <- invalid("item: missing: every message after the open must be a StreamItem")
-				return
-			case len(it.GetPayload()) > s.cfg.MaxInlineBytes:
-				readErr <- invalid("item.payload: %d bytes is over the server's inline limit of %d bytes (server.max_inline_bytes): send larger inputs as blobs with a durable task", len(it.GetPayload()), s.cfg.MaxInlineBytes)
+			payloads, err := s.streamPayloads(m, w)
+			if err != nil {
+				readErr <- err
 				return
 			}
-			n := int64(len(it.GetPayload()))
-			if err := budget.Acquire(ctx, n); err != nil {
-				return
+			for i, p := range payloads {
+				if i > 0 { // the first item's credit was taken before Receive
+					select {
+					case credits <- struct{}{}:
+					case <-ctx.Done():
+						return
+					}
+				}
+				n := int64(len(p))
+				if err := budget.Acquire(ctx, n); err != nil {
+					return
+				}
+				sizes <- n
+				items <- p
 			}
-			sizes <- n
-			items <- it.GetPayload()
 		}
 	}()
 	subErr := make(chan error, 1)
@@ -245,6 +252,44 @@ func (api *clientAPI) Stream(ctx context.Context, bs *connect.BidiStream[paddock
 			return ctx.Err()
 		}
 	}
+}
+
+// streamPayloads checks one message after a stream's open and returns its payloads:
+// one for a StreamItem, 1..w (the stream's window) for a StreamItems.
+func (s *Server) streamPayloads(m *paddockv1.StreamRequest, w int) ([][]byte, error) {
+	var ps [][]byte
+	field := "item.payload"
+	switch x := m.GetMsg().(type) {
+	case *paddockv1.StreamRequest_Item:
+		ps = [][]byte{x.Item.GetPayload()}
+	case *paddockv1.StreamRequest_Items:
+		its := x.Items.GetItems()
+		switch {
+		case len(its) == 0:
+			return nil, invalid("items.items: empty: a StreamItems carries 1..%d items (the stream's window); send at least one, or nothing", w)
+		case len(its) > w:
+			return nil, invalid("items.items: %d items in one message is over the stream's window of %d: send at most the window at once (the items outstanding never pass it)", len(its), w)
+		}
+		ps = make([][]byte, len(its))
+		for i, it := range its {
+			ps[i] = it.GetPayload()
+		}
+		field = "items.items[%d].payload"
+	case *paddockv1.StreamRequest_Open:
+		return nil, invalid("open: a second StreamOpen: a stream is opened once; every later message is a StreamItem or StreamItems (open another stream for another type)")
+	default:
+		return nil, invalid("item: missing: every message after the open must be a StreamItem or StreamItems")
+	}
+	for i, p := range ps {
+		if len(p) > s.cfg.MaxInlineBytes {
+			f := field
+			if strings.Contains(f, "%d") {
+				f = fmt.Sprintf(f, i)
+			}
+			return nil, invalid("%s: %d bytes is over the server's inline limit of %d bytes (server.max_inline_bytes): send larger inputs as blobs with a durable task", f, len(p), s.cfg.MaxInlineBytes)
+		}
+	}
+	return ps, nil
 }
 
 // Bounds of one StreamResults: results, and bytes of output beyond its first result.

@@ -4053,6 +4053,7 @@ type StreamRequest struct {
 	//
 	//	*StreamRequest_Open
 	//	*StreamRequest_Item
+	//	*StreamRequest_Items
 	Msg           isStreamRequest_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -4113,6 +4114,15 @@ func (x *StreamRequest) GetItem() *StreamItem {
 	return nil
 }
 
+func (x *StreamRequest) GetItems() *StreamItems {
+	if x != nil {
+		if x, ok := x.Msg.(*StreamRequest_Items); ok {
+			return x.Items
+		}
+	}
+	return nil
+}
+
 type isStreamRequest_Msg interface {
 	isStreamRequest_Msg()
 }
@@ -4127,9 +4137,63 @@ type StreamRequest_Item struct {
 	Item *StreamItem `protobuf:"bytes,2,opt,name=item,proto3,oneof"`
 }
 
+type StreamRequest_Items struct {
+	// items are several tasks' payloads, in submission order (the items after it
+	// count on from its last). Only when StreamOpened.batch_items is true.
+	Items *StreamItems `protobuf:"bytes,3,opt,name=items,proto3,oneof"`
+}
+
 func (*StreamRequest_Open) isStreamRequest_Msg() {}
 
 func (*StreamRequest_Item) isStreamRequest_Msg() {}
+
+func (*StreamRequest_Items) isStreamRequest_Msg() {}
+
+// StreamItems is several items of a stream, as that many StreamItem messages would be.
+type StreamItems struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// items: 1..window of the stream (StreamOpened.window), each as in StreamItem.
+	Items         []*StreamItem `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamItems) Reset() {
+	*x = StreamItems{}
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamItems) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamItems) ProtoMessage() {}
+
+func (x *StreamItems) ProtoReflect() protoreflect.Message {
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamItems.ProtoReflect.Descriptor instead.
+func (*StreamItems) Descriptor() ([]byte, []int) {
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *StreamItems) GetItems() []*StreamItem {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
 
 // StreamOpen opens an ordered stream.
 type StreamOpen struct {
@@ -4156,7 +4220,7 @@ type StreamOpen struct {
 
 func (x *StreamOpen) Reset() {
 	*x = StreamOpen{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[52]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4168,7 +4232,7 @@ func (x *StreamOpen) String() string {
 func (*StreamOpen) ProtoMessage() {}
 
 func (x *StreamOpen) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[52]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4181,7 +4245,7 @@ func (x *StreamOpen) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamOpen.ProtoReflect.Descriptor instead.
 func (*StreamOpen) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{52}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *StreamOpen) GetType() string {
@@ -4251,7 +4315,7 @@ type StreamItem struct {
 
 func (x *StreamItem) Reset() {
 	*x = StreamItem{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[53]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4263,7 +4327,7 @@ func (x *StreamItem) String() string {
 func (*StreamItem) ProtoMessage() {}
 
 func (x *StreamItem) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[53]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4276,7 +4340,7 @@ func (x *StreamItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamItem.ProtoReflect.Descriptor instead.
 func (*StreamItem) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{53}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *StreamItem) GetPayload() []byte {
@@ -4301,7 +4365,7 @@ type StreamResponse struct {
 
 func (x *StreamResponse) Reset() {
 	*x = StreamResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[54]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4313,7 +4377,7 @@ func (x *StreamResponse) String() string {
 func (*StreamResponse) ProtoMessage() {}
 
 func (x *StreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[54]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4326,7 +4390,7 @@ func (x *StreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamResponse.ProtoReflect.Descriptor instead.
 func (*StreamResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{54}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *StreamResponse) GetMsg() isStreamResponse_Msg {
@@ -4400,7 +4464,7 @@ type StreamResults struct {
 
 func (x *StreamResults) Reset() {
 	*x = StreamResults{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[55]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4412,7 +4476,7 @@ func (x *StreamResults) String() string {
 func (*StreamResults) ProtoMessage() {}
 
 func (x *StreamResults) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[55]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4425,7 +4489,7 @@ func (x *StreamResults) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamResults.ProtoReflect.Descriptor instead.
 func (*StreamResults) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{55}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *StreamResults) GetResults() []*StreamResult {
@@ -4446,14 +4510,17 @@ type StreamOpened struct {
 	Durable bool `protobuf:"varint,3,opt,name=durable,proto3" json:"durable,omitempty"`
 	// notice says plainly what the client must know, e.g. that a transient stream's
 	// tasks are lost if the server restarts.
-	Notice        string `protobuf:"bytes,4,opt,name=notice,proto3" json:"notice,omitempty"`
+	Notice string `protobuf:"bytes,4,opt,name=notice,proto3" json:"notice,omitempty"`
+	// batch_items is true when the server takes StreamRequest.items (several items in
+	// one message). A client that gets false (an older server) sends one item each.
+	BatchItems    bool `protobuf:"varint,5,opt,name=batch_items,json=batchItems,proto3" json:"batch_items,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StreamOpened) Reset() {
 	*x = StreamOpened{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[56]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4465,7 +4532,7 @@ func (x *StreamOpened) String() string {
 func (*StreamOpened) ProtoMessage() {}
 
 func (x *StreamOpened) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[56]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4478,7 +4545,7 @@ func (x *StreamOpened) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamOpened.ProtoReflect.Descriptor instead.
 func (*StreamOpened) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{56}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *StreamOpened) GetStreamId() string {
@@ -4509,6 +4576,13 @@ func (x *StreamOpened) GetNotice() string {
 	return ""
 }
 
+func (x *StreamOpened) GetBatchItems() bool {
+	if x != nil {
+		return x.BatchItems
+	}
+	return false
+}
+
 // StreamResult is the outcome of one item, sent in submission order.
 type StreamResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -4532,7 +4606,7 @@ type StreamResult struct {
 
 func (x *StreamResult) Reset() {
 	*x = StreamResult{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[57]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4544,7 +4618,7 @@ func (x *StreamResult) String() string {
 func (*StreamResult) ProtoMessage() {}
 
 func (x *StreamResult) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[57]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4557,7 +4631,7 @@ func (x *StreamResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamResult.ProtoReflect.Descriptor instead.
 func (*StreamResult) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{57}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *StreamResult) GetSeq() uint64 {
@@ -4622,7 +4696,7 @@ type CreateTokenRequest struct {
 
 func (x *CreateTokenRequest) Reset() {
 	*x = CreateTokenRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[58]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4634,7 +4708,7 @@ func (x *CreateTokenRequest) String() string {
 func (*CreateTokenRequest) ProtoMessage() {}
 
 func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[58]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4647,7 +4721,7 @@ func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{58}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *CreateTokenRequest) GetTenant() string {
@@ -4683,7 +4757,7 @@ type TokenInfo struct {
 
 func (x *TokenInfo) Reset() {
 	*x = TokenInfo{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[59]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4695,7 +4769,7 @@ func (x *TokenInfo) String() string {
 func (*TokenInfo) ProtoMessage() {}
 
 func (x *TokenInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[59]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4708,7 +4782,7 @@ func (x *TokenInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenInfo.ProtoReflect.Descriptor instead.
 func (*TokenInfo) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{59}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *TokenInfo) GetId() string {
@@ -4759,7 +4833,7 @@ type CreateTokenResponse struct {
 
 func (x *CreateTokenResponse) Reset() {
 	*x = CreateTokenResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[60]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4771,7 +4845,7 @@ func (x *CreateTokenResponse) String() string {
 func (*CreateTokenResponse) ProtoMessage() {}
 
 func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[60]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4784,7 +4858,7 @@ func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{60}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *CreateTokenResponse) GetToken() string {
@@ -4810,7 +4884,7 @@ type ListTokensRequest struct {
 
 func (x *ListTokensRequest) Reset() {
 	*x = ListTokensRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[61]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4822,7 +4896,7 @@ func (x *ListTokensRequest) String() string {
 func (*ListTokensRequest) ProtoMessage() {}
 
 func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[61]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4835,7 +4909,7 @@ func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListTokensRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{61}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{62}
 }
 
 // ListTokensResponse lists the stored tokens, oldest first.
@@ -4849,7 +4923,7 @@ type ListTokensResponse struct {
 
 func (x *ListTokensResponse) Reset() {
 	*x = ListTokensResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[62]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4861,7 +4935,7 @@ func (x *ListTokensResponse) String() string {
 func (*ListTokensResponse) ProtoMessage() {}
 
 func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[62]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4874,7 +4948,7 @@ func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListTokensResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{62}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *ListTokensResponse) GetTokens() []*TokenInfo {
@@ -4895,7 +4969,7 @@ type RevokeTokenRequest struct {
 
 func (x *RevokeTokenRequest) Reset() {
 	*x = RevokeTokenRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[63]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4907,7 +4981,7 @@ func (x *RevokeTokenRequest) String() string {
 func (*RevokeTokenRequest) ProtoMessage() {}
 
 func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[63]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4920,7 +4994,7 @@ func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeTokenRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{63}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *RevokeTokenRequest) GetId() string {
@@ -4941,7 +5015,7 @@ type RevokeTokenResponse struct {
 
 func (x *RevokeTokenResponse) Reset() {
 	*x = RevokeTokenResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[64]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4953,7 +5027,7 @@ func (x *RevokeTokenResponse) String() string {
 func (*RevokeTokenResponse) ProtoMessage() {}
 
 func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[64]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4966,7 +5040,7 @@ func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{64}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *RevokeTokenResponse) GetToken() *TokenInfo {
@@ -4989,7 +5063,7 @@ type UsageRequest struct {
 
 func (x *UsageRequest) Reset() {
 	*x = UsageRequest{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[65]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5001,7 +5075,7 @@ func (x *UsageRequest) String() string {
 func (*UsageRequest) ProtoMessage() {}
 
 func (x *UsageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[65]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5014,7 +5088,7 @@ func (x *UsageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageRequest.ProtoReflect.Descriptor instead.
 func (*UsageRequest) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{65}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *UsageRequest) GetTenant() string {
@@ -5058,7 +5132,7 @@ type TenantUsage struct {
 
 func (x *TenantUsage) Reset() {
 	*x = TenantUsage{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[66]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5070,7 +5144,7 @@ func (x *TenantUsage) String() string {
 func (*TenantUsage) ProtoMessage() {}
 
 func (x *TenantUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[66]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5083,7 +5157,7 @@ func (x *TenantUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantUsage.ProtoReflect.Descriptor instead.
 func (*TenantUsage) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{66}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *TenantUsage) GetTenant() string {
@@ -5162,7 +5236,7 @@ type UsageResponse struct {
 
 func (x *UsageResponse) Reset() {
 	*x = UsageResponse{}
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[67]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5174,7 +5248,7 @@ func (x *UsageResponse) String() string {
 func (*UsageResponse) ProtoMessage() {}
 
 func (x *UsageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_paddock_v1_paddock_proto_msgTypes[67]
+	mi := &file_api_paddock_v1_paddock_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5187,7 +5261,7 @@ func (x *UsageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageResponse.ProtoReflect.Descriptor instead.
 func (*UsageResponse) Descriptor() ([]byte, []int) {
-	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{67}
+	return file_api_paddock_v1_paddock_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *UsageResponse) GetTenants() []*TenantUsage {
@@ -5515,11 +5589,14 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\x0fHistoryResponse\x12\x1f\n" +
 	"\vinterval_ms\x18\x01 \x01(\x03R\n" +
 	"intervalMs\x12,\n" +
-	"\asamples\x18\x02 \x03(\v2\x12.paddock.v1.SampleR\asamples\"r\n" +
+	"\asamples\x18\x02 \x03(\v2\x12.paddock.v1.SampleR\asamples\"\xa3\x01\n" +
 	"\rStreamRequest\x12,\n" +
 	"\x04open\x18\x01 \x01(\v2\x16.paddock.v1.StreamOpenH\x00R\x04open\x12,\n" +
-	"\x04item\x18\x02 \x01(\v2\x16.paddock.v1.StreamItemH\x00R\x04itemB\x05\n" +
-	"\x03msg\"\x82\x02\n" +
+	"\x04item\x18\x02 \x01(\v2\x16.paddock.v1.StreamItemH\x00R\x04item\x12/\n" +
+	"\x05items\x18\x03 \x01(\v2\x17.paddock.v1.StreamItemsH\x00R\x05itemsB\x05\n" +
+	"\x03msg\";\n" +
+	"\vStreamItems\x12,\n" +
+	"\x05items\x18\x01 \x03(\v2\x16.paddock.v1.StreamItemR\x05items\"\x82\x02\n" +
 	"\n" +
 	"StreamOpen\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x16\n" +
@@ -5540,12 +5617,14 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\aresults\x18\x03 \x01(\v2\x19.paddock.v1.StreamResultsH\x00R\aresultsB\x05\n" +
 	"\x03msg\"C\n" +
 	"\rStreamResults\x122\n" +
-	"\aresults\x18\x01 \x03(\v2\x18.paddock.v1.StreamResultR\aresults\"u\n" +
+	"\aresults\x18\x01 \x03(\v2\x18.paddock.v1.StreamResultR\aresults\"\x96\x01\n" +
 	"\fStreamOpened\x12\x1b\n" +
 	"\tstream_id\x18\x01 \x01(\tR\bstreamId\x12\x16\n" +
 	"\x06window\x18\x02 \x01(\rR\x06window\x12\x18\n" +
 	"\adurable\x18\x03 \x01(\bR\adurable\x12\x16\n" +
-	"\x06notice\x18\x04 \x01(\tR\x06notice\"\xe8\x01\n" +
+	"\x06notice\x18\x04 \x01(\tR\x06notice\x12\x1f\n" +
+	"\vbatch_items\x18\x05 \x01(\bR\n" +
+	"batchItems\"\xe8\x01\n" +
 	"\fStreamResult\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x17\n" +
 	"\atask_id\x18\x02 \x01(\tR\x06taskId\x12'\n" +
@@ -5666,7 +5745,7 @@ func file_api_paddock_v1_paddock_proto_rawDescGZIP() []byte {
 }
 
 var file_api_paddock_v1_paddock_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_api_paddock_v1_paddock_proto_msgTypes = make([]protoimpl.MessageInfo, 75)
+var file_api_paddock_v1_paddock_proto_msgTypes = make([]protoimpl.MessageInfo, 76)
 var file_api_paddock_v1_paddock_proto_goTypes = []any{
 	(State)(0),                     // 0: paddock.v1.State
 	(Class)(0),                     // 1: paddock.v1.Class
@@ -5724,45 +5803,46 @@ var file_api_paddock_v1_paddock_proto_goTypes = []any{
 	(*Sample)(nil),                 // 53: paddock.v1.Sample
 	(*HistoryResponse)(nil),        // 54: paddock.v1.HistoryResponse
 	(*StreamRequest)(nil),          // 55: paddock.v1.StreamRequest
-	(*StreamOpen)(nil),             // 56: paddock.v1.StreamOpen
-	(*StreamItem)(nil),             // 57: paddock.v1.StreamItem
-	(*StreamResponse)(nil),         // 58: paddock.v1.StreamResponse
-	(*StreamResults)(nil),          // 59: paddock.v1.StreamResults
-	(*StreamOpened)(nil),           // 60: paddock.v1.StreamOpened
-	(*StreamResult)(nil),           // 61: paddock.v1.StreamResult
-	(*CreateTokenRequest)(nil),     // 62: paddock.v1.CreateTokenRequest
-	(*TokenInfo)(nil),              // 63: paddock.v1.TokenInfo
-	(*CreateTokenResponse)(nil),    // 64: paddock.v1.CreateTokenResponse
-	(*ListTokensRequest)(nil),      // 65: paddock.v1.ListTokensRequest
-	(*ListTokensResponse)(nil),     // 66: paddock.v1.ListTokensResponse
-	(*RevokeTokenRequest)(nil),     // 67: paddock.v1.RevokeTokenRequest
-	(*RevokeTokenResponse)(nil),    // 68: paddock.v1.RevokeTokenResponse
-	(*UsageRequest)(nil),           // 69: paddock.v1.UsageRequest
-	(*TenantUsage)(nil),            // 70: paddock.v1.TenantUsage
-	(*UsageResponse)(nil),          // 71: paddock.v1.UsageResponse
-	nil,                            // 72: paddock.v1.Requirements.LabelsEntry
-	nil,                            // 73: paddock.v1.TaskSpec.InputsEntry
-	nil,                            // 74: paddock.v1.TaskSpec.InputBlobsEntry
-	nil,                            // 75: paddock.v1.TaskSpec.InputTasksEntry
-	nil,                            // 76: paddock.v1.Task.OutputsEntry
-	nil,                            // 77: paddock.v1.Task.OutputBlobsEntry
-	nil,                            // 78: paddock.v1.Agent.LabelsEntry
+	(*StreamItems)(nil),            // 56: paddock.v1.StreamItems
+	(*StreamOpen)(nil),             // 57: paddock.v1.StreamOpen
+	(*StreamItem)(nil),             // 58: paddock.v1.StreamItem
+	(*StreamResponse)(nil),         // 59: paddock.v1.StreamResponse
+	(*StreamResults)(nil),          // 60: paddock.v1.StreamResults
+	(*StreamOpened)(nil),           // 61: paddock.v1.StreamOpened
+	(*StreamResult)(nil),           // 62: paddock.v1.StreamResult
+	(*CreateTokenRequest)(nil),     // 63: paddock.v1.CreateTokenRequest
+	(*TokenInfo)(nil),              // 64: paddock.v1.TokenInfo
+	(*CreateTokenResponse)(nil),    // 65: paddock.v1.CreateTokenResponse
+	(*ListTokensRequest)(nil),      // 66: paddock.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),     // 67: paddock.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),     // 68: paddock.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),    // 69: paddock.v1.RevokeTokenResponse
+	(*UsageRequest)(nil),           // 70: paddock.v1.UsageRequest
+	(*TenantUsage)(nil),            // 71: paddock.v1.TenantUsage
+	(*UsageResponse)(nil),          // 72: paddock.v1.UsageResponse
+	nil,                            // 73: paddock.v1.Requirements.LabelsEntry
+	nil,                            // 74: paddock.v1.TaskSpec.InputsEntry
+	nil,                            // 75: paddock.v1.TaskSpec.InputBlobsEntry
+	nil,                            // 76: paddock.v1.TaskSpec.InputTasksEntry
+	nil,                            // 77: paddock.v1.Task.OutputsEntry
+	nil,                            // 78: paddock.v1.Task.OutputBlobsEntry
+	nil,                            // 79: paddock.v1.Agent.LabelsEntry
 }
 var file_api_paddock_v1_paddock_proto_depIdxs = []int32{
-	72, // 0: paddock.v1.Requirements.labels:type_name -> paddock.v1.Requirements.LabelsEntry
-	73, // 1: paddock.v1.TaskSpec.inputs:type_name -> paddock.v1.TaskSpec.InputsEntry
+	73, // 0: paddock.v1.Requirements.labels:type_name -> paddock.v1.Requirements.LabelsEntry
+	74, // 1: paddock.v1.TaskSpec.inputs:type_name -> paddock.v1.TaskSpec.InputsEntry
 	1,  // 2: paddock.v1.TaskSpec.class:type_name -> paddock.v1.Class
 	4,  // 3: paddock.v1.TaskSpec.requirements:type_name -> paddock.v1.Requirements
-	74, // 4: paddock.v1.TaskSpec.input_blobs:type_name -> paddock.v1.TaskSpec.InputBlobsEntry
-	75, // 5: paddock.v1.TaskSpec.input_tasks:type_name -> paddock.v1.TaskSpec.InputTasksEntry
+	75, // 4: paddock.v1.TaskSpec.input_blobs:type_name -> paddock.v1.TaskSpec.InputBlobsEntry
+	76, // 5: paddock.v1.TaskSpec.input_tasks:type_name -> paddock.v1.TaskSpec.InputTasksEntry
 	0,  // 6: paddock.v1.Attempt.state:type_name -> paddock.v1.State
 	7,  // 7: paddock.v1.Attempt.usage:type_name -> paddock.v1.Usage
 	2,  // 8: paddock.v1.Attempt.failure_kind:type_name -> paddock.v1.FailureKind
 	5,  // 9: paddock.v1.Task.spec:type_name -> paddock.v1.TaskSpec
 	0,  // 10: paddock.v1.Task.state:type_name -> paddock.v1.State
-	76, // 11: paddock.v1.Task.outputs:type_name -> paddock.v1.Task.OutputsEntry
+	77, // 11: paddock.v1.Task.outputs:type_name -> paddock.v1.Task.OutputsEntry
 	8,  // 12: paddock.v1.Task.attempts:type_name -> paddock.v1.Attempt
-	77, // 13: paddock.v1.Task.output_blobs:type_name -> paddock.v1.Task.OutputBlobsEntry
+	78, // 13: paddock.v1.Task.output_blobs:type_name -> paddock.v1.Task.OutputBlobsEntry
 	2,  // 14: paddock.v1.Task.failure_kind:type_name -> paddock.v1.FailureKind
 	5,  // 15: paddock.v1.SubmitRequest.task:type_name -> paddock.v1.TaskSpec
 	9,  // 16: paddock.v1.SubmitResponse.task:type_name -> paddock.v1.Task
@@ -5789,7 +5869,7 @@ var file_api_paddock_v1_paddock_proto_depIdxs = []int32{
 	33, // 37: paddock.v1.StatusResponse.queue:type_name -> paddock.v1.QueueDepth
 	35, // 38: paddock.v1.StatusResponse.queue_delays:type_name -> paddock.v1.QueueDelay
 	37, // 39: paddock.v1.Agent.types:type_name -> paddock.v1.AgentType
-	78, // 40: paddock.v1.Agent.labels:type_name -> paddock.v1.Agent.LabelsEntry
+	79, // 40: paddock.v1.Agent.labels:type_name -> paddock.v1.Agent.LabelsEntry
 	38, // 41: paddock.v1.ListAgentsResponse.agents:type_name -> paddock.v1.Agent
 	41, // 42: paddock.v1.Host.pools:type_name -> paddock.v1.HostPool
 	42, // 43: paddock.v1.ListHostsResponse.hosts:type_name -> paddock.v1.Host
@@ -5799,68 +5879,70 @@ var file_api_paddock_v1_paddock_proto_depIdxs = []int32{
 	48, // 47: paddock.v1.ExplainResponse.reasons:type_name -> paddock.v1.Reason
 	9,  // 48: paddock.v1.RetryResponse.task:type_name -> paddock.v1.Task
 	53, // 49: paddock.v1.HistoryResponse.samples:type_name -> paddock.v1.Sample
-	56, // 50: paddock.v1.StreamRequest.open:type_name -> paddock.v1.StreamOpen
-	57, // 51: paddock.v1.StreamRequest.item:type_name -> paddock.v1.StreamItem
-	1,  // 52: paddock.v1.StreamOpen.class:type_name -> paddock.v1.Class
-	60, // 53: paddock.v1.StreamResponse.opened:type_name -> paddock.v1.StreamOpened
-	61, // 54: paddock.v1.StreamResponse.result:type_name -> paddock.v1.StreamResult
-	59, // 55: paddock.v1.StreamResponse.results:type_name -> paddock.v1.StreamResults
-	61, // 56: paddock.v1.StreamResults.results:type_name -> paddock.v1.StreamResult
-	0,  // 57: paddock.v1.StreamResult.state:type_name -> paddock.v1.State
-	2,  // 58: paddock.v1.StreamResult.failure_kind:type_name -> paddock.v1.FailureKind
-	63, // 59: paddock.v1.CreateTokenResponse.info:type_name -> paddock.v1.TokenInfo
-	63, // 60: paddock.v1.ListTokensResponse.tokens:type_name -> paddock.v1.TokenInfo
-	63, // 61: paddock.v1.RevokeTokenResponse.token:type_name -> paddock.v1.TokenInfo
-	70, // 62: paddock.v1.UsageResponse.tenants:type_name -> paddock.v1.TenantUsage
-	6,  // 63: paddock.v1.TaskSpec.InputBlobsEntry.value:type_name -> paddock.v1.BlobRef
-	6,  // 64: paddock.v1.Task.OutputBlobsEntry.value:type_name -> paddock.v1.BlobRef
-	10, // 65: paddock.v1.TaskService.Submit:input_type -> paddock.v1.SubmitRequest
-	12, // 66: paddock.v1.TaskService.SubmitBatch:input_type -> paddock.v1.SubmitBatchRequest
-	14, // 67: paddock.v1.TaskService.SubmitPipeline:input_type -> paddock.v1.SubmitPipelineRequest
-	18, // 68: paddock.v1.TaskService.Get:input_type -> paddock.v1.GetRequest
-	24, // 69: paddock.v1.TaskService.Wait:input_type -> paddock.v1.WaitRequest
-	26, // 70: paddock.v1.TaskService.Cancel:input_type -> paddock.v1.CancelRequest
-	28, // 71: paddock.v1.TaskService.List:input_type -> paddock.v1.ListRequest
-	47, // 72: paddock.v1.TaskService.Explain:input_type -> paddock.v1.ExplainRequest
-	50, // 73: paddock.v1.TaskService.Retry:input_type -> paddock.v1.RetryRequest
-	20, // 74: paddock.v1.TaskService.Logs:input_type -> paddock.v1.LogsRequest
-	29, // 75: paddock.v1.TaskService.WatchTasks:input_type -> paddock.v1.WatchTasksRequest
-	55, // 76: paddock.v1.TaskService.Stream:input_type -> paddock.v1.StreamRequest
-	32, // 77: paddock.v1.ClusterService.Status:input_type -> paddock.v1.StatusRequest
-	36, // 78: paddock.v1.ClusterService.ListAgents:input_type -> paddock.v1.ListAgentsRequest
-	40, // 79: paddock.v1.ClusterService.ListHosts:input_type -> paddock.v1.ListHostsRequest
-	44, // 80: paddock.v1.ClusterService.ListVMs:input_type -> paddock.v1.ListVMsRequest
-	52, // 81: paddock.v1.ClusterService.History:input_type -> paddock.v1.HistoryRequest
-	62, // 82: paddock.v1.TenantService.CreateToken:input_type -> paddock.v1.CreateTokenRequest
-	65, // 83: paddock.v1.TenantService.ListTokens:input_type -> paddock.v1.ListTokensRequest
-	67, // 84: paddock.v1.TenantService.RevokeToken:input_type -> paddock.v1.RevokeTokenRequest
-	69, // 85: paddock.v1.TenantService.Usage:input_type -> paddock.v1.UsageRequest
-	11, // 86: paddock.v1.TaskService.Submit:output_type -> paddock.v1.SubmitResponse
-	13, // 87: paddock.v1.TaskService.SubmitBatch:output_type -> paddock.v1.SubmitBatchResponse
-	16, // 88: paddock.v1.TaskService.SubmitPipeline:output_type -> paddock.v1.SubmitPipelineResponse
-	19, // 89: paddock.v1.TaskService.Get:output_type -> paddock.v1.GetResponse
-	25, // 90: paddock.v1.TaskService.Wait:output_type -> paddock.v1.WaitResponse
-	27, // 91: paddock.v1.TaskService.Cancel:output_type -> paddock.v1.CancelResponse
-	31, // 92: paddock.v1.TaskService.List:output_type -> paddock.v1.ListResponse
-	49, // 93: paddock.v1.TaskService.Explain:output_type -> paddock.v1.ExplainResponse
-	51, // 94: paddock.v1.TaskService.Retry:output_type -> paddock.v1.RetryResponse
-	21, // 95: paddock.v1.TaskService.Logs:output_type -> paddock.v1.LogsResponse
-	30, // 96: paddock.v1.TaskService.WatchTasks:output_type -> paddock.v1.WatchTasksResponse
-	58, // 97: paddock.v1.TaskService.Stream:output_type -> paddock.v1.StreamResponse
-	34, // 98: paddock.v1.ClusterService.Status:output_type -> paddock.v1.StatusResponse
-	39, // 99: paddock.v1.ClusterService.ListAgents:output_type -> paddock.v1.ListAgentsResponse
-	43, // 100: paddock.v1.ClusterService.ListHosts:output_type -> paddock.v1.ListHostsResponse
-	46, // 101: paddock.v1.ClusterService.ListVMs:output_type -> paddock.v1.ListVMsResponse
-	54, // 102: paddock.v1.ClusterService.History:output_type -> paddock.v1.HistoryResponse
-	64, // 103: paddock.v1.TenantService.CreateToken:output_type -> paddock.v1.CreateTokenResponse
-	66, // 104: paddock.v1.TenantService.ListTokens:output_type -> paddock.v1.ListTokensResponse
-	68, // 105: paddock.v1.TenantService.RevokeToken:output_type -> paddock.v1.RevokeTokenResponse
-	71, // 106: paddock.v1.TenantService.Usage:output_type -> paddock.v1.UsageResponse
-	86, // [86:107] is the sub-list for method output_type
-	65, // [65:86] is the sub-list for method input_type
-	65, // [65:65] is the sub-list for extension type_name
-	65, // [65:65] is the sub-list for extension extendee
-	0,  // [0:65] is the sub-list for field type_name
+	57, // 50: paddock.v1.StreamRequest.open:type_name -> paddock.v1.StreamOpen
+	58, // 51: paddock.v1.StreamRequest.item:type_name -> paddock.v1.StreamItem
+	56, // 52: paddock.v1.StreamRequest.items:type_name -> paddock.v1.StreamItems
+	58, // 53: paddock.v1.StreamItems.items:type_name -> paddock.v1.StreamItem
+	1,  // 54: paddock.v1.StreamOpen.class:type_name -> paddock.v1.Class
+	61, // 55: paddock.v1.StreamResponse.opened:type_name -> paddock.v1.StreamOpened
+	62, // 56: paddock.v1.StreamResponse.result:type_name -> paddock.v1.StreamResult
+	60, // 57: paddock.v1.StreamResponse.results:type_name -> paddock.v1.StreamResults
+	62, // 58: paddock.v1.StreamResults.results:type_name -> paddock.v1.StreamResult
+	0,  // 59: paddock.v1.StreamResult.state:type_name -> paddock.v1.State
+	2,  // 60: paddock.v1.StreamResult.failure_kind:type_name -> paddock.v1.FailureKind
+	64, // 61: paddock.v1.CreateTokenResponse.info:type_name -> paddock.v1.TokenInfo
+	64, // 62: paddock.v1.ListTokensResponse.tokens:type_name -> paddock.v1.TokenInfo
+	64, // 63: paddock.v1.RevokeTokenResponse.token:type_name -> paddock.v1.TokenInfo
+	71, // 64: paddock.v1.UsageResponse.tenants:type_name -> paddock.v1.TenantUsage
+	6,  // 65: paddock.v1.TaskSpec.InputBlobsEntry.value:type_name -> paddock.v1.BlobRef
+	6,  // 66: paddock.v1.Task.OutputBlobsEntry.value:type_name -> paddock.v1.BlobRef
+	10, // 67: paddock.v1.TaskService.Submit:input_type -> paddock.v1.SubmitRequest
+	12, // 68: paddock.v1.TaskService.SubmitBatch:input_type -> paddock.v1.SubmitBatchRequest
+	14, // 69: paddock.v1.TaskService.SubmitPipeline:input_type -> paddock.v1.SubmitPipelineRequest
+	18, // 70: paddock.v1.TaskService.Get:input_type -> paddock.v1.GetRequest
+	24, // 71: paddock.v1.TaskService.Wait:input_type -> paddock.v1.WaitRequest
+	26, // 72: paddock.v1.TaskService.Cancel:input_type -> paddock.v1.CancelRequest
+	28, // 73: paddock.v1.TaskService.List:input_type -> paddock.v1.ListRequest
+	47, // 74: paddock.v1.TaskService.Explain:input_type -> paddock.v1.ExplainRequest
+	50, // 75: paddock.v1.TaskService.Retry:input_type -> paddock.v1.RetryRequest
+	20, // 76: paddock.v1.TaskService.Logs:input_type -> paddock.v1.LogsRequest
+	29, // 77: paddock.v1.TaskService.WatchTasks:input_type -> paddock.v1.WatchTasksRequest
+	55, // 78: paddock.v1.TaskService.Stream:input_type -> paddock.v1.StreamRequest
+	32, // 79: paddock.v1.ClusterService.Status:input_type -> paddock.v1.StatusRequest
+	36, // 80: paddock.v1.ClusterService.ListAgents:input_type -> paddock.v1.ListAgentsRequest
+	40, // 81: paddock.v1.ClusterService.ListHosts:input_type -> paddock.v1.ListHostsRequest
+	44, // 82: paddock.v1.ClusterService.ListVMs:input_type -> paddock.v1.ListVMsRequest
+	52, // 83: paddock.v1.ClusterService.History:input_type -> paddock.v1.HistoryRequest
+	63, // 84: paddock.v1.TenantService.CreateToken:input_type -> paddock.v1.CreateTokenRequest
+	66, // 85: paddock.v1.TenantService.ListTokens:input_type -> paddock.v1.ListTokensRequest
+	68, // 86: paddock.v1.TenantService.RevokeToken:input_type -> paddock.v1.RevokeTokenRequest
+	70, // 87: paddock.v1.TenantService.Usage:input_type -> paddock.v1.UsageRequest
+	11, // 88: paddock.v1.TaskService.Submit:output_type -> paddock.v1.SubmitResponse
+	13, // 89: paddock.v1.TaskService.SubmitBatch:output_type -> paddock.v1.SubmitBatchResponse
+	16, // 90: paddock.v1.TaskService.SubmitPipeline:output_type -> paddock.v1.SubmitPipelineResponse
+	19, // 91: paddock.v1.TaskService.Get:output_type -> paddock.v1.GetResponse
+	25, // 92: paddock.v1.TaskService.Wait:output_type -> paddock.v1.WaitResponse
+	27, // 93: paddock.v1.TaskService.Cancel:output_type -> paddock.v1.CancelResponse
+	31, // 94: paddock.v1.TaskService.List:output_type -> paddock.v1.ListResponse
+	49, // 95: paddock.v1.TaskService.Explain:output_type -> paddock.v1.ExplainResponse
+	51, // 96: paddock.v1.TaskService.Retry:output_type -> paddock.v1.RetryResponse
+	21, // 97: paddock.v1.TaskService.Logs:output_type -> paddock.v1.LogsResponse
+	30, // 98: paddock.v1.TaskService.WatchTasks:output_type -> paddock.v1.WatchTasksResponse
+	59, // 99: paddock.v1.TaskService.Stream:output_type -> paddock.v1.StreamResponse
+	34, // 100: paddock.v1.ClusterService.Status:output_type -> paddock.v1.StatusResponse
+	39, // 101: paddock.v1.ClusterService.ListAgents:output_type -> paddock.v1.ListAgentsResponse
+	43, // 102: paddock.v1.ClusterService.ListHosts:output_type -> paddock.v1.ListHostsResponse
+	46, // 103: paddock.v1.ClusterService.ListVMs:output_type -> paddock.v1.ListVMsResponse
+	54, // 104: paddock.v1.ClusterService.History:output_type -> paddock.v1.HistoryResponse
+	65, // 105: paddock.v1.TenantService.CreateToken:output_type -> paddock.v1.CreateTokenResponse
+	67, // 106: paddock.v1.TenantService.ListTokens:output_type -> paddock.v1.ListTokensResponse
+	69, // 107: paddock.v1.TenantService.RevokeToken:output_type -> paddock.v1.RevokeTokenResponse
+	72, // 108: paddock.v1.TenantService.Usage:output_type -> paddock.v1.UsageResponse
+	88, // [88:109] is the sub-list for method output_type
+	67, // [67:88] is the sub-list for method input_type
+	67, // [67:67] is the sub-list for extension type_name
+	67, // [67:67] is the sub-list for extension extendee
+	0,  // [0:67] is the sub-list for field type_name
 }
 
 func init() { file_api_paddock_v1_paddock_proto_init() }
@@ -5871,8 +5953,9 @@ func file_api_paddock_v1_paddock_proto_init() {
 	file_api_paddock_v1_paddock_proto_msgTypes[51].OneofWrappers = []any{
 		(*StreamRequest_Open)(nil),
 		(*StreamRequest_Item)(nil),
+		(*StreamRequest_Items)(nil),
 	}
-	file_api_paddock_v1_paddock_proto_msgTypes[54].OneofWrappers = []any{
+	file_api_paddock_v1_paddock_proto_msgTypes[55].OneofWrappers = []any{
 		(*StreamResponse_Opened)(nil),
 		(*StreamResponse_Result)(nil),
 		(*StreamResponse_Results)(nil),
@@ -5883,7 +5966,7 @@ func file_api_paddock_v1_paddock_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_paddock_v1_paddock_proto_rawDesc), len(file_api_paddock_v1_paddock_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   75,
+			NumMessages:   76,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

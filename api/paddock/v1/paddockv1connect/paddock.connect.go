@@ -136,8 +136,9 @@ type TaskServiceClient interface {
 	// Stream is an ordered stream of tasks of one type (a bidirectional stream over HTTP/2:
 	// gRPC or the Connect protocol, not plain JSON POST; several streams share one
 	// connection). The first request is a StreamOpen, every later
-	// one a StreamItem; the first response is a StreamOpened, every later one a
-	// StreamResult. At most window items are outstanding (sent and their result not yet
+	// one a StreamItem or (when StreamOpened.batch_items says the server takes them) a
+	// StreamItems; the first response is a StreamOpened, every later one a
+	// StreamResult or (with StreamOpen.batch_results) a StreamResults. At most window items are outstanding (sent and their result not yet
 	// received): the server reads no further item until a result has been sent, and
 	// results come back in submission order, each exactly once (one that finishes early
 	// is held until those before it are sent). A task whose agent stops answering is
@@ -351,8 +352,9 @@ type TaskServiceHandler interface {
 	// Stream is an ordered stream of tasks of one type (a bidirectional stream over HTTP/2:
 	// gRPC or the Connect protocol, not plain JSON POST; several streams share one
 	// connection). The first request is a StreamOpen, every later
-	// one a StreamItem; the first response is a StreamOpened, every later one a
-	// StreamResult. At most window items are outstanding (sent and their result not yet
+	// one a StreamItem or (when StreamOpened.batch_items says the server takes them) a
+	// StreamItems; the first response is a StreamOpened, every later one a
+	// StreamResult or (with StreamOpen.batch_results) a StreamResults. At most window items are outstanding (sent and their result not yet
 	// received): the server reads no further item until a result has been sent, and
 	// results come back in submission order, each exactly once (one that finishes early
 	// is held until those before it are sent). A task whose agent stops answering is
