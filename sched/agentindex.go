@@ -56,10 +56,41 @@ func (a *agent) takesWork() bool {
 }
 
 // reindex files a again after a change of its slots (nothing when a is not indexed).
+// Between holdIndexing and releaseIndexing it only notes the change.
 func (a *agent) reindex() {
+	if a.holdIndex {
+		a.staleIndex = true
+		return
+	}
 	if a.index != nil {
 		a.index.update(a)
 	}
+}
+
+// holdIndexing defers a's reindexing until releaseIndexing, which files a once for a
+// batch of changes (the assignments, acks or reports of one message). In between the
+// index may be stale for a: the caller picks no agent meanwhile, or not a. Caller holds
+// s.agents.mu from the one to the other.
+func (a *agent) holdIndexing() { a.holdIndex = true }
+
+// releaseIndexing ends holdIndexing and files a if anything changed meanwhile.
+func (a *agent) releaseIndexing() {
+	a.holdIndex = false
+	if a.staleIndex {
+		a.staleIndex = false
+		a.reindex()
+	}
+}
+
+// agentsFor is how many agents the index holds available for typ.
+func (x *agentIndex) agentsFor(typ string) int {
+	n := 0
+	if ti := x.types[typ]; ti != nil {
+		for _, b := range ti.byPending {
+			n += len(b)
+		}
+	}
+	return n
 }
 
 // add indexes a (a new agent, or one that had been dropped) and files it.

@@ -47,6 +47,9 @@ type agent struct {
 	// (agentindex.go).
 	index *agentIndex
 	idx   map[string]*indexEntry
+	// holdIndex defers reindex until releaseIndex (a batch of changes filed once);
+	// staleIndex records that a change was deferred (agentindex.go).
+	holdIndex, staleIndex bool
 }
 
 // typeSlot is one type an agent serves. slots is the type's current limit from the

@@ -93,7 +93,10 @@ func (tr *transients) dropStream(s *Server, run *streamRun) {
 }
 
 // dispatchTransient leases queued transient tasks of typ to agents with free slots and
-// returns the assignments to send. Caller holds s.agents.mu.
+// returns the assignments to send: to an agent that takes batches, those of one pick as
+// few ServerBatch messages. Each pick gives the agent drawn several tasks at once (its
+// free slots, at most an even share of the tasks queued among the agents that may take
+// them), its index entry filed once for them. Caller holds s.agents.mu.
 func (s *Server) dispatchTransient(typ string, now time.Time) []transSend {
 	tr := s.trans
 	tr.mu.Lock()
@@ -104,43 +107,40 @@ func (s *Server) dispatchTransient(typ string, now time.Time) []transSend {
 	running := s.tenantRunning(q)
 	probe := store.Task{Type: typ}
 	for len(q) > 0 {
-		t := q[0]
-		tmpl := &t.run.tmpl
-		if running != nil {
-			if l := s.cfg.Tenants.Of(tmpl.Tenant); l.MaxRunning > 0 && running[tmpl.Tenant] >= l.MaxRunning {
-				held, q = append(held, t), q[1:]
-				continue
-			}
-		}
 		a := s.pick(&probe)
 		if a == nil || a.sess == nil {
 			break
 		}
-		q = q[1:]
-		t.attempt++
-		t.leaseID++
-		t.agent, t.secret = a.id, newSecret()
-		a.reserve(t.id, typ)
-		as := a.running[t.id]
-		as.sess, as.leaseID, as.secret, as.tenant, as.class = a.sess, t.leaseID, t.secret, tmpl.Tenant, tmpl.Class
-		a.assigned++
-		if running != nil {
-			running[tmpl.Tenant]++
+		k := s.transientShare(a, typ, len(q))
+		a.holdIndexing()
+		var sb serverBatcher
+		took := 0
+		for took < k && len(q) > 0 {
+			t := q[0]
+			q = q[1:]
+			tmpl := &t.run.tmpl
+			if running != nil {
+				if l := s.cfg.Tenants.Of(tmpl.Tenant); l.MaxRunning > 0 && running[tmpl.Tenant] >= l.MaxRunning {
+					held = append(held, t)
+					continue
+				}
+				running[tmpl.Tenant]++
+			}
+			took++
+			m := s.leaseTransient(a, t, now)
+			if !a.sess.batch {
+				sends = append(sends, transSend{a.sess, m})
+				continue
+			}
+			if !sb.add(m) {
+				sends = append(sends, transSend{a.sess, sb.take()})
+				sb.add(m)
+			}
 		}
-		s.guestTaskEvent(a, t.id, t.leaseID, hostv1.TaskEvent_KIND_STARTED, nil)
-		var maxOut, deadline int64
-		path := s.dataPath(a)
-		if path != agentv1.DataPath_DATA_PATH_UNSPECIFIED {
-			maxOut = s.cfg.MaxOutputBytes
+		if m := sb.take(); m != nil {
+			sends = append(sends, transSend{a.sess, m})
 		}
-		if tmpl.Timeout > 0 { // the agent stops the handler then; the sweep ends it if the agent does not (expireTransients)
-			as.deadline = now.Add(tmpl.Timeout)
-			deadline = as.deadline.UnixMilli()
-		}
-		sends = append(sends, transSend{a.sess, &agentv1.ServerMessage{Msg: &agentv1.ServerMessage_Assign{Assign: &agentv1.Assign{
-			TaskId: t.id, LeaseId: t.leaseID, Type: typ, Payload: t.payload, Attempt: uint32(t.attempt), DeadlineUnixMs: deadline,
-			LeaseExpiresUnixMs: now.Add(s.cfg.LeaseTTL).UnixMilli(), DataPath: path, MaxOutputBytes: maxOut, LeaseSecret: t.secret,
-		}}}})
+		a.releaseIndexing()
 	}
 	if len(held) > 0 {
 		q = append(held, q...)
@@ -151,6 +151,50 @@ func (s *Server) dispatchTransient(typ string, now time.Time) []transSend {
 		tr.queue[typ] = q
 	}
 	return sends
+}
+
+// transientShare is how many of the queued transient tasks of typ (queued of them)
+// agent a, just picked, takes at once: its free slots, within its max tasks and
+// MaxUnacked, and no more than an even share of them among the agents that may take
+// tasks of typ (so that a short queue is spread over them); at least 1. Caller holds
+// s.agents.mu.
+func (s *Server) transientShare(a *agent, typ string, queued int) int {
+	k := a.available(typ)
+	if a.maxTasks > 0 {
+		k = min(k, a.maxTasks-a.assigned)
+	}
+	k = min(k, MaxUnacked-a.unacked)
+	if n := s.agents.index.agentsFor(typ); n > 1 {
+		k = min(k, (min(queued, s.agents.index.types[typ].free)+n-1)/n)
+	}
+	return max(k, 1)
+}
+
+// leaseTransient leases transient task t to a under a new lease and returns its
+// assignment. Caller holds s.agents.mu and s.trans.mu.
+func (s *Server) leaseTransient(a *agent, t *transTask, now time.Time) *agentv1.ServerMessage {
+	tmpl := &t.run.tmpl
+	t.attempt++
+	t.leaseID++
+	t.agent, t.secret = a.id, newSecret()
+	a.reserve(t.id, t.run.typ)
+	as := a.running[t.id]
+	as.sess, as.leaseID, as.secret, as.tenant, as.class = a.sess, t.leaseID, t.secret, tmpl.Tenant, tmpl.Class
+	a.assigned++
+	s.guestTaskEvent(a, t.id, t.leaseID, hostv1.TaskEvent_KIND_STARTED, nil)
+	var maxOut, deadline int64
+	path := s.dataPath(a)
+	if path != agentv1.DataPath_DATA_PATH_UNSPECIFIED {
+		maxOut = s.cfg.MaxOutputBytes
+	}
+	if tmpl.Timeout > 0 { // the agent stops the handler then; the sweep ends it if the agent does not (expireTransients)
+		as.deadline = now.Add(tmpl.Timeout)
+		deadline = as.deadline.UnixMilli()
+	}
+	return &agentv1.ServerMessage{Msg: &agentv1.ServerMessage_Assign{Assign: &agentv1.Assign{
+		TaskId: t.id, LeaseId: t.leaseID, Type: t.run.typ, Payload: t.payload, Attempt: uint32(t.attempt), DeadlineUnixMs: deadline,
+		LeaseExpiresUnixMs: now.Add(s.cfg.LeaseTTL).UnixMilli(), DataPath: path, MaxOutputBytes: maxOut, LeaseSecret: t.secret,
+	}}}
 }
 
 // tenantRunning counts the leased and running tasks of each tenant when one of the
@@ -328,11 +372,13 @@ func (s *Server) reportTransients(agentID string, reps []*agentv1.Report) []*age
 	}
 	s.agents.mu.Lock()
 	if a := s.agents.byID[agentID]; a != nil {
+		a.holdIndexing() // filed once for the batch
 		for _, d := range done {
 			if a.release(d.t.id, d.leaseID) {
 				s.guestTaskEvent(a, d.t.id, d.leaseID, hostv1.TaskEvent_KIND_FINISHED, nil)
 			}
 		}
+		a.releaseIndexing()
 	}
 	s.agents.mu.Unlock()
 	// Deliver each stream's results under one lock (usually one stream).
@@ -415,6 +461,7 @@ func (s *Server) ackTransients(a *agent, acks []*agentv1.Ack) {
 	var dead []deliverableTo
 	now := time.Now()
 	s.agents.mu.Lock()
+	a.holdIndexing() // filed once for the batch
 	tr := s.trans
 	tr.mu.Lock()
 	for _, ack := range acks {
@@ -437,6 +484,7 @@ func (s *Server) ackTransients(a *agent, acks []*agentv1.Ack) {
 		requeued = true
 	}
 	tr.mu.Unlock()
+	a.releaseIndexing()
 	s.agents.mu.Unlock()
 	for _, d := range dead {
 		d.run.deliver(d.res.GetSeq(), d.res)
