@@ -104,12 +104,18 @@ func (x *agentIndex) update(a *agent) {
 	p := a.pending()
 	for typ, e := range a.idx {
 		ti := x.types[typ]
-		if f := a.available(typ); f > 0 && e.pending == p {
+		if f := a.available(typ); f > 0 {
+			if e.pending != p {
+				x.move(a, typ, ti, e, p)
+			}
 			ti.free += f - e.free
 			e.free = f
 			continue
 		}
 		x.unfile(a, typ, ti, e)
+	}
+	if len(a.idx) == len(a.types) {
+		return // every type filed: nothing to add
 	}
 	for typ := range a.types {
 		if a.idx[typ] != nil {
@@ -134,6 +140,24 @@ func (x *agentIndex) update(a *agent) {
 		ti.byPending[p] = append(ti.byPending[p], a)
 		ti.free += f
 	}
+}
+
+// move files a, filed in typ's index ti under entry e, under p tasks pending instead
+// (the entry kept: no map change).
+func (x *agentIndex) move(a *agent, typ string, ti *typeIndex, e *indexEntry, p int) {
+	b := ti.byPending[e.pending]
+	last := len(b) - 1
+	if moved := b[last]; e.pos != last {
+		b[e.pos] = moved
+		moved.idx[typ].pos = e.pos
+	}
+	b[last] = nil
+	ti.byPending[e.pending] = b[:last]
+	for len(ti.byPending) <= p {
+		ti.byPending = append(ti.byPending, nil)
+	}
+	e.pending, e.pos = p, len(ti.byPending[p])
+	ti.byPending[p] = append(ti.byPending[p], a)
 }
 
 // unfile removes a from the index of typ.

@@ -125,12 +125,20 @@ func TestAgentIndex(t *testing.T) {
 						a.acked(as)
 						break
 					}
-				case 3, 4: // a report
+				case 3, 4: // a report, or a batch of reports filed once (holdIndexing)
 					op = "release"
-					for id := range a.running {
-						a.release(id, 0)
-						break
+					n := 1
+					if rng.IntN(2) == 0 {
+						op, n = "release batch", 1+rng.IntN(4)
+						a.holdIndexing()
 					}
+					for id := range a.running {
+						if n--; n < 0 {
+							break
+						}
+						a.release(id, 0)
+					}
+					a.releaseIndexing()
 				case 5: // a heartbeat with new slots
 					op = "slots"
 					var tt []*agentv1.TaskType
