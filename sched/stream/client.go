@@ -123,29 +123,33 @@ func (c *Client) writer() {
 
 // sendItems sends payloads q, in order, in as few messages as the bounds allow.
 func (c *Client) sendItems(q [][]byte) error {
-	batch := c.opened.GetBatchItems()
 	for len(q) > 0 {
-		n, size := 1, len(q[0])
-		for batch && n < len(q) && n < maxItemsBatch && n < int(c.opened.GetWindow()) && size+len(q[n]) <= maxItemsBatchBytes {
-			size += len(q[n])
-			n++
-		}
-		var m *paddockv1.StreamRequest
-		if n == 1 {
-			m = &paddockv1.StreamRequest{Msg: &paddockv1.StreamRequest_Item{Item: &paddockv1.StreamItem{Payload: q[0]}}}
-		} else {
-			its := make([]*paddockv1.StreamItem, n)
-			for i := range its {
-				its[i] = &paddockv1.StreamItem{Payload: q[i]}
-			}
-			m = &paddockv1.StreamRequest{Msg: &paddockv1.StreamRequest_Items{Items: &paddockv1.StreamItems{Items: its}}}
-		}
+		m, n := nextMessage(q, c.opened.GetBatchItems(), int(c.opened.GetWindow()))
 		if err := c.st.Send(m); err != nil {
 			return fmt.Errorf("sending %d items: %w", n, err)
 		}
 		q = q[n:]
 	}
 	return nil
+}
+
+// nextMessage returns the message that sends the first items of q (len(q) > 0) and how
+// many it holds: one StreamItem, or when the server takes batches (batch) a StreamItems
+// of as many as fit in maxItemsBatch, maxItemsBatchBytes and the window.
+func nextMessage(q [][]byte, batch bool, window int) (*paddockv1.StreamRequest, int) {
+	n, size := 1, len(q[0])
+	for batch && n < len(q) && n < maxItemsBatch && n < window && size+len(q[n]) <= maxItemsBatchBytes {
+		size += len(q[n])
+		n++
+	}
+	if n == 1 {
+		return &paddockv1.StreamRequest{Msg: &paddockv1.StreamRequest_Item{Item: &paddockv1.StreamItem{Payload: q[0]}}}, 1
+	}
+	its := make([]*paddockv1.StreamItem, n)
+	for i := range its {
+		its[i] = &paddockv1.StreamItem{Payload: q[i]}
+	}
+	return &paddockv1.StreamRequest{Msg: &paddockv1.StreamRequest_Items{Items: &paddockv1.StreamItems{Items: its}}}, n
 }
 
 // poke wakes the writer (it takes everything queued when it runs).
