@@ -122,14 +122,21 @@
 // tasks of the type, reports of transient:… task ids go to reportTransient, and a lost
 // agent's transient tasks are resent at once. A transient task costs no store call and
 // no goroutine of its own: its acks and reports are applied in the agent session's
-// receive loop, a batch under one lock (agentbatch.go); with agents that list the
-// "batch" capability the session sends the assigns and report acks queued at once as
-// one ServerBatch and takes AgentBatch messages; results released together go to a
-// client that asked (StreamOpen.batch_results) as one StreamResults. BenchmarkStream
-// reports items/s and CPU per item beside the raw plugin call's (PADDOCK_AGENT_CPUPROFILE
-// profiles the agent process). TestStreamRealAgents (3 real agent
-// processes, one killed; PADDOCK_STREAM_N=100000 for the full run),
-// TestStreamClientStopsReading, TestStreamBadOpen, BenchmarkStream.
+// receive loop, a batch under one lock (agentbatch.go). Every hop carries several items
+// a message, and nothing waits to fill one (a lone item goes at once; what queued while
+// a message was being sent goes together in the next): the client sends StreamItems
+// (1..W items; the server says it takes them with StreamOpened.batch_items, and the
+// reader takes one window credit per item, so a batch never passes W); the dispatcher
+// gives each agent it picks several transient tasks at once (its free slots, an even
+// share of the queue) as one ServerBatch, to agents that list the "batch" capability,
+// which answer with AgentBatch messages; results released together go to a client that
+// asked (StreamOpen.batch_results) as one StreamResults. The agent index is filed once
+// per such batch (agent.holdIndexing), not once per item. BenchmarkStream reports
+// items/s and CPU per item beside the raw plugin call's (PADDOCK_AGENT_CPUPROFILE
+// profiles the agent process). TestStreamRealAgents (3 real agent processes, one
+// killed; PADDOCK_STREAM_N=100000 for the full run), TestStreamClientStopsReading,
+// TestStreamBadOpen, TestStreamBatchedItems (batches and single items mixed, an old-style
+// client beside), TestStreamBadBatch, BenchmarkStream.
 //
 // Online vs batch (preempt.go): Ready returns online tasks first; online tasks waiting
 // with every slot of their type taken preempt batch tasks (store.Update.Preempted: not

@@ -8,7 +8,10 @@
 // item past W (HTTP/2 flow control then holds the client back) and buffers at most W
 // results for a client that stops reading. The server side lives in package sched
 // (streamapi.go), which dispatches a durable stream's tasks through the store and a
-// transient stream's from memory. Client asks for batched results
+// transient stream's from memory. Client's Send queues the item for a writer goroutine
+// that sends at once what is queued: one item alone when nothing else waits, the items
+// queued while it was sending as one StreamItems (when the server takes them,
+// StreamOpened.batch_items; single items to an older server). Client asks for batched results
 // (StreamOpen.batch_results: the results the server has ready at once come in one
 // message) and returns them one by one from Recv.
 //
