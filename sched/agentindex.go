@@ -145,14 +145,7 @@ func (x *agentIndex) update(a *agent) {
 // move files a, filed in typ's index ti under entry e, under p tasks pending instead
 // (the entry kept: no map change).
 func (x *agentIndex) move(a *agent, typ string, ti *typeIndex, e *indexEntry, p int) {
-	b := ti.byPending[e.pending]
-	last := len(b) - 1
-	if moved := b[last]; e.pos != last {
-		b[e.pos] = moved
-		moved.idx[typ].pos = e.pos
-	}
-	b[last] = nil
-	ti.byPending[e.pending] = b[:last]
+	takeOut(typ, ti, e)
 	for len(ti.byPending) <= p {
 		ti.byPending = append(ti.byPending, nil)
 	}
@@ -162,6 +155,14 @@ func (x *agentIndex) move(a *agent, typ string, ti *typeIndex, e *indexEntry, p 
 
 // unfile removes a from the index of typ.
 func (x *agentIndex) unfile(a *agent, typ string, ti *typeIndex, e *indexEntry) {
+	takeOut(typ, ti, e)
+	ti.free -= e.free
+	delete(a.idx, typ)
+}
+
+// takeOut removes the agent of entry e from its bucket of typ's index ti (the last of
+// the bucket takes its place).
+func takeOut(typ string, ti *typeIndex, e *indexEntry) {
 	b := ti.byPending[e.pending]
 	last := len(b) - 1
 	if moved := b[last]; e.pos != last {
@@ -170,8 +171,6 @@ func (x *agentIndex) unfile(a *agent, typ string, ti *typeIndex, e *indexEntry) 
 	}
 	b[last] = nil
 	ti.byPending[e.pending] = b[:last]
-	ti.free -= e.free
-	delete(a.idx, typ)
 }
 
 // drop removes a from the index (it is deleted from the registry).
