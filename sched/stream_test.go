@@ -264,7 +264,9 @@ func TestStreamBadOpen(t *testing.T) {
 // item cost in all processes (this one: server and client; the agent; the handler), and
 // raw-cpu-us/call the same for a raw call: on a machine whose cores are all busy the
 // rates follow these costs (x-raw-cpu is their ratio), while x-raw also moves with the
-// load of the moment. PADDOCK_AGENT_CPUPROFILE=dir writes the agent's CPU profile there.
+// load of the moment. items/msg-in and results/msg-out are the items per client message
+// and results per server message (batching). PADDOCK_AGENT_CPUPROFILE=dir writes the
+// agent's CPU profile there.
 //
 //	go test -run '^$' -bench Stream -benchtime 20000x ./sched
 func BenchmarkStream(b *testing.B) {
@@ -303,6 +305,12 @@ func BenchmarkStream(b *testing.B) {
 			rate := float64(b.N) / time.Since(start).Seconds()
 			cpu := (treeCPU(os.Getpid()) - cpu0) / time.Duration(b.N)
 			b.StopTimer()
+			for _, si := range ts.srv.Streams() {
+				if si.ID == c.Opened().GetStreamId() && si.MessagesIn > 0 && si.MessagesOut > 0 {
+					b.ReportMetric(float64(si.Admitted)/float64(si.MessagesIn), "items/msg-in")
+					b.ReportMetric(float64(si.Released)/float64(si.MessagesOut), "results/msg-out")
+				}
+			}
 			b.ReportMetric(rate, "items/s")
 			b.ReportMetric(raw, "raw-calls/s")
 			b.ReportMetric(rate/raw, "x-raw")

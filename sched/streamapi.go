@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -53,6 +54,9 @@ type streamRun struct {
 	pushMu sync.Mutex
 	out    chan *paddockv1.StreamResult // released, not yet sent; never more than the window
 	closed chan struct{}                // closed when the stream ends
+	// msgsIn and msgsOut count the messages that carried the stream's items in and its
+	// results out (batches count once).
+	msgsIn, msgsOut atomic.Uint64
 }
 
 // StreamInfo is what the server knows of one stream, for operators and tests.
@@ -63,6 +67,9 @@ type StreamInfo struct {
 	stream.Stats
 	// Open is false once the stream ended (the server keeps the last few ended ones).
 	Open bool
+	// MessagesIn counts the client's messages that carried items (a StreamItems counts
+	// once), MessagesOut the server's that carried results.
+	MessagesIn, MessagesOut uint64
 }
 
 // streams tracks open streams and the last ended ones. mu guards the fields below.
@@ -88,10 +95,16 @@ func (s *Server) Streams() []StreamInfo {
 	defer s.streams.mu.Unlock()
 	out := append([]StreamInfo(nil), s.streams.ended...)
 	for id, r := range s.streams.open {
-		out = append(out, StreamInfo{ID: id, Type: r.typ, Transient: r.transient, Window: s.streams.window[id], Stats: r.order.Stats(), Open: true})
+		out = append(out, r.info(s.streams.window[id], true))
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
+}
+
+// info is what StreamInfo says of run, whose window is w.
+func (run *streamRun) info(w int, open bool) StreamInfo {
+	return StreamInfo{ID: run.id, Type: run.typ, Transient: run.transient, Window: w, Stats: run.order.Stats(), Open: open,
+		MessagesIn: run.msgsIn.Load(), MessagesOut: run.msgsOut.Load()}
 }
 
 // Stream implements paddockv1connect.TaskServiceHandler: one ordered stream.
@@ -159,7 +172,7 @@ func (api *clientAPI) Stream(ctx context.Context, bs *connect.BidiStream[paddock
 		}
 		s.streams.mu.Lock()
 		delete(s.streams.open, run.id)
-		s.streams.ended = append(s.streams.ended, StreamInfo{ID: run.id, Type: run.typ, Transient: run.transient, Window: w, Stats: run.order.Stats()})
+		s.streams.ended = append(s.streams.ended, run.info(w, false))
 		if len(s.streams.ended) > maxEndedStreams {
 			s.streams.ended = s.streams.ended[1:]
 		}
@@ -203,6 +216,7 @@ func (api *clientAPI) Stream(ctx context.Context, bs *connect.BidiStream[paddock
 				readErr <- err
 				return
 			}
+			run.msgsIn.Add(1)
 			for i, p := range payloads {
 				if i > 0 { // the first item's credit was taken before Receive
 					select {
@@ -236,6 +250,7 @@ func (api *clientAPI) Stream(ctx context.Context, bs *connect.BidiStream[paddock
 				return err
 			}
 			sent += uint64(n)
+			run.msgsOut.Add(1)
 			for range n {
 				budget.Release(<-sizes)
 				<-credits
