@@ -556,9 +556,7 @@ func (s *Session) connect(ctx context.Context) error {
 			for _, ra := range m.Batch.GetReportAcks() {
 				s.acked(ra)
 			}
-			for _, as := range m.Batch.GetAssigns() {
-				s.assign(ctx, as)
-			}
+			s.assignBatch(ctx, m.Batch.GetAssigns())
 		case *agentv1.ServerMessage_QueueStatus:
 			s.observe(m.QueueStatus)
 		}
@@ -589,8 +587,45 @@ func (s *Session) sendLocked(m *agentv1.AgentMessage) {
 func (s *Session) assign(ctx context.Context, a *agentv1.Assign) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.assignLocked(ctx, a, nil)
+}
+
+// assignBatch takes the assigns of one ServerBatch as assign each, and acknowledges
+// them together: their acks go as one AgentBatch (or a few: maxBatchItems), queued
+// before any of their reports can be (the tasks report under s.mu).
+func (s *Session) assignBatch(ctx context.Context, as []*agentv1.Assign) {
+	if len(as) == 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	acks := make([]*agentv1.Ack, 0, len(as))
+	for _, a := range as {
+		s.assignLocked(ctx, a, &acks)
+	}
+	for len(acks) > 0 {
+		n := min(len(acks), maxBatchItems)
+		var m *agentv1.AgentMessage
+		if n == 1 {
+			m = &agentv1.AgentMessage{Msg: &agentv1.AgentMessage_Ack{Ack: acks[0]}}
+		} else {
+			m = &agentv1.AgentMessage{Msg: &agentv1.AgentMessage_Batch{Batch: &agentv1.AgentBatch{Acks: acks[:n:n]}}}
+		}
+		s.sendLocked(m)
+		acks = acks[n:]
+	}
+}
+
+// assignLocked takes assignment a: its ack is queued, or appended to acks when not
+// nil. Caller holds s.mu.
+func (s *Session) assignLocked(ctx context.Context, a *agentv1.Assign, acks *[]*agentv1.Ack) {
 	ack := func(ok bool, why string) {
-		s.sendLocked(&agentv1.AgentMessage{Msg: &agentv1.AgentMessage_Ack{Ack: &agentv1.Ack{TaskId: a.GetTaskId(), LeaseId: a.GetLeaseId(), LeaseSecret: a.GetLeaseSecret(), Accepted: ok, Error: why}}})
+		ak := &agentv1.Ack{TaskId: a.GetTaskId(), LeaseId: a.GetLeaseId(), LeaseSecret: a.GetLeaseSecret(), Accepted: ok, Error: why}
+		if acks != nil {
+			*acks = append(*acks, ak)
+			return
+		}
+		s.sendLocked(&agentv1.AgentMessage{Msg: &agentv1.AgentMessage_Ack{Ack: ak}})
 	}
 	if old := s.runs[a.GetTaskId()]; old != nil {
 		if old.leaseID == a.GetLeaseId() {
