@@ -9,19 +9,21 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/paddockvm/paddock/plugins/internal/contract"
 )
 
 // Keys the SDK adds to a log record so the agent can file it under its task. The
 // agent strips them from the line it keeps.
 const (
 	// LogKeyTask carries the task id of the call that logged the record.
-	LogKeyTask = "paddock_task"
+	LogKeyTask = contract.LogKeyTask
 	// LogKeyAttempt carries the attempt number of that call.
-	LogKeyAttempt = "paddock_attempt"
+	LogKeyAttempt = contract.LogKeyAttempt
 	// LogKeyCallEnd marks the SDK's last line of a call (its value is the call id):
 	// every line the handler logged during the call came before it, so the agent
 	// knows it has them all. The agent never shows this line.
-	LogKeyCallEnd = "paddock_call_end"
+	LogKeyCallEnd = contract.LogKeyCallEnd
 )
 
 // hclogTimeFormat is the timestamp format go-plugin parses in a plugin's JSON log

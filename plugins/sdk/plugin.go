@@ -7,6 +7,7 @@ import (
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 
+	"github.com/paddockvm/paddock/plugins/internal/contract"
 	handlerpb "github.com/paddockvm/paddock/plugins/proto"
 )
 
@@ -15,8 +16,8 @@ import (
 // plugin" message and exits.
 var Handshake = plugin.HandshakeConfig{
 	ProtocolVersion:  ProtocolVersion,
-	MagicCookieKey:   "PADDOCK_HANDLER_PLUGIN",
-	MagicCookieValue: "2f1c6a0e-paddock-task-handler",
+	MagicCookieKey:   contract.MagicCookieKey,
+	MagicCookieValue: contract.MagicCookieValue,
 }
 
 // PluginName is the name the handler is registered under in the plugin set.
@@ -24,7 +25,7 @@ const PluginName = "handler"
 
 // MaxMessageBytes is the largest gRPC message either side accepts (a request
 // with its inputs, or a response with its outputs).
-const MaxMessageBytes = 256 << 20
+const MaxMessageBytes = contract.MaxMessageBytes
 
 // Plugin is the go-plugin glue for the handler service. Handlers never use it
 // directly (Serve does); the agent's runner uses it with a nil Impl to get a

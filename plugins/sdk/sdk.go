@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/paddockvm/paddock/plugins/internal/contract"
 )
 
 // Version is the version of this SDK, reported to the agent by Describe. From
@@ -13,7 +15,7 @@ import (
 const Version = "2"
 
 // ProtocolVersion is the version of the handler protocol (plugins/proto) this SDK speaks.
-const ProtocolVersion = 1
+const ProtocolVersion = contract.ProtocolVersion
 
 // Handler is implemented by a task handler. Handle is called concurrently, from
 // many goroutines at once; it must return promptly once ctx is done (the agent

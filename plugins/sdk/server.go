@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/paddockvm/paddock/plugins/internal/contract"
 	handlerpb "github.com/paddockvm/paddock/plugins/proto"
 )
 
@@ -40,24 +41,11 @@ func newServer(h Handler) (*server, error) {
 // ValidateTypes checks what a Describe returned: at least one type, each with a
 // name and a version, names unique, concurrency not negative.
 func ValidateTypes(types []TaskType) error {
-	if len(types) == 0 {
-		return errors.New("no task types: Describe must return at least one TaskType")
-	}
-	seen := map[string]bool{}
+	cs := make([]contract.TaskType, len(types))
 	for i, t := range types {
-		switch {
-		case t.Name == "":
-			return fmt.Errorf("task type #%d: Name is empty", i)
-		case t.Version == "":
-			return fmt.Errorf("task type %q: Version is empty (set e.g. \"1.0.0\")", t.Name)
-		case t.Concurrency < 0:
-			return fmt.Errorf("task type %q: Concurrency %d is negative (use 0 for no suggestion)", t.Name, t.Concurrency)
-		case seen[t.Name]:
-			return fmt.Errorf("task type %q listed twice", t.Name)
-		}
-		seen[t.Name] = true
+		cs[i] = contract.TaskType{Name: t.Name, Version: t.Version, Concurrency: t.Concurrency}
 	}
-	return nil
+	return contract.ValidateTypes(cs)
 }
 
 func (s *server) Describe(context.Context, *handlerpb.DescribeRequest) (*handlerpb.DescribeResponse, error) {
