@@ -2,7 +2,6 @@ package runner
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,11 +12,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/go-plugin"
-	"google.golang.org/grpc"
-
+	"github.com/paddockvm/paddock/plugins/internal/contract"
 	handlerpb "github.com/paddockvm/paddock/plugins/proto"
-	"github.com/paddockvm/paddock/plugins/sdk"
 )
 
 // handler supervises the processes of one handler binary.
@@ -81,7 +77,7 @@ func (h *handler) launch(a *startAttempt) {
 	p, types, err := h.start(h.r.ctx)
 	if err == nil {
 		if err = h.checkDeclared(types); err != nil {
-			p.client.Kill()
+			p.client.close()
 		}
 	}
 	h.mu.Lock()
@@ -90,7 +86,7 @@ func (h *handler) launch(a *startAttempt) {
 		h.attempt, a.err = nil, err
 		h.log.Error("handler did not start", "err", err)
 	case h.closed:
-		p.client.Kill()
+		p.client.close()
 		a.err = errors.New("the runner is closed")
 	default:
 		h.launched = true
@@ -105,7 +101,7 @@ func (h *handler) launch(a *startAttempt) {
 
 // proc is one running process of a handler.
 type proc struct {
-	client  *plugin.Client
+	client  *pluginClient
 	cmd     *exec.Cmd
 	rpc     handlerpb.HandlerClient
 	started time.Time
@@ -140,8 +136,6 @@ func (p *proc) killed() string {
 
 // start verifies the binary, launches it and describes it.
 func (h *handler) start(ctx context.Context) (*proc, []TaskType, error) {
-	// go-plugin's SecureConfig hashes the binary just before it runs it; a mismatch
-	// is explained by VerifyFile below (hashing it once more, on that path only).
 	if h.spec.Packed != "" {
 		if err := unpack(h.spec.Packed, h.spec.Path); err != nil {
 			return nil, nil, fmt.Errorf("refusing handler %q: %w", h.spec.Name, err)
@@ -153,66 +147,44 @@ func (h *handler) start(ctx context.Context) (*proc, []TaskType, error) {
 	cmd := osExec(h.spec.Path, h.spec.Args...)
 	cmd.Env = append(os.Environ(), h.spec.Env...)
 	tieToAgent(cmd)
-	client := plugin.NewClient(&plugin.ClientConfig{
-		HandshakeConfig:  sdk.Handshake,
-		Plugins:          plugin.PluginSet{sdk.PluginName: &sdk.Plugin{}},
-		Cmd:              cmd,
-		SecureConfig:     &plugin.SecureConfig{Checksum: h.sum, Hash: sha256.New()},
-		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
-		AutoMTLS:         true,
-		StartTimeout:     h.r.cfg.StartTimeout,
-		Logger:           newHCLog(h.log, h.tap),
-		SyncStdout:       &lineWriter{stream: "stdout", tap: h.tap, log: h.log},
-		SyncStderr:       &lineWriter{stream: "stderr", tap: h.tap, log: h.log},
-		GRPCDialOptions: []grpc.DialOption{
-			grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(sdk.MaxMessageBytes)),
-		},
+	client, err := startPlugin(ctx, pluginConfig{
+		cmd:     cmd,
+		sum:     h.sum,
+		timeout: h.r.cfg.StartTimeout,
+		stderr:  h.stderrLogger(),
+		stdout:  &lineWriter{stream: "stdout", tap: h.tap, log: h.log},
+		errout:  &lineWriter{stream: "stderr", tap: h.tap, log: h.log},
 	})
+	if errors.Is(err, ErrChecksum) {
+		return nil, nil, fmt.Errorf("refusing handler %q: %w", h.spec.Name, err)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("starting handler %q (%s): %w", h.spec.Name, h.spec.Path, err)
+	}
 	fail := func(what string, err error) (*proc, []TaskType, error) {
-		client.Kill()
-		if errors.Is(err, plugin.ErrChecksumsDoNotMatch) {
-			if verr := VerifyFile(h.spec.Path, h.sum); verr != nil {
-				return nil, nil, fmt.Errorf("refusing handler %q: %w", h.spec.Name, verr)
-			}
-			err = fmt.Errorf("%w (%v)", ErrChecksum, err)
-		}
+		client.close()
 		return nil, nil, fmt.Errorf("%s handler %q (%s): %w", what, h.spec.Name, h.spec.Path, err)
 	}
-	cp, err := client.Client()
-	if err != nil {
-		return fail("starting", err)
-	}
-	raw, err := cp.Dispense(sdk.PluginName)
-	if err != nil {
-		return fail("dispensing", err)
-	}
-	rpc, ok := raw.(handlerpb.HandlerClient)
-	if !ok {
-		return fail("dispensing", fmt.Errorf("plugin returned %T, not a handler client", raw))
-	}
+	rpc := handlerpb.NewHandlerClient(client.conn)
 	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	desc, err := rpc.Describe(dctx, &handlerpb.DescribeRequest{})
 	if err != nil {
 		return fail("describing", err)
 	}
-	if desc.GetProtocolVersion() != sdk.ProtocolVersion {
-		return fail("checking", fmt.Errorf("handler speaks protocol version %d, this agent speaks %d: rebuild it with a matching plugins/sdk", desc.GetProtocolVersion(), sdk.ProtocolVersion))
+	if desc.GetProtocolVersion() != contract.ProtocolVersion {
+		return fail("checking", fmt.Errorf("handler speaks protocol version %d, this agent speaks %d: rebuild it with a matching plugins/sdk", desc.GetProtocolVersion(), contract.ProtocolVersion))
 	}
 	var types []TaskType
-	var st []sdk.TaskType
+	var ct []contract.TaskType
 	for _, t := range desc.GetTypes() {
 		types = append(types, TaskType{Name: t.GetName(), Version: t.GetVersion(), Concurrency: int(t.GetConcurrency()), Description: t.GetDescription(), Handler: h.spec.Name})
-		st = append(st, sdk.TaskType{Name: t.GetName(), Version: t.GetVersion(), Concurrency: int(t.GetConcurrency())})
+		ct = append(ct, contract.TaskType{Name: t.GetName(), Version: t.GetVersion(), Concurrency: int(t.GetConcurrency())})
 	}
-	if err := sdk.ValidateTypes(st); err != nil {
+	if err := contract.ValidateTypes(ct); err != nil {
 		return fail("checking", err)
 	}
-	p := &proc{client: client, cmd: cmd, rpc: rpc, started: time.Now(), exited: make(chan struct{})}
-	go func() {
-		waitExit(p.pid(), client.Exited)
-		close(p.exited)
-	}()
+	p := &proc{client: client, cmd: cmd, rpc: rpc, started: time.Now(), exited: client.exited}
 	h.log.Info("handler started", "pid", p.pid(), "path", h.spec.Path, "types", len(types))
 	return p, types, nil
 }
@@ -315,7 +287,7 @@ func (h *handler) supervise(p *proc) {
 		h.mu.Lock()
 		h.cur, h.up, h.lastExit = nil, make(chan struct{}), why
 		h.mu.Unlock()
-		p.client.Kill()
+		p.client.close()
 		if ctx.Err() != nil {
 			return
 		}
@@ -337,7 +309,7 @@ func (h *handler) supervise(p *proc) {
 				h.restarts++
 				h.mu.Unlock()
 				if closed {
-					np.client.Kill()
+					np.client.close()
 					return
 				}
 				h.setUp(np)
@@ -346,12 +318,5 @@ func (h *handler) supervise(p *proc) {
 			}
 			h.log.Error("restarting handler failed", "err", err, "next_backoff", backoff)
 		}
-	}
-}
-
-// pollExit returns once exited reports true, checking every d.
-func pollExit(exited func() bool, d time.Duration) {
-	for !exited() {
-		time.Sleep(d)
 	}
 }

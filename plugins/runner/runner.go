@@ -23,8 +23,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/paddockvm/paddock/api/guestabi"
 	handlerpb "github.com/paddockvm/paddock/plugins/proto"
-	"github.com/paddockvm/paddock/plugins/sdk"
 )
 
 // ErrChecksum is wrapped by the error for a handler binary whose sha256 does
@@ -258,7 +258,7 @@ func (r *Runner) Close() error {
 		p := h.cur
 		h.mu.Unlock()
 		if p != nil {
-			p.client.Kill()
+			p.client.close()
 		}
 	}
 	r.wg.Wait()
@@ -419,8 +419,8 @@ func checkOutputFiles(dir string, reported map[string]*handlerpb.OutputFile) (ma
 	var total int64
 	for _, name := range names {
 		f := reported[name]
-		if !sdk.ValidName(name) {
-			return nil, 0, fmt.Errorf("reported output file %q: not a valid output name (%s)", name, sdk.NameRule)
+		if !guestabi.ValidName(name) {
+			return nil, 0, fmt.Errorf("reported output file %q: not a valid output name (%s)", name, guestabi.NameRule)
 		}
 		if !validDigest(f.GetDigest()) {
 			return nil, 0, fmt.Errorf("reported output file %q with digest %q: want \"sha256:\" and 64 lowercase hex digits", name, f.GetDigest())

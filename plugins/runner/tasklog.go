@@ -11,9 +11,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
-
-	"github.com/paddockvm/paddock/plugins/sdk"
+	"github.com/paddockvm/paddock/plugins/internal/contract"
 )
 
 // LogLine is one line a handler logged during a task.
@@ -43,7 +41,7 @@ const callEndWait = 2 * time.Second
 // A line that names its task (sdk.LogKeyTask) goes to that task's call; a line that
 // does not goes to the one call in flight, or to none when several are.
 type logTap struct {
-	plugin   string // the name go-plugin gives the handler's stderr logger (the binary's base name)
+	plugin   string // the handler binary's base name (plugin_log in the agent's log)
 	maxBytes int
 
 	// mu guards calls.
@@ -147,7 +145,7 @@ func (t *logTap) target(taskID string) *callLog {
 
 // record files one parsed log record of the handler. It reports whether the
 // record was the SDK's end-of-call line, which nobody else should see.
-func (t *logTap) record(level hclog.Level, msg string, args []any) (callEnd bool) {
+func (t *logTap) record(lv level, msg string, args []any) (callEnd bool) {
 	var taskID, endID string
 	when := time.Time{}
 	var kv []string
@@ -155,14 +153,14 @@ func (t *logTap) record(level hclog.Level, msg string, args []any) (callEnd bool
 		k := fmt.Sprint(args[i])
 		v := args[i+1]
 		switch k {
-		case sdk.LogKeyTask:
+		case contract.LogKeyTask:
 			taskID = fmt.Sprint(v)
-		case sdk.LogKeyCallEnd:
+		case contract.LogKeyCallEnd:
 			endID = fmt.Sprint(v)
-		case sdk.LogKeyAttempt:
+		case contract.LogKeyAttempt:
 		case "timestamp":
-			if s, ok := v.(string); ok {
-				when, _ = time.Parse(hclog.TimeFormat, s)
+			if ts, ok := v.(time.Time); ok {
+				when = ts
 			}
 		default:
 			kv = append(kv, k+"="+logValue(v))
@@ -186,7 +184,7 @@ func (t *logTap) record(level hclog.Level, msg string, args []any) (callEnd bool
 	if len(kv) > 0 {
 		text += " " + strings.Join(kv, " ")
 	}
-	c.add(LogLine{Time: when, Level: strings.ToLower(level.String()), Text: text})
+	c.add(LogLine{Time: when, Level: lv.String(), Text: text})
 	return false
 }
 
@@ -208,57 +206,6 @@ func logValue(v any) string {
 		return strconv.Quote(s)
 	}
 	return s
-}
-
-// relevel recovers a JSON log line go-plugin could not parse (it passes those on
-// as DEBUG with the raw line as the message), e.g. a slog JSONHandler's line with
-// RFC 3339 timestamps: it returns the line's own level, message and attributes.
-func relevel(level hclog.Level, msg string, args []any) (hclog.Level, string, []any) {
-	if level != hclog.Debug || !strings.HasPrefix(msg, "{") {
-		return level, msg, args
-	}
-	var m map[string]any
-	d := json.NewDecoder(strings.NewReader(msg))
-	d.UseNumber()
-	if d.Decode(&m) != nil {
-		return level, msg, args
-	}
-	lv, text := hclog.NoLevel, ""
-	for _, k := range []string{"@level", "level"} {
-		if s, ok := m[k].(string); ok {
-			lv = hclog.LevelFromString(strings.ToLower(s))
-			delete(m, k)
-			break
-		}
-	}
-	for _, k := range []string{"@message", "msg", "message"} {
-		if s, ok := m[k].(string); ok {
-			text = s
-			delete(m, k)
-			break
-		}
-	}
-	if lv == hclog.NoLevel {
-		return level, msg, args
-	}
-	var out []any
-	for _, k := range []string{"@timestamp", "time"} {
-		if s, ok := m[k].(string); ok {
-			if ts, err := time.Parse(time.RFC3339Nano, s); err == nil {
-				out = append(out, "timestamp", ts.Format(hclog.TimeFormat))
-			}
-			delete(m, k)
-		}
-	}
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		out = append(out, k, m[k])
-	}
-	return lv, text, out
 }
 
 // lineWriter turns the handler's raw stdout or stderr (forwarded by go-plugin after

@@ -1,0 +1,432 @@
+package runner
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/paddockvm/paddock/plugins/internal/contract"
+)
+
+// This file is the agent's go-plugin client: the host side of go-plugin's
+// protocol (github.com/hashicorp/go-plugin, docs/internals.md), gRPC only, with
+// AutoMTLS. Handlers stay ordinary go-plugin servers. See doc.go for why it is
+// not go-plugin's own Client.
+
+// goPluginCoreVersion is go-plugin's core protocol version (the handshake line's
+// first field).
+const goPluginCoreVersion = 1
+
+// shutdownGrace is how long close waits for a handler to exit after asking it to
+// (go-plugin's Client.Kill waits as long).
+const shutdownGrace = 2 * time.Second
+
+// stderrTail is how many of a handler's last stderr lines a start error quotes.
+const stderrTail = 8
+
+// pluginConfig is one start of a handler process.
+type pluginConfig struct {
+	cmd     *exec.Cmd     // not started; Env, SysProcAttr set
+	sum     []byte        // the binary's expected sha256
+	timeout time.Duration // exec to handshake
+	stderr  func(line string)
+	stdout  io.Writer // the handler's os.Stdout after Serve (go-plugin's stdio stream)
+	errout  io.Writer // its os.Stderr after Serve
+}
+
+// pluginClient is one running handler process and the gRPC connection to it.
+type pluginClient struct {
+	cmd  *exec.Cmd
+	conn *grpc.ClientConn
+
+	exited  chan struct{} // closed once the process has exited and its stderr is read
+	waitErr error         // cmd.Wait's; set before exited is closed
+
+	closeOnce sync.Once
+}
+
+// handshakeError is a handler that did not complete go-plugin's handshake.
+type handshakeError struct {
+	what   string   // what went wrong, for the message
+	stderr []string // its last stderr lines
+}
+
+func (e *handshakeError) Error() string {
+	if len(e.stderr) == 0 {
+		return e.what
+	}
+	return e.what + "; its last stderr lines: " + strings.Join(e.stderr, " | ")
+}
+
+// startPlugin verifies the binary, starts it with go-plugin's environment, reads
+// its handshake line, and connects to it over mutual TLS. On error the process is
+// killed.
+func startPlugin(ctx context.Context, cfg pluginConfig) (_ *pluginClient, err error) {
+	// The same check go-plugin's SecureConfig makes: hash just before exec.
+	if err := VerifyFile(cfg.cmd.Path, cfg.sum); err != nil {
+		return nil, err
+	}
+	cert, certPEM, err := clientCert()
+	if err != nil {
+		return nil, fmt.Errorf("making the TLS client certificate: %w", err)
+	}
+	cmd := cfg.cmd
+	cmd.Env = append(cmd.Env,
+		contract.MagicCookieKey+"="+contract.MagicCookieValue,
+		"PLUGIN_MIN_PORT=10000", "PLUGIN_MAX_PORT=25000", // go-plugin's defaults (TCP only: not used on unix)
+		"PLUGIN_PROTOCOL_VERSIONS="+strconv.Itoa(contract.ProtocolVersion),
+		"PLUGIN_CLIENT_CERT="+string(certPEM),
+	)
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("making the stdout pipe: %w", err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return nil, fmt.Errorf("making the stderr pipe: %w", err)
+	}
+	cmd.Stdout, cmd.Stderr = outW, errW
+	err = cmd.Start()
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		outR.Close()
+		errR.Close()
+		return nil, fmt.Errorf("exec: %w", err)
+	}
+
+	c := &pluginClient{cmd: cmd, exited: make(chan struct{})}
+	tail := &lineTail{max: stderrTail}
+	stderrDone := make(chan struct{})
+	go func() {
+		defer close(stderrDone)
+		defer errR.Close()
+		readLines(errR, func(line string) {
+			tail.add(line)
+			cfg.stderr(line)
+		})
+	}()
+	go func() {
+		c.waitErr = cmd.Wait()
+		// The lines it wrote before it died belong before its exit; a child that
+		// kept the pipe open must not hold the exit back for long.
+		select {
+		case <-stderrDone:
+		case <-time.After(time.Second):
+		}
+		close(c.exited)
+	}()
+	defer func() {
+		if err != nil {
+			c.kill()
+			<-c.exited
+			if he := (*handshakeError)(nil); errors.As(err, &he) {
+				he.stderr = tail.lines()
+			}
+		}
+	}()
+
+	lines := make(chan string, 1)
+	go func() {
+		defer outR.Close()
+		sc := bufio.NewScanner(outR)
+		first := true
+		for sc.Scan() { // after the handshake go-plugin servers write nothing here; drain
+			if first {
+				lines <- sc.Text()
+				first = false
+			}
+		}
+		if first {
+			close(lines)
+		}
+	}()
+	timer := time.NewTimer(cfg.timeout)
+	defer timer.Stop()
+	var line string
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-timer.C:
+		return nil, &handshakeError{what: fmt.Sprintf("no go-plugin handshake line on its stdout within %v (StartTimeout): is it stuck before sdk.Serve?", cfg.timeout)}
+	case l, ok := <-lines:
+		if !ok {
+			<-c.exited
+			return nil, &handshakeError{what: fmt.Sprintf("it exited (%v) before its go-plugin handshake: is it a handler built with plugins/sdk?", c.waitErr)}
+		}
+		line = l
+	}
+	hs, err := parseHandshake(line)
+	if err != nil {
+		return nil, &handshakeError{what: err.Error()}
+	}
+	tlsCfg := &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		RootCAs:      hs.cert,
+		ServerName:   "localhost",
+		MinVersion:   tls.VersionTLS12,
+	}
+	c.conn, err = grpc.NewClient("passthrough:///handler",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, hs.network, hs.addr)
+		}),
+		grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32), grpc.MaxCallSendMsgSize(contract.MaxMessageBytes)),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to %s %s: %w", hs.network, hs.addr, err)
+	}
+	go c.copyStdio(cfg.stdout, cfg.errout)
+	return c, nil
+}
+
+// handshake is go-plugin's handshake line, parsed.
+type handshake struct {
+	network, addr string
+	cert          *x509.CertPool
+}
+
+// parseHandshake parses the line a go-plugin server prints on its stdout when it
+// is ready: CORE-VERSION|APP-VERSION|NETWORK|ADDR|PROTOCOL|SERVER-CERT (the
+// certificate base64, DER, when the client sent PLUGIN_CLIENT_CERT). A further
+// field (gRPC broker multiplexing) is ignored: the agent opens no broker.
+func parseHandshake(line string) (handshake, error) {
+	const want = "core|app|network|addr|grpc|cert"
+	line = strings.TrimSpace(line)
+	parts := strings.Split(line, "|")
+	if len(parts) < 4 {
+		return handshake{}, fmt.Errorf("its first stdout line %q is not a go-plugin handshake line (%s): is it a handler built with plugins/sdk, and does it print nothing to stdout before sdk.Serve?", cut(line, 200), want)
+	}
+	if parts[0] != strconv.Itoa(goPluginCoreVersion) {
+		return handshake{}, fmt.Errorf("it speaks go-plugin core protocol %q, the agent %d: rebuild it with the go-plugin version of plugins/sdk", parts[0], goPluginCoreVersion)
+	}
+	if parts[1] != strconv.Itoa(contract.ProtocolVersion) {
+		return handshake{}, fmt.Errorf("it speaks handler protocol version %q, this agent %d: rebuild it with a matching plugins/sdk", parts[1], contract.ProtocolVersion)
+	}
+	hs := handshake{network: parts[2], addr: parts[3]}
+	if hs.network != "unix" && hs.network != "tcp" {
+		return handshake{}, fmt.Errorf("it listens on network %q: only unix and tcp are supported", hs.network)
+	}
+	if len(parts) < 5 || parts[4] != "grpc" {
+		proto := "netrpc (no protocol field)"
+		if len(parts) >= 5 {
+			proto = parts[4]
+		}
+		return handshake{}, fmt.Errorf("it serves go-plugin protocol %q: the agent speaks only grpc (serve with plugins/sdk, or set GRPCServer in plugin.ServeConfig)", proto)
+	}
+	if len(parts) < 6 || parts[5] == "" {
+		return handshake{}, errors.New("it sent no TLS certificate in its handshake although the agent sent PLUGIN_CLIENT_CERT: the agent requires go-plugin's AutoMTLS (go-plugin 1.3 or later)")
+	}
+	der, err := base64.RawStdEncoding.DecodeString(parts[5])
+	if err != nil {
+		return handshake{}, fmt.Errorf("its handshake's TLS certificate is not base64: %w", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return handshake{}, fmt.Errorf("its handshake's TLS certificate: %w", err)
+	}
+	hs.cert = x509.NewCertPool()
+	hs.cert.AddCert(cert)
+	return hs, nil
+}
+
+// clientCert makes the agent's certificate for one handler process, as go-plugin's
+// AutoMTLS does (self-signed, for "localhost", client and server auth), on P-256.
+func clientCert() (tls.Certificate, []byte, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	sn, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		Subject:               pkix.Name{CommonName: "localhost", Organization: []string{"Paddock agent"}},
+		DNSNames:              []string{"localhost"},
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment | x509.KeyUsageKeyAgreement | x509.KeyUsageCertSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		SerialNumber:          sn,
+		NotBefore:             now.Add(-30 * time.Second),
+		NotAfter:              now.Add(30 * 365 * 24 * time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
+}
+
+// rawCodec passes the bytes of go-plugin's own services' messages through
+// unchanged (*[]byte both ways): the agent encodes and decodes them itself rather
+// than link (or register a second copy of) go-plugin's generated protobuf types.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) ([]byte, error) { return *v.(*[]byte), nil }
+func (rawCodec) Unmarshal(data []byte, v any) error {
+	*v.(*[]byte) = append((*v.(*[]byte))[:0], data...)
+	return nil
+}
+func (rawCodec) Name() string { return "proto" }
+
+// copyStdio copies what the handler writes to its os.Stdout and os.Stderr after
+// Serve (go-plugin's GRPCStdio service, plugin.StdioData{channel=1, data=2}) to
+// stdout and stderr, until the connection ends.
+func (c *pluginClient) copyStdio(stdout, stderr io.Writer) {
+	desc := &grpc.StreamDesc{StreamName: "StreamStdio", ServerStreams: true}
+	s, err := c.conn.NewStream(context.Background(), desc, "/plugin.GRPCStdio/StreamStdio", grpc.ForceCodec(rawCodec{}))
+	if err != nil {
+		return
+	}
+	empty := []byte{}
+	if s.SendMsg(&empty) != nil || s.CloseSend() != nil {
+		return
+	}
+	var msg []byte
+	for s.RecvMsg(&msg) == nil {
+		ch, data := decodeStdio(msg)
+		switch ch {
+		case 1:
+			_, _ = stdout.Write(data)
+		case 2:
+			_, _ = stderr.Write(data)
+		}
+	}
+}
+
+// decodeStdio decodes a plugin.StdioData message; a malformed one gives channel 0.
+func decodeStdio(b []byte) (channel int, data []byte) {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return 0, nil
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.VarintType:
+			v, m := protowire.ConsumeVarint(b)
+			if m < 0 {
+				return 0, nil
+			}
+			channel, b = int(v), b[m:]
+		case num == 2 && typ == protowire.BytesType:
+			v, m := protowire.ConsumeBytes(b)
+			if m < 0 {
+				return 0, nil
+			}
+			data, b = v, b[m:]
+		default:
+			m := protowire.ConsumeFieldValue(num, typ, b)
+			if m < 0 {
+				return 0, nil
+			}
+			b = b[m:]
+		}
+	}
+	return channel, data
+}
+
+// close asks the handler to exit (go-plugin's GRPCController.Shutdown), waits up
+// to shutdownGrace for it, and kills it (with its process group) if it has not.
+func (c *pluginClient) close() {
+	c.closeOnce.Do(func() {
+		if c.conn != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+			empty, out := []byte{}, []byte{}
+			_ = c.conn.Invoke(ctx, "/plugin.GRPCController/Shutdown", &empty, &out, grpc.ForceCodec(rawCodec{}))
+			select {
+			case <-c.exited:
+			case <-ctx.Done():
+			}
+			cancel()
+			_ = c.conn.Close()
+		}
+		c.kill()
+	})
+}
+
+// kill ends the process at once (SIGKILL), with its process group.
+func (c *pluginClient) kill() {
+	select {
+	case <-c.exited:
+		return
+	default:
+	}
+	killGroup(c.cmd)
+	_ = c.cmd.Process.Kill()
+}
+
+// readLines calls f with each line of r (a longer one than maxLogLine in pieces)
+// until r ends.
+func readLines(r io.Reader, f func(string)) {
+	br := bufio.NewReaderSize(r, maxLogLine)
+	for {
+		line, err := br.ReadSlice('\n')
+		if len(line) > 0 {
+			f(strings.TrimRight(string(line), "\r\n"))
+		}
+		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			return
+		}
+	}
+}
+
+// lineTail keeps the last max lines it was given.
+type lineTail struct {
+	max int
+	// mu guards l.
+	mu sync.Mutex
+	l  []string
+}
+
+func (t *lineTail) add(line string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.l) == t.max {
+		t.l = t.l[1:]
+	}
+	t.l = append(t.l, cut(line, 300))
+}
+
+func (t *lineTail) lines() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return append([]string(nil), t.l...)
+}
+
+// cut shortens s to at most n bytes, marking the cut.
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
