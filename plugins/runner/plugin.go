@@ -176,8 +176,12 @@ func startPlugin(ctx context.Context, cfg pluginConfig) (_ *pluginClient, err er
 		return nil, &handshakeError{what: fmt.Sprintf("no go-plugin handshake line on its stdout within %v (StartTimeout): is it stuck before sdk.Serve?", cfg.timeout)}
 	case l, ok := <-lines:
 		if !ok {
-			<-c.exited
-			return nil, &handshakeError{what: fmt.Sprintf("it exited (%v) before its go-plugin handshake: is it a handler built with plugins/sdk?", c.waitErr)}
+			select {
+			case <-c.exited:
+				return nil, &handshakeError{what: fmt.Sprintf("it exited (%v) before its go-plugin handshake: is it a handler built with plugins/sdk?", c.waitErr)}
+			case <-time.After(time.Second):
+				return nil, &handshakeError{what: "it closed its stdout without printing go-plugin's handshake line"}
+			}
 		}
 		line = l
 	}

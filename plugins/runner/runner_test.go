@@ -21,6 +21,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(agentHelperEnv) != "" {
 		os.Exit(agentHelper())
 	}
+	if mode := os.Getenv(fakeHandlerEnv); mode != "" {
+		os.Exit(fakeHandler(mode))
+	}
 	dir, err := os.MkdirTemp("", "paddock-runner-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
