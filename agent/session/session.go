@@ -449,7 +449,10 @@ func (s *Session) connect(ctx context.Context) error {
 		// otherwise answers data from the server (a QueueStatus after a
 		// heartbeat) with an HTTP/2 PING round trip: two more wake-ups of an idle
 		// guest per heartbeat, each one emulated under TCG.
-		grpc.WithInitialWindowSize(sessionWindow), grpc.WithInitialConnWindowSize(sessionWindow))
+		grpc.WithInitialWindowSize(sessionWindow), grpc.WithInitialConnWindowSize(sessionWindow),
+		// The transport's 32 KiB write buffer goes back to a pool after each flush
+		// instead of staying allocated in an idle agent.
+		grpc.WithSharedWriteBuffer(true))
 	if err != nil {
 		return fmt.Errorf("creating the gRPC client: %w", err)
 	}

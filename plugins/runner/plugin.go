@@ -202,6 +202,7 @@ func startPlugin(ctx context.Context, cfg pluginConfig) (_ *pluginClient, err er
 		}),
 		grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32), grpc.MaxCallSendMsgSize(contract.MaxMessageBytes)),
+		grpc.WithSharedWriteBuffer(true), // no 32 KiB buffer held per idle handler
 	)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to %s %s: %w", hs.network, hs.addr, err)
