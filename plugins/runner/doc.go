@@ -1,6 +1,6 @@
 // Package runner is the agent's side of task handlers: it starts each handler
-// binary once (after checking its sha256 against the image manifest, with
-// go-plugin's SecureConfig and AutoMTLS) — all in parallel in New, or, with
+// binary once (after checking its sha256 against the image manifest, just before
+// exec, and connecting over mutual TLS) — all in parallel in New, or, with
 // Config.Lazy and the handler's types known from the manifest, on its first call
 // (it must then serve exactly those types); a handler the image holds compressed
 // (HandlerSpec.Packed) is unpacked to its path just before its first start — sends it concurrent calls, and keeps it
@@ -20,8 +20,8 @@
 // Task logs: the lines a handler logs during a call come back in Result.Logs, bounded
 // by Config.MaxTaskLogBytes (the oldest dropped and counted). Records of the SDK's
 // loggers name their task (sdk.LogKeyTask) and go to that call; other lines on the
-// handler's stderr (go-plugin's log pipe; an unparseable slog JSON line keeps its own
-// level) and on its forwarded stdout/stderr go to the call in flight when there is
+// handler's stderr (go-plugin's log pipe; a slog JSON line keeps its own level too)
+// and on its forwarded stdout/stderr go to the call in flight when there is
 // exactly one. When a call logged, the SDK (version 2 on) ends its lines with a
 // sdk.LogKeyCallEnd line and says so (HandleResponse.log_end); Execute then waits for
 // that line (at most 2 s), since it travels on another pipe than the answer.
@@ -29,6 +29,36 @@
 // Handler processes run in their own process group and, on Linux, with a
 // parent-death signal (SIGKILL): an agent that dies, even by SIGKILL, takes its
 // handlers with it.
+//
+// # Its own go-plugin client
+//
+// Handlers are ordinary hashicorp/go-plugin servers (plugins/sdk, or go-plugin
+// used directly), but the runner does not use go-plugin's Client: plugin.go is a
+// gRPC-only client of go-plugin's documented protocol. It sets the magic cookie,
+// PLUGIN_PROTOCOL_VERSIONS and PLUGIN_CLIENT_CERT (AutoMTLS: a fresh self-signed
+// P-256 certificate per process) in the handler's environment; reads the handshake
+// line core|app|network|addr|grpc|cert from its stdout (within
+// Config.StartTimeout), refusing a handler that prints anything else, speaks
+// another core or handler protocol version, serves net/rpc, or sends no server
+// certificate, each with an error naming what it saw and quoting the handler's
+// last stderr lines when it exited; dials addr over TLS trusting only that
+// certificate; copies go-plugin's GRPCStdio stream (the handler's stdout and
+// stderr after Serve) and parses its stderr log lines as go-plugin's client does;
+// and stops it with GRPCController.Shutdown, then SIGKILL after 2 s. It opens no
+// GRPCBroker stream (no handler uses the broker) and does not support reattach.
+// The binary's sha256 is checked just before exec, as go-plugin's SecureConfig did.
+//
+// Why by hand: go-plugin's client package also links net/rpc (which parses its
+// debug page's html/template at init), encoding/gob, yamux, go-hclog, debug/elf and
+// its command runner, none of which a gRPC-only client uses, and the agent's
+// binary is held in every guest's memory (the initramfs, and mapped by the agent:
+// most of its RSS). Dropping them took the agent from 11.6 to 10.0 MB and its RSS
+// in an idle guest by about 2 MiB (docs/operations.md, "Agent RSS"). The cost is
+// following go-plugin's protocol ourselves: TestPlainGoPluginHandler runs a handler
+// built with go-plugin alone (no plugins/sdk) through this client, and
+// TestHandshakeErrors each way a handshake can fail. The constants both sides
+// must agree on live in plugins/internal/contract (no go-plugin import), which
+// plugins/sdk re-exports.
 //
 // The tests build the example handlers (plugins/handlers/...) into a temporary
 // directory and run them as real subprocesses:

@@ -5,8 +5,9 @@
 // A handler is a separate program. The Paddock agent starts it as a
 // hashicorp/go-plugin plugin (gRPC, AutoMTLS, after checking its sha256 against
 // the image manifest) and sends it concurrent Handle calls. The package imports
-// only go-plugin, gRPC, protobuf, hclog and the generated code in plugins/proto,
-// so a handler's build does not pull in the rest of Paddock.
+// only go-plugin, gRPC, protobuf, hclog, the generated code in plugins/proto and
+// plugins/internal/contract (the handshake constants and rules it shares with the
+// agent), so a handler's build does not pull in the rest of Paddock.
 //
 //	func main() { sdk.Serve(myHandler{}) }
 //
@@ -17,7 +18,7 @@
 // SDK reports every file in OutputDir with its size and sha256 to the agent.
 //
 // Logger (and Request.Logger) write JSON records in go-plugin's log format to the
-// stderr the process started with, which go-plugin's client reads as log lines, not
+// stderr the process started with, which the agent reads as log lines, not
 // to the os.Stderr that Serve redirects; a record logged through Handle's ctx or
 // Request.Logger names its task, and the agent keeps it with that task's logs.
 //
