@@ -1,13 +1,16 @@
 package runner_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -90,6 +93,24 @@ func (plainServer) Handle(_ context.Context, r *handlerpb.HandleRequest) (*handl
 	return &handlerpb.HandleResponse{Output: []byte(strings.ToUpper(string(r.GetPayload())))}, nil
 }
 
+// syncBuffer is a bytes.Buffer safe for the runner's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
 // fakeSpec is the test binary run as a fake handler in mode.
 func fakeSpec(t *testing.T, mode string) runner.HandlerSpec {
 	t.Helper()
@@ -161,7 +182,8 @@ func TestChecksumBeforeExec(t *testing.T) {
 // the SDK's.
 func TestPlainGoPluginHandler(t *testing.T) {
 	ctx := context.Background()
-	r, err := runner.New(ctx, runner.Config{Handlers: []runner.HandlerSpec{fakeSpec(t, "plain")}, Logger: testLogger(t)})
+	logs := &syncBuffer{}
+	r, err := runner.New(ctx, runner.Config{Handlers: []runner.HandlerSpec{fakeSpec(t, "plain")}, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,12 +191,14 @@ func TestPlainGoPluginHandler(t *testing.T) {
 	if res.Error != "" || string(res.Output) != "SHOUT" {
 		t.Fatalf("Execute = %+v, want output SHOUT", res)
 	}
-	var stdout bool
-	for _, l := range res.Logs.Lines {
-		stdout = stdout || (l.Level == "stdout" && strings.Contains(l.Text, "plain handler says hello"))
-	}
-	if !stdout {
-		t.Errorf("the handler's stdout line (go-plugin's stdio stream) is not in the task's log: %+v", res.Logs.Lines)
+	// Its stdout after Serve comes over go-plugin's stdio stream, on its own path:
+	// it may arrive after the answer, so look for it in the agent's log.
+	deadline := time.Now().Add(time.Minute)
+	for !strings.Contains(logs.String(), "plain handler says hello on stdout") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the handler's stdout line (go-plugin's stdio stream) did not reach the agent's log within a minute:\n%s", logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	closed := make(chan struct{})
 	go func() { r.Close(); close(closed) }()
