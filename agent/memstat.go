@@ -64,12 +64,13 @@ func memoryOf(r *runner.Runner) func() session.Memory {
 }
 
 // agentGCPercent is the agent's GOGC unless the environment sets GOGC: an idle agent
-// allocates little (its heartbeats), and a heap allowed to grow by a quarter of its
-// live size (with stacks and globals, about 2.3 MiB in an idle agent) instead of
-// twice keeps the guest's (and so the host's) memory down for a little GC work (the
-// runtime's floor for the goal scales with it too: 4 MiB × GOGC/100). Measured in an
-// idle guest with shared gRPC write buffers: 3.4 → 3.3 MiB anonymous, from 50. Tasks' data goes through files, not the agent's heap,
-// so a busy agent collects more often but over a small heap.
+// allocates little (its heartbeats), and a heap allowed to grow by a quarter of what
+// is live (heap, stacks and globals: about 2.3 MiB in an idle agent) instead of twice
+// keeps the guest's (and so the host's) memory down for a little GC work; the
+// runtime's floor for the goal scales with it too (4 MiB × GOGC/100). From 50, with
+// shared gRPC write buffers: 3.4 → 3.3 MiB anonymous in an idle guest. Tasks' data
+// goes through files, not the agent's heap, so a busy agent collects more often but
+// over a small heap.
 const agentGCPercent = 25
 
 // tuneGC applies agentGCPercent unless GOGC is set.
