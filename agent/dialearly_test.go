@@ -65,3 +65,47 @@ func TestDialEarlyTakesTheEarlySessionFirst(t *testing.T) {
 		t.Fatal("the first session still reads after the second dial replaced it")
 	}
 }
+
+// A first dial that gives up before the host has accepted the early session leaves no
+// session behind: the early one is abandoned (closed if it completes later), and the
+// next dial's session is the first and only one the host accepts.
+func TestDialEarlyAbandonedSessionIsClosed(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	guestEnd, hostEnd := os.NewFile(uintptr(fds[0]), "guest"), os.NewFile(uintptr(fds[1]), "host")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	log := slog.New(slog.DiscardHandler)
+	h := transport.NewHost(hostEnd, transport.Options{Name: "host", Logger: log})
+	defer h.Close()
+
+	g, dial := dialEarly(ctx, guestEnd, "guest-1", log)
+	defer g.Close()
+	gone, stop := context.WithCancel(ctx)
+	stop()
+	if _, err := dial(gone); err == nil {
+		t.Fatal("a dial whose context is done returned a session before the host accepted any")
+	}
+	c, err := dial(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	first, err := h.Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := first.(*transport.Conn).Session(), c.(*transport.Conn).Session(); got != want {
+		t.Fatalf("the host accepted session %016x first, want the new dial's %016x (the abandoned one is still live)", got, want)
+	}
+	if _, err := c.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4)
+	first.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.ReadFull(first, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("host read %q, %v through the new session", buf, err)
+	}
+}

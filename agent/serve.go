@@ -74,6 +74,11 @@ func dialEarly(ctx context.Context, port *os.File, id string, log *slog.Logger) 
 			}
 		case <-dctx.Done():
 			cancel()
+			go func() { // an early session that completes now has no taker: close it
+				if d := <-early; d.err == nil {
+					d.c.Close()
+				}
+			}()
 			return nil, fmt.Errorf("waiting for the host to accept the first session: %w", dctx.Err())
 		}
 		return g.Dial(dctx) // the early dial failed: start afresh
