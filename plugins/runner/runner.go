@@ -357,6 +357,13 @@ func (r *Runner) execute(ctx context.Context, t Task) (res Result) {
 		}
 		return fail(ReasonUnavailable, true, "calling handler %q for task %s: %v", h.spec.Name, t.ID, err)
 	}
+	if resp.GetError() != nil && callEnded(ctx) {
+		// The handler ended the call with an error because its context ended: the task's
+		// deadline reaches the handler as an absolute time (and as grpc-timeout), so its
+		// answer, most often ctx.Err(), can arrive before this ctx's own timer fires.
+		// That is the deadline or the cancel, not the handler's failure.
+		return ctxResult(ctx, h, fmt.Sprintf("task %s ended in handler %q", t.ID, h.spec.Name))
+	}
 	res = Result{Handler: h.spec.Name}
 	if u := resp.GetUsage(); u != nil {
 		res.Usage.CPU = time.Duration(u.GetCpuNanos())
@@ -457,8 +464,20 @@ func validDigest(d string) bool {
 	return true
 }
 
+// callEnded reports whether ctx is done or its deadline has passed (its timer may not
+// have fired yet).
+func callEnded(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	dl, ok := ctx.Deadline()
+	return ok && !time.Now().Before(dl)
+}
+
+// ctxResult is the result of a call that ctx ended: a timeout once its deadline has
+// passed (whether or not its timer has fired yet), else a cancel.
 func ctxResult(ctx context.Context, h *handler, what string) Result {
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+	if dl, ok := ctx.Deadline(); errors.Is(ctx.Err(), context.DeadlineExceeded) || ok && !time.Now().Before(dl) {
 		return Result{Handler: h.spec.Name, Reason: ReasonTimeout, Retryable: true, Error: "deadline exceeded " + what}
 	}
 	return Result{Handler: h.spec.Name, Reason: ReasonCancelled, Retryable: true, Error: "cancelled " + what}
