@@ -275,6 +275,7 @@ func (s *Server) sweepLoop(ctx context.Context) {
 					vouched = append(vouched, vouchedRenewal{a, refs})
 				}
 			default:
+				a.vouchedSince = time.Time{}
 				s.log.Warn("agent missed its heartbeats; closing its session", "agent", id, "silent", silent.Round(time.Millisecond))
 				a.sess.close(fmt.Errorf("no heartbeat for %v", silent.Round(time.Millisecond)))
 			}
