@@ -553,12 +553,7 @@ func (s *Server) heartbeat(ctx context.Context, a *agent, hb *agentv1.Heartbeat)
 		if as == nil || as.leaseID != r.GetLeaseId() || !secretOK(as.secret, r.GetLeaseSecret()) {
 			continue
 		}
-		if !as.deadline.IsZero() && now.After(as.deadline.Add(s.cfg.TimeoutGrace)) {
-			continue
-		}
-		// Renewed recently enough: more than half the TTL is left, and more than three
-		// heartbeats (so a late beat or two still renews it in time).
-		if as.renewedUntil.Sub(now) > max(s.cfg.LeaseTTL/2, 3*s.cfg.HeartbeatInterval) {
+		if !s.renewDue(as, now) {
 			continue
 		}
 		refs = append(refs, store.LeaseRef{TaskID: r.GetTaskId(), LeaseID: r.GetLeaseId()})

@@ -36,6 +36,17 @@ func (s *Server) vouchedFor(a *agent, silent time.Duration, now time.Time) bool 
 	return true
 }
 
+// renewDue reports whether the lease of as needs renewing at now: not past its task's
+// deadline plus grace (such a lease is left to expire), and renewed too long ago: less
+// than half the TTL left, or less than three heartbeats (so a late beat or two still
+// renews it in time). Heartbeats and vouched silences share it.
+func (s *Server) renewDue(as *assignment, now time.Time) bool {
+	if !as.deadline.IsZero() && now.After(as.deadline.Add(s.cfg.TimeoutGrace)) {
+		return false
+	}
+	return as.renewedUntil.Sub(now) <= max(s.cfg.LeaseTTL/2, 3*s.cfg.HeartbeatInterval)
+}
+
 // vouchedRenewal is a vouched agent's leases due for renewal (sweepLoop renews them
 // after releasing the registry's lock).
 type vouchedRenewal struct {
@@ -43,14 +54,12 @@ type vouchedRenewal struct {
 	refs []store.LeaseRef
 }
 
-// dueLeases returns the leases a holds that need renewing at now
-// (as a heartbeat would: less than half of LeaseTTL, or three heartbeats, left),
-// except those past their deadline plus grace. Caller holds s.agents.mu.
+// dueLeases returns the leases a holds that need renewing at now (renewDue), as a
+// heartbeat would renew them. Caller holds s.agents.mu.
 func (s *Server) dueLeases(a *agent, now time.Time) []store.LeaseRef {
 	var refs []store.LeaseRef
 	for id, as := range a.running {
-		if as.leaseID == 0 || (!as.deadline.IsZero() && now.After(as.deadline.Add(s.cfg.TimeoutGrace))) ||
-			as.renewedUntil.Sub(now) > max(s.cfg.LeaseTTL/2, 3*s.cfg.HeartbeatInterval) {
+		if as.leaseID == 0 || !s.renewDue(as, now) {
 			continue
 		}
 		if strings.HasPrefix(id, transientPrefix) || strings.HasPrefix(id, preemptPrefix) {
