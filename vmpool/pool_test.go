@@ -721,20 +721,23 @@ func TestOnlinePoolsFirst(t *testing.T) {
 		}
 		return nOn == 2 && nBt == 2
 	})
-	seen := map[string]int{}
-	for _, g := range e.m.Snapshot() {
-		spec, ok := e.hv.Spec(g.Name)
-		if !ok {
-			continue // destroyed since the snapshot (a guest being replaced)
+	// A guest counted above may still wait for a start slot (booting, no domain yet):
+	// wait until both pools have guests with domains, checking each one's shares.
+	var seen map[string]int
+	e.eventually("domains of both pools", func() bool {
+		seen = map[string]int{}
+		for _, g := range e.m.Snapshot() {
+			spec, ok := e.hv.Spec(g.Name)
+			if !ok {
+				continue // no domain yet (waiting for a start slot), or destroyed since the snapshot
+			}
+			seen[g.Pool]++
+			if want := map[string]int{"on": OnlineCPUShares, "bt": BatchCPUShares}[g.Pool]; spec.CPUShares != want {
+				t.Errorf("guest %s of pool %s: cpu shares %d, want %d", g.Name, g.Pool, spec.CPUShares, want)
+			}
 		}
-		seen[g.Pool]++
-		if want := map[string]int{"on": OnlineCPUShares, "bt": BatchCPUShares}[g.Pool]; spec.CPUShares != want {
-			t.Errorf("guest %s of pool %s: cpu shares %d, want %d", g.Name, g.Pool, spec.CPUShares, want)
-		}
-	}
-	if seen["on"] == 0 || seen["bt"] == 0 {
-		t.Errorf("domain specs found by pool: %v; want guests of both", seen)
-	}
+		return seen["on"] > 0 && seen["bt"] > 0
+	})
 	if err := (PoolConfig{Name: "x", Image: "abcd", MemoryMiB: 256, Max: 1, IdleTimeout: time.Minute, Class: "realtime"}).Validate(); err == nil || !strings.Contains(err.Error(), "class") {
 		t.Errorf("class realtime: %v, want an error naming class", err)
 	}
