@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"sort"
 	"sync"
 	"syscall"
@@ -36,6 +37,7 @@ type benchOpts struct {
 	batch                           int // --batch: tasks per SubmitBatch call (1: Submit)
 	agentBin, handlerBin, dataDir   string
 	inputSize                       string // --input-size: the data path bench
+	cpuProfile                      string // --cpuprofile (hidden): profile the server during the durable run
 	tasksSet                        bool   // --tasks was given
 }
 
@@ -88,6 +90,8 @@ task at a time (--tasks, default 3), each round in the same run:
 	f.StringVar(&o.agentBin, "agent", "", "paddock-agent binary (default: beside paddock, then $PATH)")
 	f.StringVar(&o.handlerBin, "handler", "", "handler binary (default: handlers/testhandler beside paddock; with --input-size handlers/checksum)")
 	f.StringVar(&o.dataDir, "bench-dir", "", "directory for the server's SQLite file (default: a temporary directory, removed after)")
+	f.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (the server) during the durable run to this file")
+	_ = f.MarkHidden("cpuprofile")
 	f.StringVar(&o.inputSize, "input-size", "", "measure the data path: checksum tasks with one blob input of this size (e.g. 64MiB) beside the raw blob upload+download rate")
 	return cmd
 }
@@ -184,15 +188,22 @@ func runBench(ctx context.Context, app *App, o benchOpts) error {
 	client := paddockv1connect.NewTaskServiceClient(http.DefaultClient, ls.URL)
 
 	fmt.Fprintf(app.Err, "bench: %d durable tasks, %d submitters…\n", o.tasks, o.submitters)
-	start := time.Now()
-	ids, err := benchSubmit(ctx, client, o.tasks, o.submitters, o.batch)
+	stopProfile, err := startCPUProfile(o.cpuProfile)
 	if err != nil {
 		return err
 	}
+	start := time.Now()
+	ids, err := benchSubmit(ctx, client, o.tasks, o.submitters, o.batch)
+	if err != nil {
+		stopProfile()
+		return err
+	}
 	if err := waitTerminal(ctx, srv.Store(), ids); err != nil {
+		stopProfile()
 		return err
 	}
 	elapsed := time.Since(start)
+	stopProfile()
 	loaded, err := startLatencies(ctx, srv.Store(), ids)
 	if err != nil {
 		return err
@@ -461,4 +472,21 @@ func (ls *localServer) Stop() {
 	ls.stop()
 	<-ls.served
 	ls.st.Close()
+}
+
+// startCPUProfile profiles this process into path until the returned function is
+// called; with an empty path it does nothing.
+func startCPUProfile(path string) (func(), error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("--cpuprofile: starting: %w", err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
