@@ -580,26 +580,20 @@ func (s *Server) ack(ctx context.Context, a *agent, se *session, ack *agentv1.Ac
 		s.log.Warn("an ack without its lease's secret ignored", "agent", a.id, "task", ack.GetTaskId(), "lease", ack.GetLeaseId())
 		return
 	}
+	deferred := false
 	s.agents.mu.Lock()
 	if as := a.running[ack.GetTaskId()]; as != nil && as.leaseID == ack.GetLeaseId() {
 		a.acked(as)
+		deferred = ack.GetAccepted() && s.deferStart(a, as, now)
 	}
 	s.agents.mu.Unlock()
 	s.wake() // an agent at MaxUnacked may take work again
 	if ack.GetAccepted() {
-		// The ack is applied without reading the task: the update holds only while it is
-		// still leased under the ack's lease.
-		u, err := store.Transition(store.Task{ID: ack.GetTaskId(), State: store.Leased, LeaseID: ack.GetLeaseId()}, store.EvStart, store.Change{Now: now})
-		if err != nil { // cannot happen: a leased task may start
-			s.log.Error("recording ack", "task", ack.GetTaskId(), "err", err)
-			return
-		}
-		nt, err := s.st.Update(ctx, u)
-		if err != nil && !errors.Is(err, store.ErrConflict) && ctx.Err() == nil {
-			s.log.Error("recording ack", "task", ack.GetTaskId(), "err", err)
-		}
-		if err == nil {
-			s.observeStart(nt, now) // online SLA (preempt.go)
+		// The start is applied without reading the task: the update holds only while it
+		// is still leased under the ack's lease. A batch task's start is written later,
+		// or with its result (starts.go).
+		if !deferred {
+			s.writeStart(ctx, ack.GetTaskId(), ack.GetLeaseId(), now, now)
 		}
 		return
 	}
@@ -689,6 +683,9 @@ func (s *Server) Report(ctx context.Context, agentID string, r *agentv1.Report) 
 		Usage: s.attemptUsage(agentID, t, time.Duration(r.GetUsage().GetWallMs())*time.Millisecond, time.Duration(r.GetUsage().GetCpuMs())*time.Millisecond, outBlobs)})
 	if err != nil {
 		return reject(agentv1.ReportOutcome_REPORT_OUTCOME_REJECTED, "%v", err)
+	}
+	if at := s.pendingStartOf(agentID, t.ID, t.LeaseID); !at.IsZero() && u.To.Terminal() {
+		u.Started, u.StartedAt = true, at // the start, not yet written, is written with the result
 	}
 	if ev == store.EvSucceed {
 		out := r.GetOutput()

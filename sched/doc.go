@@ -168,6 +168,12 @@
 // rather than dead, keeps its session and the sweep renews its leases, for up to
 // VouchedTimeout (server.vouched_timeout). TestHostVouchesForStarvedGuest, TestHostVouched.
 //
+// Deferred starts (starts.go). An agent's ack of a batch task is not written at once:
+// startLoop writes the start (leased → running, at the ack's time) startDelay later if
+// the task is still running, and a report that comes first carries the start into the
+// task's final write. A short task costs three store writes instead of four. Online
+// tasks' starts are written at once. TestDeferredStart.
+//
 // State and locks. The server's in-memory state is split by entity, each part with its
 // own lock:
 //

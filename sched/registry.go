@@ -93,6 +93,9 @@ type assignment struct {
 	// lease is applied from it without reading the task again (reportedTask). Nil for an
 	// assignment learnt another way (an agent's resync after a reconnect).
 	leased *store.Task
+	// startedAt is when the agent acknowledged the task, while that start is not yet
+	// written to the store (deferred: starts.go); zero once written or when not deferred.
+	startedAt time.Time
 }
 
 func (a *agent) pending() int { return len(a.running) }

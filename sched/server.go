@@ -32,11 +32,12 @@ type Server struct {
 	started time.Time
 	shared  bool // st is shared by several replicas (store.Shared; replica.go)
 
-	kick  chan struct{} // wakes the dispatcher
-	queue *queueMeter   // queuing delay per task type, for the agents' allocators
-	feed  *feed         // task changes, for the web console (events.go)
-	hist  *history      // activity samples of the last hour (history.go)
-	pipes *pipes        // waiting tasks by upstream (pipelines.go)
+	kick   chan struct{} // wakes the dispatcher
+	queue  *queueMeter   // queuing delay per task type, for the agents' allocators
+	starts *startQueue   // batch tasks' starts not yet written (starts.go)
+	feed   *feed         // task changes, for the web console (events.go)
+	hist   *history      // activity samples of the last hour (history.go)
+	pipes  *pipes        // waiting tasks by upstream (pipelines.go)
 
 	streams *streams     // open ordered streams (streamapi.go)
 	waits   *tenantCount // open Wait calls by tenant (MaxTenantWaits)
@@ -86,6 +87,7 @@ func New(cfg Config, st store.Store) (*Server, error) {
 		streams:  newStreams(),
 		waits:    newTenantCount(MaxTenantWaits),
 		trans:    newTransients(),
+		starts:   &startQueue{},
 		pipes:    newPipes(),
 		agents:   newAgentRegistry(),
 		hosts:    newHostRegistry(),
@@ -246,7 +248,7 @@ func (s *Server) NewAgentServer() *grpc.Server {
 // other replicas (replica.go), until ctx is done.
 func (s *Server) Loop(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Add(9)
+	wg.Add(10)
 	go func() { defer wg.Done(); s.historyLoop(ctx) }()
 	go func() { defer wg.Done(); s.pipelineLoop(ctx) }()
 	go func() { defer wg.Done(); s.wakeupLoop(ctx) }()
@@ -256,6 +258,7 @@ func (s *Server) Loop(ctx context.Context) {
 	go func() { defer wg.Done(); s.dispatchLoop(ctx) }()
 	go func() { defer wg.Done(); s.sweepLoop(ctx) }()
 	go func() { defer wg.Done(); s.queueLoop(ctx) }()
+	go func() { defer wg.Done(); s.startLoop(ctx) }()
 	wg.Wait()
 }
 

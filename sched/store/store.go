@@ -122,8 +122,9 @@ type Update struct {
 	Inputs          map[string][]byte  // replaces the task's inline inputs (a waiting task's upstreams' inline outputs)
 	Error           *string
 	NotBefore       time.Time
-	CancelRequested bool // set the flag
-	Started         bool // set StartedAt = Now
+	CancelRequested bool      // set the flag
+	Started         bool      // set StartedAt = StartedAt if set, else Now
+	StartedAt       time.Time // with Started: when the attempt started, if before Now (a start recorded late)
 	LeaseExpiresAt  time.Time
 	Preempted       bool // count one more preemption (the attempt ended is not charged)
 

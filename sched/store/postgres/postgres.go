@@ -573,7 +573,9 @@ func (s *Store) Update(ctx context.Context, u store.Update) (store.Task, error) 
 	if u.Preempted {
 		sets = append(sets, "preemptions = preemptions + 1")
 	}
-	if u.Started {
+	if u.Started && !u.StartedAt.IsZero() {
+		sets = append(sets, "started_at = "+arg(rowcodec.MS(u.StartedAt)))
+	} else if u.Started {
 		sets = append(sets, "started_at = $4")
 	}
 	if !u.LeaseExpiresAt.IsZero() {

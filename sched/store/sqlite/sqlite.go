@@ -537,18 +537,50 @@ func (tx *wtx) create(r newRow) (store.Task, bool, error) {
 			return t, false, fmt.Errorf("looking up idempotency key %q: %w", t.IdempotencyKey, err)
 		}
 	}
-	nt, err := scanTask(tx.queryRow(`INSERT INTO tasks (id, type, payload, inputs, priority, class, requirements, timeout_ms,
- max_attempts, idempotency_key, tenant, state, not_before, created_at, updated_at, input_blobs, schedule_deadline, upstreams) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
- RETURNING `+taskCols,
+	// No RETURNING: every column but seq is what was inserted or its default, so the
+	// task is built here (reading the row back cost as much as inserting it).
+	res, err := tx.exec(`INSERT INTO tasks (id, type, payload, inputs, priority, class, requirements, timeout_ms,
+ max_attempts, idempotency_key, tenant, state, not_before, created_at, updated_at, input_blobs, schedule_deadline, upstreams) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 		t.ID, t.Type, t.Payload, r.inputs, t.Priority, string(t.Class), r.req, t.Timeout.Milliseconds(),
-		t.MaxAttempts, t.IdempotencyKey, t.Tenant, string(store.InitialState(t)), r.notBeforMS, r.createdMS, r.createdMS, r.inBlobs, ms(t.ScheduleDeadline), r.ups))
+		t.MaxAttempts, t.IdempotencyKey, t.Tenant, string(store.InitialState(t)), r.notBeforMS, r.createdMS, r.createdMS, r.inBlobs, ms(t.ScheduleDeadline), r.ups)
 	if err != nil {
 		return t, false, fmt.Errorf("inserting task %s: %w", t.ID, err)
 	}
-	if err := tx.putBlobRefs(t.ID, roleIn, t.InputBlobs); err != nil {
-		return t, false, err
+	seq, err := res.LastInsertId()
+	if err != nil {
+		return t, false, fmt.Errorf("inserting task %s: reading its seq: %w", t.ID, err)
 	}
-	return nt, true, nil
+	if len(t.InputBlobs) > 0 {
+		if err := tx.putBlobRefs(t.ID, roleIn, t.InputBlobs); err != nil {
+			return t, false, err
+		}
+	}
+	return r.inserted(seq), true, nil
+}
+
+// inserted is the task r became when inserted as row seq, as Get reads it back.
+func (r newRow) inserted(seq int64) store.Task {
+	t := r.t
+	nt := store.Task{ID: t.ID, Seq: seq, Type: t.Type, Payload: t.Payload, Priority: t.Priority, Class: t.Class,
+		Timeout: time.Duration(t.Timeout.Milliseconds()) * time.Millisecond, MaxAttempts: t.MaxAttempts,
+		IdempotencyKey: t.IdempotencyKey, Tenant: t.Tenant, ScheduleDeadline: fromMS(ms(t.ScheduleDeadline)),
+		State: store.InitialState(t), NotBefore: fromMS(r.notBeforMS), CreatedAt: fromMS(r.createdMS), UpdatedAt: fromMS(r.createdMS)}
+	if len(t.Payload) == 0 {
+		nt.Payload = nil
+	}
+	if len(t.Inputs) > 0 {
+		nt.Inputs = t.Inputs
+	}
+	if len(t.InputBlobs) > 0 {
+		nt.InputBlobs = t.InputBlobs
+	}
+	if len(t.Upstreams) > 0 {
+		nt.Upstreams = t.Upstreams
+	}
+	if r.req != "{}" {
+		nt.Requirements = t.Requirements
+	}
+	return nt
 }
 
 // Get implements store.Store.
@@ -785,7 +817,11 @@ func (s *Store) Update(ctx context.Context, u store.Update) (store.Task, error) 
 		sets = append(sets, "preemptions = preemptions + 1")
 	}
 	if u.Started {
-		sets, args = append(sets, "started_at = ?"), append(args, n)
+		at := n
+		if !u.StartedAt.IsZero() {
+			at = ms(u.StartedAt)
+		}
+		sets, args = append(sets, "started_at = ?"), append(args, at)
 	}
 	if !u.LeaseExpiresAt.IsZero() {
 		sets, args = append(sets, "lease_expires_at = ?"), append(args, ms(u.LeaseExpiresAt))

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -152,4 +154,39 @@ func BenchmarkSynchronous(b *testing.B) {
 	b.ReportMetric(rate["NORMAL"], "normal_tasks/s")
 	b.ReportMetric(rate["NORMAL"]/rate["FULL"], "normal/full")
 	b.ReportMetric(0, "ns/op")
+}
+
+// TestCreateReturnsStoredTask: Create builds the task it returns instead of reading the
+// row back; it must be the task Get reads.
+func TestCreateReturnsStoredTask(t *testing.T) {
+	ctx := context.Background()
+	s, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "paddock.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	t0 := time.Now()
+	full := storetest.NewTask("full", "echo")
+	full.Payload, full.Priority, full.Class, full.Timeout = []byte("p"), 7, store.Online, 1500*time.Microsecond+time.Second
+	full.Inputs = map[string][]byte{"a": []byte("x"), "e": {}}
+	full.InputBlobs = map[string]store.BlobRef{"b": {Digest: "sha256:" + strings.Repeat("ab", 32), Size: 3}}
+	full.Requirements = store.Requirements{CPUMillis: 500, MemoryBytes: 1 << 20, Labels: map[string]string{"gpu": "no"}}
+	full.IdempotencyKey, full.ScheduleDeadline, full.NotBefore, full.CreatedAt = "k1", t0.Add(time.Minute+time.Microsecond), t0.Add(time.Second), t0
+	empty := storetest.NewTask("empty", "echo")
+	empty.Payload, empty.Inputs, empty.Requirements.Labels = []byte{}, map[string][]byte{}, map[string]string{}
+	waiting := storetest.NewTask("waiting", "echo")
+	waiting.Upstreams = map[string]store.Upstream{"in": {TaskID: "full", Output: "o"}}
+	for _, tk := range []store.Task{full, empty, waiting, storetest.NewTask("plain", "echo")} {
+		got, created, err := s.Create(ctx, tk)
+		if err != nil || !created {
+			t.Fatalf("Create(%s) = %v, %v", tk.ID, created, err)
+		}
+		want, err := s.Get(ctx, tk.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("Create(%s) returned\n%+v\nGet reads\n%+v", tk.ID, got, want)
+		}
+	}
 }

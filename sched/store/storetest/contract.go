@@ -21,6 +21,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ReadyOrder", testReadyOrder},
 		{"LeaseFencing", testLeaseFencing},
 		{"UpdateCAS", testUpdateCAS},
+		{"LateStart", testLateStart},
 		{"RenewExpire", testRenewExpire},
 		{"ListFilters", testListFilters},
 		{"Counts", testCounts},
@@ -230,6 +231,27 @@ func testUpdateCAS(t *testing.T, s store.Store) {
 	}
 	if _, err := s.Update(ctx, store.Update{TaskID: "missing", From: []store.State{store.Queued}, To: store.Cancelled}); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("updating a missing task: %v, want ErrNotFound", err)
+	}
+}
+
+// testLateStart: a start recorded with the attempt's end (the server defers the start
+// of a short task's attempt to its report) keeps the start's own time.
+func testLateStart(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	mustCreate(t, s, NewTask("a", "echo"))
+	l, _ := s.Lease(ctx, t0, []store.Grant{{TaskID: "a", AgentID: "ag", ExpiresAt: t0.Add(time.Minute)}})
+	started, now := t0.Add(250*time.Millisecond), t0.Add(2*time.Second)
+	out := []byte("r")
+	done, err := s.Update(ctx, store.Update{TaskID: "a", From: []store.State{store.Leased, store.Running}, LeaseID: l[0].LeaseID,
+		To: store.Succeeded, Now: now, Output: &out, EndAttempt: true, Started: true, StartedAt: started})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !done.StartedAt.Equal(started) || !done.FinishedAt.Equal(now) {
+		t.Fatalf("started %v, finished %v; want %v and %v", done.StartedAt, done.FinishedAt, started, now)
+	}
+	if got, _ := s.Get(ctx, "a"); !got.StartedAt.Equal(started) {
+		t.Fatalf("stored StartedAt = %v, want %v", got.StartedAt, started)
 	}
 }
 
