@@ -715,7 +715,9 @@ func (s *Store) Ready(ctx context.Context, typ string, now time.Time, limit int)
 	return append(ts, batch...), nil
 }
 
-// Lease implements store.Store.
+// Lease implements store.Store. The grants are applied leaseChunk at a time, each
+// chunk as one UPDATE ... FROM its grants and one INSERT of their attempts (a statement
+// per task cost more than the task's other writes together).
 func (s *Store) Lease(ctx context.Context, now time.Time, grants []store.Grant) ([]store.Task, error) {
 	if len(grants) == 0 {
 		return nil, nil
@@ -724,26 +726,63 @@ func (s *Store) Lease(ctx context.Context, now time.Time, grants []store.Grant) 
 	var out []store.Task
 	err := s.write(ctx, func(tx *wtx) error {
 		out = out[:0]
-		for _, g := range grants {
-			t, err := scanTask(tx.queryRow(`UPDATE tasks SET state = ?, lease_id = lease_id + 1, attempt = attempt + 1,
- agent_id = ?, lease_secret = ?, lease_expires_at = ?, leased_at = ?, started_at = 0, updated_at = ? WHERE id = ? AND state = 'queued' RETURNING `+taskCols,
-				string(store.Leased), g.AgentID, g.Secret, ms(g.ExpiresAt), n, n, g.TaskID))
-			if errors.Is(err, sql.ErrNoRows) {
-				continue
+		for i := 0; i < len(grants); i += leaseChunk {
+			var err error
+			if out, err = tx.lease(out, n, grants[i:min(i+leaseChunk, len(grants))]); err != nil {
+				return err
 			}
-			if err != nil {
-				return fmt.Errorf("leasing task %s: %w", g.TaskID, err)
-			}
-			if _, err := tx.exec(`INSERT INTO attempts (task_id, number, lease_id, agent_id, state, leased_at) VALUES (?,?,?,?,?,?)`,
-				t.ID, t.Attempt, int64(t.LeaseID), t.AgentID, string(store.Running), n); err != nil {
-				return fmt.Errorf("recording attempt of task %s: %w", g.TaskID, err)
-			}
-			out = append(out, t)
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("leasing tasks: %w", err)
+	}
+	return out, nil
+}
+
+// leaseChunk is the most grants one statement applies (and so the number of shapes of
+// the two statements kept prepared).
+const leaseChunk = 32
+
+// lease applies grants (at most leaseChunk) at n and appends the tasks leased to out:
+// those still queued (a grant for a task no longer queued is left out).
+func (tx *wtx) lease(out []store.Task, n int64, grants []store.Grant) ([]store.Task, error) {
+	k := len(grants)
+	args := make([]any, 0, 4*k+3)
+	for _, g := range grants {
+		args = append(args, g.TaskID, g.AgentID, g.Secret, ms(g.ExpiresAt))
+	}
+	args = append(args, string(store.Leased), n, n)
+	rows, err := tx.query(`WITH g(g_id, g_agent, g_secret, g_expires) AS (VALUES (?,?,?,?)`+strings.Repeat(",(?,?,?,?)", k-1)+`)
+ UPDATE tasks SET state = ?, lease_id = lease_id + 1, attempt = attempt + 1, agent_id = g_agent, lease_secret = g_secret,
+ lease_expires_at = g_expires, leased_at = ?, started_at = 0, updated_at = ? FROM g WHERE tasks.id = g_id AND tasks.state = 'queued'
+ RETURNING `+taskCols, args...)
+	if err != nil {
+		return out, fmt.Errorf("leasing %d tasks: %w", k, err)
+	}
+	first := len(out)
+	for rows.Next() {
+		t, err := scanTask(rows)
+		if err != nil {
+			rows.Close()
+			return out, fmt.Errorf("leasing %d tasks: %w", k, err)
+		}
+		out = append(out, t)
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return out, fmt.Errorf("leasing %d tasks: %w", k, err)
+	}
+	leased := out[first:]
+	if len(leased) == 0 {
+		return out, nil
+	}
+	args = args[:0]
+	for _, t := range leased {
+		args = append(args, t.ID, t.Attempt, int64(t.LeaseID), t.AgentID, string(store.Running), n)
+	}
+	if _, err := tx.exec(`INSERT INTO attempts (task_id, number, lease_id, agent_id, state, leased_at) VALUES (?,?,?,?,?,?)`+
+		strings.Repeat(",(?,?,?,?,?,?)", len(leased)-1), args...); err != nil {
+		return out, fmt.Errorf("recording the attempts of %d leased tasks: %w", len(leased), err)
 	}
 	return out, nil
 }
