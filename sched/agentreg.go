@@ -35,10 +35,15 @@ type agentRegistry struct {
 	// slot elsewhere go (locality.go).
 	localWait  map[string]bool
 	passedOver map[string]time.Time
+	// scan: how many ready tasks the dispatch rounds of a type read at least, for types
+	// of which the last round passed over a ready task with a slot of the type still
+	// free (no agent could take it: requirements, max tasks per VM, locality); the
+	// others' rounds read as many as there are free slots (readLimit).
+	scan map[string]int
 }
 
 func newAgentRegistry() *agentRegistry {
-	return &agentRegistry{byID: map[string]*agent{}, index: newAgentIndex(), conns: map[string]string{}, localWait: map[string]bool{}}
+	return &agentRegistry{byID: map[string]*agent{}, index: newAgentIndex(), conns: map[string]string{}, localWait: map[string]bool{}, scan: map[string]int{}}
 }
 
 // add files a new agent a in the registry and the index. Caller holds mu.

@@ -98,7 +98,7 @@ func (s *Server) dispatchOnce(ctx context.Context, all bool) (int, error) {
 		if !all && !hinted {
 			continue
 		}
-		limit := min(2*f+8, 1000)
+		limit := s.readLimit(typ, f)
 		if localWait[typ] { // tasks waited for a slot near their inputs: look further
 			limit = max(limit, localityScan)
 			s.agents.mu.Lock()
@@ -119,10 +119,12 @@ func (s *Server) dispatchOnce(ctx context.Context, all bool) (int, error) {
 		readyAt := map[string]time.Time{}
 		s.agents.mu.Lock()
 		tasks = s.fairOrder(tasks)
+		passed := false // a task no agent could take, with a slot of the type still free
 		for i := range tasks {
 			t := &tasks[i]
 			a := s.pickNear(t, now)
 			if a == nil {
+				passed = passed || len(grants) < f
 				continue
 			}
 			a.reserve(t.ID, t.Type)
@@ -137,7 +139,11 @@ func (s *Server) dispatchOnce(ctx context.Context, all bool) (int, error) {
 				readyAt[t.ID] = t.NotBefore
 			}
 		}
+		rescan := s.nextScan(typ, f, limit, n, passed)
 		s.agents.mu.Unlock()
+		if rescan {
+			s.wakeType(typ) // read again at once, further: the tasks passed over may hide others
+		}
 		if len(grants) == 0 {
 			continue
 		}
@@ -199,6 +205,41 @@ func (s *Server) dispatchOnce(ctx context.Context, all bool) (int, error) {
 		}
 	}
 	return total, nil
+}
+
+// readLimit is how many ready tasks of typ a dispatch round reads for f free slots:
+// f while every task the type's rounds read could be placed (any of them takes any free
+// slot), more after a round passed over tasks no agent could take (nextScan), and
+// never more than maxScan. With tenants configured it reads 2f+8 at least (fair sharing
+// reorders what it reads).
+func (s *Server) readLimit(typ string, f int) int {
+	s.agents.mu.Lock()
+	limit := max(f, s.agents.scan[typ])
+	s.agents.mu.Unlock()
+	if len(s.cfg.Tenants) > 0 {
+		limit = max(limit, 2*f+8)
+	}
+	return min(limit, maxScan)
+}
+
+// maxScan bounds the ready tasks one dispatch round reads per type: a type whose first
+// maxScan ready tasks no agent can take leaves the ones behind them waiting.
+const maxScan = 1000
+
+// nextScan sets how far typ's next rounds read after a round that read n ready tasks
+// (limit asked) for f free slots and passed over some with a slot still free (passed):
+// twice as far (at least 2f+8) when it read all it asked, unchanged when it read the
+// whole queue, back to the free slots when it passed over none. It reports whether to
+// read again at once. Caller holds s.agents.mu.
+func (s *Server) nextScan(typ string, f, limit, n int, passed bool) bool {
+	switch {
+	case !passed:
+		delete(s.agents.scan, typ)
+	case n == limit && limit < maxScan:
+		s.agents.scan[typ] = min(max(2*limit, 2*f+8), maxScan)
+		return true
+	}
+	return false
 }
 
 // assignFor records on as (agent a's reservation of t) the lease t now holds, tells a's
