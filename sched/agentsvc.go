@@ -684,7 +684,7 @@ func (s *Server) Report(ctx context.Context, agentID string, r *agentv1.Report) 
 	if err != nil {
 		return reject(agentv1.ReportOutcome_REPORT_OUTCOME_REJECTED, "%v", err)
 	}
-	if at := s.pendingStartOf(agentID, t.ID, t.LeaseID); !at.IsZero() && u.To.Terminal() {
+	if at := s.reportedStart(agentID, t, now, time.Duration(r.GetUsage().GetWallMs())*time.Millisecond); !at.IsZero() && u.To.Terminal() {
 		u.Started, u.StartedAt = true, at // the start, not yet written, is written with the result
 	}
 	if ev == store.EvSucceed {

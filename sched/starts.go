@@ -66,16 +66,33 @@ func (s *Server) deferStart(a *agent, as *assignment, now time.Time) bool {
 }
 
 // pendingStartOf is when agentID acknowledged taskID under leaseID if that start is
-// not yet written (zero otherwise): a report carries it into the task's final write.
-func (s *Server) pendingStartOf(agentID, taskID string, leaseID uint64) time.Time {
+// not yet written (zero otherwise), and whether this server holds that assignment: a
+// report carries a pending start into the task's final write.
+func (s *Server) pendingStartOf(agentID, taskID string, leaseID uint64) (time.Time, bool) {
 	s.agents.mu.Lock()
 	defer s.agents.mu.Unlock()
 	if a := s.agents.byID[agentID]; a != nil {
 		if as := a.running[taskID]; as != nil && as.leaseID == leaseID {
-			return as.startedAt
+			return as.startedAt, true
 		}
 	}
-	return time.Time{}
+	return time.Time{}, false
+}
+
+// reportedStart is the start a report's final write records, if any: the pending start
+// of an assignment this server holds; or, for a task whose start is not in the store
+// and whose assignment this server does not know (acknowledged on another replica, or
+// before a restart, and not yet written), its end less the attempt's wall time as the
+// agent measured it, no earlier than the lease.
+func (s *Server) reportedStart(agentID string, t store.Task, now time.Time, wall time.Duration) time.Time {
+	at, held := s.pendingStartOf(agentID, t.ID, t.LeaseID)
+	if held || !t.StartedAt.IsZero() || t.LeasedAt.IsZero() {
+		return at
+	}
+	if at = now.Add(-wall); at.Before(t.LeasedAt) {
+		at = t.LeasedAt
+	}
+	return at
 }
 
 // startLoop writes the starts acknowledged more than startDelay ago whose tasks are
