@@ -172,7 +172,9 @@
 // startLoop writes the start (leased → running, at the ack's time) startDelay later if
 // the task is still running, and a report that comes first carries the start into the
 // task's final write. A short task costs three store writes instead of four. Online
-// tasks' starts are written at once. TestDeferredStart.
+// tasks' starts are written at once. A report of a task whose start is neither pending
+// here nor stored (acknowledged on another replica, or before a restart) records its end
+// less its wall time. TestDeferredStart, TestReportedStart.
 //
 // State and locks. The server's in-memory state is split by entity, each part with its
 // own lock:
