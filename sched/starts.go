@@ -60,6 +60,9 @@ func (s *Server) deferStart(a *agent, as *assignment, now time.Time) bool {
 	if as.class == store.Online {
 		return false
 	}
+	if !as.startedAt.IsZero() {
+		return true // a repeated ack: its start is pending already
+	}
 	as.startedAt = now
 	s.starts.add(pendingStart{a: a, taskID: as.taskID, leaseID: as.leaseID, at: now})
 	return true
