@@ -799,6 +799,248 @@ func (x *Usage) GetWallNanos() uint64 {
 	return 0
 }
 
+// HandleBatchRequest is several tasks for one HandleBatch call.
+type HandleBatchRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The tasks, each as it would be sent alone in a Handle call; each call_id
+	// unique. At least one.
+	Items         []*HandleRequest `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HandleBatchRequest) Reset() {
+	*x = HandleBatchRequest{}
+	mi := &file_plugins_proto_handler_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HandleBatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HandleBatchRequest) ProtoMessage() {}
+
+func (x *HandleBatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plugins_proto_handler_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HandleBatchRequest.ProtoReflect.Descriptor instead.
+func (*HandleBatchRequest) Descriptor() ([]byte, []int) {
+	return file_plugins_proto_handler_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *HandleBatchRequest) GetItems() []*HandleRequest {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+// HandleBatchResponse carries the answers of some items of a HandleBatch call.
+type HandleBatchResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The answers that were ready together, in no particular order.
+	Answers       []*BatchAnswer `protobuf:"bytes,1,rep,name=answers,proto3" json:"answers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HandleBatchResponse) Reset() {
+	*x = HandleBatchResponse{}
+	mi := &file_plugins_proto_handler_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HandleBatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HandleBatchResponse) ProtoMessage() {}
+
+func (x *HandleBatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plugins_proto_handler_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HandleBatchResponse.ProtoReflect.Descriptor instead.
+func (*HandleBatchResponse) Descriptor() ([]byte, []int) {
+	return file_plugins_proto_handler_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *HandleBatchResponse) GetAnswers() []*BatchAnswer {
+	if x != nil {
+		return x.Answers
+	}
+	return nil
+}
+
+// BatchAnswer is the answer to one item of a HandleBatch call.
+type BatchAnswer struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Index of the item in HandleBatchRequest.items.
+	Index uint32 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	// Its answer, as Handle would have returned it. A task that did not run because
+	// its context ended first has error set (message: the context's error,
+	// retryable).
+	Response      *HandleResponse `protobuf:"bytes,2,opt,name=response,proto3" json:"response,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchAnswer) Reset() {
+	*x = BatchAnswer{}
+	mi := &file_plugins_proto_handler_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchAnswer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchAnswer) ProtoMessage() {}
+
+func (x *BatchAnswer) ProtoReflect() protoreflect.Message {
+	mi := &file_plugins_proto_handler_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchAnswer.ProtoReflect.Descriptor instead.
+func (*BatchAnswer) Descriptor() ([]byte, []int) {
+	return file_plugins_proto_handler_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *BatchAnswer) GetIndex() uint32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *BatchAnswer) GetResponse() *HandleResponse {
+	if x != nil {
+		return x.Response
+	}
+	return nil
+}
+
+// CancelCallRequest names a call to cancel.
+type CancelCallRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// call_id of a previous HandleRequest (alone or in a batch).
+	CallId        string `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelCallRequest) Reset() {
+	*x = CancelCallRequest{}
+	mi := &file_plugins_proto_handler_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelCallRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelCallRequest) ProtoMessage() {}
+
+func (x *CancelCallRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plugins_proto_handler_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelCallRequest.ProtoReflect.Descriptor instead.
+func (*CancelCallRequest) Descriptor() ([]byte, []int) {
+	return file_plugins_proto_handler_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *CancelCallRequest) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+// CancelCallResponse says whether the call was running.
+type CancelCallResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// True when the call was running and its context is now cancelled.
+	WasRunning    bool `protobuf:"varint,1,opt,name=was_running,json=wasRunning,proto3" json:"was_running,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelCallResponse) Reset() {
+	*x = CancelCallResponse{}
+	mi := &file_plugins_proto_handler_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelCallResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelCallResponse) ProtoMessage() {}
+
+func (x *CancelCallResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plugins_proto_handler_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelCallResponse.ProtoReflect.Descriptor instead.
+func (*CancelCallResponse) Descriptor() ([]byte, []int) {
+	return file_plugins_proto_handler_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *CancelCallResponse) GetWasRunning() bool {
+	if x != nil {
+		return x.WasRunning
+	}
+	return false
+}
+
 // WaitCallRequest names a call to wait for.
 type WaitCallRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -810,7 +1052,7 @@ type WaitCallRequest struct {
 
 func (x *WaitCallRequest) Reset() {
 	*x = WaitCallRequest{}
-	mi := &file_plugins_proto_handler_proto_msgTypes[10]
+	mi := &file_plugins_proto_handler_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -822,7 +1064,7 @@ func (x *WaitCallRequest) String() string {
 func (*WaitCallRequest) ProtoMessage() {}
 
 func (x *WaitCallRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugins_proto_handler_proto_msgTypes[10]
+	mi := &file_plugins_proto_handler_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -835,7 +1077,7 @@ func (x *WaitCallRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitCallRequest.ProtoReflect.Descriptor instead.
 func (*WaitCallRequest) Descriptor() ([]byte, []int) {
-	return file_plugins_proto_handler_proto_rawDescGZIP(), []int{10}
+	return file_plugins_proto_handler_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *WaitCallRequest) GetCallId() string {
@@ -857,7 +1099,7 @@ type WaitCallResponse struct {
 
 func (x *WaitCallResponse) Reset() {
 	*x = WaitCallResponse{}
-	mi := &file_plugins_proto_handler_proto_msgTypes[11]
+	mi := &file_plugins_proto_handler_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -869,7 +1111,7 @@ func (x *WaitCallResponse) String() string {
 func (*WaitCallResponse) ProtoMessage() {}
 
 func (x *WaitCallResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugins_proto_handler_proto_msgTypes[11]
+	mi := &file_plugins_proto_handler_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -882,7 +1124,7 @@ func (x *WaitCallResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitCallResponse.ProtoReflect.Descriptor instead.
 func (*WaitCallResponse) Descriptor() ([]byte, []int) {
-	return file_plugins_proto_handler_proto_rawDescGZIP(), []int{11}
+	return file_plugins_proto_handler_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *WaitCallResponse) GetWasRunning() bool {
@@ -961,7 +1203,19 @@ const file_plugins_proto_handler_proto_rawDesc = "" +
 	"\x05Usage\x12\x1b\n" +
 	"\tcpu_nanos\x18\x01 \x01(\x04R\bcpuNanos\x12\x1d\n" +
 	"\n" +
-	"wall_nanos\x18\x02 \x01(\x04R\twallNanos\"*\n" +
+	"wall_nanos\x18\x02 \x01(\x04R\twallNanos\"M\n" +
+	"\x12HandleBatchRequest\x127\n" +
+	"\x05items\x18\x01 \x03(\v2!.paddock.plugins.v1.HandleRequestR\x05items\"P\n" +
+	"\x13HandleBatchResponse\x129\n" +
+	"\aanswers\x18\x01 \x03(\v2\x1f.paddock.plugins.v1.BatchAnswerR\aanswers\"c\n" +
+	"\vBatchAnswer\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\rR\x05index\x12>\n" +
+	"\bresponse\x18\x02 \x01(\v2\".paddock.plugins.v1.HandleResponseR\bresponse\",\n" +
+	"\x11CancelCallRequest\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\tR\x06callId\"5\n" +
+	"\x12CancelCallResponse\x12\x1f\n" +
+	"\vwas_running\x18\x01 \x01(\bR\n" +
+	"wasRunning\"*\n" +
 	"\x0fWaitCallRequest\x12\x17\n" +
 	"\acall_id\x18\x01 \x01(\tR\x06callId\"3\n" +
 	"\x10WaitCallResponse\x12\x1f\n" +
@@ -971,11 +1225,14 @@ const file_plugins_proto_handler_proto_rawDesc = "" +
 	"\x12ERROR_KIND_HANDLER\x10\x00\x12\x1f\n" +
 	"\x1bERROR_KIND_OUTPUT_TOO_LARGE\x10\x01\x12\x1b\n" +
 	"\x17ERROR_KIND_UNKNOWN_TYPE\x10\x02\x12\x14\n" +
-	"\x10ERROR_KIND_PANIC\x10\x032\x88\x02\n" +
+	"\x10ERROR_KIND_PANIC\x10\x032\xc7\x03\n" +
 	"\aHandler\x12U\n" +
 	"\bDescribe\x12#.paddock.plugins.v1.DescribeRequest\x1a$.paddock.plugins.v1.DescribeResponse\x12O\n" +
 	"\x06Handle\x12!.paddock.plugins.v1.HandleRequest\x1a\".paddock.plugins.v1.HandleResponse\x12U\n" +
-	"\bWaitCall\x12#.paddock.plugins.v1.WaitCallRequest\x1a$.paddock.plugins.v1.WaitCallResponseB6Z4github.com/paddockvm/paddock/plugins/proto;handlerpbb\x06proto3"
+	"\bWaitCall\x12#.paddock.plugins.v1.WaitCallRequest\x1a$.paddock.plugins.v1.WaitCallResponse\x12`\n" +
+	"\vHandleBatch\x12&.paddock.plugins.v1.HandleBatchRequest\x1a'.paddock.plugins.v1.HandleBatchResponse0\x01\x12[\n" +
+	"\n" +
+	"CancelCall\x12%.paddock.plugins.v1.CancelCallRequest\x1a&.paddock.plugins.v1.CancelCallResponseB6Z4github.com/paddockvm/paddock/plugins/proto;handlerpbb\x06proto3"
 
 var (
 	file_plugins_proto_handler_proto_rawDescOnce sync.Once
@@ -990,49 +1247,61 @@ func file_plugins_proto_handler_proto_rawDescGZIP() []byte {
 }
 
 var file_plugins_proto_handler_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_plugins_proto_handler_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_plugins_proto_handler_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_plugins_proto_handler_proto_goTypes = []any{
-	(ErrorKind)(0),           // 0: paddock.plugins.v1.ErrorKind
-	(*DescribeRequest)(nil),  // 1: paddock.plugins.v1.DescribeRequest
-	(*DescribeResponse)(nil), // 2: paddock.plugins.v1.DescribeResponse
-	(*TaskType)(nil),         // 3: paddock.plugins.v1.TaskType
-	(*Capabilities)(nil),     // 4: paddock.plugins.v1.Capabilities
-	(*HandleRequest)(nil),    // 5: paddock.plugins.v1.HandleRequest
-	(*InputFile)(nil),        // 6: paddock.plugins.v1.InputFile
-	(*OutputFile)(nil),       // 7: paddock.plugins.v1.OutputFile
-	(*HandleResponse)(nil),   // 8: paddock.plugins.v1.HandleResponse
-	(*Error)(nil),            // 9: paddock.plugins.v1.Error
-	(*Usage)(nil),            // 10: paddock.plugins.v1.Usage
-	(*WaitCallRequest)(nil),  // 11: paddock.plugins.v1.WaitCallRequest
-	(*WaitCallResponse)(nil), // 12: paddock.plugins.v1.WaitCallResponse
-	nil,                      // 13: paddock.plugins.v1.HandleRequest.InputsEntry
-	nil,                      // 14: paddock.plugins.v1.HandleRequest.InputFilesEntry
-	nil,                      // 15: paddock.plugins.v1.HandleResponse.OutputsEntry
-	nil,                      // 16: paddock.plugins.v1.HandleResponse.OutputFilesEntry
+	(ErrorKind)(0),              // 0: paddock.plugins.v1.ErrorKind
+	(*DescribeRequest)(nil),     // 1: paddock.plugins.v1.DescribeRequest
+	(*DescribeResponse)(nil),    // 2: paddock.plugins.v1.DescribeResponse
+	(*TaskType)(nil),            // 3: paddock.plugins.v1.TaskType
+	(*Capabilities)(nil),        // 4: paddock.plugins.v1.Capabilities
+	(*HandleRequest)(nil),       // 5: paddock.plugins.v1.HandleRequest
+	(*InputFile)(nil),           // 6: paddock.plugins.v1.InputFile
+	(*OutputFile)(nil),          // 7: paddock.plugins.v1.OutputFile
+	(*HandleResponse)(nil),      // 8: paddock.plugins.v1.HandleResponse
+	(*Error)(nil),               // 9: paddock.plugins.v1.Error
+	(*Usage)(nil),               // 10: paddock.plugins.v1.Usage
+	(*HandleBatchRequest)(nil),  // 11: paddock.plugins.v1.HandleBatchRequest
+	(*HandleBatchResponse)(nil), // 12: paddock.plugins.v1.HandleBatchResponse
+	(*BatchAnswer)(nil),         // 13: paddock.plugins.v1.BatchAnswer
+	(*CancelCallRequest)(nil),   // 14: paddock.plugins.v1.CancelCallRequest
+	(*CancelCallResponse)(nil),  // 15: paddock.plugins.v1.CancelCallResponse
+	(*WaitCallRequest)(nil),     // 16: paddock.plugins.v1.WaitCallRequest
+	(*WaitCallResponse)(nil),    // 17: paddock.plugins.v1.WaitCallResponse
+	nil,                         // 18: paddock.plugins.v1.HandleRequest.InputsEntry
+	nil,                         // 19: paddock.plugins.v1.HandleRequest.InputFilesEntry
+	nil,                         // 20: paddock.plugins.v1.HandleResponse.OutputsEntry
+	nil,                         // 21: paddock.plugins.v1.HandleResponse.OutputFilesEntry
 }
 var file_plugins_proto_handler_proto_depIdxs = []int32{
 	3,  // 0: paddock.plugins.v1.DescribeResponse.types:type_name -> paddock.plugins.v1.TaskType
 	4,  // 1: paddock.plugins.v1.DescribeResponse.capabilities:type_name -> paddock.plugins.v1.Capabilities
-	13, // 2: paddock.plugins.v1.HandleRequest.inputs:type_name -> paddock.plugins.v1.HandleRequest.InputsEntry
-	14, // 3: paddock.plugins.v1.HandleRequest.input_files:type_name -> paddock.plugins.v1.HandleRequest.InputFilesEntry
-	15, // 4: paddock.plugins.v1.HandleResponse.outputs:type_name -> paddock.plugins.v1.HandleResponse.OutputsEntry
+	18, // 2: paddock.plugins.v1.HandleRequest.inputs:type_name -> paddock.plugins.v1.HandleRequest.InputsEntry
+	19, // 3: paddock.plugins.v1.HandleRequest.input_files:type_name -> paddock.plugins.v1.HandleRequest.InputFilesEntry
+	20, // 4: paddock.plugins.v1.HandleResponse.outputs:type_name -> paddock.plugins.v1.HandleResponse.OutputsEntry
 	9,  // 5: paddock.plugins.v1.HandleResponse.error:type_name -> paddock.plugins.v1.Error
 	10, // 6: paddock.plugins.v1.HandleResponse.usage:type_name -> paddock.plugins.v1.Usage
-	16, // 7: paddock.plugins.v1.HandleResponse.output_files:type_name -> paddock.plugins.v1.HandleResponse.OutputFilesEntry
+	21, // 7: paddock.plugins.v1.HandleResponse.output_files:type_name -> paddock.plugins.v1.HandleResponse.OutputFilesEntry
 	0,  // 8: paddock.plugins.v1.Error.kind:type_name -> paddock.plugins.v1.ErrorKind
-	6,  // 9: paddock.plugins.v1.HandleRequest.InputFilesEntry.value:type_name -> paddock.plugins.v1.InputFile
-	7,  // 10: paddock.plugins.v1.HandleResponse.OutputFilesEntry.value:type_name -> paddock.plugins.v1.OutputFile
-	1,  // 11: paddock.plugins.v1.Handler.Describe:input_type -> paddock.plugins.v1.DescribeRequest
-	5,  // 12: paddock.plugins.v1.Handler.Handle:input_type -> paddock.plugins.v1.HandleRequest
-	11, // 13: paddock.plugins.v1.Handler.WaitCall:input_type -> paddock.plugins.v1.WaitCallRequest
-	2,  // 14: paddock.plugins.v1.Handler.Describe:output_type -> paddock.plugins.v1.DescribeResponse
-	8,  // 15: paddock.plugins.v1.Handler.Handle:output_type -> paddock.plugins.v1.HandleResponse
-	12, // 16: paddock.plugins.v1.Handler.WaitCall:output_type -> paddock.plugins.v1.WaitCallResponse
-	14, // [14:17] is the sub-list for method output_type
-	11, // [11:14] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	5,  // 9: paddock.plugins.v1.HandleBatchRequest.items:type_name -> paddock.plugins.v1.HandleRequest
+	13, // 10: paddock.plugins.v1.HandleBatchResponse.answers:type_name -> paddock.plugins.v1.BatchAnswer
+	8,  // 11: paddock.plugins.v1.BatchAnswer.response:type_name -> paddock.plugins.v1.HandleResponse
+	6,  // 12: paddock.plugins.v1.HandleRequest.InputFilesEntry.value:type_name -> paddock.plugins.v1.InputFile
+	7,  // 13: paddock.plugins.v1.HandleResponse.OutputFilesEntry.value:type_name -> paddock.plugins.v1.OutputFile
+	1,  // 14: paddock.plugins.v1.Handler.Describe:input_type -> paddock.plugins.v1.DescribeRequest
+	5,  // 15: paddock.plugins.v1.Handler.Handle:input_type -> paddock.plugins.v1.HandleRequest
+	16, // 16: paddock.plugins.v1.Handler.WaitCall:input_type -> paddock.plugins.v1.WaitCallRequest
+	11, // 17: paddock.plugins.v1.Handler.HandleBatch:input_type -> paddock.plugins.v1.HandleBatchRequest
+	14, // 18: paddock.plugins.v1.Handler.CancelCall:input_type -> paddock.plugins.v1.CancelCallRequest
+	2,  // 19: paddock.plugins.v1.Handler.Describe:output_type -> paddock.plugins.v1.DescribeResponse
+	8,  // 20: paddock.plugins.v1.Handler.Handle:output_type -> paddock.plugins.v1.HandleResponse
+	17, // 21: paddock.plugins.v1.Handler.WaitCall:output_type -> paddock.plugins.v1.WaitCallResponse
+	12, // 22: paddock.plugins.v1.Handler.HandleBatch:output_type -> paddock.plugins.v1.HandleBatchResponse
+	15, // 23: paddock.plugins.v1.Handler.CancelCall:output_type -> paddock.plugins.v1.CancelCallResponse
+	19, // [19:24] is the sub-list for method output_type
+	14, // [14:19] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_plugins_proto_handler_proto_init() }
@@ -1046,7 +1315,7 @@ func file_plugins_proto_handler_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plugins_proto_handler_proto_rawDesc), len(file_plugins_proto_handler_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   16,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

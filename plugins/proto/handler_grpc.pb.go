@@ -26,9 +26,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Handler_Describe_FullMethodName = "/paddock.plugins.v1.Handler/Describe"
-	Handler_Handle_FullMethodName   = "/paddock.plugins.v1.Handler/Handle"
-	Handler_WaitCall_FullMethodName = "/paddock.plugins.v1.Handler/WaitCall"
+	Handler_Describe_FullMethodName    = "/paddock.plugins.v1.Handler/Describe"
+	Handler_Handle_FullMethodName      = "/paddock.plugins.v1.Handler/Handle"
+	Handler_WaitCall_FullMethodName    = "/paddock.plugins.v1.Handler/WaitCall"
+	Handler_HandleBatch_FullMethodName = "/paddock.plugins.v1.Handler/HandleBatch"
+	Handler_CancelCall_FullMethodName  = "/paddock.plugins.v1.Handler/CancelCall"
 )
 
 // HandlerClient is the client API for Handler service.
@@ -51,6 +53,20 @@ type HandlerClient interface {
 	// is running. The agent uses it after cancelling a call: a handler that does
 	// not return within the agent's grace period is killed and restarted.
 	WaitCall(ctx context.Context, in *WaitCallRequest, opts ...grpc.CallOption) (*WaitCallResponse, error)
+	// HandleBatch runs several tasks in one call: each item of the request is run as
+	// a Handle call of its own would be (its own call_id, deadline_unix_nanos, error,
+	// usage and log end), and its answer is streamed back, tagged with the item's
+	// index, as soon as it is done (answers that are done at once share a message).
+	// Every item gets exactly one answer unless the stream ends with a gRPC error
+	// (transport, crash, cancellation of the whole call). The call's gRPC deadline, if
+	// any, is the latest of the items' deadlines; cancelling the call cancels every
+	// item, and CancelCall cancels one. A handler without it answers Unimplemented,
+	// and the agent falls back to one Handle call per item.
+	HandleBatch(ctx context.Context, in *HandleBatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[HandleBatchResponse], error)
+	// CancelCall cancels the context of the running call (a Handle call, or an item
+	// of a HandleBatch) named by call_id; it returns at once, without waiting for the
+	// call to return (WaitCall does that). A call that is not running is ignored.
+	CancelCall(ctx context.Context, in *CancelCallRequest, opts ...grpc.CallOption) (*CancelCallResponse, error)
 }
 
 type handlerClient struct {
@@ -91,6 +107,35 @@ func (c *handlerClient) WaitCall(ctx context.Context, in *WaitCallRequest, opts 
 	return out, nil
 }
 
+func (c *handlerClient) HandleBatch(ctx context.Context, in *HandleBatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[HandleBatchResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Handler_ServiceDesc.Streams[0], Handler_HandleBatch_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[HandleBatchRequest, HandleBatchResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Handler_HandleBatchClient = grpc.ServerStreamingClient[HandleBatchResponse]
+
+func (c *handlerClient) CancelCall(ctx context.Context, in *CancelCallRequest, opts ...grpc.CallOption) (*CancelCallResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CancelCallResponse)
+	err := c.cc.Invoke(ctx, Handler_CancelCall_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // HandlerServer is the server API for Handler service.
 // All implementations must embed UnimplementedHandlerServer
 // for forward compatibility.
@@ -111,6 +156,20 @@ type HandlerServer interface {
 	// is running. The agent uses it after cancelling a call: a handler that does
 	// not return within the agent's grace period is killed and restarted.
 	WaitCall(context.Context, *WaitCallRequest) (*WaitCallResponse, error)
+	// HandleBatch runs several tasks in one call: each item of the request is run as
+	// a Handle call of its own would be (its own call_id, deadline_unix_nanos, error,
+	// usage and log end), and its answer is streamed back, tagged with the item's
+	// index, as soon as it is done (answers that are done at once share a message).
+	// Every item gets exactly one answer unless the stream ends with a gRPC error
+	// (transport, crash, cancellation of the whole call). The call's gRPC deadline, if
+	// any, is the latest of the items' deadlines; cancelling the call cancels every
+	// item, and CancelCall cancels one. A handler without it answers Unimplemented,
+	// and the agent falls back to one Handle call per item.
+	HandleBatch(*HandleBatchRequest, grpc.ServerStreamingServer[HandleBatchResponse]) error
+	// CancelCall cancels the context of the running call (a Handle call, or an item
+	// of a HandleBatch) named by call_id; it returns at once, without waiting for the
+	// call to return (WaitCall does that). A call that is not running is ignored.
+	CancelCall(context.Context, *CancelCallRequest) (*CancelCallResponse, error)
 	mustEmbedUnimplementedHandlerServer()
 }
 
@@ -129,6 +188,12 @@ func (UnimplementedHandlerServer) Handle(context.Context, *HandleRequest) (*Hand
 }
 func (UnimplementedHandlerServer) WaitCall(context.Context, *WaitCallRequest) (*WaitCallResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method WaitCall not implemented")
+}
+func (UnimplementedHandlerServer) HandleBatch(*HandleBatchRequest, grpc.ServerStreamingServer[HandleBatchResponse]) error {
+	return status.Errorf(codes.Unimplemented, "method HandleBatch not implemented")
+}
+func (UnimplementedHandlerServer) CancelCall(context.Context, *CancelCallRequest) (*CancelCallResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method CancelCall not implemented")
 }
 func (UnimplementedHandlerServer) mustEmbedUnimplementedHandlerServer() {}
 func (UnimplementedHandlerServer) testEmbeddedByValue()                 {}
@@ -205,6 +270,35 @@ func _Handler_WaitCall_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Handler_HandleBatch_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(HandleBatchRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(HandlerServer).HandleBatch(m, &grpc.GenericServerStream[HandleBatchRequest, HandleBatchResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Handler_HandleBatchServer = grpc.ServerStreamingServer[HandleBatchResponse]
+
+func _Handler_CancelCall_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelCallRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HandlerServer).CancelCall(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Handler_CancelCall_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HandlerServer).CancelCall(ctx, req.(*CancelCallRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Handler_ServiceDesc is the grpc.ServiceDesc for Handler service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -224,7 +318,17 @@ var Handler_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "WaitCall",
 			Handler:    _Handler_WaitCall_Handler,
 		},
+		{
+			MethodName: "CancelCall",
+			Handler:    _Handler_CancelCall_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "HandleBatch",
+			Handler:       _Handler_HandleBatch_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "plugins/proto/handler.proto",
 }

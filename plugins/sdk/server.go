@@ -1,12 +1,19 @@
 package sdk
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/paddockvm/paddock/plugins/internal/contract"
 	handlerpb "github.com/paddockvm/paddock/plugins/proto"
@@ -18,10 +25,20 @@ type server struct {
 	h     Handler
 	types []TaskType
 	known map[string]bool
+	// workers is how many items of a HandleBatch of each type run at once: the
+	// type's declared Concurrency, else GOMAXPROCS.
+	workers map[string]int
 
-	// mu guards calls: call id → channel closed when that Handle call returns.
+	// mu guards calls: call id → the running call (Handle, or an item of HandleBatch).
 	mu    sync.Mutex
-	calls map[string]chan struct{}
+	calls map[string]*running
+}
+
+// running is a call in progress: done is closed when it returns, cancel cancels
+// its context.
+type running struct {
+	done   chan struct{}
+	cancel context.CancelFunc
 }
 
 var _ handlerpb.HandlerServer = (*server)(nil)
@@ -31,9 +48,10 @@ func newServer(h Handler) (*server, error) {
 	if err := ValidateTypes(types); err != nil {
 		return nil, fmt.Errorf("handler's Describe: %w", err)
 	}
-	s := &server{h: h, types: types, known: map[string]bool{}, calls: map[string]chan struct{}{}}
+	s := &server{h: h, types: types, known: map[string]bool{}, workers: map[string]int{}, calls: map[string]*running{}}
 	for _, t := range types {
 		s.known[t.Name] = true
+		s.workers[t.Name] = cmp.Or(t.Concurrency, runtime.GOMAXPROCS(0))
 	}
 	return s, nil
 }
@@ -66,7 +84,13 @@ func (s *server) Describe(context.Context, *handlerpb.DescribeRequest) (*handler
 	return resp, nil
 }
 
-func (s *server) Handle(ctx context.Context, req *handlerpb.HandleRequest) (resp *handlerpb.HandleResponse, err error) {
+func (s *server) Handle(ctx context.Context, req *handlerpb.HandleRequest) (*handlerpb.HandleResponse, error) {
+	return s.handle(ctx, req)
+}
+
+// handle runs one task, alone (Handle) or as an item of HandleBatch. The task's
+// context ends at its deadline_unix_nanos, when ctx ends, or on CancelCall.
+func (s *server) handle(ctx context.Context, req *handlerpb.HandleRequest) (resp *handlerpb.HandleResponse, err error) {
 	// Runs before the response is sent: when records were logged during the call,
 	// the end-of-call line follows them, and the agent waits for it.
 	logged := logRecords.Load()
@@ -86,10 +110,17 @@ func (s *server) Handle(ctx context.Context, req *handlerpb.HandleRequest) (resp
 		// Cancelled before it started: do not run it at all.
 		return nil, ctx.Err()
 	}
+	var cancel context.CancelFunc
+	if ns := req.GetDeadlineUnixNanos(); ns != 0 {
+		ctx, cancel = context.WithDeadline(ctx, time.Unix(0, ns))
+	} else {
+		ctx, cancel = context.WithCancel(ctx)
+	}
+	defer cancel()
 	done := make(chan struct{})
 	if id := req.GetCallId(); id != "" {
 		s.mu.Lock()
-		s.calls[id] = done
+		s.calls[id] = &running{done: done, cancel: cancel}
 		s.mu.Unlock()
 		defer func() {
 			s.mu.Lock()
@@ -191,15 +222,98 @@ func (s *server) call(ctx context.Context, r Request) (resp Response, err error)
 	return s.h.Handle(ctx, r)
 }
 
+// batchMessageBytes bounds one HandleBatchResponse message (under the gRPC limit,
+// with room for its framing).
+const batchMessageBytes = MaxMessageBytes - 64<<10
+
+// HandleBatch runs each item as handle would, up to the first item's type's
+// workers at once, and streams each answer back as soon as it is done; the
+// answers that are done when the sender gets to them share one message (nothing
+// waits to fill a message). An answer too large for a message of its own is
+// replaced by an OUTPUT_TOO_LARGE error.
+func (s *server) HandleBatch(req *handlerpb.HandleBatchRequest, stream handlerpb.Handler_HandleBatchServer) error {
+	items := req.GetItems()
+	if len(items) == 0 {
+		return status.Error(codes.InvalidArgument, "HandleBatchRequest.items is empty: send at least one item")
+	}
+	ctx := stream.Context()
+	answers := make(chan *handlerpb.BatchAnswer, len(items)) // never blocks a worker
+	var next atomic.Int64
+	work := func() {
+		for {
+			i := int(next.Add(1) - 1)
+			if i >= len(items) {
+				return
+			}
+			resp, err := s.handle(ctx, items[i])
+			if err != nil { // its context ended before it started
+				resp = &handlerpb.HandleResponse{Error: &handlerpb.Error{Message: err.Error(), Retryable: true}}
+			}
+			answers <- &handlerpb.BatchAnswer{Index: uint32(i), Response: resp}
+		}
+	}
+	for w := min(len(items), max(1, s.workers[items[0].GetType()])); w > 0; w-- {
+		go work()
+	}
+	var held *handlerpb.BatchAnswer // taken from answers, for the next message
+	for sent := 0; sent < len(items); {
+		msg := &handlerpb.HandleBatchResponse{}
+		size := 0
+		if held == nil {
+			select {
+			case held = <-answers:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	fill:
+		for held != nil {
+			n := proto.Size(held)
+			if n > batchMessageBytes {
+				held.Response = &handlerpb.HandleResponse{Usage: held.GetResponse().GetUsage(), Error: &handlerpb.Error{
+					Kind:    handlerpb.ErrorKind_ERROR_KIND_OUTPUT_TOO_LARGE,
+					Message: fmt.Sprintf("answer of %d bytes exceeds the largest message of %d bytes", n, batchMessageBytes),
+				}}
+				n = proto.Size(held)
+			}
+			if len(msg.Answers) > 0 && size+n > batchMessageBytes {
+				break
+			}
+			msg.Answers, size, held = append(msg.Answers, held), size+n, nil
+			select {
+			case held = <-answers:
+			default:
+				break fill
+			}
+		}
+		if err := stream.Send(msg); err != nil {
+			return err
+		}
+		sent += len(msg.Answers)
+	}
+	return nil
+}
+
+// CancelCall cancels the context of the running call call_id.
+func (s *server) CancelCall(_ context.Context, req *handlerpb.CancelCallRequest) (*handlerpb.CancelCallResponse, error) {
+	s.mu.Lock()
+	c, ok := s.calls[req.GetCallId()]
+	s.mu.Unlock()
+	if ok {
+		c.cancel()
+	}
+	return &handlerpb.CancelCallResponse{WasRunning: ok}, nil
+}
+
 func (s *server) WaitCall(ctx context.Context, req *handlerpb.WaitCallRequest) (*handlerpb.WaitCallResponse, error) {
 	s.mu.Lock()
-	done, ok := s.calls[req.GetCallId()]
+	c, ok := s.calls[req.GetCallId()]
 	s.mu.Unlock()
 	if !ok {
 		return &handlerpb.WaitCallResponse{}, nil
 	}
 	select {
-	case <-done:
+	case <-c.done:
 		return &handlerpb.WaitCallResponse{WasRunning: true}, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
