@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/paddockvm/paddock/plugins/internal/contract"
@@ -106,6 +107,8 @@ type proc struct {
 	rpc     handlerpb.HandlerClient
 	started time.Time
 	exited  chan struct{} // closed once the process has exited
+	// batchless is set once the process answered HandleBatch with Unimplemented.
+	batchless atomic.Bool
 
 	// killMu guards killReason.
 	killMu     sync.Mutex

@@ -278,31 +278,55 @@ func (r *Runner) Execute(ctx context.Context, t Task) Result {
 func (r *Runner) execute(ctx context.Context, t Task) (res Result) {
 	h := r.byType[t.Type]
 	if h == nil {
-		names := make([]string, len(r.types))
-		for i, tt := range r.types {
-			names[i] = tt.Name
-		}
-		return Result{Reason: ReasonUnknownType,
-			Error: fmt.Sprintf("no handler serves task type %q (served: %s)", t.Type, strings.Join(names, ", "))}
+		return r.unknownType(t.Type)
 	}
 	if !t.Deadline.IsZero() {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, t.Deadline)
 		defer cancel()
 	}
-	fail := func(reason Reason, retryable bool, format string, args ...any) Result {
-		return Result{Handler: h.spec.Name, Reason: reason, Retryable: retryable, Error: fmt.Sprintf(format, args...)}
-	}
 	p, err := h.get(ctx)
 	if err != nil {
-		if ctx.Err() != nil {
-			return ctxResult(ctx, h, fmt.Sprintf("while waiting for handler %q to (re)start", h.spec.Name))
-		}
-		return fail(ReasonUnavailable, true, "handler %q: %v", h.spec.Name, err)
+		return h.getFailed(ctx, err)
 	}
 	callID := newID()
 	cl := h.tap.begin(t.ID, callID, t.OnLog)
 	defer func() { res.Logs = h.tap.end(t.ID, cl) }()
+	resp, err := p.rpc.Handle(ctx, r.request(ctx, t, callID), grpc.MaxCallRecvMsgSize(int(r.cfg.MaxOutputBytes)+1<<20))
+	if err != nil {
+		return r.callFailed(ctx, h, p, t, callID, err, func() bool { return waitExit(p) })
+	}
+	if resp.GetLogEnd() {
+		cl.waitEnd() // the lines it logged travel on another pipe than its answer
+	}
+	return r.answer(ctx, h, t, resp)
+}
+
+// unknownType is the result of a task of a type no handler serves.
+func (r *Runner) unknownType(typ string) Result {
+	names := make([]string, len(r.types))
+	for i, tt := range r.types {
+		names[i] = tt.Name
+	}
+	return Result{Reason: ReasonUnknownType,
+		Error: fmt.Sprintf("no handler serves task type %q (served: %s)", typ, strings.Join(names, ", "))}
+}
+
+// getFailed is the result of a task whose handler h could not be had (h.get's err).
+func (h *handler) getFailed(ctx context.Context, err error) Result {
+	if ctx.Err() != nil {
+		return ctxResult(ctx, h, fmt.Sprintf("while waiting for handler %q to (re)start", h.spec.Name))
+	}
+	return h.fail(ReasonUnavailable, true, "handler %q: %v", h.spec.Name, err)
+}
+
+// fail is a failed result of a call to h.
+func (h *handler) fail(reason Reason, retryable bool, format string, args ...any) Result {
+	return Result{Handler: h.spec.Name, Reason: reason, Retryable: retryable, Error: fmt.Sprintf(format, args...)}
+}
+
+// request is t as the handler protocol's HandleRequest of call callID, bounded by ctx.
+func (r *Runner) request(ctx context.Context, t Task, callID string) *handlerpb.HandleRequest {
 	req := &handlerpb.HandleRequest{
 		CallId: callID, Type: t.Type, Payload: t.Payload, Inputs: t.Inputs,
 		TaskId: t.ID, Attempt: uint32(t.Attempt), MaxOutputBytes: uint64(r.cfg.MaxOutputBytes),
@@ -321,42 +345,54 @@ func (r *Runner) execute(ctx context.Context, t Task) (res Result) {
 	if dl, ok := ctx.Deadline(); ok {
 		req.DeadlineUnixNanos = dl.UnixNano()
 	}
-	resp, err := p.rpc.Handle(ctx, req, grpc.MaxCallRecvMsgSize(int(r.cfg.MaxOutputBytes)+1<<20))
-	if err == nil && resp.GetLogEnd() {
-		cl.waitEnd() // the lines it logged travel on another pipe than its answer
+	return req
+}
+
+// waitExit waits up to 2 s for p to exit (after a call to it failed) and reports
+// whether it has.
+func waitExit(p *proc) bool {
+	select {
+	case <-p.exited:
+	case <-time.After(2 * time.Second):
 	}
-	if err != nil {
-		// The deadline travels to the handler as grpc-timeout, so its side can end the
-		// stream with DeadlineExceeded a moment before this ctx's own timer fires.
-		if ctx.Err() != nil || status.Code(err) == codes.DeadlineExceeded {
-			r.wg.Add(1)
-			go h.reap(p, callID, t.ID)
-			what := fmt.Sprintf("task %s cancelled in handler %q", t.ID, h.spec.Name)
-			if ctx.Err() == nil {
-				return Result{Handler: h.spec.Name, Reason: ReasonTimeout, Retryable: true, Error: "deadline exceeded " + what}
-			}
-			return ctxResult(ctx, h, what)
+	return p.hasExited()
+}
+
+// callFailed is the result of task t whose call callID to p did not complete (err,
+// a gRPC error): cancelled or past its deadline (the handler is then given
+// KillGrace to return, see reap), a result too large, or the handler crashed or
+// unreachable. exited waits for the process to exit and reports whether it did.
+func (r *Runner) callFailed(ctx context.Context, h *handler, p *proc, t Task, callID string, err error, exited func() bool) Result {
+	// The deadline travels to the handler as grpc-timeout, so its side can end the
+	// stream with DeadlineExceeded a moment before this ctx's own timer fires.
+	if ctx.Err() != nil || status.Code(err) == codes.DeadlineExceeded {
+		r.wg.Add(1)
+		go h.reap(p, callID, t.ID)
+		what := fmt.Sprintf("task %s cancelled in handler %q", t.ID, h.spec.Name)
+		if ctx.Err() == nil {
+			return Result{Handler: h.spec.Name, Reason: ReasonTimeout, Retryable: true, Error: "deadline exceeded " + what}
 		}
-		if status.Code(err) == codes.ResourceExhausted {
-			return fail(ReasonOutputTooLarge, false, "handler %q: result of task type %q is larger than the limit of %d bytes (runner Config.MaxOutputBytes): %v", h.spec.Name, t.Type, r.cfg.MaxOutputBytes, status.Convert(err).Message())
-		}
-		// The call did not complete: find out whether the process died.
-		select {
-		case <-p.exited:
-		case <-time.After(2 * time.Second):
-		}
-		if p.hasExited() {
-			why := "exited"
-			if k := p.killed(); k != "" {
-				why = "was killed (" + k + ")"
-			}
-			return fail(ReasonCrashed, true, "handler crashed: handler %q (pid %d) %s during task %s: %v", h.spec.Name, p.pid(), why, t.ID, status.Convert(err).Message())
-		}
-		if status.Code(err) == codes.Unavailable {
-			h.kill(p, "lost the gRPC connection to it")
-		}
-		return fail(ReasonUnavailable, true, "calling handler %q for task %s: %v", h.spec.Name, t.ID, err)
+		return ctxResult(ctx, h, what)
 	}
+	if status.Code(err) == codes.ResourceExhausted {
+		return h.fail(ReasonOutputTooLarge, false, "handler %q: result of task type %q is larger than the limit of %d bytes (runner Config.MaxOutputBytes): %v", h.spec.Name, t.Type, r.cfg.MaxOutputBytes, status.Convert(err).Message())
+	}
+	// The call did not complete: find out whether the process died.
+	if exited() {
+		why := "exited"
+		if k := p.killed(); k != "" {
+			why = "was killed (" + k + ")"
+		}
+		return h.fail(ReasonCrashed, true, "handler crashed: handler %q (pid %d) %s during task %s: %v", h.spec.Name, p.pid(), why, t.ID, status.Convert(err).Message())
+	}
+	if status.Code(err) == codes.Unavailable {
+		h.kill(p, "lost the gRPC connection to it")
+	}
+	return h.fail(ReasonUnavailable, true, "calling handler %q for task %s: %v", h.spec.Name, t.ID, err)
+}
+
+// answer is the result of task t from the handler's answer resp; ctx bounded the call.
+func (r *Runner) answer(ctx context.Context, h *handler, t Task, resp *handlerpb.HandleResponse) Result {
 	if resp.GetError() != nil && callEnded(ctx) {
 		// The handler ended the call with an error because its context ended: the task's
 		// deadline reaches the handler as an absolute time (and as grpc-timeout), so its
@@ -364,7 +400,7 @@ func (r *Runner) execute(ctx context.Context, t Task) (res Result) {
 		// That is the deadline or the cancel, not the handler's failure.
 		return ctxResult(ctx, h, fmt.Sprintf("task %s ended in handler %q", t.ID, h.spec.Name))
 	}
-	res = Result{Handler: h.spec.Name}
+	res := Result{Handler: h.spec.Name}
 	if u := resp.GetUsage(); u != nil {
 		res.Usage.CPU = time.Duration(u.GetCpuNanos())
 		res.Usage.HandlerWall = time.Duration(u.GetWallNanos())
@@ -394,14 +430,14 @@ func (r *Runner) execute(ctx context.Context, t Task) (res Result) {
 		size += int64(len(b))
 	}
 	if size > r.cfg.MaxOutputBytes {
-		return fail(ReasonOutputTooLarge, false, "handler %q: result of task type %q is %d bytes, over the limit of %d bytes (runner Config.MaxOutputBytes)", h.spec.Name, t.Type, size, r.cfg.MaxOutputBytes)
+		return h.fail(ReasonOutputTooLarge, false, "handler %q: result of task type %q is %d bytes, over the limit of %d bytes (runner Config.MaxOutputBytes)", h.spec.Name, t.Type, size, r.cfg.MaxOutputBytes)
 	}
 	files, total, err := checkOutputFiles(t.OutputDir, resp.GetOutputFiles())
 	if err != nil {
-		return fail(ReasonBadOutput, false, "handler %q, task type %q: %v", h.spec.Name, t.Type, err)
+		return h.fail(ReasonBadOutput, false, "handler %q, task type %q: %v", h.spec.Name, t.Type, err)
 	}
 	if t.MaxOutputBytes > 0 && total > t.MaxOutputBytes {
-		return fail(ReasonOutputTooLarge, false, "handler %q: output files of task type %q total %d bytes, over the task's limit of %d bytes", h.spec.Name, t.Type, total, t.MaxOutputBytes)
+		return h.fail(ReasonOutputTooLarge, false, "handler %q: output files of task type %q total %d bytes, over the task's limit of %d bytes", h.spec.Name, t.Type, total, t.MaxOutputBytes)
 	}
 	res.Output, res.Outputs, res.OutputFiles = resp.GetOutput(), resp.GetOutputs(), files
 	return res
