@@ -24,6 +24,11 @@ func (e runnerExecutor) Types() []TaskType {
 }
 
 func (e runnerExecutor) Execute(ctx context.Context, t Task) Result {
+	return result(e.r.Execute(ctx, runnerTask(t)))
+}
+
+// runnerTask is t as a runner.Task.
+func runnerTask(t Task) runner.Task {
 	rt := runner.Task{ID: t.ID, Type: t.Type, Payload: t.Payload, Inputs: t.Inputs, Attempt: t.Attempt, Deadline: t.Deadline,
 		OutputDir: t.OutputDir, MaxOutputBytes: t.MaxOutputBytes}
 	if t.OnLog != nil {
@@ -37,7 +42,11 @@ func (e runnerExecutor) Execute(ctx context.Context, t Task) Result {
 			rt.InputFiles[name] = runner.InputFile{Path: f.Path, Size: f.Size, Digest: f.Digest}
 		}
 	}
-	res := e.r.Execute(ctx, rt)
+	return rt
+}
+
+// result is the runner's result as the session's.
+func result(res runner.Result) Result {
 	out := Result{Output: res.Output, Outputs: res.Outputs, Error: res.Error, Retryable: res.Retryable, Kind: reasonKinds[res.Reason],
 		Usage: Usage{Wall: res.Usage.Wall, CPU: res.Usage.CPU}, Log: taskLog(res.Logs)}
 	if len(res.OutputFiles) > 0 {
@@ -60,4 +69,16 @@ var reasonKinds = map[runner.Reason]agentv1.FailureKind{
 	runner.ReasonUnavailable:    agentv1.FailureKind_FAILURE_KIND_HANDLER_UNAVAILABLE,
 	runner.ReasonPanic:          agentv1.FailureKind_FAILURE_KIND_PANIC,
 	runner.ReasonBadOutput:      agentv1.FailureKind_FAILURE_KIND_BAD_OUTPUT,
+}
+
+var _ BatchExecutor = runnerExecutor{}
+
+// ExecuteBatch runs calls through runner.ExecuteBatch: the tasks of one handler go
+// to it in one HandleBatch call.
+func (e runnerExecutor) ExecuteBatch(ctx context.Context, calls []BatchCall, done func(int, Result)) {
+	rc := make([]runner.Call, len(calls))
+	for i, c := range calls {
+		rc[i] = runner.Call{Ctx: c.Ctx, Task: runnerTask(c.Task)}
+	}
+	e.r.ExecuteBatch(ctx, rc, func(i int, res runner.Result) { done(i, result(res)) })
 }

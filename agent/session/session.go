@@ -590,7 +590,7 @@ func (s *Session) sendLocked(m *agentv1.AgentMessage) {
 func (s *Session) assign(ctx context.Context, a *agentv1.Assign) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.assignLocked(ctx, a, nil)
+	s.assignLocked(ctx, a, nil, nil)
 }
 
 // assignBatch takes the assigns of one ServerBatch as assign each, and acknowledges
@@ -603,9 +603,11 @@ func (s *Session) assignBatch(ctx context.Context, as []*agentv1.Assign) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	acks := make([]*agentv1.Ack, 0, len(as))
+	var ready []pending
 	for _, a := range as {
-		s.assignLocked(ctx, a, &acks)
+		s.assignLocked(ctx, a, &acks, &ready)
 	}
+	s.runReady(ctx, ready)
 	for len(acks) > 0 {
 		n := min(len(acks), maxBatchItems)
 		var m *agentv1.AgentMessage
@@ -620,8 +622,10 @@ func (s *Session) assignBatch(ctx context.Context, as []*agentv1.Assign) {
 }
 
 // assignLocked takes assignment a: its ack is queued, or appended to acks when not
-// nil. Caller holds s.mu.
-func (s *Session) assignLocked(ctx context.Context, a *agentv1.Assign, acks *[]*agentv1.Ack) {
+// nil. Its run starts at once, or, when ready is not nil and the task has no input
+// blobs (it can start without waiting), is appended to ready for runReady. Caller
+// holds s.mu.
+func (s *Session) assignLocked(ctx context.Context, a *agentv1.Assign, acks *[]*agentv1.Ack, ready *[]pending) {
 	ack := func(ok bool, why string) {
 		ak := &agentv1.Ack{TaskId: a.GetTaskId(), LeaseId: a.GetLeaseId(), LeaseSecret: a.GetLeaseSecret(), Accepted: ok, Error: why}
 		if acks != nil {
@@ -670,6 +674,10 @@ func (s *Session) assignLocked(ctx context.Context, a *agentv1.Assign, acks *[]*
 		t.Deadline = time.UnixMilli(d)
 	}
 	s.wg.Add(1)
+	if ready != nil && len(t.InputBlobs) == 0 {
+		*ready = append(*ready, pending{ctx: rctx, r: r, t: t})
+		return
+	}
 	s.spawn(func() { s.execute(rctx, r, t) })
 }
 
@@ -702,7 +710,6 @@ func (s *Session) worker(fn func()) {
 }
 
 func (s *Session) execute(ctx context.Context, r *run, t Task) {
-	defer s.wg.Done()
 	start := time.Now()
 	var res Result
 	if err := s.prepare(ctx, &t); err != nil {
@@ -716,6 +723,13 @@ func (s *Session) execute(ctx context.Context, r *run, t Task) {
 			res = s.finish(ctx, t, res)
 		}
 	}
+	s.report(ctx, r, t, res, start)
+}
+
+// report ends run r of task t with res (started at start): it frees its slot and
+// queues its report, or drops it when the run was superseded. It calls s.wg.Done.
+func (s *Session) report(ctx context.Context, r *run, t Task, res Result, start time.Time) {
+	defer s.wg.Done()
 	if res.Usage.Wall == 0 {
 		res.Usage.Wall = time.Since(start)
 	}
