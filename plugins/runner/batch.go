@@ -250,6 +250,7 @@ func (r *Runner) receive(b *batchRun, stream handlerpb.Handler_HandleBatchClient
 				continue
 			}
 			it := sent[k]
+			it.stop() // its result is here: a later end of its ctx changes nothing
 			if a.GetResponse().GetLogEnd() {
 				it.cl.waitEnd() // the lines it logged travel on another pipe than its answer
 			}
@@ -262,6 +263,9 @@ func (r *Runner) receive(b *batchRun, stream handlerpb.Handler_HandleBatchClient
 // cancelled result, cancels it in the handler, and kills the handler if the task is
 // still running KillGrace later.
 func (r *Runner) ended(b *batchRun, p *proc, it *batchItem) {
+	if it.done.Load() {
+		return
+	}
 	if !b.finish(it, ctxResult(it.ctx, b.h, fmt.Sprintf("task %s cancelled in handler %q", it.t.ID, b.h.spec.Name))) {
 		return
 	}
