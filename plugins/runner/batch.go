@@ -234,6 +234,9 @@ func (r *Runner) receive(b *batchRun, stream handlerpb.Handler_HandleBatchClient
 		m, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
 			for _, it := range sent {
+				if it.done.Load() {
+					continue
+				}
 				b.finish(it, b.h.fail(ReasonUnavailable, true, "handler %q ended a HandleBatch call without answering task %s (a bug in the handler's plugins/sdk)", b.h.spec.Name, it.t.ID))
 			}
 			return nil
