@@ -1,9 +1,6 @@
 package session
 
 import (
-	"fmt"
-	"os"
-	"sync"
 	"context"
 	"time"
 
@@ -62,7 +59,6 @@ func (s *Session) runReady(ctx context.Context, ready []pending) {
 	}
 	for _, typ := range types {
 		g := byType[typ]
-		debugSizes(len(g))
 		if len(g) == 1 {
 			p := g[0]
 			s.spawn(func() { s.execute(p.ctx, p.r, p.t) })
@@ -107,19 +103,3 @@ func (s *Session) executeBatch(ctx context.Context, bx BatchExecutor, ps []pendi
 	})
 }
 
-var dbgMu sync.Mutex
-var dbgHist = map[int]int{}
-var dbgN int
-
-func debugSizes(n int) {
-	if os.Getenv("PADDOCK_DEBUG_BATCH") == "" {
-		return
-	}
-	dbgMu.Lock()
-	defer dbgMu.Unlock()
-	dbgHist[n]++
-	dbgN++
-	if dbgN%500 == 0 {
-		os.WriteFile(os.Getenv("PADDOCK_DEBUG_BATCH"), []byte(fmt.Sprint(dbgHist)), 0o644)
-	}
-}
