@@ -102,4 +102,3 @@ func (s *Session) executeBatch(ctx context.Context, bx BatchExecutor, ps []pendi
 		s.report(p.ctx, p.r, p.t, res, start)
 	})
 }
-
