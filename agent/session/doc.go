@@ -26,6 +26,14 @@
 // one AgentBatch (nothing waits to fill one). Task goroutines are reused (spawn), so
 // their stacks do not grow anew for every task.
 //
+// Batched execution (execbatch.go): the assigns of one ServerBatch that can start at
+// once (no input blobs to wait for) run, per type, in ExecuteBatch calls of up to 64
+// tasks when the Executor is a BatchExecutor (RunnerExecutor is: one HandleBatch call
+// to the handler, plugins/runner.ExecuteBatch); each task still has its own context
+// (a server cancel reaches it alone), slot, result and report, sent as soon as its
+// own result is in. A type with one ready task, and an Assign that came alone, run
+// one by one as before: nothing waits for company.
+//
 // Preemption (the "preempt-handover" capability, listed in every Register): a Cancel of
 // kind PREEMPTED stops a batch task, which drops without reporting. When the server
 // hands the slot straight to an online task, that task's Assign follows the cancel and

@@ -4,7 +4,13 @@
 //
 // A handler is a separate program. The Paddock agent starts it as a
 // hashicorp/go-plugin plugin (gRPC, AutoMTLS, after checking its sha256 against
-// the image manifest) and sends it concurrent Handle calls. The package imports
+// the image manifest) and sends it concurrent Handle calls, or HandleBatch calls
+// that carry several tasks: the SDK runs each item of a batch as a Handle call of
+// its own (its own context, deadline, cancel through CancelCall, error, usage and
+// log end), up to the type's declared Concurrency at once (GOMAXPROCS when it
+// declares none; the batch's first item's type decides), and streams each answer
+// back as soon as it is done, the answers done at once in one message. So every
+// SDK handler serves batches with no change. The package imports
 // only go-plugin, gRPC, protobuf, hclog, the generated code in plugins/proto and
 // plugins/internal/contract (the handshake constants and rules it shares with the
 // agent), so a handler's build does not pull in the rest of Paddock.
