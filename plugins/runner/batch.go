@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -158,12 +159,13 @@ func (r *Runner) batch(ctx context.Context, h *handler, start time.Time, calls [
 	sent := make([]*batchItem, 0, len(items))
 	var latest time.Time
 	allDeadlines := true
-	for _, it := range items {
+	base := newID() + "."
+	for k, it := range items {
 		if callEnded(it.ctx) {
 			b.finish(it, ctxResult(it.ctx, h, fmt.Sprintf("before task %s was sent to handler %q", it.t.ID, h.spec.Name)))
 			continue
 		}
-		it.callID = newID()
+		it.callID = base + strconv.Itoa(k) // one random id per batch: unique, and cheaper
 		it.cl = h.tap.begin(it.t.ID, it.callID, it.t.OnLog)
 		hr := r.request(it.ctx, it.t, it.callID)
 		if hr.DeadlineUnixNanos == 0 {
