@@ -254,6 +254,34 @@ func TestExecuteBatchFallback(t *testing.T) {
 		}
 	}
 	if n := strings.Count(logs.String(), noBatchLine); n != 1 {
-		t.Errorf("%d log lines saying the handler has no HandleBatch, want 1 (it is remembered):\n%s", n, logs.String())
+		t.Errorf("%d log lines saying the handler has no HandleBatch, want 1:\n%s", n, logs.String())
+	}
+	// The handler's stdout comes on its own stream: wait for the first ask, then for
+	// the plain Handle calls' lines of both rounds (after the asks), and count.
+	deadline := time.Now().Add(time.Minute)
+	for strings.Count(logs.String(), "plain handler says hello on stdout") < 10 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the handler's stdout lines did not reach the log within a minute:\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := strings.Count(logs.String(), plainBatchAsked); n != 1 {
+		t.Errorf("the handler was asked for HandleBatch %d times, want once (its Unimplemented is remembered):\n%s", n, logs.String())
+	}
+}
+
+// TestExecuteBatchOutputTooLarge: a task of a batch whose result is over
+// Config.MaxOutputBytes fails alone (output_too_large, not retryable).
+func TestExecuteBatchOutputTooLarge(t *testing.T) {
+	r := newRunner(t, func(c *runner.Config) { c.MaxOutputBytes = 1000 })
+	res := executeBatch(t, r, []runner.Call{
+		{Task: runner.Task{ID: "big", Type: "test.big", Payload: []byte("5000")}},
+		{Task: runner.Task{ID: "small", Type: "test.big", Payload: []byte("10")}},
+	})
+	if res[0].Reason != runner.ReasonOutputTooLarge || res[0].Retryable || !strings.Contains(res[0].Error, "MaxOutputBytes") {
+		t.Errorf("big: %+v, want a fatal output_too_large naming the limit", res[0])
+	}
+	if !res[1].OK() || len(res[1].Output) != 10 {
+		t.Errorf("small: %+v, want 10 bytes", res[1])
 	}
 }

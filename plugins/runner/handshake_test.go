@@ -16,6 +16,8 @@ import (
 
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	handlerpb "github.com/paddockvm/paddock/plugins/proto"
 	"github.com/paddockvm/paddock/plugins/runner"
@@ -92,6 +94,15 @@ func (plainServer) Handle(_ context.Context, r *handlerpb.HandleRequest) (*handl
 	fmt.Println("plain handler says hello on stdout")
 	return &handlerpb.HandleResponse{Output: []byte(strings.ToUpper(string(r.GetPayload())))}, nil
 }
+
+// HandleBatch answers Unimplemented, as a handler built before HandleBatch does, and
+// says on its stdout that it was asked (TestExecuteBatchFallback counts the asks).
+func (plainServer) HandleBatch(*handlerpb.HandleBatchRequest, handlerpb.Handler_HandleBatchServer) error {
+	fmt.Println(plainBatchAsked)
+	return status.Error(codes.Unimplemented, "method HandleBatch not implemented")
+}
+
+const plainBatchAsked = "plain handler: asked for HandleBatch"
 
 // syncBuffer is a bytes.Buffer safe for the runner's goroutines.
 type syncBuffer struct {
