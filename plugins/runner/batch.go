@@ -144,14 +144,10 @@ func (r *Runner) batch(ctx context.Context, h *handler, start time.Time, calls [
 		}
 		items[k] = &batchItem{i: i, t: c.Task, ctx: ictx}
 	}
-	p, err := h.get(ctx)
-	if err != nil {
-		for _, it := range items {
-			b.finish(it, h.getFailed(ctx, err))
-		}
-		return
-	}
-	if p.batchless.Load() {
+	p := h.running()
+	if p == nil || p.batchless.Load() {
+		// Down (each task then waits for the restart within its own deadline, as
+		// Execute's do), not started yet (lazy), or without HandleBatch.
 		r.unbatched(b, items)
 		return
 	}

@@ -140,10 +140,25 @@ func TestExecuteBatchCrash(t *testing.T) {
 			t.Errorf("%s: %+v, want a retryable handler_crashed naming the task", calls[i].Task.ID, res)
 		}
 	}
+	// Sent while the handler restarts: each task waits for it (within its own deadline).
+	res := executeBatch(t, r, []runner.Call{
+		{Task: runner.Task{ID: "during1", Type: "test.echo", Payload: []byte("during")}},
+		{Task: runner.Task{ID: "during2", Type: "test.echo", Payload: []byte("during")}},
+	})
+	for _, rs := range res {
+		if !rs.OK() || string(rs.Output) != "during" {
+			t.Fatalf("sent during the restart: %+v", rs)
+		}
+	}
 	waitNewPID(t, r, p0)
-	res := executeBatch(t, r, []runner.Call{{Task: runner.Task{ID: "after", Type: "test.echo", Payload: []byte("again")}}})
-	if !res[0].OK() || string(res[0].Output) != "again" {
-		t.Fatalf("after the restart: %+v", res[0])
+	res = executeBatch(t, r, []runner.Call{
+		{Task: runner.Task{ID: "after1", Type: "test.echo", Payload: []byte("again")}},
+		{Task: runner.Task{ID: "after2", Type: "test.echo", Payload: []byte("again")}},
+	})
+	for _, rs := range res {
+		if !rs.OK() || string(rs.Output) != "again" {
+			t.Fatalf("after the restart: %+v", rs)
+		}
 	}
 }
 

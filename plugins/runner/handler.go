@@ -199,6 +199,17 @@ func (h *handler) setUp(p *proc) {
 	close(h.up)
 }
 
+// running returns the running process, or nil when there is none right now.
+func (h *handler) running() *proc {
+	h.mu.Lock()
+	p := h.cur
+	h.mu.Unlock()
+	if p == nil || p.hasExited() {
+		return nil
+	}
+	return p
+}
+
 // get returns the running process, waiting for a restart if it is down.
 func (h *handler) get(ctx context.Context) (*proc, error) {
 	for {
