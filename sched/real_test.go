@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -151,8 +152,14 @@ func startProc(t testing.TB, name, ready string, bin string, args ...string) (*p
 // types with queued tasks, so one busy type gets up to 16).
 func startRealAgent(t testing.TB, serverAddr, id, record string) *proc {
 	t.Helper()
+	return startRealAgentTotal(t, serverAddr, id, record, 24)
+}
+
+// startRealAgentTotal is startRealAgent with total slots instead of 24.
+func startRealAgentTotal(t testing.TB, serverAddr, id, record string, total int) *proc {
+	t.Helper()
 	needBins(t)
-	args := []string{"-server", serverAddr, "-id", id, "-total", "24",
+	args := []string{"-server", serverAddr, "-id", id, "-total", strconv.Itoa(total),
 		"-handler", "testhandler=" + bins.testhandler, "-handler", "checksum=" + bins.checksum}
 	if record != "" {
 		args = append(args, "-record", record)

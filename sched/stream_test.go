@@ -269,11 +269,21 @@ func TestStreamBadOpen(t *testing.T) {
 // agent's CPU profile there.
 //
 //	go test -run '^$' -bench Stream -benchtime 20000x ./sched
+// streamAgentTypes is the number of task types the test agent serves (its handlers'
+// and its own), each held to a minimum of one slot by its allocator.
+const streamAgentTypes = 11
+
 func BenchmarkStream(b *testing.B) {
 	needBins(b)
 	raw, rawCPU := rawPluginRateCPU(b, 5000)
 	ts := startServer(b, fastConfig())
-	startRealAgent(b, ts.agentAddr, "bench-s", "")
+	// As many items in flight as the raw baseline has calls (16): the agent's other
+	// types keep their minimum slot each (startRealAgent's 24 left test.echo 14).
+	startRealAgentTotal(b, ts.agentAddr, "bench-s", "", 16+streamAgentTypes-1)
+	waitAgents(b, ts, 1)
+	if ag := ts.srv.Agents(); len(ag[0].Types) != streamAgentTypes {
+		b.Fatalf("the test agent serves %d types, streamAgentTypes says %d: update it", len(ag[0].Types), streamAgentTypes)
+	}
 	for _, transient := range []bool{true, false} {
 		b.Run(map[bool]string{true: "transient", false: "durable"}[transient], func(b *testing.B) {
 			c, err := stream.Open(context.Background(), streamClient(ts), "", &paddockv1.StreamOpen{Type: "test.echo", Window: 256, Transient: transient})
