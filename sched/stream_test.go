@@ -269,7 +269,7 @@ func TestStreamBadOpen(t *testing.T) {
 // agent's CPU profile there.
 //
 //	go test -run '^$' -bench Stream -benchtime 20000x ./sched
-//
+
 // streamAgentTypes is the number of task types the test agent serves (its handlers'
 // and its own), each held to a minimum of one slot by its allocator.
 const streamAgentTypes = 11
