@@ -257,6 +257,10 @@ func TestStreamBadOpen(t *testing.T) {
 	})
 }
 
+// streamAgentTypes is the number of task types the test agent serves (its handlers'
+// and its own), each held to a minimum of one slot by its allocator.
+const streamAgentTypes = 11
+
 // BenchmarkStream: items per second through an ordered stream of no-op tasks
 // (test.echo, window 256) over one real agent process and its handler subprocess, for a
 // transient and a durable stream, beside the raw plugin call rate (the same handler, 16
@@ -269,10 +273,6 @@ func TestStreamBadOpen(t *testing.T) {
 // agent's CPU profile there.
 //
 //	go test -run '^$' -bench Stream -benchtime 20000x ./sched
-
-// streamAgentTypes is the number of task types the test agent serves (its handlers'
-// and its own), each held to a minimum of one slot by its allocator.
-const streamAgentTypes = 11
 
 func BenchmarkStream(b *testing.B) {
 	needBins(b)
