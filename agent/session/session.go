@@ -737,6 +737,7 @@ func (s *Session) report(ctx context.Context, r *run, t Task, res Result, start 
 		Usage: &agentv1.Usage{WallMs: res.Usage.Wall.Milliseconds(), CpuMs: res.Usage.CPU.Milliseconds()}}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	cause := context.Cause(ctx) // why the run was stopped, if it was: read before it is ended below
 	r.cancel(nil)
 	switch {
 	case res.Error == "":
@@ -760,7 +761,7 @@ func (s *Session) report(ctx context.Context, r *run, t Task, res Result, start 
 		d.succeeded = rep.Status == agentv1.Status_STATUS_SUCCEEDED
 	}
 	r.slot.Release()
-	if cause := context.Cause(ctx); cause != nil && !r.byServer && res.Error != "" && errors.Is(ctx.Err(), context.Canceled) {
+	if cause != nil && !r.byServer && res.Error != "" {
 		// Superseded or shutting down: the server has moved on or will expire the lease.
 		s.log.Info("task stopped", "task", t.ID, "lease", t.LeaseID, "why", cause)
 		if errors.Is(cause, errSuperseded) {
