@@ -27,6 +27,9 @@ import (
 //go:embed migrations/*.sql
 var migrations embed.FS
 
+// writers is the number of batches of writes in flight at once (committer).
+const writers = 2
+
 // Options tune the connection to PostgreSQL.
 type Options struct {
 	// MaxConns bounds the pool's connections. Default: pgxpool's (4 or the number of
@@ -53,6 +56,7 @@ const NotifyChannel = "paddock_task_ready"
 type Store struct {
 	pool   *pgxpool.Pool
 	desc   string
+	w      *committer
 	notify *announcer // nil without Options.Notify
 }
 
@@ -89,7 +93,7 @@ func Open(ctx context.Context, dsn string, o Options) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("postgres store %s: %w", desc, err)
 	}
-	st := &Store{pool: pool, desc: desc}
+	st := &Store{pool: pool, desc: desc, w: newCommitter(pool, writers)}
 	if o.Notify {
 		st.notify = newAnnouncer(st)
 	}
@@ -160,6 +164,7 @@ func (s *Store) Close() error {
 	if s.notify != nil {
 		s.notify.close()
 	}
+	s.w.close()
 	s.pool.Close()
 	return nil
 }
@@ -234,15 +239,15 @@ func (s *Store) Create(ctx context.Context, t store.Task) (store.Task, bool, err
 		return t, false, err
 	}
 	for try := 0; ; try++ {
-		nt, err := scanTask(s.pool.QueryRow(ctx, q, args...))
-		if err == nil {
-			if s.notify != nil {
-				s.notify.queued(nt.Type)
-			}
-			return nt, true, nil
-		}
-		if !errors.Is(err, pgx.ErrNoRows) {
+		nts, err := s.w.query(ctx, t.ID, q, args...)
+		if err != nil {
 			return t, false, fmt.Errorf("creating task %s: %w", t.ID, err)
+		}
+		if len(nts) == 1 {
+			if s.notify != nil {
+				s.notify.queued(nts[0].Type)
+			}
+			return nts[0], true, nil
 		}
 		// The key is taken: return the task that holds it.
 		old, err := scanTask(s.pool.QueryRow(ctx, `SELECT `+taskCols+` FROM tasks WHERE tenant = $1 AND idempotency_key = $2`,
@@ -487,7 +492,7 @@ func (s *Store) Lease(ctx context.Context, now time.Time, grants []store.Grant) 
 	for i, g := range grants {
 		ids[i], agents[i], exps[i], secrets[i] = g.TaskID, g.AgentID, rowcodec.MS(g.ExpiresAt), g.Secret
 	}
-	out, err := s.queryTasks(ctx, leaseQuery, ids, agents, exps, rowcodec.MS(now), secrets)
+	out, err := s.w.query(ctx, "", leaseQuery, ids, agents, exps, rowcodec.MS(now), secrets)
 	if err != nil {
 		return nil, fmt.Errorf("leasing tasks: %w", err)
 	}
@@ -609,7 +614,14 @@ func (s *Store) Update(ctx context.Context, u store.Update) (store.Task, error) 
  ins_` + r + ` AS (INSERT INTO task_blobs (digest, task_id, role, name) SELECT nb_` + r + `.d, upd.id, '` + r + `', nb_` + r + `.n FROM upd, nb_` + r + ` ON CONFLICT DO NOTHING)`
 	}
 	q += ` SELECT ` + taskCols + ` FROM upd`
-	t, err := scanTask(s.pool.QueryRow(ctx, q, args...))
+	var t store.Task
+	ts, err := s.w.query(ctx, u.TaskID, q, args...)
+	if err == nil && len(ts) == 0 {
+		err = pgx.ErrNoRows
+	}
+	if err == nil {
+		t = ts[0]
+	}
 	if err == nil && s.notify != nil {
 		switch {
 		case t.State == store.Queued:
@@ -641,13 +653,13 @@ func (s *Store) Renew(ctx context.Context, agentID string, leases []store.LeaseR
 		ids[i], lids[i] = l.TaskID, int64(l.LeaseID)
 	}
 	// Lock the rows in id order, so that two renewals of overlapping sets cannot deadlock.
-	tag, err := s.pool.Exec(ctx, `UPDATE tasks SET lease_expires_at = $1 WHERE seq IN (
+	n, err := s.w.execute(ctx, slices.Min(ids), `UPDATE tasks SET lease_expires_at = $1 WHERE seq IN (
  SELECT t.seq FROM tasks t JOIN unnest($2::text[], $3::bigint[]) AS l(id, lease) ON t.id = l.id AND t.lease_id = l.lease
  WHERE t.agent_id = $4 AND t.state IN ('leased', 'running') ORDER BY t.id FOR UPDATE OF t)`, rowcodec.MS(expires), ids, lids, agentID)
 	if err != nil {
 		return 0, fmt.Errorf("renewing leases of agent %s: %w", agentID, err)
 	}
-	return int(tag.RowsAffected()), nil
+	return int(n), nil
 }
 
 // Expired implements store.Store.

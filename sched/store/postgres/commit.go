@@ -1,0 +1,208 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/paddockvm/paddock/sched/store"
+)
+
+// maxBatch bounds the writes committed together.
+const maxBatch = 256
+
+// errClosed answers the writes still waiting when the store closes.
+var errClosed = errors.New("the store is closed")
+
+// committer group-commits the store's writes (Create, Lease, Update, Renew): callers
+// queue their statement and wait; a writer takes every statement waiting (up to
+// maxBatch), sends them in one pgx batch (one round trip, one implicit transaction,
+// one commit) and answers each caller only after that commit succeeded. If the batch
+// fails (one statement's error aborts the transaction, a deadlock with another server,
+// a lost connection), nothing of it is kept and each statement is run again on its
+// own, so that a caller gets exactly the answer it would have got alone.
+//
+// Statements of a batch run in the order of the task they change (op.key), so that
+// two servers' batches lock their rows in one order. Each statement keeps its own
+// guard (the compare-and-swap on state and lease id, FOR UPDATE SKIP LOCKED), and a
+// later statement of a batch sees the earlier ones' changes: a batch is equivalent to
+// its statements run one after another.
+type committer struct {
+	pool *pgxpool.Pool
+	ops  chan *writeOp
+	ctx  context.Context // cancelled by close
+	stop context.CancelFunc
+	wg   sync.WaitGroup
+}
+
+// Op states: a caller that gives up abandons a pending op; a writer takes it.
+const (
+	opPending int32 = iota
+	opTaken
+	opAbandoned
+)
+
+// writeOp is one queued statement and, once done is signalled, its result.
+type writeOp struct {
+	q    string
+	args []any
+	key  string // the (first) task id the statement changes; "" for none in particular
+	exec bool   // true: the result is the rows affected (n); false: the returned tasks
+
+	state atomic.Int32
+	done  chan error // buffered: a writer never waits for the caller
+
+	tasks []store.Task // set by the writer before done
+	n     int64
+}
+
+func newCommitter(pool *pgxpool.Pool, writers int) *committer {
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &committer{pool: pool, ops: make(chan *writeOp, 4*maxBatch), ctx: ctx, stop: cancel}
+	for range writers {
+		c.wg.Add(1)
+		go c.loop()
+	}
+	return c
+}
+
+// close stops the writers and fails the writes still queued.
+func (c *committer) close() {
+	c.stop()
+	c.wg.Wait()
+	for {
+		select {
+		case op := <-c.ops:
+			op.done <- errClosed
+		default:
+			return
+		}
+	}
+}
+
+// query queues q and returns the tasks it returned, once committed.
+func (c *committer) query(ctx context.Context, key, q string, args ...any) ([]store.Task, error) {
+	op := &writeOp{q: q, args: args, key: key}
+	if err := c.do(ctx, op); err != nil {
+		return nil, err
+	}
+	return op.tasks, nil
+}
+
+// execute queues q and returns the rows it changed, once committed.
+func (c *committer) execute(ctx context.Context, key, q string, args ...any) (int64, error) {
+	op := &writeOp{q: q, args: args, key: key, exec: true}
+	if err := c.do(ctx, op); err != nil {
+		return 0, err
+	}
+	return op.n, nil
+}
+
+func (c *committer) do(ctx context.Context, op *writeOp) error {
+	op.done = make(chan error, 1)
+	select {
+	case c.ops <- op:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.ctx.Done():
+		return errClosed
+	}
+	select {
+	case err := <-op.done:
+		return err
+	case <-ctx.Done():
+		// Not yet taken: it will not run. Taken: it may still commit, as a statement
+		// cancelled in flight may; either way the caller is not told it succeeded.
+		op.state.CompareAndSwap(opPending, opAbandoned)
+		return ctx.Err()
+	}
+}
+
+func (c *committer) loop() {
+	defer c.wg.Done()
+	for {
+		var batch []*writeOp
+		select {
+		case op := <-c.ops:
+			batch = c.take(batch, op)
+		case <-c.ctx.Done():
+			return
+		}
+	more:
+		for len(batch) < maxBatch {
+			select {
+			case op := <-c.ops:
+				batch = c.take(batch, op)
+			default:
+				break more
+			}
+		}
+		if len(batch) > 0 {
+			c.run(batch)
+		}
+	}
+}
+
+// take adds op to batch unless its caller gave up.
+func (c *committer) take(batch []*writeOp, op *writeOp) []*writeOp {
+	if op.state.CompareAndSwap(opPending, opTaken) {
+		batch = append(batch, op)
+	}
+	return batch
+}
+
+// run commits batch, or each of its ops alone if the batch fails, and answers them.
+func (c *committer) run(batch []*writeOp) {
+	slices.SortStableFunc(batch, func(a, b *writeOp) int { return strings.Compare(a.key, b.key) })
+	err := c.send(batch)
+	var pe *pgconn.PgError
+	if err == nil || len(batch) == 1 || !errors.As(err, &pe) {
+		// Only an error from the server says the batch was rolled back; after any
+		// other (a lost connection) it may have committed, and running it again could
+		// apply a write twice, so each caller gets the error, as it would alone.
+		if err != nil && c.ctx.Err() != nil {
+			err = errClosed
+		}
+		for _, op := range batch {
+			op.done <- err
+		}
+		return
+	}
+	for _, op := range batch {
+		op.done <- c.send([]*writeOp{op})
+	}
+}
+
+// send runs ops in one batch (one implicit transaction) and stores their results.
+func (c *committer) send(ops []*writeOp) error {
+	b := &pgx.Batch{}
+	for _, op := range ops {
+		qq := b.Queue(op.q, op.args...)
+		if op.exec {
+			qq.Exec(func(ct pgconn.CommandTag) error {
+				op.n = ct.RowsAffected()
+				return nil
+			})
+			continue
+		}
+		qq.Query(func(rows pgx.Rows) error {
+			op.tasks = op.tasks[:0]
+			for rows.Next() {
+				t, err := scanTask(rows)
+				if err != nil {
+					return err
+				}
+				op.tasks = append(op.tasks, t)
+			}
+			return rows.Err()
+		})
+	}
+	return c.pool.SendBatch(c.ctx, b).Close()
+}
