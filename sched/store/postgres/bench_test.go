@@ -14,7 +14,9 @@ import (
 // BenchmarkDurable measures the durable path through each store in the same run:
 // path is pgtest.DurablePath (each caller creates, leases, starts and succeeds one task
 // after another), pipeline is pgtest.Pipeline (submitters, one batching dispatcher,
-// 100 workers). The sqlite sub-benchmarks are the baseline: compare tasks/s.
+// 100 workers). The sqlite sub-benchmarks are the baseline: compare tasks/s. The
+// postgres ones also report the server's and the benchmark's CPU time per task
+// (pgtest.Server.MeasureCPU).
 //
 //	go test -run '^$' -bench Durable -benchtime 5000x ./sched/store/postgres
 func BenchmarkDurable(b *testing.B) {
@@ -37,7 +39,7 @@ func BenchmarkDurable(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer s.Close()
-			mode.run(b, s)
+			srv.MeasureCPU(b, func() { mode.run(b, s) })
 		})
 	}
 }

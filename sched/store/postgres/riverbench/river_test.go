@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
@@ -23,7 +24,9 @@ import (
 // no-op jobs through a River client (the same number of callers inserting one job at a time,
 // 100 workers; a job counts once its completion is committed). River runs twice: with
 // its defaults (fetch cooldown 100ms, poll 1s) and tuned for latency (cooldown 1ms,
-// poll 10ms). Compare tasks/s with jobs/s.
+// poll 10ms). Compare tasks/s with jobs/s. Each also reports the server's and the
+// benchmark process's CPU time per task or job (pgtest.Server.MeasureCPU), steadier
+// than the rates on a machine shared with other work.
 func BenchmarkRiverBaseline(b *testing.B) {
 	srv := pgtest.Start(b)
 	for _, mode := range []struct {
@@ -36,7 +39,7 @@ func BenchmarkRiverBaseline(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer s.Close()
-			mode.run(b, s)
+			srv.MeasureCPU(b, func() { mode.run(b, s) })
 		})
 	}
 	b.Run("river-defaults", func(b *testing.B) { benchRiver(b, srv, 0, 0) })
@@ -87,6 +90,13 @@ func benchRiver(b *testing.B, srv *pgtest.Server, cooldown, poll time.Duration) 
 		b.Fatal(err)
 	}
 	defer client.Stop(ctx)
+	srv.MeasureCPU(b, func() { runRiver(b, client, pool) })
+}
+
+// runRiver inserts b.N no-op jobs with client from 8 × GOMAXPROCS callers and reports
+// jobs/s once every job's completion is committed.
+func runRiver(b *testing.B, client *river.Client[pgx.Tx], pool *pgxpool.Pool) {
+	ctx := context.Background()
 	b.SetParallelism(8)
 	b.ResetTimer()
 	start := time.Now()
