@@ -107,6 +107,9 @@ func (c *committer) execute(ctx context.Context, key, q string, args ...any) (in
 
 func (c *committer) do(ctx context.Context, op *writeOp) error {
 	op.done = make(chan error, 1)
+	if c.ctx.Err() != nil {
+		return errClosed
+	}
 	select {
 	case c.ops <- op:
 	case <-ctx.Done():
@@ -122,6 +125,10 @@ func (c *committer) do(ctx context.Context, op *writeOp) error {
 		// cancelled in flight may; either way the caller is not told it succeeded.
 		op.state.CompareAndSwap(opPending, opAbandoned)
 		return ctx.Err()
+	case <-c.ctx.Done():
+		// Closing: a writer cancels its batch (rolled back unless it was committing).
+		op.state.CompareAndSwap(opPending, opAbandoned)
+		return errClosed
 	}
 }
 

@@ -93,7 +93,7 @@ func Open(ctx context.Context, dsn string, o Options) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("postgres store %s: %w", desc, err)
 	}
-	st := &Store{pool: pool, desc: desc, w: newCommitter(pool, writers)}
+	st := &Store{pool: pool, desc: desc, w: newCommitter(pool, tmpWriters())}
 	if o.Notify {
 		st.notify = newAnnouncer(st)
 	}
@@ -342,19 +342,28 @@ func (s *Store) insertQuery(t store.Task) (string, []any, error) {
 	if now == 0 {
 		now = time.Now().UnixMilli()
 	}
-	digests, names := blobArrays(t.InputBlobs)
-	q := `WITH ins AS (INSERT INTO tasks (id, type, payload, inputs, priority, class, requirements, timeout_ms,
- max_attempts, idempotency_key, tenant, state, not_before, created_at, updated_at, input_blobs, schedule_deadline, upstreams)
- VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$18,$12,$13,$13,$14,$17,$19)
- ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key <> '' DO NOTHING RETURNING ` + taskCols + `),
- b AS (INSERT INTO task_blobs (digest, task_id, role, name) SELECT x.d, ins.id, 'in', x.n FROM ins, unnest($15::text[], $16::text[]) AS x(d, n))
- SELECT ` + taskCols
-	q += ` FROM ins`
 	args := []any{t.ID, t.Type, t.Payload, inputs, t.Priority, string(t.Class), string(req), t.Timeout.Milliseconds(),
-		t.MaxAttempts, t.IdempotencyKey, t.Tenant, rowcodec.MS(t.NotBefore), now, inBlobs, digests, names, rowcodec.MS(t.ScheduleDeadline),
+		t.MaxAttempts, t.IdempotencyKey, t.Tenant, rowcodec.MS(t.NotBefore), now, inBlobs, rowcodec.MS(t.ScheduleDeadline),
 		string(store.InitialState(t)), ups}
-	return q, args, nil
+	if len(t.InputBlobs) == 0 { // one plain statement: less for PostgreSQL to set up than a CTE
+		return insertTask, args, nil
+	}
+	digests, names := blobArrays(t.InputBlobs)
+	return insertTaskBlobs, append(args, digests, names), nil
 }
+
+// insertTask inserts a task ($1…$17, see insertQuery) and returns it, or no row when
+// its idempotency key is taken; insertTaskBlobs also records its input blobs
+// ($18, $19: digests and names).
+var (
+	insertTask = `INSERT INTO tasks (id, type, payload, inputs, priority, class, requirements, timeout_ms,
+ max_attempts, idempotency_key, tenant, state, not_before, created_at, updated_at, input_blobs, schedule_deadline, upstreams)
+ VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$16,$12,$13,$13,$14,$15,$17)
+ ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key <> '' DO NOTHING RETURNING ` + taskCols
+	insertTaskBlobs = `WITH ins AS (` + insertTask + `),
+ b AS (INSERT INTO task_blobs (digest, task_id, role, name) SELECT x.d, ins.id, 'in', x.n FROM ins, unnest($18::text[], $19::text[]) AS x(d, n))
+ SELECT ` + taskCols + ` FROM ins`
+)
 
 // Attempts implements store.Store.
 func (s *Store) Attempts(ctx context.Context, id string) ([]store.Attempt, error) {
@@ -586,11 +595,12 @@ func (s *Store) Update(ctx context.Context, u store.Update) (store.Task, error) 
 	if !u.LeaseExpiresAt.IsZero() {
 		sets = append(sets, "lease_expires_at = "+arg(rowcodec.MS(u.LeaseExpiresAt)))
 	}
-	q := `WITH upd AS (UPDATE tasks SET ` + strings.Join(sets, ", ") + ` WHERE id = $1 AND state = ANY($2::text[])`
+	upd := `UPDATE tasks SET ` + strings.Join(sets, ", ") + ` WHERE id = $1 AND state = ANY($2::text[])`
 	if u.LeaseID != 0 {
-		q += " AND lease_id = " + arg(int64(u.LeaseID))
+		upd += " AND lease_id = " + arg(int64(u.LeaseID))
 	}
-	q += " RETURNING " + taskCols + ")"
+	upd += " RETURNING " + taskCols
+	q := `WITH upd AS (` + upd + `)`
 	if u.EndAttempt {
 		q += `, att AS (UPDATE attempts a SET state = $3, error = ` + arg(errText) + `, retryable = ` + arg(u.Retryable) + `, failure_kind = ` + arg(string(u.FailureKind)) +
 			`, wall_ms = ` + arg(u.Usage.Wall.Milliseconds()) + `, cpu_ms = ` + arg(u.Usage.CPU.Milliseconds()) +
@@ -614,6 +624,9 @@ func (s *Store) Update(ctx context.Context, u store.Update) (store.Task, error) 
  ins_` + r + ` AS (INSERT INTO task_blobs (digest, task_id, role, name) SELECT nb_` + r + `.d, upd.id, '` + r + `', nb_` + r + `.n FROM upd, nb_` + r + ` ON CONFLICT DO NOTHING)`
 	}
 	q += ` SELECT ` + taskCols + ` FROM upd`
+	if !u.EndAttempt && u.OutputBlobs == nil && u.InputBlobs == nil {
+		q = upd // one plain statement: less for PostgreSQL to set up than a CTE
+	}
 	var t store.Task
 	ts, err := s.w.query(ctx, u.TaskID, q, args...)
 	if err == nil && len(ts) == 0 {

@@ -11,4 +11,8 @@
 // The server's superuser is "paddock" with a password (password authentication over
 // TCP, as in production), so tests can check a wrong password too. Each test that needs
 // an empty database calls NewDatabase.
+//
+// PADDOCK_PGTEST_SERVER_OPTIONS adds options to the server's command line, for
+// profiling, e.g. "-c shared_preload_libraries=pg_stat_statements" (then CREATE
+// EXTENSION pg_stat_statements in the database and read its view before the test ends).
 package pgtest

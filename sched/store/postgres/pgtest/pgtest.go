@@ -122,6 +122,9 @@ func (s *Server) run(prog string, args ...string) ([]byte, error) {
 
 func (s *Server) start() error {
 	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c max_connections=200", s.Port, s.Dir)
+	if extra := os.Getenv("PADDOCK_PGTEST_SERVER_OPTIONS"); extra != "" {
+		opts += " " + extra
+	}
 	if out, err := s.run("pg_ctl", "start", "-w", "-t", "60", "-D", s.dataDir(), "-l", filepath.Join(s.Dir, "server.log"), "-o", opts); err != nil {
 		log, _ := os.ReadFile(filepath.Join(s.Dir, "server.log"))
 		return fmt.Errorf("pg_ctl start: %v\n%s\nserver.log:\n%s", err, out, log)
