@@ -169,11 +169,10 @@ func (c *committer) take(batch []*writeOp, op *writeOp) []*writeOp {
 func (c *committer) run(batch []*writeOp) {
 	slices.SortStableFunc(batch, func(a, b *writeOp) int { return strings.Compare(a.key, b.key) })
 	err := c.send(batch)
-	var pe *pgconn.PgError
-	if err == nil || len(batch) == 1 || !errors.As(err, &pe) {
-		// Only an error from the server says the batch was rolled back; after any
-		// other (a lost connection) it may have committed, and running it again could
-		// apply a write twice, so each caller gets the error, as it would alone.
+	if err == nil || len(batch) == 1 || !rolledBack(err) {
+		// After an error other than those (a lost connection) the batch may have
+		// committed, and running it again could apply a write twice, so each caller
+		// gets the error, as it would alone.
 		if err != nil && c.ctx.Err() != nil {
 			err = errClosed
 		}
@@ -185,6 +184,17 @@ func (c *committer) run(batch []*writeOp) {
 	for _, op := range batch {
 		op.done <- c.send([]*writeOp{op})
 	}
+}
+
+// rolledBack reports whether err from a batch means that none of it was committed:
+// the server refused a statement or the commit (the implicit transaction is rolled
+// back), or nothing was executed (an argument that could not be encoded, a connection
+// that failed before sending).
+func rolledBack(err error) bool {
+	var pe *pgconn.PgError
+	var pre pgx.ErrPreprocessingBatch
+	// A FATAL error ends the session, perhaps after the commit: not a rollback.
+	return (errors.As(err, &pe) && pe.Severity == "ERROR") || errors.As(err, &pre) || pgconn.SafeToRetry(err)
 }
 
 // send runs ops in one batch (one implicit transaction) and stores their results.
