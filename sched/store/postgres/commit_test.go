@@ -3,6 +3,8 @@ package postgres
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -93,5 +95,88 @@ func TestAbandonedWrite(t *testing.T) {
 	c.close()
 	if _, err := s.Get(ctx, "late"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("Get(late) = %v; want ErrNotFound (the abandoned create must not run)", err)
+	}
+}
+
+// TestMergedBatch: a batch of many reports of one shape runs as one statement
+// (merge.go), and each caller still gets the answer it would get alone: the report
+// under the current lease changes its task and ends its attempt; one under a stale
+// lease, or a second report of a task already in the batch, changes nothing.
+func TestMergedBatch(t *testing.T) {
+	srv := pgtest.Start(t)
+	ctx := context.Background()
+	s, err := Open(ctx, srv.NewDatabase(t), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const n = 2 * minMerge
+	now := time.Now()
+	var ops []*writeOp
+	var want []bool
+	out := []byte("ok")
+	for i := range n {
+		id := fmt.Sprintf("m%02d", i)
+		if _, _, err := s.Create(ctx, store.Task{ID: id, Type: "noop", Class: store.Batch, MaxAttempts: 3, Tenant: "default"}); err != nil {
+			t.Fatal(err)
+		}
+		ls, err := s.Lease(ctx, now, []store.Grant{{TaskID: id, AgentID: "ag", ExpiresAt: now.Add(time.Minute), Secret: "s"}})
+		if err != nil || len(ls) != 1 {
+			t.Fatalf("Lease(%s) = %v, %v", id, ls, err)
+		}
+		lid := ls[0].LeaseID
+		if i%5 == 3 {
+			lid++ // a stale or foreign lease: must not match
+		}
+		u := store.Update{TaskID: id, From: []store.State{store.Leased, store.Running}, LeaseID: lid, To: store.Succeeded,
+			Now: now, Output: &out, EndAttempt: true, Usage: store.Usage{Wall: time.Second, Host: "h"}}
+		for rep := 0; rep < 1+i%7/6; rep++ { // m06 and m13 twice
+			o, err := s.updateOp(u)
+			if err != nil {
+				t.Fatal(err)
+			}
+			o.done = make(chan error, 1)
+			o.state.Store(opTaken)
+			ops = append(ops, o)
+			want = append(want, i%5 != 3 && rep == 0)
+		}
+	}
+	if q, _, ok := mergedQuery(ops[0].merge, ops[0].q, [][]any{ops[0].args, ops[1].args}); !ok {
+		t.Fatalf("the reports were not merged: %s", ops[0].q)
+	} else if !strings.Contains(q, "unnest(") {
+		t.Fatalf("merged statement without unnest: %s", q)
+	}
+	s.w.run(ops)
+	for i, o := range ops {
+		if err := <-o.done; err != nil {
+			t.Fatalf("op %d (%s): %v", i, o.key, err)
+		}
+		if got := len(o.tasks) == 1; got != want[i] {
+			t.Errorf("op %d (%s) changed its task: %v; want %v", i, o.key, got, want[i])
+		}
+		if len(o.tasks) == 1 && (o.tasks[0].ID != o.key || o.tasks[0].State != store.Succeeded) {
+			t.Errorf("op %d (%s) got task %s in state %s", i, o.key, o.tasks[0].ID, o.tasks[0].State)
+		}
+	}
+	for i := range n {
+		id := fmt.Sprintf("m%02d", i)
+		tk, err := s.Get(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		as, err := s.Attempts(ctx, id)
+		if err != nil || len(as) != 1 {
+			t.Fatalf("Attempts(%s) = %v, %v", id, as, err)
+		}
+		if i%5 == 3 {
+			if tk.State != store.Leased || !as[0].FinishedAt.IsZero() {
+				t.Errorf("task %s (stale lease): state %s, attempt finished %v; want leased, attempt open", id, tk.State, as[0].FinishedAt)
+			}
+			continue
+		}
+		if tk.State != store.Succeeded || string(tk.Output) != "ok" || as[0].State != store.Succeeded || as[0].Usage.Host != "h" || as[0].Usage.Wall != time.Second {
+			t.Errorf("task %s: state %s output %q, attempt %s host %q wall %v; want succeeded, ok, succeeded, h, 1s",
+				id, tk.State, tk.Output, as[0].State, as[0].Usage.Host, as[0].Usage.Wall)
+		}
 	}
 }

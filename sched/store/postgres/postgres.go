@@ -242,8 +242,18 @@ func (s *Store) Create(ctx context.Context, t store.Task) (store.Task, bool, err
 	if err != nil {
 		return t, false, err
 	}
+	op := func() *writeOp {
+		o := &writeOp{q: q, args: args, key: t.ID, uniq: []string{t.ID}}
+		if q == insertTask {
+			o.merge = mergeInsert
+			if t.IdempotencyKey != "" {
+				o.uniq = append(o.uniq, t.Tenant+"\x00"+t.IdempotencyKey)
+			}
+		}
+		return o
+	}
 	for try := 0; ; try++ {
-		nts, err := s.w.query(ctx, t.ID, q, args...)
+		nts, err := s.w.queryOp(ctx, op())
 		if err != nil {
 			return t, false, fmt.Errorf("creating task %s: %w", t.ID, err)
 		}
@@ -515,12 +525,47 @@ func (s *Store) Lease(ctx context.Context, now time.Time, grants []store.Grant) 
 // Update implements store.Store: one statement changes the task if it is in one of
 // u.From (and holds u.LeaseID), ends its attempt and records its output blobs.
 func (s *Store) Update(ctx context.Context, u store.Update) (store.Task, error) {
+	o, err := s.updateOp(u)
+	if err != nil {
+		return store.Task{}, err
+	}
+	var t store.Task
+	ts, err := s.w.queryOp(ctx, o)
+	if err == nil && len(ts) == 0 {
+		err = pgx.ErrNoRows
+	}
+	if err == nil {
+		t = ts[0]
+	}
+	if err == nil && s.notify != nil {
+		switch {
+		case t.State == store.Queued:
+			s.notify.queued(t.Type)
+		case u.CancelRequested && (t.State == store.Leased || t.State == store.Running):
+			s.notify.cancel(t.ID)
+		}
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
+		t, err = s.Get(ctx, u.TaskID)
+		if err != nil {
+			return t, err
+		}
+		return t, fmt.Errorf("task %s is %s under lease %d, not %v under lease %d: %w", u.TaskID, t.State, t.LeaseID, u.From, u.LeaseID, store.ErrConflict)
+	}
+	if err != nil {
+		return t, fmt.Errorf("updating task %s: %w", u.TaskID, err)
+	}
+	return t, nil
+}
+
+// updateOp checks u and returns the statement that applies it (see Update).
+func (s *Store) updateOp(u store.Update) (*writeOp, error) {
 	if len(u.From) == 0 || !u.To.Valid() {
-		return store.Task{}, fmt.Errorf("updating task %s: From and a valid To are required: %w", u.TaskID, store.ErrInvalid)
+		return nil, fmt.Errorf("updating task %s: From and a valid To are required: %w", u.TaskID, store.ErrInvalid)
 	}
 	for _, f := range u.From {
 		if f != u.To && !store.Legal(f, u.To) {
-			return store.Task{}, fmt.Errorf("updating task %s from %s to %s: %w", u.TaskID, f, u.To, store.ErrInvalid)
+			return nil, fmt.Errorf("updating task %s from %s to %s: %w", u.TaskID, f, u.To, store.ErrInvalid)
 		}
 	}
 	n := rowcodec.MS(u.Now)
@@ -546,7 +591,7 @@ func (s *Store) Update(ctx context.Context, u store.Update) (store.Task, error) 
 	if u.Outputs != nil {
 		b, err := rowcodec.EncMap(u.Outputs)
 		if err != nil {
-			return store.Task{}, fmt.Errorf("encoding outputs of task %s: %w", u.TaskID, err)
+			return nil, fmt.Errorf("encoding outputs of task %s: %w", u.TaskID, err)
 		}
 		sets = append(sets, "outputs = "+arg(b))
 	}
@@ -556,21 +601,21 @@ func (s *Store) Update(ctx context.Context, u store.Update) (store.Task, error) 
 	if u.OutputBlobs != nil {
 		b, err := rowcodec.EncBlobs(u.OutputBlobs)
 		if err != nil {
-			return store.Task{}, fmt.Errorf("encoding output blobs of task %s: %w", u.TaskID, err)
+			return nil, fmt.Errorf("encoding output blobs of task %s: %w", u.TaskID, err)
 		}
 		sets = append(sets, "output_blobs = "+arg(b))
 	}
 	if u.InputBlobs != nil {
 		b, err := rowcodec.EncBlobs(u.InputBlobs)
 		if err != nil {
-			return store.Task{}, fmt.Errorf("encoding input blobs of task %s: %w", u.TaskID, err)
+			return nil, fmt.Errorf("encoding input blobs of task %s: %w", u.TaskID, err)
 		}
 		sets = append(sets, "input_blobs = "+arg(b))
 	}
 	if u.Inputs != nil {
 		b, err := rowcodec.EncMap(u.Inputs)
 		if err != nil {
-			return store.Task{}, fmt.Errorf("encoding inputs of task %s: %w", u.TaskID, err)
+			return nil, fmt.Errorf("encoding inputs of task %s: %w", u.TaskID, err)
 		}
 		sets = append(sets, "inputs = "+arg(b))
 	}
@@ -631,33 +676,11 @@ func (s *Store) Update(ctx context.Context, u store.Update) (store.Task, error) 
 	if !u.EndAttempt && u.OutputBlobs == nil && u.InputBlobs == nil {
 		q = upd // one plain statement: less for PostgreSQL to set up than a CTE
 	}
-	var t store.Task
-	ts, err := s.w.query(ctx, u.TaskID, q, args...)
-	if err == nil && len(ts) == 0 {
-		err = pgx.ErrNoRows
+	o := &writeOp{q: q, args: args, key: u.TaskID, uniq: []string{u.TaskID}}
+	if u.OutputBlobs == nil && u.InputBlobs == nil {
+		o.merge = mergeUpdate
 	}
-	if err == nil {
-		t = ts[0]
-	}
-	if err == nil && s.notify != nil {
-		switch {
-		case t.State == store.Queued:
-			s.notify.queued(t.Type)
-		case u.CancelRequested && (t.State == store.Leased || t.State == store.Running):
-			s.notify.cancel(t.ID)
-		}
-	}
-	if errors.Is(err, pgx.ErrNoRows) {
-		t, err = s.Get(ctx, u.TaskID)
-		if err != nil {
-			return t, err
-		}
-		return t, fmt.Errorf("task %s is %s under lease %d, not %v under lease %d: %w", u.TaskID, t.State, t.LeaseID, u.From, u.LeaseID, store.ErrConflict)
-	}
-	if err != nil {
-		return t, fmt.Errorf("updating task %s: %w", u.TaskID, err)
-	}
-	return t, nil
+	return o, nil
 }
 
 // Renew implements store.Store.
