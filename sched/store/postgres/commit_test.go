@@ -14,17 +14,23 @@ import (
 	"github.com/paddockvm/paddock/sched/store/postgres/pgtest"
 )
 
+// openTest opens a store on a new database of a new server, closed when t ends.
+func openTest(t *testing.T) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), pgtest.Start(t).NewDatabase(t), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
 // TestBatchFallback: a statement that fails inside a batch rolls the whole batch back;
 // the committer then runs each statement alone, so the others still commit, the
 // failing one gets its own error, and no write is applied twice.
 func TestBatchFallback(t *testing.T) {
-	srv := pgtest.Start(t)
 	ctx := context.Background()
-	s, err := Open(ctx, srv.NewDatabase(t), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openTest(t)
 	task := func(id string) store.Task {
 		return store.Task{ID: id, Type: "noop", Class: store.Batch, MaxAttempts: 3, Tenant: "default"}
 	}
@@ -69,13 +75,8 @@ func TestBatchFallback(t *testing.T) {
 // TestAbandonedWrite: a caller whose context ends before its write is taken gets the
 // context's error, and the write is never made.
 func TestAbandonedWrite(t *testing.T) {
-	srv := pgtest.Start(t)
 	ctx := context.Background()
-	s, err := Open(ctx, srv.NewDatabase(t), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openTest(t)
 	// A committer with no writer: nothing is taken until one runs.
 	c := newCommitter(s.pool, 0)
 	cctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
@@ -103,13 +104,8 @@ func TestAbandonedWrite(t *testing.T) {
 // under the current lease changes its task and ends its attempt; one under a stale
 // lease, or a second report of a task already in the batch, changes nothing.
 func TestMergedBatch(t *testing.T) {
-	srv := pgtest.Start(t)
 	ctx := context.Background()
-	s, err := Open(ctx, srv.NewDatabase(t), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openTest(t)
 	const n = 2 * minMerge
 	now := time.Now()
 	var ops []*writeOp

@@ -9,8 +9,11 @@
 // concurrent Create, Lease, Update and Renew calls are group-committed (commit.go): one
 // writer sends every statement waiting as one pgx batch, one round trip and one
 // implicit transaction, in task id order, and answers each caller after the commit; a
-// batch the server refuses is run again one statement at a time. A batch is the same as
-// its statements run one after another, so each keeps its guarantee:
+// batch the server refuses is run again one statement at a time. Eight or more writes of
+// one statement text on distinct tasks (submits without blobs, reports of one shape) run
+// as one statement over arrays (merge.go), as River's completer marks many jobs done in
+// one UPDATE. A batch is the same as its statements run one after another, so each
+// keeps its guarantee:
 //   - Update is a compare-and-swap on (state, lease id) decided by the row lock: of two
 //     racing changes, the second re-reads the row after the first commits and no
 //     longer matches, so it returns ErrConflict with the task as it is.
