@@ -24,16 +24,19 @@ var errClosed = errors.New("the store is closed")
 // committer group-commits the store's writes (Create, Lease, Update, Renew): callers
 // queue their statement and wait; a writer takes every statement waiting (up to
 // maxBatch), sends them in one pgx batch (one round trip, one implicit transaction,
-// one commit) and answers each caller only after that commit succeeded. If the batch
-// fails (one statement's error aborts the transaction, a deadlock with another server,
-// a lost connection), nothing of it is kept and each statement is run again on its
-// own, so that a caller gets exactly the answer it would have got alone.
+// one commit) and answers each caller only after that commit succeeded. If the server
+// refuses the batch (one statement's error aborts the transaction, a deadlock with
+// another server), nothing of it is kept and each statement is run again on its own,
+// so that a caller gets exactly the answer it would have got alone. After an error that
+// leaves it unknown whether the batch committed (a connection lost while waiting for
+// the answer), every caller gets that error, as a single statement's caller would.
 //
-// Statements of a batch run in the order of the task they change (op.key), so that
-// two servers' batches lock their rows in one order. Each statement keeps its own
-// guard (the compare-and-swap on state and lease id, FOR UPDATE SKIP LOCKED), and a
-// later statement of a batch sees the earlier ones' changes: a batch is equivalent to
-// its statements run one after another.
+// Statements of a batch run in the order of the task they change (op.key), the merged
+// ones (merge.go) first, so that servers' batches mostly lock rows in one order (a
+// deadlock left is found by PostgreSQL and ends in the fallback above). Each statement
+// keeps its own guard (the compare-and-swap on state and lease id, FOR UPDATE SKIP
+// LOCKED), and a later statement of a batch sees the earlier ones' changes: a batch is
+// equivalent to its statements run one after another, all of them concurrent calls.
 type committer struct {
 	pool *pgxpool.Pool
 	ops  chan *writeOp

@@ -12,6 +12,9 @@
 // TCP, as in production), so tests can check a wrong password too. Each test that needs
 // an empty database calls NewDatabase.
 //
+// Server.MeasureCPU reports a benchmark's CPU time per op in the server's processes
+// and in the benchmark's own (read from /proc), steadier than rates on a shared machine.
+//
 // PADDOCK_PGTEST_SERVER_OPTIONS adds options to the server's command line, for
 // profiling, e.g. "-c shared_preload_libraries=pg_stat_statements" (then CREATE
 // EXTENSION pg_stat_statements in the database and read its view before the test ends).
