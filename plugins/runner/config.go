@@ -53,7 +53,10 @@ type Config struct {
 	// MaxTaskLogBytes bounds the log lines kept of one call (Result.Logs): the
 	// oldest are dropped beyond it. Default 1 MiB.
 	MaxTaskLogBytes int64
-	// StartTimeout bounds a handler's start (exec to handshake). Default 1 min.
+	// StartTimeout bounds a handler's start (exec until its Describe answers: the
+	// handshake line, the TLS connection, the first call), counted while its process
+	// uses no CPU: a start that keeps using CPU (a guest starved of CPU starts its
+	// handlers slowly) is waited for up to 10 StartTimeouts in all. Default 1 min.
 	StartTimeout time.Duration
 	// Logger receives the runner's and the handlers' logs. Default slog.Default().
 	Logger *slog.Logger

@@ -37,6 +37,11 @@
 // sdk.LogKeyCallEnd line and says so (HandleResponse.log_end); Execute then waits for
 // that line (at most 2 s), since it travels on another pipe than the answer.
 //
+// A handler's start (exec until its Describe answers) is bounded by StartTimeout
+// counted in time its process uses no CPU, and 10 StartTimeouts in all (startclock.go):
+// in a guest starved of CPU handlers start slowly but steadily, and were refused after
+// a minute of wall time.
+//
 // Handler processes run in their own process group and, on Linux, with a
 // parent-death signal (SIGKILL): an agent that dies, even by SIGKILL, takes its
 // handlers with it.

@@ -51,6 +51,10 @@ func fakeHandler(mode string) int {
 		return 3
 	case "hang":
 		time.Sleep(time.Minute)
+	case "slow": // busy for 3 s (a start in a guest starved of CPU), then a handler
+		for end := time.Now().Add(3 * time.Second); time.Now().Before(end); {
+		}
+		servePlain()
 	case "plain":
 		servePlain()
 	}
@@ -153,7 +157,7 @@ func TestHandshakeErrors(t *testing.T) {
 		{"nocert", []string{"no TLS certificate in its handshake", "AutoMTLS"}},
 		{"netrpc", []string{`go-plugin protocol "netrpc"`, "only grpc"}},
 		{"exit", []string{"exited (exit status 3) before its go-plugin handshake", "cannot open /etc/handler.conf"}},
-		{"hang", []string{"no go-plugin handshake line on its stdout within 3s"}},
+		{"hang", []string{"no go-plugin handshake line on its stdout", "used no CPU for 3s (StartTimeout)", "stuck before sdk.Serve"}},
 	} {
 		t.Run(tc.mode, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -171,6 +175,18 @@ func TestHandshakeErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSlowStartIsWaitedFor: a handler that keeps using CPU for three StartTimeouts
+// before its handshake (as one does in a guest starved of CPU) is started, not refused.
+func TestSlowStartIsWaitedFor(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	r, err := runner.New(ctx, runner.Config{Handlers: []runner.HandlerSpec{fakeSpec(t, "slow")}, StartTimeout: time.Second, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatalf("a handler busy starting for 3s with a StartTimeout of 1s was refused: %v", err)
+	}
+	r.Close()
 }
 
 // TestChecksumBeforeExec: a handler whose binary does not match its sha256 is

@@ -51,7 +51,7 @@ const stderrTail = 8
 type pluginConfig struct {
 	cmd     *exec.Cmd     // not started; Env, SysProcAttr set
 	sum     []byte        // the binary's expected sha256
-	timeout time.Duration // exec to handshake
+	timeout time.Duration // exec to Describe's answer, counted while the process makes no progress (startClock)
 	stderr  func(line string)
 	stdout  io.Writer // the handler's os.Stdout after Serve (go-plugin's stdio stream)
 	errout  io.Writer // its os.Stderr after Serve
@@ -66,6 +66,11 @@ type pluginClient struct {
 	waitErr error         // cmd.Wait's; set before exited is closed
 
 	closeOnce sync.Once
+
+	// started is the start's deadline (startClock), until the caller's first call
+	// (Describe) answers; startDone releases it.
+	started   context.Context
+	startDone func()
 }
 
 // handshakeError is a handler that did not complete go-plugin's handshake.
@@ -121,6 +126,7 @@ func startPlugin(ctx context.Context, cfg pluginConfig) (_ *pluginClient, err er
 	}
 
 	c := &pluginClient{cmd: cmd, exited: make(chan struct{})}
+	c.started, c.startDone = startClock(ctx, cmd.Process.Pid, cfg.timeout)
 	tail := &lineTail{max: stderrTail}
 	stderrDone := make(chan struct{})
 	go func() {
@@ -143,6 +149,7 @@ func startPlugin(ctx context.Context, cfg pluginConfig) (_ *pluginClient, err er
 	}()
 	defer func() {
 		if err != nil {
+			c.startDone()
 			c.kill()
 			<-c.exited
 			if he := (*handshakeError)(nil); errors.As(err, &he) {
@@ -166,14 +173,13 @@ func startPlugin(ctx context.Context, cfg pluginConfig) (_ *pluginClient, err er
 			close(lines)
 		}
 	}()
-	timer := time.NewTimer(cfg.timeout)
-	defer timer.Stop()
 	var line string
 	select {
-	case <-ctx.Done():
+	case <-c.started.Done():
+		if cause := context.Cause(c.started); errors.Is(cause, errNoProgress) {
+			return nil, &handshakeError{what: fmt.Sprintf("no go-plugin handshake line on its stdout: %v: is it stuck before sdk.Serve?", cause)}
+		}
 		return nil, ctx.Err()
-	case <-timer.C:
-		return nil, &handshakeError{what: fmt.Sprintf("no go-plugin handshake line on its stdout within %v (StartTimeout): is it stuck before sdk.Serve?", cfg.timeout)}
 	case l, ok := <-lines:
 		if !ok {
 			select {
