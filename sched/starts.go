@@ -52,10 +52,9 @@ func (q *startQueue) due(t time.Time) []pendingStart {
 	return out
 }
 
-// deferStart records that a acknowledged batch task taskID under leaseID at now; the
-// start is written by startLoop unless the task's report comes first. It reports
-// false for an assignment it does not defer (an online task, or one a no longer
-// holds). Caller holds s.agents.mu.
+// deferStart records that a acknowledged as (a batch task a holds) at now; the start
+// is written by startLoop unless the task's report comes first. It reports false for
+// an online task, whose start the caller writes at once. Caller holds s.agents.mu.
 func (s *Server) deferStart(a *agent, as *assignment, now time.Time) bool {
 	if as.class == store.Online {
 		return false

@@ -197,10 +197,10 @@ func (r *Runner) batch(ctx context.Context, h *handler, start time.Time, calls [
 	if err == nil {
 		return
 	}
-	if status.Code(err) == codes.Unimplemented && !p.batchless.Swap(true) {
-		h.log.Info("handler does not implement HandleBatch (built with an older plugins/sdk?): one Handle call per task", "pid", p.pid())
-	}
 	if status.Code(err) == codes.Unimplemented {
+		if !p.batchless.Swap(true) {
+			h.log.Info("handler does not implement HandleBatch (built with an older plugins/sdk?): one Handle call per task", "pid", p.pid())
+		}
 		var rest []*batchItem
 		for _, it := range sent {
 			if it.stop == nil || it.stop() { // its AfterFunc has not run and will not
