@@ -694,21 +694,32 @@ func (s *Store) List(ctx context.Context, f store.Filter) ([]store.Task, string,
 // parameter so compared makes the prepared statement expire at every new binding, so
 // that it was parsed and planned again on every run (a third of the cost of a ready read).
 
+// The queries the dispatch loop and the lease sweep run most; each is answered from
+// its partial index (migration 00018; TestQueryPlans checks that). Without statistics
+// SQLite would answer the expired leases from tasks_state_seq and sort them, hence the
+// index named there.
+var (
+	readyOnlineSQL = `SELECT ` + readyCols + ` FROM tasks INDEXED BY tasks_ready_online WHERE state = 'queued' AND class = 'online' AND type = ? AND not_before <= ?
+ ORDER BY priority DESC, seq LIMIT ?`
+	readyBatchSQL = `SELECT ` + readyCols + ` FROM tasks WHERE state = 'queued' AND type = ? AND not_before <= ? AND class <> 'online'
+ ORDER BY priority DESC, seq LIMIT ?`
+	expiredSQL = `SELECT ` + listCols + ` FROM tasks INDEXED BY tasks_lease_expiry WHERE state IN ('leased', 'running') AND lease_expires_at < ?
+ ORDER BY lease_expires_at LIMIT ?`
+)
+
 // Ready implements store.Store.
 func (s *Store) Ready(ctx context.Context, typ string, now time.Time, limit int) ([]store.Task, error) {
 	// Online tasks first (the partial index tasks_ready_online, named: without
 	// statistics SQLite picks tasks_ready and reads every queued task of the type to find
 	// the online ones), then batch ones.
-	ts, err := s.queryTasks(ctx, `SELECT `+readyCols+` FROM tasks INDEXED BY tasks_ready_online WHERE state = 'queued' AND class = 'online' AND type = ? AND not_before <= ?
- ORDER BY priority DESC, seq LIMIT ?`, typ, ms(now), limit)
+	ts, err := s.queryTasks(ctx, readyOnlineSQL, typ, ms(now), limit)
 	if err != nil {
 		return nil, fmt.Errorf("finding ready online tasks of type %s: %w", typ, err)
 	}
 	if len(ts) == limit {
 		return ts, nil
 	}
-	batch, err := s.queryTasks(ctx, `SELECT `+readyCols+` FROM tasks WHERE state = 'queued' AND type = ? AND not_before <= ? AND class <> 'online'
- ORDER BY priority DESC, seq LIMIT ?`, typ, ms(now), limit-len(ts))
+	batch, err := s.queryTasks(ctx, readyBatchSQL, typ, ms(now), limit-len(ts))
 	if err != nil {
 		return nil, fmt.Errorf("finding ready tasks of type %s: %w", typ, err)
 	}
@@ -946,8 +957,7 @@ func (s *Store) Renew(ctx context.Context, agentID string, leases []store.LeaseR
 
 // Expired implements store.Store.
 func (s *Store) Expired(ctx context.Context, now time.Time, limit int) ([]store.Task, error) {
-	ts, err := s.queryTasks(ctx, `SELECT `+listCols+` FROM tasks WHERE state IN (?, ?) AND lease_expires_at < ?
- ORDER BY lease_expires_at LIMIT ?`, string(store.Leased), string(store.Running), ms(now), limit)
+	ts, err := s.queryTasks(ctx, expiredSQL, ms(now), limit)
 	if err != nil {
 		return nil, fmt.Errorf("finding expired leases: %w", err)
 	}
@@ -1034,7 +1044,7 @@ func (s *Store) DeleteFinished(ctx context.Context, st store.State, before time.
 }
 
 // finishedSet selects (state, finished before, limit) the oldest finished tasks' ids.
-const finishedSet = `(SELECT id FROM tasks WHERE state = ? AND finished_at < ? ORDER BY finished_at, id LIMIT ?)`
+const finishedSet = `(SELECT id FROM tasks WHERE state = ? AND finished_at > 0 AND finished_at < ? ORDER BY finished_at, id LIMIT ?)`
 
 // deleteFinishedSQL deletes a set of finished tasks and everything stored about them,
 // the tasks rows last.

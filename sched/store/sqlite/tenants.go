@@ -106,8 +106,10 @@ func (s *Store) CountTenant(ctx context.Context, tenant string, st store.State) 
 	if !st.Valid() {
 		return 0, fmt.Errorf("counting the tasks of tenant %s: state %q: %w", tenant, st, store.ErrInvalid)
 	}
-	// The state is a literal (see Ready): one statement per state.
-	q, err := s.prepared(&s.rstmts, s.r, `SELECT COUNT(*) FROM tasks WHERE tenant = ? AND state = '`+string(st)+`'`)
+	// The state is a literal (see Ready): one statement per state. Queued tasks are
+	// counted from the partial index tasks_tenant_ready; other states (only tests ask)
+	// read the table.
+	q, err := s.prepared(&s.rstmts, s.r, countTenantSQL(st))
 	if err != nil {
 		return 0, err
 	}
@@ -118,10 +120,16 @@ func (s *Store) CountTenant(ctx context.Context, tenant string, st store.State) 
 	return n, nil
 }
 
+func countTenantSQL(st store.State) string {
+	return `SELECT COUNT(*) FROM tasks WHERE tenant = ? AND state = '` + string(st) + `'`
+}
+
+const readyTenantSQL = `SELECT ` + listCols + ` FROM tasks WHERE tenant = ? AND state = 'queued' AND type = ? AND not_before <= ?
+ ORDER BY priority DESC, seq LIMIT ?`
+
 // ReadyTenant implements store.TenantStore.
 func (s *Store) ReadyTenant(ctx context.Context, typ, tenant string, now time.Time, limit int) ([]store.Task, error) {
-	ts, err := s.queryTasks(ctx, `SELECT `+listCols+` FROM tasks WHERE tenant = ? AND state = 'queued' AND type = ? AND not_before <= ?
- ORDER BY priority DESC, seq LIMIT ?`, tenant, typ, ms(now), limit)
+	ts, err := s.queryTasks(ctx, readyTenantSQL, tenant, typ, ms(now), limit)
 	if err != nil {
 		return nil, fmt.Errorf("finding ready tasks of type %s of tenant %s: %w", typ, tenant, err)
 	}
