@@ -998,7 +998,8 @@ func (x *CancelCallRequest) GetCallId() string {
 // CancelCallResponse says whether the call was running.
 type CancelCallResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// True when the call was running and its context is now cancelled.
+	// True when the call was running (or, an item of a HandleBatch, waiting to run)
+	// and its context is now cancelled.
 	WasRunning    bool `protobuf:"varint,1,opt,name=was_running,json=wasRunning,proto3" json:"was_running,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -64,8 +64,9 @@ type HandlerClient interface {
 	// and the agent falls back to one Handle call per item.
 	HandleBatch(ctx context.Context, in *HandleBatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[HandleBatchResponse], error)
 	// CancelCall cancels the context of the running call (a Handle call, or an item
-	// of a HandleBatch) named by call_id; it returns at once, without waiting for the
-	// call to return (WaitCall does that). A call that is not running is ignored.
+	// of a HandleBatch, running or still waiting for a worker: such an item is then not
+	// run at all) named by call_id; it returns at once, without waiting for the call to
+	// return (WaitCall does that). A call that is not running is ignored.
 	CancelCall(ctx context.Context, in *CancelCallRequest, opts ...grpc.CallOption) (*CancelCallResponse, error)
 }
 
@@ -167,8 +168,9 @@ type HandlerServer interface {
 	// and the agent falls back to one Handle call per item.
 	HandleBatch(*HandleBatchRequest, grpc.ServerStreamingServer[HandleBatchResponse]) error
 	// CancelCall cancels the context of the running call (a Handle call, or an item
-	// of a HandleBatch) named by call_id; it returns at once, without waiting for the
-	// call to return (WaitCall does that). A call that is not running is ignored.
+	// of a HandleBatch, running or still waiting for a worker: such an item is then not
+	// run at all) named by call_id; it returns at once, without waiting for the call to
+	// return (WaitCall does that). A call that is not running is ignored.
 	CancelCall(context.Context, *CancelCallRequest) (*CancelCallResponse, error)
 	mustEmbedUnimplementedHandlerServer()
 }

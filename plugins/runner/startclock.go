@@ -35,7 +35,7 @@ func startClock(ctx context.Context, pid int, timeout time.Duration) (_ context.
 	sctx, cancel := context.WithCancelCause(ctx)
 	done := make(chan struct{})
 	go func() {
-		t := time.NewTicker(min(startPoll, timeout))
+		t := time.NewTicker(max(min(startPoll, timeout/4), time.Millisecond)) // a few samples a StartTimeout
 		defer t.Stop()
 		begin := time.Now()
 		last, lastCPU := begin, processCPU(pid)

@@ -146,3 +146,115 @@ func TestHandleBatchEmpty(t *testing.T) {
 		t.Fatalf("empty batch: %v, want an error naming items", err)
 	}
 }
+
+// typesHandler serves "one" (concurrency 1) and "many" (concurrency 4). A "many"
+// call waits until two of them run at once (or 10 s); a "one" call with payload
+// "wait" waits for its ctx. It records the payloads it was called with.
+type typesHandler struct {
+	mu            sync.Mutex
+	seen          []string
+	one, manyRuns atomic.Int64
+	onePeak       atomic.Int64
+	manyMet       chan struct{}
+	metOnce       sync.Once
+}
+
+func (h *typesHandler) Describe() []TaskType {
+	return []TaskType{{Name: "one", Version: "1", Concurrency: 1}, {Name: "many", Version: "1", Concurrency: 4}}
+}
+
+func (h *typesHandler) Handle(ctx context.Context, r Request) (Response, error) {
+	h.mu.Lock()
+	h.seen = append(h.seen, string(r.Payload))
+	h.mu.Unlock()
+	if r.Type == "many" {
+		if h.manyRuns.Add(1) >= 2 {
+			h.metOnce.Do(func() { close(h.manyMet) })
+		}
+		defer h.manyRuns.Add(-1)
+		select {
+		case <-h.manyMet:
+			return Response{Output: r.Payload}, nil
+		case <-time.After(10 * time.Second):
+			return Response{}, Fatalf("no other %q call ran beside this one", r.Type)
+		}
+	}
+	n := h.one.Add(1)
+	defer h.one.Add(-1)
+	if n > h.onePeak.Load() {
+		h.onePeak.Store(n)
+	}
+	if string(r.Payload) == "wait" {
+		<-ctx.Done()
+		return Response{}, ctx.Err()
+	}
+	return Response{Output: r.Payload}, nil
+}
+
+// TestHandleBatchTypes: in a batch of two types each type runs up to its own
+// concurrency (not the first item's type's); a CancelCall for an item still waiting
+// for a worker keeps it from running at all.
+func TestHandleBatchTypes(t *testing.T) {
+	h := &typesHandler{manyMet: make(chan struct{})}
+	s, err := newServer(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	items := []*handlerpb.HandleRequest{
+		{CallId: "o0", Type: "one", Payload: []byte("wait")},
+		{CallId: "o1", Type: "one", Payload: []byte("o1")},
+		{CallId: "o2", Type: "one", Payload: []byte("o2")},
+	}
+	for i := range 6 {
+		items = append(items, &handlerpb.HandleRequest{CallId: fmt.Sprint("m", i), Type: "many", Payload: []byte(fmt.Sprint("m", i))})
+	}
+	st := &batchStream{ctx: context.Background(), msgs: make(chan *handlerpb.HandleBatchResponse, len(items))}
+	errc := make(chan error, 1)
+	go func() { errc <- s.HandleBatch(&handlerpb.HandleBatchRequest{Items: items}, st) }()
+
+	// o1 waits behind o0: cancel it before it starts, then let o0 end.
+	deadline := time.Now().Add(time.Minute)
+	for h.one.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if resp, err := s.CancelCall(context.Background(), &handlerpb.CancelCallRequest{CallId: "o1"}); err != nil || !resp.GetWasRunning() {
+		t.Fatalf("CancelCall o1 (waiting for a worker): %v, %v: want was_running", resp, err)
+	}
+	if _, err := s.CancelCall(context.Background(), &handlerpb.CancelCallRequest{CallId: "o0"}); err != nil {
+		t.Fatal(err)
+	}
+	got := map[int]*handlerpb.HandleResponse{}
+	for len(got) < len(items) {
+		select {
+		case m := <-st.msgs:
+			for _, a := range m.GetAnswers() {
+				got[int(a.GetIndex())] = a.GetResponse()
+			}
+		case <-time.After(time.Minute):
+			t.Fatalf("%d answers after a minute, want %d", len(got), len(items))
+		}
+	}
+	if err := <-errc; err != nil {
+		t.Fatalf("HandleBatch: %v", err)
+	}
+	for i, r := range got {
+		switch i {
+		case 0, 1:
+			if r.GetError() == nil || !r.GetError().GetRetryable() {
+				t.Errorf("item %d (cancelled): %v, want a retryable error", i, r)
+			}
+		default:
+			if r.GetError() != nil || string(r.GetOutput()) != string(items[i].GetPayload()) {
+				t.Errorf("item %d: %v, want output %s", i, r, items[i].GetPayload())
+			}
+		}
+	}
+	for _, p := range h.seen {
+		if p == "o1" {
+			t.Error("item o1 ran although it was cancelled before it started")
+		}
+	}
+	if p := h.onePeak.Load(); p > 1 {
+		t.Errorf("%d items of type one (concurrency 1) ran at once", p)
+	}
+}

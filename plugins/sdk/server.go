@@ -85,11 +85,36 @@ func (s *server) Describe(context.Context, *handlerpb.DescribeRequest) (*handler
 }
 
 func (s *server) Handle(ctx context.Context, req *handlerpb.HandleRequest) (*handlerpb.HandleResponse, error) {
+	ctx, end := s.track(ctx, req.GetCallId())
+	defer end()
 	return s.handle(ctx, req)
 }
 
-// handle runs one task, alone (Handle) or as an item of HandleBatch. The task's
-// context ends at its deadline_unix_nanos, when ctx ends, or on CancelCall.
+// track registers call id (none if "") for CancelCall and WaitCall: the call runs
+// under the context returned, which CancelCall cancels; end, called once the call
+// is answered, unregisters it and lets WaitCall return.
+func (s *server) track(ctx context.Context, id string) (_ context.Context, end func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	if id == "" {
+		return ctx, cancel
+	}
+	r := &running{done: make(chan struct{}), cancel: cancel}
+	s.mu.Lock()
+	s.calls[id] = r
+	s.mu.Unlock()
+	return ctx, func() {
+		cancel()
+		s.mu.Lock()
+		if s.calls[id] == r { // not since replaced by a call that reused the id
+			delete(s.calls, id)
+		}
+		s.mu.Unlock()
+		close(r.done)
+	}
+}
+
+// handle runs one task, alone (Handle) or as an item of HandleBatch, under ctx (see
+// track). The task's context also ends at its deadline_unix_nanos.
 func (s *server) handle(ctx context.Context, req *handlerpb.HandleRequest) (resp *handlerpb.HandleResponse, err error) {
 	// Runs before the response is sent: when records were logged during the call,
 	// the end-of-call line follows them, and the agent waits for it.
@@ -110,25 +135,11 @@ func (s *server) handle(ctx context.Context, req *handlerpb.HandleRequest) (resp
 		// Cancelled before it started: do not run it at all.
 		return nil, ctx.Err()
 	}
-	var cancel context.CancelFunc
 	if ns := req.GetDeadlineUnixNanos(); ns != 0 {
+		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, time.Unix(0, ns))
-	} else {
-		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
 	}
-	defer cancel()
-	done := make(chan struct{})
-	if id := req.GetCallId(); id != "" {
-		s.mu.Lock()
-		s.calls[id] = &running{done: done, cancel: cancel}
-		s.mu.Unlock()
-		defer func() {
-			s.mu.Lock()
-			delete(s.calls, id)
-			s.mu.Unlock()
-		}()
-	}
-	defer close(done)
 
 	r := Request{
 		Type:           req.GetType(),
@@ -226,11 +237,12 @@ func (s *server) call(ctx context.Context, r Request) (resp Response, err error)
 // with room for its framing).
 const batchMessageBytes = MaxMessageBytes - 64<<10
 
-// HandleBatch runs each item as handle would, up to the first item's type's
-// workers at once, and streams each answer back as soon as it is done; the
-// answers that are done when the sender gets to them share one message (nothing
-// waits to fill a message). An answer too large for a message of its own is
-// replaced by an OUTPUT_TOO_LARGE error.
+// HandleBatch runs each item as Handle would, the items of each type in their order
+// and up to that type's workers at once, and streams each answer back as soon as it
+// is done; the answers that are done when the sender gets to them share one message
+// (nothing waits to fill a message). An answer too large for a message of its own is
+// replaced by an OUTPUT_TOO_LARGE error. Every item is registered before any runs, so
+// that a CancelCall for an item still waiting for a worker stops it from running.
 func (s *server) HandleBatch(req *handlerpb.HandleBatchRequest, stream handlerpb.Handler_HandleBatchServer) error {
 	items := req.GetItems()
 	if len(items) == 0 {
@@ -238,22 +250,33 @@ func (s *server) HandleBatch(req *handlerpb.HandleBatchRequest, stream handlerpb
 	}
 	ctx := stream.Context()
 	answers := make(chan *handlerpb.BatchAnswer, len(items)) // never blocks a worker
-	var next atomic.Int64
-	work := func() {
-		for {
-			i := int(next.Add(1) - 1)
-			if i >= len(items) {
-				return
-			}
-			resp, err := s.handle(ctx, items[i])
-			if err != nil { // its context ended before it started
-				resp = &handlerpb.HandleResponse{Error: &handlerpb.Error{Message: err.Error(), Retryable: true}}
-			}
-			answers <- &handlerpb.BatchAnswer{Index: uint32(i), Response: resp}
-		}
+	ctxs := make([]context.Context, len(items))
+	ends := make([]func(), len(items))
+	byType := map[string][]int{}
+	for i, it := range items {
+		ctxs[i], ends[i] = s.track(ctx, it.GetCallId())
+		byType[it.GetType()] = append(byType[it.GetType()], i)
 	}
-	for w := min(len(items), max(1, s.workers[items[0].GetType()])); w > 0; w-- {
-		go work()
+	for typ, idx := range byType {
+		next := new(atomic.Int64)
+		work := func() {
+			for {
+				k := int(next.Add(1) - 1)
+				if k >= len(idx) {
+					return
+				}
+				i := idx[k]
+				resp, err := s.handle(ctxs[i], items[i])
+				ends[i]()
+				if err != nil { // its context ended before it started
+					resp = &handlerpb.HandleResponse{Error: &handlerpb.Error{Message: err.Error(), Retryable: true}}
+				}
+				answers <- &handlerpb.BatchAnswer{Index: uint32(i), Response: resp}
+			}
+		}
+		for w := min(len(idx), max(1, s.workers[typ])); w > 0; w-- {
+			go work()
+		}
 	}
 	var held *handlerpb.BatchAnswer // taken from answers, for the next message
 	for sent := 0; sent < len(items); {
