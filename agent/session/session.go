@@ -640,7 +640,7 @@ func (s *Session) assignLocked(ctx context.Context, a *agentv1.Assign, acks *[]*
 			return
 		}
 		old.byServer = false
-		old.cancel(errors.New("superseded by a newer lease"))
+		old.cancel(fmt.Errorf("%w by lease %d", errSuperseded, a.GetLeaseId())) // its report is not sent: the server has moved on
 	}
 	if u, ok := s.unacked[a.GetTaskId()]; ok && u.GetLeaseId() != a.GetLeaseId() {
 		delete(s.unacked, a.GetTaskId())

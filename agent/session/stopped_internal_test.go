@@ -63,3 +63,43 @@ func TestFailedTaskIsNotStopped(t *testing.T) {
 		}
 	}
 }
+
+// TestSupersededRunIsNotReported: when a task is assigned again under a newer lease
+// while its older run still goes on, the older run is stopped and its end is not
+// reported (the server would refuse it as superseded); the newer run's is.
+func TestSupersededRunIsNotReported(t *testing.T) {
+	var logs lockedBuffer
+	s, err := New(Config{AgentID: "sup", Dial: TCPDialer("127.0.0.1:1"), DataDir: t.TempDir(), TotalSlots: 4,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))}, &batchExec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	s.out, s.outCancel = make(chan *agentv1.AgentMessage, 16), cancel
+	s.assign(ctx, &agentv1.Assign{TaskId: "w1", LeaseId: 1, LeaseSecret: "s", Type: "echo", Payload: []byte("wait")})
+	s.assign(ctx, &agentv1.Assign{TaskId: "w1", LeaseId: 2, LeaseSecret: "s", Type: "echo", Payload: []byte("ok")})
+	var reports []*agentv1.Report
+	deadline := time.After(time.Minute)
+	for len(reports) == 0 || !strings.Contains(logs.String(), "lease=1") {
+		select {
+		case m := <-s.out:
+			if rep := m.GetReport(); rep != nil {
+				reports = append(reports, rep)
+			}
+		case <-time.After(10 * time.Millisecond):
+		case <-deadline:
+			t.Fatalf("after a minute: reports %v, log:\n%s", reports, logs.String())
+		}
+	}
+	s.mu.Lock() // the stopped run logs and would report under s.mu
+	s.mu.Unlock()
+	for len(s.out) > 0 {
+		if rep := (<-s.out).GetReport(); rep != nil {
+			reports = append(reports, rep)
+		}
+	}
+	if len(reports) != 1 || reports[0].GetLeaseId() != 2 || reports[0].GetStatus() != agentv1.Status_STATUS_SUCCEEDED {
+		t.Fatalf("reports %v, want only lease 2's success", reports)
+	}
+}
