@@ -30,18 +30,25 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// TestFailedTaskIsNotStopped: a task whose handler fails is reported as failed, and
-// not logged as stopped (the run's own end used to read as its stop).
-func TestFailedTaskIsNotStopped(t *testing.T) {
-	var logs lockedBuffer
-	s, err := New(Config{AgentID: "stop", Dial: TCPDialer("127.0.0.1:1"), DataDir: t.TempDir(), TotalSlots: 4,
-		Logger: slog.New(slog.NewTextHandler(&logs, nil))}, &batchExec{})
+// loggedSession is a session that is not connected: what it would send is in s.out,
+// what it logs in logs.
+func loggedSession(t *testing.T) (*Session, *lockedBuffer, context.Context) {
+	logs := &lockedBuffer{}
+	s, err := New(Config{AgentID: "a", Dial: TCPDialer("127.0.0.1:1"), DataDir: t.TempDir(), TotalSlots: 4,
+		Logger: slog.New(slog.NewTextHandler(logs, nil))}, &batchExec{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancelCause(context.Background())
-	defer cancel(nil)
+	t.Cleanup(func() { cancel(nil) })
 	s.out, s.outCancel = make(chan *agentv1.AgentMessage, 16), cancel
+	return s, logs, ctx
+}
+
+// TestFailedTaskIsNotStopped: a task whose handler fails is reported as failed, and
+// not logged as stopped (the run's own end used to read as its stop).
+func TestFailedTaskIsNotStopped(t *testing.T) {
+	s, logs, ctx := loggedSession(t)
 	s.assign(ctx, &agentv1.Assign{TaskId: "f1", LeaseId: 1, LeaseSecret: "s", Type: "echo", Payload: []byte("fail")})
 	deadline := time.After(time.Minute)
 	for {
@@ -68,15 +75,7 @@ func TestFailedTaskIsNotStopped(t *testing.T) {
 // while its older run still goes on, the older run is stopped and its end is not
 // reported (the server would refuse it as superseded); the newer run's is.
 func TestSupersededRunIsNotReported(t *testing.T) {
-	var logs lockedBuffer
-	s, err := New(Config{AgentID: "sup", Dial: TCPDialer("127.0.0.1:1"), DataDir: t.TempDir(), TotalSlots: 4,
-		Logger: slog.New(slog.NewTextHandler(&logs, nil))}, &batchExec{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancelCause(context.Background())
-	defer cancel(nil)
-	s.out, s.outCancel = make(chan *agentv1.AgentMessage, 16), cancel
+	s, logs, ctx := loggedSession(t)
 	s.assign(ctx, &agentv1.Assign{TaskId: "w1", LeaseId: 1, LeaseSecret: "s", Type: "echo", Payload: []byte("wait")})
 	s.assign(ctx, &agentv1.Assign{TaskId: "w1", LeaseId: 2, LeaseSecret: "s", Type: "echo", Payload: []byte("ok")})
 	var reports []*agentv1.Report
