@@ -53,6 +53,7 @@ func BenchmarkLifecycle(b *testing.B) {
 		}()
 	}
 	b.ResetTimer()
+	commits0 := sqlite.Commits.Load()
 	cpu0 := processCPU()
 	start := time.Now()
 	var created sync.WaitGroup
@@ -97,6 +98,7 @@ func BenchmarkLifecycle(b *testing.B) {
 	el := time.Since(start)
 	b.ReportMetric(float64(b.N)/el.Seconds(), "tasks/s")
 	b.ReportMetric(float64((processCPU()-cpu0).Microseconds())/float64(b.N), "cpu-us/task")
+	b.ReportMetric(float64(sqlite.Commits.Load()-commits0)/float64(b.N), "commits/task")
 }
 
 func processCPU() time.Duration {

@@ -1,0 +1,4 @@
+package sqlite
+
+// Commits counts the transactions committed by every store of this process.
+var Commits = &commits
