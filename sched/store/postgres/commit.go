@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -155,6 +156,7 @@ func (c *committer) loop() {
 		case <-c.ctx.Done():
 			return
 		}
+		runtime.Gosched() // callers ready to run queue their writes into this batch (see the SQLite store's writeLoop)
 	more:
 		for len(batch) < maxBatch {
 			select {
