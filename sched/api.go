@@ -370,7 +370,12 @@ func (s *Server) getFull(ctx context.Context, id string) (*paddockv1.Task, error
 	if err != nil {
 		return nil, err
 	}
-	att, err := s.st.Attempts(ctx, id)
+	return s.withAttempts(ctx, t)
+}
+
+// withAttempts is t with its attempts, as the API shows a task.
+func (s *Server) withAttempts(ctx context.Context, t store.Task) (*paddockv1.Task, error) {
+	att, err := s.st.Attempts(ctx, t.ID)
 	if err != nil {
 		return nil, storeErr(err)
 	}
@@ -404,14 +409,18 @@ func (api *clientAPI) Wait(ctx context.Context, req *connect.Request[paddockv1.W
 	defer stopPoll()
 	for {
 		w := s.addWaiter(id)
-		t, err := s.getFull(ctx, id)
+		t, err := s.visible(ctx, id) // its attempts are read only for the answer
 		if err != nil {
 			s.removeWaiter(id, w)
 			return nil, err
 		}
-		if store.State(stateName(t.GetState())).Terminal() {
+		if t.State.Terminal() {
 			s.removeWaiter(id, w)
-			return connect.NewResponse(&paddockv1.WaitResponse{Task: t, Terminal: true}), nil
+			pt, err := s.withAttempts(ctx, t)
+			if err != nil {
+				return nil, err
+			}
+			return connect.NewResponse(&paddockv1.WaitResponse{Task: pt, Terminal: true}), nil
 		}
 		select {
 		case <-w:
@@ -421,7 +430,11 @@ func (api *clientAPI) Wait(ctx context.Context, req *connect.Request[paddockv1.W
 			continue
 		case <-timer.C:
 			s.removeWaiter(id, w)
-			return connect.NewResponse(&paddockv1.WaitResponse{Task: t}), nil
+			pt, err := s.withAttempts(ctx, t)
+			if err != nil {
+				return nil, err
+			}
+			return connect.NewResponse(&paddockv1.WaitResponse{Task: pt}), nil
 		case <-ctx.Done():
 			s.removeWaiter(id, w)
 			return nil, storeErr(ctx.Err())
