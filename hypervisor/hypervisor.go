@@ -30,6 +30,11 @@ type Hypervisor interface {
 	// Stats returns statistics of the running domains named (all running prefixed
 	// domains when names is empty). A named domain that is not running is ErrNotFound.
 	Stats(ctx context.Context, names ...string) ([]DomainStats, error)
+	// CPUTimes returns the CPU time used so far by every running prefixed domain, by
+	// name. Unlike Stats it asks nothing of the guests' QEMU processes (libvirt reads it
+	// from the domain's cgroup), so it answers in time when they are starved of CPU,
+	// which is when a caller most needs to know whether a silent guest still runs.
+	CPUTimes(ctx context.Context) (map[string]time.Duration, error)
 }
 
 // EventBuffer is the per-subscriber event channel capacity.

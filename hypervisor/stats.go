@@ -68,6 +68,29 @@ func (l *Libvirt) Stats(ctx context.Context, names ...string) ([]DomainStats, er
 	return out, nil
 }
 
+// cpuTypes are the statistics CPUTimes reads: neither needs the domain's monitor
+// (QMP), so libvirt takes no job on the domain and waits for no QEMU to answer.
+const cpuTypes = libvirt.DOMAIN_STATS_STATE | libvirt.DOMAIN_STATS_CPU_TOTAL
+
+// CPUTimes implements Hypervisor.
+func (l *Libvirt) CPUTimes(ctx context.Context) (map[string]time.Duration, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	raw, err := l.c().GetAllDomainStats(nil, cpuTypes, libvirt.CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE)
+	if err != nil {
+		return nil, fmt.Errorf("getting domains' CPU times: %w", classify(err))
+	}
+	out := make(map[string]time.Duration, len(raw))
+	for i := range raw {
+		if n, err := raw[i].Domain.GetName(); err == nil && strings.HasPrefix(n, l.cfg.Prefix) && raw[i].Cpu != nil {
+			out[n] = time.Duration(raw[i].Cpu.Time)
+		}
+		raw[i].Domain.Free()
+	}
+	return out, nil
+}
+
 func convertStats(r *libvirt.DomainStats) DomainStats {
 	s := DomainStats{State: StateUnknown}
 	s.Name, _ = r.Domain.GetName()

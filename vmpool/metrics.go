@@ -89,10 +89,12 @@ func (c *guestCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *guestCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, g := range c.m.Snapshot() {
 		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, g.Uptime.Seconds(), g.Pool, g.Name)
+		if g.CPUTime > 0 {
+			ch <- prometheus.MustNewConstMetric(c.cpu, prometheus.CounterValue, g.CPUTime.Seconds(), g.Pool, g.Name)
+		}
 		if !g.HaveStats {
 			continue
 		}
-		ch <- prometheus.MustNewConstMetric(c.cpu, prometheus.CounterValue, g.CPUTime.Seconds(), g.Pool, g.Name)
 		ch <- prometheus.MustNewConstMetric(c.mem, prometheus.GaugeValue, float64(g.MemoryBytes), g.Pool, g.Name)
 		ch <- prometheus.MustNewConstMetric(c.rss, prometheus.GaugeValue, float64(g.RSSBytes), g.Pool, g.Name)
 		for _, b := range g.Disks {

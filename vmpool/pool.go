@@ -52,9 +52,11 @@ type GuestInfo struct {
 	AgentVersion string
 	// Dir holds the guest's socket, console log and scratch disk.
 	Dir string
-	// From the latest libvirt statistics (HaveStats false before the first reading).
-	HaveStats   bool
+	// CPUTime is the guest's CPU time so far, read every second (0 before the first
+	// reading); the figures below are from the latest libvirt statistics (HaveStats
+	// false before the first reading), read every StatsInterval.
 	CPUTime     time.Duration
+	HaveStats   bool
 	CPUPercent  float64 // over the last statistics interval; 100 = one CPU fully busy
 	MemoryBytes uint64
 	RSSBytes    uint64
@@ -110,6 +112,7 @@ type guest struct {
 	stats      *hypervisor.DomainStats
 	statsAt    time.Time
 	cpuPct     float64
+	cpuTime    time.Duration // the latest CPU time read, by Stats or by CPUTimes (cpuLoop)
 }
 
 type pool struct {
@@ -680,6 +683,18 @@ func (p *pool) updateStats(by map[string]hypervisor.DomainStats, now time.Time) 
 			g.cpuPct = 100 * float64(s.CPUTime-g.stats.CPUTime) / float64(now.Sub(g.statsAt))
 		}
 		g.stats, g.statsAt = &s, now
+		g.cpuTime = max(g.cpuTime, s.CPUTime)
+	}
+}
+
+// updateCPU records the guests' CPU times read by cpuLoop.
+func (p *pool) updateCPU(by map[string]time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for name, g := range p.guests {
+		if t, ok := by[name]; ok {
+			g.cpuTime = max(g.cpuTime, t)
+		}
 	}
 }
 
@@ -748,8 +763,9 @@ func (p *pool) snapshot() []GuestInfo {
 		gi := GuestInfo{Name: g.ref.Name, Pool: p.cfg.Name, State: g.state, TasksRun: g.started, Running: g.running,
 			Created: g.startedAt, Uptime: now.Sub(g.startedAt), BootTime: g.bootTime, AgentVersion: g.info.AgentVersion, Dir: g.dir,
 			Restored: g.info.ID != "", Nonce: g.info.Nonce}
+		gi.CPUTime = g.cpuTime
 		if s := g.stats; s != nil {
-			gi.HaveStats, gi.CPUTime, gi.CPUPercent = true, s.CPUTime, g.cpuPct
+			gi.HaveStats, gi.CPUPercent = true, g.cpuPct
 			gi.MemoryBytes, gi.RSSBytes = s.Balloon.CurrentKiB*1024, s.Balloon.RSSKiB*1024
 			gi.Disks = append([]hypervisor.BlockStats(nil), s.Blocks...)
 		}

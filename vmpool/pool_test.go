@@ -742,3 +742,20 @@ func TestOnlinePoolsFirst(t *testing.T) {
 		t.Errorf("class realtime: %v, want an error naming class", err)
 	}
 }
+
+// TestCPUTimeWhileStatsHang: a guest's CPU time in Snapshot (what the host daemon
+// sends the server as the sign that a silent guest still works) keeps coming while
+// the full statistics hang, as libvirt's do with many starved guests.
+func TestCPUTimeWhileStatsHang(t *testing.T) {
+	e := newEnv(t, Config{Pools: []PoolConfig{poolCfg("cp", 1, 1)}, StatsInterval: time.Hour})
+	release := e.hv.HoldStats()
+	defer release()
+	e.start()
+	e.eventually("an idle guest", func() bool { return e.count("cp", StateIdle) == 1 })
+	var first time.Duration
+	e.eventually("a CPU time", func() bool { first = e.m.Snapshot()[0].CPUTime; return first > 0 })
+	e.eventually("a later, larger CPU time", func() bool { return e.m.Snapshot()[0].CPUTime > first })
+	if s := e.m.Snapshot()[0]; s.HaveStats {
+		t.Fatalf("Snapshot has full statistics although Stats hangs: %+v", s)
+	}
+}

@@ -221,6 +221,20 @@ func RunContract(t *testing.T, newHarness func(t *testing.T) Harness) {
 		if !found {
 			t.Errorf("Stats() has no entry for %s", spec.Name)
 		}
+		cpu, err := h.HV.CPUTimes(ctx)
+		if err != nil {
+			t.Fatalf("CPUTimes: %v", err)
+		}
+		for n := range cpu {
+			if !strings.HasPrefix(n, h.HV.Prefix()) {
+				t.Errorf("CPUTimes returned %s, which lacks the prefix", n)
+			}
+		}
+		if !h.StateOnlyStats {
+			if c, ok := cpu[spec.Name]; !ok || c <= 0 || c < st[0].CPUTime {
+				t.Errorf("CPUTimes[%s] = %v (present %v), want the domain's CPU time, at least Stats' %v", spec.Name, c, ok, st[0].CPUTime)
+			}
+		}
 	})
 
 	t.Run("EventsEndWithContext", func(t *testing.T) {

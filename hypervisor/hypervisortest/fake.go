@@ -25,6 +25,7 @@ type Fake struct {
 	ignoreShutdown bool
 	failCreate     error
 	created        int
+	statsHeld      chan struct{} // while not nil, Stats waits for it to close (HoldStats)
 }
 
 type fakeDomain struct {
@@ -231,8 +232,53 @@ func (f *Fake) Events(ctx context.Context) (<-chan hypervisor.Event, error) {
 	return ch, nil
 }
 
+// HoldStats makes Stats wait, as libvirt's does when the guests' QEMU processes are
+// starved of CPU, until release is called (or its ctx ends). CPUTimes still answers.
+func (f *Fake) HoldStats() (release func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ch := make(chan struct{})
+	f.statsHeld = ch
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			f.mu.Lock()
+			f.statsHeld = nil
+			f.mu.Unlock()
+			close(ch)
+		})
+	}
+}
+
+// CPUTimes returns the CPU time Stats would report for each domain.
+func (f *Fake) CPUTimes(ctx context.Context) (map[string]time.Duration, error) {
+	st, err := f.stats(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]time.Duration, len(st))
+	for _, s := range st {
+		out[s.Name] = s.CPUTime
+	}
+	return out, nil
+}
+
 // Stats returns synthetic statistics: CPU time grows with wall time since creation.
 func (f *Fake) Stats(ctx context.Context, names ...string) ([]hypervisor.DomainStats, error) {
+	f.mu.Lock()
+	held := f.statsHeld
+	f.mu.Unlock()
+	if held != nil {
+		select {
+		case <-held:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return f.stats(ctx, names...)
+}
+
+func (f *Fake) stats(ctx context.Context, names ...string) ([]hypervisor.DomainStats, error) {
 	for _, n := range names {
 		if err := f.checkName(n); err != nil {
 			return nil, err
