@@ -46,8 +46,9 @@ var _ Snapshotter = (*Libvirt)(nil)
 const SavePoll = 10 * time.Millisecond
 
 // StateFormatVersion changes whenever the way this package writes or reads a state file
-// changes; vmpool stores it in its snapshot manifest.
-const StateFormatVersion = "qemu-migration-fd/1"
+// changes, or the domain XML in a way a restore cannot bridge (2: guest RAM from a
+// memfd under TCG); vmpool stores it in its snapshot manifest.
+const StateFormatVersion = "qemu-migration-fd/2"
 
 // CreateTemplate implements Snapshotter.
 func (l *Libvirt) CreateTemplate(ctx context.Context, spec DomainSpec) (Domain, error) {

@@ -87,6 +87,19 @@ func (s DomainSpec) domainXMLWith(domType string, edit func(*libvirtxml.Domain) 
 	if domType == "qemu" && s.TBCacheMiB > 0 {
 		d.Features.TCG = &libvirtxml.DomainFeatureTCG{TBCache: &libvirtxml.DomainFeatureTCGTBCache{Unit: "MiB", Size: uint(s.TBCacheMiB)}}
 	}
+	if domType == "qemu" {
+		// Guest RAM from a private memfd rather than anonymous memory, under TCG only.
+		// QEMU asks for transparent huge pages on anonymous guest RAM, and a guest
+		// restored from a snapshot writes its non-zero pages all over its RAM: with huge
+		// pages every 2 MiB touched became resident, 454 MiB of host RSS for a 384 MiB
+		// guest against 210 MiB with this (cold boots: 247 against 245). A private
+		// mapping's written pages are still anonymous, so KSM can merge them. Under KVM
+		// huge pages make the guest faster (the EPT maps them), so RAM stays anonymous.
+		d.MemoryBacking = &libvirtxml.DomainMemoryBacking{
+			MemorySource: &libvirtxml.DomainMemorySource{Type: "memfd"},
+			MemoryAccess: &libvirtxml.DomainMemoryAccess{Mode: "private"},
+		}
+	}
 	if s.CPUShares > 0 {
 		d.CPUTune = &libvirtxml.DomainCPUTune{Shares: &libvirtxml.DomainCPUTuneShares{Value: uint(s.CPUShares)}}
 	}

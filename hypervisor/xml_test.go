@@ -156,8 +156,14 @@ func checkRoundTrip(t *testing.T, s DomainSpec, domType, doc string) {
 			t.Errorf("filesystem %d = %+v, want a squash 9p share of %+v", i, fs, want)
 		}
 	}
-	if len(s.Filesystems) > 0 && d.MemoryBacking != nil {
-		t.Errorf("memoryBacking = %+v: 9p needs no shared memory", d.MemoryBacking)
+	mb := d.MemoryBacking
+	switch {
+	case domType == "qemu" && (mb == nil || mb.MemorySource == nil || mb.MemorySource.Type != "memfd" || mb.MemoryAccess == nil || mb.MemoryAccess.Mode != "private"):
+		t.Errorf("memoryBacking = %+v: under TCG guest RAM is a private memfd (no transparent huge pages)", mb)
+	case domType != "qemu" && mb != nil:
+		t.Errorf("memoryBacking = %+v: under KVM guest RAM stays anonymous memory", mb)
+	case mb != nil && mb.MemoryAccess != nil && mb.MemoryAccess.Mode == "shared" && len(s.Filesystems) > 0:
+		t.Errorf("memoryBacking = %+v: 9p needs no shared memory", mb)
 	}
 	if b := d.Devices.MemBalloon; b == nil || b.Model != "virtio" || b.Stats == nil || b.Stats.Period == 0 {
 		t.Errorf("memballoon = %+v, want virtio with a stats period", b)
