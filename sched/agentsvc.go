@@ -95,6 +95,9 @@ type session struct {
 	handover bool
 	// batch: the agent takes ServerBatch messages (agentv1.CapBatch, agentbatch.go).
 	batch bool
+	// queueAhead: the agent queues transient items sent ahead of its free slots
+	// (agentv1.CapQueueAhead, transient.go).
+	queueAhead bool
 	// seen is when the agent last sent anything on the session (Unix ns): set without
 	// the server's lock on every message, read by the sweep (agent.lastSeen).
 	seen atomic.Int64
@@ -154,7 +157,8 @@ func (as *agentService) Session(stream agentv1.AgentService_SessionServer) error
 	_, _ = rand.Read(b[:])
 	se := &session{id: hex.EncodeToString(b[:]), out: make(chan *agentv1.ServerMessage, 8192), ctx: ctx, cancel: cancel,
 		handover: slices.Contains(reg.GetCapabilities(), agentv1.CapPreemptHandover),
-		batch:    slices.Contains(reg.GetCapabilities(), agentv1.CapBatch)}
+		batch:      slices.Contains(reg.GetCapabilities(), agentv1.CapBatch),
+		queueAhead: slices.Contains(reg.GetCapabilities(), agentv1.CapQueueAhead)}
 	log := s.log.With("agent", reg.GetAgentId(), "session", se.id)
 	a, err := s.register(reg, se, att)
 	if err != nil {
@@ -308,11 +312,13 @@ func (s *Server) setTypes(a *agent, types []*agentv1.TaskType) bool {
 			ts := a.types[t.GetName()]
 			n := newTypeSlot(t)
 			more, moved = more || n.slots > ts.slots, moved || n.slots != ts.slots
+			n.ahead = ts.ahead
 			*ts = n
 		}
 		for _, as := range a.running { // counted again, as a new map would be
 			a.types[as.typ].running++
 		}
+		a.recountAhead()
 		if moved {
 			a.reindex()
 		}
@@ -327,6 +333,11 @@ func (s *Server) setTypes(a *agent, types []*agentv1.TaskType) bool {
 		}
 		nt[t.GetName()] = &ts
 	}
+	for typ, old := range a.types {
+		if ts := nt[typ]; ts != nil {
+			ts.ahead = old.ahead
+		}
+	}
 	for _, as := range a.running {
 		if ts := nt[as.typ]; ts != nil {
 			ts.running++
@@ -335,6 +346,7 @@ func (s *Server) setTypes(a *agent, types []*agentv1.TaskType) bool {
 		}
 	}
 	a.types = nt
+	a.recountAhead()
 	a.reindex()
 	return more
 }

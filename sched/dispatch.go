@@ -84,6 +84,15 @@ func (s *Server) dispatchOnce(ctx context.Context, all bool) (int, error) {
 	// sent first only when some are queued, locality waits are read once per round.
 	transient := s.trans.queued()
 	total := 0
+	if transient {
+		// Types with no free slot anywhere: their transient tasks may still go ahead
+		// to agents' queues (aheadAgents).
+		for _, typ := range s.trans.queuedTypes() {
+			if _, ok := free[typ]; !ok {
+				total += s.sendTransient(typ, now)
+			}
+		}
+	}
 	for typ, f := range free {
 		if transient {
 			if n := s.sendTransient(typ, now); n > 0 { // transient streams' tasks first (transient.go)

@@ -32,6 +32,10 @@ type agent struct {
 	sess          *session               // nil once lost
 	running       map[string]*assignment // by task id: assigned and not yet reported
 	unacked       int                    // assignments in running not yet acknowledged
+	// ahead is the sum of the types' ahead: tasks in running that wait in the agent's
+	// queue for a slot (transient items sent ahead: transient.go), not counted against
+	// total.
+	ahead int
 
 	// A guest's agent, relayed by its host: hostID and pool as the host attested them
 	// (empty for agents on the agent port). maxTasks > 0 stops assignments once
@@ -60,6 +64,11 @@ type typeSlot struct {
 	version string
 	slots   int
 	running int
+	// ahead is how many of running were sent ahead of the type's free slots
+	// (Assign.may_queue) and, as far as the server knows, still wait in the agent's
+	// queue: each release of a task of the type (a slot freed, which starts the next
+	// queued task, or a queued task ended) takes one off.
+	ahead int
 	// As the agent reported them, for operators: the type's minimum, its tolerable
 	// delay, the queuing delay its allocator used, and the agent's own running count.
 	min          int
@@ -115,7 +124,7 @@ func (a *agent) lastSeen() time.Time {
 // hasFreeTotal reports whether a runs fewer tasks than its total slots. A type's limit
 // may drop below what it runs (the allocator moved slots to another type): the other
 // type's new slots free up only as those tasks end, never past the total.
-func (a *agent) hasFreeTotal() bool { return a.total <= 0 || a.pending() < a.total }
+func (a *agent) hasFreeTotal() bool { return a.total <= 0 || a.pending()-a.ahead < a.total }
 
 // free is how many more tasks of type typ a may take now.
 func (a *agent) free(typ string) int {
@@ -125,7 +134,7 @@ func (a *agent) free(typ string) int {
 	}
 	f := ts.slots - ts.running
 	if a.total > 0 {
-		f = min(f, a.total-a.pending())
+		f = min(f, a.total-(a.pending()-a.ahead))
 	}
 	return max(f, 0)
 }
@@ -195,6 +204,16 @@ func (a *agent) acked(as *assignment) {
 	}
 }
 
+// recountAhead keeps each type's ahead within its running and a.ahead their sum, after
+// the types were set again. Caller holds s.agents.mu.
+func (a *agent) recountAhead() {
+	a.ahead = 0
+	for _, ts := range a.types {
+		ts.ahead = min(ts.ahead, ts.running)
+		a.ahead += ts.ahead
+	}
+}
+
 // release frees the slot of taskID if a holds it under leaseID (0: any). Caller holds
 // s.agents.mu.
 func (a *agent) release(taskID string, leaseID uint64) bool {
@@ -208,6 +227,10 @@ func (a *agent) release(taskID string, leaseID uint64) bool {
 	}
 	if ts := a.types[as.typ]; ts != nil && ts.running > 0 {
 		ts.running--
+		if ts.ahead > 0 {
+			ts.ahead--
+			a.ahead--
+		}
 	}
 	a.reindex()
 	return true

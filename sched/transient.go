@@ -106,12 +106,8 @@ func (s *Server) dispatchTransient(typ string, now time.Time) []transSend {
 	var held []*transTask // tasks of tenants at their max_running: stay queued, in order
 	running := s.tenantRunning(q)
 	probe := store.Task{Type: typ}
-	for len(q) > 0 {
-		a := s.pick(&probe)
-		if a == nil || a.sess == nil {
-			break
-		}
-		k := s.transientShare(a, typ, len(q))
+	// give leases up to k tasks of the queue to a, ahead of its free slots when ahead.
+	give := func(a *agent, k int, ahead bool) {
 		a.holdIndexing()
 		var sb serverBatcher
 		took := 0
@@ -127,7 +123,7 @@ func (s *Server) dispatchTransient(typ string, now time.Time) []transSend {
 				running[tmpl.Tenant]++
 			}
 			took++
-			m := s.leaseTransient(a, t, now)
+			m := s.leaseTransient(a, t, now, ahead)
 			if !a.sess.batch {
 				sends = append(sends, transSend{a.sess, m})
 				continue
@@ -142,6 +138,20 @@ func (s *Server) dispatchTransient(typ string, now time.Time) []transSend {
 		}
 		a.releaseIndexing()
 	}
+	for len(q) > 0 {
+		a := s.pick(&probe)
+		if a == nil || a.sess == nil {
+			break
+		}
+		give(a, s.transientShare(a, typ, len(q)), false)
+	}
+	if len(q) > 0 { // every slot taken: queue some on the agents that take them
+		cands := s.aheadAgents(typ)
+		for i, c := range cands {
+			// An even share of what is left among the agents left, within each one's room.
+			give(c.a, min(c.room, (len(q)+len(cands)-i-1)/(len(cands)-i)), true)
+		}
+	}
 	if len(held) > 0 {
 		q = append(held, q...)
 	}
@@ -151,6 +161,40 @@ func (s *Server) dispatchTransient(typ string, now time.Time) []transSend {
 		tr.queue[typ] = q
 	}
 	return sends
+}
+
+// aheadAgents returns the agents that may queue more transient tasks of typ ahead of
+// their free slots (agentv1.CapQueueAhead), with how many more each may queue. An agent
+// holds at most its slots of typ queued (so that each queued task starts within one
+// task's run), and queues only once its slots of typ are all taken: an agent with a free
+// slot is given tasks by pick first. Other agents are not starved: tasks go ahead only
+// when no agent has a free slot for them, in even shares, and each queued task is
+// resent elsewhere if its agent is lost, as a running one is. Caller holds s.agents.mu.
+func (s *Server) aheadAgents(typ string) []aheadRoom {
+	var out []aheadRoom
+	for _, a := range s.agents.byID {
+		if a.sess == nil || !a.sess.queueAhead || !a.takesWork() {
+			continue
+		}
+		ts := a.types[typ]
+		if ts == nil || ts.running < ts.slots {
+			continue
+		}
+		room := min(ts.slots-ts.ahead, MaxUnacked-a.unacked)
+		if a.maxTasks > 0 {
+			room = min(room, a.maxTasks-a.assigned)
+		}
+		if room > 0 {
+			out = append(out, aheadRoom{a, room})
+		}
+	}
+	return out
+}
+
+// aheadRoom is an agent that may queue room more transient tasks of a type.
+type aheadRoom struct {
+	a    *agent
+	room int
 }
 
 // transientShare is how many of the queued transient tasks of typ (queued of them)
@@ -171,8 +215,11 @@ func (s *Server) transientShare(a *agent, typ string, queued int) int {
 }
 
 // leaseTransient leases transient task t to a under a new lease and returns its
-// assignment. Caller holds s.agents.mu and s.trans.mu.
-func (s *Server) leaseTransient(a *agent, t *transTask, now time.Time) *agentv1.ServerMessage {
+// assignment; ahead: sent ahead of a's free slots of its type, for a's queue (the task
+// may wait there for a slot up to about one task's run: its deadline on the server is
+// twice its timeout, and the agent times its run from its start). Caller holds
+// s.agents.mu and s.trans.mu.
+func (s *Server) leaseTransient(a *agent, t *transTask, now time.Time, ahead bool) *agentv1.ServerMessage {
 	tmpl := &t.run.tmpl
 	t.attempt++
 	t.leaseID++
@@ -181,19 +228,29 @@ func (s *Server) leaseTransient(a *agent, t *transTask, now time.Time) *agentv1.
 	as := a.running[t.id]
 	as.sess, as.leaseID, as.secret, as.tenant, as.class = a.sess, t.leaseID, t.secret, tmpl.Tenant, tmpl.Class
 	a.assigned++
+	if ahead {
+		a.types[t.run.typ].ahead++
+		a.ahead++
+	}
 	s.guestTaskEvent(a, t.id, t.leaseID, hostv1.TaskEvent_KIND_STARTED, nil)
 	var maxOut, deadline int64
 	path := s.dataPath(a)
 	if path != agentv1.DataPath_DATA_PATH_UNSPECIFIED {
 		maxOut = s.cfg.MaxOutputBytes
 	}
+	var timeout int64 // for the agent's queue: its run's timeout from its start
 	if tmpl.Timeout > 0 { // the agent stops the handler then; the sweep ends it if the agent does not (expireTransients)
 		as.deadline = now.Add(tmpl.Timeout)
+		if ahead {
+			as.deadline = now.Add(2 * tmpl.Timeout)
+			timeout = tmpl.Timeout.Milliseconds()
+		}
 		deadline = as.deadline.UnixMilli()
 	}
 	return &agentv1.ServerMessage{Msg: &agentv1.ServerMessage_Assign{Assign: &agentv1.Assign{
 		TaskId: t.id, LeaseId: t.leaseID, Type: t.run.typ, Payload: t.payload, Attempt: uint32(t.attempt), DeadlineUnixMs: deadline,
 		LeaseExpiresUnixMs: now.Add(s.cfg.LeaseTTL).UnixMilli(), DataPath: path, MaxOutputBytes: maxOut, LeaseSecret: t.secret,
+		MayQueue: ahead, TimeoutMs: timeout,
 	}}}
 }
 
@@ -504,6 +561,17 @@ func (s *Server) sendTransient(typ string, now time.Time) int {
 		sd.sess.send(sd.msg)
 	}
 	return len(sends)
+}
+
+// queuedTypes returns the types of which transient tasks are queued.
+func (tr *transients) queuedTypes() []string {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	out := make([]string, 0, len(tr.queue))
+	for typ := range tr.queue {
+		out = append(out, typ)
+	}
+	return out
 }
 
 // ready returns how many transient tasks of typ are queued and when the oldest was.

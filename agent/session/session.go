@@ -258,6 +258,11 @@ type Session struct {
 	// logChunks: the current connection's server takes LogChunks (agentv1.CapLogChunks).
 	logChunks bool
 
+	// queued are the tasks sent ahead waiting for a slot, in the order they came;
+	// startPending: startQueued is due to run (queue.go).
+	queued       []queuedRun
+	startPending bool
+
 	idle chan func() // hands a task to an idle task goroutine (spawn)
 }
 
@@ -268,6 +273,7 @@ type run struct {
 	slot     *alloc.Ticket // released when the task ends
 	cancel   context.CancelCauseFunc
 	byServer bool // cancelled by the server
+	queued   bool // sent ahead, waiting in s.queued for its slot (queue.go)
 }
 
 // New returns a session for ex.
@@ -368,6 +374,7 @@ func (s *Session) heartbeat() *agentv1.AgentMessage {
 	snap := s.alloc.Rebalance()
 	s.mu.Lock()
 	n := len(s.runs)
+	s.kickQueuedLocked() // a limit raised may have granted queued tasks' tickets
 	s.mu.Unlock()
 	load := s.load(n) // reads /proc: not under s.mu
 	s.mu.Lock()
@@ -413,6 +420,7 @@ func (s *Session) Run(ctx context.Context) error {
 	for _, r := range s.runs {
 		r.cancel(errors.New("agent shutting down"))
 	}
+	s.kickQueuedLocked() // queued tasks end without running
 	s.mu.Unlock()
 	s.wg.Wait()
 	return ctx.Err()
@@ -473,7 +481,7 @@ func (s *Session) connect(ctx context.Context) error {
 	reg := &agentv1.Register{AgentId: s.cfg.AgentID, Host: s.cfg.Host, ProtocolVersion: ProtocolVersion, AgentVersion: s.cfg.Version,
 		Types: s.allocation(s.alloc.Snapshot()), TotalSlots: uint32(s.total), Running: s.running(),
 		Capacity: &agentv1.Capacity{CpuMillis: s.cfg.Capacity.CPUMillis, MemoryBytes: s.cfg.Capacity.MemoryBytes, Labels: s.cfg.Capacity.Labels},
-		Load:     load, Capabilities: []string{agentv1.CapPreemptHandover, agentv1.CapBatch}}
+		Load:     load, Capabilities: []string{agentv1.CapPreemptHandover, agentv1.CapBatch, agentv1.CapQueueAhead}}
 	s.mu.Unlock()
 	if err := stream.Send(&agentv1.AgentMessage{Msg: &agentv1.AgentMessage_Register{Register: reg}}); err != nil {
 		return fmt.Errorf("registering: %w", err)
@@ -641,6 +649,9 @@ func (s *Session) assignLocked(ctx context.Context, a *agentv1.Assign, acks *[]*
 		}
 		old.byServer = false
 		old.cancel(fmt.Errorf("%w by lease %d", errSuperseded, a.GetLeaseId())) // its report is not sent: the server has moved on
+		if old.queued {
+			s.kickQueuedLocked()
+		}
 	}
 	if u, ok := s.unacked[a.GetTaskId()]; ok && u.GetLeaseId() != a.GetLeaseId() {
 		delete(s.unacked, a.GetTaskId())
@@ -653,7 +664,17 @@ func (s *Session) assignLocked(ctx context.Context, a *agentv1.Assign, acks *[]*
 	if id := a.GetReplacesTaskId(); id != "" {
 		s.handOverLocked(id, a.GetReplacesLeaseId(), a.GetTaskId())
 	}
-	slot, err := s.alloc.Admit(a.GetType())
+	var slot *alloc.Ticket
+	var err error
+	if a.GetMayQueue() { // sent ahead: a slot within the type's limit, now or later (queue.go)
+		if len(s.queued) >= maxQueued {
+			ack(false, fmt.Sprintf("%d tasks already wait for a slot here (session.maxQueued)", len(s.queued)))
+			return
+		}
+		slot, err = s.alloc.Enqueue(a.GetType())
+	} else {
+		slot, err = s.alloc.Admit(a.GetType())
+	}
 	if err != nil {
 		ack(false, fmt.Sprintf("no slot for a task of type %q: %v", a.GetType(), err))
 		return
@@ -674,6 +695,18 @@ func (s *Session) assignLocked(ctx context.Context, a *agentv1.Assign, acks *[]*
 		t.Deadline = time.UnixMilli(d)
 	}
 	s.wg.Add(1)
+	if a.GetMayQueue() {
+		timeout := time.Duration(a.GetTimeoutMs()) * time.Millisecond
+		select {
+		case <-slot.Ready():
+		default:
+			s.queueLocked(rctx, ctx, r, t, timeout)
+			return
+		}
+		if timeout > 0 {
+			t.Deadline = time.Now().Add(timeout)
+		}
+	}
 	if ready != nil && len(t.InputBlobs) == 0 {
 		*ready = append(*ready, pending{ctx: rctx, r: r, t: t})
 		return
@@ -761,6 +794,7 @@ func (s *Session) report(ctx context.Context, r *run, t Task, res Result, start 
 		d.succeeded = rep.Status == agentv1.Status_STATUS_SUCCEEDED
 	}
 	r.slot.Release()
+	s.kickQueuedLocked() // the slot may have gone to a queued task
 	if cause != nil && !r.byServer && res.Error != "" {
 		// Superseded or shutting down: the server has moved on or will expire the lease.
 		s.log.Info("task stopped", "task", t.ID, "lease", t.LeaseID, "why", cause)
@@ -789,9 +823,12 @@ func (s *Session) cancelTask(c *agentv1.Cancel) {
 	if c.GetKind() == agentv1.CancelKind_CANCEL_KIND_CLIENT {
 		r.byServer = true
 		r.cancel(errors.New("cancelled by the server: " + c.GetReason()))
-		return
+	} else {
+		r.cancel(fmt.Errorf("%w: %s", errSuperseded, c.GetReason()))
 	}
-	r.cancel(fmt.Errorf("%w: %s", errSuperseded, c.GetReason()))
+	if r.queued {
+		s.kickQueuedLocked() // it ends without running
+	}
 }
 
 // handOverLocked frees the slot of the preempted run of task id under leaseID for
@@ -808,6 +845,7 @@ func (s *Session) handOverLocked(id string, leaseID uint64, to string) {
 	r.byServer = false
 	r.cancel(fmt.Errorf("%w: preempted, its slot handed to task %s", errSuperseded, to))
 	r.slot.Release()
+	s.kickQueuedLocked()
 }
 
 func (s *Session) acked(a *agentv1.ReportAck) {

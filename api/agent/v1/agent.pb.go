@@ -2076,8 +2076,17 @@ type Assign struct {
 	// the "preempt-handover" capability.
 	ReplacesTaskId  string `protobuf:"bytes,13,opt,name=replaces_task_id,json=replacesTaskId,proto3" json:"replaces_task_id,omitempty"`
 	ReplacesLeaseId uint64 `protobuf:"varint,14,opt,name=replaces_lease_id,json=replacesLeaseId,proto3" json:"replaces_lease_id,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// may_queue: the server sent this task ahead of the agent's free slots of its type
+	// (a transient stream item, to an agent whose Register lists the "queue-ahead"
+	// capability, at most as many ahead as the type's slots): the agent holds it until a
+	// slot of the type frees, within the type's limit, and starts it then, in the order
+	// its assigns came. It acknowledges it at once. deadline_unix_ms is then only the
+	// latest it may end; its run is bounded by timeout_ms from its start (0: none).
+	MayQueue bool `protobuf:"varint,15,opt,name=may_queue,json=mayQueue,proto3" json:"may_queue,omitempty"`
+	// timeout_ms is the task's timeout, for a task sent with may_queue.
+	TimeoutMs     int64 `protobuf:"varint,16,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Assign) Reset() {
@@ -2204,6 +2213,20 @@ func (x *Assign) GetReplacesTaskId() string {
 func (x *Assign) GetReplacesLeaseId() uint64 {
 	if x != nil {
 		return x.ReplacesLeaseId
+	}
+	return 0
+}
+
+func (x *Assign) GetMayQueue() bool {
+	if x != nil {
+		return x.MayQueue
+	}
+	return false
+}
+
+func (x *Assign) GetTimeoutMs() int64 {
+	if x != nil {
+		return x.TimeoutMs
 	}
 	return 0
 }
@@ -2986,7 +3009,7 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\tTypeQueue\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x19\n" +
 	"\bdelay_ms\x18\x02 \x01(\x03R\adelayMs\x12\x14\n" +
-	"\x05ready\x18\x03 \x01(\x03R\x05ready\"\xdb\x05\n" +
+	"\x05ready\x18\x03 \x01(\x03R\x05ready\"\x97\x06\n" +
 	"\x06Assign\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x19\n" +
 	"\blease_id\x18\x02 \x01(\x04R\aleaseId\x12\x12\n" +
@@ -3003,7 +3026,10 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\x10max_output_bytes\x18\v \x01(\x03R\x0emaxOutputBytes\x12!\n" +
 	"\flease_secret\x18\f \x01(\tR\vleaseSecret\x12(\n" +
 	"\x10replaces_task_id\x18\r \x01(\tR\x0ereplacesTaskId\x12*\n" +
-	"\x11replaces_lease_id\x18\x0e \x01(\x04R\x0freplacesLeaseId\x1a9\n" +
+	"\x11replaces_lease_id\x18\x0e \x01(\x04R\x0freplacesLeaseId\x12\x1b\n" +
+	"\tmay_queue\x18\x0f \x01(\bR\bmayQueue\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\x10 \x01(\x03R\ttimeoutMs\x1a9\n" +
 	"\vInputsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\x1aX\n" +

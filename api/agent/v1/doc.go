@@ -17,3 +17,9 @@ const CapPreemptHandover = "preempt-handover"
 // lists it takes AgentBatch messages. Neither side sends a batch to a peer that does
 // not list it, so old agents and servers keep working.
 const CapBatch = "batch"
+
+// CapQueueAhead is the agent capability (Register.capabilities) that lets the server send
+// transient stream items ahead of the agent's free slots (Assign.may_queue): the agent
+// queues them and starts each as soon as a slot of its type frees, so its slots do not
+// sit idle for a round trip to the server between two items.
+const CapQueueAhead = "queue-ahead"
