@@ -156,7 +156,7 @@ func (as *agentService) Session(stream agentv1.AgentService_SessionServer) error
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	se := &session{id: hex.EncodeToString(b[:]), out: make(chan *agentv1.ServerMessage, 8192), ctx: ctx, cancel: cancel,
-		handover: slices.Contains(reg.GetCapabilities(), agentv1.CapPreemptHandover),
+		handover:   slices.Contains(reg.GetCapabilities(), agentv1.CapPreemptHandover),
 		batch:      slices.Contains(reg.GetCapabilities(), agentv1.CapBatch),
 		queueAhead: slices.Contains(reg.GetCapabilities(), agentv1.CapQueueAhead)}
 	log := s.log.With("agent", reg.GetAgentId(), "session", se.id)

@@ -238,7 +238,7 @@ func (s *Server) leaseTransient(a *agent, t *transTask, now time.Time, ahead boo
 	if path != agentv1.DataPath_DATA_PATH_UNSPECIFIED {
 		maxOut = s.cfg.MaxOutputBytes
 	}
-	var timeout int64 // for the agent's queue: its run's timeout from its start
+	var timeout int64     // for the agent's queue: its run's timeout from its start
 	if tmpl.Timeout > 0 { // the agent stops the handler then; the sweep ends it if the agent does not (expireTransients)
 		as.deadline = now.Add(tmpl.Timeout)
 		if ahead {
