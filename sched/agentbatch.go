@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -137,7 +138,16 @@ func (s *Server) agentBatch(ctx context.Context, a *agent, se *session, pl *pipe
 		s.reportVia(ctx, a, se, pl, r)
 	}
 	if len(treps) > 0 {
-		for _, ack := range s.reportTransients(a.id, treps) {
+		acks := s.reportTransients(a.id, treps)
+		// The slots these reports freed are filled now rather than by the dispatcher's
+		// next round: no wake and coalescing wait, and the assigns usually go out in one
+		// ServerBatch with the acks (the sender takes what is queued). The tasks go to
+		// whichever agents dispatchTransient picks, as in a round.
+		now := time.Now()
+		for _, typ := range s.trans.queuedTypes() {
+			s.sendTransient(typ, now)
+		}
+		for _, ack := range acks {
 			se.send(&agentv1.ServerMessage{Msg: &agentv1.ServerMessage_ReportAck{ReportAck: ack}})
 		}
 	}
