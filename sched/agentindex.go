@@ -30,6 +30,10 @@ type agentIndex struct {
 type typeIndex struct {
 	byPending [][]*agent
 	free      int
+	// ahead holds the agents with room to queue tasks of the type ahead of their free
+	// slots (aheadRoom > 0: transient.go), so that finding them does not read every
+	// agent either.
+	ahead map[*agent]struct{}
 }
 
 // indexEntry is where an agent is filed in one type's index: pending as filed, its
@@ -114,6 +118,9 @@ func (x *agentIndex) update(a *agent) {
 		}
 		x.unfile(a, typ, ti, e)
 	}
+	if a.sess != nil && a.sess.queueAhead || len(a.aheadIn) > 0 {
+		x.fileAhead(a)
+	}
 	if len(a.idx) == len(a.types) {
 		return // every type filed: nothing to add
 	}
@@ -139,6 +146,35 @@ func (x *agentIndex) update(a *agent) {
 		a.idx[typ] = &indexEntry{pending: p, pos: len(ti.byPending[p]), free: f}
 		ti.byPending[p] = append(ti.byPending[p], a)
 		ti.free += f
+	}
+}
+
+// fileAhead files a in each type's ahead set if it has room to queue tasks of the type
+// ahead, and takes it out of those where it has none.
+func (x *agentIndex) fileAhead(a *agent) {
+	for typ := range a.aheadIn {
+		if a.aheadRoom(typ) == 0 {
+			delete(x.types[typ].ahead, a)
+			delete(a.aheadIn, typ)
+		}
+	}
+	for typ := range a.types {
+		if a.aheadIn[typ] || a.aheadRoom(typ) == 0 {
+			continue
+		}
+		ti := x.types[typ]
+		if ti == nil {
+			ti = &typeIndex{}
+			x.types[typ] = ti
+		}
+		if ti.ahead == nil {
+			ti.ahead = map[*agent]struct{}{}
+		}
+		ti.ahead[a] = struct{}{}
+		if a.aheadIn == nil {
+			a.aheadIn = map[string]bool{}
+		}
+		a.aheadIn[typ] = true
 	}
 }
 
@@ -177,6 +213,10 @@ func takeOut(typ string, ti *typeIndex, e *indexEntry) {
 func (x *agentIndex) drop(a *agent) {
 	for typ, e := range a.idx {
 		x.unfile(a, typ, x.types[typ], e)
+	}
+	for typ := range a.aheadIn {
+		delete(x.types[typ].ahead, a)
+		delete(a.aheadIn, typ)
 	}
 	a.index = nil
 }

@@ -41,6 +41,7 @@ func TestTransientAhead(t *testing.T) {
 		now := time.Now()
 		s.agents.mu.Lock()
 		sends := s.dispatchTransient("echo", now)
+		checkAhead(t, s)
 		s.agents.mu.Unlock()
 		got, ahead := map[string]int{}, map[string]int{}
 		for _, sd := range sends {
@@ -109,7 +110,25 @@ func TestTransientAhead(t *testing.T) {
 	s.requeueTransient(qa, qa.sess)
 	left, running, aheadN := len(qa.running), qa.types["echo"].running, qa.ahead
 	s.agents.mu.Unlock()
+	s.agents.mu.Lock()
+	checkAhead(t, s)
+	s.agents.mu.Unlock()
 	if left != 0 || running != 0 || aheadN != 0 || queued() != 7+8 {
 		t.Fatalf("qa lost: it holds %d (echo running %d, ahead %d), %d queued; want none held, 15 queued", left, running, aheadN, queued())
+	}
+}
+
+// checkAhead fails unless each type's ahead set in the index holds exactly the agents
+// with room to queue tasks of the type ahead. Caller holds s.agents.mu.
+func checkAhead(t *testing.T, s *Server) {
+	t.Helper()
+	for _, a := range s.agents.byID {
+		for typ := range a.types {
+			ti := s.agents.index.types[typ]
+			_, in := ti.ahead[a]
+			if want := a.aheadRoom(typ) > 0; in != want {
+				t.Fatalf("agent %s: filed in the ahead set of %s: %v; its room is %d", a.id, typ, in, a.aheadRoom(typ))
+			}
+		}
 	}
 }

@@ -51,6 +51,8 @@ type agent struct {
 	// (agentindex.go).
 	index *agentIndex
 	idx   map[string]*indexEntry
+	// aheadIn: the types in whose ahead set a is filed (agentindex.go).
+	aheadIn map[string]bool
 	// holdIndex defers reindex until releaseIndex (a batch of changes filed once);
 	// staleIndex records that a change was deferred (agentindex.go).
 	holdIndex, staleIndex bool

@@ -171,24 +171,35 @@ func (s *Server) dispatchTransient(typ string, now time.Time) []transSend {
 // when no agent has a free slot for them, in even shares, and each queued task is
 // resent elsewhere if its agent is lost, as a running one is. Caller holds s.agents.mu.
 func (s *Server) aheadAgents(typ string) []aheadRoom {
+	ti := s.agents.index.types[typ]
+	if ti == nil {
+		return nil
+	}
 	var out []aheadRoom
-	for _, a := range s.agents.byID {
-		if a.sess == nil || !a.sess.queueAhead || !a.takesWork() {
-			continue
-		}
-		ts := a.types[typ]
-		if ts == nil || ts.running < ts.slots {
-			continue
-		}
-		room := min(ts.slots-ts.ahead, MaxUnacked-a.unacked)
-		if a.maxTasks > 0 {
-			room = min(room, a.maxTasks-a.assigned)
-		}
-		if room > 0 {
+	for a := range ti.ahead { // the agents filed with room (agentindex.go), checked again
+		if room := a.aheadRoom(typ); room > 0 {
 			out = append(out, aheadRoom{a, room})
 		}
 	}
 	return out
+}
+
+// aheadRoom is how many more tasks of typ a may queue ahead of its free slots: none
+// unless it takes them (queue-ahead) and every slot of typ it has is taken; at most its
+// slots of typ queued, within MaxUnacked and its max tasks. Caller holds s.agents.mu.
+func (a *agent) aheadRoom(typ string) int {
+	if a.sess == nil || !a.sess.queueAhead || !a.takesWork() {
+		return 0
+	}
+	ts := a.types[typ]
+	if ts == nil || ts.running < ts.slots {
+		return 0
+	}
+	room := min(ts.slots-ts.ahead, MaxUnacked-a.unacked)
+	if a.maxTasks > 0 {
+		room = min(room, a.maxTasks-a.assigned)
+	}
+	return max(room, 0)
 }
 
 // aheadRoom is an agent that may queue room more transient tasks of a type.
