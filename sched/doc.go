@@ -131,12 +131,19 @@
 // share of the queue) as one ServerBatch, to agents that list the "batch" capability,
 // which answer with AgentBatch messages; results released together go to a client that
 // asked (StreamOpen.batch_results) as one StreamResults. The agent index is filed once
-// per such batch (agent.holdIndexing), not once per item. BenchmarkStream reports
+// per such batch (agent.holdIndexing), not once per item. An agent's slots do not wait
+// a round trip for the next item: once no agent has a free slot, transient items go
+// ahead to agents that list the "queue-ahead" capability (Assign.may_queue; at most
+// the type's slots ahead per agent, in even shares; agentIndex's ahead set finds them),
+// which start each as a slot frees; such items count against the type's slots but not
+// the agent's total, and one comes off with each release of the type (typeSlot.ahead).
+// A report batch's freed slots are filled in the receive loop that applied it, the
+// assigns going out with the report acks. BenchmarkStream reports
 // items/s and CPU per item beside the raw plugin call's (PADDOCK_AGENT_CPUPROFILE
 // profiles the agent process). TestStreamRealAgents (3 real agent processes, one
 // killed; PADDOCK_STREAM_N=100000 for the full run), TestStreamClientStopsReading,
 // TestStreamBadOpen, TestStreamBatchedItems (batches and single items mixed, an old-style
-// client beside), TestStreamBadBatch, BenchmarkStream.
+// client beside), TestStreamBadBatch, TestTransientAhead, BenchmarkStream.
 //
 // Online vs batch (preempt.go): Ready returns online tasks first; online tasks waiting
 // with every slot of their type taken preempt batch tasks (store.Update.Preempted: not

@@ -34,6 +34,13 @@
 // own result is in. A type with one ready task, and an Assign that came alone, run
 // one by one as before: nothing waits for company.
 //
+// Tasks sent ahead (queue.go; the "queue-ahead" capability, listed in every Register):
+// the server may send transient stream items beyond the type's free slots
+// (Assign.may_queue). The session acknowledges them at once and queues them on the
+// allocator (alloc.Enqueue: within the type's limit, in order); each starts as soon as
+// a run of its type ends and frees a slot (those granted meanwhile in one ExecuteBatch
+// call), its timeout counted from its start. The agent's limits hold for what runs.
+//
 // Preemption (the "preempt-handover" capability, listed in every Register): a Cancel of
 // kind PREEMPTED stops a batch task, which drops without reporting. When the server
 // hands the slot straight to an online task, that task's Assign follows the cancel and
