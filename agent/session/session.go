@@ -231,7 +231,9 @@ func TCPDialer(addr string, more ...string) func(ctx context.Context) (net.Conn,
 // Allocator.Observe; at the next heartbeat tick it calls Rebalance (one cycle per
 // heartbeat interval) and sends the new limits. The agent does not queue tasks
 // itself: queueing here would hold leases the server could give to an idle agent,
-// and would hide the backlog from the server's priorities and from operators.
+// and would hide the backlog from the server's priorities and from operators. The one
+// exception is bounded: transient stream items the server sends ahead of the free
+// slots, only when no agent has a free slot for them (queue.go).
 type Session struct {
 	cfg      Config
 	ex       Executor
