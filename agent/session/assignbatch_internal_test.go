@@ -17,17 +17,25 @@ func (echoExec) Execute(_ context.Context, t Task) Result {
 	return Result{Output: t.Payload}
 }
 
-// TestAssignBatchAcksAtOnce: the assigns of one ServerBatch are acknowledged as one
-// AgentBatch, queued before any of their reports; one of an unknown type is refused in
-// it; every accepted task then reports once.
-func TestAssignBatchAcksAtOnce(t *testing.T) {
-	s, err := New(Config{AgentID: "batch", Dial: TCPDialer("127.0.0.1:1"), DataDir: t.TempDir()}, echoExec{})
+// unconnected is a session of agent id over ex that is not connected: what it would
+// send is in s.out (64 messages at most); ctx ends with the test.
+func unconnected(t *testing.T, id string, ex Executor) (*Session, context.Context) {
+	t.Helper()
+	s, err := New(Config{AgentID: id, Dial: TCPDialer("127.0.0.1:1"), DataDir: t.TempDir()}, ex)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancelCause(context.Background())
-	defer cancel(nil)
+	t.Cleanup(func() { cancel(nil) })
 	s.out, s.outCancel = make(chan *agentv1.AgentMessage, 64), cancel
+	return s, ctx
+}
+
+// TestAssignBatchAcksAtOnce: the assigns of one ServerBatch are acknowledged as one
+// AgentBatch, queued before any of their reports; one of an unknown type is refused in
+// it; every accepted task then reports once.
+func TestAssignBatchAcksAtOnce(t *testing.T) {
+	s, ctx := unconnected(t, "batch", echoExec{})
 	var as []*agentv1.Assign
 	for i := range 5 {
 		as = append(as, &agentv1.Assign{TaskId: fmt.Sprint("t", i), LeaseId: 1, Type: "echo", Payload: []byte(fmt.Sprint("p", i)), LeaseSecret: "s"})

@@ -60,13 +60,7 @@ func TestQueuedAheadTasks(t *testing.T) {
 	for _, id := range ids {
 		e.gate[id] = make(chan struct{})
 	}
-	s, err := New(Config{AgentID: "ahead", Dial: TCPDialer("127.0.0.1:1"), DataDir: t.TempDir()}, e)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancelCause(context.Background())
-	defer cancel(nil)
-	s.out, s.outCancel = make(chan *agentv1.AgentMessage, 64), cancel
+	s, ctx := unconnected(t, "ahead", e)
 	var as []*agentv1.Assign
 	for _, id := range ids {
 		as = append(as, &agentv1.Assign{TaskId: id, LeaseId: 1, Type: "q", LeaseSecret: "s", MayQueue: id[0] == 'q', TimeoutMs: 60_000,
