@@ -85,6 +85,14 @@ func BenchmarkIdleGuest(b *testing.B) {
 	}
 	samples := sampleQEMU(b, names, idleWindow)
 	b.StopTimer()
+	for i, n := range names {
+		if i > 1 {
+			break // the baseline and one Paddock guest
+		}
+		if s, err := smapsBreakdown(qemuPID(b, n), memory, vmpool.DefaultTBCacheMiB); err == nil {
+			b.Logf("%s: %s", n, s)
+		}
+	}
 
 	var rss, pss, cpu float64
 	for _, s := range samples[1:] {
