@@ -92,6 +92,10 @@ func BenchmarkIdleGuest(b *testing.B) {
 		if s, err := smapsBreakdown(qemuPID(b, n), memory, vmpool.DefaultTBCacheMiB); err == nil {
 			b.Logf("%s: %s", n, s)
 		}
+		// The guest's own view (virtio-balloon statistics, KiB): what it uses vs what the host holds.
+		if out, err := exec.Command("virsh", "-c", g.uri, "dommemstat", n).Output(); err == nil {
+			b.Logf("%s: dommemstat %s", n, strings.Join(strings.Fields(string(out)), " "))
+		}
 	}
 
 	var rss, pss, cpu float64
