@@ -148,8 +148,11 @@ const (
 	// clocksource watchdog comparing it against an emulated timer twice a second).
 	DefaultCmdline = "console=ttyS0 quiet panic=-1 no_timer_check nowatchdog tsc=reliable"
 	// DefaultTBCacheMiB is PoolConfig.TBCacheMiB's default: QEMU's own default is
-	// 1 GiB, which an idle TCG guest fills towards over time.
-	DefaultTBCacheMiB = 32
+	// 1 GiB, which an idle TCG guest fills towards over time. Every page of the cache
+	// stays in QEMU's RSS once a guest has filled it (a boot does, and a flush does not
+	// give pages back), so its size is what it costs: 16 MiB held the same busybox work
+	// loop's CPU time as 32 (docs/operations.md), 8 MiB cost about a third more.
+	DefaultTBCacheMiB = 16
 	// MinMemoryMiB is the least memory any guest gets: a Debian kernel with the agent
 	// as PID 1 boots in less, but leaves no room for handlers.
 	MinMemoryMiB = 128
