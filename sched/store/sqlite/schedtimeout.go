@@ -10,8 +10,8 @@ import (
 
 // ScheduleExpired implements store.Store.
 func (s *Store) ScheduleExpired(ctx context.Context, now time.Time, limit int) ([]store.Task, error) {
-	ts, err := s.queryTasks(ctx, `SELECT `+listCols+` FROM tasks WHERE schedule_deadline > 0 AND state = 'queued' AND schedule_deadline <= ? AND attempt = 0
- ORDER BY schedule_deadline LIMIT ?`, ms(now), limit)
+	ts, err := s.queryLimit(ctx, `SELECT `+listCols+` FROM tasks WHERE schedule_deadline > 0 AND state = 'queued' AND schedule_deadline <= ? AND attempt = 0
+ ORDER BY schedule_deadline LIMIT ?`, limit, ms(now))
 	if err != nil {
 		return nil, fmt.Errorf("finding tasks past their schedule-to-start timeout: %w", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/bits"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -223,11 +224,11 @@ func (s *Store) runBatch(batch []*writeOp) {
 				return errs[i]
 			}
 		}
-		commits.Add(1)
 		if _, err := tx.exec("COMMIT"); err != nil {
 			tx.exec("ROLLBACK")
 			return fmt.Errorf("committing: %w", err)
 		}
+		commits.Add(1)
 		return nil
 	}()
 	if err == nil {
@@ -636,6 +637,33 @@ func (s *Store) Attempts(ctx context.Context, id string) ([]store.Attempt, error
 }
 
 func (s *Store) queryTasks(ctx context.Context, q string, args ...any) ([]store.Task, error) {
+	return s.queryTasksMax(ctx, q, -1, args...)
+}
+
+// queryLimit runs q, which ends in "LIMIT ?", for at most limit tasks. The limit is
+// written into the statement, rounded up to a power of two (one prepared statement per
+// power), and the rows past it are never read: a LIMIT bound as a parameter whose value
+// changes makes SQLite prepare the statement again on its next step (the planner uses
+// the limit), and the dispatcher asks for a different number of ready tasks nearly every
+// round — that re-preparing was 44 % of a Ready call's CPU (BenchmarkReady).
+func (s *Store) queryLimit(ctx context.Context, q string, limit int, args ...any) ([]store.Task, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	body, ok := strings.CutSuffix(q, "LIMIT ?")
+	if !ok {
+		return nil, fmt.Errorf("query %q does not end in LIMIT ?", q)
+	}
+	return s.queryTasksMax(ctx, body+"LIMIT "+strconv.Itoa(ceilPow2(limit)), limit, args...)
+}
+
+// ceilPow2 is the least power of two ≥ n (n ≥ 1).
+func ceilPow2(n int) int {
+	return 1 << bits.Len(uint(n-1))
+}
+
+// queryTasksMax runs q and reads at most max of its rows (all of them when max < 0).
+func (s *Store) queryTasksMax(ctx context.Context, q string, max int, args ...any) ([]store.Task, error) {
 	st, err := s.prepared(&s.rstmts, s.r, q)
 	if err != nil {
 		return nil, err
@@ -646,7 +674,7 @@ func (s *Store) queryTasks(ctx context.Context, q string, args ...any) ([]store.
 	}
 	defer rows.Close()
 	var out []store.Task
-	for rows.Next() {
+	for len(out) != max && rows.Next() {
 		t, err := scanTask(rows)
 		if err != nil {
 			return nil, err
@@ -688,8 +716,7 @@ func (s *Store) List(ctx context.Context, f store.Filter) ([]store.Task, string,
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
 	q += " ORDER BY seq DESC LIMIT ?"
-	args = append(args, limit+1)
-	ts, err := s.queryTasks(ctx, q, args...)
+	ts, err := s.queryLimit(ctx, q, limit+1, args...)
 	if err != nil {
 		return nil, "", fmt.Errorf("listing tasks: %w", err)
 	}
@@ -725,14 +752,14 @@ func (s *Store) Ready(ctx context.Context, typ string, now time.Time, limit int)
 	// Online tasks first (the partial index tasks_ready_online, named: without
 	// statistics SQLite picks tasks_ready and reads every queued task of the type to find
 	// the online ones), then batch ones.
-	ts, err := s.queryTasks(ctx, readyOnlineSQL, typ, ms(now), limit)
+	ts, err := s.queryLimit(ctx, readyOnlineSQL, limit, typ, ms(now))
 	if err != nil {
 		return nil, fmt.Errorf("finding ready online tasks of type %s: %w", typ, err)
 	}
 	if len(ts) == limit {
 		return ts, nil
 	}
-	batch, err := s.queryTasks(ctx, readyBatchSQL, typ, ms(now), limit-len(ts))
+	batch, err := s.queryLimit(ctx, readyBatchSQL, limit-len(ts), typ, ms(now))
 	if err != nil {
 		return nil, fmt.Errorf("finding ready tasks of type %s: %w", typ, err)
 	}
@@ -970,7 +997,7 @@ func (s *Store) Renew(ctx context.Context, agentID string, leases []store.LeaseR
 
 // Expired implements store.Store.
 func (s *Store) Expired(ctx context.Context, now time.Time, limit int) ([]store.Task, error) {
-	ts, err := s.queryTasks(ctx, expiredSQL, ms(now), limit)
+	ts, err := s.queryLimit(ctx, expiredSQL, limit, ms(now))
 	if err != nil {
 		return nil, fmt.Errorf("finding expired leases: %w", err)
 	}

@@ -129,7 +129,7 @@ const readyTenantSQL = `SELECT ` + listCols + ` FROM tasks WHERE tenant = ? AND 
 
 // ReadyTenant implements store.TenantStore.
 func (s *Store) ReadyTenant(ctx context.Context, typ, tenant string, now time.Time, limit int) ([]store.Task, error) {
-	ts, err := s.queryTasks(ctx, readyTenantSQL, tenant, typ, ms(now), limit)
+	ts, err := s.queryLimit(ctx, readyTenantSQL, limit, tenant, typ, ms(now))
 	if err != nil {
 		return nil, fmt.Errorf("finding ready tasks of type %s of tenant %s: %w", typ, tenant, err)
 	}

@@ -155,6 +155,22 @@ func testReadyOrder(t *testing.T, s store.Store) {
 	if fmt.Sprint(ids) != "[on1 on0 t1]" {
 		t.Fatalf("Ready order with online tasks = %v, want [on1 on0 t1] (online first, then priority)", ids)
 	}
+	// Every limit is kept exactly, whatever the store does with it (SQLite rounds the
+	// LIMIT it prepares up to a power of two and stops reading at the limit).
+	want := []string{"on1", "on0", "t1", "t3", "t0", "t2", "t4"}
+	for limit := 0; limit <= len(want)+2; limit++ {
+		got, err := s.Ready(ctx, "echo", t0, limit)
+		if err != nil {
+			t.Fatalf("Ready limit %d: %v", limit, err)
+		}
+		ids = ids[:0]
+		for _, tk := range got {
+			ids = append(ids, tk.ID)
+		}
+		if w := want[:min(limit, len(want))]; fmt.Sprint(ids) != fmt.Sprint(w) {
+			t.Fatalf("Ready limit %d = %v, want %v", limit, ids, w)
+		}
+	}
 }
 
 func testLeaseFencing(t *testing.T, s store.Store) {
