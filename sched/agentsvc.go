@@ -587,7 +587,13 @@ func (s *Server) ack(ctx context.Context, a *agent, se *session, ack *agentv1.Ac
 		s.wake()
 		return
 	}
-	if !s.holds(ctx, a, ack.GetTaskId(), ack.GetLeaseId(), ack.GetLeaseSecret()) {
+	switch s.holds(ctx, a, ack.GetTaskId(), ack.GetLeaseId(), ack.GetLeaseSecret()) {
+	case leaseStale:
+		// The lease ended (expired, superseded, the task finished or was cancelled)
+		// while the ack was on its way: usual after a reconnect, nothing to refuse.
+		s.log.Debug("an ack for a lease that ended ignored", "agent", a.id, "task", ack.GetTaskId(), "lease", ack.GetLeaseId())
+		return
+	case leaseWrongSecret:
 		s.metrics.refused.WithLabelValues("lease_secret").Inc()
 		s.log.Warn("an ack without its lease's secret ignored", "agent", a.id, "task", ack.GetTaskId(), "lease", ack.GetLeaseId())
 		return
@@ -782,19 +788,37 @@ func secretOK(want, got string) bool {
 	return want != "" && constantTimeEqual(want, got)
 }
 
+// leaseHold is what holds found.
+type leaseHold int
+
+const (
+	leaseHeld        leaseHold = iota // the agent holds the lease and gave its secret
+	leaseStale                        // the lease is no longer the agent's (or the task is gone)
+	leaseWrongSecret                  // the lease is the agent's, the secret is not its
+)
+
 // holds reports whether agent a holds lease leaseID of taskID with this secret: from
 // its assignments, or the store when the server does not know the assignment.
-func (s *Server) holds(ctx context.Context, a *agent, taskID string, leaseID uint64, secret string) bool {
+func (s *Server) holds(ctx context.Context, a *agent, taskID string, leaseID uint64, secret string) leaseHold {
 	s.agents.mu.Lock()
 	as := a.running[taskID]
 	if as != nil && as.leaseID == leaseID && as.secret != "" {
 		ok := secretOK(as.secret, secret)
 		s.agents.mu.Unlock()
-		return ok
+		if !ok {
+			return leaseWrongSecret
+		}
+		return leaseHeld
 	}
 	s.agents.mu.Unlock()
 	t, err := s.st.Get(ctx, taskID)
-	return err == nil && t.AgentID == a.id && t.LeaseID == leaseID && secretOK(t.LeaseSecret, secret)
+	switch {
+	case err != nil || t.AgentID != a.id || t.LeaseID != leaseID || t.State.Terminal() || t.State == store.Queued:
+		return leaseStale
+	case !secretOK(t.LeaseSecret, secret):
+		return leaseWrongSecret
+	}
+	return leaseHeld
 }
 
 // newSecret returns a random lease secret (128 bits, hex).

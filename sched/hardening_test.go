@@ -564,3 +564,45 @@ func TestReconnectRequeuesUndeliveredAssignments(t *testing.T) {
 	}
 	t.Logf("requeued %v after the reconnect (lease TTL %v)", time.Since(start).Round(time.Millisecond), cfg.LeaseTTL)
 }
+
+// TestStaleAckNotRefused: an ack with a wrong secret for a lease the agent holds is a
+// refusal (counted, warned); an ack for a lease that has ended — usual after a
+// reconnect — is ignored without counting as one.
+func TestStaleAckNotRefused(t *testing.T) {
+	ts := startServer(t, rawAgentConfig())
+	a := dialRawAgent(t, ts, "acker", "ack.t")
+	refused := func() int {
+		return int(metricSum(t, ts, "paddock_agent_sessions_refused_total{", `reason="lease_secret"`))
+	}
+	sendAck := func(as *agentv1.Assign, secret string) {
+		t.Helper()
+		if err := a.stream.Send(&agentv1.AgentMessage{Msg: &agentv1.AgentMessage_Ack{Ack: &agentv1.Ack{TaskId: as.GetTaskId(), LeaseId: as.GetLeaseId(), LeaseSecret: secret, Accepted: true}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitRefused := func(n int) {
+		t.Helper()
+		for end := time.Now().Add(time.Minute); refused() < n; time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(end) {
+				t.Fatalf("refusals = %d, want %d", refused(), n)
+			}
+		}
+		if got := refused(); got != n {
+			t.Fatalf("refusals = %d, want %d", got, n)
+		}
+	}
+	submit(t, ts, &paddockv1.TaskSpec{Type: "ack.t"})
+	first := a.assign(t)
+	sendAck(first, "0123456789abcdef0123456789abcdef")
+	waitRefused(1)
+	if ack := a.report(t, success(first, nil)); ack.GetOutcome() != agentv1.ReportOutcome_REPORT_OUTCOME_ACCEPTED {
+		t.Fatalf("report: %v %q", ack.GetOutcome(), ack.GetError())
+	}
+	// The lease has ended: acks for it, with or without its secret, are stale.
+	sendAck(first, first.GetLeaseSecret())
+	sendAck(first, "")
+	submit(t, ts, &paddockv1.TaskSpec{Type: "ack.t"})
+	second := a.assign(t)
+	sendAck(second, "") // processed after the stale ones: the count moves to 2, not 4
+	waitRefused(2)
+}
