@@ -20,7 +20,9 @@ import (
 // BenchmarkRiverBaseline runs, on one PostgreSQL server in one run, no-op tasks
 // through Paddock's PostgreSQL store (pgtest.DurablePath: 8 × GOMAXPROCS callers,
 // each task created, leased, started and succeeded, every step committed; and
-// pgtest.Pipeline: submitters, a dispatcher leasing up to 100 at once, 100 workers) and
+// pgtest.Pipeline: submitters, a dispatcher leasing up to 100 at once, 100 workers that
+// write each task's start with its result, as the server does for a batch task that ends
+// within its start delay: three writes a task, as River's insert, fetch and complete) and
 // no-op jobs through a River client (the same number of callers inserting one job at a time,
 // 100 workers; a job counts once its completion is committed). River runs twice: with
 // its defaults (fetch cooldown 100ms, poll 1s) and tuned for latency (cooldown 1ms,
