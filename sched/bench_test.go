@@ -57,7 +57,7 @@ func rawPluginRateCPU(b *testing.B, calls int) (float64, time.Duration) {
 }
 
 // BenchmarkDurableTasks: durable no-op tasks (test.echo) per second end to end — submit
-// over the client API, SQLite (WAL, synchronous=NORMAL), dispatch, two real agent
+// over the client API, SQLite (WAL, synchronous=FULL: the default), dispatch, two real agent
 // processes with real handler subprocesses, report, archive — and submit-to-handler-start
 // latency p50/p99, beside the raw plugin call rate measured in the same run.
 //
