@@ -232,6 +232,8 @@ func TestPreemptOnlineTakesBatchSlot(t *testing.T) {
 // BenchmarkOnlineStart: the submit→start p99 of online tasks (test.sleep 10ms, one at
 // a time) on an idle cluster of two real agent processes, and with batch tasks filling
 // every slot (they are preempted), in the same run; x-idle is loaded p99 / idle p99.
+// PADDOCK_BENCH_LAT=1 logs every latency, and for each start over 30 ms when its lease
+// was written (the server's part) and when the agent's ack came (StartedAt).
 //
 //	go test -run '^$' -bench OnlineStart -benchtime 40x ./sched
 func BenchmarkOnlineStart(b *testing.B) {
@@ -240,6 +242,7 @@ func BenchmarkOnlineStart(b *testing.B) {
 	startRealAgent(b, ts.agentAddr, "o1", "")
 	startRealAgent(b, ts.agentAddr, "o2", "")
 	p99 := func(b *testing.B) time.Duration {
+		b.Helper()
 		var lat []time.Duration
 		for i := 0; i < b.N; i++ {
 			tk := submit(b, ts, &paddockv1.TaskSpec{Type: "test.sleep", Payload: []byte("10ms"), Class: paddockv1.Class_CLASS_ONLINE})
@@ -249,8 +252,15 @@ func BenchmarkOnlineStart(b *testing.B) {
 				b.Fatal(err)
 			}
 			lat = append(lat, st.StartedAt.Sub(st.CreatedAt))
+			if os.Getenv("PADDOCK_BENCH_LAT") != "" && st.StartedAt.Sub(st.CreatedAt) > 30*time.Millisecond {
+				b.Logf("slow: leased after %v, started after %v, agent %s attempt %d", st.LeasedAt.Sub(st.CreatedAt), st.StartedAt.Sub(st.CreatedAt), st.AgentID, st.Attempt)
+			}
 		}
 		sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+		b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "ms-p50")
+		if os.Getenv("PADDOCK_BENCH_LAT") != "" {
+			b.Logf("latencies: %v", lat)
+		}
 		return lat[len(lat)*99/100]
 	}
 	var idle time.Duration
