@@ -33,7 +33,10 @@ which one holds each agent's session.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			agents, err := listEach(cmd.Context(), app, func(ctx context.Context, cc paddockv1connect.ClusterServiceClient) ([]*paddockv1.Agent, error) {
 				r, err := cc.ListAgents(ctx, connect.NewRequest(&paddockv1.ListAgentsRequest{}))
-				return r.Msg.GetAgents(), err
+				if err != nil {
+					return nil, err
+				}
+				return r.Msg.GetAgents(), nil
 			})
 			if err != nil {
 				return err

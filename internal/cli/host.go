@@ -146,7 +146,10 @@ In dev mode (--dev) it issues its own certificate from the dev CA in <data_dir>/
 			defer cancel()
 			hosts, err := listEach(ctx, app, func(ctx context.Context, cc paddockv1connect.ClusterServiceClient) ([]*paddockv1.Host, error) {
 				r, err := cc.ListHosts(ctx, connect.NewRequest(&paddockv1.ListHostsRequest{}))
-				return r.Msg.GetHosts(), err
+				if err != nil {
+					return nil, err
+				}
+				return r.Msg.GetHosts(), nil
 			})
 			if err != nil {
 				return fmt.Errorf("listing hosts: %w", err)

@@ -2,11 +2,13 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"sort"
 
+	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
 
 	"github.com/paddockvm/paddock/internal/config"
@@ -88,6 +90,9 @@ func Execute(ctx context.Context, args []string, out, errOut io.Writer) int {
 		return 0
 	}
 	fmt.Fprintf(errOut, "paddock: %v\n", err)
+	if connect.CodeOf(err) == connect.CodeUnavailable && !errors.Is(err, context.Canceled) {
+		fmt.Fprintln(errOut, "paddock: no Paddock server answered at --server (client.server, PADDOCK_CLIENT_SERVER): start one with 'paddock dev' or 'paddock server', or point --server at it")
+	}
 	if cmd != nil && isUsageError(err) {
 		fmt.Fprintf(errOut, "Run '%s --help' for usage.\n", cmd.CommandPath())
 		return 2

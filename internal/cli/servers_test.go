@@ -74,3 +74,27 @@ func TestConnectedFirst(t *testing.T) {
 		})
 	}
 }
+
+// TestNoServerAnswers: every client command against an address where nothing listens
+// exits 1 with the dial error and a hint naming --server, without a panic (host ls and
+// agent ls dereferenced the missing response).
+func TestNoServerAnswers(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + l.Addr().String()
+	l.Close()
+	for _, args := range [][]string{
+		{"host", "ls"}, {"agent", "ls"}, {"task", "ls"}, {"task", "get", "some-id"},
+		{"host", "ls", "--server", dead + "," + dead},
+	} {
+		if !slices.Contains(args, "--server") {
+			args = append(args, "--server", dead)
+		}
+		_, errOut, code := run(t, args...)
+		if code != 1 || !strings.Contains(errOut, "connection refused") || !strings.Contains(errOut, "no Paddock server answered at --server") {
+			t.Errorf("paddock %s: exit %d, stderr %q; want 1, the dial error and the --server hint", strings.Join(args, " "), code, errOut)
+		}
+	}
+}
