@@ -1,7 +1,10 @@
 package sdk
 
 import (
+	"fmt"
 	"os"
+	"path/filepath"
+	"runtime/pprof"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
@@ -17,6 +20,14 @@ func Serve(h Handler) {
 		os.Stderr.WriteString("paddock handler: invalid Describe: " + err.Error() + "\n")
 		os.Exit(1)
 	}
+	if dir := os.Getenv(CPUProfileEnv); dir != "" {
+		stop, err := startCPUProfile(dir)
+		if err != nil {
+			os.Stderr.WriteString("paddock handler: " + CPUProfileEnv + ": " + err.Error() + "\n")
+			os.Exit(1)
+		}
+		defer stop()
+	}
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: Handshake,
 		Plugins:         plugin.PluginSet{PluginName: &Plugin{Impl: h}},
@@ -28,4 +39,26 @@ func Serve(h Handler) {
 			Level: hclog.Info, Output: os.Stderr, JSONFormat: true,
 		}),
 	})
+}
+
+// CPUProfileEnv names the environment variable that, set to a directory, has Serve
+// write a CPU profile of the handler process to <dir>/handler-<binary>-<pid>.pprof,
+// from its start until the agent shuts it down (a handler killed instead leaves an
+// empty file). Handlers inherit the agent's environment, so setting it for the agent
+// (or for a test that runs handlers) profiles every handler it starts. Unset: nothing
+// is profiled, and nothing but this one lookup is spent.
+const CPUProfileEnv = "PADDOCK_HANDLER_CPUPROFILE"
+
+// startCPUProfile starts a CPU profile in dir; stop writes it out.
+func startCPUProfile(dir string) (stop func(), err error) {
+	path := filepath.Join(dir, fmt.Sprintf("handler-%s-%d.pprof", filepath.Base(os.Args[0]), os.Getpid()))
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("creating the profile: %w (set it to an existing, writable directory)", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("starting the profile: %w", err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
