@@ -70,6 +70,9 @@ func failure(err error, stage agentv1.FailureKind) Result {
 // and checks the staged files; under DATA_PATH_STREAM it fetches the inputs with
 // ReadBlob into the agent's data directory. A task without a data path is left as is.
 func (s *Session) prepare(ctx context.Context, t *Task) error {
+	if t.DataPath == agentv1.DataPath_DATA_PATH_UNSPECIFIED && len(t.InputBlobs) == 0 {
+		return nil // nothing to prepare (most tasks): no deadline timer, no lease directory name
+	}
 	for name := range t.InputBlobs {
 		if !guestabi.ValidName(name) {
 			return failf(false, "input blob %q: not a valid input name (%s); resubmit the task with a valid name", name, guestabi.NameRule)
