@@ -87,7 +87,8 @@ func (s *server) Describe(context.Context, *handlerpb.DescribeRequest) (*handler
 func (s *server) Handle(ctx context.Context, req *handlerpb.HandleRequest) (*handlerpb.HandleResponse, error) {
 	ctx, end := s.track(ctx, req.GetCallId())
 	defer end()
-	return s.handle(ctx, req)
+	resp, _, err := s.handle(ctx, req, -2)
+	return resp, err
 }
 
 // track registers call id (none if "") for CancelCall and WaitCall: the call runs
@@ -115,7 +116,13 @@ func (s *server) track(ctx context.Context, id string) (_ context.Context, end f
 
 // handle runs one task, alone (Handle) or as an item of HandleBatch, under ctx (see
 // track). The task's context also ends at its deadline_unix_nanos.
-func (s *server) handle(ctx context.Context, req *handlerpb.HandleRequest) (resp *handlerpb.HandleResponse, err error) {
+//
+// cpu0 is the process's CPU time (cpuTime) when the call's usage starts counting,
+// -2 to have handle read it; cpu1 is its CPU time when the usage was taken (cpu0
+// when the call did not run), for the next call of a batch worker: one getrusage per
+// item of a batch instead of two (each sums the CPU of every thread of the process).
+func (s *server) handle(ctx context.Context, req *handlerpb.HandleRequest, cpu0 int64) (resp *handlerpb.HandleResponse, cpu1 int64, err error) {
+	cpu1 = cpu0
 	// Runs before the response is sent: when records were logged during the call,
 	// the end-of-call line follows them, and the agent waits for it.
 	logged := logRecords.Load()
@@ -129,11 +136,11 @@ func (s *server) handle(ctx context.Context, req *handlerpb.HandleRequest) (resp
 		return &handlerpb.HandleResponse{Error: &handlerpb.Error{
 			Message: fmt.Sprintf("this handler does not serve task type %q (it serves %v)", req.GetType(), s.typeNames()),
 			Kind:    handlerpb.ErrorKind_ERROR_KIND_UNKNOWN_TYPE,
-		}}, nil
+		}}, cpu1, nil
 	}
 	if ctx.Err() != nil {
 		// Cancelled before it started: do not run it at all.
-		return nil, ctx.Err()
+		return nil, cpu1, ctx.Err()
 	}
 	if ns := req.GetDeadlineUnixNanos(); ns != 0 {
 		var cancel context.CancelFunc
@@ -161,7 +168,9 @@ func (s *server) handle(ctx context.Context, req *handlerpb.HandleRequest) (resp
 	if ns := req.GetDeadlineUnixNanos(); ns != 0 {
 		r.Deadline = time.Unix(0, ns)
 	}
-	cpu0 := cpuTime()
+	if cpu0 == -2 {
+		cpu0 = cpuTime()
+	}
 	start := time.Now()
 	out, err := s.call(ctx, r)
 	if ferr := r.call.finish(); err == nil && ferr != nil {
@@ -173,7 +182,8 @@ func (s *server) handle(ctx context.Context, req *handlerpb.HandleRequest) (resp
 	}
 	usage := &handlerpb.Usage{WallNanos: uint64(time.Since(start))}
 	if cpu0 >= 0 {
-		usage.CpuNanos = uint64(cpuTime() - cpu0)
+		cpu1 = cpuTime()
+		usage.CpuNanos = uint64(max(cpu1-cpu0, 0))
 	}
 	resp = &handlerpb.HandleResponse{Usage: usage}
 	size := uint64(len(out.Output))
@@ -210,7 +220,7 @@ func (s *server) handle(ctx context.Context, req *handlerpb.HandleRequest) (resp
 	}
 	if resp.Error != nil {
 		r.call.removeCreated()
-		return resp, nil
+		return resp, cpu1, nil
 	}
 	resp.Output, resp.Outputs = out.Output, out.Outputs
 	if len(files) > 0 {
@@ -219,7 +229,7 @@ func (s *server) handle(ctx context.Context, req *handlerpb.HandleRequest) (resp
 			resp.OutputFiles[name] = &handlerpb.OutputFile{Size: f.Size, Digest: f.Digest}
 		}
 	}
-	return resp, nil
+	return resp, cpu1, nil
 }
 
 // call runs the handler, turning a panic into a fatal error so one bad task
@@ -260,13 +270,16 @@ func (s *server) HandleBatch(req *handlerpb.HandleBatchRequest, stream handlerpb
 	for typ, idx := range byType {
 		next := new(atomic.Int64)
 		work := func() {
+			cpu := cpuTime() // each item's usage counts from the end of the one before
 			for {
 				k := int(next.Add(1) - 1)
 				if k >= len(idx) {
 					return
 				}
 				i := idx[k]
-				resp, err := s.handle(ctxs[i], items[i])
+				var resp *handlerpb.HandleResponse
+				var err error
+				resp, cpu, err = s.handle(ctxs[i], items[i], cpu)
 				ends[i]()
 				if err != nil { // its context ended before it started
 					resp = &handlerpb.HandleResponse{Error: &handlerpb.Error{Message: err.Error(), Retryable: true}}
