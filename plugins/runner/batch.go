@@ -106,19 +106,29 @@ type batchRun struct {
 	done   func(int, Result)
 	left   atomic.Int64
 	cancel context.CancelFunc // ends the call once every task is done
+	// early: a task got its result other than from the handler's answer (its context
+	// ended, or the call failed): the handler may still run it.
+	early atomic.Bool
 }
 
-// finish gives it its result unless it has one, and reports whether it did.
-func (b *batchRun) finish(it *batchItem, res Result) bool {
+// finish gives it its result unless it has one, and reports whether it did. Once
+// every task has its result the call is ended (cancelled), unless each got it from
+// the handler's answer (answered: this one did): the handler then ends the call
+// itself right after its last answer, and receive reads on to that end (a cancel
+// would cost an RST_STREAM each way for a call that is over anyway).
+func (b *batchRun) finish(it *batchItem, res Result, answered bool) bool {
 	if !it.done.CompareAndSwap(false, true) {
 		return false
+	}
+	if !answered {
+		b.early.Store(true)
 	}
 	if it.cl != nil {
 		res.Logs = b.h.tap.end(it.t.ID, it.cl)
 	}
 	res.Usage.Wall = time.Since(b.start)
 	b.done(it.i, res)
-	if b.left.Add(-1) == 0 {
+	if b.left.Add(-1) == 0 && b.early.Load() {
 		b.cancel()
 	}
 	return true
@@ -158,7 +168,7 @@ func (r *Runner) batch(ctx context.Context, h *handler, start time.Time, calls [
 	base := newID() + "."
 	for k, it := range items {
 		if callEnded(it.ctx) {
-			b.finish(it, ctxResult(it.ctx, h, fmt.Sprintf("before task %s was sent to handler %q", it.t.ID, h.spec.Name)))
+			b.finish(it, ctxResult(it.ctx, h, fmt.Sprintf("before task %s was sent to handler %q", it.t.ID, h.spec.Name)), false)
 			continue
 		}
 		it.callID = base + strconv.Itoa(k) // one random id per batch: unique, and cheaper
@@ -221,12 +231,14 @@ func (r *Runner) batch(ctx context.Context, h *handler, start time.Time, calls [
 		if ctx.Err() != nil {
 			ictx = ctx
 		}
-		b.finish(it, r.callFailed(ictx, h, p, it.t, it.callID, err, exited))
+		b.finish(it, r.callFailed(ictx, h, p, it.t, it.callID, err, exited), false)
 	}
 }
 
-// receive reads the answers of a HandleBatch call until every task has one, and
-// returns the error that ended the stream before that (nil when none did).
+// receive reads the answers of a HandleBatch call until the call ends (the handler
+// ends it after its last answer; finish cancels it once every task has its result
+// when some did not get it from an answer), and returns the error that ended the
+// stream before every task had its result (nil when none did).
 func (r *Runner) receive(b *batchRun, stream handlerpb.Handler_HandleBatchClient, sent []*batchItem) error {
 	for {
 		m, err := stream.Recv()
@@ -235,7 +247,7 @@ func (r *Runner) receive(b *batchRun, stream handlerpb.Handler_HandleBatchClient
 				if it.done.Load() {
 					continue
 				}
-				b.finish(it, b.h.fail(ReasonUnavailable, true, "handler %q ended a HandleBatch call without answering task %s (a bug in the handler's plugins/sdk)", b.h.spec.Name, it.t.ID))
+				b.finish(it, b.h.fail(ReasonUnavailable, true, "handler %q ended a HandleBatch call without answering task %s (a bug in the handler's plugins/sdk)", b.h.spec.Name, it.t.ID), false)
 			}
 			return nil
 		}
@@ -255,7 +267,7 @@ func (r *Runner) receive(b *batchRun, stream handlerpb.Handler_HandleBatchClient
 			if a.GetResponse().GetLogEnd() {
 				it.cl.waitEnd() // the lines it logged travel on another pipe than its answer
 			}
-			b.finish(it, r.answer(it.ctx, b.h, it.t, a.GetResponse()))
+			b.finish(it, r.answer(it.ctx, b.h, it.t, a.GetResponse()), true)
 		}
 	}
 }
@@ -267,7 +279,7 @@ func (r *Runner) ended(b *batchRun, p *proc, it *batchItem) {
 	if it.done.Load() {
 		return
 	}
-	if !b.finish(it, ctxResult(it.ctx, b.h, fmt.Sprintf("task %s cancelled in handler %q", it.t.ID, b.h.spec.Name))) {
+	if !b.finish(it, ctxResult(it.ctx, b.h, fmt.Sprintf("task %s cancelled in handler %q", it.t.ID, b.h.spec.Name)), false) {
 		return
 	}
 	r.wg.Add(1)
@@ -286,7 +298,7 @@ func (r *Runner) unbatched(b *batchRun, items []*batchItem) {
 		go func() {
 			defer wg.Done()
 			res := r.execute(it.ctx, it.t)
-			b.finish(it, res)
+			b.finish(it, res, false)
 		}()
 	}
 	wg.Wait()
