@@ -85,17 +85,23 @@ func (s *server) Describe(context.Context, *handlerpb.DescribeRequest) (*handler
 }
 
 func (s *server) Handle(ctx context.Context, req *handlerpb.HandleRequest) (*handlerpb.HandleResponse, error) {
-	ctx, end := s.track(ctx, req.GetCallId())
+	ctx, end := s.track(ctx, req.GetCallId(), req.GetDeadlineUnixNanos())
 	defer end()
 	resp, _, err := s.handle(ctx, req, -2)
 	return resp, err
 }
 
 // track registers call id (none if "") for CancelCall and WaitCall: the call runs
-// under the context returned, which CancelCall cancels; end, called once the call
-// is answered, unregisters it and lets WaitCall return.
-func (s *server) track(ctx context.Context, id string) (_ context.Context, end func()) {
-	ctx, cancel := context.WithCancel(ctx)
+// under the context returned, which CancelCall cancels and which ends at the call's
+// deadline (deadlineNanos, Unix nanoseconds; 0: none); end, called once the call is
+// answered, unregisters it and lets WaitCall return.
+func (s *server) track(ctx context.Context, id string, deadlineNanos int64) (_ context.Context, end func()) {
+	var cancel context.CancelFunc
+	if deadlineNanos != 0 { // one context for the cancel and the deadline (handle needs no other)
+		ctx, cancel = context.WithDeadline(ctx, time.Unix(0, deadlineNanos))
+	} else {
+		ctx, cancel = context.WithCancel(ctx)
+	}
 	if id == "" {
 		return ctx, cancel
 	}
@@ -143,9 +149,11 @@ func (s *server) handle(ctx context.Context, req *handlerpb.HandleRequest, cpu0 
 		return nil, cpu1, ctx.Err()
 	}
 	if ns := req.GetDeadlineUnixNanos(); ns != 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, time.Unix(0, ns))
-		defer cancel()
+		if dl, ok := ctx.Deadline(); !ok || dl.After(time.Unix(0, ns)) { // track's context has it already
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithDeadline(ctx, time.Unix(0, ns))
+			defer cancel()
+		}
 	}
 
 	r := Request{
@@ -264,7 +272,7 @@ func (s *server) HandleBatch(req *handlerpb.HandleBatchRequest, stream handlerpb
 	ends := make([]func(), len(items))
 	byType := map[string][]int{}
 	for i, it := range items {
-		ctxs[i], ends[i] = s.track(ctx, it.GetCallId())
+		ctxs[i], ends[i] = s.track(ctx, it.GetCallId(), it.GetDeadlineUnixNanos())
 		byType[it.GetType()] = append(byType[it.GetType()], i)
 	}
 	for typ, idx := range byType {
