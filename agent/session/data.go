@@ -463,6 +463,9 @@ func sleep(ctx context.Context, d time.Duration) error {
 // dropDataLocked removes the data directory of a lease (DATA_PATH_STREAM) once its
 // report is acknowledged or the task is dropped. Caller holds s.mu.
 func (s *Session) dropDataLocked(taskID string, leaseID uint64) {
+	if len(s.dataDirs) == 0 {
+		return
+	}
 	key := guestabi.LeaseDir(taskID, leaseID)
 	dir, ok := s.dataDirs[key]
 	if !ok {

@@ -26,13 +26,14 @@ type liveLog struct {
 	taskID  string
 	leaseID uint64
 	secret  string
-	full    chan struct{} // a flush is due: LogChunkBytes wait
 
 	// mu guards the fields below.
 	mu sync.Mutex
 	// The batching goroutine starts with the first line (most tasks log nothing, and
-	// cost no goroutine or ticker): stop and done are set then; ended once finish ran.
+	// cost no goroutine, ticker or channel): stop, done and full (a flush is due:
+	// LogChunkBytes wait) are set then; ended once finish ran.
 	stop, done   chan struct{}
+	full         chan struct{}
 	ended        bool
 	lines        []*agentv1.LogLine
 	bytes        int
@@ -44,16 +45,17 @@ func lineCost(l *agentv1.LogLine) int { return len(l.GetText()) + 32 }
 
 // startLiveLog starts batching the log of task t; finish ends it.
 func (s *Session) startLiveLog(t Task) *liveLog {
-	return &liveLog{s: s, taskID: t.ID, leaseID: t.LeaseID, secret: t.LeaseSecret, full: make(chan struct{}, 1)}
+	return &liveLog{s: s, taskID: t.ID, leaseID: t.LeaseID, secret: t.LeaseSecret}
 }
 
 // add takes one line (Task.OnLog). It never blocks.
 func (l *liveLog) add(ln *agentv1.LogLine) {
 	l.mu.Lock()
 	if l.stop == nil && !l.ended {
-		l.stop, l.done = make(chan struct{}), make(chan struct{})
-		go l.loop(l.stop, l.done)
+		l.stop, l.done, l.full = make(chan struct{}), make(chan struct{}), make(chan struct{}, 1)
+		go l.loop(l.stop, l.done, l.full)
 	}
+	full := l.full
 	l.lines = append(l.lines, ln)
 	l.bytes += lineCost(ln)
 	for l.bytes > maxPendingLog && len(l.lines) > 1 {
@@ -63,17 +65,17 @@ func (l *liveLog) add(ln *agentv1.LogLine) {
 		l.lines[0] = nil
 		l.lines = l.lines[1:]
 	}
-	due := l.bytes >= LogChunkBytes
+	due := l.bytes >= LogChunkBytes && full != nil
 	l.mu.Unlock()
 	if due {
 		select {
-		case l.full <- struct{}{}:
+		case full <- struct{}{}:
 		default:
 		}
 	}
 }
 
-func (l *liveLog) loop(stop <-chan struct{}, done chan<- struct{}) {
+func (l *liveLog) loop(stop <-chan struct{}, done chan<- struct{}, full <-chan struct{}) {
 	defer close(done)
 	t := time.NewTicker(LogChunkInterval)
 	defer t.Stop()
@@ -82,7 +84,7 @@ func (l *liveLog) loop(stop <-chan struct{}, done chan<- struct{}) {
 		case <-stop:
 			return
 		case <-t.C:
-		case <-l.full:
+		case <-full:
 		}
 		l.flush()
 	}

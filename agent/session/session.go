@@ -792,8 +792,10 @@ func (s *Session) report(ctx context.Context, r *run, t Task, res Result, start 
 	if cur := s.runs[t.ID]; cur == r {
 		delete(s.runs, t.ID)
 	}
-	if d := s.dataDirs[guestabi.LeaseDir(t.ID, t.LeaseID)]; d != nil {
-		d.succeeded = rep.Status == agentv1.Status_STATUS_SUCCEEDED
+	if len(s.dataDirs) > 0 { // most tasks have none: no lease directory name to build
+		if d := s.dataDirs[guestabi.LeaseDir(t.ID, t.LeaseID)]; d != nil {
+			d.succeeded = rep.Status == agentv1.Status_STATUS_SUCCEEDED
+		}
 	}
 	r.slot.Release()
 	s.kickQueuedLocked() // the slot may have gone to a queued task
