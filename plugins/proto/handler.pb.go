@@ -747,7 +747,9 @@ type Usage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// CPU time (user + system) the handler process used while the call ran, in
 	// nanoseconds. Calls that overlap share the process, so this is approximate
-	// when several calls run at once.
+	// when several calls run at once. For an item of HandleBatch, the SDK sends the
+	// CPU time the process used since the batch started or its previous answer
+	// message, in equal shares among the answers of this message.
 	CpuNanos uint64 `protobuf:"varint,1,opt,name=cpu_nanos,json=cpuNanos,proto3" json:"cpu_nanos,omitempty"`
 	// Wall time from the start to the end of the handler function, in nanoseconds.
 	WallNanos     uint64 `protobuf:"varint,2,opt,name=wall_nanos,json=wallNanos,proto3" json:"wall_nanos,omitempty"`
