@@ -6,8 +6,8 @@
 // hashicorp/go-plugin plugin (gRPC, AutoMTLS, after checking its sha256 against
 // the image manifest) and sends it concurrent Handle calls, or HandleBatch calls
 // that carry several tasks: the SDK runs each item of a batch as a Handle call of
-// its own (its own context, deadline, cancel through CancelCall, error, usage and
-// log end), up to the type's declared Concurrency at once (GOMAXPROCS when it
+// its own (its own context, deadline, cancel through CancelCall, error, wall time
+// and log end; its CPU usage is a share of the process's, see cpuShares), up to the type's declared Concurrency at once (GOMAXPROCS when it
 // declares none; the batch's first item's type decides), and streams each answer
 // back as soon as it is done, the answers done at once in one message. So every
 // SDK handler serves batches with no change. The package imports
