@@ -42,14 +42,32 @@ type pending struct {
 }
 
 // runReady starts the runs of ready: batched by type when the executor is a
-// BatchExecutor and a type has more than one, one by one otherwise. Caller holds s.mu.
-func (s *Session) runReady(ctx context.Context, ready []pending) {
+// BatchExecutor and a type has more than one, one by one otherwise. It returns the
+// last of them not started, for the caller to run on its own goroutine once it has
+// released s.mu (one goroutine hand-off fewer), or starts that one too and returns
+// nil when the caller cannot (keep false). Caller holds s.mu.
+func (s *Session) runReady(ctx context.Context, ready []pending, keep bool) (last func()) {
+	start := func(fn func()) {
+		if last != nil {
+			s.spawn(last)
+		}
+		last = fn
+	}
 	bx, ok := s.ex.(BatchExecutor)
+	if ok && len(ready) > 1 && sameType(ready) { // the common case: no map
+		for g := ready; len(g) > 0; {
+			n := min(len(g), maxExecBatch)
+			chunk := g[:n:n]
+			start(func() { s.executeBatch(ctx, bx, chunk) })
+			g = g[n:]
+		}
+		return s.keepLast(last, keep)
+	}
 	byType := map[string][]pending{}
 	var types []string
 	for _, p := range ready {
 		if !ok {
-			s.spawn(func() { s.execute(p.ctx, p.r, p.t) })
+			start(func() { s.execute(p.ctx, p.r, p.t) })
 			continue
 		}
 		if byType[p.t.Type] == nil {
@@ -61,16 +79,36 @@ func (s *Session) runReady(ctx context.Context, ready []pending) {
 		g := byType[typ]
 		if len(g) == 1 {
 			p := g[0]
-			s.spawn(func() { s.execute(p.ctx, p.r, p.t) })
+			start(func() { s.execute(p.ctx, p.r, p.t) })
 			continue
 		}
 		for len(g) > 0 {
 			n := min(len(g), maxExecBatch)
 			chunk := g[:n:n]
-			s.spawn(func() { s.executeBatch(ctx, bx, chunk) })
+			start(func() { s.executeBatch(ctx, bx, chunk) })
 			g = g[n:]
 		}
 	}
+	return s.keepLast(last, keep)
+}
+
+// keepLast returns last when the caller keeps it (keep), else starts it.
+func (s *Session) keepLast(last func(), keep bool) func() {
+	if keep || last == nil {
+		return last
+	}
+	s.spawn(last)
+	return nil
+}
+
+// sameType reports whether the runs of ready are all of one type.
+func sameType(ready []pending) bool {
+	for _, p := range ready[1:] {
+		if p.t.Type != ready[0].t.Type {
+			return false
+		}
+	}
+	return true
 }
 
 // executeBatch runs ps through one ExecuteBatch call and reports each as it ends.

@@ -86,8 +86,9 @@ func (s *Session) startQueued() {
 	}
 	clear(s.queued[len(q):])
 	s.queued = q
+	var last func()
 	if len(ready) > 0 {
-		s.runReady(base, ready)
+		last = s.runReady(base, ready, true)
 	}
 	s.mu.Unlock()
 	for _, p := range stopped {
@@ -96,5 +97,8 @@ func (s *Session) startQueued() {
 			err = errors.New("stopped")
 		}
 		s.report(p.ctx, p.r, p.t, Result{Error: "stopped before it started: " + err.Error(), Kind: agentv1.FailureKind_FAILURE_KIND_CANCELLED}, now)
+	}
+	if last != nil {
+		last() // on this goroutine (a task goroutine of spawn's): one hand-off fewer
 	}
 }

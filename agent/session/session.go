@@ -617,7 +617,7 @@ func (s *Session) assignBatch(ctx context.Context, as []*agentv1.Assign) {
 	for _, a := range as {
 		s.assignLocked(ctx, a, &acks, &ready)
 	}
-	s.runReady(ctx, ready)
+	s.runReady(ctx, ready, false)
 	for len(acks) > 0 {
 		n := min(len(acks), maxBatchItems)
 		var m *agentv1.AgentMessage
