@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 
 	"github.com/hashicorp/go-hclog"
@@ -32,7 +33,11 @@ func Serve(h Handler) {
 		HandshakeConfig: Handshake,
 		Plugins:         plugin.PluginSet{PluginName: &Plugin{Impl: h}},
 		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
-			opts = append(opts, grpc.MaxRecvMsgSize(MaxMessageBytes), grpc.MaxSendMsgSize(MaxMessageBytes))
+			opts = append(opts, grpc.MaxRecvMsgSize(MaxMessageBytes), grpc.MaxSendMsgSize(MaxMessageBytes),
+				// Calls run on a few long-lived goroutines whose stacks have grown, instead of a
+				// new goroutine per call that grows its stack again (decoding a HandleBatch
+				// request): a call that finds them all busy still gets a goroutine of its own.
+				grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))))
 			return grpc.NewServer(opts...)
 		},
 		Logger: hclog.New(&hclog.LoggerOptions{
