@@ -34,6 +34,14 @@ type BatchExecutor interface {
 	ExecuteBatch(ctx context.Context, calls []BatchCall, done func(i int, res Result))
 }
 
+// settlingExecutor is a BatchExecutor that also says when the results it has given
+// so far came together (RunnerExecutor: the answers of one message from the handler).
+type settlingExecutor interface {
+	// ExecuteBatchSettled is ExecuteBatch, and calls settled after each group of
+	// results that came together, before it returns.
+	ExecuteBatchSettled(ctx context.Context, calls []BatchCall, done func(i int, res Result), settled func())
+}
+
 // pending is an admitted run that has not started yet.
 type pending struct {
 	ctx context.Context
@@ -129,7 +137,8 @@ func (s *Session) executeBatch(ctx context.Context, bx BatchExecutor, ps []pendi
 	if len(calls) == 0 {
 		return
 	}
-	bx.ExecuteBatch(ctx, calls, func(i int, res Result) {
+	sx, settles := bx.(settlingExecutor)
+	done := func(i int, res Result) {
 		p := runs[i]
 		res.Log = logs[i].finish(res.Log)
 		if res.Error == "" && len(res.OutputFiles) > 0 {
@@ -137,6 +146,14 @@ func (s *Session) executeBatch(ctx context.Context, bx BatchExecutor, ps []pendi
 			s.spawn(func() { s.report(p.ctx, p.r, p.t, s.finish(p.ctx, p.t, res), start) })
 			return
 		}
-		s.report(p.ctx, p.r, p.t, res, start)
-	})
+		// With settles, the slots of the runs that ended together start queued tasks
+		// once they are all free (settled), in one batch.
+		s.end(p.ctx, p.r, p.t, res, start, !settles)
+	}
+	if !settles {
+		bx.ExecuteBatch(ctx, calls, done)
+		return
+	}
+	sx.ExecuteBatchSettled(ctx, calls, done, s.kickQueued)
+	s.kickQueued() // (settled was called after the last result already: this changes nothing then)
 }

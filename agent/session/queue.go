@@ -58,6 +58,13 @@ func (s *Session) kickQueuedLocked() {
 	s.spawn(s.startQueued)
 }
 
+// kickQueued is kickQueuedLocked for a caller without s.mu.
+func (s *Session) kickQueued() {
+	s.mu.Lock()
+	s.kickQueuedLocked()
+	s.mu.Unlock()
+}
+
 // startQueued starts the queued tasks whose tickets were granted, in order, and ends
 // those stopped while they waited.
 func (s *Session) startQueued() {

@@ -76,9 +76,16 @@ var _ BatchExecutor = runnerExecutor{}
 // ExecuteBatch runs calls through runner.ExecuteBatch: the tasks of one handler go
 // to it in one HandleBatch call.
 func (e runnerExecutor) ExecuteBatch(ctx context.Context, calls []BatchCall, done func(int, Result)) {
+	e.ExecuteBatchSettled(ctx, calls, done, nil)
+}
+
+var _ settlingExecutor = runnerExecutor{}
+
+// ExecuteBatchSettled is ExecuteBatch with runner.ExecuteBatchSettled's settled.
+func (e runnerExecutor) ExecuteBatchSettled(ctx context.Context, calls []BatchCall, done func(int, Result), settled func()) {
 	rc := make([]runner.Call, len(calls))
 	for i, c := range calls {
 		rc[i] = runner.Call{Ctx: c.Ctx, Task: runnerTask(c.Task)}
 	}
-	e.r.ExecuteBatch(ctx, rc, func(i int, res runner.Result) { done(i, result(res)) })
+	e.r.ExecuteBatchSettled(ctx, rc, func(i int, res runner.Result) { done(i, result(res)) }, settled)
 }

@@ -764,6 +764,13 @@ func (s *Session) execute(ctx context.Context, r *run, t Task) {
 // report ends run r of task t with res (started at start): it frees its slot and
 // queues its report, or drops it when the run was superseded. It calls s.wg.Done.
 func (s *Session) report(ctx context.Context, r *run, t Task, res Result, start time.Time) {
+	s.end(ctx, r, t, res, start, true)
+}
+
+// end is report; without kick, the caller has the queued tasks started (kickQueued)
+// once it has reported the runs that ended together, so that the slots they free start
+// queued tasks in one batch rather than one batch per report.
+func (s *Session) end(ctx context.Context, r *run, t Task, res Result, start time.Time, kick bool) {
 	defer s.wg.Done()
 	if res.Usage.Wall == 0 {
 		res.Usage.Wall = time.Since(start)
@@ -798,7 +805,9 @@ func (s *Session) report(ctx context.Context, r *run, t Task, res Result, start 
 		}
 	}
 	r.slot.Release()
-	s.kickQueuedLocked() // the slot may have gone to a queued task
+	if kick {
+		s.kickQueuedLocked() // the slot may have gone to a queued task
+	}
 	if cause != nil && !r.byServer && res.Error != "" {
 		// Superseded or shutting down: the server has moved on or will expire the lease.
 		s.log.Info("task stopped", "task", t.ID, "lease", t.LeaseID, "why", cause)

@@ -47,6 +47,20 @@ type Call struct {
 // for the handler's process and runs each task with its own Handle call, all at
 // once.
 func (r *Runner) ExecuteBatch(ctx context.Context, calls []Call, done func(i int, res Result)) {
+	r.ExecuteBatchSettled(ctx, calls, done, nil)
+}
+
+// ExecuteBatchSettled is ExecuteBatch that also calls settled (when not nil) after
+// each group of results that came together: the answers of one message from the
+// handler, or a result that came alone (a task's timeout or cancel, a failure). Every
+// call of done is followed by a call of settled on the same goroutine, so a caller may
+// hold back the work each result would start (the agent starts the tasks waiting for
+// the slots the results free) and do it once per group. settled may be called from
+// several goroutines at once and must not block.
+func (r *Runner) ExecuteBatchSettled(ctx context.Context, calls []Call, done func(i int, res Result), settled func()) {
+	if settled == nil {
+		settled = func() {}
+	}
 	start := time.Now()
 	groups := map[*handler][]int{}
 	var order []*handler
@@ -56,6 +70,7 @@ func (r *Runner) ExecuteBatch(ctx context.Context, calls []Call, done func(i int
 			res := r.unknownType(c.Task.Type)
 			res.Usage.Wall = time.Since(start)
 			done(i, res)
+			settled()
 			continue
 		}
 		if groups[h] == nil {
@@ -75,13 +90,13 @@ func (r *Runner) ExecuteBatch(ctx context.Context, calls []Call, done func(i int
 	var wg sync.WaitGroup
 	for k := range chunks {
 		if k == len(chunks)-1 {
-			r.batch(ctx, hs[k], start, calls, chunks[k], done)
+			r.batch(ctx, hs[k], start, calls, chunks[k], done, settled)
 			break
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r.batch(ctx, hs[k], start, calls, chunks[k], done)
+			r.batch(ctx, hs[k], start, calls, chunks[k], done, settled)
 		}()
 	}
 	wg.Wait()
@@ -100,12 +115,15 @@ type batchItem struct {
 
 // batchRun is the state of one HandleBatch call shared by its goroutines.
 type batchRun struct {
-	r      *Runner
-	h      *handler
-	start  time.Time
-	done   func(int, Result)
-	left   atomic.Int64
-	cancel context.CancelFunc // ends the call once every task is done
+	r     *Runner
+	h     *handler
+	start time.Time
+	done  func(int, Result)
+	// settled follows the results that came together: after each message's answers
+	// in receive, after each other result in finish.
+	settled func()
+	left    atomic.Int64
+	cancel  context.CancelFunc // ends the call once every task is done
 	// early: a task got its result other than from the handler's answer (its context
 	// ended, or the call failed): the handler may still run it.
 	early atomic.Bool
@@ -128,6 +146,9 @@ func (b *batchRun) finish(it *batchItem, res Result, answered bool) bool {
 	}
 	res.Usage.Wall = time.Since(b.start)
 	b.done(it.i, res)
+	if !answered {
+		b.settled()
+	}
 	if b.left.Add(-1) == 0 && b.early.Load() {
 		b.cancel()
 	}
@@ -135,10 +156,10 @@ func (b *batchRun) finish(it *batchItem, res Result, answered bool) bool {
 }
 
 // batch runs the calls idx, all served by h, in one HandleBatch call.
-func (r *Runner) batch(ctx context.Context, h *handler, start time.Time, calls []Call, idx []int, done func(int, Result)) {
+func (r *Runner) batch(ctx context.Context, h *handler, start time.Time, calls []Call, idx []int, done func(int, Result), settled func()) {
 	bctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	b := &batchRun{r: r, h: h, start: start, done: done, cancel: cancel}
+	b := &batchRun{r: r, h: h, start: start, done: done, settled: settled, cancel: cancel}
 	b.left.Store(int64(len(idx)))
 	items := make([]*batchItem, len(idx))
 	for k, i := range idx {
@@ -269,6 +290,7 @@ func (r *Runner) receive(b *batchRun, stream handlerpb.Handler_HandleBatchClient
 			}
 			b.finish(it, r.answer(it.ctx, b.h, it.t, a.GetResponse()), true)
 		}
+		b.settled()
 	}
 }
 

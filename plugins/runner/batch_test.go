@@ -300,3 +300,38 @@ func TestExecuteBatchOutputTooLarge(t *testing.T) {
 		t.Errorf("small: %+v, want 10 bytes", res[1])
 	}
 }
+
+// TestExecuteBatchSettled: every result is followed by a settled call (the answers of
+// one message by one call), a task of an unknown type's too, and none is left
+// unsettled when the batch returns.
+func TestExecuteBatchSettled(t *testing.T) {
+	r := newRunner(t, nil)
+	var calls []runner.Call
+	for i := range 40 {
+		calls = append(calls, runner.Call{Task: runner.Task{ID: fmt.Sprint("s", i), Type: "test.echo", Payload: []byte("x")}})
+	}
+	calls = append(calls, runner.Call{Task: runner.Task{ID: "unknown", Type: "test.nosuchtype"}})
+	var mu sync.Mutex
+	results, settles, unsettled := 0, 0, 0
+	r.ExecuteBatchSettled(context.Background(), calls, func(i int, res runner.Result) {
+		mu.Lock()
+		defer mu.Unlock()
+		results++
+		unsettled++
+		if res.OK() != (calls[i].Task.Type == "test.echo") {
+			t.Errorf("task %s: %+v", calls[i].Task.ID, res)
+		}
+	}, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		settles++
+		unsettled = 0
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if results != len(calls) || settles == 0 || settles > results || unsettled != 0 {
+		t.Errorf("%d results, %d settled calls, %d results unsettled at the end; want %d results, 1 to %d settled calls, none unsettled",
+			results, settles, unsettled, len(calls), len(calls))
+	}
+	t.Logf("%d results in %d settled groups", results, settles)
+}
