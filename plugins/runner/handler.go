@@ -169,11 +169,7 @@ func (h *handler) start(ctx context.Context) (*proc, []TaskType, error) {
 		return nil, nil, fmt.Errorf("%s handler %q (%s): %w", what, h.spec.Name, h.spec.Path, err)
 	}
 	rpc := handlerpb.NewHandlerClient(client.conn)
-	desc, err := rpc.Describe(client.started, &handlerpb.DescribeRequest{}) // connecting (TLS) and its first answer, under the start's deadline
-	if cause := context.Cause(client.started); err != nil && errors.Is(cause, errNoProgress) {
-		err = fmt.Errorf("%w (%v)", cause, err)
-	}
-	client.startDone()
+	desc, err := client.describe(rpc) // connecting (TLS) and its first answer, under the start's deadline
 	if err != nil {
 		return fail("describing", err)
 	}

@@ -25,10 +25,12 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/paddockvm/paddock/plugins/internal/contract"
+	handlerpb "github.com/paddockvm/paddock/plugins/proto"
 )
 
 // This file is the agent's go-plugin client: the host side of go-plugin's
@@ -55,6 +57,9 @@ type pluginConfig struct {
 	stderr  func(line string)
 	stdout  io.Writer // the handler's os.Stdout after Serve (go-plugin's stdio stream)
 	errout  io.Writer // its os.Stderr after Serve
+	// dial connects to the address of the handshake line (nil: a net.Dialer). Tests
+	// put a slow connection here.
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // pluginClient is one running handler process and the gRPC connection to it.
@@ -201,12 +206,26 @@ func startPlugin(ctx context.Context, cfg pluginConfig) (_ *pluginClient, err er
 		ServerName:   "localhost",
 		MinVersion:   tls.VersionTLS12,
 	}
+	dial := cfg.dial
+	if dial == nil {
+		var d net.Dialer
+		dial = d.DialContext
+	}
 	c.conn, err = grpc.NewClient("passthrough:///handler",
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, hs.network, hs.addr)
+			return dial(ctx, hs.network, hs.addr)
 		}),
 		grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
+		// gRPC gives each connection attempt (dial and TLS handshake) max(20 s, backoff)
+		// of its own: in a guest starved of CPU go-plugin's handshake took longer, and
+		// the start failed with "authentication handshake failed: context deadline
+		// exceeded" although both processes were working. The start's own deadline
+		// (startClock, with describe's WaitForReady) bounds the attempt instead; after
+		// the start a broken connection is the handler's crash, seen by its exit.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+			MinConnectTimeout: connectTimeout(cfg.timeout),
+		}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32), grpc.MaxCallSendMsgSize(contract.MaxMessageBytes)),
 		grpc.WithSharedWriteBuffer(true), // no 32 KiB buffer held per idle handler
 	)
@@ -216,6 +235,46 @@ func startPlugin(ctx context.Context, cfg pluginConfig) (_ *pluginClient, err er
 	go c.copyStdio(cfg.stdout, cfg.errout)
 	return c, nil
 }
+
+// connectTimeout is the time gRPC gives one attempt to connect to a handler (dial
+// and TLS handshake): as long as the longest start (startClock), so only the start's
+// deadline ends a start.
+func connectTimeout(startTimeout time.Duration) time.Duration {
+	return startLimitFactor * startTimeout
+}
+
+// describe asks the handler for its types: the start's last step, under its deadline
+// (startClock), which it then releases. It waits for the connection to become ready
+// (WaitForReady): a connection attempt that fails in a start (a handshake cut short,
+// "use of closed network connection" while the handler was still setting up) is
+// retried, not the start's end.
+// A handler that exits meanwhile ends the wait at once.
+func (c *pluginClient) describe(rpc handlerpb.HandlerClient) (*handlerpb.DescribeResponse, error) {
+	defer c.startDone()
+	ctx, cancel := context.WithCancelCause(c.started)
+	defer cancel(nil)
+	go func() {
+		select {
+		case <-c.exited:
+			cancel(errExitedInStart)
+		case <-ctx.Done():
+		}
+	}()
+	desc, err := rpc.Describe(ctx, &handlerpb.DescribeRequest{}, grpc.WaitForReady(true))
+	if err == nil {
+		return desc, nil
+	}
+	switch cause := context.Cause(ctx); {
+	case errors.Is(cause, errNoProgress):
+		return nil, fmt.Errorf("%w (%v)", cause, err)
+	case errors.Is(cause, errExitedInStart):
+		return nil, fmt.Errorf("%w (%v) before answering Describe", cause, c.waitErr)
+	}
+	return nil, err
+}
+
+// errExitedInStart ends a start whose handler exited after its handshake line.
+var errExitedInStart = errors.New("the handler exited during its start")
 
 // handshake is go-plugin's handshake line, parsed.
 type handshake struct {
