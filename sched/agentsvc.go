@@ -570,6 +570,8 @@ func (s *Server) heartbeat(ctx context.Context, a *agent, hb *agentv1.Heartbeat)
 		}
 		refs = append(refs, store.LeaseRef{TaskID: r.GetTaskId(), LeaseID: r.GetLeaseId()})
 	}
+	// Assigns the agent has not read yet (a starved guest): vouch.go.
+	refs = append(refs, s.unackedDue(a, func(id string) bool { return listedIn(hb.GetRunning(), id) }, now)...)
 	releaseStopped(a, hb.GetRunning()) // preempted tasks the agent has stopped (preempt.go)
 	more = more || a.pending() < pending
 	s.agents.mu.Unlock()

@@ -100,6 +100,7 @@ func (r *hostRegistry) status(h *hostRec, st *hostv1.Status, now time.Time) {
 // reports last showed it rising (zero: not since the server first saw the guest).
 type guestProgress struct {
 	cpuMS      int64
+	samples    int // statuses that listed it
 	advancedAt time.Time
 	stopping   bool
 }
@@ -118,6 +119,7 @@ func (h *hostRec) trackProgress(now time.Time) {
 			p.advancedAt = now
 		}
 		p.cpuMS, p.stopping = max(p.cpuMS, g.GetCpuTimeMs()), g.GetState() == "stopping"
+		p.samples++
 		h.progress[g.GetName()] = p
 		seen[g.GetName()] = true
 	}
@@ -133,15 +135,33 @@ func (h *hostRec) trackProgress(now time.Time) {
 // floor) it sent a Status, and its guests listed the guest, not stopping, with a CPU
 // time that rose.
 func (r *hostRegistry) vouched(host, guest string, now time.Time, floor time.Duration) bool {
+	ok, _ := r.vouch(host, guest, now, floor)
+	return ok
+}
+
+// vouch is vouched, and when the host does not vouch, why not (for the log).
+func (r *hostRegistry) vouch(host, guest string, now time.Time, floor time.Duration) (bool, string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	h := r.hosts[host]
 	if h == nil || h.link == nil {
-		return false
+		return false, "its host has no control stream"
 	}
 	fresh := max(floor, 3*h.statsEvery)
 	p, ok := h.progress[guest]
-	return now.Sub(h.lastSeen) <= fresh && ok && !p.stopping && !p.advancedAt.IsZero() && now.Sub(p.advancedAt) <= fresh
+	switch {
+	case now.Sub(h.lastSeen) > fresh:
+		return false, fmt.Sprintf("its host's last status is %v old (more than %v)", now.Sub(h.lastSeen).Round(time.Millisecond), fresh)
+	case !ok:
+		return false, "its host's last status does not list the guest"
+	case p.stopping:
+		return false, "its host is stopping the guest"
+	case p.advancedAt.IsZero():
+		return false, fmt.Sprintf("its host's statuses have not shown the guest's CPU time rising (%d ms in %d statuses)", p.cpuMS, p.samples)
+	case now.Sub(p.advancedAt) > fresh:
+		return false, fmt.Sprintf("the guest's CPU time last rose %v ago (more than %v) in its host's statuses", now.Sub(p.advancedAt).Round(time.Millisecond), fresh)
+	}
+	return true, ""
 }
 
 // linked reports whether host id has a control stream.

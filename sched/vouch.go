@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	agentv1 "github.com/paddockvm/paddock/api/agent/v1"
 	"github.com/paddockvm/paddock/sched/store"
 )
 
@@ -23,8 +24,16 @@ import (
 // host vouches for its guest and VouchedTimeout has not passed. It logs and counts the
 // first vouch of a silence. Caller holds s.agents.mu.
 func (s *Server) vouchedFor(a *agent, silent time.Duration, now time.Time) bool {
-	if s.cfg.VouchedTimeout <= 0 || a.hostID == "" || a.gone || silent > s.cfg.VouchedTimeout ||
-		!s.hosts.vouched(a.hostID, a.id, now, 2*s.cfg.AgentTimeout) {
+	if s.cfg.VouchedTimeout <= 0 || a.hostID == "" || a.gone {
+		return false
+	}
+	if silent > s.cfg.VouchedTimeout {
+		s.log.Warn("agent silent past server.vouched_timeout: its host's word no longer keeps it", "agent", a.id, "host", a.hostID,
+			"silent", silent.Round(time.Millisecond), "vouched_timeout", s.cfg.VouchedTimeout)
+		return false
+	}
+	if ok, why := s.hosts.vouch(a.hostID, a.id, now, 2*s.cfg.AgentTimeout); !ok {
+		s.log.Warn("agent silent, and its host does not vouch for it", "agent", a.id, "host", a.hostID, "silent", silent.Round(time.Millisecond), "why", why)
 		return false
 	}
 	if a.vouchedSince.IsZero() {
@@ -70,6 +79,29 @@ func (s *Server) dueLeases(a *agent, now time.Time) []store.LeaseRef {
 	return refs
 }
 
+// unackedDue returns the leases of assignments a's current session was sent but that
+// a has neither acknowledged nor listed as running (listed), due for renewal at now
+// (renewDue), for its heartbeat to renew with the listed ones. In a guest starved of
+// CPU the agent's heartbeat can go out before it has read an Assign queued behind it:
+// renewing only the listed tasks let such a lease lapse 10 s after it was granted,
+// although the agent was alive and the Assign on its way (the vouched renewals of a
+// silent agent, dueLeases, renew them too). The session's stream is ordered and
+// reliable: an Assign it carries reaches the agent or the session ends (and its
+// assignments are requeued then). Caller holds s.agents.mu.
+func (s *Server) unackedDue(a *agent, listed func(taskID string) bool, now time.Time) []store.LeaseRef {
+	var refs []store.LeaseRef
+	for id, as := range a.running {
+		if as.acked || as.leaseID == 0 || as.sess == nil || as.sess != a.sess || listed(id) || !s.renewDue(as, now) {
+			continue
+		}
+		if strings.HasPrefix(id, transientPrefix) || strings.HasPrefix(id, preemptPrefix) {
+			continue
+		}
+		refs = append(refs, store.LeaseRef{TaskID: id, LeaseID: as.leaseID})
+	}
+	return refs
+}
+
 // renewLeases renews refs, leases held by a, in the store until now + LeaseTTL and
 // records it on a's assignments.
 func (s *Server) renewLeases(ctx context.Context, a *agent, refs []store.LeaseRef, now time.Time) {
@@ -90,4 +122,14 @@ func (s *Server) renewLeases(ctx context.Context, a *agent, refs []store.LeaseRe
 		}
 	}
 	s.agents.mu.Unlock()
+}
+
+// listedIn reports whether running lists task id.
+func listedIn(running []*agentv1.RunningTask, id string) bool {
+	for _, r := range running {
+		if r.GetTaskId() == id {
+			return true
+		}
+	}
+	return false
 }
