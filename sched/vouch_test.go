@@ -12,6 +12,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/paddockvm/paddock/agent/session"
+	agentv1 "github.com/paddockvm/paddock/api/agent/v1"
 	hostv1 "github.com/paddockvm/paddock/api/host/v1"
 	paddockv1 "github.com/paddockvm/paddock/api/paddock/v1"
 )
@@ -183,5 +184,40 @@ func TestVouchedTimeoutConfig(t *testing.T) {
 		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "0 for off")) {
 			t.Errorf("Validate with vouched timeout %v = %v; want %q", tc.d, err, tc.want)
 		}
+	}
+}
+
+// TestHeartbeatRenewsUnreadAssign: an agent that keeps sending heartbeats but has not
+// read a task's Assign yet (a starved guest: its heartbeat timer fires before its
+// receive loop gets the CPU to read the Assign) lists no task; the lease must still be
+// renewed while the Assign is on its way on the live session. Three lease TTLs later
+// the agent reports the task, and it succeeds on its one attempt. Before, the lease
+// lapsed one TTL after it was granted and the task went dead (lease_expired).
+func TestHeartbeatRenewsUnreadAssign(t *testing.T) {
+	ts := startServer(t, fastConfig()) // heartbeat 100 ms, lease TTL 1 s
+	raw := dialRawAgent(t, ts, "raw", "unread.t")
+	id := submit(t, ts, &paddockv1.TaskSpec{Type: "unread.t", MaxAttempts: 1}).GetId()
+	var as *agentv1.Assign // received, but neither acknowledged nor listed as running
+	for as == nil {
+		select {
+		case m, ok := <-raw.msgs:
+			if !ok {
+				t.Fatal("session ended while waiting for an assignment")
+			}
+			as = m.GetAssign()
+		case <-time.After(10 * time.Second):
+			t.Fatal("no assignment within 10s")
+		}
+	}
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		if err := raw.stream.Send(&agentv1.AgentMessage{Msg: &agentv1.AgentMessage_Heartbeat{Heartbeat: &agentv1.Heartbeat{}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ack := raw.report(t, success(as, nil)); ack.GetOutcome() != agentv1.ReportOutcome_REPORT_OUTCOME_ACCEPTED {
+		t.Fatalf("report after three lease TTLs of heartbeats: %v %s", ack.GetOutcome(), ack.GetError())
+	}
+	if got := wait(t, ts, id, 10*time.Second); got.GetState() != paddockv1.State_STATE_SUCCEEDED || len(got.GetAttempts()) != 1 {
+		t.Fatalf("task: %v; want succeeded on its one attempt", got)
 	}
 }
