@@ -3,6 +3,7 @@ package sched
 import (
 	"context"
 	"maps"
+	"strings"
 	"testing"
 	"time"
 
@@ -271,6 +272,20 @@ func TestHostVouched(t *testing.T) {
 		}
 		if got := r.vouched("h1", s.guest, t0.Add(s.check), floor); got != s.want {
 			t.Fatalf("%s: vouched(%s) = %v, want %v", s.name, s.guest, got, s.want)
+		}
+	}
+	// Why not, for the log: each refusal says what the host's statuses lacked.
+	for _, c := range []struct {
+		guest string
+		at    time.Duration
+		want  string
+	}{
+		{"zz", 7 * time.Second, "does not list the guest"},
+		{"b", 9500 * time.Millisecond, "CPU time last rose 3.5s ago"},
+		{"b", 20 * time.Second, "last status is 13s old"},
+	} {
+		if ok, why := r.vouch("h1", c.guest, t0.Add(c.at), floor); ok || !strings.Contains(why, c.want) {
+			t.Fatalf("vouch(%s) at %v = %v, %q; want false, saying %q", c.guest, c.at, ok, why, c.want)
 		}
 	}
 	status(8*time.Second, g("b", "idle", 80))
