@@ -173,7 +173,15 @@
 // Status lists the guest, not stopping, with a CPU time that rose within three of the
 // host's statistics intervals (hostRegistry.vouched). Such an agent, starved of CPU
 // rather than dead, keeps its session and the sweep renews its leases, for up to
-// VouchedTimeout (server.vouched_timeout). TestHostVouchesForStarvedGuest, TestHostVouched.
+// VouchedTimeout (server.vouched_timeout). When the host does not vouch, the log says
+// why (hostRegistry.vouch: no control stream, its status too old, the guest not listed,
+// its CPU time not risen recently). A heartbeat renews the leases of the tasks it lists
+// and also those of Assigns sent on the agent's current session that it has neither
+// acknowledged nor listed (unackedDue): a starved guest's heartbeat can go out before
+// its agent has read an Assign, and such a lease lapsed one TTL after it was granted.
+// TestHostVouchesForStarvedGuest, TestHostVouched, TestHeartbeatRenewsUnreadAssign, and
+// with a real guest starved by libvirt's CPU quota internal/e2e
+// TestStarvedGuestKeepsItsTask and TestStarvedGuestStartsItsTask.
 //
 // Deferred starts (starts.go). An agent's ack of a batch task is not written at once:
 // startLoop writes the start (leased → running, at the ack's time) startDelay later if

@@ -40,7 +40,14 @@
 // A handler's start (exec until its Describe answers) is bounded by StartTimeout
 // counted in time its process uses no CPU, and 10 StartTimeouts in all (startclock.go):
 // in a guest starved of CPU handlers start slowly but steadily, and were refused after
-// a minute of wall time.
+// a minute of wall time. The start's deadline alone bounds the connection to the
+// handler: gRPC's own 20 s for each connection attempt (dial and TLS handshake) is
+// raised to the longest start, and Describe waits for the connection to be ready
+// (WaitForReady), so a handshake that takes long or fails once is retried within the
+// start; in the 40-guest burst of 2026-12-02 starts died with "authentication
+// handshake failed: context deadline exceeded" at gRPC's 20 s. A handler that exits
+// during its start ends the wait at once. TestSlowTLSHandshakeIsWaitedFor (a TLS
+// handshake answered 25 s late), TestExitInStartEndsDescribe.
 //
 // Handler processes run in their own process group and, on Linux, with a
 // parent-death signal (SIGKILL): an agent that dies, even by SIGKILL, takes its
