@@ -22,6 +22,7 @@ type Libvirt struct {
 	log        *slog.Logger
 	accel      AccelDecision
 	domainType string // "kvm", "qemu", or "test" on libvirt's test driver
+	procDir    string // QEMU pid files CPUTimes reads with /proc ("": ask libvirt; proccpu.go)
 
 	// connMu guards conn and callbackID: a reconnect (reconnect.go) replaces them.
 	connMu     sync.RWMutex
@@ -138,7 +139,7 @@ func Connect(ctx context.Context, cfg Config, opts ...Opt) (*Libvirt, error) {
 		conn = r.conn
 	}
 	l := &Libvirt{cfg: cfg, log: o.log, accel: accel, domainType: accel.DomainType, subs: map[*subscriber]struct{}{}, done: make(chan struct{}),
-		dial: libvirt.NewConnect, reconnectMin: time.Second, reconnectMax: 30 * time.Second}
+		dial: libvirt.NewConnect, reconnectMin: time.Second, reconnectMax: 30 * time.Second, procDir: procRunDir(cfg.URI)}
 	if err := l.use(conn); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("%w: subscribing to libvirt lifecycle events at %s: %w", ErrUnavailable, cfg.URI, err)

@@ -77,6 +77,11 @@ func (l *Libvirt) CPUTimes(ctx context.Context) (map[string]time.Duration, error
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	if l.procDir != "" { // the local system daemon: from /proc, without libvirt's domain locks (proccpu.go)
+		if out, err := procCPUTimes(l.procDir, l.cfg.Prefix); err == nil {
+			return out, nil
+		}
+	}
 	raw, err := l.c().GetAllDomainStats(nil, cpuTypes, libvirt.CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE)
 	if err != nil {
 		return nil, fmt.Errorf("getting domains' CPU times: %w", classify(err))

@@ -113,6 +113,7 @@ type guest struct {
 	statsAt    time.Time
 	cpuPct     float64
 	cpuTime    time.Duration // the latest CPU time read, by Stats or by CPUTimes (cpuLoop)
+	cpuLooped  bool          // cpuTime comes from CPUTimes (then only from it)
 }
 
 type pool struct {
@@ -683,7 +684,9 @@ func (p *pool) updateStats(by map[string]hypervisor.DomainStats, now time.Time) 
 			g.cpuPct = 100 * float64(s.CPUTime-g.stats.CPUTime) / float64(now.Sub(g.statsAt))
 		}
 		g.stats, g.statsAt = &s, now
-		g.cpuTime = max(g.cpuTime, s.CPUTime)
+		if !g.cpuLooped { // CPUTimes' figure may come from another source (/proc): not mixed with it
+			g.cpuTime = max(g.cpuTime, s.CPUTime)
+		}
 	}
 }
 
@@ -693,6 +696,9 @@ func (p *pool) updateCPU(by map[string]time.Duration) {
 	defer p.mu.Unlock()
 	for name, g := range p.guests {
 		if t, ok := by[name]; ok {
+			if !g.cpuLooped {
+				g.cpuTime, g.cpuLooped = 0, true
+			}
 			g.cpuTime = max(g.cpuTime, t)
 		}
 	}
