@@ -17,7 +17,11 @@
 //     event subscribers keep their channels;
 //   - lifecycle events from libvirt's event loop, per-domain statistics
 //     (GetAllDomainStats), and QMP (query-status) through go-qemu's qmp.Monitor carried
-//     over libvirt's monitor connection.
+//     over libvirt's monitor connection;
+//   - every guest's CPU time (CPUTimes), on the local qemu:///system read from each
+//     QEMU's /proc/<pid>/stat without any libvirt domain lock (proccpu.go,
+//     TestProcCPUTimes): a domain being restored under load held libvirt's lock, and
+//     every guest's figure, for over a minute.
 //
 // Callers depend on the Hypervisor interface; hypervisortest holds an in-memory fake and
 // the contract suite both implementations pass.
