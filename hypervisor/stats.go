@@ -77,11 +77,12 @@ func (l *Libvirt) CPUTimes(ctx context.Context) (map[string]time.Duration, error
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if l.procDir != "" { // the local system daemon: from /proc, without libvirt's domain locks (proccpu.go)
+	// The local system daemon: from /proc, without libvirt's domain locks (proccpu.go).
+	// None read (no guests, or pid files this process cannot read): libvirt's figures.
+	if l.procDir != "" {
 		if out, err := procCPUTimes(l.procDir, l.cfg.Prefix); err == nil && len(out) > 0 {
 			return out, nil
-		} // none read (no guests, or pid files this process cannot read): libvirt's figures
-
+		}
 	}
 	raw, err := l.c().GetAllDomainStats(nil, cpuTypes, libvirt.CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE)
 	if err != nil {
