@@ -22,7 +22,9 @@ import (
 // 4 slots each, an echo executor) over real TCP and gRPC to a real server on SQLite, so
 // what grows with the agent count is the server's side: the registry, placement, one
 // stream and one heartbeat per agent. The rate is taken between 10 % and 90 % of the
-// backlog done, so that connecting the agents and the tail are not counted.
+// backlog done, so that connecting the agents and the tail are not counted; so is the
+// process's CPU time per task (server, agents and benchmark together: on a shared
+// machine it moves less than the rate, which follows the share of CPU the run gets).
 // PADDOCK_BENCH_AGENTS=10 (or 1000) runs only that side, to profile it alone.
 //
 //	go test -run '^$' -bench ManyAgents -benchtime 1x -timeout 60m ./sched
@@ -40,24 +42,29 @@ func BenchmarkManyAgents(b *testing.B) {
 	case "10", "1000":
 		agents, _ := strconv.Atoi(side)
 		for i := 0; i < b.N; i++ {
-			b.ReportMetric(dispatchRate(b, agents, n), "tasks/s-"+side+"-agents")
+			rate, cpu := dispatchRate(b, agents, n)
+			b.ReportMetric(rate, "tasks/s-"+side+"-agents")
+			b.ReportMetric(cpu, "cpu-µs/task-"+side+"-agents")
 		}
 		return
 	default:
 		b.Fatalf("PADDOCK_BENCH_AGENTS=%q: want 10 or 1000 (or unset for both and their ratio)", side)
 	}
 	for i := 0; i < b.N; i++ {
-		few := dispatchRate(b, 10, n)
-		many := dispatchRate(b, 1000, n)
+		few, fewCPU := dispatchRate(b, 10, n)
+		many, manyCPU := dispatchRate(b, 1000, n)
 		b.ReportMetric(few, "tasks/s-10-agents")
 		b.ReportMetric(many, "tasks/s-1000-agents")
 		b.ReportMetric(many/few, "ratio")
+		b.ReportMetric(fewCPU, "cpu-µs/task-10-agents")
+		b.ReportMetric(manyCPU, "cpu-µs/task-1000-agents")
 	}
 }
 
 // dispatchRate queues n no-op tasks, connects agents in-process agents, and returns the
-// tasks finished per second between 10 % and 90 % of the backlog.
-func dispatchRate(b *testing.B, agents, n int) float64 {
+// tasks finished per second between 10 % and 90 % of the backlog, and the process's CPU
+// time per task (µs) meanwhile.
+func dispatchRate(b *testing.B, agents, n int) (rate, cpuPerTask float64) {
 	b.Helper()
 	ctx := context.Background()
 	st, err := sqlite.Open(ctx, filepath.Join(b.TempDir(), "paddock.db"), sqlite.Options{})
@@ -92,6 +99,7 @@ func dispatchRate(b *testing.B, agents, n int) float64 {
 		}
 	}()
 	var t10, t90 time.Time
+	var c10, c90 time.Duration
 	deadline := time.Now().Add(30 * time.Minute)
 	for t90.IsZero() {
 		if time.Now().After(deadline) {
@@ -108,11 +116,12 @@ func dispatchRate(b *testing.B, agents, n int) float64 {
 		}
 		done := int64(n) - live
 		if t10.IsZero() && done >= int64(n)/10 {
-			t10 = time.Now()
+			t10, c10 = time.Now(), selfCPU()
 		}
 		if done >= int64(n)*9/10 {
-			t90 = time.Now()
+			t90, c90 = time.Now(), selfCPU()
 		}
 	}
-	return float64(n) * 0.8 / t90.Sub(t10).Seconds()
+	done := float64(n) * 0.8
+	return done / t90.Sub(t10).Seconds(), float64((c90 - c10).Microseconds()) / done
 }
