@@ -143,10 +143,7 @@ func (s *Server) agentBatch(ctx context.Context, a *agent, se *session, pl *pipe
 		// next round: no wake and coalescing wait, and the assigns usually go out in one
 		// ServerBatch with the acks (the sender takes what is queued). The tasks go to
 		// whichever agents dispatchTransient picks, as in a round.
-		now := time.Now()
-		for _, typ := range s.trans.queuedTypes() {
-			s.sendTransient(typ, now)
-		}
+		s.sendTransients(time.Now())
 		for _, ack := range acks {
 			se.send(&agentv1.ServerMessage{Msg: &agentv1.ServerMessage_ReportAck{ReportAck: ack}})
 		}

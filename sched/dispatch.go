@@ -82,26 +82,19 @@ func (s *Server) dispatchOnce(ctx context.Context, all bool) (int, error) {
 	s.agents.mu.Unlock()
 	// Each feature costs a round nothing when not in use: transient streams' tasks are
 	// sent first only when some are queued, locality waits are read once per round.
-	transient := s.trans.queued()
 	total := 0
-	if transient {
-		// Types with no free slot anywhere: their transient tasks may still go ahead
-		// to agents' queues (aheadAgents).
-		for _, typ := range s.trans.queuedTypes() {
-			if _, ok := free[typ]; !ok {
-				total += s.sendTransient(typ, now)
-			}
+	// Transient streams' tasks first (transient.go), of every type: to free slots, and
+	// ahead to agents' queues when none is free. The tasks sent (not the messages: one
+	// ServerBatch carries several) take the type's free slots.
+	for typ, n := range s.sendTransients(now) {
+		total += n
+		if f, ok := free[typ]; ok {
+			free[typ] = f - n
 		}
 	}
 	for typ, f := range free {
-		if transient {
-			if n := s.sendTransient(typ, now); n > 0 { // transient streams' tasks first (transient.go)
-				total += n
-				f -= n
-				if f <= 0 {
-					continue
-				}
-			}
+		if f <= 0 {
+			continue
 		}
 		gen, hinted := s.readyHint(typ)
 		if !all && !hinted {

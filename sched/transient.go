@@ -562,16 +562,38 @@ func (s *Server) ackTransients(a *agent, acks []*agentv1.Ack) {
 	}
 }
 
-// sendTransient leases queued transient tasks of typ and sends their assignments; it
-// returns how many it sent.
-func (s *Server) sendTransient(typ string, now time.Time) int {
+// sendTransients leases the queued transient tasks of every type that has any (to free
+// slots, or ahead: dispatchTransient), under one hold of the registry, and sends their
+// assignments. It returns how many tasks of each type it leased (tasks, not messages: a
+// ServerBatch carries several).
+func (s *Server) sendTransients(now time.Time) map[string]int {
+	if !s.trans.queued() {
+		return nil
+	}
+	types := s.trans.queuedTypes()
+	n := make(map[string]int, len(types))
+	var sends []transSend
 	s.agents.mu.Lock()
-	sends := s.dispatchTransient(typ, now)
+	for _, typ := range types {
+		ss := s.dispatchTransient(typ, now)
+		for _, sd := range ss {
+			n[typ] += assignsIn(sd.msg)
+		}
+		sends = append(sends, ss...)
+	}
 	s.agents.mu.Unlock()
 	for _, sd := range sends {
 		sd.sess.send(sd.msg)
 	}
-	return len(sends)
+	return n
+}
+
+// assignsIn is how many assignments m carries.
+func assignsIn(m *agentv1.ServerMessage) int {
+	if m.GetAssign() != nil {
+		return 1
+	}
+	return len(m.GetBatch().GetAssigns())
 }
 
 // queuedTypes returns the types of which transient tasks are queued.
