@@ -111,6 +111,54 @@ func (se *session) sendQueued(first *agentv1.ServerMessage, send func(*agentv1.S
 	}
 }
 
+// roundSends gathers the assignments of a dispatch round by session, so that an agent
+// that takes batches gets those of one round as one ServerBatch (a few past its
+// bounds), its sender woken once for them rather than once each; to other agents each
+// goes on its own. The zero value is ready to use.
+type roundSends struct {
+	order []*session // in the order first given a message
+	by    map[*session]*sessionSends
+}
+
+// sessionSends is what a round sends to one session.
+type sessionSends struct {
+	sb   serverBatcher
+	msgs []*agentv1.ServerMessage // full batches, and every message to an agent without batches
+}
+
+// add queues m (an assign) for se.
+func (r *roundSends) add(se *session, m *agentv1.ServerMessage) {
+	ss := r.by[se]
+	if ss == nil {
+		if r.by == nil {
+			r.by = map[*session]*sessionSends{}
+		}
+		ss = &sessionSends{}
+		r.by[se] = ss
+		r.order = append(r.order, se)
+	}
+	switch {
+	case !se.batch:
+		ss.msgs = append(ss.msgs, m)
+	case !ss.sb.add(m):
+		ss.msgs = append(ss.msgs, ss.sb.take())
+		ss.sb.add(m)
+	}
+}
+
+// send sends what was queued, each session's in order. Call it without s.agents.mu.
+func (r *roundSends) send() {
+	for _, se := range r.order {
+		ss := r.by[se]
+		if m := ss.sb.take(); m != nil {
+			ss.msgs = append(ss.msgs, m)
+		}
+		for _, m := range ss.msgs {
+			se.send(m)
+		}
+	}
+}
+
 // agentBatch applies an AgentBatch from a: its acks, then its reports, as the single
 // messages would be.
 func (s *Server) agentBatch(ctx context.Context, a *agent, se *session, pl *pipeline, b *agentv1.AgentBatch) error {

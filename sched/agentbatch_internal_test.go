@@ -61,3 +61,52 @@ func TestSendQueuedBatches(t *testing.T) {
 		}
 	}
 }
+
+// TestRoundSends: a dispatch round's assigns go to an agent that takes batches as one
+// ServerBatch (split only past maxServerBatchItems), in order; to one that does not,
+// each on its own.
+func TestRoundSends(t *testing.T) {
+	ctx := t.Context()
+	batched := &session{batch: true, out: make(chan *agentv1.ServerMessage, 16), ctx: ctx}
+	plain := &session{out: make(chan *agentv1.ServerMessage, 16), ctx: ctx}
+	big := &session{batch: true, out: make(chan *agentv1.ServerMessage, 16), ctx: ctx}
+	assign := func(id string) *agentv1.ServerMessage {
+		return &agentv1.ServerMessage{Msg: &agentv1.ServerMessage_Assign{Assign: &agentv1.Assign{TaskId: id}}}
+	}
+	var r roundSends
+	for i := range 3 {
+		r.add(batched, assign(fmt.Sprint("b", i)))
+		r.add(plain, assign(fmt.Sprint("p", i)))
+	}
+	for i := range maxServerBatchItems + 1 {
+		r.add(big, assign(fmt.Sprint(i)))
+	}
+	r.send()
+	if n := len(batched.out); n != 1 {
+		t.Fatalf("3 assigns to a batching agent went as %d messages, want 1", n)
+	}
+	var ids []string
+	for _, a := range (<-batched.out).GetBatch().GetAssigns() {
+		ids = append(ids, a.GetTaskId())
+	}
+	if fmt.Sprint(ids) != "[b0 b1 b2]" {
+		t.Fatalf("the batch holds %v, want [b0 b1 b2]", ids)
+	}
+	if n := len(plain.out); n != 3 {
+		t.Fatalf("3 assigns to an agent without batches went as %d messages, want 3", n)
+	}
+	for i := range 3 {
+		if got := (<-plain.out).GetAssign().GetTaskId(); got != fmt.Sprint("p", i) {
+			t.Fatalf("assign %d to the agent without batches: %s, want p%d", i, got, i)
+		}
+	}
+	if n := len(big.out); n != 2 {
+		t.Fatalf("%d assigns went as %d messages, want 2 (one full batch, then one)", maxServerBatchItems+1, n)
+	}
+	if n := len((<-big.out).GetBatch().GetAssigns()); n != maxServerBatchItems {
+		t.Fatalf("the first batch holds %d assigns, want %d", n, maxServerBatchItems)
+	}
+	if got := (<-big.out).GetAssign().GetTaskId(); got != fmt.Sprint(maxServerBatchItems) {
+		t.Fatalf("the last assign: %s, want %d", got, maxServerBatchItems)
+	}
+}

@@ -160,11 +160,7 @@ func (s *Server) dispatchOnce(ctx context.Context, all bool) (int, error) {
 			s.agents.mu.Unlock()
 			return total, fmt.Errorf("leasing %d tasks of type %s: %w", len(grants), typ, err)
 		}
-		type send struct {
-			sess *session
-			msg  *agentv1.ServerMessage
-		}
-		var sends []send
+		var sends roundSends // one message per agent for the round, usually
 		s.agents.mu.Lock()
 		got := map[string]bool{}
 		for i := range leased {
@@ -177,7 +173,7 @@ func (s *Server) dispatchOnce(ctx context.Context, all bool) (int, error) {
 			}
 			asg := s.assignFor(g.agent, as, t, now)
 			if g.agent.sess != nil {
-				sends = append(sends, send{g.agent.sess, &agentv1.ServerMessage{Msg: &agentv1.ServerMessage_Assign{Assign: asg}}})
+				sends.add(g.agent.sess, &agentv1.ServerMessage{Msg: &agentv1.ServerMessage_Assign{Assign: asg}})
 			}
 		}
 		for id, g := range by {
@@ -188,9 +184,7 @@ func (s *Server) dispatchOnce(ctx context.Context, all bool) (int, error) {
 			}
 		}
 		s.agents.mu.Unlock()
-		for _, sd := range sends {
-			sd.sess.send(sd.msg)
-		}
+		sends.send()
 		var longest time.Duration
 		for i := range leased {
 			w := now.Sub(readyAt[leased[i].ID])
