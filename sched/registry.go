@@ -273,6 +273,10 @@ type AgentTypeInfo struct {
 
 // Agents returns the agents the server knows, sorted by id.
 func (s *Server) Agents() []AgentInfo {
+	measured := map[string]time.Duration{}
+	for _, qd := range s.QueueDelays() {
+		measured[qd.Type] = qd.Delay
+	}
 	s.agents.mu.Lock()
 	defer s.agents.mu.Unlock()
 	var out []AgentInfo
@@ -280,8 +284,12 @@ func (s *Server) Agents() []AgentInfo {
 		ai := AgentInfo{Replica: s.cfg.ReplicaID, ID: a.id, Host: a.host, Version: a.version, State: a.state, Running: a.pending(), TotalSlots: a.total,
 			Labels: a.capacity.Labels, ConnectedAt: a.connectedAt, LastHeartbeat: a.lastSeen()}
 		for n, ts := range a.types {
+			d := ts.delay
+			if len(a.types) == 1 { // its allocator is sent no queue status (queueStatus)
+				d = max(d, measured[n])
+			}
 			ai.Types = append(ai.Types, AgentTypeInfo{Name: n, Version: ts.version, Slots: ts.slots, Running: ts.running,
-				MinSlots: ts.min, TolerableDelay: ts.tolerable, Delay: ts.delay})
+				MinSlots: ts.min, TolerableDelay: ts.tolerable, Delay: d})
 		}
 		sort.Slice(ai.Types, func(i, j int) bool { return ai.Types[i].Name < ai.Types[j].Name })
 		out = append(out, ai)
