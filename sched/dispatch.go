@@ -229,10 +229,8 @@ func (s *Server) readLimit(typ string, f int) int {
 // them waiting.
 const maxScan = 1000
 
-// maxRound bounds the ready tasks one dispatch round reads per type for its free slots.
-// The tasks read are held in memory for the round, payloads included: at worst maxRound
-// times server.max_inline_bytes (4 MiB by default), against maxScan times that before
-// rounds read past maxScan; tasks that big are sent to the agents anyway, in rounds.
+// maxRound bounds the ready tasks one dispatch round reads per type for its free slots
+// (the tasks read are held in memory for the round).
 const maxRound = 4096
 
 // nextScan sets how far typ's next rounds read after a round that read n ready tasks
