@@ -204,34 +204,23 @@ func (s *Server) dispatchOnce(ctx context.Context, all bool) (int, error) {
 }
 
 // readLimit is how many ready tasks of typ a dispatch round reads for f free slots:
-// f (up to maxRound) while every task the type's rounds read could be placed (any of
-// them takes any free slot), more after a round passed over tasks no agent could take
-// (nextScan), but no more than maxScan beyond f. With tenants configured it reads 2f+8
-// at least (fair sharing reorders what it reads), within the same bound.
-//
-// A round reads as many tasks as there are free slots, not maxScan at most: with many
-// agents a round that fills only part of the free slots leaves the rest to the next
-// one, so each agent gets about one task a round, one message each, and the rounds,
-// one after the other, bound the rate (BenchmarkManyAgents).
+// f while every task the type's rounds read could be placed (any of them takes any free
+// slot), more after a round passed over tasks no agent could take (nextScan), and
+// never more than maxScan. With tenants configured it reads 2f+8 at least (fair sharing
+// reorders what it reads).
 func (s *Server) readLimit(typ string, f int) int {
 	s.agents.mu.Lock()
-	scan := s.agents.scan[typ]
+	limit := max(f, s.agents.scan[typ])
 	s.agents.mu.Unlock()
-	limit := min(max(f, scan), maxScan)
 	if len(s.cfg.Tenants) > 0 {
-		limit = max(limit, min(2*f+8, maxScan))
+		limit = max(limit, 2*f+8)
 	}
-	return max(limit, min(f, maxRound))
+	return min(limit, maxScan)
 }
 
-// maxScan bounds how far one dispatch round reads a type's ready tasks past its free
-// slots: a type whose first maxScan ready tasks no agent can take leaves the ones behind
-// them waiting.
+// maxScan bounds the ready tasks one dispatch round reads per type: a type whose first
+// maxScan ready tasks no agent can take leaves the ones behind them waiting.
 const maxScan = 1000
-
-// maxRound bounds the ready tasks one dispatch round reads per type for its free slots
-// (the tasks read are held in memory for the round).
-const maxRound = 4096
 
 // nextScan sets how far typ's next rounds read after a round that read n ready tasks
 // (limit asked) for f free slots and passed over some with a slot still free (passed):
