@@ -163,15 +163,12 @@
 // is not in use: transient queues are read only when one holds a task, locality waits
 // once a round. A heartbeat wakes the dispatcher only when the agent can take more, and
 // any message proves an agent alive without the agent registry's lock (session.seen).
-// What a task costs per agent message is kept down: a round reads as many ready tasks as
-// there are free slots (up to maxRound; maxScan bounds only the scan past tasks no agent
-// can take), so that one round fills the slots freed since the last instead of a
-// thousand at a time; a round's assigns go to each agent as one ServerBatch
-// (roundSends); an agent serving a single type is sent no QueueStatus after its
-// heartbeats (its allocator gives that type every slot whatever the figures).
-// TestPick and TestAgentIndex test placement and the index, TestReadLimit the round's
-// reads, TestRoundSends the grouping; BenchmarkManyAgents compares the dispatch rate
-// (and CPU per task) with 1,000 agents to that with 10:
+// What a task costs per agent message is kept down: a round's assigns go to each agent
+// as one ServerBatch (roundSends); an agent serving a single type is sent no
+// QueueStatus after its heartbeats (its allocator gives that type every slot whatever
+// the figures). TestPick and TestAgentIndex test placement and the index,
+// TestRoundSends the grouping; BenchmarkManyAgents compares the dispatch rate (and CPU
+// per task) with 1,000 agents to that with 10:
 //
 //	go test -run '^$' -bench ManyAgents -benchtime 1x -timeout 60m ./sched
 //
