@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/paddockvm/paddock/api/guestabi"
 	paddockv1 "github.com/paddockvm/paddock/api/paddock/v1"
 	"github.com/paddockvm/paddock/api/paddock/v1/paddockv1connect"
 	"github.com/paddockvm/paddock/blob/blobhttp"
@@ -154,13 +155,18 @@ func (s *Server) validateSpec(sp *paddockv1.TaskSpec) (store.Task, error) {
 	case t.Type == "":
 		return t, invalid("task.type: missing: name the task type, e.g. \"checksum.sha256\"")
 	case !typeRE.MatchString(t.Type):
-		return t, invalid("task.type: %q is not a task type name (letters, digits, '.', '_', '-'; at most 128)", t.Type)
+		return t, invalid("task.type: %.140q is not a task type name (letters, digits, '.', '_', '-'; at most 128)", t.Type)
 	}
 	if len(t.Inputs) > MaxInlineInputs {
 		return t, invalid("task.inputs: %d inputs is over the limit of %d a task: pack them into fewer", len(t.Inputs), MaxInlineInputs)
 	}
 	size := len(t.Payload)
 	for name, b := range t.Inputs {
+		// Inline inputs share one namespace with blob and task inputs (a handler reads
+		// each by name, and may make it a file): the same rule for their names.
+		if !guestabi.ValidName(name) {
+			return t, invalid("task.inputs: name %.140q is not a valid input name: use %s", name, guestabi.NameRule)
+		}
 		size += len(name) + len(b)
 	}
 	if size > s.cfg.MaxInlineBytes {
@@ -199,7 +205,7 @@ func (s *Server) validateSpec(sp *paddockv1.TaskSpec) (store.Task, error) {
 		t.MaxAttempts = int(n)
 	}
 	if t.IdempotencyKey != "" && !keyRE.MatchString(t.IdempotencyKey) {
-		return t, invalid("task.idempotency_key: %q is malformed: use 1-128 letters, digits, '.', '_', ':' or '-'", t.IdempotencyKey)
+		return t, invalid("task.idempotency_key: %.140q is malformed: use 1-128 letters, digits, '.', '_', ':' or '-'", t.IdempotencyKey)
 	}
 	if r := sp.GetRequirements(); r != nil {
 		switch {

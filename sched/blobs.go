@@ -100,8 +100,8 @@ func (s *Server) checkInputBlobs(ctx context.Context, sp *paddockv1.TaskSpec, t 
 		ref := in[name]
 		switch {
 		case !guestabi.ValidName(name):
-			return invalid("task.input_blobs: name %q is not a valid input name: use %s", name, guestabi.NameRule)
-		case t.Inputs[name] != nil:
+			return invalid("task.input_blobs: name %.140q is not a valid input name: use %s", name, guestabi.NameRule)
+		case hasInput(t.Inputs, name):
 			return invalid("task.input_blobs[%q]: the name is also an inline input (task.inputs): inline and blob inputs share one namespace; rename one", name)
 		case ref.GetSize() < 0:
 			return invalid("task.input_blobs[%q].size: %d is negative: give the blob's size, or 0 to let the server fill it in", name, ref.GetSize())
@@ -888,4 +888,10 @@ func (s *Server) deleteUnused(ctx context.Context, d blob.Digest, cutoff time.Ti
 		return false, fmt.Errorf("deleting blob %s: %w", d, err)
 	}
 	return false, nil
+}
+
+// hasInput reports whether inline inputs hold name (an empty input counts).
+func hasInput(in map[string][]byte, name string) bool {
+	_, ok := in[name]
+	return ok
 }

@@ -223,7 +223,7 @@ func parseInputTasks(sp *paddockv1.TaskSpec, t *store.Task, allowStages bool) (s
 	t.Upstreams = map[string]store.Upstream{}
 	for _, name := range sortedKeys(in) {
 		if !guestabi.ValidName(name) {
-			return nil, invalid("task.input_tasks: name %q is not a valid input name: use %s", name, guestabi.NameRule)
+			return nil, invalid("task.input_tasks: name %.140q is not a valid input name: use %s", name, guestabi.NameRule)
 		}
 		if _, dup := t.Inputs[name]; dup {
 			return nil, invalid("task.input_tasks[%q]: the name is also in task.inputs: give each input one source", name)

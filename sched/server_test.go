@@ -175,6 +175,10 @@ func TestBadInputNamesTheField(t *testing.T) {
 		{"priority out of range", &paddockv1.TaskSpec{Type: "x", Priority: 101}, "task.priority"},
 		{"malformed idempotency key", &paddockv1.TaskSpec{Type: "x", IdempotencyKey: "has space/and slash"}, "task.idempotency_key"},
 		{"max attempts", &paddockv1.TaskSpec{Type: "x", MaxAttempts: -1}, "task.max_attempts"},
+		{"inline input name climbs out", &paddockv1.TaskSpec{Type: "x", Inputs: map[string][]byte{"../../etc/passwd": []byte("hi")}}, "task.inputs"},
+		{"inline input name with a slash", &paddockv1.TaskSpec{Type: "x", Inputs: map[string][]byte{"a/b": nil}}, "task.inputs"},
+		{"empty inline input name", &paddockv1.TaskSpec{Type: "x", Inputs: map[string][]byte{"": []byte("x")}}, "task.inputs"},
+		{"long type", &paddockv1.TaskSpec{Type: strings.Repeat("a", 5000)}, "task.type"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -183,8 +187,18 @@ func TestBadInputNamesTheField(t *testing.T) {
 			if !errors.As(err, &ce) || ce.Code() != connect.CodeInvalidArgument || !strings.Contains(ce.Message(), tc.field) {
 				t.Fatalf("err = %v; want InvalidArgument naming %s", err, tc.field)
 			}
+			// The message quotes at most a short prefix of what was sent.
+			if len(ce.Message()) > 400 {
+				t.Errorf("the error is %d bytes long: quote less of the input", len(ce.Message()))
+			}
 		})
 	}
+	t.Run("an inline input with a good name is kept", func(t *testing.T) {
+		r, err := ts.tasks.Submit(context.Background(), connect.NewRequest(&paddockv1.SubmitRequest{Task: &paddockv1.TaskSpec{Type: "x", Inputs: map[string][]byte{"in_1.txt": []byte("hi")}}}))
+		if err != nil || string(r.Msg.GetTask().GetSpec().GetInputs()["in_1.txt"]) != "hi" {
+			t.Fatalf("submit with input in_1.txt: %v %v", r, err)
+		}
+	})
 	post := func(body, auth string) (int, string) {
 		req, _ := http.NewRequest("POST", ts.url+"/paddock.v1.TaskService/Submit", strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")

@@ -15,6 +15,7 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/paddockvm/paddock/api/guestabi"
 	paddockv1 "github.com/paddockvm/paddock/api/paddock/v1"
 	"github.com/paddockvm/paddock/sched/store"
 )
@@ -55,6 +56,7 @@ func FuzzValidateSpec(f *testing.F) {
 	f.Add("t", []byte(nil), int32(0), int32(0), int64(0), int32(0), "", "", extra(&paddockv1.TaskSpec{
 		Requirements: &paddockv1.Requirements{CpuMillis: MaxCPUMillis, MemoryBytes: MaxMemoryBytes,
 			Labels: map[string]string{"": "x", strings.Repeat("k", MaxLabelKey+1): strings.Repeat("v", MaxLabelValue+1)}}}))
+	f.Add("t", []byte(nil), int32(0), int32(0), int64(0), int32(0), "", "", extra(&paddockv1.TaskSpec{Inputs: map[string][]byte{"../x": nil}}))
 	f.Add("_x", []byte(nil), int32(0), int32(-1), int64(0), int32(-1), "é", "DEFAULT", []byte{0xff})
 	const maxInline = 64
 	s, err := New(Config{Dev: true, MaxInlineBytes: maxInline, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, nil)
@@ -87,6 +89,9 @@ func FuzzValidateSpec(f *testing.F) {
 		size := len(got.Payload)
 		for name, b := range got.Inputs {
 			size += len(name) + len(b)
+			if !guestabi.ValidName(name) {
+				t.Errorf("accepted inline input name %q", name)
+			}
 		}
 		if size > maxInline {
 			t.Errorf("accepted %d inline bytes over the limit %d", size, maxInline)
