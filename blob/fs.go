@@ -21,6 +21,20 @@ import (
 // would break another process's uploads into the same directory.
 type FS struct {
 	dir string
+	// reserve is the free space (bytes) a Put never takes: SetReserve.
+	reserve int64
+}
+
+// SetReserve makes every later Put refuse to leave fewer than n bytes free on the blob
+// directory's disk (0: fill it up), before it reads the data when the size is known and
+// every spaceCheckEvery bytes while it writes. By default the task database shares that
+// disk (<data_dir>/blobs): a tenant uploading blobs must not take the room its commits
+// need. Call it before the store is used.
+func (s *FS) SetReserve(n int64) {
+	if n < 0 {
+		n = 0
+	}
+	s.reserve = n
 }
 
 var _ Store = (*FS)(nil)
@@ -144,11 +158,14 @@ func (s *FS) Put(ctx context.Context, d Digest, size int64, r io.Reader) (Info, 
 			os.Remove(tmp.Name())
 		}
 	}()
-	if err := checkSpace(tmp, size); err != nil {
+	if err := checkSpace(tmp, size, s.reserve); err != nil {
 		return Info{}, s.ioErr("checking free space for", d, err)
 	}
 	h := NewHasher()
 	w := &ErrWriter{W: tmp}
+	if s.reserve > 0 {
+		w.W = &spaceWriter{f: tmp, reserve: s.reserve}
+	}
 	if _, err := hashCopy(ctx, w, h, SizeLimitReader(d, r, size)); err != nil {
 		if w.Err != nil {
 			return Info{}, s.ioErr("writing", d, w.Err)
@@ -263,10 +280,35 @@ func (s *FS) ioErr(op string, d Digest, err error) error {
 	if d != "" {
 		what = "blob " + string(d) + " in " + s.String()
 	}
+	if se := (*spaceError)(nil); errors.As(err, &se) && se.reserve > 0 {
+		return fmt.Errorf("%w: %s %s: the disk of %s is at its reserve (nothing was stored): free space there (e.g. delete old blobs or lower server.blob_retention), move server.blob_dir to a larger disk, or lower server.blob_reserve: %w", ErrUnavailable, op, what, s.dir, err)
+	}
 	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
 		return fmt.Errorf("%w: %s %s: the disk of %s is full (nothing was stored): free space there (e.g. delete old blobs or lower server.blob_retention) or move server.blob_dir to a larger disk: %w", ErrUnavailable, op, what, s.dir, err)
 	}
 	return fmt.Errorf("%s %s: %w", op, what, err)
+}
+
+// spaceCheckEvery is how many bytes a Put writes between checks of the reserve.
+const spaceCheckEvery = 64 << 20
+
+// spaceWriter writes to f and checks, every spaceCheckEvery bytes, that the disk keeps
+// reserve bytes free: concurrent uploads of unknown or large size each passed the check
+// before their first byte, and together could still eat the reserve.
+type spaceWriter struct {
+	f       *os.File
+	reserve int64
+	since   int64 // bytes written since the last check
+}
+
+func (w *spaceWriter) Write(p []byte) (int, error) {
+	if w.since += int64(len(p)); w.since >= spaceCheckEvery {
+		w.since = 0
+		if err := checkSpace(w.f, int64(len(p)), w.reserve); err != nil {
+			return 0, err
+		}
+	}
+	return w.f.Write(p)
 }
 
 // ErrWriter remembers the error of its writer W in Err, so a failed copy can tell a
@@ -338,3 +380,16 @@ func fill(r io.Reader, buf []byte) (int, error) {
 	}
 	return n, nil
 }
+
+// spaceError: a write would leave the disk with less than the reserve free.
+type spaceError struct{ free, need, reserve int64 }
+
+func (e *spaceError) Error() string {
+	if e.reserve == 0 {
+		return fmt.Sprintf("%d bytes free, %d needed", e.free, e.need)
+	}
+	return fmt.Sprintf("%d bytes free, %d needed, and %d must stay free (server.blob_reserve, room for the task database)", e.free, e.need, e.reserve)
+}
+
+// Unwrap makes a spaceError an ENOSPC, so it reads as a full disk.
+func (e *spaceError) Unwrap() error { return syscall.ENOSPC }

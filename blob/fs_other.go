@@ -5,4 +5,4 @@ package blob
 import "os"
 
 // checkSpace does nothing here: a full disk fails the writes instead.
-func checkSpace(f *os.File, size int64) error { return nil }
+func checkSpace(f *os.File, size, reserve int64) error { return nil }

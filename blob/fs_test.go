@@ -157,6 +157,57 @@ func TestFSDiskFull(t *testing.T) {
 	}
 }
 
+// TestFSReserve: on a real 200 MiB tmpfs with 100 MiB reserved, a Put that would eat into
+// the reserve fails before reading when its size is known, and while writing when it is
+// not; nothing partial is left, the error names server.blob_reserve, and a Put that
+// leaves the reserve alone succeeds.
+func TestFSReserve(t *testing.T) {
+	if os.Geteuid() != 0 {
+		testutil.Skip(t, "mounting a tmpfs needs root", "run the tests as root")
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=200m", "paddock-blobtest", dir).CombinedOutput(); err != nil {
+		testutil.Skip(t, "cannot mount a tmpfs: "+string(out), "run the tests as root on a machine that allows mount")
+	}
+	t.Cleanup(func() { exec.Command("umount", dir).Run() })
+	s, err := blob.OpenFS(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SetReserve(100 << 20)
+	ctx := context.Background()
+	want := func(err error, what string) {
+		t.Helper()
+		if !errors.Is(err, blob.ErrUnavailable) || !strings.Contains(err.Error(), "server.blob_reserve") {
+			t.Fatalf("%s: %v; want ErrUnavailable naming server.blob_reserve", what, err)
+		}
+		if ents, _ := os.ReadDir(filepath.Join(dir, "tmp")); len(ents) != 0 {
+			t.Errorf("%s: tmp holds %d files; want none", what, len(ents))
+		}
+	}
+	big := blobtest.Data(1, 150<<20)
+	d := blob.FromBytes(big)
+	cr := &blobtest.CountingReader{R: bytes.NewReader(big)}
+	_, err = s.Put(ctx, d, int64(len(big)), cr)
+	want(err, "Put of 150 MiB, size known")
+	if cr.N() != 0 {
+		t.Errorf("Put read %d bytes before refusing; want 0 (free space checked first)", cr.N())
+	}
+	cr = &blobtest.CountingReader{R: bytes.NewReader(big)}
+	_, err = s.Put(ctx, d, -1, cr)
+	want(err, "Put of 150 MiB, size unknown")
+	if cr.N() < 64<<20 {
+		t.Errorf("Put of unknown size read %d bytes before refusing; want it refused while writing", cr.N())
+	}
+	if _, err := s.Stat(ctx, d); !errors.Is(err, blob.ErrNotFound) {
+		t.Errorf("Stat after the refusals: %v, want ErrNotFound", err)
+	}
+	fits := blobtest.Data(2, 80<<20)
+	if _, err := s.Put(ctx, blob.FromBytes(fits), -1, bytes.NewReader(fits)); err != nil {
+		t.Errorf("a Put of 80 MiB, leaving the reserve alone: %v", err)
+	}
+}
+
 // TestFSPutLargeStreamMemory puts 512 MiB from a generated stream and checks the heap
 // stays small (the blob is never held in memory).
 func TestFSPutLargeStreamMemory(t *testing.T) {

@@ -32,6 +32,7 @@ import (
 var serverBlobKeys = []config.Key{
 	{Name: "server.blob_store", Default: "fs", Usage: "where the server keeps blobs (task inputs and outputs of any size): fs (a directory, server.blob_dir) or s3 (server.s3_*)", OneOf: []string{"fs", "s3"}},
 	{Name: "server.blob_dir", Default: "", Usage: "directory of the fs blob store (empty: <data_dir>/blobs)"},
+	{Name: "server.blob_reserve", Default: "256MiB", Usage: "free space an upload to the fs blob store never takes from its disk (by default the task database's disk too): an upload that would leave less is refused, nothing stored (bytes, or with a unit; 0: none)", Check: checkByteSize},
 	{Name: "server.s3_endpoint", Default: "", Usage: "S3 endpoint URL for server.blob_store s3, e.g. https://s3.eu-west-1.amazonaws.com or http://minio:9000 (empty: AWS for server.s3_region)"},
 	{Name: "server.s3_bucket", Default: "", Usage: "S3 bucket of the blob store (required for server.blob_store s3)"},
 	{Name: "server.s3_region", Default: "", Usage: "S3 region (empty: us-east-1 with server.s3_endpoint, else the AWS default chain)"},
@@ -224,10 +225,15 @@ func openServerBlobs(ctx context.Context, v *viper.Viper, dataDir string) (serve
 		if dir == "" {
 			dir = filepath.Join(dataDir, "blobs")
 		}
+		reserve, err := byteSize(v, "server.blob_reserve")
+		if err != nil {
+			return sb, err
+		}
 		fs, err := blob.OpenFS(dir)
 		if err != nil {
 			return sb, fmt.Errorf("server.blob_dir %s: %w", dir, err)
 		}
+		fs.SetReserve(reserve)
 		sb.Store = fs
 	case "s3":
 		cfg := s3store.Config{Endpoint: v.GetString("server.s3_endpoint"), Bucket: v.GetString("server.s3_bucket"), Region: v.GetString("server.s3_region"),

@@ -29,6 +29,7 @@ func TestDataPlaneKeyErrors(t *testing.T) {
 		{"max output bytes", "server", map[string]string{"PADDOCK_SERVER_MAX_OUTPUT_BYTES": "lots"}, []string{"server.max_output_bytes", "64MiB or 20GiB"}},
 		{"max output bytes 0", "server", map[string]string{"PADDOCK_SERVER_MAX_OUTPUT_BYTES": "0"}, []string{"server.max_output_bytes", "64GiB"}},
 		{"max blob bytes", "server", map[string]string{"PADDOCK_SERVER_MAX_BLOB_BYTES": "-5"}, []string{"server.max_blob_bytes", "0 or more"}},
+		{"blob reserve", "server", map[string]string{"PADDOCK_SERVER_BLOB_RESERVE": "half"}, []string{"server.blob_reserve", "64MiB"}},
 		{"retention", "server", map[string]string{"PADDOCK_SERVER_BLOB_RETENTION": "0s"}, []string{"server.blob_retention", "24h"}},
 		{"task retention", "server", map[string]string{"PADDOCK_SERVER_TASK_RETENTION_SUCCEEDED": "banana"}, []string{"server.task_retention.succeeded", "24h"}},
 		{"task retention negative", "server", map[string]string{"PADDOCK_SERVER_TASK_RETENTION_DEAD": "-1h"}, []string{"server.task_retention.dead"}},
