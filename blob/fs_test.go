@@ -113,17 +113,25 @@ func TestFSOpenRemovesStaleUploads(t *testing.T) {
 	}
 }
 
-// TestFSDiskFull fills a real 1 MiB tmpfs: the error says the disk is full and what to
-// do, wraps ErrUnavailable, and nothing partial is left.
-func TestFSDiskFull(t *testing.T) {
+// mountTmpfs mounts a real tmpfs of size (mount's syntax, e.g. 1m) on a temp directory
+// for the test, and skips (saying how to enable it) where the test cannot mount.
+func mountTmpfs(t *testing.T, size string) string {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		testutil.Skip(t, "mounting a tmpfs needs root", "run the tests as root")
 	}
 	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=1m", "paddock-blobtest", dir).CombinedOutput(); err != nil {
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "paddock-blobtest", dir).CombinedOutput(); err != nil {
 		testutil.Skip(t, "cannot mount a tmpfs: "+string(out), "run the tests as root on a machine that allows mount")
 	}
 	t.Cleanup(func() { exec.Command("umount", dir).Run() })
+	return dir
+}
+
+// TestFSDiskFull fills a real 1 MiB tmpfs: the error says the disk is full and what to
+// do, wraps ErrUnavailable, and nothing partial is left.
+func TestFSDiskFull(t *testing.T) {
+	dir := mountTmpfs(t, "1m")
 	s, err := blob.OpenFS(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -162,14 +170,7 @@ func TestFSDiskFull(t *testing.T) {
 // not; nothing partial is left, the error names server.blob_reserve, and a Put that
 // leaves the reserve alone succeeds.
 func TestFSReserve(t *testing.T) {
-	if os.Geteuid() != 0 {
-		testutil.Skip(t, "mounting a tmpfs needs root", "run the tests as root")
-	}
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=200m", "paddock-blobtest", dir).CombinedOutput(); err != nil {
-		testutil.Skip(t, "cannot mount a tmpfs: "+string(out), "run the tests as root on a machine that allows mount")
-	}
-	t.Cleanup(func() { exec.Command("umount", dir).Run() })
+	dir := mountTmpfs(t, "200m")
 	s, err := blob.OpenFS(dir)
 	if err != nil {
 		t.Fatal(err)
