@@ -99,7 +99,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h.opts.Authorize != nil {
 		if err := h.opts.Authorize(r); err != nil {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="paddock"`)
-			h.fail(w, r, http.StatusUnauthorized, CodeUnauthorized, fmt.Sprintf("unauthorized: %v: send the client token as \"Authorization: Bearer <token>\"", err))
+			msg := "unauthorized: " + err.Error()
+			if !strings.Contains(msg, "Authorization: Bearer") { // the authorizer's own hint is enough
+				msg += ": send the client token as \"Authorization: Bearer <token>\""
+			}
+			h.fail(w, r, http.StatusUnauthorized, CodeUnauthorized, msg)
 			return
 		}
 	}
