@@ -155,7 +155,10 @@ func TestSpecBounds(t *testing.T) {
 	for i := range sched.MaxLabels + 1 {
 		many[fmt.Sprint("k", i)] = "v"
 	}
-	big := map[string][]byte{strings.Repeat("n", 990): []byte("0123456789")} // 1000 bytes only with the name
+	big := map[string][]byte{} // 10 inputs of 1 byte: over 1000 bytes only with their names
+	for i := range 10 {
+		big[fmt.Sprintf("%0100d", i)] = []byte("0")
+	}
 	for _, tc := range []struct {
 		name  string
 		spec  *paddockv1.TaskSpec
