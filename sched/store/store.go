@@ -38,6 +38,14 @@ type Store interface {
 	// when u.LeaseID is not 0, holds that lease). It returns the updated task, or an
 	// error wrapping ErrConflict (with the task as it is) when the swap lost.
 	Update(ctx context.Context, u Update) (Task, error)
+	// UpdateLease applies u as Update does and then, in the same transaction and only
+	// if u applied, leases the grants as Lease does: one commit for a change that frees
+	// a slot and the lease that fills it (a batch task preempted and the online task its
+	// slot is handed to). When u's swap loses it returns an error wrapping ErrConflict
+	// (with the task as it is) and leases nothing. A grant whose task is no longer
+	// Queued is skipped, as in Lease, and u still applies. A grant naming u.TaskID is
+	// refused (ErrInvalid).
+	UpdateLease(ctx context.Context, u Update, now time.Time, grants []Grant) (Task, []Task, error)
 	// Renew sets the lease expiry of each given live lease held by agentID to expires.
 	// It returns how many leases were renewed; stale ones are ignored.
 	Renew(ctx context.Context, agentID string, leases []LeaseRef, expires time.Time) (int, error)

@@ -529,8 +529,15 @@ func (s *Store) Update(ctx context.Context, u store.Update) (store.Task, error) 
 	if err != nil {
 		return store.Task{}, err
 	}
-	var t store.Task
 	ts, err := s.w.queryOp(ctx, o)
+	return s.updated(ctx, u, ts, err)
+}
+
+// updated is the answer of Update once u's statement returned ts (err): the task
+// updated (announcing it to the other servers), or the ErrConflict of a lost swap with
+// the task as it is.
+func (s *Store) updated(ctx context.Context, u store.Update, ts []store.Task, err error) (store.Task, error) {
+	var t store.Task
 	if err == nil && len(ts) == 0 {
 		err = pgx.ErrNoRows
 	}
@@ -558,14 +565,76 @@ func (s *Store) Update(ctx context.Context, u store.Update) (store.Task, error) 
 	return t, nil
 }
 
+// UpdateLease implements store.Store: one statement applies u and, only if it
+// applied (the grants' rows are joined to u's returned row), leases the grants as
+// leaseQuery does.
+func (s *Store) UpdateLease(ctx context.Context, u store.Update, now time.Time, grants []store.Grant) (store.Task, []store.Task, error) {
+	for _, g := range grants {
+		if g.TaskID == u.TaskID {
+			return store.Task{}, nil, fmt.Errorf("updating task %s and leasing it in one change: %w", u.TaskID, store.ErrInvalid)
+		}
+	}
+	if len(grants) == 0 {
+		t, err := s.Update(ctx, u)
+		return t, nil, err
+	}
+	o, ctes, err := s.updatePlan(u)
+	if err != nil {
+		return store.Task{}, nil, err
+	}
+	ids, agents, exps, secrets := make([]string, len(grants)), make([]string, len(grants)), make([]int64, len(grants)), make([]string, len(grants))
+	for i, g := range grants {
+		ids[i], agents[i], exps[i], secrets[i] = g.TaskID, g.AgentID, rowcodec.MS(g.ExpiresAt), g.Secret
+	}
+	arg := func(v any) string {
+		o.args = append(o.args, v)
+		return "$" + strconv.Itoa(len(o.args))
+	}
+	pid, pagent, pexp, psecret, pnow := arg(ids), arg(agents), arg(exps), arg(secrets), arg(rowcodec.MS(now))
+	o.q = `WITH ` + ctes + `,
+ lg AS (SELECT * FROM unnest(` + pid + `::text[], ` + pagent + `::text[], ` + pexp + `::bigint[], ` + psecret + `::text[]) WITH ORDINALITY AS g(id, agent, exp, secret, ord)
+   WHERE EXISTS (SELECT 1 FROM upd)),
+ llocked AS (SELECT t.seq, lg.agent, lg.exp, lg.secret, lg.ord FROM tasks t JOIN lg ON t.id = lg.id WHERE t.state = 'queued' FOR UPDATE OF t SKIP LOCKED),
+ lupd AS (UPDATE tasks t SET state = 'leased', lease_id = t.lease_id + 1, attempt = t.attempt + 1, agent_id = l.agent,
+   lease_secret = l.secret, lease_expires_at = l.exp, leased_at = ` + pnow + `, started_at = 0, updated_at = ` + pnow + `
+   FROM llocked l WHERE t.seq = l.seq RETURNING ` + cols("t.") + `, l.ord),
+ latt AS (INSERT INTO attempts (task_id, number, lease_id, agent_id, state, leased_at)
+   SELECT id, attempt, lease_id, agent_id, 'running', ` + pnow + ` FROM lupd)
+ SELECT ` + taskCols + ` FROM (SELECT ` + taskCols + `, 0::bigint AS ord FROM upd UNION ALL SELECT ` + taskCols + `, ord FROM lupd) x ORDER BY ord`
+	o.merge = noMerge
+	ts, err := s.w.queryOp(ctx, o)
+	var mine, leased []store.Task
+	for _, t := range ts {
+		if t.ID == u.TaskID {
+			mine = append(mine, t)
+		} else {
+			leased = append(leased, t)
+		}
+	}
+	t, err := s.updated(ctx, u, mine, err)
+	if err != nil {
+		return t, nil, err
+	}
+	return t, leased, nil
+}
+
 // updateOp checks u and returns the statement that applies it (see Update).
 func (s *Store) updateOp(u store.Update) (*writeOp, error) {
+	o, _, err := s.updatePlan(u)
+	return o, err
+}
+
+// updatePlan is updateOp, and the common table expressions of its statement (the
+// update as "upd", returning the task's columns; and what goes with it), for a
+// statement that does more after it (UpdateLease; further arguments appended to the
+// op's).
+func (s *Store) updatePlan(u store.Update) (*writeOp, string, error) {
 	if len(u.From) == 0 || !u.To.Valid() {
-		return nil, fmt.Errorf("updating task %s: From and a valid To are required: %w", u.TaskID, store.ErrInvalid)
+		return nil, "", fmt.Errorf("updating task %s: From and a valid To are required: %w", u.TaskID, store.ErrInvalid)
 	}
 	for _, f := range u.From {
 		if f != u.To && !store.Legal(f, u.To) {
-			return nil, fmt.Errorf("updating task %s from %s to %s: %w", u.TaskID, f, u.To, store.ErrInvalid)
+			return nil, "", fmt.Errorf("updating task %s from %s to %s: %w", u.TaskID, f, u.To, store.ErrInvalid)
 		}
 	}
 	n := rowcodec.MS(u.Now)
@@ -591,7 +660,7 @@ func (s *Store) updateOp(u store.Update) (*writeOp, error) {
 	if u.Outputs != nil {
 		b, err := rowcodec.EncMap(u.Outputs)
 		if err != nil {
-			return nil, fmt.Errorf("encoding outputs of task %s: %w", u.TaskID, err)
+			return nil, "", fmt.Errorf("encoding outputs of task %s: %w", u.TaskID, err)
 		}
 		sets = append(sets, "outputs = "+arg(b))
 	}
@@ -601,21 +670,21 @@ func (s *Store) updateOp(u store.Update) (*writeOp, error) {
 	if u.OutputBlobs != nil {
 		b, err := rowcodec.EncBlobs(u.OutputBlobs)
 		if err != nil {
-			return nil, fmt.Errorf("encoding output blobs of task %s: %w", u.TaskID, err)
+			return nil, "", fmt.Errorf("encoding output blobs of task %s: %w", u.TaskID, err)
 		}
 		sets = append(sets, "output_blobs = "+arg(b))
 	}
 	if u.InputBlobs != nil {
 		b, err := rowcodec.EncBlobs(u.InputBlobs)
 		if err != nil {
-			return nil, fmt.Errorf("encoding input blobs of task %s: %w", u.TaskID, err)
+			return nil, "", fmt.Errorf("encoding input blobs of task %s: %w", u.TaskID, err)
 		}
 		sets = append(sets, "input_blobs = "+arg(b))
 	}
 	if u.Inputs != nil {
 		b, err := rowcodec.EncMap(u.Inputs)
 		if err != nil {
-			return nil, fmt.Errorf("encoding inputs of task %s: %w", u.TaskID, err)
+			return nil, "", fmt.Errorf("encoding inputs of task %s: %w", u.TaskID, err)
 		}
 		sets = append(sets, "inputs = "+arg(b))
 	}
@@ -649,9 +718,9 @@ func (s *Store) updateOp(u store.Update) (*writeOp, error) {
 		upd += " AND lease_id = " + arg(int64(u.LeaseID))
 	}
 	upd += " RETURNING " + taskCols
-	q := `WITH upd AS (` + upd + `)`
+	ctes := `upd AS (` + upd + `)`
 	if u.EndAttempt {
-		q += `, att AS (UPDATE attempts a SET state = $3, error = ` + arg(errText) + `, retryable = ` + arg(u.Retryable) + `, failure_kind = ` + arg(string(u.FailureKind)) +
+		ctes += `, att AS (UPDATE attempts a SET state = $3, error = ` + arg(errText) + `, retryable = ` + arg(u.Retryable) + `, failure_kind = ` + arg(string(u.FailureKind)) +
 			`, wall_ms = ` + arg(u.Usage.Wall.Milliseconds()) + `, cpu_ms = ` + arg(u.Usage.CPU.Milliseconds()) +
 			`, sha256 = ` + arg(u.OutputSHA256) + `, finished_at = $4, host = ` + arg(u.Usage.Host) + `, memory_bytes = ` + arg(u.Usage.MemoryBytes) +
 			`, bytes_in = ` + arg(u.Usage.BytesIn) + `, bytes_out = ` + arg(u.Usage.BytesOut) + ` FROM upd WHERE a.task_id = upd.id AND a.number = upd.attempt)`
@@ -668,11 +737,11 @@ func (s *Store) updateOp(u store.Update) (*writeOp, error) {
 		d, nm := blobArrays(b.m)
 		pd, pn := arg(d), arg(nm)
 		r := b.role
-		q += `, nb_` + r + ` AS (SELECT * FROM unnest(` + pd + `::text[], ` + pn + `::text[]) AS x(d, n)),
+		ctes += `, nb_` + r + ` AS (SELECT * FROM unnest(` + pd + `::text[], ` + pn + `::text[]) AS x(d, n)),
  del_` + r + ` AS (DELETE FROM task_blobs b USING upd WHERE b.task_id = upd.id AND b.role = '` + r + `' AND (b.digest, b.name) NOT IN (SELECT d, n FROM nb_` + r + `)),
  ins_` + r + ` AS (INSERT INTO task_blobs (digest, task_id, role, name) SELECT nb_` + r + `.d, upd.id, '` + r + `', nb_` + r + `.n FROM upd, nb_` + r + ` ON CONFLICT DO NOTHING)`
 	}
-	q += ` SELECT ` + taskCols + ` FROM upd`
+	q := `WITH ` + ctes + ` SELECT ` + taskCols + ` FROM upd`
 	if !u.EndAttempt && u.OutputBlobs == nil && u.InputBlobs == nil {
 		q = upd // one plain statement: less for PostgreSQL to set up than a CTE
 	}
@@ -680,7 +749,7 @@ func (s *Store) updateOp(u store.Update) (*writeOp, error) {
 	if u.OutputBlobs == nil && u.InputBlobs == nil {
 		o.merge = mergeUpdate
 	}
-	return o, nil
+	return o, ctes, nil
 }
 
 // Renew implements store.Store.

@@ -840,12 +840,69 @@ func (tx *wtx) lease(out []store.Task, n int64, grants []store.Grant) ([]store.T
 
 // Update implements store.Store.
 func (s *Store) Update(ctx context.Context, u store.Update) (store.Task, error) {
+	p, err := planUpdate(u)
+	if err != nil {
+		return store.Task{}, err
+	}
+	var t store.Task
+	err = s.write(ctx, func(tx *wtx) error {
+		var err error
+		t, err = tx.update(p)
+		return err
+	})
+	return t, err
+}
+
+// UpdateLease implements store.Store: the update and the leases run in one
+// transaction of the group commit.
+func (s *Store) UpdateLease(ctx context.Context, u store.Update, now time.Time, grants []store.Grant) (store.Task, []store.Task, error) {
+	for _, g := range grants {
+		if g.TaskID == u.TaskID {
+			return store.Task{}, nil, fmt.Errorf("updating task %s and leasing it in one change: %w", u.TaskID, store.ErrInvalid)
+		}
+	}
+	p, err := planUpdate(u)
+	if err != nil {
+		return store.Task{}, nil, err
+	}
+	n := ms(now)
+	var t store.Task
+	var out []store.Task
+	err = s.write(ctx, func(tx *wtx) error {
+		var err error
+		out = out[:0]
+		if t, err = tx.update(p); err != nil {
+			return err // a lost swap writes nothing: no lease either
+		}
+		for i := 0; i < len(grants); i += leaseChunk {
+			if out, err = tx.lease(out, n, grants[i:min(i+leaseChunk, len(grants))]); err != nil {
+				return fmt.Errorf("leasing tasks after updating task %s: %w", u.TaskID, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return t, nil, err
+	}
+	return t, out, nil
+}
+
+// updatePlan is an Update checked, with its statement.
+type updatePlan struct {
+	u    store.Update
+	n    int64 // u.Now in ms
+	q    string
+	args []any
+}
+
+// planUpdate checks u and builds the statement that applies it.
+func planUpdate(u store.Update) (updatePlan, error) {
 	if len(u.From) == 0 || !u.To.Valid() {
-		return store.Task{}, fmt.Errorf("updating task %s: From and a valid To are required: %w", u.TaskID, store.ErrInvalid)
+		return updatePlan{}, fmt.Errorf("updating task %s: From and a valid To are required: %w", u.TaskID, store.ErrInvalid)
 	}
 	for _, f := range u.From {
 		if f != u.To && !store.Legal(f, u.To) {
-			return store.Task{}, fmt.Errorf("updating task %s from %s to %s: %w", u.TaskID, f, u.To, store.ErrInvalid)
+			return updatePlan{}, fmt.Errorf("updating task %s from %s to %s: %w", u.TaskID, f, u.To, store.ErrInvalid)
 		}
 	}
 	n := ms(u.Now)
@@ -863,7 +920,7 @@ func (s *Store) Update(ctx context.Context, u store.Update) (store.Task, error) 
 	if u.Outputs != nil {
 		b, err := encMap(u.Outputs)
 		if err != nil {
-			return store.Task{}, fmt.Errorf("encoding outputs of task %s: %w", u.TaskID, err)
+			return updatePlan{}, fmt.Errorf("encoding outputs of task %s: %w", u.TaskID, err)
 		}
 		sets, args = append(sets, "outputs = ?"), append(args, b)
 	}
@@ -873,21 +930,21 @@ func (s *Store) Update(ctx context.Context, u store.Update) (store.Task, error) 
 	if u.OutputBlobs != nil {
 		b, err := encBlobs(u.OutputBlobs)
 		if err != nil {
-			return store.Task{}, fmt.Errorf("encoding output blobs of task %s: %w", u.TaskID, err)
+			return updatePlan{}, fmt.Errorf("encoding output blobs of task %s: %w", u.TaskID, err)
 		}
 		sets, args = append(sets, "output_blobs = ?"), append(args, b)
 	}
 	if u.InputBlobs != nil {
 		b, err := encBlobs(u.InputBlobs)
 		if err != nil {
-			return store.Task{}, fmt.Errorf("encoding input blobs of task %s: %w", u.TaskID, err)
+			return updatePlan{}, fmt.Errorf("encoding input blobs of task %s: %w", u.TaskID, err)
 		}
 		sets, args = append(sets, "input_blobs = ?"), append(args, b)
 	}
 	if u.Inputs != nil {
 		b, err := encMap(u.Inputs)
 		if err != nil {
-			return store.Task{}, fmt.Errorf("encoding inputs of task %s: %w", u.TaskID, err)
+			return updatePlan{}, fmt.Errorf("encoding inputs of task %s: %w", u.TaskID, err)
 		}
 		sets, args = append(sets, "inputs = ?"), append(args, b)
 	}
@@ -925,49 +982,51 @@ func (s *Store) Update(ctx context.Context, u store.Update) (store.Task, error) 
 		q, args = q+" AND lease_id = ?", append(args, int64(u.LeaseID))
 	}
 	q += " RETURNING " + taskCols
-	var t store.Task
-	err := s.write(ctx, func(tx *wtx) error {
-		var err error
-		t, err = scanTask(tx.queryRow(q, args...))
-		if errors.Is(err, sql.ErrNoRows) {
-			t, err = rowTask(tx.queryRow(getQuery, u.TaskID), u.TaskID)
-			if err != nil {
-				return err
-			}
-			return fmt.Errorf("task %s is %s under lease %d, not %v under lease %d: %w", u.TaskID, t.State, t.LeaseID, u.From, u.LeaseID, store.ErrConflict)
-		}
+	return updatePlan{u: u, n: n, q: q, args: args}, nil
+}
+
+// update applies p in the transaction: the task as updated, or an error wrapping
+// ErrConflict (with the task as it is) when the swap lost, having written nothing.
+func (tx *wtx) update(p updatePlan) (store.Task, error) {
+	u := p.u
+	t, err := scanTask(tx.queryRow(p.q, p.args...))
+	if errors.Is(err, sql.ErrNoRows) {
+		t, err = rowTask(tx.queryRow(getQuery, u.TaskID), u.TaskID)
 		if err != nil {
-			return fmt.Errorf("updating task %s: %w", u.TaskID, err)
+			return t, err
 		}
-		if u.OutputBlobs != nil {
-			if err := tx.putBlobRefs(u.TaskID, roleOut, u.OutputBlobs); err != nil {
-				return err
-			}
+		return t, fmt.Errorf("task %s is %s under lease %d, not %v under lease %d: %w", u.TaskID, t.State, t.LeaseID, u.From, u.LeaseID, store.ErrConflict)
+	}
+	if err != nil {
+		return t, fmt.Errorf("updating task %s: %w", u.TaskID, err)
+	}
+	if u.OutputBlobs != nil {
+		if err := tx.putBlobRefs(u.TaskID, roleOut, u.OutputBlobs); err != nil {
+			return t, err
 		}
-		if u.InputBlobs != nil {
-			if err := tx.putBlobRefs(u.TaskID, roleIn, u.InputBlobs); err != nil {
-				return err
-			}
+	}
+	if u.InputBlobs != nil {
+		if err := tx.putBlobRefs(u.TaskID, roleIn, u.InputBlobs); err != nil {
+			return t, err
 		}
-		if u.EndAttempt {
-			errText := ""
-			if u.Error != nil {
-				errText = *u.Error
-			}
-			retryable := 0
-			if u.Retryable {
-				retryable = 1
-			}
-			if _, err := tx.exec(`UPDATE attempts SET state = ?, error = ?, retryable = ?, failure_kind = ?, wall_ms = ?, cpu_ms = ?,
+	}
+	if u.EndAttempt {
+		errText := ""
+		if u.Error != nil {
+			errText = *u.Error
+		}
+		retryable := 0
+		if u.Retryable {
+			retryable = 1
+		}
+		if _, err := tx.exec(`UPDATE attempts SET state = ?, error = ?, retryable = ?, failure_kind = ?, wall_ms = ?, cpu_ms = ?,
  sha256 = ?, finished_at = ?, host = ?, memory_bytes = ?, bytes_in = ?, bytes_out = ? WHERE task_id = ? AND number = ?`,
-				string(u.To), errText, retryable, string(u.FailureKind), u.Usage.Wall.Milliseconds(), u.Usage.CPU.Milliseconds(), u.OutputSHA256, n,
-				u.Usage.Host, u.Usage.MemoryBytes, u.Usage.BytesIn, u.Usage.BytesOut, u.TaskID, t.Attempt); err != nil {
-				return fmt.Errorf("recording the end of the attempt of task %s: %w", u.TaskID, err)
-			}
+			string(u.To), errText, retryable, string(u.FailureKind), u.Usage.Wall.Milliseconds(), u.Usage.CPU.Milliseconds(), u.OutputSHA256, p.n,
+			u.Usage.Host, u.Usage.MemoryBytes, u.Usage.BytesIn, u.Usage.BytesOut, u.TaskID, t.Attempt); err != nil {
+			return t, fmt.Errorf("recording the end of the attempt of task %s: %w", u.TaskID, err)
 		}
-		return nil
-	})
-	return t, err
+	}
+	return t, nil
 }
 
 // Renew implements store.Store.

@@ -34,6 +34,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"CreateBatch", testCreateBatch},
 		{"FailureKind", testFailureKind},
 		{"Preemptions", testPreemptions},
+		{"UpdateLease", testUpdateLease},
 		{"Logs", testLogs},
 		{"LogsDeleted", testLogsDeleted},
 		{"AppendLog", testAppendLog},
