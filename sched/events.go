@@ -81,31 +81,50 @@ func (o observedStore) CreateBatch(ctx context.Context, ts []store.Task) ([]stor
 
 func (o observedStore) Lease(ctx context.Context, now time.Time, grants []store.Grant) ([]store.Task, error) {
 	ts, err := o.Store.Lease(ctx, now, grants)
+	o.leased(ts, now)
+	return ts, err
+}
+
+// leased publishes the tasks leased at now.
+func (o observedStore) leased(ts []store.Task, now time.Time) {
 	for i := range ts {
 		o.s.hist.started(ts[i], now)
 		o.s.feed.publish(ts[i])
 	}
-	return ts, err
 }
 
 func (o observedStore) Update(ctx context.Context, u store.Update) (store.Task, error) {
 	t, err := o.Store.Update(ctx, u)
 	if err == nil {
-		if u.EndAttempt {
-			kind := string(u.FailureKind)
-			if kind == "" && u.To != store.Succeeded {
-				kind = "none"
-			}
-			o.s.metrics.attempts.WithLabelValues(string(u.To), kind).Inc()
-		}
-		if t.State.Terminal() {
-			o.s.hist.finished(t)
-			o.s.outputsAt(t)
-			o.s.pipes.taskEnded(t.ID)
-		}
-		o.s.feed.publish(t)
+		o.updated(u, t)
 	}
 	return t, err
+}
+
+func (o observedStore) UpdateLease(ctx context.Context, u store.Update, now time.Time, grants []store.Grant) (store.Task, []store.Task, error) {
+	t, ts, err := o.Store.UpdateLease(ctx, u, now, grants)
+	if err == nil {
+		o.updated(u, t)
+		o.leased(ts, now)
+	}
+	return t, ts, err
+}
+
+// updated publishes t, as u left it.
+func (o observedStore) updated(u store.Update, t store.Task) {
+	if u.EndAttempt {
+		kind := string(u.FailureKind)
+		if kind == "" && u.To != store.Succeeded {
+			kind = "none"
+		}
+		o.s.metrics.attempts.WithLabelValues(string(u.To), kind).Inc()
+	}
+	if t.State.Terminal() {
+		o.s.hist.finished(t)
+		o.s.outputsAt(t)
+		o.s.pipes.taskEnded(t.ID)
+	}
+	o.s.feed.publish(t)
 }
 
 // MaxFeedSubscribers bounds the open subscriptions to the task feed (task ls --watch,

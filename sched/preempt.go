@@ -146,8 +146,10 @@ func (s *Server) victim(on *store.Task) (victim, bool) {
 }
 
 // preempt ends v's attempt as preempted, requeues its task and stops it on its agent;
-// the slot goes to the online task on (handOver) or, failing that, is booked until
-// the agent's heartbeat shows the task stopped.
+// the slot goes to the online task on (a hand-over) or, failing that, is booked until
+// the agent's heartbeat shows the task stopped. The preemption and the online task's
+// lease are one store write (UpdateLease): one commit on the online task's path, and
+// the lease applies only if the preemption did.
 func (s *Server) preempt(ctx context.Context, v victim, on *store.Task, now time.Time) {
 	t, err := s.st.Get(ctx, v.taskID)
 	if err != nil || t.LeaseID != v.leaseID || (t.State != store.Leased && t.State != store.Running) {
@@ -158,17 +160,19 @@ func (s *Server) preempt(ctx context.Context, v victim, on *store.Task, now time
 	if err != nil {
 		return
 	}
-	nt, err := s.st.Update(ctx, u)
+	nt, leased, err := s.st.UpdateLease(ctx, u, now, s.handOverGrants(v, on, now))
 	if errors.Is(err, store.ErrConflict) {
-		return // it ended meanwhile
+		return // it ended meanwhile: nothing was leased either
 	}
 	if err != nil {
-		s.log.Error("preempting a batch task", "task", t.ID, "err", err)
+		if ctx.Err() == nil {
+			s.log.Error("preempting a batch task", "task", t.ID, "for", on.ID, "err", err)
+		}
 		return
 	}
 	cancel := cancelMsg(t.ID, t.LeaseID, agentv1.CancelKind_CANCEL_KIND_PREEMPTED, "preempted for an online task")
 	how := "heartbeat"
-	if assign := s.handOver(ctx, v, on, now); assign != nil {
+	if assign := s.handOver(v, leased, now); assign != nil {
 		how = "handover"
 		v.sess.send(cancel)
 		v.sess.send(assign) // behind the cancel: the agent frees the slot, then admits
@@ -194,14 +198,10 @@ func (s *Server) preempt(ctx context.Context, v victim, on *store.Task, now time
 	s.wakeType(nt.Type)
 }
 
-// handOver leases the online task on to v's agent in the slot of v's task, just
-// preempted, and returns the Assign to send behind the cancel (naming v's task in
-// replaces_task_id). It returns nil, having changed nothing, when the agent does not
-// take hand-overs or on is no longer ready (then the caller books the slot until a
-// heartbeat shows v's task stopped). In the rare race where the agent's session ends
-// during the lease write it also returns nil, but the slot is the online task's by
-// then: its lease, never sent, expires like that of any task lost with a session.
-func (s *Server) handOver(ctx context.Context, v victim, on *store.Task, now time.Time) *agentv1.ServerMessage {
+// handOverGrants is the lease of the online task on to v's agent, written with the
+// preemption of v's task, when that agent takes hand-overs (nil otherwise: the slot is
+// then booked until a heartbeat shows v's task stopped).
+func (s *Server) handOverGrants(v victim, on *store.Task, now time.Time) []store.Grant {
 	s.agents.mu.Lock()
 	a := s.agents.byID[v.agentID]
 	ok := v.sess != nil && v.sess.handover && a != nil && a.sess == v.sess
@@ -209,21 +209,29 @@ func (s *Server) handOver(ctx context.Context, v victim, on *store.Task, now tim
 	if !ok {
 		return nil
 	}
-	// The batch task's booking holds the slot during this write, so it is never free
-	// for anything else; the dispatcher, the only other leaser, runs on this goroutine.
-	leased, err := s.st.Lease(ctx, now, []store.Grant{{TaskID: on.ID, AgentID: a.id, ExpiresAt: now.Add(s.cfg.LeaseTTL), Secret: newSecret()}})
-	if err != nil {
-		if ctx.Err() == nil {
-			s.log.Error("leasing an online task into a preempted slot", "task", on.ID, "agent", a.id, "err", err)
-		}
-		return nil
-	}
+	return []store.Grant{{TaskID: on.ID, AgentID: v.agentID, ExpiresAt: now.Add(s.cfg.LeaseTTL), Secret: newSecret()}}
+}
+
+// handOver passes the slot of v's task, just preempted, to the online task leased with
+// the preemption (leased: none when the agent does not take hand-overs or the task was
+// no longer ready), and returns the Assign to send behind the cancel (naming v's task
+// in replaces_task_id); nil, having changed nothing, when nothing was leased. In the
+// rare race where the agent's session ends during the write it also returns nil, but
+// the slot is the online task's by then: its lease, never sent, expires like that of
+// any task lost with a session. The batch task's booking held the slot during the
+// write, so it was never free for anything else; the dispatcher, the only other
+// leaser, runs on this goroutine.
+func (s *Server) handOver(v victim, leased []store.Task, now time.Time) *agentv1.ServerMessage {
 	if len(leased) == 0 {
-		return nil // taken or cancelled meanwhile
+		return nil // taken or cancelled meanwhile, or no hand-over asked
 	}
 	t := &leased[0]
 	s.agents.mu.Lock()
 	defer s.agents.mu.Unlock()
+	a := s.agents.byID[v.agentID]
+	if a == nil {
+		return nil
+	}
 	// The slot passes from the batch task to the online one.
 	a.release(v.taskID, v.leaseID)
 	a.reserve(t.ID, t.Type)
