@@ -19,6 +19,13 @@ type Store interface {
 	// found by their idempotency keys) or, on error, none. It returns the stored tasks
 	// and whether each was created, in the order of ts.
 	CreateBatch(ctx context.Context, ts []Task) (stored []Task, created []bool, err error)
+	// CreateLease is Create and, in the same transaction and only if t was created,
+	// Lease of t under g (g.TaskID must be t.ID): a task submitted while a slot is free
+	// is stored and leased in one commit. It returns the task as leased. When t's
+	// idempotency key is taken it returns the task holding it, created=false, and
+	// leases nothing. A task that would be created Waiting (with upstreams) is refused
+	// (ErrInvalid).
+	CreateLease(ctx context.Context, t Task, now time.Time, g Grant) (stored Task, created bool, err error)
 	// Get returns a task, or an error wrapping ErrNotFound.
 	Get(ctx context.Context, id string) (Task, error)
 	// Attempts returns a task's attempts, oldest first.

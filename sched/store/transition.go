@@ -1,6 +1,9 @@
 package store
 
-import "time"
+import (
+	"fmt"
+	"time"
+)
 
 // Change is what an event carries besides the event itself: when it happened, and
 // what the attempt it ends (if it ends one) records.
@@ -80,4 +83,16 @@ func fromStates(from State, e Event) []State {
 		}
 	}
 	return out
+}
+
+// CheckCreateLease checks the arguments of Store.CreateLease: g must lease t, and t
+// must be created Queued (not Waiting on upstreams).
+func CheckCreateLease(t Task, g Grant) error {
+	switch {
+	case g.TaskID != t.ID:
+		return fmt.Errorf("creating task %s and leasing it: the grant names task %q: %w", t.ID, g.TaskID, ErrInvalid)
+	case InitialState(t) != Queued:
+		return fmt.Errorf("creating task %s and leasing it: a task with upstreams is created waiting, not queued: %w", t.ID, ErrInvalid)
+	}
+	return nil
 }

@@ -276,6 +276,59 @@ func (s *Store) Create(ctx context.Context, t store.Task) (store.Task, bool, err
 	}
 }
 
+// CreateLease implements store.Store: one statement inserts the task already leased
+// under g (lease 1, attempt 1, as Lease would leave it) with its attempt and its blob
+// references, or returns no row when its idempotency key is taken (the task holding it
+// is then read as Create does).
+func (s *Store) CreateLease(ctx context.Context, t store.Task, now time.Time, g store.Grant) (store.Task, bool, error) {
+	if err := store.CheckCreateLease(t, g); err != nil {
+		return t, false, err
+	}
+	_, args, err := s.insertQuery(t)
+	if err != nil {
+		return t, false, err
+	}
+	args = args[:17]
+	args[15] = string(store.Leased)
+	args = append(args, g.AgentID, g.Secret, rowcodec.MS(g.ExpiresAt), rowcodec.MS(now))
+	q := insertLeased
+	if len(t.InputBlobs) > 0 {
+		d, n := blobArrays(t.InputBlobs)
+		args = append(args, d, n)
+		q = insertLeasedBlobs
+	}
+	nts, err := s.w.queryOp(ctx, &writeOp{q: q, args: args, key: t.ID, uniq: []string{t.ID}})
+	if err != nil {
+		return t, false, fmt.Errorf("creating and leasing task %s: %w", t.ID, err)
+	}
+	if len(nts) == 1 {
+		return nts[0], true, nil
+	}
+	old, err := scanTask(s.pool.QueryRow(ctx, `SELECT `+taskCols+` FROM tasks WHERE tenant = $1 AND idempotency_key = $2`, t.Tenant, t.IdempotencyKey))
+	if err != nil {
+		return t, false, fmt.Errorf("creating task %s: looking up idempotency key %q: %w", t.ID, t.IdempotencyKey, err)
+	}
+	return old, false, nil
+}
+
+// insertLeased inserts a task leased ($1…$17 as insertTask with $16 'leased'; $18
+// agent, $19 secret, $20 lease expiry, $21 now) with its first attempt;
+// insertLeasedBlobs also records its input blobs ($22, $23: digests and names).
+var (
+	insertLeasedTask = `INSERT INTO tasks (id, type, payload, inputs, priority, class, requirements, timeout_ms,
+ max_attempts, idempotency_key, tenant, state, not_before, created_at, updated_at, input_blobs, schedule_deadline, upstreams,
+ lease_id, attempt, agent_id, lease_secret, lease_expires_at, leased_at, started_at)
+ VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$16,$12,$13,$21,$14,$15,$17,1,1,$18,$19,$20,$21,0)
+ ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key <> '' DO NOTHING RETURNING ` + taskCols
+	insertLeased = `WITH ins AS (` + insertLeasedTask + `),
+ att AS (INSERT INTO attempts (task_id, number, lease_id, agent_id, state, leased_at) SELECT id, attempt, lease_id, agent_id, 'running', leased_at FROM ins)
+ SELECT ` + taskCols + ` FROM ins`
+	insertLeasedBlobs = `WITH ins AS (` + insertLeasedTask + `),
+ att AS (INSERT INTO attempts (task_id, number, lease_id, agent_id, state, leased_at) SELECT id, attempt, lease_id, agent_id, 'running', leased_at FROM ins),
+ b AS (INSERT INTO task_blobs (digest, task_id, role, name) SELECT x.d, ins.id, 'in', x.n FROM ins, unnest($22::text[], $23::text[]) AS x(d, n))
+ SELECT ` + taskCols + ` FROM ins`
+)
+
 // CreateBatch implements store.Store: the inserts go in one pipelined batch inside
 // one transaction; a task whose idempotency key is taken is looked up after it.
 func (s *Store) CreateBatch(ctx context.Context, ts []store.Task) ([]store.Task, []bool, error) {

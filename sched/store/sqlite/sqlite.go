@@ -504,6 +504,39 @@ func (s *Store) CreateBatch(ctx context.Context, ts []store.Task) ([]store.Task,
 	return stored, created, nil
 }
 
+// CreateLease implements store.Store: the insert and the lease are one op of the
+// group commit.
+func (s *Store) CreateLease(ctx context.Context, t store.Task, now time.Time, g store.Grant) (store.Task, bool, error) {
+	if err := store.CheckCreateLease(t, g); err != nil {
+		return t, false, err
+	}
+	r, err := encodeNew(t)
+	if err != nil {
+		return t, false, err
+	}
+	var stored store.Task
+	var created bool
+	err = s.write(ctx, func(tx *wtx) error {
+		var err error
+		if stored, created, err = tx.create(r); err != nil || !created {
+			return err
+		}
+		leased, err := tx.lease(nil, ms(now), []store.Grant{g})
+		if err != nil {
+			return err
+		}
+		if len(leased) != 1 { // cannot happen: the row was inserted queued just now
+			return fmt.Errorf("leasing task %s as it was created: %d rows leased", t.ID, len(leased))
+		}
+		stored = leased[0]
+		return nil
+	})
+	if err != nil {
+		return t, false, fmt.Errorf("creating and leasing task %s: %w", t.ID, err)
+	}
+	return stored, created, nil
+}
+
 // newRow is a task to insert with its encoded columns.
 type newRow struct {
 	t                     store.Task

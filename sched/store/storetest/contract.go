@@ -35,6 +35,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"FailureKind", testFailureKind},
 		{"Preemptions", testPreemptions},
 		{"UpdateLease", testUpdateLease},
+		{"CreateLease", testCreateLease},
 		{"Logs", testLogs},
 		{"LogsDeleted", testLogsDeleted},
 		{"AppendLog", testAppendLog},

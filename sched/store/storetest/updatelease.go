@@ -3,6 +3,7 @@ package storetest
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -95,5 +96,78 @@ func testUpdateLease(t *testing.T, s store.Store) {
 	nb, leased, err = s.UpdateLease(ctx, preempt(lb[0].LeaseID), t0, nil)
 	if err != nil || len(leased) != 0 || nb.State != store.Queued || nb.Preemptions != 3 {
 		t.Fatalf("UpdateLease without grants = %+v, leased %v, %v; want b requeued (3 preemptions)", nb, leased, err)
+	}
+}
+
+// testCreateLease: CreateLease stores a task already leased, as Create then Lease
+// would leave it (lease 1, attempt 1, its attempt recorded, payload and blobs kept); a
+// taken idempotency key returns the task holding it and leases nothing; a grant of
+// another task, or a task with upstreams, is refused and nothing is stored.
+func testCreateLease(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	in := NewTask("c", "echo")
+	in.Class, in.IdempotencyKey = store.Online, "key-c"
+	in.InputBlobs = map[string]store.BlobRef{"data": {Digest: "sha256:" + strings.Repeat("a", 64), Size: 3}}
+	g := store.Grant{TaskID: "c", AgentID: "ag", ExpiresAt: t0.Add(time.Minute), Secret: "s-c"}
+	got, created, err := s.CreateLease(ctx, in, t0, g)
+	if err != nil || !created {
+		t.Fatalf("CreateLease(c) = created %v, %v", created, err)
+	}
+	check := func(what string, tk store.Task) {
+		t.Helper()
+		if tk.ID != "c" || tk.State != store.Leased || tk.LeaseID != 1 || tk.Attempt != 1 || tk.AgentID != "ag" || tk.LeaseSecret != "s-c" ||
+			!tk.LeaseExpiresAt.Equal(t0.Add(time.Minute)) || !tk.LeasedAt.Equal(t0) || !tk.CreatedAt.Equal(t0) || string(tk.Payload) != "p-c" ||
+			tk.Class != store.Online || tk.InputBlobs["data"].Size != 3 || !tk.StartedAt.IsZero() {
+			t.Fatalf("%s = %+v; want c leased to ag under lease 1, attempt 1, with its payload and input blob", what, tk)
+		}
+	}
+	check("CreateLease", got)
+	read, err := s.Get(ctx, "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("Get after CreateLease", read)
+	if att, err := s.Attempts(ctx, "c"); err != nil || len(att) != 1 || att[0].State != store.Running || att[0].AgentID != "ag" || att[0].LeaseID != 1 {
+		t.Fatalf("Attempts(c) = %+v, %v; want one running attempt on ag under lease 1", att, err)
+	}
+	if used, err := s.BlobInUse(ctx, in.InputBlobs["data"].Digest, t0); err != nil || !used {
+		t.Fatalf("BlobInUse(c's input) = %v, %v; want in use", used, err)
+	}
+	// The lease fences as any: a report under another lease loses.
+	if _, err := s.Update(ctx, store.Update{TaskID: "c", From: []store.State{store.Leased}, LeaseID: 2, To: store.Succeeded, Now: t0}); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("Update under lease 2 of a task leased under 1: err = %v, want ErrConflict", err)
+	}
+	// The same key: the task holding it, nothing leased.
+	dup := NewTask("d", "echo")
+	dup.IdempotencyKey = "key-c"
+	got, created, err = s.CreateLease(ctx, dup, t0, store.Grant{TaskID: "d", AgentID: "ag2", ExpiresAt: t0.Add(time.Minute)})
+	if err != nil || created || got.ID != "c" || got.AgentID != "ag" {
+		t.Fatalf("CreateLease with a taken key = %s (agent %s) created %v, %v; want task c as it was, not created", got.ID, got.AgentID, created, err)
+	}
+	if _, err := s.Get(ctx, "d"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Get(d) after a taken key: %v, want ErrNotFound", err)
+	}
+	// Refused: a grant of another task; a task with upstreams.
+	if _, _, err := s.CreateLease(ctx, NewTask("e", "echo"), t0, store.Grant{TaskID: "x", AgentID: "ag"}); !errors.Is(err, store.ErrInvalid) {
+		t.Fatalf("CreateLease with a grant of another task: err = %v, want ErrInvalid", err)
+	}
+	w := NewTask("w", "echo")
+	w.Upstreams = map[string]store.Upstream{"in": {TaskID: "c"}}
+	if _, _, err := s.CreateLease(ctx, w, t0, store.Grant{TaskID: "w", AgentID: "ag"}); !errors.Is(err, store.ErrInvalid) {
+		t.Fatalf("CreateLease of a task with upstreams: err = %v, want ErrInvalid", err)
+	}
+	for _, id := range []string{"e", "w"} {
+		if _, err := s.Get(ctx, id); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("Get(%s) after a refused CreateLease: %v, want ErrNotFound", id, err)
+		}
+	}
+	// A plain one, without key or blobs, next to a queued task.
+	mustCreate(t, s, NewTask("q", "echo"))
+	got, created, err = s.CreateLease(ctx, NewTask("f", "echo"), t0, store.Grant{TaskID: "f", AgentID: "ag", ExpiresAt: t0.Add(time.Minute)})
+	if err != nil || !created || got.State != store.Leased || got.LeaseID != 1 {
+		t.Fatalf("CreateLease(f) = %+v created %v, %v", got, created, err)
+	}
+	if ready, err := s.Ready(ctx, "echo", t0, 10); err != nil || len(ready) != 1 || ready[0].ID != "q" {
+		t.Fatalf("Ready = %v, %v; want only q (the tasks created leased are not queued)", ready, err)
 	}
 }
