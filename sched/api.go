@@ -265,7 +265,7 @@ func (api *clientAPI) Submit(ctx context.Context, req *connect.Request[paddockv1
 	}
 	t.ID, t.CreatedAt = id.String(), time.Now()
 	t.ScheduleDeadline = s.scheduleDeadline(t.CreatedAt, req.Msg.GetTask())
-	stored, created, err := s.st.Create(ctx, t)
+	stored, created, err := s.createTask(ctx, t) // leased at once when a slot is free (submitlease.go)
 	if err != nil {
 		return nil, storeErr(err)
 	}

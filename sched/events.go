@@ -66,6 +66,15 @@ func (o observedStore) Create(ctx context.Context, t store.Task) (store.Task, bo
 	return st, created, err
 }
 
+func (o observedStore) CreateLease(ctx context.Context, t store.Task, now time.Time, g store.Grant) (store.Task, bool, error) {
+	st, created, err := o.Store.CreateLease(ctx, t, now, g)
+	if err == nil && created {
+		o.s.hist.submitted()
+		o.leased([]store.Task{st}, now)
+	}
+	return st, created, err
+}
+
 func (o observedStore) CreateBatch(ctx context.Context, ts []store.Task) ([]store.Task, []bool, error) {
 	stored, created, err := o.Store.CreateBatch(ctx, ts)
 	if err == nil {

@@ -368,11 +368,12 @@ func (api *clientAPI) SubmitPipeline(ctx context.Context, req *connect.Request[p
 
 // submitted hands a newly stored task to the dispatcher, or to the waiting set.
 func (s *Server) submitted(t store.Task) {
-	if t.State == store.Waiting {
+	switch t.State {
+	case store.Waiting:
 		s.pipes.add(t)
-		return
+	case store.Queued:
+		s.wakeType(t.Type)
 	}
-	s.wakeType(t.Type)
 }
 
 // stageErr names the stage of a pipeline that err is about: "task.type: …" becomes
