@@ -70,6 +70,14 @@ func (o observedStore) CreateLease(ctx context.Context, t store.Task, now time.T
 	st, created, err := o.Store.CreateLease(ctx, t, now, g)
 	if err == nil && created {
 		o.s.hist.submitted()
+		if st.State == store.Leased {
+			// The feed tells the task's story as for any other: submitted (queued), then
+			// leased, though one commit stored both.
+			q := st
+			q.State, q.Attempt, q.LeaseID, q.AgentID, q.LeaseSecret = store.Queued, 0, 0, "", ""
+			q.LeaseExpiresAt, q.LeasedAt, q.UpdatedAt = time.Time{}, time.Time{}, q.CreatedAt
+			o.s.feed.publish(q)
+		}
 		o.leased([]store.Task{st}, now)
 	}
 	return st, created, err
