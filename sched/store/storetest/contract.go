@@ -35,6 +35,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"FailureKind", testFailureKind},
 		{"Preemptions", testPreemptions},
 		{"UpdateLease", testUpdateLease},
+		{"UpdateLeaseRace", testUpdateLeaseRace},
 		{"CreateLease", testCreateLease},
 		{"Logs", testLogs},
 		{"LogsDeleted", testLogsDeleted},

@@ -3,7 +3,9 @@ package storetest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -169,5 +171,66 @@ func testCreateLease(t *testing.T, s store.Store) {
 	}
 	if ready, err := s.Ready(ctx, "echo", t0, 10); err != nil || len(ready) != 1 || ready[0].ID != "q" {
 		t.Fatalf("Ready = %v, %v; want only q (the tasks created leased are not queued)", ready, err)
+	}
+}
+
+// testUpdateLeaseRace: racing UpdateLease calls preempting the same lease, each handing
+// the slot to another online task: exactly one applies, and only its grant is leased.
+func testUpdateLeaseRace(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	mustCreate(t, s, NewTask("b", "echo"))
+	const n = 8
+	for i := range n {
+		o := NewTask(fmt.Sprintf("o%d", i), "echo")
+		o.Class = store.Online
+		mustCreate(t, s, o)
+	}
+	lb, err := s.Lease(ctx, t0, []store.Grant{{TaskID: "b", AgentID: "ag", ExpiresAt: t0.Add(time.Minute)}})
+	if err != nil || len(lb) != 1 {
+		t.Fatalf("Lease(b) = %v, %v", lb, err)
+	}
+	msg := "preempted"
+	u := store.Update{TaskID: "b", From: []store.State{store.Leased, store.Running}, LeaseID: lb[0].LeaseID, To: store.Queued,
+		Now: t0, Error: &msg, EndAttempt: true, Retryable: true, FailureKind: store.Preempted, Preempted: true}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	won, lost := 0, 0
+	var leased []string
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, ls, err := s.UpdateLease(ctx, u, t0, []store.Grant{{TaskID: fmt.Sprintf("o%d", i), AgentID: "ag", ExpiresAt: t0.Add(time.Minute)}})
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				won++
+				for _, l := range ls {
+					leased = append(leased, l.ID)
+				}
+			case errors.Is(err, store.ErrConflict):
+				lost++
+				if len(ls) != 0 {
+					t.Errorf("a lost UpdateLease leased %v", ls)
+				}
+			default:
+				t.Errorf("UpdateLease: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if won != 1 || lost != n-1 || len(leased) != 1 {
+		t.Fatalf("%d racing UpdateLease of one lease: %d applied, %d lost, leased %v; want 1 applied (leasing its one grant), %d lost", n, won, lost, leased, n-1)
+	}
+	ready, err := s.Ready(ctx, "echo", t0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ready) != n { // b requeued, and the n-1 online tasks not leased
+		t.Fatalf("Ready after the race = %d tasks, want %d (b and the %d online tasks not handed the slot)", len(ready), n, n-1)
+	}
+	if b, _ := s.Get(ctx, "b"); b.Preemptions != 1 || b.State != store.Queued {
+		t.Fatalf("b after the race = %+v; want queued with 1 preemption", b)
 	}
 }
