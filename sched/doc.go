@@ -24,7 +24,7 @@
 // The web console (package sched/console) is mounted on the client port under /ui
 // (clientport.go): its static page needs no token, its live feed /ui/events does. The
 // feed is fed by observedStore (events.go), which wraps the store and publishes every
-// task change Create, CreateBatch, Lease and Update make; the same changes feed the history of the
+// task change Create, CreateBatch, CreateLease, Lease, Update and UpdateLease make; the same changes feed the history of the
 // last hour (history.go: 10 s samples behind ClusterService.History) and the
 // TaskService.WatchTasks stream (watch.go: the first list, then each change of a matching
 // task; paddock task ls --watch). The client port also serves grpc.health.v1 (SERVING
@@ -149,10 +149,18 @@
 // with every slot of their type taken preempt batch tasks (store.Update.Preempted: not
 // charged; cancel kind PREEMPTED), and Config.OnlineSLA feeds paddock_online_starts_total.
 // The slot goes to the online task at once: it is leased to the preempted task's agent
-// and its Assign, naming the preempted task (replaces_task_id), follows the cancel
-// (agents with the "preempt-handover" capability; for others the slot stays booked
-// until a heartbeat shows the preempted task stopped).
-// TestPreemptOnlineTakesBatchSlot, TestPreemptHandsOverWithoutHeartbeat, BenchmarkOnlineStart.
+// in the same store write as the preemption (store.UpdateLease: one commit, and no
+// lease unless the preemption applied) and its Assign, naming the preempted task
+// (replaces_task_id), follows the cancel (agents with the "preempt-handover" capability;
+// for others the slot stays booked until a heartbeat shows the preempted task stopped).
+// TestPreemptOnlineTakesBatchSlot, TestPreemptHandsOverWithoutHeartbeat,
+// TestHandOverLeasesWithThePreemption, BenchmarkOnlineStart.
+//
+// Leasing at submit (submitlease.go): a task submitted while an agent has a free slot
+// for it and nothing of its type waits is stored already leased (store.CreateLease: the
+// submit's one commit) and its Assign sent when that commit returns, without a dispatch
+// round; tasks with input blobs, upstreams or not_before, and tenants with weights or
+// limits, go through the queue. TestSubmitLeasesAtOnce.
 //
 // Many agents (agentindex.go): the registry keeps, per task type, the agents that may
 // take a task now (connected, a free slot of the type and of their total, under
