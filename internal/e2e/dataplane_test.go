@@ -109,6 +109,7 @@ type taskJSON struct {
 			WallMs string `json:"wallMs"`
 		} `json:"usage"`
 		FinishedAtUnixMs string `json:"finishedAtUnixMs"`
+		AgentID          string `json:"agentId"`
 	} `json:"attempts"`
 }
 

@@ -139,11 +139,13 @@ func (p *proc) killed() string {
 
 // start verifies the binary, launches it and describes it.
 func (h *handler) start(ctx context.Context) (*proc, []TaskType, error) {
+	t0 := time.Now()
 	if h.spec.Packed != "" {
 		if err := unpack(h.spec.Packed, h.spec.Path); err != nil {
 			return nil, nil, fmt.Errorf("refusing handler %q: %w", h.spec.Name, err)
 		}
 	}
+	unpacked := time.Since(t0)
 	if _, err := os.Stat(h.spec.Path); err != nil {
 		return nil, nil, fmt.Errorf("refusing handler %q: %w", h.spec.Name, err)
 	}
@@ -186,7 +188,10 @@ func (h *handler) start(ctx context.Context) (*proc, []TaskType, error) {
 		return fail("checking", err)
 	}
 	p := &proc{client: client, cmd: cmd, rpc: rpc, started: time.Now(), exited: client.exited}
-	h.log.Info("handler started", "pid", p.pid(), "path", h.spec.Path, "types", len(types))
+	times := client.times
+	times.unpack = unpacked
+	h.log.Info("handler started", append([]any{"pid", p.pid(), "path", h.spec.Path, "types", len(types),
+		"start_ms", float64(time.Since(t0).Microseconds()) / 1000}, times.logAttrs()...)...)
 	return p, types, nil
 }
 

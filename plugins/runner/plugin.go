@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -62,6 +63,25 @@ type pluginConfig struct {
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
+// startTimes are the parts of one handler start, as the agent measured them (wall
+// time; the "handler started" log line carries them). Zero: not done (unpack of a
+// binary that was not packed, or already unpacked).
+type startTimes struct {
+	unpack    time.Duration // decompressing the packed binary (HandlerSpec.Packed)
+	verify    time.Duration // its sha256, just before exec
+	cert      time.Duration // the agent's key and self-signed certificate
+	handshake time.Duration // exec until go-plugin's handshake line on its stdout
+	tls       time.Duration // the TLS handshake of the connection that served Describe
+	describe  time.Duration // handshake line until Describe answered (tls included)
+}
+
+// logAttrs are t as slog attributes, in milliseconds.
+func (t startTimes) logAttrs() []any {
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	return []any{"unpack_ms", ms(t.unpack), "verify_ms", ms(t.verify), "cert_ms", ms(t.cert),
+		"exec_to_handshake_ms", ms(t.handshake), "tls_ms", ms(t.tls), "describe_ms", ms(t.describe)}
+}
+
 // pluginClient is one running handler process and the gRPC connection to it.
 type pluginClient struct {
 	cmd  *exec.Cmd
@@ -74,8 +94,14 @@ type pluginClient struct {
 
 	// started is the start's deadline (startClock), until the caller's first call
 	// (Describe) answers; startDone releases it.
-	started   context.Context
-	startDone func()
+	started     context.Context
+	startDone   func()
+	handshakeAt time.Time // when the handshake line was read
+
+	// times are the start's parts; tlsDone is set by the connection's TLS handshake
+	// (the last one to complete, read once Describe answered).
+	times   startTimes
+	tlsTime atomic.Int64
 }
 
 // handshakeError is a handler that did not complete go-plugin's handshake.
@@ -95,14 +121,19 @@ func (e *handshakeError) Error() string {
 // its handshake line, and connects to it over mutual TLS. On error the process is
 // killed.
 func startPlugin(ctx context.Context, cfg pluginConfig) (_ *pluginClient, err error) {
+	var times startTimes
+	t0 := time.Now()
 	// The same check go-plugin's SecureConfig makes: hash just before exec.
 	if err := VerifyFile(cfg.cmd.Path, cfg.sum); err != nil {
 		return nil, err
 	}
+	t1 := time.Now()
+	times.verify = t1.Sub(t0)
 	cert, certPEM, err := clientCert()
 	if err != nil {
 		return nil, fmt.Errorf("making the TLS client certificate: %w", err)
 	}
+	times.cert = time.Since(t1)
 	cmd := cfg.cmd
 	cmd.Env = append(cmd.Env,
 		contract.MagicCookieKey+"="+contract.MagicCookieValue,
@@ -121,6 +152,7 @@ func startPlugin(ctx context.Context, cfg pluginConfig) (_ *pluginClient, err er
 		return nil, fmt.Errorf("making the stderr pipe: %w", err)
 	}
 	cmd.Stdout, cmd.Stderr = outW, errW
+	execAt := time.Now()
 	err = cmd.Start()
 	outW.Close()
 	errW.Close()
@@ -130,7 +162,7 @@ func startPlugin(ctx context.Context, cfg pluginConfig) (_ *pluginClient, err er
 		return nil, fmt.Errorf("exec: %w", err)
 	}
 
-	c := &pluginClient{cmd: cmd, exited: make(chan struct{})}
+	c := &pluginClient{cmd: cmd, exited: make(chan struct{}), times: times}
 	c.started, c.startDone = startClock(ctx, cmd.Process.Pid, cfg.timeout)
 	tail := &lineTail{max: stderrTail}
 	stderrDone := make(chan struct{})
@@ -196,6 +228,8 @@ func startPlugin(ctx context.Context, cfg pluginConfig) (_ *pluginClient, err er
 		}
 		line = l
 	}
+	c.times.handshake = time.Since(execAt)
+	c.handshakeAt = time.Now()
 	hs, err := parseHandshake(line)
 	if err != nil {
 		return nil, &handshakeError{what: err.Error()}
@@ -215,7 +249,7 @@ func startPlugin(ctx context.Context, cfg pluginConfig) (_ *pluginClient, err er
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
 			return dial(ctx, hs.network, hs.addr)
 		}),
-		grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
+		grpc.WithTransportCredentials(timedCreds{credentials.NewTLS(tlsCfg), &c.tlsTime}),
 		// gRPC gives each connection attempt (dial and TLS handshake) max(20 s, backoff)
 		// of its own: in a guest starved of CPU go-plugin's handshake took longer, and
 		// the start failed with "authentication handshake failed: context deadline
@@ -262,6 +296,8 @@ func (c *pluginClient) describe(rpc handlerpb.HandlerClient) (*handlerpb.Describ
 	}()
 	desc, err := rpc.Describe(ctx, &handlerpb.DescribeRequest{}, grpc.WaitForReady(true))
 	if err == nil {
+		c.times.describe = time.Since(c.handshakeAt)
+		c.times.tls = time.Duration(c.tlsTime.Load())
 		return desc, nil
 	}
 	switch cause := context.Cause(ctx); {
@@ -271,6 +307,26 @@ func (c *pluginClient) describe(rpc handlerpb.HandlerClient) (*handlerpb.Describ
 		return nil, fmt.Errorf("%w (%v) before answering Describe", cause, c.waitErr)
 	}
 	return nil, err
+}
+
+// timedCreds records how long each client TLS handshake took in *d (the last one
+// wins: a start's Describe rides on the connection whose handshake completed last).
+type timedCreds struct {
+	credentials.TransportCredentials
+	d *atomic.Int64
+}
+
+func (c timedCreds) ClientHandshake(ctx context.Context, authority string, raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	t0 := time.Now()
+	conn, info, err := c.TransportCredentials.ClientHandshake(ctx, authority, raw)
+	if err == nil {
+		c.d.Store(int64(time.Since(t0)))
+	}
+	return conn, info, err
+}
+
+func (c timedCreds) Clone() credentials.TransportCredentials {
+	return timedCreds{c.TransportCredentials.Clone(), c.d}
 }
 
 // errExitedInStart ends a start whose handler exited after its handshake line.
