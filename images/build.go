@@ -170,7 +170,7 @@ func (s *Store) Build(ctx context.Context, spec Spec, opts ...Option) (Image, er
 			served[t.Name] = h
 		}
 		guest := GuestHandlersDir + "/" + h.Name
-		packed, err := gzipBytes(data)
+		packed, err := packBytes(data)
 		if err != nil {
 			return Image{}, fmt.Errorf("compressing handler %q %s: %w", h.Name, h.Path, err)
 		}

@@ -2,7 +2,6 @@ package images
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/klauspost/compress/zstd"
 
 	"github.com/paddockvm/paddock/agent"
 )
@@ -204,14 +205,14 @@ func TestInitramfsContents(t *testing.T) {
 	if !bytes.Equal(files["/init"], readAll(t, spec.Agent)) {
 		t.Errorf("/init is not the agent")
 	}
-	// Handlers are held gzip-compressed (the agent unpacks one on its first start).
+	// Handlers are held zstd-compressed (the agent unpacks one on its first start).
 	if _, ok := files["/usr/lib/paddock/handlers/echo"]; ok {
-		t.Errorf("handler echo is in the initramfs uncompressed; want only echo.gz")
+		t.Errorf("handler echo is in the initramfs uncompressed; want only echo.zst")
 	}
-	if zr, err := gzip.NewReader(bytes.NewReader(files["/usr/lib/paddock/handlers/echo.gz"])); err != nil {
-		t.Errorf("handler echo.gz: %v", err)
+	if zr, err := zstd.NewReader(bytes.NewReader(files["/usr/lib/paddock/handlers/echo.zst"])); err != nil {
+		t.Errorf("handler echo.zst: %v", err)
 	} else if got, err := io.ReadAll(zr); err != nil || !bytes.Equal(got, readAll(t, spec.Handlers[0].Path)) {
-		t.Errorf("handler echo.gz does not unpack to the handler (err %v)", err)
+		t.Errorf("handler echo.zst does not unpack to the handler (err %v)", err)
 	}
 	if got := string(files["/lib/modules/9.9.9-test/kernel/drivers/char/virtio_console.ko"]); got != "console-plain" {
 		t.Errorf("virtio_console.ko (from .ko.gz) = %q, want decompressed", got)
@@ -244,8 +245,8 @@ func TestInitramfsContents(t *testing.T) {
 	}
 	if len(m.Handlers) != 1 || m.Handlers[0].Name != "echo" || m.Handlers[0].Version != "1.2.3" || m.Handlers[0].SHA256 != sha(readAll(t, spec.Handlers[0].Path)) {
 		t.Errorf("guest manifest handlers = %+v", m.Handlers)
-	} else if h := m.Handlers[0]; h.Path != "/usr/lib/paddock/handlers/echo" || h.Packed != h.Path+".gz" {
-		t.Errorf("guest manifest handler echo: path %q packed %q, want the unpacked path and the .gz beside it", h.Path, h.Packed)
+	} else if h := m.Handlers[0]; h.Path != "/usr/lib/paddock/handlers/echo" || h.Packed != h.Path+".zst" {
+		t.Errorf("guest manifest handler echo: path %q packed %q, want the unpacked path and the .zst beside it", h.Path, h.Packed)
 	} else if ty := m.Handlers[0].Types; len(ty) != 2 || ty[0] != (agent.ManifestType{Name: "tiny.one", Version: "1.0.0", Concurrency: 2}) || ty[1].Name != "tiny.two" {
 		t.Errorf("guest manifest handler echo types = %+v, want tiny.one and tiny.two as the handler describes them", ty)
 	}

@@ -4,7 +4,7 @@
 // compressed cpio (newc) initramfs holding paddock-agent as /init, the kernel modules
 // the guest needs (kmod.DefaultGuestModules plus the spec's, with their dependencies
 // from modules.dep, in load order, decompressed to plain .ko), the handler binaries
-// under /usr/lib/paddock/handlers, each gzip-compressed as <name>.gz (Binary.Packed:
+// under /usr/lib/paddock/handlers, each zstd-compressed as <name>.zst (Binary.Packed:
 // the agent unpacks a handler on its first start, so an idle guest holds about 5 MB of
 // a handler in memory instead of 13), the agent's configuration (/etc/paddock/agent.json)
 // and the manifest (/etc/paddock/manifest.json). Store.Build writes it to a

@@ -83,18 +83,21 @@ func (a archive) write(w io.Writer) error {
 	return nil
 }
 
-// PackedSuffix ends the name of a handler binary the initramfs holds gzip-compressed
-// (Binary.Packed).
-const PackedSuffix = ".gz"
+// PackedSuffix ends the name of a handler binary the initramfs holds zstd-compressed
+// (Binary.Packed). Older images hold it gzip-compressed as <name>.gz; the agent reads
+// both. zstd, against gzip -9, for a 12.8 MB Go handler: 8 % smaller (4.57 vs 4.97 MB)
+// and about 6 times less CPU to unpack (16 vs 98 ms natively, plugins/runner's
+// unpack), which a guest pays on the handler's first task.
+const PackedSuffix = ".zst"
 
-// gzipBytes compresses b reproducibly (no name, no time in the header).
-func gzipBytes(b []byte) ([]byte, error) {
+// packBytes compresses a handler binary for the initramfs (PackedSuffix), reproducibly:
+// zstd at its best compression on one goroutine, no dictionary id.
+func packBytes(b []byte) ([]byte, error) {
 	var buf bytes.Buffer
-	zw, err := kgzip.NewWriterLevel(&buf, kgzip.BestCompression)
+	zw, err := zstd.NewWriter(&buf, zstd.WithEncoderLevel(zstd.SpeedBestCompression), zstd.WithEncoderConcurrency(1))
 	if err != nil {
 		return nil, err
 	}
-	zw.Header = kgzip.Header{OS: 3}
 	if _, err := zw.Write(b); err != nil {
 		return nil, err
 	}

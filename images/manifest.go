@@ -52,8 +52,8 @@ type Binary struct {
 	Version string `json:"version,omitempty"`
 	Size    int64  `json:"size"`
 	SHA256  string `json:"sha256"`
-	// Packed is, for a handler, where the initramfs holds the binary gzip-compressed
-	// (Path + ".gz"): the agent unpacks it to Path when the handler first starts, so
+	// Packed is, for a handler, where the initramfs holds the binary zstd-compressed
+	// (Path + ".zst"; gzip, Path + ".gz", in images built before 2026-12-02): the agent unpacks it to Path when the handler first starts, so
 	// an idle guest keeps about 5 MB of a handler in memory instead of 13. Size and
 	// SHA256 are the unpacked binary's. Empty for the agent and in older images.
 	Packed string `json:"packed,omitempty"`

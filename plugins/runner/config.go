@@ -15,11 +15,12 @@ type HandlerSpec struct {
 	Name string
 	// Path of the binary.
 	Path string
-	// Packed, when set, is a gzip-compressed copy of the binary (an image's
-	// /usr/lib/paddock/handlers/<name>.gz). While Path does not exist, the handler's
-	// first start unpacks Packed to Path (mode 0755) and removes Packed, so a guest
-	// whose handler never runs holds only the compressed bytes in its memory. The
-	// unpacked binary is checked against SHA256 like any other.
+	// Packed, when set, is a zstd- (or, in older images, gzip-) compressed copy of
+	// the binary (an image's /usr/lib/paddock/handlers/<name>.zst). While Path does
+	// not exist, the handler's first start unpacks Packed to Path (mode 0755) and
+	// removes Packed, so a guest whose handler never runs holds only the compressed
+	// bytes in its memory. The unpacked binary is checked against SHA256 as it is
+	// written (that start does not read it again); later starts check it before exec.
 	Packed string
 	// SHA256 is the expected hex sha256 of the binary, from the image manifest.
 	SHA256 string

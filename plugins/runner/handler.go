@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -140,9 +141,17 @@ func (p *proc) killed() string {
 // start verifies the binary, launches it and describes it.
 func (h *handler) start(ctx context.Context) (*proc, []TaskType, error) {
 	t0 := time.Now()
+	verified := false // the binary's sha256 was checked as it was unpacked
 	if h.spec.Packed != "" {
-		if err := unpack(h.spec.Packed, h.spec.Path); err != nil {
+		sum, err := unpack(h.spec.Packed, h.spec.Path)
+		if err != nil {
 			return nil, nil, fmt.Errorf("refusing handler %q: %w", h.spec.Name, err)
+		}
+		if sum != nil {
+			if !bytes.Equal(sum, h.sum) {
+				return nil, nil, fmt.Errorf("refusing handler %q: %w: %s unpacked from %s has sha256 %x, the manifest says %x", h.spec.Name, ErrChecksum, h.spec.Path, h.spec.Packed, sum, h.sum)
+			}
+			verified = true
 		}
 	}
 	unpacked := time.Since(t0)
@@ -153,12 +162,14 @@ func (h *handler) start(ctx context.Context) (*proc, []TaskType, error) {
 	cmd.Env = append(os.Environ(), h.spec.Env...)
 	tieToAgent(cmd)
 	client, err := startPlugin(ctx, pluginConfig{
-		cmd:     cmd,
-		sum:     h.sum,
-		timeout: h.r.cfg.StartTimeout,
-		stderr:  h.stderrLogger(),
-		stdout:  &lineWriter{stream: "stdout", tap: h.tap, log: h.log},
-		errout:  &lineWriter{stream: "stderr", tap: h.tap, log: h.log},
+		cmd: cmd,
+		sum: h.sum,
+		// Hashed as it was written, just now: not read again.
+		verified: verified,
+		timeout:  h.r.cfg.StartTimeout,
+		stderr:   h.stderrLogger(),
+		stdout:   &lineWriter{stream: "stdout", tap: h.tap, log: h.log},
+		errout:   &lineWriter{stream: "stderr", tap: h.tap, log: h.log},
 	})
 	if errors.Is(err, ErrChecksum) {
 		return nil, nil, fmt.Errorf("refusing handler %q: %w", h.spec.Name, err)

@@ -3,10 +3,29 @@ package runner
 import (
 	"bytes"
 	"compress/gzip"
+	"crypto/sha256"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/klauspost/compress/zstd"
 )
+
+func zst(t *testing.T, b []byte) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw, err := zstd.NewWriter(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := zw.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
 
 func gz(t *testing.T, b []byte) []byte {
 	t.Helper()
@@ -32,6 +51,9 @@ func TestUnpack(t *testing.T) {
 		wantPacked bool // the packed file is still there afterwards
 	}{
 		{name: "first start unpacks and removes the packed copy", packed: gz(t, content), want: content},
+		{name: "zstd", packed: zst(t, content), want: content},
+		{name: "zstd truncated", packed: zst(t, content)[:10], wantErr: true, wantPacked: true},
+		{name: "neither zstd nor gzip", packed: []byte{0x28, 0xb5, 0, 0, 1, 2}, wantErr: true, wantPacked: true},
 		{name: "already unpacked: left alone", packed: gz(t, []byte("other")), existing: content, want: content, wantPacked: true},
 		{name: "unpacked earlier, packed copy gone", existing: content, want: content},
 		{name: "not gzip", packed: []byte("not gzip at all"), wantErr: true, wantPacked: true},
@@ -52,9 +74,15 @@ func TestUnpack(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			err := unpack(packed, path)
+			sum, err := unpack(packed, path)
 			if (err != nil) != tc.wantErr {
 				t.Fatalf("unpack: err %v, want error %v", err, tc.wantErr)
+			}
+			if want := sha256.Sum256(tc.want); sum != nil && !bytes.Equal(sum, want[:]) {
+				t.Errorf("unpack's sha256 %x, want that of what it wrote, %x", sum, want)
+			}
+			if sum != nil && tc.existing != nil {
+				t.Errorf("unpack hashed a binary it did not write")
 			}
 			if _, serr := os.Stat(packed); (serr == nil) != tc.wantPacked {
 				t.Errorf("packed file present: %v, want %v", serr == nil, tc.wantPacked)
