@@ -231,7 +231,14 @@ func Run(ctx context.Context, cfg Config) error {
 		// A snapshot template: ready once the handlers run, then wait (across the save
 		// and every restore) for the identity the host gives this copy. Protobuf's
 		// tables for registration are built first, so that the snapshot holds them.
+		// With handler_start eager every handler starts here, before the ready line,
+		// so the snapshot holds them running and no restored copy pays their start.
 		session.WarmCodecs()
+		if r != nil && cfg.HandlerStart == HandlerStartEager {
+			t0 := time.Now()
+			r.StartAll(ctx)
+			log.Info("warm start template: handlers started before the snapshot", "took", time.Since(t0).Round(time.Millisecond))
+		}
 		if err := WriteReady(port); err != nil {
 			return fmt.Errorf("writing the ready line on %s: %w", cfg.Port, err)
 		}

@@ -95,7 +95,12 @@ type Config struct {
 	// of a type waits for its handler's start: under TCG about a second); "eager"
 	// starts them all, one after the other, right after registering (a task that
 	// arrives before its handler is up waits for it), at the cost of every handler's
-	// memory in every guest. Handlers whose task types the image manifest does not
+	// memory in every guest. In a warm-start template (snapshot pools) "eager" starts
+	// them before the template's ready line, so that the snapshot holds them running
+	// and no restored guest starts them again: each restored guest then holds every
+	// handler's memory, and its handlers share the template's process state (their
+	// Go runtime's seeds, e.g. math/rand's; crypto/rand reads the reseeded kernel
+	// and differs). Handlers whose task types the image manifest does not
 	// record (images from before manifest schema 2, or handlers given in this file or
 	// with --handler) start, in parallel, before the agent registers: it must ask
 	// them what they serve.

@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
+	"github.com/paddockvm/paddock/agent"
 	"github.com/paddockvm/paddock/hostd"
 	"github.com/paddockvm/paddock/hypervisor"
 	"github.com/paddockvm/paddock/images"
@@ -61,6 +62,7 @@ type devOptions struct {
 	metricsListen string
 	bootTimeout   time.Duration
 	warmStart     string
+	handlerStart  string
 }
 
 // DefaultDevDataDir is where `paddock dev` keeps its state unless --data-dir (or
@@ -116,6 +118,7 @@ same data directory destroys the guests the crashed one left.`,
 	f.StringVar(&o.metricsListen, "metrics-listen", "127.0.0.1:7073", "address of the host daemon's /metrics; host.metrics_listen")
 	f.DurationVar(&o.bootTimeout, "boot-timeout", vmpool.DefaultBootTimeout, "a guest with no ready line by then is replaced")
 	f.StringVar(&o.warmStart, "warm-start", vmpool.WarmCold, "how guests start: cold (boot) or snapshot (restore a saved template; the pool's warm_start)")
+	f.StringVar(&o.handlerStart, "handler-start", "", "when the guests' agents start their handlers: lazy (on each handler's first task; the default) or eager (all at once; with --warm-start snapshot, in the template before its snapshot): the image's agent config handler_start")
 	return cmd
 }
 
@@ -593,6 +596,13 @@ func devImageSpec(o devOptions) (images.Spec, error) {
 	}
 	if len(spec.Handlers) == 0 {
 		return spec, fmt.Errorf("handlers: no executable in %s: run `make build` (it puts the example handlers in bin/handlers) or pass --handlers-dir DIR", hdir)
+	}
+	switch o.handlerStart {
+	case "":
+	case agent.HandlerStartLazy, agent.HandlerStartEager:
+		spec.AgentConfig = []byte(`{"handler_start":"` + o.handlerStart + `"}`)
+	default:
+		return spec, fmt.Errorf("--handler-start %q: use %s or %s", o.handlerStart, agent.HandlerStartLazy, agent.HandlerStartEager)
 	}
 	return spec, nil
 }
