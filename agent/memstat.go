@@ -84,12 +84,16 @@ func tuneGC() {
 // registration) it collects the garbage of start-up (configuration, manifest, gRPC
 // set-up) and returns the freed pages to the guest kernel at once, instead of when the
 // runtime's scavenger gets to them (with free page reporting they go back to the host);
+// it makes the handlers' TLS client certificate (Runner.PrepareCert) in the background;
 // with handler_start eager it then starts every handler in the background.
 func onRegistered(ctx context.Context, cfg Config, r *runner.Runner) func() {
 	var once sync.Once
 	return func() {
 		once.Do(func() {
 			debug.FreeOSMemory()
+			// The handlers' TLS client certificate now, while idle, not in a first
+			// task's start (after a warm start's restore: each guest its own key).
+			go func() { _ = r.PrepareCert() }()
 			if cfg.HandlerStart == HandlerStartEager {
 				go r.StartAll(ctx)
 			}

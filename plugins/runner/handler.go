@@ -141,16 +141,18 @@ func (p *proc) killed() string {
 // start verifies the binary, launches it and describes it.
 func (h *handler) start(ctx context.Context) (*proc, []TaskType, error) {
 	t0 := time.Now()
-	verified := false // the binary's sha256 was checked as it was unpacked
+	verified := false // the binary was checked as it was unpacked
 	if h.spec.Packed != "" {
-		sum, err := unpack(h.spec.Packed, h.spec.Path)
+		sum, checked, err := unpack(h.spec.Packed, h.spec.Path)
 		if err != nil {
 			return nil, nil, fmt.Errorf("refusing handler %q: %w", h.spec.Name, err)
 		}
-		if sum != nil {
-			if !bytes.Equal(sum, h.sum) {
-				return nil, nil, fmt.Errorf("refusing handler %q: %w: %s unpacked from %s has sha256 %x, the manifest says %x", h.spec.Name, ErrChecksum, h.spec.Path, h.spec.Packed, sum, h.sum)
-			}
+		switch {
+		case checked:
+			verified = true
+		case sum != nil && !bytes.Equal(sum, h.sum):
+			return nil, nil, fmt.Errorf("refusing handler %q: %w: %s unpacked from %s has sha256 %x, the manifest says %x", h.spec.Name, ErrChecksum, h.spec.Path, h.spec.Packed, sum, h.sum)
+		case sum != nil:
 			verified = true
 		}
 	}
@@ -164,8 +166,9 @@ func (h *handler) start(ctx context.Context) (*proc, []TaskType, error) {
 	client, err := startPlugin(ctx, pluginConfig{
 		cmd: cmd,
 		sum: h.sum,
-		// Hashed as it was written, just now: not read again.
+		// Checked as it was written, just now: not read again.
 		verified: verified,
+		cert:     h.r.clientCert,
 		timeout:  h.r.cfg.StartTimeout,
 		stderr:   h.stderrLogger(),
 		stdout:   &lineWriter{stream: "stdout", tap: h.tap, log: h.log},

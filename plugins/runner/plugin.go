@@ -54,13 +54,16 @@ const stderrTail = 8
 type pluginConfig struct {
 	cmd *exec.Cmd // not started; Env, SysProcAttr set
 	sum []byte    // the binary's expected sha256
-	// verified: the binary's sha256 was checked as it was unpacked for this start
-	// (unpack), so it is not read again.
+	// verified: the binary was checked as it was unpacked for this start (unpack), so
+	// it is not read again.
 	verified bool
-	timeout  time.Duration // exec to Describe's answer, counted while the process makes no progress (startClock)
-	stderr   func(line string)
-	stdout   io.Writer // the handler's os.Stdout after Serve (go-plugin's stdio stream)
-	errout   io.Writer // its os.Stderr after Serve
+	// cert returns the agent's TLS client certificate and its PEM (nil: a fresh one,
+	// clientCert).
+	cert    func() (tls.Certificate, []byte, error)
+	timeout time.Duration // exec to Describe's answer, counted while the process makes no progress (startClock)
+	stderr  func(line string)
+	stdout  io.Writer // the handler's os.Stdout after Serve (go-plugin's stdio stream)
+	errout  io.Writer // its os.Stderr after Serve
 	// dial connects to the address of the handshake line (nil: a net.Dialer). Tests
 	// put a slow connection here.
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -134,7 +137,11 @@ func startPlugin(ctx context.Context, cfg pluginConfig) (_ *pluginClient, err er
 	}
 	t1 := time.Now()
 	times.verify = t1.Sub(t0)
-	cert, certPEM, err := clientCert()
+	certFn := cfg.cert
+	if certFn == nil {
+		certFn = clientCert
+	}
+	cert, certPEM, err := certFn()
 	if err != nil {
 		return nil, fmt.Errorf("making the TLS client certificate: %w", err)
 	}

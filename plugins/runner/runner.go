@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -148,6 +149,11 @@ type Runner struct {
 	handlers []*handler
 	byType   map[string]*handler
 	types    []TaskType
+
+	// certMu guards cert and certPEM, the TLS client certificate (clientCert).
+	certMu  sync.Mutex
+	cert    tls.Certificate
+	certPEM []byte
 }
 
 // New checks every handler binary's sha256, starts each one, asks it which
@@ -214,6 +220,32 @@ func New(ctx context.Context, cfg Config) (*Runner, error) {
 	}
 	sort.Slice(r.types, func(i, j int) bool { return r.types[i].Name < r.types[j].Name })
 	return r, nil
+}
+
+// PrepareCert makes the TLS client certificate the runner presents to its handlers
+// now, if it has none yet, so that no handler's start waits for it. Under TCG the key
+// and self-signed certificate took 1–3 s of a first task's start (BenchmarkFirstTask).
+// The agent calls it in the background once registered: after a warm start's restore,
+// so that no two restored guests share the key.
+func (r *Runner) PrepareCert() error {
+	_, _, err := r.clientCert()
+	return err
+}
+
+// clientCert returns the runner's TLS client certificate, made on first use: one per
+// runner (go-plugin's AutoMTLS makes one per client). Every handler process of the
+// runner gets the same certificate; none of them sees its key.
+func (r *Runner) clientCert() (tls.Certificate, []byte, error) {
+	r.certMu.Lock()
+	defer r.certMu.Unlock()
+	if r.certPEM == nil {
+		cert, certPEM, err := clientCert()
+		if err != nil {
+			return tls.Certificate{}, nil, err
+		}
+		r.cert, r.certPEM = cert, certPEM
+	}
+	return r.cert, r.certPEM, nil
 }
 
 // StartAll starts, one after the other, every lazy handler no call has started yet,

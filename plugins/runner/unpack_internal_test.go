@@ -40,6 +40,13 @@ func gz(t *testing.T, b []byte) []byte {
 	return buf.Bytes()
 }
 
+// corrupt flips a bit of b's last byte (a zstd frame's checksum).
+func corrupt(b []byte) []byte {
+	b = bytes.Clone(b)
+	b[len(b)-1] ^= 1
+	return b
+}
+
 func TestUnpack(t *testing.T) {
 	content := []byte("#!/bin/sh\necho handler\n")
 	tests := []struct {
@@ -53,6 +60,7 @@ func TestUnpack(t *testing.T) {
 		{name: "first start unpacks and removes the packed copy", packed: gz(t, content), want: content},
 		{name: "zstd", packed: zst(t, content), want: content},
 		{name: "zstd truncated", packed: zst(t, content)[:10], wantErr: true, wantPacked: true},
+		{name: "zstd corrupt", packed: corrupt(zst(t, content)), wantErr: true, wantPacked: true},
 		{name: "neither zstd nor gzip", packed: []byte{0x28, 0xb5, 0, 0, 1, 2}, wantErr: true, wantPacked: true},
 		{name: "already unpacked: left alone", packed: gz(t, []byte("other")), existing: content, want: content, wantPacked: true},
 		{name: "unpacked earlier, packed copy gone", existing: content, want: content},
@@ -74,9 +82,15 @@ func TestUnpack(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			sum, err := unpack(packed, path)
+			sum, checked, err := unpack(packed, path)
 			if (err != nil) != tc.wantErr {
 				t.Fatalf("unpack: err %v, want error %v", err, tc.wantErr)
+			}
+			if wantChecked := !tc.wantErr && tc.existing == nil && bytes.HasPrefix(tc.packed, zstdMagic); checked != wantChecked {
+				t.Errorf("checked %v, want %v (a zstd frame with a checksum, unpacked now)", checked, wantChecked)
+			}
+			if checked && sum != nil {
+				t.Errorf("a checked zstd frame was hashed too")
 			}
 			if want := sha256.Sum256(tc.want); sum != nil && !bytes.Equal(sum, want[:]) {
 				t.Errorf("unpack's sha256 %x, want that of what it wrote, %x", sum, want)
