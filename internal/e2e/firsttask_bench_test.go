@@ -73,7 +73,7 @@ func BenchmarkFirstTask(b *testing.B) {
 		for _, n := range guestsWithPrefix(b, g.uri, g.prefix) {
 			cold[n] = true
 			if out, err := exec.Command("virsh", "-c", g.uri, "destroy", n).CombinedOutput(); err != nil {
-				b.Fatalf("virsh destroy %s: %v: %s", n, err, out)
+				b.Logf("virsh destroy %s: %v: %s", n, err, out) // the template, gone meanwhile
 			}
 		}
 		waitAgents(b, p, bin, guests, cold)

@@ -3,7 +3,8 @@
 // handler's main makes.
 //
 // A handler is a separate program. The Paddock agent starts it as a
-// hashicorp/go-plugin plugin (gRPC, AutoMTLS, after checking its sha256 against
+// hashicorp/go-plugin plugin (gRPC, AutoMTLS — the SDK answers with a P-256
+// certificate, not go-plugin's P-521: mtls.go — after checking its sha256 against
 // the image manifest) and sends it concurrent Handle calls, or HandleBatch calls
 // that carry several tasks: the SDK runs each item of a batch as a Handle call of
 // its own (its own context, deadline, cancel through CancelCall, error, wall time

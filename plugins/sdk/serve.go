@@ -29,8 +29,14 @@ func Serve(h Handler) {
 		}
 		defer stop()
 	}
+	tlsProv, err := tlsProvider()
+	if err != nil {
+		os.Stderr.WriteString("paddock handler: " + err.Error() + "\n")
+		os.Exit(1)
+	}
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: Handshake,
+		TLSProvider:     tlsProv, // AutoMTLS on P-256 (mtls.go)
 		Plugins:         plugin.PluginSet{PluginName: &Plugin{Impl: h}},
 		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
 			opts = append(opts, grpc.MaxRecvMsgSize(MaxMessageBytes), grpc.MaxSendMsgSize(MaxMessageBytes),
