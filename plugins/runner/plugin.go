@@ -3,19 +3,14 @@ package runner
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"math"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -394,34 +389,14 @@ func parseHandshake(line string) (handshake, error) {
 	return hs, nil
 }
 
-// clientCert makes the agent's certificate for one handler process, as go-plugin's
-// AutoMTLS does (self-signed, for "localhost", client and server auth), on P-256.
+// clientCert makes the agent's certificate for its handlers, as go-plugin's AutoMTLS
+// does, on P-256 (contract.AutoMTLSCert), and its PEM.
 func clientCert() (tls.Certificate, []byte, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	cert, der, err := contract.AutoMTLSCert("Paddock agent")
 	if err != nil {
 		return tls.Certificate{}, nil, err
 	}
-	sn, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
-	if err != nil {
-		return tls.Certificate{}, nil, err
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		Subject:               pkix.Name{CommonName: "localhost", Organization: []string{"Paddock agent"}},
-		DNSNames:              []string{"localhost"},
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment | x509.KeyUsageKeyAgreement | x509.KeyUsageCertSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		SerialNumber:          sn,
-		NotBefore:             now.Add(-30 * time.Second),
-		NotAfter:              now.Add(30 * 365 * 24 * time.Hour),
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		return tls.Certificate{}, nil, err
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
+	return cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
 }
 
 // rawCodec passes the bytes of go-plugin's own services' messages through

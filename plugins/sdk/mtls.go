@@ -2,20 +2,16 @@ package sdk
 
 import (
 	"bufio"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"os"
 	"strings"
-	"time"
+
+	"github.com/paddockvm/paddock/plugins/internal/contract"
 )
 
 // go-plugin's AutoMTLS, with a P-256 key instead of go-plugin's P-521.
@@ -38,32 +34,12 @@ func autoMTLS(clientPEM string) (*tls.Config, []byte, error) {
 	if !pool.AppendCertsFromPEM([]byte(clientPEM)) {
 		return nil, nil, errors.New("PLUGIN_CLIENT_CERT holds no PEM certificate")
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, err
-	}
-	sn, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
-	if err != nil {
-		return nil, nil, err
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		Subject:               pkix.Name{CommonName: "localhost", Organization: []string{"Paddock handler"}},
-		DNSNames:              []string{"localhost"},
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment | x509.KeyUsageKeyAgreement | x509.KeyUsageCertSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		SerialNumber:          sn,
-		NotBefore:             now.Add(-30 * time.Second),
-		NotAfter:              now.Add(30 * 365 * 24 * time.Hour),
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	cert, der, err := contract.AutoMTLSCert("Paddock handler")
 	if err != nil {
 		return nil, nil, err
 	}
 	return &tls.Config{
-		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}},
+		Certificates: []tls.Certificate{cert},
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		ClientCAs:    pool,
 		MinVersion:   tls.VersionTLS12,
