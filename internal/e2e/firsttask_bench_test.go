@@ -95,8 +95,6 @@ func BenchmarkFirstTask(b *testing.B) {
 		h, _ := strconv.ParseFloat(v.HandlersRssBytes, 64)
 		handlersRSS += h / (1 << 20)
 	}
-	b.ReportMetric(hostRSS/float64(len(vms.VMs)), "MiB-host-rss/guest")
-	b.ReportMetric(handlersRSS/float64(len(vms.VMs)), "MiB-handlers-rss/guest")
 
 	b.ResetTimer()
 	started := map[string]bool{} // agents whose testhandler has run a task
@@ -132,6 +130,8 @@ func BenchmarkFirstTask(b *testing.B) {
 		return float64(s.Milliseconds()) / float64(len(ds))
 	}
 	ratio := func(a, b float64) float64 { return a / max(b, 1) }
+	b.ReportMetric(hostRSS/float64(len(vms.VMs)), "MiB-host-rss/guest") // after ResetTimer, which drops metrics
+	b.ReportMetric(handlersRSS/float64(len(vms.VMs)), "MiB-handlers-rss/guest")
 	b.ReportMetric(ms(firstAlone), "ms-first-alone")
 	b.ReportMetric(ms(secondAlone), "ms-second-alone")
 	b.ReportMetric(ratio(ms(firstAlone), ms(secondAlone)), "first/second-alone")
