@@ -3,7 +3,8 @@
 // exec, and connecting over mutual TLS) — all in parallel in New, or, with
 // Config.Lazy and the handler's types known from the manifest, on its first call
 // (it must then serve exactly those types); a handler the image holds compressed
-// (HandlerSpec.Packed) is unpacked to its path just before its first start — sends it concurrent calls, and keeps it
+// (HandlerSpec.Packed: zstd, or gzip in older images) is unpacked to its path just
+// before its first start, checked as it is written (unpack.go) — sends it concurrent calls, and keeps it
 // alive — a crashed handler fails its calls in flight as retryable ("handler
 // crashed") and is restarted with backoff; a call past its deadline is
 // cancelled, and a handler that ignores the cancellation for longer than the
@@ -58,8 +59,9 @@
 // Handlers are ordinary hashicorp/go-plugin servers (plugins/sdk, or go-plugin
 // used directly), but the runner does not use go-plugin's Client: plugin.go is a
 // gRPC-only client of go-plugin's documented protocol. It sets the magic cookie,
-// PLUGIN_PROTOCOL_VERSIONS and PLUGIN_CLIENT_CERT (AutoMTLS: a fresh self-signed
-// P-256 certificate per process) in the handler's environment; reads the handshake
+// PLUGIN_PROTOCOL_VERSIONS and PLUGIN_CLIENT_CERT (AutoMTLS: a self-signed P-256
+// certificate, one per Runner, made on first use or ahead by PrepareCert) in the
+// handler's environment; reads the handshake
 // line core|app|network|addr|grpc|cert from its stdout (within
 // Config.StartTimeout), refusing a handler that prints anything else, speaks
 // another core or handler protocol version, serves net/rpc, or sends no server
@@ -83,6 +85,22 @@
 // TestHandshakeErrors each way a handshake can fail. The constants both sides
 // must agree on live in plugins/internal/contract (no go-plugin import), which
 // plugins/sdk re-exports.
+//
+// # A first start, and what it costs
+//
+// The "handler started" line gives the start's parts in ms: unpack_ms, verify_ms (the
+// sha256 before exec; 0 when the unpack checked the binary), cert_ms (0 once the
+// runner has its certificate), exec_to_handshake_ms (the handler's runtime and
+// package init, its own certificate, listening), tls_ms (the TLS handshake),
+// describe_ms (handshake line to Describe's answer, tls_ms included) and start_ms (all
+// of it). Under TCG a first task on a 12.8 MB handler waited about 20 s alone and
+// about 55 s four at once (2 shared cores), its second 0.4 s
+// (internal/e2e BenchmarkFirstTask, which reports these parts). What was cut: zstd
+// instead of gzip (about 6x less CPU to unpack), no second pass over the binary for
+// its sha256 when the zstd frame's checksum was checked, the certificate made once
+// per runner and ahead of the first task, and P-256 instead of go-plugin's P-521 on
+// the handler's side (plugins/sdk; a handler built with go-plugin alone still answers
+// with P-521 and works).
 //
 // The tests build the example handlers (plugins/handlers/...) into a temporary
 // directory and run them as real subprocesses:
