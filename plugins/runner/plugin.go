@@ -99,7 +99,7 @@ type pluginClient struct {
 	startDone   func()
 	handshakeAt time.Time // when the handshake line was read
 
-	// times are the start's parts; tlsDone is set by the connection's TLS handshake
+	// times are the start's parts; tlsTime is set by the connection's TLS handshake
 	// (the last one to complete, read once Describe answered).
 	times   startTimes
 	tlsTime atomic.Int64
