@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -119,6 +120,11 @@ func initMain(cfgPath, manifestPath string) {
 	}
 	if err := pid1.LoadModules(mods); err != nil {
 		pid1.Fatal(err)
+	}
+	if ok, err := pid1.SetReportingOrder("/sys", pid1.ReportingOrder); err != nil {
+		fmt.Printf("paddock-agent[%d]: init: %v\n", os.Getpid(), err)
+	} else if !ok {
+		fmt.Printf("paddock-agent[%d]: init: this kernel has no free page reporting: memory the guest frees stays with the host's QEMU\n", os.Getpid())
 	}
 	// The data plane's shared directories (virtio-9p), when the host offers them. A
 	// warm-start template leaves them to the agent, which mounts them once restored
@@ -238,6 +244,14 @@ func Run(ctx context.Context, cfg Config) error {
 			t0 := time.Now()
 			r.StartAll(ctx)
 			log.Info("warm start template: handlers started before the snapshot", "took", time.Since(t0).Round(time.Millisecond))
+		}
+		// Free memory reads as zero on the host before the save (pid1.QuiesceMemory):
+		// the snapshot then stores it as zero pages, which no restore writes.
+		debug.FreeOSMemory()
+		if before, after, err := pid1.QuiesceMemory("/proc", pid1.SettleDelay); err != nil {
+			log.Warn("warm start: quiescing memory before the snapshot", "err", err)
+		} else {
+			log.Info("warm start: memory quiesced for the snapshot", "free_kib_before", before, "free_kib_after", after)
 		}
 		if err := WriteReady(port); err != nil {
 			return fmt.Errorf("writing the ready line on %s: %w", cfg.Port, err)

@@ -56,7 +56,10 @@ func (l *Libvirt) Stats(ctx context.Context, names ...string) ([]DomainStats, er
 	if len(doms) == 0 {
 		return nil, nil // an empty list would mean "every domain" to libvirt
 	}
-	raw, err := l.c().GetAllDomainStats(doms, statsTypes, 0)
+	// NOWAIT: a domain whose job lock is held (being saved, restored, created) is
+	// reported with what needs no lock (state, CPU) instead of holding this call, and
+	// every lock it took, until that job ends.
+	raw, err := l.c().GetAllDomainStats(doms, statsTypes, libvirt.CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT)
 	if err != nil {
 		return nil, fmt.Errorf("getting domain stats: %w", classify(err))
 	}

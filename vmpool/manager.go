@@ -329,16 +329,34 @@ const cpuEvery = time.Second
 func (m *Manager) refreshStats(ctx context.Context) {
 	sctx, cancel := context.WithTimeout(ctx, m.cfg.StatsInterval)
 	defer cancel()
-	st, err := m.hv.Stats(sctx)
-	if err != nil {
-		if ctx.Err() == nil {
-			m.log.Warn("reading guest statistics", "err", err)
-		}
-		return
+	// Only guests that are up, one at a time: libvirt's statistics take each domain's
+	// job lock while they ask its QEMU for the balloon, vCPU and block figures, and a
+	// restore (or a template's save) that found the lock held failed with "cannot
+	// acquire state change lock (held by monitor=remoteDispatchConnectGetAllDomainStats)".
+	// A guest being booted, restored or stopped is not asked; one call per guest holds
+	// one domain's lock at a time, never every domain's for the slowest one.
+	var names []string
+	for _, p := range m.pools {
+		names = append(names, p.statsNames()...)
 	}
 	by := map[string]hypervisor.DomainStats{}
-	for _, s := range st {
-		by[s.Name] = s
+	for _, n := range names {
+		st, err := m.hv.Stats(sctx, n)
+		if errors.Is(err, hypervisor.ErrNotFound) {
+			continue // gone since: the pool hears of it from events and List
+		}
+		if err != nil {
+			if ctx.Err() == nil {
+				m.log.Warn("reading guest statistics", "guest", n, "err", err)
+			}
+			if sctx.Err() != nil {
+				break
+			}
+			continue
+		}
+		for _, s := range st {
+			by[s.Name] = s
+		}
 	}
 	now := time.Now()
 	for _, p := range m.pools {

@@ -690,6 +690,23 @@ func (p *pool) updateStats(by map[string]hypervisor.DomainStats, now time.Time) 
 	}
 }
 
+// statsNames are the pool's guests whose statistics refreshStats reads: those that are
+// up (idle, busy or draining) and not being restored.
+func (p *pool) statsNames() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []string
+	for name, g := range p.guests {
+		switch g.state {
+		case StateIdle, StateBusy, StateDraining:
+			if g.created && !g.restoring {
+				out = append(out, name)
+			}
+		}
+	}
+	return out
+}
+
 // updateCPU records the guests' CPU times read by cpuLoop.
 func (p *pool) updateCPU(by map[string]time.Duration) {
 	p.mu.Lock()

@@ -40,11 +40,17 @@ import (
 //     ready") → its agent registered (the server's "agent registered"), from dev.log;
 //   - ksm-pages-sharing, when /sys/kernel/mm/ksm/run is 1 (never enabled here).
 //
+// PADDOCK_BENCH_WARM=snapshot measures guests restored from a memory snapshot instead
+// of cold-booted ones: a first `paddock dev --warm-start snapshot` makes the pool's
+// snapshot (its template) and stops, and the measured one, on the same data directory,
+// restores every guest from it.
+//
 // Then it submits one test.sleep task of 5 s per guest at once and reports the most
 // that ran at the same time (tasks-concurrent) and whether all succeeded — the pool
 // still answers with that many guests up. Run it with:
 //
 //	sudo go test ./internal/e2e/ -run '^$' -bench IdleGuest -benchtime 1x -timeout 60m
+//	sudo PADDOCK_BENCH_WARM=snapshot go test ./internal/e2e/ -run '^$' -bench IdleGuest -benchtime 1x -timeout 60m
 //	sudo PADDOCK_BENCH_GUESTS=40 go test ./internal/e2e/ -run '^$' -bench IdleGuest -benchtime 1x -timeout 120m
 func BenchmarkIdleGuest(b *testing.B) {
 	guests := envInt(b, "PADDOCK_BENCH_GUESTS", 1)
@@ -59,7 +65,16 @@ func BenchmarkIdleGuest(b *testing.B) {
 	readyWait = time.Duration(guests) * 6 * time.Minute
 	defer func() { readyWait = saved }()
 	dir := dataDir(b)
-	p := startDev(b, g, bin, dir, "--guests", strconv.Itoa(guests), "--max-guests", strconv.Itoa(guests), "--memory", strconv.Itoa(memory), "--boot-timeout", "20m")
+	args := []string{"--guests", strconv.Itoa(guests), "--max-guests", strconv.Itoa(guests), "--memory", strconv.Itoa(memory), "--boot-timeout", "20m"}
+	switch warm := os.Getenv("PADDOCK_BENCH_WARM"); warm {
+	case "", vmpool.WarmCold:
+	case vmpool.WarmSnapshot:
+		args = append(args, "--warm-start", warm)
+		makeSnapshot(b, g, bin, dir, args)
+	default:
+		b.Fatalf("PADDOCK_BENCH_WARM=%q: use %q or %q", warm, vmpool.WarmCold, vmpool.WarmSnapshot)
+	}
+	p := startDev(b, g, bin, dir, args...)
 	api := paddockv1connect.NewClusterServiceClient(http.DefaultClient, p.api, connect.WithInterceptors(bearer(p.token)))
 	var vms []*paddockv1.VM
 	waitUntil(b, "every agent registered and reporting its memory", readyWait, func() bool {
@@ -159,6 +174,21 @@ func BenchmarkIdleGuest(b *testing.B) {
 	b.ReportMetric(float64(most), "tasks-concurrent")
 	b.Logf("%d idle guests of %d MiB: host RSS %.1f MiB/guest (baseline %.1f), idle CPU %.2f%%/guest (baseline %.2f%%), agent RSS %.1f MiB, %d tasks at once",
 		guests, memory, rss/n, samples[0].rssMiB, cpu/n, samples[0].cpuPct, agentRSS/n, most)
+}
+
+// makeSnapshot runs paddock dev with args (which ask for a snapshot warm start) on dir
+// until its pool has saved its snapshot, and stops it: the next paddock dev on dir
+// restores its guests from that snapshot.
+func makeSnapshot(b *testing.B, g guestEnv, bin, dir string, args []string) {
+	b.Helper()
+	p := startDev(b, g, bin, dir, args...)
+	waitUntil(b, "the pool's snapshot", readyWait, func() bool {
+		log, _ := os.ReadFile(filepath.Join(dir, "dev.log"))
+		return strings.Contains(string(log), `"warm start: snapshot saved"`)
+	})
+	if !p.stop() {
+		b.Fatalf("paddock dev (making the snapshot) did not stop cleanly: %s", p.errput())
+	}
 }
 
 // bootBaseline boots the plain busybox guest (internal/testguest, which idles once its
