@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -757,5 +758,25 @@ func TestCPUTimeWhileStatsHang(t *testing.T) {
 	e.eventually("a later, larger CPU time", func() bool { return e.m.Snapshot()[0].CPUTime > first })
 	if s := e.m.Snapshot()[0]; s.HaveStats {
 		t.Fatalf("Snapshot has full statistics although Stats hangs: %+v", s)
+	}
+}
+
+// TestStatsNames: the full statistics (which take each domain's libvirt job lock) are
+// read only of guests that are up, never of one being booted, restored or stopped: a
+// restore that found the lock held by the statistics failed.
+func TestStatsNames(t *testing.T) {
+	p := &pool{guests: map[string]*guest{
+		"booting":   {state: StateBooting, created: true},
+		"restoring": {state: StateIdle, created: true, restoring: true},
+		"idle":      {state: StateIdle, created: true},
+		"busy":      {state: StateBusy, created: true},
+		"draining":  {state: StateDraining, created: true},
+		"stopping":  {state: StateStopping, created: true},
+		"uncreated": {state: StateIdle},
+	}}
+	got := p.statsNames()
+	sort.Strings(got)
+	if want := []string{"busy", "draining", "idle"}; !slices.Equal(got, want) {
+		t.Errorf("statsNames() = %v, want %v", got, want)
 	}
 }
