@@ -121,7 +121,11 @@ func initMain(cfgPath, manifestPath string) {
 	if err := pid1.LoadModules(mods); err != nil {
 		pid1.Fatal(err)
 	}
-	if ok, err := pid1.SetReportingOrder("/sys", pid1.ReportingOrder); err != nil {
+	order := pid1.ReportingOrder
+	if warmBoot() {
+		order = pid1.ReportingOff // until a restored copy takes its identity (takeIdentity)
+	}
+	if ok, err := pid1.SetReportingOrder("/sys", order); err != nil {
 		fmt.Printf("paddock-agent[%d]: init: %v\n", os.Getpid(), err)
 	} else if !ok {
 		fmt.Printf("paddock-agent[%d]: init: this kernel has no free page reporting: memory the guest frees stays with the host's QEMU\n", os.Getpid())
@@ -248,10 +252,10 @@ func Run(ctx context.Context, cfg Config) error {
 		// Free memory reads as zero on the host before the save (pid1.QuiesceMemory):
 		// the snapshot then stores it as zero pages, which no restore writes.
 		debug.FreeOSMemory()
-		if before, after, err := pid1.QuiesceMemory("/proc", pid1.SettleDelay); err != nil {
+		if before, after, zeroed, err := pid1.QuiesceMemory("/proc", quiesceKeepKiB); err != nil {
 			log.Warn("warm start: quiescing memory before the snapshot", "err", err)
 		} else {
-			log.Info("warm start: memory quiesced for the snapshot", "free_kib_before", before, "free_kib_after", after)
+			log.Info("warm start: memory quiesced for the snapshot", "free_kib_before", before, "free_kib_after", after, "zeroed_kib", zeroed)
 		}
 		if err := WriteReady(port); err != nil {
 			return fmt.Errorf("writing the ready line on %s: %w", cfg.Port, err)
@@ -280,6 +284,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	return serve(ctx, cfg, dial, r, id, log)
 }
+
+// quiesceKeepKiB is the free memory a template's QuiesceMemory leaves untouched.
+const quiesceKeepKiB = 16 << 10
 
 // WriteReady writes "PADDOCK-AGENT READY version=<v> boot_ms=<ms>\n" to w.
 func WriteReady(w io.Writer) error {

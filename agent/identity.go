@@ -149,6 +149,11 @@ func takeIdentity(w io.Writer, id Identity) error {
 	if _, err := pid1.MountShares("/sys", pid1.DataShares, os.Stdout); err != nil {
 		return err
 	}
+	// The template ran without free page reporting (pid1.ReportingOff): this copy
+	// reports its free memory now, which gives back the zero pages the restore read.
+	if _, err := pid1.SetReportingOrder("/sys", pid1.ReportingOrder); err != nil {
+		fmt.Fprintf(os.Stderr, "paddock-agent: %v\n", err)
+	}
 	nonce := make([]byte, 16)
 	if _, err := rand.Read(nonce); err != nil {
 		return fmt.Errorf("drawing the restore nonce: %w", err)

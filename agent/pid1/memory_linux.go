@@ -7,18 +7,28 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // ReportingOrder is the smallest block of free guest memory (2^order pages of 4 KiB)
 // that the kernel's free page reporting hands back to the host through virtio-balloon
 // once the guest has freed it. The kernel's default is the pageblock order (9: 2 MiB),
-// so freed memory in smaller pieces stays resident in the host's QEMU process, and a
-// memory snapshot of the guest saves it (non-zero) and writes it back into every guest
-// restored from it. Order 0 reports every free page: the balloon discards each batch of
-// freed pages on the host a few seconds after the guest freed them (a madvise per
-// reported range in QEMU, and a fresh zeroed page when the guest allocates it again).
+// so freed memory in smaller pieces stayed resident in the host's QEMU process. Order
+// 0 reports every free page: the balloon discards each batch of freed pages on the
+// host a few seconds after the guest freed them (a madvise per reported range in QEMU,
+// and a fresh zeroed page when the guest allocates it again).
 const ReportingOrder = 0
+
+// ReportingOff is a reporting order above the largest (MAX_ORDER 11 in the 6.1 kernel:
+// orders 0 to 10): with it the kernel reports nothing. A warm-start template runs with
+// it, so that its free pages are not marked reported when the snapshot is saved: a
+// restore reads every zero page of the snapshot (QEMU checks that the page is zero
+// before writing it), which makes it resident on the host (guest RAM is a private
+// memfd: a read of a hole allocates shmem), and only reporting those free pages again
+// from the restored guest gives them back; the kernel never reports a page twice
+// without it being allocated in between.
+const ReportingOff = 11
 
 // SetReportingOrder sets the free page reporting order under sysDir (normally /sys)
 // to order. It must run after virtio_balloon has registered: Debian's 6.1 kernel
@@ -36,19 +46,17 @@ func SetReportingOrder(sysDir string, order int) (bool, error) {
 	return true, nil
 }
 
-// SettleDelay is how long QuiesceMemory waits after compacting for the kernel's free
-// page reporting to run: it reports 2 s after pages were freed (page_reporting.c's
-// PAGE_REPORTING_DELAY), then in batches.
-const SettleDelay = 3 * time.Second
-
-// QuiesceMemory makes a guest's free memory zero on the host before a memory snapshot:
-// it drops the page cache and reclaimable slab (procDir/sys/vm/drop_caches; an
-// initramfs's files are not page cache and stay), compacts memory so the freed pages
-// form blocks that free page reporting hands back, and waits settle for the reporting
-// to run. What the balloon reported reads as zero pages on the host, which a snapshot
-// stores as a flag and a restore does not write, so no guest restored from the
-// snapshot holds those pages. It returns the guest's MemFree before and after, in KiB.
-func QuiesceMemory(procDir string, settle time.Duration) (before, after int, err error) {
+// QuiesceMemory prepares a warm-start template's memory for its snapshot: it drops the
+// page cache and reclaimable slab (procDir/sys/vm/drop_caches; an initramfs's files
+// are not page cache and stay), compacts memory, and then zeroes every free page by
+// taking nearly all of it into this process (anonymous memory, which the kernel zeroes
+// on fault) and giving it back: free memory that held data (the unpacked initramfs
+// archive, freed buffers) then saves as zero pages, which take a few bytes each in the
+// snapshot, and the pages are free and not marked reported, so a restored guest that
+// turns reporting back on (SetReportingOrder ReportingOrder) hands them all back to
+// its host. keepKiB is left free (the kernel's reserves, the agent's next steps). It
+// returns the guest's MemFree before and after, in KiB, and how much it zeroed.
+func QuiesceMemory(procDir string, keepKiB int) (before, after, zeroedKiB int, err error) {
 	before, _ = memFreeKiB(procDir)
 	var errs []error
 	for _, w := range []struct{ file, value string }{
@@ -59,9 +67,41 @@ func QuiesceMemory(procDir string, settle time.Duration) (before, after int, err
 			errs = append(errs, fmt.Errorf("writing %s: %w", w.file, err))
 		}
 	}
-	time.Sleep(settle)
+	zeroedKiB, err = zeroFree(procDir, keepKiB)
+	if err != nil {
+		errs = append(errs, err)
+	}
 	after, _ = memFreeKiB(procDir)
-	return before, after, errors.Join(errs...)
+	return before, after, zeroedKiB, errors.Join(errs...)
+}
+
+// zeroChunk is how much zeroFree takes at a time.
+const zeroChunk = 4 << 20
+
+// zeroFree maps and populates anonymous memory in zeroChunk pieces while MemFree stays
+// above keepKiB + one chunk, then unmaps it all.
+func zeroFree(procDir string, keepKiB int) (int, error) {
+	var maps [][]byte
+	defer func() {
+		for _, m := range maps {
+			_ = unix.Munmap(m)
+		}
+	}()
+	for len(maps) < 1<<14 { // 64 GiB: a bound, never reached
+		free, err := memFreeKiB(procDir)
+		if err != nil {
+			return 0, err
+		}
+		if free < keepKiB+zeroChunk>>10 {
+			break
+		}
+		m, err := unix.Mmap(-1, 0, zeroChunk, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_POPULATE)
+		if err != nil {
+			return len(maps) * zeroChunk >> 10, fmt.Errorf("zeroing free memory: %w", err)
+		}
+		maps = append(maps, m)
+	}
+	return len(maps) * zeroChunk >> 10, nil
 }
 
 // memFreeKiB reads MemFree from procDir/meminfo.
