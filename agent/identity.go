@@ -151,8 +151,14 @@ func takeIdentity(w io.Writer, id Identity) error {
 	}
 	// The template ran without free page reporting (pid1.ReportingOff): this copy
 	// reports its free memory now, which gives back the zero pages the restore read.
+	was, _ := os.ReadFile("/sys/module/page_reporting/parameters/page_reporting_order")
 	if _, err := pid1.SetReportingOrder("/sys", pid1.ReportingOrder); err != nil {
 		fmt.Fprintf(os.Stderr, "paddock-agent: %v\n", err)
+	} else {
+		fmt.Fprintf(os.Stderr, "paddock-agent: free page reporting order %s -> %d\n", strings.TrimSpace(string(was)), pid1.ReportingOrder)
+		if err := pid1.NudgeReporting(32 << 10); err != nil {
+			fmt.Fprintf(os.Stderr, "paddock-agent: %v\n", err)
+		}
 	}
 	nonce := make([]byte, 16)
 	if _, err := rand.Read(nonce); err != nil {
