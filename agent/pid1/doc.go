@@ -7,7 +7,10 @@
 // power button (the host's graceful shutdown: libvirt's ACPI power-button request
 // reaches the guest as KEY_POWER on the "Power Button" evdev device of the kernel's
 // button driver) and on a press stop the agent (SIGTERM, SIGKILL after a grace period)
-// and power off; and on a fatal error print it on the console and power the machine
+// and power off; set the free page reporting order (every free page goes back to the
+// host; a warm-start template reports nothing until its restored copies turn it on,
+// and zeroes its free memory before its snapshot: memory_linux.go says why); and on a
+// fatal error print it on the console and power the machine
 // off, so libvirt sees the domain stop instead of a hung guest.
 //
 // Nothing here mounts or powers off unless the process is PID 1 (MountAll refuses), so
