@@ -249,8 +249,10 @@ func Run(ctx context.Context, cfg Config) error {
 			r.StartAll(ctx)
 			log.Info("warm start template: handlers started before the snapshot", "took", time.Since(t0).Round(time.Millisecond))
 		}
-		// Free memory reads as zero on the host before the save (pid1.QuiesceMemory):
-		// the snapshot then stores it as zero pages, which no restore writes.
+		// The template's free memory is zeroed and left unreported before the save
+		// (pid1.QuiesceMemory): the snapshot stores it as zero pages, and each restored
+		// copy reports it all once it has its identity (takeIdentity), which gives back
+		// the pages its restore read.
 		debug.FreeOSMemory()
 		if before, after, zeroed, err := pid1.QuiesceMemory("/proc", quiesceKeepKiB); err != nil {
 			log.Warn("warm start: quiescing memory before the snapshot", "err", err)
