@@ -142,10 +142,6 @@ func ReadIdentity(ctx context.Context, r io.Reader) (Identity, error) {
 // takeIdentity applies a host-given identity inside a restored guest: reseed the kernel
 // RNG, mount the data shares, and write the second ready line with a nonce drawn after
 // the reseed.
-// reportDelay is how long after taking its identity a restored copy turns free page
-// reporting back on.
-const reportDelay = 5 * time.Second
-
 func takeIdentity(w io.Writer, id Identity) error {
 	if err := pid1.Reseed(id.Seed); err != nil {
 		return err
@@ -154,21 +150,16 @@ func takeIdentity(w io.Writer, id Identity) error {
 		return err
 	}
 	// The template ran without free page reporting (pid1.ReportingOff): this copy
-	// reports its free memory, which gives back the zero pages the restore read. After
-	// reportDelay, so that the nudge and the reporting pass (the guest's CPU and
-	// QEMU's) do not slow the handshake and registration that follow.
-	go func() {
-		time.Sleep(reportDelay)
-		was, _ := os.ReadFile("/sys/module/page_reporting/parameters/page_reporting_order")
-		if _, err := pid1.SetReportingOrder("/sys", pid1.ReportingOrder); err != nil {
-			fmt.Fprintf(os.Stderr, "paddock-agent: %v\n", err)
-			return
-		}
+	// reports its free memory now, which gives back the zero pages the restore read.
+	was, _ := os.ReadFile("/sys/module/page_reporting/parameters/page_reporting_order")
+	if _, err := pid1.SetReportingOrder("/sys", pid1.ReportingOrder); err != nil {
+		fmt.Fprintf(os.Stderr, "paddock-agent: %v\n", err)
+	} else {
 		fmt.Fprintf(os.Stderr, "paddock-agent: free page reporting order %s -> %d\n", strings.TrimSpace(string(was)), pid1.ReportingOrder)
 		if err := pid1.NudgeReporting(32 << 10); err != nil {
 			fmt.Fprintf(os.Stderr, "paddock-agent: %v\n", err)
 		}
-	}()
+	}
 	nonce := make([]byte, 16)
 	if _, err := rand.Read(nonce); err != nil {
 		return fmt.Errorf("drawing the restore nonce: %w", err)
