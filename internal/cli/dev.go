@@ -352,7 +352,10 @@ func runDev(ctx context.Context, app *App, o devOptions) error {
 	if err := pool.Validate(); err != nil {
 		return err
 	}
-	pcfg := vmpool.Config{HostID: hostID, RunDir: filepath.Join(devRunRoot, hostID), Pools: []vmpool.PoolConfig{pool}, Tick: v.GetDuration("host.tick"),
+	// Snapshots live with the data (reused by the next run on it, gone when it is
+	// deleted), not in the run directory, which each stop removes.
+	pcfg := vmpool.Config{HostID: hostID, RunDir: filepath.Join(devRunRoot, hostID), SnapshotDir: filepath.Join(dir, "snapshots"),
+		Pools: []vmpool.PoolConfig{pool}, Tick: v.GetDuration("host.tick"),
 		MaxConcurrentStarts: v.GetInt("host.max_concurrent_starts"),
 		Thresholds: hostload.Thresholds{CPUPercent: v.GetFloat64("host.thresholds.cpu_percent"),
 			MinMemAvailableMiB: uint64(max(v.GetInt64("host.thresholds.min_mem_available_mib"), 0)), NICBytesPerSec: v.GetFloat64("host.thresholds.nic_bytes_per_sec")}}
