@@ -540,7 +540,10 @@ func (api *clientAPI) Status(ctx context.Context, _ *connect.Request[paddockv1.S
 	if err != nil {
 		return nil, storeErr(err)
 	}
-	out := &paddockv1.StatusResponse{Version: s.cfg.Version, StartedAtUnixMs: s.started.UnixMilli(), Store: s.st.Describe(), Replica: s.cfg.ReplicaID}
+	out := &paddockv1.StatusResponse{Version: s.cfg.Version, StartedAtUnixMs: s.started.UnixMilli(), Replica: s.cfg.ReplicaID}
+	if caller(ctx).Admin { // the store's file or server is the operator's business
+		out.Store = s.st.Describe()
+	}
 	for _, c := range counts {
 		if c.State.Terminal() {
 			continue
@@ -561,7 +564,10 @@ func (api *clientAPI) Status(ctx context.Context, _ *connect.Request[paddockv1.S
 }
 
 // ListAgents implements paddockv1connect.ClusterServiceHandler.
-func (api *clientAPI) ListAgents(context.Context, *connect.Request[paddockv1.ListAgentsRequest]) (*connect.Response[paddockv1.ListAgentsResponse], error) {
+func (api *clientAPI) ListAgents(ctx context.Context, _ *connect.Request[paddockv1.ListAgentsRequest]) (*connect.Response[paddockv1.ListAgentsResponse], error) {
+	if err := admin(ctx, "listing agents (paddock agent ls)"); err != nil {
+		return nil, err
+	}
 	out := &paddockv1.ListAgentsResponse{}
 	for _, a := range api.s.Agents() {
 		pa := &paddockv1.Agent{Id: a.ID, Host: a.Host, State: a.State, Running: int32(a.Running), Labels: a.Labels,

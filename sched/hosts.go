@@ -635,7 +635,10 @@ func (s *Server) VMs(host string) []VMInfo {
 }
 
 // ListHosts implements paddockv1connect.ClusterServiceHandler.
-func (api *clientAPI) ListHosts(context.Context, *connect.Request[paddockv1.ListHostsRequest]) (*connect.Response[paddockv1.ListHostsResponse], error) {
+func (api *clientAPI) ListHosts(ctx context.Context, _ *connect.Request[paddockv1.ListHostsRequest]) (*connect.Response[paddockv1.ListHostsResponse], error) {
+	if err := admin(ctx, "listing hosts (paddock host ls)"); err != nil {
+		return nil, err
+	}
 	out := &paddockv1.ListHostsResponse{}
 	for _, h := range api.s.Hosts() {
 		ph := &paddockv1.Host{Id: h.ID, State: h.State, Version: h.Version, Accel: h.Accel, Cpus: h.CPUs, MemoryBytes: h.MemoryBytes,
@@ -654,7 +657,10 @@ func (api *clientAPI) ListHosts(context.Context, *connect.Request[paddockv1.List
 }
 
 // ListVMs implements paddockv1connect.ClusterServiceHandler.
-func (api *clientAPI) ListVMs(_ context.Context, req *connect.Request[paddockv1.ListVMsRequest]) (*connect.Response[paddockv1.ListVMsResponse], error) {
+func (api *clientAPI) ListVMs(ctx context.Context, req *connect.Request[paddockv1.ListVMsRequest]) (*connect.Response[paddockv1.ListVMsResponse], error) {
+	if err := admin(ctx, "listing guests (paddock vm ls)"); err != nil {
+		return nil, err
+	}
 	out := &paddockv1.ListVMsResponse{}
 	now := time.Now().UnixMilli()
 	for _, v := range api.s.VMs(req.Msg.GetHost()) {

@@ -227,6 +227,29 @@ func TestTenantIsolation(t *testing.T) {
 	wantErrCode(t, "A creates a token", err, connect.CodePermissionDenied, "admin token")
 	_, err = a.tenants.ListTokens(ctx, connect.NewRequest(&paddockv1.ListTokensRequest{}))
 	wantErrCode(t, "A lists tokens", err, connect.CodePermissionDenied, "admin token")
+	// The cluster's hosts, agents and guests are the operator's: a tenant sees the
+	// queues by type (Status), not the machines nor where the store lives.
+	_, err = a.cluster.ListAgents(ctx, connect.NewRequest(&paddockv1.ListAgentsRequest{}))
+	wantErrCode(t, "A lists agents", err, connect.CodePermissionDenied, "admin token")
+	_, err = a.cluster.ListHosts(ctx, connect.NewRequest(&paddockv1.ListHostsRequest{}))
+	wantErrCode(t, "A lists hosts", err, connect.CodePermissionDenied, "admin token")
+	_, err = a.cluster.ListVMs(ctx, connect.NewRequest(&paddockv1.ListVMsRequest{}))
+	wantErrCode(t, "A lists guests", err, connect.CodePermissionDenied, "admin token")
+	if st, err := a.cluster.Status(ctx, connect.NewRequest(&paddockv1.StatusRequest{})); err != nil {
+		t.Errorf("A's status: %v", err)
+	} else if st.Msg.GetStore() != "" || st.Msg.GetAgentsConnected() == 0 {
+		t.Errorf("A's status: store %q, %d agents connected: want no store, the agents counted", st.Msg.GetStore(), st.Msg.GetAgentsConnected())
+	}
+	if ag, err := admin.cluster.ListAgents(ctx, connect.NewRequest(&paddockv1.ListAgentsRequest{})); err != nil {
+		t.Errorf("the admin lists agents: %v", err)
+	} else if len(ag.Msg.GetAgents()) == 0 {
+		t.Error("the admin lists no agents")
+	}
+	if st, err := admin.cluster.Status(ctx, connect.NewRequest(&paddockv1.StatusRequest{})); err != nil {
+		t.Errorf("the admin's status: %v", err)
+	} else if st.Msg.GetStore() == "" {
+		t.Error("the admin's status names no store")
+	}
 
 	// A's watch shows only A's tasks; naming B is refused.
 	wctx, stopWatch := context.WithTimeout(ctx, time.Minute)
