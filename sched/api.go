@@ -540,8 +540,10 @@ func (api *clientAPI) Status(ctx context.Context, _ *connect.Request[paddockv1.S
 	if err != nil {
 		return nil, storeErr(err)
 	}
-	out := &paddockv1.StatusResponse{Version: s.cfg.Version, StartedAtUnixMs: s.started.UnixMilli(), Replica: s.cfg.ReplicaID}
-	if caller(ctx).Admin { // the store's file or server is the operator's business
+	p := caller(ctx)
+	out := &paddockv1.StatusResponse{Version: s.cfg.Version, StartedAtUnixMs: s.started.UnixMilli(), Replica: s.cfg.ReplicaID,
+		Admin: p.Admin, Tenant: p.Tenant}
+	if p.Admin { // the store's file or server is the operator's business
 		out.Store = s.st.Describe()
 	}
 	for _, c := range counts {

@@ -237,8 +237,9 @@ func TestTenantIsolation(t *testing.T) {
 	wantErrCode(t, "A lists guests", err, connect.CodePermissionDenied, "admin token")
 	if st, err := a.cluster.Status(ctx, connect.NewRequest(&paddockv1.StatusRequest{})); err != nil {
 		t.Errorf("A's status: %v", err)
-	} else if st.Msg.GetStore() != "" || st.Msg.GetAgentsConnected() == 0 {
-		t.Errorf("A's status: store %q, %d agents connected: want no store, the agents counted", st.Msg.GetStore(), st.Msg.GetAgentsConnected())
+	} else if st.Msg.GetStore() != "" || st.Msg.GetAgentsConnected() == 0 || st.Msg.GetAdmin() || st.Msg.GetTenant() != "tenant-a" {
+		t.Errorf("A's status: store %q, %d agents connected, admin %v, tenant %q: want no store, the agents counted, not admin, tenant-a",
+			st.Msg.GetStore(), st.Msg.GetAgentsConnected(), st.Msg.GetAdmin(), st.Msg.GetTenant())
 	}
 	if ag, err := admin.cluster.ListAgents(ctx, connect.NewRequest(&paddockv1.ListAgentsRequest{})); err != nil {
 		t.Errorf("the admin lists agents: %v", err)
@@ -247,8 +248,8 @@ func TestTenantIsolation(t *testing.T) {
 	}
 	if st, err := admin.cluster.Status(ctx, connect.NewRequest(&paddockv1.StatusRequest{})); err != nil {
 		t.Errorf("the admin's status: %v", err)
-	} else if st.Msg.GetStore() == "" {
-		t.Error("the admin's status names no store")
+	} else if st.Msg.GetStore() == "" || !st.Msg.GetAdmin() {
+		t.Errorf("the admin's status: store %q, admin %v", st.Msg.GetStore(), st.Msg.GetAdmin())
 	}
 
 	// A's watch shows only A's tasks; naming B is refused.

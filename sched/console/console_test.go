@@ -103,6 +103,7 @@ type env struct {
 	agentAddr string
 	tasks     paddockv1connect.TaskServiceClient
 	cluster   paddockv1connect.ClusterServiceClient
+	tenants   paddockv1connect.TenantServiceClient
 }
 
 // startServer runs a server with a client token and an agent token on a real SQLite
@@ -152,7 +153,8 @@ func startServer(t *testing.T) *env {
 		}
 	}))
 	return &env{url: url, agentAddr: al.Addr().String(), tasks: paddockv1connect.NewTaskServiceClient(http.DefaultClient, url, auth),
-		cluster: paddockv1connect.NewClusterServiceClient(http.DefaultClient, url, auth)}
+		cluster: paddockv1connect.NewClusterServiceClient(http.DefaultClient, url, auth),
+		tenants: paddockv1connect.NewTenantServiceClient(http.DefaultClient, url, auth)}
 }
 
 // startAgent runs cmd/paddock-agent with the test handler until the test ends. The
@@ -607,6 +609,25 @@ func TestConsole(t *testing.T) {
 		t.Errorf("charts draw %d series, want 7", lines)
 	}
 	b.screenshot(t, dir, "10-charts")
+
+	// A tenant's token: the overview shows the queues, not the hosts, guests and agents
+	// (ListHosts, ListVMs and ListAgents need an admin token), and no error.
+	tok, err := e.tenants.CreateToken(context.Background(), connect.NewRequest(&paddockv1.CreateTokenRequest{Tenant: "acme"}))
+	if err != nil {
+		t.Fatalf("creating acme's token: %v", err)
+	}
+	b.do(t, "sign in with a tenant's token",
+		chromedp.Click(chromedp.CSS("#logout")),
+		visible("#login-form"),
+		chromedp.SendKeys(chromedp.CSS("#token"), tok.Msg.GetToken()),
+		chromedp.Click(chromedp.CSS(`#login-form button[type="submit"]`)),
+		goTo("#/"),
+		visible("#tenant-view"),
+		visible("#queues"))
+	if n := eval[int](t, b, `document.querySelectorAll("#hosts, #agents, .guests, #view .error").length`); n != 0 {
+		t.Errorf("a tenant's overview shows %d host, agent, guest or error elements: %q", n, b.text(t, "#view"))
+	}
+	b.screenshot(t, dir, "11-tenant-overview")
 
 	if errs := b.consoleErrors(); len(errs) > 0 {
 		t.Errorf("the console logged errors:\n%s", strings.Join(errs, "\n"))

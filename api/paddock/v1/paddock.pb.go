@@ -2420,7 +2420,8 @@ type StatusResponse struct {
 	Version string `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
 	// started_at is when the server started.
 	StartedAtUnixMs int64 `protobuf:"varint,2,opt,name=started_at_unix_ms,json=startedAtUnixMs,proto3" json:"started_at_unix_ms,omitempty"`
-	// store names the store ("sqlite:/var/lib/paddock/paddock.db").
+	// store names the store ("sqlite:/var/lib/paddock/paddock.db"); empty for a
+	// tenant's token (the store's location is the operator's).
 	Store string `protobuf:"bytes,3,opt,name=store,proto3" json:"store,omitempty"`
 	// queue counts non-terminal tasks by type and state.
 	Queue []*QueueDepth `protobuf:"bytes,4,rep,name=queue,proto3" json:"queue,omitempty"`
@@ -2432,7 +2433,12 @@ type StatusResponse struct {
 	// as the server measures it and sends it to the agents' concurrency allocators.
 	QueueDelays []*QueueDelay `protobuf:"bytes,7,rep,name=queue_delays,json=queueDelays,proto3" json:"queue_delays,omitempty"`
 	// replica is the id of the server replica that answered (printed at its start).
-	Replica       string `protobuf:"bytes,20,opt,name=replica,proto3" json:"replica,omitempty"`
+	Replica string `protobuf:"bytes,20,opt,name=replica,proto3" json:"replica,omitempty"`
+	// admin says whether the caller's token is an admin's: only an admin may list the
+	// hosts, guests and agents (ListHosts, ListVMs, ListAgents).
+	Admin bool `protobuf:"varint,21,opt,name=admin,proto3" json:"admin,omitempty"`
+	// tenant is the tenant of the caller's token.
+	Tenant        string `protobuf:"bytes,22,opt,name=tenant,proto3" json:"tenant,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2519,6 +2525,20 @@ func (x *StatusResponse) GetQueueDelays() []*QueueDelay {
 func (x *StatusResponse) GetReplica() string {
 	if x != nil {
 		return x.Replica
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetAdmin() bool {
+	if x != nil {
+		return x.Admin
+	}
+	return false
+}
+
+func (x *StatusResponse) GetTenant() string {
+	if x != nil {
+		return x.Tenant
 	}
 	return ""
 }
@@ -5446,7 +5466,7 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"QueueDepth\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12'\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x11.paddock.v1.StateR\x05state\x12\x14\n" +
-	"\x05count\x18\x03 \x01(\x03R\x05count\"\xbc\x02\n" +
+	"\x05count\x18\x03 \x01(\x03R\x05count\"\xea\x02\n" +
 	"\x0eStatusResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12+\n" +
 	"\x12started_at_unix_ms\x18\x02 \x01(\x03R\x0fstartedAtUnixMs\x12\x14\n" +
@@ -5456,7 +5476,9 @@ const file_api_paddock_v1_paddock_proto_rawDesc = "" +
 	"\vagents_lost\x18\x06 \x01(\x05R\n" +
 	"agentsLost\x129\n" +
 	"\fqueue_delays\x18\a \x03(\v2\x16.paddock.v1.QueueDelayR\vqueueDelays\x12\x18\n" +
-	"\areplica\x18\x14 \x01(\tR\areplica\"Q\n" +
+	"\areplica\x18\x14 \x01(\tR\areplica\x12\x14\n" +
+	"\x05admin\x18\x15 \x01(\bR\x05admin\x12\x16\n" +
+	"\x06tenant\x18\x16 \x01(\tR\x06tenant\"Q\n" +
 	"\n" +
 	"QueueDelay\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x19\n" +

@@ -233,9 +233,13 @@ function showError(view, e) {
 function overviewView(view) {
   const stop = every(5000, async () => {
     try {
-      const [st, hosts, vms, agents] = await Promise.all([
-        call("ClusterService", "Status"), call("ClusterService", "ListHosts"),
-        call("ClusterService", "ListVMs"), call("ClusterService", "ListAgents"),
+      const st = await call("ClusterService", "Status");
+      if (!st.admin) { // the machines are listed to admin tokens only
+        view.replaceChildren(...renderOverview(st, null, null, null));
+        return;
+      }
+      const [hosts, vms, agents] = await Promise.all([
+        call("ClusterService", "ListHosts"), call("ClusterService", "ListVMs"), call("ClusterService", "ListAgents"),
       ]);
       view.replaceChildren(...renderOverview(st, hosts.hosts || [], vms.vms || [], agents.agents || []));
     } catch (e) {
@@ -245,7 +249,9 @@ function overviewView(view) {
   return { stop };
 }
 
+// renderOverview draws the overview; hosts, vms and agents are null for a tenant's token.
 function renderOverview(st, hosts, vms, agents) {
+  const admin = hosts !== null;
   const queued = (st.queue || []).filter((q) => q.state === "STATE_QUEUED").reduce((a, q) => a + num(q.count), 0);
   const running = (st.queue || []).filter((q) => q.state !== "STATE_QUEUED").reduce((a, q) => a + num(q.count), 0);
   const card = (k, v) => h("div", { class: "card" }, h("div", { class: "k" }, k), h("div", { class: "v" }, v));
@@ -254,8 +260,9 @@ function renderOverview(st, hosts, vms, agents) {
     h("div", { class: "cards", id: "status" },
       card("Version", st.version || "dev"), card("Up", dur(Date.now() - num(st.startedAtUnixMs))),
       card("Agents connected", num(st.agentsConnected)), card("Agents lost", num(st.agentsLost)),
-      card("Queued", queued), card("Leased or running", running), card("Hosts", hosts.length), card("Guests", vms.length)),
-    h("p", { class: "muted" }, "Store: ", h("code", {}, st.store || "")),
+      card("Queued", queued), card("Leased or running", running), ...(admin ? [card("Hosts", hosts.length), card("Guests", vms.length)] : [])),
+    admin ? h("p", { class: "muted" }, "Store: ", h("code", {}, st.store || "")) :
+      h("p", { class: "muted", id: "tenant-view" }, "Hosts, guests and agents are shown to admin tokens only; this token (tenant " + (st.tenant || "") + ") sees the queues and its own tasks."),
   ];
   out.push(h("h2", {}, "Queues"));
   const delays = new Map((st.queueDelays || []).map((d) => [d.type, d]));
@@ -270,6 +277,7 @@ function renderOverview(st, hosts, vms, agents) {
         h("td", { class: "num" }, c("STATE_LEASED")), h("td", { class: "num" }, c("STATE_RUNNING")), h("td", { class: "num" }, d ? dur(d.delayMs) : "—"));
     })));
 
+  if (!admin) return out;
   out.push(h("h2", {}, "Hosts"));
   out.push(hosts.length === 0 ? h("p", { class: "muted" }, "No host daemon has connected (agents may connect directly to the agent port).") :
     h("table", { id: "hosts" }, h("tr", {}, ["Host", "State", "Accel", "CPU", "Memory", "NIC", "Guests", "Pools"].map((x) => h("th", {}, x))),
