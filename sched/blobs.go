@@ -160,7 +160,8 @@ func (s *Server) blobHandler() http.Handler {
 			fmt.Fprintf(w, "{\"error\":%q,\"code\":%q}\n", errNoBlobs.Error(), blobhttp.CodeUnavailable)
 		})
 	}
-	bh := blobhttp.NewHandler(&countingStore{Store: s.cfg.Blobs, m: s.metrics, port: "client", touch: s.touchBlobs, grants: s.st}, blobhttp.Options{
+	cs := &countingStore{Store: s.cfg.Blobs, m: s.metrics, port: "client", touch: s.touchBlobs, grants: s.st, quota: newBlobQuota(s.st, s.cfg.Tenants)}
+	bh := blobhttp.NewHandler(cs, blobhttp.Options{
 		Authorize: func(r *http.Request) error {
 			if _, ok := tenant.From(r.Context()); ok {
 				return nil // authenticated below
@@ -204,12 +205,14 @@ func (s *Server) blobHandler() http.Handler {
 // not stored, so that a digest tells nothing of another tenant's data. Its upload of a
 // blob already stored is read and checked against the digest all the same (the store
 // would skip it), and only then granted: knowing a digest is not holding the data.
+// Such an upload counts against the tenant's tenants.<name>.max_blob_bytes (quota).
 type countingStore struct {
 	blob.Store
 	m      *metrics
 	port   string
 	touch  func(ctx context.Context, digests ...string) error
 	grants store.BlobGrants
+	quota  *blobQuota
 }
 
 // hidden reports whether the caller in ctx may not read blob d (op names the request in
@@ -266,23 +269,49 @@ func (c *countingStore) Put(ctx context.Context, d blob.Digest, size int64, r io
 		return c.Store.Put(ctx, d, size, body)
 	}
 	// A tenant that may not read d yet: hash what it sends, whether the store reads it
-	// (a new blob) or not (one already stored), and grant d only if it is d.
+	// (a new blob) or not (one already stored), and grant d only if it is d. The
+	// grant counts against the tenant's max_blob_bytes: hold the size while uploading.
+	p := caller(ctx)
+	var in io.Reader = body
+	if c.quota != nil {
+		most, release, err := c.quota.take(ctx, p.Tenant, size)
+		if err != nil {
+			return blob.Info{}, err
+		}
+		defer release()
+		if most >= 0 {
+			in = &quotaReader{r: body, left: most, overflow: func() error { return c.quota.overLeft(p.Tenant, most) }}
+		}
+	}
 	h := blob.NewHasher()
-	info, err := c.Store.Put(ctx, d, size, io.TeeReader(body, h))
+	info, err := c.Store.Put(ctx, d, size, io.TeeReader(in, h))
 	if err != nil {
 		return info, err
 	}
-	if _, err := io.Copy(h, body); err != nil {
+	if _, err := io.Copy(h, in); err != nil {
 		return blob.Info{}, fmt.Errorf("reading the upload of blob %s: %w", d, err)
 	}
 	if err := h.Verify(d, info.Size); err != nil {
 		return blob.Info{}, err
 	}
-	p := caller(ctx)
-	if err := c.grants.GrantBlob(ctx, string(d), p.Tenant, time.Now()); err != nil {
+	if err := c.grants.GrantBlob(ctx, string(d), p.Tenant, info.Size, time.Now()); err != nil {
 		return blob.Info{}, fmt.Errorf("%w: %v", blob.ErrUnavailable, err)
 	}
 	return info, nil
+}
+
+// Delete deletes blob d (an admin's DELETE) and the grants that count it against its
+// uploaders' max_blob_bytes.
+func (c *countingStore) Delete(ctx context.Context, d blob.Digest) error {
+	if err := c.Store.Delete(ctx, d); err != nil {
+		return err
+	}
+	if c.grants != nil {
+		if err := c.grants.DropBlobGrants(ctx, string(d)); err != nil {
+			return fmt.Errorf("%w: blob %s deleted, its grants not: %v", blob.ErrUnavailable, d, err)
+		}
+	}
+	return nil
 }
 
 type countingReader struct {
@@ -886,6 +915,9 @@ func (s *Server) deleteUnused(ctx context.Context, d blob.Digest, cutoff time.Ti
 	}
 	if err := s.cfg.Blobs.Delete(ctx, d); err != nil && !errors.Is(err, blob.ErrNotFound) {
 		return false, fmt.Errorf("deleting blob %s: %w", d, err)
+	}
+	if err := s.st.DropBlobGrants(ctx, string(d)); err != nil { // no longer held by its uploaders
+		return false, fmt.Errorf("blob %s deleted: %w", d, err)
 	}
 	return false, nil
 }

@@ -7,12 +7,14 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 
 	paddockv1 "github.com/paddockvm/paddock/api/paddock/v1"
 	"github.com/paddockvm/paddock/blob"
 	"github.com/paddockvm/paddock/blob/blobhttp"
+	"github.com/paddockvm/paddock/sched/tenant"
 )
 
 // TestTenantBlobIsolation: a tenant reads only the blobs it uploaded or its own tasks
@@ -102,4 +104,90 @@ func TestTenantBlobIsolation(t *testing.T) {
 	if err := blobsAdmin.Delete(ctx, d); err != nil {
 		t.Errorf("admin deletes: %v", err)
 	}
+}
+
+// TestTenantBlobQuota: a tenant's uploads are held to tenants.<name>.max_blob_bytes.
+// An upload past it is refused with an error naming the key and stores nothing; the
+// same blob uploaded again costs nothing more; a blob another tenant stored costs the
+// uploader all the same; an upload of unknown length is cut off at what is left; an
+// admin's delete and retention give the room back; other tenants and admins are not
+// limited.
+func TestTenantBlobQuota(t *testing.T) {
+	cfg := tenantConfig()
+	cfg.Blobs = openFS(t)
+	cfg.BlobRetention = time.Hour
+	cfg.Tenants = tenant.Config{"quota": {MaxBlobBytes: 1000}}
+	ts := startServer(t, cfg)
+	admin := clientsFor(ts, adminToken)
+	q := blobhttp.Client{BaseURL: ts.url, Token: newToken(t, admin, "quota")}
+	other := blobhttp.Client{BaseURL: ts.url, Token: newToken(t, admin, "other")}
+	adm := blobhttp.Client{BaseURL: ts.url, Token: adminToken}
+	ctx := context.Background()
+	data := func(c byte, n int) ([]byte, blob.Digest) {
+		b := bytes.Repeat([]byte{c}, n)
+		return b, blob.FromBytes(b)
+	}
+	put := func(c blobhttp.Client, b []byte, size int64) error {
+		_, _, err := c.Put(ctx, blob.FromBytes(b), bytes.NewReader(b), size, nil)
+		return err
+	}
+	refused := func(what string, err error) {
+		t.Helper()
+		if err == nil || !strings.Contains(err.Error(), "tenants.quota.max_blob_bytes") {
+			t.Errorf("%s: %v; want a refusal naming tenants.quota.max_blob_bytes", what, err)
+		}
+	}
+	stored := func(d blob.Digest) bool {
+		_, err := cfg.Blobs.Stat(ctx, d)
+		return err == nil
+	}
+	a, da := data('a', 600)
+	b, db := data('b', 600)
+	c, _ := data('c', 400)
+	u, du := data('u', 10)
+	if err := put(q, a, 600); err != nil {
+		t.Fatalf("600 of 1000 bytes: %v", err)
+	}
+	refused("600 more", put(q, b, 600))
+	if stored(db) {
+		t.Error("the refused upload was stored")
+	}
+	if err := put(q, a, 600); err != nil {
+		t.Errorf("the same blob again: %v", err)
+	}
+	if err := put(q, c, 400); err != nil {
+		t.Errorf("400 more, to exactly 1000: %v", err)
+	}
+	refused("10 bytes of unknown length with no room left", put(q, u, -1))
+	if stored(du) {
+		t.Error("the refused upload of unknown length was stored")
+	}
+	if err := put(other, b, 600); err != nil {
+		t.Errorf("another tenant, no limit: %v", err)
+	}
+	refused("a blob another tenant stored", put(q, b, 600))
+	big, _ := data('z', 5000)
+	if err := put(adm, big, 5000); err != nil {
+		t.Errorf("an admin, no limit: %v", err)
+	}
+
+	// An admin's delete of a blob gives its uploaders the room back.
+	if err := adm.Delete(ctx, da); err != nil {
+		t.Fatalf("admin deletes blob a: %v", err)
+	}
+	if err := put(q, b, 600); err != nil {
+		t.Errorf("600 after a's delete (400 held): %v", err)
+	}
+	// Retention's delete too: past it, nothing a task uses, everything goes.
+	if _, err := ts.srv.CollectGarbage(ctx, time.Now().Add(2*time.Hour)); err != nil {
+		t.Fatalf("CollectGarbage: %v", err)
+	}
+	if err := put(q, u, -1); err != nil {
+		t.Errorf("10 bytes of unknown length after retention emptied the store: %v", err)
+	}
+	w, _ := data('w', 990)
+	if err := put(q, w, -1); err != nil {
+		t.Errorf("990 bytes of unknown length, to exactly 1000: %v", err)
+	}
+	refused("one more byte", put(q, []byte{1}, 1))
 }

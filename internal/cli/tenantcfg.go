@@ -13,7 +13,7 @@ import (
 )
 
 func init() {
-	config.RegisterMap("tenants", "per-tenant settings: tenants.<name>.weight (share of slots, default 1), max_running, max_queued (0: no limit)")
+	config.RegisterMap("tenants", "per-tenant settings: tenants.<name>.weight (share of slots, default 1), max_running, max_queued, max_blob_bytes (0: no limit)")
 	for _, k := range []struct{ name, what string }{
 		{"cpu_second", "a CPU-second of handler time"},
 		{"gib_second", "a GiB-second of guest memory (memory × wall time)"},
@@ -30,13 +30,16 @@ const tenantsExample = `
 # Per-tenant settings, by tenant name (a tenant's tasks are those its tokens submit:
 # paddock token create --tenant NAME). weight: its share of the slots when tenants
 # compete (default 1); max_running: its leased and running tasks at most, per server
-# replica; max_queued: its queued tasks at most (a submit past it is refused). 0: no
-# limit. Tenants not listed have weight 1 and no limits. Only in the file.
+# replica; max_queued: its queued tasks at most (a submit past it is refused);
+# max_blob_bytes: the bytes of the blobs it uploaded that the blob store may hold (an
+# upload past it is refused; bytes, or with a unit). 0: no limit. Tenants not listed
+# have weight 1 and no limits. Only in the file.
 # tenants:
 #   acme:
 #     weight: 3
 #     max_running: 8
 #     max_queued: 10000
+#     max_blob_bytes: 50GiB
 `
 
 // tenantsConfig reads tenants.<name>.* strictly: an unknown field, a value that is not
@@ -57,6 +60,14 @@ func tenantsConfig(v *viper.Viper) (tenant.Config, error) {
 		var l tenant.Limits
 		for f, val := range fields {
 			key := "tenants." + n + "." + f
+			if f == "max_blob_bytes" {
+				b, err := parseSize(strings.TrimSpace(fmt.Sprint(val)))
+				if err != nil {
+					return nil, fmt.Errorf("%s: %q: want bytes, or a number with a unit such as 10GiB (0: no limit)", key, fmt.Sprint(val))
+				}
+				l.MaxBlobBytes = b
+				continue
+			}
 			x, err := number(val)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %v", key, err)

@@ -68,7 +68,9 @@ func TestTenantsConfig(t *testing.T) {
 	tests := []struct {
 		name, doc, wantErr string
 	}{
-		{"ok", "tenants:\n  acme: {weight: 3, max_running: 8, max_queued: 1000}\n  small: {max_queued: 5}\n", ""},
+		{"ok", "tenants:\n  acme: {weight: 3, max_running: 8, max_queued: 1000, max_blob_bytes: 10GiB}\n  small: {max_queued: 5, max_blob_bytes: 4096}\n", ""},
+		{"blob limit not a size", "tenants:\n  acme: {max_blob_bytes: lots}\n", `tenants.acme.max_blob_bytes: "lots": want bytes`},
+		{"negative blob limit", "tenants:\n  acme: {max_blob_bytes: -1}\n", "tenants.acme.max_blob_bytes"},
 		{"unknown setting", "tenants:\n  acme: {max_runing: 8}\n", "tenants.acme.max_runing: unknown tenant setting"},
 		{"negative max_running", "tenants:\n  acme: {max_running: -1}\n", "tenants.acme.max_running: -1 is negative"},
 		{"negative max_queued", "tenants:\n  acme: {max_queued: -3}\n", "tenants.acme.max_queued: -3 is negative"},
@@ -80,7 +82,8 @@ func TestTenantsConfig(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := tenantsConfig(yamlViper(t, tc.doc))
 			if tc.wantErr == "" {
-				if err != nil || c["acme"].Weight != 3 || c["acme"].MaxRunning != 8 || c["small"].MaxQueued != 5 {
+				if err != nil || c["acme"].Weight != 3 || c["acme"].MaxRunning != 8 || c["small"].MaxQueued != 5 ||
+					c["acme"].MaxBlobBytes != 10<<30 || c["small"].MaxBlobBytes != 4096 {
 					t.Fatalf("tenantsConfig = %+v, %v", c, err)
 				}
 				return

@@ -16,6 +16,9 @@ type Limits struct {
 	// MaxQueued bounds the tenant's queued tasks (0: no limit). A submit past it is
 	// refused.
 	MaxQueued int
+	// MaxBlobBytes bounds the bytes of the blobs the tenant uploaded that the blob
+	// store holds (0: no limit). An upload past it is refused, nothing stored.
+	MaxBlobBytes int64
 }
 
 // Config is the per-tenant configuration, by tenant name. Tenants not in it have
@@ -23,7 +26,7 @@ type Limits struct {
 type Config map[string]Limits
 
 // Keys are the keys a tenant's configuration may have.
-var Keys = []string{"weight", "max_running", "max_queued"}
+var Keys = []string{"weight", "max_running", "max_queued", "max_blob_bytes"}
 
 // Validate reports the first bad setting, naming its key and the fix.
 func (c Config) Validate() error {
@@ -43,6 +46,8 @@ func (c Config) Validate() error {
 			return fmt.Errorf("tenants.%s.max_running: %d is negative: give 0 for no limit or a positive number", n, l.MaxRunning)
 		case l.MaxQueued < 0:
 			return fmt.Errorf("tenants.%s.max_queued: %d is negative: give 0 for no limit or a positive number", n, l.MaxQueued)
+		case l.MaxBlobBytes < 0:
+			return fmt.Errorf("tenants.%s.max_blob_bytes: %d is negative: give 0 for no limit or a size such as 10GiB", n, l.MaxBlobBytes)
 		}
 	}
 	return nil

@@ -9,9 +9,10 @@ import (
 )
 
 // GrantBlob implements store.BlobGrants.
-func (s *Store) GrantBlob(ctx context.Context, digest, tenant string, at time.Time) error {
-	if _, err := s.pool.Exec(ctx, `INSERT INTO blob_grants (digest, tenant, granted_at) VALUES ($1, $2, $3) ON CONFLICT (digest, tenant) DO NOTHING`,
-		digest, tenant, rowcodec.MS(at)); err != nil {
+func (s *Store) GrantBlob(ctx context.Context, digest, tenant string, size int64, at time.Time) error {
+	if _, err := s.pool.Exec(ctx, `INSERT INTO blob_grants (digest, tenant, granted_at, size) VALUES ($1, $2, $3, $4)
+ ON CONFLICT (digest, tenant) DO UPDATE SET size = excluded.size`,
+		digest, tenant, rowcodec.MS(at), size); err != nil {
 		return fmt.Errorf("granting blob %s to tenant %s: %w", digest, tenant, err)
 	}
 	return nil
@@ -25,4 +26,21 @@ func (s *Store) BlobGranted(ctx context.Context, digest, tenant string) (bool, e
 		return false, fmt.Errorf("checking whether tenant %s may read blob %s: %w", tenant, digest, err)
 	}
 	return ok, nil
+}
+
+// TenantBlobBytes implements store.BlobGrants.
+func (s *Store) TenantBlobBytes(ctx context.Context, tenant string) (int64, error) {
+	var n int64
+	if err := s.pool.QueryRow(ctx, `SELECT COALESCE(SUM(size), 0)::BIGINT FROM blob_grants WHERE tenant = $1`, tenant).Scan(&n); err != nil {
+		return 0, fmt.Errorf("summing the blobs of tenant %s: %w", tenant, err)
+	}
+	return n, nil
+}
+
+// DropBlobGrants implements store.BlobGrants.
+func (s *Store) DropBlobGrants(ctx context.Context, digest string) error {
+	if _, err := s.pool.Exec(ctx, `DELETE FROM blob_grants WHERE digest = $1`, digest); err != nil {
+		return fmt.Errorf("dropping the grants of blob %s: %w", digest, err)
+	}
+	return nil
 }
