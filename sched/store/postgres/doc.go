@@ -42,7 +42,7 @@
 // The River baseline is a module of its own (riverbench) so that Paddock does not
 // depend on River.
 //
-// Migration 00018 exists only here (the SQLite store has none): it drops a duplicate
-// index and makes three partial, since a change of state adds an entry to every index
-// whose predicate the new row matches.
+// Migration 00018 drops a duplicate index and makes three partial, since a change of
+// state adds an entry to every index whose predicate the new row matches (the SQLite
+// store's 00018 does the same for its own indexes).
 package postgres
