@@ -436,7 +436,14 @@ loop:
 	left := domainsOfHost(context.Background(), hv, hostID)
 	stopSrv()
 	srvErr := <-srvDone
-	if err := os.Remove(pcfg.RunDir); err != nil && !errors.Is(err, os.ErrNotExist) {
+	// With no guest left, nothing in the run directory is in use: remove what a guest
+	// stopped mid-start may have left there too (its console log, in/out). With guests
+	// left, their sockets and disks stay for the next paddock dev on this data dir.
+	rm := os.Remove
+	if len(left) == 0 {
+		rm = os.RemoveAll
+	}
+	if err := rm(pcfg.RunDir); err != nil && !errors.Is(err, os.ErrNotExist) {
 		log.Warn("removing the dev run directory", "dir", pcfg.RunDir, "err", err)
 	}
 	if len(left) > 0 {
