@@ -129,11 +129,7 @@ func (s *Server) dispatchOnce(ctx context.Context, all bool) (int, error) {
 				passed = passed || len(grants) < f
 				continue
 			}
-			a.reserve(t.ID, t.Type)
-			as := a.running[t.ID]
-			as.sess, as.class, as.tenant = a.sess, t.Class, t.Tenant
-			a.assigned++
-			a.reindex() // a guest may have reached its max tasks
+			a.book(t.ID, t.Type, t.Class, t.Tenant)
 			grants = append(grants, store.Grant{TaskID: t.ID, AgentID: a.id, ExpiresAt: now.Add(s.cfg.LeaseTTL), Secret: newSecret()})
 			by[t.ID] = grantFor{a, t.Type}
 			readyAt[t.ID] = t.CreatedAt
@@ -153,9 +149,7 @@ func (s *Server) dispatchOnce(ctx context.Context, all bool) (int, error) {
 		if err != nil {
 			s.agents.mu.Lock()
 			for id, g := range by {
-				g.agent.release(id, 0)
-				g.agent.assigned--
-				g.agent.reindex()
+				g.agent.unbook(id)
 			}
 			s.agents.mu.Unlock()
 			return total, fmt.Errorf("leasing %d tasks of type %s: %w", len(grants), typ, err)
@@ -178,9 +172,7 @@ func (s *Server) dispatchOnce(ctx context.Context, all bool) (int, error) {
 		}
 		for id, g := range by {
 			if !got[id] {
-				g.agent.release(id, 0)
-				g.agent.assigned--
-				g.agent.reindex()
+				g.agent.unbook(id)
 			}
 		}
 		s.agents.mu.Unlock()

@@ -117,3 +117,23 @@ func TestPick(t *testing.T) {
 		})
 	}
 }
+
+// TestBookUnbook: a booking takes a slot and counts against the agent's max tasks, and
+// its undoing (a lease not granted) gives both back, on every path that grants leases.
+func TestBookUnbook(t *testing.T) {
+	a := testAgent("a", func(a *agent) { a.maxTasks = 1 })
+	if !a.fits(&store.Task{ID: "t", Type: "echo"}) {
+		t.Fatal("an idle agent with max tasks 1 does not fit a task")
+	}
+	as := a.book("t", "echo", store.Online, "acme")
+	if as.class != store.Online || as.tenant != "acme" || a.running["t"] != as {
+		t.Fatalf("book returned %+v; want the task's assignment with its class and tenant", as)
+	}
+	if a.types["echo"].running != 1 || a.assigned != 1 || a.unacked != 1 || a.fits(&store.Task{ID: "u", Type: "echo"}) {
+		t.Fatalf("after book: running %d assigned %d unacked %d; want 1 1 1 and no room (max tasks 1)", a.types["echo"].running, a.assigned, a.unacked)
+	}
+	a.unbook("t")
+	if a.types["echo"].running != 0 || a.assigned != 0 || a.unacked != 0 || len(a.running) != 0 || !a.fits(&store.Task{ID: "u", Type: "echo"}) {
+		t.Fatalf("after unbook: running %d assigned %d unacked %d pending %d; want all 0 and room again", a.types["echo"].running, a.assigned, a.unacked, len(a.running))
+	}
+}

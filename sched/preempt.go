@@ -234,10 +234,7 @@ func (s *Server) handOver(v victim, leased []store.Task, now time.Time) *agentv1
 	}
 	// The slot passes from the batch task to the online one.
 	a.release(v.taskID, v.leaseID)
-	a.reserve(t.ID, t.Type)
-	as := a.running[t.ID]
-	as.sess, as.class, as.tenant = a.sess, t.Class, t.Tenant
-	a.assigned++
+	as := a.book(t.ID, t.Type, t.Class, t.Tenant)
 	asg := s.assignFor(a, as, t, now)
 	if a.sess != v.sess {
 		return nil

@@ -81,25 +81,33 @@ func (s *Server) measureQueues(ctx context.Context, now time.Time) error {
 	}
 	s.agents.mu.Unlock()
 	limit = min(limit+1, 1000)
-	cur := map[string]QueueDelay{}
+	names := make([]string, 0, len(types))
 	for typ := range types {
-		ready, err := s.st.Ready(ctx, typ, now, limit)
-		if err != nil {
-			return err
+		names = append(names, typ)
+	}
+	// One read for every type (a heartbeat interval with many types served cost a
+	// store read per type, about 6 % of the server's CPU with eleven types).
+	stats, err := s.st.ReadyStats(ctx, names, now, limit)
+	if err != nil {
+		return err
+	}
+	cur := make(map[string]QueueDelay, len(types))
+	for _, typ := range names {
+		cur[typ] = QueueDelay{Type: typ}
+	}
+	for _, rs := range stats {
+		if qd, ok := cur[rs.Type]; ok {
+			qd.Ready, qd.Delay = rs.N, max(0, now.Sub(rs.Oldest))
+			cur[rs.Type] = qd
 		}
-		qd := QueueDelay{Type: typ, Ready: int64(len(ready))}
-		for i := range ready {
-			at := ready[i].CreatedAt
-			if ready[i].NotBefore.After(at) {
-				at = ready[i].NotBefore
-			}
-			qd.Delay = max(qd.Delay, now.Sub(at))
-		}
+	}
+	for _, typ := range names {
 		if n, oldest := s.trans.ready(typ); n > 0 { // transient streams' tasks queue too
+			qd := cur[typ]
 			qd.Ready += int64(n)
 			qd.Delay = max(qd.Delay, now.Sub(oldest))
+			cur[typ] = qd
 		}
-		cur[typ] = qd
 	}
 	s.queue.mu.Lock()
 	for typ, w := range s.queue.longest {

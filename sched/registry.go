@@ -197,6 +197,28 @@ func (a *agent) reserve(taskID, typ string) {
 	a.reindex()
 }
 
+// book books a slot of typ on a for a new lease of task taskID (class and tenant: the
+// task's), counted against a's max tasks, and returns its assignment. Every grant of a
+// lease to an agent books its slot here (the dispatcher, a submit, a preemption's
+// hand-over, a transient task); unbook undoes a booking whose lease was not granted.
+// Caller holds s.agents.mu.
+func (a *agent) book(taskID, typ string, class store.Class, tenant string) *assignment {
+	a.reserve(taskID, typ)
+	as := a.running[taskID]
+	as.sess, as.class, as.tenant = a.sess, class, tenant
+	a.assigned++
+	a.reindex() // a guest may have reached its max tasks
+	return as
+}
+
+// unbook frees the slot booked (book) for taskID, whose lease was not granted: it no
+// longer counts against a's max tasks either. Caller holds s.agents.mu.
+func (a *agent) unbook(taskID string) {
+	a.release(taskID, 0)
+	a.assigned--
+	a.reindex()
+}
+
 // acked records that the agent acknowledged as. Caller holds s.agents.mu.
 func (a *agent) acked(as *assignment) {
 	if !as.acked {

@@ -47,20 +47,14 @@ func (s *Server) bookAtSubmit(t *store.Task, now time.Time) *submitSlot {
 	if a == nil || a.sess == nil {
 		return nil
 	}
-	a.reserve(t.ID, t.Type)
-	as := a.running[t.ID]
-	as.sess, as.class, as.tenant = a.sess, t.Class, t.Tenant
-	a.assigned++
-	a.reindex() // a guest may have reached its max tasks
+	a.book(t.ID, t.Type, t.Class, t.Tenant)
 	return &submitSlot{a: a, grant: store.Grant{TaskID: t.ID, AgentID: a.id, ExpiresAt: now.Add(s.cfg.LeaseTTL), Secret: newSecret()}}
 }
 
 // unbook frees a slot booked at submit whose task was not leased.
 func (s *Server) unbook(b *submitSlot) {
 	s.agents.mu.Lock()
-	b.a.release(b.grant.TaskID, 0)
-	b.a.assigned--
-	b.a.reindex()
+	b.a.unbook(b.grant.TaskID)
 	s.agents.mu.Unlock()
 }
 

@@ -235,10 +235,8 @@ func (s *Server) leaseTransient(a *agent, t *transTask, now time.Time, ahead boo
 	t.attempt++
 	t.leaseID++
 	t.agent, t.secret = a.id, newSecret()
-	a.reserve(t.id, t.run.typ)
-	as := a.running[t.id]
-	as.sess, as.leaseID, as.secret, as.tenant, as.class = a.sess, t.leaseID, t.secret, tmpl.Tenant, tmpl.Class
-	a.assigned++
+	as := a.book(t.id, t.run.typ, tmpl.Class, tmpl.Tenant)
+	as.leaseID, as.secret = t.leaseID, t.secret
 	if ahead {
 		a.types[t.run.typ].ahead++
 		a.ahead++

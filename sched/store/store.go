@@ -37,6 +37,13 @@ type Store interface {
 	// now: online tasks before batch ones (Class), and within a class higher priority
 	// first, then in submission order.
 	Ready(ctx context.Context, typ string, now time.Time, limit int) ([]Task, error)
+	// ReadyStats measures the ready queues (Queued tasks whose NotBefore is not after
+	// now) of the given types in one read: for each type with a task ready, how many
+	// are ready and the earliest time one of them became ready (the later of its
+	// CreatedAt and NotBefore). It looks at the first limit ready tasks of each type
+	// only (by priority, then submission), so its cost is bounded whatever the backlog:
+	// N is at most limit. Types with nothing ready are left out.
+	ReadyStats(ctx context.Context, types []string, now time.Time, limit int) ([]ReadyStat, error)
 	// Lease moves each granted task from Queued to Leased under a new lease id (one more
 	// than its last), starts its next attempt, and returns the tasks leased. A grant
 	// whose task is no longer Queued is skipped.
@@ -102,6 +109,15 @@ func InitialState(t Task) State {
 		return Waiting
 	}
 	return Queued
+}
+
+// ReadyStat is the measured ready queue of one task type (ReadyStats).
+type ReadyStat struct {
+	Type string
+	// N is how many tasks of the type are ready (at most the limit asked).
+	N int64
+	// Oldest is the earliest time one of the tasks counted became ready.
+	Oldest time.Time
 }
 
 // Grant leases one task to one agent.

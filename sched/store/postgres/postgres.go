@@ -546,6 +546,37 @@ func (s *Store) Ready(ctx context.Context, typ string, now time.Time, limit int)
 	return append(ts, batch...), nil
 }
 
+// ReadyStats implements store.Store: one statement, a LATERAL subquery per type that
+// reads at most limit entries of the partial index tasks_ready.
+func (s *Store) ReadyStats(ctx context.Context, types []string, now time.Time, limit int) ([]store.ReadyStat, error) {
+	if len(types) == 0 || limit <= 0 {
+		return nil, nil
+	}
+	rows, err := s.pool.Query(ctx, `SELECT k.type, r.n, r.oldest FROM unnest($3::text[]) AS k(type) CROSS JOIN LATERAL
+ (SELECT COUNT(*) AS n, COALESCE(MIN(GREATEST(q.created_at, q.not_before)), 0) AS oldest FROM
+   (SELECT created_at, not_before FROM tasks WHERE state = 'queued' AND type = k.type AND not_before <= $1
+    ORDER BY priority DESC, seq LIMIT $2) q) r
+ WHERE r.n > 0`, rowcodec.MS(now), limit, types)
+	if err != nil {
+		return nil, fmt.Errorf("measuring ready queues: %w", err)
+	}
+	defer rows.Close()
+	var out []store.ReadyStat
+	for rows.Next() {
+		var rs store.ReadyStat
+		var oldest int64
+		if err := rows.Scan(&rs.Type, &rs.N, &oldest); err != nil {
+			return nil, fmt.Errorf("measuring ready queues: %w", err)
+		}
+		rs.Oldest = rowcodec.FromMS(oldest)
+		out = append(out, rs)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("measuring ready queues: %w", err)
+	}
+	return out, nil
+}
+
 // leaseQuery leases the granted tasks that are still queued, in one statement: the
 // rows are locked FOR UPDATE SKIP LOCKED, so a task another server is leasing (or
 // changing) at the same moment is skipped rather than waited for, and the state check

@@ -799,6 +799,53 @@ func (s *Store) Ready(ctx context.Context, typ string, now time.Time, limit int)
 	return append(ts, batch...), nil
 }
 
+// readyStatsSQL measures the ready queue of each type in the JSON array ?3: two
+// correlated subqueries per type, each reading at most ?2 entries of the partial index
+// tasks_ready (named: without statistics SQLite may pick another), so a backlog costs
+// no more than ?2 rows per type.
+const readyStatsSQL = `SELECT k.value,
+ (SELECT COUNT(*) FROM (SELECT 1 FROM tasks INDEXED BY tasks_ready WHERE state = 'queued' AND type = k.value AND not_before <= ?1
+   ORDER BY priority DESC, seq LIMIT ?2)),
+ (SELECT MIN(MAX(created_at, not_before)) FROM (SELECT created_at, not_before FROM tasks INDEXED BY tasks_ready
+   WHERE state = 'queued' AND type = k.value AND not_before <= ?1 ORDER BY priority DESC, seq LIMIT ?2))
+ FROM json_each(?3) AS k`
+
+// ReadyStats implements store.Store.
+func (s *Store) ReadyStats(ctx context.Context, types []string, now time.Time, limit int) ([]store.ReadyStat, error) {
+	if len(types) == 0 || limit <= 0 {
+		return nil, nil
+	}
+	names, err := json.Marshal(types)
+	if err != nil {
+		return nil, fmt.Errorf("measuring ready queues: %w", err)
+	}
+	st, err := s.prepared(&s.rstmts, s.r, readyStatsSQL)
+	if err != nil {
+		return nil, fmt.Errorf("measuring ready queues: %w", err)
+	}
+	rows, err := st.QueryContext(ctx, ms(now), limit, string(names))
+	if err != nil {
+		return nil, fmt.Errorf("measuring ready queues: %w", err)
+	}
+	defer rows.Close()
+	var out []store.ReadyStat
+	for rows.Next() {
+		var rs store.ReadyStat
+		var oldest sql.NullInt64
+		if err := rows.Scan(&rs.Type, &rs.N, &oldest); err != nil {
+			return nil, fmt.Errorf("measuring ready queues: %w", err)
+		}
+		if rs.N > 0 {
+			rs.Oldest = fromMS(oldest.Int64)
+			out = append(out, rs)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("measuring ready queues: %w", err)
+	}
+	return out, nil
+}
+
 // Lease implements store.Store. The grants are applied leaseChunk at a time, each
 // chunk as one UPDATE ... FROM its grants and one INSERT of their attempts (a statement
 // per task cost more than the task's other writes together).

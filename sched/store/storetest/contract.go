@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"testing"
 	"time"
 
@@ -19,6 +20,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"CreateGet", testCreateGet},
 		{"Idempotency", testIdempotency},
 		{"ReadyOrder", testReadyOrder},
+		{"ReadyStats", testReadyStats},
 		{"LeaseFencing", testLeaseFencing},
 		{"UpdateCAS", testUpdateCAS},
 		{"LateStart", testLateStart},
@@ -174,6 +176,60 @@ func testReadyOrder(t *testing.T, s store.Store) {
 		if w := want[:min(limit, len(want))]; fmt.Sprint(ids) != fmt.Sprint(w) {
 			t.Fatalf("Ready limit %d = %v, want %v", limit, ids, w)
 		}
+	}
+}
+
+func testReadyStats(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	// echo: two ready (created at t0+2s and t0+1s), one not yet ready, one leased;
+	// wait: one created at t0 but not before t0+3s; sleep: one online task; idle: none.
+	for i, d := range []time.Duration{2 * time.Second, time.Second} {
+		tk := NewTask(fmt.Sprintf("e%d", i), "echo")
+		tk.CreatedAt, tk.Priority = t0.Add(d), i
+		mustCreate(t, s, tk)
+	}
+	nb := NewTask("nb", "wait")
+	nb.NotBefore = t0.Add(3 * time.Second)
+	mustCreate(t, s, nb)
+	later := NewTask("later", "echo")
+	later.NotBefore = t0.Add(time.Hour)
+	mustCreate(t, s, later)
+	leased := NewTask("leased", "echo")
+	leased.CreatedAt = t0.Add(-time.Hour)
+	mustCreate(t, s, leased)
+	if _, err := s.Lease(ctx, t0, []store.Grant{{TaskID: "leased", AgentID: "a", ExpiresAt: t0.Add(time.Minute), Secret: "s"}}); err != nil {
+		t.Fatal(err)
+	}
+	on := NewTask("on", "sleep")
+	on.Class, on.CreatedAt = store.Online, t0.Add(5*time.Second)
+	mustCreate(t, s, on)
+	now := t0.Add(10 * time.Second)
+	got, err := s.ReadyStats(ctx, []string{"echo", "idle", "sleep", "wait"}, now, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Slice(got, func(i, j int) bool { return got[i].Type < got[j].Type })
+	want := []store.ReadyStat{{Type: "echo", N: 2, Oldest: t0.Add(time.Second)}, {Type: "sleep", N: 1, Oldest: t0.Add(5 * time.Second)},
+		{Type: "wait", N: 1, Oldest: t0.Add(3 * time.Second)}} // ready at its not_before, not at its creation
+	if len(got) != len(want) {
+		t.Fatalf("ReadyStats = %+v, want %+v (types with nothing ready left out; not_before and leases respected)", got, want)
+	}
+	for i := range want {
+		if got[i].Type != want[i].Type || got[i].N != want[i].N || !got[i].Oldest.Equal(want[i].Oldest) {
+			t.Fatalf("ReadyStats = %+v, want %+v", got, want)
+		}
+	}
+	// The limit caps the count and bounds what is read: the first by priority (e1,
+	// then e0), so the oldest counted under limit 1 is e1's creation.
+	got, err = s.ReadyStats(ctx, []string{"echo"}, now, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].N != 1 || !got[0].Oldest.Equal(t0.Add(time.Second)) {
+		t.Fatalf("ReadyStats limit 1 = %+v, want echo N 1 oldest %v", got, t0.Add(time.Second))
+	}
+	if got, err := s.ReadyStats(ctx, nil, now, 100); err != nil || len(got) != 0 {
+		t.Fatalf("ReadyStats of no types = %+v, %v; want nothing", got, err)
 	}
 }
 
