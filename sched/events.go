@@ -62,6 +62,7 @@ func (o observedStore) Create(ctx context.Context, t store.Task) (store.Task, bo
 	if err == nil && created {
 		o.s.hist.submitted()
 		o.s.feed.publish(st)
+		o.s.queuedOnline(st)
 	}
 	return st, created, err
 }
@@ -90,6 +91,7 @@ func (o observedStore) CreateBatch(ctx context.Context, ts []store.Task) ([]stor
 			if i < len(created) && created[i] {
 				o.s.hist.submitted()
 				o.s.feed.publish(stored[i])
+				o.s.queuedOnline(stored[i])
 			}
 		}
 	}
@@ -142,6 +144,7 @@ func (o observedStore) updated(u store.Update, t store.Task) {
 		o.s.pipes.taskEnded(t.ID)
 	}
 	o.s.feed.publish(t)
+	o.s.queuedOnline(t)
 }
 
 // MaxFeedSubscribers bounds the open subscriptions to the task feed (task ls --watch,

@@ -72,21 +72,26 @@ func (s *Server) preemptForOnline(ctx context.Context, all bool) {
 		if _, hinted := s.readyHint(typ); !all && !hinted {
 			continue
 		}
-		// Ready lists online tasks first: one row says whether any waits, so a full type
-		// with only batch tasks queued (the common case under load) reads one row, not 64.
-		ready, err := s.st.Ready(ctx, typ, now, 1)
-		if err == nil && len(ready) == 1 && ready[0].Class == store.Online {
-			ready, err = s.st.Ready(ctx, typ, now, 64)
+		// Only batch tasks were queued since the last look found no online one ready:
+		// none can wait, and under a backlog of batch tasks (every round, after every
+		// submit and every report) this costs no store query. The periodic round (all),
+		// and every round over a store other replicas share, look anyway: online tasks
+		// whose backoff ran out, or queued by another replica or before a restart.
+		gen, hintedOnline := s.onlineHint(typ)
+		if !all && !hintedOnline && !s.shared {
+			continue
 		}
+		// Online tasks alone: a full type with only batch tasks queued (the common case
+		// under load, after every dispatch round) reads no row, in one query (Ready read
+		// the batch queue too, a second query and a row, every round).
+		online, err := s.st.ReadyOnline(ctx, typ, now, 64)
 		if err != nil {
 			s.log.Error("finding online tasks to preempt for", "type", typ, "err", err)
 			continue
 		}
-		var online []store.Task
-		for i := range ready {
-			if ready[i].Class == store.Online { // they come first
-				online = append(online, ready[i])
-			}
+		if len(online) == 0 {
+			s.clearOnline(typ, gen)
+			continue
 		}
 		s.agents.mu.Lock()
 		online = s.fairOrder(online) // leaves out tenants at their max_running
@@ -121,6 +126,31 @@ func (s *Server) stopping(typ string) int {
 		}
 	}
 	return n
+}
+
+// queuedOnline notes t if it is an online task now queued (observedStore, after each
+// change this server made): preemptForOnline then looks for online tasks of its type.
+func (s *Server) queuedOnline(t store.Task) {
+	if t.State != store.Queued || t.Class != store.Online {
+		return
+	}
+	s.readyMu.Lock()
+	s.onlineGen.hint(t.Type)
+	s.readyMu.Unlock()
+}
+
+// onlineHint returns the online hint generation of typ and whether it is hinted.
+func (s *Server) onlineHint(typ string) (uint64, bool) {
+	s.readyMu.Lock()
+	defer s.readyMu.Unlock()
+	return s.onlineGen.get(typ)
+}
+
+// clearOnline drops the online hint of typ unless it was hinted again since gen.
+func (s *Server) clearOnline(typ string, gen uint64) {
+	s.readyMu.Lock()
+	defer s.readyMu.Unlock()
+	s.onlineGen.clear(typ, gen)
 }
 
 // victim picks a running batch task whose slot the online task on could take.

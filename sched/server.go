@@ -48,8 +48,12 @@ type Server struct {
 	// dispatcher reads the store only for these types; its periodic tick reads every
 	// type (retry backoffs, restarts).
 	readyMu  sync.Mutex
-	readyGen map[string]uint64
-	fullScan atomic.Bool // the next dispatch round reads every type's queue
+	readyGen typeHints
+	// onlineGen (also guarded by readyMu): the task types of which this server queued
+	// online tasks (created or requeued: observedStore) since preemptForOnline last found
+	// none of them ready, each with a generation bumped on every hint.
+	onlineGen typeHints
+	fullScan  atomic.Bool // the next dispatch round reads every type's queue
 
 	// The agents and the hosts, each registry with its own lock. Lock order (doc.go):
 	// agents.mu before hosts.mu, never the reverse.
@@ -79,19 +83,20 @@ func New(cfg Config, st store.Store) (*Server, error) {
 	_, shared := st.(store.Shared)
 	s := &Server{shared: shared,
 		cfg: cfg, st: st, log: cfg.Logger, started: time.Now(),
-		kick:     make(chan struct{}, 1),
-		readyGen: map[string]uint64{},
-		queue:    newQueueMeter(),
-		feed:     newFeed(),
-		hist:     newHistory(time.Now()),
-		streams:  newStreams(),
-		waits:    newTenantCount(MaxTenantWaits),
-		trans:    newTransients(),
-		starts:   &startQueue{},
-		pipes:    newPipes(),
-		agents:   newAgentRegistry(),
-		hosts:    newHostRegistry(),
-		waiters:  map[string][]chan struct{}{},
+		kick:      make(chan struct{}, 1),
+		readyGen:  typeHints{},
+		onlineGen: typeHints{},
+		queue:     newQueueMeter(),
+		feed:      newFeed(),
+		hist:      newHistory(time.Now()),
+		streams:   newStreams(),
+		waits:     newTenantCount(MaxTenantWaits),
+		trans:     newTransients(),
+		starts:    &startQueue{},
+		pipes:     newPipes(),
+		agents:    newAgentRegistry(),
+		hosts:     newHostRegistry(),
+		waiters:   map[string][]chan struct{}{},
 
 		relayLis: newChanListener(),
 	}
@@ -262,10 +267,29 @@ func (s *Server) Loop(ctx context.Context) {
 	wg.Wait()
 }
 
+// typeHints is a set of task types, each with a generation bumped on every hint, so
+// that a look that began before a hint does not clear it. Its owner's mutex guards it.
+type typeHints map[string]uint64
+
+func (h typeHints) hint(typ string) { h[typ]++ }
+
+// get returns the hint generation of typ and whether it is hinted.
+func (h typeHints) get(typ string) (uint64, bool) {
+	g, ok := h[typ]
+	return g, ok
+}
+
+// clear drops the hint of typ unless it was hinted again since generation gen.
+func (h typeHints) clear(typ string, gen uint64) {
+	if g, ok := h[typ]; ok && g == gen {
+		delete(h, typ)
+	}
+}
+
 // wakeType hints that tasks of typ may be ready to dispatch and wakes the dispatcher.
 func (s *Server) wakeType(typ string) {
 	s.readyMu.Lock()
-	s.readyGen[typ]++
+	s.readyGen.hint(typ)
 	s.readyMu.Unlock()
 	s.wake()
 }
@@ -274,17 +298,14 @@ func (s *Server) wakeType(typ string) {
 func (s *Server) readyHint(typ string) (uint64, bool) {
 	s.readyMu.Lock()
 	defer s.readyMu.Unlock()
-	g, ok := s.readyGen[typ]
-	return g, ok
+	return s.readyGen.get(typ)
 }
 
 // clearReady drops the hint of typ unless it was hinted again since generation gen.
 func (s *Server) clearReady(typ string, gen uint64) {
 	s.readyMu.Lock()
 	defer s.readyMu.Unlock()
-	if g, ok := s.readyGen[typ]; ok && g == gen {
-		delete(s.readyGen, typ)
-	}
+	s.readyGen.clear(typ, gen)
 }
 
 // wakeAll wakes the dispatcher for a round that reads every type's queue (a new

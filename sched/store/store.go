@@ -37,6 +37,9 @@ type Store interface {
 	// now: online tasks before batch ones (Class), and within a class higher priority
 	// first, then in submission order.
 	Ready(ctx context.Context, typ string, now time.Time, limit int) ([]Task, error)
+	// ReadyOnline is Ready for the online tasks alone (the first ones Ready returns):
+	// whether online tasks wait, and which, without reading a batch task.
+	ReadyOnline(ctx context.Context, typ string, now time.Time, limit int) ([]Task, error)
 	// ReadyStats measures the ready queues (Queued tasks whose NotBefore is not after
 	// now) of the given types in one read: for each type with a task ready, how many
 	// are ready and the earliest time one of them became ready (the later of its

@@ -527,13 +527,25 @@ func (s *Store) List(ctx context.Context, f store.Filter) ([]store.Task, string,
 	return ts, next, nil
 }
 
+// readyOnlineSQL reads ready online tasks (the partial index tasks_ready_online).
+var readyOnlineSQL = `SELECT ` + readyCols + ` FROM tasks WHERE state = 'queued' AND class = 'online' AND type = $1 AND not_before <= $2
+ ORDER BY priority DESC, seq LIMIT $3`
+
+// ReadyOnline implements store.Store.
+func (s *Store) ReadyOnline(ctx context.Context, typ string, now time.Time, limit int) ([]store.Task, error) {
+	ts, err := s.queryTasks(ctx, readyOnlineSQL, typ, rowcodec.MS(now), limit)
+	if err != nil {
+		return nil, fmt.Errorf("finding ready online tasks of type %s: %w", typ, err)
+	}
+	return ts, nil
+}
+
 // Ready implements store.Store.
 func (s *Store) Ready(ctx context.Context, typ string, now time.Time, limit int) ([]store.Task, error) {
 	// Online tasks first (the partial index tasks_ready_online), then batch ones.
-	ts, err := s.queryTasks(ctx, `SELECT `+readyCols+` FROM tasks WHERE state = 'queued' AND class = 'online' AND type = $1 AND not_before <= $2
- ORDER BY priority DESC, seq LIMIT $3`, typ, rowcodec.MS(now), limit)
+	ts, err := s.ReadyOnline(ctx, typ, now, limit)
 	if err != nil {
-		return nil, fmt.Errorf("finding ready online tasks of type %s: %w", typ, err)
+		return nil, err
 	}
 	if len(ts) == limit {
 		return ts, nil

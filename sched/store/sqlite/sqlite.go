@@ -780,14 +780,23 @@ var (
  ORDER BY lease_expires_at LIMIT ?`
 )
 
+// ReadyOnline implements store.Store.
+func (s *Store) ReadyOnline(ctx context.Context, typ string, now time.Time, limit int) ([]store.Task, error) {
+	ts, err := s.queryLimit(ctx, readyOnlineSQL, limit, typ, ms(now))
+	if err != nil {
+		return nil, fmt.Errorf("finding ready online tasks of type %s: %w", typ, err)
+	}
+	return ts, nil
+}
+
 // Ready implements store.Store.
 func (s *Store) Ready(ctx context.Context, typ string, now time.Time, limit int) ([]store.Task, error) {
 	// Online tasks first (the partial index tasks_ready_online, named: without
 	// statistics SQLite picks tasks_ready and reads every queued task of the type to find
 	// the online ones), then batch ones.
-	ts, err := s.queryLimit(ctx, readyOnlineSQL, limit, typ, ms(now))
+	ts, err := s.ReadyOnline(ctx, typ, now, limit)
 	if err != nil {
-		return nil, fmt.Errorf("finding ready online tasks of type %s: %w", typ, err)
+		return nil, err
 	}
 	if len(ts) == limit {
 		return ts, nil

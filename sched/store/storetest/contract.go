@@ -144,6 +144,9 @@ func testReadyOrder(t *testing.T, s store.Store) {
 	if len(got) != 1 || got[0].ID != "later" {
 		t.Fatalf("after not_before, Ready = %v, want [later]", got)
 	}
+	if got, err := s.ReadyOnline(ctx, "echo", t0, 10); err != nil || len(got) != 0 {
+		t.Fatalf("ReadyOnline with only batch tasks queued = %v, %v; want none", got, err)
+	}
 	// Online tasks come before batch ones whatever their priority.
 	for i, p := range []int{-5, 0} {
 		tk := NewTask(fmt.Sprintf("on%d", i), "echo")
@@ -160,6 +163,19 @@ func testReadyOrder(t *testing.T, s store.Store) {
 	}
 	if fmt.Sprint(ids) != "[on1 on0 t1]" {
 		t.Fatalf("Ready order with online tasks = %v, want [on1 on0 t1] (online first, then priority)", ids)
+	}
+	for limit, want := range []string{"[]", "[on1]", "[on1 on0]", "[on1 on0]"} {
+		got, err := s.ReadyOnline(ctx, "echo", t0, limit)
+		if err != nil {
+			t.Fatalf("ReadyOnline limit %d: %v", limit, err)
+		}
+		ids = ids[:0]
+		for _, tk := range got {
+			ids = append(ids, tk.ID)
+		}
+		if fmt.Sprint(ids) != want {
+			t.Fatalf("ReadyOnline limit %d = %v, want %s (online tasks alone, in Ready's order)", limit, ids, want)
+		}
 	}
 	// Every limit is kept exactly, whatever the store does with it (SQLite rounds the
 	// LIMIT it prepares up to a power of two and stops reading at the limit).
