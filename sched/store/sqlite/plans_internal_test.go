@@ -36,6 +36,9 @@ func TestQueryPlans(t *testing.T) {
 	}{
 		{"ready online", readyOnlineSQL, "tasks_ready_online", []any{"echo", 0, 10}},
 		{"ready batch", readyBatchSQL, "tasks_ready", []any{"echo", 0, 10}},
+		{"ready, online then batch (online arm)", readySQL(16), "tasks_ready_online", []any{"echo", 0, "echo", 0}},
+		{"ready, online then batch (batch arm)", readySQL(16), "tasks_ready", []any{"echo", 0, "echo", 0}},
+		{"ready stats", readyStatsSQL, "tasks_ready", []any{0, 10, `["echo"]`}},
 		{"ready of a tenant", readyTenantSQL, "tasks_tenant_ready", []any{"a", "echo", 0, 10}},
 		{"queued of a tenant", countTenantSQL(store.Queued), "tasks_tenant_ready", []any{"a"}},
 		{"expired leases", expiredSQL, "tasks_lease_expiry", []any{time.Now().UnixMilli(), 10}},

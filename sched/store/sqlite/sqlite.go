@@ -794,18 +794,43 @@ func (s *Store) Ready(ctx context.Context, typ string, now time.Time, limit int)
 	// Online tasks first (the partial index tasks_ready_online, named: without
 	// statistics SQLite picks tasks_ready and reads every queued task of the type to find
 	// the online ones), then batch ones.
-	ts, err := s.ReadyOnline(ctx, typ, now, limit)
-	if err != nil {
-		return nil, err
+	if limit <= 0 {
+		return nil, nil
 	}
-	if len(ts) == limit {
-		return ts, nil
-	}
-	batch, err := s.queryLimit(ctx, readyBatchSQL, limit-len(ts), typ, ms(now))
+	n := ms(now)
+	ts, err := s.queryTasksMax(ctx, readySQL(ceilPow2(limit)), limit, typ, n, typ, n) // each arm's type and now
 	if err != nil {
 		return nil, fmt.Errorf("finding ready tasks of type %s: %w", typ, err)
 	}
-	return append(ts, batch...), nil
+	return ts, nil
+}
+
+// readySQL is Ready in one statement, each arm reading up to n tasks: the online ones
+// (readyOnlineSQL), then the batch ones (readyBatchSQL). SQLite runs the arms of a
+// UNION ALL one after the other, returning the first's rows before the second's, and
+// the caller stops reading at its limit, so the batch arm is not run when online tasks
+// fill it. One statement, where two cost a round trip through the driver each, on
+// every dispatch round (the contract's ReadyOrder holds the order).
+func readySQL(n int) string {
+	if k := bits.Len(uint(n - 1)); k < len(readyUnion) && 1<<k == n {
+		return readyUnion[k]
+	}
+	return buildReadySQL(n)
+}
+
+// readyUnion holds readySQL(1 << k) for the limits dispatch rounds ask (maxScan: 1000).
+var readyUnion = func() (u [11]string) {
+	for k := range u {
+		u[k] = buildReadySQL(1 << k)
+	}
+	return u
+}()
+
+func buildReadySQL(n int) string {
+	lim := "LIMIT " + strconv.Itoa(n)
+	on, _ := strings.CutSuffix(readyOnlineSQL, "LIMIT ?")
+	batch, _ := strings.CutSuffix(readyBatchSQL, "LIMIT ?")
+	return `SELECT * FROM (` + on + lim + `) UNION ALL SELECT * FROM (` + batch + lim + `)`
 }
 
 // readyStatsSQL measures the ready queue of each type in the JSON array ?3: two
