@@ -123,12 +123,12 @@ func initMain(cfgPath, manifestPath string) {
 	}
 	order := pid1.ReportingOrder
 	if warmBoot() {
-		order = pid1.ReportingOff // until a restored copy takes its identity (takeIdentity)
+		order = pid1.ReportingOff // until a restored copy has registered (reportRestored)
 	}
-	if ok, err := pid1.SetReportingOrder("/sys", order); err != nil {
+	if _, err := pid1.SetReportingOrder("/sys", order); errors.Is(err, pid1.ErrNoReporting) {
+		fmt.Printf("paddock-agent[%d]: init: %v: memory the guest frees stays with the host's QEMU\n", os.Getpid(), err)
+	} else if err != nil {
 		fmt.Printf("paddock-agent[%d]: init: %v\n", os.Getpid(), err)
-	} else if !ok {
-		fmt.Printf("paddock-agent[%d]: init: this kernel has no free page reporting: memory the guest frees stays with the host's QEMU\n", os.Getpid())
 	}
 	// The data plane's shared directories (virtio-9p), when the host offers them. A
 	// warm-start template leaves them to the agent, which mounts them once restored
@@ -223,6 +223,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	id := cfg.agentID()
+	var afterRegister func()                         // once registered (a restored copy's memory work)
 	var dial func(context.Context) (net.Conn, error) // nil: TCP (cfg.Server)
 	if port != nil && !warm && len(handlers) > 0 {
 		// The first session's handshake now, while the runner and the session set up.
@@ -251,7 +252,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		// The template's free memory is zeroed and left unreported before the save
 		// (pid1.QuiesceMemory): the snapshot stores it as zero pages, and each restored
-		// copy reports it all once it has its identity (takeIdentity), which gives back
+		// copy reports it all once it has registered (reportRestored), which gives back
 		// the pages its restore read.
 		debug.FreeOSMemory()
 		if before, after, zeroed, err := pid1.QuiesceMemory("/proc", quiesceKeepKiB); err != nil {
@@ -271,6 +272,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		id = ident.ID
 		log.Info("warm start: identity taken from the host", "id", id)
+		afterRegister = func() { go reportRestored("/sys", log) }
 		if r != nil {
 			var g *transport.Guest
 			g, dial = dialEarly(ctx, port, id, log)
@@ -284,7 +286,7 @@ func Run(ctx context.Context, cfg Config) error {
 		<-ctx.Done()
 		return nil
 	}
-	return serve(ctx, cfg, dial, r, id, log)
+	return serve(ctx, cfg, dial, r, id, afterRegister, log)
 }
 
 // quiesceKeepKiB is the free memory a template's QuiesceMemory leaves untouched.

@@ -7,10 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"regexp"
+	"runtime"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/paddockvm/paddock/agent/pid1"
 	"github.com/paddockvm/paddock/internal/buildinfo"
@@ -141,24 +145,14 @@ func ReadIdentity(ctx context.Context, r io.Reader) (Identity, error) {
 
 // takeIdentity applies a host-given identity inside a restored guest: reseed the kernel
 // RNG, mount the data shares, and write the second ready line with a nonce drawn after
-// the reseed.
+// the reseed. The restored copy's memory work (reportRestored) waits until the agent
+// has registered.
 func takeIdentity(w io.Writer, id Identity) error {
 	if err := pid1.Reseed(id.Seed); err != nil {
 		return err
 	}
 	if _, err := pid1.MountShares("/sys", pid1.DataShares, os.Stdout); err != nil {
 		return err
-	}
-	// The template ran without free page reporting (pid1.ReportingOff): this copy
-	// reports its free memory now, which gives back the zero pages the restore read.
-	was, _ := os.ReadFile("/sys/module/page_reporting/parameters/page_reporting_order")
-	if _, err := pid1.SetReportingOrder("/sys", pid1.ReportingOrder); err != nil {
-		fmt.Fprintf(os.Stderr, "paddock-agent: %v\n", err)
-	} else {
-		fmt.Fprintf(os.Stderr, "paddock-agent: free page reporting order %s -> %d\n", strings.TrimSpace(string(was)), pid1.ReportingOrder)
-		if err := pid1.NudgeReporting(32 << 10); err != nil {
-			fmt.Fprintf(os.Stderr, "paddock-agent: %v\n", err)
-		}
 	}
 	nonce := make([]byte, 16)
 	if _, err := rand.Read(nonce); err != nil {
@@ -170,4 +164,39 @@ func takeIdentity(w io.Writer, id Identity) error {
 	}
 	_, err = fmt.Fprintf(w, "%s version=%s boot_ms=%d id=%s nonce=%s\n", ReadyPrefix, buildinfo.String(), up.Milliseconds(), id.ID, hex.EncodeToString(nonce))
 	return err
+}
+
+// nudgeKiB is how much memory reportRestored takes and gives back to wake the reporting.
+const nudgeKiB = 32 << 10
+
+// reportRestored turns free page reporting on in a restored copy and nudges it
+// (pid1.NudgeReporting): the template ran without it (pid1.ReportingOff), and only the
+// copy's reporting gives its host back the zero pages the restore read (docs/operations.md,
+// "Restored guests and zero pages"). The agent runs it once it has registered, in the
+// background: the nudge zeroes 32 MiB in the guest and faults it in on the host, and
+// the reporting that follows keeps the guest's kernel and the host's QEMU busy, none of
+// which registration should wait for. It runs on an OS thread of its own at the lowest
+// priority (nice 19), which ends with it, so the agent's other goroutines come first. It
+// logs one line: what it did, or that this guest has no free page reporting (no virtio
+// balloon with freePageReporting, or a kernel without it), in which case it does nothing.
+func reportRestored(sysDir string, log *slog.Logger) {
+	runtime.LockOSThread() // never unlocked: the thread ends with this goroutine
+	if err := unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), 19); err != nil {
+		log.Debug("restored copy: lowering the reporting thread's priority", "err", err)
+	}
+	t0 := time.Now()
+	was, err := pid1.SetReportingOrder(sysDir, pid1.ReportingOrder)
+	switch {
+	case errors.Is(err, pid1.ErrNoReporting):
+		log.Info("restored copy: free page reporting not available; the pages its restore read stay with the host", "why", err)
+		return
+	case err != nil:
+		log.Warn("restored copy: turning free page reporting on", "err", err)
+		return
+	}
+	if err := pid1.NudgeReporting(nudgeKiB); err != nil {
+		log.Warn("restored copy: free page reporting turned on but not nudged", "order_was", was, "order", pid1.ReportingOrder, "err", err)
+		return
+	}
+	log.Info("restored copy: free page reporting turned on and nudged", "order_was", was, "order", pid1.ReportingOrder, "nudge_kib", nudgeKiB, "took", time.Since(t0).Round(time.Millisecond))
 }

@@ -85,8 +85,9 @@ func tuneGC() {
 // set-up) and returns the freed pages to the guest kernel at once, instead of when the
 // runtime's scavenger gets to them (with free page reporting they go back to the host);
 // it makes the handlers' TLS client certificate (Runner.PrepareCert) in the background;
-// with handler_start eager it then starts every handler in the background.
-func onRegistered(ctx context.Context, cfg Config, r *runner.Runner) func() {
+// with handler_start eager it then starts every handler in the background; and it calls
+// then, when not nil (a restored copy's memory work: reportRestored).
+func onRegistered(ctx context.Context, cfg Config, r *runner.Runner, then func()) func() {
 	var once sync.Once
 	return func() {
 		once.Do(func() {
@@ -96,6 +97,9 @@ func onRegistered(ctx context.Context, cfg Config, r *runner.Runner) func() {
 			go func() { _ = r.PrepareCert() }()
 			if cfg.HandlerStart == HandlerStartEager {
 				go r.StartAll(ctx)
+			}
+			if then != nil {
+				then()
 			}
 		})
 	}

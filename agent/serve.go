@@ -87,8 +87,8 @@ func dialEarly(ctx context.Context, port *os.File, id string, log *slog.Logger) 
 
 // serve runs the session with the server as agent id until ctx ends. dial opens the
 // session's byte stream (dialEarly's, inside a micro-VM), or is nil to dial cfg.Server
-// over TCP.
-func serve(ctx context.Context, cfg Config, dial func(context.Context) (net.Conn, error), r *runner.Runner, id string, log *slog.Logger) error {
+// over TCP. afterRegister, when not nil, runs once after the first registration.
+func serve(ctx context.Context, cfg Config, dial func(context.Context) (net.Conn, error), r *runner.Runner, id string, afterRegister func(), log *slog.Logger) error {
 	where := "virtio-serial port " + cfg.Port
 	if dial == nil {
 		addrs := cfg.Server.Addrs()
@@ -113,7 +113,7 @@ func serve(ctx context.Context, cfg Config, dial func(context.Context) (net.Conn
 		Logger:                log,
 		DataDir:               cfg.DataDir,
 		Memory:                memoryOf(r),
-		OnRegistered:          onRegistered(ctx, cfg, r),
+		OnRegistered:          onRegistered(ctx, cfg, r, afterRegister),
 	}, session.RunnerExecutor(r))
 	if err != nil {
 		return fmt.Errorf("starting the session: %w", err)

@@ -30,20 +30,65 @@ const ReportingOrder = 0
 // without it being allocated in between.
 const ReportingOff = 11
 
+// ErrNoReporting: the guest cannot hand free pages back to its host (ReportingAvailable
+// says what is missing).
+var ErrNoReporting = errors.New("no free page reporting")
+
+// reportingOrderFile is the kernel's free page reporting order under a sysfs root.
+func reportingOrderFile(sysDir string) string {
+	return filepath.Join(sysDir, "module", "page_reporting", "parameters", "page_reporting_order")
+}
+
+// balloonReportingBit is VIRTIO_BALLOON_F_REPORTING, the virtio-balloon feature bit of
+// free page reporting (include/uapi/linux/virtio_balloon.h).
+const balloonReportingBit = 5
+
+// ReportingAvailable returns nil when this guest can report its free pages to the host:
+// the kernel has free page reporting (sysDir/module/page_reporting, built in on Debian)
+// and a virtio balloon bound to virtio_balloon negotiated VIRTIO_BALLOON_F_REPORTING
+// (the domain's balloon has freePageReporting='on'). Otherwise it returns an error
+// wrapping ErrNoReporting that says which is missing. The kernel's file exists without
+// any balloon, so its presence alone says nothing.
+func ReportingAvailable(sysDir string) error {
+	if _, err := os.Stat(reportingOrderFile(sysDir)); err != nil {
+		return fmt.Errorf("%w: this kernel has no %s", ErrNoReporting, reportingOrderFile(sysDir))
+	}
+	drv := filepath.Join(sysDir, "bus", "virtio", "drivers", "virtio_balloon")
+	devs, _ := filepath.Glob(filepath.Join(drv, "virtio*"))
+	if len(devs) == 0 {
+		return fmt.Errorf("%w: no virtio balloon device is bound to virtio_balloon (give the domain a virtio memballoon and load the module)", ErrNoReporting)
+	}
+	for _, d := range devs {
+		f, err := os.ReadFile(filepath.Join(d, "features"))
+		if err == nil && len(f) > balloonReportingBit && f[balloonReportingBit] == '1' {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: the virtio balloon did not offer free page reporting (set freePageReporting='on' on the domain's memballoon; QEMU >= 5.1)", ErrNoReporting)
+}
+
 // SetReportingOrder sets the free page reporting order under sysDir (normally /sys)
-// to order. It must run after virtio_balloon has registered: Debian's 6.1 kernel
-// overwrites the boot parameter page_reporting.page_reporting_order when the balloon
-// registers, so only a write afterwards holds. A kernel without free page reporting
-// (no /sys/module/page_reporting) is not an error: it returns false.
-func SetReportingOrder(sysDir string, order int) (bool, error) {
-	p := filepath.Join(sysDir, "module", "page_reporting", "parameters", "page_reporting_order")
-	if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
-		return false, nil
+// to order and returns the order it replaced. It must run after virtio_balloon has
+// registered: Debian's 6.1 kernel overwrites the boot parameter
+// page_reporting.page_reporting_order when the balloon registers, so only a write
+// afterwards holds. Where free page reporting is not available (ReportingAvailable)
+// it changes nothing and returns that error, which wraps ErrNoReporting.
+func SetReportingOrder(sysDir string, order int) (was int, err error) {
+	if err := ReportingAvailable(sysDir); err != nil {
+		return 0, err
+	}
+	p := reportingOrderFile(sysDir)
+	b, err := os.ReadFile(p)
+	if err == nil {
+		was, err = strconv.Atoi(strings.TrimSpace(string(b)))
+	}
+	if err != nil {
+		return 0, fmt.Errorf("reading the free page reporting order: %w", err)
 	}
 	if err := os.WriteFile(p, []byte(strconv.Itoa(order)), 0); err != nil {
-		return false, fmt.Errorf("setting the free page reporting order: %w", err)
+		return was, fmt.Errorf("setting the free page reporting order: %w", err)
 	}
-	return true, nil
+	return was, nil
 }
 
 // QuiesceMemory prepares a warm-start template's memory for its snapshot: it drops the
