@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -90,5 +93,59 @@ func TestReadIdentity(t *testing.T) {
 	defer cancel()
 	if _, err := ReadIdentity(ctx, &eofThen{eofs: 1 << 30}); err == nil {
 		t.Error("ReadIdentity did not give up when ctx ended")
+	}
+}
+
+// TestReportRestored: on a fake sysfs, a restored copy without free page reporting
+// (no virtio balloon bound) changes nothing and says so in one line; with a balloon
+// that negotiated reporting it sets order 0, nudges, and logs the order it replaced.
+func TestReportRestored(t *testing.T) {
+	run := func(sys string) string {
+		var buf bytes.Buffer
+		done := make(chan struct{})
+		go func() { // reportRestored locks its thread for good: a goroutine of its own
+			defer close(done)
+			reportRestored(sys, slog.New(slog.NewTextHandler(&buf, nil)))
+		}()
+		<-done
+		return buf.String()
+	}
+	sys := t.TempDir()
+	order := filepath.Join(sys, "module", "page_reporting", "parameters", "page_reporting_order")
+	if err := os.MkdirAll(filepath.Dir(order), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(order, []byte("11\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	drv := filepath.Join(sys, "bus", "virtio", "drivers", "virtio_balloon")
+	if err := os.MkdirAll(drv, 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	out := run(sys)
+	if n := strings.Count(out, "\n"); n != 1 || !strings.Contains(out, "free page reporting not available") || !strings.Contains(out, "no virtio balloon") {
+		t.Errorf("without a balloon, want one line saying reporting is not available and why; got %q", out)
+	}
+	if b, _ := os.ReadFile(order); string(b) != "11\n" {
+		t.Errorf("without a balloon the order was changed to %q", b)
+	}
+
+	dev := filepath.Join(sys, "bus", "virtio", "devices", "virtio3")
+	if err := os.MkdirAll(dev, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dev, "features"), []byte("0110010000000000000000000000000000000000000000000000000000000000\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(dev, filepath.Join(drv, "virtio3")); err != nil {
+		t.Fatal(err)
+	}
+	out = run(sys)
+	if !strings.Contains(out, "turned on and nudged") || !strings.Contains(out, "order_was=11") {
+		t.Errorf("with a reporting balloon, want the order and the nudge logged; got %q", out)
+	}
+	if b, _ := os.ReadFile(order); string(b) != "0" {
+		t.Errorf("page_reporting_order holds %q, want 0", b)
 	}
 }
