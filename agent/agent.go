@@ -121,6 +121,14 @@ func initMain(cfgPath, manifestPath string) {
 	if err := pid1.LoadModules(mods); err != nil {
 		pid1.Fatal(err)
 	}
+	disk := "no handler disk"
+	if hd := m.HandlerDisk; hd != nil {
+		dev, err := pid1.MountHandlerDisk("/sys", pid1.HandlerDisk{Serial: hd.Serial, FSType: hd.FSType, Mount: hd.Mount})
+		if err != nil {
+			pid1.Fatal(err)
+		}
+		disk = fmt.Sprintf("mounted the handler disk %s read-only on %s", dev, hd.Mount)
+	}
 	order := pid1.ReportingOrder
 	if warmBoot() {
 		order = pid1.ReportingOff // until a restored copy has registered (reportRestored)
@@ -138,7 +146,7 @@ func initMain(cfgPath, manifestPath string) {
 	} else if _, err := pid1.MountShares("/sys", pid1.DataShares, os.Stdout); err != nil {
 		pid1.Fatal(err)
 	}
-	fmt.Printf("paddock-agent[%d]: init: mounted /proc /sys /dev /tmp /run, loaded %d kernel modules; starting the agent\n", os.Getpid(), len(mods))
+	fmt.Printf("paddock-agent[%d]: init: mounted /proc /sys /dev /tmp /run, loaded %d kernel modules, %s; starting the agent\n", os.Getpid(), len(mods), disk)
 	self, err := os.Executable()
 	if err != nil {
 		self = "/init"

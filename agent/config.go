@@ -310,6 +310,17 @@ type Manifest struct {
 	Modules       []ManifestModule `json:"modules"`
 	Handlers      []ManifestFile   `json:"handlers"`
 	Agent         ManifestFile     `json:"agent"`
+	// HandlerDisk is the read-only disk the handler binaries are on (PID 1 mounts it
+	// at its Mount); nil in images whose handlers are packed in the initramfs.
+	HandlerDisk *ManifestDisk `json:"handler_disk,omitempty"`
+}
+
+// ManifestDisk is the image's handler disk as the guest sees it: the virtio-blk
+// serial the host attaches it with, its filesystem, and where PID 1 mounts it.
+type ManifestDisk struct {
+	Serial string `json:"serial"`
+	FSType string `json:"fstype"`
+	Mount  string `json:"mount"`
 }
 
 // ManifestModule is one kernel module, in load order.
@@ -326,8 +337,9 @@ type ManifestFile struct {
 	Path    string `json:"path"`
 	Version string `json:"version,omitempty"`
 	SHA256  string `json:"sha256"`
-	// Packed is where the image holds a handler gzip-compressed; the runner unpacks
-	// it to Path on the handler's first start (runner.HandlerSpec.Packed).
+	// Packed is where an image built before handler disks holds a handler
+	// compressed; the runner unpacks it to Path on the handler's first start
+	// (runner.HandlerSpec.Packed).
 	Packed string `json:"packed,omitempty"`
 	// Types are the task types a handler serves, as recorded when the image was built
 	// (manifest schema 2 on); empty for the agent and in older images.
@@ -339,6 +351,12 @@ type ManifestType struct {
 	Name        string `json:"name"`
 	Version     string `json:"version"`
 	Concurrency int    `json:"concurrency"`
+}
+
+// onHandlerDisk reports whether path is on the manifest's handler disk.
+func (m Manifest) onHandlerDisk(path string) bool {
+	d := m.HandlerDisk
+	return d != nil && d.Mount != "" && strings.HasPrefix(path, strings.TrimSuffix(d.Mount, "/")+"/")
 }
 
 // LoadManifest reads the image manifest at path.

@@ -184,8 +184,17 @@ func (c Config) handlerSpecs(manifestPath string, log *slog.Logger) ([]runner.Ha
 	if err != nil {
 		return nil, err
 	}
+	if d := m.HandlerDisk; d != nil && len(m.Handlers) > 0 {
+		if _, err := os.Stat(m.Handlers[0].Path); err != nil {
+			// PID 1 mounts the disk before it starts the agent, and stops the guest
+			// when it cannot: this is an agent started some other way.
+			log.Error("handler disk not mounted: handlers will fail to start", "mount", d.Mount, "serial", d.Serial, "err", err)
+		}
+	}
 	for _, h := range m.Handlers {
-		spec := runner.HandlerSpec{Name: h.Name, Path: h.Path, Packed: h.Packed, SHA256: h.SHA256}
+		spec := runner.HandlerSpec{Name: h.Name, Path: h.Path, Packed: h.Packed, SHA256: h.SHA256,
+			// On the read-only handler disk, whose digest the host checked: not hashed again.
+			Verified: h.Packed == "" && m.onHandlerDisk(h.Path)}
 		for _, t := range h.Types {
 			spec.Types = append(spec.Types, runner.TaskType{Name: t.Name, Version: t.Version, Concurrency: t.Concurrency})
 		}

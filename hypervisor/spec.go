@@ -55,6 +55,14 @@ type Disk struct {
 	Format   string // "qcow2" or "raw"
 	Target   string // "vda", "vdb", …
 	ReadOnly bool
+	// Shareable tells libvirt that other domains attach the same file at the same
+	// time (<shareable/>); only with ReadOnly (a read-only image shared by every guest
+	// of an image, such as images' handler disk).
+	Shareable bool
+	// Serial is the virtio-blk serial the guest reads in /sys/block/<dev>/serial, to
+	// find the disk without relying on device order: at most 20 letters, digits, '-',
+	// '_' or '.'; "" for none.
+	Serial string
 }
 
 // Filesystem is a host directory exported into the guest over virtio-9p (libvirt
@@ -168,6 +176,12 @@ func (s DomainSpec) Validate(prefix string) error {
 		if !targetRE.MatchString(d.Target) {
 			return fieldErr(f+".target", `use a virtio target such as "vda", "vdb"`, "%q is not a virtio disk target", d.Target)
 		}
+		if d.Shareable && !d.ReadOnly {
+			return fieldErr(f+".shareable", "make the shared disk read-only, or give each guest its own copy", "a shareable disk must be read-only")
+		}
+		if d.Serial != "" && !serialRE.MatchString(d.Serial) {
+			return fieldErr(f+".serial", "use at most 20 letters, digits, '-', '_' or '.'", "%q is not a valid virtio-blk serial", d.Serial)
+		}
 		if j, dup := targets[d.Target]; dup {
 			return fieldErr(f+".target", "give each disk its own target (vda, vdb, …)", "%q is already used by disks[%d]", d.Target, j)
 		}
@@ -229,6 +243,9 @@ func (s DomainSpec) Validate(prefix string) error {
 	}
 	return nil
 }
+
+// serialRE is what a virtio-blk serial may be: virtio-blk carries 20 bytes.
+var serialRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,20}$`)
 
 func checkFilesystems(fss []Filesystem) error {
 	tags := map[string]int{}

@@ -125,6 +125,10 @@ func (s DomainSpec) domainXMLWith(domType string, edit func(*libvirtxml.Domain) 
 		if disk.ReadOnly {
 			dd.ReadOnly = &libvirtxml.DomainDiskReadOnly{}
 		}
+		if disk.Shareable {
+			dd.Shareable = &libvirtxml.DomainDiskShareable{}
+		}
+		dd.Serial = disk.Serial
 		dev.Disks = append(dev.Disks, dd)
 	}
 	for _, fs := range s.Filesystems {

@@ -20,12 +20,12 @@ import (
 
 // builderVersion changes whenever the builder would lay out the same inputs
 // differently; it is part of the cache key.
-const builderVersion = "paddock-images/3"
+const builderVersion = "paddock-images/4"
 
 // Event reports build progress.
 type Event struct {
-	// Step is one of "check", "kernel", "modules", "agent", "handlers", "initramfs",
-	// "store", "cached".
+	// Step is one of "check", "kernel", "modules", "agent", "handlers", "handler-disk",
+	// "initramfs", "store", "cached".
 	Step string
 	// Detail names the file or module being handled.
 	Detail string
@@ -112,7 +112,11 @@ func (s *Store) Build(ctx context.Context, spec Spec, opts ...Option) (Image, er
 	ar.dir("/tmp", 0o1777)
 
 	// Modules, in load order, stored uncompressed.
-	names := append(append([]string{}, kmod.DefaultGuestModules...), spec.Modules...)
+	names := append([]string{}, kmod.DefaultGuestModules...)
+	if len(spec.Handlers) > 0 {
+		names = append(names, HandlerDiskFSType) // the handler disk's filesystem
+	}
+	names = append(names, spec.Modules...)
 	mods, err := kmod.Resolve(modDir, names...)
 	if err != nil {
 		return Image{}, fmt.Errorf("%w: resolving kernel modules for %s: %v", ErrInvalid, kernel, err)
@@ -147,6 +151,7 @@ func (s *Store) Build(ctx context.Context, spec Spec, opts ...Option) (Image, er
 	// Handlers, each started once to ask which task types it serves.
 	m.Handlers = []Binary{}
 	served := map[string]Handler{}
+	var disk []diskFile // the handler disk's files
 	for i, h := range spec.Handlers {
 		report(Event{Step: "handlers", Detail: h.Name, Done: i, Total: len(spec.Handlers)})
 		data, err := os.ReadFile(h.Path)
@@ -169,13 +174,22 @@ func (s *Store) Build(ctx context.Context, spec Spec, opts ...Option) (Image, er
 			}
 			served[t.Name] = h
 		}
-		guest := GuestHandlersDir + "/" + h.Name
-		packed, err := packBytes(data)
-		if err != nil {
-			return Image{}, fmt.Errorf("compressing handler %q %s: %w", h.Name, h.Path, err)
+		disk = append(disk, diskFile{name: h.Name, data: data})
+		m.Handlers = append(m.Handlers, Binary{Name: h.Name, Path: GuestHandlersDir + "/" + h.Name, Version: v, Size: int64(len(data)), SHA256: sum, Types: types})
+	}
+	if len(disk) > 0 {
+		report(Event{Step: "handler-disk", Detail: HandlerDiskFile})
+		p := filepath.Join(tmp, HandlerDiskFile)
+		if err := writeHandlerDisk(ctx, p, disk); err != nil {
+			return Image{}, err
 		}
-		ar.file(guest+PackedSuffix, packed, 0o644)
-		m.Handlers = append(m.Handlers, Binary{Name: h.Name, Path: guest, Packed: guest + PackedSuffix, Version: v, Size: int64(len(data)), SHA256: sum, Types: types})
+		sum, n, err := hashFile(p)
+		if err != nil {
+			return Image{}, fmt.Errorf("hashing the handler disk: %w", err)
+		}
+		m.HandlerDisk = &HandlerDisk{File: File{Path: HandlerDiskFile, Size: n, SHA256: sum},
+			FSType: HandlerDiskFSType, Serial: HandlerDiskSerial, Mount: GuestHandlersDir}
+		disk = nil
 	}
 
 	// Agent config and the guest's manifest.

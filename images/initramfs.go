@@ -83,29 +83,10 @@ func (a archive) write(w io.Writer) error {
 	return nil
 }
 
-// PackedSuffix ends the name of a handler binary the initramfs holds zstd-compressed
-// (Binary.Packed). Older images hold it gzip-compressed as <name>.gz; the agent reads
-// both. zstd, against gzip -9, for a 12.8 MB Go handler: 8 % smaller (4.57 vs 4.97 MB)
-// and about 6 times less CPU to unpack (16 vs 98 ms natively, plugins/runner's
-// unpack), which a guest pays on the handler's first task.
+// PackedSuffix ended the name of a handler binary the initramfs held zstd-compressed
+// (Binary.Packed) in images built before handler disks (builder 3); older ones held it
+// gzip-compressed as <name>.gz. Images built now hold no packed handlers.
 const PackedSuffix = ".zst"
-
-// packBytes compresses a handler binary for the initramfs (PackedSuffix), reproducibly:
-// zstd at its best compression on one goroutine, no dictionary id.
-func packBytes(b []byte) ([]byte, error) {
-	var buf bytes.Buffer
-	zw, err := zstd.NewWriter(&buf, zstd.WithEncoderLevel(zstd.SpeedBestCompression), zstd.WithEncoderConcurrency(1))
-	if err != nil {
-		return nil, err
-	}
-	if _, err := zw.Write(b); err != nil {
-		return nil, err
-	}
-	if err := zw.Close(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
-}
 
 // readModule returns the plain .ko content of a module file and the suffix removed:
 // .ko.xz (through the xz command, xz-utils), .ko.zst and .ko.gz are decompressed here

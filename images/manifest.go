@@ -33,6 +33,10 @@ type Manifest struct {
 	// Modules are in load order: every module after its dependencies.
 	Modules  []Module `json:"modules"`
 	Handlers []Binary `json:"handlers"`
+	// HandlerDisk is the read-only filesystem image that holds the handler binaries
+	// (handlerdisk.go); nil when the image has no handlers, and in images built before
+	// handler disks (their handlers are packed in the initramfs: Binary.Packed).
+	HandlerDisk *HandlerDisk `json:"handler_disk,omitempty"`
 	// Config is the agent's configuration file in the guest.
 	Config File `json:"config"`
 }
@@ -52,10 +56,12 @@ type Binary struct {
 	Version string `json:"version,omitempty"`
 	Size    int64  `json:"size"`
 	SHA256  string `json:"sha256"`
-	// Packed is, for a handler, where the initramfs holds the binary zstd-compressed
-	// (Path + ".zst"; gzip, Path + ".gz", in images built before 2026-12-02): the agent unpacks it to Path when the handler first starts, so
-	// an idle guest keeps about 5 MB of a handler in memory instead of 13. Size and
-	// SHA256 are the unpacked binary's. Empty for the agent and in older images.
+	// Packed is, for a handler of an image built before handler disks (builder 3),
+	// where its initramfs holds the binary zstd-compressed (Path + ".zst"; gzip,
+	// Path + ".gz", before 2026-12-02): that image's agent unpacks it to Path when the
+	// handler first starts. Size and SHA256 are the unpacked binary's. Empty for the
+	// agent, in images with a HandlerDisk (the binary is at Path on the disk) and in
+	// older images.
 	Packed string `json:"packed,omitempty"`
 	// Types are the task types a handler serves, sorted by name, as the handler itself
 	// answered when the build started it once (Describe). Empty for the agent.

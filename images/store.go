@@ -26,7 +26,7 @@ const (
 var digestRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
 // Store is a directory of content-addressed images: <dir>/<digest>/ holds vmlinuz,
-// initramfs.cpio.gz and manifest.json. <dir>/.keys maps a hash of a build's inputs to
+// initramfs.cpio.gz, manifest.json and, with handlers, handlers.erofs. <dir>/.keys maps a hash of a build's inputs to
 // the digest it produced (the build cache); <dir>/.tmp holds builds in progress, each
 // renamed into place when complete, so readers and concurrent builders never see a
 // partial image. A Store is safe for concurrent use, also by several processes.
@@ -51,7 +51,7 @@ func (i Image) Kernel() string { return filepath.Join(i.Dir, KernelFile) }
 // Initrd returns the path of the image's initramfs.
 func (i Image) Initrd() string { return filepath.Join(i.Dir, InitramfsFile) }
 
-// Size returns the bytes of the kernel plus the initramfs.
+// Size returns the bytes of the kernel, the initramfs and the handler disk.
 func (i Image) Size() int64 {
 	var n int64
 	if k := i.Manifest.Kernel; k != nil {
@@ -59,6 +59,9 @@ func (i Image) Size() int64 {
 	}
 	if r := i.Manifest.Initramfs; r != nil {
 		n += r.Size
+	}
+	if d := i.Manifest.HandlerDisk; d != nil {
+		n += d.Size
 	}
 	return n
 }

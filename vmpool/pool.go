@@ -231,6 +231,11 @@ func (p *pool) resolve() error {
 	if err != nil {
 		return err
 	}
+	if err := img.CheckHandlerDisk(); err != nil {
+		ce := cfgErr(p.cfg.Name, "image", "rebuild the image (paddock image build) and set the pool's image to the new digest", "image %q is not usable: %v", p.cfg.Image, err)
+		ce.Err = err
+		return ce
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.img, p.types, p.state, p.err = img, types, PoolRunning, nil
@@ -506,7 +511,23 @@ func (p *pool) guestSpec(ctx context.Context, g *guest, img images.Image, scratc
 		p.mu.Unlock()
 		spec.Disks = []hypervisor.Disk{{Path: s.Path, Format: images.ScratchFormat, Target: "vda"}}
 	}
+	// The image's handler disk after the scratch disk (warm.go expects the scratch
+	// disk first); the guest finds it by its serial, not its target.
+	if d, ok := HandlerDisk(img, fmt.Sprintf("vd%c", 'a'+len(spec.Disks))); ok {
+		spec.Disks = append(spec.Disks, d)
+	}
 	return spec, nil
+}
+
+// HandlerDisk returns the disk that attaches img's handler disk (images.HandlerDisk:
+// one read-only file shared by every guest of the image) at target, and whether img
+// has one (images built before handler disks hold their handlers in the initramfs).
+func HandlerDisk(img images.Image, target string) (hypervisor.Disk, bool) {
+	hd := img.Manifest.HandlerDisk
+	if hd == nil {
+		return hypervisor.Disk{}, false
+	}
+	return hypervisor.Disk{Path: img.HandlerDiskPath(), Format: "raw", Target: target, ReadOnly: true, Shareable: true, Serial: hd.Serial}, true
 }
 
 // backoffLocked records a failed boot and sets when the next may start; p.mu held.

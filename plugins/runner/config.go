@@ -24,6 +24,11 @@ type HandlerSpec struct {
 	Packed string
 	// SHA256 is the expected hex sha256 of the binary, from the image manifest.
 	SHA256 string
+	// Verified says the binary need not be hashed before exec: it is on a read-only
+	// filesystem whose image the host checked against its manifest before attaching
+	// it (an image's handler disk; images.Image.CheckHandlerDisk). Hashing it in the
+	// guest would read the whole binary into guest memory on every first start.
+	Verified bool
 	// Args are extra command-line arguments (optional).
 	Args []string
 	// Env is extra environment ("K=V") for the handler (optional).

@@ -141,7 +141,7 @@ func (p *proc) killed() string {
 // start verifies the binary, launches it and describes it.
 func (h *handler) start(ctx context.Context) (*proc, []TaskType, error) {
 	t0 := time.Now()
-	verified := false // the binary was checked as it was unpacked
+	verified := h.spec.Verified // checked on the host (a read-only handler disk), or as it was unpacked
 	if h.spec.Packed != "" {
 		sum, checked, err := unpack(h.spec.Packed, h.spec.Path)
 		if err != nil {
