@@ -5,15 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
 	"testing"
-
-	"github.com/klauspost/compress/zstd"
 
 	"github.com/paddockvm/paddock/agent"
 )
@@ -205,14 +203,29 @@ func TestInitramfsContents(t *testing.T) {
 	if !bytes.Equal(files["/init"], readAll(t, spec.Agent)) {
 		t.Errorf("/init is not the agent")
 	}
-	// Handlers are held zstd-compressed (the agent unpacks one on its first start).
-	if _, ok := files["/usr/lib/paddock/handlers/echo"]; ok {
-		t.Errorf("handler echo is in the initramfs uncompressed; want only echo.zst")
+	// Handlers are on the handler disk, not in the initramfs.
+	for name := range files {
+		if strings.HasPrefix(name, GuestHandlersDir+"/") {
+			t.Errorf("%s is in the initramfs; handlers belong on the handler disk", name)
+		}
 	}
-	if zr, err := zstd.NewReader(bytes.NewReader(files["/usr/lib/paddock/handlers/echo.zst"])); err != nil {
-		t.Errorf("handler echo.zst: %v", err)
-	} else if got, err := io.ReadAll(zr); err != nil || !bytes.Equal(got, readAll(t, spec.Handlers[0].Path)) {
-		t.Errorf("handler echo.zst does not unpack to the handler (err %v)", err)
+	if hd := img.Manifest.HandlerDisk; hd == nil {
+		t.Errorf("manifest has no handler disk")
+	} else {
+		if sum, n, _ := hashFile(img.HandlerDiskPath()); sum != hd.SHA256 || n != hd.Size {
+			t.Errorf("handler disk: %d bytes sha256 %s, manifest says %d %s", n, sum, hd.Size, hd.SHA256)
+		}
+		out := filepath.Join(t.TempDir(), "x")
+		if b, err := exec.Command("fsck.erofs", "--extract="+out, img.HandlerDiskPath()).CombinedOutput(); err != nil {
+			t.Fatalf("fsck.erofs --extract: %v: %s", err, b)
+		}
+		fi, err := os.Stat(filepath.Join(out, "echo"))
+		if err != nil || fi.Mode().Perm() != 0o755 || !bytes.Equal(readAll(t, filepath.Join(out, "echo")), readAll(t, spec.Handlers[0].Path)) {
+			t.Errorf("handler disk: echo is not the handler, mode 0755 (%v, %v)", fi, err)
+		}
+		if err := img.CheckHandlerDisk(); err != nil {
+			t.Errorf("CheckHandlerDisk: %v", err)
+		}
 	}
 	if got := string(files["/lib/modules/9.9.9-test/kernel/drivers/char/virtio_console.ko"]); got != "console-plain" {
 		t.Errorf("virtio_console.ko (from .ko.gz) = %q, want decompressed", got)
@@ -245,8 +258,10 @@ func TestInitramfsContents(t *testing.T) {
 	}
 	if len(m.Handlers) != 1 || m.Handlers[0].Name != "echo" || m.Handlers[0].Version != "1.2.3" || m.Handlers[0].SHA256 != sha(readAll(t, spec.Handlers[0].Path)) {
 		t.Errorf("guest manifest handlers = %+v", m.Handlers)
-	} else if h := m.Handlers[0]; h.Path != "/usr/lib/paddock/handlers/echo" || h.Packed != h.Path+".zst" {
-		t.Errorf("guest manifest handler echo: path %q packed %q, want the unpacked path and the .zst beside it", h.Path, h.Packed)
+	} else if h := m.Handlers[0]; h.Path != "/usr/lib/paddock/handlers/echo" || h.Packed != "" {
+		t.Errorf("guest manifest handler echo: path %q packed %q, want the path on the handler disk and nothing packed", h.Path, h.Packed)
+	} else if d := m.HandlerDisk; d == nil || *d != (agent.ManifestDisk{Serial: HandlerDiskSerial, FSType: "erofs", Mount: GuestHandlersDir}) {
+		t.Errorf("guest manifest handler disk = %+v", d)
 	} else if ty := m.Handlers[0].Types; len(ty) != 2 || ty[0] != (agent.ManifestType{Name: "tiny.one", Version: "1.0.0", Concurrency: 2}) || ty[1].Name != "tiny.two" {
 		t.Errorf("guest manifest handler echo types = %+v, want tiny.one and tiny.two as the handler describes them", ty)
 	}

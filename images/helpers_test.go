@@ -148,8 +148,8 @@ kernel/fs/extra.ko.xz:
 	if err := os.WriteFile(filepath.Join(modDir, "modules.dep"), []byte(dep), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	// The power-button, 9p, balloon and RNG modules of kmod.DefaultGuestModules are built into this kernel.
-	builtin := "kernel/drivers/acpi/button.ko\nkernel/drivers/input/evdev.ko\nkernel/net/9p/9pnet_virtio.ko\nkernel/fs/9p/9p.ko\nkernel/drivers/virtio/virtio_balloon.ko\nkernel/drivers/char/hw_random/virtio-rng.ko\n"
+	// erofs (the handler disk) and the power-button, 9p, balloon and RNG modules of kmod.DefaultGuestModules are built into this kernel.
+	builtin := "kernel/crypto/crc32c_generic.ko\nkernel/fs/erofs/erofs.ko\nkernel/drivers/acpi/button.ko\nkernel/drivers/input/evdev.ko\nkernel/net/9p/9pnet_virtio.ko\nkernel/fs/9p/9p.ko\nkernel/drivers/virtio/virtio_balloon.ko\nkernel/drivers/char/hw_random/virtio-rng.ko\n"
 	if err := os.WriteFile(filepath.Join(modDir, "modules.builtin"), []byte(builtin), 0o644); err != nil {
 		t.Fatal(err)
 	}
