@@ -82,6 +82,9 @@ func rawVirshCreate(b *testing.B, uri string, img images.Image, runDir string) t
 	defer os.RemoveAll(dir)
 	spec := hypervisor.DomainSpec{Name: name, VCPUs: 1, MemoryMiB: 256, Kernel: img.Kernel(), Initrd: img.Initrd(), Cmdline: vmpool.GuestCmdline(vmpool.DefaultCmdline, name),
 		Channels: []hypervisor.Channel{{Name: agent.DefaultPort, SocketPath: filepath.Join(dir, "agent.sock")}}, ConsoleLog: filepath.Join(dir, "console.log")}
+	if d, ok := vmpool.HandlerDisk(img, "vda"); ok {
+		spec.Disks = []hypervisor.Disk{d}
+	}
 	x, err := spec.XML(hypervisor.AccelTCG)
 	if err != nil {
 		b.Fatal(err)

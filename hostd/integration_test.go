@@ -674,6 +674,9 @@ func TestGuestClaimingAnotherIdentityIsRefused(t *testing.T) {
 	spec := hypervisor.DomainSpec{Name: name, VCPUs: 1, MemoryMiB: 256, Kernel: rogueImg.Kernel(), Initrd: rogueImg.Initrd(),
 		Cmdline: vmpool.GuestCmdline(vmpool.DefaultCmdline, name), Channels: []hypervisor.Channel{{Name: "org.paddock.agent.0", SocketPath: sock}},
 		ConsoleLog: filepath.Join(dir, "console.log")}
+	if d, ok := vmpool.HandlerDisk(rogueImg, "vda"); ok {
+		spec.Disks = []hypervisor.Disk{d}
+	}
 	if _, err := e.hv.Create(context.Background(), spec); err != nil {
 		t.Fatal(err)
 	}

@@ -183,6 +183,9 @@ func (e *env) rawRestore(pool string) time.Duration {
 		Channels:    []hypervisor.Channel{{Name: agent.DefaultPort, SocketPath: filepath.Join(gdir, "agent.sock")}},
 		ConsoleLog:  filepath.Join(gdir, "console.log"),
 	}
+	if d, ok := vmpool.HandlerDisk(e.img, "vda"); ok { // as the pool attached it to the template
+		spec.Disks = []hypervisor.Disk{d}
+	}
 	ident, err := agent.NewIdentity(name)
 	if err != nil {
 		e.t.Fatal(err)
