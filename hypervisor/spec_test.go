@@ -55,6 +55,12 @@ func TestSpecValidate(t *testing.T) {
 		{"duplicate disk target", func(s *DomainSpec) {
 			s.Disks = append(s.Disks, Disk{Path: disk, Format: "raw", Target: "vda"})
 		}, "disks[1].target", "disks[0]"},
+		{"shared read-only disk with serial", func(s *DomainSpec) {
+			s.Disks = append(s.Disks, Disk{Path: disk, Format: "raw", Target: "vdb", ReadOnly: true, Shareable: true, Serial: "paddock-handlers"})
+		}, "", ""},
+		{"shareable writable disk", func(s *DomainSpec) { s.Disks[0].Shareable = true }, "disks[0].shareable", "read-only"},
+		{"serial too long", func(s *DomainSpec) { s.Disks[0].Serial = strings.Repeat("s", 21) }, "disks[0].serial", "20"},
+		{"serial with space", func(s *DomainSpec) { s.Disks[0].Serial = "a b" }, "disks[0].serial", `"a b"`},
 		{"relative share", func(s *DomainSpec) { s.Filesystems[0].Source = "in" }, "filesystems[0].source", "absolute"},
 		{"unclean share", func(s *DomainSpec) { s.Filesystems[1].Source = dir + "/../" + filepath.Base(dir) }, "filesystems[1].source", "clean"},
 		{"missing share", func(s *DomainSpec) { s.Filesystems[0].Source = filepath.Join(dir, "gone") }, "filesystems[0].source", "create the directory"},

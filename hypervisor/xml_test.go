@@ -30,7 +30,7 @@ var goldenSpecs = []struct {
 		Name: "paddock-pool-a-1", VCPUs: 2, MemoryMiB: 512,
 		Kernel: "/boot/vmlinuz-6.1.0-56-amd64", Initrd: "/var/lib/paddock/images/abc/initrd.cpio.zst",
 		Cmdline: "console=ttyS0 quiet panic=-1",
-		Disks:   []Disk{{Path: "/var/lib/paddock/vms/paddock-pool-a-1/scratch.qcow2", Format: "qcow2", Target: "vda"}, {Path: "/var/lib/paddock/images/abc/inputs.raw", Format: "raw", Target: "vdb", ReadOnly: true}},
+		Disks:   []Disk{{Path: "/var/lib/paddock/vms/paddock-pool-a-1/scratch.qcow2", Format: "qcow2", Target: "vda"}, {Path: "/var/lib/paddock/images/abc/handlers.erofs", Format: "raw", Target: "vdb", ReadOnly: true, Shareable: true, Serial: "paddock-handlers"}},
 		Filesystems: []Filesystem{
 			{Source: "/var/lib/paddock/vms/paddock-pool-a-1/in", Tag: "paddock.in", ReadOnly: true},
 			{Source: "/var/lib/paddock/vms/paddock-pool-a-1/out", Tag: "paddock.out"},
@@ -142,7 +142,8 @@ func checkRoundTrip(t *testing.T, s DomainSpec, domType, doc string) {
 		}
 	}
 	for i, disk := range d.Devices.Disks {
-		if disk.Target.Bus != "virtio" || disk.Target.Dev != s.Disks[i].Target || disk.Driver.Type != s.Disks[i].Format || (disk.ReadOnly != nil) != s.Disks[i].ReadOnly {
+		if disk.Target.Bus != "virtio" || disk.Target.Dev != s.Disks[i].Target || disk.Driver.Type != s.Disks[i].Format || (disk.ReadOnly != nil) != s.Disks[i].ReadOnly ||
+			(disk.Shareable != nil) != s.Disks[i].Shareable || disk.Serial != s.Disks[i].Serial {
 			t.Errorf("disk %d = %+v", i, disk)
 		}
 	}

@@ -79,6 +79,11 @@ func (s *Store) Build(ctx context.Context, spec Spec, opts ...Option) (Image, er
 	if err := checkSpec(spec); err != nil {
 		return Image{}, err
 	}
+	if len(spec.Handlers) > 0 {
+		if _, err := lookMkfsErofs(); err != nil {
+			return Image{}, err
+		}
+	}
 	if keyErr != nil {
 		return Image{}, fmt.Errorf("hashing build inputs: %w", keyErr)
 	}

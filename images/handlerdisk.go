@@ -102,6 +102,15 @@ func (i Image) CheckHandlerDisk() error {
 	return nil
 }
 
+// lookMkfsErofs finds mkfs.erofs on PATH, or says which package to install.
+func lookMkfsErofs() (string, error) {
+	p, err := exec.LookPath(MkfsErofs)
+	if err != nil {
+		return "", fmt.Errorf("%w: %s not found: an image with handlers needs it for its handler disk: install the erofs-utils package (apt-get install erofs-utils, or run scripts/setup.sh)", ErrInvalid, MkfsErofs)
+	}
+	return p, nil
+}
+
 // diskFile is one file on the handler disk.
 type diskFile struct {
 	name string
@@ -112,9 +121,9 @@ type diskFile struct {
 // at out with mkfs.erofs: uncompressed (the guest runs the binaries straight from it),
 // a fixed UUID and time stamp, no extended attributes.
 func writeHandlerDisk(ctx context.Context, out string, files []diskFile) error {
-	mkfs, err := exec.LookPath(MkfsErofs)
+	mkfs, err := lookMkfsErofs()
 	if err != nil {
-		return fmt.Errorf("%w: %s not found: the handler disk needs it: install the erofs-utils package (apt-get install erofs-utils, or run scripts/setup.sh)", ErrInvalid, MkfsErofs)
+		return err
 	}
 	src, err := os.MkdirTemp(filepath.Dir(out), "handlers-")
 	if err != nil {

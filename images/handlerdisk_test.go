@@ -95,3 +95,36 @@ func waitPoweredOff(t *testing.T, hv *hypervisor.Libvirt, g hypervisor.DomainSpe
 	console, _ := os.ReadFile(g.ConsoleLog)
 	return string(console)
 }
+
+// TestBuildNeedsMkfsErofs: without mkfs.erofs on PATH, building an image with handlers
+// fails with ErrInvalid naming the program and the package to install.
+func TestBuildNeedsMkfsErofs(t *testing.T) {
+	spec := unitSpec(t)
+	t.Setenv("PATH", t.TempDir())
+	_, err := mustOpen(t).Build(context.Background(), spec)
+	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "mkfs.erofs") || !strings.Contains(err.Error(), "erofs-utils") {
+		t.Fatalf("Build without mkfs.erofs: %v, want ErrInvalid naming mkfs.erofs and erofs-utils", err)
+	}
+}
+
+// TestCheckHandlerDisk: a handler disk changed after the build is refused with a
+// message that says to rebuild; a missing one too.
+func TestCheckHandlerDisk(t *testing.T) {
+	img, err := mustOpen(t).Build(context.Background(), unitSpec(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := img.HandlerDiskPath()
+	b := readAll(t, p)
+	b[len(b)-1] ^= 1
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := img.CheckHandlerDisk(); err == nil || !strings.Contains(err.Error(), "damaged") || !strings.Contains(err.Error(), "rebuild the image") {
+		t.Errorf("CheckHandlerDisk of a changed disk: %v", err)
+	}
+	os.Remove(p)
+	if err := img.CheckHandlerDisk(); err == nil || !strings.Contains(err.Error(), "rebuild the image") {
+		t.Errorf("CheckHandlerDisk of a missing disk: %v", err)
+	}
+}

@@ -21,11 +21,12 @@ fi
 # the committed protobuf code (make proto); postgresql backs the PostgreSQL store tests;
 # vagrant and vagrant-libvirt run `vagrant validate` on the Vagrantfile (deploy tests; about
 # 66 packages, mostly ruby: 15 MB download, 76 MB on disk, 8 s here); openssl makes the cluster
-# certificates (deploy/pki.sh); chromium runs the web console's browser tests (sched/console).
+# certificates (deploy/pki.sh); chromium runs the web console's browser tests (sched/console);
+# erofs-utils writes an image's read-only handler disk (mkfs.erofs; images/handlerdisk.go).
 PACKAGES=(
 	libvirt-daemon-system libvirt-dev libvirt-clients libxml2-utils
 	qemu-system-x86 qemu-utils
-	linux-image-amd64 busybox-static
+	linux-image-amd64 busybox-static erofs-utils
 	protobuf-compiler pkg-config gcc make git ca-certificates openssl
 	postgresql
 	vagrant vagrant-libvirt

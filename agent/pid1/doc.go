@@ -1,6 +1,7 @@
 // Package pid1 holds the duties of a guest's init process that paddock-agent takes on
 // when the kernel starts it as /init: mount /proc, /sys, /dev (devtmpfs), /tmp and /run;
-// load kernel modules in the order the image manifest gives; mount the data plane's
+// load kernel modules in the order the image manifest gives; mount the image's
+// read-only handler disk, found by its virtio-blk serial (handlerdisk_linux.go); mount the data plane's
 // virtio-9p shares (api/guestabi InTag read-only at InDir, OutTag at OutDir) when the
 // host offers their tags, with the options measured fastest (NinePOptions); supervise the agent
 // process and reap every zombie child (PID 1 inherits all orphans); watch the ACPI
