@@ -3,14 +3,15 @@
 // An image is a kernel (by default the host's newest /boot/vmlinuz-*) and a gzip
 // compressed cpio (newc) initramfs holding paddock-agent as /init, the kernel modules
 // the guest needs (kmod.DefaultGuestModules plus the spec's, with their dependencies
-// from modules.dep, in load order, decompressed to plain .ko), the handler binaries
-// under /usr/lib/paddock/handlers, each zstd-compressed as <name>.zst (Binary.Packed:
-// the agent unpacks a handler on its first start, so an idle guest holds about 5 MB of
-// a handler in memory instead of 13), the agent's configuration (/etc/paddock/agent.json)
-// and the manifest (/etc/paddock/manifest.json). Store.Build writes it to a
-// content-addressed directory <store>/<sha256>/ with vmlinuz, initramfs.cpio.gz and
-// manifest.json (the SHA-256 of every file, kernel version, modules in load order,
-// handler names, versions and SHA-256, and the task types each handler serves).
+// from modules.dep, in load order, decompressed to plain .ko), the agent's
+// configuration (/etc/paddock/agent.json) and the manifest (/etc/paddock/manifest.json);
+// and, when it has handlers, a read-only erofs disk image (handlers.erofs, written with
+// mkfs.erofs from erofs-utils) holding the handler binaries uncompressed, which every
+// guest of the image attaches and PID 1 mounts at /usr/lib/paddock/handlers
+// (handlerdisk.go). Store.Build writes it to a content-addressed directory
+// <store>/<sha256>/ with vmlinuz, initramfs.cpio.gz, handlers.erofs and manifest.json
+// (the SHA-256 of every file, kernel version, modules in load order, handler names,
+// versions and SHA-256, and the task types each handler serves).
 //
 // One handler binary may serve several task types (testhandler serves test.echo,
 // test.sleep, …), so the build asks each handler: it starts the binary once on the

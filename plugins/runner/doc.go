@@ -1,6 +1,7 @@
 // Package runner is the agent's side of task handlers: it starts each handler
 // binary once (after checking its sha256 against the image manifest, just before
-// exec, and connecting over mutual TLS) — all in parallel in New, or, with
+// exec — unless HandlerSpec.Verified: on an image's read-only handler disk, checked by
+// the host — and connecting over mutual TLS) — all in parallel in New, or, with
 // Config.Lazy and the handler's types known from the manifest, on its first call
 // (it must then serve exactly those types); a handler the image holds compressed
 // (HandlerSpec.Packed: zstd, or gzip in older images) is unpacked to its path just
