@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -544,6 +545,10 @@ func (p *pool) backoffLocked(stage string, err error, name string) {
 }
 
 func (p *pool) bootFailed(g *guest, stage string, err error) {
+	if line := consoleFatal(filepath.Join(g.dir, "console.log")); line != "" {
+		// The guest's own reason, e.g. PID 1 could not mount the image's handler disk.
+		err = fmt.Errorf("%w (guest console: %s)", err, line)
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if g.state == StateStopping {
@@ -552,6 +557,27 @@ func (p *pool) bootFailed(g *guest, stage string, err error) {
 	p.backoffLocked(stage, err, g.ref.Name)
 	p.stopGuest(g, "boot failed")
 	p.nudge()
+}
+
+// consoleFatal returns the last "paddock-agent: fatal:" line of a guest's console log
+// (PID 1's reason for powering off), or "".
+func consoleFatal(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err == nil && fi.Size() > 64<<10 {
+		f.Seek(fi.Size()-64<<10, io.SeekStart)
+	}
+	b, _ := io.ReadAll(io.LimitReader(f, 64<<10))
+	last := ""
+	for _, l := range strings.Split(string(b), "\n") {
+		if i := strings.Index(l, "paddock-agent: fatal:"); i >= 0 {
+			last = strings.TrimSpace(l[i:])
+		}
+	}
+	return last
 }
 
 func (p *pool) markReady(g *guest, info ReadyInfo) bool {
