@@ -119,9 +119,7 @@ func (s *Store) Build(ctx context.Context, spec Spec, opts ...Option) (Image, er
 	// Modules, in load order, stored uncompressed.
 	names := append([]string{}, kmod.DefaultGuestModules...)
 	if len(spec.Handlers) > 0 {
-		// The handler disk's filesystem. erofs needs libcrc32c, whose init fails
-		// (ENOENT) without a crc32c algorithm: modules.dep names it only as a softdep.
-		names = append(names, "crc32c_generic", HandlerDiskFSType)
+		names = append(names, HandlerDiskModules...)
 	}
 	names = append(names, spec.Modules...)
 	mods, err := kmod.Resolve(modDir, names...)

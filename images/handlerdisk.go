@@ -37,6 +37,12 @@ const (
 	MkfsErofs = "mkfs.erofs"
 )
 
+// HandlerDiskModules are the kernel modules an image with handlers adds to
+// kmod.DefaultGuestModules to mount its handler disk (their dependencies come from
+// modules.dep). erofs needs libcrc32c, whose init fails (ENOENT) without a crc32c
+// algorithm, which modules.dep names only as a softdep: hence crc32c_generic first.
+var HandlerDiskModules = []string{"crc32c_generic", HandlerDiskFSType}
+
 // HandlerDisk is the read-only filesystem image that holds an image's handler binaries
 // (Manifest.HandlerDisk).
 type HandlerDisk struct {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/paddockvm/paddock/images"
 	"github.com/paddockvm/paddock/images/kmod"
 )
 
@@ -33,7 +34,7 @@ func TestImageCommands(t *testing.T) {
 	os.WriteFile(kernel, []byte("not really a kernel"), 0o644)
 	mods := filepath.Join(dir, "modules")
 	var dep strings.Builder
-	for _, m := range kmod.DefaultGuestModules {
+	for _, m := range append(slices.Clone(kmod.DefaultGuestModules), images.HandlerDiskModules...) {
 		os.MkdirAll(filepath.Join(mods, "kernel"), 0o755)
 		os.WriteFile(filepath.Join(mods, "kernel", m+".ko"), []byte(m), 0o644)
 		dep.WriteString("kernel/" + m + ".ko:\n")
